@@ -1,0 +1,165 @@
+//! Typed errors for every operation of the store.
+//!
+//! This module owns the [`Error`] enum and nothing else. It must never hide an
+//! I/O error's kind: callers (and the CLI's exit codes) depend on telling a full
+//! disk, a conflict and a corruption apart.
+
+use std::io;
+use std::path::PathBuf;
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in annal.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O operation failed; `context` says which one.
+    #[error("{context}: {source}")]
+    Io {
+        /// What the store was doing.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The disk (or the simulated disk) is full. Nothing of the failed append was kept.
+    #[error("disk full while {context}")]
+    DiskFull {
+        /// What the store was doing.
+        context: String,
+    },
+
+    /// Bytes on disk failed a checksum or a structural check.
+    #[error("corruption in {}: at byte {offset}: {reason}", file.display())]
+    Corruption {
+        /// The damaged file.
+        file: PathBuf,
+        /// Byte offset in that file where the damage was found.
+        offset: u64,
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// The directory exists, is not empty, and is not an annal store.
+    #[error("{} is not an annal data directory: {reason}", path.display())]
+    NotAStore {
+        /// The directory.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
+
+    /// A file was written by a format version this build does not read.
+    #[error("{} has format version {found}; this build reads version {supported}", file.display())]
+    UnsupportedVersion {
+        /// The file.
+        file: PathBuf,
+        /// Version found in the file.
+        found: u32,
+        /// Version this build supports.
+        supported: u32,
+    },
+
+    /// Another process (or another handle) holds the data directory.
+    #[error("data directory {} is locked by another process", path.display())]
+    Locked {
+        /// The data directory.
+        path: PathBuf,
+    },
+
+    /// The caller's input was rejected before anything was written.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
+    /// The expected version did not match the stream's actual state.
+    #[error(
+        "wrong expected version for stream {stream:?}: expected {expected}, actual {}",
+        actual.map_or_else(|| "no stream".to_string(), |r| r.to_string())
+    )]
+    WrongExpectedVersion {
+        /// The stream.
+        stream: String,
+        /// What the caller expected, as text (`any`, `no-stream`, `exists` or a revision).
+        expected: String,
+        /// The stream's current revision, or `None` if the stream does not exist.
+        actual: Option<u64>,
+    },
+
+    /// A consistency-boundary condition failed: a matching event exists after the given position.
+    #[error("append condition failed: event at position {position} matches the query")]
+    ConditionFailed {
+        /// Position of the first matching event found.
+        position: u64,
+    },
+
+    /// Some, but not all, of the given event ids are already stored, or an id is stored elsewhere.
+    #[error("event id {id} is already stored at position {position}, not at the place of this append")]
+    IdempotencyConflict {
+        /// The conflicting id.
+        id: uuid::Uuid,
+        /// Where it is stored.
+        position: u64,
+    },
+
+    /// The stream does not exist.
+    #[error("stream {0:?} not found")]
+    StreamNotFound(String),
+
+    /// The store was closed, or its writer stopped after a fatal error.
+    #[error("store is closed{}", .0.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
+    Closed(Option<String>),
+}
+
+impl Error {
+    /// Wraps an I/O error with context, turning "no space left" into [`Error::DiskFull`].
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        let context = context.into();
+        if source.kind() == io::ErrorKind::StorageFull || source.raw_os_error() == Some(28) {
+            Error::DiskFull { context }
+        } else {
+            Error::Io { context, source }
+        }
+    }
+
+    /// Builds a corruption error.
+    pub fn corruption(file: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Self {
+        Error::Corruption {
+            file: file.into(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+
+    /// A copy of a write error for each appender of a failed group: the kind
+    /// (full disk, I/O error kind) is kept, the source is rendered as text.
+    pub(crate) fn for_another_caller(&self) -> Self {
+        match self {
+            Error::DiskFull { context } => Error::DiskFull {
+                context: context.clone(),
+            },
+            Error::Io { context, source } => Error::Io {
+                context: context.clone(),
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
+            other => Error::Closed(Some(other.to_string())),
+        }
+    }
+
+    /// True for errors that mean the bytes on disk are damaged.
+    pub fn is_corruption(&self) -> bool {
+        matches!(self, Error::Corruption { .. })
+    }
+}
+
+/// Extension to attach context to `io::Result`.
+pub(crate) trait IoContext<T> {
+    /// Maps the error into [`Error::io`] with the given context.
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::io(context(), e))
+    }
+}

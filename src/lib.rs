@@ -1,0 +1,37 @@
+//! annal: an embeddable, single-node event store.
+//!
+//! Events are appended to streams in a segmented, checksummed, append-only log
+//! and read back by stream, by global position, by filter or by id. Appends are
+//! atomic, checked against an expected version or a consistency-boundary
+//! condition, idempotent by event id, and durable before they are acknowledged
+//! (by default). See `format.md` for every byte on disk.
+//!
+//! ```no_run
+//! use annal::{Store, Options, EventData, ExpectedVersion, Direction, StreamFrom};
+//! let store = Store::open("./annal-data", Options::default())?;
+//! store.append("order-1", ExpectedVersion::NoStream,
+//!     vec![EventData::json("OrderPlaced", r#"{"total":10}"#)])?;
+//! let events = store.read_stream("order-1", Direction::Forward, StreamFrom::Start, 100)?;
+//! assert_eq!(events[0].event_type, "OrderPlaced");
+//! # Ok::<(), annal::Error>(())
+//! ```
+
+pub mod checkpoint;
+pub mod error;
+pub mod event;
+pub mod index;
+pub mod options;
+pub mod query;
+pub mod record;
+pub mod recovery;
+pub mod segment;
+pub mod storage;
+mod store;
+mod writer;
+
+pub use error::{Error, Result};
+pub use event::{AppendResult, ContentType, EventData, ExpectedVersion, RecordedEvent, StreamInfo};
+pub use options::{Durability, Options};
+pub use query::{AppendCondition, Filter, Query, QueryItem};
+pub use storage::{FsStorage, SimStorage, Storage};
+pub use store::{Direction, LogFrom, Store, StreamFrom};

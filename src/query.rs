@@ -1,0 +1,138 @@
+//! Filters for reads of the global log and queries for consistency-boundary appends.
+//!
+//! This module owns what it means for an event to match; it must never decide
+//! how candidates are found (the store uses the indexes for that).
+
+use crate::record::EventView;
+
+/// A filter on the global log. Every given part must hold; empty parts hold for all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// The event's type is one of these.
+    pub types: Vec<String>,
+    /// The event carries every one of these tags.
+    pub tags: Vec<String>,
+    /// The stream name starts with this prefix (a category such as `order-`).
+    pub stream_prefix: Option<String>,
+    /// Recorded at or after this time (microseconds since the Unix epoch).
+    pub since_micros: Option<i64>,
+    /// Recorded strictly before this time (microseconds since the Unix epoch).
+    pub until_micros: Option<i64>,
+}
+
+impl Filter {
+    /// A filter that passes everything.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// True when the filter passes everything.
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+
+    /// Adds an accepted event type.
+    pub fn with_type(mut self, t: impl Into<String>) -> Self {
+        self.types.push(t.into());
+        self
+    }
+
+    /// Adds a required tag.
+    pub fn with_tag(mut self, t: impl Into<String>) -> Self {
+        self.tags.push(t.into());
+        self
+    }
+
+    /// Sets the stream prefix.
+    pub fn with_stream_prefix(mut self, p: impl Into<String>) -> Self {
+        self.stream_prefix = Some(p.into());
+        self
+    }
+
+    /// Sets the time range `[since, until)`, each bound optional.
+    pub fn with_time(mut self, since_micros: Option<i64>, until_micros: Option<i64>) -> Self {
+        self.since_micros = since_micros;
+        self.until_micros = until_micros;
+        self
+    }
+
+    /// True if the time range admits `ts`.
+    pub fn admits_time(&self, ts: i64) -> bool {
+        self.since_micros.is_none_or(|s| ts >= s) && self.until_micros.is_none_or(|u| ts < u)
+    }
+
+    /// True if the event passes the filter.
+    pub fn matches(&self, ev: &EventView<'_>) -> bool {
+        type_and_tags_match(&self.types, &self.tags, ev)
+            && self
+                .stream_prefix
+                .as_deref()
+                .is_none_or(|p| ev.stream.starts_with(p))
+            && self.admits_time(ev.timestamp)
+    }
+}
+
+/// One item of a consistency-boundary query: events whose type is one of
+/// `types` (if any are given) and that carry all of `tags`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueryItem {
+    /// Accepted event types (empty: any type).
+    pub types: Vec<String>,
+    /// Required tags (empty: no tag required).
+    pub tags: Vec<String>,
+}
+
+impl QueryItem {
+    /// True if the event matches the item.
+    pub fn matches(&self, ev: &EventView<'_>) -> bool {
+        type_and_tags_match(&self.types, &self.tags, ev)
+    }
+
+    /// The item as a log filter.
+    pub fn as_filter(&self) -> Filter {
+        Filter {
+            types: self.types.clone(),
+            tags: self.tags.clone(),
+            ..Filter::default()
+        }
+    }
+}
+
+/// A query: an event matches if it matches any item. A query with no item matches nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query {
+    /// The items.
+    pub items: Vec<QueryItem>,
+}
+
+impl Query {
+    /// A query with one item.
+    pub fn item(types: &[&str], tags: &[&str]) -> Self {
+        Query {
+            items: vec![QueryItem {
+                types: types.iter().map(|s| s.to_string()).collect(),
+                tags: tags.iter().map(|s| s.to_string()).collect(),
+            }],
+        }
+    }
+
+    /// True if the event matches.
+    pub fn matches(&self, ev: &EventView<'_>) -> bool {
+        self.items.iter().any(|i| i.matches(ev))
+    }
+}
+
+/// The condition of a consistency-boundary append: fail if an event matching
+/// `query` exists at a position after `after` (or anywhere, if `after` is `None`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppendCondition {
+    /// What must not have happened.
+    pub query: Query,
+    /// The position the caller's decision was based on.
+    pub after: Option<u64>,
+}
+
+fn type_and_tags_match(types: &[String], tags: &[String], ev: &EventView<'_>) -> bool {
+    (types.is_empty() || types.iter().any(|t| t == ev.event_type))
+        && tags.iter().all(|t| ev.tags.contains(&t.as_str()))
+}

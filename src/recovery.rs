@@ -1,0 +1,339 @@
+//! Opening a data directory: identity check, lock, loading sealed segments and
+//! their indexes, scanning the active segment, cutting a torn tail, and
+//! rebuilding stream states.
+//!
+//! Recovery keeps every acknowledged append: it cuts only bytes after the last
+//! complete append of the last segment, and copies them to `torn/` first. Damage
+//! anywhere else is reported as corruption, never "fixed" by dropping data.
+//! This module must never write events.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::checkpoint::{META_FILE, STREAMS_FILE, StoreMeta, StreamState, StreamsCheckpoint};
+use crate::error::{Error, IoContext, Result};
+use crate::event::now_micros;
+use crate::index::{IndexEntry, Lookup, MemIndex, SegmentIndex};
+use crate::record::EventView;
+use crate::options::Options;
+use crate::segment::{self, SEGMENT_HEADER, ScanEnd, SegmentHeader};
+use crate::storage::{Storage, write_atomically};
+use crate::store::{ActiveSegment, SealedSegment, Shared};
+
+/// Name of the lock file.
+pub const LOCK_FILE: &str = "LOCK";
+/// Folder where cut-off torn tails are kept.
+pub const TORN_DIR: &str = "torn";
+
+/// Opens the store in `dir`, recovering from a crash if needed.
+pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options) -> Result<Shared> {
+    let st = &*storage;
+    if !st.exists(dir) {
+        if !options.create_if_missing {
+            return Err(Error::NotAStore {
+                path: dir.to_path_buf(),
+                reason: "directory does not exist".into(),
+            });
+        }
+        st.create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+    }
+    let lock = st.lock(&dir.join(LOCK_FILE)).map_err(|e| match e.kind() {
+        io::ErrorKind::WouldBlock => Error::Locked {
+            path: dir.to_path_buf(),
+        },
+        _ => Error::io(format!("locking {}", dir.display()), e),
+    })?;
+    check_identity(st, dir)?;
+
+    let mut names: Vec<(u64, String)> = Vec::new();
+    let mut idx_names: HashMap<u64, String> = HashMap::new();
+    for name in st.list(dir).ctx(|| format!("listing {}", dir.display()))? {
+        match segment::parse_file_name(&name) {
+            Some((base, "seg")) => names.push((base, name)),
+            Some((base, "idx")) => {
+                idx_names.insert(base, name);
+            }
+            _ => {}
+        }
+    }
+    names.sort();
+
+    let mut sealed: Vec<Arc<SealedSegment>> = Vec::new();
+    let mut expected_base = 0u64;
+    let mut active = None;
+    let count = names.len();
+    for (i, (base, name)) in names.iter().enumerate() {
+        let path = dir.join(name);
+        if *base != expected_base {
+            return Err(Error::corruption(
+                &path,
+                0,
+                format!("segment starts at position {base}, expected {expected_base} (a segment is missing)"),
+            ));
+        }
+        let is_last = i + 1 == count;
+        match open_segment(st, dir, &path, *base, idx_names.get(base), is_last)? {
+            Opened::Sealed(s) => {
+                expected_base = s.index.next_position();
+                sealed.push(Arc::new(s));
+            }
+            Opened::Active(a) => {
+                expected_base = a.index.read().next_position();
+                active = Some(Arc::new(a));
+            }
+        }
+    }
+
+    let streams = rebuild_streams(st, dir, &sealed, active.as_deref())?;
+    let shared = Shared {
+        dir: dir.to_path_buf(),
+        storage: storage.clone(),
+        options,
+        sealed: RwLock::new(Arc::new(sealed)),
+        // Replaced below when the last segment was sealed (or there was none).
+        active: RwLock::new(match &active {
+            Some(a) => a.clone(),
+            None => Arc::new(ActiveSegment {
+                path: dir.join("none"),
+                file: Arc::new(NoFile),
+                index: RwLock::new(MemIndex::new(expected_base, SEGMENT_HEADER as u64)),
+            }),
+        }),
+        streams: RwLock::new(streams),
+        next_position: AtomicU64::new(expected_base),
+        failure: Mutex::new(None),
+        _lock: lock,
+    };
+    if active.is_none() {
+        let a = crate::writer::create_segment(&shared, expected_base)?;
+        *shared.active.write() = a;
+    }
+    Ok(shared)
+}
+
+/// Refuses directories that are not annal stores; writes the identity of a new one.
+fn check_identity(st: &dyn Storage, dir: &Path) -> Result<()> {
+    let meta_path = dir.join(META_FILE);
+    if st.exists(&meta_path) {
+        let f = st.open(&meta_path, false).ctx(|| format!("opening {}", meta_path.display()))?;
+        let len = f.len().ctx(|| format!("reading {}", meta_path.display()))?;
+        let mut b = vec![0u8; len.min(4096) as usize];
+        f.read_exact_at(&mut b, 0).ctx(|| format!("reading {}", meta_path.display()))?;
+        StoreMeta::decode(&b, &meta_path)?;
+        return Ok(());
+    }
+    let foreign: Vec<String> = st
+        .list(dir)
+        .ctx(|| format!("listing {}", dir.display()))?
+        .into_iter()
+        .filter(|n| n != LOCK_FILE && n != &format!("{META_FILE}.tmp"))
+        .collect();
+    if !foreign.is_empty() {
+        return Err(Error::NotAStore {
+            path: dir.to_path_buf(),
+            reason: format!("it holds {:?} but no {META_FILE}", foreign[0]),
+        });
+    }
+    let meta = StoreMeta {
+        store_id: uuid::Uuid::new_v4(),
+        created_micros: now_micros(),
+    };
+    write_atomically(st, dir, META_FILE, &meta.encode()).ctx(|| format!("writing {META_FILE}"))
+}
+
+enum Opened {
+    Sealed(SealedSegment),
+    Active(ActiveSegment),
+}
+
+/// Opens one segment: sealed ones through their index (rebuilt if missing or
+/// damaged), the last unsealed one by a full scan with torn-tail recovery.
+fn open_segment(
+    st: &dyn Storage,
+    dir: &Path,
+    path: &Path,
+    base: u64,
+    idx_name: Option<&String>,
+    is_last: bool,
+) -> Result<Opened> {
+    // A sealed segment with a good index is opened without reading its bytes.
+    if let Some(idx_name) = idx_name {
+        let idx_path = dir.join(idx_name);
+        let loaded = st
+            .map(&idx_path)
+            .ctx(|| format!("mapping {}", idx_path.display()))
+            .and_then(|m| SegmentIndex::open(m, &idx_path));
+        match loaded {
+            Ok(index) if index.base() == base => {
+                let bytes = st.map(path).ctx(|| format!("mapping {}", path.display()))?;
+                SegmentHeader::decode((*bytes).as_ref(), path)?;
+                return Ok(Opened::Sealed(SealedSegment {
+                    path: path.to_path_buf(),
+                    bytes,
+                    index,
+                }));
+            }
+            Err(e @ Error::UnsupportedVersion { .. }) => return Err(e),
+            // A damaged or foreign index is derived data: rebuild it from the log below.
+            _ => {}
+        }
+    }
+
+    let file = st.open(path, is_last).ctx(|| format!("opening {}", path.display()))?;
+    let len = file.len().ctx(|| format!("reading {}", path.display()))?;
+    let mut bytes = vec![0u8; len as usize];
+    file.read_exact_at(&mut bytes, 0).ctx(|| format!("reading {}", path.display()))?;
+    let header = SegmentHeader::decode(&bytes, path)?;
+    if header.base_position != base {
+        return Err(Error::corruption(path, 16, "header base position differs from the file name"));
+    }
+
+    let mut index = MemIndex::new(base, SEGMENT_HEADER as u64);
+    // Events of an append are indexed only once its commit frame is seen.
+    let mut pending: Vec<(EventView<'_>, u64, u64)> = Vec::new();
+    let mut next = base;
+    let mut committed_end = SEGMENT_HEADER as u64;
+    let end = segment::scan_frames(&bytes, |ev, offset, end| {
+        if ev.position != next {
+            return Err(Error::corruption(
+                path,
+                offset,
+                format!("event has position {}, expected {next}", ev.position),
+            ));
+        }
+        next += 1;
+        pending.push((ev.clone(), offset, end));
+        if ev.commit {
+            for (v, offset, end) in pending.drain(..) {
+                index.push(&IndexEntry::from_view(&v, offset), end);
+            }
+            committed_end = end;
+        }
+        Ok(())
+    })?;
+
+    match end {
+        ScanEnd::Sealed { seal_offset, seal } => {
+            if !pending.is_empty() || seal_offset != committed_end {
+                return Err(Error::corruption(path, seal_offset, "seal follows an unfinished append"));
+            }
+            if seal.next_position != index.next_position() || seal.event_count != index.len() as u64 {
+                return Err(Error::corruption(path, seal_offset, "seal disagrees with the segment's events"));
+            }
+            let idx_name = format!("{base:020}.idx");
+            write_atomically(st, dir, &idx_name, &index.encode_file()).ctx(|| format!("writing {idx_name}"))?;
+            let idx_path = dir.join(&idx_name);
+            let map = st.map(&idx_path).ctx(|| format!("mapping {idx_name}"))?;
+            Ok(Opened::Sealed(SealedSegment {
+                path: path.to_path_buf(),
+                bytes: st.map(path).ctx(|| format!("mapping {}", path.display()))?,
+                index: SegmentIndex::open(map, &idx_path)?,
+            }))
+        }
+        ScanEnd::Damaged {
+            offset,
+            error,
+            followed_by_valid: true,
+        } => Err(Error::corruption(
+            path,
+            offset,
+            format!("{error} in the middle of the log (valid frames follow)"),
+        )),
+        ScanEnd::Damaged { .. } | ScanEnd::Clean if !is_last => Err(Error::corruption(
+            path,
+            committed_end,
+            "segment is not sealed but a later segment exists",
+        )),
+        ScanEnd::Damaged { .. } | ScanEnd::Clean => {
+            if len > committed_end {
+                save_torn_tail(st, dir, path, &bytes[committed_end as usize..], base, committed_end)?;
+                file.set_len(committed_end)
+                    .and_then(|()| file.sync_data())
+                    .ctx(|| format!("cutting the torn tail of {}", path.display()))?;
+            }
+            Ok(Opened::Active(ActiveSegment {
+                path: path.to_path_buf(),
+                file,
+                index: RwLock::new(index),
+            }))
+        }
+    }
+}
+
+/// Copies the bytes about to be cut from a segment into `torn/`, durably.
+fn save_torn_tail(st: &dyn Storage, dir: &Path, seg: &Path, tail: &[u8], base: u64, offset: u64) -> Result<()> {
+    let torn = dir.join(TORN_DIR);
+    st.create_dir_all(&torn).ctx(|| format!("creating {}", torn.display()))?;
+    let mut n = 0;
+    let name = loop {
+        let name = format!("{base:020}-{offset}-{n}.bin");
+        if !st.exists(&torn.join(&name)) {
+            break name;
+        }
+        n += 1;
+    };
+    write_atomically(st, &torn, &name, tail).ctx(|| format!("saving the torn tail of {}", seg.display()))
+}
+
+/// Stream states: from the checkpoint if it fits, then every later segment's summary.
+fn rebuild_streams(
+    st: &dyn Storage,
+    dir: &Path,
+    sealed: &[Arc<SealedSegment>],
+    active: Option<&ActiveSegment>,
+) -> Result<HashMap<Box<str>, StreamState>> {
+    let chk_path = dir.join(STREAMS_FILE);
+    let checkpoint = st
+        .map(&chk_path)
+        .ok()
+        .and_then(|m| StreamsCheckpoint::decode((*m).as_ref(), &chk_path).ok())
+        .filter(|c| c.covered_position == 0 || sealed.iter().any(|s| s.index.next_position() == c.covered_position));
+    let (covered, mut streams) = match checkpoint {
+        Some(c) => (c.covered_position, c.streams),
+        None => (0, HashMap::new()),
+    };
+    let mut apply = |l: &dyn Lookup| {
+        for (name, s) in l.streams() {
+            streams.insert(
+                name.into_boxed_str(),
+                StreamState {
+                    last_revision: s.last_revision,
+                    last_position: s.last_position,
+                },
+            );
+        }
+    };
+    for s in sealed.iter().filter(|s| s.index.base() >= covered) {
+        apply(&s.index);
+    }
+    if let Some(a) = active {
+        apply(&*a.index.read());
+    }
+    Ok(streams)
+}
+
+/// Placeholder file of a store that has no segment yet; never read or written.
+struct NoFile;
+
+impl crate::storage::StorageFile for NoFile {
+    fn read_exact_at(&self, _: &mut [u8], _: u64) -> io::Result<()> {
+        Err(io::ErrorKind::UnexpectedEof.into())
+    }
+    fn write_all_at(&self, _: &[u8], _: u64) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        Ok(())
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(0)
+    }
+    fn set_len(&self, _: u64) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}

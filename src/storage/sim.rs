@@ -1,0 +1,545 @@
+//! A simulated, in-memory [`Storage`] for crash and fault tests.
+//!
+//! It keeps, for every file, the bytes the process sees and the bytes that would
+//! survive a power cut (those made durable by `sync_data`), and for every
+//! directory the entries made durable by `sync_dir`. A test can:
+//! - arm a crash point: after N more mutating operations the "machine" stops,
+//!   the N-th write landing only partly, and every later call fails;
+//! - [`SimStorage::crash`]: drop what was not synced, or keep a random part of
+//!   it (a torn write, possibly with garbage at its end), deterministically from a seed;
+//! - flip bits in durable bytes; limit free space so writes fail with "storage full".
+//!
+//! It must stay deterministic for a given seed and sequence of calls.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::{LockGuard, Mapped, Storage, StorageFile};
+
+/// A small deterministic random generator (splitmix64).
+#[derive(Debug, Clone)]
+pub struct SimRng(u64);
+
+impl SimRng {
+    /// Creates a generator from a seed.
+    pub fn new(seed: u64) -> Self {
+        SimRng(seed)
+    }
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next_u64() % n }
+    }
+}
+
+#[derive(Default)]
+struct Inode {
+    current: Vec<u8>,
+    durable: Vec<u8>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Names the process sees.
+    live: BTreeMap<PathBuf, u64>,
+    /// Names that survive a crash.
+    durable: BTreeMap<PathBuf, u64>,
+    dirs: HashSet<PathBuf>,
+    inodes: HashMap<u64, Inode>,
+    next_inode: u64,
+    locks: HashSet<PathBuf>,
+    /// Bumped by every crash; handles from an older generation fail.
+    generation: u64,
+    /// Mutating operations left before the simulated power cut.
+    ops_until_crash: Option<u64>,
+    /// Set once the power cut has happened.
+    dead: bool,
+    /// Free bytes left (None: unlimited).
+    free_bytes: Option<u64>,
+    rng: Option<SimRng>,
+    /// Counters for tests.
+    mutating_ops: u64,
+    syncs: u64,
+}
+
+impl State {
+    fn check_alive(&self, generation: u64) -> io::Result<()> {
+        if self.dead || generation != self.generation {
+            Err(io::Error::other("simulated power loss"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Counts a mutating operation; returns true if it is the one that crashes.
+    fn tick(&mut self) -> bool {
+        self.mutating_ops += 1;
+        match self.ops_until_crash.as_mut() {
+            Some(0) => true,
+            Some(n) => {
+                *n -= 1;
+                *n == 0
+            }
+            None => false,
+        }
+    }
+
+    fn used_bytes(&self) -> u64 {
+        self.inodes.values().map(|i| i.current.len() as u64).sum()
+    }
+}
+
+/// The simulated storage; cheap to clone (clones share the same disk).
+#[derive(Clone, Default)]
+pub struct SimStorage {
+    state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for SimStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimStorage").finish_non_exhaustive()
+    }
+}
+
+struct SimFile {
+    state: Arc<Mutex<State>>,
+    inode: u64,
+    generation: u64,
+    write: bool,
+}
+
+struct SimLock {
+    state: Arc<Mutex<State>>,
+    path: PathBuf,
+    generation: u64,
+}
+
+impl LockGuard for SimLock {}
+
+impl Drop for SimLock {
+    fn drop(&mut self) {
+        let mut st = self.state.lock();
+        if st.generation == self.generation {
+            st.locks.remove(&self.path);
+        }
+    }
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("{}", path.display()))
+}
+
+impl SimStorage {
+    /// A new, empty simulated disk.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Arms a power cut: the `n`-th mutating operation from now (1 = the next one)
+    /// is the last; a write at that point lands only partly (a random prefix, from `seed`).
+    pub fn crash_after_ops(&self, n: u64, seed: u64) {
+        let mut st = self.state.lock();
+        st.ops_until_crash = Some(n.max(1));
+        st.rng = Some(SimRng::new(seed));
+    }
+
+    /// True once an armed power cut has happened.
+    pub fn is_dead(&self) -> bool {
+        self.state.lock().dead
+    }
+
+    /// Number of mutating operations (writes, syncs, creates, renames, removals) so far.
+    pub fn mutating_ops(&self) -> u64 {
+        self.state.lock().mutating_ops
+    }
+
+    /// Number of `sync_data` and `sync_dir` calls so far.
+    pub fn syncs(&self) -> u64 {
+        self.state.lock().syncs
+    }
+
+    /// Limits the free space: writes that would grow the disk past `bytes` more fail with "storage full".
+    pub fn set_free_space(&self, bytes: Option<u64>) {
+        let mut st = self.state.lock();
+        st.free_bytes = bytes.map(|b| st.used_bytes() + b);
+    }
+
+    /// Simulates a power cut and restart: unsynced directory entries vanish, and
+    /// each file keeps its durable bytes plus, if `torn` is true, a random prefix
+    /// of its unsynced appended bytes, sometimes with garbage at the end.
+    /// Open handles and locks from before the crash stop working.
+    pub fn crash(&self, seed: u64, torn: bool) {
+        let mut st = self.state.lock();
+        let mut rng = SimRng::new(seed);
+        st.live = st.durable.clone();
+        let reachable: HashSet<u64> = st.live.values().copied().collect();
+        st.inodes.retain(|id, _| reachable.contains(id));
+        for inode in st.inodes.values_mut() {
+            let durable_len = inode.durable.len();
+            let appended_only = inode.current.len() > durable_len
+                && inode.current[..durable_len] == inode.durable[..];
+            let mut next = inode.durable.clone();
+            if torn && appended_only {
+                let extra = inode.current.len() - durable_len;
+                let keep = rng.below(extra as u64 + 1) as usize;
+                next.extend_from_slice(&inode.current[durable_len..durable_len + keep]);
+                if keep > 0 && rng.below(4) == 0 {
+                    let garbage = keep.min(1 + rng.below(16) as usize);
+                    let len = next.len();
+                    for b in &mut next[len - garbage..] {
+                        *b = rng.next_u64() as u8;
+                    }
+                }
+            }
+            inode.current = next.clone();
+            inode.durable = next;
+        }
+        st.locks.clear();
+        st.generation += 1;
+        st.dead = false;
+        st.ops_until_crash = None;
+    }
+
+    /// Flips one bit of a file, both in what the process sees and in durable bytes.
+    pub fn flip_bit(&self, path: &Path, offset: u64, bit: u8) -> io::Result<()> {
+        let mut st = self.state.lock();
+        let id = *st.live.get(path).ok_or_else(|| not_found(path))?;
+        let inode = st.inodes.get_mut(&id).ok_or_else(|| not_found(path))?;
+        let off = offset as usize;
+        if off >= inode.current.len() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "offset past end"));
+        }
+        inode.current[off] ^= 1 << (bit % 8);
+        if off < inode.durable.len() {
+            inode.durable[off] ^= 1 << (bit % 8);
+        }
+        Ok(())
+    }
+
+    /// The bytes of a file as the process sees them (for tests).
+    pub fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let st = self.state.lock();
+        let id = st.live.get(path).ok_or_else(|| not_found(path))?;
+        Ok(st.inodes[id].current.clone())
+    }
+
+    /// Replaces a file's bytes, durably (for building damaged stores in tests and fuzzing).
+    pub fn write_file(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let mut st = self.state.lock();
+        if let Some(parent) = path.parent() {
+            st.dirs.insert(parent.to_path_buf());
+        }
+        let id = match st.live.get(path) {
+            Some(id) => *id,
+            None => {
+                st.next_inode += 1;
+                let id = st.next_inode;
+                st.live.insert(path.to_path_buf(), id);
+                st.durable.insert(path.to_path_buf(), id);
+                id
+            }
+        };
+        let inode = st.inodes.entry(id).or_default();
+        inode.current = bytes.to_vec();
+        inode.durable = bytes.to_vec();
+        Ok(())
+    }
+}
+
+impl StorageFile for SimFile {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let st = self.state.lock();
+        st.check_alive(self.generation)?;
+        let data = &st.inodes[&self.inode].current;
+        let start = usize::try_from(offset).map_err(|_| io::ErrorKind::UnexpectedEof)?;
+        let end = start.checked_add(buf.len()).ok_or(io::ErrorKind::UnexpectedEof)?;
+        if end > data.len() {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.copy_from_slice(&data[start..end]);
+        Ok(())
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        if !self.write {
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, "read-only handle"));
+        }
+        let mut st = self.state.lock();
+        st.check_alive(self.generation)?;
+        let start = offset as usize;
+        let end = start + buf.len();
+        let cur_len = st.inodes[&self.inode].current.len();
+        if let Some(limit) = st.free_bytes {
+            let growth = end.saturating_sub(cur_len) as u64;
+            if st.used_bytes() + growth > limit {
+                return Err(io::Error::new(io::ErrorKind::StorageFull, "simulated full disk"));
+            }
+        }
+        let crashing = st.tick();
+        let len = if crashing {
+            let mut rng = st.rng.take().unwrap_or_else(|| SimRng::new(0));
+            let keep = rng.below(buf.len() as u64 + 1) as usize;
+            st.rng = Some(rng);
+            keep
+        } else {
+            buf.len()
+        };
+        let data = &mut st.inodes.get_mut(&self.inode).expect("inode of open file").current;
+        if data.len() < start + len {
+            data.resize(start + len, 0);
+        }
+        data[start..start + len].copy_from_slice(&buf[..len]);
+        if crashing {
+            st.dead = true;
+            return Err(io::Error::other("simulated power loss"));
+        }
+        Ok(())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        let mut st = self.state.lock();
+        st.check_alive(self.generation)?;
+        if st.tick() {
+            st.dead = true;
+            return Err(io::Error::other("simulated power loss"));
+        }
+        st.syncs += 1;
+        let inode = st.inodes.get_mut(&self.inode).expect("inode of open file");
+        inode.durable = inode.current.clone();
+        Ok(())
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        let st = self.state.lock();
+        st.check_alive(self.generation)?;
+        Ok(st.inodes[&self.inode].current.len() as u64)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let mut st = self.state.lock();
+        st.check_alive(self.generation)?;
+        if st.tick() {
+            st.dead = true;
+            return Err(io::Error::other("simulated power loss"));
+        }
+        let inode = st.inodes.get_mut(&self.inode).expect("inode of open file");
+        inode.current.resize(len as usize, 0);
+        Ok(())
+    }
+}
+
+impl SimStorage {
+    fn mutate(&self, f: impl FnOnce(&mut State) -> io::Result<()>) -> io::Result<()> {
+        let mut st = self.state.lock();
+        let generation = st.generation;
+        st.check_alive(generation)?;
+        if st.tick() {
+            st.dead = true;
+            return Err(io::Error::other("simulated power loss"));
+        }
+        f(&mut st)
+    }
+}
+
+impl Storage for SimStorage {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut st = self.state.lock();
+        let generation = st.generation;
+        st.check_alive(generation)?;
+        for anc in dir.ancestors() {
+            st.dirs.insert(anc.to_path_buf());
+        }
+        Ok(())
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let st = self.state.lock();
+        st.check_alive(st.generation)?;
+        if !st.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        let mut names: Vec<String> = st
+            .live
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        names.extend(
+            st.dirs
+                .iter()
+                .filter(|p| p.parent() == Some(dir))
+                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())),
+        );
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        let st = self.state.lock();
+        st.live.contains_key(path) || st.dirs.contains(path)
+    }
+
+    fn open(&self, path: &Path, write: bool) -> io::Result<Arc<dyn StorageFile>> {
+        let st = self.state.lock();
+        st.check_alive(st.generation)?;
+        let inode = *st.live.get(path).ok_or_else(|| not_found(path))?;
+        Ok(Arc::new(SimFile {
+            state: self.state.clone(),
+            inode,
+            generation: st.generation,
+            write,
+        }))
+    }
+
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        let mut inode = 0;
+        self.mutate(|st| {
+            if st.live.contains_key(path) {
+                return Err(io::ErrorKind::AlreadyExists.into());
+            }
+            match path.parent() {
+                Some(p) if st.dirs.contains(p) => {}
+                _ => return Err(not_found(path)),
+            }
+            st.next_inode += 1;
+            inode = st.next_inode;
+            st.inodes.insert(inode, Inode::default());
+            st.live.insert(path.to_path_buf(), inode);
+            Ok(())
+        })?;
+        let generation = self.state.lock().generation;
+        Ok(Arc::new(SimFile {
+            state: self.state.clone(),
+            inode,
+            generation,
+            write: true,
+        }))
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.mutate(|st| {
+            st.live.remove(path).ok_or_else(|| not_found(path))?;
+            Ok(())
+        })
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.mutate(|st| {
+            let id = st.live.remove(from).ok_or_else(|| not_found(from))?;
+            st.live.insert(to.to_path_buf(), id);
+            Ok(())
+        })
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.mutate(|st| {
+            st.syncs += 1;
+            st.durable.retain(|p, _| p.parent() != Some(dir));
+            let entries: Vec<(PathBuf, u64)> = st
+                .live
+                .iter()
+                .filter(|(p, _)| p.parent() == Some(dir))
+                .map(|(p, id)| (p.clone(), *id))
+                .collect();
+            st.durable.extend(entries);
+            Ok(())
+        })
+    }
+
+    fn map(&self, path: &Path) -> io::Result<Mapped> {
+        let st = self.state.lock();
+        st.check_alive(st.generation)?;
+        let id = st.live.get(path).ok_or_else(|| not_found(path))?;
+        Ok(Arc::new(st.inodes[id].current.clone()))
+    }
+
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
+        let mut st = self.state.lock();
+        st.check_alive(st.generation)?;
+        if !st.locks.insert(path.to_path_buf()) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(Box::new(SimLock {
+            state: self.state.clone(),
+            path: path.to_path_buf(),
+            generation: st.generation,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsynced_bytes_and_entries_vanish_on_crash() {
+        let sim = SimStorage::new();
+        let dir = Path::new("/d");
+        sim.create_dir_all(dir).unwrap();
+        let f = sim.create(&dir.join("a")).unwrap();
+        f.write_all_at(b"hello", 0).unwrap();
+        f.sync_data().unwrap();
+        sim.sync_dir(dir).unwrap();
+        f.write_all_at(b" world", 5).unwrap();
+        let g = sim.create(&dir.join("b")).unwrap();
+        g.write_all_at(b"x", 0).unwrap();
+        g.sync_data().unwrap();
+        sim.crash(1, false);
+        assert_eq!(sim.read_file(&dir.join("a")).unwrap(), b"hello");
+        assert!(!sim.exists(&dir.join("b")), "entry never synced in its directory");
+        assert!(f.len().is_err(), "handles from before the crash are dead");
+    }
+
+    #[test]
+    fn armed_crash_tears_the_write_and_stops_everything() {
+        let sim = SimStorage::new();
+        let dir = Path::new("/d");
+        sim.create_dir_all(dir).unwrap();
+        let f = sim.create(&dir.join("a")).unwrap();
+        sim.sync_dir(dir).unwrap();
+        sim.crash_after_ops(1, 7);
+        assert!(f.write_all_at(&[1u8; 100], 0).is_err());
+        assert!(sim.is_dead());
+        assert!(f.sync_data().is_err());
+        sim.crash(3, true);
+        let bytes = sim.read_file(&dir.join("a")).unwrap();
+        assert!(bytes.len() <= 100);
+    }
+
+    #[test]
+    fn full_disk_fails_writes_with_storage_full() {
+        let sim = SimStorage::new();
+        let dir = Path::new("/d");
+        sim.create_dir_all(dir).unwrap();
+        let f = sim.create(&dir.join("a")).unwrap();
+        sim.set_free_space(Some(10));
+        f.write_all_at(&[0u8; 10], 0).unwrap();
+        let err = f.write_all_at(&[0u8; 1], 10).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
+    }
+
+    #[test]
+    fn second_lock_is_refused_until_the_first_drops() {
+        let sim = SimStorage::new();
+        sim.create_dir_all(Path::new("/d")).unwrap();
+        let l = sim.lock(Path::new("/d/LOCK")).unwrap();
+        assert_eq!(
+            sim.lock(Path::new("/d/LOCK")).err().map(|e| e.kind()),
+            Some(io::ErrorKind::WouldBlock)
+        );
+        drop(l);
+        assert!(sim.lock(Path::new("/d/LOCK")).is_ok());
+    }
+}

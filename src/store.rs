@@ -1,0 +1,636 @@
+//! The public handle ([`Store`]) and the read paths.
+//!
+//! This module owns the shared in-memory state (sealed segments, the active
+//! segment's index, stream states) and every read: by stream, by position, by
+//! filter and by id. Reads never take a lock while doing I/O and only see
+//! positions the writer has published. It must never write to the log: appends
+//! go to the writer thread ([`crate::writer`]).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use crossbeam_channel::Sender;
+use parking_lot::{Mutex, RwLock};
+use uuid::Uuid;
+
+use crate::checkpoint::StreamState;
+use crate::error::{Error, Result};
+use crate::event::{self, AppendResult, EventData, ExpectedVersion, RecordedEvent, StreamInfo};
+use crate::index::{Lookup, MemIndex, SegmentIndex, hash_str};
+use crate::options::Options;
+use crate::query::{AppendCondition, Filter};
+use crate::record::{self, EventView, Frame};
+use crate::storage::{FsStorage, LockGuard, Mapped, Storage, StorageFile};
+use crate::writer::{AppendRequest, WriterMsg};
+
+/// Direction of a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Oldest first.
+    Forward,
+    /// Newest first.
+    Backward,
+}
+
+/// Where a stream read starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFrom {
+    /// The first event (forward) or the last one (backward), whichever the direction starts at.
+    Start,
+    /// The stream's last event.
+    End,
+    /// This revision.
+    Revision(u64),
+}
+
+/// Where a read of the global log starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFrom {
+    /// Position 0 (forward) or the last event (backward).
+    Start,
+    /// The last event.
+    End,
+    /// This position (inclusive).
+    Position(u64),
+}
+
+/// A sealed segment: its mapped bytes and its mapped index.
+pub(crate) struct SealedSegment {
+    pub(crate) path: PathBuf,
+    pub(crate) bytes: Mapped,
+    pub(crate) index: SegmentIndex,
+}
+
+/// The segment being appended to.
+pub(crate) struct ActiveSegment {
+    pub(crate) path: PathBuf,
+    pub(crate) file: Arc<dyn StorageFile>,
+    pub(crate) index: RwLock<MemIndex>,
+}
+
+/// Where a frame's bytes can be read from.
+#[derive(Clone)]
+enum Source {
+    Mapped(Mapped),
+    File(Arc<dyn StorageFile>),
+}
+
+/// State shared by readers and the writer.
+pub(crate) struct Shared {
+    pub(crate) dir: PathBuf,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) options: Options,
+    pub(crate) sealed: RwLock<Arc<Vec<Arc<SealedSegment>>>>,
+    pub(crate) active: RwLock<Arc<ActiveSegment>>,
+    pub(crate) streams: RwLock<HashMap<Box<str>, StreamState>>,
+    /// Position after the last published event.
+    pub(crate) next_position: AtomicU64,
+    /// Set when the writer stopped after an error it cannot recover from.
+    pub(crate) failure: Mutex<Option<String>>,
+    pub(crate) _lock: Box<dyn LockGuard>,
+}
+
+/// One segment, sealed or active, as a read sees it.
+enum SegRef {
+    Sealed(Arc<SealedSegment>),
+    Active(Arc<ActiveSegment>),
+}
+
+impl SegRef {
+    fn with<R>(&self, f: impl FnOnce(&dyn Lookup) -> R) -> R {
+        match self {
+            SegRef::Sealed(s) => f(&s.index),
+            SegRef::Active(a) => f(&*a.index.read()),
+        }
+    }
+    fn source(&self) -> Source {
+        match self {
+            SegRef::Sealed(s) => Source::Mapped(s.bytes.clone()),
+            SegRef::Active(a) => Source::File(a.file.clone()),
+        }
+    }
+    fn path(&self) -> &Path {
+        match self {
+            SegRef::Sealed(s) => &s.path,
+            SegRef::Active(a) => &a.path,
+        }
+    }
+}
+
+impl Shared {
+    /// All segments, oldest first; the active one last.
+    fn segments(&self) -> Vec<SegRef> {
+        // Active first, then sealed: a rotation in between only adds the old
+        // active segment to the sealed list, which we then see twice at most
+        // for positions it does not hold.
+        let active = self.active.read().clone();
+        let sealed = self.sealed.read().clone();
+        let active_base = active.index.read().base();
+        let mut out: Vec<SegRef> = sealed
+            .iter()
+            .filter(|s| s.index.base() < active_base)
+            .cloned()
+            .map(SegRef::Sealed)
+            .collect();
+        out.push(SegRef::Active(active));
+        out
+    }
+
+    pub(crate) fn published(&self) -> u64 {
+        self.next_position.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn stream_state(&self, stream: &str) -> Option<StreamState> {
+        self.streams.read().get(stream).copied()
+    }
+
+    /// Reads and decodes the frame at `[offset, end)` and checks it holds `position`.
+    fn read_at(
+        &self,
+        source: &Source,
+        path: &Path,
+        position: u64,
+        offset: u64,
+        end: u64,
+        buf: &mut Vec<u8>,
+        filter: Option<&Filter>,
+        stream: Option<&str>,
+    ) -> Result<Option<RecordedEvent>> {
+        let len = end
+            .checked_sub(offset)
+            .filter(|l| *l as usize <= record::MAX_BODY + record::FRAME_HEADER)
+            .ok_or_else(|| Error::corruption(path, offset, "index gives a bad frame range"))?;
+        let bytes: &[u8] = match source {
+            Source::Mapped(m) => (**m)
+                .as_ref()
+                .get(offset as usize..end as usize)
+                .ok_or_else(|| Error::corruption(path, offset, "frame past the end of the segment"))?,
+            Source::File(f) => {
+                buf.resize(len as usize, 0);
+                f.read_exact_at(buf, offset)
+                    .map_err(|e| match e.kind() {
+                        std::io::ErrorKind::UnexpectedEof => {
+                            Error::corruption(path, offset, "frame past the end of the segment")
+                        }
+                        _ => Error::io(format!("reading {}", path.display()), e),
+                    })?;
+                buf
+            }
+        };
+        let view = decode_event_at(bytes, path, offset, position)?;
+        if stream.is_some_and(|s| s != view.stream) || filter.is_some_and(|f| !f.matches(&view)) {
+            return Ok(None);
+        }
+        Ok(Some(to_recorded(&view)))
+    }
+
+    /// Finds the segment holding `position`, with the list's index.
+    fn locate(segs: &[SegRef], position: u64) -> Option<usize> {
+        let i = segs.partition_point(|s| s.with(|l| l.base()) <= position);
+        i.checked_sub(1)
+    }
+
+    /// Reads up to `limit` events of the global log.
+    pub(crate) fn read_log(
+        &self,
+        direction: Direction,
+        from: LogFrom,
+        limit: usize,
+        filter: &Filter,
+    ) -> Result<Vec<RecordedEvent>> {
+        let published = self.published();
+        let mut out = Vec::new();
+        if published == 0 || limit == 0 {
+            return Ok(out);
+        }
+        let start = match (from, direction) {
+            (LogFrom::Start, Direction::Forward) => 0,
+            (LogFrom::Start | LogFrom::End, Direction::Backward) => published - 1,
+            (LogFrom::End, Direction::Forward) => published,
+            (LogFrom::Position(p), Direction::Forward) => p,
+            (LogFrom::Position(p), Direction::Backward) => p.min(published - 1),
+        };
+        if direction == Direction::Forward && start >= published {
+            return Ok(out);
+        }
+        let segs = self.segments();
+        let Some(mut si) = Self::locate(&segs, start) else {
+            return Ok(out);
+        };
+        let mut buf = Vec::new();
+        let filtered = !filter.is_empty();
+        loop {
+            let seg = &segs[si];
+            let source = seg.source();
+            // Plan this segment's candidate positions under its index lock, read after.
+            let plan: Vec<(u64, u64, u64)> = seg.with(|l| {
+                let lo = l.base();
+                let hi = l.next_position().min(published);
+                if hi <= lo {
+                    return Vec::new();
+                }
+                if let Some((min_ts, max_ts)) = l.time_range()
+                    && (filter.since_micros.is_some_and(|s| max_ts < s)
+                        || filter.until_micros.is_some_and(|u| min_ts >= u))
+                {
+                    return Vec::new();
+                }
+                let positions: Box<dyn Iterator<Item = u64>> = match candidates(l, filter) {
+                    Some(mut c) => {
+                        c.retain(|p| *p >= lo && *p < hi);
+                        match direction {
+                            Direction::Forward => Box::new(c.into_iter().filter(move |p| *p >= start)),
+                            Direction::Backward => {
+                                Box::new(c.into_iter().rev().filter(move |p| *p <= start))
+                            }
+                        }
+                    }
+                    None => match direction {
+                        Direction::Forward => Box::new(start.max(lo)..hi),
+                        Direction::Backward => Box::new((lo..=start.min(hi - 1)).rev()),
+                    },
+                };
+                // Unfiltered reads stop at the limit; filtered ones may reject candidates.
+                let cap = if filtered { usize::MAX } else { limit - out.len() };
+                positions
+                    .filter(|p| l.timestamp(*p).is_some_and(|ts| filter.admits_time(ts)))
+                    .take(cap)
+                    .filter_map(|p| l.location(p).map(|(o, e)| (p, o, e)))
+                    .collect()
+            });
+            for (p, off, end) in plan {
+                let f = filtered.then_some(filter);
+                if let Some(ev) = self.read_at(&source, seg.path(), p, off, end, &mut buf, f, None)? {
+                    out.push(ev);
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            match direction {
+                Direction::Forward => {
+                    si += 1;
+                    if si >= segs.len() {
+                        return Ok(out);
+                    }
+                }
+                Direction::Backward => {
+                    if si == 0 {
+                        return Ok(out);
+                    }
+                    si -= 1;
+                }
+            }
+        }
+    }
+
+    /// Reads up to `limit` events of one stream.
+    pub(crate) fn read_stream(
+        &self,
+        stream: &str,
+        direction: Direction,
+        from: StreamFrom,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let state = self
+            .stream_state(stream)
+            .ok_or_else(|| Error::StreamNotFound(stream.to_string()))?;
+        let mut out = Vec::new();
+        let start = match (from, direction) {
+            (StreamFrom::Start, Direction::Forward) => 0,
+            (StreamFrom::Start | StreamFrom::End, Direction::Backward) => state.last_revision,
+            (StreamFrom::End, Direction::Forward) => state.last_revision,
+            (StreamFrom::Revision(r), Direction::Forward) => r,
+            (StreamFrom::Revision(r), Direction::Backward) => r.min(state.last_revision),
+        };
+        if limit == 0 || (direction == Direction::Forward && start > state.last_revision) {
+            return Ok(out);
+        }
+        let hash = hash_str(stream);
+        let segs = self.segments();
+        let forward = direction == Direction::Forward;
+        let order: Box<dyn Iterator<Item = &SegRef>> = if forward {
+            Box::new(segs.iter())
+        } else {
+            // Backward reads can skip segments that start after the stream's last event.
+            Box::new(
+                segs.iter()
+                    .rev()
+                    .filter(|s| s.with(|l| l.base()) <= state.last_position),
+            )
+        };
+        let mut buf = Vec::new();
+        let mut next_rev = start;
+        for seg in order {
+            let plan: Vec<(u64, u64, u64, u64)> = seg.with(|l| {
+                if !l.may_contain_stream(hash) {
+                    return Vec::new();
+                }
+                l.stream_entries(hash, next_rev, forward, limit - out.len())
+                    .into_iter()
+                    .filter_map(|(r, p)| l.location(p).map(|(o, e)| (r, p, o, e)))
+                    .collect()
+            });
+            let source = seg.source();
+            for (rev, p, off, end) in plan {
+                // Another stream with the same 64-bit hash is skipped by the name check.
+                if let Some(ev) = self.read_at(&source, seg.path(), p, off, end, &mut buf, None, Some(stream))? {
+                    if ev.revision != rev {
+                        return Err(Error::corruption(seg.path(), off, "revision differs from the index"));
+                    }
+                    next_rev = if forward { rev + 1 } else { rev.saturating_sub(1) };
+                    out.push(ev);
+                    if out.len() >= limit || (!forward && rev == 0) {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Position of the event with this id, if stored.
+    pub(crate) fn find_id(&self, id: &Uuid) -> Option<u64> {
+        self.segments().iter().rev().find_map(|s| s.with(|l| l.find_id(id)))
+    }
+
+    /// Reads the event at `position`.
+    pub(crate) fn read_position(&self, position: u64) -> Result<Option<RecordedEvent>> {
+        Ok(self
+            .read_log(Direction::Forward, LogFrom::Position(position), 1, &Filter::all())?
+            .into_iter()
+            .find(|e| e.position == position))
+    }
+
+    /// First event at a position after `after` matching `filter`, if any.
+    pub(crate) fn first_match_after(&self, filter: &Filter, after: Option<u64>) -> Result<Option<u64>> {
+        let from = after.map_or(0, |a| a + 1);
+        Ok(self
+            .read_log(Direction::Forward, LogFrom::Position(from), 1, filter)?
+            .first()
+            .map(|e| e.position))
+    }
+}
+
+/// Candidate positions of a segment for a filter, from the indexes; `None` means every position.
+fn candidates(l: &dyn Lookup, f: &Filter) -> Option<Vec<u64>> {
+    if !f.types.is_empty() {
+        let mut all: Vec<u64> = f.types.iter().flat_map(|t| l.type_positions(hash_str(t))).collect();
+        all.sort_unstable();
+        all.dedup();
+        return Some(all);
+    }
+    if let Some(first) = f.tags.first() {
+        let mut base = l.tag_positions(hash_str(first));
+        for t in &f.tags[1..] {
+            let other = l.tag_positions(hash_str(t));
+            base.retain(|p| other.binary_search(p).is_ok());
+        }
+        return Some(base);
+    }
+    if let Some(prefix) = &f.stream_prefix {
+        let mut all = Vec::new();
+        for (name, s) in l.streams() {
+            if name.starts_with(prefix.as_str()) {
+                let n = (s.last_revision - s.first_revision + 1) as usize;
+                all.extend(
+                    l.stream_entries(hash_str(&name), s.first_revision, true, n)
+                        .into_iter()
+                        .map(|(_, p)| p),
+                );
+            }
+        }
+        all.sort_unstable();
+        all.dedup();
+        return Some(all);
+    }
+    None
+}
+
+/// Decodes the event frame in `bytes` (read from `offset` of `path`) and checks its position.
+pub(crate) fn decode_event_at<'a>(bytes: &'a [u8], path: &Path, offset: u64, position: u64) -> Result<EventView<'a>> {
+    match record::decode_frame(bytes) {
+        Ok((Frame::Event(v), len)) if len == bytes.len() => {
+            if v.position != position {
+                return Err(Error::corruption(
+                    path,
+                    offset,
+                    format!("frame holds position {}, index says {position}", v.position),
+                ));
+            }
+            Ok(v)
+        }
+        Ok(_) => Err(Error::corruption(path, offset, "frame is not the indexed event")),
+        Err(e) => Err(Error::corruption(path, offset, e.to_string())),
+    }
+}
+
+/// Copies a borrowed event into an owned one.
+pub(crate) fn to_recorded(v: &EventView<'_>) -> RecordedEvent {
+    RecordedEvent {
+        stream: v.stream.to_string(),
+        revision: v.revision,
+        position: v.position,
+        id: v.id,
+        event_type: v.event_type.to_string(),
+        content_type: v.content_type,
+        data: Bytes::copy_from_slice(v.data),
+        metadata: Bytes::copy_from_slice(v.metadata),
+        tags: v.tags.iter().map(|t| t.to_string()).collect(),
+        timestamp_micros: v.timestamp,
+    }
+}
+
+/// An open event store. Cheap to share between threads (`&Store` is enough to append and read).
+pub struct Store {
+    shared: Arc<Shared>,
+    tx: Sender<WriterMsg>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dir", &self.shared.dir).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) a store in `dir` on the real file system.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
+        Self::open_with(Arc::new(FsStorage), dir, options)
+    }
+
+    /// Opens (or creates) a store on the given storage.
+    pub fn open_with(storage: Arc<dyn Storage>, dir: impl AsRef<Path>, options: Options) -> Result<Store> {
+        options.validate()?;
+        let shared = Arc::new(crate::recovery::open(storage, dir.as_ref(), options)?);
+        let (tx, handle) = crate::writer::spawn(shared.clone())?;
+        Ok(Store {
+            shared,
+            tx,
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Appends events to a stream atomically, after checking `expected`.
+    pub fn append(&self, stream: &str, expected: ExpectedVersion, events: Vec<EventData>) -> Result<AppendResult> {
+        self.submit(stream, expected, events, None)
+    }
+
+    /// Appends events to a stream atomically if no event matching `condition.query`
+    /// exists after `condition.after` (a consistency-boundary append), and `expected` holds.
+    pub fn append_if(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+        condition: AppendCondition,
+    ) -> Result<AppendResult> {
+        self.submit(stream, expected, events, Some(condition))
+    }
+
+    fn submit(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+        condition: Option<AppendCondition>,
+    ) -> Result<AppendResult> {
+        let o = &self.shared.options;
+        event::check_stream_name(stream)?;
+        if events.is_empty() {
+            return Err(Error::InvalidInput("an append needs at least one event".into()));
+        }
+        if events.len() > o.max_events_per_append {
+            return Err(Error::InvalidInput(format!(
+                "{} events in one append; at most {}",
+                events.len(),
+                o.max_events_per_append
+            )));
+        }
+        let mut size = 0;
+        for e in &events {
+            e.validate(o.max_event_size)?;
+            size += e.data.len() + e.metadata.len() + e.event_type.len() + stream.len() + 64;
+        }
+        if size > o.max_append_size {
+            return Err(Error::InvalidInput(format!(
+                "append of about {size} bytes exceeds the limit of {}",
+                o.max_append_size
+            )));
+        }
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        let req = AppendRequest {
+            stream: stream.to_string(),
+            expected,
+            events,
+            condition,
+            reply,
+        };
+        self.tx
+            .send(WriterMsg::Append(Box::new(req)))
+            .map_err(|_| self.closed_error())?;
+        rx.recv().map_err(|_| self.closed_error())?
+    }
+
+    fn closed_error(&self) -> Error {
+        Error::Closed(self.shared.failure.lock().clone())
+    }
+
+    /// Reads up to `limit` events of a stream.
+    pub fn read_stream(
+        &self,
+        stream: &str,
+        direction: Direction,
+        from: StreamFrom,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        self.shared.read_stream(stream, direction, from, limit)
+    }
+
+    /// Reads up to `limit` events of the global log that pass `filter`.
+    pub fn read_all(
+        &self,
+        direction: Direction,
+        from: LogFrom,
+        limit: usize,
+        filter: &Filter,
+    ) -> Result<Vec<RecordedEvent>> {
+        self.shared.read_log(direction, from, limit, filter)
+    }
+
+    /// Looks up one event by id.
+    pub fn event_by_id(&self, id: Uuid) -> Result<Option<RecordedEvent>> {
+        match self.shared.find_id(&id) {
+            Some(p) => self.shared.read_position(p),
+            None => Ok(None),
+        }
+    }
+
+    /// The current state of a stream.
+    pub fn stream_info(&self, stream: &str) -> Option<StreamInfo> {
+        self.shared.stream_state(stream).map(|s| StreamInfo {
+            name: stream.to_string(),
+            last_revision: s.last_revision,
+            last_position: s.last_position,
+        })
+    }
+
+    /// Every stream with its current revision, sorted by name.
+    pub fn streams(&self) -> Vec<StreamInfo> {
+        let mut out: Vec<StreamInfo> = self
+            .shared
+            .streams
+            .read()
+            .iter()
+            .map(|(n, s)| StreamInfo {
+                name: n.to_string(),
+                last_revision: s.last_revision,
+                last_position: s.last_position,
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Position the next event will get (the number of events ever appended).
+    pub fn head_position(&self) -> u64 {
+        self.shared.published()
+    }
+
+    /// Number of segment files (sealed and active).
+    pub fn segment_count(&self) -> usize {
+        self.shared.segments().len()
+    }
+
+    /// Flushes, stops the writer and releases the directory. Dropping the store does the same.
+    pub fn close(self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        let Some(handle) = self.writer.lock().take() else {
+            return Ok(());
+        };
+        let (done, rx) = crossbeam_channel::bounded(1);
+        let _ = self.tx.send(WriterMsg::Close(done));
+        let result = rx.recv().unwrap_or(Ok(()));
+        let _ = handle.join();
+        result
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}

@@ -1,0 +1,554 @@
+//! The single writer thread: group commit, concurrency checks, rotation.
+//!
+//! Appenders send requests over a channel; the writer drains every request
+//! waiting, checks each (expected version, idempotency, append condition)
+//! against the published state plus what the current group has staged,
+//! encodes the accepted ones into one buffer, writes it with one call, syncs
+//! once (per the durability option), and only then publishes the new events
+//! to readers and answers the appenders. A failed write is cut back off the
+//! file so that it leaves no trace. This module is the only place that writes
+//! the log; it must never acknowledge an append before its bytes are durable
+//! under [`Durability::Always`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use parking_lot::RwLock;
+use uuid::Uuid;
+
+use crate::checkpoint::{STREAMS_FILE, StreamState, StreamsCheckpoint};
+use crate::error::{Error, IoContext, Result};
+use crate::event::{AppendResult, EventData, ExpectedVersion, now_micros};
+use crate::index::{IndexEntry, Lookup, MemIndex, SegmentIndex};
+use crate::options::Durability;
+use crate::query::AppendCondition;
+use crate::record::{self, EventView, Frame, SealView};
+use crate::segment::{SEGMENT_HEADER, SegmentHeader, segment_file_name};
+use crate::storage::write_atomically;
+use crate::store::{ActiveSegment, SealedSegment, Shared};
+
+/// A request to the writer.
+pub(crate) enum WriterMsg {
+    /// Append events.
+    Append(Box<AppendRequest>),
+    /// Flush and stop.
+    Close(Sender<Result<()>>),
+}
+
+/// One append, as sent by [`crate::Store::append`].
+pub(crate) struct AppendRequest {
+    pub(crate) stream: String,
+    pub(crate) expected: ExpectedVersion,
+    pub(crate) events: Vec<EventData>,
+    pub(crate) condition: Option<AppendCondition>,
+    pub(crate) reply: Sender<Result<AppendResult>>,
+}
+
+/// Largest group buffer before the writer commits without draining more requests.
+const MAX_GROUP_BYTES: usize = 16 << 20;
+
+/// Starts the writer thread.
+pub(crate) fn spawn(shared: Arc<Shared>) -> Result<(Sender<WriterMsg>, JoinHandle<()>)> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut writer = Writer::new(shared)?;
+    let handle = std::thread::Builder::new()
+        .name("annal-writer".into())
+        .spawn(move || writer.run(rx))
+        .map_err(|e| Error::io("starting the writer thread", e))?;
+    Ok((tx, handle))
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    active: Arc<ActiveSegment>,
+    /// End of the bytes written to the active segment (all published).
+    write_offset: u64,
+    /// CRC of the active segment's bytes after its header.
+    content_crc: crc32fast::Hasher,
+    /// Next position to assign.
+    next_position: u64,
+    last_timestamp: i64,
+    /// Bytes written but not yet synced.
+    dirty: bool,
+    last_sync: Instant,
+    group: Group,
+}
+
+/// What the current group has staged and not yet written.
+#[derive(Default)]
+struct Group {
+    buf: Vec<u8>,
+    /// Frame ranges in `buf`, one per staged event.
+    frames: Vec<(usize, usize)>,
+    replies: Vec<(Sender<Result<AppendResult>>, AppendResult)>,
+    streams: HashMap<String, StreamState>,
+    ids: HashMap<Uuid, u64>,
+}
+
+impl Writer {
+    fn new(shared: Arc<Shared>) -> Result<Self> {
+        let active = shared.active.read().clone();
+        let (write_offset, content_crc, last_timestamp) = {
+            let idx = active.index.read();
+            let end = idx.end_offset();
+            let mut body = vec![0u8; (end - SEGMENT_HEADER as u64) as usize];
+            active
+                .file
+                .read_exact_at(&mut body, SEGMENT_HEADER as u64)
+                .ctx(|| format!("reading {}", active.path.display()))?;
+            let mut h = crc32fast::Hasher::new();
+            h.update(&body);
+            let last_ts = idx.time_range().map_or(i64::MIN, |(_, max)| max);
+            (end, h, last_ts)
+        };
+        // The newest sealed segment's last timestamp bounds ours from below too.
+        let sealed_ts = shared
+            .sealed
+            .read()
+            .last()
+            .and_then(|s| s.index.time_range())
+            .map_or(i64::MIN, |(_, max)| max);
+        Ok(Writer {
+            next_position: shared.published(),
+            shared,
+            active,
+            write_offset,
+            content_crc,
+            last_timestamp: last_timestamp.max(sealed_ts),
+            dirty: false,
+            last_sync: Instant::now(),
+            group: Group::default(),
+        })
+    }
+
+    fn run(&mut self, rx: Receiver<WriterMsg>) {
+        loop {
+            let msg = match self.sync_deadline() {
+                Some(deadline) => match rx.recv_timeout(deadline) {
+                    Ok(m) => m,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.sync_now();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match rx.recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                },
+            };
+            let mut close = None;
+            match msg {
+                WriterMsg::Append(req) => self.handle(*req),
+                WriterMsg::Close(done) => close = Some(done),
+            }
+            while close.is_none() && self.group.buf.len() < MAX_GROUP_BYTES {
+                match rx.try_recv() {
+                    Ok(WriterMsg::Append(req)) => self.handle(*req),
+                    Ok(WriterMsg::Close(done)) => close = Some(done),
+                    Err(_) => break,
+                }
+            }
+            self.commit();
+            if let Some(done) = close {
+                let _ = done.send(self.close());
+                return;
+            }
+        }
+        let _ = self.close();
+    }
+
+    /// How long the writer may wait before an interval sync is due.
+    fn sync_deadline(&self) -> Option<Duration> {
+        match self.shared.options.durability {
+            Durability::Interval(d) if self.dirty => Some(d.saturating_sub(self.last_sync.elapsed())),
+            _ => None,
+        }
+    }
+
+    fn sync_now(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        if let Err(e) = self.active.file.sync_data() {
+            self.fail(format!("sync of {} failed: {e}", self.active.path.display()));
+        }
+        self.dirty = false;
+        self.last_sync = Instant::now();
+    }
+
+    fn close(&mut self) -> Result<()> {
+        self.sync_now();
+        match self.shared.failure.lock().clone() {
+            Some(f) => Err(Error::Closed(Some(f))),
+            None => Ok(()),
+        }
+    }
+
+    fn fail(&self, reason: String) {
+        let mut f = self.shared.failure.lock();
+        if f.is_none() {
+            *f = Some(reason);
+        }
+    }
+
+    fn handle(&mut self, req: AppendRequest) {
+        if let Some(f) = self.shared.failure.lock().clone() {
+            let _ = req.reply.send(Err(Error::Closed(Some(f))));
+            return;
+        }
+        match self.stage(&req) {
+            Ok(result) => self.group.replies.push((req.reply, result)),
+            Err(e) => {
+                let _ = req.reply.send(Err(e));
+            }
+        }
+    }
+
+    /// The stream's state as of the staged group.
+    fn current(&self, stream: &str) -> Option<StreamState> {
+        self.group
+            .streams
+            .get(stream)
+            .copied()
+            .or_else(|| self.shared.stream_state(stream))
+    }
+
+    /// Checks a request and encodes its events into the group buffer.
+    fn stage(&mut self, req: &AppendRequest) -> Result<AppendResult> {
+        let current = self.current(&req.stream);
+        if let Some(result) = self.idempotent_result(req, current)? {
+            return Ok(result);
+        }
+        let ok = match (req.expected, current) {
+            (ExpectedVersion::Any, _) => true,
+            (ExpectedVersion::NoStream, None) => true,
+            (ExpectedVersion::StreamExists, Some(_)) => true,
+            (ExpectedVersion::Exact(r), Some(s)) => s.last_revision == r,
+            _ => false,
+        };
+        if !ok {
+            return Err(Error::WrongExpectedVersion {
+                stream: req.stream.clone(),
+                expected: req.expected.to_string(),
+                actual: current.map(|s| s.last_revision),
+            });
+        }
+        if let Some(cond) = &req.condition {
+            self.check_condition(cond)?;
+        }
+        let estimate: usize = req
+            .events
+            .iter()
+            .map(|e| {
+                64 + req.stream.len()
+                    + e.event_type.len()
+                    + e.tags.iter().map(|t| t.len() + 2).sum::<usize>()
+                    + e.data.len()
+                    + e.metadata.len()
+            })
+            .sum();
+        let has_events = self.write_offset > SEGMENT_HEADER as u64 || !self.group.buf.is_empty();
+        if has_events
+            && self.write_offset + (self.group.buf.len() + estimate) as u64 > self.shared.options.segment_size
+        {
+            self.commit();
+            self.rotate()?;
+        }
+        let first_revision = current.map_or(0, |s| s.last_revision + 1);
+        let position = self.next_position;
+        let timestamp = now_micros().max(self.last_timestamp);
+        let n = req.events.len();
+        for (i, e) in req.events.iter().enumerate() {
+            let id = e.id.unwrap_or_else(Uuid::new_v4);
+            let start = self.group.buf.len();
+            record::encode_event(
+                &mut self.group.buf,
+                i + 1 == n,
+                position + i as u64,
+                first_revision + i as u64,
+                timestamp,
+                id,
+                e.content_type,
+                &req.stream,
+                &e.event_type,
+                &e.tags,
+                &e.metadata,
+                &e.data,
+            );
+            self.group.frames.push((start, self.group.buf.len()));
+            self.group.ids.insert(id, position + i as u64);
+        }
+        let last_revision = first_revision + n as u64 - 1;
+        self.next_position += n as u64;
+        self.last_timestamp = timestamp;
+        self.group.streams.insert(
+            req.stream.clone(),
+            StreamState {
+                last_revision,
+                last_position: position + n as u64 - 1,
+            },
+        );
+        Ok(AppendResult {
+            first_revision,
+            next_expected_version: last_revision,
+            position,
+        })
+    }
+
+    /// The staged event at `position`, decoded from the group buffer.
+    fn staged_event(&self, position: u64) -> Option<EventView<'_>> {
+        let first = self.next_position - self.group.frames.len() as u64;
+        let i = position.checked_sub(first)? as usize;
+        let (s, e) = *self.group.frames.get(i)?;
+        match record::decode_frame(&self.group.buf[s..e]) {
+            Ok((Frame::Event(v), _)) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// If every event carries an id that is already stored, in order, at the place
+    /// this append would have written it, the result of the original append.
+    fn idempotent_result(&self, req: &AppendRequest, current: Option<StreamState>) -> Result<Option<AppendResult>> {
+        let mut found = Vec::with_capacity(req.events.len());
+        for e in &req.events {
+            let Some(id) = e.id else {
+                found.push(None);
+                continue;
+            };
+            let pos = self.group.ids.get(&id).copied().or_else(|| self.shared.find_id(&id));
+            found.push(pos.map(|p| (id, p)));
+        }
+        let Some(&(first_id, first_pos)) = found.iter().flatten().next() else {
+            return Ok(None);
+        };
+        let conflict = Error::IdempotencyConflict {
+            id: first_id,
+            position: first_pos,
+        };
+        if found.iter().any(Option::is_none) {
+            return Err(conflict);
+        }
+        let mut first_revision = None;
+        let mut last_revision = 0;
+        for (i, (_, pos)) in found.iter().flatten().enumerate() {
+            if *pos != first_pos + i as u64 {
+                return Err(conflict);
+            }
+            let (stream, revision) = match self.staged_event(*pos) {
+                Some(v) => (v.stream.to_string(), v.revision),
+                None => match self.shared.read_position(*pos)? {
+                    Some(ev) => (ev.stream, ev.revision),
+                    None => return Err(conflict),
+                },
+            };
+            if stream != req.stream || first_revision.is_some_and(|f: u64| revision != f + i as u64) {
+                return Err(conflict);
+            }
+            first_revision.get_or_insert(revision);
+            last_revision = revision;
+        }
+        let first_revision = first_revision.unwrap_or(0);
+        let place_ok = match req.expected {
+            ExpectedVersion::Any | ExpectedVersion::StreamExists => true,
+            ExpectedVersion::NoStream => first_revision == 0,
+            ExpectedVersion::Exact(r) => first_revision == r + 1,
+        };
+        if !place_ok || current.is_none() {
+            return Err(conflict);
+        }
+        Ok(Some(AppendResult {
+            first_revision,
+            next_expected_version: last_revision,
+            position: first_pos,
+        }))
+    }
+
+    fn check_condition(&self, cond: &AppendCondition) -> Result<()> {
+        for item in &cond.query.items {
+            if let Some(position) = self.shared.first_match_after(&item.as_filter(), cond.after)? {
+                return Err(Error::ConditionFailed { position });
+            }
+        }
+        let first_staged = self.next_position - self.group.frames.len() as u64;
+        for p in first_staged..self.next_position {
+            if cond.after.is_some_and(|a| p <= a) {
+                continue;
+            }
+            if let Some(v) = self.staged_event(p)
+                && cond.query.matches(&v)
+            {
+                return Err(Error::ConditionFailed { position: p });
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes, syncs and publishes the staged group, then answers its appenders.
+    fn commit(&mut self) {
+        let group = std::mem::take(&mut self.group);
+        if group.buf.is_empty() {
+            for (reply, result) in group.replies {
+                let _ = reply.send(Ok(result));
+            }
+            return;
+        }
+        if let Err(e) = self.write_group(&group.buf) {
+            // Nothing of the group was published; forget its positions.
+            self.next_position -= group.frames.len() as u64;
+            for (reply, _) in group.replies {
+                let _ = reply.send(Err(e.for_another_caller()));
+            }
+            return;
+        }
+        self.publish(&group);
+        for (reply, result) in group.replies {
+            let _ = reply.send(Ok(result));
+        }
+    }
+
+    fn write_group(&mut self, buf: &[u8]) -> Result<()> {
+        let file = &self.active.file;
+        let path = &self.active.path;
+        if let Err(e) = file.write_all_at(buf, self.write_offset) {
+            // Cut back whatever part landed, so the failed group leaves no trace.
+            if let Err(t) = file.set_len(self.write_offset) {
+                self.fail(format!("cannot cut back a failed write in {}: {t}", path.display()));
+            }
+            return Err(Error::io(format!("writing {}", path.display()), e));
+        }
+        let sync = match self.shared.options.durability {
+            Durability::Always => true,
+            Durability::Interval(d) => self.last_sync.elapsed() >= d,
+            Durability::Never => false,
+        };
+        if sync {
+            if let Err(e) = file.sync_data() {
+                // After a failed fsync the page cache cannot be trusted: stop writing.
+                let err = Error::io(format!("syncing {}", path.display()), e);
+                self.fail(err.to_string());
+                let _ = file.set_len(self.write_offset);
+                return Err(err);
+            }
+            self.dirty = false;
+            self.last_sync = Instant::now();
+        } else {
+            self.dirty = true;
+        }
+        Ok(())
+    }
+
+    fn publish(&mut self, group: &Group) {
+        {
+            let mut idx = self.active.index.write();
+            for (s, e) in &group.frames {
+                if let Ok((Frame::Event(v), _)) = record::decode_frame(&group.buf[*s..*e]) {
+                    let entry = IndexEntry::from_view(&v, self.write_offset + *s as u64);
+                    idx.push(&entry, self.write_offset + *e as u64);
+                }
+            }
+        }
+        {
+            let mut streams = self.shared.streams.write();
+            for (name, state) in &group.streams {
+                match streams.get_mut(name.as_str()) {
+                    Some(s) => *s = *state,
+                    None => {
+                        streams.insert(name.as_str().into(), *state);
+                    }
+                }
+            }
+        }
+        self.content_crc.update(&group.buf);
+        self.write_offset += group.buf.len() as u64;
+        self.shared.next_position.store(self.next_position, Ordering::Release);
+    }
+
+    /// Seals the active segment and starts a new one. Any failure stops the writer:
+    /// reopening the store finishes or undoes the rotation.
+    fn rotate(&mut self) -> Result<()> {
+        self.seal_and_start().inspect_err(|e| self.fail(format!("segment rotation failed: {e}")))
+    }
+
+    fn seal_and_start(&mut self) -> Result<()> {
+        let shared = self.shared.clone();
+        let storage = &*shared.storage;
+        let dir = &shared.dir;
+        let (base, count) = {
+            let idx = self.active.index.read();
+            (idx.base(), idx.len() as u64)
+        };
+        let mut seal = Vec::new();
+        record::encode_seal(
+            &mut seal,
+            &SealView {
+                next_position: self.next_position,
+                event_count: count,
+                content_crc: self.content_crc.clone().finalize(),
+            },
+        );
+        let path = self.active.path.clone();
+        self.active
+            .file
+            .write_all_at(&seal, self.write_offset)
+            .ctx(|| format!("sealing {}", path.display()))?;
+        self.active.file.sync_data().ctx(|| format!("syncing {}", path.display()))?;
+        self.dirty = false;
+
+        let idx_name = format!("{base:020}.idx");
+        let idx_bytes = self.active.index.read().encode_file();
+        write_atomically(storage, dir, &idx_name, &idx_bytes).ctx(|| format!("writing {idx_name}"))?;
+        let idx_path = dir.join(&idx_name);
+        let idx_map = storage.map(&idx_path).ctx(|| format!("mapping {idx_name}"))?;
+        let sealed = SealedSegment {
+            index: SegmentIndex::open(idx_map, &idx_path)?,
+            bytes: storage.map(&path).ctx(|| format!("mapping {}", path.display()))?,
+            path,
+        };
+
+        let checkpoint = StreamsCheckpoint {
+            covered_position: self.next_position,
+            streams: shared.streams.read().clone(),
+        };
+        write_atomically(storage, dir, STREAMS_FILE, &checkpoint.encode()).ctx(|| "writing streams.chk".into())?;
+
+        let active = create_segment(&shared, self.next_position)?;
+        {
+            let mut list = shared.sealed.write();
+            let mut next = (**list).clone();
+            next.push(Arc::new(sealed));
+            *list = Arc::new(next);
+        }
+        *shared.active.write() = active.clone();
+        self.active = active;
+        self.write_offset = SEGMENT_HEADER as u64;
+        self.content_crc = crc32fast::Hasher::new();
+        Ok(())
+    }
+}
+
+/// Creates, durably, an empty segment starting at `base`.
+pub(crate) fn create_segment(shared: &Shared, base: u64) -> Result<Arc<ActiveSegment>> {
+    let path = shared.dir.join(segment_file_name(base));
+    let file = shared
+        .storage
+        .create(&path)
+        .ctx(|| format!("creating {}", path.display()))?;
+    let header = SegmentHeader {
+        base_position: base,
+        created_micros: now_micros(),
+    };
+    file.write_all_at(&header.encode(), 0)
+        .and_then(|()| file.sync_data())
+        .and_then(|()| shared.storage.sync_dir(&shared.dir))
+        .ctx(|| format!("initialising {}", path.display()))?;
+    Ok(Arc::new(ActiveSegment {
+        path,
+        file,
+        index: RwLock::new(MemIndex::new(base, SEGMENT_HEADER as u64)),
+    }))
+}
