@@ -154,10 +154,7 @@ impl MemIndex {
             .entry(hash_str(e.stream))
             .or_default()
             .push((e.revision, e.position));
-        self.types
-            .entry(hash_str(e.event_type))
-            .or_default()
-            .push(e.position);
+        self.types.entry(hash_str(e.event_type)).or_default().push(e.position);
         for tag in e.tags {
             let list = self.tags.entry(hash_str(tag)).or_default();
             // An event listing a tag twice is indexed once.
@@ -283,10 +280,7 @@ impl Lookup for MemIndex {
     fn location(&self, position: u64) -> Option<(u64, u64)> {
         let i = usize::try_from(position.checked_sub(self.base)?).ok()?;
         let (off, _) = *self.locations.get(i)?;
-        let end = self
-            .locations
-            .get(i + 1)
-            .map_or(self.end_offset, |(o, _)| *o);
+        let end = self.locations.get(i + 1).map_or(self.end_offset, |(o, _)| *o);
         Some((off, end))
     }
     fn timestamp(&self, position: u64) -> Option<i64> {
@@ -402,7 +396,7 @@ impl SegmentIndex {
         if INDEX_HEADER as u128 + body + 4 != b.len() as u128 {
             return Err(bad(0, "index section sizes do not match the file length"));
         }
-        if bloom_len == 0 && stream_count > 0 || bloom_len % 8 != 0 {
+        if bloom_len == 0 && stream_count > 0 || !bloom_len.is_multiple_of(8) {
             return Err(bad(72, "bad bloom filter size"));
         }
         let crc_at = b.len() - 4;
@@ -570,7 +564,7 @@ impl Lookup for SegmentIndex {
         let b = self.bytes();
         let key = id.as_bytes();
         let rec = |i: usize| &b[self.ids_at + 24 * i..self.ids_at + 24 * i + 24];
-        let i = partition(self.count as usize, |i| &rec(i)[..16] < &key[..]);
+        let i = partition(self.count as usize, |i| rec(i)[..16] < key[..]);
         (i < self.count as usize && &rec(i)[..16] == key).then(|| le_u64(rec(i), 16))
     }
     fn may_contain_stream(&self, hash: u64) -> bool {
@@ -664,10 +658,7 @@ mod tests {
             let h = hash_str(&format!("s-{s}"));
             for from in 0..12 {
                 for fwd in [true, false] {
-                    assert_eq!(
-                        a.stream_entries(h, from, fwd, 3),
-                        b.stream_entries(h, from, fwd, 3)
-                    );
+                    assert_eq!(a.stream_entries(h, from, fwd, 3), b.stream_entries(h, from, fwd, 3));
                 }
             }
             if s < 5 {
@@ -696,7 +687,19 @@ mod tests {
         let bytes = m.encode_file();
         let idx = SegmentIndex::open(Arc::new(bytes), Path::new("t.idx")).unwrap();
         check_same(&m, &idx);
-        assert_eq!(idx.stream_entries(hash_str("s-1"), 2, true, 100), vec![(2, 111), (3, 116), (4, 121), (5, 126), (6, 131), (7, 136), (8, 141), (9, 146)]);
+        assert_eq!(
+            idx.stream_entries(hash_str("s-1"), 2, true, 100),
+            vec![
+                (2, 111),
+                (3, 116),
+                (4, 121),
+                (5, 126),
+                (6, 131),
+                (7, 136),
+                (8, 141),
+                (9, 146)
+            ]
+        );
     }
 
     #[test]
@@ -705,7 +708,10 @@ mod tests {
         for at in [0, 20, 124, 200, bytes.len() - 1] {
             let mut bad = bytes.clone();
             bad[at] ^= 0x40;
-            assert!(SegmentIndex::open(Arc::new(bad), Path::new("t.idx")).is_err(), "flip at {at}");
+            assert!(
+                SegmentIndex::open(Arc::new(bad), Path::new("t.idx")).is_err(),
+                "flip at {at}"
+            );
         }
         for len in [0, 50, 128, bytes.len() - 1] {
             let short = bytes[..len].to_vec();

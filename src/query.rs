@@ -64,10 +64,7 @@ impl Filter {
     /// True if the event passes the filter.
     pub fn matches(&self, ev: &EventView<'_>) -> bool {
         type_and_tags_match(&self.types, &self.tags, ev)
-            && self
-                .stream_prefix
-                .as_deref()
-                .is_none_or(|p| ev.stream.starts_with(p))
+            && self.stream_prefix.as_deref().is_none_or(|p| ev.stream.starts_with(p))
             && self.admits_time(ev.timestamp)
     }
 }
@@ -133,6 +130,5 @@ pub struct AppendCondition {
 }
 
 fn type_and_tags_match(types: &[String], tags: &[String], ev: &EventView<'_>) -> bool {
-    (types.is_empty() || types.iter().any(|t| t == ev.event_type))
-        && tags.iter().all(|t| ev.tags.contains(&t.as_str()))
+    (types.is_empty() || types.iter().any(|t| t == ev.event_type)) && tags.iter().all(|t| ev.tags.contains(&t.as_str()))
 }

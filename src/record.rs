@@ -306,7 +306,9 @@ mod tests {
         sample(&mut buf);
         let (frame, len) = decode_frame(&buf).unwrap();
         assert_eq!(len, buf.len());
-        let Frame::Event(ev) = frame else { panic!("not an event") };
+        let Frame::Event(ev) = frame else {
+            panic!("not an event")
+        };
         assert!(ev.commit);
         assert_eq!((ev.position, ev.revision), (7, 3));
         assert_eq!(ev.stream, "order-1");

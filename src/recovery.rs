@@ -19,8 +19,8 @@ use crate::checkpoint::{META_FILE, STREAMS_FILE, StoreMeta, StreamState, Streams
 use crate::error::{Error, IoContext, Result};
 use crate::event::now_micros;
 use crate::index::{IndexEntry, Lookup, MemIndex, SegmentIndex};
-use crate::record::EventView;
 use crate::options::Options;
+use crate::record::EventView;
 use crate::segment::{self, SEGMENT_HEADER, ScanEnd, SegmentHeader};
 use crate::storage::{Storage, write_atomically};
 use crate::store::{ActiveSegment, SealedSegment, Shared};
@@ -78,11 +78,12 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options) -> R
         }
         let is_last = i + 1 == count;
         match open_segment(st, dir, &path, *base, idx_names.get(base), is_last)? {
-            Opened::Sealed(s) => {
+            None => {}
+            Some(Opened::Sealed(s)) => {
                 expected_base = s.index.next_position();
                 sealed.push(Arc::new(s));
             }
-            Opened::Active(a) => {
+            Some(Opened::Active(a)) => {
                 expected_base = a.index.read().next_position();
                 active = Some(Arc::new(a));
             }
@@ -120,10 +121,13 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options) -> R
 fn check_identity(st: &dyn Storage, dir: &Path) -> Result<()> {
     let meta_path = dir.join(META_FILE);
     if st.exists(&meta_path) {
-        let f = st.open(&meta_path, false).ctx(|| format!("opening {}", meta_path.display()))?;
+        let f = st
+            .open(&meta_path, false)
+            .ctx(|| format!("opening {}", meta_path.display()))?;
         let len = f.len().ctx(|| format!("reading {}", meta_path.display()))?;
         let mut b = vec![0u8; len.min(4096) as usize];
-        f.read_exact_at(&mut b, 0).ctx(|| format!("reading {}", meta_path.display()))?;
+        f.read_exact_at(&mut b, 0)
+            .ctx(|| format!("reading {}", meta_path.display()))?;
         StoreMeta::decode(&b, &meta_path)?;
         return Ok(());
     }
@@ -160,7 +164,7 @@ fn open_segment(
     base: u64,
     idx_name: Option<&String>,
     is_last: bool,
-) -> Result<Opened> {
+) -> Result<Option<Opened>> {
     // A sealed segment with a good index is opened without reading its bytes.
     if let Some(idx_name) = idx_name {
         let idx_path = dir.join(idx_name);
@@ -172,11 +176,11 @@ fn open_segment(
             Ok(index) if index.base() == base => {
                 let bytes = st.map(path).ctx(|| format!("mapping {}", path.display()))?;
                 SegmentHeader::decode((*bytes).as_ref(), path)?;
-                return Ok(Opened::Sealed(SealedSegment {
+                return Ok(Some(Opened::Sealed(SealedSegment {
                     path: path.to_path_buf(),
                     bytes,
                     index,
-                }));
+                })));
             }
             Err(e @ Error::UnsupportedVersion { .. }) => return Err(e),
             // A damaged or foreign index is derived data: rebuild it from the log below.
@@ -187,10 +191,33 @@ fn open_segment(
     let file = st.open(path, is_last).ctx(|| format!("opening {}", path.display()))?;
     let len = file.len().ctx(|| format!("reading {}", path.display()))?;
     let mut bytes = vec![0u8; len as usize];
-    file.read_exact_at(&mut bytes, 0).ctx(|| format!("reading {}", path.display()))?;
-    let header = SegmentHeader::decode(&bytes, path)?;
+    file.read_exact_at(&mut bytes, 0)
+        .ctx(|| format!("reading {}", path.display()))?;
+    let header = match SegmentHeader::decode(&bytes, path) {
+        Ok(h) => h,
+        // A crash while creating the last segment can leave its name on disk
+        // with a short or unsynced header; its header is synced before any
+        // event is written, so no event can be in it. Keep the bytes aside.
+        Err(Error::Corruption { .. })
+            if is_last
+                && bytes
+                    .get(SEGMENT_HEADER..)
+                    .is_none_or(|rest| crate::record::decode_frame(rest).is_err()) =>
+        {
+            save_torn_tail(st, dir, path, &bytes, base, 0)?;
+            st.remove(path)
+                .and_then(|()| st.sync_dir(dir))
+                .ctx(|| format!("removing the unfinished segment {}", path.display()))?;
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
     if header.base_position != base {
-        return Err(Error::corruption(path, 16, "header base position differs from the file name"));
+        return Err(Error::corruption(
+            path,
+            16,
+            "header base position differs from the file name",
+        ));
     }
 
     let mut index = MemIndex::new(base, SEGMENT_HEADER as u64);
@@ -220,20 +247,28 @@ fn open_segment(
     match end {
         ScanEnd::Sealed { seal_offset, seal } => {
             if !pending.is_empty() || seal_offset != committed_end {
-                return Err(Error::corruption(path, seal_offset, "seal follows an unfinished append"));
+                return Err(Error::corruption(
+                    path,
+                    seal_offset,
+                    "seal follows an unfinished append",
+                ));
             }
             if seal.next_position != index.next_position() || seal.event_count != index.len() as u64 {
-                return Err(Error::corruption(path, seal_offset, "seal disagrees with the segment's events"));
+                return Err(Error::corruption(
+                    path,
+                    seal_offset,
+                    "seal disagrees with the segment's events",
+                ));
             }
             let idx_name = format!("{base:020}.idx");
             write_atomically(st, dir, &idx_name, &index.encode_file()).ctx(|| format!("writing {idx_name}"))?;
             let idx_path = dir.join(&idx_name);
             let map = st.map(&idx_path).ctx(|| format!("mapping {idx_name}"))?;
-            Ok(Opened::Sealed(SealedSegment {
+            Ok(Some(Opened::Sealed(SealedSegment {
                 path: path.to_path_buf(),
                 bytes: st.map(path).ctx(|| format!("mapping {}", path.display()))?,
                 index: SegmentIndex::open(map, &idx_path)?,
-            }))
+            })))
         }
         ScanEnd::Damaged {
             offset,
@@ -256,11 +291,11 @@ fn open_segment(
                     .and_then(|()| file.sync_data())
                     .ctx(|| format!("cutting the torn tail of {}", path.display()))?;
             }
-            Ok(Opened::Active(ActiveSegment {
+            Ok(Some(Opened::Active(ActiveSegment {
                 path: path.to_path_buf(),
                 file,
                 index: RwLock::new(index),
-            }))
+            })))
         }
     }
 }
@@ -268,7 +303,8 @@ fn open_segment(
 /// Copies the bytes about to be cut from a segment into `torn/`, durably.
 fn save_torn_tail(st: &dyn Storage, dir: &Path, seg: &Path, tail: &[u8], base: u64, offset: u64) -> Result<()> {
     let torn = dir.join(TORN_DIR);
-    st.create_dir_all(&torn).ctx(|| format!("creating {}", torn.display()))?;
+    st.create_dir_all(&torn)
+        .ctx(|| format!("creating {}", torn.display()))?;
     let mut n = 0;
     let name = loop {
         let name = format!("{base:020}-{offset}-{n}.bin");

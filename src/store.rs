@@ -72,11 +72,15 @@ pub(crate) struct ActiveSegment {
     pub(crate) index: RwLock<MemIndex>,
 }
 
-/// Where a frame's bytes can be read from.
-#[derive(Clone)]
-enum Source {
-    Mapped(Mapped),
-    File(Arc<dyn StorageFile>),
+/// What a read wants of the frame it decodes.
+#[derive(Clone, Copy)]
+enum Want<'a> {
+    /// Every event.
+    Any,
+    /// Events passing the filter.
+    Filter(&'a Filter),
+    /// Events of this stream (another stream with the same hash is skipped).
+    Stream(&'a str),
 }
 
 /// State shared by readers and the writer.
@@ -105,12 +109,6 @@ impl SegRef {
         match self {
             SegRef::Sealed(s) => f(&s.index),
             SegRef::Active(a) => f(&*a.index.read()),
-        }
-    }
-    fn source(&self) -> Source {
-        match self {
-            SegRef::Sealed(s) => Source::Mapped(s.bytes.clone()),
-            SegRef::Active(a) => Source::File(a.file.clone()),
         }
     }
     fn path(&self) -> &Path {
@@ -148,44 +146,44 @@ impl Shared {
         self.streams.read().get(stream).copied()
     }
 
-    /// Reads and decodes the frame at `[offset, end)` and checks it holds `position`.
+    /// Reads and decodes the frame at `loc = (position, offset, end)` of `seg`
+    /// and checks it holds `position`; `None` if it is not what `want` asks for.
     fn read_at(
         &self,
-        source: &Source,
-        path: &Path,
-        position: u64,
-        offset: u64,
-        end: u64,
+        seg: &SegRef,
+        loc: (u64, u64, u64),
         buf: &mut Vec<u8>,
-        filter: Option<&Filter>,
-        stream: Option<&str>,
+        want: Want<'_>,
     ) -> Result<Option<RecordedEvent>> {
+        let (position, offset, end) = loc;
+        let path = seg.path();
         let len = end
             .checked_sub(offset)
             .filter(|l| *l as usize <= record::MAX_BODY + record::FRAME_HEADER)
             .ok_or_else(|| Error::corruption(path, offset, "index gives a bad frame range"))?;
-        let bytes: &[u8] = match source {
-            Source::Mapped(m) => (**m)
+        let bytes: &[u8] = match seg {
+            SegRef::Sealed(s) => (*s.bytes)
                 .as_ref()
                 .get(offset as usize..end as usize)
                 .ok_or_else(|| Error::corruption(path, offset, "frame past the end of the segment"))?,
-            Source::File(f) => {
+            SegRef::Active(a) => {
                 buf.resize(len as usize, 0);
-                f.read_exact_at(buf, offset)
-                    .map_err(|e| match e.kind() {
-                        std::io::ErrorKind::UnexpectedEof => {
-                            Error::corruption(path, offset, "frame past the end of the segment")
-                        }
-                        _ => Error::io(format!("reading {}", path.display()), e),
-                    })?;
+                a.file.read_exact_at(buf, offset).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::UnexpectedEof => {
+                        Error::corruption(path, offset, "frame past the end of the segment")
+                    }
+                    _ => Error::io(format!("reading {}", path.display()), e),
+                })?;
                 buf
             }
         };
         let view = decode_event_at(bytes, path, offset, position)?;
-        if stream.is_some_and(|s| s != view.stream) || filter.is_some_and(|f| !f.matches(&view)) {
-            return Ok(None);
-        }
-        Ok(Some(to_recorded(&view)))
+        let wanted = match want {
+            Want::Any => true,
+            Want::Filter(f) => f.matches(&view),
+            Want::Stream(s) => s == view.stream,
+        };
+        Ok(wanted.then(|| to_recorded(&view)))
     }
 
     /// Finds the segment holding `position`, with the list's index.
@@ -225,7 +223,6 @@ impl Shared {
         let filtered = !filter.is_empty();
         loop {
             let seg = &segs[si];
-            let source = seg.source();
             // Plan this segment's candidate positions under its index lock, read after.
             let plan: Vec<(u64, u64, u64)> = seg.with(|l| {
                 let lo = l.base();
@@ -244,9 +241,7 @@ impl Shared {
                         c.retain(|p| *p >= lo && *p < hi);
                         match direction {
                             Direction::Forward => Box::new(c.into_iter().filter(move |p| *p >= start)),
-                            Direction::Backward => {
-                                Box::new(c.into_iter().rev().filter(move |p| *p <= start))
-                            }
+                            Direction::Backward => Box::new(c.into_iter().rev().filter(move |p| *p <= start)),
                         }
                     }
                     None => match direction {
@@ -262,9 +257,9 @@ impl Shared {
                     .filter_map(|p| l.location(p).map(|(o, e)| (p, o, e)))
                     .collect()
             });
-            for (p, off, end) in plan {
-                let f = filtered.then_some(filter);
-                if let Some(ev) = self.read_at(&source, seg.path(), p, off, end, &mut buf, f, None)? {
+            let want = if filtered { Want::Filter(filter) } else { Want::Any };
+            for loc in plan {
+                if let Some(ev) = self.read_at(seg, loc, &mut buf, want)? {
                     out.push(ev);
                     if out.len() >= limit {
                         return Ok(out);
@@ -335,10 +330,8 @@ impl Shared {
                     .filter_map(|(r, p)| l.location(p).map(|(o, e)| (r, p, o, e)))
                     .collect()
             });
-            let source = seg.source();
             for (rev, p, off, end) in plan {
-                // Another stream with the same 64-bit hash is skipped by the name check.
-                if let Some(ev) = self.read_at(&source, seg.path(), p, off, end, &mut buf, None, Some(stream))? {
+                if let Some(ev) = self.read_at(seg, (p, off, end), &mut buf, Want::Stream(stream))? {
                     if ev.revision != rev {
                         return Err(Error::corruption(seg.path(), off, "revision differs from the index"));
                     }
@@ -454,7 +447,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("dir", &self.shared.dir).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("dir", &self.shared.dir)
+            .finish_non_exhaustive()
     }
 }
 

@@ -253,8 +253,7 @@ impl Writer {
             })
             .sum();
         let has_events = self.write_offset > SEGMENT_HEADER as u64 || !self.group.buf.is_empty();
-        if has_events
-            && self.write_offset + (self.group.buf.len() + estimate) as u64 > self.shared.options.segment_size
+        if has_events && self.write_offset + (self.group.buf.len() + estimate) as u64 > self.shared.options.segment_size
         {
             self.commit();
             self.rotate()?;
@@ -471,7 +470,8 @@ impl Writer {
     /// Seals the active segment and starts a new one. Any failure stops the writer:
     /// reopening the store finishes or undoes the rotation.
     fn rotate(&mut self) -> Result<()> {
-        self.seal_and_start().inspect_err(|e| self.fail(format!("segment rotation failed: {e}")))
+        self.seal_and_start()
+            .inspect_err(|e| self.fail(format!("segment rotation failed: {e}")))
     }
 
     fn seal_and_start(&mut self) -> Result<()> {
@@ -496,7 +496,10 @@ impl Writer {
             .file
             .write_all_at(&seal, self.write_offset)
             .ctx(|| format!("sealing {}", path.display()))?;
-        self.active.file.sync_data().ctx(|| format!("syncing {}", path.display()))?;
+        self.active
+            .file
+            .sync_data()
+            .ctx(|| format!("syncing {}", path.display()))?;
         self.dirty = false;
 
         let idx_name = format!("{base:020}.idx");

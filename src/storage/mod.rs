@@ -114,11 +114,7 @@ impl Storage for FsStorage {
         Ok(Arc::new(FsFile(f)))
     }
     fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)?;
+        let f = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
         Ok(Arc::new(FsFile(f)))
     }
     fn remove(&self, path: &Path) -> io::Result<()> {

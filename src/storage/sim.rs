@@ -175,20 +175,39 @@ impl SimStorage {
         st.free_bytes = bytes.map(|b| st.used_bytes() + b);
     }
 
-    /// Simulates a power cut and restart: unsynced directory entries vanish, and
-    /// each file keeps its durable bytes plus, if `torn` is true, a random prefix
-    /// of its unsynced appended bytes, sometimes with garbage at the end.
+    /// Simulates a power cut and restart. Without `torn`, unsynced directory
+    /// entries vanish and each file keeps exactly its durable bytes. With `torn`,
+    /// each unsynced directory change survives or not by chance, and each file
+    /// keeps its durable bytes plus a random prefix of its unsynced appended
+    /// bytes, sometimes with garbage at the end.
     /// Open handles and locks from before the crash stop working.
     pub fn crash(&self, seed: u64, torn: bool) {
         let mut st = self.state.lock();
         let mut rng = SimRng::new(seed);
-        st.live = st.durable.clone();
+        // Directory changes not yet synced may or may not have reached the disk
+        // (file systems often persist them early); torn crashes decide each by chance.
+        let mut names = st.durable.clone();
+        if torn {
+            let live = st.live.clone();
+            for (path, id) in &live {
+                if names.get(path) != Some(id) && rng.below(2) == 0 {
+                    names.insert(path.clone(), *id);
+                }
+            }
+            let gone: Vec<PathBuf> = names.keys().filter(|p| !live.contains_key(*p)).cloned().collect();
+            for path in gone {
+                if rng.below(2) == 0 {
+                    names.remove(&path);
+                }
+            }
+        }
+        st.live = names.clone();
+        st.durable = names;
         let reachable: HashSet<u64> = st.live.values().copied().collect();
         st.inodes.retain(|id, _| reachable.contains(id));
         for inode in st.inodes.values_mut() {
             let durable_len = inode.durable.len();
-            let appended_only = inode.current.len() > durable_len
-                && inode.current[..durable_len] == inode.durable[..];
+            let appended_only = inode.current.len() > durable_len && inode.current[..durable_len] == inode.durable[..];
             let mut next = inode.durable.clone();
             if torn && appended_only {
                 let extra = inode.current.len() - durable_len;

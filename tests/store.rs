@@ -1,0 +1,563 @@
+//! Behaviour of the store as a user relies on it: appends, concurrency checks,
+//! idempotency, reads of every kind, rotation, reopen, locking and bad input.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use annal::{
+    AppendCondition, Direction, Durability, Error, EventData, ExpectedVersion, Filter, LogFrom, Options, Query,
+    SimStorage, Storage, Store, StreamFrom,
+};
+use uuid::Uuid;
+
+fn opts() -> Options {
+    Options::default().durability(Durability::Never)
+}
+
+fn ev(t: &str, n: u64) -> EventData {
+    EventData::json(t, format!(r#"{{"n":{n}}}"#))
+}
+
+fn sim_store(sim: &SimStorage, options: Options) -> Store {
+    Store::open_with(Arc::new(sim.clone()), "/data", options).unwrap()
+}
+
+#[test]
+fn append_then_read_a_stream_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    let r = store
+        .append(
+            "order-1",
+            ExpectedVersion::NoStream,
+            (0..5).map(|n| ev("Placed", n)).collect(),
+        )
+        .unwrap();
+    assert_eq!((r.first_revision, r.next_expected_version, r.position), (0, 4, 0));
+    let r = store
+        .append("order-2", ExpectedVersion::Any, vec![ev("Placed", 9)])
+        .unwrap();
+    assert_eq!((r.first_revision, r.position), (0, 5));
+
+    let fwd = store
+        .read_stream("order-1", Direction::Forward, StreamFrom::Start, 100)
+        .unwrap();
+    assert_eq!(fwd.iter().map(|e| e.revision).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+    assert_eq!(fwd[2].data.as_ref(), br#"{"n":2}"#);
+    let page = store
+        .read_stream("order-1", Direction::Forward, StreamFrom::Revision(3), 1)
+        .unwrap();
+    assert_eq!(page[0].revision, 3);
+    let back = store
+        .read_stream("order-1", Direction::Backward, StreamFrom::End, 2)
+        .unwrap();
+    assert_eq!(back.iter().map(|e| e.revision).collect::<Vec<_>>(), vec![4, 3]);
+    let back = store
+        .read_stream("order-1", Direction::Backward, StreamFrom::Revision(1), 10)
+        .unwrap();
+    assert_eq!(back.iter().map(|e| e.revision).collect::<Vec<_>>(), vec![1, 0]);
+    assert!(matches!(
+        store.read_stream("nope", Direction::Forward, StreamFrom::Start, 1),
+        Err(Error::StreamNotFound(_))
+    ));
+    assert!(
+        store
+            .read_stream("order-1", Direction::Forward, StreamFrom::Revision(5), 10)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn expected_versions_are_enforced_with_the_actual_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let err = store
+        .append("s", ExpectedVersion::StreamExists, vec![ev("A", 0)])
+        .unwrap_err();
+    assert!(matches!(err, Error::WrongExpectedVersion { actual: None, .. }));
+    store.append("s", ExpectedVersion::NoStream, vec![ev("A", 0)]).unwrap();
+    let err = store
+        .append("s", ExpectedVersion::NoStream, vec![ev("A", 1)])
+        .unwrap_err();
+    assert!(matches!(err, Error::WrongExpectedVersion { actual: Some(0), .. }));
+    store.append("s", ExpectedVersion::Exact(0), vec![ev("A", 1)]).unwrap();
+    let err = store
+        .append("s", ExpectedVersion::Exact(0), vec![ev("A", 2)])
+        .unwrap_err();
+    match err {
+        Error::WrongExpectedVersion { expected, actual, .. } => {
+            assert_eq!(expected, "0");
+            assert_eq!(actual, Some(1));
+        }
+        other => panic!("unexpected {other}"),
+    }
+    store
+        .append("s", ExpectedVersion::StreamExists, vec![ev("A", 2)])
+        .unwrap();
+    assert_eq!(store.stream_info("s").unwrap().last_revision, 2);
+    assert_eq!(store.head_position(), 3, "failed appends take no position");
+}
+
+#[test]
+fn retried_appends_return_the_original_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    store.append("other", ExpectedVersion::Any, vec![ev("X", 0)]).unwrap();
+    let ids: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    let batch = |ids: &[Uuid]| ids.iter().map(|id| ev("A", 0).with_id(*id)).collect::<Vec<_>>();
+    let first = store.append("s", ExpectedVersion::NoStream, batch(&ids)).unwrap();
+    store.append("s", ExpectedVersion::Any, vec![ev("B", 0)]).unwrap();
+    // Same ids, same expected version: the original result, nothing written.
+    let again = store.append("s", ExpectedVersion::NoStream, batch(&ids)).unwrap();
+    assert_eq!(again, first);
+    let again = store.append("s", ExpectedVersion::Any, batch(&ids)).unwrap();
+    assert_eq!(again, first);
+    assert_eq!(store.head_position(), 5);
+    // A partial overlap is an error.
+    let mut partial = batch(&ids[1..]);
+    partial.push(ev("A", 0).with_id(Uuid::new_v4()));
+    assert!(matches!(
+        store.append("s", ExpectedVersion::Any, partial),
+        Err(Error::IdempotencyConflict { .. })
+    ));
+    // The same ids at another place (another stream, or a wrong expected version) are an error.
+    assert!(matches!(
+        store.append("t", ExpectedVersion::Any, batch(&ids)),
+        Err(Error::IdempotencyConflict { .. })
+    ));
+    assert!(matches!(
+        store.append("s", ExpectedVersion::Exact(3), batch(&ids)),
+        Err(Error::IdempotencyConflict { .. })
+    ));
+    assert_eq!(store.head_position(), 5);
+    // Within one group of concurrent appends the retry is recognised too.
+    let ids2 = [Uuid::new_v4()];
+    let store = Arc::new(store);
+    let hs: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            std::thread::spawn(move || store.append("u", ExpectedVersion::Any, batch(&ids2)).unwrap())
+        })
+        .collect();
+    let results: Vec<_> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(results.iter().all(|r| *r == results[0]));
+    assert_eq!(store.stream_info("u").unwrap().last_revision, 0);
+}
+
+#[test]
+fn global_log_reads_and_filters_use_every_index() {
+    let dir = tempfile::tempdir().unwrap();
+    // Small segments so that filters run over sealed and active segments alike.
+    let store = Store::open(dir.path(), opts().segment_size(8 * 1024)).unwrap();
+    for i in 0..300u64 {
+        let stream = format!("{}-{}", if i % 2 == 0 { "order" } else { "user" }, i % 7);
+        let mut e = ev(if i % 3 == 0 { "Created" } else { "Updated" }, i);
+        e = e.with_tag(format!("tenant:{}", i % 4));
+        if i % 10 == 0 {
+            e = e.with_tag("audit");
+        }
+        store.append(&stream, ExpectedVersion::Any, vec![e]).unwrap();
+    }
+    assert!(store.segment_count() > 3, "test needs several segments");
+    let all = store
+        .read_all(Direction::Forward, LogFrom::Start, 1000, &Filter::all())
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.position).collect::<Vec<_>>(),
+        (0..300).collect::<Vec<_>>()
+    );
+    let back = store
+        .read_all(Direction::Backward, LogFrom::End, 5, &Filter::all())
+        .unwrap();
+    assert_eq!(
+        back.iter().map(|e| e.position).collect::<Vec<_>>(),
+        vec![299, 298, 297, 296, 295]
+    );
+    let mid = store
+        .read_all(Direction::Forward, LogFrom::Position(150), 3, &Filter::all())
+        .unwrap();
+    assert_eq!(mid.iter().map(|e| e.position).collect::<Vec<_>>(), vec![150, 151, 152]);
+    let mid_back = store
+        .read_all(Direction::Backward, LogFrom::Position(150), 3, &Filter::all())
+        .unwrap();
+    assert_eq!(
+        mid_back.iter().map(|e| e.position).collect::<Vec<_>>(),
+        vec![150, 149, 148]
+    );
+
+    let check = |filter: Filter, pred: &dyn Fn(u64) -> bool| {
+        let want: Vec<u64> = (0..300).filter(|i| pred(*i)).collect();
+        let got: Vec<u64> = store
+            .read_all(Direction::Forward, LogFrom::Start, 1000, &filter)
+            .unwrap()
+            .iter()
+            .map(|e| e.position)
+            .collect();
+        assert_eq!(got, want, "{filter:?}");
+        let mut back: Vec<u64> = store
+            .read_all(Direction::Backward, LogFrom::End, 1000, &filter)
+            .unwrap()
+            .iter()
+            .map(|e| e.position)
+            .collect();
+        back.reverse();
+        assert_eq!(back, want, "backward {filter:?}");
+        let limited = store
+            .read_all(Direction::Forward, LogFrom::Position(100), 4, &filter)
+            .unwrap();
+        let want_limited: Vec<u64> = want.iter().copied().filter(|p| *p >= 100).take(4).collect();
+        assert_eq!(limited.iter().map(|e| e.position).collect::<Vec<_>>(), want_limited);
+    };
+    check(Filter::all().with_type("Created"), &|i| i % 3 == 0);
+    check(Filter::all().with_type("Created").with_type("Updated"), &|_| true);
+    check(Filter::all().with_type("Missing"), &|_| false);
+    check(Filter::all().with_tag("tenant:1"), &|i| i % 4 == 1);
+    check(Filter::all().with_tag("tenant:2").with_tag("audit"), &|i| {
+        i % 4 == 2 && i % 10 == 0
+    });
+    check(Filter::all().with_stream_prefix("order-"), &|i| i % 2 == 0);
+    check(Filter::all().with_type("Updated").with_stream_prefix("user-"), &|i| {
+        i % 3 != 0 && i % 2 == 1
+    });
+    let t = all[120].timestamp_micros;
+    let since = store
+        .read_all(
+            Direction::Forward,
+            LogFrom::Start,
+            1000,
+            &Filter::all().with_time(Some(t), None),
+        )
+        .unwrap();
+    assert!(since.iter().all(|e| e.timestamp_micros >= t));
+    assert_eq!(since.len(), all.iter().filter(|e| e.timestamp_micros >= t).count());
+    let until = store
+        .read_all(
+            Direction::Forward,
+            LogFrom::Start,
+            1000,
+            &Filter::all().with_time(None, Some(t)),
+        )
+        .unwrap();
+    assert_eq!(until.len() + since.len(), 300);
+
+    let some = &all[77];
+    assert_eq!(store.event_by_id(some.id).unwrap().as_ref(), Some(some));
+    assert_eq!(store.event_by_id(Uuid::new_v4()).unwrap(), None);
+    let streams = store.streams();
+    assert_eq!(streams.len(), 14);
+    assert!(streams.windows(2).all(|w| w[0].name < w[1].name));
+}
+
+#[test]
+fn consistency_boundary_appends_check_the_query_after_a_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let course = |t: &str| EventData::json(t, "{}").with_tag("course:c1");
+    store
+        .append("course-c1", ExpectedVersion::Any, vec![course("CourseDefined")])
+        .unwrap();
+    let seen = store.head_position() - 1;
+    let cond = |after| AppendCondition {
+        query: Query::item(&["StudentSubscribed", "CourseCapacityChanged"], &["course:c1"]),
+        after,
+    };
+    // Nothing matching happened after `seen`: the append goes through.
+    store
+        .append_if(
+            "student-1",
+            ExpectedVersion::Any,
+            vec![course("StudentSubscribed")],
+            cond(Some(seen)),
+        )
+        .unwrap();
+    // Now a matching event exists after `seen`: the same decision is stale.
+    let err = store
+        .append_if(
+            "student-2",
+            ExpectedVersion::Any,
+            vec![course("StudentSubscribed")],
+            cond(Some(seen)),
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::ConditionFailed { position: 1 }));
+    // Events of other courses or types do not count.
+    store
+        .append(
+            "x",
+            ExpectedVersion::Any,
+            vec![EventData::json("StudentSubscribed", "{}").with_tag("course:c2")],
+        )
+        .unwrap();
+    store
+        .append_if(
+            "student-2",
+            ExpectedVersion::Any,
+            vec![course("StudentSubscribed")],
+            cond(Some(1)),
+        )
+        .unwrap();
+    // With no position, any matching event fails it.
+    assert!(matches!(
+        store.append_if("s", ExpectedVersion::Any, vec![course("X")], cond(None)),
+        Err(Error::ConditionFailed { position: 1 })
+    ));
+    // Concurrent conditional appends on the same boundary: exactly one wins.
+    let store = Arc::new(store);
+    let after = Some(store.head_position() - 1);
+    let hs: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                store.append_if(
+                    &format!("student-r{i}"),
+                    ExpectedVersion::Any,
+                    vec![course("StudentSubscribed")],
+                    cond(after),
+                )
+            })
+        })
+        .collect();
+    let ok = hs
+        .into_iter()
+        .filter(|_| true)
+        .map(|h| h.join().unwrap())
+        .filter(Result::is_ok)
+        .count();
+    assert_eq!(ok, 1);
+}
+
+#[test]
+fn rotation_and_reopen_keep_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), opts().segment_size(16 * 1024)).unwrap();
+        for i in 0..500u64 {
+            let s = format!("s-{}", i % 13);
+            let batch = (0..(i % 3 + 1)).map(|j| ev("E", i * 10 + j).with_tag("t")).collect();
+            store.append(&s, ExpectedVersion::Any, batch).unwrap();
+        }
+        assert!(store.segment_count() > 5);
+        store.close().unwrap();
+    }
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().any(|n| n.ends_with(".idx")));
+    assert!(names.contains(&"streams.chk".to_string()));
+    let expect = |store: &Store| {
+        let all = store
+            .read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all())
+            .unwrap();
+        assert_eq!(all.len() as u64, store.head_position());
+        let mut revs = std::collections::HashMap::new();
+        for e in &all {
+            let r = revs.entry(e.stream.clone()).or_insert(0u64);
+            assert_eq!(e.revision, *r);
+            *r += 1;
+        }
+        for (s, n) in &revs {
+            let read = store
+                .read_stream(s, Direction::Forward, StreamFrom::Start, usize::MAX)
+                .unwrap();
+            assert_eq!(read.len() as u64, *n);
+            assert_eq!(store.stream_info(s).unwrap().last_revision, n - 1);
+            let back = store
+                .read_stream(s, Direction::Backward, StreamFrom::End, usize::MAX)
+                .unwrap();
+            assert_eq!(back.len() as u64, *n);
+        }
+        all.len()
+    };
+    let store = Store::open(dir.path(), opts().segment_size(16 * 1024)).unwrap();
+    let n = expect(&store);
+    store.append("s-0", ExpectedVersion::Any, vec![ev("E", 0)]).unwrap();
+    drop(store);
+    // Without the stream checkpoint and with an index deleted, open rebuilds both.
+    std::fs::remove_file(dir.path().join("streams.chk")).unwrap();
+    let idx = names.iter().find(|n| n.ends_with(".idx")).unwrap();
+    std::fs::remove_file(dir.path().join(idx)).unwrap();
+    let store = Store::open(dir.path(), opts().segment_size(16 * 1024)).unwrap();
+    assert_eq!(expect(&store), n + 1);
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert!(matches!(Store::open(dir.path(), opts()), Err(Error::Locked { .. })));
+    drop(store);
+    Store::open(dir.path(), opts()).unwrap();
+}
+
+#[test]
+fn foreign_directories_and_future_versions_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "hello").unwrap();
+    assert!(matches!(Store::open(dir.path(), opts()), Err(Error::NotAStore { .. })));
+
+    let sim = SimStorage::new();
+    drop(sim_store(&sim, opts()));
+    let meta = Path::new("/data/annal.meta");
+    let mut bytes = sim.read_file(meta).unwrap();
+    bytes[8] = 2;
+    let crc = crc32fast::hash(&bytes[..60]);
+    bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+    sim.write_file(meta, &bytes).unwrap();
+    let err = Store::open_with(Arc::new(sim.clone()), "/data", opts()).unwrap_err();
+    assert!(matches!(err, Error::UnsupportedVersion { found: 2, .. }), "{err}");
+}
+
+#[test]
+fn bad_input_is_rejected_and_leaves_no_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts();
+    o.max_event_size = 1000;
+    let store = Store::open(dir.path(), o).unwrap();
+    let long = "x".repeat(2000);
+    let cases: Vec<(&str, Vec<EventData>)> = vec![
+        ("", vec![ev("A", 0)]),
+        (&long, vec![ev("A", 0)]),
+        ("ok", vec![]),
+        ("ok", vec![EventData::json("", "{}")]),
+        ("ok", vec![EventData::json("A", vec![b'x'; 1001])]),
+        ("ok", vec![EventData::json("A", "{}").with_tag("")]),
+        ("bad\u{0}name", vec![ev("A", 0)]),
+    ];
+    for (stream, events) in cases {
+        assert!(matches!(
+            store.append(stream, ExpectedVersion::Any, events),
+            Err(Error::InvalidInput(_))
+        ));
+    }
+    assert_eq!(store.head_position(), 0);
+    store.append("ok", ExpectedVersion::NoStream, vec![ev("A", 0)]).unwrap();
+}
+
+#[test]
+fn a_full_disk_fails_the_append_and_the_store_recovers_when_space_returns() {
+    let sim = SimStorage::new();
+    let store = sim_store(&sim, Options::default());
+    store.append("s", ExpectedVersion::Any, vec![ev("A", 0)]).unwrap();
+    sim.set_free_space(Some(100));
+    let big = EventData::json("A", vec![b'1'; 500]);
+    let err = store.append("s", ExpectedVersion::Any, vec![big.clone()]).unwrap_err();
+    assert!(matches!(err, Error::DiskFull { .. }), "{err}");
+    assert_eq!(store.head_position(), 1);
+    sim.set_free_space(None);
+    let r = store.append("s", ExpectedVersion::Exact(0), vec![big]).unwrap();
+    assert_eq!((r.first_revision, r.position), (1, 1));
+    drop(store);
+    let store = sim_store(&sim, Options::default());
+    assert_eq!(
+        store
+            .read_stream("s", Direction::Forward, StreamFrom::Start, 10)
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn concurrent_appenders_get_dense_positions_and_revisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), Options::default().segment_size(64 * 1024)).unwrap());
+    let hs: Vec<_> = (0..8)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut rev = None;
+                for i in 0..100 {
+                    let expected = rev.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+                    let r = store.append(&format!("w-{t}"), expected, vec![ev("E", i)]).unwrap();
+                    rev = Some(r.next_expected_version);
+                    // Every thread also races on one shared stream.
+                    let _ = store.append("shared", ExpectedVersion::Any, vec![ev("S", i)]).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    let all = store
+        .read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all())
+        .unwrap();
+    assert_eq!(all.len(), 1600);
+    assert!(all.iter().enumerate().all(|(i, e)| e.position == i as u64));
+    let shared = store
+        .read_stream("shared", Direction::Forward, StreamFrom::Start, usize::MAX)
+        .unwrap();
+    assert!(shared.iter().enumerate().all(|(i, e)| e.revision == i as u64));
+    assert!(all.windows(2).all(|w| w[0].timestamp_micros <= w[1].timestamp_micros));
+}
+
+#[test]
+fn a_flipped_bit_in_a_sealed_segment_fails_only_that_event() {
+    let sim = SimStorage::new();
+    let store = sim_store(&sim, opts().segment_size(8 * 1024));
+    for i in 0..200 {
+        store.append("s", ExpectedVersion::Any, vec![ev("E", i)]).unwrap();
+    }
+    let victim = store
+        .read_stream("s", Direction::Forward, StreamFrom::Revision(10), 1)
+        .unwrap()[0]
+        .clone();
+    drop(store);
+    let seg = Path::new("/data/00000000000000000000.seg");
+    let bytes = sim.read_file(seg).unwrap();
+    let needle = br#"{"n":10}"#;
+    let at = bytes.windows(needle.len()).position(|w| w == needle).unwrap();
+    sim.flip_bit(seg, at as u64 + 2, 1).unwrap();
+
+    let store = sim_store(&sim, opts().segment_size(8 * 1024));
+    let err = store
+        .read_stream("s", Direction::Forward, StreamFrom::Revision(10), 1)
+        .unwrap_err();
+    match err {
+        Error::Corruption { file, offset, .. } => {
+            assert!(file.ends_with("00000000000000000000.seg"));
+            assert!(
+                offset < at as u64 && offset + 200 > at as u64,
+                "offset {offset} near {at}"
+            );
+        }
+        other => panic!("expected corruption, got {other}"),
+    }
+    assert!(store.event_by_id(victim.id).is_err());
+    for r in (0..200).filter(|r| *r != 10) {
+        let e = store
+            .read_stream("s", Direction::Forward, StreamFrom::Revision(r), 1)
+            .unwrap();
+        assert_eq!(e[0].revision, r);
+    }
+    store
+        .append("s", ExpectedVersion::Exact(199), vec![ev("E", 200)])
+        .unwrap();
+}
+
+#[test]
+fn a_torn_tail_is_cut_and_kept_aside() {
+    let sim = SimStorage::new();
+    let store = sim_store(&sim, Options::default());
+    for i in 0..10 {
+        store.append("s", ExpectedVersion::Any, vec![ev("E", i)]).unwrap();
+    }
+    drop(store);
+    let seg = Path::new("/data/00000000000000000000.seg");
+    let mut bytes = sim.read_file(seg).unwrap();
+    let good_len = bytes.len();
+    bytes.extend_from_slice(&[0x55; 37]);
+    sim.write_file(seg, &bytes).unwrap();
+    let store = sim_store(&sim, Options::default());
+    assert_eq!(store.head_position(), 10);
+    assert_eq!(sim.read_file(seg).unwrap().len(), good_len);
+    let torn = sim.list(Path::new("/data/torn")).unwrap();
+    assert_eq!(torn.len(), 1);
+    assert_eq!(
+        sim.read_file(&Path::new("/data/torn").join(&torn[0])).unwrap(),
+        vec![0x55; 37]
+    );
+    store.append("s", ExpectedVersion::Exact(9), vec![ev("E", 10)]).unwrap();
+}
