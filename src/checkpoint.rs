@@ -66,6 +66,9 @@ impl StoreMeta {
                 supported: STORE_VERSION,
             });
         }
+        if b[12..16] != [0; 4] {
+            return Err(Error::corruption(file, 12, "unknown annal.meta flags"));
+        }
         Ok(StoreMeta {
             created_micros: i64::from_le_bytes(b[16..24].try_into().expect("8 bytes")),
             store_id: Uuid::from_bytes(b[24..40].try_into().expect("16 bytes")),
@@ -128,6 +131,9 @@ impl StreamsCheckpoint {
                 found: version,
                 supported: STREAMS_VERSION,
             });
+        }
+        if b[12..16] != [0; 4] {
+            return Err(bad("unknown stream checkpoint flags"));
         }
         let covered_position = u64::from_le_bytes(b[16..24].try_into().expect("8 bytes"));
         let count = u64::from_le_bytes(b[24..32].try_into().expect("8 bytes"));

@@ -376,6 +376,9 @@ impl SegmentIndex {
                 supported: INDEX_VERSION,
             });
         }
+        if b[12..16] != [0; 4] {
+            return Err(bad(12, "unknown index flags"));
+        }
         let base = le_u64(b, 16);
         let count = le_u64(b, 24);
         let end_offset = le_u64(b, 32);
@@ -491,6 +494,11 @@ impl SegmentIndex {
             out.push((name, s));
         }
         Some(out)
+    }
+
+    /// Offset of the seal frame in the segment (just past the last event).
+    pub fn end_offset(&self) -> u64 {
+        self.end_offset
     }
 
     /// Number of bytes of the mapped file.

@@ -23,12 +23,16 @@ pub const KIND_SEAL: u8 = 2;
 pub const FLAG_COMMIT: u8 = 1;
 /// Event flag: the data is JSON.
 pub const FLAG_JSON: u8 = 2;
+/// Event flag: this event is the first of a group write (one write call, one sync).
+pub const FLAG_GROUP_START: u8 = 4;
 
 /// An event frame's fields, borrowed from the bytes they were decoded from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventView<'a> {
     /// True when this event ends its append.
     pub commit: bool,
+    /// True when this event starts a group write.
+    pub group_start: bool,
     /// Global position.
     pub position: u64,
     /// Revision in its stream.
@@ -97,6 +101,7 @@ impl std::fmt::Display for FrameError {
 pub fn encode_event(
     out: &mut Vec<u8>,
     commit: bool,
+    group_start: bool,
     position: u64,
     revision: u64,
     timestamp: i64,
@@ -117,6 +122,9 @@ pub fn encode_event(
     }
     if content_type == ContentType::Json {
         flags |= FLAG_JSON;
+    }
+    if group_start {
+        flags |= FLAG_GROUP_START;
     }
     out.push(flags);
     out.extend_from_slice(&position.to_le_bytes());
@@ -198,7 +206,7 @@ pub fn decode_frame(buf: &[u8]) -> Result<(Frame<'_>, usize), FrameError> {
     let flags = r.u8()?;
     let frame = match kind {
         KIND_EVENT => {
-            if flags & !(FLAG_COMMIT | FLAG_JSON) != 0 {
+            if flags & !(FLAG_COMMIT | FLAG_JSON | FLAG_GROUP_START) != 0 {
                 return Err(FrameError::Malformed("unknown event flags"));
             }
             let position = r.u64()?;
@@ -218,6 +226,7 @@ pub fn decode_frame(buf: &[u8]) -> Result<(Frame<'_>, usize), FrameError> {
             let data = r.take(dlen)?;
             Frame::Event(EventView {
                 commit: flags & FLAG_COMMIT != 0,
+                group_start: flags & FLAG_GROUP_START != 0,
                 position,
                 revision,
                 timestamp,
@@ -234,6 +243,7 @@ pub fn decode_frame(buf: &[u8]) -> Result<(Frame<'_>, usize), FrameError> {
                 data,
             })
         }
+        KIND_SEAL if flags != 0 => return Err(FrameError::Malformed("unknown seal flags")),
         KIND_SEAL => Frame::Seal(SealView {
             next_position: r.u64()?,
             event_count: r.u64()?,
@@ -287,6 +297,7 @@ mod tests {
         encode_event(
             out,
             true,
+            true,
             7,
             3,
             1_700_000_000_000_000,
@@ -309,7 +320,7 @@ mod tests {
         let Frame::Event(ev) = frame else {
             panic!("not an event")
         };
-        assert!(ev.commit);
+        assert!(ev.commit && ev.group_start);
         assert_eq!((ev.position, ev.revision), (7, 3));
         assert_eq!(ev.stream, "order-1");
         assert_eq!(ev.event_type, "OrderPlaced");

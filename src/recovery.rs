@@ -19,7 +19,7 @@ use crate::checkpoint::{META_FILE, STREAMS_FILE, StoreMeta, StreamState, Streams
 use crate::error::{Error, IoContext, Result};
 use crate::event::now_micros;
 use crate::index::{IndexEntry, Lookup, MemIndex, SegmentIndex};
-use crate::options::Options;
+use crate::options::{Durability, Options};
 use crate::record::EventView;
 use crate::segment::{self, SEGMENT_HEADER, ScanEnd, SegmentHeader};
 use crate::storage::{Storage, write_atomically};
@@ -77,7 +77,8 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options) -> R
             ));
         }
         let is_last = i + 1 == count;
-        match open_segment(st, dir, &path, *base, idx_names.get(base), is_last)? {
+        let strict = options.durability == Durability::Always;
+        match open_segment(st, dir, &path, *base, idx_names.get(base), is_last, strict)? {
             None => {}
             Some(Opened::Sealed(s)) => {
                 expected_base = s.index.next_position();
@@ -164,6 +165,7 @@ fn open_segment(
     base: u64,
     idx_name: Option<&String>,
     is_last: bool,
+    strict: bool,
 ) -> Result<Option<Opened>> {
     // A sealed segment with a good index is opened without reading its bytes.
     if let Some(idx_name) = idx_name {
@@ -175,7 +177,30 @@ fn open_segment(
         match loaded {
             Ok(index) if index.base() == base => {
                 let bytes = st.map(path).ctx(|| format!("mapping {}", path.display()))?;
-                SegmentHeader::decode((*bytes).as_ref(), path)?;
+                let b: &[u8] = (*bytes).as_ref();
+                if SegmentHeader::decode(b, path)?.base_position != base {
+                    return Err(Error::corruption(
+                        path,
+                        16,
+                        "header base position differs from the file name",
+                    ));
+                }
+                // The index must describe this segment: its seal sits where the index
+                // says the events end. A seal damaged in place is left to `verify`;
+                // it must not keep the segment's good events from being read.
+                let end = index.end_offset() as usize;
+                let fits = match b.get(end..).map(crate::record::decode_frame) {
+                    Some(Ok((crate::record::Frame::Seal(seal), _))) => seal.next_position == index.next_position(),
+                    Some(Ok(_)) | None => false,
+                    Some(Err(_)) => true,
+                };
+                if !fits {
+                    return Err(Error::corruption(
+                        path,
+                        end as u64,
+                        "no seal where the index says the segment ends",
+                    ));
+                }
                 return Ok(Some(Opened::Sealed(SealedSegment {
                     path: path.to_path_buf(),
                     bytes,
@@ -198,12 +223,7 @@ fn open_segment(
         // A crash while creating the last segment can leave its name on disk
         // with a short or unsynced header; its header is synced before any
         // event is written, so no event can be in it. Keep the bytes aside.
-        Err(Error::Corruption { .. })
-            if is_last
-                && bytes
-                    .get(SEGMENT_HEADER..)
-                    .is_none_or(|rest| crate::record::decode_frame(rest).is_err()) =>
-        {
+        Err(Error::Corruption { .. }) if is_last && segment::find_group_start(&bytes, SEGMENT_HEADER).is_none() => {
             save_torn_tail(st, dir, path, &bytes, base, 0)?;
             st.remove(path)
                 .and_then(|()| st.sync_dir(dir))
@@ -270,14 +290,16 @@ fn open_segment(
                 index: SegmentIndex::open(map, &idx_path)?,
             })))
         }
+        // Under `Durability::Always` each group write is synced before the next
+        // starts, so a later group start proves the damaged bytes were durable.
         ScanEnd::Damaged {
             offset,
             error,
-            followed_by_valid: true,
-        } => Err(Error::corruption(
+            later_group_start: Some(at),
+        } if strict => Err(Error::corruption(
             path,
             offset,
-            format!("{error} in the middle of the log (valid frames follow)"),
+            format!("{error}, yet a later group write starts at byte {at}: damage in synced data, not a torn tail"),
         )),
         ScanEnd::Damaged { .. } | ScanEnd::Clean if !is_last => Err(Error::corruption(
             path,

@@ -103,10 +103,20 @@ pub enum ScanEnd {
         offset: u64,
         /// What was wrong.
         error: FrameError,
-        /// True if a valid frame starts right after the bad one's claimed end,
-        /// which means damage in the middle of the log rather than a torn tail.
-        followed_by_valid: bool,
+        /// Offset of a valid event frame that starts a later group write, if any.
+        /// The writer syncs each group before it writes the next, so such a frame
+        /// means the damage is in bytes that were once durable, not a torn tail.
+        later_group_start: Option<u64>,
     },
+}
+
+/// Offset of the first valid event frame at or after `from` with the group-start flag.
+/// Searches byte by byte, since damage destroys the framing.
+pub fn find_group_start(bytes: &[u8], from: usize) -> Option<u64> {
+    (from..bytes.len()).find_map(|at| match record::decode_frame(&bytes[at..]) {
+        Ok((Frame::Event(ev), _)) if ev.group_start => Some(at as u64),
+        _ => None,
+    })
 }
 
 /// Walks the frames of a segment body, calling `on_event` for each event with its
@@ -132,13 +142,10 @@ pub fn scan_frames<'a>(
                 });
             }
             Err(error) => {
-                let followed_by_valid = record::frame_len(&bytes[offset..])
-                    .and_then(|len| bytes.get(offset + len..))
-                    .is_some_and(|rest| !rest.is_empty() && record::decode_frame(rest).is_ok());
                 return Ok(ScanEnd::Damaged {
                     offset: offset as u64,
                     error,
-                    followed_by_valid,
+                    later_group_start: find_group_start(bytes, offset + 1),
                 });
             }
         }

@@ -512,11 +512,18 @@ impl Store {
                 o.max_events_per_append
             )));
         }
-        let mut size = 0;
+        let mut ids = std::collections::HashSet::new();
         for e in &events {
             e.validate(o.max_event_size)?;
-            size += e.data.len() + e.metadata.len() + e.event_type.len() + stream.len() + 64;
+            if let Some(id) = e.id
+                && !ids.insert(id)
+            {
+                return Err(Error::InvalidInput(format!(
+                    "event id {id} appears twice in one append"
+                )));
+            }
         }
+        let size = crate::writer::encoded_size(stream, &events);
         if size > o.max_append_size {
             return Err(Error::InvalidInput(format!(
                 "append of about {size} bytes exceeds the limit of {}",

@@ -220,6 +220,17 @@ impl Writer {
 
     /// Checks a request and encodes its events into the group buffer.
     fn stage(&mut self, req: &AppendRequest) -> Result<AppendResult> {
+        // Rotate first, so that the checks below see the state after the
+        // commit that rotation forces (which may have failed and dropped appends).
+        let estimate = encoded_size(&req.stream, &req.events);
+        if self.write_offset + (self.group.buf.len() + estimate) as u64 > self.shared.options.segment_size
+            && (self.write_offset > SEGMENT_HEADER as u64 || !self.group.buf.is_empty())
+        {
+            self.commit();
+            if self.write_offset > SEGMENT_HEADER as u64 {
+                self.rotate()?;
+            }
+        }
         let current = self.current(&req.stream);
         if let Some(result) = self.idempotent_result(req, current)? {
             return Ok(result);
@@ -241,23 +252,6 @@ impl Writer {
         if let Some(cond) = &req.condition {
             self.check_condition(cond)?;
         }
-        let estimate: usize = req
-            .events
-            .iter()
-            .map(|e| {
-                64 + req.stream.len()
-                    + e.event_type.len()
-                    + e.tags.iter().map(|t| t.len() + 2).sum::<usize>()
-                    + e.data.len()
-                    + e.metadata.len()
-            })
-            .sum();
-        let has_events = self.write_offset > SEGMENT_HEADER as u64 || !self.group.buf.is_empty();
-        if has_events && self.write_offset + (self.group.buf.len() + estimate) as u64 > self.shared.options.segment_size
-        {
-            self.commit();
-            self.rotate()?;
-        }
         let first_revision = current.map_or(0, |s| s.last_revision + 1);
         let position = self.next_position;
         let timestamp = now_micros().max(self.last_timestamp);
@@ -265,9 +259,11 @@ impl Writer {
         for (i, e) in req.events.iter().enumerate() {
             let id = e.id.unwrap_or_else(Uuid::new_v4);
             let start = self.group.buf.len();
+            let group_start = self.group.buf.is_empty();
             record::encode_event(
                 &mut self.group.buf,
                 i + 1 == n,
+                group_start,
                 position + i as u64,
                 first_revision + i as u64,
                 timestamp,
@@ -532,6 +528,20 @@ impl Writer {
         self.content_crc = crc32fast::Hasher::new();
         Ok(())
     }
+}
+
+/// Upper bound of the encoded size of an append's frames.
+pub(crate) fn encoded_size(stream: &str, events: &[EventData]) -> usize {
+    events
+        .iter()
+        .map(|e| {
+            64 + stream.len()
+                + e.event_type.len()
+                + e.tags.iter().map(|t| t.len() + 2).sum::<usize>()
+                + e.data.len()
+                + e.metadata.len()
+        })
+        .sum()
 }
 
 /// Creates, durably, an empty segment starting at `base`.

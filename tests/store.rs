@@ -424,6 +424,13 @@ fn bad_input_is_rejected_and_leaves_no_trace() {
         ("ok", vec![EventData::json("A", vec![b'x'; 1001])]),
         ("ok", vec![EventData::json("A", "{}").with_tag("")]),
         ("bad\u{0}name", vec![ev("A", 0)]),
+        (
+            "ok",
+            vec![
+                ev("A", 0).with_id(Uuid::from_u128(1)),
+                ev("A", 1).with_id(Uuid::from_u128(1)),
+            ],
+        ),
     ];
     for (stream, events) in cases {
         assert!(matches!(
@@ -560,4 +567,31 @@ fn a_torn_tail_is_cut_and_kept_aside() {
         vec![0x55; 37]
     );
     store.append("s", ExpectedVersion::Exact(9), vec![ev("E", 10)]).unwrap();
+}
+
+#[test]
+fn damage_before_a_later_synced_group_is_reported_not_cut() {
+    let sim = SimStorage::new();
+    let store = sim_store(&sim, Options::default());
+    for i in 0..10 {
+        store.append("s", ExpectedVersion::Any, vec![ev("E", i)]).unwrap();
+    }
+    drop(store);
+    let seg = Path::new("/data/00000000000000000000.seg");
+    let bytes = sim.read_file(seg).unwrap();
+    let needle = br#"{"n":3}"#;
+    let at = bytes.windows(needle.len()).position(|w| w == needle).unwrap();
+    sim.flip_bit(seg, at as u64, 0).unwrap();
+    // Under Durability::Always the later groups prove the bytes were synced: refuse, keep everything.
+    let err = Store::open_with(Arc::new(sim.clone()), "/data", Options::default()).unwrap_err();
+    assert!(
+        matches!(err, Error::Corruption { offset, .. } if offset < at as u64),
+        "{err}"
+    );
+    assert_eq!(sim.read_file(seg).unwrap().len(), bytes.len(), "nothing was cut");
+    // Without that guarantee, the damaged tail is cut from the damaged append on and kept aside.
+    let store = sim_store(&sim, opts());
+    assert_eq!(store.head_position(), 3);
+    let torn = sim.list(Path::new("/data/torn")).unwrap();
+    assert_eq!(torn.len(), 1);
 }
