@@ -501,9 +501,9 @@ impl SegmentIndex {
         self.end_offset
     }
 
-    /// Number of bytes of the mapped file.
-    pub fn file_len(&self) -> usize {
-        self.bytes().len()
+    /// The bytes of the index file.
+    pub fn raw(&self) -> &[u8] {
+        self.bytes()
     }
 }
 

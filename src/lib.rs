@@ -27,6 +27,7 @@ pub mod recovery;
 pub mod segment;
 pub mod storage;
 mod store;
+pub mod verify;
 mod writer;
 
 pub use error::{Error, Result};
@@ -35,3 +36,4 @@ pub use options::{Durability, Options};
 pub use query::{AppendCondition, Filter, Query, QueryItem};
 pub use storage::{FsStorage, SimStorage, Storage};
 pub use store::{Direction, LogFrom, Store, StreamFrom};
+pub use verify::{Problem, VerifyReport};

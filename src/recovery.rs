@@ -240,33 +240,16 @@ fn open_segment(
         ));
     }
 
-    let mut index = MemIndex::new(base, SEGMENT_HEADER as u64);
-    // Events of an append are indexed only once its commit frame is seen.
-    let mut pending: Vec<(EventView<'_>, u64, u64)> = Vec::new();
-    let mut next = base;
-    let mut committed_end = SEGMENT_HEADER as u64;
-    let end = segment::scan_frames(&bytes, |ev, offset, end| {
-        if ev.position != next {
-            return Err(Error::corruption(
-                path,
-                offset,
-                format!("event has position {}, expected {next}", ev.position),
-            ));
-        }
-        next += 1;
-        pending.push((ev.clone(), offset, end));
-        if ev.commit {
-            for (v, offset, end) in pending.drain(..) {
-                index.push(&IndexEntry::from_view(&v, offset), end);
-            }
-            committed_end = end;
-        }
-        Ok(())
-    })?;
+    let Scanned {
+        index,
+        end,
+        committed_end,
+        pending,
+    } = index_segment(&bytes, base, path)?;
 
     match end {
         ScanEnd::Sealed { seal_offset, seal } => {
-            if !pending.is_empty() || seal_offset != committed_end {
+            if pending > 0 || seal_offset != committed_end {
                 return Err(Error::corruption(
                     path,
                     seal_offset,
@@ -320,6 +303,52 @@ fn open_segment(
             })))
         }
     }
+}
+
+/// A segment's committed events, indexed, and how its scan ended.
+pub(crate) struct Scanned {
+    /// Index of the committed events.
+    pub(crate) index: MemIndex,
+    /// How the scan ended.
+    pub(crate) end: ScanEnd,
+    /// Offset just past the last committed event (the header's end if none).
+    pub(crate) committed_end: u64,
+    /// Valid event frames after the last commit (an unfinished append).
+    pub(crate) pending: usize,
+}
+
+/// Scans a segment body from its header on, indexing events append by append
+/// (the commit rule). A position out of sequence is corruption.
+pub(crate) fn index_segment(bytes: &[u8], base: u64, path: &Path) -> Result<Scanned> {
+    let mut index = MemIndex::new(base, SEGMENT_HEADER as u64);
+    // Events of an append are indexed only once its commit frame is seen.
+    let mut pending: Vec<(EventView<'_>, u64, u64)> = Vec::new();
+    let mut next = base;
+    let mut committed_end = SEGMENT_HEADER as u64;
+    let end = segment::scan_frames(bytes, |ev, offset, end| {
+        if ev.position != next {
+            return Err(Error::corruption(
+                path,
+                offset,
+                format!("event has position {}, expected {next}", ev.position),
+            ));
+        }
+        next += 1;
+        pending.push((ev.clone(), offset, end));
+        if ev.commit {
+            for (v, offset, end) in pending.drain(..) {
+                index.push(&IndexEntry::from_view(&v, offset), end);
+            }
+            committed_end = end;
+        }
+        Ok(())
+    })?;
+    Ok(Scanned {
+        index,
+        end,
+        committed_end,
+        pending: pending.len(),
+    })
 }
 
 /// Copies the bytes about to be cut from a segment into `torn/`, durably.

@@ -110,6 +110,13 @@ pub enum ScanEnd {
     },
 }
 
+/// Offset of the first frame at or after `from` that decodes without error.
+pub fn find_valid_frame(bytes: &[u8], from: usize) -> Option<u64> {
+    (from..bytes.len())
+        .find(|at| record::decode_frame(&bytes[*at..]).is_ok())
+        .map(|at| at as u64)
+}
+
 /// Offset of the first valid event frame at or after `from` with the group-start flag.
 /// Searches byte by byte, since damage destroys the framing.
 pub fn find_group_start(bytes: &[u8], from: usize) -> Option<u64> {
@@ -123,9 +130,18 @@ pub fn find_group_start(bytes: &[u8], from: usize) -> Option<u64> {
 /// offset and the offset just past it. Stops at the seal, the end, or the first bad frame.
 pub fn scan_frames<'a>(
     bytes: &'a [u8],
+    on_event: impl FnMut(&record::EventView<'a>, u64, u64) -> Result<()>,
+) -> Result<ScanEnd> {
+    scan_frames_from(bytes, SEGMENT_HEADER, on_event)
+}
+
+/// Like [`scan_frames`], starting at `start` instead of just after the header.
+pub fn scan_frames_from<'a>(
+    bytes: &'a [u8],
+    start: usize,
     mut on_event: impl FnMut(&record::EventView<'a>, u64, u64) -> Result<()>,
 ) -> Result<ScanEnd> {
-    let mut offset = SEGMENT_HEADER;
+    let mut offset = start.min(bytes.len());
     loop {
         if offset == bytes.len() {
             return Ok(ScanEnd::Clean);

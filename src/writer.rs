@@ -438,26 +438,26 @@ impl Writer {
     }
 
     fn publish(&mut self, group: &Group) {
-        {
-            let mut idx = self.active.index.write();
-            for (s, e) in &group.frames {
-                if let Ok((Frame::Event(v), _)) = record::decode_frame(&group.buf[*s..*e]) {
-                    let entry = IndexEntry::from_view(&v, self.write_offset + *s as u64);
-                    idx.push(&entry, self.write_offset + *e as u64);
+        // Both locks are held together (index first, the order every reader
+        // nesting them uses), so a snapshot never sees one without the other.
+        let mut idx = self.active.index.write();
+        for (s, e) in &group.frames {
+            if let Ok((Frame::Event(v), _)) = record::decode_frame(&group.buf[*s..*e]) {
+                let entry = IndexEntry::from_view(&v, self.write_offset + *s as u64);
+                idx.push(&entry, self.write_offset + *e as u64);
+            }
+        }
+        let mut streams = self.shared.streams.write();
+        for (name, state) in &group.streams {
+            match streams.get_mut(name.as_str()) {
+                Some(s) => *s = *state,
+                None => {
+                    streams.insert(name.as_str().into(), *state);
                 }
             }
         }
-        {
-            let mut streams = self.shared.streams.write();
-            for (name, state) in &group.streams {
-                match streams.get_mut(name.as_str()) {
-                    Some(s) => *s = *state,
-                    None => {
-                        streams.insert(name.as_str().into(), *state);
-                    }
-                }
-            }
-        }
+        drop(streams);
+        drop(idx);
         self.content_crc.update(&group.buf);
         self.write_offset += group.buf.len() as u64;
         self.shared.next_position.store(self.next_position, Ordering::Release);

@@ -1,0 +1,294 @@
+//! Verification of a live store: every checksum, every index entry against the
+//! log, and the invariants that span files.
+//!
+//! This module owns [`VerifyReport`] and the checks behind
+//! [`crate::Store::verify`]. It reads; it must never change a byte (repair does that).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::checkpoint::{STREAMS_FILE, StreamsCheckpoint};
+use crate::error::{IoContext, Result};
+use crate::index::Lookup;
+use crate::record::{self, Frame};
+use crate::recovery::index_segment;
+use crate::segment::{self, SEGMENT_HEADER, ScanEnd, SegmentHeader};
+use crate::store::Shared;
+
+/// One problem found by [`crate::Store::verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file where it was found.
+    pub file: PathBuf,
+    /// The byte offset in that file.
+    pub offset: u64,
+    /// What is wrong.
+    pub what: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} at byte {}: {}", self.file.display(), self.offset, self.what)
+    }
+}
+
+/// What [`crate::Store::verify`] checked and found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Segment files checked.
+    pub segments: usize,
+    /// Index files checked.
+    pub indexes: usize,
+    /// Events whose frames were decoded and checked.
+    pub events: u64,
+    /// Bytes of segment data read.
+    pub bytes: u64,
+    /// Everything found wrong, in file order.
+    pub problems: Vec<Problem>,
+}
+
+impl VerifyReport {
+    /// True when nothing is wrong.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    fn problem(&mut self, file: &Path, offset: u64, what: impl Into<String>) {
+        self.problems.push(Problem {
+            file: file.to_path_buf(),
+            offset,
+            what: what.into(),
+        });
+    }
+}
+
+/// Tracks each stream's next revision across the whole log.
+#[derive(Default)]
+struct Revisions {
+    next: HashMap<String, u64>,
+}
+
+impl Revisions {
+    fn check(&mut self, report: &mut VerifyReport, file: &Path, offset: u64, stream: &str, revision: u64) {
+        let next = self.next.entry(stream.to_string()).or_insert(0);
+        if revision != *next {
+            report.problem(
+                file,
+                offset,
+                format!("stream {stream:?} has revision {revision} where {next} was expected"),
+            );
+        }
+        *next = revision + 1;
+    }
+}
+
+/// Checks the store behind `shared`; see [`crate::Store::verify`].
+pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
+    let mut report = VerifyReport::default();
+    let mut revisions = Revisions::default();
+    let active = shared.active.read().clone();
+    let sealed = shared.sealed.read().clone();
+    let checkpoint_path = shared.dir.join(STREAMS_FILE);
+    let checkpoint = shared
+        .storage
+        .map(&checkpoint_path)
+        .ok()
+        .map(|m| StreamsCheckpoint::decode((*m).as_ref(), &checkpoint_path));
+    let mut expected_base = 0;
+    let active_base = active.index.read().base();
+
+    for seg in sealed.iter().filter(|s| s.index.base() < active_base) {
+        if let Some(Ok(c)) = &checkpoint
+            && c.covered_position == seg.index.base()
+        {
+            check_checkpoint(&mut report, &checkpoint_path, c, &revisions);
+        }
+        let base = seg.index.base();
+        if base != expected_base {
+            report.problem(
+                &seg.path,
+                0,
+                format!("segment starts at {base}, expected {expected_base}"),
+            );
+        }
+        expected_base = seg.index.next_position();
+        report.segments += 1;
+        report.indexes += 1;
+        let bytes: &[u8] = (*seg.bytes).as_ref();
+        report.bytes += bytes.len() as u64;
+        check_segment(&mut report, &mut revisions, &seg.path, bytes, base, true, |scanned| {
+            let rebuilt = scanned.index.encode_file();
+            first_difference(&rebuilt, seg.index.raw())
+        });
+    }
+
+    if let Some(Ok(c)) = &checkpoint
+        && c.covered_position == active_base
+    {
+        check_checkpoint(&mut report, &checkpoint_path, c, &revisions);
+    }
+    if let Some(Err(e)) = &checkpoint {
+        report.problem(&checkpoint_path, 0, format!("unreadable: {e}"));
+    }
+
+    // The active segment, up to what is published now.
+    let (live_index, end, scanned_to, streams) = {
+        let idx = active.index.read();
+        let streams = shared.streams.read().clone();
+        (idx.encode_file(), idx.end_offset(), idx.next_position(), streams)
+    };
+    if active_base != expected_base {
+        report.problem(
+            &active.path,
+            0,
+            format!("segment starts at {active_base}, expected {expected_base}"),
+        );
+    }
+    let mut bytes = vec![0u8; end as usize];
+    active
+        .file
+        .read_exact_at(&mut bytes, 0)
+        .ctx(|| format!("reading {}", active.path.display()))?;
+    report.segments += 1;
+    report.bytes += end;
+    check_segment(
+        &mut report,
+        &mut revisions,
+        &active.path,
+        &bytes,
+        active_base,
+        false,
+        |scanned| first_difference(&scanned.index.encode_file(), &live_index),
+    );
+
+    // Every stream's state must agree with the log.
+    for (name, next) in &revisions.next {
+        match streams.get(name.as_str()) {
+            Some(s) if s.last_revision + 1 == *next => {}
+            // Appended after the snapshot (a rotation happened during the scan).
+            Some(s) if s.last_position >= scanned_to => {}
+            Some(s) => report.problem(
+                &shared.dir,
+                0,
+                format!(
+                    "stream {name:?} is at revision {} in memory, {} in the log",
+                    s.last_revision,
+                    next - 1
+                ),
+            ),
+            None => report.problem(
+                &shared.dir,
+                0,
+                format!("stream {name:?} is in the log but not in memory"),
+            ),
+        }
+    }
+    Ok(report)
+}
+
+/// Scans one segment: header, frames, seal, and (through `compare_index`) its index.
+fn check_segment(
+    report: &mut VerifyReport,
+    revisions: &mut Revisions,
+    path: &Path,
+    bytes: &[u8],
+    base: u64,
+    sealed: bool,
+    compare_index: impl FnOnce(&crate::recovery::Scanned) -> Option<usize>,
+) {
+    match SegmentHeader::decode(bytes, path) {
+        Ok(h) if h.base_position != base => report.problem(path, 16, "header base differs from the file name"),
+        Ok(_) => {}
+        Err(e) => report.problem(path, 0, e.to_string()),
+    }
+    let scanned = match index_segment(bytes, base, path) {
+        Ok(s) => s,
+        Err(e) => {
+            let offset = match &e {
+                crate::Error::Corruption { offset, .. } => *offset,
+                _ => 0,
+            };
+            report.problem(path, offset, e.to_string());
+            return;
+        }
+    };
+    // Revisions, event by event, in position order.
+    for p in base..scanned.index.next_position() {
+        if let Some((off, end)) = scanned.index.location(p)
+            && let Ok((Frame::Event(ev), _)) = record::decode_frame(&bytes[off as usize..end as usize])
+        {
+            revisions.check(report, path, off, ev.stream, ev.revision);
+            report.events += 1;
+        }
+    }
+    match (&scanned.end, sealed) {
+        (ScanEnd::Sealed { seal_offset, seal }, true) => {
+            let content = crc32fast::hash(&bytes[SEGMENT_HEADER..*seal_offset as usize]);
+            if seal.content_crc != content {
+                report.problem(path, *seal_offset, "seal checksum does not match the segment's bytes");
+            }
+            if seal.next_position != scanned.index.next_position() || seal.event_count != scanned.index.len() as u64 {
+                report.problem(path, *seal_offset, "seal disagrees with the segment's events");
+            }
+            if let Some(at) = compare_index(&scanned) {
+                report.problem(
+                    path,
+                    at as u64,
+                    "index file differs from the log at this byte of the .idx",
+                );
+            }
+        }
+        (ScanEnd::Clean, false) => {
+            if let Some(at) = compare_index(&scanned) {
+                report.problem(path, at as u64, "in-memory index differs from the log");
+            }
+        }
+        (ScanEnd::Damaged { offset, error, .. }, _) => {
+            report.problem(path, *offset, error.to_string());
+            // Report every further damaged region too, resynchronising on the next valid frame.
+            let mut at = *offset as usize + 1;
+            while let Some(next) = segment::find_valid_frame(bytes, at) {
+                let next = next as usize;
+                match segment::scan_frames_from(bytes, next, |_, _, _| Ok(())) {
+                    Ok(ScanEnd::Damaged { offset, error, .. }) => {
+                        report.problem(path, offset, error.to_string());
+                        at = offset as usize + 1;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        (ScanEnd::Sealed { seal_offset, .. }, false) => {
+            report.problem(path, *seal_offset, "the active segment is sealed")
+        }
+        (ScanEnd::Clean, true) => report.problem(path, bytes.len() as u64, "sealed segment has no seal"),
+    }
+}
+
+fn check_checkpoint(report: &mut VerifyReport, path: &Path, c: &StreamsCheckpoint, revisions: &Revisions) {
+    for (name, next) in &revisions.next {
+        match c.streams.get(name.as_str()) {
+            Some(s) if s.last_revision + 1 == *next => {}
+            _ => report.problem(path, 0, format!("stream {name:?} disagrees with the log")),
+        }
+    }
+    if c.streams.len() != revisions.next.len() {
+        report.problem(
+            path,
+            0,
+            "checkpoint lists streams the log does not have at its position",
+        );
+    }
+}
+
+fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
+    if a == b {
+        return None;
+    }
+    Some(
+        a.iter()
+            .zip(b)
+            .position(|(x, y)| x != y)
+            .unwrap_or(a.len().min(b.len())),
+    )
+}

@@ -1,0 +1,120 @@
+//! `Store::verify` on healthy and deliberately damaged stores.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use annal::checkpoint::StreamsCheckpoint;
+use annal::{Durability, EventData, ExpectedVersion, Options, SimStorage, Storage, Store};
+
+fn options() -> Options {
+    Options::default().durability(Durability::Never).segment_size(8 * 1024)
+}
+
+fn filled(sim: &SimStorage) -> Store {
+    let store = Store::open_with(Arc::new(sim.clone()), "/v", options()).unwrap();
+    for i in 0..300u64 {
+        let e = EventData::json(format!("T{}", i % 3), format!(r#"{{"i":{i}}}"#)).with_tag(format!("k:{}", i % 5));
+        store
+            .append(&format!("s-{}", i % 7), ExpectedVersion::Any, vec![e])
+            .unwrap();
+    }
+    store
+}
+
+fn segments(sim: &SimStorage, ext: &str) -> Vec<String> {
+    sim.list(Path::new("/v"))
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(ext))
+        .collect()
+}
+
+#[test]
+fn a_healthy_store_verifies_clean_while_appends_continue() {
+    let sim = SimStorage::new();
+    let store = Arc::new(filled(&sim));
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for i in 0..300u64 {
+                store
+                    .append("live", ExpectedVersion::Any, vec![EventData::json("L", format!("{i}"))])
+                    .unwrap();
+            }
+        })
+    };
+    for _ in 0..5 {
+        let report = store.verify().unwrap();
+        assert!(report.is_clean(), "{:?}", report.problems);
+        assert!(report.events >= 300);
+        assert!(report.segments > 3 && report.indexes + 1 == report.segments);
+    }
+    writer.join().unwrap();
+    let report = store.verify().unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert_eq!(report.events, 600);
+}
+
+#[test]
+fn a_flipped_byte_in_a_sealed_segment_is_reported_with_its_location() {
+    let sim = SimStorage::new();
+    drop(filled(&sim));
+    let seg = Path::new("/v").join(&segments(&sim, ".seg")[1]);
+    let bytes = sim.read_file(&seg).unwrap();
+    let at = bytes.windows(4).position(|w| w == b"{\"i\"").unwrap() as u64 + 2;
+    sim.flip_bit(&seg, at, 3).unwrap();
+    let store = Store::open_with(Arc::new(sim.clone()), "/v", options()).unwrap();
+    let report = store.verify().unwrap();
+    assert!(!report.is_clean());
+    let p = &report.problems[0];
+    assert_eq!(p.file, seg);
+    assert!(p.offset <= at && at < p.offset + 200, "{p}");
+}
+
+#[test]
+fn a_damaged_seal_is_reported() {
+    let sim = SimStorage::new();
+    drop(filled(&sim));
+    let seg = Path::new("/v").join(&segments(&sim, ".seg")[0]);
+    let len = sim.read_file(&seg).unwrap().len() as u64;
+    // The seal frame is the last 30 bytes; flip a bit of its content checksum.
+    sim.flip_bit(&seg, len - 1, 0).unwrap();
+    let store = Store::open_with(Arc::new(sim.clone()), "/v", options()).unwrap();
+    let report = store.verify().unwrap();
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert_eq!(report.problems[0].file, seg);
+    assert_eq!(report.problems[0].offset, len - 30);
+}
+
+#[test]
+fn an_index_that_disagrees_with_the_log_is_reported() {
+    let sim = SimStorage::new();
+    drop(filled(&sim));
+    let idx = Path::new("/v").join(&segments(&sim, ".idx")[0]);
+    let mut bytes = sim.read_file(&idx).unwrap();
+    // Change the timestamp of the first location entry and fix the body checksum,
+    // so that the file is well formed but lies about the log.
+    bytes[136] ^= 1;
+    let n = bytes.len();
+    let crc = crc32fast::hash(&bytes[128..n - 4]);
+    bytes[n - 4..].copy_from_slice(&crc.to_le_bytes());
+    sim.write_file(&idx, &bytes).unwrap();
+    let store = Store::open_with(Arc::new(sim.clone()), "/v", options()).unwrap();
+    let report = store.verify().unwrap();
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert!(report.problems[0].what.contains("index"));
+}
+
+#[test]
+fn a_checkpoint_that_disagrees_with_the_log_is_reported() {
+    let sim = SimStorage::new();
+    drop(filled(&sim));
+    let path = Path::new("/v/streams.chk");
+    let mut c = StreamsCheckpoint::decode(&sim.read_file(path).unwrap(), path).unwrap();
+    let state = c.streams.get_mut("s-1").unwrap();
+    state.last_revision += 5;
+    sim.write_file(path, &c.encode()).unwrap();
+    let store = Store::open_with(Arc::new(sim.clone()), "/v", options()).unwrap();
+    let report = store.verify().unwrap();
+    assert!(report.problems.iter().any(|p| p.file == path), "{:?}", report.problems);
+}
