@@ -4,16 +4,14 @@
 //! segment's index, stream states) and every read: by stream, by position, by
 //! filter and by id. Reads never take a lock while doing I/O and only see
 //! positions the writer has published. It must never write to the log: appends
-//! go to the writer thread ([`crate::writer`]).
+//! go through the write path ([`crate::writer`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use crossbeam_channel::Sender;
 use parking_lot::{Mutex, RwLock};
 use uuid::Uuid;
 
@@ -25,7 +23,7 @@ use crate::options::Options;
 use crate::query::{AppendCondition, Filter};
 use crate::record::{self, EventView, Frame};
 use crate::storage::{FsStorage, LockGuard, Mapped, Storage, StorageFile};
-use crate::writer::{AppendRequest, WriterMsg};
+use crate::writer::{AppendRequest, Committer};
 
 /// Direction of a read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -441,8 +439,8 @@ pub(crate) fn to_recorded(v: &EventView<'_>) -> RecordedEvent {
 /// An open event store. Cheap to share between threads (`&Store` is enough to append and read).
 pub struct Store {
     shared: Arc<Shared>,
-    tx: Sender<WriterMsg>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    committer: Committer,
+    closed: Mutex<bool>,
 }
 
 impl std::fmt::Debug for Store {
@@ -463,11 +461,11 @@ impl Store {
     pub fn open_with(storage: Arc<dyn Storage>, dir: impl AsRef<Path>, options: Options) -> Result<Store> {
         options.validate()?;
         let shared = Arc::new(crate::recovery::open(storage, dir.as_ref(), options)?);
-        let (tx, handle) = crate::writer::spawn(shared.clone())?;
+        let committer = Committer::new(shared.clone())?;
         Ok(Store {
             shared,
-            tx,
-            writer: Mutex::new(Some(handle)),
+            committer,
+            closed: Mutex::new(false),
         })
     }
 
@@ -530,18 +528,16 @@ impl Store {
                 o.max_append_size
             )));
         }
-        let (reply, rx) = crossbeam_channel::bounded(1);
-        let req = AppendRequest {
+        let result = self.committer.append(AppendRequest {
             stream: stream.to_string(),
             expected,
             events,
             condition,
-            reply,
-        };
-        self.tx
-            .send(WriterMsg::Append(Box::new(req)))
-            .map_err(|_| self.closed_error())?;
-        rx.recv().map_err(|_| self.closed_error())?
+        });
+        match result {
+            Err(Error::Closed(None)) => Err(self.closed_error()),
+            other => other,
+        }
     }
 
     fn closed_error(&self) -> Error {
@@ -627,14 +623,11 @@ impl Store {
     }
 
     fn shutdown(&self) -> Result<()> {
-        let Some(handle) = self.writer.lock().take() else {
+        let mut closed = self.closed.lock();
+        if std::mem::replace(&mut *closed, true) {
             return Ok(());
-        };
-        let (done, rx) = crossbeam_channel::bounded(1);
-        let _ = self.tx.send(WriterMsg::Close(done));
-        let result = rx.recv().unwrap_or(Ok(()));
-        let _ = handle.join();
-        result
+        }
+        self.committer.close()
     }
 }
 

@@ -1,14 +1,17 @@
-//! The single writer thread: group commit, concurrency checks, rotation.
+//! The write path: leader/follower group commit, concurrency checks, rotation.
 //!
-//! Appenders send requests over a channel; the writer drains every request
-//! waiting, checks each (expected version, idempotency, append condition)
-//! against the published state plus what the current group has staged,
-//! encodes the accepted ones into one buffer, writes it with one call, syncs
-//! once (per the durability option), and only then publishes the new events
-//! to readers and answers the appenders. A failed write is cut back off the
-//! file so that it leaves no trace. This module is the only place that writes
-//! the log; it must never acknowledge an append before its bytes are durable
-//! under [`Durability::Always`].
+//! Appenders queue their requests. The first appender to find no leader
+//! becomes the leader: it takes every request queued so far, checks each
+//! (expected version, idempotency, append condition) against the published
+//! state plus what the group has staged, encodes the accepted ones into one
+//! buffer, writes it with one call, syncs once (per the durability option),
+//! publishes the new events to readers, answers the group, and hands the
+//! leadership to the first appender that queued meanwhile. A lone appender
+//! thus pays no thread hand-off at all, and concurrent appenders share one
+//! write and one sync. A failed write is cut back off the file so that it
+//! leaves no trace. This module is the only place that writes the log; it must
+//! never acknowledge an append before its bytes are durable under
+//! [`Durability::Always`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,8 +19,8 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use parking_lot::RwLock;
+use crossbeam_channel::{RecvTimeoutError, Sender};
+use parking_lot::{Condvar, Mutex, RwLock};
 use uuid::Uuid;
 
 use crate::checkpoint::{STREAMS_FILE, StreamState, StreamsCheckpoint};
@@ -31,35 +34,136 @@ use crate::segment::{SEGMENT_HEADER, SegmentHeader, segment_file_name};
 use crate::storage::write_atomically;
 use crate::store::{ActiveSegment, SealedSegment, Shared};
 
-/// A request to the writer.
-pub(crate) enum WriterMsg {
-    /// Append events.
-    Append(Box<AppendRequest>),
-    /// Flush and stop.
-    Close(Sender<Result<()>>),
-}
-
-/// One append, as sent by [`crate::Store::append`].
+/// One append, as built by [`crate::Store::append`].
 pub(crate) struct AppendRequest {
     pub(crate) stream: String,
     pub(crate) expected: ExpectedVersion,
     pub(crate) events: Vec<EventData>,
     pub(crate) condition: Option<AppendCondition>,
-    pub(crate) reply: Sender<Result<AppendResult>>,
 }
 
-/// Largest group buffer before the writer commits without draining more requests.
+/// Largest group buffer before the leader commits and goes on with the rest of its batch.
 const MAX_GROUP_BYTES: usize = 16 << 20;
 
-/// Starts the writer thread.
-pub(crate) fn spawn(shared: Arc<Shared>) -> Result<(Sender<WriterMsg>, JoinHandle<()>)> {
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let mut writer = Writer::new(shared)?;
-    let handle = std::thread::Builder::new()
-        .name("annal-writer".into())
-        .spawn(move || writer.run(rx))
-        .map_err(|e| Error::io("starting the writer thread", e))?;
-    Ok((tx, handle))
+/// A queued append waiting for its result or for the leadership.
+struct Slot {
+    request: Mutex<Option<AppendRequest>>,
+    state: Mutex<SlotState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct SlotState {
+    result: Option<Result<AppendResult>>,
+    promoted: bool,
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: Vec<Arc<Slot>>,
+    leader: bool,
+    closed: bool,
+}
+
+/// The front of the write path: the queue, the leader protocol and the
+/// background flusher for [`Durability::Interval`].
+pub(crate) struct Committer {
+    queue: Mutex<Queue>,
+    writer: Arc<Mutex<Writer>>,
+    flusher: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
+}
+
+impl Committer {
+    /// Prepares the write path of a freshly opened store.
+    pub(crate) fn new(shared: Arc<Shared>) -> Result<Self> {
+        let interval = match shared.options.durability {
+            Durability::Interval(d) => Some(d),
+            _ => None,
+        };
+        let writer = Arc::new(Mutex::new(Writer::new(shared)?));
+        let flusher = match interval {
+            Some(d) => {
+                let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
+                let w = writer.clone();
+                let handle = std::thread::Builder::new()
+                    .name("annal-flusher".into())
+                    .spawn(move || {
+                        while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(d) {
+                            w.lock().sync_if_due(d);
+                        }
+                    })
+                    .map_err(|e| Error::io("starting the flusher thread", e))?;
+                Some((stop, handle))
+            }
+            None => None,
+        };
+        Ok(Committer {
+            queue: Mutex::new(Queue::default()),
+            writer,
+            flusher: Mutex::new(flusher),
+        })
+    }
+
+    /// Appends, as the leader of a group or as a follower of one.
+    pub(crate) fn append(&self, request: AppendRequest) -> Result<AppendResult> {
+        let me = Arc::new(Slot {
+            request: Mutex::new(Some(request)),
+            state: Mutex::new(SlotState::default()),
+            wake: Condvar::new(),
+        });
+        let lead = {
+            let mut q = self.queue.lock();
+            if q.closed {
+                return Err(Error::Closed(None));
+            }
+            q.pending.push(me.clone());
+            !std::mem::replace(&mut q.leader, true)
+        };
+        if !lead {
+            let mut st = me.state.lock();
+            loop {
+                if let Some(r) = st.result.take() {
+                    return r;
+                }
+                if st.promoted {
+                    break;
+                }
+                me.wake.wait(&mut st);
+            }
+        }
+        // The leader takes everything queued, its own request included.
+        let batch = std::mem::take(&mut self.queue.lock().pending);
+        let requests: Vec<Option<AppendRequest>> = batch.iter().map(|s| s.request.lock().take()).collect();
+        let results = self.writer.lock().process(requests);
+        let mut mine = Err(Error::Closed(None));
+        for (slot, r) in batch.iter().zip(results) {
+            if Arc::ptr_eq(slot, &me) {
+                mine = r;
+            } else {
+                slot.state.lock().result = Some(r);
+                slot.wake.notify_one();
+            }
+        }
+        let mut q = self.queue.lock();
+        match q.pending.first() {
+            Some(next) => {
+                next.state.lock().promoted = true;
+                next.wake.notify_one();
+            }
+            None => q.leader = false,
+        }
+        mine
+    }
+
+    /// Refuses further appends, stops the flusher and makes everything written durable.
+    pub(crate) fn close(&self) -> Result<()> {
+        self.queue.lock().closed = true;
+        if let Some((stop, handle)) = self.flusher.lock().take() {
+            let _ = stop.send(());
+            let _ = handle.join();
+        }
+        self.writer.lock().close()
+    }
 }
 
 struct Writer {
@@ -84,10 +188,14 @@ struct Group {
     buf: Vec<u8>,
     /// Frame ranges in `buf`, one per staged event.
     frames: Vec<(usize, usize)>,
-    replies: Vec<(Sender<Result<AppendResult>>, AppendResult)>,
+    /// Index in the batch and result of each staged request.
+    replies: Vec<(usize, AppendResult)>,
     streams: HashMap<String, StreamState>,
     ids: HashMap<Uuid, u64>,
 }
+
+/// Results of a batch, filled in as groups commit.
+type Results = Vec<Option<Result<AppendResult>>>;
 
 impl Writer {
     fn new(shared: Arc<Shared>) -> Result<Self> {
@@ -125,48 +233,34 @@ impl Writer {
         })
     }
 
-    fn run(&mut self, rx: Receiver<WriterMsg>) {
-        loop {
-            let msg = match self.sync_deadline() {
-                Some(deadline) => match rx.recv_timeout(deadline) {
-                    Ok(m) => m,
-                    Err(RecvTimeoutError::Timeout) => {
-                        self.sync_now();
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => break,
-                },
-                None => match rx.recv() {
-                    Ok(m) => m,
-                    Err(_) => break,
-                },
-            };
-            let mut close = None;
-            match msg {
-                WriterMsg::Append(req) => self.handle(*req),
-                WriterMsg::Close(done) => close = Some(done),
+    /// Stages, writes, syncs and publishes a batch; one result per request.
+    fn process(&mut self, requests: Vec<Option<AppendRequest>>) -> Vec<Result<AppendResult>> {
+        let mut results: Results = (0..requests.len()).map(|_| None).collect();
+        for (i, req) in requests.iter().enumerate() {
+            let Some(req) = req else { continue };
+            if let Some(f) = self.shared.failure.lock().clone() {
+                results[i] = Some(Err(Error::Closed(Some(f))));
+                continue;
             }
-            while close.is_none() && self.group.buf.len() < MAX_GROUP_BYTES {
-                match rx.try_recv() {
-                    Ok(WriterMsg::Append(req)) => self.handle(*req),
-                    Ok(WriterMsg::Close(done)) => close = Some(done),
-                    Err(_) => break,
-                }
+            match self.stage(req, &mut results) {
+                Ok(result) => self.group.replies.push((i, result)),
+                Err(e) => results[i] = Some(Err(e)),
             }
-            self.commit();
-            if let Some(done) = close {
-                let _ = done.send(self.close());
-                return;
+            if self.group.buf.len() >= MAX_GROUP_BYTES {
+                self.commit(&mut results);
             }
         }
-        let _ = self.close();
+        self.commit(&mut results);
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(Error::Closed(None))))
+            .collect()
     }
 
-    /// How long the writer may wait before an interval sync is due.
-    fn sync_deadline(&self) -> Option<Duration> {
-        match self.shared.options.durability {
-            Durability::Interval(d) if self.dirty => Some(d.saturating_sub(self.last_sync.elapsed())),
-            _ => None,
+    /// Syncs if the interval has passed since the last sync and bytes are waiting.
+    fn sync_if_due(&mut self, interval: Duration) {
+        if self.dirty && self.last_sync.elapsed() >= interval {
+            self.sync_now();
         }
     }
 
@@ -196,19 +290,6 @@ impl Writer {
         }
     }
 
-    fn handle(&mut self, req: AppendRequest) {
-        if let Some(f) = self.shared.failure.lock().clone() {
-            let _ = req.reply.send(Err(Error::Closed(Some(f))));
-            return;
-        }
-        match self.stage(&req) {
-            Ok(result) => self.group.replies.push((req.reply, result)),
-            Err(e) => {
-                let _ = req.reply.send(Err(e));
-            }
-        }
-    }
-
     /// The stream's state as of the staged group.
     fn current(&self, stream: &str) -> Option<StreamState> {
         self.group
@@ -219,14 +300,14 @@ impl Writer {
     }
 
     /// Checks a request and encodes its events into the group buffer.
-    fn stage(&mut self, req: &AppendRequest) -> Result<AppendResult> {
+    fn stage(&mut self, req: &AppendRequest, results: &mut Results) -> Result<AppendResult> {
         // Rotate first, so that the checks below see the state after the
         // commit that rotation forces (which may have failed and dropped appends).
         let estimate = encoded_size(&req.stream, &req.events);
         if self.write_offset + (self.group.buf.len() + estimate) as u64 > self.shared.options.segment_size
             && (self.write_offset > SEGMENT_HEADER as u64 || !self.group.buf.is_empty())
         {
-            self.commit();
+            self.commit(results);
             if self.write_offset > SEGMENT_HEADER as u64 {
                 self.rotate()?;
             }
@@ -383,26 +464,26 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes, syncs and publishes the staged group, then answers its appenders.
-    fn commit(&mut self) {
+    /// Writes, syncs and publishes the staged group, then records its results.
+    fn commit(&mut self, results: &mut Results) {
         let group = std::mem::take(&mut self.group);
         if group.buf.is_empty() {
-            for (reply, result) in group.replies {
-                let _ = reply.send(Ok(result));
+            for (i, result) in group.replies {
+                results[i] = Some(Ok(result));
             }
             return;
         }
         if let Err(e) = self.write_group(&group.buf) {
             // Nothing of the group was published; forget its positions.
             self.next_position -= group.frames.len() as u64;
-            for (reply, _) in group.replies {
-                let _ = reply.send(Err(e.for_another_caller()));
+            for (i, _) in group.replies {
+                results[i] = Some(Err(e.for_another_caller()));
             }
             return;
         }
         self.publish(&group);
-        for (reply, result) in group.replies {
-            let _ = reply.send(Ok(result));
+        for (i, result) in group.replies {
+            results[i] = Some(Ok(result));
         }
     }
 

@@ -1,0 +1,43 @@
+//! Time to open a store of 200,000 events after a clean close (`Store::open`
+//! then drop, which closes it). The store is built once, outside the
+//! measurement, with `Durability::Never` in appends of 1000. The page cache is warm.
+
+mod common;
+
+use std::time::Duration;
+
+use annal::{Durability, Options, Store};
+use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
+
+const EVENTS: u64 = 200_000;
+
+fn open_benches(c: &mut Criterion) {
+    let root = common::tempdir();
+    let dir = root.path().join("store");
+    {
+        let store = Store::open(&dir, Options::default().durability(Durability::Never)).expect("open");
+        common::fill_batched(&store, EVENTS, 1000);
+        store.close().expect("close");
+    }
+    {
+        let store = Store::open(&dir, Options::default()).expect("reopen");
+        assert_eq!(store.head_position(), EVENTS);
+    }
+
+    let mut g = c.benchmark_group("open");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5))
+        .sampling_mode(SamplingMode::Flat);
+    g.bench_function("open_200k_events_clean", |b| {
+        b.iter(|| {
+            let store = Store::open(&dir, Options::default()).expect("open");
+            debug_assert_eq!(store.head_position(), EVENTS);
+            drop(store);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, open_benches);
+criterion_main!(benches);
