@@ -117,7 +117,12 @@ pub(crate) fn check_name(what: &str, name: &str, max: usize) -> Result<()> {
             name.len()
         )));
     }
-    if name.chars().any(char::is_control) {
+    let control = if name.is_ascii() {
+        name.bytes().any(|b| b.is_ascii_control())
+    } else {
+        name.chars().any(char::is_control)
+    };
+    if control {
         return Err(Error::InvalidInput(format!("{what} contains a control character")));
     }
     Ok(())

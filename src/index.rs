@@ -7,9 +7,9 @@
 //! per event. Both answer the same questions through [`Lookup`]. This module
 //! owns the `.idx` encoder and decoder; it must never read segment bytes.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use rustc_hash::FxHashMap;
 use uuid::Uuid;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -113,11 +113,11 @@ pub struct MemIndex {
     locations: Vec<(u64, i64)>,
     /// Offset just past the last indexed frame.
     end_offset: u64,
-    streams: HashMap<u64, Vec<(u64, u64)>>,
-    types: HashMap<u64, Vec<u64>>,
-    tags: HashMap<u64, Vec<u64>>,
-    ids: HashMap<Uuid, u64>,
-    summaries: HashMap<String, StreamSummary>,
+    streams: FxHashMap<u64, Vec<(u64, u64)>>,
+    types: FxHashMap<u64, Vec<u64>>,
+    tags: FxHashMap<u64, Vec<u64>>,
+    ids: FxHashMap<Uuid, u64>,
+    summaries: FxHashMap<u64, Vec<(String, StreamSummary)>>,
 }
 
 impl MemIndex {
@@ -150,8 +150,9 @@ impl MemIndex {
         debug_assert_eq!(e.position, self.base + self.locations.len() as u64);
         self.locations.push((e.offset, e.timestamp));
         self.end_offset = end;
+        let stream_hash = hash_str(e.stream);
         self.streams
-            .entry(hash_str(e.stream))
+            .entry(stream_hash)
             .or_default()
             .push((e.revision, e.position));
         self.types.entry(hash_str(e.event_type)).or_default().push(e.position);
@@ -163,21 +164,21 @@ impl MemIndex {
             }
         }
         self.ids.insert(e.id, e.position);
-        match self.summaries.get_mut(e.stream) {
-            Some(s) => {
+        // Keyed by the hash already computed; names with equal hashes share a bucket.
+        let bucket = self.summaries.entry(stream_hash).or_default();
+        match bucket.iter_mut().find(|(name, _)| name == e.stream) {
+            Some((_, s)) => {
                 s.last_revision = e.revision;
                 s.last_position = e.position;
             }
-            None => {
-                self.summaries.insert(
-                    e.stream.to_string(),
-                    StreamSummary {
-                        first_revision: e.revision,
-                        last_revision: e.revision,
-                        last_position: e.position,
-                    },
-                );
-            }
+            None => bucket.push((
+                e.stream.to_string(),
+                StreamSummary {
+                    first_revision: e.revision,
+                    last_revision: e.revision,
+                    last_position: e.position,
+                },
+            )),
         }
     }
 
@@ -204,7 +205,8 @@ impl MemIndex {
         tags.sort_unstable();
         let mut ids: Vec<(Uuid, u64)> = self.ids.iter().map(|(i, p)| (*i, *p)).collect();
         ids.sort_unstable();
-        let mut summaries: Vec<(&String, &StreamSummary)> = self.summaries.iter().collect();
+        let mut summaries: Vec<(&String, &StreamSummary)> =
+            self.summaries.values().flatten().map(|(n, s)| (n, s)).collect();
         summaries.sort_unstable_by(|a, b| a.0.cmp(b.0));
 
         let bloom_bits = bloom_bits_for(summaries.len());
@@ -315,7 +317,7 @@ impl Lookup for MemIndex {
         self.streams.contains_key(&hash)
     }
     fn streams(&self) -> Vec<(String, StreamSummary)> {
-        self.summaries.iter().map(|(n, s)| (n.clone(), *s)).collect()
+        self.summaries.values().flatten().cloned().collect()
     }
 }
 

@@ -199,6 +199,21 @@ pub fn decode_frame(buf: &[u8]) -> Result<(Frame<'_>, usize), FrameError> {
     if h.finalize() != stored {
         return Err(FrameError::Checksum);
     }
+    decode_body(buf, total)
+}
+
+/// Decodes a frame this process has just encoded and still holds in memory,
+/// without recomputing its checksum. Never use it on bytes read from storage.
+pub fn decode_own_frame(buf: &[u8]) -> Result<(Frame<'_>, usize), FrameError> {
+    let total = frame_len(buf).ok_or(FrameError::Truncated)?;
+    if buf.len() < total {
+        return Err(FrameError::Truncated);
+    }
+    decode_body(buf, total)
+}
+
+/// Decodes the body of a frame whose total length is `total`.
+fn decode_body(buf: &[u8], total: usize) -> Result<(Frame<'_>, usize), FrameError> {
     let mut r = Reader {
         buf: &buf[FRAME_HEADER..total],
     };

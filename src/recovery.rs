@@ -23,7 +23,7 @@ use crate::options::{Durability, Options};
 use crate::record::EventView;
 use crate::segment::{self, SEGMENT_HEADER, ScanEnd, SegmentHeader};
 use crate::storage::{Storage, write_atomically};
-use crate::store::{ActiveSegment, SealedSegment, Shared};
+use crate::store::{ActiveSegment, SealedSegment, Shared, mapped_bytes};
 
 /// Name of the lock file.
 pub const LOCK_FILE: &str = "LOCK";
@@ -203,7 +203,7 @@ fn open_segment(
                 }
                 return Ok(Some(Opened::Sealed(SealedSegment {
                     path: path.to_path_buf(),
-                    bytes,
+                    bytes: mapped_bytes(bytes),
                     index,
                 })));
             }
@@ -269,7 +269,7 @@ fn open_segment(
             let map = st.map(&idx_path).ctx(|| format!("mapping {idx_name}"))?;
             Ok(Some(Opened::Sealed(SealedSegment {
                 path: path.to_path_buf(),
-                bytes: st.map(path).ctx(|| format!("mapping {}", path.display()))?,
+                bytes: mapped_bytes(st.map(path).ctx(|| format!("mapping {}", path.display()))?),
                 index: SegmentIndex::open(map, &idx_path)?,
             })))
         }
@@ -284,14 +284,26 @@ fn open_segment(
             offset,
             format!("{error}, yet a later group write starts at byte {at}: damage in synced data, not a torn tail"),
         )),
-        ScanEnd::Damaged { .. } | ScanEnd::Clean if !is_last => Err(Error::corruption(
+        ScanEnd::Damaged { .. } | ScanEnd::Clean { .. } if !is_last => Err(Error::corruption(
             path,
             committed_end,
             "segment is not sealed but a later segment exists",
         )),
-        ScanEnd::Damaged { .. } | ScanEnd::Clean => {
-            if len > committed_end {
-                save_torn_tail(st, dir, path, &bytes[committed_end as usize..], base, committed_end)?;
+        ScanEnd::Damaged { .. } | ScanEnd::Clean { .. } => {
+            // Bytes past the last commit, up to the preallocated zeros, are a torn tail.
+            let data_end = match end {
+                ScanEnd::Clean { end } => end,
+                _ => segment::data_end(&bytes, committed_end as usize),
+            };
+            if data_end > committed_end {
+                save_torn_tail(
+                    st,
+                    dir,
+                    path,
+                    &bytes[committed_end as usize..data_end as usize],
+                    base,
+                    committed_end,
+                )?;
                 file.set_len(committed_end)
                     .and_then(|()| file.sync_data())
                     .ctx(|| format!("cutting the torn tail of {}", path.display()))?;

@@ -95,8 +95,12 @@ pub enum ScanEnd {
         /// Its fields.
         seal: record::SealView,
     },
-    /// The bytes ran out cleanly (exactly at a frame boundary).
-    Clean,
+    /// The data ended cleanly at a frame boundary: at the end of the file, or
+    /// where only zeros follow (space preallocated by the writer).
+    Clean {
+        /// Offset where the data ends.
+        end: u64,
+    },
     /// A frame could not be decoded at `offset`.
     Damaged {
         /// Where the bad frame starts.
@@ -110,9 +114,25 @@ pub enum ScanEnd {
     },
 }
 
+/// True if `rest` is empty or all zeros: the end of the data (no frame has a zero length).
+pub fn starts_zero_region(rest: &[u8]) -> bool {
+    rest.iter().all(|b| *b == 0)
+}
+
+/// Offset just past the last non-zero byte at or after `from` (`from` if there is none).
+pub fn data_end(bytes: &[u8], from: usize) -> u64 {
+    bytes.iter().rposition(|b| *b != 0).map_or(from, |i| (i + 1).max(from)) as u64
+}
+
+/// True if a frame could start at `at`: its length field is not zero.
+fn may_start_frame(bytes: &[u8], at: usize) -> bool {
+    bytes.get(at..at + 4).is_some_and(|l| l != [0, 0, 0, 0])
+}
+
 /// Offset of the first frame at or after `from` that decodes without error.
 pub fn find_valid_frame(bytes: &[u8], from: usize) -> Option<u64> {
     (from..bytes.len())
+        .filter(|at| may_start_frame(bytes, *at))
         .find(|at| record::decode_frame(&bytes[*at..]).is_ok())
         .map(|at| at as u64)
 }
@@ -120,10 +140,12 @@ pub fn find_valid_frame(bytes: &[u8], from: usize) -> Option<u64> {
 /// Offset of the first valid event frame at or after `from` with the group-start flag.
 /// Searches byte by byte, since damage destroys the framing.
 pub fn find_group_start(bytes: &[u8], from: usize) -> Option<u64> {
-    (from..bytes.len()).find_map(|at| match record::decode_frame(&bytes[at..]) {
-        Ok((Frame::Event(ev), _)) if ev.group_start => Some(at as u64),
-        _ => None,
-    })
+    (from..bytes.len())
+        .filter(|at| may_start_frame(bytes, *at))
+        .find_map(|at| match record::decode_frame(&bytes[at..]) {
+            Ok((Frame::Event(ev), _)) if ev.group_start => Some(at as u64),
+            _ => None,
+        })
 }
 
 /// Walks the frames of a segment body, calling `on_event` for each event with its
@@ -143,8 +165,8 @@ pub fn scan_frames_from<'a>(
 ) -> Result<ScanEnd> {
     let mut offset = start.min(bytes.len());
     loop {
-        if offset == bytes.len() {
-            return Ok(ScanEnd::Clean);
+        if starts_zero_region(&bytes[offset..]) {
+            return Ok(ScanEnd::Clean { end: offset as u64 });
         }
         match record::decode_frame(&bytes[offset..]) {
             Ok((Frame::Event(ev), len)) => {

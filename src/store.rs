@@ -59,8 +59,23 @@ pub enum LogFrom {
 /// A sealed segment: its mapped bytes and its mapped index.
 pub(crate) struct SealedSegment {
     pub(crate) path: PathBuf,
-    pub(crate) bytes: Mapped,
+    /// The whole file; events read from it share these bytes (no copy).
+    pub(crate) bytes: Bytes,
     pub(crate) index: SegmentIndex,
+}
+
+/// Owner of a mapping, so that the mapped bytes can back a [`Bytes`].
+struct MapOwner(Mapped);
+
+impl AsRef<[u8]> for MapOwner {
+    fn as_ref(&self) -> &[u8] {
+        (*self.0).as_ref()
+    }
+}
+
+/// Bytes backed by a mapping, kept alive as long as any slice of them is.
+pub(crate) fn mapped_bytes(map: Mapped) -> Bytes {
+    Bytes::from_owner(MapOwner(map))
 }
 
 /// The segment being appended to.
@@ -146,42 +161,38 @@ impl Shared {
 
     /// Reads and decodes the frame at `loc = (position, offset, end)` of `seg`
     /// and checks it holds `position`; `None` if it is not what `want` asks for.
-    fn read_at(
-        &self,
-        seg: &SegRef,
-        loc: (u64, u64, u64),
-        buf: &mut Vec<u8>,
-        want: Want<'_>,
-    ) -> Result<Option<RecordedEvent>> {
+    fn read_at(&self, seg: &SegRef, loc: (u64, u64, u64), want: Want<'_>) -> Result<Option<RecordedEvent>> {
         let (position, offset, end) = loc;
         let path = seg.path();
         let len = end
             .checked_sub(offset)
             .filter(|l| *l as usize <= record::MAX_BODY + record::FRAME_HEADER)
             .ok_or_else(|| Error::corruption(path, offset, "index gives a bad frame range"))?;
-        let bytes: &[u8] = match seg {
-            SegRef::Sealed(s) => (*s.bytes)
-                .as_ref()
-                .get(offset as usize..end as usize)
-                .ok_or_else(|| Error::corruption(path, offset, "frame past the end of the segment"))?,
+        let frame: Bytes = match seg {
+            SegRef::Sealed(s) => {
+                if end > s.bytes.len() as u64 {
+                    return Err(Error::corruption(path, offset, "frame past the end of the segment"));
+                }
+                s.bytes.slice(offset as usize..end as usize)
+            }
             SegRef::Active(a) => {
-                buf.resize(len as usize, 0);
-                a.file.read_exact_at(buf, offset).map_err(|e| match e.kind() {
+                let mut buf = vec![0u8; len as usize];
+                a.file.read_exact_at(&mut buf, offset).map_err(|e| match e.kind() {
                     std::io::ErrorKind::UnexpectedEof => {
                         Error::corruption(path, offset, "frame past the end of the segment")
                     }
                     _ => Error::io(format!("reading {}", path.display()), e),
                 })?;
-                buf
+                Bytes::from(buf)
             }
         };
-        let view = decode_event_at(bytes, path, offset, position)?;
+        let view = decode_event_at(&frame, path, offset, position)?;
         let wanted = match want {
             Want::Any => true,
             Want::Filter(f) => f.matches(&view),
             Want::Stream(s) => s == view.stream,
         };
-        Ok(wanted.then(|| to_recorded(&view)))
+        Ok(wanted.then(|| to_recorded(&view, Some(&frame))))
     }
 
     /// Finds the segment holding `position`, with the list's index.
@@ -217,7 +228,6 @@ impl Shared {
         let Some(mut si) = Self::locate(&segs, start) else {
             return Ok(out);
         };
-        let mut buf = Vec::new();
         let filtered = !filter.is_empty();
         loop {
             let seg = &segs[si];
@@ -257,7 +267,7 @@ impl Shared {
             });
             let want = if filtered { Want::Filter(filter) } else { Want::Any };
             for loc in plan {
-                if let Some(ev) = self.read_at(seg, loc, &mut buf, want)? {
+                if let Some(ev) = self.read_at(seg, loc, want)? {
                     out.push(ev);
                     if out.len() >= limit {
                         return Ok(out);
@@ -316,7 +326,6 @@ impl Shared {
                     .filter(|s| s.with(|l| l.base()) <= state.last_position),
             )
         };
-        let mut buf = Vec::new();
         let mut next_rev = start;
         for seg in order {
             let plan: Vec<(u64, u64, u64, u64)> = seg.with(|l| {
@@ -329,7 +338,7 @@ impl Shared {
                     .collect()
             });
             for (rev, p, off, end) in plan {
-                if let Some(ev) = self.read_at(seg, (p, off, end), &mut buf, Want::Stream(stream))? {
+                if let Some(ev) = self.read_at(seg, (p, off, end), Want::Stream(stream))? {
                     if ev.revision != rev {
                         return Err(Error::corruption(seg.path(), off, "revision differs from the index"));
                     }
@@ -420,8 +429,13 @@ pub(crate) fn decode_event_at<'a>(bytes: &'a [u8], path: &Path, offset: u64, pos
     }
 }
 
-/// Copies a borrowed event into an owned one.
-pub(crate) fn to_recorded(v: &EventView<'_>) -> RecordedEvent {
+/// Turns a borrowed event into an owned one; data and metadata share `frame`'s
+/// memory when the view was decoded from it, and are copied otherwise.
+pub(crate) fn to_recorded(v: &EventView<'_>, frame: Option<&Bytes>) -> RecordedEvent {
+    let share = |part: &[u8]| match frame {
+        Some(f) if !part.is_empty() => f.slice_ref(part),
+        _ => Bytes::copy_from_slice(part),
+    };
     RecordedEvent {
         stream: v.stream.to_string(),
         revision: v.revision,
@@ -429,8 +443,8 @@ pub(crate) fn to_recorded(v: &EventView<'_>) -> RecordedEvent {
         id: v.id,
         event_type: v.event_type.to_string(),
         content_type: v.content_type,
-        data: Bytes::copy_from_slice(v.data),
-        metadata: Bytes::copy_from_slice(v.metadata),
+        data: share(v.data),
+        metadata: share(v.metadata),
         tags: v.tags.iter().map(|t| t.to_string()).collect(),
         timestamp_micros: v.timestamp,
     }

@@ -114,7 +114,7 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
         expected_base = seg.index.next_position();
         report.segments += 1;
         report.indexes += 1;
-        let bytes: &[u8] = (*seg.bytes).as_ref();
+        let bytes: &[u8] = &seg.bytes;
         report.bytes += bytes.len() as u64;
         check_segment(&mut report, &mut revisions, &seg.path, bytes, base, true, |scanned| {
             let rebuilt = scanned.index.encode_file();
@@ -238,7 +238,7 @@ fn check_segment(
                 );
             }
         }
-        (ScanEnd::Clean, false) => {
+        (ScanEnd::Clean { .. }, false) => {
             if let Some(at) = compare_index(&scanned) {
                 report.problem(path, at as u64, "in-memory index differs from the log");
             }
@@ -261,7 +261,7 @@ fn check_segment(
         (ScanEnd::Sealed { seal_offset, .. }, false) => {
             report.problem(path, *seal_offset, "the active segment is sealed")
         }
-        (ScanEnd::Clean, true) => report.problem(path, bytes.len() as u64, "sealed segment has no seal"),
+        (ScanEnd::Clean { .. }, true) => report.problem(path, bytes.len() as u64, "sealed segment has no seal"),
     }
 }
 

@@ -32,7 +32,7 @@ use crate::query::AppendCondition;
 use crate::record::{self, EventView, Frame, SealView};
 use crate::segment::{SEGMENT_HEADER, SegmentHeader, segment_file_name};
 use crate::storage::write_atomically;
-use crate::store::{ActiveSegment, SealedSegment, Shared};
+use crate::store::{ActiveSegment, SealedSegment, Shared, mapped_bytes};
 
 /// One append, as built by [`crate::Store::append`].
 pub(crate) struct AppendRequest {
@@ -41,6 +41,12 @@ pub(crate) struct AppendRequest {
     pub(crate) events: Vec<EventData>,
     pub(crate) condition: Option<AppendCondition>,
 }
+
+/// The active segment is extended with written zeros this much at a time.
+const PREALLOC_CHUNK: u64 = 4 << 20;
+
+/// Groups at least this large are written past the preallocated zeros, not into them.
+const PREALLOC_MAX_GROUP: usize = 64 << 10;
 
 /// Largest group buffer before the leader commits and goes on with the rest of its batch.
 const MAX_GROUP_BYTES: usize = 16 << 20;
@@ -171,6 +177,8 @@ struct Writer {
     active: Arc<ActiveSegment>,
     /// End of the bytes written to the active segment (all published).
     write_offset: u64,
+    /// End of the zeros written ahead of `write_offset` (the file's length).
+    allocated_end: u64,
     /// CRC of the active segment's bytes after its header.
     content_crc: crc32fast::Hasher,
     /// Next position to assign.
@@ -213,6 +221,11 @@ impl Writer {
             let last_ts = idx.time_range().map_or(i64::MIN, |(_, max)| max);
             (end, h, last_ts)
         };
+        let allocated_end = active
+            .file
+            .len()
+            .ctx(|| format!("reading {}", active.path.display()))?
+            .max(write_offset);
         // The newest sealed segment's last timestamp bounds ours from below too.
         let sealed_ts = shared
             .sealed
@@ -225,6 +238,7 @@ impl Writer {
             shared,
             active,
             write_offset,
+            allocated_end,
             content_crc,
             last_timestamp: last_timestamp.max(sealed_ts),
             dirty: false,
@@ -381,7 +395,7 @@ impl Writer {
         let first = self.next_position - self.group.frames.len() as u64;
         let i = position.checked_sub(first)? as usize;
         let (s, e) = *self.group.frames.get(i)?;
-        match record::decode_frame(&self.group.buf[s..e]) {
+        match record::decode_own_frame(&self.group.buf[s..e]) {
             Ok((Frame::Event(v), _)) => Some(v),
             _ => None,
         }
@@ -464,37 +478,76 @@ impl Writer {
         Ok(())
     }
 
+    /// Makes sure the file holds written zeros up to at least `end`, extending
+    /// it a chunk at a time. Overwriting written zeros lets `fdatasync` skip the
+    /// file-size and extent updates that growing a file costs on every sync
+    /// (about 1.6x more syncs a second on ext4 here). The sync after the group
+    /// write makes the zeros durable too.
+    fn preallocate(&mut self, end: u64) -> std::io::Result<()> {
+        if end <= self.allocated_end {
+            return Ok(());
+        }
+        let chunk = PREALLOC_CHUNK.min(self.shared.options.segment_size);
+        let target = end.div_ceil(chunk) * chunk;
+        let zeros = vec![0u8; (target - self.allocated_end).min(chunk) as usize];
+        while self.allocated_end < target {
+            let n = (target - self.allocated_end).min(zeros.len() as u64);
+            self.active
+                .file
+                .write_all_at(&zeros[..n as usize], self.allocated_end)?;
+            self.allocated_end += n;
+        }
+        Ok(())
+    }
+
     /// Writes, syncs and publishes the staged group, then records its results.
     fn commit(&mut self, results: &mut Results) {
-        let group = std::mem::take(&mut self.group);
-        if group.buf.is_empty() {
-            for (i, result) in group.replies {
-                results[i] = Some(Ok(result));
+        let mut group = std::mem::take(&mut self.group);
+        let outcome = if group.buf.is_empty() {
+            Ok(())
+        } else {
+            self.write_group(&group.buf)
+        };
+        match outcome {
+            Ok(()) => {
+                if !group.buf.is_empty() {
+                    self.publish(&group);
+                }
+                for (i, result) in group.replies.drain(..) {
+                    results[i] = Some(Ok(result));
+                }
             }
-            return;
-        }
-        if let Err(e) = self.write_group(&group.buf) {
-            // Nothing of the group was published; forget its positions.
-            self.next_position -= group.frames.len() as u64;
-            for (i, _) in group.replies {
-                results[i] = Some(Err(e.for_another_caller()));
+            Err(e) => {
+                // Nothing of the group was published; forget its positions.
+                self.next_position -= group.frames.len() as u64;
+                for (i, _) in group.replies.drain(..) {
+                    results[i] = Some(Err(e.for_another_caller()));
+                }
             }
-            return;
         }
-        self.publish(&group);
-        for (i, result) in group.replies {
-            results[i] = Some(Ok(result));
+        // Keep the buffer's memory for the next group (up to the group limit).
+        if group.buf.capacity() <= 2 * MAX_GROUP_BYTES {
+            group.buf.clear();
+            self.group.buf = group.buf;
         }
     }
 
     fn write_group(&mut self, buf: &[u8]) -> Result<()> {
-        let file = &self.active.file;
-        let path = &self.active.path;
-        if let Err(e) = file.write_all_at(buf, self.write_offset) {
+        let file = self.active.file.clone();
+        let path = self.active.path.clone();
+        let end = self.write_offset + buf.len() as u64;
+        // Preallocation pays off for small synced groups, whose sync it speeds up;
+        // a large group would pay a second copy of its size in zeros.
+        let prealloc = buf.len() < PREALLOC_MAX_GROUP && self.shared.options.durability != Durability::Never;
+        let written = if prealloc { self.preallocate(end) } else { Ok(()) }
+            .and_then(|()| file.write_all_at(buf, self.write_offset));
+        self.allocated_end = self.allocated_end.max(end);
+        if let Err(e) = written {
             // Cut back whatever part landed, so the failed group leaves no trace.
             if let Err(t) = file.set_len(self.write_offset) {
                 self.fail(format!("cannot cut back a failed write in {}: {t}", path.display()));
             }
+            self.allocated_end = self.write_offset;
             return Err(Error::io(format!("writing {}", path.display()), e));
         }
         let sync = match self.shared.options.durability {
@@ -507,7 +560,6 @@ impl Writer {
                 // After a failed fsync the page cache cannot be trusted: stop writing.
                 let err = Error::io(format!("syncing {}", path.display()), e);
                 self.fail(err.to_string());
-                let _ = file.set_len(self.write_offset);
                 return Err(err);
             }
             self.dirty = false;
@@ -523,7 +575,7 @@ impl Writer {
         // nesting them uses), so a snapshot never sees one without the other.
         let mut idx = self.active.index.write();
         for (s, e) in &group.frames {
-            if let Ok((Frame::Event(v), _)) = record::decode_frame(&group.buf[*s..*e]) {
+            if let Ok((Frame::Event(v), _)) = record::decode_own_frame(&group.buf[*s..*e]) {
                 let entry = IndexEntry::from_view(&v, self.write_offset + *s as u64);
                 idx.push(&entry, self.write_offset + *e as u64);
             }
@@ -572,6 +624,7 @@ impl Writer {
         self.active
             .file
             .write_all_at(&seal, self.write_offset)
+            .and_then(|()| self.active.file.set_len(self.write_offset + seal.len() as u64))
             .ctx(|| format!("sealing {}", path.display()))?;
         self.active
             .file
@@ -586,7 +639,7 @@ impl Writer {
         let idx_map = storage.map(&idx_path).ctx(|| format!("mapping {idx_name}"))?;
         let sealed = SealedSegment {
             index: SegmentIndex::open(idx_map, &idx_path)?,
-            bytes: storage.map(&path).ctx(|| format!("mapping {}", path.display()))?,
+            bytes: mapped_bytes(storage.map(&path).ctx(|| format!("mapping {}", path.display()))?),
             path,
         };
 
@@ -606,6 +659,7 @@ impl Writer {
         *shared.active.write() = active.clone();
         self.active = active;
         self.write_offset = SEGMENT_HEADER as u64;
+        self.allocated_end = SEGMENT_HEADER as u64;
         self.content_crc = crc32fast::Hasher::new();
         Ok(())
     }

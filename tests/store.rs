@@ -448,22 +448,28 @@ fn a_full_disk_fails_the_append_and_the_store_recovers_when_space_returns() {
     let store = sim_store(&sim, Options::default());
     store.append("s", ExpectedVersion::Any, vec![ev("A", 0)]).unwrap();
     sim.set_free_space(Some(100));
-    let big = EventData::json("A", vec![b'1'; 500]);
-    let err = store.append("s", ExpectedVersion::Any, vec![big.clone()]).unwrap_err();
+    // Appends use the space preallocated for the segment until it runs out.
+    let big = EventData::json("A", vec![b'1'; 100_000]);
+    let mut acked = 1;
+    let err = loop {
+        match store.append("s", ExpectedVersion::Exact(acked - 1), vec![big.clone()]) {
+            Ok(_) => acked += 1,
+            Err(e) => break e,
+        }
+        assert!(acked < 1000, "the disk never filled up");
+    };
     assert!(matches!(err, Error::DiskFull { .. }), "{err}");
-    assert_eq!(store.head_position(), 1);
+    assert_eq!(store.head_position(), acked, "the failed append took no position");
     sim.set_free_space(None);
-    let r = store.append("s", ExpectedVersion::Exact(0), vec![big]).unwrap();
-    assert_eq!((r.first_revision, r.position), (1, 1));
+    let r = store.append("s", ExpectedVersion::Exact(acked - 1), vec![big]).unwrap();
+    assert_eq!((r.first_revision, r.position), (acked, acked));
     drop(store);
     let store = sim_store(&sim, Options::default());
-    assert_eq!(
-        store
-            .read_stream("s", Direction::Forward, StreamFrom::Start, 10)
-            .unwrap()
-            .len(),
-        2
-    );
+    let all = store
+        .read_stream("s", Direction::Forward, StreamFrom::Start, 10_000)
+        .unwrap();
+    assert_eq!(all.len() as u64, acked + 1);
+    assert!(store.verify().unwrap().is_clean());
 }
 
 #[test]
@@ -554,8 +560,9 @@ fn a_torn_tail_is_cut_and_kept_aside() {
     drop(store);
     let seg = Path::new("/data/00000000000000000000.seg");
     let mut bytes = sim.read_file(seg).unwrap();
-    let good_len = bytes.len();
-    bytes.extend_from_slice(&[0x55; 37]);
+    // The data ends where the preallocated zeros begin; tear a frame right there.
+    let good_len = bytes.iter().rposition(|b| *b != 0).unwrap() + 1;
+    bytes[good_len..good_len + 37].copy_from_slice(&[0x55; 37]);
     sim.write_file(seg, &bytes).unwrap();
     let store = sim_store(&sim, Options::default());
     assert_eq!(store.head_position(), 10);

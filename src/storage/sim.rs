@@ -47,6 +47,25 @@ impl SimRng {
 struct Inode {
     current: Vec<u8>,
     durable: Vec<u8>,
+    /// Changes since the last sync, in order; a torn crash keeps a prefix of them.
+    unsynced: Vec<Change>,
+}
+
+enum Change {
+    Write(usize, Vec<u8>),
+    SetLen(usize),
+}
+
+fn apply(data: &mut Vec<u8>, change: &Change) {
+    match change {
+        Change::Write(at, bytes) => {
+            if data.len() < at + bytes.len() {
+                data.resize(at + bytes.len(), 0);
+            }
+            data[*at..at + bytes.len()].copy_from_slice(bytes);
+        }
+        Change::SetLen(len) => data.resize(*len, 0),
+    }
 }
 
 #[derive(Default)]
@@ -178,8 +197,9 @@ impl SimStorage {
     /// Simulates a power cut and restart. Without `torn`, unsynced directory
     /// entries vanish and each file keeps exactly its durable bytes. With `torn`,
     /// each unsynced directory change survives or not by chance, and each file
-    /// keeps its durable bytes plus a random prefix of its unsynced appended
-    /// bytes, sometimes with garbage at the end.
+    /// keeps its durable bytes plus a random prefix of its unsynced changes in
+    /// the order they were made, the next one landing partly, sometimes with
+    /// garbage at the end of the part that landed.
     /// Open handles and locks from before the crash stop working.
     pub fn crash(&self, seed: u64, torn: bool) {
         let mut st = self.state.lock();
@@ -206,23 +226,28 @@ impl SimStorage {
         let reachable: HashSet<u64> = st.live.values().copied().collect();
         st.inodes.retain(|id, _| reachable.contains(id));
         for inode in st.inodes.values_mut() {
-            let durable_len = inode.durable.len();
-            let appended_only = inode.current.len() > durable_len && inode.current[..durable_len] == inode.durable[..];
             let mut next = inode.durable.clone();
-            if torn && appended_only {
-                let extra = inode.current.len() - durable_len;
-                let keep = rng.below(extra as u64 + 1) as usize;
-                next.extend_from_slice(&inode.current[durable_len..durable_len + keep]);
-                if keep > 0 && rng.below(4) == 0 {
-                    let garbage = keep.min(1 + rng.below(16) as usize);
-                    let len = next.len();
-                    for b in &mut next[len - garbage..] {
-                        *b = rng.next_u64() as u8;
+            if torn && !inode.unsynced.is_empty() {
+                // Changes reach the disk in order; the one in flight lands partly.
+                let keep = rng.below(inode.unsynced.len() as u64 + 1) as usize;
+                for change in &inode.unsynced[..keep] {
+                    apply(&mut next, change);
+                }
+                if let Some(Change::Write(at, bytes)) = inode.unsynced.get(keep) {
+                    let part = rng.below(bytes.len() as u64 + 1) as usize;
+                    let mut partial = bytes[..part].to_vec();
+                    if part > 0 && rng.below(4) == 0 {
+                        let garbage = part.min(1 + rng.below(16) as usize);
+                        for b in &mut partial[part - garbage..] {
+                            *b = rng.next_u64() as u8;
+                        }
                     }
+                    apply(&mut next, &Change::Write(*at, partial));
                 }
             }
             inode.current = next.clone();
             inode.durable = next;
+            inode.unsynced.clear();
         }
         st.locks.clear();
         st.generation += 1;
@@ -272,6 +297,7 @@ impl SimStorage {
         let inode = st.inodes.entry(id).or_default();
         inode.current = bytes.to_vec();
         inode.durable = bytes.to_vec();
+        inode.unsynced.clear();
         Ok(())
     }
 }
@@ -314,11 +340,10 @@ impl StorageFile for SimFile {
         } else {
             buf.len()
         };
-        let data = &mut st.inodes.get_mut(&self.inode).expect("inode of open file").current;
-        if data.len() < start + len {
-            data.resize(start + len, 0);
-        }
-        data[start..start + len].copy_from_slice(&buf[..len]);
+        let inode = st.inodes.get_mut(&self.inode).expect("inode of open file");
+        let change = Change::Write(start, buf[..len].to_vec());
+        apply(&mut inode.current, &change);
+        inode.unsynced.push(change);
         if crashing {
             st.dead = true;
             return Err(io::Error::other("simulated power loss"));
@@ -336,6 +361,7 @@ impl StorageFile for SimFile {
         st.syncs += 1;
         let inode = st.inodes.get_mut(&self.inode).expect("inode of open file");
         inode.durable = inode.current.clone();
+        inode.unsynced.clear();
         Ok(())
     }
 
@@ -353,7 +379,9 @@ impl StorageFile for SimFile {
             return Err(io::Error::other("simulated power loss"));
         }
         let inode = st.inodes.get_mut(&self.inode).expect("inode of open file");
-        inode.current.resize(len as usize, 0);
+        let change = Change::SetLen(len as usize);
+        apply(&mut inode.current, &change);
+        inode.unsynced.push(change);
         Ok(())
     }
 }
