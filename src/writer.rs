@@ -1,16 +1,18 @@
-//! The write path: leader/follower group commit, concurrency checks, rotation.
+//! The write path: leader/follower group commit, pipelined syncs, concurrency
+//! checks, rotation.
 //!
 //! Appenders queue their requests. The first appender to find no leader
 //! becomes the leader: it takes every request queued so far, checks each
 //! (expected version, idempotency, append condition) against the published
-//! state plus what the group has staged, encodes the accepted ones into one
-//! buffer, writes it with one call, syncs once (per the durability option),
-//! publishes the new events to readers, answers the group, and hands the
-//! leadership to the first appender that queued meanwhile. A lone appender
-//! thus pays no thread hand-off at all, and concurrent appenders share one
-//! write and one sync. A failed write is cut back off the file so that it
-//! leaves no trace. This module is the only place that writes the log; it must
-//! never acknowledge an append before its bytes are durable under
+//! state plus every group written but not yet published, encodes the accepted
+//! ones into one buffer and writes it with one call. It then hands the
+//! leadership to the first appender that queued meanwhile, so that the next
+//! group is checked and written while this one syncs. Groups are published to
+//! readers strictly in order, each only after its own sync (per the durability
+//! option), and only then are their appenders answered. A lone appender pays
+//! no thread hand-off at all. A failed write is cut back off the file so that
+//! it leaves no trace. This module is the only place that writes the log; it
+//! must never acknowledge an append before its bytes are durable under
 //! [`Durability::Always`].
 
 use std::collections::HashMap;
@@ -42,13 +44,16 @@ pub(crate) struct AppendRequest {
     pub(crate) condition: Option<AppendCondition>,
 }
 
+/// How many times a new leader yields, while the queue keeps growing, before it takes its group.
+const GATHER_YIELDS: usize = 8;
+
 /// The active segment is extended with written zeros this much at a time.
 const PREALLOC_CHUNK: u64 = 4 << 20;
 
 /// Groups at least this large are written past the preallocated zeros, not into them.
 const PREALLOC_MAX_GROUP: usize = 64 << 10;
 
-/// Largest group buffer before the leader commits and goes on with the rest of its batch.
+/// Largest group buffer before the leader writes it and goes on with the rest of its batch.
 const MAX_GROUP_BYTES: usize = 16 << 20;
 
 /// A queued append waiting for its result or for the leadership.
@@ -76,6 +81,8 @@ struct Queue {
 pub(crate) struct Committer {
     queue: Mutex<Queue>,
     writer: Arc<Mutex<Writer>>,
+    pipeline: Arc<Pipeline>,
+    shared: Arc<Shared>,
     flusher: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
 }
 
@@ -86,7 +93,8 @@ impl Committer {
             Durability::Interval(d) => Some(d),
             _ => None,
         };
-        let writer = Arc::new(Mutex::new(Writer::new(shared)?));
+        let pipeline = Arc::new(Pipeline::default());
+        let writer = Arc::new(Mutex::new(Writer::new(shared.clone(), pipeline.clone())?));
         let flusher = match interval {
             Some(d) => {
                 let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
@@ -106,6 +114,8 @@ impl Committer {
         Ok(Committer {
             queue: Mutex::new(Queue::default()),
             writer,
+            pipeline,
+            shared,
             flusher: Mutex::new(flusher),
         })
     }
@@ -137,26 +147,45 @@ impl Committer {
                 me.wake.wait(&mut st);
             }
         }
+        // While other appenders are still arriving, give them the CPU for a moment
+        // so that they join this group rather than wait for the next.
+        let mut queued = self.queue.lock().pending.len();
+        for _ in 0..GATHER_YIELDS {
+            std::thread::yield_now();
+            let now = self.queue.lock().pending.len();
+            if now == queued {
+                break;
+            }
+            queued = now;
+        }
         // The leader takes everything queued, its own request included.
         let batch = std::mem::take(&mut self.queue.lock().pending);
         let requests: Vec<Option<AppendRequest>> = batch.iter().map(|s| s.request.lock().take()).collect();
-        let results = self.writer.lock().process(requests);
+        let mut results: Results = (0..requests.len()).map(|_| None).collect();
+        let written = self.writer.lock().process(&requests, &mut results);
+        // The next group may be checked and written while this one syncs.
+        {
+            let mut q = self.queue.lock();
+            match q.pending.first() {
+                Some(next) => {
+                    next.state.lock().promoted = true;
+                    next.wake.notify_one();
+                }
+                None => q.leader = false,
+            }
+        }
+        if let Some(group) = written {
+            finish(&self.shared, &self.pipeline, &group, &mut results);
+        }
         let mut mine = Err(Error::Closed(None));
         for (slot, r) in batch.iter().zip(results) {
+            let r = r.unwrap_or(Err(Error::Closed(None)));
             if Arc::ptr_eq(slot, &me) {
                 mine = r;
             } else {
                 slot.state.lock().result = Some(r);
                 slot.wake.notify_one();
             }
-        }
-        let mut q = self.queue.lock();
-        match q.pending.first() {
-            Some(next) => {
-                next.state.lock().promoted = true;
-                next.wake.notify_one();
-            }
-            None => q.leader = false,
         }
         mine
     }
@@ -172,10 +201,125 @@ impl Committer {
     }
 }
 
+/// Groups written to the file and not yet published, in the order they were written.
+#[derive(Default)]
+struct Pipeline {
+    state: Mutex<Flight>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Flight {
+    /// Sequence number of the last group published (groups count from 1).
+    published: u64,
+    /// Groups written and not yet published.
+    unpublished: usize,
+}
+
+impl Pipeline {
+    /// Waits until every group written so far is published.
+    fn drain(&self) {
+        let mut st = self.state.lock();
+        while st.unpublished > 0 {
+            self.changed.wait(&mut st);
+        }
+    }
+}
+
+/// A group written to the file, waiting for its sync and its turn to be published.
+struct Written {
+    seq: u64,
+    group: Group,
+    /// Where the group's bytes start in the active segment.
+    offset: u64,
+    /// Position of its first event.
+    first_position: u64,
+    active: Arc<ActiveSegment>,
+    /// Whether this group must be synced before it is published.
+    sync: bool,
+}
+
+impl Written {
+    fn event(&self, position: u64) -> Option<EventView<'_>> {
+        self.group.event(self.first_position, position)
+    }
+}
+
+/// Syncs a written group if needed, waits for its turn, publishes it and records its results.
+fn finish(shared: &Shared, pipeline: &Pipeline, w: &Written, results: &mut Results) {
+    let synced = if w.sync && !w.group.buf.is_empty() {
+        w.active
+            .file
+            .sync_data()
+            .map_err(|e| Error::io(format!("syncing {}", w.active.path.display()), e))
+    } else {
+        Ok(())
+    };
+    if let Err(e) = &synced {
+        // After a failed fsync the page cache cannot be trusted: stop writing.
+        let mut f = shared.failure.lock();
+        if f.is_none() {
+            *f = Some(e.to_string());
+        }
+    }
+    let mut st = pipeline.state.lock();
+    while st.published + 1 != w.seq {
+        pipeline.changed.wait(&mut st);
+    }
+    let failure = shared.failure.lock().clone();
+    let outcome = match (synced, failure) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Some(f)) => Err(Error::Closed(Some(f))),
+        (Ok(()), None) => {
+            publish(shared, w);
+            Ok(())
+        }
+    };
+    st.published = w.seq;
+    st.unpublished -= 1;
+    pipeline.changed.notify_all();
+    drop(st);
+    for (i, result) in &w.group.replies {
+        results[*i] = Some(match &outcome {
+            Ok(()) => Ok(*result),
+            Err(e) => Err(e.for_another_caller()),
+        });
+    }
+}
+
+/// Makes a written group visible to readers: its index entries, its streams' states, the head position.
+fn publish(shared: &Shared, w: &Written) {
+    let group = &w.group;
+    // Both locks are held together (index first, the order every reader
+    // nesting them uses), so a snapshot never sees one without the other.
+    let mut idx = w.active.index.write();
+    for (s, e) in &group.frames {
+        if let Ok((Frame::Event(v), _)) = record::decode_own_frame(&group.buf[*s..*e]) {
+            let entry = IndexEntry::from_view(&v, w.offset + *s as u64);
+            idx.push(&entry, w.offset + *e as u64);
+        }
+    }
+    let mut streams = shared.streams.write();
+    for (name, state) in &group.streams {
+        match streams.get_mut(name.as_str()) {
+            Some(s) => *s = *state,
+            None => {
+                streams.insert(name.as_str().into(), *state);
+            }
+        }
+    }
+    drop(streams);
+    drop(idx);
+    shared
+        .next_position
+        .store(w.first_position + group.frames.len() as u64, Ordering::Release);
+}
+
 struct Writer {
     shared: Arc<Shared>,
+    pipeline: Arc<Pipeline>,
     active: Arc<ActiveSegment>,
-    /// End of the bytes written to the active segment (all published).
+    /// End of the bytes written to the active segment.
     write_offset: u64,
     /// End of the zeros written ahead of `write_offset` (the file's length).
     allocated_end: u64,
@@ -187,6 +331,10 @@ struct Writer {
     /// Bytes written but not yet synced.
     dirty: bool,
     last_sync: Instant,
+    /// Sequence number of the last group written.
+    seq: u64,
+    /// Groups written and perhaps not yet published, oldest first.
+    unpublished: Vec<Arc<Written>>,
     group: Group,
 }
 
@@ -202,11 +350,23 @@ struct Group {
     ids: HashMap<Uuid, u64>,
 }
 
-/// Results of a batch, filled in as groups commit.
+impl Group {
+    /// The event at `position`, if this group (whose first event is at `first`) holds it.
+    fn event(&self, first: u64, position: u64) -> Option<EventView<'_>> {
+        let i = usize::try_from(position.checked_sub(first)?).ok()?;
+        let (s, e) = *self.frames.get(i)?;
+        match record::decode_own_frame(&self.buf[s..e]) {
+            Ok((Frame::Event(v), _)) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// Results of a batch, filled in as groups are published.
 type Results = Vec<Option<Result<AppendResult>>>;
 
 impl Writer {
-    fn new(shared: Arc<Shared>) -> Result<Self> {
+    fn new(shared: Arc<Shared>, pipeline: Arc<Pipeline>) -> Result<Self> {
         let active = shared.active.read().clone();
         let (write_offset, content_crc, last_timestamp) = {
             let idx = active.index.read();
@@ -236,6 +396,7 @@ impl Writer {
         Ok(Writer {
             next_position: shared.published(),
             shared,
+            pipeline,
             active,
             write_offset,
             allocated_end,
@@ -243,32 +404,39 @@ impl Writer {
             last_timestamp: last_timestamp.max(sealed_ts),
             dirty: false,
             last_sync: Instant::now(),
+            seq: 0,
+            unpublished: Vec::new(),
             group: Group::default(),
         })
     }
 
-    /// Stages, writes, syncs and publishes a batch; one result per request.
-    fn process(&mut self, requests: Vec<Option<AppendRequest>>) -> Vec<Result<AppendResult>> {
-        let mut results: Results = (0..requests.len()).map(|_| None).collect();
+    /// Checks and stages a batch, writing full groups on the way; returns the
+    /// last group, written and waiting for [`finish`], if there is one.
+    fn process(&mut self, requests: &[Option<AppendRequest>], results: &mut Results) -> Option<Arc<Written>> {
+        let published = self.pipeline.state.lock().published;
+        self.unpublished.retain(|w| w.seq > published);
         for (i, req) in requests.iter().enumerate() {
             let Some(req) = req else { continue };
             if let Some(f) = self.shared.failure.lock().clone() {
                 results[i] = Some(Err(Error::Closed(Some(f))));
                 continue;
             }
-            match self.stage(req, &mut results) {
+            match self.stage(req, results) {
                 Ok(result) => self.group.replies.push((i, result)),
                 Err(e) => results[i] = Some(Err(e)),
             }
             if self.group.buf.len() >= MAX_GROUP_BYTES {
-                self.commit(&mut results);
+                self.flush(results);
             }
         }
-        self.commit(&mut results);
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or(Err(Error::Closed(None))))
-            .collect()
+        self.write(results)
+    }
+
+    /// Writes the staged group and waits for it to be published.
+    fn flush(&mut self, results: &mut Results) {
+        if let Some(w) = self.write(results) {
+            finish(&self.shared, &self.pipeline, &w, results);
+        }
     }
 
     /// Syncs if the interval has passed since the last sync and bytes are waiting.
@@ -290,6 +458,7 @@ impl Writer {
     }
 
     fn close(&mut self) -> Result<()> {
+        self.pipeline.drain();
         self.sync_now();
         match self.shared.failure.lock().clone() {
             Some(f) => Err(Error::Closed(Some(f))),
@@ -304,13 +473,24 @@ impl Writer {
         }
     }
 
-    /// The stream's state as of the staged group.
+    /// The stream's state as of the staged group: staged, written, or published.
     fn current(&self, stream: &str) -> Option<StreamState> {
         self.group
             .streams
             .get(stream)
+            .or_else(|| self.unpublished.iter().rev().find_map(|w| w.group.streams.get(stream)))
             .copied()
             .or_else(|| self.shared.stream_state(stream))
+    }
+
+    /// Position of the event with this id: staged, written, or published.
+    fn find_id(&self, id: &Uuid) -> Option<u64> {
+        self.group
+            .ids
+            .get(id)
+            .or_else(|| self.unpublished.iter().rev().find_map(|w| w.group.ids.get(id)))
+            .copied()
+            .or_else(|| self.shared.find_id(id))
     }
 
     /// Checks a request and encodes its events into the group buffer.
@@ -321,7 +501,7 @@ impl Writer {
         if self.write_offset + (self.group.buf.len() + estimate) as u64 > self.shared.options.segment_size
             && (self.write_offset > SEGMENT_HEADER as u64 || !self.group.buf.is_empty())
         {
-            self.commit(results);
+            self.flush(results);
             if self.write_offset > SEGMENT_HEADER as u64 {
                 self.rotate()?;
             }
@@ -390,15 +570,12 @@ impl Writer {
         })
     }
 
-    /// The staged event at `position`, decoded from the group buffer.
+    /// The event at `position` if it is staged or written but not yet published.
     fn staged_event(&self, position: u64) -> Option<EventView<'_>> {
         let first = self.next_position - self.group.frames.len() as u64;
-        let i = position.checked_sub(first)? as usize;
-        let (s, e) = *self.group.frames.get(i)?;
-        match record::decode_own_frame(&self.group.buf[s..e]) {
-            Ok((Frame::Event(v), _)) => Some(v),
-            _ => None,
-        }
+        self.group
+            .event(first, position)
+            .or_else(|| self.unpublished.iter().find_map(|w| w.event(position)))
     }
 
     /// If every event carries an id that is already stored, in order, at the place
@@ -410,7 +587,7 @@ impl Writer {
                 found.push(None);
                 continue;
             };
-            let pos = self.group.ids.get(&id).copied().or_else(|| self.shared.find_id(&id));
+            let pos = self.find_id(&id);
             found.push(pos.map(|p| (id, p)));
         }
         let Some(&(first_id, first_pos)) = found.iter().flatten().next() else {
@@ -459,13 +636,20 @@ impl Writer {
     }
 
     fn check_condition(&self, cond: &AppendCondition) -> Result<()> {
+        // Published events, through the indexes; every group not yet published
+        // is in `self.unpublished` or staged, checked below.
         for item in &cond.query.items {
             if let Some(position) = self.shared.first_match_after(&item.as_filter(), cond.after)? {
                 return Err(Error::ConditionFailed { position });
             }
         }
-        let first_staged = self.next_position - self.group.frames.len() as u64;
-        for p in first_staged..self.next_position {
+        let first_unpublished = self
+            .unpublished
+            .first()
+            .map_or(self.next_position - self.group.frames.len() as u64, |w| {
+                w.first_position
+            });
+        for p in first_unpublished..self.next_position {
             if cond.after.is_some_and(|a| p <= a) {
                 continue;
             }
@@ -500,39 +684,66 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes, syncs and publishes the staged group, then records its results.
-    fn commit(&mut self, results: &mut Results) {
+    /// Writes the staged group (without syncing it) and enters it in the
+    /// pipeline; `None` if there is nothing to wait for. A failed write is cut
+    /// back off the file and its appends answered with the error at once.
+    fn write(&mut self, results: &mut Results) -> Option<Arc<Written>> {
         let mut group = std::mem::take(&mut self.group);
-        let outcome = if group.buf.is_empty() {
-            Ok(())
-        } else {
-            self.write_group(&group.buf)
-        };
-        match outcome {
-            Ok(()) => {
-                if !group.buf.is_empty() {
-                    self.publish(&group);
-                }
-                for (i, result) in group.replies.drain(..) {
-                    results[i] = Some(Ok(result));
-                }
-            }
-            Err(e) => {
+        if group.replies.is_empty() {
+            self.recycle(group);
+            return None;
+        }
+        let first_position = self.next_position - group.frames.len() as u64;
+        let offset = self.write_offset;
+        let mut sync = false;
+        if !group.buf.is_empty() {
+            if let Err(e) = self.write_bytes(&group.buf) {
                 // Nothing of the group was published; forget its positions.
-                self.next_position -= group.frames.len() as u64;
+                self.next_position = first_position;
                 for (i, _) in group.replies.drain(..) {
                     results[i] = Some(Err(e.for_another_caller()));
                 }
+                self.recycle(group);
+                return None;
+            }
+            self.content_crc.update(&group.buf);
+            self.write_offset += group.buf.len() as u64;
+            sync = match self.shared.options.durability {
+                Durability::Always => true,
+                Durability::Interval(d) => self.last_sync.elapsed() >= d,
+                Durability::Never => false,
+            };
+            if sync {
+                self.dirty = false;
+                self.last_sync = Instant::now();
+            } else {
+                self.dirty = true;
             }
         }
-        // Keep the buffer's memory for the next group (up to the group limit).
+        self.seq += 1;
+        self.pipeline.state.lock().unpublished += 1;
+        let written = Arc::new(Written {
+            seq: self.seq,
+            group,
+            offset,
+            first_position,
+            active: self.active.clone(),
+            sync,
+        });
+        self.unpublished.push(written.clone());
+        Some(written)
+    }
+
+    /// Keeps a group buffer's memory for the next group (up to the group limit).
+    fn recycle(&mut self, mut group: Group) {
         if group.buf.capacity() <= 2 * MAX_GROUP_BYTES {
             group.buf.clear();
             self.group.buf = group.buf;
         }
     }
 
-    fn write_group(&mut self, buf: &[u8]) -> Result<()> {
+    /// Writes bytes at the end of the active segment; on failure, cuts the file back.
+    fn write_bytes(&mut self, buf: &[u8]) -> Result<()> {
         let file = self.active.file.clone();
         let path = self.active.path.clone();
         let end = self.write_offset + buf.len() as u64;
@@ -550,50 +761,7 @@ impl Writer {
             self.allocated_end = self.write_offset;
             return Err(Error::io(format!("writing {}", path.display()), e));
         }
-        let sync = match self.shared.options.durability {
-            Durability::Always => true,
-            Durability::Interval(d) => self.last_sync.elapsed() >= d,
-            Durability::Never => false,
-        };
-        if sync {
-            if let Err(e) = file.sync_data() {
-                // After a failed fsync the page cache cannot be trusted: stop writing.
-                let err = Error::io(format!("syncing {}", path.display()), e);
-                self.fail(err.to_string());
-                return Err(err);
-            }
-            self.dirty = false;
-            self.last_sync = Instant::now();
-        } else {
-            self.dirty = true;
-        }
         Ok(())
-    }
-
-    fn publish(&mut self, group: &Group) {
-        // Both locks are held together (index first, the order every reader
-        // nesting them uses), so a snapshot never sees one without the other.
-        let mut idx = self.active.index.write();
-        for (s, e) in &group.frames {
-            if let Ok((Frame::Event(v), _)) = record::decode_own_frame(&group.buf[*s..*e]) {
-                let entry = IndexEntry::from_view(&v, self.write_offset + *s as u64);
-                idx.push(&entry, self.write_offset + *e as u64);
-            }
-        }
-        let mut streams = self.shared.streams.write();
-        for (name, state) in &group.streams {
-            match streams.get_mut(name.as_str()) {
-                Some(s) => *s = *state,
-                None => {
-                    streams.insert(name.as_str().into(), *state);
-                }
-            }
-        }
-        drop(streams);
-        drop(idx);
-        self.content_crc.update(&group.buf);
-        self.write_offset += group.buf.len() as u64;
-        self.shared.next_position.store(self.next_position, Ordering::Release);
     }
 
     /// Seals the active segment and starts a new one. Any failure stops the writer:
@@ -604,6 +772,9 @@ impl Writer {
     }
 
     fn seal_and_start(&mut self) -> Result<()> {
+        // Everything written must be published (and so in the index) before sealing.
+        self.pipeline.drain();
+        self.unpublished.clear();
         let shared = self.shared.clone();
         let storage = &*shared.storage;
         let dir = &shared.dir;
