@@ -23,16 +23,14 @@ pub const KIND_SEAL: u8 = 2;
 pub const FLAG_COMMIT: u8 = 1;
 /// Event flag: the data is JSON.
 pub const FLAG_JSON: u8 = 2;
-/// Event flag: this event is the first of a group write (one write call, one sync).
-pub const FLAG_GROUP_START: u8 = 4;
+/// Body kind of the group frame that opens each group write.
+pub const KIND_GROUP: u8 = 3;
 
 /// An event frame's fields, borrowed from the bytes they were decoded from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventView<'a> {
     /// True when this event ends its append.
     pub commit: bool,
-    /// True when this event starts a group write.
-    pub group_start: bool,
     /// Global position.
     pub position: u64,
     /// Revision in its stream.
@@ -66,6 +64,13 @@ pub struct SealView {
     pub content_crc: u32,
 }
 
+/// The group frame's fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupView {
+    /// Every byte of the segment before this offset was durable when the group was written.
+    pub durable_end: u64,
+}
+
 /// A decoded frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame<'a> {
@@ -73,6 +78,8 @@ pub enum Frame<'a> {
     Event(EventView<'a>),
     /// The seal.
     Seal(SealView),
+    /// The start of a group write.
+    Group(GroupView),
 }
 
 /// Why a frame could not be decoded.
@@ -101,7 +108,6 @@ impl std::fmt::Display for FrameError {
 pub fn encode_event(
     out: &mut Vec<u8>,
     commit: bool,
-    group_start: bool,
     position: u64,
     revision: u64,
     timestamp: i64,
@@ -123,9 +129,6 @@ pub fn encode_event(
     if content_type == ContentType::Json {
         flags |= FLAG_JSON;
     }
-    if group_start {
-        flags |= FLAG_GROUP_START;
-    }
     out.push(flags);
     out.extend_from_slice(&position.to_le_bytes());
     out.extend_from_slice(&revision.to_le_bytes());
@@ -141,6 +144,16 @@ pub fn encode_event(
     out.extend_from_slice(metadata);
     out.extend_from_slice(&(data.len() as u32).to_le_bytes());
     out.extend_from_slice(data);
+    finish_frame(out, start);
+}
+
+/// Appends a group frame to `out`.
+pub fn encode_group(out: &mut Vec<u8>, group: &GroupView) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; FRAME_HEADER]);
+    out.push(KIND_GROUP);
+    out.push(0);
+    out.extend_from_slice(&group.durable_end.to_le_bytes());
     finish_frame(out, start);
 }
 
@@ -221,7 +234,7 @@ fn decode_body(buf: &[u8], total: usize) -> Result<(Frame<'_>, usize), FrameErro
     let flags = r.u8()?;
     let frame = match kind {
         KIND_EVENT => {
-            if flags & !(FLAG_COMMIT | FLAG_JSON | FLAG_GROUP_START) != 0 {
+            if flags & !(FLAG_COMMIT | FLAG_JSON) != 0 {
                 return Err(FrameError::Malformed("unknown event flags"));
             }
             let position = r.u64()?;
@@ -241,7 +254,6 @@ fn decode_body(buf: &[u8], total: usize) -> Result<(Frame<'_>, usize), FrameErro
             let data = r.take(dlen)?;
             Frame::Event(EventView {
                 commit: flags & FLAG_COMMIT != 0,
-                group_start: flags & FLAG_GROUP_START != 0,
                 position,
                 revision,
                 timestamp,
@@ -258,7 +270,8 @@ fn decode_body(buf: &[u8], total: usize) -> Result<(Frame<'_>, usize), FrameErro
                 data,
             })
         }
-        KIND_SEAL if flags != 0 => return Err(FrameError::Malformed("unknown seal flags")),
+        KIND_SEAL | KIND_GROUP if flags != 0 => return Err(FrameError::Malformed("unknown frame flags")),
+        KIND_GROUP => Frame::Group(GroupView { durable_end: r.u64()? }),
         KIND_SEAL => Frame::Seal(SealView {
             next_position: r.u64()?,
             event_count: r.u64()?,
@@ -312,7 +325,6 @@ mod tests {
         encode_event(
             out,
             true,
-            true,
             7,
             3,
             1_700_000_000_000_000,
@@ -335,7 +347,7 @@ mod tests {
         let Frame::Event(ev) = frame else {
             panic!("not an event")
         };
-        assert!(ev.commit && ev.group_start);
+        assert!(ev.commit);
         assert_eq!((ev.position, ev.revision), (7, 3));
         assert_eq!(ev.stream, "order-1");
         assert_eq!(ev.event_type, "OrderPlaced");
@@ -355,6 +367,14 @@ mod tests {
         };
         encode_seal(&mut buf, &seal);
         assert_eq!(decode_frame(&buf).unwrap(), (Frame::Seal(seal), buf.len()));
+    }
+
+    #[test]
+    fn group_round_trips() {
+        let mut buf = Vec::new();
+        let g = GroupView { durable_end: 4096 };
+        encode_group(&mut buf, &g);
+        assert_eq!(decode_frame(&buf).unwrap(), (Frame::Group(g), buf.len()));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::checkpoint::{META_FILE, STREAMS_FILE, StoreMeta, StreamState, Streams
 use crate::error::{Error, IoContext, Result};
 use crate::event::now_micros;
 use crate::index::{IndexEntry, Lookup, MemIndex, SegmentIndex};
-use crate::options::{Durability, Options};
+use crate::options::Options;
 use crate::record::EventView;
 use crate::segment::{self, SEGMENT_HEADER, ScanEnd, SegmentHeader};
 use crate::storage::{Storage, write_atomically};
@@ -77,8 +77,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options) -> R
             ));
         }
         let is_last = i + 1 == count;
-        let strict = options.durability == Durability::Always;
-        match open_segment(st, dir, &path, *base, idx_names.get(base), is_last, strict)? {
+        match open_segment(st, dir, &path, *base, idx_names.get(base), is_last)? {
             None => {}
             Some(Opened::Sealed(s)) => {
                 expected_base = s.index.next_position();
@@ -165,7 +164,6 @@ fn open_segment(
     base: u64,
     idx_name: Option<&String>,
     is_last: bool,
-    strict: bool,
 ) -> Result<Option<Opened>> {
     // A sealed segment with a good index is opened without reading its bytes.
     if let Some(idx_name) = idx_name {
@@ -223,7 +221,7 @@ fn open_segment(
         // A crash while creating the last segment can leave its name on disk
         // with a short or unsynced header; its header is synced before any
         // event is written, so no event can be in it. Keep the bytes aside.
-        Err(Error::Corruption { .. }) if is_last && segment::find_group_start(&bytes, SEGMENT_HEADER).is_none() => {
+        Err(Error::Corruption { .. }) if is_last && segment::find_valid_frame(&bytes, SEGMENT_HEADER).is_none() => {
             save_torn_tail(st, dir, path, &bytes, base, 0)?;
             st.remove(path)
                 .and_then(|()| st.sync_dir(dir))
@@ -273,16 +271,16 @@ fn open_segment(
                 index: SegmentIndex::open(map, &idx_path)?,
             })))
         }
-        // Under `Durability::Always` each group write is synced before the next
-        // starts, so a later group start proves the damaged bytes were durable.
+        // A later group that was written when the damaged bytes were already
+        // durable proves this is damage in synced data, not a torn tail.
         ScanEnd::Damaged {
             offset,
             error,
-            later_group_start: Some(at),
-        } if strict => Err(Error::corruption(
+            durable_claim: Some(at),
+        } => Err(Error::corruption(
             path,
             offset,
-            format!("{error}, yet a later group write starts at byte {at}: damage in synced data, not a torn tail"),
+            format!("{error}, yet the group at byte {at} was written after these bytes were synced"),
         )),
         ScanEnd::Damaged { .. } | ScanEnd::Clean { .. } if !is_last => Err(Error::corruption(
             path,

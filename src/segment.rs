@@ -107,10 +107,10 @@ pub enum ScanEnd {
         offset: u64,
         /// What was wrong.
         error: FrameError,
-        /// Offset of a valid event frame that starts a later group write, if any.
-        /// The writer syncs each group before it writes the next, so such a frame
-        /// means the damage is in bytes that were once durable, not a torn tail.
-        later_group_start: Option<u64>,
+        /// Offset of a valid group frame after the damage that says the damaged
+        /// bytes were durable when it was written, if any: then the damage is in
+        /// data that was once synced, not a torn tail.
+        durable_claim: Option<u64>,
     },
 }
 
@@ -137,13 +137,13 @@ pub fn find_valid_frame(bytes: &[u8], from: usize) -> Option<u64> {
         .map(|at| at as u64)
 }
 
-/// Offset of the first valid event frame at or after `from` with the group-start flag.
-/// Searches byte by byte, since damage destroys the framing.
-pub fn find_group_start(bytes: &[u8], from: usize) -> Option<u64> {
-    (from..bytes.len())
+/// Offset of the first valid group frame after `damage` whose `durable_end`
+/// lies past `damage`. Searches byte by byte, since damage destroys the framing.
+pub fn find_durable_claim(bytes: &[u8], damage: usize) -> Option<u64> {
+    (damage + 1..bytes.len())
         .filter(|at| may_start_frame(bytes, *at))
         .find_map(|at| match record::decode_frame(&bytes[at..]) {
-            Ok((Frame::Event(ev), _)) if ev.group_start => Some(at as u64),
+            Ok((Frame::Group(g), _)) if g.durable_end > damage as u64 => Some(at as u64),
             _ => None,
         })
 }
@@ -173,6 +173,7 @@ pub fn scan_frames_from<'a>(
                 on_event(&ev, offset as u64, (offset + len) as u64)?;
                 offset += len;
             }
+            Ok((Frame::Group(_), len)) => offset += len,
             Ok((Frame::Seal(seal), _)) => {
                 return Ok(ScanEnd::Sealed {
                     seal_offset: offset as u64,
@@ -183,7 +184,7 @@ pub fn scan_frames_from<'a>(
                 return Ok(ScanEnd::Damaged {
                     offset: offset as u64,
                     error,
-                    later_group_start: find_group_start(bytes, offset + 1),
+                    durable_claim: find_durable_claim(bytes, offset),
                 });
             }
         }

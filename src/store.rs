@@ -414,7 +414,8 @@ fn candidates(l: &dyn Lookup, f: &Filter) -> Option<Vec<u64>> {
 /// Decodes the event frame in `bytes` (read from `offset` of `path`) and checks its position.
 pub(crate) fn decode_event_at<'a>(bytes: &'a [u8], path: &Path, offset: u64, position: u64) -> Result<EventView<'a>> {
     match record::decode_frame(bytes) {
-        Ok((Frame::Event(v), len)) if len == bytes.len() => {
+        // The range may end with the next group's frame; the event's own CRC covers it alone.
+        Ok((Frame::Event(v), len)) if len <= bytes.len() => {
             if v.position != position {
                 return Err(Error::corruption(
                     path,

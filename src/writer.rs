@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -31,7 +31,7 @@ use crate::event::{AppendResult, EventData, ExpectedVersion, now_micros};
 use crate::index::{IndexEntry, Lookup, MemIndex, SegmentIndex};
 use crate::options::Durability;
 use crate::query::AppendCondition;
-use crate::record::{self, EventView, Frame, SealView};
+use crate::record::{self, EventView, Frame, GroupView, SealView};
 use crate::segment::{SEGMENT_HEADER, SegmentHeader, segment_file_name};
 use crate::storage::write_atomically;
 use crate::store::{ActiveSegment, SealedSegment, Shared, mapped_bytes};
@@ -206,6 +206,8 @@ impl Committer {
 struct Pipeline {
     state: Mutex<Flight>,
     changed: Condvar,
+    /// Bytes of the active segment before this offset are known to be durable.
+    synced: AtomicU64,
 }
 
 #[derive(Default)]
@@ -255,6 +257,10 @@ fn finish(shared: &Shared, pipeline: &Pipeline, w: &Written, results: &mut Resul
     } else {
         Ok(())
     };
+    if synced.is_ok() && w.sync && !w.group.buf.is_empty() {
+        let end = w.offset + w.group.buf.len() as u64;
+        pipeline.synced.fetch_max(end, Ordering::AcqRel);
+    }
     if let Err(e) = &synced {
         // After a failed fsync the page cache cannot be trusted: stop writing.
         let mut f = shared.failure.lock();
@@ -386,6 +392,13 @@ impl Writer {
             .len()
             .ctx(|| format!("reading {}", active.path.display()))?
             .max(write_offset);
+        // What recovery found may still sit in the page cache (after a process
+        // crash); sync it, so that every byte before `write_offset` is durable.
+        active
+            .file
+            .sync_data()
+            .ctx(|| format!("syncing {}", active.path.display()))?;
+        pipeline.synced.store(write_offset, Ordering::Release);
         // The newest sealed segment's last timestamp bounds ours from below too.
         let sealed_ts = shared
             .sealed
@@ -450,8 +463,12 @@ impl Writer {
         if !self.dirty {
             return;
         }
-        if let Err(e) = self.active.file.sync_data() {
-            self.fail(format!("sync of {} failed: {e}", self.active.path.display()));
+        let end = self.write_offset;
+        match self.active.file.sync_data() {
+            Ok(()) => {
+                self.pipeline.synced.fetch_max(end, Ordering::AcqRel);
+            }
+            Err(e) => self.fail(format!("sync of {} failed: {e}", self.active.path.display())),
         }
         self.dirty = false;
         self.last_sync = Instant::now();
@@ -531,14 +548,16 @@ impl Writer {
         let position = self.next_position;
         let timestamp = now_micros().max(self.last_timestamp);
         let n = req.events.len();
+        if self.group.buf.is_empty() {
+            let durable_end = self.pipeline.synced.load(Ordering::Acquire);
+            record::encode_group(&mut self.group.buf, &GroupView { durable_end });
+        }
         for (i, e) in req.events.iter().enumerate() {
             let id = e.id.unwrap_or_else(Uuid::new_v4);
             let start = self.group.buf.len();
-            let group_start = self.group.buf.is_empty();
             record::encode_event(
                 &mut self.group.buf,
                 i + 1 == n,
-                group_start,
                 position + i as u64,
                 first_revision + i as u64,
                 timestamp,
@@ -831,6 +850,7 @@ impl Writer {
         self.active = active;
         self.write_offset = SEGMENT_HEADER as u64;
         self.allocated_end = SEGMENT_HEADER as u64;
+        self.pipeline.synced.store(SEGMENT_HEADER as u64, Ordering::Release);
         self.content_crc = crc32fast::Hasher::new();
         Ok(())
     }

@@ -578,25 +578,36 @@ fn a_torn_tail_is_cut_and_kept_aside() {
 
 #[test]
 fn damage_before_a_later_synced_group_is_reported_not_cut() {
-    let sim = SimStorage::new();
-    let store = sim_store(&sim, Options::default());
-    for i in 0..10 {
-        store.append("s", ExpectedVersion::Any, vec![ev("E", i)]).unwrap();
-    }
-    drop(store);
-    let seg = Path::new("/data/00000000000000000000.seg");
-    let bytes = sim.read_file(seg).unwrap();
-    let needle = br#"{"n":3}"#;
-    let at = bytes.windows(needle.len()).position(|w| w == needle).unwrap();
-    sim.flip_bit(seg, at as u64, 0).unwrap();
-    // Under Durability::Always the later groups prove the bytes were synced: refuse, keep everything.
+    let damage = |options: Options| {
+        let sim = SimStorage::new();
+        let store = sim_store(&sim, options.clone());
+        for i in 0..10 {
+            store.append("s", ExpectedVersion::Any, vec![ev("E", i)]).unwrap();
+        }
+        drop(store);
+        let seg = Path::new("/data/00000000000000000000.seg");
+        let bytes = sim.read_file(seg).unwrap();
+        let needle = br#"{"n":3}"#;
+        let at = bytes.windows(needle.len()).position(|w| w == needle).unwrap();
+        sim.flip_bit(seg, at as u64, 0).unwrap();
+        (sim, at, bytes.len())
+    };
+    // Synced appends: later groups say the damaged bytes were durable. Refuse, cut nothing.
+    let (sim, at, len) = damage(Options::default());
     let err = Store::open_with(Arc::new(sim.clone()), "/data", Options::default()).unwrap_err();
     assert!(
         matches!(err, Error::Corruption { offset, .. } if offset < at as u64),
         "{err}"
     );
-    assert_eq!(sim.read_file(seg).unwrap().len(), bytes.len(), "nothing was cut");
-    // Without that guarantee, the damaged tail is cut from the damaged append on and kept aside.
+    assert_eq!(
+        sim.read_file(Path::new("/data/00000000000000000000.seg"))
+            .unwrap()
+            .len(),
+        len
+    );
+    // Never-synced appends: nothing says they were durable, so the damage is a torn
+    // tail; it is cut from the damaged append on and kept aside.
+    let (sim, _, _) = damage(opts());
     let store = sim_store(&sim, opts());
     assert_eq!(store.head_position(), 3);
     let torn = sim.list(Path::new("/data/torn")).unwrap();

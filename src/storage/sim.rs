@@ -56,6 +56,24 @@ enum Change {
     SetLen(usize),
 }
 
+/// A random prefix of a write, sometimes ending in garbage; other changes whole.
+fn torn_part(change: &Change, rng: &mut SimRng) -> Change {
+    match change {
+        Change::Write(at, bytes) => {
+            let part = rng.below(bytes.len() as u64 + 1) as usize;
+            let mut partial = bytes[..part].to_vec();
+            if part > 0 && rng.below(4) == 0 {
+                let garbage = part.min(1 + rng.below(16) as usize);
+                for b in &mut partial[part - garbage..] {
+                    *b = rng.next_u64() as u8;
+                }
+            }
+            Change::Write(*at, partial)
+        }
+        Change::SetLen(len) => Change::SetLen(*len),
+    }
+}
+
 fn apply(data: &mut Vec<u8>, change: &Change) {
     match change {
         Change::Write(at, bytes) => {
@@ -197,9 +215,9 @@ impl SimStorage {
     /// Simulates a power cut and restart. Without `torn`, unsynced directory
     /// entries vanish and each file keeps exactly its durable bytes. With `torn`,
     /// each unsynced directory change survives or not by chance, and each file
-    /// keeps its durable bytes plus a random prefix of its unsynced changes in
-    /// the order they were made, the next one landing partly, sometimes with
-    /// garbage at the end of the part that landed.
+    /// keeps its durable bytes plus, by chance, either a prefix of its unsynced
+    /// changes in order (the next landing partly) or a random subset of them
+    /// (as reordered sector writes), parts of writes sometimes ending in garbage.
     /// Open handles and locks from before the crash stop working.
     pub fn crash(&self, seed: u64, torn: bool) {
         let mut st = self.state.lock();
@@ -228,21 +246,25 @@ impl SimStorage {
         for inode in st.inodes.values_mut() {
             let mut next = inode.durable.clone();
             if torn && !inode.unsynced.is_empty() {
-                // Changes reach the disk in order; the one in flight lands partly.
-                let keep = rng.below(inode.unsynced.len() as u64 + 1) as usize;
-                for change in &inode.unsynced[..keep] {
-                    apply(&mut next, change);
-                }
-                if let Some(Change::Write(at, bytes)) = inode.unsynced.get(keep) {
-                    let part = rng.below(bytes.len() as u64 + 1) as usize;
-                    let mut partial = bytes[..part].to_vec();
-                    if part > 0 && rng.below(4) == 0 {
-                        let garbage = part.min(1 + rng.below(16) as usize);
-                        for b in &mut partial[part - garbage..] {
-                            *b = rng.next_u64() as u8;
+                if rng.below(2) == 0 {
+                    // In order: a prefix of the changes lands, the next one partly.
+                    let keep = rng.below(inode.unsynced.len() as u64 + 1) as usize;
+                    for change in &inode.unsynced[..keep] {
+                        apply(&mut next, change);
+                    }
+                    if let Some(change) = inode.unsynced.get(keep) {
+                        apply(&mut next, &torn_part(change, &mut rng));
+                    }
+                } else {
+                    // Reordered, as a disk may write sectors: each change lands, lands
+                    // partly, or is lost, independently of the others.
+                    for change in &inode.unsynced {
+                        match rng.below(3) {
+                            0 => {}
+                            1 => apply(&mut next, change),
+                            _ => apply(&mut next, &torn_part(change, &mut rng)),
                         }
                     }
-                    apply(&mut next, &Change::Write(*at, partial));
                 }
             }
             inode.current = next.clone();
