@@ -231,46 +231,50 @@ impl Shared {
         let filtered = !filter.is_empty();
         loop {
             let seg = &segs[si];
-            // Plan this segment's candidate positions under its index lock, read after.
-            let plan: Vec<(u64, u64, u64)> = seg.with(|l| {
+            // This segment's candidate positions, from its indexes; read lazily,
+            // a chunk at a time, so that a read stops as soon as it has `limit`.
+            let mut positions: Box<dyn Iterator<Item = u64>> = seg.with(|l| {
                 let lo = l.base();
                 let hi = l.next_position().min(published);
                 if hi <= lo {
-                    return Vec::new();
+                    return Box::new(std::iter::empty()) as Box<dyn Iterator<Item = u64>>;
                 }
                 if let Some((min_ts, max_ts)) = l.time_range()
                     && (filter.since_micros.is_some_and(|s| max_ts < s)
                         || filter.until_micros.is_some_and(|u| min_ts >= u))
                 {
-                    return Vec::new();
+                    return Box::new(std::iter::empty());
                 }
-                let positions: Box<dyn Iterator<Item = u64>> = match candidates(l, filter) {
-                    Some(mut c) => {
-                        c.retain(|p| *p >= lo && *p < hi);
-                        match direction {
-                            Direction::Forward => Box::new(c.into_iter().filter(move |p| *p >= start)),
-                            Direction::Backward => Box::new(c.into_iter().rev().filter(move |p| *p <= start)),
-                        }
+                match (candidates(l, filter), direction) {
+                    (Some(c), Direction::Forward) => {
+                        Box::new(c.into_iter().filter(move |p| *p >= start.max(lo) && *p < hi))
                     }
-                    None => match direction {
-                        Direction::Forward => Box::new(start.max(lo)..hi),
-                        Direction::Backward => Box::new((lo..=start.min(hi - 1)).rev()),
-                    },
-                };
-                // Unfiltered reads stop at the limit; filtered ones may reject candidates.
-                let cap = if filtered { usize::MAX } else { limit - out.len() };
-                positions
-                    .filter(|p| l.timestamp(*p).is_some_and(|ts| filter.admits_time(ts)))
-                    .take(cap)
-                    .filter_map(|p| l.location(p).map(|(o, e)| (p, o, e)))
-                    .collect()
+                    (Some(c), Direction::Backward) => {
+                        Box::new(c.into_iter().rev().filter(move |p| *p <= start && *p >= lo && *p < hi))
+                    }
+                    (None, Direction::Forward) => Box::new(start.max(lo)..hi),
+                    (None, Direction::Backward) => Box::new((lo..=start.min(hi - 1)).rev()),
+                }
             });
             let want = if filtered { Want::Filter(filter) } else { Want::Any };
-            for loc in plan {
-                if let Some(ev) = self.read_at(seg, loc, want)? {
-                    out.push(ev);
-                    if out.len() >= limit {
-                        return Ok(out);
+            loop {
+                let chunk: Vec<u64> = positions.by_ref().take((limit - out.len()).clamp(1, 256)).collect();
+                if chunk.is_empty() {
+                    break;
+                }
+                let plan: Vec<(u64, u64, u64)> = seg.with(|l| {
+                    chunk
+                        .iter()
+                        .filter(|p| l.timestamp(**p).is_some_and(|ts| filter.admits_time(ts)))
+                        .filter_map(|p| l.location(*p).map(|(o, e)| (*p, o, e)))
+                        .collect()
+                });
+                for loc in plan {
+                    if let Some(ev) = self.read_at(seg, loc, want)? {
+                        out.push(ev);
+                        if out.len() >= limit {
+                            return Ok(out);
+                        }
                     }
                 }
             }
@@ -378,19 +382,26 @@ impl Shared {
 
 /// Candidate positions of a segment for a filter, from the indexes; `None` means every position.
 fn candidates(l: &dyn Lookup, f: &Filter) -> Option<Vec<u64>> {
+    let mut found: Option<Vec<u64>> = None;
     if !f.types.is_empty() {
         let mut all: Vec<u64> = f.types.iter().flat_map(|t| l.type_positions(hash_str(t))).collect();
         all.sort_unstable();
         all.dedup();
-        return Some(all);
+        found = Some(all);
     }
-    if let Some(first) = f.tags.first() {
-        let mut base = l.tag_positions(hash_str(first));
-        for t in &f.tags[1..] {
-            let other = l.tag_positions(hash_str(t));
-            base.retain(|p| other.binary_search(p).is_ok());
-        }
-        return Some(base);
+    // Every tag must be present: intersect with each tag's list.
+    for t in &f.tags {
+        let list = l.tag_positions(hash_str(t));
+        found = Some(match found {
+            None => list,
+            Some(mut c) => {
+                c.retain(|p| list.binary_search(p).is_ok());
+                c
+            }
+        });
+    }
+    if found.is_some() {
+        return found;
     }
     if let Some(prefix) = &f.stream_prefix {
         let mut all = Vec::new();
