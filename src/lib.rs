@@ -37,3 +37,8 @@ pub use query::{AppendCondition, Filter, Query, QueryItem};
 pub use storage::{FsStorage, SimStorage, Storage};
 pub use store::{Direction, LogFrom, Store, StreamFrom};
 pub use verify::{Problem, VerifyReport};
+
+/// Compiles the README's example as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
