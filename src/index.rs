@@ -182,6 +182,16 @@ impl MemIndex {
         }
     }
 
+    /// Adds `count` positions whose events were lost (a repair's lost frame at
+    /// `offset..end`): they take locations, and nothing else.
+    pub fn push_lost(&mut self, count: u64, offset: u64, end: u64) {
+        let ts = self.locations.last().map_or(i64::MIN, |(_, ts)| *ts);
+        for _ in 0..count {
+            self.locations.push((offset, ts));
+        }
+        self.end_offset = end;
+    }
+
     /// Encodes the `.idx` file for this segment once it is sealed.
     pub fn encode_file(&self) -> Vec<u8> {
         let n = self.locations.len() as u64;
@@ -240,6 +250,7 @@ impl MemIndex {
             tags.len() as u64,
             bloom.len() as u64,
             summary_bytes.len() as u64,
+            ids.len() as u64,
         ] {
             out.extend_from_slice(&v.to_le_bytes());
         }
@@ -331,6 +342,8 @@ pub struct SegmentIndex {
     max_ts: i64,
     stream_count: u64,
     tag_count: u64,
+    /// Events indexed by stream, type and id (positions minus lost ones).
+    indexed: u64,
     locations_at: usize,
     streams_at: usize,
     types_at: usize,
@@ -390,12 +403,16 @@ impl SegmentIndex {
         let tag_count = le_u64(b, 64);
         let bloom_len = le_u64(b, 72);
         let summary_len = le_u64(b, 80);
+        let indexed = le_u64(b, 88);
+        if indexed > count {
+            return Err(bad(88, "more indexed events than positions"));
+        }
         // Sizes in u128 so that no header value can overflow the arithmetic.
         let body = 16 * count as u128
-            + 24 * count as u128
-            + 16 * count as u128
+            + 24 * indexed as u128
+            + 16 * indexed as u128
             + 16 * tag_count as u128
-            + 24 * count as u128
+            + 24 * indexed as u128
             + bloom_len as u128
             + summary_len as u128;
         if INDEX_HEADER as u128 + body + 4 != b.len() as u128 {
@@ -410,12 +427,13 @@ impl SegmentIndex {
             return Err(bad(crc_at as u64, "index body checksum mismatch"));
         }
         let n = count as usize;
+        let m = indexed as usize;
         let locations_at = INDEX_HEADER;
         let streams_at = locations_at + 16 * n;
-        let types_at = streams_at + 24 * n;
-        let tags_at = types_at + 16 * n;
+        let types_at = streams_at + 24 * m;
+        let tags_at = types_at + 16 * m;
         let ids_at = tags_at + 16 * tag_count as usize;
-        let bloom_at = ids_at + 24 * n;
+        let bloom_at = ids_at + 24 * m;
         let summary_at = bloom_at + bloom_len as usize;
         let idx = SegmentIndex {
             map: map.clone(),
@@ -426,6 +444,7 @@ impl SegmentIndex {
             max_ts,
             stream_count,
             tag_count,
+            indexed,
             locations_at,
             streams_at,
             types_at,
@@ -538,7 +557,7 @@ impl Lookup for SegmentIndex {
         (self.count > 0).then_some((self.min_ts, self.max_ts))
     }
     fn stream_entries(&self, hash: u64, from: u64, forward: bool, limit: usize) -> Vec<(u64, u64)> {
-        let n = self.count as usize;
+        let n = self.indexed as usize;
         if forward {
             let start = partition(n, |i| {
                 let (h, r, _) = self.stream_rec(i);
@@ -565,7 +584,7 @@ impl Lookup for SegmentIndex {
         }
     }
     fn type_positions(&self, hash: u64) -> Vec<u64> {
-        self.pairs_for(self.types_at, self.count as usize, hash)
+        self.pairs_for(self.types_at, self.indexed as usize, hash)
     }
     fn tag_positions(&self, hash: u64) -> Vec<u64> {
         self.pairs_for(self.tags_at, self.tag_count as usize, hash)
@@ -574,8 +593,8 @@ impl Lookup for SegmentIndex {
         let b = self.bytes();
         let key = id.as_bytes();
         let rec = |i: usize| &b[self.ids_at + 24 * i..self.ids_at + 24 * i + 24];
-        let i = partition(self.count as usize, |i| rec(i)[..16] < key[..]);
-        (i < self.count as usize && &rec(i)[..16] == key).then(|| le_u64(rec(i), 16))
+        let i = partition(self.indexed as usize, |i| rec(i)[..16] < key[..]);
+        (i < self.indexed as usize && &rec(i)[..16] == key).then(|| le_u64(rec(i), 16))
     }
     fn may_contain_stream(&self, hash: u64) -> bool {
         if self.stream_count == 0 {

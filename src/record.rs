@@ -25,6 +25,8 @@ pub const FLAG_COMMIT: u8 = 1;
 pub const FLAG_JSON: u8 = 2;
 /// Body kind of the group frame that opens each group write.
 pub const KIND_GROUP: u8 = 3;
+/// Body kind of the frame that stands, after a repair, for events whose bytes were lost.
+pub const KIND_LOST: u8 = 4;
 
 /// An event frame's fields, borrowed from the bytes they were decoded from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +73,15 @@ pub struct GroupView {
     pub durable_end: u64,
 }
 
+/// The lost frame's fields: positions whose events a repair could not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LostView {
+    /// First lost position.
+    pub first_position: u64,
+    /// Number of lost positions (at least 1).
+    pub count: u64,
+}
+
 /// A decoded frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame<'a> {
@@ -80,6 +91,8 @@ pub enum Frame<'a> {
     Seal(SealView),
     /// The start of a group write.
     Group(GroupView),
+    /// Positions lost to damage, as recorded by a repair.
+    Lost(LostView),
 }
 
 /// Why a frame could not be decoded.
@@ -154,6 +167,17 @@ pub fn encode_group(out: &mut Vec<u8>, group: &GroupView) {
     out.push(KIND_GROUP);
     out.push(0);
     out.extend_from_slice(&group.durable_end.to_le_bytes());
+    finish_frame(out, start);
+}
+
+/// Appends a lost frame to `out`.
+pub fn encode_lost(out: &mut Vec<u8>, lost: &LostView) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; FRAME_HEADER]);
+    out.push(KIND_LOST);
+    out.push(0);
+    out.extend_from_slice(&lost.first_position.to_le_bytes());
+    out.extend_from_slice(&lost.count.to_le_bytes());
     finish_frame(out, start);
 }
 
@@ -270,7 +294,17 @@ fn decode_body(buf: &[u8], total: usize) -> Result<(Frame<'_>, usize), FrameErro
                 data,
             })
         }
-        KIND_SEAL | KIND_GROUP if flags != 0 => return Err(FrameError::Malformed("unknown frame flags")),
+        KIND_SEAL | KIND_GROUP | KIND_LOST if flags != 0 => return Err(FrameError::Malformed("unknown frame flags")),
+        KIND_LOST => {
+            let lost = LostView {
+                first_position: r.u64()?,
+                count: r.u64()?,
+            };
+            if lost.count == 0 {
+                return Err(FrameError::Malformed("lost frame with no position"));
+            }
+            Frame::Lost(lost)
+        }
         KIND_GROUP => Frame::Group(GroupView { durable_end: r.u64()? }),
         KIND_SEAL => Frame::Seal(SealView {
             next_position: r.u64()?,
@@ -375,6 +409,17 @@ mod tests {
         let g = GroupView { durable_end: 4096 };
         encode_group(&mut buf, &g);
         assert_eq!(decode_frame(&buf).unwrap(), (Frame::Group(g), buf.len()));
+    }
+
+    #[test]
+    fn lost_round_trips() {
+        let mut buf = Vec::new();
+        let l = LostView {
+            first_position: 9,
+            count: 3,
+        };
+        encode_lost(&mut buf, &l);
+        assert_eq!(decode_frame(&buf).unwrap(), (Frame::Lost(l), buf.len()));
     }
 
     #[test]

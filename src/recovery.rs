@@ -20,7 +20,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::event::now_micros;
 use crate::index::{IndexEntry, Lookup, MemIndex, SegmentIndex};
 use crate::options::Options;
-use crate::record::EventView;
+use crate::record::{EventView, Frame};
 use crate::segment::{self, SEGMENT_HEADER, ScanEnd, SegmentHeader};
 use crate::storage::{Storage, write_atomically};
 use crate::store::{ActiveSegment, SealedSegment, Shared, mapped_bytes};
@@ -335,21 +335,35 @@ pub(crate) fn index_segment(bytes: &[u8], base: u64, path: &Path) -> Result<Scan
     let mut pending: Vec<(EventView<'_>, u64, u64)> = Vec::new();
     let mut next = base;
     let mut committed_end = SEGMENT_HEADER as u64;
-    let end = segment::scan_frames(bytes, |ev, offset, end| {
-        if ev.position != next {
-            return Err(Error::corruption(
-                path,
-                offset,
-                format!("event has position {}, expected {next}", ev.position),
-            ));
-        }
-        next += 1;
-        pending.push((ev.clone(), offset, end));
-        if ev.commit {
-            for (v, offset, end) in pending.drain(..) {
-                index.push(&IndexEntry::from_view(&v, offset), end);
+    let end = segment::scan_frames(bytes, |frame, offset, end| {
+        match frame {
+            Frame::Event(ev) => {
+                if ev.position != next {
+                    return Err(Error::corruption(
+                        path,
+                        offset,
+                        format!("event has position {}, expected {next}", ev.position),
+                    ));
+                }
+                next += 1;
+                pending.push((ev.clone(), offset, end));
+                if ev.commit {
+                    for (v, offset, end) in pending.drain(..) {
+                        index.push(&IndexEntry::from_view(&v, offset), end);
+                    }
+                    committed_end = end;
+                }
             }
-            committed_end = end;
+            Frame::Lost(lost) => {
+                // Written only by repair, between whole appends.
+                if lost.first_position != next || !pending.is_empty() {
+                    return Err(Error::corruption(path, offset, "lost frame out of sequence"));
+                }
+                next += lost.count;
+                index.push_lost(lost.count, offset, end);
+                committed_end = end;
+            }
+            _ => {}
         }
         Ok(())
     })?;

@@ -148,20 +148,17 @@ pub fn find_durable_claim(bytes: &[u8], damage: usize) -> Option<u64> {
         })
 }
 
-/// Walks the frames of a segment body, calling `on_event` for each event with its
-/// offset and the offset just past it. Stops at the seal, the end, or the first bad frame.
-pub fn scan_frames<'a>(
-    bytes: &'a [u8],
-    on_event: impl FnMut(&record::EventView<'a>, u64, u64) -> Result<()>,
-) -> Result<ScanEnd> {
-    scan_frames_from(bytes, SEGMENT_HEADER, on_event)
+/// Walks the frames of a segment body, calling `on_frame` for each event and
+/// lost frame with its offset and the offset just past it (group frames are skipped). Stops at the seal, the end, or the first bad frame.
+pub fn scan_frames<'a>(bytes: &'a [u8], on_frame: impl FnMut(&Frame<'a>, u64, u64) -> Result<()>) -> Result<ScanEnd> {
+    scan_frames_from(bytes, SEGMENT_HEADER, on_frame)
 }
 
 /// Like [`scan_frames`], starting at `start` instead of just after the header.
 pub fn scan_frames_from<'a>(
     bytes: &'a [u8],
     start: usize,
-    mut on_event: impl FnMut(&record::EventView<'a>, u64, u64) -> Result<()>,
+    mut on_frame: impl FnMut(&Frame<'a>, u64, u64) -> Result<()>,
 ) -> Result<ScanEnd> {
     let mut offset = start.min(bytes.len());
     loop {
@@ -169,8 +166,8 @@ pub fn scan_frames_from<'a>(
             return Ok(ScanEnd::Clean { end: offset as u64 });
         }
         match record::decode_frame(&bytes[offset..]) {
-            Ok((Frame::Event(ev), len)) => {
-                on_event(&ev, offset as u64, (offset + len) as u64)?;
+            Ok((frame @ (Frame::Event(_) | Frame::Lost(_)), len)) => {
+                on_frame(&frame, offset as u64, (offset + len) as u64)?;
                 offset += len;
             }
             Ok((Frame::Group(_), len)) => offset += len,

@@ -164,6 +164,10 @@ impl Shared {
     fn read_at(&self, seg: &SegRef, loc: (u64, u64, u64), want: Want<'_>) -> Result<Option<RecordedEvent>> {
         let (position, offset, end) = loc;
         let path = seg.path();
+        if end == offset {
+            // Positions sharing one frame: a repair's record of lost events.
+            return Ok(None);
+        }
         let len = end
             .checked_sub(offset)
             .filter(|l| *l as usize <= record::MAX_BODY + record::FRAME_HEADER)
@@ -186,7 +190,9 @@ impl Shared {
                 Bytes::from(buf)
             }
         };
-        let view = decode_event_at(&frame, path, offset, position)?;
+        let Some(view) = decode_event_at(&frame, path, offset, position)? else {
+            return Ok(None);
+        };
         let wanted = match want {
             Want::Any => true,
             Want::Filter(f) => f.matches(&view),
@@ -422,8 +428,14 @@ fn candidates(l: &dyn Lookup, f: &Filter) -> Option<Vec<u64>> {
     None
 }
 
-/// Decodes the event frame in `bytes` (read from `offset` of `path`) and checks its position.
-pub(crate) fn decode_event_at<'a>(bytes: &'a [u8], path: &Path, offset: u64, position: u64) -> Result<EventView<'a>> {
+/// Decodes the event frame in `bytes` (read from `offset` of `path`) and checks
+/// its position; `None` if a repair recorded that position as lost.
+pub(crate) fn decode_event_at<'a>(
+    bytes: &'a [u8],
+    path: &Path,
+    offset: u64,
+    position: u64,
+) -> Result<Option<EventView<'a>>> {
     match record::decode_frame(bytes) {
         // The range may end with the next group's frame; the event's own CRC covers it alone.
         Ok((Frame::Event(v), len)) if len <= bytes.len() => {
@@ -434,8 +446,9 @@ pub(crate) fn decode_event_at<'a>(bytes: &'a [u8], path: &Path, offset: u64, pos
                     format!("frame holds position {}, index says {position}", v.position),
                 ));
             }
-            Ok(v)
+            Ok(Some(v))
         }
+        Ok((Frame::Lost(l), _)) if (l.first_position..l.first_position + l.count).contains(&position) => Ok(None),
         Ok(_) => Err(Error::corruption(path, offset, "frame is not the indexed event")),
         Err(e) => Err(Error::corruption(path, offset, e.to_string())),
     }

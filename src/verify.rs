@@ -43,6 +43,8 @@ pub struct VerifyReport {
     pub events: u64,
     /// Bytes of segment data read.
     pub bytes: u64,
+    /// Positions a repair recorded as lost (their events could not be read).
+    pub lost: u64,
     /// Everything found wrong, in file order.
     pub problems: Vec<Problem>,
 }
@@ -66,12 +68,15 @@ impl VerifyReport {
 #[derive(Default)]
 struct Revisions {
     next: HashMap<String, u64>,
+    /// Positions recorded as lost by a repair so far; a stream may skip revisions by as many.
+    lost: u64,
 }
 
 impl Revisions {
     fn check(&mut self, report: &mut VerifyReport, file: &Path, offset: u64, stream: &str, revision: u64) {
         let next = self.next.entry(stream.to_string()).or_insert(0);
-        if revision != *next {
+        let explained = revision > *next && revision - *next <= self.lost;
+        if revision != *next && !explained {
             report.problem(
                 file,
                 offset,
@@ -214,11 +219,17 @@ fn check_segment(
     };
     // Revisions, event by event, in position order.
     for p in base..scanned.index.next_position() {
-        if let Some((off, end)) = scanned.index.location(p)
-            && let Ok((Frame::Event(ev), _)) = record::decode_frame(&bytes[off as usize..end as usize])
-        {
-            revisions.check(report, path, off, ev.stream, ev.revision);
-            report.events += 1;
+        if let Some((off, end)) = scanned.index.location(p) {
+            match record::decode_frame(&bytes[off as usize..end.max(off) as usize]) {
+                Ok((Frame::Event(ev), _)) => {
+                    revisions.check(report, path, off, ev.stream, ev.revision);
+                    report.events += 1;
+                }
+                _ => {
+                    revisions.lost += 1;
+                    report.lost += 1;
+                }
+            }
         }
     }
     match (&scanned.end, sealed) {

@@ -1,0 +1,527 @@
+//! Repair of a closed, damaged data directory.
+//!
+//! Repair rebuilds what is derived (indexes, the stream checkpoint, headers
+//! whose file name says what they held), cuts torn tails, seals segments that
+//! should have been sealed, and replaces damaged ranges of the log by lost
+//! frames so that positions stay contiguous. It never deletes a byte: every
+//! original file it rewrites and every range it drops is first copied into
+//! `quarantine/<time>/`, and every action is reported. It must never run on a
+//! store that is open (it takes the directory's lock).
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::checkpoint::{META_FILE, STREAMS_FILE, StoreMeta};
+use crate::error::{Error, IoContext, Result};
+use crate::event::now_micros;
+use crate::index::SegmentIndex;
+use crate::record::{self, Frame, GroupView, LostView, SealView};
+use crate::recovery::{LOCK_FILE, index_segment};
+use crate::segment::{self, SEGMENT_HEADER, SegmentHeader, segment_file_name};
+use crate::storage::{FsStorage, Storage, write_atomically};
+
+/// Name of the folder where repair keeps what it moved aside.
+pub const QUARANTINE_DIR: &str = "quarantine";
+
+/// What [`repair`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepairReport {
+    /// Each action taken, with the file and byte offset concerned.
+    pub actions: Vec<String>,
+    /// Positions whose events could not be read and are now recorded as lost.
+    pub lost_positions: u64,
+    /// Bytes copied into the quarantine folder.
+    pub quarantined_bytes: u64,
+    /// The quarantine folder of this run, if anything was moved there.
+    pub quarantine: Option<PathBuf>,
+}
+
+impl RepairReport {
+    /// True when the store needed nothing.
+    pub fn is_clean(&self) -> bool {
+        self.actions.is_empty()
+    }
+}
+
+/// Repairs the store in `dir` on the real file system; see [`repair_with`].
+pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
+    repair_with(Arc::new(FsStorage), dir.as_ref())
+}
+
+/// Repairs the closed store in `dir`. After it, the store opens and verifies
+/// clean, except for the positions reported lost.
+pub fn repair_with(storage: Arc<dyn Storage>, dir: &Path) -> Result<RepairReport> {
+    let st = &*storage;
+    let _lock = st.lock(&dir.join(LOCK_FILE)).map_err(|e| match e.kind() {
+        io::ErrorKind::WouldBlock => Error::Locked {
+            path: dir.to_path_buf(),
+        },
+        _ => Error::io(format!("locking {}", dir.display()), e),
+    })?;
+    let mut r = Repairer {
+        st,
+        dir,
+        report: RepairReport::default(),
+        stamp: now_micros(),
+    };
+    r.identity()?;
+    r.segments()?;
+    r.derived()?;
+    Ok(r.report)
+}
+
+struct Repairer<'a> {
+    st: &'a dyn Storage,
+    dir: &'a Path,
+    report: RepairReport,
+    stamp: i64,
+}
+
+/// A segment's new body as repair rebuilt it.
+struct Rebuilt {
+    bytes: Vec<u8>,
+    next: u64,
+    changed: bool,
+    sealed: bool,
+}
+
+impl Repairer<'_> {
+    fn act(&mut self, what: String) {
+        self.report.actions.push(what);
+    }
+
+    /// Copies bytes into this run's quarantine folder under `name`.
+    fn quarantine(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        let q = self.dir.join(QUARANTINE_DIR).join(self.stamp.to_string());
+        self.st.create_dir_all(&q).ctx(|| format!("creating {}", q.display()))?;
+        write_atomically(self.st, &q, name, bytes).ctx(|| format!("quarantining {name}"))?;
+        self.report.quarantined_bytes += bytes.len() as u64;
+        self.report.quarantine = Some(q);
+        Ok(())
+    }
+
+    fn read(&self, path: &Path) -> Result<Vec<u8>> {
+        let f = self
+            .st
+            .open(path, false)
+            .ctx(|| format!("opening {}", path.display()))?;
+        let len = f.len().ctx(|| format!("reading {}", path.display()))?;
+        let mut b = vec![0u8; len as usize];
+        f.read_exact_at(&mut b, 0)
+            .ctx(|| format!("reading {}", path.display()))?;
+        Ok(b)
+    }
+
+    /// Keeps a readable identity file; rewrites a damaged or missing one if segments exist.
+    fn identity(&mut self) -> Result<()> {
+        let path = self.dir.join(META_FILE);
+        let existing = if self.st.exists(&path) {
+            Some(self.read(&path)?)
+        } else {
+            None
+        };
+        match existing.as_deref().map(|b| StoreMeta::decode(b, &path)) {
+            Some(Ok(_)) => return Ok(()),
+            Some(Err(e @ Error::UnsupportedVersion { .. })) => return Err(e),
+            _ => {}
+        }
+        let has_segments = self
+            .st
+            .list(self.dir)
+            .ctx(|| format!("listing {}", self.dir.display()))?
+            .iter()
+            .any(|n| matches!(segment::parse_file_name(n), Some((_, "seg"))));
+        if !has_segments {
+            return Err(Error::NotAStore {
+                path: self.dir.to_path_buf(),
+                reason: "no annal.meta and no segment to repair".into(),
+            });
+        }
+        if let Some(old) = existing {
+            self.quarantine(META_FILE, &old)?;
+        }
+        let meta = StoreMeta {
+            store_id: uuid::Uuid::new_v4(),
+            created_micros: now_micros(),
+        };
+        write_atomically(self.st, self.dir, META_FILE, &meta.encode()).ctx(|| format!("writing {META_FILE}"))?;
+        self.act(format!("{}: rewritten (it was missing or damaged)", path.display()));
+        Ok(())
+    }
+
+    fn segments(&mut self) -> Result<()> {
+        let mut bases: Vec<u64> = self
+            .st
+            .list(self.dir)
+            .ctx(|| format!("listing {}", self.dir.display()))?
+            .iter()
+            .filter_map(|n| match segment::parse_file_name(n) {
+                Some((b, "seg")) => Some(b),
+                _ => None,
+            })
+            .collect();
+        bases.sort_unstable();
+        let mut expected = 0u64;
+        for (i, base) in bases.iter().copied().enumerate() {
+            let is_last = i + 1 == bases.len();
+            let path = self.dir.join(segment_file_name(base));
+            if base < expected {
+                let bytes = self.read(&path)?;
+                self.quarantine(&segment_file_name(base), &bytes)?;
+                self.st.remove(&path).ctx(|| format!("removing {}", path.display()))?;
+                self.act(format!(
+                    "{}: starts at position {base}, inside the previous segment (which ends at {expected}); moved to quarantine",
+                    path.display()
+                ));
+                continue;
+            }
+            if base > expected {
+                self.fill_gap(expected, base)?;
+            }
+            // The next segment's base bounds this one, whatever its seal says.
+            let bound = bases.get(i + 1).copied();
+            expected = self.segment(&path, base, is_last, bound)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a sealed segment holding one lost frame for positions no segment held.
+    fn fill_gap(&mut self, from: u64, to: u64) -> Result<()> {
+        let mut bytes = SegmentHeader {
+            base_position: from,
+            created_micros: now_micros(),
+        }
+        .encode()
+        .to_vec();
+        record::encode_lost(
+            &mut bytes,
+            &LostView {
+                first_position: from,
+                count: to - from,
+            },
+        );
+        self.seal(&mut bytes, to, to - from);
+        let name = segment_file_name(from);
+        self.replace(&name, &bytes)?;
+        self.report.lost_positions += to - from;
+        self.act(format!(
+            "{}: positions {from}..{to} were in no segment; recorded as lost",
+            self.dir.join(&name).display()
+        ));
+        Ok(())
+    }
+
+    fn seal(&self, bytes: &mut Vec<u8>, next_position: u64, event_count: u64) {
+        let content_crc = crc32fast::hash(&bytes[SEGMENT_HEADER..]);
+        record::encode_seal(
+            bytes,
+            &SealView {
+                next_position,
+                event_count,
+                content_crc,
+            },
+        );
+    }
+
+    /// Durably replaces (or creates) a segment file with `bytes`.
+    fn replace(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        write_atomically(self.st, self.dir, name, bytes).ctx(|| format!("writing {name}"))
+    }
+
+    /// Repairs one segment; returns the position after its last one.
+    fn segment(&mut self, path: &Path, base: u64, is_last: bool, bound: Option<u64>) -> Result<u64> {
+        let name = segment_file_name(base);
+        let original = self.read(path)?;
+        let header_ok = SegmentHeader::decode(&original, path).is_ok_and(|h| h.base_position == base);
+        if !header_ok && segment::find_valid_frame(&original, SEGMENT_HEADER).is_none() {
+            // Never held an event: an unfinished creation, or a wreck.
+            self.quarantine(&name, &original)?;
+            self.st.remove(path).ctx(|| format!("removing {}", path.display()))?;
+            if let Some(to) = bound.filter(|_| !is_last) {
+                self.fill_gap(base, to)?;
+                self.act(format!(
+                    "{}: no readable header or frame; moved to quarantine",
+                    path.display()
+                ));
+                return Ok(to);
+            }
+            self.act(format!(
+                "{}: no readable header or frame; moved to quarantine",
+                path.display()
+            ));
+            return Ok(base);
+        }
+        let mut rebuilt = self.rebuild(path, &original, base, bound)?;
+        if !header_ok {
+            rebuilt.changed = true;
+            self.act(format!("{}: header rebuilt from the file name", path.display()));
+        }
+        // Every segment but the last must be sealed.
+        if !rebuilt.sealed && !is_last {
+            let to = bound.unwrap_or(rebuilt.next);
+            if to > rebuilt.next {
+                let lost = LostView {
+                    first_position: rebuilt.next,
+                    count: to - rebuilt.next,
+                };
+                record::encode_lost(&mut rebuilt.bytes, &lost);
+                self.report.lost_positions += lost.count;
+                self.act(format!(
+                    "{}: positions {}..{to} missing at its end; recorded as lost",
+                    path.display(),
+                    rebuilt.next
+                ));
+                rebuilt.next = to;
+            }
+            let count = rebuilt.next - base;
+            self.seal(&mut rebuilt.bytes, rebuilt.next, count);
+            rebuilt.sealed = true;
+            rebuilt.changed = true;
+            self.act(format!("{}: sealed (a later segment exists)", path.display()));
+        }
+        if rebuilt.changed {
+            self.quarantine(&name, &original)?;
+            self.replace(&name, &rebuilt.bytes)?;
+            let idx = self.dir.join(format!("{base:020}.idx"));
+            if self.st.exists(&idx) {
+                self.st.remove(&idx).ctx(|| format!("removing {}", idx.display()))?;
+            }
+        }
+        if rebuilt.sealed {
+            self.index(path, &rebuilt.bytes, base)?;
+        }
+        Ok(rebuilt.next)
+    }
+
+    /// Walks a segment, keeping whole appends and lost frames, replacing damaged
+    /// ranges by lost frames; the header is rebuilt from `base`.
+    fn rebuild(&mut self, path: &Path, bytes: &[u8], base: u64, bound: Option<u64>) -> Result<Rebuilt> {
+        let created = SegmentHeader::decode(bytes, path).map_or_else(|_| now_micros(), |h| h.created_micros);
+        let mut out = SegmentHeader {
+            base_position: base,
+            created_micros: created,
+        }
+        .encode()
+        .to_vec();
+        let mut next = base; // position after the last kept event or lost frame
+        let mut pending: Vec<(u64, usize, usize)> = Vec::new(); // (position, start, end) of an unfinished append
+        let mut changed = false;
+        let mut sealed = false;
+        let mut in_damage = false; // skipping to the next append boundary
+        let mut offset = SEGMENT_HEADER;
+        let name = segment_file_name(base);
+        loop {
+            if segment::starts_zero_region(&bytes[offset.min(bytes.len())..]) {
+                break;
+            }
+            match record::decode_frame(&bytes[offset..]) {
+                Ok((Frame::Event(ev), len)) if !in_damage => {
+                    let expected = next + pending.len() as u64;
+                    if ev.position != expected {
+                        if ev.position > expected && pending.is_empty() && ev.position <= bound.unwrap_or(u64::MAX) {
+                            self.lose(&mut out, &mut next, ev.position, path, offset)?;
+                            changed = true;
+                        } else {
+                            // Out of sequence: treat as damage from here to the next boundary.
+                            changed = true;
+                            in_damage = true;
+                            self.drop_range(&name, bytes, offset, offset + len)?;
+                            offset += len;
+                            continue;
+                        }
+                    }
+                    pending.push((ev.position, offset, offset + len));
+                    if ev.commit {
+                        for (_, s, e) in pending.drain(..) {
+                            out.extend_from_slice(&bytes[s..e]);
+                            next += 1;
+                        }
+                    }
+                    offset += len;
+                }
+                Ok((Frame::Event(_), len)) => {
+                    // Part of an append cut by damage: lost with it.
+                    self.drop_range(&name, bytes, offset, offset + len)?;
+                    offset += len;
+                }
+                Ok((Frame::Group(_), len)) => {
+                    // An append boundary: whatever was pending is unfinished.
+                    if !pending.is_empty() {
+                        let (s, e) = (pending[0].1, pending[pending.len() - 1].2);
+                        self.drop_range(&name, bytes, s, e)?;
+                        pending.clear();
+                        changed = true;
+                    }
+                    in_damage = false;
+                    // A rewritten segment's layout differs from the one the group's
+                    // `durable_end` described: keep the boundary, claim nothing.
+                    record::encode_group(
+                        &mut out,
+                        &GroupView {
+                            durable_end: SEGMENT_HEADER as u64,
+                        },
+                    );
+                    offset += len;
+                }
+                Ok((Frame::Lost(l), len)) if l.first_position == next && pending.is_empty() => {
+                    in_damage = false;
+                    out.extend_from_slice(&bytes[offset..offset + len]);
+                    next += l.count;
+                    offset += len;
+                }
+                Ok((Frame::Lost(_), len)) => {
+                    changed = true;
+                    self.drop_range(&name, bytes, offset, offset + len)?;
+                    offset += len;
+                }
+                Ok((Frame::Seal(seal), len)) => {
+                    // Anything after the seal is ignored, as recovery does.
+                    if !pending.is_empty() {
+                        let (s, e) = (pending[0].1, pending[pending.len() - 1].2);
+                        self.drop_range(&name, bytes, s, e)?;
+                        pending.clear();
+                        changed = true;
+                    }
+                    let end = bound.unwrap_or(seal.next_position).min(seal.next_position).max(next);
+                    if end > next {
+                        self.lose(&mut out, &mut next, end, path, offset)?;
+                        changed = true;
+                    }
+                    if changed || seal.next_position != next || seal.event_count != next - base {
+                        changed = true;
+                        self.seal(&mut out, next, next - base);
+                    } else {
+                        out.extend_from_slice(&bytes[offset..offset + len]);
+                    }
+                    sealed = true;
+                    break;
+                }
+                Err(e) => {
+                    changed = true;
+                    let resume = resync_point(bytes, offset + 1);
+                    let end = resume.unwrap_or_else(|| segment::data_end(bytes, offset) as usize);
+                    self.act(format!(
+                        "{}: {e} at byte {offset}; bytes {offset}..{end} moved to quarantine",
+                        path.display()
+                    ));
+                    self.drop_range(&name, bytes, offset, end)?;
+                    if !pending.is_empty() {
+                        let (s, e) = (pending[0].1, pending[pending.len() - 1].2);
+                        self.drop_range(&name, bytes, s, e)?;
+                        pending.clear();
+                    }
+                    in_damage = true;
+                    match resume {
+                        Some(at) => offset = at,
+                        None => break,
+                    }
+                }
+            }
+        }
+        if !pending.is_empty() {
+            // An unfinished append at the end: a torn tail.
+            let (s, e) = (pending[0].1, pending[pending.len() - 1].2);
+            self.drop_range(&name, bytes, s, e)?;
+            self.act(format!("{}: unfinished append at byte {s} cut", path.display()));
+            changed = true;
+        }
+        Ok(Rebuilt {
+            bytes: out,
+            next,
+            changed,
+            sealed,
+        })
+    }
+
+    /// Records positions `*next..to` as lost in `out`.
+    fn lose(&mut self, out: &mut Vec<u8>, next: &mut u64, to: u64, path: &Path, offset: usize) -> Result<()> {
+        record::encode_lost(
+            out,
+            &LostView {
+                first_position: *next,
+                count: to - *next,
+            },
+        );
+        self.report.lost_positions += to - *next;
+        self.act(format!(
+            "{}: positions {}..{to} unreadable (near byte {offset}); recorded as lost",
+            path.display(),
+            *next
+        ));
+        *next = to;
+        Ok(())
+    }
+
+    fn drop_range(&mut self, name: &str, bytes: &[u8], from: usize, to: usize) -> Result<()> {
+        if to > from {
+            self.quarantine(&format!("{name}-{from}-{to}.bin"), &bytes[from..to])?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites a sealed segment's index if it is missing or differs from the log.
+    fn index(&mut self, path: &Path, bytes: &[u8], base: u64) -> Result<()> {
+        let scanned = index_segment(bytes, base, path)?;
+        let fresh = scanned.index.encode_file();
+        let name = format!("{base:020}.idx");
+        let idx = self.dir.join(&name);
+        let current = if self.st.exists(&idx) {
+            Some(self.read(&idx)?)
+        } else {
+            None
+        };
+        if current.as_deref() == Some(&fresh[..]) {
+            return Ok(());
+        }
+        if let Some(old) = &current {
+            self.quarantine(&name, old)?;
+        }
+        write_atomically(self.st, self.dir, &name, &fresh).ctx(|| format!("writing {name}"))?;
+        SegmentIndex::open(Arc::new(fresh), &idx)?;
+        self.act(format!("{}: rebuilt from the log", idx.display()));
+        Ok(())
+    }
+
+    /// Removes derived files that open rebuilds (the stream checkpoint) and stale temporaries.
+    fn derived(&mut self) -> Result<()> {
+        let names = self
+            .st
+            .list(self.dir)
+            .ctx(|| format!("listing {}", self.dir.display()))?;
+        for n in names.iter().filter(|n| n.ends_with(".tmp")) {
+            let p = self.dir.join(n);
+            let bytes = self.read(&p)?;
+            self.quarantine(n, &bytes)?;
+            self.st.remove(&p).ctx(|| format!("removing {}", p.display()))?;
+            self.act(format!("{}: stale temporary file moved to quarantine", p.display()));
+        }
+        // Stream states are rebuilt from the segments on the next open.
+        let chk = self.dir.join(STREAMS_FILE);
+        if !self.report.actions.is_empty() && self.st.exists(&chk) {
+            self.st.remove(&chk).ctx(|| format!("removing {}", chk.display()))?;
+            self.act(format!(
+                "{}: removed; rebuilt from the segments on the next open",
+                chk.display()
+            ));
+        }
+        self.st
+            .sync_dir(self.dir)
+            .ctx(|| format!("syncing {}", self.dir.display()))?;
+        Ok(())
+    }
+}
+
+/// The next offset where a whole append can start again after damage: a valid
+/// group, lost or seal frame.
+fn resync_point(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    while let Some(off) = segment::find_valid_frame(bytes, at) {
+        let off = off as usize;
+        match record::decode_frame(&bytes[off..]) {
+            Ok((Frame::Group(_) | Frame::Lost(_) | Frame::Seal(_), _)) => return Some(off),
+            _ => at = off + 1,
+        }
+    }
+    None
+}
