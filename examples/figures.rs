@@ -23,7 +23,7 @@ use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use annal::{Durability, ExpectedVersion, Filter, Options, Store};
+use annal::{Durability, ExpectedVersion, Filter, Message, Options, Store, SubscribeFrom};
 
 const RUNS: usize = 3;
 const THREADS: u64 = 32;
@@ -363,10 +363,93 @@ fn main() {
         assert_eq!(read, n, "read_all did not return every event");
         read as f64 / el.as_secs_f64()
     });
-    store.close().expect("close");
     println!(
         "read_all forward scan, pages of 1000:           {:>12} events/s   [{}]",
         fmt_rate(scan),
         runs_list(&runs, fmt_rate)
     );
+
+    // 7. Subscriptions: catch-up delivery of the whole store, then live latency.
+    let (catchup, runs) = median(|_| {
+        let t = Instant::now();
+        let mut sub = store.subscribe_all(SubscribeFrom::Start, Filter::all());
+        let mut count = 0u64;
+        while count < n {
+            match sub.next_timeout(Duration::from_secs(10)).expect("subscription read") {
+                Some(Message::Event(e)) => {
+                    std::hint::black_box(&e);
+                    count += 1;
+                }
+                Some(Message::Checkpoint(_)) => {}
+                None => panic!("catch-up subscription stopped after {count} events"),
+            }
+        }
+        count as f64 / t.elapsed().as_secs_f64()
+    });
+    store.close().expect("close");
+    println!(
+        "catch-up subscription, whole store:             {:>12} events/s   [{}]",
+        fmt_rate(catchup),
+        runs_list(&runs, fmt_rate)
+    );
+    let (after_ack, end_to_end) = live_latency(&base.join("live"), 2000);
+    let us = |v: &[f64], q: f64| v[((v.len() - 1) as f64 * q) as usize];
+    println!(
+        "live subscription, 2000 durable appends: append call -> delivery median {:.0} us, p99 {:.0} us; \
+         delivery after the append returned: median {:.0} us, p99 {:.0} us",
+        us(&end_to_end, 0.5),
+        us(&end_to_end, 0.99),
+        us(&after_ack, 0.5),
+        us(&after_ack, 0.99),
+    );
+}
+
+/// Appends `count` durable events one at a time, each after the previous was
+/// delivered to a live subscriber waiting in another thread; returns, in µs and
+/// sorted, how long after `append` returned each delivery happened (0 if before)
+/// and how long after `append` was called.
+fn live_latency(dir: &Path, count: usize) -> (Vec<f64>, Vec<f64>) {
+    let store = Store::open(dir, Options::default()).expect("open");
+    let mut sub = store.subscribe_all(SubscribeFrom::End, Filter::all());
+    let (tx, rx) = std::sync::mpsc::channel::<Instant>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let receiver = std::thread::spawn(move || {
+        let mut times = Vec::with_capacity(count);
+        for _ in 0..count {
+            match sub.next_timeout(Duration::from_secs(10)).expect("live read") {
+                Some(Message::Event(_)) => times.push(Instant::now()),
+                other => panic!("unexpected {other:?}"),
+            }
+            let _ = ready_tx.send(());
+        }
+        let _ = tx.send(Instant::now());
+        times
+    });
+    let mut calls = Vec::with_capacity(count);
+    let mut returns = Vec::with_capacity(count);
+    for i in 0..count {
+        let t = Instant::now();
+        store
+            .append("live", ExpectedVersion::Any, vec![common::event(i as u64)])
+            .expect("append");
+        calls.push(t);
+        returns.push(Instant::now());
+        ready_rx.recv().expect("delivery");
+    }
+    let delivered = receiver.join().expect("receiver thread");
+    drop(rx);
+    store.close().expect("close");
+    let mut after_ack: Vec<f64> = delivered
+        .iter()
+        .zip(&returns)
+        .map(|(d, r)| d.saturating_duration_since(*r).as_secs_f64() * 1e6)
+        .collect();
+    let mut end_to_end: Vec<f64> = delivered
+        .iter()
+        .zip(&calls)
+        .map(|(d, c)| d.saturating_duration_since(*c).as_secs_f64() * 1e6)
+        .collect();
+    after_ack.sort_by(f64::total_cmp);
+    end_to_end.sort_by(f64::total_cmp);
+    (after_ack, end_to_end)
 }

@@ -28,6 +28,7 @@ pub mod repair;
 pub mod segment;
 pub mod storage;
 mod store;
+pub mod subscription;
 pub mod verify;
 mod writer;
 
@@ -38,6 +39,9 @@ pub use query::{AppendCondition, Filter, Query, QueryItem};
 pub use repair::{RepairReport, repair, repair_with};
 pub use storage::{FsStorage, SimStorage, Storage};
 pub use store::{Direction, LogFrom, Store, StreamFrom};
+pub use subscription::{
+    Message, ReplayOptions, ReplayReport, SubscribeFrom, Subscription, SubscriptionOptions, SubscriptionReceiver,
+};
 pub use verify::{Problem, VerifyReport};
 
 /// Compiles the README's example as a doctest.

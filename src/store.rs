@@ -23,6 +23,7 @@ use crate::options::Options;
 use crate::query::{AppendCondition, Filter};
 use crate::record::{self, EventView, Frame};
 use crate::storage::{FsStorage, LockGuard, Mapped, Storage, StorageFile};
+use crate::subscription::{ReplayOptions, ReplayReport, SubscribeFrom, Subscription, SubscriptionOptions};
 use crate::writer::{AppendRequest, Committer};
 
 /// Direction of a read.
@@ -108,6 +109,8 @@ pub(crate) struct Shared {
     pub(crate) next_position: AtomicU64,
     /// Set when the writer stopped after an error it cannot recover from.
     pub(crate) failure: Mutex<Option<String>>,
+    /// Wakes subscribers on each publication and when the store closes.
+    pub(crate) notifier: crate::subscription::Notifier,
     pub(crate) _lock: Box<dyn LockGuard>,
 }
 
@@ -649,6 +652,37 @@ impl Store {
         self.shared.segments().len()
     }
 
+    /// Subscribes to the global log (events passing `filter`), from history to live.
+    pub fn subscribe_all(&self, from: SubscribeFrom, filter: Filter) -> Subscription {
+        self.subscribe_all_with(from, filter, SubscriptionOptions::default())
+    }
+
+    /// Like [`Store::subscribe_all`], with explicit batch and checkpoint settings.
+    pub fn subscribe_all_with(
+        &self,
+        from: SubscribeFrom,
+        filter: Filter,
+        options: SubscriptionOptions,
+    ) -> Subscription {
+        Subscription::to_all(self.shared.clone(), from, filter, options)
+    }
+
+    /// Subscribes to one stream, from history to live (the stream may not exist yet).
+    pub fn subscribe_stream(&self, stream: &str, from: SubscribeFrom) -> Subscription {
+        Subscription::to_stream(self.shared.clone(), stream, from, SubscriptionOptions::default())
+    }
+
+    /// Feeds a range of the log, filtered, to `handler` in batches, counting
+    /// processed and failed events; stops at the first failure unless
+    /// `options.continue_on_error`. For rebuilding read models.
+    pub fn replay<E: std::fmt::Display>(
+        &self,
+        options: &ReplayOptions,
+        handler: impl FnMut(&RecordedEvent) -> std::result::Result<(), E>,
+    ) -> Result<ReplayReport> {
+        crate::subscription::replay(&self.shared, options, handler)
+    }
+
     /// Checks every checksum, every index entry against the log, and the
     /// invariants across files; reads run concurrently with appends. Problems
     /// are reported with their file and byte offset; nothing is changed.
@@ -666,7 +700,9 @@ impl Store {
         if std::mem::replace(&mut *closed, true) {
             return Ok(());
         }
-        self.committer.close()
+        let result = self.committer.close();
+        self.shared.notifier.close();
+        result
     }
 }
 

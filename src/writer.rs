@@ -319,6 +319,7 @@ fn publish(shared: &Shared, w: &Written) {
     shared
         .next_position
         .store(w.first_position + group.frames.len() as u64, Ordering::Release);
+    shared.notifier.notify();
 }
 
 struct Writer {

@@ -1,0 +1,452 @@
+//! Catch-up and live subscriptions, filtered subscriptions with checkpoints,
+//! and replay.
+//!
+//! A subscription is a cursor over the log: it reads history from disk, then
+//! waits to be woken when appends are published and reads again from where it
+//! stopped. Going from history to live is therefore the same loop, with no gap
+//! and no duplicate; a slow subscriber holds no buffer beyond one read batch
+//! and never slows appends, since it only ever reads what is already
+//! published. This module must never write to the store.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::{Error, Result};
+use crate::event::RecordedEvent;
+use crate::query::Filter;
+use crate::store::{Direction, LogFrom, Shared, StreamFrom};
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscribeFrom {
+    /// From the first event.
+    Start,
+    /// After this position (for the global log) or revision (for a stream).
+    After(u64),
+    /// From the next event appended.
+    End,
+}
+
+/// What a subscription delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// An event, in log order.
+    Event(RecordedEvent),
+    /// Every event before this position has been considered: a filtered
+    /// subscriber may save it and resume from `SubscribeFrom::After(position - 1)`.
+    Checkpoint(u64),
+}
+
+/// Settings of a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriptionOptions {
+    /// Events read from the log at a time.
+    pub batch: usize,
+    /// A checkpoint is delivered after the subscription has moved this many
+    /// positions without delivering an event (filtered subscriptions on the global log).
+    pub checkpoint_every: u64,
+}
+
+impl Default for SubscriptionOptions {
+    fn default() -> Self {
+        SubscriptionOptions {
+            batch: 256,
+            checkpoint_every: 1024,
+        }
+    }
+}
+
+/// Wakes subscribers when appends are published, and when the store closes.
+#[derive(Default)]
+pub(crate) struct Notifier {
+    closed: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Notifier {
+    /// Called after each publication.
+    pub(crate) fn notify(&self) {
+        let _g = self.closed.lock();
+        self.wake.notify_all();
+    }
+
+    /// Called when the store closes: every waiter returns.
+    pub(crate) fn close(&self) {
+        *self.closed.lock() = true;
+        self.wake.notify_all();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        *self.closed.lock()
+    }
+
+    /// Waits until `ready()` holds, the store closes, or `deadline` passes.
+    /// Returns false if the store closed.
+    fn wait_until(&self, deadline: Option<Instant>, ready: impl Fn() -> bool) -> bool {
+        let mut closed = self.closed.lock();
+        loop {
+            if *closed {
+                return false;
+            }
+            if ready() {
+                return true;
+            }
+            match deadline {
+                Some(d) => {
+                    if self.wake.wait_until(&mut closed, d).timed_out() {
+                        return !*closed;
+                    }
+                }
+                None => self.wake.wait(&mut closed),
+            }
+        }
+    }
+}
+
+enum Target {
+    All(Filter),
+    Stream(String),
+}
+
+/// A catch-up subscription: history first, then live events, in order.
+///
+/// It is an iterator that blocks until the next message; it ends when the
+/// store closes. See [`Subscription::next_timeout`] for a bounded wait and
+/// [`Subscription::into_channel`] for a channel-based consumer.
+pub struct Subscription {
+    shared: Arc<Shared>,
+    target: Target,
+    /// Next position (global log) or revision (stream) to read.
+    next: u64,
+    /// Published head when the last read found nothing new.
+    seen_head: u64,
+    /// Position up to which something was last reported (event or checkpoint).
+    reported: u64,
+    buffered: VecDeque<Message>,
+    options: SubscriptionOptions,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("next", &self.next)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    pub(crate) fn to_all(
+        shared: Arc<Shared>,
+        from: SubscribeFrom,
+        filter: Filter,
+        options: SubscriptionOptions,
+    ) -> Self {
+        let next = match from {
+            SubscribeFrom::Start => 0,
+            SubscribeFrom::After(p) => p.saturating_add(1),
+            SubscribeFrom::End => shared.published(),
+        };
+        Self::new(shared, Target::All(filter), next, options)
+    }
+
+    pub(crate) fn to_stream(
+        shared: Arc<Shared>,
+        stream: &str,
+        from: SubscribeFrom,
+        options: SubscriptionOptions,
+    ) -> Self {
+        let next = match from {
+            SubscribeFrom::Start => 0,
+            SubscribeFrom::After(r) => r.saturating_add(1),
+            SubscribeFrom::End => shared.stream_state(stream).map_or(0, |s| s.last_revision + 1),
+        };
+        Self::new(shared, Target::Stream(stream.to_string()), next, options)
+    }
+
+    fn new(shared: Arc<Shared>, target: Target, next: u64, options: SubscriptionOptions) -> Self {
+        let options = SubscriptionOptions {
+            batch: options.batch.max(1),
+            checkpoint_every: options.checkpoint_every.max(1),
+        };
+        Subscription {
+            reported: next,
+            shared,
+            target,
+            next,
+            seen_head: 0,
+            buffered: VecDeque::new(),
+            options,
+        }
+    }
+
+    /// The next position (global log) or revision (stream) the subscription will read.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+
+    /// Reads what is published past the cursor; false if there was nothing new.
+    fn fill(&mut self) -> Result<bool> {
+        let head = self.shared.published();
+        match &self.target {
+            Target::All(filter) => {
+                if self.next >= head {
+                    self.seen_head = head;
+                    return Ok(false);
+                }
+                let batch = self.options.batch;
+                let events = self
+                    .shared
+                    .read_log(Direction::Forward, LogFrom::Position(self.next), batch, filter)?;
+                let last = events.last().map(|e| e.position + 1);
+                // Fewer than a batch: everything published when we looked was considered.
+                let next = if events.len() < batch {
+                    last.unwrap_or(head).max(head)
+                } else {
+                    last.unwrap_or(head)
+                };
+                if let Some(last) = last {
+                    self.reported = last;
+                }
+                self.buffered.extend(events.into_iter().map(Message::Event));
+                self.next = next;
+                if self.next - self.reported >= self.options.checkpoint_every {
+                    self.buffered.push_back(Message::Checkpoint(self.next));
+                    self.reported = self.next;
+                }
+                self.seen_head = head;
+                Ok(true)
+            }
+            Target::Stream(stream) => {
+                let events = match self.shared.read_stream(
+                    stream,
+                    Direction::Forward,
+                    StreamFrom::Revision(self.next),
+                    self.options.batch,
+                ) {
+                    Ok(events) => events,
+                    Err(Error::StreamNotFound(_)) => Vec::new(),
+                    Err(e) => return Err(e),
+                };
+                self.seen_head = head;
+                if let Some(last) = events.last() {
+                    self.next = last.revision + 1;
+                }
+                let progress = !events.is_empty();
+                self.buffered.extend(events.into_iter().map(Message::Event));
+                Ok(progress)
+            }
+        }
+    }
+
+    /// The next message, waiting at most `timeout`; `Ok(None)` on timeout or
+    /// when the store has closed.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Message>> {
+        self.next_until(Some(Instant::now() + timeout))
+    }
+
+    fn next_until(&mut self, deadline: Option<Instant>) -> Result<Option<Message>> {
+        loop {
+            if let Some(m) = self.buffered.pop_front() {
+                return Ok(Some(m));
+            }
+            if self.shared.notifier.is_closed() {
+                return Ok(None);
+            }
+            if self.fill()? {
+                continue;
+            }
+            let seen = self.seen_head;
+            let shared = &self.shared;
+            let open = shared.notifier.wait_until(deadline, || shared.published() > seen);
+            if !open || deadline.is_some_and(|d| Instant::now() >= d) && shared.published() <= seen {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Moves the subscription to a thread that sends its messages into a
+    /// bounded channel of `capacity`. A slow receiver only makes the thread
+    /// wait; appends never do. The thread stops when the store closes, on a
+    /// read error (sent as the last message), or when the receiver is dropped.
+    pub fn into_channel(mut self, capacity: usize) -> Result<SubscriptionReceiver> {
+        let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("annal-subscription".into())
+            .spawn(move || {
+                while !stopping.load(Ordering::Acquire) {
+                    match self.next_timeout(Duration::from_millis(100)) {
+                        Ok(Some(m)) => {
+                            // Wait for room, but notice a dropped receiver.
+                            let mut m = Some(m);
+                            while let Some(msg) = m.take() {
+                                match tx.send_timeout(Ok(msg), Duration::from_millis(100)) {
+                                    Ok(()) => {}
+                                    Err(crossbeam_channel::SendTimeoutError::Timeout(Ok(msg))) => {
+                                        if stopping.load(Ordering::Acquire) {
+                                            return;
+                                        }
+                                        m = Some(msg);
+                                    }
+                                    Err(_) => return,
+                                }
+                            }
+                        }
+                        Ok(None) if self.shared.notifier.is_closed() => return,
+                        Ok(None) => {}
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+            })
+            .map_err(|e| Error::io("starting a subscription thread", e))?;
+        Ok(SubscriptionReceiver {
+            rx,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Iterator for Subscription {
+    type Item = Result<Message>;
+
+    /// Blocks until the next message; `None` once the store has closed.
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_until(None).transpose()
+    }
+}
+
+/// The receiving end of [`Subscription::into_channel`]; dropping it stops the thread.
+pub struct SubscriptionReceiver {
+    rx: Receiver<Result<Message>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SubscriptionReceiver {
+    /// The channel itself, for `select!` and friends.
+    pub fn receiver(&self) -> &Receiver<Result<Message>> {
+        &self.rx
+    }
+
+    /// The next message, waiting at most `timeout`; `None` on timeout or once the subscription ended.
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<Result<Message>> {
+        match self.rx.recv_timeout(timeout) {
+            Ok(m) => Some(m),
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+        }
+    }
+
+    /// True once the subscription thread has stopped and every message was received.
+    pub fn is_finished(&self) -> bool {
+        self.rx.is_empty() && self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+}
+
+impl Drop for SubscriptionReceiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What to feed a replay handler.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// First position (inclusive).
+    pub from: u64,
+    /// Stop before this position (default: the head when the replay starts).
+    pub until: Option<u64>,
+    /// Which events.
+    pub filter: Filter,
+    /// Events read at a time.
+    pub batch_size: usize,
+    /// Keep going after the handler fails on an event.
+    pub continue_on_error: bool,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions {
+            from: 0,
+            until: None,
+            filter: Filter::all(),
+            batch_size: 1000,
+            continue_on_error: false,
+        }
+    }
+}
+
+/// The outcome of a replay.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Events the handler accepted.
+    pub processed: u64,
+    /// Events the handler failed on.
+    pub failed: u64,
+    /// The first failures (at most 100): position and message.
+    pub errors: Vec<(u64, String)>,
+    /// Position after the last event handed to the handler (where to resume).
+    pub next_position: u64,
+    /// False if the replay stopped at a failure.
+    pub completed: bool,
+}
+
+/// Feeds a range of the log to `handler`, in batches; see [`crate::Store::replay`].
+pub(crate) fn replay<E: std::fmt::Display>(
+    shared: &Shared,
+    options: &ReplayOptions,
+    mut handler: impl FnMut(&RecordedEvent) -> std::result::Result<(), E>,
+) -> Result<ReplayReport> {
+    let until = options.until.unwrap_or_else(|| shared.published());
+    let mut report = ReplayReport {
+        next_position: options.from,
+        completed: true,
+        ..Default::default()
+    };
+    let mut from = options.from;
+    while from < until {
+        let batch = shared.read_log(
+            Direction::Forward,
+            LogFrom::Position(from),
+            options.batch_size.max(1),
+            &options.filter,
+        )?;
+        let mut progressed = false;
+        for e in batch.iter().take_while(|e| e.position < until) {
+            progressed = true;
+            from = e.position + 1;
+            report.next_position = from;
+            match handler(e) {
+                Ok(()) => report.processed += 1,
+                Err(err) => {
+                    report.failed += 1;
+                    if report.errors.len() < 100 {
+                        report.errors.push((e.position, err.to_string()));
+                    }
+                    if !options.continue_on_error {
+                        report.completed = false;
+                        return Ok(report);
+                    }
+                }
+            }
+        }
+        if !progressed || batch.len() < options.batch_size.max(1) {
+            break;
+        }
+    }
+    report.next_position = report.next_position.max(until.min(shared.published()));
+    Ok(report)
+}

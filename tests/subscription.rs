@@ -1,0 +1,275 @@
+//! Catch-up, live, stream and filtered subscriptions, slow and many
+//! subscribers, closing, and replay.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use annal::{
+    Durability, EventData, ExpectedVersion, Filter, Message, Options, ReplayOptions, Store, SubscribeFrom,
+    SubscriptionOptions,
+};
+
+fn store() -> (tempfile::TempDir, Arc<Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Options::default().durability(Durability::Never).segment_size(64 * 1024);
+    let store = Arc::new(Store::open(dir.path(), o).unwrap());
+    (dir, store)
+}
+
+fn ev(t: &str, n: u64) -> EventData {
+    EventData::json(t, format!(r#"{{"n":{n}}}"#))
+}
+
+fn positions(msgs: &[Message]) -> Vec<u64> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            Message::Event(e) => Some(e.position),
+            Message::Checkpoint(_) => None,
+        })
+        .collect()
+}
+
+#[test]
+fn history_then_live_without_gap_or_duplicate_under_concurrent_appends() {
+    let (_d, store) = store();
+    for i in 0..300 {
+        store.append("h", ExpectedVersion::Any, vec![ev("H", i)]).unwrap();
+    }
+    let mut sub = store.subscribe_all(SubscribeFrom::Start, Filter::all());
+    let writers: Vec<_> = (0..4)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..250 {
+                    let n = (i % 3) + 1;
+                    store
+                        .append(
+                            &format!("w{t}"),
+                            ExpectedVersion::Any,
+                            (0..n).map(|k| ev("L", k)).collect(),
+                        )
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let per_writer: u64 = (0..250u64).map(|i| (i % 3) + 1).sum();
+    let mut seen = Vec::new();
+    while (seen.len() as u64) < 300 + 4 * per_writer {
+        match sub.next_timeout(Duration::from_secs(10)).unwrap() {
+            Some(Message::Event(e)) => seen.push(e.position),
+            Some(Message::Checkpoint(_)) => {}
+            None => panic!("timed out after {} events", seen.len()),
+        }
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert_eq!(seen, (0..seen.len() as u64).collect::<Vec<_>>());
+    assert!(sub.next_timeout(Duration::from_millis(50)).unwrap().is_none());
+    assert_eq!(sub.position(), store.head_position());
+}
+
+#[test]
+fn stream_subscriptions_start_where_asked_and_follow_live() {
+    let (_d, store) = store();
+    for i in 0..5 {
+        store.append("s", ExpectedVersion::Any, vec![ev("A", i)]).unwrap();
+        store.append("other", ExpectedVersion::Any, vec![ev("B", i)]).unwrap();
+    }
+    let revs = |from| {
+        let mut sub = store.subscribe_stream("s", from);
+        let mut out = Vec::new();
+        while let Some(Message::Event(e)) = sub.next_timeout(Duration::from_millis(50)).unwrap() {
+            assert_eq!(e.stream, "s");
+            out.push(e.revision);
+        }
+        (out, sub)
+    };
+    assert_eq!(revs(SubscribeFrom::Start).0, vec![0, 1, 2, 3, 4]);
+    assert_eq!(revs(SubscribeFrom::After(2)).0, vec![3, 4]);
+    let (none, mut live) = revs(SubscribeFrom::End);
+    assert!(none.is_empty());
+    store.append("s", ExpectedVersion::Exact(4), vec![ev("A", 5)]).unwrap();
+    match live.next_timeout(Duration::from_secs(5)).unwrap() {
+        Some(Message::Event(e)) => assert_eq!(e.revision, 5),
+        other => panic!("expected the live event, got {other:?}"),
+    }
+    // A stream that does not exist yet is waited for.
+    let mut future = store.subscribe_stream("later", SubscribeFrom::Start);
+    assert!(future.next_timeout(Duration::from_millis(20)).unwrap().is_none());
+    store
+        .append("later", ExpectedVersion::NoStream, vec![ev("C", 0)])
+        .unwrap();
+    assert!(matches!(
+        future.next_timeout(Duration::from_secs(5)).unwrap(),
+        Some(Message::Event(e)) if e.stream == "later"
+    ));
+}
+
+#[test]
+fn filtered_subscriptions_report_checkpoints_when_nothing_matches() {
+    let (_d, store) = store();
+    let opts = SubscriptionOptions {
+        batch: 64,
+        checkpoint_every: 100,
+    };
+    let mut sub = store.subscribe_all_with(SubscribeFrom::Start, Filter::all().with_type("Rare"), opts);
+    // The subscriber follows live, reading after each burst of appends.
+    let mut msgs = Vec::new();
+    for i in 0..1000u64 {
+        let t = if i % 400 == 399 { "Rare" } else { "Common" };
+        store.append("s", ExpectedVersion::Any, vec![ev(t, i)]).unwrap();
+        if i % 50 == 49 {
+            while let Some(m) = sub.next_timeout(Duration::from_millis(20)).unwrap() {
+                msgs.push(m);
+            }
+        }
+    }
+    assert_eq!(positions(&msgs), vec![399, 799]);
+    let checkpoints: Vec<u64> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            Message::Checkpoint(p) => Some(*p),
+            _ => None,
+        })
+        .collect();
+    assert!(checkpoints.len() >= 3, "{checkpoints:?}");
+    assert!(checkpoints.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(
+        *checkpoints.last().unwrap(),
+        1000,
+        "the last checkpoint reaches the head"
+    );
+    // Resuming from a checkpoint delivers exactly what follows it.
+    let resume_at = checkpoints[checkpoints.len() / 2];
+    let mut again = store.subscribe_all(SubscribeFrom::After(resume_at - 1), Filter::all().with_type("Rare"));
+    let mut rest = Vec::new();
+    while let Some(m) = again.next_timeout(Duration::from_millis(50)).unwrap() {
+        rest.push(m);
+    }
+    let expected: Vec<u64> = [399, 799].into_iter().filter(|p| *p >= resume_at).collect();
+    assert_eq!(positions(&rest), expected);
+}
+
+#[test]
+fn a_slow_subscriber_never_blocks_appends_and_catches_up() {
+    let (_d, store) = store();
+    let rx = store
+        .subscribe_all(SubscribeFrom::Start, Filter::all())
+        .into_channel(8)
+        .unwrap();
+    // The subscriber does not read while 5,000 events are appended.
+    for i in 0..5000 {
+        store.append("fast", ExpectedVersion::Any, vec![ev("F", i)]).unwrap();
+    }
+    assert!(
+        rx.receiver().len() <= 8,
+        "the channel never holds more than its capacity"
+    );
+    let mut got = Vec::new();
+    while got.len() < 5000 {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Some(Ok(Message::Event(e))) => got.push(e.position),
+            Some(Ok(Message::Checkpoint(_))) => {}
+            other => panic!("unexpected {other:?} after {}", got.len()),
+        }
+    }
+    assert_eq!(got, (0..5000).collect::<Vec<_>>());
+}
+
+#[test]
+fn hundreds_of_subscribers_each_get_every_event() {
+    let (_d, store) = store();
+    let subs: Vec<_> = (0..200)
+        .map(|_| {
+            store
+                .subscribe_all(SubscribeFrom::Start, Filter::all())
+                .into_channel(16)
+                .unwrap()
+        })
+        .collect();
+    for i in 0..100 {
+        store.append("s", ExpectedVersion::Any, vec![ev("E", i)]).unwrap();
+    }
+    for rx in &subs {
+        let mut got = Vec::new();
+        while got.len() < 100 {
+            match rx.recv_timeout(Duration::from_secs(10)) {
+                Some(Ok(Message::Event(e))) => got.push(e.position),
+                Some(Ok(Message::Checkpoint(_))) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(got, (0..100).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn subscriptions_end_when_the_store_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Options::default().durability(Durability::Never)).unwrap();
+    store.append("s", ExpectedVersion::Any, vec![ev("E", 0)]).unwrap();
+    let mut sub = store.subscribe_all(SubscribeFrom::Start, Filter::all());
+    let rx = store
+        .subscribe_all(SubscribeFrom::Start, Filter::all())
+        .into_channel(4)
+        .unwrap();
+    assert!(matches!(sub.next(), Some(Ok(Message::Event(_)))));
+    let waiter = std::thread::spawn(move || sub.next().is_none());
+    std::thread::sleep(Duration::from_millis(50));
+    store.close().unwrap();
+    assert!(waiter.join().unwrap(), "a blocked iterator ends when the store closes");
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_secs(5)),
+        Some(Ok(Message::Event(_)))
+    ));
+    assert!(rx.recv_timeout(Duration::from_secs(5)).is_none());
+}
+
+#[test]
+fn replay_counts_and_stops_or_continues_on_errors() {
+    let (_d, store) = store();
+    for i in 0..250u64 {
+        let t = if i % 2 == 0 { "Even" } else { "Odd" };
+        store.append("s", ExpectedVersion::Any, vec![ev(t, i)]).unwrap();
+    }
+    let fail_on = |e: &annal::RecordedEvent| -> Result<(), String> {
+        if e.position % 50 == 49 {
+            Err(format!("bad {}", e.position))
+        } else {
+            Ok(())
+        }
+    };
+    let opts = ReplayOptions {
+        batch_size: 32,
+        ..Default::default()
+    };
+    let stop = store.replay(&opts, fail_on).unwrap();
+    assert_eq!((stop.processed, stop.failed, stop.completed), (49, 1, false));
+    assert_eq!(stop.next_position, 50);
+    let go_on = store
+        .replay(
+            &ReplayOptions {
+                continue_on_error: true,
+                ..opts.clone()
+            },
+            fail_on,
+        )
+        .unwrap();
+    assert_eq!((go_on.processed, go_on.failed, go_on.completed), (245, 5, true));
+    assert_eq!(go_on.errors[0], (49, "bad 49".to_string()));
+    let odd = store
+        .replay(
+            &ReplayOptions {
+                from: 100,
+                until: Some(200),
+                filter: Filter::all().with_type("Odd"),
+                ..opts
+            },
+            |_| Ok::<(), String>(()),
+        )
+        .unwrap();
+    assert_eq!(odd.processed, 50);
+    assert_eq!(odd.next_position, 200);
+}
