@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::Receiver;
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
@@ -341,10 +341,7 @@ impl SubscriptionReceiver {
 
     /// The next message, waiting at most `timeout`; `None` on timeout or once the subscription ended.
     pub fn recv_timeout(&self, timeout: Duration) -> Option<Result<Message>> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(m) => Some(m),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        self.rx.recv_timeout(timeout).ok()
     }
 
     /// True once the subscription thread has stopped and every message was received.
