@@ -21,6 +21,7 @@ pub mod error;
 pub mod event;
 pub mod index;
 pub mod options;
+pub mod persistent;
 pub mod query;
 pub mod record;
 pub mod recovery;
@@ -35,6 +36,9 @@ mod writer;
 pub use error::{Error, Result};
 pub use event::{AppendResult, ContentType, EventData, ExpectedVersion, RecordedEvent, StreamInfo};
 pub use options::{Durability, Options};
+pub use persistent::{
+    Consumer, Delivery, Group, GroupInfo, GroupSettings, GroupSource, NackAction, ParkedRecord, Strategy,
+};
 pub use query::{AppendCondition, Filter, Query, QueryItem};
 pub use repair::{RepairReport, repair, repair_with};
 pub use storage::{FsStorage, SimStorage, Storage};

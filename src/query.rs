@@ -6,7 +6,8 @@
 use crate::record::EventView;
 
 /// A filter on the global log. Every given part must hold; empty parts hold for all.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Filter {
     /// The event's type is one of these.
     pub types: Vec<String>,

@@ -483,6 +483,7 @@ pub struct Store {
     shared: Arc<Shared>,
     committer: Committer,
     closed: Mutex<bool>,
+    groups: crate::persistent::Groups,
 }
 
 impl std::fmt::Debug for Store {
@@ -508,6 +509,7 @@ impl Store {
             shared,
             committer,
             closed: Mutex::new(false),
+            groups: Default::default(),
         })
     }
 
@@ -533,7 +535,43 @@ impl Store {
         self.submit(stream, expected, events, Some(condition))
     }
 
+    /// The loaded persistent subscription groups.
+    pub(crate) fn groups(&self) -> &crate::persistent::Groups {
+        &self.groups
+    }
+
+    /// True once the store has begun closing.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.shared.notifier.is_closed()
+    }
+
+    /// Appends to a system stream (`$`-prefixed), which callers cannot write.
+    pub(crate) fn append_system(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult> {
+        debug_assert!(stream.starts_with('$'));
+        self.submit_checked(stream, expected, events, None)
+    }
+
     fn submit(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+        condition: Option<AppendCondition>,
+    ) -> Result<AppendResult> {
+        if stream.starts_with('$') {
+            return Err(Error::InvalidInput(format!(
+                "stream {stream:?}: names starting with '$' are reserved for annal's system streams"
+            )));
+        }
+        self.submit_checked(stream, expected, events, condition)
+    }
+
+    fn submit_checked(
         &self,
         stream: &str,
         expected: ExpectedVersion,
@@ -700,7 +738,9 @@ impl Store {
         if std::mem::replace(&mut *closed, true) {
             return Ok(());
         }
-        let result = self.committer.close();
+        // Consumer groups keep their progress (at least once: only what moved since the last save).
+        let saved = self.groups.save_all(self);
+        let result = self.committer.close().and(saved);
         self.shared.notifier.close();
         result
     }

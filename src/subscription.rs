@@ -23,7 +23,7 @@ use crate::query::Filter;
 use crate::store::{Direction, LogFrom, Shared, StreamFrom};
 
 /// Where a subscription starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SubscribeFrom {
     /// From the first event.
     Start,

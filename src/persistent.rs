@@ -1,0 +1,717 @@
+//! Persistent subscriptions (consumer groups): named groups whose state lives
+//! in the store itself, shared by several consumers, with acknowledgements,
+//! retries after a timeout, and parking in a dead-letter stream.
+//!
+//! A group's definition is an event in the system stream `$groups`; its
+//! checkpoint (every position before it is acknowledged or parked) is the last
+//! event of `$group-<name>-checkpoint`; events given up on are appended to
+//! `$group-<name>-parked`, where they can be read and replayed. Delivery is at
+//! least once: after a restart, events after the last saved checkpoint are
+//! delivered again. This module owns the group protocol; it reads and appends
+//! through the store like any client and must never touch files.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::event::{EventData, ExpectedVersion, RecordedEvent};
+use crate::index::hash_str;
+use crate::query::Filter;
+use crate::store::{Direction, LogFrom, Store, StreamFrom};
+use crate::subscription::SubscribeFrom;
+
+/// The system stream of group definitions.
+pub const GROUPS_STREAM: &str = "$groups";
+
+/// How a group shares events among its consumers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Strategy {
+    /// Each event goes to whichever consumer asks next.
+    RoundRobin,
+    /// All events of a stream go to the same consumer (chosen by the stream's
+    /// hash among the connected consumers), in order.
+    Pinned,
+}
+
+/// What a group reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupSource {
+    /// The global log, filtered; system streams (`$`-prefixed) are skipped.
+    All(Filter),
+    /// One stream.
+    Stream(String),
+}
+
+/// The settings of a group, fixed when it is created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSettings {
+    /// What the group reads.
+    pub source: GroupSource,
+    /// Where a new group starts.
+    pub start: SubscribeFrom,
+    /// How events are shared among consumers.
+    pub strategy: Strategy,
+    /// An event not acknowledged this long after delivery is retried.
+    pub ack_timeout_ms: u64,
+    /// Deliveries after the first before an event is parked.
+    pub max_retries: u32,
+    /// Most events delivered and not yet acknowledged, across the group.
+    pub max_in_flight: usize,
+    /// The checkpoint is saved after this many acknowledgements (and when the group is dropped).
+    pub checkpoint_every: u64,
+}
+
+impl GroupSettings {
+    /// Settings for a group on the global log (all events), round robin,
+    /// 30 s acknowledgement timeout, 5 retries.
+    pub fn all() -> Self {
+        GroupSettings {
+            source: GroupSource::All(Filter::all()),
+            start: SubscribeFrom::Start,
+            strategy: Strategy::RoundRobin,
+            ack_timeout_ms: 30_000,
+            max_retries: 5,
+            max_in_flight: 1000,
+            checkpoint_every: 100,
+        }
+    }
+
+    /// Settings for a group on one stream, otherwise as [`GroupSettings::all`].
+    pub fn stream(stream: &str) -> Self {
+        GroupSettings {
+            source: GroupSource::Stream(stream.to_string()),
+            ..Self::all()
+        }
+    }
+}
+
+/// What a consumer does with an event it could not handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NackAction {
+    /// Deliver it again (counts as a retry; parked after too many).
+    Retry,
+    /// Park it now in the dead-letter stream.
+    Park,
+    /// Drop it as if acknowledged.
+    Skip,
+}
+
+/// One event handed to a consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The event.
+    pub event: RecordedEvent,
+    /// How many times it was delivered before (0 on the first delivery).
+    pub retry_count: u32,
+}
+
+/// A parked event's record in the dead-letter stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParkedRecord {
+    /// Position of the original event.
+    pub position: u64,
+    /// Its stream and revision.
+    pub stream: String,
+    /// Its revision.
+    pub revision: u64,
+    /// Its id.
+    pub event_id: Uuid,
+    /// Deliveries made.
+    pub deliveries: u32,
+    /// Why it was parked.
+    pub reason: String,
+}
+
+/// The state of a group, for inspection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// Its name.
+    pub name: String,
+    /// Every event before this position (or revision, for a stream group) is
+    /// acknowledged or parked.
+    pub checkpoint: u64,
+    /// The checkpoint last saved in the store.
+    pub saved_checkpoint: u64,
+    /// Events delivered and not yet acknowledged.
+    pub in_flight: usize,
+    /// Events waiting to be delivered (new or retried).
+    pub ready: usize,
+    /// Events parked so far (including before a restart).
+    pub parked: u64,
+    /// Connected consumers.
+    pub consumers: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum Definition {
+    Created { name: String, settings: GroupSettings },
+    Deleted { name: String },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Checkpoint {
+    checkpoint: u64,
+    parked: u64,
+    parked_replayed: u64,
+}
+
+struct Pending {
+    event: RecordedEvent,
+    deliveries: u32,
+    /// Its position (or revision) in the source; `None` for a replayed parked
+    /// event, which the checkpoint has already passed.
+    key: Option<u64>,
+}
+
+struct InFlight {
+    pending: Pending,
+    deadline: Instant,
+    consumer: String,
+}
+
+struct GroupInner {
+    /// Next position (or revision) to read from the source.
+    cursor: u64,
+    saved: u64,
+    ready: VecDeque<Pending>,
+    in_flight: HashMap<Uuid, InFlight>,
+    consumers: Vec<String>,
+    acks_since_save: u64,
+    parked: u64,
+    parked_replayed: u64,
+}
+
+/// The shared runtime state of one group.
+pub(crate) struct GroupState {
+    name: String,
+    settings: GroupSettings,
+    inner: Mutex<GroupInner>,
+    changed: Condvar,
+}
+
+/// The registry of loaded groups of a store.
+#[derive(Default)]
+pub(crate) struct Groups {
+    loaded: Mutex<HashMap<String, Arc<GroupState>>>,
+}
+
+impl Groups {
+    /// Saves the checkpoint of every loaded group that moved since its last save.
+    pub(crate) fn save_all(&self, store: &Store) -> Result<()> {
+        let loaded: Vec<Arc<GroupState>> = self.loaded.lock().values().cloned().collect();
+        for state in loaded {
+            let group = Group { store, state };
+            let mut inner = group.state.inner.lock();
+            if low_water(&inner) != inner.saved {
+                group.save(&mut inner)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn checkpoint_stream(name: &str) -> String {
+    format!("$group-{name}-checkpoint")
+}
+
+/// The dead-letter stream of a group.
+pub fn parked_stream(name: &str) -> String {
+    format!("$group-{name}-parked")
+}
+
+fn check_group_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 200 || !name.chars().all(|c| c.is_alphanumeric() || "-_.:".contains(c)) {
+        return Err(Error::InvalidInput(format!(
+            "group name {name:?} must be 1-200 letters, digits or -_.:"
+        )));
+    }
+    Ok(())
+}
+
+fn json_event(event_type: &str, value: &impl Serialize) -> Result<EventData> {
+    let data = serde_json::to_vec(value).map_err(|e| Error::InvalidInput(format!("encoding {event_type}: {e}")))?;
+    Ok(EventData::json(event_type, data))
+}
+
+/// The latest definitions of every group, from `$groups`.
+fn definitions(store: &Store) -> Result<HashMap<String, GroupSettings>> {
+    let mut out = HashMap::new();
+    let events = match store.read_stream(GROUPS_STREAM, Direction::Forward, StreamFrom::Start, usize::MAX) {
+        Ok(e) => e,
+        Err(Error::StreamNotFound(_)) => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for e in events {
+        match serde_json::from_slice::<Definition>(&e.data) {
+            Ok(Definition::Created { name, settings }) => {
+                out.insert(name, settings);
+            }
+            Ok(Definition::Deleted { name }) => {
+                out.remove(&name);
+            }
+            Err(err) => {
+                return Err(Error::corruption(
+                    store.dir(),
+                    e.position,
+                    format!("group definition at position {} is not readable: {err}", e.position),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl Store {
+    /// Creates a persistent subscription group; fails if the name is taken.
+    pub fn create_group(&self, name: &str, settings: GroupSettings) -> Result<Group<'_>> {
+        check_group_name(name)?;
+        if settings.max_in_flight == 0 || settings.checkpoint_every == 0 {
+            return Err(Error::InvalidInput(
+                "max_in_flight and checkpoint_every must be positive".into(),
+            ));
+        }
+        if let GroupSource::Stream(s) = &settings.source {
+            crate::event::check_stream_name(s)?;
+        }
+        let _guard = self.groups().loaded.lock();
+        if definitions(self)?.contains_key(name) {
+            return Err(Error::InvalidInput(format!("group {name:?} already exists")));
+        }
+        let def = Definition::Created {
+            name: name.to_string(),
+            settings,
+        };
+        self.append_system(
+            GROUPS_STREAM,
+            ExpectedVersion::Any,
+            vec![json_event("$GroupCreated", &def)?],
+        )?;
+        drop(_guard);
+        self.group(name)
+    }
+
+    /// Opens an existing group (loading its state on first use after open).
+    pub fn group(&self, name: &str) -> Result<Group<'_>> {
+        let mut loaded = self.groups().loaded.lock();
+        if let Some(state) = loaded.get(name) {
+            return Ok(Group {
+                store: self,
+                state: state.clone(),
+            });
+        }
+        let settings = definitions(self)?
+            .remove(name)
+            .ok_or_else(|| Error::InvalidInput(format!("group {name:?} does not exist")))?;
+        let saved = match self.read_stream(&checkpoint_stream(name), Direction::Backward, StreamFrom::End, 1) {
+            Ok(mut e) => match e.pop() {
+                Some(e) => Some(serde_json::from_slice::<Checkpoint>(&e.data).map_err(|err| {
+                    Error::corruption(
+                        self.dir(),
+                        e.position,
+                        format!("group checkpoint is not readable: {err}"),
+                    )
+                })?),
+                None => None,
+            },
+            Err(Error::StreamNotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        let start = match (&settings.source, settings.start) {
+            (_, SubscribeFrom::Start) => 0,
+            (_, SubscribeFrom::After(p)) => p + 1,
+            (GroupSource::All(_), SubscribeFrom::End) => self.head_position(),
+            (GroupSource::Stream(s), SubscribeFrom::End) => self.stream_info(s).map_or(0, |i| i.last_revision + 1),
+        };
+        let (cursor, parked, parked_replayed) = match &saved {
+            Some(c) => (c.checkpoint, c.parked, c.parked_replayed),
+            None => (start, 0, 0),
+        };
+        let state = Arc::new(GroupState {
+            name: name.to_string(),
+            settings,
+            inner: Mutex::new(GroupInner {
+                cursor,
+                saved: cursor,
+                ready: VecDeque::new(),
+                in_flight: HashMap::new(),
+                consumers: Vec::new(),
+                acks_since_save: 0,
+                parked,
+                parked_replayed,
+            }),
+            changed: Condvar::new(),
+        });
+        loaded.insert(name.to_string(), state.clone());
+        Ok(Group { store: self, state })
+    }
+
+    /// Deletes a group's definition (its checkpoint and parked streams stay readable).
+    pub fn delete_group(&self, name: &str) -> Result<()> {
+        let mut loaded = self.groups().loaded.lock();
+        if !definitions(self)?.contains_key(name) {
+            return Err(Error::InvalidInput(format!("group {name:?} does not exist")));
+        }
+        let def = Definition::Deleted { name: name.to_string() };
+        self.append_system(
+            GROUPS_STREAM,
+            ExpectedVersion::Any,
+            vec![json_event("$GroupDeleted", &def)?],
+        )?;
+        loaded.remove(name);
+        Ok(())
+    }
+
+    /// Names and settings of every group.
+    pub fn groups_list(&self) -> Result<Vec<(String, GroupSettings)>> {
+        let mut v: Vec<_> = definitions(self)?.into_iter().collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(v)
+    }
+}
+
+/// A handle on a persistent subscription group.
+pub struct Group<'s> {
+    store: &'s Store,
+    state: Arc<GroupState>,
+}
+
+impl Group<'_> {
+    /// The group's settings.
+    pub fn settings(&self) -> &GroupSettings {
+        &self.state.settings
+    }
+
+    /// Connects a consumer by name (connecting twice is harmless).
+    pub fn consumer(&self, name: &str) -> Consumer<'_> {
+        let mut inner = self.state.inner.lock();
+        if !inner.consumers.iter().any(|c| c == name) {
+            inner.consumers.push(name.to_string());
+        }
+        Consumer {
+            group: self,
+            name: name.to_string(),
+        }
+    }
+
+    /// The group's state.
+    pub fn info(&self) -> GroupInfo {
+        let inner = self.state.inner.lock();
+        GroupInfo {
+            name: self.state.name.clone(),
+            checkpoint: low_water(&inner),
+            saved_checkpoint: inner.saved,
+            in_flight: inner.in_flight.len(),
+            ready: inner.ready.len(),
+            parked: inner.parked,
+            consumers: inner.consumers.clone(),
+        }
+    }
+
+    /// Saves the checkpoint now.
+    pub fn save_checkpoint(&self) -> Result<()> {
+        let mut inner = self.state.inner.lock();
+        self.save(&mut inner)
+    }
+
+    fn save(&self, inner: &mut GroupInner) -> Result<()> {
+        let checkpoint = low_water(inner);
+        let c = Checkpoint {
+            checkpoint,
+            parked: inner.parked,
+            parked_replayed: inner.parked_replayed,
+        };
+        self.store.append_system(
+            &checkpoint_stream(&self.state.name),
+            ExpectedVersion::Any,
+            vec![json_event("$Checkpoint", &c)?],
+        )?;
+        inner.saved = checkpoint;
+        inner.acks_since_save = 0;
+        Ok(())
+    }
+
+    /// Puts every parked event not yet replayed back in line for delivery.
+    pub fn replay_parked(&self) -> Result<u64> {
+        let mut inner = self.state.inner.lock();
+        let parked = match self.store.read_stream(
+            &parked_stream(&self.state.name),
+            Direction::Forward,
+            StreamFrom::Revision(inner.parked_replayed),
+            usize::MAX,
+        ) {
+            Ok(p) => p,
+            Err(Error::StreamNotFound(_)) => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut n = 0;
+        for p in &parked {
+            let rec: ParkedRecord = serde_json::from_slice(&p.data)
+                .map_err(|e| Error::corruption(self.store.dir(), p.position, format!("parked record: {e}")))?;
+            if let Some(event) = self
+                .store
+                .read_all(Direction::Forward, LogFrom::Position(rec.position), 1, &Filter::all())?
+                .into_iter()
+                .find(|e| e.position == rec.position)
+            {
+                inner.ready.push_back(Pending {
+                    event,
+                    deliveries: 0,
+                    key: None,
+                });
+                n += 1;
+            }
+            inner.parked_replayed = p.revision + 1;
+        }
+        self.save(&mut inner)?;
+        self.state.changed.notify_all();
+        Ok(n)
+    }
+
+    /// The position (global log) or revision (stream) that orders the group's source.
+    fn key(&self, e: &RecordedEvent) -> u64 {
+        match self.state.settings.source {
+            GroupSource::All(_) => e.position,
+            GroupSource::Stream(_) => e.revision,
+        }
+    }
+
+    /// Moves timed-out deliveries back in line, or to the parked stream.
+    fn expire(&self, inner: &mut GroupInner) -> Result<()> {
+        let now = Instant::now();
+        let expired: Vec<Uuid> = inner
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(f) = inner.in_flight.remove(&id) {
+                self.retry_or_park(inner, f.pending, "acknowledgement timed out")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn retry_or_park(&self, inner: &mut GroupInner, p: Pending, reason: &str) -> Result<()> {
+        if p.deliveries > self.state.settings.max_retries {
+            self.park(inner, p, reason)
+        } else {
+            inner.ready.push_front(p);
+            Ok(())
+        }
+    }
+
+    fn park(&self, inner: &mut GroupInner, p: Pending, reason: &str) -> Result<()> {
+        let rec = ParkedRecord {
+            position: p.event.position,
+            stream: p.event.stream.clone(),
+            revision: p.event.revision,
+            event_id: p.event.id,
+            deliveries: p.deliveries,
+            reason: reason.to_string(),
+        };
+        self.store.append_system(
+            &parked_stream(&self.state.name),
+            ExpectedVersion::Any,
+            vec![json_event("$Parked", &rec)?],
+        )?;
+        inner.parked += 1;
+        self.completed(inner)
+    }
+
+    /// Counts a completed event (acknowledged, skipped or parked) toward the next checkpoint save.
+    fn completed(&self, inner: &mut GroupInner) -> Result<()> {
+        inner.acks_since_save += 1;
+        if inner.acks_since_save >= self.state.settings.checkpoint_every {
+            self.save(inner)?;
+        }
+        Ok(())
+    }
+
+    /// Reads more of the source into the ready line, keeping within the in-flight limit.
+    fn refill(&self, inner: &mut GroupInner, want: usize) -> Result<()> {
+        let room = self
+            .state
+            .settings
+            .max_in_flight
+            .saturating_sub(inner.in_flight.len() + inner.ready.len());
+        let n = want.min(room);
+        if n == 0 {
+            return Ok(());
+        }
+        let events = match &self.state.settings.source {
+            GroupSource::All(filter) => {
+                if inner.cursor >= self.store.head_position() {
+                    return Ok(());
+                }
+                let events = self
+                    .store
+                    .read_all(Direction::Forward, LogFrom::Position(inner.cursor), n, filter)?;
+                if events.len() < n {
+                    // Everything published up to the head has been considered.
+                    inner.cursor = inner.cursor.max(self.store.head_position());
+                }
+                events
+            }
+            GroupSource::Stream(s) => {
+                match self
+                    .store
+                    .read_stream(s, Direction::Forward, StreamFrom::Revision(inner.cursor), n)
+                {
+                    Ok(e) => e,
+                    Err(Error::StreamNotFound(_)) => Vec::new(),
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        for e in events {
+            let key = self.key(&e);
+            inner.cursor = inner.cursor.max(key + 1);
+            // Groups on the global log skip system streams, their own bookkeeping included.
+            if e.stream.starts_with('$') {
+                continue;
+            }
+            inner.ready.push_back(Pending {
+                event: e,
+                deliveries: 0,
+                key: Some(key),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The lowest position (or revision) not yet completed: the checkpoint.
+fn low_water(inner: &GroupInner) -> u64 {
+    inner
+        .in_flight
+        .values()
+        .map(|f| &f.pending)
+        .chain(inner.ready.iter())
+        .filter_map(|p| p.key)
+        .fold(inner.cursor, u64::min)
+}
+
+/// A named consumer of a group.
+pub struct Consumer<'g> {
+    group: &'g Group<'g>,
+    name: String,
+}
+
+impl Consumer<'_> {
+    /// Up to `max` events for this consumer, waiting at most `timeout` for the first.
+    pub fn fetch(&self, max: usize, timeout: Duration) -> Result<Vec<Delivery>> {
+        let g = self.group;
+        let deadline = Instant::now() + timeout;
+        let mut inner = g.state.inner.lock();
+        loop {
+            g.expire(&mut inner)?;
+            g.refill(&mut inner, max)?;
+            let out = self.take(&mut inner, max);
+            if !out.is_empty() {
+                return Ok(out);
+            }
+            let now = Instant::now();
+            if now >= deadline || g.store.is_closing() {
+                return Ok(out);
+            }
+            // New events, acknowledgements and timeouts all wake or expire within this slice.
+            let slice = (deadline - now).min(Duration::from_millis(20));
+            g.state.changed.wait_for(&mut inner, slice);
+        }
+    }
+
+    fn take(&self, inner: &mut GroupInner, max: usize) -> Vec<Delivery> {
+        let g = self.group;
+        let settings = &g.state.settings;
+        let mut out = Vec::new();
+        let mut keep = VecDeque::new();
+        let consumers = inner.consumers.clone();
+        while out.len() < max {
+            let Some(p) = inner.ready.pop_front() else { break };
+            let mine = match settings.strategy {
+                Strategy::RoundRobin => true,
+                Strategy::Pinned => {
+                    let i = (hash_str(&p.event.stream) % consumers.len().max(1) as u64) as usize;
+                    consumers.get(i).is_none_or(|c| *c == self.name)
+                }
+            };
+            if !mine {
+                keep.push_back(p);
+                continue;
+            }
+            out.push(Delivery {
+                event: p.event.clone(),
+                retry_count: p.deliveries,
+            });
+            inner.in_flight.insert(
+                p.event.id,
+                InFlight {
+                    pending: Pending {
+                        event: p.event,
+                        deliveries: p.deliveries + 1,
+                        key: p.key,
+                    },
+                    deadline: Instant::now() + Duration::from_millis(settings.ack_timeout_ms),
+                    consumer: self.name.clone(),
+                },
+            );
+        }
+        // Events pinned to other consumers keep their place, ahead of the rest.
+        while let Some(p) = keep.pop_back() {
+            inner.ready.push_front(p);
+        }
+        out
+    }
+
+    /// Acknowledges handled events by id; unknown ids are ignored.
+    pub fn ack(&self, ids: &[Uuid]) -> Result<()> {
+        let g = self.group;
+        let mut inner = g.state.inner.lock();
+        for id in ids {
+            if inner.in_flight.remove(id).is_some() {
+                g.completed(&mut inner)?;
+            }
+        }
+        g.state.changed.notify_all();
+        Ok(())
+    }
+
+    /// Negatively acknowledges an event: retry it, park it, or skip it.
+    pub fn nack(&self, id: Uuid, action: NackAction, reason: &str) -> Result<()> {
+        let g = self.group;
+        let mut inner = g.state.inner.lock();
+        if let Some(f) = inner.in_flight.remove(&id) {
+            match action {
+                NackAction::Retry => g.retry_or_park(&mut inner, f.pending, reason)?,
+                NackAction::Park => g.park(&mut inner, f.pending, reason)?,
+                NackAction::Skip => g.completed(&mut inner)?,
+            }
+        }
+        g.state.changed.notify_all();
+        Ok(())
+    }
+
+    /// The consumer's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Events currently delivered to this consumer and not yet acknowledged.
+    pub fn in_flight(&self) -> usize {
+        let inner = self.group.state.inner.lock();
+        inner.in_flight.values().filter(|f| f.consumer == self.name).count()
+    }
+}
+
+impl Drop for Consumer<'_> {
+    fn drop(&mut self) {
+        let mut inner = self.group.state.inner.lock();
+        inner.consumers.retain(|c| *c != self.name);
+    }
+}

@@ -1,0 +1,219 @@
+//! Persistent subscription groups: sharing, ack and nack, timeouts and
+//! retries, parking and replay of parked events, pinning, and restarts.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use annal::{
+    Direction, Durability, Error, EventData, ExpectedVersion, GroupSettings, NackAction, Options, ParkedRecord, Store,
+    Strategy, StreamFrom, persistent::parked_stream,
+};
+
+fn open(dir: &std::path::Path) -> Store {
+    Store::open(dir, Options::default().durability(Durability::Never)).unwrap()
+}
+
+fn fill(store: &Store, n: u64) {
+    for i in 0..n {
+        store
+            .append(
+                &format!("order-{}", i % 4),
+                ExpectedVersion::Any,
+                vec![EventData::json("E", format!("{i}"))],
+            )
+            .unwrap();
+    }
+}
+
+const T: Duration = Duration::from_millis(200);
+
+#[test]
+fn two_consumers_share_the_work_and_the_checkpoint_advances() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fill(&store, 100);
+    let group = store.create_group("g", GroupSettings::all()).unwrap();
+    let (a, b) = (group.consumer("a"), group.consumer("b"));
+    let mut seen = Vec::new();
+    loop {
+        let da = a.fetch(7, T).unwrap();
+        let db = b.fetch(5, T).unwrap();
+        if da.is_empty() && db.is_empty() {
+            break;
+        }
+        assert!(da.iter().chain(&db).all(|d| d.retry_count == 0));
+        a.ack(&da.iter().map(|d| d.event.id).collect::<Vec<_>>()).unwrap();
+        b.ack(&db.iter().map(|d| d.event.id).collect::<Vec<_>>()).unwrap();
+        seen.extend(da.iter().chain(&db).map(|d| d.event.position));
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..100).collect::<Vec<_>>(), "each event delivered exactly once");
+    let info = group.info();
+    assert_eq!((info.in_flight, info.ready), (0, 0));
+    // The checkpoint passed every event, and the group's own bookkeeping events.
+    assert!(
+        info.checkpoint >= 100 && info.checkpoint <= store.head_position(),
+        "{info:?}"
+    );
+    // New events keep flowing to a waiting consumer.
+    fill(&store, 3);
+    let more = a.fetch(10, Duration::from_secs(2)).unwrap();
+    assert_eq!(more.len(), 3);
+    assert!(matches!(
+        store.create_group("g", GroupSettings::all()),
+        Err(Error::InvalidInput(_))
+    ));
+}
+
+#[test]
+fn nack_retries_parks_or_skips_and_parked_events_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fill(&store, 3);
+    let group = store.create_group("g", GroupSettings::all()).unwrap();
+    let c = group.consumer("c");
+    let d = c.fetch(3, T).unwrap();
+    assert_eq!(d.len(), 3);
+    c.nack(d[0].event.id, NackAction::Retry, "try again").unwrap();
+    c.nack(d[1].event.id, NackAction::Park, "poison").unwrap();
+    c.nack(d[2].event.id, NackAction::Skip, "not mine").unwrap();
+    let again = c.fetch(10, T).unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].event.position, again[0].retry_count), (0, 1));
+    c.ack(&[again[0].event.id]).unwrap();
+    // The parked event is in the dead-letter stream, readable like any stream.
+    let parked = store
+        .read_stream(&parked_stream("g"), Direction::Forward, StreamFrom::Start, 10)
+        .unwrap();
+    assert_eq!(parked.len(), 1);
+    let rec: ParkedRecord = serde_json::from_slice(&parked[0].data).unwrap();
+    assert_eq!((rec.position, rec.reason.as_str()), (1, "poison"));
+    assert_eq!(group.info().parked, 1);
+    // Replaying parked events delivers them again, once.
+    assert_eq!(group.replay_parked().unwrap(), 1);
+    let replayed = c.fetch(10, T).unwrap();
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(replayed[0].event.position, 1);
+    c.ack(&[replayed[0].event.id]).unwrap();
+    assert_eq!(group.replay_parked().unwrap(), 0);
+    assert!(group.info().checkpoint >= 3);
+}
+
+#[test]
+fn unacknowledged_events_are_retried_after_the_timeout_then_parked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fill(&store, 1);
+    let settings = GroupSettings {
+        ack_timeout_ms: 30,
+        max_retries: 2,
+        ..GroupSettings::all()
+    };
+    let group = store.create_group("slow", settings).unwrap();
+    let c = group.consumer("c");
+    let mut retries = Vec::new();
+    for _ in 0..3 {
+        let d = c.fetch(1, Duration::from_secs(2)).unwrap();
+        assert_eq!(d.len(), 1);
+        retries.push(d[0].retry_count);
+        // No ack: the delivery times out.
+    }
+    assert_eq!(retries, vec![0, 1, 2]);
+    assert!(
+        c.fetch(1, Duration::from_millis(150)).unwrap().is_empty(),
+        "parked after 2 retries"
+    );
+    let info = group.info();
+    assert_eq!((info.parked, info.in_flight), (1, 0));
+    assert!(info.checkpoint >= 1);
+    let parked = store
+        .read_stream(&parked_stream("slow"), Direction::Forward, StreamFrom::Start, 10)
+        .unwrap();
+    let rec: ParkedRecord = serde_json::from_slice(&parked[0].data).unwrap();
+    assert_eq!(rec.deliveries, 3);
+}
+
+#[test]
+fn pinned_groups_send_each_stream_to_one_consumer_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fill(&store, 80);
+    let settings = GroupSettings {
+        strategy: Strategy::Pinned,
+        ..GroupSettings::all()
+    };
+    let group = store.create_group("p", settings).unwrap();
+    let consumers = [group.consumer("x"), group.consumer("y")];
+    let mut owner: HashMap<String, String> = HashMap::new();
+    let mut last: HashMap<String, u64> = HashMap::new();
+    let mut total = 0;
+    for _ in 0..50 {
+        for c in &consumers {
+            for d in c.fetch(4, Duration::from_millis(10)).unwrap() {
+                let o = owner
+                    .entry(d.event.stream.clone())
+                    .or_insert_with(|| c.name().to_string());
+                assert_eq!(o, c.name(), "stream {} went to two consumers", d.event.stream);
+                if let Some(prev) = last.insert(d.event.stream.clone(), d.event.revision) {
+                    assert!(d.event.revision > prev, "out of order in {}", d.event.stream);
+                }
+                c.ack(&[d.event.id]).unwrap();
+                total += 1;
+            }
+        }
+    }
+    assert_eq!(total, 80);
+    let owners: BTreeSet<&String> = owner.values().collect();
+    assert_eq!(owners.len(), 2, "both consumers get streams");
+}
+
+#[test]
+fn a_group_resumes_from_its_checkpoint_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        fill(&store, 100);
+        let group = store
+            .create_group(
+                "orders",
+                GroupSettings {
+                    checkpoint_every: 10,
+                    ..GroupSettings::stream("order-1")
+                },
+            )
+            .unwrap();
+        let c = group.consumer("c");
+        let d = c.fetch(15, T).unwrap();
+        assert_eq!(
+            d.iter().map(|d| d.event.revision).collect::<Vec<_>>(),
+            (0..15).collect::<Vec<_>>()
+        );
+        c.ack(&d[..12].iter().map(|d| d.event.id).collect::<Vec<_>>()).unwrap();
+        // Revisions 12..15 are delivered but not acknowledged when the store closes.
+        drop(c);
+        drop(group);
+        store.close().unwrap();
+    }
+    let store = open(dir.path());
+    let group = store.group("orders").unwrap();
+    assert_eq!(group.info().checkpoint, 12);
+    let c = group.consumer("c2");
+    let d = c.fetch(100, T).unwrap();
+    assert_eq!(
+        d.iter().map(|d| d.event.revision).collect::<Vec<_>>(),
+        (12..25).collect::<Vec<_>>()
+    );
+    store.delete_group("orders").unwrap();
+    assert!(store.group("orders").is_err());
+    assert!(store.groups_list().unwrap().is_empty());
+}
+
+#[test]
+fn system_streams_are_reserved() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    assert!(matches!(
+        store.append("$groups", ExpectedVersion::Any, vec![EventData::json("X", "{}")]),
+        Err(Error::InvalidInput(_))
+    ));
+}
