@@ -16,6 +16,7 @@
 //! # Ok::<(), annal::Error>(())
 //! ```
 
+pub mod backup;
 pub mod checkpoint;
 pub mod error;
 pub mod event;
@@ -33,6 +34,7 @@ pub mod subscription;
 pub mod verify;
 mod writer;
 
+pub use backup::{BackupReport, StoreStats, restore, restore_with};
 pub use error::{Error, Result};
 pub use event::{AppendResult, ContentType, EventData, ExpectedVersion, RecordedEvent, StreamInfo};
 pub use options::{Durability, Options};

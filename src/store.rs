@@ -690,6 +690,17 @@ impl Store {
         self.shared.segments().len()
     }
 
+    /// Copies the store, while it runs, into `dest` (an empty or new directory on
+    /// the same storage): a store that opens as this one was at one instant.
+    pub fn backup(&self, dest: impl AsRef<Path>) -> Result<crate::BackupReport> {
+        crate::backup::backup(&self.shared, dest.as_ref())
+    }
+
+    /// Figures about the store: events, streams, segments, bytes.
+    pub fn stats(&self) -> crate::StoreStats {
+        crate::backup::stats(&self.shared)
+    }
+
     /// Subscribes to the global log (events passing `filter`), from history to live.
     pub fn subscribe_all(&self, from: SubscribeFrom, filter: Filter) -> Subscription {
         self.subscribe_all_with(from, filter, SubscriptionOptions::default())

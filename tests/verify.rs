@@ -1,4 +1,4 @@
-//! `Store::verify` on healthy and deliberately damaged stores.
+//! `Store::verify` on healthy and deliberately damaged stores; backups and restores of a live store.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -117,4 +117,51 @@ fn a_checkpoint_that_disagrees_with_the_log_is_reported() {
     let store = Store::open_with(Arc::new(sim.clone()), "/v", options()).unwrap();
     let report = store.verify().unwrap();
     assert!(report.problems.iter().any(|p| p.file == path), "{:?}", report.problems);
+}
+
+#[test]
+fn a_backup_of_a_live_store_opens_as_it_was_and_restores() {
+    let sim = SimStorage::new();
+    let store = Arc::new(filled(&sim));
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for i in 0..200u64 {
+                store
+                    .append("live", ExpectedVersion::Any, vec![EventData::json("L", format!("{i}"))])
+                    .unwrap();
+            }
+        })
+    };
+    let report = store.backup("/backup").unwrap();
+    writer.join().unwrap();
+    assert!(report.events >= 300 && report.files >= 3);
+    let copy = Store::open_with(Arc::new(sim.clone()), "/backup", options()).unwrap();
+    assert_eq!(copy.head_position(), report.events);
+    assert!(copy.verify().unwrap().is_clean());
+    let original = store
+        .read_all(
+            annal::Direction::Forward,
+            annal::LogFrom::Start,
+            report.events as usize,
+            &annal::Filter::all(),
+        )
+        .unwrap();
+    let copied = copy
+        .read_all(
+            annal::Direction::Forward,
+            annal::LogFrom::Start,
+            usize::MAX,
+            &annal::Filter::all(),
+        )
+        .unwrap();
+    assert_eq!(original, copied);
+    drop(copy);
+    assert!(store.backup("/backup").is_err(), "a backup never overwrites");
+    let restored = annal::restore_with(Arc::new(sim.clone()), Path::new("/backup"), Path::new("/restored")).unwrap();
+    assert_eq!(restored.events, report.events);
+    let stats = store.stats();
+    assert_eq!(stats.events, 500);
+    assert_eq!(stats.streams, 8);
+    assert!(stats.segments > 3 && stats.segment_bytes > 0 && stats.index_bytes > 0);
 }

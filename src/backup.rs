@@ -1,0 +1,172 @@
+//! Consistent copies of a live store, restores, and store statistics.
+//!
+//! A backup copies the sealed segments and their indexes (immutable once
+//! written) and the active segment up to the last published append, so the
+//! copy is a store that opens as if the original had stopped at that instant.
+//! Appends continue meanwhile. This module reads the store; it writes only
+//! into the destination directory.
+
+use std::path::{Path, PathBuf};
+
+use crate::checkpoint::{META_FILE, STREAMS_FILE};
+use crate::error::{Error, IoContext, Result};
+use crate::index::Lookup;
+use crate::storage::{Storage, write_atomically};
+use crate::store::Shared;
+
+/// What a backup copied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackupReport {
+    /// The destination directory.
+    pub dir: PathBuf,
+    /// Files written.
+    pub files: usize,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Events in the copy (its head position).
+    pub events: u64,
+}
+
+/// Figures about a store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Events ever appended (the head position).
+    pub events: u64,
+    /// Streams.
+    pub streams: u64,
+    /// Segment files (sealed and active).
+    pub segments: usize,
+    /// Bytes of segment files (sealed plus the active segment's written data).
+    pub segment_bytes: u64,
+    /// Bytes of index files of sealed segments.
+    pub index_bytes: u64,
+    /// Events of the active segment, indexed in memory.
+    pub active_events: u64,
+}
+
+fn empty_dest(st: &dyn Storage, dest: &Path) -> Result<()> {
+    if st.exists(dest) {
+        let names = st.list(dest).ctx(|| format!("listing {}", dest.display()))?;
+        if !names.is_empty() {
+            return Err(Error::InvalidInput(format!(
+                "{} is not empty; a backup or restore needs an empty or new directory",
+                dest.display()
+            )));
+        }
+    } else {
+        st.create_dir_all(dest).ctx(|| format!("creating {}", dest.display()))?;
+    }
+    Ok(())
+}
+
+fn copy_bytes(st: &dyn Storage, dest: &Path, name: &str, bytes: &[u8], report: &mut BackupReport) -> Result<()> {
+    write_atomically(st, dest, name, bytes).ctx(|| format!("writing {}", dest.join(name).display()))?;
+    report.files += 1;
+    report.bytes += bytes.len() as u64;
+    Ok(())
+}
+
+/// Copies the live store behind `shared` into `dest` (empty or new).
+pub(crate) fn backup(shared: &Shared, dest: &Path) -> Result<BackupReport> {
+    let st = &*shared.storage;
+    empty_dest(st, dest)?;
+    // One consistent cut: the active segment (its index and end), then the sealed list.
+    let active = shared.active.read().clone();
+    let (active_base, active_end, events) = {
+        let idx = active.index.read();
+        (idx.base(), idx.end_offset(), idx.next_position())
+    };
+    let sealed = shared.sealed.read().clone();
+    let mut report = BackupReport {
+        dir: dest.to_path_buf(),
+        events,
+        ..Default::default()
+    };
+    let meta = st
+        .map(&shared.dir.join(META_FILE))
+        .ctx(|| format!("reading {META_FILE}"))?;
+    copy_bytes(st, dest, META_FILE, (*meta).as_ref(), &mut report)?;
+    for seg in sealed.iter().filter(|s| s.index.base() < active_base) {
+        let name = seg
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        copy_bytes(st, dest, &name, &seg.bytes, &mut report)?;
+        let idx_name = format!("{:020}.idx", seg.index.base());
+        copy_bytes(st, dest, &idx_name, seg.index.raw(), &mut report)?;
+    }
+    // The stream checkpoint covers a sealed boundary at or before the cut, so it stays valid.
+    if let Ok(chk) = st.map(&shared.dir.join(STREAMS_FILE)) {
+        copy_bytes(st, dest, STREAMS_FILE, (*chk).as_ref(), &mut report)?;
+    }
+    let mut bytes = vec![0u8; active_end as usize];
+    active
+        .file
+        .read_exact_at(&mut bytes, 0)
+        .ctx(|| format!("reading {}", active.path.display()))?;
+    let name = active
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    copy_bytes(st, dest, &name, &bytes, &mut report)?;
+    st.sync_dir(dest).ctx(|| format!("syncing {}", dest.display()))?;
+    Ok(report)
+}
+
+/// Copies a backup (or any closed store) in `from` into `to` (empty or new);
+/// the copy is then opened once to check it.
+pub fn restore_with(storage: std::sync::Arc<dyn Storage>, from: &Path, to: &Path) -> Result<BackupReport> {
+    let st = &*storage;
+    if !st.exists(&from.join(META_FILE)) {
+        return Err(Error::NotAStore {
+            path: from.to_path_buf(),
+            reason: format!("no {META_FILE}"),
+        });
+    }
+    empty_dest(st, to)?;
+    let mut report = BackupReport {
+        dir: to.to_path_buf(),
+        ..Default::default()
+    };
+    for name in st.list(from).ctx(|| format!("listing {}", from.display()))? {
+        let keep = name == META_FILE
+            || name == STREAMS_FILE
+            || matches!(crate::segment::parse_file_name(&name), Some((_, "seg" | "idx")));
+        if !keep {
+            continue;
+        }
+        let bytes = st.map(&from.join(&name)).ctx(|| format!("reading {name}"))?;
+        copy_bytes(st, to, &name, (*bytes).as_ref(), &mut report)?;
+    }
+    st.sync_dir(to).ctx(|| format!("syncing {}", to.display()))?;
+    let store = crate::Store::open_with(storage.clone(), to, crate::Options::default())?;
+    report.events = store.head_position();
+    store.close()?;
+    Ok(report)
+}
+
+/// Restores on the real file system; see [`restore_with`].
+pub fn restore(from: impl AsRef<Path>, to: impl AsRef<Path>) -> Result<BackupReport> {
+    restore_with(std::sync::Arc::new(crate::FsStorage), from.as_ref(), to.as_ref())
+}
+
+/// Figures about the store behind `shared`.
+pub(crate) fn stats(shared: &Shared) -> StoreStats {
+    let active = shared.active.read().clone();
+    let sealed = shared.sealed.read().clone();
+    let (active_base, active_end, active_events) = {
+        let idx = active.index.read();
+        (idx.base(), idx.end_offset(), idx.len() as u64)
+    };
+    let live: Vec<_> = sealed.iter().filter(|s| s.index.base() < active_base).collect();
+    StoreStats {
+        events: shared.published(),
+        streams: shared.streams.read().len() as u64,
+        segments: live.len() + 1,
+        segment_bytes: live.iter().map(|s| s.bytes.len() as u64).sum::<u64>() + active_end,
+        index_bytes: live.iter().map(|s| s.index.raw().len() as u64).sum(),
+        active_events,
+    }
+}
