@@ -78,7 +78,7 @@ impl Rng {
 fn event_for(id: Uuid) -> EventData {
     let (hi, lo) = id.as_u64_pair();
     let h = mix(hi ^ mix(lo));
-    let pad = if h % 64 == 0 {
+    let pad = if h.is_multiple_of(64) {
         8_000 + (h >> 8) % 40_000
     } else {
         (h >> 8) % 1_500
@@ -188,14 +188,17 @@ fn one_line(e: &annal::Error) -> String {
 /// versions they track themselves; odd threads append to shared streams with `Any`.
 fn writer_thread(store: &Store, out: &Mutex<Stdout>, tag: u64, t: u64) {
     let mut rng = Rng(mix(tag ^ mix(t)));
-    let exact = t % 2 == 0;
+    let exact = t.is_multiple_of(2);
     let own = format!("own-{t}");
     let mut own_last = store.stream_info(&own).map(|i| i.last_revision);
     for k in 0u64.. {
         let count = 1 + rng.below(5);
         let first = Uuid::from_u64_pair(tag, (t << 40) | (k << 8));
         let (stream, expected) = if exact {
-            (own.clone(), own_last.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact))
+            (
+                own.clone(),
+                own_last.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact),
+            )
         } else {
             (format!("shared-{}", rng.below(SHARED_STREAMS)), ExpectedVersion::Any)
         };
@@ -262,6 +265,8 @@ struct Totals {
     unacked_absent: u64,
     killed_before_open: u64,
     checks: u64,
+    lost: u64,
+    half_visible: u64,
 }
 
 /// What one check found.
@@ -291,9 +296,9 @@ impl Check {
 enum Line {
     Opened,
     Try(Uuid, u64, String, ExpectedVersion),
-    Ack(Uuid, u64, String, u64, u64),
+    /// An acknowledgement; `true` if of a retry.
+    Ack(Uuid, u64, String, u64, u64, bool),
     Retry(Uuid),
-    Reack(Uuid, u64, String, u64, u64),
     Err(String),
 }
 
@@ -309,9 +314,8 @@ fn parse_line(line: &str) -> Option<Line> {
     Some(match f[0] {
         "OPENED" => Line::Opened,
         "TRY" => Line::Try(id(1)?, num(2)?, s(3)?, f.get(4)?.parse().ok()?),
-        "ACK" => Line::Ack(id(1)?, num(2)?, s(3)?, num(4)?, num(5)?),
+        "ACK" | "REACK" => Line::Ack(id(1)?, num(2)?, s(3)?, num(4)?, num(5)?, f[0] == "REACK"),
         "RETRY" => Line::Retry(id(1)?),
-        "REACK" => Line::Reack(id(1)?, num(2)?, s(3)?, num(4)?, num(5)?),
         _ => Line::Err(f[1..].join(" ")),
     })
 }
@@ -326,6 +330,8 @@ struct Parent {
 /// What one child run printed.
 struct ChildRun {
     lines: Vec<String>,
+    /// When the child said the store was open, from its start.
+    opened_after: Option<Duration>,
     stderr: String,
     exited_early: Option<std::process::ExitStatus>,
 }
@@ -333,7 +339,13 @@ struct ChildRun {
 fn run_child_process(dir: &Path, tag: u64, retries: &str, delay: Duration) -> ChildRun {
     let exe = std::env::current_exe().expect("current_exe");
     let mut child = Command::new(exe)
-        .args(["child_writer", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "child_writer",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, dir)
         .env(TAG_ENV, tag.to_string())
         .env(RETRY_ENV, retries)
@@ -344,19 +356,26 @@ fn run_child_process(dir: &Path, tag: u64, retries: &str, delay: Duration) -> Ch
         .expect("spawn the child");
     let mut stdout = BufReader::new(child.stdout.take().expect("child stdout"));
     let mut stderr = child.stderr.take().expect("child stderr");
+    let spawned = Instant::now();
     let out_reader = std::thread::spawn(move || {
         // Only whole lines: the kill can cut the last one short.
         let mut lines = Vec::new();
+        let mut opened_after = None;
         let mut buf = Vec::new();
         loop {
             buf.clear();
             match stdout.read_until(b'\n', &mut buf) {
                 Ok(0) | Err(_) => break,
-                Ok(_) if buf.ends_with(b"\n") => lines.push(String::from_utf8_lossy(&buf).trim_end().to_string()),
+                Ok(_) if buf.ends_with(b"\n") => {
+                    if opened_after.is_none() && buf.starts_with(b"OPENED") {
+                        opened_after = Some(spawned.elapsed());
+                    }
+                    lines.push(String::from_utf8_lossy(&buf).trim_end().to_string());
+                }
                 Ok(_) => break,
             }
         }
-        lines
+        (lines, opened_after)
     });
     let err_reader = std::thread::spawn(move || {
         let mut s = Vec::new();
@@ -369,8 +388,10 @@ fn run_child_process(dir: &Path, tag: u64, retries: &str, delay: Duration) -> Ch
         child.kill().expect("SIGKILL the child");
     }
     child.wait().expect("wait for the child");
+    let (lines, opened_after) = out_reader.join().expect("stdout reader");
     ChildRun {
-        lines: out_reader.join().expect("stdout reader"),
+        lines,
+        opened_after,
         stderr: err_reader.join().expect("stderr reader"),
         exited_early,
     }
@@ -406,9 +427,7 @@ impl Parent {
                     });
                     self.totals.tries += 1;
                 }
-                Line::Ack(first, count, stream, position, revision)
-                | Line::Reack(first, count, stream, position, revision) => {
-                    let retry = line.contains("REACK");
+                Line::Ack(first, count, stream, position, revision, retry) => {
                     let Some(&i) = self.by_first.get(&first) else {
                         problems.push(format!("acknowledgement of an append never tried: {line}"));
                         continue;
@@ -467,14 +486,14 @@ impl Parent {
             }
         };
         let head = store.head_position();
-        let all: Vec<RecordedEvent> = match store.read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all())
-        {
-            Ok(all) => all,
-            Err(e) => {
-                c.problem(format!("full read of the log failed: {e}"));
-                return c;
-            }
-        };
+        let all: Vec<RecordedEvent> =
+            match store.read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all()) {
+                Ok(all) => all,
+                Err(e) => {
+                    c.problem(format!("full read of the log failed: {e}"));
+                    return c;
+                }
+            };
         c.events = all.len() as u64;
         c.segments = store.segment_count();
         if all.len() as u64 != head {
@@ -487,7 +506,10 @@ impl Parent {
         let mut at: HashMap<Uuid, &RecordedEvent> = HashMap::with_capacity(all.len());
         for (i, e) in all.iter().enumerate() {
             if e.position != i as u64 {
-                c.problem(format!("event {i} of the log has position {} (positions not dense)", e.position));
+                c.problem(format!(
+                    "event {i} of the log has position {} (positions not dense)",
+                    e.position
+                ));
             }
             let next = revisions.entry(e.stream.as_str()).or_insert(0);
             if e.revision != *next {
@@ -529,7 +551,9 @@ impl Parent {
 
         // Every append: all or nothing, acknowledged ones where acknowledged.
         for b in &mut self.batches {
-            let found: Vec<&RecordedEvent> = (0..b.count).filter_map(|i| at.get(&nth_id(b.first, i)).copied()).collect();
+            let found: Vec<&RecordedEvent> = (0..b.count)
+                .filter_map(|i| at.get(&nth_id(b.first, i)).copied())
+                .collect();
             let what = format!(
                 "append {} ({} events to {}, expected {}, round {}{})",
                 b.first,
@@ -545,16 +569,15 @@ impl Parent {
                     c.problem(format!("LOST: {what} was acknowledged at {a:?} and is gone"));
                 } else if let Some(s) = b.seen {
                     c.lost += 1;
-                    c.problem(format!("LOST: {what} was found at {s:?} by an earlier check and is gone"));
+                    c.problem(format!(
+                        "LOST: {what} was found at {s:?} by an earlier check and is gone"
+                    ));
                 } else if !b.checked {
                     c.unacked_absent += 1;
                 }
             } else if (found.len() as u64) < b.count {
                 c.half_visible += 1;
-                let ids: Vec<String> = found
-                    .iter()
-                    .map(|e| format!("{}@{}", e.id, e.position))
-                    .collect();
+                let ids: Vec<String> = found.iter().map(|e| format!("{}@{}", e.id, e.position)).collect();
                 c.problem(format!(
                     "HALF VISIBLE: {what}: {} of {} events present: {}",
                     found.len(),
@@ -575,6 +598,11 @@ impl Parent {
                 }
                 if let Some(s) = b.seen.filter(|s| *s != got) {
                     c.problem(format!("{what}: found at {s:?} by an earlier check, now at {got:?}"));
+                }
+                if b.checked && b.seen.is_none() && !b.retried {
+                    c.problem(format!(
+                        "{what}: absent at an earlier check, never retried, now present at {got:?}"
+                    ));
                 }
                 if b.acked.is_none() && b.seen.is_none() {
                     c.unacked_present += 1;
@@ -622,7 +650,10 @@ impl Parent {
             let e = &all[rng.below(all.len() as u64) as usize];
             match store.event_by_id(e.id) {
                 Ok(Some(found)) if found.position == e.position => {}
-                other => c.problem(format!("event_by_id({}) gave {other:?}, want position {}", e.id, e.position)),
+                other => c.problem(format!(
+                    "event_by_id({}) gave {other:?}, want position {}",
+                    e.id, e.position
+                )),
             }
         }
 
@@ -721,7 +752,13 @@ fn kill_torture() {
     for round in 0..rounds {
         let tag = (seed << 20) | round;
         let retries = parent.retries(round, &mut rng);
-        let delay = Duration::from_millis(20 + rng.below(381));
+        // Mostly 20-400 ms; one round in six 1-20 ms, to kill children while
+        // they start, open and recover the store.
+        let delay = Duration::from_millis(if rng.below(6) == 0 {
+            1 + rng.below(20)
+        } else {
+            20 + rng.below(381)
+        });
         let run = run_child_process(&parent.dir, tag, &retries, delay);
         let tries_before = parent.totals.tries;
         let acks_before = parent.totals.acks;
@@ -729,9 +766,12 @@ fn kill_torture() {
         // Every fourth round or so, no check: the next child recovers the killed store itself.
         let checked = round + 1 == rounds || rng.below(4) != 0;
         let mut line = format!(
-            "round {round:>3}: killed after {:>3} ms{}, {} tries, {} acks",
+            "round {round:>3}: killed after {:>3} ms ({}), {} tries, {} acks",
             delay.as_millis(),
-            if opened { "" } else { " (before open finished)" },
+            match (opened, run.opened_after) {
+                (true, Some(t)) => format!("open took {} ms", t.as_millis()),
+                _ => "before open finished".to_string(),
+            },
             parent.totals.tries - tries_before,
             parent.totals.acks - acks_before,
         );
@@ -741,6 +781,8 @@ fn kill_torture() {
             parent.totals.checks += 1;
             parent.totals.unacked_present += c.unacked_present;
             parent.totals.unacked_absent += c.unacked_absent;
+            parent.totals.lost += c.lost;
+            parent.totals.half_visible += c.half_visible;
             line.push_str(&format!(
                 "; store {} events in {} segments; unacked: {} present, {} absent; checked in {} ms",
                 c.events,
@@ -763,8 +805,8 @@ fn kill_torture() {
             let report = format!(
                 "kill torture FAILED in round {round} (seed {seed}, tag {tag}, lost {}, half-visible {}):\n  {}\n\
                  last lines of the child's stdout:\n    {}\nchild's stderr:\n{}\n{}",
-                last.lost,
-                last.half_visible,
+                parent.totals.lost,
+                parent.totals.half_visible,
                 problems.join("\n  "),
                 run.lines[tail..].join("\n    "),
                 run.stderr,
@@ -788,10 +830,10 @@ fn kill_torture() {
         t.retries_acked,
         t.unacked_present,
         t.unacked_absent,
-        last.lost,
-        last.half_visible,
+        t.lost,
+        t.half_visible,
         last.events,
         last.segments
     );
-    assert_eq!(t.acks > 0, true, "the children must have acknowledged something");
+    assert!(t.acks > 0, "the children must have acknowledged something");
 }
