@@ -106,6 +106,10 @@ pub enum Error {
     #[error("stream {0:?} not found")]
     StreamNotFound(String),
 
+    /// The stream was deleted (soft-deleted with nothing after, or hard-deleted for good).
+    #[error("stream {0:?} is deleted")]
+    StreamDeleted(String),
+
     /// The store was closed, or its writer stopped after a fatal error.
     #[error("store is closed{}", .0.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
     Closed(Option<String>),

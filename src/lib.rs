@@ -21,6 +21,7 @@ pub mod checkpoint;
 pub mod error;
 pub mod event;
 pub mod index;
+pub mod metadata;
 pub mod options;
 pub mod persistent;
 pub mod query;
@@ -37,6 +38,7 @@ mod writer;
 pub use backup::{BackupReport, StoreStats, restore, restore_with};
 pub use error::{Error, Result};
 pub use event::{AppendResult, ContentType, EventData, ExpectedVersion, RecordedEvent, StreamInfo};
+pub use metadata::{Snapshot, StreamMetadata};
 pub use options::{Durability, Options};
 pub use persistent::{
     Consumer, Delivery, Group, GroupInfo, GroupSettings, GroupSource, NackAction, ParkedRecord, Strategy,

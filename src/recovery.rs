@@ -108,6 +108,8 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options) -> R
         streams: RwLock::new(streams),
         next_position: AtomicU64::new(expected_base),
         failure: Mutex::new(None),
+        metadata: Default::default(),
+        metadata_writes: Default::default(),
         notifier: Default::default(),
         _lock: lock,
     };

@@ -86,6 +86,15 @@ pub(crate) struct ActiveSegment {
     pub(crate) index: RwLock<MemIndex>,
 }
 
+/// Whether a read applies stream metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Visibility {
+    /// Only events the stream's metadata lets readers see.
+    Visible,
+    /// Every stored event (for the write path's own checks).
+    Raw,
+}
+
 /// What a read wants of the frame it decodes.
 #[derive(Clone, Copy)]
 enum Want<'a> {
@@ -109,6 +118,10 @@ pub(crate) struct Shared {
     pub(crate) next_position: AtomicU64,
     /// Set when the writer stopped after an error it cannot recover from.
     pub(crate) failure: Mutex<Option<String>>,
+    /// Metadata of the streams that have some.
+    pub(crate) metadata: RwLock<crate::metadata::MetadataCache>,
+    /// Serialises metadata writes.
+    pub(crate) metadata_writes: Mutex<()>,
     /// Wakes subscribers on each publication and when the store closes.
     pub(crate) notifier: crate::subscription::Notifier,
     pub(crate) _lock: Box<dyn LockGuard>,
@@ -218,6 +231,20 @@ impl Shared {
         limit: usize,
         filter: &Filter,
     ) -> Result<Vec<RecordedEvent>> {
+        self.read_log_as(direction, from, limit, filter, Visibility::Visible)
+    }
+
+    /// Reads the global log; `Visibility::Raw` also returns events hidden by stream metadata.
+    pub(crate) fn read_log_as(
+        &self,
+        direction: Direction,
+        from: LogFrom,
+        limit: usize,
+        filter: &Filter,
+        visibility: Visibility,
+    ) -> Result<Vec<RecordedEvent>> {
+        let check = visibility == Visibility::Visible && !self.metadata.read().by_stream.is_empty();
+        let now = crate::metadata::now();
         let published = self.published();
         let mut out = Vec::new();
         if published == 0 || limit == 0 {
@@ -280,6 +307,9 @@ impl Shared {
                 });
                 for loc in plan {
                     if let Some(ev) = self.read_at(seg, loc, want)? {
+                        if check && !self.is_visible(&ev, now) {
+                            continue;
+                        }
                         out.push(ev);
                         if out.len() >= limit {
                             return Ok(out);
@@ -366,6 +396,78 @@ impl Shared {
         Ok(out)
     }
 
+    /// True unless the event's stream metadata hides it (deleted, truncated, too old, too many).
+    pub(crate) fn is_visible(&self, ev: &RecordedEvent, now: i64) -> bool {
+        let meta = self.metadata.read();
+        match meta.by_stream.get(&ev.stream) {
+            None => true,
+            Some(m) => {
+                let last = self.stream_state(&ev.stream).map_or(ev.revision, |s| s.last_revision);
+                m.is_visible(ev.revision, ev.timestamp_micros, last, now)
+            }
+        }
+    }
+
+    /// Reads a stream as its metadata allows: a deleted stream is an error, and
+    /// hidden events are skipped (the read goes on until `limit` visible ones).
+    pub(crate) fn read_stream_visible(
+        &self,
+        stream: &str,
+        direction: Direction,
+        from: StreamFrom,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let Some(meta) = self.metadata.read().by_stream.get(stream).cloned() else {
+            return self.read_stream(stream, direction, from, limit);
+        };
+        let last = self
+            .stream_state(stream)
+            .ok_or_else(|| Error::StreamNotFound(stream.to_string()))?
+            .last_revision;
+        if meta.hides_everything(last) {
+            return Err(Error::StreamDeleted(stream.to_string()));
+        }
+        let first = meta.first_visible(last);
+        let now = crate::metadata::now();
+        let mut out = Vec::new();
+        let mut from = from;
+        loop {
+            let (start, stop) = match (direction, from) {
+                (Direction::Forward, StreamFrom::Start) => (first, false),
+                (Direction::Forward, StreamFrom::Revision(r)) => (r.max(first), false),
+                (Direction::Forward, StreamFrom::End) => (last.max(first), false),
+                (Direction::Backward, StreamFrom::Start | StreamFrom::End) => (last, false),
+                (Direction::Backward, StreamFrom::Revision(r)) => (r.min(last), r < first),
+            };
+            if stop || limit == out.len() {
+                return Ok(out);
+            }
+            let batch = self.read_stream(
+                stream,
+                direction,
+                StreamFrom::Revision(start),
+                (limit - out.len()).min(1000),
+            )?;
+            let Some(edge) = batch.last().map(|e| e.revision) else {
+                return Ok(out);
+            };
+            let n = batch.len();
+            out.extend(
+                batch
+                    .into_iter()
+                    .filter(|e| meta.is_visible(e.revision, e.timestamp_micros, last, now)),
+            );
+            if n < (limit - out.len()).min(1000) || out.len() >= limit {
+                return Ok(out);
+            }
+            from = match direction {
+                Direction::Forward => StreamFrom::Revision(edge + 1),
+                Direction::Backward if edge == 0 || edge <= first => return Ok(out),
+                Direction::Backward => StreamFrom::Revision(edge - 1),
+            };
+        }
+    }
+
     /// Position of the event with this id, if stored.
     pub(crate) fn find_id(&self, id: &Uuid) -> Option<u64> {
         self.segments().iter().rev().find_map(|s| s.with(|l| l.find_id(id)))
@@ -374,7 +476,13 @@ impl Shared {
     /// Reads the event at `position`.
     pub(crate) fn read_position(&self, position: u64) -> Result<Option<RecordedEvent>> {
         Ok(self
-            .read_log(Direction::Forward, LogFrom::Position(position), 1, &Filter::all())?
+            .read_log_as(
+                Direction::Forward,
+                LogFrom::Position(position),
+                1,
+                &Filter::all(),
+                Visibility::Raw,
+            )?
             .into_iter()
             .find(|e| e.position == position))
     }
@@ -383,7 +491,7 @@ impl Shared {
     pub(crate) fn first_match_after(&self, filter: &Filter, after: Option<u64>) -> Result<Option<u64>> {
         let from = after.map_or(0, |a| a + 1);
         Ok(self
-            .read_log(Direction::Forward, LogFrom::Position(from), 1, filter)?
+            .read_log_as(Direction::Forward, LogFrom::Position(from), 1, filter, Visibility::Raw)?
             .first()
             .map(|e| e.position))
     }
@@ -480,7 +588,7 @@ pub(crate) fn to_recorded(v: &EventView<'_>, frame: Option<&Bytes>) -> RecordedE
 
 /// An open event store. Cheap to share between threads (`&Store` is enough to append and read).
 pub struct Store {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     committer: Committer,
     closed: Mutex<bool>,
     groups: crate::persistent::Groups,
@@ -505,12 +613,14 @@ impl Store {
         options.validate()?;
         let shared = Arc::new(crate::recovery::open(storage, dir.as_ref(), options)?);
         let committer = Committer::new(shared.clone())?;
-        Ok(Store {
+        let store = Store {
             shared,
             committer,
             closed: Mutex::new(false),
             groups: Default::default(),
-        })
+        };
+        store.load_metadata()?;
+        Ok(store)
     }
 
     /// The data directory.
@@ -567,6 +677,16 @@ impl Store {
             return Err(Error::InvalidInput(format!(
                 "stream {stream:?}: names starting with '$' are reserved for annal's system streams"
             )));
+        }
+        if self
+            .shared
+            .metadata
+            .read()
+            .by_stream
+            .get(stream)
+            .is_some_and(|m| m.tombstoned)
+        {
+            return Err(Error::StreamDeleted(stream.to_string()));
         }
         self.submit_checked(stream, expected, events, condition)
     }
@@ -632,7 +752,7 @@ impl Store {
         from: StreamFrom,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        self.shared.read_stream(stream, direction, from, limit)
+        self.shared.read_stream_visible(stream, direction, from, limit)
     }
 
     /// Reads up to `limit` events of the global log that pass `filter`.
@@ -649,7 +769,10 @@ impl Store {
     /// Looks up one event by id.
     pub fn event_by_id(&self, id: Uuid) -> Result<Option<RecordedEvent>> {
         match self.shared.find_id(&id) {
-            Some(p) => self.shared.read_position(p),
+            Some(p) => Ok(self
+                .shared
+                .read_position(p)?
+                .filter(|e| self.shared.is_visible(e, crate::metadata::now()))),
             None => Ok(None),
         }
     }

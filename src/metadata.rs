@@ -1,0 +1,282 @@
+//! Stream metadata (max age, max count, truncate-before, custom fields),
+//! soft and hard deletion, and snapshots.
+//!
+//! Metadata of stream `s` is the last event of the system stream `$meta-s`;
+//! snapshots of `s` are events of `$snapshot-s`. Reads apply metadata at once
+//! (an expired or deleted event is never returned); scavenging later reclaims
+//! the space. This module owns the visibility rule and the metadata record; it
+//! must never touch files.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::event::{AppendResult, EventData, ExpectedVersion, RecordedEvent, now_micros};
+use crate::store::{Direction, Store, StreamFrom};
+
+/// Prefix of metadata streams.
+pub const META_PREFIX: &str = "$meta-";
+/// Prefix of snapshot streams.
+pub const SNAPSHOT_PREFIX: &str = "$snapshot-";
+
+/// The metadata of a stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamMetadata {
+    /// Events older than this many milliseconds are not returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_ms: Option<u64>,
+    /// Only the last this many events are returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_count: Option<u64>,
+    /// Events before this revision are not returned (a soft delete sets it past the last event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncate_before: Option<u64>,
+    /// Free-form fields for the application (a JSON object).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub custom: serde_json::Map<String, serde_json::Value>,
+    /// Set by a hard delete: the stream is gone for good, its name cannot be used again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tombstoned: bool,
+}
+
+impl StreamMetadata {
+    /// True if an event at `revision`, recorded at `timestamp_micros`, is visible in a
+    /// stream whose last revision is `last_revision`, at time `now_micros`.
+    pub fn is_visible(&self, revision: u64, timestamp_micros: i64, last_revision: u64, now_micros: i64) -> bool {
+        if self.tombstoned || self.truncate_before.is_some_and(|tb| revision < tb) {
+            return false;
+        }
+        if self.max_count.is_some_and(|n| n == 0 || revision + n <= last_revision) {
+            return false;
+        }
+        if let Some(age) = self.max_age_ms {
+            let cutoff = now_micros.saturating_sub((age as i64).saturating_mul(1000));
+            if timestamp_micros < cutoff {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The first revision that can be visible (ignoring age).
+    pub(crate) fn first_visible(&self, last_revision: u64) -> u64 {
+        let by_count = self.max_count.map_or(0, |n| (last_revision + 1).saturating_sub(n));
+        self.truncate_before.unwrap_or(0).max(by_count)
+    }
+
+    /// True if the stream was deleted (soft with nothing after it, or hard).
+    pub(crate) fn hides_everything(&self, last_revision: u64) -> bool {
+        self.tombstoned || self.truncate_before.is_some_and(|tb| tb > last_revision)
+    }
+}
+
+/// A snapshot of an aggregate's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The stream revision the state was taken at (events up to it are folded in).
+    pub revision: u64,
+    /// The state, as the application encoded it.
+    pub data: Bytes,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotHeader {
+    revision: u64,
+}
+
+/// Metadata of every stream that has some, kept in memory (few streams have any).
+#[derive(Default)]
+pub(crate) struct MetadataCache {
+    pub(crate) by_stream: HashMap<String, StreamMetadata>,
+}
+
+pub(crate) fn parse(event: &RecordedEvent) -> Result<StreamMetadata> {
+    serde_json::from_slice(&event.data).map_err(|e| Error::InvalidInput(format!("stream metadata: {e}")))
+}
+
+impl Store {
+    /// Loads the metadata of every stream into the cache (at open).
+    pub(crate) fn load_metadata(&self) -> Result<()> {
+        let names: Vec<String> = self
+            .streams()
+            .into_iter()
+            .map(|s| s.name)
+            .filter(|n| n.starts_with(META_PREFIX))
+            .collect();
+        let mut cache = HashMap::new();
+        for meta_stream in names {
+            if let Some(last) = self
+                .read_stream_raw(&meta_stream, Direction::Backward, StreamFrom::End, 1)?
+                .pop()
+            {
+                let meta = parse(&last).map_err(|e| {
+                    Error::corruption(self.dir(), last.position, format!("{meta_stream} is not readable: {e}"))
+                })?;
+                cache.insert(meta_stream[META_PREFIX.len()..].to_string(), meta);
+            }
+        }
+        self.shared.metadata.write().by_stream = cache;
+        Ok(())
+    }
+
+    /// The metadata of a stream, if any was set.
+    pub fn stream_metadata(&self, stream: &str) -> Option<StreamMetadata> {
+        self.shared.metadata.read().by_stream.get(stream).cloned()
+    }
+
+    /// Sets a stream's metadata (replacing what was there); reads honour it at once.
+    pub fn set_stream_metadata(&self, stream: &str, metadata: StreamMetadata) -> Result<AppendResult> {
+        crate::event::check_stream_name(stream)?;
+        if stream.starts_with('$') {
+            return Err(Error::InvalidInput("system streams have no user metadata".into()));
+        }
+        if metadata.tombstoned {
+            return Err(Error::InvalidInput(
+                "a stream is tombstoned by a hard delete, not by metadata".into(),
+            ));
+        }
+        if self.stream_metadata(stream).is_some_and(|m| m.tombstoned) {
+            return Err(Error::StreamDeleted(stream.to_string()));
+        }
+        self.write_metadata(stream, &metadata)
+    }
+
+    fn write_metadata(&self, stream: &str, metadata: &StreamMetadata) -> Result<AppendResult> {
+        let data = serde_json::to_vec(metadata).map_err(|e| Error::InvalidInput(format!("stream metadata: {e}")))?;
+        // Metadata writes are serialised so that the cache ends as the log does;
+        // readers are not held up by the append's sync.
+        let _one_at_a_time = self.shared.metadata_writes.lock();
+        let r = self.append_system(
+            &format!("{META_PREFIX}{stream}"),
+            ExpectedVersion::Any,
+            vec![EventData::json("$Metadata", data)],
+        )?;
+        self.shared
+            .metadata
+            .write()
+            .by_stream
+            .insert(stream.to_string(), metadata.clone());
+        Ok(r)
+    }
+
+    /// Deletes a stream after checking `expected`. A soft delete hides its events
+    /// (appending again continues its revisions); a hard delete hides them and
+    /// refuses the name for good. Scavenging reclaims the space.
+    pub fn delete_stream(&self, stream: &str, expected: ExpectedVersion, hard: bool) -> Result<()> {
+        crate::event::check_stream_name(stream)?;
+        if stream.starts_with('$') {
+            return Err(Error::InvalidInput("system streams cannot be deleted".into()));
+        }
+        let mut meta = self.stream_metadata(stream).unwrap_or_default();
+        if meta.tombstoned {
+            return Err(Error::StreamDeleted(stream.to_string()));
+        }
+        let current = self.stream_info(stream).map(|s| s.last_revision);
+        let ok = match (expected, current) {
+            (_, None) => false,
+            (ExpectedVersion::Any | ExpectedVersion::StreamExists, Some(_)) => true,
+            (ExpectedVersion::NoStream, Some(_)) => false,
+            (ExpectedVersion::Exact(r), Some(c)) => r == c,
+        };
+        if current.is_none() {
+            return Err(Error::StreamNotFound(stream.to_string()));
+        }
+        if !ok {
+            return Err(Error::WrongExpectedVersion {
+                stream: stream.to_string(),
+                expected: expected.to_string(),
+                actual: current,
+            });
+        }
+        let last = current.unwrap_or(0);
+        if hard {
+            meta.tombstoned = true;
+        }
+        meta.truncate_before = Some(last + 1);
+        self.write_metadata(stream, &meta)?;
+        Ok(())
+    }
+
+    /// Saves a snapshot of `stream`'s aggregate state taken at `revision`.
+    pub fn save_snapshot(&self, stream: &str, revision: u64, data: impl Into<Bytes>) -> Result<AppendResult> {
+        crate::event::check_stream_name(stream)?;
+        let last = self
+            .stream_info(stream)
+            .ok_or_else(|| Error::StreamNotFound(stream.to_string()))?
+            .last_revision;
+        if revision > last {
+            return Err(Error::InvalidInput(format!(
+                "snapshot at revision {revision}, but {stream:?} ends at {last}"
+            )));
+        }
+        let header = serde_json::to_vec(&SnapshotHeader { revision })
+            .map_err(|e| Error::InvalidInput(format!("snapshot: {e}")))?;
+        self.append_system(
+            &format!("{SNAPSHOT_PREFIX}{stream}"),
+            ExpectedVersion::Any,
+            vec![EventData::binary("$Snapshot", data.into()).with_metadata(header)],
+        )
+    }
+
+    /// The latest snapshot of `stream`, if any.
+    pub fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>> {
+        let last = self
+            .read_stream_raw(
+                &format!("{SNAPSHOT_PREFIX}{stream}"),
+                Direction::Backward,
+                StreamFrom::End,
+                1,
+            )?
+            .pop();
+        match last {
+            None => Ok(None),
+            Some(e) => {
+                let h: SnapshotHeader = serde_json::from_slice(&e.metadata).map_err(|err| {
+                    Error::corruption(
+                        self.dir(),
+                        e.position,
+                        format!("snapshot header is not readable: {err}"),
+                    )
+                })?;
+                Ok(Some(Snapshot {
+                    revision: h.revision,
+                    data: e.data,
+                }))
+            }
+        }
+    }
+
+    /// Loads an aggregate: its latest snapshot and only the events after it.
+    pub fn load_aggregate(&self, stream: &str) -> Result<(Option<Snapshot>, Vec<RecordedEvent>)> {
+        let snapshot = self.load_snapshot(stream)?;
+        let from = snapshot.as_ref().map_or(0, |s| s.revision + 1);
+        let events = match self.read_stream(stream, Direction::Forward, StreamFrom::Revision(from), usize::MAX) {
+            Ok(e) => e,
+            Err(Error::StreamNotFound(_)) if snapshot.is_some() => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        Ok((snapshot, events))
+    }
+
+    /// Reads a stream ignoring metadata, treating a missing stream as empty.
+    pub(crate) fn read_stream_raw(
+        &self,
+        stream: &str,
+        direction: Direction,
+        from: StreamFrom,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        match self.shared.read_stream(stream, direction, from, limit) {
+            Err(Error::StreamNotFound(_)) => Ok(Vec::new()),
+            other => other,
+        }
+    }
+}
+
+/// Current time for visibility checks.
+pub(crate) fn now() -> i64 {
+    now_micros()
+}

@@ -1,0 +1,190 @@
+//! Stream metadata (max count, truncate-before, max age, custom fields), soft
+//! and hard deletion, and snapshots, honoured by reads at once and across reopens.
+
+use std::path::Path;
+
+use annal::{
+    Direction, Durability, Error, EventData, ExpectedVersion, Filter, LogFrom, Options, Store, StreamFrom,
+    StreamMetadata,
+};
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir, Options::default().durability(Durability::Never)).unwrap()
+}
+
+fn fill(store: &Store, stream: &str, n: u64) {
+    for i in 0..n {
+        store
+            .append(stream, ExpectedVersion::Any, vec![EventData::json("E", format!("{i}"))])
+            .unwrap();
+    }
+}
+
+fn revs(store: &Store, stream: &str, dir: Direction) -> Vec<u64> {
+    store
+        .read_stream(stream, dir, StreamFrom::Start, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|e| e.revision)
+        .collect()
+}
+
+fn all_of(store: &Store, stream: &str) -> Vec<u64> {
+    store
+        .read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all())
+        .unwrap()
+        .iter()
+        .filter(|e| e.stream == stream)
+        .map(|e| e.revision)
+        .collect()
+}
+
+#[test]
+fn max_count_and_truncate_before_hide_events_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fill(&store, "s", 10);
+    fill(&store, "other", 3);
+    let meta = StreamMetadata {
+        max_count: Some(3),
+        ..Default::default()
+    };
+    store.set_stream_metadata("s", meta.clone()).unwrap();
+    assert_eq!(revs(&store, "s", Direction::Forward), vec![7, 8, 9]);
+    assert_eq!(revs(&store, "s", Direction::Backward), vec![9, 8, 7]);
+    assert_eq!(all_of(&store, "s"), vec![7, 8, 9]);
+    assert_eq!(revs(&store, "other", Direction::Forward), vec![0, 1, 2]);
+    let page = store
+        .read_stream("s", Direction::Forward, StreamFrom::Revision(2), 2)
+        .unwrap();
+    assert_eq!(page.iter().map(|e| e.revision).collect::<Vec<_>>(), vec![7, 8]);
+    fill(&store, "s", 1);
+    assert_eq!(revs(&store, "s", Direction::Forward), vec![8, 9, 10]);
+    store
+        .set_stream_metadata(
+            "s",
+            StreamMetadata {
+                truncate_before: Some(5),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(revs(&store, "s", Direction::Forward), (5..=10).collect::<Vec<_>>());
+    assert_eq!(store.stream_metadata("s").unwrap().truncate_before, Some(5));
+}
+
+#[test]
+fn max_age_hides_old_events_and_custom_fields_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        fill(&store, "t", 5);
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        let mut custom = serde_json::Map::new();
+        custom.insert("owner".into(), serde_json::json!("billing"));
+        store
+            .set_stream_metadata(
+                "t",
+                StreamMetadata {
+                    max_age_ms: Some(40),
+                    custom,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert!(revs(&store, "t", Direction::Forward).is_empty(), "all five are too old");
+        fill(&store, "t", 1);
+        assert_eq!(revs(&store, "t", Direction::Forward), vec![5]);
+        store.close().unwrap();
+    }
+    let store = open(dir.path());
+    let meta = store.stream_metadata("t").unwrap();
+    assert_eq!(meta.max_age_ms, Some(40));
+    assert_eq!(meta.custom["owner"], serde_json::json!("billing"));
+    assert!(matches!(
+        store.set_stream_metadata("$meta-t", StreamMetadata::default()),
+        Err(Error::InvalidInput(_))
+    ));
+}
+
+#[test]
+fn soft_delete_hides_the_stream_and_appends_continue_its_revisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fill(&store, "cart-1", 4);
+    let id = store
+        .read_stream("cart-1", Direction::Forward, StreamFrom::Start, 1)
+        .unwrap()[0]
+        .id;
+    assert!(matches!(
+        store.delete_stream("cart-1", ExpectedVersion::Exact(1), false),
+        Err(Error::WrongExpectedVersion { actual: Some(3), .. })
+    ));
+    assert!(matches!(
+        store.delete_stream("nope", ExpectedVersion::Any, false),
+        Err(Error::StreamNotFound(_))
+    ));
+    store.delete_stream("cart-1", ExpectedVersion::Exact(3), false).unwrap();
+    assert!(matches!(
+        store.read_stream("cart-1", Direction::Forward, StreamFrom::Start, 10),
+        Err(Error::StreamDeleted(_))
+    ));
+    assert!(all_of(&store, "cart-1").is_empty());
+    assert_eq!(store.event_by_id(id).unwrap(), None);
+    let r = store
+        .append("cart-1", ExpectedVersion::Any, vec![EventData::json("E", "{}")])
+        .unwrap();
+    assert_eq!(r.first_revision, 4, "revisions continue after a soft delete");
+    assert_eq!(revs(&store, "cart-1", Direction::Forward), vec![4]);
+}
+
+#[test]
+fn hard_delete_is_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        fill(&store, "gone", 2);
+        store.delete_stream("gone", ExpectedVersion::Any, true).unwrap();
+        store.close().unwrap();
+    }
+    let store = open(dir.path());
+    assert!(matches!(
+        store.append("gone", ExpectedVersion::Any, vec![EventData::json("E", "{}")]),
+        Err(Error::StreamDeleted(_))
+    ));
+    assert!(matches!(
+        store.read_stream("gone", Direction::Forward, StreamFrom::Start, 10),
+        Err(Error::StreamDeleted(_))
+    ));
+    assert!(matches!(
+        store.set_stream_metadata("gone", StreamMetadata::default()),
+        Err(Error::StreamDeleted(_))
+    ));
+    assert!(matches!(
+        store.delete_stream("gone", ExpectedVersion::Any, false),
+        Err(Error::StreamDeleted(_))
+    ));
+}
+
+#[test]
+fn snapshots_load_with_only_the_events_after_them() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        fill(&store, "account-9", 10);
+        assert!(store.load_snapshot("account-9").unwrap().is_none());
+        store.save_snapshot("account-9", 3, b"balance=3".to_vec()).unwrap();
+        store.save_snapshot("account-9", 6, b"balance=6".to_vec()).unwrap();
+        assert!(matches!(
+            store.save_snapshot("account-9", 99, b"x".to_vec()),
+            Err(Error::InvalidInput(_))
+        ));
+        store.close().unwrap();
+    }
+    let store = open(dir.path());
+    let (snapshot, events) = store.load_aggregate("account-9").unwrap();
+    let snapshot = snapshot.unwrap();
+    assert_eq!((snapshot.revision, snapshot.data.as_ref()), (6, &b"balance=6"[..]));
+    assert_eq!(events.iter().map(|e| e.revision).collect::<Vec<_>>(), vec![7, 8, 9]);
+    assert!(matches!(store.load_aggregate("other"), Err(Error::StreamNotFound(_))));
+}
