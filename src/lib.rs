@@ -28,6 +28,7 @@ pub mod query;
 pub mod record;
 pub mod recovery;
 pub mod repair;
+pub mod retention;
 pub mod segment;
 pub mod storage;
 mod store;
@@ -45,6 +46,7 @@ pub use persistent::{
 };
 pub use query::{AppendCondition, Filter, Query, QueryItem};
 pub use repair::{RepairReport, repair, repair_with};
+pub use retention::{RetentionPolicy, RetentionRule, ScavengeReport};
 pub use storage::{FsStorage, SimStorage, Storage};
 pub use store::{Direction, LogFrom, Store, StreamFrom};
 pub use subscription::{

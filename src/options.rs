@@ -35,6 +35,8 @@ pub struct Options {
     pub max_append_size: usize,
     /// Create the data directory if it does not exist. Default true.
     pub create_if_missing: bool,
+    /// What scavenging removes, and how often it runs. Default: keep everything.
+    pub retention: crate::retention::RetentionPolicy,
 }
 
 impl Default for Options {
@@ -46,6 +48,7 @@ impl Default for Options {
             max_events_per_append: 10_000,
             max_append_size: 32 << 20,
             create_if_missing: true,
+            retention: Default::default(),
         }
     }
 }
@@ -63,8 +66,15 @@ impl Options {
         self
     }
 
+    /// Sets the retention policy.
+    pub fn retention(mut self, policy: crate::retention::RetentionPolicy) -> Self {
+        self.retention = policy;
+        self
+    }
+
     /// Checks the options for consistency.
     pub(crate) fn validate(&self) -> Result<()> {
+        self.retention.validate()?;
         if self.segment_size < 4096 || self.segment_size > (1 << 40) {
             return Err(Error::InvalidInput(format!(
                 "segment_size {} must be between 4 KiB and 1 TiB",

@@ -27,6 +27,8 @@ pub const FLAG_JSON: u8 = 2;
 pub const KIND_GROUP: u8 = 3;
 /// Body kind of the frame that stands, after a repair, for events whose bytes were lost.
 pub const KIND_LOST: u8 = 4;
+/// Body kind of the frame that stands, after scavenging, for events removed on purpose.
+pub const KIND_REMOVED: u8 = 5;
 
 /// An event frame's fields, borrowed from the bytes they were decoded from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,13 +75,17 @@ pub struct GroupView {
     pub durable_end: u64,
 }
 
-/// The lost frame's fields: positions whose events a repair could not read.
+/// The fields of a lost or removed frame: positions that hold no event any more,
+/// either because a repair could not read them (lost) or because scavenging
+/// dropped them on purpose (removed: deleted, expired or past retention).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LostView {
-    /// First lost position.
+    /// First position.
     pub first_position: u64,
-    /// Number of lost positions (at least 1).
+    /// Number of positions (at least 1).
     pub count: u64,
+    /// True for a removed frame (kind 5), false for a lost one (kind 4).
+    pub removed: bool,
 }
 
 /// A decoded frame.
@@ -174,7 +180,7 @@ pub fn encode_group(out: &mut Vec<u8>, group: &GroupView) {
 pub fn encode_lost(out: &mut Vec<u8>, lost: &LostView) {
     let start = out.len();
     out.extend_from_slice(&[0u8; FRAME_HEADER]);
-    out.push(KIND_LOST);
+    out.push(if lost.removed { KIND_REMOVED } else { KIND_LOST });
     out.push(0);
     out.extend_from_slice(&lost.first_position.to_le_bytes());
     out.extend_from_slice(&lost.count.to_le_bytes());
@@ -294,11 +300,14 @@ fn decode_body(buf: &[u8], total: usize) -> Result<(Frame<'_>, usize), FrameErro
                 data,
             })
         }
-        KIND_SEAL | KIND_GROUP | KIND_LOST if flags != 0 => return Err(FrameError::Malformed("unknown frame flags")),
-        KIND_LOST => {
+        KIND_SEAL | KIND_GROUP | KIND_LOST | KIND_REMOVED if flags != 0 => {
+            return Err(FrameError::Malformed("unknown frame flags"));
+        }
+        KIND_LOST | KIND_REMOVED => {
             let lost = LostView {
                 first_position: r.u64()?,
                 count: r.u64()?,
+                removed: kind == KIND_REMOVED,
             };
             if lost.count == 0 {
                 return Err(FrameError::Malformed("lost frame with no position"));
@@ -412,14 +421,17 @@ mod tests {
     }
 
     #[test]
-    fn lost_round_trips() {
-        let mut buf = Vec::new();
-        let l = LostView {
-            first_position: 9,
-            count: 3,
-        };
-        encode_lost(&mut buf, &l);
-        assert_eq!(decode_frame(&buf).unwrap(), (Frame::Lost(l), buf.len()));
+    fn lost_and_removed_round_trip() {
+        for removed in [false, true] {
+            let l = LostView {
+                first_position: 9,
+                count: 3,
+                removed,
+            };
+            let mut buf = Vec::new();
+            encode_lost(&mut buf, &l);
+            assert_eq!(decode_frame(&buf).unwrap(), (Frame::Lost(l), buf.len()));
+        }
     }
 
     #[test]

@@ -110,6 +110,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options) -> R
         failure: Mutex::new(None),
         metadata: Default::default(),
         metadata_writes: Default::default(),
+        scavenging: Default::default(),
         notifier: Default::default(),
         _lock: lock,
     };

@@ -199,6 +199,7 @@ impl Repairer<'_> {
             &LostView {
                 first_position: from,
                 count: to - from,
+                removed: false,
             },
         );
         self.seal(&mut bytes, to, to - from);
@@ -264,6 +265,7 @@ impl Repairer<'_> {
                 let lost = LostView {
                     first_position: rebuilt.next,
                     count: to - rebuilt.next,
+                    removed: false,
                 };
                 record::encode_lost(&mut rebuilt.bytes, &lost);
                 self.report.lost_positions += lost.count;
@@ -441,6 +443,7 @@ impl Repairer<'_> {
             &LostView {
                 first_position: *next,
                 count: to - *next,
+                removed: false,
             },
         );
         self.report.lost_positions += to - *next;

@@ -122,6 +122,8 @@ pub(crate) struct Shared {
     pub(crate) metadata: RwLock<crate::metadata::MetadataCache>,
     /// Serialises metadata writes.
     pub(crate) metadata_writes: Mutex<()>,
+    /// Serialises scavenges.
+    pub(crate) scavenging: Mutex<()>,
     /// Wakes subscribers on each publication and when the store closes.
     pub(crate) notifier: crate::subscription::Notifier,
     pub(crate) _lock: Box<dyn LockGuard>,
@@ -591,6 +593,8 @@ pub struct Store {
     pub(crate) shared: Arc<Shared>,
     committer: Committer,
     closed: Mutex<bool>,
+    /// The background scavenger, if the retention policy schedules one.
+    scavenger: Mutex<Option<(crossbeam_channel::Sender<()>, std::thread::JoinHandle<()>)>>,
     groups: crate::persistent::Groups,
 }
 
@@ -617,9 +621,25 @@ impl Store {
             shared,
             committer,
             closed: Mutex::new(false),
+            scavenger: Mutex::new(None),
             groups: Default::default(),
         };
         store.load_metadata()?;
+        if let Some(ms) = store.shared.options.retention.interval_ms {
+            let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
+            let shared = store.shared.clone();
+            let every = std::time::Duration::from_millis(ms);
+            let handle = std::thread::Builder::new()
+                .name("annal-scavenger".into())
+                .spawn(move || {
+                    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                        // A failed run is retried at the next tick; `scavenge` reports errors on demand.
+                        let _ = crate::retention::scavenge(&shared, &shared.options.retention);
+                    }
+                })
+                .map_err(|e| Error::io("starting the scavenger thread", e))?;
+            *store.scavenger.lock() = Some((stop, handle));
+        }
         Ok(store)
     }
 
@@ -819,6 +839,15 @@ impl Store {
         crate::backup::backup(&self.shared, dest.as_ref())
     }
 
+    /// Removes, from sealed segments, the events that are deleted, expired by
+    /// their stream's metadata, or past the store's retention policy, and
+    /// reclaims their space; surviving events keep their positions. Reads and
+    /// appends go on meanwhile; a crash at any point leaves the old or the new
+    /// segment, never a mix.
+    pub fn scavenge(&self) -> Result<crate::ScavengeReport> {
+        crate::retention::scavenge(&self.shared, &self.shared.options.retention)
+    }
+
     /// Figures about the store: events, streams, segments, bytes.
     pub fn stats(&self) -> crate::StoreStats {
         crate::backup::stats(&self.shared)
@@ -871,6 +900,10 @@ impl Store {
         let mut closed = self.closed.lock();
         if std::mem::replace(&mut *closed, true) {
             return Ok(());
+        }
+        if let Some((stop, handle)) = self.scavenger.lock().take() {
+            let _ = stop.send(());
+            let _ = handle.join();
         }
         // Consumer groups keep their progress (at least once: only what moved since the last save).
         let saved = self.groups.save_all(self);

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::checkpoint::{STREAMS_FILE, StreamsCheckpoint};
 use crate::error::{IoContext, Result};
 use crate::index::Lookup;
-use crate::record::{self, Frame};
+use crate::record::Frame;
 use crate::recovery::index_segment;
 use crate::segment::{self, SEGMENT_HEADER, ScanEnd, SegmentHeader};
 use crate::store::Shared;
@@ -45,6 +45,8 @@ pub struct VerifyReport {
     pub bytes: u64,
     /// Positions a repair recorded as lost (their events could not be read).
     pub lost: u64,
+    /// Positions scavenging emptied on purpose (deleted, expired, past retention).
+    pub removed: u64,
     /// Everything found wrong, in file order.
     pub problems: Vec<Problem>,
 }
@@ -68,7 +70,7 @@ impl VerifyReport {
 #[derive(Default)]
 struct Revisions {
     next: HashMap<String, u64>,
-    /// Positions recorded as lost by a repair so far; a stream may skip revisions by as many.
+    /// Positions lost or removed so far; a stream may skip revisions by as many.
     lost: u64,
 }
 
@@ -172,6 +174,8 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
             Some(s) if s.last_revision + 1 == *next => {}
             // Appended after the snapshot (a rotation happened during the scan).
             Some(s) if s.last_position >= scanned_to => {}
+            // The stream's last events were removed or lost.
+            Some(s) if revisions.lost > 0 && s.last_revision + 1 > *next => {}
             Some(s) => report.problem(
                 &shared.dir,
                 0,
@@ -217,21 +221,25 @@ fn check_segment(
             return;
         }
     };
-    // Revisions, event by event, in position order.
-    for p in base..scanned.index.next_position() {
-        if let Some((off, end)) = scanned.index.location(p) {
-            match record::decode_frame(&bytes[off as usize..end.max(off) as usize]) {
-                Ok((Frame::Event(ev), _)) => {
-                    revisions.check(report, path, off, ev.stream, ev.revision);
-                    report.events += 1;
-                }
-                _ => {
-                    revisions.lost += 1;
-                    report.lost += 1;
+    // Revisions, in position order; lost and removed positions explain revision gaps.
+    let _ = segment::scan_frames(bytes, |frame, off, _| {
+        match frame {
+            Frame::Event(ev) => {
+                revisions.check(report, path, off, ev.stream, ev.revision);
+                report.events += 1;
+            }
+            Frame::Lost(l) => {
+                revisions.lost += l.count;
+                if l.removed {
+                    report.removed += l.count;
+                } else {
+                    report.lost += l.count;
                 }
             }
+            _ => {}
         }
-    }
+        Ok(())
+    });
     match (&scanned.end, sealed) {
         (ScanEnd::Sealed { seal_offset, seal }, true) => {
             let content = crc32fast::hash(&bytes[SEGMENT_HEADER..*seal_offset as usize]);
@@ -277,13 +285,17 @@ fn check_segment(
 }
 
 fn check_checkpoint(report: &mut VerifyReport, path: &Path, c: &StreamsCheckpoint, revisions: &Revisions) {
+    // Removed or lost positions may take a stream's last events, or all of them,
+    // out of the log; the checkpoint then knows more than the log shows.
+    let gaps = revisions.lost > 0;
     for (name, next) in &revisions.next {
         match c.streams.get(name.as_str()) {
             Some(s) if s.last_revision + 1 == *next => {}
+            Some(s) if gaps && s.last_revision + 1 > *next => {}
             _ => report.problem(path, 0, format!("stream {name:?} disagrees with the log")),
         }
     }
-    if c.streams.len() != revisions.next.len() {
+    if c.streams.len() < revisions.next.len() || (!gaps && c.streams.len() != revisions.next.len()) {
         report.problem(
             path,
             0,

@@ -1,0 +1,341 @@
+//! Retention policies and scavenging: rewriting sealed segments without the
+//! events that are deleted, expired or past the store's retention, so that the
+//! disk space comes back while every surviving event keeps its position.
+//!
+//! A rewrite is crash-safe: the old index is removed first (durably), the new
+//! segment replaces the old one atomically, then the new index is written;
+//! whatever moment a crash hits, reopening finds either the old segment or
+//! the new one, and rebuilds a missing index from it. Readers holding the old
+//! segment keep reading it until they let go. Positions of removed events are
+//! kept by removed frames. This module decides what goes and rewrites; it
+//! must never touch the active segment.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+use crate::event::now_micros;
+use crate::index::{Lookup, SegmentIndex};
+use crate::metadata::{META_PREFIX, SNAPSHOT_PREFIX, StreamMetadata};
+use crate::record::{self, EventView, Frame, LostView, SealView};
+use crate::recovery::index_segment;
+use crate::segment::{SEGMENT_HEADER, SegmentHeader, segment_file_name};
+use crate::storage::write_atomically;
+use crate::store::{SealedSegment, Shared, mapped_bytes};
+
+/// What to keep, store-wide. The default keeps everything forever.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionPolicy {
+    /// Remove events older than this many milliseconds (unless a rule keeps them).
+    pub max_age_ms: Option<u64>,
+    /// Keep the sealed data under this many bytes, expiring the oldest segments first.
+    pub max_bytes: Option<u64>,
+    /// Keep at most about this many events, expiring the oldest segments first.
+    pub max_events: Option<u64>,
+    /// Rules by event type or tag; the first matching rule decides.
+    pub rules: Vec<RetentionRule>,
+    /// Run scavenging in the background this often (none: only on demand).
+    pub interval_ms: Option<u64>,
+}
+
+/// A retention rule: events whose type or tag matches are kept forever or for a time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRule {
+    /// Event type pattern (`*` at the end matches any suffix), if the rule is by type.
+    #[serde(default)]
+    pub event_type: Option<String>,
+    /// Tag pattern (`*` at the end matches any suffix), if the rule is by tag.
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// Keep matching events this many milliseconds; `None` keeps them forever,
+    /// even when the oldest segments expire for size or count.
+    #[serde(default)]
+    pub keep_ms: Option<u64>,
+}
+
+impl RetentionRule {
+    /// Keep events of this type (pattern) forever.
+    pub fn keep_type_forever(pattern: &str) -> Self {
+        RetentionRule {
+            event_type: Some(pattern.to_string()),
+            tag: None,
+            keep_ms: None,
+        }
+    }
+
+    /// Keep events with this tag (pattern) forever.
+    pub fn keep_tag_forever(pattern: &str) -> Self {
+        RetentionRule {
+            event_type: None,
+            tag: Some(pattern.to_string()),
+            keep_ms: None,
+        }
+    }
+
+    /// Keep events of this type (pattern) for a while.
+    pub fn expire_type_after(pattern: &str, after: Duration) -> Self {
+        RetentionRule {
+            event_type: Some(pattern.to_string()),
+            tag: None,
+            keep_ms: Some(after.as_millis() as u64),
+        }
+    }
+
+    fn matches(&self, ev: &EventView<'_>) -> bool {
+        self.event_type
+            .as_deref()
+            .is_some_and(|p| pattern_matches(p, ev.event_type))
+            || self
+                .tag
+                .as_deref()
+                .is_some_and(|p| ev.tags.iter().any(|t| pattern_matches(p, t)))
+    }
+}
+
+fn pattern_matches(pattern: &str, value: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => value.starts_with(prefix),
+        None => pattern == value,
+    }
+}
+
+impl RetentionPolicy {
+    /// Checks the policy's values.
+    pub(crate) fn validate(&self) -> Result<()> {
+        for r in &self.rules {
+            if r.event_type.is_none() == r.tag.is_none() {
+                return Err(Error::InvalidInput(
+                    "a retention rule names exactly one of event_type or tag".into(),
+                ));
+            }
+        }
+        if self.interval_ms == Some(0) {
+            return Err(Error::InvalidInput("retention interval_ms must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+/// What a scavenge did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScavengeReport {
+    /// Sealed segments examined.
+    pub segments_examined: usize,
+    /// Segments rewritten.
+    pub segments_rewritten: usize,
+    /// Events removed.
+    pub events_removed: u64,
+    /// Bytes of segment files before and after the rewrites.
+    pub bytes_before: u64,
+    /// Bytes after.
+    pub bytes_after: u64,
+}
+
+/// Why an event goes or stays.
+struct Judge<'a> {
+    shared: &'a Shared,
+    policy: &'a RetentionPolicy,
+    now: i64,
+}
+
+impl Judge<'_> {
+    /// True if the event must be removed; `expired` marks a segment past the size or count budget.
+    fn removes(&self, ev: &EventView<'_>, expired: bool) -> bool {
+        // Stream metadata: deleted, truncated, too many, too old.
+        let last = self
+            .shared
+            .stream_state(ev.stream)
+            .map_or(ev.revision, |s| s.last_revision);
+        let meta: Option<StreamMetadata> = self.shared.metadata.read().by_stream.get(ev.stream).cloned();
+        if meta.is_some_and(|m| !m.is_visible(ev.revision, ev.timestamp, last, self.now)) {
+            return true;
+        }
+        // Only the latest metadata and snapshot of a stream matter.
+        if (ev.stream.starts_with(META_PREFIX) || ev.stream.starts_with(SNAPSHOT_PREFIX)) && ev.revision < last {
+            return true;
+        }
+        if ev.stream.starts_with('$') {
+            return false;
+        }
+        let age_ms = (self.now - ev.timestamp).max(0) as u64 / 1000;
+        match self.policy.rules.iter().find(|r| r.matches(ev)) {
+            Some(r) => match r.keep_ms {
+                None => false,
+                Some(keep) => age_ms > keep || expired,
+            },
+            None => expired || self.policy.max_age_ms.is_some_and(|m| age_ms > m),
+        }
+    }
+}
+
+/// Scavenges every sealed segment of the store behind `shared` under `policy`.
+pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<ScavengeReport> {
+    let _one_at_a_time = shared.scavenging.lock();
+    let active_base = shared.active.read().index.read().base();
+    let sealed: Vec<Arc<SealedSegment>> = shared
+        .sealed
+        .read()
+        .iter()
+        .filter(|s| s.index.base() < active_base)
+        .cloned()
+        .collect();
+    let mut report = ScavengeReport::default();
+    let expired = expired_segments(shared, &sealed, policy);
+    let judge = Judge {
+        shared,
+        policy,
+        now: now_micros(),
+    };
+    for (i, seg) in sealed.iter().enumerate() {
+        report.segments_examined += 1;
+        report.bytes_before += seg.bytes.len() as u64;
+        match rewrite(shared, seg, &judge, i < expired)? {
+            Some((new, removed)) => {
+                report.segments_rewritten += 1;
+                report.events_removed += removed;
+                report.bytes_after += new.bytes.len() as u64;
+                let mut list = shared.sealed.write();
+                let mut next = (**list).clone();
+                if let Some(slot) = next.iter_mut().find(|s| s.index.base() == new.index.base()) {
+                    *slot = Arc::new(new);
+                }
+                *list = Arc::new(next);
+            }
+            None => report.bytes_after += seg.bytes.len() as u64,
+        }
+    }
+    Ok(report)
+}
+
+/// How many of the oldest sealed segments are past the size or count budget.
+fn expired_segments(shared: &Shared, sealed: &[Arc<SealedSegment>], policy: &RetentionPolicy) -> usize {
+    let mut bytes: u64 = sealed.iter().map(|s| s.bytes.len() as u64).sum();
+    let mut events = shared.published();
+    let mut n = 0;
+    for s in sealed {
+        let over_bytes = policy.max_bytes.is_some_and(|m| bytes > m);
+        let over_events = policy.max_events.is_some_and(|m| events > m);
+        if !over_bytes && !over_events {
+            break;
+        }
+        bytes = bytes.saturating_sub(s.bytes.len() as u64);
+        events = events.saturating_sub(s.index.next_position() - s.index.base());
+        n += 1;
+    }
+    n
+}
+
+/// Rewrites one sealed segment without the events the judge removes; `None` if it keeps them all.
+fn rewrite(
+    shared: &Shared,
+    seg: &SealedSegment,
+    judge: &Judge<'_>,
+    expired: bool,
+) -> Result<Option<(SealedSegment, u64)>> {
+    let bytes: &[u8] = &seg.bytes;
+    let base = seg.index.base();
+    let end = seg.index.next_position();
+    let header = SegmentHeader::decode(bytes, &seg.path)?;
+    let mut out = header.encode().to_vec();
+    let mut removed = 0u64;
+    let mut run: Option<(u64, u64)> = None; // (first, count) of removed positions being gathered
+    let flush = |out: &mut Vec<u8>, run: &mut Option<(u64, u64)>| {
+        if let Some((first, count)) = run.take() {
+            record::encode_lost(
+                out,
+                &LostView {
+                    first_position: first,
+                    count,
+                    removed: true,
+                },
+            );
+        }
+    };
+    for p in base..end {
+        let (off, stop) = seg
+            .index
+            .location(p)
+            .ok_or_else(|| Error::corruption(&seg.path, 0, format!("no location for position {p}")))?;
+        let frame = &bytes[off as usize..(stop.max(off) as usize).min(bytes.len())];
+        let view = match record::decode_frame(frame) {
+            Ok((Frame::Event(v), _)) => Some(v),
+            Ok((Frame::Lost(_), _)) => None,
+            // Positions sharing a lost frame have empty ranges.
+            Err(_) if stop == off => None,
+            Ok(_) | Err(_) => {
+                return Err(Error::corruption(
+                    &seg.path,
+                    off,
+                    "damaged frame; run verify and repair first",
+                ));
+            }
+        };
+        match view {
+            Some(v) if !judge.removes(&v, expired) => {
+                flush(&mut out, &mut run);
+                // Each kept event becomes its own committed append: the events it
+                // shared an append with may be gone.
+                record::encode_event(
+                    &mut out,
+                    true,
+                    v.position,
+                    v.revision,
+                    v.timestamp,
+                    v.id,
+                    v.content_type,
+                    v.stream,
+                    v.event_type,
+                    &v.tags.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+                    v.metadata,
+                    v.data,
+                );
+            }
+            other => {
+                if other.is_some() {
+                    removed += 1;
+                }
+                run = Some(match run {
+                    Some((first, count)) => (first, count + 1),
+                    None => (p, 1),
+                });
+            }
+        }
+    }
+    flush(&mut out, &mut run);
+    if removed == 0 {
+        return Ok(None);
+    }
+    let content_crc = crc32fast::hash(&out[SEGMENT_HEADER..]);
+    record::encode_seal(
+        &mut out,
+        &SealView {
+            next_position: end,
+            event_count: end - base,
+            content_crc,
+        },
+    );
+    let st = &*shared.storage;
+    let dir = &shared.dir;
+    let name = segment_file_name(base);
+    let idx_name = format!("{base:020}.idx");
+    let idx_path = dir.join(&idx_name);
+    // 1. Without an index, a reopen rebuilds one from whichever segment it finds.
+    st.remove(&idx_path)
+        .and_then(|()| st.sync_dir(dir))
+        .ctx(|| format!("removing {idx_name}"))?;
+    // 2. The new segment replaces the old one atomically.
+    write_atomically(st, dir, &name, &out).ctx(|| format!("rewriting {name}"))?;
+    // 3. Its index.
+    let scanned = index_segment(&out, base, &seg.path)?;
+    write_atomically(st, dir, &idx_name, &scanned.index.encode_file()).ctx(|| format!("writing {idx_name}"))?;
+    let new = SealedSegment {
+        path: seg.path.clone(),
+        bytes: mapped_bytes(st.map(&seg.path).ctx(|| format!("mapping {name}"))?),
+        index: SegmentIndex::open(st.map(&idx_path).ctx(|| format!("mapping {idx_name}"))?, &idx_path)?,
+    };
+    Ok(Some((new, removed)))
+}
