@@ -18,6 +18,7 @@
 
 pub mod backup;
 pub mod checkpoint;
+pub mod compression;
 pub mod error;
 pub mod event;
 pub mod index;
@@ -37,6 +38,7 @@ pub mod verify;
 mod writer;
 
 pub use backup::{BackupReport, StoreStats, restore, restore_with};
+pub use compression::{CompressReport, CompressionOptions};
 pub use error::{Error, Result};
 pub use event::{AppendResult, ContentType, EventData, ExpectedVersion, RecordedEvent, StreamInfo};
 pub use metadata::{Snapshot, StreamMetadata};

@@ -37,6 +37,8 @@ pub struct Options {
     pub create_if_missing: bool,
     /// What scavenging removes, and how often it runs. Default: keep everything.
     pub retention: crate::retention::RetentionPolicy,
+    /// Compress sealed segments in the background with these settings. Default: off.
+    pub compression: Option<crate::compression::CompressionOptions>,
 }
 
 impl Default for Options {
@@ -49,6 +51,7 @@ impl Default for Options {
             max_append_size: 32 << 20,
             create_if_missing: true,
             retention: Default::default(),
+            compression: None,
         }
     }
 }
@@ -72,9 +75,22 @@ impl Options {
         self
     }
 
+    /// Turns on background compression of sealed segments.
+    pub fn compression(mut self, options: crate::compression::CompressionOptions) -> Self {
+        self.compression = Some(options);
+        self
+    }
+
     /// Checks the options for consistency.
     pub(crate) fn validate(&self) -> Result<()> {
         self.retention.validate()?;
+        if let Some(c) = self.compression
+            && (!(1..=22).contains(&c.level) || c.block_size < 1024)
+        {
+            return Err(Error::InvalidInput(
+                "compression level must be 1..=22 and block_size at least 1024".into(),
+            ));
+        }
         if self.segment_size < 4096 || self.segment_size > (1 << 40) {
             return Err(Error::InvalidInput(format!(
                 "segment_size {} must be between 4 KiB and 1 TiB",

@@ -179,8 +179,9 @@ fn open_segment(
         match loaded {
             Ok(index) if index.base() == base => {
                 let bytes = st.map(path).ctx(|| format!("mapping {}", path.display()))?;
-                let b: &[u8] = (*bytes).as_ref();
-                if SegmentHeader::decode(b, path)?.base_position != base {
+                let sealed = SealedSegment::new(path.to_path_buf(), mapped_bytes(bytes), index)?;
+                let index = &sealed.index;
+                if SegmentHeader::decode(&sealed.bytes, path)?.base_position != base {
                     return Err(Error::corruption(
                         path,
                         16,
@@ -191,10 +192,12 @@ fn open_segment(
                 // says the events end. A seal damaged in place is left to `verify`;
                 // it must not keep the segment's good events from being read.
                 let end = index.end_offset() as usize;
-                let fits = match b.get(end..).map(crate::record::decode_frame) {
-                    Some(Ok((crate::record::Frame::Seal(seal), _))) => seal.next_position == index.next_position(),
-                    Some(Ok(_)) | None => false,
-                    Some(Err(_)) => true,
+                let tail = sealed.range(end as u64, u64::MAX);
+                let fits = match tail.as_deref().map(crate::record::decode_frame) {
+                    Ok(Ok((crate::record::Frame::Seal(seal), _))) => seal.next_position == index.next_position(),
+                    Ok(Ok(_)) => false,
+                    // Damage where the seal is (or in its compressed block): left to verify.
+                    Ok(Err(_)) | Err(_) => true,
                 };
                 if !fits {
                     return Err(Error::corruption(
@@ -203,11 +206,7 @@ fn open_segment(
                         "no seal where the index says the segment ends",
                     ));
                 }
-                return Ok(Some(Opened::Sealed(SealedSegment {
-                    path: path.to_path_buf(),
-                    bytes: mapped_bytes(bytes),
-                    index,
-                })));
+                return Ok(Some(Opened::Sealed(sealed)));
             }
             Err(e @ Error::UnsupportedVersion { .. }) => return Err(e),
             // A damaged or foreign index is derived data: rebuild it from the log below.
@@ -220,6 +219,10 @@ fn open_segment(
     let mut bytes = vec![0u8; len as usize];
     file.read_exact_at(&mut bytes, 0)
         .ctx(|| format!("reading {}", path.display()))?;
+    // A compressed segment (always sealed) is scanned in its logical form.
+    if SegmentHeader::decode(&bytes, path).is_ok_and(|h| h.compressed) {
+        bytes = crate::compression::Compressed::open(bytes.into(), path)?.logical(path)?;
+    }
     let header = match SegmentHeader::decode(&bytes, path) {
         Ok(h) => h,
         // A crash while creating the last segment can leave its name on disk
@@ -269,11 +272,11 @@ fn open_segment(
             write_atomically(st, dir, &idx_name, &index.encode_file()).ctx(|| format!("writing {idx_name}"))?;
             let idx_path = dir.join(&idx_name);
             let map = st.map(&idx_path).ctx(|| format!("mapping {idx_name}"))?;
-            Ok(Some(Opened::Sealed(SealedSegment {
-                path: path.to_path_buf(),
-                bytes: mapped_bytes(st.map(path).ctx(|| format!("mapping {}", path.display()))?),
-                index: SegmentIndex::open(map, &idx_path)?,
-            })))
+            Ok(Some(Opened::Sealed(SealedSegment::new(
+                path.to_path_buf(),
+                mapped_bytes(st.map(path).ctx(|| format!("mapping {}", path.display()))?),
+                SegmentIndex::open(map, &idx_path)?,
+            )?)))
         }
         // A later group that was written when the damaged bytes were already
         // durable proves this is damage in synced data, not a torn tail.

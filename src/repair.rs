@@ -191,6 +191,7 @@ impl Repairer<'_> {
         let mut bytes = SegmentHeader {
             base_position: from,
             created_micros: now_micros(),
+            compressed: false,
         }
         .encode()
         .to_vec();
@@ -233,11 +234,22 @@ impl Repairer<'_> {
     /// Repairs one segment; returns the position after its last one.
     fn segment(&mut self, path: &Path, base: u64, is_last: bool, bound: Option<u64>) -> Result<u64> {
         let name = segment_file_name(base);
-        let original = self.read(path)?;
+        let mut original = self.read(path)?;
+        if SegmentHeader::decode(&original, path).is_ok_and(|h| h.compressed) {
+            // Repair works on the logical form; an unreadable compressed file is a wreck.
+            match crate::compression::Compressed::open(original.clone().into(), path).and_then(|c| c.logical(path)) {
+                Ok(logical) => original = logical,
+                Err(e) => {
+                    self.act(format!("{}: compressed form unreadable ({e})", path.display()));
+                    original.truncate(0);
+                }
+            }
+        }
         let header_ok = SegmentHeader::decode(&original, path).is_ok_and(|h| h.base_position == base);
         if !header_ok && segment::find_valid_frame(&original, SEGMENT_HEADER).is_none() {
             // Never held an event: an unfinished creation, or a wreck.
-            self.quarantine(&name, &original)?;
+            let file = self.read(path)?;
+            self.quarantine(&name, &file)?;
             self.st.remove(path).ctx(|| format!("removing {}", path.display()))?;
             if let Some(to) = bound.filter(|_| !is_last) {
                 self.fill_gap(base, to)?;
@@ -253,6 +265,7 @@ impl Repairer<'_> {
             ));
             return Ok(base);
         }
+        // An unchanged compressed segment stays as it is on disk.
         let mut rebuilt = self.rebuild(path, &original, base, bound)?;
         if !header_ok {
             rebuilt.changed = true;
@@ -283,7 +296,8 @@ impl Repairer<'_> {
             self.act(format!("{}: sealed (a later segment exists)", path.display()));
         }
         if rebuilt.changed {
-            self.quarantine(&name, &original)?;
+            let file = self.read(path)?;
+            self.quarantine(&name, &file)?;
             self.replace(&name, &rebuilt.bytes)?;
             let idx = self.dir.join(format!("{base:020}.idx"));
             if self.st.exists(&idx) {
@@ -303,6 +317,7 @@ impl Repairer<'_> {
         let mut out = SegmentHeader {
             base_position: base,
             created_micros: created,
+            compressed: false,
         }
         .encode()
         .to_vec();

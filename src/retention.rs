@@ -236,11 +236,18 @@ fn rewrite(
     judge: &Judge<'_>,
     expired: bool,
 ) -> Result<Option<(SealedSegment, u64)>> {
-    let bytes: &[u8] = &seg.bytes;
+    let logical = seg.logical()?;
+    let bytes: &[u8] = &logical;
     let base = seg.index.base();
     let end = seg.index.next_position();
     let header = SegmentHeader::decode(bytes, &seg.path)?;
-    let mut out = header.encode().to_vec();
+    // The rewrite is stored uncompressed; the compressor takes it up again.
+    let mut out = SegmentHeader {
+        compressed: false,
+        ..header
+    }
+    .encode()
+    .to_vec();
     let mut removed = 0u64;
     let mut run: Option<(u64, u64)> = None; // (first, count) of removed positions being gathered
     let flush = |out: &mut Vec<u8>, run: &mut Option<(u64, u64)>| {
@@ -332,10 +339,10 @@ fn rewrite(
     // 3. Its index.
     let scanned = index_segment(&out, base, &seg.path)?;
     write_atomically(st, dir, &idx_name, &scanned.index.encode_file()).ctx(|| format!("writing {idx_name}"))?;
-    let new = SealedSegment {
-        path: seg.path.clone(),
-        bytes: mapped_bytes(st.map(&seg.path).ctx(|| format!("mapping {name}"))?),
-        index: SegmentIndex::open(st.map(&idx_path).ctx(|| format!("mapping {idx_name}"))?, &idx_path)?,
-    };
+    let new = SealedSegment::new(
+        seg.path.clone(),
+        mapped_bytes(st.map(&seg.path).ctx(|| format!("mapping {name}"))?),
+        SegmentIndex::open(st.map(&idx_path).ctx(|| format!("mapping {idx_name}"))?, &idx_path)?,
+    )?;
     Ok(Some((new, removed)))
 }

@@ -17,6 +17,8 @@ pub const SEGMENT_MAGIC: &[u8; 8] = b"ANNALSEG";
 pub const SEGMENT_VERSION: u32 = 1;
 /// Size of the segment header.
 pub const SEGMENT_HEADER: usize = 64;
+/// Header flag: the segment is stored compressed (see [`crate::compression`]).
+pub const FLAG_COMPRESSED: u32 = 1;
 
 /// The fields of a segment header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +27,22 @@ pub struct SegmentHeader {
     pub base_position: u64,
     /// When the segment was created, microseconds since the Unix epoch.
     pub created_micros: i64,
+    /// True if the file holds the segment in compressed form.
+    pub compressed: bool,
+}
+
+/// Sets the compressed flag in an encoded header (fixing its checksum).
+pub fn set_compressed_flag(header: &mut [u8]) {
+    header[12..16].copy_from_slice(&FLAG_COMPRESSED.to_le_bytes());
+    let crc = crc32fast::hash(&header[..60]);
+    header[60..64].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Clears the compressed flag in an encoded header (fixing its checksum).
+pub fn clear_compressed_flag(header: &mut [u8]) {
+    header[12..16].copy_from_slice(&0u32.to_le_bytes());
+    let crc = crc32fast::hash(&header[..60]);
+    header[60..64].copy_from_slice(&crc.to_le_bytes());
 }
 
 impl SegmentHeader {
@@ -33,6 +51,9 @@ impl SegmentHeader {
         let mut h = [0u8; SEGMENT_HEADER];
         h[0..8].copy_from_slice(SEGMENT_MAGIC);
         h[8..12].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+        if self.compressed {
+            h[12..16].copy_from_slice(&FLAG_COMPRESSED.to_le_bytes());
+        }
         h[16..24].copy_from_slice(&self.base_position.to_le_bytes());
         h[24..32].copy_from_slice(&self.created_micros.to_le_bytes());
         let crc = crc32fast::hash(&h[..60]);
@@ -61,12 +82,13 @@ impl SegmentHeader {
             });
         }
         let flags = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
-        if flags != 0 {
+        if flags & !FLAG_COMPRESSED != 0 {
             return Err(Error::corruption(file, 12, "unknown segment flags"));
         }
         Ok(SegmentHeader {
             base_position: u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes")),
             created_micros: i64::from_le_bytes(bytes[24..32].try_into().expect("8 bytes")),
+            compressed: flags & FLAG_COMPRESSED != 0,
         })
     }
 }
@@ -197,6 +219,7 @@ mod tests {
         let h = SegmentHeader {
             base_position: 1234,
             created_micros: 99,
+            compressed: false,
         };
         let bytes = h.encode();
         let p = Path::new("x.seg");

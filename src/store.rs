@@ -60,9 +60,56 @@ pub enum LogFrom {
 /// A sealed segment: its mapped bytes and its mapped index.
 pub(crate) struct SealedSegment {
     pub(crate) path: PathBuf,
-    /// The whole file; events read from it share these bytes (no copy).
+    /// The whole file; events read from an uncompressed one share these bytes (no copy).
     pub(crate) bytes: Bytes,
     pub(crate) index: SegmentIndex,
+    /// The block table, if the file is compressed.
+    pub(crate) compressed: Option<crate::compression::Compressed>,
+}
+
+impl SealedSegment {
+    /// A sealed segment over its file's bytes and its index; reads the block
+    /// table if the header says the file is compressed.
+    pub(crate) fn new(path: PathBuf, bytes: Bytes, index: SegmentIndex) -> Result<Self> {
+        let header = crate::segment::SegmentHeader::decode(&bytes, &path)?;
+        let compressed = if header.compressed {
+            Some(crate::compression::Compressed::open(bytes.clone(), &path)?)
+        } else {
+            None
+        };
+        Ok(SealedSegment {
+            path,
+            bytes,
+            index,
+            compressed,
+        })
+    }
+
+    /// The logical bytes `[offset, end)` (cut at a block's end when compressed:
+    /// a frame starting at `offset` is always whole).
+    pub(crate) fn range(&self, offset: u64, end: u64) -> Result<Bytes> {
+        match &self.compressed {
+            Some(c) => c.range(offset, end, &self.path),
+            None => {
+                if end > self.bytes.len() as u64 || offset > end {
+                    return Err(Error::corruption(
+                        &self.path,
+                        offset,
+                        "frame past the end of the segment",
+                    ));
+                }
+                Ok(self.bytes.slice(offset as usize..end as usize))
+            }
+        }
+    }
+
+    /// The whole segment as written before compression.
+    pub(crate) fn logical(&self) -> Result<Bytes> {
+        match &self.compressed {
+            Some(c) => Ok(Bytes::from(c.logical(&self.path)?)),
+            None => Ok(self.bytes.clone()),
+        }
+    }
 }
 
 /// Owner of a mapping, so that the mapped bytes can back a [`Bytes`].
@@ -191,12 +238,7 @@ impl Shared {
             .filter(|l| *l as usize <= record::MAX_BODY + record::FRAME_HEADER)
             .ok_or_else(|| Error::corruption(path, offset, "index gives a bad frame range"))?;
         let frame: Bytes = match seg {
-            SegRef::Sealed(s) => {
-                if end > s.bytes.len() as u64 {
-                    return Err(Error::corruption(path, offset, "frame past the end of the segment"));
-                }
-                s.bytes.slice(offset as usize..end as usize)
-            }
+            SegRef::Sealed(s) => s.range(offset, end)?,
             SegRef::Active(a) => {
                 let mut buf = vec![0u8; len as usize];
                 a.file.read_exact_at(&mut buf, offset).map_err(|e| match e.kind() {
@@ -593,8 +635,8 @@ pub struct Store {
     pub(crate) shared: Arc<Shared>,
     committer: Committer,
     closed: Mutex<bool>,
-    /// The background scavenger, if the retention policy schedules one.
-    scavenger: Mutex<Option<(crossbeam_channel::Sender<()>, std::thread::JoinHandle<()>)>>,
+    /// Background maintenance threads (scavenger, compressor) and their stop signals.
+    maintenance: Mutex<Vec<(crossbeam_channel::Sender<()>, std::thread::JoinHandle<()>)>>,
     groups: crate::persistent::Groups,
 }
 
@@ -621,24 +663,24 @@ impl Store {
             shared,
             committer,
             closed: Mutex::new(false),
-            scavenger: Mutex::new(None),
+            maintenance: Mutex::new(Vec::new()),
             groups: Default::default(),
         };
         store.load_metadata()?;
         if let Some(ms) = store.shared.options.retention.interval_ms {
-            let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
-            let shared = store.shared.clone();
-            let every = std::time::Duration::from_millis(ms);
-            let handle = std::thread::Builder::new()
-                .name("annal-scavenger".into())
-                .spawn(move || {
-                    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-                        // A failed run is retried at the next tick; `scavenge` reports errors on demand.
-                        let _ = crate::retention::scavenge(&shared, &shared.options.retention);
-                    }
-                })
-                .map_err(|e| Error::io("starting the scavenger thread", e))?;
-            *store.scavenger.lock() = Some((stop, handle));
+            store.every(std::time::Duration::from_millis(ms), "annal-scavenger", |shared| {
+                // A failed run is retried at the next tick; `scavenge` reports errors on demand.
+                let _ = crate::retention::scavenge(shared, &shared.options.retention);
+            })?;
+        }
+        if let Some(c) = store.shared.options.compression {
+            store.every(
+                std::time::Duration::from_millis(500),
+                "annal-compressor",
+                move |shared| {
+                    let _ = crate::compression::compress_sealed(shared, &c);
+                },
+            )?;
         }
         Ok(store)
     }
@@ -663,6 +705,29 @@ impl Store {
         condition: AppendCondition,
     ) -> Result<AppendResult> {
         self.submit(stream, expected, events, Some(condition))
+    }
+
+    /// Runs `work` on a background thread every `period` until the store closes.
+    fn every(&self, period: std::time::Duration, name: &str, work: impl Fn(&Shared) + Send + 'static) -> Result<()> {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
+        let shared = self.shared.clone();
+        let handle = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(period) {
+                    work(&shared);
+                }
+            })
+            .map_err(|e| Error::io(format!("starting the {name} thread"), e))?;
+        self.maintenance.lock().push((stop, handle));
+        Ok(())
+    }
+
+    /// Compresses, now, every sealed segment not compressed yet (with the
+    /// store's compression settings, or the defaults if compression is off).
+    pub fn compress(&self) -> Result<crate::compression::CompressReport> {
+        let options = self.shared.options.compression.unwrap_or_default();
+        crate::compression::compress_sealed(&self.shared, &options)
     }
 
     /// The loaded persistent subscription groups.
@@ -901,7 +966,7 @@ impl Store {
         if std::mem::replace(&mut *closed, true) {
             return Ok(());
         }
-        if let Some((stop, handle)) = self.scavenger.lock().take() {
+        for (stop, handle) in self.maintenance.lock().drain(..) {
             let _ = stop.send(());
             let _ = handle.join();
         }

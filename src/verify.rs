@@ -121,8 +121,15 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
         expected_base = seg.index.next_position();
         report.segments += 1;
         report.indexes += 1;
-        let bytes: &[u8] = &seg.bytes;
-        report.bytes += bytes.len() as u64;
+        let logical = match seg.logical() {
+            Ok(l) => l,
+            Err(e) => {
+                report.problem(&seg.path, 0, e.to_string());
+                continue;
+            }
+        };
+        let bytes: &[u8] = &logical;
+        report.bytes += seg.bytes.len() as u64;
         check_segment(&mut report, &mut revisions, &seg.path, bytes, base, true, |scanned| {
             let rebuilt = scanned.index.encode_file();
             first_difference(&rebuilt, seg.index.raw())

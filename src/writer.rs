@@ -828,11 +828,11 @@ impl Writer {
         write_atomically(storage, dir, &idx_name, &idx_bytes).ctx(|| format!("writing {idx_name}"))?;
         let idx_path = dir.join(&idx_name);
         let idx_map = storage.map(&idx_path).ctx(|| format!("mapping {idx_name}"))?;
-        let sealed = SealedSegment {
-            index: SegmentIndex::open(idx_map, &idx_path)?,
-            bytes: mapped_bytes(storage.map(&path).ctx(|| format!("mapping {}", path.display()))?),
-            path,
-        };
+        let sealed = SealedSegment::new(
+            path.clone(),
+            mapped_bytes(storage.map(&path).ctx(|| format!("mapping {}", path.display()))?),
+            SegmentIndex::open(idx_map, &idx_path)?,
+        )?;
 
         let checkpoint = StreamsCheckpoint {
             covered_position: self.next_position,
@@ -881,6 +881,7 @@ pub(crate) fn create_segment(shared: &Shared, base: u64) -> Result<Arc<ActiveSeg
     let header = SegmentHeader {
         base_position: base,
         created_micros: now_micros(),
+        compressed: false,
     };
     file.write_all_at(&header.encode(), 0)
         .and_then(|()| file.sync_data())

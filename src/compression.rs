@@ -1,0 +1,285 @@
+//! zstd compression of sealed segments in independently decodable blocks
+//! (see format.md, "Compressed segments").
+//!
+//! A compressed segment keeps the segment header (with the compressed flag)
+//! and stores the rest of the original file as zstd blocks of whole frames,
+//! followed by a block table. Offsets everywhere else (indexes, positions)
+//! stay those of the original, uncompressed file — its *logical* layout — so
+//! an index is valid for both forms, and a random read decompresses one small
+//! block. This module owns the block format; it must never decide when to
+//! compress (the store's background compressor does).
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::record;
+use crate::segment::SEGMENT_HEADER;
+
+/// Magic bytes closing a compressed segment's trailer.
+pub const TABLE_MAGIC: &[u8; 8] = b"ANNALZTB";
+/// Size of the trailer after the block table.
+pub const TRAILER: usize = 32;
+/// Size of one block table entry.
+pub const BLOCK_ENTRY: usize = 24;
+
+/// Settings of segment compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompressionOptions {
+    /// zstd level (1 fastest .. 19 smallest).
+    pub level: i32,
+    /// Uncompressed bytes of frames per block (a larger frame gets a block of its own).
+    pub block_size: usize,
+}
+
+impl Default for CompressionOptions {
+    fn default() -> Self {
+        CompressionOptions {
+            level: 3,
+            block_size: 64 << 10,
+        }
+    }
+}
+
+/// One block: where its frames sit in the logical layout and in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Block {
+    /// Logical offset of the block's first byte.
+    pub logical_offset: u64,
+    /// Offset of the compressed bytes in the file.
+    pub file_offset: u64,
+    /// Length of the compressed bytes.
+    pub file_len: u32,
+    /// Length once decompressed.
+    pub logical_len: u32,
+}
+
+/// Compresses a sealed segment's bytes (header, frames, seal) into the compressed form.
+pub fn compress_segment(raw: &[u8], options: &CompressionOptions) -> Result<Vec<u8>> {
+    if raw.len() < SEGMENT_HEADER {
+        return Err(Error::InvalidInput("segment shorter than its header".into()));
+    }
+    let mut out = raw[..SEGMENT_HEADER].to_vec();
+    crate::segment::set_compressed_flag(&mut out);
+    let mut blocks = Vec::new();
+    let mut at = SEGMENT_HEADER;
+    while at < raw.len() {
+        // Gather whole frames up to the block size.
+        let start = at;
+        while at < raw.len() {
+            let len = record::frame_len(&raw[at..])
+                .filter(|l| at + l <= raw.len())
+                .ok_or_else(|| Error::InvalidInput(format!("no whole frame at byte {at} of a sealed segment")))?;
+            if at > start && at + len - start > options.block_size {
+                break;
+            }
+            at += len;
+        }
+        let packed = zstd::bulk::compress(&raw[start..at], options.level)
+            .map_err(|e| Error::io("compressing a segment block", e))?;
+        blocks.push(Block {
+            logical_offset: start as u64,
+            file_offset: out.len() as u64,
+            file_len: packed.len() as u32,
+            logical_len: (at - start) as u32,
+        });
+        out.extend_from_slice(&packed);
+    }
+    let table_offset = out.len() as u64;
+    let table_start = out.len();
+    for b in &blocks {
+        out.extend_from_slice(&b.logical_offset.to_le_bytes());
+        out.extend_from_slice(&b.file_offset.to_le_bytes());
+        out.extend_from_slice(&b.file_len.to_le_bytes());
+        out.extend_from_slice(&b.logical_len.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&out[table_start..]);
+    out.extend_from_slice(&table_offset.to_le_bytes());
+    out.extend_from_slice(&(blocks.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(raw.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&TABLE_MAGIC[..4]);
+    Ok(out)
+}
+
+/// A compressed segment, read through its block table.
+pub struct Compressed {
+    file: Bytes,
+    blocks: Vec<Block>,
+    logical_len: u64,
+    /// The last block decompressed, for reads that walk a block event by event.
+    last: Mutex<Option<(usize, Bytes)>>,
+}
+
+impl std::fmt::Debug for Compressed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compressed")
+            .field("blocks", &self.blocks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+impl Compressed {
+    /// Reads and checks the block table of a compressed segment file.
+    pub fn open(file: Bytes, path: &std::path::Path) -> Result<Self> {
+        let bad = |offset: usize, why: &str| Error::corruption(path, offset as u64, why.to_string());
+        let n = file.len();
+        if n < SEGMENT_HEADER + TRAILER || file[n - 4..] != TABLE_MAGIC[..4] {
+            return Err(bad(n.saturating_sub(4), "compressed segment has no block table"));
+        }
+        let t = n - TRAILER;
+        let table_offset = le_u64(&file, t) as usize;
+        let count = le_u64(&file, t + 8);
+        let logical_len = le_u64(&file, t + 16);
+        let crc = le_u32(&file, t + 24);
+        let table_len = (count as u128) * BLOCK_ENTRY as u128;
+        if table_offset < SEGMENT_HEADER || table_offset as u128 + table_len != t as u128 {
+            return Err(bad(t, "block table size does not match the file"));
+        }
+        if crc32fast::hash(&file[table_offset..t]) != crc {
+            return Err(bad(table_offset, "block table checksum mismatch"));
+        }
+        let mut blocks = Vec::with_capacity(count as usize);
+        let mut logical = SEGMENT_HEADER as u64;
+        let mut physical = SEGMENT_HEADER as u64;
+        for i in 0..count as usize {
+            let at = table_offset + i * BLOCK_ENTRY;
+            let b = Block {
+                logical_offset: le_u64(&file, at),
+                file_offset: le_u64(&file, at + 8),
+                file_len: le_u32(&file, at + 16),
+                logical_len: le_u32(&file, at + 20),
+            };
+            if b.logical_offset != logical || b.file_offset != physical || b.logical_len == 0 {
+                return Err(bad(at, "block table entries out of order"));
+            }
+            logical += u64::from(b.logical_len);
+            physical += u64::from(b.file_len);
+            blocks.push(b);
+        }
+        if logical != logical_len || physical != table_offset as u64 {
+            return Err(bad(table_offset, "blocks do not cover the segment"));
+        }
+        Ok(Compressed {
+            file,
+            blocks,
+            logical_len,
+            last: Mutex::new(None),
+        })
+    }
+
+    /// Length of the uncompressed segment.
+    pub fn logical_len(&self) -> u64 {
+        self.logical_len
+    }
+
+    fn decompress(&self, i: usize, path: &std::path::Path) -> Result<Bytes> {
+        if let Some((j, b)) = &*self.last.lock()
+            && *j == i
+        {
+            return Ok(b.clone());
+        }
+        let b = self.blocks[i];
+        let packed = &self.file[b.file_offset as usize..(b.file_offset + u64::from(b.file_len)) as usize];
+        let data = zstd::bulk::decompress(packed, b.logical_len as usize)
+            .ok()
+            .filter(|d| d.len() == b.logical_len as usize)
+            .ok_or_else(|| Error::corruption(path, b.file_offset, "compressed block does not decompress"))?;
+        let data = Bytes::from(data);
+        *self.last.lock() = Some((i, data.clone()));
+        Ok(data)
+    }
+
+    /// The logical bytes `[offset, end)`, cut at the end of the block holding
+    /// `offset` (frames never straddle blocks, so a frame starting at `offset` is whole).
+    pub fn range(&self, offset: u64, end: u64, path: &std::path::Path) -> Result<Bytes> {
+        let i = self
+            .blocks
+            .partition_point(|b| b.logical_offset <= offset)
+            .checked_sub(1)
+            .filter(|i| offset < self.blocks[*i].logical_offset + u64::from(self.blocks[*i].logical_len))
+            .ok_or_else(|| Error::corruption(path, offset, "offset outside the compressed blocks"))?;
+        let block = self.decompress(i, path)?;
+        let start = (offset - self.blocks[i].logical_offset) as usize;
+        let stop = (end.saturating_sub(self.blocks[i].logical_offset) as usize).min(block.len());
+        Ok(block.slice(start..stop.max(start)))
+    }
+
+    /// The whole uncompressed segment.
+    pub fn logical(&self, path: &std::path::Path) -> Result<Vec<u8>> {
+        let mut out = self.file[..SEGMENT_HEADER].to_vec();
+        crate::segment::clear_compressed_flag(&mut out);
+        for i in 0..self.blocks.len() {
+            out.extend_from_slice(&self.decompress(i, path)?);
+        }
+        Ok(out)
+    }
+}
+
+/// What a compression pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompressReport {
+    /// Segments compressed in this pass.
+    pub segments: usize,
+    /// Their bytes before.
+    pub bytes_before: u64,
+    /// Their bytes after.
+    pub bytes_after: u64,
+}
+
+/// Compresses every sealed segment of the store behind `shared` that is not
+/// compressed yet. The index stays valid (it uses logical offsets); the file
+/// is replaced atomically, so a crash leaves the old or the new form.
+pub(crate) fn compress_sealed(shared: &crate::store::Shared, options: &CompressionOptions) -> Result<CompressReport> {
+    use crate::error::IoContext;
+    use crate::index::Lookup;
+    let _one_at_a_time = shared.scavenging.lock();
+    let mut report = CompressReport::default();
+    let active_base = shared.active.read().index.read().base();
+    let todo: Vec<_> = shared
+        .sealed
+        .read()
+        .iter()
+        .filter(|s| s.index.base() < active_base && s.compressed.is_none())
+        .cloned()
+        .collect();
+    let st = &*shared.storage;
+    for seg in todo {
+        let packed = compress_segment(&seg.bytes, options)?;
+        if packed.len() >= seg.bytes.len() {
+            continue; // Nothing gained (already small or incompressible).
+        }
+        let name = seg
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        crate::storage::write_atomically(st, &shared.dir, &name, &packed).ctx(|| format!("compressing {name}"))?;
+        let idx_name = format!("{:020}.idx", seg.index.base());
+        let idx_path = shared.dir.join(&idx_name);
+        let new = crate::store::SealedSegment::new(
+            seg.path.clone(),
+            crate::store::mapped_bytes(st.map(&seg.path).ctx(|| format!("mapping {name}"))?),
+            crate::index::SegmentIndex::open(st.map(&idx_path).ctx(|| format!("mapping {idx_name}"))?, &idx_path)?,
+        )?;
+        report.segments += 1;
+        report.bytes_before += seg.bytes.len() as u64;
+        report.bytes_after += packed.len() as u64;
+        let mut list = shared.sealed.write();
+        let mut next = (**list).clone();
+        if let Some(slot) = next.iter_mut().find(|s| s.index.base() == seg.index.base()) {
+            *slot = std::sync::Arc::new(new);
+        }
+        *list = std::sync::Arc::new(next);
+    }
+    Ok(report)
+}
