@@ -17,7 +17,7 @@ use crate::record;
 use crate::segment::SEGMENT_HEADER;
 
 /// Magic bytes closing a compressed segment's trailer.
-pub const TABLE_MAGIC: &[u8; 8] = b"ANNALZTB";
+pub const TABLE_MAGIC: &[u8; 4] = b"AZTB";
 /// Size of the trailer after the block table.
 pub const TRAILER: usize = 32;
 /// Size of one block table entry.
@@ -99,7 +99,7 @@ pub fn compress_segment(raw: &[u8], options: &CompressionOptions) -> Result<Vec<
     out.extend_from_slice(&(blocks.len() as u64).to_le_bytes());
     out.extend_from_slice(&(raw.len() as u64).to_le_bytes());
     out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&TABLE_MAGIC[..4]);
+    out.extend_from_slice(TABLE_MAGIC);
     Ok(out)
 }
 
@@ -133,7 +133,7 @@ impl Compressed {
     pub fn open(file: Bytes, path: &std::path::Path) -> Result<Self> {
         let bad = |offset: usize, why: &str| Error::corruption(path, offset as u64, why.to_string());
         let n = file.len();
-        if n < SEGMENT_HEADER + TRAILER || file[n - 4..] != TABLE_MAGIC[..4] {
+        if n < SEGMENT_HEADER + TRAILER || file[n - 4..] != TABLE_MAGIC[..] {
             return Err(bad(n.saturating_sub(4), "compressed segment has no block table"));
         }
         let t = n - TRAILER;
