@@ -39,6 +39,10 @@ pub struct Options {
     pub retention: crate::retention::RetentionPolicy,
     /// Compress sealed segments in the background with these settings. Default: off.
     pub compression: Option<crate::compression::CompressionOptions>,
+    /// Appends fail with `Error::DiskFull` once fewer than this many bytes would
+    /// stay free on the disk, so that nothing is corrupted by a full disk and
+    /// scavenging still has room to free space. Default 32 MiB.
+    pub disk_reserve: u64,
 }
 
 impl Default for Options {
@@ -52,6 +56,7 @@ impl Default for Options {
             create_if_missing: true,
             retention: Default::default(),
             compression: None,
+            disk_reserve: 32 << 20,
         }
     }
 }

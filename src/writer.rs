@@ -767,6 +767,24 @@ impl Writer {
         let file = self.active.file.clone();
         let path = self.active.path.clone();
         let end = self.write_offset + buf.len() as u64;
+        // Keep the reserve: refuse before the disk is full, not when a write tears.
+        let reserve = self.shared.options.disk_reserve;
+        if reserve > 0 {
+            let available = self
+                .shared
+                .storage
+                .available_space(&self.shared.dir)
+                .ctx(|| format!("checking free space for {}", self.shared.dir.display()))?;
+            let growth = end.saturating_sub(self.allocated_end) + PREALLOC_CHUNK.min(self.shared.options.segment_size);
+            if available < reserve.saturating_add(growth) {
+                return Err(Error::DiskFull {
+                    context: format!(
+                        "appending to {}: {available} bytes free, and {reserve} are kept in reserve for scavenging (disk_reserve)",
+                        path.display()
+                    ),
+                });
+            }
+        }
         // Preallocation pays off for small synced groups, whose sync it speeds up;
         // a large group would pay a second copy of its size in zeros.
         let prealloc = buf.len() < PREALLOC_MAX_GROUP && self.shared.options.durability != Durability::Never;

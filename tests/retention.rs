@@ -176,3 +176,30 @@ fn a_crash_at_any_moment_of_a_scavenge_loses_nothing() {
     }
     println!("scavenge crash points tried: {points} (every one of {total} storage operations, dropped and torn)");
 }
+
+#[test]
+fn a_nearly_full_disk_stops_appends_and_scavenging_frees_space() {
+    let sim = SimStorage::new();
+    let mut o = options().retention(RetentionPolicy {
+        max_bytes: Some(16 * 1024),
+        ..Default::default()
+    });
+    o.disk_reserve = 64 * 1024;
+    let store = Store::open_with(Arc::new(sim.clone()), "/f", o).unwrap();
+    fill(&store, 500);
+    let before = store.head_position();
+    // Leave less free space than the reserve: appends stop, cleanly.
+    sim.set_free_space(Some(60 * 1024));
+    let err = store
+        .append("s-0", ExpectedVersion::Any, vec![EventData::json("Audit", "{}")])
+        .unwrap_err();
+    assert!(matches!(err, annal::Error::DiskFull { .. }), "{err}");
+    assert_eq!(store.head_position(), before);
+    // Scavenging works inside the reserve and gives space back.
+    let report = store.scavenge().unwrap();
+    assert!(report.bytes_after + 16 * 1024 < report.bytes_before, "{report:?}");
+    store
+        .append("s-0", ExpectedVersion::Any, vec![EventData::json("Audit", "{}")])
+        .unwrap();
+    assert!(store.verify().unwrap().is_clean());
+}

@@ -61,6 +61,8 @@ pub trait Storage: Send + Sync + 'static {
     fn map(&self, path: &Path) -> io::Result<Mapped>;
     /// Takes an exclusive lock on `path` (creating it), or fails with `WouldBlock`.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>>;
+    /// Bytes an unprivileged writer can still use on the file system holding `dir`.
+    fn available_space(&self, dir: &Path) -> io::Result<u64>;
 }
 
 /// The real file system.
@@ -137,6 +139,10 @@ impl Storage for FsStorage {
         // fault the mapping, which no safe API can prevent.
         let map = unsafe { memmap2::Mmap::map(&f)? };
         Ok(Arc::new(map))
+    }
+    fn available_space(&self, dir: &Path) -> io::Result<u64> {
+        let s = rustix::fs::statvfs(dir).map_err(io::Error::from)?;
+        Ok(s.f_bavail.saturating_mul(s.f_frsize))
     }
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
         let f = OpenOptions::new()

@@ -132,8 +132,14 @@ impl State {
         }
     }
 
+    /// Bytes of the files the namespace still reaches (removed or replaced ones are freed).
     fn used_bytes(&self) -> u64 {
-        self.inodes.values().map(|i| i.current.len() as u64).sum()
+        let reachable: HashSet<u64> = self.live.values().copied().collect();
+        self.inodes
+            .iter()
+            .filter(|(id, _)| reachable.contains(id))
+            .map(|(_, i)| i.current.len() as u64)
+            .sum()
     }
 }
 
@@ -532,6 +538,13 @@ impl Storage for SimStorage {
         st.check_alive(st.generation)?;
         let id = st.live.get(path).ok_or_else(|| not_found(path))?;
         Ok(Arc::new(st.inodes[id].current.clone()))
+    }
+
+    fn available_space(&self, _dir: &Path) -> io::Result<u64> {
+        let st = self.state.lock();
+        Ok(st
+            .free_bytes
+            .map_or(u64::MAX, |limit| limit.saturating_sub(st.used_bytes())))
     }
 
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
