@@ -613,3 +613,31 @@ fn damage_before_a_later_synced_group_is_reported_not_cut() {
     let torn = sim.list(Path::new("/data/torn")).unwrap();
     assert_eq!(torn.len(), 1);
 }
+
+#[test]
+fn a_read_only_disk_gives_a_clear_error_and_loses_nothing() {
+    let sim = SimStorage::new();
+    let store = sim_store(&sim, Options::default());
+    store.append("s", ExpectedVersion::Any, vec![ev("E", 0)]).unwrap();
+    // The file system turns read-only under a running store: the append fails, typed.
+    sim.set_read_only(true);
+    let err = store.append("s", ExpectedVersion::Any, vec![ev("E", 1)]).unwrap_err();
+    assert!(
+        matches!(&err, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied)
+            || matches!(&err, Error::Closed(Some(_))),
+        "{err}"
+    );
+    drop(store);
+    // Opening a store on a read-only disk is refused with the cause.
+    let err = Store::open_with(Arc::new(sim.clone()), "/data", Options::default()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied),
+        "{err}"
+    );
+    // Writable again: everything acknowledged is there, and appends go on.
+    sim.set_read_only(false);
+    let store = sim_store(&sim, Options::default());
+    assert_eq!(store.head_position(), 1);
+    store.append("s", ExpectedVersion::Exact(0), vec![ev("E", 1)]).unwrap();
+    assert!(store.verify().unwrap().is_clean());
+}

@@ -104,6 +104,8 @@ struct State {
     dead: bool,
     /// Free bytes left (None: unlimited).
     free_bytes: Option<u64>,
+    /// When set, every change fails with "permission denied" (a read-only mount).
+    read_only: bool,
     rng: Option<SimRng>,
     /// Counters for tests.
     mutating_ops: u64,
@@ -114,6 +116,17 @@ impl State {
     fn check_alive(&self, generation: u64) -> io::Result<()> {
         if self.dead || generation != self.generation {
             Err(io::Error::other("simulated power loss"))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn check_writable(&self) -> io::Result<()> {
+        if self.read_only {
+            Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "simulated read-only file system",
+            ))
         } else {
             Ok(())
         }
@@ -210,6 +223,11 @@ impl SimStorage {
     /// Number of `sync_data` and `sync_dir` calls so far.
     pub fn syncs(&self) -> u64 {
         self.state.lock().syncs
+    }
+
+    /// Makes the whole disk read-only (or writable again): every change fails with "permission denied".
+    pub fn set_read_only(&self, read_only: bool) {
+        self.state.lock().read_only = read_only;
     }
 
     /// Limits the free space: writes that would grow the disk past `bytes` more fail with "storage full".
@@ -350,6 +368,7 @@ impl StorageFile for SimFile {
         }
         let mut st = self.state.lock();
         st.check_alive(self.generation)?;
+        st.check_writable()?;
         let start = offset as usize;
         let end = start + buf.len();
         let cur_len = st.inodes[&self.inode].current.len();
@@ -402,6 +421,7 @@ impl StorageFile for SimFile {
     fn set_len(&self, len: u64) -> io::Result<()> {
         let mut st = self.state.lock();
         st.check_alive(self.generation)?;
+        st.check_writable()?;
         if st.tick() {
             st.dead = true;
             return Err(io::Error::other("simulated power loss"));
@@ -419,6 +439,7 @@ impl SimStorage {
         let mut st = self.state.lock();
         let generation = st.generation;
         st.check_alive(generation)?;
+        st.check_writable()?;
         if st.tick() {
             st.dead = true;
             return Err(io::Error::other("simulated power loss"));
@@ -432,6 +453,9 @@ impl Storage for SimStorage {
         let mut st = self.state.lock();
         let generation = st.generation;
         st.check_alive(generation)?;
+        if !st.dirs.contains(dir) {
+            st.check_writable()?;
+        }
         for anc in dir.ancestors() {
             st.dirs.insert(anc.to_path_buf());
         }
@@ -469,6 +493,9 @@ impl Storage for SimStorage {
     fn open(&self, path: &Path, write: bool) -> io::Result<Arc<dyn StorageFile>> {
         let st = self.state.lock();
         st.check_alive(st.generation)?;
+        if write {
+            st.check_writable()?;
+        }
         let inode = *st.live.get(path).ok_or_else(|| not_found(path))?;
         Ok(Arc::new(SimFile {
             state: self.state.clone(),
@@ -550,6 +577,8 @@ impl Storage for SimStorage {
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
         let mut st = self.state.lock();
         st.check_alive(st.generation)?;
+        // Like the real lock, which opens the lock file for writing.
+        st.check_writable()?;
         if !st.locks.insert(path.to_path_buf()) {
             return Err(io::ErrorKind::WouldBlock.into());
         }
