@@ -96,6 +96,16 @@ pub(crate) fn backup(shared: &Shared, dest: &Path) -> Result<BackupReport> {
         let idx_name = format!("{:020}.idx", seg.index.base());
         copy_bytes(st, dest, &idx_name, seg.index.raw(), &mut report)?;
     }
+    // Compressed segments may need the store's dictionary.
+    if let Ok(dict) = st.map(&shared.dir.join(crate::compression::DICTIONARY_FILE)) {
+        copy_bytes(
+            st,
+            dest,
+            crate::compression::DICTIONARY_FILE,
+            (*dict).as_ref(),
+            &mut report,
+        )?;
+    }
     // The stream checkpoint covers a sealed boundary at or before the cut, so it stays valid.
     if let Ok(chk) = st.map(&shared.dir.join(STREAMS_FILE)) {
         copy_bytes(st, dest, STREAMS_FILE, (*chk).as_ref(), &mut report)?;
@@ -133,6 +143,7 @@ pub fn restore_with(storage: std::sync::Arc<dyn Storage>, from: &Path, to: &Path
     for name in st.list(from).ctx(|| format!("listing {}", from.display()))? {
         let keep = name == META_FILE
             || name == STREAMS_FILE
+            || name == crate::compression::DICTIONARY_FILE
             || matches!(crate::segment::parse_file_name(&name), Some((_, "seg" | "idx")));
         if !keep {
             continue;

@@ -9,6 +9,8 @@
 //! block. This module owns the block format; it must never decide when to
 //! compress (the store's background compressor does).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use parking_lot::Mutex;
 
@@ -31,6 +33,11 @@ pub struct CompressionOptions {
     pub level: i32,
     /// Uncompressed bytes of frames per block (a larger frame gets a block of its own).
     pub block_size: usize,
+    /// Train a zstd dictionary from the store's own events (once, from the
+    /// first sealed segments) and compress with it: better ratios on small JSON events.
+    pub dictionary: bool,
+    /// Size of that dictionary in bytes.
+    pub dictionary_size: usize,
 }
 
 impl Default for CompressionOptions {
@@ -38,7 +45,69 @@ impl Default for CompressionOptions {
         CompressionOptions {
             level: 3,
             block_size: 64 << 10,
+            dictionary: false,
+            dictionary_size: 32 << 10,
         }
+    }
+}
+
+/// Name of the store's dictionary file.
+pub const DICTIONARY_FILE: &str = "dictionary.zdict";
+/// Magic bytes of the dictionary file.
+pub const DICTIONARY_MAGIC: &[u8; 8] = b"ANNALDIC";
+
+/// The store's zstd dictionary, if it has one.
+#[derive(Default)]
+pub struct Dictionary {
+    /// Its id, recorded in the header of every segment compressed with it.
+    pub id: u32,
+    /// The zstd dictionary bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl Dictionary {
+    /// Encodes the dictionary file: magic, version 1, id, length, CRC of the bytes, bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32 + self.bytes.len());
+        out.extend_from_slice(DICTIONARY_MAGIC);
+        out.extend_from_slice(&1u32.to_le_bytes());
+        out.extend_from_slice(&self.id.to_le_bytes());
+        out.extend_from_slice(&(self.bytes.len() as u64).to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(&self.bytes).to_le_bytes());
+        out.extend_from_slice(&[0u8; 4]);
+        out.extend_from_slice(&self.bytes);
+        out
+    }
+
+    /// Decodes and checks a dictionary file.
+    pub fn decode(b: &[u8], path: &std::path::Path) -> Result<Self> {
+        let bad = |why: &str| Error::corruption(path, 0, why.to_string());
+        if b.len() < 32 || &b[..8] != DICTIONARY_MAGIC {
+            return Err(bad("not an annal dictionary"));
+        }
+        let version = le_u32(b, 8);
+        if version != 1 {
+            return Err(Error::UnsupportedVersion {
+                file: path.to_path_buf(),
+                found: version,
+                supported: 1,
+            });
+        }
+        let len = le_u64(b, 16);
+        if len != (b.len() - 32) as u64 || crc32fast::hash(&b[32..]) != le_u32(b, 24) {
+            return Err(bad("dictionary length or checksum mismatch"));
+        }
+        Ok(Dictionary {
+            id: le_u32(b, 12),
+            bytes: b[32..].to_vec(),
+        })
+    }
+
+    /// Trains a dictionary from sample frames.
+    pub fn train(samples: &[&[u8]], size: usize) -> Result<Self> {
+        let bytes = zstd::dict::from_samples(samples, size).map_err(|e| Error::io("training a zstd dictionary", e))?;
+        let id = zstd::zstd_safe::get_dict_id(&bytes).map_or(0, |id| id.get());
+        Ok(Dictionary { id, bytes })
     }
 }
 
@@ -55,13 +124,19 @@ pub struct Block {
     pub logical_len: u32,
 }
 
-/// Compresses a sealed segment's bytes (header, frames, seal) into the compressed form.
-pub fn compress_segment(raw: &[u8], options: &CompressionOptions) -> Result<Vec<u8>> {
+/// Compresses a sealed segment's bytes (header, frames, seal) into the
+/// compressed form, with the store's dictionary if one is given.
+pub fn compress_segment(raw: &[u8], options: &CompressionOptions, dict: Option<&Dictionary>) -> Result<Vec<u8>> {
     if raw.len() < SEGMENT_HEADER {
         return Err(Error::InvalidInput("segment shorter than its header".into()));
     }
     let mut out = raw[..SEGMENT_HEADER].to_vec();
-    crate::segment::set_compressed_flag(&mut out);
+    crate::segment::set_compressed_flag(&mut out, dict.map(|d| d.id));
+    let mut compressor = match dict {
+        Some(d) => zstd::bulk::Compressor::with_dictionary(options.level, &d.bytes),
+        None => zstd::bulk::Compressor::new(options.level),
+    }
+    .map_err(|e| Error::io("preparing zstd", e))?;
     let mut blocks = Vec::new();
     let mut at = SEGMENT_HEADER;
     while at < raw.len() {
@@ -76,7 +151,8 @@ pub fn compress_segment(raw: &[u8], options: &CompressionOptions) -> Result<Vec<
             }
             at += len;
         }
-        let packed = zstd::bulk::compress(&raw[start..at], options.level)
+        let packed = compressor
+            .compress(&raw[start..at])
             .map_err(|e| Error::io("compressing a segment block", e))?;
         blocks.push(Block {
             logical_offset: start as u64,
@@ -106,6 +182,8 @@ pub fn compress_segment(raw: &[u8], options: &CompressionOptions) -> Result<Vec<
 /// A compressed segment, read through its block table.
 pub struct Compressed {
     file: Bytes,
+    /// The dictionary the blocks were compressed with, if any.
+    dict: Option<Arc<Dictionary>>,
     blocks: Vec<Block>,
     logical_len: u64,
     /// The last block decompressed, for reads that walk a block event by event.
@@ -129,9 +207,17 @@ fn le_u32(b: &[u8], at: usize) -> u32 {
 }
 
 impl Compressed {
-    /// Reads and checks the block table of a compressed segment file.
-    pub fn open(file: Bytes, path: &std::path::Path) -> Result<Self> {
+    /// Reads and checks the block table of a compressed segment file; `dict` is
+    /// the store's dictionary (needed if the header names one).
+    pub fn open(file: Bytes, path: &std::path::Path, dict: Option<&Arc<Dictionary>>) -> Result<Self> {
         let bad = |offset: usize, why: &str| Error::corruption(path, offset as u64, why.to_string());
+        let dict = match crate::segment::SegmentHeader::decode(&file, path)?.dictionary {
+            None => None,
+            Some(id) => match dict {
+                Some(d) if d.id == id => Some(d.clone()),
+                _ => return Err(bad(32, "compressed with a dictionary this store does not have")),
+            },
+        };
         let n = file.len();
         if n < SEGMENT_HEADER + TRAILER || file[n - 4..] != TABLE_MAGIC[..] {
             return Err(bad(n.saturating_sub(4), "compressed segment has no block table"));
@@ -171,6 +257,7 @@ impl Compressed {
         }
         Ok(Compressed {
             file,
+            dict,
             blocks,
             logical_len,
             last: Mutex::new(None),
@@ -190,10 +277,14 @@ impl Compressed {
         }
         let b = self.blocks[i];
         let packed = &self.file[b.file_offset as usize..(b.file_offset + u64::from(b.file_len)) as usize];
-        let data = zstd::bulk::decompress(packed, b.logical_len as usize)
-            .ok()
-            .filter(|d| d.len() == b.logical_len as usize)
-            .ok_or_else(|| Error::corruption(path, b.file_offset, "compressed block does not decompress"))?;
+        let data = match &self.dict {
+            Some(d) => zstd::bulk::Decompressor::with_dictionary(&d.bytes)
+                .and_then(|mut z| z.decompress(packed, b.logical_len as usize)),
+            None => zstd::bulk::decompress(packed, b.logical_len as usize),
+        }
+        .ok()
+        .filter(|d| d.len() == b.logical_len as usize)
+        .ok_or_else(|| Error::corruption(path, b.file_offset, "compressed block does not decompress"))?;
         let data = Bytes::from(data);
         *self.last.lock() = Some((i, data.clone()));
         Ok(data)
@@ -253,8 +344,16 @@ pub(crate) fn compress_sealed(shared: &crate::store::Shared, options: &Compressi
         .cloned()
         .collect();
     let st = &*shared.storage;
+    if options.dictionary && shared.dictionary.read().is_none() && !todo.is_empty() {
+        train_dictionary(shared, &todo, options)?;
+    }
+    let dict = if options.dictionary {
+        shared.dictionary.read().clone()
+    } else {
+        None
+    };
     for seg in todo {
-        let packed = compress_segment(&seg.bytes, options)?;
+        let packed = compress_segment(&seg.bytes, options, dict.as_deref())?;
         if packed.len() >= seg.bytes.len() {
             continue; // Nothing gained (already small or incompressible).
         }
@@ -270,6 +369,7 @@ pub(crate) fn compress_sealed(shared: &crate::store::Shared, options: &Compressi
             seg.path.clone(),
             crate::store::mapped_bytes(st.map(&seg.path).ctx(|| format!("mapping {name}"))?),
             crate::index::SegmentIndex::open(st.map(&idx_path).ctx(|| format!("mapping {idx_name}"))?, &idx_path)?,
+            dict.as_ref(),
         )?;
         report.segments += 1;
         report.bytes_before += seg.bytes.len() as u64;
@@ -282,4 +382,50 @@ pub(crate) fn compress_sealed(shared: &crate::store::Shared, options: &Compressi
         *list = std::sync::Arc::new(next);
     }
     Ok(report)
+}
+
+/// Trains the store's dictionary from event frames of the given (uncompressed)
+/// sealed segments and writes it durably, once.
+fn train_dictionary(
+    shared: &crate::store::Shared,
+    segments: &[Arc<crate::store::SealedSegment>],
+    options: &CompressionOptions,
+) -> Result<()> {
+    use crate::error::IoContext;
+    let mut samples: Vec<&[u8]> = Vec::new();
+    let mut total = 0;
+    'gather: for seg in segments {
+        let mut at = SEGMENT_HEADER;
+        while let Some(len) = record::frame_len(&seg.bytes[at..]).filter(|l| at + l <= seg.bytes.len()) {
+            samples.push(&seg.bytes[at..at + len]);
+            total += len;
+            at += len;
+            if samples.len() >= 20_000 || total >= 8 << 20 {
+                break 'gather;
+            }
+        }
+    }
+    // zstd needs enough material to train on; without it, compress without a dictionary.
+    if samples.len() < 100 {
+        return Ok(());
+    }
+    let dict = Dictionary::train(&samples, options.dictionary_size)?;
+    crate::storage::write_atomically(&*shared.storage, &shared.dir, DICTIONARY_FILE, &dict.encode())
+        .ctx(|| format!("writing {DICTIONARY_FILE}"))?;
+    *shared.dictionary.write() = Some(Arc::new(dict));
+    Ok(())
+}
+
+/// Loads the store's dictionary, if the data directory has one.
+pub(crate) fn load_dictionary(
+    st: &dyn crate::storage::Storage,
+    dir: &std::path::Path,
+) -> Result<Option<Arc<Dictionary>>> {
+    use crate::error::IoContext;
+    let path = dir.join(DICTIONARY_FILE);
+    if !st.exists(&path) {
+        return Ok(None);
+    }
+    let bytes = st.map(&path).ctx(|| format!("reading {DICTIONARY_FILE}"))?;
+    Ok(Some(Arc::new(Dictionary::decode((*bytes).as_ref(), &path)?)))
 }

@@ -90,10 +90,10 @@ impl Options {
     pub(crate) fn validate(&self) -> Result<()> {
         self.retention.validate()?;
         if let Some(c) = self.compression
-            && (!(1..=22).contains(&c.level) || c.block_size < 1024)
+            && (!(1..=22).contains(&c.level) || c.block_size < 1024 || c.dictionary_size < 1024)
         {
             return Err(Error::InvalidInput(
-                "compression level must be 1..=22 and block_size at least 1024".into(),
+                "compression level must be 1..=22, block_size and dictionary_size at least 1024".into(),
             ));
         }
         if self.segment_size < 4096 || self.segment_size > (1 << 40) {

@@ -62,6 +62,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options) -> R
         }
     }
     names.sort();
+    let dictionary = crate::compression::load_dictionary(st, dir)?;
 
     let mut sealed: Vec<Arc<SealedSegment>> = Vec::new();
     let mut expected_base = 0u64;
@@ -77,7 +78,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options) -> R
             ));
         }
         let is_last = i + 1 == count;
-        match open_segment(st, dir, &path, *base, idx_names.get(base), is_last)? {
+        match open_segment(st, dir, &path, *base, idx_names.get(base), is_last, dictionary.as_ref())? {
             None => {}
             Some(Opened::Sealed(s)) => {
                 expected_base = s.index.next_position();
@@ -111,6 +112,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options) -> R
         metadata: Default::default(),
         metadata_writes: Default::default(),
         scavenging: Default::default(),
+        dictionary: RwLock::new(dictionary),
         notifier: Default::default(),
         _lock: lock,
     };
@@ -168,6 +170,7 @@ fn open_segment(
     base: u64,
     idx_name: Option<&String>,
     is_last: bool,
+    dict: Option<&Arc<crate::compression::Dictionary>>,
 ) -> Result<Option<Opened>> {
     // A sealed segment with a good index is opened without reading its bytes.
     if let Some(idx_name) = idx_name {
@@ -179,7 +182,7 @@ fn open_segment(
         match loaded {
             Ok(index) if index.base() == base => {
                 let bytes = st.map(path).ctx(|| format!("mapping {}", path.display()))?;
-                let sealed = SealedSegment::new(path.to_path_buf(), mapped_bytes(bytes), index)?;
+                let sealed = SealedSegment::new(path.to_path_buf(), mapped_bytes(bytes), index, dict)?;
                 let index = &sealed.index;
                 if SegmentHeader::decode(&sealed.bytes, path)?.base_position != base {
                     return Err(Error::corruption(
@@ -221,7 +224,7 @@ fn open_segment(
         .ctx(|| format!("reading {}", path.display()))?;
     // A compressed segment (always sealed) is scanned in its logical form.
     if SegmentHeader::decode(&bytes, path).is_ok_and(|h| h.compressed) {
-        bytes = crate::compression::Compressed::open(bytes.into(), path)?.logical(path)?;
+        bytes = crate::compression::Compressed::open(bytes.into(), path, dict)?.logical(path)?;
     }
     let header = match SegmentHeader::decode(&bytes, path) {
         Ok(h) => h,
@@ -276,6 +279,7 @@ fn open_segment(
                 path.to_path_buf(),
                 mapped_bytes(st.map(path).ctx(|| format!("mapping {}", path.display()))?),
                 SegmentIndex::open(map, &idx_path)?,
+                dict,
             )?)))
         }
         // A later group that was written when the damaged bytes were already

@@ -192,6 +192,7 @@ impl Repairer<'_> {
             base_position: from,
             created_micros: now_micros(),
             compressed: false,
+            dictionary: None,
         }
         .encode()
         .to_vec();
@@ -237,7 +238,9 @@ impl Repairer<'_> {
         let mut original = self.read(path)?;
         if SegmentHeader::decode(&original, path).is_ok_and(|h| h.compressed) {
             // Repair works on the logical form; an unreadable compressed file is a wreck.
-            match crate::compression::Compressed::open(original.clone().into(), path).and_then(|c| c.logical(path)) {
+            let dict = crate::compression::load_dictionary(self.st, self.dir).ok().flatten();
+            let opened = crate::compression::Compressed::open(original.clone().into(), path, dict.as_ref());
+            match opened.and_then(|c| c.logical(path)) {
                 Ok(logical) => original = logical,
                 Err(e) => {
                     self.act(format!("{}: compressed form unreadable ({e})", path.display()));
@@ -318,6 +321,7 @@ impl Repairer<'_> {
             base_position: base,
             created_micros: created,
             compressed: false,
+            dictionary: None,
         }
         .encode()
         .to_vec();

@@ -244,6 +244,7 @@ fn rewrite(
     // The rewrite is stored uncompressed; the compressor takes it up again.
     let mut out = SegmentHeader {
         compressed: false,
+        dictionary: None,
         ..header
     }
     .encode()
@@ -343,6 +344,7 @@ fn rewrite(
         seg.path.clone(),
         mapped_bytes(st.map(&seg.path).ctx(|| format!("mapping {name}"))?),
         SegmentIndex::open(st.map(&idx_path).ctx(|| format!("mapping {idx_name}"))?, &idx_path)?,
+        None,
     )?;
     Ok(Some((new, removed)))
 }

@@ -19,6 +19,8 @@ pub const SEGMENT_VERSION: u32 = 1;
 pub const SEGMENT_HEADER: usize = 64;
 /// Header flag: the segment is stored compressed (see [`crate::compression`]).
 pub const FLAG_COMPRESSED: u32 = 1;
+/// Header flag: the compressed blocks use the store's dictionary, whose id is at bytes 32..36.
+pub const FLAG_DICTIONARY: u32 = 2;
 
 /// The fields of a segment header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,18 +31,23 @@ pub struct SegmentHeader {
     pub created_micros: i64,
     /// True if the file holds the segment in compressed form.
     pub compressed: bool,
+    /// Id of the store dictionary its compressed blocks use, if any.
+    pub dictionary: Option<u32>,
 }
 
-/// Sets the compressed flag in an encoded header (fixing its checksum).
-pub fn set_compressed_flag(header: &mut [u8]) {
-    header[12..16].copy_from_slice(&FLAG_COMPRESSED.to_le_bytes());
+/// Sets the compressed flag (and the dictionary id, if any) in an encoded header, fixing its checksum.
+pub fn set_compressed_flag(header: &mut [u8], dictionary: Option<u32>) {
+    let flags = FLAG_COMPRESSED | if dictionary.is_some() { FLAG_DICTIONARY } else { 0 };
+    header[12..16].copy_from_slice(&flags.to_le_bytes());
+    header[32..36].copy_from_slice(&dictionary.unwrap_or(0).to_le_bytes());
     let crc = crc32fast::hash(&header[..60]);
     header[60..64].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Clears the compressed flag in an encoded header (fixing its checksum).
+/// Clears the compressed flags and dictionary id in an encoded header, fixing its checksum.
 pub fn clear_compressed_flag(header: &mut [u8]) {
     header[12..16].copy_from_slice(&0u32.to_le_bytes());
+    header[32..36].copy_from_slice(&0u32.to_le_bytes());
     let crc = crc32fast::hash(&header[..60]);
     header[60..64].copy_from_slice(&crc.to_le_bytes());
 }
@@ -52,7 +59,9 @@ impl SegmentHeader {
         h[0..8].copy_from_slice(SEGMENT_MAGIC);
         h[8..12].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
         if self.compressed {
-            h[12..16].copy_from_slice(&FLAG_COMPRESSED.to_le_bytes());
+            let flags = FLAG_COMPRESSED | if self.dictionary.is_some() { FLAG_DICTIONARY } else { 0 };
+            h[12..16].copy_from_slice(&flags.to_le_bytes());
+            h[32..36].copy_from_slice(&self.dictionary.unwrap_or(0).to_le_bytes());
         }
         h[16..24].copy_from_slice(&self.base_position.to_le_bytes());
         h[24..32].copy_from_slice(&self.created_micros.to_le_bytes());
@@ -82,13 +91,17 @@ impl SegmentHeader {
             });
         }
         let flags = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
-        if flags & !FLAG_COMPRESSED != 0 {
+        if flags & !(FLAG_COMPRESSED | FLAG_DICTIONARY) != 0
+            || (flags & FLAG_DICTIONARY != 0 && flags & FLAG_COMPRESSED == 0)
+        {
             return Err(Error::corruption(file, 12, "unknown segment flags"));
         }
         Ok(SegmentHeader {
             base_position: u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes")),
             created_micros: i64::from_le_bytes(bytes[24..32].try_into().expect("8 bytes")),
             compressed: flags & FLAG_COMPRESSED != 0,
+            dictionary: (flags & FLAG_DICTIONARY != 0)
+                .then(|| u32::from_le_bytes(bytes[32..36].try_into().expect("4 bytes"))),
         })
     }
 }
@@ -220,6 +233,7 @@ mod tests {
             base_position: 1234,
             created_micros: 99,
             compressed: false,
+            dictionary: None,
         };
         let bytes = h.encode();
         let p = Path::new("x.seg");

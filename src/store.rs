@@ -70,10 +70,15 @@ pub(crate) struct SealedSegment {
 impl SealedSegment {
     /// A sealed segment over its file's bytes and its index; reads the block
     /// table if the header says the file is compressed.
-    pub(crate) fn new(path: PathBuf, bytes: Bytes, index: SegmentIndex) -> Result<Self> {
+    pub(crate) fn new(
+        path: PathBuf,
+        bytes: Bytes,
+        index: SegmentIndex,
+        dict: Option<&Arc<crate::compression::Dictionary>>,
+    ) -> Result<Self> {
         let header = crate::segment::SegmentHeader::decode(&bytes, &path)?;
         let compressed = if header.compressed {
-            Some(crate::compression::Compressed::open(bytes.clone(), &path)?)
+            Some(crate::compression::Compressed::open(bytes.clone(), &path, dict)?)
         } else {
             None
         };
@@ -171,6 +176,8 @@ pub(crate) struct Shared {
     pub(crate) metadata_writes: Mutex<()>,
     /// Serialises scavenges.
     pub(crate) scavenging: Mutex<()>,
+    /// The store's compression dictionary, once trained.
+    pub(crate) dictionary: RwLock<Option<Arc<crate::compression::Dictionary>>>,
     /// Wakes subscribers on each publication and when the store closes.
     pub(crate) notifier: crate::subscription::Notifier,
     pub(crate) _lock: Box<dyn LockGuard>,

@@ -850,6 +850,7 @@ impl Writer {
             path.clone(),
             mapped_bytes(storage.map(&path).ctx(|| format!("mapping {}", path.display()))?),
             SegmentIndex::open(idx_map, &idx_path)?,
+            None,
         )?;
 
         let checkpoint = StreamsCheckpoint {
@@ -900,6 +901,7 @@ pub(crate) fn create_segment(shared: &Shared, base: u64) -> Result<Arc<ActiveSeg
         base_position: base,
         created_micros: now_micros(),
         compressed: false,
+        dictionary: None,
     };
     file.write_all_at(&header.encode(), 0)
         .and_then(|()| file.sync_data())
