@@ -128,8 +128,8 @@ pub(crate) fn check_name(what: &str, name: &str, max: usize) -> Result<()> {
     Ok(())
 }
 
-/// Validates a stream name.
-pub(crate) fn check_stream_name(stream: &str) -> Result<()> {
+/// Validates a stream name: non-empty, at most [`MAX_STREAM_NAME`] bytes, no control characters.
+pub fn check_stream_name(stream: &str) -> Result<()> {
     check_name("stream name", stream, MAX_STREAM_NAME)
 }
 

@@ -275,6 +275,9 @@ impl Store {
                 "max_in_flight and checkpoint_every must be positive".into(),
             ));
         }
+        if settings.ack_timeout_ms == 0 || settings.ack_timeout_ms > 7 * 24 * 3600 * 1000 {
+            return Err(Error::InvalidInput("ack_timeout_ms must be between 1 ms and 7 days".into()));
+        }
         if let GroupSource::Stream(s) = &settings.source {
             crate::event::check_stream_name(s)?;
         }
@@ -657,7 +660,9 @@ impl Consumer<'_> {
                         deliveries: p.deliveries + 1,
                         key: p.key,
                     },
-                    deadline: Instant::now() + Duration::from_millis(settings.ack_timeout_ms),
+                    deadline: Instant::now()
+                        .checked_add(Duration::from_millis(settings.ack_timeout_ms))
+                        .unwrap_or_else(Instant::now),
                     consumer: self.name.clone(),
                 },
             );

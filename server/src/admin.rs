@@ -1,0 +1,133 @@
+//! Health, metrics, the OpenAPI document, and the admin routes.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use annal::{Direction, Filter, LogFrom};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::AppState;
+use crate::encode::JsonBody;
+use crate::error::ApiError;
+use crate::metrics::{StoreGauges, disk_available};
+
+pub(crate) async fn live() -> Response {
+    axum::Json(json!({ "status": "live" })).into_response()
+}
+
+pub(crate) async fn ready(State(state): State<AppState>) -> Response {
+    if state.shutdown.is_cancelled() {
+        return not_ready("shutting down");
+    }
+    let store = state.store();
+    let probe = state
+        .blocking(move || {
+            store.read_all(Direction::Backward, LogFrom::End, 1, &Filter::all())?;
+            Ok(store.head_position())
+        })
+        .await;
+    match probe {
+        Ok(head) => axum::Json(json!({ "status": "ready", "head_position": head })).into_response(),
+        Err(e) => not_ready(&e.message),
+    }
+}
+
+fn not_ready(reason: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(json!({ "status": "not_ready", "error": "not_ready", "message": reason })),
+    )
+        .into_response()
+}
+
+pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let store = state.store();
+    let gauges = state
+        .blocking(move || {
+            Ok(StoreGauges {
+                stats: store.stats(),
+                disk_available: disk_available(store.dir()),
+            })
+        })
+        .await?;
+    let text = state.metrics.render(&gauges);
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
+        .into_response())
+}
+
+pub(crate) async fn openapi() -> Response {
+    axum::Json(crate::openapi::document()).into_response()
+}
+
+pub(crate) async fn scavenge(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let st = state.clone();
+    let r = state
+        .blocking(move || {
+            let r = st.store.scavenge()?;
+            st.metrics.scavenge_runs.fetch_add(1, Relaxed);
+            st.metrics.scavenge_events_removed.fetch_add(r.events_removed, Relaxed);
+            Ok(r)
+        })
+        .await?;
+    Ok(axum::Json(json!({
+        "segments_examined": r.segments_examined,
+        "segments_rewritten": r.segments_rewritten,
+        "events_removed": r.events_removed,
+        "bytes_before": r.bytes_before,
+        "bytes_after": r.bytes_after,
+    }))
+    .into_response())
+}
+
+pub(crate) async fn compress(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let st = state.clone();
+    let r = state
+        .blocking(move || {
+            let r = st.store.compress()?;
+            st.metrics.compress_runs.fetch_add(1, Relaxed);
+            Ok(r)
+        })
+        .await?;
+    Ok(axum::Json(json!({
+        "segments": r.segments,
+        "bytes_before": r.bytes_before,
+        "bytes_after": r.bytes_after,
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BackupIn {
+    dir: std::path::PathBuf,
+}
+
+pub(crate) async fn backup(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<BackupIn>,
+) -> Result<Response, ApiError> {
+    if !body.dir.is_absolute() {
+        return Err(ApiError::invalid("dir must be an absolute path on the server"));
+    }
+    let st = state.clone();
+    let r = state
+        .blocking(move || {
+            let r = st.store.backup(&body.dir)?;
+            st.metrics.backups.fetch_add(1, Relaxed);
+            Ok(r)
+        })
+        .await?;
+    Ok(axum::Json(json!({
+        "dir": r.dir,
+        "files": r.files,
+        "bytes": r.bytes,
+        "events": r.events,
+    }))
+    .into_response())
+}

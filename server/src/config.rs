@@ -1,0 +1,199 @@
+//! The server's configuration: listen address, tokens, TLS and limits.
+//!
+//! Every field has a default, so a config file (or a CLI) only sets what it
+//! changes. Tokens are stored as SHA-256 hashes, never in clear.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// What a token may do. Each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads, subscriptions, and consuming persistent subscription groups.
+    Read,
+    /// Also appends, deletes, metadata, snapshots, and group management.
+    Write,
+    /// Also the `/admin/*` routes (scavenge, compress, backup).
+    Admin,
+}
+
+/// One bearer token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// A name for logs and errors (never the token itself).
+    pub name: String,
+    /// SHA-256 of the token, in hex (see [`hash_token`]).
+    pub sha256: String,
+    /// What the token may do.
+    pub role: Role,
+    /// Stream name prefixes the token may touch; empty means every stream.
+    #[serde(default)]
+    pub stream_prefixes: Vec<String>,
+}
+
+/// Certificate and key files for HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain (leaf first).
+    pub cert: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// Configuration of [`crate::serve`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on. Default `127.0.0.1:2113`.
+    pub listen: SocketAddr,
+    /// Accept every request without a token (open mode). Refused on a
+    /// non-loopback address unless `allow_remote_no_auth` is also set.
+    pub no_auth: bool,
+    /// Allow `no_auth` on a non-loopback listen address.
+    pub allow_remote_no_auth: bool,
+    /// The accepted bearer tokens.
+    pub tokens: Vec<TokenConfig>,
+    /// Serve `/metrics` without a token. Default false (any valid token).
+    pub metrics_public: bool,
+    /// Serve HTTPS with these files; plain HTTP when `None`.
+    pub tls: Option<TlsConfig>,
+    /// Largest request body, in bytes. Default 8 MiB.
+    pub body_limit_bytes: usize,
+    /// Most events in one append request. Default 1000.
+    pub max_events_per_append: usize,
+    /// Time limit of a request (not of subscriptions), in milliseconds. Default 30 s.
+    pub request_timeout_ms: u64,
+    /// Events returned by a read when no `limit` is given. Default 100.
+    pub default_read_limit: usize,
+    /// Largest `limit` of a read. Default 10,000.
+    pub max_read_limit: usize,
+    /// Most concurrent SSE subscriptions (each holds a thread). Default 256.
+    pub max_subscribers: usize,
+    /// Interval of SSE keep-alive comments, in milliseconds. Default 15 s.
+    pub keepalive_ms: u64,
+    /// How long shutdown waits for open connections before closing them, in milliseconds. Default 10 s.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 2113)),
+            no_auth: false,
+            allow_remote_no_auth: false,
+            tokens: Vec::new(),
+            metrics_public: false,
+            tls: None,
+            body_limit_bytes: 8 << 20,
+            max_events_per_append: 1000,
+            request_timeout_ms: 30_000,
+            default_read_limit: 100,
+            max_read_limit: 10_000,
+            max_subscribers: 256,
+            keepalive_ms: 15_000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// An open-mode config on a loopback address (for tests and local tools).
+    pub fn open(listen: SocketAddr) -> Self {
+        ServerConfig {
+            listen,
+            no_auth: true,
+            ..Default::default()
+        }
+    }
+
+    pub(crate) fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// Checks the config for consistency; the errors are the ones `serve` refuses to start with.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.no_auth && !self.listen.ip().is_loopback() && !self.allow_remote_no_auth {
+            return Err(format!(
+                "no_auth on non-loopback address {} is refused; set allow_remote_no_auth to allow it",
+                self.listen
+            ));
+        }
+        if !self.no_auth && self.tokens.is_empty() {
+            return Err("no tokens configured: add a token, or set no_auth for open mode".into());
+        }
+        for t in &self.tokens {
+            if parse_hash(&t.sha256).is_none() {
+                return Err(format!(
+                    "token {:?}: sha256 must be 64 hex digits (the SHA-256 of the token)",
+                    t.name
+                ));
+            }
+        }
+        let positive = [
+            ("body_limit_bytes", self.body_limit_bytes as u64),
+            ("max_events_per_append", self.max_events_per_append as u64),
+            ("request_timeout_ms", self.request_timeout_ms),
+            ("default_read_limit", self.default_read_limit as u64),
+            ("max_read_limit", self.max_read_limit as u64),
+            ("keepalive_ms", self.keepalive_ms),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(format!("{name} must be positive"));
+            }
+        }
+        if self.default_read_limit > self.max_read_limit {
+            return Err("default_read_limit exceeds max_read_limit".into());
+        }
+        Ok(())
+    }
+}
+
+/// The SHA-256 of a token, in lowercase hex: what [`TokenConfig::sha256`] holds.
+pub fn hash_token(token: &str) -> String {
+    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses 64 hex digits.
+pub(crate) fn parse_hash(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.as_bytes();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_round_trips_and_config_checks() {
+        let h = hash_token("secret");
+        assert_eq!(h.len(), 64);
+        assert_eq!(h, "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b");
+        assert!(parse_hash(&h).is_some());
+        assert!(parse_hash("zz").is_none());
+        let mut c = ServerConfig::open("0.0.0.0:1".parse().unwrap());
+        assert!(c.validate().is_err());
+        c.allow_remote_no_auth = true;
+        assert!(c.validate().is_ok());
+        assert!(ServerConfig::default().validate().is_err(), "no tokens and no no_auth");
+        let c: ServerConfig = serde_json::from_str(r#"{"no_auth": true, "max_read_limit": 50}"#).unwrap();
+        assert_eq!(c.max_read_limit, 50);
+        assert!(serde_json::from_str::<ServerConfig>(r#"{"nope": 1}"#).is_err());
+    }
+}

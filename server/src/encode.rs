@@ -1,0 +1,359 @@
+//! JSON shapes of events going in and out, request bodies, query strings and times.
+
+use annal::{ContentType, EventData, ExpectedVersion, RecordedEvent};
+use axum::extract::{FromRequest, Request};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use crate::error::{ApiError, json_error};
+
+/// An event as the API returns it.
+#[derive(Serialize)]
+pub(crate) struct EventOut<'a> {
+    stream: &'a str,
+    revision: u64,
+    position: u64,
+    id: Uuid,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    timestamp: String,
+    #[serde(skip_serializing_if = "Payload::is_base64")]
+    data: Payload<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_base64: Option<String>,
+    #[serde(skip_serializing_if = "Payload::is_base64")]
+    metadata: Payload<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata_base64: Option<String>,
+    tags: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_count: Option<u32>,
+}
+
+/// Data or metadata: embedded JSON, null (empty), or only in the `_base64` field.
+enum Payload<'a> {
+    Json(&'a RawValue),
+    Null,
+    Base64,
+}
+
+impl Payload<'_> {
+    fn is_base64(&self) -> bool {
+        matches!(self, Payload::Base64)
+    }
+}
+
+impl Serialize for Payload<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Payload::Json(raw) => raw.serialize(s),
+            _ => s.serialize_none(),
+        }
+    }
+}
+
+/// Splits bytes into the embedded JSON or the base64 form.
+fn payload(bytes: &[u8], json: bool) -> (Payload<'_>, Option<String>) {
+    if bytes.is_empty() && json {
+        return (Payload::Null, None);
+    }
+    if json && let Ok(raw) = serde_json::from_slice::<&RawValue>(bytes) {
+        return (Payload::Json(raw), None);
+    }
+    (Payload::Base64, Some(B64.encode(bytes)))
+}
+
+impl<'a> EventOut<'a> {
+    pub(crate) fn new(e: &'a RecordedEvent) -> Self {
+        let (data, data_base64) = payload(&e.data, e.content_type == ContentType::Json);
+        let (metadata, metadata_base64) = payload(&e.metadata, true);
+        EventOut {
+            stream: &e.stream,
+            revision: e.revision,
+            position: e.position,
+            id: e.id,
+            event_type: &e.event_type,
+            timestamp: format_micros(e.timestamp_micros),
+            data,
+            data_base64,
+            metadata,
+            metadata_base64,
+            tags: &e.tags,
+            retry_count: None,
+        }
+    }
+
+    pub(crate) fn with_retry_count(mut self, n: u32) -> Self {
+        self.retry_count = Some(n);
+        self
+    }
+}
+
+/// `{"events": [...]}` for a list of events, serialised without copying payloads.
+pub(crate) fn events_body(events: &[RecordedEvent]) -> Result<Vec<u8>, ApiError> {
+    #[derive(Serialize)]
+    struct Events<'a> {
+        events: Vec<EventOut<'a>>,
+    }
+    let body = Events {
+        events: events.iter().map(EventOut::new).collect(),
+    };
+    serde_json::to_vec(&body).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// A JSON response from already-serialised bytes.
+pub(crate) fn json_bytes(body: Vec<u8>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// An event as a client sends it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EventIn {
+    #[serde(rename = "type")]
+    event_type: String,
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+    #[serde(default)]
+    data_base64: Option<String>,
+    #[serde(default)]
+    metadata: Option<Box<RawValue>>,
+    #[serde(default)]
+    metadata_base64: Option<String>,
+    #[serde(default)]
+    id: Option<Uuid>,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+impl EventIn {
+    /// The event to append, and its payload size (data plus metadata).
+    pub(crate) fn into_event(self) -> Result<EventData, ApiError> {
+        let (content_type, data) = match (self.data, self.data_base64) {
+            (Some(_), Some(_)) => return Err(ApiError::invalid("an event has both data and data_base64")),
+            (Some(raw), None) => (ContentType::Json, Bytes::from(raw.get().as_bytes().to_vec())),
+            (None, Some(b)) => (ContentType::Binary, decode_base64("data_base64", &b)?),
+            (None, None) => (ContentType::Json, Bytes::new()),
+        };
+        let metadata = match (self.metadata, self.metadata_base64) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid("an event has both metadata and metadata_base64"));
+            }
+            (Some(raw), None) => Bytes::from(raw.get().as_bytes().to_vec()),
+            (None, Some(b)) => decode_base64("metadata_base64", &b)?,
+            (None, None) => Bytes::new(),
+        };
+        Ok(EventData {
+            id: self.id,
+            event_type: self.event_type,
+            content_type,
+            data,
+            metadata,
+            tags: self.tags,
+        })
+    }
+}
+
+pub(crate) fn decode_base64(field: &str, s: &str) -> Result<Bytes, ApiError> {
+    B64.decode(s)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::invalid(format!("{field} is not valid base64: {e}")))
+}
+
+pub(crate) fn encode_base64(bytes: &[u8]) -> String {
+    B64.encode(bytes)
+}
+
+/// Parses an expected version given as JSON (a string or a number).
+pub(crate) fn expected_from_json(v: Option<&Value>) -> Result<ExpectedVersion, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(ExpectedVersion::Any),
+        Some(v @ Value::Number(n)) => n.as_u64().map(ExpectedVersion::Exact).ok_or_else(|| bad_expected(v)),
+        Some(Value::String(s)) => expected_from_str(s),
+        Some(other) => Err(bad_expected(other)),
+    }
+}
+
+/// Parses an expected version given as text.
+pub(crate) fn expected_from_str(s: &str) -> Result<ExpectedVersion, ApiError> {
+    s.parse::<ExpectedVersion>()
+        .map_err(|_| bad_expected(&Value::String(s.to_string())))
+}
+
+/// The error for an expected version given as `v` (shown as JSON).
+fn bad_expected(v: &Value) -> ApiError {
+    ApiError::bad_request(
+        "invalid_expected_version",
+        format!("expected version {v} is not \"any\", \"no-stream\", \"exists\" or a revision"),
+    )
+}
+
+/// A JSON request body: malformed JSON and wrong shapes become 400s, too large a body 413.
+pub(crate) struct JsonBody<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
+            if rej.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(rej.status(), "payload_too_large", rej.body_text())
+            } else {
+                ApiError::new(rej.status(), "invalid_body", rej.body_text())
+            }
+        })?;
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(json_error)
+    }
+}
+
+/// The parameters of a query string, checked against the accepted names.
+pub(crate) struct Params(Vec<(String, String)>);
+
+impl Params {
+    pub(crate) fn parse(query: Option<&str>, allowed: &[&str]) -> Result<Params, ApiError> {
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        if let Some((k, _)) = pairs.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("unknown query parameter {k:?}; accepted: {}", allowed.join(", ")),
+            ));
+        }
+        Ok(Params(pairs))
+    }
+
+    /// The value of a parameter given at most once.
+    pub(crate) fn one(&self, key: &str) -> Result<Option<&str>, ApiError> {
+        let mut it = self.0.iter().filter(|(k, _)| k == key);
+        let first = it.next().map(|(_, v)| v.as_str());
+        if it.next().is_some() {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("query parameter {key:?} is given more than once"),
+            ));
+        }
+        Ok(first)
+    }
+
+    /// Every value of a repeatable parameter.
+    pub(crate) fn all(&self, key: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    pub(crate) fn u64(&self, key: &str) -> Result<Option<u64>, ApiError> {
+        self.one(key)?
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    ApiError::bad_request("invalid_query", format!("{key}={v:?} is not a non-negative integer"))
+                })
+            })
+            .transpose()
+    }
+
+    pub(crate) fn bool(&self, key: &str) -> Result<Option<bool>, ApiError> {
+        self.one(key)?
+            .map(|v| match v {
+                "true" | "1" => Ok(true),
+                "false" | "0" => Ok(false),
+                _ => Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("{key}={v:?} is not true or false"),
+                )),
+            })
+            .transpose()
+    }
+}
+
+/// Formats microseconds since the Unix epoch as RFC 3339 UTC with microseconds.
+pub(crate) fn format_micros(micros: i64) -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+    time::OffsetDateTime::from_unix_timestamp_nanos(micros as i128 * 1000)
+        .ok()
+        .and_then(|t| t.format(&fmt).ok())
+        .unwrap_or_else(|| micros.to_string())
+}
+
+/// Parses an RFC 3339 time into microseconds since the Unix epoch.
+pub(crate) fn parse_time(key: &str, s: &str) -> Result<i64, ApiError> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| ApiError::bad_request("invalid_query", format!("{key}={s:?} is not an RFC 3339 time: {e}")))?;
+    Ok((t.unix_timestamp_nanos() / 1000) as i64)
+}
+
+/// Checks a stream name from a path or body: non-empty, bounded, no control characters.
+pub(crate) fn check_stream(stream: &str) -> Result<(), ApiError> {
+    if stream.is_empty() {
+        return Err(ApiError::invalid("stream name is empty"));
+    }
+    if stream.len() > annal::event::MAX_STREAM_NAME {
+        return Err(ApiError::invalid(format!(
+            "stream name is {} bytes long; at most {}",
+            stream.len(),
+            annal::event::MAX_STREAM_NAME
+        )));
+    }
+    if stream.chars().any(char::is_control) {
+        return Err(ApiError::invalid("stream name contains a control character"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_format_and_parse() {
+        assert_eq!(format_micros(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(format_micros(1_700_000_000_123_456), "2023-11-14T22:13:20.123456Z");
+        assert_eq!(
+            parse_time("since", "2023-11-14T22:13:20.123456Z").unwrap(),
+            1_700_000_000_123_456
+        );
+        assert_eq!(
+            parse_time("since", "2023-11-14T23:13:20.123456+01:00").unwrap(),
+            1_700_000_000_123_456
+        );
+        assert!(parse_time("since", "yesterday").is_err());
+    }
+
+    #[test]
+    fn payloads_embed_json_or_fall_back_to_base64() {
+        assert!(matches!(payload(b"", true).0, Payload::Null));
+        assert!(matches!(payload(b" {\"a\":1}", true).0, Payload::Json(_)));
+        let (p, b) = payload(b"\xff\x00", true);
+        assert!(p.is_base64());
+        assert_eq!(b.as_deref(), Some("/wA="));
+        assert!(payload(b"{}", false).0.is_base64());
+    }
+
+    #[test]
+    fn expected_versions_parse() {
+        assert_eq!(expected_from_json(None).unwrap(), ExpectedVersion::Any);
+        assert_eq!(
+            expected_from_json(Some(&serde_json::json!(3))).unwrap(),
+            ExpectedVersion::Exact(3)
+        );
+        assert_eq!(
+            expected_from_json(Some(&serde_json::json!("no-stream"))).unwrap(),
+            ExpectedVersion::NoStream
+        );
+        assert_eq!(
+            expected_from_json(Some(&serde_json::json!(-1))).unwrap_err().code,
+            "invalid_expected_version"
+        );
+        assert!(expected_from_json(Some(&serde_json::json!("maybe"))).is_err());
+    }
+}

@@ -1,0 +1,392 @@
+//! Persistent subscription groups: create, inspect, delete, fetch, ack, nack, replay parked.
+//!
+//! `Group` and `Consumer` borrow the store, so each request opens them on the
+//! blocking pool and drops them when done: a consumer is connected only while
+//! one of its requests runs.
+
+use std::time::{Duration, Instant};
+
+use annal::{Filter, GroupSettings, GroupSource, NackAction, Store, Strategy, SubscribeFrom};
+use axum::Extension;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::auth::Principal;
+use crate::encode::{EventOut, JsonBody, Params, check_stream, json_bytes};
+use crate::error::ApiError;
+
+/// A long-polling fetch waits in slices of this, checking for shutdown in between.
+const FETCH_SLICE: Duration = Duration::from_millis(250);
+
+/// Longest acknowledgement timeout a group may have (a day).
+const MAX_ACK_TIMEOUT_MS: u64 = 86_400_000;
+
+/// Group settings as the API takes them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GroupIn {
+    #[serde(default)]
+    stream: Option<String>,
+    #[serde(default)]
+    types: Vec<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    stream_prefix: Option<String>,
+    #[serde(default)]
+    start: Option<Value>,
+    #[serde(default)]
+    strategy: Option<StrategyIn>,
+    #[serde(default)]
+    ack_timeout_ms: Option<u64>,
+    #[serde(default)]
+    max_retries: Option<u32>,
+    #[serde(default)]
+    max_in_flight: Option<usize>,
+    #[serde(default)]
+    checkpoint_every: Option<u64>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum StrategyIn {
+    RoundRobin,
+    Pinned,
+}
+
+impl GroupIn {
+    fn into_settings(self) -> Result<GroupSettings, ApiError> {
+        let mut s = GroupSettings::all();
+        s.source = match self.stream {
+            Some(stream) => {
+                if !self.types.is_empty() || !self.tags.is_empty() || self.stream_prefix.is_some() {
+                    return Err(ApiError::invalid(
+                        "a group on one stream takes no types, tags or stream_prefix",
+                    ));
+                }
+                check_stream(&stream)?;
+                GroupSource::Stream(stream)
+            }
+            None => GroupSource::All(Filter {
+                types: self.types,
+                tags: self.tags,
+                stream_prefix: self.stream_prefix,
+                ..Filter::default()
+            }),
+        };
+        s.start = match self.start {
+            None => SubscribeFrom::Start,
+            Some(Value::String(v)) if v == "start" => SubscribeFrom::Start,
+            Some(Value::String(v)) if v == "end" => SubscribeFrom::End,
+            Some(Value::Number(n)) if n.as_u64().is_some() => match n.as_u64() {
+                Some(0) | None => SubscribeFrom::Start,
+                Some(p) => SubscribeFrom::After(p - 1),
+            },
+            Some(other) => {
+                return Err(ApiError::invalid(format!(
+                    "start {other} is not \"start\", \"end\" or a position"
+                )));
+            }
+        };
+        if let Some(st) = self.strategy {
+            s.strategy = match st {
+                StrategyIn::RoundRobin => Strategy::RoundRobin,
+                StrategyIn::Pinned => Strategy::Pinned,
+            };
+        }
+        s.ack_timeout_ms = self.ack_timeout_ms.unwrap_or(s.ack_timeout_ms);
+        if !(1..=MAX_ACK_TIMEOUT_MS).contains(&s.ack_timeout_ms) {
+            return Err(ApiError::invalid(format!(
+                "ack_timeout_ms must be between 1 and {MAX_ACK_TIMEOUT_MS}"
+            )));
+        }
+        s.max_retries = self.max_retries.unwrap_or(s.max_retries);
+        s.max_in_flight = self.max_in_flight.unwrap_or(s.max_in_flight);
+        s.checkpoint_every = self.checkpoint_every.unwrap_or(s.checkpoint_every);
+        Ok(s)
+    }
+}
+
+/// Settings as the API shows them (the same shape as they are given).
+fn settings_json(name: &str, s: &GroupSettings) -> serde_json::Map<String, Value> {
+    let (stream, filter) = match &s.source {
+        GroupSource::Stream(st) => (Some(st.clone()), Filter::all()),
+        GroupSource::All(f) => (None, f.clone()),
+    };
+    let start = match s.start {
+        SubscribeFrom::Start => json!("start"),
+        SubscribeFrom::End => json!("end"),
+        SubscribeFrom::After(p) => json!(p + 1),
+    };
+    let strategy = match s.strategy {
+        Strategy::RoundRobin => "round_robin",
+        Strategy::Pinned => "pinned",
+    };
+    let v = json!({
+        "name": name,
+        "stream": stream,
+        "types": filter.types,
+        "tags": filter.tags,
+        "stream_prefix": filter.stream_prefix,
+        "start": start,
+        "strategy": strategy,
+        "ack_timeout_ms": s.ack_timeout_ms,
+        "max_retries": s.max_retries,
+        "max_in_flight": s.max_in_flight,
+        "checkpoint_every": s.checkpoint_every,
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// 403 unless the principal may read everything the group reads.
+fn check_source(p: &Principal, s: &GroupSettings) -> Result<(), ApiError> {
+    match &s.source {
+        GroupSource::Stream(st) => p.check_stream(st),
+        GroupSource::All(f) => p.check_prefix(f.stream_prefix.as_deref()),
+    }
+}
+
+/// The library reports a missing or existing group as invalid input; tell them apart.
+fn group_error(name: &str, e: annal::Error) -> ApiError {
+    match &e {
+        annal::Error::InvalidInput(m) if m.contains("does not exist") => {
+            ApiError::not_found("group_not_found", format!("group {name:?} does not exist"))
+        }
+        annal::Error::InvalidInput(m) if m.contains("already exists") => ApiError::new(
+            StatusCode::CONFLICT,
+            "group_exists",
+            format!("group {name:?} already exists"),
+        ),
+        _ => e.into(),
+    }
+}
+
+/// Opens a group and checks the principal may use it.
+fn open<'s>(store: &'s Store, name: &str, p: &Principal) -> Result<annal::Group<'s>, ApiError> {
+    let g = store.group(name).map_err(|e| group_error(name, e))?;
+    check_source(p, g.settings())?;
+    Ok(g)
+}
+
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<GroupIn>,
+) -> Result<Response, ApiError> {
+    let settings = body.into_settings()?;
+    check_source(&p, &settings)?;
+    let store = state.store();
+    let body = state
+        .blocking(move || {
+            let g = store.create_group(&name, settings).map_err(|e| group_error(&name, e))?;
+            Ok(Value::Object(settings_json(&name, g.settings())))
+        })
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+}
+
+pub(crate) async fn info(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let store = state.store();
+    let body = state
+        .blocking(move || {
+            let g = open(&store, &name, &p)?;
+            let i = g.info();
+            let mut m = settings_json(&name, g.settings());
+            m.insert("checkpoint".into(), json!(i.checkpoint));
+            m.insert("saved_checkpoint".into(), json!(i.saved_checkpoint));
+            m.insert("in_flight".into(), json!(i.in_flight));
+            m.insert("ready".into(), json!(i.ready));
+            m.insert("parked".into(), json!(i.parked));
+            m.insert("consumers".into(), json!(i.consumers));
+            Ok(Value::Object(m))
+        })
+        .await?;
+    Ok(axum::Json(body).into_response())
+}
+
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+) -> Result<Response, ApiError> {
+    let store = state.store();
+    let groups = state.blocking(move || Ok(store.groups_list()?)).await?;
+    let list: Vec<Value> = groups
+        .iter()
+        .filter(|(_, s)| check_source(&p, s).is_ok())
+        .map(|(n, s)| Value::Object(settings_json(n, s)))
+        .collect();
+    Ok(axum::Json(json!({ "groups": list })).into_response())
+}
+
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let store = state.store();
+    state
+        .blocking(move || {
+            drop(open(&store, &name, &p)?);
+            store.delete_group(&name).map_err(|e| group_error(&name, e))
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(crate) async fn fetch(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(q.as_deref(), &["consumer", "max", "timeout_ms"])?;
+    let consumer = params
+        .one("consumer")?
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| ApiError::bad_request("invalid_query", "consumer is required"))?
+        .to_string();
+    let max = params.u64("max")?.unwrap_or(10);
+    if max == 0 || max > state.config.max_read_limit as u64 {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("max={max} is not between 1 and {}", state.config.max_read_limit),
+        ));
+    }
+    // A long poll ends before the request times out.
+    let cap = state.config.request_timeout_ms.saturating_sub(1000).max(1);
+    let timeout = Duration::from_millis(params.u64("timeout_ms")?.unwrap_or(0).min(cap));
+    let deadline = Instant::now() + timeout;
+    // Wait in slices, so that a long poll notices shutdown.
+    let body = loop {
+        let slice = deadline.saturating_duration_since(Instant::now()).min(FETCH_SLICE);
+        let (store, name, consumer, p) = (state.store(), name.clone(), consumer.clone(), p.clone());
+        let body = state
+            .blocking(move || {
+                let g = open(&store, &name, &p)?;
+                let c = g.consumer(&consumer);
+                let deliveries = c.fetch(max as usize, slice)?;
+                if deliveries.is_empty() {
+                    return Ok(None);
+                }
+                #[derive(Serialize)]
+                struct Events<'a> {
+                    events: Vec<EventOut<'a>>,
+                }
+                let body = Events {
+                    events: deliveries
+                        .iter()
+                        .map(|d| EventOut::new(&d.event).with_retry_count(d.retry_count))
+                        .collect(),
+                };
+                serde_json::to_vec(&body)
+                    .map(Some)
+                    .map_err(|e| ApiError::internal(e.to_string()))
+            })
+            .await?;
+        match body {
+            Some(b) => break b,
+            None if Instant::now() >= deadline || state.shutdown.is_cancelled() => {
+                break br#"{"events":[]}"#.to_vec();
+            }
+            None => {}
+        }
+    };
+    Ok(json_bytes(body))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AckIn {
+    consumer: String,
+    ids: Vec<Uuid>,
+}
+
+pub(crate) async fn ack(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<AckIn>,
+) -> Result<Response, ApiError> {
+    let store = state.store();
+    state
+        .blocking(move || {
+            let g = open(&store, &name, &p)?;
+            let c = g.consumer(&body.consumer);
+            Ok(c.ack(&body.ids)?)
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NackIn {
+    consumer: String,
+    id: Uuid,
+    #[serde(default)]
+    action: Option<ActionIn>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum ActionIn {
+    Retry,
+    Park,
+    Skip,
+}
+
+pub(crate) async fn nack(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<NackIn>,
+) -> Result<Response, ApiError> {
+    let action = match body.action.unwrap_or(ActionIn::Retry) {
+        ActionIn::Retry => NackAction::Retry,
+        ActionIn::Park => NackAction::Park,
+        ActionIn::Skip => NackAction::Skip,
+    };
+    let store = state.store();
+    state
+        .blocking(move || {
+            let g = open(&store, &name, &p)?;
+            let c = g.consumer(&body.consumer);
+            Ok(c.nack(
+                body.id,
+                action,
+                body.reason.as_deref().unwrap_or("nacked by the client"),
+            )?)
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(crate) async fn replay_parked(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let store = state.store();
+    let n = state
+        .blocking(move || {
+            let g = open(&store, &name, &p)?;
+            Ok(g.replay_parked()?)
+        })
+        .await?;
+    Ok(axum::Json(json!({ "replayed": n })).into_response())
+}

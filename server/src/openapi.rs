@@ -1,0 +1,385 @@
+//! The OpenAPI 3 document served at `/openapi.json`, written by hand.
+//!
+//! A test checks that its paths and methods are exactly those of [`crate::ROUTES`].
+
+use serde_json::{Value, json};
+
+fn reference(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn json_content(schema: Value) -> Value {
+    json!({ "application/json": { "schema": schema } })
+}
+
+fn ok(description: &str, schema: Value) -> Value {
+    json!({ "description": description, "content": json_content(schema) })
+}
+
+fn error(description: &str) -> Value {
+    json!({ "description": description, "content": json_content(reference("Error")) })
+}
+
+fn body(schema: Value) -> Value {
+    json!({ "required": true, "content": json_content(schema) })
+}
+
+fn path_param(name: &str, description: &str) -> Value {
+    json!({ "name": name, "in": "path", "required": true, "description": description, "schema": { "type": "string" } })
+}
+
+fn query(name: &str, description: &str, schema: Value) -> Value {
+    json!({ "name": name, "in": "query", "required": false, "description": description, "schema": schema })
+}
+
+fn stream_param() -> Value {
+    path_param("stream", "Stream name (percent-encoded; at most 1024 bytes).")
+}
+
+fn group_param() -> Value {
+    path_param("name", "Group name: 1-200 letters, digits or -_.:")
+}
+
+fn events_list() -> Value {
+    json!({ "type": "object", "required": ["events"], "properties": { "events": { "type": "array", "items": reference("Event") } } })
+}
+
+fn read_params() -> Vec<Value> {
+    vec![
+        query(
+            "direction",
+            "forward (default) or backward.",
+            json!({ "type": "string", "enum": ["forward", "backward"] }),
+        ),
+        query(
+            "limit",
+            "Most events returned (default 100, at most 10,000).",
+            json!({ "type": "integer", "minimum": 1 }),
+        ),
+    ]
+}
+
+fn filter_params() -> Vec<Value> {
+    vec![
+        query(
+            "type",
+            "Event type; repeat for any of several.",
+            json!({ "type": "array", "items": { "type": "string" } }),
+        ),
+        query(
+            "tag",
+            "Required tag; repeat to require all of several.",
+            json!({ "type": "array", "items": { "type": "string" } }),
+        ),
+        query("stream_prefix", "Stream name prefix.", json!({ "type": "string" })),
+        query(
+            "since",
+            "Recorded at or after this RFC 3339 time.",
+            json!({ "type": "string", "format": "date-time" }),
+        ),
+        query(
+            "until",
+            "Recorded before this RFC 3339 time.",
+            json!({ "type": "string", "format": "date-time" }),
+        ),
+    ]
+}
+
+fn sse(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": { "text/event-stream": { "schema": { "type": "string" } } }
+    })
+}
+
+fn schemas() -> Value {
+    json!({
+        "Error": {
+            "type": "object",
+            "required": ["error", "message"],
+            "properties": {
+                "error": { "type": "string", "description": "Machine-readable code, such as wrong_expected_version, condition_failed, stream_not_found, stream_deleted, invalid_json, invalid_request, invalid_input, invalid_expected_version, too_many_events, payload_too_large, unauthorized, forbidden, timeout." },
+                "message": { "type": "string" },
+                "expected": { "description": "wrong_expected_version: what the request expected." },
+                "actual": { "type": ["integer", "null"], "description": "wrong_expected_version: the stream's last revision, null if it does not exist." },
+                "position": { "type": "integer", "description": "condition_failed: the first matching event." }
+            }
+        },
+        "ExpectedVersion": {
+            "description": "\"any\", \"no-stream\", \"exists\", or the stream's last revision.",
+            "oneOf": [ { "type": "string", "enum": ["any", "no-stream", "exists"] }, { "type": "integer", "minimum": 0 }, { "type": "string", "pattern": "^[0-9]+$" } ]
+        },
+        "NewEvent": {
+            "type": "object",
+            "required": ["type"],
+            "additionalProperties": false,
+            "properties": {
+                "type": { "type": "string" },
+                "data": { "description": "Any JSON value (stored as JSON)." },
+                "data_base64": { "type": "string", "description": "Binary data instead of data." },
+                "metadata": { "description": "Any JSON value." },
+                "metadata_base64": { "type": "string" },
+                "id": { "type": "string", "format": "uuid", "description": "For idempotent retries; generated when absent." },
+                "tags": { "type": "array", "items": { "type": "string" } }
+            }
+        },
+        "Event": {
+            "type": "object",
+            "required": ["stream", "revision", "position", "id", "type", "timestamp", "tags"],
+            "properties": {
+                "stream": { "type": "string" },
+                "revision": { "type": "integer" },
+                "position": { "type": "integer" },
+                "id": { "type": "string", "format": "uuid" },
+                "type": { "type": "string" },
+                "timestamp": { "type": "string", "format": "date-time", "description": "RFC 3339 UTC with microseconds." },
+                "data": { "description": "The data as JSON, when it is JSON; null when empty." },
+                "data_base64": { "type": "string", "description": "The data, when it is not JSON." },
+                "metadata": { "description": "The metadata as JSON; null when empty." },
+                "metadata_base64": { "type": "string" },
+                "tags": { "type": "array", "items": { "type": "string" } },
+                "retry_count": { "type": "integer", "description": "Group deliveries only: earlier deliveries of this event." }
+            }
+        },
+        "AppendResult": {
+            "type": "object",
+            "properties": {
+                "first_revision": { "type": "integer" },
+                "next_expected_version": { "type": "integer" },
+                "position": { "type": "integer" }
+            }
+        },
+        "QueryItem": {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "types": { "type": "array", "items": { "type": "string" } },
+                "tags": { "type": "array", "items": { "type": "string" } }
+            }
+        },
+        "StreamMetadata": {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "max_age_ms": { "type": "integer" },
+                "max_count": { "type": "integer" },
+                "truncate_before": { "type": "integer" },
+                "custom": { "type": "object" }
+            }
+        },
+        "GroupSettings": {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "stream": { "type": "string", "description": "Read one stream; otherwise the filtered global log." },
+                "types": { "type": "array", "items": { "type": "string" } },
+                "tags": { "type": "array", "items": { "type": "string" } },
+                "stream_prefix": { "type": "string" },
+                "start": { "description": "\"start\" (default), \"end\", or a position (inclusive).", "oneOf": [ { "type": "string", "enum": ["start", "end"] }, { "type": "integer" } ] },
+                "strategy": { "type": "string", "enum": ["round_robin", "pinned"] },
+                "ack_timeout_ms": { "type": "integer" },
+                "max_retries": { "type": "integer" },
+                "max_in_flight": { "type": "integer" },
+                "checkpoint_every": { "type": "integer" }
+            }
+        },
+        "Group": {
+            "type": "object",
+            "description": "A group's settings (as GroupSettings, plus name); GET /groups/{name} adds checkpoint, saved_checkpoint, in_flight, ready, parked and consumers.",
+            "properties": {
+                "name": { "type": "string" },
+                "checkpoint": { "type": "integer" },
+                "saved_checkpoint": { "type": "integer" },
+                "in_flight": { "type": "integer" },
+                "ready": { "type": "integer" },
+                "parked": { "type": "integer" },
+                "consumers": { "type": "array", "items": { "type": "string" } }
+            }
+        }
+    })
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let stream_from = query(
+        "from",
+        "start (default), end, or a revision (inclusive).",
+        json!({ "type": "string" }),
+    );
+    let log_from = query(
+        "from",
+        "start (default), end, or a position (inclusive).",
+        json!({ "type": "string" }),
+    );
+    let mut stream_read_params = vec![stream_param(), stream_from.clone()];
+    stream_read_params.extend(read_params());
+    let mut all_params = vec![log_from.clone()];
+    all_params.extend(read_params());
+    all_params.extend(filter_params());
+    let mut sub_all_params = vec![log_from];
+    sub_all_params.extend(filter_params());
+    let admin_ok = |d: &str| ok(d, json!({ "type": "object" }));
+    let no_content = |d: &str| json!({ "description": d });
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "annal",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "HTTP/JSON API of the annal event store. Every route except /health/* and /openapi.json needs `Authorization: Bearer <token>` unless the server runs in open mode; errors are {\"error\": code, \"message\": text}."
+        },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": schemas()
+        },
+        "security": [ { "bearer": [] } ],
+        "paths": {
+            "/health/live": {
+                "get": { "summary": "Liveness: 200 while the server runs.", "security": [], "responses": { "200": ok("Live.", json!({ "type": "object" })) } }
+            },
+            "/health/ready": {
+                "get": { "summary": "Readiness: 200 when the store answers a read.", "security": [], "responses": { "200": ok("Ready.", json!({ "type": "object" })), "503": error("Not ready (shutting down or the store fails).") } }
+            },
+            "/metrics": {
+                "get": { "summary": "Prometheus metrics (public if the server is configured so).", "responses": { "200": { "description": "Prometheus text format.", "content": { "text/plain": { "schema": { "type": "string" } } } } } }
+            },
+            "/openapi.json": {
+                "get": { "summary": "This document.", "security": [], "responses": { "200": ok("The OpenAPI document.", json!({ "type": "object" })) } }
+            },
+            "/streams": {
+                "get": {
+                    "summary": "List streams (system streams only with include_system=true).",
+                    "parameters": [
+                        query("prefix", "Only streams starting with this.", json!({ "type": "string" })),
+                        query("include_system", "Include $-prefixed system streams.", json!({ "type": "boolean" }))
+                    ],
+                    "responses": { "200": ok("The streams.", json!({ "type": "object", "properties": { "streams": { "type": "array", "items": { "type": "object", "properties": { "stream": { "type": "string" }, "last_revision": { "type": "integer" }, "last_position": { "type": "integer" } } } } } })) }
+                }
+            },
+            "/streams/{stream}": {
+                "get": {
+                    "summary": "Read a stream.",
+                    "parameters": stream_read_params,
+                    "responses": { "200": ok("Events.", events_list()), "404": error("No such stream."), "410": error("The stream is deleted.") }
+                },
+                "post": {
+                    "summary": "Append events to a stream atomically.",
+                    "parameters": [stream_param()],
+                    "requestBody": body(json!({ "type": "object", "required": ["events"], "additionalProperties": false, "properties": { "expected": reference("ExpectedVersion"), "events": { "type": "array", "items": reference("NewEvent") } } })),
+                    "responses": { "200": ok("Appended.", reference("AppendResult")), "400": error("Bad request."), "409": error("Wrong expected version or idempotency conflict."), "410": error("The stream is deleted (hard).") }
+                },
+                "delete": {
+                    "summary": "Delete a stream (soft, or hard with hard=true).",
+                    "parameters": [stream_param(), query("expected", "Expected version.", json!({ "type": "string" })), query("hard", "Hard delete: the name is gone for good.", json!({ "type": "boolean" }))],
+                    "responses": { "204": no_content("Deleted."), "404": error("No such stream."), "409": error("Wrong expected version."), "410": error("Already hard-deleted.") }
+                }
+            },
+            "/streams/{stream}/metadata": {
+                "get": { "summary": "A stream's metadata.", "parameters": [stream_param()], "responses": { "200": ok("Metadata.", reference("StreamMetadata")), "404": error("No such stream.") } },
+                "put": { "summary": "Replace a stream's metadata.", "parameters": [stream_param()], "requestBody": body(reference("StreamMetadata")), "responses": { "200": ok("Stored.", reference("StreamMetadata")), "400": error("Bad request.") } }
+            },
+            "/streams/{stream}/snapshot": {
+                "get": { "summary": "The latest snapshot.", "parameters": [stream_param()], "responses": { "200": ok("Snapshot.", json!({ "type": "object", "properties": { "revision": { "type": "integer" }, "data": {}, "data_base64": { "type": "string" } } })), "404": error("No snapshot.") } },
+                "post": { "summary": "Save a snapshot taken at a revision.", "parameters": [stream_param()], "requestBody": body(json!({ "type": "object", "required": ["revision"], "additionalProperties": false, "properties": { "revision": { "type": "integer" }, "data": {}, "data_base64": { "type": "string" } } })), "responses": { "200": ok("Saved.", json!({ "type": "object" })), "404": error("No such stream.") } }
+            },
+            "/append": {
+                "post": {
+                    "summary": "Consistency-boundary append: fails if an event matching the query exists after a position.",
+                    "requestBody": body(json!({ "type": "object", "required": ["stream", "events"], "additionalProperties": false, "properties": {
+                        "stream": { "type": "string" },
+                        "expected": reference("ExpectedVersion"),
+                        "events": { "type": "array", "items": reference("NewEvent") },
+                        "condition": { "type": "object", "required": ["query"], "properties": {
+                            "query": { "type": "object", "description": "Either types and tags (one item) or items.", "properties": { "types": { "type": "array", "items": { "type": "string" } }, "tags": { "type": "array", "items": { "type": "string" } }, "items": { "type": "array", "items": reference("QueryItem") } } },
+                            "after": { "type": "integer" }
+                        } }
+                    } })),
+                    "responses": { "200": ok("Appended.", reference("AppendResult")), "400": error("Bad request."), "409": error("Condition failed or wrong expected version.") }
+                }
+            },
+            "/all": {
+                "get": { "summary": "Read the global log, optionally filtered.", "parameters": all_params, "responses": { "200": ok("Events.", events_list()) } }
+            },
+            "/events/{id}": {
+                "get": { "summary": "One event by id.", "parameters": [path_param("id", "Event id (UUID).")], "responses": { "200": ok("The event.", reference("Event")), "404": error("Unknown id.") } }
+            },
+            "/subscribe/all": {
+                "get": {
+                    "summary": "Subscribe to the global log (SSE): history, then live. Events have id = position; filtered subscriptions also send checkpoint events (id = last position considered). Resume with Last-Event-ID.",
+                    "parameters": sub_all_params,
+                    "responses": { "200": sse("An event stream.") }
+                }
+            },
+            "/subscribe/streams/{stream}": {
+                "get": {
+                    "summary": "Subscribe to one stream (SSE): events have id = revision; resume with Last-Event-ID.",
+                    "parameters": [stream_param(), stream_from],
+                    "responses": { "200": sse("An event stream.") }
+                }
+            },
+            "/groups": {
+                "get": { "summary": "List persistent subscription groups.", "responses": { "200": ok("Groups.", json!({ "type": "object", "properties": { "groups": { "type": "array", "items": reference("Group") } } })) } }
+            },
+            "/groups/{name}": {
+                "get": { "summary": "A group's settings and state.", "parameters": [group_param()], "responses": { "200": ok("The group.", reference("Group")), "404": error("No such group.") } },
+                "put": { "summary": "Create a group.", "parameters": [group_param()], "requestBody": body(reference("GroupSettings")), "responses": { "201": ok("Created.", reference("Group")), "409": error("The group exists.") } },
+                "delete": { "summary": "Delete a group.", "parameters": [group_param()], "responses": { "204": no_content("Deleted."), "404": error("No such group.") } }
+            },
+            "/groups/{name}/fetch": {
+                "post": {
+                    "summary": "Fetch events for a consumer (long poll up to timeout_ms).",
+                    "parameters": [group_param(), query("consumer", "Consumer name (required).", json!({ "type": "string" })), query("max", "Most events (default 10).", json!({ "type": "integer" })), query("timeout_ms", "Wait this long for the first event (default 0).", json!({ "type": "integer" }))],
+                    "responses": { "200": ok("Deliveries.", events_list()), "404": error("No such group.") }
+                }
+            },
+            "/groups/{name}/ack": {
+                "post": { "summary": "Acknowledge events.", "parameters": [group_param()], "requestBody": body(json!({ "type": "object", "required": ["consumer", "ids"], "properties": { "consumer": { "type": "string" }, "ids": { "type": "array", "items": { "type": "string", "format": "uuid" } } } })), "responses": { "204": no_content("Acknowledged.") } }
+            },
+            "/groups/{name}/nack": {
+                "post": { "summary": "Negatively acknowledge an event.", "parameters": [group_param()], "requestBody": body(json!({ "type": "object", "required": ["consumer", "id"], "properties": { "consumer": { "type": "string" }, "id": { "type": "string", "format": "uuid" }, "action": { "type": "string", "enum": ["retry", "park", "skip"] }, "reason": { "type": "string" } } })), "responses": { "204": no_content("Done.") } }
+            },
+            "/groups/{name}/replay-parked": {
+                "post": { "summary": "Put parked events back in line.", "parameters": [group_param()], "responses": { "200": ok("How many.", json!({ "type": "object", "properties": { "replayed": { "type": "integer" } } })) } }
+            },
+            "/admin/scavenge": {
+                "post": { "summary": "Run a scavenge now (admin).", "responses": { "200": admin_ok("Scavenge report.") } }
+            },
+            "/admin/compress": {
+                "post": { "summary": "Compress sealed segments now (admin).", "responses": { "200": admin_ok("Compression report.") } }
+            },
+            "/admin/backup": {
+                "post": { "summary": "Back up the live store into an empty or new directory on the server (admin).", "requestBody": body(json!({ "type": "object", "required": ["dir"], "properties": { "dir": { "type": "string" } } })), "responses": { "200": admin_ok("Backup report.") } }
+            }
+        }
+    })
+}
+
+/// The (path, method) pairs the document describes, sorted.
+pub fn operations(doc: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Some(paths) = doc.get("paths").and_then(Value::as_object) {
+        for (path, item) in paths {
+            if let Some(item) = item.as_object() {
+                for method in item.keys() {
+                    out.push((path.clone(), method.clone()));
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn document_matches_the_route_table_exactly() {
+        let mut routes: Vec<(String, String)> = crate::ROUTES
+            .iter()
+            .map(|r| (r.path.to_string(), r.verb.as_str().to_string()))
+            .collect();
+        routes.sort();
+        assert_eq!(operations(&document()), routes);
+    }
+}

@@ -1,0 +1,168 @@
+//! Catch-up subscriptions as Server-Sent Events.
+//!
+//! A blocking task runs the store's subscription and feeds a bounded channel;
+//! the response streams from it. The task stops when the client goes away
+//! (the channel closes), when the server shuts down, or on a read error (sent
+//! as a last `error` event).
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use annal::{Message, SubscribeFrom, SubscriptionOptions};
+use axum::Extension;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde_json::json;
+
+use crate::AppState;
+use crate::auth::Principal;
+use crate::encode::{EventOut, Params, check_stream};
+use crate::error::ApiError;
+use crate::streams::filter;
+
+/// Messages buffered between the subscription thread and the response.
+const CHANNEL: usize = 256;
+
+/// Where to start: `Last-Event-ID` (continue after it) wins over `from` (inclusive, or start/end).
+fn start(headers: &HeaderMap, params: &Params) -> Result<SubscribeFrom, ApiError> {
+    if let Some(v) = headers.get("last-event-id") {
+        let s = v.to_str().unwrap_or("").trim();
+        if !s.is_empty() {
+            return s
+                .parse::<u64>()
+                .map(SubscribeFrom::After)
+                .map_err(|_| ApiError::invalid(format!("Last-Event-ID {s:?} is not a number")));
+        }
+    }
+    match params.one("from")? {
+        None | Some("start") => Ok(SubscribeFrom::Start),
+        Some("end") => Ok(SubscribeFrom::End),
+        Some(v) => v
+            .parse::<u64>()
+            .map(|n| n.checked_sub(1).map_or(SubscribeFrom::Start, SubscribeFrom::After))
+            .map_err(|_| ApiError::bad_request("invalid_query", format!("from={v:?} is not start, end or a number"))),
+    }
+}
+
+pub(crate) async fn subscribe_all(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(
+        q.as_deref(),
+        &["from", "type", "tag", "stream_prefix", "since", "until"],
+    )?;
+    let filter = filter(&params)?;
+    p.check_prefix(filter.stream_prefix.as_deref())?;
+    let from = start(&headers, &params)?;
+    let store = state.store();
+    stream_response(
+        &state,
+        move || store.subscribe_all_with(from, filter, SubscriptionOptions::default()),
+        Key::Position,
+    )
+}
+
+pub(crate) async fn subscribe_stream(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    check_stream(&stream)?;
+    p.check_stream(&stream)?;
+    let params = Params::parse(q.as_deref(), &["from"])?;
+    let from = start(&headers, &params)?;
+    let store = state.store();
+    stream_response(&state, move || store.subscribe_stream(&stream, from), Key::Revision)
+}
+
+/// What an event's SSE id is.
+#[derive(Clone, Copy)]
+enum Key {
+    Position,
+    Revision,
+}
+
+/// Counts an open subscription until dropped.
+struct Subscriber(AppState);
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.0.metrics.subscribers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn stream_response(
+    state: &AppState,
+    open: impl FnOnce() -> annal::Subscription + Send + 'static,
+    key: Key,
+) -> Result<Response, ApiError> {
+    let max = state.config.max_subscribers as i64;
+    if state.metrics.subscribers.fetch_add(1, Ordering::AcqRel) >= max {
+        state.metrics.subscribers.fetch_sub(1, Ordering::AcqRel);
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_subscribers",
+            format!("at most {max} subscriptions at once"),
+        ));
+    }
+    let subscriber = Subscriber(state.clone());
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(CHANNEL);
+    let shutdown = state.shutdown.clone();
+    let stop = shutdown.clone();
+    tokio::task::spawn_blocking(move || {
+        let _subscriber = subscriber;
+        let mut sub = open();
+        while !tx.is_closed() && !stop.is_cancelled() {
+            let event = match sub.next_timeout(Duration::from_millis(200)) {
+                Ok(None) => continue,
+                Ok(Some(Message::Event(e))) => {
+                    let id = match key {
+                        Key::Position => e.position,
+                        Key::Revision => e.revision,
+                    };
+                    match serde_json::to_string(&EventOut::new(&e)) {
+                        Ok(data) => Event::default().id(id.to_string()).event("event").data(data),
+                        Err(err) => error_event(&err.to_string()),
+                    }
+                }
+                // Everything before `p` was considered: resuming after `p - 1` loses nothing.
+                Ok(Some(Message::Checkpoint(p))) => Event::default()
+                    .id(p.saturating_sub(1).to_string())
+                    .event("checkpoint")
+                    .data(json!({ "position": p }).to_string()),
+                Err(e) => {
+                    let _ = tx.blocking_send(error_event(&e.to_string()));
+                    return;
+                }
+            };
+            if tx.blocking_send(event).is_err() {
+                return;
+            }
+        }
+    });
+    let stream = tokio_stream_from(rx)
+        .take_until(shutdown.cancelled_owned())
+        .map(Ok::<_, Infallible>);
+    let keep_alive = KeepAlive::new().interval(Duration::from_millis(state.config.keepalive_ms));
+    Ok(Sse::new(stream).keep_alive(keep_alive).into_response())
+}
+
+fn error_event(message: &str) -> Event {
+    Event::default()
+        .event("error")
+        .data(json!({ "error": "subscription_failed", "message": message }).to_string())
+}
+
+/// The receiver as a stream.
+fn tokio_stream_from(rx: tokio::sync::mpsc::Receiver<Event>) -> impl futures_util::Stream<Item = Event> {
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
+}

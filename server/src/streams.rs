@@ -1,0 +1,440 @@
+//! Appends, reads, deletes, metadata and snapshots of streams; reads of the global log.
+
+use std::time::Instant;
+
+use annal::{AppendCondition, Direction, Filter, LogFrom, Query, QueryItem, StreamFrom, StreamMetadata};
+use axum::Extension;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::auth::Principal;
+use crate::encode::{
+    EventIn, EventOut, JsonBody, Params, check_stream, decode_base64, encode_base64, events_body, expected_from_json,
+    expected_from_str, json_bytes, parse_time,
+};
+use crate::error::ApiError;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AppendBody {
+    #[serde(default)]
+    expected: Option<Value>,
+    events: Vec<EventIn>,
+}
+
+pub(crate) async fn append(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(stream): Path<String>,
+    JsonBody(body): JsonBody<AppendBody>,
+) -> Result<Response, ApiError> {
+    check_stream(&stream)?;
+    p.check_stream(&stream)?;
+    let expected = expected_from_json(body.expected.as_ref())?;
+    do_append(state, stream, expected, body.events, None).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConditionalBody {
+    stream: String,
+    #[serde(default)]
+    expected: Option<Value>,
+    events: Vec<EventIn>,
+    #[serde(default)]
+    condition: Option<ConditionIn>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConditionIn {
+    query: QueryIn,
+    #[serde(default)]
+    after: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryIn {
+    #[serde(default)]
+    types: Option<Vec<String>>,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+    #[serde(default)]
+    items: Option<Vec<ItemIn>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ItemIn {
+    #[serde(default)]
+    types: Vec<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+impl QueryIn {
+    fn into_query(self) -> Result<Query, ApiError> {
+        match (self.items, self.types, self.tags) {
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err(ApiError::invalid(
+                "a query has either items, or types and tags, not both",
+            )),
+            (Some(items), None, None) => Ok(Query {
+                items: items
+                    .into_iter()
+                    .map(|i| QueryItem {
+                        types: i.types,
+                        tags: i.tags,
+                    })
+                    .collect(),
+            }),
+            (None, types, tags) => Ok(Query {
+                items: vec![QueryItem {
+                    types: types.unwrap_or_default(),
+                    tags: tags.unwrap_or_default(),
+                }],
+            }),
+        }
+    }
+}
+
+pub(crate) async fn append_conditional(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    JsonBody(body): JsonBody<ConditionalBody>,
+) -> Result<Response, ApiError> {
+    check_stream(&body.stream)?;
+    p.check_stream(&body.stream)?;
+    let expected = expected_from_json(body.expected.as_ref())?;
+    let condition = match body.condition {
+        Some(c) => Some(AppendCondition {
+            query: c.query.into_query()?,
+            after: c.after,
+        }),
+        None => None,
+    };
+    do_append(state, body.stream, expected, body.events, condition).await
+}
+
+async fn do_append(
+    state: AppState,
+    stream: String,
+    expected: annal::ExpectedVersion,
+    events: Vec<EventIn>,
+    condition: Option<AppendCondition>,
+) -> Result<Response, ApiError> {
+    let max = state.config.max_events_per_append;
+    if events.len() > max {
+        return Err(ApiError::bad_request(
+            "too_many_events",
+            format!("{} events in one request; at most {max}", events.len()),
+        ));
+    }
+    let events = events
+        .into_iter()
+        .map(EventIn::into_event)
+        .collect::<Result<Vec<_>, _>>()?;
+    let count = events.len() as u64;
+    let bytes: u64 = events.iter().map(|e| (e.data.len() + e.metadata.len()) as u64).sum();
+    let store = state.store();
+    let st = state.clone();
+    let result = state
+        .blocking(move || {
+            let t = Instant::now();
+            let r = match condition {
+                Some(c) => store.append_if(&stream, expected, events, c),
+                None => store.append(&stream, expected, events),
+            };
+            if r.is_ok() {
+                use std::sync::atomic::Ordering::Relaxed;
+                st.metrics.append_seconds.observe(t.elapsed());
+                st.metrics.appends.fetch_add(1, Relaxed);
+                st.metrics.events_appended.fetch_add(count, Relaxed);
+                st.metrics.append_bytes.fetch_add(bytes, Relaxed);
+            }
+            Ok(r?)
+        })
+        .await?;
+    Ok(axum::Json(json!({
+        "first_revision": result.first_revision,
+        "next_expected_version": result.next_expected_version,
+        "position": result.position,
+    }))
+    .into_response())
+}
+
+fn direction(params: &Params) -> Result<Direction, ApiError> {
+    match params.one("direction")? {
+        None | Some("forward") => Ok(Direction::Forward),
+        Some("backward") => Ok(Direction::Backward),
+        Some(d) => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("direction={d:?} is not forward or backward"),
+        )),
+    }
+}
+
+fn limit(state: &AppState, params: &Params) -> Result<usize, ApiError> {
+    let max = state.config.max_read_limit;
+    match params.u64("limit")? {
+        None => Ok(state.config.default_read_limit),
+        Some(n) if n as usize > max || n == 0 => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit={n} is not between 1 and {max}"),
+        )),
+        Some(n) => Ok(n as usize),
+    }
+}
+
+/// `from`: a number, `start` or `end`.
+enum From {
+    Start,
+    End,
+    At(u64),
+}
+
+fn from(params: &Params) -> Result<From, ApiError> {
+    match params.one("from")? {
+        None | Some("start") => Ok(From::Start),
+        Some("end") => Ok(From::End),
+        Some(v) => v
+            .parse::<u64>()
+            .map(From::At)
+            .map_err(|_| ApiError::bad_request("invalid_query", format!("from={v:?} is not start, end or a number"))),
+    }
+}
+
+pub(crate) async fn read(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(stream): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    check_stream(&stream)?;
+    p.check_stream(&stream)?;
+    let params = Params::parse(q.as_deref(), &["from", "direction", "limit"])?;
+    let direction = direction(&params)?;
+    let limit = limit(&state, &params)?;
+    let from = match from(&params)? {
+        From::Start => StreamFrom::Start,
+        From::End => StreamFrom::End,
+        From::At(r) => StreamFrom::Revision(r),
+    };
+    let st = state.clone();
+    let body = state
+        .blocking(move || {
+            let t = Instant::now();
+            let events = st.store.read_stream(&stream, direction, from, limit)?;
+            st.metrics.read_seconds.observe(t.elapsed());
+            events_body(&events)
+        })
+        .await?;
+    Ok(json_bytes(body))
+}
+
+pub(crate) async fn read_all(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(
+        q.as_deref(),
+        &[
+            "from",
+            "direction",
+            "limit",
+            "type",
+            "tag",
+            "stream_prefix",
+            "since",
+            "until",
+        ],
+    )?;
+    let filter = filter(&params)?;
+    p.check_prefix(filter.stream_prefix.as_deref())?;
+    let direction = direction(&params)?;
+    let limit = limit(&state, &params)?;
+    let from = match from(&params)? {
+        From::Start => LogFrom::Start,
+        From::End => LogFrom::End,
+        From::At(r) => LogFrom::Position(r),
+    };
+    let st = state.clone();
+    let body = state
+        .blocking(move || {
+            let t = Instant::now();
+            let events = st.store.read_all(direction, from, limit, &filter)?;
+            st.metrics.read_seconds.observe(t.elapsed());
+            events_body(&events)
+        })
+        .await?;
+    Ok(json_bytes(body))
+}
+
+/// The filter of `/all` and `/subscribe/all`: `type` and `tag` repeat, the rest once.
+pub(crate) fn filter(params: &Params) -> Result<Filter, ApiError> {
+    let since = params.one("since")?.map(|s| parse_time("since", s)).transpose()?;
+    let until = params.one("until")?.map(|s| parse_time("until", s)).transpose()?;
+    Ok(Filter {
+        types: params.all("type"),
+        tags: params.all("tag"),
+        stream_prefix: params.one("stream_prefix")?.map(str::to_string),
+        since_micros: since,
+        until_micros: until,
+    })
+}
+
+pub(crate) async fn event_by_id(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::invalid(format!("{id:?} is not a UUID")))?;
+    let st = state.clone();
+    let event = state
+        .blocking(move || {
+            let t = Instant::now();
+            let e = st.store.event_by_id(id)?;
+            st.metrics.read_seconds.observe(t.elapsed());
+            Ok(e)
+        })
+        .await?
+        .ok_or_else(|| ApiError::not_found("event_not_found", format!("no event has id {id}")))?;
+    p.check_stream(&event.stream)?;
+    let body = serde_json::to_vec(&EventOut::new(&event)).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(json_bytes(body))
+}
+
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(q.as_deref(), &["prefix", "include_system"])?;
+    let prefix = params.one("prefix")?.unwrap_or("").to_string();
+    let system = params.bool("include_system")?.unwrap_or(false);
+    let st = state.clone();
+    let streams = state.blocking(move || Ok(st.store.streams())).await?;
+    let list: Vec<Value> = streams
+        .iter()
+        .filter(|s| s.name.starts_with(&prefix) && (system || !s.name.starts_with('$')) && p.may_stream(&s.name))
+        .map(|s| {
+            json!({
+                "stream": s.name,
+                "last_revision": s.last_revision,
+                "last_position": s.last_position,
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({ "streams": list })).into_response())
+}
+
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(stream): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    check_stream(&stream)?;
+    p.check_stream(&stream)?;
+    let params = Params::parse(q.as_deref(), &["expected", "hard"])?;
+    let expected = match params.one("expected")? {
+        Some(e) => expected_from_str(e)?,
+        None => annal::ExpectedVersion::Any,
+    };
+    let hard = params.bool("hard")?.unwrap_or(false);
+    let store = state.store();
+    state
+        .blocking(move || Ok(store.delete_stream(&stream, expected, hard)?))
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(crate) async fn get_metadata(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(stream): Path<String>,
+) -> Result<Response, ApiError> {
+    check_stream(&stream)?;
+    p.check_stream(&stream)?;
+    let store = state.store();
+    let meta = state
+        .blocking(move || match store.stream_metadata(&stream) {
+            Some(m) => Ok(m),
+            None if store.stream_info(&stream).is_some() => Ok(StreamMetadata::default()),
+            None => Err(annal::Error::StreamNotFound(stream).into()),
+        })
+        .await?;
+    Ok(axum::Json(meta).into_response())
+}
+
+pub(crate) async fn put_metadata(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(stream): Path<String>,
+    JsonBody(meta): JsonBody<StreamMetadata>,
+) -> Result<Response, ApiError> {
+    check_stream(&stream)?;
+    p.check_stream(&stream)?;
+    let store = state.store();
+    let stored = meta.clone();
+    state
+        .blocking(move || Ok(store.set_stream_metadata(&stream, meta)?))
+        .await?;
+    Ok(axum::Json(stored).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SnapshotIn {
+    revision: u64,
+    #[serde(default)]
+    data: Option<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
+    data_base64: Option<String>,
+}
+
+pub(crate) async fn post_snapshot(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(stream): Path<String>,
+    JsonBody(body): JsonBody<SnapshotIn>,
+) -> Result<Response, ApiError> {
+    check_stream(&stream)?;
+    p.check_stream(&stream)?;
+    let data = match (body.data, body.data_base64) {
+        (Some(raw), None) => bytes::Bytes::from(raw.get().as_bytes().to_vec()),
+        (None, Some(b)) => decode_base64("data_base64", &b)?,
+        _ => return Err(ApiError::invalid("a snapshot has exactly one of data and data_base64")),
+    };
+    let store = state.store();
+    let revision = body.revision;
+    let r = state
+        .blocking(move || Ok(store.save_snapshot(&stream, revision, data)?))
+        .await?;
+    Ok(axum::Json(json!({ "revision": revision, "position": r.position })).into_response())
+}
+
+pub(crate) async fn get_snapshot(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(stream): Path<String>,
+) -> Result<Response, ApiError> {
+    check_stream(&stream)?;
+    p.check_stream(&stream)?;
+    let store = state.store();
+    let name = stream.clone();
+    let snap = state
+        .blocking(move || Ok(store.load_snapshot(&name)?))
+        .await?
+        .ok_or_else(|| ApiError::not_found("snapshot_not_found", format!("stream {stream:?} has no snapshot")))?;
+    let body = match serde_json::from_slice::<&serde_json::value::RawValue>(&snap.data) {
+        Ok(raw) => json!({ "revision": snap.revision, "data": raw }),
+        Err(_) => json!({ "revision": snap.revision, "data_base64": encode_base64(&snap.data) }),
+    };
+    Ok(axum::Json(body).into_response())
+}

@@ -1,0 +1,210 @@
+//! Persistent subscription groups over HTTP.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::common::TestServer;
+
+fn ids(v: &Value) -> Vec<String> {
+    v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn group_lifecycle_fetch_ack_nack_park_replay() {
+    let s = TestServer::start().await;
+    let settings = json!({ "stream": "orders", "ack_timeout_ms": 60000, "max_retries": 3, "checkpoint_every": 1 });
+    let (st, v) = s.call(Method::PUT, "/groups/g1", Some(settings.clone())).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(v["stream"], "orders");
+    assert_eq!(v["start"], "start");
+    assert_eq!(v["strategy"], "round_robin");
+    let (st, v) = s.call(Method::PUT, "/groups/g1", Some(settings)).await;
+    assert_eq!((st, v["error"].clone()), (StatusCode::CONFLICT, json!("group_exists")));
+    let (st, v) = s
+        .call(
+            Method::PUT,
+            "/groups/g2",
+            Some(json!({ "types": ["A"], "start": "end", "strategy": "pinned" })),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let (st, v) = s
+        .call(
+            Method::PUT,
+            "/groups/g3",
+            Some(json!({ "stream": "x", "types": ["A"] })),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    let (st, _) = s
+        .call(Method::PUT, "/groups/g3", Some(json!({ "ack_timeout_ms": u64::MAX })))
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, _) = s.call(Method::PUT, "/groups/g3", Some(json!({ "wat": 1 }))).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, _) = s.call(Method::PUT, "/groups/bad%20name", Some(json!({}))).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (_, v) = s.get("/groups").await;
+    let names: Vec<&str> = v["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["g1", "g2"]);
+
+    s.append_n("orders", 3).await;
+    let (st, v) = s.call(Method::POST, "/groups/g1/fetch?consumer=c1&max=2", None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let got = ids(&v);
+    assert_eq!(got.len(), 2);
+    assert_eq!(v["events"][0]["retry_count"], 0);
+    assert_eq!(v["events"][0]["revision"], 0);
+    let (st, _) = s
+        .post("/groups/g1/ack", json!({ "consumer": "c1", "ids": [got[0]] }))
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, _) = s
+        .post(
+            "/groups/g1/nack",
+            json!({ "consumer": "c1", "id": got[1], "action": "retry", "reason": "busy" }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (_, v) = s.call(Method::POST, "/groups/g1/fetch?consumer=c1&max=10", None).await;
+    assert_eq!(ids(&v), vec![got[1].clone(), ids(&v)[1].clone()]);
+    assert_eq!(v["events"][0]["retry_count"], 1);
+    assert_eq!(v["events"][1]["revision"], 2);
+    let third = ids(&v)[1].clone();
+    let (st, _) = s
+        .post(
+            "/groups/g1/nack",
+            json!({ "consumer": "c1", "id": got[1], "action": "park" }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, _) = s
+        .post(
+            "/groups/g1/nack",
+            json!({ "consumer": "c1", "id": third, "action": "skip" }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, v) = s.get("/groups/g1").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["parked"], 1);
+    assert_eq!(v["in_flight"], 0);
+    assert_eq!(v["checkpoint"], 3);
+    let (st, v) = s.post("/groups/g1/replay-parked", json!(null)).await;
+    assert_eq!((st, v), (StatusCode::OK, json!({ "replayed": 1 })));
+    let (_, v) = s.call(Method::POST, "/groups/g1/fetch?consumer=c2", None).await;
+    assert_eq!(ids(&v), vec![got[1].clone()]);
+
+    // Bad requests.
+    let (st, _) = s.call(Method::POST, "/groups/g1/fetch", None).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, _) = s.call(Method::POST, "/groups/g1/fetch?consumer=c&max=0", None).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, _) = s
+        .post("/groups/g1/ack", json!({ "consumer": "c1", "ids": ["nope"] }))
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, _) = s
+        .post(
+            "/groups/g1/nack",
+            json!({ "consumer": "c1", "id": got[0], "action": "explode" }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+
+    // Delete; then everything about it is 404.
+    let (st, _) = s.call(Method::DELETE, "/groups/g1", None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    for (m, path) in [
+        (Method::GET, "/groups/g1"),
+        (Method::DELETE, "/groups/g1"),
+        (Method::POST, "/groups/g1/fetch?consumer=c"),
+        (Method::POST, "/groups/g1/replay-parked"),
+    ] {
+        let (st, v) = s.call(m, path, None).await;
+        assert_eq!(
+            (st, v["error"].clone()),
+            (StatusCode::NOT_FOUND, json!("group_not_found")),
+            "{path}"
+        );
+    }
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn fetch_long_polls_and_unacked_events_come_back() {
+    let s = TestServer::start().await;
+    let (st, _) = s
+        .call(
+            Method::PUT,
+            "/groups/lp",
+            Some(json!({ "stream_prefix": "job-", "ack_timeout_ms": 200 })),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let client = s.client.clone();
+    let url = s.url("/streams/job-1");
+    let appender = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        client
+            .post(url)
+            .json(&json!({ "events": [{ "type": "Job" }] }))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    let t = Instant::now();
+    let (st, v) = s
+        .call(Method::POST, "/groups/lp/fetch?consumer=w&timeout_ms=5000", None)
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(ids(&v).len(), 1, "{v}");
+    assert!(t.elapsed() >= Duration::from_millis(250) && t.elapsed() < Duration::from_secs(4));
+    assert_eq!(appender.await.unwrap(), StatusCode::OK);
+    // Not acknowledged within 200 ms: delivered again.
+    let (_, again) = s
+        .call(Method::POST, "/groups/lp/fetch?consumer=w&timeout_ms=2000", None)
+        .await;
+    assert_eq!(ids(&again), ids(&v));
+    assert_eq!(again["events"][0]["retry_count"], 1);
+    // Nothing more: an empty answer after the timeout.
+    s.post("/groups/lp/ack", json!({ "consumer": "w", "ids": ids(&again) }))
+        .await;
+    let (st, v) = s
+        .call(Method::POST, "/groups/lp/fetch?consumer=w&timeout_ms=100", None)
+        .await;
+    assert_eq!((st, v), (StatusCode::OK, json!({ "events": [] })));
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_long_poll_ends_promptly_at_shutdown() {
+    let s = TestServer::start().await;
+    let (st, _) = s.call(Method::PUT, "/groups/lp", Some(json!({}))).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (client, url) = (s.client.clone(), s.url("/groups/lp/fetch?consumer=c&timeout_ms=20000"));
+    let poll = tokio::spawn(async move {
+        let resp = client.post(url).send().await.ok()?;
+        Some((resp.status(), resp.json::<Value>().await.ok()?))
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    s.stop().await.unwrap();
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    if let Some(answer) = poll.await.unwrap() {
+        assert_eq!(answer, (StatusCode::OK, json!({ "events": [] })));
+    }
+}

@@ -1,0 +1,182 @@
+//! Health, metrics, the OpenAPI document against the real router, admin routes, shutdown.
+
+use std::sync::Arc;
+
+use annal_server::{ROUTES, Verb};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::common::TestServer;
+
+#[tokio::test]
+async fn health_and_metrics() {
+    let s = TestServer::start().await;
+    let (st, v) = s.get("/health/live").await;
+    assert_eq!((st, v), (StatusCode::OK, json!({ "status": "live" })));
+    let (st, v) = s.get("/health/ready").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["status"], "ready");
+    s.append_n("m-1", 3).await;
+    s.append_n("m-2", 1).await;
+    s.get("/streams/m-1").await;
+    s.get("/streams/nope").await;
+    let resp = s.client.get(s.url("/metrics")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = resp.text().await.unwrap();
+    for needle in [
+        "annal_appends_total 2\n",
+        "annal_events_appended_total 4\n",
+        "annal_append_bytes_total ",
+        "# TYPE annal_append_seconds histogram\n",
+        "annal_append_seconds_count 2\n",
+        "annal_read_seconds_count ",
+        "annal_http_requests_total{route=\"/streams/{stream}\",status=\"200\"} 3\n",
+        "annal_http_requests_total{route=\"/streams/{stream}\",status=\"404\"} 1\n",
+        "annal_subscribers 0\n",
+        "annal_events 4\n",
+        "annal_streams 2\n",
+        "annal_segments 1\n",
+        "annal_segment_bytes ",
+        "annal_index_bytes ",
+        "annal_disk_available_bytes ",
+        "annal_scavenge_runs_total 0\n",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+    // Every sample line is `name{labels} number`.
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let value = line.rsplit(' ').next().unwrap();
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+    }
+    s.stop().await.unwrap();
+}
+
+fn sample_path(path: &str) -> String {
+    path.replace("{stream}", "probe")
+        .replace("{name}", "probe")
+        .replace("{id}", "00000000-0000-0000-0000-000000000000")
+}
+
+#[tokio::test]
+async fn openapi_document_matches_the_served_routes() {
+    let s = TestServer::start().await;
+    let (st, doc) = s.get("/openapi.json").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.0.3");
+    let mut documented = annal_server::openapi::operations(&doc);
+    documented.sort();
+    let mut routes: Vec<(String, String)> = ROUTES
+        .iter()
+        .map(|r| (r.path.to_string(), r.verb.as_str().to_string()))
+        .collect();
+    routes.sort();
+    assert_eq!(documented, routes);
+    // The real router serves every route of the table (no 404 "not_found", no 405).
+    for r in ROUTES {
+        let method = match r.verb {
+            Verb::Get => Method::GET,
+            Verb::Post => Method::POST,
+            Verb::Put => Method::PUT,
+            Verb::Delete => Method::DELETE,
+        };
+        let resp = s
+            .client
+            .request(method, s.url(&sample_path(r.path)))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{:?} {}", r.verb, r.path);
+        if r.streaming {
+            assert_eq!(status, StatusCode::OK);
+            continue;
+        }
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        assert_ne!(body["error"], "not_found", "{:?} {}", r.verb, r.path);
+    }
+    // And nothing else is served.
+    for (m, path) in [
+        (Method::GET, "/admin/scavenge"),
+        (Method::PUT, "/streams/x"),
+        (Method::POST, "/all"),
+    ] {
+        let resp = s.client.request(m, s.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+    }
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn admin_routes() {
+    let s = TestServer::start().await;
+    s.append_n("a", 10).await;
+    let (st, v) = s.call(Method::POST, "/admin/scavenge", None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(v["segments_examined"].is_u64());
+    let (st, v) = s.call(Method::POST, "/admin/compress", None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(v["segments"].is_u64());
+    let dest = s.dir.path().join("backup");
+    let (st, v) = s.post("/admin/backup", json!({ "dir": dest })).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["events"], 10);
+    let copy = annal::Store::open(&dest, annal::Options::default()).unwrap();
+    assert_eq!(copy.head_position(), 10);
+    drop(copy);
+    let (st, v) = s.post("/admin/backup", json!({ "dir": dest })).await;
+    assert_eq!(
+        (st, v["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("invalid_input"))
+    );
+    let (st, _) = s.post("/admin/backup", json!({ "dir": "relative/path" })).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (_, text) = s.get("/metrics").await;
+    let text = text.as_str().unwrap();
+    assert!(text.contains("annal_scavenge_runs_total 1\n"));
+    assert!(text.contains("annal_compress_runs_total 1\n"));
+    assert!(text.contains("annal_backups_total 1\n"));
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_finishes_appends_and_releases_the_store() {
+    let s = TestServer::start().await;
+    // Appends running while shutdown begins all complete, or none started.
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let client = s.client.clone();
+        let url = s.url(&format!("/streams/sd-{i}"));
+        tasks.push(tokio::spawn(async move {
+            let body: Vec<Value> = (0..200).map(|_| json!({ "type": "T", "data": [1, 2, 3] })).collect();
+            client
+                .post(url)
+                .json(&json!({ "events": body }))
+                .send()
+                .await
+                .map(|r| r.status())
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let store = s.store.clone();
+    let ready_url = s.url("/health/ready");
+    let client = s.client.clone();
+    s.stop().await.unwrap();
+    let mut ok = 0;
+    for t in tasks {
+        if let Ok(st) = t.await.unwrap() {
+            assert_eq!(st, StatusCode::OK);
+            ok += 1;
+        }
+    }
+    // Every acknowledged append is in the store, and nothing else holds it.
+    assert!(store.head_position() >= ok * 200);
+    assert!(client.get(ready_url).send().await.is_err(), "no longer accepting");
+    let store = Arc::try_unwrap(store).expect("the server released the store");
+    store.close().unwrap();
+}
