@@ -1,0 +1,291 @@
+//! `annal streams`, `stats`, `verify`, `repair`, `backup` and `restore`.
+
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use annal::{Options, Store};
+use serde::Serialize;
+
+use crate::Format;
+use crate::ctx::{self, Ctx};
+use crate::error::{CORRUPT, CliError, CliResult};
+use crate::render::{self, Table};
+
+fn stdout() -> BufWriter<std::io::StdoutLock<'static>> {
+    BufWriter::new(std::io::stdout().lock())
+}
+
+/// `annal streams`.
+pub fn streams(ctx: &Ctx, format: Format) -> CliResult {
+    let store = ctx.open_read()?;
+    let streams = store.streams();
+    let mut out = stdout();
+    match format {
+        Format::Json => {
+            for s in &streams {
+                render::emit(
+                    &mut out,
+                    &crate::obj! {
+                        "stream": s.name,
+                        "last_revision": s.last_revision,
+                        "last_position": s.last_position,
+                    },
+                )?;
+            }
+        }
+        Format::Table => {
+            let header = ["STREAM", "LAST REVISION", "LAST POSITION"];
+            let rows: Vec<Vec<String>> = streams
+                .iter()
+                .map(|s| vec![s.name.clone(), s.last_revision.to_string(), s.last_position.to_string()])
+                .collect();
+            let t = Table::fit(&header, &rows, &[60, 20, 20], &[false, true, true]);
+            t.row(&mut out, &header)?;
+            for r in &rows {
+                t.row(&mut out, r)?;
+            }
+        }
+    }
+    render::flush(&mut out)?;
+    Ok(store.close()?)
+}
+
+/// Files and bytes under a directory.
+#[derive(Debug, Default, Clone, Copy)]
+struct Usage {
+    files: u64,
+    bytes: u64,
+}
+
+fn usage(dir: &Path) -> Usage {
+    let mut u = Usage::default();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return u;
+    };
+    for e in entries.flatten() {
+        let Ok(meta) = e.metadata() else { continue };
+        if meta.is_dir() {
+            let sub = usage(&e.path());
+            u.files += sub.files;
+            u.bytes += sub.bytes;
+        } else {
+            u.files += 1;
+            u.bytes += meta.len();
+        }
+    }
+    u
+}
+
+/// Total and available bytes of the file system holding `path`.
+fn fs_space(path: &Path) -> Option<(u64, u64)> {
+    let s = rustix::fs::statvfs(path).ok()?;
+    Some((s.f_blocks * s.f_frsize, s.f_bavail * s.f_frsize))
+}
+
+#[derive(Serialize)]
+struct Stats {
+    dir: String,
+    events: u64,
+    streams: u64,
+    segments: usize,
+    segment_bytes: u64,
+    index_bytes: u64,
+    active_events: u64,
+    files: u64,
+    disk_bytes: u64,
+    torn_bytes: u64,
+    quarantine_bytes: u64,
+    fs_total_bytes: Option<u64>,
+    fs_available_bytes: Option<u64>,
+}
+
+/// `annal stats`.
+pub fn stats(ctx: &Ctx, format: Format) -> CliResult {
+    let store = ctx.open_read()?;
+    let s = store.stats();
+    let dir = &ctx.data;
+    let all = usage(dir);
+    let space = fs_space(dir);
+    let stats = Stats {
+        dir: dir.display().to_string(),
+        events: s.events,
+        streams: s.streams,
+        segments: s.segments,
+        segment_bytes: s.segment_bytes,
+        index_bytes: s.index_bytes,
+        active_events: s.active_events,
+        files: all.files,
+        disk_bytes: all.bytes,
+        torn_bytes: usage(&dir.join("torn")).bytes,
+        quarantine_bytes: usage(&dir.join(annal::repair::QUARANTINE_DIR)).bytes,
+        fs_total_bytes: space.map(|s| s.0),
+        fs_available_bytes: space.map(|s| s.1),
+    };
+    store.close()?;
+    let mut out = stdout();
+    match format {
+        Format::Json => render::emit(&mut out, &stats)?,
+        Format::Table => render::key_values(&mut out, &stats)?,
+    }
+    render::flush(&mut out)
+}
+
+fn read_options(ctx: &Ctx) -> Options {
+    Options {
+        create_if_missing: false,
+        ..ctx.options.clone()
+    }
+}
+
+/// `annal verify`.
+pub fn verify(ctx: &Ctx) -> CliResult {
+    ctx.require_store()?;
+    let store = match Store::open(&ctx.data, read_options(ctx)) {
+        Ok(s) => s,
+        Err(e @ annal::Error::Corruption { .. }) => {
+            return Err(CliError::with_code(
+                CORRUPT,
+                format!(
+                    "the store cannot be opened: {e}; run `annal repair` (it keeps every byte it removes in quarantine/)"
+                ),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let pb = ctx::spinner("verifying");
+    let report = store.verify();
+    pb.finish_and_clear();
+    let report = report?;
+    store.close()?;
+    let mut out = stdout();
+    for p in &report.problems {
+        render::emit(
+            &mut out,
+            &crate::obj! {"file": p.file.display().to_string(), "offset": p.offset, "problem": p.what},
+        )?;
+    }
+    render::emit(
+        &mut out,
+        &crate::obj! {
+            "segments": report.segments,
+            "indexes": report.indexes,
+            "events": report.events,
+            "bytes": report.bytes,
+            "lost": report.lost,
+            "problems": report.problems.len(),
+        },
+    )?;
+    render::flush(&mut out)?;
+    if report.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::with_code(
+            CORRUPT,
+            format!(
+                "{} problem(s) found; run `annal repair` to fix the store (it keeps every byte it removes in quarantine/)",
+                report.problems.len()
+            ),
+        ))
+    }
+}
+
+/// `annal repair`.
+pub fn repair(ctx: &Ctx) -> CliResult {
+    let dir = &ctx.data;
+    if !dir.is_dir() {
+        return Err(CliError::msg(format!(
+            "no store at {}: the directory does not exist",
+            dir.display()
+        )));
+    }
+    let pb = ctx::spinner("repairing");
+    let report = annal::repair(dir);
+    pb.finish_and_clear();
+    let report = report?;
+    let mut out = stdout();
+    for a in &report.actions {
+        render::emit(&mut out, &crate::obj! { "action": a })?;
+    }
+    render::emit(
+        &mut out,
+        &crate::obj! {
+            "lost_positions": report.lost_positions,
+            "quarantined_bytes": report.quarantined_bytes,
+            "quarantine": report.quarantine.as_ref().map(|q| q.display().to_string()),
+        },
+    )?;
+    render::flush(&mut out)
+}
+
+/// `path` made absolute and, as far as it exists, free of symbolic links and `..`.
+fn resolved(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(p), Some(n)) => {
+                rest.push(n.to_os_string());
+                existing = p;
+            }
+            _ => return abs,
+        }
+    }
+    let mut out = existing.canonicalize().unwrap_or_else(|_| existing.to_path_buf());
+    out.extend(rest.iter().rev());
+    out
+}
+
+fn print_copy(report: &annal::BackupReport) -> CliResult {
+    let mut out = stdout();
+    render::emit(
+        &mut out,
+        &crate::obj! {
+            "dir": report.dir.display().to_string(),
+            "files": report.files,
+            "bytes": report.bytes,
+            "events": report.events,
+        },
+    )?;
+    render::flush(&mut out)
+}
+
+/// `annal backup DIR`.
+pub fn backup(ctx: &Ctx, dest: &Path) -> CliResult {
+    if resolved(dest).starts_with(resolved(&ctx.data)) {
+        return Err(CliError::msg(format!(
+            "{} is inside the data directory {}; back up to a directory outside it",
+            dest.display(),
+            ctx.data.display()
+        )));
+    }
+    let store = ctx.open_read()?;
+    let pb = ctx::spinner(format!("backing up to {}", dest.display()));
+    let report = store.backup(dest);
+    pb.finish_and_clear();
+    let report = report?;
+    store.close()?;
+    print_copy(&report)
+}
+
+/// `annal restore DIR`.
+pub fn restore(ctx: &Ctx, from: &Path) -> CliResult {
+    let (src, dst) = (resolved(from), resolved(&ctx.data));
+    if src.starts_with(&dst) || dst.starts_with(&src) {
+        return Err(CliError::msg(format!(
+            "cannot restore {} into {}: one contains the other",
+            from.display(),
+            ctx.data.display()
+        )));
+    }
+    if !from.is_dir() {
+        return Err(CliError::msg(format!(
+            "no backup at {}: not a directory",
+            from.display()
+        )));
+    }
+    let pb = ctx::spinner(format!("restoring {}", from.display()));
+    let report = annal::restore(from, &ctx.data);
+    pb.finish_and_clear();
+    print_copy(&report?)
+}

@@ -1,0 +1,287 @@
+//! The configuration file, `annal.toml`.
+//!
+//! It is looked up next to the data directory (in the directory's parent) or
+//! given with `--config`. The store's options are top-level keys; later
+//! features add their own tables (`[retention]`, `[server]`, ...) as new
+//! `Option<Section>` fields of [`Config`]. Unknown keys and bad values are
+//! rejected with the key's name.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use annal::{Durability, Options};
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+use crate::error::{CliError, CliResult};
+
+/// Name of the configuration file looked up next to the data directory.
+pub const FILE_NAME: &str = "annal.toml";
+
+/// Default sync interval when `durability = "interval"` gives none.
+pub const DEFAULT_SYNC_INTERVAL_MS: u64 = 100;
+
+/// The contents of `annal.toml`. Every key is optional; a missing key keeps the library's default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// When appends are synced: always, never, or at an interval.
+    pub durability: Option<DurabilityMode>,
+    /// With `durability = "interval"`: at most how often to sync, in milliseconds.
+    pub sync_interval_ms: Option<u64>,
+    /// Size at which a segment is sealed.
+    pub segment_size: Option<ByteSize>,
+    /// Largest data plus metadata of one event.
+    pub max_event_size: Option<ByteSize>,
+    /// Most events in one append.
+    pub max_events_per_append: Option<u64>,
+    /// Largest encoded size of one append.
+    pub max_append_size: Option<ByteSize>,
+}
+
+/// The `durability` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DurabilityMode {
+    /// Sync before acknowledging each append (the default).
+    Always,
+    /// Sync only when sealing a segment and closing.
+    Never,
+    /// Sync at most every `sync_interval_ms`.
+    Interval,
+}
+
+impl<'de> Deserialize<'de> for DurabilityMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = DurabilityMode;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("\"always\", \"never\" or \"interval\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<DurabilityMode, E> {
+                match v {
+                    "always" => Ok(DurabilityMode::Always),
+                    "never" => Ok(DurabilityMode::Never),
+                    "interval" => Ok(DurabilityMode::Interval),
+                    _ => Err(E::custom(format!(
+                        "{v:?} is not a durability; expected \"always\", \"never\" or \"interval\""
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A size in bytes: an integer, or a string with a unit such as `"64MiB"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+/// Parses `"64MiB"`, `"4 KiB"`, `"1GB"`, `"4096"`, `"4096B"`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    if num.is_empty() {
+        return Err(format!(
+            "{s:?} is not a size (expected a number of bytes, or a number with a unit such as \"64MiB\")"
+        ));
+    }
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is too large"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {s:?} (use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB)"
+            ));
+        }
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size in bytes, such as 67108864 or \"64MiB\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom(format!("a size cannot be negative ({v})")))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                parse_size(v).map(ByteSize).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Config {
+    /// Parses the text of a configuration file; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> CliResult<Config> {
+        toml::from_str(text).map_err(|e| {
+            let at = e.span().map(|s| locate(text, s.start)).unwrap_or_default();
+            CliError::msg(format!("{}: {at}{}", path.display(), e.message().trim_end()))
+        })
+    }
+
+    /// Loads the configuration: the file given with `--config` (which must
+    /// exist), else `annal.toml` next to the data directory if there is one,
+    /// else the defaults. Returns it with the path it came from.
+    pub fn load(explicit: Option<&Path>, data_dir: &Path) -> CliResult<(Config, Option<PathBuf>)> {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => {
+                let p = default_path(data_dir);
+                if !p.is_file() {
+                    return Ok((Config::default(), None));
+                }
+                p
+            }
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| CliError::msg(format!("reading configuration {}: {e}", path.display())))?;
+        let config = Config::parse(&text, &path)?;
+        config.options().map_err(|e| e.context(path.display()))?;
+        Ok((config, Some(path)))
+    }
+
+    /// The store options this configuration asks for; a value out of range is an error naming its key.
+    pub fn options(&self) -> CliResult<Options> {
+        let mut o = Options::default();
+        let bad = |key: &str, why: String| CliError::msg(format!("{key}: {why}"));
+        match (self.durability, self.sync_interval_ms) {
+            (Some(DurabilityMode::Interval), ms) => {
+                let ms = ms.unwrap_or(DEFAULT_SYNC_INTERVAL_MS);
+                if ms == 0 {
+                    return Err(bad("sync_interval_ms", "must be at least 1".into()));
+                }
+                o.durability = Durability::Interval(Duration::from_millis(ms));
+            }
+            (_, Some(_)) => {
+                return Err(bad(
+                    "sync_interval_ms",
+                    "applies only with durability = \"interval\"".into(),
+                ));
+            }
+            (Some(DurabilityMode::Never), None) => o.durability = Durability::Never,
+            (Some(DurabilityMode::Always) | None, None) => o.durability = Durability::Always,
+        }
+        if let Some(ByteSize(n)) = self.segment_size {
+            if !(4096..=1 << 40).contains(&n) {
+                return Err(bad(
+                    "segment_size",
+                    format!("{n} bytes; must be between 4 KiB and 1 TiB"),
+                ));
+            }
+            o.segment_size = n;
+        }
+        if let Some(ByteSize(n)) = self.max_event_size {
+            let max = (annal::record::MAX_BODY / 2) as u64;
+            if n == 0 || n > max {
+                return Err(bad("max_event_size", format!("{n} bytes; must be between 1 and {max}")));
+            }
+            o.max_event_size = n as usize;
+        }
+        if let Some(n) = self.max_events_per_append {
+            if n == 0 || n > u32::MAX as u64 {
+                return Err(bad("max_events_per_append", format!("{n}; must be at least 1")));
+            }
+            o.max_events_per_append = n as usize;
+        }
+        if let Some(ByteSize(n)) = self.max_append_size {
+            if n == 0 || n > usize::MAX as u64 {
+                return Err(bad("max_append_size", format!("{n} bytes; must be at least 1")));
+            }
+            o.max_append_size = n as usize;
+        }
+        Ok(o)
+    }
+}
+
+/// `annal.toml` in the data directory's parent.
+pub fn default_path(data_dir: &Path) -> PathBuf {
+    let abs = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    abs.parent().unwrap_or(Path::new("/")).join(FILE_NAME)
+}
+
+/// "line N, key `k`: " for the byte offset of an error in a TOML text.
+fn locate(text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let line_no = text[..offset].matches('\n').count() + 1;
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let line = &text[line_start..line_end];
+    // The key is what precedes `=` on that line, within the last [table] header above it.
+    let header = line.trim_start().starts_with('[');
+    let key = match line.find('=') {
+        Some(eq) if !header => line[..eq].trim().to_string(),
+        _ => line.trim().trim_matches(|c| c == '[' || c == ']').trim().to_string(),
+    };
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    let key = match (table, key.is_empty()) {
+        (_, true) => return format!("line {line_no}: "),
+        (Some(t), false) if !header => format!("{t}.{key}"),
+        _ => key,
+    };
+    format!("line {line_no}, key `{key}`: ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("4 KiB"), Ok(4096));
+        assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("4 parsecs").is_err());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let p = Path::new("annal.toml");
+        let e = Config::parse("segment_size = \"64MiB\"\ndurability = \"sometimes\"\n", p).unwrap_err();
+        assert!(e.message.contains("key `durability`"), "{}", e.message);
+        let e = Config::parse("colour = 1\n", p).unwrap_err();
+        assert!(e.message.contains("colour"), "{}", e.message);
+        let e = Config::parse("segment_size = \"64 furlongs\"\n", p).unwrap_err();
+        assert!(e.message.contains("key `segment_size`"), "{}", e.message);
+        let c = Config::parse(
+            "durability = \"interval\"\nsync_interval_ms = 50\nsegment_size = \"1MiB\"\n",
+            p,
+        )
+        .unwrap();
+        let o = c.options().unwrap();
+        assert_eq!(o.durability, Durability::Interval(Duration::from_millis(50)));
+        assert_eq!(o.segment_size, 1 << 20);
+        let c = Config::parse("sync_interval_ms = 50\n", p).unwrap();
+        assert!(c.options().unwrap_err().message.contains("sync_interval_ms"));
+        let c = Config::parse("segment_size = 10\n", p).unwrap();
+        assert!(c.options().unwrap_err().message.contains("segment_size"));
+    }
+}

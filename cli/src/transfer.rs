@@ -1,0 +1,227 @@
+//! `annal export` and `annal import`.
+//!
+//! An export is the log as JSON Lines: each event with its stream, id, type,
+//! data, metadata and tags, plus its original revision, position and timestamp
+//! for information. An import appends them back, consecutive events of one
+//! stream together (up to 1,000 per append), keeping their ids, so that the
+//! store recognises events it already holds: importing a file twice, or into a
+//! store that already holds part of it, stores each event once.
+
+use std::collections::HashSet;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use annal::{Direction, EventData, ExpectedVersion, Filter, LogFrom, Store};
+use uuid::Uuid;
+
+use crate::ctx::{self, Ctx};
+use crate::error::{CliError, CliResult};
+use crate::read::PAGE;
+use crate::render::{self, Mode};
+use crate::write::{EventLine, for_each_line};
+use crate::{ExportArgs, ImportArgs};
+
+/// `annal export`.
+pub fn export(ctx: &Ctx, a: ExportArgs) -> CliResult {
+    let store = ctx.open_read()?;
+    let head = store.head_position();
+    let pb = ctx::progress_bar(head.saturating_sub(a.from), "positions");
+    pb.set_message("exporting");
+    let mut out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+    let mut from = a.from;
+    let mut exported = 0u64;
+    while from < head {
+        let page = store.read_all(
+            Direction::Forward,
+            LogFrom::Position(from),
+            PAGE as usize,
+            &Filter::all(),
+        )?;
+        let Some(last) = page.last().map(|e| e.position) else {
+            break;
+        };
+        for e in page.iter().filter(|e| !e.stream.starts_with('$')) {
+            render::emit_line(&mut out, &render::event_line(e, Mode::Export))?;
+            exported += 1;
+        }
+        from = last + 1;
+        pb.set_position(from - a.from);
+        if (page.len() as u64) < PAGE {
+            break;
+        }
+    }
+    render::flush(&mut out)?;
+    pb.finish_and_clear();
+    if ctx::interactive() {
+        let _ = writeln!(std::io::stderr(), "exported {exported} events");
+    }
+    Ok(store.close()?)
+}
+
+/// Consecutive events of one stream, waiting to be appended together.
+#[derive(Default)]
+struct Batch {
+    stream: String,
+    events: Vec<EventData>,
+    ids: HashSet<Uuid>,
+    first_line: usize,
+    last_line: usize,
+    size: usize,
+}
+
+/// What an import did.
+#[derive(Default, serde::Serialize)]
+struct Summary {
+    /// Events written.
+    events: u64,
+    /// Appends that wrote them.
+    appends: u64,
+    /// Events not written: already stored (same id), or of a system stream.
+    skipped: u64,
+}
+
+/// The encoded size of an event, as the store counts it against `max_append_size`.
+fn encoded_size(stream: &str, e: &EventData) -> usize {
+    64 + stream.len()
+        + e.event_type.len()
+        + e.tags.iter().map(|t| t.len() + 2).sum::<usize>()
+        + e.data.len()
+        + e.metadata.len()
+}
+
+struct Importer<'a> {
+    store: &'a Store,
+    max_events: usize,
+    max_bytes: usize,
+    batch: Batch,
+    summary: Summary,
+}
+
+impl Importer<'_> {
+    fn add(&mut self, line: usize, stream: String, event: EventData) -> CliResult {
+        let size = encoded_size(&stream, &event);
+        let b = &self.batch;
+        let fits = b.stream == stream
+            && b.events.len() < self.max_events
+            && b.size + size <= self.max_bytes
+            && event.id.is_none_or(|id| !b.ids.contains(&id));
+        if !fits {
+            self.flush()?;
+        }
+        let b = &mut self.batch;
+        if b.events.is_empty() {
+            b.stream = stream;
+            b.first_line = line;
+        }
+        b.last_line = line;
+        b.size += size;
+        b.ids.extend(event.id);
+        b.events.push(event);
+        Ok(())
+    }
+
+    /// Appends the batch. The store returns the original result for a batch
+    /// whose ids are all stored at that place; a batch only part of which is
+    /// stored (or stored elsewhere) is appended without the stored events.
+    fn flush(&mut self) -> CliResult {
+        let b = std::mem::take(&mut self.batch);
+        if b.events.is_empty() {
+            return Ok(());
+        }
+        let at = |e: CliError| {
+            e.context(format!(
+                "lines {}-{} (stream {:?})",
+                b.first_line, b.last_line, b.stream
+            ))
+        };
+        let n = b.events.len() as u64;
+        let head = self.store.head_position();
+        match self.store.append(&b.stream, ExpectedVersion::Any, b.events.clone()) {
+            Ok(r) if r.position < head => self.summary.skipped += n,
+            Ok(_) => {
+                self.summary.events += n;
+                self.summary.appends += 1;
+            }
+            Err(annal::Error::IdempotencyConflict { .. }) => {
+                let mut fresh = Vec::with_capacity(b.events.len());
+                for e in b.events {
+                    let stored = match e.id {
+                        Some(id) => self.store.event_by_id(id).map_err(|e| at(e.into()))?.is_some(),
+                        None => false,
+                    };
+                    if stored {
+                        self.summary.skipped += 1;
+                    } else {
+                        fresh.push(e);
+                    }
+                }
+                if !fresh.is_empty() {
+                    let n = fresh.len() as u64;
+                    self.store
+                        .append(&b.stream, ExpectedVersion::Any, fresh)
+                        .map_err(|e| at(e.into()))?;
+                    self.summary.events += n;
+                    self.summary.appends += 1;
+                }
+            }
+            Err(e) => return Err(at(e.into())),
+        }
+        Ok(())
+    }
+}
+
+/// `annal import FILE`.
+pub fn import(ctx: &Ctx, a: ImportArgs) -> CliResult {
+    let file = a.file.as_path();
+    let len = (file != Path::new("-"))
+        .then(|| std::fs::metadata(file).ok().map(|m| m.len()))
+        .flatten();
+    if file != Path::new("-") && !file.is_file() {
+        return Err(CliError::msg(format!("no file {}", file.display())));
+    }
+    let store = ctx.open_write()?;
+    let pb = match len {
+        Some(len) => ctx::progress_bytes(len),
+        None => ctx::spinner("importing from stdin"),
+    };
+    pb.set_message("importing");
+    let mut imp = Importer {
+        store: &store,
+        max_events: ctx.options.max_events_per_append.min(PAGE as usize),
+        max_bytes: ctx.options.max_append_size,
+        batch: Batch::default(),
+        summary: Summary::default(),
+    };
+    let result = for_each_line(file, |n, line, read| {
+        let l = EventLine::parse(n, line)?;
+        let Some(stream) = l.stream.clone() else {
+            return Err(CliError::msg(format!("line {n}: missing field `stream`")));
+        };
+        let event = l.into_event().map_err(|e| CliError::msg(format!("line {n}: {e}")))?;
+        pb.set_position(read);
+        if stream.starts_with('$') {
+            imp.summary.skipped += 1;
+            return Ok(());
+        }
+        imp.add(n, stream, event)
+    })
+    .and_then(|()| imp.flush());
+    pb.finish_and_clear();
+    if let Err(e) = result {
+        let s = &imp.summary;
+        let done = s.events + s.skipped;
+        return Err(if done > 0 {
+            let note = format!(
+                "; {} events before it were imported ({} new); importing the file again after fixing it skips them",
+                done, s.events
+            );
+            CliError::with_code(e.code, format!("{}{note}", e.message))
+        } else {
+            e
+        });
+    }
+    let mut out = std::io::stdout().lock();
+    render::emit(&mut out, &imp.summary)?;
+    out.flush().map_err(|e| CliError::io("writing output", e))?;
+    Ok(store.close()?)
+}
