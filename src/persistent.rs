@@ -276,7 +276,9 @@ impl Store {
             ));
         }
         if settings.ack_timeout_ms == 0 || settings.ack_timeout_ms > 7 * 24 * 3600 * 1000 {
-            return Err(Error::InvalidInput("ack_timeout_ms must be between 1 ms and 7 days".into()));
+            return Err(Error::InvalidInput(
+                "ack_timeout_ms must be between 1 ms and 7 days".into(),
+            ));
         }
         if let GroupSource::Stream(s) = &settings.source {
             crate::event::check_stream_name(s)?;

@@ -42,6 +42,8 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options) -> R
         }
         st.create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
     }
+    // A directory that is not a store is refused before the lock file is made in it.
+    refuse_foreign(st, dir)?;
     let lock = st.lock(&dir.join(LOCK_FILE)).map_err(|e| match e.kind() {
         io::ErrorKind::WouldBlock => Error::Locked {
             path: dir.to_path_buf(),
@@ -123,6 +125,26 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options) -> R
     Ok(shared)
 }
 
+/// Refuses a directory with no identity file that holds anything but annal's own files.
+fn refuse_foreign(st: &dyn Storage, dir: &Path) -> Result<()> {
+    if st.exists(&dir.join(META_FILE)) {
+        return Ok(());
+    }
+    let foreign: Vec<String> = st
+        .list(dir)
+        .ctx(|| format!("listing {}", dir.display()))?
+        .into_iter()
+        .filter(|n| n != LOCK_FILE && n != &format!("{META_FILE}.tmp"))
+        .collect();
+    match foreign.first() {
+        Some(name) => Err(Error::NotAStore {
+            path: dir.to_path_buf(),
+            reason: format!("it holds {name:?} but no {META_FILE}"),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Refuses directories that are not annal stores; writes the identity of a new one.
 fn check_identity(st: &dyn Storage, dir: &Path) -> Result<()> {
     let meta_path = dir.join(META_FILE);
@@ -137,18 +159,7 @@ fn check_identity(st: &dyn Storage, dir: &Path) -> Result<()> {
         StoreMeta::decode(&b, &meta_path)?;
         return Ok(());
     }
-    let foreign: Vec<String> = st
-        .list(dir)
-        .ctx(|| format!("listing {}", dir.display()))?
-        .into_iter()
-        .filter(|n| n != LOCK_FILE && n != &format!("{META_FILE}.tmp"))
-        .collect();
-    if !foreign.is_empty() {
-        return Err(Error::NotAStore {
-            path: dir.to_path_buf(),
-            reason: format!("it holds {:?} but no {META_FILE}", foreign[0]),
-        });
-    }
+    refuse_foreign(st, dir)?;
     let meta = StoreMeta {
         store_id: uuid::Uuid::new_v4(),
         created_micros: now_micros(),

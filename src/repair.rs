@@ -269,7 +269,7 @@ impl Repairer<'_> {
             return Ok(base);
         }
         // An unchanged compressed segment stays as it is on disk.
-        let mut rebuilt = self.rebuild(path, &original, base, bound)?;
+        let mut rebuilt = self.rebuild(path, &original, base, bound, is_last)?;
         if !header_ok {
             rebuilt.changed = true;
             self.act(format!("{}: header rebuilt from the file name", path.display()));
@@ -315,7 +315,7 @@ impl Repairer<'_> {
 
     /// Walks a segment, keeping whole appends and lost frames, replacing damaged
     /// ranges by lost frames; the header is rebuilt from `base`.
-    fn rebuild(&mut self, path: &Path, bytes: &[u8], base: u64, bound: Option<u64>) -> Result<Rebuilt> {
+    fn rebuild(&mut self, path: &Path, bytes: &[u8], base: u64, bound: Option<u64>, is_last: bool) -> Result<Rebuilt> {
         let created = SegmentHeader::decode(bytes, path).map_or_else(|_| now_micros(), |h| h.created_micros);
         let mut out = SegmentHeader {
             base_position: base,
@@ -329,7 +329,9 @@ impl Repairer<'_> {
         let mut pending: Vec<(u64, usize, usize)> = Vec::new(); // (position, start, end) of an unfinished append
         let mut changed = false;
         let mut sealed = false;
-        let mut in_damage = false; // skipping to the next append boundary
+        // After damage, until the next group boundary, readable events of the cut
+        // append are kept one by one: repair never drops an undamaged event.
+        let mut salvaging = false;
         let mut offset = SEGMENT_HEADER;
         let name = segment_file_name(base);
         loop {
@@ -337,44 +339,40 @@ impl Repairer<'_> {
                 break;
             }
             match record::decode_frame(&bytes[offset..]) {
-                Ok((Frame::Event(ev), len)) if !in_damage => {
+                Ok((Frame::Event(ev), len)) => {
                     let expected = next + pending.len() as u64;
-                    if ev.position != expected {
-                        if ev.position > expected && pending.is_empty() && ev.position <= bound.unwrap_or(u64::MAX) {
-                            self.lose(&mut out, &mut next, ev.position, path, offset)?;
-                            changed = true;
-                        } else {
-                            // Out of sequence: treat as damage from here to the next boundary.
-                            changed = true;
-                            in_damage = true;
-                            self.drop_range(&name, bytes, offset, offset + len)?;
-                            offset += len;
-                            continue;
+                    if ev.position < expected || ev.position > bound.unwrap_or(u64::MAX) {
+                        // Out of sequence: never written here by the writer.
+                        changed = true;
+                        self.drop_range(&name, bytes, offset, offset + len)?;
+                        offset += len;
+                        continue;
+                    }
+                    if ev.position > expected {
+                        changed = true;
+                        self.salvage(&mut out, &mut next, &mut pending, bytes, path)?;
+                        self.lose(&mut out, &mut next, ev.position, path, offset)?;
+                    }
+                    if salvaging {
+                        pending.push((ev.position, offset, offset + len));
+                        self.salvage(&mut out, &mut next, &mut pending, bytes, path)?;
+                    } else {
+                        pending.push((ev.position, offset, offset + len));
+                        if ev.commit {
+                            for (_, s, e) in pending.drain(..) {
+                                out.extend_from_slice(&bytes[s..e]);
+                                next += 1;
+                            }
                         }
                     }
-                    pending.push((ev.position, offset, offset + len));
-                    if ev.commit {
-                        for (_, s, e) in pending.drain(..) {
-                            out.extend_from_slice(&bytes[s..e]);
-                            next += 1;
-                        }
-                    }
-                    offset += len;
-                }
-                Ok((Frame::Event(_), len)) => {
-                    // Part of an append cut by damage: lost with it.
-                    self.drop_range(&name, bytes, offset, offset + len)?;
                     offset += len;
                 }
                 Ok((Frame::Group(_), len)) => {
-                    // An append boundary: whatever was pending is unfinished.
                     if !pending.is_empty() {
-                        let (s, e) = (pending[0].1, pending[pending.len() - 1].2);
-                        self.drop_range(&name, bytes, s, e)?;
-                        pending.clear();
                         changed = true;
+                        self.salvage(&mut out, &mut next, &mut pending, bytes, path)?;
                     }
-                    in_damage = false;
+                    salvaging = false;
                     // A rewritten segment's layout differs from the one the group's
                     // `durable_end` described: keep the boundary, claim nothing.
                     record::encode_group(
@@ -385,8 +383,16 @@ impl Repairer<'_> {
                     );
                     offset += len;
                 }
-                Ok((Frame::Lost(l), len)) if l.first_position == next && pending.is_empty() => {
-                    in_damage = false;
+                Ok((Frame::Lost(l), len)) if l.first_position >= next + pending.len() as u64 => {
+                    if !pending.is_empty() {
+                        changed = true;
+                        self.salvage(&mut out, &mut next, &mut pending, bytes, path)?;
+                    }
+                    if l.first_position > next {
+                        changed = true;
+                        self.lose(&mut out, &mut next, l.first_position, path, offset)?;
+                    }
+                    salvaging = false;
                     out.extend_from_slice(&bytes[offset..offset + len]);
                     next += l.count;
                     offset += len;
@@ -399,10 +405,8 @@ impl Repairer<'_> {
                 Ok((Frame::Seal(seal), len)) => {
                     // Anything after the seal is ignored, as recovery does.
                     if !pending.is_empty() {
-                        let (s, e) = (pending[0].1, pending[pending.len() - 1].2);
-                        self.drop_range(&name, bytes, s, e)?;
-                        pending.clear();
                         changed = true;
+                        self.salvage(&mut out, &mut next, &mut pending, bytes, path)?;
                     }
                     let end = bound.unwrap_or(seal.next_position).min(seal.next_position).max(next);
                     if end > next {
@@ -420,31 +424,36 @@ impl Repairer<'_> {
                 }
                 Err(e) => {
                     changed = true;
-                    let resume = resync_point(bytes, offset + 1);
+                    let resume = segment::find_valid_frame(bytes, offset + 1).map(|at| at as usize);
                     let end = resume.unwrap_or_else(|| segment::data_end(bytes, offset) as usize);
                     self.act(format!(
                         "{}: {e} at byte {offset}; bytes {offset}..{end} moved to quarantine",
                         path.display()
                     ));
                     self.drop_range(&name, bytes, offset, end)?;
-                    if !pending.is_empty() {
-                        let (s, e) = (pending[0].1, pending[pending.len() - 1].2);
-                        self.drop_range(&name, bytes, s, e)?;
-                        pending.clear();
-                    }
-                    in_damage = true;
                     match resume {
-                        Some(at) => offset = at,
+                        // Damage in the middle: what was written around it is kept.
+                        Some(at) => {
+                            self.salvage(&mut out, &mut next, &mut pending, bytes, path)?;
+                            salvaging = true;
+                            offset = at;
+                        }
                         None => break,
                     }
                 }
             }
         }
         if !pending.is_empty() {
-            // An unfinished append at the end: a torn tail.
-            let (s, e) = (pending[0].1, pending[pending.len() - 1].2);
-            self.drop_range(&name, bytes, s, e)?;
-            self.act(format!("{}: unfinished append at byte {s} cut", path.display()));
+            if is_last {
+                // An unfinished append at the end of the log: a torn tail, never acknowledged.
+                let (s, e) = (pending[0].1, pending[pending.len() - 1].2);
+                self.drop_range(&name, bytes, s, e)?;
+                self.act(format!("{}: unfinished append at byte {s} cut", path.display()));
+                pending.clear();
+            } else {
+                // A later segment exists, so this append was written whole once.
+                self.salvage(&mut out, &mut next, &mut pending, bytes, path)?;
+            }
             changed = true;
         }
         Ok(Rebuilt {
@@ -453,6 +462,49 @@ impl Repairer<'_> {
             changed,
             sealed,
         })
+    }
+
+    /// Keeps the pending events of an append cut by damage, each as its own
+    /// committed append, and reports it.
+    fn salvage(
+        &mut self,
+        out: &mut Vec<u8>,
+        next: &mut u64,
+        pending: &mut Vec<(u64, usize, usize)>,
+        bytes: &[u8],
+        path: &Path,
+    ) -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let first = pending[0].0;
+        let n = pending.len();
+        for (_, s, e) in pending.drain(..) {
+            if let Ok((Frame::Event(v), _)) = record::decode_frame(&bytes[s..e]) {
+                let tags: Vec<String> = v.tags.iter().map(|t| t.to_string()).collect();
+                record::encode_event(
+                    out,
+                    true,
+                    v.position,
+                    v.revision,
+                    v.timestamp,
+                    v.id,
+                    v.content_type,
+                    v.stream,
+                    v.event_type,
+                    &tags,
+                    v.metadata,
+                    v.data,
+                );
+                *next += 1;
+            }
+        }
+        self.act(format!(
+            "{}: {n} readable events of an append cut by damage kept (positions {first}..{})",
+            path.display(),
+            first + n as u64
+        ));
+        Ok(())
     }
 
     /// Records positions `*next..to` as lost in `out`.
@@ -532,18 +584,4 @@ impl Repairer<'_> {
             .ctx(|| format!("syncing {}", self.dir.display()))?;
         Ok(())
     }
-}
-
-/// The next offset where a whole append can start again after damage: a valid
-/// group, lost or seal frame.
-fn resync_point(bytes: &[u8], from: usize) -> Option<usize> {
-    let mut at = from;
-    while let Some(off) = segment::find_valid_frame(bytes, at) {
-        let off = off as usize;
-        match record::decode_frame(&bytes[off..]) {
-            Ok((Frame::Group(_) | Frame::Lost(_) | Frame::Seal(_), _)) => return Some(off),
-            _ => at = off + 1,
-        }
-    }
-    None
 }

@@ -172,3 +172,29 @@ fn repair_refuses_an_open_store_and_a_foreign_directory() {
         Err(Error::NotAStore { .. })
     ));
 }
+
+#[test]
+fn one_damaged_event_of_a_large_append_costs_only_that_event() {
+    let sim = SimStorage::new();
+    let store = open(&sim).unwrap();
+    for a in 0..6u64 {
+        let batch = (0..5u64)
+            .map(|i| EventData::json("E", format!(r#"{{"a":{a},"i":{i}}}"#)))
+            .collect();
+        store.append("batches", ExpectedVersion::Any, batch).unwrap();
+    }
+    let original: BTreeMap<u64, RecordedEvent> = store
+        .read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all())
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.position, e))
+        .collect();
+    drop(store);
+    let seg = Path::new(DIR).join(&files(&sim, ".seg")[0]);
+    let bytes = sim.read_file(&seg).unwrap();
+    let needle = br#"{"a":2,"i":2}"#;
+    let at = bytes.windows(needle.len()).position(|w| w == needle).unwrap() as u64;
+    sim.flip_bit(&seg, at + 3, 1).unwrap();
+    let report = check_repaired(&sim, &original, 1);
+    assert_eq!(report.lost_positions, 1, "{:?}", report.actions);
+}

@@ -396,6 +396,10 @@ fn foreign_directories_and_future_versions_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("notes.txt"), "hello").unwrap();
     assert!(matches!(Store::open(dir.path(), opts()), Err(Error::NotAStore { .. })));
+    assert!(
+        !dir.path().join("LOCK").exists(),
+        "a refused directory is left as it was"
+    );
 
     let sim = SimStorage::new();
     drop(sim_store(&sim, opts()));
