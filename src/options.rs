@@ -86,8 +86,8 @@ impl Options {
         self
     }
 
-    /// Checks the options for consistency.
-    pub(crate) fn validate(&self) -> Result<()> {
+    /// Checks the options for consistency (also done by `Store::open`).
+    pub fn validate(&self) -> Result<()> {
         self.retention.validate()?;
         if let Some(c) = self.compression
             && (!(1..=22).contains(&c.level) || c.block_size < 1024 || c.dictionary_size < 1024)

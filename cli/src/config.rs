@@ -38,6 +38,14 @@ pub struct Config {
     pub max_events_per_append: Option<u64>,
     /// Largest encoded size of one append.
     pub max_append_size: Option<ByteSize>,
+    /// Appends stop while fewer bytes than this would stay free on the disk.
+    pub disk_reserve: Option<ByteSize>,
+    /// `[retention]`: what scavenging removes and how often it runs.
+    pub retention: Option<annal::RetentionPolicy>,
+    /// `[compression]`: zstd compression of sealed segments.
+    pub compression: Option<annal::CompressionOptions>,
+    /// `[server]`: settings of `annal serve`.
+    pub server: Option<annal_server::ServerConfig>,
 }
 
 /// The `durability` key.
@@ -210,6 +218,17 @@ impl Config {
                 return Err(bad("max_append_size", format!("{n} bytes; must be at least 1")));
             }
             o.max_append_size = n as usize;
+        }
+        if let Some(ByteSize(n)) = self.disk_reserve {
+            o.disk_reserve = n;
+        }
+        if let Some(r) = &self.retention {
+            o.retention = r.clone();
+        }
+        o.compression = self.compression;
+        // The library checks the sections' values (rules, levels, sizes).
+        if let Err(e) = o.validate() {
+            return Err(CliError::msg(format!("[retention] or [compression]: {e}")));
         }
         Ok(o)
     }

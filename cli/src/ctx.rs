@@ -16,6 +16,8 @@ pub struct Ctx {
     pub data: PathBuf,
     /// The store options the configuration asks for.
     pub options: Options,
+    /// The `[server]` section, for `annal serve`.
+    pub server: Option<annal_server::ServerConfig>,
 }
 
 impl Ctx {
@@ -26,7 +28,11 @@ impl Ctx {
             Some(p) => e.context(p.display()),
             None => e,
         })?;
-        Ok(Ctx { data, options })
+        Ok(Ctx {
+            data,
+            options,
+            server: config.server,
+        })
     }
 
     /// Opens the store for a command that writes: the directory is created if missing.

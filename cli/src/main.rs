@@ -10,6 +10,7 @@ mod bench;
 mod config;
 mod ctx;
 mod error;
+mod lifecycle;
 mod read;
 mod render;
 mod transfer;
@@ -70,6 +71,52 @@ enum Command {
     Restore(DirArg),
     /// Measure appends and reads on this machine's disk, in a temporary store.
     Bench(BenchArgs),
+    /// Delete a stream: soft (appending again continues its revisions) or hard (forever).
+    Delete(DeleteArgs),
+    /// Show a stream's metadata, or set it with --set.
+    Metadata(MetadataArgs),
+    /// Scavenge deleted and expired events, then compress sealed segments if configured.
+    Compact(CompactArgs),
+    /// Serve the HTTP/JSON API (tokens from annal.toml's [server], or --no-auth).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The stream to delete.
+    pub stream: String,
+    /// Delete for good: the name can never be used again.
+    #[arg(long)]
+    pub hard: bool,
+    /// Expected state of the stream: any, exists, or its last revision.
+    #[arg(long, default_value = "any", value_parser = parse_expected)]
+    pub expected: annal::ExpectedVersion,
+}
+
+#[derive(Debug, Args)]
+pub struct MetadataArgs {
+    /// The stream.
+    pub stream: String,
+    /// New metadata, a JSON object: max_age_ms, max_count, truncate_before, custom.
+    #[arg(long, value_name = "JSON")]
+    pub set: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    /// Compress sealed segments even if annal.toml has no [compression] section.
+    #[arg(long)]
+    pub compress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:2114, or [server] listen).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Open mode for local development: no tokens (refused on a non-loopback address).
+    #[arg(long)]
+    pub no_auth: bool,
 }
 
 /// Output format.
@@ -243,6 +290,10 @@ fn run(cli: Cli) -> CliResult {
         Command::Backup(a) => admin::backup(&ctx, &a.dir),
         Command::Restore(a) => admin::restore(&ctx, &a.dir),
         Command::Bench(a) => bench::bench(&ctx, a),
+        Command::Delete(a) => lifecycle::delete(&ctx, &a.stream, a.expected, a.hard),
+        Command::Metadata(a) => lifecycle::metadata(&ctx, &a.stream, a.set.as_deref()),
+        Command::Compact(a) => lifecycle::compact(&ctx, a.compress),
+        Command::Serve(a) => lifecycle::serve(&ctx, a.listen, a.no_auth),
     }
 }
 

@@ -1011,3 +1011,89 @@ fn a_deleted_stream_exits_4() {
     assert_eq!(exported.len(), 1);
     assert_eq!(exported[0]["stream"], "kept");
 }
+
+#[test]
+fn delete_metadata_and_compact() {
+    let env = Env::with_config("durability = \"never\"\nsegment_size = \"4KiB\"\n[compression]\nlevel = 3\n");
+    for i in 0..60 {
+        env.append(
+            "keep",
+            "T",
+            &format!(r#"{{"i":{i},"pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}}"#),
+        );
+        env.append("drop", "T", &format!(r#"{{"i":{i}}}"#));
+    }
+    // Metadata: shown, set, honoured by reads at once.
+    let m = env.json(&["metadata", "keep"]);
+    assert_eq!(m[0]["metadata"], serde_json::json!({}));
+    let m = env.json(&["metadata", "keep", "--set", r#"{"custom":{"owner":"ops"}}"#]);
+    assert_eq!(m[0]["metadata"]["custom"]["owner"], "ops");
+    env.fails(&["metadata", "keep", "--set", r#"{"bogus":1}"#], 1, "unknown field");
+    env.fails(&["metadata", "nope"], 4, "not found");
+    // Delete: a wrong expected version exits 3; a soft delete hides the stream.
+    env.fails(&["delete", "drop", "--expected", "3"], 3, "expected");
+    let d = env.json(&["delete", "drop", "--expected", "59"]);
+    assert_eq!(d[0]["deleted"], "soft");
+    env.fails(&["read", "drop"], 4, "deleted");
+    // Compact: scavenges the deleted and trimmed events, compresses what is sealed.
+    let c = env.json(&["compact"]);
+    assert!(
+        c[0]["events_removed"].as_u64().unwrap() >= 40,
+        "the deleted events in sealed segments go: {c:?}"
+    );
+    assert!(c[0]["segments_compressed"].as_u64().unwrap() > 0, "{c:?}");
+    assert_eq!(env.json(&["read", "keep"]).len(), 60);
+    env.json(&["metadata", "keep", "--set", r#"{"max_count":5}"#]);
+    assert_eq!(
+        env.json(&["read", "keep"]).len(),
+        5,
+        "metadata is honoured by reads at once"
+    );
+    env.ok(&["verify"]);
+    env.json(&["delete", "keep", "--hard"]);
+    env.fails(&["append", "keep", "--type", "T", "--data", "1"], 4, "deleted");
+}
+
+#[test]
+fn serve_answers_http_until_sigterm() {
+    let env = Env::new();
+    env.append("s", "T", "1");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_annal"))
+        .current_dir(env.path())
+        .args(["serve", "--no-auth", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the port, then read the stream over plain HTTP/1.1.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::{Read, Write};
+            write!(s, "GET /streams/s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+            let mut resp = String::new();
+            s.read_to_string(&mut resp).unwrap();
+            break resp;
+        }
+        assert!(Instant::now() < deadline, "the server never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(body.contains(r#""stream":"s""#), "{body}");
+    // SIGTERM: a graceful stop that closes the store and exits 0.
+    rustix_kill(child.id());
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(30)), 0);
+    env.ok(&["verify"]);
+}
+
+fn rustix_kill(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}

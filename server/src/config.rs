@@ -51,7 +51,7 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Address to listen on. Default `127.0.0.1:2113`.
+    /// Address to listen on. Default `127.0.0.1:2114`.
     pub listen: SocketAddr,
     /// Accept every request without a token (open mode). Refused on a
     /// non-loopback address unless `allow_remote_no_auth` is also set.
@@ -85,7 +85,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 2113)),
+            listen: SocketAddr::from(([127, 0, 0, 1], 2114)),
             no_auth: false,
             allow_remote_no_auth: false,
             tokens: Vec::new(),

@@ -1,0 +1,132 @@
+//! `annal delete`, `metadata`, `compact` and `serve`.
+
+use std::io::BufWriter;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use annal::StreamMetadata;
+
+use crate::ctx::Ctx;
+use crate::error::{CliError, CliResult};
+use crate::render;
+
+fn stdout() -> BufWriter<std::io::StdoutLock<'static>> {
+    BufWriter::new(std::io::stdout().lock())
+}
+
+/// `annal delete STREAM [--hard] [--expected E]`.
+pub fn delete(ctx: &Ctx, stream: &str, expected: annal::ExpectedVersion, hard: bool) -> CliResult {
+    ctx.require_store()?;
+    let store = ctx.open_write()?;
+    store.delete_stream(stream, expected, hard)?;
+    let mut out = stdout();
+    render::emit(
+        &mut out,
+        &crate::obj! {
+            "stream": stream,
+            "deleted": if hard { "hard" } else { "soft" },
+        },
+    )?;
+    render::flush(&mut out)?;
+    Ok(store.close()?)
+}
+
+/// `annal metadata STREAM [--set JSON]`.
+pub fn metadata(ctx: &Ctx, stream: &str, set: Option<&str>) -> CliResult {
+    ctx.require_store()?;
+    let store = ctx.open_write()?;
+    if store.stream_info(stream).is_none() {
+        return Err(annal::Error::StreamNotFound(stream.to_string()).into());
+    }
+    if let Some(json) = set {
+        let meta: StreamMetadata =
+            serde_json::from_str(json).map_err(|e| CliError::msg(format!("--set: invalid stream metadata: {e}")))?;
+        store.set_stream_metadata(stream, meta)?;
+    }
+    let meta = store.stream_metadata(stream).unwrap_or_default();
+    let mut out = stdout();
+    let value = serde_json::to_value(&meta).map_err(|e| CliError::msg(e.to_string()))?;
+    render::emit(
+        &mut out,
+        &crate::obj! {
+            "stream": stream,
+            "metadata": value,
+        },
+    )?;
+    render::flush(&mut out)?;
+    Ok(store.close()?)
+}
+
+/// `annal compact`: scavenge (retention, deletions, metadata) and compress sealed segments.
+pub fn compact(ctx: &Ctx, compress: bool) -> CliResult {
+    ctx.require_store()?;
+    let store = ctx.open_write()?;
+    let spinner = crate::ctx::spinner("scavenging");
+    let s = store.scavenge()?;
+    let c = if compress || ctx.options.compression.is_some() {
+        spinner.set_message("compressing");
+        Some(store.compress()?)
+    } else {
+        None
+    };
+    spinner.finish_and_clear();
+    let mut out = stdout();
+    render::emit(
+        &mut out,
+        &crate::obj! {
+            "segments_examined": s.segments_examined,
+            "segments_rewritten": s.segments_rewritten,
+            "events_removed": s.events_removed,
+            "bytes_before": s.bytes_before,
+            "bytes_after": s.bytes_after,
+            "segments_compressed": c.as_ref().map_or(0, |c| c.segments),
+            "compressed_bytes_before": c.as_ref().map_or(0, |c| c.bytes_before),
+            "compressed_bytes_after": c.as_ref().map_or(0, |c| c.bytes_after),
+        },
+    )?;
+    render::flush(&mut out)?;
+    Ok(store.close()?)
+}
+
+/// `annal serve [--listen ADDR] [--no-auth]`: the HTTP API until SIGINT or SIGTERM.
+pub fn serve(ctx: &Ctx, listen: Option<SocketAddr>, no_auth: bool) -> CliResult {
+    let mut config = ctx.server.clone().unwrap_or_default();
+    if let Some(addr) = listen {
+        config.listen = addr;
+    }
+    if no_auth {
+        config.no_auth = true;
+    }
+    let store = Arc::new(ctx.open_write()?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::msg(format!("starting the server runtime: {e}")))?;
+    let served = runtime.block_on(async {
+        let bound = annal_server::bind(store.clone(), config).await?;
+        eprintln!("annal: serving {} on http://{}", ctx.data.display(), bound.local_addr());
+        bound.run(shutdown_signal()).await
+    });
+    drop(runtime);
+    served.map_err(|e| CliError::msg(e.to_string()))?;
+    // Every request and subscription has let go of the store: flush and close it.
+    match Arc::try_unwrap(store) {
+        Ok(store) => Ok(store.close()?),
+        Err(_) => Err(CliError::msg("the store was still in use after shutdown")),
+    }
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}
