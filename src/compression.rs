@@ -245,7 +245,13 @@ impl Compressed {
                 file_len: le_u32(&file, at + 16),
                 logical_len: le_u32(&file, at + 20),
             };
-            if b.logical_offset != logical || b.file_offset != physical || b.logical_len == 0 {
+            // A block holds at most one maximal frame beyond the block size.
+            let max_block = (crate::record::MAX_BODY + crate::record::FRAME_HEADER) as u32 + (4 << 20);
+            if b.logical_offset != logical
+                || b.file_offset != physical
+                || b.logical_len == 0
+                || b.logical_len > max_block
+            {
                 return Err(bad(at, "block table entries out of order"));
             }
             logical += u64::from(b.logical_len);

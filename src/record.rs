@@ -27,6 +27,8 @@ pub const FLAG_JSON: u8 = 2;
 pub const KIND_GROUP: u8 = 3;
 /// Body kind of the frame that stands, after a repair, for events whose bytes were lost.
 pub const KIND_LOST: u8 = 4;
+/// Most positions one lost or removed frame stands for (larger ranges take several frames).
+pub const MAX_LOST_PER_FRAME: u64 = 1 << 24;
 /// Body kind of the frame that stands, after scavenging, for events removed on purpose.
 pub const KIND_REMOVED: u8 = 5;
 
@@ -176,15 +178,22 @@ pub fn encode_group(out: &mut Vec<u8>, group: &GroupView) {
     finish_frame(out, start);
 }
 
-/// Appends a lost frame to `out`.
+/// Appends lost (or removed) frames for `lost`'s positions to `out`: one frame,
+/// or several when the range exceeds [`MAX_LOST_PER_FRAME`].
 pub fn encode_lost(out: &mut Vec<u8>, lost: &LostView) {
-    let start = out.len();
-    out.extend_from_slice(&[0u8; FRAME_HEADER]);
-    out.push(if lost.removed { KIND_REMOVED } else { KIND_LOST });
-    out.push(0);
-    out.extend_from_slice(&lost.first_position.to_le_bytes());
-    out.extend_from_slice(&lost.count.to_le_bytes());
-    finish_frame(out, start);
+    let end = lost.first_position.saturating_add(lost.count);
+    let mut first = lost.first_position;
+    while first < end {
+        let count = (end - first).min(MAX_LOST_PER_FRAME);
+        let start = out.len();
+        out.extend_from_slice(&[0u8; FRAME_HEADER]);
+        out.push(if lost.removed { KIND_REMOVED } else { KIND_LOST });
+        out.push(0);
+        out.extend_from_slice(&first.to_le_bytes());
+        out.extend_from_slice(&count.to_le_bytes());
+        finish_frame(out, start);
+        first += count;
+    }
 }
 
 /// Appends a seal frame to `out`.
@@ -309,8 +318,11 @@ fn decode_body(buf: &[u8], total: usize) -> Result<(Frame<'_>, usize), FrameErro
                 count: r.u64()?,
                 removed: kind == KIND_REMOVED,
             };
-            if lost.count == 0 {
-                return Err(FrameError::Malformed("lost frame with no position"));
+            if lost.count == 0 || lost.count > MAX_LOST_PER_FRAME {
+                return Err(FrameError::Malformed("lost frame with no position or too many"));
+            }
+            if lost.first_position.checked_add(lost.count).is_none() {
+                return Err(FrameError::Malformed("lost frame runs past the last position"));
             }
             Frame::Lost(lost)
         }

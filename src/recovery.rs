@@ -356,6 +356,7 @@ pub(crate) fn index_segment(bytes: &[u8], base: u64, path: &Path) -> Result<Scan
     // Events of an append are indexed only once its commit frame is seen.
     let mut pending: Vec<(EventView<'_>, u64, u64)> = Vec::new();
     let mut next = base;
+    let mut lost_total = 0u64;
     let mut committed_end = SEGMENT_HEADER as u64;
     let end = segment::scan_frames(bytes, |frame, offset, end| {
         match frame {
@@ -380,6 +381,14 @@ pub(crate) fn index_segment(bytes: &[u8], base: u64, path: &Path) -> Result<Scan
                 // Written only by repair, between whole appends.
                 if lost.first_position != next || !pending.is_empty() {
                     return Err(Error::corruption(path, offset, "lost frame out of sequence"));
+                }
+                lost_total = lost_total.saturating_add(lost.count);
+                if lost_total > crate::record::MAX_LOST_PER_FRAME {
+                    return Err(Error::corruption(
+                        path,
+                        offset,
+                        "lost frames cover more positions than a segment holds",
+                    ));
                 }
                 next += lost.count;
                 index.push_lost(lost.count, offset, end);

@@ -188,30 +188,37 @@ impl Repairer<'_> {
 
     /// Writes a sealed segment holding one lost frame for positions no segment held.
     fn fill_gap(&mut self, from: u64, to: u64) -> Result<()> {
-        let mut bytes = SegmentHeader {
-            base_position: from,
-            created_micros: now_micros(),
-            compressed: false,
-            dictionary: None,
+        // One filler segment per lost frame's worth of positions, so that no
+        // segment holds more positions than recovery accepts.
+        let mut base = from;
+        while base < to {
+            let end = to.min(base + record::MAX_LOST_PER_FRAME);
+            let mut bytes = SegmentHeader {
+                base_position: base,
+                created_micros: now_micros(),
+                compressed: false,
+                dictionary: None,
+            }
+            .encode()
+            .to_vec();
+            record::encode_lost(
+                &mut bytes,
+                &LostView {
+                    first_position: base,
+                    count: end - base,
+                    removed: false,
+                },
+            );
+            self.seal(&mut bytes, end, end - base);
+            let name = segment_file_name(base);
+            self.replace(&name, &bytes)?;
+            self.report.lost_positions += end - base;
+            self.act(format!(
+                "{}: positions {base}..{end} were in no segment; recorded as lost",
+                self.dir.join(&name).display()
+            ));
+            base = end;
         }
-        .encode()
-        .to_vec();
-        record::encode_lost(
-            &mut bytes,
-            &LostView {
-                first_position: from,
-                count: to - from,
-                removed: false,
-            },
-        );
-        self.seal(&mut bytes, to, to - from);
-        let name = segment_file_name(from);
-        self.replace(&name, &bytes)?;
-        self.report.lost_positions += to - from;
-        self.act(format!(
-            "{}: positions {from}..{to} were in no segment; recorded as lost",
-            self.dir.join(&name).display()
-        ));
         Ok(())
     }
 

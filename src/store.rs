@@ -436,7 +436,11 @@ impl Shared {
                     if ev.revision != rev {
                         return Err(Error::corruption(seg.path(), off, "revision differs from the index"));
                     }
-                    next_rev = if forward { rev + 1 } else { rev.saturating_sub(1) };
+                    next_rev = if forward {
+                        rev.saturating_add(1)
+                    } else {
+                        rev.saturating_sub(1)
+                    };
                     out.push(ev);
                     if out.len() >= limit || (!forward && rev == 0) {
                         return Ok(out);
@@ -575,7 +579,7 @@ fn candidates(l: &dyn Lookup, f: &Filter) -> Option<Vec<u64>> {
         let mut all = Vec::new();
         for (name, s) in l.streams() {
             if name.starts_with(prefix.as_str()) {
-                let n = (s.last_revision - s.first_revision + 1) as usize;
+                let n = s.last_revision.saturating_sub(s.first_revision).saturating_add(1) as usize;
                 all.extend(
                     l.stream_entries(hash_str(&name), s.first_revision, true, n)
                         .into_iter()
@@ -610,7 +614,9 @@ pub(crate) fn decode_event_at<'a>(
             }
             Ok(Some(v))
         }
-        Ok((Frame::Lost(l), _)) if (l.first_position..l.first_position + l.count).contains(&position) => Ok(None),
+        Ok((Frame::Lost(l), _)) if (l.first_position..l.first_position.saturating_add(l.count)).contains(&position) => {
+            Ok(None)
+        }
         Ok(_) => Err(Error::corruption(path, offset, "frame is not the indexed event")),
         Err(e) => Err(Error::corruption(path, offset, e.to_string())),
     }

@@ -184,8 +184,9 @@ fn a_damaged_compressed_block_fails_only_its_events_and_repair_recovers_the_rest
             Err(e) => panic!("{e}"),
         }
     }
+    // A 64 KiB block holds a few hundred of these events; the other blocks read.
     assert!(
-        failed > 0 && failed < 200,
+        failed > 0 && failed < 600 && failed < before.len() / 2,
         "one block's events fail, the rest read: {failed}"
     );
     assert!(!store.verify().unwrap().is_clean());
