@@ -63,7 +63,9 @@ impl StreamMetadata {
 
     /// The first revision that can be visible (ignoring age).
     pub(crate) fn first_visible(&self, last_revision: u64) -> u64 {
-        let by_count = self.max_count.map_or(0, |n| (last_revision + 1).saturating_sub(n));
+        let by_count = self
+            .max_count
+            .map_or(0, |n| (last_revision.saturating_add(1)).saturating_sub(n));
         self.truncate_before.unwrap_or(0).max(by_count)
     }
 
@@ -252,7 +254,7 @@ impl Store {
     /// Loads an aggregate: its latest snapshot and only the events after it.
     pub fn load_aggregate(&self, stream: &str) -> Result<(Option<Snapshot>, Vec<RecordedEvent>)> {
         let snapshot = self.load_snapshot(stream)?;
-        let from = snapshot.as_ref().map_or(0, |s| s.revision + 1);
+        let from = snapshot.as_ref().map_or(0, |s| s.revision.saturating_add(1));
         let events = match self.read_stream(stream, Direction::Forward, StreamFrom::Revision(from), usize::MAX) {
             Ok(e) => e,
             Err(Error::StreamNotFound(_)) if snapshot.is_some() => Vec::new(),

@@ -330,7 +330,9 @@ impl Store {
             (_, SubscribeFrom::Start) => 0,
             (_, SubscribeFrom::After(p)) => p + 1,
             (GroupSource::All(_), SubscribeFrom::End) => self.head_position(),
-            (GroupSource::Stream(s), SubscribeFrom::End) => self.stream_info(s).map_or(0, |i| i.last_revision + 1),
+            (GroupSource::Stream(s), SubscribeFrom::End) => {
+                self.stream_info(s).map_or(0, |i| i.last_revision.saturating_add(1))
+            }
         };
         let (cursor, parked, parked_replayed) = match &saved {
             Some(c) => (c.checkpoint, c.parked, c.parked_replayed),
@@ -470,7 +472,7 @@ impl Group<'_> {
                 });
                 n += 1;
             }
-            inner.parked_replayed = p.revision + 1;
+            inner.parked_replayed = p.revision.saturating_add(1);
         }
         self.save(&mut inner)?;
         self.state.changed.notify_all();

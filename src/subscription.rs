@@ -164,7 +164,9 @@ impl Subscription {
         let next = match from {
             SubscribeFrom::Start => 0,
             SubscribeFrom::After(r) => r.saturating_add(1),
-            SubscribeFrom::End => shared.stream_state(stream).map_or(0, |s| s.last_revision + 1),
+            SubscribeFrom::End => shared
+                .stream_state(stream)
+                .map_or(0, |s| s.last_revision.saturating_add(1)),
         };
         Self::new(shared, Target::Stream(stream.to_string()), next, options)
     }
@@ -235,7 +237,7 @@ impl Subscription {
                 };
                 self.seen_head = head;
                 if let Some(last) = events.last() {
-                    self.next = last.revision + 1;
+                    self.next = last.revision.saturating_add(1);
                 }
                 let progress = !events.is_empty();
                 self.buffered.extend(events.into_iter().map(Message::Event));

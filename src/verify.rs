@@ -85,7 +85,7 @@ impl Revisions {
                 format!("stream {stream:?} has revision {revision} where {next} was expected"),
             );
         }
-        *next = revision + 1;
+        *next = revision.saturating_add(1);
     }
 }
 
@@ -178,11 +178,11 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
     // Every stream's state must agree with the log.
     for (name, next) in &revisions.next {
         match streams.get(name.as_str()) {
-            Some(s) if s.last_revision + 1 == *next => {}
+            Some(s) if s.last_revision.saturating_add(1) == *next => {}
             // Appended after the snapshot (a rotation happened during the scan).
             Some(s) if s.last_position >= scanned_to => {}
             // The stream's last events were removed or lost.
-            Some(s) if revisions.lost > 0 && s.last_revision + 1 > *next => {}
+            Some(s) if revisions.lost > 0 && s.last_revision.saturating_add(1) > *next => {}
             Some(s) => report.problem(
                 &shared.dir,
                 0,
@@ -297,8 +297,8 @@ fn check_checkpoint(report: &mut VerifyReport, path: &Path, c: &StreamsCheckpoin
     let gaps = revisions.lost > 0;
     for (name, next) in &revisions.next {
         match c.streams.get(name.as_str()) {
-            Some(s) if s.last_revision + 1 == *next => {}
-            Some(s) if gaps && s.last_revision + 1 > *next => {}
+            Some(s) if s.last_revision.saturating_add(1) == *next => {}
+            Some(s) if gaps && s.last_revision.saturating_add(1) > *next => {}
             _ => report.problem(path, 0, format!("stream {name:?} disagrees with the log")),
         }
     }

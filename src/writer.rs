@@ -545,6 +545,16 @@ impl Writer {
         if let Some(cond) = &req.condition {
             self.check_condition(cond)?;
         }
+        let n_events = req.events.len() as u64;
+        if current.is_some_and(|s| s.last_revision.checked_add(n_events).is_none()) {
+            return Err(Error::InvalidInput(format!(
+                "stream {:?} has no revisions left",
+                req.stream
+            )));
+        }
+        if self.next_position.checked_add(n_events).is_none() {
+            return Err(Error::InvalidInput("the store has no positions left".into()));
+        }
         let first_revision = current.map_or(0, |s| s.last_revision + 1);
         let position = self.next_position;
         let timestamp = now_micros().max(self.last_timestamp);
