@@ -1,0 +1,526 @@
+//! The bodies of annal's fuzz targets, shared by the libFuzzer binaries in
+//! `fuzz_targets/` and by the seed-corpus helper in `examples/`.
+//!
+//! Each target runs the library on the raw input and, because every annal file
+//! is checksummed, also on a copy of the input whose checksums the harness has
+//! made valid: random mutations then reach the checks behind the checksums
+//! instead of stopping at them. A panic, a hang or an unbounded allocation is
+//! a bug; any `Err` is an accepted answer to malformed bytes.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use annal::checkpoint::{StoreMeta, StreamsCheckpoint};
+use annal::compression::{Compressed, Dictionary};
+use annal::index::{Lookup, SegmentIndex, hash_str};
+use annal::record::{self, FRAME_HEADER, Frame, FrameError, MAX_BODY};
+use annal::segment::{self, SEGMENT_HEADER, ScanEnd, SegmentHeader};
+use annal::storage::Mapped;
+use annal::storage::sim::SimRng;
+use uuid::Uuid;
+
+pub mod store_dir;
+
+pub use store_dir::store_dir;
+
+// ---------------------------------------------------------------------------
+// Checksum fix-ups (the harness's own code, written from format.md).
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Makes the CRC of the frame at the start of `buf` valid, if its length field
+/// fits in `buf`. Returns the frame's total length.
+pub fn fix_frame_crc(buf: &mut [u8]) -> Option<usize> {
+    if buf.len() < FRAME_HEADER {
+        return None;
+    }
+    let len = le_u32(buf, 0) as usize;
+    if len > MAX_BODY || FRAME_HEADER + len > buf.len() {
+        return None;
+    }
+    let mut h = crc32fast::Hasher::new();
+    h.update(&buf[..4]);
+    h.update(&buf[FRAME_HEADER..FRAME_HEADER + len]);
+    buf[4..8].copy_from_slice(&h.finalize().to_le_bytes());
+    Some(FRAME_HEADER + len)
+}
+
+/// Fixes the CRC of every frame walked from `start`, until a zero length or a
+/// frame that does not fit.
+pub fn fix_frames_from(buf: &mut [u8], start: usize) {
+    let mut at = start;
+    while at + FRAME_HEADER <= buf.len() && le_u32(buf, at) != 0 {
+        match fix_frame_crc(&mut buf[at..]) {
+            Some(n) => at += n,
+            None => break,
+        }
+    }
+}
+
+/// Fixes the CRC of a 64-byte header (segment header or `annal.meta`): bytes 60..64 over 0..60.
+pub fn fix_header64(buf: &mut [u8]) {
+    if buf.len() >= 64 {
+        let crc = crc32fast::hash(&buf[..60]);
+        buf[60..64].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// Fixes both CRCs of an `.idx` file: the header's (124..128 over 0..124) and the body's (last 4 bytes over 128..).
+pub fn fix_index(buf: &mut [u8]) {
+    if buf.len() >= 128 {
+        let crc = crc32fast::hash(&buf[..124]);
+        buf[124..128].copy_from_slice(&crc.to_le_bytes());
+    }
+    if buf.len() >= 132 {
+        let end = buf.len() - 4;
+        let crc = crc32fast::hash(&buf[128..end]);
+        buf[end..].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// Fixes the block-table CRC of a compressed segment (trailer: table offset,
+/// count, logical length, CRC of the table, `AZTB`), if the table offset fits.
+pub fn fix_compressed_table(buf: &mut [u8]) {
+    let n = buf.len();
+    if n < SEGMENT_HEADER + 32 || &buf[n - 4..] != b"AZTB" {
+        return;
+    }
+    let t = n - 32;
+    let table = le_u64(buf, t);
+    if table <= t as u64 {
+        let crc = crc32fast::hash(&buf[table as usize..t]);
+        buf[t + 24..t + 28].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// Fixes the CRC of a dictionary file (bytes 24..28 over the bytes from 32 on).
+pub fn fix_dictionary(buf: &mut [u8]) {
+    if buf.len() >= 32 {
+        let crc = crc32fast::hash(&buf[32..]);
+        buf[24..28].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// Fixes the whole-file CRC of `streams.chk` (last 4 bytes over everything before).
+pub fn fix_checkpoint(buf: &mut [u8]) {
+    if buf.len() >= 4 {
+        let end = buf.len() - 4;
+        let crc = crc32fast::hash(&buf[..end]);
+        buf[end..].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// A frame that stands for lost (kind 4) or removed (kind 5) positions, built by
+/// hand from format.md rather than with `record::encode_lost`, so that the
+/// harness does not depend on the shape of `LostView`.
+pub fn lost_frame(kind: u8, first_position: u64, count: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(FRAME_HEADER + 18);
+    out.extend_from_slice(&18u32.to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&[kind, 0]);
+    out.extend_from_slice(&first_position.to_le_bytes());
+    out.extend_from_slice(&count.to_le_bytes());
+    fix_frame_crc(&mut out);
+    out
+}
+
+/// A version-1 segment header, built by hand from format.md.
+pub fn segment_header_bytes(base_position: u64, created_micros: i64) -> [u8; SEGMENT_HEADER] {
+    let mut h = [0u8; SEGMENT_HEADER];
+    h[0..8].copy_from_slice(b"ANNALSEG");
+    h[8..12].copy_from_slice(&1u32.to_le_bytes());
+    h[16..24].copy_from_slice(&base_position.to_le_bytes());
+    h[24..32].copy_from_slice(&created_micros.to_le_bytes());
+    fix_header64(&mut h);
+    h
+}
+
+/// A version-1 `streams.chk` with these `(name, last_revision, last_position)` entries, built by hand from format.md.
+pub fn checkpoint_bytes(covered_position: u64, entries: &[(&str, u64, u64)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(b"ANNALCHK");
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&covered_position.to_le_bytes());
+    out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    for (name, revision, position) in entries {
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&revision.to_le_bytes());
+        out.extend_from_slice(&position.to_le_bytes());
+    }
+    out.extend_from_slice(&[0; 4]);
+    fix_checkpoint(&mut out);
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Target `frame`.
+
+/// Re-encodes a decoded frame with annal's public encoders.
+pub fn encode_frame(frame: &Frame<'_>, out: &mut Vec<u8>) {
+    match frame {
+        Frame::Event(ev) => {
+            let tags: Vec<String> = ev.tags.iter().map(|t| t.to_string()).collect();
+            record::encode_event(
+                out,
+                ev.commit,
+                ev.position,
+                ev.revision,
+                ev.timestamp,
+                ev.id,
+                ev.content_type,
+                ev.stream,
+                ev.event_type,
+                &tags,
+                ev.metadata,
+                ev.data,
+            );
+        }
+        Frame::Seal(s) => record::encode_seal(out, s),
+        Frame::Group(g) => record::encode_group(out, g),
+        Frame::Lost(l) => record::encode_lost(out, l),
+    }
+}
+
+fn check_frame(buf: &[u8]) {
+    // The no-checksum decoder must not panic either, whatever it is given.
+    let own = record::decode_own_frame(buf);
+    let _ = record::frame_len(buf);
+    match record::decode_frame(buf) {
+        Ok((frame, len)) => {
+            assert!(
+                (FRAME_HEADER..=buf.len()).contains(&len),
+                "frame length {len} out of bounds"
+            );
+            assert_eq!(
+                record::frame_len(buf),
+                Some(len),
+                "frame_len disagrees with decode_frame"
+            );
+            let mut out = Vec::new();
+            encode_frame(&frame, &mut out);
+            assert_eq!(
+                out.as_slice(),
+                &buf[..len],
+                "re-encoding a decoded frame changed its bytes"
+            );
+            assert_eq!(record::decode_frame(&out), Ok((frame.clone(), len)));
+            assert_eq!(own, Ok((frame, len)), "decode_own_frame disagrees with decode_frame");
+        }
+        Err(FrameError::Truncated | FrameError::Checksum | FrameError::Malformed(_)) => {}
+    }
+}
+
+/// `record::decode_frame` on the input and on the input with its CRC made valid;
+/// whatever decodes must re-encode to the same bytes.
+pub fn frame(data: &[u8]) {
+    check_frame(data);
+    let mut fixed = data.to_vec();
+    if fix_frame_crc(&mut fixed).is_some() && fixed != data {
+        check_frame(&fixed);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Target `segment_header`.
+
+fn check_segment(b: &[u8], stop_after: usize) {
+    let path = Path::new("/fuzz/00000000000000000000.seg");
+    if let Ok(h) = SegmentHeader::decode(b, path) {
+        let enc = h.encode();
+        assert_eq!(
+            SegmentHeader::decode(&enc, path).ok(),
+            Some(h),
+            "header does not round-trip"
+        );
+        // Magic, version, flags, base and creation time are what the decoder read.
+        assert_eq!(enc[..32], b[..32], "re-encoded header differs in its fields");
+        assert_eq!(
+            SegmentHeader::decode(&b[..SEGMENT_HEADER], path).ok(),
+            Some(h),
+            "header depends on later bytes"
+        );
+    }
+    let _ = segment::find_valid_frame(b, SEGMENT_HEADER);
+    let _ = segment::data_end(b, SEGMENT_HEADER.min(b.len()));
+
+    let mut prev_end = SEGMENT_HEADER.min(b.len()) as u64;
+    let mut frames = 0usize;
+    let end = segment::scan_frames(b, |frame, offset, end| {
+        assert!(
+            matches!(frame, Frame::Event(_) | Frame::Lost(_)),
+            "scan passed a {frame:?}"
+        );
+        assert!(
+            offset >= prev_end && end > offset && end <= b.len() as u64,
+            "frame range {offset}..{end}"
+        );
+        prev_end = end;
+        frames += 1;
+        if frames == stop_after {
+            return Err(annal::Error::InvalidInput("stop".into()));
+        }
+        Ok(())
+    });
+    let len = b.len() as u64;
+    match end {
+        Ok(ScanEnd::Clean { end }) => assert!(end <= len),
+        Ok(ScanEnd::Sealed { seal_offset, .. }) => assert!(seal_offset < len),
+        Ok(ScanEnd::Damaged {
+            offset, durable_claim, ..
+        }) => {
+            assert!(offset < len);
+            if let Some(at) = durable_claim {
+                assert!(at > offset && at < len);
+            }
+        }
+        Err(annal::Error::InvalidInput(_)) => assert_eq!(frames, stop_after),
+        Err(e) => panic!("scan_frames failed on its own: {e}"),
+    }
+}
+
+/// `SegmentHeader::decode` and `segment::scan_frames` on the input, then on a
+/// copy whose header CRC and frame CRCs were made valid.
+pub fn segment_header(data: &[u8]) {
+    // The callback stops the scan after this many frames (0: never).
+    let stop_after = data.get(SEGMENT_HEADER).map_or(0, |b| (b % 8) as usize);
+    check_segment(data, stop_after);
+    let mut fixed = data.to_vec();
+    fix_header64(&mut fixed);
+    fix_frames_from(&mut fixed, SEGMENT_HEADER);
+    if fixed != data {
+        check_segment(&fixed, stop_after);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Target `index_file`.
+
+fn check_index(bytes: Vec<u8>) {
+    let arc = Arc::new(bytes);
+    let map: Mapped = arc.clone();
+    let Ok(idx) = SegmentIndex::open(map, Path::new("/fuzz/00000000000000000000.idx")) else {
+        return;
+    };
+    let b: &[u8] = &arc;
+    // The header fields, as format.md lays them out; open checked the sizes.
+    let base = le_u64(b, 16);
+    let count = le_u64(b, 24);
+    let end_offset = le_u64(b, 32);
+    let tag_count = le_u64(b, 64);
+    let n = count as usize;
+    let streams_at = 128 + 16 * n;
+    let types_at = streams_at + 24 * n;
+    let tags_at = types_at + 16 * n;
+    let ids_at = tags_at + 16 * tag_count as usize;
+
+    let mut rng = SimRng::new(u64::from(crc32fast::hash(b)) | (count << 32));
+    let pick = |rng: &mut SimRng, len: usize| rng.below(len as u64) as usize;
+
+    assert_eq!(idx.base(), base);
+    assert_eq!(idx.end_offset(), end_offset);
+    assert_eq!(idx.raw(), b);
+    let next = idx.next_position();
+    let _ = idx.time_range();
+
+    // Positions around the segment's edges, a few inside it, and extremes.
+    let mut positions = vec![
+        0,
+        u64::MAX,
+        base,
+        base.wrapping_sub(1),
+        base.wrapping_add(1),
+        next,
+        next.wrapping_sub(1),
+        next.wrapping_add(1),
+        base.wrapping_add(count),
+    ];
+    for _ in 0..4 {
+        positions.push(base.wrapping_add(pick(&mut rng, n + 2) as u64));
+    }
+    for p in positions {
+        let loc = idx.location(p);
+        let ts = idx.timestamp(p);
+        assert_eq!(loc.is_some(), ts.is_some(), "location and timestamp disagree at {p}");
+        if let Some((off, end)) = loc {
+            assert!(
+                off <= end && end <= end_offset,
+                "location {off}..{end} of {p} past {end_offset}"
+            );
+        }
+    }
+
+    // Hashes, revisions, positions and ids taken from the file's own tables, plus random ones.
+    let mut hashes = vec![0, u64::MAX, hash_str("order-1"), hash_str("t:1")];
+    let mut revisions = vec![0, 1, u64::MAX];
+    let mut ids = vec![Uuid::nil(), Uuid::max()];
+    for _ in 0..6 {
+        if n > 0 {
+            let i = pick(&mut rng, n);
+            hashes.push(le_u64(b, streams_at + 24 * i));
+            revisions.push(le_u64(b, streams_at + 24 * i + 8));
+            hashes.push(le_u64(b, types_at + 16 * i));
+            ids.push(Uuid::from_slice(&b[ids_at + 24 * i..ids_at + 24 * i + 16]).expect("16 bytes"));
+        }
+        if tag_count > 0 {
+            hashes.push(le_u64(b, tags_at + 16 * pick(&mut rng, tag_count as usize)));
+        }
+        hashes.push(rng.next_u64());
+        ids.push(Uuid::from_u128(u128::from(rng.next_u64())));
+    }
+    let summaries = idx.streams();
+    for (name, s) in summaries.iter().take(8) {
+        hashes.push(hash_str(name));
+        revisions.extend([s.first_revision, s.last_revision]);
+    }
+
+    for &h in &hashes {
+        let _ = idx.may_contain_stream(h);
+        let _ = idx.type_positions(h);
+        let _ = idx.tag_positions(h);
+        let some = revisions[pick(&mut rng, revisions.len())];
+        for from in [0, u64::MAX, some] {
+            for forward in [true, false] {
+                for limit in [0, 2, usize::MAX] {
+                    let got = idx.stream_entries(h, from, forward, limit);
+                    assert!(
+                        got.len() <= limit.min(n),
+                        "stream_entries returned {} entries",
+                        got.len()
+                    );
+                }
+            }
+        }
+    }
+    for id in &ids {
+        let _ = idx.find_id(id);
+    }
+}
+
+/// `SegmentIndex::open` on the input and on a copy with valid CRCs; every
+/// `Lookup` method on whatever opens.
+pub fn index_file(data: &[u8]) {
+    check_index(data.to_vec());
+    let mut fixed = data.to_vec();
+    fix_index(&mut fixed);
+    if fixed != data {
+        check_index(fixed);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Target `checkpoint`.
+
+fn check_checkpoint(b: &[u8]) {
+    let path = Path::new("/fuzz/streams.chk");
+    if let Ok(c) = StreamsCheckpoint::decode(b, path) {
+        let enc = c.encode();
+        let again = StreamsCheckpoint::decode(&enc, path).expect("a re-encoded checkpoint decodes");
+        assert_eq!(again, c, "checkpoint does not round-trip");
+        // Without duplicate names the encoding has the same length.
+        assert!(enc.len() <= b.len());
+    }
+}
+
+fn check_meta(b: &[u8]) {
+    let path = Path::new("/fuzz/annal.meta");
+    if let Ok(m) = StoreMeta::decode(b, path) {
+        let enc = m.encode();
+        assert_eq!(
+            StoreMeta::decode(&enc, path).ok(),
+            Some(m),
+            "annal.meta does not round-trip"
+        );
+        assert_eq!(enc[..40], b[..40], "re-encoded annal.meta differs in its fields");
+    }
+}
+
+fn check_dictionary(b: &[u8]) {
+    let path = Path::new("/fuzz/dictionary.zdict");
+    if let Ok(d) = Dictionary::decode(b, path) {
+        let enc = d.encode();
+        // Bytes 28..32 are reserved and not checked.
+        assert_eq!(enc.len(), b.len());
+        assert_eq!(
+            (&enc[..28], &enc[32..]),
+            (&b[..28], &b[32..]),
+            "dictionary file does not re-encode to its bytes"
+        );
+        let again = Dictionary::decode(&enc, path).expect("a re-encoded dictionary decodes");
+        assert_eq!(
+            (again.id, &again.bytes),
+            (d.id, &d.bytes),
+            "dictionary does not round-trip"
+        );
+    }
+}
+
+/// `StreamsCheckpoint::decode`, `StoreMeta::decode` and `compression::Dictionary::decode` on the input (and on
+/// copies with valid CRCs); what decodes must round-trip.
+pub fn checkpoint(data: &[u8]) {
+    check_checkpoint(data);
+    let mut fixed = data.to_vec();
+    fix_checkpoint(&mut fixed);
+    if fixed != data {
+        check_checkpoint(&fixed);
+    }
+    check_dictionary(data);
+    let mut fixed = data.to_vec();
+    fix_dictionary(&mut fixed);
+    if fixed != data {
+        check_dictionary(&fixed);
+    }
+    check_meta(data);
+    // annal.meta is exactly 64 bytes: also try the input's first 64, with a valid CRC.
+    if data.len() >= 64 {
+        let mut meta = data[..64].to_vec();
+        fix_header64(&mut meta);
+        check_meta(&meta);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Target `compressed_segment`.
+
+fn check_compressed(b: &[u8], probes: &[u8]) {
+    let path = Path::new("/fuzz/00000000000000000000.seg");
+    let Ok(c) = Compressed::open(bytes::Bytes::copy_from_slice(b), path, None) else {
+        return;
+    };
+    let len = c.logical_len();
+    // Ranges at the start, the end, and where the input's last bytes point.
+    let mut offsets = vec![0, SEGMENT_HEADER as u64, len.saturating_sub(1), len, u64::MAX];
+    offsets.extend(probes.iter().map(|p| u64::from(*p) * len / 255));
+    for off in offsets {
+        if let Ok(r) = c.range(off, off.saturating_add(64), path) {
+            assert!(r.len() <= 64, "range returned {} bytes for 64 asked", r.len());
+            let _ = record::decode_frame(&r);
+        }
+    }
+    if let Ok(logical) = c.logical(path) {
+        assert_eq!(logical.len() as u64, len, "logical length differs from the trailer's");
+        let _ = SegmentHeader::decode(&logical, path);
+        let _ = segment::scan_frames(&logical, |_, _, _| Ok(()));
+    }
+}
+
+/// `compression::Compressed::open` on the input (and on a copy with valid
+/// header and block-table CRCs); on success `range` at several offsets and
+/// `logical`, whose bytes are then scanned as a segment.
+pub fn compressed_segment(data: &[u8]) {
+    let probes = &data[data.len().saturating_sub(4)..];
+    check_compressed(data, probes);
+    let mut fixed = data.to_vec();
+    fix_header64(&mut fixed);
+    fix_compressed_table(&mut fixed);
+    if fixed != data {
+        check_compressed(&fixed, probes);
+    }
+}
