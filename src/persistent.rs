@@ -148,6 +148,7 @@ pub struct GroupInfo {
 }
 
 #[derive(Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)] // Lives only while a definition is encoded or decoded.
 enum Definition {
     Created { name: String, settings: GroupSettings },
     Deleted { name: String },

@@ -19,6 +19,60 @@ pub struct Filter {
     pub since_micros: Option<i64>,
     /// Recorded strictly before this time (microseconds since the Unix epoch).
     pub until_micros: Option<i64>,
+    /// The stream name matches this regular expression (searched anywhere; anchor with `^…$`).
+    pub stream_regex: Option<Pattern>,
+    /// The event type matches this regular expression.
+    pub type_regex: Option<Pattern>,
+}
+
+/// A compiled regular expression that compares, prints and serializes as its source.
+#[derive(Clone)]
+pub struct Pattern(regex::Regex);
+
+impl Pattern {
+    /// Compiles a regular expression (the `regex` crate's syntax).
+    pub fn new(source: &str) -> crate::Result<Self> {
+        regex::Regex::new(source)
+            .map(Pattern)
+            .map_err(|e| crate::Error::InvalidInput(format!("regular expression {source:?}: {e}")))
+    }
+
+    /// The expression's source.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// True if the expression matches somewhere in `text`.
+    pub fn is_match(&self, text: &str) -> bool {
+        self.0.is_match(text)
+    }
+}
+
+impl std::fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Pattern {}
+
+impl serde::Serialize for Pattern {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Pattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let source = String::deserialize(d)?;
+        Pattern::new(&source).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Filter {
@@ -50,6 +104,18 @@ impl Filter {
         self
     }
 
+    /// Requires the stream name to match a regular expression.
+    pub fn with_stream_regex(mut self, pattern: &str) -> crate::Result<Self> {
+        self.stream_regex = Some(Pattern::new(pattern)?);
+        Ok(self)
+    }
+
+    /// Requires the event type to match a regular expression.
+    pub fn with_type_regex(mut self, pattern: &str) -> crate::Result<Self> {
+        self.type_regex = Some(Pattern::new(pattern)?);
+        Ok(self)
+    }
+
     /// Sets the time range `[since, until)`, each bound optional.
     pub fn with_time(mut self, since_micros: Option<i64>, until_micros: Option<i64>) -> Self {
         self.since_micros = since_micros;
@@ -66,6 +132,8 @@ impl Filter {
     pub fn matches(&self, ev: &EventView<'_>) -> bool {
         type_and_tags_match(&self.types, &self.tags, ev)
             && self.stream_prefix.as_deref().is_none_or(|p| ev.stream.starts_with(p))
+            && self.stream_regex.as_ref().is_none_or(|r| r.is_match(ev.stream))
+            && self.type_regex.as_ref().is_none_or(|r| r.is_match(ev.event_type))
             && self.admits_time(ev.timestamp)
     }
 }

@@ -202,25 +202,34 @@ fn open_segment(
                         "header base position differs from the file name",
                     ));
                 }
-                // The index must describe this segment: its seal sits where the index
-                // says the events end. A seal damaged in place is left to `verify`;
-                // it must not keep the segment's good events from being read.
-                let end = index.end_offset() as usize;
-                let tail = sealed.range(end as u64, u64::MAX);
-                let fits = match tail.as_deref().map(crate::record::decode_frame) {
-                    Ok(Ok((crate::record::Frame::Seal(seal), _))) => seal.next_position == index.next_position(),
-                    Ok(Ok(_)) => false,
-                    // Damage where the seal is (or in its compressed block): left to verify.
-                    Ok(Err(_)) | Err(_) => true,
-                };
-                if !fits {
-                    return Err(Error::corruption(
-                        path,
-                        end as u64,
-                        "no seal where the index says the segment ends",
-                    ));
+                // An index whose seal would lie past the segment's end describes some
+                // other (older) segment of that name: rebuild from the scan below.
+                let logical_len = sealed
+                    .compressed
+                    .as_ref()
+                    .map_or(sealed.bytes.len() as u64, |c| c.logical_len());
+                let seal_len = (crate::record::FRAME_HEADER + 22) as u64;
+                if index.end_offset().saturating_add(seal_len) <= logical_len {
+                    // The index must describe this segment: its seal sits where the index
+                    // says the events end. A seal damaged in place is left to `verify`;
+                    // it must not keep the segment's good events from being read.
+                    let end = index.end_offset() as usize;
+                    let tail = sealed.range(end as u64, u64::MAX);
+                    let fits = match tail.as_deref().map(crate::record::decode_frame) {
+                        Ok(Ok((crate::record::Frame::Seal(seal), _))) => seal.next_position == index.next_position(),
+                        Ok(Ok(_)) => false,
+                        // Damage where the seal is (or in its compressed block): left to verify.
+                        Ok(Err(_)) | Err(_) => true,
+                    };
+                    if !fits {
+                        return Err(Error::corruption(
+                            path,
+                            end as u64,
+                            "no seal where the index says the segment ends",
+                        ));
+                    }
+                    return Ok(Some(Opened::Sealed(sealed)));
                 }
-                return Ok(Some(Opened::Sealed(sealed)));
             }
             Err(e @ Error::UnsupportedVersion { .. }) => return Err(e),
             // A damaged or foreign index is derived data: rebuild it from the log below.

@@ -175,8 +175,10 @@ pub fn find_valid_frame(bytes: &[u8], from: usize) -> Option<u64> {
 /// Offset of the first valid group frame after `damage` whose `durable_end`
 /// lies past `damage`. Searches byte by byte, since damage destroys the framing.
 pub fn find_durable_claim(bytes: &[u8], damage: usize) -> Option<u64> {
+    // Group frames have a fixed body length, which keeps this search linear.
+    let group_len = 10u32.to_le_bytes();
     (damage + 1..bytes.len())
-        .filter(|at| may_start_frame(bytes, *at))
+        .filter(|at| bytes.get(*at..*at + 4) == Some(&group_len[..]))
         .find_map(|at| match record::decode_frame(&bytes[at..]) {
             Ok((Frame::Group(g), _)) if g.durable_end > damage as u64 => Some(at as u64),
             _ => None,

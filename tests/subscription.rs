@@ -273,3 +273,33 @@ fn replay_counts_and_stops_or_continues_on_errors() {
     assert_eq!(odd.processed, 50);
     assert_eq!(odd.next_position, 200);
 }
+
+#[test]
+fn regex_filters_on_stream_names_and_event_types() {
+    let (_d, store) = store();
+    for i in 0..60u64 {
+        let stream = format!("{}-{}", ["order", "user", "orderline"][(i % 3) as usize], i % 4);
+        let t = ["OrderPlaced", "OrderPaid", "UserJoined"][(i % 3) as usize];
+        store.append(&stream, ExpectedVersion::Any, vec![ev(t, i)]).unwrap();
+    }
+    let filter = Filter::all()
+        .with_stream_regex("^order-[0-9]+$")
+        .unwrap()
+        .with_type_regex("^Order")
+        .unwrap();
+    let mut sub = store.subscribe_all(SubscribeFrom::Start, filter.clone());
+    let mut got = Vec::new();
+    while let Some(Message::Event(e)) = sub.next_timeout(Duration::from_millis(50)).unwrap() {
+        assert!(
+            e.stream.starts_with("order-") && e.event_type.starts_with("Order"),
+            "{e:?}"
+        );
+        got.push(e.position);
+    }
+    assert_eq!(got, (0..60).filter(|i| i % 3 == 0).collect::<Vec<u64>>());
+    let read = store
+        .read_all(annal::Direction::Forward, annal::LogFrom::Start, 100, &filter)
+        .unwrap();
+    assert_eq!(read.len(), got.len());
+    assert!(Filter::all().with_stream_regex("(unclosed").is_err());
+}

@@ -129,6 +129,7 @@ fn filter_of(f: &FilterArgs, since: Option<i64>, until: Option<i64>) -> Filter {
         stream_prefix: f.stream_prefix.clone(),
         since_micros: since,
         until_micros: until,
+        ..Filter::default()
     }
 }
 

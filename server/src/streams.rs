@@ -285,6 +285,7 @@ pub(crate) fn filter(params: &Params) -> Result<Filter, ApiError> {
         stream_prefix: params.one("stream_prefix")?.map(str::to_string),
         since_micros: since,
         until_micros: until,
+        ..Filter::default()
     })
 }
 
