@@ -168,6 +168,26 @@ pub fn encode_event(
     finish_frame(out, start);
 }
 
+/// Re-encodes a decoded event as its own committed append (used when the
+/// events it was appended with are gone: scavenged, or lost to damage).
+pub fn encode_committed(out: &mut Vec<u8>, v: &EventView<'_>) {
+    let tags: Vec<String> = v.tags.iter().map(|t| t.to_string()).collect();
+    encode_event(
+        out,
+        true,
+        v.position,
+        v.revision,
+        v.timestamp,
+        v.id,
+        v.content_type,
+        v.stream,
+        v.event_type,
+        &tags,
+        v.metadata,
+        v.data,
+    );
+}
+
 /// Appends a group frame to `out`.
 pub fn encode_group(out: &mut Vec<u8>, group: &GroupView) {
     let start = out.len();

@@ -488,21 +488,7 @@ impl Repairer<'_> {
         let n = pending.len();
         for (_, s, e) in pending.drain(..) {
             if let Ok((Frame::Event(v), _)) = record::decode_frame(&bytes[s..e]) {
-                let tags: Vec<String> = v.tags.iter().map(|t| t.to_string()).collect();
-                record::encode_event(
-                    out,
-                    true,
-                    v.position,
-                    v.revision,
-                    v.timestamp,
-                    v.id,
-                    v.content_type,
-                    v.stream,
-                    v.event_type,
-                    &tags,
-                    v.metadata,
-                    v.data,
-                );
+                record::encode_committed(out, &v);
                 *next += 1;
             }
         }

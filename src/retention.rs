@@ -287,20 +287,7 @@ fn rewrite(
                 flush(&mut out, &mut run);
                 // Each kept event becomes its own committed append: the events it
                 // shared an append with may be gone.
-                record::encode_event(
-                    &mut out,
-                    true,
-                    v.position,
-                    v.revision,
-                    v.timestamp,
-                    v.id,
-                    v.content_type,
-                    v.stream,
-                    v.event_type,
-                    &v.tags.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
-                    v.metadata,
-                    v.data,
-                );
+                record::encode_committed(&mut out, &v);
             }
             other => {
                 if other.is_some() {
