@@ -748,6 +748,17 @@ impl Store {
         &self.groups
     }
 
+    /// Why appends are refused for good, if they are: the store is closing, or its
+    /// writer stopped after an error it cannot recover from (a failed sync, or a
+    /// failed write of bytes it had acknowledged). `None` while appends are accepted.
+    /// Health checks report this; reads keep working either way.
+    pub fn write_failure(&self) -> Option<String> {
+        if self.is_closing() {
+            return Some("the store is closing".into());
+        }
+        self.shared.failure.lock().clone()
+    }
+
     /// True once the store has begun closing.
     pub(crate) fn is_closing(&self) -> bool {
         self.shared.notifier.is_closed()
