@@ -1,9 +1,12 @@
-//! Small files beside the log: the store identity file (`annal.meta`) and the
-//! stream-state checkpoint (`streams.chk`), each with its one encoder and decoder
-//! (see format.md, "Store identity" and "Stream checkpoint").
+//! Small files beside the log: the store identity file (`annal.meta`), the
+//! stream-state checkpoint (`streams.chk`) and the durable-end checkpoint
+//! (`durable.chk`), each with its one encoder and decoder (see format.md,
+//! "Store identity", "Stream checkpoint" and "Durable-end checkpoint").
 //!
-//! Both are derived or fixed data: losing `streams.chk` costs only a slower
-//! open, never an event. This module must never write the log.
+//! `streams.chk` is derived data: losing it costs only a slower open, never an
+//! event. `durable.chk` is a claim about the log (how far the active segment
+//! was durable at a clean close); recovery uses it to tell damage from a torn
+//! tail. This module must never write the log.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -24,6 +27,11 @@ pub const STREAMS_FILE: &str = "streams.chk";
 /// Magic bytes of `streams.chk`.
 pub const STREAMS_MAGIC: &[u8; 8] = b"ANNALCHK";
 const STREAMS_VERSION: u32 = 1;
+/// Name of the durable-end checkpoint, written at every clean close.
+pub const DURABLE_FILE: &str = "durable.chk";
+/// Magic bytes of `durable.chk`.
+pub const DURABLE_MAGIC: &[u8; 8] = b"ANNALDUR";
+const DURABLE_VERSION: u32 = 1;
 
 /// The identity of a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +175,75 @@ impl StreamsCheckpoint {
     }
 }
 
+/// How far the log was durable when the store was last closed cleanly: every
+/// byte of segment `segment_base` before `durable_end` was synced, and those
+/// bytes hold every position before `next_position`. Recovery treats damage or
+/// missing bytes before `durable_end` as corruption, never as a torn tail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurableMark {
+    /// Base position of the segment that was active at the close.
+    pub segment_base: u64,
+    /// Offset in that segment just past the last committed append.
+    pub durable_end: u64,
+    /// Position after the last event in those bytes.
+    pub next_position: u64,
+    /// CRC-32 of the segment's bytes `[64, durable_end)`.
+    pub content_crc: u32,
+}
+
+impl DurableMark {
+    /// Encodes the 64-byte checkpoint file.
+    pub fn encode(&self) -> [u8; 64] {
+        let mut b = [0u8; 64];
+        b[0..8].copy_from_slice(DURABLE_MAGIC);
+        b[8..12].copy_from_slice(&DURABLE_VERSION.to_le_bytes());
+        b[16..24].copy_from_slice(&self.segment_base.to_le_bytes());
+        b[24..32].copy_from_slice(&self.durable_end.to_le_bytes());
+        b[32..40].copy_from_slice(&self.next_position.to_le_bytes());
+        b[40..44].copy_from_slice(&self.content_crc.to_le_bytes());
+        let crc = crc32fast::hash(&b[..60]);
+        b[60..64].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes and checks the checkpoint file.
+    pub fn decode(b: &[u8], file: &Path) -> Result<Self> {
+        if b.len() != 64 || &b[0..8] != DURABLE_MAGIC {
+            return Err(Error::corruption(file, 0, "not a durable-end checkpoint"));
+        }
+        let le_u32 = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        let le_u64 = |at: usize| {
+            let mut x = [0u8; 8];
+            x.copy_from_slice(&b[at..at + 8]);
+            u64::from_le_bytes(x)
+        };
+        if crc32fast::hash(&b[..60]) != le_u32(60) {
+            return Err(Error::corruption(file, 0, "durable-end checkpoint checksum mismatch"));
+        }
+        let version = le_u32(8);
+        if version != DURABLE_VERSION {
+            return Err(Error::UnsupportedVersion {
+                file: file.to_path_buf(),
+                found: version,
+                supported: DURABLE_VERSION,
+            });
+        }
+        if b[12..16] != [0; 4] || b[44..60].iter().any(|x| *x != 0) {
+            return Err(Error::corruption(file, 12, "unknown durable-end checkpoint fields"));
+        }
+        let mark = DurableMark {
+            segment_base: le_u64(16),
+            durable_end: le_u64(24),
+            next_position: le_u64(32),
+            content_crc: le_u32(40),
+        };
+        if mark.durable_end < crate::segment::SEGMENT_HEADER as u64 || mark.next_position < mark.segment_base {
+            return Err(Error::corruption(file, 16, "durable-end checkpoint out of range"));
+        }
+        Ok(mark)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,5 +278,26 @@ mod tests {
             bad[i] ^= 4;
             assert!(StreamsCheckpoint::decode(&bad, Path::new("c")).is_err());
         }
+    }
+
+    #[test]
+    fn durable_mark_round_trips_and_detects_damage() {
+        let m = DurableMark {
+            segment_base: 7,
+            durable_end: 4096,
+            next_position: 19,
+            content_crc: 0xdead_beef,
+        };
+        let bytes = m.encode();
+        assert_eq!(DurableMark::decode(&bytes, Path::new("d")).unwrap(), m);
+        for i in 0..bytes.len() {
+            let mut bad = bytes;
+            bad[i] ^= 0x10;
+            assert!(
+                DurableMark::decode(&bad, Path::new("d")).is_err(),
+                "flip at {i} accepted"
+            );
+        }
+        assert!(DurableMark::decode(&bytes[..63], Path::new("d")).is_err());
     }
 }

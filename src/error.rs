@@ -93,8 +93,12 @@ pub enum Error {
         position: u64,
     },
 
-    /// Some, but not all, of the given event ids are already stored, or an id is stored elsewhere.
-    #[error("event id {id} is already stored at position {position}, not at the place of this append")]
+    /// An event id of the append is already stored, and the append is not an exact
+    /// retry of the one that stored it: only some of its ids are stored, an id is
+    /// stored elsewhere, or the stored event's type, data, metadata or tags differ.
+    #[error(
+        "event id {id} is already stored at position {position}, and this append is not an exact retry of the one that stored it"
+    )]
     IdempotencyConflict {
         /// The conflicting id.
         id: uuid::Uuid,
@@ -110,9 +114,21 @@ pub enum Error {
     #[error("stream {0:?} is deleted")]
     StreamDeleted(String),
 
-    /// The store was closed, or its writer stopped after a fatal error.
+    /// The store was closed.
     #[error("store is closed{}", .0.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
     Closed(Option<String>),
+
+    /// The writer stopped for good after a failed sync (or a failed write of bytes
+    /// it had already acknowledged): after a failed `fdatasync` the operating
+    /// system may have dropped the written pages, so nothing written since the
+    /// last good sync can be trusted. Appends in flight when it happened have an
+    /// unknown outcome: they may or may not be there after a restart (retry them
+    /// with the same event ids). Reads keep working; reopen the store to write again.
+    #[error("the store stopped writing after a storage failure ({cause}); reopen it to write again")]
+    Poisoned {
+        /// What failed.
+        cause: String,
+    },
 }
 
 impl Error {
@@ -146,6 +162,7 @@ impl Error {
                 context: context.clone(),
                 source: io::Error::new(source.kind(), source.to_string()),
             },
+            Error::Poisoned { cause } => Error::Poisoned { cause: cause.clone() },
             other => Error::Closed(Some(other.to_string())),
         }
     }

@@ -47,6 +47,7 @@ pub use persistent::{
     Consumer, Delivery, Group, GroupInfo, GroupSettings, GroupSource, NackAction, ParkedRecord, Strategy,
 };
 pub use query::{AppendCondition, Filter, Pattern, Query, QueryItem};
+pub use recovery::TornTail;
 pub use repair::{RepairReport, repair, repair_with};
 pub use retention::{RetentionPolicy, RetentionRule, ScavengeReport};
 pub use storage::{FsStorage, SimStorage, Storage};

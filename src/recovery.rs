@@ -3,25 +3,29 @@
 //! rebuilding stream states.
 //!
 //! Recovery keeps every acknowledged append: it cuts only bytes after the last
-//! complete append of the last segment, and copies them to `torn/` first. Damage
+//! complete append of the last segment that nothing claims durable (no later
+//! group frame, and not `durable.chk` from the last clean close), and copies them
+//! to `torn/` first, recording each cut so that the store can report it. Damage
 //! anywhere else is reported as corruption, never "fixed" by dropping data.
 //! This module must never write events.
 
 use std::collections::HashMap;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::checkpoint::{META_FILE, STREAMS_FILE, StoreMeta, StreamState, StreamsCheckpoint};
+use crate::checkpoint::{
+    DURABLE_FILE, DurableMark, META_FILE, STREAMS_FILE, StoreMeta, StreamState, StreamsCheckpoint,
+};
 use crate::error::{Error, IoContext, Result};
 use crate::event::now_micros;
 use crate::index::{IndexEntry, Lookup, MemIndex, SegmentIndex};
 use crate::options::Options;
 use crate::record::{EventView, Frame};
-use crate::segment::{self, SEGMENT_HEADER, ScanEnd, SegmentHeader};
+use crate::segment::{self, SEGMENT_HEADER, ScanEnd, SegmentHeader, segment_file_name};
 use crate::storage::{Storage, write_atomically};
 use crate::store::{ActiveSegment, SealedSegment, Shared, mapped_bytes};
 
@@ -29,6 +33,76 @@ use crate::store::{ActiveSegment, SealedSegment, Shared, mapped_bytes};
 pub const LOCK_FILE: &str = "LOCK";
 /// Folder where cut-off torn tails are kept.
 pub const TORN_DIR: &str = "torn";
+
+/// A torn tail that recovery cut off the last segment and kept in `torn/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    /// The side file holding the cut bytes (`torn/<base>-<offset>-<k>.bin`).
+    pub file: PathBuf,
+    /// Base position of the segment they were cut from.
+    pub segment_base: u64,
+    /// Offset in that segment where the cut started.
+    pub offset: u64,
+    /// Number of bytes cut.
+    pub bytes: u64,
+}
+
+/// Every torn tail kept in `dir/torn/`, oldest segment and offset first: what
+/// recovery has ever cut and nobody has removed since.
+pub fn torn_tails(storage: &dyn Storage, dir: &Path) -> Result<Vec<TornTail>> {
+    let torn = dir.join(TORN_DIR);
+    if !storage.exists(&torn) {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for name in storage.list(&torn).ctx(|| format!("listing {}", torn.display()))? {
+        let Some(stem) = name.strip_suffix(".bin") else {
+            continue;
+        };
+        let mut parts = stem.splitn(3, '-');
+        let (Some(Ok(segment_base)), Some(Ok(offset))) =
+            (parts.next().map(str::parse::<u64>), parts.next().map(str::parse::<u64>))
+        else {
+            continue;
+        };
+        let file = torn.join(&name);
+        let bytes = storage
+            .open(&file, false)
+            .and_then(|f| f.len())
+            .ctx(|| format!("reading {}", file.display()))?;
+        out.push(TornTail {
+            file,
+            segment_base,
+            offset,
+            bytes,
+        });
+    }
+    out.sort_by_key(|t| (t.segment_base, t.offset));
+    Ok(out)
+}
+
+/// What `durable.chk` says, as recovery uses it.
+enum Claim {
+    /// No clean close recorded: only group frames claim anything durable.
+    Absent,
+    /// The last clean close.
+    Mark(DurableMark),
+    /// The file is damaged: recovery cannot tell a torn tail from damage, so it cuts nothing.
+    Unreadable(Error),
+}
+
+fn load_claim(st: &dyn Storage, dir: &Path) -> Result<Claim> {
+    let path = dir.join(DURABLE_FILE);
+    if !st.exists(&path) {
+        return Ok(Claim::Absent);
+    }
+    let bytes = st.map(&path).ctx(|| format!("reading {}", path.display()))?;
+    match DurableMark::decode((*bytes).as_ref(), &path) {
+        Ok(m) => Ok(Claim::Mark(m)),
+        Err(e @ Error::UnsupportedVersion { .. }) => Err(e),
+        Err(e) => Ok(Claim::Unreadable(e)),
+    }
+}
 
 /// Opens the store in `dir`, recovering from a crash if needed.
 pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options) -> Result<Shared> {
@@ -65,6 +139,26 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options) -> R
     }
     names.sort();
     let dictionary = crate::compression::load_dictionary(st, dir)?;
+    let claim = load_claim(st, dir)?;
+    if let Claim::Mark(m) = &claim {
+        let last_base = names.last().map(|(b, _)| *b);
+        let missing = match last_base {
+            Some(last) => m.segment_base > last,
+            None => m.durable_end > SEGMENT_HEADER as u64,
+        };
+        if missing {
+            return Err(Error::corruption(
+                dir.join(segment_file_name(m.segment_base)),
+                0,
+                format!(
+                    "segment is missing, yet the store was closed cleanly with it durable up to byte {} ({DURABLE_FILE})",
+                    m.durable_end
+                ),
+            ));
+        }
+    }
+    let mut torn = Vec::new();
+    let absent = Claim::Absent;
 
     let mut sealed: Vec<Arc<SealedSegment>> = Vec::new();
     let mut expected_base = 0u64;
@@ -80,7 +174,18 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options) -> R
             ));
         }
         let is_last = i + 1 == count;
-        match open_segment(st, dir, &path, *base, idx_names.get(base), is_last, dictionary.as_ref())? {
+        let seg_claim = match &claim {
+            Claim::Mark(m) if is_last && m.segment_base == *base => &claim,
+            Claim::Unreadable(_) if is_last => &claim,
+            _ => &absent,
+        };
+        let seg = Seg {
+            path: &path,
+            base: *base,
+            is_last,
+            claim: seg_claim,
+        };
+        match open_segment(st, dir, &seg, idx_names.get(base), dictionary.as_ref(), &mut torn)? {
             None => {}
             Some(Opened::Sealed(s)) => {
                 expected_base = s.index.next_position();
@@ -116,6 +221,11 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options) -> R
         scavenging: Default::default(),
         dictionary: RwLock::new(dictionary),
         notifier: Default::default(),
+        durable_mark: Mutex::new(match claim {
+            Claim::Mark(m) => Some(m),
+            _ => None,
+        }),
+        torn_at_open: torn,
         _lock: lock,
     };
     if active.is_none() {
@@ -172,17 +282,26 @@ enum Opened {
     Active(ActiveSegment),
 }
 
+/// One segment file as recovery meets it.
+struct Seg<'a> {
+    path: &'a Path,
+    base: u64,
+    is_last: bool,
+    /// What `durable.chk` claims about this segment (only ever about the last one).
+    claim: &'a Claim,
+}
+
 /// Opens one segment: sealed ones through their index (rebuilt if missing or
 /// damaged), the last unsealed one by a full scan with torn-tail recovery.
 fn open_segment(
     st: &dyn Storage,
     dir: &Path,
-    path: &Path,
-    base: u64,
+    seg: &Seg<'_>,
     idx_name: Option<&String>,
-    is_last: bool,
     dict: Option<&Arc<crate::compression::Dictionary>>,
+    torn: &mut Vec<TornTail>,
 ) -> Result<Option<Opened>> {
+    let (path, base, is_last) = (seg.path, seg.base, seg.is_last);
     // A sealed segment with a good index is opened without reading its bytes.
     if let Some(idx_name) = idx_name {
         let idx_path = dir.join(idx_name);
@@ -251,8 +370,12 @@ fn open_segment(
         // A crash while creating the last segment can leave its name on disk
         // with a short or unsynced header; its header is synced before any
         // event is written, so no event can be in it. Keep the bytes aside.
-        Err(Error::Corruption { .. }) if is_last && segment::find_valid_frame(&bytes, SEGMENT_HEADER).is_none() => {
-            save_torn_tail(st, dir, path, &bytes, base, 0)?;
+        Err(Error::Corruption { .. })
+            if is_last
+                && segment::find_valid_frame(&bytes, SEGMENT_HEADER).is_none()
+                && !matches!(seg.claim, Claim::Mark(m) if m.durable_end > SEGMENT_HEADER as u64) =>
+        {
+            torn.push(save_torn_tail(st, dir, path, &bytes, base, 0)?);
             st.remove(path)
                 .and_then(|()| st.sync_dir(dir))
                 .ctx(|| format!("removing the unfinished segment {}", path.display()))?;
@@ -324,15 +447,16 @@ fn open_segment(
                 ScanEnd::Clean { end } => end,
                 _ => segment::data_end(&bytes, committed_end as usize),
             };
+            check_claim(seg, &bytes, &end, committed_end, data_end)?;
             if data_end > committed_end {
-                save_torn_tail(
+                torn.push(save_torn_tail(
                     st,
                     dir,
                     path,
                     &bytes[committed_end as usize..data_end as usize],
                     base,
                     committed_end,
-                )?;
+                )?);
                 file.set_len(committed_end)
                     .and_then(|()| file.sync_data())
                     .ctx(|| format!("cutting the torn tail of {}", path.display()))?;
@@ -415,8 +539,61 @@ pub(crate) fn index_segment(bytes: &[u8], base: u64, path: &Path) -> Result<Scan
     })
 }
 
+/// Refuses to treat as a torn tail anything that `durable.chk` says was durable
+/// at the last clean close: damage or missing bytes before its `durable_end`, or
+/// bytes before it that differ from what was there. With a damaged `durable.chk`
+/// nothing may be cut at all.
+fn check_claim(seg: &Seg<'_>, bytes: &[u8], end: &ScanEnd, committed_end: u64, data_end: u64) -> Result<()> {
+    match seg.claim {
+        Claim::Absent => Ok(()),
+        Claim::Unreadable(e) if data_end > committed_end => Err(Error::corruption(
+            seg.path,
+            committed_end,
+            format!(
+                "{} bytes after the last complete append would be cut as a torn tail, but {DURABLE_FILE} is damaged ({e}), so they may have been durable; run repair",
+                data_end - committed_end
+            ),
+        )),
+        Claim::Unreadable(_) => Ok(()),
+        Claim::Mark(m) => {
+            if committed_end < m.durable_end {
+                let (at, what) = match end {
+                    ScanEnd::Damaged { offset, error, .. } => (*offset, error.to_string()),
+                    ScanEnd::Clean { end } if *end < m.durable_end => {
+                        (*end, "the segment's data ends here".to_string())
+                    }
+                    _ => (
+                        committed_end,
+                        "an unfinished append ends the segment's data".to_string(),
+                    ),
+                };
+                return Err(Error::corruption(
+                    seg.path,
+                    at,
+                    format!(
+                        "{what}, yet the store was closed cleanly with this segment durable up to byte {} ({DURABLE_FILE})",
+                        m.durable_end
+                    ),
+                ));
+            }
+            let durable = &bytes[SEGMENT_HEADER..m.durable_end as usize];
+            if crc32fast::hash(durable) != m.content_crc {
+                return Err(Error::corruption(
+                    seg.path,
+                    SEGMENT_HEADER as u64,
+                    format!(
+                        "bytes before offset {} differ from what was durable at the last clean close ({DURABLE_FILE})",
+                        m.durable_end
+                    ),
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
 /// Copies the bytes about to be cut from a segment into `torn/`, durably.
-fn save_torn_tail(st: &dyn Storage, dir: &Path, seg: &Path, tail: &[u8], base: u64, offset: u64) -> Result<()> {
+fn save_torn_tail(st: &dyn Storage, dir: &Path, seg: &Path, tail: &[u8], base: u64, offset: u64) -> Result<TornTail> {
     let torn = dir.join(TORN_DIR);
     st.create_dir_all(&torn)
         .ctx(|| format!("creating {}", torn.display()))?;
@@ -428,7 +605,13 @@ fn save_torn_tail(st: &dyn Storage, dir: &Path, seg: &Path, tail: &[u8], base: u
         }
         n += 1;
     };
-    write_atomically(st, &torn, &name, tail).ctx(|| format!("saving the torn tail of {}", seg.display()))
+    write_atomically(st, &torn, &name, tail).ctx(|| format!("saving the torn tail of {}", seg.display()))?;
+    Ok(TornTail {
+        file: torn.join(name),
+        segment_base: base,
+        offset,
+        bytes: tail.len() as u64,
+    })
 }
 
 /// Stream states: from the checkpoint if it fits, then every later segment's summary.

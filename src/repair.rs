@@ -12,7 +12,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::checkpoint::{META_FILE, STREAMS_FILE, StoreMeta};
+use crate::checkpoint::{DURABLE_FILE, DurableMark, META_FILE, STREAMS_FILE, StoreMeta};
 use crate::error::{Error, IoContext, Result};
 use crate::event::now_micros;
 use crate::index::SegmentIndex;
@@ -59,11 +59,20 @@ pub fn repair_with(storage: Arc<dyn Storage>, dir: &Path) -> Result<RepairReport
         },
         _ => Error::io(format!("locking {}", dir.display()), e),
     })?;
+    let durable = dir.join(DURABLE_FILE);
+    let claim = match st.exists(&durable) {
+        true => st
+            .map(&durable)
+            .ok()
+            .and_then(|b| DurableMark::decode((*b).as_ref(), &durable).ok()),
+        false => None,
+    };
     let mut r = Repairer {
         st,
         dir,
         report: RepairReport::default(),
         stamp: now_micros(),
+        claim,
     };
     r.identity()?;
     r.segments()?;
@@ -76,6 +85,10 @@ struct Repairer<'a> {
     dir: &'a Path,
     report: RepairReport,
     stamp: i64,
+    /// What the last clean close recorded as durable (`durable.chk`), if readable:
+    /// nothing before its end is a torn tail, and no position before its
+    /// `next_position` may be handed out again.
+    claim: Option<DurableMark>,
 }
 
 /// A segment's new body as repair rebuilt it.
@@ -183,6 +196,14 @@ impl Repairer<'_> {
             let bound = bases.get(i + 1).copied();
             expected = self.segment(&path, base, is_last, bound)?;
         }
+        // Segments that the last clean close had, and that are gone: their
+        // positions were handed out, so they are recorded as lost, never reused.
+        if let Some(m) = self
+            .claim
+            .filter(|m| m.next_position > expected && m.segment_base >= expected)
+        {
+            self.fill_gap(expected, m.next_position)?;
+        }
         Ok(())
     }
 
@@ -280,6 +301,17 @@ impl Repairer<'_> {
         if !header_ok {
             rebuilt.changed = true;
             self.act(format!("{}: header rebuilt from the file name", path.display()));
+        }
+        // Positions the last clean close vouched for and that this segment no
+        // longer holds (cut off, truncated) are recorded as lost, never reused.
+        if let Some(m) = self
+            .claim
+            .filter(|m| is_last && !rebuilt.sealed && m.segment_base == base)
+            && m.next_position > rebuilt.next
+        {
+            let at = original.len();
+            self.lose(&mut rebuilt.bytes, &mut rebuilt.next, m.next_position, path, at)?;
+            rebuilt.changed = true;
         }
         // Every segment but the last must be sealed.
         if !rebuilt.sealed && !is_last {
@@ -450,8 +482,13 @@ impl Repairer<'_> {
                 }
             }
         }
+        // Bytes before what the last clean close recorded as durable are no torn tail.
+        let claimed_end = self
+            .claim
+            .filter(|m| m.segment_base == base)
+            .map_or(0, |m| m.durable_end as usize);
         if !pending.is_empty() {
-            if is_last {
+            if is_last && pending[0].1 >= claimed_end {
                 // An unfinished append at the end of the log: a torn tail, never acknowledged.
                 let (s, e) = (pending[0].1, pending[pending.len() - 1].2);
                 self.drop_range(&name, bytes, s, e)?;
@@ -562,6 +599,20 @@ impl Repairer<'_> {
             self.quarantine(n, &bytes)?;
             self.st.remove(&p).ctx(|| format!("removing {}", p.display()))?;
             self.act(format!("{}: stale temporary file moved to quarantine", p.display()));
+        }
+        // The durable-end checkpoint describes the segment as it was: once repair
+        // changed anything (or it is unreadable), the next clean close records it anew.
+        let durable = self.dir.join(DURABLE_FILE);
+        if self.st.exists(&durable) && (!self.report.actions.is_empty() || self.claim.is_none()) {
+            let bytes = self.read(&durable)?;
+            self.quarantine(DURABLE_FILE, &bytes)?;
+            self.st
+                .remove(&durable)
+                .ctx(|| format!("removing {}", durable.display()))?;
+            self.act(format!(
+                "{}: moved to quarantine; written again at the next clean close",
+                durable.display()
+            ));
         }
         // Stream states are rebuilt from the segments on the next open.
         let chk = self.dir.join(STREAMS_FILE);

@@ -168,7 +168,9 @@ pub(crate) struct Shared {
     pub(crate) streams: RwLock<HashMap<Box<str>, StreamState>>,
     /// Position after the last published event.
     pub(crate) next_position: AtomicU64,
-    /// Set when the writer stopped after an error it cannot recover from.
+    /// Set, once and for good, when the writer stopped after an error it cannot
+    /// recover from (a failed sync, or a failed write of acknowledged bytes).
+    /// Every write and sync site checks it; [`Shared::poison`] is the only setter.
     pub(crate) failure: Mutex<Option<String>>,
     /// Metadata of the streams that have some.
     pub(crate) metadata: RwLock<crate::metadata::MetadataCache>,
@@ -180,6 +182,11 @@ pub(crate) struct Shared {
     pub(crate) dictionary: RwLock<Option<Arc<crate::compression::Dictionary>>>,
     /// Wakes subscribers on each publication and when the store closes.
     pub(crate) notifier: crate::subscription::Notifier,
+    /// The durable-end checkpoint as last read or written (`durable.chk`), so
+    /// that a close with nothing new to record writes nothing.
+    pub(crate) durable_mark: Mutex<Option<crate::checkpoint::DurableMark>>,
+    /// Torn tails that this open cut off the last segment.
+    pub(crate) torn_at_open: Vec<crate::recovery::TornTail>,
     pub(crate) _lock: Box<dyn LockGuard>,
 }
 
@@ -221,6 +228,19 @@ impl Shared {
             .collect();
         out.push(SegRef::Active(active));
         out
+    }
+
+    /// Latches the writer's failure (the first cause wins) and returns the error
+    /// every later append gets.
+    pub(crate) fn poison(&self, cause: String) -> Error {
+        let mut f = self.failure.lock();
+        let cause = f.get_or_insert(cause).clone();
+        Error::Poisoned { cause }
+    }
+
+    /// The latched failure as an error, if the writer stopped.
+    pub(crate) fn poisoned(&self) -> Option<Error> {
+        self.failure.lock().clone().map(|cause| Error::Poisoned { cause })
     }
 
     pub(crate) fn published(&self) -> u64 {
@@ -759,6 +779,14 @@ impl Store {
         self.shared.failure.lock().clone()
     }
 
+    /// The torn tails this open cut off the last segment (bytes written after
+    /// the last durable append, never acknowledged under [`crate::Durability::Always`]),
+    /// each kept in `torn/`. Empty after a clean close. [`crate::recovery::torn_tails`]
+    /// lists every torn tail ever kept.
+    pub fn torn_tails_at_open(&self) -> &[crate::recovery::TornTail] {
+        &self.shared.torn_at_open
+    }
+
     /// True once the store has begun closing.
     pub(crate) fn is_closing(&self) -> bool {
         self.shared.notifier.is_closed()
@@ -850,7 +878,10 @@ impl Store {
     }
 
     fn closed_error(&self) -> Error {
-        Error::Closed(self.shared.failure.lock().clone())
+        match self.shared.failure.lock().clone() {
+            Some(cause) => Error::Poisoned { cause },
+            None => Error::Closed(None),
+        }
     }
 
     /// Reads up to `limit` events of a stream.

@@ -25,7 +25,7 @@ use crossbeam_channel::{RecvTimeoutError, Sender};
 use parking_lot::{Condvar, Mutex, RwLock};
 use uuid::Uuid;
 
-use crate::checkpoint::{STREAMS_FILE, StreamState, StreamsCheckpoint};
+use crate::checkpoint::{DURABLE_FILE, DurableMark, STREAMS_FILE, StreamState, StreamsCheckpoint};
 use crate::error::{Error, IoContext, Result};
 use crate::event::{AppendResult, EventData, ExpectedVersion, now_micros};
 use crate::index::{IndexEntry, Lookup, MemIndex, SegmentIndex};
@@ -208,6 +208,12 @@ struct Pipeline {
     changed: Condvar,
     /// Bytes of the active segment before this offset are known to be durable.
     synced: AtomicU64,
+    /// Bytes of the active segment before this offset are written (not
+    /// necessarily synced); a sync started now covers them.
+    written: AtomicU64,
+    /// One `fdatasync` of the active segment at a time, so that a failed sync
+    /// is reported to the groups it concerns and never consumed by another.
+    sync_lock: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -247,36 +253,45 @@ impl Written {
     }
 }
 
+/// Makes the active segment durable up to at least `end`, one sync at a time.
+/// A sync that another caller started after these bytes were written covers
+/// them, and is not repeated. A failed sync poisons the writer: after it the
+/// page cache may have dropped the written pages, so no later sync can vouch
+/// for them.
+fn sync_active(shared: &Shared, pipeline: &Pipeline, active: &ActiveSegment, end: u64) -> Result<()> {
+    let _one_at_a_time = pipeline.sync_lock.lock();
+    if let Some(e) = shared.poisoned() {
+        return Err(e);
+    }
+    if pipeline.synced.load(Ordering::Acquire) >= end {
+        return Ok(());
+    }
+    let covered = pipeline.written.load(Ordering::Acquire).max(end);
+    match active.file.sync_data() {
+        Ok(()) => {
+            pipeline.synced.fetch_max(covered, Ordering::AcqRel);
+            Ok(())
+        }
+        Err(e) => Err(shared.poison(format!("sync of {} failed: {e}", active.path.display()))),
+    }
+}
+
 /// Syncs a written group if needed, waits for its turn, publishes it and records its results.
 fn finish(shared: &Shared, pipeline: &Pipeline, w: &Written, results: &mut Results) {
     let synced = if w.sync && !w.group.buf.is_empty() {
-        w.active
-            .file
-            .sync_data()
-            .map_err(|e| Error::io(format!("syncing {}", w.active.path.display()), e))
+        sync_active(shared, pipeline, &w.active, w.offset + w.group.buf.len() as u64)
     } else {
         Ok(())
     };
-    if synced.is_ok() && w.sync && !w.group.buf.is_empty() {
-        let end = w.offset + w.group.buf.len() as u64;
-        pipeline.synced.fetch_max(end, Ordering::AcqRel);
-    }
-    if let Err(e) = &synced {
-        // After a failed fsync the page cache cannot be trusted: stop writing.
-        let mut f = shared.failure.lock();
-        if f.is_none() {
-            *f = Some(e.to_string());
-        }
-    }
     let mut st = pipeline.state.lock();
     while st.published + 1 != w.seq {
         pipeline.changed.wait(&mut st);
     }
-    let failure = shared.failure.lock().clone();
-    let outcome = match (synced, failure) {
-        (Err(e), _) => Err(e),
-        (Ok(()), Some(f)) => Err(Error::Closed(Some(f))),
-        (Ok(()), None) => {
+    // A group is published only if no sync failed before its turn: an earlier
+    // group's failure may have lost pages this group's own sync did not see.
+    let outcome = match synced.and_then(|()| shared.poisoned().map_or(Ok(()), Err)) {
+        Err(e) => Err(e),
+        Ok(()) => {
             publish(shared, w);
             Ok(())
         }
@@ -343,6 +358,9 @@ struct Writer {
     /// Groups written and perhaps not yet published, oldest first.
     unpublished: Vec<Arc<Written>>,
     group: Group,
+    /// The active segment is sealed on disk but the next one is not started yet
+    /// (a step after the seal failed); the next append finishes the rotation.
+    sealed_pending: bool,
 }
 
 /// What the current group has staged and not yet written.
@@ -400,6 +418,7 @@ impl Writer {
             .sync_data()
             .ctx(|| format!("syncing {}", active.path.display()))?;
         pipeline.synced.store(write_offset, Ordering::Release);
+        pipeline.written.store(write_offset, Ordering::Release);
         // The newest sealed segment's last timestamp bounds ours from below too.
         let sealed_ts = shared
             .sealed
@@ -421,6 +440,7 @@ impl Writer {
             seq: 0,
             unpublished: Vec::new(),
             group: Group::default(),
+            sealed_pending: false,
         })
     }
 
@@ -431,8 +451,8 @@ impl Writer {
         self.unpublished.retain(|w| w.seq > published);
         for (i, req) in requests.iter().enumerate() {
             let Some(req) = req else { continue };
-            if let Some(f) = self.shared.failure.lock().clone() {
-                results[i] = Some(Err(Error::Closed(Some(f))));
+            if let Some(e) = self.shared.poisoned() {
+                results[i] = Some(Err(e));
                 continue;
             }
             match self.stage(req, results) {
@@ -456,39 +476,73 @@ impl Writer {
     /// Syncs if the interval has passed since the last sync and bytes are waiting.
     fn sync_if_due(&mut self, interval: Duration) {
         if self.dirty && self.last_sync.elapsed() >= interval {
-            self.sync_now();
+            // A failure is latched in the store (see `sync_active`): every later
+            // append, the close and `Store::write_failure` report it.
+            self.sync_now().ok();
         }
     }
 
-    fn sync_now(&mut self) {
+    /// Syncs what was written and not synced. A failure is latched (see
+    /// [`sync_active`]): every later append and the close report it.
+    fn sync_now(&mut self) -> Result<()> {
         if !self.dirty {
-            return;
-        }
-        let end = self.write_offset;
-        match self.active.file.sync_data() {
-            Ok(()) => {
-                self.pipeline.synced.fetch_max(end, Ordering::AcqRel);
-            }
-            Err(e) => self.fail(format!("sync of {} failed: {e}", self.active.path.display())),
+            return Ok(());
         }
         self.dirty = false;
         self.last_sync = Instant::now();
+        sync_active(&self.shared, &self.pipeline, &self.active, self.write_offset)
     }
 
     fn close(&mut self) -> Result<()> {
         self.pipeline.drain();
-        self.sync_now();
-        match self.shared.failure.lock().clone() {
-            Some(f) => Err(Error::Closed(Some(f))),
-            None => Ok(()),
+        self.sync_now()?;
+        if let Some(e) = self.shared.poisoned() {
+            return Err(e);
         }
+        self.trim_preallocation()?;
+        self.record_durable_end()
+    }
+
+    /// Drops the zeros written ahead of the data, so that a closed store takes
+    /// only the space its events need and its segment ends where its data does.
+    fn trim_preallocation(&mut self) -> Result<()> {
+        if self.sealed_pending || self.allocated_end <= self.write_offset {
+            return Ok(());
+        }
+        let file = &self.active.file;
+        file.set_len(self.write_offset)
+            .and_then(|()| file.sync_data())
+            .ctx(|| format!("trimming {}", self.active.path.display()))?;
+        self.allocated_end = self.write_offset;
+        Ok(())
+    }
+
+    /// Writes `durable.chk`: every byte written to the active segment is durable
+    /// now (the caller has synced), so a later open must treat damage or missing
+    /// bytes before `write_offset` as corruption, never as a torn tail.
+    fn record_durable_end(&mut self) -> Result<()> {
+        if self.sealed_pending {
+            // The seal vouches for the whole segment; reopening starts the next one.
+            return Ok(());
+        }
+        let mark = DurableMark {
+            segment_base: self.active.index.read().base(),
+            durable_end: self.write_offset,
+            next_position: self.next_position,
+            content_crc: self.content_crc.clone().finalize(),
+        };
+        let mut last = self.shared.durable_mark.lock();
+        if *last == Some(mark) {
+            return Ok(());
+        }
+        write_atomically(&*self.shared.storage, &self.shared.dir, DURABLE_FILE, &mark.encode())
+            .ctx(|| format!("writing {DURABLE_FILE}"))?;
+        *last = Some(mark);
+        Ok(())
     }
 
     fn fail(&self, reason: String) {
-        let mut f = self.shared.failure.lock();
-        if f.is_none() {
-            *f = Some(reason);
-        }
+        self.shared.poison(reason);
     }
 
     /// The stream's state as of the staged group: staged, written, or published.
@@ -513,6 +567,10 @@ impl Writer {
 
     /// Checks a request and encodes its events into the group buffer.
     fn stage(&mut self, req: &AppendRequest, results: &mut Results) -> Result<AppendResult> {
+        // A rotation that failed after its seal is finished before anything else.
+        if self.sealed_pending {
+            self.rotate()?;
+        }
         // Rotate first, so that the checks below see the state after the
         // commit that rotation forces (which may have failed and dropped appends).
         let estimate = encoded_size(&req.stream, &req.events);
@@ -632,18 +690,26 @@ impl Writer {
         }
         let mut first_revision = None;
         let mut last_revision = 0;
-        for (i, (_, pos)) in found.iter().flatten().enumerate() {
+        for (i, ((_, pos), e)) in found.iter().flatten().zip(&req.events).enumerate() {
             if *pos != first_pos + i as u64 {
                 return Err(conflict);
             }
-            let (stream, revision) = match self.staged_event(*pos) {
-                Some(v) => (v.stream.to_string(), v.revision),
+            // A retry must carry the same events: an id reused for other content is a conflict.
+            let (stream, revision, same) = match self.staged_event(*pos) {
+                Some(v) => {
+                    let same = same_content(e, v.event_type, v.content_type, v.data, v.metadata, &v.tags);
+                    (v.stream.to_string(), v.revision, same)
+                }
                 None => match self.shared.read_position(*pos)? {
-                    Some(ev) => (ev.stream, ev.revision),
+                    Some(ev) => {
+                        let tags: Vec<&str> = ev.tags.iter().map(String::as_str).collect();
+                        let same = same_content(e, &ev.event_type, ev.content_type, &ev.data, &ev.metadata, &tags);
+                        (ev.stream, ev.revision, same)
+                    }
                     None => return Err(conflict),
                 },
             };
-            if stream != req.stream || first_revision.is_some_and(|f: u64| revision != f + i as u64) {
+            if !same || stream != req.stream || first_revision.is_some_and(|f: u64| revision != f + i as u64) {
                 return Err(conflict);
             }
             first_revision.get_or_insert(revision);
@@ -738,6 +804,7 @@ impl Writer {
             }
             self.content_crc.update(&group.buf);
             self.write_offset += group.buf.len() as u64;
+            self.pipeline.written.store(self.write_offset, Ordering::Release);
             sync = match self.shared.options.durability {
                 Durability::Always => true,
                 Durability::Interval(d) => self.last_sync.elapsed() >= d,
@@ -812,24 +879,32 @@ impl Writer {
         Ok(())
     }
 
-    /// Seals the active segment and starts a new one. Any failure stops the writer:
-    /// reopening the store finishes or undoes the rotation.
+    /// Seals the active segment and starts the next one. A failure before the
+    /// seal is durable cuts the seal back off and leaves the segment active; a
+    /// failed sync stops the writer for good; a failure after the seal (writing
+    /// the index or the checkpoint, creating the next segment: a full disk, no
+    /// file descriptors left) fails only the append that needed the rotation,
+    /// and the next append tries again. Reopening finishes or undoes a rotation
+    /// that a crash interrupted.
     fn rotate(&mut self) -> Result<()> {
-        self.seal_and_start()
-            .inspect_err(|e| self.fail(format!("segment rotation failed: {e}")))
+        if !self.sealed_pending {
+            self.seal()?;
+            self.sealed_pending = true;
+        }
+        self.start_next()?;
+        self.sealed_pending = false;
+        Ok(())
     }
 
-    fn seal_and_start(&mut self) -> Result<()> {
+    /// Writes and syncs the seal frame after the last event (dropping the zeros past it).
+    fn seal(&mut self) -> Result<()> {
         // Everything written must be published (and so in the index) before sealing.
         self.pipeline.drain();
         self.unpublished.clear();
-        let shared = self.shared.clone();
-        let storage = &*shared.storage;
-        let dir = &shared.dir;
-        let (base, count) = {
-            let idx = self.active.index.read();
-            (idx.base(), idx.len() as u64)
-        };
+        if let Some(e) = self.shared.poisoned() {
+            return Err(e);
+        }
+        let count = self.active.index.read().len() as u64;
         let mut seal = Vec::new();
         record::encode_seal(
             &mut seal,
@@ -840,17 +915,38 @@ impl Writer {
             },
         );
         let path = self.active.path.clone();
-        self.active
-            .file
+        let file = self.active.file.clone();
+        let end = self.write_offset + seal.len() as u64;
+        if let Err(e) = file
             .write_all_at(&seal, self.write_offset)
-            .and_then(|()| self.active.file.set_len(self.write_offset + seal.len() as u64))
-            .ctx(|| format!("sealing {}", path.display()))?;
-        self.active
-            .file
-            .sync_data()
-            .ctx(|| format!("syncing {}", path.display()))?;
+            .and_then(|()| file.set_len(end))
+        {
+            // Nothing acknowledged was touched: cut the seal back off and stay active.
+            if let Err(t) = file.set_len(self.write_offset) {
+                self.fail(format!("cannot cut back a failed seal in {}: {t}", path.display()));
+            }
+            self.allocated_end = self.write_offset;
+            return Err(Error::io(format!("sealing {}", path.display()), e));
+        }
+        self.allocated_end = end;
         self.dirty = false;
+        if let Err(e) = file.sync_data() {
+            return Err(self
+                .shared
+                .poison(format!("sync of {} failed while sealing it: {e}", path.display())));
+        }
+        Ok(())
+    }
 
+    /// After the seal is durable: the sealed segment's index, the stream
+    /// checkpoint, and the next segment, then the switch in memory. Each step
+    /// can be retried.
+    fn start_next(&mut self) -> Result<()> {
+        let shared = self.shared.clone();
+        let storage = &*shared.storage;
+        let dir = &shared.dir;
+        let path = self.active.path.clone();
+        let base = self.active.index.read().base();
         let idx_name = format!("{base:020}.idx");
         let idx_bytes = self.active.index.read().encode_file();
         write_atomically(storage, dir, &idx_name, &idx_bytes).ctx(|| format!("writing {idx_name}"))?;
@@ -869,6 +965,13 @@ impl Writer {
         };
         write_atomically(storage, dir, STREAMS_FILE, &checkpoint.encode()).ctx(|| "writing streams.chk".into())?;
 
+        // A file left by an earlier attempt that failed while creating it holds no event.
+        let next = dir.join(segment_file_name(self.next_position));
+        if storage.exists(&next) {
+            storage
+                .remove(&next)
+                .ctx(|| format!("removing the unfinished segment {}", next.display()))?;
+        }
         let active = create_segment(&shared, self.next_position)?;
         {
             let mut list = shared.sealed.write();
@@ -881,9 +984,27 @@ impl Writer {
         self.write_offset = SEGMENT_HEADER as u64;
         self.allocated_end = SEGMENT_HEADER as u64;
         self.pipeline.synced.store(SEGMENT_HEADER as u64, Ordering::Release);
+        self.pipeline.written.store(SEGMENT_HEADER as u64, Ordering::Release);
         self.content_crc = crc32fast::Hasher::new();
         Ok(())
     }
+}
+
+/// True if a stored event holds exactly what `e` asks to append (its id aside).
+fn same_content(
+    e: &EventData,
+    event_type: &str,
+    content_type: crate::event::ContentType,
+    data: &[u8],
+    metadata: &[u8],
+    tags: &[&str],
+) -> bool {
+    e.event_type == event_type
+        && e.content_type == content_type
+        && e.data[..] == *data
+        && e.metadata[..] == *metadata
+        && e.tags.len() == tags.len()
+        && e.tags.iter().zip(tags).all(|(a, b)| a == b)
 }
 
 /// Upper bound of the encoded size of an append's frames.

@@ -99,6 +99,63 @@ fn expected_versions_are_enforced_with_the_actual_revision() {
     assert_eq!(store.head_position(), 3, "failed appends take no position");
 }
 
+/// Issue 11, item 2: a stored id re-sent with other content is a conflict, never a
+/// silent success that drops the new content; staged (same group) ids too.
+#[test]
+fn a_retry_with_other_content_is_an_idempotency_conflict() {
+    let sim = SimStorage::new();
+    let store = sim_store(&sim, opts());
+    let id = Uuid::new_v4();
+    let original = || {
+        EventData::json("Placed", r#"{"total":10}"#)
+            .with_id(id)
+            .with_tag("tenant:a")
+            .with_metadata(r#"{"user":"u1"}"#)
+    };
+    let first = store.append("s", ExpectedVersion::NoStream, vec![original()]).unwrap();
+    assert_eq!(
+        store.append("s", ExpectedVersion::NoStream, vec![original()]).unwrap(),
+        first
+    );
+    let variants = [
+        EventData::json("Paid", r#"{"total":10}"#)
+            .with_id(id)
+            .with_tag("tenant:a")
+            .with_metadata(r#"{"user":"u1"}"#),
+        EventData::json("Placed", r#"{"total":11}"#)
+            .with_id(id)
+            .with_tag("tenant:a")
+            .with_metadata(r#"{"user":"u1"}"#),
+        EventData::json("Placed", r#"{"total":10}"#)
+            .with_id(id)
+            .with_tag("tenant:b")
+            .with_metadata(r#"{"user":"u1"}"#),
+        EventData::json("Placed", r#"{"total":10}"#)
+            .with_id(id)
+            .with_metadata(r#"{"user":"u1"}"#),
+        EventData::json("Placed", r#"{"total":10}"#)
+            .with_id(id)
+            .with_tag("tenant:a")
+            .with_metadata(r#"{"user":"u2"}"#),
+        EventData::binary("Placed", &br#"{"total":10}"#[..])
+            .with_id(id)
+            .with_tag("tenant:a")
+            .with_metadata(r#"{"user":"u1"}"#),
+    ];
+    for v in variants {
+        let what = format!("{v:?}");
+        match store.append("s", ExpectedVersion::NoStream, vec![v]) {
+            Err(Error::IdempotencyConflict { id: got, .. }) => assert_eq!(got, id),
+            other => panic!("{what}: expected a conflict, got {other:?}"),
+        }
+    }
+    assert_eq!(store.head_position(), 1);
+    // The stored event is the original, unchanged.
+    let stored = store.event_by_id(id).unwrap().unwrap();
+    assert_eq!(&stored.data[..], br#"{"total":10}"#);
+    assert_eq!(stored.tags, vec!["tenant:a".to_string()]);
+}
+
 #[test]
 fn retried_appends_return_the_original_result() {
     let dir = tempfile::tempdir().unwrap();
@@ -561,7 +618,9 @@ fn a_torn_tail_is_cut_and_kept_aside() {
     for i in 0..10 {
         store.append("s", ExpectedVersion::Any, vec![ev("E", i)]).unwrap();
     }
-    drop(store);
+    // Killed, not closed: nothing claims more than what later groups claim.
+    std::mem::forget(store);
+    sim.kill_process();
     let seg = Path::new("/data/00000000000000000000.seg");
     let mut bytes = sim.read_file(seg).unwrap();
     // The data ends where the preallocated zeros begin; tear a frame right there.
@@ -588,7 +647,9 @@ fn damage_before_a_later_synced_group_is_reported_not_cut() {
         for i in 0..10 {
             store.append("s", ExpectedVersion::Any, vec![ev("E", i)]).unwrap();
         }
-        drop(store);
+        // Killed, not closed (a clean close would vouch for every byte).
+        std::mem::forget(store);
+        sim.kill_process();
         let seg = Path::new("/data/00000000000000000000.seg");
         let bytes = sim.read_file(seg).unwrap();
         let needle = br#"{"n":3}"#;

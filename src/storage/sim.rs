@@ -107,9 +107,40 @@ struct State {
     /// When set, every change fails with "permission denied" (a read-only mount).
     read_only: bool,
     rng: Option<SimRng>,
+    /// Live faults: the n-th file sync, write or read from when it was armed fails
+    /// with EIO while the process keeps running (1 = the next one).
+    faults: Faults,
     /// Counters for tests.
     mutating_ops: u64,
     syncs: u64,
+}
+
+/// Countdowns of the live faults of a simulated disk.
+#[derive(Default)]
+struct Faults {
+    sync: Option<u64>,
+    write: Option<u64>,
+    read: Option<u64>,
+}
+
+/// Counts one operation against an armed fault; true if this one must fail.
+fn fault_hits(countdown: &mut Option<u64>) -> bool {
+    match countdown {
+        Some(1) => {
+            *countdown = None;
+            true
+        }
+        Some(n) => {
+            *n -= 1;
+            false
+        }
+        None => false,
+    }
+}
+
+/// A simulated EIO, with the OS error code, as a failing disk reports it.
+fn eio() -> io::Error {
+    io::Error::from_raw_os_error(5)
 }
 
 impl State {
@@ -230,6 +261,24 @@ impl SimStorage {
         self.state.lock().read_only = read_only;
     }
 
+    /// Makes the `n`-th file sync from now (1 = the next one) fail with an I/O
+    /// error, as a disk failing writeback does: the file's unsynced changes never
+    /// become durable (they vanish at the next crash), while the process still
+    /// sees them and a later sync succeeds, on nothing. The process keeps running.
+    pub fn fail_nth_sync(&self, n: u64) {
+        self.state.lock().faults.sync = Some(n.max(1));
+    }
+
+    /// Makes the `n`-th file write from now fail with an I/O error, nothing of it written.
+    pub fn fail_nth_write(&self, n: u64) {
+        self.state.lock().faults.write = Some(n.max(1));
+    }
+
+    /// Makes the `n`-th file read from now fail with an I/O error.
+    pub fn fail_nth_read(&self, n: u64) {
+        self.state.lock().faults.read = Some(n.max(1));
+    }
+
     /// Limits the free space: writes that would grow the disk past `bytes` more fail with "storage full".
     pub fn set_free_space(&self, bytes: Option<u64>) {
         let mut st = self.state.lock();
@@ -301,6 +350,22 @@ impl SimStorage {
         st.ops_until_crash = None;
     }
 
+    /// Simulates the process being killed (`kill -9`) while the machine stays up:
+    /// the operating system keeps every write the process made, synced or not,
+    /// and every directory change; open handles and locks stop working.
+    pub fn kill_process(&self) {
+        let mut st = self.state.lock();
+        st.durable = st.live.clone();
+        for inode in st.inodes.values_mut() {
+            inode.durable = inode.current.clone();
+            inode.unsynced.clear();
+        }
+        st.locks.clear();
+        st.generation += 1;
+        st.dead = false;
+        st.ops_until_crash = None;
+    }
+
     /// Flips one bit of a file, both in what the process sees and in durable bytes.
     pub fn flip_bit(&self, path: &Path, offset: u64, bit: u8) -> io::Result<()> {
         let mut st = self.state.lock();
@@ -350,8 +415,11 @@ impl SimStorage {
 
 impl StorageFile for SimFile {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        let st = self.state.lock();
+        let mut st = self.state.lock();
         st.check_alive(self.generation)?;
+        if fault_hits(&mut st.faults.read) {
+            return Err(eio());
+        }
         let data = &st.inodes[&self.inode].current;
         let start = usize::try_from(offset).map_err(|_| io::ErrorKind::UnexpectedEof)?;
         let end = start.checked_add(buf.len()).ok_or(io::ErrorKind::UnexpectedEof)?;
@@ -369,6 +437,9 @@ impl StorageFile for SimFile {
         let mut st = self.state.lock();
         st.check_alive(self.generation)?;
         st.check_writable()?;
+        if fault_hits(&mut st.faults.write) {
+            return Err(eio());
+        }
         let start = offset as usize;
         let end = start + buf.len();
         let cur_len = st.inodes[&self.inode].current.len();
@@ -406,9 +477,18 @@ impl StorageFile for SimFile {
             return Err(io::Error::other("simulated power loss"));
         }
         st.syncs += 1;
+        let failed = fault_hits(&mut st.faults.sync);
         let inode = st.inodes.get_mut(&self.inode).expect("inode of open file");
-        inode.durable = inode.current.clone();
-        inode.unsynced.clear();
+        if failed {
+            // Writeback failed: the pages are marked clean without reaching the disk.
+            inode.unsynced.clear();
+            return Err(eio());
+        }
+        // What reaches the disk is what changed since the last sync; changes whose
+        // writeback failed before stay lost even though the process sees them.
+        for change in std::mem::take(&mut inode.unsynced) {
+            apply(&mut inode.durable, &change);
+        }
         Ok(())
     }
 

@@ -166,6 +166,9 @@ async fn shutdown_finishes_appends_and_releases_the_store() {
     let store = s.store.clone();
     let ready_url = s.url("/health/ready");
     let client = s.client.clone();
+    // The data directory must outlive the server: the store is closed below.
+    let mut s = s;
+    let _dir = std::mem::replace(&mut s.dir, tempfile::tempdir().unwrap());
     s.stop().await.unwrap();
     let mut ok = 0;
     for t in tasks {

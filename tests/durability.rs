@@ -1,0 +1,276 @@
+//! What a clean close promises: after it, damage to or loss of any byte the
+//! store had made durable is reported as corruption with its file and offset,
+//! never cut as a torn tail; after a crash, only bytes nothing claims durable
+//! may be cut, and every cut is recorded and reported.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use annal::{Durability, Error, EventData, ExpectedVersion, Options, SimStorage, Store, StreamFrom};
+
+fn options() -> Options {
+    Options::default().durability(Durability::Always)
+}
+
+fn events(n: usize, tag: &str) -> Vec<EventData> {
+    (0..n)
+        .map(|i| {
+            EventData::json(
+                "Big",
+                format!(r#"{{"i":{i},"tag":"{tag}","pad":"{}"}}"#, "x".repeat(100)),
+            )
+        })
+        .collect()
+}
+
+fn segment(dir: &Path) -> PathBuf {
+    dir.join(format!("{:020}.seg", 0))
+}
+
+fn torn_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("torn")).map_or(0, |d| d.count())
+}
+
+/// Opening must fail with corruption in the segment at or before `at_most`; nothing is cut.
+fn assert_refused(dir: &Path, at_most: u64) {
+    match Store::open(dir, options()) {
+        Err(Error::Corruption { file, offset, reason }) => {
+            assert_eq!(file, segment(dir), "{reason}");
+            assert!(offset <= at_most, "offset {offset} past {at_most}: {reason}");
+        }
+        Err(e) => panic!("expected corruption, got {e}"),
+        Ok(s) => panic!(
+            "a damaged store opened with {} events and {:?} cut",
+            s.head_position(),
+            s.torn_tails_at_open()
+        ),
+    }
+    assert_eq!(torn_files(dir), 0, "bytes were cut into torn/");
+}
+
+#[test]
+fn a_flipped_byte_in_the_only_append_after_a_clean_close_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), options()).unwrap();
+    store
+        .append("big", ExpectedVersion::NoStream, events(2000, "a"))
+        .unwrap();
+    store.close().unwrap();
+    let seg = segment(dir.path());
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[150_000] ^= 0x40;
+    std::fs::write(&seg, &bytes).unwrap();
+    assert_refused(dir.path(), 150_000);
+}
+
+#[test]
+fn damage_in_the_last_of_several_appends_after_a_clean_close_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), options()).unwrap();
+    for i in 0..5 {
+        store
+            .append("s", ExpectedVersion::Any, events(3, &i.to_string()))
+            .unwrap();
+    }
+    store.close().unwrap();
+    let seg = segment(dir.path());
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.len() - 40;
+    bytes[at] ^= 1;
+    std::fs::write(&seg, &bytes).unwrap();
+    assert_refused(dir.path(), at as u64);
+}
+
+#[test]
+fn a_segment_truncated_after_a_clean_close_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), options()).unwrap();
+    store
+        .append("big", ExpectedVersion::NoStream, events(200, "a"))
+        .unwrap();
+    store.close().unwrap();
+    let seg = segment(dir.path());
+    let len = std::fs::metadata(&seg).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 5000)
+        .unwrap();
+    assert_refused(dir.path(), len - 5000);
+}
+
+#[test]
+fn a_tail_overwritten_with_zeros_after_a_clean_close_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), options()).unwrap();
+    for i in 0..4 {
+        store
+            .append("s", ExpectedVersion::Any, events(10, &i.to_string()))
+            .unwrap();
+    }
+    store.close().unwrap();
+    let seg = segment(dir.path());
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let n = bytes.len();
+    for b in &mut bytes[n - 700..] {
+        *b = 0;
+    }
+    std::fs::write(&seg, &bytes).unwrap();
+    assert_refused(dir.path(), (n - 700) as u64);
+}
+
+#[test]
+fn a_missing_last_segment_after_a_clean_close_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), options().segment_size(4096)).unwrap();
+    for i in 0..20 {
+        store
+            .append("s", ExpectedVersion::Any, events(2, &i.to_string()))
+            .unwrap();
+    }
+    store.close().unwrap();
+    let mut segs: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segs.sort();
+    assert!(segs.len() > 2);
+    std::fs::remove_file(segs.last().unwrap()).unwrap();
+    match Store::open(dir.path(), options().segment_size(4096)) {
+        Err(Error::Corruption { file, reason, .. }) => {
+            assert_eq!(&file, segs.last().unwrap(), "{reason}");
+        }
+        other => panic!("expected corruption, got {:?}", other.map(|s| s.head_position())),
+    }
+}
+
+#[test]
+fn closing_again_with_nothing_new_writes_nothing_and_appends_after_reopen_are_covered() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), options()).unwrap();
+    store.append("s", ExpectedVersion::NoStream, events(5, "a")).unwrap();
+    store.close().unwrap();
+    let mark = dir.path().join("durable.chk");
+    let first = std::fs::read(&mark).unwrap();
+    let modified = std::fs::metadata(&mark).unwrap().modified().unwrap();
+    Store::open(dir.path(), options()).unwrap().close().unwrap();
+    assert_eq!(std::fs::metadata(&mark).unwrap().modified().unwrap(), modified);
+    // A second session's appends are covered by the next clean close.
+    let store = Store::open(dir.path(), options()).unwrap();
+    store.append("s", ExpectedVersion::Exact(4), events(5, "b")).unwrap();
+    store.close().unwrap();
+    assert_ne!(std::fs::read(&mark).unwrap(), first);
+    let seg = segment(dir.path());
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.len() - 10;
+    bytes[at] ^= 2;
+    std::fs::write(&seg, &bytes).unwrap();
+    assert_refused(dir.path(), at as u64);
+}
+
+const SIM: &str = "/data";
+
+/// A crash leaves the last append's bytes damaged with nothing after them claiming
+/// they were durable: recovery may cut them, but records the cut and keeps the bytes.
+#[test]
+fn a_torn_tail_after_a_crash_is_cut_and_reported() {
+    let sim = SimStorage::new();
+    let disk: Arc<SimStorage> = Arc::new(sim.clone());
+    let store = Store::open_with(disk.clone(), SIM, options()).unwrap();
+    store.append("s", ExpectedVersion::NoStream, events(3, "a")).unwrap();
+    store.close().unwrap();
+    let store = Store::open_with(disk.clone(), SIM, options()).unwrap();
+    store.append("s", ExpectedVersion::Exact(2), events(3, "b")).unwrap();
+    // Power is cut without a close: the last append's bytes get damaged.
+    std::mem::forget(store);
+    sim.crash(1, false);
+    let seg = Path::new(SIM).join(format!("{:020}.seg", 0));
+    let len = sim.read_file(&seg).unwrap().len() as u64;
+    let data_end = {
+        let b = sim.read_file(&seg).unwrap();
+        b.iter().rposition(|x| *x != 0).unwrap() as u64
+    };
+    sim.flip_bit(&seg, data_end - 20, 3).unwrap();
+    assert!(len > data_end);
+    let store = Store::open_with(disk.clone(), SIM, options()).unwrap();
+    let cut = store.torn_tails_at_open().to_vec();
+    assert_eq!(cut.len(), 1, "{cut:?}");
+    assert_eq!(cut[0].segment_base, 0);
+    assert!(cut[0].bytes > 0);
+    assert_eq!(annal::recovery::torn_tails(&sim, Path::new(SIM)).unwrap(), cut);
+    // What the first session closed with is all there.
+    let read = store
+        .read_stream("s", annal::Direction::Forward, StreamFrom::Start, 100)
+        .unwrap();
+    assert_eq!(read.len(), 3);
+    store.close().unwrap();
+    // The next open cuts nothing more and says so.
+    let store = Store::open_with(disk, SIM, options()).unwrap();
+    assert!(store.torn_tails_at_open().is_empty());
+}
+
+/// With `durable.chk` damaged, recovery cannot tell a torn tail from damage: it cuts nothing.
+#[test]
+fn a_damaged_durable_checkpoint_forbids_cutting() {
+    let sim = SimStorage::new();
+    let disk: Arc<SimStorage> = Arc::new(sim.clone());
+    let store = Store::open_with(disk.clone(), SIM, options()).unwrap();
+    store.append("s", ExpectedVersion::NoStream, events(3, "a")).unwrap();
+    store.close().unwrap();
+    let mark = Path::new(SIM).join("durable.chk");
+    sim.flip_bit(&mark, 30, 1).unwrap();
+    // An intact tail still opens.
+    let store = Store::open_with(disk.clone(), SIM, options()).unwrap();
+    assert_eq!(store.head_position(), 3);
+    store.append("s", ExpectedVersion::Exact(2), events(1, "b")).unwrap();
+    std::mem::forget(store);
+    sim.crash(2, false);
+    let seg = Path::new(SIM).join(format!("{:020}.seg", 0));
+    let b = sim.read_file(&seg).unwrap();
+    let data_end = b.iter().rposition(|x| *x != 0).unwrap() as u64;
+    sim.flip_bit(&seg, data_end - 5, 0).unwrap();
+    match Store::open_with(disk, SIM, options()) {
+        Err(Error::Corruption { file, reason, .. }) => {
+            assert_eq!(file, seg);
+            assert!(reason.contains("durable.chk"), "{reason}");
+        }
+        other => panic!("expected corruption, got {:?}", other.map(|s| s.head_position())),
+    }
+}
+
+/// After a truncation that a clean close proves, repair records the missing
+/// positions as lost: they are never handed out again, and verify is clean.
+#[test]
+fn repair_after_a_truncation_keeps_the_lost_positions_out_of_reuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), options()).unwrap();
+    store
+        .append("big", ExpectedVersion::NoStream, events(200, "a"))
+        .unwrap();
+    store
+        .append("small", ExpectedVersion::NoStream, events(3, "b"))
+        .unwrap();
+    store.close().unwrap();
+    let seg = segment(dir.path());
+    let len = std::fs::metadata(&seg).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 5000)
+        .unwrap();
+    assert_refused(dir.path(), len - 5000);
+    let report = annal::repair(dir.path()).unwrap();
+    assert!(report.lost_positions > 0, "{:?}", report.actions);
+    let store = Store::open(dir.path(), options()).unwrap();
+    assert_eq!(
+        store.head_position(),
+        203,
+        "positions handed out before the close are kept"
+    );
+    assert!(store.verify().unwrap().is_clean());
+    let r = store.append("new", ExpectedVersion::NoStream, events(1, "c")).unwrap();
+    assert_eq!(r.position, 203);
+}
