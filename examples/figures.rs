@@ -381,6 +381,7 @@ fn main() {
                     count += 1;
                 }
                 Some(Message::Checkpoint(_)) => {}
+                Some(m @ Message::Damaged { .. }) => panic!("{m:?} in a fresh store"),
                 None => panic!("catch-up subscription stopped after {count} events"),
             }
         }

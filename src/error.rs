@@ -41,6 +41,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// A position of the log cannot be read because its bytes are damaged; a
+    /// subscription or a consumer group stops there (see
+    /// [`crate::SubscriptionOptions::skip_damaged`] to go past it instead).
+    #[error("position {position} cannot be read: {source}")]
+    Damaged {
+        /// The first position that cannot be read.
+        position: u64,
+        /// The corruption found there, with its file and offset.
+        #[source]
+        source: Box<Error>,
+    },
+
     /// The directory exists, is not empty, and is not an annal store.
     #[error("{} is not an annal data directory: {reason}", path.display())]
     NotAStore {
@@ -118,6 +130,14 @@ pub enum Error {
     #[error("store is closed{}", .0.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
     Closed(Option<String>),
 
+    /// The store is open for reading only ([`crate::Store::open_read_only`], or
+    /// degraded by damage); `reason` says why and what to do.
+    #[error("the store is read-only: {reason}")]
+    ReadOnly {
+        /// Why, and what to do about it.
+        reason: String,
+    },
+
     /// The writer stopped for good after a failed sync (or a failed write of bytes
     /// it had already acknowledged): after a failed `fdatasync` the operating
     /// system may have dropped the written pages, so nothing written since the
@@ -169,7 +189,7 @@ impl Error {
 
     /// True for errors that mean the bytes on disk are damaged.
     pub fn is_corruption(&self) -> bool {
-        matches!(self, Error::Corruption { .. })
+        matches!(self, Error::Corruption { .. } | Error::Damaged { .. })
     }
 }
 

@@ -64,6 +64,12 @@ pub struct GroupSettings {
     pub max_in_flight: usize,
     /// The checkpoint is saved after this many acknowledgements (and when the group is dropped).
     pub checkpoint_every: u64,
+    /// At a position of the global log that cannot be read (damaged bytes),
+    /// after every event before it was handed out: `false` (the default) stops
+    /// there, fetches failing with [`Error::Damaged`] naming the position until
+    /// `repair` mends the store; `true` skips it and goes on.
+    #[serde(default)]
+    pub skip_damaged: bool,
 }
 
 impl GroupSettings {
@@ -78,6 +84,7 @@ impl GroupSettings {
             max_retries: 5,
             max_in_flight: 1000,
             checkpoint_every: 100,
+            skip_damaged: false,
         }
     }
 
@@ -557,12 +564,26 @@ impl Group<'_> {
                 if inner.cursor >= self.store.head_position() {
                     return Ok(());
                 }
-                let events = self
-                    .store
-                    .read_all(Direction::Forward, LogFrom::Position(inner.cursor), n, filter)?;
-                if events.len() < n {
+                let (events, stop) = self.store.shared.read_log_stop(
+                    Direction::Forward,
+                    LogFrom::Position(inner.cursor),
+                    n,
+                    filter,
+                    crate::store::Visibility::Visible,
+                )?;
+                match stop {
+                    // Everything before the damage first; the next refill meets it at once.
+                    Some(_) if !events.is_empty() => {}
+                    Some(stop) if self.state.settings.skip_damaged => inner.cursor = stop.resume,
+                    Some(stop) => {
+                        return Err(Error::Damaged {
+                            position: stop.position,
+                            source: Box::new(stop.error),
+                        });
+                    }
                     // Everything published up to the head has been considered.
-                    inner.cursor = inner.cursor.max(self.store.head_position());
+                    None if events.len() < n => inner.cursor = inner.cursor.max(self.store.head_position()),
+                    None => {}
                 }
                 events
             }

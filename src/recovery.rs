@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
 use crate::checkpoint::{
@@ -104,11 +105,50 @@ fn load_claim(st: &dyn Storage, dir: &Path) -> Result<Claim> {
     }
 }
 
+/// How a store is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// The one writer: takes the lock, cuts torn tails, writes derived files.
+    ReadWrite,
+    /// A reader: takes no lock and writes nothing (a read-only mount, a store
+    /// another process holds, a damaged store). Damage is recorded and stepped
+    /// around instead of refusing the open.
+    ReadOnly,
+}
+
+/// Damage that a read-only open found and stepped around: reads of the
+/// positions it hides fail with [`Error::Corruption`] naming it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// The damaged file.
+    pub file: PathBuf,
+    /// Byte offset of the damage in that file.
+    pub offset: u64,
+    /// What is wrong.
+    pub reason: String,
+    /// First position that cannot be read because of it.
+    pub first_position: u64,
+    /// Position after the last one it hides; `u64::MAX` when the log ends in it.
+    pub end_position: u64,
+}
+
+impl Damage {
+    /// The error a read touching this damage returns.
+    pub fn error(&self) -> Error {
+        Error::corruption(&self.file, self.offset, self.reason.clone())
+    }
+}
+
+/// Holds no lock: a read-only open leaves the directory to its writer.
+struct NoLock;
+impl crate::storage::LockGuard for NoLock {}
+
 /// Opens the store in `dir`, recovering from a crash if needed.
-pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options) -> Result<Shared> {
+pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, access: Access) -> Result<Shared> {
     let st = &*storage;
+    let read_only = access == Access::ReadOnly;
     if !st.exists(dir) {
-        if !options.create_if_missing {
+        if !options.create_if_missing || read_only {
             return Err(Error::NotAStore {
                 path: dir.to_path_buf(),
                 reason: "directory does not exist".into(),
@@ -118,12 +158,22 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options) -> R
     }
     // A directory that is not a store is refused before the lock file is made in it.
     refuse_foreign(st, dir)?;
-    let lock = st.lock(&dir.join(LOCK_FILE)).map_err(|e| match e.kind() {
-        io::ErrorKind::WouldBlock => Error::Locked {
-            path: dir.to_path_buf(),
-        },
-        _ => Error::io(format!("locking {}", dir.display()), e),
-    })?;
+    let lock: Box<dyn crate::storage::LockGuard> = if read_only {
+        if !st.exists(&dir.join(META_FILE)) {
+            return Err(Error::NotAStore {
+                path: dir.to_path_buf(),
+                reason: format!("no {META_FILE}"),
+            });
+        }
+        Box::new(NoLock)
+    } else {
+        st.lock(&dir.join(LOCK_FILE)).map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock => Error::Locked {
+                path: dir.to_path_buf(),
+            },
+            _ => Error::io(format!("locking {}", dir.display()), e),
+        })?
+    };
     check_identity(st, dir)?;
 
     let mut names: Vec<(u64, String)> = Vec::new();
@@ -146,7 +196,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options) -> R
             Some(last) => m.segment_base > last,
             None => m.durable_end > SEGMENT_HEADER as u64,
         };
-        if missing {
+        if missing && !read_only {
             return Err(Error::corruption(
                 dir.join(segment_file_name(m.segment_base)),
                 0,
@@ -157,6 +207,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options) -> R
             ));
         }
     }
+    let mut damage: Vec<Damage> = Vec::new();
     let mut torn = Vec::new();
     let absent = Claim::Absent;
 
@@ -167,11 +218,17 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options) -> R
     for (i, (base, name)) in names.iter().enumerate() {
         let path = dir.join(name);
         if *base != expected_base {
-            return Err(Error::corruption(
+            let e = Error::corruption(
                 &path,
                 0,
                 format!("segment starts at position {base}, expected {expected_base} (a segment is missing)"),
-            ));
+            );
+            // A reader steps over the gap: the positions in it fail to read.
+            if !read_only || *base < expected_base {
+                return Err(e);
+            }
+            damage.push(damage_of(e, expected_base, *base));
+            expected_base = *base;
         }
         let is_last = i + 1 == count;
         let seg_claim = match &claim {
@@ -185,8 +242,21 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options) -> R
             is_last,
             claim: seg_claim,
         };
-        match open_segment(st, dir, &seg, idx_names.get(base), dictionary.as_ref(), &mut torn)? {
-            None => {}
+        let next_base = names.get(i + 1).map(|(b, _)| *b);
+        let opened = match access {
+            Access::ReadWrite => open_segment(st, dir, &seg, idx_names.get(base), dictionary.as_ref(), &mut torn)?,
+            Access::ReadOnly => read_segment(
+                st,
+                dir,
+                &seg,
+                idx_names.get(base),
+                dictionary.as_ref(),
+                next_base,
+                &mut damage,
+            )?,
+        };
+        match opened {
+            None => expected_base = next_base.unwrap_or(expected_base),
             Some(Opened::Sealed(s)) => {
                 expected_base = s.index.next_position();
                 sealed.push(Arc::new(s));
@@ -196,9 +266,34 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options) -> R
                 active = Some(Arc::new(a));
             }
         }
+        // A reader that stepped over damage goes on at the next segment.
+        if let Some(d) = damage.last()
+            && d.first_position <= expected_base
+            && d.end_position > expected_base
+            && d.end_position != u64::MAX
+        {
+            expected_base = d.end_position;
+        }
     }
 
     let streams = rebuild_streams(st, dir, &sealed, active.as_deref())?;
+    if read_only
+        && let Claim::Mark(m) = &claim
+        && m.next_position > expected_base
+        && !damage.iter().any(|d| d.end_position == u64::MAX)
+    {
+        // The last clean close vouched for positions no segment holds now.
+        let file = dir.join(segment_file_name(m.segment_base));
+        let e = Error::corruption(
+            file,
+            m.durable_end,
+            format!(
+                "positions {expected_base}..{} are missing, yet the store was closed cleanly with them durable ({DURABLE_FILE})",
+                m.next_position
+            ),
+        );
+        damage.push(damage_of(e, expected_base, u64::MAX));
+    }
     let shared = Shared {
         dir: dir.to_path_buf(),
         storage: storage.clone(),
@@ -226,9 +321,10 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options) -> R
             _ => None,
         }),
         torn_at_open: torn,
+        damage,
         _lock: lock,
     };
-    if active.is_none() {
+    if active.is_none() && !read_only {
         let a = crate::writer::create_segment(&shared, expected_base)?;
         *shared.active.write() = a;
     }
@@ -280,6 +376,133 @@ fn check_identity(st: &dyn Storage, dir: &Path) -> Result<()> {
 enum Opened {
     Sealed(SealedSegment),
     Active(ActiveSegment),
+}
+
+/// Damage from an error found at open: the positions `first..end` cannot be read.
+fn damage_of(e: Error, first_position: u64, end_position: u64) -> Damage {
+    let (file, offset, reason) = match e {
+        Error::Corruption { file, offset, reason } => (file, offset, reason),
+        other => (PathBuf::new(), 0, other.to_string()),
+    };
+    Damage {
+        file,
+        offset,
+        reason,
+        first_position,
+        end_position,
+    }
+}
+
+/// Opens one segment for reading only: as [`open_segment`] would, but writing
+/// nothing (a torn tail stays where it is, unread; an index is rebuilt in
+/// memory) and, on damage, keeping the events before it readable and
+/// recording the rest of the segment as damaged.
+fn read_segment(
+    st: &dyn Storage,
+    dir: &Path,
+    seg: &Seg<'_>,
+    idx_name: Option<&String>,
+    dict: Option<&Arc<crate::compression::Dictionary>>,
+    next_base: Option<u64>,
+    damage: &mut Vec<Damage>,
+) -> Result<Option<Opened>> {
+    let (path, base) = (seg.path, seg.base);
+    let rest = next_base.unwrap_or(u64::MAX);
+    // A sealed segment with a good index is opened without reading its bytes.
+    if let Some(idx_name) = idx_name {
+        let idx_path = dir.join(idx_name);
+        let loaded = st
+            .map(&idx_path)
+            .ok()
+            .and_then(|m| SegmentIndex::open(m, &idx_path).ok());
+        if let Some(index) = loaded.filter(|i| i.base() == base && next_base.is_none_or(|n| i.next_position() == n))
+            && let Ok(bytes) = st.map(path)
+            && let Ok(sealed) = SealedSegment::new(path.to_path_buf(), mapped_bytes(bytes), index, dict)
+            && SegmentHeader::decode(&sealed.bytes, path).is_ok_and(|h| h.base_position == base)
+        {
+            return Ok(Some(Opened::Sealed(sealed)));
+        }
+    }
+    let file = st.open(path, false).ctx(|| format!("opening {}", path.display()))?;
+    let len = file.len().ctx(|| format!("reading {}", path.display()))?;
+    let mut raw = vec![0u8; len as usize];
+    file.read_exact_at(&mut raw, 0)
+        .ctx(|| format!("reading {}", path.display()))?;
+    let logical = match SegmentHeader::decode(&raw, path) {
+        Ok(h) if h.compressed => {
+            crate::compression::Compressed::open(raw.into(), path, dict).and_then(|c| c.logical(path))
+        }
+        Ok(h) if h.base_position != base => Err(Error::corruption(
+            path,
+            16,
+            "header base position differs from the file name",
+        )),
+        Ok(_) => Ok(raw),
+        Err(e) => Err(e),
+    };
+    let bytes = match logical {
+        Ok(b) => b,
+        Err(e) => {
+            // An unfinished new last segment (no frame) holds nothing to read.
+            if !(seg.is_last && matches!(e, Error::Corruption { .. })) || next_base.is_some() {
+                damage.push(damage_of(e, base, rest));
+            }
+            return Ok(None);
+        }
+    };
+    let Scanned {
+        index,
+        end,
+        committed_end,
+        pending,
+    } = index_segment(&bytes, base, path)?;
+    let data_end = match end {
+        ScanEnd::Clean { end } => end,
+        _ => segment::data_end(&bytes, committed_end as usize),
+    };
+    let problem = match &end {
+        ScanEnd::Sealed { seal_offset, seal } => {
+            (pending > 0 || *seal_offset != committed_end || seal.next_position != index.next_position())
+                .then(|| Error::corruption(path, *seal_offset, "seal disagrees with the segment's events"))
+        }
+        ScanEnd::Damaged {
+            offset,
+            error,
+            durable_claim: Some(at),
+        } => Some(Error::corruption(
+            path,
+            *offset,
+            format!("{error}, yet the group at byte {at} was written after these bytes were synced"),
+        )),
+        ScanEnd::Damaged { offset, error, .. } if !seg.is_last => {
+            Some(Error::corruption(path, *offset, error.to_string()))
+        }
+        ScanEnd::Clean { .. } if !seg.is_last => Some(Error::corruption(
+            path,
+            committed_end,
+            "segment is not sealed but a later segment exists",
+        )),
+        _ => check_claim(seg, &bytes, &end, committed_end, data_end).err(),
+    };
+    let sealed_whole = matches!(end, ScanEnd::Sealed { .. }) && problem.is_none();
+    if let Some(e) = problem {
+        damage.push(damage_of(e, index.next_position(), rest));
+    }
+    if seg.is_last && !sealed_whole {
+        return Ok(Some(Opened::Active(ActiveSegment {
+            path: path.to_path_buf(),
+            file,
+            index: RwLock::new(index),
+        })));
+    }
+    let idx_path = dir.join(format!("{base:020}.idx"));
+    let mapped: crate::storage::Mapped = Arc::new(index.encode_file());
+    Ok(Some(Opened::Sealed(SealedSegment::new(
+        path.to_path_buf(),
+        Bytes::from(bytes),
+        SegmentIndex::open(mapped, &idx_path)?,
+        None,
+    )?)))
 }
 
 /// One segment file as recovery meets it.

@@ -158,6 +158,17 @@ enum Want<'a> {
     Stream(&'a str),
 }
 
+/// Where a read stopped short, before a position it could not read.
+#[derive(Debug)]
+pub(crate) struct Stop {
+    /// The first position that could not be read.
+    pub(crate) position: u64,
+    /// The first position after the damage (where a reader that skips it goes on).
+    pub(crate) resume: u64,
+    /// Why.
+    pub(crate) error: Error,
+}
+
 /// State shared by readers and the writer.
 pub(crate) struct Shared {
     pub(crate) dir: PathBuf,
@@ -187,6 +198,8 @@ pub(crate) struct Shared {
     pub(crate) durable_mark: Mutex<Option<crate::checkpoint::DurableMark>>,
     /// Torn tails that this open cut off the last segment.
     pub(crate) torn_at_open: Vec<crate::recovery::TornTail>,
+    /// Damage a read-only open stepped around, by position.
+    pub(crate) damage: Vec<crate::recovery::Damage>,
     pub(crate) _lock: Box<dyn LockGuard>,
 }
 
@@ -241,6 +254,37 @@ impl Shared {
     /// The latched failure as an error, if the writer stopped.
     pub(crate) fn poisoned(&self) -> Option<Error> {
         self.failure.lock().clone().map(|cause| Error::Poisoned { cause })
+    }
+
+    /// The damage hiding `position`, if a read-only open found some there.
+    pub(crate) fn damage_at(&self, position: u64) -> Option<&crate::recovery::Damage> {
+        self.damage
+            .iter()
+            .find(|d| d.first_position <= position && position < d.end_position)
+    }
+
+    /// A stream that is not found, or, in a damaged store, that may be hidden by the damage.
+    fn stream_not_found(&self, stream: &str) -> Error {
+        match self.damage.first() {
+            Some(d) => d.error(),
+            None => Error::StreamNotFound(stream.to_string()),
+        }
+    }
+
+    /// The first damage a forward read from `start` would step over, if any.
+    fn damage_ahead(&self, start: u64) -> Option<&crate::recovery::Damage> {
+        self.damage
+            .iter()
+            .filter(|d| d.end_position > start)
+            .min_by_key(|d| d.first_position)
+    }
+
+    /// The last damage a backward read from `start` would step over, if any.
+    fn damage_behind(&self, start: u64) -> Option<&crate::recovery::Damage> {
+        self.damage
+            .iter()
+            .filter(|d| d.first_position <= start)
+            .max_by_key(|d| d.first_position)
     }
 
     pub(crate) fn published(&self) -> u64 {
@@ -314,12 +358,80 @@ impl Shared {
         filter: &Filter,
         visibility: Visibility,
     ) -> Result<Vec<RecordedEvent>> {
+        // A read that would have to pass damage to answer fails with its error:
+        // a short answer must never look like the end of the log.
+        match self.read_log_stop(direction, from, limit, filter, visibility)? {
+            (_, Some(stop)) => Err(stop.error),
+            (out, None) => Ok(out),
+        }
+    }
+
+    /// Reads the global log up to `limit` events, stopping before the first
+    /// damaged position the read reaches (damage a read-only open stepped
+    /// around, or an event that fails its checks): the events before it, and
+    /// where and why it stopped.
+    pub(crate) fn read_log_stop(
+        &self,
+        direction: Direction,
+        from: LogFrom,
+        limit: usize,
+        filter: &Filter,
+        visibility: Visibility,
+    ) -> Result<(Vec<RecordedEvent>, Option<Stop>)> {
+        if self.damage.is_empty() || limit == 0 {
+            return self.read_log_range(direction, from, limit, filter, visibility, (0, u64::MAX));
+        }
+        let start = match (from, direction) {
+            (LogFrom::Start, Direction::Forward) => 0,
+            (LogFrom::Start | LogFrom::End, Direction::Backward) => u64::MAX,
+            (LogFrom::End, Direction::Forward) => return Ok((Vec::new(), None)),
+            (LogFrom::Position(p), _) => p,
+        };
+        let stop_at = |d: &crate::recovery::Damage| Stop {
+            position: d.first_position,
+            resume: d.end_position,
+            error: d.error(),
+        };
+        if let Some(d) = self.damage_at(start).filter(|_| start != u64::MAX) {
+            return Ok((Vec::new(), Some(stop_at(d))));
+        }
+        let (bounds, damage) = match direction {
+            Direction::Forward => match self.damage_ahead(start) {
+                Some(d) => ((0, d.first_position), Some(d)),
+                None => ((0, u64::MAX), None),
+            },
+            Direction::Backward => match self.damage_behind(start) {
+                Some(d) => ((d.end_position, u64::MAX), Some(d)),
+                None => ((0, u64::MAX), None),
+            },
+        };
+        let (out, stop) = self.read_log_range(direction, from, limit, filter, visibility, bounds)?;
+        let stop = match (stop, damage) {
+            (Some(s), _) => Some(s),
+            // Fewer than asked for: the read ran into the damage.
+            (None, Some(d)) if out.len() < limit => Some(stop_at(d)),
+            (None, _) => None,
+        };
+        Ok((out, stop))
+    }
+
+    /// Reads the global log within the positions `[bounds.0, bounds.1)`,
+    /// stopping before an event that fails its checks.
+    fn read_log_range(
+        &self,
+        direction: Direction,
+        from: LogFrom,
+        limit: usize,
+        filter: &Filter,
+        visibility: Visibility,
+        bounds: (u64, u64),
+    ) -> Result<(Vec<RecordedEvent>, Option<Stop>)> {
         let check = visibility == Visibility::Visible && !self.metadata.read().by_stream.is_empty();
         let now = crate::metadata::now();
-        let published = self.published();
+        let published = self.published().min(bounds.1);
         let mut out = Vec::new();
         if published == 0 || limit == 0 {
-            return Ok(out);
+            return Ok((out, None));
         }
         let start = match (from, direction) {
             (LogFrom::Start, Direction::Forward) => 0,
@@ -329,11 +441,11 @@ impl Shared {
             (LogFrom::Position(p), Direction::Backward) => p.min(published - 1),
         };
         if direction == Direction::Forward && start >= published {
-            return Ok(out);
+            return Ok((out, None));
         }
         let segs = self.segments();
         let Some(mut si) = Self::locate(&segs, start) else {
-            return Ok(out);
+            return Ok((out, None));
         };
         let filtered = !filter.is_empty();
         loop {
@@ -341,7 +453,7 @@ impl Shared {
             // This segment's candidate positions, from its indexes; read lazily,
             // a chunk at a time, so that a read stops as soon as it has `limit`.
             let mut positions: Box<dyn Iterator<Item = u64>> = seg.with(|l| {
-                let lo = l.base();
+                let lo = l.base().max(bounds.0);
                 let hi = l.next_position().min(published);
                 if hi <= lo {
                     return Box::new(std::iter::empty()) as Box<dyn Iterator<Item = u64>>;
@@ -377,14 +489,25 @@ impl Shared {
                         .collect()
                 });
                 for loc in plan {
-                    if let Some(ev) = self.read_at(seg, loc, want)? {
-                        if check && !self.is_visible(&ev, now) {
-                            continue;
+                    let ev = match self.read_at(seg, loc, want) {
+                        Ok(Some(ev)) => ev,
+                        Ok(None) => continue,
+                        Err(error) if error.is_corruption() => {
+                            let stop = Stop {
+                                position: loc.0,
+                                resume: loc.0.saturating_add(1),
+                                error,
+                            };
+                            return Ok((out, Some(stop)));
                         }
-                        out.push(ev);
-                        if out.len() >= limit {
-                            return Ok(out);
-                        }
+                        Err(e) => return Err(e),
+                    };
+                    if check && !self.is_visible(&ev, now) {
+                        continue;
+                    }
+                    out.push(ev);
+                    if out.len() >= limit {
+                        return Ok((out, None));
                     }
                 }
             }
@@ -392,12 +515,12 @@ impl Shared {
                 Direction::Forward => {
                     si += 1;
                     if si >= segs.len() {
-                        return Ok(out);
+                        return Ok((out, None));
                     }
                 }
                 Direction::Backward => {
                     if si == 0 {
-                        return Ok(out);
+                        return Ok((out, None));
                     }
                     si -= 1;
                 }
@@ -413,9 +536,7 @@ impl Shared {
         from: StreamFrom,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        let state = self
-            .stream_state(stream)
-            .ok_or_else(|| Error::StreamNotFound(stream.to_string()))?;
+        let state = self.stream_state(stream).ok_or_else(|| self.stream_not_found(stream))?;
         let mut out = Vec::new();
         let start = match (from, direction) {
             (StreamFrom::Start, Direction::Forward) => 0,
@@ -441,6 +562,12 @@ impl Shared {
             )
         };
         let mut next_rev = start;
+        // Revisions hidden by damage (a read-only open): a read that would have
+        // to pass them fails with the damage's error, never answers short.
+        let hidden = |position: u64| match self.damage_ahead(position) {
+            Some(d) => Err(d.error()),
+            None => Err(Error::corruption(&self.dir, 0, "revisions are missing")),
+        };
         for seg in order {
             let plan: Vec<(u64, u64, u64, u64)> = seg.with(|l| {
                 if !l.may_contain_stream(hash) {
@@ -452,6 +579,11 @@ impl Shared {
                     .collect()
             });
             for (rev, p, off, end) in plan {
+                let skipped = if forward { rev > next_rev } else { rev < next_rev };
+                if skipped && !self.damage.is_empty() {
+                    let from = out.last().map_or(0, |e: &RecordedEvent| e.position);
+                    return hidden(from);
+                }
                 if let Some(ev) = self.read_at(seg, (p, off, end), Want::Stream(stream))? {
                     if ev.revision != rev {
                         return Err(Error::corruption(seg.path(), off, "revision differs from the index"));
@@ -467,6 +599,15 @@ impl Shared {
                     }
                 }
             }
+        }
+        let unfinished = if forward {
+            next_rev <= state.last_revision
+        } else {
+            out.last().is_none_or(|e| e.revision > 0)
+        };
+        if unfinished && !self.damage.is_empty() {
+            let from = out.last().map_or(0, |e| e.position);
+            return hidden(from);
         }
         Ok(out)
     }
@@ -497,7 +638,7 @@ impl Shared {
         };
         let last = self
             .stream_state(stream)
-            .ok_or_else(|| Error::StreamNotFound(stream.to_string()))?
+            .ok_or_else(|| self.stream_not_found(stream))?
             .last_revision;
         if meta.hides_everything(last) {
             return Err(Error::StreamDeleted(stream.to_string()));
@@ -666,7 +807,10 @@ pub(crate) fn to_recorded(v: &EventView<'_>, frame: Option<&Bytes>) -> RecordedE
 /// An open event store. Cheap to share between threads (`&Store` is enough to append and read).
 pub struct Store {
     pub(crate) shared: Arc<Shared>,
-    committer: Committer,
+    /// The write path; `None` when the store is open for reading only.
+    committer: Option<Committer>,
+    /// Why the store is read-only, if it is.
+    read_only: Option<String>,
     closed: Mutex<bool>,
     /// Background maintenance threads (scavenger, compressor) and their stop signals.
     maintenance: Mutex<Vec<(crossbeam_channel::Sender<()>, std::thread::JoinHandle<()>)>>,
@@ -690,16 +834,101 @@ impl Store {
     /// Opens (or creates) a store on the given storage.
     pub fn open_with(storage: Arc<dyn Storage>, dir: impl AsRef<Path>, options: Options) -> Result<Store> {
         options.validate()?;
-        let shared = Arc::new(crate::recovery::open(storage, dir.as_ref(), options)?);
+        let shared = Arc::new(crate::recovery::open(
+            storage,
+            dir.as_ref(),
+            options,
+            crate::recovery::Access::ReadWrite,
+        )?);
         let committer = Committer::new(shared.clone())?;
         let store = Store {
             shared,
-            committer,
+            committer: Some(committer),
+            read_only: None,
             closed: Mutex::new(false),
             maintenance: Mutex::new(Vec::new()),
             groups: Default::default(),
         };
         store.load_metadata()?;
+        store.start_maintenance()?;
+        Ok(store)
+    }
+
+    /// Opens an existing store for reading only, on the real file system; see
+    /// [`Store::open_read_only_with`].
+    pub fn open_read_only(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
+        Self::open_read_only_with(Arc::new(FsStorage), dir, options)
+    }
+
+    /// Opens an existing store for reading only: no lock is taken and nothing is
+    /// written, so it works on a read-only mount and beside the process that
+    /// holds the store (a running server). It sees the acknowledged appends
+    /// present when it opened (whole appends only) and nothing later. Damage is
+    /// stepped around, not refused: reads that touch it fail with
+    /// [`Error::Corruption`] naming it ([`Store::damage`] lists it), every other
+    /// read works. Appends fail with [`Error::ReadOnly`].
+    pub fn open_read_only_with(storage: Arc<dyn Storage>, dir: impl AsRef<Path>, options: Options) -> Result<Store> {
+        options.validate()?;
+        let shared = Arc::new(crate::recovery::open(
+            storage,
+            dir.as_ref(),
+            options,
+            crate::recovery::Access::ReadOnly,
+        )?);
+        let reason = match shared.damage.first() {
+            Some(d) => format!("it is damaged ({}); run `annal repair`", d.error()),
+            None => "it was opened for reading only".to_string(),
+        };
+        let store = Store {
+            shared,
+            committer: None,
+            read_only: Some(reason),
+            closed: Mutex::new(false),
+            maintenance: Mutex::new(Vec::new()),
+            groups: Default::default(),
+        };
+        store.load_metadata()?;
+        Ok(store)
+    }
+
+    /// Opens a store for writing, or, when damage in data that was durable keeps
+    /// it from opening ([`Error::Corruption`]), for reading only (degraded): the
+    /// undamaged data stays readable, reads touching the damage fail with its
+    /// error, and appends fail with [`Error::ReadOnly`] saying to run repair.
+    /// [`Store::write_failure`] says which it is.
+    pub fn open_or_degraded_with(storage: Arc<dyn Storage>, dir: impl AsRef<Path>, options: Options) -> Result<Store> {
+        let dir = dir.as_ref();
+        match Self::open_with(storage.clone(), dir, options.clone()) {
+            Err(e @ Error::Corruption { .. }) => {
+                let store = Self::open_read_only_with(storage, dir, options)?;
+                if store.shared.damage.is_empty() {
+                    // The read-only open did not find what the writer refused: say it.
+                    return Err(e);
+                }
+                Ok(store)
+            }
+            other => other,
+        }
+    }
+
+    /// [`Store::open_or_degraded_with`] on the real file system.
+    pub fn open_or_degraded(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
+        Self::open_or_degraded_with(Arc::new(FsStorage), dir, options)
+    }
+
+    /// Damage that a read-only open stepped around (empty for a store open for writing).
+    pub fn damage(&self) -> &[crate::recovery::Damage] {
+        &self.shared.damage
+    }
+
+    /// True if the store was opened for reading only (by choice, or degraded by damage).
+    pub fn is_read_only(&self) -> bool {
+        self.read_only.is_some()
+    }
+
+    /// Starts the background scavenger and compressor the options ask for.
+    fn start_maintenance(&self) -> Result<()> {
+        let store = self;
         if let Some(ms) = store.shared.options.retention.interval_ms {
             store.every(std::time::Duration::from_millis(ms), "annal-scavenger", |shared| {
                 // A failed run is retried at the next tick; `scavenge` reports errors on demand.
@@ -715,7 +944,7 @@ impl Store {
                 },
             )?;
         }
-        Ok(store)
+        Ok(())
     }
 
     /// The data directory.
@@ -759,6 +988,7 @@ impl Store {
     /// Compresses, now, every sealed segment not compressed yet (with the
     /// store's compression settings, or the defaults if compression is off).
     pub fn compress(&self) -> Result<crate::compression::CompressReport> {
+        self.check_writable()?;
         let options = self.shared.options.compression.unwrap_or_default();
         crate::compression::compress_sealed(&self.shared, &options)
     }
@@ -775,6 +1005,9 @@ impl Store {
     pub fn write_failure(&self) -> Option<String> {
         if self.is_closing() {
             return Some("the store is closing".into());
+        }
+        if let Some(r) = &self.read_only {
+            return Some(format!("the store is read-only: {r}"));
         }
         self.shared.failure.lock().clone()
     }
@@ -828,6 +1061,14 @@ impl Store {
         self.submit_checked(stream, expected, events, condition)
     }
 
+    /// Refuses writes to a store open for reading only.
+    fn check_writable(&self) -> Result<()> {
+        match &self.read_only {
+            Some(reason) => Err(Error::ReadOnly { reason: reason.clone() }),
+            None => Ok(()),
+        }
+    }
+
     fn submit_checked(
         &self,
         stream: &str,
@@ -835,6 +1076,7 @@ impl Store {
         events: Vec<EventData>,
         condition: Option<AppendCondition>,
     ) -> Result<AppendResult> {
+        self.check_writable()?;
         let o = &self.shared.options;
         event::check_stream_name(stream)?;
         if events.is_empty() {
@@ -865,7 +1107,10 @@ impl Store {
                 o.max_append_size
             )));
         }
-        let result = self.committer.append(AppendRequest {
+        let Some(committer) = &self.committer else {
+            return Err(Error::Closed(None));
+        };
+        let result = committer.append(AppendRequest {
             stream: stream.to_string(),
             expected,
             events,
@@ -965,6 +1210,7 @@ impl Store {
     /// appends go on meanwhile; a crash at any point leaves the old or the new
     /// segment, never a mix.
     pub fn scavenge(&self) -> Result<crate::ScavengeReport> {
+        self.check_writable()?;
         crate::retention::scavenge(&self.shared, &self.shared.options.retention)
     }
 
@@ -1026,8 +1272,15 @@ impl Store {
             let _ = handle.join();
         }
         // Consumer groups keep their progress (at least once: only what moved since the last save).
-        let saved = self.groups.save_all(self);
-        let result = self.committer.close().and(saved);
+        // A read-only store writes nothing, group progress included.
+        let saved = match self.read_only {
+            Some(_) => Ok(()),
+            None => self.groups.save_all(self),
+        };
+        let result = match &self.committer {
+            Some(c) => c.close().and(saved),
+            None => Ok(()),
+        };
         self.shared.notifier.close();
         result
     }

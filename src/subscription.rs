@@ -41,6 +41,16 @@ pub enum Message {
     /// Every event before this position has been considered: a filtered
     /// subscriber may save it and resume from `SubscribeFrom::After(position - 1)`.
     Checkpoint(u64),
+    /// Positions `position..next` could not be read (their bytes are damaged)
+    /// and were skipped, as [`SubscriptionOptions::skip_damaged`] asked.
+    Damaged {
+        /// The first position skipped.
+        position: u64,
+        /// Where the subscription went on.
+        next: u64,
+        /// The corruption found, with its file and offset.
+        reason: String,
+    },
 }
 
 /// Settings of a subscription.
@@ -51,6 +61,12 @@ pub struct SubscriptionOptions {
     /// A checkpoint is delivered after the subscription has moved this many
     /// positions without delivering an event (filtered subscriptions on the global log).
     pub checkpoint_every: u64,
+    /// What a subscription to the global log does at a position it cannot read
+    /// (damaged bytes), after delivering every event before it: `false` (the
+    /// default) stops there, with [`Error::Damaged`] naming the position on every
+    /// later call until `repair` mends the store; `true` delivers
+    /// [`Message::Damaged`] and goes on after it.
+    pub skip_damaged: bool,
 }
 
 impl Default for SubscriptionOptions {
@@ -58,6 +74,7 @@ impl Default for SubscriptionOptions {
         SubscriptionOptions {
             batch: 256,
             checkpoint_every: 1024,
+            skip_damaged: false,
         }
     }
 }
@@ -175,6 +192,7 @@ impl Subscription {
         let options = SubscriptionOptions {
             batch: options.batch.max(1),
             checkpoint_every: options.checkpoint_every.max(1),
+            skip_damaged: options.skip_damaged,
         };
         Subscription {
             reported: next,
@@ -202,9 +220,37 @@ impl Subscription {
                     return Ok(false);
                 }
                 let batch = self.options.batch;
-                let events = self
-                    .shared
-                    .read_log(Direction::Forward, LogFrom::Position(self.next), batch, filter)?;
+                let (events, stop) = self.shared.read_log_stop(
+                    Direction::Forward,
+                    LogFrom::Position(self.next),
+                    batch,
+                    filter,
+                    crate::store::Visibility::Visible,
+                )?;
+                if let Some(stop) = stop {
+                    self.seen_head = head;
+                    // Everything before the damage first; the next read meets it at once.
+                    if let Some(last) = events.last() {
+                        self.next = last.position + 1;
+                        self.reported = self.next;
+                        self.buffered.extend(events.into_iter().map(Message::Event));
+                        return Ok(true);
+                    }
+                    if !self.options.skip_damaged {
+                        return Err(Error::Damaged {
+                            position: stop.position,
+                            source: Box::new(stop.error),
+                        });
+                    }
+                    self.buffered.push_back(Message::Damaged {
+                        position: stop.position,
+                        next: stop.resume,
+                        reason: stop.error.to_string(),
+                    });
+                    self.next = stop.resume;
+                    self.reported = stop.resume;
+                    return Ok(true);
+                }
                 let last = events.last().map(|e| e.position + 1);
                 // Fewer than a batch: everything published when we looked was considered.
                 let next = if events.len() < batch {

@@ -25,6 +25,7 @@ fn positions(msgs: &[Message]) -> Vec<u64> {
         .filter_map(|m| match m {
             Message::Event(e) => Some(e.position),
             Message::Checkpoint(_) => None,
+            Message::Damaged { position, .. } => panic!("damage at {position} in a healthy store"),
         })
         .collect()
 }
@@ -59,6 +60,7 @@ fn history_then_live_without_gap_or_duplicate_under_concurrent_appends() {
         match sub.next_timeout(Duration::from_secs(10)).unwrap() {
             Some(Message::Event(e)) => seen.push(e.position),
             Some(Message::Checkpoint(_)) => {}
+            Some(m @ Message::Damaged { .. }) => panic!("{m:?} in a healthy store"),
             None => panic!("timed out after {} events", seen.len()),
         }
     }
@@ -113,6 +115,7 @@ fn filtered_subscriptions_report_checkpoints_when_nothing_matches() {
     let opts = SubscriptionOptions {
         batch: 64,
         checkpoint_every: 100,
+        ..Default::default()
     };
     let mut sub = store.subscribe_all_with(SubscribeFrom::Start, Filter::all().with_type("Rare"), opts);
     // The subscriber follows live, reading after each burst of appends.

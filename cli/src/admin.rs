@@ -259,7 +259,7 @@ pub fn backup(ctx: &Ctx, dest: &Path) -> CliResult {
             ctx.data.display()
         )));
     }
-    let store = ctx.open_read()?;
+    let store = ctx.open_owned()?;
     let pb = ctx::spinner(format!("backing up to {}", dest.display()));
     let report = store.backup(dest);
     pb.finish_and_clear();

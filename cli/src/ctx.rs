@@ -47,6 +47,19 @@ impl Ctx {
         Ok(Store::open(&self.data, options)?)
     }
 
+    /// Opens the store for `annal serve`: for writing, or, if damage keeps it
+    /// from opening, degraded (reads of the intact data only).
+    pub fn open_serve(&self) -> CliResult<Store> {
+        if self.data.is_dir() {
+            self.refuse_foreign()?;
+        }
+        let options = Options {
+            create_if_missing: true,
+            ..self.options.clone()
+        };
+        Ok(Store::open_or_degraded(&self.data, options)?)
+    }
+
     /// Entries of the data directory that are not the lock file.
     fn entries(&self) -> CliResult<Vec<String>> {
         let dir = &self.data;
@@ -103,8 +116,21 @@ impl Ctx {
         self.refuse_foreign()
     }
 
-    /// Opens an existing store for a command that only reads; never creates the directory.
+    /// Opens an existing store for a command that only reads: no lock, nothing
+    /// written (so a store a server holds, or one on a read-only mount, can be
+    /// read), damage stepped around; never creates the directory.
     pub fn open_read(&self) -> CliResult<Store> {
+        self.require_store()?;
+        let options = Options {
+            create_if_missing: false,
+            ..self.options.clone()
+        };
+        Ok(Store::open_read_only(&self.data, options)?)
+    }
+
+    /// Opens an existing store as its one owner (taking the lock), for commands
+    /// that follow it live or copy it.
+    pub fn open_owned(&self) -> CliResult<Store> {
         self.require_store()?;
         let options = Options {
             create_if_missing: false,

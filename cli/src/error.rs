@@ -75,7 +75,7 @@ impl CliError {
 pub fn code(e: &annal::Error) -> i32 {
     use annal::Error as E;
     match e {
-        E::WrongExpectedVersion { .. } | E::ConditionFailed { .. } => CONFLICT,
+        E::WrongExpectedVersion { .. } | E::ConditionFailed { .. } | E::IdempotencyConflict { .. } => CONFLICT,
         E::StreamNotFound(_) | E::StreamDeleted(_) => NOT_FOUND,
         E::Corruption { .. } => CORRUPT,
         _ => ERROR,

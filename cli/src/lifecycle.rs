@@ -97,7 +97,28 @@ pub fn serve(ctx: &Ctx, listen: Option<SocketAddr>, no_auth: bool) -> CliResult 
     if no_auth {
         config.no_auth = true;
     }
-    let store = Arc::new(ctx.open_write()?);
+    let store = Arc::new(ctx.open_serve()?);
+    for t in store.torn_tails_at_open() {
+        eprintln!(
+            "annal: warning: recovery cut {} bytes after the last complete append at byte {} of segment {} (never acknowledged under durability \"always\"); they are kept in {}",
+            t.bytes,
+            t.offset,
+            t.segment_base,
+            t.file.display()
+        );
+    }
+    for d in store.damage() {
+        eprintln!(
+            "annal: warning: the store is damaged and serves reads only: {} (positions {}..{}); run `annal repair`",
+            d.error(),
+            d.first_position,
+            if d.end_position == u64::MAX {
+                "end".to_string()
+            } else {
+                d.end_position.to_string()
+            }
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

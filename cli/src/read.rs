@@ -188,7 +188,7 @@ fn stdout_closed() -> bool {
 
 /// `annal tail`.
 pub fn tail(ctx: &Ctx, a: TailArgs) -> CliResult {
-    let store = ctx.open_read()?;
+    let store = ctx.open_owned()?;
     let stop = stop_flag()?;
     let from = if a.from_start {
         SubscribeFrom::Start

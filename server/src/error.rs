@@ -102,6 +102,7 @@ impl From<annal::Error> for ApiError {
             E::DiskFull { .. } => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "disk_full", message),
             E::Closed(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_closed", message),
             E::Poisoned { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_failed", message),
+            E::ReadOnly { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_read_only", message),
             E::Corruption { .. } => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "corruption", message),
             _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "io_error", message),
         }

@@ -139,6 +139,11 @@ fn stream_response(
                     .id(p.saturating_sub(1).to_string())
                     .event("checkpoint")
                     .data(json!({ "position": p }).to_string()),
+                // A position that could not be read and was skipped (never silently).
+                Ok(Some(Message::Damaged { position, next, reason })) => Event::default()
+                    .id(next.saturating_sub(1).to_string())
+                    .event("damaged")
+                    .data(json!({ "position": position, "next": next, "reason": reason }).to_string()),
                 Err(e) => {
                     let _ = tx.blocking_send(error_event(&e.to_string()));
                     return;

@@ -1,0 +1,183 @@
+//! Issue 11, item 9: one damaged event in a sealed segment must not wedge the
+//! readers that reach it. Subscriptions and consumer groups deliver everything
+//! before the damage, then stop with a typed error naming the position, or, when
+//! asked, skip it and go on; repair clears it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use annal::{
+    Direction, Durability, Error, EventData, ExpectedVersion, Filter, GroupSettings, LogFrom, Message, Options,
+    SimStorage, Storage, Store, SubscribeFrom, SubscriptionOptions,
+};
+
+const DIR: &str = "/d";
+
+fn options() -> Options {
+    Options::default().durability(Durability::Always).segment_size(4096)
+}
+
+/// 60 events over several segments, closed; one event's data in the first
+/// (sealed) segment is damaged. Returns the store reopened and the damaged position.
+fn store_with_a_damaged_event(sim: &SimStorage) -> (Store, u64) {
+    let disk: Arc<dyn Storage> = Arc::new(sim.clone());
+    let store = Store::open_with(disk.clone(), DIR, options()).unwrap();
+    for n in 0..60u64 {
+        store
+            .append(
+                &format!("s-{}", n % 4),
+                ExpectedVersion::Any,
+                vec![EventData::json("E", format!(r#"{{"n":{n}}}"#))],
+            )
+            .unwrap();
+    }
+    store.close().unwrap();
+    let seg = Path::new(DIR).join("00000000000000000000.seg");
+    let bytes = sim.read_file(&seg).unwrap();
+    let at = bytes.windows(7).position(|w| w == br#"{"n":5}"#).unwrap();
+    sim.flip_bit(&seg, at as u64 + 5, 0).unwrap();
+    (Store::open_with(disk, DIR, options()).unwrap(), 5)
+}
+
+#[test]
+fn a_subscription_delivers_everything_before_the_damage_then_names_it() {
+    let sim = SimStorage::new();
+    let (store, damaged) = store_with_a_damaged_event(&sim);
+    let mut sub = store.subscribe_all(SubscribeFrom::Start, Filter::all());
+    let mut seen = Vec::new();
+    let err = loop {
+        match sub.next_timeout(Duration::from_secs(5)) {
+            Ok(Some(Message::Event(e))) => seen.push(e.position),
+            Ok(Some(Message::Checkpoint(_))) => {}
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(seen, (0..damaged).collect::<Vec<_>>());
+    match &err {
+        Error::Damaged { position, source } => {
+            assert_eq!(*position, damaged);
+            assert!(matches!(**source, Error::Corruption { .. }));
+        }
+        other => panic!("expected Damaged, got {other}"),
+    }
+    // It stays stopped there (never skips silently).
+    assert!(matches!(
+        sub.next_timeout(Duration::from_millis(10)),
+        Err(Error::Damaged { position: 5, .. })
+    ));
+    // A read of the global log that would have to pass it fails too.
+    assert!(
+        store
+            .read_all(Direction::Forward, LogFrom::Start, 100, &Filter::all())
+            .is_err()
+    );
+    assert_eq!(
+        store
+            .read_all(Direction::Forward, LogFrom::Start, 5, &Filter::all())
+            .unwrap()
+            .len(),
+        5
+    );
+}
+
+#[test]
+fn a_subscription_that_skips_damage_says_so_and_goes_on() {
+    let sim = SimStorage::new();
+    let (store, damaged) = store_with_a_damaged_event(&sim);
+    let options = SubscriptionOptions {
+        skip_damaged: true,
+        batch: 7,
+        ..Default::default()
+    };
+    let mut sub = store.subscribe_all_with(SubscribeFrom::Start, Filter::all(), options);
+    let mut seen = Vec::new();
+    let mut skipped = Vec::new();
+    while let Some(m) = sub.next_timeout(Duration::from_millis(200)).unwrap() {
+        match m {
+            Message::Event(e) => seen.push(e.position),
+            Message::Damaged { position, next, reason } => {
+                assert!(reason.contains(".seg"), "{reason}");
+                skipped.push((position, next));
+            }
+            Message::Checkpoint(_) => {}
+        }
+    }
+    assert_eq!(skipped, vec![(damaged, damaged + 1)]);
+    let expected: Vec<u64> = (0..60).filter(|p| *p != damaged).collect();
+    assert_eq!(seen, expected);
+}
+
+#[test]
+fn a_consumer_group_stops_at_the_damage_or_skips_it_as_configured() {
+    let sim = SimStorage::new();
+    let (store, damaged) = store_with_a_damaged_event(&sim);
+    // Stopping (the default): everything before, then a typed error, every time.
+    store.create_group("stopper", GroupSettings::all()).unwrap();
+    let group = store.group("stopper").unwrap();
+    let c = group.consumer("c1");
+    let mut got = Vec::new();
+    let err = loop {
+        match c.fetch(3, Duration::from_millis(50)) {
+            Ok(batch) => {
+                assert!(
+                    !batch.is_empty(),
+                    "a fetch came back empty before the damage was reported"
+                );
+                let ids: Vec<_> = batch.iter().map(|d| d.event.id).collect();
+                got.extend(batch.iter().map(|d| d.event.position));
+                c.ack(&ids).unwrap();
+            }
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(got, (0..damaged).collect::<Vec<_>>());
+    assert!(
+        matches!(err, Error::Damaged { position, .. } if position == damaged),
+        "{err}"
+    );
+    assert!(matches!(
+        c.fetch(3, Duration::from_millis(10)),
+        Err(Error::Damaged { .. })
+    ));
+    // Skipping: every readable event, the damaged one left out.
+    let settings = GroupSettings {
+        skip_damaged: true,
+        ..GroupSettings::all()
+    };
+    store.create_group("skipper", settings).unwrap();
+    let group = store.group("skipper").unwrap();
+    let c = group.consumer("c1");
+    let mut got = Vec::new();
+    loop {
+        let batch = c.fetch(10, Duration::from_millis(50)).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        let ids: Vec<_> = batch.iter().map(|d| d.event.id).collect();
+        got.extend(batch.iter().map(|d| d.event.position).filter(|p| *p < 60));
+        c.ack(&ids).unwrap();
+    }
+    let expected: Vec<u64> = (0..60).filter(|p| *p != damaged).collect();
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn repair_clears_the_damage_for_subscribers() {
+    let sim = SimStorage::new();
+    let (store, damaged) = store_with_a_damaged_event(&sim);
+    store.close().unwrap();
+    let report = annal::repair_with(Arc::new(sim.clone()), Path::new(DIR)).unwrap();
+    assert_eq!(report.lost_positions, 1);
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let mut sub = store.subscribe_all(SubscribeFrom::Start, Filter::all());
+    let mut seen = Vec::new();
+    while let Some(m) = sub.next_timeout(Duration::from_millis(200)).unwrap() {
+        if let Message::Event(e) = m {
+            seen.push(e.position);
+        }
+    }
+    let expected: Vec<u64> = (0..60).filter(|p| *p != damaged).collect();
+    assert_eq!(seen, expected);
+}
