@@ -8,11 +8,12 @@
 //! `quarantine/<time>/`, and every action is reported. It must never run on a
 //! store that is open (it takes the directory's lock).
 
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::checkpoint::{META_FILE, STREAMS_FILE, StoreMeta};
+use crate::checkpoint::{META_FILE, STREAMS_FILE, StoreMeta, StreamsCheckpoint};
 use crate::error::{Error, IoContext, Result};
 use crate::event::now_micros;
 use crate::index::SegmentIndex;
@@ -35,12 +36,15 @@ pub struct RepairReport {
     pub quarantined_bytes: u64,
     /// The quarantine folder of this run, if anything was moved there.
     pub quarantine: Option<PathBuf>,
+    /// What repair found wrong but could not fix, with the file and byte
+    /// offset concerned; `verify` will still report these.
+    pub unfixed: Vec<String>,
 }
 
 impl RepairReport {
     /// True when the store needed nothing.
     pub fn is_clean(&self) -> bool {
-        self.actions.is_empty()
+        self.actions.is_empty() && self.unfixed.is_empty()
     }
 }
 
@@ -64,8 +68,12 @@ pub fn repair_with(storage: Arc<dyn Storage>, dir: &Path) -> Result<RepairReport
         dir,
         report: RepairReport::default(),
         stamp: now_micros(),
+        checkpoint: None,
+        revisions: Default::default(),
+        lost: 0,
     };
     r.identity()?;
+    r.read_checkpoint()?;
     r.segments()?;
     r.derived()?;
     Ok(r.report)
@@ -76,6 +84,12 @@ struct Repairer<'a> {
     dir: &'a Path,
     report: RepairReport,
     stamp: i64,
+    /// The stream checkpoint as found, and why it must go (if it must).
+    checkpoint: Option<(Vec<u8>, Option<String>)>,
+    /// Each stream's next revision in the repaired log so far.
+    revisions: HashMap<String, u64>,
+    /// Positions lost or removed in the repaired log so far.
+    lost: u64,
 }
 
 /// A segment's new body as repair rebuilt it.
@@ -163,6 +177,7 @@ impl Repairer<'_> {
             .collect();
         bases.sort_unstable();
         let mut expected = 0u64;
+        self.check_checkpoint(0);
         for (i, base) in bases.iter().copied().enumerate() {
             let is_last = i + 1 == bases.len();
             let path = self.dir.join(segment_file_name(base));
@@ -178,12 +193,61 @@ impl Repairer<'_> {
             }
             if base > expected {
                 self.fill_gap(expected, base)?;
+                self.check_checkpoint(base);
             }
             // The next segment's base bounds this one, whatever its seal says.
             let bound = bases.get(i + 1).copied();
             expected = self.segment(&path, base, is_last, bound)?;
+            self.check_checkpoint(expected);
         }
         Ok(())
+    }
+
+    /// Reads the stream checkpoint, if any, and notes whether it decodes.
+    fn read_checkpoint(&mut self) -> Result<()> {
+        let path = self.dir.join(STREAMS_FILE);
+        if !self.st.exists(&path) {
+            return Ok(());
+        }
+        let bytes = self.read(&path)?;
+        let why = match StreamsCheckpoint::decode(&bytes, &path) {
+            // Compared with the log once the repair reaches its position.
+            Ok(_) => None,
+            Err(e) => Some(format!("unreadable ({e})")),
+        };
+        self.checkpoint = Some((bytes, why));
+        Ok(())
+    }
+
+    /// Once the repaired log reaches `position`, compares a checkpoint covering
+    /// exactly that far with the log's stream states (as `verify` does).
+    fn check_checkpoint(&mut self, position: u64) {
+        let path = self.dir.join(STREAMS_FILE);
+        let Some((bytes, why)) = &mut self.checkpoint else {
+            return;
+        };
+        let Ok(c) = StreamsCheckpoint::decode(bytes, &path) else {
+            return;
+        };
+        if c.covered_position != position {
+            return;
+        }
+        *why = crate::verify::checkpoint_disagreement(&c, &self.revisions, self.lost > 0);
+    }
+
+    /// Notes the stream revisions and lost positions of a segment's final bytes.
+    fn account(&mut self, bytes: &[u8]) {
+        let _ = segment::scan_frames(bytes, |frame, _, _| {
+            match frame {
+                Frame::Event(ev) => {
+                    self.revisions
+                        .insert(ev.stream.to_string(), ev.revision.saturating_add(1));
+                }
+                Frame::Lost(l) => self.lost = self.lost.saturating_add(l.count),
+                _ => {}
+            }
+            Ok(())
+        });
     }
 
     /// Writes a sealed segment holding one lost frame for positions no segment held.
@@ -213,6 +277,7 @@ impl Repairer<'_> {
             let name = segment_file_name(base);
             self.replace(&name, &bytes)?;
             self.report.lost_positions += end - base;
+            self.lost = self.lost.saturating_add(end - base);
             self.act(format!(
                 "{}: positions {base}..{end} were in no segment; recorded as lost",
                 self.dir.join(&name).display()
@@ -317,6 +382,7 @@ impl Repairer<'_> {
         if rebuilt.sealed {
             self.index(path, &rebuilt.bytes, base)?;
         }
+        self.account(&rebuilt.bytes);
         Ok(rebuilt.next)
     }
 
@@ -380,14 +446,20 @@ impl Repairer<'_> {
                         self.salvage(&mut out, &mut next, &mut pending, bytes, path)?;
                     }
                     salvaging = false;
-                    // A rewritten segment's layout differs from the one the group's
-                    // `durable_end` described: keep the boundary, claim nothing.
-                    record::encode_group(
-                        &mut out,
-                        &GroupView {
-                            durable_end: SEGMENT_HEADER as u64,
-                        },
-                    );
+                    if !changed && out.len() == offset {
+                        // Nothing before it moved: the group's claim still holds.
+                        out.extend_from_slice(&bytes[offset..offset + len]);
+                    } else {
+                        // A rewritten segment's layout differs from the one the group's
+                        // `durable_end` described: keep the boundary, claim nothing.
+                        changed = true;
+                        record::encode_group(
+                            &mut out,
+                            &GroupView {
+                                durable_end: SEGMENT_HEADER as u64,
+                            },
+                        );
+                    }
                     offset += len;
                 }
                 Ok((Frame::Lost(l), len)) if l.first_position >= next + pending.len() as u64 => {
@@ -420,7 +492,15 @@ impl Repairer<'_> {
                         self.lose(&mut out, &mut next, end, path, offset)?;
                         changed = true;
                     }
-                    if changed || seal.next_position != next || seal.event_count != next - base {
+                    // The seal's checksum must cover the bytes kept before it.
+                    let content_ok = crc32fast::hash(&out[SEGMENT_HEADER..]) == seal.content_crc;
+                    if !content_ok && !changed {
+                        self.act(format!(
+                            "{}: seal checksum did not match the segment's bytes at byte {offset}; sealed anew",
+                            path.display()
+                        ));
+                    }
+                    if changed || !content_ok || seal.next_position != next || seal.event_count != next - base {
                         changed = true;
                         self.seal(&mut out, next, next - base);
                     } else {
@@ -565,10 +645,18 @@ impl Repairer<'_> {
         }
         // Stream states are rebuilt from the segments on the next open.
         let chk = self.dir.join(STREAMS_FILE);
-        if !self.report.actions.is_empty() && self.st.exists(&chk) {
+        let why = match self.checkpoint.take() {
+            Some((bytes, Some(why))) => Some((bytes, why)),
+            Some((bytes, None)) if !self.report.actions.is_empty() => {
+                Some((bytes, "the repaired log's stream states may differ".to_string()))
+            }
+            _ => None,
+        };
+        if let Some((bytes, why)) = why {
+            self.quarantine(STREAMS_FILE, &bytes)?;
             self.st.remove(&chk).ctx(|| format!("removing {}", chk.display()))?;
             self.act(format!(
-                "{}: removed; rebuilt from the segments on the next open",
+                "{}: {why}; moved to quarantine, rebuilt from the segments on the next open",
                 chk.display()
             ));
         }

@@ -292,23 +292,41 @@ fn check_segment(
 }
 
 fn check_checkpoint(report: &mut VerifyReport, path: &Path, c: &StreamsCheckpoint, revisions: &Revisions) {
+    for what in checkpoint_problems(c, &revisions.next, revisions.lost > 0) {
+        report.problem(path, 0, what);
+    }
+}
+
+/// How a checkpoint disagrees with the stream states of the log before its
+/// `covered_position`: `next` holds each stream's next revision there, `gaps`
+/// says whether positions were lost or removed before it. Shared with repair,
+/// so that what verify reports, repair clears.
+pub(crate) fn checkpoint_problems(c: &StreamsCheckpoint, next: &HashMap<String, u64>, gaps: bool) -> Vec<String> {
     // Removed or lost positions may take a stream's last events, or all of them,
     // out of the log; the checkpoint then knows more than the log shows.
-    let gaps = revisions.lost > 0;
-    for (name, next) in &revisions.next {
+    let mut problems = Vec::new();
+    let mut names: Vec<_> = next.iter().collect();
+    names.sort();
+    for (name, next) in names {
         match c.streams.get(name.as_str()) {
             Some(s) if s.last_revision.saturating_add(1) == *next => {}
             Some(s) if gaps && s.last_revision.saturating_add(1) > *next => {}
-            _ => report.problem(path, 0, format!("stream {name:?} disagrees with the log")),
+            _ => problems.push(format!("stream {name:?} disagrees with the log")),
         }
     }
-    if c.streams.len() < revisions.next.len() || (!gaps && c.streams.len() != revisions.next.len()) {
-        report.problem(
-            path,
-            0,
-            "checkpoint lists streams the log does not have at its position",
-        );
+    if c.streams.len() < next.len() || (!gaps && c.streams.len() != next.len()) {
+        problems.push("checkpoint lists streams the log does not have at its position".to_string());
     }
+    problems
+}
+
+/// The first of [`checkpoint_problems`], if any.
+pub(crate) fn checkpoint_disagreement(
+    c: &StreamsCheckpoint,
+    next: &HashMap<String, u64>,
+    gaps: bool,
+) -> Option<String> {
+    checkpoint_problems(c, next, gaps).into_iter().next()
 }
 
 fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {

@@ -206,6 +206,9 @@ pub fn repair(ctx: &Ctx) -> CliResult {
     for a in &report.actions {
         render::emit(&mut out, &crate::obj! { "action": a })?;
     }
+    for u in &report.unfixed {
+        render::emit(&mut out, &crate::obj! { "unfixed": u })?;
+    }
     render::emit(
         &mut out,
         &crate::obj! {
@@ -214,7 +217,15 @@ pub fn repair(ctx: &Ctx) -> CliResult {
             "quarantine": report.quarantine.as_ref().map(|q| q.display().to_string()),
         },
     )?;
-    render::flush(&mut out)
+    render::flush(&mut out)?;
+    if report.unfixed.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::with_code(
+            CORRUPT,
+            format!("{} problem(s) repair could not fix", report.unfixed.len()),
+        ))
+    }
 }
 
 /// `path` made absolute and, as far as it exists, free of symbolic links and `..`.
