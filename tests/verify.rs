@@ -165,3 +165,37 @@ fn a_backup_of_a_live_store_opens_as_it_was_and_restores() {
     assert_eq!(stats.streams, 8);
     assert!(stats.segments > 3 && stats.segment_bytes > 0 && stats.index_bytes > 0);
 }
+
+#[test]
+fn verify_resynchronises_after_damage_and_blames_only_the_damaged_segment() {
+    let sim = SimStorage::new();
+    drop(filled(&sim));
+    let segs = segments(&sim, ".seg");
+    assert!(segs.len() >= 4, "{segs:?}");
+    // Two damaged events in segment 1, one in segment 2: each in its own frame.
+    let mut damaged = Vec::new();
+    for (seg, nth) in [(1, 3), (1, 20), (2, 5)] {
+        let path = Path::new("/v").join(&segs[seg]);
+        let bytes = sim.read_file(&path).unwrap();
+        let at = bytes
+            .windows(4)
+            .enumerate()
+            .filter(|(_, w)| *w == b"{\"i\"")
+            .nth(nth)
+            .unwrap()
+            .0 as u64
+            + 2;
+        sim.flip_bit(&path, at, 3).unwrap();
+        damaged.push((path, at));
+    }
+    let store = Store::open_with(Arc::new(sim.clone()), "/v", options()).unwrap();
+    let report = store.verify().unwrap();
+    assert_eq!(report.problems.len(), 3, "{:#?}", report.problems);
+    for (p, (path, at)) in report.problems.iter().zip(&damaged) {
+        assert_eq!(&p.file, path, "{p}");
+        assert!(p.offset <= *at && *at < p.offset + 200, "{p}");
+    }
+    // Every event but the three damaged ones is still decoded and counted.
+    assert_eq!(report.events, 297);
+    assert_eq!(report.segments, segs.len());
+}
