@@ -645,6 +645,40 @@ fn a_store_that_cannot_open_exits_5_and_suggests_repair() {
 }
 
 #[test]
+fn a_damaged_identity_file_beside_segments_is_corruption() {
+    let env = sealed_store();
+    let meta = env.data().join("annal.meta");
+    let whole = std::fs::read(&meta).unwrap();
+    // Truncated: exit 5, naming the file and the offset where it ends.
+    std::fs::write(&meta, &whole[..30]).unwrap();
+    env.fails(&["verify"], 5, "annal.meta at byte 30: truncated");
+    // Bad magic, too long, missing: the same.
+    let mut bad = whole.clone();
+    bad[3] ^= 1;
+    std::fs::write(&meta, &bad).unwrap();
+    env.fails(
+        &["verify"],
+        5,
+        "annal.meta at byte 3: not an annal identity file (bad magic)",
+    );
+    let mut long = whole.clone();
+    long.push(0);
+    std::fs::write(&meta, &long).unwrap();
+    env.fails(&["verify"], 5, "annal.meta at byte 64");
+    std::fs::remove_file(&meta).unwrap();
+    env.fails(&["verify"], 5, "annal.meta at byte 0");
+    // A directory without segments is still simply not a store.
+    let other = env.path().join("photos");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("annal.meta"), b"short").unwrap();
+    env.fails(&["--data", other.to_str().unwrap(), "verify"], 1, "");
+    // Repair rewrites the identity file; verify is clean again.
+    std::fs::write(&meta, &whole[..30]).unwrap();
+    env.json(&["repair"]);
+    assert_eq!(env.json(&["verify"])[0]["problems"], 0);
+}
+
+#[test]
 fn export_import_round_trip_is_exact_and_idempotent() {
     let env = Env::new();
     let jsonl_in = concat!(
