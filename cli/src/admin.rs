@@ -97,6 +97,7 @@ struct Stats {
     quarantine_bytes: u64,
     fs_total_bytes: Option<u64>,
     fs_available_bytes: Option<u64>,
+    last_background_error: Option<String>,
 }
 
 /// `annal stats`.
@@ -120,6 +121,7 @@ pub fn stats(ctx: &Ctx, format: Format) -> CliResult {
         quarantine_bytes: usage(&dir.join(annal::repair::QUARANTINE_DIR)).bytes,
         fs_total_bytes: space.map(|s| s.0),
         fs_available_bytes: space.map(|s| s.1),
+        last_background_error: s.last_background_error.clone(),
     };
     store.close()?;
     let mut out = stdout();

@@ -557,9 +557,11 @@ fn streams_and_stats() {
         "torn_bytes",
         "quarantine_bytes",
         "fs_available_bytes",
+        "last_background_error",
     ] {
         assert!(stats.get(key).is_some(), "{key} missing: {stats}");
     }
+    assert!(stats["last_background_error"].is_null(), "{stats}");
     let table = env.ok(&["stats", "--format", "table"]);
     assert!(
         table
