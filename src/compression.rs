@@ -36,8 +36,8 @@ pub const MAX_BLOCK_SIZE: usize = 4 << 20;
 pub const MAX_BLOCK_LOGICAL: usize = crate::record::MAX_BODY + crate::record::FRAME_HEADER + MAX_BLOCK_SIZE;
 /// zstd levels [`crate::Options::validate`] accepts.
 pub const LEVELS: std::ops::RangeInclusive<i32> = 1..=22;
-/// Dictionary sizes [`crate::Options::validate`] accepts.
-pub const DICTIONARY_SIZES: std::ops::RangeInclusive<usize> = 1024..=(1 << 20);
+/// Dictionary sizes [`crate::Options::validate`] accepts (at most the 8 MiB of samples it is trained from).
+pub const DICTIONARY_SIZES: std::ops::RangeInclusive<usize> = 1024..=(8 << 20);
 
 /// Settings of segment compression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -51,7 +51,7 @@ pub struct CompressionOptions {
     /// Train a zstd dictionary from the store's own events (once, from the
     /// first sealed segments) and compress with it: better ratios on small JSON events.
     pub dictionary: bool,
-    /// Size of that dictionary in bytes (1 KiB ..= 1 MiB).
+    /// Size of that dictionary in bytes (1 KiB ..= 8 MiB, the most it is trained from).
     pub dictionary_size: usize,
 }
 
