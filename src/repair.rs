@@ -71,9 +71,14 @@ pub fn repair_with(storage: Arc<dyn Storage>, dir: &Path) -> Result<RepairReport
         checkpoint: None,
         revisions: Default::default(),
         lost: 0,
+        dictionary: None,
+        dictionary_error: None,
+        dictionary_needed: 0,
+        incomplete: false,
     };
     r.identity()?;
     r.read_checkpoint()?;
+    r.read_dictionary();
     r.segments()?;
     r.derived()?;
     Ok(r.report)
@@ -90,6 +95,15 @@ struct Repairer<'a> {
     revisions: HashMap<String, u64>,
     /// Positions lost or removed in the repaired log so far.
     lost: u64,
+    /// The store's compression dictionary, if it has a readable one.
+    dictionary: Option<Arc<crate::compression::Dictionary>>,
+    /// Why `dictionary.zdict` could not be read, if it could not.
+    dictionary_error: Option<String>,
+    /// Segments compressed with a dictionary the store does not have (readable).
+    dictionary_needed: usize,
+    /// True once a segment was left as it was, unread: the stream states of the
+    /// log after it are unknown.
+    incomplete: bool,
 }
 
 /// A segment's new body as repair rebuilt it.
@@ -203,6 +217,15 @@ impl Repairer<'_> {
         Ok(())
     }
 
+    /// Loads the compression dictionary, noting why if it cannot be read: it
+    /// cannot be rebuilt, so segments compressed with it are then left alone.
+    fn read_dictionary(&mut self) {
+        match crate::compression::load_dictionary(self.st, self.dir) {
+            Ok(d) => self.dictionary = d,
+            Err(e) => self.dictionary_error = Some(e.to_string()),
+        }
+    }
+
     /// Reads the stream checkpoint, if any, and notes whether it decodes.
     fn read_checkpoint(&mut self) -> Result<()> {
         let path = self.dir.join(STREAMS_FILE);
@@ -226,6 +249,9 @@ impl Repairer<'_> {
         let Some((bytes, why)) = &mut self.checkpoint else {
             return;
         };
+        if self.incomplete {
+            return;
+        }
         let Ok(c) = StreamsCheckpoint::decode(bytes, &path) else {
             return;
         };
@@ -308,9 +334,36 @@ impl Repairer<'_> {
     fn segment(&mut self, path: &Path, base: u64, is_last: bool, bound: Option<u64>) -> Result<u64> {
         let name = segment_file_name(base);
         let mut original = self.read(path)?;
-        if SegmentHeader::decode(&original, path).is_ok_and(|h| h.compressed) {
+        let header = SegmentHeader::decode(&original, path).ok();
+        if let Some(id) = header.and_then(|h| h.dictionary)
+            && self.dictionary.as_ref().map(|d| d.id) != Some(id)
+        {
+            // Its blocks cannot be read without the dictionary, which no repair can
+            // rebuild: leave the segment as it is, and say so.
+            self.dictionary_needed += 1;
+            self.incomplete = true;
+            let why = match &self.dictionary_error {
+                Some(e) => format!("which is unreadable ({e})"),
+                None if self.dictionary.is_some() => "which is not the store's dictionary".to_string(),
+                None => format!("and {} is missing", crate::compression::DICTIONARY_FILE),
+            };
+            self.report.unfixed.push(format!(
+                "{}: compressed with dictionary {id}, {why}: its events cannot be read until {} is restored (from a backup); the segment was left as it is",
+                path.display(),
+                crate::compression::DICTIONARY_FILE
+            ));
+            let idx = self.dir.join(format!("{base:020}.idx"));
+            let from_index = self
+                .st
+                .map(&idx)
+                .ok()
+                .and_then(|m| SegmentIndex::open(m, &idx).ok())
+                .map(|i| crate::index::Lookup::next_position(&i));
+            return Ok(bound.or(from_index).unwrap_or(base));
+        }
+        if header.is_some_and(|h| h.compressed) {
             // Repair works on the logical form; an unreadable compressed file is a wreck.
-            let dict = crate::compression::load_dictionary(self.st, self.dir).ok().flatten();
+            let dict = self.dictionary.clone();
             let opened = crate::compression::Compressed::open(original.clone().into(), path, dict.as_ref());
             match opened.and_then(|c| c.logical(path)) {
                 Ok(logical) => original = logical,
@@ -642,6 +695,26 @@ impl Repairer<'_> {
             self.quarantine(n, &bytes)?;
             self.st.remove(&p).ctx(|| format!("removing {}", p.display()))?;
             self.act(format!("{}: stale temporary file moved to quarantine", p.display()));
+        }
+        // A damaged dictionary no segment needs is moved aside; one that some
+        // segment needs stays for whoever can restore it.
+        if let Some(e) = self.dictionary_error.take() {
+            let path = self.dir.join(crate::compression::DICTIONARY_FILE);
+            if self.dictionary_needed == 0 {
+                let bytes = self.read(&path)?;
+                self.quarantine(crate::compression::DICTIONARY_FILE, &bytes)?;
+                self.st.remove(&path).ctx(|| format!("removing {}", path.display()))?;
+                self.act(format!(
+                    "{}: unreadable ({e}) and used by no segment; moved to quarantine",
+                    path.display()
+                ));
+            } else {
+                self.report.unfixed.push(format!(
+                    "{}: unreadable ({e}); {} segment(s) compressed with it were left as they are",
+                    path.display(),
+                    self.dictionary_needed
+                ));
+            }
         }
         // Stream states are rebuilt from the segments on the next open.
         let chk = self.dir.join(STREAMS_FILE);

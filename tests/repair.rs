@@ -250,15 +250,20 @@ fn a_flipped_byte_in_a_sealed_segment_header_is_cleared_by_repair() {
 type Files = Vec<(String, Vec<u8>)>;
 
 /// A small closed store with several sealed segments, multi-event appends and a
-/// few streams; returns its files and every event by position.
-fn small_store() -> (Files, BTreeMap<u64, RecordedEvent>) {
+/// few streams (its sealed segments compressed with a trained dictionary if
+/// `compressed`); returns its files and every event by position.
+fn small_store(compressed: bool) -> (Files, BTreeMap<u64, RecordedEvent>) {
     let sim = SimStorage::new();
-    let store = Store::open_with(
-        Arc::new(sim.clone()),
-        DIR,
-        Options::default().durability(Durability::Always).segment_size(4096),
-    )
-    .unwrap();
+    let mut o = Options::default().durability(Durability::Always).segment_size(4096);
+    if compressed {
+        o = o.compression(annal::CompressionOptions {
+            dictionary: true,
+            block_size: 1024,
+            dictionary_size: 1024,
+            ..Default::default()
+        });
+    }
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, o).unwrap();
     for i in 0..90u64 {
         let n = 1 + (i % 3) as usize;
         let batch = (0..n)
@@ -267,6 +272,9 @@ fn small_store() -> (Files, BTreeMap<u64, RecordedEvent>) {
         store
             .append(&format!("s-{}", i % 4), ExpectedVersion::Any, batch)
             .unwrap();
+    }
+    if compressed {
+        assert!(store.compress().unwrap().segments >= 3);
     }
     let all = store
         .read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all())
@@ -283,31 +291,25 @@ fn small_store() -> (Files, BTreeMap<u64, RecordedEvent>) {
 }
 
 /// Offsets to damage in a file of `len` bytes: every byte of a small file or of
-/// the first and last 80 bytes, and a spread of the middle.
-fn offsets(len: usize) -> Vec<usize> {
-    if len <= 200 {
+/// the first and last `edge` bytes, and `spread` offsets between.
+fn offsets(len: usize, edge: usize, spread: usize) -> Vec<usize> {
+    if len <= 2 * edge + spread {
         return (0..len).collect();
     }
-    let mut v: Vec<usize> = (0..80).chain(len - 80..len).collect();
-    v.extend((80..len - 80).step_by(((len - 160) / 40).max(1)));
+    let mut v: Vec<usize> = (0..edge).chain(len - edge..len).collect();
+    v.extend((edge..len - edge).step_by(((len - 2 * edge) / spread).max(1)));
     v
 }
 
-#[test]
-fn after_repair_of_any_flipped_byte_the_store_verifies_clean() {
-    let (files, original) = small_store();
-    let kinds: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
-    assert!(kinds.iter().filter(|n| n.ends_with(".seg")).count() >= 3, "{kinds:?}");
-    assert!(kinds.iter().any(|n| n.ends_with(".idx")), "{kinds:?}");
-    assert!(
-        kinds.contains(&"streams.chk") && kinds.contains(&"annal.meta"),
-        "{kinds:?}"
-    );
+/// Flips one byte at a time of every file of the store, repairs, and returns
+/// every case where the store does not then open and verify clean with every
+/// surviving event unchanged (unless repair said what it could not fix).
+fn flip_every_file(files: &Files, original: &BTreeMap<u64, RecordedEvent>, edge: usize, spread: usize) -> Vec<String> {
     let mut failures = Vec::new();
-    for (victim, bytes) in &files {
-        for at in offsets(bytes.len()) {
+    for (victim, bytes) in files {
+        for at in offsets(bytes.len(), edge, spread) {
             let sim = SimStorage::new();
-            for (name, b) in &files {
+            for (name, b) in files {
                 let mut b = b.clone();
                 if name == victim {
                     b[at] ^= 0x5a;
@@ -366,10 +368,73 @@ fn after_repair_of_any_flipped_byte_the_store_verifies_clean() {
             }
         }
     }
+    failures
+}
+
+#[test]
+fn after_repair_of_any_flipped_byte_the_store_verifies_clean() {
+    let (files, original) = small_store(false);
+    let kinds: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(kinds.iter().filter(|n| n.ends_with(".seg")).count() >= 3, "{kinds:?}");
+    assert!(kinds.iter().any(|n| n.ends_with(".idx")), "{kinds:?}");
+    assert!(
+        kinds.contains(&"streams.chk") && kinds.contains(&"annal.meta"),
+        "{kinds:?}"
+    );
+    let failures = flip_every_file(&files, &original, 80, 40);
     assert!(
         failures.is_empty(),
         "{} failures:\n{}",
         failures.len(),
         failures.join("\n")
     );
+}
+
+#[test]
+fn after_repair_of_any_flipped_byte_a_compressed_store_verifies_clean() {
+    let (files, original) = small_store(true);
+    let kinds: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(kinds.contains(&"dictionary.zdict"), "{kinds:?}");
+    let failures = flip_every_file(&files, &original, 40, 20);
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn a_damaged_dictionary_is_reported_and_its_segments_are_left_as_they_are() {
+    let (files, original) = small_store(true);
+    let sim = SimStorage::new();
+    for (name, b) in &files {
+        sim.write_file(&Path::new(DIR).join(name), b).unwrap();
+    }
+    let dict = Path::new(DIR).join("dictionary.zdict");
+    let good = sim.read_file(&dict).unwrap();
+    sim.flip_bit(&dict, 40, 2).unwrap();
+    assert!(matches!(open(&sim), Err(Error::Corruption { .. })));
+    let report = repair_with(Arc::new(sim.clone()), Path::new(DIR)).unwrap();
+    assert!(!report.is_clean());
+    assert!(
+        report.unfixed.iter().any(|u| u.contains("dictionary.zdict")),
+        "{:?}",
+        report.unfixed
+    );
+    assert_eq!(report.lost_positions, 0, "{:?}", report.actions);
+    // Every compressed segment is as it was: restoring the dictionary restores the store.
+    for (name, b) in files.iter().filter(|(n, _)| n.ends_with(".seg")) {
+        let now = sim.read_file(&Path::new(DIR).join(name)).unwrap();
+        if u32::from_le_bytes(b[12..16].try_into().unwrap()) != 0 {
+            assert!(&now == b, "{name} changed");
+        }
+    }
+    sim.write_file(&dict, &good).unwrap();
+    let store = open(&sim).unwrap();
+    assert!(store.verify().unwrap().is_clean());
+    let now = store
+        .read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all())
+        .unwrap();
+    assert_eq!(now.len(), original.len());
 }
