@@ -647,6 +647,28 @@ fn a_store_that_cannot_open_exits_5_and_suggests_repair() {
 }
 
 #[test]
+fn after_repair_verify_is_clean_for_a_damaged_checkpoint_or_segment_header() {
+    let env = sealed_store();
+    // A flipped byte in streams.chk: verify exits 5, repair clears it.
+    flip(&env.data().join("streams.chk"), 20);
+    env.fails(&["verify"], 5, "annal repair");
+    let out = env.json(&["repair"]);
+    assert!(
+        out.iter()
+            .any(|a| a["action"].as_str().is_some_and(|a| a.contains("streams.chk"))),
+        "{out:?}"
+    );
+    assert_eq!(env.json(&["verify"])[0]["problems"], 0);
+    // A flipped byte in a sealed segment's header: the same.
+    flip(&env.data().join("00000000000000000040.seg"), 20);
+    env.fails(&["verify"], 5, "annal repair");
+    env.json(&["repair"]);
+    let after = env.json(&["verify"]);
+    assert_eq!(after[0]["problems"], 0, "{after:?}");
+    assert_eq!(after[0]["events"], 122);
+}
+
+#[test]
 fn a_damaged_identity_file_beside_segments_is_corruption() {
     let env = sealed_store();
     let meta = env.data().join("annal.meta");
