@@ -42,8 +42,9 @@ pub struct StoreStats {
     pub index_bytes: u64,
     /// Events of the active segment, indexed in memory.
     pub active_events: u64,
-    /// The last error of the background compressor or scavenger in this
-    /// process (what failed, when, and why); `None` if none failed.
+    /// The last error of the background compressor or scavenger of this data
+    /// directory in this process (what failed, when, and why); `None` if none
+    /// failed. It stays after later runs succeed, until another error replaces it.
     pub last_background_error: Option<String>,
 }
 

@@ -387,7 +387,6 @@ pub struct CompressReport {
 /// compressed yet. The index stays valid (it uses logical offsets); the file
 /// is replaced atomically, so a crash leaves the old or the new form.
 pub(crate) fn compress_sealed(shared: &crate::store::Shared, options: &CompressionOptions) -> Result<CompressReport> {
-    use crate::error::IoContext;
     use crate::index::Lookup;
     let _one_at_a_time = shared.scavenging.lock();
     let mut report = CompressReport::default();
@@ -399,7 +398,6 @@ pub(crate) fn compress_sealed(shared: &crate::store::Shared, options: &Compressi
         .filter(|s| s.index.base() < active_base && s.compressed.is_none())
         .cloned()
         .collect();
-    let st = &*shared.storage;
     if options.dictionary && shared.dictionary.read().is_none() && !todo.is_empty() {
         train_dictionary(shared, &todo, options)?;
     }
@@ -408,41 +406,69 @@ pub(crate) fn compress_sealed(shared: &crate::store::Shared, options: &Compressi
     } else {
         None
     };
+    // A segment that cannot be compressed (or fails its check) does not keep
+    // the others from being compressed; the first error is returned at the end.
+    let mut first_error = None;
     for seg in todo {
-        let packed = compress_segment(&seg.bytes, options, dict.as_deref())?;
-        if packed.len() >= seg.bytes.len() {
-            continue; // Nothing gained (already small or incompressible).
+        match compress_one(shared, &seg, options, dict.as_ref()) {
+            Ok(Some((new, after))) => {
+                report.segments += 1;
+                report.bytes_before += seg.bytes.len() as u64;
+                report.bytes_after += after;
+                let mut list = shared.sealed.write();
+                let mut next = (**list).clone();
+                if let Some(slot) = next.iter_mut().find(|s| s.index.base() == seg.index.base()) {
+                    *slot = std::sync::Arc::new(new);
+                }
+                *list = std::sync::Arc::new(next);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
         }
-        let name = seg
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        // The compressed form must give back the segment exactly, and match its
-        // seal's content checksum, before it may replace it: in memory first,
-        // then as written to disk (read back before the rename).
-        let check = |file: &[u8]| check_compressed(file, &seg.bytes, seg.index.end_offset(), &seg.path, dict.as_ref());
-        check(&packed)?;
-        replace_checked(st, &shared.dir, &name, &packed, check)?;
-        let idx_name = format!("{:020}.idx", seg.index.base());
-        let idx_path = shared.dir.join(&idx_name);
-        let new = crate::store::SealedSegment::new(
-            seg.path.clone(),
-            crate::store::mapped_bytes(st.map(&seg.path).ctx(|| format!("mapping {name}"))?),
-            crate::index::SegmentIndex::open(st.map(&idx_path).ctx(|| format!("mapping {idx_name}"))?, &idx_path)?,
-            dict.as_ref(),
-        )?;
-        report.segments += 1;
-        report.bytes_before += seg.bytes.len() as u64;
-        report.bytes_after += packed.len() as u64;
-        let mut list = shared.sealed.write();
-        let mut next = (**list).clone();
-        if let Some(slot) = next.iter_mut().find(|s| s.index.base() == seg.index.base()) {
-            *slot = std::sync::Arc::new(new);
-        }
-        *list = std::sync::Arc::new(next);
     }
-    Ok(report)
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
+}
+
+/// Compresses one sealed segment and replaces its file; returns the segment as
+/// reopened and its new size, or `None` if compression gains nothing.
+fn compress_one(
+    shared: &crate::store::Shared,
+    seg: &crate::store::SealedSegment,
+    options: &CompressionOptions,
+    dict: Option<&Arc<Dictionary>>,
+) -> Result<Option<(crate::store::SealedSegment, u64)>> {
+    use crate::error::IoContext;
+    use crate::index::Lookup;
+    let st = &*shared.storage;
+    let packed = compress_segment(&seg.bytes, options, dict.map(|d| &**d))?;
+    if packed.len() >= seg.bytes.len() {
+        return Ok(None); // Nothing gained (already small or incompressible).
+    }
+    let name = seg
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // The compressed form must give back the segment exactly, and match its
+    // seal's content checksum, before it may replace it: in memory first,
+    // then as written to disk (read back before the rename).
+    let check = |file: &[u8]| check_compressed(file, &seg.bytes, seg.index.end_offset(), &seg.path, dict);
+    check(&packed)?;
+    replace_checked(st, &shared.dir, &name, &packed, check)?;
+    let idx_name = format!("{:020}.idx", seg.index.base());
+    let idx_path = shared.dir.join(&idx_name);
+    let new = crate::store::SealedSegment::new(
+        seg.path.clone(),
+        crate::store::mapped_bytes(st.map(&seg.path).ctx(|| format!("mapping {name}"))?),
+        crate::index::SegmentIndex::open(st.map(&idx_path).ctx(|| format!("mapping {idx_name}"))?, &idx_path)?,
+        dict,
+    )?;
+    Ok(Some((new, packed.len() as u64)))
 }
 
 /// Checks that `file`, a compressed segment, decodes to exactly `original`

@@ -305,11 +305,20 @@ fn compression_options_are_bounded_by_what_the_reader_accepts() {
     ));
 }
 
-/// A disk that damages what the compressor writes (`*.seg.tmp`) while armed.
+/// A disk that damages the next `damage` files the compressor writes (`*.seg.tmp`).
 #[derive(Clone)]
 struct DamagingDisk {
     sim: SimStorage,
-    armed: Arc<std::sync::atomic::AtomicBool>,
+    damage: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl DamagingDisk {
+    fn new(damage: usize) -> Self {
+        DamagingDisk {
+            sim: SimStorage::new(),
+            damage: Arc::new(damage.into()),
+        }
+    }
 }
 
 struct DamagedFile(Arc<dyn annal::storage::StorageFile>);
@@ -350,8 +359,10 @@ impl Storage for DamagingDisk {
     }
     fn create(&self, path: &Path) -> std::io::Result<Arc<dyn annal::storage::StorageFile>> {
         let f = self.sim.create(path)?;
-        let armed = self.armed.load(std::sync::atomic::Ordering::SeqCst);
-        if armed && path.to_string_lossy().ends_with(".seg.tmp") {
+        use std::sync::atomic::Ordering::SeqCst;
+        if path.to_string_lossy().ends_with(".seg.tmp")
+            && self.damage.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok()
+        {
             return Ok(Arc::new(DamagedFile(f)));
         }
         Ok(f)
@@ -390,10 +401,7 @@ fn segment_files(sim: &SimStorage, dir: &str) -> BTreeMap<String, Vec<u8>> {
 
 #[test]
 fn a_compressed_form_that_fails_its_check_leaves_the_segment_untouched() {
-    let disk = DamagingDisk {
-        sim: SimStorage::new(),
-        armed: Arc::new(true.into()),
-    };
+    let disk = DamagingDisk::new(usize::MAX);
     let store = Store::open_with(Arc::new(disk.clone()), "/d", options()).unwrap();
     fill(&store, 1500);
     let before = all(&store);
@@ -408,18 +416,41 @@ fn a_compressed_form_that_fails_its_check_leaves_the_segment_untouched() {
     let store = Store::open_with(Arc::new(disk.clone()), "/d", options()).unwrap();
     assert!(all(&store) == before);
     // Once the disk writes faithfully, compression goes ahead.
-    disk.armed.store(false, std::sync::atomic::Ordering::SeqCst);
+    disk.damage.store(0, std::sync::atomic::Ordering::SeqCst);
     assert!(store.compress().unwrap().segments > 0);
     assert!(all(&store) == before);
     assert!(store.verify().unwrap().is_clean());
 }
 
 #[test]
+fn a_segment_that_fails_its_check_does_not_keep_the_others_from_being_compressed() {
+    let disk = DamagingDisk::new(1);
+    let store = Store::open_with(Arc::new(disk.clone()), "/o", options()).unwrap();
+    fill(&store, 1500);
+    let before = all(&store);
+    let files = segment_files(&disk.sim, "/o");
+    assert!(store.compress().is_err(), "the first segment's failure is reported");
+    let now = segment_files(&disk.sim, "/o");
+    let compressed = |b: &Vec<u8>| u32::from_le_bytes(b[12..16].try_into().unwrap()) != 0;
+    let (first, _) = files.iter().next().unwrap();
+    assert_eq!(
+        now[first], files[first],
+        "the segment that failed its check is untouched"
+    );
+    assert_eq!(
+        now.values().filter(|b| compressed(b)).count(),
+        files.len() - 2,
+        "every other sealed segment (all but the failed one and the active one) is compressed"
+    );
+    assert!(all(&store) == before);
+    assert!(store.verify().unwrap().is_clean());
+    // The next pass compresses the one left.
+    assert_eq!(store.compress().unwrap().segments, 1);
+}
+
+#[test]
 fn a_failing_background_compressor_leaves_its_error_in_stats() {
-    let disk = DamagingDisk {
-        sim: SimStorage::new(),
-        armed: Arc::new(true.into()),
-    };
+    let disk = DamagingDisk::new(usize::MAX);
     let o = options().compression(CompressionOptions::default());
     let store = Store::open_with(Arc::new(disk.clone()), "/g", o).unwrap();
     assert_eq!(store.stats().last_background_error, None);
