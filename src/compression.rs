@@ -171,7 +171,14 @@ pub struct Block {
 /// Compresses a sealed segment's bytes (header, frames, seal) into the
 /// compressed form, with the store's dictionary if one is given.
 pub fn compress_segment(raw: &[u8], options: &CompressionOptions, dict: Option<&Dictionary>) -> Result<Vec<u8>> {
-    options.validate()?;
+    // Never write a block a reader refuses (smaller blocks than Options accept are
+    // allowed here, for tests and fuzzing corpora).
+    if options.block_size > MAX_BLOCK_SIZE {
+        return Err(Error::InvalidInput(format!(
+            "compression block_size {} is over {MAX_BLOCK_SIZE} bytes",
+            options.block_size
+        )));
+    }
     if raw.len() < SEGMENT_HEADER {
         return Err(Error::InvalidInput("segment shorter than its header".into()));
     }
