@@ -238,6 +238,7 @@ fn check_segment(
     sealed: bool,
     compare_index: impl FnOnce(&crate::recovery::Scanned) -> Option<usize>,
 ) {
+    let first_problem = report.problems.len();
     match SegmentHeader::decode(bytes, path) {
         Ok(h) if h.base_position != base => report.problem(path, 16, "header base differs from the file name"),
         Ok(_) => {}
@@ -286,11 +287,12 @@ fn check_segment(
     if !damage.is_empty() && end_position > expected {
         revisions.hidden = revisions.hidden.saturating_add(end_position - expected);
     }
-    for (offset, error) in &damage {
-        report.problem(path, *offset, error.to_string());
-    }
     if !damage.is_empty() {
-        // The index and the seal cannot be compared with a damaged log.
+        for (offset, error) in &damage {
+            report.problem(path, *offset, error.to_string());
+        }
+        // In file order; the index and the seal cannot be compared with a damaged log.
+        report.problems[first_problem..].sort_by_key(|p| p.offset);
         return;
     }
     let scanned = match index_segment(bytes, base, path) {

@@ -292,8 +292,9 @@ fn small_store(compressed: bool) -> (Files, BTreeMap<u64, RecordedEvent>) {
 
 /// Offsets to damage in a file of `len` bytes: every byte of a small file or of
 /// the first and last `edge` bytes, and `spread` offsets between.
+/// With `ANNAL_FLIP_EVERY_BYTE` set, every byte (slow; for a thorough run by hand).
 fn offsets(len: usize, edge: usize, spread: usize) -> Vec<usize> {
-    if len <= 2 * edge + spread {
+    if len <= 2 * edge + spread || std::env::var_os("ANNAL_FLIP_EVERY_BYTE").is_some() {
         return (0..len).collect();
     }
     let mut v: Vec<usize> = (0..edge).chain(len - edge..len).collect();
