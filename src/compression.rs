@@ -550,27 +550,41 @@ fn replace_checked(
     st.sync_dir(dir).ctx(|| format!("syncing {}", dir.display()))
 }
 
-/// The last error of each store's background work (compression, scavenging),
-/// by data directory: background runs have no caller to return it to.
-static BACKGROUND_ERRORS: std::sync::LazyLock<Mutex<std::collections::HashMap<std::path::PathBuf, String>>> =
-    std::sync::LazyLock::new(Default::default);
+/// The last error of each open store's background work (compression,
+/// scavenging): background runs have no caller to return it to. Keyed by data
+/// directory, and tied to the store's storage handle, so that a store opened
+/// later (or another store on another storage with the same path) does not
+/// inherit it.
+type BackgroundErrors =
+    std::collections::HashMap<std::path::PathBuf, (std::sync::Weak<dyn crate::storage::Storage>, String)>;
+
+static BACKGROUND_ERRORS: std::sync::LazyLock<Mutex<BackgroundErrors>> = std::sync::LazyLock::new(Default::default);
 
 /// Keeps the error of a background run of `task` (if it failed) as the store's
 /// last background error, with the time it happened.
 pub(crate) fn record_background<T>(shared: &crate::store::Shared, task: &str, result: Result<T>) {
     if let Err(e) = result {
         let secs = crate::event::now_micros().div_euclid(1_000_000);
-        BACKGROUND_ERRORS.lock().insert(
+        let mut errors = BACKGROUND_ERRORS.lock();
+        // Forget the errors of stores that are gone.
+        errors.retain(|_, (storage, _)| storage.strong_count() > 0);
+        errors.insert(
             shared.dir.clone(),
-            format!("{task} failed at {secs} s since the epoch: {e}"),
+            (
+                Arc::downgrade(&shared.storage),
+                format!("{task} failed at {secs} s since the epoch: {e}"),
+            ),
         );
     }
 }
 
-/// The last error of the background compressor or scavenger of the store in
-/// `dir`, in this process; `None` if none failed.
-pub(crate) fn last_background_error(dir: &std::path::Path) -> Option<String> {
-    BACKGROUND_ERRORS.lock().get(dir).cloned()
+/// The last error of the background compressor or scavenger of the store
+/// behind `shared`; `None` if none failed.
+pub(crate) fn last_background_error(shared: &crate::store::Shared) -> Option<String> {
+    let errors = BACKGROUND_ERRORS.lock();
+    let (storage, error) = errors.get(&shared.dir)?;
+    let storage = storage.upgrade()?;
+    Arc::ptr_eq(&storage, &shared.storage).then(|| error.clone())
 }
 
 /// Trains the store's dictionary from event frames of the given (uncompressed)

@@ -470,4 +470,12 @@ fn a_failing_background_compressor_leaves_its_error_in_stats() {
     );
     assert!(all(&store) == before);
     assert!(store.verify().unwrap().is_clean());
+    // Another store on the same path, and the store reopened, start with none.
+    let other = Store::open_with(Arc::new(SimStorage::new()), "/g", options()).unwrap();
+    assert_eq!(other.stats().last_background_error, None);
+    drop(store);
+    disk.damage.store(0, std::sync::atomic::Ordering::SeqCst);
+    let store = Store::open_with(Arc::new(disk.clone()), "/g", options()).unwrap();
+    assert_eq!(store.stats().last_background_error, None);
+    assert!(all(&store) == before);
 }
