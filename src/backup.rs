@@ -42,6 +42,10 @@ pub struct StoreStats {
     pub index_bytes: u64,
     /// Events of the active segment, indexed in memory.
     pub active_events: u64,
+    /// The last error of this store's background compressor or scavenger since
+    /// it was opened (what failed, when, and why); `None` if none failed. It
+    /// stays after later runs succeed, until another error replaces it.
+    pub last_background_error: Option<String>,
 }
 
 fn empty_dest(st: &dyn Storage, dest: &Path) -> Result<()> {
@@ -179,5 +183,6 @@ pub(crate) fn stats(shared: &Shared) -> StoreStats {
         segment_bytes: live.iter().map(|s| s.bytes.len() as u64).sum::<u64>() + active_end,
         index_bytes: live.iter().map(|s| s.index.raw().len() as u64).sum(),
         active_events,
+        last_background_error: crate::compression::last_background_error(shared),
     }
 }

@@ -25,19 +25,63 @@ pub const TRAILER: usize = 32;
 /// Size of one block table entry.
 pub const BLOCK_ENTRY: usize = 24;
 
+/// Smallest `block_size` [`crate::Options::validate`] accepts.
+pub const MIN_BLOCK_SIZE: usize = 1024;
+/// Largest `block_size` [`crate::Options::validate`] accepts. A block holds
+/// frames up to `block_size` bytes, or one larger frame alone, so no block the
+/// compressor writes exceeds [`MAX_BLOCK_LOGICAL`], the most a reader accepts.
+pub const MAX_BLOCK_SIZE: usize = 4 << 20;
+/// Largest uncompressed block a reader accepts: one maximal frame, or
+/// `MAX_BLOCK_SIZE` bytes of frames.
+pub const MAX_BLOCK_LOGICAL: usize = crate::record::MAX_BODY + crate::record::FRAME_HEADER + MAX_BLOCK_SIZE;
+/// zstd levels [`crate::Options::validate`] accepts.
+pub const LEVELS: std::ops::RangeInclusive<i32> = 1..=22;
+/// Dictionary sizes [`crate::Options::validate`] accepts (at most the 8 MiB of samples it is trained from).
+pub const DICTIONARY_SIZES: std::ops::RangeInclusive<usize> = 1024..=(8 << 20);
+
 /// Settings of segment compression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CompressionOptions {
-    /// zstd level (1 fastest .. 19 smallest).
+    /// zstd level (1 fastest .. 19 smallest; up to 22 accepted).
     pub level: i32,
-    /// Uncompressed bytes of frames per block (a larger frame gets a block of its own).
+    /// Uncompressed bytes of frames per block (a larger frame gets a block of its
+    /// own); [`MIN_BLOCK_SIZE`]..=[`MAX_BLOCK_SIZE`].
     pub block_size: usize,
     /// Train a zstd dictionary from the store's own events (once, from the
     /// first sealed segments) and compress with it: better ratios on small JSON events.
     pub dictionary: bool,
-    /// Size of that dictionary in bytes.
+    /// Size of that dictionary in bytes (1 KiB ..= 8 MiB, the most it is trained from).
     pub dictionary_size: usize,
+}
+
+impl CompressionOptions {
+    /// Checks the settings against what the compressor and the reader accept.
+    pub fn validate(&self) -> Result<()> {
+        if !LEVELS.contains(&self.level) {
+            return Err(Error::InvalidInput(format!(
+                "compression level {} must be {}..={}",
+                self.level,
+                LEVELS.start(),
+                LEVELS.end()
+            )));
+        }
+        if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&self.block_size) {
+            return Err(Error::InvalidInput(format!(
+                "compression block_size {} must be between {MIN_BLOCK_SIZE} and {MAX_BLOCK_SIZE} bytes",
+                self.block_size
+            )));
+        }
+        if !DICTIONARY_SIZES.contains(&self.dictionary_size) {
+            return Err(Error::InvalidInput(format!(
+                "compression dictionary_size {} must be between {} and {} bytes",
+                self.dictionary_size,
+                DICTIONARY_SIZES.start(),
+                DICTIONARY_SIZES.end()
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Default for CompressionOptions {
@@ -127,6 +171,14 @@ pub struct Block {
 /// Compresses a sealed segment's bytes (header, frames, seal) into the
 /// compressed form, with the store's dictionary if one is given.
 pub fn compress_segment(raw: &[u8], options: &CompressionOptions, dict: Option<&Dictionary>) -> Result<Vec<u8>> {
+    // Never write a block a reader refuses (smaller blocks than Options accept are
+    // allowed here, for tests and fuzzing corpora).
+    if options.block_size > MAX_BLOCK_SIZE {
+        return Err(Error::InvalidInput(format!(
+            "compression block_size {} is over {MAX_BLOCK_SIZE} bytes",
+            options.block_size
+        )));
+    }
     if raw.len() < SEGMENT_HEADER {
         return Err(Error::InvalidInput("segment shorter than its header".into()));
     }
@@ -150,6 +202,12 @@ pub fn compress_segment(raw: &[u8], options: &CompressionOptions, dict: Option<&
                 break;
             }
             at += len;
+        }
+        if at - start > MAX_BLOCK_LOGICAL {
+            return Err(Error::InvalidInput(format!(
+                "a block of {} bytes at byte {start} would be larger than a reader accepts",
+                at - start
+            )));
         }
         let packed = compressor
             .compress(&raw[start..at])
@@ -245,8 +303,7 @@ impl Compressed {
                 file_len: le_u32(&file, at + 16),
                 logical_len: le_u32(&file, at + 20),
             };
-            // A block holds at most one maximal frame beyond the block size.
-            let max_block = (crate::record::MAX_BODY + crate::record::FRAME_HEADER) as u32 + (4 << 20);
+            let max_block = MAX_BLOCK_LOGICAL as u32;
             if b.logical_offset != logical
                 || b.file_offset != physical
                 || b.logical_len == 0
@@ -337,7 +394,6 @@ pub struct CompressReport {
 /// compressed yet. The index stays valid (it uses logical offsets); the file
 /// is replaced atomically, so a crash leaves the old or the new form.
 pub(crate) fn compress_sealed(shared: &crate::store::Shared, options: &CompressionOptions) -> Result<CompressReport> {
-    use crate::error::IoContext;
     use crate::index::Lookup;
     let _one_at_a_time = shared.scavenging.lock();
     let mut report = CompressReport::default();
@@ -349,7 +405,6 @@ pub(crate) fn compress_sealed(shared: &crate::store::Shared, options: &Compressi
         .filter(|s| s.index.base() < active_base && s.compressed.is_none())
         .cloned()
         .collect();
-    let st = &*shared.storage;
     if options.dictionary && shared.dictionary.read().is_none() && !todo.is_empty() {
         train_dictionary(shared, &todo, options)?;
     }
@@ -358,36 +413,178 @@ pub(crate) fn compress_sealed(shared: &crate::store::Shared, options: &Compressi
     } else {
         None
     };
+    // A segment that cannot be compressed (or fails its check) does not keep
+    // the others from being compressed; the first error is returned at the end.
+    let mut first_error = None;
     for seg in todo {
-        let packed = compress_segment(&seg.bytes, options, dict.as_deref())?;
-        if packed.len() >= seg.bytes.len() {
-            continue; // Nothing gained (already small or incompressible).
+        match compress_one(shared, &seg, options, dict.as_ref()) {
+            Ok(Some((new, after))) => {
+                report.segments += 1;
+                report.bytes_before += seg.bytes.len() as u64;
+                report.bytes_after += after;
+                let mut list = shared.sealed.write();
+                let mut next = (**list).clone();
+                if let Some(slot) = next.iter_mut().find(|s| s.index.base() == seg.index.base()) {
+                    *slot = std::sync::Arc::new(new);
+                }
+                *list = std::sync::Arc::new(next);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
         }
-        let name = seg
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        crate::storage::write_atomically(st, &shared.dir, &name, &packed).ctx(|| format!("compressing {name}"))?;
-        let idx_name = format!("{:020}.idx", seg.index.base());
-        let idx_path = shared.dir.join(&idx_name);
-        let new = crate::store::SealedSegment::new(
-            seg.path.clone(),
-            crate::store::mapped_bytes(st.map(&seg.path).ctx(|| format!("mapping {name}"))?),
-            crate::index::SegmentIndex::open(st.map(&idx_path).ctx(|| format!("mapping {idx_name}"))?, &idx_path)?,
-            dict.as_ref(),
-        )?;
-        report.segments += 1;
-        report.bytes_before += seg.bytes.len() as u64;
-        report.bytes_after += packed.len() as u64;
-        let mut list = shared.sealed.write();
-        let mut next = (**list).clone();
-        if let Some(slot) = next.iter_mut().find(|s| s.index.base() == seg.index.base()) {
-            *slot = std::sync::Arc::new(new);
-        }
-        *list = std::sync::Arc::new(next);
     }
-    Ok(report)
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
+}
+
+/// Compresses one sealed segment and replaces its file; returns the segment as
+/// reopened and its new size, or `None` if compression gains nothing.
+fn compress_one(
+    shared: &crate::store::Shared,
+    seg: &crate::store::SealedSegment,
+    options: &CompressionOptions,
+    dict: Option<&Arc<Dictionary>>,
+) -> Result<Option<(crate::store::SealedSegment, u64)>> {
+    use crate::error::IoContext;
+    use crate::index::Lookup;
+    let st = &*shared.storage;
+    let packed = compress_segment(&seg.bytes, options, dict.map(|d| &**d))?;
+    if packed.len() >= seg.bytes.len() {
+        return Ok(None); // Nothing gained (already small or incompressible).
+    }
+    let name = seg
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // The compressed form must give back the segment exactly, and match its
+    // seal's content checksum, before it may replace it: in memory first,
+    // then as written to disk (read back before the rename).
+    let check = |file: &[u8]| check_compressed(file, &seg.bytes, seg.index.end_offset(), &seg.path, dict);
+    check(&packed)?;
+    replace_checked(st, &shared.dir, &name, &packed, check)?;
+    let idx_name = format!("{:020}.idx", seg.index.base());
+    let idx_path = shared.dir.join(&idx_name);
+    let new = crate::store::SealedSegment::new(
+        seg.path.clone(),
+        crate::store::mapped_bytes(st.map(&seg.path).ctx(|| format!("mapping {name}"))?),
+        crate::index::SegmentIndex::open(st.map(&idx_path).ctx(|| format!("mapping {idx_name}"))?, &idx_path)?,
+        dict,
+    )?;
+    Ok(Some((new, packed.len() as u64)))
+}
+
+/// Checks that `file`, a compressed segment, decodes to exactly `original`
+/// (the segment's bytes, whose seal is at `seal_offset`) and that its seal's
+/// content checksum matches the decoded bytes.
+fn check_compressed(
+    file: &[u8],
+    original: &[u8],
+    seal_offset: u64,
+    path: &std::path::Path,
+    dict: Option<&Arc<Dictionary>>,
+) -> Result<()> {
+    let bad = |offset: u64, why: &str| {
+        Error::corruption(
+            path,
+            offset,
+            format!("its compressed form fails its check ({why}); the segment was left as it was"),
+        )
+    };
+    let c = Compressed::open(Bytes::copy_from_slice(file), path, dict).map_err(|e| bad(0, &e.to_string()))?;
+    if c.logical_len() != original.len() as u64 {
+        return Err(bad(0, "logical length differs"));
+    }
+    let logical = c.logical(path).map_err(|e| bad(0, &e.to_string()))?;
+    let seal_at = seal_offset as usize;
+    let content_crc = match logical.get(seal_at..).map(record::decode_frame) {
+        Some(Ok((record::Frame::Seal(seal), _))) if seal_at >= SEGMENT_HEADER => seal.content_crc,
+        _ => return Err(bad(seal_offset, "no seal where the index says the segment ends")),
+    };
+    if crc32fast::hash(&logical[SEGMENT_HEADER..seal_at]) != content_crc {
+        return Err(bad(seal_offset, "content does not match the seal's checksum"));
+    }
+    if logical != original {
+        let at = logical.iter().zip(original).position(|(a, b)| a != b).unwrap_or(0);
+        return Err(bad(at as u64, "decompressed bytes differ from the segment"));
+    }
+    Ok(())
+}
+
+/// Replaces `dir/name` by `bytes` like [`crate::storage::write_atomically`],
+/// but reads the synced temporary file back and runs `check` on it before the
+/// rename; if the check fails, the temporary file is removed and the original
+/// is left untouched.
+fn replace_checked(
+    st: &dyn crate::storage::Storage,
+    dir: &std::path::Path,
+    name: &str,
+    bytes: &[u8],
+    check: impl Fn(&[u8]) -> Result<()>,
+) -> Result<()> {
+    use crate::error::IoContext;
+    let tmp = dir.join(format!("{name}.tmp"));
+    if st.exists(&tmp) {
+        st.remove(&tmp).ctx(|| format!("removing {}", tmp.display()))?;
+    }
+    let written = (|| {
+        let f = st.create(&tmp)?;
+        f.write_all_at(bytes, 0)?;
+        f.sync_data()
+    })();
+    written.ctx(|| format!("writing {}", tmp.display()))?;
+    let checked = st
+        .map(&tmp)
+        .ctx(|| format!("reading back {}", tmp.display()))
+        .and_then(|m| check((*m).as_ref()));
+    if let Err(e) = checked {
+        let _ = st.remove(&tmp);
+        return Err(e);
+    }
+    st.rename(&tmp, &dir.join(name))
+        .ctx(|| format!("renaming {} over {name}", tmp.display()))?;
+    st.sync_dir(dir).ctx(|| format!("syncing {}", dir.display()))
+}
+
+/// The last error of each open store's background work (compression,
+/// scavenging): background runs have no caller to return it to. Keyed by data
+/// directory, and tied to the store's storage handle, so that a store opened
+/// later (or another store on another storage with the same path) does not
+/// inherit it.
+type BackgroundErrors =
+    std::collections::HashMap<std::path::PathBuf, (std::sync::Weak<dyn crate::storage::Storage>, String)>;
+
+static BACKGROUND_ERRORS: std::sync::LazyLock<Mutex<BackgroundErrors>> = std::sync::LazyLock::new(Default::default);
+
+/// Keeps the error of a background run of `task` (if it failed) as the store's
+/// last background error, with the time it happened.
+pub(crate) fn record_background<T>(shared: &crate::store::Shared, task: &str, result: Result<T>) {
+    if let Err(e) = result {
+        let secs = crate::event::now_micros().div_euclid(1_000_000);
+        let mut errors = BACKGROUND_ERRORS.lock();
+        // Forget the errors of stores that are gone.
+        errors.retain(|_, (storage, _)| storage.strong_count() > 0);
+        errors.insert(
+            shared.dir.clone(),
+            (
+                Arc::downgrade(&shared.storage),
+                format!("{task} failed at {secs} s since the epoch: {e}"),
+            ),
+        );
+    }
+}
+
+/// The last error of the background compressor or scavenger of the store
+/// behind `shared`; `None` if none failed.
+pub(crate) fn last_background_error(shared: &crate::store::Shared) -> Option<String> {
+    let errors = BACKGROUND_ERRORS.lock();
+    let (storage, error) = errors.get(&shared.dir)?;
+    let storage = storage.upgrade()?;
+    Arc::ptr_eq(&storage, &shared.storage).then(|| error.clone())
 }
 
 /// Trains the store's dictionary from event frames of the given (uncompressed)

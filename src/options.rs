@@ -89,12 +89,8 @@ impl Options {
     /// Checks the options for consistency (also done by `Store::open`).
     pub fn validate(&self) -> Result<()> {
         self.retention.validate()?;
-        if let Some(c) = self.compression
-            && (!(1..=22).contains(&c.level) || c.block_size < 1024 || c.dictionary_size < 1024)
-        {
-            return Err(Error::InvalidInput(
-                "compression level must be 1..=22, block_size and dictionary_size at least 1024".into(),
-            ));
+        if let Some(c) = self.compression {
+            c.validate()?;
         }
         if self.segment_size < 4096 || self.segment_size > (1 << 40) {
             return Err(Error::InvalidInput(format!(

@@ -8,11 +8,12 @@
 //! `quarantine/<time>/`, and every action is reported. It must never run on a
 //! store that is open (it takes the directory's lock).
 
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::checkpoint::{DURABLE_FILE, DurableMark, META_FILE, STREAMS_FILE, StoreMeta};
+use crate::checkpoint::{DURABLE_FILE, DurableMark, META_FILE, STREAMS_FILE, StoreMeta, StreamsCheckpoint};
 use crate::error::{Error, IoContext, Result};
 use crate::event::now_micros;
 use crate::index::SegmentIndex;
@@ -35,12 +36,15 @@ pub struct RepairReport {
     pub quarantined_bytes: u64,
     /// The quarantine folder of this run, if anything was moved there.
     pub quarantine: Option<PathBuf>,
+    /// What repair found wrong but could not fix, with the file and byte
+    /// offset concerned; `verify` will still report these.
+    pub unfixed: Vec<String>,
 }
 
 impl RepairReport {
     /// True when the store needed nothing.
     pub fn is_clean(&self) -> bool {
-        self.actions.is_empty()
+        self.actions.is_empty() && self.unfixed.is_empty()
     }
 }
 
@@ -73,8 +77,17 @@ pub fn repair_with(storage: Arc<dyn Storage>, dir: &Path) -> Result<RepairReport
         report: RepairReport::default(),
         stamp: now_micros(),
         claim,
+        checkpoint: None,
+        revisions: Default::default(),
+        lost: 0,
+        dictionary: None,
+        dictionary_error: None,
+        dictionary_needed: 0,
+        incomplete: false,
     };
     r.identity()?;
+    r.read_checkpoint()?;
+    r.read_dictionary();
     r.segments()?;
     r.derived()?;
     Ok(r.report)
@@ -89,6 +102,21 @@ struct Repairer<'a> {
     /// nothing before its end is a torn tail, and no position before its
     /// `next_position` may be handed out again.
     claim: Option<DurableMark>,
+    /// The stream checkpoint as found, and why it must go (if it must).
+    checkpoint: Option<(Vec<u8>, Option<String>)>,
+    /// Each stream's next revision in the repaired log so far.
+    revisions: HashMap<String, u64>,
+    /// Positions lost or removed in the repaired log so far.
+    lost: u64,
+    /// The store's compression dictionary, if it has a readable one.
+    dictionary: Option<Arc<crate::compression::Dictionary>>,
+    /// Why `dictionary.zdict` could not be read, if it could not.
+    dictionary_error: Option<String>,
+    /// Segments compressed with a dictionary the store does not have (readable).
+    dictionary_needed: usize,
+    /// True once a segment was left as it was, unread: the stream states of the
+    /// log after it are unknown.
+    incomplete: bool,
 }
 
 /// A segment's new body as repair rebuilt it.
@@ -176,6 +204,7 @@ impl Repairer<'_> {
             .collect();
         bases.sort_unstable();
         let mut expected = 0u64;
+        self.check_checkpoint(0);
         for (i, base) in bases.iter().copied().enumerate() {
             let is_last = i + 1 == bases.len();
             let path = self.dir.join(segment_file_name(base));
@@ -191,10 +220,12 @@ impl Repairer<'_> {
             }
             if base > expected {
                 self.fill_gap(expected, base)?;
+                self.check_checkpoint(base);
             }
             // The next segment's base bounds this one, whatever its seal says.
             let bound = bases.get(i + 1).copied();
             expected = self.segment(&path, base, is_last, bound)?;
+            self.check_checkpoint(expected);
         }
         // Segments that the last clean close had, and that are gone: their
         // positions were handed out, so they are recorded as lost, never reused.
@@ -205,6 +236,65 @@ impl Repairer<'_> {
             self.fill_gap(expected, m.next_position)?;
         }
         Ok(())
+    }
+
+    /// Loads the compression dictionary, noting why if it cannot be read: it
+    /// cannot be rebuilt, so segments compressed with it are then left alone.
+    fn read_dictionary(&mut self) {
+        match crate::compression::load_dictionary(self.st, self.dir) {
+            Ok(d) => self.dictionary = d,
+            Err(e) => self.dictionary_error = Some(e.to_string()),
+        }
+    }
+
+    /// Reads the stream checkpoint, if any, and notes whether it decodes.
+    fn read_checkpoint(&mut self) -> Result<()> {
+        let path = self.dir.join(STREAMS_FILE);
+        if !self.st.exists(&path) {
+            return Ok(());
+        }
+        let bytes = self.read(&path)?;
+        let why = match StreamsCheckpoint::decode(&bytes, &path) {
+            // Compared with the log once the repair reaches its position.
+            Ok(_) => None,
+            Err(e) => Some(format!("unreadable ({e})")),
+        };
+        self.checkpoint = Some((bytes, why));
+        Ok(())
+    }
+
+    /// Once the repaired log reaches `position`, compares a checkpoint covering
+    /// exactly that far with the log's stream states (as `verify` does).
+    fn check_checkpoint(&mut self, position: u64) {
+        let path = self.dir.join(STREAMS_FILE);
+        let Some((bytes, why)) = &mut self.checkpoint else {
+            return;
+        };
+        if self.incomplete {
+            return;
+        }
+        let Ok(c) = StreamsCheckpoint::decode(bytes, &path) else {
+            return;
+        };
+        if c.covered_position != position {
+            return;
+        }
+        *why = crate::verify::checkpoint_disagreement(&c, &self.revisions, self.lost > 0);
+    }
+
+    /// Notes the stream revisions and lost positions of a segment's final bytes.
+    fn account(&mut self, bytes: &[u8]) {
+        let _ = segment::scan_frames(bytes, |frame, _, _| {
+            match frame {
+                Frame::Event(ev) => {
+                    self.revisions
+                        .insert(ev.stream.to_string(), ev.revision.saturating_add(1));
+                }
+                Frame::Lost(l) => self.lost = self.lost.saturating_add(l.count),
+                _ => {}
+            }
+            Ok(())
+        });
     }
 
     /// Writes a sealed segment holding one lost frame for positions no segment held.
@@ -234,6 +324,7 @@ impl Repairer<'_> {
             let name = segment_file_name(base);
             self.replace(&name, &bytes)?;
             self.report.lost_positions += end - base;
+            self.lost = self.lost.saturating_add(end - base);
             self.act(format!(
                 "{}: positions {base}..{end} were in no segment; recorded as lost",
                 self.dir.join(&name).display()
@@ -264,9 +355,36 @@ impl Repairer<'_> {
     fn segment(&mut self, path: &Path, base: u64, is_last: bool, bound: Option<u64>) -> Result<u64> {
         let name = segment_file_name(base);
         let mut original = self.read(path)?;
-        if SegmentHeader::decode(&original, path).is_ok_and(|h| h.compressed) {
+        let header = SegmentHeader::decode(&original, path).ok();
+        if let Some(id) = header.and_then(|h| h.dictionary)
+            && self.dictionary.as_ref().map(|d| d.id) != Some(id)
+        {
+            // Its blocks cannot be read without the dictionary, which no repair can
+            // rebuild: leave the segment as it is, and say so.
+            self.dictionary_needed += 1;
+            self.incomplete = true;
+            let why = match &self.dictionary_error {
+                Some(e) => format!("which is unreadable ({e})"),
+                None if self.dictionary.is_some() => "which is not the store's dictionary".to_string(),
+                None => format!("and {} is missing", crate::compression::DICTIONARY_FILE),
+            };
+            self.report.unfixed.push(format!(
+                "{}: compressed with dictionary {id}, {why}: its events cannot be read until {} is restored (from a backup); the segment was left as it is",
+                path.display(),
+                crate::compression::DICTIONARY_FILE
+            ));
+            let idx = self.dir.join(format!("{base:020}.idx"));
+            let from_index = self
+                .st
+                .map(&idx)
+                .ok()
+                .and_then(|m| SegmentIndex::open(m, &idx).ok())
+                .map(|i| crate::index::Lookup::next_position(&i));
+            return Ok(bound.or(from_index).unwrap_or(base));
+        }
+        if header.is_some_and(|h| h.compressed) {
             // Repair works on the logical form; an unreadable compressed file is a wreck.
-            let dict = crate::compression::load_dictionary(self.st, self.dir).ok().flatten();
+            let dict = self.dictionary.clone();
             let opened = crate::compression::Compressed::open(original.clone().into(), path, dict.as_ref());
             match opened.and_then(|c| c.logical(path)) {
                 Ok(logical) => original = logical,
@@ -349,6 +467,7 @@ impl Repairer<'_> {
         if rebuilt.sealed {
             self.index(path, &rebuilt.bytes, base)?;
         }
+        self.account(&rebuilt.bytes);
         Ok(rebuilt.next)
     }
 
@@ -412,14 +531,20 @@ impl Repairer<'_> {
                         self.salvage(&mut out, &mut next, &mut pending, bytes, path)?;
                     }
                     salvaging = false;
-                    // A rewritten segment's layout differs from the one the group's
-                    // `durable_end` described: keep the boundary, claim nothing.
-                    record::encode_group(
-                        &mut out,
-                        &GroupView {
-                            durable_end: SEGMENT_HEADER as u64,
-                        },
-                    );
+                    if !changed && out.len() == offset {
+                        // Nothing before it moved: the group's claim still holds.
+                        out.extend_from_slice(&bytes[offset..offset + len]);
+                    } else {
+                        // A rewritten segment's layout differs from the one the group's
+                        // `durable_end` described: keep the boundary, claim nothing.
+                        changed = true;
+                        record::encode_group(
+                            &mut out,
+                            &GroupView {
+                                durable_end: SEGMENT_HEADER as u64,
+                            },
+                        );
+                    }
                     offset += len;
                 }
                 Ok((Frame::Lost(l), len)) if l.first_position >= next + pending.len() as u64 => {
@@ -452,7 +577,15 @@ impl Repairer<'_> {
                         self.lose(&mut out, &mut next, end, path, offset)?;
                         changed = true;
                     }
-                    if changed || seal.next_position != next || seal.event_count != next - base {
+                    // The seal's checksum must cover the bytes kept before it.
+                    let content_ok = crc32fast::hash(&out[SEGMENT_HEADER..]) == seal.content_crc;
+                    if !content_ok && !changed {
+                        self.act(format!(
+                            "{}: seal checksum did not match the segment's bytes at byte {offset}; sealed anew",
+                            path.display()
+                        ));
+                    }
+                    if changed || !content_ok || seal.next_position != next || seal.event_count != next - base {
                         changed = true;
                         self.seal(&mut out, next, next - base);
                     } else {
@@ -600,6 +733,26 @@ impl Repairer<'_> {
             self.st.remove(&p).ctx(|| format!("removing {}", p.display()))?;
             self.act(format!("{}: stale temporary file moved to quarantine", p.display()));
         }
+        // A damaged dictionary no segment needs is moved aside; one that some
+        // segment needs stays for whoever can restore it.
+        if let Some(e) = self.dictionary_error.take() {
+            let path = self.dir.join(crate::compression::DICTIONARY_FILE);
+            if self.dictionary_needed == 0 {
+                let bytes = self.read(&path)?;
+                self.quarantine(crate::compression::DICTIONARY_FILE, &bytes)?;
+                self.st.remove(&path).ctx(|| format!("removing {}", path.display()))?;
+                self.act(format!(
+                    "{}: unreadable ({e}) and used by no segment; moved to quarantine",
+                    path.display()
+                ));
+            } else {
+                self.report.unfixed.push(format!(
+                    "{}: unreadable ({e}); {} segment(s) compressed with it were left as they are",
+                    path.display(),
+                    self.dictionary_needed
+                ));
+            }
+        }
         // The durable-end checkpoint describes the segment as it was: once repair
         // changed anything (or it is unreadable), the next clean close records it anew.
         let durable = self.dir.join(DURABLE_FILE);
@@ -616,10 +769,18 @@ impl Repairer<'_> {
         }
         // Stream states are rebuilt from the segments on the next open.
         let chk = self.dir.join(STREAMS_FILE);
-        if !self.report.actions.is_empty() && self.st.exists(&chk) {
+        let why = match self.checkpoint.take() {
+            Some((bytes, Some(why))) => Some((bytes, why)),
+            Some((bytes, None)) if !self.report.actions.is_empty() => {
+                Some((bytes, "the repaired log's stream states may differ".to_string()))
+            }
+            _ => None,
+        };
+        if let Some((bytes, why)) = why {
+            self.quarantine(STREAMS_FILE, &bytes)?;
             self.st.remove(&chk).ctx(|| format!("removing {}", chk.display()))?;
             self.act(format!(
-                "{}: removed; rebuilt from the segments on the next open",
+                "{}: {why}; moved to quarantine, rebuilt from the segments on the next open",
                 chk.display()
             ));
         }

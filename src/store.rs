@@ -932,7 +932,8 @@ impl Store {
         if let Some(ms) = store.shared.options.retention.interval_ms {
             store.every(std::time::Duration::from_millis(ms), "annal-scavenger", |shared| {
                 // A failed run is retried at the next tick; `scavenge` reports errors on demand.
-                let _ = crate::retention::scavenge(shared, &shared.options.retention);
+                let result = crate::retention::scavenge(shared, &shared.options.retention);
+                crate::compression::record_background(shared, "scavenging", result);
             })?;
         }
         if let Some(c) = store.shared.options.compression {
@@ -940,7 +941,8 @@ impl Store {
                 std::time::Duration::from_millis(500),
                 "annal-compressor",
                 move |shared| {
-                    let _ = crate::compression::compress_sealed(shared, &c);
+                    let result = crate::compression::compress_sealed(shared, &c);
+                    crate::compression::record_background(shared, "compression", result);
                 },
             )?;
         }

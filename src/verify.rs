@@ -72,12 +72,20 @@ struct Revisions {
     next: HashMap<String, u64>,
     /// Positions lost or removed so far; a stream may skip revisions by as many.
     lost: u64,
+    /// Positions whose events damage kept verify from reading (already reported
+    /// as damage); they excuse revision gaps too.
+    hidden: u64,
 }
 
 impl Revisions {
+    /// True if positions were lost, removed or hidden by damage so far.
+    fn gaps(&self) -> bool {
+        self.lost > 0 || self.hidden > 0
+    }
+
     fn check(&mut self, report: &mut VerifyReport, file: &Path, offset: u64, stream: &str, revision: u64) {
         let next = self.next.entry(stream.to_string()).or_insert(0);
-        let explained = revision > *next && revision - *next <= self.lost;
+        let explained = revision > *next && revision - *next <= self.lost.saturating_add(self.hidden);
         if revision != *next && !explained {
             report.problem(
                 file,
@@ -130,10 +138,20 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
         };
         let bytes: &[u8] = &logical;
         report.bytes += seg.bytes.len() as u64;
-        check_segment(&mut report, &mut revisions, &seg.path, bytes, base, true, |scanned| {
-            let rebuilt = scanned.index.encode_file();
-            first_difference(&rebuilt, seg.index.raw())
-        });
+        let end_position = seg.index.next_position();
+        check_segment(
+            &mut report,
+            &mut revisions,
+            &seg.path,
+            bytes,
+            base,
+            end_position,
+            true,
+            |scanned| {
+                let rebuilt = scanned.index.encode_file();
+                first_difference(&rebuilt, seg.index.raw())
+            },
+        );
     }
 
     if let Some(Ok(c)) = &checkpoint
@@ -171,6 +189,7 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
         &active.path,
         &bytes,
         active_base,
+        scanned_to,
         false,
         |scanned| first_difference(&scanned.index.encode_file(), &live_index),
     );
@@ -182,7 +201,7 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
             // Appended after the snapshot (a rotation happened during the scan).
             Some(s) if s.last_position >= scanned_to => {}
             // The stream's last events were removed or lost.
-            Some(s) if revisions.lost > 0 && s.last_revision.saturating_add(1) > *next => {}
+            Some(s) if revisions.gaps() && s.last_revision.saturating_add(1) > *next => {}
             Some(s) => report.problem(
                 &shared.dir,
                 0,
@@ -202,20 +221,79 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
     Ok(report)
 }
 
-/// Scans one segment: header, frames, seal, and (through `compare_index`) its index.
+/// Scans one segment: header, frames, seal, and (through `compare_index`) its
+/// index. Damage is reported with its offset; the walk then resynchronises on
+/// the next valid frame, so the events after it are still checked and counted,
+/// and the positions the damage hid excuse the revision gaps they cause later
+/// (in this segment or the next ones). `end_position` is the position after
+/// the segment's last one, as its index says.
+#[allow(clippy::too_many_arguments)]
 fn check_segment(
     report: &mut VerifyReport,
     revisions: &mut Revisions,
     path: &Path,
     bytes: &[u8],
     base: u64,
+    end_position: u64,
     sealed: bool,
     compare_index: impl FnOnce(&crate::recovery::Scanned) -> Option<usize>,
 ) {
+    let first_problem = report.problems.len();
     match SegmentHeader::decode(bytes, path) {
         Ok(h) if h.base_position != base => report.problem(path, 16, "header base differs from the file name"),
         Ok(_) => {}
         Err(e) => report.problem(path, 0, e.to_string()),
+    }
+    // Revisions and counts, in position order; lost and removed positions, and
+    // positions hidden by damage, explain revision gaps.
+    let mut expected = base;
+    let mut damage = Vec::new();
+    let mut at = SEGMENT_HEADER;
+    loop {
+        let end = segment::scan_frames_from(bytes, at, |frame, off, _| {
+            match frame {
+                Frame::Event(ev) => {
+                    if !damage.is_empty() && ev.position > expected {
+                        revisions.hidden = revisions.hidden.saturating_add(ev.position - expected);
+                    }
+                    expected = expected.max(ev.position.saturating_add(1));
+                    revisions.check(report, path, off, ev.stream, ev.revision);
+                    report.events += 1;
+                }
+                Frame::Lost(l) => {
+                    revisions.lost = revisions.lost.saturating_add(l.count);
+                    expected = expected.max(l.first_position.saturating_add(l.count));
+                    if l.removed {
+                        report.removed += l.count;
+                    } else {
+                        report.lost += l.count;
+                    }
+                }
+                _ => {}
+            }
+            Ok(())
+        });
+        match end {
+            Ok(ScanEnd::Damaged { offset, error, .. }) => {
+                damage.push((offset, error));
+                match segment::find_valid_frame(bytes, offset as usize + 1) {
+                    Some(next) => at = next as usize,
+                    None => break,
+                }
+            }
+            _ => break,
+        }
+    }
+    if !damage.is_empty() && end_position > expected {
+        revisions.hidden = revisions.hidden.saturating_add(end_position - expected);
+    }
+    if !damage.is_empty() {
+        for (offset, error) in &damage {
+            report.problem(path, *offset, error.to_string());
+        }
+        // In file order; the index and the seal cannot be compared with a damaged log.
+        report.problems[first_problem..].sort_by_key(|p| p.offset);
+        return;
     }
     let scanned = match index_segment(bytes, base, path) {
         Ok(s) => s,
@@ -228,25 +306,6 @@ fn check_segment(
             return;
         }
     };
-    // Revisions, in position order; lost and removed positions explain revision gaps.
-    let _ = segment::scan_frames(bytes, |frame, off, _| {
-        match frame {
-            Frame::Event(ev) => {
-                revisions.check(report, path, off, ev.stream, ev.revision);
-                report.events += 1;
-            }
-            Frame::Lost(l) => {
-                revisions.lost += l.count;
-                if l.removed {
-                    report.removed += l.count;
-                } else {
-                    report.lost += l.count;
-                }
-            }
-            _ => {}
-        }
-        Ok(())
-    });
     match (&scanned.end, sealed) {
         (ScanEnd::Sealed { seal_offset, seal }, true) => {
             let content = crc32fast::hash(&bytes[SEGMENT_HEADER..*seal_offset as usize]);
@@ -269,21 +328,8 @@ fn check_segment(
                 report.problem(path, at as u64, "in-memory index differs from the log");
             }
         }
-        (ScanEnd::Damaged { offset, error, .. }, _) => {
-            report.problem(path, *offset, error.to_string());
-            // Report every further damaged region too, resynchronising on the next valid frame.
-            let mut at = *offset as usize + 1;
-            while let Some(next) = segment::find_valid_frame(bytes, at) {
-                let next = next as usize;
-                match segment::scan_frames_from(bytes, next, |_, _, _| Ok(())) {
-                    Ok(ScanEnd::Damaged { offset, error, .. }) => {
-                        report.problem(path, offset, error.to_string());
-                        at = offset as usize + 1;
-                    }
-                    _ => break,
-                }
-            }
-        }
+        // Reported above.
+        (ScanEnd::Damaged { .. }, _) => {}
         (ScanEnd::Sealed { seal_offset, .. }, false) => {
             report.problem(path, *seal_offset, "the active segment is sealed")
         }
@@ -292,23 +338,41 @@ fn check_segment(
 }
 
 fn check_checkpoint(report: &mut VerifyReport, path: &Path, c: &StreamsCheckpoint, revisions: &Revisions) {
+    for what in checkpoint_problems(c, &revisions.next, revisions.gaps()) {
+        report.problem(path, 0, what);
+    }
+}
+
+/// How a checkpoint disagrees with the stream states of the log before its
+/// `covered_position`: `next` holds each stream's next revision there, `gaps`
+/// says whether positions were lost or removed before it. Shared with repair,
+/// so that what verify reports, repair clears.
+pub(crate) fn checkpoint_problems(c: &StreamsCheckpoint, next: &HashMap<String, u64>, gaps: bool) -> Vec<String> {
     // Removed or lost positions may take a stream's last events, or all of them,
     // out of the log; the checkpoint then knows more than the log shows.
-    let gaps = revisions.lost > 0;
-    for (name, next) in &revisions.next {
+    let mut problems = Vec::new();
+    let mut names: Vec<_> = next.iter().collect();
+    names.sort();
+    for (name, next) in names {
         match c.streams.get(name.as_str()) {
             Some(s) if s.last_revision.saturating_add(1) == *next => {}
             Some(s) if gaps && s.last_revision.saturating_add(1) > *next => {}
-            _ => report.problem(path, 0, format!("stream {name:?} disagrees with the log")),
+            _ => problems.push(format!("stream {name:?} disagrees with the log")),
         }
     }
-    if c.streams.len() < revisions.next.len() || (!gaps && c.streams.len() != revisions.next.len()) {
-        report.problem(
-            path,
-            0,
-            "checkpoint lists streams the log does not have at its position",
-        );
+    if c.streams.len() < next.len() || (!gaps && c.streams.len() != next.len()) {
+        problems.push("checkpoint lists streams the log does not have at its position".to_string());
     }
+    problems
+}
+
+/// The first of [`checkpoint_problems`], if any.
+pub(crate) fn checkpoint_disagreement(
+    c: &StreamsCheckpoint,
+    next: &HashMap<String, u64>,
+    gaps: bool,
+) -> Option<String> {
+    checkpoint_problems(c, next, gaps).into_iter().next()
 }
 
 fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {

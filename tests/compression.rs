@@ -246,3 +246,236 @@ fn a_trained_dictionary_compresses_small_events_better() {
         "dictionary {with_dict:.2}x vs plain {plain:.2}x"
     );
 }
+
+#[test]
+fn compression_options_are_bounded_by_what_the_reader_accepts() {
+    use annal::compression::{MAX_BLOCK_LOGICAL, MAX_BLOCK_SIZE};
+    let with = |c: CompressionOptions| Options::default().compression(c).validate();
+    let d = CompressionOptions::default();
+    assert!(with(d).is_ok());
+    assert!(
+        with(CompressionOptions {
+            block_size: MAX_BLOCK_SIZE,
+            ..d
+        })
+        .is_ok()
+    );
+    for block_size in [0, 1023, MAX_BLOCK_SIZE + 1, MAX_BLOCK_LOGICAL, 1 << 40, usize::MAX] {
+        let e = with(CompressionOptions { block_size, ..d });
+        assert!(
+            matches!(e, Err(Error::InvalidInput(_))),
+            "block_size {block_size}: {e:?}"
+        );
+    }
+    for level in [i32::MIN, -1, 0, 23, i32::MAX] {
+        let e = with(CompressionOptions { level, ..d });
+        assert!(matches!(e, Err(Error::InvalidInput(_))), "level {level}: {e:?}");
+    }
+    for dictionary_size in [0, 1023, (8 << 20) + 1, usize::MAX] {
+        let e = with(CompressionOptions { dictionary_size, ..d });
+        assert!(
+            matches!(e, Err(Error::InvalidInput(_))),
+            "dictionary_size {dictionary_size}: {e:?}"
+        );
+    }
+    // Store::open refuses them too, and so does the compressor itself.
+    let sim = SimStorage::new();
+    let o = options().compression(CompressionOptions {
+        block_size: usize::MAX,
+        ..d
+    });
+    assert!(matches!(
+        Store::open_with(Arc::new(sim), "/b", o),
+        Err(Error::InvalidInput(_))
+    ));
+    let raw = annal::segment::SegmentHeader {
+        base_position: 0,
+        created_micros: 0,
+        compressed: false,
+        dictionary: None,
+    }
+    .encode();
+    let huge = CompressionOptions {
+        block_size: 1 << 30,
+        ..d
+    };
+    assert!(matches!(
+        annal::compression::compress_segment(&raw, &huge, None),
+        Err(Error::InvalidInput(_))
+    ));
+}
+
+/// A disk that damages the next `damage` files the compressor writes (`*.seg.tmp`).
+#[derive(Clone)]
+struct DamagingDisk {
+    sim: SimStorage,
+    damage: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl DamagingDisk {
+    fn new(damage: usize) -> Self {
+        DamagingDisk {
+            sim: SimStorage::new(),
+            damage: Arc::new(damage.into()),
+        }
+    }
+}
+
+struct DamagedFile(Arc<dyn annal::storage::StorageFile>);
+
+impl annal::storage::StorageFile for DamagedFile {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.0.read_exact_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        let mut b = buf.to_vec();
+        let mid = b.len() / 2;
+        b[mid] ^= 0x10;
+        self.0.write_all_at(&b, offset)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.0.sync_data()
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        self.0.len()
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.0.set_len(len)
+    }
+}
+
+impl Storage for DamagingDisk {
+    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+        self.sim.create_dir_all(dir)
+    }
+    fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+        self.sim.list(dir)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        self.sim.exists(path)
+    }
+    fn open(&self, path: &Path, write: bool) -> std::io::Result<Arc<dyn annal::storage::StorageFile>> {
+        self.sim.open(path, write)
+    }
+    fn create(&self, path: &Path) -> std::io::Result<Arc<dyn annal::storage::StorageFile>> {
+        let f = self.sim.create(path)?;
+        use std::sync::atomic::Ordering::SeqCst;
+        if path.to_string_lossy().ends_with(".seg.tmp")
+            && self.damage.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok()
+        {
+            return Ok(Arc::new(DamagedFile(f)));
+        }
+        Ok(f)
+    }
+    fn remove(&self, path: &Path) -> std::io::Result<()> {
+        self.sim.remove(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.sim.rename(from, to)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        self.sim.sync_dir(dir)
+    }
+    fn map(&self, path: &Path) -> std::io::Result<annal::storage::Mapped> {
+        self.sim.map(path)
+    }
+    fn lock(&self, path: &Path) -> std::io::Result<Box<dyn annal::storage::LockGuard>> {
+        self.sim.lock(path)
+    }
+    fn available_space(&self, dir: &Path) -> std::io::Result<u64> {
+        self.sim.available_space(dir)
+    }
+}
+
+fn segment_files(sim: &SimStorage, dir: &str) -> BTreeMap<String, Vec<u8>> {
+    sim.list(Path::new(dir))
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.contains(".seg"))
+        .map(|n| {
+            let b = sim.read_file(&Path::new(dir).join(&n)).unwrap();
+            (n, b)
+        })
+        .collect()
+}
+
+#[test]
+fn a_compressed_form_that_fails_its_check_leaves_the_segment_untouched() {
+    let disk = DamagingDisk::new(usize::MAX);
+    let store = Store::open_with(Arc::new(disk.clone()), "/d", options()).unwrap();
+    fill(&store, 1500);
+    let before = all(&store);
+    let files = segment_files(&disk.sim, "/d");
+    let e = store.compress().unwrap_err();
+    assert!(e.to_string().contains("fails its check"), "{e}");
+    // Every segment file is as it was, no temporary file is left, and every read works.
+    assert_eq!(segment_files(&disk.sim, "/d"), files);
+    assert!(all(&store) == before);
+    assert!(store.verify().unwrap().is_clean());
+    drop(store);
+    let store = Store::open_with(Arc::new(disk.clone()), "/d", options()).unwrap();
+    assert!(all(&store) == before);
+    // Once the disk writes faithfully, compression goes ahead.
+    disk.damage.store(0, std::sync::atomic::Ordering::SeqCst);
+    assert!(store.compress().unwrap().segments > 0);
+    assert!(all(&store) == before);
+    assert!(store.verify().unwrap().is_clean());
+}
+
+#[test]
+fn a_segment_that_fails_its_check_does_not_keep_the_others_from_being_compressed() {
+    let disk = DamagingDisk::new(1);
+    let store = Store::open_with(Arc::new(disk.clone()), "/o", options()).unwrap();
+    fill(&store, 1500);
+    let before = all(&store);
+    let files = segment_files(&disk.sim, "/o");
+    assert!(store.compress().is_err(), "the first segment's failure is reported");
+    let now = segment_files(&disk.sim, "/o");
+    let compressed = |b: &Vec<u8>| u32::from_le_bytes(b[12..16].try_into().unwrap()) != 0;
+    let (first, _) = files.iter().next().unwrap();
+    assert_eq!(
+        now[first], files[first],
+        "the segment that failed its check is untouched"
+    );
+    assert_eq!(
+        now.values().filter(|b| compressed(b)).count(),
+        files.len() - 2,
+        "every other sealed segment (all but the failed one and the active one) is compressed"
+    );
+    assert!(all(&store) == before);
+    assert!(store.verify().unwrap().is_clean());
+    // The next pass compresses the one left.
+    assert_eq!(store.compress().unwrap().segments, 1);
+}
+
+#[test]
+fn a_failing_background_compressor_leaves_its_error_in_stats() {
+    let disk = DamagingDisk::new(usize::MAX);
+    let o = options().compression(CompressionOptions::default());
+    let store = Store::open_with(Arc::new(disk.clone()), "/g", o).unwrap();
+    assert_eq!(store.stats().last_background_error, None);
+    fill(&store, 1500);
+    let before = all(&store);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let error = loop {
+        if let Some(e) = store.stats().last_background_error {
+            break e;
+        }
+        assert!(std::time::Instant::now() < deadline, "no background error recorded");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(
+        error.contains("compression") && error.contains("fails its check"),
+        "{error}"
+    );
+    assert!(all(&store) == before);
+    assert!(store.verify().unwrap().is_clean());
+    // Another store on the same path, and the store reopened, start with none.
+    let other = Store::open_with(Arc::new(SimStorage::new()), "/g", options()).unwrap();
+    assert_eq!(other.stats().last_background_error, None);
+    drop(store);
+    disk.damage.store(0, std::sync::atomic::Ordering::SeqCst);
+    let store = Store::open_with(Arc::new(disk.clone()), "/g", options()).unwrap();
+    assert_eq!(store.stats().last_background_error, None);
+    assert!(all(&store) == before);
+}

@@ -165,3 +165,79 @@ fn a_backup_of_a_live_store_opens_as_it_was_and_restores() {
     assert_eq!(stats.streams, 8);
     assert!(stats.segments > 3 && stats.segment_bytes > 0 && stats.index_bytes > 0);
 }
+
+#[test]
+fn verify_resynchronises_after_damage_and_blames_only_the_damaged_segment() {
+    let sim = SimStorage::new();
+    drop(filled(&sim));
+    let segs = segments(&sim, ".seg");
+    assert!(segs.len() >= 4, "{segs:?}");
+    // Two damaged events in segment 1, one in segment 2: each in its own frame.
+    let mut damaged = Vec::new();
+    for (seg, nth) in [(1, 3), (1, 20), (2, 5)] {
+        let path = Path::new("/v").join(&segs[seg]);
+        let bytes = sim.read_file(&path).unwrap();
+        let at = bytes
+            .windows(4)
+            .enumerate()
+            .filter(|(_, w)| *w == b"{\"i\"")
+            .nth(nth)
+            .unwrap()
+            .0 as u64
+            + 2;
+        sim.flip_bit(&path, at, 3).unwrap();
+        damaged.push((path, at));
+    }
+    let store = Store::open_with(Arc::new(sim.clone()), "/v", options()).unwrap();
+    let report = store.verify().unwrap();
+    assert_eq!(report.problems.len(), 3, "{:#?}", report.problems);
+    for (p, (path, at)) in report.problems.iter().zip(&damaged) {
+        assert_eq!(&p.file, path, "{p}");
+        assert!(p.offset <= *at && *at < p.offset + 200, "{p}");
+    }
+    // Every event but the three damaged ones is still decoded and counted.
+    assert_eq!(report.events, 297);
+    assert_eq!(report.segments, segs.len());
+}
+
+#[test]
+fn damage_anywhere_in_a_sealed_segment_is_blamed_on_that_segment_alone() {
+    let sim = SimStorage::new();
+    drop(filled(&sim));
+    let names: Vec<String> = sim.list(Path::new("/v")).unwrap();
+    let files: Vec<(String, Vec<u8>)> = names
+        .iter()
+        .filter_map(|n| sim.read_file(&Path::new("/v").join(n)).ok().map(|b| (n.clone(), b)))
+        .collect();
+    let sealed = segments(&sim, ".idx");
+    let mut failures = Vec::new();
+    for victim in sealed.iter().map(|i| i.replace(".idx", ".seg")) {
+        let len = files.iter().find(|(n, _)| *n == victim).unwrap().1.len();
+        for at in (64..len).step_by(37).chain(len - 30..len) {
+            let sim = SimStorage::new();
+            for (n, b) in &files {
+                sim.write_file(&Path::new("/v").join(n), b).unwrap();
+            }
+            let path = Path::new("/v").join(&victim);
+            sim.flip_bit(&path, at as u64, (at % 8) as u8).unwrap();
+            let store = Store::open_with(Arc::new(sim.clone()), "/v", options()).unwrap();
+            let report = store.verify().unwrap();
+            let what = format!("{victim} byte {at}");
+            if report.problems.is_empty() {
+                failures.push(format!("{what}: not reported"));
+            }
+            if let Some(p) = report.problems.iter().find(|p| p.file != path) {
+                failures.push(format!("{what}: blamed elsewhere: {p}"));
+            }
+            if report.events + 1 < 300 {
+                failures.push(format!("{what}: only {} events counted", report.events));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

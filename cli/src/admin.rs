@@ -97,6 +97,7 @@ struct Stats {
     quarantine_bytes: u64,
     fs_total_bytes: Option<u64>,
     fs_available_bytes: Option<u64>,
+    last_background_error: Option<String>,
 }
 
 /// `annal stats`.
@@ -120,6 +121,7 @@ pub fn stats(ctx: &Ctx, format: Format) -> CliResult {
         quarantine_bytes: usage(&dir.join(annal::repair::QUARANTINE_DIR)).bytes,
         fs_total_bytes: space.map(|s| s.0),
         fs_available_bytes: space.map(|s| s.1),
+        last_background_error: s.last_background_error.clone(),
     };
     store.close()?;
     let mut out = stdout();
@@ -137,8 +139,55 @@ fn read_options(ctx: &Ctx) -> Options {
     }
 }
 
+/// What is wrong with `annal.meta` in a directory that holds segments, with
+/// the byte offset concerned; `None` if it is whole enough for the library to
+/// check (its checksum and version are checked on open).
+fn identity_damage(dir: &Path) -> Option<(u64, String)> {
+    let has_segments = std::fs::read_dir(dir).ok()?.filter_map(|e| e.ok()).any(|e| {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        matches!(annal::segment::parse_file_name(&name), Some((_, "seg")))
+    });
+    if !has_segments {
+        return None;
+    }
+    let bytes = match std::fs::read(dir.join(annal::checkpoint::META_FILE)) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Some((0, "missing, yet the directory holds segments".into()));
+        }
+        Err(_) => return None,
+    };
+    let magic = annal::checkpoint::META_MAGIC;
+    if let Some(at) = (0..magic.len()).find(|i| bytes.get(*i) != Some(&magic[*i])) {
+        if at >= bytes.len() {
+            return Some((at as u64, format!("truncated to {} bytes (64 expected)", bytes.len())));
+        }
+        return Some((at as u64, "not an annal identity file (bad magic)".into()));
+    }
+    match bytes.len() {
+        64 => None,
+        n if n < 64 => Some((n as u64, format!("truncated to {n} bytes (64 expected)"))),
+        n => Some((64, format!("{n} bytes long (64 expected)"))),
+    }
+}
+
 /// `annal verify`.
 pub fn verify(ctx: &Ctx) -> CliResult {
+    // With segments present, a damaged or missing identity file is corruption
+    // (which `annal repair` fixes), not a sign that this is not a store.
+    if ctx.data.is_dir()
+        && let Some((offset, what)) = identity_damage(&ctx.data)
+    {
+        let path = ctx.data.join(annal::checkpoint::META_FILE);
+        return Err(CliError::with_code(
+            CORRUPT,
+            format!(
+                "corruption in {} at byte {offset}: {what}; run `annal repair` (it keeps every byte it removes in quarantine/)",
+                path.display()
+            ),
+        ));
+    }
     ctx.require_store()?;
     let store = match Store::open(&ctx.data, read_options(ctx)) {
         Ok(s) => s,
@@ -206,6 +255,9 @@ pub fn repair(ctx: &Ctx) -> CliResult {
     for a in &report.actions {
         render::emit(&mut out, &crate::obj! { "action": a })?;
     }
+    for u in &report.unfixed {
+        render::emit(&mut out, &crate::obj! { "unfixed": u })?;
+    }
     render::emit(
         &mut out,
         &crate::obj! {
@@ -214,7 +266,15 @@ pub fn repair(ctx: &Ctx) -> CliResult {
             "quarantine": report.quarantine.as_ref().map(|q| q.display().to_string()),
         },
     )?;
-    render::flush(&mut out)
+    render::flush(&mut out)?;
+    if report.unfixed.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::with_code(
+            CORRUPT,
+            format!("{} problem(s) repair could not fix", report.unfixed.len()),
+        ))
+    }
 }
 
 /// `path` made absolute and, as far as it exists, free of symbolic links and `..`.

@@ -557,9 +557,11 @@ fn streams_and_stats() {
         "torn_bytes",
         "quarantine_bytes",
         "fs_available_bytes",
+        "last_background_error",
     ] {
         assert!(stats.get(key).is_some(), "{key} missing: {stats}");
     }
+    assert!(stats["last_background_error"].is_null(), "{stats}");
     let table = env.ok(&["stats", "--format", "table"]);
     assert!(
         table
@@ -642,6 +644,62 @@ fn a_store_that_cannot_open_exits_5_and_suggests_repair() {
     env.fails(&["append", "s4", "--type", "T", "--data", "3"], 5, "corruption");
     env.json(&["repair"]);
     env.json(&["verify"]);
+}
+
+#[test]
+fn after_repair_verify_is_clean_for_a_damaged_checkpoint_or_segment_header() {
+    let env = sealed_store();
+    // A flipped byte in streams.chk: verify exits 5, repair clears it.
+    flip(&env.data().join("streams.chk"), 20);
+    env.fails(&["verify"], 5, "annal repair");
+    let out = env.json(&["repair"]);
+    assert!(
+        out.iter()
+            .any(|a| a["action"].as_str().is_some_and(|a| a.contains("streams.chk"))),
+        "{out:?}"
+    );
+    assert_eq!(env.json(&["verify"])[0]["problems"], 0);
+    // A flipped byte in a sealed segment's header: the same.
+    flip(&env.data().join("00000000000000000040.seg"), 20);
+    env.fails(&["verify"], 5, "annal repair");
+    env.json(&["repair"]);
+    let after = env.json(&["verify"]);
+    assert_eq!(after[0]["problems"], 0, "{after:?}");
+    assert_eq!(after[0]["events"], 122);
+}
+
+#[test]
+fn a_damaged_identity_file_beside_segments_is_corruption() {
+    let env = sealed_store();
+    let meta = env.data().join("annal.meta");
+    let whole = std::fs::read(&meta).unwrap();
+    // Truncated: exit 5, naming the file and the offset where it ends.
+    std::fs::write(&meta, &whole[..30]).unwrap();
+    env.fails(&["verify"], 5, "annal.meta at byte 30: truncated");
+    // Bad magic, too long, missing: the same.
+    let mut bad = whole.clone();
+    bad[3] ^= 1;
+    std::fs::write(&meta, &bad).unwrap();
+    env.fails(
+        &["verify"],
+        5,
+        "annal.meta at byte 3: not an annal identity file (bad magic)",
+    );
+    let mut long = whole.clone();
+    long.push(0);
+    std::fs::write(&meta, &long).unwrap();
+    env.fails(&["verify"], 5, "annal.meta at byte 64");
+    std::fs::remove_file(&meta).unwrap();
+    env.fails(&["verify"], 5, "annal.meta at byte 0");
+    // A directory without segments is still simply not a store.
+    let other = env.path().join("photos");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("annal.meta"), b"short").unwrap();
+    env.fails(&["--data", other.to_str().unwrap(), "verify"], 1, "");
+    // Repair rewrites the identity file; verify is clean again.
+    std::fs::write(&meta, &whole[..30]).unwrap();
+    env.json(&["repair"]);
+    assert_eq!(env.json(&["verify"])[0]["problems"], 0);
 }
 
 #[test]
