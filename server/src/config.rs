@@ -125,6 +125,14 @@ impl ServerConfig {
                 self.listen
             ));
         }
+        if self.no_auth && !self.tokens.is_empty() {
+            return Err(format!(
+                "no_auth is set next to {} configured token(s): open mode would accept every request \
+                 without a token and ignore their roles and stream prefixes; remove no_auth (or --no-auth), \
+                 or remove the tokens",
+                self.tokens.len()
+            ));
+        }
         if !self.no_auth && self.tokens.is_empty() {
             return Err("no tokens configured: add a token, or set no_auth for open mode".into());
         }

@@ -111,6 +111,15 @@ pub(crate) async fn append_conditional(
     p.check_stream(&body.stream)?;
     let expected = expected_from_json(body.expected.as_ref())?;
     let condition = match body.condition {
+        // A condition's query runs over every stream (query items have no
+        // stream restriction): its answer would tell a token limited to some
+        // streams whether matching events exist in the others.
+        Some(_) if !p.unrestricted() => {
+            return Err(ApiError::forbidden(
+                "this token is limited to some streams and may not append with a condition: \
+                 a condition's query runs over every stream",
+            ));
+        }
         Some(c) => Some(AppendCondition {
             query: c.query.into_query()?,
             after: c.after,
@@ -304,8 +313,10 @@ pub(crate) async fn event_by_id(
             Ok(e)
         })
         .await?
+        // An event in a stream the token may not read is answered as unknown,
+        // so that the answer says nothing about other streams.
+        .filter(|e| p.may_stream(&e.stream))
         .ok_or_else(|| ApiError::not_found("event_not_found", format!("no event has id {id}")))?;
-    p.check_stream(&event.stream)?;
     let body = serde_json::to_vec(&EventOut::new(&event)).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(json_bytes(body))
 }
