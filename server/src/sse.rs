@@ -30,7 +30,10 @@ const CHANNEL: usize = 256;
 /// Where to start: `Last-Event-ID` (continue after it) wins over `from` (inclusive, or start/end).
 fn start(headers: &HeaderMap, params: &Params) -> Result<SubscribeFrom, ApiError> {
     if let Some(v) = headers.get("last-event-id") {
-        let s = v.to_str().unwrap_or("").trim();
+        let s = v
+            .to_str()
+            .map_err(|_| ApiError::invalid("Last-Event-ID is not visible ASCII text"))?
+            .trim();
         if !s.is_empty() {
             return s
                 .parse::<u64>()

@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::auth::Principal;
 use crate::encode::{
-    EventIn, EventOut, JsonBody, Params, check_stream, decode_base64, encode_base64, events_body, expected_from_json,
-    expected_from_str, json_bytes, parse_time,
+    EventIn, EventOut, JsonBody, Params, check_stream, check_writable_stream, decode_base64, embedded_json,
+    encode_base64, events_body, expected_from_json, expected_from_str, json_bytes, parse_time,
 };
 use crate::error::ApiError;
 
@@ -32,7 +32,7 @@ pub(crate) async fn append(
     Path(stream): Path<String>,
     JsonBody(body): JsonBody<AppendBody>,
 ) -> Result<Response, ApiError> {
-    check_stream(&stream)?;
+    check_writable_stream(&stream)?;
     p.check_stream(&stream)?;
     let expected = expected_from_json(body.expected.as_ref())?;
     do_append(state, stream, expected, body.events, None).await
@@ -107,7 +107,7 @@ pub(crate) async fn append_conditional(
     Extension(p): Extension<Principal>,
     JsonBody(body): JsonBody<ConditionalBody>,
 ) -> Result<Response, ApiError> {
-    check_stream(&body.stream)?;
+    check_writable_stream(&body.stream)?;
     p.check_stream(&body.stream)?;
     let expected = expected_from_json(body.expected.as_ref())?;
     let condition = match body.condition {
@@ -351,7 +351,7 @@ pub(crate) async fn delete(
     Path(stream): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    check_stream(&stream)?;
+    check_writable_stream(&stream)?;
     p.check_stream(&stream)?;
     let params = Params::parse(q.as_deref(), &["expected", "hard"])?;
     let expected = match params.one("expected")? {
@@ -390,7 +390,7 @@ pub(crate) async fn put_metadata(
     Path(stream): Path<String>,
     JsonBody(meta): JsonBody<StreamMetadata>,
 ) -> Result<Response, ApiError> {
-    check_stream(&stream)?;
+    check_writable_stream(&stream)?;
     p.check_stream(&stream)?;
     let store = state.store();
     let stored = meta.clone();
@@ -416,10 +416,10 @@ pub(crate) async fn post_snapshot(
     Path(stream): Path<String>,
     JsonBody(body): JsonBody<SnapshotIn>,
 ) -> Result<Response, ApiError> {
-    check_stream(&stream)?;
+    check_writable_stream(&stream)?;
     p.check_stream(&stream)?;
     let data = match (body.data, body.data_base64) {
-        (Some(raw), None) => bytes::Bytes::from(raw.get().as_bytes().to_vec()),
+        (Some(raw), None) => embedded_json("data", &raw)?,
         (None, Some(b)) => decode_base64("data_base64", &b)?,
         _ => return Err(ApiError::invalid("a snapshot has exactly one of data and data_base64")),
     };
@@ -444,9 +444,10 @@ pub(crate) async fn get_snapshot(
         .blocking(move || Ok(store.load_snapshot(&name)?))
         .await?
         .ok_or_else(|| ApiError::not_found("snapshot_not_found", format!("stream {stream:?} has no snapshot")))?;
+    let embeddable = crate::nesting::json_depth(&snap.data) <= crate::nesting::MAX_JSON_DEPTH;
     let body = match serde_json::from_slice::<&serde_json::value::RawValue>(&snap.data) {
-        Ok(raw) => json!({ "revision": snap.revision, "data": raw }),
-        Err(_) => json!({ "revision": snap.revision, "data_base64": encode_base64(&snap.data) }),
+        Ok(raw) if embeddable => json!({ "revision": snap.revision, "data": raw }),
+        _ => json!({ "revision": snap.revision, "data_base64": encode_base64(&snap.data) }),
     };
     Ok(axum::Json(body).into_response())
 }

@@ -175,3 +175,247 @@ async fn no_auth_next_to_tokens_is_refused() {
     assert!(err.to_string().contains("no_auth"), "{err}");
 }
 
+/// Item 14: a store whose writer stopped is not ready.
+#[tokio::test]
+async fn ready_is_503_once_the_writer_has_stopped() {
+    use annal::storage::sim::SimStorage;
+    let sim = SimStorage::new();
+    let store = std::sync::Arc::new(
+        annal::Store::open_with(std::sync::Arc::new(sim.clone()), "/data", annal::Options::default()).unwrap(),
+    );
+    let config = ServerConfig::open("127.0.0.1:0".parse().unwrap());
+    let s = TestServer::start_store(
+        store,
+        tempfile::tempdir().unwrap(),
+        config,
+        "http",
+        reqwest::Client::new(),
+    )
+    .await;
+    s.append_n("s", 2).await;
+    let (st, v) = s.get("/health/ready").await;
+    assert_eq!((st, v["status"].clone()), (StatusCode::OK, json!("ready")));
+    // The disk turns read-only: the append fails, and the failed write cannot be cut back.
+    sim.set_read_only(true);
+    let (st, _) = s.post("/streams/s", json!({ "events": [{ "type": "T" }] })).await;
+    assert!(st.is_server_error(), "{st}");
+    assert!(s.store.write_failure().is_some(), "the writer stopped");
+    let (st, v) = s.get("/health/ready").await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(v["error"], "not_ready");
+    let message = v["message"].as_str().unwrap();
+    assert!(message.contains(&s.store.write_failure().unwrap()), "{message}");
+    // Liveness and reads are unaffected.
+    let (st, _) = s.get("/health/live").await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, v) = s.get("/streams/s").await;
+    assert_eq!((st, v["events"].as_array().map(Vec::len)), (StatusCode::OK, Some(2)));
+    s.stop().await.unwrap();
+}
+
+/// Item 15: an append cut by the request timeout says its outcome is unknown.
+#[test]
+fn an_append_cut_by_the_timeout_says_its_outcome_is_unknown() {
+    // One blocking thread, held by the test: the append waits for it past the timeout.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let s = TestServer::start_with(|c| c.request_timeout_ms = 300).await;
+        let id = uuid::Uuid::new_v4();
+        let body = json!({ "events": [{ "type": "T", "id": id }] });
+        let hold = tokio::task::spawn_blocking(|| std::thread::sleep(std::time::Duration::from_millis(1500)));
+        let (st, v) = s.post("/streams/late", body.clone()).await;
+        assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+        assert_eq!(v["error"], "outcome_unknown");
+        let message = v["message"].as_str().unwrap();
+        assert!(
+            message.contains("unknown") && message.contains("same event ids"),
+            "{message}"
+        );
+        hold.await.unwrap();
+        // It was applied after all; retrying with the same id is answered as the original.
+        let (st, v) = s.get("/streams/late").await;
+        assert_eq!((st, v["events"][0]["id"].clone()), (StatusCode::OK, json!(id)), "{v}");
+        let (st, v) = s.post("/streams/late", body).await;
+        assert_eq!((st, v["position"].clone()), (StatusCode::OK, json!(0)), "{v}");
+        let (_, v) = s.get("/streams/late").await;
+        assert_eq!(v["events"].as_array().unwrap().len(), 1);
+        // A read cut at the timeout is a plain timeout.
+        let hold = tokio::task::spawn_blocking(|| std::thread::sleep(std::time::Duration::from_millis(1000)));
+        let (st, v) = s.get("/streams/late").await;
+        assert_eq!(
+            (st, v["error"].clone()),
+            (StatusCode::SERVICE_UNAVAILABLE, json!("timeout"))
+        );
+        hold.await.unwrap();
+        s.stop().await.unwrap();
+    });
+}
+
+/// Item 16: data and metadata nested deeper than the limit are refused.
+#[tokio::test]
+async fn event_data_nested_too_deep_is_refused() {
+    let s = TestServer::start_with(|c| c.body_limit_bytes = 1 << 20).await;
+    let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+    for body in [
+        format!(r#"{{"events":[{{"type":"T","data":{}}}]}}"#, deep(100_000)),
+        format!(r#"{{"events":[{{"type":"T","data":1,"metadata":{}}}]}}"#, deep(200)),
+    ] {
+        let (st, v) = s.post_raw("/streams/deep", body).await;
+        assert_eq!(
+            (st, v["error"].clone()),
+            (StatusCode::BAD_REQUEST, json!("invalid_input")),
+            "{v}"
+        );
+        assert!(v["message"].as_str().unwrap().contains("levels deep"), "{v}");
+    }
+    let snap = format!(r#"{{"revision":0,"data":{}}}"#, deep(500));
+    let (st, v) = s.post_raw("/streams/deep/snapshot", snap).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    let (st, _) = s.get("/streams/deep").await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "nothing was appended");
+    // At the limit it is accepted, and every read parses with serde_json's own limit.
+    let ok = deep(annal_server::nesting::MAX_JSON_DEPTH);
+    let body = format!(r#"{{"events":[{{"type":"T","data":{ok},"metadata":{ok}}}]}}"#);
+    let (st, v) = s.post_raw("/streams/deep", body).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let text = s.client.get(s.url("/all")).send().await.unwrap().text().await.unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["events"][0]["data"].to_string(), ok);
+    // Metadata given as base64 is not checked, but served as base64 if too deep to embed.
+    let b64 = base64_of(deep(1000).as_bytes());
+    let body = json!({ "events": [{ "type": "T", "metadata_base64": b64 }] });
+    let (st, v) = s.post("/streams/deep", body).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let text = s
+        .client
+        .get(s.url("/streams/deep?from=1"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["events"][0]["metadata_base64"], json!(b64));
+    s.stop().await.unwrap();
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Item 18: user requests never create system (`$`) streams.
+#[tokio::test]
+async fn requests_never_create_system_streams() {
+    let s = TestServer::start().await;
+    s.append_n("a", 1).await;
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/streams/$meta-a/snapshot",
+            json!({ "revision": 0, "data": {} }),
+        ),
+        (
+            Method::POST,
+            "/streams/$snapshot-a/snapshot",
+            json!({ "revision": 0, "data": {} }),
+        ),
+        (Method::PUT, "/streams/$meta-a/metadata", json!({})),
+        (Method::POST, "/streams/$x", json!({ "events": [{ "type": "T" }] })),
+        (
+            Method::POST,
+            "/append",
+            json!({ "stream": "$x", "events": [{ "type": "T" }] }),
+        ),
+    ] {
+        let (st, v) = s.call(method.clone(), path, Some(body)).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{method} {path}: {v}");
+        assert_eq!(v["error"], "invalid_input", "{v}");
+        assert!(v["message"].as_str().unwrap().contains("reserved"), "{v}");
+    }
+    let (st, _) = s.call(Method::DELETE, "/streams/$meta-a", None).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (_, v) = s.get("/streams?include_system=true").await;
+    let names: Vec<&str> = v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stream"].as_str().unwrap())
+        .collect();
+    assert!(names.iter().all(|n| !n.starts_with('$')), "{names:?}");
+    // Snapshots and metadata of ordinary streams still work.
+    let (st, _) = s
+        .post("/streams/a/snapshot", json!({ "revision": 0, "data": {} }))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    s.stop().await.unwrap();
+}
+
+/// Item 19: a backup inside the data directory is refused, as the CLI refuses it.
+#[tokio::test]
+async fn backups_inside_the_data_directory_are_refused() {
+    let s = TestServer::start().await;
+    s.append_n("a", 3).await;
+    let data = s.store.dir().to_path_buf();
+    for dest in [
+        data.join("backup"),
+        data.clone(),
+        s.dir.path().join("elsewhere/../data/b"),
+    ] {
+        let (st, v) = s.post("/admin/backup", json!({ "dir": dest })).await;
+        assert_eq!(
+            (st, v["error"].clone()),
+            (StatusCode::BAD_REQUEST, json!("invalid_input")),
+            "{v}"
+        );
+        assert!(
+            v["message"].as_str().unwrap().contains("inside the data directory"),
+            "{v}"
+        );
+    }
+    assert!(!data.join("backup").exists() && !data.join("b").exists());
+    let (st, v) = s
+        .post("/admin/backup", json!({ "dir": s.dir.path().join("copy") }))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    s.stop().await.unwrap();
+}
+
+/// Item 20: a Last-Event-ID that is not ASCII is refused, not ignored.
+#[tokio::test]
+async fn a_non_ascii_last_event_id_is_a_400() {
+    let s = TestServer::start().await;
+    s.append_n("a", 3).await;
+    let value = reqwest::header::HeaderValue::from_bytes(b"\xff1").unwrap();
+    for path in ["/subscribe/streams/a", "/subscribe/all"] {
+        let resp = s
+            .client
+            .get(s.url(path))
+            .header("last-event-id", value.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{path}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"], "invalid_input", "{v}");
+    }
+    s.stop().await.unwrap();
+}
