@@ -101,16 +101,52 @@ impl<'a> EventOut<'a> {
     }
 }
 
-/// `{"events": [...]}` for a list of events, serialised without copying payloads.
-pub(crate) fn events_body(events: &[RecordedEvent]) -> Result<Vec<u8>, ApiError> {
-    #[derive(Serialize)]
-    struct Events<'a> {
-        events: Vec<EventOut<'a>>,
+/// Events read in one go while building a bounded response.
+const READ_CHUNK: usize = 32;
+
+/// `{"events": [...]}` of up to `limit` events, fetched in chunks by `read`
+/// (given where to start, `None` for the first chunk, and how many), holding
+/// at most `max_bytes` unless one event alone is larger: a response always
+/// has at least one event if there is one. Cut short by the size, the body
+/// also holds `"truncated": true` and `"next_from"`, the `from` of the next
+/// page (`next` of the last event sent).
+pub(crate) fn bounded_events_body(
+    limit: usize,
+    max_bytes: usize,
+    mut read: impl FnMut(Option<u64>, usize) -> Result<Vec<RecordedEvent>, ApiError>,
+    next: impl Fn(&RecordedEvent) -> Option<u64>,
+) -> Result<Vec<u8>, ApiError> {
+    // Room for the closing `],"truncated":true,"next_from":<u64>}`.
+    const TAIL: usize = 64;
+    let mut body = b"{\"events\":[".to_vec();
+    let (mut count, mut cursor, mut next_from) = (0usize, None, None);
+    'chunks: while count < limit {
+        let want = (limit - count).min(READ_CHUNK);
+        let events = read(cursor, want)?;
+        let got = events.len();
+        for e in &events {
+            let item = serde_json::to_vec(&EventOut::new(e)).map_err(|e| ApiError::internal(e.to_string()))?;
+            if count > 0 && body.len() + 1 + item.len() + TAIL > max_bytes {
+                next_from = cursor;
+                break 'chunks;
+            }
+            if count > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(&item);
+            count += 1;
+            cursor = next(e);
+        }
+        if got < want || cursor.is_none() {
+            break;
+        }
     }
-    let body = Events {
-        events: events.iter().map(EventOut::new).collect(),
-    };
-    serde_json::to_vec(&body).map_err(|e| ApiError::internal(e.to_string()))
+    body.push(b']');
+    if let Some(n) = next_from {
+        body.extend_from_slice(format!(",\"truncated\":true,\"next_from\":{n}").as_bytes());
+    }
+    body.push(b'}');
+    Ok(body)
 }
 
 /// A JSON response from already-serialised bytes.

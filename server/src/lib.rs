@@ -19,6 +19,7 @@
 mod admin;
 mod auth;
 pub mod config;
+mod conn;
 mod encode;
 mod error;
 mod groups;

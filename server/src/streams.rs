@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::auth::Principal;
 use crate::encode::{
-    EventIn, EventOut, JsonBody, Params, check_stream, check_writable_stream, decode_base64, embedded_json,
-    encode_base64, events_body, expected_from_json, expected_from_str, json_bytes, parse_time,
+    EventIn, EventOut, JsonBody, Params, bounded_events_body, check_stream, check_writable_stream, decode_base64,
+    embedded_json, encode_base64, expected_from_json, expected_from_str, json_bytes, parse_time,
 };
 use crate::error::ApiError;
 
@@ -187,6 +187,14 @@ fn direction(params: &Params) -> Result<Direction, ApiError> {
     }
 }
 
+/// The revision or position after `at` in a read's direction, if there is one.
+fn step(direction: Direction, at: u64) -> Option<u64> {
+    match direction {
+        Direction::Forward => at.checked_add(1),
+        Direction::Backward => at.checked_sub(1),
+    }
+}
+
 fn limit(state: &AppState, params: &Params) -> Result<usize, ApiError> {
     let max = state.config.max_read_limit;
     match params.u64("limit")? {
@@ -234,12 +242,19 @@ pub(crate) async fn read(
         From::At(r) => StreamFrom::Revision(r),
     };
     let st = state.clone();
+    let max_bytes = state.config.max_response_bytes;
     let body = state
         .blocking(move || {
             let t = Instant::now();
-            let events = st.store.read_stream(&stream, direction, from, limit)?;
+            let read = |at: Option<u64>, n| {
+                Ok(st
+                    .store
+                    .read_stream(&stream, direction, at.map_or(from, StreamFrom::Revision), n)?)
+            };
+            let next = |e: &annal::RecordedEvent| step(direction, e.revision);
+            let body = bounded_events_body(limit, max_bytes, read, next);
             st.metrics.read_seconds.observe(t.elapsed());
-            events_body(&events)
+            body
         })
         .await?;
     Ok(json_bytes(body))
@@ -273,12 +288,19 @@ pub(crate) async fn read_all(
         From::At(r) => LogFrom::Position(r),
     };
     let st = state.clone();
+    let max_bytes = state.config.max_response_bytes;
     let body = state
         .blocking(move || {
             let t = Instant::now();
-            let events = st.store.read_all(direction, from, limit, &filter)?;
+            let read = |at: Option<u64>, n| {
+                Ok(st
+                    .store
+                    .read_all(direction, at.map_or(from, LogFrom::Position), n, &filter)?)
+            };
+            let next = |e: &annal::RecordedEvent| step(direction, e.position);
+            let body = bounded_events_body(limit, max_bytes, read, next);
             st.metrics.read_seconds.observe(t.elapsed());
-            events_body(&events)
+            body
         })
         .await?;
     Ok(json_bytes(body))

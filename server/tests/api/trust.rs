@@ -419,3 +419,269 @@ async fn a_non_ascii_last_event_id_is_a_400() {
     }
     s.stop().await.unwrap();
 }
+
+/// Reads from a raw connection until the server closes it; true if it did within `within`.
+async fn closed_within(conn: &mut tokio::net::TcpStream, within: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let until_closed = async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(within, until_closed).await.is_ok()
+}
+
+fn short_timeouts(c: &mut ServerConfig) {
+    c.request_timeout_ms = 1000;
+    c.keepalive_ms = 200;
+}
+
+/// Item 7: a connection that sends nothing, or only part of its headers, is closed.
+#[tokio::test]
+async fn silent_and_slow_header_connections_are_closed() {
+    use std::time::{Duration, Instant};
+    use tokio::io::AsyncWriteExt;
+    let s = TestServer::start_with(|c| {
+        short_timeouts(c);
+        c.header_read_timeout_ms = 300;
+    })
+    .await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let t = Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut partial = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    partial
+        .write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(3)).await,
+        "silent connection left open"
+    );
+    assert!(
+        closed_within(&mut partial, Duration::from_secs(3)).await,
+        "slowloris connection left open"
+    );
+    assert!(t.elapsed() >= Duration::from_millis(250), "{:?}", t.elapsed());
+    // Trickling one header line at a time does not extend the time.
+    let mut trickle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let t = Instant::now();
+    trickle.write_all(b"GET /health/live HTTP/1.1\r\n").await.unwrap();
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if trickle.write_all(b"X-A: b\r\n").await.is_err() {
+            break;
+        }
+    }
+    assert!(closed_within(&mut trickle, Duration::from_secs(3)).await);
+    assert!(t.elapsed() < Duration::from_millis(2500), "{:?}", t.elapsed());
+    // A kept-alive connection idle between requests is closed too.
+    let mut kept = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    kept.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(closed_within(&mut kept, Duration::from_secs(3)).await);
+    // Requests still answer.
+    let (st, _) = s.get("/health/live").await;
+    assert_eq!(st, StatusCode::OK);
+    s.stop().await.unwrap();
+}
+
+/// Item 7: a connection on which nothing moves for idle_timeout_ms is closed,
+/// even while the header timeout is longer.
+#[tokio::test]
+async fn idle_connections_are_closed() {
+    use std::time::{Duration, Instant};
+    let s = TestServer::start_with(|c| {
+        short_timeouts(c);
+        c.header_read_timeout_ms = 20_000;
+        c.idle_timeout_ms = 1200;
+    })
+    .await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let t = Instant::now();
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(5)).await,
+        "idle connection left open"
+    );
+    assert!(t.elapsed() >= Duration::from_millis(1100), "{:?}", t.elapsed());
+    // A quiet subscription is not idle: its keep-alive comments move bytes.
+    let mut sub = crate::subscribe::open(&s, "/subscribe/streams/quiet", None).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    s.append_n("quiet", 1).await;
+    assert_eq!(sub.next_event().await.unwrap().id.as_deref(), Some("0"));
+    s.stop().await.unwrap();
+}
+
+/// Item 7: connections past max_connections are closed at once; the server keeps answering.
+#[tokio::test]
+async fn connections_over_the_cap_are_closed() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start_with(|c| {
+        c.max_connections = 4;
+        c.max_subscribers = 2;
+    })
+    .await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut over = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    assert!(
+        closed_within(&mut over, Duration::from_secs(2)).await,
+        "a 5th connection was kept"
+    );
+    // The connections within the cap are served.
+    let c = &mut held[0];
+    c.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(3), c.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // Once some close, new connections are accepted again.
+    held.truncate(1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fresh = reqwest::Client::new();
+    let resp = fresh.get(s.url("/health/live")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    drop(held);
+    s.stop().await.unwrap();
+}
+
+/// Item 10: a read response is bounded by bytes, with at least one event, and says where to continue.
+#[tokio::test]
+async fn read_responses_are_bounded_by_bytes() {
+    const MAX: usize = 10_000;
+    let s = TestServer::start_with(|c| c.max_response_bytes = MAX).await;
+    let big = "x".repeat(3000);
+    let events: Vec<Value> = (0..10)
+        .map(|i| json!({ "type": "T", "data": { "i": i, "pad": big } }))
+        .collect();
+    let (st, _) = s.post("/streams/big", json!({ "events": events })).await;
+    assert_eq!(st, StatusCode::OK);
+    let get_text = |path: String| {
+        let (client, url) = (s.client.clone(), s.url(&path));
+        async move { client.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    // Forward pages of a stream and of the global log, followed through next_from.
+    for (path, key) in [("/streams/big", "revision"), ("/all", "position")] {
+        let mut seen = Vec::new();
+        let mut from = 0;
+        loop {
+            let text = get_text(format!("{path}?from={from}&limit=10")).await;
+            assert!(text.len() <= MAX, "{path}: {} bytes", text.len());
+            let v: Value = serde_json::from_str(&text).unwrap();
+            let page = v["events"].as_array().unwrap();
+            assert!(!page.is_empty());
+            seen.extend(page.iter().map(|e| e[key].as_u64().unwrap()));
+            if v["truncated"] != json!(true) {
+                break;
+            }
+            from = v["next_from"].as_u64().unwrap();
+            assert_eq!(from, seen.last().unwrap() + 1);
+        }
+        assert_eq!(seen, (0..10).collect::<Vec<_>>(), "{path}");
+    }
+    // Backward.
+    let v: Value =
+        serde_json::from_str(&get_text("/streams/big?from=end&direction=backward&limit=10".into()).await).unwrap();
+    let page = v["events"].as_array().unwrap();
+    assert!(page.len() < 10 && v["truncated"] == json!(true), "{v}");
+    assert_eq!(v["next_from"], json!(9 - page.len() as u64));
+    // Under the limit, nothing changes.
+    let v: Value = serde_json::from_str(&get_text("/streams/big?limit=2".into()).await).unwrap();
+    assert_eq!(v.as_object().unwrap().len(), 1, "{v}");
+    // One event larger than the limit still comes, alone.
+    let huge = "y".repeat(MAX * 2);
+    s.post(
+        "/streams/huge",
+        json!({ "events": [{ "type": "T", "data": huge }, { "type": "T" }] }),
+    )
+    .await;
+    let v: Value = serde_json::from_str(&get_text("/streams/huge".into()).await).unwrap();
+    assert_eq!(v["events"].as_array().unwrap().len(), 1);
+    assert_eq!(v["next_from"], 1);
+    // Group fetches stop once they reach the limit (by at most one event).
+    let (st, _) = s.call(Method::PUT, "/groups/g", Some(json!({ "stream": "big" }))).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let text = s
+        .client
+        .post(s.url("/groups/g/fetch?consumer=c&max=10"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.len() <= MAX + 3200, "{} bytes", text.len());
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let n = v["events"].as_array().unwrap().len();
+    assert!((1..10).contains(&n), "{n}");
+    // Subscriptions deliver everything, the large event too.
+    let mut sub = crate::subscribe::open(&s, "/subscribe/streams/huge", None).await;
+    assert_eq!(sub.next_event().await.unwrap().id.as_deref(), Some("0"));
+    assert_eq!(sub.next_event().await.unwrap().id.as_deref(), Some("1"));
+    let mut sub = crate::subscribe::open(&s, "/subscribe/streams/big", None).await;
+    for i in 0..10 {
+        assert_eq!(sub.next_event().await.unwrap().id, Some(i.to_string()));
+    }
+    s.stop().await.unwrap();
+}
+
+/// Item 11: with max_subscribers subscriptions open, appends and readiness still answer.
+#[test]
+fn appends_and_health_answer_with_every_subscription_open() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let s = TestServer::start_with(|c| {
+            c.max_subscribers = 8;
+            c.request_timeout_ms = 3000;
+        })
+        .await;
+        let mut subs = Vec::new();
+        for i in 0..8 {
+            subs.push(crate::subscribe::open(&s, &format!("/subscribe/streams/sub-{i}"), None).await);
+        }
+        let (st, v) = s.get("/subscribe/all").await;
+        assert_eq!(
+            (st, v["error"].clone()),
+            (StatusCode::SERVICE_UNAVAILABLE, json!("too_many_subscribers"))
+        );
+        for i in 0..8 {
+            let (st, v) = s
+                .post(&format!("/streams/sub-{i}"), json!({ "events": [{ "type": "T" }] }))
+                .await;
+            assert_eq!(st, StatusCode::OK, "{v}");
+        }
+        let (st, v) = s.get("/health/ready").await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        let (st, _) = s.get("/streams/sub-0").await;
+        assert_eq!(st, StatusCode::OK);
+        for sub in &mut subs {
+            assert_eq!(sub.next_event().await.unwrap().id.as_deref(), Some("0"));
+        }
+        drop(subs);
+        s.stop().await.unwrap();
+    });
+}
