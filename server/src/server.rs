@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use axum_server::tls_rustls::RustlsConfig;
 
 use crate::config::TlsConfig;
-use crate::conn::Limit;
+use crate::conn::{JsonErrors, Limit};
 use crate::{AppState, ServerConfig, ServerError, router};
 
 /// A server bound to its address, not yet serving.
@@ -87,7 +87,9 @@ impl BoundServer {
         let server = async {
             match tls {
                 None => {
-                    let mut s = axum_server::from_tcp(listener)?.acceptor(limit).http1_only();
+                    let mut s = axum_server::from_tcp(listener)?
+                        .acceptor(JsonErrors(limit))
+                        .http1_only();
                     s.http_builder().http1().header_read_timeout(Some(header_read));
                     s.first_request_timeout(header_read)
                         .handle(handle.clone())
@@ -97,7 +99,7 @@ impl BoundServer {
                 Some(cfg) => {
                     // The cap and the idle timeout apply below TLS, from the first byte.
                     let mut s = axum_server::tls_rustls::from_tcp_rustls(listener, cfg)?
-                        .map(|tls| tls.handshake_timeout(header_read).acceptor(limit))
+                        .map(|tls| JsonErrors(tls.handshake_timeout(header_read).acceptor(limit)))
                         .http1_only();
                     s.http_builder().http1().header_read_timeout(Some(header_read));
                     s.first_request_timeout(header_read)

@@ -685,3 +685,55 @@ fn appends_and_health_answer_with_every_subscription_open() {
         s.stop().await.unwrap();
     });
 }
+
+/// Sends raw bytes as a request on a new connection; the whole answer (the server closes after it).
+async fn raw_request(s: &TestServer, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    out.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&out);
+                    if let Some(head_end) = text.find("\r\n\r\n") {
+                        let len = text[..head_end].lines().find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length: ")
+                                .map(|v| v.trim().parse::<usize>().unwrap())
+                        });
+                        if len.is_some_and(|n| out.len() >= head_end + 4 + n) {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), read)
+        .await
+        .expect("an answer");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Item 21c: a raw byte that is not UTF-8 in the path gets the JSON error shape.
+#[tokio::test]
+async fn a_raw_non_utf8_path_gets_the_json_error_shape() {
+    let s = TestServer::start().await;
+    for request in [
+        &b"GET /streams/a\xff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"[..],
+        &b"GET /streams/a%ff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"[..],
+    ] {
+        let answer = raw_request(&s, request).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+        let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"));
+        assert!(v["error"].is_string() && v["message"].is_string(), "{v}");
+    }
+    s.stop().await.unwrap();
+}
