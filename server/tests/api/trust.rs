@@ -153,9 +153,10 @@ async fn idempotency_conflicts_reveal_no_position_or_stream() {
     assert!(v.get("position").is_none(), "{v}");
     assert!(v.get("stream").is_none(), "{v}");
     let message = v["message"].as_str().unwrap();
-    // It is stored at position 3 of users-1: neither appears.
+    // It is stored at position 3 of users-1: neither appears (the only number is the id).
+    let rest = message.replace(&theirs.to_string(), "");
     assert!(
-        !message.contains("users") && !message.contains("position") && !message.contains(" 3"),
+        !rest.contains("users") && !rest.contains("position") && !rest.chars().any(|c| c.is_ascii_digit()),
         "{message}"
     );
     s.stop().await.unwrap();
@@ -555,11 +556,18 @@ async fn connections_over_the_cap_are_closed() {
         String::from_utf8_lossy(&buf[..n])
     );
     // Once some close, new connections are accepted again.
+    // (The server notices the closes shortly after: allow it a few seconds.)
     held.truncate(1);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let fresh = reqwest::Client::new();
-    let resp = fresh.get(s.url("/health/live")).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+    let mut answered = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let fresh = reqwest::Client::new();
+        if let Ok(resp) = fresh.get(s.url("/health/live")).send().await {
+            answered = Some(resp.status());
+            break;
+        }
+    }
+    assert_eq!(answered, Some(StatusCode::OK));
     drop(held);
     s.stop().await.unwrap();
 }
