@@ -101,8 +101,11 @@ impl<'a> EventOut<'a> {
     }
 }
 
-/// Events read in one go while building a bounded response.
-const READ_CHUNK: usize = 32;
+/// Events read in one go while building a bounded response: at first, and at
+/// most (later reads take about as many as the room left holds, going by the
+/// size of the events so far, so that little more is read than is sent).
+const FIRST_CHUNK: usize = 8;
+const MAX_CHUNK: usize = 64;
 
 /// `{"events": [...]}` of up to `limit` events, fetched in chunks by `read`
 /// (given where to start, `None` for the first chunk, and how many), holding
@@ -121,7 +124,11 @@ pub(crate) fn bounded_events_body(
     let mut body = b"{\"events\":[".to_vec();
     let (mut count, mut cursor, mut next_from) = (0usize, None, None);
     'chunks: while count < limit {
-        let want = (limit - count).min(READ_CHUNK);
+        let want = match body.len().checked_div(count) {
+            None => FIRST_CHUNK,
+            Some(average) => (max_bytes.saturating_sub(body.len() + TAIL) / average.max(1) + 1).min(MAX_CHUNK),
+        }
+        .min(limit - count);
         let events = read(cursor, want)?;
         let got = events.len();
         for e in &events {
@@ -399,6 +406,77 @@ mod tests {
         assert!(p.is_base64());
         assert_eq!(b.as_deref(), Some("/wA="));
         assert!(payload(b"{}", false).0.is_base64());
+    }
+
+    /// `n` events of `size` bytes of data at positions 0.., read forward.
+    fn log(n: u64, size: usize) -> Vec<RecordedEvent> {
+        (0..n)
+            .map(|p| RecordedEvent {
+                stream: "s".into(),
+                revision: p,
+                position: p,
+                id: Uuid::nil(),
+                event_type: "T".into(),
+                content_type: ContentType::Binary,
+                data: Bytes::from(vec![b'x'; size]),
+                metadata: Bytes::new(),
+                tags: Vec::new(),
+                timestamp_micros: 0,
+            })
+            .collect()
+    }
+
+    /// Builds a bounded body over `events`; also the number of events read from them.
+    fn page(events: &[RecordedEvent], limit: usize, max: usize) -> (Value, usize) {
+        let mut read_total = 0;
+        let body = bounded_events_body(
+            limit,
+            max,
+            |at, n| {
+                let from = at.unwrap_or(0) as usize;
+                let chunk: Vec<RecordedEvent> = events.iter().skip(from).take(n).cloned().collect();
+                read_total += chunk.len();
+                Ok(chunk)
+            },
+            |e| e.position.checked_add(1),
+        )
+        .unwrap();
+        assert!(
+            body.len() <= max
+                || serde_json::from_slice::<Value>(&body).unwrap()["events"]
+                    .as_array()
+                    .unwrap()
+                    .len()
+                    == 1
+        );
+        (serde_json::from_slice(&body).unwrap(), read_total)
+    }
+
+    #[test]
+    fn bounded_bodies_stop_at_the_size_and_say_where_to_go_on() {
+        let events = log(200, 1000);
+        // Small: the limit in events decides; no truncation fields.
+        let (v, _) = page(&events, 10, 1 << 20);
+        assert_eq!(v["events"].as_array().unwrap().len(), 10);
+        assert_eq!(v.as_object().unwrap().len(), 1);
+        // The size decides: about 1,400 bytes an event (base64 data), so 7 in 10,000.
+        let (v, read) = page(&events, 200, 10_000);
+        let n = v["events"].as_array().unwrap().len();
+        assert!((5..=7).contains(&n), "{n}");
+        assert_eq!(
+            (v["truncated"].clone(), v["next_from"].clone()),
+            (serde_json::json!(true), serde_json::json!(n))
+        );
+        // Reads adapt to the room left: not many more events read than sent.
+        assert!(read <= n + FIRST_CHUNK, "{read} read for {n} sent");
+        // One event larger than the limit comes alone.
+        let (v, _) = page(&log(3, 50_000), 10, 10_000);
+        assert_eq!(v["events"].as_array().unwrap().len(), 1);
+        assert_eq!(v["next_from"], 1);
+        // The end of the log: everything, not truncated.
+        let (v, _) = page(&log(3, 10), 10, 10_000);
+        assert_eq!(v["events"].as_array().unwrap().len(), 3);
+        assert!(v.get("truncated").is_none());
     }
 
     #[test]
