@@ -745,3 +745,61 @@ async fn a_raw_non_utf8_path_gets_the_json_error_shape() {
     }
     s.stop().await.unwrap();
 }
+
+/// Items 7 and 21c over TLS: a silent connection is closed after the header
+/// time (the handshake's), and an unparsable request gets the JSON error shape.
+#[tokio::test]
+async fn over_tls_silent_connections_close_and_parse_errors_are_json() {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert_pem = ck.cert.pem();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, &cert_pem).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let mut config = ServerConfig::open("127.0.0.1:0".parse().unwrap());
+    config.header_read_timeout_ms = 300;
+    config.tls = Some(annal_server::TlsConfig { cert, key });
+    let s = TestServer::start_config(config, "https", reqwest::Client::new()).await;
+    let port: u16 = s.base.rsplit(':').next().unwrap().parse().unwrap();
+    let addr = format!("127.0.0.1:{port}");
+
+    let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(3)).await,
+        "silent TLS connection left open"
+    );
+
+    let answer = tokio::task::spawn_blocking(move || {
+        use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap())
+            .unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut conn =
+            rustls::ClientConnection::new(std::sync::Arc::new(client), ServerName::try_from("localhost").unwrap())
+                .unwrap();
+        let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+        tls.write_all(b"GET /streams/a\xff HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = tls.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    assert_eq!(v["error"], "invalid_request", "{v}");
+    s.stop().await.unwrap();
+}
