@@ -1,9 +1,11 @@
 //! `annal streams`, `stats`, `verify`, `repair`, `backup` and `restore`.
 
 use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use annal::{Options, Store};
+// Where a path really is: the rule `POST /admin/backup` uses too.
+use annal_server::paths::resolved;
 use serde::Serialize;
 
 use crate::Format;
@@ -275,25 +277,6 @@ pub fn repair(ctx: &Ctx) -> CliResult {
             format!("{} problem(s) repair could not fix", report.unfixed.len()),
         ))
     }
-}
-
-/// `path` made absolute and, as far as it exists, free of symbolic links and `..`.
-fn resolved(path: &Path) -> PathBuf {
-    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut existing = abs.as_path();
-    let mut rest = Vec::new();
-    while !existing.exists() {
-        match (existing.parent(), existing.file_name()) {
-            (Some(p), Some(n)) => {
-                rest.push(n.to_os_string());
-                existing = p;
-            }
-            _ => return abs,
-        }
-    }
-    let mut out = existing.canonicalize().unwrap_or_else(|_| existing.to_path_buf());
-    out.extend(rest.iter().rev());
-    out
 }
 
 fn print_copy(report: &annal::BackupReport) -> CliResult {

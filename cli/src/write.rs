@@ -4,6 +4,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use annal::{AppendResult, EventData};
+use annal_server::nesting::check_json_depth;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Deserializer};
@@ -100,6 +101,7 @@ impl EventLine {
                 if matches!(self.content_type, Some(ContentTypeName::Binary)) {
                     return Err("content_type \"binary\" goes with data_base64, not data".into());
                 }
+                check_json_depth("data", raw.get().as_bytes())?;
                 EventData::json(event_type, raw_bytes(raw))
             }
             (None, Some(b64)) => {
@@ -107,14 +109,20 @@ impl EventLine {
                     .decode(b64.as_bytes())
                     .map_err(|e| format!("data_base64 is not valid base64: {e}"))?;
                 match self.content_type {
-                    Some(ContentTypeName::Json) => EventData::json(event_type, bytes),
+                    Some(ContentTypeName::Json) => {
+                        check_json_depth("data", &bytes)?;
+                        EventData::json(event_type, bytes)
+                    }
                     _ => EventData::binary(event_type, bytes),
                 }
             }
         };
         event.metadata = match (self.metadata, self.metadata_base64) {
             (Some(_), Some(_)) => return Err("give either metadata or metadata_base64, not both".into()),
-            (Some(raw), None) => raw_bytes(raw).into(),
+            (Some(raw), None) => {
+                check_json_depth("metadata", raw.get().as_bytes())?;
+                raw_bytes(raw).into()
+            }
             (None, Some(b64)) => BASE64
                 .decode(b64.as_bytes())
                 .map_err(|e| format!("metadata_base64 is not valid base64: {e}"))?
@@ -180,7 +188,8 @@ fn print_result(stream: &str, r: &AppendResult) -> CliResult {
 fn check_json(what: &str, text: &str) -> CliResult {
     serde_json::from_str::<serde::de::IgnoredAny>(text)
         .map(|_| ())
-        .map_err(|e| CliError::msg(format!("{what} is not valid JSON: {e}")))
+        .map_err(|e| CliError::msg(format!("{what} is not valid JSON: {e}")))?;
+    check_json_depth(what, text.as_bytes()).map_err(CliError::msg)
 }
 
 /// `annal append`.

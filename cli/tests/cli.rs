@@ -1206,3 +1206,29 @@ fn intact_streams_of_a_damaged_store_read_with_exit_0() {
     assert_eq!(env.json(&["read", "early"]).len(), 2);
     env.cmd().args(["read", "late"]).assert().code(5);
 }
+
+#[test]
+fn append_refuses_data_and_metadata_nested_too_deep() {
+    let env = Env::new();
+    let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+    let deep_args = deep(1000);
+    env.fails(&["append", "s", "--type", "T", "--data", &deep_args], 1, "levels deep");
+    env.fails(
+        &["append", "s", "--type", "T", "--data", "{}", "--metadata", &deep_args],
+        1,
+        "levels deep",
+    );
+    // In a JSON Lines file, far deeper than any argument can be.
+    let file = env.path().join("deep.jsonl");
+    let line = format!("{{\"type\":\"T\",\"data\":{}}}\n", deep(100_000));
+    std::fs::write(&file, line).unwrap();
+    env.fails(&["append", "s", "--jsonl", file.to_str().unwrap()], 1, "levels deep");
+    let line = format!("{{\"type\":\"T\",\"data\":1,\"metadata\":{}}}\n", deep(100));
+    std::fs::write(&file, line).unwrap();
+    env.fails(&["append", "s", "--jsonl", file.to_str().unwrap()], 1, "levels deep");
+    // Nothing was appended (not even a store created); data within the limit still is.
+    env.fails(&["read", "s"], 1, "no store");
+    let ok = deep(64);
+    env.ok(&["append", "s", "--type", "T", "--data", &ok, "--metadata", &ok]);
+    assert_eq!(env.json(&["read", "s"]).len(), 1);
+}

@@ -22,6 +22,10 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
     if state.shutdown.is_cancelled() {
         return not_ready("shutting down");
     }
+    // Reads go on after the writer stopped, but every append fails: not ready.
+    if let Some(reason) = state.store.write_failure() {
+        return not_ready(&format!("appends are refused: {reason}"));
+    }
     let store = state.store();
     let probe = state
         .blocking(move || {
@@ -114,6 +118,13 @@ pub(crate) async fn backup(
 ) -> Result<Response, ApiError> {
     if !body.dir.is_absolute() {
         return Err(ApiError::invalid("dir must be an absolute path on the server"));
+    }
+    if crate::paths::is_within(&body.dir, state.store.dir()) {
+        return Err(ApiError::invalid(format!(
+            "{} is inside the data directory {}; back up to a directory outside it",
+            body.dir.display(),
+            state.store.dir().display()
+        )));
     }
     let st = state.clone();
     let r = state

@@ -74,12 +74,27 @@ pub struct ServerConfig {
     pub default_read_limit: usize,
     /// Largest `limit` of a read. Default 10,000.
     pub max_read_limit: usize,
-    /// Most concurrent SSE subscriptions (each holds a thread). Default 256.
+    /// Most concurrent SSE subscriptions. Each holds a connection and a thread
+    /// of its own (not one of the blocking pool that appends and reads use).
+    /// Default 256.
     pub max_subscribers: usize,
     /// Interval of SSE keep-alive comments, in milliseconds. Default 15 s.
     pub keepalive_ms: u64,
     /// How long shutdown waits for open connections before closing them, in milliseconds. Default 10 s.
     pub shutdown_grace_ms: u64,
+    /// Most bytes of one read response (stream, global log, group fetch) and
+    /// of SSE messages waiting to be sent; a response stops short of it (with
+    /// at least one event) and says where to continue. Default 16 MiB.
+    pub max_response_bytes: usize,
+    /// Time a client has to send a request's headers, from the moment the
+    /// server waits for them, in milliseconds. Default 10 s.
+    pub header_read_timeout_ms: u64,
+    /// A connection on which no byte moves either way for this long is
+    /// closed, in milliseconds; more than `request_timeout_ms` and
+    /// `keepalive_ms`. Default 60 s.
+    pub idle_timeout_ms: u64,
+    /// Most open connections; more are closed as soon as they are accepted. Default 1024.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -99,6 +114,10 @@ impl Default for ServerConfig {
             max_subscribers: 256,
             keepalive_ms: 15_000,
             shutdown_grace_ms: 10_000,
+            max_response_bytes: 16 << 20,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 1024,
         }
     }
 }
@@ -117,12 +136,28 @@ impl ServerConfig {
         Duration::from_millis(self.request_timeout_ms)
     }
 
+    pub(crate) fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    pub(crate) fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
     /// Checks the config for consistency; the errors are the ones `serve` refuses to start with.
     pub fn validate(&self) -> Result<(), String> {
         if self.no_auth && !self.listen.ip().is_loopback() && !self.allow_remote_no_auth {
             return Err(format!(
                 "no_auth on non-loopback address {} is refused; set allow_remote_no_auth to allow it",
                 self.listen
+            ));
+        }
+        if self.no_auth && !self.tokens.is_empty() {
+            return Err(format!(
+                "no_auth is set next to {} configured token(s): open mode would accept every request \
+                 without a token and ignore their roles and stream prefixes; remove no_auth (or --no-auth), \
+                 or remove the tokens",
+                self.tokens.len()
             ));
         }
         if !self.no_auth && self.tokens.is_empty() {
@@ -143,6 +178,10 @@ impl ServerConfig {
             ("default_read_limit", self.default_read_limit as u64),
             ("max_read_limit", self.max_read_limit as u64),
             ("keepalive_ms", self.keepalive_ms),
+            ("max_response_bytes", self.max_response_bytes as u64),
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            ("max_connections", self.max_connections as u64),
         ];
         for (name, v) in positive {
             if v == 0 {
@@ -151,6 +190,24 @@ impl ServerConfig {
         }
         if self.default_read_limit > self.max_read_limit {
             return Err("default_read_limit exceeds max_read_limit".into());
+        }
+        // A request in progress or a quiet subscription must not look idle.
+        for (name, v) in [
+            ("request_timeout_ms", self.request_timeout_ms),
+            ("keepalive_ms", self.keepalive_ms),
+        ] {
+            if self.idle_timeout_ms <= v {
+                return Err(format!(
+                    "idle_timeout_ms ({}) must exceed {name} ({v}): connections would be closed while busy",
+                    self.idle_timeout_ms
+                ));
+            }
+        }
+        if self.max_subscribers >= self.max_connections {
+            return Err(format!(
+                "max_subscribers ({}) must be below max_connections ({}): each subscription holds a connection",
+                self.max_subscribers, self.max_connections
+            ));
         }
         Ok(())
     }

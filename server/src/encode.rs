@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::error::{ApiError, json_error};
+use crate::nesting::{MAX_JSON_DEPTH, check_json_depth, json_depth};
 
 /// An event as the API returns it.
 #[derive(Serialize)]
@@ -63,7 +64,12 @@ fn payload(bytes: &[u8], json: bool) -> (Payload<'_>, Option<String>) {
     if bytes.is_empty() && json {
         return (Payload::Null, None);
     }
-    if json && let Ok(raw) = serde_json::from_slice::<&RawValue>(bytes) {
+    // Too deep for common parsers (the store may hold such data from before
+    // the limit): base64 keeps the response parseable.
+    if json
+        && json_depth(bytes) <= MAX_JSON_DEPTH
+        && let Ok(raw) = serde_json::from_slice::<&RawValue>(bytes)
+    {
         return (Payload::Json(raw), None);
     }
     (Payload::Base64, Some(B64.encode(bytes)))
@@ -95,16 +101,59 @@ impl<'a> EventOut<'a> {
     }
 }
 
-/// `{"events": [...]}` for a list of events, serialised without copying payloads.
-pub(crate) fn events_body(events: &[RecordedEvent]) -> Result<Vec<u8>, ApiError> {
-    #[derive(Serialize)]
-    struct Events<'a> {
-        events: Vec<EventOut<'a>>,
+/// Events read in one go while building a bounded response: at first, and at
+/// most (later reads take about as many as the room left holds, going by the
+/// size of the events so far, so that little more is read than is sent).
+const FIRST_CHUNK: usize = 8;
+const MAX_CHUNK: usize = 64;
+
+/// `{"events": [...]}` of up to `limit` events, fetched in chunks by `read`
+/// (given where to start, `None` for the first chunk, and how many), holding
+/// at most `max_bytes` unless one event alone is larger: a response always
+/// has at least one event if there is one. Cut short by the size, the body
+/// also holds `"truncated": true` and `"next_from"`, the `from` of the next
+/// page (`next` of the last event sent).
+pub(crate) fn bounded_events_body(
+    limit: usize,
+    max_bytes: usize,
+    mut read: impl FnMut(Option<u64>, usize) -> Result<Vec<RecordedEvent>, ApiError>,
+    next: impl Fn(&RecordedEvent) -> Option<u64>,
+) -> Result<Vec<u8>, ApiError> {
+    // Room for the closing `],"truncated":true,"next_from":<u64>}`.
+    const TAIL: usize = 64;
+    let mut body = b"{\"events\":[".to_vec();
+    let (mut count, mut cursor, mut next_from) = (0usize, None, None);
+    'chunks: while count < limit {
+        let want = match body.len().checked_div(count) {
+            None => FIRST_CHUNK,
+            Some(average) => (max_bytes.saturating_sub(body.len() + TAIL) / average.max(1) + 1).min(MAX_CHUNK),
+        }
+        .min(limit - count);
+        let events = read(cursor, want)?;
+        let got = events.len();
+        for e in &events {
+            let item = serde_json::to_vec(&EventOut::new(e)).map_err(|e| ApiError::internal(e.to_string()))?;
+            if count > 0 && body.len() + 1 + item.len() + TAIL > max_bytes {
+                next_from = cursor;
+                break 'chunks;
+            }
+            if count > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(&item);
+            count += 1;
+            cursor = next(e);
+        }
+        if got < want || cursor.is_none() {
+            break;
+        }
     }
-    let body = Events {
-        events: events.iter().map(EventOut::new).collect(),
-    };
-    serde_json::to_vec(&body).map_err(|e| ApiError::internal(e.to_string()))
+    body.push(b']');
+    if let Some(n) = next_from {
+        body.extend_from_slice(format!(",\"truncated\":true,\"next_from\":{n}").as_bytes());
+    }
+    body.push(b'}');
+    Ok(body)
 }
 
 /// A JSON response from already-serialised bytes.
@@ -138,7 +187,7 @@ impl EventIn {
     pub(crate) fn into_event(self) -> Result<EventData, ApiError> {
         let (content_type, data) = match (self.data, self.data_base64) {
             (Some(_), Some(_)) => return Err(ApiError::invalid("an event has both data and data_base64")),
-            (Some(raw), None) => (ContentType::Json, Bytes::from(raw.get().as_bytes().to_vec())),
+            (Some(raw), None) => (ContentType::Json, embedded_json("data", &raw)?),
             (None, Some(b)) => (ContentType::Binary, decode_base64("data_base64", &b)?),
             (None, None) => (ContentType::Json, Bytes::new()),
         };
@@ -146,7 +195,7 @@ impl EventIn {
             (Some(_), Some(_)) => {
                 return Err(ApiError::invalid("an event has both metadata and metadata_base64"));
             }
-            (Some(raw), None) => Bytes::from(raw.get().as_bytes().to_vec()),
+            (Some(raw), None) => embedded_json("metadata", &raw)?,
             (None, Some(b)) => decode_base64("metadata_base64", &b)?,
             (None, None) => Bytes::new(),
         };
@@ -159,6 +208,13 @@ impl EventIn {
             tags: self.tags,
         })
     }
+}
+
+/// The bytes of JSON given in a request (event data or metadata, a
+/// snapshot), checked against the nesting limit.
+pub(crate) fn embedded_json(what: &str, raw: &RawValue) -> Result<Bytes, ApiError> {
+    check_json_depth(what, raw.get().as_bytes()).map_err(ApiError::invalid)?;
+    Ok(Bytes::from(raw.get().as_bytes().to_vec()))
 }
 
 pub(crate) fn decode_base64(field: &str, s: &str) -> Result<Bytes, ApiError> {
@@ -310,6 +366,19 @@ pub(crate) fn check_stream(stream: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Checks a stream name a request writes to (appends, deletes, metadata,
+/// snapshots): also not a system stream (`$`-prefixed), which only the store
+/// itself creates and writes.
+pub(crate) fn check_writable_stream(stream: &str) -> Result<(), ApiError> {
+    check_stream(stream)?;
+    if stream.starts_with('$') {
+        return Err(ApiError::invalid(format!(
+            "stream {stream:?} starts with $: names starting with $ are reserved for system streams"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,6 +406,77 @@ mod tests {
         assert!(p.is_base64());
         assert_eq!(b.as_deref(), Some("/wA="));
         assert!(payload(b"{}", false).0.is_base64());
+    }
+
+    /// `n` events of `size` bytes of data at positions 0.., read forward.
+    fn log(n: u64, size: usize) -> Vec<RecordedEvent> {
+        (0..n)
+            .map(|p| RecordedEvent {
+                stream: "s".into(),
+                revision: p,
+                position: p,
+                id: Uuid::nil(),
+                event_type: "T".into(),
+                content_type: ContentType::Binary,
+                data: Bytes::from(vec![b'x'; size]),
+                metadata: Bytes::new(),
+                tags: Vec::new(),
+                timestamp_micros: 0,
+            })
+            .collect()
+    }
+
+    /// Builds a bounded body over `events`; also the number of events read from them.
+    fn page(events: &[RecordedEvent], limit: usize, max: usize) -> (Value, usize) {
+        let mut read_total = 0;
+        let body = bounded_events_body(
+            limit,
+            max,
+            |at, n| {
+                let from = at.unwrap_or(0) as usize;
+                let chunk: Vec<RecordedEvent> = events.iter().skip(from).take(n).cloned().collect();
+                read_total += chunk.len();
+                Ok(chunk)
+            },
+            |e| e.position.checked_add(1),
+        )
+        .unwrap();
+        assert!(
+            body.len() <= max
+                || serde_json::from_slice::<Value>(&body).unwrap()["events"]
+                    .as_array()
+                    .unwrap()
+                    .len()
+                    == 1
+        );
+        (serde_json::from_slice(&body).unwrap(), read_total)
+    }
+
+    #[test]
+    fn bounded_bodies_stop_at_the_size_and_say_where_to_go_on() {
+        let events = log(200, 1000);
+        // Small: the limit in events decides; no truncation fields.
+        let (v, _) = page(&events, 10, 1 << 20);
+        assert_eq!(v["events"].as_array().unwrap().len(), 10);
+        assert_eq!(v.as_object().unwrap().len(), 1);
+        // The size decides: about 1,400 bytes an event (base64 data), so 7 in 10,000.
+        let (v, read) = page(&events, 200, 10_000);
+        let n = v["events"].as_array().unwrap().len();
+        assert!((5..=7).contains(&n), "{n}");
+        assert_eq!(
+            (v["truncated"].clone(), v["next_from"].clone()),
+            (serde_json::json!(true), serde_json::json!(n))
+        );
+        // Reads adapt to the room left: not many more events read than sent.
+        assert!(read <= n + FIRST_CHUNK, "{read} read for {n} sent");
+        // One event larger than the limit comes alone.
+        let (v, _) = page(&log(3, 50_000), 10, 10_000);
+        assert_eq!(v["events"].as_array().unwrap().len(), 1);
+        assert_eq!(v["next_from"], 1);
+        // The end of the log: everything, not truncated.
+        let (v, _) = page(&log(3, 10), 10, 10_000);
+        assert_eq!(v["events"].as_array().unwrap().len(), 3);
+        assert!(v.get("truncated").is_none());
     }
 
     #[test]

@@ -91,11 +91,14 @@ impl From<annal::Error> for ApiError {
             E::ConditionFailed { position } => {
                 ApiError::new(StatusCode::CONFLICT, "condition_failed", message).with("position", json!(position))
             }
-            E::IdempotencyConflict { id, position } => {
-                ApiError::new(StatusCode::CONFLICT, "idempotency_conflict", message)
-                    .with("id", json!(id))
-                    .with("position", json!(position))
-            }
+            // Where the id is stored may be a stream the caller may not read:
+            // the answer names the caller's own id and nothing else.
+            E::IdempotencyConflict { id, .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_conflict",
+                format!("event id {id} is already stored, not as part of this append; give the event a new id"),
+            )
+            .with("id", json!(id)),
             E::StreamNotFound(_) => ApiError::not_found("stream_not_found", message),
             E::StreamDeleted(_) => ApiError::new(StatusCode::GONE, "stream_deleted", message),
             E::InvalidInput(_) => ApiError::invalid(message),

@@ -273,27 +273,31 @@ pub(crate) async fn fetch(
     let body = loop {
         let slice = deadline.saturating_duration_since(Instant::now()).min(FETCH_SLICE);
         let (store, name, consumer, p) = (state.store(), name.clone(), consumer.clone(), p.clone());
+        let max_bytes = state.config.max_response_bytes;
         let body = state
             .blocking(move || {
                 let g = open(&store, &name, &p)?;
                 let c = g.consumer(&consumer);
-                let deliveries = c.fetch(max as usize, slice)?;
-                if deliveries.is_empty() {
+                // One event at a time, so as to stop once the body reaches
+                // max_response_bytes: events fetched are delivered, and sent.
+                let mut body = b"{\"events\":[".to_vec();
+                let mut count = 0u64;
+                while count < max && body.len() < max_bytes {
+                    let wait = if count == 0 { slice } else { Duration::ZERO };
+                    let Some(d) = c.fetch(1, wait)?.pop() else { break };
+                    let item = serde_json::to_vec(&EventOut::new(&d.event).with_retry_count(d.retry_count))
+                        .map_err(|e| ApiError::internal(e.to_string()))?;
+                    if count > 0 {
+                        body.push(b',');
+                    }
+                    body.extend_from_slice(&item);
+                    count += 1;
+                }
+                if count == 0 {
                     return Ok(None);
                 }
-                #[derive(Serialize)]
-                struct Events<'a> {
-                    events: Vec<EventOut<'a>>,
-                }
-                let body = Events {
-                    events: deliveries
-                        .iter()
-                        .map(|d| EventOut::new(&d.event).with_retry_count(d.retry_count))
-                        .collect(),
-                };
-                serde_json::to_vec(&body)
-                    .map(Some)
-                    .map_err(|e| ApiError::internal(e.to_string()))
+                body.extend_from_slice(b"]}");
+                Ok(Some(body))
             })
             .await?;
         match body {

@@ -19,11 +19,14 @@
 mod admin;
 mod auth;
 pub mod config;
+mod conn;
 mod encode;
 mod error;
 mod groups;
 mod metrics;
+pub mod nesting;
 pub mod openapi;
+pub mod paths;
 mod routes;
 mod server;
 mod sse;
@@ -43,6 +46,22 @@ use crate::error::ApiError;
 /// The state shared by every request: the store, the config, tokens and metrics.
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
+
+tokio::task_local! {
+    /// Set while a request runs under the request timeout: whether it has
+    /// started a store operation (which a timeout does not stop).
+    pub(crate) static STARTED: OperationStarted;
+}
+
+/// Whether the request has handed an operation to the store; see [`STARTED`].
+#[derive(Clone, Default)]
+pub(crate) struct OperationStarted(Arc<std::sync::atomic::AtomicBool>);
+
+impl OperationStarted {
+    pub(crate) fn get(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
 
 /// The inside of [`AppState`] (its fields are private to the crate).
 pub struct Inner {
@@ -98,6 +117,7 @@ impl AppState {
         T: Send + 'static,
     {
         self.0.busy.fetch_add(1, Ordering::AcqRel);
+        let _ = STARTED.try_with(|s| s.0.store(true, Ordering::Release));
         let guard = Busy(self.clone());
         let run = move || {
             let _guard = guard;

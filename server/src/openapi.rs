@@ -44,6 +44,15 @@ fn events_list() -> Value {
     json!({ "type": "object", "required": ["events"], "properties": { "events": { "type": "array", "items": reference("Event") } } })
 }
 
+/// A page of a read: the events, and where to continue if the page was cut by size.
+fn events_page() -> Value {
+    json!({ "type": "object", "required": ["events"], "properties": {
+        "events": { "type": "array", "items": reference("Event") },
+        "truncated": { "type": "boolean", "description": "Present (true) when the page stopped short of `limit` because the response reached the server's max_response_bytes (16 MiB by default); a page always holds at least one event." },
+        "next_from": { "type": "integer", "description": "With truncated: the `from` of the next page (the revision or position after the last event, in the read's direction)." }
+    } })
+}
+
 fn read_params() -> Vec<Value> {
     vec![
         query(
@@ -98,11 +107,12 @@ fn schemas() -> Value {
             "type": "object",
             "required": ["error", "message"],
             "properties": {
-                "error": { "type": "string", "description": "Machine-readable code, such as wrong_expected_version, condition_failed, stream_not_found, stream_deleted, invalid_json, invalid_request, invalid_input, invalid_expected_version, too_many_events, payload_too_large, unauthorized, forbidden, timeout." },
+                "error": { "type": "string", "description": "Machine-readable code, such as wrong_expected_version, condition_failed, idempotency_conflict, stream_not_found, stream_deleted, event_not_found, invalid_json, invalid_request, invalid_input, invalid_expected_version, too_many_events, payload_too_large, unauthorized, forbidden, not_ready, too_many_subscribers, timeout (a read took longer than request_timeout_ms), outcome_unknown (a request that changes something took longer than request_timeout_ms after reaching the store: it may have been applied, or may still be; retrying an append with the same event ids is safe)." },
                 "message": { "type": "string" },
                 "expected": { "description": "wrong_expected_version: what the request expected." },
                 "actual": { "type": ["integer", "null"], "description": "wrong_expected_version: the stream's last revision, null if it does not exist." },
-                "position": { "type": "integer", "description": "condition_failed: the first matching event." }
+                "position": { "type": "integer", "description": "condition_failed: the first matching event." },
+                "id": { "type": "string", "format": "uuid", "description": "idempotency_conflict: the request's event id that is already stored elsewhere (where is not said)." }
             }
         },
         "ExpectedVersion": {
@@ -115,9 +125,9 @@ fn schemas() -> Value {
             "additionalProperties": false,
             "properties": {
                 "type": { "type": "string" },
-                "data": { "description": "Any JSON value (stored as JSON)." },
+                "data": { "description": "Any JSON value (stored as JSON), nested at most 64 levels deep." },
                 "data_base64": { "type": "string", "description": "Binary data instead of data." },
-                "metadata": { "description": "Any JSON value." },
+                "metadata": { "description": "Any JSON value, nested at most 64 levels deep." },
                 "metadata_base64": { "type": "string" },
                 "id": { "type": "string", "format": "uuid", "description": "For idempotent retries; generated when absent." },
                 "tags": { "type": "array", "items": { "type": "string" } }
@@ -134,7 +144,7 @@ fn schemas() -> Value {
                 "type": { "type": "string" },
                 "timestamp": { "type": "string", "format": "date-time", "description": "RFC 3339 UTC with microseconds." },
                 "data": { "description": "The data as JSON, when it is JSON; null when empty." },
-                "data_base64": { "type": "string", "description": "The data, when it is not JSON." },
+                "data_base64": { "type": "string", "description": "The data, when it is not JSON (or JSON nested more than 64 levels deep)." },
                 "metadata": { "description": "The metadata as JSON; null when empty." },
                 "metadata_base64": { "type": "string" },
                 "tags": { "type": "array", "items": { "type": "string" } },
@@ -237,7 +247,7 @@ pub fn document() -> Value {
                 "get": { "summary": "Liveness: 200 while the server runs.", "security": [], "responses": { "200": ok("Live.", json!({ "type": "object" })) } }
             },
             "/health/ready": {
-                "get": { "summary": "Readiness: 200 when the store answers a read.", "security": [], "responses": { "200": ok("Ready.", json!({ "type": "object" })), "503": error("Not ready (shutting down or the store fails).") } }
+                "get": { "summary": "Readiness: 200 when the store answers a read and accepts appends.", "security": [], "responses": { "200": ok("Ready.", json!({ "type": "object" })), "503": error("Not ready (not_ready): shutting down, the store fails reads, or its writer stopped after an error (the message says why).") } }
             },
             "/metrics": {
                 "get": { "summary": "Prometheus metrics (public if the server is configured so).", "responses": { "200": { "description": "Prometheus text format.", "content": { "text/plain": { "schema": { "type": "string" } } } } } }
@@ -259,13 +269,13 @@ pub fn document() -> Value {
                 "get": {
                     "summary": "Read a stream.",
                     "parameters": stream_read_params,
-                    "responses": { "200": ok("Events.", events_list()), "404": error("No such stream."), "410": error("The stream is deleted.") }
+                    "responses": { "200": ok("Events.", events_page()), "404": error("No such stream."), "410": error("The stream is deleted."), "503": error("timeout.") }
                 },
                 "post": {
                     "summary": "Append events to a stream atomically.",
                     "parameters": [stream_param()],
                     "requestBody": body(json!({ "type": "object", "required": ["events"], "additionalProperties": false, "properties": { "expected": reference("ExpectedVersion"), "events": { "type": "array", "items": reference("NewEvent") } } })),
-                    "responses": { "200": ok("Appended.", reference("AppendResult")), "400": error("Bad request."), "409": error("Wrong expected version or idempotency conflict."), "410": error("The stream is deleted (hard).") }
+                    "responses": { "200": ok("Appended.", reference("AppendResult")), "400": error("Bad request (invalid_input also for a $-prefixed stream name: system streams are the store's)."), "409": error("Wrong expected version or idempotency conflict."), "410": error("The stream is deleted (hard)."), "503": error("outcome_unknown: the append may have been applied, or may still be; retry with the same event ids.") }
                 },
                 "delete": {
                     "summary": "Delete a stream (soft, or hard with hard=true).",
@@ -279,7 +289,7 @@ pub fn document() -> Value {
             },
             "/streams/{stream}/snapshot": {
                 "get": { "summary": "The latest snapshot.", "parameters": [stream_param()], "responses": { "200": ok("Snapshot.", json!({ "type": "object", "properties": { "revision": { "type": "integer" }, "data": {}, "data_base64": { "type": "string" } } })), "404": error("No snapshot.") } },
-                "post": { "summary": "Save a snapshot taken at a revision.", "parameters": [stream_param()], "requestBody": body(json!({ "type": "object", "required": ["revision"], "additionalProperties": false, "properties": { "revision": { "type": "integer" }, "data": {}, "data_base64": { "type": "string" } } })), "responses": { "200": ok("Saved.", json!({ "type": "object" })), "404": error("No such stream.") } }
+                "post": { "summary": "Save a snapshot taken at a revision (data nested at most 64 levels deep; not of a $-prefixed stream).", "parameters": [stream_param()], "requestBody": body(json!({ "type": "object", "required": ["revision"], "additionalProperties": false, "properties": { "revision": { "type": "integer" }, "data": {}, "data_base64": { "type": "string" } } })), "responses": { "200": ok("Saved.", json!({ "type": "object" })), "404": error("No such stream.") } }
             },
             "/append": {
                 "post": {
@@ -293,27 +303,27 @@ pub fn document() -> Value {
                             "after": { "type": "integer" }
                         } }
                     } })),
-                    "responses": { "200": ok("Appended.", reference("AppendResult")), "400": error("Bad request."), "409": error("Condition failed or wrong expected version.") }
+                    "responses": { "200": ok("Appended.", reference("AppendResult")), "400": error("Bad request."), "403": error("A condition from a token limited to some streams (a condition's query runs over every stream)."), "409": error("Condition failed, wrong expected version or idempotency conflict."), "503": error("outcome_unknown: the append may have been applied, or may still be; retry with the same event ids.") }
                 }
             },
             "/all": {
-                "get": { "summary": "Read the global log, optionally filtered.", "parameters": all_params, "responses": { "200": ok("Events.", events_list()) } }
+                "get": { "summary": "Read the global log, optionally filtered.", "parameters": all_params, "responses": { "200": ok("Events.", events_page()), "403": error("The token is limited to some streams and gave no stream_prefix within them."), "503": error("timeout.") } }
             },
             "/events/{id}": {
-                "get": { "summary": "One event by id.", "parameters": [path_param("id", "Event id (UUID).")], "responses": { "200": ok("The event.", reference("Event")), "404": error("Unknown id.") } }
+                "get": { "summary": "One event by id.", "parameters": [path_param("id", "Event id (UUID).")], "responses": { "200": ok("The event.", reference("Event")), "404": error("Unknown id, or an event in a stream the token may not read (answered alike).") } }
             },
             "/subscribe/all": {
                 "get": {
                     "summary": "Subscribe to the global log (SSE): history, then live. Events have id = position; filtered subscriptions also send checkpoint events (id = last position considered). Resume with Last-Event-ID.",
                     "parameters": sub_all_params,
-                    "responses": { "200": sse("An event stream.") }
+                    "responses": { "200": sse("An event stream."), "400": error("Bad query, or a Last-Event-ID that is not an ASCII number."), "503": error("too_many_subscribers.") }
                 }
             },
             "/subscribe/streams/{stream}": {
                 "get": {
                     "summary": "Subscribe to one stream (SSE): events have id = revision; resume with Last-Event-ID.",
                     "parameters": [stream_param(), stream_from],
-                    "responses": { "200": sse("An event stream.") }
+                    "responses": { "200": sse("An event stream."), "400": error("Bad query, or a Last-Event-ID that is not an ASCII number."), "503": error("too_many_subscribers.") }
                 }
             },
             "/groups": {
@@ -326,7 +336,7 @@ pub fn document() -> Value {
             },
             "/groups/{name}/fetch": {
                 "post": {
-                    "summary": "Fetch events for a consumer (long poll up to timeout_ms).",
+                    "summary": "Fetch events for a consumer (long poll up to timeout_ms); stops adding events once the response reaches max_response_bytes.",
                     "parameters": [group_param(), query("consumer", "Consumer name (required).", json!({ "type": "string" })), query("max", "Most events (default 10).", json!({ "type": "integer" })), query("timeout_ms", "Wait this long for the first event (default 0).", json!({ "type": "integer" }))],
                     "responses": { "200": ok("Deliveries.", events_list()), "404": error("No such group.") }
                 }
@@ -347,7 +357,7 @@ pub fn document() -> Value {
                 "post": { "summary": "Compress sealed segments now (admin).", "responses": { "200": admin_ok("Compression report.") } }
             },
             "/admin/backup": {
-                "post": { "summary": "Back up the live store into an empty or new directory on the server (admin).", "requestBody": body(json!({ "type": "object", "required": ["dir"], "properties": { "dir": { "type": "string" } } })), "responses": { "200": admin_ok("Backup report.") } }
+                "post": { "summary": "Back up the live store into an empty or new directory on the server, outside the data directory (admin).", "requestBody": body(json!({ "type": "object", "required": ["dir"], "properties": { "dir": { "type": "string", "description": "An absolute path, not inside the data directory (after resolving symbolic links and ..)." } } })), "responses": { "200": admin_ok("Backup report."), "400": error("A relative path, a path inside the data directory, or a directory that is not empty.") } }
             }
         }
     })

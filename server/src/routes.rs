@@ -246,16 +246,43 @@ async fn auth_layer(State(state): State<AppState>, mut req: Request, next: Next)
     next.run(req).await
 }
 
-/// Answers 503 `timeout` when a request takes longer than the configured limit.
+/// Answers 503 when a request takes longer than the configured limit: `timeout`
+/// for a read, `outcome_unknown` for a request that changes something (its
+/// store operation keeps running and may still be applied).
 async fn timeout_layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(state.config.request_timeout(), next.run(req)).await {
+    let changes = !matches!(*req.method(), Method::GET | Method::HEAD);
+    let started = crate::OperationStarted::default();
+    let run = next.run(req);
+    let timed = tokio::time::timeout(
+        state.config.request_timeout(),
+        crate::STARTED.scope(started.clone(), run),
+    );
+    match timed.await {
         Ok(resp) => resp,
-        Err(_) => ApiError::new(
+        // Cut before its store operation began, a request changed nothing.
+        Err(_) => timeout_error(state.config.request_timeout_ms, changes && started.get()).into_response(),
+    }
+}
+
+/// The answer to a request cut at the time limit.
+pub(crate) fn timeout_error(limit_ms: u64, changes: bool) -> ApiError {
+    if changes {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "outcome_unknown",
+            format!(
+                "the request took longer than {limit_ms} ms and its outcome is unknown: it may have been \
+                 applied, or may still be; retrying an append with the same event ids is safe (an event id \
+                 already stored at the same place is not stored again), so read the stream or retry \
+                 with the same ids"
+            ),
+        )
+    } else {
+        ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "timeout",
-            format!("the request took longer than {} ms", state.config.request_timeout_ms),
+            format!("the request took longer than {limit_ms} ms"),
         )
-        .into_response(),
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use axum_server::tls_rustls::RustlsConfig;
 
 use crate::config::TlsConfig;
+use crate::conn::{JsonErrors, Limit};
 use crate::{AppState, ServerConfig, ServerError, router};
 
 /// A server bound to its address, not yet serving.
@@ -77,16 +78,31 @@ impl BoundServer {
             context: format!("serving on {addr}"),
             source,
         };
+        let config = &state.config;
+        let limit = Limit::new(config.max_connections, config.idle_timeout());
+        let header_read = config.header_read_timeout();
+        // HTTP/1.1 only (as TLS offers by ALPN); a client has header_read_timeout_ms
+        // to send each request's headers, counted from when the server waits for
+        // them: after accepting, and between requests on a kept-alive connection.
         let server = async {
             match tls {
                 None => {
-                    axum_server::from_tcp(listener)?
+                    let mut s = axum_server::from_tcp(listener)?
+                        .acceptor(JsonErrors(limit))
+                        .http1_only();
+                    s.http_builder().http1().header_read_timeout(Some(header_read));
+                    s.first_request_timeout(header_read)
                         .handle(handle.clone())
                         .serve(make)
                         .await
                 }
                 Some(cfg) => {
-                    axum_server::tls_rustls::from_tcp_rustls(listener, cfg)?
+                    // The cap and the idle timeout apply below TLS, from the first byte.
+                    let mut s = axum_server::tls_rustls::from_tcp_rustls(listener, cfg)?
+                        .map(|tls| JsonErrors(tls.handshake_timeout(header_read).acceptor(limit)))
+                        .http1_only();
+                    s.http_builder().http1().header_read_timeout(Some(header_read));
+                    s.first_request_timeout(header_read)
                         .handle(handle.clone())
                         .serve(make)
                         .await

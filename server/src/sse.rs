@@ -7,6 +7,7 @@
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use annal::{Message, SubscribeFrom, SubscriptionOptions};
@@ -24,13 +25,20 @@ use crate::encode::{EventOut, Params, check_stream};
 use crate::error::ApiError;
 use crate::streams::filter;
 
-/// Messages buffered between the subscription thread and the response.
+/// Messages buffered between the subscription thread and the response (and
+/// at most `max_response_bytes` of them, or one event).
 const CHANNEL: usize = 256;
+
+/// Bytes of an SSE message around its data (`id:`, `event:`, `data:`, newlines).
+const EVENT_OVERHEAD: usize = 64;
 
 /// Where to start: `Last-Event-ID` (continue after it) wins over `from` (inclusive, or start/end).
 fn start(headers: &HeaderMap, params: &Params) -> Result<SubscribeFrom, ApiError> {
     if let Some(v) = headers.get("last-event-id") {
-        let s = v.to_str().unwrap_or("").trim();
+        let s = v
+            .to_str()
+            .map_err(|_| ApiError::invalid("Last-Event-ID is not visible ASCII text"))?
+            .trim();
         if !s.is_empty() {
             return s
                 .parse::<u64>()
@@ -115,50 +123,121 @@ fn stream_response(
         ));
     }
     let subscriber = Subscriber(state.clone());
-    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(CHANNEL);
+    let (tx, rx) = tokio::sync::mpsc::channel::<(Event, usize)>(CHANNEL);
+    let budget = Arc::new(Budget::new(state.config.max_response_bytes));
+    let sent = budget.clone();
     let shutdown = state.shutdown.clone();
     let stop = shutdown.clone();
-    tokio::task::spawn_blocking(move || {
-        let _subscriber = subscriber;
-        let mut sub = open();
-        while !tx.is_closed() && !stop.is_cancelled() {
-            let event = match sub.next_timeout(Duration::from_millis(200)) {
-                Ok(None) => continue,
-                Ok(Some(Message::Event(e))) => {
-                    let id = match key {
-                        Key::Position => e.position,
-                        Key::Revision => e.revision,
-                    };
-                    match serde_json::to_string(&EventOut::new(&e)) {
-                        Ok(data) => Event::default().id(id.to_string()).event("event").data(data),
-                        Err(err) => error_event(&err.to_string()),
+    // A thread of its own, not one of tokio's blocking pool: subscriptions
+    // (up to max_subscribers) never take the threads appends, reads and
+    // health checks run on.
+    let thread = std::thread::Builder::new()
+        .name("annal-subscription".into())
+        .spawn(move || {
+            let _subscriber = subscriber;
+            let mut sub = open();
+            while !tx.is_closed() && !stop.is_cancelled() {
+                let (event, size) = match sub.next_timeout(Duration::from_millis(200)) {
+                    Ok(None) => continue,
+                    Ok(Some(Message::Event(e))) => {
+                        let id = match key {
+                            Key::Position => e.position,
+                            Key::Revision => e.revision,
+                        };
+                        match serde_json::to_string(&EventOut::new(&e)) {
+                            Ok(data) => {
+                                let size = data.len() + EVENT_OVERHEAD;
+                                (Event::default().id(id.to_string()).event("event").data(data), size)
+                            }
+                            Err(err) => (error_event(&err.to_string()), EVENT_OVERHEAD),
+                        }
                     }
-                }
-                // Everything before `p` was considered: resuming after `p - 1` loses nothing.
-                Ok(Some(Message::Checkpoint(p))) => Event::default()
-                    .id(p.saturating_sub(1).to_string())
-                    .event("checkpoint")
-                    .data(json!({ "position": p }).to_string()),
-                // A position that could not be read and was skipped (never silently).
-                Ok(Some(Message::Damaged { position, next, reason })) => Event::default()
-                    .id(next.saturating_sub(1).to_string())
-                    .event("damaged")
-                    .data(json!({ "position": position, "next": next, "reason": reason }).to_string()),
-                Err(e) => {
-                    let _ = tx.blocking_send(error_event(&e.to_string()));
+                    // Everything before `p` was considered: resuming after `p - 1` loses nothing.
+                    Ok(Some(Message::Checkpoint(p))) => (
+                        Event::default()
+                            .id(p.saturating_sub(1).to_string())
+                            .event("checkpoint")
+                            .data(json!({ "position": p }).to_string()),
+                        EVENT_OVERHEAD,
+                    ),
+                    // A position that could not be read and was skipped (never silently).
+                    Ok(Some(Message::Damaged { position, next, reason })) => (
+                        Event::default()
+                            .id(next.saturating_sub(1).to_string())
+                            .event("damaged")
+                            .data(json!({ "position": position, "next": next, "reason": reason }).to_string()),
+                        EVENT_OVERHEAD,
+                    ),
+                    Err(e) => {
+                        let _ = tx.blocking_send((error_event(&e.to_string()), EVENT_OVERHEAD));
+                        return;
+                    }
+                };
+                // Events waiting to be sent hold at most max_response_bytes (or one event).
+                if !budget.take(size, || tx.is_closed() || stop.is_cancelled())
+                    || tx.blocking_send((event, size)).is_err()
+                {
                     return;
                 }
-            };
-            if tx.blocking_send(event).is_err() {
-                return;
             }
-        }
-    });
+        });
+    if let Err(e) = thread {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_subscribers",
+            format!("cannot start a subscription thread: {e}"),
+        ));
+    }
     let stream = tokio_stream_from(rx)
+        .map(move |(event, size)| {
+            sent.give(size);
+            event
+        })
         .take_until(shutdown.cancelled_owned())
         .map(Ok::<_, Infallible>);
     let keep_alive = KeepAlive::new().interval(Duration::from_millis(state.config.keepalive_ms));
     Ok(Sse::new(stream).keep_alive(keep_alive).into_response())
+}
+
+/// Bytes of events on their way from the subscription thread to the client.
+struct Budget {
+    max: usize,
+    used: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Budget {
+    fn new(max: usize) -> Budget {
+        Budget {
+            max,
+            used: Mutex::new(0),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Waits until `n` more bytes fit (any size fits when nothing is waiting);
+    /// false if `stop` says to give up first.
+    fn take(&self, n: usize, stop: impl Fn() -> bool) -> bool {
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        while *used > 0 && used.saturating_add(n) > self.max {
+            if stop() {
+                return false;
+            }
+            used = self
+                .freed
+                .wait_timeout(used, Duration::from_millis(200))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *used += n;
+        true
+    }
+
+    fn give(&self, n: usize) {
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        *used = used.saturating_sub(n);
+        self.freed.notify_all();
+    }
 }
 
 fn error_event(message: &str) -> Event {
@@ -168,6 +247,6 @@ fn error_event(message: &str) -> Event {
 }
 
 /// The receiver as a stream.
-fn tokio_stream_from(rx: tokio::sync::mpsc::Receiver<Event>) -> impl futures_util::Stream<Item = Event> {
+fn tokio_stream_from<T: Send>(rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> {
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
 }

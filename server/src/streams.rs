@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::auth::Principal;
 use crate::encode::{
-    EventIn, EventOut, JsonBody, Params, check_stream, decode_base64, encode_base64, events_body, expected_from_json,
-    expected_from_str, json_bytes, parse_time,
+    EventIn, EventOut, JsonBody, Params, bounded_events_body, check_stream, check_writable_stream, decode_base64,
+    embedded_json, encode_base64, expected_from_json, expected_from_str, json_bytes, parse_time,
 };
 use crate::error::ApiError;
 
@@ -32,7 +32,7 @@ pub(crate) async fn append(
     Path(stream): Path<String>,
     JsonBody(body): JsonBody<AppendBody>,
 ) -> Result<Response, ApiError> {
-    check_stream(&stream)?;
+    check_writable_stream(&stream)?;
     p.check_stream(&stream)?;
     let expected = expected_from_json(body.expected.as_ref())?;
     do_append(state, stream, expected, body.events, None).await
@@ -107,10 +107,19 @@ pub(crate) async fn append_conditional(
     Extension(p): Extension<Principal>,
     JsonBody(body): JsonBody<ConditionalBody>,
 ) -> Result<Response, ApiError> {
-    check_stream(&body.stream)?;
+    check_writable_stream(&body.stream)?;
     p.check_stream(&body.stream)?;
     let expected = expected_from_json(body.expected.as_ref())?;
     let condition = match body.condition {
+        // A condition's query runs over every stream (query items have no
+        // stream restriction): its answer would tell a token limited to some
+        // streams whether matching events exist in the others.
+        Some(_) if !p.unrestricted() => {
+            return Err(ApiError::forbidden(
+                "this token is limited to some streams and may not append with a condition: \
+                 a condition's query runs over every stream",
+            ));
+        }
         Some(c) => Some(AppendCondition {
             query: c.query.into_query()?,
             after: c.after,
@@ -178,6 +187,14 @@ fn direction(params: &Params) -> Result<Direction, ApiError> {
     }
 }
 
+/// The revision or position after `at` in a read's direction, if there is one.
+fn step(direction: Direction, at: u64) -> Option<u64> {
+    match direction {
+        Direction::Forward => at.checked_add(1),
+        Direction::Backward => at.checked_sub(1),
+    }
+}
+
 fn limit(state: &AppState, params: &Params) -> Result<usize, ApiError> {
     let max = state.config.max_read_limit;
     match params.u64("limit")? {
@@ -225,12 +242,19 @@ pub(crate) async fn read(
         From::At(r) => StreamFrom::Revision(r),
     };
     let st = state.clone();
+    let max_bytes = state.config.max_response_bytes;
     let body = state
         .blocking(move || {
             let t = Instant::now();
-            let events = st.store.read_stream(&stream, direction, from, limit)?;
+            let read = |at: Option<u64>, n| {
+                Ok(st
+                    .store
+                    .read_stream(&stream, direction, at.map_or(from, StreamFrom::Revision), n)?)
+            };
+            let next = |e: &annal::RecordedEvent| step(direction, e.revision);
+            let body = bounded_events_body(limit, max_bytes, read, next);
             st.metrics.read_seconds.observe(t.elapsed());
-            events_body(&events)
+            body
         })
         .await?;
     Ok(json_bytes(body))
@@ -264,12 +288,19 @@ pub(crate) async fn read_all(
         From::At(r) => LogFrom::Position(r),
     };
     let st = state.clone();
+    let max_bytes = state.config.max_response_bytes;
     let body = state
         .blocking(move || {
             let t = Instant::now();
-            let events = st.store.read_all(direction, from, limit, &filter)?;
+            let read = |at: Option<u64>, n| {
+                Ok(st
+                    .store
+                    .read_all(direction, at.map_or(from, LogFrom::Position), n, &filter)?)
+            };
+            let next = |e: &annal::RecordedEvent| step(direction, e.position);
+            let body = bounded_events_body(limit, max_bytes, read, next);
             st.metrics.read_seconds.observe(t.elapsed());
-            events_body(&events)
+            body
         })
         .await?;
     Ok(json_bytes(body))
@@ -304,8 +335,10 @@ pub(crate) async fn event_by_id(
             Ok(e)
         })
         .await?
+        // An event in a stream the token may not read is answered as unknown,
+        // so that the answer says nothing about other streams.
+        .filter(|e| p.may_stream(&e.stream))
         .ok_or_else(|| ApiError::not_found("event_not_found", format!("no event has id {id}")))?;
-    p.check_stream(&event.stream)?;
     let body = serde_json::to_vec(&EventOut::new(&event)).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(json_bytes(body))
 }
@@ -340,7 +373,7 @@ pub(crate) async fn delete(
     Path(stream): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    check_stream(&stream)?;
+    check_writable_stream(&stream)?;
     p.check_stream(&stream)?;
     let params = Params::parse(q.as_deref(), &["expected", "hard"])?;
     let expected = match params.one("expected")? {
@@ -379,7 +412,7 @@ pub(crate) async fn put_metadata(
     Path(stream): Path<String>,
     JsonBody(meta): JsonBody<StreamMetadata>,
 ) -> Result<Response, ApiError> {
-    check_stream(&stream)?;
+    check_writable_stream(&stream)?;
     p.check_stream(&stream)?;
     let store = state.store();
     let stored = meta.clone();
@@ -405,10 +438,10 @@ pub(crate) async fn post_snapshot(
     Path(stream): Path<String>,
     JsonBody(body): JsonBody<SnapshotIn>,
 ) -> Result<Response, ApiError> {
-    check_stream(&stream)?;
+    check_writable_stream(&stream)?;
     p.check_stream(&stream)?;
     let data = match (body.data, body.data_base64) {
-        (Some(raw), None) => bytes::Bytes::from(raw.get().as_bytes().to_vec()),
+        (Some(raw), None) => embedded_json("data", &raw)?,
         (None, Some(b)) => decode_base64("data_base64", &b)?,
         _ => return Err(ApiError::invalid("a snapshot has exactly one of data and data_base64")),
     };
@@ -433,9 +466,10 @@ pub(crate) async fn get_snapshot(
         .blocking(move || Ok(store.load_snapshot(&name)?))
         .await?
         .ok_or_else(|| ApiError::not_found("snapshot_not_found", format!("stream {stream:?} has no snapshot")))?;
+    let embeddable = crate::nesting::json_depth(&snap.data) <= crate::nesting::MAX_JSON_DEPTH;
     let body = match serde_json::from_slice::<&serde_json::value::RawValue>(&snap.data) {
-        Ok(raw) => json!({ "revision": snap.revision, "data": raw }),
-        Err(_) => json!({ "revision": snap.revision, "data_base64": encode_base64(&snap.data) }),
+        Ok(raw) if embeddable => json!({ "revision": snap.revision, "data": raw }),
+        _ => json!({ "revision": snap.revision, "data_base64": encode_base64(&snap.data) }),
     };
     Ok(axum::Json(body).into_response())
 }

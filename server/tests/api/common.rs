@@ -45,6 +45,17 @@ impl TestServer {
             )
             .unwrap(),
         );
+        Self::start_store(store, dir, config, scheme, client).await
+    }
+
+    /// A server over a store opened by the caller (`dir` is kept for the test's files).
+    pub async fn start_store(
+        store: Arc<Store>,
+        dir: TempDir,
+        config: ServerConfig,
+        scheme: &str,
+        client: Client,
+    ) -> TestServer {
         let bound = annal_server::bind(store.clone(), config).await.unwrap();
         let port = bound.local_addr().port();
         let host = if scheme == "https" { "localhost" } else { "127.0.0.1" };

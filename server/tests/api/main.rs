@@ -7,3 +7,4 @@ mod misc;
 mod security;
 mod streams;
 mod subscribe;
+mod trust;

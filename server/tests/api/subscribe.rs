@@ -80,7 +80,7 @@ impl SseReader {
     }
 }
 
-async fn open(s: &TestServer, path: &str, last_event_id: Option<&str>) -> SseReader {
+pub async fn open(s: &TestServer, path: &str, last_event_id: Option<&str>) -> SseReader {
     let mut req = s.client.get(s.url(path));
     if let Some(id) = last_event_id {
         req = req.header("Last-Event-ID", id);
