@@ -49,6 +49,9 @@ pub struct VerifyReport {
     pub removed: u64,
     /// Everything found wrong, in file order.
     pub problems: Vec<Problem>,
+    /// Torn tails recovery has cut and kept in `torn/` (bytes written after the
+    /// last durable append at the time of a crash): not damage, but never silent.
+    pub torn_tails: Vec<crate::recovery::TornTail>,
 }
 
 impl VerifyReport {
@@ -218,6 +221,24 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
             ),
         }
     }
+    // Damage a read-only open stepped around, unless the walk above found it too.
+    for d in &shared.damage {
+        if !report.problems.iter().any(|p| p.file == d.file && p.offset == d.offset) {
+            report.problem(&d.file, d.offset, d.reason.clone());
+        }
+    }
+    // A damaged durable-end checkpoint keeps recovery from cutting any torn tail.
+    let durable = shared.dir.join(crate::checkpoint::DURABLE_FILE);
+    if shared.storage.exists(&durable) {
+        let bytes = shared
+            .storage
+            .map(&durable)
+            .ctx(|| format!("reading {}", durable.display()))?;
+        if let Err(e) = crate::checkpoint::DurableMark::decode((*bytes).as_ref(), &durable) {
+            report.problem(&durable, 0, e.to_string());
+        }
+    }
+    report.torn_tails = crate::recovery::torn_tails(&*shared.storage, &shared.dir)?;
     Ok(report)
 }
 

@@ -200,6 +200,10 @@ fn a_torn_tail_after_a_crash_is_cut_and_reported() {
     assert_eq!(cut[0].segment_base, 0);
     assert!(cut[0].bytes > 0);
     assert_eq!(annal::recovery::torn_tails(&sim, Path::new(SIM)).unwrap(), cut);
+    // verify lists it, and a torn tail is no damage.
+    let report = store.verify().unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert_eq!(report.torn_tails, cut);
     // What the first session closed with is all there.
     let read = store
         .read_stream("s", annal::Direction::Forward, StreamFrom::Start, 100)
@@ -224,6 +228,12 @@ fn a_damaged_durable_checkpoint_forbids_cutting() {
     // An intact tail still opens.
     let store = Store::open_with(disk.clone(), SIM, options()).unwrap();
     assert_eq!(store.head_position(), 3);
+    let report = store.verify().unwrap();
+    assert!(
+        report.problems.iter().any(|p| p.file == mark),
+        "verify must name the damaged durable.chk: {:?}",
+        report.problems
+    );
     store.append("s", ExpectedVersion::Exact(2), events(1, "b")).unwrap();
     std::mem::forget(store);
     sim.crash(2, false);

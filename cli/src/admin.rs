@@ -96,6 +96,8 @@ struct Stats {
     files: u64,
     disk_bytes: u64,
     torn_bytes: u64,
+    /// Torn tails kept in torn/ (`annal verify` lists each with its segment and offset).
+    torn_tails: usize,
     quarantine_bytes: u64,
     fs_total_bytes: Option<u64>,
     fs_available_bytes: Option<u64>,
@@ -107,6 +109,7 @@ pub fn stats(ctx: &Ctx, format: Format) -> CliResult {
     let store = ctx.open_read()?;
     let s = store.stats();
     let dir = &ctx.data;
+    let torn = annal::recovery::torn_tails(&annal::FsStorage, dir)?;
     let all = usage(dir);
     let space = fs_space(dir);
     let stats = Stats {
@@ -120,6 +123,7 @@ pub fn stats(ctx: &Ctx, format: Format) -> CliResult {
         files: all.files,
         disk_bytes: all.bytes,
         torn_bytes: usage(&dir.join("torn")).bytes,
+        torn_tails: torn.len(),
         quarantine_bytes: usage(&dir.join(annal::repair::QUARANTINE_DIR)).bytes,
         fs_total_bytes: space.map(|s| s.0),
         fs_available_bytes: space.map(|s| s.1),
@@ -209,6 +213,12 @@ pub fn verify(ctx: &Ctx) -> CliResult {
     let report = report?;
     store.close()?;
     let mut out = stdout();
+    for t in &report.torn_tails {
+        render::emit(
+            &mut out,
+            &crate::obj! {"torn_tail": t.file.display().to_string(), "segment": t.segment_base, "offset": t.offset, "bytes": t.bytes},
+        )?;
+    }
     for p in &report.problems {
         render::emit(
             &mut out,
@@ -224,6 +234,7 @@ pub fn verify(ctx: &Ctx) -> CliResult {
             "bytes": report.bytes,
             "lost": report.lost,
             "problems": report.problems.len(),
+            "torn_tails": report.torn_tails.len(),
         },
     )?;
     render::flush(&mut out)?;

@@ -1232,3 +1232,28 @@ fn append_refuses_data_and_metadata_nested_too_deep() {
     env.ok(&["append", "s", "--type", "T", "--data", &ok, "--metadata", &ok]);
     assert_eq!(env.json(&["read", "s"]).len(), 1);
 }
+
+/// Issue 11, item 1: a torn tail cut by recovery is reported by verify and stats.
+#[test]
+fn a_cut_torn_tail_is_reported_by_verify_and_stats() {
+    let env = Env::new();
+    env.append("s", "T", "1");
+    env.append("s", "T", "2");
+    let seg = env.data().join("00000000000000000000.seg");
+    let len = std::fs::metadata(&seg).unwrap().len();
+    // Bytes written after the last durable append (as a crash leaves them).
+    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    std::io::Write::write_all(&mut f, &[0x55; 37]).unwrap();
+    drop(f);
+    let lines = env.json(&["verify"]);
+    let torn: Vec<&Value> = lines.iter().filter(|l| l.get("torn_tail").is_some()).collect();
+    assert_eq!(torn.len(), 1, "{lines:?}");
+    assert_eq!(torn[0]["offset"], len);
+    assert_eq!(torn[0]["bytes"], 37);
+    assert_eq!(torn[0]["segment"], 0);
+    assert_eq!(lines.last().unwrap()["torn_tails"], 1);
+    let stats = env.json(&["stats"]);
+    assert_eq!(stats[0]["torn_tails"], 1);
+    assert_eq!(stats[0]["torn_bytes"], 37);
+    assert_eq!(env.json(&["read", "s"]).len(), 2);
+}
