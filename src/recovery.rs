@@ -428,6 +428,10 @@ fn read_segment(
     let mut raw = vec![0u8; len as usize];
     file.read_exact_at(&mut raw, 0)
         .ctx(|| format!("reading {}", path.display()))?;
+    // A last segment whose creation a crash interrupted never held an event.
+    let unfinished = seg.is_last
+        && segment::find_valid_frame(&raw, SEGMENT_HEADER).is_none()
+        && !matches!(seg.claim, Claim::Mark(m) if m.durable_end > SEGMENT_HEADER as u64);
     let logical = match SegmentHeader::decode(&raw, path) {
         Ok(h) if h.compressed => {
             crate::compression::Compressed::open(raw.into(), path, dict).and_then(|c| c.logical(path))
@@ -443,8 +447,7 @@ fn read_segment(
     let bytes = match logical {
         Ok(b) => b,
         Err(e) => {
-            // An unfinished new last segment (no frame) holds nothing to read.
-            if !(seg.is_last && matches!(e, Error::Corruption { .. })) || next_base.is_some() {
+            if !(unfinished && matches!(e, Error::Corruption { .. })) {
                 damage.push(damage_of(e, base, rest));
             }
             return Ok(None);

@@ -246,3 +246,43 @@ fn damage_in_an_earlier_segment_leaves_a_hole_that_reads_report() {
         .unwrap();
     assert_eq!(intact.len(), 3);
 }
+
+/// A damaged header of the last segment, which holds events, is damage too:
+/// a read-only open records it rather than treating the segment as empty.
+#[test]
+fn a_damaged_header_of_the_last_segment_is_damage_not_an_empty_segment() {
+    let sim = SimStorage::new();
+    let disk: Arc<dyn Storage> = Arc::new(sim.clone());
+    let store = Store::open_with(disk.clone(), "/d", options()).unwrap();
+    for n in 0..40 {
+        store.append("s", ExpectedVersion::Any, vec![ev(n)]).unwrap();
+    }
+    let events = all(&store).unwrap();
+    store.close().unwrap();
+    let mut segs: Vec<String> = sim
+        .list(Path::new("/d"))
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    segs.sort();
+    let last = Path::new("/d").join(segs.last().unwrap());
+    let base: u64 = segs.last().unwrap()[..20].parse().unwrap();
+    assert!(base > 0 && base < 40);
+    sim.flip_bit(&last, 3, 0).unwrap();
+    let store = Store::open_or_degraded_with(disk, "/d", options()).unwrap();
+    assert_eq!(store.damage().len(), 1, "{:?}", store.damage());
+    assert_eq!(store.damage()[0].first_position, base);
+    assert_eq!(
+        store
+            .read_all(Direction::Forward, LogFrom::Start, base as usize, &Filter::all())
+            .unwrap(),
+        events[..base as usize]
+    );
+    assert!(
+        store
+            .read_all(Direction::Forward, LogFrom::Start, 100, &Filter::all())
+            .is_err()
+    );
+    assert!(!store.verify().unwrap().is_clean());
+}

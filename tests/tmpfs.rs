@@ -24,7 +24,10 @@ impl Tmpfs {
             .arg(dir.path())
             .status()
             .expect("running mount");
-        assert!(status.success(), "mounting a tmpfs needs root (run as root, as CI does)");
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (run as root, as CI does)"
+        );
         Tmpfs { dir }
     }
 
@@ -60,7 +63,9 @@ fn appends_resume_by_themselves_after_the_disk_fills_at_a_rotation() {
     // No reserve: this test is about the disk really filling up.
     let options = Options {
         disk_reserve: 0,
-        ..Options::default().durability(Durability::Always).segment_size(256 << 10)
+        ..Options::default()
+            .durability(Durability::Always)
+            .segment_size(256 << 10)
     };
     let store = Store::open(&data, options.clone()).unwrap();
     let mut acked = Vec::new();
@@ -102,7 +107,11 @@ fn appends_resume_by_themselves_after_the_disk_fills_at_a_rotation() {
     for (position, n) in &acked {
         let e = &all[*position as usize];
         assert_eq!(e.position, *position);
-        assert!(std::str::from_utf8(&e.data).unwrap().starts_with(&format!(r#"{{"n":{n},"#)));
+        assert!(
+            std::str::from_utf8(&e.data)
+                .unwrap()
+                .starts_with(&format!(r#"{{"n":{n},"#))
+        );
     }
     assert!(store.verify().unwrap().is_clean());
     store.close().unwrap();
