@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use annal::checkpoint::{StoreMeta, StreamsCheckpoint};
+use annal::checkpoint::{DurableMark, StoreMeta, StreamsCheckpoint};
 use annal::record::{self, Frame};
 use annal::segment::SegmentHeader;
 
@@ -266,6 +266,20 @@ fn check(e: &Example) {
             });
             states(e, &needles);
         }
+        "durable" => {
+            let m = DurableMark::decode(&e.bytes, file)
+                .unwrap_or_else(|err| panic!("line {}: durable.chk does not decode: {err}", e.line));
+            states(
+                e,
+                &[
+                    format!("segment {}", m.segment_base),
+                    format!("durable_end {}", grouped(m.durable_end as i64)),
+                    format!("next_position {}", m.next_position),
+                    format!("content_crc 0x{:08x}", m.content_crc),
+                    len,
+                ],
+            );
+        }
         other => panic!("format.md line {}: unknown example kind {other:?}", e.line),
     }
 }
@@ -274,7 +288,16 @@ fn check(e: &Example) {
 fn every_hex_example_in_format_md_decodes_to_what_it_says() {
     let all = examples();
     let kinds: Vec<&str> = all.iter().map(|e| e.kind.as_str()).collect();
-    for kind in ["seal", "event", "group", "lost", "segment-header", "meta", "checkpoint"] {
+    for kind in [
+        "seal",
+        "event",
+        "group",
+        "lost",
+        "segment-header",
+        "meta",
+        "checkpoint",
+        "durable",
+    ] {
         assert!(kinds.contains(&kind), "format.md has no {kind} example: {kinds:?}");
     }
     for e in &all {
