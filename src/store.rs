@@ -876,7 +876,10 @@ impl Store {
             crate::recovery::Access::ReadOnly,
         )?);
         let reason = match shared.damage.first() {
-            Some(d) => format!("it is damaged ({}); run `annal repair`", d.error()),
+            Some(d) => format!(
+                "it is damaged and open degraded, for reads of the intact data only ({}); run `annal repair`",
+                d.error()
+            ),
             None => "it was opened for reading only".to_string(),
         };
         let store = Store {

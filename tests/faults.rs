@@ -199,3 +199,28 @@ fn a_disk_full_at_rotation_heals_when_space_returns() {
         assert!(store.verify().unwrap().is_clean(), "free {free}");
     }
 }
+
+#[test]
+fn a_failed_read_is_a_typed_error_and_stops_nothing() {
+    let sim = SimStorage::new();
+    let store = open(&sim);
+    for n in 0..20 {
+        store.append("s", ExpectedVersion::Any, vec![event(n)]).unwrap();
+    }
+    // Reads of the active segment go through the storage; fail the next one.
+    sim.fail_nth_read(1);
+    let mut failed = false;
+    for _ in 0..3 {
+        match store.read_all(Direction::Backward, LogFrom::End, 1, &Filter::all()) {
+            Ok(e) => assert_eq!(e.len(), 1),
+            Err(Error::Io { source, .. }) => {
+                assert_eq!(source.raw_os_error(), Some(5));
+                failed = true;
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(failed, "the read fault never surfaced");
+    assert!(store.write_failure().is_none());
+    store.append("s", ExpectedVersion::Any, vec![event(20)]).unwrap();
+}
