@@ -841,16 +841,22 @@ impl Store {
             crate::recovery::Access::ReadWrite,
         )?);
         let committer = Committer::new(shared.clone())?;
+        let store = Self::assemble(shared, Some(committer), None)?;
+        store.start_maintenance()?;
+        Ok(store)
+    }
+
+    /// A store over recovered state, its stream metadata loaded.
+    fn assemble(shared: Arc<Shared>, committer: Option<Committer>, read_only: Option<String>) -> Result<Store> {
         let store = Store {
             shared,
-            committer: Some(committer),
-            read_only: None,
+            committer,
+            read_only,
             closed: Mutex::new(false),
             maintenance: Mutex::new(Vec::new()),
             groups: Default::default(),
         };
         store.load_metadata()?;
-        store.start_maintenance()?;
         Ok(store)
     }
 
@@ -882,16 +888,7 @@ impl Store {
             ),
             None => "it was opened for reading only".to_string(),
         };
-        let store = Store {
-            shared,
-            committer: None,
-            read_only: Some(reason),
-            closed: Mutex::new(false),
-            maintenance: Mutex::new(Vec::new()),
-            groups: Default::default(),
-        };
-        store.load_metadata()?;
-        Ok(store)
+        Self::assemble(shared, None, Some(reason))
     }
 
     /// Opens a store for writing, or, when damage in data that was durable keeps
