@@ -228,6 +228,11 @@ pub fn document() -> Value {
     all_params.extend(filter_params());
     let mut sub_all_params = vec![log_from];
     sub_all_params.extend(filter_params());
+    sub_all_params.push(query(
+        "skip_damaged",
+        "At a position whose bytes are damaged: false (default) sends an error event naming it and ends; true sends a `damaged` event (position, next, reason) and goes on after it.",
+        json!({ "type": "boolean" }),
+    ));
     let admin_ok = |d: &str| ok(d, json!({ "type": "object" }));
     let no_content = |d: &str| json!({ "description": d });
     json!({

@@ -64,15 +64,21 @@ pub(crate) async fn subscribe_all(
 ) -> Result<Response, ApiError> {
     let params = Params::parse(
         q.as_deref(),
-        &["from", "type", "tag", "stream_prefix", "since", "until"],
+        &["from", "type", "tag", "stream_prefix", "since", "until", "skip_damaged"],
     )?;
     let filter = filter(&params)?;
     p.check_prefix(filter.stream_prefix.as_deref())?;
     let from = start(&headers, &params)?;
+    // At a damaged position: stop with an error event (the default), or send a
+    // `damaged` event and go on after it.
+    let options = SubscriptionOptions {
+        skip_damaged: params.bool("skip_damaged")?.unwrap_or(false),
+        ..SubscriptionOptions::default()
+    };
     let store = state.store();
     stream_response(
         &state,
-        move || store.subscribe_all_with(from, filter, SubscriptionOptions::default()),
+        move || store.subscribe_all_with(from, filter, options),
         Key::Position,
     )
 }

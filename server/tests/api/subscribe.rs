@@ -261,3 +261,75 @@ async fn subscriptions_outlive_the_request_timeout_but_slow_requests_do_not() {
     assert!(t.elapsed() < Duration::from_secs(2));
     s.stop().await.unwrap();
 }
+
+/// Issue 11, item 9: a damaged event in a sealed segment. A subscription sends
+/// every event before it, then an error event naming the position; with
+/// `skip_damaged=true` it sends a `damaged` event and goes on.
+#[tokio::test]
+async fn a_damaged_event_ends_a_subscription_with_its_position_or_is_skipped() {
+    use annal::storage::sim::SimStorage;
+    use annal::{EventData, ExpectedVersion, Options, Store};
+    use std::sync::Arc;
+    let sim = SimStorage::new();
+    let disk = Arc::new(sim.clone());
+    let options = Options::default().segment_size(4096);
+    {
+        let store = Store::open_with(disk.clone(), "/data", options.clone()).unwrap();
+        for n in 0..60u64 {
+            let e = EventData::json("T", format!(r#"{{"n":{n}}}"#));
+            store
+                .append(&format!("s-{}", n % 3), ExpectedVersion::Any, vec![e])
+                .unwrap();
+        }
+        store.close().unwrap();
+    }
+    let seg = std::path::Path::new("/data/00000000000000000000.seg");
+    let bytes = sim.read_file(seg).unwrap();
+    let at = bytes.windows(7).position(|w| w == br#"{"n":5}"#).unwrap();
+    sim.flip_bit(seg, at as u64 + 5, 0).unwrap();
+    let store = Arc::new(Store::open_with(disk, "/data", options).unwrap());
+    let config = annal_server::ServerConfig::open("127.0.0.1:0".parse().unwrap());
+    let s = TestServer::start_store(
+        store,
+        tempfile::tempdir().unwrap(),
+        config,
+        "http",
+        reqwest::Client::new(),
+    )
+    .await;
+
+    let mut sub = crate::subscribe::open(&s, "/subscribe/all?from=0", None).await;
+    let mut ids = Vec::new();
+    let last = loop {
+        let m = sub.next().await.expect("the subscription ends with an error event");
+        if m.event == "event" {
+            ids.push(m.id.unwrap());
+        } else {
+            break m;
+        }
+    };
+    assert_eq!(ids, (0..5).map(|p| p.to_string()).collect::<Vec<_>>());
+    assert_eq!(last.event, "error", "{last:?}");
+    assert!(
+        last.data["message"].as_str().unwrap().contains("position 5"),
+        "{last:?}"
+    );
+
+    let mut sub = crate::subscribe::open(&s, "/subscribe/all?from=0&skip_damaged=true", None).await;
+    let mut positions = Vec::new();
+    let mut damaged = Vec::new();
+    while positions.len() < 59 {
+        let m = sub.next().await.expect("more events after the damage");
+        match m.event.as_str() {
+            "event" => positions.push(m.data["position"].as_u64().unwrap()),
+            "damaged" => damaged.push(m.data.clone()),
+            other => panic!("unexpected {other}: {m:?}"),
+        }
+    }
+    assert_eq!(
+        damaged,
+        vec![json!({ "position": 5, "next": 6, "reason": damaged[0]["reason"].clone() })]
+    );
+    assert_eq!(positions, (0..60).filter(|p| *p != 5).collect::<Vec<u64>>());
+    s.stop().await.unwrap();
+}
