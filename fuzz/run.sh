@@ -13,8 +13,9 @@
 #   CARGO_TARGET_DIR        where to build (default: cargo's, fuzz/target)
 #   ANNAL_FUZZ_KEEP_GOING=1 keep fuzzing after a crash (libFuzzer fork mode), to
 #                           collect several distinct crashes in one run
-#   ANNAL_FUZZ_STRICT=1     store_dir also requires that a store which opened,
-#                           acknowledged an append and closed reopens with it
+#   ANNAL_FUZZ_STRICT=0     store_dir no longer requires (as it does by default) that
+#                           a store which opened, acknowledged an append and closed
+#                           cleanly reopens with that append
 #   ANNAL_FUZZ_ARGS         more libFuzzer flags, e.g. "-seed=1 -dict=..."
 set -uo pipefail
 

@@ -419,6 +419,9 @@ fn read_segment(
             && let Ok(bytes) = st.map(path)
             && let Ok(sealed) = SealedSegment::new(path.to_path_buf(), mapped_bytes(bytes), index, dict)
             && SegmentHeader::decode(&sealed.bytes, path).is_ok_and(|h| h.base_position == base)
+            // The last segment is normally the active one, with no index: trust one only
+            // if its seal is there (see `open_segment`).
+            && (next_base.is_some() || seal_at_index_end(&sealed) == Some(true))
         {
             return Ok(Some(Opened::Sealed(sealed)));
         }
@@ -517,6 +520,19 @@ struct Seg<'a> {
     claim: &'a Claim,
 }
 
+/// Whether the seal that a sealed segment's index implies is where the index
+/// says the events end: `Some(true)` if it is, `Some(false)` if another frame
+/// (or a seal of other positions) is there, `None` if no frame decodes there.
+fn seal_at_index_end(sealed: &SealedSegment) -> Option<bool> {
+    let index = &sealed.index;
+    let tail = sealed.range(index.end_offset(), u64::MAX);
+    match tail.as_deref().map(crate::record::decode_frame) {
+        Ok(Ok((crate::record::Frame::Seal(seal), _))) => Some(seal.next_position == index.next_position()),
+        Ok(Ok(_)) => Some(false),
+        Ok(Err(_)) | Err(_) => None,
+    }
+}
+
 /// Opens one segment: sealed ones through their index (rebuilt if missing or
 /// damaged), the last unsealed one by a full scan with torn-tail recovery.
 fn open_segment(
@@ -559,21 +575,26 @@ fn open_segment(
                     // says the events end. A seal damaged in place is left to `verify`;
                     // it must not keep the segment's good events from being read.
                     let end = index.end_offset() as usize;
-                    let tail = sealed.range(end as u64, u64::MAX);
-                    let fits = match tail.as_deref().map(crate::record::decode_frame) {
-                        Ok(Ok((crate::record::Frame::Seal(seal), _))) => seal.next_position == index.next_position(),
-                        Ok(Ok(_)) => false,
+                    let fits = match seal_at_index_end(&sealed) {
+                        Some(true) => true,
+                        Some(false) => false,
                         // Damage where the seal is (or in its compressed block): left to verify.
-                        Ok(Err(_)) | Err(_) => true,
+                        // Not in the last segment, which is normally the active one and has no
+                        // index: an index for it describes an older segment of that name (its
+                        // "seal" would lie in the middle of appends made since), so the segment
+                        // is scanned below, with its durable-end claim checked.
+                        None => !is_last,
                     };
-                    if !fits {
+                    if fits {
+                        return Ok(Some(Opened::Sealed(sealed)));
+                    }
+                    if !is_last {
                         return Err(Error::corruption(
                             path,
                             end as u64,
                             "no seal where the index says the segment ends",
                         ));
                     }
-                    return Ok(Some(Opened::Sealed(sealed)));
                 }
             }
             Err(e @ Error::UnsupportedVersion { .. }) => return Err(e),

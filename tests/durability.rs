@@ -284,3 +284,37 @@ fn repair_after_a_truncation_keeps_the_lost_positions_out_of_reuse() {
     let r = store.append("new", ExpectedVersion::NoStream, events(1, "c")).unwrap();
     assert_eq!(r.position, 203);
 }
+
+/// An `.idx` left beside the active segment (from an older segment of the same
+/// base) must not make a later open take that segment for a sealed one and
+/// drop the appends made since: found by fuzzing `store_dir` (issue 11, item
+/// 25a; `fuzz/regressions/store_dir/stale-idx-seal-inside-later-append-strict`).
+#[test]
+fn a_stale_index_of_the_active_segment_cannot_hide_an_acknowledged_append() {
+    let sim = SimStorage::new();
+    let disk: Arc<SimStorage> = Arc::new(sim.clone());
+    let store = Store::open_with(disk.clone(), SIM, options()).unwrap();
+    store.append("s", ExpectedVersion::NoStream, events(3, "a")).unwrap();
+    store.close().unwrap();
+    let seg = Path::new(SIM).join(format!("{:020}.seg", 0));
+    let len = sim.read_file(&seg).unwrap().len() as u64;
+    // An index for base 0 whose seal would lie 10 bytes into the next append:
+    // ignored by the next open (its seal would lie past the segment's end)...
+    let mut stale = annal::index::MemIndex::new(0, 64);
+    stale.push_lost(1, 64, len + 10);
+    sim.write_file(&Path::new(SIM).join(format!("{:020}.idx", 0)), &stale.encode_file())
+        .unwrap();
+    let store = Store::open_with(disk.clone(), SIM, options()).unwrap();
+    assert_eq!(store.head_position(), 3);
+    store.append("s", ExpectedVersion::Exact(2), events(1, "b")).unwrap();
+    store.close().unwrap();
+    assert!(sim.read_file(&seg).unwrap().len() as u64 >= len + 10 + 26);
+    // ...but not by the one after the append, where no seal is at its end either.
+    let store = Store::open_with(disk, SIM, options()).unwrap();
+    assert_eq!(store.head_position(), 4);
+    let read = store
+        .read_stream("s", annal::Direction::Forward, StreamFrom::Start, 100)
+        .unwrap();
+    assert_eq!(read.len(), 4);
+    assert!(store.verify().unwrap().problems.is_empty());
+}

@@ -26,12 +26,19 @@ pub use store_dir::store_dir;
 // ---------------------------------------------------------------------------
 // Checksum fix-ups (the harness's own code, written from format.md).
 
+/// The little-endian u32 at `at`, or 0 where `b` has no 4 bytes there: the
+/// harness reads fields of inputs it does not trust, and must never panic itself.
 fn le_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+    at.checked_add(4)
+        .and_then(|end| b.get(at..end))
+        .map_or(0, |s| u32::from_le_bytes(s.try_into().expect("4 bytes")))
 }
 
+/// The little-endian u64 at `at`, or 0 where `b` has no 8 bytes there.
 fn le_u64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+    at.checked_add(8)
+        .and_then(|end| b.get(at..end))
+        .map_or(0, |s| u64::from_le_bytes(s.try_into().expect("8 bytes")))
 }
 
 /// Makes the CRC of the frame at the start of `buf` valid, if its length field
@@ -315,11 +322,16 @@ fn check_index(bytes: Vec<u8>) {
     let count = le_u64(b, 24);
     let end_offset = le_u64(b, 32);
     let tag_count = le_u64(b, 64);
+    // `count` (n) positions have a location; only `indexed` (m ≤ n) events,
+    // the positions not lost, have stream, type and id entries (format.md).
+    let indexed = le_u64(b, 88);
     let n = count as usize;
+    let m = indexed as usize;
     let streams_at = 128 + 16 * n;
-    let types_at = streams_at + 24 * n;
-    let tags_at = types_at + 16 * n;
+    let types_at = streams_at + 24 * m;
+    let tags_at = types_at + 16 * m;
     let ids_at = tags_at + 16 * tag_count as usize;
+    assert!(ids_at + 24 * m <= b.len(), "index tables past the end of the file");
 
     let mut rng = SimRng::new(u64::from(crc32fast::hash(b)) | (count << 32));
     let pick = |rng: &mut SimRng, len: usize| rng.below(len as u64) as usize;
@@ -362,8 +374,8 @@ fn check_index(bytes: Vec<u8>) {
     let mut revisions = vec![0, 1, u64::MAX];
     let mut ids = vec![Uuid::nil(), Uuid::max()];
     for _ in 0..6 {
-        if n > 0 {
-            let i = pick(&mut rng, n);
+        if m > 0 {
+            let i = pick(&mut rng, m);
             hashes.push(le_u64(b, streams_at + 24 * i));
             revisions.push(le_u64(b, streams_at + 24 * i + 8));
             hashes.push(le_u64(b, types_at + 16 * i));
@@ -391,7 +403,7 @@ fn check_index(bytes: Vec<u8>) {
                 for limit in [0, 2, usize::MAX] {
                     let got = idx.stream_entries(h, from, forward, limit);
                     assert!(
-                        got.len() <= limit.min(n),
+                        got.len() <= limit.min(m),
                         "stream_entries returned {} entries",
                         got.len()
                     );
@@ -522,5 +534,34 @@ pub fn compressed_segment(data: &[u8]) {
     fix_compressed_table(&mut fixed);
     if fixed != data {
         check_compressed(&fixed, probes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_readers_never_index_past_the_end() {
+        let b = [1u8, 0, 0, 0, 0, 0, 0, 0, 2];
+        assert_eq!(le_u64(&b, 0), 1);
+        assert_eq!(le_u64(&b, 1), 2 << 56);
+        assert_eq!(le_u64(&b, 2), 0);
+        assert_eq!(le_u64(&b, usize::MAX), 0);
+        assert_eq!(le_u32(&b, 5), 2 << 24);
+        assert_eq!(le_u32(&b, 6), 0);
+        assert_eq!(le_u32(&b, usize::MAX - 1), 0);
+    }
+
+    /// Found by fuzzing (issue 11, item 25b): an index with a lost position
+    /// (`indexed` < `count`) made the harness read its stream table as if it
+    /// had `count` entries, past the end of the file.
+    #[test]
+    fn index_with_fewer_indexed_events_than_positions() {
+        let input = include_bytes!("../regressions/index_file/lost-position-harness-le_u64-past-end");
+        assert_eq!(input.len(), 156);
+        let idx = SegmentIndex::open(Arc::new(input.to_vec()), Path::new("/fuzz/0.idx")).expect("a valid index");
+        assert_eq!(idx.next_position(), 1);
+        index_file(input);
     }
 }

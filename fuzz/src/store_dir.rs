@@ -344,6 +344,9 @@ fn apply(sim: &SimStorage, c: &mut Cursor<'_>) -> Option<()> {
     let path = c.pick(&all)?.clone();
     let mut bytes = sim.read_file(&path).ok()?;
     let name = path.file_name()?.to_string_lossy().into_owned();
+    if trace() {
+        eprintln!("{op:?} {name} (of {}), then {:02x?}", all.len(), c.data);
+    }
     match op {
         Op::FlipBit => {
             let at = c.u32()? as u64;
@@ -456,9 +459,18 @@ pub fn prepare(data: &[u8]) -> (SimStorage, Options, AppendSpec) {
     (sim, t.options.clone(), append)
 }
 
+/// `ANNAL_FUZZ_TRACE=1`: print each operation as it is applied (for replaying an input).
+fn trace() -> bool {
+    static T: OnceLock<bool> = OnceLock::new();
+    *T.get_or_init(|| std::env::var_os("ANNAL_FUZZ_TRACE").is_some_and(|v| v != "0"))
+}
+
+/// Strict unless `ANNAL_FUZZ_STRICT=0`: a store that opened, acknowledged the
+/// append and closed cleanly must open again and still hold that append,
+/// whatever its files looked like when it was first opened.
 fn strict() -> bool {
     static S: OnceLock<bool> = OnceLock::new();
-    *S.get_or_init(|| std::env::var_os("ANNAL_FUZZ_STRICT").is_some_and(|v| v != "0"))
+    *S.get_or_init(|| std::env::var_os("ANNAL_FUZZ_STRICT").is_none_or(|v| v != "0"))
 }
 
 /// Reads everything there is to read of an open store; errors are fine.
@@ -530,9 +542,9 @@ pub fn store_dir(data: &[u8]) {
         vec![EventData::json("Fuzzed", "{}").with_tag("t:1").with_id(id(0xf00d))],
     );
     let closed = store.close();
-    // Opening again must not panic either; with ANNAL_FUZZ_STRICT set, a store
-    // that opened, acknowledged an append and closed cleanly must open again
-    // and still hold that append.
+    // Opening again must not panic either; and (unless ANNAL_FUZZ_STRICT=0) a
+    // store that opened, acknowledged an append and closed cleanly must open
+    // again and still hold that append.
     let strict = strict() && appended.is_ok() && closed.is_ok();
     match Store::open_with(storage, DIR, options) {
         Ok(store) => {
