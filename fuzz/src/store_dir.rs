@@ -525,6 +525,14 @@ fn exercise(store: &Store) {
 pub fn store_dir(data: &[u8]) {
     let (sim, options, spec) = prepare(data);
     let storage: Arc<dyn Storage> = Arc::new(sim.clone());
+    // A read-only open of whatever is there steps around damage, never panics,
+    // and never writes a byte.
+    let before = sim.mutating_ops();
+    if let Ok(reader) = Store::open_read_only_with(storage.clone(), DIR, options.clone()) {
+        exercise(&reader);
+        let _ = reader.close();
+    }
+    assert_eq!(sim.mutating_ops(), before, "a read-only open wrote to the store");
     let Ok(store) = Store::open_with(storage.clone(), DIR, options.clone()) else {
         return;
     };
