@@ -97,7 +97,7 @@ pub(crate) fn backup(shared: &Shared, dest: &Path) -> Result<BackupReport> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         copy_bytes(st, dest, &name, &seg.bytes, &mut report)?;
-        let idx_name = format!("{:020}.idx", seg.index.base());
+        let idx_name = crate::segment::index_file_name(seg.index.base());
         copy_bytes(st, dest, &idx_name, seg.index.raw(), &mut report)?;
     }
     // Compressed segments may need the store's dictionary.

@@ -467,7 +467,7 @@ fn compress_one(
     let check = |file: &[u8]| check_compressed(file, &seg.bytes, seg.index.end_offset(), &seg.path, dict);
     check(&packed)?;
     replace_checked(st, &shared.dir, &name, &packed, check)?;
-    let idx_name = format!("{:020}.idx", seg.index.base());
+    let idx_name = crate::segment::index_file_name(seg.index.base());
     let idx_path = shared.dir.join(&idx_name);
     let new = crate::store::SealedSegment::new(
         seg.path.clone(),

@@ -501,7 +501,7 @@ fn read_segment(
             index: RwLock::new(index),
         })));
     }
-    let idx_path = dir.join(format!("{base:020}.idx"));
+    let idx_path = dir.join(crate::segment::index_file_name(base));
     let mapped: crate::storage::Mapped = Arc::new(index.encode_file());
     Ok(Some(Opened::Sealed(SealedSegment::new(
         path.to_path_buf(),
@@ -661,7 +661,7 @@ fn open_segment(
                     "seal disagrees with the segment's events",
                 ));
             }
-            let idx_name = format!("{base:020}.idx");
+            let idx_name = crate::segment::index_file_name(base);
             write_atomically(st, dir, &idx_name, &index.encode_file()).ctx(|| format!("writing {idx_name}"))?;
             let idx_path = dir.join(&idx_name);
             let map = st.map(&idx_path).ctx(|| format!("mapping {idx_name}"))?;

@@ -373,7 +373,7 @@ impl Repairer<'_> {
                 path.display(),
                 crate::compression::DICTIONARY_FILE
             ));
-            let idx = self.dir.join(format!("{base:020}.idx"));
+            let idx = self.dir.join(crate::segment::index_file_name(base));
             let from_index = self
                 .st
                 .map(&idx)
@@ -459,7 +459,7 @@ impl Repairer<'_> {
             let file = self.read(path)?;
             self.quarantine(&name, &file)?;
             self.replace(&name, &rebuilt.bytes)?;
-            let idx = self.dir.join(format!("{base:020}.idx"));
+            let idx = self.dir.join(crate::segment::index_file_name(base));
             if self.st.exists(&idx) {
                 self.st.remove(&idx).ctx(|| format!("removing {}", idx.display()))?;
             }
@@ -701,7 +701,7 @@ impl Repairer<'_> {
     fn index(&mut self, path: &Path, bytes: &[u8], base: u64) -> Result<()> {
         let scanned = index_segment(bytes, base, path)?;
         let fresh = scanned.index.encode_file();
-        let name = format!("{base:020}.idx");
+        let name = crate::segment::index_file_name(base);
         let idx = self.dir.join(&name);
         let current = if self.st.exists(&idx) {
             Some(self.read(&idx)?)

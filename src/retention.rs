@@ -316,7 +316,7 @@ fn rewrite(
     let st = &*shared.storage;
     let dir = &shared.dir;
     let name = segment_file_name(base);
-    let idx_name = format!("{base:020}.idx");
+    let idx_name = crate::segment::index_file_name(base);
     let idx_path = dir.join(&idx_name);
     // 1. Without an index, a reopen rebuilds one from whichever segment it finds.
     st.remove(&idx_path)

@@ -111,6 +111,11 @@ pub fn segment_file_name(base: u64) -> String {
     format!("{base:020}.seg")
 }
 
+/// The name of the index file of the sealed segment starting at `base`.
+pub fn index_file_name(base: u64) -> String {
+    format!("{base:020}.idx")
+}
+
 /// Parses a segment or index file name into its base position and extension.
 pub fn parse_file_name(name: &str) -> Option<(u64, &str)> {
     let (stem, ext) = name.split_once('.')?;

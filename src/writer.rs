@@ -947,7 +947,7 @@ impl Writer {
         let dir = &shared.dir;
         let path = self.active.path.clone();
         let base = self.active.index.read().base();
-        let idx_name = format!("{base:020}.idx");
+        let idx_name = crate::segment::index_file_name(base);
         let idx_bytes = self.active.index.read().encode_file();
         write_atomically(storage, dir, &idx_name, &idx_bytes).ctx(|| format!("writing {idx_name}"))?;
         let idx_path = dir.join(&idx_name);
