@@ -207,6 +207,16 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
             ));
         }
     }
+    if names.is_empty()
+        && let Some(file) = evidence_of_events(st, dir, &idx_names)
+    {
+        // A new store here would hand out the missing events' positions again.
+        return Err(Error::corruption(
+            file,
+            0,
+            "no segment file exists, yet this file describes events: the segments are missing",
+        ));
+    }
     let mut damage: Vec<Damage> = Vec::new();
     let mut torn = Vec::new();
     let absent = Claim::Absent;
@@ -349,6 +359,21 @@ fn refuse_foreign(st: &dyn Storage, dir: &Path) -> Result<()> {
         }),
         None => Ok(()),
     }
+}
+
+/// A file that says the store held events: an index, or a stream checkpoint
+/// covering some position (for a directory whose segment files are all gone).
+fn evidence_of_events(st: &dyn Storage, dir: &Path, idx_names: &HashMap<u64, String>) -> Option<PathBuf> {
+    if let Some(base) = idx_names.keys().min() {
+        return Some(dir.join(crate::segment::index_file_name(*base)));
+    }
+    let chk = dir.join(STREAMS_FILE);
+    let covered = st
+        .map(&chk)
+        .ok()
+        .and_then(|m| StreamsCheckpoint::decode((*m).as_ref(), &chk).ok())
+        .is_some_and(|c| c.covered_position > 0);
+    covered.then_some(chk)
 }
 
 /// Refuses directories that are not annal stores; writes the identity of a new one.

@@ -235,7 +235,44 @@ impl Repairer<'_> {
         {
             self.fill_gap(expected, m.next_position)?;
         }
+        // No segment at all, yet indexes or the stream checkpoint say events
+        // existed: their positions are recorded as lost, never handed out again.
+        if bases.is_empty() {
+            let end = self.evidence_end()?;
+            if end > 0 {
+                self.fill_gap(0, end)?;
+            }
+        }
         Ok(())
+    }
+
+    /// The position after the last event that the indexes and the stream
+    /// checkpoint left in the directory describe (0 if none).
+    fn evidence_end(&self) -> Result<u64> {
+        let mut end = 0;
+        for name in self
+            .st
+            .list(self.dir)
+            .ctx(|| format!("listing {}", self.dir.display()))?
+        {
+            if let Some((_, "idx")) = segment::parse_file_name(&name) {
+                let path = self.dir.join(&name);
+                if let Ok(index) = self
+                    .st
+                    .map(&path)
+                    .map_err(|e| Error::io(format!("reading {}", path.display()), e))
+                    .and_then(|m| crate::index::SegmentIndex::open(m, &path))
+                {
+                    end = end.max(crate::index::Lookup::next_position(&index));
+                }
+            }
+        }
+        if let Some((bytes, None)) = &self.checkpoint
+            && let Ok(c) = StreamsCheckpoint::decode(bytes, &self.dir.join(STREAMS_FILE))
+        {
+            end = end.max(c.covered_position);
+        }
+        Ok(end)
     }
 
     /// Loads the compression dictionary, noting why if it cannot be read: it
@@ -323,6 +360,13 @@ impl Repairer<'_> {
             self.seal(&mut bytes, end, end - base);
             let name = segment_file_name(base);
             self.replace(&name, &bytes)?;
+            // An index left there describes the segment that was lost, not this one.
+            let idx = self.dir.join(crate::segment::index_file_name(base));
+            if self.st.exists(&idx) {
+                let old = self.read(&idx)?;
+                self.quarantine(&crate::segment::index_file_name(base), &old)?;
+                self.st.remove(&idx).ctx(|| format!("removing {}", idx.display()))?;
+            }
             self.report.lost_positions += end - base;
             self.lost = self.lost.saturating_add(end - base);
             self.act(format!(

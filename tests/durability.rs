@@ -318,3 +318,77 @@ fn a_stale_index_of_the_active_segment_cannot_hide_an_acknowledged_append() {
     assert_eq!(read.len(), 4);
     assert!(store.verify().unwrap().problems.is_empty());
 }
+
+/// A store whose segment files are all gone is not opened as a new, empty store
+/// (which would hand out the lost positions and revisions again) while an index
+/// or a stream checkpoint says events existed.
+#[test]
+fn a_store_whose_segments_are_all_gone_is_not_reopened_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options().segment_size(4096);
+    let store = Store::open(dir.path(), opts.clone()).unwrap();
+    for i in 0..20 {
+        store
+            .append("s", ExpectedVersion::Any, events(2, &i.to_string()))
+            .unwrap();
+    }
+    store.close().unwrap();
+    let files = |ext: &str| -> Vec<PathBuf> {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == ext))
+            .collect()
+    };
+    for p in files("seg") {
+        std::fs::remove_file(p).unwrap();
+    }
+    std::fs::remove_file(dir.path().join("durable.chk")).unwrap();
+    match Store::open(dir.path(), opts.clone()) {
+        Err(Error::Corruption { file, .. }) => assert_eq!(file.extension().unwrap(), "idx"),
+        other => panic!("expected corruption, got {:?}", other.map(|s| s.head_position())),
+    }
+    for p in files("idx") {
+        std::fs::remove_file(p).unwrap();
+    }
+    match Store::open(dir.path(), opts) {
+        Err(Error::Corruption { file, .. }) => assert_eq!(file, dir.path().join("streams.chk")),
+        other => panic!("expected corruption, got {:?}", other.map(|s| s.head_position())),
+    }
+}
+
+/// ... and repair records the positions they held as lost, so that the store
+/// opens again without handing them out a second time.
+#[test]
+fn repair_of_a_store_whose_segments_are_all_gone_keeps_their_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options().segment_size(4096);
+    let store = Store::open(dir.path(), opts.clone()).unwrap();
+    for i in 0..20 {
+        store
+            .append("s", ExpectedVersion::Any, events(2, &i.to_string()))
+            .unwrap();
+    }
+    store.close().unwrap();
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "seg") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    std::fs::remove_file(dir.path().join("durable.chk")).unwrap();
+    assert!(Store::open(dir.path(), opts.clone()).is_err());
+    let report = annal::repair(dir.path()).unwrap();
+    assert!(report.lost_positions > 0, "{:?}", report.actions);
+    let store = Store::open(dir.path(), opts).unwrap();
+    let head = store.head_position();
+    assert_eq!(head, report.lost_positions);
+    assert!(head >= 30, "only {head} positions kept out of reuse");
+    assert!(
+        store.verify().unwrap().is_clean(),
+        "{:?}",
+        store.verify().unwrap().problems
+    );
+    let r = store.append("new", ExpectedVersion::NoStream, events(1, "x")).unwrap();
+    assert_eq!(r.position, head);
+}
