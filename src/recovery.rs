@@ -27,7 +27,7 @@ use crate::index::{IndexEntry, Lookup, MemIndex, SegmentIndex};
 use crate::options::Options;
 use crate::record::{EventView, Frame};
 use crate::segment::{self, SEGMENT_HEADER, ScanEnd, SegmentHeader, segment_file_name};
-use crate::storage::{Storage, write_atomically};
+use crate::storage::{Storage, read_whole, write_atomically};
 use crate::store::{ActiveSegment, SealedSegment, Shared, mapped_bytes};
 
 /// Name of the lock file.
@@ -452,10 +452,7 @@ fn read_segment(
         }
     }
     let file = st.open(path, false).ctx(|| format!("opening {}", path.display()))?;
-    let len = file.len().ctx(|| format!("reading {}", path.display()))?;
-    let mut raw = vec![0u8; len as usize];
-    file.read_exact_at(&mut raw, 0)
-        .ctx(|| format!("reading {}", path.display()))?;
+    let raw = read_whole(&*file).ctx(|| format!("reading {}", path.display()))?;
     // A last segment whose creation a crash interrupted never held an event.
     let unfinished = seg.is_last
         && segment::find_valid_frame(&raw, SEGMENT_HEADER).is_none()
@@ -629,10 +626,7 @@ fn open_segment(
     }
 
     let file = st.open(path, is_last).ctx(|| format!("opening {}", path.display()))?;
-    let len = file.len().ctx(|| format!("reading {}", path.display()))?;
-    let mut bytes = vec![0u8; len as usize];
-    file.read_exact_at(&mut bytes, 0)
-        .ctx(|| format!("reading {}", path.display()))?;
+    let mut bytes = read_whole(&*file).ctx(|| format!("reading {}", path.display()))?;
     // A compressed segment (always sealed) is scanned in its logical form.
     if SegmentHeader::decode(&bytes, path).is_ok_and(|h| h.compressed) {
         bytes = crate::compression::Compressed::open(bytes.into(), path, dict)?.logical(path)?;

@@ -147,11 +147,7 @@ impl Repairer<'_> {
             .st
             .open(path, false)
             .ctx(|| format!("opening {}", path.display()))?;
-        let len = f.len().ctx(|| format!("reading {}", path.display()))?;
-        let mut b = vec![0u8; len as usize];
-        f.read_exact_at(&mut b, 0)
-            .ctx(|| format!("reading {}", path.display()))?;
-        Ok(b)
+        crate::storage::read_whole(&*f).ctx(|| format!("reading {}", path.display()))
     }
 
     /// Keeps a readable identity file; rewrites a damaged or missing one if segments exist.

@@ -159,6 +159,14 @@ impl Storage for FsStorage {
     }
 }
 
+/// Reads the whole of an open file.
+pub fn read_whole(file: &dyn StorageFile) -> io::Result<Vec<u8>> {
+    let len = usize::try_from(file.len()?).map_err(|_| io::Error::from(io::ErrorKind::FileTooLarge))?;
+    let mut bytes = vec![0u8; len];
+    file.read_exact_at(&mut bytes, 0)?;
+    Ok(bytes)
+}
+
 /// Writes `bytes` as `dir/name` so that a crash leaves either the old file or
 /// the whole new one: write `name.tmp`, sync it, rename it over `name`, sync `dir`.
 pub fn write_atomically(storage: &dyn Storage, dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
