@@ -16,26 +16,21 @@
 //! # Ok::<(), annal::Error>(())
 //! ```
 
-pub mod backup;
-pub mod checkpoint;
-pub mod compression;
 pub mod error;
 pub mod event;
-pub mod index;
-pub mod metadata;
+pub mod features;
+pub mod format;
+pub mod log;
+pub mod maintenance;
 pub mod options;
-pub mod persistent;
 pub mod query;
-pub mod record;
-pub mod recovery;
-pub mod repair;
-pub mod retention;
-pub mod segment;
 pub mod storage;
 mod store;
-pub mod subscription;
-pub mod verify;
-mod writer;
+
+pub use features::{metadata, persistent, subscription};
+pub use format::{checkpoint, index, record, segment};
+pub use log::recovery;
+pub use maintenance::{backup, compression, repair, retention, verify};
 
 pub use backup::{BackupReport, StoreStats, restore, restore_with};
 pub use compression::{CompressReport, CompressionOptions};

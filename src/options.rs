@@ -36,9 +36,9 @@ pub struct Options {
     /// Create the data directory if it does not exist. Default true.
     pub create_if_missing: bool,
     /// What scavenging removes, and how often it runs. Default: keep everything.
-    pub retention: crate::retention::RetentionPolicy,
+    pub retention: crate::maintenance::retention::RetentionPolicy,
     /// Compress sealed segments in the background with these settings. Default: off.
-    pub compression: Option<crate::compression::CompressionOptions>,
+    pub compression: Option<crate::maintenance::compression::CompressionOptions>,
     /// Appends fail with `Error::DiskFull` once fewer than this many bytes would
     /// stay free on the disk, so that nothing is corrupted by a full disk and
     /// scavenging still has room to free space. Default 32 MiB.
@@ -75,13 +75,13 @@ impl Options {
     }
 
     /// Sets the retention policy.
-    pub fn retention(mut self, policy: crate::retention::RetentionPolicy) -> Self {
+    pub fn retention(mut self, policy: crate::maintenance::retention::RetentionPolicy) -> Self {
         self.retention = policy;
         self
     }
 
     /// Turns on background compression of sealed segments.
-    pub fn compression(mut self, options: crate::compression::CompressionOptions) -> Self {
+    pub fn compression(mut self, options: crate::maintenance::compression::CompressionOptions) -> Self {
         self.compression = Some(options);
         self
     }
@@ -98,11 +98,11 @@ impl Options {
                 self.segment_size
             )));
         }
-        if self.max_event_size == 0 || self.max_event_size > crate::record::MAX_BODY / 2 {
+        if self.max_event_size == 0 || self.max_event_size > crate::format::record::MAX_BODY / 2 {
             return Err(Error::InvalidInput(format!(
                 "max_event_size {} must be between 1 and {}",
                 self.max_event_size,
-                crate::record::MAX_BODY / 2
+                crate::format::record::MAX_BODY / 2
             )));
         }
         if self.max_events_per_append == 0 || self.max_append_size == 0 {

@@ -3,7 +3,7 @@
 //! This module owns what it means for an event to match; it must never decide
 //! how candidates are found (the store uses the indexes for that).
 
-use crate::record::EventView;
+use crate::format::record::EventView;
 
 /// A filter on the global log. Every given part must hold; empty parts hold for all.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -4,7 +4,7 @@
 //! segment's index, stream states) and every read: by stream, by position, by
 //! filter and by id. Reads never take a lock while doing I/O and only see
 //! positions the writer has published. It must never write to the log: appends
-//! go through the write path ([`crate::writer`]).
+//! go through the write path ([`crate::log::writer`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,16 +15,16 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use uuid::Uuid;
 
-use crate::checkpoint::StreamState;
 use crate::error::{Error, Result};
 use crate::event::{self, AppendResult, EventData, ExpectedVersion, RecordedEvent, StreamInfo};
-use crate::index::{Lookup, MemIndex, SegmentIndex, hash_str};
+use crate::features::subscription::{ReplayOptions, ReplayReport, SubscribeFrom, Subscription, SubscriptionOptions};
+use crate::format::checkpoint::StreamState;
+use crate::format::index::{Lookup, MemIndex, SegmentIndex, hash_str};
+use crate::format::record::{self, EventView, Frame};
+use crate::log::writer::{AppendRequest, Committer};
 use crate::options::Options;
 use crate::query::{AppendCondition, Filter};
-use crate::record::{self, EventView, Frame};
 use crate::storage::{FsStorage, LockGuard, Mapped, Storage, StorageFile};
-use crate::subscription::{ReplayOptions, ReplayReport, SubscribeFrom, Subscription, SubscriptionOptions};
-use crate::writer::{AppendRequest, Committer};
 
 /// Direction of a read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +64,7 @@ pub(crate) struct SealedSegment {
     pub(crate) bytes: Bytes,
     pub(crate) index: SegmentIndex,
     /// The block table, if the file is compressed.
-    pub(crate) compressed: Option<crate::compression::Compressed>,
+    pub(crate) compressed: Option<crate::maintenance::compression::Compressed>,
 }
 
 impl SealedSegment {
@@ -74,11 +74,15 @@ impl SealedSegment {
         path: PathBuf,
         bytes: Bytes,
         index: SegmentIndex,
-        dict: Option<&Arc<crate::compression::Dictionary>>,
+        dict: Option<&Arc<crate::maintenance::compression::Dictionary>>,
     ) -> Result<Self> {
-        let header = crate::segment::SegmentHeader::decode(&bytes, &path)?;
+        let header = crate::format::segment::SegmentHeader::decode(&bytes, &path)?;
         let compressed = if header.compressed {
-            Some(crate::compression::Compressed::open(bytes.clone(), &path, dict)?)
+            Some(crate::maintenance::compression::Compressed::open(
+                bytes.clone(),
+                &path,
+                dict,
+            )?)
         } else {
             None
         };
@@ -184,22 +188,22 @@ pub(crate) struct Shared {
     /// Every write and sync site checks it; [`Shared::poison`] is the only setter.
     pub(crate) failure: Mutex<Option<String>>,
     /// Metadata of the streams that have some.
-    pub(crate) metadata: RwLock<crate::metadata::MetadataCache>,
+    pub(crate) metadata: RwLock<crate::features::metadata::MetadataCache>,
     /// Serialises metadata writes.
     pub(crate) metadata_writes: Mutex<()>,
     /// Serialises scavenges.
     pub(crate) scavenging: Mutex<()>,
     /// The store's compression dictionary, once trained.
-    pub(crate) dictionary: RwLock<Option<Arc<crate::compression::Dictionary>>>,
+    pub(crate) dictionary: RwLock<Option<Arc<crate::maintenance::compression::Dictionary>>>,
     /// Wakes subscribers on each publication and when the store closes.
-    pub(crate) notifier: crate::subscription::Notifier,
+    pub(crate) notifier: crate::features::subscription::Notifier,
     /// The durable-end checkpoint as last read or written (`durable.chk`), so
     /// that a close with nothing new to record writes nothing.
-    pub(crate) durable_mark: Mutex<Option<crate::checkpoint::DurableMark>>,
+    pub(crate) durable_mark: Mutex<Option<crate::format::checkpoint::DurableMark>>,
     /// Torn tails that this open cut off the last segment.
-    pub(crate) torn_at_open: Vec<crate::recovery::TornTail>,
+    pub(crate) torn_at_open: Vec<crate::log::recovery::TornTail>,
     /// Damage a read-only open stepped around, by position.
-    pub(crate) damage: Vec<crate::recovery::Damage>,
+    pub(crate) damage: Vec<crate::log::recovery::Damage>,
     pub(crate) _lock: Box<dyn LockGuard>,
 }
 
@@ -257,7 +261,7 @@ impl Shared {
     }
 
     /// The damage hiding `position`, if a read-only open found some there.
-    pub(crate) fn damage_at(&self, position: u64) -> Option<&crate::recovery::Damage> {
+    pub(crate) fn damage_at(&self, position: u64) -> Option<&crate::log::recovery::Damage> {
         self.damage
             .iter()
             .find(|d| d.first_position <= position && position < d.end_position)
@@ -272,7 +276,7 @@ impl Shared {
     }
 
     /// The first damage a forward read from `start` would step over, if any.
-    fn damage_ahead(&self, start: u64) -> Option<&crate::recovery::Damage> {
+    fn damage_ahead(&self, start: u64) -> Option<&crate::log::recovery::Damage> {
         self.damage
             .iter()
             .filter(|d| d.end_position > start)
@@ -280,7 +284,7 @@ impl Shared {
     }
 
     /// The last damage a backward read from `start` would step over, if any.
-    fn damage_behind(&self, start: u64) -> Option<&crate::recovery::Damage> {
+    fn damage_behind(&self, start: u64) -> Option<&crate::log::recovery::Damage> {
         self.damage
             .iter()
             .filter(|d| d.first_position <= start)
@@ -387,7 +391,7 @@ impl Shared {
             (LogFrom::End, Direction::Forward) => return Ok((Vec::new(), None)),
             (LogFrom::Position(p), _) => p,
         };
-        let stop_at = |d: &crate::recovery::Damage| Stop {
+        let stop_at = |d: &crate::log::recovery::Damage| Stop {
             position: d.first_position,
             resume: d.end_position,
             error: d.error(),
@@ -427,7 +431,7 @@ impl Shared {
         bounds: (u64, u64),
     ) -> Result<(Vec<RecordedEvent>, Option<Stop>)> {
         let check = visibility == Visibility::Visible && !self.metadata.read().by_stream.is_empty();
-        let now = crate::metadata::now();
+        let now = crate::features::metadata::now();
         let published = self.published().min(bounds.1);
         let mut out = Vec::new();
         if published == 0 || limit == 0 {
@@ -644,7 +648,7 @@ impl Shared {
             return Err(Error::StreamDeleted(stream.to_string()));
         }
         let first = meta.first_visible(last);
-        let now = crate::metadata::now();
+        let now = crate::features::metadata::now();
         let mut out = Vec::new();
         let mut from = from;
         loop {
@@ -814,7 +818,7 @@ pub struct Store {
     closed: Mutex<bool>,
     /// Background maintenance threads (scavenger, compressor) and their stop signals.
     maintenance: Mutex<Vec<(crossbeam_channel::Sender<()>, std::thread::JoinHandle<()>)>>,
-    groups: crate::persistent::Groups,
+    groups: crate::features::persistent::Groups,
 }
 
 impl std::fmt::Debug for Store {
@@ -834,11 +838,11 @@ impl Store {
     /// Opens (or creates) a store on the given storage.
     pub fn open_with(storage: Arc<dyn Storage>, dir: impl AsRef<Path>, options: Options) -> Result<Store> {
         options.validate()?;
-        let shared = Arc::new(crate::recovery::open(
+        let shared = Arc::new(crate::log::recovery::open(
             storage,
             dir.as_ref(),
             options,
-            crate::recovery::Access::ReadWrite,
+            crate::log::recovery::Access::ReadWrite,
         )?);
         let committer = Committer::new(shared.clone())?;
         let store = Self::assemble(shared, Some(committer), None)?;
@@ -875,11 +879,11 @@ impl Store {
     /// read works. Appends fail with [`Error::ReadOnly`].
     pub fn open_read_only_with(storage: Arc<dyn Storage>, dir: impl AsRef<Path>, options: Options) -> Result<Store> {
         options.validate()?;
-        let shared = Arc::new(crate::recovery::open(
+        let shared = Arc::new(crate::log::recovery::open(
             storage,
             dir.as_ref(),
             options,
-            crate::recovery::Access::ReadOnly,
+            crate::log::recovery::Access::ReadOnly,
         )?);
         let reason = match shared.damage.first() {
             Some(d) => format!(
@@ -917,7 +921,7 @@ impl Store {
     }
 
     /// Damage that a read-only open stepped around (empty for a store open for writing).
-    pub fn damage(&self) -> &[crate::recovery::Damage] {
+    pub fn damage(&self) -> &[crate::log::recovery::Damage] {
         &self.shared.damage
     }
 
@@ -932,8 +936,8 @@ impl Store {
         if let Some(ms) = store.shared.options.retention.interval_ms {
             store.every(std::time::Duration::from_millis(ms), "annal-scavenger", |shared| {
                 // A failed run is retried at the next tick; `scavenge` reports errors on demand.
-                let result = crate::retention::scavenge(shared, &shared.options.retention);
-                crate::compression::record_background(shared, "scavenging", result);
+                let result = crate::maintenance::retention::scavenge(shared, &shared.options.retention);
+                crate::maintenance::compression::record_background(shared, "scavenging", result);
             })?;
         }
         if let Some(c) = store.shared.options.compression {
@@ -941,8 +945,8 @@ impl Store {
                 std::time::Duration::from_millis(500),
                 "annal-compressor",
                 move |shared| {
-                    let result = crate::compression::compress_sealed(shared, &c);
-                    crate::compression::record_background(shared, "compression", result);
+                    let result = crate::maintenance::compression::compress_sealed(shared, &c);
+                    crate::maintenance::compression::record_background(shared, "compression", result);
                 },
             )?;
         }
@@ -989,14 +993,14 @@ impl Store {
 
     /// Compresses, now, every sealed segment not compressed yet (with the
     /// store's compression settings, or the defaults if compression is off).
-    pub fn compress(&self) -> Result<crate::compression::CompressReport> {
+    pub fn compress(&self) -> Result<crate::maintenance::compression::CompressReport> {
         self.check_writable()?;
         let options = self.shared.options.compression.unwrap_or_default();
-        crate::compression::compress_sealed(&self.shared, &options)
+        crate::maintenance::compression::compress_sealed(&self.shared, &options)
     }
 
     /// The loaded persistent subscription groups.
-    pub(crate) fn groups(&self) -> &crate::persistent::Groups {
+    pub(crate) fn groups(&self) -> &crate::features::persistent::Groups {
         &self.groups
     }
 
@@ -1016,9 +1020,9 @@ impl Store {
 
     /// The torn tails this open cut off the last segment (bytes written after
     /// the last durable append, never acknowledged under [`crate::Durability::Always`]),
-    /// each kept in `torn/`. Empty after a clean close. [`crate::recovery::torn_tails`]
+    /// each kept in `torn/`. Empty after a clean close. [`crate::log::recovery::torn_tails`]
     /// lists every torn tail ever kept.
-    pub fn torn_tails_at_open(&self) -> &[crate::recovery::TornTail] {
+    pub fn torn_tails_at_open(&self) -> &[crate::log::recovery::TornTail] {
         &self.shared.torn_at_open
     }
 
@@ -1102,7 +1106,7 @@ impl Store {
                 )));
             }
         }
-        let size = crate::writer::encoded_size(stream, &events);
+        let size = crate::log::writer::encoded_size(stream, &events);
         if size > o.max_append_size {
             return Err(Error::InvalidInput(format!(
                 "append of about {size} bytes exceeds the limit of {}",
@@ -1159,7 +1163,7 @@ impl Store {
             Some(p) => Ok(self
                 .shared
                 .read_position(p)?
-                .filter(|e| self.shared.is_visible(e, crate::metadata::now()))),
+                .filter(|e| self.shared.is_visible(e, crate::features::metadata::now()))),
             None => Ok(None),
         }
     }
@@ -1203,7 +1207,7 @@ impl Store {
     /// Copies the store, while it runs, into `dest` (an empty or new directory on
     /// the same storage): a store that opens as this one was at one instant.
     pub fn backup(&self, dest: impl AsRef<Path>) -> Result<crate::BackupReport> {
-        crate::backup::backup(&self.shared, dest.as_ref())
+        crate::maintenance::backup::backup(&self.shared, dest.as_ref())
     }
 
     /// Removes, from sealed segments, the events that are deleted, expired by
@@ -1213,12 +1217,12 @@ impl Store {
     /// segment, never a mix.
     pub fn scavenge(&self) -> Result<crate::ScavengeReport> {
         self.check_writable()?;
-        crate::retention::scavenge(&self.shared, &self.shared.options.retention)
+        crate::maintenance::retention::scavenge(&self.shared, &self.shared.options.retention)
     }
 
     /// Figures about the store: events, streams, segments, bytes.
     pub fn stats(&self) -> crate::StoreStats {
-        crate::backup::stats(&self.shared)
+        crate::maintenance::backup::stats(&self.shared)
     }
 
     /// Subscribes to the global log (events passing `filter`), from history to live.
@@ -1249,14 +1253,14 @@ impl Store {
         options: &ReplayOptions,
         handler: impl FnMut(&RecordedEvent) -> std::result::Result<(), E>,
     ) -> Result<ReplayReport> {
-        crate::subscription::replay(&self.shared, options, handler)
+        crate::features::subscription::replay(&self.shared, options, handler)
     }
 
     /// Checks every checksum, every index entry against the log, and the
     /// invariants across files; reads run concurrently with appends. Problems
     /// are reported with their file and byte offset; nothing is changed.
     pub fn verify(&self) -> Result<crate::VerifyReport> {
-        crate::verify::verify(&self.shared)
+        crate::maintenance::verify::verify(&self.shared)
     }
 
     /// Flushes, stops the writer and releases the directory. Dropping the store does the same.

@@ -14,7 +14,7 @@ use std::path::Path;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::record::Reader;
+use crate::format::record::Reader;
 
 /// Magic bytes of `annal.meta`.
 pub const META_MAGIC: &[u8; 8] = b"ANNALMET";
@@ -154,7 +154,7 @@ impl StreamsCheckpoint {
         for _ in 0..count {
             let parsed = (|| {
                 let name = r.str16()?;
-                Ok::<_, crate::record::FrameError>((name, r.u64()?, r.u64()?))
+                Ok::<_, crate::format::record::FrameError>((name, r.u64()?, r.u64()?))
             })();
             let (name, last_revision, last_position) = parsed.map_err(|_| bad("malformed stream entry"))?;
             streams.insert(
@@ -237,7 +237,7 @@ impl DurableMark {
             next_position: le_u64(32),
             content_crc: le_u32(40),
         };
-        if mark.durable_end < crate::segment::SEGMENT_HEADER as u64 || mark.next_position < mark.segment_base {
+        if mark.durable_end < crate::format::segment::SEGMENT_HEADER as u64 || mark.next_position < mark.segment_base {
             return Err(Error::corruption(file, 16, "durable-end checkpoint out of range"));
         }
         Ok(mark)

@@ -15,8 +15,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
-use crate::record;
-use crate::segment::SEGMENT_HEADER;
+use crate::format::record;
+use crate::format::segment::SEGMENT_HEADER;
 
 /// Magic bytes closing a compressed segment's trailer.
 pub const TABLE_MAGIC: &[u8; 4] = b"AZTB";
@@ -33,7 +33,8 @@ pub const MIN_BLOCK_SIZE: usize = 1024;
 pub const MAX_BLOCK_SIZE: usize = 4 << 20;
 /// Largest uncompressed block a reader accepts: one maximal frame, or
 /// `MAX_BLOCK_SIZE` bytes of frames.
-pub const MAX_BLOCK_LOGICAL: usize = crate::record::MAX_BODY + crate::record::FRAME_HEADER + MAX_BLOCK_SIZE;
+pub const MAX_BLOCK_LOGICAL: usize =
+    crate::format::record::MAX_BODY + crate::format::record::FRAME_HEADER + MAX_BLOCK_SIZE;
 /// zstd levels [`crate::Options::validate`] accepts.
 pub const LEVELS: std::ops::RangeInclusive<i32> = 1..=22;
 /// Dictionary sizes [`crate::Options::validate`] accepts (at most the 8 MiB of samples it is trained from).
@@ -183,7 +184,7 @@ pub fn compress_segment(raw: &[u8], options: &CompressionOptions, dict: Option<&
         return Err(Error::InvalidInput("segment shorter than its header".into()));
     }
     let mut out = raw[..SEGMENT_HEADER].to_vec();
-    crate::segment::set_compressed_flag(&mut out, dict.map(|d| d.id));
+    crate::format::segment::set_compressed_flag(&mut out, dict.map(|d| d.id));
     let mut compressor = match dict {
         Some(d) => zstd::bulk::Compressor::with_dictionary(options.level, &d.bytes),
         None => zstd::bulk::Compressor::new(options.level),
@@ -269,7 +270,7 @@ impl Compressed {
     /// the store's dictionary (needed if the header names one).
     pub fn open(file: Bytes, path: &std::path::Path, dict: Option<&Arc<Dictionary>>) -> Result<Self> {
         let bad = |offset: usize, why: &str| Error::corruption(path, offset as u64, why.to_string());
-        let dict = match crate::segment::SegmentHeader::decode(&file, path)?.dictionary {
+        let dict = match crate::format::segment::SegmentHeader::decode(&file, path)?.dictionary {
             None => None,
             Some(id) => match dict {
                 Some(d) if d.id == id => Some(d.clone()),
@@ -371,7 +372,7 @@ impl Compressed {
     /// The whole uncompressed segment.
     pub fn logical(&self, path: &std::path::Path) -> Result<Vec<u8>> {
         let mut out = self.file[..SEGMENT_HEADER].to_vec();
-        crate::segment::clear_compressed_flag(&mut out);
+        crate::format::segment::clear_compressed_flag(&mut out);
         for i in 0..self.blocks.len() {
             out.extend_from_slice(&self.decompress(i, path)?);
         }
@@ -394,7 +395,7 @@ pub struct CompressReport {
 /// compressed yet. The index stays valid (it uses logical offsets); the file
 /// is replaced atomically, so a crash leaves the old or the new form.
 pub(crate) fn compress_sealed(shared: &crate::store::Shared, options: &CompressionOptions) -> Result<CompressReport> {
-    use crate::index::Lookup;
+    use crate::format::index::Lookup;
     let _one_at_a_time = shared.scavenging.lock();
     let mut report = CompressReport::default();
     let active_base = shared.active.read().index.read().base();
@@ -450,7 +451,7 @@ fn compress_one(
     dict: Option<&Arc<Dictionary>>,
 ) -> Result<Option<(crate::store::SealedSegment, u64)>> {
     use crate::error::IoContext;
-    use crate::index::Lookup;
+    use crate::format::index::Lookup;
     let st = &*shared.storage;
     let packed = compress_segment(&seg.bytes, options, dict.map(|d| &**d))?;
     if packed.len() >= seg.bytes.len() {
@@ -467,12 +468,12 @@ fn compress_one(
     let check = |file: &[u8]| check_compressed(file, &seg.bytes, seg.index.end_offset(), &seg.path, dict);
     check(&packed)?;
     replace_checked(st, &shared.dir, &name, &packed, check)?;
-    let idx_name = crate::segment::index_file_name(seg.index.base());
+    let idx_name = crate::format::segment::index_file_name(seg.index.base());
     let idx_path = shared.dir.join(&idx_name);
     let new = crate::store::SealedSegment::new(
         seg.path.clone(),
         crate::store::mapped_bytes(st.map(&seg.path).ctx(|| format!("mapping {name}"))?),
-        crate::index::SegmentIndex::open(st.map(&idx_path).ctx(|| format!("mapping {idx_name}"))?, &idx_path)?,
+        crate::format::index::SegmentIndex::open(st.map(&idx_path).ctx(|| format!("mapping {idx_name}"))?, &idx_path)?,
         dict,
     )?;
     Ok(Some((new, packed.len() as u64)))

@@ -7,12 +7,12 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::{STREAMS_FILE, StreamsCheckpoint};
 use crate::error::{IoContext, Result};
-use crate::index::Lookup;
-use crate::record::Frame;
-use crate::recovery::index_segment;
-use crate::segment::{self, SEGMENT_HEADER, ScanEnd, SegmentHeader};
+use crate::format::checkpoint::{STREAMS_FILE, StreamsCheckpoint};
+use crate::format::index::Lookup;
+use crate::format::record::Frame;
+use crate::format::segment::{self, SEGMENT_HEADER, ScanEnd, SegmentHeader};
+use crate::log::recovery::index_segment;
 use crate::store::Shared;
 
 /// One problem found by [`crate::Store::verify`].
@@ -51,7 +51,7 @@ pub struct VerifyReport {
     pub problems: Vec<Problem>,
     /// Torn tails recovery has cut and kept in `torn/` (bytes written after the
     /// last durable append at the time of a crash): not damage, but never silent.
-    pub torn_tails: Vec<crate::recovery::TornTail>,
+    pub torn_tails: Vec<crate::log::recovery::TornTail>,
 }
 
 impl VerifyReport {
@@ -233,17 +233,17 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
         }
     }
     // A damaged durable-end checkpoint keeps recovery from cutting any torn tail.
-    let durable = shared.dir.join(crate::checkpoint::DURABLE_FILE);
+    let durable = shared.dir.join(crate::format::checkpoint::DURABLE_FILE);
     if shared.storage.exists(&durable) {
         let bytes = shared
             .storage
             .map(&durable)
             .ctx(|| format!("reading {}", durable.display()))?;
-        if let Err(e) = crate::checkpoint::DurableMark::decode((*bytes).as_ref(), &durable) {
+        if let Err(e) = crate::format::checkpoint::DurableMark::decode((*bytes).as_ref(), &durable) {
             report.problem(&durable, 0, e.to_string());
         }
     }
-    report.torn_tails = crate::recovery::torn_tails(&*shared.storage, &shared.dir)?;
+    report.torn_tails = crate::log::recovery::torn_tails(&*shared.storage, &shared.dir)?;
     Ok(report)
 }
 
@@ -262,7 +262,7 @@ fn check_segment(
     base: u64,
     end_position: u64,
     sealed: bool,
-    compare_index: impl FnOnce(&crate::recovery::Scanned) -> Option<usize>,
+    compare_index: impl FnOnce(&crate::log::recovery::Scanned) -> Option<usize>,
 ) {
     let first_problem = report.problems.len();
     match SegmentHeader::decode(bytes, path) {

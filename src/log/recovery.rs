@@ -18,15 +18,15 @@ use std::sync::atomic::AtomicU64;
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
-use crate::checkpoint::{
-    DURABLE_FILE, DurableMark, META_FILE, STREAMS_FILE, StoreMeta, StreamState, StreamsCheckpoint,
-};
 use crate::error::{Error, IoContext, Result};
 use crate::event::now_micros;
-use crate::index::{IndexEntry, Lookup, MemIndex, SegmentIndex};
+use crate::format::checkpoint::{
+    DURABLE_FILE, DurableMark, META_FILE, STREAMS_FILE, StoreMeta, StreamState, StreamsCheckpoint,
+};
+use crate::format::index::{IndexEntry, Lookup, MemIndex, SegmentIndex};
+use crate::format::record::{EventView, Frame};
+use crate::format::segment::{self, SEGMENT_HEADER, ScanEnd, SegmentHeader, segment_file_name};
 use crate::options::Options;
-use crate::record::{EventView, Frame};
-use crate::segment::{self, SEGMENT_HEADER, ScanEnd, SegmentHeader, segment_file_name};
 use crate::storage::{Storage, read_whole, write_atomically};
 use crate::store::{ActiveSegment, SealedSegment, Shared, mapped_bytes};
 
@@ -188,7 +188,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
         }
     }
     names.sort();
-    let dictionary = crate::compression::load_dictionary(st, dir)?;
+    let dictionary = crate::maintenance::compression::load_dictionary(st, dir)?;
     let claim = load_claim(st, dir)?;
     if let Claim::Mark(m) = &claim {
         let last_base = names.last().map(|(b, _)| *b);
@@ -335,7 +335,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
         _lock: lock,
     };
     if active.is_none() && !read_only {
-        let a = crate::writer::create_segment(&shared, expected_base)?;
+        let a = crate::log::writer::create_segment(&shared, expected_base)?;
         *shared.active.write() = a;
     }
     Ok(shared)
@@ -365,7 +365,7 @@ fn refuse_foreign(st: &dyn Storage, dir: &Path) -> Result<()> {
 /// covering some position (for a directory whose segment files are all gone).
 fn evidence_of_events(st: &dyn Storage, dir: &Path, idx_names: &HashMap<u64, String>) -> Option<PathBuf> {
     if let Some(base) = idx_names.keys().min() {
-        return Some(dir.join(crate::segment::index_file_name(*base)));
+        return Some(dir.join(crate::format::segment::index_file_name(*base)));
     }
     let chk = dir.join(STREAMS_FILE);
     let covered = st
@@ -427,7 +427,7 @@ fn read_segment(
     dir: &Path,
     seg: &Seg<'_>,
     idx_name: Option<&String>,
-    dict: Option<&Arc<crate::compression::Dictionary>>,
+    dict: Option<&Arc<crate::maintenance::compression::Dictionary>>,
     next_base: Option<u64>,
     damage: &mut Vec<Damage>,
 ) -> Result<Option<Opened>> {
@@ -459,7 +459,7 @@ fn read_segment(
         && !matches!(seg.claim, Claim::Mark(m) if m.durable_end > SEGMENT_HEADER as u64);
     let logical = match SegmentHeader::decode(&raw, path) {
         Ok(h) if h.compressed => {
-            crate::compression::Compressed::open(raw.into(), path, dict).and_then(|c| c.logical(path))
+            crate::maintenance::compression::Compressed::open(raw.into(), path, dict).and_then(|c| c.logical(path))
         }
         Ok(h) if h.base_position != base => Err(Error::corruption(
             path,
@@ -523,7 +523,7 @@ fn read_segment(
             index: RwLock::new(index),
         })));
     }
-    let idx_path = dir.join(crate::segment::index_file_name(base));
+    let idx_path = dir.join(crate::format::segment::index_file_name(base));
     let mapped: crate::storage::Mapped = Arc::new(index.encode_file());
     Ok(Some(Opened::Sealed(SealedSegment::new(
         path.to_path_buf(),
@@ -548,8 +548,8 @@ struct Seg<'a> {
 fn seal_at_index_end(sealed: &SealedSegment) -> Option<bool> {
     let index = &sealed.index;
     let tail = sealed.range(index.end_offset(), u64::MAX);
-    match tail.as_deref().map(crate::record::decode_frame) {
-        Ok(Ok((crate::record::Frame::Seal(seal), _))) => Some(seal.next_position == index.next_position()),
+    match tail.as_deref().map(crate::format::record::decode_frame) {
+        Ok(Ok((crate::format::record::Frame::Seal(seal), _))) => Some(seal.next_position == index.next_position()),
         Ok(Ok(_)) => Some(false),
         Ok(Err(_)) | Err(_) => None,
     }
@@ -562,7 +562,7 @@ fn open_segment(
     dir: &Path,
     seg: &Seg<'_>,
     idx_name: Option<&String>,
-    dict: Option<&Arc<crate::compression::Dictionary>>,
+    dict: Option<&Arc<crate::maintenance::compression::Dictionary>>,
     torn: &mut Vec<TornTail>,
 ) -> Result<Option<Opened>> {
     let (path, base, is_last) = (seg.path, seg.base, seg.is_last);
@@ -591,7 +591,7 @@ fn open_segment(
                     .compressed
                     .as_ref()
                     .map_or(sealed.bytes.len() as u64, |c| c.logical_len());
-                let seal_len = (crate::record::FRAME_HEADER + 22) as u64;
+                let seal_len = (crate::format::record::FRAME_HEADER + 22) as u64;
                 if index.end_offset().saturating_add(seal_len) <= logical_len {
                     // The index must describe this segment: its seal sits where the index
                     // says the events end. A seal damaged in place is left to `verify`;
@@ -629,7 +629,7 @@ fn open_segment(
     let mut bytes = read_whole(&*file).ctx(|| format!("reading {}", path.display()))?;
     // A compressed segment (always sealed) is scanned in its logical form.
     if SegmentHeader::decode(&bytes, path).is_ok_and(|h| h.compressed) {
-        bytes = crate::compression::Compressed::open(bytes.into(), path, dict)?.logical(path)?;
+        bytes = crate::maintenance::compression::Compressed::open(bytes.into(), path, dict)?.logical(path)?;
     }
     let header = match SegmentHeader::decode(&bytes, path) {
         Ok(h) => h,
@@ -680,7 +680,7 @@ fn open_segment(
                     "seal disagrees with the segment's events",
                 ));
             }
-            let idx_name = crate::segment::index_file_name(base);
+            let idx_name = crate::format::segment::index_file_name(base);
             write_atomically(st, dir, &idx_name, &index.encode_file()).ctx(|| format!("writing {idx_name}"))?;
             let idx_path = dir.join(&idx_name);
             let map = st.map(&idx_path).ctx(|| format!("mapping {idx_name}"))?;
@@ -782,7 +782,7 @@ pub(crate) fn index_segment(bytes: &[u8], base: u64, path: &Path) -> Result<Scan
                     return Err(Error::corruption(path, offset, "lost frame out of sequence"));
                 }
                 lost_total = lost_total.saturating_add(lost.count);
-                if lost_total > crate::record::MAX_LOST_PER_FRAME {
+                if lost_total > crate::format::record::MAX_LOST_PER_FRAME {
                     return Err(Error::corruption(
                         path,
                         offset,

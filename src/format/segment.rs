@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::record::{self, Frame, FrameError};
+use crate::format::record::{self, Frame, FrameError};
 
 /// Magic bytes at the start of every segment file.
 pub const SEGMENT_MAGIC: &[u8; 8] = b"ANNALSEG";
@@ -17,7 +17,7 @@ pub const SEGMENT_MAGIC: &[u8; 8] = b"ANNALSEG";
 pub const SEGMENT_VERSION: u32 = 1;
 /// Size of the segment header.
 pub const SEGMENT_HEADER: usize = 64;
-/// Header flag: the segment is stored compressed (see [`crate::compression`]).
+/// Header flag: the segment is stored compressed (see [`crate::maintenance::compression`]).
 pub const FLAG_COMPRESSED: u32 = 1;
 /// Header flag: the compressed blocks use the store's dictionary, whose id is at bytes 32..36.
 pub const FLAG_DICTIONARY: u32 = 2;

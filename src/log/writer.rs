@@ -25,14 +25,14 @@ use crossbeam_channel::{RecvTimeoutError, Sender};
 use parking_lot::{Condvar, Mutex, RwLock};
 use uuid::Uuid;
 
-use crate::checkpoint::{DURABLE_FILE, DurableMark, STREAMS_FILE, StreamState, StreamsCheckpoint};
 use crate::error::{Error, IoContext, Result};
 use crate::event::{AppendResult, EventData, ExpectedVersion, now_micros};
-use crate::index::{IndexEntry, Lookup, MemIndex, SegmentIndex};
+use crate::format::checkpoint::{DURABLE_FILE, DurableMark, STREAMS_FILE, StreamState, StreamsCheckpoint};
+use crate::format::index::{IndexEntry, Lookup, MemIndex, SegmentIndex};
+use crate::format::record::{self, EventView, Frame, GroupView, SealView};
+use crate::format::segment::{SEGMENT_HEADER, SegmentHeader, segment_file_name};
 use crate::options::Durability;
 use crate::query::AppendCondition;
-use crate::record::{self, EventView, Frame, GroupView, SealView};
-use crate::segment::{SEGMENT_HEADER, SegmentHeader, segment_file_name};
 use crate::storage::write_atomically;
 use crate::store::{ActiveSegment, SealedSegment, Shared, mapped_bytes};
 
@@ -947,7 +947,7 @@ impl Writer {
         let dir = &shared.dir;
         let path = self.active.path.clone();
         let base = self.active.index.read().base();
-        let idx_name = crate::segment::index_file_name(base);
+        let idx_name = crate::format::segment::index_file_name(base);
         let idx_bytes = self.active.index.read().encode_file();
         write_atomically(storage, dir, &idx_name, &idx_bytes).ctx(|| format!("writing {idx_name}"))?;
         let idx_path = dir.join(&idx_name);

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::{Error, Result};
-use crate::record::EventView;
+use crate::format::record::EventView;
 use crate::storage::Mapped;
 
 /// Magic bytes at the start of every index file.
@@ -501,7 +501,7 @@ impl SegmentIndex {
     }
 
     fn parse_summary(&self) -> Option<Vec<(String, StreamSummary)>> {
-        let mut r = crate::record::Reader {
+        let mut r = crate::format::record::Reader {
             buf: &self.bytes()[self.summary_at..self.summary_at + self.summary_len],
         };
         let mut out = Vec::new();

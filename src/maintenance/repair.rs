@@ -13,13 +13,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::checkpoint::{DURABLE_FILE, DurableMark, META_FILE, STREAMS_FILE, StoreMeta, StreamsCheckpoint};
 use crate::error::{Error, IoContext, Result};
 use crate::event::now_micros;
-use crate::index::SegmentIndex;
-use crate::record::{self, Frame, GroupView, LostView, SealView};
-use crate::recovery::{LOCK_FILE, index_segment};
-use crate::segment::{self, SEGMENT_HEADER, SegmentHeader, segment_file_name};
+use crate::format::checkpoint::{DURABLE_FILE, DurableMark, META_FILE, STREAMS_FILE, StoreMeta, StreamsCheckpoint};
+use crate::format::index::SegmentIndex;
+use crate::format::record::{self, Frame, GroupView, LostView, SealView};
+use crate::format::segment::{self, SEGMENT_HEADER, SegmentHeader, segment_file_name};
+use crate::log::recovery::{LOCK_FILE, index_segment};
 use crate::storage::{FsStorage, Storage, write_atomically};
 
 /// Name of the folder where repair keeps what it moved aside.
@@ -109,7 +109,7 @@ struct Repairer<'a> {
     /// Positions lost or removed in the repaired log so far.
     lost: u64,
     /// The store's compression dictionary, if it has a readable one.
-    dictionary: Option<Arc<crate::compression::Dictionary>>,
+    dictionary: Option<Arc<crate::maintenance::compression::Dictionary>>,
     /// Why `dictionary.zdict` could not be read, if it could not.
     dictionary_error: Option<String>,
     /// Segments compressed with a dictionary the store does not have (readable).
@@ -257,9 +257,9 @@ impl Repairer<'_> {
                     .st
                     .map(&path)
                     .map_err(|e| Error::io(format!("reading {}", path.display()), e))
-                    .and_then(|m| crate::index::SegmentIndex::open(m, &path))
+                    .and_then(|m| crate::format::index::SegmentIndex::open(m, &path))
                 {
-                    end = end.max(crate::index::Lookup::next_position(&index));
+                    end = end.max(crate::format::index::Lookup::next_position(&index));
                 }
             }
         }
@@ -274,7 +274,7 @@ impl Repairer<'_> {
     /// Loads the compression dictionary, noting why if it cannot be read: it
     /// cannot be rebuilt, so segments compressed with it are then left alone.
     fn read_dictionary(&mut self) {
-        match crate::compression::load_dictionary(self.st, self.dir) {
+        match crate::maintenance::compression::load_dictionary(self.st, self.dir) {
             Ok(d) => self.dictionary = d,
             Err(e) => self.dictionary_error = Some(e.to_string()),
         }
@@ -312,7 +312,7 @@ impl Repairer<'_> {
         if c.covered_position != position {
             return;
         }
-        *why = crate::verify::checkpoint_disagreement(&c, &self.revisions, self.lost > 0);
+        *why = crate::maintenance::verify::checkpoint_disagreement(&c, &self.revisions, self.lost > 0);
     }
 
     /// Notes the stream revisions and lost positions of a segment's final bytes.
@@ -357,10 +357,10 @@ impl Repairer<'_> {
             let name = segment_file_name(base);
             self.replace(&name, &bytes)?;
             // An index left there describes the segment that was lost, not this one.
-            let idx = self.dir.join(crate::segment::index_file_name(base));
+            let idx = self.dir.join(crate::format::segment::index_file_name(base));
             if self.st.exists(&idx) {
                 let old = self.read(&idx)?;
-                self.quarantine(&crate::segment::index_file_name(base), &old)?;
+                self.quarantine(&crate::format::segment::index_file_name(base), &old)?;
                 self.st.remove(&idx).ctx(|| format!("removing {}", idx.display()))?;
             }
             self.report.lost_positions += end - base;
@@ -406,26 +406,27 @@ impl Repairer<'_> {
             let why = match &self.dictionary_error {
                 Some(e) => format!("which is unreadable ({e})"),
                 None if self.dictionary.is_some() => "which is not the store's dictionary".to_string(),
-                None => format!("and {} is missing", crate::compression::DICTIONARY_FILE),
+                None => format!("and {} is missing", crate::maintenance::compression::DICTIONARY_FILE),
             };
             self.report.unfixed.push(format!(
                 "{}: compressed with dictionary {id}, {why}: its events cannot be read until {} is restored (from a backup); the segment was left as it is",
                 path.display(),
-                crate::compression::DICTIONARY_FILE
+                crate::maintenance::compression::DICTIONARY_FILE
             ));
-            let idx = self.dir.join(crate::segment::index_file_name(base));
+            let idx = self.dir.join(crate::format::segment::index_file_name(base));
             let from_index = self
                 .st
                 .map(&idx)
                 .ok()
                 .and_then(|m| SegmentIndex::open(m, &idx).ok())
-                .map(|i| crate::index::Lookup::next_position(&i));
+                .map(|i| crate::format::index::Lookup::next_position(&i));
             return Ok(bound.or(from_index).unwrap_or(base));
         }
         if header.is_some_and(|h| h.compressed) {
             // Repair works on the logical form; an unreadable compressed file is a wreck.
             let dict = self.dictionary.clone();
-            let opened = crate::compression::Compressed::open(original.clone().into(), path, dict.as_ref());
+            let opened =
+                crate::maintenance::compression::Compressed::open(original.clone().into(), path, dict.as_ref());
             match opened.and_then(|c| c.logical(path)) {
                 Ok(logical) => original = logical,
                 Err(e) => {
@@ -499,7 +500,7 @@ impl Repairer<'_> {
             let file = self.read(path)?;
             self.quarantine(&name, &file)?;
             self.replace(&name, &rebuilt.bytes)?;
-            let idx = self.dir.join(crate::segment::index_file_name(base));
+            let idx = self.dir.join(crate::format::segment::index_file_name(base));
             if self.st.exists(&idx) {
                 self.st.remove(&idx).ctx(|| format!("removing {}", idx.display()))?;
             }
@@ -741,7 +742,7 @@ impl Repairer<'_> {
     fn index(&mut self, path: &Path, bytes: &[u8], base: u64) -> Result<()> {
         let scanned = index_segment(bytes, base, path)?;
         let fresh = scanned.index.encode_file();
-        let name = crate::segment::index_file_name(base);
+        let name = crate::format::segment::index_file_name(base);
         let idx = self.dir.join(&name);
         let current = if self.st.exists(&idx) {
             Some(self.read(&idx)?)
@@ -776,10 +777,10 @@ impl Repairer<'_> {
         // A damaged dictionary no segment needs is moved aside; one that some
         // segment needs stays for whoever can restore it.
         if let Some(e) = self.dictionary_error.take() {
-            let path = self.dir.join(crate::compression::DICTIONARY_FILE);
+            let path = self.dir.join(crate::maintenance::compression::DICTIONARY_FILE);
             if self.dictionary_needed == 0 {
                 let bytes = self.read(&path)?;
-                self.quarantine(crate::compression::DICTIONARY_FILE, &bytes)?;
+                self.quarantine(crate::maintenance::compression::DICTIONARY_FILE, &bytes)?;
                 self.st.remove(&path).ctx(|| format!("removing {}", path.display()))?;
                 self.act(format!(
                     "{}: unreadable ({e}) and used by no segment; moved to quarantine",

@@ -8,9 +8,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::{META_FILE, STREAMS_FILE};
 use crate::error::{Error, IoContext, Result};
-use crate::index::Lookup;
+use crate::format::checkpoint::{META_FILE, STREAMS_FILE};
+use crate::format::index::Lookup;
 use crate::storage::{Storage, write_atomically};
 use crate::store::Shared;
 
@@ -97,15 +97,15 @@ pub(crate) fn backup(shared: &Shared, dest: &Path) -> Result<BackupReport> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         copy_bytes(st, dest, &name, &seg.bytes, &mut report)?;
-        let idx_name = crate::segment::index_file_name(seg.index.base());
+        let idx_name = crate::format::segment::index_file_name(seg.index.base());
         copy_bytes(st, dest, &idx_name, seg.index.raw(), &mut report)?;
     }
     // Compressed segments may need the store's dictionary.
-    if let Ok(dict) = st.map(&shared.dir.join(crate::compression::DICTIONARY_FILE)) {
+    if let Ok(dict) = st.map(&shared.dir.join(crate::maintenance::compression::DICTIONARY_FILE)) {
         copy_bytes(
             st,
             dest,
-            crate::compression::DICTIONARY_FILE,
+            crate::maintenance::compression::DICTIONARY_FILE,
             (*dict).as_ref(),
             &mut report,
         )?;
@@ -147,8 +147,8 @@ pub fn restore_with(storage: std::sync::Arc<dyn Storage>, from: &Path, to: &Path
     for name in st.list(from).ctx(|| format!("listing {}", from.display()))? {
         let keep = name == META_FILE
             || name == STREAMS_FILE
-            || name == crate::compression::DICTIONARY_FILE
-            || matches!(crate::segment::parse_file_name(&name), Some((_, "seg" | "idx")));
+            || name == crate::maintenance::compression::DICTIONARY_FILE
+            || matches!(crate::format::segment::parse_file_name(&name), Some((_, "seg" | "idx")));
         if !keep {
             continue;
         }
@@ -183,6 +183,6 @@ pub(crate) fn stats(shared: &Shared) -> StoreStats {
         segment_bytes: live.iter().map(|s| s.bytes.len() as u64).sum::<u64>() + active_end,
         index_bytes: live.iter().map(|s| s.index.raw().len() as u64).sum(),
         active_events,
-        last_background_error: crate::compression::last_background_error(shared),
+        last_background_error: crate::maintenance::compression::last_background_error(shared),
     }
 }

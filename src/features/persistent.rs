@@ -20,10 +20,10 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::event::{EventData, ExpectedVersion, RecordedEvent};
-use crate::index::hash_str;
+use crate::features::subscription::SubscribeFrom;
+use crate::format::index::hash_str;
 use crate::query::Filter;
 use crate::store::{Direction, LogFrom, Store, StreamFrom};
-use crate::subscription::SubscribeFrom;
 
 /// The system stream of group definitions.
 pub const GROUPS_STREAM: &str = "$groups";

@@ -17,11 +17,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
 use crate::event::now_micros;
-use crate::index::{Lookup, SegmentIndex};
-use crate::metadata::{META_PREFIX, SNAPSHOT_PREFIX, StreamMetadata};
-use crate::record::{self, EventView, Frame, LostView, SealView};
-use crate::recovery::index_segment;
-use crate::segment::{SEGMENT_HEADER, SegmentHeader, segment_file_name};
+use crate::features::metadata::{META_PREFIX, SNAPSHOT_PREFIX, StreamMetadata};
+use crate::format::index::{Lookup, SegmentIndex};
+use crate::format::record::{self, EventView, Frame, LostView, SealView};
+use crate::format::segment::{SEGMENT_HEADER, SegmentHeader, segment_file_name};
+use crate::log::recovery::index_segment;
 use crate::storage::write_atomically;
 use crate::store::{SealedSegment, Shared, mapped_bytes};
 
@@ -316,7 +316,7 @@ fn rewrite(
     let st = &*shared.storage;
     let dir = &shared.dir;
     let name = segment_file_name(base);
-    let idx_name = crate::segment::index_file_name(base);
+    let idx_name = crate::format::segment::index_file_name(base);
     let idx_path = dir.join(&idx_name);
     // 1. Without an index, a reopen rebuilds one from whichever segment it finds.
     st.remove(&idx_path)

@@ -1,0 +1,9 @@
+//! Features built on the [`crate::Store`] API: catch-up subscriptions,
+//! persistent subscription groups, stream metadata and snapshots.
+//!
+//! They read and append through the store like any client; they must never
+//! touch files or the log's internals.
+
+pub mod metadata;
+pub mod persistent;
+pub mod subscription;

@@ -1,0 +1,10 @@
+//! The log: segment files, recovery at open, and the one write path.
+//!
+//! This layer owns the files of a data directory while a store is open: it
+//! recovers them ([`recovery`]), appends to them ([`writer`]) and hands readers
+//! what the writer published. It builds on [`crate::format`] and
+//! [`crate::storage`]; it must never import the store facade, maintenance or
+//! features above it.
+
+pub mod recovery;
+pub(crate) mod writer;
