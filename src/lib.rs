@@ -42,11 +42,12 @@ pub use persistent::{
     Consumer, Delivery, Group, GroupInfo, GroupSettings, GroupSource, NackAction, ParkedRecord, Strategy,
 };
 pub use query::{AppendCondition, Filter, Pattern, Query, QueryItem};
+pub use query::{Direction, LogFrom, StreamFrom};
 pub use recovery::TornTail;
 pub use repair::{RepairReport, repair, repair_with};
 pub use retention::{RetentionPolicy, RetentionRule, ScavengeReport};
 pub use storage::{FsStorage, SimStorage, Storage};
-pub use store::{Direction, LogFrom, Store, StreamFrom};
+pub use store::Store;
 pub use subscription::{
     Message, ReplayOptions, ReplayReport, SubscribeFrom, Subscription, SubscriptionOptions, SubscriptionReceiver,
 };

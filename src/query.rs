@@ -201,3 +201,34 @@ pub struct AppendCondition {
 fn type_and_tags_match(types: &[String], tags: &[String], ev: &EventView<'_>) -> bool {
     (types.is_empty() || types.iter().any(|t| t == ev.event_type)) && tags.iter().all(|t| ev.tags.contains(&t.as_str()))
 }
+
+/// Direction of a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Oldest first.
+    Forward,
+    /// Newest first.
+    Backward,
+}
+
+/// Where a stream read starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFrom {
+    /// The first event (forward) or the last one (backward), whichever the direction starts at.
+    Start,
+    /// The stream's last event.
+    End,
+    /// This revision.
+    Revision(u64),
+}
+
+/// Where a read of the global log starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFrom {
+    /// Position 0 (forward) or the last event (backward).
+    Start,
+    /// The last event.
+    End,
+    /// This position (inclusive).
+    Position(u64),
+}

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::event::{AppendResult, EventData, ExpectedVersion, RecordedEvent, now_micros};
-use crate::store::{Direction, Store, StreamFrom};
+use crate::query::{Direction, StreamFrom};
+use crate::store::Store;
 
 /// Prefix of metadata streams.
 pub const META_PREFIX: &str = "$meta-";

@@ -23,7 +23,8 @@ use crate::event::{EventData, ExpectedVersion, RecordedEvent};
 use crate::features::subscription::SubscribeFrom;
 use crate::format::index::hash_str;
 use crate::query::Filter;
-use crate::store::{Direction, LogFrom, Store, StreamFrom};
+use crate::query::{Direction, LogFrom, StreamFrom};
+use crate::store::Store;
 
 /// The system stream of group definitions.
 pub const GROUPS_STREAM: &str = "$groups";
@@ -569,7 +570,7 @@ impl Group<'_> {
                     LogFrom::Position(inner.cursor),
                     n,
                     filter,
-                    crate::store::Visibility::Visible,
+                    crate::log::read::Visibility::Visible,
                 )?;
                 match stop {
                     // Everything before the damage first; the next refill meets it at once.

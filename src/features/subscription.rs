@@ -19,8 +19,9 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
+use crate::log::state::Shared;
 use crate::query::Filter;
-use crate::store::{Direction, LogFrom, Shared, StreamFrom};
+use crate::query::{Direction, LogFrom, StreamFrom};
 
 /// Where a subscription starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -225,7 +226,7 @@ impl Subscription {
                     LogFrom::Position(self.next),
                     batch,
                     filter,
-                    crate::store::Visibility::Visible,
+                    crate::log::read::Visibility::Visible,
                 )?;
                 if let Some(stop) = stop {
                     self.seen_head = head;

@@ -6,5 +6,8 @@
 //! [`crate::storage`]; it must never import the store facade, maintenance or
 //! features above it.
 
+pub(crate) mod read;
 pub mod recovery;
+pub(crate) mod segments;
+pub(crate) mod state;
 pub(crate) mod writer;

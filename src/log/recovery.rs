@@ -26,9 +26,10 @@ use crate::format::checkpoint::{
 use crate::format::index::{IndexEntry, Lookup, MemIndex, SegmentIndex};
 use crate::format::record::{EventView, Frame};
 use crate::format::segment::{self, SEGMENT_HEADER, ScanEnd, SegmentHeader, segment_file_name};
+use crate::log::segments::{ActiveSegment, SealedSegment, mapped_bytes};
+use crate::log::state::Shared;
 use crate::options::Options;
 use crate::storage::{Storage, read_whole, write_atomically};
-use crate::store::{ActiveSegment, SealedSegment, Shared, mapped_bytes};
 
 /// Name of the lock file.
 pub const LOCK_FILE: &str = "LOCK";

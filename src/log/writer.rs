@@ -31,10 +31,11 @@ use crate::format::checkpoint::{DURABLE_FILE, DurableMark, STREAMS_FILE, StreamS
 use crate::format::index::{IndexEntry, Lookup, MemIndex, SegmentIndex};
 use crate::format::record::{self, EventView, Frame, GroupView, SealView};
 use crate::format::segment::{SEGMENT_HEADER, SegmentHeader, segment_file_name};
+use crate::log::segments::{ActiveSegment, SealedSegment, mapped_bytes};
+use crate::log::state::Shared;
 use crate::options::Durability;
 use crate::query::AppendCondition;
 use crate::storage::write_atomically;
-use crate::store::{ActiveSegment, SealedSegment, Shared, mapped_bytes};
 
 /// One append, as built by [`crate::Store::append`].
 pub(crate) struct AppendRequest {

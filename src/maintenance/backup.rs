@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, IoContext, Result};
 use crate::format::checkpoint::{META_FILE, STREAMS_FILE};
 use crate::format::index::Lookup;
+use crate::log::state::Shared;
 use crate::storage::{Storage, write_atomically};
-use crate::store::Shared;
 
 /// What a backup copied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -394,7 +394,10 @@ pub struct CompressReport {
 /// Compresses every sealed segment of the store behind `shared` that is not
 /// compressed yet. The index stays valid (it uses logical offsets); the file
 /// is replaced atomically, so a crash leaves the old or the new form.
-pub(crate) fn compress_sealed(shared: &crate::store::Shared, options: &CompressionOptions) -> Result<CompressReport> {
+pub(crate) fn compress_sealed(
+    shared: &crate::log::state::Shared,
+    options: &CompressionOptions,
+) -> Result<CompressReport> {
     use crate::format::index::Lookup;
     let _one_at_a_time = shared.scavenging.lock();
     let mut report = CompressReport::default();
@@ -445,11 +448,11 @@ pub(crate) fn compress_sealed(shared: &crate::store::Shared, options: &Compressi
 /// Compresses one sealed segment and replaces its file; returns the segment as
 /// reopened and its new size, or `None` if compression gains nothing.
 fn compress_one(
-    shared: &crate::store::Shared,
-    seg: &crate::store::SealedSegment,
+    shared: &crate::log::state::Shared,
+    seg: &crate::log::segments::SealedSegment,
     options: &CompressionOptions,
     dict: Option<&Arc<Dictionary>>,
-) -> Result<Option<(crate::store::SealedSegment, u64)>> {
+) -> Result<Option<(crate::log::segments::SealedSegment, u64)>> {
     use crate::error::IoContext;
     use crate::format::index::Lookup;
     let st = &*shared.storage;
@@ -470,9 +473,9 @@ fn compress_one(
     replace_checked(st, &shared.dir, &name, &packed, check)?;
     let idx_name = crate::format::segment::index_file_name(seg.index.base());
     let idx_path = shared.dir.join(&idx_name);
-    let new = crate::store::SealedSegment::new(
+    let new = crate::log::segments::SealedSegment::new(
         seg.path.clone(),
-        crate::store::mapped_bytes(st.map(&seg.path).ctx(|| format!("mapping {name}"))?),
+        crate::log::segments::mapped_bytes(st.map(&seg.path).ctx(|| format!("mapping {name}"))?),
         crate::format::index::SegmentIndex::open(st.map(&idx_path).ctx(|| format!("mapping {idx_name}"))?, &idx_path)?,
         dict,
     )?;
@@ -563,7 +566,7 @@ static BACKGROUND_ERRORS: std::sync::LazyLock<Mutex<BackgroundErrors>> = std::sy
 
 /// Keeps the error of a background run of `task` (if it failed) as the store's
 /// last background error, with the time it happened.
-pub(crate) fn record_background<T>(shared: &crate::store::Shared, task: &str, result: Result<T>) {
+pub(crate) fn record_background<T>(shared: &crate::log::state::Shared, task: &str, result: Result<T>) {
     if let Err(e) = result {
         let secs = crate::event::now_micros().div_euclid(1_000_000);
         let mut errors = BACKGROUND_ERRORS.lock();
@@ -581,7 +584,7 @@ pub(crate) fn record_background<T>(shared: &crate::store::Shared, task: &str, re
 
 /// The last error of the background compressor or scavenger of the store
 /// behind `shared`; `None` if none failed.
-pub(crate) fn last_background_error(shared: &crate::store::Shared) -> Option<String> {
+pub(crate) fn last_background_error(shared: &crate::log::state::Shared) -> Option<String> {
     let errors = BACKGROUND_ERRORS.lock();
     let (storage, error) = errors.get(&shared.dir)?;
     let storage = storage.upgrade()?;
@@ -591,8 +594,8 @@ pub(crate) fn last_background_error(shared: &crate::store::Shared) -> Option<Str
 /// Trains the store's dictionary from event frames of the given (uncompressed)
 /// sealed segments and writes it durably, once.
 fn train_dictionary(
-    shared: &crate::store::Shared,
-    segments: &[Arc<crate::store::SealedSegment>],
+    shared: &crate::log::state::Shared,
+    segments: &[Arc<crate::log::segments::SealedSegment>],
     options: &CompressionOptions,
 ) -> Result<()> {
     use crate::error::IoContext;

@@ -22,8 +22,9 @@ use crate::format::index::{Lookup, SegmentIndex};
 use crate::format::record::{self, EventView, Frame, LostView, SealView};
 use crate::format::segment::{SEGMENT_HEADER, SegmentHeader, segment_file_name};
 use crate::log::recovery::index_segment;
+use crate::log::segments::{SealedSegment, mapped_bytes};
+use crate::log::state::Shared;
 use crate::storage::write_atomically;
-use crate::store::{SealedSegment, Shared, mapped_bytes};
 
 /// What to keep, store-wide. The default keeps everything forever.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

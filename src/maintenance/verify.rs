@@ -13,7 +13,7 @@ use crate::format::index::Lookup;
 use crate::format::record::Frame;
 use crate::format::segment::{self, SEGMENT_HEADER, ScanEnd, SegmentHeader};
 use crate::log::recovery::index_segment;
-use crate::store::Shared;
+use crate::log::state::Shared;
 
 /// One problem found by [`crate::Store::verify`].
 #[derive(Debug, Clone, PartialEq, Eq)]

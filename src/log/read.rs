@@ -1,0 +1,600 @@
+//! The read paths of the log: by stream, by position, by filter and by id.
+//!
+//! Reads take no lock while doing I/O and see only positions the writer has
+//! published; damage a read-only open stepped around, or an event that fails
+//! its checks, stops a read with its error, never with a short answer. This
+//! module must never write.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::event::RecordedEvent;
+use crate::format::index::{Lookup, hash_str};
+use crate::format::record::{self, EventView, Frame};
+use crate::log::segments::{ActiveSegment, SealedSegment};
+use crate::log::state::Shared;
+use crate::query::{Direction, Filter, LogFrom, StreamFrom};
+
+/// Whether a read applies stream metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Visibility {
+    /// Only events the stream's metadata lets readers see.
+    Visible,
+    /// Every stored event (for the write path's own checks).
+    Raw,
+}
+
+/// What a read wants of the frame it decodes.
+#[derive(Clone, Copy)]
+enum Want<'a> {
+    /// Every event.
+    Any,
+    /// Events passing the filter.
+    Filter(&'a Filter),
+    /// Events of this stream (another stream with the same hash is skipped).
+    Stream(&'a str),
+}
+
+/// Where a read stopped short, before a position it could not read.
+#[derive(Debug)]
+pub(crate) struct Stop {
+    /// The first position that could not be read.
+    pub(crate) position: u64,
+    /// The first position after the damage (where a reader that skips it goes on).
+    pub(crate) resume: u64,
+    /// Why.
+    pub(crate) error: Error,
+}
+
+/// One segment, sealed or active, as a read sees it.
+pub(crate) enum SegRef {
+    Sealed(Arc<SealedSegment>),
+    Active(Arc<ActiveSegment>),
+}
+
+impl SegRef {
+    fn with<R>(&self, f: impl FnOnce(&dyn Lookup) -> R) -> R {
+        match self {
+            SegRef::Sealed(s) => f(&s.index),
+            SegRef::Active(a) => f(&*a.index.read()),
+        }
+    }
+    fn path(&self) -> &Path {
+        match self {
+            SegRef::Sealed(s) => &s.path,
+            SegRef::Active(a) => &a.path,
+        }
+    }
+}
+
+impl Shared {
+    /// All segments, oldest first; the active one last.
+    pub(crate) fn segments(&self) -> Vec<SegRef> {
+        // Active first, then sealed: a rotation in between only adds the old
+        // active segment to the sealed list, which we then see twice at most
+        // for positions it does not hold.
+        let active = self.active.read().clone();
+        let sealed = self.sealed.read().clone();
+        let active_base = active.index.read().base();
+        let mut out: Vec<SegRef> = sealed
+            .iter()
+            .filter(|s| s.index.base() < active_base)
+            .cloned()
+            .map(SegRef::Sealed)
+            .collect();
+        out.push(SegRef::Active(active));
+        out
+    }
+
+    /// Reads and decodes the frame at `loc = (position, offset, end)` of `seg`
+    /// and checks it holds `position`; `None` if it is not what `want` asks for.
+    fn read_at(&self, seg: &SegRef, loc: (u64, u64, u64), want: Want<'_>) -> Result<Option<RecordedEvent>> {
+        let (position, offset, end) = loc;
+        let path = seg.path();
+        if end == offset {
+            // Positions sharing one frame: a repair's record of lost events.
+            return Ok(None);
+        }
+        let len = end
+            .checked_sub(offset)
+            .filter(|l| *l as usize <= record::MAX_BODY + record::FRAME_HEADER)
+            .ok_or_else(|| Error::corruption(path, offset, "index gives a bad frame range"))?;
+        let frame: Bytes = match seg {
+            SegRef::Sealed(s) => s.range(offset, end)?,
+            SegRef::Active(a) => {
+                let mut buf = vec![0u8; len as usize];
+                a.file.read_exact_at(&mut buf, offset).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::UnexpectedEof => {
+                        Error::corruption(path, offset, "frame past the end of the segment")
+                    }
+                    _ => Error::io(format!("reading {}", path.display()), e),
+                })?;
+                Bytes::from(buf)
+            }
+        };
+        let Some(view) = decode_event_at(&frame, path, offset, position)? else {
+            return Ok(None);
+        };
+        let wanted = match want {
+            Want::Any => true,
+            Want::Filter(f) => f.matches(&view),
+            Want::Stream(s) => s == view.stream,
+        };
+        Ok(wanted.then(|| to_recorded(&view, Some(&frame))))
+    }
+
+    /// Finds the segment holding `position`, with the list's index.
+    fn locate(segs: &[SegRef], position: u64) -> Option<usize> {
+        let i = segs.partition_point(|s| s.with(|l| l.base()) <= position);
+        i.checked_sub(1)
+    }
+
+    /// Reads up to `limit` events of the global log.
+    pub(crate) fn read_log(
+        &self,
+        direction: Direction,
+        from: LogFrom,
+        limit: usize,
+        filter: &Filter,
+    ) -> Result<Vec<RecordedEvent>> {
+        self.read_log_as(direction, from, limit, filter, Visibility::Visible)
+    }
+
+    /// Reads the global log; `Visibility::Raw` also returns events hidden by stream metadata.
+    pub(crate) fn read_log_as(
+        &self,
+        direction: Direction,
+        from: LogFrom,
+        limit: usize,
+        filter: &Filter,
+        visibility: Visibility,
+    ) -> Result<Vec<RecordedEvent>> {
+        // A read that would have to pass damage to answer fails with its error:
+        // a short answer must never look like the end of the log.
+        match self.read_log_stop(direction, from, limit, filter, visibility)? {
+            (_, Some(stop)) => Err(stop.error),
+            (out, None) => Ok(out),
+        }
+    }
+
+    /// Reads the global log up to `limit` events, stopping before the first
+    /// damaged position the read reaches (damage a read-only open stepped
+    /// around, or an event that fails its checks): the events before it, and
+    /// where and why it stopped.
+    pub(crate) fn read_log_stop(
+        &self,
+        direction: Direction,
+        from: LogFrom,
+        limit: usize,
+        filter: &Filter,
+        visibility: Visibility,
+    ) -> Result<(Vec<RecordedEvent>, Option<Stop>)> {
+        if self.damage.is_empty() || limit == 0 {
+            return self.read_log_range(direction, from, limit, filter, visibility, (0, u64::MAX));
+        }
+        let start = match (from, direction) {
+            (LogFrom::Start, Direction::Forward) => 0,
+            (LogFrom::Start | LogFrom::End, Direction::Backward) => u64::MAX,
+            (LogFrom::End, Direction::Forward) => return Ok((Vec::new(), None)),
+            (LogFrom::Position(p), _) => p,
+        };
+        let stop_at = |d: &crate::log::recovery::Damage| Stop {
+            position: d.first_position,
+            resume: d.end_position,
+            error: d.error(),
+        };
+        if let Some(d) = self.damage_at(start).filter(|_| start != u64::MAX) {
+            return Ok((Vec::new(), Some(stop_at(d))));
+        }
+        let (bounds, damage) = match direction {
+            Direction::Forward => match self.damage_ahead(start) {
+                Some(d) => ((0, d.first_position), Some(d)),
+                None => ((0, u64::MAX), None),
+            },
+            Direction::Backward => match self.damage_behind(start) {
+                Some(d) => ((d.end_position, u64::MAX), Some(d)),
+                None => ((0, u64::MAX), None),
+            },
+        };
+        let (out, stop) = self.read_log_range(direction, from, limit, filter, visibility, bounds)?;
+        let stop = match (stop, damage) {
+            (Some(s), _) => Some(s),
+            // Fewer than asked for: the read ran into the damage.
+            (None, Some(d)) if out.len() < limit => Some(stop_at(d)),
+            (None, _) => None,
+        };
+        Ok((out, stop))
+    }
+
+    /// Reads the global log within the positions `[bounds.0, bounds.1)`,
+    /// stopping before an event that fails its checks.
+    fn read_log_range(
+        &self,
+        direction: Direction,
+        from: LogFrom,
+        limit: usize,
+        filter: &Filter,
+        visibility: Visibility,
+        bounds: (u64, u64),
+    ) -> Result<(Vec<RecordedEvent>, Option<Stop>)> {
+        let check = visibility == Visibility::Visible && !self.metadata.read().by_stream.is_empty();
+        let now = crate::features::metadata::now();
+        let published = self.published().min(bounds.1);
+        let mut out = Vec::new();
+        if published == 0 || limit == 0 {
+            return Ok((out, None));
+        }
+        let start = match (from, direction) {
+            (LogFrom::Start, Direction::Forward) => 0,
+            (LogFrom::Start | LogFrom::End, Direction::Backward) => published - 1,
+            (LogFrom::End, Direction::Forward) => published,
+            (LogFrom::Position(p), Direction::Forward) => p,
+            (LogFrom::Position(p), Direction::Backward) => p.min(published - 1),
+        };
+        if direction == Direction::Forward && start >= published {
+            return Ok((out, None));
+        }
+        let segs = self.segments();
+        let Some(mut si) = Self::locate(&segs, start) else {
+            return Ok((out, None));
+        };
+        let filtered = !filter.is_empty();
+        loop {
+            let seg = &segs[si];
+            // This segment's candidate positions, from its indexes; read lazily,
+            // a chunk at a time, so that a read stops as soon as it has `limit`.
+            let mut positions: Box<dyn Iterator<Item = u64>> = seg.with(|l| {
+                let lo = l.base().max(bounds.0);
+                let hi = l.next_position().min(published);
+                if hi <= lo {
+                    return Box::new(std::iter::empty()) as Box<dyn Iterator<Item = u64>>;
+                }
+                if let Some((min_ts, max_ts)) = l.time_range()
+                    && (filter.since_micros.is_some_and(|s| max_ts < s)
+                        || filter.until_micros.is_some_and(|u| min_ts >= u))
+                {
+                    return Box::new(std::iter::empty());
+                }
+                match (candidates(l, filter), direction) {
+                    (Some(c), Direction::Forward) => {
+                        Box::new(c.into_iter().filter(move |p| *p >= start.max(lo) && *p < hi))
+                    }
+                    (Some(c), Direction::Backward) => {
+                        Box::new(c.into_iter().rev().filter(move |p| *p <= start && *p >= lo && *p < hi))
+                    }
+                    (None, Direction::Forward) => Box::new(start.max(lo)..hi),
+                    (None, Direction::Backward) => Box::new((lo..=start.min(hi - 1)).rev()),
+                }
+            });
+            let want = if filtered { Want::Filter(filter) } else { Want::Any };
+            loop {
+                let chunk: Vec<u64> = positions.by_ref().take((limit - out.len()).clamp(1, 256)).collect();
+                if chunk.is_empty() {
+                    break;
+                }
+                let plan: Vec<(u64, u64, u64)> = seg.with(|l| {
+                    chunk
+                        .iter()
+                        .filter(|p| l.timestamp(**p).is_some_and(|ts| filter.admits_time(ts)))
+                        .filter_map(|p| l.location(*p).map(|(o, e)| (*p, o, e)))
+                        .collect()
+                });
+                for loc in plan {
+                    let ev = match self.read_at(seg, loc, want) {
+                        Ok(Some(ev)) => ev,
+                        Ok(None) => continue,
+                        Err(error) if error.is_corruption() => {
+                            let stop = Stop {
+                                position: loc.0,
+                                resume: loc.0.saturating_add(1),
+                                error,
+                            };
+                            return Ok((out, Some(stop)));
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    if check && !self.is_visible(&ev, now) {
+                        continue;
+                    }
+                    out.push(ev);
+                    if out.len() >= limit {
+                        return Ok((out, None));
+                    }
+                }
+            }
+            match direction {
+                Direction::Forward => {
+                    si += 1;
+                    if si >= segs.len() {
+                        return Ok((out, None));
+                    }
+                }
+                Direction::Backward => {
+                    if si == 0 {
+                        return Ok((out, None));
+                    }
+                    si -= 1;
+                }
+            }
+        }
+    }
+
+    /// Reads up to `limit` events of one stream.
+    pub(crate) fn read_stream(
+        &self,
+        stream: &str,
+        direction: Direction,
+        from: StreamFrom,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let state = self.stream_state(stream).ok_or_else(|| self.stream_not_found(stream))?;
+        let mut out = Vec::new();
+        let start = match (from, direction) {
+            (StreamFrom::Start, Direction::Forward) => 0,
+            (StreamFrom::Start | StreamFrom::End, Direction::Backward) => state.last_revision,
+            (StreamFrom::End, Direction::Forward) => state.last_revision,
+            (StreamFrom::Revision(r), Direction::Forward) => r,
+            (StreamFrom::Revision(r), Direction::Backward) => r.min(state.last_revision),
+        };
+        if limit == 0 || (direction == Direction::Forward && start > state.last_revision) {
+            return Ok(out);
+        }
+        let hash = hash_str(stream);
+        let segs = self.segments();
+        let forward = direction == Direction::Forward;
+        let order: Box<dyn Iterator<Item = &SegRef>> = if forward {
+            Box::new(segs.iter())
+        } else {
+            // Backward reads can skip segments that start after the stream's last event.
+            Box::new(
+                segs.iter()
+                    .rev()
+                    .filter(|s| s.with(|l| l.base()) <= state.last_position),
+            )
+        };
+        let mut next_rev = start;
+        // Revisions hidden by damage (a read-only open): a read that would have
+        // to pass them fails with the damage's error, never answers short.
+        let hidden = |position: u64| match self.damage_ahead(position) {
+            Some(d) => Err(d.error()),
+            None => Err(Error::corruption(&self.dir, 0, "revisions are missing")),
+        };
+        for seg in order {
+            let plan: Vec<(u64, u64, u64, u64)> = seg.with(|l| {
+                if !l.may_contain_stream(hash) {
+                    return Vec::new();
+                }
+                l.stream_entries(hash, next_rev, forward, limit - out.len())
+                    .into_iter()
+                    .filter_map(|(r, p)| l.location(p).map(|(o, e)| (r, p, o, e)))
+                    .collect()
+            });
+            for (rev, p, off, end) in plan {
+                let skipped = if forward { rev > next_rev } else { rev < next_rev };
+                if skipped && !self.damage.is_empty() {
+                    let from = out.last().map_or(0, |e: &RecordedEvent| e.position);
+                    return hidden(from);
+                }
+                if let Some(ev) = self.read_at(seg, (p, off, end), Want::Stream(stream))? {
+                    if ev.revision != rev {
+                        return Err(Error::corruption(seg.path(), off, "revision differs from the index"));
+                    }
+                    next_rev = if forward {
+                        rev.saturating_add(1)
+                    } else {
+                        rev.saturating_sub(1)
+                    };
+                    out.push(ev);
+                    if out.len() >= limit || (!forward && rev == 0) {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+        let unfinished = if forward {
+            next_rev <= state.last_revision
+        } else {
+            out.last().is_none_or(|e| e.revision > 0)
+        };
+        if unfinished && !self.damage.is_empty() {
+            let from = out.last().map_or(0, |e| e.position);
+            return hidden(from);
+        }
+        Ok(out)
+    }
+
+    /// True unless the event's stream metadata hides it (deleted, truncated, too old, too many).
+    pub(crate) fn is_visible(&self, ev: &RecordedEvent, now: i64) -> bool {
+        let meta = self.metadata.read();
+        match meta.by_stream.get(&ev.stream) {
+            None => true,
+            Some(m) => {
+                let last = self.stream_state(&ev.stream).map_or(ev.revision, |s| s.last_revision);
+                m.is_visible(ev.revision, ev.timestamp_micros, last, now)
+            }
+        }
+    }
+
+    /// Reads a stream as its metadata allows: a deleted stream is an error, and
+    /// hidden events are skipped (the read goes on until `limit` visible ones).
+    pub(crate) fn read_stream_visible(
+        &self,
+        stream: &str,
+        direction: Direction,
+        from: StreamFrom,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let Some(meta) = self.metadata.read().by_stream.get(stream).cloned() else {
+            return self.read_stream(stream, direction, from, limit);
+        };
+        let last = self
+            .stream_state(stream)
+            .ok_or_else(|| self.stream_not_found(stream))?
+            .last_revision;
+        if meta.hides_everything(last) {
+            return Err(Error::StreamDeleted(stream.to_string()));
+        }
+        let first = meta.first_visible(last);
+        let now = crate::features::metadata::now();
+        let mut out = Vec::new();
+        let mut from = from;
+        loop {
+            let (start, stop) = match (direction, from) {
+                (Direction::Forward, StreamFrom::Start) => (first, false),
+                (Direction::Forward, StreamFrom::Revision(r)) => (r.max(first), false),
+                (Direction::Forward, StreamFrom::End) => (last.max(first), false),
+                (Direction::Backward, StreamFrom::Start | StreamFrom::End) => (last, false),
+                (Direction::Backward, StreamFrom::Revision(r)) => (r.min(last), r < first),
+            };
+            if stop || limit == out.len() {
+                return Ok(out);
+            }
+            let batch = self.read_stream(
+                stream,
+                direction,
+                StreamFrom::Revision(start),
+                (limit - out.len()).min(1000),
+            )?;
+            let Some(edge) = batch.last().map(|e| e.revision) else {
+                return Ok(out);
+            };
+            let n = batch.len();
+            out.extend(
+                batch
+                    .into_iter()
+                    .filter(|e| meta.is_visible(e.revision, e.timestamp_micros, last, now)),
+            );
+            if n < (limit - out.len()).min(1000) || out.len() >= limit {
+                return Ok(out);
+            }
+            from = match direction {
+                Direction::Forward => StreamFrom::Revision(edge + 1),
+                Direction::Backward if edge == 0 || edge <= first => return Ok(out),
+                Direction::Backward => StreamFrom::Revision(edge - 1),
+            };
+        }
+    }
+
+    /// Position of the event with this id, if stored.
+    pub(crate) fn find_id(&self, id: &Uuid) -> Option<u64> {
+        self.segments().iter().rev().find_map(|s| s.with(|l| l.find_id(id)))
+    }
+
+    /// Reads the event at `position`.
+    pub(crate) fn read_position(&self, position: u64) -> Result<Option<RecordedEvent>> {
+        Ok(self
+            .read_log_as(
+                Direction::Forward,
+                LogFrom::Position(position),
+                1,
+                &Filter::all(),
+                Visibility::Raw,
+            )?
+            .into_iter()
+            .find(|e| e.position == position))
+    }
+
+    /// First event at a position after `after` matching `filter`, if any.
+    pub(crate) fn first_match_after(&self, filter: &Filter, after: Option<u64>) -> Result<Option<u64>> {
+        let from = after.map_or(0, |a| a + 1);
+        Ok(self
+            .read_log_as(Direction::Forward, LogFrom::Position(from), 1, filter, Visibility::Raw)?
+            .first()
+            .map(|e| e.position))
+    }
+}
+
+/// Candidate positions of a segment for a filter, from the indexes; `None` means every position.
+fn candidates(l: &dyn Lookup, f: &Filter) -> Option<Vec<u64>> {
+    let mut found: Option<Vec<u64>> = None;
+    if !f.types.is_empty() {
+        let mut all: Vec<u64> = f.types.iter().flat_map(|t| l.type_positions(hash_str(t))).collect();
+        all.sort_unstable();
+        all.dedup();
+        found = Some(all);
+    }
+    // Every tag must be present: intersect with each tag's list.
+    for t in &f.tags {
+        let list = l.tag_positions(hash_str(t));
+        found = Some(match found {
+            None => list,
+            Some(mut c) => {
+                c.retain(|p| list.binary_search(p).is_ok());
+                c
+            }
+        });
+    }
+    if found.is_some() {
+        return found;
+    }
+    if let Some(prefix) = &f.stream_prefix {
+        let mut all = Vec::new();
+        for (name, s) in l.streams() {
+            if name.starts_with(prefix.as_str()) {
+                let n = s.last_revision.saturating_sub(s.first_revision).saturating_add(1) as usize;
+                all.extend(
+                    l.stream_entries(hash_str(&name), s.first_revision, true, n)
+                        .into_iter()
+                        .map(|(_, p)| p),
+                );
+            }
+        }
+        all.sort_unstable();
+        all.dedup();
+        return Some(all);
+    }
+    None
+}
+
+/// Decodes the event frame in `bytes` (read from `offset` of `path`) and checks
+/// its position; `None` if a repair recorded that position as lost.
+pub(crate) fn decode_event_at<'a>(
+    bytes: &'a [u8],
+    path: &Path,
+    offset: u64,
+    position: u64,
+) -> Result<Option<EventView<'a>>> {
+    match record::decode_frame(bytes) {
+        // The range may end with the next group's frame; the event's own CRC covers it alone.
+        Ok((Frame::Event(v), len)) if len <= bytes.len() => {
+            if v.position != position {
+                return Err(Error::corruption(
+                    path,
+                    offset,
+                    format!("frame holds position {}, index says {position}", v.position),
+                ));
+            }
+            Ok(Some(v))
+        }
+        Ok((Frame::Lost(l), _)) if (l.first_position..l.first_position.saturating_add(l.count)).contains(&position) => {
+            Ok(None)
+        }
+        Ok(_) => Err(Error::corruption(path, offset, "frame is not the indexed event")),
+        Err(e) => Err(Error::corruption(path, offset, e.to_string())),
+    }
+}
+
+/// Turns a borrowed event into an owned one; data and metadata share `frame`'s
+/// memory when the view was decoded from it, and are copied otherwise.
+pub(crate) fn to_recorded(v: &EventView<'_>, frame: Option<&Bytes>) -> RecordedEvent {
+    let share = |part: &[u8]| match frame {
+        Some(f) if !part.is_empty() => f.slice_ref(part),
+        _ => Bytes::copy_from_slice(part),
+    };
+    RecordedEvent {
+        stream: v.stream.to_string(),
+        revision: v.revision,
+        position: v.position,
+        id: v.id,
+        event_type: v.event_type.to_string(),
+        content_type: v.content_type,
+        data: share(v.data),
+        metadata: share(v.metadata),
+        tags: v.tags.iter().map(|t| t.to_string()).collect(),
+        timestamp_micros: v.timestamp,
+    }
+}

@@ -1,0 +1,106 @@
+//! The state an open log shares between its readers, its writer and the
+//! maintenance jobs: the segments, the stream states, the published end, the
+//! writer's failure latch.
+//!
+//! This module owns [`Shared`]; it must never do I/O itself.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::error::Error;
+use crate::format::checkpoint::StreamState;
+use crate::log::segments::{ActiveSegment, SealedSegment};
+use crate::options::Options;
+use crate::storage::{LockGuard, Storage};
+
+/// State shared by readers and the writer.
+pub(crate) struct Shared {
+    pub(crate) dir: PathBuf,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) options: Options,
+    pub(crate) sealed: RwLock<Arc<Vec<Arc<SealedSegment>>>>,
+    pub(crate) active: RwLock<Arc<ActiveSegment>>,
+    pub(crate) streams: RwLock<HashMap<Box<str>, StreamState>>,
+    /// Position after the last published event.
+    pub(crate) next_position: AtomicU64,
+    /// Set, once and for good, when the writer stopped after an error it cannot
+    /// recover from (a failed sync, or a failed write of acknowledged bytes).
+    /// Every write and sync site checks it; [`Shared::poison`] is the only setter.
+    pub(crate) failure: Mutex<Option<String>>,
+    /// Metadata of the streams that have some.
+    pub(crate) metadata: RwLock<crate::features::metadata::MetadataCache>,
+    /// Serialises metadata writes.
+    pub(crate) metadata_writes: Mutex<()>,
+    /// Serialises scavenges.
+    pub(crate) scavenging: Mutex<()>,
+    /// The store's compression dictionary, once trained.
+    pub(crate) dictionary: RwLock<Option<Arc<crate::maintenance::compression::Dictionary>>>,
+    /// Wakes subscribers on each publication and when the store closes.
+    pub(crate) notifier: crate::features::subscription::Notifier,
+    /// The durable-end checkpoint as last read or written (`durable.chk`), so
+    /// that a close with nothing new to record writes nothing.
+    pub(crate) durable_mark: Mutex<Option<crate::format::checkpoint::DurableMark>>,
+    /// Torn tails that this open cut off the last segment.
+    pub(crate) torn_at_open: Vec<crate::log::recovery::TornTail>,
+    /// Damage a read-only open stepped around, by position.
+    pub(crate) damage: Vec<crate::log::recovery::Damage>,
+    pub(crate) _lock: Box<dyn LockGuard>,
+}
+
+impl Shared {
+    /// Latches the writer's failure (the first cause wins) and returns the error
+    /// every later append gets.
+    pub(crate) fn poison(&self, cause: String) -> Error {
+        let mut f = self.failure.lock();
+        let cause = f.get_or_insert(cause).clone();
+        Error::Poisoned { cause }
+    }
+
+    /// The latched failure as an error, if the writer stopped.
+    pub(crate) fn poisoned(&self) -> Option<Error> {
+        self.failure.lock().clone().map(|cause| Error::Poisoned { cause })
+    }
+
+    /// The damage hiding `position`, if a read-only open found some there.
+    pub(crate) fn damage_at(&self, position: u64) -> Option<&crate::log::recovery::Damage> {
+        self.damage
+            .iter()
+            .find(|d| d.first_position <= position && position < d.end_position)
+    }
+
+    /// A stream that is not found, or, in a damaged store, that may be hidden by the damage.
+    pub(crate) fn stream_not_found(&self, stream: &str) -> Error {
+        match self.damage.first() {
+            Some(d) => d.error(),
+            None => Error::StreamNotFound(stream.to_string()),
+        }
+    }
+
+    /// The first damage a forward read from `start` would step over, if any.
+    pub(crate) fn damage_ahead(&self, start: u64) -> Option<&crate::log::recovery::Damage> {
+        self.damage
+            .iter()
+            .filter(|d| d.end_position > start)
+            .min_by_key(|d| d.first_position)
+    }
+
+    /// The last damage a backward read from `start` would step over, if any.
+    pub(crate) fn damage_behind(&self, start: u64) -> Option<&crate::log::recovery::Damage> {
+        self.damage
+            .iter()
+            .filter(|d| d.first_position <= start)
+            .max_by_key(|d| d.first_position)
+    }
+
+    pub(crate) fn published(&self) -> u64 {
+        self.next_position.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn stream_state(&self, stream: &str) -> Option<StreamState> {
+        self.streams.read().get(stream).copied()
+    }
+}
