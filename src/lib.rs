@@ -36,6 +36,7 @@ pub use backup::{BackupReport, StoreStats, restore, restore_with};
 pub use compression::{CompressReport, CompressionOptions};
 pub use error::{Error, Result};
 pub use event::{AppendResult, ContentType, EventData, ExpectedVersion, RecordedEvent, StreamInfo};
+pub use log::damage::{Damage, TornTail};
 pub use metadata::{Snapshot, StreamMetadata};
 pub use options::{Durability, Options};
 pub use persistent::{
@@ -43,7 +44,6 @@ pub use persistent::{
 };
 pub use query::{AppendCondition, Filter, Pattern, Query, QueryItem};
 pub use query::{Direction, LogFrom, StreamFrom};
-pub use recovery::TornTail;
 pub use repair::{RepairReport, repair, repair_with};
 pub use retention::{RetentionPolicy, RetentionRule, ScavengeReport};
 pub use storage::{FsStorage, SimStorage, Storage};

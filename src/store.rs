@@ -134,7 +134,7 @@ impl Store {
     }
 
     /// Damage that a read-only open stepped around (empty for a store open for writing).
-    pub fn damage(&self) -> &[crate::log::recovery::Damage] {
+    pub fn damage(&self) -> &[crate::log::damage::Damage] {
         &self.shared.damage
     }
 
@@ -233,9 +233,9 @@ impl Store {
 
     /// The torn tails this open cut off the last segment (bytes written after
     /// the last durable append, never acknowledged under [`crate::Durability::Always`]),
-    /// each kept in `torn/`. Empty after a clean close. [`crate::log::recovery::torn_tails`]
+    /// each kept in `torn/`. Empty after a clean close. [`crate::log::damage::torn_tails`]
     /// lists every torn tail ever kept.
-    pub fn torn_tails_at_open(&self) -> &[crate::log::recovery::TornTail] {
+    pub fn torn_tails_at_open(&self) -> &[crate::log::damage::TornTail] {
         &self.shared.torn_at_open
     }
 

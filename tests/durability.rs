@@ -199,7 +199,7 @@ fn a_torn_tail_after_a_crash_is_cut_and_reported() {
     assert_eq!(cut.len(), 1, "{cut:?}");
     assert_eq!(cut[0].segment_base, 0);
     assert!(cut[0].bytes > 0);
-    assert_eq!(annal::recovery::torn_tails(&sim, Path::new(SIM)).unwrap(), cut);
+    assert_eq!(annal::log::damage::torn_tails(&sim, Path::new(SIM)).unwrap(), cut);
     // verify lists it, and a torn tail is no damage.
     let report = store.verify().unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);

@@ -109,7 +109,7 @@ pub fn stats(ctx: &Ctx, format: Format) -> CliResult {
     let store = ctx.open_read()?;
     let s = store.stats();
     let dir = &ctx.data;
-    let torn = annal::recovery::torn_tails(&annal::FsStorage, dir)?;
+    let torn = annal::log::damage::torn_tails(&annal::FsStorage, dir)?;
     let all = usage(dir);
     let space = fs_space(dir);
     let stats = Stats {

@@ -6,8 +6,10 @@
 //! [`crate::storage`]; it must never import the store facade, maintenance or
 //! features above it.
 
+pub mod damage;
 pub(crate) mod read;
 pub mod recovery;
+pub(crate) mod scan;
 pub(crate) mod segments;
 pub(crate) mod state;
 pub(crate) mod writer;

@@ -74,19 +74,9 @@ impl SegRef {
 impl Shared {
     /// All segments, oldest first; the active one last.
     pub(crate) fn segments(&self) -> Vec<SegRef> {
-        // Active first, then sealed: a rotation in between only adds the old
-        // active segment to the sealed list, which we then see twice at most
-        // for positions it does not hold.
-        let active = self.active.read().clone();
-        let sealed = self.sealed.read().clone();
-        let active_base = active.index.read().base();
-        let mut out: Vec<SegRef> = sealed
-            .iter()
-            .filter(|s| s.index.base() < active_base)
-            .cloned()
-            .map(SegRef::Sealed)
-            .collect();
-        out.push(SegRef::Active(active));
+        let now = self.segments.snapshot();
+        let mut out: Vec<SegRef> = now.sealed.iter().cloned().map(SegRef::Sealed).collect();
+        out.extend(now.active.map(SegRef::Active));
         out
     }
 
@@ -182,7 +172,7 @@ impl Shared {
             (LogFrom::End, Direction::Forward) => return Ok((Vec::new(), None)),
             (LogFrom::Position(p), _) => p,
         };
-        let stop_at = |d: &crate::log::recovery::Damage| Stop {
+        let stop_at = |d: &crate::log::damage::Damage| Stop {
             position: d.first_position,
             resume: d.end_position,
             error: d.error(),

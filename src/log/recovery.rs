@@ -23,66 +23,17 @@ use crate::event::now_micros;
 use crate::format::checkpoint::{
     DURABLE_FILE, DurableMark, META_FILE, STREAMS_FILE, StoreMeta, StreamState, StreamsCheckpoint,
 };
-use crate::format::index::{IndexEntry, Lookup, MemIndex, SegmentIndex};
-use crate::format::record::{EventView, Frame};
+use crate::format::index::{Lookup, SegmentIndex};
 use crate::format::segment::{self, SEGMENT_HEADER, ScanEnd, SegmentHeader, segment_file_name};
-use crate::log::segments::{ActiveSegment, SealedSegment, mapped_bytes};
+use crate::log::damage::{Damage, TornTail, damage_of, save_torn_tail};
+use crate::log::scan::{Scanned, index_segment};
+use crate::log::segments::{ActiveSegment, SealedSegment, SegmentSet, mapped_bytes};
 use crate::log::state::Shared;
 use crate::options::Options;
 use crate::storage::{Storage, read_whole, write_atomically};
 
 /// Name of the lock file.
 pub const LOCK_FILE: &str = "LOCK";
-/// Folder where cut-off torn tails are kept.
-pub const TORN_DIR: &str = "torn";
-
-/// A torn tail that recovery cut off the last segment and kept in `torn/`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TornTail {
-    /// The side file holding the cut bytes (`torn/<base>-<offset>-<k>.bin`).
-    pub file: PathBuf,
-    /// Base position of the segment they were cut from.
-    pub segment_base: u64,
-    /// Offset in that segment where the cut started.
-    pub offset: u64,
-    /// Number of bytes cut.
-    pub bytes: u64,
-}
-
-/// Every torn tail kept in `dir/torn/`, oldest segment and offset first: what
-/// recovery has ever cut and nobody has removed since.
-pub fn torn_tails(storage: &dyn Storage, dir: &Path) -> Result<Vec<TornTail>> {
-    let torn = dir.join(TORN_DIR);
-    if !storage.exists(&torn) {
-        return Ok(Vec::new());
-    }
-    let mut out = Vec::new();
-    for name in storage.list(&torn).ctx(|| format!("listing {}", torn.display()))? {
-        let Some(stem) = name.strip_suffix(".bin") else {
-            continue;
-        };
-        let mut parts = stem.splitn(3, '-');
-        let (Some(Ok(segment_base)), Some(Ok(offset))) =
-            (parts.next().map(str::parse::<u64>), parts.next().map(str::parse::<u64>))
-        else {
-            continue;
-        };
-        let file = torn.join(&name);
-        let bytes = storage
-            .open(&file, false)
-            .and_then(|f| f.len())
-            .ctx(|| format!("reading {}", file.display()))?;
-        out.push(TornTail {
-            file,
-            segment_base,
-            offset,
-            bytes,
-        });
-    }
-    out.sort_by_key(|t| (t.segment_base, t.offset));
-    Ok(out)
-}
-
 /// What `durable.chk` says, as recovery uses it.
 enum Claim {
     /// No clean close recorded: only group frames claim anything durable.
@@ -115,29 +66,6 @@ pub(crate) enum Access {
     /// another process holds, a damaged store). Damage is recorded and stepped
     /// around instead of refusing the open.
     ReadOnly,
-}
-
-/// Damage that a read-only open found and stepped around: reads of the
-/// positions it hides fail with [`Error::Corruption`] naming it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Damage {
-    /// The damaged file.
-    pub file: PathBuf,
-    /// Byte offset of the damage in that file.
-    pub offset: u64,
-    /// What is wrong.
-    pub reason: String,
-    /// First position that cannot be read because of it.
-    pub first_position: u64,
-    /// Position after the last one it hides; `u64::MAX` when the log ends in it.
-    pub end_position: u64,
-}
-
-impl Damage {
-    /// The error a read touching this damage returns.
-    pub fn error(&self) -> Error {
-        Error::corruption(&self.file, self.offset, self.reason.clone())
-    }
 }
 
 /// Holds no lock: a read-only open leaves the directory to its writer.
@@ -305,20 +233,15 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
         );
         damage.push(damage_of(e, expected_base, u64::MAX));
     }
+    // The writer appends to a new segment when the last one is sealed (or there is none).
+    if active.is_none() && !read_only {
+        active = Some(Arc::new(ActiveSegment::create(st, dir, expected_base)?));
+    }
     let shared = Shared {
         dir: dir.to_path_buf(),
         storage: storage.clone(),
         options,
-        sealed: RwLock::new(Arc::new(sealed)),
-        // Replaced below when the last segment was sealed (or there was none).
-        active: RwLock::new(match &active {
-            Some(a) => a.clone(),
-            None => Arc::new(ActiveSegment {
-                path: dir.join("none"),
-                file: Arc::new(NoFile),
-                index: RwLock::new(MemIndex::new(expected_base, SEGMENT_HEADER as u64)),
-            }),
-        }),
+        segments: SegmentSet::new(sealed, active),
         streams: RwLock::new(streams),
         next_position: AtomicU64::new(expected_base),
         failure: Mutex::new(None),
@@ -335,10 +258,6 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
         damage,
         _lock: lock,
     };
-    if active.is_none() && !read_only {
-        let a = crate::log::writer::create_segment(&shared, expected_base)?;
-        *shared.active.write() = a;
-    }
     Ok(shared)
 }
 
@@ -402,21 +321,6 @@ fn check_identity(st: &dyn Storage, dir: &Path) -> Result<()> {
 enum Opened {
     Sealed(SealedSegment),
     Active(ActiveSegment),
-}
-
-/// Damage from an error found at open: the positions `first..end` cannot be read.
-fn damage_of(e: Error, first_position: u64, end_position: u64) -> Damage {
-    let (file, offset, reason) = match e {
-        Error::Corruption { file, offset, reason } => (file, offset, reason),
-        other => (PathBuf::new(), 0, other.to_string()),
-    };
-    Damage {
-        file,
-        offset,
-        reason,
-        first_position,
-        end_position,
-    }
 }
 
 /// Opens one segment for reading only: as [`open_segment`] would, but writing
@@ -737,75 +641,6 @@ fn open_segment(
     }
 }
 
-/// A segment's committed events, indexed, and how its scan ended.
-pub(crate) struct Scanned {
-    /// Index of the committed events.
-    pub(crate) index: MemIndex,
-    /// How the scan ended.
-    pub(crate) end: ScanEnd,
-    /// Offset just past the last committed event (the header's end if none).
-    pub(crate) committed_end: u64,
-    /// Valid event frames after the last commit (an unfinished append).
-    pub(crate) pending: usize,
-}
-
-/// Scans a segment body from its header on, indexing events append by append
-/// (the commit rule). A position out of sequence is corruption.
-pub(crate) fn index_segment(bytes: &[u8], base: u64, path: &Path) -> Result<Scanned> {
-    let mut index = MemIndex::new(base, SEGMENT_HEADER as u64);
-    // Events of an append are indexed only once its commit frame is seen.
-    let mut pending: Vec<(EventView<'_>, u64, u64)> = Vec::new();
-    let mut next = base;
-    let mut lost_total = 0u64;
-    let mut committed_end = SEGMENT_HEADER as u64;
-    let end = segment::scan_frames(bytes, |frame, offset, end| {
-        match frame {
-            Frame::Event(ev) => {
-                if ev.position != next {
-                    return Err(Error::corruption(
-                        path,
-                        offset,
-                        format!("event has position {}, expected {next}", ev.position),
-                    ));
-                }
-                next += 1;
-                pending.push((ev.clone(), offset, end));
-                if ev.commit {
-                    for (v, offset, end) in pending.drain(..) {
-                        index.push(&IndexEntry::from_view(&v, offset), end);
-                    }
-                    committed_end = end;
-                }
-            }
-            Frame::Lost(lost) => {
-                // Written only by repair, between whole appends.
-                if lost.first_position != next || !pending.is_empty() {
-                    return Err(Error::corruption(path, offset, "lost frame out of sequence"));
-                }
-                lost_total = lost_total.saturating_add(lost.count);
-                if lost_total > crate::format::record::MAX_LOST_PER_FRAME {
-                    return Err(Error::corruption(
-                        path,
-                        offset,
-                        "lost frames cover more positions than a segment holds",
-                    ));
-                }
-                next += lost.count;
-                index.push_lost(lost.count, offset, end);
-                committed_end = end;
-            }
-            _ => {}
-        }
-        Ok(())
-    })?;
-    Ok(Scanned {
-        index,
-        end,
-        committed_end,
-        pending: pending.len(),
-    })
-}
-
 /// Refuses to treat as a torn tail anything that `durable.chk` says was durable
 /// at the last clean close: damage or missing bytes before its `durable_end`, or
 /// bytes before it that differ from what was there. With a damaged `durable.chk`
@@ -859,28 +694,6 @@ fn check_claim(seg: &Seg<'_>, bytes: &[u8], end: &ScanEnd, committed_end: u64, d
     }
 }
 
-/// Copies the bytes about to be cut from a segment into `torn/`, durably.
-fn save_torn_tail(st: &dyn Storage, dir: &Path, seg: &Path, tail: &[u8], base: u64, offset: u64) -> Result<TornTail> {
-    let torn = dir.join(TORN_DIR);
-    st.create_dir_all(&torn)
-        .ctx(|| format!("creating {}", torn.display()))?;
-    let mut n = 0;
-    let name = loop {
-        let name = format!("{base:020}-{offset}-{n}.bin");
-        if !st.exists(&torn.join(&name)) {
-            break name;
-        }
-        n += 1;
-    };
-    write_atomically(st, &torn, &name, tail).ctx(|| format!("saving the torn tail of {}", seg.display()))?;
-    Ok(TornTail {
-        file: torn.join(name),
-        segment_base: base,
-        offset,
-        bytes: tail.len() as u64,
-    })
-}
-
 /// Stream states: from the checkpoint if it fits, then every later segment's summary.
 fn rebuild_streams(
     st: &dyn Storage,
@@ -916,25 +729,4 @@ fn rebuild_streams(
         apply(&*a.index.read());
     }
     Ok(streams)
-}
-
-/// Placeholder file of a store that has no segment yet; never read or written.
-struct NoFile;
-
-impl crate::storage::StorageFile for NoFile {
-    fn read_exact_at(&self, _: &mut [u8], _: u64) -> io::Result<()> {
-        Err(io::ErrorKind::UnexpectedEof.into())
-    }
-    fn write_all_at(&self, _: &[u8], _: u64) -> io::Result<()> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        Ok(())
-    }
-    fn len(&self) -> io::Result<u64> {
-        Ok(0)
-    }
-    fn set_len(&self, _: u64) -> io::Result<()> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
 }

@@ -1,19 +1,24 @@
 //! The segment files of an open log, as readers and the writer hold them.
 //!
 //! This module owns [`SealedSegment`] (a mapped, immutable file and its mapped
-//! index) and [`ActiveSegment`] (the file being appended to and its in-memory
-//! index). It must never decide what to write: the writer, recovery and the
+//! index), [`ActiveSegment`] (the file being appended to and its in-memory
+//! index) and the [`SegmentSet`] that holds them, which is changed only by
+//! swapping whole lists so that a reader's snapshot never changes under it.
+//! It must never decide what to write: the writer, recovery and the
 //! maintenance jobs do.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::RwLock;
 
-use crate::error::{Error, Result};
-use crate::format::index::{MemIndex, SegmentIndex};
-use crate::storage::{Mapped, StorageFile};
+use crate::error::{Error, IoContext, Result};
+use crate::event::now_micros;
+use crate::format::index::{Lookup, MemIndex, SegmentIndex};
+use crate::format::segment::{SEGMENT_HEADER, SegmentHeader, index_file_name, segment_file_name};
+use crate::maintenance::compression::Dictionary;
+use crate::storage::{Mapped, Storage, StorageFile};
 
 /// A sealed segment: its mapped bytes and its mapped index.
 pub(crate) struct SealedSegment {
@@ -26,13 +31,23 @@ pub(crate) struct SealedSegment {
 }
 
 impl SealedSegment {
+    /// Maps the sealed segment starting at `base` in `dir` and its index file.
+    pub(crate) fn open(storage: &dyn Storage, dir: &Path, base: u64, dict: Option<&Arc<Dictionary>>) -> Result<Self> {
+        let path = dir.join(segment_file_name(base));
+        let idx_name = index_file_name(base);
+        let idx_path = dir.join(&idx_name);
+        let bytes = mapped_bytes(storage.map(&path).ctx(|| format!("mapping {}", path.display()))?);
+        let index = SegmentIndex::open(storage.map(&idx_path).ctx(|| format!("mapping {idx_name}"))?, &idx_path)?;
+        Self::new(path, bytes, index, dict)
+    }
+
     /// A sealed segment over its file's bytes and its index; reads the block
     /// table if the header says the file is compressed.
     pub(crate) fn new(
         path: PathBuf,
         bytes: Bytes,
         index: SegmentIndex,
-        dict: Option<&Arc<crate::maintenance::compression::Dictionary>>,
+        dict: Option<&Arc<Dictionary>>,
     ) -> Result<Self> {
         let header = crate::format::segment::SegmentHeader::decode(&bytes, &path)?;
         let compressed = if header.compressed {
@@ -98,4 +113,106 @@ pub(crate) struct ActiveSegment {
     pub(crate) path: PathBuf,
     pub(crate) file: Arc<dyn StorageFile>,
     pub(crate) index: RwLock<MemIndex>,
+}
+
+impl ActiveSegment {
+    /// Creates the segment file starting at position `base` in `dir`: its
+    /// header written and synced, and the directory synced, before anything is
+    /// appended to it.
+    pub(crate) fn create(storage: &dyn Storage, dir: &Path, base: u64) -> Result<Self> {
+        let path = dir.join(segment_file_name(base));
+        let file = storage.create(&path).ctx(|| format!("creating {}", path.display()))?;
+        let header = SegmentHeader {
+            base_position: base,
+            created_micros: now_micros(),
+            compressed: false,
+            dictionary: None,
+        };
+        file.write_all_at(&header.encode(), 0)
+            .and_then(|()| file.sync_data())
+            .and_then(|()| storage.sync_dir(dir))
+            .ctx(|| format!("initialising {}", path.display()))?;
+        Ok(ActiveSegment {
+            path,
+            file,
+            index: RwLock::new(MemIndex::new(base, SEGMENT_HEADER as u64)),
+        })
+    }
+}
+
+/// The segments of the log at one instant: sealed ones oldest first, then the
+/// active one (absent in a store open for reading only whose last segment is sealed).
+#[derive(Clone)]
+pub(crate) struct Segments {
+    /// Sealed segments, oldest first, each before the active one.
+    pub(crate) sealed: Arc<Vec<Arc<SealedSegment>>>,
+    /// The segment being appended to.
+    pub(crate) active: Option<Arc<ActiveSegment>>,
+}
+
+impl Segments {
+    /// How many segment files there are.
+    pub(crate) fn count(&self) -> usize {
+        self.sealed.len() + usize::from(self.active.is_some())
+    }
+}
+
+/// The log's segments, swapped as a whole: a rotation seals the active segment
+/// and starts the next one in one step, and a maintenance job replaces one
+/// sealed segment by its rewritten form, while readers keep the [`Segments`]
+/// they took.
+pub(crate) struct SegmentSet {
+    current: RwLock<Segments>,
+}
+
+impl SegmentSet {
+    /// A set holding these segments.
+    pub(crate) fn new(sealed: Vec<Arc<SealedSegment>>, active: Option<Arc<ActiveSegment>>) -> Self {
+        SegmentSet {
+            current: RwLock::new(Segments {
+                sealed: Arc::new(sealed),
+                active,
+            }),
+        }
+    }
+
+    /// The segments now.
+    pub(crate) fn snapshot(&self) -> Segments {
+        self.current.read().clone()
+    }
+
+    /// The segment being appended to, if any.
+    pub(crate) fn active(&self) -> Option<Arc<ActiveSegment>> {
+        self.current.read().active.clone()
+    }
+
+    /// The sealed segments now, oldest first.
+    pub(crate) fn sealed(&self) -> Arc<Vec<Arc<SealedSegment>>> {
+        self.current.read().sealed.clone()
+    }
+
+    /// Seals the active segment (now `sealed`) and makes `next` the active one, in one step.
+    pub(crate) fn rotate(&self, sealed: SealedSegment, next: Arc<ActiveSegment>) {
+        let mut current = self.current.write();
+        let mut list = (*current.sealed).clone();
+        list.push(Arc::new(sealed));
+        *current = Segments {
+            sealed: Arc::new(list),
+            active: Some(next),
+        };
+    }
+
+    /// Replaces the sealed segment with the same base by `segment` (its
+    /// compressed or scavenged form); false if there is none.
+    pub(crate) fn replace_sealed(&self, segment: SealedSegment) -> bool {
+        let mut current = self.current.write();
+        let base = segment.index.base();
+        let Some(at) = current.sealed.iter().position(|s| s.index.base() == base) else {
+            return false;
+        };
+        let mut list = (*current.sealed).clone();
+        list[at] = Arc::new(segment);
+        current.sealed = Arc::new(list);
+        true
+    }
 }

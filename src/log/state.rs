@@ -13,7 +13,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::error::Error;
 use crate::format::checkpoint::StreamState;
-use crate::log::segments::{ActiveSegment, SealedSegment};
+use crate::log::segments::SegmentSet;
 use crate::options::Options;
 use crate::storage::{LockGuard, Storage};
 
@@ -22,8 +22,8 @@ pub(crate) struct Shared {
     pub(crate) dir: PathBuf,
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) options: Options,
-    pub(crate) sealed: RwLock<Arc<Vec<Arc<SealedSegment>>>>,
-    pub(crate) active: RwLock<Arc<ActiveSegment>>,
+    /// The segment files.
+    pub(crate) segments: SegmentSet,
     pub(crate) streams: RwLock<HashMap<Box<str>, StreamState>>,
     /// Position after the last published event.
     pub(crate) next_position: AtomicU64,
@@ -45,9 +45,9 @@ pub(crate) struct Shared {
     /// that a close with nothing new to record writes nothing.
     pub(crate) durable_mark: Mutex<Option<crate::format::checkpoint::DurableMark>>,
     /// Torn tails that this open cut off the last segment.
-    pub(crate) torn_at_open: Vec<crate::log::recovery::TornTail>,
+    pub(crate) torn_at_open: Vec<crate::log::damage::TornTail>,
     /// Damage a read-only open stepped around, by position.
-    pub(crate) damage: Vec<crate::log::recovery::Damage>,
+    pub(crate) damage: Vec<crate::log::damage::Damage>,
     pub(crate) _lock: Box<dyn LockGuard>,
 }
 
@@ -66,7 +66,7 @@ impl Shared {
     }
 
     /// The damage hiding `position`, if a read-only open found some there.
-    pub(crate) fn damage_at(&self, position: u64) -> Option<&crate::log::recovery::Damage> {
+    pub(crate) fn damage_at(&self, position: u64) -> Option<&crate::log::damage::Damage> {
         self.damage
             .iter()
             .find(|d| d.first_position <= position && position < d.end_position)
@@ -81,7 +81,7 @@ impl Shared {
     }
 
     /// The first damage a forward read from `start` would step over, if any.
-    pub(crate) fn damage_ahead(&self, start: u64) -> Option<&crate::log::recovery::Damage> {
+    pub(crate) fn damage_ahead(&self, start: u64) -> Option<&crate::log::damage::Damage> {
         self.damage
             .iter()
             .filter(|d| d.end_position > start)
@@ -89,7 +89,7 @@ impl Shared {
     }
 
     /// The last damage a backward read from `start` would step over, if any.
-    pub(crate) fn damage_behind(&self, start: u64) -> Option<&crate::log::recovery::Damage> {
+    pub(crate) fn damage_behind(&self, start: u64) -> Option<&crate::log::damage::Damage> {
         self.damage
             .iter()
             .filter(|d| d.first_position <= start)

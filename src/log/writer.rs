@@ -22,16 +22,16 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{RecvTimeoutError, Sender};
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex};
 use uuid::Uuid;
 
 use crate::error::{Error, IoContext, Result};
 use crate::event::{AppendResult, EventData, ExpectedVersion, now_micros};
 use crate::format::checkpoint::{DURABLE_FILE, DurableMark, STREAMS_FILE, StreamState, StreamsCheckpoint};
-use crate::format::index::{IndexEntry, Lookup, MemIndex, SegmentIndex};
+use crate::format::index::{IndexEntry, Lookup};
 use crate::format::record::{self, EventView, Frame, GroupView, SealView};
-use crate::format::segment::{SEGMENT_HEADER, SegmentHeader, segment_file_name};
-use crate::log::segments::{ActiveSegment, SealedSegment, mapped_bytes};
+use crate::format::segment::{SEGMENT_HEADER, segment_file_name};
+use crate::log::segments::{ActiveSegment, SealedSegment};
 use crate::log::state::Shared;
 use crate::options::Durability;
 use crate::query::AppendCondition;
@@ -393,7 +393,9 @@ type Results = Vec<Option<Result<AppendResult>>>;
 
 impl Writer {
     fn new(shared: Arc<Shared>, pipeline: Arc<Pipeline>) -> Result<Self> {
-        let active = shared.active.read().clone();
+        let active = shared.segments.active().ok_or_else(|| Error::ReadOnly {
+            reason: "the log has no segment to append to".into(),
+        })?;
         let (write_offset, content_crc, last_timestamp) = {
             let idx = active.index.read();
             let end = idx.end_offset();
@@ -422,8 +424,8 @@ impl Writer {
         pipeline.written.store(write_offset, Ordering::Release);
         // The newest sealed segment's last timestamp bounds ours from below too.
         let sealed_ts = shared
-            .sealed
-            .read()
+            .segments
+            .sealed()
             .last()
             .and_then(|s| s.index.time_range())
             .map_or(i64::MIN, |(_, max)| max);
@@ -946,19 +948,12 @@ impl Writer {
         let shared = self.shared.clone();
         let storage = &*shared.storage;
         let dir = &shared.dir;
-        let path = self.active.path.clone();
+        let _path = self.active.path.clone();
         let base = self.active.index.read().base();
         let idx_name = crate::format::segment::index_file_name(base);
         let idx_bytes = self.active.index.read().encode_file();
         write_atomically(storage, dir, &idx_name, &idx_bytes).ctx(|| format!("writing {idx_name}"))?;
-        let idx_path = dir.join(&idx_name);
-        let idx_map = storage.map(&idx_path).ctx(|| format!("mapping {idx_name}"))?;
-        let sealed = SealedSegment::new(
-            path.clone(),
-            mapped_bytes(storage.map(&path).ctx(|| format!("mapping {}", path.display()))?),
-            SegmentIndex::open(idx_map, &idx_path)?,
-            None,
-        )?;
+        let sealed = SealedSegment::open(storage, dir, base, None)?;
 
         let checkpoint = StreamsCheckpoint {
             covered_position: self.next_position,
@@ -973,14 +968,8 @@ impl Writer {
                 .remove(&next)
                 .ctx(|| format!("removing the unfinished segment {}", next.display()))?;
         }
-        let active = create_segment(&shared, self.next_position)?;
-        {
-            let mut list = shared.sealed.write();
-            let mut next = (**list).clone();
-            next.push(Arc::new(sealed));
-            *list = Arc::new(next);
-        }
-        *shared.active.write() = active.clone();
+        let active = Arc::new(ActiveSegment::create(storage, dir, self.next_position)?);
+        shared.segments.rotate(sealed, active.clone());
         self.active = active;
         self.write_offset = SEGMENT_HEADER as u64;
         self.allocated_end = SEGMENT_HEADER as u64;
@@ -1020,28 +1009,4 @@ pub(crate) fn encoded_size(stream: &str, events: &[EventData]) -> usize {
                 + e.metadata.len()
         })
         .sum()
-}
-
-/// Creates, durably, an empty segment starting at `base`.
-pub(crate) fn create_segment(shared: &Shared, base: u64) -> Result<Arc<ActiveSegment>> {
-    let path = shared.dir.join(segment_file_name(base));
-    let file = shared
-        .storage
-        .create(&path)
-        .ctx(|| format!("creating {}", path.display()))?;
-    let header = SegmentHeader {
-        base_position: base,
-        created_micros: now_micros(),
-        compressed: false,
-        dictionary: None,
-    };
-    file.write_all_at(&header.encode(), 0)
-        .and_then(|()| file.sync_data())
-        .and_then(|()| shared.storage.sync_dir(&shared.dir))
-        .ctx(|| format!("initialising {}", path.display()))?;
-    Ok(Arc::new(ActiveSegment {
-        path,
-        file,
-        index: RwLock::new(MemIndex::new(base, SEGMENT_HEADER as u64)),
-    }))
 }

@@ -74,13 +74,15 @@ fn copy_bytes(st: &dyn Storage, dest: &Path, name: &str, bytes: &[u8], report: &
 pub(crate) fn backup(shared: &Shared, dest: &Path) -> Result<BackupReport> {
     let st = &*shared.storage;
     empty_dest(st, dest)?;
-    // One consistent cut: the active segment (its index and end), then the sealed list.
-    let active = shared.active.read().clone();
-    let (active_base, active_end, events) = {
-        let idx = active.index.read();
-        (idx.base(), idx.end_offset(), idx.next_position())
+    // One consistent cut: the segments, and the active one's end as of now.
+    let now = shared.segments.snapshot();
+    let (active_end, events) = match &now.active {
+        Some(a) => {
+            let idx = a.index.read();
+            (idx.end_offset(), idx.next_position())
+        }
+        None => (0, shared.published()),
     };
-    let sealed = shared.sealed.read().clone();
     let mut report = BackupReport {
         dir: dest.to_path_buf(),
         events,
@@ -90,7 +92,7 @@ pub(crate) fn backup(shared: &Shared, dest: &Path) -> Result<BackupReport> {
         .map(&shared.dir.join(META_FILE))
         .ctx(|| format!("reading {META_FILE}"))?;
     copy_bytes(st, dest, META_FILE, (*meta).as_ref(), &mut report)?;
-    for seg in sealed.iter().filter(|s| s.index.base() < active_base) {
+    for seg in now.sealed.iter() {
         let name = seg
             .path
             .file_name()
@@ -114,17 +116,19 @@ pub(crate) fn backup(shared: &Shared, dest: &Path) -> Result<BackupReport> {
     if let Ok(chk) = st.map(&shared.dir.join(STREAMS_FILE)) {
         copy_bytes(st, dest, STREAMS_FILE, (*chk).as_ref(), &mut report)?;
     }
-    let mut bytes = vec![0u8; active_end as usize];
-    active
-        .file
-        .read_exact_at(&mut bytes, 0)
-        .ctx(|| format!("reading {}", active.path.display()))?;
-    let name = active
-        .path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    copy_bytes(st, dest, &name, &bytes, &mut report)?;
+    if let Some(active) = &now.active {
+        let mut bytes = vec![0u8; active_end as usize];
+        active
+            .file
+            .read_exact_at(&mut bytes, 0)
+            .ctx(|| format!("reading {}", active.path.display()))?;
+        let name = active
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        copy_bytes(st, dest, &name, &bytes, &mut report)?;
+    }
     st.sync_dir(dest).ctx(|| format!("syncing {}", dest.display()))?;
     Ok(report)
 }
@@ -169,19 +173,20 @@ pub fn restore(from: impl AsRef<Path>, to: impl AsRef<Path>) -> Result<BackupRep
 
 /// Figures about the store behind `shared`.
 pub(crate) fn stats(shared: &Shared) -> StoreStats {
-    let active = shared.active.read().clone();
-    let sealed = shared.sealed.read().clone();
-    let (active_base, active_end, active_events) = {
-        let idx = active.index.read();
-        (idx.base(), idx.end_offset(), idx.len() as u64)
+    let now = shared.segments.snapshot();
+    let (active_end, active_events) = match &now.active {
+        Some(a) => {
+            let idx = a.index.read();
+            (idx.end_offset(), idx.len() as u64)
+        }
+        None => (0, 0),
     };
-    let live: Vec<_> = sealed.iter().filter(|s| s.index.base() < active_base).collect();
     StoreStats {
         events: shared.published(),
         streams: shared.streams.read().len() as u64,
-        segments: live.len() + 1,
-        segment_bytes: live.iter().map(|s| s.bytes.len() as u64).sum::<u64>() + active_end,
-        index_bytes: live.iter().map(|s| s.index.raw().len() as u64).sum(),
+        segments: now.count(),
+        segment_bytes: now.sealed.iter().map(|s| s.bytes.len() as u64).sum::<u64>() + active_end,
+        index_bytes: now.sealed.iter().map(|s| s.index.raw().len() as u64).sum(),
         active_events,
         last_background_error: crate::maintenance::compression::last_background_error(shared),
     }

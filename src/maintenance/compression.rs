@@ -398,15 +398,13 @@ pub(crate) fn compress_sealed(
     shared: &crate::log::state::Shared,
     options: &CompressionOptions,
 ) -> Result<CompressReport> {
-    use crate::format::index::Lookup;
     let _one_at_a_time = shared.scavenging.lock();
     let mut report = CompressReport::default();
-    let active_base = shared.active.read().index.read().base();
     let todo: Vec<_> = shared
-        .sealed
-        .read()
+        .segments
+        .sealed()
         .iter()
-        .filter(|s| s.index.base() < active_base && s.compressed.is_none())
+        .filter(|s| s.compressed.is_none())
         .cloned()
         .collect();
     if options.dictionary && shared.dictionary.read().is_none() && !todo.is_empty() {
@@ -426,12 +424,7 @@ pub(crate) fn compress_sealed(
                 report.segments += 1;
                 report.bytes_before += seg.bytes.len() as u64;
                 report.bytes_after += after;
-                let mut list = shared.sealed.write();
-                let mut next = (**list).clone();
-                if let Some(slot) = next.iter_mut().find(|s| s.index.base() == seg.index.base()) {
-                    *slot = std::sync::Arc::new(new);
-                }
-                *list = std::sync::Arc::new(next);
+                shared.segments.replace_sealed(new);
             }
             Ok(None) => {}
             Err(e) => {
@@ -453,7 +446,6 @@ fn compress_one(
     options: &CompressionOptions,
     dict: Option<&Arc<Dictionary>>,
 ) -> Result<Option<(crate::log::segments::SealedSegment, u64)>> {
-    use crate::error::IoContext;
     use crate::format::index::Lookup;
     let st = &*shared.storage;
     let packed = compress_segment(&seg.bytes, options, dict.map(|d| &**d))?;
@@ -471,14 +463,7 @@ fn compress_one(
     let check = |file: &[u8]| check_compressed(file, &seg.bytes, seg.index.end_offset(), &seg.path, dict);
     check(&packed)?;
     replace_checked(st, &shared.dir, &name, &packed, check)?;
-    let idx_name = crate::format::segment::index_file_name(seg.index.base());
-    let idx_path = shared.dir.join(&idx_name);
-    let new = crate::log::segments::SealedSegment::new(
-        seg.path.clone(),
-        crate::log::segments::mapped_bytes(st.map(&seg.path).ctx(|| format!("mapping {name}"))?),
-        crate::format::index::SegmentIndex::open(st.map(&idx_path).ctx(|| format!("mapping {idx_name}"))?, &idx_path)?,
-        dict,
-    )?;
+    let new = crate::log::segments::SealedSegment::open(st, &shared.dir, seg.index.base(), dict)?;
     Ok(Some((new, packed.len() as u64)))
 }
 

@@ -19,7 +19,8 @@ use crate::format::checkpoint::{DURABLE_FILE, DurableMark, META_FILE, STREAMS_FI
 use crate::format::index::SegmentIndex;
 use crate::format::record::{self, Frame, GroupView, LostView, SealView};
 use crate::format::segment::{self, SEGMENT_HEADER, SegmentHeader, segment_file_name};
-use crate::log::recovery::{LOCK_FILE, index_segment};
+use crate::log::recovery::LOCK_FILE;
+use crate::log::scan::index_segment;
 use crate::storage::{FsStorage, Storage, write_atomically};
 
 /// Name of the folder where repair keeps what it moved aside.

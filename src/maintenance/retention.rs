@@ -18,11 +18,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, IoContext, Result};
 use crate::event::now_micros;
 use crate::features::metadata::{META_PREFIX, SNAPSHOT_PREFIX, StreamMetadata};
-use crate::format::index::{Lookup, SegmentIndex};
+use crate::format::index::Lookup;
 use crate::format::record::{self, EventView, Frame, LostView, SealView};
 use crate::format::segment::{SEGMENT_HEADER, SegmentHeader, segment_file_name};
-use crate::log::recovery::index_segment;
-use crate::log::segments::{SealedSegment, mapped_bytes};
+use crate::log::scan::index_segment;
+use crate::log::segments::SealedSegment;
 use crate::log::state::Shared;
 use crate::storage::write_atomically;
 
@@ -176,14 +176,7 @@ impl Judge<'_> {
 /// Scavenges every sealed segment of the store behind `shared` under `policy`.
 pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<ScavengeReport> {
     let _one_at_a_time = shared.scavenging.lock();
-    let active_base = shared.active.read().index.read().base();
-    let sealed: Vec<Arc<SealedSegment>> = shared
-        .sealed
-        .read()
-        .iter()
-        .filter(|s| s.index.base() < active_base)
-        .cloned()
-        .collect();
+    let sealed = shared.segments.sealed();
     let mut report = ScavengeReport::default();
     let expired = expired_segments(shared, &sealed, policy);
     let judge = Judge {
@@ -199,12 +192,7 @@ pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<Scav
                 report.segments_rewritten += 1;
                 report.events_removed += removed;
                 report.bytes_after += new.bytes.len() as u64;
-                let mut list = shared.sealed.write();
-                let mut next = (**list).clone();
-                if let Some(slot) = next.iter_mut().find(|s| s.index.base() == new.index.base()) {
-                    *slot = Arc::new(new);
-                }
-                *list = Arc::new(next);
+                shared.segments.replace_sealed(new);
             }
             None => report.bytes_after += seg.bytes.len() as u64,
         }
@@ -328,11 +316,6 @@ fn rewrite(
     // 3. Its index.
     let scanned = index_segment(&out, base, &seg.path)?;
     write_atomically(st, dir, &idx_name, &scanned.index.encode_file()).ctx(|| format!("writing {idx_name}"))?;
-    let new = SealedSegment::new(
-        seg.path.clone(),
-        mapped_bytes(st.map(&seg.path).ctx(|| format!("mapping {name}"))?),
-        SegmentIndex::open(st.map(&idx_path).ctx(|| format!("mapping {idx_name}"))?, &idx_path)?,
-        None,
-    )?;
+    let new = SealedSegment::open(st, dir, base, None)?;
     Ok(Some((new, removed)))
 }

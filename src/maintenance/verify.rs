@@ -12,7 +12,7 @@ use crate::format::checkpoint::{STREAMS_FILE, StreamsCheckpoint};
 use crate::format::index::Lookup;
 use crate::format::record::Frame;
 use crate::format::segment::{self, SEGMENT_HEADER, ScanEnd, SegmentHeader};
-use crate::log::recovery::index_segment;
+use crate::log::scan::index_segment;
 use crate::log::state::Shared;
 
 /// One problem found by [`crate::Store::verify`].
@@ -51,7 +51,7 @@ pub struct VerifyReport {
     pub problems: Vec<Problem>,
     /// Torn tails recovery has cut and kept in `torn/` (bytes written after the
     /// last durable append at the time of a crash): not damage, but never silent.
-    pub torn_tails: Vec<crate::log::recovery::TornTail>,
+    pub torn_tails: Vec<crate::log::damage::TornTail>,
 }
 
 impl VerifyReport {
@@ -104,8 +104,7 @@ impl Revisions {
 pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     let mut revisions = Revisions::default();
-    let active = shared.active.read().clone();
-    let sealed = shared.sealed.read().clone();
+    let now = shared.segments.snapshot();
     let checkpoint_path = shared.dir.join(STREAMS_FILE);
     let checkpoint = shared
         .storage
@@ -113,9 +112,14 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
         .ok()
         .map(|m| StreamsCheckpoint::decode((*m).as_ref(), &checkpoint_path));
     let mut expected_base = 0;
-    let active_base = active.index.read().base();
+    // Where the active segment starts; a store open for reading only whose
+    // last segment is sealed (or unreadable) has none, and ends at its head.
+    let active_base = match &now.active {
+        Some(a) => a.index.read().base(),
+        None => shared.published(),
+    };
 
-    for seg in sealed.iter().filter(|s| s.index.base() < active_base) {
+    for seg in now.sealed.iter() {
         if let Some(Ok(c)) = &checkpoint
             && c.covered_position == seg.index.base()
         {
@@ -167,22 +171,22 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
     }
 
     // The active segment, up to what is published now.
-    let (live_index, end, scanned_to, streams) = {
-        let idx = active.index.read();
-        let streams = shared.streams.read().clone();
-        (idx.encode_file(), idx.end_offset(), idx.next_position(), streams)
-    };
-    // A store open for reading only whose last segment is sealed (or unreadable)
-    // has no active segment file: only a stand-in with no bytes.
-    let no_active = active.file.len().ctx(|| format!("reading {}", active.path.display()))? == 0;
-    if active_base != expected_base && !no_active {
-        report.problem(
-            &active.path,
-            0,
-            format!("segment starts at {active_base}, expected {expected_base}"),
-        );
-    }
-    if !no_active {
+    let mut scanned_to = active_base;
+    let mut streams = shared.streams.read().clone();
+    if let Some(active) = &now.active {
+        let (live_index, end) = {
+            let idx = active.index.read();
+            streams = shared.streams.read().clone();
+            scanned_to = idx.next_position();
+            (idx.encode_file(), idx.end_offset())
+        };
+        if active_base != expected_base {
+            report.problem(
+                &active.path,
+                0,
+                format!("segment starts at {active_base}, expected {expected_base}"),
+            );
+        }
         let mut bytes = vec![0u8; end as usize];
         active
             .file
@@ -243,7 +247,7 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
             report.problem(&durable, 0, e.to_string());
         }
     }
-    report.torn_tails = crate::log::recovery::torn_tails(&*shared.storage, &shared.dir)?;
+    report.torn_tails = crate::log::damage::torn_tails(&*shared.storage, &shared.dir)?;
     Ok(report)
 }
 
@@ -262,7 +266,7 @@ fn check_segment(
     base: u64,
     end_position: u64,
     sealed: bool,
-    compare_index: impl FnOnce(&crate::log::recovery::Scanned) -> Option<usize>,
+    compare_index: impl FnOnce(&crate::log::scan::Scanned) -> Option<usize>,
 ) {
     let first_problem = report.problems.len();
     match SegmentHeader::decode(bytes, path) {
