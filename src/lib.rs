@@ -26,6 +26,7 @@ pub mod options;
 pub mod query;
 pub mod storage;
 mod store;
+pub mod stream_metadata;
 
 pub use features::{metadata, persistent, subscription};
 pub use format::{checkpoint, index, record, segment};
@@ -37,7 +38,7 @@ pub use compression::{CompressReport, CompressionOptions};
 pub use error::{Error, Result};
 pub use event::{AppendResult, ContentType, EventData, ExpectedVersion, RecordedEvent, StreamInfo};
 pub use log::damage::{Damage, TornTail};
-pub use metadata::{Snapshot, StreamMetadata};
+pub use metadata::Snapshot;
 pub use options::{Durability, Options};
 pub use persistent::{
     Consumer, Delivery, Group, GroupInfo, GroupSettings, GroupSource, NackAction, ParkedRecord, Strategy,
@@ -48,6 +49,7 @@ pub use repair::{RepairReport, repair, repair_with};
 pub use retention::{RetentionPolicy, RetentionRule, ScavengeReport};
 pub use storage::{FsStorage, SimStorage, Storage};
 pub use store::Store;
+pub use stream_metadata::StreamMetadata;
 pub use subscription::{
     Message, ReplayOptions, ReplayReport, SubscribeFrom, Subscription, SubscriptionOptions, SubscriptionReceiver,
 };

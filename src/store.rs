@@ -14,7 +14,6 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::event::{self, AppendResult, EventData, ExpectedVersion, RecordedEvent, StreamInfo};
-use crate::features::subscription::{ReplayOptions, ReplayReport, SubscribeFrom, Subscription, SubscriptionOptions};
 use crate::log::state::Shared;
 use crate::log::writer::{AppendRequest, Committer};
 use crate::options::Options;
@@ -31,7 +30,18 @@ pub struct Store {
     closed: Mutex<bool>,
     /// Background maintenance threads (scavenger, compressor) and their stop signals.
     maintenance: Mutex<Vec<(crossbeam_channel::Sender<()>, std::thread::JoinHandle<()>)>>,
-    groups: crate::features::persistent::Groups,
+    /// State of features built on the store (consumer groups), created on first use.
+    extensions: Mutex<Vec<Arc<dyn Extension>>>,
+}
+
+/// State that a feature built on the store API keeps while the store is open
+/// (the loaded consumer groups), and settles when it closes. The store holds it
+/// without knowing the feature, so features depend on the store, never the
+/// other way round.
+pub(crate) trait Extension: std::any::Any + Send + Sync {
+    /// Saves what must outlive the store; called once at close, unless the
+    /// store is read-only.
+    fn close(&self, store: &Store) -> Result<()>;
 }
 
 impl std::fmt::Debug for Store {
@@ -71,9 +81,9 @@ impl Store {
             read_only,
             closed: Mutex::new(false),
             maintenance: Mutex::new(Vec::new()),
-            groups: Default::default(),
+            extensions: Mutex::new(Vec::new()),
         };
-        store.load_metadata()?;
+        store.shared.load_metadata()?;
         Ok(store)
     }
 
@@ -212,9 +222,18 @@ impl Store {
         crate::maintenance::compression::compress_sealed(&self.shared, &options)
     }
 
-    /// The loaded persistent subscription groups.
-    pub(crate) fn groups(&self) -> &crate::features::persistent::Groups {
-        &self.groups
+    /// The feature state of type `T`, created on first use.
+    pub(crate) fn extension<T: Extension + Default>(&self) -> Arc<T> {
+        let mut list = self.extensions.lock();
+        for e in list.iter() {
+            let any: Arc<dyn std::any::Any + Send + Sync> = e.clone();
+            if let Ok(t) = any.downcast::<T>() {
+                return t;
+            }
+        }
+        let t = Arc::new(T::default());
+        list.push(t.clone());
+        t
     }
 
     /// Why appends are refused for good, if they are: the store is closing, or its
@@ -376,7 +395,7 @@ impl Store {
             Some(p) => Ok(self
                 .shared
                 .read_position(p)?
-                .filter(|e| self.shared.is_visible(e, crate::features::metadata::now()))),
+                .filter(|e| self.shared.is_visible(e, crate::stream_metadata::now()))),
             None => Ok(None),
         }
     }
@@ -438,37 +457,6 @@ impl Store {
         crate::maintenance::backup::stats(&self.shared)
     }
 
-    /// Subscribes to the global log (events passing `filter`), from history to live.
-    pub fn subscribe_all(&self, from: SubscribeFrom, filter: Filter) -> Subscription {
-        self.subscribe_all_with(from, filter, SubscriptionOptions::default())
-    }
-
-    /// Like [`Store::subscribe_all`], with explicit batch and checkpoint settings.
-    pub fn subscribe_all_with(
-        &self,
-        from: SubscribeFrom,
-        filter: Filter,
-        options: SubscriptionOptions,
-    ) -> Subscription {
-        Subscription::to_all(self.shared.clone(), from, filter, options)
-    }
-
-    /// Subscribes to one stream, from history to live (the stream may not exist yet).
-    pub fn subscribe_stream(&self, stream: &str, from: SubscribeFrom) -> Subscription {
-        Subscription::to_stream(self.shared.clone(), stream, from, SubscriptionOptions::default())
-    }
-
-    /// Feeds a range of the log, filtered, to `handler` in batches, counting
-    /// processed and failed events; stops at the first failure unless
-    /// `options.continue_on_error`. For rebuilding read models.
-    pub fn replay<E: std::fmt::Display>(
-        &self,
-        options: &ReplayOptions,
-        handler: impl FnMut(&RecordedEvent) -> std::result::Result<(), E>,
-    ) -> Result<ReplayReport> {
-        crate::features::subscription::replay(&self.shared, options, handler)
-    }
-
     /// Checks every checksum, every index entry against the log, and the
     /// invariants across files; reads run concurrently with appends. Problems
     /// are reported with their file and byte offset; nothing is changed.
@@ -492,9 +480,10 @@ impl Store {
         }
         // Consumer groups keep their progress (at least once: only what moved since the last save).
         // A read-only store writes nothing, group progress included.
+        let extensions: Vec<Arc<dyn Extension>> = self.extensions.lock().clone();
         let saved = match self.read_only {
             Some(_) => Ok(()),
-            None => self.groups.save_all(self),
+            None => extensions.iter().try_for_each(|e| e.close(self)),
         };
         let result = match &self.committer {
             Some(c) => c.close().and(saved),

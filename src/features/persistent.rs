@@ -24,7 +24,7 @@ use crate::features::subscription::SubscribeFrom;
 use crate::format::index::hash_str;
 use crate::query::Filter;
 use crate::query::{Direction, LogFrom, StreamFrom};
-use crate::store::Store;
+use crate::store::{Extension, Store};
 
 /// The system stream of group definitions.
 pub const GROUPS_STREAM: &str = "$groups";
@@ -209,9 +209,9 @@ pub(crate) struct Groups {
     loaded: Mutex<HashMap<String, Arc<GroupState>>>,
 }
 
-impl Groups {
+impl Extension for Groups {
     /// Saves the checkpoint of every loaded group that moved since its last save.
-    pub(crate) fn save_all(&self, store: &Store) -> Result<()> {
+    fn close(&self, store: &Store) -> Result<()> {
         let loaded: Vec<Arc<GroupState>> = self.loaded.lock().values().cloned().collect();
         for state in loaded {
             let group = Group { store, state };
@@ -292,7 +292,8 @@ impl Store {
         if let GroupSource::Stream(s) = &settings.source {
             crate::event::check_stream_name(s)?;
         }
-        let _guard = self.groups().loaded.lock();
+        let groups = self.extension::<Groups>();
+        let _guard = groups.loaded.lock();
         if definitions(self)?.contains_key(name) {
             return Err(Error::InvalidInput(format!("group {name:?} already exists")));
         }
@@ -311,7 +312,8 @@ impl Store {
 
     /// Opens an existing group (loading its state on first use after open).
     pub fn group(&self, name: &str) -> Result<Group<'_>> {
-        let mut loaded = self.groups().loaded.lock();
+        let groups = self.extension::<Groups>();
+        let mut loaded = groups.loaded.lock();
         if let Some(state) = loaded.get(name) {
             return Ok(Group {
                 store: self,
@@ -368,7 +370,8 @@ impl Store {
 
     /// Deletes a group's definition (its checkpoint and parked streams stay readable).
     pub fn delete_group(&self, name: &str) -> Result<()> {
-        let mut loaded = self.groups().loaded.lock();
+        let groups = self.extension::<Groups>();
+        let mut loaded = groups.loaded.lock();
         if !definitions(self)?.contains_key(name) {
             return Err(Error::InvalidInput(format!("group {name:?} does not exist")));
         }

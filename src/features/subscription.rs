@@ -15,13 +15,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::log::state::Shared;
 use crate::query::Filter;
 use crate::query::{Direction, LogFrom, StreamFrom};
+use crate::store::Store;
 
 /// Where a subscription starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -76,53 +76,6 @@ impl Default for SubscriptionOptions {
             batch: 256,
             checkpoint_every: 1024,
             skip_damaged: false,
-        }
-    }
-}
-
-/// Wakes subscribers when appends are published, and when the store closes.
-#[derive(Default)]
-pub(crate) struct Notifier {
-    closed: Mutex<bool>,
-    wake: Condvar,
-}
-
-impl Notifier {
-    /// Called after each publication.
-    pub(crate) fn notify(&self) {
-        let _g = self.closed.lock();
-        self.wake.notify_all();
-    }
-
-    /// Called when the store closes: every waiter returns.
-    pub(crate) fn close(&self) {
-        *self.closed.lock() = true;
-        self.wake.notify_all();
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        *self.closed.lock()
-    }
-
-    /// Waits until `ready()` holds, the store closes, or `deadline` passes.
-    /// Returns false if the store closed.
-    fn wait_until(&self, deadline: Option<Instant>, ready: impl Fn() -> bool) -> bool {
-        let mut closed = self.closed.lock();
-        loop {
-            if *closed {
-                return false;
-            }
-            if ready() {
-                return true;
-            }
-            match deadline {
-                Some(d) => {
-                    if self.wake.wait_until(&mut closed, d).timed_out() {
-                        return !*closed;
-                    }
-                }
-                None => self.wake.wait(&mut closed),
-            }
         }
     }
 }
@@ -495,4 +448,37 @@ pub(crate) fn replay<E: std::fmt::Display>(
     }
     report.next_position = report.next_position.max(until.min(shared.published()));
     Ok(report)
+}
+
+impl Store {
+    /// Subscribes to the global log (events passing `filter`), from history to live.
+    pub fn subscribe_all(&self, from: SubscribeFrom, filter: Filter) -> Subscription {
+        self.subscribe_all_with(from, filter, SubscriptionOptions::default())
+    }
+
+    /// Like [`Store::subscribe_all`], with explicit batch and checkpoint settings.
+    pub fn subscribe_all_with(
+        &self,
+        from: SubscribeFrom,
+        filter: Filter,
+        options: SubscriptionOptions,
+    ) -> Subscription {
+        Subscription::to_all(self.shared.clone(), from, filter, options)
+    }
+
+    /// Subscribes to one stream, from history to live (the stream may not exist yet).
+    pub fn subscribe_stream(&self, stream: &str, from: SubscribeFrom) -> Subscription {
+        Subscription::to_stream(self.shared.clone(), stream, from, SubscriptionOptions::default())
+    }
+
+    /// Feeds a range of the log, filtered, to `handler` in batches, counting
+    /// processed and failed events; stops at the first failure unless
+    /// `options.continue_on_error`. For rebuilding read models.
+    pub fn replay<E: std::fmt::Display>(
+        &self,
+        options: &ReplayOptions,
+        handler: impl FnMut(&RecordedEvent) -> std::result::Result<(), E>,
+    ) -> Result<ReplayReport> {
+        replay(&self.shared, options, handler)
+    }
 }

@@ -7,6 +7,7 @@
 //! features above it.
 
 pub mod damage;
+pub(crate) mod notify;
 pub(crate) mod read;
 pub mod recovery;
 pub(crate) mod scan;

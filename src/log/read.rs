@@ -5,6 +5,7 @@
 //! its checks, stops a read with its error, never with a short answer. This
 //! module must never write.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use crate::format::record::{self, EventView, Frame};
 use crate::log::segments::{ActiveSegment, SealedSegment};
 use crate::log::state::Shared;
 use crate::query::{Direction, Filter, LogFrom, StreamFrom};
+use crate::stream_metadata::{META_PREFIX, parse};
 
 /// Whether a read applies stream metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,7 +214,7 @@ impl Shared {
         bounds: (u64, u64),
     ) -> Result<(Vec<RecordedEvent>, Option<Stop>)> {
         let check = visibility == Visibility::Visible && !self.metadata.read().by_stream.is_empty();
-        let now = crate::features::metadata::now();
+        let now = crate::stream_metadata::now();
         let published = self.published().min(bounds.1);
         let mut out = Vec::new();
         if published == 0 || limit == 0 {
@@ -429,7 +431,7 @@ impl Shared {
             return Err(Error::StreamDeleted(stream.to_string()));
         }
         let first = meta.first_visible(last);
-        let now = crate::features::metadata::now();
+        let now = crate::stream_metadata::now();
         let mut out = Vec::new();
         let mut from = from;
         loop {
@@ -467,6 +469,31 @@ impl Shared {
                 Direction::Backward => StreamFrom::Revision(edge - 1),
             };
         }
+    }
+
+    /// Loads the metadata of every stream into the cache (at open).
+    pub(crate) fn load_metadata(&self) -> Result<()> {
+        let names: Vec<String> = self
+            .streams
+            .read()
+            .keys()
+            .filter(|n| n.starts_with(META_PREFIX))
+            .map(|n| n.to_string())
+            .collect();
+        let mut cache = HashMap::new();
+        for meta_stream in names {
+            if let Some(last) = self
+                .read_stream(&meta_stream, Direction::Backward, StreamFrom::End, 1)?
+                .pop()
+            {
+                let meta = parse(&last).map_err(|e| {
+                    Error::corruption(&self.dir, last.position, format!("{meta_stream} is not readable: {e}"))
+                })?;
+                cache.insert(meta_stream[META_PREFIX.len()..].to_string(), meta);
+            }
+        }
+        self.metadata.write().by_stream = cache;
+        Ok(())
     }
 
     /// Position of the event with this id, if stored.

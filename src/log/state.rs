@@ -32,7 +32,7 @@ pub(crate) struct Shared {
     /// Every write and sync site checks it; [`Shared::poison`] is the only setter.
     pub(crate) failure: Mutex<Option<String>>,
     /// Metadata of the streams that have some.
-    pub(crate) metadata: RwLock<crate::features::metadata::MetadataCache>,
+    pub(crate) metadata: RwLock<crate::stream_metadata::MetadataCache>,
     /// Serialises metadata writes.
     pub(crate) metadata_writes: Mutex<()>,
     /// Serialises scavenges.
@@ -40,7 +40,7 @@ pub(crate) struct Shared {
     /// The store's compression dictionary, once trained.
     pub(crate) dictionary: RwLock<Option<Arc<crate::maintenance::compression::Dictionary>>>,
     /// Wakes subscribers on each publication and when the store closes.
-    pub(crate) notifier: crate::features::subscription::Notifier,
+    pub(crate) notifier: crate::log::notify::Notifier,
     /// The durable-end checkpoint as last read or written (`durable.chk`), so
     /// that a close with nothing new to record writes nothing.
     pub(crate) durable_mark: Mutex<Option<crate::format::checkpoint::DurableMark>>,

@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
 use crate::event::now_micros;
-use crate::features::metadata::{META_PREFIX, SNAPSHOT_PREFIX, StreamMetadata};
 use crate::format::index::Lookup;
 use crate::format::record::{self, EventView, Frame, LostView, SealView};
 use crate::format::segment::{SEGMENT_HEADER, SegmentHeader, segment_file_name};
@@ -25,6 +24,7 @@ use crate::log::scan::index_segment;
 use crate::log::segments::SealedSegment;
 use crate::log::state::Shared;
 use crate::storage::write_atomically;
+use crate::stream_metadata::{META_PREFIX, SNAPSHOT_PREFIX, StreamMetadata};
 
 /// What to keep, store-wide. The default keeps everything forever.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
