@@ -84,6 +84,17 @@ pub enum Error {
     #[error("invalid input: {0}")]
     InvalidInput(String),
 
+    /// An option of [`crate::Options`] (or of one of its sections) is out of
+    /// range; nothing was opened or written.
+    #[error("invalid option {field}: {reason}")]
+    InvalidOption {
+        /// Path of the option, as in the configuration: `segment_size`,
+        /// `compression.level`, `retention.interval_ms`, ...
+        field: &'static str,
+        /// What is wrong with its value, and what is accepted.
+        reason: String,
+    },
+
     /// The expected version did not match the stream's actual state.
     #[error(
         "wrong expected version for stream {stream:?}: expected {expected}, actual {}",

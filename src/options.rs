@@ -1,10 +1,23 @@
-//! Options of a store: durability, segment size and the limits on input.
+//! Options of a store: durability, segment size, the limits on input, and the
+//! settings of retention and compression.
 //!
-//! This module owns the defaults and their checks; it must never do I/O.
+//! This module owns the configuration types, their defaults and their checks
+//! (every check of an option is here, and fails with [`Error::InvalidOption`]
+//! naming the option); it must never do I/O.
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, Result};
+
+/// An [`Error::InvalidOption`] for `field`.
+fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
+    Error::InvalidOption {
+        field,
+        reason: reason.into(),
+    }
+}
 
 /// When the writer makes appended bytes durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,9 +49,9 @@ pub struct Options {
     /// Create the data directory if it does not exist. Default true.
     pub create_if_missing: bool,
     /// What scavenging removes, and how often it runs. Default: keep everything.
-    pub retention: crate::maintenance::retention::RetentionPolicy,
+    pub retention: RetentionPolicy,
     /// Compress sealed segments in the background with these settings. Default: off.
-    pub compression: Option<crate::maintenance::compression::CompressionOptions>,
+    pub compression: Option<CompressionOptions>,
     /// Appends fail with `Error::DiskFull` once fewer than this many bytes would
     /// stay free on the disk, so that nothing is corrupted by a full disk and
     /// scavenging still has room to free space. Default 32 MiB.
@@ -75,44 +88,367 @@ impl Options {
     }
 
     /// Sets the retention policy.
-    pub fn retention(mut self, policy: crate::maintenance::retention::RetentionPolicy) -> Self {
+    pub fn retention(mut self, policy: RetentionPolicy) -> Self {
         self.retention = policy;
         self
     }
 
     /// Turns on background compression of sealed segments.
-    pub fn compression(mut self, options: crate::maintenance::compression::CompressionOptions) -> Self {
+    pub fn compression(mut self, options: CompressionOptions) -> Self {
         self.compression = Some(options);
         self
     }
 
-    /// Checks the options for consistency (also done by `Store::open`).
+    /// Checks the options for consistency (also done by `Store::open`); an
+    /// option out of range is an [`Error::InvalidOption`] naming it.
     pub fn validate(&self) -> Result<()> {
         self.retention.validate()?;
         if let Some(c) = self.compression {
             c.validate()?;
         }
-        if self.segment_size < 4096 || self.segment_size > (1 << 40) {
-            return Err(Error::InvalidInput(format!(
-                "segment_size {} must be between 4 KiB and 1 TiB",
-                self.segment_size
-            )));
+        if !SEGMENT_SIZES.contains(&self.segment_size) {
+            return Err(invalid(
+                "segment_size",
+                format!("{} bytes; must be between 4 KiB and 1 TiB", self.segment_size),
+            ));
         }
-        if self.max_event_size == 0 || self.max_event_size > crate::format::record::MAX_BODY / 2 {
-            return Err(Error::InvalidInput(format!(
-                "max_event_size {} must be between 1 and {}",
-                self.max_event_size,
-                crate::format::record::MAX_BODY / 2
-            )));
+        let max_event_size = crate::format::record::MAX_BODY / 2;
+        if self.max_event_size == 0 || self.max_event_size > max_event_size {
+            return Err(invalid(
+                "max_event_size",
+                format!("{} bytes; must be between 1 and {max_event_size}", self.max_event_size),
+            ));
         }
-        if self.max_events_per_append == 0 || self.max_append_size == 0 {
-            return Err(Error::InvalidInput("append limits must be positive".into()));
+        if self.max_events_per_append == 0 {
+            return Err(invalid("max_events_per_append", "0; must be at least 1"));
+        }
+        if self.max_append_size == 0 {
+            return Err(invalid("max_append_size", "0 bytes; must be at least 1"));
         }
         if let Durability::Interval(d) = self.durability
             && d.is_zero()
         {
-            return Err(Error::InvalidInput("sync interval must be positive".into()));
+            return Err(invalid("durability", "the sync interval must be positive"));
         }
         Ok(())
+    }
+}
+
+/// Segment sizes [`Options::validate`] accepts: 4 KiB ..= 1 TiB.
+const SEGMENT_SIZES: std::ops::RangeInclusive<u64> = 4096..=(1 << 40);
+
+/// Smallest `block_size` [`Options::validate`] accepts.
+pub const MIN_BLOCK_SIZE: usize = 1024;
+/// Largest `block_size` [`Options::validate`] accepts. A block holds
+/// frames up to `block_size` bytes, or one larger frame alone, so no block the
+/// compressor writes exceeds [`crate::maintenance::compression::MAX_BLOCK_LOGICAL`], the most a reader accepts.
+pub const MAX_BLOCK_SIZE: usize = 4 << 20;
+/// zstd levels [`Options::validate`] accepts.
+pub const LEVELS: std::ops::RangeInclusive<i32> = 1..=22;
+/// Dictionary sizes [`Options::validate`] accepts (at most the 8 MiB of samples it is trained from).
+pub const DICTIONARY_SIZES: std::ops::RangeInclusive<usize> = 1024..=(8 << 20);
+
+/// Settings of segment compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompressionOptions {
+    /// zstd level (1 fastest .. 19 smallest; up to 22 accepted).
+    pub level: i32,
+    /// Uncompressed bytes of frames per block (a larger frame gets a block of its
+    /// own); [`MIN_BLOCK_SIZE`]..=[`MAX_BLOCK_SIZE`].
+    pub block_size: usize,
+    /// Train a zstd dictionary from the store's own events (once, from the
+    /// first sealed segments) and compress with it: better ratios on small JSON events.
+    pub dictionary: bool,
+    /// Size of that dictionary in bytes (1 KiB ..= 8 MiB, the most it is trained from).
+    pub dictionary_size: usize,
+}
+
+impl CompressionOptions {
+    /// Checks the settings against what the compressor and the reader accept;
+    /// a setting out of range is an [`Error::InvalidOption`] naming it (`compression.level`, ...).
+    pub fn validate(&self) -> Result<()> {
+        if !LEVELS.contains(&self.level) {
+            return Err(invalid(
+                "compression.level",
+                format!("{}; must be {}..={}", self.level, LEVELS.start(), LEVELS.end()),
+            ));
+        }
+        if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&self.block_size) {
+            return Err(invalid(
+                "compression.block_size",
+                format!(
+                    "{} bytes; must be between {MIN_BLOCK_SIZE} and {MAX_BLOCK_SIZE}",
+                    self.block_size
+                ),
+            ));
+        }
+        if !DICTIONARY_SIZES.contains(&self.dictionary_size) {
+            return Err(invalid(
+                "compression.dictionary_size",
+                format!(
+                    "{} bytes; must be between {} and {}",
+                    self.dictionary_size,
+                    DICTIONARY_SIZES.start(),
+                    DICTIONARY_SIZES.end()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for CompressionOptions {
+    fn default() -> Self {
+        CompressionOptions {
+            level: 3,
+            block_size: 64 << 10,
+            dictionary: false,
+            dictionary_size: 32 << 10,
+        }
+    }
+}
+
+/// What to keep, store-wide. The default keeps everything forever.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionPolicy {
+    /// Remove events older than this many milliseconds (unless a rule keeps them).
+    pub max_age_ms: Option<u64>,
+    /// Keep the sealed data under this many bytes, expiring the oldest segments first.
+    pub max_bytes: Option<u64>,
+    /// Keep at most about this many events, expiring the oldest segments first.
+    pub max_events: Option<u64>,
+    /// Rules by event type or tag; the first matching rule decides.
+    pub rules: Vec<RetentionRule>,
+    /// Run scavenging in the background this often (none: only on demand).
+    pub interval_ms: Option<u64>,
+}
+
+impl RetentionPolicy {
+    /// Checks the policy's values; a value out of range is an
+    /// [`Error::InvalidOption`] naming it (`retention.rules`, `retention.interval_ms`).
+    pub(crate) fn validate(&self) -> Result<()> {
+        for (i, r) in self.rules.iter().enumerate() {
+            if r.event_type.is_none() == r.tag.is_none() {
+                let names = if r.tag.is_none() { "neither" } else { "both" };
+                return Err(invalid(
+                    "retention.rules",
+                    format!("rule {i} names {names} of event_type and tag; a rule names exactly one of them"),
+                ));
+            }
+        }
+        if self.interval_ms == Some(0) {
+            return Err(invalid("retention.interval_ms", "0; must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// A retention rule: events whose type or tag matches are kept forever or for a time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRule {
+    /// Event type pattern (`*` at the end matches any suffix), if the rule is by type.
+    #[serde(default)]
+    pub event_type: Option<String>,
+    /// Tag pattern (`*` at the end matches any suffix), if the rule is by tag.
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// Keep matching events this many milliseconds; `None` keeps them forever,
+    /// even when the oldest segments expire for size or count.
+    #[serde(default)]
+    pub keep_ms: Option<u64>,
+}
+
+impl RetentionRule {
+    /// Keep events of this type (pattern) forever.
+    pub fn keep_type_forever(pattern: &str) -> Self {
+        RetentionRule {
+            event_type: Some(pattern.to_string()),
+            tag: None,
+            keep_ms: None,
+        }
+    }
+
+    /// Keep events with this tag (pattern) forever.
+    pub fn keep_tag_forever(pattern: &str) -> Self {
+        RetentionRule {
+            event_type: None,
+            tag: Some(pattern.to_string()),
+            keep_ms: None,
+        }
+    }
+
+    /// Keep events of this type (pattern) for a while.
+    pub fn expire_type_after(pattern: &str, after: Duration) -> Self {
+        RetentionRule {
+            event_type: Some(pattern.to_string()),
+            tag: None,
+            keep_ms: Some(after.as_millis() as u64),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The field of the `InvalidOption` that `o` fails with.
+    fn refused(o: Options) -> &'static str {
+        match o.validate() {
+            Err(Error::InvalidOption { field, reason }) => {
+                assert!(!reason.is_empty());
+                field
+            }
+            other => panic!("expected InvalidOption, got {other:?}"),
+        }
+    }
+
+    fn with_compression(c: CompressionOptions) -> Options {
+        Options::default().compression(c)
+    }
+
+    fn with_retention(r: RetentionPolicy) -> Options {
+        Options::default().retention(r)
+    }
+
+    #[test]
+    fn defaults_and_bounds_are_valid() {
+        Options::default().validate().unwrap();
+        for segment_size in [4096, 1 << 40] {
+            Options::default().segment_size(segment_size).validate().unwrap();
+        }
+        let o = Options {
+            max_event_size: crate::format::record::MAX_BODY / 2,
+            max_events_per_append: 1,
+            max_append_size: 1,
+            durability: Durability::Interval(Duration::from_nanos(1)),
+            ..Options::default()
+        };
+        o.validate().unwrap();
+        let d = CompressionOptions::default();
+        for c in [
+            d,
+            CompressionOptions {
+                level: *LEVELS.start(),
+                block_size: MIN_BLOCK_SIZE,
+                dictionary_size: *DICTIONARY_SIZES.start(),
+                ..d
+            },
+            CompressionOptions {
+                level: *LEVELS.end(),
+                block_size: MAX_BLOCK_SIZE,
+                dictionary_size: *DICTIONARY_SIZES.end(),
+                dictionary: true,
+            },
+        ] {
+            with_compression(c).validate().unwrap();
+        }
+        with_retention(RetentionPolicy {
+            rules: vec![
+                RetentionRule::keep_type_forever("A*"),
+                RetentionRule::keep_tag_forever("t"),
+            ],
+            interval_ms: Some(1),
+            ..RetentionPolicy::default()
+        })
+        .validate()
+        .unwrap();
+    }
+
+    #[test]
+    fn each_store_option_out_of_range_is_named() {
+        for segment_size in [0, 4095, (1 << 40) + 1, u64::MAX] {
+            assert_eq!(refused(Options::default().segment_size(segment_size)), "segment_size");
+        }
+        for max_event_size in [0, crate::format::record::MAX_BODY / 2 + 1, usize::MAX] {
+            let o = Options {
+                max_event_size,
+                ..Options::default()
+            };
+            assert_eq!(refused(o), "max_event_size");
+        }
+        let o = Options {
+            max_events_per_append: 0,
+            ..Options::default()
+        };
+        assert_eq!(refused(o), "max_events_per_append");
+        let o = Options {
+            max_append_size: 0,
+            ..Options::default()
+        };
+        assert_eq!(refused(o), "max_append_size");
+        let o = Options::default().durability(Durability::Interval(Duration::ZERO));
+        assert_eq!(refused(o), "durability");
+    }
+
+    #[test]
+    fn each_compression_setting_out_of_range_is_named() {
+        let d = CompressionOptions::default();
+        for level in [i32::MIN, -1, 0, 23, i32::MAX] {
+            assert_eq!(
+                refused(with_compression(CompressionOptions { level, ..d })),
+                "compression.level"
+            );
+        }
+        for block_size in [0, MIN_BLOCK_SIZE - 1, MAX_BLOCK_SIZE + 1, usize::MAX] {
+            let c = CompressionOptions { block_size, ..d };
+            assert_eq!(refused(with_compression(c)), "compression.block_size");
+        }
+        for dictionary_size in [0, 1023, (8 << 20) + 1, usize::MAX] {
+            let c = CompressionOptions { dictionary_size, ..d };
+            assert_eq!(refused(with_compression(c)), "compression.dictionary_size");
+        }
+        // Called on its own, the check names the same field.
+        assert!(matches!(
+            CompressionOptions { level: 0, ..d }.validate(),
+            Err(Error::InvalidOption {
+                field: "compression.level",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn each_retention_setting_out_of_range_is_named() {
+        let neither = RetentionRule {
+            event_type: None,
+            tag: None,
+            keep_ms: Some(1),
+        };
+        let both = RetentionRule {
+            event_type: Some("A".into()),
+            tag: Some("t".into()),
+            keep_ms: None,
+        };
+        for bad in [neither, both] {
+            let r = RetentionPolicy {
+                rules: vec![RetentionRule::keep_type_forever("ok"), bad],
+                ..RetentionPolicy::default()
+            };
+            assert_eq!(refused(with_retention(r)), "retention.rules");
+        }
+        let r = RetentionPolicy {
+            interval_ms: Some(0),
+            ..RetentionPolicy::default()
+        };
+        assert_eq!(refused(with_retention(r)), "retention.interval_ms");
+    }
+
+    #[test]
+    fn the_message_names_the_field_and_the_accepted_range() {
+        let e = Options::default().segment_size(100).validate().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid option segment_size: 100 bytes; must be between 4 KiB and 1 TiB"
+        );
+        let e = with_compression(CompressionOptions {
+            level: 30,
+            ..CompressionOptions::default()
+        })
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.to_string(), "invalid option compression.level: 30; must be 1..=22");
     }
 }

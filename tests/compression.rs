@@ -263,18 +263,39 @@ fn compression_options_are_bounded_by_what_the_reader_accepts() {
     for block_size in [0, 1023, MAX_BLOCK_SIZE + 1, MAX_BLOCK_LOGICAL, 1 << 40, usize::MAX] {
         let e = with(CompressionOptions { block_size, ..d });
         assert!(
-            matches!(e, Err(Error::InvalidInput(_))),
+            matches!(
+                e,
+                Err(Error::InvalidOption {
+                    field: "compression.block_size",
+                    ..
+                })
+            ),
             "block_size {block_size}: {e:?}"
         );
     }
     for level in [i32::MIN, -1, 0, 23, i32::MAX] {
         let e = with(CompressionOptions { level, ..d });
-        assert!(matches!(e, Err(Error::InvalidInput(_))), "level {level}: {e:?}");
+        assert!(
+            matches!(
+                e,
+                Err(Error::InvalidOption {
+                    field: "compression.level",
+                    ..
+                })
+            ),
+            "level {level}: {e:?}"
+        );
     }
     for dictionary_size in [0, 1023, (8 << 20) + 1, usize::MAX] {
         let e = with(CompressionOptions { dictionary_size, ..d });
         assert!(
-            matches!(e, Err(Error::InvalidInput(_))),
+            matches!(
+                e,
+                Err(Error::InvalidOption {
+                    field: "compression.dictionary_size",
+                    ..
+                })
+            ),
             "dictionary_size {dictionary_size}: {e:?}"
         );
     }
@@ -286,7 +307,10 @@ fn compression_options_are_bounded_by_what_the_reader_accepts() {
     });
     assert!(matches!(
         Store::open_with(Arc::new(sim), "/b", o),
-        Err(Error::InvalidInput(_))
+        Err(Error::InvalidOption {
+            field: "compression.block_size",
+            ..
+        })
     ));
     let raw = annal::segment::SegmentHeader {
         base_position: 0,

@@ -170,16 +170,16 @@ impl Config {
         Ok((config, Some(path)))
     }
 
-    /// The store options this configuration asks for; a value out of range is an error naming its key.
+    /// The store options this configuration asks for. The values are checked
+    /// by the library ([`Options::validate`]), whose error names the option;
+    /// here only what is the file's own: the durability keys, and numbers too
+    /// large for this machine.
     pub fn options(&self) -> CliResult<Options> {
         let mut o = Options::default();
         let bad = |key: &str, why: String| CliError::msg(format!("{key}: {why}"));
         match (self.durability, self.sync_interval_ms) {
             (Some(DurabilityMode::Interval), ms) => {
                 let ms = ms.unwrap_or(DEFAULT_SYNC_INTERVAL_MS);
-                if ms == 0 {
-                    return Err(bad("sync_interval_ms", "must be at least 1".into()));
-                }
                 o.durability = Durability::Interval(Duration::from_millis(ms));
             }
             (_, Some(_)) => {
@@ -191,33 +191,18 @@ impl Config {
             (Some(DurabilityMode::Never), None) => o.durability = Durability::Never,
             (Some(DurabilityMode::Always) | None, None) => o.durability = Durability::Always,
         }
+        let usize_of = |key: &str, n: u64| usize::try_from(n).map_err(|_| bad(key, format!("{n} is too large")));
         if let Some(ByteSize(n)) = self.segment_size {
-            if !(4096..=1 << 40).contains(&n) {
-                return Err(bad(
-                    "segment_size",
-                    format!("{n} bytes; must be between 4 KiB and 1 TiB"),
-                ));
-            }
             o.segment_size = n;
         }
         if let Some(ByteSize(n)) = self.max_event_size {
-            let max = (annal::record::MAX_BODY / 2) as u64;
-            if n == 0 || n > max {
-                return Err(bad("max_event_size", format!("{n} bytes; must be between 1 and {max}")));
-            }
-            o.max_event_size = n as usize;
+            o.max_event_size = usize_of("max_event_size", n)?;
         }
         if let Some(n) = self.max_events_per_append {
-            if n == 0 || n > u32::MAX as u64 {
-                return Err(bad("max_events_per_append", format!("{n}; must be at least 1")));
-            }
-            o.max_events_per_append = n as usize;
+            o.max_events_per_append = usize_of("max_events_per_append", n)?;
         }
         if let Some(ByteSize(n)) = self.max_append_size {
-            if n == 0 || n > usize::MAX as u64 {
-                return Err(bad("max_append_size", format!("{n} bytes; must be at least 1")));
-            }
-            o.max_append_size = n as usize;
+            o.max_append_size = usize_of("max_append_size", n)?;
         }
         if let Some(ByteSize(n)) = self.disk_reserve {
             o.disk_reserve = n;
@@ -226,10 +211,7 @@ impl Config {
             o.retention = r.clone();
         }
         o.compression = self.compression;
-        // The library checks the sections' values (rules, levels, sizes).
-        if let Err(e) = o.validate() {
-            return Err(CliError::msg(format!("[retention] or [compression]: {e}")));
-        }
+        o.validate()?;
         Ok(o)
     }
 }
@@ -300,7 +282,21 @@ mod tests {
         assert_eq!(o.segment_size, 1 << 20);
         let c = Config::parse("sync_interval_ms = 50\n", p).unwrap();
         assert!(c.options().unwrap_err().message.contains("sync_interval_ms"));
+        // Values out of range are the library's to refuse, with its message and exit code 1.
         let c = Config::parse("segment_size = 10\n", p).unwrap();
-        assert!(c.options().unwrap_err().message.contains("segment_size"));
+        let e = c.options().unwrap_err();
+        assert_eq!(e.code, crate::error::ERROR);
+        assert_eq!(
+            e.message,
+            "invalid option segment_size: 10 bytes; must be between 4 KiB and 1 TiB"
+        );
+        let c = Config::parse("[compression]\ndictionary_size = 1\n", p).unwrap();
+        let e = c.options().unwrap_err();
+        assert!(
+            e.message
+                .starts_with("invalid option compression.dictionary_size: 1 bytes"),
+            "{}",
+            e.message
+        );
     }
 }

@@ -837,12 +837,25 @@ fn configuration_is_validated_and_applied() {
         ("durability = \"sometimes\"\n", "durability"),
         ("durability = 1\n", "durability"),
         ("segment_size = \"64 furlongs\"\n", "segment_size"),
-        ("segment_size = 100\n", "segment_size"),
+        // Values out of range: the library's check, naming the option.
+        ("segment_size = 100\n", "invalid option segment_size: 100 bytes"),
         ("max_event_size = -1\n", "max_event_size"),
-        ("max_events_per_append = 0\n", "max_events_per_append"),
+        ("max_event_size = 0\n", "invalid option max_event_size"),
+        ("max_events_per_append = 0\n", "invalid option max_events_per_append"),
         ("max_append_size = \"lots\"\n", "max_append_size"),
+        ("max_append_size = 0\n", "invalid option max_append_size"),
         ("sync_interval_ms = 5\n", "sync_interval_ms"),
-        ("durability = \"interval\"\nsync_interval_ms = 0\n", "sync_interval_ms"),
+        (
+            "durability = \"interval\"\nsync_interval_ms = 0\n",
+            "invalid option durability: the sync interval",
+        ),
+        ("[compression]\nlevel = 0\n", "invalid option compression.level"),
+        (
+            "[compression]\nblock_size = 1\n",
+            "invalid option compression.block_size",
+        ),
+        ("[retention]\ninterval_ms = 0\n", "invalid option retention.interval_ms"),
+        ("[[retention.rules]]\nkeep_ms = 5\n", "invalid option retention.rules"),
         ("[server]\nport = 1\n", "server"),
         ("durability = \n", "line 1"),
     ];

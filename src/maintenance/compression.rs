@@ -25,77 +25,13 @@ pub const TRAILER: usize = 32;
 /// Size of one block table entry.
 pub const BLOCK_ENTRY: usize = 24;
 
-/// Smallest `block_size` [`crate::Options::validate`] accepts.
-pub const MIN_BLOCK_SIZE: usize = 1024;
-/// Largest `block_size` [`crate::Options::validate`] accepts. A block holds
-/// frames up to `block_size` bytes, or one larger frame alone, so no block the
-/// compressor writes exceeds [`MAX_BLOCK_LOGICAL`], the most a reader accepts.
-pub const MAX_BLOCK_SIZE: usize = 4 << 20;
+// The settings and the bounds `Options::validate` puts on them live with the other options.
+pub use crate::options::{CompressionOptions, DICTIONARY_SIZES, LEVELS, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
+
 /// Largest uncompressed block a reader accepts: one maximal frame, or
 /// `MAX_BLOCK_SIZE` bytes of frames.
 pub const MAX_BLOCK_LOGICAL: usize =
     crate::format::record::MAX_BODY + crate::format::record::FRAME_HEADER + MAX_BLOCK_SIZE;
-/// zstd levels [`crate::Options::validate`] accepts.
-pub const LEVELS: std::ops::RangeInclusive<i32> = 1..=22;
-/// Dictionary sizes [`crate::Options::validate`] accepts (at most the 8 MiB of samples it is trained from).
-pub const DICTIONARY_SIZES: std::ops::RangeInclusive<usize> = 1024..=(8 << 20);
-
-/// Settings of segment compression.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CompressionOptions {
-    /// zstd level (1 fastest .. 19 smallest; up to 22 accepted).
-    pub level: i32,
-    /// Uncompressed bytes of frames per block (a larger frame gets a block of its
-    /// own); [`MIN_BLOCK_SIZE`]..=[`MAX_BLOCK_SIZE`].
-    pub block_size: usize,
-    /// Train a zstd dictionary from the store's own events (once, from the
-    /// first sealed segments) and compress with it: better ratios on small JSON events.
-    pub dictionary: bool,
-    /// Size of that dictionary in bytes (1 KiB ..= 8 MiB, the most it is trained from).
-    pub dictionary_size: usize,
-}
-
-impl CompressionOptions {
-    /// Checks the settings against what the compressor and the reader accept.
-    pub fn validate(&self) -> Result<()> {
-        if !LEVELS.contains(&self.level) {
-            return Err(Error::InvalidInput(format!(
-                "compression level {} must be {}..={}",
-                self.level,
-                LEVELS.start(),
-                LEVELS.end()
-            )));
-        }
-        if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&self.block_size) {
-            return Err(Error::InvalidInput(format!(
-                "compression block_size {} must be between {MIN_BLOCK_SIZE} and {MAX_BLOCK_SIZE} bytes",
-                self.block_size
-            )));
-        }
-        if !DICTIONARY_SIZES.contains(&self.dictionary_size) {
-            return Err(Error::InvalidInput(format!(
-                "compression dictionary_size {} must be between {} and {} bytes",
-                self.dictionary_size,
-                DICTIONARY_SIZES.start(),
-                DICTIONARY_SIZES.end()
-            )));
-        }
-        Ok(())
-    }
-}
-
-impl Default for CompressionOptions {
-    fn default() -> Self {
-        CompressionOptions {
-            level: 3,
-            block_size: 64 << 10,
-            dictionary: false,
-            dictionary_size: 32 << 10,
-        }
-    }
-}
-
 /// Name of the store's dictionary file.
 pub const DICTIONARY_FILE: &str = "dictionary.zdict";
 /// Magic bytes of the dictionary file.

@@ -11,9 +11,6 @@
 //! must never touch the active segment.
 
 use std::sync::Arc;
-use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
 use crate::event::now_micros;
@@ -26,66 +23,10 @@ use crate::log::state::Shared;
 use crate::storage::write_atomically;
 use crate::stream_metadata::{META_PREFIX, SNAPSHOT_PREFIX, StreamMetadata};
 
-/// What to keep, store-wide. The default keeps everything forever.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RetentionPolicy {
-    /// Remove events older than this many milliseconds (unless a rule keeps them).
-    pub max_age_ms: Option<u64>,
-    /// Keep the sealed data under this many bytes, expiring the oldest segments first.
-    pub max_bytes: Option<u64>,
-    /// Keep at most about this many events, expiring the oldest segments first.
-    pub max_events: Option<u64>,
-    /// Rules by event type or tag; the first matching rule decides.
-    pub rules: Vec<RetentionRule>,
-    /// Run scavenging in the background this often (none: only on demand).
-    pub interval_ms: Option<u64>,
-}
-
-/// A retention rule: events whose type or tag matches are kept forever or for a time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetentionRule {
-    /// Event type pattern (`*` at the end matches any suffix), if the rule is by type.
-    #[serde(default)]
-    pub event_type: Option<String>,
-    /// Tag pattern (`*` at the end matches any suffix), if the rule is by tag.
-    #[serde(default)]
-    pub tag: Option<String>,
-    /// Keep matching events this many milliseconds; `None` keeps them forever,
-    /// even when the oldest segments expire for size or count.
-    #[serde(default)]
-    pub keep_ms: Option<u64>,
-}
+// The policy and its rules are options; scavenging applies them.
+pub use crate::options::{RetentionPolicy, RetentionRule};
 
 impl RetentionRule {
-    /// Keep events of this type (pattern) forever.
-    pub fn keep_type_forever(pattern: &str) -> Self {
-        RetentionRule {
-            event_type: Some(pattern.to_string()),
-            tag: None,
-            keep_ms: None,
-        }
-    }
-
-    /// Keep events with this tag (pattern) forever.
-    pub fn keep_tag_forever(pattern: &str) -> Self {
-        RetentionRule {
-            event_type: None,
-            tag: Some(pattern.to_string()),
-            keep_ms: None,
-        }
-    }
-
-    /// Keep events of this type (pattern) for a while.
-    pub fn expire_type_after(pattern: &str, after: Duration) -> Self {
-        RetentionRule {
-            event_type: Some(pattern.to_string()),
-            tag: None,
-            keep_ms: Some(after.as_millis() as u64),
-        }
-    }
-
     fn matches(&self, ev: &EventView<'_>) -> bool {
         self.event_type
             .as_deref()
@@ -101,23 +42,6 @@ fn pattern_matches(pattern: &str, value: &str) -> bool {
     match pattern.strip_suffix('*') {
         Some(prefix) => value.starts_with(prefix),
         None => pattern == value,
-    }
-}
-
-impl RetentionPolicy {
-    /// Checks the policy's values.
-    pub(crate) fn validate(&self) -> Result<()> {
-        for r in &self.rules {
-            if r.event_type.is_none() == r.tag.is_none() {
-                return Err(Error::InvalidInput(
-                    "a retention rule names exactly one of event_type or tag".into(),
-                ));
-            }
-        }
-        if self.interval_ms == Some(0) {
-            return Err(Error::InvalidInput("retention interval_ms must be positive".into()));
-        }
-        Ok(())
     }
 }
 
