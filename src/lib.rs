@@ -31,15 +31,15 @@ pub mod stream_metadata;
 pub use features::{metadata, persistent, subscription};
 pub use format::{checkpoint, index, record, segment};
 pub use log::recovery;
-pub use maintenance::{backup, compression, repair, retention, verify};
+pub use maintenance::{backup, repair, retention, verify};
 
 pub use backup::{BackupReport, StoreStats, restore, restore_with};
-pub use compression::{CompressReport, CompressionOptions};
 pub use error::{Error, Result};
 pub use event::{AppendResult, ContentType, EventData, ExpectedVersion, RecordedEvent, StreamInfo};
 pub use log::damage::{Damage, TornTail};
+pub use maintenance::compression::CompressReport;
 pub use metadata::Snapshot;
-pub use options::{Durability, Options};
+pub use options::{CompressionOptions, Durability, Options};
 pub use persistent::{
     Consumer, Delivery, Group, GroupInfo, GroupSettings, GroupSource, NackAction, ParkedRecord, Strategy,
 };

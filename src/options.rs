@@ -141,7 +141,7 @@ const SEGMENT_SIZES: std::ops::RangeInclusive<u64> = 4096..=(1 << 40);
 pub const MIN_BLOCK_SIZE: usize = 1024;
 /// Largest `block_size` [`Options::validate`] accepts. A block holds
 /// frames up to `block_size` bytes, or one larger frame alone, so no block the
-/// compressor writes exceeds [`crate::maintenance::compression::MAX_BLOCK_LOGICAL`], the most a reader accepts.
+/// compressor writes exceeds [`crate::format::compressed::MAX_BLOCK_LOGICAL`], the most a reader accepts.
 pub const MAX_BLOCK_SIZE: usize = 4 << 20;
 /// zstd levels [`Options::validate`] accepts.
 pub const LEVELS: std::ops::RangeInclusive<i32> = 1..=22;

@@ -160,7 +160,7 @@ impl Store {
             store.every(std::time::Duration::from_millis(ms), "annal-scavenger", |shared| {
                 // A failed run is retried at the next tick; `scavenge` reports errors on demand.
                 let result = crate::maintenance::retention::scavenge(shared, &shared.options.retention);
-                crate::maintenance::compression::record_background(shared, "scavenging", result);
+                shared.record_background("scavenging", result);
             })?;
         }
         if let Some(c) = store.shared.options.compression {
@@ -169,7 +169,7 @@ impl Store {
                 "annal-compressor",
                 move |shared| {
                     let result = crate::maintenance::compression::compress_sealed(shared, &c);
-                    crate::maintenance::compression::record_background(shared, "compression", result);
+                    shared.record_background("compression", result);
                 },
             )?;
         }

@@ -249,7 +249,7 @@ fn a_trained_dictionary_compresses_small_events_better() {
 
 #[test]
 fn compression_options_are_bounded_by_what_the_reader_accepts() {
-    use annal::compression::{MAX_BLOCK_LOGICAL, MAX_BLOCK_SIZE};
+    use annal::format::compressed::{MAX_BLOCK_LOGICAL, MAX_BLOCK_SIZE};
     let with = |c: CompressionOptions| Options::default().compression(c).validate();
     let d = CompressionOptions::default();
     assert!(with(d).is_ok());
@@ -324,7 +324,7 @@ fn compression_options_are_bounded_by_what_the_reader_accepts() {
         ..d
     };
     assert!(matches!(
-        annal::compression::compress_segment(&raw, &huge, None),
+        annal::format::compressed::compress_segment(&raw, &huge, None),
         Err(Error::InvalidInput(_))
     ));
 }

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 
 use annal::ContentType;
 use annal::checkpoint::StreamsCheckpoint;
-use annal::compression::{CompressionOptions, Dictionary, compress_segment};
+use annal::CompressionOptions;
+use annal::format::compressed::{Dictionary, compress_segment};
 use annal::index::MemIndex;
 use annal::record::{self, GroupView, SealView};
 use annal_fuzz::store_dir::{Op, build_template};

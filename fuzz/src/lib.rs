@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use annal::checkpoint::{StoreMeta, StreamsCheckpoint};
-use annal::compression::{Compressed, Dictionary};
+use annal::format::compressed::{Compressed, Dictionary};
 use annal::index::{Lookup, SegmentIndex, hash_str};
 use annal::record::{self, FRAME_HEADER, Frame, FrameError, MAX_BODY};
 use annal::segment::{self, SEGMENT_HEADER, ScanEnd, SegmentHeader};

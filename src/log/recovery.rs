@@ -117,7 +117,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
         }
     }
     names.sort();
-    let dictionary = crate::maintenance::compression::load_dictionary(st, dir)?;
+    let dictionary = crate::log::segments::load_dictionary(st, dir)?;
     let claim = load_claim(st, dir)?;
     if let Claim::Mark(m) = &claim {
         let last_base = names.last().map(|(b, _)| *b);
@@ -250,6 +250,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
         scavenging: Default::default(),
         dictionary: RwLock::new(dictionary),
         notifier: Default::default(),
+        background_error: Mutex::new(None),
         durable_mark: Mutex::new(match claim {
             Claim::Mark(m) => Some(m),
             _ => None,
@@ -332,7 +333,7 @@ fn read_segment(
     dir: &Path,
     seg: &Seg<'_>,
     idx_name: Option<&String>,
-    dict: Option<&Arc<crate::maintenance::compression::Dictionary>>,
+    dict: Option<&Arc<crate::format::compressed::Dictionary>>,
     next_base: Option<u64>,
     damage: &mut Vec<Damage>,
 ) -> Result<Option<Opened>> {
@@ -364,7 +365,7 @@ fn read_segment(
         && !matches!(seg.claim, Claim::Mark(m) if m.durable_end > SEGMENT_HEADER as u64);
     let logical = match SegmentHeader::decode(&raw, path) {
         Ok(h) if h.compressed => {
-            crate::maintenance::compression::Compressed::open(raw.into(), path, dict).and_then(|c| c.logical(path))
+            crate::format::compressed::Compressed::open(raw.into(), path, dict).and_then(|c| c.logical(path))
         }
         Ok(h) if h.base_position != base => Err(Error::corruption(
             path,
@@ -467,7 +468,7 @@ fn open_segment(
     dir: &Path,
     seg: &Seg<'_>,
     idx_name: Option<&String>,
-    dict: Option<&Arc<crate::maintenance::compression::Dictionary>>,
+    dict: Option<&Arc<crate::format::compressed::Dictionary>>,
     torn: &mut Vec<TornTail>,
 ) -> Result<Option<Opened>> {
     let (path, base, is_last) = (seg.path, seg.base, seg.is_last);
@@ -534,7 +535,7 @@ fn open_segment(
     let mut bytes = read_whole(&*file).ctx(|| format!("reading {}", path.display()))?;
     // A compressed segment (always sealed) is scanned in its logical form.
     if SegmentHeader::decode(&bytes, path).is_ok_and(|h| h.compressed) {
-        bytes = crate::maintenance::compression::Compressed::open(bytes.into(), path, dict)?.logical(path)?;
+        bytes = crate::format::compressed::Compressed::open(bytes.into(), path, dict)?.logical(path)?;
     }
     let header = match SegmentHeader::decode(&bytes, path) {
         Ok(h) => h,

@@ -15,9 +15,9 @@ use parking_lot::RwLock;
 
 use crate::error::{Error, IoContext, Result};
 use crate::event::now_micros;
+use crate::format::compressed::{Compressed, DICTIONARY_FILE, Dictionary};
 use crate::format::index::{Lookup, MemIndex, SegmentIndex};
 use crate::format::segment::{SEGMENT_HEADER, SegmentHeader, index_file_name, segment_file_name};
-use crate::maintenance::compression::Dictionary;
 use crate::storage::{Mapped, Storage, StorageFile};
 
 /// A sealed segment: its mapped bytes and its mapped index.
@@ -27,7 +27,7 @@ pub(crate) struct SealedSegment {
     pub(crate) bytes: Bytes,
     pub(crate) index: SegmentIndex,
     /// The block table, if the file is compressed.
-    pub(crate) compressed: Option<crate::maintenance::compression::Compressed>,
+    pub(crate) compressed: Option<Compressed>,
 }
 
 impl SealedSegment {
@@ -51,11 +51,7 @@ impl SealedSegment {
     ) -> Result<Self> {
         let header = crate::format::segment::SegmentHeader::decode(&bytes, &path)?;
         let compressed = if header.compressed {
-            Some(crate::maintenance::compression::Compressed::open(
-                bytes.clone(),
-                &path,
-                dict,
-            )?)
+            Some(Compressed::open(bytes.clone(), &path, dict)?)
         } else {
             None
         };
@@ -215,4 +211,14 @@ impl SegmentSet {
         current.sealed = Arc::new(list);
         true
     }
+}
+
+/// Loads the store's dictionary, if the data directory has one.
+pub(crate) fn load_dictionary(st: &dyn Storage, dir: &Path) -> Result<Option<Arc<Dictionary>>> {
+    let path = dir.join(DICTIONARY_FILE);
+    if !st.exists(&path) {
+        return Ok(None);
+    }
+    let bytes = st.map(&path).ctx(|| format!("reading {DICTIONARY_FILE}"))?;
+    Ok(Some(Arc::new(Dictionary::decode((*bytes).as_ref(), &path)?)))
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::format::checkpoint::StreamState;
 use crate::log::segments::SegmentSet;
 use crate::options::Options;
@@ -38,12 +38,15 @@ pub(crate) struct Shared {
     /// Serialises scavenges.
     pub(crate) scavenging: Mutex<()>,
     /// The store's compression dictionary, once trained.
-    pub(crate) dictionary: RwLock<Option<Arc<crate::maintenance::compression::Dictionary>>>,
+    pub(crate) dictionary: RwLock<Option<Arc<crate::format::compressed::Dictionary>>>,
     /// Wakes subscribers on each publication and when the store closes.
     pub(crate) notifier: crate::log::notify::Notifier,
     /// The durable-end checkpoint as last read or written (`durable.chk`), so
     /// that a close with nothing new to record writes nothing.
     pub(crate) durable_mark: Mutex<Option<crate::format::checkpoint::DurableMark>>,
+    /// The last error of background work (compression, scavenging), which has
+    /// no caller to return it to, with when it happened.
+    pub(crate) background_error: Mutex<Option<String>>,
     /// Torn tails that this open cut off the last segment.
     pub(crate) torn_at_open: Vec<crate::log::damage::TornTail>,
     /// Damage a read-only open stepped around, by position.
@@ -94,6 +97,15 @@ impl Shared {
             .iter()
             .filter(|d| d.first_position <= start)
             .max_by_key(|d| d.first_position)
+    }
+
+    /// Keeps the error of a background run of `task`, if it failed, as the
+    /// store's last background error.
+    pub(crate) fn record_background<T>(&self, task: &str, result: Result<T>) {
+        if let Err(e) = result {
+            let secs = crate::event::now_micros().div_euclid(1_000_000);
+            *self.background_error.lock() = Some(format!("{task} failed at {secs} s since the epoch: {e}"));
+        }
     }
 
     pub(crate) fn published(&self) -> u64 {

@@ -103,11 +103,11 @@ pub(crate) fn backup(shared: &Shared, dest: &Path) -> Result<BackupReport> {
         copy_bytes(st, dest, &idx_name, seg.index.raw(), &mut report)?;
     }
     // Compressed segments may need the store's dictionary.
-    if let Ok(dict) = st.map(&shared.dir.join(crate::maintenance::compression::DICTIONARY_FILE)) {
+    if let Ok(dict) = st.map(&shared.dir.join(crate::format::compressed::DICTIONARY_FILE)) {
         copy_bytes(
             st,
             dest,
-            crate::maintenance::compression::DICTIONARY_FILE,
+            crate::format::compressed::DICTIONARY_FILE,
             (*dict).as_ref(),
             &mut report,
         )?;
@@ -151,7 +151,7 @@ pub fn restore_with(storage: std::sync::Arc<dyn Storage>, from: &Path, to: &Path
     for name in st.list(from).ctx(|| format!("listing {}", from.display()))? {
         let keep = name == META_FILE
             || name == STREAMS_FILE
-            || name == crate::maintenance::compression::DICTIONARY_FILE
+            || name == crate::format::compressed::DICTIONARY_FILE
             || matches!(crate::format::segment::parse_file_name(&name), Some((_, "seg" | "idx")));
         if !keep {
             continue;
@@ -188,6 +188,6 @@ pub(crate) fn stats(shared: &Shared) -> StoreStats {
         segment_bytes: now.sealed.iter().map(|s| s.bytes.len() as u64).sum::<u64>() + active_end,
         index_bytes: now.sealed.iter().map(|s| s.index.raw().len() as u64).sum(),
         active_events,
-        last_background_error: crate::maintenance::compression::last_background_error(shared),
+        last_background_error: shared.background_error.lock().clone(),
     }
 }

@@ -110,7 +110,7 @@ struct Repairer<'a> {
     /// Positions lost or removed in the repaired log so far.
     lost: u64,
     /// The store's compression dictionary, if it has a readable one.
-    dictionary: Option<Arc<crate::maintenance::compression::Dictionary>>,
+    dictionary: Option<Arc<crate::format::compressed::Dictionary>>,
     /// Why `dictionary.zdict` could not be read, if it could not.
     dictionary_error: Option<String>,
     /// Segments compressed with a dictionary the store does not have (readable).
@@ -275,7 +275,7 @@ impl Repairer<'_> {
     /// Loads the compression dictionary, noting why if it cannot be read: it
     /// cannot be rebuilt, so segments compressed with it are then left alone.
     fn read_dictionary(&mut self) {
-        match crate::maintenance::compression::load_dictionary(self.st, self.dir) {
+        match crate::log::segments::load_dictionary(self.st, self.dir) {
             Ok(d) => self.dictionary = d,
             Err(e) => self.dictionary_error = Some(e.to_string()),
         }
@@ -407,12 +407,12 @@ impl Repairer<'_> {
             let why = match &self.dictionary_error {
                 Some(e) => format!("which is unreadable ({e})"),
                 None if self.dictionary.is_some() => "which is not the store's dictionary".to_string(),
-                None => format!("and {} is missing", crate::maintenance::compression::DICTIONARY_FILE),
+                None => format!("and {} is missing", crate::format::compressed::DICTIONARY_FILE),
             };
             self.report.unfixed.push(format!(
                 "{}: compressed with dictionary {id}, {why}: its events cannot be read until {} is restored (from a backup); the segment was left as it is",
                 path.display(),
-                crate::maintenance::compression::DICTIONARY_FILE
+                crate::format::compressed::DICTIONARY_FILE
             ));
             let idx = self.dir.join(crate::format::segment::index_file_name(base));
             let from_index = self
@@ -426,8 +426,7 @@ impl Repairer<'_> {
         if header.is_some_and(|h| h.compressed) {
             // Repair works on the logical form; an unreadable compressed file is a wreck.
             let dict = self.dictionary.clone();
-            let opened =
-                crate::maintenance::compression::Compressed::open(original.clone().into(), path, dict.as_ref());
+            let opened = crate::format::compressed::Compressed::open(original.clone().into(), path, dict.as_ref());
             match opened.and_then(|c| c.logical(path)) {
                 Ok(logical) => original = logical,
                 Err(e) => {
@@ -778,10 +777,10 @@ impl Repairer<'_> {
         // A damaged dictionary no segment needs is moved aside; one that some
         // segment needs stays for whoever can restore it.
         if let Some(e) = self.dictionary_error.take() {
-            let path = self.dir.join(crate::maintenance::compression::DICTIONARY_FILE);
+            let path = self.dir.join(crate::format::compressed::DICTIONARY_FILE);
             if self.dictionary_needed == 0 {
                 let bytes = self.read(&path)?;
-                self.quarantine(crate::maintenance::compression::DICTIONARY_FILE, &bytes)?;
+                self.quarantine(crate::format::compressed::DICTIONARY_FILE, &bytes)?;
                 self.st.remove(&path).ctx(|| format!("removing {}", path.display()))?;
                 self.act(format!(
                     "{}: unreadable ({e}) and used by no segment; moved to quarantine",

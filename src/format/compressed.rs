@@ -1,0 +1,317 @@
+//! The compressed segment format: zstd blocks of whole frames and a block
+//! table (see format.md, "Compressed segments"), and the dictionary file.
+//!
+//! A compressed segment keeps the segment header (with the compressed flag)
+//! and stores the rest of the original file as zstd blocks of whole frames,
+//! followed by a block table. Offsets everywhere else (indexes, positions)
+//! stay those of the original, uncompressed file — its *logical* layout — so
+//! an index is valid for both forms, and a random read decompresses one small
+//! block. This module owns the block format; it must never decide when to
+//! compress, nor touch a file (`maintenance::compression` does both).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::format::record;
+use crate::format::segment::SEGMENT_HEADER;
+
+/// Magic bytes closing a compressed segment's trailer.
+pub const TABLE_MAGIC: &[u8; 4] = b"AZTB";
+/// Size of the trailer after the block table.
+pub const TRAILER: usize = 32;
+/// Size of one block table entry.
+pub const BLOCK_ENTRY: usize = 24;
+
+// The settings and the bounds `Options::validate` puts on them live with the other options.
+pub use crate::options::{CompressionOptions, DICTIONARY_SIZES, LEVELS, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
+
+/// Largest uncompressed block a reader accepts: one maximal frame, or
+/// `MAX_BLOCK_SIZE` bytes of frames.
+pub const MAX_BLOCK_LOGICAL: usize =
+    crate::format::record::MAX_BODY + crate::format::record::FRAME_HEADER + MAX_BLOCK_SIZE;
+/// Name of the store's dictionary file.
+pub const DICTIONARY_FILE: &str = "dictionary.zdict";
+/// Magic bytes of the dictionary file.
+pub const DICTIONARY_MAGIC: &[u8; 8] = b"ANNALDIC";
+
+/// The store's zstd dictionary, if it has one.
+#[derive(Default)]
+pub struct Dictionary {
+    /// Its id, recorded in the header of every segment compressed with it.
+    pub id: u32,
+    /// The zstd dictionary bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl Dictionary {
+    /// Encodes the dictionary file: magic, version 1, id, length, CRC of the bytes, bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32 + self.bytes.len());
+        out.extend_from_slice(DICTIONARY_MAGIC);
+        out.extend_from_slice(&1u32.to_le_bytes());
+        out.extend_from_slice(&self.id.to_le_bytes());
+        out.extend_from_slice(&(self.bytes.len() as u64).to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(&self.bytes).to_le_bytes());
+        out.extend_from_slice(&[0u8; 4]);
+        out.extend_from_slice(&self.bytes);
+        out
+    }
+
+    /// Decodes and checks a dictionary file.
+    pub fn decode(b: &[u8], path: &std::path::Path) -> Result<Self> {
+        let bad = |why: &str| Error::corruption(path, 0, why.to_string());
+        if b.len() < 32 || &b[..8] != DICTIONARY_MAGIC {
+            return Err(bad("not an annal dictionary"));
+        }
+        let version = le_u32(b, 8);
+        if version != 1 {
+            return Err(Error::UnsupportedVersion {
+                file: path.to_path_buf(),
+                found: version,
+                supported: 1,
+            });
+        }
+        let len = le_u64(b, 16);
+        if len != (b.len() - 32) as u64 || crc32fast::hash(&b[32..]) != le_u32(b, 24) {
+            return Err(bad("dictionary length or checksum mismatch"));
+        }
+        Ok(Dictionary {
+            id: le_u32(b, 12),
+            bytes: b[32..].to_vec(),
+        })
+    }
+
+    /// Trains a dictionary from sample frames.
+    pub fn train(samples: &[&[u8]], size: usize) -> Result<Self> {
+        let bytes = zstd::dict::from_samples(samples, size).map_err(|e| Error::io("training a zstd dictionary", e))?;
+        let id = zstd::zstd_safe::get_dict_id(&bytes).map_or(0, |id| id.get());
+        Ok(Dictionary { id, bytes })
+    }
+}
+
+/// One block: where its frames sit in the logical layout and in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Block {
+    /// Logical offset of the block's first byte.
+    pub logical_offset: u64,
+    /// Offset of the compressed bytes in the file.
+    pub file_offset: u64,
+    /// Length of the compressed bytes.
+    pub file_len: u32,
+    /// Length once decompressed.
+    pub logical_len: u32,
+}
+
+/// Compresses a sealed segment's bytes (header, frames, seal) into the
+/// compressed form, with the store's dictionary if one is given.
+pub fn compress_segment(raw: &[u8], options: &CompressionOptions, dict: Option<&Dictionary>) -> Result<Vec<u8>> {
+    // Never write a block a reader refuses (smaller blocks than Options accept are
+    // allowed here, for tests and fuzzing corpora).
+    if options.block_size > MAX_BLOCK_SIZE {
+        return Err(Error::InvalidInput(format!(
+            "compression block_size {} is over {MAX_BLOCK_SIZE} bytes",
+            options.block_size
+        )));
+    }
+    if raw.len() < SEGMENT_HEADER {
+        return Err(Error::InvalidInput("segment shorter than its header".into()));
+    }
+    let mut out = raw[..SEGMENT_HEADER].to_vec();
+    crate::format::segment::set_compressed_flag(&mut out, dict.map(|d| d.id));
+    let mut compressor = match dict {
+        Some(d) => zstd::bulk::Compressor::with_dictionary(options.level, &d.bytes),
+        None => zstd::bulk::Compressor::new(options.level),
+    }
+    .map_err(|e| Error::io("preparing zstd", e))?;
+    let mut blocks = Vec::new();
+    let mut at = SEGMENT_HEADER;
+    while at < raw.len() {
+        // Gather whole frames up to the block size.
+        let start = at;
+        while at < raw.len() {
+            let len = record::frame_len(&raw[at..])
+                .filter(|l| at + l <= raw.len())
+                .ok_or_else(|| Error::InvalidInput(format!("no whole frame at byte {at} of a sealed segment")))?;
+            if at > start && at + len - start > options.block_size {
+                break;
+            }
+            at += len;
+        }
+        if at - start > MAX_BLOCK_LOGICAL {
+            return Err(Error::InvalidInput(format!(
+                "a block of {} bytes at byte {start} would be larger than a reader accepts",
+                at - start
+            )));
+        }
+        let packed = compressor
+            .compress(&raw[start..at])
+            .map_err(|e| Error::io("compressing a segment block", e))?;
+        blocks.push(Block {
+            logical_offset: start as u64,
+            file_offset: out.len() as u64,
+            file_len: packed.len() as u32,
+            logical_len: (at - start) as u32,
+        });
+        out.extend_from_slice(&packed);
+    }
+    let table_offset = out.len() as u64;
+    let table_start = out.len();
+    for b in &blocks {
+        out.extend_from_slice(&b.logical_offset.to_le_bytes());
+        out.extend_from_slice(&b.file_offset.to_le_bytes());
+        out.extend_from_slice(&b.file_len.to_le_bytes());
+        out.extend_from_slice(&b.logical_len.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&out[table_start..]);
+    out.extend_from_slice(&table_offset.to_le_bytes());
+    out.extend_from_slice(&(blocks.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(raw.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(TABLE_MAGIC);
+    Ok(out)
+}
+
+/// A compressed segment, read through its block table.
+pub struct Compressed {
+    file: Bytes,
+    /// The dictionary the blocks were compressed with, if any.
+    dict: Option<Arc<Dictionary>>,
+    blocks: Vec<Block>,
+    logical_len: u64,
+    /// The last block decompressed, for reads that walk a block event by event.
+    last: Mutex<Option<(usize, Bytes)>>,
+}
+
+impl std::fmt::Debug for Compressed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compressed")
+            .field("blocks", &self.blocks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+impl Compressed {
+    /// Reads and checks the block table of a compressed segment file; `dict` is
+    /// the store's dictionary (needed if the header names one).
+    pub fn open(file: Bytes, path: &std::path::Path, dict: Option<&Arc<Dictionary>>) -> Result<Self> {
+        let bad = |offset: usize, why: &str| Error::corruption(path, offset as u64, why.to_string());
+        let dict = match crate::format::segment::SegmentHeader::decode(&file, path)?.dictionary {
+            None => None,
+            Some(id) => match dict {
+                Some(d) if d.id == id => Some(d.clone()),
+                _ => return Err(bad(32, "compressed with a dictionary this store does not have")),
+            },
+        };
+        let n = file.len();
+        if n < SEGMENT_HEADER + TRAILER || file[n - 4..] != TABLE_MAGIC[..] {
+            return Err(bad(n.saturating_sub(4), "compressed segment has no block table"));
+        }
+        let t = n - TRAILER;
+        let table_offset = le_u64(&file, t) as usize;
+        let count = le_u64(&file, t + 8);
+        let logical_len = le_u64(&file, t + 16);
+        let crc = le_u32(&file, t + 24);
+        let table_len = (count as u128) * BLOCK_ENTRY as u128;
+        if table_offset < SEGMENT_HEADER || table_offset as u128 + table_len != t as u128 {
+            return Err(bad(t, "block table size does not match the file"));
+        }
+        if crc32fast::hash(&file[table_offset..t]) != crc {
+            return Err(bad(table_offset, "block table checksum mismatch"));
+        }
+        let mut blocks = Vec::with_capacity(count as usize);
+        let mut logical = SEGMENT_HEADER as u64;
+        let mut physical = SEGMENT_HEADER as u64;
+        for i in 0..count as usize {
+            let at = table_offset + i * BLOCK_ENTRY;
+            let b = Block {
+                logical_offset: le_u64(&file, at),
+                file_offset: le_u64(&file, at + 8),
+                file_len: le_u32(&file, at + 16),
+                logical_len: le_u32(&file, at + 20),
+            };
+            let max_block = MAX_BLOCK_LOGICAL as u32;
+            if b.logical_offset != logical
+                || b.file_offset != physical
+                || b.logical_len == 0
+                || b.logical_len > max_block
+            {
+                return Err(bad(at, "block table entries out of order"));
+            }
+            logical += u64::from(b.logical_len);
+            physical += u64::from(b.file_len);
+            blocks.push(b);
+        }
+        if logical != logical_len || physical != table_offset as u64 {
+            return Err(bad(table_offset, "blocks do not cover the segment"));
+        }
+        Ok(Compressed {
+            file,
+            dict,
+            blocks,
+            logical_len,
+            last: Mutex::new(None),
+        })
+    }
+
+    /// Length of the uncompressed segment.
+    pub fn logical_len(&self) -> u64 {
+        self.logical_len
+    }
+
+    fn decompress(&self, i: usize, path: &std::path::Path) -> Result<Bytes> {
+        if let Some((j, b)) = &*self.last.lock()
+            && *j == i
+        {
+            return Ok(b.clone());
+        }
+        let b = self.blocks[i];
+        let packed = &self.file[b.file_offset as usize..(b.file_offset + u64::from(b.file_len)) as usize];
+        let data = match &self.dict {
+            Some(d) => zstd::bulk::Decompressor::with_dictionary(&d.bytes)
+                .and_then(|mut z| z.decompress(packed, b.logical_len as usize)),
+            None => zstd::bulk::decompress(packed, b.logical_len as usize),
+        }
+        .ok()
+        .filter(|d| d.len() == b.logical_len as usize)
+        .ok_or_else(|| Error::corruption(path, b.file_offset, "compressed block does not decompress"))?;
+        let data = Bytes::from(data);
+        *self.last.lock() = Some((i, data.clone()));
+        Ok(data)
+    }
+
+    /// The logical bytes `[offset, end)`, cut at the end of the block holding
+    /// `offset` (frames never straddle blocks, so a frame starting at `offset` is whole).
+    pub fn range(&self, offset: u64, end: u64, path: &std::path::Path) -> Result<Bytes> {
+        let i = self
+            .blocks
+            .partition_point(|b| b.logical_offset <= offset)
+            .checked_sub(1)
+            .filter(|i| offset < self.blocks[*i].logical_offset + u64::from(self.blocks[*i].logical_len))
+            .ok_or_else(|| Error::corruption(path, offset, "offset outside the compressed blocks"))?;
+        let block = self.decompress(i, path)?;
+        let start = (offset - self.blocks[i].logical_offset) as usize;
+        let stop = (end.saturating_sub(self.blocks[i].logical_offset) as usize).min(block.len());
+        Ok(block.slice(start..stop.max(start)))
+    }
+
+    /// The whole uncompressed segment.
+    pub fn logical(&self, path: &std::path::Path) -> Result<Vec<u8>> {
+        let mut out = self.file[..SEGMENT_HEADER].to_vec();
+        crate::format::segment::clear_compressed_flag(&mut out);
+        for i in 0..self.blocks.len() {
+            out.extend_from_slice(&self.decompress(i, path)?);
+        }
+        Ok(out)
+    }
+}
