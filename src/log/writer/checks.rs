@@ -1,0 +1,257 @@
+//! The checks an append passes before it is staged: expected version,
+//! idempotency (a retried append with the same ids and content gets its first
+//! result), and consistency-boundary conditions; all against the published
+//! state plus every group written but not yet published.
+//!
+//! This module must never write: it only decides.
+
+use std::sync::atomic::Ordering;
+
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::event::{AppendResult, EventData, ExpectedVersion, now_micros};
+use crate::format::checkpoint::StreamState;
+use crate::format::record::{self, EventView, GroupView};
+use crate::format::segment::SEGMENT_HEADER;
+use crate::query::AppendCondition;
+
+use super::batch::Writer;
+use super::pipeline::Results;
+use super::request::{AppendRequest, encoded_size};
+
+impl Writer {
+    /// The stream's state as of the staged group: staged, written, or published.
+    pub(super) fn current(&self, stream: &str) -> Option<StreamState> {
+        self.group
+            .streams
+            .get(stream)
+            .or_else(|| self.unpublished.iter().rev().find_map(|w| w.group.streams.get(stream)))
+            .copied()
+            .or_else(|| self.shared.stream_state(stream))
+    }
+
+    /// Position of the event with this id: staged, written, or published.
+    pub(super) fn find_id(&self, id: &Uuid) -> Option<u64> {
+        self.group
+            .ids
+            .get(id)
+            .or_else(|| self.unpublished.iter().rev().find_map(|w| w.group.ids.get(id)))
+            .copied()
+            .or_else(|| self.shared.find_id(id))
+    }
+
+    /// Checks a request and encodes its events into the group buffer.
+    pub(super) fn stage(&mut self, req: &AppendRequest, results: &mut Results) -> Result<AppendResult> {
+        // A rotation that failed after its seal is finished before anything else.
+        if self.sealed_pending {
+            self.rotate()?;
+        }
+        // Rotate first, so that the checks below see the state after the
+        // commit that rotation forces (which may have failed and dropped appends).
+        let estimate = encoded_size(&req.stream, &req.events);
+        if self.write_offset + (self.group.buf.len() + estimate) as u64 > self.shared.options.segment_size
+            && (self.write_offset > SEGMENT_HEADER as u64 || !self.group.buf.is_empty())
+        {
+            self.flush(results);
+            if self.write_offset > SEGMENT_HEADER as u64 {
+                self.rotate()?;
+            }
+        }
+        let current = self.current(&req.stream);
+        if let Some(result) = self.idempotent_result(req, current)? {
+            return Ok(result);
+        }
+        let ok = match (req.expected, current) {
+            (ExpectedVersion::Any, _) => true,
+            (ExpectedVersion::NoStream, None) => true,
+            (ExpectedVersion::StreamExists, Some(_)) => true,
+            (ExpectedVersion::Exact(r), Some(s)) => s.last_revision == r,
+            _ => false,
+        };
+        if !ok {
+            return Err(Error::WrongExpectedVersion {
+                stream: req.stream.clone(),
+                expected: req.expected.to_string(),
+                actual: current.map(|s| s.last_revision),
+            });
+        }
+        if let Some(cond) = &req.condition {
+            self.check_condition(cond)?;
+        }
+        let n_events = req.events.len() as u64;
+        if current.is_some_and(|s| s.last_revision.checked_add(n_events).is_none()) {
+            return Err(Error::InvalidInput(format!(
+                "stream {:?} has no revisions left",
+                req.stream
+            )));
+        }
+        if self.next_position.checked_add(n_events).is_none() {
+            return Err(Error::InvalidInput("the store has no positions left".into()));
+        }
+        let first_revision = current.map_or(0, |s| s.last_revision + 1);
+        let position = self.next_position;
+        let timestamp = now_micros().max(self.last_timestamp);
+        let n = req.events.len();
+        if self.group.buf.is_empty() {
+            let durable_end = self.pipeline.synced.load(Ordering::Acquire);
+            record::encode_group(&mut self.group.buf, &GroupView { durable_end });
+        }
+        for (i, e) in req.events.iter().enumerate() {
+            let id = e.id.unwrap_or_else(Uuid::new_v4);
+            let start = self.group.buf.len();
+            record::encode_event(
+                &mut self.group.buf,
+                i + 1 == n,
+                position + i as u64,
+                first_revision + i as u64,
+                timestamp,
+                id,
+                e.content_type,
+                &req.stream,
+                &e.event_type,
+                &e.tags,
+                &e.metadata,
+                &e.data,
+            );
+            self.group.frames.push((start, self.group.buf.len()));
+            self.group.ids.insert(id, position + i as u64);
+        }
+        let last_revision = first_revision + n as u64 - 1;
+        self.next_position += n as u64;
+        self.last_timestamp = timestamp;
+        self.group.streams.insert(
+            req.stream.clone(),
+            StreamState {
+                last_revision,
+                last_position: position + n as u64 - 1,
+            },
+        );
+        Ok(AppendResult {
+            first_revision,
+            next_expected_version: last_revision,
+            position,
+        })
+    }
+
+    /// The event at `position` if it is staged or written but not yet published.
+    pub(super) fn staged_event(&self, position: u64) -> Option<EventView<'_>> {
+        let first = self.next_position - self.group.frames.len() as u64;
+        self.group
+            .event(first, position)
+            .or_else(|| self.unpublished.iter().find_map(|w| w.event(position)))
+    }
+
+    /// If every event carries an id that is already stored, in order, at the place
+    /// this append would have written it, the result of the original append.
+    pub(super) fn idempotent_result(
+        &self,
+        req: &AppendRequest,
+        current: Option<StreamState>,
+    ) -> Result<Option<AppendResult>> {
+        let mut found = Vec::with_capacity(req.events.len());
+        for e in &req.events {
+            let Some(id) = e.id else {
+                found.push(None);
+                continue;
+            };
+            let pos = self.find_id(&id);
+            found.push(pos.map(|p| (id, p)));
+        }
+        let Some(&(first_id, first_pos)) = found.iter().flatten().next() else {
+            return Ok(None);
+        };
+        let conflict = Error::IdempotencyConflict {
+            id: first_id,
+            position: first_pos,
+        };
+        if found.iter().any(Option::is_none) {
+            return Err(conflict);
+        }
+        let mut first_revision = None;
+        let mut last_revision = 0;
+        for (i, ((_, pos), e)) in found.iter().flatten().zip(&req.events).enumerate() {
+            if *pos != first_pos + i as u64 {
+                return Err(conflict);
+            }
+            // A retry must carry the same events: an id reused for other content is a conflict.
+            let (stream, revision, same) = match self.staged_event(*pos) {
+                Some(v) => {
+                    let same = same_content(e, v.event_type, v.content_type, v.data, v.metadata, &v.tags);
+                    (v.stream.to_string(), v.revision, same)
+                }
+                None => match self.shared.read_position(*pos)? {
+                    Some(ev) => {
+                        let tags: Vec<&str> = ev.tags.iter().map(String::as_str).collect();
+                        let same = same_content(e, &ev.event_type, ev.content_type, &ev.data, &ev.metadata, &tags);
+                        (ev.stream, ev.revision, same)
+                    }
+                    None => return Err(conflict),
+                },
+            };
+            if !same || stream != req.stream || first_revision.is_some_and(|f: u64| revision != f + i as u64) {
+                return Err(conflict);
+            }
+            first_revision.get_or_insert(revision);
+            last_revision = revision;
+        }
+        let first_revision = first_revision.unwrap_or(0);
+        let place_ok = match req.expected {
+            ExpectedVersion::Any | ExpectedVersion::StreamExists => true,
+            ExpectedVersion::NoStream => first_revision == 0,
+            ExpectedVersion::Exact(r) => first_revision == r + 1,
+        };
+        if !place_ok || current.is_none() {
+            return Err(conflict);
+        }
+        Ok(Some(AppendResult {
+            first_revision,
+            next_expected_version: last_revision,
+            position: first_pos,
+        }))
+    }
+
+    pub(super) fn check_condition(&self, cond: &AppendCondition) -> Result<()> {
+        // Published events, through the indexes; every group not yet published
+        // is in `self.unpublished` or staged, checked below.
+        for item in &cond.query.items {
+            if let Some(position) = self.shared.first_match_after(&item.as_filter(), cond.after)? {
+                return Err(Error::ConditionFailed { position });
+            }
+        }
+        let first_unpublished = self
+            .unpublished
+            .first()
+            .map_or(self.next_position - self.group.frames.len() as u64, |w| {
+                w.first_position
+            });
+        for p in first_unpublished..self.next_position {
+            if cond.after.is_some_and(|a| p <= a) {
+                continue;
+            }
+            if let Some(v) = self.staged_event(p)
+                && cond.query.matches(&v)
+            {
+                return Err(Error::ConditionFailed { position: p });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// True if a stored event holds exactly what `e` asks to append (its id aside).
+pub(super) fn same_content(
+    e: &EventData,
+    event_type: &str,
+    content_type: crate::event::ContentType,
+    data: &[u8],
+    metadata: &[u8],
+    tags: &[&str],
+) -> bool {
+    e.event_type == event_type
+        && e.content_type == content_type
+        && e.data[..] == *data
+        && e.metadata[..] == *metadata
+        && e.tags.len() == tags.len()
+        && e.tags.iter().zip(tags).all(|(a, b)| a == b)
+}

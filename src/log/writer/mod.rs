@@ -1,0 +1,185 @@
+//! The write path: leader/follower group commit, pipelined syncs, concurrency
+//! checks, rotation.
+//!
+//! Appenders queue their requests. The first appender to find no leader
+//! becomes the leader: it takes every request queued so far, checks each
+//! (expected version, idempotency, append condition) against the published
+//! state plus every group written but not yet published, encodes the accepted
+//! ones into one buffer and writes it with one call. It then hands the
+//! leadership to the first appender that queued meanwhile, so that the next
+//! group is checked and written while this one syncs. Groups are published to
+//! readers strictly in order, each only after its own sync (per the durability
+//! option), and only then are their appenders answered. A lone appender pays
+//! no thread hand-off at all. A failed write is cut back off the file so that
+//! it leaves no trace. This module is the only place that writes the log; it
+//! must never acknowledge an append before its bytes are durable under
+//! [`Durability::Always`].
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{RecvTimeoutError, Sender};
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::{Error, Result};
+use crate::event::AppendResult;
+use crate::log::state::Shared;
+use crate::options::Durability;
+
+mod batch;
+mod checks;
+mod pipeline;
+mod request;
+mod rotation;
+
+use batch::Writer;
+use pipeline::{Pipeline, Results, finish};
+pub(crate) use request::{AppendRequest, encoded_size};
+
+/// How many times a new leader yields, while the queue keeps growing, before it takes its group.
+const GATHER_YIELDS: usize = 8;
+
+/// A queued append waiting for its result or for the leadership.
+struct Slot {
+    request: Mutex<Option<AppendRequest>>,
+    state: Mutex<SlotState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct SlotState {
+    result: Option<Result<AppendResult>>,
+    promoted: bool,
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: Vec<Arc<Slot>>,
+    leader: bool,
+    closed: bool,
+}
+
+/// The front of the write path: the queue, the leader protocol and the
+/// background flusher for [`Durability::Interval`].
+pub(crate) struct Committer {
+    queue: Mutex<Queue>,
+    writer: Arc<Mutex<Writer>>,
+    pipeline: Arc<Pipeline>,
+    shared: Arc<Shared>,
+    flusher: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
+}
+
+impl Committer {
+    /// Prepares the write path of a freshly opened store.
+    pub(crate) fn new(shared: Arc<Shared>) -> Result<Self> {
+        let interval = match shared.options.durability {
+            Durability::Interval(d) => Some(d),
+            _ => None,
+        };
+        let pipeline = Arc::new(Pipeline::default());
+        let writer = Arc::new(Mutex::new(Writer::new(shared.clone(), pipeline.clone())?));
+        let flusher = match interval {
+            Some(d) => {
+                let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
+                let w = writer.clone();
+                let handle = std::thread::Builder::new()
+                    .name("annal-flusher".into())
+                    .spawn(move || {
+                        while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(d) {
+                            w.lock().sync_if_due(d);
+                        }
+                    })
+                    .map_err(|e| Error::io("starting the flusher thread", e))?;
+                Some((stop, handle))
+            }
+            None => None,
+        };
+        Ok(Committer {
+            queue: Mutex::new(Queue::default()),
+            writer,
+            pipeline,
+            shared,
+            flusher: Mutex::new(flusher),
+        })
+    }
+
+    /// Appends, as the leader of a group or as a follower of one.
+    pub(crate) fn append(&self, request: AppendRequest) -> Result<AppendResult> {
+        let me = Arc::new(Slot {
+            request: Mutex::new(Some(request)),
+            state: Mutex::new(SlotState::default()),
+            wake: Condvar::new(),
+        });
+        let lead = {
+            let mut q = self.queue.lock();
+            if q.closed {
+                return Err(Error::Closed(None));
+            }
+            q.pending.push(me.clone());
+            !std::mem::replace(&mut q.leader, true)
+        };
+        if !lead {
+            let mut st = me.state.lock();
+            loop {
+                if let Some(r) = st.result.take() {
+                    return r;
+                }
+                if st.promoted {
+                    break;
+                }
+                me.wake.wait(&mut st);
+            }
+        }
+        // While other appenders are still arriving, give them the CPU for a moment
+        // so that they join this group rather than wait for the next.
+        let mut queued = self.queue.lock().pending.len();
+        for _ in 0..GATHER_YIELDS {
+            std::thread::yield_now();
+            let now = self.queue.lock().pending.len();
+            if now == queued {
+                break;
+            }
+            queued = now;
+        }
+        // The leader takes everything queued, its own request included.
+        let batch = std::mem::take(&mut self.queue.lock().pending);
+        let requests: Vec<Option<AppendRequest>> = batch.iter().map(|s| s.request.lock().take()).collect();
+        let mut results: Results = (0..requests.len()).map(|_| None).collect();
+        let written = self.writer.lock().process(&requests, &mut results);
+        // The next group may be checked and written while this one syncs.
+        {
+            let mut q = self.queue.lock();
+            match q.pending.first() {
+                Some(next) => {
+                    next.state.lock().promoted = true;
+                    next.wake.notify_one();
+                }
+                None => q.leader = false,
+            }
+        }
+        if let Some(group) = written {
+            finish(&self.shared, &self.pipeline, &group, &mut results);
+        }
+        let mut mine = Err(Error::Closed(None));
+        for (slot, r) in batch.iter().zip(results) {
+            let r = r.unwrap_or(Err(Error::Closed(None)));
+            if Arc::ptr_eq(slot, &me) {
+                mine = r;
+            } else {
+                slot.state.lock().result = Some(r);
+                slot.wake.notify_one();
+            }
+        }
+        mine
+    }
+
+    /// Refuses further appends, stops the flusher and makes everything written durable.
+    pub(crate) fn close(&self) -> Result<()> {
+        self.queue.lock().closed = true;
+        if let Some((stop, handle)) = self.flusher.lock().take() {
+            let _ = stop.send(());
+            let _ = handle.join();
+        }
+        self.writer.lock().close()
+    }
+}
