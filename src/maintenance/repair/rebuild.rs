@@ -1,0 +1,377 @@
+//! Repair of one segment: reading it frame by frame, keeping every whole
+//! append, replacing damaged ranges by lost frames (their bytes copied to
+//! quarantine first), and sealing it when a later segment exists.
+//!
+//! This module must never drop a byte without quarantining it.
+
+use std::path::Path;
+
+use crate::error::{IoContext, Result};
+use crate::event::now_micros;
+use crate::format::index::SegmentIndex;
+use crate::format::record::{self, Frame, GroupView, LostView};
+use crate::format::segment::{self, SEGMENT_HEADER, SegmentHeader, segment_file_name};
+
+use super::{Rebuilt, Repairer};
+
+impl Repairer<'_> {
+    /// Repairs one segment; returns the position after its last one.
+    pub(super) fn segment(&mut self, path: &Path, base: u64, is_last: bool, bound: Option<u64>) -> Result<u64> {
+        let name = segment_file_name(base);
+        let mut original = self.read(path)?;
+        let header = SegmentHeader::decode(&original, path).ok();
+        if let Some(id) = header.and_then(|h| h.dictionary)
+            && self.dictionary.as_ref().map(|d| d.id) != Some(id)
+        {
+            // Its blocks cannot be read without the dictionary, which no repair can
+            // rebuild: leave the segment as it is, and say so.
+            self.dictionary_needed += 1;
+            self.incomplete = true;
+            let why = match &self.dictionary_error {
+                Some(e) => format!("which is unreadable ({e})"),
+                None if self.dictionary.is_some() => "which is not the store's dictionary".to_string(),
+                None => format!("and {} is missing", crate::format::compressed::DICTIONARY_FILE),
+            };
+            self.report.unfixed.push(format!(
+                "{}: compressed with dictionary {id}, {why}: its events cannot be read until {} is restored (from a backup); the segment was left as it is",
+                path.display(),
+                crate::format::compressed::DICTIONARY_FILE
+            ));
+            let idx = self.dir.join(crate::format::segment::index_file_name(base));
+            let from_index = self
+                .st
+                .map(&idx)
+                .ok()
+                .and_then(|m| SegmentIndex::open(m, &idx).ok())
+                .map(|i| crate::format::index::Lookup::next_position(&i));
+            return Ok(bound.or(from_index).unwrap_or(base));
+        }
+        if header.is_some_and(|h| h.compressed) {
+            // Repair works on the logical form; an unreadable compressed file is a wreck.
+            let dict = self.dictionary.clone();
+            let opened = crate::format::compressed::Compressed::open(original.clone().into(), path, dict.as_ref());
+            match opened.and_then(|c| c.logical(path)) {
+                Ok(logical) => original = logical,
+                Err(e) => {
+                    self.act(format!("{}: compressed form unreadable ({e})", path.display()));
+                    original.truncate(0);
+                }
+            }
+        }
+        let header_ok = SegmentHeader::decode(&original, path).is_ok_and(|h| h.base_position == base);
+        if !header_ok && segment::find_valid_frame(&original, SEGMENT_HEADER).is_none() {
+            // Never held an event: an unfinished creation, or a wreck.
+            let file = self.read(path)?;
+            self.quarantine(&name, &file)?;
+            self.st.remove(path).ctx(|| format!("removing {}", path.display()))?;
+            if let Some(to) = bound.filter(|_| !is_last) {
+                self.fill_gap(base, to)?;
+                self.act(format!(
+                    "{}: no readable header or frame; moved to quarantine",
+                    path.display()
+                ));
+                return Ok(to);
+            }
+            self.act(format!(
+                "{}: no readable header or frame; moved to quarantine",
+                path.display()
+            ));
+            return Ok(base);
+        }
+        // An unchanged compressed segment stays as it is on disk.
+        let mut rebuilt = self.rebuild(path, &original, base, bound, is_last)?;
+        if !header_ok {
+            rebuilt.changed = true;
+            self.act(format!("{}: header rebuilt from the file name", path.display()));
+        }
+        // Positions the last clean close vouched for and that this segment no
+        // longer holds (cut off, truncated) are recorded as lost, never reused.
+        if let Some(m) = self
+            .claim
+            .filter(|m| is_last && !rebuilt.sealed && m.segment_base == base)
+            && m.next_position > rebuilt.next
+        {
+            let at = original.len();
+            self.lose(&mut rebuilt.bytes, &mut rebuilt.next, m.next_position, path, at)?;
+            rebuilt.changed = true;
+        }
+        // Every segment but the last must be sealed.
+        if !rebuilt.sealed && !is_last {
+            let to = bound.unwrap_or(rebuilt.next);
+            if to > rebuilt.next {
+                let lost = LostView {
+                    first_position: rebuilt.next,
+                    count: to - rebuilt.next,
+                    removed: false,
+                };
+                record::encode_lost(&mut rebuilt.bytes, &lost);
+                self.report.lost_positions += lost.count;
+                self.act(format!(
+                    "{}: positions {}..{to} missing at its end; recorded as lost",
+                    path.display(),
+                    rebuilt.next
+                ));
+                rebuilt.next = to;
+            }
+            let count = rebuilt.next - base;
+            self.seal(&mut rebuilt.bytes, rebuilt.next, count);
+            rebuilt.sealed = true;
+            rebuilt.changed = true;
+            self.act(format!("{}: sealed (a later segment exists)", path.display()));
+        }
+        if rebuilt.changed {
+            let file = self.read(path)?;
+            self.quarantine(&name, &file)?;
+            self.replace(&name, &rebuilt.bytes)?;
+            let idx = self.dir.join(crate::format::segment::index_file_name(base));
+            if self.st.exists(&idx) {
+                self.st.remove(&idx).ctx(|| format!("removing {}", idx.display()))?;
+            }
+        }
+        if rebuilt.sealed {
+            self.index(path, &rebuilt.bytes, base)?;
+        }
+        self.account(&rebuilt.bytes);
+        Ok(rebuilt.next)
+    }
+
+    /// Walks a segment, keeping whole appends and lost frames, replacing damaged
+    /// ranges by lost frames; the header is rebuilt from `base`.
+    pub(super) fn rebuild(
+        &mut self,
+        path: &Path,
+        bytes: &[u8],
+        base: u64,
+        bound: Option<u64>,
+        is_last: bool,
+    ) -> Result<Rebuilt> {
+        let created = SegmentHeader::decode(bytes, path).map_or_else(|_| now_micros(), |h| h.created_micros);
+        let mut out = SegmentHeader {
+            base_position: base,
+            created_micros: created,
+            compressed: false,
+            dictionary: None,
+        }
+        .encode()
+        .to_vec();
+        let mut next = base; // position after the last kept event or lost frame
+        let mut pending: Vec<(u64, usize, usize)> = Vec::new(); // (position, start, end) of an unfinished append
+        let mut changed = false;
+        let mut sealed = false;
+        // After damage, until the next group boundary, readable events of the cut
+        // append are kept one by one: repair never drops an undamaged event.
+        let mut salvaging = false;
+        let mut offset = SEGMENT_HEADER;
+        let name = segment_file_name(base);
+        loop {
+            if segment::starts_zero_region(&bytes[offset.min(bytes.len())..]) {
+                break;
+            }
+            match record::decode_frame(&bytes[offset..]) {
+                Ok((Frame::Event(ev), len)) => {
+                    let expected = next + pending.len() as u64;
+                    if ev.position < expected || ev.position > bound.unwrap_or(u64::MAX) {
+                        // Out of sequence: never written here by the writer.
+                        changed = true;
+                        self.drop_range(&name, bytes, offset, offset + len)?;
+                        offset += len;
+                        continue;
+                    }
+                    if ev.position > expected {
+                        changed = true;
+                        self.salvage(&mut out, &mut next, &mut pending, bytes, path)?;
+                        self.lose(&mut out, &mut next, ev.position, path, offset)?;
+                    }
+                    if salvaging {
+                        pending.push((ev.position, offset, offset + len));
+                        self.salvage(&mut out, &mut next, &mut pending, bytes, path)?;
+                    } else {
+                        pending.push((ev.position, offset, offset + len));
+                        if ev.commit {
+                            for (_, s, e) in pending.drain(..) {
+                                out.extend_from_slice(&bytes[s..e]);
+                                next += 1;
+                            }
+                        }
+                    }
+                    offset += len;
+                }
+                Ok((Frame::Group(_), len)) => {
+                    if !pending.is_empty() {
+                        changed = true;
+                        self.salvage(&mut out, &mut next, &mut pending, bytes, path)?;
+                    }
+                    salvaging = false;
+                    if !changed && out.len() == offset {
+                        // Nothing before it moved: the group's claim still holds.
+                        out.extend_from_slice(&bytes[offset..offset + len]);
+                    } else {
+                        // A rewritten segment's layout differs from the one the group's
+                        // `durable_end` described: keep the boundary, claim nothing.
+                        changed = true;
+                        record::encode_group(
+                            &mut out,
+                            &GroupView {
+                                durable_end: SEGMENT_HEADER as u64,
+                            },
+                        );
+                    }
+                    offset += len;
+                }
+                Ok((Frame::Lost(l), len)) if l.first_position >= next + pending.len() as u64 => {
+                    if !pending.is_empty() {
+                        changed = true;
+                        self.salvage(&mut out, &mut next, &mut pending, bytes, path)?;
+                    }
+                    if l.first_position > next {
+                        changed = true;
+                        self.lose(&mut out, &mut next, l.first_position, path, offset)?;
+                    }
+                    salvaging = false;
+                    out.extend_from_slice(&bytes[offset..offset + len]);
+                    next += l.count;
+                    offset += len;
+                }
+                Ok((Frame::Lost(_), len)) => {
+                    changed = true;
+                    self.drop_range(&name, bytes, offset, offset + len)?;
+                    offset += len;
+                }
+                Ok((Frame::Seal(seal), len)) => {
+                    // Anything after the seal is ignored, as recovery does.
+                    if !pending.is_empty() {
+                        changed = true;
+                        self.salvage(&mut out, &mut next, &mut pending, bytes, path)?;
+                    }
+                    let end = bound.unwrap_or(seal.next_position).min(seal.next_position).max(next);
+                    if end > next {
+                        self.lose(&mut out, &mut next, end, path, offset)?;
+                        changed = true;
+                    }
+                    // The seal's checksum must cover the bytes kept before it.
+                    let content_ok = crc32fast::hash(&out[SEGMENT_HEADER..]) == seal.content_crc;
+                    if !content_ok && !changed {
+                        self.act(format!(
+                            "{}: seal checksum did not match the segment's bytes at byte {offset}; sealed anew",
+                            path.display()
+                        ));
+                    }
+                    if changed || !content_ok || seal.next_position != next || seal.event_count != next - base {
+                        changed = true;
+                        self.seal(&mut out, next, next - base);
+                    } else {
+                        out.extend_from_slice(&bytes[offset..offset + len]);
+                    }
+                    sealed = true;
+                    break;
+                }
+                Err(e) => {
+                    changed = true;
+                    let resume = segment::find_valid_frame(bytes, offset + 1).map(|at| at as usize);
+                    let end = resume.unwrap_or_else(|| segment::data_end(bytes, offset) as usize);
+                    self.act(format!(
+                        "{}: {e} at byte {offset}; bytes {offset}..{end} moved to quarantine",
+                        path.display()
+                    ));
+                    self.drop_range(&name, bytes, offset, end)?;
+                    match resume {
+                        // Damage in the middle: what was written around it is kept.
+                        Some(at) => {
+                            self.salvage(&mut out, &mut next, &mut pending, bytes, path)?;
+                            salvaging = true;
+                            offset = at;
+                        }
+                        None => break,
+                    }
+                }
+            }
+        }
+        // Bytes before what the last clean close recorded as durable are no torn tail.
+        let claimed_end = self
+            .claim
+            .filter(|m| m.segment_base == base)
+            .map_or(0, |m| m.durable_end as usize);
+        if !pending.is_empty() {
+            if is_last && pending[0].1 >= claimed_end {
+                // An unfinished append at the end of the log: a torn tail, never acknowledged.
+                let (s, e) = (pending[0].1, pending[pending.len() - 1].2);
+                self.drop_range(&name, bytes, s, e)?;
+                self.act(format!("{}: unfinished append at byte {s} cut", path.display()));
+                pending.clear();
+            } else {
+                // A later segment exists, so this append was written whole once.
+                self.salvage(&mut out, &mut next, &mut pending, bytes, path)?;
+            }
+            changed = true;
+        }
+        Ok(Rebuilt {
+            bytes: out,
+            next,
+            changed,
+            sealed,
+        })
+    }
+
+    /// Keeps the pending events of an append cut by damage, each as its own
+    /// committed append, and reports it.
+    pub(super) fn salvage(
+        &mut self,
+        out: &mut Vec<u8>,
+        next: &mut u64,
+        pending: &mut Vec<(u64, usize, usize)>,
+        bytes: &[u8],
+        path: &Path,
+    ) -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let first = pending[0].0;
+        let n = pending.len();
+        for (_, s, e) in pending.drain(..) {
+            if let Ok((Frame::Event(v), _)) = record::decode_frame(&bytes[s..e]) {
+                record::encode_committed(out, &v);
+                *next += 1;
+            }
+        }
+        self.act(format!(
+            "{}: {n} readable events of an append cut by damage kept (positions {first}..{})",
+            path.display(),
+            first + n as u64
+        ));
+        Ok(())
+    }
+
+    /// Records positions `*next..to` as lost in `out`.
+    pub(super) fn lose(
+        &mut self,
+        out: &mut Vec<u8>,
+        next: &mut u64,
+        to: u64,
+        path: &Path,
+        offset: usize,
+    ) -> Result<()> {
+        record::encode_lost(
+            out,
+            &LostView {
+                first_position: *next,
+                count: to - *next,
+                removed: false,
+            },
+        );
+        self.report.lost_positions += to - *next;
+        self.act(format!(
+            "{}: positions {}..{to} unreadable (near byte {offset}); recorded as lost",
+            path.display(),
+            *next
+        ));
+        *next = to;
+        Ok(())
+    }
+
+    pub(super) fn drop_range(&mut self, name: &str, bytes: &[u8], from: usize, to: usize) -> Result<()> {
+        if to > from {
+            self.quarantine(&format!("{name}-{from}-{to}.bin"), &bytes[from..to])?;
+        }
+        Ok(())
+    }
+}
