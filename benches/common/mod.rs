@@ -1,5 +1,6 @@
 //! Helpers shared by the benchmarks (and by `examples/figures.rs`): where to put
-//! data directories, the shape of a benchmark event and how to fill a store.
+//! data directories, the benchmark event (of the `annal-workload` crate's
+//! payloads) and how to fill a store.
 //!
 //! Not every helper is used by every bench binary.
 #![allow(dead_code)]
@@ -9,22 +10,11 @@ use std::path::{Path, PathBuf};
 use annal::{Direction, EventData, ExpectedVersion, Filter, LogFrom, Store};
 use tempfile::TempDir;
 
-/// Event types, one in ten events each.
-pub const TYPES: [&str; 10] = [
-    "OrderPlaced",
-    "OrderPaid",
-    "OrderPacked",
-    "OrderShipped",
-    "OrderDelivered",
-    "OrderCancelled",
-    "RefundIssued",
-    "AgentStepStarted",
-    "AgentStepCompleted",
-    "AgentToolCalled",
-];
-
-/// The type the filtered-read benchmarks select (a tenth of all events).
-pub const FILTER_TYPE: &str = "OrderCancelled";
+// The events themselves (types, payloads, metadata, stream names) are the
+// workload crate's, shared with the `compare` crate. Not every user of this
+// module takes every one of them.
+#[allow(unused_imports)]
+pub use annal_workload::{FILTER_TYPE, TYPES, metadata, payload, stream_name};
 
 /// A directory on a real disk for benchmark data.
 ///
@@ -70,74 +60,18 @@ pub fn tempdir() -> TempDir {
         .expect("creating a temporary directory")
 }
 
-fn mix(mut x: u64) -> u64 {
-    // splitmix64: cheap, deterministic variety in the payloads.
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-/// The JSON payload (about 300 bytes) of order/agent event number `seq`.
-pub fn payload(seq: u64) -> String {
-    let h = mix(seq);
-    let (q1, q2) = (1 + h % 4, 1 + (h >> 8) % 3);
-    let (p1, p2) = (199 + (h >> 16) % 9800, 99 + (h >> 32) % 4900);
-    format!(
-        concat!(
-            r#"{{"order_id":"ord-{seq:010}","customer_id":"cust-{cust:06}","agent":"checkout-agent-{agent:02}","#,
-            r#""status":"{status}","items":[{{"sku":"SKU-{sku1:05}","qty":{q1},"price":{p1}}},"#,
-            r#"{{"sku":"SKU-{sku2:05}","qty":{q2},"price":{p2}}}],"total_cents":{total},"#,
-            r#""shipping":{{"country":"DE","postcode":"{pc:05}"}},"#,
-            r#""placed_at":"2024-11-23T18:{mm:02}:{ss:02}.{ms:03}Z"}}"#
-        ),
-        seq = seq,
-        cust = (h >> 40) % 1_000_000,
-        agent = (h >> 20) % 100,
-        status = ["placed", "paid", "packed", "shipped"][(h % 4) as usize],
-        sku1 = (h >> 12) % 100_000,
-        sku2 = (h >> 28) % 100_000,
-        q1 = q1,
-        q2 = q2,
-        p1 = p1,
-        p2 = p2,
-        total = q1 * p1 + q2 * p2,
-        pc = (h >> 44) % 100_000,
-        mm = (h >> 50) % 60,
-        ss = (h >> 56) % 60,
-        ms = (h >> 2) % 1000,
-    )
-}
-
-/// The JSON metadata (about 80 bytes) of event number `seq`.
-pub fn metadata(seq: u64) -> String {
-    let h = mix(seq ^ 0x5555);
-    format!(
-        r#"{{"correlation_id":"{:016x}","causation_id":"cmd-{:08}","user":"u-{:05}"}}"#,
-        h,
-        seq % 100_000_000,
-        (h >> 20) % 100_000
-    )
-}
-
 /// Benchmark event number `seq`: ~300 bytes of JSON data, ~80 bytes of JSON
 /// metadata, two tags, and the type `TYPES[seq % 10]`.
 pub fn event(seq: u64) -> EventData {
-    let h = mix(seq);
     EventData::json(TYPES[(seq % 10) as usize], payload(seq))
         .with_metadata(metadata(seq))
-        .with_tag(format!("tenant:t{}", h % 8))
-        .with_tag(format!("customer:cust-{:06}", (h >> 40) % 1_000_000))
+        .with_tag(annal_workload::tenant_tag(seq))
+        .with_tag(annal_workload::customer_tag(seq))
 }
 
 /// `n` consecutive benchmark events starting at `first`.
 pub fn events(first: u64, n: usize) -> Vec<EventData> {
     (first..first + n as u64).map(event).collect()
-}
-
-/// Name of stream number `i`.
-pub fn stream_name(i: u64) -> String {
-    format!("order-{i:06}")
 }
 
 /// Fills `store` with `streams * per_stream` events, interleaving the streams in

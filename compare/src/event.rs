@@ -1,24 +1,11 @@
 //! The one event shape every system stores, and the layout of the read data set.
 //!
-//! The payload generator follows `benches/common/mod.rs`, so that the figures
-//! here and those of `examples/figures.rs` are about the same events.
+//! The payloads are those of the `annal-workload` crate, which the criterion
+//! benches and `examples/figures.rs` use too, so that all the figures are about
+//! the same events.
 
-/// Event types, one in ten events each.
-pub const TYPES: [&str; 10] = [
-    "OrderPlaced",
-    "OrderPaid",
-    "OrderPacked",
-    "OrderShipped",
-    "OrderDelivered",
-    "OrderCancelled",
-    "RefundIssued",
-    "AgentStepStarted",
-    "AgentStepCompleted",
-    "AgentToolCalled",
-];
-
-/// The type the filtered read selects: the events whose number is 5 modulo 10.
-pub const FILTER_TYPE: &str = "OrderCancelled";
+pub use annal_workload::{FILTER_TYPE, TYPES, stream_name};
+use annal_workload::{customer_tag, metadata, mix, payload, tenant_tag};
 
 /// One event as the workloads hand it to a system: one or two tags, in `tags_json` and `annal`.
 #[derive(Debug, Clone)]
@@ -33,14 +20,6 @@ pub struct Ev {
     /// The same event as annal takes it, built once: an append clones it, which shares the
     /// payload bytes, as the SQL peers bind the strings above without copying them.
     pub annal: annal::EventData,
-}
-
-fn mix(mut x: u64) -> u64 {
-    // splitmix64: cheap, deterministic variety in the payloads.
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 /// A small deterministic random number generator (xorshift64*).
@@ -64,54 +43,11 @@ impl Rng {
     }
 }
 
-/// The JSON payload (about 300 bytes) of event number `seq`.
-fn payload(seq: u64) -> String {
-    let h = mix(seq);
-    let (q1, q2) = (1 + h % 4, 1 + (h >> 8) % 3);
-    let (p1, p2) = (199 + (h >> 16) % 9800, 99 + (h >> 32) % 4900);
-    format!(
-        concat!(
-            r#"{{"order_id":"ord-{seq:010}","customer_id":"cust-{cust:06}","agent":"checkout-agent-{agent:02}","#,
-            r#""status":"{status}","items":[{{"sku":"SKU-{sku1:05}","qty":{q1},"price":{p1}}},"#,
-            r#"{{"sku":"SKU-{sku2:05}","qty":{q2},"price":{p2}}}],"total_cents":{total},"#,
-            r#""shipping":{{"country":"DE","postcode":"{pc:05}"}},"#,
-            r#""placed_at":"2024-11-23T18:{mm:02}:{ss:02}.{ms:03}Z"}}"#
-        ),
-        seq = seq,
-        cust = (h >> 40) % 1_000_000,
-        agent = (h >> 20) % 100,
-        status = ["placed", "paid", "packed", "shipped"][(h % 4) as usize],
-        sku1 = (h >> 12) % 100_000,
-        sku2 = (h >> 28) % 100_000,
-        q1 = q1,
-        q2 = q2,
-        p1 = p1,
-        p2 = p2,
-        total = q1 * p1 + q2 * p2,
-        pc = (h >> 44) % 100_000,
-        mm = (h >> 50) % 60,
-        ss = (h >> 56) % 60,
-        ms = (h >> 2) % 1000,
-    )
-}
-
-/// The JSON metadata (about 80 bytes) of event number `seq`.
-fn metadata(seq: u64) -> String {
-    let h = mix(seq ^ 0x5555);
-    format!(
-        r#"{{"correlation_id":"{:016x}","causation_id":"cmd-{:08}","user":"u-{:05}"}}"#,
-        h,
-        seq % 100_000_000,
-        (h >> 20) % 100_000
-    )
-}
-
 /// Event number `seq`: type `TYPES[seq % 10]`, a tenant tag, and a customer tag on half of them.
 pub fn ev(seq: u64) -> Ev {
-    let h = mix(seq);
-    let mut tags = vec![format!("tenant:t{}", h % 8)];
-    if (h >> 7).is_multiple_of(2) {
-        tags.push(format!("customer:cust-{:06}", (h >> 40) % 1_000_000));
+    let mut tags = vec![tenant_tag(seq)];
+    if (mix(seq) >> 7).is_multiple_of(2) {
+        tags.push(customer_tag(seq));
     }
     let tags_json = format!(
         "[{}]",
@@ -136,11 +72,6 @@ pub fn ev(seq: u64) -> Ev {
 /// them is not part of what is measured. Its length is a multiple of every batch size.
 pub fn pool(len: usize) -> Vec<Ev> {
     (0..len as u64).map(ev).collect()
-}
-
-/// Name of stream number `i`.
-pub fn stream_name(i: u64) -> String {
-    format!("order-{i:06}")
 }
 
 /// Events of the read data set appended to one stream at a time while loading it.
