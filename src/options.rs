@@ -135,18 +135,9 @@ impl Options {
 }
 
 /// Segment sizes [`Options::validate`] accepts: 4 KiB ..= 1 TiB.
-const SEGMENT_SIZES: std::ops::RangeInclusive<u64> = 4096..=(1 << 40);
+pub use crate::format::compressed::{DICTIONARY_SIZES, LEVELS, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
 
-/// Smallest `block_size` [`Options::validate`] accepts.
-pub const MIN_BLOCK_SIZE: usize = 1024;
-/// Largest `block_size` [`Options::validate`] accepts. A block holds
-/// frames up to `block_size` bytes, or one larger frame alone, so no block the
-/// compressor writes exceeds [`crate::format::compressed::MAX_BLOCK_LOGICAL`], the most a reader accepts.
-pub const MAX_BLOCK_SIZE: usize = 4 << 20;
-/// zstd levels [`Options::validate`] accepts.
-pub const LEVELS: std::ops::RangeInclusive<i32> = 1..=22;
-/// Dictionary sizes [`Options::validate`] accepts (at most the 8 MiB of samples it is trained from).
-pub const DICTIONARY_SIZES: std::ops::RangeInclusive<usize> = 1024..=(8 << 20);
+const SEGMENT_SIZES: std::ops::RangeInclusive<u64> = 4096..=(1 << 40);
 
 /// Settings of segment compression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

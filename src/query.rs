@@ -31,10 +31,10 @@ pub struct Pattern(regex::Regex);
 
 impl Pattern {
     /// Compiles a regular expression (the `regex` crate's syntax).
-    pub fn new(source: &str) -> crate::Result<Self> {
+    pub fn new(source: &str) -> crate::error::Result<Self> {
         regex::Regex::new(source)
             .map(Pattern)
-            .map_err(|e| crate::Error::InvalidInput(format!("regular expression {source:?}: {e}")))
+            .map_err(|e| crate::error::Error::InvalidInput(format!("regular expression {source:?}: {e}")))
     }
 
     /// The expression's source.
@@ -105,13 +105,13 @@ impl Filter {
     }
 
     /// Requires the stream name to match a regular expression.
-    pub fn with_stream_regex(mut self, pattern: &str) -> crate::Result<Self> {
+    pub fn with_stream_regex(mut self, pattern: &str) -> crate::error::Result<Self> {
         self.stream_regex = Some(Pattern::new(pattern)?);
         Ok(self)
     }
 
     /// Requires the event type to match a regular expression.
-    pub fn with_type_regex(mut self, pattern: &str) -> crate::Result<Self> {
+    pub fn with_type_regex(mut self, pattern: &str) -> crate::error::Result<Self> {
         self.type_regex = Some(Pattern::new(pattern)?);
         Ok(self)
     }

@@ -438,7 +438,7 @@ impl Store {
 
     /// Copies the store, while it runs, into `dest` (an empty or new directory on
     /// the same storage): a store that opens as this one was at one instant.
-    pub fn backup(&self, dest: impl AsRef<Path>) -> Result<crate::BackupReport> {
+    pub fn backup(&self, dest: impl AsRef<Path>) -> Result<crate::maintenance::backup::BackupReport> {
         crate::maintenance::backup::backup(&self.shared, dest.as_ref())
     }
 
@@ -447,20 +447,20 @@ impl Store {
     /// reclaims their space; surviving events keep their positions. Reads and
     /// appends go on meanwhile; a crash at any point leaves the old or the new
     /// segment, never a mix.
-    pub fn scavenge(&self) -> Result<crate::ScavengeReport> {
+    pub fn scavenge(&self) -> Result<crate::maintenance::retention::ScavengeReport> {
         self.check_writable()?;
         crate::maintenance::retention::scavenge(&self.shared, &self.shared.options.retention)
     }
 
     /// Figures about the store: events, streams, segments, bytes.
-    pub fn stats(&self) -> crate::StoreStats {
+    pub fn stats(&self) -> crate::maintenance::backup::StoreStats {
         crate::maintenance::backup::stats(&self.shared)
     }
 
     /// Checks every checksum, every index entry against the log, and the
     /// invariants across files; reads run concurrently with appends. Problems
     /// are reported with their file and byte offset; nothing is changed.
-    pub fn verify(&self) -> Result<crate::VerifyReport> {
+    pub fn verify(&self) -> Result<crate::maintenance::verify::VerifyReport> {
         crate::maintenance::verify::verify(&self.shared)
     }
 

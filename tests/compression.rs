@@ -324,7 +324,7 @@ fn compression_options_are_bounded_by_what_the_reader_accepts() {
         ..d
     };
     assert!(matches!(
-        annal::format::compressed::compress_segment(&raw, &huge, None),
+        annal::format::compressed::compress_segment(&raw, huge.level, huge.block_size, None),
         Err(Error::InvalidInput(_))
     ));
 }

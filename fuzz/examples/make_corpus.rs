@@ -170,7 +170,7 @@ fn main() {
     write(
         &d,
         "compressed-small-blocks",
-        &compress_segment(&raw, &small_blocks, None).expect("compressible segment"),
+        &compress_segment(&raw, small_blocks.level, small_blocks.block_size, None).expect("compressible segment"),
     );
 
     // store_dir: a template byte, an append byte (3: to "fuzz-append", expecting any

@@ -25,8 +25,16 @@ pub const TRAILER: usize = 32;
 /// Size of one block table entry.
 pub const BLOCK_ENTRY: usize = 24;
 
-// The settings and the bounds `Options::validate` puts on them live with the other options.
-pub use crate::options::{CompressionOptions, DICTIONARY_SIZES, LEVELS, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
+/// Smallest `block_size` [`crate::Options::validate`] accepts.
+pub const MIN_BLOCK_SIZE: usize = 1024;
+/// Largest `block_size` [`crate::Options::validate`] accepts. A block holds
+/// frames up to `block_size` bytes, or one larger frame alone, so no block the
+/// compressor writes exceeds [`MAX_BLOCK_LOGICAL`], the most a reader accepts.
+pub const MAX_BLOCK_SIZE: usize = 4 << 20;
+/// zstd levels [`crate::Options::validate`] accepts.
+pub const LEVELS: std::ops::RangeInclusive<i32> = 1..=22;
+/// Dictionary sizes [`crate::Options::validate`] accepts (at most the 8 MiB of samples it is trained from).
+pub const DICTIONARY_SIZES: std::ops::RangeInclusive<usize> = 1024..=(8 << 20);
 
 /// Largest uncompressed block a reader accepts: one maximal frame, or
 /// `MAX_BLOCK_SIZE` bytes of frames.
@@ -106,14 +114,15 @@ pub struct Block {
 }
 
 /// Compresses a sealed segment's bytes (header, frames, seal) into the
-/// compressed form, with the store's dictionary if one is given.
-pub fn compress_segment(raw: &[u8], options: &CompressionOptions, dict: Option<&Dictionary>) -> Result<Vec<u8>> {
+/// compressed form: zstd at `level`, blocks of about `block_size` bytes of
+/// frames, with the store's dictionary if one is given.
+pub fn compress_segment(raw: &[u8], level: i32, block_size: usize, dict: Option<&Dictionary>) -> Result<Vec<u8>> {
     // Never write a block a reader refuses (smaller blocks than Options accept are
     // allowed here, for tests and fuzzing corpora).
-    if options.block_size > MAX_BLOCK_SIZE {
+    if block_size > MAX_BLOCK_SIZE {
         return Err(Error::InvalidInput(format!(
             "compression block_size {} is over {MAX_BLOCK_SIZE} bytes",
-            options.block_size
+            block_size
         )));
     }
     if raw.len() < SEGMENT_HEADER {
@@ -122,8 +131,8 @@ pub fn compress_segment(raw: &[u8], options: &CompressionOptions, dict: Option<&
     let mut out = raw[..SEGMENT_HEADER].to_vec();
     crate::format::segment::set_compressed_flag(&mut out, dict.map(|d| d.id));
     let mut compressor = match dict {
-        Some(d) => zstd::bulk::Compressor::with_dictionary(options.level, &d.bytes),
-        None => zstd::bulk::Compressor::new(options.level),
+        Some(d) => zstd::bulk::Compressor::with_dictionary(level, &d.bytes),
+        None => zstd::bulk::Compressor::new(level),
     }
     .map_err(|e| Error::io("preparing zstd", e))?;
     let mut blocks = Vec::new();
@@ -135,7 +144,7 @@ pub fn compress_segment(raw: &[u8], options: &CompressionOptions, dict: Option<&
             let len = record::frame_len(&raw[at..])
                 .filter(|l| at + l <= raw.len())
                 .ok_or_else(|| Error::InvalidInput(format!("no whole frame at byte {at} of a sealed segment")))?;
-            if at > start && at + len - start > options.block_size {
+            if at > start && at + len - start > block_size {
                 break;
             }
             at += len;

@@ -160,15 +160,28 @@ pub fn restore_with(storage: std::sync::Arc<dyn Storage>, from: &Path, to: &Path
         copy_bytes(st, to, &name, (*bytes).as_ref(), &mut report)?;
     }
     st.sync_dir(to).ctx(|| format!("syncing {}", to.display()))?;
-    let store = crate::Store::open_with(storage.clone(), to, crate::Options::default())?;
-    report.events = store.head_position();
-    store.close()?;
+    // The copy must open as a store, every segment whole: open it for reading
+    // (which writes nothing) and refuse it if that open had to step around damage.
+    let opened = crate::log::recovery::open(
+        storage.clone(),
+        to,
+        crate::options::Options::default(),
+        crate::log::recovery::Access::ReadOnly,
+    )?;
+    if let Some(d) = opened.damage.first() {
+        return Err(d.error());
+    }
+    report.events = opened.published();
     Ok(report)
 }
 
 /// Restores on the real file system; see [`restore_with`].
 pub fn restore(from: impl AsRef<Path>, to: impl AsRef<Path>) -> Result<BackupReport> {
-    restore_with(std::sync::Arc::new(crate::FsStorage), from.as_ref(), to.as_ref())
+    restore_with(
+        std::sync::Arc::new(crate::storage::FsStorage),
+        from.as_ref(),
+        to.as_ref(),
+    )
 }
 
 /// Figures about the store behind `shared`.

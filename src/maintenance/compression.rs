@@ -82,7 +82,7 @@ fn compress_one(
 ) -> Result<Option<(crate::log::segments::SealedSegment, u64)>> {
     use crate::format::index::Lookup;
     let st = &*shared.storage;
-    let packed = compress_segment(&seg.bytes, options, dict.map(|d| &**d))?;
+    let packed = compress_segment(&seg.bytes, options.level, options.block_size, dict.map(|d| &**d))?;
     if packed.len() >= seg.bytes.len() {
         return Ok(None); // Nothing gained (already small or incompressible).
     }

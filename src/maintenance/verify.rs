@@ -329,7 +329,7 @@ fn check_segment(
         Ok(s) => s,
         Err(e) => {
             let offset = match &e {
-                crate::Error::Corruption { offset, .. } => *offset,
+                crate::error::Error::Corruption { offset, .. } => *offset,
                 _ => 0,
             };
             report.problem(path, offset, e.to_string());
