@@ -74,7 +74,6 @@ def crate_edges(src):
     edges = {}
     for f in sorted(files):
         here = module_of(src, f)
-        is_mod = os.path.basename(f) in ("lib.rs", "main.rs", "mod.rs")
         text = strip(open(f, encoding="utf-8").read())
         paths = []
         for m in USE_GROUP.finditer(text):
@@ -97,10 +96,6 @@ def crate_edges(src):
                 names = base + rest
             target = file_of(src, modules, names)
             if target and target != f:
-                # A parent naming its own child module is a declaration, not a dependency.
-                if is_mod and module_of(src, target)[: len(here)] == here and names[len(here):len(here) + 1]:
-                    if tuple(here) != tuple(module_of(src, target)) and target in modules.values() and names[: len(here)] == here and len(names) > len(here) and len(module_of(src, target)) == len(here) + 1:
-                        pass
                 edges.setdefault(f, {}).setdefault(target, set()).add(names[-1] if names else "crate")
     return files, edges
 

@@ -3,27 +3,8 @@
 use std::fmt::Write;
 
 use crate::Results;
+use crate::numbers::{compact, int};
 use crate::systems::Sys;
-
-/// A value in a few characters: 950, 7.9k, 75k, 1.2M.
-pub fn compact(v: f64) -> String {
-    let trim = |s: String| {
-        if s.contains('.') {
-            s.trim_end_matches('0').trim_end_matches('.').to_string()
-        } else {
-            s
-        }
-    };
-    if v >= 1e6 {
-        format!("{}M", trim(format!("{:.2}", v / 1e6)))
-    } else if v >= 1e5 {
-        format!("{:.0}k", v / 1e3)
-    } else if v >= 1e3 {
-        format!("{}k", trim(format!("{:.1}", v / 1e3)))
-    } else {
-        format!("{v:.0}")
-    }
-}
 
 fn color(s: Sys) -> &'static str {
     match s {
@@ -239,7 +220,7 @@ pub fn writers_chart(counts: &[usize], systems: &[Sys], res: &Results) -> String
             r#"<text x="{:.1}" y="{:.1}">per event ({}/s)</text>"#,
             lx + 36.0,
             ly + 19.0,
-            crate::report::int(f)
+            int(f)
         );
     }
     s.push_str("</svg>\n");

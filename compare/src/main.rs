@@ -12,6 +12,7 @@
 mod bench;
 mod chart;
 mod event;
+mod numbers;
 mod raw;
 mod report;
 mod systems;

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::path::Path;
 use std::process::Command;
 
-use crate::chart::compact;
+use crate::numbers::{compact, int};
 use crate::systems::{Sys, sqlite};
 use crate::{Config, Results};
 
@@ -121,19 +121,6 @@ impl Context {
             sqlite_version: rusqlite::version().to_string(),
         }
     }
-}
-
-/// An integer with thousands separators.
-pub fn int(v: f64) -> String {
-    let s = format!("{:.0}", v.abs());
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if v < 0.0 { format!("-{out}") } else { out }
 }
 
 /// A duration in seconds, in ms with three significant digits.
