@@ -348,12 +348,7 @@ impl Store {
         let Some(committer) = &self.committer else {
             return Err(Error::Closed(None));
         };
-        let result = committer.append(AppendRequest {
-            stream: stream.to_string(),
-            expected,
-            events,
-            condition,
-        });
+        let result = committer.append(AppendRequest::new(stream.to_string(), expected, events, condition));
         match result {
             Err(Error::Closed(None)) => Err(self.closed_error()),
             other => other,

@@ -706,3 +706,74 @@ fn a_read_only_disk_gives_a_clear_error_and_loses_nothing() {
     store.append("s", ExpectedVersion::Exact(0), vec![ev("E", 1)]).unwrap();
     assert!(store.verify().unwrap().is_clean());
 }
+
+#[test]
+fn racing_retries_of_one_append_store_it_once_and_all_get_its_result() {
+    // Appenders look event ids up before they queue; an id stored by a racing
+    // appender after that look-up must still be found by the writer.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), opts().segment_size(16 * 1024)).unwrap());
+    for round in 0..50u64 {
+        let id = Uuid::new_v4();
+        let results: Vec<_> = (0..6)
+            .map(|_| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    store.append(
+                        &format!("order-{}", round % 5),
+                        ExpectedVersion::Any,
+                        vec![ev("Placed", round).with_id(id)],
+                    )
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap().unwrap())
+            .collect();
+        assert!(results.windows(2).all(|w| w[0] == w[1]), "round {round}: {results:?}");
+        let stored = store.event_by_id(id).unwrap().unwrap();
+        assert_eq!(stored.position, results[0].position);
+    }
+    assert_eq!(store.head_position(), 50);
+}
+
+#[test]
+fn racing_conditional_appends_let_exactly_one_through() {
+    // The condition is checked before queueing and again, for what was published
+    // since, under the writer's lock: two racing decisions on the same state
+    // cannot both pass.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), opts().segment_size(16 * 1024)).unwrap());
+    for round in 0..50u64 {
+        let tag = format!("seat:{round}");
+        let seen = store.head_position().checked_sub(1);
+        let outcomes: Vec<_> = (0..6)
+            .map(|t| {
+                let store = store.clone();
+                let tag = tag.clone();
+                std::thread::spawn(move || {
+                    store.append_if(
+                        &format!("booking-{round}-{t}"),
+                        ExpectedVersion::NoStream,
+                        vec![EventData::json("SeatBooked", "{}").with_tag(&tag)],
+                        AppendCondition {
+                            query: Query::item(&["SeatBooked"], &[&tag]),
+                            after: seen,
+                        },
+                    )
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        let passed = outcomes.iter().filter(|o| o.is_ok()).count();
+        assert_eq!(passed, 1, "round {round}: {outcomes:?}");
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| o.is_ok() || matches!(o, Err(Error::ConditionFailed { .. })))
+        );
+    }
+    assert_eq!(store.head_position(), 50);
+}

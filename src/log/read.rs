@@ -498,7 +498,18 @@ impl Shared {
 
     /// Position of the event with this id, if stored.
     pub(crate) fn find_id(&self, id: &Uuid) -> Option<u64> {
-        self.segments().iter().rev().find_map(|s| s.with(|l| l.find_id(id)))
+        self.find_id_since(id, 0)
+    }
+
+    /// Position of the event with this id, if stored at `since` or later
+    /// (only the segments reaching past `since` are searched).
+    pub(crate) fn find_id_since(&self, id: &Uuid, since: u64) -> Option<u64> {
+        self.segments()
+            .iter()
+            .rev()
+            .take_while(|s| s.with(|l| l.next_position()) > since)
+            .find_map(|s| s.with(|l| l.find_id(id)))
+            .filter(|p| *p >= since)
     }
 
     /// Reads the event at `position`.

@@ -14,11 +14,12 @@ use crate::event::{AppendResult, EventData, ExpectedVersion, now_micros};
 use crate::format::checkpoint::StreamState;
 use crate::format::record::{self, EventView, GroupView};
 use crate::format::segment::SEGMENT_HEADER;
+use crate::log::state::Shared;
 use crate::query::AppendCondition;
 
 use super::batch::Writer;
 use super::pipeline::Results;
-use super::request::{AppendRequest, encoded_size};
+use super::request::{AppendRequest, Precheck, encoded_size};
 
 impl Writer {
     /// The stream's state as of the staged group: staged, written, or published.
@@ -31,14 +32,15 @@ impl Writer {
             .or_else(|| self.shared.stream_state(stream))
     }
 
-    /// Position of the event with this id: staged, written, or published.
-    pub(super) fn find_id(&self, id: &Uuid) -> Option<u64> {
+    /// Position of the event with this id: staged, written, or published at
+    /// `since` or later (its appender looked at what was published before).
+    pub(super) fn find_id_since(&self, id: &Uuid, since: u64) -> Option<u64> {
         self.group
             .ids
             .get(id)
             .or_else(|| self.unpublished.iter().rev().find_map(|w| w.group.ids.get(id)))
             .copied()
-            .or_else(|| self.shared.find_id(id))
+            .or_else(|| self.shared.find_id_since(id, since))
     }
 
     /// Checks a request and encodes its events into the group buffer.
@@ -77,7 +79,7 @@ impl Writer {
             });
         }
         if let Some(cond) = &req.condition {
-            self.check_condition(cond)?;
+            self.check_condition(cond, &req.precheck)?;
         }
         let n_events = req.events.len() as u64;
         if current.is_some_and(|s| s.last_revision.checked_add(n_events).is_none()) {
@@ -149,13 +151,17 @@ impl Writer {
         req: &AppendRequest,
         current: Option<StreamState>,
     ) -> Result<Option<AppendResult>> {
+        let pre = &req.precheck;
         let mut found = Vec::with_capacity(req.events.len());
-        for e in &req.events {
+        for (i, e) in req.events.iter().enumerate() {
             let Some(id) = e.id else {
                 found.push(None);
                 continue;
             };
-            let pos = self.find_id(&id);
+            let pos = match pre.ids.get(i) {
+                Some(Some((p, _))) => Some(*p),
+                _ => self.find_id_since(&id, pre.published),
+            };
             found.push(pos.map(|p| (id, p)));
         }
         let Some(&(first_id, first_pos)) = found.iter().flatten().next() else {
@@ -175,12 +181,17 @@ impl Writer {
                 return Err(conflict);
             }
             // A retry must carry the same events: an id reused for other content is a conflict.
+            let looked_up = match pre.ids.get(i) {
+                Some(Some((p, ev))) if p == pos => Some(ev.clone()),
+                _ => None,
+            };
             let (stream, revision, same) = match self.staged_event(*pos) {
                 Some(v) => {
                     let same = same_content(e, v.event_type, v.content_type, v.data, v.metadata, &v.tags);
                     (v.stream.to_string(), v.revision, same)
                 }
-                None => match self.shared.read_position(*pos)? {
+                // Published before the appender queued (read then), or since (read now).
+                None => match looked_up.map_or_else(|| self.shared.read_position(*pos), |ev| Ok(Some(ev)))? {
                     Some(ev) => {
                         let tags: Vec<&str> = ev.tags.iter().map(String::as_str).collect();
                         let same = same_content(e, &ev.event_type, ev.content_type, &ev.data, &ev.metadata, &tags);
@@ -211,11 +222,17 @@ impl Writer {
         }))
     }
 
-    pub(super) fn check_condition(&self, cond: &AppendCondition) -> Result<()> {
-        // Published events, through the indexes; every group not yet published
-        // is in `self.unpublished` or staged, checked below.
+    pub(super) fn check_condition(&self, cond: &AppendCondition, pre: &Precheck) -> Result<()> {
+        // Published events, through the indexes: those before `pre.published`
+        // were checked by the appender, the rest are checked here; every group
+        // not yet published is in `self.unpublished` or staged, checked below.
+        if let Some(position) = pre.condition_match {
+            return Err(Error::ConditionFailed { position });
+        }
+        let from = cond.after.map_or(0, |a| a.saturating_add(1)).max(pre.published);
+        let after = from.checked_sub(1);
         for item in &cond.query.items {
-            if let Some(position) = self.shared.first_match_after(&item.as_filter(), cond.after)? {
+            if let Some(position) = self.shared.first_match_after(&item.as_filter(), after)? {
                 return Err(Error::ConditionFailed { position });
             }
         }
@@ -254,4 +271,33 @@ pub(super) fn same_content(
         && e.metadata[..] == *metadata
         && e.tags.len() == tags.len()
         && e.tags.iter().zip(tags).all(|(a, b)| a == b)
+}
+
+/// Runs an append's lookups that may read the log (see [`Precheck`]), before
+/// its appender queues: where each event id is stored, with that event, and
+/// the first published event that fails the append condition.
+pub(super) fn precheck(shared: &Shared, req: &AppendRequest) -> Result<Precheck> {
+    let published = shared.published();
+    let mut ids = Vec::with_capacity(req.events.len());
+    for e in &req.events {
+        let found = match e.id.and_then(|id| shared.find_id(&id)) {
+            Some(p) => shared.read_position(p)?.map(|ev| (p, ev)),
+            None => None,
+        };
+        ids.push(found);
+    }
+    let mut condition_match = None;
+    if let Some(cond) = &req.condition {
+        for item in &cond.query.items {
+            condition_match = shared.first_match_after(&item.as_filter(), cond.after)?;
+            if condition_match.is_some() {
+                break;
+            }
+        }
+    }
+    Ok(Precheck {
+        published,
+        ids,
+        condition_match,
+    })
 }

@@ -104,7 +104,10 @@ impl Committer {
     }
 
     /// Appends, as the leader of a group or as a follower of one.
-    pub(crate) fn append(&self, request: AppendRequest) -> Result<AppendResult> {
+    pub(crate) fn append(&self, mut request: AppendRequest) -> Result<AppendResult> {
+        // What may read the log is looked up now, before queueing, so that the
+        // leader's checks under the writer's lock read only recent events.
+        request.precheck = checks::precheck(&self.shared, &request)?;
         let me = Arc::new(Slot {
             request: Mutex::new(Some(request)),
             state: Mutex::new(SlotState::default()),

@@ -1,8 +1,9 @@
-//! One append as the store hands it to the writer, and its encoded size.
+//! One append as the store hands it to the writer, what its appender looked
+//! up before queueing, and its encoded size.
 //!
 //! This module must never check or write anything.
 
-use crate::event::{EventData, ExpectedVersion};
+use crate::event::{EventData, ExpectedVersion, RecordedEvent};
 use crate::query::AppendCondition;
 
 /// One append, as built by [`crate::Store::append`].
@@ -11,6 +12,40 @@ pub(crate) struct AppendRequest {
     pub(crate) expected: ExpectedVersion,
     pub(crate) events: Vec<EventData>,
     pub(crate) condition: Option<AppendCondition>,
+    /// Filled in by the appender before it queues (see [`Precheck`]).
+    pub(crate) precheck: Precheck,
+}
+
+impl AppendRequest {
+    /// A request; its lookups run when it is appended.
+    pub(crate) fn new(
+        stream: String,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+        condition: Option<AppendCondition>,
+    ) -> Self {
+        AppendRequest {
+            stream,
+            expected,
+            events,
+            condition,
+            precheck: Precheck::default(),
+        }
+    }
+}
+
+/// The lookups of an append that may read the log (event ids, the append
+/// condition), done by its appender before it queues, outside the writer's
+/// lock. Published events never change, so the writer only has to look at
+/// what was published after `published`.
+#[derive(Default)]
+pub(crate) struct Precheck {
+    /// Every position below this was published before the lookups ran.
+    pub(crate) published: u64,
+    /// Per event: where its id was found among published events, with that event.
+    pub(crate) ids: Vec<Option<(u64, RecordedEvent)>>,
+    /// The first published event that fails the append condition, if one does.
+    pub(crate) condition_match: Option<u64>,
 }
 
 /// Upper bound of the encoded size of an append's frames.
