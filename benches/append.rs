@@ -4,6 +4,9 @@
 //! Data directories go under the system temp dir unless it is tmpfs (then the
 //! current directory); set `ANNAL_BENCH_DIR` to choose.
 
+// Tests and measurements may unwrap and cast freely; the library may not (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
 mod common;
 
 use std::fs::{File, OpenOptions};

@@ -2,6 +2,9 @@
 //! then drop, which closes it). The store is built once, outside the
 //! measurement, with `Durability::Never` in appends of 1000. The page cache is warm.
 
+// Tests and measurements may unwrap and cast freely; the library may not (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
 mod common;
 
 use std::time::Duration;

@@ -2,6 +2,9 @@
 //! each, interleaved in the log in appends of 10), built once with
 //! `Durability::Never`, closed and reopened before measuring. The page cache is warm.
 
+// Tests and measurements may unwrap and cast freely; the library may not (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
 mod common;
 
 use std::hint::black_box;

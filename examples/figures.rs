@@ -13,6 +13,9 @@
 //! else the system temp dir unless it is tmpfs (then the current directory).
 //! All reads run with a warm page cache.
 
+// Tests and measurements may unwrap and cast freely; the library may not (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
 #[path = "../benches/common/mod.rs"]
 mod common;
 

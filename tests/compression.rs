@@ -1,6 +1,9 @@
 //! zstd-compressed sealed segments: smaller, read back identical (randomly and
 //! in order), verified, scavenged, backed up, and crash-safe while compressing.
 
+// Tests and measurements may unwrap and cast freely; the library may not (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;

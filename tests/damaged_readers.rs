@@ -3,6 +3,9 @@
 //! before the damage, then stop with a typed error naming the position, or, when
 //! asked, skip it and go on; repair clears it.
 
+// Tests and measurements may unwrap and cast freely; the library may not (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,6 +3,9 @@
 //! never cut as a torn tail; after a crash, only bytes nothing claims durable
 //! may be cut, and every cut is recorded and reported.
 
+// Tests and measurements may unwrap and cast freely; the library may not (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -3,6 +3,9 @@
 //! a failed write, a full disk or a failure while starting the next segment fails
 //! only the appends it touches, and appends resume by themselves afterwards.
 
+// Tests and measurements may unwrap and cast freely; the library may not (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

@@ -3,6 +3,9 @@
 //! before each example states must be the decoded ones. A change of format
 //! that is not made in format.md too, or a hand-edited dump, fails here.
 
+// Tests and measurements may unwrap and cast freely; the library may not (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
 use std::path::Path;
 
 use annal::checkpoint::{DurableMark, StoreMeta, StreamsCheckpoint};

@@ -16,6 +16,9 @@
 //! the seed, and `ANNAL_KILL_KEEP` a directory where the data directory of a
 //! failed run is copied (as `kill-failure-N`); it is always kept in place too.
 
+// Tests and measurements may unwrap and cast freely; the library may not (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Stdout, Write};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,9 @@
 //! Stream metadata (max count, truncate-before, max age, custom fields), soft
 //! and hard deletion, and snapshots, honoured by reads at once and across reopens.
 
+// Tests and measurements may unwrap and cast freely; the library may not (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
 use std::path::Path;
 
 use annal::{

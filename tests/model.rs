@@ -2,6 +2,9 @@
 //! batch sizes, retries), reads of every kind and reopens, checked step by step
 //! against a plain in-memory model of an event store.
 
+// Tests and measurements may unwrap and cast freely; the library may not (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -1,6 +1,9 @@
 //! Persistent subscription groups: sharing, ack and nack, timeouts and
 //! retries, parking and replay of parked events, pinning, and restarts.
 
+// Tests and measurements may unwrap and cast freely; the library may not (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 

@@ -3,6 +3,9 @@
 //! store opens degraded: intact data stays readable, reads touching the damage
 //! fail with its file and offset, appends are refused with a typed error.
 
+// Tests and measurements may unwrap and cast freely; the library may not (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
 use std::path::Path;
 use std::sync::Arc;
 

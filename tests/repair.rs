@@ -2,6 +2,9 @@
 //! verifies clean, keeps every undamaged event byte for byte, reports what was
 //! lost, and keeps every byte it moved aside in quarantine.
 
+// Tests and measurements may unwrap and cast freely; the library may not (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;

@@ -2,6 +2,9 @@
 //! surviving events keep their bytes and positions, and a crash at any moment
 //! of a scavenge loses nothing.
 
+// Tests and measurements may unwrap and cast freely; the library may not (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,9 @@
 //! Behaviour of the store as a user relies on it: appends, concurrency checks,
 //! idempotency, reads of every kind, rotation, reopen, locking and bad input.
 
+// Tests and measurements may unwrap and cast freely; the library may not (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
 use std::path::Path;
 use std::sync::Arc;
 

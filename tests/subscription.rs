@@ -1,6 +1,9 @@
 //! Catch-up, live, stream and filtered subscriptions, slow and many
 //! subscribers, closing, and replay.
 
+// Tests and measurements may unwrap and cast freely; the library may not (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -6,6 +6,9 @@
 //! Mounting needs root, so the test is ignored in the quick suite; CI runs it
 //! (`cargo test --release --test tmpfs -- --ignored`).
 
+// Tests and measurements may unwrap and cast freely; the library may not (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

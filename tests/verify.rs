@@ -1,5 +1,8 @@
 //! `Store::verify` on healthy and deliberately damaged stores; backups and restores of a live store.
 
+// Tests and measurements may unwrap and cast freely; the library may not (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
 use std::path::Path;
 use std::sync::Arc;
 

@@ -137,6 +137,7 @@ impl Storage for FsStorage {
         // modifies or truncates while a handle is open; the lock file keeps other
         // annal processes out. A foreign process truncating the file could still
         // fault the mapping, which no safe API can prevent.
+        #[allow(unsafe_code)]
         let map = unsafe { memmap2::Mmap::map(&f)? };
         Ok(Arc::new(map))
     }
