@@ -233,10 +233,7 @@ pub struct StreamInfo {
 
 /// Microseconds since the Unix epoch, now.
 pub(crate) fn now_micros() -> i64 {
-    match SystemTime::now().duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_micros() as i64,
-        Err(e) => -(e.duration().as_micros() as i64),
-    }
+    crate::clock::system_micros()
 }
 
 #[cfg(test)]

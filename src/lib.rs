@@ -16,6 +16,7 @@
 //! # Ok::<(), annal::Error>(())
 //! ```
 
+pub mod clock;
 pub mod error;
 pub mod event;
 pub mod features;
@@ -34,6 +35,7 @@ pub use log::recovery;
 pub use maintenance::{backup, repair, retention, verify};
 
 pub use backup::{BackupReport, StoreStats, restore, restore_with};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use event::{AppendResult, ContentType, EventData, ExpectedVersion, RecordedEvent, StreamInfo};
 pub use log::damage::{Damage, TornTail};

@@ -5,10 +5,13 @@
 //! (every check of an option is here, and fails with [`Error::InvalidOption`]
 //! naming the option); it must never do I/O.
 
+use std::sync::Arc;
+
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 
 /// An [`Error::InvalidOption`] for `field`.
@@ -56,6 +59,10 @@ pub struct Options {
     /// stay free on the disk, so that nothing is corrupted by a full disk and
     /// scavenging still has room to free space. Default 32 MiB.
     pub disk_reserve: u64,
+    /// Where the store reads the time: event timestamps, ages for stream
+    /// metadata and retention, acknowledgement timeouts and background
+    /// schedules. Default: the system's clocks; tests use a [`crate::ManualClock`].
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for Options {
@@ -70,6 +77,7 @@ impl Default for Options {
             retention: Default::default(),
             compression: None,
             disk_reserve: 32 << 20,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -90,6 +98,12 @@ impl Options {
     /// Sets the retention policy.
     pub fn retention(mut self, policy: RetentionPolicy) -> Self {
         self.retention = policy;
+        self
+    }
+
+    /// Sets the clock the store reads the time from.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
         self
     }
 

@@ -20,6 +20,9 @@ use crate::options::Options;
 use crate::query::{AppendCondition, Direction, Filter, LogFrom, StreamFrom};
 use crate::storage::{FsStorage, Storage};
 
+/// The longest a background thread waits before it looks at the clock again.
+const SCHEDULE_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// An open event store. Cheap to share between threads (`&Store` is enough to append and read).
 pub struct Store {
     pub(crate) shared: Arc<Shared>,
@@ -198,15 +201,24 @@ impl Store {
         self.submit(stream, expected, events, Some(condition))
     }
 
-    /// Runs `work` on a background thread every `period` until the store closes.
+    /// Runs `work` on a background thread every `period` by the store's clock,
+    /// until the store closes. The thread looks at the clock at least every
+    /// [`SCHEDULE_TICK`], so a clock moved by hand (tests) is noticed quickly.
     fn every(&self, period: std::time::Duration, name: &str, work: impl Fn(&Shared) + Send + 'static) -> Result<()> {
         let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
         let shared = self.shared.clone();
         let handle = std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
-                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(period) {
-                    work(&shared);
+                let clock = shared.options.clock.clone();
+                let mut due = clock.now() + period;
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(period.min(SCHEDULE_TICK))
+                {
+                    if clock.now() >= due {
+                        work(&shared);
+                        due = clock.now() + period;
+                    }
                 }
             })
             .map_err(|e| Error::io(format!("starting the {name} thread"), e))?;
@@ -390,7 +402,7 @@ impl Store {
             Some(p) => Ok(self
                 .shared
                 .read_position(p)?
-                .filter(|e| self.shared.is_visible(e, crate::stream_metadata::now()))),
+                .filter(|e| self.shared.is_visible(e, self.shared.options.clock.now_micros()))),
             None => Ok(None),
         }
     }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::event::{RecordedEvent, now_micros};
+use crate::event::RecordedEvent;
 
 /// Prefix of metadata streams.
 pub const META_PREFIX: &str = "$meta-";
@@ -80,9 +80,4 @@ pub(crate) struct MetadataCache {
 
 pub(crate) fn parse(event: &RecordedEvent) -> Result<StreamMetadata> {
     serde_json::from_slice(&event.data).map_err(|e| Error::InvalidInput(format!("stream metadata: {e}")))
-}
-
-/// Current time for visibility checks.
-pub(crate) fn now() -> i64 {
-    now_micros()
 }

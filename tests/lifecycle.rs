@@ -5,9 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
 use std::path::Path;
+use std::sync::Arc;
 
 use annal::{
-    Direction, Durability, Error, EventData, ExpectedVersion, Filter, LogFrom, Options, Store, StreamFrom,
+    Direction, Durability, Error, EventData, ExpectedVersion, Filter, LogFrom, ManualClock, Options, Store, StreamFrom,
     StreamMetadata,
 };
 
@@ -80,16 +81,22 @@ fn max_count_and_truncate_before_hide_events_at_once() {
 fn max_age_hides_old_events_and_custom_fields_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = open(dir.path());
+        // Time moves by hand: the events are a minute old without waiting a minute.
+        let clock = Arc::new(ManualClock::new());
+        let store = Store::open(
+            dir.path(),
+            Options::default().durability(Durability::Never).clock(clock.clone()),
+        )
+        .unwrap();
         fill(&store, "t", 5);
-        std::thread::sleep(std::time::Duration::from_millis(60));
+        clock.advance(std::time::Duration::from_secs(60));
         let mut custom = serde_json::Map::new();
         custom.insert("owner".into(), serde_json::json!("billing"));
         store
             .set_stream_metadata(
                 "t",
                 StreamMetadata {
-                    max_age_ms: Some(40),
+                    max_age_ms: Some(30_000),
                     custom,
                     ..Default::default()
                 },
@@ -102,7 +109,7 @@ fn max_age_hides_old_events_and_custom_fields_survive_reopen() {
     }
     let store = open(dir.path());
     let meta = store.stream_metadata("t").unwrap();
-    assert_eq!(meta.max_age_ms, Some(40));
+    assert_eq!(meta.max_age_ms, Some(30_000));
     assert_eq!(meta.custom["owner"], serde_json::json!("billing"));
     assert!(matches!(
         store.set_stream_metadata("$meta-t", StreamMetadata::default()),

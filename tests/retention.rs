@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use annal::{
-    Direction, Durability, EventData, ExpectedVersion, Filter, LogFrom, Options, RecordedEvent, RetentionPolicy,
-    RetentionRule, SimStorage, Store,
+    Direction, Durability, EventData, ExpectedVersion, Filter, LogFrom, ManualClock, Options, RecordedEvent,
+    RetentionPolicy, RetentionRule, SimStorage, Store,
 };
 
 fn options() -> Options {
@@ -74,13 +74,16 @@ fn deleted_streams_are_scavenged_and_everything_else_stays_byte_identical() {
 fn age_rules_keep_audit_events_and_drop_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let policy = RetentionPolicy {
-        max_age_ms: Some(1),
+        max_age_ms: Some(3_600_000),
         rules: vec![RetentionRule::keep_tag_forever("audit:*")],
         ..Default::default()
     };
-    let store = Store::open(dir.path(), options().retention(policy)).unwrap();
+    let clock = Arc::new(ManualClock::new());
+    let store = Store::open(dir.path(), options().retention(policy).clock(clock.clone())).unwrap();
     fill(&store, 300);
-    std::thread::sleep(Duration::from_millis(20));
+    // Nothing is an hour old yet; then, without waiting an hour, everything is.
+    assert_eq!(store.scavenge().unwrap().events_removed, 0);
+    clock.advance(Duration::from_secs(3601));
     let report = store.scavenge().unwrap();
     assert!(report.events_removed > 100, "{report:?}");
     let left = visible(&store);
@@ -125,12 +128,24 @@ fn the_background_scavenger_runs_on_its_schedule() {
     let budget = 32 * 1024;
     let policy = RetentionPolicy {
         max_bytes: Some(budget),
-        interval_ms: Some(10),
+        interval_ms: Some(3_600_000),
         ..Default::default()
     };
-    let store = Store::open(dir.path(), options().durability(Durability::Never).retention(policy)).unwrap();
+    let clock = Arc::new(ManualClock::new());
+    let store = Store::open(
+        dir.path(),
+        options()
+            .durability(Durability::Never)
+            .retention(policy)
+            .clock(clock.clone()),
+    )
+    .unwrap();
     fill(&store, 2000);
-    // No call to scavenge: the scheduled runs bring the store under its budget.
+    let over = store.stats().segment_bytes;
+    assert!(over > budget + 3 * 8 * 1024, "{over}");
+    // An hourly schedule, and the hour passes on the store's clock: with no call
+    // to scavenge, the scheduled run brings the store under its budget.
+    clock.advance(Duration::from_secs(3600));
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while store.stats().segment_bytes > budget + 3 * 8 * 1024 {
         assert!(

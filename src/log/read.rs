@@ -214,7 +214,7 @@ impl Shared {
         bounds: (u64, u64),
     ) -> Result<(Vec<RecordedEvent>, Option<Stop>)> {
         let check = visibility == Visibility::Visible && !self.metadata.read().by_stream.is_empty();
-        let now = crate::stream_metadata::now();
+        let now = self.options.clock.now_micros();
         let published = self.published().min(bounds.1);
         let mut out = Vec::new();
         if published == 0 || limit == 0 {
@@ -431,7 +431,7 @@ impl Shared {
             return Err(Error::StreamDeleted(stream.to_string()));
         }
         let first = meta.first_visible(last);
-        let now = crate::stream_metadata::now();
+        let now = self.options.clock.now_micros();
         let mut out = Vec::new();
         let mut from = from;
         loop {

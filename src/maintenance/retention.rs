@@ -13,7 +13,6 @@
 use std::sync::Arc;
 
 use crate::error::{Error, IoContext, Result};
-use crate::event::now_micros;
 use crate::format::index::Lookup;
 use crate::format::record::{self, EventView, Frame, LostView, SealView};
 use crate::format::segment::{SEGMENT_HEADER, SegmentHeader, segment_file_name};
@@ -106,7 +105,7 @@ pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<Scav
     let judge = Judge {
         shared,
         policy,
-        now: now_micros(),
+        now: shared.options.clock.now_micros(),
     };
     for (i, seg) in sealed.iter().enumerate() {
         report.segments_examined += 1;

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::event::{AppendResult, EventData, ExpectedVersion, now_micros};
+use crate::event::{AppendResult, EventData, ExpectedVersion};
 use crate::format::checkpoint::StreamState;
 use crate::format::record::{self, EventView, GroupView};
 use crate::format::segment::SEGMENT_HEADER;
@@ -93,7 +93,7 @@ impl Writer {
         }
         let first_revision = current.map_or(0, |s| s.last_revision + 1);
         let position = self.next_position;
-        let timestamp = now_micros().max(self.last_timestamp);
+        let timestamp = self.shared.options.clock.now_micros().max(self.last_timestamp);
         let n = req.events.len();
         if self.group.buf.is_empty() {
             let durable_end = self.pipeline.synced.load(Ordering::Acquire);
