@@ -38,6 +38,7 @@ pub enum Durability {
 
 /// Options for [`crate::Store::open`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Options {
     /// When appends become durable. Default: [`Durability::Always`].
     pub durability: Durability,
@@ -98,6 +99,18 @@ impl Options {
     /// Sets the retention policy.
     pub fn retention(mut self, policy: RetentionPolicy) -> Self {
         self.retention = policy;
+        self
+    }
+
+    /// Sets whether opening creates a missing data directory.
+    pub fn create_if_missing(mut self, create: bool) -> Self {
+        self.create_if_missing = create;
+        self
+    }
+
+    /// Sets the free disk space appends leave (see [`Options::disk_reserve`]).
+    pub fn disk_reserve(mut self, bytes: u64) -> Self {
+        self.disk_reserve = bytes;
         self
     }
 

@@ -64,12 +64,10 @@ fn appends_resume_by_themselves_after_the_disk_fills_at_a_rotation() {
     let fs = Tmpfs::mount(8 << 20);
     let data = fs.path().join("data");
     // No reserve: this test is about the disk really filling up.
-    let options = Options {
-        disk_reserve: 0,
-        ..Options::default()
-            .durability(Durability::Always)
-            .segment_size(256 << 10)
-    };
+    let options = Options::default()
+        .durability(Durability::Always)
+        .segment_size(256 << 10)
+        .disk_reserve(0);
     let store = Store::open(&data, options.clone()).unwrap();
     let mut acked = Vec::new();
     let mut n = 0u64;

@@ -139,10 +139,7 @@ pub fn stats(ctx: &Ctx, format: Format) -> CliResult {
 }
 
 fn read_options(ctx: &Ctx) -> Options {
-    Options {
-        create_if_missing: false,
-        ..ctx.options.clone()
-    }
+    ctx.options.clone().create_if_missing(false)
 }
 
 /// What is wrong with `annal.meta` in a directory that holds segments, with

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use annal::{Direction, Durability, EventData, ExpectedVersion, Filter, LogFrom, Options, Store};
+use annal::{Direction, Durability, EventData, ExpectedVersion, Filter, LogFrom, Store};
 use serde::Serialize;
 
 use crate::ctx::{self, Ctx};
@@ -140,11 +140,11 @@ pub fn bench(ctx: &Ctx, a: BenchArgs) -> CliResult {
             failures.join("; ")
         )));
     };
-    let options = Options {
-        durability: Durability::Always,
-        create_if_missing: true,
-        ..ctx.options.clone()
-    };
+    let options = ctx
+        .options
+        .clone()
+        .durability(Durability::Always)
+        .create_if_missing(true);
     let store = Store::open(tmp.path().join("store"), options)?;
     let figures = run(&store, &a, &stop, &base, fs);
     let closed = store.close();

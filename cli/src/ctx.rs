@@ -40,10 +40,7 @@ impl Ctx {
         if self.data.is_dir() {
             self.refuse_foreign()?;
         }
-        let options = Options {
-            create_if_missing: true,
-            ..self.options.clone()
-        };
+        let options = self.options.clone().create_if_missing(true);
         Ok(Store::open(&self.data, options)?)
     }
 
@@ -53,10 +50,7 @@ impl Ctx {
         if self.data.is_dir() {
             self.refuse_foreign()?;
         }
-        let options = Options {
-            create_if_missing: true,
-            ..self.options.clone()
-        };
+        let options = self.options.clone().create_if_missing(true);
         Ok(Store::open_or_degraded(&self.data, options)?)
     }
 
@@ -121,10 +115,7 @@ impl Ctx {
     /// read), damage stepped around; never creates the directory.
     pub fn open_read(&self) -> CliResult<Store> {
         self.require_store()?;
-        let options = Options {
-            create_if_missing: false,
-            ..self.options.clone()
-        };
+        let options = self.options.clone().create_if_missing(false);
         Ok(Store::open_read_only(&self.data, options)?)
     }
 
@@ -132,10 +123,7 @@ impl Ctx {
     /// that follow it live or copy it.
     pub fn open_owned(&self) -> CliResult<Store> {
         self.require_store()?;
-        let options = Options {
-            create_if_missing: false,
-            ..self.options.clone()
-        };
+        let options = self.options.clone().create_if_missing(false);
         Ok(Store::open(&self.data, options)?)
     }
 }

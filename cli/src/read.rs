@@ -215,7 +215,7 @@ pub fn tail(ctx: &Ctx, a: TailArgs) -> CliResult {
                     if wanted(&e) {
                         render::emit_line(&mut out, &render::event_line(&e, Mode::Read))?;
                     }
-                    if rx.receiver().is_empty() {
+                    if rx.is_empty() {
                         render::flush(&mut out)?;
                     }
                 }

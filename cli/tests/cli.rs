@@ -1069,10 +1069,7 @@ fn a_deleted_stream_exits_4() {
     env.append("gone", "T", "1");
     env.append("kept", "T", "2");
     {
-        let options = annal::Options {
-            durability: annal::Durability::Never,
-            ..Default::default()
-        };
+        let options = annal::Options::default().durability(annal::Durability::Never);
         let store = annal::Store::open(env.data(), options).unwrap();
         store.delete_stream("gone", annal::ExpectedVersion::Any, true).unwrap();
         store.close().unwrap();

@@ -336,9 +336,19 @@ pub struct SubscriptionReceiver {
 }
 
 impl SubscriptionReceiver {
-    /// The channel itself, for `select!` and friends.
-    pub fn receiver(&self) -> &Receiver<Result<Message>> {
-        &self.rx
+    /// The next message if one is waiting, without blocking.
+    pub fn try_recv(&self) -> Option<Result<Message>> {
+        self.rx.try_recv().ok()
+    }
+
+    /// How many messages are waiting (at most the channel's capacity).
+    pub fn len(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// True if no message is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
     }
 
     /// The next message, waiting at most `timeout`; `None` on timeout or once the subscription ended.
@@ -390,6 +400,7 @@ impl Default for ReplayOptions {
 
 /// The outcome of a replay.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReplayReport {
     /// Events the handler accepted.
     pub processed: u64,

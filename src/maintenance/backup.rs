@@ -16,6 +16,7 @@ use crate::storage::{Storage, write_atomically};
 
 /// What a backup copied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BackupReport {
     /// The destination directory.
     pub dir: PathBuf,
@@ -29,6 +30,7 @@ pub struct BackupReport {
 
 /// Figures about a store.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StoreStats {
     /// Events ever appended (the head position).
     pub events: u64,

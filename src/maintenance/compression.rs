@@ -19,6 +19,7 @@ pub use crate::options::CompressionOptions;
 
 /// What a compression pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CompressReport {
     /// Segments compressed in this pass.
     pub segments: usize,

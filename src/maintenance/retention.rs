@@ -46,6 +46,7 @@ fn pattern_matches(pattern: &str, value: &str) -> bool {
 
 /// What a scavenge did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ScavengeReport {
     /// Sealed segments examined.
     pub segments_examined: usize,

@@ -34,6 +34,7 @@ impl std::fmt::Display for Problem {
 
 /// What [`crate::Store::verify`] checked and found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct VerifyReport {
     /// Segment files checked.
     pub segments: usize,

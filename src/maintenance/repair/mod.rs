@@ -30,6 +30,7 @@ pub const QUARANTINE_DIR: &str = "quarantine";
 
 /// What [`repair`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RepairReport {
     /// Each action taken, with the file and byte offset concerned.
     pub actions: Vec<String>,
