@@ -16,46 +16,62 @@
 //! # Ok::<(), annal::Error>(())
 //! ```
 
+/// Declares modules that are internal unless the `fuzzing` feature makes them
+/// public (for the fuzz crate and this crate's integration tests).
+macro_rules! internal {
+    ($($(#[$doc:meta])* $name:ident;)*) => {
+        $(
+            $(#[$doc])*
+            #[cfg(feature = "fuzzing")]
+            pub mod $name;
+            #[cfg(not(feature = "fuzzing"))]
+            mod $name;
+        )*
+    };
+}
+
 pub mod clock;
 pub mod error;
 pub mod event;
-pub mod features;
-pub mod format;
-pub mod log;
-pub mod maintenance;
+pub mod layout;
 pub mod options;
 pub mod query;
 pub mod storage;
 mod store;
-pub mod stream_metadata;
+mod stream_metadata;
 
-pub use features::{metadata, persistent, subscription};
-pub use format::{checkpoint, index, record, segment};
-pub use log::recovery;
-pub use maintenance::{backup, repair, retention, verify};
+internal! {
+    /// Features built on the store API.
+    features;
+    /// The on-disk format's codecs.
+    format;
+    /// The log: segments, recovery, the write and read paths.
+    log;
+    /// Compression, retention, verify, repair, backup.
+    maintenance;
+}
 
-pub use backup::{BackupReport, StoreStats, restore, restore_with};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use event::{AppendResult, ContentType, EventData, ExpectedVersion, RecordedEvent, StreamInfo};
-pub use log::damage::{Damage, TornTail};
-pub use maintenance::compression::CompressReport;
-pub use metadata::Snapshot;
-pub use options::{CompressionOptions, Durability, Options};
-pub use persistent::{
-    Consumer, Delivery, Group, GroupInfo, GroupSettings, GroupSource, NackAction, ParkedRecord, Strategy,
+pub use features::metadata::Snapshot;
+pub use features::persistent::{
+    Consumer, Delivery, Group, GroupInfo, GroupSettings, GroupSource, NackAction, ParkedRecord, Strategy, parked_stream,
 };
-pub use query::{AppendCondition, Filter, Pattern, Query, QueryItem};
-pub use query::{Direction, LogFrom, StreamFrom};
-pub use repair::{RepairReport, repair, repair_with};
-pub use retention::{RetentionPolicy, RetentionRule, ScavengeReport};
+pub use features::subscription::{
+    Message, ReplayOptions, ReplayReport, SubscribeFrom, Subscription, SubscriptionOptions, SubscriptionReceiver,
+};
+pub use log::damage::{Damage, TornTail, torn_tails};
+pub use maintenance::backup::{BackupReport, StoreStats, restore, restore_with};
+pub use maintenance::compression::CompressReport;
+pub use maintenance::repair::{RepairReport, repair, repair_with};
+pub use maintenance::retention::ScavengeReport;
+pub use maintenance::verify::{Problem, VerifyReport};
+pub use options::{CompressionOptions, Durability, Options, RetentionPolicy, RetentionRule};
+pub use query::{AppendCondition, Direction, Filter, LogFrom, Pattern, Query, QueryItem, StreamFrom};
 pub use storage::{FsStorage, SimStorage, Storage};
 pub use store::Store;
 pub use stream_metadata::StreamMetadata;
-pub use subscription::{
-    Message, ReplayOptions, ReplayReport, SubscribeFrom, Subscription, SubscriptionOptions, SubscriptionReceiver,
-};
-pub use verify::{Problem, VerifyReport};
 
 /// Compiles the README's example as a doctest.
 #[doc = include_str!("../README.md")]

@@ -315,7 +315,7 @@ fn compression_options_are_bounded_by_what_the_reader_accepts() {
             ..
         })
     ));
-    let raw = annal::segment::SegmentHeader {
+    let raw = annal::format::segment::SegmentHeader {
         base_position: 0,
         created_micros: 0,
         compressed: false,

@@ -303,7 +303,7 @@ fn a_stale_index_of_the_active_segment_cannot_hide_an_acknowledged_append() {
     let len = sim.read_file(&seg).unwrap().len() as u64;
     // An index for base 0 whose seal would lie 10 bytes into the next append:
     // ignored by the next open (its seal would lie past the segment's end)...
-    let mut stale = annal::index::MemIndex::new(0, 64);
+    let mut stale = annal::format::index::MemIndex::new(0, 64);
     stale.push_lost(1, 64, len + 10);
     sim.write_file(&Path::new(SIM).join(format!("{:020}.idx", 0)), &stale.encode_file())
         .unwrap();

@@ -8,9 +8,9 @@
 
 use std::path::Path;
 
-use annal::checkpoint::{DurableMark, StoreMeta, StreamsCheckpoint};
-use annal::record::{self, Frame};
-use annal::segment::SegmentHeader;
+use annal::format::checkpoint::{DurableMark, StoreMeta, StreamsCheckpoint};
+use annal::format::record::{self, Frame};
+use annal::format::segment::SegmentHeader;
 
 const FORMAT: &str = include_str!("../format.md");
 
@@ -231,7 +231,7 @@ fn check(e: &Example) {
         "segment-header" => {
             let h = SegmentHeader::decode(&e.bytes, file)
                 .unwrap_or_else(|err| panic!("line {}: the header does not decode: {err}", e.line));
-            assert_eq!(e.bytes.len(), annal::segment::SEGMENT_HEADER);
+            assert_eq!(e.bytes.len(), annal::format::segment::SEGMENT_HEADER);
             states(
                 e,
                 &[

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use annal::{
     Direction, Durability, Error, EventData, ExpectedVersion, GroupSettings, NackAction, Options, ParkedRecord, Store,
-    Strategy, StreamFrom, persistent::parked_stream,
+    Strategy, StreamFrom, parked_stream,
 };
 
 fn open(dir: &std::path::Path) -> Store {

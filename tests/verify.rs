@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use annal::checkpoint::StreamsCheckpoint;
+use annal::format::checkpoint::StreamsCheckpoint;
 use annal::{Durability, EventData, ExpectedVersion, Options, SimStorage, Storage, Store};
 
 fn options() -> Options {

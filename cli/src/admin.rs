@@ -109,7 +109,7 @@ pub fn stats(ctx: &Ctx, format: Format) -> CliResult {
     let store = ctx.open_read()?;
     let s = store.stats();
     let dir = &ctx.data;
-    let torn = annal::log::damage::torn_tails(&annal::FsStorage, dir)?;
+    let torn = annal::torn_tails(&annal::FsStorage, dir)?;
     let all = usage(dir);
     let space = fs_space(dir);
     let stats = Stats {
@@ -124,7 +124,7 @@ pub fn stats(ctx: &Ctx, format: Format) -> CliResult {
         disk_bytes: all.bytes,
         torn_bytes: usage(&dir.join("torn")).bytes,
         torn_tails: torn.len(),
-        quarantine_bytes: usage(&dir.join(annal::repair::QUARANTINE_DIR)).bytes,
+        quarantine_bytes: usage(&dir.join(annal::layout::QUARANTINE_DIR)).bytes,
         fs_total_bytes: space.map(|s| s.0),
         fs_available_bytes: space.map(|s| s.1),
         last_background_error: s.last_background_error.clone(),
@@ -149,19 +149,19 @@ fn identity_damage(dir: &Path) -> Option<(u64, String)> {
     let has_segments = std::fs::read_dir(dir).ok()?.filter_map(|e| e.ok()).any(|e| {
         let name = e.file_name();
         let name = name.to_string_lossy();
-        matches!(annal::segment::parse_file_name(&name), Some((_, "seg")))
+        annal::layout::is_segment_file(&name)
     });
     if !has_segments {
         return None;
     }
-    let bytes = match std::fs::read(dir.join(annal::checkpoint::META_FILE)) {
+    let bytes = match std::fs::read(dir.join(annal::layout::META_FILE)) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Some((0, "missing, yet the directory holds segments".into()));
         }
         Err(_) => return None,
     };
-    let magic = annal::checkpoint::META_MAGIC;
+    let magic = annal::layout::META_MAGIC;
     if let Some(at) = (0..magic.len()).find(|i| bytes.get(*i) != Some(&magic[*i])) {
         if at >= bytes.len() {
             return Some((at as u64, format!("truncated to {} bytes (64 expected)", bytes.len())));
@@ -182,7 +182,7 @@ pub fn verify(ctx: &Ctx) -> CliResult {
     if ctx.data.is_dir()
         && let Some((offset, what)) = identity_damage(&ctx.data)
     {
-        let path = ctx.data.join(annal::checkpoint::META_FILE);
+        let path = ctx.data.join(annal::layout::META_FILE);
         return Err(CliError::with_code(
             CORRUPT,
             format!(

@@ -69,7 +69,7 @@ impl Ctx {
     /// Refuses a directory that holds files but no store, before the store
     /// would leave its lock file there.
     fn refuse_foreign(&self) -> CliResult {
-        if self.data.join(annal::checkpoint::META_FILE).exists() {
+        if self.data.join(annal::layout::META_FILE).exists() {
             return Ok(());
         }
         let names = self.entries()?;
@@ -84,7 +84,7 @@ impl Ctx {
         Err(CliError::msg(format!(
             "{} is not an annal data directory: it holds {first:?} but no {}{hint}",
             self.data.display(),
-            annal::checkpoint::META_FILE
+            annal::layout::META_FILE
         )))
     }
 
@@ -101,7 +101,7 @@ impl Ctx {
         if !dir.is_dir() {
             return Err(CliError::msg(format!("{} is not a directory", dir.display())));
         }
-        if !dir.join(annal::checkpoint::META_FILE).exists() && self.entries()?.is_empty() {
+        if !dir.join(annal::layout::META_FILE).exists() && self.entries()?.is_empty() {
             return Err(CliError::msg(format!(
                 "no store at {}: the directory is empty (a store is created by the first append or import)",
                 dir.display()

@@ -13,11 +13,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use annal::ContentType;
-use annal::checkpoint::StreamsCheckpoint;
+use annal::format::checkpoint::StreamsCheckpoint;
 use annal::CompressionOptions;
 use annal::format::compressed::{Dictionary, compress_segment};
-use annal::index::MemIndex;
-use annal::record::{self, GroupView, SealView};
+use annal::format::index::MemIndex;
+use annal::format::record::{self, GroupView, SealView};
 use annal_fuzz::store_dir::{Op, build_template};
 use uuid::Uuid;
 

@@ -10,11 +10,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use annal::checkpoint::{StoreMeta, StreamsCheckpoint};
+use annal::format::checkpoint::{StoreMeta, StreamsCheckpoint};
 use annal::format::compressed::{Compressed, Dictionary};
-use annal::index::{Lookup, SegmentIndex, hash_str};
-use annal::record::{self, FRAME_HEADER, Frame, FrameError, MAX_BODY};
-use annal::segment::{self, SEGMENT_HEADER, ScanEnd, SegmentHeader};
+use annal::format::index::{Lookup, SegmentIndex, hash_str};
+use annal::format::record::{self, FRAME_HEADER, Frame, FrameError, MAX_BODY};
+use annal::format::segment::{self, SEGMENT_HEADER, ScanEnd, SegmentHeader};
 use annal::storage::Mapped;
 use annal::storage::sim::SimRng;
 use uuid::Uuid;

@@ -11,8 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use annal::record::{self, GroupView, SealView};
-use annal::segment::{self, SEGMENT_HEADER};
+use annal::format::record::{self, GroupView, SealView};
+use annal::format::segment::{self, SEGMENT_HEADER};
 use annal::{
     ContentType, Direction, Durability, EventData, ExpectedVersion, Filter, LogFrom, Options, SimStorage, Storage,
     Store, StreamFrom,

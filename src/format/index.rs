@@ -136,6 +136,7 @@ impl MemIndex {
     }
 
     /// True when no event is indexed.
+    #[cfg_attr(not(feature = "fuzzing"), allow(dead_code))]
     pub fn is_empty(&self) -> bool {
         self.locations.is_empty()
     }
