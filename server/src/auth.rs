@@ -3,7 +3,7 @@
 use subtle::ConstantTimeEq;
 
 use crate::config::{Role, ServerConfig, parse_hash};
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// Who is calling, once authenticated.
 #[derive(Debug, Clone)]

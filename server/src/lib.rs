@@ -16,32 +16,25 @@
 //! Routes, their methods and the role each needs are listed once, in
 //! [`ROUTES`]; the router and the OpenAPI document (`/openapi.json`) follow it.
 
-mod admin;
 mod auth;
 pub mod config;
-mod conn;
-mod encode;
 mod error;
-mod groups;
+mod http;
 mod metrics;
 pub mod nesting;
-pub mod openapi;
 pub mod paths;
-mod routes;
 mod server;
-mod sse;
-mod streams;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use config::{Role, ServerConfig, TlsConfig, TokenConfig, hash_token};
 pub use error::ServerError;
-pub use routes::{Access, ROUTES, Route, Verb, router};
+pub use http::{Access, ROUTES, Route, Verb, openapi, router};
 pub use server::{BoundServer, bind, serve};
 pub use tokio_util::sync::CancellationToken;
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// The state shared by every request: the store, the config, tokens and metrics.
 #[derive(Clone)]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use axum_server::tls_rustls::RustlsConfig;
 
 use crate::config::TlsConfig;
-use crate::conn::{JsonErrors, Limit};
+use crate::http::conn::{JsonErrors, Limit};
 use crate::{AppState, ServerConfig, ServerError, router};
 
 /// A server bound to its address, not yet serving.

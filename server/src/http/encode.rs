@@ -11,7 +11,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::error::{ApiError, json_error};
+use super::error::{ApiError, json_error};
 use crate::nesting::{MAX_JSON_DEPTH, check_json_depth, json_depth};
 
 /// An event as the API returns it.

@@ -12,8 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post, put};
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::error::ApiError;
-use crate::{AppState, admin, groups, sse, streams};
+use super::error::ApiError;
+use super::{admin, groups, sse, streams};
+use crate::AppState;
 
 /// An HTTP method of a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -19,11 +19,11 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde_json::json;
 
+use super::encode::{EventOut, Params, check_stream};
+use super::error::ApiError;
+use super::streams::filter;
 use crate::AppState;
 use crate::auth::Principal;
-use crate::encode::{EventOut, Params, check_stream};
-use crate::error::ApiError;
-use crate::streams::filter;
 
 /// Messages buffered between the subscription thread and the response (and
 /// at most `max_response_bytes` of them, or one event).

@@ -9,9 +9,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::encode::JsonBody;
+use super::error::ApiError;
 use crate::AppState;
-use crate::encode::JsonBody;
-use crate::error::ApiError;
 use crate::metrics::{StoreGauges, disk_available};
 
 pub(crate) async fn live() -> Response {
@@ -66,7 +66,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, A
 }
 
 pub(crate) async fn openapi() -> Response {
-    axum::Json(crate::openapi::document()).into_response()
+    axum::Json(super::openapi::document()).into_response()
 }
 
 pub(crate) async fn scavenge(State(state): State<AppState>) -> Result<Response, ApiError> {

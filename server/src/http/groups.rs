@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::encode::{EventOut, JsonBody, Params, check_stream, json_bytes};
+use super::error::ApiError;
 use crate::AppState;
 use crate::auth::Principal;
-use crate::encode::{EventOut, JsonBody, Params, check_stream, json_bytes};
-use crate::error::ApiError;
 
 /// A long-polling fetch waits in slices of this, checking for shutdown in between.
 const FETCH_SLICE: Duration = Duration::from_millis(250);

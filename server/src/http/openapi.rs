@@ -1,6 +1,6 @@
 //! The OpenAPI 3 document served at `/openapi.json`, written by hand.
 //!
-//! A test checks that its paths and methods are exactly those of [`crate::ROUTES`].
+//! A test checks that its paths and methods are exactly those of [`crate::http::ROUTES`].
 
 use serde_json::{Value, json};
 
@@ -390,7 +390,7 @@ mod tests {
 
     #[test]
     fn document_matches_the_route_table_exactly() {
-        let mut routes: Vec<(String, String)> = crate::ROUTES
+        let mut routes: Vec<(String, String)> = crate::http::ROUTES
             .iter()
             .map(|r| (r.path.to_string(), r.verb.as_str().to_string()))
             .collect();

@@ -10,13 +10,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::AppState;
-use crate::auth::Principal;
-use crate::encode::{
+use super::encode::{
     EventIn, EventOut, JsonBody, Params, bounded_events_body, check_stream, check_writable_stream, decode_base64,
     embedded_json, encode_base64, expected_from_json, expected_from_str, json_bytes, parse_time,
 };
-use crate::error::ApiError;
+use super::error::ApiError;
+use crate::AppState;
+use crate::auth::Principal;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
