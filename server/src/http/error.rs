@@ -9,6 +9,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+use crate::state::Interrupted;
+
 /// An error answered to one request.
 #[derive(Debug)]
 pub struct ApiError {
@@ -59,6 +61,15 @@ impl ApiError {
     pub(crate) fn with(mut self, key: &str, value: Value) -> Self {
         self.extra.insert(key.to_string(), value);
         self
+    }
+}
+
+impl From<Interrupted> for ApiError {
+    fn from(e: Interrupted) -> Self {
+        match e {
+            Interrupted::Panicked => ApiError::internal("the request failed unexpectedly"),
+            Interrupted::Cancelled => ApiError::internal("the request was cancelled"),
+        }
     }
 }
 

@@ -14,13 +14,29 @@
 //! [`crate::auth`], and only its answer's shape (401 or 403) is HTTP's.
 
 mod admin;
-pub(crate) mod conn;
+mod conn;
 mod encode;
 pub(crate) mod error;
 mod groups;
+pub(crate) mod listen;
 pub mod openapi;
 mod routes;
 mod sse;
 mod streams;
 
 pub use routes::{Access, ROUTES, Route, Verb, router};
+
+use crate::AppState;
+use error::ApiError;
+
+impl AppState {
+    /// Runs a store operation on the blocking pool for an HTTP request (see
+    /// [`AppState::run_blocking`]); one that panics is answered as a 500.
+    pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.run_blocking(f).await?
+    }
+}

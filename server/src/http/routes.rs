@@ -252,11 +252,11 @@ async fn auth_layer(State(state): State<AppState>, mut req: Request, next: Next)
 /// store operation keeps running and may still be applied).
 async fn timeout_layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let changes = !matches!(*req.method(), Method::GET | Method::HEAD);
-    let started = crate::OperationStarted::default();
+    let started = crate::state::OperationStarted::default();
     let run = next.run(req);
     let timed = tokio::time::timeout(
         state.config.request_timeout(),
-        crate::STARTED.scope(started.clone(), run),
+        crate::state::STARTED.scope(started.clone(), run),
     );
     match timed.await {
         Ok(resp) => resp,
