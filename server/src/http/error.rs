@@ -9,6 +9,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+use crate::auth::Denied;
 use crate::state::Interrupted;
 
 /// An error answered to one request.
@@ -61,6 +62,15 @@ impl ApiError {
     pub(crate) fn with(mut self, key: &str, value: Value) -> Self {
         self.extra.insert(key.to_string(), value);
         self
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(d: Denied) -> Self {
+        match d {
+            Denied::Unauthenticated => ApiError::unauthorized(),
+            Denied::Forbidden(message) => ApiError::forbidden(message),
+        }
     }
 }
 

@@ -16,7 +16,7 @@
 mod admin;
 mod conn;
 mod encode;
-pub(crate) mod error;
+mod error;
 mod groups;
 pub(crate) mod listen;
 pub mod openapi;
