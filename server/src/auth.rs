@@ -255,9 +255,9 @@ mod tests {
         let mut config = ServerConfig::open("127.0.0.1:0".parse().unwrap());
         assert!(Auth::new(&config).unwrap().authenticate(None).is_ok());
         config.no_auth = false;
-        config.tokens = vec![crate::TokenConfig {
+        config.tokens = vec![crate::config::TokenConfig {
             name: "t".into(),
-            sha256: crate::hash_token("secret"),
+            sha256: crate::config::hash_token("secret"),
             role: Role::Read,
             stream_prefixes: vec![],
         }];

@@ -10,8 +10,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::TlsConfig;
-use crate::{AppState, ServerConfig, ServerError};
+use crate::config::{ServerConfig, TlsConfig};
+use crate::error::ServerError;
+use crate::state::AppState;
 
 /// A server bound to its address, not yet serving.
 pub struct BoundServer {

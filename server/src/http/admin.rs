@@ -1,4 +1,9 @@
-//! Health, metrics, the OpenAPI document, and the admin routes.
+//! Health, metrics, the OpenAPI document, and the admin routes (scavenge,
+//! compress, backup).
+//!
+//! It owns the HTTP answers of these routes. It must never hold what another
+//! protocol would also need: the metrics text and the rule that keeps a
+//! backup out of the data directory live in the shared `metrics` and `paths`.
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -11,8 +16,8 @@ use serde_json::json;
 
 use super::encode::JsonBody;
 use super::error::ApiError;
-use crate::AppState;
 use crate::metrics::{StoreGauges, disk_available};
+use crate::state::AppState;
 
 pub(crate) async fn live() -> Response {
     axum::Json(json!({ "status": "live" })).into_response()

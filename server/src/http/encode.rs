@@ -1,4 +1,8 @@
 //! JSON shapes of events going in and out, request bodies, query strings and times.
+//!
+//! It owns how HTTP spells things (JSON, base64, RFC 3339, query parameters).
+//! It must never make a rule of its own about what the store accepts: stream
+//! names are checked by the library, and nesting by the shared `nesting`.
 
 use annal::{ContentType, EventData, ExpectedVersion, RecordedEvent};
 use axum::extract::{FromRequest, Request};

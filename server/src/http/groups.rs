@@ -3,6 +3,9 @@
 //! `Group` and `Consumer` borrow the store, so each request opens them on the
 //! blocking pool and drops them when done: a consumer is connected only while
 //! one of its requests runs.
+//!
+//! It owns the HTTP shape of groups. It must never decide who may use a group:
+//! it asks `auth` with the group's source.
 
 use std::time::{Duration, Instant};
 
@@ -16,9 +19,9 @@ use uuid::Uuid;
 
 use super::encode::{EventOut, JsonBody, Params, check_stream, json_bytes};
 use super::error::ApiError;
-use crate::AppState;
 use crate::auth::{Need, Principal};
 use crate::config::Role;
+use crate::state::AppState;
 
 /// A long-polling fetch waits in slices of this, checking for shutdown in between.
 const FETCH_SLICE: Duration = Duration::from_millis(250);

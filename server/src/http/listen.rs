@@ -14,7 +14,7 @@ use axum_server::tls_rustls::RustlsConfig;
 
 use super::conn::{JsonErrors, Limit};
 use super::router;
-use crate::AppState;
+use crate::state::AppState;
 
 /// Serves the API on `listener` until `stop` completes, then stops accepting
 /// and lets open requests finish for up to `shutdown_grace_ms`.

@@ -26,7 +26,7 @@ mod streams;
 
 pub use routes::{Access, ROUTES, Route, Verb, router};
 
-use crate::AppState;
+use crate::state::AppState;
 use error::ApiError;
 
 impl AppState {

@@ -1,6 +1,8 @@
 //! The OpenAPI 3 document served at `/openapi.json`, written by hand.
 //!
-//! A test checks that its paths and methods are exactly those of [`crate::http::ROUTES`].
+//! A test checks that its paths and methods are exactly those of [`crate::ROUTES`].
+//! It owns the description of the HTTP API; it must never describe a route
+//! that [`crate::ROUTES`] does not list.
 
 use serde_json::{Value, json};
 

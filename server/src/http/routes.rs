@@ -19,9 +19,9 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use super::error::ApiError;
 use super::{admin, groups, sse, streams};
-use crate::AppState;
 use crate::auth::{Need, Principal};
 use crate::config::Role;
+use crate::state::AppState;
 
 /// An HTTP method of a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -4,6 +4,9 @@
 //! the response streams from it. The task stops when the client goes away
 //! (the channel closes), when the server shuts down, or on a read error (sent
 //! as a last `error` event).
+//!
+//! It owns the SSE wire format and the subscription threads' budget. It must
+//! never let a subscription take a thread of the blocking pool.
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -21,8 +24,8 @@ use serde_json::json;
 use super::encode::{EventOut, Params, check_stream};
 use super::error::ApiError;
 use super::streams::filter;
-use crate::AppState;
 use crate::auth::{Need, Principal};
+use crate::state::AppState;
 
 /// Messages buffered between the subscription thread and the response (and
 /// at most `max_response_bytes` of them, or one event).

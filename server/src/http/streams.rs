@@ -1,4 +1,8 @@
 //! Appends, reads, deletes, metadata and snapshots of streams; reads of the global log.
+//!
+//! It owns these routes' handlers. It must never check a token or a stream
+//! prefix itself (it asks `auth`), nor return more than `max_response_bytes`
+//! of events in one answer.
 
 use std::time::Instant;
 
@@ -14,8 +18,8 @@ use super::encode::{
     embedded_json, encode_base64, expected_from_json, expected_from_str, json_bytes, parse_time,
 };
 use super::error::ApiError;
-use crate::AppState;
 use crate::auth::{Need, Principal};
+use crate::state::AppState;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
