@@ -1,47 +1,134 @@
-//! Bearer-token authentication, roles and stream-prefix permissions.
+//! Who the caller is, and what it may do: bearer tokens, roles and stream
+//! prefixes, for every protocol.
+//!
+//! [`Auth::authenticate`] turns a token into a [`Principal`]; every
+//! permission check is [`Principal::authorize`] (or [`Principal::permits`],
+//! to leave out what the caller may not see), given the [`Need`] of what the
+//! request does. A token limited to some stream prefixes must learn nothing
+//! about other streams: a check that fails says so in words that name only
+//! what the caller asked for.
+//!
+//! It must never shape an answer for a protocol: a refusal is a [`Denied`],
+//! which each protocol maps (HTTP to 401 and 403).
 
+use annal::GroupSource;
 use subtle::ConstantTimeEq;
 
 use crate::config::{Role, ServerConfig, parse_hash};
-use crate::error::ApiError;
 
 /// Who is calling, once authenticated.
 #[derive(Debug, Clone)]
 pub(crate) struct Principal {
-    pub(crate) role: Role,
+    role: Role,
     /// Stream prefixes it may touch; empty means every stream.
-    pub(crate) prefixes: Vec<String>,
+    prefixes: Vec<String>,
+}
+
+/// What a request needs of its caller: a role, and the streams it touches.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Need<'a> {
+    /// A role, and no stream in particular.
+    Role(Role),
+    /// Read one stream.
+    Read(&'a str),
+    /// Write one stream.
+    Write(&'a str),
+    /// Read the global log, limited to streams starting with a prefix (the
+    /// whole log when none is given).
+    ReadLog(Option<&'a str>),
+    /// Append with a condition: its query runs over every stream.
+    Condition,
+    /// Use (with the read role) or manage (with the write role) a
+    /// persistent subscription group, which reads its source.
+    Group(Role, &'a GroupSource),
+}
+
+/// Why a request may not go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Denied {
+    /// No token, or not a valid one.
+    Unauthenticated,
+    /// A valid token that may not do this, and why (naming only what was asked).
+    Forbidden(String),
 }
 
 impl Principal {
-    pub(crate) fn unrestricted(&self) -> bool {
-        self.prefixes.is_empty()
-    }
-
-    /// True if the principal may touch this stream.
-    pub(crate) fn may_stream(&self, stream: &str) -> bool {
-        self.unrestricted() || self.prefixes.iter().any(|p| stream.starts_with(p.as_str()))
-    }
-
-    /// 403 unless the principal may touch this stream.
-    pub(crate) fn check_stream(&self, stream: &str) -> Result<(), ApiError> {
-        if self.may_stream(stream) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(format!(
-                "this token may not access stream {stream:?}"
-            )))
+    /// Anyone, in open mode.
+    fn everyone() -> Principal {
+        Principal {
+            role: Role::Admin,
+            prefixes: Vec::new(),
         }
     }
 
-    /// 403 unless a read of the global log limited to `prefix` stays within the principal's streams.
-    pub(crate) fn check_prefix(&self, prefix: Option<&str>) -> Result<(), ApiError> {
-        if self.unrestricted() || prefix.is_some_and(|q| self.prefixes.iter().any(|p| q.starts_with(p.as_str()))) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(
-                "this token is limited to some streams: give a stream_prefix within them",
-            ))
+    fn unrestricted(&self) -> bool {
+        self.prefixes.is_empty()
+    }
+
+    fn may_stream(&self, stream: &str) -> bool {
+        self.unrestricted() || self.prefixes.iter().any(|p| stream.starts_with(p.as_str()))
+    }
+
+    fn may_read_log(&self, prefix: Option<&str>) -> bool {
+        self.unrestricted() || prefix.is_some_and(|q| self.prefixes.iter().any(|p| q.starts_with(p.as_str())))
+    }
+
+    /// `Ok` if the principal may do what `need` says; else why not.
+    pub(crate) fn authorize(&self, need: Need<'_>) -> Result<(), Denied> {
+        match self.refusal(need) {
+            None => Ok(()),
+            Some(r) => Err(Denied::Forbidden(r.message())),
+        }
+    }
+
+    /// True if the principal may do what `need` says: for leaving out of an
+    /// answer (a list, a lookup) what the caller may not see.
+    pub(crate) fn permits(&self, need: Need<'_>) -> bool {
+        self.refusal(need).is_none()
+    }
+
+    fn refusal<'a>(&self, need: Need<'a>) -> Option<Refusal<'a>> {
+        let role = match need {
+            Need::Role(r) | Need::Group(r, _) => r,
+            Need::Write(_) | Need::Condition => Role::Write,
+            Need::Read(_) | Need::ReadLog(_) => Role::Read,
+        };
+        if self.role < role {
+            return Some(Refusal::Role(role));
+        }
+        match need {
+            Need::Role(_) => None,
+            Need::Read(s) | Need::Write(s) => (!self.may_stream(s)).then_some(Refusal::Stream(s)),
+            Need::Group(_, GroupSource::Stream(s)) => (!self.may_stream(s)).then_some(Refusal::Stream(s)),
+            Need::ReadLog(prefix) => (!self.may_read_log(prefix)).then_some(Refusal::Log),
+            Need::Group(_, GroupSource::All(f)) => {
+                (!self.may_read_log(f.stream_prefix.as_deref())).then_some(Refusal::Log)
+            }
+            // A condition's query runs over every stream (query items have no
+            // stream restriction): its answer would tell a token limited to
+            // some streams whether matching events exist in the others.
+            Need::Condition => (!self.unrestricted()).then_some(Refusal::Condition),
+        }
+    }
+}
+
+/// Which check of [`Principal::authorize`] failed.
+enum Refusal<'a> {
+    Role(Role),
+    Stream(&'a str),
+    Log,
+    Condition,
+}
+
+impl Refusal<'_> {
+    fn message(&self) -> String {
+        match self {
+            Refusal::Role(role) => format!("this route needs the {role:?} role").to_lowercase(),
+            Refusal::Stream(stream) => format!("this token may not access stream {stream:?}"),
+            Refusal::Log => "this token is limited to some streams: give a stream_prefix within them".into(),
+            Refusal::Condition => "this token is limited to some streams and may not append with a condition: \
+                                   a condition's query runs over every stream"
+                .into(),
         }
     }
 }
@@ -76,13 +163,10 @@ impl Auth {
         })
     }
 
-    /// The principal for an `Authorization` header value, or 401.
-    pub(crate) fn authenticate(&self, header: Option<&str>) -> Result<Principal, ApiError> {
+    /// The principal for an `Authorization` value (`Bearer <token>`).
+    pub(crate) fn authenticate(&self, header: Option<&str>) -> Result<Principal, Denied> {
         if self.open {
-            return Ok(Principal {
-                role: Role::Admin,
-                prefixes: Vec::new(),
-            });
+            return Ok(Principal::everyone());
         }
         let token = header
             .and_then(|h| {
@@ -90,7 +174,7 @@ impl Auth {
                 scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
             })
             .filter(|t| !t.is_empty())
-            .ok_or_else(ApiError::unauthorized)?;
+            .ok_or(Denied::Unauthenticated)?;
         let presented: [u8; 32] = {
             use sha2::Digest;
             sha2::Sha256::digest(token.as_bytes()).into()
@@ -102,10 +186,86 @@ impl Auth {
                 found = Some(t);
             }
         }
-        let t = found.ok_or_else(ApiError::unauthorized)?;
+        let t = found.ok_or(Denied::Unauthenticated)?;
         Ok(Principal {
             role: t.role,
             prefixes: t.prefixes.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(role: Role, prefixes: &[&str]) -> Principal {
+        Principal {
+            role,
+            prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    fn forbidden(p: &Principal, need: Need<'_>) -> String {
+        match p.authorize(need) {
+            Err(Denied::Forbidden(m)) => m,
+            other => panic!("{need:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn roles_then_streams_then_the_log() {
+        let reader = token(Role::Read, &[]);
+        let tenant = token(Role::Write, &["orders-"]);
+        assert!(reader.permits(Need::Read("anything")));
+        assert_eq!(forbidden(&reader, Need::Write("a")), "this route needs the write role");
+        assert_eq!(
+            forbidden(&tenant, Need::Role(Role::Admin)),
+            "this route needs the admin role"
+        );
+        assert!(tenant.permits(Need::Write("orders-1")));
+        assert_eq!(
+            forbidden(&tenant, Need::Read("users-1")),
+            "this token may not access stream \"users-1\""
+        );
+        assert!(tenant.permits(Need::ReadLog(Some("orders-eu-"))));
+        for prefix in [None, Some("order"), Some("users-")] {
+            assert!(!tenant.permits(Need::ReadLog(prefix)), "{prefix:?}");
+        }
+        assert!(reader.permits(Need::ReadLog(None)));
+        // A condition reads every stream: only an unrestricted writer may append with one.
+        assert!(token(Role::Write, &[]).permits(Need::Condition));
+        assert!(forbidden(&tenant, Need::Condition).contains("may not append with a condition"));
+        assert!(!reader.permits(Need::Condition));
+    }
+
+    #[test]
+    fn groups_are_checked_by_what_they_read() {
+        let tenant = token(Role::Write, &["orders-"]);
+        let mine = GroupSource::Stream("orders-1".into());
+        let theirs = GroupSource::Stream("users-1".into());
+        let everything = GroupSource::All(annal::Filter::all());
+        assert!(tenant.permits(Need::Group(Role::Write, &mine)));
+        assert!(!tenant.permits(Need::Group(Role::Read, &theirs)));
+        assert!(!tenant.permits(Need::Group(Role::Read, &everything)));
+        assert!(!token(Role::Read, &[]).permits(Need::Group(Role::Write, &everything)));
+    }
+
+    #[test]
+    fn tokens_authenticate_by_hash_and_open_mode_lets_everyone_in() {
+        let mut config = ServerConfig::open("127.0.0.1:0".parse().unwrap());
+        assert!(Auth::new(&config).unwrap().authenticate(None).is_ok());
+        config.no_auth = false;
+        config.tokens = vec![crate::config::TokenConfig {
+            name: "t".into(),
+            sha256: crate::config::hash_token("secret"),
+            role: Role::Read,
+            stream_prefixes: vec![],
+        }];
+        let auth = Auth::new(&config).unwrap();
+        assert!(auth.authenticate(Some("Bearer secret")).is_ok());
+        assert!(auth.authenticate(Some("bearer  secret ")).is_ok());
+        for bad in [None, Some("Bearer"), Some("Bearer other"), Some("Basic secret")] {
+            assert_eq!(auth.authenticate(bad).err(), Some(Denied::Unauthenticated), "{bad:?}");
+        }
     }
 }

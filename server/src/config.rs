@@ -2,6 +2,8 @@
 //!
 //! Every field has a default, so a config file (or a CLI) only sets what it
 //! changes. Tokens are stored as SHA-256 hashes, never in clear.
+//!
+//! Shared by every protocol. It must never import a protocol's module.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

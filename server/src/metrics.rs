@@ -1,4 +1,7 @@
 //! Counters, gauges and histograms, rendered by hand in the Prometheus text format.
+//!
+//! Shared by every protocol, which counts its own requests here. It must never
+//! import a protocol's module.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;

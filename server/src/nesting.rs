@@ -5,6 +5,9 @@
 //! or not far above. Data nested deeper than [`MAX_JSON_DEPTH`] is refused on
 //! the way in (HTTP and `annal append`), and served as base64 if the store
 //! holds some anyway, so that every body the server writes parses.
+//!
+//! Shared: the CLI checks appends with it, and so must any protocol that takes
+//! JSON data in. It must never import a protocol's module.
 
 /// Most levels of arrays and objects in event data, metadata or a snapshot.
 pub const MAX_JSON_DEPTH: usize = 64;

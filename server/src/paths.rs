@@ -1,5 +1,7 @@
 //! Where a path really is: the rule `annal backup`/`restore` and `POST
 //! /admin/backup` use to keep a copy out of the data directory.
+//!
+//! Shared by the CLI and every protocol. It must never import a protocol's module.
 
 use std::path::{Component, Path, PathBuf};
 

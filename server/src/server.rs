@@ -1,22 +1,26 @@
-//! Binding, TLS, serving and graceful shutdown.
+//! Startup and shutdown: checking the config, loading the certificate,
+//! binding, running the protocols, and waiting for store work at the end.
+//!
+//! It owns the order of startup and shutdown, for every protocol. It must
+//! never answer a request nor accept a connection itself: each protocol serves
+//! its own (HTTP's in `http::listen`).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum_server::tls_rustls::RustlsConfig;
-
-use crate::config::TlsConfig;
-use crate::conn::{JsonErrors, Limit};
-use crate::{AppState, ServerConfig, ServerError, router};
+use crate::config::{ServerConfig, TlsConfig};
+use crate::error::ServerError;
+use crate::state::AppState;
 
 /// A server bound to its address, not yet serving.
 pub struct BoundServer {
     listener: std::net::TcpListener,
     addr: SocketAddr,
     state: AppState,
-    tls: Option<RustlsConfig>,
+    /// The certificate and key, without ALPN (each protocol names its own).
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Checks the config, loads the TLS files and binds the listen address.
@@ -72,52 +76,16 @@ impl BoundServer {
             addr,
         } = self;
         let grace = Duration::from_millis(state.config.shutdown_grace_ms);
-        let handle = axum_server::Handle::new();
-        let make = router(state.clone()).into_make_service();
         let io = |source| ServerError::Io {
             context: format!("serving on {addr}"),
             source,
         };
-        let config = &state.config;
-        let limit = Limit::new(config.max_connections, config.idle_timeout());
-        let header_read = config.header_read_timeout();
-        // HTTP/1.1 only (as TLS offers by ALPN); a client has header_read_timeout_ms
-        // to send each request's headers, counted from when the server waits for
-        // them: after accepting, and between requests on a kept-alive connection.
-        let server = async {
-            match tls {
-                None => {
-                    let mut s = axum_server::from_tcp(listener)?
-                        .acceptor(JsonErrors(limit))
-                        .http1_only();
-                    s.http_builder().http1().header_read_timeout(Some(header_read));
-                    s.first_request_timeout(header_read)
-                        .handle(handle.clone())
-                        .serve(make)
-                        .await
-                }
-                Some(cfg) => {
-                    // The cap and the idle timeout apply below TLS, from the first byte.
-                    let mut s = axum_server::tls_rustls::from_tcp_rustls(listener, cfg)?
-                        .map(|tls| JsonErrors(tls.handshake_timeout(header_read).acceptor(limit)))
-                        .http1_only();
-                    s.http_builder().http1().header_read_timeout(Some(header_read));
-                    s.first_request_timeout(header_read)
-                        .handle(handle.clone())
-                        .serve(make)
-                        .await
-                }
-            }
+        // Subscriptions end and readiness fails as soon as shutdown begins.
+        let stop = async {
+            shutdown.await;
+            state.shutdown.cancel();
         };
-        tokio::pin!(server);
-        let result = tokio::select! {
-            r = &mut server => r,
-            () = shutdown => {
-                state.shutdown.cancel();
-                handle.graceful_shutdown(Some(grace));
-                server.await
-            }
-        };
+        let result = crate::http::listen::serve(listener, state.clone(), tls, stop).await;
         state.shutdown.cancel();
         // Requests dropped at the end of the grace period may have left store
         // operations running on the blocking pool: wait for them (and for
@@ -131,8 +99,8 @@ impl BoundServer {
     }
 }
 
-/// Loads the certificate chain and key into a rustls config (ring provider, HTTP/1.1).
-fn load_tls(t: &TlsConfig) -> Result<RustlsConfig, ServerError> {
+/// Loads the certificate chain and key into a rustls config (ring provider).
+fn load_tls(t: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, ServerError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let tls = |what: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
@@ -147,12 +115,11 @@ fn load_tls(t: &TlsConfig) -> Result<RustlsConfig, ServerError> {
     }
     let key = PrivateKeyDer::from_pem_file(&t.key).map_err(|e| tls("reading the key from", &t.key, &e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ServerError::Tls(e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| ServerError::Tls(format!("certificate and key do not fit: {e}")))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(RustlsConfig::from_config(Arc::new(config)))
+    Ok(Arc::new(config))
 }

@@ -6,6 +6,9 @@
 //! a [`Guarded`] stream that holds its place until closed and fails once no
 //! byte has moved either way for `idle_timeout_ms` (hyper then closes it). The
 //! time to send a request's headers is hyper's own `header_read_timeout`.
+//!
+//! It owns the bytes on an HTTP connection below the router. It must never
+//! look inside a request beyond rewriting hyper's own bare error answers.
 
 use std::future::{Ready, ready};
 use std::io;

@@ -1,22 +1,25 @@
 //! Appends, reads, deletes, metadata and snapshots of streams; reads of the global log.
+//!
+//! It owns these routes' handlers. It must never check a token or a stream
+//! prefix itself (it asks `auth`), nor return more than `max_response_bytes`
+//! of events in one answer.
 
 use std::time::Instant;
 
 use annal::{AppendCondition, Direction, Filter, LogFrom, Query, QueryItem, StreamFrom, StreamMetadata};
-use axum::Extension;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::AppState;
-use crate::auth::Principal;
-use crate::encode::{
+use super::encode::{
     EventIn, EventOut, JsonBody, Params, bounded_events_body, check_stream, check_writable_stream, decode_base64,
     embedded_json, encode_base64, expected_from_json, expected_from_str, json_bytes, parse_time,
 };
-use crate::error::ApiError;
+use super::error::ApiError;
+use crate::auth::{Need, Principal};
+use crate::state::AppState;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,12 +31,12 @@ pub(crate) struct AppendBody {
 
 pub(crate) async fn append(
     State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
+    p: Principal,
     Path(stream): Path<String>,
     JsonBody(body): JsonBody<AppendBody>,
 ) -> Result<Response, ApiError> {
     check_writable_stream(&stream)?;
-    p.check_stream(&stream)?;
+    p.authorize(Need::Write(&stream))?;
     let expected = expected_from_json(body.expected.as_ref())?;
     do_append(state, stream, expected, body.events, None).await
 }
@@ -104,26 +107,20 @@ impl QueryIn {
 
 pub(crate) async fn append_conditional(
     State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
+    p: Principal,
     JsonBody(body): JsonBody<ConditionalBody>,
 ) -> Result<Response, ApiError> {
     check_writable_stream(&body.stream)?;
-    p.check_stream(&body.stream)?;
+    p.authorize(Need::Write(&body.stream))?;
     let expected = expected_from_json(body.expected.as_ref())?;
     let condition = match body.condition {
-        // A condition's query runs over every stream (query items have no
-        // stream restriction): its answer would tell a token limited to some
-        // streams whether matching events exist in the others.
-        Some(_) if !p.unrestricted() => {
-            return Err(ApiError::forbidden(
-                "this token is limited to some streams and may not append with a condition: \
-                 a condition's query runs over every stream",
-            ));
+        Some(c) => {
+            p.authorize(Need::Condition)?;
+            Some(AppendCondition {
+                query: c.query.into_query()?,
+                after: c.after,
+            })
         }
-        Some(c) => Some(AppendCondition {
-            query: c.query.into_query()?,
-            after: c.after,
-        }),
         None => None,
     };
     do_append(state, body.stream, expected, body.events, condition).await
@@ -227,12 +224,12 @@ fn from(params: &Params) -> Result<From, ApiError> {
 
 pub(crate) async fn read(
     State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
+    p: Principal,
     Path(stream): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     check_stream(&stream)?;
-    p.check_stream(&stream)?;
+    p.authorize(Need::Read(&stream))?;
     let params = Params::parse(q.as_deref(), &["from", "direction", "limit"])?;
     let direction = direction(&params)?;
     let limit = limit(&state, &params)?;
@@ -262,7 +259,7 @@ pub(crate) async fn read(
 
 pub(crate) async fn read_all(
     State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
+    p: Principal,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(
@@ -279,7 +276,7 @@ pub(crate) async fn read_all(
         ],
     )?;
     let filter = filter(&params)?;
-    p.check_prefix(filter.stream_prefix.as_deref())?;
+    p.authorize(Need::ReadLog(filter.stream_prefix.as_deref()))?;
     let direction = direction(&params)?;
     let limit = limit(&state, &params)?;
     let from = match from(&params)? {
@@ -322,7 +319,7 @@ pub(crate) fn filter(params: &Params) -> Result<Filter, ApiError> {
 
 pub(crate) async fn event_by_id(
     State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
+    p: Principal,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::invalid(format!("{id:?} is not a UUID")))?;
@@ -337,7 +334,7 @@ pub(crate) async fn event_by_id(
         .await?
         // An event in a stream the token may not read is answered as unknown,
         // so that the answer says nothing about other streams.
-        .filter(|e| p.may_stream(&e.stream))
+        .filter(|e| p.permits(Need::Read(&e.stream)))
         .ok_or_else(|| ApiError::not_found("event_not_found", format!("no event has id {id}")))?;
     let body = serde_json::to_vec(&EventOut::new(&event)).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(json_bytes(body))
@@ -345,7 +342,7 @@ pub(crate) async fn event_by_id(
 
 pub(crate) async fn list(
     State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
+    p: Principal,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(q.as_deref(), &["prefix", "include_system"])?;
@@ -355,7 +352,9 @@ pub(crate) async fn list(
     let streams = state.blocking(move || Ok(st.store.streams())).await?;
     let list: Vec<Value> = streams
         .iter()
-        .filter(|s| s.name.starts_with(&prefix) && (system || !s.name.starts_with('$')) && p.may_stream(&s.name))
+        .filter(|s| {
+            s.name.starts_with(&prefix) && (system || !s.name.starts_with('$')) && p.permits(Need::Read(&s.name))
+        })
         .map(|s| {
             json!({
                 "stream": s.name,
@@ -369,12 +368,12 @@ pub(crate) async fn list(
 
 pub(crate) async fn delete(
     State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
+    p: Principal,
     Path(stream): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     check_writable_stream(&stream)?;
-    p.check_stream(&stream)?;
+    p.authorize(Need::Write(&stream))?;
     let params = Params::parse(q.as_deref(), &["expected", "hard"])?;
     let expected = match params.one("expected")? {
         Some(e) => expected_from_str(e)?,
@@ -390,11 +389,11 @@ pub(crate) async fn delete(
 
 pub(crate) async fn get_metadata(
     State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
+    p: Principal,
     Path(stream): Path<String>,
 ) -> Result<Response, ApiError> {
     check_stream(&stream)?;
-    p.check_stream(&stream)?;
+    p.authorize(Need::Read(&stream))?;
     let store = state.store();
     let meta = state
         .blocking(move || match store.stream_metadata(&stream) {
@@ -408,12 +407,12 @@ pub(crate) async fn get_metadata(
 
 pub(crate) async fn put_metadata(
     State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
+    p: Principal,
     Path(stream): Path<String>,
     JsonBody(meta): JsonBody<StreamMetadata>,
 ) -> Result<Response, ApiError> {
     check_writable_stream(&stream)?;
-    p.check_stream(&stream)?;
+    p.authorize(Need::Write(&stream))?;
     let store = state.store();
     let stored = meta.clone();
     state
@@ -434,12 +433,12 @@ pub(crate) struct SnapshotIn {
 
 pub(crate) async fn post_snapshot(
     State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
+    p: Principal,
     Path(stream): Path<String>,
     JsonBody(body): JsonBody<SnapshotIn>,
 ) -> Result<Response, ApiError> {
     check_writable_stream(&stream)?;
-    p.check_stream(&stream)?;
+    p.authorize(Need::Write(&stream))?;
     let data = match (body.data, body.data_base64) {
         (Some(raw), None) => embedded_json("data", &raw)?,
         (None, Some(b)) => decode_base64("data_base64", &b)?,
@@ -455,11 +454,11 @@ pub(crate) async fn post_snapshot(
 
 pub(crate) async fn get_snapshot(
     State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
+    p: Principal,
     Path(stream): Path<String>,
 ) -> Result<Response, ApiError> {
     check_stream(&stream)?;
-    p.check_stream(&stream)?;
+    p.authorize(Need::Read(&stream))?;
     let store = state.store();
     let name = stream.clone();
     let snap = state

@@ -3,11 +3,13 @@
 //! `Group` and `Consumer` borrow the store, so each request opens them on the
 //! blocking pool and drops them when done: a consumer is connected only while
 //! one of its requests runs.
+//!
+//! It owns the HTTP shape of groups. It must never decide who may use a group:
+//! it asks `auth` with the group's source.
 
 use std::time::{Duration, Instant};
 
 use annal::{Filter, GroupSettings, GroupSource, NackAction, Store, Strategy, SubscribeFrom};
-use axum::Extension;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -15,10 +17,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::AppState;
-use crate::auth::Principal;
-use crate::encode::{EventOut, JsonBody, Params, check_stream, json_bytes};
-use crate::error::ApiError;
+use super::encode::{EventOut, JsonBody, Params, check_stream, json_bytes};
+use super::error::ApiError;
+use crate::auth::{Need, Principal};
+use crate::config::Role;
+use crate::state::AppState;
 
 /// A long-polling fetch waits in slices of this, checking for shutdown in between.
 const FETCH_SLICE: Duration = Duration::from_millis(250);
@@ -146,14 +149,6 @@ fn settings_json(name: &str, s: &GroupSettings) -> serde_json::Map<String, Value
     }
 }
 
-/// 403 unless the principal may read everything the group reads.
-fn check_source(p: &Principal, s: &GroupSettings) -> Result<(), ApiError> {
-    match &s.source {
-        GroupSource::Stream(st) => p.check_stream(st),
-        GroupSource::All(f) => p.check_prefix(f.stream_prefix.as_deref()),
-    }
-}
-
 /// The library reports a missing or existing group as invalid input; tell them apart.
 fn group_error(name: &str, e: annal::Error) -> ApiError {
     match &e {
@@ -169,21 +164,22 @@ fn group_error(name: &str, e: annal::Error) -> ApiError {
     }
 }
 
-/// Opens a group and checks the principal may use it.
-fn open<'s>(store: &'s Store, name: &str, p: &Principal) -> Result<annal::Group<'s>, ApiError> {
+/// Opens a group and checks the principal may use it with `role` (read to
+/// consume and inspect, write to manage).
+fn open<'s>(store: &'s Store, name: &str, p: &Principal, role: Role) -> Result<annal::Group<'s>, ApiError> {
     let g = store.group(name).map_err(|e| group_error(name, e))?;
-    check_source(p, g.settings())?;
+    p.authorize(Need::Group(role, &g.settings().source))?;
     Ok(g)
 }
 
 pub(crate) async fn create(
     State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
+    p: Principal,
     Path(name): Path<String>,
     JsonBody(body): JsonBody<GroupIn>,
 ) -> Result<Response, ApiError> {
     let settings = body.into_settings()?;
-    check_source(&p, &settings)?;
+    p.authorize(Need::Group(Role::Write, &settings.source))?;
     let store = state.store();
     let body = state
         .blocking(move || {
@@ -196,13 +192,13 @@ pub(crate) async fn create(
 
 pub(crate) async fn info(
     State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
+    p: Principal,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let store = state.store();
     let body = state
         .blocking(move || {
-            let g = open(&store, &name, &p)?;
+            let g = open(&store, &name, &p, Role::Read)?;
             let i = g.info();
             let mut m = settings_json(&name, g.settings());
             m.insert("checkpoint".into(), json!(i.checkpoint));
@@ -217,15 +213,12 @@ pub(crate) async fn info(
     Ok(axum::Json(body).into_response())
 }
 
-pub(crate) async fn list(
-    State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
-) -> Result<Response, ApiError> {
+pub(crate) async fn list(State(state): State<AppState>, p: Principal) -> Result<Response, ApiError> {
     let store = state.store();
     let groups = state.blocking(move || Ok(store.groups_list()?)).await?;
     let list: Vec<Value> = groups
         .iter()
-        .filter(|(_, s)| check_source(&p, s).is_ok())
+        .filter(|(_, s)| p.permits(Need::Group(Role::Read, &s.source)))
         .map(|(n, s)| Value::Object(settings_json(n, s)))
         .collect();
     Ok(axum::Json(json!({ "groups": list })).into_response())
@@ -233,13 +226,13 @@ pub(crate) async fn list(
 
 pub(crate) async fn delete(
     State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
+    p: Principal,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let store = state.store();
     state
         .blocking(move || {
-            drop(open(&store, &name, &p)?);
+            drop(open(&store, &name, &p, Role::Write)?);
             store.delete_group(&name).map_err(|e| group_error(&name, e))
         })
         .await?;
@@ -248,7 +241,7 @@ pub(crate) async fn delete(
 
 pub(crate) async fn fetch(
     State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
+    p: Principal,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -276,7 +269,7 @@ pub(crate) async fn fetch(
         let max_bytes = state.config.max_response_bytes;
         let body = state
             .blocking(move || {
-                let g = open(&store, &name, &p)?;
+                let g = open(&store, &name, &p, Role::Read)?;
                 let c = g.consumer(&consumer);
                 // One event at a time, so as to stop once the body reaches
                 // max_response_bytes: events fetched are delivered, and sent.
@@ -320,14 +313,14 @@ pub(crate) struct AckIn {
 
 pub(crate) async fn ack(
     State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
+    p: Principal,
     Path(name): Path<String>,
     JsonBody(body): JsonBody<AckIn>,
 ) -> Result<Response, ApiError> {
     let store = state.store();
     state
         .blocking(move || {
-            let g = open(&store, &name, &p)?;
+            let g = open(&store, &name, &p, Role::Read)?;
             let c = g.consumer(&body.consumer);
             Ok(c.ack(&body.ids)?)
         })
@@ -356,7 +349,7 @@ enum ActionIn {
 
 pub(crate) async fn nack(
     State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
+    p: Principal,
     Path(name): Path<String>,
     JsonBody(body): JsonBody<NackIn>,
 ) -> Result<Response, ApiError> {
@@ -368,7 +361,7 @@ pub(crate) async fn nack(
     let store = state.store();
     state
         .blocking(move || {
-            let g = open(&store, &name, &p)?;
+            let g = open(&store, &name, &p, Role::Read)?;
             let c = g.consumer(&body.consumer);
             Ok(c.nack(
                 body.id,
@@ -382,13 +375,13 @@ pub(crate) async fn nack(
 
 pub(crate) async fn replay_parked(
     State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
+    p: Principal,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let store = state.store();
     let n = state
         .blocking(move || {
-            let g = open(&store, &name, &p)?;
+            let g = open(&store, &name, &p, Role::Write)?;
             Ok(g.replay_parked()?)
         })
         .await?;

@@ -1,19 +1,27 @@
 //! The route table (the one place routes are listed), the router built from
 //! it, and the middleware: authentication, request timeout, metrics, body
 //! limit and panic catching.
+//!
+//! It owns which route needs which role and how a caller reaches a handler.
+//! It must never check a stream itself: handlers ask [`crate::auth`] with
+//! the streams they touch.
 
 use std::collections::BTreeMap;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post, put};
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::error::ApiError;
-use crate::{AppState, admin, groups, sse, streams};
+use super::error::ApiError;
+use super::{admin, groups, sse, streams};
+use crate::auth::{Need, Principal};
+use crate::config::Role;
+use crate::state::AppState;
 
 /// An HTTP method of a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -227,9 +235,9 @@ async fn auth_layer(State(state): State<AppState>, mut req: Request, next: Next)
     let required = match route.access {
         Access::Public => return next.run(req).await,
         Access::Metrics if state.config.metrics_public => return next.run(req).await,
-        Access::Metrics | Access::Read => crate::Role::Read,
-        Access::Write => crate::Role::Write,
-        Access::Admin => crate::Role::Admin,
+        Access::Metrics | Access::Read => Role::Read,
+        Access::Write => Role::Write,
+        Access::Admin => Role::Admin,
     };
     let header = req
         .headers()
@@ -237,13 +245,27 @@ async fn auth_layer(State(state): State<AppState>, mut req: Request, next: Next)
         .and_then(|v| v.to_str().ok());
     let principal = match state.auth.authenticate(header) {
         Ok(p) => p,
-        Err(e) => return e.into_response(),
+        Err(d) => return ApiError::from(d).into_response(),
     };
-    if principal.role < required {
-        return ApiError::forbidden(format!("this route needs the {required:?} role").to_lowercase()).into_response();
+    if let Err(d) = principal.authorize(Need::Role(required)) {
+        return ApiError::from(d).into_response();
     }
     req.extensions_mut().insert(principal);
     next.run(req).await
+}
+
+/// The caller, as [`auth_layer`] authenticated it: what a handler asks
+/// [`Principal::authorize`] about the streams it touches.
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| ApiError::internal("the route takes a caller but has public access"))
+    }
 }
 
 /// Answers 503 when a request takes longer than the configured limit: `timeout`
@@ -251,11 +273,11 @@ async fn auth_layer(State(state): State<AppState>, mut req: Request, next: Next)
 /// store operation keeps running and may still be applied).
 async fn timeout_layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let changes = !matches!(*req.method(), Method::GET | Method::HEAD);
-    let started = crate::OperationStarted::default();
+    let started = crate::state::OperationStarted::default();
     let run = next.run(req);
     let timed = tokio::time::timeout(
         state.config.request_timeout(),
-        crate::STARTED.scope(started.clone(), run),
+        crate::state::STARTED.scope(started.clone(), run),
     );
     match timed.await {
         Ok(resp) => resp,

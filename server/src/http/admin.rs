@@ -1,4 +1,9 @@
-//! Health, metrics, the OpenAPI document, and the admin routes.
+//! Health, metrics, the OpenAPI document, and the admin routes (scavenge,
+//! compress, backup).
+//!
+//! It owns the HTTP answers of these routes. It must never hold what another
+//! protocol would also need: the metrics text and the rule that keeps a
+//! backup out of the data directory live in the shared `metrics` and `paths`.
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -9,10 +14,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::AppState;
-use crate::encode::JsonBody;
-use crate::error::ApiError;
+use super::encode::JsonBody;
+use super::error::ApiError;
 use crate::metrics::{StoreGauges, disk_available};
+use crate::state::AppState;
 
 pub(crate) async fn live() -> Response {
     axum::Json(json!({ "status": "live" })).into_response()
@@ -66,7 +71,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, A
 }
 
 pub(crate) async fn openapi() -> Response {
-    axum::Json(crate::openapi::document()).into_response()
+    axum::Json(super::openapi::document()).into_response()
 }
 
 pub(crate) async fn scavenge(State(state): State<AppState>) -> Result<Response, ApiError> {

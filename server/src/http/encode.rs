@@ -1,4 +1,8 @@
 //! JSON shapes of events going in and out, request bodies, query strings and times.
+//!
+//! It owns how HTTP spells things (JSON, base64, RFC 3339, query parameters).
+//! It must never make a rule of its own about what the store accepts: stream
+//! names are checked by the library, and nesting by the shared `nesting`.
 
 use annal::{ContentType, EventData, ExpectedVersion, RecordedEvent};
 use axum::extract::{FromRequest, Request};
@@ -11,7 +15,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::error::{ApiError, json_error};
+use super::error::{ApiError, json_error};
 use crate::nesting::{MAX_JSON_DEPTH, check_json_depth, json_depth};
 
 /// An event as the API returns it.
@@ -348,22 +352,14 @@ pub(crate) fn parse_time(key: &str, s: &str) -> Result<i64, ApiError> {
     Ok((t.unix_timestamp_nanos() / 1000) as i64)
 }
 
-/// Checks a stream name from a path or body: non-empty, bounded, no control characters.
+/// Checks a stream name from a path or body with the library's rule
+/// ([`annal::event::check_stream_name`]: non-empty, bounded, no control
+/// characters), answering its reason alone as a 400 `invalid_input`.
 pub(crate) fn check_stream(stream: &str) -> Result<(), ApiError> {
-    if stream.is_empty() {
-        return Err(ApiError::invalid("stream name is empty"));
-    }
-    if stream.len() > annal::event::MAX_STREAM_NAME {
-        return Err(ApiError::invalid(format!(
-            "stream name is {} bytes long; at most {}",
-            stream.len(),
-            annal::event::MAX_STREAM_NAME
-        )));
-    }
-    if stream.chars().any(char::is_control) {
-        return Err(ApiError::invalid("stream name contains a control character"));
-    }
-    Ok(())
+    annal::event::check_stream_name(stream).map_err(|e| match e {
+        annal::Error::InvalidInput(reason) => ApiError::invalid(reason),
+        other => other.into(),
+    })
 }
 
 /// Checks a stream name a request writes to (appends, deletes, metadata,
@@ -382,6 +378,31 @@ pub(crate) fn check_writable_stream(stream: &str) -> Result<(), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_names_are_checked_by_the_library_rule_with_its_reason() {
+        let message = |r: Result<(), ApiError>| {
+            let e = r.unwrap_err();
+            assert_eq!((e.status.as_u16(), e.code), (400, "invalid_input"));
+            e.message
+        };
+        assert_eq!(message(check_stream("")), "stream name is empty");
+        assert_eq!(
+            message(check_stream(&"x".repeat(annal::event::MAX_STREAM_NAME + 1))),
+            format!(
+                "stream name is {} bytes long; at most {}",
+                annal::event::MAX_STREAM_NAME + 1,
+                annal::event::MAX_STREAM_NAME
+            )
+        );
+        assert_eq!(
+            message(check_stream("a\nb")),
+            "stream name contains a control character"
+        );
+        assert!(check_stream("$all").is_ok());
+        assert!(message(check_writable_stream("$all")).contains("reserved for system streams"));
+        assert!(check_writable_stream("orders-1").is_ok());
+    }
 
     #[test]
     fn times_format_and_parse() {

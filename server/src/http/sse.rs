@@ -4,6 +4,9 @@
 //! the response streams from it. The task stops when the client goes away
 //! (the channel closes), when the server shuts down, or on a read error (sent
 //! as a last `error` event).
+//!
+//! It owns the SSE wire format and the subscription threads' budget. It must
+//! never let a subscription take a thread of the blocking pool.
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -11,7 +14,6 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use annal::{Message, SubscribeFrom, SubscriptionOptions};
-use axum::Extension;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -19,11 +21,11 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde_json::json;
 
-use crate::AppState;
-use crate::auth::Principal;
-use crate::encode::{EventOut, Params, check_stream};
-use crate::error::ApiError;
-use crate::streams::filter;
+use super::encode::{EventOut, Params, check_stream};
+use super::error::ApiError;
+use super::streams::filter;
+use crate::auth::{Need, Principal};
+use crate::state::AppState;
 
 /// Messages buffered between the subscription thread and the response (and
 /// at most `max_response_bytes` of them, or one event).
@@ -58,7 +60,7 @@ fn start(headers: &HeaderMap, params: &Params) -> Result<SubscribeFrom, ApiError
 
 pub(crate) async fn subscribe_all(
     State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
+    p: Principal,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -67,7 +69,7 @@ pub(crate) async fn subscribe_all(
         &["from", "type", "tag", "stream_prefix", "since", "until", "skip_damaged"],
     )?;
     let filter = filter(&params)?;
-    p.check_prefix(filter.stream_prefix.as_deref())?;
+    p.authorize(Need::ReadLog(filter.stream_prefix.as_deref()))?;
     let from = start(&headers, &params)?;
     // At a damaged position: stop with an error event (the default), or send a
     // `damaged` event and go on after it.
@@ -85,13 +87,13 @@ pub(crate) async fn subscribe_all(
 
 pub(crate) async fn subscribe_stream(
     State(state): State<AppState>,
-    Extension(p): Extension<Principal>,
+    p: Principal,
     Path(stream): Path<String>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     check_stream(&stream)?;
-    p.check_stream(&stream)?;
+    p.authorize(Need::Read(&stream))?;
     let params = Params::parse(q.as_deref(), &["from"])?;
     let from = start(&headers, &params)?;
     let store = state.store();

@@ -1,0 +1,42 @@
+//! The HTTP/JSON API (`annal serve`): routes, handlers, the JSON shapes of
+//! requests and answers, Server-Sent Events, the OpenAPI document, and the
+//! connection handling below them.
+//!
+//! It owns everything that is HTTP: the route table ([`ROUTES`]), statuses
+//! and error bodies ([`error::ApiError`], the one place the library's and
+//! the shared modules' errors become HTTP answers), query strings, SSE, and
+//! the acceptors that cap connections and rewrite hyper's bare errors.
+//!
+//! It may use the shared modules at the crate's top (config, auth, state,
+//! metrics, paths, nesting); they must never use it, and neither must another
+//! protocol beside it: what two protocols need goes up into a shared module.
+//! It must never decide who may do what by itself: permissions are asked of
+//! [`crate::auth`], and only its answer's shape (401 or 403) is HTTP's.
+
+mod admin;
+mod conn;
+mod encode;
+mod error;
+mod groups;
+pub(crate) mod listen;
+pub mod openapi;
+mod routes;
+mod sse;
+mod streams;
+
+pub use routes::{Access, ROUTES, Route, Verb, router};
+
+use crate::state::AppState;
+use error::ApiError;
+
+impl AppState {
+    /// Runs a store operation on the blocking pool for an HTTP request (see
+    /// [`AppState::run_blocking`]); one that panics is answered as a 500.
+    pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.run_blocking(f).await?
+    }
+}

@@ -1,0 +1,130 @@
+//! The server's state, shared by every protocol: the store handle, the
+//! config, tokens, metrics, the shutdown signal, and the blocking pool that
+//! every store operation runs on.
+//!
+//! It owns how store work is run and counted (shutdown waits for it). It must
+//! never answer a request: an operation that gives no answer is reported as
+//! [`Interrupted`], and each protocol says what that means to its client.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::auth;
+use crate::config::ServerConfig;
+use crate::error::ServerError;
+use crate::metrics;
+use tokio_util::sync::CancellationToken;
+
+/// The state shared by every request: the store, the config, tokens and metrics.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+tokio::task_local! {
+    /// Set while a request runs under the request timeout: whether it has
+    /// started a store operation (which a timeout does not stop).
+    pub(crate) static STARTED: OperationStarted;
+}
+
+/// Whether the request has handed an operation to the store; see [`STARTED`].
+#[derive(Clone, Default)]
+pub(crate) struct OperationStarted(Arc<std::sync::atomic::AtomicBool>);
+
+impl OperationStarted {
+    pub(crate) fn get(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// The inside of [`AppState`] (its fields are private to the crate).
+pub struct Inner {
+    pub(crate) store: Arc<annal::Store>,
+    pub(crate) config: ServerConfig,
+    pub(crate) auth: auth::Auth,
+    pub(crate) metrics: metrics::Metrics,
+    /// Cancelled when the server begins shutting down: subscriptions end, readiness fails.
+    pub(crate) shutdown: CancellationToken,
+    /// Operations running on the blocking pool (shutdown waits for them).
+    pub(crate) busy: AtomicUsize,
+}
+
+impl AppState {
+    /// State for a router over `store`; fails if the config is invalid.
+    pub fn new(store: Arc<annal::Store>, config: ServerConfig) -> Result<AppState, ServerError> {
+        config.validate().map_err(ServerError::Config)?;
+        let auth = auth::Auth::new(&config).map_err(ServerError::Config)?;
+        Ok(AppState(Arc::new(Inner {
+            store,
+            config,
+            auth,
+            metrics: metrics::Metrics::new(),
+            shutdown: CancellationToken::new(),
+            busy: AtomicUsize::new(0),
+        })))
+    }
+
+    /// The token cancelled when shutdown begins (ends open subscriptions).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.0.shutdown.clone()
+    }
+
+    /// Store operations (appends, reads, group fetches...) still running on the blocking pool.
+    pub fn operations_in_flight(&self) -> usize {
+        self.0.busy.load(Ordering::Acquire)
+    }
+
+    /// Open SSE subscriptions.
+    pub fn subscribers(&self) -> usize {
+        self.0.metrics.subscribers.load(Ordering::Acquire).max(0) as usize
+    }
+
+    pub(crate) fn store(&self) -> Arc<annal::Store> {
+        self.0.store.clone()
+    }
+
+    /// Runs `f` on the blocking pool, counted as running until it returns
+    /// (shutdown waits for it), and marks the current request as having
+    /// started a store operation (see [`STARTED`]).
+    pub(crate) async fn run_blocking<T, F>(&self, f: F) -> Result<T, Interrupted>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.0.busy.fetch_add(1, Ordering::AcqRel);
+        let _ = STARTED.try_with(|s| s.0.store(true, Ordering::Release));
+        let guard = Busy(self.clone());
+        let run = move || {
+            let _guard = guard;
+            f()
+        };
+        match tokio::task::spawn_blocking(run).await {
+            Ok(r) => Ok(r),
+            Err(e) if e.is_panic() => Err(Interrupted::Panicked),
+            Err(_) => Err(Interrupted::Cancelled),
+        }
+    }
+}
+
+/// Why an operation run by [`AppState::run_blocking`] gave no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Interrupted {
+    /// It panicked.
+    Panicked,
+    /// Its task was cancelled (the runtime is shutting down).
+    Cancelled,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// A running operation; see [`AppState::blocking`].
+struct Busy(AppState);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
