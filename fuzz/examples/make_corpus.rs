@@ -42,7 +42,8 @@ fn event(commit: bool, ct: ContentType, tags: &[&str], metadata: &[u8], data: &[
         &tags,
         metadata,
         data,
-    );
+    )
+    .expect("a small event fits its frame");
     out
 }
 

@@ -188,7 +188,8 @@ pub fn encode_frame(frame: &Frame<'_>, out: &mut Vec<u8>) {
                 &tags,
                 ev.metadata,
                 ev.data,
-            );
+            )
+            .expect("a decoded event fits its frame again");
         }
         Frame::Seal(s) => record::encode_seal(out, s),
         Frame::Group(g) => record::encode_group(out, g),

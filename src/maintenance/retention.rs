@@ -200,7 +200,7 @@ fn rewrite(
                 flush(&mut out, &mut run);
                 // Each kept event becomes its own committed append: the events it
                 // shared an append with may be gone.
-                record::encode_committed(&mut out, &v);
+                record::encode_committed(&mut out, &v)?;
             }
             other => {
                 if other.is_some() {

@@ -329,7 +329,7 @@ impl Repairer<'_> {
         let n = pending.len();
         for (_, s, e) in pending.drain(..) {
             if let Ok((Frame::Event(v), _)) = record::decode_frame(&bytes[s..e]) {
-                record::encode_committed(out, &v);
+                record::encode_committed(out, &v)?;
                 *next += 1;
             }
         }
