@@ -434,7 +434,7 @@ pub fn index_file(data: &[u8]) {
 fn check_checkpoint(b: &[u8]) {
     let path = Path::new("/fuzz/streams.chk");
     if let Ok(c) = StreamsCheckpoint::decode(b, path) {
-        let enc = c.encode();
+        let enc = c.encode().expect("a decoded checkpoint encodes again");
         let again = StreamsCheckpoint::decode(&enc, path).expect("a re-encoded checkpoint decodes");
         assert_eq!(again, c, "checkpoint does not round-trip");
         // Without duplicate names the encoding has the same length.
