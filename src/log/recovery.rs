@@ -430,7 +430,7 @@ fn read_segment(
         })));
     }
     let idx_path = dir.join(crate::format::segment::index_file_name(base));
-    let mapped: crate::storage::Mapped = Arc::new(index.encode_file());
+    let mapped: crate::storage::Mapped = Arc::new(index.encode_file()?);
     Ok(Some(Opened::Sealed(SealedSegment::new(
         path.to_path_buf(),
         Bytes::from(bytes),
@@ -587,7 +587,7 @@ fn open_segment(
                 ));
             }
             let idx_name = crate::format::segment::index_file_name(base);
-            write_atomically(st, dir, &idx_name, &index.encode_file()).ctx(|| format!("writing {idx_name}"))?;
+            write_atomically(st, dir, &idx_name, &index.encode_file()?).ctx(|| format!("writing {idx_name}"))?;
             let idx_path = dir.join(&idx_name);
             let map = st.map(&idx_path).ctx(|| format!("mapping {idx_name}"))?;
             Ok(Some(Opened::Sealed(SealedSegment::new(

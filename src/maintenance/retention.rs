@@ -239,7 +239,7 @@ fn rewrite(
     write_atomically(st, dir, &name, &out).ctx(|| format!("rewriting {name}"))?;
     // 3. Its index.
     let scanned = index_segment(&out, base, &seg.path)?;
-    write_atomically(st, dir, &idx_name, &scanned.index.encode_file()).ctx(|| format!("writing {idx_name}"))?;
+    write_atomically(st, dir, &idx_name, &scanned.index.encode_file()?).ctx(|| format!("writing {idx_name}"))?;
     let new = SealedSegment::open(st, dir, base, None)?;
     Ok(Some((new, removed)))
 }
