@@ -392,7 +392,7 @@ fn read_segment(
     } = index_segment(&bytes, base, path)?;
     let data_end = match end {
         ScanEnd::Clean { end } => end,
-        _ => segment::data_end(&bytes, index_in(&bytes, committed_end, path)?),
+        _ => segment::data_end(&bytes, index_in(&bytes, committed_end, path)?) as u64,
     };
     let problem = match &end {
         ScanEnd::Sealed { seal_offset, seal } => {
@@ -617,7 +617,7 @@ fn open_segment(
             // Bytes past the last commit, up to the preallocated zeros, are a torn tail.
             let data_end = match end {
                 ScanEnd::Clean { end } => end,
-                _ => segment::data_end(&bytes, index_in(&bytes, committed_end, path)?),
+                _ => segment::data_end(&bytes, index_in(&bytes, committed_end, path)?) as u64,
             };
             check_claim(seg, &bytes, &end, committed_end, data_end)?;
             if data_end > committed_end {

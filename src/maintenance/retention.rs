@@ -181,7 +181,12 @@ fn rewrite(
             .index
             .location(p)
             .ok_or_else(|| Error::corruption(&seg.path, 0, format!("no location for position {p}")))?;
-        let frame = &bytes[off as usize..(stop.max(off) as usize).min(bytes.len())];
+        // Both ends are cut to the bytes' length in u64 first, so they fit a usize.
+        let len = bytes.len() as u64;
+        let frame = match (usize::try_from(off.min(len)), usize::try_from(stop.max(off).min(len))) {
+            (Ok(from), Ok(to)) => &bytes[from..to],
+            _ => &[],
+        };
         let view = match record::decode_frame(frame) {
             Ok((Frame::Event(v), _)) => Some(v),
             Ok((Frame::Lost(_), _)) => None,

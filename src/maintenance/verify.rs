@@ -191,7 +191,9 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
                 format!("segment starts at {active_base}, expected {expected_base}"),
             );
         }
-        let mut bytes = vec![0u8; end as usize];
+        let len = usize::try_from(end)
+            .map_err(|_| crate::error::Error::corruption(&active.path, end, "active segment larger than memory"))?;
+        let mut bytes = vec![0u8; len];
         active
             .file
             .read_exact_at(&mut bytes, 0)
@@ -315,8 +317,12 @@ fn check_segment(
         match end {
             Ok(ScanEnd::Damaged { offset, error, .. }) => {
                 damage.push((offset, error));
-                match segment::find_valid_frame(bytes, offset as usize + 1) {
-                    Some(next) => at = next as usize,
+                // A damage offset past usize::MAX would be past the bytes, with no frame after it.
+                match usize::try_from(offset)
+                    .ok()
+                    .and_then(|offset| segment::find_valid_frame(bytes, offset + 1))
+                {
+                    Some(next) => at = next,
                     None => break,
                 }
             }
@@ -347,8 +353,11 @@ fn check_segment(
     };
     match (&scanned.end, sealed) {
         (ScanEnd::Sealed { seal_offset, seal }, true) => {
-            let content = crc32fast::hash(&bytes[SEGMENT_HEADER..*seal_offset as usize]);
-            if seal.content_crc != content {
+            let content = usize::try_from(*seal_offset)
+                .ok()
+                .and_then(|end| bytes.get(SEGMENT_HEADER..end))
+                .map(crc32fast::hash);
+            if content != Some(seal.content_crc) {
                 report.problem(path, *seal_offset, "seal checksum does not match the segment's bytes");
             }
             if seal.next_position != scanned.index.next_position() || seal.event_count != scanned.index.len() as u64 {
