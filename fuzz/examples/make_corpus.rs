@@ -149,7 +149,7 @@ fn main() {
         "streams-one",
         &annal_fuzz::checkpoint_bytes(3, &[("order-1", 2, 2), ("\u{e9}t\u{e9}", 0, 1)]),
     );
-    write(&d, "streams-empty", &StreamsCheckpoint::default().encode());
+    write(&d, "streams-empty", &StreamsCheckpoint::default().encode().expect("an empty checkpoint encodes"));
     write(&d, "meta-real", &file(&rich, "annal.meta", 0));
 
     let dict = Dictionary {
