@@ -303,7 +303,7 @@ impl RetentionRule {
         RetentionRule {
             event_type: Some(pattern.to_string()),
             tag: None,
-            keep_ms: Some(after.as_millis() as u64),
+            keep_ms: Some(u64::try_from(after.as_millis()).unwrap_or(u64::MAX)),
         }
     }
 }

@@ -305,8 +305,11 @@ fn a_stale_index_of_the_active_segment_cannot_hide_an_acknowledged_append() {
     // ignored by the next open (its seal would lie past the segment's end)...
     let mut stale = annal::format::index::MemIndex::new(0, 64);
     stale.push_lost(1, 64, len + 10);
-    sim.write_file(&Path::new(SIM).join(format!("{:020}.idx", 0)), &stale.encode_file())
-        .unwrap();
+    sim.write_file(
+        &Path::new(SIM).join(format!("{:020}.idx", 0)),
+        &stale.encode_file().unwrap(),
+    )
+    .unwrap();
     let store = Store::open_with(disk.clone(), SIM, options()).unwrap();
     assert_eq!(store.head_position(), 3);
     store.append("s", ExpectedVersion::Exact(2), events(1, "b")).unwrap();

@@ -229,7 +229,7 @@ fn a_checkpoint_that_disagrees_with_the_log_is_cleared_by_repair() {
     let path = Path::new(DIR).join("streams.chk");
     let mut c = annal::format::checkpoint::StreamsCheckpoint::decode(&sim.read_file(&path).unwrap(), &path).unwrap();
     c.streams.get_mut("s-1").unwrap().last_revision += 5;
-    sim.write_file(&path, &c.encode()).unwrap();
+    sim.write_file(&path, &c.encode().unwrap()).unwrap();
     check_repaired(&sim, &original, 0);
 }
 

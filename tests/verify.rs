@@ -116,7 +116,7 @@ fn a_checkpoint_that_disagrees_with_the_log_is_reported() {
     let mut c = StreamsCheckpoint::decode(&sim.read_file(path).unwrap(), path).unwrap();
     let state = c.streams.get_mut("s-1").unwrap();
     state.last_revision += 5;
-    sim.write_file(path, &c.encode()).unwrap();
+    sim.write_file(path, &c.encode().unwrap()).unwrap();
     let store = Store::open_with(Arc::new(sim.clone()), "/v", options()).unwrap();
     let report = store.verify().unwrap();
     assert!(report.problems.iter().any(|p| p.file == path), "{:?}", report.problems);

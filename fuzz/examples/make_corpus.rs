@@ -42,7 +42,8 @@ fn event(commit: bool, ct: ContentType, tags: &[&str], metadata: &[u8], data: &[
         &tags,
         metadata,
         data,
-    );
+    )
+    .expect("a small event fits its frame");
     out
 }
 
@@ -138,7 +139,7 @@ fn main() {
     let d = root.join("index_file");
     write(&d, "sealed-0", &file(&rich, ".idx", 0));
     write(&d, "sealed-1", &file(&rich, ".idx", 1));
-    write(&d, "empty", &MemIndex::new(0, 64).encode_file());
+    write(&d, "empty", &MemIndex::new(0, 64).encode_file().expect("an empty index encodes"));
 
     // checkpoint: real and hand-built checkpoints, and an identity file.
     let d = root.join("checkpoint");
@@ -148,7 +149,7 @@ fn main() {
         "streams-one",
         &annal_fuzz::checkpoint_bytes(3, &[("order-1", 2, 2), ("\u{e9}t\u{e9}", 0, 1)]),
     );
-    write(&d, "streams-empty", &StreamsCheckpoint::default().encode());
+    write(&d, "streams-empty", &StreamsCheckpoint::default().encode().expect("an empty checkpoint encodes"));
     write(&d, "meta-real", &file(&rich, "annal.meta", 0));
 
     let dict = Dictionary {

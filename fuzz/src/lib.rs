@@ -188,7 +188,8 @@ pub fn encode_frame(frame: &Frame<'_>, out: &mut Vec<u8>) {
                 &tags,
                 ev.metadata,
                 ev.data,
-            );
+            )
+            .expect("a decoded event fits its frame again");
         }
         Frame::Seal(s) => record::encode_seal(out, s),
         Frame::Group(g) => record::encode_group(out, g),
@@ -433,7 +434,7 @@ pub fn index_file(data: &[u8]) {
 fn check_checkpoint(b: &[u8]) {
     let path = Path::new("/fuzz/streams.chk");
     if let Ok(c) = StreamsCheckpoint::decode(b, path) {
-        let enc = c.encode();
+        let enc = c.encode().expect("a decoded checkpoint encodes again");
         let again = StreamsCheckpoint::decode(&enc, path).expect("a re-encoded checkpoint decodes");
         assert_eq!(again, c, "checkpoint does not round-trip");
         // Without duplicate names the encoding has the same length.

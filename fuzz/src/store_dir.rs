@@ -285,7 +285,8 @@ fn frame(c: &mut Cursor<'_>, bytes: &[u8], at: usize) -> Option<Vec<u8>> {
                 &tags,
                 metadata,
                 data,
-            );
+            )
+            .expect("a small event fits its frame");
         }
         1 => {
             let next_position = c.num()?;

@@ -670,7 +670,8 @@ impl Consumer<'_> {
             let mine = match settings.strategy {
                 Strategy::RoundRobin => true,
                 Strategy::Pinned => {
-                    let i = (hash_str(&p.event.stream) % consumers.len().max(1) as u64) as usize;
+                    // The remainder is below consumers.len(), so it fits a usize.
+                    let i = usize::try_from(hash_str(&p.event.stream) % consumers.len().max(1) as u64).unwrap_or(0);
                     consumers.get(i).is_none_or(|c| *c == self.name)
                 }
             };

@@ -103,8 +103,10 @@ pub struct StreamsCheckpoint {
 }
 
 impl StreamsCheckpoint {
-    /// Encodes the checkpoint file.
-    pub fn encode(&self) -> Vec<u8> {
+    /// Encodes the checkpoint file. Fails with [`Error::InvalidInput`] if a
+    /// stream name is longer than its 16-bit length field (names come from
+    /// validated appends or from the log, so the store's never are).
+    pub fn encode(&self) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(32 + self.streams.len() * 40);
         out.extend_from_slice(STREAMS_MAGIC);
         out.extend_from_slice(&STREAMS_VERSION.to_le_bytes());
@@ -112,14 +114,16 @@ impl StreamsCheckpoint {
         out.extend_from_slice(&self.covered_position.to_le_bytes());
         out.extend_from_slice(&(self.streams.len() as u64).to_le_bytes());
         for (name, s) in &self.streams {
-            out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            let len = u16::try_from(name.len())
+                .map_err(|_| Error::InvalidInput(format!("stream name of {} bytes in a checkpoint", name.len())))?;
+            out.extend_from_slice(&len.to_le_bytes());
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(&s.last_revision.to_le_bytes());
             out.extend_from_slice(&s.last_position.to_le_bytes());
         }
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
-        out
+        Ok(out)
     }
 
     /// Decodes and checks a checkpoint file.
@@ -147,10 +151,11 @@ impl StreamsCheckpoint {
         let count = u64::from_le_bytes(b[24..32].try_into().expect("8 bytes"));
         let mut r = Reader { buf: &body[32..] };
         // Each entry takes at least 18 bytes, which bounds the allocation.
-        if count > (r.buf.len() / 18) as u64 {
-            return Err(bad("stream count larger than the file"));
-        }
-        let mut streams = HashMap::with_capacity(count as usize);
+        let count = usize::try_from(count)
+            .ok()
+            .filter(|c| *c <= r.buf.len() / 18)
+            .ok_or_else(|| bad("stream count larger than the file"))?;
+        let mut streams = HashMap::with_capacity(count);
         for _ in 0..count {
             let parsed = (|| {
                 let name = r.str16()?;
@@ -271,7 +276,7 @@ mod tests {
                 last_position: 9,
             },
         );
-        let bytes = c.encode();
+        let bytes = c.encode().unwrap();
         assert_eq!(StreamsCheckpoint::decode(&bytes, Path::new("c")).unwrap(), c);
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();

@@ -158,11 +158,14 @@ pub fn compress_segment(raw: &[u8], level: i32, block_size: usize, dict: Option<
         let packed = compressor
             .compress(&raw[start..at])
             .map_err(|e| Error::io("compressing a segment block", e))?;
+        // Both fit: the block is at most MAX_BLOCK_LOGICAL (checked above), and zstd's bound on it too.
+        let too_large =
+            |len: usize| Error::InvalidInput(format!("a block of {len} bytes at byte {start} is too large"));
         blocks.push(Block {
             logical_offset: start as u64,
             file_offset: out.len() as u64,
-            file_len: packed.len() as u32,
-            logical_len: (at - start) as u32,
+            file_len: u32::try_from(packed.len()).map_err(|_| too_large(packed.len()))?,
+            logical_len: u32::try_from(at - start).map_err(|_| too_large(at - start))?,
         });
         out.extend_from_slice(&packed);
     }
@@ -227,21 +230,25 @@ impl Compressed {
             return Err(bad(n.saturating_sub(4), "compressed segment has no block table"));
         }
         let t = n - TRAILER;
-        let table_offset = le_u64(&file, t) as usize;
+        let table_offset = le_u64(&file, t);
         let count = le_u64(&file, t + 8);
         let logical_len = le_u64(&file, t + 16);
         let crc = le_u32(&file, t + 24);
         let table_len = (count as u128) * BLOCK_ENTRY as u128;
-        if table_offset < SEGMENT_HEADER || table_offset as u128 + table_len != t as u128 {
+        if table_offset < SEGMENT_HEADER as u64 || table_offset as u128 + table_len != t as u128 {
             return Err(bad(t, "block table size does not match the file"));
         }
+        // The table ends at `t`, inside the file, so its offset and count fit a usize.
+        let (Ok(table_offset), Ok(count)) = (usize::try_from(table_offset), usize::try_from(count)) else {
+            return Err(bad(t, "block table size does not match the file"));
+        };
         if crc32fast::hash(&file[table_offset..t]) != crc {
             return Err(bad(table_offset, "block table checksum mismatch"));
         }
-        let mut blocks = Vec::with_capacity(count as usize);
+        let mut blocks = Vec::with_capacity(count);
         let mut logical = SEGMENT_HEADER as u64;
         let mut physical = SEGMENT_HEADER as u64;
-        for i in 0..count as usize {
+        for i in 0..count {
             let at = table_offset + i * BLOCK_ENTRY;
             let b = Block {
                 logical_offset: le_u64(&file, at),
@@ -249,11 +256,10 @@ impl Compressed {
                 file_len: le_u32(&file, at + 16),
                 logical_len: le_u32(&file, at + 20),
             };
-            let max_block = MAX_BLOCK_LOGICAL as u32;
             if b.logical_offset != logical
                 || b.file_offset != physical
                 || b.logical_len == 0
-                || b.logical_len > max_block
+                || u64::from(b.logical_len) > MAX_BLOCK_LOGICAL as u64
             {
                 return Err(bad(at, "block table entries out of order"));
             }
@@ -285,7 +291,12 @@ impl Compressed {
             return Ok(b.clone());
         }
         let b = self.blocks[i];
-        let packed = &self.file[b.file_offset as usize..(b.file_offset + u64::from(b.file_len)) as usize];
+        // `open` checked that every block lies inside the file; `get` keeps a bad range an error.
+        let packed = usize::try_from(b.file_offset)
+            .ok()
+            .zip(usize::try_from(b.file_offset + u64::from(b.file_len)).ok())
+            .and_then(|(start, end)| self.file.get(start..end))
+            .ok_or_else(|| Error::corruption(path, b.file_offset, "compressed block outside the file"))?;
         let data = match &self.dict {
             Some(d) => zstd::bulk::Decompressor::with_dictionary(&d.bytes)
                 .and_then(|mut z| z.decompress(packed, b.logical_len as usize)),
@@ -309,8 +320,15 @@ impl Compressed {
             .filter(|i| offset < self.blocks[*i].logical_offset + u64::from(self.blocks[*i].logical_len))
             .ok_or_else(|| Error::corruption(path, offset, "offset outside the compressed blocks"))?;
         let block = self.decompress(i, path)?;
-        let start = (offset - self.blocks[i].logical_offset) as usize;
-        let stop = (end.saturating_sub(self.blocks[i].logical_offset) as usize).min(block.len());
+        // Both are at most the block's length (a u32), compared in u64 before converting.
+        let first = self.blocks[i].logical_offset;
+        let len = block.len() as u64;
+        let (Ok(start), Ok(stop)) = (
+            usize::try_from((offset - first).min(len)),
+            usize::try_from(end.saturating_sub(first).min(len)),
+        ) else {
+            return Err(Error::corruption(path, offset, "offset outside the compressed blocks"));
+        };
         Ok(block.slice(start..stop.max(start)))
     }
 

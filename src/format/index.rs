@@ -193,8 +193,10 @@ impl MemIndex {
         self.end_offset = end;
     }
 
-    /// Encodes the `.idx` file for this segment once it is sealed.
-    pub fn encode_file(&self) -> Vec<u8> {
+    /// Encodes the `.idx` file for this segment once it is sealed. Fails with
+    /// [`Error::InvalidInput`] if a stream name is longer than its 16-bit length
+    /// field (names come from validated appends or from the log, so the store's never are).
+    pub fn encode_file(&self) -> Result<Vec<u8>> {
         let n = self.locations.len() as u64;
         let mut streams: Vec<(u64, u64, u64)> = self
             .streams
@@ -227,7 +229,9 @@ impl MemIndex {
         }
         let mut summary_bytes = Vec::new();
         for (name, s) in &summaries {
-            summary_bytes.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            let len = u16::try_from(name.len())
+                .map_err(|_| Error::InvalidInput(format!("stream name of {} bytes in an index", name.len())))?;
+            summary_bytes.extend_from_slice(&len.to_le_bytes());
             summary_bytes.extend_from_slice(name.as_bytes());
             summary_bytes.extend_from_slice(&s.first_revision.to_le_bytes());
             summary_bytes.extend_from_slice(&s.last_revision.to_le_bytes());
@@ -236,7 +240,7 @@ impl MemIndex {
         let (min_ts, max_ts) = self.time_range().unwrap_or((0, 0));
 
         let mut out = Vec::with_capacity(
-            INDEX_HEADER + (n as usize) * 80 + tags.len() * 16 + bloom.len() + summary_bytes.len() + 4,
+            INDEX_HEADER + self.locations.len() * 80 + tags.len() * 16 + bloom.len() + summary_bytes.len() + 4,
         );
         out.extend_from_slice(INDEX_MAGIC);
         out.extend_from_slice(&INDEX_VERSION.to_le_bytes());
@@ -280,7 +284,7 @@ impl MemIndex {
         out.extend_from_slice(&summary_bytes);
         let crc = crc32fast::hash(&out[INDEX_HEADER..]);
         out.extend_from_slice(&crc.to_le_bytes());
-        out
+        Ok(out)
     }
 }
 
@@ -342,9 +346,12 @@ pub struct SegmentIndex {
     min_ts: i64,
     max_ts: i64,
     stream_count: u64,
-    tag_count: u64,
+    /// `count`, `tag_count` and `indexed` as lengths of the tables in the
+    /// mapped file (each fits: the file holds its tables).
+    count_len: usize,
+    tag_count: usize,
     /// Events indexed by stream, type and id (positions minus lost ones).
-    indexed: u64,
+    indexed: usize,
     locations_at: usize,
     streams_at: usize,
     types_at: usize,
@@ -427,15 +434,20 @@ impl SegmentIndex {
         if crc32fast::hash(&b[INDEX_HEADER..crc_at]) != crc {
             return Err(bad(crc_at as u64, "index body checksum mismatch"));
         }
-        let n = count as usize;
-        let m = indexed as usize;
+        // Every table is inside the file (checked just above), so each count fits a usize.
+        let table_len = |v: u64, at: u64| usize::try_from(v).map_err(|_| bad(at, "index table larger than memory"));
+        let n = table_len(count, 24)?;
+        let m = table_len(indexed, 88)?;
+        let tag_count = table_len(tag_count, 64)?;
+        let bloom_len = table_len(bloom_len, 72)?;
+        let summary_len = table_len(summary_len, 80)?;
         let locations_at = INDEX_HEADER;
         let streams_at = locations_at + 16 * n;
         let types_at = streams_at + 24 * m;
         let tags_at = types_at + 16 * m;
-        let ids_at = tags_at + 16 * tag_count as usize;
+        let ids_at = tags_at + 16 * tag_count;
         let bloom_at = ids_at + 24 * m;
-        let summary_at = bloom_at + bloom_len as usize;
+        let summary_at = bloom_at + bloom_len;
         let idx = SegmentIndex {
             map: map.clone(),
             base,
@@ -444,17 +456,18 @@ impl SegmentIndex {
             min_ts,
             max_ts,
             stream_count,
+            count_len: n,
             tag_count,
-            indexed,
+            indexed: m,
             locations_at,
             streams_at,
             types_at,
             tags_at,
             ids_at,
             bloom_at,
-            bloom_len: bloom_len as usize,
+            bloom_len,
             summary_at,
-            summary_len: summary_len as usize,
+            summary_len,
         };
         // The summary must parse and count exactly `stream_count` entries.
         if idx.parse_summary().map(|s| s.len() as u64) != Some(stream_count) {
@@ -537,13 +550,12 @@ impl Lookup for SegmentIndex {
         self.base + self.count
     }
     fn location(&self, position: u64) -> Option<(u64, u64)> {
-        let i = position.checked_sub(self.base)?;
-        if i >= self.count {
+        let i = usize::try_from(position.checked_sub(self.base)?).ok()?;
+        if i >= self.count_len {
             return None;
         }
-        let i = i as usize;
         let off = self.loc(i).0;
-        let end = if (i as u64) + 1 < self.count {
+        let end = if i + 1 < self.count_len {
             self.loc(i + 1).0
         } else {
             self.end_offset
@@ -551,14 +563,14 @@ impl Lookup for SegmentIndex {
         Some((off, end))
     }
     fn timestamp(&self, position: u64) -> Option<i64> {
-        let i = position.checked_sub(self.base)?;
-        (i < self.count).then(|| self.loc(i as usize).1)
+        let i = usize::try_from(position.checked_sub(self.base)?).ok()?;
+        (i < self.count_len).then(|| self.loc(i).1)
     }
     fn time_range(&self) -> Option<(i64, i64)> {
         (self.count > 0).then_some((self.min_ts, self.max_ts))
     }
     fn stream_entries(&self, hash: u64, from: u64, forward: bool, limit: usize) -> Vec<(u64, u64)> {
-        let n = self.indexed as usize;
+        let n = self.indexed;
         if forward {
             let start = partition(n, |i| {
                 let (h, r, _) = self.stream_rec(i);
@@ -585,17 +597,17 @@ impl Lookup for SegmentIndex {
         }
     }
     fn type_positions(&self, hash: u64) -> Vec<u64> {
-        self.pairs_for(self.types_at, self.indexed as usize, hash)
+        self.pairs_for(self.types_at, self.indexed, hash)
     }
     fn tag_positions(&self, hash: u64) -> Vec<u64> {
-        self.pairs_for(self.tags_at, self.tag_count as usize, hash)
+        self.pairs_for(self.tags_at, self.tag_count, hash)
     }
     fn find_id(&self, id: &Uuid) -> Option<u64> {
         let b = self.bytes();
         let key = id.as_bytes();
         let rec = |i: usize| &b[self.ids_at + 24 * i..self.ids_at + 24 * i + 24];
-        let i = partition(self.indexed as usize, |i| rec(i)[..16] < key[..]);
-        (i < self.indexed as usize && &rec(i)[..16] == key).then(|| le_u64(rec(i), 16))
+        let i = partition(self.indexed, |i| rec(i)[..16] < key[..]);
+        (i < self.indexed && &rec(i)[..16] == key).then(|| le_u64(rec(i), 16))
     }
     fn may_contain_stream(&self, hash: u64) -> bool {
         if self.stream_count == 0 {
@@ -714,7 +726,7 @@ mod tests {
     #[test]
     fn sealed_index_answers_like_the_memory_index() {
         let m = sample();
-        let bytes = m.encode_file();
+        let bytes = m.encode_file().unwrap();
         let idx = SegmentIndex::open(Arc::new(bytes), Path::new("t.idx")).unwrap();
         check_same(&m, &idx);
         assert_eq!(
@@ -734,7 +746,7 @@ mod tests {
 
     #[test]
     fn damaged_index_files_are_refused() {
-        let bytes = sample().encode_file();
+        let bytes = sample().encode_file().unwrap();
         for at in [0, 20, 124, 200, bytes.len() - 1] {
             let mut bad = bytes.clone();
             bad[at] ^= 0x40;

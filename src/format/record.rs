@@ -7,6 +7,7 @@
 
 use uuid::Uuid;
 
+use crate::error::{Error, Result};
 use crate::event::ContentType;
 
 /// Bytes before a frame's body.
@@ -124,7 +125,11 @@ impl std::fmt::Display for FrameError {
     }
 }
 
-/// Appends an event frame to `out`.
+/// Appends an event frame to `out`. Fails with [`Error::InvalidInput`], leaving
+/// `out` as it was, if a field does not fit the format: a string or tag count
+/// over 65,535, or a body over [`MAX_BODY`]. An append never gets here with
+/// such an event (`EventData::validate` and `check_stream_name` refuse it
+/// first), and a decoded frame always fits.
 #[allow(clippy::too_many_arguments)]
 pub fn encode_event(
     out: &mut Vec<u8>,
@@ -139,38 +144,59 @@ pub fn encode_event(
     tags: &[String],
     metadata: &[u8],
     data: &[u8],
-) {
+) -> Result<()> {
     let start = out.len();
-    out.extend_from_slice(&[0u8; FRAME_HEADER]);
-    out.push(KIND_EVENT);
-    let mut flags = 0;
-    if commit {
-        flags |= FLAG_COMMIT;
+    let encoded = (|| {
+        out.extend_from_slice(&[0u8; FRAME_HEADER]);
+        out.push(KIND_EVENT);
+        let mut flags = 0;
+        if commit {
+            flags |= FLAG_COMMIT;
+        }
+        if content_type == ContentType::Json {
+            flags |= FLAG_JSON;
+        }
+        out.push(flags);
+        out.extend_from_slice(&position.to_le_bytes());
+        out.extend_from_slice(&revision.to_le_bytes());
+        out.extend_from_slice(&timestamp.to_le_bytes());
+        out.extend_from_slice(id.as_bytes());
+        put_str16(out, "stream name", stream)?;
+        put_str16(out, "event type", event_type)?;
+        out.extend_from_slice(&field_len::<u16>("tag list", tags.len())?.to_le_bytes());
+        for tag in tags {
+            put_str16(out, "tag", tag)?;
+        }
+        out.extend_from_slice(&field_len::<u32>("metadata", metadata.len())?.to_le_bytes());
+        out.extend_from_slice(metadata);
+        out.extend_from_slice(&field_len::<u32>("data", data.len())?.to_le_bytes());
+        out.extend_from_slice(data);
+        let body = out.len() - start - FRAME_HEADER;
+        if body > MAX_BODY {
+            return Err(too_long("event frame body", body));
+        }
+        finish_frame(out, start, field_len("event frame body", body)?);
+        Ok(())
+    })();
+    if encoded.is_err() {
+        out.truncate(start);
     }
-    if content_type == ContentType::Json {
-        flags |= FLAG_JSON;
-    }
-    out.push(flags);
-    out.extend_from_slice(&position.to_le_bytes());
-    out.extend_from_slice(&revision.to_le_bytes());
-    out.extend_from_slice(&timestamp.to_le_bytes());
-    out.extend_from_slice(id.as_bytes());
-    put_str16(out, stream);
-    put_str16(out, event_type);
-    out.extend_from_slice(&(tags.len() as u16).to_le_bytes());
-    for tag in tags {
-        put_str16(out, tag);
-    }
-    out.extend_from_slice(&(metadata.len() as u32).to_le_bytes());
-    out.extend_from_slice(metadata);
-    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    out.extend_from_slice(data);
-    finish_frame(out, start);
+    encoded
+}
+
+/// `len` as the width of its length field in an event frame.
+fn field_len<T: TryFrom<usize>>(what: &str, len: usize) -> Result<T> {
+    T::try_from(len).map_err(|_| too_long(what, len))
+}
+
+fn too_long(what: &str, len: usize) -> Error {
+    Error::InvalidInput(format!("{what} of length {len} does not fit an event frame"))
 }
 
 /// Re-encodes a decoded event as its own committed append (used when the
-/// events it was appended with are gone: scavenged, or lost to damage).
-pub fn encode_committed(out: &mut Vec<u8>, v: &EventView<'_>) {
+/// events it was appended with are gone: scavenged, or lost to damage). A
+/// decoded event always fits; the error is [`encode_event`]'s.
+pub fn encode_committed(out: &mut Vec<u8>, v: &EventView<'_>) -> Result<()> {
     let tags: Vec<String> = v.tags.iter().map(|t| t.to_string()).collect();
     encode_event(
         out,
@@ -185,7 +211,7 @@ pub fn encode_committed(out: &mut Vec<u8>, v: &EventView<'_>) {
         &tags,
         v.metadata,
         v.data,
-    );
+    )
 }
 
 /// Appends a group frame to `out`.
@@ -195,7 +221,7 @@ pub fn encode_group(out: &mut Vec<u8>, group: &GroupView) {
     out.push(KIND_GROUP);
     out.push(0);
     out.extend_from_slice(&group.durable_end.to_le_bytes());
-    finish_frame(out, start);
+    finish_frame(out, start, GROUP_BODY);
 }
 
 /// Appends lost (or removed) frames for `lost`'s positions to `out`: one frame,
@@ -211,7 +237,7 @@ pub fn encode_lost(out: &mut Vec<u8>, lost: &LostView) {
         out.push(0);
         out.extend_from_slice(&first.to_le_bytes());
         out.extend_from_slice(&count.to_le_bytes());
-        finish_frame(out, start);
+        finish_frame(out, start, LOST_BODY);
         first += count;
     }
 }
@@ -225,16 +251,24 @@ pub fn encode_seal(out: &mut Vec<u8>, seal: &SealView) {
     out.extend_from_slice(&seal.next_position.to_le_bytes());
     out.extend_from_slice(&seal.event_count.to_le_bytes());
     out.extend_from_slice(&seal.content_crc.to_le_bytes());
-    finish_frame(out, start);
+    finish_frame(out, start, SEAL_BODY);
 }
 
-fn put_str16(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+fn put_str16(out: &mut Vec<u8>, what: &str, s: &str) -> Result<()> {
+    out.extend_from_slice(&field_len::<u16>(what, s.len())?.to_le_bytes());
     out.extend_from_slice(s.as_bytes());
+    Ok(())
 }
 
-fn finish_frame(out: &mut [u8], start: usize) {
-    let body_len = (out.len() - start - FRAME_HEADER) as u32;
+/// Body lengths of the fixed-size frames: kind, flags, then their fields.
+const GROUP_BODY: u32 = 2 + 8;
+const LOST_BODY: u32 = 2 + 8 + 8;
+const SEAL_BODY: u32 = 2 + 8 + 8 + 4;
+
+/// Fills in the length and CRC of the frame at `start`, whose body (`body_len`
+/// bytes, already checked to fit) runs to the end of `out`.
+fn finish_frame(out: &mut [u8], start: usize, body_len: u32) {
+    debug_assert_eq!(usize::try_from(body_len).ok(), Some(out.len() - start - FRAME_HEADER));
     out[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
     let mut h = crc32fast::Hasher::new();
     h.update(&out[start..start + 4]);
@@ -410,7 +444,40 @@ mod tests {
             &["tenant:t1".to_string()],
             b"{\"m\":1}",
             b"{\"total\":10}",
-        );
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_field_too_long_for_the_format_is_refused_and_leaves_out_as_it_was() {
+        let mut out = vec![1, 2, 3];
+        let long = "x".repeat(usize::from(u16::MAX) + 1);
+        let tags = vec!["t".to_string(); usize::from(u16::MAX) + 1];
+        let data = vec![0u8; MAX_BODY];
+        let cases: [(&str, &[String], &[u8]); 4] = [
+            (&long, &[], b""),
+            ("s", std::slice::from_ref(&long), b""),
+            ("s", &tags, b""),
+            ("s", &[], &data),
+        ];
+        for (stream, tags, data) in cases {
+            let r = encode_event(
+                &mut out,
+                true,
+                0,
+                0,
+                0,
+                Uuid::nil(),
+                ContentType::Binary,
+                stream,
+                "T",
+                tags,
+                b"",
+                data,
+            );
+            assert!(matches!(r, Err(Error::InvalidInput(_))), "{r:?}");
+            assert_eq!(out, [1, 2, 3]);
+        }
     }
 
     #[test]

@@ -160,8 +160,8 @@ pub fn starts_zero_region(rest: &[u8]) -> bool {
 }
 
 /// Offset just past the last non-zero byte at or after `from` (`from` if there is none).
-pub fn data_end(bytes: &[u8], from: usize) -> u64 {
-    bytes.iter().rposition(|b| *b != 0).map_or(from, |i| (i + 1).max(from)) as u64
+pub fn data_end(bytes: &[u8], from: usize) -> usize {
+    bytes.iter().rposition(|b| *b != 0).map_or(from, |i| (i + 1).max(from))
 }
 
 /// True if a frame could start at `at`: its length field is not zero.
@@ -170,11 +170,10 @@ fn may_start_frame(bytes: &[u8], at: usize) -> bool {
 }
 
 /// Offset of the first frame at or after `from` that decodes without error.
-pub fn find_valid_frame(bytes: &[u8], from: usize) -> Option<u64> {
+pub fn find_valid_frame(bytes: &[u8], from: usize) -> Option<usize> {
     (from..bytes.len())
         .filter(|at| may_start_frame(bytes, *at))
         .find(|at| record::decode_frame(&bytes[*at..]).is_ok())
-        .map(|at| at as u64)
 }
 
 /// Offset of the first valid group frame after `damage` whose `durable_end`

@@ -93,12 +93,13 @@ impl Shared {
         }
         let len = end
             .checked_sub(offset)
-            .filter(|l| *l as usize <= record::MAX_BODY + record::FRAME_HEADER)
+            .and_then(|l| usize::try_from(l).ok())
+            .filter(|l| *l <= record::MAX_BODY + record::FRAME_HEADER)
             .ok_or_else(|| Error::corruption(path, offset, "index gives a bad frame range"))?;
         let frame: Bytes = match seg {
             SegRef::Sealed(s) => s.range(offset, end)?,
             SegRef::Active(a) => {
-                let mut buf = vec![0u8; len as usize];
+                let mut buf = vec![0u8; len];
                 a.file.read_exact_at(&mut buf, offset).map_err(|e| match e.kind() {
                     std::io::ErrorKind::UnexpectedEof => {
                         Error::corruption(path, offset, "frame past the end of the segment")
@@ -563,7 +564,9 @@ fn candidates(l: &dyn Lookup, f: &Filter) -> Option<Vec<u64>> {
         let mut all = Vec::new();
         for (name, s) in l.streams() {
             if name.starts_with(prefix.as_str()) {
-                let n = s.last_revision.saturating_sub(s.first_revision).saturating_add(1) as usize;
+                // Only a limit on entries: a count past usize::MAX means no limit.
+                let n = usize::try_from(s.last_revision.saturating_sub(s.first_revision).saturating_add(1))
+                    .unwrap_or(usize::MAX);
                 all.extend(
                     l.stream_entries(hash_str(&name), s.first_revision, true, n)
                         .into_iter()

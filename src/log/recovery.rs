@@ -392,7 +392,7 @@ fn read_segment(
     } = index_segment(&bytes, base, path)?;
     let data_end = match end {
         ScanEnd::Clean { end } => end,
-        _ => segment::data_end(&bytes, committed_end as usize),
+        _ => segment::data_end(&bytes, index_in(&bytes, committed_end, path)?) as u64,
     };
     let problem = match &end {
         ScanEnd::Sealed { seal_offset, seal } => {
@@ -430,7 +430,7 @@ fn read_segment(
         })));
     }
     let idx_path = dir.join(crate::format::segment::index_file_name(base));
-    let mapped: crate::storage::Mapped = Arc::new(index.encode_file());
+    let mapped: crate::storage::Mapped = Arc::new(index.encode_file()?);
     Ok(Some(Opened::Sealed(SealedSegment::new(
         path.to_path_buf(),
         Bytes::from(bytes),
@@ -502,7 +502,7 @@ fn open_segment(
                     // The index must describe this segment: its seal sits where the index
                     // says the events end. A seal damaged in place is left to `verify`;
                     // it must not keep the segment's good events from being read.
-                    let end = index.end_offset() as usize;
+                    let end = index.end_offset();
                     let fits = match seal_at_index_end(&sealed) {
                         Some(true) => true,
                         Some(false) => false,
@@ -519,7 +519,7 @@ fn open_segment(
                     if !is_last {
                         return Err(Error::corruption(
                             path,
-                            end as u64,
+                            end,
                             "no seal where the index says the segment ends",
                         ));
                     }
@@ -587,7 +587,7 @@ fn open_segment(
                 ));
             }
             let idx_name = crate::format::segment::index_file_name(base);
-            write_atomically(st, dir, &idx_name, &index.encode_file()).ctx(|| format!("writing {idx_name}"))?;
+            write_atomically(st, dir, &idx_name, &index.encode_file()?).ctx(|| format!("writing {idx_name}"))?;
             let idx_path = dir.join(&idx_name);
             let map = st.map(&idx_path).ctx(|| format!("mapping {idx_name}"))?;
             Ok(Some(Opened::Sealed(SealedSegment::new(
@@ -617,7 +617,7 @@ fn open_segment(
             // Bytes past the last commit, up to the preallocated zeros, are a torn tail.
             let data_end = match end {
                 ScanEnd::Clean { end } => end,
-                _ => segment::data_end(&bytes, committed_end as usize),
+                _ => segment::data_end(&bytes, index_in(&bytes, committed_end, path)?) as u64,
             };
             check_claim(seg, &bytes, &end, committed_end, data_end)?;
             if data_end > committed_end {
@@ -625,7 +625,7 @@ fn open_segment(
                     st,
                     dir,
                     path,
-                    &bytes[committed_end as usize..data_end as usize],
+                    &bytes[index_in(&bytes, committed_end, path)?..index_in(&bytes, data_end, path)?],
                     base,
                     committed_end,
                 )?);
@@ -640,6 +640,14 @@ fn open_segment(
             })))
         }
     }
+}
+
+/// `offset`, found by scanning `bytes` (or claimed for them), as an index into them.
+fn index_in(bytes: &[u8], offset: u64, path: &Path) -> Result<usize> {
+    usize::try_from(offset)
+        .ok()
+        .filter(|at| *at <= bytes.len())
+        .ok_or_else(|| Error::corruption(path, offset, "offset past the end of the segment"))
 }
 
 /// Refuses to treat as a torn tail anything that `durable.chk` says was durable
@@ -679,7 +687,12 @@ fn check_claim(seg: &Seg<'_>, bytes: &[u8], end: &ScanEnd, committed_end: u64, d
                     ),
                 ));
             }
-            let durable = &bytes[SEGMENT_HEADER..m.durable_end as usize];
+            let durable = index_in(bytes, m.durable_end, seg.path)
+                .ok()
+                .and_then(|end| bytes.get(SEGMENT_HEADER..end))
+                .ok_or_else(|| {
+                    Error::corruption(seg.path, m.durable_end, format!("bad durable end in {DURABLE_FILE}"))
+                })?;
             if crc32fast::hash(durable) != m.content_crc {
                 return Err(Error::corruption(
                     seg.path,

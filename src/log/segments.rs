@@ -69,14 +69,12 @@ impl SealedSegment {
         match &self.compressed {
             Some(c) => c.range(offset, end, &self.path),
             None => {
-                if end > self.bytes.len() as u64 || offset > end {
-                    return Err(Error::corruption(
-                        &self.path,
-                        offset,
-                        "frame past the end of the segment",
-                    ));
-                }
-                Ok(self.bytes.slice(offset as usize..end as usize))
+                let range = usize::try_from(offset)
+                    .ok()
+                    .zip(usize::try_from(end).ok())
+                    .filter(|(start, stop)| start <= stop && *stop <= self.bytes.len())
+                    .ok_or_else(|| Error::corruption(&self.path, offset, "frame past the end of the segment"))?;
+                Ok(self.bytes.slice(range.0..range.1))
             }
         }
     }

@@ -119,7 +119,9 @@ pub(crate) fn backup(shared: &Shared, dest: &Path) -> Result<BackupReport> {
         copy_bytes(st, dest, STREAMS_FILE, (*chk).as_ref(), &mut report)?;
     }
     if let Some(active) = &now.active {
-        let mut bytes = vec![0u8; active_end as usize];
+        let len = usize::try_from(active_end)
+            .map_err(|_| Error::corruption(&active.path, active_end, "active segment larger than memory"))?;
+        let mut bytes = vec![0u8; len];
         active
             .file
             .read_exact_at(&mut bytes, 0)

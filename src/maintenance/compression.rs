@@ -124,7 +124,8 @@ fn check_compressed(
         return Err(bad(0, "logical length differs"));
     }
     let logical = c.logical(path).map_err(|e| bad(0, &e.to_string()))?;
-    let seal_at = seal_offset as usize;
+    let seal_at =
+        usize::try_from(seal_offset).map_err(|_| bad(seal_offset, "no seal where the index says the segment ends"))?;
     let content_crc = match logical.get(seal_at..).map(record::decode_frame) {
         Some(Ok((record::Frame::Seal(seal), _))) if seal_at >= SEGMENT_HEADER => seal.content_crc,
         _ => return Err(bad(seal_offset, "no seal where the index says the segment ends")),

@@ -181,7 +181,12 @@ fn rewrite(
             .index
             .location(p)
             .ok_or_else(|| Error::corruption(&seg.path, 0, format!("no location for position {p}")))?;
-        let frame = &bytes[off as usize..(stop.max(off) as usize).min(bytes.len())];
+        // Both ends are cut to the bytes' length in u64 first, so they fit a usize.
+        let len = bytes.len() as u64;
+        let frame = match (usize::try_from(off.min(len)), usize::try_from(stop.max(off).min(len))) {
+            (Ok(from), Ok(to)) => &bytes[from..to],
+            _ => &[],
+        };
         let view = match record::decode_frame(frame) {
             Ok((Frame::Event(v), _)) => Some(v),
             Ok((Frame::Lost(_), _)) => None,
@@ -200,7 +205,7 @@ fn rewrite(
                 flush(&mut out, &mut run);
                 // Each kept event becomes its own committed append: the events it
                 // shared an append with may be gone.
-                record::encode_committed(&mut out, &v);
+                record::encode_committed(&mut out, &v)?;
             }
             other => {
                 if other.is_some() {
@@ -239,7 +244,7 @@ fn rewrite(
     write_atomically(st, dir, &name, &out).ctx(|| format!("rewriting {name}"))?;
     // 3. Its index.
     let scanned = index_segment(&out, base, &seg.path)?;
-    write_atomically(st, dir, &idx_name, &scanned.index.encode_file()).ctx(|| format!("writing {idx_name}"))?;
+    write_atomically(st, dir, &idx_name, &scanned.index.encode_file()?).ctx(|| format!("writing {idx_name}"))?;
     let new = SealedSegment::open(st, dir, base, None)?;
     Ok(Some((new, removed)))
 }

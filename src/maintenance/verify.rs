@@ -155,9 +155,12 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
             base,
             end_position,
             true,
+            // An index that cannot be encoded differs from the file from its first byte.
             |scanned| {
-                let rebuilt = scanned.index.encode_file();
-                first_difference(&rebuilt, seg.index.raw())
+                scanned
+                    .index
+                    .encode_file()
+                    .map_or(Some(0), |rebuilt| first_difference(&rebuilt, seg.index.raw()))
             },
         );
     }
@@ -179,7 +182,7 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
             let idx = active.index.read();
             streams = shared.streams.read().clone();
             scanned_to = idx.next_position();
-            (idx.encode_file(), idx.end_offset())
+            (idx.encode_file()?, idx.end_offset())
         };
         if active_base != expected_base {
             report.problem(
@@ -188,7 +191,9 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
                 format!("segment starts at {active_base}, expected {expected_base}"),
             );
         }
-        let mut bytes = vec![0u8; end as usize];
+        let len = usize::try_from(end)
+            .map_err(|_| crate::error::Error::corruption(&active.path, end, "active segment larger than memory"))?;
+        let mut bytes = vec![0u8; len];
         active
             .file
             .read_exact_at(&mut bytes, 0)
@@ -203,7 +208,12 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
             active_base,
             scanned_to,
             false,
-            |scanned| first_difference(&scanned.index.encode_file(), &live_index),
+            |scanned| {
+                scanned
+                    .index
+                    .encode_file()
+                    .map_or(Some(0), |rebuilt| first_difference(&rebuilt, &live_index))
+            },
         );
     }
 
@@ -307,8 +317,12 @@ fn check_segment(
         match end {
             Ok(ScanEnd::Damaged { offset, error, .. }) => {
                 damage.push((offset, error));
-                match segment::find_valid_frame(bytes, offset as usize + 1) {
-                    Some(next) => at = next as usize,
+                // A damage offset past usize::MAX would be past the bytes, with no frame after it.
+                match usize::try_from(offset)
+                    .ok()
+                    .and_then(|offset| segment::find_valid_frame(bytes, offset + 1))
+                {
+                    Some(next) => at = next,
                     None => break,
                 }
             }
@@ -339,8 +353,11 @@ fn check_segment(
     };
     match (&scanned.end, sealed) {
         (ScanEnd::Sealed { seal_offset, seal }, true) => {
-            let content = crc32fast::hash(&bytes[SEGMENT_HEADER..*seal_offset as usize]);
-            if seal.content_crc != content {
+            let content = usize::try_from(*seal_offset)
+                .ok()
+                .and_then(|end| bytes.get(SEGMENT_HEADER..end))
+                .map(crc32fast::hash);
+            if content != Some(seal.content_crc) {
                 report.problem(path, *seal_offset, "seal checksum does not match the segment's bytes");
             }
             if seal.next_position != scanned.index.next_position() || seal.event_count != scanned.index.len() as u64 {

@@ -41,6 +41,12 @@ impl SimRng {
     pub fn below(&mut self, n: u64) -> u64 {
         if n == 0 { 0 } else { self.next_u64() % n }
     }
+
+    /// A number in `0..n` (0 when `n` is 0), as an index.
+    fn below_len(&mut self, n: usize) -> usize {
+        // Below `n`, a usize, so the conversion cannot fail.
+        usize::try_from(self.below(n as u64)).unwrap_or(0)
+    }
 }
 
 #[derive(Default)]
@@ -60,12 +66,12 @@ enum Change {
 fn torn_part(change: &Change, rng: &mut SimRng) -> Change {
     match change {
         Change::Write(at, bytes) => {
-            let part = rng.below(bytes.len() as u64 + 1) as usize;
+            let part = rng.below_len(bytes.len() + 1);
             let mut partial = bytes[..part].to_vec();
             if part > 0 && rng.below(4) == 0 {
-                let garbage = part.min(1 + rng.below(16) as usize);
+                let garbage = part.min(1 + rng.below_len(16));
                 for b in &mut partial[part - garbage..] {
-                    *b = rng.next_u64() as u8;
+                    *b = rng.next_u64().to_le_bytes()[0];
                 }
             }
             Change::Write(*at, partial)
@@ -321,7 +327,7 @@ impl SimStorage {
             if torn && !inode.unsynced.is_empty() {
                 if rng.below(2) == 0 {
                     // In order: a prefix of the changes lands, the next one partly.
-                    let keep = rng.below(inode.unsynced.len() as u64 + 1) as usize;
+                    let keep = rng.below_len(inode.unsynced.len() + 1);
                     for change in &inode.unsynced[..keep] {
                         apply(&mut next, change);
                     }
@@ -371,10 +377,9 @@ impl SimStorage {
         let mut st = self.state.lock();
         let id = *st.live.get(path).ok_or_else(|| not_found(path))?;
         let inode = st.inodes.get_mut(&id).ok_or_else(|| not_found(path))?;
-        let off = offset as usize;
-        if off >= inode.current.len() {
+        let Some(off) = usize::try_from(offset).ok().filter(|off| *off < inode.current.len()) else {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "offset past end"));
-        }
+        };
         inode.current[off] ^= 1 << (bit % 8);
         if off < inode.durable.len() {
             inode.durable[off] ^= 1 << (bit % 8);
@@ -440,7 +445,8 @@ impl StorageFile for SimFile {
         if fault_hits(&mut st.faults.write) {
             return Err(eio());
         }
-        let start = offset as usize;
+        let start = usize::try_from(offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset past what memory holds"))?;
         let end = start + buf.len();
         let cur_len = st.inodes[&self.inode].current.len();
         if let Some(limit) = st.free_bytes {
@@ -452,7 +458,7 @@ impl StorageFile for SimFile {
         let crashing = st.tick();
         let len = if crashing {
             let mut rng = st.rng.take().unwrap_or_else(|| SimRng::new(0));
-            let keep = rng.below(buf.len() as u64 + 1) as usize;
+            let keep = rng.below_len(buf.len() + 1);
             st.rng = Some(rng);
             keep
         } else {
@@ -499,6 +505,8 @@ impl StorageFile for SimFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
+        let len = usize::try_from(len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length past what memory holds"))?;
         let mut st = self.state.lock();
         st.check_alive(self.generation)?;
         st.check_writable()?;
@@ -507,7 +515,7 @@ impl StorageFile for SimFile {
             return Err(io::Error::other("simulated power loss"));
         }
         let inode = st.inodes.get_mut(&self.inode).expect("inode of open file");
-        let change = Change::SetLen(len as usize);
+        let change = Change::SetLen(len);
         apply(&mut inode.current, &change);
         inode.unsynced.push(change);
         Ok(())

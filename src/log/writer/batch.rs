@@ -64,7 +64,9 @@ impl Writer {
         let (write_offset, content_crc, last_timestamp) = {
             let idx = active.index.read();
             let end = idx.end_offset();
-            let mut body = vec![0u8; (end - SEGMENT_HEADER as u64) as usize];
+            let len = usize::try_from(end - SEGMENT_HEADER as u64)
+                .map_err(|_| Error::corruption(&active.path, end, "active segment larger than memory"))?;
+            let mut body = vec![0u8; len];
             active
                 .file
                 .read_exact_at(&mut body, SEGMENT_HEADER as u64)
@@ -228,13 +230,15 @@ impl Writer {
         }
         let chunk = PREALLOC_CHUNK.min(self.shared.options.segment_size);
         let target = end.div_ceil(chunk) * chunk;
-        let zeros = vec![0u8; (target - self.allocated_end).min(chunk) as usize];
+        let zeros =
+            vec![0u8; usize::try_from((target - self.allocated_end).min(chunk)).map_err(std::io::Error::other)?];
         while self.allocated_end < target {
-            let n = (target - self.allocated_end).min(zeros.len() as u64);
-            self.active
-                .file
-                .write_all_at(&zeros[..n as usize], self.allocated_end)?;
-            self.allocated_end += n;
+            // What is left, at most `zeros.len()` (a remainder past usize::MAX is more than that).
+            let n = zeros
+                .len()
+                .min(usize::try_from(target - self.allocated_end).unwrap_or(usize::MAX));
+            self.active.file.write_all_at(&zeros[..n], self.allocated_end)?;
+            self.allocated_end += n as u64;
         }
         Ok(())
     }

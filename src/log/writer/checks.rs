@@ -102,7 +102,7 @@ impl Writer {
         for (i, e) in req.events.iter().enumerate() {
             let id = e.id.unwrap_or_else(Uuid::new_v4);
             let start = self.group.buf.len();
-            record::encode_event(
+            let encoded = record::encode_event(
                 &mut self.group.buf,
                 i + 1 == n,
                 position + i as u64,
@@ -116,6 +116,11 @@ impl Writer {
                 &e.metadata,
                 &e.data,
             );
+            if let Err(err) = encoded {
+                // Unreachable after `EventData::validate`; nothing of this append stays staged.
+                self.group.unstage(i, position);
+                return Err(err);
+            }
             self.group.frames.push((start, self.group.buf.len()));
             self.group.ids.insert(id, position + i as u64);
         }

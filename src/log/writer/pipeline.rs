@@ -178,6 +178,16 @@ impl Group {
             _ => None,
         }
     }
+
+    /// Drops the last `staged` events, which an append staged from `position`
+    /// before it failed: an append is staged whole or not at all.
+    pub(super) fn unstage(&mut self, staged: usize, position: u64) {
+        if let Some(&(start, _)) = self.frames.len().checked_sub(staged).and_then(|at| self.frames.get(at)) {
+            self.buf.truncate(start);
+            self.frames.truncate(self.frames.len() - staged);
+        }
+        self.ids.retain(|_, p| *p < position);
+    }
 }
 
 /// Results of a batch, filled in as groups are published.

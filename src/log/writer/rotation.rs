@@ -87,7 +87,7 @@ impl Writer {
         let _path = self.active.path.clone();
         let base = self.active.index.read().base();
         let idx_name = crate::format::segment::index_file_name(base);
-        let idx_bytes = self.active.index.read().encode_file();
+        let idx_bytes = self.active.index.read().encode_file()?;
         write_atomically(storage, dir, &idx_name, &idx_bytes).ctx(|| format!("writing {idx_name}"))?;
         let sealed = SealedSegment::open(storage, dir, base, None)?;
 
@@ -95,7 +95,7 @@ impl Writer {
             covered_position: self.next_position,
             streams: shared.streams.read().clone(),
         };
-        write_atomically(storage, dir, STREAMS_FILE, &checkpoint.encode()).ctx(|| "writing streams.chk".into())?;
+        write_atomically(storage, dir, STREAMS_FILE, &checkpoint.encode()?).ctx(|| "writing streams.chk".into())?;
 
         // A file left by an earlier attempt that failed while creating it holds no event.
         let next = dir.join(segment_file_name(self.next_position));

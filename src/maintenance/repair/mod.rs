@@ -398,7 +398,7 @@ impl Repairer<'_> {
     /// Rewrites a sealed segment's index if it is missing or differs from the log.
     fn index(&mut self, path: &Path, bytes: &[u8], base: u64) -> Result<()> {
         let scanned = index_segment(bytes, base, path)?;
-        let fresh = scanned.index.encode_file();
+        let fresh = scanned.index.encode_file()?;
         let name = crate::format::segment::index_file_name(base);
         let idx = self.dir.join(&name);
         let current = if self.st.exists(&idx) {

@@ -267,8 +267,8 @@ impl Repairer<'_> {
                 }
                 Err(e) => {
                     changed = true;
-                    let resume = segment::find_valid_frame(bytes, offset + 1).map(|at| at as usize);
-                    let end = resume.unwrap_or_else(|| segment::data_end(bytes, offset) as usize);
+                    let resume = segment::find_valid_frame(bytes, offset + 1);
+                    let end = resume.unwrap_or_else(|| segment::data_end(bytes, offset));
                     self.act(format!(
                         "{}: {e} at byte {offset}; bytes {offset}..{end} moved to quarantine",
                         path.display()
@@ -290,7 +290,8 @@ impl Repairer<'_> {
         let claimed_end = self
             .claim
             .filter(|m| m.segment_base == base)
-            .map_or(0, |m| m.durable_end as usize);
+            // Only compared with offsets into the bytes: a claim past usize::MAX is past them all.
+            .map_or(0, |m| usize::try_from(m.durable_end).unwrap_or(usize::MAX));
         if !pending.is_empty() {
             if is_last && pending[0].1 >= claimed_end {
                 // An unfinished append at the end of the log: a torn tail, never acknowledged.
@@ -329,7 +330,7 @@ impl Repairer<'_> {
         let n = pending.len();
         for (_, s, e) in pending.drain(..) {
             if let Ok((Frame::Event(v), _)) = record::decode_frame(&bytes[s..e]) {
-                record::encode_committed(out, &v);
+                record::encode_committed(out, &v)?;
                 *next += 1;
             }
         }
