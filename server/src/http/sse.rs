@@ -118,7 +118,7 @@ impl Drop for Subscriber {
 
 fn stream_response(
     state: &AppState,
-    open: impl FnOnce() -> annal::Subscription + Send + 'static,
+    open: impl FnOnce() -> annal::Subscription,
     key: Key,
 ) -> Result<Response, ApiError> {
     let max = state.config.max_subscribers as i64;
@@ -139,11 +139,15 @@ fn stream_response(
     // A thread of its own, not one of tokio's blocking pool: subscriptions
     // (up to max_subscribers) never take the threads appends, reads and
     // health checks run on.
+    // The start is resolved now, before the response begins: a client that
+    // subscribes `from=end` and then appends must get that append, however late
+    // the subscription's thread gets to run.
+    let sub = open();
     let thread = std::thread::Builder::new()
         .name("annal-subscription".into())
         .spawn(move || {
             let _subscriber = subscriber;
-            let mut sub = open();
+            let mut sub = sub;
             while !tx.is_closed() && !stop.is_cancelled() {
                 let (event, size) = match sub.next_timeout(Duration::from_millis(200)) {
                     Ok(None) => continue,

@@ -30,8 +30,10 @@ impl SseReader {
         }
     }
 
-    /// The next message, or `None` when the stream ends or nothing comes within 5 s.
+    /// The next message, or `None` when the stream ends or no message (keep-alive
+    /// comments aside) comes within 10 s: a test waiting for one fails, never hangs.
     pub async fn next(&mut self) -> Option<Sse> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(i) = self.buf.find("\n\n") {
                 let block: String = self.buf.drain(..i + 2).collect();
@@ -62,7 +64,7 @@ impl SseReader {
                 msg.data = serde_json::from_str(&data).unwrap_or(Value::String(data));
                 return Some(msg);
             }
-            match tokio::time::timeout(Duration::from_secs(5), self.stream.next()).await {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
                 Ok(Some(Ok(bytes))) => self.buf.push_str(&String::from_utf8_lossy(&bytes)),
                 _ => return None,
             }
@@ -71,8 +73,9 @@ impl SseReader {
 
     /// The next message of type `event`.
     pub async fn next_event(&mut self) -> Option<Sse> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let m = self.next().await?;
+            let m = tokio::time::timeout_at(deadline, self.next()).await.ok()??;
             if m.event == "event" {
                 return Some(m);
             }
