@@ -415,6 +415,9 @@ impl SegmentIndex {
         if indexed > count {
             return Err(bad(88, "more indexed events than positions"));
         }
+        if base.checked_add(count).is_none() {
+            return Err(bad(24, "positions run past the largest position"));
+        }
         // Sizes in u128 so that no header value can overflow the arithmetic.
         let body = 16 * count as u128
             + 24 * indexed as u128
@@ -664,6 +667,17 @@ fn bloom_check(bloom: &[u8], hash: u64) -> bool {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn an_index_whose_positions_run_past_u64_max_is_refused() {
+        // Found by fuzzing: a base near u64::MAX made next_position overflow.
+        let mut bytes = sample().encode_file().unwrap();
+        bytes[16..24].copy_from_slice(&(u64::MAX - 10).to_le_bytes());
+        let crc = crc32fast::hash(&bytes[..124]);
+        bytes[124..128].copy_from_slice(&crc.to_le_bytes());
+        let err = SegmentIndex::open(Arc::new(bytes), Path::new("t.idx")).unwrap_err();
+        assert!(err.to_string().contains("past the largest position"), "{err}");
+    }
 
     fn sample() -> MemIndex {
         let mut m = MemIndex::new(100, 64);
