@@ -214,6 +214,15 @@ impl Error {
         }
     }
 
+    /// Builds the error for an unreadable system event.
+    pub(crate) fn bad_system_event(stream: impl Into<String>, position: u64, reason: impl std::fmt::Display) -> Self {
+        Error::BadSystemEvent {
+            stream: stream.into(),
+            position,
+            reason: reason.to_string(),
+        }
+    }
+
     /// True for errors that mean what is on disk is damaged or cannot be
     /// understood: damaged bytes ([`Error::Corruption`], [`Error::Damaged`]) and
     /// an unreadable system event ([`Error::BadSystemEvent`]).
