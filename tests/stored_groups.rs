@@ -2,8 +2,8 @@
 //! format: a group's definition in `$groups`, its checkpoints and parked
 //! records, a stream's metadata in `$meta-<stream>` and a snapshot's header.
 //! This test pins their exact bytes for a fixed input (every field set, none
-//! at its default), checks that format.md shows the same bytes, and that a
-//! reopened store reads them back to the same values. Renaming a field of a
+//! at its default), checks that format.md, "System stream records", shows the
+//! same bytes, and that a reopened store reads them back to the same values. Renaming a field of a
 //! public configuration type must not change anything here.
 
 // Tests and measurements may unwrap and cast freely; the library may not (Cargo.toml [lints]).
@@ -99,6 +99,49 @@ fn records(store: &Store, stream: &str, snapshot: bool) -> Vec<(String, String)>
             (e.event_type, String::from_utf8(bytes.to_vec()).unwrap())
         })
         .collect()
+}
+
+/// The JSON examples of format.md, each after a `<!-- stored: KIND -->` marker.
+fn documented() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut kind = None;
+    let mut lines = FORMAT.lines();
+    while let Some(l) = lines.next() {
+        let l = l.trim();
+        if let Some(k) = l.strip_prefix("<!-- stored:").and_then(|k| k.strip_suffix("-->")) {
+            kind = Some(k.trim().to_string());
+        } else if l == "```json" {
+            let k = kind
+                .take()
+                .expect("a JSON block of format.md without a `<!-- stored: KIND -->` marker");
+            let block: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
+            out.push((k, block.join("\n")));
+        }
+    }
+    assert!(kind.is_none(), "a stored marker without a JSON block");
+    out
+}
+
+#[test]
+fn format_md_shows_the_golden_records() {
+    let documented = documented();
+    let golden = [
+        ("group-created", GROUP_CREATED_ALL),
+        ("group-created", GROUP_CREATED_STREAM),
+        ("group-deleted", GROUP_DELETED),
+        ("checkpoint", CHECKPOINT),
+        ("parked", PARKED),
+        ("metadata", METADATA_HARD_DELETED),
+        ("snapshot", SNAPSHOT_HEADER),
+    ];
+    // Every golden record is documented, and every documented record is a golden one.
+    assert_eq!(
+        documented,
+        golden
+            .iter()
+            .map(|(k, j)| (k.to_string(), j.to_string()))
+            .collect::<Vec<_>>()
+    );
 }
 
 fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
