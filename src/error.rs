@@ -42,6 +42,21 @@ pub enum Error {
         reason: String,
     },
 
+    /// An event of a system stream (a group's definition, checkpoint or parked
+    /// record, a stream's metadata, a snapshot's header) was read whole, its
+    /// checksum good, but its record cannot be understood: damaged JSON, or a
+    /// record version this build does not read (written by a newer annal).
+    /// See format.md, "System stream records".
+    #[error("system event at position {position} of {stream:?} cannot be read: {reason}")]
+    BadSystemEvent {
+        /// The system stream (`$groups`, `$group-<name>-checkpoint`, `$meta-<stream>`, ...).
+        stream: String,
+        /// Position of the event in the global log.
+        position: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// A position of the log cannot be read because its bytes are damaged; a
     /// subscription or a consumer group stops there (see
     /// [`crate::SubscriptionOptions::skip_damaged`] to go past it instead).
@@ -199,9 +214,23 @@ impl Error {
         }
     }
 
-    /// True for errors that mean the bytes on disk are damaged.
+    /// Builds the error for an unreadable system event.
+    pub(crate) fn bad_system_event(stream: impl Into<String>, position: u64, reason: impl std::fmt::Display) -> Self {
+        Error::BadSystemEvent {
+            stream: stream.into(),
+            position,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// True for errors that mean what is on disk is damaged or cannot be
+    /// understood: damaged bytes ([`Error::Corruption`], [`Error::Damaged`]) and
+    /// an unreadable system event ([`Error::BadSystemEvent`]).
     pub fn is_corruption(&self) -> bool {
-        matches!(self, Error::Corruption { .. } | Error::Damaged { .. })
+        matches!(
+            self,
+            Error::Corruption { .. } | Error::Damaged { .. } | Error::BadSystemEvent { .. }
+        )
     }
 }
 

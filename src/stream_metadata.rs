@@ -10,15 +10,18 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::event::RecordedEvent;
+use crate::format::system::{self, StoredMetadataV1, Version1};
 
 /// Prefix of metadata streams.
 pub const META_PREFIX: &str = "$meta-";
 /// Prefix of snapshot streams.
 pub const SNAPSHOT_PREFIX: &str = "$snapshot-";
 
-/// The metadata of a stream.
+/// The metadata of a stream. Its serde form is the server's JSON schema; what
+/// is stored in `$meta-<stream>` is a separate, versioned record (format.md,
+/// "System stream records").
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamMetadata {
@@ -78,6 +81,37 @@ pub(crate) struct MetadataCache {
     pub(crate) by_stream: HashMap<String, StreamMetadata>,
 }
 
+impl From<&StreamMetadata> for StoredMetadataV1 {
+    fn from(m: &StreamMetadata) -> Self {
+        StoredMetadataV1 {
+            version: Version1,
+            max_age_ms: m.max_age_ms,
+            max_count: m.max_count,
+            truncate_before: m.truncate_before,
+            custom: m.custom.clone(),
+            tombstoned: m.tombstoned,
+        }
+    }
+}
+
+impl From<StoredMetadataV1> for StreamMetadata {
+    fn from(m: StoredMetadataV1) -> Self {
+        StreamMetadata {
+            max_age_ms: m.max_age_ms,
+            max_count: m.max_count,
+            truncate_before: m.truncate_before,
+            custom: m.custom,
+            tombstoned: m.tombstoned,
+        }
+    }
+}
+
+/// The data of a `$Metadata` event holding `metadata`.
+pub(crate) fn encode(metadata: &StreamMetadata) -> Vec<u8> {
+    system::encode(&StoredMetadataV1::from(metadata))
+}
+
+/// The metadata held by an event of a `$meta-<stream>` stream.
 pub(crate) fn parse(event: &RecordedEvent) -> Result<StreamMetadata> {
-    serde_json::from_slice(&event.data).map_err(|e| Error::InvalidInput(format!("stream metadata: {e}")))
+    system::decode::<StoredMetadataV1>(&event.stream, event.position, &event.data).map(StreamMetadata::from)
 }

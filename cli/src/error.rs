@@ -14,7 +14,7 @@ pub const ERROR: i32 = 1;
 pub const CONFLICT: i32 = 3;
 /// The stream does not exist, or was deleted.
 pub const NOT_FOUND: i32 = 4;
-/// Corruption detected.
+/// Corruption detected (damaged bytes, or a system event that cannot be read).
 pub const CORRUPT: i32 = 5;
 
 /// An error with the exit code it ends the command with.
@@ -77,7 +77,7 @@ pub fn code(e: &annal::Error) -> i32 {
     match e {
         E::WrongExpectedVersion { .. } | E::ConditionFailed { .. } | E::IdempotencyConflict { .. } => CONFLICT,
         E::StreamNotFound(_) | E::StreamDeleted(_) => NOT_FOUND,
-        E::Corruption { .. } => CORRUPT,
+        E::Corruption { .. } | E::BadSystemEvent { .. } => CORRUPT,
         _ => ERROR,
     }
 }
@@ -93,6 +93,10 @@ impl From<annal::Error> for CliError {
             ),
             annal::Error::Corruption { .. } => {
                 message.push_str(" (run `annal verify` for a full report and `annal repair` to fix the store)")
+            }
+            // Its checksum is good, so repair would keep it: a newer annal wrote it, or a bug did.
+            annal::Error::BadSystemEvent { .. } => {
+                message.push_str(" (a newer version of annal may have written it; `annal repair` does not change it)")
             }
             _ => {}
         }

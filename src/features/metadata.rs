@@ -7,10 +7,10 @@
 //! must never touch files.
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::event::{AppendResult, EventData, ExpectedVersion, RecordedEvent};
+use crate::format::system::{self, StoredSnapshotHeaderV1, Version1};
 use crate::query::{Direction, StreamFrom};
 use crate::store::Store;
 pub use crate::stream_metadata::{META_PREFIX, SNAPSHOT_PREFIX, StreamMetadata};
@@ -22,11 +22,6 @@ pub struct Snapshot {
     pub revision: u64,
     /// The state, as the application encoded it.
     pub data: Bytes,
-}
-
-#[derive(Serialize, Deserialize)]
-struct SnapshotHeader {
-    revision: u64,
 }
 
 impl Store {
@@ -53,7 +48,7 @@ impl Store {
     }
 
     fn write_metadata(&self, stream: &str, metadata: &StreamMetadata) -> Result<AppendResult> {
-        let data = serde_json::to_vec(metadata).map_err(|e| Error::InvalidInput(format!("stream metadata: {e}")))?;
+        let data = crate::stream_metadata::encode(metadata);
         // Metadata writes are serialised so that the cache ends as the log does;
         // readers are not held up by the append's sync.
         let _one_at_a_time = self.shared.metadata_writes.lock();
@@ -120,8 +115,10 @@ impl Store {
                 "snapshot at revision {revision}, but {stream:?} ends at {last}"
             )));
         }
-        let header = serde_json::to_vec(&SnapshotHeader { revision })
-            .map_err(|e| Error::InvalidInput(format!("snapshot: {e}")))?;
+        let header = system::encode(&StoredSnapshotHeaderV1 {
+            version: Version1,
+            revision,
+        });
         self.append_system(
             &format!("{SNAPSHOT_PREFIX}{stream}"),
             ExpectedVersion::Any,
@@ -142,13 +139,7 @@ impl Store {
         match last {
             None => Ok(None),
             Some(e) => {
-                let h: SnapshotHeader = serde_json::from_slice(&e.metadata).map_err(|err| {
-                    Error::corruption(
-                        self.dir(),
-                        e.position,
-                        format!("snapshot header is not readable: {err}"),
-                    )
-                })?;
+                let h: StoredSnapshotHeaderV1 = system::decode(&e.stream, e.position, &e.metadata)?;
                 Ok(Some(Snapshot {
                     revision: h.revision,
                     data: e.data,

@@ -6,4 +6,5 @@
 
 pub mod metadata;
 pub mod persistent;
+mod stored;
 pub mod subscription;

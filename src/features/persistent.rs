@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::event::{EventData, ExpectedVersion, RecordedEvent};
 use crate::features::subscription::SubscribeFrom;
 use crate::format::index::hash_str;
+use crate::format::system::{self, StoredCheckpointV1, StoredDefinitionV1, StoredParkedV1, Version1};
 use crate::query::Filter;
 use crate::query::{Direction, LogFrom, StreamFrom};
 use crate::store::{Extension, Store};
@@ -118,7 +119,8 @@ pub struct Delivery {
     pub retry_count: u32,
 }
 
-/// A parked event's record in the dead-letter stream.
+/// A parked event's record in the dead-letter stream (read one with
+/// [`ParkedRecord::from_event`]; format.md, "System stream records", has its JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParkedRecord {
     /// Position of the original event.
@@ -133,6 +135,16 @@ pub struct ParkedRecord {
     pub deliveries: u32,
     /// Why it was parked.
     pub reason: String,
+}
+
+impl ParkedRecord {
+    /// Decodes an event of a group's dead-letter stream ([`parked_stream`]).
+    pub fn from_event(event: &RecordedEvent) -> Result<ParkedRecord> {
+        let stored: StoredParkedV1 = system::decode(&event.stream, event.position, &event.data)?;
+        stored
+            .try_into()
+            .map_err(|reason| Error::bad_system_event(&event.stream, event.position, reason))
+    }
 }
 
 /// The state of a group, for inspection.
@@ -153,20 +165,6 @@ pub struct GroupInfo {
     pub parked: u64,
     /// Connected consumers.
     pub consumers: Vec<String>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[allow(clippy::large_enum_variant)] // Lives only while a definition is encoded or decoded.
-enum Definition {
-    Created { name: String, settings: GroupSettings },
-    Deleted { name: String },
-}
-
-#[derive(Serialize, Deserialize)]
-struct Checkpoint {
-    checkpoint: u64,
-    parked: u64,
-    parked_replayed: u64,
 }
 
 struct Pending {
@@ -242,9 +240,9 @@ fn check_group_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn json_event(event_type: &str, value: &impl Serialize) -> Result<EventData> {
-    let data = serde_json::to_vec(value).map_err(|e| Error::InvalidInput(format!("encoding {event_type}: {e}")))?;
-    Ok(EventData::json(event_type, data))
+/// A system event holding a stored record (format.md, "System stream records").
+fn json_event(event_type: &str, record: &impl Serialize) -> EventData {
+    EventData::json(event_type, system::encode(record))
 }
 
 /// The latest definitions of every group, from `$groups`.
@@ -256,19 +254,14 @@ fn definitions(store: &Store) -> Result<HashMap<String, GroupSettings>> {
         Err(e) => return Err(e),
     };
     for e in events {
-        match serde_json::from_slice::<Definition>(&e.data) {
-            Ok(Definition::Created { name, settings }) => {
+        match system::decode(GROUPS_STREAM, e.position, &e.data)? {
+            StoredDefinitionV1::Created { name, settings, .. } => {
+                let settings = GroupSettings::try_from(settings)
+                    .map_err(|reason| Error::bad_system_event(GROUPS_STREAM, e.position, reason))?;
                 out.insert(name, settings);
             }
-            Ok(Definition::Deleted { name }) => {
+            StoredDefinitionV1::Deleted { name, .. } => {
                 out.remove(&name);
-            }
-            Err(err) => {
-                return Err(Error::corruption(
-                    store.dir(),
-                    e.position,
-                    format!("group definition at position {} is not readable: {err}", e.position),
-                ));
             }
         }
     }
@@ -297,14 +290,15 @@ impl Store {
         if definitions(self)?.contains_key(name) {
             return Err(Error::InvalidInput(format!("group {name:?} already exists")));
         }
-        let def = Definition::Created {
+        let def = StoredDefinitionV1::Created {
+            version: Version1,
             name: name.to_string(),
-            settings,
+            settings: (&settings).into(),
         };
         self.append_system(
             GROUPS_STREAM,
             ExpectedVersion::Any,
-            vec![json_event("$GroupCreated", &def)?],
+            vec![json_event("$GroupCreated", &def)],
         )?;
         drop(_guard);
         self.group(name)
@@ -323,15 +317,10 @@ impl Store {
         let settings = definitions(self)?
             .remove(name)
             .ok_or_else(|| Error::InvalidInput(format!("group {name:?} does not exist")))?;
-        let saved = match self.read_stream(&checkpoint_stream(name), Direction::Backward, StreamFrom::End, 1) {
+        let checkpoints = checkpoint_stream(name);
+        let saved = match self.read_stream(&checkpoints, Direction::Backward, StreamFrom::End, 1) {
             Ok(mut e) => match e.pop() {
-                Some(e) => Some(serde_json::from_slice::<Checkpoint>(&e.data).map_err(|err| {
-                    Error::corruption(
-                        self.dir(),
-                        e.position,
-                        format!("group checkpoint is not readable: {err}"),
-                    )
-                })?),
+                Some(e) => Some(system::decode::<StoredCheckpointV1>(&checkpoints, e.position, &e.data)?),
                 None => None,
             },
             Err(Error::StreamNotFound(_)) => None,
@@ -375,11 +364,14 @@ impl Store {
         if !definitions(self)?.contains_key(name) {
             return Err(Error::InvalidInput(format!("group {name:?} does not exist")));
         }
-        let def = Definition::Deleted { name: name.to_string() };
+        let def = StoredDefinitionV1::Deleted {
+            version: Version1,
+            name: name.to_string(),
+        };
         self.append_system(
             GROUPS_STREAM,
             ExpectedVersion::Any,
-            vec![json_event("$GroupDeleted", &def)?],
+            vec![json_event("$GroupDeleted", &def)],
         )?;
         loaded.remove(name);
         Ok(())
@@ -439,7 +431,8 @@ impl Group<'_> {
 
     fn save(&self, inner: &mut GroupInner) -> Result<()> {
         let checkpoint = low_water(inner);
-        let c = Checkpoint {
+        let c = StoredCheckpointV1 {
+            version: Version1,
             checkpoint,
             parked: inner.parked,
             parked_replayed: inner.parked_replayed,
@@ -447,7 +440,7 @@ impl Group<'_> {
         self.store.append_system(
             &checkpoint_stream(&self.state.name),
             ExpectedVersion::Any,
-            vec![json_event("$Checkpoint", &c)?],
+            vec![json_event("$Checkpoint", &c)],
         )?;
         inner.saved = checkpoint;
         inner.acks_since_save = 0;
@@ -469,8 +462,7 @@ impl Group<'_> {
         };
         let mut n = 0;
         for p in &parked {
-            let rec: ParkedRecord = serde_json::from_slice(&p.data)
-                .map_err(|e| Error::corruption(self.store.dir(), p.position, format!("parked record: {e}")))?;
+            let rec = ParkedRecord::from_event(p)?;
             if let Some(event) = self
                 .store
                 .read_all(Direction::Forward, LogFrom::Position(rec.position), 1, &Filter::all())?
@@ -537,7 +529,7 @@ impl Group<'_> {
         self.store.append_system(
             &parked_stream(&self.state.name),
             ExpectedVersion::Any,
-            vec![json_event("$Parked", &rec)?],
+            vec![json_event("$Parked", &StoredParkedV1::from(&rec))],
         )?;
         inner.parked += 1;
         self.completed(inner)

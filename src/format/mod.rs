@@ -1,13 +1,14 @@
 //! The on-disk format: every byte annal writes, encoded and decoded here.
 //!
 //! Frames ([`record`]), segment headers and file names ([`segment`]), index
-//! files ([`index`]), compressed segments and the dictionary ([`compressed`])
-//! and checkpoints ([`checkpoint`]); `format.md` is their contract. These
-//! modules turn bytes into values and back; they must never open a file or
-//! know that a store exists.
+//! files ([`index`]), compressed segments and the dictionary ([`compressed`]),
+//! checkpoints ([`checkpoint`]) and the JSON records of the system streams
+//! (`system`); `format.md` is their contract. These modules turn bytes into
+//! values and back; they must never open a file or know that a store exists.
 
 pub mod checkpoint;
 pub mod compressed;
 pub mod index;
 pub mod record;
 pub mod segment;
+pub(crate) mod system;

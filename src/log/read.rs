@@ -487,9 +487,7 @@ impl Shared {
                 .read_stream(&meta_stream, Direction::Backward, StreamFrom::End, 1)?
                 .pop()
             {
-                let meta = parse(&last).map_err(|e| {
-                    Error::corruption(&self.dir, last.position, format!("{meta_stream} is not readable: {e}"))
-                })?;
+                let meta = parse(&last)?;
                 cache.insert(meta_stream[META_PREFIX.len()..].to_string(), meta);
             }
         }

@@ -111,7 +111,9 @@ impl From<annal::Error> for ApiError {
             E::Closed(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_closed", message),
             E::Poisoned { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_failed", message),
             E::ReadOnly { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_read_only", message),
-            E::Corruption { .. } => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "corruption", message),
+            E::Corruption { .. } | E::BadSystemEvent { .. } => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "corruption", message)
+            }
             _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "io_error", message),
         }
     }
