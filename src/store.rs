@@ -179,6 +179,11 @@ impl Store {
         Ok(())
     }
 
+    /// The clock the store reads the time from ([`Options::clock`]).
+    pub fn clock(&self) -> &dyn crate::clock::Clock {
+        &*self.shared.options.clock
+    }
+
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.shared.dir

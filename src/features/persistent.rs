@@ -493,7 +493,8 @@ impl Group<'_> {
 
     /// Moves timed-out deliveries back in line, or to the parked stream.
     fn expire(&self, inner: &mut GroupInner) -> Result<()> {
-        let now = Instant::now();
+        // Acknowledgement deadlines run on the store's clock (a test moves it by hand).
+        let now = self.store.clock().now();
         let expired: Vec<Uuid> = inner
             .in_flight
             .iter()
@@ -683,9 +684,11 @@ impl Consumer<'_> {
                         deliveries: p.deliveries + 1,
                         key: p.key,
                     },
-                    deadline: Instant::now()
-                        .checked_add(Duration::from_millis(settings.ack_timeout_ms))
-                        .unwrap_or_else(Instant::now),
+                    deadline: {
+                        let now = self.group.store.clock().now();
+                        now.checked_add(Duration::from_millis(settings.ack_timeout_ms))
+                            .unwrap_or(now)
+                    },
                     consumer: self.name.clone(),
                 },
             );
