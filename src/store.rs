@@ -1,10 +1,9 @@
-//! The public handle ([`Store`]) and the read paths.
+//! The public handle ([`Store`]): opening, appending, reading, closing.
 //!
-//! This module owns the shared in-memory state (sealed segments, the active
-//! segment's index, stream states) and every read: by stream, by position, by
-//! filter and by id. Reads never take a lock while doing I/O and only see
-//! positions the writer has published. It must never write to the log: appends
-//! go through the write path ([`crate::log::writer`]).
+//! A facade over the log ([`crate::log`]) and the maintenance jobs
+//! ([`crate::maintenance`]): it checks a caller's input, hands appends to the
+//! writer and reads to the read paths, and starts and stops background work.
+//! It must never encode a byte or touch a file itself.
 
 use std::path::Path;
 use std::sync::Arc;
