@@ -14,7 +14,7 @@ use std::path::Path;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::format::record::Reader;
+use crate::format::codec::{Reader, le_u32, le_u64, le_i64};
 
 /// Magic bytes of `annal.meta`.
 pub const META_MAGIC: &[u8; 8] = b"ANNALMET";
@@ -63,10 +63,10 @@ impl StoreMeta {
                 reason: "annal.meta is not an annal identity file".into(),
             });
         }
-        if crc32fast::hash(&b[..60]) != u32::from_le_bytes(b[60..64].try_into().expect("4 bytes")) {
+        if crc32fast::hash(&b[..60]) != le_u32(b, 60) {
             return Err(Error::corruption(file, 0, "annal.meta checksum mismatch"));
         }
-        let version = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
+        let version = le_u32(b, 8);
         if version != STORE_VERSION {
             return Err(Error::UnsupportedVersion {
                 file: file.to_path_buf(),
@@ -78,7 +78,7 @@ impl StoreMeta {
             return Err(Error::corruption(file, 12, "unknown annal.meta flags"));
         }
         Ok(StoreMeta {
-            created_micros: i64::from_le_bytes(b[16..24].try_into().expect("8 bytes")),
+            created_micros: le_i64(b, 16),
             store_id: Uuid::from_bytes(b[24..40].try_into().expect("16 bytes")),
         })
     }
@@ -136,7 +136,7 @@ impl StreamsCheckpoint {
         if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
             return Err(bad("stream checkpoint checksum mismatch"));
         }
-        let version = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
+        let version = le_u32(b, 8);
         if version != STREAMS_VERSION {
             return Err(Error::UnsupportedVersion {
                 file: file.to_path_buf(),
@@ -147,9 +147,9 @@ impl StreamsCheckpoint {
         if b[12..16] != [0; 4] {
             return Err(bad("unknown stream checkpoint flags"));
         }
-        let covered_position = u64::from_le_bytes(b[16..24].try_into().expect("8 bytes"));
-        let count = u64::from_le_bytes(b[24..32].try_into().expect("8 bytes"));
-        let mut r = Reader { buf: &body[32..] };
+        let covered_position = le_u64(b, 16);
+        let count = le_u64(b, 24);
+        let mut r = Reader::new(&body[32..]);
         // Each entry takes at least 18 bytes, which bounds the allocation.
         let count = usize::try_from(count)
             .ok()
@@ -159,7 +159,7 @@ impl StreamsCheckpoint {
         for _ in 0..count {
             let parsed = (|| {
                 let name = r.str16()?;
-                Ok::<_, crate::format::record::FrameError>((name, r.u64()?, r.u64()?))
+                Ok::<_, crate::format::codec::DecodeError>((name, r.u64()?, r.u64()?))
             })();
             let (name, last_revision, last_position) = parsed.map_err(|_| bad("malformed stream entry"))?;
             streams.insert(
@@ -216,16 +216,10 @@ impl DurableMark {
         if b.len() != 64 || &b[0..8] != DURABLE_MAGIC {
             return Err(Error::corruption(file, 0, "not a durable-end checkpoint"));
         }
-        let le_u32 = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-        let le_u64 = |at: usize| {
-            let mut x = [0u8; 8];
-            x.copy_from_slice(&b[at..at + 8]);
-            u64::from_le_bytes(x)
-        };
-        if crc32fast::hash(&b[..60]) != le_u32(60) {
+        if crc32fast::hash(&b[..60]) != le_u32(b, 60) {
             return Err(Error::corruption(file, 0, "durable-end checkpoint checksum mismatch"));
         }
-        let version = le_u32(8);
+        let version = le_u32(b, 8);
         if version != DURABLE_VERSION {
             return Err(Error::UnsupportedVersion {
                 file: file.to_path_buf(),
@@ -237,10 +231,10 @@ impl DurableMark {
             return Err(Error::corruption(file, 12, "unknown durable-end checkpoint fields"));
         }
         let mark = DurableMark {
-            segment_base: le_u64(16),
-            durable_end: le_u64(24),
-            next_position: le_u64(32),
-            content_crc: le_u32(40),
+            segment_base: le_u64(b, 16),
+            durable_end: le_u64(b, 24),
+            next_position: le_u64(b, 32),
+            content_crc: le_u32(b, 40),
         };
         if mark.durable_end < crate::format::segment::SEGMENT_HEADER as u64 || mark.next_position < mark.segment_base {
             return Err(Error::corruption(file, 16, "durable-end checkpoint out of range"));

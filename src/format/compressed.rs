@@ -14,6 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
+use crate::format::codec::{le_u32, le_u64};
 use crate::error::{Error, Result};
 use crate::format::record;
 use crate::format::segment::SEGMENT_HEADER;
@@ -136,18 +137,16 @@ pub fn compress_segment(raw: &[u8], level: i32, block_size: usize, dict: Option<
     }
     .map_err(|e| Error::io("preparing zstd", e))?;
     let mut blocks = Vec::new();
+    let mut frames = record::frame_spans(raw, SEGMENT_HEADER).peekable();
     let mut at = SEGMENT_HEADER;
     while at < raw.len() {
-        // Gather whole frames up to the block size.
+        // Gather whole frames up to the block size (a larger frame alone).
         let start = at;
-        while at < raw.len() {
-            let len = record::frame_len(&raw[at..])
-                .filter(|l| at + l <= raw.len())
-                .ok_or_else(|| Error::InvalidInput(format!("no whole frame at byte {at} of a sealed segment")))?;
-            if at > start && at + len - start > block_size {
-                break;
-            }
-            at += len;
+        while let Some(frame) = frames.next_if(|f| f.start == start || f.end - start <= block_size) {
+            at = frame.end;
+        }
+        if at == start {
+            return Err(Error::InvalidInput(format!("no whole frame at byte {at} of a sealed segment")));
         }
         if at - start > MAX_BLOCK_LOGICAL {
             return Err(Error::InvalidInput(format!(
@@ -205,13 +204,7 @@ impl std::fmt::Debug for Compressed {
     }
 }
 
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
-}
 
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
 
 impl Compressed {
     /// Reads and checks the block table of a compressed segment file; `dict` is

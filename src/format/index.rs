@@ -13,6 +13,7 @@ use rustc_hash::FxHashMap;
 use uuid::Uuid;
 use xxhash_rust::xxh3::xxh3_64;
 
+use crate::format::codec::{le_u32, le_u64};
 use crate::error::{Error, Result};
 use crate::format::record::EventView;
 use crate::storage::Mapped;
@@ -372,9 +373,6 @@ impl std::fmt::Debug for SegmentIndex {
     }
 }
 
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes in bounds"))
-}
 
 impl SegmentIndex {
     /// Decodes and fully checks an index file (both checksums and every size).
@@ -387,11 +385,11 @@ impl SegmentIndex {
         if &b[0..8] != INDEX_MAGIC {
             return Err(bad(0, "not an annal index (bad magic)"));
         }
-        let crc = u32::from_le_bytes(b[124..128].try_into().expect("4 bytes"));
+        let crc = le_u32(b, 124);
         if crc32fast::hash(&b[..124]) != crc {
             return Err(bad(0, "index header checksum mismatch"));
         }
-        let version = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
+        let version = le_u32(b, 8);
         if version != INDEX_VERSION {
             return Err(Error::UnsupportedVersion {
                 file: file.to_path_buf(),
@@ -518,9 +516,7 @@ impl SegmentIndex {
     }
 
     fn parse_summary(&self) -> Option<Vec<(String, StreamSummary)>> {
-        let mut r = crate::format::record::Reader {
-            buf: &self.bytes()[self.summary_at..self.summary_at + self.summary_len],
-        };
+        let mut r = crate::format::codec::Reader::new(&self.bytes()[self.summary_at..self.summary_at + self.summary_len]);
         let mut out = Vec::new();
         while !r.buf.is_empty() {
             let name = r.str16().ok()?.to_string();

@@ -7,6 +7,7 @@
 //! values and back; they must never open a file or know that a store exists.
 
 pub mod checkpoint;
+pub mod codec;
 pub mod compressed;
 pub mod index;
 pub mod record;

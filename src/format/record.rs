@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::event::ContentType;
+use crate::format::codec::{DecodeError, Reader, le_u32};
 
 /// Bytes before a frame's body.
 pub const FRAME_HEADER: usize = 8;
@@ -284,12 +285,26 @@ pub fn frame_len(buf: &[u8]) -> Option<usize> {
     (len <= MAX_BODY).then_some(FRAME_HEADER + len)
 }
 
+/// The byte ranges of the whole frames laid end to end in `bytes` from
+/// `start`, by their length fields alone (no checksum is checked): the walk
+/// that compression and dictionary training make over a sealed segment. It
+/// stops before the first frame that is not whole.
+pub fn frame_spans(bytes: &[u8], start: usize) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    let mut at = start;
+    std::iter::from_fn(move || {
+        let len = frame_len(bytes.get(at..)?).filter(|l| at + l <= bytes.len())?;
+        let span = at..at + len;
+        at += len;
+        Some(span)
+    })
+}
+
 /// Decodes the frame at the start of `buf`; returns it and its total length.
 pub fn decode_frame(buf: &[u8]) -> Result<(Frame<'_>, usize), FrameError> {
     if buf.len() < FRAME_HEADER {
         return Err(FrameError::Truncated);
     }
-    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    let len = le_u32(buf, 0) as usize;
     if len > MAX_BODY {
         // A length this large was never written: damage, or garbage past a torn tail.
         return Err(FrameError::Checksum);
@@ -298,7 +313,7 @@ pub fn decode_frame(buf: &[u8]) -> Result<(Frame<'_>, usize), FrameError> {
     if buf.len() < total {
         return Err(FrameError::Truncated);
     }
-    let stored = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    let stored = le_u32(buf, 4);
     let mut h = crc32fast::Hasher::new();
     h.update(&buf[..4]);
     h.update(&buf[FRAME_HEADER..total]);
@@ -320,9 +335,7 @@ pub fn decode_own_frame(buf: &[u8]) -> Result<(Frame<'_>, usize), FrameError> {
 
 /// Decodes the body of a frame whose total length is `total`.
 fn decode_body(buf: &[u8], total: usize) -> Result<(Frame<'_>, usize), FrameError> {
-    let mut r = Reader {
-        buf: &buf[FRAME_HEADER..total],
-    };
+    let mut r = Reader::new(&buf[FRAME_HEADER..total]);
     let kind = r.u8()?;
     let flags = r.u8()?;
     let frame = match kind {
@@ -394,35 +407,9 @@ fn decode_body(buf: &[u8], total: usize) -> Result<(Frame<'_>, usize), FrameErro
     Ok((frame, total))
 }
 
-/// A bounds-checked little-endian cursor; every read past the end is `Malformed`.
-pub(crate) struct Reader<'a> {
-    pub(crate) buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
-        if self.buf.len() < n {
-            return Err(FrameError::Malformed("field runs past the end of the body"));
-        }
-        let (head, rest) = self.buf.split_at(n);
-        self.buf = rest;
-        Ok(head)
-    }
-    pub(crate) fn u8(&mut self) -> Result<u8, FrameError> {
-        Ok(self.take(1)?[0])
-    }
-    pub(crate) fn u16(&mut self) -> Result<u16, FrameError> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
-    }
-    pub(crate) fn u32(&mut self) -> Result<u32, FrameError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
-    }
-    pub(crate) fn u64(&mut self) -> Result<u64, FrameError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
-    }
-    pub(crate) fn str16(&mut self) -> Result<&'a str, FrameError> {
-        let n = self.u16()? as usize;
-        std::str::from_utf8(self.take(n)?).map_err(|_| FrameError::Malformed("string is not UTF-8"))
+impl From<DecodeError> for FrameError {
+    fn from(e: DecodeError) -> Self {
+        FrameError::Malformed(e.0)
     }
 }
 

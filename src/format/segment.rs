@@ -8,6 +8,7 @@
 
 use std::path::Path;
 
+use crate::format::codec::{le_u32, le_u64, le_i64};
 use crate::error::{Error, Result};
 use crate::format::record::{self, Frame, FrameError};
 
@@ -78,11 +79,11 @@ impl SegmentHeader {
         if &bytes[0..8] != SEGMENT_MAGIC {
             return Err(Error::corruption(file, 0, "not an annal segment (bad magic)"));
         }
-        let crc = u32::from_le_bytes(bytes[60..64].try_into().expect("4 bytes"));
+        let crc = le_u32(bytes, 60);
         if crc32fast::hash(&bytes[..60]) != crc {
             return Err(Error::corruption(file, 0, "segment header checksum mismatch"));
         }
-        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        let version = le_u32(bytes, 8);
         if version != SEGMENT_VERSION {
             return Err(Error::UnsupportedVersion {
                 file: file.to_path_buf(),
@@ -90,18 +91,18 @@ impl SegmentHeader {
                 supported: SEGMENT_VERSION,
             });
         }
-        let flags = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
+        let flags = le_u32(bytes, 12);
         if flags & !(FLAG_COMPRESSED | FLAG_DICTIONARY) != 0
             || (flags & FLAG_DICTIONARY != 0 && flags & FLAG_COMPRESSED == 0)
         {
             return Err(Error::corruption(file, 12, "unknown segment flags"));
         }
         Ok(SegmentHeader {
-            base_position: u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes")),
-            created_micros: i64::from_le_bytes(bytes[24..32].try_into().expect("8 bytes")),
+            base_position: le_u64(bytes, 16),
+            created_micros: le_i64(bytes, 24),
             compressed: flags & FLAG_COMPRESSED != 0,
             dictionary: (flags & FLAG_DICTIONARY != 0)
-                .then(|| u32::from_le_bytes(bytes[32..36].try_into().expect("4 bytes"))),
+                .then(|| le_u32(bytes, 32)),
         })
     }
 }

@@ -186,11 +186,9 @@ fn train_dictionary(
     let mut samples: Vec<&[u8]> = Vec::new();
     let mut total = 0;
     'gather: for seg in segments {
-        let mut at = SEGMENT_HEADER;
-        while let Some(len) = record::frame_len(&seg.bytes[at..]).filter(|l| at + l <= seg.bytes.len()) {
-            samples.push(&seg.bytes[at..at + len]);
-            total += len;
-            at += len;
+        for frame in record::frame_spans(&seg.bytes, SEGMENT_HEADER) {
+            total += frame.len();
+            samples.push(&seg.bytes[frame]);
             if samples.len() >= 20_000 || total >= 8 << 20 {
                 break 'gather;
             }
