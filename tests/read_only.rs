@@ -289,3 +289,16 @@ fn a_damaged_header_of_the_last_segment_is_damage_not_an_empty_segment() {
     );
     assert!(!store.verify().unwrap().is_clean());
 }
+
+#[test]
+fn a_backup_of_a_store_open_degraded_is_refused_not_silently_short() {
+    // The copy would hold only the intact part and look whole.
+    let sim = SimStorage::new();
+    let disk: Arc<dyn Storage> = Arc::new(sim.clone());
+    let (_, damaged) = damaged_store(&sim);
+    let store = Store::open_or_degraded_with(disk, "/d", options()).unwrap();
+    assert!(!store.damage().is_empty());
+    let err = store.backup("/copy").unwrap_err();
+    assert!(err.is_corruption(), "{err}");
+    assert!(store.damage().iter().any(|d| d.first_position <= damaged));
+}

@@ -780,3 +780,21 @@ fn racing_conditional_appends_let_exactly_one_through() {
     }
     assert_eq!(store.head_position(), 50);
 }
+
+#[test]
+fn a_condition_after_the_last_possible_position_passes() {
+    // Nothing can come after u64::MAX: the check must not overflow.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    store.append("s", ExpectedVersion::Any, vec![ev("E", 0)]).unwrap();
+    let r = store.append_if(
+        "t",
+        ExpectedVersion::Any,
+        vec![ev("E", 1)],
+        AppendCondition {
+            query: Query::item(&["E"], &[]),
+            after: Some(u64::MAX),
+        },
+    );
+    assert_eq!(r.unwrap().position, 1);
+}

@@ -527,7 +527,10 @@ impl Shared {
 
     /// First event at a position after `after` matching `filter`, if any.
     pub(crate) fn first_match_after(&self, filter: &Filter, after: Option<u64>) -> Result<Option<u64>> {
-        let from = after.map_or(0, |a| a + 1);
+        // Nothing comes after the last possible position.
+        let Some(from) = after.map_or(Some(0), |a| a.checked_add(1)) else {
+            return Ok(None);
+        };
         Ok(self
             .read_log_as(Direction::Forward, LogFrom::Position(from), 1, filter, Visibility::Raw)?
             .first()

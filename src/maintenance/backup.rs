@@ -7,6 +7,7 @@
 //! into the destination directory.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::checkpoint::{META_FILE, STREAMS_FILE};
@@ -74,6 +75,11 @@ fn copy_bytes(st: &dyn Storage, dest: &Path, name: &str, bytes: &[u8], report: &
 
 /// Copies the live store behind `shared` into `dest` (empty or new).
 pub(crate) fn backup(shared: &Shared, dest: &Path) -> Result<BackupReport> {
+    // A store open degraded around damage would copy only its intact part,
+    // and the copy would look whole: refuse, naming the damage.
+    if let Some(d) = shared.damage.first() {
+        return Err(d.error());
+    }
     let st = &*shared.storage;
     empty_dest(st, dest)?;
     // One consistent cut: the segments, and the active one's end as of now.
@@ -164,18 +170,20 @@ pub fn restore_with(storage: std::sync::Arc<dyn Storage>, from: &Path, to: &Path
         copy_bytes(st, to, &name, (*bytes).as_ref(), &mut report)?;
     }
     st.sync_dir(to).ctx(|| format!("syncing {}", to.display()))?;
-    // The copy must open as a store, every segment whole: open it for reading
-    // (which writes nothing) and refuse it if that open had to step around damage.
-    let opened = crate::log::recovery::open(
+    // The copy must open as a store does, for writing: every check of a
+    // read-write open, its stream metadata readable, and the close that
+    // records its durable end (durable.chk), so that later damage to the copy
+    // is refused, never cut as a torn tail.
+    let opened = Arc::new(crate::log::recovery::open(
         storage.clone(),
         to,
         crate::options::Options::default(),
-        crate::log::recovery::Access::ReadOnly,
-    )?;
-    if let Some(d) = opened.damage.first() {
-        return Err(d.error());
-    }
+        crate::log::recovery::Access::ReadWrite,
+    )?);
+    opened.load_metadata()?;
+    let writer = crate::log::writer::Committer::new(opened.clone())?;
     report.events = opened.published();
+    writer.close()?;
     Ok(report)
 }
 

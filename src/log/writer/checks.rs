@@ -19,7 +19,7 @@ use crate::query::AppendCondition;
 
 use super::batch::Writer;
 use super::pipeline::Results;
-use super::request::{AppendRequest, Precheck, encoded_size};
+use super::request::{AppendRequest, ConditionCheck, Precheck, encoded_size};
 
 impl Writer {
     /// The stream's state as of the staged group: staged, written, or published.
@@ -181,13 +181,17 @@ impl Writer {
         }
         let mut first_revision = None;
         let mut last_revision = 0;
-        for (i, ((_, pos), e)) in found.iter().flatten().zip(&req.events).enumerate() {
+        // Every event has a found id (checked above), so `i` is the event's own index.
+        for (i, (found_i, e)) in found.iter().zip(&req.events).enumerate() {
+            let Some((_, pos)) = found_i else {
+                return Err(conflict);
+            };
             if *pos != first_pos + i as u64 {
                 return Err(conflict);
             }
             // A retry must carry the same events: an id reused for other content is a conflict.
             let looked_up = match pre.ids.get(i) {
-                Some(Some((p, ev))) if p == pos => Some(ev.clone()),
+                Some(Some((p, Some(ev)))) if p == pos => Some(ev.clone()),
                 _ => None,
             };
             let (stream, revision, same) = match self.staged_event(*pos) {
@@ -231,10 +235,12 @@ impl Writer {
         // Published events, through the indexes: those before `pre.published`
         // were checked by the appender, the rest are checked here; every group
         // not yet published is in `self.unpublished` or staged, checked below.
-        if let Some(position) = pre.condition_match {
-            return Err(Error::ConditionFailed { position });
-        }
-        let from = cond.after.map_or(0, |a| a.saturating_add(1)).max(pre.published);
+        let after_caller = cond.after.map_or(0, |a| a.saturating_add(1));
+        let from = match pre.condition {
+            ConditionCheck::Failed(position) => return Err(Error::ConditionFailed { position }),
+            ConditionCheck::Clear => after_caller.max(pre.published),
+            ConditionCheck::Unchecked => after_caller,
+        };
         let after = from.checked_sub(1);
         for item in &cond.query.items {
             if let Some(position) = self.shared.first_match_after(&item.as_filter(), after)? {
@@ -281,28 +287,38 @@ pub(super) fn same_content(
 /// Runs an append's lookups that may read the log (see [`Precheck`]), before
 /// its appender queues: where each event id is stored, with that event, and
 /// the first published event that fails the append condition.
-pub(super) fn precheck(shared: &Shared, req: &AppendRequest) -> Result<Precheck> {
+pub(super) fn precheck(shared: &Shared, req: &AppendRequest) -> Precheck {
     let published = shared.published();
-    let mut ids = Vec::with_capacity(req.events.len());
-    for e in &req.events {
-        let found = match e.id.and_then(|id| shared.find_id(&id)) {
-            Some(p) => shared.read_position(p)?.map(|ev| (p, ev)),
-            None => None,
-        };
-        ids.push(found);
-    }
-    let mut condition_match = None;
+    // Read errors are not returned here: the writer meets them again in the
+    // order its checks run (idempotency first), as if nothing had been looked up.
+    let ids = req
+        .events
+        .iter()
+        .map(|e| {
+            let p = shared.find_id(&e.id?)?;
+            Some((p, shared.read_position(p).ok().flatten()))
+        })
+        .collect();
+    let mut condition = ConditionCheck::Unchecked;
     if let Some(cond) = &req.condition {
+        condition = ConditionCheck::Clear;
         for item in &cond.query.items {
-            condition_match = shared.first_match_after(&item.as_filter(), cond.after)?;
-            if condition_match.is_some() {
-                break;
+            match shared.first_match_after(&item.as_filter(), cond.after) {
+                Ok(None) => {}
+                Ok(Some(p)) => {
+                    condition = ConditionCheck::Failed(p);
+                    break;
+                }
+                Err(_) => {
+                    condition = ConditionCheck::Unchecked;
+                    break;
+                }
             }
         }
     }
-    Ok(Precheck {
+    Precheck {
         published,
         ids,
-        condition_match,
-    })
+        condition,
+    }
 }

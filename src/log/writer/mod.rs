@@ -107,7 +107,7 @@ impl Committer {
     pub(crate) fn append(&self, mut request: AppendRequest) -> Result<AppendResult> {
         // What may read the log is looked up now, before queueing, so that the
         // leader's checks under the writer's lock read only recent events.
-        request.precheck = checks::precheck(&self.shared, &request)?;
+        request.precheck = checks::precheck(&self.shared, &request);
         let me = Arc::new(Slot {
             request: Mutex::new(Some(request)),
             state: Mutex::new(SlotState::default()),

@@ -42,10 +42,25 @@ impl AppendRequest {
 pub(crate) struct Precheck {
     /// Every position below this was published before the lookups ran.
     pub(crate) published: u64,
-    /// Per event: where its id was found among published events, with that event.
-    pub(crate) ids: Vec<Option<(u64, RecordedEvent)>>,
-    /// The first published event that fails the append condition, if one does.
-    pub(crate) condition_match: Option<u64>,
+    /// Per event: where its id was found among published events, with that
+    /// event if it read back (a read that failed is left to the writer, which
+    /// reads it again where the append's other checks order it).
+    pub(crate) ids: Vec<Option<(u64, Option<RecordedEvent>)>>,
+    /// What the published events before `published` say of the append condition.
+    pub(crate) condition: ConditionCheck,
+}
+
+/// The append condition against the events published before the watermark.
+#[derive(Default)]
+pub(crate) enum ConditionCheck {
+    /// Not looked at (no condition, or a read failed): the writer checks
+    /// everything after the caller's position.
+    #[default]
+    Unchecked,
+    /// No event before the watermark fails it.
+    Clear,
+    /// This published event fails it.
+    Failed(u64),
 }
 
 /// Upper bound of the encoded size of an append's frames.
