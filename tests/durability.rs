@@ -304,7 +304,13 @@ fn a_stale_index_of_the_active_segment_cannot_hide_an_acknowledged_append() {
     // An index for base 0 whose seal would lie 10 bytes into the next append:
     // ignored by the next open (its seal would lie past the segment's end)...
     let mut stale = annal::format::index::MemIndex::new(0, 64);
-    stale.push_lost(1, 64, len + 10);
+    let lost = annal::format::record::LostView {
+        first_position: 0,
+        count: 1,
+        removed: false,
+        heads: vec![],
+    };
+    stale.push_lost(&lost, 64, len + 10);
     sim.write_file(
         &Path::new(SIM).join(format!("{:020}.idx", 0)),
         &stale.encode_file().unwrap(),

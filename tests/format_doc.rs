@@ -220,13 +220,26 @@ fn check(e: &Example) {
                 panic!("line {}: not a lost frame", e.line)
             };
             let kind = if l.removed { "Removed" } else { "Lost" };
-            states(
-                e,
-                &[
-                    format!("{kind} `{{first_position: {}, count: {}}}`", l.first_position, l.count),
-                    len,
-                ],
-            );
+            let heads: Vec<String> = l
+                .heads
+                .iter()
+                .map(|h| {
+                    format!(
+                        "{{stream: {:?}, revision: {}, position: {}}}",
+                        h.stream, h.revision, h.position
+                    )
+                })
+                .collect();
+            let fields = match heads.is_empty() {
+                true => format!("{kind} `{{first_position: {}, count: {}}}`", l.first_position, l.count),
+                false => format!(
+                    "{kind} `{{first_position: {}, count: {}, heads: [{}]}}`",
+                    l.first_position,
+                    l.count,
+                    heads.join(", ")
+                ),
+            };
+            states(e, &[fields, len]);
         }
         "segment-header" => {
             let h = SegmentHeader::decode(&e.bytes, file)

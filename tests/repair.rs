@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use annal::{
     Direction, Durability, Error, EventData, ExpectedVersion, Filter, LogFrom, Options, RecordedEvent, SimStorage,
-    Storage, Store, repair_with,
+    Storage, Store, StreamFrom, repair_with,
 };
 
 const DIR: &str = "/r";
@@ -72,6 +72,22 @@ fn check_repaired(sim: &SimStorage, original: &BTreeMap<u64, RecordedEvent>, max
         original.len() as u64,
         "positions keep their numbers"
     );
+    // Revisions too: a stream whose last events were lost still counts them,
+    // so its next append never gets a revision handed out before.
+    let mut last = BTreeMap::new();
+    for e in original.values() {
+        last.insert(e.stream.clone(), e.revision);
+    }
+    assert_eq!(report.lost_unattributed, 0, "{:?}", report.actions);
+    for (stream, revision) in &last {
+        let info = store.stream_info(stream);
+        assert_eq!(
+            info.map(|i| i.last_revision),
+            Some(*revision),
+            "stream {stream} after repair: {:?}",
+            report.actions
+        );
+    }
     // The store takes appends again, and a second repair finds nothing to do.
     store
         .append("after", ExpectedVersion::Any, vec![EventData::json("A", "{}")])
@@ -441,4 +457,110 @@ fn a_damaged_dictionary_is_reported_and_its_segments_are_left_as_they_are() {
         .read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all())
         .unwrap();
     assert_eq!(now.len(), original.len());
+}
+
+/// Flips one bit in the data of the event whose JSON data is `marker`.
+fn flip_event(sim: &SimStorage, seg: &Path, marker: &str) {
+    let bytes = sim.read_file(seg).unwrap();
+    let at = bytes
+        .windows(marker.len())
+        .position(|w| w == marker.as_bytes())
+        .unwrap() as u64
+        + 2;
+    sim.flip_bit(seg, at, 3).unwrap();
+}
+
+#[test]
+fn revisions_of_lost_events_are_never_handed_out_again() {
+    // The issue's case: the last appends of a cleanly closed store are damaged,
+    // repair records them as lost, and the streams they belonged to must still
+    // count them: "c" had one event (revision 0), "b" reached revision 3.
+    let sim = SimStorage::new();
+    let store = open(&sim).unwrap();
+    let ev = |d: &str| EventData::json("T", format!(r#"{{"d":"{d}"}}"#));
+    store
+        .append("a", ExpectedVersion::NoStream, vec![ev("a0"), ev("a1"), ev("a2")])
+        .unwrap();
+    store
+        .append("b", ExpectedVersion::NoStream, vec![ev("b0"), ev("b1")])
+        .unwrap();
+    store.append("c", ExpectedVersion::NoStream, vec![ev("c0")]).unwrap();
+    store
+        .append("b", ExpectedVersion::Exact(1), vec![ev("b2"), ev("b3")])
+        .unwrap();
+    store.close().unwrap();
+    let seg = Path::new(DIR).join(files(&sim, ".seg").last().unwrap());
+    flip_event(&sim, &seg, r#"{"d":"c0"}"#);
+    flip_event(&sim, &seg, r#"{"d":"b3"}"#);
+    assert!(matches!(open(&sim), Err(Error::Corruption { .. })));
+
+    let report = repair_with(Arc::new(sim.clone()), Path::new(DIR)).unwrap();
+    assert_eq!(
+        (report.lost_positions, report.lost_unattributed),
+        (2, 0),
+        "{:?}",
+        report.actions
+    );
+    let store = open(&sim).unwrap();
+    assert!(store.verify().unwrap().is_clean());
+    assert_eq!(store.stream_info("c").map(|i| i.last_revision), Some(0));
+    assert_eq!(store.stream_info("b").map(|i| i.last_revision), Some(3));
+    assert!(matches!(
+        store.append("c", ExpectedVersion::NoStream, vec![ev("again")]),
+        Err(Error::WrongExpectedVersion { .. })
+    ));
+    let next = store.append("b", ExpectedVersion::Any, vec![ev("b4")]).unwrap();
+    assert_eq!(next.first_revision, 4);
+    let next = store.append("c", ExpectedVersion::Exact(0), vec![ev("c1")]).unwrap();
+    assert_eq!(next.first_revision, 1);
+    // The surviving events read as before; the lost ones are gaps.
+    let b: Vec<u64> = store
+        .read_stream("b", Direction::Forward, StreamFrom::Start, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|e| e.revision)
+        .collect();
+    assert_eq!(b, [0, 1, 2, 4]);
+    store.close().unwrap();
+
+    // The heads live in the log itself: without the stream checkpoint, the
+    // states rebuilt from the segments are the same.
+    sim.remove(&Path::new(DIR).join("streams.chk")).unwrap();
+    let store = open(&sim).unwrap();
+    assert_eq!(store.stream_info("b").map(|i| i.last_revision), Some(4));
+    assert_eq!(store.stream_info("c").map(|i| i.last_revision), Some(1));
+}
+
+#[test]
+fn lost_events_that_nothing_describes_are_counted_and_named() {
+    // After a crash, bytes written since the last seal are described by no
+    // checkpoint: repair cannot tell their streams, and says so.
+    let sim = SimStorage::new();
+    let store = open(&sim).unwrap();
+    let ev = |d: &str| EventData::json("T", format!(r#"{{"d":"{d}"}}"#));
+    store.append("a", ExpectedVersion::NoStream, vec![ev("a0")]).unwrap();
+    store.append("b", ExpectedVersion::NoStream, vec![ev("b0")]).unwrap();
+    store.append("a", ExpectedVersion::Exact(0), vec![ev("a1")]).unwrap();
+    sim.crash(7, false);
+    drop(store);
+    let seg = Path::new(DIR).join(files(&sim, ".seg").last().unwrap());
+    flip_event(&sim, &seg, r#"{"d":"b0"}"#);
+    let report = repair_with(Arc::new(sim.clone()), Path::new(DIR)).unwrap();
+    assert_eq!(
+        (report.lost_positions, report.lost_unattributed),
+        (1, 1),
+        "{:?}",
+        report.actions
+    );
+    assert!(
+        report
+            .actions
+            .iter()
+            .any(|a| a.contains("described by no stream checkpoint")),
+        "{:?}",
+        report.actions
+    );
+    let store = open(&sim).unwrap();
+    assert!(store.verify().unwrap().is_clean());
+    assert_eq!(store.stream_info("a").map(|i| i.last_revision), Some(1));
 }

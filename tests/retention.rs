@@ -221,3 +221,59 @@ fn a_nearly_full_disk_stops_appends_and_scavenging_frees_space() {
         .unwrap();
     assert!(store.verify().unwrap().is_clean());
 }
+
+#[test]
+fn a_stream_scavenged_away_keeps_its_revisions_without_the_checkpoint() {
+    // Every event of "old-*" expires and goes; the segments alone must still
+    // say which revisions those streams handed out, so that a store whose
+    // stream checkpoint is lost never starts them over.
+    let sim = SimStorage::new();
+    let policy = RetentionPolicy {
+        max_age_ms: Some(3_600_000),
+        ..Default::default()
+    };
+    let clock = Arc::new(ManualClock::new());
+    let opts = || options().retention(policy.clone()).clock(clock.clone());
+    let store = Store::open_with(Arc::new(sim.clone()), "/h", opts()).unwrap();
+    for i in 0..40u64 {
+        let e = EventData::json("Old", format!(r#"{{"i":{i},"pad":"{}"}}"#, "x".repeat(200)));
+        store
+            .append(&format!("old-{}", i % 3), ExpectedVersion::Any, vec![e])
+            .unwrap();
+    }
+    let before: Vec<_> = (0..3)
+        .map(|i| store.stream_info(&format!("old-{i}")).unwrap().last_revision)
+        .collect();
+    clock.advance(Duration::from_secs(3601));
+    // Enough new events to seal the segments holding the old ones.
+    fill(&store, 200);
+    let report = store.scavenge().unwrap();
+    assert!(report.events_removed >= 40, "{report:?}");
+    for (i, revision) in before.iter().enumerate() {
+        let stream = format!("old-{i}");
+        assert!(
+            store
+                .read_stream(&stream, Direction::Forward, annal::StreamFrom::Start, 10)
+                .map_or(true, |v| v.is_empty())
+        );
+        assert_eq!(store.stream_info(&stream).map(|s| s.last_revision), Some(*revision));
+    }
+    assert!(store.verify().unwrap().is_clean());
+    store.close().unwrap();
+
+    annal::Storage::remove(&sim, std::path::Path::new("/h/streams.chk")).unwrap();
+    let store = Store::open_with(Arc::new(sim.clone()), "/h", opts()).unwrap();
+    for (i, revision) in before.iter().enumerate() {
+        let stream = format!("old-{i}");
+        assert_eq!(
+            store.stream_info(&stream).map(|s| s.last_revision),
+            Some(*revision),
+            "{stream}"
+        );
+        let next = store
+            .append(&stream, ExpectedVersion::Any, vec![EventData::json("New", "{}")])
+            .unwrap();
+        assert_eq!(next.first_revision, revision + 1, "{stream}");
+    }
+    assert!(store.verify().unwrap().is_clean());
+}

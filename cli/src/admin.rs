@@ -272,6 +272,7 @@ pub fn repair(ctx: &Ctx) -> CliResult {
         &mut out,
         &crate::obj! {
             "lost_positions": report.lost_positions,
+            "lost_unattributed": report.lost_unattributed,
             "quarantined_bytes": report.quarantined_bytes,
             "quarantine": report.quarantine.as_ref().map(|q| q.display().to_string()),
         },

@@ -618,6 +618,8 @@ fn verify_finds_corruption_and_repair_fixes_it() {
     assert!(actions.iter().all(|a| a["action"].is_string()));
     assert!(!actions.is_empty());
     assert!(summary[0]["lost_positions"].as_u64().unwrap() > 0);
+    // The store was closed cleanly: its stream checkpoint names the streams of every lost position.
+    assert_eq!(summary[0]["lost_unattributed"], 0);
     assert!(summary[0]["quarantined_bytes"].as_u64().unwrap() > 0);
     assert!(summary[0]["quarantine"].as_str().unwrap().contains("quarantine"));
     let after = env.json(&["verify"]);
@@ -628,7 +630,7 @@ fn verify_finds_corruption_and_repair_fixes_it() {
     let again = env.json(&["repair"]);
     assert_eq!(
         again,
-        vec![serde_json::json!({"lost_positions":0,"quarantined_bytes":0,"quarantine":null})]
+        vec![serde_json::json!({"lost_positions":0,"lost_unattributed":0,"quarantined_bytes":0,"quarantine":null})]
     );
 }
 

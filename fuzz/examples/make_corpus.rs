@@ -88,6 +88,11 @@ fn main() {
     write(&d, "group", &group);
     write(&d, "lost", &annal_fuzz::lost_frame(4, 9, 3));
     write(&d, "removed", &annal_fuzz::lost_frame(5, 9, 3));
+    write(
+        &d,
+        "removed-heads",
+        &annal_fuzz::lost_frame_with_heads(5, 9, 3, &[("order-1", 4, 9), ("order-2", 0, 11)]),
+    );
 
     // The template stores supply real segment, index, checkpoint and meta files.
     let rich = build_template(0);

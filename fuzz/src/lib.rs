@@ -137,6 +137,25 @@ pub fn lost_frame(kind: u8, first_position: u64, count: u64) -> Vec<u8> {
     out
 }
 
+/// A lost or removed frame with `HEADS` (flag 1): `(stream, revision, position)` each, built by hand from format.md.
+pub fn lost_frame_with_heads(kind: u8, first_position: u64, count: u64, heads: &[(&str, u64, u64)]) -> Vec<u8> {
+    let mut out = vec![0; FRAME_HEADER];
+    out.extend_from_slice(&[kind, 1]);
+    out.extend_from_slice(&first_position.to_le_bytes());
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&(heads.len() as u32).to_le_bytes());
+    for (stream, revision, position) in heads {
+        out.extend_from_slice(&(stream.len() as u16).to_le_bytes());
+        out.extend_from_slice(stream.as_bytes());
+        out.extend_from_slice(&revision.to_le_bytes());
+        out.extend_from_slice(&position.to_le_bytes());
+    }
+    let body = (out.len() - FRAME_HEADER) as u32;
+    out[0..4].copy_from_slice(&body.to_le_bytes());
+    fix_frame_crc(&mut out);
+    out
+}
+
 /// A version-1 segment header, built by hand from format.md.
 pub fn segment_header_bytes(base_position: u64, created_micros: i64) -> [u8; SEGMENT_HEADER] {
     let mut h = [0u8; SEGMENT_HEADER];

@@ -15,7 +15,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::format::codec::{le_u32, le_u64};
 use crate::error::{Error, Result};
-use crate::format::record::EventView;
+use crate::format::record::{EventView, LostView};
 use crate::storage::Mapped;
 
 /// Magic bytes at the start of every index file.
@@ -184,14 +184,33 @@ impl MemIndex {
         }
     }
 
-    /// Adds `count` positions whose events were lost (a repair's lost frame at
-    /// `offset..end`): they take locations, and nothing else.
-    pub fn push_lost(&mut self, count: u64, offset: u64, end: u64) {
+    /// Adds the positions of a lost or removed frame at `offset..end`: they
+    /// take locations and nothing else, except that the stream heads the frame
+    /// records raise those streams' summaries (revisions handed out before).
+    pub fn push_lost(&mut self, lost: &LostView<'_>, offset: u64, end: u64) {
         let ts = self.locations.last().map_or(i64::MIN, |(_, ts)| *ts);
-        for _ in 0..count {
+        for _ in 0..lost.count {
             self.locations.push((offset, ts));
         }
         self.end_offset = end;
+        for head in &lost.heads {
+            let bucket = self.summaries.entry(hash_str(head.stream)).or_default();
+            match bucket.iter_mut().find(|(name, _)| name == head.stream) {
+                Some((_, s)) if s.last_revision < head.revision => {
+                    s.last_revision = head.revision;
+                    s.last_position = head.position;
+                }
+                Some(_) => {}
+                None => bucket.push((
+                    head.stream.to_string(),
+                    StreamSummary {
+                        first_revision: head.revision,
+                        last_revision: head.revision,
+                        last_position: head.position,
+                    },
+                )),
+            }
+        }
     }
 
     /// Encodes the `.idx` file for this segment once it is sealed. Fails with

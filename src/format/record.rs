@@ -33,6 +33,9 @@ pub const KIND_LOST: u8 = 4;
 pub const MAX_LOST_PER_FRAME: u64 = 1 << 24;
 /// Body kind of the frame that stands, after scavenging, for events removed on purpose.
 pub const KIND_REMOVED: u8 = 5;
+/// Lost or removed frame flag: the body ends with the stream heads the
+/// positions held (segment format version 2).
+pub const LOST_FLAG_HEADS: u8 = 1;
 
 /// An event frame's fields, borrowed from the bytes they were decoded from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,14 +85,30 @@ pub struct GroupView {
 /// The fields of a lost or removed frame: positions that hold no event any more,
 /// either because a repair could not read them (lost) or because scavenging
 /// dropped them on purpose (removed: deleted, expired or past retention).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LostView {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostView<'a> {
     /// First position.
     pub first_position: u64,
     /// Number of positions (at least 1).
     pub count: u64,
     /// True for a removed frame (kind 5), false for a lost one (kind 4).
     pub removed: bool,
+    /// The streams whose last event (as far as anything known told) was at one
+    /// of these positions, with that event's revision: the revisions the
+    /// stream handed out, which it must never hand out again. Ascending by
+    /// position, at most one per position.
+    pub heads: Vec<Head<'a>>,
+}
+
+/// A stream's last event, recorded where the event itself is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head<'a> {
+    /// The stream.
+    pub stream: &'a str,
+    /// The revision of its event at `position`.
+    pub revision: u64,
+    /// Where that event was.
+    pub position: u64,
 }
 
 /// A decoded frame.
@@ -101,8 +120,8 @@ pub enum Frame<'a> {
     Seal(SealView),
     /// The start of a group write.
     Group(GroupView),
-    /// Positions lost to damage, as recorded by a repair.
-    Lost(LostView),
+    /// Positions lost to damage, as recorded by a repair, or removed by scavenging.
+    Lost(LostView<'a>),
 }
 
 /// Why a frame could not be decoded.
@@ -226,20 +245,54 @@ pub fn encode_group(out: &mut Vec<u8>, group: &GroupView) {
 }
 
 /// Appends lost (or removed) frames for `lost`'s positions to `out`: one frame,
-/// or several when the range exceeds [`MAX_LOST_PER_FRAME`].
-pub fn encode_lost(out: &mut Vec<u8>, lost: &LostView) {
+/// or several when the range exceeds [`MAX_LOST_PER_FRAME`] or its heads do not
+/// fit one body. Heads outside the range, or sharing a position, are dropped.
+pub fn encode_lost(out: &mut Vec<u8>, lost: &LostView<'_>) {
     let end = lost.first_position.saturating_add(lost.count);
+    let mut heads: Vec<(&Head<'_>, u16)> = lost
+        .heads
+        .iter()
+        .filter(|h| (lost.first_position..end).contains(&h.position))
+        // Stream names come from frames, whose length field is 16 bits.
+        .filter_map(|h| u16::try_from(h.stream.len()).ok().map(|len| (h, len)))
+        .collect();
+    heads.sort_by_key(|(h, _)| h.position);
+    heads.dedup_by_key(|(h, _)| h.position);
     let mut first = lost.first_position;
+    let mut next = 0;
     while first < end {
-        let count = (end - first).min(MAX_LOST_PER_FRAME);
+        let mut stop = end.min(first.saturating_add(MAX_LOST_PER_FRAME));
+        let mut body = LOST_BODY as usize;
+        let from = next;
+        while next < heads.len() && heads[next].0.position < stop {
+            let grows = if next == from { 4 } else { 0 } + 2 + usize::from(heads[next].1) + 16;
+            if body + grows > MAX_BODY {
+                // One head always fits, so this frame keeps at least one and the next starts later.
+                stop = heads[next].0.position;
+                break;
+            }
+            body += grows;
+            next += 1;
+        }
         let start = out.len();
         out.extend_from_slice(&[0u8; FRAME_HEADER]);
         out.push(if lost.removed { KIND_REMOVED } else { KIND_LOST });
-        out.push(0);
+        out.push(if next > from { LOST_FLAG_HEADS } else { 0 });
         out.extend_from_slice(&first.to_le_bytes());
-        out.extend_from_slice(&count.to_le_bytes());
-        finish_frame(out, start, LOST_BODY);
-        first += count;
+        out.extend_from_slice(&(stop - first).to_le_bytes());
+        if next > from {
+            // At most MAX_BODY / 18 heads fit a body, so the count fits a u32.
+            out.extend_from_slice(&u32::try_from(next - from).unwrap_or(u32::MAX).to_le_bytes());
+            for (h, len) in &heads[from..next] {
+                out.extend_from_slice(&len.to_le_bytes());
+                out.extend_from_slice(h.stream.as_bytes());
+                out.extend_from_slice(&h.revision.to_le_bytes());
+                out.extend_from_slice(&h.position.to_le_bytes());
+            }
+        }
+        // The body is at most MAX_BODY bytes (checked above), which fits a u32.
+        finish_frame(out, start, u32::try_from(body).unwrap_or(u32::MAX));
+        first = stop;
     }
 }
 
@@ -376,22 +429,46 @@ fn decode_body(buf: &[u8], total: usize) -> Result<(Frame<'_>, usize), FrameErro
                 data,
             })
         }
-        KIND_SEAL | KIND_GROUP | KIND_LOST | KIND_REMOVED if flags != 0 => {
+        KIND_SEAL | KIND_GROUP if flags != 0 => {
+            return Err(FrameError::Malformed("unknown frame flags"));
+        }
+        KIND_LOST | KIND_REMOVED if flags & !LOST_FLAG_HEADS != 0 => {
             return Err(FrameError::Malformed("unknown frame flags"));
         }
         KIND_LOST | KIND_REMOVED => {
-            let lost = LostView {
-                first_position: r.u64()?,
-                count: r.u64()?,
-                removed: kind == KIND_REMOVED,
-            };
-            if lost.count == 0 || lost.count > MAX_LOST_PER_FRAME {
+            let first_position = r.u64()?;
+            let count = r.u64()?;
+            if count == 0 || count > MAX_LOST_PER_FRAME {
                 return Err(FrameError::Malformed("lost frame with no position or too many"));
             }
-            if lost.first_position.checked_add(lost.count).is_none() {
+            let Some(end) = first_position.checked_add(count) else {
                 return Err(FrameError::Malformed("lost frame runs past the last position"));
+            };
+            let mut heads = Vec::new();
+            if flags & LOST_FLAG_HEADS != 0 {
+                let n = r.u32()?;
+                if n == 0 {
+                    return Err(FrameError::Malformed("lost frame flagged with heads holds none"));
+                }
+                for _ in 0..n {
+                    let head = Head {
+                        stream: r.str16()?,
+                        revision: r.u64()?,
+                        position: r.u64()?,
+                    };
+                    let after = heads.last().map_or(first_position, |h: &Head<'_>| h.position + 1);
+                    if head.position < after || head.position >= end {
+                        return Err(FrameError::Malformed("lost frame head out of order or out of its range"));
+                    }
+                    heads.push(head);
+                }
             }
-            Frame::Lost(lost)
+            Frame::Lost(LostView {
+                first_position,
+                count,
+                removed: kind == KIND_REMOVED,
+                heads,
+            })
         }
         KIND_GROUP => Frame::Group(GroupView { durable_end: r.u64()? }),
         KIND_SEAL => Frame::Seal(SealView {
@@ -513,10 +590,74 @@ mod tests {
                 first_position: 9,
                 count: 3,
                 removed,
+                heads: vec![],
             };
             let mut buf = Vec::new();
             encode_lost(&mut buf, &l);
             assert_eq!(decode_frame(&buf).unwrap(), (Frame::Lost(l), buf.len()));
+        }
+    }
+
+    #[test]
+    fn heads_round_trip_in_their_frames() {
+        let heads = vec![
+            Head { stream: "order-1", revision: 4, position: 10 },
+            Head { stream: "order-2", revision: 0, position: 12 },
+        ];
+        let l = LostView {
+            first_position: 9,
+            count: 4,
+            removed: false,
+            heads: heads.clone(),
+        };
+        let mut buf = Vec::new();
+        encode_lost(&mut buf, &l);
+        assert_eq!(decode_frame(&buf).unwrap(), (Frame::Lost(l), buf.len()));
+
+        // A range split over several frames keeps each head in the frame that covers it.
+        let wide = LostView {
+            first_position: 0,
+            count: MAX_LOST_PER_FRAME + 5,
+            removed: true,
+            heads: vec![Head { stream: "a", revision: 1, position: MAX_LOST_PER_FRAME + 1 }],
+        };
+        let mut buf = Vec::new();
+        encode_lost(&mut buf, &wide);
+        let (first, len) = decode_frame(&buf).unwrap();
+        let (second, _) = decode_frame(&buf[len..]).unwrap();
+        let (Frame::Lost(first), Frame::Lost(second)) = (first, second) else {
+            panic!("two lost frames expected");
+        };
+        assert!(first.heads.is_empty());
+        assert_eq!((second.first_position, second.count), (MAX_LOST_PER_FRAME, 5));
+        assert_eq!(second.heads, wide.heads);
+    }
+
+    #[test]
+    fn heads_out_of_order_or_range_are_malformed() {
+        let encode = |heads: &[(u64, u64)]| {
+            // Built by hand: the encoder never writes these.
+            let mut out = vec![0u8; FRAME_HEADER];
+            out.extend_from_slice(&[KIND_LOST, LOST_FLAG_HEADS]);
+            out.extend_from_slice(&10u64.to_le_bytes());
+            out.extend_from_slice(&3u64.to_le_bytes());
+            out.extend_from_slice(&u32::try_from(heads.len()).unwrap().to_le_bytes());
+            for (revision, position) in heads {
+                out.extend_from_slice(&1u16.to_le_bytes());
+                out.push(b's');
+                out.extend_from_slice(&revision.to_le_bytes());
+                out.extend_from_slice(&position.to_le_bytes());
+            }
+            let body = u32::try_from(out.len() - FRAME_HEADER).unwrap();
+            finish_frame(&mut out, 0, body);
+            out
+        };
+        assert!(decode_frame(&encode(&[(0, 10), (1, 12)])).is_ok());
+        for bad in [&[][..], &[(0, 9)], &[(0, 13)], &[(0, 11), (1, 11)], &[(0, 12), (1, 10)]] {
+            assert!(
+                matches!(decode_frame(&encode(bad)), Err(FrameError::Malformed(_))),
+                "{bad:?} was accepted"
+            );
         }
     }
 

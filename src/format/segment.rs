@@ -16,6 +16,10 @@ use crate::format::record::{self, Frame, FrameError};
 pub const SEGMENT_MAGIC: &[u8; 8] = b"ANNALSEG";
 /// Format version written into segment headers.
 pub const SEGMENT_VERSION: u32 = 1;
+/// Format version of a segment holding a lost or removed frame with stream
+/// heads (see [`record::LOST_FLAG_HEADS`]), which version-1 readers would
+/// take for damage. Readers accept both.
+pub const SEGMENT_VERSION_HEADS: u32 = 2;
 /// Size of the segment header.
 pub const SEGMENT_HEADER: usize = 64;
 /// Header flag: the segment is stored compressed (see [`crate::maintenance::compression`]).
@@ -53,6 +57,26 @@ pub fn clear_compressed_flag(header: &mut [u8]) {
     header[60..64].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// Sets the version in the header of a rewritten segment's bytes: 2 if a lost
+/// or removed frame in them holds stream heads, 1 otherwise; fixes the
+/// header's checksum. The seal's content checksum does not cover the header.
+pub fn stamp_version(bytes: &mut [u8]) {
+    if bytes.len() < SEGMENT_HEADER {
+        return;
+    }
+    let mut heads = false;
+    let _ = scan_frames(bytes, |frame, _, _| {
+        if let Frame::Lost(l) = frame {
+            heads |= !l.heads.is_empty();
+        }
+        Ok(())
+    });
+    let version = if heads { SEGMENT_VERSION_HEADS } else { SEGMENT_VERSION };
+    bytes[8..12].copy_from_slice(&version.to_le_bytes());
+    let crc = crc32fast::hash(&bytes[..60]);
+    bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+}
+
 impl SegmentHeader {
     /// Encodes the 64-byte header.
     pub fn encode(&self) -> [u8; SEGMENT_HEADER] {
@@ -84,11 +108,11 @@ impl SegmentHeader {
             return Err(Error::corruption(file, 0, "segment header checksum mismatch"));
         }
         let version = le_u32(bytes, 8);
-        if version != SEGMENT_VERSION {
+        if version != SEGMENT_VERSION && version != SEGMENT_VERSION_HEADS {
             return Err(Error::UnsupportedVersion {
                 file: file.to_path_buf(),
                 found: version,
-                supported: SEGMENT_VERSION,
+                supported: SEGMENT_VERSION_HEADS,
             });
         }
         let flags = le_u32(bytes, 12);

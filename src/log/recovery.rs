@@ -720,7 +720,16 @@ fn rebuild_streams(
         .map(&chk_path)
         .ok()
         .and_then(|m| StreamsCheckpoint::decode((*m).as_ref(), &chk_path).ok())
-        .filter(|c| c.covered_position == 0 || sealed.iter().any(|s| s.index.next_position() == c.covered_position));
+        // It fits at a segment's end, or inside the active segment (a clean
+        // close writes one there), whose summary is applied over it anyway.
+        .filter(|c| {
+            c.covered_position == 0
+                || sealed.iter().any(|s| s.index.next_position() == c.covered_position)
+                || active.is_some_and(|a| {
+                    let i = a.index.read();
+                    i.base() <= c.covered_position && c.covered_position <= i.next_position()
+                })
+        });
     let (covered, mut streams) = match checkpoint {
         Some(c) => (c.covered_position, c.streams),
         None => (0, HashMap::new()),

@@ -65,7 +65,7 @@ pub(crate) fn index_segment(bytes: &[u8], base: u64, path: &Path) -> Result<Scan
                     ));
                 }
                 next += lost.count;
-                index.push_lost(lost.count, offset, end);
+                index.push_lost(lost, offset, end);
                 committed_end = end;
             }
             _ => {}

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::index::Lookup;
-use crate::format::record::{self, EventView, Frame, LostView, SealView};
+use crate::format::record::{self, EventView, Frame, Head, LostView, SealView};
 use crate::format::segment::{SEGMENT_HEADER, SegmentHeader, segment_file_name};
 use crate::log::scan::index_segment;
 use crate::log::segments::SealedSegment;
@@ -164,7 +164,18 @@ fn rewrite(
     .to_vec();
     let mut removed = 0u64;
     let mut run: Option<(u64, u64)> = None; // (first, count) of removed positions being gathered
-    let flush = |out: &mut Vec<u8>, run: &mut Option<(u64, u64)>| {
+    // Removing a stream's last event records the stream's head in the removed
+    // frame, so that the segments alone still say which revisions the stream
+    // handed out (a rebuild of stream states from them must never start a
+    // stream over). A head is kept only while no later event of its stream
+    // exists: that event then says as much.
+    let is_head = |stream: &str, revision: u64| {
+        shared
+            .stream_state(stream)
+            .is_none_or(|s| s.last_revision <= revision)
+    };
+    let mut heads: Vec<(String, u64, u64)> = Vec::new();
+    let flush = |out: &mut Vec<u8>, run: &mut Option<(u64, u64)>, heads: &mut Vec<(String, u64, u64)>| {
         if let Some((first, count)) = run.take() {
             record::encode_lost(
                 out,
@@ -172,9 +183,18 @@ fn rewrite(
                     first_position: first,
                     count,
                     removed: true,
+                    heads: heads
+                        .iter()
+                        .map(|(stream, revision, position)| Head {
+                            stream,
+                            revision: *revision,
+                            position: *position,
+                        })
+                        .collect(),
                 },
             );
         }
+        heads.clear();
     };
     for p in base..end {
         let (off, stop) = seg
@@ -189,7 +209,16 @@ fn rewrite(
         };
         let view = match record::decode_frame(frame) {
             Ok((Frame::Event(v), _)) => Some(v),
-            Ok((Frame::Lost(_), _)) => None,
+            Ok((Frame::Lost(l), _)) => {
+                // Its positions join the run; the heads it records stay recorded.
+                heads.extend(
+                    l.heads
+                        .iter()
+                        .filter(|h| is_head(h.stream, h.revision))
+                        .map(|h| (h.stream.to_string(), h.revision, h.position)),
+                );
+                None
+            }
             // Positions sharing a lost frame have empty ranges.
             Err(_) if stop == off => None,
             Ok(_) | Err(_) => {
@@ -202,14 +231,17 @@ fn rewrite(
         };
         match view {
             Some(v) if !judge.removes(&v, expired) => {
-                flush(&mut out, &mut run);
+                flush(&mut out, &mut run, &mut heads);
                 // Each kept event becomes its own committed append: the events it
                 // shared an append with may be gone.
                 record::encode_committed(&mut out, &v)?;
             }
             other => {
-                if other.is_some() {
+                if let Some(v) = &other {
                     removed += 1;
+                    if is_head(v.stream, v.revision) {
+                        heads.push((v.stream.to_string(), v.revision, p));
+                    }
                 }
                 run = Some(match run {
                     Some((first, count)) => (first, count + 1),
@@ -218,7 +250,7 @@ fn rewrite(
             }
         }
     }
-    flush(&mut out, &mut run);
+    flush(&mut out, &mut run, &mut heads);
     if removed == 0 {
         return Ok(None);
     }
@@ -231,6 +263,7 @@ fn rewrite(
             content_crc,
         },
     );
+    crate::format::segment::stamp_version(&mut out);
     let st = &*shared.storage;
     let dir = &shared.dir;
     let name = segment_file_name(base);

@@ -79,6 +79,9 @@ struct Revisions {
     /// Positions whose events damage kept verify from reading (already reported
     /// as damage); they excuse revision gaps too.
     hidden: u64,
+    /// A stream checkpoint covering a position inside the active segment (a
+    /// clean close writes one there), compared once the walk reaches it.
+    due: Option<(PathBuf, StreamsCheckpoint)>,
 }
 
 impl Revisions {
@@ -98,6 +101,30 @@ impl Revisions {
             );
         }
         *next = revision.saturating_add(1);
+    }
+
+    /// Compares the checkpoint that is due once the walk reaches `position`.
+    fn reach(&mut self, report: &mut VerifyReport, position: u64) {
+        if self.due.as_ref().is_some_and(|(_, c)| c.covered_position <= position)
+            && let Some((path, c)) = self.due.take()
+        {
+            check_checkpoint(report, &path, &c, self);
+        }
+    }
+
+    /// A stream head recorded in a lost or removed frame: the stream's revisions
+    /// up to `revision` were handed out, and none of its events before can be later.
+    fn head(&mut self, report: &mut VerifyReport, file: &Path, offset: u64, stream: &str, revision: u64) {
+        let next = self.next.entry(stream.to_string()).or_insert(0);
+        if revision < *next {
+            report.problem(
+                file,
+                offset,
+                format!("a recorded head of stream {stream:?} at revision {revision} is behind revision {next} seen before it"),
+            );
+        } else {
+            *next = revision.saturating_add(1);
+        }
     }
 }
 
@@ -165,10 +192,12 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
         );
     }
 
-    if let Some(Ok(c)) = &checkpoint
-        && c.covered_position == active_base
-    {
-        check_checkpoint(&mut report, &checkpoint_path, c, &revisions);
+    if let Some(Ok(c)) = &checkpoint {
+        if c.covered_position == active_base {
+            check_checkpoint(&mut report, &checkpoint_path, c, &revisions);
+        } else if c.covered_position > active_base && now.active.is_some() {
+            revisions.due = Some((checkpoint_path.clone(), c.clone()));
+        }
     }
     if let Some(Err(e)) = &checkpoint {
         report.problem(&checkpoint_path, 0, format!("unreadable: {e}"));
@@ -215,6 +244,10 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
                     .map_or(Some(0), |rebuilt| first_difference(&rebuilt, &live_index))
             },
         );
+        // A checkpoint covering exactly the published end (a clean close's).
+        if revisions.due.as_ref().is_some_and(|(_, c)| c.covered_position == scanned_to) {
+            revisions.reach(&mut report, scanned_to);
+        }
     }
 
     // Every stream's state must agree with the log.
@@ -294,6 +327,7 @@ fn check_segment(
         let end = segment::scan_frames_from(bytes, at, |frame, off, _| {
             match frame {
                 Frame::Event(ev) => {
+                    revisions.reach(report, ev.position);
                     if !damage.is_empty() && ev.position > expected {
                         revisions.hidden = revisions.hidden.saturating_add(ev.position - expected);
                     }
@@ -302,7 +336,11 @@ fn check_segment(
                     report.events += 1;
                 }
                 Frame::Lost(l) => {
+                    revisions.reach(report, l.first_position);
                     revisions.lost = revisions.lost.saturating_add(l.count);
+                    for h in &l.heads {
+                        revisions.head(report, path, off, h.stream, h.revision);
+                    }
                     expected = expected.max(l.first_position.saturating_add(l.count));
                     if l.removed {
                         report.removed += l.count;

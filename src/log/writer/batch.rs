@@ -209,6 +209,9 @@ impl Writer {
         if *last == Some(mark) {
             return Ok(());
         }
+        // The stream states as of this close, first: whatever later damages the
+        // segment's tail, repair still knows each stream's last revision.
+        self.write_stream_checkpoint()?;
         write_atomically(&*self.shared.storage, &self.shared.dir, DURABLE_FILE, &mark.encode())
             .ctx(|| format!("writing {DURABLE_FILE}"))?;
         *last = Some(mark);

@@ -77,6 +77,17 @@ impl Writer {
         Ok(())
     }
 
+    /// Writes `streams.chk`: every stream's state up to the next position. Called
+    /// once the bytes it covers are durable (after a seal, and at a clean close).
+    pub(super) fn write_stream_checkpoint(&self) -> Result<()> {
+        let checkpoint = StreamsCheckpoint {
+            covered_position: self.next_position,
+            streams: self.shared.streams.read().clone(),
+        };
+        write_atomically(&*self.shared.storage, &self.shared.dir, STREAMS_FILE, &checkpoint.encode()?)
+            .ctx(|| format!("writing {STREAMS_FILE}"))
+    }
+
     /// After the seal is durable: the sealed segment's index, the stream
     /// checkpoint, and the next segment, then the switch in memory. Each step
     /// can be retried.
@@ -91,11 +102,7 @@ impl Writer {
         write_atomically(storage, dir, &idx_name, &idx_bytes).ctx(|| format!("writing {idx_name}"))?;
         let sealed = SealedSegment::open(storage, dir, base, None)?;
 
-        let checkpoint = StreamsCheckpoint {
-            covered_position: self.next_position,
-            streams: shared.streams.read().clone(),
-        };
-        write_atomically(storage, dir, STREAMS_FILE, &checkpoint.encode()?).ctx(|| "writing streams.chk".into())?;
+        self.write_stream_checkpoint()?;
 
         // A file left by an earlier attempt that failed while creating it holds no event.
         let next = dir.join(segment_file_name(self.next_position));

@@ -8,7 +8,7 @@
 //! `quarantine/<time>/`, and every action is reported. It must never run on a
 //! store that is open (it takes the directory's lock).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,6 +36,12 @@ pub struct RepairReport {
     pub actions: Vec<String>,
     /// Positions whose events could not be read and are now recorded as lost.
     pub lost_positions: u64,
+    /// Of `lost_positions`, those that no surviving file (the stream
+    /// checkpoint, a segment's index) describes: the streams their events
+    /// belonged to are unknown, so a stream whose last event was among them may
+    /// hand out that event's revision again. For the others, each stream's last
+    /// revision is recorded in the lost frame (its "head") and never reused.
+    pub lost_unattributed: u64,
     /// Bytes copied into the quarantine folder.
     pub quarantined_bytes: u64,
     /// The quarantine folder of this run, if anything was moved there.
@@ -88,9 +94,12 @@ pub fn repair_with(storage: Arc<dyn Storage>, dir: &Path) -> Result<RepairReport
         dictionary_error: None,
         dictionary_needed: 0,
         incomplete: false,
+        heads: BTreeMap::new(),
+        described: Vec::new(),
     };
     r.identity()?;
     r.read_checkpoint()?;
+    r.read_heads()?;
     r.read_dictionary();
     r.segments()?;
     r.derived()?;
@@ -121,6 +130,12 @@ struct Repairer<'a> {
     /// True once a segment was left as it was, unread: the stream states of the
     /// log after it are unknown.
     incomplete: bool,
+    /// Each stream's last event as the files found before repair describe it
+    /// (by position: stream, revision), to be recorded in a lost frame that
+    /// takes its position.
+    heads: BTreeMap<u64, (String, u64)>,
+    /// Ranges of positions `[from, to)` whose streams' heads `heads` knows.
+    described: Vec<(u64, u64)>,
 }
 
 /// A segment's new body as repair rebuilt it.
@@ -334,6 +349,80 @@ impl Repairer<'_> {
         });
     }
 
+    /// Gathers the stream heads that the stream checkpoint and every readable
+    /// index describe, before repair rewrites any of them: a lost position that
+    /// held a stream's last event then keeps that stream's revision taken.
+    fn read_heads(&mut self) -> Result<()> {
+        if let Some((bytes, None)) = &self.checkpoint
+            && let Ok(c) = StreamsCheckpoint::decode(bytes, &self.dir.join(STREAMS_FILE))
+        {
+            for (name, s) in c.streams {
+                self.heads
+                    .entry(s.last_position)
+                    .or_insert((name.into_string(), s.last_revision));
+            }
+            self.described.push((0, c.covered_position));
+        }
+        let names = self
+            .st
+            .list(self.dir)
+            .ctx(|| format!("listing {}", self.dir.display()))?;
+        for name in names {
+            let Some((_, "idx")) = segment::parse_file_name(&name) else {
+                continue;
+            };
+            let path = self.dir.join(&name);
+            let Ok(index) = self
+                .st
+                .map(&path)
+                .map_err(|e| Error::io(format!("reading {}", path.display()), e))
+                .and_then(|m| SegmentIndex::open(m, &path))
+            else {
+                continue;
+            };
+            use crate::format::index::Lookup;
+            for (stream, s) in index.streams() {
+                self.heads.entry(s.last_position).or_insert((stream, s.last_revision));
+            }
+            self.described.push((index.base(), index.next_position()));
+        }
+        Ok(())
+    }
+
+    /// Appends lost frames for positions `first..first + count` to `out`, with
+    /// the heads known at those positions, and counts the positions nothing described.
+    fn encode_lost(&mut self, out: &mut Vec<u8>, first: u64, count: u64) {
+        let end = first.saturating_add(count);
+        let heads = self
+            .heads
+            .range(first..end)
+            .map(|(position, (stream, revision))| record::Head {
+                stream,
+                revision: *revision,
+                position: *position,
+            })
+            .collect();
+        record::encode_lost(
+            out,
+            &LostView {
+                first_position: first,
+                count,
+                removed: false,
+                heads,
+            },
+        );
+        let unattributed = (first..end)
+            .filter(|p| !self.described.iter().any(|(a, b)| (*a..*b).contains(p)))
+            .count() as u64;
+        if unattributed > 0 {
+            self.report.lost_unattributed += unattributed;
+            self.act(format!(
+                "positions {first}..{end}: {unattributed} of them are described by no stream checkpoint or index; \
+                 a stream whose last event was among them may hand out that revision again"
+            ));
+        }
+    }
+
     /// Writes a sealed segment holding one lost frame for positions no segment held.
     fn fill_gap(&mut self, from: u64, to: u64) -> Result<()> {
         // One filler segment per lost frame's worth of positions, so that no
@@ -349,15 +438,9 @@ impl Repairer<'_> {
             }
             .encode()
             .to_vec();
-            record::encode_lost(
-                &mut bytes,
-                &LostView {
-                    first_position: base,
-                    count: end - base,
-                    removed: false,
-                },
-            );
+            self.encode_lost(&mut bytes, base, end - base);
             self.seal(&mut bytes, end, end - base);
+            segment::stamp_version(&mut bytes);
             let name = segment_file_name(base);
             self.replace(&name, &bytes)?;
             // An index left there describes the segment that was lost, not this one.

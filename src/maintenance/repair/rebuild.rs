@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::error::{IoContext, Result};
 use crate::event::now_micros;
 use crate::format::index::SegmentIndex;
-use crate::format::record::{self, Frame, GroupView, LostView};
+use crate::format::record::{self, Frame, GroupView};
 use crate::format::segment::{self, SEGMENT_HEADER, SegmentHeader, segment_file_name};
 
 use super::{Rebuilt, Repairer};
@@ -99,13 +99,8 @@ impl Repairer<'_> {
         if !rebuilt.sealed && !is_last {
             let to = bound.unwrap_or(rebuilt.next);
             if to > rebuilt.next {
-                let lost = LostView {
-                    first_position: rebuilt.next,
-                    count: to - rebuilt.next,
-                    removed: false,
-                };
-                record::encode_lost(&mut rebuilt.bytes, &lost);
-                self.report.lost_positions += lost.count;
+                self.encode_lost(&mut rebuilt.bytes, rebuilt.next, to - rebuilt.next);
+                self.report.lost_positions += to - rebuilt.next;
                 self.act(format!(
                     "{}: positions {}..{to} missing at its end; recorded as lost",
                     path.display(),
@@ -120,6 +115,7 @@ impl Repairer<'_> {
             self.act(format!("{}: sealed (a later segment exists)", path.display()));
         }
         if rebuilt.changed {
+            segment::stamp_version(&mut rebuilt.bytes);
             let file = self.read(path)?;
             self.quarantine(&name, &file)?;
             self.replace(&name, &rebuilt.bytes)?;
@@ -351,14 +347,7 @@ impl Repairer<'_> {
         path: &Path,
         offset: usize,
     ) -> Result<()> {
-        record::encode_lost(
-            out,
-            &LostView {
-                first_position: *next,
-                count: to - *next,
-                removed: false,
-            },
-        );
+        self.encode_lost(out, *next, to - *next);
         self.report.lost_positions += to - *next;
         self.act(format!(
             "{}: positions {}..{to} unreadable (near byte {offset}); recorded as lost",
