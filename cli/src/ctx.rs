@@ -37,10 +37,15 @@ impl Ctx {
 
     /// Opens the store for a command that writes: the directory is created if missing.
     pub fn open_write(&self) -> CliResult<Store> {
+        self.open_write_with(|o| o)
+    }
+
+    /// Like [`Ctx::open_write`], with the configured options adjusted by `adjust`.
+    pub fn open_write_with(&self, adjust: impl FnOnce(Options) -> Options) -> CliResult<Store> {
         if self.data.is_dir() {
             self.refuse_foreign()?;
         }
-        let options = self.options.clone().create_if_missing(true);
+        let options = adjust(self.options.clone().create_if_missing(true));
         Ok(Store::open(&self.data, options)?)
     }
 
