@@ -733,3 +733,83 @@ async fn one_listener_serves_http_and_grpc_with_tokens_and_basic_credentials() {
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(err.message().contains(path), "{}", err.message());
 }
+
+#[tokio::test]
+async fn a_quiet_subscription_outlives_the_idle_timeout() {
+    use append_req::options::ExpectedStreamRevision as E;
+    use read_req::options::*;
+    // HTTP/2 pings keep a connection whose only stream is quiet from looking idle.
+    let s = start(|c| {
+        c.request_timeout_ms = 500;
+        c.keepalive_ms = 500;
+        c.header_read_timeout_ms = 500;
+        c.idle_timeout_ms = 1500;
+    })
+    .await;
+    let mut c = s.streams().await;
+    let mut req = read_options(stream_from("quiet", None), false, false, 0);
+    req.options.as_mut().unwrap().count_option = Some(CountOption::Subscription(SubscriptionOptions {}));
+    let mut sub = c.read(req).await.unwrap().into_inner();
+    assert!(matches!(
+        sub.message().await.unwrap().unwrap().content,
+        Some(read_resp::Content::Confirmation(_))
+    ));
+    assert!(matches!(
+        sub.message().await.unwrap().unwrap().content,
+        Some(read_resp::Content::CaughtUp(_))
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(4000)).await;
+    let mut w = s.streams().await;
+    append(
+        &mut w,
+        "quiet",
+        E::Any(Empty {}),
+        vec![message(None, "Late", "application/json", b"{}")],
+    )
+    .await
+    .unwrap();
+    let m = sub.message().await.unwrap().unwrap();
+    let Some(read_resp::Content::Event(e)) = m.content else {
+        panic!("{m:?}")
+    };
+    assert_eq!(e.event.unwrap().metadata["type"], "Late");
+}
+
+#[tokio::test]
+async fn tls_offers_h2_and_http_1_1_by_alpn() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let s = start(|c| c.tls = Some(annal_server::TlsConfig { cert, key })).await;
+    let der = ck.cert.der().clone();
+    let port = s.port;
+    let negotiated = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for offer in [vec![b"h2".to_vec(), b"http/1.1".to_vec()], vec![b"http/1.1".to_vec()]] {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(der.clone()).unwrap();
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            config.alpn_protocols = offer;
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+            let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            while conn.is_handshaking() {
+                conn.complete_io(&mut sock).unwrap();
+            }
+            out.push(conn.alpn_protocol().map(<[u8]>::to_vec));
+            let _ = conn.writer().flush();
+        }
+        out
+    })
+    .await
+    .unwrap();
+    assert_eq!(negotiated, [Some(b"h2".to_vec()), Some(b"http/1.1".to_vec())]);
+}
