@@ -76,6 +76,16 @@ impl EventFilter {
         })
     }
 
+    /// The stream-name prefixes the filter keeps to, if it is a prefix
+    /// filter on stream names (a token limited to some streams may use it
+    /// within them).
+    pub(crate) fn stream_prefixes(&self) -> Option<&[String]> {
+        match (&self.field, &self.test) {
+            (Field::Stream, Test::Prefixes(p)) => Some(p),
+            _ => None,
+        }
+    }
+
     /// True if the event passes.
     pub(crate) fn matches(&self, e: &RecordedEvent) -> Result<bool, Status> {
         let text = match self.field {

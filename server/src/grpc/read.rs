@@ -207,7 +207,7 @@ fn read_all(
     count: u64,
     shape: Shape,
 ) -> Result<Answers<ReadResp>, Status> {
-    p.authorize(Need::ReadLog(None)).map_err(status::denied)?;
+    authorize_log(p, shape.filter.as_ref())?;
     let head = state.store().head_position();
     // The first annal position to read, or None for nothing at all.
     let start = match (a.all_option, shape.backwards) {
@@ -283,6 +283,16 @@ fn read_all(
     Ok(answers(rx))
 }
 
+/// Checks that `p` may read `$all` as `filter` limits it: the whole log, or
+/// only streams under the filter's stream-name prefixes.
+fn authorize_log(p: &Principal, filter: Option<&EventFilter>) -> Result<(), Status> {
+    match filter.and_then(EventFilter::stream_prefixes) {
+        Some(prefixes) => prefixes.iter().try_for_each(|q| p.authorize(Need::ReadLog(Some(q)))),
+        None => p.authorize(Need::ReadLog(None)),
+    }
+    .map_err(status::denied)
+}
+
 /// True if a read or subscription of `$all` under `filter` shows `e`.
 fn passes(filter: Option<&EventFilter>, e: &RecordedEvent) -> Result<bool, Status> {
     match filter {
@@ -344,7 +354,7 @@ fn subscribe_stream(
 }
 
 fn subscribe_all(state: AppState, p: &Principal, a: AllOptions, shape: Shape) -> Result<Answers<ReadResp>, Status> {
-    p.authorize(Need::ReadLog(None)).map_err(status::denied)?;
+    authorize_log(p, shape.filter.as_ref())?;
     let from = match a.all_option {
         Some(all_options::AllOption::Position(pos)) => match pos.commit_position.checked_sub(1) {
             // After commit position c: after annal position c − 1.
