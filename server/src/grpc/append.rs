@@ -15,14 +15,13 @@ use std::collections::HashMap;
 use annal::{EventData, ExpectedVersion};
 use tonic::{Status, Streaming};
 
-use super::convert::{commit_of, event_data, parse_uuid, stream_identifier, stream_name};
+use super::convert::{commit_of, event_data, expected_of, parse_uuid, stream_identifier, stream_name};
 use super::proto::event_store::client::streams::append_resp::{self, wrong_expected_version as wev};
 use super::proto::event_store::client::streams::batch_append_req;
 use super::proto::event_store::client::streams::batch_append_resp;
 use super::proto::event_store::client::streams::{AppendReq, AppendResp, BatchAppendReq, BatchAppendResp, append_req};
 use super::proto::event_store::client::{AllStreamPosition, Empty};
-use super::streams::{Answers, expected_of};
-use super::{MAX_MESSAGE, blocking, metadata, status};
+use super::{Answers, MAX_MESSAGE, blocking, metadata, status};
 use crate::auth::{Need, Principal};
 use crate::state::AppState;
 

@@ -172,6 +172,19 @@ pub(crate) fn actual_number(actual: Option<u64>) -> i64 {
     actual.map_or(-1, |r| i64::try_from(r).unwrap_or(i64::MAX))
 }
 
+/// annal's expected version from the protocol's oneof (shared by every request kind).
+macro_rules! expected_of {
+    ($module:ident, $value:expr) => {
+        match $value {
+            Some($module::options::ExpectedStreamRevision::Revision(r)) => ::annal::ExpectedVersion::Exact(r),
+            Some($module::options::ExpectedStreamRevision::NoStream(_)) => ::annal::ExpectedVersion::NoStream,
+            Some($module::options::ExpectedStreamRevision::StreamExists(_)) => ::annal::ExpectedVersion::StreamExists,
+            Some($module::options::ExpectedStreamRevision::Any(_)) | None => ::annal::ExpectedVersion::Any,
+        }
+    };
+}
+pub(crate) use expected_of;
+
 #[cfg(test)]
 mod tests {
     use super::*;

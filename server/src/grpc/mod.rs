@@ -37,6 +37,9 @@ use proto::event_store::client::gossip::gossip_server::GossipServer;
 use proto::event_store::client::server_features::server_features_server::ServerFeaturesServer;
 use proto::event_store::client::streams::streams_server::StreamsServer;
 
+/// A stream of answers to one call.
+pub(crate) type Answers<T> = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<T, Status>> + Send + 'static>>;
+
 /// The largest gRPC message accepted or sent: well above the largest append
 /// the store takes (`Options::max_append_size`, 32 MiB by default).
 pub(crate) const MAX_MESSAGE: usize = 64 << 20;

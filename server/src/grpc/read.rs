@@ -28,8 +28,7 @@ use super::proto::event_store::client::streams::read_req::options::{
 };
 use super::proto::event_store::client::streams::read_resp::{self, Content};
 use super::proto::event_store::client::streams::{ReadReq, ReadResp};
-use super::streams::Answers;
-use super::{blocking, metadata, status};
+use super::{Answers, blocking, metadata, status};
 use crate::auth::{Need, Principal};
 use crate::state::AppState;
 

@@ -5,24 +5,18 @@
 //! It owns which method goes where and the two deletes. It must never spell
 //! an error itself: texts and trailers are [`super::status`]'s.
 
-use std::pin::Pin;
-
 use annal::ExpectedVersion;
-use futures_util::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::convert::{actual_number, commit_of, expected_number, stream_name};
+use super::convert::{actual_number, commit_of, expected_number, expected_of, stream_name};
 use super::proto::event_store::client::streams::streams_server;
 use super::proto::event_store::client::streams::{
     AppendReq, AppendResp, BatchAppendReq, BatchAppendResp, DeleteReq, DeleteResp, ReadReq, ReadResp, TombstoneReq,
     TombstoneResp, delete_req, delete_resp, tombstone_req, tombstone_resp,
 };
-use super::{blocking, principal, status};
+use super::{Answers, blocking, principal, status};
 use crate::auth::Need;
 use crate::state::AppState;
-
-/// A stream of answers to one call.
-pub(crate) type Answers<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// The Streams service.
 pub(crate) struct Streams {
@@ -59,19 +53,6 @@ impl Streams {
         .await
     }
 }
-
-/// annal's expected version from the protocol's oneof (shared by every request kind).
-macro_rules! expected_of {
-    ($module:ident, $value:expr) => {
-        match $value {
-            Some($module::options::ExpectedStreamRevision::Revision(r)) => ExpectedVersion::Exact(r),
-            Some($module::options::ExpectedStreamRevision::NoStream(_)) => ExpectedVersion::NoStream,
-            Some($module::options::ExpectedStreamRevision::StreamExists(_)) => ExpectedVersion::StreamExists,
-            Some($module::options::ExpectedStreamRevision::Any(_)) | None => ExpectedVersion::Any,
-        }
-    };
-}
-pub(crate) use expected_of;
 
 #[tonic::async_trait]
 impl streams_server::Streams for Streams {
