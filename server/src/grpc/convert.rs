@@ -142,14 +142,9 @@ pub(crate) fn wire_event(e: &RecordedEvent, stream: &str, structured: bool) -> W
 
 /// A read answer carrying one event.
 pub(crate) fn event_resp(e: &RecordedEvent, structured: bool) -> ReadResp {
-    event_resp_as(e, &e.stream, structured)
-}
-
-/// A read answer carrying one event, shown under the stream name `stream`.
-pub(crate) fn event_resp_as(e: &RecordedEvent, stream: &str, structured: bool) -> ReadResp {
     ReadResp {
         content: Some(read_resp::Content::Event(ReadEvent {
-            event: Some(wire_event(e, stream, structured)),
+            event: Some(wire_event(e, &e.stream, structured)),
             link: None,
             position: Some(read_event::Position::CommitPosition(commit_of(e.position))),
         })),

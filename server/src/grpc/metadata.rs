@@ -5,11 +5,13 @@
 //!
 //! Writing `$$<stream>` sets annal's metadata of `<stream>` (kept in its
 //! `$meta-<stream>` system stream, whose revisions the expected version is
-//! checked against); reading it answers one event, the current metadata, at
-//! that stream's last revision. It owns this mapping. It must never write
-//! anything but through `Store::set_stream_metadata`.
+//! checked against); reading it reads that stream, each record shown as the
+//! protocol's JSON object, and so does `$all`. It owns this mapping. It must
+//! never write anything but through `Store::set_stream_metadata`.
 
-use annal::{Direction, ExpectedVersion, RecordedEvent, StreamFrom, StreamMetadata};
+use std::borrow::Cow;
+
+use annal::{ExpectedVersion, RecordedEvent, StreamMetadata};
 use bytes::Bytes;
 use serde_json::{Map, Value};
 use tonic::Status;
@@ -78,22 +80,38 @@ pub(crate) fn revision(store: &annal::Store, stream: &str) -> Option<u64> {
     store.stream_info(&meta_stream(stream)).map(|s| s.last_revision)
 }
 
-/// The one event a read of `$$<stream>` answers, or `None` when the stream has no metadata.
-pub(crate) fn read(store: &annal::Store, stream: &str) -> Result<Option<RecordedEvent>, Status> {
-    let Some(current) = store.stream_metadata(stream) else {
-        return Ok(None);
+/// The system stream a read of `$$<stream>` reads: `$meta-<stream>`.
+pub(crate) fn stored_stream(stream: &str) -> String {
+    meta_stream(stream)
+}
+
+/// An event as the protocol shows it: a metadata record of
+/// `$meta-<stream>` (type `$Metadata`) becomes a `$metadata` event of
+/// `$$<stream>` whose data is the protocol's JSON object. Its record is the
+/// JSON object format.md describes under "System stream records" (the
+/// fields of [`StreamMetadata`] and a `version`); a record this build cannot
+/// read is shown as stored.
+pub(crate) fn shown(e: &RecordedEvent) -> Cow<'_, RecordedEvent> {
+    let Some(stream) = e.stream.strip_prefix(META_PREFIX) else {
+        return Cow::Borrowed(e);
     };
-    let last = store
-        .read_stream(&meta_stream(stream), Direction::Backward, StreamFrom::End, 1)
-        .map_err(super::status::from_store)?;
-    Ok(last.into_iter().next().map(|mut e| {
-        e.stream = format!("{PREFIX}{stream}");
-        e.event_type = "$metadata".into();
-        e.content_type = annal::ContentType::Json;
-        e.data = Bytes::from(to_json(&current));
-        e.metadata = Bytes::new();
-        e
-    }))
+    if e.event_type != "$Metadata" {
+        return Cow::Borrowed(e);
+    }
+    let parsed = serde_json::from_slice::<Value>(&e.data).ok().and_then(|v| {
+        let Value::Object(mut obj) = v else { return None };
+        obj.remove("version");
+        serde_json::from_value::<StreamMetadata>(Value::Object(obj)).ok()
+    });
+    let Some(m) = parsed else {
+        return Cow::Borrowed(e);
+    };
+    let mut out = e.clone();
+    out.stream = format!("{PREFIX}{stream}");
+    out.event_type = "$metadata".into();
+    out.content_type = annal::ContentType::Json;
+    out.data = Bytes::from(to_json(&m));
+    Cow::Owned(out)
 }
 
 /// True if `expected` holds for `$$<stream>` at revision `current`.
@@ -110,6 +128,32 @@ pub(crate) fn expected_holds(expected: ExpectedVersion, current: Option<u64>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_records_show_as_metadata_events() {
+        let e = RecordedEvent {
+            stream: "$meta-order-1".into(),
+            revision: 3,
+            position: 9,
+            id: ::uuid::Uuid::nil(),
+            event_type: "$Metadata".into(),
+            content_type: annal::ContentType::Json,
+            data: Bytes::from_static(br#"{"version":1,"max_count":2,"custom":{"a":1}}"#),
+            metadata: Bytes::new(),
+            tags: vec![],
+            timestamp_micros: 0,
+        };
+        let shown = shown(&e);
+        assert_eq!(shown.stream, "$$order-1");
+        assert_eq!(shown.event_type, "$metadata");
+        let v: Value = serde_json::from_slice(&shown.data).unwrap();
+        assert_eq!(v, serde_json::json!({"$maxCount": 2, "a": 1}));
+        let other = RecordedEvent {
+            stream: "order-1".into(),
+            ..e
+        };
+        assert!(matches!(super::shown(&other), Cow::Borrowed(_)));
+    }
 
     #[test]
     fn known_keys_map_and_others_are_kept() {

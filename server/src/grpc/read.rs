@@ -20,7 +20,7 @@ use annal::{Direction, Filter, LogFrom, Message, RecordedEvent, StreamFrom, Subs
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use super::convert::{commit_of, event_resp, event_resp_as, stream_identifier, stream_name};
+use super::convert::{commit_of, event_resp, stream_identifier, stream_name};
 use super::filter::{EventFilter, is_bookkeeping};
 use super::proto::event_store::client::streams::read_req::options::{
     AllOptions, CountOption, FilterOption, ReadDirection, StreamOption, StreamOptions, all_options, stream_options,
@@ -117,22 +117,16 @@ async fn read_stream(
         .map_err(status::denied)?;
     let (tx, rx) = mpsc::channel(CHANNEL);
     let store = state.store();
-    if let Some(target) = target {
-        // `$$<stream>`: the current metadata, as one event.
-        let structured = shape.structured;
-        let found = blocking(&state, move || metadata::read(&store, &target)).await?;
-        let answer = match found {
-            Some(e) if count > 0 => event_resp_as(&e, &e.stream, structured),
-            Some(_) => return Ok(answers(rx)),
-            None => not_found(&stream),
-        };
-        let _ = tx.send(Ok(answer)).await;
-        return Ok(answers(rx));
-    }
+    // `$$<stream>` reads the metadata's system stream.
+    let asked = stream.clone();
+    let stream = match &target {
+        Some(t) => metadata::stored_stream(t),
+        None => stream,
+    };
     let check = stream.clone();
     let exists = blocking(&state, move || stream_exists(&store, &check)).await?;
     if !exists {
-        let _ = tx.send(Ok(not_found(&stream))).await;
+        let _ = tx.send(Ok(not_found(&asked))).await;
         return Ok(answers(rx));
     }
     // The first revision to read, or None for nothing at all.
@@ -181,7 +175,11 @@ async fn read_stream(
             };
             let full = page.len() >= want;
             for e in &page {
-                if tx.send(Ok(event_resp(e, shape.structured))).await.is_err() {
+                if tx
+                    .send(Ok(event_resp(&metadata::shown(e), shape.structured)))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 left -= 1;
@@ -253,7 +251,8 @@ fn read_all(
                 return;
             };
             for e in &page {
-                match passes(shape.filter.as_ref(), e) {
+                let e = metadata::shown(e);
+                match passes(shape.filter.as_ref(), &e) {
                     Ok(false) => continue,
                     Ok(true) => {}
                     Err(s) => {
@@ -261,7 +260,7 @@ fn read_all(
                         return;
                     }
                 }
-                if tx.send(Ok(event_resp(e, shape.structured))).await.is_err() {
+                if tx.send(Ok(event_resp(&e, shape.structured))).await.is_err() {
                     return;
                 }
                 left -= 1;
@@ -337,7 +336,11 @@ fn subscribe_stream(
     shape: Shape,
 ) -> Result<Answers<ReadResp>, Status> {
     let stream = stream_name(s.stream_identifier.as_ref())?;
-    p.authorize(Need::Read(&stream)).map_err(status::denied)?;
+    let target = metadata::target(&stream).map(str::to_string);
+    p.authorize(Need::Read(target.as_deref().unwrap_or(&stream)))
+        .map_err(status::denied)?;
+    // `$$<stream>`: the metadata's system stream.
+    let stream = target.as_deref().map_or(stream.clone(), metadata::stored_stream);
     let store = state.store();
     if store.stream_metadata(&stream).is_some_and(|m| m.tombstoned) {
         return Err(status::stream_deleted(&stream));
@@ -419,6 +422,7 @@ fn pump(state: AppState, mut sub: annal::Subscription, kind: Kind, shape: Shape)
                     Ok(Some(Message::Event(e))) => {
                         considered += 1;
                         last_seen = Some(e.position);
+                        let e = metadata::shown(&e);
                         let shown = match passes(shape.filter.as_ref(), &e) {
                             Ok(shown) => shown,
                             Err(s) => {

@@ -813,3 +813,88 @@ async fn tls_offers_h2_and_http_1_1_by_alpn() {
     .unwrap();
     assert_eq!(negotiated, [Some(b"h2".to_vec()), Some(b"http/1.1".to_vec())]);
 }
+
+#[tokio::test]
+async fn metadata_streams_and_prefix_limited_tokens() {
+    use append_req::options::ExpectedStreamRevision as E;
+    use read_req::options::*;
+    let s = start(|c| {
+        c.no_auth = false;
+        c.tokens = vec![TokenConfig {
+            name: "tenant".into(),
+            sha256: hash_token("t0ken"),
+            role: Role::Write,
+            stream_prefixes: vec!["orders-".into()],
+        }];
+    })
+    .await;
+    let mut c = s.streams().await;
+    let auth = |mut r: Request<ReadReq>| {
+        r.metadata_mut()
+            .insert("authorization", "Bearer t0ken".parse().unwrap());
+        r
+    };
+    let mut reqs = vec![AppendReq {
+        content: Some(append_req::Content::Options(append_req::Options {
+            stream_identifier: sid("$$orders-1"),
+            expected_stream_revision: Some(E::NoStream(Empty {})),
+        })),
+    }];
+    reqs.push(AppendReq {
+        content: Some(append_req::Content::ProposedMessage(message(
+            None,
+            "$metadata",
+            "application/json",
+            br#"{"$maxCount": 3, "owner": "me"}"#,
+        ))),
+    });
+    let mut append_req = Request::new(tokio_stream(reqs));
+    append_req
+        .metadata_mut()
+        .insert("authorization", "Bearer t0ken".parse().unwrap());
+    let r = c.append(append_req).await.unwrap().into_inner();
+    assert_eq!(success_position(&r).0, 0);
+
+    // $$orders-1 reads back as a $metadata event with the protocol's JSON.
+    let mut stream = c
+        .read(auth(Request::new(read_options(
+            stream_from("$$orders-1", None),
+            false,
+            false,
+            10,
+        ))))
+        .await
+        .unwrap()
+        .into_inner();
+    let m = stream.message().await.unwrap().unwrap();
+    let Some(read_resp::Content::Event(e)) = m.content else {
+        panic!("{m:?}")
+    };
+    let e = e.event.unwrap();
+    assert_eq!(e.stream_identifier, sid("$$orders-1"));
+    assert_eq!(e.metadata["type"], "$metadata");
+    let v: serde_json::Value = serde_json::from_slice(&e.data).unwrap();
+    assert_eq!(v, serde_json::json!({"$maxCount": 3, "owner": "me"}));
+
+    // $all: refused without a filter, allowed through a stream prefix filter within the token's.
+    let all = |prefix: Option<&str>| {
+        let mut r = read_options(all_from(None), false, false, 10);
+        if let Some(p) = prefix {
+            r.options.as_mut().unwrap().filter_option = Some(FilterOption::Filter(FilterOptions {
+                filter: Some(filter_options::Filter::StreamIdentifier(filter_options::Expression {
+                    regex: String::new(),
+                    prefix: vec![p.to_string()],
+                })),
+                window: Some(filter_options::Window::Max(10)),
+                checkpoint_interval_multiplier: 1,
+            }));
+        }
+        auth(Request::new(r))
+    };
+    assert_eq!(c.read(all(None)).await.unwrap_err().code(), Code::PermissionDenied);
+    assert_eq!(
+        c.read(all(Some("users-"))).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    assert!(c.read(all(Some("orders-eu-"))).await.is_ok());
+}

@@ -6,6 +6,7 @@ sets ANNAL_GRPC_URI. Each test uses streams of its own (a fresh uuid), so the
 tests share one server and one store.
 """
 
+import json
 import os
 import threading
 import time
@@ -192,8 +193,14 @@ class Metadata(Base):
         with self.assertRaises(WrongCurrentVersionError):
             c.set_stream_metadata(s, metadata={}, current_version=version + 1)
         c.set_stream_metadata(s, metadata={"$maxAge": 3600}, current_version=version)
-        self.assertEqual(c.get_stream_metadata(s)[0], {"$maxAge": 3600})
+        self.assertEqual(c.get_stream_metadata(s), ({"$maxAge": 3600}, version + 1))
         self.assertEqual(len(c.get_stream(s)), 5)
+        # Every metadata record is an event of $$<stream>, in the stream and in $all.
+        records = c.get_stream(f"$${s}")
+        self.assertEqual([e.type for e in records], ["$metadata", "$metadata"])
+        self.assertEqual(json.loads(records[0].data), {"$maxCount": 2, "custom": {"k": [1, 2]}})
+        in_all = [e for e in c.read_all(filter_exclude=[]) if e.stream_name == f"$${s}"]
+        self.assertEqual([e.id for e in in_all], [e.id for e in records])
 
 
 class Subscriptions(Base):
