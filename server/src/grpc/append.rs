@@ -190,6 +190,10 @@ fn wrong_expected_version(current: Option<u64>, expected: ExpectedVersion) -> ap
     }
 }
 
+/// Most batches one BatchAppend call may have open (sent in part) at once;
+/// together they hold at most [`MAX_MESSAGE`] bytes.
+const MAX_OPEN_BATCHES: usize = 64;
+
 /// One batch being received.
 #[derive(Default)]
 struct Batch {
@@ -222,6 +226,16 @@ pub(crate) fn batch_append(
                 Ok(Some(id)) => id.to_string(),
                 _ => format!("{:?}", msg.correlation_id),
             };
+            if !batches.contains_key(&key) && batches.len() >= MAX_OPEN_BATCHES {
+                let _ = tx
+                    .send(Err(Status::resource_exhausted(format!(
+                        "more than {MAX_OPEN_BATCHES} batches without their final part on one call"
+                    ))))
+                    .await;
+                break;
+            }
+            // The bytes held by the other open batches count against this one's limit.
+            let others: usize = batches.iter().filter(|(k, _)| **k != key).map(|(_, b)| b.size).sum();
             let batch = batches.entry(key.clone()).or_default();
             if msg.options.is_some() {
                 batch.options = msg.options;
@@ -230,10 +244,14 @@ pub(crate) fn batch_append(
                 if batch.error.is_some() {
                     break;
                 }
+                let mut held = batch.size + others;
                 match event_data(pm.id.as_ref(), &pm.metadata, pm.custom_metadata, pm.data)
-                    .and_then(|e| count_size(&mut batch.size, &e).map(|()| e))
+                    .and_then(|e| count_size(&mut held, &e).map(|()| e))
                 {
-                    Ok(e) => batch.events.push(e),
+                    Ok(e) => {
+                        batch.size = held - others;
+                        batch.events.push(e);
+                    }
                     Err(s) => batch.error = Some(s),
                 }
             }
