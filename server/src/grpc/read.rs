@@ -132,8 +132,8 @@ async fn read_stream(
     // The first revision to read, or None for nothing at all.
     let start = match (s.revision_option, shape.backwards) {
         (Some(stream_options::RevisionOption::Revision(r)), _) => Some(StreamFrom::Revision(r)),
-        (Some(stream_options::RevisionOption::Start(_)) | None, false) => Some(StreamFrom::Revision(0)),
-        (Some(stream_options::RevisionOption::Start(_)) | None, true) => Some(StreamFrom::Revision(0)),
+        // From the start: revision 0 (backwards, that one event only).
+        (Some(stream_options::RevisionOption::Start(_)) | None, _) => Some(StreamFrom::Revision(0)),
         (Some(stream_options::RevisionOption::End(_)), false) => None,
         (Some(stream_options::RevisionOption::End(_)), true) => Some(StreamFrom::End),
     };
