@@ -88,14 +88,18 @@ pub fn compact(ctx: &Ctx, compress: bool) -> CliResult {
     Ok(store.close()?)
 }
 
-/// `annal serve [--listen ADDR] [--no-auth]`: the HTTP API until SIGINT or SIGTERM.
-pub fn serve(ctx: &Ctx, listen: Option<SocketAddr>, no_auth: bool) -> CliResult {
+/// `annal serve [--listen ADDR] [--no-auth] [--advertise HOST:PORT]`: the
+/// HTTP API and the KurrentDB gRPC protocol until SIGINT or SIGTERM.
+pub fn serve(ctx: &Ctx, listen: Option<SocketAddr>, no_auth: bool, advertise: Option<String>) -> CliResult {
     let mut config = ctx.server.clone().unwrap_or_default();
     if let Some(addr) = listen {
         config.listen = addr;
     }
     if no_auth {
         config.no_auth = true;
+    }
+    if advertise.is_some() {
+        config.advertise = advertise;
     }
     let store = Arc::new(ctx.open_serve()?);
     for t in store.torn_tails_at_open() {

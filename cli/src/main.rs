@@ -77,7 +77,7 @@ enum Command {
     Metadata(MetadataArgs),
     /// Scavenge deleted and expired events, then compress sealed segments if configured.
     Compact(CompactArgs),
-    /// Serve the HTTP/JSON API (tokens from annal.toml's [server], or --no-auth).
+    /// Serve the HTTP/JSON API and the KurrentDB gRPC protocol (tokens from annal.toml's [server], or --no-auth).
     Serve(ServeArgs),
 }
 
@@ -117,6 +117,9 @@ pub struct ServeArgs {
     /// Open mode for local development: no tokens (refused on a non-loopback address).
     #[arg(long)]
     pub no_auth: bool,
+    /// HOST:PORT that the gRPC gossip answer advertises (default: the address the client used).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
 }
 
 /// Output format.
@@ -293,7 +296,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Delete(a) => lifecycle::delete(&ctx, &a.stream, a.expected, a.hard),
         Command::Metadata(a) => lifecycle::metadata(&ctx, &a.stream, a.set.as_deref()),
         Command::Compact(a) => lifecycle::compact(&ctx, a.compress),
-        Command::Serve(a) => lifecycle::serve(&ctx, a.listen, a.no_auth),
+        Command::Serve(a) => lifecycle::serve(&ctx, a.listen, a.no_auth, a.advertise),
     }
 }
 

@@ -134,6 +134,7 @@ impl Refusal<'_> {
 }
 
 struct Token {
+    name: String,
     hash: [u8; 32],
     role: Role,
     prefixes: Vec<String>,
@@ -152,6 +153,7 @@ impl Auth {
             let hash =
                 parse_hash(&t.sha256).ok_or_else(|| format!("token {:?}: sha256 is not 64 hex digits", t.name))?;
             tokens.push(Token {
+                name: t.name.clone(),
                 hash,
                 role: t.role,
                 prefixes: t.stream_prefixes.clone(),
@@ -163,26 +165,44 @@ impl Auth {
         })
     }
 
-    /// The principal for an `Authorization` value (`Bearer <token>`).
+    /// The principal for an `Authorization` value: `Bearer <token>`, or
+    /// `Basic <base64 of name:secret>` where `name` is a configured token's
+    /// name and `secret` the token itself (the user name and password the
+    /// KurrentDB clients send).
     pub(crate) fn authenticate(&self, header: Option<&str>) -> Result<Principal, Denied> {
         if self.open {
             return Ok(Principal::everyone());
         }
-        let token = header
-            .and_then(|h| {
-                let (scheme, rest) = h.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-            })
-            .filter(|t| !t.is_empty())
+        let (scheme, rest) = header
+            .and_then(|h| h.trim().split_once(' '))
             .ok_or(Denied::Unauthenticated)?;
+        let rest = rest.trim();
+        let (name, secret) = if scheme.eq_ignore_ascii_case("bearer") {
+            (None, rest.to_string())
+        } else if scheme.eq_ignore_ascii_case("basic") {
+            use base64::Engine;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(rest)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or(Denied::Unauthenticated)?;
+            let (user, password) = decoded.split_once(':').ok_or(Denied::Unauthenticated)?;
+            (Some(user.to_string()), password.to_string())
+        } else {
+            return Err(Denied::Unauthenticated);
+        };
+        if secret.is_empty() {
+            return Err(Denied::Unauthenticated);
+        }
         let presented: [u8; 32] = {
             use sha2::Digest;
-            sha2::Sha256::digest(token.as_bytes()).into()
+            sha2::Sha256::digest(secret.as_bytes()).into()
         };
         // Compare against every token, in constant time, without stopping early.
         let mut found: Option<&Token> = None;
         for t in &self.tokens {
-            if bool::from(t.hash.ct_eq(&presented)) {
+            let name_ok = name.as_deref().is_none_or(|n| n == t.name);
+            if bool::from(t.hash.ct_eq(&presented)) && name_ok {
                 found = Some(t);
             }
         }
@@ -266,6 +286,17 @@ mod tests {
         assert!(auth.authenticate(Some("bearer  secret ")).is_ok());
         for bad in [None, Some("Bearer"), Some("Bearer other"), Some("Basic secret")] {
             assert_eq!(auth.authenticate(bad).err(), Some(Denied::Unauthenticated), "{bad:?}");
+        }
+        // Basic: the token's name as the user, the token as the password.
+        use base64::Engine;
+        let basic = |s: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(s));
+        assert!(auth.authenticate(Some(&basic("t:secret"))).is_ok());
+        for bad in ["u:secret", "t:other", "t:", "secret"] {
+            assert_eq!(
+                auth.authenticate(Some(&basic(bad))).err(),
+                Some(Denied::Unauthenticated),
+                "{bad}"
+            );
         }
     }
 }

@@ -97,6 +97,10 @@ pub struct ServerConfig {
     pub idle_timeout_ms: u64,
     /// Most open connections; more are closed as soon as they are accepted. Default 1024.
     pub max_connections: usize,
+    /// `HOST:PORT` the gRPC gossip answer advertises (for clients that
+    /// discover the node). Default: the host and port the client connected to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -120,6 +124,7 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             max_connections: 1024,
+            advertise: None,
         }
     }
 }

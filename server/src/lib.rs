@@ -1,4 +1,6 @@
-//! annal-server: the HTTP/JSON API of the annal event store, on axum and tokio.
+//! annal-server: the HTTP/JSON API of the annal event store, and the
+//! KurrentDB (EventStoreDB) gRPC protocol on the same listener, on axum,
+//! tonic and tokio.
 //!
 //! The store is synchronous; every call to it runs on tokio's blocking pool.
 //! Start a server with [`serve`] (or [`bind`] then [`BoundServer::run`] to
@@ -18,7 +20,8 @@
 //!
 //! # Layout
 //!
-//! Each wire protocol has a folder of its own (`http/` today); what every
+//! Each wire protocol has a folder of its own (`http/`, and `grpc/` for the
+//! KurrentDB protocol); what every
 //! protocol shares stands at the top: `config` (settings, tokens, limits),
 //! `auth` (who the caller is and what it may touch), `state` (the store handle
 //! and the blocking pool), `metrics`, `paths`, `nesting` and `error`
@@ -30,6 +33,7 @@
 mod auth;
 pub mod config;
 mod error;
+mod grpc;
 mod http;
 mod metrics;
 pub mod nesting;

@@ -1,9 +1,11 @@
 //! Startup and shutdown: checking the config, loading the certificate,
 //! binding, running the protocols, and waiting for store work at the end.
 //!
-//! It owns the order of startup and shutdown, for every protocol. It must
-//! never answer a request nor accept a connection itself: each protocol serves
-//! its own (HTTP's in `http::listen`).
+//! It owns the order of startup and shutdown, for every protocol, and which
+//! protocol a request on the shared listener goes to: gRPC (content type
+//! `application/grpc…`) or the HTTP/JSON API (everything else). It must
+//! never answer a request nor accept a connection itself: connections are
+//! accepted in `http::listen`, requests answered by each protocol.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -85,7 +87,7 @@ impl BoundServer {
             shutdown.await;
             state.shutdown.cancel();
         };
-        let result = crate::http::listen::serve(listener, state.clone(), tls, stop).await;
+        let result = crate::http::listen::serve(listener, state.clone(), app(&state), tls, stop).await;
         state.shutdown.cancel();
         // Requests dropped at the end of the grace period may have left store
         // operations running on the blocking pool: wait for them (and for
@@ -96,6 +98,41 @@ impl BoundServer {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         result.map_err(io)
+    }
+}
+
+/// The service of the listener: gRPC requests to the gRPC services, every
+/// other request to the HTTP/JSON API.
+fn app(state: &AppState) -> axum::Router {
+    let http = crate::http::router(state.clone());
+    let grpc = crate::grpc::router(state.clone());
+    axum::Router::new().fallback_service(ByProtocol { http, grpc })
+}
+
+/// Sends each request to the router of its protocol.
+#[derive(Clone)]
+struct ByProtocol {
+    http: axum::Router,
+    grpc: axum::Router,
+}
+
+impl tower_service::Service<axum::extract::Request> for ByProtocol {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        // Both routers are always ready.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: axum::extract::Request) -> Self::Future {
+        let mut router = if crate::grpc::is_grpc(&req) {
+            self.grpc.clone()
+        } else {
+            self.http.clone()
+        };
+        Box::pin(async move { tower_service::Service::call(&mut router, req).await })
     }
 }
 

@@ -1,0 +1,117 @@
+//! The KurrentDB (EventStoreDB) gRPC protocol, so that the official KurrentDB
+//! clients work against `annal serve` unchanged: the `Streams` service
+//! (reads, catch-up subscriptions, appends, deletes), `Gossip` and
+//! `ServerFeatures`, served by tonic on the same listener as the HTTP API.
+//!
+//! It owns everything that is this protocol: the generated messages
+//! ([`proto`]), how ids, positions, revisions and metadata are spelt on the
+//! wire ([`convert`]), its filters ([`filter`]), its status codes, trailers
+//! and error texts ([`status`]), and one module per service. Positions on the
+//! wire are annal's plus one (see [`convert::commit_of`]); the library's
+//! positions are never changed.
+//!
+//! It may use the shared modules at the crate's top (config, auth, state);
+//! they must never use it, and neither must the HTTP protocol beside it. It
+//! must never decide who may do what by itself: permissions are asked of
+//! [`crate::auth`], and only the status code of a refusal is its own.
+
+mod append;
+mod convert;
+mod features;
+mod filter;
+mod gossip;
+mod metadata;
+pub(crate) mod proto;
+mod read;
+mod status;
+mod streams;
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tonic::Status;
+
+use crate::auth::Principal;
+use crate::state::{AppState, Interrupted};
+use proto::event_store::client::gossip::gossip_server::GossipServer;
+use proto::event_store::client::server_features::server_features_server::ServerFeaturesServer;
+use proto::event_store::client::streams::streams_server::StreamsServer;
+
+/// A stream of answers to one call.
+pub(crate) type Answers<T> = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The largest gRPC message accepted or sent: well above the largest append
+/// the store takes (`Options::max_append_size`, 32 MiB by default).
+pub(crate) const MAX_MESSAGE: usize = 64 << 20;
+
+/// The gRPC services as an axum router; paths that no service serves answer
+/// UNIMPLEMENTED, naming the method.
+pub(crate) fn router(state: AppState) -> axum::Router {
+    let streams = StreamsServer::new(streams::Streams::new(state.clone()))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let gossip = GossipServer::new(gossip::Gossip::new(state.clone()));
+    let features = ServerFeaturesServer::new(features::Features);
+    tonic::service::Routes::new(streams)
+        .add_service(gossip)
+        .add_service(features)
+        .prepare()
+        .into_axum_router()
+        .fallback(unimplemented)
+        .layer(axum::middleware::from_fn(remember_authority))
+}
+
+/// True if a request is for this protocol (its content type is `application/grpc…`).
+pub(crate) fn is_grpc(req: &Request) -> bool {
+    req.headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+async fn unimplemented(uri: axum::http::Uri) -> Response {
+    Status::unimplemented(format!(
+        "annal does not implement {}: it serves event_store.client.streams.Streams (Read, Append, \
+         BatchAppend, Delete, Tombstone), event_store.client.gossip.Gossip/Read and \
+         event_store.client.server_features.ServerFeatures/GetSupportedMethods",
+        uri.path()
+    ))
+    .into_http::<axum::body::Body>()
+    .into_response()
+}
+
+/// The host and port a client connected to (the request's authority), for gossip.
+#[derive(Clone, Debug)]
+pub(crate) struct Authority(pub(crate) String);
+
+async fn remember_authority(mut req: Request, next: Next) -> Response {
+    let authority = req.uri().authority().map(|a| a.as_str().to_string()).or_else(|| {
+        req.headers()
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+    });
+    if let Some(a) = authority {
+        req.extensions_mut().insert(Authority(a));
+    }
+    next.run(req).await
+}
+
+/// The caller of a request, from its `authorization` metadata (ignored in open mode).
+pub(crate) fn principal<T>(state: &AppState, req: &tonic::Request<T>) -> Result<Principal, Status> {
+    let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
+    state.auth.authenticate(header).map_err(status::denied)
+}
+
+/// Runs a store operation on the blocking pool for a gRPC call.
+pub(crate) async fn blocking<T, F>(state: &AppState, f: F) -> Result<T, Status>
+where
+    F: FnOnce() -> Result<T, Status> + Send + 'static,
+    T: Send + 'static,
+{
+    match state.run_blocking(f).await {
+        Ok(r) => r,
+        Err(Interrupted::Panicked) => Err(Status::internal("the operation failed unexpectedly")),
+        Err(Interrupted::Cancelled) => Err(Status::unavailable("the server is shutting down")),
+    }
+}

@@ -1,0 +1,478 @@
+//! `Read`: reads of a stream or of `$all` (forwards or backwards, from a
+//! revision, a position, the start or the end, with a count and a filter),
+//! and catch-up subscriptions to a stream or to `$all` (confirmation, history,
+//! `caught_up`, then live events; checkpoints when filtered).
+//!
+//! Ranges, as the clients expect them: `$all` forwards from a position
+//! includes it, backwards from a position excludes it; a subscription from a
+//! revision or position starts after it; a subscription from the end takes
+//! its live point before the confirmation is sent. A soft-deleted or missing
+//! stream answers `stream_not_found`; a tombstoned one fails as deleted.
+//! With a filter, annal's bookkeeping streams stay hidden.
+//!
+//! It owns how reads are paged and how subscriptions are pumped into a
+//! call's answers. It must never write to the store.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use annal::{Direction, Filter, LogFrom, Message, RecordedEvent, StreamFrom, SubscribeFrom};
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use super::convert::{commit_of, event_resp, stream_identifier, stream_name};
+use super::filter::{EventFilter, is_bookkeeping};
+use super::proto::event_store::client::streams::read_req::options::{
+    AllOptions, CountOption, FilterOption, ReadDirection, StreamOption, StreamOptions, all_options, stream_options,
+    uuid_option,
+};
+use super::proto::event_store::client::streams::read_resp::{self, Content};
+use super::proto::event_store::client::streams::{ReadReq, ReadResp};
+use super::{Answers, blocking, metadata, status};
+use crate::auth::{Need, Principal};
+use crate::state::AppState;
+
+/// Events read from the store at a time.
+const PAGE: usize = 256;
+/// Answers buffered per call before the reader waits for the client.
+const CHANNEL: usize = 64;
+
+/// What a read asks, once decoded.
+struct Shape {
+    backwards: bool,
+    structured: bool,
+    filter: Option<EventFilter>,
+}
+
+/// Answers a `Read` call.
+pub(crate) async fn read(state: AppState, p: Principal, req: ReadReq) -> Result<Answers<ReadResp>, Status> {
+    let o = req
+        .options
+        .ok_or_else(|| Status::invalid_argument("ReadReq without options"))?;
+    let shape = Shape {
+        backwards: o.read_direction() == ReadDirection::Backwards,
+        structured: matches!(
+            o.uuid_option.as_ref().and_then(|u| u.content.as_ref()),
+            Some(uuid_option::Content::Structured(_))
+        ),
+        filter: match &o.filter_option {
+            Some(FilterOption::Filter(f)) => Some(EventFilter::new(f)?),
+            Some(FilterOption::NoFilter(_)) | None => None,
+        },
+    };
+    let subscribe = matches!(o.count_option, Some(CountOption::Subscription(_)));
+    let count = match o.count_option {
+        Some(CountOption::Count(n)) => n,
+        _ => u64::MAX,
+    };
+    match o.stream_option {
+        Some(StreamOption::Stream(s)) if subscribe => subscribe_stream(state, &p, s, shape),
+        Some(StreamOption::Stream(s)) => read_stream(state, &p, s, count, shape).await,
+        Some(StreamOption::All(a)) if subscribe => subscribe_all(state, &p, a, shape),
+        Some(StreamOption::All(a)) => read_all(state, &p, a, count, shape),
+        None => Err(Status::invalid_argument("ReadReq names neither a stream nor $all")),
+    }
+}
+
+fn answers(mut rx: mpsc::Receiver<Result<ReadResp, Status>>) -> Answers<ReadResp> {
+    Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+}
+
+fn not_found(stream: &str) -> ReadResp {
+    ReadResp {
+        content: Some(Content::StreamNotFound(read_resp::StreamNotFound {
+            stream_identifier: Some(stream_identifier(stream)),
+        })),
+    }
+}
+
+fn timestamp_now() -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp::from(SystemTime::now()))
+}
+
+/// Whether a stream can be read: `Err` if tombstoned, `Ok(false)` if missing or soft-deleted.
+fn stream_exists(store: &annal::Store, stream: &str) -> Result<bool, Status> {
+    let meta = store.stream_metadata(stream);
+    if meta.as_ref().is_some_and(|m| m.tombstoned) {
+        return Err(status::stream_deleted(stream));
+    }
+    Ok(match store.stream_info(stream) {
+        None => false,
+        Some(info) => meta
+            .and_then(|m| m.truncate_before)
+            .is_none_or(|tb| tb <= info.last_revision),
+    })
+}
+
+async fn read_stream(
+    state: AppState,
+    p: &Principal,
+    s: StreamOptions,
+    count: u64,
+    shape: Shape,
+) -> Result<Answers<ReadResp>, Status> {
+    let stream = stream_name(s.stream_identifier.as_ref())?;
+    let target = metadata::target(&stream).map(str::to_string);
+    p.authorize(Need::Read(target.as_deref().unwrap_or(&stream)))
+        .map_err(status::denied)?;
+    let (tx, rx) = mpsc::channel(CHANNEL);
+    let store = state.store();
+    // `$$<stream>` reads the metadata's system stream.
+    let asked = stream.clone();
+    let stream = match &target {
+        Some(t) => metadata::stored_stream(t),
+        None => stream,
+    };
+    let check = stream.clone();
+    let exists = blocking(&state, move || stream_exists(&store, &check)).await?;
+    if !exists {
+        let _ = tx.send(Ok(not_found(&asked))).await;
+        return Ok(answers(rx));
+    }
+    // The first revision to read, or None for nothing at all.
+    let start = match (s.revision_option, shape.backwards) {
+        (Some(stream_options::RevisionOption::Revision(r)), _) => Some(StreamFrom::Revision(r)),
+        // From the start: revision 0 (backwards, that one event only).
+        (Some(stream_options::RevisionOption::Start(_)) | None, _) => Some(StreamFrom::Revision(0)),
+        (Some(stream_options::RevisionOption::End(_)), false) => None,
+        (Some(stream_options::RevisionOption::End(_)), true) => Some(StreamFrom::End),
+    };
+    let direction = if shape.backwards {
+        Direction::Backward
+    } else {
+        Direction::Forward
+    };
+    tokio::spawn(async move {
+        let Some(mut from) = start else { return };
+        let mut left = count;
+        while left > 0 && !tx.is_closed() {
+            let want = usize::try_from(left).unwrap_or(usize::MAX).min(PAGE);
+            let store = state.store();
+            let name = stream.clone();
+            let page = blocking(&state, move || {
+                let from = match (from, direction) {
+                    // Backwards from past the end starts at the end.
+                    (StreamFrom::Revision(r), Direction::Backward) => match store.stream_info(&name) {
+                        Some(info) if r > info.last_revision => StreamFrom::End,
+                        _ => from,
+                    },
+                    _ => from,
+                };
+                store
+                    .read_stream(&name, direction, from, want)
+                    .map_err(status::from_store)
+            })
+            .await;
+            let page = match page {
+                Ok(page) => page,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            let Some(last) = page.last().map(|e| e.revision) else {
+                return;
+            };
+            let full = page.len() >= want;
+            for e in &page {
+                if tx
+                    .send(Ok(event_resp(&metadata::shown(e), shape.structured)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                left -= 1;
+            }
+            if !full {
+                return;
+            }
+            from = match direction {
+                Direction::Forward => StreamFrom::Revision(last.saturating_add(1)),
+                Direction::Backward if last == 0 => return,
+                Direction::Backward => StreamFrom::Revision(last - 1),
+            };
+        }
+    });
+    Ok(answers(rx))
+}
+
+fn read_all(
+    state: AppState,
+    p: &Principal,
+    a: AllOptions,
+    count: u64,
+    shape: Shape,
+) -> Result<Answers<ReadResp>, Status> {
+    authorize_log(p, shape.filter.as_ref())?;
+    let head = state.store().head_position();
+    // The first annal position to read, or None for nothing at all.
+    let start = match (a.all_option, shape.backwards) {
+        (Some(all_options::AllOption::Start(_)) | None, false) => Some(LogFrom::Position(0)),
+        (Some(all_options::AllOption::Start(_)) | None, true) => None,
+        (Some(all_options::AllOption::End(_)), false) => None,
+        (Some(all_options::AllOption::End(_)), true) => Some(LogFrom::End),
+        // Forwards from commit position c includes it: annal position c − 1.
+        (Some(all_options::AllOption::Position(pos)), false) => {
+            Some(LogFrom::Position(pos.commit_position.saturating_sub(1)))
+        }
+        // Backwards from c excludes it: annal positions below c − 1.
+        (Some(all_options::AllOption::Position(pos)), true) => match pos.commit_position.checked_sub(2) {
+            Some(_) if head == 0 => None,
+            Some(q) => Some(LogFrom::Position(q.min(head - 1))),
+            None => None,
+        },
+    };
+    let direction = if shape.backwards {
+        Direction::Backward
+    } else {
+        Direction::Forward
+    };
+    let (tx, rx) = mpsc::channel(CHANNEL);
+    tokio::spawn(async move {
+        let Some(mut from) = start else { return };
+        let mut left = count;
+        while left > 0 && !tx.is_closed() {
+            let store = state.store();
+            let page = blocking(&state, move || {
+                store
+                    .read_all(direction, from, PAGE, &Filter::all())
+                    .map_err(status::from_store)
+            })
+            .await;
+            let page = match page {
+                Ok(page) => page,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            let Some(last) = page.last().map(|e| e.position) else {
+                return;
+            };
+            for e in &page {
+                let e = metadata::shown(e);
+                match passes(shape.filter.as_ref(), &e) {
+                    Ok(false) => continue,
+                    Ok(true) => {}
+                    Err(s) => {
+                        let _ = tx.send(Err(s)).await;
+                        return;
+                    }
+                }
+                if tx.send(Ok(event_resp(&e, shape.structured))).await.is_err() {
+                    return;
+                }
+                left -= 1;
+                if left == 0 {
+                    return;
+                }
+            }
+            if page.len() < PAGE {
+                return;
+            }
+            from = match direction {
+                Direction::Forward => LogFrom::Position(last.saturating_add(1)),
+                Direction::Backward if last == 0 => return,
+                Direction::Backward => LogFrom::Position(last - 1),
+            };
+        }
+    });
+    Ok(answers(rx))
+}
+
+/// Checks that `p` may read `$all` as `filter` limits it: the whole log, or
+/// only streams under the filter's stream-name prefixes.
+fn authorize_log(p: &Principal, filter: Option<&EventFilter>) -> Result<(), Status> {
+    match filter.and_then(EventFilter::stream_prefixes) {
+        Some(prefixes) => prefixes.iter().try_for_each(|q| p.authorize(Need::ReadLog(Some(q)))),
+        None => p.authorize(Need::ReadLog(None)),
+    }
+    .map_err(status::denied)
+}
+
+/// True if a read or subscription of `$all` under `filter` shows `e`.
+fn passes(filter: Option<&EventFilter>, e: &RecordedEvent) -> Result<bool, Status> {
+    match filter {
+        None => Ok(true),
+        Some(_) if is_bookkeeping(&e.stream) => Ok(false),
+        Some(f) => f.matches(e),
+    }
+}
+
+/// Holds one of `max_subscribers` places while a subscription runs.
+struct Subscriber(AppState);
+
+impl Subscriber {
+    fn take(state: &AppState) -> Result<Subscriber, Status> {
+        let max = i64::try_from(state.config.max_subscribers).unwrap_or(i64::MAX);
+        if state.metrics.subscribers.fetch_add(1, Ordering::AcqRel) >= max {
+            state.metrics.subscribers.fetch_sub(1, Ordering::AcqRel);
+            return Err(Status::resource_exhausted(format!(
+                "at most {max} subscriptions at once"
+            )));
+        }
+        Ok(Subscriber(state.clone()))
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.0.metrics.subscribers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Where a subscription is, for its `caught_up` answer.
+#[derive(Clone, Copy)]
+enum Kind {
+    Stream,
+    All,
+}
+
+fn subscribe_stream(
+    state: AppState,
+    p: &Principal,
+    s: StreamOptions,
+    shape: Shape,
+) -> Result<Answers<ReadResp>, Status> {
+    let stream = stream_name(s.stream_identifier.as_ref())?;
+    let target = metadata::target(&stream).map(str::to_string);
+    p.authorize(Need::Read(target.as_deref().unwrap_or(&stream)))
+        .map_err(status::denied)?;
+    // `$$<stream>`: the metadata's system stream.
+    let stream = target.as_deref().map_or(stream.clone(), metadata::stored_stream);
+    let store = state.store();
+    if store.stream_metadata(&stream).is_some_and(|m| m.tombstoned) {
+        return Err(status::stream_deleted(&stream));
+    }
+    let from = match s.revision_option {
+        Some(stream_options::RevisionOption::Revision(r)) => SubscribeFrom::After(r),
+        Some(stream_options::RevisionOption::End(_)) => SubscribeFrom::End,
+        Some(stream_options::RevisionOption::Start(_)) | None => SubscribeFrom::Start,
+    };
+    // Opened here, before the confirmation: "from the end" is now.
+    let sub = store.subscribe_stream(&stream, from);
+    pump(state, sub, Kind::Stream, Shape { filter: None, ..shape })
+}
+
+fn subscribe_all(state: AppState, p: &Principal, a: AllOptions, shape: Shape) -> Result<Answers<ReadResp>, Status> {
+    authorize_log(p, shape.filter.as_ref())?;
+    let from = match a.all_option {
+        Some(all_options::AllOption::Position(pos)) => match pos.commit_position.checked_sub(1) {
+            // After commit position c: after annal position c − 1.
+            Some(q) => SubscribeFrom::After(q),
+            None => SubscribeFrom::Start,
+        },
+        Some(all_options::AllOption::End(_)) => SubscribeFrom::End,
+        Some(all_options::AllOption::Start(_)) | None => SubscribeFrom::Start,
+    };
+    let sub = state.store().subscribe_all(from, Filter::all());
+    pump(state, sub, Kind::All, shape)
+}
+
+/// Sends the confirmation, then moves the subscription to a thread that
+/// feeds the call's answers until the client goes or the server stops.
+fn pump(state: AppState, mut sub: annal::Subscription, kind: Kind, shape: Shape) -> Result<Answers<ReadResp>, Status> {
+    let place = Subscriber::take(&state)?;
+    let (tx, rx) = mpsc::channel(CHANNEL);
+    let confirmation = ReadResp {
+        content: Some(Content::Confirmation(read_resp::SubscriptionConfirmation {
+            subscription_id: ::uuid::Uuid::new_v4().to_string(),
+        })),
+    };
+    tx.try_send(Ok(confirmation))
+        .map_err(|_| Status::internal("the subscription could not start"))?;
+    let stop = state.shutdown.clone();
+    std::thread::Builder::new()
+        .name("annal-grpc-subscription".into())
+        .spawn(move || {
+            let _place = place;
+            let mut caught_up = false;
+            let mut considered = 0u64;
+            // The last position considered, and the last one a checkpoint reported.
+            let mut last_seen: Option<u64> = None;
+            let mut last_checkpoint: Option<u64> = None;
+            let checkpoint = |position: u64| ReadResp {
+                content: Some(Content::Checkpoint(read_resp::Checkpoint {
+                    commit_position: commit_of(position),
+                    prepare_position: commit_of(position),
+                    timestamp: timestamp_now(),
+                })),
+            };
+            while !tx.is_closed() && !stop.is_cancelled() {
+                let wait = if caught_up {
+                    Duration::from_millis(200)
+                } else {
+                    Duration::ZERO
+                };
+                let answer = match sub.next_timeout(wait) {
+                    Ok(None) if caught_up => continue,
+                    Ok(None) => {
+                        caught_up = true;
+                        if shape.filter.is_some()
+                            && let Some(at) = last_seen.filter(|&at| Some(at) != last_checkpoint)
+                        {
+                            last_checkpoint = Some(at);
+                            if tx.blocking_send(Ok(checkpoint(at))).is_err() {
+                                return;
+                            }
+                        }
+                        caught_up_resp(kind, sub.position())
+                    }
+                    Ok(Some(Message::Event(e))) => {
+                        considered += 1;
+                        last_seen = Some(e.position);
+                        let e = metadata::shown(&e);
+                        let shown = match passes(shape.filter.as_ref(), &e) {
+                            Ok(shown) => shown,
+                            Err(s) => {
+                                let _ = tx.blocking_send(Err(s));
+                                return;
+                            }
+                        };
+                        if shown && tx.blocking_send(Ok(event_resp(&e, shape.structured))).is_err() {
+                            return;
+                        }
+                        match &shape.filter {
+                            Some(f) if considered.is_multiple_of(f.checkpoint_interval) => {
+                                last_checkpoint = Some(e.position);
+                                checkpoint(e.position)
+                            }
+                            _ => continue,
+                        }
+                    }
+                    Ok(Some(Message::Checkpoint(_) | Message::Damaged { .. })) => continue,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(status::from_store(e)));
+                        return;
+                    }
+                };
+                if tx.blocking_send(Ok(answer)).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| Status::resource_exhausted(format!("cannot start a subscription thread: {e}")))?;
+    Ok(answers(rx))
+}
+
+fn caught_up_resp(kind: Kind, next: u64) -> ReadResp {
+    let last = next.checked_sub(1);
+    let (stream_revision, position) = match kind {
+        Kind::Stream => (last.and_then(|r| i64::try_from(r).ok()), None),
+        Kind::All => (
+            None,
+            last.map(|q| read_resp::Position {
+                commit_position: commit_of(q),
+                prepare_position: commit_of(q),
+            }),
+        ),
+    };
+    ReadResp {
+        content: Some(Content::CaughtUp(read_resp::CaughtUp {
+            timestamp: timestamp_now(),
+            stream_revision,
+            position,
+        })),
+    }
+}

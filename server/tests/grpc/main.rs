@@ -1,0 +1,900 @@
+//! The KurrentDB gRPC protocol of `annal serve`, through a tonic client built
+//! from the same protocol files: the wire details the official clients
+//! depend on (ids in both forms, positions, ranges, error codes, trailers
+//! and texts, BatchAppend error details), the shared listener, auth and the
+//! services beside Streams. The official Python client's own tests are in
+//! `server/tests/python` (scripts/grpc-clients.sh).
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use annal::{Durability, Options, Store};
+use annal_server::{Role, ServerConfig, TokenConfig, hash_token};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+
+/// The generated messages and clients, nested as their packages are.
+#[allow(clippy::all, dead_code, missing_docs)]
+mod proto {
+    pub mod event_store {
+        pub mod client {
+            tonic::include_proto!("event_store.client");
+            pub mod streams {
+                tonic::include_proto!("event_store.client.streams");
+            }
+            pub mod gossip {
+                tonic::include_proto!("event_store.client.gossip");
+            }
+            pub mod server_features {
+                tonic::include_proto!("event_store.client.server_features");
+            }
+        }
+    }
+    pub mod google {
+        pub mod rpc {
+            tonic::include_proto!("google.rpc");
+        }
+    }
+}
+
+use proto::event_store::client::streams::streams_client::StreamsClient;
+use proto::event_store::client::streams::*;
+use proto::event_store::client::{Empty, StreamIdentifier, Uuid as WireUuid, uuid as wire_uuid};
+
+struct Server {
+    port: u16,
+    _dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+async fn start(f: impl FnOnce(&mut ServerConfig)) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        Store::open(
+            dir.path().join("data"),
+            Options::default().durability(Durability::Never),
+        )
+        .unwrap(),
+    );
+    let mut config = ServerConfig::open("127.0.0.1:0".parse().unwrap());
+    f(&mut config);
+    let bound = annal_server::bind(store, config).await.unwrap();
+    let port = bound.local_addr().port();
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(bound.run(async move {
+        let _ = rx.await;
+    }));
+    Server {
+        port,
+        _dir: dir,
+        stop: Some(tx),
+    }
+}
+
+impl Server {
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://127.0.0.1:{}", self.port))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    async fn streams(&self) -> StreamsClient<Channel> {
+        StreamsClient::new(self.channel().await)
+    }
+}
+
+fn sid(name: &str) -> Option<StreamIdentifier> {
+    Some(StreamIdentifier {
+        stream_name: name.as_bytes().to_vec().into(),
+    })
+}
+
+fn string_id(id: uuid::Uuid) -> Option<WireUuid> {
+    Some(WireUuid {
+        value: Some(wire_uuid::Value::String(id.to_string())),
+    })
+}
+
+fn structured_id(id: uuid::Uuid) -> Option<WireUuid> {
+    let b = id.as_bytes();
+    Some(WireUuid {
+        value: Some(wire_uuid::Value::Structured(wire_uuid::Structured {
+            most_significant_bits: i64::from_be_bytes(b[..8].try_into().unwrap()),
+            least_significant_bits: i64::from_be_bytes(b[8..].try_into().unwrap()),
+        })),
+    })
+}
+
+fn message(id: Option<WireUuid>, kind: &str, content_type: &str, data: &[u8]) -> append_req::ProposedMessage {
+    append_req::ProposedMessage {
+        id,
+        metadata: [("type", kind), ("content-type", content_type)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        custom_metadata: b"meta".to_vec().into(),
+        data: data.to_vec().into(),
+    }
+}
+
+/// Appends with `Append`; the answer or the error status.
+async fn append(
+    c: &mut StreamsClient<Channel>,
+    stream: &str,
+    expected: append_req::options::ExpectedStreamRevision,
+    messages: Vec<append_req::ProposedMessage>,
+) -> Result<AppendResp, tonic::Status> {
+    let mut reqs = vec![AppendReq {
+        content: Some(append_req::Content::Options(append_req::Options {
+            stream_identifier: sid(stream),
+            expected_stream_revision: Some(expected),
+        })),
+    }];
+    reqs.extend(messages.into_iter().map(|m| AppendReq {
+        content: Some(append_req::Content::ProposedMessage(m)),
+    }));
+    c.append(tokio_stream(reqs)).await.map(|r| r.into_inner())
+}
+
+fn tokio_stream<T: Send + 'static>(items: Vec<T>) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::iter(items)
+}
+
+fn success_position(r: &AppendResp) -> (u64, u64) {
+    match &r.result {
+        Some(append_resp::Result::Success(s)) => {
+            let revision = match s.current_revision_option {
+                Some(append_resp::success::CurrentRevisionOption::CurrentRevision(r)) => r,
+                ref other => panic!("{other:?}"),
+            };
+            match &s.position_option {
+                Some(append_resp::success::PositionOption::Position(p)) => {
+                    assert_eq!(p.commit_position, p.prepare_position);
+                    (revision, p.commit_position)
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+fn read_options(
+    stream_option: read_req::options::StreamOption,
+    structured: bool,
+    backwards: bool,
+    count: u64,
+) -> ReadReq {
+    use read_req::options::*;
+    ReadReq {
+        options: Some(read_req::Options {
+            stream_option: Some(stream_option),
+            read_direction: if backwards {
+                ReadDirection::Backwards
+            } else {
+                ReadDirection::Forwards
+            } as i32,
+            resolve_links: false,
+            count_option: Some(CountOption::Count(count)),
+            filter_option: Some(FilterOption::NoFilter(Empty {})),
+            uuid_option: Some(UuidOption {
+                content: Some(if structured {
+                    uuid_option::Content::Structured(Empty {})
+                } else {
+                    uuid_option::Content::String(Empty {})
+                }),
+            }),
+            control_option: None,
+        }),
+    }
+}
+
+fn stream_from(stream: &str, revision: Option<u64>) -> read_req::options::StreamOption {
+    use read_req::options::*;
+    StreamOption::Stream(StreamOptions {
+        stream_identifier: sid(stream),
+        revision_option: Some(match revision {
+            Some(r) => stream_options::RevisionOption::Revision(r),
+            None => stream_options::RevisionOption::Start(Empty {}),
+        }),
+    })
+}
+
+fn all_from(commit: Option<u64>) -> read_req::options::StreamOption {
+    use read_req::options::*;
+    StreamOption::All(AllOptions {
+        all_option: Some(match commit {
+            Some(c) => all_options::AllOption::Position(Position {
+                commit_position: c,
+                prepare_position: c,
+            }),
+            None => all_options::AllOption::Start(Empty {}),
+        }),
+    })
+}
+
+async fn read(c: &mut StreamsClient<Channel>, req: ReadReq) -> Result<Vec<read_resp::Content>, tonic::Status> {
+    let mut s = c.read(req).await?.into_inner();
+    let mut out = Vec::new();
+    while let Some(m) = s.message().await? {
+        out.extend(m.content);
+    }
+    Ok(out)
+}
+
+fn events(contents: &[read_resp::Content]) -> Vec<&read_resp::read_event::RecordedEvent> {
+    contents
+        .iter()
+        .filter_map(|c| match c {
+            read_resp::Content::Event(e) => {
+                let ev = e.event.as_ref().unwrap();
+                assert_eq!(
+                    e.position,
+                    Some(read_resp::read_event::Position::CommitPosition(ev.commit_position))
+                );
+                Some(ev)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn appends_reads_ids_and_positions() {
+    use append_req::options::ExpectedStreamRevision as E;
+    let s = start(|_| {}).await;
+    let mut c = s.streams().await;
+    let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    // One id as a string, one structured; the store keeps the same UUIDs.
+    let batch = vec![
+        message(string_id(a), "A", "application/json", b"{}"),
+        message(structured_id(b), "B", "text/plain", b"raw"),
+    ];
+    let r = append(&mut c, "s-1", E::NoStream(Empty {}), batch.clone())
+        .await
+        .unwrap();
+    let (revision, position) = success_position(&r);
+    assert_eq!(revision, 1);
+    assert!(position > 1, "the commit position of the last event, > 0");
+    // An exact retry answers the same.
+    let again = append(&mut c, "s-1", E::NoStream(Empty {}), batch).await.unwrap();
+    assert_eq!(success_position(&again), (1, position));
+
+    for structured in [false, true] {
+        let got = read(&mut c, read_options(stream_from("s-1", None), structured, false, 10))
+            .await
+            .unwrap();
+        let evs = events(&got);
+        assert_eq!(evs.len(), 2);
+        let want = |id| if structured { structured_id(id) } else { string_id(id) };
+        assert_eq!(evs[0].id, want(a));
+        assert_eq!(evs[1].id, want(b));
+        assert_eq!(evs[1].commit_position, position);
+        assert_eq!(evs[0].commit_position + 1, position);
+        assert_eq!(evs[0].metadata["type"], "A");
+        assert_eq!(evs[0].metadata["content-type"], "application/json");
+        assert_eq!(evs[1].metadata["content-type"], "application/octet-stream");
+        let created: i64 = evs[0].metadata["created"].parse().unwrap();
+        let now_ticks = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64
+            * 10;
+        assert!(
+            (now_ticks - created).abs() < 600_000_000,
+            "created is 100-ns ticks since 1970"
+        );
+        assert_eq!(&evs[1].custom_metadata[..], b"meta");
+        assert_eq!(&evs[1].data[..], b"raw");
+    }
+
+    // $all: forwards from P includes P, backwards from P excludes it.
+    let all = read(&mut c, read_options(all_from(Some(position)), false, false, 10))
+        .await
+        .unwrap();
+    assert_eq!(events(&all)[0].commit_position, position);
+    let back = read(&mut c, read_options(all_from(Some(position)), false, true, 1))
+        .await
+        .unwrap();
+    assert_eq!(events(&back)[0].commit_position, position - 1);
+    let none = read(&mut c, read_options(all_from(Some(1)), false, true, 10))
+        .await
+        .unwrap();
+    assert!(events(&none).is_empty());
+
+    // A missing stream answers stream_not_found.
+    let missing = read(&mut c, read_options(stream_from("nope", None), false, false, 10))
+        .await
+        .unwrap();
+    assert!(matches!(missing[..], [read_resp::Content::StreamNotFound(_)]));
+
+    // A proposed message without a content type is refused.
+    let mut bad = message(None, "A", "application/json", b"{}");
+    bad.metadata.remove("content-type");
+    let err = append(&mut c, "s-2", E::Any(Empty {}), vec![bad]).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn wrong_expected_version_fills_current_expected_and_legacy_fields() {
+    use append_req::options::ExpectedStreamRevision as E;
+    use append_resp::wrong_expected_version as wev;
+    let s = start(|_| {}).await;
+    let mut c = s.streams().await;
+    append(
+        &mut c,
+        "w-1",
+        E::Any(Empty {}),
+        vec![message(None, "A", "application/json", b"{}")],
+    )
+    .await
+    .unwrap();
+    let r = append(
+        &mut c,
+        "w-1",
+        E::Revision(5),
+        vec![message(None, "A", "application/json", b"{}")],
+    )
+    .await
+    .unwrap();
+    let Some(append_resp::Result::WrongExpectedVersion(w)) = r.result else {
+        panic!("{r:?}")
+    };
+    assert_eq!(
+        w.current_revision_option,
+        Some(wev::CurrentRevisionOption::CurrentRevision(0))
+    );
+    assert_eq!(
+        w.expected_revision_option,
+        Some(wev::ExpectedRevisionOption::ExpectedRevision(5))
+    );
+    assert_eq!(
+        w.current_revision_option_20_6_0,
+        Some(wev::CurrentRevisionOption2060::CurrentRevision2060(0))
+    );
+    assert_eq!(
+        w.expected_revision_option_20_6_0,
+        Some(wev::ExpectedRevisionOption2060::ExpectedRevision2060(5))
+    );
+    let r = append(
+        &mut c,
+        "w-2",
+        E::StreamExists(Empty {}),
+        vec![message(None, "A", "application/json", b"{}")],
+    )
+    .await
+    .unwrap();
+    let Some(append_resp::Result::WrongExpectedVersion(w)) = r.result else {
+        panic!("{r:?}")
+    };
+    assert_eq!(
+        w.current_revision_option,
+        Some(wev::CurrentRevisionOption::CurrentNoStream(Empty {}))
+    );
+    assert_eq!(
+        w.expected_revision_option,
+        Some(wev::ExpectedRevisionOption::ExpectedStreamExists(Empty {}))
+    );
+}
+
+#[tokio::test]
+async fn batch_append_errors_carry_typed_details() {
+    use prost::Message;
+    let s = start(|_| {}).await;
+    let mut c = s.streams().await;
+    let req = |stream: &str, expected: batch_append_req::options::ExpectedStreamPosition| BatchAppendReq {
+        correlation_id: string_id(uuid::Uuid::new_v4()),
+        options: Some(batch_append_req::Options {
+            stream_identifier: sid(stream),
+            expected_stream_position: Some(expected),
+            deadline_option: None,
+        }),
+        proposed_messages: vec![batch_append_req::ProposedMessage {
+            id: string_id(uuid::Uuid::new_v4()),
+            metadata: [
+                ("type".to_string(), "T".to_string()),
+                ("content-type".to_string(), "application/json".to_string()),
+            ]
+            .into_iter()
+            .collect(),
+            custom_metadata: Default::default(),
+            data: b"{}".to_vec().into(),
+        }],
+        is_final: true,
+    };
+    use batch_append_req::options::ExpectedStreamPosition as P;
+    let reqs = vec![
+        req("b-1", P::NoStream(())),
+        req("b-1", P::StreamPosition(7)),
+        req("b-1", P::Any(())),
+    ];
+    let correlations: Vec<_> = reqs.iter().map(|r| r.correlation_id.clone()).collect();
+    let mut answers = c.batch_append(tokio_stream(reqs)).await.unwrap().into_inner();
+    let mut got = Vec::new();
+    while let Some(a) = answers.message().await.unwrap() {
+        got.push(a);
+    }
+    assert_eq!(got.len(), 3);
+    for (a, id) in got.iter().zip(&correlations) {
+        assert_eq!(&a.correlation_id, id);
+        assert_eq!(a.stream_identifier, sid("b-1"));
+    }
+    assert!(matches!(got[0].result, Some(batch_append_resp::Result::Success(_))));
+    let Some(batch_append_resp::Result::Error(e)) = &got[1].result else {
+        panic!("{:?}", got[1])
+    };
+    let detail = e.details.as_ref().unwrap();
+    assert_eq!(
+        detail.type_url,
+        "type.googleapis.com/event_store.client.WrongExpectedVersion"
+    );
+    let w = proto::event_store::client::WrongExpectedVersion::decode(&detail.value[..]).unwrap();
+    use proto::event_store::client::wrong_expected_version as wev;
+    assert_eq!(
+        w.current_stream_revision_option,
+        Some(wev::CurrentStreamRevisionOption::CurrentStreamRevision(0))
+    );
+    assert_eq!(
+        w.expected_stream_position_option,
+        Some(wev::ExpectedStreamPositionOption::ExpectedStreamPosition(7))
+    );
+    let Some(batch_append_resp::Result::Success(ok)) = &got[2].result else {
+        panic!("{:?}", got[2])
+    };
+    assert_eq!(
+        ok.current_revision_option,
+        Some(batch_append_resp::success::CurrentRevisionOption::CurrentRevision(1))
+    );
+
+    // A tombstoned stream: a StreamDeleted detail.
+    let tomb = TombstoneReq {
+        options: Some(tombstone_req::Options {
+            stream_identifier: sid("b-1"),
+            expected_stream_revision: Some(tombstone_req::options::ExpectedStreamRevision::Any(Empty {})),
+        }),
+    };
+    c.tombstone(tomb).await.unwrap();
+    let mut answers = c
+        .batch_append(tokio_stream(vec![req("b-1", P::Any(()))]))
+        .await
+        .unwrap()
+        .into_inner();
+    let a = answers.message().await.unwrap().unwrap();
+    let Some(batch_append_resp::Result::Error(e)) = &a.result else {
+        panic!("{a:?}")
+    };
+    assert_eq!(
+        e.details.as_ref().unwrap().type_url,
+        "type.googleapis.com/event_store.client.StreamDeleted"
+    );
+}
+
+#[tokio::test]
+async fn deletes_answer_the_codes_trailers_and_texts_clients_match() {
+    use append_req::options::ExpectedStreamRevision as E;
+    let s = start(|_| {}).await;
+    let mut c = s.streams().await;
+    let delete = |stream: &str, expected: delete_req::options::ExpectedStreamRevision| DeleteReq {
+        options: Some(delete_req::Options {
+            stream_identifier: sid(stream),
+            expected_stream_revision: Some(expected),
+        }),
+    };
+    // A stream that never existed: wrong expected version, actual −1.
+    let err = c
+        .delete(delete(
+            "never",
+            delete_req::options::ExpectedStreamRevision::Any(Empty {}),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(
+        err.message(),
+        "Delete failed due to WrongExpectedVersion. Stream: never, Expected version: -2, Actual version: -1"
+    );
+    assert_eq!(err.metadata().get("exception").unwrap(), "wrong-expected-version");
+    assert!(err.metadata().get("grpc-status-details-bin").is_none());
+    assert!(err.details().is_empty());
+
+    append(
+        &mut c,
+        "d-1",
+        E::Any(Empty {}),
+        vec![message(None, "A", "application/json", b"{}")],
+    )
+    .await
+    .unwrap();
+    let err = c
+        .delete(delete("d-1", delete_req::options::ExpectedStreamRevision::Revision(3)))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().ends_with("Expected version: 3, Actual version: 0"),
+        "{}",
+        err.message()
+    );
+    let ok = c
+        .delete(delete("d-1", delete_req::options::ExpectedStreamRevision::Revision(0)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(
+        ok.position_option,
+        Some(delete_resp::PositionOption::Position(_))
+    ));
+    // Soft-deleted: not found; appending with no_stream continues the revisions.
+    let gone = read(&mut c, read_options(stream_from("d-1", None), false, false, 10))
+        .await
+        .unwrap();
+    assert!(matches!(gone[..], [read_resp::Content::StreamNotFound(_)]));
+    let r = append(
+        &mut c,
+        "d-1",
+        E::NoStream(Empty {}),
+        vec![message(None, "B", "application/json", b"{}")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(success_position(&r).0, 1);
+
+    // Tombstoned: every later operation fails as deleted.
+    c.tombstone(TombstoneReq {
+        options: Some(tombstone_req::Options {
+            stream_identifier: sid("d-1"),
+            expected_stream_revision: Some(tombstone_req::options::ExpectedStreamRevision::StreamExists(Empty {})),
+        }),
+    })
+    .await
+    .unwrap();
+    let err = read(&mut c, read_options(stream_from("d-1", None), false, false, 10))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(err.message(), "Event stream 'd-1' is deleted.");
+    assert_eq!(err.metadata().get("exception").unwrap(), "stream-deleted");
+    let err = append(
+        &mut c,
+        "d-1",
+        E::Any(Empty {}),
+        vec![message(None, "C", "application/json", b"{}")],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.metadata().get("exception").unwrap(), "stream-deleted");
+    let err = c
+        .delete(delete(
+            "d-1",
+            delete_req::options::ExpectedStreamRevision::Any(Empty {}),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.metadata().get("exception").unwrap(), "stream-deleted");
+}
+
+#[tokio::test]
+async fn subscriptions_confirm_then_catch_up_then_go_live() {
+    use append_req::options::ExpectedStreamRevision as E;
+    use read_req::options::*;
+    let s = start(|_| {}).await;
+    let mut c = s.streams().await;
+    let r = append(
+        &mut c,
+        "sub-1",
+        E::Any(Empty {}),
+        vec![
+            message(None, "A", "application/json", b"{}"),
+            message(None, "B", "application/json", b"{}"),
+        ],
+    )
+    .await
+    .unwrap();
+    let (_, last) = success_position(&r);
+    // To $all, after the first event's position, filtered on the stream name.
+    let mut req = read_options(all_from(Some(last - 1)), false, false, 0);
+    let o = req.options.as_mut().unwrap();
+    o.count_option = Some(CountOption::Subscription(SubscriptionOptions {}));
+    o.filter_option = Some(FilterOption::Filter(FilterOptions {
+        filter: Some(filter_options::Filter::StreamIdentifier(filter_options::Expression {
+            regex: "^sub-".into(),
+            prefix: vec![],
+        })),
+        window: Some(filter_options::Window::Max(1)),
+        checkpoint_interval_multiplier: 1,
+    }));
+    let mut sub = c.read(req).await.unwrap().into_inner();
+    let mut next = async || sub.message().await.unwrap().unwrap().content.unwrap();
+    assert!(matches!(next().await, read_resp::Content::Confirmation(_)));
+    let mut kinds = Vec::new();
+    loop {
+        match next().await {
+            read_resp::Content::Event(e) => kinds.push(e.event.unwrap().metadata["type"].clone()),
+            read_resp::Content::Checkpoint(cp) => assert!(cp.commit_position >= last),
+            read_resp::Content::CaughtUp(cu) => {
+                assert_eq!(cu.position.unwrap().commit_position, last);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(kinds, ["B"]);
+    let mut w = s.streams().await;
+    append(
+        &mut w,
+        "other",
+        E::Any(Empty {}),
+        vec![message(None, "X", "application/json", b"{}")],
+    )
+    .await
+    .unwrap();
+    append(
+        &mut w,
+        "sub-2",
+        E::Any(Empty {}),
+        vec![message(None, "C", "application/json", b"{}")],
+    )
+    .await
+    .unwrap();
+    loop {
+        if let read_resp::Content::Event(e) = next().await {
+            let e = e.event.unwrap();
+            assert_eq!(e.metadata["type"], "C");
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn one_listener_serves_http_and_grpc_with_tokens_and_basic_credentials() {
+    let s = start(|c| {
+        c.no_auth = false;
+        c.tokens = vec![TokenConfig {
+            name: "app".into(),
+            sha256: hash_token("s3cret"),
+            role: Role::Write,
+            stream_prefixes: vec![],
+        }];
+        c.advertise = Some("db.example:2113".into());
+    })
+    .await;
+    // The HTTP API on the same port.
+    let health = reqwest::get(format!("http://127.0.0.1:{}/health/live", s.port))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+
+    let mut c = s.streams().await;
+    let req = || read_options(all_from(None), false, false, 1);
+    assert_eq!(read(&mut c, req()).await.unwrap_err().code(), Code::Unauthenticated);
+    let with = |value: &str| {
+        let mut r = Request::new(req());
+        r.metadata_mut().insert("authorization", value.parse().unwrap());
+        // Headers the clients send: accepted and ignored.
+        r.metadata_mut().insert("connection-name", "test".parse().unwrap());
+        r.metadata_mut().insert("requires-leader", "true".parse().unwrap());
+        r
+    };
+    assert!(c.read(with("Bearer s3cret")).await.is_ok());
+    // Basic app:s3cret
+    assert!(c.read(with("Basic YXBwOnMzY3JldA==")).await.is_ok());
+    // Basic app:wrong
+    assert_eq!(
+        c.read(with("Basic YXBwOndyb25n")).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+
+    // Gossip advertises the configured address; features list what is served.
+    let mut g = proto::event_store::client::gossip::gossip_client::GossipClient::new(s.channel().await);
+    let info = g.read(Empty {}).await.unwrap().into_inner();
+    assert_eq!(info.members.len(), 1);
+    let m = &info.members[0];
+    assert!(m.is_alive);
+    assert_eq!(
+        m.state,
+        proto::event_store::client::gossip::member_info::VNodeState::Leader as i32
+    );
+    let ep = m.http_end_point.as_ref().unwrap();
+    assert_eq!((ep.address.as_str(), ep.port), ("db.example", 2113));
+    let mut f = proto::event_store::client::server_features::server_features_client::ServerFeaturesClient::new(
+        s.channel().await,
+    );
+    let methods = f.get_supported_methods(Empty {}).await.unwrap().into_inner();
+    assert!(
+        methods
+            .methods
+            .iter()
+            .any(|m| m.method_name == "batchappend" && m.service_name == "event_store.client.streams.streams")
+    );
+
+    // Anything else is UNIMPLEMENTED, naming the method.
+    let mut raw = tonic::client::Grpc::new(s.channel().await);
+    raw.ready().await.unwrap();
+    let path = "/event_store.client.persistent_subscriptions.PersistentSubscriptions/Create";
+    let err = raw
+        .unary::<Empty, Empty, _>(
+            Request::new(Empty {}),
+            path.parse().unwrap(),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(err.message().contains(path), "{}", err.message());
+}
+
+#[tokio::test]
+async fn a_quiet_subscription_outlives_the_idle_timeout() {
+    use append_req::options::ExpectedStreamRevision as E;
+    use read_req::options::*;
+    // HTTP/2 pings keep a connection whose only stream is quiet from looking idle.
+    let s = start(|c| {
+        c.request_timeout_ms = 500;
+        c.keepalive_ms = 500;
+        c.header_read_timeout_ms = 500;
+        c.idle_timeout_ms = 1500;
+    })
+    .await;
+    let mut c = s.streams().await;
+    let mut req = read_options(stream_from("quiet", None), false, false, 0);
+    req.options.as_mut().unwrap().count_option = Some(CountOption::Subscription(SubscriptionOptions {}));
+    let mut sub = c.read(req).await.unwrap().into_inner();
+    assert!(matches!(
+        sub.message().await.unwrap().unwrap().content,
+        Some(read_resp::Content::Confirmation(_))
+    ));
+    assert!(matches!(
+        sub.message().await.unwrap().unwrap().content,
+        Some(read_resp::Content::CaughtUp(_))
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(4000)).await;
+    let mut w = s.streams().await;
+    append(
+        &mut w,
+        "quiet",
+        E::Any(Empty {}),
+        vec![message(None, "Late", "application/json", b"{}")],
+    )
+    .await
+    .unwrap();
+    let m = sub.message().await.unwrap().unwrap();
+    let Some(read_resp::Content::Event(e)) = m.content else {
+        panic!("{m:?}")
+    };
+    assert_eq!(e.event.unwrap().metadata["type"], "Late");
+}
+
+#[tokio::test]
+async fn tls_offers_h2_and_http_1_1_by_alpn() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let s = start(|c| c.tls = Some(annal_server::TlsConfig { cert, key })).await;
+    let der = ck.cert.der().clone();
+    let port = s.port;
+    let negotiated = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for offer in [vec![b"h2".to_vec(), b"http/1.1".to_vec()], vec![b"http/1.1".to_vec()]] {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(der.clone()).unwrap();
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            config.alpn_protocols = offer;
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+            let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            while conn.is_handshaking() {
+                conn.complete_io(&mut sock).unwrap();
+            }
+            out.push(conn.alpn_protocol().map(<[u8]>::to_vec));
+            let _ = conn.writer().flush();
+        }
+        out
+    })
+    .await
+    .unwrap();
+    assert_eq!(negotiated, [Some(b"h2".to_vec()), Some(b"http/1.1".to_vec())]);
+}
+
+#[tokio::test]
+async fn metadata_streams_and_prefix_limited_tokens() {
+    use append_req::options::ExpectedStreamRevision as E;
+    use read_req::options::*;
+    let s = start(|c| {
+        c.no_auth = false;
+        c.tokens = vec![TokenConfig {
+            name: "tenant".into(),
+            sha256: hash_token("t0ken"),
+            role: Role::Write,
+            stream_prefixes: vec!["orders-".into()],
+        }];
+    })
+    .await;
+    let mut c = s.streams().await;
+    let auth = |mut r: Request<ReadReq>| {
+        r.metadata_mut()
+            .insert("authorization", "Bearer t0ken".parse().unwrap());
+        r
+    };
+    let mut reqs = vec![AppendReq {
+        content: Some(append_req::Content::Options(append_req::Options {
+            stream_identifier: sid("$$orders-1"),
+            expected_stream_revision: Some(E::NoStream(Empty {})),
+        })),
+    }];
+    reqs.push(AppendReq {
+        content: Some(append_req::Content::ProposedMessage(message(
+            None,
+            "$metadata",
+            "application/json",
+            br#"{"$maxCount": 3, "owner": "me"}"#,
+        ))),
+    });
+    let mut append_req = Request::new(tokio_stream(reqs));
+    append_req
+        .metadata_mut()
+        .insert("authorization", "Bearer t0ken".parse().unwrap());
+    let r = c.append(append_req).await.unwrap().into_inner();
+    assert_eq!(success_position(&r).0, 0);
+
+    // $$orders-1 reads back as a $metadata event with the protocol's JSON.
+    let mut stream = c
+        .read(auth(Request::new(read_options(
+            stream_from("$$orders-1", None),
+            false,
+            false,
+            10,
+        ))))
+        .await
+        .unwrap()
+        .into_inner();
+    let m = stream.message().await.unwrap().unwrap();
+    let Some(read_resp::Content::Event(e)) = m.content else {
+        panic!("{m:?}")
+    };
+    let e = e.event.unwrap();
+    assert_eq!(e.stream_identifier, sid("$$orders-1"));
+    assert_eq!(e.metadata["type"], "$metadata");
+    let v: serde_json::Value = serde_json::from_slice(&e.data).unwrap();
+    assert_eq!(v, serde_json::json!({"$maxCount": 3, "owner": "me"}));
+
+    // $all: refused without a filter, allowed through a stream prefix filter within the token's.
+    let all = |prefix: Option<&str>| {
+        let mut r = read_options(all_from(None), false, false, 10);
+        if let Some(p) = prefix {
+            r.options.as_mut().unwrap().filter_option = Some(FilterOption::Filter(FilterOptions {
+                filter: Some(filter_options::Filter::StreamIdentifier(filter_options::Expression {
+                    regex: String::new(),
+                    prefix: vec![p.to_string()],
+                })),
+                window: Some(filter_options::Window::Max(10)),
+                checkpoint_interval_multiplier: 1,
+            }));
+        }
+        auth(Request::new(r))
+    };
+    assert_eq!(c.read(all(None)).await.unwrap_err().code(), Code::PermissionDenied);
+    assert_eq!(
+        c.read(all(Some("users-"))).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    assert!(c.read(all(Some("orders-eu-"))).await.is_ok());
+}
