@@ -316,6 +316,7 @@ fn compression_options_are_bounded_by_what_the_reader_accepts() {
         })
     ));
     let raw = annal::format::segment::SegmentHeader {
+        version: annal::format::segment::SEGMENT_VERSION,
         base_position: 0,
         created_micros: 0,
         compressed: false,

@@ -30,6 +30,9 @@ pub const FLAG_DICTIONARY: u32 = 2;
 /// The fields of a segment header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {
+    /// Format version: [`SEGMENT_VERSION`], or [`SEGMENT_VERSION_HEADS`] for a
+    /// segment holding stream heads.
+    pub version: u32,
     /// Position of the first event the segment holds.
     pub base_position: u64,
     /// When the segment was created, microseconds since the Unix epoch.
@@ -82,7 +85,7 @@ impl SegmentHeader {
     pub fn encode(&self) -> [u8; SEGMENT_HEADER] {
         let mut h = [0u8; SEGMENT_HEADER];
         h[0..8].copy_from_slice(SEGMENT_MAGIC);
-        h[8..12].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+        h[8..12].copy_from_slice(&self.version.to_le_bytes());
         if self.compressed {
             let flags = FLAG_COMPRESSED | if self.dictionary.is_some() { FLAG_DICTIONARY } else { 0 };
             h[12..16].copy_from_slice(&flags.to_le_bytes());
@@ -122,6 +125,7 @@ impl SegmentHeader {
             return Err(Error::corruption(file, 12, "unknown segment flags"));
         }
         Ok(SegmentHeader {
+            version,
             base_position: le_u64(bytes, 16),
             created_micros: le_i64(bytes, 24),
             compressed: flags & FLAG_COMPRESSED != 0,
@@ -261,6 +265,7 @@ mod tests {
     #[test]
     fn header_round_trips_and_rejects_damage() {
         let h = SegmentHeader {
+            version: SEGMENT_VERSION,
             base_position: 1234,
             created_micros: 99,
             compressed: false,

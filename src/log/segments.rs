@@ -117,6 +117,7 @@ impl ActiveSegment {
         let path = dir.join(segment_file_name(base));
         let file = storage.create(&path).ctx(|| format!("creating {}", path.display()))?;
         let header = SegmentHeader {
+            version: crate::format::segment::SEGMENT_VERSION,
             base_position: base,
             created_micros: now_micros(),
             compressed: false,

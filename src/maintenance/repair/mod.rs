@@ -431,6 +431,7 @@ impl Repairer<'_> {
         while base < to {
             let end = to.min(base + record::MAX_LOST_PER_FRAME);
             let mut bytes = SegmentHeader {
+                version: crate::format::segment::SEGMENT_VERSION,
                 base_position: base,
                 created_micros: now_micros(),
                 compressed: false,

@@ -143,6 +143,7 @@ impl Repairer<'_> {
     ) -> Result<Rebuilt> {
         let created = SegmentHeader::decode(bytes, path).map_or_else(|_| now_micros(), |h| h.created_micros);
         let mut out = SegmentHeader {
+            version: crate::format::segment::SEGMENT_VERSION,
             base_position: base,
             created_micros: created,
             compressed: false,
