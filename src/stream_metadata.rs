@@ -49,11 +49,16 @@ impl StreamMetadata {
         if self.tombstoned || self.truncate_before.is_some_and(|tb| revision < tb) {
             return false;
         }
-        if self.max_count.is_some_and(|n| n == 0 || revision + n <= last_revision) {
+        if self
+            .max_count
+            .is_some_and(|n| n == 0 || revision.saturating_add(n) <= last_revision)
+        {
             return false;
         }
         if let Some(age) = self.max_age_ms {
-            let cutoff = now_micros.saturating_sub((age as i64).saturating_mul(1000));
+            // An age past i64::MAX milliseconds keeps everything, as a huge age should.
+            let age = i64::try_from(age).unwrap_or(i64::MAX);
+            let cutoff = now_micros.saturating_sub(age.saturating_mul(1000));
             if timestamp_micros < cutoff {
                 return false;
             }

@@ -306,3 +306,50 @@ fn regex_filters_on_stream_names_and_event_types() {
     assert_eq!(read.len(), got.len());
     assert!(Filter::all().with_stream_regex("(unclosed").is_err());
 }
+
+#[test]
+fn a_stream_subscription_never_delivers_what_reads_hide() {
+    // Soft-deleted events, and events past the stream's $maxCount, are hidden
+    // from reads; a catch-up subscription must hide them too.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Options::default().durability(Durability::Never)).unwrap();
+    let ev = |d: &str| EventData::json("T", format!(r#"{{"d":"{d}"}}"#));
+    store
+        .append("del", ExpectedVersion::Any, vec![ev("a"), ev("b"), ev("c")])
+        .unwrap();
+    store.delete_stream("del", ExpectedVersion::Any, false).unwrap();
+    store.append("del", ExpectedVersion::Any, vec![ev("d")]).unwrap();
+    store
+        .append(
+            "cap",
+            ExpectedVersion::Any,
+            (0..5).map(|i| ev(&i.to_string())).collect(),
+        )
+        .unwrap();
+    store
+        .set_stream_metadata(
+            "cap",
+            annal::StreamMetadata {
+                max_count: Some(2),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    for (stream, want) in [("del", vec![3u64]), ("cap", vec![3, 4])] {
+        let read: Vec<u64> = store
+            .read_stream(stream, annal::Direction::Forward, annal::StreamFrom::Start, 100)
+            .unwrap()
+            .iter()
+            .map(|e| e.revision)
+            .collect();
+        assert_eq!(read, want);
+        let mut sub = store.subscribe_stream(stream, SubscribeFrom::Start);
+        let mut got = Vec::new();
+        while let Some(m) = sub.next_timeout(std::time::Duration::from_millis(200)).unwrap() {
+            if let annal::Message::Event(e) = m {
+                got.push(e.revision);
+            }
+        }
+        assert_eq!(got, want, "{stream}");
+    }
+}

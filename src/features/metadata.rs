@@ -32,6 +32,19 @@ impl Store {
 
     /// Sets a stream's metadata (replacing what was there); reads honour it at once.
     pub fn set_stream_metadata(&self, stream: &str, metadata: StreamMetadata) -> Result<AppendResult> {
+        self.set_stream_metadata_expected(stream, ExpectedVersion::Any, metadata)
+    }
+
+    /// Sets a stream's metadata if its metadata record stream (`$meta-<stream>`)
+    /// is at `expected`, checked atomically with the write: of concurrent
+    /// writers expecting the same revision, one succeeds and the others get
+    /// [`Error::WrongExpectedVersion`] with the revision they met.
+    pub fn set_stream_metadata_expected(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        metadata: StreamMetadata,
+    ) -> Result<AppendResult> {
         crate::event::check_stream_name(stream)?;
         if stream.starts_with('$') {
             return Err(Error::InvalidInput("system streams have no user metadata".into()));
@@ -44,17 +57,17 @@ impl Store {
         if self.stream_metadata(stream).is_some_and(|m| m.tombstoned) {
             return Err(Error::StreamDeleted(stream.to_string()));
         }
-        self.write_metadata(stream, &metadata)
+        self.write_metadata(stream, &metadata, expected)
     }
 
-    fn write_metadata(&self, stream: &str, metadata: &StreamMetadata) -> Result<AppendResult> {
+    fn write_metadata(&self, stream: &str, metadata: &StreamMetadata, expected: ExpectedVersion) -> Result<AppendResult> {
         let data = crate::stream_metadata::encode(metadata);
         // Metadata writes are serialised so that the cache ends as the log does;
         // readers are not held up by the append's sync.
         let _one_at_a_time = self.shared.metadata_writes.lock();
         let r = self.append_system(
             &format!("{META_PREFIX}{stream}"),
-            ExpectedVersion::Any,
+            expected,
             vec![EventData::json("$Metadata", data)],
         )?;
         self.shared
@@ -99,7 +112,7 @@ impl Store {
             meta.tombstoned = true;
         }
         meta.truncate_before = Some(last + 1);
-        self.write_metadata(stream, &meta)?;
+        self.write_metadata(stream, &meta, ExpectedVersion::Any)?;
         Ok(())
     }
 

@@ -225,6 +225,14 @@ impl Subscription {
                 Ok(true)
             }
             Target::Stream(stream) => {
+                // What the stream's metadata hides (deleted, truncated, past its
+                // count or age) is never delivered, as reads never return it.
+                let first = {
+                    let meta = self.shared.metadata.read().by_stream.get(stream.as_str()).cloned();
+                    let last = self.shared.stream_state(stream).map(|s| s.last_revision);
+                    meta.zip(last).map_or(0, |(m, last)| m.first_visible(last))
+                };
+                self.next = self.next.max(first);
                 let events = match self.shared.read_stream(
                     stream,
                     Direction::Forward,
@@ -240,7 +248,14 @@ impl Subscription {
                     self.next = last.revision.saturating_add(1);
                 }
                 let progress = !events.is_empty();
-                self.buffered.extend(events.into_iter().map(Message::Event));
+                let now = self.shared.options.clock.now_micros();
+                let shared = &self.shared;
+                self.buffered.extend(
+                    events
+                        .into_iter()
+                        .filter(|e| shared.is_visible(e, now))
+                        .map(Message::Event),
+                );
                 Ok(progress)
             }
         }

@@ -34,6 +34,18 @@ enum Outcome {
     Wrong { current: Option<u64> },
 }
 
+/// Refuses `p` a write to `stream` (or, for `$$<stream>`, to its metadata).
+fn authorize_write(p: &Principal, stream: &str) -> Result<(), Status> {
+    let target = metadata::target(stream);
+    p.authorize(Need::Write(target.unwrap_or(stream)))
+        .map_err(status::denied)
+}
+
+/// The refusal of an append with more than `max` events.
+fn too_many(max: usize) -> Status {
+    Status::invalid_argument(format!("more than {max} events in one append"))
+}
+
 /// Appends `events` to `stream` for `p`.
 async fn run(
     state: &AppState,
@@ -48,35 +60,40 @@ async fn run(
     let store = state.store();
     blocking(state, move || {
         if let Some(target) = target {
-            let current = metadata::revision(&store, &target);
-            if !metadata::expected_holds(expected, current) {
-                return Ok(Outcome::Wrong { current });
-            }
             let Some(last) = events.last() else {
-                return Ok(Outcome::Done {
-                    revision: current,
-                    commit: None,
+                let current = metadata::revision(&store, &target);
+                return Ok(if metadata::expected_holds(expected, current) {
+                    Outcome::Done {
+                        revision: current,
+                        commit: None,
+                    }
+                } else {
+                    Outcome::Wrong { current }
                 });
             };
             let m = metadata::from_json(&last.data)?;
-            let r = store.set_stream_metadata(&target, m).map_err(status::from_store)?;
-            return Ok(Outcome::Done {
-                revision: Some(r.next_expected_version),
-                commit: Some(commit_of(r.position)),
-            });
+            // The expected revision is checked by the store, atomically with the write.
+            return match store.set_stream_metadata_expected(&target, expected, m) {
+                Ok(r) => Ok(Outcome::Done {
+                    revision: Some(r.next_expected_version),
+                    commit: Some(commit_of(r.position)),
+                }),
+                Err(annal::Error::WrongExpectedVersion { actual, .. }) => Ok(Outcome::Wrong { current: actual }),
+                Err(e) => Err(status::from_store(e)),
+            };
         }
         let info = store.stream_info(&stream);
         let current = info.as_ref().map(|s| s.last_revision);
         // A soft-deleted stream counts as no stream for the protocol: its
-        // revisions go on from where they were.
-        let soft_deleted = info.as_ref().is_some_and(|s| {
-            store
-                .stream_metadata(&stream)
-                .and_then(|m| m.truncate_before)
-                .is_some_and(|tb| tb > s.last_revision)
-        });
-        let effective = match (expected, current) {
-            (ExpectedVersion::NoStream, Some(last)) if soft_deleted => ExpectedVersion::Exact(last),
+        // revisions go on from where the delete left them (`$tb`). That holds
+        // after the first append brought it back too, so that a retry of that
+        // append with `no_stream` is the same append, answered as the first.
+        let deleted_at = store
+            .stream_metadata(&stream)
+            .and_then(|m| m.truncate_before)
+            .filter(|tb| *tb > 0);
+        let effective = match (expected, current, deleted_at) {
+            (ExpectedVersion::NoStream, Some(_), Some(tb)) => ExpectedVersion::Exact(tb - 1),
             _ => expected,
         };
         if events.is_empty() {
@@ -106,9 +123,14 @@ async fn run(
     .await
 }
 
+/// What an event held in memory costs beyond its bytes (its id, fields and
+/// the slots that hold them), counted so that empty events cannot pile up.
+const EVENT_OVERHEAD: usize = 128;
+
 /// Adds a proposed message's size to an append's total, refusing past [`MAX_MESSAGE`].
 fn count_size(total: &mut usize, e: &EventData) -> Result<(), Status> {
-    *total = total.saturating_add(e.data.len() + e.metadata.len() + e.event_type.len());
+    let tags: usize = e.tags.iter().map(|t| t.len() + 24).sum();
+    *total = total.saturating_add(e.data.len() + e.metadata.len() + e.event_type.len() + tags + EVENT_OVERHEAD);
     if *total > MAX_MESSAGE {
         return Err(Status::invalid_argument(format!(
             "the append is larger than {MAX_MESSAGE} bytes"
@@ -131,6 +153,9 @@ pub(crate) async fn append(
     };
     let stream = stream_name(options.stream_identifier.as_ref())?;
     let expected = expected_of!(append_req, options.expected_stream_revision);
+    // Refused before a single event is held.
+    authorize_write(&p, &stream)?;
+    let max_events = state.config.max_events_per_append;
     let mut events = Vec::new();
     let mut total = 0usize;
     while let Some(m) = inbound.message().await? {
@@ -138,6 +163,9 @@ pub(crate) async fn append(
             Some(append_req::Content::ProposedMessage(pm)) => {
                 let e = event_data(pm.id.as_ref(), &pm.metadata, pm.custom_metadata, pm.data)?;
                 count_size(&mut total, &e)?;
+                if events.len() >= max_events {
+                    return Err(too_many(max_events));
+                }
                 events.push(e);
             }
             _ => return Err(Status::invalid_argument("an append sends its options once, first")),
@@ -211,6 +239,7 @@ pub(crate) fn batch_append(
     mut inbound: Streaming<BatchAppendReq>,
 ) -> Answers<BatchAppendResp> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<BatchAppendResp, Status>>(16);
+    let max_events = state.config.max_events_per_append;
     tokio::spawn(async move {
         let mut batches: HashMap<String, Batch> = HashMap::new();
         loop {
@@ -237,11 +266,22 @@ pub(crate) fn batch_append(
             // The bytes held by the other open batches count against this one's limit.
             let others: usize = batches.iter().filter(|(k, _)| **k != key).map(|(_, b)| b.size).sum();
             let batch = batches.entry(key.clone()).or_default();
-            if msg.options.is_some() {
-                batch.options = msg.options;
+            if let Some(o) = msg.options {
+                // A caller that may not write there is refused before its events are held.
+                if batch.error.is_none()
+                    && let Ok(stream) = stream_name(o.stream_identifier.as_ref())
+                    && let Err(e) = authorize_write(&p, &stream)
+                {
+                    batch.error = Some(e);
+                }
+                batch.options = Some(o);
             }
             for pm in msg.proposed_messages {
                 if batch.error.is_some() {
+                    break;
+                }
+                if batch.events.len() >= max_events {
+                    batch.error = Some(too_many(max_events));
                     break;
                 }
                 let mut held = batch.size + others;

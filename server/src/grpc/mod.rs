@@ -58,7 +58,43 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         .prepare()
         .into_axum_router()
         .fallback(unimplemented)
+        .layer(axum::middleware::from_fn_with_state(state, guard))
         .layer(axum::middleware::from_fn(remember_authority))
+}
+
+/// The largest message of a call whose request is one small message (a read,
+/// a delete): a filter or a stream name, never events.
+const SMALL_MESSAGE: usize = 1 << 20;
+
+/// Services any caller may use without credentials, as in KurrentDB: discovery.
+const OPEN_SERVICES: [&str; 2] = [
+    "/event_store.client.gossip.Gossip/",
+    "/event_store.client.server_features.ServerFeatures/",
+];
+
+/// Checks a call's credentials from its headers before tonic decodes a single
+/// message, so that a caller without a valid token costs no memory, and bounds
+/// the body of calls whose one request message is small.
+async fn guard(axum::extract::State(state): axum::extract::State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if OPEN_SERVICES.iter().any(|s| path.starts_with(s)) {
+        return next.run(req).await;
+    }
+    let header = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if let Err(e) = state.auth.authenticate(header) {
+        return status::denied(e).into_http::<axum::body::Body>().into_response();
+    }
+    let small = path.starts_with("/event_store.client.streams.Streams/")
+        && matches!(path.rsplit('/').next(), Some("Read" | "Delete" | "Tombstone"));
+    if !small {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let body = axum::body::Body::new(http_body_util::Limited::new(body, SMALL_MESSAGE));
+    next.run(Request::from_parts(parts, body)).await
 }
 
 /// True if a request is for this protocol (its content type is `application/grpc…`).

@@ -718,13 +718,27 @@ async fn one_listener_serves_http_and_grpc_with_tokens_and_basic_credentials() {
             .any(|m| m.method_name == "batchappend" && m.service_name == "event_store.client.streams.streams")
     );
 
-    // Anything else is UNIMPLEMENTED, naming the method.
+    // Anything else is UNIMPLEMENTED, naming the method (to a caller with
+    // credentials; without them, every call but discovery is refused first).
     let mut raw = tonic::client::Grpc::new(s.channel().await);
     raw.ready().await.unwrap();
-    let path = "/event_store.client.persistent_subscriptions.PersistentSubscriptions/Create";
+    let path = "/event_store.client.projections.Projections/Create";
+    let call = |auth: Option<&str>| {
+        let mut r = Request::new(Empty {});
+        if let Some(a) = auth {
+            r.metadata_mut().insert("authorization", a.parse().unwrap());
+        }
+        r
+    };
+    let err = raw
+        .unary::<Empty, Empty, _>(call(None), path.parse().unwrap(), tonic_prost::ProstCodec::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    raw.ready().await.unwrap();
     let err = raw
         .unary::<Empty, Empty, _>(
-            Request::new(Empty {}),
+            call(Some("Bearer s3cret")),
             path.parse().unwrap(),
             tonic_prost::ProstCodec::default(),
         )
@@ -897,4 +911,177 @@ async fn metadata_streams_and_prefix_limited_tokens() {
         Code::PermissionDenied
     );
     assert!(c.read(all(Some("orders-eu-"))).await.is_ok());
+}
+
+// ---------------------------------------------------------------------------
+// Review findings: each test failed (or hung) before its fix.
+
+#[tokio::test]
+async fn an_endless_append_is_refused_early_and_holds_nothing() {
+    use append_req::options::ExpectedStreamRevision as E;
+    let s = start(|c| {
+        c.no_auth = false;
+        c.tokens = vec![TokenConfig {
+            name: "reader".into(),
+            sha256: hash_token("r3ad"),
+            role: Role::Read,
+            stream_prefixes: vec![],
+        }];
+    })
+    .await;
+    let endless = |stream: &'static str| {
+        let options = AppendReq {
+            content: Some(append_req::Content::Options(append_req::Options {
+                stream_identifier: sid(stream),
+                expected_stream_revision: Some(E::Any(Empty {})),
+            })),
+        };
+        // Empty events, which used to cost nothing against the size limit.
+        let empty = append_req::ProposedMessage {
+            id: None,
+            metadata: [("type", ""), ("content-type", "")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            custom_metadata: Default::default(),
+            data: Default::default(),
+        };
+        futures_util::stream::iter(
+            std::iter::once(options).chain(std::iter::repeat_with(move || AppendReq {
+                content: Some(append_req::Content::ProposedMessage(empty.clone())),
+            })),
+        )
+    };
+    // A token that may not write is refused at the options, before any event is held.
+    let mut c = s.streams().await;
+    let mut req = Request::new(endless("s"));
+    req.metadata_mut()
+        .insert("authorization", "Bearer r3ad".parse().unwrap());
+    let err = tokio::time::timeout(std::time::Duration::from_secs(20), c.append(req))
+        .await
+        .expect("refused early, not after an endless stream")
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    // An open server counts the events as they arrive: past max_events_per_append, refused.
+    let s = start(|_| {}).await;
+    let mut c = s.streams().await;
+    let err = tokio::time::timeout(std::time::Duration::from_secs(20), c.append(endless("s")))
+        .await
+        .expect("refused once the append holds too many events")
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("events in one append"), "{err:?}");
+}
+
+#[tokio::test]
+async fn credentials_are_checked_before_a_message_is_read_and_reads_are_small() {
+    use read_req::options::*;
+    let s = start(|c| {
+        c.no_auth = false;
+        c.tokens = vec![TokenConfig {
+            name: "reader".into(),
+            sha256: hash_token("r3ad"),
+            role: Role::Read,
+            stream_prefixes: vec![],
+        }];
+    })
+    .await;
+    let mut c = s.streams().await;
+    let huge = |prefixes: usize| {
+        let mut r = read_options(all_from(None), false, false, 10);
+        r.options.as_mut().unwrap().filter_option = Some(FilterOption::Filter(FilterOptions {
+            filter: Some(filter_options::Filter::StreamIdentifier(filter_options::Expression {
+                regex: String::new(),
+                prefix: vec!["p".repeat(16); prefixes],
+            })),
+            window: Some(filter_options::Window::Count(Empty {})),
+            checkpoint_interval_multiplier: 1,
+        }));
+        r
+    };
+    // No valid token: refused from the headers alone.
+    let mut req = Request::new(huge(10));
+    req.metadata_mut()
+        .insert("authorization", "Bearer wrong".parse().unwrap());
+    assert_eq!(c.read(req).await.unwrap_err().code(), Code::Unauthenticated);
+    // A read request is a filter, never megabytes: one over 1 MiB is refused.
+    let mut req = Request::new(huge(100_000));
+    req.metadata_mut()
+        .insert("authorization", "Bearer r3ad".parse().unwrap());
+    let err = match c.read(req).await {
+        Err(e) => e,
+        Ok(mut s) => s.get_mut().message().await.unwrap_err(),
+    };
+    assert_ne!(err.code(), Code::Ok);
+    // A normal one still works.
+    let mut req = Request::new(huge(3));
+    req.metadata_mut()
+        .insert("authorization", "Bearer r3ad".parse().unwrap());
+    assert!(c.read(req).await.is_ok());
+}
+
+#[tokio::test]
+async fn concurrent_metadata_writes_expecting_the_same_revision_let_one_through() {
+    use append_req::options::ExpectedStreamRevision as E;
+    let s = start(|_| {}).await;
+    let mut c = s.streams().await;
+    append(
+        &mut c,
+        "$$m-1",
+        E::Any(Empty {}),
+        vec![message(None, "$metadata", "application/json", br#"{"a":0}"#)],
+    )
+    .await
+    .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let mut c = s.streams().await;
+        tasks.push(tokio::spawn(async move {
+            let data = format!(r#"{{"a":{i}}}"#);
+            let r = append(
+                &mut c,
+                "$$m-1",
+                E::Revision(0),
+                vec![message(None, "$metadata", "application/json", data.as_bytes())],
+            )
+            .await
+            .unwrap();
+            matches!(r.result, Some(append_resp::Result::Success(_)))
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        won += usize::from(t.await.unwrap());
+    }
+    assert_eq!(won, 1, "exactly one writer expecting revision 0 may win");
+}
+
+#[tokio::test]
+async fn a_retry_of_the_append_that_brought_a_deleted_stream_back_is_the_same_append() {
+    use append_req::options::ExpectedStreamRevision as E;
+    let s = start(|_| {}).await;
+    let mut c = s.streams().await;
+    append(
+        &mut c,
+        "r-1",
+        E::NoStream(Empty {}),
+        vec![message(None, "A", "application/json", b"{}")],
+    )
+    .await
+    .unwrap();
+    c.delete(DeleteReq {
+        options: Some(delete_req::Options {
+            stream_identifier: sid("r-1"),
+            expected_stream_revision: Some(delete_req::options::ExpectedStreamRevision::Any(Empty {})),
+        }),
+    })
+    .await
+    .unwrap();
+    let id = uuid::Uuid::new_v4();
+    let again = || vec![message(string_id(id), "B", "application/json", b"{}")];
+    let first = append(&mut c, "r-1", E::NoStream(Empty {}), again()).await.unwrap();
+    let retry = append(&mut c, "r-1", E::NoStream(Empty {}), again()).await.unwrap();
+    assert_eq!(success_position(&first), success_position(&retry));
+    assert_eq!(success_position(&first).0, 1, "revisions go on after a soft delete");
 }
