@@ -56,8 +56,8 @@ pub use error::{Error, Result};
 pub use event::{AppendResult, ContentType, EventData, ExpectedVersion, RecordedEvent, StreamInfo};
 pub use features::forward::{
     Batch, ForwardError, ForwardSettings, ForwardStart, ForwardState, ForwardStatus, ForwardTarget, Forwarder,
-    ForwarderHandle, RetentionMode, StatusHandle, Step, TargetError, check_forwarder_name, forward_checkpoint_stream,
-    forward_parked_stream, saved_checkpoint,
+    ForwarderHandle, RetentionMode, SavedForwarder, StatusHandle, Step, TargetError, check_forwarder_name,
+    forward_checkpoint_stream, forward_parked_stream, saved_checkpoint, saved_forwarders,
 };
 pub use features::metadata::Snapshot;
 pub use features::persistent::{

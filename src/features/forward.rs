@@ -802,6 +802,45 @@ fn load_checkpoint(store: &Store, name: &str) -> Result<Option<StoredForwardChec
     }
 }
 
+/// What a forwarder saved in the store: its checkpoint and totals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SavedForwarder {
+    /// Every position before it is delivered, filtered out, parked or skipped.
+    pub checkpoint: u64,
+    /// Events delivered in total.
+    pub delivered: u64,
+    /// Events parked in total.
+    pub parked: u64,
+    /// Positions skipped (removed before delivery) in total.
+    pub skipped: u64,
+}
+
+/// Every forwarder that saved a checkpoint in the store, by name, sorted.
+pub fn saved_forwarders(store: &Store) -> Result<Vec<(String, SavedForwarder)>> {
+    let mut out = Vec::new();
+    for info in store.streams() {
+        let Some(name) = info
+            .name
+            .strip_prefix("$forward-")
+            .and_then(|n| n.strip_suffix("-checkpoint"))
+        else {
+            continue;
+        };
+        if let Some(c) = load_checkpoint(store, name)? {
+            out.push((
+                name.to_string(),
+                SavedForwarder {
+                    checkpoint: c.position,
+                    delivered: c.delivered,
+                    parked: c.parked,
+                    skipped: c.skipped,
+                },
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// The position saved in the store for forwarder `name` (`None` if it never saved one).
 pub fn saved_checkpoint(store: &Store, name: &str) -> Result<Option<u64>> {
     Ok(load_checkpoint(store, name)?.map(|c| c.position))
