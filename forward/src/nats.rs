@@ -5,7 +5,7 @@
 //! `subject`, default `annal.{stream}`; `{stream}` and `{type}` are replaced by
 //! the event's stream and type, sanitised to one subject token), with its data
 //! as the payload, `Nats-Msg-Id` set to the event id (the stream's duplicate
-//! window drops a retry) and `Annal-*` headers for type, stream, revision,
+//! window drops a retry) and `Annal-*` headers for id, type, stream, revision,
 //! position, tags, content type, time, source and metadata. The JetStream
 //! stream (parameter `stream`, default `ANNAL`) is created if missing, over the
 //! subjects the template can make. A batch is confirmed only when every
@@ -126,9 +126,7 @@ impl NatsTarget {
         }
         let mut options = async_nats::ConnectOptions::new()
             .connection_timeout(self.timeout)
-            .request_timeout(Some(self.timeout))
-            .retry_on_initial_connect()
-            .max_reconnects(Some(1));
+            .request_timeout(Some(self.timeout));
         if let Some((u, p)) = &self.user {
             options = options.user_and_password(u.clone(), p.clone());
         }
@@ -163,6 +161,7 @@ impl NatsTarget {
     fn headers(&self, e: &RecordedEvent) -> async_nats::HeaderMap {
         let mut h = async_nats::HeaderMap::new();
         h.insert("Nats-Msg-Id", e.id.to_string().as_str());
+        h.insert("Annal-Event-Id", e.id.to_string().as_str());
         h.insert("Annal-Type", header_safe(&e.event_type).as_str());
         h.insert("Annal-Stream", header_safe(&e.stream).as_str());
         h.insert("Annal-Revision", e.revision.to_string().as_str());
