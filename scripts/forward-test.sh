@@ -6,6 +6,7 @@
 #
 # Usage: scripts/forward-test.sh            (20,000 events per target)
 #        ANNAL_FORWARD_EVENTS=100000 scripts/forward-test.sh
+#        ANNAL_FORWARD_BENCH=200000 scripts/forward-test.sh   (figures, no tests)
 #
 # Installs the Debian packages postgresql and nats-server with apt-get if they
 # are missing (as root). PostgreSQL runs as the `postgres` user when this runs
@@ -102,6 +103,15 @@ export ANNAL_TEST_PG_URL="postgres://postgres:$PASSWORD@127.0.0.1:$PG_PORT/postg
 export ANNAL_TEST_PG_START="$PG_START" ANNAL_TEST_PG_STOP="$PG_STOP"
 export ANNAL_TEST_NATS_URL="nats://annal:$PASSWORD@127.0.0.1:$NATS_PORT"
 export ANNAL_TEST_NATS_START="$NATS_START" ANNAL_TEST_NATS_STOP="$NATS_STOP"
+
+if [ -n "${ANNAL_FORWARD_BENCH:-}" ]; then
+    # Figures for BENCHMARKS.md instead of the tests: ANNAL_FORWARD_BENCH=EVENTS.
+    cargo run -q --release -p annal-forward --example forward_bench -- \
+        "$ANNAL_TEST_PG_URL?table=annal_bench" "$ANNAL_FORWARD_BENCH"
+    cargo run -q --release -p annal-forward --example forward_bench -- \
+        "$ANNAL_TEST_NATS_URL?stream=BENCH&subject=bench.{stream}" "$ANNAL_FORWARD_BENCH"
+    exit 0
+fi
 
 started=$(date +%s)
 cargo test -p annal-cli --test forward_real -- --ignored --test-threads=1 --nocapture
