@@ -54,6 +54,11 @@ internal! {
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use event::{AppendResult, ContentType, EventData, ExpectedVersion, RecordedEvent, StreamInfo};
+pub use features::forward::{
+    Batch, ForwardError, ForwardSettings, ForwardStart, ForwardState, ForwardStatus, ForwardTarget, Forwarder,
+    ForwarderHandle, RetentionMode, SavedForwarder, StatusHandle, Step, TargetError, check_forwarder_name,
+    forward_checkpoint_stream, forward_parked_stream, saved_checkpoint, saved_forwarders,
+};
 pub use features::metadata::Snapshot;
 pub use features::persistent::{
     Consumer, Delivery, Group, GroupInfo, GroupSettings, GroupSource, NackAction, ParkedRecord, Strategy, parked_stream,

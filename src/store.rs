@@ -238,6 +238,27 @@ impl Store {
         crate::maintenance::compression::compress_sealed(&self.shared, &options)
     }
 
+    /// Sets (or, with `None`, lifts) the retention hold of the forwarder
+    /// `name`: scavenging keeps every event at or after `position`.
+    pub(crate) fn set_retention_hold(&self, name: &str, position: Option<u64>) {
+        let mut holds = self.shared.retention_holds.lock();
+        match position {
+            Some(p) => {
+                holds.insert(name.to_string(), p);
+            }
+            None => {
+                holds.remove(name);
+            }
+        }
+    }
+
+    /// The first position at or after `position` that holds an event (of any
+    /// stream, deleted or not); `None` if there is none before the head. A
+    /// position without an event was removed by scavenging or lost to damage.
+    pub(crate) fn first_event_position_from(&self, position: u64) -> Result<Option<u64>> {
+        self.shared.first_match_after(&Filter::all(), position.checked_sub(1))
+    }
+
     /// The feature state of type `T`, created on first use.
     pub(crate) fn extension<T: Extension + Default>(&self) -> Arc<T> {
         let mut list = self.extensions.lock();

@@ -24,6 +24,8 @@ const GROUP_CREATED_DEFAULTS: &str = r#"{"Created":{"name":"g-3","settings":{"so
 const GROUP_DELETED: &str = r#"{"Deleted":{"name":"g-3"}}"#;
 const PARKED: &str = r#"{"position":2,"stream":"order-1","revision":0,"event_id":"0b7e1c2a-3f4d-4e5f-8a9b-0c1d2e3f4a5b","deliveries":1,"reason":"poison"}"#;
 const CHECKPOINT: &str = r#"{"checkpoint":1,"parked":1,"parked_replayed":1}"#;
+/// A forwarder's checkpoint (tests/forward.rs checks that a forwarder writes this shape).
+const FORWARD_CHECKPOINT: &str = r#"{"position":1207,"delivered":1000,"parked":1,"skipped":0}"#;
 const METADATA_SET: &str =
     r#"{"max_age_ms":86400000,"max_count":100,"truncate_before":1,"custom":{"owner":"billing","tier":2}}"#;
 const METADATA_HARD_DELETED: &str = r#"{"max_age_ms":86400000,"max_count":100,"truncate_before":1,"custom":{"owner":"billing","tier":2},"tombstoned":true}"#;
@@ -131,6 +133,7 @@ fn format_md_shows_the_golden_records() {
         ("group-deleted", GROUP_DELETED),
         ("checkpoint", CHECKPOINT),
         ("parked", PARKED),
+        ("forward-checkpoint", FORWARD_CHECKPOINT),
         ("metadata", METADATA_HARD_DELETED),
         ("snapshot", SNAPSHOT_HEADER),
     ];

@@ -46,6 +46,9 @@ pub struct Config {
     pub compression: Option<annal::CompressionOptions>,
     /// `[server]`: settings of `annal serve`.
     pub server: Option<annal_server::ServerConfig>,
+    /// `[[forward]]`: forwarders that `annal serve` runs in the background.
+    #[serde(default)]
+    pub forward: Vec<crate::forward::ForwardConfig>,
 }
 
 /// The `durability` key.

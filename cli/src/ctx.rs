@@ -18,6 +18,8 @@ pub struct Ctx {
     pub options: Options,
     /// The `[server]` section, for `annal serve`.
     pub server: Option<annal_server::ServerConfig>,
+    /// The `[[forward]]` sections, run in the background by `annal serve`.
+    pub forward: Vec<crate::forward::ForwardConfig>,
 }
 
 impl Ctx {
@@ -32,6 +34,7 @@ impl Ctx {
             data,
             options,
             server: config.server,
+            forward: config.forward,
         })
     }
 

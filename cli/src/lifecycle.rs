@@ -127,12 +127,22 @@ pub fn serve(ctx: &Ctx, listen: Option<SocketAddr>, no_auth: bool, advertise: Op
         .enable_all()
         .build()
         .map_err(|e| CliError::msg(format!("starting the server runtime: {e}")))?;
+    let forwarders = crate::forward::start_configured(&store, &ctx.forward)?;
     let served = runtime.block_on(async {
         let bound = annal_server::bind(store.clone(), config).await?;
+        bound
+            .state()
+            .set_forwarders(forwarders.iter().map(annal::ForwarderHandle::status_handle).collect());
         eprintln!("annal: serving {} on http://{}", ctx.data.display(), bound.local_addr());
         bound.run(shutdown_signal()).await
     });
     drop(runtime);
+    // Forwarders save their checkpoints and let go of the store.
+    for f in forwarders {
+        if let Err(e) = f.stop() {
+            eprintln!("annal: forwarder stopped with an error: {e}");
+        }
+    }
     served.map_err(|e| CliError::msg(e.to_string()))?;
     // Every request and subscription has let go of the store: flush and close it.
     match Arc::try_unwrap(store) {

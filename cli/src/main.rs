@@ -10,6 +10,7 @@ mod bench;
 mod config;
 mod ctx;
 mod error;
+mod forward;
 mod lifecycle;
 mod read;
 mod render;
@@ -79,6 +80,8 @@ enum Command {
     Compact(CompactArgs),
     /// Serve the HTTP/JSON API and the KurrentDB gRPC protocol (tokens from annal.toml's [server], or --no-auth).
     Serve(ServeArgs),
+    /// Ship events to PostgreSQL, NATS JetStream or another annal, in the foreground; `forward status` shows checkpoints.
+    Forward(forward::ForwardArgs),
 }
 
 #[derive(Debug, Args)]
@@ -297,6 +300,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Metadata(a) => lifecycle::metadata(&ctx, &a.stream, a.set.as_deref()),
         Command::Compact(a) => lifecycle::compact(&ctx, a.compress),
         Command::Serve(a) => lifecycle::serve(&ctx, a.listen, a.no_auth, a.advertise),
+        Command::Forward(a) => forward::forward(&ctx, a),
     }
 }
 

@@ -79,6 +79,8 @@ pub(crate) struct Metrics {
 pub(crate) struct StoreGauges {
     pub(crate) stats: annal::StoreStats,
     pub(crate) disk_available: Option<u64>,
+    /// The forwarders running beside the server.
+    pub(crate) forwarders: Vec<annal::ForwardStatus>,
 }
 
 impl Metrics {
@@ -206,7 +208,92 @@ impl Metrics {
                 d as i128,
             );
         }
+        if !s.retention_held_by.is_empty() {
+            let lowest = s.retention_held_by.iter().map(|(_, p)| *p).min().unwrap_or(0);
+            gauge(
+                &mut out,
+                "annal_retention_held_position",
+                "Scavenging keeps every event from this position on: a forwarder that waits has not delivered them.",
+                i128::from(lowest),
+            );
+        }
+        forwarder_metrics(&mut out, &g.forwarders);
         out
+    }
+}
+
+/// One family per figure of the forwarders, one sample per forwarder.
+fn forwarder_metrics(out: &mut String, forwarders: &[annal::ForwardStatus]) {
+    if forwarders.is_empty() {
+        return;
+    }
+    type Figure = fn(&annal::ForwardStatus) -> f64;
+    let families: [(&str, &str, &str, Figure); 9] = [
+        (
+            "annal_forward_up",
+            "gauge",
+            "1 while the forwarder runs or backs off, 0 when stopped or in error.",
+            |f| {
+                f64::from(u8::from(matches!(
+                    f.state,
+                    annal::ForwardState::Running | annal::ForwardState::BackingOff
+                )))
+            },
+        ),
+        (
+            "annal_forward_checkpoint",
+            "gauge",
+            "Every position before it is delivered.",
+            |f| f.checkpoint as f64,
+        ),
+        (
+            "annal_forward_lag_events",
+            "gauge",
+            "Positions between the checkpoint and the head.",
+            |f| f.lag_events as f64,
+        ),
+        (
+            "annal_forward_lag_bytes",
+            "gauge",
+            "Bytes still to deliver (estimated).",
+            |f| f.lag_bytes as f64,
+        ),
+        (
+            "annal_forward_lag_seconds",
+            "gauge",
+            "Age of the oldest event not yet delivered.",
+            |f| f.lag_seconds,
+        ),
+        (
+            "annal_forward_delivered_events_total",
+            "counter",
+            "Events delivered since the server started.",
+            |f| f.delivered_events as f64,
+        ),
+        (
+            "annal_forward_parked_total",
+            "counter",
+            "Events parked in the dead-letter stream.",
+            |f| f.parked as f64,
+        ),
+        (
+            "annal_forward_skipped_total",
+            "counter",
+            "Positions removed before delivery (gaps).",
+            |f| f.skipped as f64,
+        ),
+        (
+            "annal_forward_failures",
+            "gauge",
+            "Failed attempts since the last success.",
+            |f| f64::from(f.failures),
+        ),
+    ];
+    for (name, kind, help, figure) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for f in forwarders {
+            let _ = writeln!(out, "{name}{{forwarder=\"{}\"}} {}", f.name, figure(f));
+        }
     }
 }
 
@@ -229,6 +316,7 @@ mod tests {
         let text = m.render(&StoreGauges {
             stats: annal::StoreStats::default(),
             disk_available: Some(5),
+            forwarders: Vec::new(),
         });
         assert!(text.contains("annal_append_seconds_bucket{le=\"0.0025\"} 1\n"));
         assert!(text.contains("annal_append_seconds_bucket{le=\"+Inf\"} 2\n"));

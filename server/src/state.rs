@@ -45,6 +45,8 @@ pub struct Inner {
     pub(crate) shutdown: CancellationToken,
     /// Operations running on the blocking pool (shutdown waits for them).
     pub(crate) busy: AtomicUsize,
+    /// Figures of the forwarders running beside the server (`GET /forward`, `/metrics`).
+    pub(crate) forwarders: std::sync::Mutex<Vec<annal::StatusHandle>>,
 }
 
 impl AppState {
@@ -59,7 +61,25 @@ impl AppState {
             metrics: metrics::Metrics::new(),
             shutdown: CancellationToken::new(),
             busy: AtomicUsize::new(0),
+            forwarders: std::sync::Mutex::new(Vec::new()),
         })))
+    }
+
+    /// Makes the figures of forwarders running beside the server visible in
+    /// `GET /forward` and `/metrics`.
+    pub fn set_forwarders(&self, forwarders: Vec<annal::StatusHandle>) {
+        *self.0.forwarders.lock().unwrap_or_else(|p| p.into_inner()) = forwarders;
+    }
+
+    /// The figures of the forwarders running beside the server.
+    pub fn forwarders(&self) -> Vec<annal::ForwardStatus> {
+        self.0
+            .forwarders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(annal::StatusHandle::get)
+            .collect()
     }
 
     /// The token cancelled when shutdown begins (ends open subscriptions).

@@ -1,6 +1,7 @@
 //! The JSON records of the system streams: consumer-group definitions
 //! (`$groups`), group checkpoints (`$group-<name>-checkpoint`), parked records
-//! (`$group-<name>-parked`), stream metadata (`$meta-<stream>`) and snapshot
+//! (`$group-<name>-parked`), forwarder checkpoints
+//! (`$forward-<name>-checkpoint`) and parked records (`$forward-<name>-parked`), stream metadata (`$meta-<stream>`) and snapshot
 //! headers (`$snapshot-<stream>`). format.md, "System stream records", is
 //! their contract.
 //!
@@ -154,7 +155,22 @@ pub(crate) struct StoredCheckpointV1 {
     pub parked_replayed: u64,
 }
 
-/// An event of `$group-<name>-parked` (type `$Parked`).
+/// The last event of `$forward-<name>-checkpoint` (type `$ForwardCheckpoint`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoredForwardCheckpointV1 {
+    #[serde(rename = "version", default, skip_serializing)]
+    pub version: Version1,
+    #[serde(rename = "position")]
+    pub position: u64,
+    #[serde(rename = "delivered")]
+    pub delivered: u64,
+    #[serde(rename = "parked")]
+    pub parked: u64,
+    #[serde(rename = "skipped")]
+    pub skipped: u64,
+}
+
+/// An event of `$group-<name>-parked` or `$forward-<name>-parked` (type `$Parked`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct StoredParkedV1 {
     #[serde(rename = "version", default, skip_serializing)]

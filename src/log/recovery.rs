@@ -251,6 +251,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
         dictionary: RwLock::new(dictionary),
         notifier: Default::default(),
         background_error: Mutex::new(None),
+        retention_holds: Mutex::new(std::collections::BTreeMap::new()),
         durable_mark: Mutex::new(match claim {
             Claim::Mark(m) => Some(m),
             _ => None,

@@ -47,6 +47,10 @@ pub(crate) struct Shared {
     /// The last error of background work (compression, scavenging), which has
     /// no caller to return it to, with when it happened.
     pub(crate) background_error: Mutex<Option<String>>,
+    /// Retention holds of running forwarders (`retention = "wait"`), by name:
+    /// the first position each has not delivered. Scavenging keeps every
+    /// event at or after the lowest of them.
+    pub(crate) retention_holds: Mutex<std::collections::BTreeMap<String, u64>>,
     /// Torn tails that this open cut off the last segment.
     pub(crate) torn_at_open: Vec<crate::log::damage::TornTail>,
     /// Damage a read-only open stepped around, by position.
@@ -61,6 +65,15 @@ impl Shared {
         let mut f = self.failure.lock();
         let cause = f.get_or_insert(cause).clone();
         Error::Poisoned { cause }
+    }
+
+    /// The lowest retention hold and the forwarder holding it, if any.
+    pub(crate) fn lowest_hold(&self) -> Option<(String, u64)> {
+        self.retention_holds
+            .lock()
+            .iter()
+            .min_by_key(|(_, p)| **p)
+            .map(|(n, p)| (n.clone(), *p))
     }
 
     /// The latched failure as an error, if the writer stopped.

@@ -49,6 +49,10 @@ pub struct StoreStats {
     /// it was opened (what failed, when, and why); `None` if none failed. It
     /// stays after later runs succeed, until another error replaces it.
     pub last_background_error: Option<String>,
+    /// Retention holds of running forwarders that wait for delivery
+    /// (`retention = "wait"`): each forwarder's name and the first position it
+    /// has not delivered. Scavenging keeps every event from the lowest on.
+    pub retention_held_by: Vec<(String, u64)>,
 }
 
 fn empty_dest(st: &dyn Storage, dest: &Path) -> Result<()> {
@@ -214,5 +218,11 @@ pub(crate) fn stats(shared: &Shared) -> StoreStats {
         index_bytes: now.sealed.iter().map(|s| s.index.raw().len() as u64).sum(),
         active_events,
         last_background_error: shared.background_error.lock().clone(),
+        retention_held_by: shared
+            .retention_holds
+            .lock()
+            .iter()
+            .map(|(n, p)| (n.clone(), *p))
+            .collect(),
     }
 }

@@ -58,6 +58,11 @@ pub struct ScavengeReport {
     pub bytes_before: u64,
     /// Bytes after.
     pub bytes_after: u64,
+    /// Events that would have been removed but were kept because a forwarder
+    /// that waits for delivery (`retention = "wait"`) has not delivered them.
+    pub events_kept_for_forwarding: u64,
+    /// The forwarder whose hold was lowest during this scavenge, if any.
+    pub held_by: Option<String>,
 }
 
 /// Why an event goes or stays.
@@ -65,6 +70,8 @@ struct Judge<'a> {
     shared: &'a Shared,
     policy: &'a RetentionPolicy,
     now: i64,
+    /// Events at or after this position stay: a forwarder has not delivered them.
+    hold: Option<u64>,
 }
 
 impl Judge<'_> {
@@ -103,15 +110,18 @@ pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<Scav
     let sealed = shared.segments.sealed();
     let mut report = ScavengeReport::default();
     let expired = expired_segments(shared, &sealed, policy);
+    let hold = shared.lowest_hold();
+    report.held_by = hold.as_ref().map(|(n, _)| n.clone());
     let judge = Judge {
         shared,
         policy,
         now: shared.options.clock.now_micros(),
+        hold: hold.map(|(_, p)| p),
     };
     for (i, seg) in sealed.iter().enumerate() {
         report.segments_examined += 1;
         report.bytes_before += seg.bytes.len() as u64;
-        match rewrite(shared, seg, &judge, i < expired)? {
+        match rewrite(shared, seg, &judge, i < expired, &mut report.events_kept_for_forwarding)? {
             Some((new, removed)) => {
                 report.segments_rewritten += 1;
                 report.events_removed += removed;
@@ -148,6 +158,7 @@ fn rewrite(
     seg: &SealedSegment,
     judge: &Judge<'_>,
     expired: bool,
+    kept_for_forwarding: &mut u64,
 ) -> Result<Option<(SealedSegment, u64)>> {
     let logical = seg.logical()?;
     let bytes: &[u8] = &logical;
@@ -229,7 +240,13 @@ fn rewrite(
                 ));
             }
         };
+        let held = judge.hold.is_some_and(|h| p >= h);
         match view {
+            Some(v) if held && judge.removes(&v, expired) => {
+                *kept_for_forwarding += 1;
+                flush(&mut out, &mut run, &mut heads);
+                record::encode_committed(&mut out, &v)?;
+            }
             Some(v) if !judge.removes(&v, expired) => {
                 flush(&mut out, &mut run, &mut heads);
                 // Each kept event becomes its own committed append: the events it

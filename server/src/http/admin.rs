@@ -59,15 +59,24 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, A
             Ok(StoreGauges {
                 stats: store.stats(),
                 disk_available: disk_available(store.dir()),
+                forwarders: Vec::new(),
             })
         })
         .await?;
+    let gauges = StoreGauges {
+        forwarders: state.forwarders(),
+        ..gauges
+    };
     let text = state.metrics.render(&gauges);
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         text,
     )
         .into_response())
+}
+
+pub(crate) async fn forward(State(state): State<AppState>) -> Response {
+    axum::Json(serde_json::json!({ "forwarders": state.forwarders() })).into_response()
 }
 
 pub(crate) async fn openapi() -> Response {

@@ -357,6 +357,9 @@ pub fn document() -> Value {
             "/groups/{name}/replay-parked": {
                 "post": { "summary": "Put parked events back in line.", "parameters": [group_param()], "responses": { "200": ok("How many.", json!({ "type": "object", "properties": { "replayed": { "type": "integer" } } })) } }
             },
+            "/forward": {
+                "get": { "summary": "The forwarders running beside the server ([[forward]] in annal.toml): state, target, checkpoint, lag in events, bytes and seconds, last error, delivered counts.", "responses": { "200": ok("The forwarders.", json!({ "type": "object", "properties": { "forwarders": { "type": "array", "items": { "type": "object" } } } })) } }
+            },
             "/admin/scavenge": {
                 "post": { "summary": "Run a scavenge now (admin).", "responses": { "200": admin_ok("Scavenge report.") } }
             },

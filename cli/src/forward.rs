@@ -1,0 +1,253 @@
+//! `annal forward`: one forwarder in the foreground (until interrupted, or
+//! `--once`: until it has forwarded what exists), and `annal forward status`:
+//! the checkpoints forwarders saved in the store.
+//!
+//! It turns arguments into a forwarder of the library and a target of
+//! `annal-forward`; it must never forward anything itself.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use annal::{Filter, ForwardSettings, ForwardStart, Forwarder, RetentionMode};
+use clap::{Args, Subcommand};
+
+use crate::ctx::Ctx;
+use crate::error::{CliError, CliResult};
+
+/// `annal forward`'s arguments.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ForwardArgs {
+    #[command(subcommand)]
+    pub action: Option<ForwardAction>,
+    /// The target: postgres://…, nats://…, annal+http(s)://… (kurrentdb:// is not supported yet).
+    #[arg(long, value_name = "URL")]
+    pub to: Option<String>,
+    /// The forwarder's name (its checkpoint and dead-letter streams are named after it).
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// Bearer token for an annal+http(s) target.
+    #[arg(long, env = "ANNAL_FORWARD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Only events of this type (repeatable: any of them).
+    #[arg(long = "type", value_name = "T")]
+    pub types: Vec<String>,
+    /// Only events carrying this tag (repeatable: all of them).
+    #[arg(long = "tag", value_name = "T")]
+    pub tags: Vec<String>,
+    /// Only events of streams whose name starts with this.
+    #[arg(long, value_name = "P")]
+    pub stream_prefix: Option<String>,
+    /// Only events of streams whose name matches this regular expression.
+    #[arg(long, value_name = "RE")]
+    pub stream_regex: Option<String>,
+    /// Where a new forwarder starts: start, end or a position.
+    #[arg(long, default_value = "start")]
+    pub start: String,
+    /// Events per batch.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Events sent and not yet confirmed, at most.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_in_flight: usize,
+    /// Whether scavenging waits for this forwarder: wait or ignore.
+    #[arg(long, default_value = "wait")]
+    pub retention: String,
+    /// Forward what exists, then exit 0 (the first failure exits 1).
+    #[arg(long)]
+    pub once: bool,
+}
+
+/// `annal forward`'s subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ForwardAction {
+    /// The checkpoints forwarders saved in the store, and how far behind the head they are.
+    Status,
+}
+
+/// A `[[forward]]` section of annal.toml.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardConfig {
+    /// The forwarder's name.
+    pub name: String,
+    /// The target URL.
+    pub to: String,
+    /// Bearer token for an annal+http(s) target.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Only events of these types.
+    #[serde(default)]
+    pub types: Vec<String>,
+    /// Only events carrying all these tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Only events of streams starting with this.
+    #[serde(default)]
+    pub stream_prefix: Option<String>,
+    /// Only events of streams matching this regular expression.
+    #[serde(default)]
+    pub stream_regex: Option<String>,
+    /// `"start"`, `"end"` or a position.
+    #[serde(default)]
+    pub start: Option<StartValue>,
+    /// Events per batch.
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    /// Events sent and not yet confirmed, at most.
+    #[serde(default)]
+    pub max_in_flight: Option<usize>,
+    /// `"wait"` (the default) or `"ignore"`.
+    #[serde(default)]
+    pub retention: Option<String>,
+}
+
+/// `start = "end"` or `start = 42`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(untagged)]
+pub enum StartValue {
+    /// A position.
+    Position(u64),
+    /// `start`, `end` or a position in a string.
+    Text(String),
+}
+
+impl ForwardConfig {
+    fn settings(&self) -> CliResult<ForwardSettings> {
+        let args = ForwardArgs {
+            action: None,
+            to: Some(self.to.clone()),
+            name: self.name.clone(),
+            token: self.token.clone(),
+            types: self.types.clone(),
+            tags: self.tags.clone(),
+            stream_prefix: self.stream_prefix.clone(),
+            stream_regex: self.stream_regex.clone(),
+            start: match &self.start {
+                None => "start".into(),
+                Some(StartValue::Position(p)) => p.to_string(),
+                Some(StartValue::Text(t)) => t.clone(),
+            },
+            batch_size: self.batch_size.unwrap_or(1000),
+            max_in_flight: self.max_in_flight.unwrap_or(10_000),
+            retention: self.retention.clone().unwrap_or_else(|| "wait".into()),
+            once: false,
+        };
+        settings_of(&args).map_err(|e| CliError::msg(format!("[[forward]] {}: {}", self.name, e.message)))
+    }
+}
+
+/// Starts every `[[forward]]` forwarder of the configuration on its own thread.
+pub fn start_configured(
+    store: &Arc<annal::Store>,
+    configs: &[ForwardConfig],
+) -> CliResult<Vec<annal::ForwarderHandle>> {
+    let mut handles = Vec::new();
+    for c in configs {
+        let settings = c.settings()?;
+        let target = annal_forward::connect(&c.to, c.token.clone())
+            .map_err(|e| CliError::msg(format!("[[forward]] {}: {e}", c.name)))?;
+        let forwarder = Forwarder::new(store.clone(), &c.name, settings, target)?;
+        eprintln!("annal: forwarding to {} as {:?}", forwarder.status().target, c.name);
+        handles.push(forwarder.spawn()?);
+    }
+    Ok(handles)
+}
+
+fn settings_of(a: &ForwardArgs) -> CliResult<ForwardSettings> {
+    let mut filter = Filter {
+        types: a.types.clone(),
+        tags: a.tags.clone(),
+        stream_prefix: a.stream_prefix.clone(),
+        ..Filter::default()
+    };
+    if let Some(re) = &a.stream_regex {
+        filter = filter.with_stream_regex(re)?;
+    }
+    Ok(ForwardSettings {
+        filter,
+        start: a.start.parse::<ForwardStart>()?,
+        batch_size: a.batch_size,
+        max_in_flight: a.max_in_flight,
+        retention: a.retention.parse::<RetentionMode>()?,
+        ..ForwardSettings::default()
+    })
+}
+
+/// `annal forward`.
+pub fn forward(ctx: &Ctx, a: ForwardArgs) -> CliResult {
+    if matches!(a.action, Some(ForwardAction::Status)) {
+        return status(ctx);
+    }
+    let Some(url) = a.to.clone() else {
+        return Err(CliError::with_code(
+            2,
+            "annal forward needs --to URL (or the status subcommand)",
+        ));
+    };
+    let settings = settings_of(&a)?;
+    let target = annal_forward::connect(&url, a.token.clone()).map_err(|e| CliError::msg(e.to_string()))?;
+    let store = Arc::new(ctx.open_owned()?);
+    let mut forwarder = Forwarder::new(store.clone(), &a.name, settings, target)?;
+    let stop: Arc<AtomicBool> = crate::read::stop_flag()?;
+    let status = forwarder.status_handle();
+    // A line of figures on stderr every 10 s while it runs in the foreground.
+    let reporter = (!a.once).then(|| {
+        let stop = stop.clone();
+        let status = status.clone();
+        std::thread::spawn(move || {
+            let mut ticks = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+                ticks += 1;
+                if ticks.is_multiple_of(50) {
+                    let s = status.get();
+                    eprintln!(
+                        "annal forward {}: {:?}, checkpoint {}, {} behind, {} delivered{}",
+                        s.name,
+                        s.state,
+                        s.checkpoint,
+                        s.lag_events,
+                        s.delivered_events,
+                        s.last_error.map(|e| format!(", last error: {e}")).unwrap_or_default()
+                    );
+                }
+            }
+        })
+    });
+    let result = forwarder.run(&stop, a.once);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(r) = reporter {
+        let _ = r.join();
+    }
+    let s = forwarder.status();
+    drop(forwarder);
+    println!(
+        "{}",
+        serde_json::to_string(&s).map_err(|e| CliError::msg(e.to_string()))?
+    );
+    Arc::try_unwrap(store)
+        .map_err(|_| CliError::msg("the store is still in use"))?
+        .close()?;
+    result.map_err(|e| CliError::msg(format!("forwarder {}: {e}", a.name)))
+}
+
+/// `annal forward status`.
+fn status(ctx: &Ctx) -> CliResult {
+    let store = ctx.open_read()?;
+    let head = store.head_position();
+    for (name, saved) in annal::saved_forwarders(&store)? {
+        let line = serde_json::json!({
+            "name": name,
+            "checkpoint": saved.checkpoint,
+            "head": head,
+            "lag_events": head.saturating_sub(saved.checkpoint),
+            "delivered": saved.delivered,
+            "parked": saved.parked,
+            "skipped": saved.skipped,
+        });
+        println!("{line}");
+    }
+    Ok(())
+}

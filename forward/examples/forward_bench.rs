@@ -1,0 +1,84 @@
+//! Forwarding figures for BENCHMARKS.md: how fast a backlog drains to a
+//! target, and what a running forwarder costs local appends.
+//!
+//! `cargo run --release -p annal-forward --example forward_bench -- URL [EVENTS]`
+//!
+//! 1. appends EVENTS events (appends of 100, durability "always") to a new
+//!    store with no forwarder, and times them;
+//! 2. forwards that backlog to URL (`--once`-style) and times it;
+//! 3. appends EVENTS more events to a second new store while a forwarder
+//!    ships them to URL, and times the appends.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_possible_truncation)]
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use annal::{EventData, ExpectedVersion, ForwardSettings, Forwarder, Options, Store};
+
+fn append(store: &Store, n: usize) -> f64 {
+    let began = Instant::now();
+    let mut i = 0;
+    while i < n {
+        let events = (i..(i + 100).min(n))
+            .map(|k| {
+                EventData::json(
+                    "Measured",
+                    format!(r#"{{"n":{k},"payload":"0123456789abcdef0123456789abcdef"}}"#),
+                )
+                .with_tag("bench")
+            })
+            .collect::<Vec<_>>();
+        let count = events.len();
+        store
+            .append(&format!("device-{}", i % 64), ExpectedVersion::Any, events)
+            .unwrap();
+        i += count;
+    }
+    n as f64 / began.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let url = args.next().expect("usage: forward_bench URL [EVENTS]");
+    let n: usize = args.next().map_or(100_000, |v| v.parse().expect("EVENTS is a number"));
+    let settings = ForwardSettings {
+        batch_size: 2000,
+        max_in_flight: 20_000,
+        ..ForwardSettings::default()
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), Options::default()).unwrap());
+    let alone = append(&store, n);
+    println!("appends without a forwarder: {alone:.0} events/s ({n} events, appends of 100)");
+
+    let target = annal_forward::connect(&url, None).unwrap();
+    let name = format!("bench-{}", std::process::id());
+    let mut f = Forwarder::new(store.clone(), &name, settings.clone(), target).unwrap();
+    let began = Instant::now();
+    f.run(&AtomicBool::new(false), true).unwrap();
+    let took = began.elapsed().as_secs_f64();
+    println!(
+        "forwarded a backlog of {n} events in {took:.2} s: {:.0} events/s to {}",
+        n as f64 / took,
+        f.status().target
+    );
+    drop(f);
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let store2 = Arc::new(Store::open(dir2.path(), Options::default()).unwrap());
+    let target = annal_forward::connect(&url, None).unwrap();
+    let handle = Forwarder::new(store2.clone(), &format!("{name}-live"), settings, target)
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let with = append(&store2, n);
+    let status = handle.status();
+    handle.stop().unwrap();
+    println!(
+        "appends with a forwarder running: {with:.0} events/s ({:+.1}% against without; {} delivered while appending)",
+        (with / alone - 1.0) * 100.0,
+        status.delivered_events
+    );
+}

@@ -1,0 +1,282 @@
+//! The NATS JetStream target (`nats://user:password@host:4222`), through
+//! `async-nats`.
+//!
+//! Each event is published to a subject made from a template (parameter
+//! `subject`, default `annal.{stream}`; `{stream}` and `{type}` are replaced by
+//! the event's stream and type, sanitised to one subject token), with its data
+//! as the payload, `Nats-Msg-Id` set to the event id (the stream's duplicate
+//! window drops a retry) and `Annal-*` headers for id, type, stream, revision,
+//! position, tags, content type, time, source and metadata. The JetStream
+//! stream (parameter `stream`, default `ANNAL`) is created if missing, over the
+//! subjects the template can make. A batch is confirmed only when every
+//! publish is acknowledged; up to the forwarder's `max_in_flight` publishes
+//! are outstanding at once. NATS keeps no checkpoint for us: the forwarder
+//! keeps it in the store.
+//!
+//! This module owns subjects and headers; it must never decide which events go.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use annal::{Batch, ContentType, ForwardTarget, RecordedEvent, TargetError};
+use async_nats::jetstream;
+
+use crate::ConfigError;
+use crate::url::TargetUrl;
+
+/// Forwards to a JetStream stream.
+pub struct NatsTarget {
+    rt: tokio::runtime::Runtime,
+    server: String,
+    user: Option<(String, String)>,
+    token: Option<String>,
+    described: String,
+    template: String,
+    stream: String,
+    duplicate_window: Duration,
+    timeout: Duration,
+    source: String,
+    js: Option<jetstream::Context>,
+}
+
+impl std::fmt::Debug for NatsTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsTarget")
+            .field("target", &self.described)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `s` as one subject token: anything but letters, digits, `-` and `_` becomes `_`.
+pub fn sanitise_token(s: &str) -> String {
+    if s.is_empty() {
+        return "_".into();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The subject of an event under a template.
+pub fn subject_for(template: &str, event: &RecordedEvent) -> String {
+    template
+        .replace("{stream}", &sanitise_token(&event.stream))
+        .replace("{type}", &sanitise_token(&event.event_type))
+}
+
+impl NatsTarget {
+    /// A target for the URL; connects on first use.
+    pub fn new(t: &TargetUrl) -> Result<NatsTarget, ConfigError> {
+        let template = t.param("subject").unwrap_or_else(|| "annal.{stream}".into());
+        let probe = template.replace("{stream}", "x").replace("{type}", "x");
+        if probe.is_empty()
+            || probe
+                .split('.')
+                .any(|tok| tok.is_empty() || tok.contains(['*', '>', ' ', '{', '}']))
+        {
+            return Err(t.bad(format!(
+                "subject template {template:?} must be dot-separated tokens, with {{stream}} and {{type}} as placeholders"
+            )));
+        }
+        let stream = t.param("stream").unwrap_or_else(|| "ANNAL".into());
+        if stream.is_empty()
+            || !stream
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(t.bad(format!("stream {stream:?} must be letters, digits, - or _")));
+        }
+        let host = t.url.host_str().unwrap_or("127.0.0.1");
+        let port = t.url.port().unwrap_or(4222);
+        let user = match (t.url.username(), t.url.password()) {
+            ("", _) => None,
+            (u, Some(p)) => Some((decode(u), decode(p))),
+            (u, None) => Some((decode(u), String::new())),
+        };
+        // A user without a password is a token, as NATS URLs have it.
+        let (user, token) = match (user, t.param("token")) {
+            (_, Some(tok)) => (None, Some(tok)),
+            (Some((u, p)), None) if p.is_empty() => (None, Some(u)),
+            (u, None) => (u, None),
+        };
+        Ok(NatsTarget {
+            rt: crate::runtime()?,
+            server: format!("nats://{host}:{port}"),
+            user,
+            token,
+            described: format!("{t} (JetStream stream {stream}, subject {template})"),
+            template,
+            stream,
+            duplicate_window: t.millis("duplicate_window_ms", Duration::from_secs(120))?,
+            timeout: t.millis("timeout_ms", Duration::from_secs(10))?,
+            source: t.param("source").unwrap_or_else(crate::node_name),
+            js: None,
+        })
+    }
+
+    fn context(&mut self) -> Result<jetstream::Context, TargetError> {
+        if let Some(js) = &self.js {
+            return Ok(js.clone());
+        }
+        let mut options = async_nats::ConnectOptions::new()
+            .connection_timeout(self.timeout)
+            .request_timeout(Some(self.timeout));
+        if let Some((u, p)) = &self.user {
+            options = options.user_and_password(u.clone(), p.clone());
+        }
+        if let Some(t) = &self.token {
+            options = options.token(t.clone());
+        }
+        // Connecting again is the forwarder's business (with its backoff), not the client's.
+        options = options.max_reconnects(Some(0));
+        let server = self.server.clone();
+        let config = jetstream::stream::Config {
+            name: self.stream.clone(),
+            subjects: vec![self.template.replace("{stream}", "*").replace("{type}", "*")],
+            duplicate_window: self.duplicate_window,
+            ..Default::default()
+        };
+        let timeout = self.timeout;
+        let js = self.rt.block_on(async move {
+            let client = tokio::time::timeout(timeout, async_nats::connect_with_options(server, options))
+                .await
+                .map_err(|_| TargetError::Unavailable("no answer from NATS".into()))?
+                .map_err(|e| connect_error(&e))?;
+            let js = jetstream::new(client);
+            js.get_or_create_stream(config)
+                .await
+                .map_err(|e| TargetError::Unavailable(format!("creating the JetStream stream: {e}")))?;
+            Ok::<_, TargetError>(js)
+        })?;
+        self.js = Some(js.clone());
+        Ok(js)
+    }
+
+    fn headers(&self, e: &RecordedEvent) -> async_nats::HeaderMap {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Nats-Msg-Id", e.id.to_string().as_str());
+        h.insert("Annal-Event-Id", e.id.to_string().as_str());
+        h.insert("Annal-Type", header_safe(&e.event_type).as_str());
+        h.insert("Annal-Stream", header_safe(&e.stream).as_str());
+        h.insert("Annal-Revision", e.revision.to_string().as_str());
+        h.insert("Annal-Position", e.position.to_string().as_str());
+        h.insert("Annal-Time-Micros", e.timestamp_micros.to_string().as_str());
+        h.insert("Annal-Source", header_safe(&self.source).as_str());
+        h.insert(
+            "Annal-Content-Type",
+            match e.content_type {
+                ContentType::Json => "application/json",
+                _ => "application/octet-stream",
+            },
+        );
+        if !e.tags.is_empty() {
+            h.insert("Annal-Tags", header_safe(&e.tags.join(",")).as_str());
+        }
+        if let Ok(m) = std::str::from_utf8(&e.metadata)
+            && !m.is_empty()
+        {
+            h.insert("Annal-Metadata", header_safe(m).as_str());
+        }
+        h
+    }
+}
+
+/// Header values cannot hold line breaks.
+fn header_safe(s: &str) -> String {
+    s.replace(['\r', '\n'], " ")
+}
+
+fn decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+fn connect_error(e: &async_nats::ConnectError) -> TargetError {
+    use async_nats::ConnectErrorKind as K;
+    match e.kind() {
+        K::Authentication | K::AuthorizationViolation | K::Tls => TargetError::Refused(format!("NATS: {e}")),
+        _ => TargetError::Unavailable(format!("NATS: {e}")),
+    }
+}
+
+impl ForwardTarget for NatsTarget {
+    fn describe(&self) -> String {
+        self.described.clone()
+    }
+
+    fn load_checkpoint(&mut self, _forwarder: &str) -> Result<Option<u64>, TargetError> {
+        // Connect early, so that a wrong address or password shows at start.
+        self.context()?;
+        Ok(None)
+    }
+
+    fn deliver(&mut self, batch: &Batch<'_>) -> Result<(), TargetError> {
+        if batch.events.is_empty() {
+            return Ok(());
+        }
+        let js = self.context()?;
+        let messages: Vec<(String, async_nats::HeaderMap, bytes::Bytes)> = batch
+            .events
+            .iter()
+            .map(|e| (subject_for(&self.template, e), self.headers(e), e.data.clone()))
+            .collect();
+        let max_in_flight = batch.max_in_flight.max(1);
+        let timeout = self.timeout;
+        let result = self.rt.block_on(async move {
+            let mut pending = VecDeque::new();
+            for (subject, headers, payload) in messages {
+                if pending.len() >= max_in_flight
+                    && let Some(ack) = pending.pop_front()
+                {
+                    await_ack(ack, timeout).await?;
+                }
+                let ack = js
+                    .publish_with_headers(subject, headers, payload)
+                    .await
+                    .map_err(|e| TargetError::Unavailable(format!("NATS publish: {e}")))?;
+                pending.push_back(ack);
+            }
+            while let Some(ack) = pending.pop_front() {
+                await_ack(ack, timeout).await?;
+            }
+            Ok::<(), TargetError>(())
+        });
+        if result.is_err() {
+            // Start from a fresh connection next time.
+            self.js = None;
+        }
+        result
+    }
+}
+
+async fn await_ack(ack: jetstream::context::PublishAckFuture, timeout: Duration) -> Result<(), TargetError> {
+    match tokio::time::timeout(timeout, ack.into_future()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(TargetError::Unavailable(format!("NATS acknowledgement: {e}"))),
+        Err(_) => Err(TargetError::Unavailable("no NATS acknowledgement in time".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_are_one_token_per_placeholder() {
+        assert_eq!(sanitise_token("order-1"), "order-1");
+        assert_eq!(sanitise_token("a.b c*>"), "a_b_c__");
+        assert_eq!(sanitise_token(""), "_");
+        let t = TargetUrl::parse("nats://h?subject=x.{type}.{stream}").unwrap();
+        assert!(NatsTarget::new(&t).is_ok());
+        let t = TargetUrl::parse("nats://h?subject=x.*").unwrap();
+        assert!(NatsTarget::new(&t).is_err());
+    }
+}

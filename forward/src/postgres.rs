@@ -1,0 +1,438 @@
+//! The PostgreSQL target (`postgres://user:password@host:port/db`), through
+//! `tokio-postgres`.
+//!
+//! Events become rows of a table (default `annal_events` in schema `public`,
+//! created if missing, with indexes on `(stream_id, stream_version)` and
+//! `event_type`). Each batch is one transaction: the rows are copied (binary
+//! COPY) into a session-local staging table, inserted into the table with
+//! conflicts on `event_id` ignored, and the forwarder's row of
+//! `annal_forward_checkpoints` moves to the batch's end, so the table and the
+//! checkpoint never disagree and delivery is exactly once across crashes on
+//! either side. URL parameters: `table`, `schema`, `source` (this node's name
+//! in the `source` column; default the host name), `timeout_ms`.
+//!
+//! This module owns the SQL; it must never decide which events go.
+
+use std::time::Duration;
+
+use annal::{Batch, ContentType, ForwardTarget, RecordedEvent, TargetError};
+use bytes::{BufMut, BytesMut};
+use futures_util::pin_mut;
+use postgres_types::{IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::{Client, NoTls};
+
+use crate::ConfigError;
+use crate::url::TargetUrl;
+
+/// The columns of the events table, in the order they are written.
+const COLUMNS: &str = "global_position, stream_id, stream_version, event_id, event_type, data, data_bytes, \
+                       metadata, metadata_bytes, tags, created_at, source";
+
+/// Forwards to a PostgreSQL table.
+pub struct PostgresTarget {
+    rt: tokio::runtime::Runtime,
+    config: tokio_postgres::Config,
+    described: String,
+    /// `"schema"."table"`, quoted.
+    table: String,
+    /// `"schema".annal_forward_checkpoints`.
+    checkpoints: String,
+    /// The schema, unquoted (created if missing and not `public`).
+    schema: String,
+    /// The table's name, unquoted (for index names).
+    table_name: String,
+    source: String,
+    timeout: Duration,
+    client: Option<Client>,
+}
+
+impl std::fmt::Debug for PostgresTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresTarget")
+            .field("target", &self.described)
+            .finish_non_exhaustive()
+    }
+}
+
+fn check_identifier(t: &TargetUrl, what: &str, s: &str) -> Result<(), ConfigError> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(t.bad(format!(
+            "{what} {s:?} must be 1-63 ASCII letters, digits or _, not starting with a digit"
+        )))
+    }
+}
+
+impl PostgresTarget {
+    /// A target for the URL; connects on first use.
+    pub fn new(t: &TargetUrl) -> Result<PostgresTarget, ConfigError> {
+        let table = t.param("table").unwrap_or_else(|| "annal_events".into());
+        let schema = t.param("schema").unwrap_or_else(|| "public".into());
+        check_identifier(t, "table", &table)?;
+        check_identifier(t, "schema", &schema)?;
+        let source = t.param("source").unwrap_or_else(crate::node_name);
+        let timeout = t.millis("timeout_ms", Duration::from_secs(30))?;
+        // The connection string without this target's own parameters.
+        let mut conn = t.url.clone();
+        let kept: Vec<(String, String)> = t
+            .url
+            .query_pairs()
+            .filter(|(k, _)| !["table", "schema", "source", "timeout_ms"].contains(&k.as_ref()))
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        conn.set_query(None);
+        if !kept.is_empty() {
+            conn.query_pairs_mut().extend_pairs(kept);
+        }
+        let mut config: tokio_postgres::Config = conn
+            .as_str()
+            .parse()
+            .map_err(|e: tokio_postgres::Error| t.bad(e.to_string()))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        config.application_name("annal-forward");
+        Ok(PostgresTarget {
+            rt: crate::runtime()?,
+            config,
+            described: format!("{t} (table {schema}.{table})"),
+            table: format!("\"{schema}\".\"{table}\""),
+            checkpoints: format!("\"{schema}\".annal_forward_checkpoints"),
+            schema,
+            table_name: table,
+            source,
+            timeout,
+            client: None,
+        })
+    }
+
+    /// The connected client, connecting and creating the tables first if needed.
+    fn client(&mut self) -> Result<&Client, TargetError> {
+        if self.client.is_none() {
+            let config = self.config.clone();
+            let setup = self.setup_sql();
+            let timeout = self.timeout;
+            let client = self.rt.block_on(async move {
+                let (client, connection) = config.connect(NoTls).await.map_err(classify)?;
+                tokio::spawn(async move {
+                    // The connection's end is seen by the client's next call.
+                    let _ = connection.await;
+                });
+                tokio::time::timeout(timeout, client.batch_execute(&setup))
+                    .await
+                    .map_err(|_| TargetError::Unavailable("timed out creating the tables".into()))?
+                    .map_err(classify)?;
+                Ok::<Client, TargetError>(client)
+            })?;
+            self.client = Some(client);
+        }
+        self.client
+            .as_ref()
+            .ok_or_else(|| TargetError::Unavailable("not connected".into()))
+    }
+
+    fn setup_sql(&self) -> String {
+        let schema = if self.schema == "public" {
+            String::new()
+        } else {
+            format!("CREATE SCHEMA IF NOT EXISTS \"{}\";", self.schema)
+        };
+        format!(
+            "{schema}
+             CREATE TABLE IF NOT EXISTS {table} (
+                 global_position bigint NOT NULL,
+                 stream_id text NOT NULL,
+                 stream_version bigint NOT NULL,
+                 event_id uuid NOT NULL UNIQUE,
+                 event_type text NOT NULL,
+                 data jsonb,
+                 data_bytes bytea,
+                 metadata jsonb,
+                 metadata_bytes bytea,
+                 tags text[] NOT NULL,
+                 created_at timestamptz NOT NULL,
+                 source text NOT NULL);
+             CREATE INDEX IF NOT EXISTS \"{name}_stream_idx\" ON {table} (stream_id, stream_version);
+             CREATE INDEX IF NOT EXISTS \"{name}_type_idx\" ON {table} (event_type);
+             CREATE TABLE IF NOT EXISTS {checkpoints} (
+                 source text NOT NULL,
+                 name text NOT NULL,
+                 position bigint NOT NULL,
+                 updated_at timestamptz NOT NULL DEFAULT now(),
+                 PRIMARY KEY (source, name));
+             CREATE TEMP TABLE IF NOT EXISTS annal_stage AS SELECT {COLUMNS} FROM {table} WITH NO DATA;
+             ALTER TABLE annal_stage SET (autovacuum_enabled = false);",
+            table = self.table,
+            name = self.table_name,
+            checkpoints = self.checkpoints,
+        )
+    }
+
+    /// Runs `f` on the client within the timeout; any failure drops the
+    /// connection, so the next call starts afresh (PostgreSQL rolls back an
+    /// open transaction of a closed connection).
+    fn with_client<T>(
+        &mut self,
+        f: impl AsyncFnOnce(&mut Client) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, PgFailure> {
+        self.client().map_err(PgFailure::Target)?;
+        let timeout = self.timeout;
+        let Some(mut client) = self.client.take() else {
+            return Err(PgFailure::Target(TargetError::Unavailable("not connected".into())));
+        };
+        let result = self
+            .rt
+            .block_on(async { tokio::time::timeout(timeout, f(&mut client)).await });
+        match result {
+            Ok(Ok(v)) => {
+                self.client = Some(client);
+                Ok(v)
+            }
+            Ok(Err(e)) => Err(PgFailure::Db(e)),
+            Err(_) => Err(PgFailure::Target(TargetError::Unavailable(format!(
+                "no answer within {} ms",
+                timeout.as_millis()
+            )))),
+        }
+    }
+
+    /// The events' rows, copied in and inserted, and the checkpoint, in one transaction.
+    fn write(&mut self, events: &[RecordedEvent], forwarder: &str, next: u64, commit: bool) -> Result<(), PgFailure> {
+        let rows: Vec<Row> = events.iter().map(Row::of).collect::<Result<_, _>>()?;
+        let next = i64::try_from(next).map_err(|_| PgFailure::Target(too_large("a position")))?;
+        let table = self.table.clone();
+        let checkpoints = self.checkpoints.clone();
+        let source = self.source.clone();
+        let forwarder = forwarder.to_string();
+        self.with_client(async move |client| {
+            let tx = client.transaction().await?;
+            if !rows.is_empty() {
+                let sink = tx
+                    .copy_in(&format!("COPY annal_stage ({COLUMNS}) FROM STDIN (FORMAT binary)"))
+                    .await?;
+                let writer = BinaryCopyInWriter::new(
+                    sink,
+                    &[
+                        Type::INT8,
+                        Type::TEXT,
+                        Type::INT8,
+                        Type::UUID,
+                        Type::TEXT,
+                        Type::JSONB,
+                        Type::BYTEA,
+                        Type::JSONB,
+                        Type::BYTEA,
+                        Type::TEXT_ARRAY,
+                        Type::TIMESTAMPTZ,
+                        Type::TEXT,
+                    ],
+                );
+                pin_mut!(writer);
+                for r in &rows {
+                    writer
+                        .as_mut()
+                        .write(&[
+                            &r.position,
+                            &r.event.stream,
+                            &r.revision,
+                            &r.event.id,
+                            &r.event.event_type,
+                            &r.data,
+                            &r.data_bytes,
+                            &r.metadata,
+                            &r.metadata_bytes,
+                            &r.event.tags,
+                            &r.event.timestamp(),
+                            &source,
+                        ])
+                        .await?;
+                }
+                writer.finish().await?;
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {table} ({COLUMNS}) SELECT {COLUMNS} FROM annal_stage \
+                         ORDER BY global_position ON CONFLICT (event_id) DO NOTHING"
+                    ),
+                    &[],
+                )
+                .await?;
+                tx.execute("TRUNCATE annal_stage", &[]).await?;
+            }
+            tx.execute(
+                &format!(
+                    "INSERT INTO {checkpoints} (source, name, position) VALUES ($1, $2, $3) \
+                     ON CONFLICT (source, name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()"
+                ),
+                &[&source, &forwarder, &next],
+            )
+            .await?;
+            if commit { tx.commit().await } else { tx.rollback().await }
+        })
+    }
+
+    /// The index of the first event PostgreSQL refuses on its own, trying
+    /// each in a transaction that is rolled back.
+    fn find_poison(&mut self, batch: &Batch<'_>) -> Option<usize> {
+        (0..batch.events.len()).find(|&i| {
+            matches!(
+                self.write(&batch.events[i..=i], batch.forwarder, batch.next_position, false),
+                Err(PgFailure::Db(e)) if is_data_error(&e)
+            )
+        })
+    }
+}
+
+/// A failure of one call: from the database (classified by the caller) or already a target error.
+enum PgFailure {
+    Db(tokio_postgres::Error),
+    Target(TargetError),
+}
+
+fn too_large(what: &str) -> TargetError {
+    TargetError::Rejected {
+        index: 0,
+        reason: format!("{what} does not fit PostgreSQL's bigint"),
+    }
+}
+
+/// An error about the data itself (class 22, or a check or not-null violation): the event is poison.
+fn is_data_error(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|d| d.code().code().starts_with("22") || ["23502", "23514"].contains(&d.code().code()))
+}
+
+/// A database or connection error as a target error: credentials and
+/// permissions are refusals (they need someone to act), the rest is retried.
+fn classify(e: tokio_postgres::Error) -> TargetError {
+    match e.as_db_error() {
+        Some(d) => {
+            let code = d.code().code();
+            let text = format!("PostgreSQL error {code}: {}", d.message());
+            // 28: invalid authorization; 42501: insufficient privilege; 3D000: no such database;
+            // 42P01/42703: a table or column that does not exist (a table made by someone else).
+            if code.starts_with("28") || ["42501", "3D000", "42P01", "42703", "42804"].contains(&code) {
+                TargetError::Refused(text)
+            } else {
+                TargetError::Unavailable(text)
+            }
+        }
+        None => TargetError::Unavailable(format!("PostgreSQL: {e}")),
+    }
+}
+
+/// One event's row.
+struct Row<'a> {
+    event: &'a RecordedEvent,
+    position: i64,
+    revision: i64,
+    data: Option<RawJson<'a>>,
+    data_bytes: Option<&'a [u8]>,
+    metadata: Option<RawJson<'a>>,
+    metadata_bytes: Option<&'a [u8]>,
+}
+
+impl<'a> Row<'a> {
+    fn of(e: &'a RecordedEvent) -> Result<Row<'a>, PgFailure> {
+        let position = i64::try_from(e.position).map_err(|_| PgFailure::Target(too_large("a position")))?;
+        let revision = i64::try_from(e.revision).map_err(|_| PgFailure::Target(too_large("a revision")))?;
+        let (data, data_bytes) = match e.content_type {
+            ContentType::Json if jsonb_accepts(&e.data) => (Some(RawJson(&e.data)), None),
+            _ if e.data.is_empty() => (None, None),
+            _ => (None, Some(&e.data[..])),
+        };
+        let (metadata, metadata_bytes) = if e.metadata.is_empty() {
+            (None, None)
+        } else if jsonb_accepts(&e.metadata) {
+            (Some(RawJson(&e.metadata)), None)
+        } else {
+            (None, Some(&e.metadata[..]))
+        };
+        Ok(Row {
+            event: e,
+            position,
+            revision,
+            data,
+            data_bytes,
+            metadata,
+            metadata_bytes,
+        })
+    }
+}
+
+/// True if PostgreSQL's jsonb takes these bytes: valid JSON without a `\u0000` escape.
+fn jsonb_accepts(bytes: &[u8]) -> bool {
+    !bytes.is_empty()
+        && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
+        && !bytes.windows(6).any(|w| w == b"\\u0000")
+}
+
+/// JSON text sent as jsonb without parsing it again.
+#[derive(Debug)]
+struct RawJson<'a>(&'a [u8]);
+
+impl ToSql for RawJson<'_> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        if *ty == Type::JSONB {
+            // The jsonb binary format: version 1, then the text.
+            out.put_u8(1);
+        }
+        out.put_slice(self.0);
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSONB || *ty == Type::JSON
+    }
+
+    to_sql_checked!();
+}
+
+impl ForwardTarget for PostgresTarget {
+    fn describe(&self) -> String {
+        self.described.clone()
+    }
+
+    fn load_checkpoint(&mut self, forwarder: &str) -> Result<Option<u64>, TargetError> {
+        let checkpoints = self.checkpoints.clone();
+        let source = self.source.clone();
+        let forwarder = forwarder.to_string();
+        let found = self.with_client(async move |client| {
+            client
+                .query_opt(
+                    &format!("SELECT position FROM {checkpoints} WHERE source = $1 AND name = $2"),
+                    &[&source, &forwarder],
+                )
+                .await
+        });
+        match found {
+            Ok(row) => Ok(row.map(|r| r.get::<_, i64>(0)).map(|p| p.max(0).unsigned_abs())),
+            Err(PgFailure::Db(e)) => Err(classify(e)),
+            Err(PgFailure::Target(e)) => Err(e),
+        }
+    }
+
+    fn deliver(&mut self, batch: &Batch<'_>) -> Result<(), TargetError> {
+        match self.write(batch.events, batch.forwarder, batch.next_position, true) {
+            Ok(()) => Ok(()),
+            Err(PgFailure::Target(e)) => Err(e),
+            Err(PgFailure::Db(e)) if is_data_error(&e) => match self.find_poison(batch) {
+                Some(index) => Err(TargetError::Rejected {
+                    index,
+                    reason: format!("PostgreSQL refused the event: {}", classify(e)),
+                }),
+                None => Err(classify(e)),
+            },
+            Err(PgFailure::Db(e)) => Err(classify(e)),
+        }
+    }
+
+    fn stores_checkpoint(&self) -> bool {
+        true
+    }
+}

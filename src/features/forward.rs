@@ -1,0 +1,847 @@
+//! Store and forward: a [`Forwarder`] ships the events of the global log to a
+//! [`ForwardTarget`] (a database, a message bus, another store), in order,
+//! from a durable checkpoint, through any outage of the target.
+//!
+//! The forwarder reads the log from its checkpoint through a [`Filter`] (system
+//! streams are never forwarded), hands batches to the target and advances its
+//! checkpoint only after the target confirms a batch. A target that fails is
+//! retried with exponential backoff and jitter up to a cap; an event the target
+//! rejects for good (a poison event) is parked in `$forward-<name>-parked`
+//! with the target's reason, and forwarding goes on. A checkpoint that lies
+//! before events removed by scavenging (or lost to damage) is reported as a gap
+//! in the status, never skipped silently. While it runs with
+//! [`RetentionMode::Wait`], a forwarder holds retention: scavenging keeps
+//! every event it has not delivered.
+//!
+//! The checkpoint is the last event of `$forward-<name>-checkpoint`; a target
+//! that stores its own checkpoint in the same transaction as the events
+//! ([`ForwardTarget::load_checkpoint`] answers `Some`) is trusted over it, which
+//! makes delivery exactly once across crashes on either side. Other targets
+//! must drop a redelivered event by its id (a crash between a delivery and the
+//! next checkpoint save delivers the same events again).
+//!
+//! This module owns the forwarding protocol. It reads and appends through the
+//! store like any client, runs no async runtime and must never touch files or
+//! know a network protocol: targets do that, outside the library.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::event::{EventData, ExpectedVersion, RecordedEvent};
+use crate::format::system::{self, StoredForwardCheckpointV1, StoredParkedV1, Version1};
+use crate::query::{Direction, Filter, LogFrom, StreamFrom};
+use crate::store::Store;
+
+/// The system stream holding a forwarder's checkpoint.
+pub fn forward_checkpoint_stream(name: &str) -> String {
+    format!("$forward-{name}-checkpoint")
+}
+
+/// The dead-letter stream of a forwarder: events its target rejected for good.
+pub fn forward_parked_stream(name: &str) -> String {
+    format!("$forward-{name}-parked")
+}
+
+/// Checks a forwarder's name: 1-200 letters, digits or `-_.:`.
+pub fn check_forwarder_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 200 || !name.chars().all(|c| c.is_alphanumeric() || "-_.:".contains(c)) {
+        return Err(Error::InvalidInput(format!(
+            "forwarder name {name:?} must be 1-200 letters, digits or -_.:"
+        )));
+    }
+    Ok(())
+}
+
+/// Where a forwarder with no checkpoint starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardStart {
+    /// The first event of the log.
+    #[default]
+    Start,
+    /// The head of the log when the forwarder first starts: only later events.
+    End,
+    /// This position (inclusive).
+    Position(u64),
+}
+
+impl FromStr for ForwardStart {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "start" => Ok(ForwardStart::Start),
+            "end" => Ok(ForwardStart::End),
+            _ => s.parse::<u64>().map(ForwardStart::Position).map_err(|_| {
+                Error::InvalidInput(format!("forward start {s:?} is not start, end or a position"))
+            }),
+        }
+    }
+}
+
+/// Whether scavenging waits for a forwarder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetentionMode {
+    /// Scavenging keeps every event the forwarder has not delivered (while it runs).
+    #[default]
+    Wait,
+    /// Scavenging ignores the forwarder; events removed before delivery are reported as a gap.
+    Ignore,
+}
+
+impl FromStr for RetentionMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "wait" => Ok(RetentionMode::Wait),
+            "ignore" => Ok(RetentionMode::Ignore),
+            _ => Err(Error::InvalidInput(format!("retention {s:?} is not wait or ignore"))),
+        }
+    }
+}
+
+/// How a forwarder runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardSettings {
+    /// Which events are forwarded (system streams never are).
+    pub filter: Filter,
+    /// Where a forwarder without a checkpoint starts.
+    pub start: ForwardStart,
+    /// Most events in one batch handed to the target.
+    pub batch_size: usize,
+    /// Most events a target may have sent and not yet confirmed; a hint for
+    /// targets that pipeline a batch (a batch is never larger than this).
+    pub max_in_flight: usize,
+    /// Whether scavenging waits for this forwarder.
+    pub retention: RetentionMode,
+    /// First wait after a failure; doubled after each further failure.
+    pub backoff_initial: Duration,
+    /// Longest wait between retries.
+    pub backoff_max: Duration,
+    /// The checkpoint in the store is saved at most this often (and when the
+    /// forwarder stops), except after a parked event, when it is saved at once.
+    pub checkpoint_interval: Duration,
+    /// How long an idle forwarder waits before it looks for new events.
+    pub idle_wait: Duration,
+}
+
+impl Default for ForwardSettings {
+    fn default() -> Self {
+        ForwardSettings {
+            filter: Filter::all(),
+            start: ForwardStart::Start,
+            batch_size: 1000,
+            max_in_flight: 10_000,
+            retention: RetentionMode::Wait,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(30),
+            checkpoint_interval: Duration::from_secs(1),
+            idle_wait: Duration::from_millis(50),
+        }
+    }
+}
+
+impl ForwardSettings {
+    /// Checks the settings: sizes at least 1, a backoff cap no shorter than its start.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 || self.max_in_flight == 0 {
+            return Err(Error::InvalidInput(
+                "forward batch_size and max_in_flight must be at least 1".into(),
+            ));
+        }
+        if self.backoff_max < self.backoff_initial {
+            return Err(Error::InvalidInput(
+                "forward backoff_max must not be shorter than backoff_initial".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A batch handed to a target.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    /// The forwarder's name (the key of a target-side checkpoint).
+    pub forwarder: &'a str,
+    /// The events, in log order; may be empty when only the checkpoint moves.
+    pub events: &'a [RecordedEvent],
+    /// The checkpoint once this batch is delivered: every position before it
+    /// is delivered, filtered out or parked.
+    pub next_position: u64,
+    /// Most events the target may have unconfirmed at once.
+    pub max_in_flight: usize,
+}
+
+/// Why a target did not take a batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// The target cannot be reached or failed for now (down, timed out, busy):
+    /// the batch is retried after a backoff.
+    #[error("target unavailable: {0}")]
+    Unavailable(String),
+    /// The target will never accept the event at `index` of the batch (a
+    /// poison event): the events before it are delivered again without it,
+    /// and it is parked.
+    #[error("target rejected event {index} of the batch: {reason}")]
+    Rejected {
+        /// Index of the event in [`Batch::events`].
+        index: usize,
+        /// The target's reason.
+        reason: String,
+    },
+    /// The target refuses every batch until someone acts (wrong credentials, no
+    /// permission, a misconfiguration): retried at the longest backoff, and
+    /// reported as an error state.
+    #[error("target refused: {0}")]
+    Refused(String),
+}
+
+/// Where a forwarder sends its events. Calls may block (a target with an async
+/// client runs its own runtime); they come from one thread at a time.
+pub trait ForwardTarget: Send {
+    /// A description of the target for status and logs (no secrets).
+    fn describe(&self) -> String;
+
+    /// The checkpoint the target stored for `forwarder` together with the
+    /// events it holds, if it stores one (`Ok(None)` for a target that does
+    /// not, or has none yet). When `Some`, the forwarder resumes from it.
+    fn load_checkpoint(&mut self, forwarder: &str) -> std::result::Result<Option<u64>, TargetError>;
+
+    /// Delivers a batch durably; `Ok` means every event is stored at the
+    /// target. Must be idempotent by event id: after a crash a batch may come
+    /// again. A target that stores checkpoints stores `batch.next_position`
+    /// in the same transaction.
+    fn deliver(&mut self, batch: &Batch<'_>) -> std::result::Result<(), TargetError>;
+
+    /// True if the target stores the checkpoint with the events; it is then
+    /// also given batches without events when only the checkpoint moves.
+    fn stores_checkpoint(&self) -> bool {
+        false
+    }
+}
+
+/// What a forwarder is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardState {
+    /// Forwarding, or idle and caught up.
+    Running,
+    /// Waiting before it tries the target again.
+    BackingOff,
+    /// Not running.
+    Stopped,
+    /// The target refuses every batch (credentials, permissions); retried at the longest backoff.
+    Error,
+}
+
+/// A forwarder's figures, for `annal forward status`, `GET /forward` and `/metrics`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ForwardStatus {
+    /// The forwarder's name.
+    pub name: String,
+    /// The target ([`ForwardTarget::describe`]).
+    pub target: String,
+    /// What it is doing.
+    pub state: ForwardState,
+    /// Every position before it is delivered, filtered out, parked or skipped.
+    pub checkpoint: u64,
+    /// The head of the log when last looked at.
+    pub head: u64,
+    /// Positions between the checkpoint and the head.
+    pub lag_events: u64,
+    /// Bytes (data and metadata) of the events still to deliver, estimated
+    /// from the average size of the events delivered so far.
+    pub lag_bytes: u64,
+    /// Age of the oldest event not yet delivered, in seconds (0 when caught up).
+    pub lag_seconds: f64,
+    /// Events delivered since the forwarder started (this process).
+    pub delivered_events: u64,
+    /// Batches delivered since the forwarder started.
+    pub delivered_batches: u64,
+    /// Events delivered in total (saved with the checkpoint).
+    pub delivered_total: u64,
+    /// Events parked in the dead-letter stream in total.
+    pub parked: u64,
+    /// Positions skipped because scavenging or damage removed them before
+    /// delivery, in total.
+    pub skipped: u64,
+    /// Failed attempts since the last success.
+    pub failures: u32,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+    /// When the last error happened, in microseconds since the Unix epoch.
+    pub last_error_micros: Option<i64>,
+    /// Whether scavenging waits for it.
+    pub retention: RetentionMode,
+}
+
+/// What one step of a forwarder did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// A batch was delivered (events delivered, parked or skipped; the count is of delivered events).
+    Progress(usize),
+    /// Nothing to forward: the forwarder is at the head of the log.
+    Idle,
+}
+
+/// Forwards the global log of a store to one target.
+pub struct Forwarder {
+    store: Arc<Store>,
+    name: String,
+    settings: ForwardSettings,
+    target: Box<dyn ForwardTarget>,
+    /// First position not yet delivered.
+    cursor: u64,
+    /// Whether the target's checkpoint was loaded.
+    started: bool,
+    /// The totals now (its position is not kept up to date: the cursor is).
+    current: StoredForwardCheckpointV1,
+    /// The checkpoint last saved in the store (or loaded from it).
+    saved: StoredForwardCheckpointV1,
+    last_save: Instant,
+    /// Something worth saving happened since the last save (events delivered,
+    /// parked or skipped). Moving past other events only is not: saving it
+    /// would append a checkpoint event, which is itself a position to move
+    /// past, forever.
+    dirty: bool,
+    payload_bytes: u64,
+    status: Arc<Mutex<ForwardStatus>>,
+}
+
+impl std::fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarder")
+            .field("name", &self.name)
+            .field("cursor", &self.cursor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Forwarder {
+    /// A forwarder named `name` over `store` to `target`. Reads its checkpoint
+    /// from the store (or starts where the settings say) and, with
+    /// [`RetentionMode::Wait`], holds retention from there at once.
+    pub fn new(
+        store: Arc<Store>,
+        name: &str,
+        settings: ForwardSettings,
+        target: Box<dyn ForwardTarget>,
+    ) -> Result<Forwarder> {
+        check_forwarder_name(name)?;
+        settings.validate()?;
+        let saved = load_checkpoint(&store, name)?;
+        let cursor = match saved {
+            Some(c) => c.position,
+            None => match settings.start {
+                ForwardStart::Start => 0,
+                ForwardStart::End => store.head_position(),
+                ForwardStart::Position(p) => p,
+            },
+        };
+        let saved = saved.unwrap_or(StoredForwardCheckpointV1 {
+            version: Version1,
+            position: cursor,
+            delivered: 0,
+            parked: 0,
+            skipped: 0,
+        });
+        let status = ForwardStatus {
+            name: name.to_string(),
+            target: target.describe(),
+            state: ForwardState::Stopped,
+            checkpoint: cursor,
+            head: store.head_position(),
+            lag_events: store.head_position().saturating_sub(cursor),
+            lag_bytes: 0,
+            lag_seconds: 0.0,
+            delivered_events: 0,
+            delivered_batches: 0,
+            delivered_total: saved.delivered,
+            parked: saved.parked,
+            skipped: saved.skipped,
+            failures: 0,
+            last_error: None,
+            last_error_micros: None,
+            retention: settings.retention,
+        };
+        let f = Forwarder {
+            store,
+            name: name.to_string(),
+            settings,
+            target,
+            cursor,
+            started: false,
+            current: saved,
+            saved,
+            last_save: Instant::now(),
+            dirty: false,
+            payload_bytes: 0,
+            status: Arc::new(Mutex::new(status)),
+        };
+        f.hold();
+        Ok(f)
+    }
+
+    /// The forwarder's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The first position not yet delivered.
+    pub fn checkpoint(&self) -> u64 {
+        self.cursor
+    }
+
+    /// A snapshot of the forwarder's figures.
+    pub fn status(&self) -> ForwardStatus {
+        self.status.lock().clone()
+    }
+
+    /// A handle on the figures that stays valid while the forwarder runs on another thread.
+    pub fn status_handle(&self) -> StatusHandle {
+        StatusHandle(self.status.clone())
+    }
+
+    fn hold(&self) {
+        let hold = (self.settings.retention == RetentionMode::Wait).then_some(self.cursor);
+        self.store.set_retention_hold(&self.name, hold);
+    }
+
+    /// One round: load the target's checkpoint if not done yet, then deliver
+    /// one batch (or find nothing to do). An error is the target's; the
+    /// forwarder's position is unchanged by it.
+    pub fn step(&mut self) -> std::result::Result<Step, ForwardError> {
+        if !self.started {
+            if let Some(p) = self.target.load_checkpoint(&self.name)? {
+                self.cursor = p;
+                self.hold();
+            }
+            self.started = true;
+        }
+        let head = self.store.head_position();
+        if self.cursor >= head {
+            self.refresh(head, None)?;
+            return Ok(Step::Idle);
+        }
+        self.skip_gap(head)?;
+        if self.cursor >= head {
+            self.refresh(head, None)?;
+            return Ok(Step::Progress(0));
+        }
+        let limit = self.settings.batch_size.min(self.settings.max_in_flight);
+        let read = self
+            .store
+            .read_all(Direction::Forward, LogFrom::Position(self.cursor), limit, &self.settings.filter)?;
+        let next = match read.last() {
+            Some(last) if read.len() == limit => last.position + 1,
+            Some(last) => (last.position + 1).max(head),
+            None => head,
+        };
+        let mut events: Vec<RecordedEvent> = read.into_iter().filter(|e| !e.stream.starts_with('$')).collect();
+        let mut next = next;
+        let mut delivered = 0usize;
+        // A target that keeps the checkpoint hears of a stretch without events
+        // only when it is long: its next batch records it anyway.
+        let stores = self.target.stores_checkpoint();
+        let mut tell = stores && next - self.cursor >= self.settings.batch_size as u64;
+        loop {
+            if events.is_empty() && !tell {
+                break;
+            }
+            let batch = Batch {
+                forwarder: &self.name,
+                events: &events,
+                next_position: next,
+                max_in_flight: self.settings.max_in_flight,
+            };
+            match self.target.deliver(&batch) {
+                Ok(()) => {
+                    delivered += events.len();
+                    self.payload_bytes += events.iter().map(|e| (e.data.len() + e.metadata.len()) as u64).sum::<u64>();
+                    break;
+                }
+                Err(TargetError::Rejected { index, reason }) if index < events.len() => {
+                    if index > 0 {
+                        // Deliver what comes before the poison event first.
+                        next = events[index].position;
+                        events.truncate(index);
+                        continue;
+                    }
+                    let poison = events.remove(0);
+                    self.park(&poison, &reason)?;
+                    self.cursor = poison.position + 1;
+                    self.hold();
+                    self.save()?;
+                    // A target that keeps the checkpoint must hear that it moved past the poison.
+                    tell = stores;
+                    if events.is_empty() && !stores {
+                        // The rest of the read comes again in the next step.
+                        next = self.cursor;
+                        break;
+                    }
+                    // The events after it, from the same read, go on.
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.cursor = next.max(self.cursor);
+        self.current.delivered += delivered as u64;
+        self.dirty |= delivered > 0;
+        self.hold();
+        {
+            let mut s = self.status.lock();
+            s.delivered_events += delivered as u64;
+            s.delivered_batches += u64::from(delivered > 0);
+            s.delivered_total = self.current.delivered;
+            s.failures = 0;
+        }
+        if self.last_save.elapsed() >= self.settings.checkpoint_interval {
+            self.save()?;
+        }
+        self.refresh(self.store.head_position(), None)?;
+        Ok(Step::Progress(delivered))
+    }
+
+    /// Moves the cursor past positions that hold no event any more (removed by
+    /// scavenging or lost to damage), recording the gap loudly.
+    fn skip_gap(&mut self, head: u64) -> Result<()> {
+        let first = self.store.first_event_position_from(self.cursor)?.unwrap_or(head);
+        if first > self.cursor {
+            let msg = format!(
+                "gap: positions {}..{} were removed (retention or damage) before forwarder {:?} delivered them; they are skipped",
+                self.cursor, first, self.name
+            );
+            self.current.skipped += first - self.cursor;
+            self.dirty = true;
+            self.cursor = first;
+            self.hold();
+            self.save()?;
+            let mut s = self.status.lock();
+            s.skipped = self.current.skipped;
+            s.last_error = Some(msg);
+            s.last_error_micros = Some(self.store.clock().now_micros());
+        }
+        Ok(())
+    }
+
+    fn park(&mut self, event: &RecordedEvent, reason: &str) -> Result<()> {
+        let record = StoredParkedV1 {
+            version: Version1,
+            position: event.position,
+            stream: event.stream.clone(),
+            revision: event.revision,
+            event_id: event.id.to_string(),
+            deliveries: 1,
+            reason: reason.to_string(),
+        };
+        self.store.append_system(
+            &forward_parked_stream(&self.name),
+            ExpectedVersion::Any,
+            vec![EventData::json("$Parked", system::encode(&record))],
+        )?;
+        self.current.parked += 1;
+        self.dirty = true;
+        let mut s = self.status.lock();
+        s.parked = self.current.parked;
+        s.last_error = Some(format!(
+            "event {} at position {} parked in {}: {reason}",
+            event.id,
+            event.position,
+            forward_parked_stream(&self.name)
+        ));
+        s.last_error_micros = Some(self.store.clock().now_micros());
+        Ok(())
+    }
+
+    /// Saves the checkpoint in the store if it moved since the last save.
+    pub fn save(&mut self) -> Result<()> {
+        self.last_save = Instant::now();
+        if !self.dirty {
+            return Ok(());
+        }
+        let record = StoredForwardCheckpointV1 {
+            position: self.cursor,
+            ..self.current
+        };
+        if record == self.saved {
+            return Ok(());
+        }
+        self.store.append_system(
+            &forward_checkpoint_stream(&self.name),
+            ExpectedVersion::Any,
+            vec![EventData::json("$ForwardCheckpoint", system::encode(&record))],
+        )?;
+        self.saved = record;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Updates the lag figures.
+    fn refresh(&self, head: u64, state: Option<ForwardState>) -> Result<()> {
+        let oldest = if self.cursor < head {
+            self.store
+                .read_all(Direction::Forward, LogFrom::Position(self.cursor), 1, &self.settings.filter)?
+                .first()
+                .map(|e| e.timestamp_micros)
+        } else {
+            None
+        };
+        let now = self.store.clock().now_micros();
+        let mut s = self.status.lock();
+        if let Some(state) = state {
+            s.state = state;
+        }
+        s.checkpoint = self.cursor;
+        s.head = head;
+        s.lag_events = head.saturating_sub(self.cursor);
+        let average = self.payload_bytes.checked_div(s.delivered_events).unwrap_or(0);
+        s.lag_bytes = s.lag_events.saturating_mul(average);
+        s.lag_seconds = oldest.map_or(0.0, |t| (now - t).max(0) as f64 / 1e6);
+        Ok(())
+    }
+
+    fn set_state(&self, state: ForwardState) {
+        self.status.lock().state = state;
+    }
+
+    fn record_failure(&self, e: &ForwardError) -> u32 {
+        let mut s = self.status.lock();
+        s.failures = s.failures.saturating_add(1);
+        s.last_error = Some(e.to_string());
+        s.last_error_micros = Some(self.store.clock().now_micros());
+        s.state = match e {
+            ForwardError::Target(TargetError::Refused(_)) => ForwardState::Error,
+            _ => ForwardState::BackingOff,
+        };
+        s.failures
+    }
+
+    /// The wait before retry number `failures` (1 for the first): doubling
+    /// from the initial backoff up to the cap, with up to half of it random.
+    pub fn backoff(&self, failures: u32, refused: bool) -> Duration {
+        let cap = self.settings.backoff_max;
+        if refused {
+            return cap;
+        }
+        let factor = 1u32.checked_shl(failures.saturating_sub(1).min(30)).unwrap_or(u32::MAX);
+        let full = self.settings.backoff_initial.saturating_mul(factor).min(cap);
+        let jitter = (uuid::Uuid::new_v4().as_u128() % 1000) as u32;
+        // Between half and all of the full wait.
+        full / 2 + (full / 2) * jitter / 1000
+    }
+
+    /// Forwards until `stop` is set, backing off after failures, and saves the
+    /// checkpoint when it stops. With `once`, returns when the forwarder is at
+    /// the head of the log (or at the first failure, as an error).
+    pub fn run(&mut self, stop: &AtomicBool, once: bool) -> std::result::Result<(), ForwardError> {
+        self.set_state(ForwardState::Running);
+        let result = self.run_loop(stop, once);
+        let saved = self.save();
+        self.set_state(ForwardState::Stopped);
+        match (result, saved) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Err(e)) => {
+                let mut s = self.status.lock();
+                s.last_error = Some(e.to_string());
+                s.last_error_micros = Some(self.store.clock().now_micros());
+                Err(e.into())
+            }
+            (Ok(()), Ok(())) => Ok(()),
+        }
+    }
+
+    fn run_loop(&mut self, stop: &AtomicBool, once: bool) -> std::result::Result<(), ForwardError> {
+        while !stop.load(Ordering::Relaxed) {
+            match self.step() {
+                Ok(Step::Progress(_)) => self.set_state(ForwardState::Running),
+                Ok(Step::Idle) => {
+                    self.set_state(ForwardState::Running);
+                    if once {
+                        return Ok(());
+                    }
+                    if self.last_save.elapsed() >= self.settings.checkpoint_interval {
+                        self.save()?;
+                    }
+                    sleep_unless(stop, self.settings.idle_wait);
+                }
+                Err(e) => {
+                    if once || matches!(e, ForwardError::Store(_)) {
+                        self.record_failure(&e);
+                        return Err(e);
+                    }
+                    let refused = matches!(e, ForwardError::Target(TargetError::Refused(_)));
+                    let failures = self.record_failure(&e);
+                    sleep_unless(stop, self.backoff(failures, refused));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the forwarder on its own thread until [`ForwarderHandle::stop`].
+    pub fn spawn(mut self) -> Result<ForwarderHandle> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let status = self.status_handle();
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("annal-forward-{}", self.name))
+            .spawn(move || {
+                let result = self.run(&flag, false);
+                drop(self);
+                result
+            })
+            .map_err(|e| Error::Io {
+                context: "starting a forwarder thread".into(),
+                source: e,
+            })?;
+        Ok(ForwarderHandle {
+            stop,
+            status,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.store.set_retention_hold(&self.name, None);
+    }
+}
+
+fn sleep_unless(stop: &AtomicBool, total: Duration) {
+    let until = Instant::now() + total;
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now >= until {
+            return;
+        }
+        std::thread::sleep((until - now).min(Duration::from_millis(20)));
+    }
+}
+
+/// Why a forwarder stopped or a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// The target did not take a batch.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// The store failed (a read, or the append of a checkpoint or parked record).
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
+/// A shareable view of a running forwarder's figures.
+#[derive(Debug, Clone)]
+pub struct StatusHandle(Arc<Mutex<ForwardStatus>>);
+
+impl StatusHandle {
+    /// A snapshot of the figures.
+    pub fn get(&self) -> ForwardStatus {
+        self.0.lock().clone()
+    }
+}
+
+/// A forwarder running on its own thread.
+#[derive(Debug)]
+pub struct ForwarderHandle {
+    stop: Arc<AtomicBool>,
+    status: StatusHandle,
+    thread: Option<std::thread::JoinHandle<std::result::Result<(), ForwardError>>>,
+}
+
+impl ForwarderHandle {
+    /// A snapshot of the forwarder's figures.
+    pub fn status(&self) -> ForwardStatus {
+        self.status.get()
+    }
+
+    /// A view of the figures that outlives this handle.
+    pub fn status_handle(&self) -> StatusHandle {
+        self.status.clone()
+    }
+
+    /// Asks the forwarder to stop, waits for it (it saves its checkpoint) and
+    /// returns how it ended.
+    pub fn stop(mut self) -> std::result::Result<(), ForwardError> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(ForwardError::Store(Error::InvalidInput(
+                "the forwarder thread panicked".into(),
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ForwarderHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The checkpoint saved in the store for forwarder `name`, if any.
+fn load_checkpoint(store: &Store, name: &str) -> Result<Option<StoredForwardCheckpointV1>> {
+    let stream = forward_checkpoint_stream(name);
+    match store.read_stream(&stream, Direction::Backward, StreamFrom::End, 1) {
+        Ok(mut e) => match e.pop() {
+            Some(e) => Ok(Some(system::decode(&stream, e.position, &e.data)?)),
+            None => Ok(None),
+        },
+        Err(Error::StreamNotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// What a forwarder saved in the store: its checkpoint and totals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SavedForwarder {
+    /// Every position before it is delivered, filtered out, parked or skipped.
+    pub checkpoint: u64,
+    /// Events delivered in total.
+    pub delivered: u64,
+    /// Events parked in total.
+    pub parked: u64,
+    /// Positions skipped (removed before delivery) in total.
+    pub skipped: u64,
+}
+
+/// Every forwarder that saved a checkpoint in the store, by name, sorted.
+pub fn saved_forwarders(store: &Store) -> Result<Vec<(String, SavedForwarder)>> {
+    let mut out = Vec::new();
+    for info in store.streams() {
+        let Some(name) = info
+            .name
+            .strip_prefix("$forward-")
+            .and_then(|n| n.strip_suffix("-checkpoint"))
+        else {
+            continue;
+        };
+        if let Some(c) = load_checkpoint(store, name)? {
+            out.push((
+                name.to_string(),
+                SavedForwarder {
+                    checkpoint: c.position,
+                    delivered: c.delivered,
+                    parked: c.parked,
+                    skipped: c.skipped,
+                },
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The position saved in the store for forwarder `name` (`None` if it never saved one).
+pub fn saved_checkpoint(store: &Store, name: &str) -> Result<Option<u64>> {
+    Ok(load_checkpoint(store, name)?.map(|c| c.position))
+}
