@@ -240,6 +240,23 @@ fn check_group_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+fn check_settings(settings: &GroupSettings) -> Result<()> {
+    if settings.max_in_flight == 0 || settings.checkpoint_every == 0 {
+        return Err(Error::InvalidInput(
+            "max_in_flight and checkpoint_every must be positive".into(),
+        ));
+    }
+    if settings.ack_timeout_ms == 0 || settings.ack_timeout_ms > 7 * 24 * 3600 * 1000 {
+        return Err(Error::InvalidInput(
+            "ack_timeout_ms must be between 1 ms and 7 days".into(),
+        ));
+    }
+    if let GroupSource::Stream(s) = &settings.source {
+        crate::event::check_stream_name(s)?;
+    }
+    Ok(())
+}
+
 /// A system event holding a stored record (format.md, "System stream records").
 fn json_event(event_type: &str, record: &impl Serialize) -> EventData {
     EventData::json(event_type, system::encode(record))
@@ -272,19 +289,7 @@ impl Store {
     /// Creates a persistent subscription group; fails if the name is taken.
     pub fn create_group(&self, name: &str, settings: GroupSettings) -> Result<Group<'_>> {
         check_group_name(name)?;
-        if settings.max_in_flight == 0 || settings.checkpoint_every == 0 {
-            return Err(Error::InvalidInput(
-                "max_in_flight and checkpoint_every must be positive".into(),
-            ));
-        }
-        if settings.ack_timeout_ms == 0 || settings.ack_timeout_ms > 7 * 24 * 3600 * 1000 {
-            return Err(Error::InvalidInput(
-                "ack_timeout_ms must be between 1 ms and 7 days".into(),
-            ));
-        }
-        if let GroupSource::Stream(s) = &settings.source {
-            crate::event::check_stream_name(s)?;
-        }
+        check_settings(&settings)?;
         let groups = self.extension::<Groups>();
         let _guard = groups.loaded.lock();
         if definitions(self)?.contains_key(name) {
@@ -374,6 +379,35 @@ impl Store {
             vec![json_event("$GroupDeleted", &def)],
         )?;
         loaded.remove(name);
+        Ok(())
+    }
+
+    /// Replaces the settings of an existing group, keeping its checkpoint and
+    /// parked events: the checkpoint of a loaded group is saved first, and the
+    /// next [`Store::group`] loads the new settings. Handles opened before
+    /// keep the old settings until they are dropped.
+    pub fn update_group(&self, name: &str, settings: GroupSettings) -> Result<()> {
+        check_settings(&settings)?;
+        let groups = self.extension::<Groups>();
+        let mut loaded = groups.loaded.lock();
+        if !definitions(self)?.contains_key(name) {
+            return Err(Error::InvalidInput(format!("group {name:?} does not exist")));
+        }
+        if let Some(state) = loaded.remove(name) {
+            let group = Group { store: self, state };
+            let mut inner = group.state.inner.lock();
+            group.save(&mut inner)?;
+        }
+        let def = StoredDefinitionV1::Created {
+            version: Version1,
+            name: name.to_string(),
+            settings: (&settings).into(),
+        };
+        self.append_system(
+            GROUPS_STREAM,
+            ExpectedVersion::Any,
+            vec![json_event("$GroupCreated", &def)],
+        )?;
         Ok(())
     }
 
