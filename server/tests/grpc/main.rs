@@ -721,7 +721,7 @@ async fn one_listener_serves_http_and_grpc_with_tokens_and_basic_credentials() {
     // Anything else is UNIMPLEMENTED, naming the method.
     let mut raw = tonic::client::Grpc::new(s.channel().await);
     raw.ready().await.unwrap();
-    let path = "/event_store.client.persistent_subscriptions.PersistentSubscriptions/Create";
+    let path = "/event_store.client.operations.Operations/Shutdown";
     let err = raw
         .unary::<Empty, Empty, _>(
             Request::new(Empty {}),
