@@ -254,3 +254,28 @@ fn an_update_changes_the_settings_and_keeps_the_checkpoint() {
         Err(Error::InvalidInput(m)) if m.contains("does not exist")
     ));
 }
+
+#[test]
+fn a_group_created_again_after_a_delete_starts_afresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fill(&store, 20);
+    let settings = GroupSettings {
+        checkpoint_every: 1,
+        ..GroupSettings::stream("order-1")
+    };
+    let group = store.create_group("again", settings.clone()).unwrap();
+    let c = group.consumer("c");
+    let d = c.fetch(3, T).unwrap();
+    c.ack(&[d[0].event.id, d[1].event.id]).unwrap();
+    c.nack(d[2].event.id, NackAction::Park, "poison").unwrap();
+    drop(c);
+    drop(group);
+    store.delete_group("again").unwrap();
+    let group = store.create_group("again", settings).unwrap();
+    let info = group.info();
+    assert_eq!((info.checkpoint, info.parked), (0, 0));
+    assert_eq!(group.consumer("c").fetch(1, T).unwrap()[0].event.revision, 0);
+    // What the deleted group parked is not replayed by the new one.
+    assert_eq!(group.replay_parked().unwrap(), 0);
+}

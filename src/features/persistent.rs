@@ -295,6 +295,24 @@ impl Store {
         if definitions(self)?.contains_key(name) {
             return Err(Error::InvalidInput(format!("group {name:?} already exists")));
         }
+        // A deleted group of the same name left its checkpoint and parked
+        // events: the new group starts afresh, past every event parked before.
+        let checkpoints = checkpoint_stream(name);
+        if self.stream_info(&checkpoints).is_some() {
+            let fresh = StoredCheckpointV1 {
+                version: Version1,
+                checkpoint: self.start_cursor(&settings),
+                parked: 0,
+                parked_replayed: self
+                    .stream_info(&parked_stream(name))
+                    .map_or(0, |i| i.last_revision.saturating_add(1)),
+            };
+            self.append_system(
+                &checkpoints,
+                ExpectedVersion::Any,
+                vec![json_event("$Checkpoint", &fresh)],
+            )?;
+        }
         let def = StoredDefinitionV1::Created {
             version: Version1,
             name: name.to_string(),
@@ -307,6 +325,19 @@ impl Store {
         )?;
         drop(_guard);
         self.group(name)
+    }
+
+    /// Where a group with `settings` and no checkpoint starts: the first
+    /// position (or revision) it reads.
+    fn start_cursor(&self, settings: &GroupSettings) -> u64 {
+        match (&settings.source, settings.start) {
+            (_, SubscribeFrom::Start) => 0,
+            (_, SubscribeFrom::After(p)) => p.saturating_add(1),
+            (GroupSource::All(_), SubscribeFrom::End) => self.head_position(),
+            (GroupSource::Stream(s), SubscribeFrom::End) => {
+                self.stream_info(s).map_or(0, |i| i.last_revision.saturating_add(1))
+            }
+        }
     }
 
     /// Opens an existing group (loading its state on first use after open).
@@ -331,14 +362,7 @@ impl Store {
             Err(Error::StreamNotFound(_)) => None,
             Err(e) => return Err(e),
         };
-        let start = match (&settings.source, settings.start) {
-            (_, SubscribeFrom::Start) => 0,
-            (_, SubscribeFrom::After(p)) => p + 1,
-            (GroupSource::All(_), SubscribeFrom::End) => self.head_position(),
-            (GroupSource::Stream(s), SubscribeFrom::End) => {
-                self.stream_info(s).map_or(0, |i| i.last_revision.saturating_add(1))
-            }
-        };
+        let start = self.start_cursor(&settings);
         let (cursor, parked, parked_replayed) = match &saved {
             Some(c) => (c.checkpoint, c.parked, c.parked_replayed),
             None => (start, 0, 0),
@@ -362,7 +386,8 @@ impl Store {
         Ok(Group { store: self, state })
     }
 
-    /// Deletes a group's definition (its checkpoint and parked streams stay readable).
+    /// Deletes a group's definition (its checkpoint and parked streams stay
+    /// readable; a group created again under its name starts afresh).
     pub fn delete_group(&self, name: &str) -> Result<()> {
         let groups = self.extension::<Groups>();
         let mut loaded = groups.loaded.lock();
