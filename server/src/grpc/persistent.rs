@@ -631,9 +631,8 @@ impl persistent_subscriptions_server::PersistentSubscriptions for PersistentSubs
             })
             .await?;
         let answers = subscribers::start(
-            self.state.store(),
+            &self.state,
             self.registry.clone(),
-            self.state.shutdown.clone(),
             Subscription {
                 group: key,
                 subscription_id: sub_id,

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::state::AppState;
 use annal::{NackAction, Store};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
@@ -34,6 +35,7 @@ use super::proto::event_store::client::persistent_subscriptions::read_resp::{
     Content, ReadEvent, SubscriptionConfirmation,
 };
 use super::proto::event_store::client::persistent_subscriptions::{ReadReq, ReadResp, read_req};
+use super::read::Subscriber;
 use super::status;
 
 /// Most events one fetch asks for.
@@ -195,12 +197,14 @@ enum Command {
 /// Starts a consumer: answers the confirmation, then events; acknowledgements
 /// come in on `requests`. Fails if the group is full.
 pub(crate) fn start(
-    store: Arc<Store>,
+    state: &AppState,
     registry: Arc<Registry>,
-    shutdown: CancellationToken,
     sub: Subscription,
     mut requests: Streaming<ReadReq>,
 ) -> Result<Answers<ReadResp>, Status> {
+    // The server's limit on subscriptions bounds the threads; shutdown waits for them.
+    let place = Subscriber::take(state)?;
+    let (store, shutdown) = (state.store(), state.shutdown.clone());
     let (id, conn) = registry.join(&sub.group, sub.user.clone(), sub.buffer_size)?;
     let (out_tx, out_rx) = mpsc::channel::<Result<ReadResp, Status>>(sub.buffer_size.clamp(1, FETCH_MAX) * 2);
     let (cmd_tx, cmd_rx) = std::sync::mpsc::channel::<Command>();
@@ -257,6 +261,7 @@ pub(crate) fn start(
     let spawned = std::thread::Builder::new()
         .name(format!("annal-grpc-{}", conn.consumer))
         .spawn(move || {
+            let _place = place;
             let result = serve(&store, &sub, &conn, &out_tx, &cmd_rx, &shutdown);
             thread_registry.leave(&group, id);
             conn.stop.cancel();
