@@ -157,7 +157,7 @@ struct SettingsIn {
 /// A [`SettingsIn`] from the Settings of module `$m` (create_req or update_req).
 macro_rules! settings_in {
     ($s:expr, $m:ident, $strategy:expr) => {{
-        let s = $s;
+        let s = &$s;
         SettingsIn {
             resolve_links: s.resolve_links,
             extra_statistics: s.extra_statistics,
@@ -507,6 +507,13 @@ impl persistent_subscriptions_server::PersistentSubscriptions for PersistentSubs
                 let filter = filter_of(a.filter_option.as_ref())?;
                 (Source::All, GroupSource::All(filter), all_start(commit, end))
             }
+            // Older clients name the stream in a field of the options, and its start in the settings.
+            #[allow(deprecated)]
+            None if options.stream_identifier.is_some() => {
+                let name = super::convert::stream_name(options.stream_identifier.as_ref())?;
+                let start = stream_start(Some(&RevisionOption::Revision(settings.revision)));
+                (Source::Stream(name.clone()), GroupSource::Stream(name), start)
+            }
             None => return Err(Status::invalid_argument("CreateReq names neither a stream nor $all")),
         };
         let settings = given.group_settings(group_source, start)?;
@@ -557,6 +564,12 @@ impl persistent_subscriptions_server::PersistentSubscriptions for PersistentSubs
                     Some(update_req::all_options::AllOption::Start(_)) | None => SubscribeFrom::Start,
                 };
                 (Source::All, start)
+            }
+            #[allow(deprecated)]
+            None if options.stream_identifier.is_some() => {
+                let name = super::convert::stream_name(options.stream_identifier.as_ref())?;
+                let start = stream_start(Some(&RevisionOption::Revision(settings.revision)));
+                (Source::Stream(name), start)
             }
             None => return Err(Status::invalid_argument("UpdateReq names neither a stream nor $all")),
         };
