@@ -1,8 +1,8 @@
 //! The official KurrentDB Rust client (crate `kurrentdb`) against `annal
 //! serve`: append, read a stream and `$all`, optimistic concurrency, delete,
 //! tombstone, metadata, a catch-up subscription, and persistent subscriptions
-//! to a stream and to `$all` (filtered), through the client's own API (it calls ServerFeatures and Gossip on connect as it does with
-//! KurrentDB).
+//! to a stream and to `$all` (filtered), through the client's own API (it
+//! calls ServerFeatures and Gossip on connect as it does with KurrentDB).
 
 #![allow(clippy::unwrap_used)]
 
