@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end tests of `annal serve` with the official KurrentDB gRPC clients:
-# installs the pinned Python client (kurrentdbclient) in a virtual environment,
+# installs the pinned Python client (kurrentdbclient), and the eventsourcing
+# library with its KurrentDB adapter, in a virtual environment,
 # starts two servers on temporary stores and free loopback ports, one
 # `--no-auth` in cleartext and one with TLS (a self-signed certificate made
 # here) and a token, and runs server/tests/python against them. Needs python3
@@ -13,6 +14,9 @@ cd "$(dirname "$0")/.."
 
 KURRENTDBCLIENT_VERSION=1.3.5
 PYTEST_VERSION=9.2.0
+# The eventsourcing library and its KurrentDB adapter (which accepts kurrentdbclient 1.3.5).
+EVENTSOURCING_VERSION=9.5.6
+EVENTSOURCING_KURRENTDB_VERSION=1.2.2
 TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
 VENV="${ANNAL_GRPC_VENV:-$TARGET/venv-grpc}"
 
@@ -27,9 +31,10 @@ if [ ! -x "$VENV/bin/python" ]; then
         python3 -m venv "$VENV"
     fi
 fi
-if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('kurrentdbclient') != '$KURRENTDBCLIENT_VERSION' or m.version('pytest') != '$PYTEST_VERSION')" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('kurrentdbclient') != '$KURRENTDBCLIENT_VERSION' or m.version('pytest') != '$PYTEST_VERSION' or m.version('eventsourcing') != '$EVENTSOURCING_VERSION' or m.version('eventsourcing-kurrentdb') != '$EVENTSOURCING_KURRENTDB_VERSION')" 2>/dev/null; then
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
-        "kurrentdbclient==$KURRENTDBCLIENT_VERSION" "pytest==$PYTEST_VERSION"
+        "kurrentdbclient==$KURRENTDBCLIENT_VERSION" "pytest==$PYTEST_VERSION" \
+        "eventsourcing==$EVENTSOURCING_VERSION" "eventsourcing-kurrentdb==$EVENTSOURCING_KURRENTDB_VERSION"
 fi
 
 cargo build -q -p annal-cli

@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/streams.proto",
         "proto/gossip.proto",
         "proto/serverfeatures.proto",
+        "proto/persistent.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

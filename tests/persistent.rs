@@ -226,3 +226,56 @@ fn system_streams_are_reserved() {
         Err(Error::InvalidInput(_))
     ));
 }
+
+#[test]
+fn an_update_changes_the_settings_and_keeps_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fill(&store, 40);
+    let group = store.create_group("u", GroupSettings::stream("order-1")).unwrap();
+    let c = group.consumer("c");
+    let d = c.fetch(4, T).unwrap();
+    c.ack(&d.iter().map(|d| d.event.id).collect::<Vec<_>>()).unwrap();
+    drop(c);
+    drop(group);
+    let updated = GroupSettings {
+        max_retries: 1,
+        strategy: Strategy::Pinned,
+        ..GroupSettings::stream("order-1")
+    };
+    store.update_group("u", updated.clone()).unwrap();
+    let group = store.group("u").unwrap();
+    assert_eq!(group.settings(), &updated);
+    assert_eq!(group.info().checkpoint, 4);
+    let d = group.consumer("c").fetch(1, T).unwrap();
+    assert_eq!(d[0].event.revision, 4);
+    assert!(matches!(
+        store.update_group("nope", GroupSettings::all()),
+        Err(Error::InvalidInput(m)) if m.contains("does not exist")
+    ));
+}
+
+#[test]
+fn a_group_created_again_after_a_delete_starts_afresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fill(&store, 20);
+    let settings = GroupSettings {
+        checkpoint_every: 1,
+        ..GroupSettings::stream("order-1")
+    };
+    let group = store.create_group("again", settings.clone()).unwrap();
+    let c = group.consumer("c");
+    let d = c.fetch(3, T).unwrap();
+    c.ack(&[d[0].event.id, d[1].event.id]).unwrap();
+    c.nack(d[2].event.id, NackAction::Park, "poison").unwrap();
+    drop(c);
+    drop(group);
+    store.delete_group("again").unwrap();
+    let group = store.create_group("again", settings).unwrap();
+    let info = group.info();
+    assert_eq!((info.checkpoint, info.parked), (0, 0));
+    assert_eq!(group.consumer("c").fetch(1, T).unwrap()[0].event.revision, 0);
+    // What the deleted group parked is not replayed by the new one.
+    assert_eq!(group.replay_parked().unwrap(), 0);
+}

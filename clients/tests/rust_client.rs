@@ -1,8 +1,8 @@
 //! The official KurrentDB Rust client (crate `kurrentdb`) against `annal
 //! serve`: append, read a stream and `$all`, optimistic concurrency, delete,
-//! tombstone, metadata and a catch-up subscription, through the client's own
-//! API (it calls ServerFeatures and Gossip on connect as it does with
-//! KurrentDB).
+//! tombstone, metadata, a catch-up subscription, and persistent subscriptions
+//! to a stream and to `$all` (filtered), through the client's own API (it
+//! calls ServerFeatures and Gossip on connect as it does with KurrentDB).
 
 #![allow(clippy::unwrap_used)]
 
@@ -182,4 +182,86 @@ async fn the_rust_clients_core_calls_work() {
         .await
         .unwrap_err();
     assert!(matches!(deleted, kurrentdb::Error::ResourceDeleted), "{deleted:?}");
+}
+
+#[tokio::test]
+async fn the_rust_clients_persistent_subscriptions_work_on_a_stream_and_on_all() {
+    use kurrentdb::{
+        GetPersistentSubscriptionInfoOptions, PersistentSubscriptionOptions, PersistentSubscriptionToAllOptions,
+        SubscribeToPersistentSubscriptionOptions, SubscriptionFilter,
+    };
+    let server = start().await;
+    let settings: ClientSettings = format!("kurrentdb://127.0.0.1:{}?tls=false", server.port)
+        .parse()
+        .unwrap();
+    let client = Client::new(settings).unwrap();
+    client
+        .append_to_stream(
+            "pay-1",
+            &AppendToStreamOptions::default(),
+            EventData::json("Paid", &json!({"total": 10})).unwrap(),
+        )
+        .await
+        .unwrap();
+
+    // A group on one stream, from its start.
+    client
+        .create_persistent_subscription(
+            "pay-1",
+            "workers",
+            &PersistentSubscriptionOptions::default().start_from(StreamPosition::Start),
+        )
+        .await
+        .unwrap();
+    let mut sub = client
+        .subscribe_to_persistent_subscription("pay-1", "workers", &SubscribeToPersistentSubscriptionOptions::default())
+        .await
+        .unwrap();
+    let e = sub.next().await.unwrap();
+    let original = e.get_original_event();
+    assert_eq!((original.event_type.as_str(), original.revision), ("Paid", 0));
+    assert!(original.position.commit > 0);
+    sub.ack(&e).await.unwrap();
+    let info = client
+        .get_persistent_subscription_info("pay-1", "workers", &GetPersistentSubscriptionInfoOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (info.event_source.as_str(), info.group_name.as_str()),
+        ("pay-1", "workers")
+    );
+
+    // A group on $all (the client sends it only if ServerFeatures offers it), filtered by stream prefix.
+    client
+        .create_persistent_subscription_to_all(
+            "all-workers",
+            &PersistentSubscriptionToAllOptions::default()
+                .start_from(StreamPosition::Start)
+                .filter(SubscriptionFilter::on_stream_name().add_prefix("pay-")),
+        )
+        .await
+        .unwrap();
+    let mut sub = client
+        .subscribe_to_persistent_subscription_to_all(
+            "all-workers",
+            &SubscribeToPersistentSubscriptionOptions::default(),
+        )
+        .await
+        .unwrap();
+    let e = sub.next().await.unwrap();
+    assert_eq!(e.get_original_event().stream_id(), "pay-1");
+    sub.ack(&e).await.unwrap();
+    let info = client
+        .get_persistent_subscription_info_to_all("all-workers", &GetPersistentSubscriptionInfoOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(info.event_source, "$all");
+    client
+        .delete_persistent_subscription("pay-1", "workers", &Default::default())
+        .await
+        .unwrap();
+    client
+        .delete_persistent_subscription_to_all("all-workers", &Default::default())
+        .await
+        .unwrap();
 }

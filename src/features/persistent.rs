@@ -240,6 +240,23 @@ fn check_group_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+fn check_settings(settings: &GroupSettings) -> Result<()> {
+    if settings.max_in_flight == 0 || settings.checkpoint_every == 0 {
+        return Err(Error::InvalidInput(
+            "max_in_flight and checkpoint_every must be positive".into(),
+        ));
+    }
+    if settings.ack_timeout_ms == 0 || settings.ack_timeout_ms > 7 * 24 * 3600 * 1000 {
+        return Err(Error::InvalidInput(
+            "ack_timeout_ms must be between 1 ms and 7 days".into(),
+        ));
+    }
+    if let GroupSource::Stream(s) = &settings.source {
+        crate::event::check_stream_name(s)?;
+    }
+    Ok(())
+}
+
 /// A system event holding a stored record (format.md, "System stream records").
 fn json_event(event_type: &str, record: &impl Serialize) -> EventData {
     EventData::json(event_type, system::encode(record))
@@ -272,23 +289,29 @@ impl Store {
     /// Creates a persistent subscription group; fails if the name is taken.
     pub fn create_group(&self, name: &str, settings: GroupSettings) -> Result<Group<'_>> {
         check_group_name(name)?;
-        if settings.max_in_flight == 0 || settings.checkpoint_every == 0 {
-            return Err(Error::InvalidInput(
-                "max_in_flight and checkpoint_every must be positive".into(),
-            ));
-        }
-        if settings.ack_timeout_ms == 0 || settings.ack_timeout_ms > 7 * 24 * 3600 * 1000 {
-            return Err(Error::InvalidInput(
-                "ack_timeout_ms must be between 1 ms and 7 days".into(),
-            ));
-        }
-        if let GroupSource::Stream(s) = &settings.source {
-            crate::event::check_stream_name(s)?;
-        }
+        check_settings(&settings)?;
         let groups = self.extension::<Groups>();
         let _guard = groups.loaded.lock();
         if definitions(self)?.contains_key(name) {
             return Err(Error::InvalidInput(format!("group {name:?} already exists")));
+        }
+        // A deleted group of the same name left its checkpoint and parked
+        // events: the new group starts afresh, past every event parked before.
+        let checkpoints = checkpoint_stream(name);
+        if self.stream_info(&checkpoints).is_some() {
+            let fresh = StoredCheckpointV1 {
+                version: Version1,
+                checkpoint: self.start_cursor(&settings),
+                parked: 0,
+                parked_replayed: self
+                    .stream_info(&parked_stream(name))
+                    .map_or(0, |i| i.last_revision.saturating_add(1)),
+            };
+            self.append_system(
+                &checkpoints,
+                ExpectedVersion::Any,
+                vec![json_event("$Checkpoint", &fresh)],
+            )?;
         }
         let def = StoredDefinitionV1::Created {
             version: Version1,
@@ -302,6 +325,19 @@ impl Store {
         )?;
         drop(_guard);
         self.group(name)
+    }
+
+    /// Where a group with `settings` and no checkpoint starts: the first
+    /// position (or revision) it reads.
+    fn start_cursor(&self, settings: &GroupSettings) -> u64 {
+        match (&settings.source, settings.start) {
+            (_, SubscribeFrom::Start) => 0,
+            (_, SubscribeFrom::After(p)) => p.saturating_add(1),
+            (GroupSource::All(_), SubscribeFrom::End) => self.head_position(),
+            (GroupSource::Stream(s), SubscribeFrom::End) => {
+                self.stream_info(s).map_or(0, |i| i.last_revision.saturating_add(1))
+            }
+        }
     }
 
     /// Opens an existing group (loading its state on first use after open).
@@ -326,14 +362,7 @@ impl Store {
             Err(Error::StreamNotFound(_)) => None,
             Err(e) => return Err(e),
         };
-        let start = match (&settings.source, settings.start) {
-            (_, SubscribeFrom::Start) => 0,
-            (_, SubscribeFrom::After(p)) => p + 1,
-            (GroupSource::All(_), SubscribeFrom::End) => self.head_position(),
-            (GroupSource::Stream(s), SubscribeFrom::End) => {
-                self.stream_info(s).map_or(0, |i| i.last_revision.saturating_add(1))
-            }
-        };
+        let start = self.start_cursor(&settings);
         let (cursor, parked, parked_replayed) = match &saved {
             Some(c) => (c.checkpoint, c.parked, c.parked_replayed),
             None => (start, 0, 0),
@@ -357,7 +386,8 @@ impl Store {
         Ok(Group { store: self, state })
     }
 
-    /// Deletes a group's definition (its checkpoint and parked streams stay readable).
+    /// Deletes a group's definition (its checkpoint and parked streams stay
+    /// readable; a group created again under its name starts afresh).
     pub fn delete_group(&self, name: &str) -> Result<()> {
         let groups = self.extension::<Groups>();
         let mut loaded = groups.loaded.lock();
@@ -374,6 +404,35 @@ impl Store {
             vec![json_event("$GroupDeleted", &def)],
         )?;
         loaded.remove(name);
+        Ok(())
+    }
+
+    /// Replaces the settings of an existing group, keeping its checkpoint and
+    /// parked events: the checkpoint of a loaded group is saved first, and the
+    /// next [`Store::group`] loads the new settings. Handles opened before
+    /// keep the old settings until they are dropped.
+    pub fn update_group(&self, name: &str, settings: GroupSettings) -> Result<()> {
+        check_settings(&settings)?;
+        let groups = self.extension::<Groups>();
+        let mut loaded = groups.loaded.lock();
+        if !definitions(self)?.contains_key(name) {
+            return Err(Error::InvalidInput(format!("group {name:?} does not exist")));
+        }
+        if let Some(state) = loaded.remove(name) {
+            let group = Group { store: self, state };
+            let mut inner = group.state.inner.lock();
+            group.save(&mut inner)?;
+        }
+        let def = StoredDefinitionV1::Created {
+            version: Version1,
+            name: name.to_string(),
+            settings: (&settings).into(),
+        };
+        self.append_system(
+            GROUPS_STREAM,
+            ExpectedVersion::Any,
+            vec![json_event("$GroupCreated", &def)],
+        )?;
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! The KurrentDB (EventStoreDB) gRPC protocol, so that the official KurrentDB
 //! clients work against `annal serve` unchanged: the `Streams` service
-//! (reads, catch-up subscriptions, appends, deletes), `Gossip` and
+//! (reads, catch-up subscriptions, appends, deletes),
+//! `PersistentSubscriptions` (on annal's consumer groups), `Gossip` and
 //! `ServerFeatures`, served by tonic on the same listener as the HTTP API.
 //!
 //! It owns everything that is this protocol: the generated messages
@@ -21,10 +22,12 @@ mod features;
 mod filter;
 mod gossip;
 mod metadata;
+mod persistent;
 pub(crate) mod proto;
 mod read;
 mod status;
 mod streams;
+mod subscribers;
 
 use axum::extract::Request;
 use axum::middleware::Next;
@@ -34,6 +37,7 @@ use tonic::Status;
 use crate::auth::Principal;
 use crate::state::{AppState, Interrupted};
 use proto::event_store::client::gossip::gossip_server::GossipServer;
+use proto::event_store::client::persistent_subscriptions::persistent_subscriptions_server::PersistentSubscriptionsServer;
 use proto::event_store::client::server_features::server_features_server::ServerFeaturesServer;
 use proto::event_store::client::streams::streams_server::StreamsServer;
 
@@ -52,8 +56,12 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         .max_encoding_message_size(MAX_MESSAGE);
     let gossip = GossipServer::new(gossip::Gossip::new(state.clone()));
     let features = ServerFeaturesServer::new(features::Features);
+    let persistent = PersistentSubscriptionsServer::new(persistent::PersistentSubscriptions::new(state.clone()))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
     tonic::service::Routes::new(streams)
         .add_service(gossip)
+        .add_service(persistent)
         .add_service(features)
         .prepare()
         .into_axum_router()
@@ -108,7 +116,9 @@ pub(crate) fn is_grpc(req: &Request) -> bool {
 async fn unimplemented(uri: axum::http::Uri) -> Response {
     Status::unimplemented(format!(
         "annal does not implement {}: it serves event_store.client.streams.Streams (Read, Append, \
-         BatchAppend, Delete, Tombstone), event_store.client.gossip.Gossip/Read and \
+         BatchAppend, Delete, Tombstone), event_store.client.persistent_subscriptions.PersistentSubscriptions \
+         (Create, Update, Delete, Read, GetInfo, List, ReplayParked, RestartSubsystem), \
+         event_store.client.gossip.Gossip/Read and \
          event_store.client.server_features.ServerFeatures/GetSupportedMethods",
         uri.path()
     ))

@@ -21,6 +21,10 @@ pub mod event_store {
         pub mod gossip {
             tonic::include_proto!("event_store.client.gossip");
         }
+        /// `event_store.client.persistent_subscriptions`.
+        pub mod persistent_subscriptions {
+            tonic::include_proto!("event_store.client.persistent_subscriptions");
+        }
         /// `event_store.client.server_features`.
         pub mod server_features {
             tonic::include_proto!("event_store.client.server_features");

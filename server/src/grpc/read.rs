@@ -300,11 +300,13 @@ fn passes(filter: Option<&EventFilter>, e: &RecordedEvent) -> Result<bool, Statu
     }
 }
 
-/// Holds one of `max_subscribers` places while a subscription runs.
-struct Subscriber(AppState);
+/// Holds one of `max_subscribers` places while a subscription runs
+/// (shutdown waits for every place to be given back).
+pub(crate) struct Subscriber(AppState);
 
 impl Subscriber {
-    fn take(state: &AppState) -> Result<Subscriber, Status> {
+    /// Takes a place, or fails with RESOURCE_EXHAUSTED when none is left.
+    pub(crate) fn take(state: &AppState) -> Result<Subscriber, Status> {
         let max = i64::try_from(state.config.max_subscribers).unwrap_or(i64::MAX);
         if state.metrics.subscribers.fetch_add(1, Ordering::AcqRel) >= max {
             state.metrics.subscribers.fetch_sub(1, Ordering::AcqRel);

@@ -69,6 +69,22 @@ pub(crate) fn delete_wrong_expected_version(stream: &str, expected: i64, actual:
     )
 }
 
+/// An error of a persistent subscription group `id` (`<source>::<group>`):
+/// NOT_FOUND when it does not exist, ALREADY_EXISTS when it does, as the
+/// clients expect; the library tells both apart only by its text.
+pub(crate) fn group_error(id: &str, e: annal::Error) -> Status {
+    let (source, group) = id.split_once("::").unwrap_or((id, ""));
+    match &e {
+        annal::Error::InvalidInput(m) if m.contains("does not exist") => Status::not_found(format!(
+            "Subscription group '{group}' on stream '{source}' does not exist."
+        )),
+        annal::Error::InvalidInput(m) if m.contains("already exists") => {
+            Status::already_exists(format!("Subscription group '{group}' on stream '{source}' exists."))
+        }
+        _ => from_store(e),
+    }
+}
+
 /// Any other error of the store.
 pub(crate) fn from_store(e: annal::Error) -> Status {
     use annal::Error as E;

@@ -38,12 +38,16 @@ impl Limit {
     }
 }
 
-impl<I, S> Accept<I, S> for Limit {
-    type Stream = Guarded<I>;
+impl<S> Accept<tokio::net::TcpStream, S> for Limit {
+    type Stream = Guarded<tokio::net::TcpStream>;
     type Service = S;
-    type Future = Ready<io::Result<(Guarded<I>, S)>>;
+    type Future = Ready<io::Result<(Guarded<tokio::net::TcpStream>, S)>>;
 
-    fn accept(&self, stream: I, service: S) -> Self::Future {
+    fn accept(&self, stream: tokio::net::TcpStream, service: S) -> Self::Future {
+        // Small writes (HTTP/2 frames of a gRPC stream) go out at once instead
+        // of waiting for the peer's delayed acknowledgement; a socket that
+        // refuses the option is served as it is.
+        let _ = stream.set_nodelay(true);
         // Dropping `stream` (on refusal) closes the connection.
         ready(match self.slots.clone().try_acquire_owned() {
             Ok(permit) => Ok((Guarded::new(stream, self.idle, permit), service)),

@@ -30,6 +30,9 @@ mod proto {
             pub mod server_features {
                 tonic::include_proto!("event_store.client.server_features");
             }
+            pub mod persistent_subscriptions {
+                tonic::include_proto!("event_store.client.persistent_subscriptions");
+            }
         }
     }
     pub mod google {
@@ -717,12 +720,16 @@ async fn one_listener_serves_http_and_grpc_with_tokens_and_basic_credentials() {
             .iter()
             .any(|m| m.method_name == "batchappend" && m.service_name == "event_store.client.streams.streams")
     );
+    // Persistent subscriptions to $all: the Rust client looks for "all" on create.
+    assert!(methods.methods.iter().any(|m| m.method_name == "create"
+        && m.service_name == "event_store.client.persistent_subscriptions.persistentsubscriptions"
+        && m.features.iter().any(|f| f == "all")));
 
     // Anything else is UNIMPLEMENTED, naming the method (to a caller with
     // credentials; without them, every call but discovery is refused first).
     let mut raw = tonic::client::Grpc::new(s.channel().await);
     raw.ready().await.unwrap();
-    let path = "/event_store.client.projections.Projections/Create";
+    let path = "/event_store.client.operations.Operations/Shutdown";
     let call = |auth: Option<&str>| {
         let mut r = Request::new(Empty {});
         if let Some(a) = auth {
@@ -1084,4 +1091,283 @@ async fn a_retry_of_the_append_that_brought_a_deleted_stream_back_is_the_same_ap
     let retry = append(&mut c, "r-1", E::NoStream(Empty {}), again()).await.unwrap();
     assert_eq!(success_position(&first), success_position(&retry));
     assert_eq!(success_position(&first).0, 1, "revisions go on after a soft delete");
+}
+
+mod persistent {
+    //! PersistentSubscriptions: names, codes, texts, and what a consumer receives.
+    // The options name the deprecated stream field (left empty).
+    #![allow(deprecated)]
+
+    use super::proto::event_store::client::persistent_subscriptions as ps;
+    use super::*;
+    use ps::persistent_subscriptions_client::PersistentSubscriptionsClient;
+    use tokio::sync::mpsc;
+
+    type Client = PersistentSubscriptionsClient<Channel>;
+
+    fn settings(max_subscribers: i32, strategy: &str) -> ps::create_req::Settings {
+        ps::create_req::Settings {
+            max_retry_count: 2,
+            min_checkpoint_count: 1,
+            max_checkpoint_count: 10,
+            max_subscriber_count: max_subscribers,
+            live_buffer_size: 100,
+            read_batch_size: 10,
+            history_buffer_size: 100,
+            message_timeout: Some(ps::create_req::settings::MessageTimeout::MessageTimeoutMs(60_000)),
+            checkpoint_after: Some(ps::create_req::settings::CheckpointAfter::CheckpointAfterMs(1_000)),
+            consumer_strategy: strategy.into(),
+            ..Default::default()
+        }
+    }
+
+    async fn create_on_stream(c: &mut Client, stream: &str, group: &str, max: i32) -> Result<(), tonic::Status> {
+        c.create(ps::CreateReq {
+            options: Some(ps::create_req::Options {
+                group_name: group.into(),
+                settings: Some(settings(max, "RoundRobin")),
+                stream_identifier: None,
+                stream_option: Some(ps::create_req::options::StreamOption::Stream(
+                    ps::create_req::StreamOptions {
+                        stream_identifier: sid(stream),
+                        revision_option: Some(ps::create_req::stream_options::RevisionOption::Start(Empty {})),
+                    },
+                )),
+            }),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Opens a consumer: the sender of its acks, and its answers.
+    async fn consume(
+        c: &mut Client,
+        stream: &str,
+        group: &str,
+    ) -> Result<(mpsc::Sender<ps::ReadReq>, tonic::Streaming<ps::ReadResp>), tonic::Status> {
+        let (tx, mut rx) = mpsc::channel(16);
+        tx.send(ps::ReadReq {
+            content: Some(ps::read_req::Content::Options(ps::read_req::Options {
+                group_name: group.into(),
+                buffer_size: 10,
+                uuid_option: Some(ps::read_req::options::UuidOption {
+                    content: Some(ps::read_req::options::uuid_option::Content::String(Empty {})),
+                }),
+                stream_option: Some(ps::read_req::options::StreamOption::StreamIdentifier(
+                    sid(stream).unwrap(),
+                )),
+            })),
+        })
+        .await
+        .unwrap();
+        let reqs = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let answers = c.read(reqs).await?.into_inner();
+        Ok((tx, answers))
+    }
+
+    fn event_of(r: ps::ReadResp) -> ps::read_resp::ReadEvent {
+        match r.content {
+            Some(ps::read_resp::Content::Event(e)) => e,
+            other => panic!("not an event: {other:?}"),
+        }
+    }
+
+    fn id_of(e: &ps::read_resp::ReadEvent) -> WireUuid {
+        e.event.as_ref().unwrap().id.clone().unwrap()
+    }
+
+    #[tokio::test]
+    async fn consumers_get_commit_positions_and_retry_counts_and_groups_answer_the_codes_clients_match() {
+        use append_req::options::ExpectedStreamRevision as E;
+        let s = start(|_| {}).await;
+        let mut streams = s.streams().await;
+        let mut c = PersistentSubscriptionsClient::new(s.channel().await);
+        let r = append(
+            &mut streams,
+            "order-1",
+            E::Any(Empty {}),
+            vec![
+                message(None, "A", "application/json", b"{}"),
+                message(None, "B", "application/json", b"{}"),
+            ],
+        )
+        .await
+        .unwrap();
+        let (_, last) = success_position(&r);
+
+        // Missing groups are NOT_FOUND, a second create ALREADY_EXISTS.
+        let err = consume(&mut c, "order-1", "g").await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{err:?}");
+        create_on_stream(&mut c, "order-1", "g", 1).await.unwrap();
+        let err = create_on_stream(&mut c, "order-1", "g", 1).await.unwrap_err();
+        assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+        // The same name on another source is another group.
+        create_on_stream(&mut c, "order-2", "g", 0).await.unwrap();
+
+        let (acks, mut answers) = consume(&mut c, "order-1", "g").await.unwrap();
+        match answers.message().await.unwrap().unwrap().content {
+            Some(ps::read_resp::Content::SubscriptionConfirmation(c)) => assert_eq!(c.subscription_id, "order-1::g"),
+            other => panic!("{other:?}"),
+        }
+        let first = event_of(answers.message().await.unwrap().unwrap());
+        let second = event_of(answers.message().await.unwrap().unwrap());
+        let (e1, e2) = (first.event.clone().unwrap(), second.event.clone().unwrap());
+        assert_eq!((e1.stream_revision, e2.stream_revision), (0, 1));
+        assert_eq!(e2.commit_position, last);
+        assert_eq!(
+            second.position,
+            Some(ps::read_resp::read_event::Position::CommitPosition(last))
+        );
+        assert_eq!(first.count, Some(ps::read_resp::read_event::Count::RetryCount(0)));
+
+        // A full group refuses one more consumer, with the text the clients match.
+        let err = consume(&mut c, "order-1", "g").await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        assert!(err.message().starts_with("Maximum subscriptions reached"), "{err:?}");
+
+        // Ack the second, retry the first: it comes back with a retry count of 1.
+        acks.send(ps::ReadReq {
+            content: Some(ps::read_req::Content::Ack(ps::read_req::Ack {
+                id: Default::default(),
+                ids: vec![id_of(&second)],
+            })),
+        })
+        .await
+        .unwrap();
+        acks.send(ps::ReadReq {
+            content: Some(ps::read_req::Content::Nack(ps::read_req::Nack {
+                id: Default::default(),
+                ids: vec![id_of(&first)],
+                action: ps::read_req::nack::Action::Retry as i32,
+                reason: "later".into(),
+            })),
+        })
+        .await
+        .unwrap();
+        let again = event_of(answers.message().await.unwrap().unwrap());
+        assert_eq!(id_of(&again), id_of(&first));
+        assert_eq!(again.count, Some(ps::read_resp::read_event::Count::RetryCount(1)));
+
+        // GetInfo shows the settings as given and the one connection.
+        let info = c
+            .get_info(ps::GetInfoReq {
+                options: Some(ps::get_info_req::Options {
+                    group_name: "g".into(),
+                    stream_option: Some(ps::get_info_req::options::StreamOption::StreamIdentifier(
+                        sid("order-1").unwrap(),
+                    )),
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .subscription_info
+            .unwrap();
+        assert_eq!((info.event_source.as_str(), info.group_name.as_str()), ("order-1", "g"));
+        assert_eq!((info.max_subscriber_count, info.connections.len()), (1, 1));
+        assert_eq!(
+            (info.named_consumer_strategy.as_str(), info.max_retry_count),
+            ("RoundRobin", 2)
+        );
+        assert_eq!(
+            (info.message_timeout_milliseconds, info.start_from.as_str()),
+            (60_000, "0")
+        );
+
+        // Delete drops the consumer and the group; a second delete is NOT_FOUND.
+        let delete = |stream: &str| ps::DeleteReq {
+            options: Some(ps::delete_req::Options {
+                group_name: "g".into(),
+                stream_option: Some(ps::delete_req::options::StreamOption::StreamIdentifier(
+                    sid(stream).unwrap(),
+                )),
+            }),
+        };
+        c.delete(delete("order-1")).await.unwrap();
+        let end = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while let Ok(Some(_)) = answers.message().await {}
+        })
+        .await;
+        assert!(end.is_ok(), "the consumer of a deleted group is dropped");
+        assert_eq!(c.delete(delete("order-1")).await.unwrap_err().code(), Code::NotFound);
+        let list = c
+            .list(ps::ListReq {
+                options: Some(ps::list_req::Options {
+                    list_option: Some(ps::list_req::options::ListOption::ListAllSubscriptions(Empty {})),
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let names: Vec<_> = list
+            .subscriptions
+            .iter()
+            .map(|i| (i.event_source.as_str(), i.group_name.as_str()))
+            .collect();
+        assert_eq!(names, [("order-2", "g")]);
+    }
+
+    #[tokio::test]
+    async fn all_groups_keep_filters_they_can_store_and_refuse_look_around() {
+        let s = start(|_| {}).await;
+        let mut c = PersistentSubscriptionsClient::new(s.channel().await);
+        let create = |regex: &str| ps::CreateReq {
+            options: Some(ps::create_req::Options {
+                group_name: "all-g".into(),
+                settings: Some(settings(0, "Pinned")),
+                stream_identifier: None,
+                stream_option: Some(ps::create_req::options::StreamOption::All(ps::create_req::AllOptions {
+                    all_option: Some(ps::create_req::all_options::AllOption::Start(Empty {})),
+                    filter_option: Some(ps::create_req::all_options::FilterOption::Filter(
+                        ps::create_req::all_options::FilterOptions {
+                            filter: Some(ps::create_req::all_options::filter_options::Filter::StreamIdentifier(
+                                ps::create_req::all_options::filter_options::Expression {
+                                    regex: regex.into(),
+                                    prefix: Vec::new(),
+                                },
+                            )),
+                            window: Some(ps::create_req::all_options::filter_options::Window::Max(32)),
+                            checkpoint_interval_multiplier: 1,
+                        },
+                    )),
+                })),
+            }),
+        };
+        let err = c.create(create("^(?!\\$).*")).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        c.create(create("^order-")).await.unwrap();
+        let info = c
+            .get_info(ps::GetInfoReq {
+                options: Some(ps::get_info_req::Options {
+                    group_name: "all-g".into(),
+                    stream_option: Some(ps::get_info_req::options::StreamOption::All(Empty {})),
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .subscription_info
+            .unwrap();
+        assert_eq!(
+            (info.event_source.as_str(), info.start_from.as_str()),
+            ("$all", "C:0/P:0")
+        );
+        assert_eq!(info.named_consumer_strategy, "Pinned");
+        // RestartSubsystem answers, and the group is still there.
+        c.restart_subsystem(Empty {}).await.unwrap();
+        let listed = c
+            .list(ps::ListReq {
+                options: Some(ps::list_req::Options {
+                    list_option: Some(ps::list_req::options::ListOption::ListForStream(
+                        ps::list_req::StreamOption {
+                            stream_option: Some(ps::list_req::stream_option::StreamOption::All(Empty {})),
+                        },
+                    )),
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(listed.subscriptions.len(), 1);
+    }
 }

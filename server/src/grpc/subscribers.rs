@@ -1,0 +1,393 @@
+//! The consumers of persistent subscriptions connected through this
+//! protocol: one `Read` call is one consumer of an annal consumer group,
+//! served by a thread of its own that holds the group open (so that pinned
+//! groups see who is connected), fetches up to the call's buffer size, sends
+//! events and applies the acknowledgements the client sends back.
+//!
+//! It also keeps, per group, the protocol's settings that annal's groups do
+//! not hold (maximum subscribers, the strategy's name, buffer sizes), in
+//! memory only, and the connected consumers, so that a group can be full and
+//! its consumers dropped when it is updated or deleted.
+//!
+//! It owns the life of a consumer. It must never decide who may use a group
+//! (the service asks auth before it calls [`start`]) nor spell a group's name.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::state::AppState;
+use annal::{NackAction, Store};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::{Status, Streaming};
+use uuid::Uuid;
+
+use super::Answers;
+use super::convert::{commit_of, parse_uuid, wire_event};
+use super::proto::event_store::client::persistent_subscriptions::read_req::nack::Action;
+use super::proto::event_store::client::persistent_subscriptions::read_resp::read_event::{
+    Count, Position, RecordedEvent as WireEvent,
+};
+use super::proto::event_store::client::persistent_subscriptions::read_resp::{
+    Content, ReadEvent, SubscriptionConfirmation,
+};
+use super::proto::event_store::client::persistent_subscriptions::{ReadReq, ReadResp, read_req};
+use super::read::Subscriber;
+use super::status;
+
+/// Most events one fetch asks for.
+const FETCH_MAX: usize = 64;
+/// How long one fetch waits for an event before the thread looks at its inbox again.
+const FETCH_WAIT: Duration = Duration::from_millis(50);
+
+/// Settings of the protocol that annal's groups do not keep, as the client
+/// gave them (shown back by GetInfo and List); kept until the server stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Kept {
+    /// The strategy's name as the client gave it (`DispatchToSingle`, `RoundRobin`, `Pinned`, …).
+    pub(crate) strategy: String,
+    /// Most consumers at once; 0 for no limit.
+    pub(crate) max_subscribers: i32,
+    /// Whether links were to be resolved (annal has no links to resolve).
+    pub(crate) resolve_links: bool,
+    /// Whether extra statistics were asked for.
+    pub(crate) extra_statistics: bool,
+    /// The live buffer size asked for.
+    pub(crate) live_buffer_size: i32,
+    /// The read batch size asked for.
+    pub(crate) read_batch_size: i32,
+    /// The history buffer size asked for.
+    pub(crate) history_buffer_size: i32,
+    /// The checkpoint interval asked for, in milliseconds.
+    pub(crate) checkpoint_after_ms: i32,
+    /// The least acknowledgements between checkpoints asked for.
+    pub(crate) min_checkpoint_count: i32,
+    /// The most acknowledgements between checkpoints asked for.
+    pub(crate) max_checkpoint_count: i32,
+}
+
+/// One connected consumer, as GetInfo shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct Connection {
+    /// Its consumer name in the annal group.
+    pub(crate) consumer: String,
+    /// Who connected (the principal's name), if known.
+    pub(crate) user: String,
+    /// The events it may hold unacknowledged.
+    pub(crate) buffer_size: usize,
+    /// Events sent to it so far.
+    pub(crate) sent: Arc<AtomicU64>,
+    stop: CancellationToken,
+}
+
+#[derive(Default)]
+struct Entry {
+    kept: Option<Kept>,
+    connections: HashMap<u64, Connection>,
+}
+
+/// The consumers and kept settings of every group, by annal group name.
+#[derive(Default)]
+pub(crate) struct Registry {
+    groups: Mutex<HashMap<String, Entry>>,
+    next: AtomicU64,
+}
+
+impl Registry {
+    /// The map; a panic elsewhere while it was held leaves it usable.
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        self.groups.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keeps the protocol settings of a group (on create and update).
+    pub(crate) fn keep(&self, group: &str, kept: Kept) {
+        self.lock().entry(group.to_string()).or_default().kept = Some(kept);
+    }
+
+    /// The protocol settings kept for a group, if any.
+    pub(crate) fn kept(&self, group: &str) -> Option<Kept> {
+        self.lock().get(group).and_then(|e| e.kept.clone())
+    }
+
+    /// The consumers connected to a group.
+    pub(crate) fn connections(&self, group: &str) -> Vec<Connection> {
+        self.lock()
+            .get(group)
+            .map(|e| e.connections.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Drops every consumer of a group (it was updated or deleted); with
+    /// `forget`, forgets its kept settings too.
+    pub(crate) fn drop_consumers(&self, group: &str, forget: bool) {
+        let mut groups = self.lock();
+        if let Some(e) = groups.get_mut(group) {
+            for c in e.connections.values() {
+                c.stop.cancel();
+            }
+            e.connections.clear();
+            if forget {
+                groups.remove(group);
+            }
+        }
+    }
+
+    /// Drops every consumer of every group (RestartSubsystem).
+    pub(crate) fn drop_all(&self) {
+        let mut groups = self.lock();
+        for e in groups.values_mut() {
+            for c in e.connections.values() {
+                c.stop.cancel();
+            }
+            e.connections.clear();
+        }
+    }
+
+    /// Registers a consumer unless the group is full.
+    fn join(&self, group: &str, user: String, buffer_size: usize) -> Result<(u64, Connection), Status> {
+        let mut groups = self.lock();
+        let e = groups.entry(group.to_string()).or_default();
+        let max = e.kept.as_ref().map_or(0, |k| k.max_subscribers);
+        if max > 0 && e.connections.len() >= usize::try_from(max).unwrap_or(usize::MAX) {
+            return Err(Status::failed_precondition("Maximum subscriptions reached."));
+        }
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let c = Connection {
+            consumer: format!("grpc-{id}"),
+            user,
+            buffer_size,
+            sent: Arc::new(AtomicU64::new(0)),
+            stop: CancellationToken::new(),
+        };
+        e.connections.insert(id, c.clone());
+        Ok((id, c))
+    }
+
+    fn leave(&self, group: &str, id: u64) {
+        if let Some(e) = self.lock().get_mut(group) {
+            e.connections.remove(&id);
+        }
+    }
+}
+
+/// What one `Read` call needs once its group is known and allowed.
+pub(crate) struct Subscription {
+    /// The annal group name.
+    pub(crate) group: String,
+    /// The id confirmed to the client (`<stream>::<group>`).
+    pub(crate) subscription_id: String,
+    /// The events the consumer may hold unacknowledged.
+    pub(crate) buffer_size: usize,
+    /// Whether ids go out in the structured form.
+    pub(crate) structured: bool,
+    /// Who connected.
+    pub(crate) user: String,
+}
+
+/// What the client sent back, for the consumer's thread.
+enum Command {
+    Ack(Vec<Uuid>),
+    Nack(Vec<Uuid>, NackAction, String),
+    Stop(Vec<Uuid>, String),
+}
+
+/// Starts a consumer: answers the confirmation, then events; acknowledgements
+/// come in on `requests`. Fails if the group is full.
+pub(crate) fn start(
+    state: &AppState,
+    registry: Arc<Registry>,
+    sub: Subscription,
+    mut requests: Streaming<ReadReq>,
+) -> Result<Answers<ReadResp>, Status> {
+    // The server's limit on subscriptions bounds the threads; shutdown waits for them.
+    let place = Subscriber::take(state)?;
+    let (store, shutdown) = (state.store(), state.shutdown.clone());
+    let (id, conn) = registry.join(&sub.group, sub.user.clone(), sub.buffer_size)?;
+    let (out_tx, out_rx) = mpsc::channel::<Result<ReadResp, Status>>(sub.buffer_size.clamp(1, FETCH_MAX) * 2);
+    let (cmd_tx, cmd_rx) = std::sync::mpsc::channel::<Command>();
+    let stop = conn.stop.clone();
+    let confirmation = ReadResp {
+        content: Some(Content::SubscriptionConfirmation(SubscriptionConfirmation {
+            subscription_id: sub.subscription_id.clone(),
+        })),
+    };
+    if out_tx.try_send(Ok(confirmation)).is_err() {
+        registry.leave(&sub.group, id);
+        return Err(Status::internal("the subscription could not start"));
+    }
+    // The client's acknowledgements, until it closes its side.
+    let reader_stop = stop.clone();
+    let reader_out = out_tx.clone();
+    tokio::spawn(async move {
+        loop {
+            let msg = tokio::select! {
+                () = reader_stop.cancelled() => break,
+                m = requests.next() => m,
+            };
+            let cmd = match msg {
+                Some(Ok(ReadReq {
+                    content: Some(read_req::Content::Ack(a)),
+                })) => ids(&a.ids).map(Command::Ack),
+                Some(Ok(ReadReq {
+                    content: Some(read_req::Content::Nack(n)),
+                })) => ids(&n.ids).map(|ids| match Action::try_from(n.action).unwrap_or(Action::Unknown) {
+                    Action::Park => Command::Nack(ids, NackAction::Park, n.reason),
+                    Action::Skip => Command::Nack(ids, NackAction::Skip, n.reason),
+                    Action::Retry | Action::Unknown => Command::Nack(ids, NackAction::Retry, n.reason),
+                    Action::Stop => Command::Stop(ids, n.reason),
+                }),
+                Some(Ok(_)) => Ok(Command::Ack(Vec::new())),
+                Some(Err(_)) | None => break,
+            };
+            match cmd {
+                Ok(c) => {
+                    if cmd_tx.send(c).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = reader_out.send(Err(e)).await;
+                    break;
+                }
+            }
+        }
+        reader_stop.cancel();
+    });
+    let group = sub.group.clone();
+    let thread_registry = registry.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("annal-grpc-{}", conn.consumer))
+        .spawn(move || {
+            let _place = place;
+            let result = serve(&store, &sub, &conn, &out_tx, &cmd_rx, &shutdown);
+            thread_registry.leave(&group, id);
+            conn.stop.cancel();
+            match result {
+                Ok(()) if shutdown.is_cancelled() => {
+                    let _ = out_tx.blocking_send(Err(Status::unavailable("the server is shutting down")));
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    let _ = out_tx.blocking_send(Err(e));
+                }
+            }
+        });
+    if spawned.is_err() {
+        stop.cancel();
+        return Err(Status::resource_exhausted(
+            "no thread could be started for the subscription",
+        ));
+    }
+    let mut out_rx = out_rx;
+    Ok(Box::pin(futures_util::stream::poll_fn(move |cx| out_rx.poll_recv(cx))))
+}
+
+/// Ids of an Ack or Nack.
+fn ids(ids: &[super::proto::event_store::client::Uuid]) -> Result<Vec<Uuid>, Status> {
+    ids.iter().filter_map(|id| parse_uuid(Some(id)).transpose()).collect()
+}
+
+/// The consumer's loop: apply what the client sent, fetch into the room its
+/// buffer has, send; until the client leaves, the group changes or the server stops.
+fn serve(
+    store: &Store,
+    sub: &Subscription,
+    conn: &Connection,
+    out: &mpsc::Sender<Result<ReadResp, Status>>,
+    commands: &std::sync::mpsc::Receiver<Command>,
+    shutdown: &CancellationToken,
+) -> Result<(), Status> {
+    let group = store
+        .group(&sub.group)
+        .map_err(|e| status::group_error(&sub.subscription_id, e))?;
+    let consumer = group.consumer(&conn.consumer);
+    // Delivered and not yet answered by the client: retried at once when it leaves.
+    let mut held: HashSet<Uuid> = HashSet::new();
+    let result = (|| {
+        loop {
+            if conn.stop.is_cancelled() || shutdown.is_cancelled() || out.is_closed() {
+                return Ok(());
+            }
+            let mut wait = FETCH_WAIT;
+            loop {
+                let cmd = if held.len() >= sub.buffer_size {
+                    match commands.recv_timeout(wait) {
+                        Ok(c) => c,
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+                    }
+                } else {
+                    match commands.try_recv() {
+                        Ok(c) => c,
+                        Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                        Err(std::sync::mpsc::TryRecvError::Disconnected) => return Ok(()),
+                    }
+                };
+                wait = Duration::ZERO;
+                match cmd {
+                    Command::Ack(ids) => {
+                        consumer.ack(&ids).map_err(status::from_store)?;
+                        for id in &ids {
+                            held.remove(id);
+                        }
+                    }
+                    Command::Nack(ids, action, reason) => {
+                        for id in ids {
+                            consumer.nack(id, action, &reason).map_err(status::from_store)?;
+                            held.remove(&id);
+                        }
+                    }
+                    Command::Stop(ids, reason) => {
+                        for id in ids {
+                            consumer
+                                .nack(id, NackAction::Retry, &reason)
+                                .map_err(status::from_store)?;
+                            held.remove(&id);
+                        }
+                        return Ok(());
+                    }
+                }
+            }
+            let room = sub.buffer_size.saturating_sub(held.len()).min(FETCH_MAX);
+            if room == 0 {
+                continue;
+            }
+            let deliveries = consumer.fetch(room, FETCH_WAIT).map_err(status::from_store)?;
+            for d in deliveries {
+                held.insert(d.event.id);
+                let w = wire_event(&d.event, &d.event.stream, sub.structured);
+                let resp = ReadResp {
+                    content: Some(Content::Event(ReadEvent {
+                        event: Some(WireEvent {
+                            id: w.id,
+                            stream_identifier: w.stream_identifier,
+                            stream_revision: w.stream_revision,
+                            prepare_position: w.prepare_position,
+                            commit_position: w.commit_position,
+                            metadata: w.metadata,
+                            custom_metadata: w.custom_metadata,
+                            data: w.data,
+                        }),
+                        link: None,
+                        position: Some(Position::CommitPosition(commit_of(d.event.position))),
+                        count: Some(Count::RetryCount(i32::try_from(d.retry_count).unwrap_or(i32::MAX))),
+                    })),
+                };
+                if out.blocking_send(Ok(resp)).is_err() {
+                    return Ok(());
+                }
+                conn.sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    })();
+    // What the client held and never answered goes back in line for the others.
+    for id in held {
+        consumer
+            .nack(id, NackAction::Retry, "the consumer left")
+            .map_err(status::from_store)?;
+    }
+    result
+}
