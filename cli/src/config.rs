@@ -48,7 +48,7 @@ pub struct Config {
     pub server: Option<annal_server::ServerConfig>,
     /// `[[forward]]`: forwarders that `annal serve` runs in the background.
     #[serde(default)]
-    pub forward: Vec<crate::forward::ForwardConfig>,
+    pub forward: Vec<ForwardConfig>,
 }
 
 /// The `durability` key.
@@ -250,6 +250,53 @@ fn locate(text: &str, offset: usize) -> String {
         _ => key,
     };
     format!("line {line_no}, key `{key}`: ")
+}
+
+/// A `[[forward]]` section of annal.toml.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardConfig {
+    /// The forwarder's name.
+    pub name: String,
+    /// The target URL.
+    pub to: String,
+    /// Bearer token for an annal+http(s) target.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Only events of these types.
+    #[serde(default)]
+    pub types: Vec<String>,
+    /// Only events carrying all these tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Only events of streams starting with this.
+    #[serde(default)]
+    pub stream_prefix: Option<String>,
+    /// Only events of streams matching this regular expression.
+    #[serde(default)]
+    pub stream_regex: Option<String>,
+    /// `"start"`, `"end"` or a position.
+    #[serde(default)]
+    pub start: Option<StartValue>,
+    /// Events per batch.
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    /// Events sent and not yet confirmed, at most.
+    #[serde(default)]
+    pub max_in_flight: Option<usize>,
+    /// `"wait"` (the default) or `"ignore"`.
+    #[serde(default)]
+    pub retention: Option<String>,
+}
+
+/// `start = "end"` or `start = 42`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(untagged)]
+pub enum StartValue {
+    /// A position.
+    Position(u64),
+    /// `start`, `end` or a position in a string.
+    Text(String),
 }
 
 #[cfg(test)]

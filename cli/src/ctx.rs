@@ -19,7 +19,7 @@ pub struct Ctx {
     /// The `[server]` section, for `annal serve`.
     pub server: Option<annal_server::ServerConfig>,
     /// The `[[forward]]` sections, run in the background by `annal serve`.
-    pub forward: Vec<crate::forward::ForwardConfig>,
+    pub forward: Vec<crate::config::ForwardConfig>,
 }
 
 impl Ctx {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use annal::{Filter, ForwardSettings, ForwardStart, Forwarder, RetentionMode};
 use clap::{Args, Subcommand};
 
+use crate::config::{ForwardConfig, StartValue};
 use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult};
 
@@ -64,53 +65,6 @@ pub struct ForwardArgs {
 pub enum ForwardAction {
     /// The checkpoints forwarders saved in the store, and how far behind the head they are.
     Status,
-}
-
-/// A `[[forward]]` section of annal.toml.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ForwardConfig {
-    /// The forwarder's name.
-    pub name: String,
-    /// The target URL.
-    pub to: String,
-    /// Bearer token for an annal+http(s) target.
-    #[serde(default)]
-    pub token: Option<String>,
-    /// Only events of these types.
-    #[serde(default)]
-    pub types: Vec<String>,
-    /// Only events carrying all these tags.
-    #[serde(default)]
-    pub tags: Vec<String>,
-    /// Only events of streams starting with this.
-    #[serde(default)]
-    pub stream_prefix: Option<String>,
-    /// Only events of streams matching this regular expression.
-    #[serde(default)]
-    pub stream_regex: Option<String>,
-    /// `"start"`, `"end"` or a position.
-    #[serde(default)]
-    pub start: Option<StartValue>,
-    /// Events per batch.
-    #[serde(default)]
-    pub batch_size: Option<usize>,
-    /// Events sent and not yet confirmed, at most.
-    #[serde(default)]
-    pub max_in_flight: Option<usize>,
-    /// `"wait"` (the default) or `"ignore"`.
-    #[serde(default)]
-    pub retention: Option<String>,
-}
-
-/// `start = "end"` or `start = 42`.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(untagged)]
-pub enum StartValue {
-    /// A position.
-    Position(u64),
-    /// `start`, `end` or a position in a string.
-    Text(String),
 }
 
 impl ForwardConfig {
