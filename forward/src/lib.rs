@@ -8,12 +8,14 @@
 //! what is forwarded or when the checkpoint moves (the library's forwarder
 //! does), and never touches a store's files.
 
+pub mod connect;
 pub mod http;
 pub mod nats;
 pub mod postgres;
 pub mod url;
 
-pub use crate::url::{TargetKind, TargetUrl, connect};
+pub use crate::connect::connect;
+pub use crate::url::{TargetKind, TargetUrl};
 
 /// Why a target could not be made from its URL.
 #[derive(Debug, thiserror::Error)]

@@ -130,17 +130,6 @@ fn hide_password(s: &str) -> String {
     }
 }
 
-/// Makes the target a URL names. Nothing is connected yet: the first
-/// delivery connects, so an unreachable target is retried, never fatal.
-pub fn connect(url: &str, token: Option<String>) -> Result<Box<dyn annal::ForwardTarget>, ConfigError> {
-    let t = TargetUrl::parse(url)?;
-    Ok(match t.kind {
-        TargetKind::Postgres => Box::new(crate::postgres::PostgresTarget::new(&t)?),
-        TargetKind::Nats => Box::new(crate::nats::NatsTarget::new(&t)?),
-        TargetKind::Annal => Box::new(crate::http::AnnalTarget::new(&t, token)?),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
