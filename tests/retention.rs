@@ -260,6 +260,17 @@ fn a_stream_scavenged_away_keeps_its_revisions_without_the_checkpoint() {
     }
     assert!(store.verify().unwrap().is_clean());
     store.close().unwrap();
+    // The rewritten segments holding heads say so in their header (version 2).
+    let versions: Vec<u32> = annal::Storage::list(&sim, std::path::Path::new("/h"))
+        .unwrap()
+        .iter()
+        .filter(|n| n.ends_with(".seg"))
+        .map(|n| {
+            let b = sim.read_file(&std::path::Path::new("/h").join(n)).unwrap();
+            u32::from_le_bytes(b[8..12].try_into().unwrap())
+        })
+        .collect();
+    assert!(versions.contains(&2) && versions.contains(&1), "{versions:?}");
 
     annal::Storage::remove(&sim, std::path::Path::new("/h/streams.chk")).unwrap();
     let store = Store::open_with(Arc::new(sim.clone()), "/h", opts()).unwrap();

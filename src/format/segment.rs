@@ -74,6 +74,16 @@ pub fn stamp_version(bytes: &mut [u8]) {
         }
         Ok(())
     });
+    set_version(bytes, heads);
+}
+
+/// Sets the version in the header of a segment's bytes, 2 if `heads` (it
+/// holds stream heads) and 1 otherwise, fixing the header's checksum; for a
+/// writer that knows what it wrote (see [`stamp_version`] for one that does not).
+pub fn set_version(bytes: &mut [u8], heads: bool) {
+    if bytes.len() < SEGMENT_HEADER {
+        return;
+    }
     let version = if heads { SEGMENT_VERSION_HEADS } else { SEGMENT_VERSION };
     bytes[8..12].copy_from_slice(&version.to_le_bytes());
     let crc = crc32fast::hash(&bytes[..60]);

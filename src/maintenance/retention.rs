@@ -186,8 +186,14 @@ fn rewrite(
             .is_none_or(|s| s.last_revision <= revision)
     };
     let mut heads: Vec<(String, u64, u64)> = Vec::new();
-    let flush = |out: &mut Vec<u8>, run: &mut Option<(u64, u64)>, heads: &mut Vec<(String, u64, u64)>| {
+    // Whether any removed frame holds heads: the segment's version says so.
+    let mut wrote_heads = false;
+    let flush = |out: &mut Vec<u8>,
+                 run: &mut Option<(u64, u64)>,
+                 heads: &mut Vec<(String, u64, u64)>,
+                 wrote: &mut bool| {
         if let Some((first, count)) = run.take() {
+            *wrote |= !heads.is_empty();
             record::encode_lost(
                 out,
                 &LostView {
@@ -244,11 +250,11 @@ fn rewrite(
         match view {
             Some(v) if held && judge.removes(&v, expired) => {
                 *kept_for_forwarding += 1;
-                flush(&mut out, &mut run, &mut heads);
+                flush(&mut out, &mut run, &mut heads, &mut wrote_heads);
                 record::encode_committed(&mut out, &v)?;
             }
             Some(v) if !judge.removes(&v, expired) => {
-                flush(&mut out, &mut run, &mut heads);
+                flush(&mut out, &mut run, &mut heads, &mut wrote_heads);
                 // Each kept event becomes its own committed append: the events it
                 // shared an append with may be gone.
                 record::encode_committed(&mut out, &v)?;
@@ -267,7 +273,7 @@ fn rewrite(
             }
         }
     }
-    flush(&mut out, &mut run, &mut heads);
+    flush(&mut out, &mut run, &mut heads, &mut wrote_heads);
     if removed == 0 {
         return Ok(None);
     }
@@ -280,7 +286,7 @@ fn rewrite(
             content_crc,
         },
     );
-    crate::format::segment::stamp_version(&mut out);
+    crate::format::segment::set_version(&mut out, wrote_heads);
     let st = &*shared.storage;
     let dir = &shared.dir;
     let name = segment_file_name(base);
