@@ -228,6 +228,36 @@ fn system_streams_are_reserved() {
 }
 
 #[test]
+fn the_system_event_is_written_once_and_its_stream_stays_reserved() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        fill(&store, 1);
+        assert!(store.mark_system_event().unwrap());
+        assert!(!store.mark_system_event().unwrap());
+        assert!(matches!(
+            store.append(
+                annal::SYSTEM_STREAM,
+                ExpectedVersion::Any,
+                vec![EventData::json("X", "{}")]
+            ),
+            Err(Error::InvalidInput(_))
+        ));
+    }
+    let store = open(dir.path());
+    assert!(!store.mark_system_event().unwrap(), "once per store, across opens");
+    let all = store
+        .read_all(Direction::Forward, annal::LogFrom::Start, 10, &annal::Filter::all())
+        .unwrap();
+    let system: Vec<_> = all.iter().filter(|e| e.stream == annal::SYSTEM_STREAM).collect();
+    assert_eq!(system.len(), 1);
+    assert_eq!(
+        (system[0].event_type.as_str(), system[0].id, system[0].position),
+        (annal::STORE_CREATED_TYPE, annal::STORE_CREATED_ID, 1)
+    );
+}
+
+#[test]
 fn an_update_changes_the_settings_and_keeps_the_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
