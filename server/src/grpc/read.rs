@@ -8,7 +8,8 @@
 //! revision or position starts after it; a subscription from the end takes
 //! its live point before the confirmation is sent. A soft-deleted or missing
 //! stream answers `stream_not_found`; a tombstoned one fails as deleted.
-//! With a filter, annal's bookkeeping streams stay hidden.
+//! With a filter, annal's bookkeeping streams stay hidden. A subscription of
+//! a caller limited to some streams checkpoints only at events it shows.
 //!
 //! It owns how reads are paged and how subscriptions are pumped into a
 //! call's answers. It must never write to the store.
@@ -42,6 +43,10 @@ struct Shape {
     backwards: bool,
     structured: bool,
     filter: Option<EventFilter>,
+    /// The caller may read only some streams of `$all` (a prefix-limited
+    /// token): a subscription then counts, checkpoints and reports positions
+    /// only at events it shows, so that other streams' writes stay unseen.
+    limited: bool,
 }
 
 /// Answers a `Read` call.
@@ -59,6 +64,7 @@ pub(crate) async fn read(state: AppState, p: Principal, req: ReadReq) -> Result<
             Some(FilterOption::Filter(f)) => Some(EventFilter::new(f)?),
             Some(FilterOption::NoFilter(_)) | None => None,
         },
+        limited: !p.permits(Need::ReadLog(None)),
     };
     let subscribe = matches!(o.count_option, Some(CountOption::Subscription(_)));
     let count = match o.count_option {
@@ -419,11 +425,15 @@ fn pump(state: AppState, mut sub: annal::Subscription, kind: Kind, shape: Shape)
                                 return;
                             }
                         }
-                        caught_up_resp(kind, sub.position())
+                        // A limited caller learns no position past the last event it was shown.
+                        let next = if shape.limited {
+                            last_seen.map_or(0, |at| at.saturating_add(1))
+                        } else {
+                            sub.position()
+                        };
+                        caught_up_resp(kind, next)
                     }
                     Ok(Some(Message::Event(e))) => {
-                        considered += 1;
-                        last_seen = Some(e.position);
                         let e = metadata::shown(&e);
                         let shown = match passes(shape.filter.as_ref(), &e) {
                             Ok(shown) => shown,
@@ -432,6 +442,11 @@ fn pump(state: AppState, mut sub: annal::Subscription, kind: Kind, shape: Shape)
                                 return;
                             }
                         };
+                        if shape.limited && !shown {
+                            continue;
+                        }
+                        considered += 1;
+                        last_seen = Some(e.position);
                         if shown && tx.blocking_send(Ok(event_resp(&e, shape.structured))).is_err() {
                             return;
                         }

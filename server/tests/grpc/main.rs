@@ -920,6 +920,91 @@ async fn metadata_streams_and_prefix_limited_tokens() {
     assert!(c.read(all(Some("orders-eu-"))).await.is_ok());
 }
 
+#[tokio::test]
+async fn a_limited_tokens_subscription_checkpoints_only_where_it_sees() {
+    use append_req::options::ExpectedStreamRevision as E;
+    use read_req::options::*;
+    let s = start(|c| {
+        c.no_auth = false;
+        c.tokens = vec![
+            TokenConfig {
+                name: "tenant".into(),
+                sha256: hash_token("t0ken"),
+                role: Role::Write,
+                stream_prefixes: vec!["orders-".into()],
+            },
+            TokenConfig {
+                name: "other".into(),
+                sha256: hash_token("0ther"),
+                role: Role::Write,
+                stream_prefixes: vec!["users-".into()],
+            },
+        ];
+    })
+    .await;
+    let mut c = s.streams().await;
+    let write = |token: &str, stream: &str, n: usize| {
+        let mut reqs = vec![AppendReq {
+            content: Some(append_req::Content::Options(append_req::Options {
+                stream_identifier: sid(stream),
+                expected_stream_revision: Some(E::Any(Empty {})),
+            })),
+        }];
+        reqs.extend((0..n).map(|_| AppendReq {
+            content: Some(append_req::Content::ProposedMessage(message(
+                None,
+                "T",
+                "application/json",
+                b"{}",
+            ))),
+        }));
+        let mut r = Request::new(tokio_stream(reqs));
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        r
+    };
+    let mine = c.append(write("t0ken", "orders-1", 1)).await.unwrap().into_inner();
+    let mine = success_position(&mine).1;
+    c.append(write("0ther", "users-1", 5)).await.unwrap();
+    // Subscribe through a prefix filter within the token's, a checkpoint after every event considered.
+    let mut req = read_options(all_from(None), false, false, 0);
+    let o = req.options.as_mut().unwrap();
+    o.count_option = Some(CountOption::Subscription(SubscriptionOptions {}));
+    o.filter_option = Some(FilterOption::Filter(FilterOptions {
+        filter: Some(filter_options::Filter::StreamIdentifier(filter_options::Expression {
+            regex: String::new(),
+            prefix: vec!["orders-".into()],
+        })),
+        window: Some(filter_options::Window::Max(1)),
+        checkpoint_interval_multiplier: 1,
+    }));
+    let mut req = Request::new(req);
+    req.metadata_mut()
+        .insert("authorization", "Bearer t0ken".parse().unwrap());
+    let mut sub = c.read(req).await.unwrap().into_inner();
+    let mut positions = Vec::new();
+    loop {
+        let m = sub.message().await.unwrap().unwrap();
+        match m.content.unwrap() {
+            read_resp::Content::Confirmation(_) => {}
+            read_resp::Content::Event(e) => positions.push(("event", e.event.unwrap().commit_position)),
+            read_resp::Content::Checkpoint(cp) => positions.push(("checkpoint", cp.commit_position)),
+            read_resp::Content::CaughtUp(u) => {
+                positions.push(("caught up", u.position.unwrap().commit_position));
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // Every position it was told is the one of its own event (the others' five stay unseen).
+    assert!(positions.iter().all(|(_, p)| *p == mine), "{positions:?} (mine {mine})");
+    assert_eq!(positions[0], ("event", mine));
+    // Live writes elsewhere send it nothing.
+    c.append(write("0ther", "users-2", 3)).await.unwrap();
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(600), sub.message()).await;
+    assert!(quiet.is_err(), "{quiet:?}");
+}
+
 // ---------------------------------------------------------------------------
 // Review findings: each test failed (or hung) before its fix.
 
