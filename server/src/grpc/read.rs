@@ -14,11 +14,12 @@
 //! It owns how reads are paged and how subscriptions are pumped into a
 //! call's answers. It must never write to the store.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use annal::{Direction, Filter, LogFrom, Message, RecordedEvent, StreamFrom, SubscribeFrom};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tonic::Status;
 
 use super::convert::{commit_of, event_resp, stream_identifier, stream_name};
@@ -33,10 +34,74 @@ use super::{Answers, blocking, metadata, status};
 use crate::auth::{Need, Principal};
 use crate::state::AppState;
 
-/// Events read from the store at a time.
+/// Events read from the store at a time, at most.
 const PAGE: usize = 256;
+/// Events of a read's first page, before their sizes are known.
+const FIRST_PAGE: usize = 16;
 /// Answers buffered per call before the reader waits for the client.
 const CHANNEL: usize = 64;
+/// Bytes of events a read holds for its client, about: a page read from the
+/// store is sized to them by the previous page's events, and the answers
+/// waiting in the call's channel stay within them (an event larger than this
+/// still goes, alone).
+const HELD_BYTES: usize = 4 << 20;
+
+/// What an event weighs toward [`HELD_BYTES`]: its bytes and names, plus a
+/// little for the rest of its answer.
+fn event_bytes(e: &RecordedEvent) -> usize {
+    e.data.len() + e.metadata.len() + e.stream.len() + e.event_type.len() + 64
+}
+
+/// How many events the next page of a read asks for: as many as fit
+/// [`HELD_BYTES`] at the average size of the last page's, within 1..=[`PAGE`]
+/// ([`FIRST_PAGE`] before any page).
+fn page_len(last: &[RecordedEvent]) -> usize {
+    if last.is_empty() {
+        return FIRST_PAGE;
+    }
+    let average = last.iter().map(event_bytes).sum::<usize>() / last.len();
+    (HELD_BYTES / average.max(1)).clamp(1, PAGE)
+}
+
+/// The answers channel of a read, bounded in bytes as well as in answers.
+struct Paced {
+    tx: mpsc::Sender<(Result<ReadResp, Status>, Option<OwnedSemaphorePermit>)>,
+    bytes: Arc<Semaphore>,
+}
+
+impl Paced {
+    fn new() -> (Paced, Answers<ReadResp>) {
+        let (tx, mut rx) = mpsc::channel(CHANNEL);
+        // An event's bytes are given back as its answer leaves for the client.
+        let answers = Box::pin(futures_util::stream::poll_fn(move |cx| {
+            rx.poll_recv(cx).map(|o| o.map(|(answer, _bytes)| answer))
+        }));
+        let paced = Paced {
+            tx,
+            bytes: Arc::new(Semaphore::new(HELD_BYTES)),
+        };
+        (paced, answers)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Sends an answer that holds no event; false once the client is gone.
+    async fn send(&self, answer: Result<ReadResp, Status>) -> bool {
+        self.tx.send((answer, None)).await.is_ok()
+    }
+
+    /// Sends the answer of event `e` once its bytes fit beside those
+    /// waiting; false once the client is gone.
+    async fn send_event(&self, e: &RecordedEvent, structured: bool) -> bool {
+        let n = u32::try_from(event_bytes(e).min(HELD_BYTES)).unwrap_or(u32::MAX);
+        let Ok(bytes) = self.bytes.clone().acquire_many_owned(n).await else {
+            return false;
+        };
+        self.tx.send((Ok(event_resp(e, structured)), Some(bytes))).await.is_ok()
+    }
+}
 
 /// What a read asks, once decoded.
 struct Shape {
@@ -121,7 +186,7 @@ async fn read_stream(
     let target = metadata::target(&stream).map(str::to_string);
     p.authorize(Need::Read(target.as_deref().unwrap_or(&stream)))
         .map_err(status::denied)?;
-    let (tx, rx) = mpsc::channel(CHANNEL);
+    let (tx, answers) = Paced::new();
     let store = state.store();
     // `$$<stream>` reads the metadata's system stream.
     let asked = stream.clone();
@@ -132,8 +197,8 @@ async fn read_stream(
     let check = stream.clone();
     let exists = blocking(&state, move || stream_exists(&store, &check)).await?;
     if !exists {
-        let _ = tx.send(Ok(not_found(&asked))).await;
-        return Ok(answers(rx));
+        tx.send(Ok(not_found(&asked))).await;
+        return Ok(answers);
     }
     // The first revision to read, or None for nothing at all.
     let start = match (s.revision_option, shape.backwards) {
@@ -151,8 +216,9 @@ async fn read_stream(
     tokio::spawn(async move {
         let Some(mut from) = start else { return };
         let mut left = count;
+        let mut last_page = Vec::new();
         while left > 0 && !tx.is_closed() {
-            let want = usize::try_from(left).unwrap_or(usize::MAX).min(PAGE);
+            let want = usize::try_from(left).unwrap_or(usize::MAX).min(page_len(&last_page));
             let store = state.store();
             let name = stream.clone();
             let page = blocking(&state, move || {
@@ -172,7 +238,7 @@ async fn read_stream(
             let page = match page {
                 Ok(page) => page,
                 Err(e) => {
-                    let _ = tx.send(Err(e)).await;
+                    tx.send(Err(e)).await;
                     return;
                 }
             };
@@ -181,15 +247,12 @@ async fn read_stream(
             };
             let full = page.len() >= want;
             for e in &page {
-                if tx
-                    .send(Ok(event_resp(&metadata::shown(e), shape.structured)))
-                    .await
-                    .is_err()
-                {
+                if !tx.send_event(&metadata::shown(e), shape.structured).await {
                     return;
                 }
                 left -= 1;
             }
+            last_page = page;
             if !full {
                 return;
             }
@@ -200,7 +263,7 @@ async fn read_stream(
             };
         }
     });
-    Ok(answers(rx))
+    Ok(answers)
 }
 
 fn read_all(
@@ -234,22 +297,24 @@ fn read_all(
     } else {
         Direction::Forward
     };
-    let (tx, rx) = mpsc::channel(CHANNEL);
+    let (tx, answers) = Paced::new();
     tokio::spawn(async move {
         let Some(mut from) = start else { return };
         let mut left = count;
+        let mut last_page = Vec::new();
         while left > 0 && !tx.is_closed() {
             let store = state.store();
+            let want = page_len(&last_page);
             let page = blocking(&state, move || {
                 store
-                    .read_all(direction, from, PAGE, &Filter::all())
+                    .read_all(direction, from, want, &Filter::all())
                     .map_err(status::from_store)
             })
             .await;
             let page = match page {
                 Ok(page) => page,
                 Err(e) => {
-                    let _ = tx.send(Err(e)).await;
+                    tx.send(Err(e)).await;
                     return;
                 }
             };
@@ -262,11 +327,11 @@ fn read_all(
                     Ok(false) => continue,
                     Ok(true) => {}
                     Err(s) => {
-                        let _ = tx.send(Err(s)).await;
+                        tx.send(Err(s)).await;
                         return;
                     }
                 }
-                if tx.send(Ok(event_resp(&e, shape.structured))).await.is_err() {
+                if !tx.send_event(&e, shape.structured).await {
                     return;
                 }
                 left -= 1;
@@ -274,7 +339,7 @@ fn read_all(
                     return;
                 }
             }
-            if page.len() < PAGE {
+            if page.len() < want {
                 return;
             }
             from = match direction {
@@ -282,9 +347,10 @@ fn read_all(
                 Direction::Backward if last == 0 => return,
                 Direction::Backward => LogFrom::Position(last - 1),
             };
+            last_page = page;
         }
     });
-    Ok(answers(rx))
+    Ok(answers)
 }
 
 /// Checks that `p` may read `$all` as `filter` limits it: the whole log, or
@@ -491,5 +557,34 @@ fn caught_up_resp(kind: Kind, next: u64) -> ReadResp {
             stream_revision,
             position,
         })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sized(bytes: usize) -> RecordedEvent {
+        RecordedEvent {
+            stream: "s".into(),
+            revision: 0,
+            position: 0,
+            id: ::uuid::Uuid::nil(),
+            event_type: "T".into(),
+            content_type: annal::ContentType::Binary,
+            data: vec![0; bytes].into(),
+            metadata: Default::default(),
+            tags: vec![],
+            timestamp_micros: 0,
+        }
+    }
+
+    #[test]
+    fn pages_are_sized_by_the_bytes_of_the_last_one() {
+        assert_eq!(page_len(&[]), FIRST_PAGE);
+        assert_eq!(page_len(&[sized(10), sized(20)]), PAGE);
+        // Megabyte events: three to a page; larger than the budget: one.
+        assert_eq!(page_len(&[sized(1 << 20)]), 3);
+        assert_eq!(page_len(&[sized(HELD_BYTES * 2)]), 1);
     }
 }

@@ -1005,6 +1005,38 @@ async fn a_limited_tokens_subscription_checkpoints_only_where_it_sees() {
     assert!(quiet.is_err(), "{quiet:?}");
 }
 
+#[tokio::test]
+async fn reads_of_events_larger_than_the_held_bytes_arrive_whole_and_in_order() {
+    use append_req::options::ExpectedStreamRevision as E;
+    let s = start(|_| {}).await;
+    let mut c = s.streams().await;
+    // Twelve events of 700 KiB: twice what a read holds at once.
+    for i in 0..12u8 {
+        let data = vec![i; 700 << 10];
+        append(
+            &mut c,
+            "big-1",
+            E::Any(Empty {}),
+            vec![message(None, "Big", "application/octet-stream", &data)],
+        )
+        .await
+        .unwrap();
+    }
+    for req in [
+        read_options(stream_from("big-1", None), false, false, 100),
+        read_options(all_from(None), false, false, 100),
+    ] {
+        let got = tokio::time::timeout(std::time::Duration::from_secs(30), read(&mut c, req))
+            .await
+            .expect("the read ends")
+            .unwrap();
+        let evs = events(&got);
+        let firsts: Vec<u8> = evs.iter().map(|e| e.data[0]).collect();
+        assert_eq!(firsts, (0..12).collect::<Vec<_>>());
+        assert!(evs.iter().all(|e| e.data.len() == 700 << 10));
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Review findings: each test failed (or hung) before its fix.
 
