@@ -86,6 +86,17 @@ impl EventFilter {
         }
     }
 
+    /// The one stream-name prefix the filter keeps to, if it is a prefix
+    /// filter on stream names with a single prefix that names no system
+    /// stream: a read may then find its events through the stream index
+    /// (annal's own prefix filter) instead of reading the whole log.
+    pub(crate) fn index_prefix(&self) -> Option<&str> {
+        match self.stream_prefixes() {
+            Some([p]) if !p.starts_with('$') => Some(p),
+            _ => None,
+        }
+    }
+
     /// True if the event passes.
     pub(crate) fn matches(&self, e: &RecordedEvent) -> Result<bool, Status> {
         let text = match self.field {
@@ -161,6 +172,10 @@ mod tests {
                 .unwrap()
         );
         let p = filter(Field::Stream, "", &["order-", "user-"]);
+        assert_eq!(p.index_prefix(), None, "two prefixes");
+        assert_eq!(filter(Field::Stream, "", &["order-"]).index_prefix(), Some("order-"));
+        assert_eq!(filter(Field::Stream, "", &["$$order-"]).index_prefix(), None);
+        assert_eq!(filter(Field::Type, "", &["Order"]).index_prefix(), None);
         assert!(p.matches(&event("user-2", "T")).unwrap());
         assert!(!p.matches(&event("a-user-2", "T")).unwrap());
         assert!(is_bookkeeping("$group-g-checkpoint") && !is_bookkeeping("$$order-1"));

@@ -297,6 +297,12 @@ fn read_all(
     } else {
         Direction::Forward
     };
+    // A single stream-name prefix is found through the stream index; the
+    // protocol's filter still decides what is shown.
+    let indexed = match shape.filter.as_ref().and_then(EventFilter::index_prefix) {
+        Some(prefix) => Filter::all().with_stream_prefix(prefix),
+        None => Filter::all(),
+    };
     let (tx, answers) = Paced::new();
     tokio::spawn(async move {
         let Some(mut from) = start else { return };
@@ -305,9 +311,10 @@ fn read_all(
         while left > 0 && !tx.is_closed() {
             let store = state.store();
             let want = page_len(&last_page);
+            let indexed = indexed.clone();
             let page = blocking(&state, move || {
                 store
-                    .read_all(direction, from, want, &Filter::all())
+                    .read_all(direction, from, want, &indexed)
                     .map_err(status::from_store)
             })
             .await;
