@@ -3,10 +3,11 @@
 //! anywhere) or a list of prefixes, plus the checkpoint interval of a
 //! filtered subscription.
 //!
-//! The clients' default filter uses negative lookahead, which annal's own
-//! filters (the `regex` crate) cannot express, so this protocol matches with
-//! `fancy-regex`, bounded in backtracking. It owns that matching. It must
-//! never read the store.
+//! The clients' default filter uses negative lookahead, so this protocol
+//! matches with `fancy-regex`, bounded in backtracking; unlike annal's own
+//! [`annal::Pattern`] (which a persistent group's filter uses, and where a
+//! match past the bound counts as none), a read fails when a match runs past
+//! the bound. It owns that matching. It must never read the store.
 
 use annal::RecordedEvent;
 use tonic::Status;
