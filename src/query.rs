@@ -25,26 +25,61 @@ pub struct Filter {
     pub type_regex: Option<Pattern>,
 }
 
+/// Most backtracking steps one match of a [`Pattern`] with look-around or
+/// backreferences may take; past it the match counts as failed.
+pub const BACKTRACK_LIMIT: usize = 100_000;
+
 /// A compiled regular expression that compares, prints and serializes as its source.
+///
+/// The syntax is the `regex` crate's, extended by `fancy-regex` with
+/// look-around (`(?=…)`, `(?!…)`, `(?<=…)`, `(?<!…)`), backreferences and
+/// atomic groups: an expression the `regex` crate accepts is matched by it
+/// (linear time); only the others go to the backtracking matcher, bounded by
+/// [`BACKTRACK_LIMIT`] steps per match.
 #[derive(Clone)]
-pub struct Pattern(regex::Regex);
+pub struct Pattern(Matcher);
+
+#[derive(Clone)]
+enum Matcher {
+    /// Linear-time matching.
+    Plain(regex::Regex),
+    /// Backtracking, for look-around and backreferences.
+    Fancy(Box<fancy_regex::Regex>),
+}
 
 impl Pattern {
-    /// Compiles a regular expression (the `regex` crate's syntax).
+    /// Compiles a regular expression (the `regex` crate's syntax, or
+    /// `fancy-regex`'s for look-around and backreferences).
     pub fn new(source: &str) -> crate::error::Result<Self> {
-        regex::Regex::new(source)
-            .map(Pattern)
-            .map_err(|e| crate::error::Error::InvalidInput(format!("regular expression {source:?}: {e}")))
+        let plain = match regex::Regex::new(source) {
+            Ok(re) => return Ok(Pattern(Matcher::Plain(re))),
+            Err(e) => e,
+        };
+        fancy_regex::RegexBuilder::new(source)
+            .backtrack_limit(BACKTRACK_LIMIT)
+            .build()
+            .map(|re| Pattern(Matcher::Fancy(Box::new(re))))
+            .map_err(|fancy| {
+                crate::error::Error::InvalidInput(format!("regular expression {source:?}: {plain}; {fancy}"))
+            })
     }
 
     /// The expression's source.
     pub fn as_str(&self) -> &str {
-        self.0.as_str()
+        match &self.0 {
+            Matcher::Plain(re) => re.as_str(),
+            Matcher::Fancy(re) => re.as_str(),
+        }
     }
 
-    /// True if the expression matches somewhere in `text`.
+    /// True if the expression matches somewhere in `text`. A match that
+    /// would take more than [`BACKTRACK_LIMIT`] backtracking steps counts as
+    /// no match.
     pub fn is_match(&self, text: &str) -> bool {
-        self.0.is_match(text)
+        match &self.0 {
+            Matcher::Plain(re) => re.is_match(text),
+            Matcher::Fancy(re) => re.is_match(text).unwrap_or(false),
+        }
     }
 }
 
@@ -231,4 +266,26 @@ pub enum LogFrom {
     End,
     /// This position (inclusive).
     Position(u64),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_take_look_around_and_keep_their_source() {
+        // The KurrentDB clients' default exclusion filter on event types.
+        let source = r"^(?!(\$.+$|PersistentConfig\d+$|Result$))";
+        let p = Pattern::new(source).unwrap();
+        assert_eq!(p.as_str(), source);
+        assert!(p.is_match("OrderPlaced") && p.is_match("Results"));
+        assert!(!p.is_match("$metadata") && !p.is_match("PersistentConfig1") && !p.is_match("Result"));
+        assert_eq!(Pattern::new(source).unwrap(), p);
+        // A plain expression stays with the linear-time matcher.
+        assert!(matches!(Pattern::new("^order-").unwrap().0, Matcher::Plain(_)));
+        assert!(Pattern::new("^(order").is_err());
+        // A pathological expression answers (no match) without running on.
+        let slow = Pattern::new(r"^(a+)+(?=b)").unwrap();
+        assert!(!slow.is_match(&"a".repeat(40)));
+    }
 }

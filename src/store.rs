@@ -19,6 +19,13 @@ use crate::options::Options;
 use crate::query::{AppendCondition, Direction, Filter, LogFrom, StreamFrom};
 use crate::storage::{FsStorage, Storage};
 
+/// annal's own system stream ([`Store::mark_system_event`]).
+pub const SYSTEM_STREAM: &str = "$annal";
+/// The type of the event [`Store::mark_system_event`] writes.
+pub const STORE_CREATED_TYPE: &str = "$annal-store-created";
+/// The fixed id of that event.
+pub const STORE_CREATED_ID: Uuid = Uuid::from_u128(0x616e_6e61_6c2d_4000_8000_0000_0000_0001);
+
 /// The longest a background thread waits before it looks at the clock again.
 const SCHEDULE_TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -298,6 +305,25 @@ impl Store {
     /// True once the store has begun closing.
     pub(crate) fn is_closing(&self) -> bool {
         self.shared.notifier.is_closed()
+    }
+
+    /// Writes annal's own system event, `$annal-store-created` in stream
+    /// `$annal` (format.md, "System stream records"), unless the stream
+    /// already has it: a store then holds a `$`-typed event, as a KurrentDB
+    /// database does, for clients that look for one. The event has a fixed
+    /// id and empty JSON data; callers still cannot write `$` streams.
+    /// Returns true if it wrote the event now.
+    pub fn mark_system_event(&self) -> Result<bool> {
+        if self.stream_info(SYSTEM_STREAM).is_some() {
+            return Ok(false);
+        }
+        let event = EventData::json(STORE_CREATED_TYPE, "{}").with_id(STORE_CREATED_ID);
+        match self.append_system(SYSTEM_STREAM, ExpectedVersion::NoStream, vec![event]) {
+            Ok(_) => Ok(true),
+            // Another caller wrote it first.
+            Err(Error::WrongExpectedVersion { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Appends to a system stream (`$`-prefixed), which callers cannot write.

@@ -228,6 +228,36 @@ fn system_streams_are_reserved() {
 }
 
 #[test]
+fn the_system_event_is_written_once_and_its_stream_stays_reserved() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        fill(&store, 1);
+        assert!(store.mark_system_event().unwrap());
+        assert!(!store.mark_system_event().unwrap());
+        assert!(matches!(
+            store.append(
+                annal::SYSTEM_STREAM,
+                ExpectedVersion::Any,
+                vec![EventData::json("X", "{}")]
+            ),
+            Err(Error::InvalidInput(_))
+        ));
+    }
+    let store = open(dir.path());
+    assert!(!store.mark_system_event().unwrap(), "once per store, across opens");
+    let all = store
+        .read_all(Direction::Forward, annal::LogFrom::Start, 10, &annal::Filter::all())
+        .unwrap();
+    let system: Vec<_> = all.iter().filter(|e| e.stream == annal::SYSTEM_STREAM).collect();
+    assert_eq!(system.len(), 1);
+    assert_eq!(
+        (system[0].event_type.as_str(), system[0].id, system[0].position),
+        (annal::STORE_CREATED_TYPE, annal::STORE_CREATED_ID, 1)
+    );
+}
+
+#[test]
 fn an_update_changes_the_settings_and_keeps_the_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
@@ -278,4 +308,51 @@ fn a_group_created_again_after_a_delete_starts_afresh() {
     assert_eq!(group.consumer("c").fetch(1, T).unwrap()[0].event.revision, 0);
     // What the deleted group parked is not replayed by the new one.
     assert_eq!(group.replay_parked().unwrap(), 0);
+}
+
+#[test]
+fn dispatch_to_single_passes_events_on_only_once_earlier_consumers_are_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fill(&store, 5);
+    let settings = GroupSettings {
+        strategy: Strategy::DispatchToSingle,
+        ..GroupSettings::all()
+    };
+    let group = store.create_group("single", settings).unwrap();
+    let first = group.consumer_with_capacity("first", 2);
+    let second = group.consumer_with_capacity("second", 10);
+    // The first has room: the second gets nothing, even asking first.
+    assert!(second.fetch(10, Duration::from_millis(10)).unwrap().is_empty());
+    let a = first.fetch(10, T).unwrap();
+    assert_eq!(a.len(), 5, "a fetch is not limited by the capacity, only turns are");
+    first.nack(a[2].event.id, NackAction::Retry, "back").unwrap();
+    first.nack(a[3].event.id, NackAction::Retry, "back").unwrap();
+    first.nack(a[4].event.id, NackAction::Retry, "back").unwrap();
+    // Now the first holds 2 of its 2: the rest go to the second.
+    let mut b: Vec<u64> = second.fetch(10, T).unwrap().iter().map(|d| d.event.position).collect();
+    b.sort_unstable();
+    assert_eq!(b, [2, 3, 4]);
+    first.ack(&[a[0].event.id]).unwrap();
+    fill(&store, 1);
+    assert!(second.fetch(10, Duration::from_millis(10)).unwrap().is_empty());
+    assert_eq!(first.fetch(10, T).unwrap().len(), 1);
+}
+
+#[test]
+fn replaying_parked_events_up_to_a_limit_leaves_the_rest_parked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fill(&store, 3);
+    let group = store.create_group("g", GroupSettings::all()).unwrap();
+    let c = group.consumer("c");
+    for d in c.fetch(3, T).unwrap() {
+        c.nack(d.event.id, NackAction::Park, "poison").unwrap();
+    }
+    assert_eq!(group.replay_parked_up_to(2).unwrap(), 2);
+    let again = c.fetch(10, T).unwrap();
+    assert_eq!(again.iter().map(|d| d.event.position).collect::<Vec<_>>(), [0, 1]);
+    assert_eq!(group.replay_parked_up_to(0).unwrap(), 0);
+    assert_eq!(group.replay_parked().unwrap(), 1);
+    assert_eq!(c.fetch(10, T).unwrap()[0].event.position, 2);
 }

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 const FORMAT: &str = include_str!("../format.md");
 
-const GROUP_CREATED_ALL: &str = r#"{"Created":{"name":"g-1","settings":{"source":{"All":{"types":["OrderPlaced","OrderPaid"],"tags":["tenant:7"],"stream_prefix":"order-","since_micros":1700000000000000,"until_micros":4000000000000000,"stream_regex":"^order-[0-9]+$","type_regex":"^Order"}},"start":{"After":41},"strategy":"Pinned","ack_timeout_ms":2500,"max_retries":3,"max_in_flight":64,"checkpoint_every":10,"skip_damaged":true}}}"#;
+const GROUP_CREATED_ALL: &str = r#"{"Created":{"name":"g-1","settings":{"source":{"All":{"types":["OrderPlaced","OrderPaid"],"tags":["tenant:7"],"stream_prefix":"order-","since_micros":1700000000000000,"until_micros":4000000000000000,"stream_regex":"^order-[0-9]+$","type_regex":"^(?!\\$)Order"}},"start":{"After":41},"strategy":"Pinned","ack_timeout_ms":2500,"max_retries":3,"max_in_flight":64,"checkpoint_every":10,"skip_damaged":true,"extra":{"app.owner":"billing"}}}}"#;
 const GROUP_CREATED_STREAM: &str = r#"{"Created":{"name":"g-2","settings":{"source":{"Stream":"order-1"},"start":"End","strategy":"RoundRobin","ack_timeout_ms":30000,"max_retries":5,"max_in_flight":1000,"checkpoint_every":100,"skip_damaged":false}}}"#;
 const GROUP_CREATED_DEFAULTS: &str = r#"{"Created":{"name":"g-3","settings":{"source":{"All":{"types":[],"tags":[],"stream_prefix":null,"since_micros":null,"until_micros":null,"stream_regex":null,"type_regex":null}},"start":"Start","strategy":"RoundRobin","ack_timeout_ms":30000,"max_retries":5,"max_in_flight":1000,"checkpoint_every":100,"skip_damaged":false}}}"#;
 const GROUP_DELETED: &str = r#"{"Deleted":{"name":"g-3"}}"#;
@@ -51,7 +51,7 @@ fn settings_all() -> GroupSettings {
                 .with_time(Some(1_700_000_000_000_000), Some(4_000_000_000_000_000))
                 .with_stream_regex("^order-[0-9]+$")
                 .unwrap()
-                .with_type_regex("^Order")
+                .with_type_regex(r"^(?!\$)Order")
                 .unwrap(),
         ),
         start: SubscribeFrom::After(41),
@@ -61,6 +61,7 @@ fn settings_all() -> GroupSettings {
         max_in_flight: 64,
         checkpoint_every: 10,
         skip_damaged: true,
+        extra: [("app.owner".to_string(), "billing".to_string())].into(),
     }
 }
 

@@ -123,6 +123,13 @@ pub fn serve(ctx: &Ctx, listen: Option<SocketAddr>, no_auth: bool, advertise: Op
             }
         );
     }
+    // A `$`-typed event in every served store, as KurrentDB has (written once;
+    // a damaged store, which takes no writes, goes without).
+    if store.damage().is_empty()
+        && let Err(e) = store.mark_system_event()
+    {
+        eprintln!("annal: warning: writing the store's system event: {e}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1162,6 +1162,10 @@ fn serve_answers_http_until_sigterm() {
     rustix_kill(child.id());
     assert_eq!(wait_exit(&mut child, Duration::from_secs(30)), 0);
     env.ok(&["verify"]);
+    // Serving wrote the store's one `$`-typed system event, once.
+    let system = env.json(&["read", "$annal"]);
+    assert_eq!(system.len(), 1, "{system:?}");
+    assert_eq!(system[0]["type"], "$annal-store-created", "{system:?}");
 }
 
 fn rustix_kill(pid: u32) {

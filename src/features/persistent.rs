@@ -10,7 +10,7 @@
 //! delivered again. This module owns the group protocol; it reads and appends
 //! through the store like any client and must never touch files.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,11 @@ pub enum Strategy {
     /// All events of a stream go to the same consumer (chosen by the stream's
     /// hash among the connected consumers), in order.
     Pinned,
+    /// Each event goes to the first consumer (in the order they connected)
+    /// with room for it: a consumer takes events only while every consumer
+    /// connected before it holds as many unacknowledged events as its
+    /// capacity ([`Group::consumer_with_capacity`]).
+    DispatchToSingle,
 }
 
 /// What a group reads.
@@ -72,6 +77,10 @@ pub struct GroupSettings {
     /// `repair` mends the store; `true` skips it and goes on.
     #[serde(default)]
     pub skip_damaged: bool,
+    /// Values the application keeps with the group (a protocol's own
+    /// settings, say), stored with the definition and never interpreted.
+    #[serde(default)]
+    pub extra: BTreeMap<String, String>,
 }
 
 impl GroupSettings {
@@ -87,6 +96,7 @@ impl GroupSettings {
             max_in_flight: 1000,
             checkpoint_every: 100,
             skip_damaged: false,
+            extra: BTreeMap::new(),
         }
     }
 
@@ -187,7 +197,8 @@ struct GroupInner {
     saved: u64,
     ready: VecDeque<Pending>,
     in_flight: HashMap<Uuid, InFlight>,
-    consumers: Vec<String>,
+    /// Connected consumers in the order they connected, with their capacity.
+    consumers: Vec<(String, usize)>,
     acks_since_save: u64,
     parked: u64,
     parked_replayed: u64,
@@ -456,11 +467,21 @@ impl Group<'_> {
         &self.state.settings
     }
 
-    /// Connects a consumer by name (connecting twice is harmless).
+    /// Connects a consumer by name (connecting twice is harmless), with no
+    /// limit on the events it holds.
     pub fn consumer(&self, name: &str) -> Consumer<'_> {
+        self.consumer_with_capacity(name, usize::MAX)
+    }
+
+    /// Connects a consumer that holds at most `capacity` unacknowledged
+    /// events at a time, as far as [`Strategy::DispatchToSingle`] is
+    /// concerned (it passes events on to the next consumer only once this
+    /// one is full). Connecting again under the same name sets the capacity.
+    pub fn consumer_with_capacity(&self, name: &str, capacity: usize) -> Consumer<'_> {
         let mut inner = self.state.inner.lock();
-        if !inner.consumers.iter().any(|c| c == name) {
-            inner.consumers.push(name.to_string());
+        match inner.consumers.iter_mut().find(|c| c.0 == name) {
+            Some(c) => c.1 = capacity,
+            None => inner.consumers.push((name.to_string(), capacity)),
         }
         Consumer {
             group: self,
@@ -478,7 +499,7 @@ impl Group<'_> {
             in_flight: inner.in_flight.len(),
             ready: inner.ready.len(),
             parked: inner.parked,
-            consumers: inner.consumers.clone(),
+            consumers: inner.consumers.iter().map(|c| c.0.clone()).collect(),
         }
     }
 
@@ -506,14 +527,22 @@ impl Group<'_> {
         Ok(())
     }
 
-    /// Puts every parked event not yet replayed back in line for delivery.
+    /// Puts every parked event not yet replayed back in line for delivery;
+    /// returns how many.
     pub fn replay_parked(&self) -> Result<u64> {
+        self.replay_parked_up_to(u64::MAX)
+    }
+
+    /// Puts the oldest parked events not yet replayed, at most `limit` of
+    /// them, back in line for delivery; the others stay parked for a later
+    /// replay. Returns how many went back.
+    pub fn replay_parked_up_to(&self, limit: u64) -> Result<u64> {
         let mut inner = self.state.inner.lock();
         let parked = match self.store.read_stream(
             &parked_stream(&self.state.name),
             Direction::Forward,
             StreamFrom::Revision(inner.parked_replayed),
-            usize::MAX,
+            usize::try_from(limit).unwrap_or(usize::MAX),
         ) {
             Ok(p) => p,
             Err(Error::StreamNotFound(_)) => return Ok(0),
@@ -717,14 +746,29 @@ impl Consumer<'_> {
         let mut out = Vec::new();
         let mut keep = VecDeque::new();
         let consumers = inner.consumers.clone();
+        // Dispatch to single: this consumer's turn comes once every consumer
+        // connected before it is full (each holds what it took and did not answer).
+        let ahead_full = settings.strategy != Strategy::DispatchToSingle || {
+            let mut held: HashMap<&str, usize> = HashMap::new();
+            for f in inner.in_flight.values() {
+                *held.entry(f.consumer.as_str()).or_default() += 1;
+            }
+            consumers
+                .iter()
+                .take_while(|c| c.0 != self.name)
+                .all(|(name, capacity)| held.get(name.as_str()).copied().unwrap_or(0) >= *capacity)
+        };
+        if !ahead_full {
+            return Vec::new();
+        }
         while out.len() < max {
             let Some(p) = inner.ready.pop_front() else { break };
             let mine = match settings.strategy {
-                Strategy::RoundRobin => true,
+                Strategy::RoundRobin | Strategy::DispatchToSingle => true,
                 Strategy::Pinned => {
                     // The remainder is below consumers.len(), so it fits a usize.
                     let i = usize::try_from(hash_str(&p.event.stream) % consumers.len().max(1) as u64).unwrap_or(0);
-                    consumers.get(i).is_none_or(|c| *c == self.name)
+                    consumers.get(i).is_none_or(|c| c.0 == self.name)
                 }
             };
             if !mine {
@@ -802,6 +846,6 @@ impl Consumer<'_> {
 impl Drop for Consumer<'_> {
     fn drop(&mut self) {
         let mut inner = self.group.state.inner.lock();
-        inner.consumers.retain(|c| *c != self.name);
+        inner.consumers.retain(|c| c.0 != self.name);
     }
 }

@@ -74,6 +74,7 @@ impl From<Strategy> for StoredStrategyV1 {
         match s {
             Strategy::RoundRobin => StoredStrategyV1::RoundRobin,
             Strategy::Pinned => StoredStrategyV1::Pinned,
+            Strategy::DispatchToSingle => StoredStrategyV1::DispatchToSingle,
         }
     }
 }
@@ -83,6 +84,7 @@ impl From<StoredStrategyV1> for Strategy {
         match s {
             StoredStrategyV1::RoundRobin => Strategy::RoundRobin,
             StoredStrategyV1::Pinned => Strategy::Pinned,
+            StoredStrategyV1::DispatchToSingle => Strategy::DispatchToSingle,
         }
     }
 }
@@ -101,6 +103,7 @@ impl From<&GroupSettings> for StoredGroupSettingsV1 {
             max_in_flight: s.max_in_flight as u64,
             checkpoint_every: s.checkpoint_every,
             skip_damaged: s.skip_damaged,
+            extra: s.extra.clone(),
         }
     }
 }
@@ -123,6 +126,7 @@ impl TryFrom<StoredGroupSettingsV1> for GroupSettings {
                 .map_err(|_| format!("max_in_flight {} does not fit this machine", s.max_in_flight))?,
             checkpoint_every: s.checkpoint_every,
             skip_damaged: s.skip_damaged,
+            extra: s.extra,
         })
     }
 }
@@ -207,9 +211,21 @@ mod tests {
             max_in_flight: 64,
             checkpoint_every: 10,
             skip_damaged: true,
+            extra: Default::default(),
         };
         assert_eq!(settings(json), expected);
         assert_eq!(encoded("g-1", &expected), json);
+
+        // Dispatch to single, a filter with look-around, and the application's values.
+        let json = r#"{"Created":{"name":"g-4","settings":{"source":{"All":{"types":[],"tags":[],"stream_prefix":null,"since_micros":null,"until_micros":null,"stream_regex":null,"type_regex":"^(?!\\$)"}},"start":"Start","strategy":"DispatchToSingle","ack_timeout_ms":30000,"max_retries":5,"max_in_flight":1000,"checkpoint_every":100,"skip_damaged":false,"extra":{"grpc.max_subscriber_count":"3"}}}}"#;
+        let expected = GroupSettings {
+            source: GroupSource::All(Filter::all().with_type_regex(r"^(?!\$)").unwrap()),
+            strategy: Strategy::DispatchToSingle,
+            extra: [("grpc.max_subscriber_count".to_string(), "3".to_string())].into(),
+            ..GroupSettings::all()
+        };
+        assert_eq!(settings(json), expected);
+        assert_eq!(encoded("g-4", &expected), json);
 
         let json = r#"{"Created":{"name":"g-2","settings":{"source":{"Stream":"order-1"},"start":"End","strategy":"RoundRobin","ack_timeout_ms":30000,"max_retries":5,"max_in_flight":1000,"checkpoint_every":100,"skip_damaged":false}}}"#;
         let expected = GroupSettings {

@@ -13,6 +13,8 @@
 //! and refuses any other value. This module turns bytes into records and back;
 //! the conversions live beside the public types.
 
+use std::collections::BTreeMap;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -88,6 +90,9 @@ pub(crate) struct StoredGroupSettingsV1 {
     /// Absent in definitions written before the field existed: `false`.
     #[serde(rename = "skip_damaged", default)]
     pub skip_damaged: bool,
+    /// The application's own values; absent (and not written) when empty.
+    #[serde(rename = "extra", default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, String>,
 }
 
 /// What a group reads.
@@ -117,6 +122,8 @@ pub(crate) enum StoredStrategyV1 {
     RoundRobin,
     #[serde(rename = "Pinned")]
     Pinned,
+    #[serde(rename = "DispatchToSingle")]
+    DispatchToSingle,
 }
 
 /// A filter on the global log, as stored. Every field may be absent (empty);

@@ -3,10 +3,11 @@
 //! anywhere) or a list of prefixes, plus the checkpoint interval of a
 //! filtered subscription.
 //!
-//! The clients' default filter uses negative lookahead, which annal's own
-//! filters (the `regex` crate) cannot express, so this protocol matches with
-//! `fancy-regex`, bounded in backtracking. It owns that matching. It must
-//! never read the store.
+//! The clients' default filter uses negative lookahead, so this protocol
+//! matches with `fancy-regex`, bounded in backtracking; unlike annal's own
+//! [`annal::Pattern`] (which a persistent group's filter uses, and where a
+//! match past the bound counts as none), a read fails when a match runs past
+//! the bound. It owns that matching. It must never read the store.
 
 use annal::RecordedEvent;
 use tonic::Status;
@@ -86,6 +87,17 @@ impl EventFilter {
         }
     }
 
+    /// The one stream-name prefix the filter keeps to, if it is a prefix
+    /// filter on stream names with a single prefix that names no system
+    /// stream: a read may then find its events through the stream index
+    /// (annal's own prefix filter) instead of reading the whole log.
+    pub(crate) fn index_prefix(&self) -> Option<&str> {
+        match self.stream_prefixes() {
+            Some([p]) if !p.starts_with('$') => Some(p),
+            _ => None,
+        }
+    }
+
     /// True if the event passes.
     pub(crate) fn matches(&self, e: &RecordedEvent) -> Result<bool, Status> {
         let text = match self.field {
@@ -161,6 +173,10 @@ mod tests {
                 .unwrap()
         );
         let p = filter(Field::Stream, "", &["order-", "user-"]);
+        assert_eq!(p.index_prefix(), None, "two prefixes");
+        assert_eq!(filter(Field::Stream, "", &["order-"]).index_prefix(), Some("order-"));
+        assert_eq!(filter(Field::Stream, "", &["$$order-"]).index_prefix(), None);
+        assert_eq!(filter(Field::Type, "", &["Order"]).index_prefix(), None);
         assert!(p.matches(&event("user-2", "T")).unwrap());
         assert!(!p.matches(&event("a-user-2", "T")).unwrap());
         assert!(is_bookkeeping("$group-g-checkpoint") && !is_bookkeeping("$$order-1"));

@@ -8,9 +8,11 @@
 //! part escaped to what annal allows in a group name ([`group_key`]). The
 //! protocol's settings map onto annal's: message timeout to the
 //! acknowledgement timeout, max retry count, buffer sizes to the in-flight
-//! limit, minimum checkpoint count to the checkpoint interval; round robin and
-//! dispatch to single both to round robin, pinned to pinned. What annal does
-//! not keep is held by [`subscribers::Registry`] until the server stops.
+//! limit, minimum checkpoint count to the checkpoint interval; each strategy
+//! to annal's of the same name (pinned by correlation to pinned). The
+//! protocol's other settings are stored as the group's `extra` values
+//! ([`Kept`]). A group made otherwise (over HTTP) is shown and found under its
+//! own name and source.
 //!
 //! It owns these mappings. It must never decide who may use a group by
 //! itself (it asks [`crate::auth`] with the group's source), nor run a
@@ -133,6 +135,13 @@ fn split_key(key: &str) -> Option<(String, String)> {
     Some((unescape(source)?, unescape(name)?))
 }
 
+/// The source label and group name the protocol shows for annal group
+/// `key`: those of a group this protocol made, or, for one made otherwise
+/// (over HTTP), its source and its own name.
+fn shown(key: &str, settings: &GroupSettings) -> (String, String) {
+    split_key(key).unwrap_or_else(|| (Source::of(settings).label().to_string(), key.to_string()))
+}
+
 /// The id confirmed to a consumer and used in texts: `<source>::<name>`.
 fn subscription_id(source: &Source, name: &str) -> String {
     format!("{}::{name}", source.label())
@@ -193,10 +202,11 @@ fn strategy_name(n: i32) -> String {
     .to_string()
 }
 
-/// annal's strategy for a named one: pinned ones pin, the others share round robin.
+/// annal's strategy for a named one: both pinned ones pin by stream.
 fn strategy_of(name: &str) -> Result<Strategy, Status> {
     match name {
-        "RoundRobin" | "DispatchToSingle" => Ok(Strategy::RoundRobin),
+        "RoundRobin" => Ok(Strategy::RoundRobin),
+        "DispatchToSingle" => Ok(Strategy::DispatchToSingle),
         "Pinned" | "PinnedByCorrelation" => Ok(Strategy::Pinned),
         other => Err(Status::invalid_argument(format!(
             "unknown consumer strategy {other:?}: annal knows DispatchToSingle, RoundRobin, Pinned and PinnedByCorrelation"
@@ -240,6 +250,7 @@ impl SettingsIn {
             max_in_flight: usize::try_from(in_flight).unwrap_or(1),
             checkpoint_every: u64::try_from(self.min_checkpoint_count.max(1)).unwrap_or(1),
             skip_damaged: false,
+            extra: self.kept().to_extra(),
         })
     }
 }
@@ -298,8 +309,8 @@ fn prefixes_regex(prefixes: &[String]) -> String {
 }
 
 /// annal's filter for a `$all` group's filter options. annal keeps it with
-/// the group, as a regular expression of the `regex` crate: look-around
-/// (which that crate lacks) is refused.
+/// the group as a regular expression ([`annal::Pattern`]: look-around, as in
+/// the clients' default exclusion filter, matches by bounded backtracking).
 fn filter_of(options: Option<&FilterOption>) -> Result<Filter, Status> {
     let Some(FilterOption::Filter(FilterOptions { filter: Some(f), .. })) = options else {
         return Ok(Filter::all());
@@ -322,32 +333,8 @@ fn filter_of(options: Option<&FilterOption>) -> Result<Filter, Status> {
     };
     f.map_err(|e| {
         Status::invalid_argument(format!(
-            "annal keeps a persistent subscription's filter as a regular expression without look-around \
-             and cannot keep {re:?}: {e}"
+            "the persistent subscription's filter {re:?} is not a regular expression annal reads: {e}"
         ))
-    })
-}
-
-/// The protocol settings kept for a group, or what its annal settings say.
-fn kept_or_default(kept: Option<Kept>, s: &GroupSettings) -> Kept {
-    kept.unwrap_or_else(|| {
-        let n = i32::try_from(s.checkpoint_every).unwrap_or(i32::MAX);
-        Kept {
-            strategy: match s.strategy {
-                Strategy::RoundRobin => "RoundRobin",
-                Strategy::Pinned => "Pinned",
-            }
-            .to_string(),
-            max_subscribers: 0,
-            resolve_links: false,
-            extra_statistics: false,
-            live_buffer_size: i32::try_from(s.max_in_flight).unwrap_or(i32::MAX),
-            read_batch_size: 20,
-            history_buffer_size: 500,
-            checkpoint_after_ms: 2_000,
-            min_checkpoint_count: n,
-            max_checkpoint_count: n,
-        }
     })
 }
 
@@ -374,8 +361,8 @@ fn info(
     settings: &GroupSettings,
     i: &GroupInfo,
 ) -> Option<SubscriptionInfo> {
-    let (label, name) = split_key(key)?;
-    let kept = kept_or_default(registry.kept(key), settings);
+    let (label, name) = shown(key, settings);
+    let kept = Kept::of(settings);
     let all = matches!(settings.source, GroupSource::All(_));
     let position = |commit: u64| {
         if all {
@@ -451,7 +438,15 @@ impl PersistentSubscriptions {
         let id = subscription_id(&source, &name);
         let store = self.state.store();
         blocking(&self.state, move || {
-            let g = store.group(&key).map_err(|e| status::group_error(&id, e))?;
+            // A group this protocol did not make (over HTTP) goes by its own name.
+            let (key, g) = match store.group(&key) {
+                Ok(g) => (key, g),
+                Err(annal::Error::InvalidInput(e)) if split_key(&name).is_none() => match store.group(&name) {
+                    Ok(g) if Source::of(g.settings()) == source => (name, g),
+                    _ => return Err(status::group_error(&id, annal::Error::InvalidInput(e))),
+                },
+                Err(e) => return Err(status::group_error(&id, e)),
+            };
             p.authorize(Need::Group(role, &g.settings().source))
                 .map_err(status::denied)?;
             f(&store, &key, g)
@@ -522,12 +517,10 @@ impl persistent_subscriptions_server::PersistentSubscriptions for PersistentSubs
         let key = group_key(&source, &options.group_name)?;
         let id = subscription_id(&source, &options.group_name);
         let store = self.state.store();
-        let registry = self.registry.clone();
         blocking(&self.state, move || {
             store
                 .create_group(&key, settings)
                 .map_err(|e| status::group_error(&id, e))?;
-            registry.keep(&key, given.kept());
             Ok(())
         })
         .await?;
@@ -579,7 +572,6 @@ impl persistent_subscriptions_server::PersistentSubscriptions for PersistentSubs
             let settings = given.group_settings(g.settings().source.clone(), start)?;
             drop(g);
             store.update_group(key, settings).map_err(status::from_store)?;
-            registry.keep(key, given.kept());
             registry.drop_consumers(key, false);
             Ok(())
         })
@@ -638,9 +630,9 @@ impl persistent_subscriptions_server::PersistentSubscriptions for PersistentSubs
             .unwrap_or(DEFAULT_BUFFER)
             .min(MAX_BUFFER);
         let sub_id = subscription_id(&source, &options.group_name);
-        let key = self
-            .with_group(p, source, options.group_name, Role::Read, |_, key, _| {
-                Ok(key.to_string())
+        let (key, max_subscribers) = self
+            .with_group(p, source, options.group_name, Role::Read, |_, key, g| {
+                Ok((key.to_string(), Kept::of(g.settings()).max_subscribers))
             })
             .await?;
         let answers = subscribers::start(
@@ -652,6 +644,7 @@ impl persistent_subscriptions_server::PersistentSubscriptions for PersistentSubs
                 buffer_size,
                 structured,
                 user: String::new(),
+                max_subscribers,
             },
             requests,
         )?;
@@ -696,8 +689,13 @@ impl persistent_subscriptions_server::PersistentSubscriptions for PersistentSubs
                 ));
             }
         };
-        self.with_group(p, source, options.group_name, Role::Write, |_, _, g| {
-            g.replay_parked().map_err(status::from_store)
+        // A limit replays that many of the oldest parked events; the rest stay parked.
+        let limit = match options.stop_at_option {
+            Some(replay_parked_req::options::StopAtOption::StopAt(n)) => u64::try_from(n).unwrap_or(0),
+            Some(replay_parked_req::options::StopAtOption::NoLimit(_)) | None => u64::MAX,
+        };
+        self.with_group(p, source, options.group_name, Role::Write, move |_, _, g| {
+            g.replay_parked_up_to(limit).map_err(status::from_store)
         })
         .await?;
         Ok(Response::new(ReplayParkedResp {}))
@@ -719,8 +717,7 @@ impl persistent_subscriptions_server::PersistentSubscriptions for PersistentSubs
         let subscriptions = blocking(&self.state, move || {
             let mut out = Vec::new();
             for (key, settings) in store.groups_list().map_err(status::from_store)? {
-                if split_key(&key).is_none()
-                    || only.as_ref().is_some_and(|s| *s != Source::of(&settings))
+                if only.as_ref().is_some_and(|s| *s != Source::of(&settings))
                     || !p.permits(Need::Group(Role::Read, &settings.source))
                 {
                     continue;

@@ -8,16 +8,18 @@
 //! revision or position starts after it; a subscription from the end takes
 //! its live point before the confirmation is sent. A soft-deleted or missing
 //! stream answers `stream_not_found`; a tombstoned one fails as deleted.
-//! With a filter, annal's bookkeeping streams stay hidden.
+//! With a filter, annal's bookkeeping streams stay hidden. A subscription of
+//! a caller limited to some streams checkpoints only at events it shows.
 //!
 //! It owns how reads are paged and how subscriptions are pumped into a
 //! call's answers. It must never write to the store.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use annal::{Direction, Filter, LogFrom, Message, RecordedEvent, StreamFrom, SubscribeFrom};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tonic::Status;
 
 use super::convert::{commit_of, event_resp, stream_identifier, stream_name};
@@ -32,16 +34,87 @@ use super::{Answers, blocking, metadata, status};
 use crate::auth::{Need, Principal};
 use crate::state::AppState;
 
-/// Events read from the store at a time.
+/// Events read from the store at a time, at most.
 const PAGE: usize = 256;
+/// Events of a read's first page, before their sizes are known.
+const FIRST_PAGE: usize = 16;
 /// Answers buffered per call before the reader waits for the client.
 const CHANNEL: usize = 64;
+/// A live subscription this far behind the end of its source (positions or
+/// revisions) falls back to catching up, and says so (`fell_behind`).
+const LIVE_LAG: u64 = 1024;
+/// Bytes of events a read holds for its client, about: a page read from the
+/// store is sized to them by the previous page's events, and the answers
+/// waiting in the call's channel stay within them (an event larger than this
+/// still goes, alone).
+const HELD_BYTES: usize = 4 << 20;
+
+/// What an event weighs toward [`HELD_BYTES`]: its bytes and names, plus a
+/// little for the rest of its answer.
+fn event_bytes(e: &RecordedEvent) -> usize {
+    e.data.len() + e.metadata.len() + e.stream.len() + e.event_type.len() + 64
+}
+
+/// How many events the next page of a read asks for: as many as fit
+/// [`HELD_BYTES`] at the average size of the last page's, within 1..=[`PAGE`]
+/// ([`FIRST_PAGE`] before any page).
+fn page_len(last: &[RecordedEvent]) -> usize {
+    if last.is_empty() {
+        return FIRST_PAGE;
+    }
+    let average = last.iter().map(event_bytes).sum::<usize>() / last.len();
+    (HELD_BYTES / average.max(1)).clamp(1, PAGE)
+}
+
+/// The answers channel of a read, bounded in bytes as well as in answers.
+struct Paced {
+    tx: mpsc::Sender<(Result<ReadResp, Status>, Option<OwnedSemaphorePermit>)>,
+    bytes: Arc<Semaphore>,
+}
+
+impl Paced {
+    fn new() -> (Paced, Answers<ReadResp>) {
+        let (tx, mut rx) = mpsc::channel(CHANNEL);
+        // An event's bytes are given back as its answer leaves for the client.
+        let answers = Box::pin(futures_util::stream::poll_fn(move |cx| {
+            rx.poll_recv(cx).map(|o| o.map(|(answer, _bytes)| answer))
+        }));
+        let paced = Paced {
+            tx,
+            bytes: Arc::new(Semaphore::new(HELD_BYTES)),
+        };
+        (paced, answers)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Sends an answer that holds no event; false once the client is gone.
+    async fn send(&self, answer: Result<ReadResp, Status>) -> bool {
+        self.tx.send((answer, None)).await.is_ok()
+    }
+
+    /// Sends the answer of event `e` once its bytes fit beside those
+    /// waiting; false once the client is gone.
+    async fn send_event(&self, e: &RecordedEvent, structured: bool) -> bool {
+        let n = u32::try_from(event_bytes(e).min(HELD_BYTES)).unwrap_or(u32::MAX);
+        let Ok(bytes) = self.bytes.clone().acquire_many_owned(n).await else {
+            return false;
+        };
+        self.tx.send((Ok(event_resp(e, structured)), Some(bytes))).await.is_ok()
+    }
+}
 
 /// What a read asks, once decoded.
 struct Shape {
     backwards: bool,
     structured: bool,
     filter: Option<EventFilter>,
+    /// The caller may read only some streams of `$all` (a prefix-limited
+    /// token): a subscription then counts, checkpoints and reports positions
+    /// only at events it shows, so that other streams' writes stay unseen.
+    limited: bool,
 }
 
 /// Answers a `Read` call.
@@ -59,6 +132,7 @@ pub(crate) async fn read(state: AppState, p: Principal, req: ReadReq) -> Result<
             Some(FilterOption::Filter(f)) => Some(EventFilter::new(f)?),
             Some(FilterOption::NoFilter(_)) | None => None,
         },
+        limited: !p.permits(Need::ReadLog(None)),
     };
     let subscribe = matches!(o.count_option, Some(CountOption::Subscription(_)));
     let count = match o.count_option {
@@ -115,7 +189,7 @@ async fn read_stream(
     let target = metadata::target(&stream).map(str::to_string);
     p.authorize(Need::Read(target.as_deref().unwrap_or(&stream)))
         .map_err(status::denied)?;
-    let (tx, rx) = mpsc::channel(CHANNEL);
+    let (tx, answers) = Paced::new();
     let store = state.store();
     // `$$<stream>` reads the metadata's system stream.
     let asked = stream.clone();
@@ -126,8 +200,8 @@ async fn read_stream(
     let check = stream.clone();
     let exists = blocking(&state, move || stream_exists(&store, &check)).await?;
     if !exists {
-        let _ = tx.send(Ok(not_found(&asked))).await;
-        return Ok(answers(rx));
+        tx.send(Ok(not_found(&asked))).await;
+        return Ok(answers);
     }
     // The first revision to read, or None for nothing at all.
     let start = match (s.revision_option, shape.backwards) {
@@ -145,8 +219,9 @@ async fn read_stream(
     tokio::spawn(async move {
         let Some(mut from) = start else { return };
         let mut left = count;
+        let mut last_page = Vec::new();
         while left > 0 && !tx.is_closed() {
-            let want = usize::try_from(left).unwrap_or(usize::MAX).min(PAGE);
+            let want = usize::try_from(left).unwrap_or(usize::MAX).min(page_len(&last_page));
             let store = state.store();
             let name = stream.clone();
             let page = blocking(&state, move || {
@@ -166,7 +241,7 @@ async fn read_stream(
             let page = match page {
                 Ok(page) => page,
                 Err(e) => {
-                    let _ = tx.send(Err(e)).await;
+                    tx.send(Err(e)).await;
                     return;
                 }
             };
@@ -175,15 +250,12 @@ async fn read_stream(
             };
             let full = page.len() >= want;
             for e in &page {
-                if tx
-                    .send(Ok(event_resp(&metadata::shown(e), shape.structured)))
-                    .await
-                    .is_err()
-                {
+                if !tx.send_event(&metadata::shown(e), shape.structured).await {
                     return;
                 }
                 left -= 1;
             }
+            last_page = page;
             if !full {
                 return;
             }
@@ -194,7 +266,7 @@ async fn read_stream(
             };
         }
     });
-    Ok(answers(rx))
+    Ok(answers)
 }
 
 fn read_all(
@@ -228,22 +300,31 @@ fn read_all(
     } else {
         Direction::Forward
     };
-    let (tx, rx) = mpsc::channel(CHANNEL);
+    // A single stream-name prefix is found through the stream index; the
+    // protocol's filter still decides what is shown.
+    let indexed = match shape.filter.as_ref().and_then(EventFilter::index_prefix) {
+        Some(prefix) => Filter::all().with_stream_prefix(prefix),
+        None => Filter::all(),
+    };
+    let (tx, answers) = Paced::new();
     tokio::spawn(async move {
         let Some(mut from) = start else { return };
         let mut left = count;
+        let mut last_page = Vec::new();
         while left > 0 && !tx.is_closed() {
             let store = state.store();
+            let want = page_len(&last_page);
+            let indexed = indexed.clone();
             let page = blocking(&state, move || {
                 store
-                    .read_all(direction, from, PAGE, &Filter::all())
+                    .read_all(direction, from, want, &indexed)
                     .map_err(status::from_store)
             })
             .await;
             let page = match page {
                 Ok(page) => page,
                 Err(e) => {
-                    let _ = tx.send(Err(e)).await;
+                    tx.send(Err(e)).await;
                     return;
                 }
             };
@@ -256,11 +337,11 @@ fn read_all(
                     Ok(false) => continue,
                     Ok(true) => {}
                     Err(s) => {
-                        let _ = tx.send(Err(s)).await;
+                        tx.send(Err(s)).await;
                         return;
                     }
                 }
-                if tx.send(Ok(event_resp(&e, shape.structured))).await.is_err() {
+                if !tx.send_event(&e, shape.structured).await {
                     return;
                 }
                 left -= 1;
@@ -268,7 +349,7 @@ fn read_all(
                     return;
                 }
             }
-            if page.len() < PAGE {
+            if page.len() < want {
                 return;
             }
             from = match direction {
@@ -276,9 +357,10 @@ fn read_all(
                 Direction::Backward if last == 0 => return,
                 Direction::Backward => LogFrom::Position(last - 1),
             };
+            last_page = page;
         }
     });
-    Ok(answers(rx))
+    Ok(answers)
 }
 
 /// Checks that `p` may read `$all` as `filter` limits it: the whole log, or
@@ -325,9 +407,10 @@ impl Drop for Subscriber {
 }
 
 /// Where a subscription is, for its `caught_up` answer.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Kind {
-    Stream,
+    /// A stream, by its stored name.
+    Stream(String),
     All,
 }
 
@@ -354,7 +437,7 @@ fn subscribe_stream(
     };
     // Opened here, before the confirmation: "from the end" is now.
     let sub = store.subscribe_stream(&stream, from);
-    pump(state, sub, Kind::Stream, Shape { filter: None, ..shape })
+    pump(state, sub, Kind::Stream(stream), Shape { filter: None, ..shape })
 }
 
 fn subscribe_all(state: AppState, p: &Principal, a: AllOptions, shape: Shape) -> Result<Answers<ReadResp>, Status> {
@@ -385,6 +468,7 @@ fn pump(state: AppState, mut sub: annal::Subscription, kind: Kind, shape: Shape)
     tx.try_send(Ok(confirmation))
         .map_err(|_| Status::internal("the subscription could not start"))?;
     let stop = state.shutdown.clone();
+    let store = state.store();
     std::thread::Builder::new()
         .name("annal-grpc-subscription".into())
         .spawn(move || {
@@ -419,11 +503,15 @@ fn pump(state: AppState, mut sub: annal::Subscription, kind: Kind, shape: Shape)
                                 return;
                             }
                         }
-                        caught_up_resp(kind, sub.position())
+                        // A limited caller learns no position past the last event it was shown.
+                        let next = if shape.limited {
+                            last_seen.map_or(0, |at| at.saturating_add(1))
+                        } else {
+                            sub.position()
+                        };
+                        caught_up_resp(&kind, next)
                     }
                     Ok(Some(Message::Event(e))) => {
-                        considered += 1;
-                        last_seen = Some(e.position);
                         let e = metadata::shown(&e);
                         let shown = match passes(shape.filter.as_ref(), &e) {
                             Ok(shown) => shown,
@@ -432,8 +520,28 @@ fn pump(state: AppState, mut sub: annal::Subscription, kind: Kind, shape: Shape)
                                 return;
                             }
                         };
+                        if shape.limited && !shown {
+                            continue;
+                        }
+                        considered += 1;
+                        last_seen = Some(e.position);
                         if shown && tx.blocking_send(Ok(event_resp(&e, shape.structured))).is_err() {
                             return;
+                        }
+                        // A live subscription that lags far behind is catching up again; a
+                        // limited caller is not told, since the lag counts others' writes.
+                        if caught_up && !shape.limited && behind(&store, &kind, &e) > LIVE_LAG {
+                            caught_up = false;
+                            let next = match kind {
+                                Kind::All => e.position,
+                                Kind::Stream(_) => e.revision,
+                            };
+                            if tx
+                                .blocking_send(Ok(fell_behind_resp(&kind, next.saturating_add(1))))
+                                .is_err()
+                            {
+                                return;
+                            }
                         }
                         match &shape.filter {
                             Some(f) if considered.is_multiple_of(f.checkpoint_interval) => {
@@ -458,10 +566,23 @@ fn pump(state: AppState, mut sub: annal::Subscription, kind: Kind, shape: Shape)
     Ok(answers(rx))
 }
 
-fn caught_up_resp(kind: Kind, next: u64) -> ReadResp {
+/// Where a subscription that has just sent `e` is, and how far behind the
+/// end of its source: positions of the log, or revisions of its stream.
+fn behind(store: &annal::Store, kind: &Kind, e: &RecordedEvent) -> u64 {
+    match kind {
+        Kind::All => store.head_position().saturating_sub(e.position.saturating_add(1)),
+        Kind::Stream(s) => store
+            .stream_info(s)
+            .map_or(0, |i| i.last_revision.saturating_sub(e.revision)),
+    }
+}
+
+/// The checkpoint of a `caught_up` or `fell_behind` answer: the last
+/// position or revision before `next`, if any.
+fn resume_point(kind: &Kind, next: u64) -> (Option<i64>, Option<read_resp::Position>) {
     let last = next.checked_sub(1);
-    let (stream_revision, position) = match kind {
-        Kind::Stream => (last.and_then(|r| i64::try_from(r).ok()), None),
+    match kind {
+        Kind::Stream(_) => (last.and_then(|r| i64::try_from(r).ok()), None),
         Kind::All => (
             None,
             last.map(|q| read_resp::Position {
@@ -469,12 +590,56 @@ fn caught_up_resp(kind: Kind, next: u64) -> ReadResp {
                 prepare_position: commit_of(q),
             }),
         ),
-    };
+    }
+}
+
+fn fell_behind_resp(kind: &Kind, next: u64) -> ReadResp {
+    let (stream_revision, position) = resume_point(kind, next);
+    ReadResp {
+        content: Some(Content::FellBehind(read_resp::FellBehind {
+            timestamp: timestamp_now(),
+            stream_revision,
+            position,
+        })),
+    }
+}
+
+fn caught_up_resp(kind: &Kind, next: u64) -> ReadResp {
+    let (stream_revision, position) = resume_point(kind, next);
     ReadResp {
         content: Some(Content::CaughtUp(read_resp::CaughtUp {
             timestamp: timestamp_now(),
             stream_revision,
             position,
         })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sized(bytes: usize) -> RecordedEvent {
+        RecordedEvent {
+            stream: "s".into(),
+            revision: 0,
+            position: 0,
+            id: ::uuid::Uuid::nil(),
+            event_type: "T".into(),
+            content_type: annal::ContentType::Binary,
+            data: vec![0; bytes].into(),
+            metadata: Default::default(),
+            tags: vec![],
+            timestamp_micros: 0,
+        }
+    }
+
+    #[test]
+    fn pages_are_sized_by_the_bytes_of_the_last_one() {
+        assert_eq!(page_len(&[]), FIRST_PAGE);
+        assert_eq!(page_len(&[sized(10), sized(20)]), PAGE);
+        // Megabyte events: three to a page; larger than the budget: one.
+        assert_eq!(page_len(&[sized(1 << 20)]), 3);
+        assert_eq!(page_len(&[sized(HELD_BYTES * 2)]), 1);
     }
 }

@@ -4,21 +4,22 @@
 //! groups see who is connected), fetches up to the call's buffer size, sends
 //! events and applies the acknowledgements the client sends back.
 //!
-//! It also keeps, per group, the protocol's settings that annal's groups do
-//! not hold (maximum subscribers, the strategy's name, buffer sizes), in
-//! memory only, and the connected consumers, so that a group can be full and
-//! its consumers dropped when it is updated or deleted.
+//! It also keeps, per group, the connected consumers, so that a group can be
+//! full and its consumers dropped when it is updated or deleted; and it
+//! spells the protocol's settings that annal's groups do not interpret
+//! (maximum subscribers, the strategy's name, buffer sizes) as the group's
+//! `extra` values, which annal stores with the group.
 //!
 //! It owns the life of a consumer. It must never decide who may use a group
 //! (the service asks auth before it calls [`start`]) nor spell a group's name.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::state::AppState;
-use annal::{NackAction, Store};
+use annal::{GroupSettings, NackAction, Store, Strategy};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -43,8 +44,9 @@ const FETCH_MAX: usize = 64;
 /// How long one fetch waits for an event before the thread looks at its inbox again.
 const FETCH_WAIT: Duration = Duration::from_millis(50);
 
-/// Settings of the protocol that annal's groups do not keep, as the client
-/// gave them (shown back by GetInfo and List); kept until the server stops.
+/// Settings of the protocol that annal's groups do not interpret, as the
+/// client gave them (shown back by GetInfo and List); stored with the group
+/// as its `extra` values ([`Kept::to_extra`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Kept {
     /// The strategy's name as the client gave it (`DispatchToSingle`, `RoundRobin`, `Pinned`, …).
@@ -69,6 +71,75 @@ pub(crate) struct Kept {
     pub(crate) max_checkpoint_count: i32,
 }
 
+/// The prefix of the `extra` keys this protocol stores.
+const EXTRA: &str = "grpc.";
+
+impl Kept {
+    /// The settings as a group's `extra` values, under keys `grpc.<name>`.
+    pub(crate) fn to_extra(&self) -> BTreeMap<String, String> {
+        let values = [
+            ("strategy", self.strategy.clone()),
+            ("max_subscriber_count", self.max_subscribers.to_string()),
+            ("resolve_links", self.resolve_links.to_string()),
+            ("extra_statistics", self.extra_statistics.to_string()),
+            ("live_buffer_size", self.live_buffer_size.to_string()),
+            ("read_batch_size", self.read_batch_size.to_string()),
+            ("history_buffer_size", self.history_buffer_size.to_string()),
+            ("checkpoint_after_ms", self.checkpoint_after_ms.to_string()),
+            ("min_checkpoint_count", self.min_checkpoint_count.to_string()),
+            ("max_checkpoint_count", self.max_checkpoint_count.to_string()),
+        ];
+        values.into_iter().map(|(k, v)| (format!("{EXTRA}{k}"), v)).collect()
+    }
+
+    /// The settings stored with a group; for a group made otherwise (over
+    /// HTTP, or before they were stored) or a value that does not read back,
+    /// what its annal settings imply.
+    pub(crate) fn of(s: &GroupSettings) -> Kept {
+        let n = i32::try_from(s.checkpoint_every).unwrap_or(i32::MAX);
+        let mut k = Kept {
+            strategy: match s.strategy {
+                Strategy::RoundRobin => "RoundRobin",
+                Strategy::Pinned => "Pinned",
+                Strategy::DispatchToSingle => "DispatchToSingle",
+            }
+            .to_string(),
+            max_subscribers: 0,
+            resolve_links: false,
+            extra_statistics: false,
+            live_buffer_size: i32::try_from(s.max_in_flight).unwrap_or(i32::MAX),
+            read_batch_size: 20,
+            history_buffer_size: 500,
+            checkpoint_after_ms: 2_000,
+            min_checkpoint_count: n,
+            max_checkpoint_count: n,
+        };
+        let get = |name: &str| s.extra.get(&format!("{EXTRA}{name}"));
+        let int = |name: &str, into: &mut i32| {
+            if let Some(v) = get(name).and_then(|v| v.parse().ok()) {
+                *into = v;
+            }
+        };
+        int("max_subscriber_count", &mut k.max_subscribers);
+        int("live_buffer_size", &mut k.live_buffer_size);
+        int("read_batch_size", &mut k.read_batch_size);
+        int("history_buffer_size", &mut k.history_buffer_size);
+        int("checkpoint_after_ms", &mut k.checkpoint_after_ms);
+        int("min_checkpoint_count", &mut k.min_checkpoint_count);
+        int("max_checkpoint_count", &mut k.max_checkpoint_count);
+        if let Some(v) = get("strategy") {
+            k.strategy = v.clone();
+        }
+        if let Some(v) = get("resolve_links").and_then(|v| v.parse().ok()) {
+            k.resolve_links = v;
+        }
+        if let Some(v) = get("extra_statistics").and_then(|v| v.parse().ok()) {
+            k.extra_statistics = v;
+        }
+        k
+    }
+}
+
 /// One connected consumer, as GetInfo shows it.
 #[derive(Debug, Clone)]
 pub(crate) struct Connection {
@@ -85,11 +156,10 @@ pub(crate) struct Connection {
 
 #[derive(Default)]
 struct Entry {
-    kept: Option<Kept>,
     connections: HashMap<u64, Connection>,
 }
 
-/// The consumers and kept settings of every group, by annal group name.
+/// The consumers of every group, by annal group name.
 #[derive(Default)]
 pub(crate) struct Registry {
     groups: Mutex<HashMap<String, Entry>>,
@@ -102,16 +172,6 @@ impl Registry {
         self.groups.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Keeps the protocol settings of a group (on create and update).
-    pub(crate) fn keep(&self, group: &str, kept: Kept) {
-        self.lock().entry(group.to_string()).or_default().kept = Some(kept);
-    }
-
-    /// The protocol settings kept for a group, if any.
-    pub(crate) fn kept(&self, group: &str) -> Option<Kept> {
-        self.lock().get(group).and_then(|e| e.kept.clone())
-    }
-
     /// The consumers connected to a group.
     pub(crate) fn connections(&self, group: &str) -> Vec<Connection> {
         self.lock()
@@ -121,7 +181,7 @@ impl Registry {
     }
 
     /// Drops every consumer of a group (it was updated or deleted); with
-    /// `forget`, forgets its kept settings too.
+    /// `forget` (deleted), forgets the group.
     pub(crate) fn drop_consumers(&self, group: &str, forget: bool) {
         let mut groups = self.lock();
         if let Some(e) = groups.get_mut(group) {
@@ -146,11 +206,10 @@ impl Registry {
         }
     }
 
-    /// Registers a consumer unless the group is full.
-    fn join(&self, group: &str, user: String, buffer_size: usize) -> Result<(u64, Connection), Status> {
+    /// Registers a consumer unless the group has `max` consumers already (0: no limit).
+    fn join(&self, group: &str, max: i32, user: String, buffer_size: usize) -> Result<(u64, Connection), Status> {
         let mut groups = self.lock();
         let e = groups.entry(group.to_string()).or_default();
-        let max = e.kept.as_ref().map_or(0, |k| k.max_subscribers);
         if max > 0 && e.connections.len() >= usize::try_from(max).unwrap_or(usize::MAX) {
             return Err(Status::failed_precondition("Maximum subscriptions reached."));
         }
@@ -185,6 +244,8 @@ pub(crate) struct Subscription {
     pub(crate) structured: bool,
     /// Who connected.
     pub(crate) user: String,
+    /// Most consumers the group takes at once (0: no limit).
+    pub(crate) max_subscribers: i32,
 }
 
 /// What the client sent back, for the consumer's thread.
@@ -205,7 +266,7 @@ pub(crate) fn start(
     // The server's limit on subscriptions bounds the threads; shutdown waits for them.
     let place = Subscriber::take(state)?;
     let (store, shutdown) = (state.store(), state.shutdown.clone());
-    let (id, conn) = registry.join(&sub.group, sub.user.clone(), sub.buffer_size)?;
+    let (id, conn) = registry.join(&sub.group, sub.max_subscribers, sub.user.clone(), sub.buffer_size)?;
     let (out_tx, out_rx) = mpsc::channel::<Result<ReadResp, Status>>(sub.buffer_size.clamp(1, FETCH_MAX) * 2);
     let (cmd_tx, cmd_rx) = std::sync::mpsc::channel::<Command>();
     let stop = conn.stop.clone();
@@ -303,7 +364,8 @@ fn serve(
     let group = store
         .group(&sub.group)
         .map_err(|e| status::group_error(&sub.subscription_id, e))?;
-    let consumer = group.consumer(&conn.consumer);
+    // Dispatch to single passes events on once this consumer's buffer is full.
+    let consumer = group.consumer_with_capacity(&conn.consumer, sub.buffer_size);
     // Delivered and not yet answered by the client: retried at once when it leaves.
     let mut held: HashSet<Uuid> = HashSet::new();
     let result = (|| {

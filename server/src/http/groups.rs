@@ -60,6 +60,7 @@ pub(crate) struct GroupIn {
 enum StrategyIn {
     RoundRobin,
     Pinned,
+    DispatchToSingle,
 }
 
 impl GroupIn {
@@ -100,6 +101,7 @@ impl GroupIn {
             s.strategy = match st {
                 StrategyIn::RoundRobin => Strategy::RoundRobin,
                 StrategyIn::Pinned => Strategy::Pinned,
+                StrategyIn::DispatchToSingle => Strategy::DispatchToSingle,
             };
         }
         s.ack_timeout_ms = self.ack_timeout_ms.unwrap_or(s.ack_timeout_ms);
@@ -129,6 +131,7 @@ fn settings_json(name: &str, s: &GroupSettings) -> serde_json::Map<String, Value
     let strategy = match s.strategy {
         Strategy::RoundRobin => "round_robin",
         Strategy::Pinned => "pinned",
+        Strategy::DispatchToSingle => "dispatch_to_single",
     };
     let v = json!({
         "name": name,

@@ -188,7 +188,7 @@ fn schemas() -> Value {
                 "tags": { "type": "array", "items": { "type": "string" } },
                 "stream_prefix": { "type": "string" },
                 "start": { "description": "\"start\" (default), \"end\", or a position (inclusive).", "oneOf": [ { "type": "string", "enum": ["start", "end"] }, { "type": "integer" } ] },
-                "strategy": { "type": "string", "enum": ["round_robin", "pinned"] },
+                "strategy": { "type": "string", "enum": ["round_robin", "pinned", "dispatch_to_single"] },
                 "ack_timeout_ms": { "type": "integer" },
                 "max_retries": { "type": "integer" },
                 "max_in_flight": { "type": "integer" },

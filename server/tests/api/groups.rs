@@ -208,3 +208,23 @@ async fn a_long_poll_ends_promptly_at_shutdown() {
         assert_eq!(answer, (StatusCode::OK, json!({ "events": [] })));
     }
 }
+
+#[tokio::test]
+async fn dispatch_to_single_is_a_strategy_over_http_too() {
+    let s = TestServer::start().await;
+    let (st, v) = s
+        .call(
+            Method::PUT,
+            "/groups/single",
+            Some(json!({ "stream": "jobs", "strategy": "dispatch_to_single" })),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(v["strategy"], "dispatch_to_single");
+    s.append_n("jobs", 2).await;
+    let (st, v) = s
+        .call(Method::POST, "/groups/single/fetch?consumer=c1&max=5", None)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(ids(&v).len(), 2);
+}

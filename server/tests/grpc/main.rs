@@ -920,6 +920,230 @@ async fn metadata_streams_and_prefix_limited_tokens() {
     assert!(c.read(all(Some("orders-eu-"))).await.is_ok());
 }
 
+#[tokio::test]
+async fn a_limited_tokens_subscription_checkpoints_only_where_it_sees() {
+    use append_req::options::ExpectedStreamRevision as E;
+    use read_req::options::*;
+    let s = start(|c| {
+        c.no_auth = false;
+        c.tokens = vec![
+            TokenConfig {
+                name: "tenant".into(),
+                sha256: hash_token("t0ken"),
+                role: Role::Write,
+                stream_prefixes: vec!["orders-".into()],
+            },
+            TokenConfig {
+                name: "other".into(),
+                sha256: hash_token("0ther"),
+                role: Role::Write,
+                stream_prefixes: vec!["users-".into()],
+            },
+        ];
+    })
+    .await;
+    let mut c = s.streams().await;
+    let write = |token: &str, stream: &str, n: usize| {
+        let mut reqs = vec![AppendReq {
+            content: Some(append_req::Content::Options(append_req::Options {
+                stream_identifier: sid(stream),
+                expected_stream_revision: Some(E::Any(Empty {})),
+            })),
+        }];
+        reqs.extend((0..n).map(|_| AppendReq {
+            content: Some(append_req::Content::ProposedMessage(message(
+                None,
+                "T",
+                "application/json",
+                b"{}",
+            ))),
+        }));
+        let mut r = Request::new(tokio_stream(reqs));
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        r
+    };
+    let mine = c.append(write("t0ken", "orders-1", 1)).await.unwrap().into_inner();
+    let mine = success_position(&mine).1;
+    c.append(write("0ther", "users-1", 5)).await.unwrap();
+    // Subscribe through a prefix filter within the token's, a checkpoint after every event considered.
+    let mut req = read_options(all_from(None), false, false, 0);
+    let o = req.options.as_mut().unwrap();
+    o.count_option = Some(CountOption::Subscription(SubscriptionOptions {}));
+    o.filter_option = Some(FilterOption::Filter(FilterOptions {
+        filter: Some(filter_options::Filter::StreamIdentifier(filter_options::Expression {
+            regex: String::new(),
+            prefix: vec!["orders-".into()],
+        })),
+        window: Some(filter_options::Window::Max(1)),
+        checkpoint_interval_multiplier: 1,
+    }));
+    let mut req = Request::new(req);
+    req.metadata_mut()
+        .insert("authorization", "Bearer t0ken".parse().unwrap());
+    let mut sub = c.read(req).await.unwrap().into_inner();
+    let mut positions = Vec::new();
+    loop {
+        let m = sub.message().await.unwrap().unwrap();
+        match m.content.unwrap() {
+            read_resp::Content::Confirmation(_) => {}
+            read_resp::Content::Event(e) => positions.push(("event", e.event.unwrap().commit_position)),
+            read_resp::Content::Checkpoint(cp) => positions.push(("checkpoint", cp.commit_position)),
+            read_resp::Content::CaughtUp(u) => {
+                positions.push(("caught up", u.position.unwrap().commit_position));
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // Every position it was told is the one of its own event (the others' five stay unseen).
+    assert!(positions.iter().all(|(_, p)| *p == mine), "{positions:?} (mine {mine})");
+    assert_eq!(positions[0], ("event", mine));
+    // Live writes elsewhere send it nothing.
+    c.append(write("0ther", "users-2", 3)).await.unwrap();
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(600), sub.message()).await;
+    assert!(quiet.is_err(), "{quiet:?}");
+}
+
+#[tokio::test]
+async fn reads_of_events_larger_than_the_held_bytes_arrive_whole_and_in_order() {
+    use append_req::options::ExpectedStreamRevision as E;
+    let s = start(|_| {}).await;
+    let mut c = s.streams().await;
+    // Twelve events of 700 KiB: twice what a read holds at once.
+    for i in 0..12u8 {
+        let data = vec![i; 700 << 10];
+        append(
+            &mut c,
+            "big-1",
+            E::Any(Empty {}),
+            vec![message(None, "Big", "application/octet-stream", &data)],
+        )
+        .await
+        .unwrap();
+    }
+    for req in [
+        read_options(stream_from("big-1", None), false, false, 100),
+        read_options(all_from(None), false, false, 100),
+    ] {
+        let got = tokio::time::timeout(std::time::Duration::from_secs(30), read(&mut c, req))
+            .await
+            .expect("the read ends")
+            .unwrap();
+        let evs = events(&got);
+        let firsts: Vec<u8> = evs.iter().map(|e| e.data[0]).collect();
+        assert_eq!(firsts, (0..12).collect::<Vec<_>>());
+        assert!(evs.iter().all(|e| e.data.len() == 700 << 10));
+    }
+}
+
+#[tokio::test]
+async fn prefix_filtered_reads_of_all_page_through_the_stream_index() {
+    use append_req::options::ExpectedStreamRevision as E;
+    use read_req::options::*;
+    let s = start(|_| {}).await;
+    let mut c = s.streams().await;
+    // 300 of ours among 3,000 others, several pages either way.
+    let mut ours = Vec::new();
+    for i in 0..300u32 {
+        let noise: Vec<_> = (0..10)
+            .map(|_| message(None, "Noise", "application/json", b"{}"))
+            .collect();
+        append(&mut c, &format!("noise-{}", i % 7), E::Any(Empty {}), noise)
+            .await
+            .unwrap();
+        let r = append(
+            &mut c,
+            &format!("pfx-{}", i % 3),
+            E::Any(Empty {}),
+            vec![message(None, "Ours", "application/json", b"{}")],
+        )
+        .await
+        .unwrap();
+        ours.push(success_position(&r).1);
+    }
+    let filtered = |option: StreamOption, backwards: bool, count: u64| {
+        let mut r = read_options(option, false, backwards, count);
+        r.options.as_mut().unwrap().filter_option = Some(FilterOption::Filter(FilterOptions {
+            filter: Some(filter_options::Filter::StreamIdentifier(filter_options::Expression {
+                regex: String::new(),
+                prefix: vec!["pfx-".into()],
+            })),
+            window: Some(filter_options::Window::Max(10)),
+            checkpoint_interval_multiplier: 1,
+        }));
+        r
+    };
+    let started = std::time::Instant::now();
+    let got = read(&mut c, filtered(all_from(None), false, 1000)).await.unwrap();
+    eprintln!("a prefix read of 300 among 3,300 events took {:?}", started.elapsed());
+    let positions: Vec<u64> = events(&got).iter().map(|e| e.commit_position).collect();
+    assert_eq!(positions, ours);
+    // A count, and a start inside the range.
+    let got = read(&mut c, filtered(all_from(Some(ours[100])), false, 50))
+        .await
+        .unwrap();
+    let positions: Vec<u64> = events(&got).iter().map(|e| e.commit_position).collect();
+    assert_eq!(positions, ours[100..150]);
+    // Backwards from the end.
+    let end = StreamOption::All(AllOptions {
+        all_option: Some(all_options::AllOption::End(Empty {})),
+    });
+    let got = read(&mut c, filtered(end, true, 1000)).await.unwrap();
+    let mut positions: Vec<u64> = events(&got).iter().map(|e| e.commit_position).collect();
+    positions.reverse();
+    assert_eq!(positions, ours);
+}
+
+#[tokio::test]
+async fn a_live_subscription_that_falls_far_behind_says_so_then_catches_up_again() {
+    use append_req::options::ExpectedStreamRevision as E;
+    use read_req::options::*;
+    let s = start(|_| {}).await;
+    let mut c = s.streams().await;
+    let mut req = read_options(stream_from("burst-1", None), false, false, 0);
+    req.options.as_mut().unwrap().count_option = Some(CountOption::Subscription(SubscriptionOptions {}));
+    let mut sub = c.read(req).await.unwrap().into_inner();
+    let next = async |sub: &mut tonic::Streaming<ReadResp>| {
+        tokio::time::timeout(std::time::Duration::from_secs(30), sub.message())
+            .await
+            .expect("an answer within 30 s")
+            .unwrap()
+            .unwrap()
+            .content
+            .unwrap()
+    };
+    assert!(matches!(next(&mut sub).await, read_resp::Content::Confirmation(_)));
+    assert!(matches!(next(&mut sub).await, read_resp::Content::CaughtUp(_)));
+    // Live; then 3,000 events arrive while the client reads nothing.
+    for _ in 0..3 {
+        let batch = (0..1000)
+            .map(|_| message(None, "Burst", "application/json", b"{}"))
+            .collect();
+        append(&mut c, "burst-1", E::Any(Empty {}), batch).await.unwrap();
+    }
+    let mut revisions = Vec::new();
+    let mut fell = None;
+    loop {
+        match next(&mut sub).await {
+            read_resp::Content::Event(e) => revisions.push(e.event.unwrap().stream_revision),
+            read_resp::Content::FellBehind(f) => {
+                assert!(fell.is_none(), "fell behind once");
+                // Its checkpoint is the last event sent before it.
+                assert_eq!(f.stream_revision, revisions.last().map(|r| *r as i64));
+                fell = Some(revisions.len());
+            }
+            read_resp::Content::CaughtUp(u) => {
+                assert_eq!(u.stream_revision, Some(2999));
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(fell.is_some(), "a fell_behind answer before catching up again");
+    assert_eq!(revisions, (0..3000).collect::<Vec<u64>>());
+}
+
 // ---------------------------------------------------------------------------
 // Review findings: each test failed (or hung) before its fix.
 
@@ -1308,7 +1532,7 @@ mod persistent {
     }
 
     #[tokio::test]
-    async fn all_groups_keep_filters_they_can_store_and_refuse_look_around() {
+    async fn all_groups_keep_their_filters_look_around_included() {
         let s = start(|_| {}).await;
         let mut c = PersistentSubscriptionsClient::new(s.channel().await);
         let create = |regex: &str| ps::CreateReq {
@@ -1333,7 +1557,8 @@ mod persistent {
                 })),
             }),
         };
-        let err = c.create(create("^(?!\\$).*")).await.unwrap_err();
+        // Not a regular expression at all.
+        let err = c.create(create("^(order")).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
         c.create(create("^order-")).await.unwrap();
         let info = c
@@ -1369,5 +1594,422 @@ mod persistent {
             .unwrap()
             .into_inner();
         assert_eq!(listed.subscriptions.len(), 1);
+    }
+
+    /// A server on a store of its own that a test can stop and start again.
+    struct Restartable {
+        dir: tempfile::TempDir,
+        store: Option<Arc<Store>>,
+        port: u16,
+        stop: Option<oneshot::Sender<()>>,
+        run: Option<tokio::task::JoinHandle<()>>,
+    }
+
+    impl Restartable {
+        async fn new() -> Restartable {
+            let mut r = Restartable {
+                dir: tempfile::tempdir().unwrap(),
+                store: None,
+                port: 0,
+                stop: None,
+                run: None,
+            };
+            r.start().await;
+            r
+        }
+
+        async fn start(&mut self) {
+            let store = Arc::new(
+                Store::open(
+                    self.dir.path().join("data"),
+                    Options::default().durability(Durability::Never),
+                )
+                .unwrap(),
+            );
+            let bound = annal_server::bind(store.clone(), ServerConfig::open("127.0.0.1:0".parse().unwrap()))
+                .await
+                .unwrap();
+            self.port = bound.local_addr().port();
+            let (tx, rx) = oneshot::channel::<()>();
+            self.run = Some(tokio::spawn(async move {
+                bound
+                    .run(async move {
+                        let _ = rx.await;
+                    })
+                    .await
+                    .unwrap();
+            }));
+            self.stop = Some(tx);
+            self.store = Some(store);
+        }
+
+        /// Stops the server and closes the store, then opens both again.
+        async fn restart(&mut self) {
+            let _ = self.stop.take().unwrap().send(());
+            self.run.take().unwrap().await.unwrap();
+            let store = Arc::into_inner(self.store.take().unwrap()).expect("the server let go of the store");
+            drop(store);
+            self.start().await;
+        }
+
+        fn store(&self) -> &Store {
+            self.store.as_ref().unwrap()
+        }
+
+        async fn client(&self) -> Client {
+            PersistentSubscriptionsClient::new(
+                Channel::from_shared(format!("http://127.0.0.1:{}", self.port))
+                    .unwrap()
+                    .connect()
+                    .await
+                    .unwrap(),
+            )
+        }
+    }
+
+    impl Drop for Restartable {
+        fn drop(&mut self) {
+            if let Some(s) = self.stop.take() {
+                let _ = s.send(());
+            }
+        }
+    }
+
+    /// The Python client's default exclusion filter on event types (system
+    /// events, PersistentConfig<n>, Result), a negative lookahead.
+    const DEFAULT_EXCLUDE: &str = r"^(?!(\$.+$|PersistentConfig\d+$|Result$))";
+
+    fn append_types(store: &Store, stream: &str, types: &[&str]) {
+        store
+            .append(
+                stream,
+                annal::ExpectedVersion::Any,
+                types.iter().map(|t| annal::EventData::json(*t, "{}")).collect(),
+            )
+            .unwrap();
+    }
+
+    /// Opens a consumer of `group` on `source` (`None`: `$all`) holding up to `buffer` events.
+    async fn consume_with(
+        c: &mut Client,
+        source: Option<&str>,
+        group: &str,
+        buffer: i32,
+    ) -> (mpsc::Sender<ps::ReadReq>, tonic::Streaming<ps::ReadResp>) {
+        let (tx, mut rx) = mpsc::channel(16);
+        tx.send(ps::ReadReq {
+            content: Some(ps::read_req::Content::Options(ps::read_req::Options {
+                group_name: group.into(),
+                buffer_size: buffer,
+                uuid_option: Some(ps::read_req::options::UuidOption {
+                    content: Some(ps::read_req::options::uuid_option::Content::String(Empty {})),
+                }),
+                stream_option: Some(match source {
+                    Some(s) => ps::read_req::options::StreamOption::StreamIdentifier(sid(s).unwrap()),
+                    None => ps::read_req::options::StreamOption::All(Empty {}),
+                }),
+            })),
+        })
+        .await
+        .unwrap();
+        let reqs = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let mut answers = c.read(reqs).await.unwrap().into_inner();
+        match answers.message().await.unwrap().unwrap().content {
+            Some(ps::read_resp::Content::SubscriptionConfirmation(_)) => {}
+            other => panic!("{other:?}"),
+        }
+        (tx, answers)
+    }
+
+    /// The next `n` events of a consumer, as (stream, type, id).
+    async fn next_events(answers: &mut tonic::Streaming<ps::ReadResp>, n: usize) -> Vec<(String, String, WireUuid)> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let r = tokio::time::timeout(std::time::Duration::from_secs(10), answers.message())
+                .await
+                .expect("an event within 10 s")
+                .unwrap()
+                .unwrap();
+            let e = event_of(r);
+            let ev = e.event.clone().unwrap();
+            let stream = String::from_utf8(ev.stream_identifier.unwrap().stream_name.to_vec()).unwrap();
+            out.push((stream, ev.metadata["type"].clone(), id_of(&e)));
+        }
+        out
+    }
+
+    /// True if the consumer receives nothing for half a second.
+    async fn quiet(answers: &mut tonic::Streaming<ps::ReadResp>) -> bool {
+        tokio::time::timeout(std::time::Duration::from_millis(500), answers.message())
+            .await
+            .is_err()
+    }
+
+    async fn ack(acks: &mpsc::Sender<ps::ReadReq>, ids: Vec<WireUuid>) {
+        acks.send(ps::ReadReq {
+            content: Some(ps::read_req::Content::Ack(ps::read_req::Ack {
+                id: Default::default(),
+                ids,
+            })),
+        })
+        .await
+        .unwrap();
+    }
+
+    async fn get_info(c: &mut Client, source: Option<&str>, group: &str) -> ps::SubscriptionInfo {
+        c.get_info(ps::GetInfoReq {
+            options: Some(ps::get_info_req::Options {
+                group_name: group.into(),
+                stream_option: Some(match source {
+                    Some(s) => ps::get_info_req::options::StreamOption::StreamIdentifier(sid(s).unwrap()),
+                    None => ps::get_info_req::options::StreamOption::All(Empty {}),
+                }),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .subscription_info
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_all_group_with_the_clients_default_filter_and_its_settings_survive_a_restart() {
+        let mut server = Restartable::new().await;
+        let mut c = server.client().await;
+        let given = ps::create_req::Settings {
+            extra_statistics: true,
+            max_retry_count: 4,
+            min_checkpoint_count: 1,
+            max_checkpoint_count: 9,
+            max_subscriber_count: 3,
+            live_buffer_size: 123,
+            read_batch_size: 17,
+            history_buffer_size: 45,
+            message_timeout: Some(ps::create_req::settings::MessageTimeout::MessageTimeoutMs(20_000)),
+            checkpoint_after: Some(ps::create_req::settings::CheckpointAfter::CheckpointAfterMs(1_500)),
+            consumer_strategy: "DispatchToSingle".into(),
+            ..Default::default()
+        };
+        c.create(ps::CreateReq {
+            options: Some(ps::create_req::Options {
+                group_name: "dflt".into(),
+                settings: Some(given),
+                stream_identifier: None,
+                stream_option: Some(ps::create_req::options::StreamOption::All(ps::create_req::AllOptions {
+                    all_option: Some(ps::create_req::all_options::AllOption::Start(Empty {})),
+                    filter_option: Some(ps::create_req::all_options::FilterOption::Filter(
+                        ps::create_req::all_options::FilterOptions {
+                            filter: Some(ps::create_req::all_options::filter_options::Filter::EventType(
+                                ps::create_req::all_options::filter_options::Expression {
+                                    regex: DEFAULT_EXCLUDE.into(),
+                                    prefix: Vec::new(),
+                                },
+                            )),
+                            window: Some(ps::create_req::all_options::filter_options::Window::Max(32)),
+                            checkpoint_interval_multiplier: 1,
+                        },
+                    )),
+                })),
+            }),
+        })
+        .await
+        .unwrap();
+        append_types(
+            server.store(),
+            "order-1",
+            &["Placed", "Result", "PersistentConfig1", "Paid"],
+        );
+        let (acks, mut answers) = consume_with(&mut c, None, "dflt", 10).await;
+        let got = next_events(&mut answers, 2).await;
+        let types: Vec<_> = got.iter().map(|e| e.1.as_str()).collect();
+        assert_eq!(types, ["Placed", "Paid"]);
+        ack(&acks, got.into_iter().map(|e| e.2).collect()).await;
+        // The acknowledgements are applied before the consumer leaves.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        drop(acks);
+        drop(answers);
+
+        server.restart().await;
+        let mut c = server.client().await;
+        let info = get_info(&mut c, None, "dflt").await;
+        assert_eq!(info.named_consumer_strategy, "DispatchToSingle");
+        assert_eq!(
+            (
+                info.max_subscriber_count,
+                info.live_buffer_size,
+                info.read_batch_size,
+                info.buffer_size
+            ),
+            (3, 123, 17, 45)
+        );
+        assert_eq!(
+            (
+                info.check_point_after_milliseconds,
+                info.min_check_point_count,
+                info.max_check_point_count
+            ),
+            (1_500, 1, 9)
+        );
+        assert!(info.extra_statistics);
+        assert_eq!((info.max_retry_count, info.message_timeout_milliseconds), (4, 20_000));
+        // The filter came back with the group: only what it lets through, after the checkpoint.
+        append_types(server.store(), "order-2", &["Result", "Shipped"]);
+        let (_acks, mut answers) = consume_with(&mut c, None, "dflt", 10).await;
+        let got = next_events(&mut answers, 1).await;
+        assert_eq!((got[0].0.as_str(), got[0].1.as_str()), ("order-2", "Shipped"));
+        assert!(quiet(&mut answers).await);
+    }
+
+    async fn create_with(c: &mut Client, stream: &str, group: &str, strategy: &str) {
+        c.create(ps::CreateReq {
+            options: Some(ps::create_req::Options {
+                group_name: group.into(),
+                settings: Some(settings(0, strategy)),
+                stream_identifier: None,
+                stream_option: Some(ps::create_req::options::StreamOption::Stream(
+                    ps::create_req::StreamOptions {
+                        stream_identifier: sid(stream),
+                        revision_option: Some(ps::create_req::stream_options::RevisionOption::Start(Empty {})),
+                    },
+                )),
+            }),
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn dispatch_to_single_fills_the_first_consumer_before_the_next() {
+        let server = Restartable::new().await;
+        let mut c = server.client().await;
+        create_with(&mut c, "job-1", "single", "DispatchToSingle").await;
+        let (_a1, mut first) = consume_with(&mut c, Some("job-1"), "single", 2).await;
+        // The consumers join the group in the order they connected.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let (_a2, mut second) = consume_with(&mut c, Some("job-1"), "single", 10).await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        append_types(server.store(), "job-1", &["J0", "J1", "J2", "J3", "J4"]);
+        let got = next_events(&mut first, 2).await;
+        assert_eq!(got.iter().map(|e| e.1.as_str()).collect::<Vec<_>>(), ["J0", "J1"]);
+        let got = next_events(&mut second, 3).await;
+        assert_eq!(got.iter().map(|e| e.1.as_str()).collect::<Vec<_>>(), ["J2", "J3", "J4"]);
+        assert!(quiet(&mut first).await);
+
+        // A first consumer with room takes everything.
+        create_with(&mut c, "job-2", "single", "DispatchToSingle").await;
+        let (_a3, mut roomy) = consume_with(&mut c, Some("job-2"), "single", 10).await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let (_a4, mut idle) = consume_with(&mut c, Some("job-2"), "single", 10).await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        append_types(server.store(), "job-2", &["K0", "K1", "K2", "K3"]);
+        assert_eq!(next_events(&mut roomy, 4).await.len(), 4);
+        assert!(quiet(&mut idle).await);
+        assert_eq!(
+            get_info(&mut c, Some("job-2"), "single").await.named_consumer_strategy,
+            "DispatchToSingle"
+        );
+    }
+
+    #[tokio::test]
+    async fn replay_parked_stops_at_the_count_given() {
+        let server = Restartable::new().await;
+        let mut c = server.client().await;
+        create_with(&mut c, "bad-1", "g", "RoundRobin").await;
+        append_types(server.store(), "bad-1", &["P0", "P1", "P2"]);
+        let (acks, mut answers) = consume_with(&mut c, Some("bad-1"), "g", 10).await;
+        let got = next_events(&mut answers, 3).await;
+        acks.send(ps::ReadReq {
+            content: Some(ps::read_req::Content::Nack(ps::read_req::Nack {
+                id: Default::default(),
+                ids: got.iter().map(|e| e.2.clone()).collect(),
+                action: ps::read_req::nack::Action::Park as i32,
+                reason: "poison".into(),
+            })),
+        })
+        .await
+        .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while get_info(&mut c, Some("bad-1"), "g").await.parked_message_count < 3 {
+            assert!(std::time::Instant::now() < deadline, "three events parked");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let replay = |stop_at: Option<i64>| ps::ReplayParkedReq {
+            options: Some(ps::replay_parked_req::Options {
+                group_name: "g".into(),
+                stream_option: Some(ps::replay_parked_req::options::StreamOption::StreamIdentifier(
+                    sid("bad-1").unwrap(),
+                )),
+                stop_at_option: Some(match stop_at {
+                    Some(n) => ps::replay_parked_req::options::StopAtOption::StopAt(n),
+                    None => ps::replay_parked_req::options::StopAtOption::NoLimit(Empty {}),
+                }),
+            }),
+        };
+        c.replay_parked(replay(Some(2))).await.unwrap();
+        let again = next_events(&mut answers, 2).await;
+        assert_eq!(again.iter().map(|e| e.1.as_str()).collect::<Vec<_>>(), ["P0", "P1"]);
+        assert!(quiet(&mut answers).await);
+        c.replay_parked(replay(None)).await.unwrap();
+        let last = next_events(&mut answers, 1).await;
+        assert_eq!(last[0].1, "P2");
+    }
+
+    #[tokio::test]
+    async fn groups_made_by_annals_own_api_are_listed_and_read_over_grpc() {
+        let server = Restartable::new().await;
+        let mut c = server.client().await;
+        // What `POST /groups` makes: a group under its own name.
+        server
+            .store()
+            .create_group("workers", annal::GroupSettings::stream("task-1"))
+            .unwrap();
+        server
+            .store()
+            .create_group("everything", annal::GroupSettings::all())
+            .unwrap();
+        let list = c
+            .list(ps::ListReq {
+                options: Some(ps::list_req::Options {
+                    list_option: Some(ps::list_req::options::ListOption::ListAllSubscriptions(Empty {})),
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut names: Vec<_> = list
+            .subscriptions
+            .iter()
+            .map(|i| (i.event_source.clone(), i.group_name.clone()))
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                ("$all".to_string(), "everything".to_string()),
+                ("task-1".to_string(), "workers".to_string())
+            ]
+        );
+        let info = get_info(&mut c, Some("task-1"), "workers").await;
+        assert_eq!(
+            (info.named_consumer_strategy.as_str(), info.max_retry_count),
+            ("RoundRobin", 5)
+        );
+        append_types(server.store(), "task-1", &["T"]);
+        let (_acks, mut answers) = consume_with(&mut c, Some("task-1"), "workers", 10).await;
+        assert_eq!(next_events(&mut answers, 1).await[0].1, "T");
+        // On another source the name is not found.
+        let err = c
+            .get_info(ps::GetInfoReq {
+                options: Some(ps::get_info_req::Options {
+                    group_name: "workers".into(),
+                    stream_option: Some(ps::get_info_req::options::StreamOption::StreamIdentifier(
+                        sid("task-2").unwrap(),
+                    )),
+                }),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{err:?}");
     }
 }

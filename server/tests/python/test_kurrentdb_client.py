@@ -140,8 +140,10 @@ class Reads(Base):
         self.assertEqual(sorted(e.stream_name for e in by_type), [a, b])
         backwards = list(c.read_all(filter_include=[f"Alpha{tag}"], backwards=True, limit=1))
         self.assertEqual([e.stream_name for e in backwards], [b])
-        # The default filter hides system events ($-types).
+        # The default filter hides system events ($-types), of which every store has one.
         self.assertFalse([e for e in c.read_all() if e.type.startswith("$")])
+        system = [e for e in c.read_all(filter_exclude=[]) if e.stream_name == "$annal"]
+        self.assertEqual([e.type for e in system], ["$annal-store-created"])
         excluded = [e for e in c.read_all(filter_exclude=[f"Alpha{tag}"]) if e.stream_name in (a, b)]
         self.assertEqual([e.type for e in excluded], [f"Beta{tag}"])
 

@@ -177,6 +177,25 @@ class Persistent(unittest.TestCase):
         self.assertIn(("$all", g), [(i.event_source, i.group_name) for i in c.list_subscriptions()])
         c.delete_subscription(g)
 
+    def test_a_group_on_all_with_the_default_filter_skips_what_it_excludes(self):
+        # The client's default exclusion filter is a negative lookahead on event types.
+        c = self.client
+        g = name("all-default")
+        c.create_subscription_to_all(g, from_end=True)
+        s = name("order")
+        self.append(s, "Placed", "Result", "PersistentConfig1", "Paid")
+        sub, events = self.read(g)
+        got = []
+        while len(got) < 2:
+            e = next(events)
+            sub.ack(e)
+            if e.stream_name == s:
+                got.append(e.type)
+        self.assertEqual(got, ["Placed", "Paid"])
+        info = c.get_subscription_info(g)
+        self.assertEqual((info.event_source, info.group_name), ("$all", g))
+        c.delete_subscription(g)
+
     def test_a_full_group_refuses_one_more_subscriber(self):
         c = self.client
         s = name("order")
