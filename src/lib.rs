@@ -57,7 +57,8 @@ pub use event::{AppendResult, ContentType, EventData, ExpectedVersion, RecordedE
 pub use features::forward::{
     Batch, ForwardError, ForwardSettings, ForwardStart, ForwardState, ForwardStatus, ForwardTarget, Forwarder,
     ForwarderHandle, RetentionMode, SavedForwarder, StatusHandle, Step, TargetError, check_forwarder_name,
-    forward_checkpoint_stream, forward_parked_stream, saved_checkpoint, saved_forwarders,
+    forget_forwarder, forward_checkpoint_stream, forward_parked_stream, register_forwarder, saved_checkpoint,
+    saved_forwarders,
 };
 pub use features::metadata::Snapshot;
 pub use features::persistent::{

@@ -86,6 +86,8 @@ impl Store {
             extensions: Mutex::new(Vec::new()),
         };
         store.shared.load_metadata()?;
+        // Forwarders that wait hold retention from their saved checkpoints, running or not.
+        crate::maintenance::retention::load_holds(&store.shared)?;
         Ok(store)
     }
 

@@ -61,6 +61,8 @@ pub fn metadata(ctx: &Ctx, stream: &str, set: Option<&str>) -> CliResult {
 pub fn compact(ctx: &Ctx, compress: bool) -> CliResult {
     ctx.require_store()?;
     let store = ctx.open_write()?;
+    // Configured forwarders that wait hold retention even if they never ran.
+    crate::forward::register_configured(&store, &ctx.forward)?;
     let spinner = crate::ctx::spinner("scavenging");
     let s = store.scavenge()?;
     let c = if compress || ctx.options.compression.is_some() {

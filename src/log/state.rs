@@ -47,8 +47,9 @@ pub(crate) struct Shared {
     /// The last error of background work (compression, scavenging), which has
     /// no caller to return it to, with when it happened.
     pub(crate) background_error: Mutex<Option<String>>,
-    /// Retention holds of running forwarders (`retention = "wait"`), by name:
-    /// the first position each has not delivered. Scavenging keeps every
+    /// Retention holds of forwarders (`retention = "wait"`), by name: the
+    /// first position each has not delivered, loaded at open from their saved
+    /// checkpoints and moved by running forwarders. Scavenging keeps every
     /// event at or after the lowest of them.
     pub(crate) retention_holds: Mutex<std::collections::BTreeMap<String, u64>>,
     /// Torn tails that this open cut off the last segment.

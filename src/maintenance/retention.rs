@@ -16,9 +16,11 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::index::Lookup;
 use crate::format::record::{self, EventView, Frame, Head, LostView, SealView};
 use crate::format::segment::{SEGMENT_HEADER, SegmentHeader, segment_file_name};
+use crate::format::system::{self, StoredForwardCheckpointV1, StoredHoldV1};
 use crate::log::scan::index_segment;
 use crate::log::segments::SealedSegment;
 use crate::log::state::Shared;
+use crate::query::{Direction, StreamFrom};
 use crate::storage::write_atomically;
 use crate::stream_metadata::{META_PREFIX, SNAPSHOT_PREFIX, StreamMetadata};
 
@@ -102,6 +104,44 @@ impl Judge<'_> {
             None => expired || self.policy.max_age_ms.is_some_and(|m| age_ms > m),
         }
     }
+}
+
+/// Loads the retention holds that forwarders saved with their checkpoints
+/// (the last event of each `$forward-<name>-checkpoint`, see
+/// `features::forward`): a checkpoint whose retention is `wait` holds from its
+/// position, so that scavenging keeps what the forwarder has not delivered
+/// while it does not run. A record that does not decode holds everything
+/// (position 0): keeping too much is the safe mistake; the forwarder reports
+/// the record when it starts.
+pub(crate) fn load_holds(shared: &Shared) -> Result<()> {
+    let names: Vec<String> = shared
+        .streams
+        .read()
+        .keys()
+        .filter_map(|n| n.strip_prefix("$forward-").and_then(|n| n.strip_suffix("-checkpoint")))
+        .map(str::to_string)
+        .collect();
+    let mut holds = std::collections::BTreeMap::new();
+    for name in names {
+        let stream = format!("$forward-{name}-checkpoint");
+        let Some(last) = shared
+            .read_stream(&stream, Direction::Backward, StreamFrom::End, 1)?
+            .pop()
+        else {
+            continue;
+        };
+        match system::decode::<StoredForwardCheckpointV1>(&stream, last.position, &last.data) {
+            Ok(c) if c.retention == StoredHoldV1::Wait => {
+                holds.insert(name, c.position);
+            }
+            Ok(_) => {}
+            Err(_) => {
+                holds.insert(name, 0);
+            }
+        }
+    }
+    *shared.retention_holds.lock() = holds;
+    Ok(())
 }
 
 /// Scavenges every sealed segment of the store behind `shared` under `policy`.
