@@ -12,7 +12,8 @@
 //! in the status, never skipped silently. A forwarder with
 //! [`RetentionMode::Wait`] holds retention: scavenging keeps every event it
 //! has not delivered. The hold is part of its durable checkpoint, so it holds
-//! while no forwarder runs too (a store opened by `annal scavenge` loads it),
+//! while no forwarder runs too (a store loads it when it opens: `annal compact`
+//! with `annal serve` down keeps what it has not delivered),
 //! until [`forget_forwarder`] drops it.
 //!
 //! The checkpoint is the last event of `$forward-<name>-checkpoint`; a target
