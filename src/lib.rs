@@ -73,7 +73,7 @@ pub use maintenance::compression::CompressReport;
 pub use maintenance::repair::{RepairReport, repair, repair_with};
 pub use maintenance::retention::ScavengeReport;
 pub use maintenance::verify::{Problem, VerifyReport};
-pub use options::{CompressionOptions, Durability, Options, RetentionPolicy, RetentionRule};
+pub use options::{CompressionOptions, Durability, Options, RetentionPolicy, RetentionRule, WhenFull};
 pub use query::{AppendCondition, Direction, Filter, LogFrom, Pattern, Query, QueryItem, StreamFrom};
 pub use storage::{FsStorage, SimStorage, Storage};
 pub use store::Store;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use annal::{
     Batch, Direction, Durability, EventData, ExpectedVersion, Filter, ForwardSettings, ForwardTarget, Forwarder,
-    LogFrom, Options, RecordedEvent, RetentionMode, RetentionPolicy, SimStorage, Store, TargetError, forget_forwarder,
-    register_forwarder, saved_checkpoint, saved_forwarders,
+    LogFrom, Options, RecordedEvent, RetentionMode, RetentionPolicy, SimStorage, Store, TargetError, WhenFull,
+    forget_forwarder, register_forwarder, saved_checkpoint, saved_forwarders,
 };
 use parking_lot::Mutex;
 
@@ -166,5 +166,49 @@ fn forgetting_a_forwarder_drops_its_hold_and_ignore_never_holds() {
     f.run(&AtomicBool::new(false), true).unwrap();
     drop(f);
     assert_eq!(store.stats().retention_held_by.len(), 1);
+    close(store);
+}
+
+#[test]
+fn stop_appends_refuses_appends_while_undelivered_events_are_over_the_budget() {
+    let sim = SimStorage::new();
+    let options = Options::default()
+        .durability(Durability::Always)
+        .segment_size(8 * 1024)
+        .retention(RetentionPolicy {
+            max_bytes: Some(16 * 1024),
+            when_full: WhenFull::StopAppends,
+            ..RetentionPolicy::default()
+        });
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options).unwrap());
+    register_forwarder(&store, "slow", &settings()).unwrap();
+    fill(&store, 0, 600);
+    assert!(store.segment_count() > 3);
+    // Scavenging cannot hold the budget without dropping what "slow" has not delivered.
+    let report = store.scavenge().unwrap();
+    assert_eq!(report.events_removed, 0, "{report:?}");
+    let stats = store.stats();
+    assert!(
+        stats.appends_stopped_for_budget && stats.budget_exceeded_by_holds(),
+        "{stats:?}"
+    );
+    let refused = store
+        .append("s-0", ExpectedVersion::Any, vec![EventData::json("A", "{}")])
+        .unwrap_err();
+    assert!(
+        matches!(refused, annal::Error::BudgetFull { ref forwarder, .. } if forwarder == "slow"),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("stop-appends"), "{refused}");
+    // The forwarder delivers (its own records are not refused) and appends resume.
+    let sink = Sink::default();
+    let mut f = Forwarder::new(store.clone(), "slow", settings(), Box::new(sink.clone())).unwrap();
+    f.run(&AtomicBool::new(false), true).unwrap();
+    assert_eq!(sink.0.lock().len(), 600);
+    assert!(!store.stats().appends_stopped_for_budget);
+    store
+        .append("s-0", ExpectedVersion::Any, vec![EventData::json("A", "{}")])
+        .unwrap();
+    drop(f);
     close(store);
 }

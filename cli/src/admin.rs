@@ -110,6 +110,8 @@ struct Stats {
     retention_held_bytes: u64,
     /// True if those bytes alone are over the disk budget.
     retention_budget_exceeded: bool,
+    /// True while appends are refused for the budget (`when_full = "stop-appends"`).
+    appends_stopped_for_budget: bool,
 }
 
 /// `annal stats`.
@@ -144,6 +146,7 @@ pub fn stats(ctx: &Ctx, format: Format) -> CliResult {
         retention_max_bytes: s.retention_max_bytes,
         retention_held_bytes: s.retention_held_bytes,
         retention_budget_exceeded: s.budget_exceeded_by_holds(),
+        appends_stopped_for_budget: s.appends_stopped_for_budget,
     };
     store.close()?;
     let mut out = stdout();

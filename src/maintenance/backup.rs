@@ -61,6 +61,9 @@ pub struct StoreStats {
     /// delivered (from the segment of the lowest retention hold on): what
     /// scavenging cannot reclaim however far over the budget the store is.
     pub retention_held_bytes: u64,
+    /// True while appends are refused because undelivered events alone are
+    /// over the disk budget (`retention.when_full = "stop-appends"`).
+    pub appends_stopped_for_budget: bool,
 }
 
 impl StoreStats {
@@ -260,5 +263,6 @@ pub(crate) fn stats(shared: &Shared) -> StoreStats {
         retention_held_by: holds,
         retention_max_bytes: shared.options.retention.max_bytes,
         retention_held_bytes: held_bytes,
+        appends_stopped_for_budget: shared.budget_full.lock().is_some(),
     }
 }

@@ -144,6 +144,27 @@ pub(crate) fn load_holds(shared: &Shared) -> Result<()> {
     Ok(())
 }
 
+/// Under the policy `stop-appends`, starts refusing appends when undelivered
+/// events alone take more than `max_bytes` of sealed segments, and stops
+/// refusing them when they no longer do. Other policies refuse nothing.
+pub(crate) fn check_budget(shared: &Shared) {
+    let policy = &shared.options.retention;
+    let full = match (policy.when_full, policy.max_bytes, shared.lowest_hold()) {
+        (crate::options::WhenFull::StopAppends, Some(max), Some((forwarder, hold))) => {
+            let held: u64 = shared
+                .segments
+                .sealed()
+                .iter()
+                .filter(|s| s.index.next_position() > hold)
+                .map(|s| s.bytes.len() as u64)
+                .sum();
+            (held > max).then_some((forwarder, held, max))
+        }
+        _ => None,
+    };
+    *shared.budget_full.lock() = full;
+}
+
 /// Scavenges every sealed segment of the store behind `shared` under `policy`.
 pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<ScavengeReport> {
     let _one_at_a_time = shared.scavenging.lock();
@@ -171,6 +192,7 @@ pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<Scav
             None => report.bytes_after += seg.bytes.len() as u64,
         }
     }
+    check_budget(shared);
     Ok(report)
 }
 

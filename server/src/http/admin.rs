@@ -96,6 +96,9 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
             ));
         }
     }
+    if stats.appends_stopped_for_budget {
+        problems.push("appends are stopped until forwarders deliver enough for the disk budget to hold (retention.when_full = \"stop-appends\")".to_string());
+    }
     let status = if problems.is_empty() { "ok" } else { "degraded" };
     let forwarders: Vec<_> = forwarders
         .iter()
