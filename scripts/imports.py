@@ -139,7 +139,7 @@ def main(argv):
     dirs = [a for a in argv if not a.startswith("--")]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if not dirs:
-        dirs = [root] + [os.path.join(root, d) for d in ("cli", "server", "clients", "compare", "workload", "fuzz")]
+        dirs = [root] + [os.path.join(root, d) for d in ("cli", "server", "clients", "forward", "compare", "workload", "fuzz")]
     failed = False
     for d in dirs:
         src = os.path.join(d, "src")

@@ -24,6 +24,21 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// The disk budget (`retention.max_bytes`) cannot be held without
+    /// dropping events a forwarder has not delivered, and the policy is
+    /// `stop-appends`: appends are refused until the forwarder catches up.
+    #[error(
+        "appends are stopped: events forwarder {forwarder:?} has not delivered take {held_bytes} bytes, over the disk budget of {max_bytes} bytes (retention.max_bytes, when_full = \"stop-appends\"); they resume once it catches up"
+    )]
+    BudgetFull {
+        /// The forwarder holding the lowest position.
+        forwarder: String,
+        /// Bytes of sealed segments holding undelivered events.
+        held_bytes: u64,
+        /// The budget.
+        max_bytes: u64,
+    },
+
     /// The disk (or the simulated disk) is full. Nothing of the failed append was kept.
     #[error("disk full while {context}")]
     DiskFull {

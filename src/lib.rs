@@ -57,7 +57,8 @@ pub use event::{AppendResult, ContentType, EventData, ExpectedVersion, RecordedE
 pub use features::forward::{
     Batch, ForwardError, ForwardSettings, ForwardStart, ForwardState, ForwardStatus, ForwardTarget, Forwarder,
     ForwarderHandle, RetentionMode, SavedForwarder, StatusHandle, Step, TargetError, check_forwarder_name,
-    forward_checkpoint_stream, forward_parked_stream, saved_checkpoint, saved_forwarders,
+    forget_forwarder, forward_checkpoint_stream, forward_parked_stream, register_forwarder, saved_checkpoint,
+    saved_forwarders,
 };
 pub use features::metadata::Snapshot;
 pub use features::persistent::{
@@ -72,7 +73,7 @@ pub use maintenance::compression::CompressReport;
 pub use maintenance::repair::{RepairReport, repair, repair_with};
 pub use maintenance::retention::ScavengeReport;
 pub use maintenance::verify::{Problem, VerifyReport};
-pub use options::{CompressionOptions, Durability, Options, RetentionPolicy, RetentionRule};
+pub use options::{CompressionOptions, Durability, Options, RetentionPolicy, RetentionRule, WhenFull};
 pub use query::{AppendCondition, Direction, Filter, LogFrom, Pattern, Query, QueryItem, StreamFrom};
 pub use storage::{FsStorage, SimStorage, Storage};
 pub use store::{STORE_CREATED_ID, STORE_CREATED_TYPE, SYSTEM_STREAM, Store};

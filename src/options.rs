@@ -241,6 +241,25 @@ pub struct RetentionPolicy {
     pub rules: Vec<RetentionRule>,
     /// Run scavenging in the background this often (none: only on demand).
     pub interval_ms: Option<u64>,
+    /// What happens when `max_bytes` cannot be held without dropping events
+    /// a forwarder that waits has not delivered.
+    pub when_full: WhenFull,
+}
+
+/// The disk-budget policy: what the store does when undelivered events alone
+/// take more than `retention.max_bytes` (found by scavenging, and looked at
+/// again as forwarders deliver).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WhenFull {
+    /// Keep them and go over the budget (stats, `/metrics`, `/health` and
+    /// the server's log say so).
+    #[default]
+    #[serde(rename = "keep")]
+    Keep,
+    /// Refuse appends ([`crate::Error::BudgetFull`]) until the forwarders
+    /// deliver enough for the budget to hold; forwarders' own records go on.
+    #[serde(rename = "stop-appends")]
+    StopAppends,
 }
 
 impl RetentionPolicy {

@@ -93,6 +93,9 @@ impl Store {
             extensions: Mutex::new(Vec::new()),
         };
         store.shared.load_metadata()?;
+        // Forwarders that wait hold retention from their saved checkpoints, running or not.
+        crate::maintenance::retention::load_holds(&store.shared)?;
+        crate::maintenance::retention::check_budget(&store.shared);
         Ok(store)
     }
 
@@ -248,14 +251,20 @@ impl Store {
     /// Sets (or, with `None`, lifts) the retention hold of the forwarder
     /// `name`: scavenging keeps every event at or after `position`.
     pub(crate) fn set_retention_hold(&self, name: &str, position: Option<u64>) {
-        let mut holds = self.shared.retention_holds.lock();
-        match position {
-            Some(p) => {
-                holds.insert(name.to_string(), p);
+        {
+            let mut holds = self.shared.retention_holds.lock();
+            match position {
+                Some(p) => {
+                    holds.insert(name.to_string(), p);
+                }
+                None => {
+                    holds.remove(name);
+                }
             }
-            None => {
-                holds.remove(name);
-            }
+        }
+        // Appends stopped for the budget resume as soon as it holds again.
+        if self.shared.budget_full.lock().is_some() {
+            crate::maintenance::retention::check_budget(&self.shared);
         }
     }
 
@@ -358,6 +367,13 @@ impl Store {
             .is_some_and(|m| m.tombstoned)
         {
             return Err(Error::StreamDeleted(stream.to_string()));
+        }
+        if let Some((forwarder, held_bytes, max_bytes)) = self.shared.budget_full.lock().clone() {
+            return Err(Error::BudgetFull {
+                forwarder,
+                held_bytes,
+                max_bytes,
+            });
         }
         self.submit_checked(stream, expected, events, condition)
     }

@@ -102,6 +102,16 @@ struct Stats {
     fs_total_bytes: Option<u64>,
     fs_available_bytes: Option<u64>,
     last_background_error: Option<String>,
+    /// The forwarder whose retention hold is lowest, and the position it holds from.
+    retention_held_by: Option<String>,
+    /// The disk budget (`[retention] max_bytes`), if set.
+    retention_max_bytes: Option<u64>,
+    /// Bytes of sealed segments holding events a forwarder that waits has not delivered.
+    retention_held_bytes: u64,
+    /// True if those bytes alone are over the disk budget.
+    retention_budget_exceeded: bool,
+    /// True while appends are refused for the budget (`when_full = "stop-appends"`).
+    appends_stopped_for_budget: bool,
 }
 
 /// `annal stats`.
@@ -128,6 +138,15 @@ pub fn stats(ctx: &Ctx, format: Format) -> CliResult {
         fs_total_bytes: space.map(|s| s.0),
         fs_available_bytes: space.map(|s| s.1),
         last_background_error: s.last_background_error.clone(),
+        retention_held_by: s
+            .retention_held_by
+            .iter()
+            .min_by_key(|(_, p)| *p)
+            .map(|(n, p)| format!("{n} from position {p}")),
+        retention_max_bytes: s.retention_max_bytes,
+        retention_held_bytes: s.retention_held_bytes,
+        retention_budget_exceeded: s.budget_exceeded_by_holds(),
+        appends_stopped_for_budget: s.appends_stopped_for_budget,
     };
     store.close()?;
     let mut out = stdout();

@@ -1,6 +1,7 @@
 //! `annal forward`: one forwarder in the foreground (until interrupted, or
-//! `--once`: until it has forwarded what exists), and `annal forward status`:
-//! the checkpoints forwarders saved in the store.
+//! `--once`: until it has forwarded what exists), `annal forward status`: the
+//! checkpoints forwarders saved in the store, and `annal forward forget`:
+//! dropping a stopped forwarder's retention hold.
 //!
 //! It turns arguments into a forwarder of the library and a target of
 //! `annal-forward`; it must never forward anything itself.
@@ -65,6 +66,13 @@ pub struct ForwardArgs {
 pub enum ForwardAction {
     /// The checkpoints forwarders saved in the store, and how far behind the head they are.
     Status,
+    /// Drops the retention hold of a forwarder that is not running (remove it
+    /// from annal.toml first, or `annal serve` registers it again): scavenging
+    /// may then remove the events it has not delivered. Its checkpoint stays.
+    Forget {
+        /// The forwarder's name.
+        name: String,
+    },
 }
 
 impl ForwardConfig {
@@ -92,6 +100,16 @@ impl ForwardConfig {
     }
 }
 
+/// Records every `[[forward]]` forwarder of the configuration in the store
+/// without running it, so that those that wait hold retention durably even
+/// before they first run (`annal compact`).
+pub fn register_configured(store: &annal::Store, configs: &[ForwardConfig]) -> CliResult {
+    for c in configs {
+        annal::register_forwarder(store, &c.name, &c.settings()?)?;
+    }
+    Ok(())
+}
+
 /// Starts every `[[forward]]` forwarder of the configuration on its own thread.
 pub fn start_configured(
     store: &Arc<annal::Store>,
@@ -102,6 +120,11 @@ pub fn start_configured(
         let settings = c.settings()?;
         let target = annal_forward::connect(&c.to, c.token.clone())
             .map_err(|e| CliError::msg(format!("[[forward]] {}: {e}", c.name)))?;
+        // Its hold is durable before it first delivers (a store that cannot
+        // be written, opened degraded, still serves: the forwarder says why).
+        if let Err(e) = annal::register_forwarder(store, &c.name, &settings) {
+            eprintln!("annal: [[forward]] {}: its retention hold is not saved: {e}", c.name);
+        }
         let forwarder = Forwarder::new(store.clone(), &c.name, settings, target)?;
         eprintln!("annal: forwarding to {} as {:?}", forwarder.status().target, c.name);
         handles.push(forwarder.spawn()?);
@@ -131,8 +154,10 @@ fn settings_of(a: &ForwardArgs) -> CliResult<ForwardSettings> {
 
 /// `annal forward`.
 pub fn forward(ctx: &Ctx, a: ForwardArgs) -> CliResult {
-    if matches!(a.action, Some(ForwardAction::Status)) {
-        return status(ctx);
+    match &a.action {
+        Some(ForwardAction::Status) => return status(ctx),
+        Some(ForwardAction::Forget { name }) => return forget(ctx, name),
+        None => {}
     }
     let Some(url) = a.to.clone() else {
         return Err(CliError::with_code(
@@ -200,8 +225,28 @@ fn status(ctx: &Ctx) -> CliResult {
             "delivered": saved.delivered,
             "parked": saved.parked,
             "skipped": saved.skipped,
+            "holds_retention": saved.holds_retention,
         });
         println!("{line}");
     }
+    Ok(())
+}
+
+/// `annal forward forget NAME`.
+fn forget(ctx: &Ctx, name: &str) -> CliResult {
+    let store = ctx.open_owned()?;
+    if ctx.forward.iter().any(|c| c.name == name) {
+        eprintln!(
+            "annal: {name:?} is still a [[forward]] of the configuration: `annal serve` will hold retention for it again"
+        );
+    }
+    let found = annal::forget_forwarder(&store, name)?;
+    store.close()?;
+    if !found {
+        return Err(CliError::msg(format!(
+            "no forwarder named {name:?} saved a checkpoint in this store"
+        )));
+    }
+    println!("{}", serde_json::json!({ "name": name, "holds_retention": false }));
     Ok(())
 }

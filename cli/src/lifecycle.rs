@@ -61,6 +61,8 @@ pub fn metadata(ctx: &Ctx, stream: &str, set: Option<&str>) -> CliResult {
 pub fn compact(ctx: &Ctx, compress: bool) -> CliResult {
     ctx.require_store()?;
     let store = ctx.open_write()?;
+    // Configured forwarders that wait hold retention even if they never ran.
+    crate::forward::register_configured(&store, &ctx.forward)?;
     let spinner = crate::ctx::spinner("scavenging");
     let s = store.scavenge()?;
     let c = if compress || ctx.options.compression.is_some() {
@@ -135,6 +137,8 @@ pub fn serve(ctx: &Ctx, listen: Option<SocketAddr>, no_auth: bool, advertise: Op
         .build()
         .map_err(|e| CliError::msg(format!("starting the server runtime: {e}")))?;
     let forwarders = crate::forward::start_configured(&store, &ctx.forward)?;
+    let watch_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watch = budget_watch(store.clone(), watch_stop.clone());
     let served = runtime.block_on(async {
         let bound = annal_server::bind(store.clone(), config).await?;
         bound
@@ -150,12 +154,66 @@ pub fn serve(ctx: &Ctx, listen: Option<SocketAddr>, no_auth: bool, advertise: Op
             eprintln!("annal: forwarder stopped with an error: {e}");
         }
     }
+    watch_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(w) = watch {
+        let _ = w.join();
+    }
     served.map_err(|e| CliError::msg(e.to_string()))?;
     // Every request and subscription has let go of the store: flush and close it.
     match Arc::try_unwrap(store) {
         Ok(store) => Ok(store.close()?),
         Err(_) => Err(CliError::msg("the store was still in use after shutdown")),
     }
+}
+
+/// With a disk budget (`[retention] max_bytes`), says in the log when
+/// undelivered events that forwarders hold take 80 % of it or more, and when
+/// they take more than all of it (scavenging then cannot hold the budget), and
+/// when that ends; looks every 10 s until `stop`.
+fn budget_watch(
+    store: Arc<annal::Store>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Option<std::thread::JoinHandle<()>> {
+    store.stats().retention_max_bytes?;
+    std::thread::Builder::new()
+        .name("annal-budget-watch".into())
+        .spawn(move || {
+            let mut was = 0u8;
+            let mut ticks = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if ticks.is_multiple_of(50) {
+                    let s = store.stats();
+                    let now = if s.budget_exceeded_by_holds() {
+                        2
+                    } else {
+                        u8::from(s.budget_threatened())
+                    };
+                    let by = s
+                        .retention_held_by
+                        .iter()
+                        .min_by_key(|(_, p)| *p)
+                        .map(|(n, _)| n.clone())
+                        .unwrap_or_default();
+                    let max = s.retention_max_bytes.unwrap_or(0);
+                    match (was, now) {
+                        (_, 2) if was != 2 => eprintln!(
+                            "annal: warning: events forwarder {by:?} has not delivered take {} bytes, over the disk budget of {max} bytes ([retention] max_bytes): scavenging keeps them (retention = \"wait\"); restore its target or `annal forward forget {by}`",
+                            s.retention_held_bytes
+                        ),
+                        (0, 1) => eprintln!(
+                            "annal: warning: events forwarder {by:?} has not delivered take {} bytes, 80 % or more of the disk budget of {max} bytes",
+                            s.retention_held_bytes
+                        ),
+                        (1 | 2, 0) => eprintln!("annal: undelivered events are back under 80 % of the disk budget"),
+                        _ => {}
+                    }
+                    was = now;
+                }
+                ticks = ticks.wrapping_add(1);
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        })
+        .ok()
 }
 
 async fn shutdown_signal() {

@@ -2,7 +2,7 @@
 //! choice of target by scheme, and must never parse URLs (that is
 //! [`crate::url`]'s) nor deliver anything (that is each target's).
 
-use crate::ConfigError;
+use crate::error::ConfigError;
 use crate::url::{TargetKind, TargetUrl};
 
 /// Makes the target a URL names. Nothing is connected yet: the first

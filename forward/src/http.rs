@@ -17,7 +17,7 @@ use std::time::Duration;
 use annal::{Batch, ContentType, ForwardTarget, RecordedEvent, TargetError};
 use serde_json::{Value, json};
 
-use crate::ConfigError;
+use crate::error::ConfigError;
 use crate::url::TargetUrl;
 
 /// Forwards to another annal's HTTP API.
@@ -55,7 +55,7 @@ impl AnnalTarget {
             .build()
             .map_err(|e| t.bad(e.to_string()))?;
         Ok(AnnalTarget {
-            rt: crate::runtime()?,
+            rt: crate::node::runtime()?,
             client,
             base: format!("{scheme}://{host}{port}{path}"),
             token: t.param("token").or(token),

@@ -21,7 +21,7 @@ use std::time::Duration;
 use annal::{Batch, ContentType, ForwardTarget, RecordedEvent, TargetError};
 use async_nats::jetstream;
 
-use crate::ConfigError;
+use crate::error::ConfigError;
 use crate::url::TargetUrl;
 
 /// Forwards to a JetStream stream.
@@ -106,7 +106,7 @@ impl NatsTarget {
             (u, None) => (u, None),
         };
         Ok(NatsTarget {
-            rt: crate::runtime()?,
+            rt: crate::node::runtime()?,
             server: format!("nats://{host}:{port}"),
             user,
             token,
@@ -115,7 +115,7 @@ impl NatsTarget {
             stream,
             duplicate_window: t.millis("duplicate_window_ms", Duration::from_secs(120))?,
             timeout: t.millis("timeout_ms", Duration::from_secs(10))?,
-            source: t.param("source").unwrap_or_else(crate::node_name),
+            source: t.param("source").unwrap_or_else(crate::node::node_name),
             js: None,
         })
     }

@@ -22,7 +22,7 @@ use postgres_types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::{Client, NoTls};
 
-use crate::ConfigError;
+use crate::error::ConfigError;
 use crate::url::TargetUrl;
 
 /// The columns of the events table, in the order they are written.
@@ -76,7 +76,7 @@ impl PostgresTarget {
         let schema = t.param("schema").unwrap_or_else(|| "public".into());
         check_identifier(t, "table", &table)?;
         check_identifier(t, "schema", &schema)?;
-        let source = t.param("source").unwrap_or_else(crate::node_name);
+        let source = t.param("source").unwrap_or_else(crate::node::node_name);
         let timeout = t.millis("timeout_ms", Duration::from_secs(30))?;
         // The connection string without this target's own parameters.
         let mut conn = t.url.clone();
@@ -99,7 +99,7 @@ impl PostgresTarget {
         }
         config.application_name("annal-forward");
         Ok(PostgresTarget {
-            rt: crate::runtime()?,
+            rt: crate::node::runtime()?,
             config,
             described: format!("{t} (table {schema}.{table})"),
             table: format!("\"{schema}\".\"{table}\""),

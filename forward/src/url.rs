@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::ConfigError;
+use crate::error::ConfigError;
 
 /// The kinds of target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -217,6 +217,26 @@ impl Metrics {
                 i128::from(lowest),
             );
         }
+        if let Some(max) = s.retention_max_bytes {
+            gauge(
+                &mut out,
+                "annal_retention_max_bytes",
+                "The disk budget: retention.max_bytes of sealed segments.",
+                i128::from(max),
+            );
+            gauge(
+                &mut out,
+                "annal_retention_held_bytes",
+                "Bytes of sealed segments holding events a forwarder that waits has not delivered.",
+                i128::from(s.retention_held_bytes),
+            );
+            gauge(
+                &mut out,
+                "annal_retention_budget_exceeded",
+                "1 if undelivered events alone take more than the disk budget.",
+                i128::from(s.budget_exceeded_by_holds()),
+            );
+        }
         forwarder_metrics(&mut out, &g.forwarders);
         out
     }

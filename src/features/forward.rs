@@ -9,9 +9,12 @@
 //! rejects for good (a poison event) is parked in `$forward-<name>-parked`
 //! with the target's reason, and forwarding goes on. A checkpoint that lies
 //! before events removed by scavenging (or lost to damage) is reported as a gap
-//! in the status, never skipped silently. While it runs with
-//! [`RetentionMode::Wait`], a forwarder holds retention: scavenging keeps
-//! every event it has not delivered.
+//! in the status, never skipped silently. A forwarder with
+//! [`RetentionMode::Wait`] holds retention: scavenging keeps every event it
+//! has not delivered. The hold is part of its durable checkpoint, so it holds
+//! while no forwarder runs too (a store loads it when it opens: `annal compact`
+//! with `annal serve` down keeps what it has not delivered),
+//! until [`forget_forwarder`] drops it.
 //!
 //! The checkpoint is the last event of `$forward-<name>-checkpoint`; a target
 //! that stores its own checkpoint in the same transaction as the events
@@ -34,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::event::{EventData, ExpectedVersion, RecordedEvent};
-use crate::format::system::{self, StoredForwardCheckpointV1, StoredParkedV1, Version1};
+use crate::format::system::{self, StoredForwardCheckpointV1, StoredHoldV1, StoredParkedV1, Version1};
 use crate::query::{Direction, Filter, LogFrom, StreamFrom};
 use crate::store::Store;
 
@@ -88,7 +91,8 @@ impl FromStr for ForwardStart {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RetentionMode {
-    /// Scavenging keeps every event the forwarder has not delivered (while it runs).
+    /// Scavenging keeps every event the forwarder has not delivered, from its
+    /// durable checkpoint, whether it runs or not.
     #[default]
     Wait,
     /// Scavenging ignores the forwarder; events removed before delivery are reported as a gap.
@@ -304,6 +308,8 @@ pub struct Forwarder {
     current: StoredForwardCheckpointV1,
     /// The checkpoint last saved in the store (or loaded from it).
     saved: StoredForwardCheckpointV1,
+    /// Whether `saved` is in the store (false until the first save of a new forwarder).
+    stored: bool,
     last_save: Instant,
     /// Something worth saving happened since the last save (events delivered,
     /// parked or skipped). Moving past other events only is not: saving it
@@ -326,7 +332,10 @@ impl std::fmt::Debug for Forwarder {
 impl Forwarder {
     /// A forwarder named `name` over `store` to `target`. Reads its checkpoint
     /// from the store (or starts where the settings say) and, with
-    /// [`RetentionMode::Wait`], holds retention from there at once.
+    /// [`RetentionMode::Wait`], holds retention from there at once. Nothing
+    /// is saved until it delivers (a forwarder that never reaches its target
+    /// leaves no trace): [`register_forwarder`] first makes the hold durable
+    /// from the start.
     pub fn new(
         store: Arc<Store>,
         name: &str,
@@ -335,22 +344,14 @@ impl Forwarder {
     ) -> Result<Forwarder> {
         check_forwarder_name(name)?;
         settings.validate()?;
-        let saved = load_checkpoint(&store, name)?;
-        let cursor = match saved {
-            Some(c) => c.position,
-            None => match settings.start {
-                ForwardStart::Start => 0,
-                ForwardStart::End => store.head_position(),
-                ForwardStart::Position(p) => p,
-            },
+        let loaded = load_checkpoint(&store, name)?;
+        let current = StoredForwardCheckpointV1 {
+            retention: hold_of(&settings),
+            ..loaded.unwrap_or_else(|| fresh_checkpoint(&store, &settings))
         };
-        let saved = saved.unwrap_or(StoredForwardCheckpointV1 {
-            version: Version1,
-            position: cursor,
-            delivered: 0,
-            parked: 0,
-            skipped: 0,
-        });
+        // The checkpoint as the store has it (or this start, not stored).
+        let saved = loaded.unwrap_or(current);
+        let cursor = current.position;
         let status = ForwardStatus {
             name: name.to_string(),
             target: target.describe(),
@@ -377,10 +378,12 @@ impl Forwarder {
             target,
             cursor,
             started: false,
-            current: saved,
+            current,
             saved,
+            stored: loaded.is_some(),
             last_save: Instant::now(),
-            dirty: false,
+            // Another retention mode than the stored one is saved at the first save.
+            dirty: current != saved,
             payload_bytes: 0,
             status: Arc::new(Mutex::new(status)),
         };
@@ -578,6 +581,7 @@ impl Forwarder {
             vec![EventData::json("$ForwardCheckpoint", system::encode(&record))],
         )?;
         self.saved = record;
+        self.stored = true;
         self.dirty = false;
         Ok(())
     }
@@ -710,7 +714,9 @@ impl Forwarder {
 
 impl Drop for Forwarder {
     fn drop(&mut self) {
-        self.store.set_retention_hold(&self.name, None);
+        // The hold stays, from what the store holds durably.
+        let hold = (self.stored && self.saved.retention == StoredHoldV1::Wait).then_some(self.saved.position);
+        self.store.set_retention_hold(&self.name, hold);
     }
 }
 
@@ -802,6 +808,87 @@ fn load_checkpoint(store: &Store, name: &str) -> Result<Option<StoredForwardChec
     }
 }
 
+/// The hold a forwarder with these settings records with its checkpoint.
+fn hold_of(settings: &ForwardSettings) -> StoredHoldV1 {
+    match settings.retention {
+        RetentionMode::Wait => StoredHoldV1::Wait,
+        RetentionMode::Ignore => StoredHoldV1::Ignore,
+    }
+}
+
+/// The checkpoint of a forwarder that has none: where its settings start.
+fn fresh_checkpoint(store: &Store, settings: &ForwardSettings) -> StoredForwardCheckpointV1 {
+    StoredForwardCheckpointV1 {
+        version: Version1,
+        position: match settings.start {
+            ForwardStart::Start => 0,
+            ForwardStart::End => store.head_position(),
+            ForwardStart::Position(p) => p,
+        },
+        delivered: 0,
+        parked: 0,
+        skipped: 0,
+        retention: hold_of(settings),
+    }
+}
+
+/// Reads the forwarder's checkpoint and saves one if there is none, or if
+/// its retention mode changed, so that the store holds it durably.
+fn register(store: &Store, name: &str, settings: &ForwardSettings) -> Result<StoredForwardCheckpointV1> {
+    check_forwarder_name(name)?;
+    let loaded = load_checkpoint(store, name)?;
+    let retention = hold_of(settings);
+    let record = StoredForwardCheckpointV1 {
+        retention,
+        ..loaded.unwrap_or_else(|| fresh_checkpoint(store, settings))
+    };
+    // A new forwarder that ignores retention has no hold to record.
+    let new_and_free = loaded.is_none() && retention == StoredHoldV1::Ignore;
+    if loaded != Some(record) && !new_and_free {
+        store.append_system(
+            &forward_checkpoint_stream(name),
+            ExpectedVersion::Any,
+            vec![EventData::json("$ForwardCheckpoint", system::encode(&record))],
+        )?;
+    }
+    store.set_retention_hold(name, (retention == StoredHoldV1::Wait).then_some(record.position));
+    Ok(record)
+}
+
+/// Records forwarder `name` in the store without running it: a checkpoint
+/// where its settings start (unless it has one) with its retention mode. A
+/// forwarder with [`RetentionMode::Wait`] then holds retention from there,
+/// durably, before it ever runs (`annal serve` and `annal compact` register
+/// the forwarders of annal.toml). Returns the checkpoint's position.
+pub fn register_forwarder(store: &Store, name: &str, settings: &ForwardSettings) -> Result<u64> {
+    Ok(register(store, name, settings)?.position)
+}
+
+/// Drops the retention hold of forwarder `name` (one that is not running):
+/// its checkpoint stays, marked released, so scavenging no longer keeps the
+/// events it has not delivered; a forwarder of that name that runs again with
+/// [`RetentionMode::Wait`] holds again from its checkpoint. Returns false if
+/// the store has no checkpoint of that name.
+pub fn forget_forwarder(store: &Store, name: &str) -> Result<bool> {
+    check_forwarder_name(name)?;
+    let Some(c) = load_checkpoint(store, name)? else {
+        return Ok(false);
+    };
+    if c.retention != StoredHoldV1::Released {
+        let record = StoredForwardCheckpointV1 {
+            retention: StoredHoldV1::Released,
+            ..c
+        };
+        store.append_system(
+            &forward_checkpoint_stream(name),
+            ExpectedVersion::Any,
+            vec![EventData::json("$ForwardCheckpoint", system::encode(&record))],
+        )?;
+    }
+    store.set_retention_hold(name, None);
+    Ok(true)
+}
+
 /// What a forwarder saved in the store: its checkpoint and totals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct SavedForwarder {
@@ -813,6 +900,9 @@ pub struct SavedForwarder {
     pub parked: u64,
     /// Positions skipped (removed before delivery) in total.
     pub skipped: u64,
+    /// Whether scavenging keeps the events from the checkpoint on: the
+    /// forwarder's retention is `wait` and its hold was not forgotten.
+    pub holds_retention: bool,
 }
 
 /// Every forwarder that saved a checkpoint in the store, by name, sorted.
@@ -834,6 +924,7 @@ pub fn saved_forwarders(store: &Store) -> Result<Vec<(String, SavedForwarder)>> 
                     delivered: c.delivered,
                     parked: c.parked,
                     skipped: c.skipped,
+                    holds_retention: c.retention == StoredHoldV1::Wait,
                 },
             ));
         }

@@ -175,6 +175,33 @@ pub(crate) struct StoredForwardCheckpointV1 {
     pub parked: u64,
     #[serde(rename = "skipped")]
     pub skipped: u64,
+    /// Whether the checkpoint holds retention; absent (as in records written
+    /// before the field existed) means `wait`.
+    #[serde(rename = "retention", default, skip_serializing_if = "StoredHoldV1::is_wait")]
+    pub retention: StoredHoldV1,
+}
+
+/// A forwarder checkpoint's `retention`: whether scavenging keeps the events
+/// from its position on, even while no forwarder runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum StoredHoldV1 {
+    /// Scavenging keeps every event at or after the checkpoint's position.
+    #[default]
+    #[serde(rename = "wait")]
+    Wait,
+    /// The forwarder's retention is `ignore`: no hold.
+    #[serde(rename = "ignore")]
+    Ignore,
+    /// `annal forward forget` dropped the hold; no hold until the forwarder
+    /// runs again with `wait`.
+    #[serde(rename = "released")]
+    Released,
+}
+
+impl StoredHoldV1 {
+    fn is_wait(&self) -> bool {
+        *self == StoredHoldV1::Wait
+    }
 }
 
 /// An event of `$group-<name>-parked` or `$forward-<name>-parked` (type `$Parked`).

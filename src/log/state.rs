@@ -47,10 +47,15 @@ pub(crate) struct Shared {
     /// The last error of background work (compression, scavenging), which has
     /// no caller to return it to, with when it happened.
     pub(crate) background_error: Mutex<Option<String>>,
-    /// Retention holds of running forwarders (`retention = "wait"`), by name:
-    /// the first position each has not delivered. Scavenging keeps every
+    /// Retention holds of forwarders (`retention = "wait"`), by name: the
+    /// first position each has not delivered, loaded at open from their saved
+    /// checkpoints and moved by running forwarders. Scavenging keeps every
     /// event at or after the lowest of them.
     pub(crate) retention_holds: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Set while appends are refused because undelivered events alone are
+    /// over the disk budget (policy `stop-appends`): the forwarder holding
+    /// the lowest position, the bytes held and the budget.
+    pub(crate) budget_full: Mutex<Option<(String, u64, u64)>>,
     /// Torn tails that this open cut off the last segment.
     pub(crate) torn_at_open: Vec<crate::log::damage::TornTail>,
     /// Damage a read-only open stepped around, by position.

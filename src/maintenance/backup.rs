@@ -49,10 +49,36 @@ pub struct StoreStats {
     /// it was opened (what failed, when, and why); `None` if none failed. It
     /// stays after later runs succeed, until another error replaces it.
     pub last_background_error: Option<String>,
-    /// Retention holds of running forwarders that wait for delivery
-    /// (`retention = "wait"`): each forwarder's name and the first position it
-    /// has not delivered. Scavenging keeps every event from the lowest on.
+    /// Retention holds of forwarders that wait for delivery (`retention =
+    /// "wait"`), running or not (a stopped one holds from its saved
+    /// checkpoint): each forwarder's name and the first position it has not
+    /// delivered. Scavenging keeps every event from the lowest on.
     pub retention_held_by: Vec<(String, u64)>,
+    /// The store's disk budget: `retention.max_bytes` (of sealed segments),
+    /// if set.
+    pub retention_max_bytes: Option<u64>,
+    /// Bytes of sealed segments that hold events a forwarder has not
+    /// delivered (from the segment of the lowest retention hold on): what
+    /// scavenging cannot reclaim however far over the budget the store is.
+    pub retention_held_bytes: u64,
+    /// True while appends are refused because undelivered events alone are
+    /// over the disk budget (`retention.when_full = "stop-appends"`).
+    pub appends_stopped_for_budget: bool,
+}
+
+impl StoreStats {
+    /// True if undelivered events alone take at least 80 % of the disk
+    /// budget: the budget will soon be held only by dropping them.
+    pub fn budget_threatened(&self) -> bool {
+        self.retention_max_bytes
+            .is_some_and(|m| u128::from(self.retention_held_bytes) * 10 >= u128::from(m) * 8)
+    }
+
+    /// True if undelivered events alone take more than the disk budget: it
+    /// cannot be held without dropping them.
+    pub fn budget_exceeded_by_holds(&self) -> bool {
+        self.retention_max_bytes.is_some_and(|m| self.retention_held_bytes > m)
+    }
 }
 
 fn empty_dest(st: &dyn Storage, dest: &Path) -> Result<()> {
@@ -210,6 +236,22 @@ pub(crate) fn stats(shared: &Shared) -> StoreStats {
         }
         None => (0, 0),
     };
+    // Taken once, and let go before anything else locks it.
+    let holds: Vec<(String, u64)> = shared
+        .retention_holds
+        .lock()
+        .iter()
+        .map(|(n, p)| (n.clone(), *p))
+        .collect();
+    let held_bytes = match holds.iter().map(|(_, p)| *p).min() {
+        Some(hold) => now
+            .sealed
+            .iter()
+            .filter(|s| s.index.next_position() > hold)
+            .map(|s| s.bytes.len() as u64)
+            .sum(),
+        None => 0,
+    };
     StoreStats {
         events: shared.published(),
         streams: shared.streams.read().len() as u64,
@@ -218,11 +260,9 @@ pub(crate) fn stats(shared: &Shared) -> StoreStats {
         index_bytes: now.sealed.iter().map(|s| s.index.raw().len() as u64).sum(),
         active_events,
         last_background_error: shared.background_error.lock().clone(),
-        retention_held_by: shared
-            .retention_holds
-            .lock()
-            .iter()
-            .map(|(n, p)| (n.clone(), *p))
-            .collect(),
+        retention_held_by: holds,
+        retention_max_bytes: shared.options.retention.max_bytes,
+        retention_held_bytes: held_bytes,
+        appends_stopped_for_budget: shared.budget_full.lock().is_some(),
     }
 }

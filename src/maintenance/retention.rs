@@ -16,9 +16,11 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::index::Lookup;
 use crate::format::record::{self, EventView, Frame, Head, LostView, SealView};
 use crate::format::segment::{SEGMENT_HEADER, SegmentHeader, segment_file_name};
+use crate::format::system::{self, StoredForwardCheckpointV1, StoredHoldV1};
 use crate::log::scan::index_segment;
 use crate::log::segments::SealedSegment;
 use crate::log::state::Shared;
+use crate::query::{Direction, StreamFrom};
 use crate::storage::write_atomically;
 use crate::stream_metadata::{META_PREFIX, SNAPSHOT_PREFIX, StreamMetadata};
 
@@ -104,6 +106,65 @@ impl Judge<'_> {
     }
 }
 
+/// Loads the retention holds that forwarders saved with their checkpoints
+/// (the last event of each `$forward-<name>-checkpoint`, see
+/// `features::forward`): a checkpoint whose retention is `wait` holds from its
+/// position, so that scavenging keeps what the forwarder has not delivered
+/// while it does not run. A record that does not decode holds everything
+/// (position 0): keeping too much is the safe mistake; the forwarder reports
+/// the record when it starts.
+pub(crate) fn load_holds(shared: &Shared) -> Result<()> {
+    let names: Vec<String> = shared
+        .streams
+        .read()
+        .keys()
+        .filter_map(|n| n.strip_prefix("$forward-").and_then(|n| n.strip_suffix("-checkpoint")))
+        .map(str::to_string)
+        .collect();
+    let mut holds = std::collections::BTreeMap::new();
+    for name in names {
+        let stream = format!("$forward-{name}-checkpoint");
+        let Some(last) = shared
+            .read_stream(&stream, Direction::Backward, StreamFrom::End, 1)?
+            .pop()
+        else {
+            continue;
+        };
+        match system::decode::<StoredForwardCheckpointV1>(&stream, last.position, &last.data) {
+            Ok(c) if c.retention == StoredHoldV1::Wait => {
+                holds.insert(name, c.position);
+            }
+            Ok(_) => {}
+            Err(_) => {
+                holds.insert(name, 0);
+            }
+        }
+    }
+    *shared.retention_holds.lock() = holds;
+    Ok(())
+}
+
+/// Under the policy `stop-appends`, starts refusing appends when undelivered
+/// events alone take more than `max_bytes` of sealed segments, and stops
+/// refusing them when they no longer do. Other policies refuse nothing.
+pub(crate) fn check_budget(shared: &Shared) {
+    let policy = &shared.options.retention;
+    let full = match (policy.when_full, policy.max_bytes, shared.lowest_hold()) {
+        (crate::options::WhenFull::StopAppends, Some(max), Some((forwarder, hold))) => {
+            let held: u64 = shared
+                .segments
+                .sealed()
+                .iter()
+                .filter(|s| s.index.next_position() > hold)
+                .map(|s| s.bytes.len() as u64)
+                .sum();
+            (held > max).then_some((forwarder, held, max))
+        }
+        _ => None,
+    };
+    *shared.budget_full.lock() = full;
+}
+
 /// Scavenges every sealed segment of the store behind `shared` under `policy`.
 pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<ScavengeReport> {
     let _one_at_a_time = shared.scavenging.lock();
@@ -131,6 +192,7 @@ pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<Scav
             None => report.bytes_after += seg.bytes.len() as u64,
         }
     }
+    check_budget(shared);
     Ok(report)
 }
 

@@ -93,6 +93,7 @@ pub(crate) fn from_store(e: annal::Error) -> Status {
         E::InvalidInput(m) => Status::invalid_argument(m),
         E::StreamNotFound(s) => Status::not_found(format!("Event stream '{s}' was not found.")),
         e @ E::DiskFull { .. } => Status::resource_exhausted(e.to_string()),
+        e @ E::BudgetFull { .. } => Status::resource_exhausted(e.to_string()),
         e @ (E::ReadOnly { .. } | E::Closed(_) | E::Poisoned { .. } | E::Locked { .. }) => {
             Status::unavailable(e.to_string())
         }

@@ -44,6 +44,90 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
+/// `GET /health`: readiness, each forwarder's state and the disk budget. The
+/// store not ready is 503, as `/health/ready` says it; a forwarder in error or
+/// a backlog of undelivered events that threatens the disk budget is
+/// `"degraded"` with 200: the store still serves reads and appends, so a load
+/// balancer must keep the node, while monitoring sees the problems listed.
+pub(crate) async fn health(State(state): State<AppState>) -> Response {
+    if state.shutdown.is_cancelled() {
+        return not_ready("shutting down");
+    }
+    if let Some(reason) = state.store.write_failure() {
+        return not_ready(&format!("appends are refused: {reason}"));
+    }
+    let store = state.store();
+    let probe = state
+        .blocking(move || {
+            store.read_all(Direction::Backward, LogFrom::End, 1, &Filter::all())?;
+            Ok((store.head_position(), store.stats()))
+        })
+        .await;
+    let (head, stats) = match probe {
+        Ok(p) => p,
+        Err(e) => return not_ready(&e.message),
+    };
+    let forwarders = state.forwarders();
+    let mut problems = Vec::new();
+    for f in &forwarders {
+        if f.state == annal::ForwardState::Error {
+            problems.push(format!(
+                "forwarder {:?} is in error: {}",
+                f.name,
+                f.last_error.as_deref().unwrap_or("the target refuses every batch")
+            ));
+        }
+    }
+    let lowest = stats
+        .retention_held_by
+        .iter()
+        .min_by_key(|(_, p)| *p)
+        .map(|(n, _)| n.clone());
+    if let (Some(max), Some(name)) = (stats.retention_max_bytes, &lowest) {
+        if stats.budget_exceeded_by_holds() {
+            problems.push(format!(
+                "undelivered events of forwarder {name:?} take {} bytes, over the disk budget of {max} bytes (retention.max_bytes)",
+                stats.retention_held_bytes
+            ));
+        } else if stats.budget_threatened() {
+            problems.push(format!(
+                "undelivered events of forwarder {name:?} take {} bytes, 80 % or more of the disk budget of {max} bytes (retention.max_bytes)",
+                stats.retention_held_bytes
+            ));
+        }
+    }
+    if stats.appends_stopped_for_budget {
+        problems.push("appends are stopped until forwarders deliver enough for the disk budget to hold (retention.when_full = \"stop-appends\")".to_string());
+    }
+    let status = if problems.is_empty() { "ok" } else { "degraded" };
+    let forwarders: Vec<_> = forwarders
+        .iter()
+        .map(|f| {
+            json!({
+                "name": f.name,
+                "state": f.state,
+                "checkpoint": f.checkpoint,
+                "lag_events": f.lag_events,
+                "lag_seconds": f.lag_seconds,
+                "failures": f.failures,
+                "last_error": f.last_error,
+            })
+        })
+        .collect();
+    axum::Json(json!({
+        "status": status,
+        "head_position": head,
+        "problems": problems,
+        "forwarders": forwarders,
+        "retention": {
+            "max_bytes": stats.retention_max_bytes,
+            "held_bytes": stats.retention_held_bytes,
+            "held_by": lowest,
+        },
+    }))
+    .into_response()
+}
+
 fn not_ready(reason: &str) -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,

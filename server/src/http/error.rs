@@ -108,6 +108,7 @@ impl From<annal::Error> for ApiError {
             E::StreamDeleted(_) => ApiError::new(StatusCode::GONE, "stream_deleted", message),
             E::InvalidInput(_) => ApiError::invalid(message),
             E::DiskFull { .. } => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "disk_full", message),
+            E::BudgetFull { .. } => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "budget_full", message),
             E::Closed(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_closed", message),
             E::Poisoned { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_failed", message),
             E::ReadOnly { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_read_only", message),

@@ -109,6 +109,7 @@ pub const ROUTES: &[Route] = {
     use Access::*;
     use Verb::*;
     &[
+        r("/health", Get, Public),
         r("/health/live", Get, Public),
         r("/health/ready", Get, Public),
         r("/metrics", Get, Metrics),
@@ -145,6 +146,7 @@ pub const ROUTES: &[Route] = {
 fn handler(route: &Route) -> MethodRouter<AppState> {
     use Verb::*;
     match (route.path, route.verb) {
+        ("/health", Get) => get(admin::health),
         ("/health/live", Get) => get(admin::live),
         ("/health/ready", Get) => get(admin::ready),
         ("/metrics", Get) => get(admin::metrics),

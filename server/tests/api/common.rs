@@ -16,6 +16,8 @@ pub struct TestServer {
     pub client: Client,
     pub store: Arc<Store>,
     pub dir: TempDir,
+    /// The server's state (to show forwarders in `/forward` and `/health`).
+    pub state: annal_server::AppState,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServerError>>>,
 }
@@ -58,6 +60,7 @@ impl TestServer {
     ) -> TestServer {
         let bound = annal_server::bind(store.clone(), config).await.unwrap();
         let port = bound.local_addr().port();
+        let state = bound.state().clone();
         let host = if scheme == "https" { "localhost" } else { "127.0.0.1" };
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(bound.run(async move {
@@ -68,6 +71,7 @@ impl TestServer {
             client,
             store,
             dir,
+            state,
             stop: Some(tx),
             task: Some(task),
         }

@@ -183,3 +183,109 @@ async fn shutdown_finishes_appends_and_releases_the_store() {
     let store = Arc::try_unwrap(store).expect("the server released the store");
     store.close().unwrap();
 }
+
+/// A target that refuses every batch (as with a wrong password).
+struct Refusing;
+
+impl annal::ForwardTarget for Refusing {
+    fn describe(&self) -> String {
+        "refusing".into()
+    }
+    fn load_checkpoint(&mut self, _forwarder: &str) -> Result<Option<u64>, annal::TargetError> {
+        Ok(None)
+    }
+    fn deliver(&mut self, _batch: &annal::Batch<'_>) -> Result<(), annal::TargetError> {
+        Err(annal::TargetError::Refused("wrong password".into()))
+    }
+}
+
+#[tokio::test]
+async fn health_reports_forwarders_and_a_forwarder_in_error_degrades_it() {
+    let s = TestServer::start().await;
+    let (st, v) = s.get("/health").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["status"], "ok", "{v}");
+    assert_eq!(v["forwarders"], json!([]));
+    s.append_n("h-1", 3).await;
+    let settings = annal::ForwardSettings {
+        backoff_initial: std::time::Duration::from_millis(1),
+        backoff_max: std::time::Duration::from_millis(50),
+        ..annal::ForwardSettings::default()
+    };
+    let handle = annal::Forwarder::new(s.store.clone(), "centre", settings, Box::new(Refusing))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    s.state.set_forwarders(vec![handle.status_handle()]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while handle.status().state != annal::ForwardState::Error {
+        assert!(std::time::Instant::now() < deadline, "{:?}", handle.status());
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (st, v) = s.get("/health").await;
+    // Degraded, not unavailable: the store still serves reads and appends.
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["status"], "degraded", "{v}");
+    assert_eq!(v["forwarders"][0]["name"], "centre");
+    assert_eq!(v["forwarders"][0]["state"], "error");
+    let problem = v["problems"][0].as_str().unwrap();
+    assert!(
+        problem.contains("centre") && problem.contains("wrong password"),
+        "{problem}"
+    );
+    let (st, _) = s.get("/health/ready").await;
+    assert_eq!(st, StatusCode::OK);
+    let _ = handle.stop();
+}
+
+#[tokio::test]
+async fn health_is_degraded_when_undelivered_events_threaten_the_disk_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = annal::Options::default()
+        .durability(annal::Durability::Never)
+        .segment_size(8 * 1024)
+        .retention(annal::RetentionPolicy {
+            max_bytes: Some(20 * 1024),
+            ..annal::RetentionPolicy::default()
+        });
+    let store = Arc::new(annal::Store::open(dir.path().join("data"), options).unwrap());
+    // A forwarder that waits and never ran holds from position 0.
+    annal::register_forwarder(&store, "behind", &annal::ForwardSettings::default()).unwrap();
+    for i in 0..400 {
+        store
+            .append(
+                "budget",
+                annal::ExpectedVersion::Any,
+                vec![annal::EventData::json(
+                    "Filled",
+                    format!(r#"{{"i":{i},"pad":"{}"}}"#, "x".repeat(100)),
+                )],
+            )
+            .unwrap();
+    }
+    let s = TestServer::start_store(
+        store,
+        dir,
+        annal_server::ServerConfig::open("127.0.0.1:0".parse().unwrap()),
+        "http",
+        reqwest::Client::new(),
+    )
+    .await;
+    let (st, v) = s.get("/health").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["status"], "degraded", "{v}");
+    assert_eq!(v["retention"]["held_by"], "behind");
+    assert!(v["retention"]["held_bytes"].as_u64().unwrap() > 20 * 1024, "{v}");
+    assert!(v["problems"][0].as_str().unwrap().contains("disk budget"), "{v}");
+    let text = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("annal_retention_budget_exceeded 1\n"), "{text}");
+    assert!(text.contains("annal_retention_max_bytes 20480\n"), "{text}");
+}
