@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Forwarding against real servers: starts PostgreSQL and nats-server (with
 # JetStream) on loopback in temporary directories, with passwords, and runs
-# the ignored tests of cli/tests/forward_real.rs against them (the debug
+# the ignored tests of cli/tests/forward_real.rs against them (the KurrentDB
+# and annal targets' tests start second `annal serve`s of their own) (the debug
 # build `cargo test --workspace` made already, so CI compiles nothing more).
 #
 # Usage: scripts/forward-test.sh            (20,000 events per target)
@@ -81,6 +82,7 @@ EOF
 cleanup() {
     as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -m immediate -w stop >/dev/null 2>&1 || true
     if [ -f "$WORK/nats.pid" ]; then kill "$(cat "$WORK/nats.pid")" 2>/dev/null || true; fi
+    if [ -f "$WORK/remote.pid" ]; then kill "$(cat "$WORK/remote.pid")" 2>/dev/null || true; fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -110,6 +112,14 @@ if [ -n "${ANNAL_FORWARD_BENCH:-}" ]; then
         "$ANNAL_TEST_PG_URL?table=annal_bench" "$ANNAL_FORWARD_BENCH"
     cargo run -q --release -p annal-forward --example forward_bench -- \
         "$ANNAL_TEST_NATS_URL?stream=BENCH&subject=bench.{stream}" "$ANNAL_FORWARD_BENCH"
+    # KurrentDB's protocol: a second annal (release build) serving gRPC, durability always.
+    cargo build -q --release -p annal-cli
+    ANNAL_BIN="${CARGO_TARGET_DIR:-target}/release/annal"
+    "$ANNAL_BIN" --data "$WORK/remote" serve --no-auth --listen 127.0.0.1:52113 >"$WORK/remote.log" 2>&1 &
+    echo $! >"$WORK/remote.pid"
+    for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/52113) 2>/dev/null && break; sleep 0.1; done
+    cargo run -q --release -p annal-forward --example forward_bench -- \
+        "kurrentdb://127.0.0.1:52113?tls=false" "$ANNAL_FORWARD_BENCH"
     exit 0
 fi
 

@@ -23,7 +23,7 @@ use crate::error::{CliError, CliResult};
 pub struct ForwardArgs {
     #[command(subcommand)]
     pub action: Option<ForwardAction>,
-    /// The target: postgres://…, nats://…, annal+http(s)://… (kurrentdb:// is not supported yet).
+    /// The target: postgres://…, nats://…, kurrentdb://… (or esdb://…), annal+http(s)://….
     #[arg(long, value_name = "URL")]
     pub to: Option<String>,
     /// The forwarder's name (its checkpoint and dead-letter streams are named after it).

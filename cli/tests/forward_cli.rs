@@ -27,8 +27,8 @@ fn bad_targets_are_clear_errors_and_save_nothing() {
     let (code, _, err) = run(d, &["append", "order-1", "--type", "T", "--data", "{}"]);
     assert_eq!(code, Some(0), "{err}");
     for (url, says) in [
-        ("kurrentdb://h:2113", "UNSUPPORTED"),
-        ("esdb://h:2113", "UNSUPPORTED"),
+        ("ftp://h", "UNSUPPORTED"),
+        ("kurrentdb://127.0.0.1:1?tls=false&maxDiscoverAttempts=2", "unavailable"),
         ("not a url", "invalid forward target URL"),
         ("postgres://u:hunter2@h:notaport/db", "invalid forward target URL"),
         ("annal+http://127.0.0.1:1", "unavailable"),

@@ -2,6 +2,7 @@
 //! target, and what a running forwarder costs local appends.
 //!
 //! `cargo run --release -p annal-forward --example forward_bench -- URL [EVENTS]`
+//! (URL `null:` drops every batch: the forwarder's own cost, without a target)
 //!
 //! 1. appends EVENTS events (appends of 100, durability "always") to a new
 //!    store with no forwarder, and times them;
@@ -14,7 +15,32 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use annal::{EventData, ExpectedVersion, ForwardSettings, Forwarder, Options, Store};
+use annal::{
+    Batch, EventData, ExpectedVersion, ForwardSettings, ForwardTarget, Forwarder, Options, Store, TargetError,
+};
+
+/// `null:` — a target that drops every batch, to measure the forwarder alone.
+struct Null;
+
+impl ForwardTarget for Null {
+    fn describe(&self) -> String {
+        "null".into()
+    }
+    fn load_checkpoint(&mut self, _forwarder: &str) -> Result<Option<u64>, TargetError> {
+        Ok(None)
+    }
+    fn deliver(&mut self, _batch: &Batch<'_>) -> Result<(), TargetError> {
+        Ok(())
+    }
+}
+
+fn make_target(url: &str) -> Box<dyn ForwardTarget> {
+    if url == "null:" {
+        Box::new(Null)
+    } else {
+        annal_forward::connect(url, None).unwrap()
+    }
+}
 
 fn append(store: &Store, n: usize) -> f64 {
     let began = Instant::now();
@@ -53,7 +79,7 @@ fn main() {
     let alone = append(&store, n);
     println!("appends without a forwarder: {alone:.0} events/s ({n} events, appends of 100)");
 
-    let target = annal_forward::connect(&url, None).unwrap();
+    let target = make_target(&url);
     let name = format!("bench-{}", std::process::id());
     let mut f = Forwarder::new(store.clone(), &name, settings.clone(), target).unwrap();
     let began = Instant::now();
@@ -68,7 +94,7 @@ fn main() {
 
     let dir2 = tempfile::tempdir().unwrap();
     let store2 = Arc::new(Store::open(dir2.path(), Options::default()).unwrap());
-    let target = annal_forward::connect(&url, None).unwrap();
+    let target = make_target(&url);
     let handle = Forwarder::new(store2.clone(), &format!("{name}-live"), settings, target)
         .unwrap()
         .spawn()
@@ -77,8 +103,9 @@ fn main() {
     let status = handle.status();
     handle.stop().unwrap();
     println!(
-        "appends with a forwarder running: {with:.0} events/s ({:+.1}% against without; {} delivered while appending)",
+        "appends with a forwarder running: {with:.0} events/s ({:+.1}% against without; {} delivered while appending, in {} batches)",
         (with / alone - 1.0) * 100.0,
-        status.delivered_events
+        status.delivered_events,
+        status.delivered_batches
     );
 }

@@ -13,5 +13,6 @@ pub fn connect(url: &str, token: Option<String>) -> Result<Box<dyn annal::Forwar
         TargetKind::Postgres => Box::new(crate::postgres::PostgresTarget::new(&t)?),
         TargetKind::Nats => Box::new(crate::nats::NatsTarget::new(&t)?),
         TargetKind::Annal => Box::new(crate::http::AnnalTarget::new(&t, token)?),
+        TargetKind::Kurrent => Box::new(crate::kurrentdb::KurrentTarget::new(&t)?),
     })
 }

@@ -1,6 +1,7 @@
 //! Forwarding targets for annal's [`annal::Forwarder`]: PostgreSQL
-//! (`postgres://`), NATS JetStream (`nats://`) and another annal over HTTP
-//! (`annal+http://`, `annal+https://`), each through the client library of its
+//! (`postgres://`), NATS JetStream (`nats://`), KurrentDB (`kurrentdb://`,
+//! `esdb://`) and another annal over HTTP (`annal+http://`,
+//! `annal+https://`), each through the client library of its
 //! ecosystem, each on a small tokio runtime of its own so that the library
 //! stays free of one.
 //!
@@ -11,6 +12,7 @@
 pub mod connect;
 pub mod error;
 pub mod http;
+pub mod kurrentdb;
 pub mod nats;
 pub mod node;
 pub mod postgres;

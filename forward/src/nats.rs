@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use annal::{Batch, ContentType, ForwardTarget, RecordedEvent, TargetError};
+use async_nats::header::HeaderName;
 use async_nats::jetstream;
 
 use crate::error::ConfigError;
@@ -35,7 +36,8 @@ pub struct NatsTarget {
     stream: String,
     duplicate_window: Duration,
     timeout: Duration,
-    source: String,
+    /// This node's name (parameter `source`) as a header value.
+    source_header: String,
     js: Option<jetstream::Context>,
 }
 
@@ -105,6 +107,7 @@ impl NatsTarget {
             (Some((u, p)), None) if p.is_empty() => (None, Some(u)),
             (u, None) => (u, None),
         };
+        let source = t.param("source").unwrap_or_else(crate::node::node_name);
         Ok(NatsTarget {
             rt: crate::node::runtime()?,
             server: format!("nats://{host}:{port}"),
@@ -115,7 +118,7 @@ impl NatsTarget {
             stream,
             duplicate_window: t.millis("duplicate_window_ms", Duration::from_secs(120))?,
             timeout: t.millis("timeout_ms", Duration::from_secs(10))?,
-            source: t.param("source").unwrap_or_else(crate::node::node_name),
+            source_header: header_safe(&source),
             js: None,
         })
     }
@@ -159,29 +162,43 @@ impl NatsTarget {
     }
 
     fn headers(&self, e: &RecordedEvent) -> async_nats::HeaderMap {
+        // Names made once (no allocation); values handed over as owned strings
+        // (one allocation each, no copy again).
+        const MSG_ID: HeaderName = HeaderName::from_static("Nats-Msg-Id");
+        const EVENT_ID: HeaderName = HeaderName::from_static("Annal-Event-Id");
+        const TYPE: HeaderName = HeaderName::from_static("Annal-Type");
+        const STREAM: HeaderName = HeaderName::from_static("Annal-Stream");
+        const REVISION: HeaderName = HeaderName::from_static("Annal-Revision");
+        const POSITION: HeaderName = HeaderName::from_static("Annal-Position");
+        const TIME: HeaderName = HeaderName::from_static("Annal-Time-Micros");
+        const SOURCE: HeaderName = HeaderName::from_static("Annal-Source");
+        const CONTENT_TYPE: HeaderName = HeaderName::from_static("Annal-Content-Type");
+        const TAGS: HeaderName = HeaderName::from_static("Annal-Tags");
+        const METADATA: HeaderName = HeaderName::from_static("Annal-Metadata");
         let mut h = async_nats::HeaderMap::new();
-        h.insert("Nats-Msg-Id", e.id.to_string().as_str());
-        h.insert("Annal-Event-Id", e.id.to_string().as_str());
-        h.insert("Annal-Type", header_safe(&e.event_type).as_str());
-        h.insert("Annal-Stream", header_safe(&e.stream).as_str());
-        h.insert("Annal-Revision", e.revision.to_string().as_str());
-        h.insert("Annal-Position", e.position.to_string().as_str());
-        h.insert("Annal-Time-Micros", e.timestamp_micros.to_string().as_str());
-        h.insert("Annal-Source", header_safe(&self.source).as_str());
+        let id = e.id.hyphenated().to_string();
+        h.insert(MSG_ID, id.clone());
+        h.insert(EVENT_ID, id);
+        h.insert(TYPE, header_safe(&e.event_type));
+        h.insert(STREAM, header_safe(&e.stream));
+        h.insert(REVISION, e.revision.to_string());
+        h.insert(POSITION, e.position.to_string());
+        h.insert(TIME, e.timestamp_micros.to_string());
+        h.insert(SOURCE, self.source_header.clone());
         h.insert(
-            "Annal-Content-Type",
+            CONTENT_TYPE,
             match e.content_type {
                 ContentType::Json => "application/json",
                 _ => "application/octet-stream",
             },
         );
         if !e.tags.is_empty() {
-            h.insert("Annal-Tags", header_safe(&e.tags.join(",")).as_str());
+            h.insert(TAGS, header_safe(&e.tags.join(",")));
         }
         if let Ok(m) = std::str::from_utf8(&e.metadata)
             && !m.is_empty()
         {
-            h.insert("Annal-Metadata", header_safe(m).as_str());
+            h.insert(METADATA, header_safe(m));
         }
         h
     }
@@ -189,7 +206,11 @@ impl NatsTarget {
 
 /// Header values cannot hold line breaks.
 fn header_safe(s: &str) -> String {
-    s.replace(['\r', '\n'], " ")
+    if s.contains(['\r', '\n']) {
+        s.replace(['\r', '\n'], " ")
+    } else {
+        s.to_string()
+    }
 }
 
 fn decode(s: &str) -> String {

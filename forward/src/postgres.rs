@@ -4,8 +4,9 @@
 //! Events become rows of a table (default `annal_events` in schema `public`,
 //! created if missing, with indexes on `(stream_id, stream_version)` and
 //! `event_type`). Each batch is one transaction: the rows are copied (binary
-//! COPY) into a session-local staging table, inserted into the table with
-//! conflicts on `event_id` ignored, and the forwarder's row of
+//! COPY) straight into the table under a savepoint (or, if some are there
+//! already, into a session-local staging table and inserted from it with
+//! conflicts on `event_id` ignored), and the forwarder's row of
 //! `annal_forward_checkpoints` moves to the batch's end, so the table and the
 //! checkpoint never disagree and delivery is exactly once across crashes on
 //! either side. URL parameters: `table`, `schema`, `source` (this node's name
@@ -20,7 +21,8 @@ use bytes::{BufMut, BytesMut};
 use futures_util::pin_mut;
 use postgres_types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls, Transaction};
 
 use crate::error::ConfigError;
 use crate::url::TargetUrl;
@@ -202,7 +204,12 @@ impl PostgresTarget {
         }
     }
 
-    /// The events' rows, copied in and inserted, and the checkpoint, in one transaction.
+    /// The events' rows and the checkpoint, in one transaction. The rows are
+    /// copied straight into the table under a savepoint; only if one of them
+    /// is there already (a unique violation on `event_id`: events delivered
+    /// before the checkpoint was lost, or by another forwarder) does it roll
+    /// back to the savepoint and take the slower path, through the staging
+    /// table and `INSERT … ON CONFLICT DO NOTHING`.
     fn write(&mut self, events: &[RecordedEvent], forwarder: &str, next: u64, commit: bool) -> Result<(), PgFailure> {
         let rows: Vec<Row> = events.iter().map(Row::of).collect::<Result<_, _>>()?;
         let next = i64::try_from(next).map_err(|_| PgFailure::Target(too_large("a position")))?;
@@ -211,58 +218,22 @@ impl PostgresTarget {
         let source = self.source.clone();
         let forwarder = forwarder.to_string();
         self.with_client(async move |client| {
-            let tx = client.transaction().await?;
+            let mut tx = client.transaction().await?;
             if !rows.is_empty() {
-                let sink = tx
-                    .copy_in(&format!("COPY annal_stage ({COLUMNS}) FROM STDIN (FORMAT binary)"))
-                    .await?;
-                let writer = BinaryCopyInWriter::new(
-                    sink,
-                    &[
-                        Type::INT8,
-                        Type::TEXT,
-                        Type::INT8,
-                        Type::UUID,
-                        Type::TEXT,
-                        Type::JSONB,
-                        Type::BYTEA,
-                        Type::JSONB,
-                        Type::BYTEA,
-                        Type::TEXT_ARRAY,
-                        Type::TIMESTAMPTZ,
-                        Type::TEXT,
-                    ],
-                );
-                pin_mut!(writer);
-                for r in &rows {
-                    writer
-                        .as_mut()
-                        .write(&[
-                            &r.position,
-                            &r.event.stream,
-                            &r.revision,
-                            &r.event.id,
-                            &r.event.event_type,
-                            &r.data,
-                            &r.data_bytes,
-                            &r.metadata,
-                            &r.metadata_bytes,
-                            &r.event.tags,
-                            &r.event.timestamp(),
-                            &source,
-                        ])
+                let direct = tx.savepoint("annal_direct").await?;
+                match copy_rows(&direct, &table, &rows, &source).await {
+                    Ok(()) => direct.commit().await?,
+                    Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                        direct.rollback().await?;
+                        copy_rows(&tx, "annal_stage", &rows, &source).await?;
+                        tx.batch_execute(&format!(
+                            "INSERT INTO {table} ({COLUMNS}) SELECT {COLUMNS} FROM annal_stage \
+                             ORDER BY global_position ON CONFLICT (event_id) DO NOTHING; TRUNCATE annal_stage"
+                        ))
                         .await?;
+                    }
+                    Err(e) => return Err(e),
                 }
-                writer.finish().await?;
-                tx.execute(
-                    &format!(
-                        "INSERT INTO {table} ({COLUMNS}) SELECT {COLUMNS} FROM annal_stage \
-                         ORDER BY global_position ON CONFLICT (event_id) DO NOTHING"
-                    ),
-                    &[],
-                )
-                .await?;
-                tx.execute("TRUNCATE annal_stage", &[]).await?;
             }
             tx.execute(
                 &format!(
@@ -363,6 +334,57 @@ impl<'a> Row<'a> {
             metadata_bytes,
         })
     }
+}
+
+/// Copies the rows (binary COPY) into `table`, within the transaction `tx`.
+async fn copy_rows(
+    tx: &Transaction<'_>,
+    table: &str,
+    rows: &[Row<'_>],
+    source: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let sink = tx
+        .copy_in(&format!("COPY {table} ({COLUMNS}) FROM STDIN (FORMAT binary)"))
+        .await?;
+    let writer = BinaryCopyInWriter::new(
+        sink,
+        &[
+            Type::INT8,
+            Type::TEXT,
+            Type::INT8,
+            Type::UUID,
+            Type::TEXT,
+            Type::JSONB,
+            Type::BYTEA,
+            Type::JSONB,
+            Type::BYTEA,
+            Type::TEXT_ARRAY,
+            Type::TIMESTAMPTZ,
+            Type::TEXT,
+        ],
+    );
+    pin_mut!(writer);
+    for r in rows {
+        writer
+            .as_mut()
+            .write(&[
+                &r.position,
+                &r.event.stream,
+                &r.revision,
+                &r.event.id,
+                &r.event.event_type,
+                &r.data,
+                &r.data_bytes,
+                &r.metadata,
+                &r.metadata_bytes,
+                &r.event.tags,
+                &r.event.timestamp(),
+                &source,
+            ])
+            .await?;
+    }
+    writer.finish().await?;
+    Ok(())
 }
 
 /// True if PostgreSQL's jsonb takes these bytes: valid JSON without a `\u0000` escape.

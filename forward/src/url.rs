@@ -18,6 +18,8 @@ pub enum TargetKind {
     Nats,
     /// Another annal over HTTP, `annal+http://` or `annal+https://`.
     Annal,
+    /// A KurrentDB-protocol server, `kurrentdb://`, `esdb://` (and their `+discover` forms).
+    Kurrent,
 }
 
 /// A parsed target URL.
@@ -69,16 +71,12 @@ impl TargetUrl {
             "postgres" | "postgresql" => TargetKind::Postgres,
             "nats" => TargetKind::Nats,
             "annal+http" | "annal+https" => TargetKind::Annal,
-            "kurrentdb" | "esdb" | "esdb+discover" | "kurrentdb+discover" => {
-                return Err(ConfigError::Unsupported {
-                    scheme: url.scheme().to_string(),
-                    reason: "the KurrentDB-protocol target is not built yet; forward to annal+http:// meanwhile".into(),
-                });
-            }
+            "kurrentdb" | "esdb" | "esdb+discover" | "kurrentdb+discover" => TargetKind::Kurrent,
             other => {
                 return Err(ConfigError::Unsupported {
                     scheme: other.to_string(),
-                    reason: "known schemes are postgres://, nats://, annal+http:// and annal+https://".into(),
+                    reason: "known schemes are postgres://, nats://, kurrentdb://, esdb://, annal+http:// and annal+https://"
+                        .into(),
                 });
             }
         };
@@ -145,9 +143,8 @@ mod tests {
             TargetKind::Nats
         );
         assert_eq!(TargetUrl::parse("annal+http://h:2114").unwrap().kind, TargetKind::Annal);
-        for u in ["kurrentdb://h:2113", "esdb://h:2113"] {
-            let e = TargetUrl::parse(u).unwrap_err().to_string();
-            assert!(e.starts_with("UNSUPPORTED"), "{e}");
+        for u in ["kurrentdb://h:2113", "esdb://h:2113", "esdb+discover://h"] {
+            assert_eq!(TargetUrl::parse(u).unwrap().kind, TargetKind::Kurrent);
         }
         assert!(
             TargetUrl::parse("ftp://h")
