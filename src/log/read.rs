@@ -39,6 +39,8 @@ enum Want<'a> {
     Filter(&'a Filter),
     /// Events of this stream (another stream with the same hash is skipped).
     Stream(&'a str),
+    /// The event with this id (another id with the same index key is skipped).
+    Id(&'a Uuid),
 }
 
 /// Where a read stopped short, before a position it could not read.
@@ -116,6 +118,7 @@ impl Shared {
             Want::Any => true,
             Want::Filter(f) => f.matches(&view),
             Want::Stream(s) => s == view.stream,
+            Want::Id(id) => *id == view.id,
         };
         Ok(wanted.then(|| to_recorded(&view, Some(&frame))))
     }
@@ -272,7 +275,7 @@ impl Shared {
                 let plan: Vec<(u64, u64, u64)> = seg.with(|l| {
                     chunk
                         .iter()
-                        .filter(|p| l.timestamp(**p).is_some_and(|ts| filter.admits_time(ts)))
+                        .filter(|p| l.time_bounds(**p).is_some_and(|(lo, hi)| filter.may_admit_times(lo, hi)))
                         .filter_map(|p| l.location(*p).map(|(o, e)| (*p, o, e)))
                         .collect()
                 });
@@ -361,7 +364,7 @@ impl Shared {
                 if !l.may_contain_stream(hash) {
                     return Vec::new();
                 }
-                l.stream_entries(hash, next_rev, forward, limit - out.len())
+                l.stream_entries(stream, next_rev, forward, limit - out.len())
                     .into_iter()
                     .filter_map(|(r, p)| l.location(p).map(|(o, e)| (r, p, o, e)))
                     .collect()
@@ -501,13 +504,27 @@ impl Shared {
     }
 
     /// Position of the event with this id, if stored at `since` or later
-    /// (only the segments reaching past `since` are searched).
+    /// (only the segments reaching past `since` are searched). An index may
+    /// name several candidate positions; each is confirmed against its frame.
+    /// A frame that cannot be read counts as the match, so that the caller's
+    /// read of it reports the damage instead of the id seeming absent.
     pub(crate) fn find_id_since(&self, id: &Uuid, since: u64) -> Option<u64> {
         self.segments()
             .iter()
             .rev()
             .take_while(|s| s.with(|l| l.next_position()) > since)
-            .find_map(|s| s.with(|l| l.find_id(id)))
+            .find_map(|seg| {
+                let candidates: Vec<(u64, u64, u64)> = seg.with(|l| {
+                    l.id_positions(id)
+                        .into_iter()
+                        .filter_map(|p| l.location(p).map(|(o, e)| (p, o, e)))
+                        .collect()
+                });
+                candidates
+                    .into_iter()
+                    .find(|loc| !matches!(self.read_at(seg, *loc, Want::Id(id)), Ok(None)))
+                    .map(|loc| loc.0)
+            })
             .filter(|p| *p >= since)
     }
 
@@ -569,7 +586,7 @@ fn candidates(l: &dyn Lookup, f: &Filter) -> Option<Vec<u64>> {
                 let n = usize::try_from(s.last_revision.saturating_sub(s.first_revision).saturating_add(1))
                     .unwrap_or(usize::MAX);
                 all.extend(
-                    l.stream_entries(hash_str(&name), s.first_revision, true, n)
+                    l.stream_entries(&name, s.first_revision, true, n)
                         .into_iter()
                         .map(|(_, p)| p),
                 );
