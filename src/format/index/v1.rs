@@ -33,7 +33,7 @@ pub(super) fn encode(p: &Parts<'_>) -> Result<Vec<u8>> {
     let types = pairs(&p.types);
     let tags = pairs(&p.tags);
     let bloom = p.bloom();
-    let (summary, _) = p.summary()?;
+    let summary = p.summary_v1()?;
     let (min_ts, max_ts) = p.time_range();
 
     let mut out = Vec::with_capacity(INDEX_HEADER + p.locations.len() * 80 + tags.len() * 16 + bloom.len() + summary.len() + 4);
@@ -238,7 +238,14 @@ impl IndexV1 {
             .map(|i| self.pair(table_at, i))
             .take_while(|(h, _)| *h == hash)
             .map(|(_, p)| p)
+            .filter(|p| self.holds(*p))
             .collect()
+    }
+
+    /// True if `position` is one of this segment's. Version 1 does not check
+    /// the positions of its tables on open, so every answer passes this.
+    fn holds(&self, position: u64) -> bool {
+        position >= self.base && position - self.base < self.count
     }
 
     fn summary(&self) -> Option<Vec<(String, StreamSummary)>> {
@@ -297,6 +304,7 @@ impl Lookup for IndexV1 {
             (start..n)
                 .map(|i| self.stream_rec(i))
                 .take_while(|(h, _, _)| *h == hash)
+                .filter(|(_, _, p)| self.holds(*p))
                 .take(limit)
                 .map(|(_, r, p)| (r, p))
                 .collect()
@@ -309,6 +317,7 @@ impl Lookup for IndexV1 {
                 .rev()
                 .map(|i| self.stream_rec(i))
                 .take_while(|(h, _, _)| *h == hash)
+                .filter(|(_, _, p)| self.holds(*p))
                 .take(limit)
                 .map(|(_, r, p)| (r, p))
                 .collect()
@@ -327,6 +336,7 @@ impl Lookup for IndexV1 {
         let i = partition(self.indexed, |i| rec(i)[..16] < key[..]);
         (i < self.indexed && &rec(i)[..16] == key)
             .then(|| le_u64(rec(i), 16))
+            .filter(|p| self.holds(*p))
             .into_iter()
             .collect()
     }
