@@ -21,6 +21,7 @@ use crate::storage::Mapped;
 
 mod keyed;
 mod memory;
+mod summary;
 mod v1;
 mod v2;
 
@@ -161,22 +162,20 @@ impl Parts<'_> {
         }
     }
 
-    /// The summary section (each stream: `name: str16`, first and last revision,
-    /// last position) and where each entry starts in it.
-    fn summary(&self) -> Result<(Vec<u8>, Vec<usize>)> {
+    /// The version-1 summary section (each stream: `name: str16`, first and
+    /// last revision, last position).
+    fn summary_v1(&self) -> Result<Vec<u8>> {
         let mut bytes = Vec::new();
-        let mut starts = Vec::with_capacity(self.streams.len());
         for (name, s, _) in &self.streams {
             let len = u16::try_from(name.len())
                 .map_err(|_| Error::InvalidInput(format!("stream name of {} bytes in an index", name.len())))?;
-            starts.push(bytes.len());
             bytes.extend_from_slice(&len.to_le_bytes());
             bytes.extend_from_slice(name.as_bytes());
             bytes.extend_from_slice(&s.first_revision.to_le_bytes());
             bytes.extend_from_slice(&s.last_revision.to_le_bytes());
             bytes.extend_from_slice(&s.last_position.to_le_bytes());
         }
-        Ok((bytes, starts))
+        Ok(bytes)
     }
 
     /// The bloom filter over the streams' name hashes.

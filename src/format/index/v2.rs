@@ -12,9 +12,8 @@ use std::path::Path;
 use uuid::Uuid;
 
 use super::keyed::{self, Entry, Keyed};
-use super::{
-    INDEX_HEADER, INDEX_MAGIC, Lookup, Parts, StreamSummary, bloom_check, fold32, id_key, parse_summary, partition,
-};
+use super::summary::{self, RESTART, Summary};
+use super::{INDEX_HEADER, INDEX_MAGIC, Lookup, Parts, StreamSummary, bloom_check, fold32, id_key};
 use crate::error::{Error, Result};
 use crate::format::codec::{Reader, le_i64, le_u32, le_u64, put_varint};
 use crate::storage::Mapped;
@@ -88,12 +87,10 @@ pub(super) fn encode(p: &Parts<'_>) -> Result<Option<Vec<u8>>> {
         }
     }
     let bloom = p.bloom();
-    let (summary, starts) = p.summary()?;
-    let mut start_bytes = Vec::with_capacity(4 * starts.len());
-    for s in starts {
-        let Ok(s) = u32::try_from(s) else { return Ok(None) };
-        start_bytes.extend_from_slice(&s.to_le_bytes());
-    }
+    let named: Vec<(&str, StreamSummary)> = p.streams.iter().map(|(n, s, _)| (*n, *s)).collect();
+    let Some((summary, start_bytes)) = summary::encode(&named, p.base) else {
+        return Ok(None);
+    };
     let (min_ts, max_ts) = p.time_range();
 
     let mut out = Vec::with_capacity(
@@ -227,7 +224,7 @@ impl IndexV2 {
         let body = lens.iter().map(|l| u128::from(*l)).sum::<u128>()
             + u128::from(bloom_len)
             + u128::from(summary_len)
-            + 4 * u128::from(stream_count);
+            + 4 * u128::from(stream_count.div_ceil(RESTART as u64));
         if INDEX_HEADER as u128 + body + 4 != b.len() as u128 {
             return Err(bad(0, "index section sizes do not match the file length"));
         }
@@ -254,7 +251,7 @@ impl IndexV2 {
         let bloom = next(fits(bloom_len, 72)?);
         let summary = next(fits(summary_len, 80)?);
         let stream_count = fits(stream_count, 56)?;
-        let starts = next(4 * stream_count);
+        let starts = next(4 * stream_count.div_ceil(RESTART));
         let idx = IndexV2 {
             map: map.clone(),
             base,
@@ -273,7 +270,8 @@ impl IndexV2 {
             starts,
         };
         idx.check_locations().map_err(|r| bad(locations.0, r))?;
-        idx.check_summary().map_err(|r| bad(summary.0, r))?;
+        Summary::open(idx.section(summary), idx.section(starts), stream_count, base, count)
+            .map_err(|r| bad(summary.0, r))?;
         let positions = count;
         // Streams and types have one entry per indexed event, tags `tag_count`
         // and ids at most one per indexed event.
@@ -381,44 +379,13 @@ impl IndexV2 {
         Ok(())
     }
 
-    fn check_summary(&self) -> std::result::Result<(), &'static str> {
-        let summary = parse_summary(self.section(self.summary)).ok_or("stream summary malformed")?;
-        if summary.len() != self.stream_count {
-            return Err("stream summary malformed");
-        }
-        if summary.windows(2).any(|w| w[0].0 >= w[1].0) {
-            return Err("stream summary not sorted by name");
-        }
-        let mut at = 0;
-        for (i, (name, _)) in summary.iter().enumerate() {
-            if self.start(i) != at {
-                return Err("stream summary starts do not match its entries");
-            }
-            at += 2 + name.len() + 24;
-        }
-        Ok(())
-    }
-
-    fn start(&self, i: usize) -> usize {
-        le_u32(self.section(self.starts), 4 * i) as usize
-    }
-
-    /// The name of summary entry `i`.
-    fn name(&self, i: usize) -> &str {
-        let s = self.section(self.summary);
-        let at = self.start(i);
-        let len = usize::from(u16::from_le_bytes([s[at], s[at + 1]]));
-        std::str::from_utf8(&s[at + 2..at + 2 + len]).unwrap_or("")
+    fn summary(&self) -> Summary<'_> {
+        Summary::trusted(self.section(self.summary), self.section(self.starts), self.stream_count, self.base)
     }
 
     /// The summary ordinal of `stream`, if it has an entry.
     fn ordinal(&self, stream: &str) -> Option<u32> {
-        let i = partition(self.stream_count, |i| self.name(i) < stream);
-        if i < self.stream_count && self.name(i) == stream {
-            u32::try_from(i).ok()
-        } else {
-            None
-        }
+        u32::try_from(self.summary().ordinal(stream)?).ok()
     }
 
     /// Offset of the seal frame in the segment (just past the last event).
@@ -498,6 +465,6 @@ impl Lookup for IndexV2 {
         self.stream_count > 0 && bloom_check(self.section(self.bloom), hash)
     }
     fn streams(&self) -> Vec<(String, StreamSummary)> {
-        parse_summary(self.section(self.summary)).unwrap_or_default()
+        self.summary().entries()
     }
 }
