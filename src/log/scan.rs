@@ -92,7 +92,10 @@ mod tests {
     #[test]
     fn a_store_with_version_1_index_files_reads_as_before() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = Options::default().durability(Durability::Never).segment_size(16 * 1024);
+        let opts = Options::default()
+            .durability(Durability::Never)
+            .segment_size(16 * 1024)
+            .no_compression();
         let store = Store::open(dir.path(), opts.clone()).unwrap();
         for i in 0..600u64 {
             let e = EventData::json(if i % 3 == 0 { "Placed" } else { "Paid" }, format!(r#"{{"n":{i}}}"#))

@@ -50,7 +50,6 @@ impl MemIndex {
     }
 
     /// True when no position is indexed.
-    #[cfg_attr(not(feature = "fuzzing"), allow(dead_code))]
     pub fn is_empty(&self) -> bool {
         self.locations.is_empty()
     }
