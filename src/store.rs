@@ -439,11 +439,10 @@ impl Store {
 
     /// Looks up one event by id.
     pub fn event_by_id(&self, id: Uuid) -> Result<Option<RecordedEvent>> {
-        match self.shared.find_id(&id) {
-            Some(p) => Ok(self
-                .shared
-                .read_position(p)?
-                .filter(|e| self.shared.is_visible(e, self.shared.options.clock.now_micros()))),
+        match self.shared.find_event_since(&id, 0) {
+            Some((_, ev)) => {
+                Ok(Some(ev?).filter(|e| self.shared.is_visible(e, self.shared.options.clock.now_micros())))
+            }
             None => Ok(None),
         }
     }

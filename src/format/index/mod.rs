@@ -110,6 +110,11 @@ pub trait Lookup: Send + Sync {
     fn next_position(&self) -> u64;
     /// Byte range `(offset, end)` of the frame holding `position`.
     fn location(&self, position: u64) -> Option<(u64, u64)>;
+    /// [`Lookup::location`] of each of `positions` (an index may answer a run
+    /// of nearby positions faster than one at a time).
+    fn locations(&self, positions: &[u64]) -> Vec<Option<(u64, u64)>> {
+        positions.iter().map(|p| self.location(*p)).collect()
+    }
     /// Bounds `(lo, hi)` of the store timestamp of `position`: exact in the
     /// memory and version-1 indexes, those of its block of positions in version 2.
     fn time_bounds(&self, position: u64) -> Option<(i64, i64)>;
@@ -266,6 +271,9 @@ impl Lookup for SegmentIndex {
     }
     fn location(&self, position: u64) -> Option<(u64, u64)> {
         self.lookup().location(position)
+    }
+    fn locations(&self, positions: &[u64]) -> Vec<Option<(u64, u64)>> {
+        self.lookup().locations(positions)
     }
     fn time_bounds(&self, position: u64) -> Option<(i64, i64)> {
         self.lookup().time_bounds(position)

@@ -398,6 +398,18 @@ impl IndexV2 {
         self.bytes()
     }
 
+    /// The frame range of position index `i`, whose block `block` has
+    /// `offsets` decoded at least up to `i + 1` within the block (or to its end).
+    fn range_in(&self, block: usize, offsets: &[u64], i: usize) -> (u64, u64) {
+        let j = i % LOC_BLOCK;
+        let end = match offsets.get(j + 1) {
+            Some(next) => *next,
+            None if i + 1 == self.count => self.end_offset,
+            None => self.loc_dir(block + 1).0,
+        };
+        (offsets[j], end)
+    }
+
     fn index_of(&self, position: u64) -> Option<usize> {
         let i = usize::try_from(position.checked_sub(self.base)?).ok()?;
         (i < self.count).then_some(i)
@@ -420,14 +432,24 @@ impl Lookup for IndexV2 {
         let (block, j) = (i / LOC_BLOCK, i % LOC_BLOCK);
         let block_len = (self.count - block * LOC_BLOCK).min(LOC_BLOCK);
         let offsets = self.block_offsets(block, (j + 1).min(block_len - 1))?;
-        let end = if j + 1 < block_len {
-            offsets[j + 1]
-        } else if i + 1 == self.count {
-            self.end_offset
-        } else {
-            self.loc_dir(block + 1).0
-        };
-        Some((offsets[j], end))
+        Some(self.range_in(block, &offsets, i))
+    }
+    fn locations(&self, positions: &[u64]) -> Vec<Option<(u64, u64)>> {
+        // Each block's offsets are decoded once for every position in it.
+        let mut decoded: Option<(usize, Vec<u64>)> = None;
+        positions
+            .iter()
+            .map(|p| {
+                let i = self.index_of(*p)?;
+                let block = i / LOC_BLOCK;
+                if decoded.as_ref().is_none_or(|(b, _)| *b != block) {
+                    let block_len = (self.count - block * LOC_BLOCK).min(LOC_BLOCK);
+                    decoded = Some((block, self.block_offsets(block, block_len - 1)?));
+                }
+                let (_, offsets) = decoded.as_ref()?;
+                Some(self.range_in(block, offsets, i))
+            })
+            .collect()
     }
     fn time_bounds(&self, position: u64) -> Option<(i64, i64)> {
         let i = self.index_of(position)?;
