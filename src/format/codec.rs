@@ -62,19 +62,23 @@ impl<'a> Reader<'a> {
     /// An unsigned LEB128 integer ([`put_varint`]): at most 10 bytes, and a
     /// value that does not fit 64 bits is a [`DecodeError`].
     pub(crate) fn varint(&mut self) -> Result<u64, DecodeError> {
+        let buf = self.buf;
         let mut v: u64 = 0;
-        for i in 0..10 {
-            let b = self.u8()?;
-            let bits = u64::from(b & 0x7f);
+        for (i, &b) in buf.iter().take(10).enumerate() {
             if i == 9 && b > 1 {
                 return Err(DecodeError("varint overflows 64 bits"));
             }
-            v |= bits << (7 * i);
+            v |= u64::from(b & 0x7f) << (7 * i);
             if b & 0x80 == 0 {
+                self.buf = &buf[i + 1..];
                 return Ok(v);
             }
         }
-        Err(DecodeError("varint longer than 10 bytes"))
+        Err(if buf.len() < 10 {
+            DecodeError("field runs past the end of the body")
+        } else {
+            DecodeError("varint longer than 10 bytes")
+        })
     }
     /// A string with a `u16` length before it.
     pub(crate) fn str16(&mut self) -> Result<&'a str, DecodeError> {

@@ -221,17 +221,7 @@ impl<'a> Keyed<'a> {
         let mut e = self.first(b);
         out.push(e);
         for _ in 1..n {
-            let h = r.varint().ok()?;
-            if h & 1 == 1 {
-                e.key = e.key.checked_add(u32::try_from(h >> 1).ok()?)?;
-                e.rev = if self.with_rev { r.varint().ok()? } else { 0 };
-                e.pos = u32::try_from(r.varint().ok()?).ok()?;
-            } else {
-                e.pos = apply_pos_delta(e.pos, h >> 1, self.with_rev)?;
-                if self.with_rev {
-                    e.rev = e.rev.checked_add(r.varint().ok()?)?;
-                }
-            }
+            e = self.step(&mut r, e)?;
             out.push(e);
         }
         Some((out, before - r.buf.len()))
@@ -245,23 +235,54 @@ impl<'a> Keyed<'a> {
     /// Entries with `key` and a revision of at least `from`, ascending, at most `limit`.
     pub(crate) fn forward(&self, key: u32, from: u64, limit: usize) -> Vec<Entry> {
         let target = Entry { key, rev: from, pos: 0 };
-        let mut out = Vec::new();
         // The target may lie inside the block before the first one at or past it.
-        let mut b = self.first_block_not_below(target).saturating_sub(1);
-        while b < self.blocks && out.len() < limit {
-            let Some((entries, _)) = self.decode(b) else { break };
-            for e in entries {
-                if e < target {
-                    continue;
+        let start = self.first_block_not_below(target).saturating_sub(1);
+        self.scan(start)
+            .skip_while(|e| *e < target)
+            .take_while(|e| e.key == key)
+            .take(limit)
+            .collect()
+    }
+
+    /// The entries from block `b` on, decoded one at a time without
+    /// allocating; the scan ends early where the bytes do not decode (never
+    /// for a section [`Keyed::open`] accepted).
+    fn scan(&self, b: usize) -> impl Iterator<Item = Entry> + '_ {
+        let mut block = b;
+        let mut left = 0usize;
+        let mut e = Entry { key: 0, rev: 0, pos: 0 };
+        let mut r = Reader::new(&[]);
+        std::iter::from_fn(move || {
+            if left == 0 {
+                if block >= self.blocks {
+                    return None;
                 }
-                if e.key != key || out.len() >= limit {
-                    return out;
-                }
-                out.push(e);
+                e = self.first(block);
+                left = self.block_len(block) - 1;
+                r = Reader::new(self.bytes.get(self.data_start().checked_add(self.data_at(block))?..)?);
+                block += 1;
+                return Some(e);
             }
-            b += 1;
+            left -= 1;
+            e = self.step(&mut r, e)?;
+            Some(e)
+        })
+    }
+
+    /// The entry after `e`, read from `r`.
+    fn step(&self, r: &mut Reader<'_>, mut e: Entry) -> Option<Entry> {
+        let h = r.varint().ok()?;
+        if h & 1 == 1 {
+            e.key = e.key.checked_add(u32::try_from(h >> 1).ok()?)?;
+            e.rev = if self.with_rev { r.varint().ok()? } else { 0 };
+            e.pos = u32::try_from(r.varint().ok()?).ok()?;
+        } else {
+            e.pos = apply_pos_delta(e.pos, h >> 1, self.with_rev)?;
+            if self.with_rev {
+                e.rev = e.rev.checked_add(r.varint().ok()?)?;
+            }
         }
-        out
+        Some(e)
     }
 
     /// Entries with `key` and a revision of at most `from`, descending, at most `limit`.
