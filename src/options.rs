@@ -54,7 +54,9 @@ pub struct Options {
     pub create_if_missing: bool,
     /// What scavenging removes, and how often it runs. Default: keep everything.
     pub retention: RetentionPolicy,
-    /// Compress sealed segments in the background with these settings. Default: off.
+    /// Compress sealed segments in the background with these settings.
+    /// Default: on, with [`CompressionOptions::default`] (zstd level 3, 64 KiB
+    /// blocks); `None` keeps them as written.
     pub compression: Option<CompressionOptions>,
     /// Appends fail with `Error::DiskFull` once fewer than this many bytes would
     /// stay free on the disk, so that nothing is corrupted by a full disk and
@@ -76,7 +78,7 @@ impl Default for Options {
             max_append_size: 32 << 20,
             create_if_missing: true,
             retention: Default::default(),
-            compression: None,
+            compression: Some(CompressionOptions::default()),
             disk_reserve: 32 << 20,
             clock: Arc::new(SystemClock),
         }
@@ -120,9 +122,17 @@ impl Options {
         self
     }
 
-    /// Turns on background compression of sealed segments.
+    /// Compresses sealed segments in the background with these settings
+    /// (compression is on by default, with [`CompressionOptions::default`]).
     pub fn compression(mut self, options: CompressionOptions) -> Self {
         self.compression = Some(options);
+        self
+    }
+
+    /// Turns background compression off: sealed segments stay as written
+    /// (until [`crate::Store::compress`] is called).
+    pub fn no_compression(mut self) -> Self {
+        self.compression = None;
         self
     }
 

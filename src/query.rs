@@ -163,6 +163,11 @@ impl Filter {
         self.since_micros.is_none_or(|s| ts >= s) && self.until_micros.is_none_or(|u| ts < u)
     }
 
+    /// False if no timestamp in `lo..=hi` passes the time bounds.
+    pub fn may_admit_times(&self, lo: i64, hi: i64) -> bool {
+        self.since_micros.is_none_or(|s| hi >= s) && self.until_micros.is_none_or(|u| lo < u)
+    }
+
     /// True if the event passes the filter.
     pub fn matches(&self, ev: &EventView<'_>) -> bool {
         type_and_tags_match(&self.types, &self.tags, ev)

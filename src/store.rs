@@ -240,6 +240,22 @@ impl Store {
         Ok(())
     }
 
+    /// Seals the active segment now, if it holds any position, so that
+    /// compression and the other work on sealed segments can take it; the
+    /// next append starts a new segment. `annal compact` does this before it
+    /// compresses, so that a store smaller than one segment is compressed
+    /// too. Returns whether a segment was sealed.
+    pub fn seal_active_segment(&self) -> Result<bool> {
+        self.check_writable()?;
+        let Some(committer) = &self.committer else {
+            return Err(Error::Closed(None));
+        };
+        match committer.seal_active() {
+            Err(Error::Closed(None)) => Err(self.closed_error()),
+            other => other,
+        }
+    }
+
     /// Compresses, now, every sealed segment not compressed yet (with the
     /// store's compression settings, or the defaults if compression is off).
     pub fn compress(&self) -> Result<crate::maintenance::compression::CompressReport> {
@@ -465,11 +481,10 @@ impl Store {
 
     /// Looks up one event by id.
     pub fn event_by_id(&self, id: Uuid) -> Result<Option<RecordedEvent>> {
-        match self.shared.find_id(&id) {
-            Some(p) => Ok(self
-                .shared
-                .read_position(p)?
-                .filter(|e| self.shared.is_visible(e, self.shared.options.clock.now_micros()))),
+        match self.shared.find_event_since(&id, 0) {
+            Some((_, ev)) => {
+                Ok(Some(ev?).filter(|e| self.shared.is_visible(e, self.shared.options.clock.now_micros())))
+            }
             None => Ok(None),
         }
     }

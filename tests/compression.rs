@@ -13,8 +13,10 @@ use annal::{
     RecordedEvent, SimStorage, Storage, Store, StreamFrom,
 };
 
+/// Background compression off: these tests compress when they choose to.
 fn options() -> Options {
     Options::default()
+        .no_compression()
         .durability(Durability::Always)
         .segment_size(64 * 1024)
 }
@@ -49,6 +51,27 @@ fn all(store: &Store) -> BTreeMap<u64, RecordedEvent> {
         .filter(|e| !e.stream.starts_with('$'))
         .map(|e| (e.position, e))
         .collect()
+}
+
+#[test]
+fn sealed_segments_are_compressed_in_the_background_by_default() {
+    let sim = SimStorage::new();
+    let opts = Options::default().durability(Durability::Never).segment_size(64 * 1024);
+    assert_eq!(opts.compression, Some(CompressionOptions::default()));
+    let store = Store::open_with(Arc::new(sim.clone()), "/z", opts).unwrap();
+    fill(&store, 2000);
+    let before = all(&store);
+    let sealed = store.segment_count() - 1;
+    assert!(sealed >= 5, "{sealed} sealed segments");
+    // The compressor runs every 500 ms; give it up to 30 s on a busy machine.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while store.stats().compressed_segments < sealed {
+        let n = store.stats().compressed_segments;
+        assert!(std::time::Instant::now() < deadline, "only {n} of {sealed} compressed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(all(&store) == before, "reads are unchanged by compression");
+    assert!(store.verify().unwrap().is_clean());
 }
 
 #[test]

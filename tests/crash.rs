@@ -24,7 +24,10 @@ const DIR: &str = "/data";
 
 fn options() -> Options {
     // Tiny segments so that crashes land inside rotations too.
-    Options::default().durability(Durability::Always).segment_size(4096)
+    Options::default()
+        .no_compression()
+        .durability(Durability::Always)
+        .segment_size(4096)
 }
 
 /// One attempted append and whether it was acknowledged.

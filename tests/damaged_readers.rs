@@ -18,7 +18,10 @@ use annal::{
 const DIR: &str = "/d";
 
 fn options() -> Options {
-    Options::default().durability(Durability::Always).segment_size(4096)
+    Options::default()
+        .no_compression()
+        .durability(Durability::Always)
+        .segment_size(4096)
 }
 
 /// 60 events over several segments, closed; one event's data in the first

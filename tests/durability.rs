@@ -12,7 +12,7 @@ use std::sync::Arc;
 use annal::{Durability, Error, EventData, ExpectedVersion, Options, SimStorage, Store, StreamFrom};
 
 fn options() -> Options {
-    Options::default().durability(Durability::Always)
+    Options::default().no_compression().durability(Durability::Always)
 }
 
 fn events(n: usize, tag: &str) -> Vec<EventData> {

@@ -17,7 +17,10 @@ const DIR: &str = "/data";
 
 fn options() -> Options {
     // Tiny segments, so that rotations happen every few appends.
-    Options::default().durability(Durability::Always).segment_size(4096)
+    Options::default()
+        .no_compression()
+        .durability(Durability::Always)
+        .segment_size(4096)
 }
 
 fn open(sim: &SimStorage) -> Store {

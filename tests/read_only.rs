@@ -15,7 +15,10 @@ use annal::{
 };
 
 fn options() -> Options {
-    Options::default().durability(Durability::Always).segment_size(4096)
+    Options::default()
+        .no_compression()
+        .durability(Durability::Always)
+        .segment_size(4096)
 }
 
 fn ev(n: u64) -> EventData {

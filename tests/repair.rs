@@ -17,7 +17,10 @@ use annal::{
 const DIR: &str = "/r";
 
 fn options() -> Options {
-    Options::default().durability(Durability::Always).segment_size(8 * 1024)
+    Options::default()
+        .no_compression()
+        .durability(Durability::Always)
+        .segment_size(8 * 1024)
 }
 
 fn open(sim: &SimStorage) -> annal::Result<Store> {
@@ -273,7 +276,10 @@ type Files = Vec<(String, Vec<u8>)>;
 /// `compressed`); returns its files and every event by position.
 fn small_store(compressed: bool) -> (Files, BTreeMap<u64, RecordedEvent>) {
     let sim = SimStorage::new();
-    let mut o = Options::default().durability(Durability::Always).segment_size(4096);
+    let mut o = Options::default()
+        .no_compression()
+        .durability(Durability::Always)
+        .segment_size(4096);
     if compressed {
         o = o.compression(annal::CompressionOptions {
             dictionary: true,

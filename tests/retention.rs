@@ -15,7 +15,10 @@ use annal::{
 };
 
 fn options() -> Options {
-    Options::default().durability(Durability::Always).segment_size(8 * 1024)
+    Options::default()
+        .no_compression()
+        .durability(Durability::Always)
+        .segment_size(8 * 1024)
 }
 
 fn fill(store: &Store, n: u64) {

@@ -14,7 +14,7 @@ use annal::{
 use uuid::Uuid;
 
 fn opts() -> Options {
-    Options::default().durability(Durability::Never)
+    Options::default().no_compression().durability(Durability::Never)
 }
 
 fn ev(t: &str, n: u64) -> EventData {
@@ -509,7 +509,7 @@ fn bad_input_is_rejected_and_leaves_no_trace() {
 #[test]
 fn a_full_disk_fails_the_append_and_the_store_recovers_when_space_returns() {
     let sim = SimStorage::new();
-    let store = sim_store(&sim, Options::default());
+    let store = sim_store(&sim, Options::default().no_compression());
     store.append("s", ExpectedVersion::Any, vec![ev("A", 0)]).unwrap();
     sim.set_free_space(Some(100));
     // Appends use the space preallocated for the segment until it runs out.
@@ -528,7 +528,7 @@ fn a_full_disk_fails_the_append_and_the_store_recovers_when_space_returns() {
     let r = store.append("s", ExpectedVersion::Exact(acked - 1), vec![big]).unwrap();
     assert_eq!((r.first_revision, r.position), (acked, acked));
     drop(store);
-    let store = sim_store(&sim, Options::default());
+    let store = sim_store(&sim, Options::default().no_compression());
     let all = store
         .read_stream("s", Direction::Forward, StreamFrom::Start, 10_000)
         .unwrap();
@@ -617,7 +617,7 @@ fn a_flipped_bit_in_a_sealed_segment_fails_only_that_event() {
 #[test]
 fn a_torn_tail_is_cut_and_kept_aside() {
     let sim = SimStorage::new();
-    let store = sim_store(&sim, Options::default());
+    let store = sim_store(&sim, Options::default().no_compression());
     for i in 0..10 {
         store.append("s", ExpectedVersion::Any, vec![ev("E", i)]).unwrap();
     }
@@ -630,7 +630,7 @@ fn a_torn_tail_is_cut_and_kept_aside() {
     let good_len = bytes.iter().rposition(|b| *b != 0).unwrap() + 1;
     bytes[good_len..good_len + 37].copy_from_slice(&[0x55; 37]);
     sim.write_file(seg, &bytes).unwrap();
-    let store = sim_store(&sim, Options::default());
+    let store = sim_store(&sim, Options::default().no_compression());
     assert_eq!(store.head_position(), 10);
     assert_eq!(sim.read_file(seg).unwrap().len(), good_len);
     let torn = sim.list(Path::new("/data/torn")).unwrap();
@@ -661,8 +661,8 @@ fn damage_before_a_later_synced_group_is_reported_not_cut() {
         (sim, at, bytes.len())
     };
     // Synced appends: later groups say the damaged bytes were durable. Refuse, cut nothing.
-    let (sim, at, len) = damage(Options::default());
-    let err = Store::open_with(Arc::new(sim.clone()), "/data", Options::default()).unwrap_err();
+    let (sim, at, len) = damage(Options::default().no_compression());
+    let err = Store::open_with(Arc::new(sim.clone()), "/data", Options::default().no_compression()).unwrap_err();
     assert!(
         matches!(err, Error::Corruption { offset, .. } if offset < at as u64),
         "{err}"
@@ -685,7 +685,7 @@ fn damage_before_a_later_synced_group_is_reported_not_cut() {
 #[test]
 fn a_read_only_disk_gives_a_clear_error_and_loses_nothing() {
     let sim = SimStorage::new();
-    let store = sim_store(&sim, Options::default());
+    let store = sim_store(&sim, Options::default().no_compression());
     store.append("s", ExpectedVersion::Any, vec![ev("E", 0)]).unwrap();
     // The file system turns read-only under a running store: the append fails, typed.
     sim.set_read_only(true);
@@ -697,14 +697,14 @@ fn a_read_only_disk_gives_a_clear_error_and_loses_nothing() {
     );
     drop(store);
     // Opening a store on a read-only disk is refused with the cause.
-    let err = Store::open_with(Arc::new(sim.clone()), "/data", Options::default()).unwrap_err();
+    let err = Store::open_with(Arc::new(sim.clone()), "/data", Options::default().no_compression()).unwrap_err();
     assert!(
         matches!(&err, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied),
         "{err}"
     );
     // Writable again: everything acknowledged is there, and appends go on.
     sim.set_read_only(false);
-    let store = sim_store(&sim, Options::default());
+    let store = sim_store(&sim, Options::default().no_compression());
     assert_eq!(store.head_position(), 1);
     store.append("s", ExpectedVersion::Exact(0), vec![ev("E", 1)]).unwrap();
     assert!(store.verify().unwrap().is_clean());

@@ -10,7 +10,10 @@ use annal::format::checkpoint::StreamsCheckpoint;
 use annal::{Durability, EventData, ExpectedVersion, Options, SimStorage, Storage, Store};
 
 fn options() -> Options {
-    Options::default().durability(Durability::Never).segment_size(8 * 1024)
+    Options::default()
+        .no_compression()
+        .durability(Durability::Never)
+        .segment_size(8 * 1024)
 }
 
 fn filled(sim: &SimStorage) -> Store {

@@ -42,13 +42,55 @@ pub struct Config {
     pub disk_reserve: Option<ByteSize>,
     /// `[retention]`: what scavenging removes and how often it runs.
     pub retention: Option<annal::RetentionPolicy>,
-    /// `[compression]`: zstd compression of sealed segments.
-    pub compression: Option<annal::CompressionOptions>,
+    /// `[compression]`: zstd compression of sealed segments (on unless
+    /// `enabled = false`).
+    pub compression: Option<CompressionConfig>,
     /// `[server]`: settings of `annal serve`.
     pub server: Option<annal_server::ServerConfig>,
     /// `[[forward]]`: forwarders that `annal serve` runs in the background.
     #[serde(default)]
     pub forward: Vec<ForwardConfig>,
+}
+
+/// The `[compression]` section: the library's settings, and `enabled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompressionConfig {
+    /// False keeps sealed segments as written (compression is on by default).
+    pub enabled: bool,
+    /// zstd level.
+    pub level: i32,
+    /// Uncompressed bytes of frames per block.
+    pub block_size: usize,
+    /// Train a zstd dictionary from the store's own events.
+    pub dictionary: bool,
+    /// Size of that dictionary in bytes.
+    pub dictionary_size: usize,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        let d = annal::CompressionOptions::default();
+        CompressionConfig {
+            enabled: true,
+            level: d.level,
+            block_size: d.block_size,
+            dictionary: d.dictionary,
+            dictionary_size: d.dictionary_size,
+        }
+    }
+}
+
+impl CompressionConfig {
+    /// The library's settings, or `None` when compression is turned off.
+    pub fn options(&self) -> Option<annal::CompressionOptions> {
+        self.enabled.then_some(annal::CompressionOptions {
+            level: self.level,
+            block_size: self.block_size,
+            dictionary: self.dictionary,
+            dictionary_size: self.dictionary_size,
+        })
+    }
 }
 
 /// The `durability` key.
@@ -213,7 +255,10 @@ impl Config {
         if let Some(r) = &self.retention {
             o.retention = r.clone();
         }
-        o.compression = self.compression;
+        o.compression = match self.compression {
+            None => Some(annal::CompressionOptions::default()),
+            Some(c) => c.options(),
+        };
         o.validate()?;
         Ok(o)
     }
@@ -340,6 +385,13 @@ mod tests {
             e.message,
             "invalid option segment_size: 10 bytes; must be between 4 KiB and 1 TiB"
         );
+        // Compression is on without a section, off with `enabled = false`.
+        let on = Config::parse("", p).unwrap().options().unwrap();
+        assert_eq!(on.compression, Some(annal::CompressionOptions::default()));
+        let off = Config::parse("[compression]\nenabled = false\n", p).unwrap();
+        assert_eq!(off.options().unwrap().compression, None);
+        let c = Config::parse("[compression]\nlevel = 9\n", p).unwrap();
+        assert_eq!(c.options().unwrap().compression.map(|c| c.level), Some(9));
         let c = Config::parse("[compression]\ndictionary_size = 1\n", p).unwrap();
         let e = c.options().unwrap_err();
         assert!(

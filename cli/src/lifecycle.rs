@@ -57,7 +57,9 @@ pub fn metadata(ctx: &Ctx, stream: &str, set: Option<&str>) -> CliResult {
     Ok(store.close()?)
 }
 
-/// `annal compact`: scavenge (retention, deletions, metadata) and compress sealed segments.
+/// `annal compact`: scavenge (retention, deletions, metadata), seal the
+/// active segment, and compress sealed segments (unless compression is off
+/// and `--compress` is not given).
 pub fn compact(ctx: &Ctx, compress: bool) -> CliResult {
     ctx.require_store()?;
     let store = ctx.open_write()?;
@@ -66,6 +68,9 @@ pub fn compact(ctx: &Ctx, compress: bool) -> CliResult {
     let spinner = crate::ctx::spinner("scavenging");
     let s = store.scavenge()?;
     let c = if compress || ctx.options.compression.is_some() {
+        // Sealed first, so that a store smaller than one segment is compressed too.
+        spinner.set_message("sealing");
+        store.seal_active_segment()?;
         spinner.set_message("compressing");
         Some(store.compress()?)
     } else {

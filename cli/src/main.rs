@@ -107,7 +107,7 @@ pub struct MetadataArgs {
 
 #[derive(Debug, Args)]
 pub struct CompactArgs {
-    /// Compress sealed segments even if annal.toml has no [compression] section.
+    /// Compress sealed segments even if annal.toml turns compression off.
     #[arg(long)]
     pub compress: bool,
 }

@@ -337,21 +337,15 @@ fn check_index(bytes: Vec<u8>) {
         return;
     };
     let b: &[u8] = &arc;
-    // The header fields, as format.md lays them out; open checked the sizes.
+    // The header fields both versions share (format.md); open checked the sizes.
     let base = le_u64(b, 16);
     let count = le_u64(b, 24);
     let end_offset = le_u64(b, 32);
-    let tag_count = le_u64(b, 64);
-    // `count` (n) positions have a location; only `indexed` (m ≤ n) events,
+    // `count` (n) positions have a location; only `indexed` (m <= n) events,
     // the positions not lost, have stream, type and id entries (format.md).
     let indexed = le_u64(b, 88);
-    let n = count as usize;
-    let m = indexed as usize;
-    let streams_at = 128 + 16 * n;
-    let types_at = streams_at + 24 * m;
-    let tags_at = types_at + 16 * m;
-    let ids_at = tags_at + 16 * tag_count as usize;
-    assert!(ids_at + 24 * m <= b.len(), "index tables past the end of the file");
+    let m = usize::try_from(indexed).unwrap_or(usize::MAX);
+    let n = usize::try_from(count).unwrap_or(usize::MAX);
 
     let mut rng = SimRng::new(u64::from(crc32fast::hash(b)) | (count << 32));
     let pick = |rng: &mut SimRng, len: usize| rng.below(len as u64) as usize;
@@ -360,7 +354,7 @@ fn check_index(bytes: Vec<u8>) {
     assert_eq!(idx.end_offset(), end_offset);
     assert_eq!(idx.raw(), b);
     let next = idx.next_position();
-    let _ = idx.time_range();
+    let range = idx.time_range();
 
     // Positions around the segment's edges, a few inside it, and extremes.
     let mut positions = vec![
@@ -375,64 +369,62 @@ fn check_index(bytes: Vec<u8>) {
         base.wrapping_add(count),
     ];
     for _ in 0..4 {
-        positions.push(base.wrapping_add(pick(&mut rng, n + 2) as u64));
+        positions.push(base.wrapping_add(pick(&mut rng, n.saturating_add(2)) as u64));
     }
     for p in positions {
         let loc = idx.location(p);
-        let ts = idx.timestamp(p);
-        assert_eq!(loc.is_some(), ts.is_some(), "location and timestamp disagree at {p}");
+        let ts = idx.time_bounds(p);
+        assert_eq!(loc.is_some(), ts.is_some(), "location and time bounds disagree at {p}");
+        assert_eq!(loc.is_some(), p >= base && p < next, "location of {p} outside {base}..{next}");
         if let Some((off, end)) = loc {
             assert!(
                 off <= end && end <= end_offset,
                 "location {off}..{end} of {p} past {end_offset}"
             );
         }
+        if let (Some((lo, hi)), Some(_)) = (ts, range) {
+            assert!(lo <= hi, "time bounds {lo}..{hi} of {p}");
+        }
     }
 
-    // Hashes, revisions, positions and ids taken from the file's own tables, plus random ones.
-    let mut hashes = vec![0, u64::MAX, hash_str("order-1"), hash_str("t:1")];
+    // Names and revisions from the file's own summary, plus random hashes and ids.
+    let summaries = idx.streams();
+    let mut names: Vec<String> = vec!["order-1".into(), String::new()];
     let mut revisions = vec![0, 1, u64::MAX];
+    for (name, s) in summaries.iter().take(8) {
+        names.push(name.clone());
+        revisions.extend([s.first_revision, s.last_revision]);
+    }
+    let mut hashes = vec![0, u64::MAX, hash_str("order-1"), hash_str("t:1")];
     let mut ids = vec![Uuid::nil(), Uuid::max()];
     for _ in 0..6 {
-        if m > 0 {
-            let i = pick(&mut rng, m);
-            hashes.push(le_u64(b, streams_at + 24 * i));
-            revisions.push(le_u64(b, streams_at + 24 * i + 8));
-            hashes.push(le_u64(b, types_at + 16 * i));
-            ids.push(Uuid::from_slice(&b[ids_at + 24 * i..ids_at + 24 * i + 16]).expect("16 bytes"));
-        }
-        if tag_count > 0 {
-            hashes.push(le_u64(b, tags_at + 16 * pick(&mut rng, tag_count as usize)));
-        }
         hashes.push(rng.next_u64());
         ids.push(Uuid::from_u128(u128::from(rng.next_u64())));
     }
-    let summaries = idx.streams();
-    for (name, s) in summaries.iter().take(8) {
-        hashes.push(hash_str(name));
-        revisions.extend([s.first_revision, s.last_revision]);
-    }
-
     for &h in &hashes {
         let _ = idx.may_contain_stream(h);
-        let _ = idx.type_positions(h);
-        let _ = idx.tag_positions(h);
+        for list in [idx.type_positions(h), idx.tag_positions(h)] {
+            assert!(list.iter().all(|p| *p >= base && *p < next), "a position outside the segment");
+        }
+    }
+    for name in &names {
         let some = revisions[pick(&mut rng, revisions.len())];
         for from in [0, u64::MAX, some] {
             for forward in [true, false] {
                 for limit in [0, 2, usize::MAX] {
-                    let got = idx.stream_entries(h, from, forward, limit);
+                    let got = idx.stream_entries(name, from, forward, limit);
                     assert!(
                         got.len() <= limit.min(m),
                         "stream_entries returned {} entries",
                         got.len()
                     );
+                    assert!(got.iter().all(|(_, p)| *p >= base && *p < next), "a stream entry outside the segment");
                 }
             }
         }
     }
     for id in &ids {
-        let _ = idx.find_id(id);
+        assert!(idx.id_positions(id).iter().all(|p| *p >= base && *p < next));
     }
 }
 

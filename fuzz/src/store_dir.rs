@@ -46,8 +46,13 @@ const TAGS: [&str; 4] = ["t:1", "t:2", "x", ""];
 /// Number of templates; the first input byte picks one.
 pub const TEMPLATES: usize = 4;
 
+/// Background compression off, so that templates and runs are deterministic
+/// (template 3 compresses on purpose).
 fn options(durability: Durability) -> Options {
-    Options::default().segment_size(4096).durability(durability)
+    Options::default()
+        .no_compression()
+        .segment_size(4096)
+        .durability(durability)
 }
 
 fn id(n: u128) -> Uuid {

@@ -59,11 +59,43 @@ impl<'a> Reader<'a> {
     pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(le_u64(self.take(8)?, 0))
     }
+    /// An unsigned LEB128 integer ([`put_varint`]): at most 10 bytes, and a
+    /// value that does not fit 64 bits is a [`DecodeError`].
+    pub(crate) fn varint(&mut self) -> Result<u64, DecodeError> {
+        let buf = self.buf;
+        let mut v: u64 = 0;
+        for (i, &b) in buf.iter().take(10).enumerate() {
+            if i == 9 && b > 1 {
+                return Err(DecodeError("varint overflows 64 bits"));
+            }
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                self.buf = &buf[i + 1..];
+                return Ok(v);
+            }
+        }
+        Err(if buf.len() < 10 {
+            DecodeError("field runs past the end of the body")
+        } else {
+            DecodeError("varint longer than 10 bytes")
+        })
+    }
     /// A string with a `u16` length before it.
     pub(crate) fn str16(&mut self) -> Result<&'a str, DecodeError> {
         let n = usize::from(self.u16()?);
         std::str::from_utf8(self.take(n)?).map_err(|_| DecodeError("string is not UTF-8"))
     }
+}
+
+/// Appends `v` as unsigned LEB128: seven bits per byte, least significant
+/// first, the high bit set on every byte but the last.
+#[allow(clippy::cast_possible_truncation, reason = "each byte takes the low seven bits on purpose")]
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
 }
 
 #[cfg(test)]
@@ -81,5 +113,21 @@ mod tests {
         assert!(r.u8().is_err());
         let mut r = Reader::new(&[2, 0, 0xff, 0xfe]);
         assert_eq!(r.str16(), Err(DecodeError("string is not UTF-8")));
+    }
+
+    #[test]
+    fn varints_round_trip_and_refuse_what_overflows() {
+        for v in [0, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX - 1, u64::MAX] {
+            let mut b = Vec::new();
+            put_varint(&mut b, v);
+            assert_eq!(b.len(), (64 - v.leading_zeros() as usize).max(1).div_ceil(7));
+            let mut r = Reader::new(&b);
+            assert_eq!(r.varint(), Ok(v));
+            assert!(r.buf.is_empty());
+        }
+        assert_eq!(Reader::new(&[0x96, 0x01]).varint(), Ok(150));
+        assert!(Reader::new(&[0x80]).varint().is_err());
+        assert!(Reader::new(&[0xff; 10]).varint().is_err());
+        assert!(Reader::new(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]).varint().is_err());
     }
 }

@@ -39,6 +39,8 @@ enum Want<'a> {
     Filter(&'a Filter),
     /// Events of this stream (another stream with the same hash is skipped).
     Stream(&'a str),
+    /// The event with this id (another id with the same index key is skipped).
+    Id(&'a Uuid),
 }
 
 /// Where a read stopped short, before a position it could not read.
@@ -116,6 +118,7 @@ impl Shared {
             Want::Any => true,
             Want::Filter(f) => f.matches(&view),
             Want::Stream(s) => s == view.stream,
+            Want::Id(id) => *id == view.id,
         };
         Ok(wanted.then(|| to_recorded(&view, Some(&frame))))
     }
@@ -270,10 +273,16 @@ impl Shared {
                     break;
                 }
                 let plan: Vec<(u64, u64, u64)> = seg.with(|l| {
-                    chunk
+                    let admitted: Vec<u64> = chunk
                         .iter()
-                        .filter(|p| l.timestamp(**p).is_some_and(|ts| filter.admits_time(ts)))
-                        .filter_map(|p| l.location(*p).map(|(o, e)| (*p, o, e)))
+                        .copied()
+                        .filter(|p| l.time_bounds(*p).is_some_and(|(lo, hi)| filter.may_admit_times(lo, hi)))
+                        .collect();
+                    let found = l.locations(&admitted);
+                    admitted
+                        .iter()
+                        .zip(found)
+                        .filter_map(|(p, loc)| loc.map(|(o, e)| (*p, o, e)))
                         .collect()
                 });
                 for loc in plan {
@@ -361,9 +370,12 @@ impl Shared {
                 if !l.may_contain_stream(hash) {
                     return Vec::new();
                 }
-                l.stream_entries(hash, next_rev, forward, limit - out.len())
-                    .into_iter()
-                    .filter_map(|(r, p)| l.location(p).map(|(o, e)| (r, p, o, e)))
+                let entries = l.stream_entries(stream, next_rev, forward, limit - out.len());
+                let positions: Vec<u64> = entries.iter().map(|(_, p)| *p).collect();
+                entries
+                    .iter()
+                    .zip(l.locations(&positions))
+                    .filter_map(|((r, p), loc)| loc.map(|(o, e)| (*r, *p, o, e)))
                     .collect()
             });
             for (rev, p, off, end) in plan {
@@ -495,20 +507,40 @@ impl Shared {
         Ok(())
     }
 
-    /// Position of the event with this id, if stored.
-    pub(crate) fn find_id(&self, id: &Uuid) -> Option<u64> {
-        self.find_id_since(id, 0)
+    /// Position of the event with this id, if stored at `since` or later
+    /// (only the segments reaching past `since` are searched); see
+    /// [`Shared::find_event_since`].
+    pub(crate) fn find_id_since(&self, id: &Uuid, since: u64) -> Option<u64> {
+        self.find_event_since(id, since).map(|(p, _)| p)
     }
 
-    /// Position of the event with this id, if stored at `since` or later
-    /// (only the segments reaching past `since` are searched).
-    pub(crate) fn find_id_since(&self, id: &Uuid, since: u64) -> Option<u64> {
+    /// The event with this id and its position, if stored at `since` or
+    /// later. An index may name several candidate positions; each is
+    /// confirmed against its frame, which is read once. A frame that cannot
+    /// be read counts as the match, with its error, so that damage is
+    /// reported instead of the id seeming absent.
+    pub(crate) fn find_event_since(&self, id: &Uuid, since: u64) -> Option<(u64, Result<RecordedEvent>)> {
         self.segments()
             .iter()
             .rev()
             .take_while(|s| s.with(|l| l.next_position()) > since)
-            .find_map(|s| s.with(|l| l.find_id(id)))
-            .filter(|p| *p >= since)
+            .find_map(|seg| {
+                let candidates: Vec<(u64, u64, u64)> = seg.with(|l| {
+                    let positions: Vec<u64> = l.id_positions(id).into_iter().filter(|p| *p >= since).collect();
+                    positions
+                        .iter()
+                        .zip(l.locations(&positions))
+                        .filter_map(|(p, loc)| loc.map(|(o, e)| (*p, o, e)))
+                        .collect()
+                });
+                candidates
+                    .into_iter()
+                    .find_map(|loc| match self.read_at(seg, loc, Want::Id(id)) {
+                        Ok(None) => None,
+                        Ok(Some(ev)) => Some((loc.0, Ok(ev))),
+                        Err(e) => Some((loc.0, Err(e))),
+                    })
+            })
     }
 
     /// Reads the event at `position`.
@@ -569,7 +601,7 @@ fn candidates(l: &dyn Lookup, f: &Filter) -> Option<Vec<u64>> {
                 let n = usize::try_from(s.last_revision.saturating_sub(s.first_revision).saturating_add(1))
                     .unwrap_or(usize::MAX);
                 all.extend(
-                    l.stream_entries(hash_str(&name), s.first_revision, true, n)
+                    l.stream_entries(&name, s.first_revision, true, n)
                         .into_iter()
                         .map(|(_, p)| p),
                 );

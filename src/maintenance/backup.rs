@@ -45,6 +45,8 @@ pub struct StoreStats {
     pub index_bytes: u64,
     /// Events of the active segment, indexed in memory.
     pub active_events: u64,
+    /// Sealed segments stored compressed.
+    pub compressed_segments: usize,
     /// The last error of this store's background compressor or scavenger since
     /// it was opened (what failed, when, and why); `None` if none failed. It
     /// stays after later runs succeed, until another error replaces it.
@@ -259,6 +261,7 @@ pub(crate) fn stats(shared: &Shared) -> StoreStats {
         segment_bytes: now.sealed.iter().map(|s| s.bytes.len() as u64).sum::<u64>() + active_end,
         index_bytes: now.sealed.iter().map(|s| s.index.raw().len() as u64).sum(),
         active_events,
+        compressed_segments: now.sealed.iter().filter(|s| s.compressed.is_some()).count(),
         last_background_error: shared.background_error.lock().clone(),
         retention_held_by: holds,
         retention_max_bytes: shared.options.retention.max_bytes,

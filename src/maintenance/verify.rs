@@ -186,7 +186,7 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
             |scanned| {
                 scanned
                     .index
-                    .encode_file()
+                    .encode_file_like(&seg.index)
                     .map_or(Some(0), |rebuilt| first_difference(&rebuilt, seg.index.raw()))
             },
         );

@@ -295,8 +295,8 @@ pub(super) fn precheck(shared: &Shared, req: &AppendRequest) -> Precheck {
         .events
         .iter()
         .map(|e| {
-            let p = shared.find_id(&e.id?)?;
-            Some((p, shared.read_position(p).ok().flatten()))
+            let (p, ev) = shared.find_event_since(&e.id?, 0)?;
+            Some((p, ev.ok()))
         })
         .collect();
     let mut condition = ConditionCheck::Unchecked;

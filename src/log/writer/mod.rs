@@ -176,6 +176,15 @@ impl Committer {
         mine
     }
 
+    /// Seals the active segment now, if it holds any position (see
+    /// [`Writer::seal_active`]); waits for the group being written, if any.
+    pub(crate) fn seal_active(&self) -> Result<bool> {
+        if self.queue.lock().closed {
+            return Err(Error::Closed(None));
+        }
+        self.writer.lock().seal_active()
+    }
+
     /// Refuses further appends, stops the flusher and makes everything written durable.
     pub(crate) fn close(&self) -> Result<()> {
         self.queue.lock().closed = true;

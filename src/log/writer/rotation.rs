@@ -18,6 +18,21 @@ use crate::storage::write_atomically;
 use super::batch::Writer;
 
 impl Writer {
+    /// Seals the active segment now if it holds any position (or finishes a
+    /// rotation that failed after its seal), so that the segment can be
+    /// compressed; the next append goes to a new segment. Returns whether a
+    /// segment was sealed. Errors as [`Writer::rotate`].
+    pub(super) fn seal_active(&mut self) -> Result<bool> {
+        if let Some(e) = self.shared.poisoned() {
+            return Err(e);
+        }
+        if !self.sealed_pending && self.active.index.read().is_empty() {
+            return Ok(false);
+        }
+        self.rotate()?;
+        Ok(true)
+    }
+
     /// Seals the active segment and starts the next one. A failure before the
     /// seal is durable cuts the seal back off and leaves the segment active; a
     /// failed sync stops the writer for good; a failure after the seal (writing

@@ -1,0 +1,229 @@
+//! The active segment's index, in memory: filled event by event as frames are
+//! written (or scanned at recovery), asked through [`Lookup`], and encoded
+//! into an `.idx` file when the segment is sealed. It must never read
+//! segment bytes.
+
+use rustc_hash::FxHashMap;
+use uuid::Uuid;
+
+use super::{Lookup, Parts, StreamSummary, hash_str, v1, v2};
+use crate::error::Result;
+use crate::format::record::LostView;
+
+/// One stream's part of the active segment.
+#[derive(Debug)]
+struct StreamSlot {
+    name: String,
+    summary: StreamSummary,
+    /// `(revision, position)` of its events, ascending.
+    entries: Vec<(u64, u64)>,
+}
+
+/// The in-memory index of the active segment.
+#[derive(Debug, Default)]
+pub struct MemIndex {
+    base: u64,
+    /// `(offset, timestamp)` for each position from `base`.
+    locations: Vec<(u64, i64)>,
+    /// Offset just past the last indexed frame.
+    end_offset: u64,
+    /// Streams by the hash of their name; names with equal hashes share a bucket.
+    streams: FxHashMap<u64, Vec<StreamSlot>>,
+    types: FxHashMap<u64, Vec<u64>>,
+    tags: FxHashMap<u64, Vec<u64>>,
+    ids: FxHashMap<Uuid, u64>,
+}
+
+impl MemIndex {
+    /// An empty index for the segment starting at `base`, whose first frame is at `first_offset`.
+    pub fn new(base: u64, first_offset: u64) -> Self {
+        MemIndex {
+            base,
+            end_offset: first_offset,
+            ..Default::default()
+        }
+    }
+
+    /// Number of positions indexed.
+    pub fn len(&self) -> usize {
+        self.locations.len()
+    }
+
+    /// True when no position is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.locations.is_empty()
+    }
+
+    /// Offset just past the last indexed frame.
+    pub fn end_offset(&self) -> u64 {
+        self.end_offset
+    }
+
+    fn slot(&mut self, stream: &str, revision: u64, position: u64) -> &mut StreamSlot {
+        let bucket = self.streams.entry(hash_str(stream)).or_default();
+        match bucket.iter().position(|s| s.name == stream) {
+            Some(i) => &mut bucket[i],
+            None => {
+                bucket.push(StreamSlot {
+                    name: stream.to_string(),
+                    summary: StreamSummary {
+                        first_revision: revision,
+                        last_revision: revision,
+                        last_position: position,
+                    },
+                    entries: Vec::new(),
+                });
+                bucket.last_mut().expect("just pushed")
+            }
+        }
+    }
+
+    /// Adds the next event; `end` is the offset just past its frame.
+    pub fn push(&mut self, e: &super::IndexEntry<'_>, end: u64) {
+        debug_assert_eq!(e.position, self.base + self.locations.len() as u64);
+        self.locations.push((e.offset, e.timestamp));
+        self.end_offset = end;
+        let slot = self.slot(e.stream, e.revision, e.position);
+        slot.entries.push((e.revision, e.position));
+        slot.summary.last_revision = e.revision;
+        slot.summary.last_position = e.position;
+        self.types.entry(hash_str(e.event_type)).or_default().push(e.position);
+        for tag in e.tags {
+            let list = self.tags.entry(hash_str(tag)).or_default();
+            // An event listing a tag twice is indexed once.
+            if list.last() != Some(&e.position) {
+                list.push(e.position);
+            }
+        }
+        self.ids.insert(e.id, e.position);
+    }
+
+    /// Adds the positions of a lost or removed frame at `offset..end`: they
+    /// take locations and nothing else, except that the stream heads the frame
+    /// records raise those streams' summaries (revisions handed out before).
+    pub fn push_lost(&mut self, lost: &LostView<'_>, offset: u64, end: u64) {
+        let ts = self.locations.last().map_or(i64::MIN, |(_, ts)| *ts);
+        for _ in 0..lost.count {
+            self.locations.push((offset, ts));
+        }
+        self.end_offset = end;
+        for head in &lost.heads {
+            let slot = self.slot(head.stream, head.revision, head.position);
+            if slot.summary.last_revision < head.revision {
+                slot.summary.last_revision = head.revision;
+                slot.summary.last_position = head.position;
+            }
+        }
+    }
+
+    /// What the file encoders need, streams sorted by name.
+    fn parts(&self) -> Parts<'_> {
+        let mut streams: Vec<_> = self
+            .streams
+            .values()
+            .flatten()
+            .map(|s| (s.name.as_str(), s.summary, s.entries.as_slice()))
+            .collect();
+        streams.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut types: Vec<_> = self.types.iter().map(|(h, v)| (*h, v.as_slice())).collect();
+        types.sort_unstable_by_key(|t| t.0);
+        let mut tags: Vec<_> = self.tags.iter().map(|(h, v)| (*h, v.as_slice())).collect();
+        tags.sort_unstable_by_key(|t| t.0);
+        let mut ids: Vec<(Uuid, u64)> = self.ids.iter().map(|(i, p)| (*i, *p)).collect();
+        ids.sort_unstable();
+        Parts {
+            base: self.base,
+            end_offset: self.end_offset,
+            locations: &self.locations,
+            streams,
+            types,
+            tags,
+            ids,
+        }
+    }
+
+    /// Encodes the `.idx` file for this segment once it is sealed: version 2,
+    /// or version 1 when the segment is too large for version 2's 32-bit
+    /// fields. Fails with [`crate::Error::InvalidInput`] if a stream name is
+    /// longer than its 16-bit length field (names come from validated appends
+    /// or from the log, so the store's never are).
+    pub fn encode_file(&self) -> Result<Vec<u8>> {
+        let parts = self.parts();
+        match v2::encode(&parts)? {
+            Some(bytes) => Ok(bytes),
+            None => v1::encode(&parts),
+        }
+    }
+
+    /// Encodes a version-1 `.idx` file (what annal wrote before version 2).
+    pub fn encode_file_v1(&self) -> Result<Vec<u8>> {
+        v1::encode(&self.parts())
+    }
+
+    /// Encodes the `.idx` file in the version `like` has, so that the two can
+    /// be compared byte for byte (version 2 falls back to 1 as in
+    /// [`MemIndex::encode_file`]).
+    pub fn encode_file_like(&self, like: &super::SegmentIndex) -> Result<Vec<u8>> {
+        match like.version() {
+            1 => self.encode_file_v1(),
+            _ => self.encode_file(),
+        }
+    }
+}
+
+impl Lookup for MemIndex {
+    fn base(&self) -> u64 {
+        self.base
+    }
+    fn next_position(&self) -> u64 {
+        self.base + self.locations.len() as u64
+    }
+    fn location(&self, position: u64) -> Option<(u64, u64)> {
+        let i = usize::try_from(position.checked_sub(self.base)?).ok()?;
+        let (off, _) = *self.locations.get(i)?;
+        let end = self.locations.get(i + 1).map_or(self.end_offset, |(o, _)| *o);
+        Some((off, end))
+    }
+    fn time_bounds(&self, position: u64) -> Option<(i64, i64)> {
+        let i = usize::try_from(position.checked_sub(self.base)?).ok()?;
+        self.locations.get(i).map(|(_, ts)| (*ts, *ts))
+    }
+    fn time_range(&self) -> Option<(i64, i64)> {
+        Some((self.locations.first()?.1, self.locations.last()?.1))
+    }
+    fn stream_entries(&self, stream: &str, from: u64, forward: bool, limit: usize) -> Vec<(u64, u64)> {
+        let Some(bucket) = self.streams.get(&hash_str(stream)) else {
+            return Vec::new();
+        };
+        let Some(slot) = bucket.iter().find(|s| s.name == stream) else {
+            return Vec::new();
+        };
+        let list = &slot.entries;
+        if forward {
+            let start = list.partition_point(|(r, _)| *r < from);
+            list[start..].iter().take(limit).copied().collect()
+        } else {
+            let end = list.partition_point(|(r, _)| *r <= from);
+            list[..end].iter().rev().take(limit).copied().collect()
+        }
+    }
+    fn type_positions(&self, hash: u64) -> Vec<u64> {
+        self.types.get(&hash).cloned().unwrap_or_default()
+    }
+    fn tag_positions(&self, hash: u64) -> Vec<u64> {
+        self.tags.get(&hash).cloned().unwrap_or_default()
+    }
+    fn id_positions(&self, id: &Uuid) -> Vec<u64> {
+        self.ids.get(id).copied().into_iter().collect()
+    }
+    fn may_contain_stream(&self, hash: u64) -> bool {
+        self.streams.contains_key(&hash)
+    }
+    fn streams(&self) -> Vec<(String, StreamSummary)> {
+        self.streams
+            .values()
+            .flatten()
+            .map(|s| (s.name.clone(), s.summary))
+            .collect()
+    }
+}

@@ -1,0 +1,492 @@
+//! Version-2 index files (format.md, "Index files"): locations as 32-bit
+//! block offsets plus varint frame lengths, timestamps per block of
+//! positions, and the stream, type, tag and id lookups as [`keyed`] lists of
+//! positions relative to the segment's base. Streams are found by name
+//! (their ordinal in the summary), so stream lookups are exact. This module
+//! owns that layout; it must never read segment bytes.
+//!
+//! [`keyed`]: super::keyed
+
+use std::path::Path;
+
+use uuid::Uuid;
+
+use super::keyed::{self, Entry, Keyed};
+use super::summary::{self, RESTART, Summary};
+use super::{INDEX_HEADER, INDEX_MAGIC, Lookup, Parts, StreamSummary, bloom_check, fold32, id_key};
+use crate::error::{Error, Result};
+use crate::format::codec::{Reader, le_i64, le_u32, le_u64, put_varint};
+use crate::storage::Mapped;
+
+/// Positions per location block.
+const LOC_BLOCK: usize = 64;
+/// Bytes of a location block's directory entry: `offset: u32`, `data_at: u32`,
+/// `min_ts: i64`, `max_ts: i64`.
+const LOC_DIR: usize = 24;
+
+/// Encodes a version-2 file, or `None` if the segment does not fit its
+/// 32-bit offsets and lengths (the caller then writes version 1).
+pub(super) fn encode(p: &Parts<'_>) -> Result<Option<Vec<u8>>> {
+    if p.end_offset > u64::from(u32::MAX) {
+        return Ok(None);
+    }
+    let rel = |pos: u64| u32::try_from(pos - p.base).ok();
+    let Some(locations) = encode_locations(p.locations) else {
+        return Ok(None);
+    };
+
+    let mut streams = Vec::new();
+    for (ordinal, (_, _, entries)) in p.streams.iter().enumerate() {
+        let Ok(key) = u32::try_from(ordinal) else {
+            return Ok(None);
+        };
+        for (rev, pos) in entries.iter() {
+            let Some(pos) = rel(*pos) else { return Ok(None) };
+            streams.push(Entry { key, rev: *rev, pos });
+        }
+    }
+    streams.sort_unstable();
+    let keyed_of = |lists: &[(u64, &[u64])]| -> Option<Vec<Entry>> {
+        let mut out = Vec::new();
+        for (hash, positions) in lists {
+            for pos in positions.iter() {
+                out.push(Entry {
+                    key: fold32(*hash),
+                    rev: 0,
+                    pos: rel(*pos)?,
+                });
+            }
+        }
+        out.sort_unstable();
+        // Two hashes that fold to one key on one event are one entry.
+        out.dedup();
+        Some(out)
+    };
+    let (Some(types), Some(tags)) = (keyed_of(&p.types), keyed_of(&p.tags)) else {
+        return Ok(None);
+    };
+    let mut ids = Vec::with_capacity(p.ids.len());
+    for (id, pos) in &p.ids {
+        let Some(pos) = rel(*pos) else { return Ok(None) };
+        ids.push(Entry {
+            key: id_key(id),
+            rev: 0,
+            pos,
+        });
+    }
+    ids.sort_unstable();
+    ids.dedup();
+
+    let mut sections: [Vec<u8>; 4] = Default::default();
+    for (out, (entries, with_rev)) in sections
+        .iter_mut()
+        .zip([(&streams, true), (&types, false), (&tags, false), (&ids, false)])
+    {
+        if !keyed::encode(entries, with_rev, out) {
+            return Ok(None);
+        }
+    }
+    let bloom = p.bloom();
+    let named: Vec<(&str, StreamSummary)> = p.streams.iter().map(|(n, s, _)| (*n, *s)).collect();
+    let Some((summary, start_bytes)) = summary::encode(&named, p.base) else {
+        return Ok(None);
+    };
+    let (min_ts, max_ts) = p.time_range();
+
+    let mut out = Vec::with_capacity(
+        INDEX_HEADER
+            + locations.len()
+            + sections.iter().map(Vec::len).sum::<usize>()
+            + bloom.len()
+            + summary.len()
+            + start_bytes.len()
+            + 4,
+    );
+    out.extend_from_slice(INDEX_MAGIC);
+    out.extend_from_slice(&2u32.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    for v in [
+        p.base,
+        p.locations.len() as u64,
+        p.end_offset,
+        min_ts as u64,
+        max_ts as u64,
+        p.streams.len() as u64,
+        tags.len() as u64,
+        bloom.len() as u64,
+        summary.len() as u64,
+        streams.len() as u64,
+    ] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    for len in std::iter::once(locations.len()).chain(sections.iter().map(Vec::len)) {
+        // Each fits: keyed::encode and encode_locations refuse longer sections.
+        let Ok(len) = u32::try_from(len) else { return Ok(None) };
+        out.extend_from_slice(&len.to_le_bytes());
+    }
+    out.resize(INDEX_HEADER - 4, 0);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&locations);
+    for s in &sections {
+        out.extend_from_slice(s);
+    }
+    out.extend_from_slice(&bloom);
+    out.extend_from_slice(&summary);
+    out.extend_from_slice(&start_bytes);
+    let crc = crc32fast::hash(&out[INDEX_HEADER..]);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(Some(out))
+}
+
+/// The locations section, or `None` if an offset or the section does not fit 32 bits.
+fn encode_locations(locations: &[(u64, i64)]) -> Option<Vec<u8>> {
+    let mut dir = Vec::with_capacity(locations.len().div_ceil(LOC_BLOCK) * LOC_DIR);
+    let mut data = Vec::new();
+    for block in locations.chunks(LOC_BLOCK) {
+        let first = u32::try_from(block[0].0).ok()?;
+        dir.extend_from_slice(&first.to_le_bytes());
+        dir.extend_from_slice(&u32::try_from(data.len()).ok()?.to_le_bytes());
+        let min = block.iter().map(|l| l.1).min().unwrap_or(0);
+        let max = block.iter().map(|l| l.1).max().unwrap_or(0);
+        dir.extend_from_slice(&min.to_le_bytes());
+        dir.extend_from_slice(&max.to_le_bytes());
+        for w in block.windows(2) {
+            put_varint(&mut data, w[1].0.checked_sub(w[0].0)?);
+        }
+    }
+    dir.extend_from_slice(&data);
+    u32::try_from(dir.len()).ok()?;
+    Some(dir)
+}
+
+/// A version-2 index file, memory-mapped.
+pub struct IndexV2 {
+    map: Mapped,
+    base: u64,
+    count: usize,
+    end_offset: u64,
+    min_ts: i64,
+    max_ts: i64,
+    stream_count: usize,
+    /// Byte ranges of the sections in the file.
+    locations: (usize, usize),
+    streams: (usize, usize),
+    types: (usize, usize),
+    tags: (usize, usize),
+    ids: (usize, usize),
+    bloom: (usize, usize),
+    summary: (usize, usize),
+    starts: (usize, usize),
+}
+
+impl std::fmt::Debug for IndexV2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexV2")
+            .field("base", &self.base)
+            .field("count", &self.count)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IndexV2 {
+    /// Decodes and checks a version-2 file whose length, magic and header
+    /// checksum [`super::SegmentIndex::open`] has checked: the sizes, the
+    /// body checksum, and every location and entry.
+    pub(super) fn open(map: Mapped, file: &Path) -> Result<Self> {
+        let b: &[u8] = (*map).as_ref();
+        let bad = |offset: usize, reason: &str| Error::corruption(file, offset as u64, reason);
+        if b[12..16] != [0; 4] {
+            return Err(bad(12, "unknown index flags"));
+        }
+        if b[116..124] != [0; 8] {
+            return Err(bad(116, "index reserved bytes are not zero"));
+        }
+        let base = le_u64(b, 16);
+        let count = le_u64(b, 24);
+        let end_offset = le_u64(b, 32);
+        let stream_count = le_u64(b, 56);
+        let tag_count = le_u64(b, 64);
+        let bloom_len = le_u64(b, 72);
+        let summary_len = le_u64(b, 80);
+        let indexed = le_u64(b, 88);
+        if indexed > count {
+            return Err(bad(88, "more indexed events than positions"));
+        }
+        if base.checked_add(count).is_none() {
+            return Err(bad(24, "positions run past the largest position"));
+        }
+        if count > u64::from(u32::MAX) || end_offset > u64::from(u32::MAX) {
+            return Err(bad(24, "segment too large for a version-2 index"));
+        }
+        let lens: Vec<u64> = (0..5).map(|i| u64::from(le_u32(b, 96 + 4 * i))).collect();
+        // Sizes in u128 so that no header value can overflow the arithmetic.
+        let body = lens.iter().map(|l| u128::from(*l)).sum::<u128>()
+            + u128::from(bloom_len)
+            + u128::from(summary_len)
+            + 4 * u128::from(stream_count.div_ceil(RESTART as u64));
+        if INDEX_HEADER as u128 + body + 4 != b.len() as u128 {
+            return Err(bad(0, "index section sizes do not match the file length"));
+        }
+        if bloom_len == 0 && stream_count > 0 || !bloom_len.is_multiple_of(8) {
+            return Err(bad(72, "bad bloom filter size"));
+        }
+        let crc_at = b.len() - 4;
+        if crc32fast::hash(&b[INDEX_HEADER..crc_at]) != le_u32(b, crc_at) {
+            return Err(bad(crc_at, "index body checksum mismatch"));
+        }
+        // Every section is inside the file (checked above), so each length fits a usize.
+        let fits = |v: u64, at: usize| usize::try_from(v).map_err(|_| bad(at, "index section larger than memory"));
+        let mut at = INDEX_HEADER;
+        let mut next = |len: usize| {
+            let range = (at, at + len);
+            at = range.1;
+            range
+        };
+        let locations = next(fits(lens[0], 96)?);
+        let streams = next(fits(lens[1], 100)?);
+        let types = next(fits(lens[2], 104)?);
+        let tags = next(fits(lens[3], 108)?);
+        let ids = next(fits(lens[4], 112)?);
+        let bloom = next(fits(bloom_len, 72)?);
+        let summary = next(fits(summary_len, 80)?);
+        let stream_count = fits(stream_count, 56)?;
+        let starts = next(4 * stream_count.div_ceil(RESTART));
+        let idx = IndexV2 {
+            map: map.clone(),
+            base,
+            count: fits(count, 24)?,
+            end_offset,
+            min_ts: le_i64(b, 40),
+            max_ts: le_i64(b, 48),
+            stream_count,
+            locations,
+            streams,
+            types,
+            tags,
+            ids,
+            bloom,
+            summary,
+            starts,
+        };
+        idx.check_locations().map_err(|r| bad(locations.0, r))?;
+        Summary::open(idx.section(summary), idx.section(starts), stream_count, base, count)
+            .map_err(|r| bad(summary.0, r))?;
+        let positions = count;
+        // Streams and types have one entry per indexed event, tags `tag_count`
+        // and ids at most one per indexed event.
+        for (range, with_rev, want, what) in [
+            (streams, true, Some(indexed), "stream"),
+            (types, false, Some(indexed), "type"),
+            (tags, false, Some(tag_count), "tag"),
+            (ids, false, None, "id"),
+        ] {
+            let k = Keyed::open(&b[range.0..range.1], with_rev, positions).map_err(|r| bad(range.0, r))?;
+            let len = k.len() as u64;
+            if want.map_or(len > indexed, |w| w != len) {
+                return Err(bad(range.0, &format!("{what} section holds {len} entries")));
+            }
+        }
+        // Stream keys are ordinals of the summary (the last entry has the largest key).
+        if idx.keyed(streams, true).last().is_some_and(|e| e.key as usize >= idx.stream_count) {
+            return Err(bad(streams.0, "stream entry for a stream not in the summary"));
+        }
+        Ok(idx)
+    }
+
+    fn bytes(&self) -> &[u8] {
+        (*self.map).as_ref()
+    }
+
+    fn section(&self, range: (usize, usize)) -> &[u8] {
+        &self.bytes()[range.0..range.1]
+    }
+
+    fn keyed(&self, range: (usize, usize), with_rev: bool) -> Keyed<'_> {
+        Keyed::trusted(self.section(range), with_rev)
+    }
+
+    fn loc_blocks(&self) -> usize {
+        self.count.div_ceil(LOC_BLOCK)
+    }
+
+    /// `(offset, data_at, min_ts, max_ts)` of location block `i`.
+    fn loc_dir(&self, i: usize) -> (u64, usize, i64, i64) {
+        let s = self.section(self.locations);
+        let at = i * LOC_DIR;
+        (
+            u64::from(le_u32(s, at)),
+            le_u32(s, at + 4) as usize,
+            le_i64(s, at + 8),
+            le_i64(s, at + 16),
+        )
+    }
+
+    /// Offsets of the positions of location block `i`, up to and including index `upto` in it.
+    fn block_offsets(&self, i: usize, upto: usize) -> Option<Vec<u64>> {
+        let s = self.section(self.locations);
+        let (first, data_at, _, _) = self.loc_dir(i);
+        let mut r = Reader::new(s.get(self.loc_blocks() * LOC_DIR + data_at..)?);
+        let mut out = Vec::with_capacity(upto + 1);
+        let mut off = first;
+        out.push(off);
+        for _ in 0..upto {
+            off = off.checked_add(r.varint().ok()?)?;
+            out.push(off);
+        }
+        Some(out)
+    }
+
+    fn check_locations(&self) -> std::result::Result<(), &'static str> {
+        let s = self.section(self.locations);
+        let blocks = self.loc_blocks();
+        if blocks * LOC_DIR > s.len() {
+            return Err("location directory past its section");
+        }
+        let data = &s[blocks * LOC_DIR..];
+        let mut expect_at = 0;
+        let mut prev = 0;
+        for i in 0..blocks {
+            let (first, data_at, min_ts, max_ts) = self.loc_dir(i);
+            if data_at != expect_at {
+                return Err("location block does not start where the previous one ends");
+            }
+            if min_ts > max_ts {
+                return Err("location block times out of order");
+            }
+            let len = (self.count - i * LOC_BLOCK).min(LOC_BLOCK);
+            let mut r = Reader::new(&data[data_at..]);
+            let before = r.buf.len();
+            let mut off = first;
+            for j in 0..len {
+                if j > 0 {
+                    off = r
+                        .varint()
+                        .ok()
+                        .and_then(|d| off.checked_add(d))
+                        .ok_or("location block does not decode")?;
+                }
+                if off < prev || off >= self.end_offset {
+                    return Err("location out of order");
+                }
+                prev = off;
+            }
+            expect_at += before - r.buf.len();
+        }
+        if expect_at != data.len() {
+            return Err("location section has bytes after its last block");
+        }
+        Ok(())
+    }
+
+    fn summary(&self) -> Summary<'_> {
+        Summary::trusted(self.section(self.summary), self.section(self.starts), self.stream_count, self.base)
+    }
+
+    /// The summary ordinal of `stream`, if it has an entry.
+    fn ordinal(&self, stream: &str) -> Option<u32> {
+        u32::try_from(self.summary().ordinal(stream)?).ok()
+    }
+
+    /// Offset of the seal frame in the segment (just past the last event).
+    pub fn end_offset(&self) -> u64 {
+        self.end_offset
+    }
+
+    /// The bytes of the index file.
+    pub fn raw(&self) -> &[u8] {
+        self.bytes()
+    }
+
+    /// The frame range of position index `i`, whose block `block` has
+    /// `offsets` decoded at least up to `i + 1` within the block (or to its end).
+    fn range_in(&self, block: usize, offsets: &[u64], i: usize) -> (u64, u64) {
+        let j = i % LOC_BLOCK;
+        let end = match offsets.get(j + 1) {
+            Some(next) => *next,
+            None if i + 1 == self.count => self.end_offset,
+            None => self.loc_dir(block + 1).0,
+        };
+        (offsets[j], end)
+    }
+
+    fn index_of(&self, position: u64) -> Option<usize> {
+        let i = usize::try_from(position.checked_sub(self.base)?).ok()?;
+        (i < self.count).then_some(i)
+    }
+
+    fn global(&self, positions: Vec<u32>) -> Vec<u64> {
+        positions.into_iter().map(|p| self.base + u64::from(p)).collect()
+    }
+}
+
+impl Lookup for IndexV2 {
+    fn base(&self) -> u64 {
+        self.base
+    }
+    fn next_position(&self) -> u64 {
+        self.base + self.count as u64
+    }
+    fn location(&self, position: u64) -> Option<(u64, u64)> {
+        let i = self.index_of(position)?;
+        let (block, j) = (i / LOC_BLOCK, i % LOC_BLOCK);
+        let block_len = (self.count - block * LOC_BLOCK).min(LOC_BLOCK);
+        let offsets = self.block_offsets(block, (j + 1).min(block_len - 1))?;
+        Some(self.range_in(block, &offsets, i))
+    }
+    fn locations(&self, positions: &[u64]) -> Vec<Option<(u64, u64)>> {
+        // Each block's offsets are decoded once for every position in it.
+        let mut decoded: Option<(usize, Vec<u64>)> = None;
+        positions
+            .iter()
+            .map(|p| {
+                let i = self.index_of(*p)?;
+                let block = i / LOC_BLOCK;
+                if decoded.as_ref().is_none_or(|(b, _)| *b != block) {
+                    let block_len = (self.count - block * LOC_BLOCK).min(LOC_BLOCK);
+                    decoded = Some((block, self.block_offsets(block, block_len - 1)?));
+                }
+                let (_, offsets) = decoded.as_ref()?;
+                Some(self.range_in(block, offsets, i))
+            })
+            .collect()
+    }
+    fn time_bounds(&self, position: u64) -> Option<(i64, i64)> {
+        let i = self.index_of(position)?;
+        let (_, _, lo, hi) = self.loc_dir(i / LOC_BLOCK);
+        Some((lo, hi))
+    }
+    fn time_range(&self) -> Option<(i64, i64)> {
+        (self.count > 0).then_some((self.min_ts, self.max_ts))
+    }
+    fn stream_entries(&self, stream: &str, from: u64, forward: bool, limit: usize) -> Vec<(u64, u64)> {
+        let Some(key) = self.ordinal(stream) else {
+            return Vec::new();
+        };
+        let k = self.keyed(self.streams, true);
+        let entries = if forward {
+            k.forward(key, from, limit)
+        } else {
+            k.backward(key, from, limit)
+        };
+        entries
+            .into_iter()
+            .map(|e| (e.rev, self.base + u64::from(e.pos)))
+            .collect()
+    }
+    fn type_positions(&self, hash: u64) -> Vec<u64> {
+        self.global(self.keyed(self.types, false).positions(fold32(hash)))
+    }
+    fn tag_positions(&self, hash: u64) -> Vec<u64> {
+        self.global(self.keyed(self.tags, false).positions(fold32(hash)))
+    }
+    fn id_positions(&self, id: &Uuid) -> Vec<u64> {
+        self.global(self.keyed(self.ids, false).positions(id_key(id)))
+    }
+    fn may_contain_stream(&self, hash: u64) -> bool {
+        self.stream_count > 0 && bloom_check(self.section(self.bloom), hash)
+    }
+    fn streams(&self) -> Vec<(String, StreamSummary)> {
+        self.summary().entries()
+    }
+}
