@@ -180,7 +180,7 @@ impl Store {
                 std::time::Duration::from_millis(500),
                 "annal-compressor",
                 move |shared| {
-                    let result = crate::maintenance::compression::compress_sealed(shared, &c);
+                    let result = crate::maintenance::compression::compress_sealed(shared, &c, true);
                     shared.record_background("compression", result);
                 },
             )?;
@@ -261,7 +261,7 @@ impl Store {
     pub fn compress(&self) -> Result<crate::maintenance::compression::CompressReport> {
         self.check_writable()?;
         let options = self.shared.options.compression.unwrap_or_default();
-        crate::maintenance::compression::compress_sealed(&self.shared, &options)
+        crate::maintenance::compression::compress_sealed(&self.shared, &options, false)
     }
 
     /// Sets (or, with `None`, lifts) the retention hold of the forwarder

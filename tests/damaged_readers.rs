@@ -187,3 +187,46 @@ fn repair_clears_the_damage_for_subscribers() {
     let expected: Vec<u64> = (0..60).filter(|p| *p != damaged).collect();
     assert_eq!(seen, expected);
 }
+
+/// Review of issue 15: a version-2 index finds ids by a 32-bit key that two
+/// ids may share. A damaged frame of one of them must not make the other,
+/// never stored, look damaged: its lookup is `None` and an append with it
+/// succeeds, while a lookup of the damaged event still reports the damage.
+#[test]
+fn a_damaged_event_does_not_block_a_new_id_that_shares_its_index_key() {
+    use annal::format::index::id_key;
+    // Two ids with one key: a birthday search over a fixed sequence of ids.
+    let mut seen = std::collections::HashMap::new();
+    let (a, c) = (1u128..)
+        .map(|n| uuid::Uuid::from_u128(n.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)))
+        .find_map(|id| seen.insert(id_key(&id), id).map(|other| (other, id)))
+        .unwrap();
+    assert_ne!(a, c);
+    let sim = SimStorage::new();
+    let disk: Arc<dyn Storage> = Arc::new(sim.clone());
+    let store = Store::open_with(disk.clone(), DIR, options()).unwrap();
+    store
+        .append(
+            "s-a",
+            ExpectedVersion::Any,
+            vec![EventData::json("E", r#"{"victim":1}"#).with_id(a)],
+        )
+        .unwrap();
+    assert!(store.seal_active_segment().unwrap());
+    store.close().unwrap();
+    let seg = Path::new(DIR).join("00000000000000000000.seg");
+    let bytes = sim.read_file(&seg).unwrap();
+    let at = bytes.windows(10).position(|w| w == br#"{"victim":"#).unwrap();
+    sim.flip_bit(&seg, at as u64 + 3, 0).unwrap();
+
+    let store = Store::open_with(disk, DIR, options()).unwrap();
+    assert!(
+        store.event_by_id(a).is_err(),
+        "the damaged event's own lookup reports it"
+    );
+    assert_eq!(store.event_by_id(c).unwrap(), None);
+    let r = store
+        .append("s-c", ExpectedVersion::Any, vec![EventData::json("E", "{}").with_id(c)])
+        .unwrap();
+    assert_eq!(store.event_by_id(c).unwrap().unwrap().position, r.position);
+}

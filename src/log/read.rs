@@ -507,6 +507,27 @@ impl Shared {
         Ok(())
     }
 
+    /// The id field of the event frame at `loc`, read without checking the
+    /// frame (which failed its checks): `None` if it is not an event frame
+    /// or cannot be read at all.
+    fn frame_id_hint(&self, seg: &SegRef, loc: (u64, u64, u64)) -> Option<Uuid> {
+        let (_, offset, _) = loc;
+        // Frame envelope (8 bytes), then kind (1), flags (1), position,
+        // revision and timestamp (8 each), then the 16-byte id.
+        let end = offset.checked_add(50)?;
+        let bytes: Bytes = match seg {
+            SegRef::Sealed(s) => s.range(offset, end).ok()?,
+            SegRef::Active(a) => {
+                let mut buf = vec![0u8; 50];
+                a.file.read_exact_at(&mut buf, offset).ok()?;
+                Bytes::from(buf)
+            }
+        };
+        (bytes.len() == 50 && bytes[8] == 1)
+            .then(|| Uuid::from_slice(&bytes[34..50]).ok())
+            .flatten()
+    }
+
     /// Position of the event with this id, if stored at `since` or later
     /// (only the segments reaching past `since` are searched); see
     /// [`Shared::find_event_since`].
@@ -518,26 +539,30 @@ impl Shared {
     /// later. An index may name several candidate positions; each is
     /// confirmed against its frame, which is read once. A frame that cannot
     /// be read counts as the match, with its error, so that damage is
-    /// reported instead of the id seeming absent.
+    /// reported instead of the id seeming absent; except, where the index
+    /// may name other ids' positions, a damaged frame whose id field still
+    /// reads as another id, which is that other event's damage.
     pub(crate) fn find_event_since(&self, id: &Uuid, since: u64) -> Option<(u64, Result<RecordedEvent>)> {
         self.segments()
             .iter()
             .rev()
             .take_while(|s| s.with(|l| l.next_position()) > since)
             .find_map(|seg| {
-                let candidates: Vec<(u64, u64, u64)> = seg.with(|l| {
+                let (exact, candidates): (bool, Vec<(u64, u64, u64)>) = seg.with(|l| {
                     let positions: Vec<u64> = l.id_positions(id).into_iter().filter(|p| *p >= since).collect();
-                    positions
+                    let found = positions
                         .iter()
                         .zip(l.locations(&positions))
                         .filter_map(|(p, loc)| loc.map(|(o, e)| (*p, o, e)))
-                        .collect()
+                        .collect();
+                    (l.ids_exact(), found)
                 });
                 candidates
                     .into_iter()
                     .find_map(|loc| match self.read_at(seg, loc, Want::Id(id)) {
                         Ok(None) => None,
                         Ok(Some(ev)) => Some((loc.0, Ok(ev))),
+                        Err(_) if !exact && self.frame_id_hint(seg, loc).is_some_and(|other| other != *id) => None,
                         Err(e) => Some((loc.0, Err(e))),
                     })
             })

@@ -37,6 +37,10 @@ pub(crate) struct Shared {
     pub(crate) metadata_writes: Mutex<()>,
     /// Serialises scavenges.
     pub(crate) scavenging: Mutex<()>,
+    /// Sealed segments, as `(base, file length)`, that the background
+    /// compressor examined and left as they were (nothing gained, or a failed
+    /// check): not tried again until the store is reopened or they change.
+    pub(crate) compress_skipped: Mutex<std::collections::HashSet<(u64, usize)>>,
     /// The store's compression dictionary, once trained.
     pub(crate) dictionary: RwLock<Option<Arc<crate::format::compressed::Dictionary>>>,
     /// Wakes subscribers on each publication and when the store closes.

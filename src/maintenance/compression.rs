@@ -23,6 +23,8 @@ pub use crate::options::CompressionOptions;
 pub struct CompressReport {
     /// Segments compressed in this pass.
     pub segments: usize,
+    /// Segments this pass tried to compress (compressed or not).
+    pub examined: usize,
     /// Their bytes before.
     pub bytes_before: u64,
     /// Their bytes after.
@@ -31,17 +33,25 @@ pub struct CompressReport {
 
 /// Compresses every sealed segment of the store behind `shared` that is not
 /// compressed yet. The index stays valid (it uses logical offsets); the file
-/// is replaced atomically, so a crash leaves the old or the new form.
-pub(crate) fn compress_sealed(shared: &Shared, options: &CompressionOptions) -> Result<CompressReport> {
+/// is replaced atomically, so a crash leaves the old or the new form. With
+/// `background`, segments an earlier background run left as they were
+/// (incompressible, or failing their check) are not tried again, so that an
+/// idle store costs no CPU; an explicit call tries every one.
+pub(crate) fn compress_sealed(shared: &Shared, options: &CompressionOptions, background: bool) -> Result<CompressReport> {
+    use crate::format::index::Lookup;
     let _one_at_a_time = shared.scavenging.lock();
     let mut report = CompressReport::default();
-    let todo: Vec<_> = shared
-        .segments
-        .sealed()
-        .iter()
-        .filter(|s| s.compressed.is_none())
-        .cloned()
-        .collect();
+    let key = |s: &crate::log::segments::SealedSegment| (s.index.base(), s.bytes.len());
+    let todo: Vec<_> = {
+        let skipped = shared.compress_skipped.lock();
+        shared
+            .segments
+            .sealed()
+            .iter()
+            .filter(|s| s.compressed.is_none() && !(background && skipped.contains(&key(s))))
+            .cloned()
+            .collect()
+    };
     if options.dictionary && shared.dictionary.read().is_none() && !todo.is_empty() {
         train_dictionary(shared, &todo, options)?;
     }
@@ -54,6 +64,7 @@ pub(crate) fn compress_sealed(shared: &Shared, options: &CompressionOptions) -> 
     // the others from being compressed; the first error is returned at the end.
     let mut first_error = None;
     for seg in todo {
+        report.examined += 1;
         match compress_one(shared, &seg, options, dict.as_ref()) {
             Ok(Some((new, after))) => {
                 report.segments += 1;
@@ -61,8 +72,11 @@ pub(crate) fn compress_sealed(shared: &Shared, options: &CompressionOptions) -> 
                 report.bytes_after += after;
                 shared.segments.replace_sealed(new);
             }
-            Ok(None) => {}
+            Ok(None) => {
+                shared.compress_skipped.lock().insert(key(&seg));
+            }
             Err(e) => {
+                shared.compress_skipped.lock().insert(key(&seg));
                 first_error.get_or_insert(e);
             }
         }
@@ -74,7 +88,7 @@ pub(crate) fn compress_sealed(shared: &Shared, options: &CompressionOptions) -> 
 }
 
 /// Compresses one sealed segment and replaces its file; returns the segment as
-/// reopened and its new size, or `None` if compression gains nothing.
+/// reopened and its new size, or `None` if compression gains less than 1/32 of its bytes.
 fn compress_one(
     shared: &Shared,
     seg: &crate::log::segments::SealedSegment,
@@ -84,8 +98,9 @@ fn compress_one(
     use crate::format::index::Lookup;
     let st = &*shared.storage;
     let packed = compress_segment(&seg.bytes, options.level, options.block_size, dict.map(|d| &**d))?;
-    if packed.len() >= seg.bytes.len() {
-        return Ok(None); // Nothing gained (already small or incompressible).
+    // A rewrite (and slower reads) for less than 1/32 of the bytes is not worth it.
+    if packed.len() > seg.bytes.len() - seg.bytes.len() / 32 {
+        return Ok(None); // Too little gained (already small or incompressible).
     }
     let name = seg
         .path
@@ -203,4 +218,46 @@ fn train_dictionary(
         .ctx(|| format!("writing {DICTIONARY_FILE}"))?;
     *shared.dictionary.write() = Some(Arc::new(dict));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Durability, EventData, ExpectedVersion, Options, SimStorage, Store};
+
+    /// Review of issue 15: with compression on by default, a store of
+    /// incompressible events must not compress its segments again every
+    /// 500 ms: a background pass examines each once, an explicit one tries all.
+    #[test]
+    fn background_passes_examine_an_incompressible_segment_once() {
+        let sim = SimStorage::new();
+        let opts = Options::default()
+            .no_compression()
+            .durability(Durability::Never)
+            .segment_size(64 * 1024);
+        let store = Store::open_with(Arc::new(sim), "/z", opts).unwrap();
+        let mut x: u64 = 7;
+        for _ in 0..200 {
+            let noise: Vec<u8> = (0..2000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x.to_le_bytes()[0]
+                })
+                .collect();
+            store
+                .append("noise", ExpectedVersion::Any, vec![EventData::binary("N", noise)])
+                .unwrap();
+        }
+        let sealed = store.segment_count() - 1;
+        assert!(sealed >= 4, "{sealed}");
+        let c = CompressionOptions::default();
+        let first = compress_sealed(&store.shared, &c, true).unwrap();
+        assert_eq!((first.examined, first.segments), (sealed, 0), "random bytes do not compress");
+        let again = compress_sealed(&store.shared, &c, true).unwrap();
+        assert_eq!(again.examined, 0, "a background pass leaves them alone now");
+        let explicit = compress_sealed(&store.shared, &c, false).unwrap();
+        assert_eq!(explicit.examined, sealed, "an explicit pass tries every one");
+    }
 }

@@ -48,7 +48,7 @@ pub(crate) fn fold32(hash: u64) -> u32 {
 }
 
 /// The 32-bit key a version-2 index files an event id under.
-pub(crate) fn id_key(id: &Uuid) -> u32 {
+pub fn id_key(id: &Uuid) -> u32 {
     fold32(xxh3_64(id.as_bytes()))
 }
 
@@ -133,6 +133,11 @@ pub trait Lookup: Send + Sync {
     /// the memory and version-1 indexes; version 2 may include collisions of
     /// its 32-bit id keys.
     fn id_positions(&self, id: &Uuid) -> Vec<u64>;
+    /// True if [`Lookup::id_positions`] names only the id's own position
+    /// (memory and version-1 indexes); false if it may name others.
+    fn ids_exact(&self) -> bool {
+        true
+    }
     /// False if the stream certainly has no event in this segment.
     fn may_contain_stream(&self, hash: u64) -> bool;
     /// Names and summaries of the streams with events in this segment.
@@ -292,6 +297,9 @@ impl Lookup for SegmentIndex {
     }
     fn id_positions(&self, id: &Uuid) -> Vec<u64> {
         self.lookup().id_positions(id)
+    }
+    fn ids_exact(&self) -> bool {
+        self.lookup().ids_exact()
     }
     fn may_contain_stream(&self, hash: u64) -> bool {
         self.lookup().may_contain_stream(hash)

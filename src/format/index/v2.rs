@@ -483,6 +483,9 @@ impl Lookup for IndexV2 {
     fn id_positions(&self, id: &Uuid) -> Vec<u64> {
         self.global(self.keyed(self.ids, false).positions(id_key(id)))
     }
+    fn ids_exact(&self) -> bool {
+        false
+    }
     fn may_contain_stream(&self, hash: u64) -> bool {
         self.stream_count > 0 && bloom_check(self.section(self.bloom), hash)
     }

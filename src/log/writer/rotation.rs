@@ -23,6 +23,8 @@ impl Writer {
     /// compressed; the next append goes to a new segment. Returns whether a
     /// segment was sealed. Errors as [`Writer::rotate`].
     pub(super) fn seal_active(&mut self) -> Result<bool> {
+        // Groups written but not yet published are not in the index yet.
+        self.pipeline.drain();
         if let Some(e) = self.shared.poisoned() {
             return Err(e);
         }
