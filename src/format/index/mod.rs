@@ -16,7 +16,7 @@ use uuid::Uuid;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::{Error, Result};
-use crate::format::codec::le_u32;
+use crate::format::codec::{le_i64, le_u32, le_u64};
 use crate::storage::Mapped;
 
 mod keyed;
@@ -306,6 +306,55 @@ impl Lookup for SegmentIndex {
     }
     fn streams(&self) -> Vec<(String, StreamSummary)> {
         self.lookup().streams()
+    }
+}
+
+/// The header fields both versions share (format.md, "Index header"),
+/// checked for what holds in either: flags 0, `indexed` ≤ `count`, positions
+/// that stay below `u64::MAX`, and a bloom size that fits the stream count.
+pub(crate) struct Header {
+    base: u64,
+    count: u64,
+    end_offset: u64,
+    min_ts: i64,
+    max_ts: i64,
+    stream_count: u64,
+    tag_count: u64,
+    bloom_len: u64,
+    summary_len: u64,
+    indexed: u64,
+}
+
+impl Header {
+    /// Reads the header of `b`, whose length (at least 132 bytes), magic and
+    /// header checksum [`SegmentIndex::open`] has checked.
+    fn parse(b: &[u8], file: &Path) -> Result<Header> {
+        let bad = |offset: u64, reason: &str| Error::corruption(file, offset, reason);
+        if b[12..16] != [0; 4] {
+            return Err(bad(12, "unknown index flags"));
+        }
+        let h = Header {
+            base: le_u64(b, 16),
+            count: le_u64(b, 24),
+            end_offset: le_u64(b, 32),
+            min_ts: le_i64(b, 40),
+            max_ts: le_i64(b, 48),
+            stream_count: le_u64(b, 56),
+            tag_count: le_u64(b, 64),
+            bloom_len: le_u64(b, 72),
+            summary_len: le_u64(b, 80),
+            indexed: le_u64(b, 88),
+        };
+        if h.indexed > h.count {
+            return Err(bad(88, "more indexed events than positions"));
+        }
+        if h.base.checked_add(h.count).is_none() {
+            return Err(bad(24, "positions run past the largest position"));
+        }
+        if h.bloom_len == 0 && h.stream_count > 0 || !h.bloom_len.is_multiple_of(8) {
+            return Err(bad(72, "bad bloom filter size"));
+        }
+        Ok(h)
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-use super::{INDEX_HEADER, INDEX_MAGIC, Lookup, Parts, StreamSummary, bloom_check, hash_str, parse_summary, partition};
+use super::{Header, INDEX_HEADER, INDEX_MAGIC, Lookup, Parts, StreamSummary, bloom_check, hash_str, parse_summary, partition};
 use crate::error::{Error, Result};
 use crate::format::codec::{le_u32, le_u64};
 use crate::storage::Mapped;
@@ -123,25 +123,18 @@ impl IndexV1 {
     pub(super) fn open(map: Mapped, file: &Path) -> Result<Self> {
         let b: &[u8] = (*map).as_ref();
         let bad = |offset: u64, reason: &str| Error::corruption(PathBuf::from(file), offset, reason);
-        if b[12..16] != [0; 4] {
-            return Err(bad(12, "unknown index flags"));
-        }
-        let base = le_u64(b, 16);
-        let count = le_u64(b, 24);
-        let end_offset = le_u64(b, 32);
-        let min_ts = le_u64(b, 40) as i64;
-        let max_ts = le_u64(b, 48) as i64;
-        let stream_count = le_u64(b, 56);
-        let tag_count = le_u64(b, 64);
-        let bloom_len = le_u64(b, 72);
-        let summary_len = le_u64(b, 80);
-        let indexed = le_u64(b, 88);
-        if indexed > count {
-            return Err(bad(88, "more indexed events than positions"));
-        }
-        if base.checked_add(count).is_none() {
-            return Err(bad(24, "positions run past the largest position"));
-        }
+        let Header {
+            base,
+            count,
+            end_offset,
+            min_ts,
+            max_ts,
+            stream_count,
+            tag_count,
+            bloom_len,
+            summary_len,
+            indexed,
+        } = Header::parse(b, file)?;
         // Sizes in u128 so that no header value can overflow the arithmetic.
         let body = 16 * count as u128
             + 24 * indexed as u128
@@ -152,9 +145,6 @@ impl IndexV1 {
             + summary_len as u128;
         if INDEX_HEADER as u128 + body + 4 != b.len() as u128 {
             return Err(bad(0, "index section sizes do not match the file length"));
-        }
-        if bloom_len == 0 && stream_count > 0 || !bloom_len.is_multiple_of(8) {
-            return Err(bad(72, "bad bloom filter size"));
         }
         let crc_at = b.len() - 4;
         let crc = le_u32(b, crc_at);

@@ -13,9 +13,9 @@ use uuid::Uuid;
 
 use super::keyed::{self, Entry, Keyed};
 use super::summary::{self, RESTART, Summary};
-use super::{INDEX_HEADER, INDEX_MAGIC, Lookup, Parts, StreamSummary, bloom_check, fold32, id_key};
+use super::{Header, INDEX_HEADER, INDEX_MAGIC, Lookup, Parts, StreamSummary, bloom_check, fold32, id_key};
 use crate::error::{Error, Result};
-use crate::format::codec::{Reader, le_i64, le_u32, le_u64, put_varint};
+use crate::format::codec::{Reader, le_i64, le_u32, put_varint};
 use crate::storage::Mapped;
 
 /// Positions per location block.
@@ -196,25 +196,20 @@ impl IndexV2 {
     pub(super) fn open(map: Mapped, file: &Path) -> Result<Self> {
         let b: &[u8] = (*map).as_ref();
         let bad = |offset: usize, reason: &str| Error::corruption(file, offset as u64, reason);
-        if b[12..16] != [0; 4] {
-            return Err(bad(12, "unknown index flags"));
-        }
+        let Header {
+            base,
+            count,
+            end_offset,
+            min_ts,
+            max_ts,
+            stream_count,
+            tag_count,
+            bloom_len,
+            summary_len,
+            indexed,
+        } = Header::parse(b, file)?;
         if b[116..124] != [0; 8] {
             return Err(bad(116, "index reserved bytes are not zero"));
-        }
-        let base = le_u64(b, 16);
-        let count = le_u64(b, 24);
-        let end_offset = le_u64(b, 32);
-        let stream_count = le_u64(b, 56);
-        let tag_count = le_u64(b, 64);
-        let bloom_len = le_u64(b, 72);
-        let summary_len = le_u64(b, 80);
-        let indexed = le_u64(b, 88);
-        if indexed > count {
-            return Err(bad(88, "more indexed events than positions"));
-        }
-        if base.checked_add(count).is_none() {
-            return Err(bad(24, "positions run past the largest position"));
         }
         if count > u64::from(u32::MAX) || end_offset > u64::from(u32::MAX) {
             return Err(bad(24, "segment too large for a version-2 index"));
@@ -227,9 +222,6 @@ impl IndexV2 {
             + 4 * u128::from(stream_count.div_ceil(RESTART as u64));
         if INDEX_HEADER as u128 + body + 4 != b.len() as u128 {
             return Err(bad(0, "index section sizes do not match the file length"));
-        }
-        if bloom_len == 0 && stream_count > 0 || !bloom_len.is_multiple_of(8) {
-            return Err(bad(72, "bad bloom filter size"));
         }
         let crc_at = b.len() - 4;
         if crc32fast::hash(&b[INDEX_HEADER..crc_at]) != le_u32(b, crc_at) {
@@ -257,8 +249,8 @@ impl IndexV2 {
             base,
             count: fits(count, 24)?,
             end_offset,
-            min_ts: le_i64(b, 40),
-            max_ts: le_i64(b, 48),
+            min_ts,
+            max_ts,
             stream_count,
             locations,
             streams,
