@@ -40,9 +40,6 @@ const PAGE: usize = 256;
 const FIRST_PAGE: usize = 16;
 /// Answers buffered per call before the reader waits for the client.
 const CHANNEL: usize = 64;
-/// A live subscription this far behind the end of its source (positions or
-/// revisions) falls back to catching up, and says so (`fell_behind`).
-const LIVE_LAG: u64 = 1024;
 /// Bytes of events a read holds for its client, about: a page read from the
 /// store is sized to them by the previous page's events, and the answers
 /// waiting in the call's channel stay within them (an event larger than this
@@ -407,10 +404,9 @@ impl Drop for Subscriber {
 }
 
 /// Where a subscription is, for its `caught_up` answer.
-#[derive(Clone)]
+#[derive(Clone, Copy)]
 enum Kind {
-    /// A stream, by its stored name.
-    Stream(String),
+    Stream,
     All,
 }
 
@@ -437,7 +433,7 @@ fn subscribe_stream(
     };
     // Opened here, before the confirmation: "from the end" is now.
     let sub = store.subscribe_stream(&stream, from);
-    pump(state, sub, Kind::Stream(stream), Shape { filter: None, ..shape })
+    pump(state, sub, Kind::Stream, Shape { filter: None, ..shape })
 }
 
 fn subscribe_all(state: AppState, p: &Principal, a: AllOptions, shape: Shape) -> Result<Answers<ReadResp>, Status> {
@@ -468,7 +464,6 @@ fn pump(state: AppState, mut sub: annal::Subscription, kind: Kind, shape: Shape)
     tx.try_send(Ok(confirmation))
         .map_err(|_| Status::internal("the subscription could not start"))?;
     let stop = state.shutdown.clone();
-    let store = state.store();
     std::thread::Builder::new()
         .name("annal-grpc-subscription".into())
         .spawn(move || {
@@ -509,7 +504,7 @@ fn pump(state: AppState, mut sub: annal::Subscription, kind: Kind, shape: Shape)
                         } else {
                             sub.position()
                         };
-                        caught_up_resp(&kind, next)
+                        caught_up_resp(kind, next)
                     }
                     Ok(Some(Message::Event(e))) => {
                         let e = metadata::shown(&e);
@@ -527,21 +522,6 @@ fn pump(state: AppState, mut sub: annal::Subscription, kind: Kind, shape: Shape)
                         last_seen = Some(e.position);
                         if shown && tx.blocking_send(Ok(event_resp(&e, shape.structured))).is_err() {
                             return;
-                        }
-                        // A live subscription that lags far behind is catching up again; a
-                        // limited caller is not told, since the lag counts others' writes.
-                        if caught_up && !shape.limited && behind(&store, &kind, &e) > LIVE_LAG {
-                            caught_up = false;
-                            let next = match kind {
-                                Kind::All => e.position,
-                                Kind::Stream(_) => e.revision,
-                            };
-                            if tx
-                                .blocking_send(Ok(fell_behind_resp(&kind, next.saturating_add(1))))
-                                .is_err()
-                            {
-                                return;
-                            }
                         }
                         match &shape.filter {
                             Some(f) if considered.is_multiple_of(f.checkpoint_interval) => {
@@ -566,23 +546,10 @@ fn pump(state: AppState, mut sub: annal::Subscription, kind: Kind, shape: Shape)
     Ok(answers(rx))
 }
 
-/// Where a subscription that has just sent `e` is, and how far behind the
-/// end of its source: positions of the log, or revisions of its stream.
-fn behind(store: &annal::Store, kind: &Kind, e: &RecordedEvent) -> u64 {
-    match kind {
-        Kind::All => store.head_position().saturating_sub(e.position.saturating_add(1)),
-        Kind::Stream(s) => store
-            .stream_info(s)
-            .map_or(0, |i| i.last_revision.saturating_sub(e.revision)),
-    }
-}
-
-/// The checkpoint of a `caught_up` or `fell_behind` answer: the last
-/// position or revision before `next`, if any.
-fn resume_point(kind: &Kind, next: u64) -> (Option<i64>, Option<read_resp::Position>) {
+fn caught_up_resp(kind: Kind, next: u64) -> ReadResp {
     let last = next.checked_sub(1);
-    match kind {
-        Kind::Stream(_) => (last.and_then(|r| i64::try_from(r).ok()), None),
+    let (stream_revision, position) = match kind {
+        Kind::Stream => (last.and_then(|r| i64::try_from(r).ok()), None),
         Kind::All => (
             None,
             last.map(|q| read_resp::Position {
@@ -590,22 +557,7 @@ fn resume_point(kind: &Kind, next: u64) -> (Option<i64>, Option<read_resp::Posit
                 prepare_position: commit_of(q),
             }),
         ),
-    }
-}
-
-fn fell_behind_resp(kind: &Kind, next: u64) -> ReadResp {
-    let (stream_revision, position) = resume_point(kind, next);
-    ReadResp {
-        content: Some(Content::FellBehind(read_resp::FellBehind {
-            timestamp: timestamp_now(),
-            stream_revision,
-            position,
-        })),
-    }
-}
-
-fn caught_up_resp(kind: &Kind, next: u64) -> ReadResp {
-    let (stream_revision, position) = resume_point(kind, next);
+    };
     ReadResp {
         content: Some(Content::CaughtUp(read_resp::CaughtUp {
             timestamp: timestamp_now(),
