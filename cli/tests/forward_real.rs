@@ -498,10 +498,11 @@ impl Remote {
     }
 
     /// How many events it holds (a read-only open works beside the running server).
+    /// The user events it holds (`annal serve` writes one `$annal` system event of its own).
     fn count(&self) -> usize {
         Store::open_read_only(self.data(), Options::default())
             .and_then(|s| s.read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all()))
-            .map(|v| v.len())
+            .map(|v| v.iter().filter(|e| !e.stream.starts_with('$')).count())
             .unwrap_or(0)
     }
 
