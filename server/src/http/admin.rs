@@ -24,24 +24,35 @@ pub(crate) async fn live() -> Response {
 }
 
 pub(crate) async fn ready(State(state): State<AppState>) -> Response {
-    if state.shutdown.is_cancelled() {
-        return not_ready("shutting down");
+    match probe_ready(&state, |store| store.head_position()).await {
+        Ok(head) => axum::Json(json!({ "status": "ready", "head_position": head })).into_response(),
+        Err(not_ready) => not_ready,
     }
-    // Reads go on after the writer stopped, but every append fails: not ready.
+}
+
+/// What `/health/ready` and `/health` both check: the server is not shutting
+/// down, appends are accepted (reads go on after the writer stopped, but
+/// every append fails: not ready), and the last event reads; then `then`
+/// runs on the store. Not ready is the 503 answer to send.
+async fn probe_ready<T, F>(state: &AppState, then: F) -> Result<T, Response>
+where
+    F: FnOnce(&annal::Store) -> T + Send + 'static,
+    T: Send + 'static,
+{
+    if state.shutdown.is_cancelled() {
+        return Err(not_ready("shutting down"));
+    }
     if let Some(reason) = state.store.write_failure() {
-        return not_ready(&format!("appends are refused: {reason}"));
+        return Err(not_ready(&format!("appends are refused: {reason}")));
     }
     let store = state.store();
-    let probe = state
+    state
         .blocking(move || {
             store.read_all(Direction::Backward, LogFrom::End, 1, &Filter::all())?;
-            Ok(store.head_position())
+            Ok(then(&store))
         })
-        .await;
-    match probe {
-        Ok(head) => axum::Json(json!({ "status": "ready", "head_position": head })).into_response(),
-        Err(e) => not_ready(&e.message),
-    }
+        .await
+        .map_err(|e| not_ready(&e.message))
 }
 
 /// `GET /health`: readiness, each forwarder's state and the disk budget. The
@@ -50,22 +61,9 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
 /// `"degraded"` with 200: the store still serves reads and appends, so a load
 /// balancer must keep the node, while monitoring sees the problems listed.
 pub(crate) async fn health(State(state): State<AppState>) -> Response {
-    if state.shutdown.is_cancelled() {
-        return not_ready("shutting down");
-    }
-    if let Some(reason) = state.store.write_failure() {
-        return not_ready(&format!("appends are refused: {reason}"));
-    }
-    let store = state.store();
-    let probe = state
-        .blocking(move || {
-            store.read_all(Direction::Backward, LogFrom::End, 1, &Filter::all())?;
-            Ok((store.head_position(), store.stats()))
-        })
-        .await;
-    let (head, stats) = match probe {
+    let (head, stats) = match probe_ready(&state, |store| (store.head_position(), store.stats())).await {
         Ok(p) => p,
-        Err(e) => return not_ready(&e.message),
+        Err(not_ready) => return not_ready,
     };
     let forwarders = state.forwarders();
     let mut problems = Vec::new();
