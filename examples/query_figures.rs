@@ -6,8 +6,8 @@
 //! ```
 //!
 //! Fills a store with N events (default 1,000,000) in appends of 1,000
-//! events, one stream `<category>-<id>` per append (5 categories), with 40 dotted event types and a JSON
-//! metadata object holding an `actor` (one of 100), then times, each the
+//! events, one stream `<category>-<id>` per append (5 categories), with 40
+//! dotted event types and a JSON metadata object holding an `actor` (one of 100), then times, each the
 //! median of 5 runs with a warm page cache: the first page (100 events) and
 //! the whole result of a read by topic pattern, the first page of a read by a
 //! metadata field, a count of everything, a count by aggregate type, a count

@@ -45,6 +45,8 @@ const TYPE_PATTERNS: &[&str] = &[
     "*.lifecycle.*.#",
     "order",
     "",
+    "hook.triggered",
+    "a..b",
 ];
 const STREAM_PATTERNS: &[&str] = &["order-1", "cart.*", "#", "*", "cart.#", "plain"];
 const TAGS: &[&str] = &["t:1", "t:2", "vip"];

@@ -623,6 +623,15 @@ fn candidates(l: &dyn Lookup, f: &Filter) -> Option<Vec<u64>> {
         all.dedup();
         found = Some(all);
     }
+    if let Some(list) = literal_type_positions(l, f) {
+        found = Some(match found {
+            None => list,
+            Some(mut c) => {
+                c.retain(|p| list.binary_search(p).is_ok());
+                c
+            }
+        });
+    }
     // Every tag must be present: intersect with each tag's list.
     for t in &f.tags {
         let list = l.tag_positions(hash_str(t));
@@ -656,6 +665,20 @@ fn candidates(l: &dyn Lookup, f: &Filter) -> Option<Vec<u64>> {
         return Some(all);
     }
     None
+}
+
+/// Candidate positions of the filter's type patterns when none has a
+/// wildcard (each is then one type, found by hash as `types` are); `None`
+/// otherwise: the type index holds hashes, not the names a wildcard needs.
+fn literal_type_positions(l: &dyn Lookup, f: &Filter) -> Option<Vec<u64>> {
+    let literals: Vec<&str> = f.type_patterns.iter().map(|p| p.literal()).collect::<Option<_>>()?;
+    if literals.is_empty() {
+        return None;
+    }
+    let mut all: Vec<u64> = literals.iter().flat_map(|t| l.type_positions(hash_str(t))).collect();
+    all.sort_unstable();
+    all.dedup();
+    Some(all)
 }
 
 /// Decodes the event frame in `bytes` (read from `offset` of `path`) and checks
