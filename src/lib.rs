@@ -39,6 +39,7 @@ pub mod query;
 pub mod storage;
 mod store;
 mod stream_metadata;
+pub mod topic;
 
 internal! {
     /// Features built on the store API.
@@ -74,7 +75,9 @@ pub use maintenance::repair::{RepairReport, repair, repair_with};
 pub use maintenance::retention::ScavengeReport;
 pub use maintenance::verify::{Problem, VerifyReport};
 pub use options::{CompressionOptions, Durability, Options, RetentionPolicy, RetentionRule, WhenFull};
-pub use query::{AppendCondition, Direction, Filter, LogFrom, Pattern, Query, QueryItem, StreamFrom};
+pub use query::{
+    AppendCondition, Direction, Filter, GroupBy, LogFrom, Pattern, Query, QueryItem, StreamFrom, TopicPattern,
+};
 pub use storage::{FsStorage, SimStorage, Storage};
 pub use store::{STORE_CREATED_ID, STORE_CREATED_TYPE, SYSTEM_STREAM, Store};
 pub use stream_metadata::StreamMetadata;

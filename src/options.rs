@@ -66,6 +66,10 @@ pub struct Options {
     /// metadata and retention, acknowledgement timeouts and background
     /// schedules. Default: the system's clocks; tests use a [`crate::ManualClock`].
     pub clock: Arc<dyn Clock>,
+    /// Most events a read with a metadata-field condition decodes and
+    /// rejects before its first match, after which it fails with
+    /// [`crate::Error::ScanLimit`] (default [`crate::query::METADATA_SCAN_LIMIT`]).
+    pub metadata_scan_limit: u64,
 }
 
 impl Default for Options {
@@ -81,6 +85,7 @@ impl Default for Options {
             compression: Some(CompressionOptions::default()),
             disk_reserve: 32 << 20,
             clock: Arc::new(SystemClock),
+            metadata_scan_limit: crate::query::METADATA_SCAN_LIMIT,
         }
     }
 }
@@ -95,6 +100,13 @@ impl Options {
     /// Sets the segment size.
     pub fn segment_size(mut self, bytes: u64) -> Self {
         self.segment_size = bytes;
+        self
+    }
+
+    /// Sets how many events a read with a metadata-field condition may
+    /// reject before its first match ([`Options::metadata_scan_limit`]).
+    pub fn metadata_scan_limit(mut self, events: u64) -> Self {
+        self.metadata_scan_limit = events;
         self
     }
 

@@ -4,6 +4,7 @@
 //! how candidates are found (the store uses the indexes for that).
 
 use crate::format::record::EventView;
+pub use crate::topic::TopicPattern;
 
 /// A filter on the global log. Every given part must hold; empty parts hold for all.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -23,6 +24,37 @@ pub struct Filter {
     pub stream_regex: Option<Pattern>,
     /// The event type matches this regular expression.
     pub type_regex: Option<Pattern>,
+    /// The event type matches one of these topic patterns (none given: any type).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub type_patterns: Vec<TopicPattern>,
+    /// The stream name matches one of these topic patterns (none given: any stream).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stream_patterns: Vec<TopicPattern>,
+    /// The stream is an aggregate of this type: its name, split at its first
+    /// `-`, starts with this (`order` takes `order-42`, not `orders-1` nor `order`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aggregate_type: Option<String>,
+    /// The stream is the aggregate with this id: its name, split at its first
+    /// `-`, ends with this (`42` takes `order-42` and `invoice-42`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aggregate_id: Option<String>,
+    /// The event's metadata is a JSON object whose top-level key `.0` holds
+    /// the string `.1`, for each pair (AND-ed). Matched by reading each
+    /// candidate event: a read rejects at most [`METADATA_SCAN_LIMIT`] of
+    /// them before its first match, then fails with [`crate::Error::ScanLimit`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub metadata: Vec<(String, String)>,
+}
+
+/// Most events a read with a [`Filter::metadata`] condition decodes and
+/// rejects before its first match; past it, the read fails with
+/// [`crate::Error::ScanLimit`] (it never answers short).
+pub const METADATA_SCAN_LIMIT: u64 = 1_000_000;
+
+/// The aggregate type and id of a stream name under the `<type>-<id>`
+/// convention: split at the first `-`; `None` if the name has no `-`.
+pub fn aggregate_of(stream: &str) -> Option<(&str, &str)> {
+    stream.split_once('-')
 }
 
 /// Most backtracking steps one match of a [`Pattern`] with look-around or
@@ -151,6 +183,84 @@ impl Filter {
         Ok(self)
     }
 
+    /// Adds an accepted topic pattern for the event type (several are OR-ed).
+    pub fn with_type_pattern(mut self, pattern: &str) -> Self {
+        self.type_patterns.push(TopicPattern::new(pattern));
+        self
+    }
+
+    /// Adds an accepted topic pattern for the stream name (several are OR-ed).
+    pub fn with_stream_pattern(mut self, pattern: &str) -> Self {
+        self.stream_patterns.push(TopicPattern::new(pattern));
+        self
+    }
+
+    /// Requires the stream to be an aggregate of this type (`<type>-<id>`).
+    pub fn with_aggregate_type(mut self, aggregate_type: impl Into<String>) -> Self {
+        self.aggregate_type = Some(aggregate_type.into());
+        self
+    }
+
+    /// Requires the stream to be the aggregate with this id (`<type>-<id>`).
+    pub fn with_aggregate_id(mut self, aggregate_id: impl Into<String>) -> Self {
+        self.aggregate_id = Some(aggregate_id.into());
+        self
+    }
+
+    /// Requires the metadata's top-level `key` to hold the string `value` (AND-ed).
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.push((key.into(), value.into()));
+        self
+    }
+
+    /// True if the stream name passes the filter's stream conditions
+    /// (prefix, regular expression, topic patterns, aggregate).
+    pub fn admits_stream(&self, stream: &str) -> bool {
+        self.stream_prefix.as_deref().is_none_or(|p| stream.starts_with(p))
+            && self.stream_regex.as_ref().is_none_or(|r| r.is_match(stream))
+            && crate::topic::any_match(&self.stream_patterns, stream)
+            && self.admits_aggregate(stream)
+    }
+
+    fn admits_aggregate(&self, stream: &str) -> bool {
+        if self.aggregate_type.is_none() && self.aggregate_id.is_none() {
+            return true;
+        }
+        aggregate_of(stream).is_some_and(|(t, id)| {
+            self.aggregate_type.as_deref().is_none_or(|want| want == t)
+                && self.aggregate_id.as_deref().is_none_or(|want| want == id)
+        })
+    }
+
+    /// True if the filter has a condition on stream names.
+    pub fn has_stream_condition(&self) -> bool {
+        self.stream_prefix.is_some()
+            || self.stream_regex.is_some()
+            || !self.stream_patterns.is_empty()
+            || self.aggregate_type.is_some()
+            || self.aggregate_id.is_some()
+    }
+
+    /// True if the event type passes the filter's type conditions.
+    pub fn admits_type(&self, event_type: &str) -> bool {
+        (self.types.is_empty() || self.types.iter().any(|t| t == event_type))
+            && self.type_regex.as_ref().is_none_or(|r| r.is_match(event_type))
+            && crate::topic::any_match(&self.type_patterns, event_type)
+    }
+
+    /// True if the metadata passes every metadata condition.
+    pub fn admits_metadata(&self, metadata: &[u8]) -> bool {
+        if self.metadata.is_empty() {
+            return true;
+        }
+        let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(metadata) else {
+            return false;
+        };
+        self.metadata
+            .iter()
+            .all(|(k, v)| matches!(map.get(k), Some(serde_json::Value::String(s)) if s == v))
+    }
+
     /// Sets the time range `[since, until)`, each bound optional.
     pub fn with_time(mut self, since_micros: Option<i64>, until_micros: Option<i64>) -> Self {
         self.since_micros = since_micros;
@@ -170,11 +280,11 @@ impl Filter {
 
     /// True if the event passes the filter.
     pub fn matches(&self, ev: &EventView<'_>) -> bool {
-        type_and_tags_match(&self.types, &self.tags, ev)
-            && self.stream_prefix.as_deref().is_none_or(|p| ev.stream.starts_with(p))
-            && self.stream_regex.as_ref().is_none_or(|r| r.is_match(ev.stream))
-            && self.type_regex.as_ref().is_none_or(|r| r.is_match(ev.event_type))
+        self.admits_type(ev.event_type)
+            && self.tags.iter().all(|t| ev.tags.contains(&t.as_str()))
+            && self.admits_stream(ev.stream)
             && self.admits_time(ev.timestamp)
+            && self.admits_metadata(ev.metadata)
     }
 }
 
@@ -186,12 +296,20 @@ pub struct QueryItem {
     pub types: Vec<String>,
     /// Required tags (empty: no tag required).
     pub tags: Vec<String>,
+    /// Accepted topic patterns of the event type (empty: any type), OR-ed.
+    pub type_patterns: Vec<TopicPattern>,
+    /// Metadata fields: the top-level key must hold the string (AND-ed).
+    /// Not indexed: the check reads candidate events and may fail with
+    /// [`crate::Error::ScanLimit`].
+    pub metadata: Vec<(String, String)>,
 }
 
 impl QueryItem {
     /// True if the event matches the item.
     pub fn matches(&self, ev: &EventView<'_>) -> bool {
         type_and_tags_match(&self.types, &self.tags, ev)
+            && crate::topic::any_match(&self.type_patterns, ev.event_type)
+            && (self.metadata.is_empty() || self.as_filter().admits_metadata(ev.metadata))
     }
 
     /// The item as a log filter.
@@ -199,6 +317,8 @@ impl QueryItem {
         Filter {
             types: self.types.clone(),
             tags: self.tags.clone(),
+            type_patterns: self.type_patterns.clone(),
+            metadata: self.metadata.clone(),
             ..Filter::default()
         }
     }
@@ -218,6 +338,7 @@ impl Query {
             items: vec![QueryItem {
                 types: types.iter().map(|s| s.to_string()).collect(),
                 tags: tags.iter().map(|s| s.to_string()).collect(),
+                ..QueryItem::default()
             }],
         }
     }
@@ -240,6 +361,36 @@ pub struct AppendCondition {
 
 fn type_and_tags_match(types: &[String], tags: &[String], ev: &EventView<'_>) -> bool {
     (types.is_empty() || types.iter().any(|t| t == ev.event_type)) && tags.iter().all(|t| ev.tags.contains(&t.as_str()))
+}
+
+/// How [`crate::Store::count_by`] groups the events it counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupBy {
+    /// By event type.
+    Type,
+    /// By stream name.
+    Stream,
+    /// By category: the stream name up to its first `-` (the whole name if it has none).
+    Category,
+    /// By UTC day of the store timestamp, as `YYYY-MM-DD`.
+    Day,
+}
+
+impl std::str::FromStr for GroupBy {
+    type Err = crate::error::Error;
+
+    fn from_str(s: &str) -> crate::error::Result<Self> {
+        match s {
+            "type" => Ok(GroupBy::Type),
+            "stream" => Ok(GroupBy::Stream),
+            "category" => Ok(GroupBy::Category),
+            "day" => Ok(GroupBy::Day),
+            other => Err(crate::error::Error::InvalidInput(format!(
+                "group by {other:?}: expected type, stream, category or day"
+            ))),
+        }
+    }
 }
 
 /// Direction of a read.

@@ -479,6 +479,25 @@ impl Store {
         self.shared.read_log(direction, from, limit, filter)
     }
 
+    /// The number of events a read of the whole log with `filter` would
+    /// return. A filter on stream names only (prefix, regular expression,
+    /// topic patterns, aggregate) is counted from the stream indexes without
+    /// reading an event when no stream has metadata and the store is not
+    /// damaged; any other count reads the matching events (bounded like a
+    /// read, see [`crate::Error::ScanLimit`] for metadata conditions).
+    pub fn count(&self, filter: &Filter) -> Result<u64> {
+        self.shared.count(filter)
+    }
+
+    /// [`Store::count`], broken down by event type, stream, category or UTC day.
+    pub fn count_by(
+        &self,
+        filter: &Filter,
+        by: crate::query::GroupBy,
+    ) -> Result<std::collections::BTreeMap<String, u64>> {
+        self.shared.count_by(filter, by)
+    }
+
     /// Looks up one event by id.
     pub fn event_by_id(&self, id: Uuid) -> Result<Option<RecordedEvent>> {
         match self.shared.find_event_since(&id, 0) {

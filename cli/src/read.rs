@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use annal::{Direction, Filter, LogFrom, Message, RecordedEvent, StreamFrom, SubscribeFrom};
+use annal::{Direction, Filter, GroupBy, LogFrom, Message, RecordedEvent, StreamFrom, SubscribeFrom, TopicPattern};
 
 use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult};
 use crate::render::{self, Mode, Table};
-use crate::{FilterArgs, Format, ReadAllArgs, ReadArgs, TailArgs};
+use crate::{CountArgs, FilterArgs, Format, ReadAllArgs, ReadArgs, TailArgs};
 
 /// Events read at a time.
 pub const PAGE: u64 = 1000;
@@ -129,8 +129,30 @@ fn filter_of(f: &FilterArgs, since: Option<i64>, until: Option<i64>) -> Filter {
         stream_prefix: f.stream_prefix.clone(),
         since_micros: since,
         until_micros: until,
+        type_patterns: f.type_patterns.iter().map(|p| TopicPattern::new(p)).collect(),
+        stream_patterns: f.stream_patterns.iter().map(|p| TopicPattern::new(p)).collect(),
+        aggregate_type: f.aggregate_type.clone(),
+        aggregate_id: f.aggregate_id.clone(),
+        metadata: f.metadata.clone(),
         ..Filter::default()
     }
+}
+
+/// `annal count`.
+pub fn count(ctx: &Ctx, a: CountArgs) -> CliResult {
+    let store = ctx.open_read()?;
+    let filter = filter_of(&a.filter, a.since, a.until);
+    let answer = match a.group_by {
+        None => serde_json::json!({ "count": store.count(&filter)? }),
+        Some(by) => {
+            let groups = store.count_by(&filter, by.parse::<GroupBy>()?)?;
+            serde_json::json!({ "count": groups.values().sum::<u64>(), "groups": groups })
+        }
+    };
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    render::emit_line(&mut out, answer.to_string().as_bytes())?;
+    render::flush(&mut out)?;
+    Ok(store.close()?)
 }
 
 /// `annal read-all`.

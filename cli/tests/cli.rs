@@ -1360,3 +1360,53 @@ fn an_imported_and_compacted_store_is_3x_smaller_than_its_json_lines() {
     assert_eq!(env.json(&["read-all", "--limit", "100000"]).len() as u64, n);
     env.ok(&["verify"]);
 }
+
+/// Issue 16: topic patterns, aggregates and metadata fields on `read-all`, and `annal count`.
+#[test]
+fn read_all_and_count_take_topic_patterns_aggregates_and_metadata_fields() {
+    let env = Env::new();
+    for (stream, ty, actor) in [
+        ("order-1", "app.lifecycle.started", "a7"),
+        ("order-2", "hook.triggered.push", "a1"),
+        ("cart-1", "hook.triggered", "a7"),
+    ] {
+        let meta = format!(r#"{{"actor":"{actor}"}}"#);
+        env.json(&["append", stream, "--type", ty, "--data", "{}", "--metadata", &meta]);
+    }
+    let types = |args: &[&str]| -> Vec<String> {
+        env.json(args)
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        types(&["read-all", "--type-pattern", "hook.#"]),
+        ["hook.triggered.push", "hook.triggered"]
+    );
+    assert_eq!(
+        types(&[
+            "read-all",
+            "--type-pattern",
+            "hook.*.*",
+            "--type-pattern",
+            "app.#",
+            "--aggregate-type",
+            "order"
+        ]),
+        ["app.lifecycle.started", "hook.triggered.push"]
+    );
+    assert_eq!(
+        types(&["read-all", "--metadata", "actor=a7", "--stream-pattern", "cart-1"]),
+        ["hook.triggered"]
+    );
+    assert_eq!(
+        env.json(&["count", "--metadata", "actor=a7"]),
+        [serde_json::json!({ "count": 2 })]
+    );
+    assert_eq!(
+        env.json(&["count", "--type-pattern", "#", "--group-by", "category"]),
+        [serde_json::json!({ "count": 3, "groups": { "cart": 1, "order": 2 } })]
+    );
+    env.fails(&["count", "--metadata", "actor"], 2, "KEY=VALUE");
+    env.fails(&["count", "--group-by", "week"], 2, "week");
+}

@@ -47,6 +47,7 @@ pub enum Strategy {
 
 /// What a group reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant, reason = "made once per group or subscription, never in bulk")]
 pub enum GroupSource {
     /// The global log, filtered; system streams (`$`-prefixed) are skipped.
     All(Filter),

@@ -11,7 +11,7 @@ use crate::format::system::{
     StoredFilterV1, StoredGroupSettingsV1, StoredGroupSourceV1, StoredParkedV1, StoredStartV1, StoredStrategyV1,
     Version1,
 };
-use crate::query::{Filter, Pattern};
+use crate::query::{Filter, Pattern, TopicPattern};
 
 impl From<&Filter> for StoredFilterV1 {
     fn from(f: &Filter) -> Self {
@@ -23,6 +23,11 @@ impl From<&Filter> for StoredFilterV1 {
             until_micros: f.until_micros,
             stream_regex: f.stream_regex.as_ref().map(|p| p.as_str().to_string()),
             type_regex: f.type_regex.as_ref().map(|p| p.as_str().to_string()),
+            type_patterns: f.type_patterns.iter().map(|p| p.as_str().to_string()).collect(),
+            stream_patterns: f.stream_patterns.iter().map(|p| p.as_str().to_string()).collect(),
+            aggregate_type: f.aggregate_type.clone(),
+            aggregate_id: f.aggregate_id.clone(),
+            metadata: f.metadata.clone(),
         }
     }
 }
@@ -45,6 +50,11 @@ impl TryFrom<StoredFilterV1> for Filter {
             until_micros: f.until_micros,
             stream_regex: pattern(f.stream_regex)?,
             type_regex: pattern(f.type_regex)?,
+            type_patterns: f.type_patterns.iter().map(|p| TopicPattern::new(p)).collect(),
+            stream_patterns: f.stream_patterns.iter().map(|p| TopicPattern::new(p)).collect(),
+            aggregate_type: f.aggregate_type,
+            aggregate_id: f.aggregate_id,
+            metadata: f.metadata,
         })
     }
 }

@@ -80,6 +80,7 @@ impl Default for SubscriptionOptions {
     }
 }
 
+#[allow(clippy::large_enum_variant, reason = "made once per group or subscription, never in bulk")]
 enum Target {
     All(Filter),
     Stream(String),

@@ -97,6 +97,7 @@ pub(crate) struct StoredGroupSettingsV1 {
 
 /// What a group reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant, reason = "made once per group or subscription, never in bulk")]
 pub(crate) enum StoredGroupSourceV1 {
     #[serde(rename = "All")]
     All(StoredFilterV1),
@@ -147,6 +148,19 @@ pub(crate) struct StoredFilterV1 {
     /// A regular expression's source.
     #[serde(rename = "type_regex")]
     pub type_regex: Option<String>,
+    /// Topic patterns' sources (absent when empty, so older records keep their bytes).
+    #[serde(rename = "type_patterns", skip_serializing_if = "Vec::is_empty")]
+    pub type_patterns: Vec<String>,
+    /// Topic patterns' sources.
+    #[serde(rename = "stream_patterns", skip_serializing_if = "Vec::is_empty")]
+    pub stream_patterns: Vec<String>,
+    #[serde(rename = "aggregate_type", skip_serializing_if = "Option::is_none")]
+    pub aggregate_type: Option<String>,
+    #[serde(rename = "aggregate_id", skip_serializing_if = "Option::is_none")]
+    pub aggregate_id: Option<String>,
+    /// `[key, value]` pairs.
+    #[serde(rename = "metadata", skip_serializing_if = "Vec::is_empty")]
+    pub metadata: Vec<(String, String)>,
 }
 
 /// The last event of `$group-<name>-checkpoint` (type `$Checkpoint`).

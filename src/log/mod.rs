@@ -6,6 +6,7 @@
 //! [`crate::storage`]; it must never import the store facade, maintenance or
 //! features above it.
 
+pub(crate) mod count;
 pub mod damage;
 pub(crate) mod notify;
 pub(crate) mod read;

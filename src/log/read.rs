@@ -61,7 +61,7 @@ pub(crate) enum SegRef {
 }
 
 impl SegRef {
-    fn with<R>(&self, f: impl FnOnce(&dyn Lookup) -> R) -> R {
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&dyn Lookup) -> R) -> R {
         match self {
             SegRef::Sealed(s) => f(&s.index),
             SegRef::Active(a) => f(&*a.index.read()),
@@ -239,6 +239,10 @@ impl Shared {
             return Ok((out, None));
         };
         let filtered = !filter.is_empty();
+        // Metadata conditions have no index: a read rejects at most this many
+        // events before its first match (see `Error::ScanLimit`).
+        let scan_limit = (!filter.metadata.is_empty()).then_some(self.options.metadata_scan_limit);
+        let mut rejected = 0u64;
         loop {
             let seg = &segs[si];
             // This segment's candidate positions, from its indexes; read lazily,
@@ -288,7 +292,22 @@ impl Shared {
                 for loc in plan {
                     let ev = match self.read_at(seg, loc, want) {
                         Ok(Some(ev)) => ev,
-                        Ok(None) => continue,
+                        Ok(None) => {
+                            if let Some(max) = scan_limit.filter(|_| out.is_empty()) {
+                                rejected += 1;
+                                if rejected >= max {
+                                    let resume = match direction {
+                                        Direction::Forward => loc.0.saturating_add(1),
+                                        Direction::Backward => loc.0.saturating_sub(1),
+                                    };
+                                    return Err(Error::ScanLimit {
+                                        examined: rejected,
+                                        resume,
+                                    });
+                                }
+                            }
+                            continue;
+                        }
                         Err(error) if error.is_corruption() => {
                             let stop = Stop {
                                 position: loc.0,
@@ -604,6 +623,15 @@ fn candidates(l: &dyn Lookup, f: &Filter) -> Option<Vec<u64>> {
         all.dedup();
         found = Some(all);
     }
+    if let Some(list) = literal_type_positions(l, f) {
+        found = Some(match found {
+            None => list,
+            Some(mut c) => {
+                c.retain(|p| list.binary_search(p).is_ok());
+                c
+            }
+        });
+    }
     // Every tag must be present: intersect with each tag's list.
     for t in &f.tags {
         let list = l.tag_positions(hash_str(t));
@@ -618,10 +646,10 @@ fn candidates(l: &dyn Lookup, f: &Filter) -> Option<Vec<u64>> {
     if found.is_some() {
         return found;
     }
-    if let Some(prefix) = &f.stream_prefix {
+    if f.has_stream_condition() {
         let mut all = Vec::new();
         for (name, s) in l.streams() {
-            if name.starts_with(prefix.as_str()) {
+            if f.admits_stream(&name) {
                 // Only a limit on entries: a count past usize::MAX means no limit.
                 let n = usize::try_from(s.last_revision.saturating_sub(s.first_revision).saturating_add(1))
                     .unwrap_or(usize::MAX);
@@ -637,6 +665,20 @@ fn candidates(l: &dyn Lookup, f: &Filter) -> Option<Vec<u64>> {
         return Some(all);
     }
     None
+}
+
+/// Candidate positions of the filter's type patterns when none has a
+/// wildcard (each is then one type, found by hash as `types` are); `None`
+/// otherwise: the type index holds hashes, not the names a wildcard needs.
+fn literal_type_positions(l: &dyn Lookup, f: &Filter) -> Option<Vec<u64>> {
+    let literals: Vec<&str> = f.type_patterns.iter().map(|p| p.literal()).collect::<Option<_>>()?;
+    if literals.is_empty() {
+        return None;
+    }
+    let mut all: Vec<u64> = literals.iter().flat_map(|t| l.type_positions(hash_str(t))).collect();
+    all.sort_unstable();
+    all.dedup();
+    Some(all)
 }
 
 /// Decodes the event frame in `bytes` (read from `offset` of `path`) and checks

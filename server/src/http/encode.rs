@@ -155,6 +155,11 @@ pub(crate) fn bounded_events_body(
     body.push(b']');
     if let Some(n) = next_from {
         body.extend_from_slice(format!(",\"truncated\":true,\"next_from\":{n}").as_bytes());
+    } else if count == limit
+        && let Some(n) = cursor
+    {
+        // A full page: more may follow, from here.
+        body.extend_from_slice(format!(",\"next_from\":{n}").as_bytes());
     }
     body.push(b'}');
     Ok(body)
@@ -278,10 +283,16 @@ pub(crate) struct Params(Vec<(String, String)>);
 
 impl Params {
     pub(crate) fn parse(query: Option<&str>, allowed: &[&str]) -> Result<Params, ApiError> {
+        Self::parse_with(query, allowed, &[])
+    }
+
+    /// [`Params::parse`] that also accepts every key starting with one of `prefixes`.
+    pub(crate) fn parse_with(query: Option<&str>, allowed: &[&str], prefixes: &[&str]) -> Result<Params, ApiError> {
         let pairs: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or("").as_bytes())
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
-        if let Some((k, _)) = pairs.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+        let known = |k: &str| allowed.contains(&k) || prefixes.iter().any(|p| k.starts_with(p) && k.len() > p.len());
+        if let Some((k, _)) = pairs.iter().find(|(k, _)| !known(k)) {
             return Err(ApiError::bad_request(
                 "invalid_query",
                 format!("unknown query parameter {k:?}; accepted: {}", allowed.join(", ")),
@@ -301,6 +312,14 @@ impl Params {
             ));
         }
         Ok(first)
+    }
+
+    /// Every `(rest, value)` of the parameters whose key is `prefix` + `rest`.
+    pub(crate) fn prefixed(&self, prefix: &str) -> Vec<(String, String)> {
+        self.0
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(prefix).map(|rest| (rest.to_string(), v.clone())))
+            .collect()
     }
 
     /// Every value of a repeatable parameter.

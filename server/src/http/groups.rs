@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use annal::{Filter, GroupSettings, GroupSource, NackAction, Store, Strategy, SubscribeFrom};
+use annal::{Filter, GroupSettings, GroupSource, NackAction, Store, Strategy, SubscribeFrom, TopicPattern};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -42,6 +42,17 @@ pub(crate) struct GroupIn {
     #[serde(default)]
     stream_prefix: Option<String>,
     #[serde(default)]
+    type_patterns: Vec<String>,
+    #[serde(default)]
+    stream_patterns: Vec<String>,
+    #[serde(default)]
+    aggregate_type: Option<String>,
+    #[serde(default)]
+    aggregate_id: Option<String>,
+    /// Metadata fields: top-level key to the string it must hold.
+    #[serde(default)]
+    metadata: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
     start: Option<Value>,
     #[serde(default)]
     strategy: Option<StrategyIn>,
@@ -68,10 +79,16 @@ impl GroupIn {
         let mut s = GroupSettings::all();
         s.source = match self.stream {
             Some(stream) => {
-                if !self.types.is_empty() || !self.tags.is_empty() || self.stream_prefix.is_some() {
-                    return Err(ApiError::invalid(
-                        "a group on one stream takes no types, tags or stream_prefix",
-                    ));
+                if !self.types.is_empty()
+                    || !self.tags.is_empty()
+                    || self.stream_prefix.is_some()
+                    || !self.type_patterns.is_empty()
+                    || !self.stream_patterns.is_empty()
+                    || self.aggregate_type.is_some()
+                    || self.aggregate_id.is_some()
+                    || !self.metadata.is_empty()
+                {
+                    return Err(ApiError::invalid("a group on one stream takes no filter"));
                 }
                 check_stream(&stream)?;
                 GroupSource::Stream(stream)
@@ -80,6 +97,11 @@ impl GroupIn {
                 types: self.types,
                 tags: self.tags,
                 stream_prefix: self.stream_prefix,
+                type_patterns: self.type_patterns.iter().map(|p| TopicPattern::new(p)).collect(),
+                stream_patterns: self.stream_patterns.iter().map(|p| TopicPattern::new(p)).collect(),
+                aggregate_type: self.aggregate_type,
+                aggregate_id: self.aggregate_id,
+                metadata: self.metadata.into_iter().collect(),
                 ..Filter::default()
             }),
         };
@@ -146,10 +168,29 @@ fn settings_json(name: &str, s: &GroupSettings) -> serde_json::Map<String, Value
         "max_in_flight": s.max_in_flight,
         "checkpoint_every": s.checkpoint_every,
     });
-    match v {
+    let mut m = match v {
         Value::Object(m) => m,
         _ => serde_json::Map::new(),
+    };
+    // The newer filter fields appear only when set, so older answers keep their shape.
+    if !filter.type_patterns.is_empty() {
+        m.insert("type_patterns".into(), json!(filter.type_patterns));
     }
+    if !filter.stream_patterns.is_empty() {
+        m.insert("stream_patterns".into(), json!(filter.stream_patterns));
+    }
+    if let Some(t) = &filter.aggregate_type {
+        m.insert("aggregate_type".into(), json!(t));
+    }
+    if let Some(i) = &filter.aggregate_id {
+        m.insert("aggregate_id".into(), json!(i));
+    }
+    if !filter.metadata.is_empty() {
+        let fields: std::collections::BTreeMap<&str, &str> =
+            filter.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        m.insert("metadata".into(), json!(fields));
+    }
+    m
 }
 
 /// The library reports a missing or existing group as invalid input; tell them apart.

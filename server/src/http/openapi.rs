@@ -51,7 +51,7 @@ fn events_page() -> Value {
     json!({ "type": "object", "required": ["events"], "properties": {
         "events": { "type": "array", "items": reference("Event") },
         "truncated": { "type": "boolean", "description": "Present (true) when the page stopped short of `limit` because the response reached the server's max_response_bytes (16 MiB by default); a page always holds at least one event." },
-        "next_from": { "type": "integer", "description": "With truncated: the `from` of the next page (the revision or position after the last event, in the read's direction)." }
+        "next_from": { "type": "integer", "description": "Present when more may follow (the page is full, or truncated): the `from` of the next page (the revision or position after the last event, in the read's direction)." }
     } })
 }
 
@@ -92,6 +92,31 @@ fn filter_params() -> Vec<Value> {
             "until",
             "Recorded before this RFC 3339 time.",
             json!({ "type": "string", "format": "date-time" }),
+        ),
+        query(
+            "type_pattern",
+            "Topic pattern on the event type (RabbitMQ rules: words between dots, * one word, # zero or more); repeat for any of several.",
+            json!({ "type": "array", "items": { "type": "string" } }),
+        ),
+        query(
+            "stream_pattern",
+            "Topic pattern on the stream name; repeat for any of several.",
+            json!({ "type": "array", "items": { "type": "string" } }),
+        ),
+        query(
+            "aggregate_type",
+            "Streams named <aggregate_type>-<id> (split at the first -).",
+            json!({ "type": "string" }),
+        ),
+        query(
+            "aggregate_id",
+            "Streams named <type>-<aggregate_id> (split at the first -).",
+            json!({ "type": "string" }),
+        ),
+        query(
+            "metadata.{key}",
+            "The event metadata's top-level key holds this string (AND-ed over keys). Not indexed: a read that rejects too many events before its first match answers 422 scan_limit with resume_from.",
+            json!({ "type": "string" }),
         ),
     ]
 }
@@ -166,7 +191,9 @@ fn schemas() -> Value {
             "additionalProperties": false,
             "properties": {
                 "types": { "type": "array", "items": { "type": "string" } },
-                "tags": { "type": "array", "items": { "type": "string" } }
+                "tags": { "type": "array", "items": { "type": "string" } },
+                "type_patterns": { "type": "array", "items": { "type": "string" }, "description": "Topic patterns on the event type (any of them)." },
+                "metadata": { "type": "object", "additionalProperties": { "type": "string" }, "description": "Top-level metadata keys and the string each must hold (all of them; not indexed)." }
             }
         },
         "StreamMetadata": {
@@ -228,6 +255,12 @@ pub fn document() -> Value {
     let mut all_params = vec![log_from.clone()];
     all_params.extend(read_params());
     all_params.extend(filter_params());
+    let mut count_params = filter_params();
+    count_params.push(query(
+        "group_by",
+        "Break the count down by type, stream, category or day (UTC, YYYY-MM-DD).",
+        json!({ "type": "string", "enum": ["type", "stream", "category", "day"] }),
+    ));
     let mut sub_all_params = vec![log_from];
     sub_all_params.extend(filter_params());
     sub_all_params.push(query(
@@ -270,7 +303,8 @@ pub fn document() -> Value {
                     "summary": "List streams (system streams only with include_system=true).",
                     "parameters": [
                         query("prefix", "Only streams starting with this.", json!({ "type": "string" })),
-                        query("include_system", "Include $-prefixed system streams.", json!({ "type": "boolean" }))
+                        query("include_system", "Include $-prefixed system streams.", json!({ "type": "boolean" })),
+                        query("category", "Only the aggregates of this type: streams named <category>-<id> (split at the first -).", json!({ "type": "string" }))
                     ],
                     "responses": { "200": ok("The streams.", json!({ "type": "object", "properties": { "streams": { "type": "array", "items": { "type": "object", "properties": { "stream": { "type": "string" }, "last_revision": { "type": "integer" }, "last_position": { "type": "integer" } } } } } })) }
                 }
@@ -318,6 +352,9 @@ pub fn document() -> Value {
             },
             "/all": {
                 "get": { "summary": "Read the global log, optionally filtered.", "parameters": all_params, "responses": { "200": ok("Events.", events_page()), "403": error("The token is limited to some streams and gave no stream_prefix within them."), "503": error("timeout.") } }
+            },
+            "/count": {
+                "get": { "summary": "Count the events of the global log that pass the filter; with group_by, also a breakdown.", "parameters": count_params, "responses": { "200": ok("The count.", json!({ "type": "object", "required": ["count"], "properties": { "count": { "type": "integer" }, "groups": { "type": "object", "additionalProperties": { "type": "integer" } } } })), "403": error("The token is limited to some streams and gave no stream_prefix within them."), "422": error("scan_limit: a metadata condition found no match within the scan limit.") } }
             },
             "/events/{id}": {
                 "get": { "summary": "One event by id.", "parameters": [path_param("id", "Event id (UUID).")], "responses": { "200": ok("The event.", reference("Event")), "404": error("Unknown id, or an event in a stream the token may not read (answered alike).") } }

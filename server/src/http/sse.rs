@@ -64,10 +64,11 @@ pub(crate) async fn subscribe_all(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let params = Params::parse(
-        q.as_deref(),
-        &["from", "type", "tag", "stream_prefix", "since", "until", "skip_damaged"],
-    )?;
+    let allowed: Vec<&str> = ["from", "skip_damaged"]
+        .into_iter()
+        .chain(super::streams::FILTER_PARAMS.iter().copied())
+        .collect();
+    let params = Params::parse_with(q.as_deref(), &allowed, &[super::streams::METADATA_PARAM])?;
     let filter = filter(&params)?;
     p.authorize(Need::ReadLog(filter.stream_prefix.as_deref()))?;
     let from = start(&headers, &params)?;

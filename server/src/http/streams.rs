@@ -6,7 +6,9 @@
 
 use std::time::Instant;
 
-use annal::{AppendCondition, Direction, Filter, LogFrom, Query, QueryItem, StreamFrom, StreamMetadata};
+use annal::{
+    AppendCondition, Direction, Filter, GroupBy, LogFrom, Query, QueryItem, StreamFrom, StreamMetadata, TopicPattern,
+};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -78,6 +80,22 @@ struct ItemIn {
     types: Vec<String>,
     #[serde(default)]
     tags: Vec<String>,
+    #[serde(default)]
+    type_patterns: Vec<String>,
+    /// Metadata fields: top-level key to the string it must hold.
+    #[serde(default)]
+    metadata: std::collections::BTreeMap<String, String>,
+}
+
+impl ItemIn {
+    fn into_item(self) -> QueryItem {
+        QueryItem {
+            types: self.types,
+            tags: self.tags,
+            type_patterns: self.type_patterns.iter().map(|p| TopicPattern::new(p)).collect(),
+            metadata: self.metadata.into_iter().collect(),
+        }
+    }
 }
 
 impl QueryIn {
@@ -87,18 +105,13 @@ impl QueryIn {
                 "a query has either items, or types and tags, not both",
             )),
             (Some(items), None, None) => Ok(Query {
-                items: items
-                    .into_iter()
-                    .map(|i| QueryItem {
-                        types: i.types,
-                        tags: i.tags,
-                    })
-                    .collect(),
+                items: items.into_iter().map(ItemIn::into_item).collect(),
             }),
             (None, types, tags) => Ok(Query {
                 items: vec![QueryItem {
                     types: types.unwrap_or_default(),
                     tags: tags.unwrap_or_default(),
+                    ..QueryItem::default()
                 }],
             }),
         }
@@ -262,19 +275,11 @@ pub(crate) async fn read_all(
     p: Principal,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let params = Params::parse(
-        q.as_deref(),
-        &[
-            "from",
-            "direction",
-            "limit",
-            "type",
-            "tag",
-            "stream_prefix",
-            "since",
-            "until",
-        ],
-    )?;
+    let allowed: Vec<&str> = ["from", "direction", "limit"]
+        .into_iter()
+        .chain(FILTER_PARAMS.iter().copied())
+        .collect();
+    let params = Params::parse_with(q.as_deref(), &allowed, &[METADATA_PARAM])?;
     let filter = filter(&params)?;
     p.authorize(Need::ReadLog(filter.stream_prefix.as_deref()))?;
     let direction = direction(&params)?;
@@ -303,7 +308,24 @@ pub(crate) async fn read_all(
     Ok(json_bytes(body))
 }
 
-/// The filter of `/all` and `/subscribe/all`: `type` and `tag` repeat, the rest once.
+/// The query parameters of a filter on the global log (besides `metadata.<key>`).
+pub(crate) const FILTER_PARAMS: &[&str] = &[
+    "type",
+    "tag",
+    "stream_prefix",
+    "since",
+    "until",
+    "type_pattern",
+    "stream_pattern",
+    "aggregate_type",
+    "aggregate_id",
+];
+
+/// The prefix of the metadata-field parameters: `metadata.actor=agent-7`.
+pub(crate) const METADATA_PARAM: &str = "metadata.";
+
+/// The filter of `/all`, `/count` and `/subscribe/all`: `type`, `tag`,
+/// `type_pattern`, `stream_pattern` and `metadata.<key>` repeat, the rest once.
 pub(crate) fn filter(params: &Params) -> Result<Filter, ApiError> {
     let since = params.one("since")?.map(|s| parse_time("since", s)).transpose()?;
     let until = params.one("until")?.map(|s| parse_time("until", s)).transpose()?;
@@ -313,8 +335,57 @@ pub(crate) fn filter(params: &Params) -> Result<Filter, ApiError> {
         stream_prefix: params.one("stream_prefix")?.map(str::to_string),
         since_micros: since,
         until_micros: until,
+        type_patterns: params
+            .all("type_pattern")
+            .iter()
+            .map(|p| TopicPattern::new(p))
+            .collect(),
+        stream_patterns: params
+            .all("stream_pattern")
+            .iter()
+            .map(|p| TopicPattern::new(p))
+            .collect(),
+        aggregate_type: params.one("aggregate_type")?.map(str::to_string),
+        aggregate_id: params.one("aggregate_id")?.map(str::to_string),
+        metadata: params.prefixed(METADATA_PARAM),
         ..Filter::default()
     })
+}
+
+/// `GET /count`: how many events of the global log pass the filter, as
+/// `{"count": N}`; with `group_by=type|stream|category|day`, also `"groups"`.
+pub(crate) async fn count(
+    State(state): State<AppState>,
+    p: Principal,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let allowed: Vec<&str> = std::iter::once("group_by")
+        .chain(FILTER_PARAMS.iter().copied())
+        .collect();
+    let params = Params::parse_with(q.as_deref(), &allowed, &[METADATA_PARAM])?;
+    let filter = filter(&params)?;
+    p.authorize(Need::ReadLog(filter.stream_prefix.as_deref()))?;
+    let group_by = params
+        .one("group_by")?
+        .map(|g| g.parse::<GroupBy>())
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
+    let st = state.clone();
+    let body = state
+        .blocking(move || {
+            let t = Instant::now();
+            let body = match group_by {
+                None => json!({ "count": st.store.count(&filter)? }),
+                Some(by) => {
+                    let groups = st.store.count_by(&filter, by)?;
+                    json!({ "count": groups.values().sum::<u64>(), "groups": groups })
+                }
+            };
+            st.metrics.read_seconds.observe(t.elapsed());
+            Ok(body)
+        })
+        .await?;
+    Ok(axum::Json(body).into_response())
 }
 
 pub(crate) async fn event_by_id(
@@ -345,15 +416,22 @@ pub(crate) async fn list(
     p: Principal,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let params = Params::parse(q.as_deref(), &["prefix", "include_system"])?;
+    let params = Params::parse(q.as_deref(), &["prefix", "include_system", "category"])?;
     let prefix = params.one("prefix")?.unwrap_or("").to_string();
+    // `category=order`: the aggregates of that type (`order-<id>`, split at the first `-`).
+    let category = params.one("category")?.map(str::to_string);
     let system = params.bool("include_system")?.unwrap_or(false);
     let st = state.clone();
     let streams = state.blocking(move || Ok(st.store.streams())).await?;
     let list: Vec<Value> = streams
         .iter()
         .filter(|s| {
-            s.name.starts_with(&prefix) && (system || !s.name.starts_with('$')) && p.permits(Need::Read(&s.name))
+            s.name.starts_with(&prefix)
+                && (system || !s.name.starts_with('$'))
+                && category
+                    .as_deref()
+                    .is_none_or(|c| annal::query::aggregate_of(&s.name).is_some_and(|(t, _)| t == c))
+                && p.permits(Need::Read(&s.name))
         })
         .map(|s| {
             json!({

@@ -476,3 +476,76 @@ async fn bad_input_gets_structured_400s() {
     assert_eq!(st, StatusCode::OK);
     s.stop().await.unwrap();
 }
+
+/// Issue 16: topic patterns, aggregates and metadata fields on `/all`, counts
+/// on `/count`, aggregates on `/streams?category=`, and pages that say where to go on.
+#[tokio::test]
+async fn queries_by_topic_pattern_aggregate_and_metadata_and_counts() {
+    let s = TestServer::start().await;
+    for (stream, ty, actor) in [
+        ("order-1", "app.lifecycle.started", "agent-7"),
+        ("order-1", "hook.triggered.push", "agent-7"),
+        ("order-2", "hook.triggered", "agent-1"),
+        ("cart-1", "activity.x", "agent-7"),
+        ("cart-1", "app.lifecycle", "agent-1"),
+    ] {
+        let (st, v) = s
+            .post(
+                &format!("/streams/{stream}"),
+                json!({ "events": [{ "type": ty, "metadata": { "actor": actor } }] }),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+    }
+    let types = |v: &Value| -> Vec<String> {
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (st, v) = s
+        .get("/all?type_pattern=app.lifecycle.%23&type_pattern=hook.triggered.*")
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        types(&v),
+        ["app.lifecycle.started", "hook.triggered.push", "app.lifecycle"]
+    );
+    let (_, v) = s
+        .get("/all?aggregate_type=order&metadata.actor=agent-7&direction=backward")
+        .await;
+    assert_eq!(types(&v), ["hook.triggered.push", "app.lifecycle.started"]);
+    let (_, v) = s.get("/all?stream_pattern=cart-1&limit=1").await;
+    assert_eq!(types(&v), ["activity.x"]);
+    assert_eq!(v["next_from"], v["events"][0]["position"].as_u64().unwrap() + 1, "{v}");
+    let (st, v) = s.get("/all?metadata.actor=agent-7&metadata.other=x").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(types(&v), Vec::<String>::new());
+
+    // `#` matches every type (the server's own `$annal` event included).
+    let (_, all) = s.get("/all").await;
+    let n = all["events"].as_array().unwrap().len();
+    assert!(n >= 5);
+    let (st, v) = s.get("/count?type_pattern=%23").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v, json!({ "count": n }));
+    let (_, v) = s.get("/count?aggregate_type=order&group_by=stream").await;
+    assert_eq!(v, json!({ "count": 3, "groups": { "order-1": 2, "order-2": 1 } }));
+    let (_, v) = s.get("/count?metadata.actor=agent-1&group_by=category").await;
+    assert_eq!(v, json!({ "count": 2, "groups": { "cart": 1, "order": 1 } }));
+    let (st, v) = s.get("/count?group_by=week").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    let (st, v) = s.get("/count?metadata.=x").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+
+    let (_, v) = s.get("/streams?category=order").await;
+    let names: Vec<&str> = v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stream"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["order-1", "order-2"]);
+}

@@ -677,8 +677,12 @@ async fn read_responses_are_bounded_by_bytes() {
     let page = v["events"].as_array().unwrap();
     assert!(page.len() < 10 && v["truncated"] == json!(true), "{v}");
     assert_eq!(v["next_from"], json!(9 - page.len() as u64));
-    // Under the limit, nothing changes.
+    // Under the byte limit, a full page is not truncated but still says where to go on.
     let v: Value = serde_json::from_str(&get_text("/streams/big?limit=2".into()).await).unwrap();
+    assert_eq!(v.as_object().unwrap().len(), 2, "{v}");
+    assert_eq!(v["next_from"], 2, "{v}");
+    // The last page, not full, has no continuation.
+    let v: Value = serde_json::from_str(&get_text("/streams/big?from=8&limit=5".into()).await).unwrap();
     assert_eq!(v.as_object().unwrap().len(), 1, "{v}");
     // One event larger than the limit still comes, alone.
     let huge = "y".repeat(MAX * 2);

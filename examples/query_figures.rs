@@ -1,0 +1,126 @@
+//! Figures of the queries of issue 16 on this machine, annal alone (the
+//! comparison with PostgreSQL is not in the harness yet).
+//!
+//! ```text
+//! cargo run --release --example query_figures -- [--events N]
+//! ```
+//!
+//! Fills a store with N events (default 1,000,000) in appends of 1,000
+//! events, one stream `<category>-<id>` per append (5 categories), with 40
+//! dotted event types and a JSON metadata object holding an `actor` (one of 100), then times, each the
+//! median of 5 runs with a warm page cache: the first page (100 events) and
+//! the whole result of a read by topic pattern, the first page of a read by a
+//! metadata field, a count of everything, a count by aggregate type, a count
+//! by type pattern and a breakdown by category.
+
+// Measurements may unwrap and cast freely; the library may not (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
+use std::time::{Duration, Instant};
+
+use annal::{Direction, Durability, EventData, ExpectedVersion, Filter, GroupBy, LogFrom, Options, Store};
+
+const AREAS: &[&str] = &[
+    "app.lifecycle",
+    "hook.triggered",
+    "activity",
+    "billing.invoice",
+    "user.profile",
+];
+const VERBS: &[&str] = &[
+    "started", "stopped", "push", "pull", "created", "updated", "deleted", "viewed",
+];
+const CATEGORIES: &[&str] = &["order", "cart", "user", "invoice", "session"];
+
+fn median(mut f: impl FnMut() -> usize) -> (Duration, usize) {
+    let mut times = Vec::new();
+    let mut n = 0;
+    for _ in 0..5 {
+        let t = Instant::now();
+        n = f();
+        times.push(t.elapsed());
+    }
+    times.sort();
+    (times[2], n)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let events: usize = args
+        .iter()
+        .position(|a| a == "--events")
+        .and_then(|i| args.get(i + 1))
+        .map_or(1_000_000, |n| n.parse().unwrap());
+    let dir = tempfile::tempdir_in(".").unwrap();
+    let store = Store::open(dir.path(), Options::default().durability(Durability::Never)).unwrap();
+    let t = Instant::now();
+    let batch = 1000;
+    for b in 0..events / batch {
+        // One append per batch, to one stream; consecutive batches go to different streams.
+        let stream = format!("{}-{}", CATEGORIES[b % CATEGORIES.len()], b % 10_000);
+        let evs: Vec<EventData> = (0..batch)
+            .map(|i| {
+                let k = b * batch + i;
+                let ty = format!("{}.{}", AREAS[k % AREAS.len()], VERBS[(k / 5) % VERBS.len()]);
+                EventData::json(ty, format!(r#"{{"n":{k},"amount":{}}}"#, k % 977)).with_metadata(format!(
+                    r#"{{"actor":"agent-{}","correlationId":"c-{}"}}"#,
+                    k % 100,
+                    k / 3
+                ))
+            })
+            .collect();
+        store.append(&stream, ExpectedVersion::Any, evs).unwrap();
+    }
+    println!("filled {events} events in {:.1} s", t.elapsed().as_secs_f64());
+    let read = |f: &Filter, limit: usize| {
+        store
+            .read_all(Direction::Backward, LogFrom::End, limit, f)
+            .unwrap()
+            .len()
+    };
+    let pattern = Filter::all()
+        .with_type_pattern("app.lifecycle.#")
+        .with_type_pattern("hook.triggered.*");
+    let figures: Vec<(&str, (Duration, usize))> = vec![
+        (
+            "read, type patterns app.lifecycle.# | hook.triggered.*, first page of 100 (newest first)",
+            median(|| read(&pattern, 100)),
+        ),
+        (
+            "read, type patterns, every match",
+            median(|| read(&pattern, usize::MAX)),
+        ),
+        (
+            "read, metadata actor=agent-7, first page of 100",
+            median(|| read(&Filter::all().with_metadata("actor", "agent-7"), 100)),
+        ),
+        (
+            "read, aggregate type order, first page of 100",
+            median(|| read(&Filter::all().with_aggregate_type("order"), 100)),
+        ),
+        (
+            "count, everything",
+            median(|| store.count(&Filter::all()).unwrap() as usize),
+        ),
+        (
+            "count, aggregate type order (stream index only)",
+            median(|| store.count(&Filter::all().with_aggregate_type("order")).unwrap() as usize),
+        ),
+        (
+            "count, stream pattern # (stream index only)",
+            median(|| store.count(&Filter::all().with_stream_pattern("#")).unwrap() as usize),
+        ),
+        (
+            "count, type patterns (reads the matching events)",
+            median(|| store.count(&pattern).unwrap() as usize),
+        ),
+        (
+            "count by category",
+            median(|| store.count_by(&Filter::all(), GroupBy::Category).unwrap().len()),
+        ),
+    ];
+    for (what, (d, n)) in figures {
+        println!("{what}: {:.3} ms ({n})", d.as_secs_f64() * 1000.0);
+    }
+    store.close().unwrap();
+}

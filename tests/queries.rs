@@ -1,0 +1,421 @@
+//! Queries against a brute-force scan: every filter kind (types, tags, stream
+//! prefix, topic patterns on types and streams, aggregates, metadata fields,
+//! time) and combinations of them, read forward, backward and page by page,
+//! and counted, over random stores of several segments.
+
+// Tests may unwrap and cast freely; the library may not (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use annal::{
+    Direction, Durability, Error, EventData, ExpectedVersion, Filter, GroupBy, LogFrom, Options, RecordedEvent,
+    SimStorage, Store,
+};
+use proptest::prelude::*;
+
+const TYPES: &[&str] = &[
+    "app.lifecycle.started",
+    "app.lifecycle.stopped.now",
+    "app.lifecycle",
+    "hook.triggered.push",
+    "hook.triggered",
+    "activity.x.y",
+    "a..b",
+    "order",
+];
+const STREAMS: &[&str] = &[
+    "order-1",
+    "order-2",
+    "order-1-x",
+    "cart-1",
+    "cart.eu-7",
+    "plain",
+    "orders-1",
+];
+const TYPE_PATTERNS: &[&str] = &[
+    "app.lifecycle.#",
+    "hook.triggered.*",
+    "#",
+    "*",
+    "a.*.b",
+    "a.#.b",
+    "#.push",
+    "*.lifecycle.*.#",
+    "order",
+    "",
+    "hook.triggered",
+    "a..b",
+];
+const STREAM_PATTERNS: &[&str] = &["order-1", "cart.*", "#", "*", "cart.#", "plain"];
+const TAGS: &[&str] = &["t:1", "t:2", "vip"];
+const ACTORS: &[&str] = &["agent-1", "agent-2"];
+
+/// One event to append: stream, type, tags, actor (if the metadata has one).
+type Spec = (usize, usize, Vec<usize>, Option<usize>);
+
+fn options() -> Options {
+    Options::default()
+        .no_compression()
+        .durability(Durability::Never)
+        .segment_size(4 * 1024)
+}
+
+fn store_of(events: &[Spec]) -> Store {
+    let store = Store::open_with(Arc::new(SimStorage::new()), "/q", options()).unwrap();
+    for (i, (s, t, tags, actor)) in events.iter().enumerate() {
+        let mut e = EventData::json(TYPES[*t], format!(r#"{{"i":{i}}}"#));
+        e = match actor {
+            Some(a) => e.with_metadata(format!(r#"{{"actor":"{}","n":{i}}}"#, ACTORS[*a])),
+            // Not a string: never matches a metadata condition.
+            None => e.with_metadata(r#"{"actor":7}"#),
+        };
+        for tag in tags {
+            e = e.with_tag(TAGS[*tag]);
+        }
+        store.append(STREAMS[*s], ExpectedVersion::Any, vec![e]).unwrap();
+    }
+    store
+}
+
+/// RabbitMQ's rules, read recursively (independent of the library's matcher).
+fn topic_match(pattern: &str, topic: &str) -> bool {
+    fn words(s: &str) -> Vec<&str> {
+        if s.is_empty() { vec![] } else { s.split('.').collect() }
+    }
+    fn go(p: &[&str], t: &[&str]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some((&"#", rest)) => (0..=t.len()).any(|k| go(rest, &t[k..])),
+            Some((&"*", rest)) => !t.is_empty() && go(rest, &t[1..]),
+            Some((w, rest)) => t.first() == Some(w) && go(rest, &t[1..]),
+        }
+    }
+    go(&words(pattern), &words(topic))
+}
+
+/// The filter as plain choices, checked by brute force.
+#[derive(Debug, Clone)]
+struct Choice {
+    types: Vec<usize>,
+    tags: Vec<usize>,
+    prefix: Option<&'static str>,
+    type_patterns: Vec<usize>,
+    stream_patterns: Vec<usize>,
+    aggregate_type: Option<&'static str>,
+    aggregate_id: Option<&'static str>,
+    actor: Option<usize>,
+    time: Option<(usize, usize)>,
+}
+
+impl Choice {
+    fn filter(&self, times: &[i64]) -> Filter {
+        let mut f = Filter::all();
+        for t in &self.types {
+            f = f.with_type(TYPES[*t]);
+        }
+        for t in &self.tags {
+            f = f.with_tag(TAGS[*t]);
+        }
+        if let Some(p) = self.prefix {
+            f = f.with_stream_prefix(p);
+        }
+        for p in &self.type_patterns {
+            f = f.with_type_pattern(TYPE_PATTERNS[*p]);
+        }
+        for p in &self.stream_patterns {
+            f = f.with_stream_pattern(STREAM_PATTERNS[*p]);
+        }
+        if let Some(a) = self.aggregate_type {
+            f = f.with_aggregate_type(a);
+        }
+        if let Some(a) = self.aggregate_id {
+            f = f.with_aggregate_id(a);
+        }
+        if let Some(a) = self.actor {
+            f = f.with_metadata("actor", ACTORS[a]);
+        }
+        if let Some((a, b)) = self.time {
+            let at = |i: usize| times.get(i).copied();
+            f = f.with_time(at(a), at(b));
+        }
+        f
+    }
+
+    fn admits(&self, e: &RecordedEvent, times: &[i64]) -> bool {
+        let meta: serde_json::Value = serde_json::from_slice(&e.metadata).unwrap();
+        let (agg_type, agg_id) = match e.stream.split_once('-') {
+            Some((t, i)) => (Some(t), Some(i)),
+            None => (None, None),
+        };
+        (self.types.is_empty() || self.types.iter().any(|t| TYPES[*t] == e.event_type))
+            && self.tags.iter().all(|t| e.tags.iter().any(|x| x == TAGS[*t]))
+            && self.prefix.is_none_or(|p| e.stream.starts_with(p))
+            && (self.type_patterns.is_empty()
+                || self
+                    .type_patterns
+                    .iter()
+                    .any(|p| topic_match(TYPE_PATTERNS[*p], &e.event_type)))
+            && (self.stream_patterns.is_empty()
+                || self
+                    .stream_patterns
+                    .iter()
+                    .any(|p| topic_match(STREAM_PATTERNS[*p], &e.stream)))
+            && self.aggregate_type.is_none_or(|a| agg_type == Some(a))
+            && self.aggregate_id.is_none_or(|a| agg_id == Some(a))
+            && self
+                .actor
+                .is_none_or(|a| meta.get("actor").and_then(|v| v.as_str()) == Some(ACTORS[a]))
+            && self.time.is_none_or(|(a, b)| {
+                times.get(a).is_none_or(|s| e.timestamp_micros >= *s)
+                    && times.get(b).is_none_or(|u| e.timestamp_micros < *u)
+            })
+    }
+}
+
+fn choice() -> impl Strategy<Value = Choice> {
+    let few = |n: usize| prop::collection::vec(0..n, 0..3);
+    (
+        few(TYPES.len()),
+        prop::collection::vec(0..TAGS.len(), 0..2),
+        prop::option::of(prop::sample::select(vec!["order-", "cart", "o", ""])),
+        few(TYPE_PATTERNS.len()),
+        few(STREAM_PATTERNS.len()),
+        prop::option::weighted(0.3, prop::sample::select(vec!["order", "cart.eu", "orders", "plain"])),
+        prop::option::weighted(0.3, prop::sample::select(vec!["1", "2", "1-x", "7"])),
+        prop::option::weighted(0.3, 0..ACTORS.len()),
+        prop::option::weighted(0.3, (0..80usize, 0..80usize)),
+    )
+        .prop_map(
+            |(types, tags, prefix, type_patterns, stream_patterns, aggregate_type, aggregate_id, actor, time)| Choice {
+                types,
+                tags,
+                prefix,
+                type_patterns,
+                stream_patterns,
+                aggregate_type,
+                aggregate_id,
+                actor,
+                time,
+            },
+        )
+}
+
+fn spec() -> impl Strategy<Value = Spec> {
+    (
+        0..STREAMS.len(),
+        0..TYPES.len(),
+        prop::collection::vec(0..TAGS.len(), 0..3),
+        prop::option::weighted(0.8, 0..ACTORS.len()),
+    )
+}
+
+fn positions(events: &[RecordedEvent]) -> Vec<u64> {
+    events.iter().map(|e| e.position).collect()
+}
+
+/// Reads the whole log page by page of `page`, following each page's last position.
+fn paged(store: &Store, f: &Filter, direction: Direction, page: usize) -> Vec<RecordedEvent> {
+    let mut out: Vec<RecordedEvent> = Vec::new();
+    let mut from = LogFrom::Start;
+    loop {
+        let got = store.read_all(direction, from, page, f).unwrap();
+        let n = got.len();
+        out.extend(got);
+        let Some(last) = out.last() else { return out };
+        if n < page {
+            return out;
+        }
+        from = match direction {
+            Direction::Forward => LogFrom::Position(last.position + 1),
+            Direction::Backward if last.position == 0 => return out,
+            Direction::Backward => LogFrom::Position(last.position - 1),
+        };
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_filter_reads_and_counts_what_a_brute_force_scan_finds(
+        events in prop::collection::vec(spec(), 1..120),
+        choices in prop::collection::vec(choice(), 1..6),
+    ) {
+        let store = store_of(&events);
+        let everything = store.read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all()).unwrap();
+        let times: Vec<i64> = everything.iter().map(|e| e.timestamp_micros).collect();
+        for c in &choices {
+            let f = c.filter(&times);
+            let expected: Vec<RecordedEvent> = everything.iter().filter(|e| c.admits(e, &times)).cloned().collect();
+            let forward = store.read_all(Direction::Forward, LogFrom::Start, usize::MAX, &f).unwrap();
+            prop_assert_eq!(positions(&forward), positions(&expected), "forward {:?}", c);
+            let mut backward = store.read_all(Direction::Backward, LogFrom::End, usize::MAX, &f).unwrap();
+            backward.reverse();
+            prop_assert_eq!(positions(&backward), positions(&expected), "backward {:?}", c);
+            prop_assert_eq!(positions(&paged(&store, &f, Direction::Forward, 7)), positions(&expected));
+            let mut back_pages = paged(&store, &f, Direction::Backward, 5);
+            back_pages.reverse();
+            prop_assert_eq!(positions(&back_pages), positions(&expected));
+            prop_assert_eq!(store.count(&f).unwrap(), expected.len() as u64, "count {:?}", c);
+            let mut by_stream: BTreeMap<String, u64> = BTreeMap::new();
+            let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
+            let mut by_category: BTreeMap<String, u64> = BTreeMap::new();
+            for e in &expected {
+                *by_stream.entry(e.stream.clone()).or_default() += 1;
+                *by_type.entry(e.event_type.clone()).or_default() += 1;
+                let cat = e.stream.split_once('-').map_or(e.stream.as_str(), |(t, _)| t);
+                *by_category.entry(cat.to_string()).or_default() += 1;
+            }
+            prop_assert_eq!(store.count_by(&f, GroupBy::Stream).unwrap(), by_stream);
+            prop_assert_eq!(store.count_by(&f, GroupBy::Type).unwrap(), by_type);
+            prop_assert_eq!(store.count_by(&f, GroupBy::Category).unwrap(), by_category);
+        }
+    }
+}
+
+#[test]
+fn a_store_with_several_segments_is_what_the_property_runs_on() {
+    let events: Vec<Spec> = (0..120)
+        .map(|i| (i % STREAMS.len(), i % TYPES.len(), vec![i % 3], Some(i % 2)))
+        .collect();
+    let store = store_of(&events);
+    let all = store
+        .read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all())
+        .unwrap();
+    assert_eq!(all.len(), 120);
+    // The stream-only count comes from the indexes and agrees with the read.
+    let f = Filter::all()
+        .with_stream_pattern("cart.#")
+        .with_stream_pattern("order-1");
+    let read = store
+        .read_all(Direction::Forward, LogFrom::Start, usize::MAX, &f)
+        .unwrap();
+    assert!(!read.is_empty());
+    assert!(
+        read.iter()
+            .all(|e| e.stream == "cart.eu-7" || e.stream == "cart-1" || e.stream == "order-1")
+    );
+    assert_eq!(store.count(&f).unwrap(), read.len() as u64);
+    let orders = Filter::all().with_aggregate_type("order");
+    let n = store.count(&orders).unwrap();
+    assert_eq!(n, all.iter().filter(|e| e.stream.starts_with("order-")).count() as u64);
+    let days = store.count_by(&Filter::all(), GroupBy::Day).unwrap();
+    assert_eq!(days.values().sum::<u64>(), 120);
+}
+
+#[test]
+fn a_metadata_condition_with_no_match_in_reach_fails_with_where_to_go_on() {
+    let store = Store::open_with(Arc::new(SimStorage::new()), "/m", options().metadata_scan_limit(10)).unwrap();
+    for i in 0..30 {
+        let actor = if i == 25 { "wanted" } else { "other" };
+        let e = EventData::json("T", "{}").with_metadata(format!(r#"{{"actor":"{actor}"}}"#));
+        store.append("s-1", ExpectedVersion::Any, vec![e]).unwrap();
+    }
+    let f = Filter::all().with_metadata("actor", "wanted");
+    let err = store.read_all(Direction::Forward, LogFrom::Start, 5, &f).unwrap_err();
+    let Error::ScanLimit { examined, resume } = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!((examined, resume), (10, 10));
+    // Going on from there, the read reaches the match within the limit.
+    let got = store
+        .read_all(Direction::Forward, LogFrom::Position(resume), 5, &f)
+        .unwrap_err();
+    let Error::ScanLimit { resume, .. } = got else {
+        panic!("{got:?}")
+    };
+    let found = store
+        .read_all(Direction::Forward, LogFrom::Position(resume), 5, &f)
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].position, 25);
+    // Narrowed by an indexed condition, the same question is answered at once.
+    let narrow = f.clone().with_time(Some(found[0].timestamp_micros), None);
+    assert_eq!(
+        store
+            .read_all(Direction::Forward, LogFrom::Start, 5, &narrow)
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn a_consumer_group_keeps_its_patterns_across_a_reopen_and_delivers_only_matches() {
+    use annal::{GroupSettings, GroupSource};
+    let dir = tempfile::tempdir().unwrap();
+    let filter = Filter::all()
+        .with_type_pattern("hook.#")
+        .with_stream_pattern("cart.*")
+        .with_aggregate_type("cart.eu")
+        .with_metadata("actor", "agent-1");
+    let settings = GroupSettings {
+        source: GroupSource::All(filter.clone()),
+        ..GroupSettings::all()
+    };
+    {
+        let store = Store::open(dir.path(), options()).unwrap();
+        store.create_group("g", settings.clone()).unwrap();
+    }
+    let store = Store::open(dir.path(), options()).unwrap();
+    let listed = store.groups_list().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].1.source, GroupSource::All(filter));
+    let meta = |a: &str| format!(r#"{{"actor":"{a}"}}"#);
+    for (stream, ty, actor) in [
+        ("cart.eu-1", "hook.triggered", "agent-1"),
+        ("cart.eu-1", "order.placed", "agent-1"),
+        ("cart.us-1", "hook.triggered", "agent-1"),
+        ("cart.eu-2", "hook", "agent-2"),
+        ("cart.eu-2", "hook", "agent-1"),
+    ] {
+        let e = EventData::json(ty, "{}").with_metadata(meta(actor));
+        store.append(stream, ExpectedVersion::Any, vec![e]).unwrap();
+    }
+    let c = store.group("g").unwrap();
+    let c = c.consumer("c");
+    let got = c.fetch(10, std::time::Duration::from_millis(300)).unwrap();
+    let seen: Vec<(String, String)> = got
+        .iter()
+        .map(|d| (d.event.stream.clone(), d.event.event_type.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("cart.eu-1".to_string(), "hook.triggered".to_string()),
+            ("cart.eu-2".to_string(), "hook".to_string())
+        ]
+    );
+}
+
+#[test]
+fn a_consistency_boundary_condition_takes_type_patterns_and_metadata_fields() {
+    use annal::{AppendCondition, Query, QueryItem};
+    let store = Store::open_with(Arc::new(SimStorage::new()), "/d", options()).unwrap();
+    let e = EventData::json("course.student.subscribed", "{}").with_metadata(r#"{"course":"c1"}"#);
+    store.append("student-1", ExpectedVersion::Any, vec![e]).unwrap();
+    let item = |pattern: &str, course: &str| QueryItem {
+        type_patterns: vec![annal::TopicPattern::new(pattern)],
+        metadata: vec![("course".to_string(), course.to_string())],
+        ..QueryItem::default()
+    };
+    let cond = |pattern: &str, course: &str| AppendCondition {
+        query: Query {
+            items: vec![item(pattern, course)],
+        },
+        after: None,
+    };
+    let new = || vec![EventData::json("course.student.subscribed", "{}")];
+    let err = store
+        .append_if("student-2", ExpectedVersion::Any, new(), cond("course.#", "c1"))
+        .unwrap_err();
+    assert!(matches!(err, Error::ConditionFailed { position: 0 }), "{err:?}");
+    store
+        .append_if("student-2", ExpectedVersion::Any, new(), cond("course.#", "c2"))
+        .unwrap();
+    store
+        .append_if("student-3", ExpectedVersion::Any, new(), cond("course.*", "c1"))
+        .unwrap();
+}
