@@ -48,7 +48,8 @@ function chart(values, label) {
     svg.append(p);
   }
   return h('figure', { class: 'chart-box' },
-    h('figcaption', {}, label, ' ', h('strong', {}, `${(values[values.length - 1] ?? 0).toFixed(1)}/s`), h('span', { class: 'muted' }, ` · peak ${max.toFixed(1)}/s over ${Math.round(values.length * SAMPLE_MS / 1000)} s`)),
+    h('figcaption', {}, label, ' ', h('strong', {}, `${(values[values.length - 1] ?? 0).toFixed(1)}/s`),
+      h('span', { class: 'muted' }, values.length ? ` · peak ${Math.max(...values).toFixed(1)}/s over ${Math.round(values.length * SAMPLE_MS / 1000)} s` : ' · sampling /metrics every 2 s')),
     svg);
 }
 
@@ -97,9 +98,9 @@ export async function nodePage(main, { onLeave }) {
         h('dt', {}, 'streams'), h('dd', { id: 'node-streams' }, num(n.streams)),
         h('dt', {}, 'segments'), h('dd', {}, num(n.segments), h('span', { class: 'muted' }, ` (${num(n.compressed_segments)} compressed)`)),
         h('dt', {}, 'active segment'), h('dd', {}, `${num(n.active_events)} events`),
-        h('dt', {}, 'appends'), h('dd', {}, n.write_failure ? h('span', { class: 'badge warn' }, n.write_failure) : h('span', { class: 'badge ok' }, 'accepted')))),
+        h('dt', {}, 'appends'), h('dd', {}, n.write_failure ? h('span', { class: 'badge warn' }, n.write_failure) : h('span', { class: 'badge good' }, 'accepted')))),
       h('div', { class: 'card' }, h('h2', {}, 'Disk'), diskBar, h('dl', { class: 'kv' },
-        h('dt', {}, h('span', { class: 'key seg' }), 'segments'), h('dd', { id: 'disk-segments' }, bytes(d.segment_file_bytes)),
+        h('dt', {}, h('span', { class: 'key seg' }), 'segments'), h('dd', { id: 'disk-segments' }, bytes(d.segment_bytes), h('span', { class: 'muted', title: 'the active segment is preallocated' }, ` written, ${bytes(d.segment_file_bytes)} on disk`)),
         h('dt', {}, h('span', { class: 'key idx' }), 'indexes'), h('dd', {}, bytes(d.index_file_bytes)),
         h('dt', {}, h('span', { class: 'key oth' }), 'side files'), h('dd', {}, bytes(d.other_bytes)),
         h('dt', {}, 'files'), h('dd', {}, num(d.files)),

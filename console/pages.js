@@ -29,16 +29,21 @@ export async function streamsPage(main, { params }) {
     category: params.get('category') || '',
     system: params.get('system') === '1',
     after: params.get('after') || '',
+    size: [20, 50, 100, 200].includes(Number(params.get('size'))) ? Number(params.get('size')) : PAGE,
+    // The cursors of the pages before this one, for "Previous".
+    back: [],
   };
   const search = h('input', { type: 'search', id: 'stream-search', placeholder: 'Search streams (press /)', value: state.search, 'aria-label': 'Search streams' });
   const category = h('select', { id: 'stream-category', 'aria-label': 'Category' }, h('option', { value: '' }, 'All categories'));
   const system = h('input', { type: 'checkbox', id: 'stream-system', checked: state.system });
+  const size = h('select', { id: 'page-size', 'aria-label': 'Streams per page' },
+    [20, 50, 100, 200].map(n => h('option', { value: n, selected: n === state.size }, `${n} a page`)));
   const summary = h('p', { class: 'muted', id: 'streams-summary' });
   const table = h('div', { class: 'table-wrap' });
   const pager = h('div', { class: 'pager' });
   mount(main,
     h('h1', {}, 'Streams'),
-    h('div', { class: 'toolbar' }, search, category, h('label', { class: 'check' }, system, 'system streams')),
+    h('div', { class: 'toolbar' }, search, category, size, h('label', { class: 'check' }, system, 'system streams')),
     summary, table, pager);
 
   async function loadCategories() {
@@ -51,9 +56,9 @@ export async function streamsPage(main, { params }) {
   }
 
   async function load() {
-    setParams(['streams'], { search: state.search, category: state.category, system: state.system ? '1' : '', after: state.after });
+    setParams(['streams'], { search: state.search, category: state.category, system: state.system ? '1' : '', size: state.size === PAGE ? '' : state.size, after: state.after });
     const r = await api('/browse/streams' + qs({
-      search: state.search, category: state.category, include_system: state.system || undefined, after: state.after, limit: PAGE,
+      search: state.search, category: state.category, include_system: state.system || undefined, after: state.after, limit: state.size,
     }));
     summary.textContent = `${num(r.matched)} streams${state.search ? ` matching “${state.search}”` : ''}${state.category ? ` in ${state.category}-*` : ''}`;
     if (!r.streams.length) {
@@ -69,18 +74,22 @@ export async function streamsPage(main, { params }) {
           h('td', {}, time(s.last_write)),
           h('td', { class: 'small-text' }, metaSummary(s.metadata)))))));
     }
+    const go = (after) => { state.after = after; load().catch(e => mount(table, errorBox(e))); };
     mount(pager,
-      state.after ? h('button', { type: 'button', onclick: () => { state.after = ''; load(); } }, '« First page') : '',
-      r.next ? h('button', { type: 'button', id: 'streams-next', onclick: () => { state.after = r.next; load(); table.scrollIntoView(); } }, 'Next page »') : '');
+      state.after ? h('button', { type: 'button', onclick: () => { state.back = []; go(''); } }, '« First page') : '',
+      state.back.length ? h('button', { type: 'button', id: 'streams-prev', onclick: () => go(state.back.pop()) }, '‹ Previous') : '',
+      r.next ? h('button', { type: 'button', id: 'streams-next', onclick: () => { state.back.push(state.after); go(r.next); } }, 'Next page ›') : '');
   }
 
   const reload = debounce(async () => {
     state.after = '';
+    state.back = [];
     try { await Promise.all([load(), loadCategories()]); } catch (e) { mount(table, errorBox(e)); }
   }, 200);
   search.addEventListener('input', () => { state.search = search.value.trim(); reload(); });
-  category.addEventListener('change', () => { state.category = category.value; state.after = ''; load().catch(e => mount(table, errorBox(e))); });
+  category.addEventListener('change', () => { state.category = category.value; state.after = ''; state.back = []; load().catch(e => mount(table, errorBox(e))); });
   system.addEventListener('change', () => { state.system = system.checked; reload(); });
+  size.addEventListener('change', () => { state.size = Number(size.value); reload(); });
   await Promise.all([load(), loadCategories()]);
 }
 
@@ -205,8 +214,18 @@ export async function streamPage(main, name, { params }) {
   }
 
   async function loadInfo() {
-    const r = await api('/browse/streams' + qs({ prefix: name, include_system: name.startsWith('$') || undefined, limit: 1 }));
-    const s = r.streams.find(x => x.stream === name);
+    // The last event says the revision and last write in one read; a stream
+    // with none to read (deleted, truncated) is looked up by name instead.
+    let s = null;
+    const last = await api(`/streams/${enc(name)}` + qs({ direction: 'backward', from: 'end', limit: 1 })).catch(() => null);
+    const m = last?.events?.length ? await api(`/streams/${enc(name)}/metadata`).catch(() => null) : null;
+    if (m) {
+      const e = last.events[0];
+      s = { last_revision: e.revision, event_count: e.revision + 1 - (m.truncate_before || 0), last_write: e.timestamp, deleted: null };
+    } else {
+      const r = await api('/browse/streams' + qs({ prefix: name, include_system: name.startsWith('$') || undefined, limit: 1 }));
+      s = r.streams.find(x => x.stream === name);
+    }
     if (!s) { mount(info, h('p', { class: 'muted' }, 'No such stream yet.')); return; }
     mount(info, h('dl', { class: 'kv inline' },
       h('dt', {}, 'revision'), h('dd', { id: 'stream-revision' }, num(s.last_revision)),

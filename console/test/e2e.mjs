@@ -160,13 +160,23 @@ try {
     await page.waitForFunction(() => document.querySelector('#streams-summary').textContent.startsWith('25 streams'));
   });
 
-  await step('Streams page pages through 30 streams 20 at a time (server-side)', async () => {
-    // The page asks for 50; the API's paging is checked here directly.
+  await step('Streams page pages through 30 streams 20 at a time (server-side), forward and back', async () => {
     const first = (await call('/browse/streams?limit=20')).json;
-    assert.equal(first.streams.length, 20);
     const second = (await call('/browse/streams?limit=20&after=' + encodeURIComponent(first.next))).json;
-    assert.equal(second.streams.length, 10);
-    assert.equal(second.next, null);
+    assert.deepEqual([first.streams.length, second.streams.length, second.next], [20, 10, null]);
+    await page.goto(base + '/ui/#/streams');
+    await page.waitForSelector('#streams-table');
+    await page.selectOption('#page-size', '20');
+    const rows = () => page.$$eval('#streams-table tbody tr', (rs) => rs.map(r => r.dataset.stream));
+    await page.waitForFunction(() => document.querySelectorAll('#streams-table tbody tr').length === 20);
+    assert.deepEqual(await rows(), first.streams.map(s => s.stream));
+    await page.click('#streams-next');
+    await page.waitForFunction(() => document.querySelectorAll('#streams-table tbody tr').length === 10);
+    assert.deepEqual(await rows(), second.streams.map(s => s.stream));
+    assert.equal(await page.$('#streams-next'), null);
+    await page.click('#streams-prev');
+    await page.waitForFunction(() => document.querySelectorAll('#streams-table tbody tr').length === 20);
+    assert.deepEqual(await rows(), first.streams.map(s => s.stream));
   });
 
   await step('Stream page shows the events of /streams/{stream}, newest first, with JSON and correlation links', async () => {
