@@ -7,6 +7,8 @@
 //! answer (pages are at most [`MAX_PAGE`] streams), nor decide who may see a
 //! stream itself: it asks `auth`.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::Path;
 
 use annal::{Direction, StreamFrom, StreamInfo};
@@ -58,9 +60,19 @@ impl Matcher {
         name.starts_with(&self.prefix)
             && (self.system || !name.starts_with('$'))
             && self.category.as_deref().is_none_or(|c| category(name) == c)
-            && (self.search.is_empty() || name.to_ascii_lowercase().contains(&self.search))
+            && contains_ignoring_ascii_case(name, &self.search)
             && p.permits(Need::Read(name))
     }
+}
+
+/// True if `hay` contains `needle` (given in lowercase), ASCII letters
+/// compared without case; without allocating (it runs on every stream name).
+fn contains_ignoring_ascii_case(hay: &str, needle: &str) -> bool {
+    needle.is_empty()
+        || hay
+            .as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 /// `GET /browse/streams`: one page of streams by name after `after`, each
@@ -90,33 +102,17 @@ pub(crate) async fn streams(
     let store = state.store();
     let body = state
         .blocking(move || {
-            let all = store.streams();
-            // Sorted by name: the page starts after the cursor.
-            let start = after
-                .as_deref()
-                .map_or(0, |a| all.partition_point(|s| s.name.as_str() <= a));
-            let mut matched = 0u64;
-            let mut page: Vec<&StreamInfo> = Vec::with_capacity(limit);
-            for (i, s) in all.iter().enumerate() {
-                if !matcher.keeps(&p, &s.name) {
-                    continue;
-                }
-                matched += 1;
-                if i >= start && page.len() < limit {
-                    page.push(s);
-                }
-            }
-            let last_page_name = page.last().map(|s| s.name.clone());
-            let more = last_page_name.as_deref().is_some_and(|last| {
-                all[all.partition_point(|s| s.name.as_str() <= last)..]
-                    .iter()
-                    .any(|s| matcher.keeps(&p, &s.name))
-            });
+            let (page, matched, more) = store.streams_page(after.as_deref(), limit, |name| matcher.keeps(&p, name));
+            let next = if more {
+                page.last().map(|s| s.name.clone())
+            } else {
+                None
+            };
             let rows: Vec<Value> = page.iter().map(|s| stream_row(&store, s)).collect();
             Ok(json!({
                 "streams": rows,
                 "matched": matched,
-                "next": if more { last_page_name } else { None },
+                "next": next,
             }))
         })
         .await?;
@@ -160,12 +156,22 @@ pub(crate) async fn categories(
     let store = state.store();
     let body = state
         .blocking(move || {
-            let mut counts: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
-            for s in store.streams() {
-                if matcher.keeps(&p, &s.name) {
-                    *counts.entry(category(&s.name).to_string()).or_default() += 1;
+            // One pass over the names without copying them: a page of none
+            // whose filter counts categories as it goes.
+            let counts: RefCell<HashMap<String, u64>> = RefCell::new(HashMap::new());
+            store.streams_page(None, 0, |name| {
+                if matcher.keeps(&p, name) {
+                    let mut counts = counts.borrow_mut();
+                    match counts.get_mut(category(name)) {
+                        Some(n) => *n += 1,
+                        None => {
+                            counts.insert(category(name).to_string(), 1);
+                        }
+                    }
                 }
-            }
+                false
+            });
+            let counts = counts.into_inner();
             let total = counts.len();
             let mut list: Vec<(String, u64)> = counts.into_iter().collect();
             list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -288,6 +294,16 @@ pub(crate) async fn verify(State(state): State<AppState>) -> Result<Response, Ap
 #[cfg(test)]
 mod tests {
     use super::category;
+
+    #[test]
+    fn search_ignores_ascii_case() {
+        use super::contains_ignoring_ascii_case as c;
+        assert!(c("Order-42", "order"));
+        assert!(c("order-42", "r-4"));
+        assert!(c("x", ""));
+        assert!(!c("order", "orders"));
+        assert!(!c("Ünïcode", "ünï"));
+    }
 
     #[test]
     fn category_is_the_name_up_to_the_first_dash() {
