@@ -534,6 +534,51 @@ impl Store {
         out
     }
 
+    /// One page of streams by name, without copying or sorting every name:
+    /// of the streams `keep` accepts and whose names sort after `after` (all
+    /// when `None`), the first `limit`, sorted by name; with how many streams
+    /// `keep` accepts in all, and whether more follow the page. One pass over
+    /// every stream, holding `limit` names at most.
+    pub fn streams_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&str) -> bool,
+    ) -> (Vec<StreamInfo>, u64, bool) {
+        let streams = self.shared.streams.read();
+        let mut matched = 0u64;
+        let mut later = 0u64;
+        // The `limit` smallest names so far; the largest of them on top.
+        let mut page: std::collections::BinaryHeap<&str> = std::collections::BinaryHeap::with_capacity(limit + 1);
+        for name in streams.keys() {
+            let name: &str = name;
+            if !keep(name) {
+                continue;
+            }
+            matched += 1;
+            if after.is_some_and(|a| name <= a) {
+                continue;
+            }
+            later += 1;
+            page.push(name);
+            if page.len() > limit {
+                page.pop();
+            }
+        }
+        let names = page.into_sorted_vec();
+        let out = names
+            .iter()
+            .filter_map(|n| {
+                streams.get(*n).map(|s| StreamInfo {
+                    name: n.to_string(),
+                    last_revision: s.last_revision,
+                    last_position: s.last_position,
+                })
+            })
+            .collect();
+        (out, matched, later > limit as u64)
+    }
+
     /// Position the next event will get (the number of events ever appended).
     pub fn head_position(&self) -> u64 {
         self.shared.published()

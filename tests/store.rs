@@ -798,3 +798,44 @@ fn a_condition_after_the_last_possible_position_passes() {
     );
     assert_eq!(r.unwrap().position, 1);
 }
+
+#[test]
+fn streams_page_walks_the_streams_by_name_a_page_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    for i in 0..57 {
+        let stream = if i % 3 == 0 {
+            format!("user-{i}")
+        } else {
+            format!("order-{i}")
+        };
+        store.append(&stream, ExpectedVersion::Any, vec![ev("T", i)]).unwrap();
+    }
+    let orders: Vec<String> = store
+        .streams()
+        .into_iter()
+        .map(|s| s.name)
+        .filter(|n| n.starts_with("order-"))
+        .collect();
+    assert_eq!(orders.len(), 38);
+    // Pages of 10 of the order streams, continued after the last name of each.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let (page, matched, more) = store.streams_page(after.as_deref(), 10, |n| n.starts_with("order-"));
+        assert_eq!(matched, 38);
+        assert!(page.len() <= 10);
+        seen.extend(page.iter().map(|s| s.name.clone()));
+        if !more {
+            break;
+        }
+        after = page.last().map(|s| s.name.clone());
+    }
+    assert_eq!(seen, orders);
+    let (page, _, more) = store.streams_page(Some("order-99"), 10, |_| true);
+    assert_eq!((page.len(), more), (10, true));
+    assert!(page.iter().all(|s| s.name.starts_with("user-")));
+    let info = store.stream_info(&page[0].name).unwrap();
+    assert_eq!(page[0], info);
+    assert_eq!(store.streams_page(None, 0, |_| true), (Vec::new(), 57, true));
+}

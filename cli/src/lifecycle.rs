@@ -108,6 +108,7 @@ pub fn serve(ctx: &Ctx, listen: Option<SocketAddr>, no_auth: bool, advertise: Op
     if advertise.is_some() {
         config.advertise = advertise;
     }
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
     let store = Arc::new(ctx.open_serve()?);
     for t in store.torn_tails_at_open() {
         eprintln!(
@@ -149,7 +150,12 @@ pub fn serve(ctx: &Ctx, listen: Option<SocketAddr>, no_auth: bool, advertise: Op
         bound
             .state()
             .set_forwarders(forwarders.iter().map(annal::ForwarderHandle::status_handle).collect());
-        eprintln!("annal: serving {} on http://{}", ctx.data.display(), bound.local_addr());
+        eprintln!(
+            "annal: serving {} on {scheme}://{}",
+            ctx.data.display(),
+            bound.local_addr()
+        );
+        eprintln!("annal: console at {scheme}://{}/ui/", bound.local_addr());
         bound.run(shutdown_signal()).await
     });
     drop(runtime);

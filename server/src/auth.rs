@@ -61,6 +61,16 @@ impl Principal {
         }
     }
 
+    /// Its role (admin in open mode).
+    pub(crate) fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The stream prefixes it is limited to; empty means every stream.
+    pub(crate) fn prefixes(&self) -> &[String] {
+        &self.prefixes
+    }
+
     fn unrestricted(&self) -> bool {
         self.prefixes.is_empty()
     }

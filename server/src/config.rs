@@ -20,7 +20,7 @@ pub enum Role {
     Read,
     /// Also appends, deletes, metadata, snapshots, and group management.
     Write,
-    /// Also the `/admin/*` routes (scavenge, compress, backup).
+    /// Also the `/admin/*` routes (scavenge, compress, backup, verify).
     Admin,
 }
 

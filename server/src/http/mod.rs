@@ -14,6 +14,7 @@
 //! [`crate::auth`], and only its answer's shape (401 or 403) is HTTP's.
 
 mod admin;
+mod browse;
 mod conn;
 mod encode;
 mod error;
@@ -23,6 +24,7 @@ pub mod openapi;
 mod routes;
 mod sse;
 mod streams;
+mod ui;
 
 pub use routes::{Access, ROUTES, Route, Verb, router};
 

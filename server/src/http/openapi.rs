@@ -413,7 +413,105 @@ pub fn document() -> Value {
     });
     // Beside the literal: one more path in it passes the macro's recursion limit.
     doc["paths"]["/health"] = health;
+    for (path, item) in browse_paths() {
+        doc["paths"][path] = item;
+    }
     doc
+}
+
+/// The routes for browsing a large store page by page (`http::browse`),
+/// which the web console uses.
+fn browse_paths() -> Vec<(&'static str, Value)> {
+    let obj = json!({ "type": "object" });
+    let str_q = |n: &str, d: &str| query(n, d, json!({ "type": "string" }));
+    let matching = || {
+        vec![
+            str_q("search", "Keep names containing this text (ASCII case-insensitive)."),
+            str_q("prefix", "Keep names starting with this."),
+            query(
+                "include_system",
+                "Also `$` streams (default false).",
+                json!({ "type": "boolean" }),
+            ),
+        ]
+    };
+    let mut page_params = matching();
+    page_params.push(str_q(
+        "category",
+        "Keep names whose category (the name up to the first `-`) is this.",
+    ));
+    page_params.push(str_q(
+        "after",
+        "Start after this name (the `next` of the previous page).",
+    ));
+    page_params.push(query(
+        "limit",
+        "Most streams (default 50, at most 1000).",
+        json!({ "type": "integer", "minimum": 1 }),
+    ));
+    let stream_row = json!({ "type": "object", "properties": {
+        "stream": { "type": "string" },
+        "category": { "type": "string" },
+        "last_revision": { "type": "integer" },
+        "last_position": { "type": "integer" },
+        "event_count": { "type": "integer", "description": "Events written and not truncated away (max_count and max_age may hide more on read)." },
+        "last_write": { "type": ["string", "null"], "format": "date-time", "description": "Time of the last readable event." },
+        "deleted": { "type": ["string", "null"], "enum": ["soft", "hard", null] },
+        "metadata": { "type": ["object", "null"] }
+    } });
+    vec![
+        (
+            "/browse/streams",
+            json!({ "get": {
+            "summary": "One page of streams by name, with last write time, event count, metadata and delete state; only streams the token may read.",
+            "parameters": page_params,
+            "responses": { "200": ok("A page.", json!({ "type": "object", "properties": {
+                "streams": { "type": "array", "items": stream_row },
+                "matched": { "type": "integer", "description": "Streams matching in all." },
+                "next": { "type": ["string", "null"], "description": "The `after` of the next page; null on the last." }
+            } })) }
+        } }),
+        ),
+        (
+            "/browse/categories",
+            json!({ "get": {
+            "summary": "Categories (names up to the first `-`) of the streams the token may read, with their stream counts, most streams first (at most 200).",
+            "parameters": matching(),
+            "responses": { "200": ok("Categories.", json!({ "type": "object", "properties": {
+                "categories": { "type": "array", "items": { "type": "object", "properties": { "category": { "type": "string" }, "streams": { "type": "integer" } } } },
+                "total": { "type": "integer" }
+            } })) }
+        } }),
+        ),
+        (
+            "/whoami",
+            json!({ "get": {
+            "summary": "The caller: whether the server checks tokens, the token's role and stream prefixes (open mode: admin, none).",
+            "responses": { "200": ok("The caller.", json!({ "type": "object", "properties": {
+                "auth": { "type": "boolean" },
+                "role": { "type": "string", "enum": ["read", "write", "admin"] },
+                "stream_prefixes": { "type": "array", "items": { "type": "string" } }
+            } })), "401": error("No valid token.") }
+        } }),
+        ),
+        (
+            "/node",
+            json!({ "get": {
+            "summary": "The node: event and stream counts, segments (compressed or not), disk usage by kind (segments, indexes, other files) and space left, retention budget and holds, the last background error, why appends are refused if they are.",
+            "responses": { "200": ok("The node.", obj.clone()) }
+        } }),
+        ),
+        (
+            "/admin/verify",
+            json!({ "post": {
+            "summary": "Read and check every segment and index now (admin); the answer lists the problems found.",
+            "responses": { "200": ok("Verify report.", json!({ "type": "object", "properties": {
+                "clean": { "type": "boolean" }, "segments": { "type": "integer" }, "indexes": { "type": "integer" },
+                "events": { "type": "integer" }, "bytes": { "type": "integer" }, "problems": { "type": "array", "items": { "type": "string" } }
+            } })) }
+        } }),
+        ),
+    ]
 }
 
 /// The (path, method) pairs the document describes, sorted.

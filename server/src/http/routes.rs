@@ -18,7 +18,7 @@ use axum::routing::{MethodRouter, delete, get, post, put};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use super::error::ApiError;
-use super::{admin, groups, sse, streams};
+use super::{admin, browse, groups, sse, streams, ui};
 use crate::auth::{Need, Principal};
 use crate::config::Role;
 use crate::state::AppState;
@@ -140,6 +140,11 @@ pub const ROUTES: &[Route] = {
         r("/admin/scavenge", Post, Admin),
         r("/admin/compress", Post, Admin),
         r("/admin/backup", Post, Admin),
+        r("/admin/verify", Post, Admin),
+        r("/browse/streams", Get, Read),
+        r("/browse/categories", Get, Read),
+        r("/whoami", Get, Read),
+        r("/node", Get, Read),
     ]
 };
 
@@ -178,6 +183,11 @@ fn handler(route: &Route) -> MethodRouter<AppState> {
         ("/admin/scavenge", Post) => post(admin::scavenge),
         ("/admin/compress", Post) => post(admin::compress),
         ("/admin/backup", Post) => post(admin::backup),
+        ("/admin/verify", Post) => post(browse::verify),
+        ("/browse/streams", Get) => get(browse::streams),
+        ("/browse/categories", Get) => get(browse::categories),
+        ("/whoami", Get) => get(browse::whoami),
+        ("/node", Get) => get(browse::node),
         (path, verb) => unreachable!("route {verb:?} {path} in ROUTES has no handler"),
     }
 }
@@ -208,6 +218,8 @@ pub fn router(state: AppState) -> Router {
     timed
         .merge(streaming)
         .route_layer(from_fn_with_state(state.clone(), auth_layer))
+        // The console's files: public, outside the API's route table.
+        .merge(ui::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(json_errors))

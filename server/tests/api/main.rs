@@ -2,6 +2,7 @@
 //! port, a temporary store, and a real HTTP client.
 
 mod common;
+mod console;
 mod groups;
 mod misc;
 mod security;
