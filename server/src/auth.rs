@@ -38,6 +38,9 @@ pub(crate) enum Need<'a> {
     ReadLog(Option<&'a str>),
     /// Append with a condition: its query runs over every stream.
     Condition,
+    /// Read figures of the whole store (counts, disk use, forwarders' lag):
+    /// the read role, for every stream.
+    WholeStore,
     /// Use (with the read role) or manage (with the write role) a
     /// persistent subscription group, which reads its source.
     Group(Role, &'a GroupSource),
@@ -101,7 +104,7 @@ impl Principal {
         let role = match need {
             Need::Role(r) | Need::Group(r, _) => r,
             Need::Write(_) | Need::Condition => Role::Write,
-            Need::Read(_) | Need::ReadLog(_) => Role::Read,
+            Need::Read(_) | Need::ReadLog(_) | Need::WholeStore => Role::Read,
         };
         if self.role < role {
             return Some(Refusal::Role(role));
@@ -118,6 +121,7 @@ impl Principal {
             // stream restriction): its answer would tell a token limited to
             // some streams whether matching events exist in the others.
             Need::Condition => (!self.unrestricted()).then_some(Refusal::Condition),
+            Need::WholeStore => (!self.unrestricted()).then_some(Refusal::WholeStore),
         }
     }
 }
@@ -128,6 +132,7 @@ enum Refusal<'a> {
     Stream(&'a str),
     Log,
     Condition,
+    WholeStore,
 }
 
 impl Refusal<'_> {
@@ -138,6 +143,8 @@ impl Refusal<'_> {
             Refusal::Log => "this token is limited to some streams: give a stream_prefix within them".into(),
             Refusal::Condition => "this token is limited to some streams and may not append with a condition: \
                                    a condition's query runs over every stream"
+                .into(),
+            Refusal::WholeStore => "this token is limited to some streams and may not read figures of the whole store"
                 .into(),
         }
     }

@@ -63,10 +63,14 @@ impl Verb {
 pub enum Access {
     /// Anyone, without a token.
     Public,
-    /// Anyone if `metrics_public`, else any valid token.
+    /// Anyone if `metrics_public`, else a token with the read role for
+    /// every stream (the figures are of the whole store).
     Metrics,
     /// A token with the read role (or more).
     Read,
+    /// A token with the read role (or more) for every stream: figures of the
+    /// whole store, which a token limited to some streams may not learn.
+    StoreWide,
     /// A token with the write role (or admin).
     Write,
     /// An admin token.
@@ -136,7 +140,7 @@ pub const ROUTES: &[Route] = {
         r("/groups/{name}/ack", Post, Read),
         r("/groups/{name}/nack", Post, Read),
         r("/groups/{name}/replay-parked", Post, Write),
-        r("/forward", Get, Read),
+        r("/forward", Get, StoreWide),
         r("/admin/scavenge", Post, Admin),
         r("/admin/compress", Post, Admin),
         r("/admin/backup", Post, Admin),
@@ -144,7 +148,7 @@ pub const ROUTES: &[Route] = {
         r("/browse/streams", Get, Read),
         r("/browse/categories", Get, Read),
         r("/whoami", Get, Read),
-        r("/node", Get, Read),
+        r("/node", Get, StoreWide),
     ]
 };
 
@@ -253,7 +257,7 @@ async fn auth_layer(State(state): State<AppState>, mut req: Request, next: Next)
     let required = match route.access {
         Access::Public => return next.run(req).await,
         Access::Metrics if state.config.metrics_public => return next.run(req).await,
-        Access::Metrics | Access::Read => Role::Read,
+        Access::Metrics | Access::Read | Access::StoreWide => Role::Read,
         Access::Write => Role::Write,
         Access::Admin => Role::Admin,
     };
@@ -265,7 +269,11 @@ async fn auth_layer(State(state): State<AppState>, mut req: Request, next: Next)
         Ok(p) => p,
         Err(d) => return ApiError::from(d).into_response(),
     };
-    if let Err(d) = principal.authorize(Need::Role(required)) {
+    let need = match route.access {
+        Access::Metrics | Access::StoreWide => Need::WholeStore,
+        _ => Need::Role(required),
+    };
+    if let Err(d) = principal.authorize(need) {
         return ApiError::from(d).into_response();
     }
     req.extensions_mut().insert(principal);

@@ -93,8 +93,15 @@ async fn tokens_roles_and_prefixes() {
         (st, v["error"].clone()),
         (StatusCode::NOT_FOUND, json!("event_not_found"))
     );
-    let (st, _) = s.call_as(Method::GET, "/metrics", None, r).await;
-    assert_eq!(st, StatusCode::OK);
+    // Figures of the whole store (event and stream counts, disk use,
+    // forwarders) are not for a token limited to some streams; an
+    // unrestricted token reads them.
+    for path in ["/metrics", "/node", "/forward"] {
+        let (st, v) = s.call_as(Method::GET, path, None, r).await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "{path}: {v}");
+        let (st, _) = s.call_as(Method::GET, path, None, w).await;
+        assert_eq!(st, StatusCode::OK, "{path}");
+    }
 
     // Groups: creating needs write; consuming one outside the prefix is forbidden.
     let (st, _) = s
