@@ -76,7 +76,7 @@ pub use maintenance::verify::{Problem, VerifyReport};
 pub use options::{CompressionOptions, Durability, Options, RetentionPolicy, RetentionRule, WhenFull};
 pub use query::{AppendCondition, Direction, Filter, LogFrom, Pattern, Query, QueryItem, StreamFrom};
 pub use storage::{FsStorage, SimStorage, Storage};
-pub use store::{STORE_CREATED_ID, STORE_CREATED_TYPE, SYSTEM_STREAM, Store};
+pub use store::{Append, STORE_CREATED_ID, STORE_CREATED_TYPE, SYSTEM_STREAM, Store};
 pub use stream_metadata::StreamMetadata;
 
 /// Compiles the README's example as a doctest.
