@@ -79,7 +79,7 @@ pub use query::{
     AppendCondition, Direction, Filter, GroupBy, LogFrom, Pattern, Query, QueryItem, StreamFrom, TopicPattern,
 };
 pub use storage::{FsStorage, SimStorage, Storage};
-pub use store::{STORE_CREATED_ID, STORE_CREATED_TYPE, SYSTEM_STREAM, Store};
+pub use store::{Append, STORE_CREATED_ID, STORE_CREATED_TYPE, SYSTEM_STREAM, Store};
 pub use stream_metadata::StreamMetadata;
 
 /// Compiles the README's example as a doctest.

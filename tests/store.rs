@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use annal::{
-    AppendCondition, Direction, Durability, Error, EventData, ExpectedVersion, Filter, LogFrom, Options, Query,
+    Append, AppendCondition, Direction, Durability, Error, EventData, ExpectedVersion, Filter, LogFrom, Options, Query,
     SimStorage, Storage, Store, StreamFrom,
 };
 use uuid::Uuid;
@@ -838,4 +838,123 @@ fn streams_page_walks_the_streams_by_name_a_page_at_a_time() {
     let info = store.stream_info(&page[0].name).unwrap();
     assert_eq!(page[0], info);
     assert_eq!(store.streams_page(None, 0, |_| true), (Vec::new(), 57, true));
+}
+
+/// `Store::append_batch`: appends to many streams in one group commit, each
+/// checked and atomic on its own, results in order; an invalid input refuses
+/// the whole batch before anything is written.
+#[test]
+fn a_batch_of_appends_is_checked_one_by_one_and_answered_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    store.append("a", ExpectedVersion::Any, vec![ev("T", 0)]).unwrap();
+    let id = Uuid::new_v4();
+    let results = store
+        .append_batch(vec![
+            Append::new("a", ExpectedVersion::Exact(0), vec![ev("T", 1), ev("T", 2)]),
+            // Fails its own check; the appends around it still land.
+            Append::new("b", ExpectedVersion::StreamExists, vec![ev("T", 3)]),
+            Append::new("a", ExpectedVersion::Exact(2), vec![ev("T", 4).with_id(id)]),
+            Append::new("c", ExpectedVersion::NoStream, vec![ev("T", 5)]),
+            // The same append again, by id: the original result, nothing new.
+            Append::new("a", ExpectedVersion::Any, vec![ev("T", 4).with_id(id)]),
+            Append::new("c", ExpectedVersion::Any, vec![ev("T", 6)]).with_condition(AppendCondition {
+                query: Query::item(&["T"], &[]),
+                after: Some(0),
+            }),
+        ])
+        .unwrap();
+    assert_eq!(results.len(), 6);
+    let r0 = results[0].as_ref().unwrap();
+    assert_eq!((r0.first_revision, r0.next_expected_version, r0.position), (1, 2, 1));
+    assert!(
+        matches!(results[1], Err(Error::WrongExpectedVersion { .. })),
+        "{:?}",
+        results[1]
+    );
+    let r2 = results[2].as_ref().unwrap();
+    assert_eq!((r2.first_revision, r2.position), (3, 3));
+    let r3 = results[3].as_ref().unwrap();
+    assert_eq!((r3.first_revision, r3.position), (0, 4));
+    assert_eq!(results[4].as_ref().unwrap(), r2);
+    // Events of type T were appended after position 0 (by this very batch).
+    assert!(
+        matches!(results[5], Err(Error::ConditionFailed { .. })),
+        "{:?}",
+        results[5]
+    );
+    let a: Vec<u64> = store
+        .read_stream("a", Direction::Forward, StreamFrom::Start, 100)
+        .unwrap()
+        .iter()
+        .map(|e| e.revision)
+        .collect();
+    assert_eq!(a, [0, 1, 2, 3]);
+    assert!(store.stream_info("b").is_none());
+    assert_eq!(store.head_position(), 5);
+
+    // One invalid input: nothing of the batch is appended, and the error says which.
+    let err = store
+        .append_batch(vec![
+            Append::new("d", ExpectedVersion::Any, vec![ev("T", 7)]),
+            Append::new("$reserved", ExpectedVersion::Any, vec![ev("T", 8)]),
+        ])
+        .unwrap_err();
+    assert!(err.to_string().contains("append 1 of the batch"), "{err}");
+    assert!(store.stream_info("d").is_none());
+    assert_eq!(store.head_position(), 5);
+    assert!(store.append_batch(Vec::new()).unwrap().is_empty());
+
+    // Durable and in order across a reopen.
+    store.close().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(store.head_position(), 5);
+    assert_eq!(store.stream_info("c").unwrap().last_revision, 0);
+}
+
+/// Batches from several threads, interleaved with single appends to the same
+/// streams, give every stream gapless revisions and every event one position.
+#[test]
+fn batches_and_single_appends_from_many_threads_interleave_correctly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let store = &store;
+            s.spawn(move || {
+                for round in 0..50u64 {
+                    if t % 2 == 0 {
+                        let batch = (0..8)
+                            .map(|k| Append::new(format!("s-{k}"), ExpectedVersion::Any, vec![ev("T", round)]))
+                            .collect();
+                        for r in store.append_batch(batch).unwrap() {
+                            r.unwrap();
+                        }
+                    } else {
+                        store
+                            .append(&format!("s-{}", round % 8), ExpectedVersion::Any, vec![ev("T", round)])
+                            .unwrap();
+                    }
+                }
+            });
+        }
+    });
+    let mut total = 0;
+    for k in 0..8 {
+        let events = store
+            .read_stream(&format!("s-{k}"), Direction::Forward, StreamFrom::Start, 10_000)
+            .unwrap();
+        let revisions: Vec<u64> = events.iter().map(|e| e.revision).collect();
+        assert_eq!(revisions, (0..events.len() as u64).collect::<Vec<_>>());
+        total += events.len();
+    }
+    // 2 batching threads x 50 rounds x 8 appends, 2 single threads x 50.
+    assert_eq!(total, 2 * 50 * 8 + 2 * 50);
+    let positions: Vec<u64> = store
+        .read_all(Direction::Forward, LogFrom::Start, 10_000, &Filter::all())
+        .unwrap()
+        .iter()
+        .map(|e| e.position)
+        .collect();
+    assert_eq!(positions, (0..total as u64).collect::<Vec<_>>());
 }

@@ -3,7 +3,8 @@
 //! An export is the log as JSON Lines: each event with its stream, id, type,
 //! data, metadata and tags, plus its original revision, position and timestamp
 //! for information. An import appends them back, consecutive events of one
-//! stream together (up to 1,000 per append), keeping their ids, so that the
+//! stream together (up to 1,000 per append), many appends at a time in one
+//! group commit ([`Store::append_batch`]), keeping their ids, so that the
 //! store recognises events it already holds: importing a file twice, or into a
 //! store that already holds part of it, stores each event once.
 
@@ -11,7 +12,7 @@ use std::collections::HashSet;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use annal::{Direction, Durability, EventData, ExpectedVersion, Filter, LogFrom, Store};
+use annal::{Append, Direction, Durability, EventData, ExpectedVersion, Filter, LogFrom, Store};
 use uuid::Uuid;
 
 use crate::ctx::{self, Ctx};
@@ -63,7 +64,6 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> CliResult {
 struct Batch {
     stream: String,
     events: Vec<EventData>,
-    ids: HashSet<Uuid>,
     first_line: usize,
     last_line: usize,
     size: usize,
@@ -89,45 +89,127 @@ fn encoded_size(stream: &str, e: &EventData) -> usize {
         + e.metadata.len()
 }
 
+/// Most events an import hands to [`Store::append_batch`] at once.
+const GROUP_EVENTS: usize = 4096;
+/// Most bytes (as [`encoded_size`] counts them) an import hands to [`Store::append_batch`] at once.
+const GROUP_BYTES: usize = 16 << 20;
+
 struct Importer<'a> {
     store: &'a Store,
     max_events: usize,
     max_bytes: usize,
-    batch: Batch,
+    /// Runs of one stream each, appended together by the next [`Importer::flush`].
+    runs: Vec<Batch>,
+    /// Events and bytes in `runs`, and every id among them.
+    events: usize,
+    bytes: usize,
+    ids: HashSet<Uuid>,
     summary: Summary,
 }
 
 impl Importer<'_> {
     fn add(&mut self, line: usize, stream: String, event: EventData) -> CliResult {
         let size = encoded_size(&stream, &event);
-        let b = &self.batch;
-        let fits = b.stream == stream
-            && b.events.len() < self.max_events
-            && b.size + size <= self.max_bytes
-            && event.id.is_none_or(|id| !b.ids.contains(&id));
-        if !fits {
+        // An id already waiting (in any run) is appended after the runs before
+        // it are stored, so that it is recognised as stored.
+        if self.events >= GROUP_EVENTS
+            || self.bytes + size > GROUP_BYTES
+            || event.id.is_some_and(|id| self.ids.contains(&id))
+        {
             self.flush()?;
         }
-        let b = &mut self.batch;
-        if b.events.is_empty() {
-            b.stream = stream;
-            b.first_line = line;
+        let fits = self
+            .runs
+            .last()
+            .is_some_and(|b| b.stream == stream && b.events.len() < self.max_events && b.size + size <= self.max_bytes);
+        if !fits {
+            self.runs.push(Batch {
+                stream,
+                first_line: line,
+                ..Batch::default()
+            });
         }
+        self.events += 1;
+        self.bytes += size;
+        self.ids.extend(event.id);
+        let Some(b) = self.runs.last_mut() else {
+            return Err(CliError::msg("internal: no run to add to"));
+        };
         b.last_line = line;
         b.size += size;
-        b.ids.extend(event.id);
         b.events.push(event);
         Ok(())
     }
 
-    /// Appends the batch. The store returns the original result for a batch
-    /// whose ids are all stored at that place; a batch only part of which is
-    /// stored (or stored elsewhere) is appended without the stored events.
+    /// Appends the waiting runs, in order: runs none of whose ids the store
+    /// holds go together in one batch; a run that holds some (an import
+    /// repeated, or resumed) is appended alone, at its place, after the runs
+    /// before it, so that the events it still adds keep the file's order.
     fn flush(&mut self) -> CliResult {
-        let b = std::mem::take(&mut self.batch);
-        if b.events.is_empty() {
-            return Ok(());
+        let runs = std::mem::take(&mut self.runs);
+        self.events = 0;
+        self.bytes = 0;
+        self.ids.clear();
+        let mut fresh = Vec::with_capacity(runs.len());
+        for b in runs {
+            if self.holds_some(&b)? {
+                self.append_runs(std::mem::take(&mut fresh))?;
+                self.append_runs(vec![b])?;
+            } else {
+                fresh.push(b);
+            }
         }
+        self.append_runs(fresh)
+    }
+
+    /// Whether the store already holds one of the run's event ids.
+    fn holds_some(&self, b: &Batch) -> CliResult<bool> {
+        for id in b.events.iter().filter_map(|e| e.id) {
+            let found = self.store.event_by_id(id).map_err(|e| {
+                CliError::from(e).context(format!(
+                    "lines {}-{} (stream {:?})",
+                    b.first_line, b.last_line, b.stream
+                ))
+            })?;
+            if found.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Appends runs in one batch and counts each one's result; the first
+    /// failure is returned once every run is accounted for.
+    fn append_runs(&mut self, runs: Vec<Batch>) -> CliResult {
+        let (Some(first), Some(last)) = (runs.first(), runs.last()) else {
+            return Ok(());
+        };
+        let lines = format!("lines {}-{}", first.first_line, last.last_line);
+        let head = self.store.head_position();
+        let appends = runs
+            .iter()
+            .map(|b| Append::new(b.stream.clone(), ExpectedVersion::Any, b.events.clone()))
+            .collect();
+        let results = self
+            .store
+            .append_batch(appends)
+            .map_err(|e| CliError::from(e).context(lines))?;
+        let mut first_error = None;
+        for (b, r) in runs.into_iter().zip(results) {
+            if let Err(e) = self.settle(b, r, head)
+                && first_error.is_none()
+            {
+                first_error = Some(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Counts one run's result. The store returns the original result for a
+    /// run whose ids are all stored at that place; a run only part of which is
+    /// stored (or stored elsewhere) fails with an idempotency conflict and is
+    /// appended again without the stored events.
+    fn settle(&mut self, b: Batch, result: annal::Result<annal::AppendResult>, head: u64) -> CliResult {
         let at = |e: CliError| {
             e.context(format!(
                 "lines {}-{} (stream {:?})",
@@ -135,8 +217,7 @@ impl Importer<'_> {
             ))
         };
         let n = b.events.len() as u64;
-        let head = self.store.head_position();
-        match self.store.append(&b.stream, ExpectedVersion::Any, b.events.clone()) {
+        match result {
             Ok(r) if r.position < head => self.summary.skipped += n,
             Ok(_) => {
                 self.summary.events += n;
@@ -193,7 +274,10 @@ pub fn import(ctx: &Ctx, a: ImportArgs) -> CliResult {
         store: &store,
         max_events: ctx.options.max_events_per_append.min(PAGE as usize),
         max_bytes: ctx.options.max_append_size,
-        batch: Batch::default(),
+        runs: Vec::new(),
+        events: 0,
+        bytes: 0,
+        ids: HashSet::new(),
         summary: Summary::default(),
     };
     let result = for_each_line(file, |n, line, read| {

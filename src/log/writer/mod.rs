@@ -104,35 +104,65 @@ impl Committer {
     }
 
     /// Appends, as the leader of a group or as a follower of one.
-    pub(crate) fn append(&self, mut request: AppendRequest) -> Result<AppendResult> {
+    pub(crate) fn append(&self, request: AppendRequest) -> Result<AppendResult> {
+        self.append_many(vec![request])
+            .pop()
+            .unwrap_or(Err(Error::Closed(None)))
+    }
+
+    /// Queues several appends at once, so that they join one group (or the
+    /// fewest groups the group size allows), and waits for all of them. Each
+    /// is checked and made atomic on its own; the results are in order.
+    pub(crate) fn append_many(&self, requests: Vec<AppendRequest>) -> Vec<Result<AppendResult>> {
         // What may read the log is looked up now, before queueing, so that the
         // leader's checks under the writer's lock read only recent events.
-        request.precheck = checks::precheck(&self.shared, &request);
-        let me = Arc::new(Slot {
-            request: Mutex::new(Some(request)),
-            state: Mutex::new(SlotState::default()),
-            wake: Condvar::new(),
-        });
+        let mine: Vec<Arc<Slot>> = requests
+            .into_iter()
+            .map(|mut request| {
+                request.precheck = checks::precheck(&self.shared, &request);
+                Arc::new(Slot {
+                    request: Mutex::new(Some(request)),
+                    state: Mutex::new(SlotState::default()),
+                    wake: Condvar::new(),
+                })
+            })
+            .collect();
         let lead = {
             let mut q = self.queue.lock();
             if q.closed {
-                return Err(Error::Closed(None));
+                return mine.iter().map(|_| Err(Error::Closed(None))).collect();
             }
-            q.pending.push(me.clone());
+            q.pending.extend(mine.iter().cloned());
             !std::mem::replace(&mut q.leader, true)
         };
-        if !lead {
-            let mut st = me.state.lock();
-            loop {
-                if let Some(r) = st.result.take() {
-                    return r;
-                }
-                if st.promoted {
-                    break;
-                }
-                me.wake.wait(&mut st);
-            }
+        if lead {
+            self.lead();
         }
+        mine.iter().map(|slot| self.wait(slot)).collect()
+    }
+
+    /// Waits for a queued append's result, leading a group when promoted.
+    fn wait(&self, slot: &Slot) -> Result<AppendResult> {
+        loop {
+            {
+                let mut st = slot.state.lock();
+                loop {
+                    if let Some(r) = st.result.take() {
+                        return r;
+                    }
+                    if std::mem::take(&mut st.promoted) {
+                        break;
+                    }
+                    slot.wake.wait(&mut st);
+                }
+            }
+            self.lead();
+        }
+    }
+
+    /// As the leader: takes every queued append, checks, writes and publishes
+    /// them as one group, hands the leadership on, and answers every slot.
+    fn lead(&self) {
         // While other appenders are still arriving, give them the CPU for a moment
         // so that they join this group rather than wait for the next.
         let mut queued = self.queue.lock().pending.len();
@@ -144,7 +174,7 @@ impl Committer {
             }
             queued = now;
         }
-        // The leader takes everything queued, its own request included.
+        // The leader takes everything queued, its own requests included.
         let batch = std::mem::take(&mut self.queue.lock().pending);
         let requests: Vec<Option<AppendRequest>> = batch.iter().map(|s| s.request.lock().take()).collect();
         let mut results: Results = (0..requests.len()).map(|_| None).collect();
@@ -163,17 +193,10 @@ impl Committer {
         if let Some(group) = written {
             finish(&self.shared, &self.pipeline, &group, &mut results);
         }
-        let mut mine = Err(Error::Closed(None));
         for (slot, r) in batch.iter().zip(results) {
-            let r = r.unwrap_or(Err(Error::Closed(None)));
-            if Arc::ptr_eq(slot, &me) {
-                mine = r;
-            } else {
-                slot.state.lock().result = Some(r);
-                slot.wake.notify_one();
-            }
+            slot.state.lock().result = Some(r.unwrap_or(Err(Error::Closed(None))));
+            slot.wake.notify_one();
         }
-        mine
     }
 
     /// Seals the active segment now, if it holds any position (see
