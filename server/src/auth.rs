@@ -144,8 +144,9 @@ impl Refusal<'_> {
             Refusal::Condition => "this token is limited to some streams and may not append with a condition: \
                                    a condition's query runs over every stream"
                 .into(),
-            Refusal::WholeStore => "this token is limited to some streams and may not read figures of the whole store"
-                .into(),
+            Refusal::WholeStore => {
+                "this token is limited to some streams and may not read figures of the whole store".into()
+            }
         }
     }
 }
