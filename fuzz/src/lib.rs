@@ -337,6 +337,19 @@ fn check_index(bytes: Vec<u8>) {
         return;
     };
     let b: &[u8] = &arc;
+    // A version-2 file's entries are checked on each section's first use: a
+    // lookup of any section must not panic, and a section that fails its
+    // check is reported as damage (the checks below then do not apply).
+    let _ = idx.location(le_u64(b, 16));
+    let _ = idx.streams();
+    let _ = idx.stream_entries("order-1", 0, true, 10);
+    let _ = idx.type_positions(0);
+    let _ = idx.tag_positions(0);
+    let _ = idx.id_positions(&Uuid::nil());
+    if idx.check_all().is_err() {
+        assert!(idx.damage().is_some(), "a failed check left no damage");
+        return;
+    }
     // The header fields both versions share (format.md); open checked the sizes.
     let base = le_u64(b, 16);
     let count = le_u64(b, 24);
