@@ -535,8 +535,20 @@ fn check_compressed(b: &[u8], probes: &[u8]) {
     // Ranges at the start, the end, and where the input's last bytes point.
     let mut offsets = vec![0, SEGMENT_HEADER as u64, len.saturating_sub(1), len, u64::MAX];
     offsets.extend(probes.iter().map(|p| u64::from(*p) * len / 255));
+    // Through a block cache and without one: the same answer, twice each
+    // (the second read of a block comes from the cache or the memo).
+    let cache = annal::format::block_cache::BlockCache::new(64 << 20);
     for off in offsets {
-        if let Ok(r) = c.range(off, off.saturating_add(64), path) {
+        let end = off.saturating_add(64);
+        let plain = c.range(off, end, path, None).map_err(|e| e.to_string());
+        for _ in 0..2 {
+            assert_eq!(
+                c.range(off, end, path, Some(&cache)).map_err(|e| e.to_string()),
+                plain,
+                "the cache changed an answer"
+            );
+        }
+        if let Ok(r) = plain {
             assert!(r.len() <= 64, "range returned {} bytes for 64 asked", r.len());
             let _ = record::decode_frame(&r);
         }
