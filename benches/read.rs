@@ -1,6 +1,11 @@
 //! Read benchmarks on a store of 200,000 events in 2,000 streams (100 events
 //! each, interleaved in the log in appends of 10), built once with
 //! `Durability::Never`, closed and reopened before measuring. The page cache is warm.
+//!
+//! Group `read` reads the store as written (one sealed segment and the active
+//! one, compression off); group `read_compressed` reads a copy of it whose
+//! active segment was sealed and every segment compressed (`Store::compress`,
+//! default settings: zstd level 3, 64 KiB blocks).
 
 // Tests and measurements may unwrap and cast freely; the library may not (Cargo.toml [lints]).
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
@@ -22,21 +27,47 @@ fn read_benches(c: &mut Criterion) {
     let root = common::tempdir();
     let dir = root.path().join("store");
     {
-        let store = Store::open(&dir, Options::default().durability(Durability::Never)).expect("open");
+        let options = Options::default().durability(Durability::Never).no_compression();
+        let store = Store::open(&dir, options).expect("open");
         common::fill_interleaved(&store, STREAMS, PER_STREAM, 10);
         store.close().expect("close");
     }
-    let store = Store::open(&dir, Options::default()).expect("reopen");
+    let zdir = root.path().join("store-compressed");
+    std::fs::create_dir_all(&zdir).expect("mkdir");
+    for entry in std::fs::read_dir(&dir).expect("read_dir") {
+        let entry = entry.expect("dir entry");
+        if entry.file_type().expect("file type").is_file() {
+            std::fs::copy(entry.path(), zdir.join(entry.file_name())).expect("copying the store");
+        }
+    }
+    {
+        let store = Store::open(&zdir, Options::default().durability(Durability::Never)).expect("open copy");
+        store.seal_active_segment().expect("seal");
+        let report = store.compress().expect("compress");
+        assert!(report.segments >= 1, "nothing compressed: {report:?}");
+        store.close().expect("close copy");
+    }
+    // Compression stays off for the plain store, so that no background pass changes it while measuring.
+    let plain = Store::open(&dir, Options::default().no_compression()).expect("reopen");
+    bench_store(c, "read", &plain);
+    drop(plain);
+    let compressed = Store::open(&zdir, Options::default()).expect("reopen copy");
+    bench_store(c, "read_compressed", &compressed);
+    drop(compressed);
+}
+
+/// The read benchmarks of one store, as group `name`.
+fn bench_store(c: &mut Criterion, name: &str, store: &Store) {
     assert_eq!(store.head_position(), TOTAL);
 
     // Sanity checks, and a sample of ids for the lookups.
     let filter = Filter::all().with_type(common::FILTER_TYPE);
     let mut ids = Vec::new();
-    let n = common::scan_all(&store, PAGE, &Filter::all(), |page| {
+    let n = common::scan_all(store, PAGE, &Filter::all(), |page| {
         ids.extend(page.iter().filter(|e| e.position % 197 == 0).map(|e| e.id));
     });
     assert_eq!(n, TOTAL);
-    let matching = common::scan_all(&store, PAGE, &filter, |page| {
+    let matching = common::scan_all(store, PAGE, &filter, |page| {
         assert!(page.iter().all(|e| e.event_type == common::FILTER_TYPE));
     });
     assert_eq!(matching, TOTAL / 10);
@@ -46,7 +77,7 @@ fn read_benches(c: &mut Criterion) {
     assert_eq!(one.len(), 100);
     assert!(one.iter().enumerate().all(|(i, e)| e.revision == i as u64));
 
-    let mut g = c.benchmark_group("read");
+    let mut g = c.benchmark_group(name);
     g.sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
@@ -80,7 +111,7 @@ fn read_benches(c: &mut Criterion) {
     g.throughput(Throughput::Elements(TOTAL));
     g.bench_function("read_all_forward_pages_of_1000", |b| {
         b.iter(|| {
-            let n = common::scan_all(&store, PAGE, &Filter::all(), |p| {
+            let n = common::scan_all(store, PAGE, &Filter::all(), |p| {
                 black_box(p);
             });
             assert_eq!(n, TOTAL);
@@ -90,7 +121,7 @@ fn read_benches(c: &mut Criterion) {
     g.throughput(Throughput::Elements(TOTAL / 10));
     g.bench_function("read_all_by_type_pages_of_1000", |b| {
         b.iter(|| {
-            let n = common::scan_all(&store, PAGE, &filter, |p| {
+            let n = common::scan_all(store, PAGE, &filter, |p| {
                 black_box(p);
             });
             assert_eq!(n, TOTAL / 10);
@@ -98,7 +129,6 @@ fn read_benches(c: &mut Criterion) {
     });
 
     g.finish();
-    drop(store);
 }
 
 criterion_group!(benches, read_benches);

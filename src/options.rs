@@ -58,6 +58,10 @@ pub struct Options {
     /// Default: on, with [`CompressionOptions::default`] (zstd level 3, 64 KiB
     /// blocks); `None` keeps them as written.
     pub compression: Option<CompressionOptions>,
+    /// Most bytes of decompressed blocks of compressed segments kept in
+    /// memory for later reads, shared by every reader of the store (0: none;
+    /// each read then decompresses the blocks it needs). Default 64 MiB.
+    pub block_cache_bytes: usize,
     /// Appends fail with `Error::DiskFull` once fewer than this many bytes would
     /// stay free on the disk, so that nothing is corrupted by a full disk and
     /// scavenging still has room to free space. Default 32 MiB.
@@ -83,6 +87,7 @@ impl Default for Options {
             create_if_missing: true,
             retention: Default::default(),
             compression: Some(CompressionOptions::default()),
+            block_cache_bytes: 64 << 20,
             disk_reserve: 32 << 20,
             clock: Arc::new(SystemClock),
             metadata_scan_limit: crate::query::METADATA_SCAN_LIMIT,
@@ -119,6 +124,12 @@ impl Options {
     /// Sets whether opening creates a missing data directory.
     pub fn create_if_missing(mut self, create: bool) -> Self {
         self.create_if_missing = create;
+        self
+    }
+
+    /// Sets the memory for decompressed blocks (see [`Options::block_cache_bytes`]).
+    pub fn block_cache_bytes(mut self, bytes: usize) -> Self {
+        self.block_cache_bytes = bytes;
         self
     }
 

@@ -9,13 +9,17 @@
 //! block. This module owns the block format; it must never decide when to
 //! compress, nor touch a file (`maintenance::compression` does both).
 
-use std::sync::Arc;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use zstd::zstd_safe::{DCtx, DDict};
 
 use crate::format::codec::{le_u32, le_u64};
 use crate::error::{Error, Result};
+use crate::format::block_cache::BlockCache;
 use crate::format::record;
 use crate::format::segment::SEGMENT_HEADER;
 
@@ -187,24 +191,57 @@ pub fn compress_segment(raw: &[u8], level: i32, block_size: usize, dict: Option<
 
 /// A compressed segment, read through its block table.
 pub struct Compressed {
+    /// Unique among the block tables opened by this process: the key of this
+    /// file's blocks in a [`BlockCache`].
+    id: u64,
     file: Bytes,
     /// The dictionary the blocks were compressed with, if any.
     dict: Option<Arc<Dictionary>>,
+    /// That dictionary, prepared for decompression once (on first use).
+    prepared: OnceLock<Option<DDict<'static>>>,
     blocks: Vec<Block>,
     logical_len: u64,
-    /// The last block decompressed, for reads that walk a block event by event.
+    /// The last block decompressed, for reads without a cache that walk a block event by event.
     last: Mutex<Option<(usize, Bytes)>>,
 }
 
 impl std::fmt::Debug for Compressed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Compressed")
+            .field("id", &self.id)
             .field("blocks", &self.blocks.len())
             .finish_non_exhaustive()
     }
 }
 
+/// The id of the next block table opened.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+thread_local! {
+    /// This thread's zstd decompression context, kept between blocks.
+    static DCTX: RefCell<Option<DCtx<'static>>> = const { RefCell::new(None) };
+}
+
+/// Decompresses one zstd frame of exactly `len` bytes, with this thread's
+/// context; `None` if it does not decompress or has another length.
+fn decompress_exact(packed: &[u8], len: usize, ddict: Option<&DDict<'static>>) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(len);
+    let run = |z: &mut DCtx<'static>, out: &mut Vec<u8>| match ddict {
+        Some(d) => z.decompress_using_ddict(out, packed, d),
+        None => z.decompress(out, packed),
+    };
+    let done = DCTX.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut slot) => {
+            if slot.is_none() {
+                *slot = DCtx::try_create();
+            }
+            slot.as_mut().map(|z| run(z, &mut out))
+        }
+        // Never reentered; a fresh context if it were.
+        Err(_) => DCtx::try_create().map(|mut z| run(&mut z, &mut out)),
+    })?;
+    (done.ok()? == len && out.len() == len).then_some(out)
+}
 
 impl Compressed {
     /// Reads and checks the block table of a compressed segment file; `dict` is
@@ -264,8 +301,10 @@ impl Compressed {
             return Err(bad(table_offset, "blocks do not cover the segment"));
         }
         Ok(Compressed {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             file,
             dict,
+            prepared: OnceLock::new(),
             blocks,
             logical_len,
             last: Mutex::new(None),
@@ -277,42 +316,77 @@ impl Compressed {
         self.logical_len
     }
 
-    fn decompress(&self, i: usize, path: &std::path::Path) -> Result<Bytes> {
-        if let Some((j, b)) = &*self.last.lock()
-            && *j == i
-        {
-            return Ok(b.clone());
-        }
-        let b = self.blocks[i];
+    /// The key of this file's blocks in a [`BlockCache`] (unique in the process).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Decompresses block `i`, without looking in any cache. A block that does
+    /// not decompress to the length its table entry gives is damage, at its
+    /// offset in the file.
+    fn decompress_block(&self, i: usize, path: &std::path::Path) -> Result<Bytes> {
+        let b = self
+            .blocks
+            .get(i)
+            .ok_or_else(|| Error::corruption(path, 0, "block number outside the block table"))?;
         // `open` checked that every block lies inside the file; `get` keeps a bad range an error.
         let packed = usize::try_from(b.file_offset)
             .ok()
             .zip(usize::try_from(b.file_offset + u64::from(b.file_len)).ok())
             .and_then(|(start, end)| self.file.get(start..end))
             .ok_or_else(|| Error::corruption(path, b.file_offset, "compressed block outside the file"))?;
-        let data = match &self.dict {
-            Some(d) => zstd::bulk::Decompressor::with_dictionary(&d.bytes)
-                .and_then(|mut z| z.decompress(packed, b.logical_len as usize)),
-            None => zstd::bulk::decompress(packed, b.logical_len as usize),
+        let damaged = || Error::corruption(path, b.file_offset, "compressed block does not decompress");
+        let ddict = match &self.dict {
+            Some(d) => Some(
+                self.prepared
+                    .get_or_init(|| DDict::try_create(&d.bytes))
+                    .as_ref()
+                    .ok_or_else(damaged)?,
+            ),
+            None => None,
+        };
+        let data = decompress_exact(packed, b.logical_len as usize, ddict).ok_or_else(damaged)?;
+        Ok(Bytes::from(data))
+    }
+
+    /// Block `i` decompressed: from `cache` if it holds it, else decompressed
+    /// (with no lock held) and kept there. Without a cache (or with an empty
+    /// budget), the last block read is kept for the next read of this file.
+    fn decompress(&self, i: usize, path: &std::path::Path, cache: Option<&BlockCache>) -> Result<Bytes> {
+        let key = (self.id, i);
+        match cache.filter(|c| c.capacity() > 0) {
+            Some(cache) => {
+                if let Some(b) = cache.get(key) {
+                    return Ok(b);
+                }
+                let data = self.decompress_block(i, path)?;
+                cache.insert(key, data.clone());
+                Ok(data)
+            }
+            None => {
+                if let Some((j, b)) = &*self.last.lock()
+                    && *j == i
+                {
+                    return Ok(b.clone());
+                }
+                let data = self.decompress_block(i, path)?;
+                *self.last.lock() = Some((i, data.clone()));
+                Ok(data)
+            }
         }
-        .ok()
-        .filter(|d| d.len() == b.logical_len as usize)
-        .ok_or_else(|| Error::corruption(path, b.file_offset, "compressed block does not decompress"))?;
-        let data = Bytes::from(data);
-        *self.last.lock() = Some((i, data.clone()));
-        Ok(data)
     }
 
     /// The logical bytes `[offset, end)`, cut at the end of the block holding
-    /// `offset` (frames never straddle blocks, so a frame starting at `offset` is whole).
-    pub fn range(&self, offset: u64, end: u64, path: &std::path::Path) -> Result<Bytes> {
+    /// `offset` (frames never straddle blocks, so a frame starting at `offset`
+    /// is whole). Decompressed blocks are kept in `cache`, if given.
+    pub fn range(&self, offset: u64, end: u64, path: &std::path::Path, cache: Option<&BlockCache>) -> Result<Bytes> {
         let i = self
             .blocks
             .partition_point(|b| b.logical_offset <= offset)
             .checked_sub(1)
             .filter(|i| offset < self.blocks[*i].logical_offset + u64::from(self.blocks[*i].logical_len))
             .ok_or_else(|| Error::corruption(path, offset, "offset outside the compressed blocks"))?;
-        let block = self.decompress(i, path)?;
+        let block = self.decompress(i, path, cache)?;
         // Both are at most the block's length (a u32), compared in u64 before converting.
         let first = self.blocks[i].logical_offset;
         let len = block.len() as u64;
@@ -330,7 +404,7 @@ impl Compressed {
         let mut out = self.file[..SEGMENT_HEADER].to_vec();
         crate::format::segment::clear_compressed_flag(&mut out);
         for i in 0..self.blocks.len() {
-            out.extend_from_slice(&self.decompress(i, path)?);
+            out.extend_from_slice(&self.decompress_block(i, path)?);
         }
         Ok(out)
     }

@@ -67,6 +67,14 @@ impl SegRef {
             SegRef::Active(a) => f(&*a.index.read()),
         }
     }
+    /// Damage the segment's index found on first use of a section (which
+    /// then answered nothing): a read that used the index fails with it.
+    fn index_damage(&self) -> Result<()> {
+        match self {
+            SegRef::Sealed(s) => s.index.damage().map_or(Ok(()), Err),
+            SegRef::Active(_) => Ok(()),
+        }
+    }
     fn path(&self) -> &Path {
         match self {
             SegRef::Sealed(s) => &s.path,
@@ -99,7 +107,7 @@ impl Shared {
             .filter(|l| *l <= record::MAX_BODY + record::FRAME_HEADER)
             .ok_or_else(|| Error::corruption(path, offset, "index gives a bad frame range"))?;
         let frame: Bytes = match seg {
-            SegRef::Sealed(s) => s.range(offset, end)?,
+            SegRef::Sealed(s) => s.range(offset, end, Some(&self.block_cache))?,
             SegRef::Active(a) => {
                 let mut buf = vec![0u8; len];
                 a.file.read_exact_at(&mut buf, offset).map_err(|e| match e.kind() {
@@ -270,6 +278,8 @@ impl Shared {
                     (None, Direction::Backward) => Box::new((lo..=start.min(hi - 1)).rev()),
                 }
             });
+            // Candidates from a section that failed its first-use check would be short.
+            seg.index_damage()?;
             let want = if filtered { Want::Filter(filter) } else { Want::Any };
             loop {
                 let chunk: Vec<u64> = positions.by_ref().take((limit - out.len()).clamp(1, 256)).collect();
@@ -289,6 +299,7 @@ impl Shared {
                         .filter_map(|(p, loc)| loc.map(|(o, e)| (*p, o, e)))
                         .collect()
                 });
+                seg.index_damage()?;
                 for loc in plan {
                     let ev = match self.read_at(seg, loc, want) {
                         Ok(Some(ev)) => ev,
@@ -397,6 +408,7 @@ impl Shared {
                     .filter_map(|((r, p), loc)| loc.map(|(o, e)| (*r, *p, o, e)))
                     .collect()
             });
+            seg.index_damage()?;
             for (rev, p, off, end) in plan {
                 let skipped = if forward { rev > next_rev } else { rev < next_rev };
                 if skipped && !self.damage.is_empty() {
@@ -535,7 +547,7 @@ impl Shared {
         // revision and timestamp (8 each), then the 16-byte id.
         let end = offset.checked_add(50)?;
         let bytes: Bytes = match seg {
-            SegRef::Sealed(s) => s.range(offset, end).ok()?,
+            SegRef::Sealed(s) => s.range(offset, end, Some(&self.block_cache)).ok()?,
             SegRef::Active(a) => {
                 let mut buf = vec![0u8; 50];
                 a.file.read_exact_at(&mut buf, offset).ok()?;
@@ -576,6 +588,9 @@ impl Shared {
                         .collect();
                     (l.ids_exact(), found)
                 });
+                if let Err(e) = seg.index_damage() {
+                    return Some((seg.with(|l| l.base()), Err(e)));
+                }
                 candidates
                     .into_iter()
                     .find_map(|loc| match self.read_at(seg, loc, Want::Id(id)) {

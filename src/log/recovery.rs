@@ -237,6 +237,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
     if active.is_none() && !read_only {
         active = Some(Arc::new(ActiveSegment::create(st, dir, expected_base)?));
     }
+    let block_cache = crate::format::block_cache::BlockCache::new(options.block_cache_bytes);
     let shared = Shared {
         dir: dir.to_path_buf(),
         storage: storage.clone(),
@@ -249,6 +250,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
         metadata_writes: Default::default(),
         scavenging: Default::default(),
         dictionary: RwLock::new(dictionary),
+        block_cache,
         notifier: Default::default(),
         background_error: Mutex::new(None),
         retention_holds: Mutex::new(std::collections::BTreeMap::new()),
@@ -322,6 +324,10 @@ fn check_identity(st: &dyn Storage, dir: &Path) -> Result<()> {
     write_atomically(st, dir, META_FILE, &meta.encode()).ctx(|| format!("writing {META_FILE}"))
 }
 
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one value per segment at open, moved once into the segment list"
+)]
 enum Opened {
     Sealed(SealedSegment),
     Active(ActiveSegment),
@@ -456,7 +462,7 @@ struct Seg<'a> {
 /// (or a seal of other positions) is there, `None` if no frame decodes there.
 fn seal_at_index_end(sealed: &SealedSegment) -> Option<bool> {
     let index = &sealed.index;
-    let tail = sealed.range(index.end_offset(), u64::MAX);
+    let tail = sealed.range(index.end_offset(), u64::MAX, None);
     match tail.as_deref().map(crate::format::record::decode_frame) {
         Ok(Ok((crate::format::record::Frame::Seal(seal), _))) => Some(seal.next_position == index.next_position()),
         Ok(Ok(_)) => Some(false),
@@ -750,6 +756,10 @@ fn rebuild_streams(
     };
     for s in sealed.iter().filter(|s| s.index.base() >= covered) {
         apply(&s.index);
+        // A summary that failed its first-use check answered nothing: never a silently short state.
+        if let Some(e) = s.index.damage() {
+            return Err(e);
+        }
     }
     if let Some(a) = active {
         apply(&*a.index.read());

@@ -15,6 +15,7 @@ use parking_lot::RwLock;
 
 use crate::error::{Error, IoContext, Result};
 use crate::event::now_micros;
+use crate::format::block_cache::BlockCache;
 use crate::format::compressed::{Compressed, DICTIONARY_FILE, Dictionary};
 use crate::format::index::{Lookup, MemIndex, SegmentIndex};
 use crate::format::segment::{SEGMENT_HEADER, SegmentHeader, index_file_name, segment_file_name};
@@ -64,10 +65,11 @@ impl SealedSegment {
     }
 
     /// The logical bytes `[offset, end)` (cut at a block's end when compressed:
-    /// a frame starting at `offset` is always whole).
-    pub(crate) fn range(&self, offset: u64, end: u64) -> Result<Bytes> {
+    /// a frame starting at `offset` is always whole); decompressed blocks are
+    /// kept in `cache`, if given.
+    pub(crate) fn range(&self, offset: u64, end: u64, cache: Option<&BlockCache>) -> Result<Bytes> {
         match &self.compressed {
-            Some(c) => c.range(offset, end, &self.path),
+            Some(c) => c.range(offset, end, &self.path, cache),
             None => {
                 let range = usize::try_from(offset)
                     .ok()

@@ -43,6 +43,9 @@ pub(crate) struct Shared {
     pub(crate) compress_skipped: Mutex<std::collections::HashSet<(u64, usize)>>,
     /// The store's compression dictionary, once trained.
     pub(crate) dictionary: RwLock<Option<Arc<crate::format::compressed::Dictionary>>>,
+    /// Decompressed blocks of compressed segments, shared by every read
+    /// ([`Options::block_cache_bytes`](crate::Options::block_cache_bytes)).
+    pub(crate) block_cache: crate::format::block_cache::BlockCache,
     /// Wakes subscribers on each publication and when the store closes.
     pub(crate) notifier: crate::log::notify::Notifier,
     /// The durable-end checkpoint as last read or written (`durable.chk`), so

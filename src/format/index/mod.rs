@@ -209,8 +209,10 @@ pub enum SegmentIndex {
 }
 
 impl SegmentIndex {
-    /// Decodes and fully checks an index file of either version (both
-    /// checksums, every size, and every entry of a version-2 file).
+    /// Decodes and checks an index file of either version: both checksums
+    /// and every size; the entries of a version-2 file are checked on first
+    /// use of their section (see [`SegmentIndex::damage`]), or all at once by
+    /// [`SegmentIndex::check_all`].
     pub fn open(map: Mapped, file: &Path) -> Result<Self> {
         let b: &[u8] = (*map).as_ref();
         let bad = |offset: u64, reason: &str| Error::corruption(file, offset, reason);
@@ -255,6 +257,24 @@ impl SegmentIndex {
         match self {
             SegmentIndex::V1(i) => i.raw(),
             SegmentIndex::V2(i) => i.raw(),
+        }
+    }
+
+    /// Damage found since open by the first-use check of a version-2
+    /// section (the section answered nothing): a read that used this index
+    /// reports it instead of its answer.
+    pub fn damage(&self) -> Option<Error> {
+        match self {
+            SegmentIndex::V1(_) => None,
+            SegmentIndex::V2(i) => i.damage(),
+        }
+    }
+
+    /// Checks every entry now (what a version-2 open leaves to first use).
+    pub fn check_all(&self) -> Result<()> {
+        match self {
+            SegmentIndex::V1(_) => Ok(()),
+            SegmentIndex::V2(i) => i.check_all(),
         }
     }
 
@@ -576,12 +596,13 @@ mod tests {
     fn version_2_files_whose_checksums_match_but_whose_entries_lie_are_refused() {
         let good = sample(false).encode_file().unwrap();
         // Every single-byte change of the body, checksums made to match:
-        // refused, or still answering without a panic.
+        // refused at open or on first use (then reported as damage), or
+        // still answering without a panic.
         for at in 128..good.len() - 4 {
             let mut bytes = good.clone();
             bytes[at] = bytes[at].wrapping_add(1);
             reseal(&mut bytes);
-            if let Ok(idx) = open(bytes) {
+            if let Ok(idx) = open(bytes.clone()) {
                 for p in 99..152 {
                     let _ = idx.location(p);
                 }
@@ -589,14 +610,51 @@ mod tests {
                     let _ = idx.stream_entries(&format!("s-{s}"), 0, true, usize::MAX);
                 }
                 let _ = idx.id_positions(&Uuid::from_u128(3));
+                let _ = idx.streams();
+                // What first use found is what a full check finds, first or last.
+                let full = open(bytes).unwrap().check_all().err().map(|e| e.to_string());
+                if let Some(found) = idx.damage() {
+                    assert_eq!(idx.check_all().unwrap_err().to_string(), found.to_string());
+                    assert!(full.is_some());
+                }
             }
         }
-        // The locations' first offset moved past the segment's end.
+        // The locations' first offset moved past the segment's end: open
+        // succeeds (it decodes no entry), the first use finds it, answers
+        // nothing and reports it as damage of the file.
         let mut bytes = good.clone();
         bytes[128..132].copy_from_slice(&u32::MAX.to_le_bytes());
         reseal(&mut bytes);
-        let err = open(bytes).unwrap_err();
+        let idx = open(bytes).unwrap();
+        assert!(idx.damage().is_none());
+        assert_eq!(idx.location(100), None);
+        let err = idx.damage().unwrap();
         assert!(err.to_string().contains("location out of order"), "{err}");
+        assert!(err.to_string().contains("t.idx"), "{err}");
+        assert!(idx.check_all().is_err());
+    }
+
+    #[test]
+    fn a_version_2_index_checks_each_section_on_first_use_only() {
+        let good = sample(false).encode_file().unwrap();
+        let idx = open(good.clone()).unwrap();
+        // Answers match a fully checked open.
+        let checked = open(good).unwrap();
+        checked.check_all().unwrap();
+        for p in 99..152 {
+            assert_eq!(idx.location(p), checked.location(p));
+            assert_eq!(idx.time_bounds(p), checked.time_bounds(p));
+        }
+        for s in 0..5 {
+            let name = format!("s-{s}");
+            assert_eq!(
+                idx.stream_entries(&name, 0, true, usize::MAX),
+                checked.stream_entries(&name, 0, true, usize::MAX)
+            );
+            assert_eq!(idx.stream_entries(&name, 0, true, usize::MAX).len(), 10);
+        }
+        assert_eq!(idx.streams(), checked.streams());
+        assert!(idx.damage().is_none());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! [`keyed`]: super::keyed
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use uuid::Uuid;
 
@@ -178,6 +179,44 @@ pub struct IndexV2 {
     bloom: (usize, usize),
     summary: (usize, usize),
     starts: (usize, usize),
+    /// Events with index entries (from the header).
+    indexed: u64,
+    /// Tag entries (from the header).
+    tag_count: u64,
+    /// The file, for errors found on first use.
+    file: Box<Path>,
+    /// Each [`Part`]'s check of every entry, run on first use: `None` if it
+    /// passed, else where and why it failed.
+    checked: Box<[Checked; PARTS]>,
+}
+
+/// The outcome of one section's check, once run: `None` if it passed, else
+/// the offset and reason of the failure.
+type Checked = OnceLock<Option<(usize, String)>>;
+
+/// The sections whose every entry is checked on first use, not at open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Locations = 0,
+    Summary = 1,
+    Streams = 2,
+    Types = 3,
+    Tags = 4,
+    Ids = 5,
+}
+
+/// How many [`Part`]s there are.
+const PARTS: usize = 6;
+
+impl Part {
+    const ALL: [Part; PARTS] = [
+        Part::Locations,
+        Part::Summary,
+        Part::Streams,
+        Part::Types,
+        Part::Tags,
+        Part::Ids,
+    ];
 }
 
 impl std::fmt::Debug for IndexV2 {
@@ -190,9 +229,13 @@ impl std::fmt::Debug for IndexV2 {
 }
 
 impl IndexV2 {
-    /// Decodes and checks a version-2 file whose length, magic and header
-    /// checksum [`super::SegmentIndex::open`] has checked: the sizes, the
-    /// body checksum, and every location and entry.
+    /// Opens a version-2 file whose length, magic and header checksum
+    /// [`super::SegmentIndex::open`] has checked: checks the sizes, the body
+    /// checksum (so that damage on disk is found here) and each section's
+    /// header, without decoding entries. Every entry of a section is checked
+    /// the first time the section is used ([`IndexV2::damage`] reports a
+    /// failure; the section then answers nothing); [`IndexV2::check_all`]
+    /// checks them all at once.
     pub(super) fn open(map: Mapped, file: &Path) -> Result<Self> {
         let b: &[u8] = (*map).as_ref();
         let bad = |offset: usize, reason: &str| Error::corruption(file, offset as u64, reason);
@@ -244,10 +287,15 @@ impl IndexV2 {
         let summary = next(fits(summary_len, 80)?);
         let stream_count = fits(stream_count, 56)?;
         let starts = next(4 * stream_count.div_ceil(RESTART));
-        let idx = IndexV2 {
+        let count = fits(count, 24)?;
+        // The location directory must fit its section, which `time_bounds` reads unchecked.
+        if count.div_ceil(LOC_BLOCK) * LOC_DIR > locations.1 - locations.0 {
+            return Err(bad(locations.0, "location directory past its section"));
+        }
+        Ok(IndexV2 {
             map: map.clone(),
             base,
-            count: fits(count, 24)?,
+            count,
             end_offset,
             min_ts,
             max_ts,
@@ -260,30 +308,75 @@ impl IndexV2 {
             bloom,
             summary,
             starts,
-        };
-        idx.check_locations().map_err(|r| bad(locations.0, r))?;
-        Summary::open(idx.section(summary), idx.section(starts), stream_count, base, count)
-            .map_err(|r| bad(summary.0, r))?;
-        let positions = count;
+            indexed,
+            tag_count,
+            file: file.into(),
+            checked: Box::default(),
+        })
+    }
+
+    /// Checks every entry of `part`: where and why it fails, if it does.
+    fn check(&self, part: Part) -> Option<(usize, String)> {
+        let b = self.bytes();
+        let positions = self.count as u64;
         // Streams and types have one entry per indexed event, tags `tag_count`
         // and ids at most one per indexed event.
-        for (range, with_rev, want, what) in [
-            (streams, true, Some(indexed), "stream"),
-            (types, false, Some(indexed), "type"),
-            (tags, false, Some(tag_count), "tag"),
-            (ids, false, None, "id"),
-        ] {
-            let k = Keyed::open(&b[range.0..range.1], with_rev, positions).map_err(|r| bad(range.0, r))?;
-            let len = k.len() as u64;
-            if want.map_or(len > indexed, |w| w != len) {
-                return Err(bad(range.0, &format!("{what} section holds {len} entries")));
+        let (range, with_rev, want, what) = match part {
+            Part::Locations => {
+                return self.check_locations().err().map(|r| (self.locations.0, r.to_string()));
             }
+            Part::Summary => {
+                return Summary::open(
+                    self.section(self.summary),
+                    self.section(self.starts),
+                    self.stream_count,
+                    self.base,
+                    positions,
+                )
+                .err()
+                .map(|r| (self.summary.0, r.to_string()));
+            }
+            Part::Streams => (self.streams, true, Some(self.indexed), "stream"),
+            Part::Types => (self.types, false, Some(self.indexed), "type"),
+            Part::Tags => (self.tags, false, Some(self.tag_count), "tag"),
+            Part::Ids => (self.ids, false, None, "id"),
+        };
+        let k = match Keyed::open(&b[range.0..range.1], with_rev, positions) {
+            Ok(k) => k,
+            Err(r) => return Some((range.0, r.to_string())),
+        };
+        let len = k.len() as u64;
+        if want.map_or(len > self.indexed, |w| w != len) {
+            return Some((range.0, format!("{what} section holds {len} entries")));
         }
         // Stream keys are ordinals of the summary (the last entry has the largest key).
-        if idx.keyed(streams, true).last().is_some_and(|e| e.key as usize >= idx.stream_count) {
-            return Err(bad(streams.0, "stream entry for a stream not in the summary"));
+        if part == Part::Streams && k.last().is_some_and(|e| e.key as usize >= self.stream_count) {
+            return Some((range.0, "stream entry for a stream not in the summary".to_string()));
         }
-        Ok(idx)
+        None
+    }
+
+    /// True if every entry of `part` passed its check (run on first use).
+    fn ok(&self, part: Part) -> bool {
+        self.checked[part as usize].get_or_init(|| self.check(part)).is_none()
+    }
+
+    /// The first failure of a section checked so far (on first use), as
+    /// damage of the file: a read that used the section must report it
+    /// rather than the empty answer the section gave.
+    pub fn damage(&self) -> Option<Error> {
+        self.checked
+            .iter()
+            .find_map(|c| c.get().and_then(Option::as_ref))
+            .map(|(at, why)| Error::corruption(&*self.file, *at as u64, why.clone()))
+    }
+
+    /// Checks every entry of every section now (what `open` leaves to first use).
+    pub fn check_all(&self) -> Result<()> {
+        for part in Part::ALL {
+            self.ok(part);
+        }
+        self.damage().map_or(Ok(()), Err)
     }
 
     fn bytes(&self) -> &[u8] {
@@ -420,6 +513,9 @@ impl Lookup for IndexV2 {
         self.base + self.count as u64
     }
     fn location(&self, position: u64) -> Option<(u64, u64)> {
+        if !self.ok(Part::Locations) {
+            return None;
+        }
         let i = self.index_of(position)?;
         let (block, j) = (i / LOC_BLOCK, i % LOC_BLOCK);
         let block_len = (self.count - block * LOC_BLOCK).min(LOC_BLOCK);
@@ -427,6 +523,9 @@ impl Lookup for IndexV2 {
         Some(self.range_in(block, &offsets, i))
     }
     fn locations(&self, positions: &[u64]) -> Vec<Option<(u64, u64)>> {
+        if !self.ok(Part::Locations) {
+            return vec![None; positions.len()];
+        }
         // Each block's offsets are decoded once for every position in it.
         let mut decoded: Option<(usize, Vec<u64>)> = None;
         positions
@@ -444,6 +543,9 @@ impl Lookup for IndexV2 {
             .collect()
     }
     fn time_bounds(&self, position: u64) -> Option<(i64, i64)> {
+        if !self.ok(Part::Locations) {
+            return None;
+        }
         let i = self.index_of(position)?;
         let (_, _, lo, hi) = self.loc_dir(i / LOC_BLOCK);
         Some((lo, hi))
@@ -452,6 +554,9 @@ impl Lookup for IndexV2 {
         (self.count > 0).then_some((self.min_ts, self.max_ts))
     }
     fn stream_entries(&self, stream: &str, from: u64, forward: bool, limit: usize) -> Vec<(u64, u64)> {
+        if !self.ok(Part::Summary) || !self.ok(Part::Streams) {
+            return Vec::new();
+        }
         let Some(key) = self.ordinal(stream) else {
             return Vec::new();
         };
@@ -467,12 +572,21 @@ impl Lookup for IndexV2 {
             .collect()
     }
     fn type_positions(&self, hash: u64) -> Vec<u64> {
+        if !self.ok(Part::Types) {
+            return Vec::new();
+        }
         self.global(self.keyed(self.types, false).positions(fold32(hash)))
     }
     fn tag_positions(&self, hash: u64) -> Vec<u64> {
+        if !self.ok(Part::Tags) {
+            return Vec::new();
+        }
         self.global(self.keyed(self.tags, false).positions(fold32(hash)))
     }
     fn id_positions(&self, id: &Uuid) -> Vec<u64> {
+        if !self.ok(Part::Ids) {
+            return Vec::new();
+        }
         self.global(self.keyed(self.ids, false).positions(id_key(id)))
     }
     fn ids_exact(&self) -> bool {
@@ -482,6 +596,9 @@ impl Lookup for IndexV2 {
         self.stream_count > 0 && bloom_check(self.section(self.bloom), hash)
     }
     fn streams(&self) -> Vec<(String, StreamSummary)> {
+        if !self.ok(Part::Summary) {
+            return Vec::new();
+        }
         self.summary().entries()
     }
 }

@@ -377,6 +377,8 @@ impl Repairer<'_> {
                 .map(&path)
                 .map_err(|e| Error::io(format!("reading {}", path.display()), e))
                 .and_then(|m| SegmentIndex::open(m, &path))
+                // Every entry checked now: a summary that fails its check is not used.
+                .and_then(|i| i.check_all().map(|()| i))
             else {
                 continue;
             };
