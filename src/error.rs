@@ -191,21 +191,6 @@ pub enum Error {
         /// What failed.
         cause: String,
     },
-
-    /// A read whose filter has a condition no index answers (a metadata
-    /// field) decoded and rejected `examined` events before finding its first
-    /// match; it stops there instead of running on. Nothing matched before
-    /// `resume`: read on from there, or narrow the filter with an indexed
-    /// condition (type, tag, stream, time).
-    #[error(
-        "the read examined {examined} events without a match; read on from position {resume} or narrow the filter with an indexed condition"
-    )]
-    ScanLimit {
-        /// Events decoded and rejected.
-        examined: u64,
-        /// The position to read on from (in the read's direction).
-        resume: u64,
-    },
 }
 
 impl Error {

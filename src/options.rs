@@ -70,10 +70,6 @@ pub struct Options {
     /// metadata and retention, acknowledgement timeouts and background
     /// schedules. Default: the system's clocks; tests use a [`crate::ManualClock`].
     pub clock: Arc<dyn Clock>,
-    /// Most events a read with a metadata-field condition decodes and
-    /// rejects before its first match, after which it fails with
-    /// [`crate::Error::ScanLimit`] (default [`crate::query::METADATA_SCAN_LIMIT`]).
-    pub metadata_scan_limit: u64,
 }
 
 impl Default for Options {
@@ -90,7 +86,6 @@ impl Default for Options {
             block_cache_bytes: 64 << 20,
             disk_reserve: 32 << 20,
             clock: Arc::new(SystemClock),
-            metadata_scan_limit: crate::query::METADATA_SCAN_LIMIT,
         }
     }
 }
@@ -105,13 +100,6 @@ impl Options {
     /// Sets the segment size.
     pub fn segment_size(mut self, bytes: u64) -> Self {
         self.segment_size = bytes;
-        self
-    }
-
-    /// Sets how many events a read with a metadata-field condition may
-    /// reject before its first match ([`Options::metadata_scan_limit`]).
-    pub fn metadata_scan_limit(mut self, events: u64) -> Self {
-        self.metadata_scan_limit = events;
         self
     }
 

@@ -39,17 +39,12 @@ pub struct Filter {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aggregate_id: Option<String>,
     /// The event's metadata is a JSON object whose top-level key `.0` holds
-    /// the string `.1`, for each pair (AND-ed). Matched by reading each
-    /// candidate event: a read rejects at most [`METADATA_SCAN_LIMIT`] of
-    /// them before its first match, then fails with [`crate::Error::ScanLimit`].
+    /// the string `.1`, for each pair (AND-ed). Not indexed: matched by
+    /// reading each candidate event, so combine it with an indexed condition
+    /// (type, tag, stream, time) on a large store.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub metadata: Vec<(String, String)>,
 }
-
-/// Most events a read with a [`Filter::metadata`] condition decodes and
-/// rejects before its first match; past it, the read fails with
-/// [`crate::Error::ScanLimit`] (it never answers short).
-pub const METADATA_SCAN_LIMIT: u64 = 1_000_000;
 
 /// The aggregate type and id of a stream name under the `<type>-<id>`
 /// convention: split at the first `-`; `None` if the name has no `-`.
@@ -299,8 +294,7 @@ pub struct QueryItem {
     /// Accepted topic patterns of the event type (empty: any type), OR-ed.
     pub type_patterns: Vec<TopicPattern>,
     /// Metadata fields: the top-level key must hold the string (AND-ed).
-    /// Not indexed: the check reads candidate events and may fail with
-    /// [`crate::Error::ScanLimit`].
+    /// Not indexed: the check reads candidate events.
     pub metadata: Vec<(String, String)>,
 }
 

@@ -566,8 +566,7 @@ impl Store {
     /// return. A filter on stream names only (prefix, regular expression,
     /// topic patterns, aggregate) is counted from the stream indexes without
     /// reading an event when no stream has metadata and the store is not
-    /// damaged; any other count reads the matching events (bounded like a
-    /// read, see [`crate::Error::ScanLimit`] for metadata conditions).
+    /// damaged; any other count reads the candidate events, as a read does.
     pub fn count(&self, filter: &Filter) -> Result<u64> {
         self.shared.count(filter)
     }

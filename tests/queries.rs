@@ -306,43 +306,6 @@ fn a_store_with_several_segments_is_what_the_property_runs_on() {
 }
 
 #[test]
-fn a_metadata_condition_with_no_match_in_reach_fails_with_where_to_go_on() {
-    let store = Store::open_with(Arc::new(SimStorage::new()), "/m", options().metadata_scan_limit(10)).unwrap();
-    for i in 0..30 {
-        let actor = if i == 25 { "wanted" } else { "other" };
-        let e = EventData::json("T", "{}").with_metadata(format!(r#"{{"actor":"{actor}"}}"#));
-        store.append("s-1", ExpectedVersion::Any, vec![e]).unwrap();
-    }
-    let f = Filter::all().with_metadata("actor", "wanted");
-    let err = store.read_all(Direction::Forward, LogFrom::Start, 5, &f).unwrap_err();
-    let Error::ScanLimit { examined, resume } = err else {
-        panic!("{err:?}")
-    };
-    assert_eq!((examined, resume), (10, 10));
-    // Going on from there, the read reaches the match within the limit.
-    let got = store
-        .read_all(Direction::Forward, LogFrom::Position(resume), 5, &f)
-        .unwrap_err();
-    let Error::ScanLimit { resume, .. } = got else {
-        panic!("{got:?}")
-    };
-    let found = store
-        .read_all(Direction::Forward, LogFrom::Position(resume), 5, &f)
-        .unwrap();
-    assert_eq!(found.len(), 1);
-    assert_eq!(found[0].position, 25);
-    // Narrowed by an indexed condition, the same question is answered at once.
-    let narrow = f.clone().with_time(Some(found[0].timestamp_micros), None);
-    assert_eq!(
-        store
-            .read_all(Direction::Forward, LogFrom::Start, 5, &narrow)
-            .unwrap()
-            .len(),
-        1
-    );
-}
-
-#[test]
 fn a_consumer_group_keeps_its_patterns_across_a_reopen_and_delivers_only_matches() {
     use annal::{GroupSettings, GroupSource};
     let dir = tempfile::tempdir().unwrap();

@@ -222,11 +222,14 @@ pub fn tail(ctx: &Ctx, a: TailArgs) -> CliResult {
         Some(s) => store.subscribe_stream(s, from),
         None => store.subscribe_all(from, filter.clone()),
     };
-    // A stream subscription has no filter of its own: types and tags are checked here.
+    // A stream subscription has no filter of its own: the filter's every
+    // condition (types, patterns, tags, stream conditions, metadata) is checked here.
     let wanted = |e: &RecordedEvent| {
         a.stream.is_none()
-            || ((filter.types.is_empty() || filter.types.contains(&e.event_type))
-                && filter.tags.iter().all(|t| e.tags.contains(t)))
+            || (filter.admits_type(&e.event_type)
+                && filter.tags.iter().all(|t| e.tags.contains(t))
+                && filter.admits_stream(&e.stream)
+                && filter.admits_metadata(&e.metadata))
     };
     let rx = subscription.into_channel(1024)?;
     let mut out = BufWriter::new(std::io::stdout().lock());

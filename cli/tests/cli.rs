@@ -1410,3 +1410,23 @@ fn read_all_and_count_take_topic_patterns_aggregates_and_metadata_fields() {
     env.fails(&["count", "--metadata", "actor"], 2, "KEY=VALUE");
     env.fails(&["count", "--group-by", "week"], 2, "week");
 }
+
+/// `annal tail STREAM --type-pattern P` (and `--metadata`) filters as
+/// `--type` does; a review found the pattern silently ignored for a stream.
+#[test]
+fn tail_of_a_stream_applies_type_patterns() {
+    let env = Env::new();
+    env.append("a", "x.one", "1");
+    env.append("a", "y.two", "2");
+    let mut child = spawn_tail(&env, &["a", "--from-start", "--type-pattern", "y.#"]);
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = wait_exit(&mut child, Duration::from_secs(10));
+    assert_eq!(serde_json::from_str::<Value>(&line).unwrap()["data"], 2, "{line}");
+}

@@ -247,10 +247,6 @@ impl Shared {
             return Ok((out, None));
         };
         let filtered = !filter.is_empty();
-        // Metadata conditions have no index: a read rejects at most this many
-        // events before its first match (see `Error::ScanLimit`).
-        let scan_limit = (!filter.metadata.is_empty()).then_some(self.options.metadata_scan_limit);
-        let mut rejected = 0u64;
         loop {
             let seg = &segs[si];
             // This segment's candidate positions, from its indexes; read lazily,
@@ -303,22 +299,7 @@ impl Shared {
                 for loc in plan {
                     let ev = match self.read_at(seg, loc, want) {
                         Ok(Some(ev)) => ev,
-                        Ok(None) => {
-                            if let Some(max) = scan_limit.filter(|_| out.is_empty()) {
-                                rejected += 1;
-                                if rejected >= max {
-                                    let resume = match direction {
-                                        Direction::Forward => loc.0.saturating_add(1),
-                                        Direction::Backward => loc.0.saturating_sub(1),
-                                    };
-                                    return Err(Error::ScanLimit {
-                                        examined: rejected,
-                                        resume,
-                                    });
-                                }
-                            }
-                            continue;
-                        }
+                        Ok(None) => continue,
                         Err(error) if error.is_corruption() => {
                             let stop = Stop {
                                 position: loc.0,

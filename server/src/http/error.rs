@@ -107,9 +107,6 @@ impl From<annal::Error> for ApiError {
             E::StreamNotFound(_) => ApiError::not_found("stream_not_found", message),
             E::StreamDeleted(_) => ApiError::new(StatusCode::GONE, "stream_deleted", message),
             E::InvalidInput(_) => ApiError::invalid(message),
-            E::ScanLimit { examined, resume } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "scan_limit", message)
-                .with("examined", json!(examined))
-                .with("resume_from", json!(resume)),
             E::DiskFull { .. } => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "disk_full", message),
             E::BudgetFull { .. } => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "budget_full", message),
             E::Closed(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_closed", message),

@@ -115,7 +115,7 @@ fn filter_params() -> Vec<Value> {
         ),
         query(
             "metadata.{key}",
-            "The event metadata's top-level key holds this string (AND-ed over keys). Not indexed: a read that rejects too many events before its first match answers 422 scan_limit with resume_from.",
+            "The event metadata's top-level key holds this string (AND-ed over keys). Not indexed: the read checks each candidate event, bounded by the request timeout.",
             json!({ "type": "string" }),
         ),
     ]
@@ -354,7 +354,7 @@ pub fn document() -> Value {
                 "get": { "summary": "Read the global log, optionally filtered.", "parameters": all_params, "responses": { "200": ok("Events.", events_page()), "403": error("The token is limited to some streams and gave no stream_prefix within them."), "503": error("timeout.") } }
             },
             "/count": {
-                "get": { "summary": "Count the events of the global log that pass the filter; with group_by, also a breakdown.", "parameters": count_params, "responses": { "200": ok("The count.", json!({ "type": "object", "required": ["count"], "properties": { "count": { "type": "integer" }, "groups": { "type": "object", "additionalProperties": { "type": "integer" } } } })), "403": error("The token is limited to some streams and gave no stream_prefix within them."), "422": error("scan_limit: a metadata condition found no match within the scan limit.") } }
+                "get": { "summary": "Count the events of the global log that pass the filter; with group_by, also a breakdown.", "parameters": count_params, "responses": { "200": ok("The count.", json!({ "type": "object", "required": ["count"], "properties": { "count": { "type": "integer" }, "groups": { "type": "object", "additionalProperties": { "type": "integer" } } } })), "403": error("The token is limited to some streams and gave no stream_prefix within them.") } }
             },
             "/events/{id}": {
                 "get": { "summary": "One event by id.", "parameters": [path_param("id", "Event id (UUID).")], "responses": { "200": ok("The event.", reference("Event")), "404": error("Unknown id, or an event in a stream the token may not read (answered alike).") } }
