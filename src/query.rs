@@ -35,7 +35,8 @@ pub struct Filter {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aggregate_type: Option<String>,
     /// The stream is the aggregate with this id: its name, split at its first
-    /// `-`, ends with this (`42` takes `order-42` and `invoice-42`).
+    /// `-`, has exactly this after the `-` (`42` takes `order-42` and
+    /// `invoice-42`; `order-1-x` has the id `1-x`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aggregate_id: Option<String>,
     /// The event's metadata is a JSON object whose top-level key `.0` holds
