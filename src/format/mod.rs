@@ -2,13 +2,14 @@
 //!
 //! Frames ([`record`]), segment headers and file names ([`segment`]), index
 //! files ([`index`]), compressed segments and the dictionary ([`compressed`]),
-//! checkpoints ([`checkpoint`]) and the JSON records of the system streams
+//! checkpoints ([`checkpoint`]), the drop record ([`dropped`]) and the JSON records of the system streams
 //! (`system`); `format.md` is their contract. These modules turn bytes into
 //! values and back; they must never open a file or know that a store exists.
 
 pub mod checkpoint;
 pub mod codec;
 pub mod compressed;
+pub mod dropped;
 pub mod index;
 pub mod record;
 pub mod segment;
