@@ -216,11 +216,11 @@ fn stop_appends_is_decided_when_a_segment_is_sealed_without_a_scavenge() {
     // The store stopped within one segment of its budget (held bytes are every sealed byte here).
     assert!(stats.retention_held_bytes > max, "{stats:?}");
     assert!(
-        stats.retention_held_bytes <= max + segment as u64,
+        stats.retention_held_bytes <= max + segment,
         "sealed {} bytes for a budget of {max}",
         stats.retention_held_bytes
     );
-    assert!(stats.segment_bytes <= max + 2 * segment as u64, "{stats:?}");
+    assert!(stats.segment_bytes <= max + 2 * segment, "{stats:?}");
     // Still refused, however often one tries.
     assert!(
         store
