@@ -56,8 +56,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use event::{AppendResult, ContentType, EventData, ExpectedVersion, RecordedEvent, StreamInfo};
 pub use features::forward::{
-    Batch, ForwardError, ForwardSettings, ForwardStart, ForwardState, ForwardStatus, ForwardTarget, Forwarder,
-    ForwarderHandle, RetentionMode, SavedForwarder, StatusHandle, Step, TargetError, check_forwarder_name,
+    Batch, ForwardError, ForwardGap, ForwardSettings, ForwardStart, ForwardState, ForwardStatus, ForwardTarget,
+    Forwarder, ForwarderHandle, RetentionMode, SavedForwarder, StatusHandle, Step, TargetError, check_forwarder_name,
     forget_forwarder, forward_checkpoint_stream, forward_parked_stream, register_forwarder, saved_checkpoint,
     saved_forwarders,
 };
@@ -68,6 +68,7 @@ pub use features::persistent::{
 pub use features::subscription::{
     Message, ReplayOptions, ReplayReport, SubscribeFrom, Subscription, SubscriptionOptions, SubscriptionReceiver,
 };
+pub use format::dropped::DroppedRange;
 pub use log::damage::{Damage, TornTail, torn_tails};
 pub use maintenance::backup::{BackupReport, StoreStats, restore, restore_with};
 pub use maintenance::compression::CompressReport;

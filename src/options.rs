@@ -268,8 +268,8 @@ pub struct RetentionPolicy {
 }
 
 /// The disk-budget policy: what the store does when undelivered events alone
-/// take more than `retention.max_bytes` (found by scavenging, and looked at
-/// again as forwarders deliver).
+/// take more than `retention.max_bytes` (looked at when a segment is sealed,
+/// by scavenging, at open, and again as forwarders deliver).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WhenFull {
     /// Keep them and go over the budget (stats, `/metrics`, `/health` and
@@ -279,8 +279,17 @@ pub enum WhenFull {
     Keep,
     /// Refuse appends ([`crate::Error::BudgetFull`]) until the forwarders
     /// deliver enough for the budget to hold; forwarders' own records go on.
+    /// Looked at each time a segment is sealed, so the sealed segments stay
+    /// within about one segment of the budget.
     #[serde(rename = "stop-appends")]
     StopAppends,
+    /// Scavenging removes the oldest segments past the budget even if
+    /// forwarders have not delivered them, and records what it removed in
+    /// the store's drop record (`dropped.rec`, [`crate::Store::dropped`]);
+    /// a forwarder that meets such a gap reports it with the record and
+    /// goes on after it.
+    #[serde(rename = "drop-oldest")]
+    DropOldest,
 }
 
 impl RetentionPolicy {

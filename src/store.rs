@@ -127,7 +127,7 @@ impl Store {
         store.shared.load_metadata()?;
         // Forwarders that wait hold retention from their saved checkpoints, running or not.
         crate::maintenance::retention::load_holds(&store.shared)?;
-        crate::maintenance::retention::check_budget(&store.shared);
+        store.shared.check_budget();
         Ok(store)
     }
 
@@ -201,16 +201,24 @@ impl Store {
     fn start_maintenance(&self) -> Result<()> {
         let store = self;
         if let Some(ms) = store.shared.options.retention.interval_ms {
-            store.every(std::time::Duration::from_millis(ms), "annal-scavenger", |shared| {
-                // A failed run is retried at the next tick; `scavenge` reports errors on demand.
-                let result = crate::maintenance::retention::scavenge(shared, &shared.options.retention);
-                shared.record_background("scavenging", result);
-            })?;
+            // A seal that finds the sealed data over the disk budget wakes it early.
+            let wanted = |shared: &Shared| shared.scavenge_wanted.swap(false, std::sync::atomic::Ordering::Relaxed);
+            store.every(
+                std::time::Duration::from_millis(ms),
+                "annal-scavenger",
+                wanted,
+                |shared| {
+                    // A failed run is retried at the next tick; `scavenge` reports errors on demand.
+                    let result = crate::maintenance::retention::scavenge(shared, &shared.options.retention);
+                    shared.record_background("scavenging", result);
+                },
+            )?;
         }
         if let Some(c) = store.shared.options.compression {
             store.every(
                 std::time::Duration::from_millis(500),
                 "annal-compressor",
+                |_| false,
                 move |shared| {
                     let result = crate::maintenance::compression::compress_sealed(shared, &c, true);
                     shared.record_background("compression", result);
@@ -284,8 +292,15 @@ impl Store {
 
     /// Runs `work` on a background thread every `period` by the store's clock,
     /// until the store closes. The thread looks at the clock at least every
-    /// [`SCHEDULE_TICK`], so a clock moved by hand (tests) is noticed quickly.
-    fn every(&self, period: std::time::Duration, name: &str, work: impl Fn(&Shared) + Send + 'static) -> Result<()> {
+    /// [`SCHEDULE_TICK`], so a clock moved by hand (tests) is noticed quickly,
+    /// and runs `work` at once when `wake` says so at such a look.
+    fn every(
+        &self,
+        period: std::time::Duration,
+        name: &str,
+        wake: fn(&Shared) -> bool,
+        work: impl Fn(&Shared) + Send + 'static,
+    ) -> Result<()> {
         let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
         let shared = self.shared.clone();
         let handle = std::thread::Builder::new()
@@ -296,7 +311,7 @@ impl Store {
                 while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
                     stopped.recv_timeout(period.min(SCHEDULE_TICK))
                 {
-                    if clock.now() >= due {
+                    if clock.now() >= due || wake(&shared) {
                         work(&shared);
                         due = clock.now() + period;
                     }
@@ -347,8 +362,22 @@ impl Store {
         }
         // Appends stopped for the budget resume as soon as it holds again.
         if self.shared.budget_full.lock().is_some() {
-            crate::maintenance::retention::check_budget(&self.shared);
+            self.shared.check_budget();
         }
+    }
+
+    /// What the disk-budget policy `drop-oldest` removed before forwarders
+    /// delivered it (the store's drop record, `dropped.rec`), oldest first;
+    /// empty if it never did. A record that cannot be read is an error (it
+    /// is never taken as empty).
+    pub fn dropped(&self) -> Result<Vec<crate::format::dropped::DroppedRange>> {
+        crate::maintenance::retention::load_dropped(&self.shared)
+    }
+
+    /// How many entries scavenging added to the drop record since the store
+    /// opened: a reader of [`Store::dropped`] reads again when it changes.
+    pub(crate) fn drop_generation(&self) -> u64 {
+        self.shared.drops_recorded.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The first position at or after `position` that holds an event (of any

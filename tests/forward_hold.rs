@@ -1,7 +1,9 @@
 //! Retention holds of forwarders that are not running, on the simulated disk:
 //! a forwarder with `retention = "wait"` holds from its saved checkpoint after
 //! it stopped and across a reopen, a registered forwarder holds before it
-//! first runs, and forgetting a forwarder drops its hold.
+//! first runs, and forgetting a forwarder drops its hold; the disk-budget
+//! policies `stop-appends` (decided at each seal) and `drop-oldest` (with its
+//! drop record and the gap the forwarder reports).
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -170,45 +172,161 @@ fn forgetting_a_forwarder_drops_its_hold_and_ignore_never_holds() {
 }
 
 #[test]
-fn stop_appends_refuses_appends_while_undelivered_events_are_over_the_budget() {
+fn stop_appends_is_decided_when_a_segment_is_sealed_without_a_scavenge() {
     let sim = SimStorage::new();
+    let max = 16 * 1024;
+    let segment = 8 * 1024;
     let options = Options::default()
         .durability(Durability::Always)
-        .segment_size(8 * 1024)
+        .segment_size(segment)
         .retention(RetentionPolicy {
-            max_bytes: Some(16 * 1024),
+            max_bytes: Some(max),
             when_full: WhenFull::StopAppends,
             ..RetentionPolicy::default()
         });
     let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options).unwrap());
     register_forwarder(&store, "slow", &settings()).unwrap();
-    fill(&store, 0, 600);
-    assert!(store.segment_count() > 3);
-    // Scavenging cannot hold the budget without dropping what "slow" has not delivered.
-    let report = store.scavenge().unwrap();
-    assert_eq!(report.events_removed, 0, "{report:?}");
-    let stats = store.stats();
-    assert!(
-        stats.appends_stopped_for_budget && stats.budget_exceeded_by_holds(),
-        "{stats:?}"
-    );
-    let refused = store
-        .append("s-0", ExpectedVersion::Any, vec![EventData::json("A", "{}")])
-        .unwrap_err();
+    // Nobody scavenges: appends stop as soon as a seal finds the held data over the budget.
+    let mut appended = 0;
+    let refused = loop {
+        match store.append(
+            &format!("s-{}", appended % 5),
+            ExpectedVersion::Any,
+            vec![EventData::json("A", format!("{{\"i\":{appended}}}"))],
+        ) {
+            Ok(_) => appended += 1,
+            Err(e) => break e,
+        }
+        assert!(appended < 10_000, "appends never stopped");
+    };
     assert!(
         matches!(refused, annal::Error::BudgetFull { ref forwarder, .. } if forwarder == "slow"),
         "{refused}"
     );
     assert!(refused.to_string().contains("stop-appends"), "{refused}");
-    // The forwarder delivers (its own records are not refused) and appends resume.
+    let stats = store.stats();
+    assert!(
+        stats.appends_stopped_for_budget && stats.budget_exceeded_by_holds(),
+        "{stats:?}"
+    );
+    // Scavenging cannot hold the budget without dropping what "slow" has not delivered.
+    let report = store.scavenge().unwrap();
+    assert_eq!(report.events_removed, 0, "{report:?}");
+    assert!(store.stats().appends_stopped_for_budget);
+    // The store stopped within one segment of its budget (held bytes are every sealed byte here).
+    assert!(stats.retention_held_bytes > max, "{stats:?}");
+    assert!(
+        stats.retention_held_bytes <= max + segment,
+        "sealed {} bytes for a budget of {max}",
+        stats.retention_held_bytes
+    );
+    assert!(stats.segment_bytes <= max + 2 * segment, "{stats:?}");
+    // Still refused, however often one tries.
+    assert!(
+        store
+            .append("s-0", ExpectedVersion::Any, vec![EventData::json("A", "{}")])
+            .is_err()
+    );
+    // The forwarder delivers: appends resume, and a scavenge brings the sealed data back under the budget.
     let sink = Sink::default();
     let mut f = Forwarder::new(store.clone(), "slow", settings(), Box::new(sink.clone())).unwrap();
     f.run(&AtomicBool::new(false), true).unwrap();
-    assert_eq!(sink.0.lock().len(), 600);
+    assert_eq!(sink.0.lock().len(), appended);
     assert!(!store.stats().appends_stopped_for_budget);
+    let report = store.scavenge().unwrap();
+    assert!(report.events_removed > 0, "{report:?}");
+    // What is left of the segments past the budget: removed frames and system events.
+    assert!(report.bytes_after <= max + 1024, "{report:?}");
+    assert_eq!(report.events_dropped_undelivered, 0, "{report:?}");
     store
         .append("s-0", ExpectedVersion::Any, vec![EventData::json("A", "{}")])
         .unwrap();
     drop(f);
+    close(store);
+}
+
+fn drop_oldest_options(interval_ms: Option<u64>) -> Options {
+    Options::default()
+        .durability(Durability::Always)
+        .segment_size(8 * 1024)
+        .retention(RetentionPolicy {
+            max_bytes: Some(16 * 1024),
+            when_full: WhenFull::DropOldest,
+            interval_ms,
+            ..RetentionPolicy::default()
+        })
+}
+
+#[test]
+fn drop_oldest_removes_undelivered_events_records_them_and_the_forwarder_reports_the_gap() {
+    let sim = SimStorage::new();
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    register_forwarder(&store, "slow", &settings()).unwrap();
+    fill(&store, 0, 600);
+    // Appends never stop under drop-oldest.
+    assert!(!store.stats().appends_stopped_for_budget);
+    let before = user_positions(&store);
+    let report = store.scavenge().unwrap();
+    assert!(report.events_dropped_undelivered > 0, "{report:?}");
+    assert_eq!(report.events_kept_for_forwarding, 0, "{report:?}");
+    assert!(report.bytes_after <= 16 * 1024 + 4 * 1024, "{report:?}");
+    let after = user_positions(&store);
+    assert_eq!(
+        (before.len() - after.len()) as u64,
+        report.events_dropped_undelivered,
+        "every event removed is counted as dropped"
+    );
+    // The record names the positions, the count, when, and the forwarder that missed them.
+    assert!(!report.dropped.is_empty());
+    for d in &report.dropped {
+        assert_eq!(d.forwarders, vec![("slow".to_string(), 0)]);
+        assert!(d.first_position < d.end_position && d.events > 0, "{d:?}");
+        assert!(
+            d.dropped_micros > 0 && d.dropped_micros <= store.clock().now_micros(),
+            "{d:?}"
+        );
+        let gone = before
+            .iter()
+            .filter(|p| **p >= d.first_position && **p < d.end_position && !after.contains(p))
+            .count() as u64;
+        assert_eq!(gone, d.events, "{d:?}");
+    }
+    // Durable: the record survives a reopen.
+    close(store);
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    assert_eq!(store.dropped().unwrap(), report.dropped);
+    // The forwarder skips the dropped events, loudly, and delivers the rest exactly once.
+    let sink = Sink::default();
+    let mut f = Forwarder::new(store.clone(), "slow", settings(), Box::new(sink.clone())).unwrap();
+    f.run(&AtomicBool::new(false), true).unwrap();
+    let status = f.status();
+    assert_eq!(status.skipped, report.events_dropped_undelivered, "{status:?}");
+    let gap = status.gap.clone().expect("a gap is reported");
+    assert_eq!(gap.dropped_events, report.dropped.last().map(|d| d.events));
+    assert!(
+        status.last_error.as_deref().unwrap_or("").contains("drop-oldest"),
+        "{status:?}"
+    );
+    let delivered: Vec<u64> = sink.0.lock().iter().map(|e| e.position).collect();
+    assert_eq!(delivered, after);
+    drop(f);
+    // Saved with its checkpoint.
+    let saved = saved_forwarders(&store).unwrap();
+    assert_eq!(saved[0].1.skipped, report.events_dropped_undelivered);
+    close(store);
+}
+
+#[test]
+fn a_seal_over_the_budget_wakes_the_background_scavenger() {
+    let sim = SimStorage::new();
+    // The period is an hour: only the wake at a seal can run it during the test.
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(Some(3_600_000))).unwrap());
+    register_forwarder(&store, "slow", &settings()).unwrap();
+    fill(&store, 0, 600);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while store.dropped().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no scavenge ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     close(store);
 }

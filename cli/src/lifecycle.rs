@@ -86,6 +86,7 @@ pub fn compact(ctx: &Ctx, compress: bool) -> CliResult {
             "events_removed": s.events_removed,
             "bytes_before": s.bytes_before,
             "bytes_after": s.bytes_after,
+            "events_dropped_undelivered": s.events_dropped_undelivered,
             "segments_compressed": c.as_ref().map_or(0, |c| c.segments),
             "compressed_bytes_before": c.as_ref().map_or(0, |c| c.bytes_before),
             "compressed_bytes_after": c.as_ref().map_or(0, |c| c.bytes_after),
@@ -144,7 +145,8 @@ pub fn serve(ctx: &Ctx, listen: Option<SocketAddr>, no_auth: bool, advertise: Op
         .map_err(|e| CliError::msg(format!("starting the server runtime: {e}")))?;
     let forwarders = crate::forward::start_configured(&store, &ctx.forward)?;
     let watch_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watch = budget_watch(store.clone(), watch_stop.clone());
+    let statuses: Vec<annal::StatusHandle> = forwarders.iter().map(annal::ForwarderHandle::status_handle).collect();
+    let watch = budget_watch(store.clone(), statuses, watch_stop.clone());
     let served = runtime.block_on(async {
         let bound = annal_server::bind(store.clone(), config).await?;
         bound
@@ -180,19 +182,38 @@ pub fn serve(ctx: &Ctx, listen: Option<SocketAddr>, no_auth: bool, advertise: Op
 /// With a disk budget (`[retention] max_bytes`), says in the log when
 /// undelivered events that forwarders hold take 80 % of it or more, and when
 /// they take more than all of it (scavenging then cannot hold the budget), and
-/// when that ends; looks every 10 s until `stop`.
+/// when that ends; looks every 10 s until `stop`. Says at once (within a
+/// second) when a forwarder meets a gap: events removed before it delivered them.
 fn budget_watch(
     store: Arc<annal::Store>,
+    forwarders: Vec<annal::StatusHandle>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> Option<std::thread::JoinHandle<()>> {
-    store.stats().retention_max_bytes?;
+    let budget = store.stats().retention_max_bytes.is_some();
+    if !budget && forwarders.is_empty() {
+        return None;
+    }
     std::thread::Builder::new()
         .name("annal-budget-watch".into())
         .spawn(move || {
             let mut was = 0u8;
             let mut ticks = 0u32;
+            let mut gaps: Vec<Option<annal::ForwardGap>> = vec![None; forwarders.len()];
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                if ticks.is_multiple_of(50) {
+                if ticks.is_multiple_of(5) {
+                    for (f, seen) in forwarders.iter().zip(gaps.iter_mut()) {
+                        let s = f.get();
+                        if s.gap.is_some() && s.gap != *seen {
+                            eprintln!(
+                                "annal: error: forwarder {:?} skipped a gap: {}",
+                                s.name,
+                                s.last_error.as_deref().unwrap_or("events removed before delivery")
+                            );
+                            *seen = s.gap;
+                        }
+                    }
+                }
+                if budget && ticks.is_multiple_of(50) {
                     let s = store.stats();
                     let now = if s.budget_exceeded_by_holds() {
                         2

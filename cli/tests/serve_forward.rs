@@ -141,3 +141,78 @@ fn a_forward_section_ships_what_serve_receives() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// `when_full = "drop-oldest"`: `annal compact` drops what a configured
+/// forwarder has not delivered (the budget wins) and records it; `annal
+/// serve` then shows the forwarder's gap in `GET /forward`, `GET /health`
+/// (degraded) and `/metrics`, even while its target is down.
+#[test]
+fn a_drop_oldest_gap_is_reported_by_forward_health_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("edge");
+    {
+        let store = Store::open(&data, Options::default().segment_size(4096).create_if_missing(true)).unwrap();
+        for i in 0..300 {
+            store
+                .append(
+                    &format!("s-{}", i % 4),
+                    annal::ExpectedVersion::Any,
+                    vec![annal::EventData::json("T", format!(r#"{{"i":{i}}}"#))],
+                )
+                .unwrap();
+        }
+        store.close().unwrap();
+    }
+    let config = dir.path().join("annal.toml");
+    std::fs::write(
+        &config,
+        "segment_size = 4096\n[retention]\nmax_bytes = 8192\nwhen_full = \"drop-oldest\"\n\n\
+         [[forward]]\nname = \"late\"\nto = \"annal+http://127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_annal"))
+        .arg("--data")
+        .arg(&data)
+        .arg("--config")
+        .arg(&config)
+        .arg("compact")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dropped = Store::open_read_only(&data, Options::default())
+        .unwrap()
+        .dropped()
+        .unwrap();
+    assert!(!dropped.is_empty(), "compact dropped nothing");
+    assert_eq!(dropped[0].forwarders[0].0, "late");
+    let port = free_port();
+    let _edge = serve(&data, Some(&config), port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = request(port, "GET", "/forward", "");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if !v["forwarders"][0]["gap"].is_null() {
+            // The last gap it met: the last drop recorded.
+            assert_eq!(
+                v["forwarders"][0]["gap"]["dropped_events"].as_u64(),
+                dropped.last().map(|d| d.events),
+                "{body}"
+            );
+            assert_eq!(
+                v["forwarders"][0]["skipped"].as_u64(),
+                Some(dropped.iter().map(|d| d.events).sum::<u64>()),
+                "{body}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "GET /forward never showed the gap: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, health) = request(port, "GET", "/health", "");
+    assert!(
+        health.contains("\"degraded\"") && health.contains("drop-oldest"),
+        "{health}"
+    );
+    let (_, metrics) = request(port, "GET", "/metrics", "");
+    assert!(metrics.contains("annal_forward_gap{forwarder=\"late\"} 1"), "{metrics}");
+}

@@ -248,7 +248,7 @@ fn forwarder_metrics(out: &mut String, forwarders: &[annal::ForwardStatus]) {
         return;
     }
     type Figure = fn(&annal::ForwardStatus) -> f64;
-    let families: [(&str, &str, &str, Figure); 9] = [
+    let families: [(&str, &str, &str, Figure); 10] = [
         (
             "annal_forward_up",
             "gauge",
@@ -301,6 +301,12 @@ fn forwarder_metrics(out: &mut String, forwarders: &[annal::ForwardStatus]) {
             "counter",
             "Positions removed before delivery (gaps).",
             |f| f.skipped as f64,
+        ),
+        (
+            "annal_forward_gap",
+            "gauge",
+            "1 once the forwarder skipped events removed before it delivered them (a gap), else 0.",
+            |f| f64::from(u8::from(f.gap.is_some())),
         ),
         (
             "annal_forward_failures",

@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::event::{EventData, ExpectedVersion, RecordedEvent};
+use crate::format::dropped::DroppedRange;
 use crate::format::system::{self, StoredForwardCheckpointV1, StoredHoldV1, StoredParkedV1, Version1};
 use crate::query::{Direction, Filter, LogFrom, StreamFrom};
 use crate::store::Store;
@@ -273,8 +274,13 @@ pub struct ForwardStatus {
     /// Events parked in the dead-letter stream in total.
     pub parked: u64,
     /// Positions skipped because scavenging or damage removed them before
-    /// delivery, in total.
+    /// delivery, in total (for a drop the record names, the events it
+    /// counts).
     pub skipped: u64,
+    /// The last gap the forwarder met since it started: events removed
+    /// before it delivered them, which it skipped. Stays set once a gap was
+    /// met (`GET /health` is degraded while it is).
+    pub gap: Option<ForwardGap>,
     /// Failed attempts since the last success.
     pub failures: u32,
     /// The last error, if any.
@@ -283,6 +289,21 @@ pub struct ForwardStatus {
     pub last_error_micros: Option<i64>,
     /// Whether scavenging waits for it.
     pub retention: RetentionMode,
+}
+
+/// A stretch of the log removed before a forwarder delivered it, which it skipped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ForwardGap {
+    /// The first position skipped.
+    pub first_position: u64,
+    /// The position after the last one skipped.
+    pub end_position: u64,
+    /// Events the store's drop record says were removed there (`None` for a
+    /// gap it does not name: scavenging of a forwarder that ignores
+    /// retention, or damage).
+    pub dropped_events: Option<u64>,
+    /// When the drop record says they were removed (µs since the epoch).
+    pub dropped_micros: Option<i64>,
 }
 
 /// What one step of a forwarder did.
@@ -317,6 +338,11 @@ pub struct Forwarder {
     /// past, forever.
     dirty: bool,
     payload_bytes: u64,
+    /// The store's drop record as last read, with the store's count of
+    /// drops it was read at (`u64::MAX`: not read yet).
+    drops: (u64, Vec<DroppedRange>),
+    /// Drops that end at or before this position were reported already.
+    drops_reported: u64,
     status: Arc<Mutex<ForwardStatus>>,
 }
 
@@ -366,6 +392,7 @@ impl Forwarder {
             delivered_total: saved.delivered,
             parked: saved.parked,
             skipped: saved.skipped,
+            gap: None,
             failures: 0,
             last_error: None,
             last_error_micros: None,
@@ -385,6 +412,8 @@ impl Forwarder {
             // Another retention mode than the stored one is saved at the first save.
             dirty: current != saved,
             payload_bytes: 0,
+            drops: (u64::MAX, Vec::new()),
+            drops_reported: cursor,
             status: Arc::new(Mutex::new(status)),
         };
         f.hold();
@@ -446,6 +475,8 @@ impl Forwarder {
             Some(last) => (last.position + 1).max(head),
             None => head,
         };
+        // Events a drop removed inside this stretch (between events that stay) are reported too.
+        self.note_drops(self.cursor, next)?;
         let mut events: Vec<RecordedEvent> = read.into_iter().filter(|e| !e.stream.starts_with('$')).collect();
         let mut next = next;
         let mut delivered = 0usize;
@@ -512,25 +543,81 @@ impl Forwarder {
     }
 
     /// Moves the cursor past positions that hold no event any more (removed by
-    /// scavenging or lost to damage), recording the gap loudly.
+    /// scavenging or lost to damage), recording the gap loudly: with the
+    /// store's drop record when it names them (`drop-oldest`), otherwise as
+    /// removed by retention or damage.
     fn skip_gap(&mut self, head: u64) -> Result<()> {
         let first = self.store.first_event_position_from(self.cursor)?.unwrap_or(head);
         if first > self.cursor {
-            let msg = format!(
-                "gap: positions {}..{} were removed (retention or damage) before forwarder {:?} delivered them; they are skipped",
-                self.cursor, first, self.name
-            );
-            self.current.skipped += first - self.cursor;
+            let (from, to) = (self.cursor, first);
+            if !self.note_drops(from, to)? {
+                let msg = format!(
+                    "gap: positions {from}..{to} were removed (retention or damage) before forwarder {:?} delivered them; they are skipped",
+                    self.name
+                );
+                self.current.skipped += to - from;
+                self.report_gap(
+                    msg,
+                    ForwardGap {
+                        first_position: from,
+                        end_position: to,
+                        dropped_events: None,
+                        dropped_micros: None,
+                    },
+                );
+            }
             self.dirty = true;
             self.cursor = first;
             self.hold();
             self.save()?;
-            let mut s = self.status.lock();
-            s.skipped = self.current.skipped;
-            s.last_error = Some(msg);
-            s.last_error_micros = Some(self.store.clock().now_micros());
         }
         Ok(())
+    }
+
+    /// Reports each drop of the store's drop record that removed events in
+    /// `from..to` and was not reported yet (the skipped count grows by its
+    /// events); true if there was one.
+    fn note_drops(&mut self, from: u64, to: u64) -> Result<bool> {
+        let generation = self.store.drop_generation();
+        if self.drops.0 != generation {
+            self.drops = (generation, self.store.dropped()?);
+        }
+        let start = from.max(self.drops_reported);
+        let found: Vec<DroppedRange> = self
+            .drops
+            .1
+            .iter()
+            .filter(|d| d.first_position < to && d.end_position > start)
+            .cloned()
+            .collect();
+        for d in &found {
+            let when = d.dropped_micros;
+            let msg = format!(
+                "gap: {} events at positions {}..{} were dropped at {when} µs (retention.when_full = \"drop-oldest\", recorded in dropped.rec) before forwarder {:?} delivered them; they are skipped",
+                d.events, d.first_position, d.end_position, self.name
+            );
+            self.current.skipped += d.events;
+            self.dirty = true;
+            self.drops_reported = self.drops_reported.max(d.end_position);
+            self.report_gap(
+                msg,
+                ForwardGap {
+                    first_position: d.first_position,
+                    end_position: d.end_position,
+                    dropped_events: Some(d.events),
+                    dropped_micros: Some(when),
+                },
+            );
+        }
+        Ok(!found.is_empty())
+    }
+
+    fn report_gap(&self, msg: String, gap: ForwardGap) {
+        let mut s = self.status.lock();
+        s.skipped = self.current.skipped;
+        s.gap = Some(gap);
+        s.last_error = Some(msg);
+        s.last_error_micros = Some(self.store.clock().now_micros());
     }
 
     fn park(&mut self, event: &RecordedEvent, reason: &str) -> Result<()> {

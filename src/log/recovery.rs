@@ -256,6 +256,8 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
         retention_holds: Mutex::new(std::collections::BTreeMap::new()),
         compress_skipped: Mutex::new(std::collections::HashSet::new()),
         budget_full: Mutex::new(None),
+        scavenge_wanted: std::sync::atomic::AtomicBool::new(false),
+        drops_recorded: std::sync::atomic::AtomicU64::new(0),
         durable_mark: Mutex::new(match claim {
             Claim::Mark(m) => Some(m),
             _ => None,

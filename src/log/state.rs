@@ -63,6 +63,14 @@ pub(crate) struct Shared {
     /// over the disk budget (policy `stop-appends`): the forwarder holding
     /// the lowest position, the bytes held and the budget.
     pub(crate) budget_full: Mutex<Option<(String, u64, u64)>>,
+    /// Set when a seal finds the sealed segments over `retention.max_bytes`
+    /// with something scavenging may remove: the background scavenger (if
+    /// `retention.interval_ms` starts one) runs at its next tick instead of
+    /// waiting for its period.
+    pub(crate) scavenge_wanted: std::sync::atomic::AtomicBool,
+    /// Entries added to the drop record (`dropped.rec`) since the store
+    /// opened: forwarders read the record again when it changes.
+    pub(crate) drops_recorded: AtomicU64,
     /// Torn tails that this open cut off the last segment.
     pub(crate) torn_at_open: Vec<crate::log::damage::TornTail>,
     /// Damage a read-only open stepped around, by position.
@@ -86,6 +94,44 @@ impl Shared {
             .iter()
             .min_by_key(|(_, p)| **p)
             .map(|(n, p)| (n.clone(), *p))
+    }
+
+    /// Looks at the disk budget (`retention.max_bytes`) against the sealed
+    /// segments and the forwarders' holds: under `stop-appends`, starts
+    /// refusing appends when undelivered events alone take more than the
+    /// budget, and stops refusing them when they no longer do (other policies
+    /// refuse nothing); when the sealed segments are over the budget and
+    /// scavenging can bring them back (nothing held over the budget, or
+    /// `drop-oldest`), asks the background scavenger to run now. One pass
+    /// over the list of sealed segments: called at each seal, after
+    /// scavenging, at open and as holds move.
+    pub(crate) fn check_budget(&self) {
+        use crate::format::index::Lookup;
+        use crate::options::WhenFull;
+        let policy = &self.options.retention;
+        let Some(max) = policy.max_bytes else {
+            *self.budget_full.lock() = None;
+            return;
+        };
+        let sealed = self.segments.sealed();
+        let total: u64 = sealed.iter().map(|s| s.bytes.len() as u64).sum();
+        let lowest = self.lowest_hold();
+        let held: u64 = match &lowest {
+            Some((_, hold)) => sealed
+                .iter()
+                .filter(|s| s.index.next_position() > *hold)
+                .map(|s| s.bytes.len() as u64)
+                .sum(),
+            None => 0,
+        };
+        let full = match (policy.when_full, lowest) {
+            (WhenFull::StopAppends, Some((forwarder, _))) => (held > max).then_some((forwarder, held, max)),
+            _ => None,
+        };
+        *self.budget_full.lock() = full;
+        if total > max && (held <= max || policy.when_full == WhenFull::DropOldest) {
+            self.scavenge_wanted.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// The latched failure as an error, if the writer stopped.

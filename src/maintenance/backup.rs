@@ -152,6 +152,16 @@ pub(crate) fn backup(shared: &Shared, dest: &Path) -> Result<BackupReport> {
             &mut report,
         )?;
     }
+    // The record of undelivered events dropped for the disk budget is not derived: it goes too.
+    if let Ok(drops) = st.map(&shared.dir.join(crate::format::dropped::DROPPED_FILE)) {
+        copy_bytes(
+            st,
+            dest,
+            crate::format::dropped::DROPPED_FILE,
+            (*drops).as_ref(),
+            &mut report,
+        )?;
+    }
     // The stream checkpoint covers a sealed boundary at or before the cut, so it stays valid.
     if let Ok(chk) = st.map(&shared.dir.join(STREAMS_FILE)) {
         copy_bytes(st, dest, STREAMS_FILE, (*chk).as_ref(), &mut report)?;
@@ -194,6 +204,7 @@ pub fn restore_with(storage: std::sync::Arc<dyn Storage>, from: &Path, to: &Path
         let keep = name == META_FILE
             || name == STREAMS_FILE
             || name == crate::format::compressed::DICTIONARY_FILE
+            || name == crate::format::dropped::DROPPED_FILE
             || matches!(crate::format::segment::parse_file_name(&name), Some((_, "seg" | "idx")));
         if !keep {
             continue;

@@ -13,6 +13,7 @@
 use std::sync::Arc;
 
 use crate::error::{Error, IoContext, Result};
+use crate::format::dropped::{self, DROPPED_FILE, DroppedRange};
 use crate::format::index::Lookup;
 use crate::format::record::{self, EventView, Frame, Head, LostView, SealView};
 use crate::format::segment::{SEGMENT_HEADER, SegmentHeader, segment_file_name};
@@ -25,7 +26,7 @@ use crate::storage::write_atomically;
 use crate::stream_metadata::{META_PREFIX, SNAPSHOT_PREFIX, StreamMetadata};
 
 // The policy and its rules are options; scavenging applies them.
-pub use crate::options::{RetentionPolicy, RetentionRule};
+pub use crate::options::{RetentionPolicy, RetentionRule, WhenFull};
 
 impl RetentionRule {
     fn matches(&self, ev: &EventView<'_>) -> bool {
@@ -65,6 +66,12 @@ pub struct ScavengeReport {
     pub events_kept_for_forwarding: u64,
     /// The forwarder whose hold was lowest during this scavenge, if any.
     pub held_by: Option<String>,
+    /// Events removed although a forwarder that waits had not delivered
+    /// them: the policy `drop-oldest` held the disk budget. Each run of them
+    /// is in [`ScavengeReport::dropped`] and in the store's drop record.
+    pub events_dropped_undelivered: u64,
+    /// What `drop-oldest` removed before delivery, one entry per segment.
+    pub dropped: Vec<DroppedRange>,
 }
 
 /// Why an event goes or stays.
@@ -74,6 +81,8 @@ struct Judge<'a> {
     now: i64,
     /// Events at or after this position stay: a forwarder has not delivered them.
     hold: Option<u64>,
+    /// `drop-oldest`: segments past the budget lose their events whatever the hold.
+    drop_oldest: bool,
 }
 
 impl Judge<'_> {
@@ -144,25 +153,28 @@ pub(crate) fn load_holds(shared: &Shared) -> Result<()> {
     Ok(())
 }
 
-/// Under the policy `stop-appends`, starts refusing appends when undelivered
-/// events alone take more than `max_bytes` of sealed segments, and stops
-/// refusing them when they no longer do. Other policies refuse nothing.
-pub(crate) fn check_budget(shared: &Shared) {
-    let policy = &shared.options.retention;
-    let full = match (policy.when_full, policy.max_bytes, shared.lowest_hold()) {
-        (crate::options::WhenFull::StopAppends, Some(max), Some((forwarder, hold))) => {
-            let held: u64 = shared
-                .segments
-                .sealed()
-                .iter()
-                .filter(|s| s.index.next_position() > hold)
-                .map(|s| s.bytes.len() as u64)
-                .sum();
-            (held > max).then_some((forwarder, held, max))
-        }
-        _ => None,
-    };
-    *shared.budget_full.lock() = full;
+/// The drop record of the store behind `shared`: what `drop-oldest` removed
+/// before forwarders delivered it, oldest first (empty if nothing was).
+pub(crate) fn load_dropped(shared: &Shared) -> Result<Vec<DroppedRange>> {
+    let path = shared.dir.join(DROPPED_FILE);
+    if !shared.storage.exists(&path) {
+        return Ok(Vec::new());
+    }
+    let bytes = shared.storage.map(&path).ctx(|| format!("reading {DROPPED_FILE}"))?;
+    dropped::decode((*bytes).as_ref(), &path)
+}
+
+/// Adds `range` to the drop record, durably (the whole file is replaced
+/// atomically), before the events it names are removed.
+fn record_drop(shared: &Shared, range: DroppedRange) -> Result<()> {
+    let mut all = load_dropped(shared)?;
+    all.push(range);
+    write_atomically(&*shared.storage, &shared.dir, DROPPED_FILE, &dropped::encode(&all)?)
+        .ctx(|| format!("writing {DROPPED_FILE}"))?;
+    shared
+        .drops_recorded
+        .fetch_add(1, std::sync::atomic::Ordering::Release);
+    Ok(())
 }
 
 /// Scavenges every sealed segment of the store behind `shared` under `policy`.
@@ -178,22 +190,55 @@ pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<Scav
         policy,
         now: shared.options.clock.now_micros(),
         hold: hold.map(|(_, p)| p),
+        drop_oldest: policy.when_full == WhenFull::DropOldest,
     };
     for (i, seg) in sealed.iter().enumerate() {
         report.segments_examined += 1;
         report.bytes_before += seg.bytes.len() as u64;
         match rewrite(shared, seg, &judge, i < expired, &mut report.events_kept_for_forwarding)? {
-            Some((new, removed)) => {
+            Some(rewritten) => {
+                if let Some((first_position, end_position, events)) = rewritten.dropped_held {
+                    // Recorded durably before the events are gone: a drop is never unrecorded.
+                    let forwarders: Vec<(String, u64)> = shared
+                        .retention_holds
+                        .lock()
+                        .iter()
+                        .filter(|(_, p)| **p < end_position)
+                        .map(|(n, p)| (n.clone(), *p))
+                        .collect();
+                    let range = DroppedRange {
+                        first_position,
+                        end_position,
+                        events,
+                        dropped_micros: judge.now,
+                        forwarders,
+                    };
+                    record_drop(shared, range.clone())?;
+                    report.events_dropped_undelivered += events;
+                    report.dropped.push(range);
+                }
+                let new = replace(shared, seg, &rewritten.bytes)?;
                 report.segments_rewritten += 1;
-                report.events_removed += removed;
+                report.events_removed += rewritten.removed;
                 report.bytes_after += new.bytes.len() as u64;
                 shared.segments.replace_sealed(new);
             }
             None => report.bytes_after += seg.bytes.len() as u64,
         }
     }
-    check_budget(shared);
+    shared.check_budget();
     Ok(report)
+}
+
+/// A sealed segment rewritten in memory, not yet on disk.
+struct Rewritten {
+    /// The new segment file.
+    bytes: Vec<u8>,
+    /// Events removed.
+    removed: u64,
+    /// Under `drop-oldest`: the first and past-the-last position of the
+    /// removed events a forwarder had not delivered, and their count.
+    dropped_held: Option<(u64, u64, u64)>,
 }
 
 /// How many of the oldest sealed segments are past the size or count budget.
@@ -214,14 +259,14 @@ fn expired_segments(shared: &Shared, sealed: &[Arc<SealedSegment>], policy: &Ret
     n
 }
 
-/// Rewrites one sealed segment without the events the judge removes; `None` if it keeps them all.
+/// Builds one sealed segment without the events the judge removes; `None` if it keeps them all.
 fn rewrite(
     shared: &Shared,
     seg: &SealedSegment,
     judge: &Judge<'_>,
     expired: bool,
     kept_for_forwarding: &mut u64,
-) -> Result<Option<(SealedSegment, u64)>> {
+) -> Result<Option<Rewritten>> {
     let logical = seg.logical()?;
     let bytes: &[u8] = &logical;
     let base = seg.index.base();
@@ -236,6 +281,7 @@ fn rewrite(
     .encode()
     .to_vec();
     let mut removed = 0u64;
+    let mut dropped_held: Option<(u64, u64, u64)> = None;
     let mut run: Option<(u64, u64)> = None; // (first, count) of removed positions being gathered
     // Removing a stream's last event records the stream's head in the removed
     // frame, so that the segments alone still say which revisions the stream
@@ -309,8 +355,10 @@ fn rewrite(
             }
         };
         let held = judge.hold.is_some_and(|h| p >= h);
+        // Under `drop-oldest`, a segment past the budget goes whatever the hold.
+        let dropping = expired && judge.drop_oldest;
         match view {
-            Some(v) if held && judge.removes(&v, expired) => {
+            Some(v) if held && !dropping && judge.removes(&v, expired) => {
                 *kept_for_forwarding += 1;
                 flush(&mut out, &mut run, &mut heads, &mut wrote_heads);
                 record::encode_committed(&mut out, &v)?;
@@ -324,6 +372,12 @@ fn rewrite(
             other => {
                 if let Some(v) = &other {
                     removed += 1;
+                    if held {
+                        dropped_held = Some(match dropped_held {
+                            Some((first, _, n)) => (first, p + 1, n + 1),
+                            None => (p, p + 1, 1),
+                        });
+                    }
                     if is_head(v.stream, v.revision) {
                         heads.push((v.stream.to_string(), v.revision, p));
                     }
@@ -349,6 +403,16 @@ fn rewrite(
         },
     );
     crate::format::segment::set_version(&mut out, wrote_heads);
+    Ok(Some(Rewritten {
+        bytes: out,
+        removed,
+        dropped_held,
+    }))
+}
+
+/// Replaces sealed segment `seg` by its rewrite `out` on disk, crash-safely, and opens it.
+fn replace(shared: &Shared, seg: &SealedSegment, out: &[u8]) -> Result<SealedSegment> {
+    let base = seg.index.base();
     let st = &*shared.storage;
     let dir = &shared.dir;
     let name = segment_file_name(base);
@@ -359,10 +423,9 @@ fn rewrite(
         .and_then(|()| st.sync_dir(dir))
         .ctx(|| format!("removing {idx_name}"))?;
     // 2. The new segment replaces the old one atomically.
-    write_atomically(st, dir, &name, &out).ctx(|| format!("rewriting {name}"))?;
+    write_atomically(st, dir, &name, out).ctx(|| format!("rewriting {name}"))?;
     // 3. Its index.
-    let scanned = index_segment(&out, base, &seg.path)?;
+    let scanned = index_segment(out, base, &seg.path)?;
     write_atomically(st, dir, &idx_name, &scanned.index.encode_file()?).ctx(|| format!("writing {idx_name}"))?;
-    let new = SealedSegment::open(st, dir, base, None)?;
-    Ok(Some((new, removed)))
+    SealedSegment::open(st, dir, base, None)
 }

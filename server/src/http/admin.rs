@@ -76,6 +76,22 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
             ));
         }
     }
+    for f in &forwarders {
+        if let Some(g) = &f.gap {
+            problems.push(format!(
+                "forwarder {:?} skipped positions {}..{}: {} removed before it delivered them{}",
+                f.name,
+                g.first_position,
+                g.end_position,
+                g.dropped_events.map_or("events".to_string(), |n| format!("{n} events")),
+                if g.dropped_events.is_some() {
+                    " (retention.when_full = \"drop-oldest\")"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
     let lowest = stats
         .retention_held_by
         .iter()
@@ -109,6 +125,7 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
                 "lag_seconds": f.lag_seconds,
                 "failures": f.failures,
                 "last_error": f.last_error,
+                "gap": f.gap,
             })
         })
         .collect();
@@ -181,6 +198,7 @@ pub(crate) async fn scavenge(State(state): State<AppState>) -> Result<Response, 
         "events_removed": r.events_removed,
         "bytes_before": r.bytes_before,
         "bytes_after": r.bytes_after,
+        "events_dropped_undelivered": r.events_dropped_undelivered,
     }))
     .into_response())
 }

@@ -130,6 +130,9 @@ impl Writer {
         }
         let active = Arc::new(ActiveSegment::create(storage, dir, self.next_position)?);
         shared.segments.rotate(sealed, active.clone());
+        // The disk budget is looked at as the sealed data grows, not only
+        // when a scavenge runs: under `stop-appends` the next append is refused.
+        shared.check_budget();
         self.active = active;
         self.write_offset = SEGMENT_HEADER as u64;
         self.allocated_end = SEGMENT_HEADER as u64;
