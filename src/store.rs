@@ -127,7 +127,7 @@ impl Store {
         store.shared.load_metadata()?;
         // Forwarders that wait hold retention from their saved checkpoints, running or not.
         crate::maintenance::retention::load_holds(&store.shared)?;
-        store.shared.check_budget();
+        store.shared.check_budget(true);
         Ok(store)
     }
 
@@ -311,7 +311,9 @@ impl Store {
                 while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
                     stopped.recv_timeout(period.min(SCHEDULE_TICK))
                 {
-                    if clock.now() >= due || wake(&shared) {
+                    // The wake flag is taken first, so that a run due anyway clears it too.
+                    let woken = wake(&shared);
+                    if woken || clock.now() >= due {
                         work(&shared);
                         due = clock.now() + period;
                     }
@@ -362,7 +364,7 @@ impl Store {
         }
         // Appends stopped for the budget resume as soon as it holds again.
         if self.shared.budget_full.lock().is_some() {
-            self.shared.check_budget();
+            self.shared.check_budget(false);
         }
     }
 

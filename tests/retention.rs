@@ -291,3 +291,51 @@ fn a_stream_scavenged_away_keeps_its_revisions_without_the_checkpoint() {
     }
     assert!(store.verify().unwrap().is_clean());
 }
+
+/// A clock that counts how often the time of day is asked for: each scavenge
+/// asks once, and nothing else runs while the store is idle.
+#[derive(Debug, Default)]
+struct CountingClock {
+    asked: std::sync::atomic::AtomicU64,
+}
+
+impl annal::Clock for CountingClock {
+    fn now_micros(&self) -> i64 {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        annal::SystemClock.now_micros()
+    }
+    fn now(&self) -> std::time::Instant {
+        std::time::Instant::now()
+    }
+}
+
+/// A store kept over its disk budget by a rule that keeps every event
+/// forever: a seal wakes the background scavenger, which can free nothing;
+/// it must then wait for its period (an hour here) or the next seal, not
+/// rescan the whole store every tick. A review found it running every 100 ms.
+#[test]
+fn a_scavenge_that_cannot_hold_the_budget_does_not_wake_the_next_one() {
+    let clock = Arc::new(CountingClock::default());
+    let policy = RetentionPolicy {
+        max_bytes: Some(16 * 1024),
+        interval_ms: Some(3_600_000),
+        rules: vec![RetentionRule::keep_type_forever("*")],
+        ..RetentionPolicy::default()
+    };
+    let store = Store::open_with(
+        Arc::new(SimStorage::new()),
+        "/data",
+        options().retention(policy).clock(clock.clone()),
+    )
+    .unwrap();
+    fill(&store, 600);
+    assert!(store.segment_count() >= 4, "{}", store.segment_count());
+    // Let the wake of the last seal run its scavenge, then count while idle.
+    std::thread::sleep(Duration::from_millis(500));
+    let before = clock.asked.load(std::sync::atomic::Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = clock.asked.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(after - before <= 1, "{} scavenges in 1.5 s of idleness", after - before);
+    // Nothing was removed: every event is kept forever.
+    assert_eq!(visible(&store).len(), 600);
+}

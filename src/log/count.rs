@@ -21,7 +21,7 @@ const BATCH: usize = 4096;
 impl Shared {
     /// The number of visible events that pass `filter`.
     pub(crate) fn count(&self, filter: &Filter) -> Result<u64> {
-        if let Some(per_stream) = self.count_streams_from_index(filter) {
+        if let Some(per_stream) = self.count_streams_from_index(filter)? {
             return Ok(per_stream.values().sum());
         }
         let mut n = 0u64;
@@ -33,7 +33,7 @@ impl Shared {
     pub(crate) fn count_by(&self, filter: &Filter, by: GroupBy) -> Result<BTreeMap<String, u64>> {
         let mut out: BTreeMap<String, u64> = BTreeMap::new();
         if matches!(by, GroupBy::Stream | GroupBy::Category)
-            && let Some(per_stream) = self.count_streams_from_index(filter)
+            && let Some(per_stream) = self.count_streams_from_index(filter)?
         {
             for (stream, n) in per_stream {
                 *out.entry(group_key(by, &stream, "", 0)).or_default() += n;
@@ -64,8 +64,10 @@ impl Shared {
     }
 
     /// Each admitted stream's number of events, from the stream indexes
-    /// alone; `None` when the filter or the store needs the events read.
-    fn count_streams_from_index(&self, filter: &Filter) -> Option<BTreeMap<String, u64>> {
+    /// alone; `None` when the filter or the store needs the events read. An
+    /// index section found damaged on first use (which then answers nothing)
+    /// fails the count, never shortens it.
+    fn count_streams_from_index(&self, filter: &Filter) -> Result<Option<BTreeMap<String, u64>>> {
         let streams_only = Filter {
             types: Vec::new(),
             tags: Vec::new(),
@@ -77,7 +79,7 @@ impl Shared {
             ..filter.clone()
         };
         if streams_only != *filter || !self.damage.is_empty() || !self.metadata.read().by_stream.is_empty() {
-            return None;
+            return Ok(None);
         }
         let mut out: BTreeMap<String, u64> = BTreeMap::new();
         for seg in self.segments() {
@@ -98,11 +100,12 @@ impl Shared {
                 }
                 true
             });
+            seg.index_damage()?;
             if !exact {
-                return None;
+                return Ok(None);
             }
         }
-        Some(out)
+        Ok(Some(out))
     }
 }
 

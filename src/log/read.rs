@@ -69,7 +69,7 @@ impl SegRef {
     }
     /// Damage the segment's index found on first use of a section (which
     /// then answered nothing): a read that used the index fails with it.
-    fn index_damage(&self) -> Result<()> {
+    pub(crate) fn index_damage(&self) -> Result<()> {
         match self {
             SegRef::Sealed(s) => s.index.damage().map_or(Ok(()), Err),
             SegRef::Active(_) => Ok(()),

@@ -491,7 +491,8 @@ fn open_segment(
             .ctx(|| format!("mapping {}", idx_path.display()))
             .and_then(|m| SegmentIndex::open(m, &idx_path));
         match loaded {
-            Ok(index) if index.base() == base => {
+            // A summary that fails its check is rebuilt below with the rest.
+            Ok(index) if index.base() == base && index.check_summary().is_ok() => {
                 let bytes = st.map(path).ctx(|| format!("mapping {}", path.display()))?;
                 let sealed = SealedSegment::new(path.to_path_buf(), mapped_bytes(bytes), index, dict)?;
                 let index = &sealed.index;

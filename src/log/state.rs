@@ -102,15 +102,22 @@ impl Shared {
     /// budget, and stops refusing them when they no longer do (other policies
     /// refuse nothing); when the sealed segments are over the budget and
     /// scavenging can bring them back (nothing held over the budget, or
-    /// `drop-oldest`), asks the background scavenger to run now. One pass
-    /// over the list of sealed segments: called at each seal, after
-    /// scavenging, at open and as holds move.
-    pub(crate) fn check_budget(&self) {
+    /// `drop-oldest`), asks the background scavenger to run now, but only
+    /// when `sealed` says a segment was just sealed (or the store opened) or
+    /// when appends stopped for the budget may resume: a scavenge that leaves
+    /// the store over its budget (events kept forever, `$` streams) must not
+    /// wake the next one at once, or the scavenger would rescan the store
+    /// every tick. One pass over the list of sealed segments, under the
+    /// budget's lock so that two callers cannot store their answers in the
+    /// wrong order: called at each seal, after scavenging, at open and as
+    /// holds move.
+    pub(crate) fn check_budget(&self, sealed_now: bool) {
         use crate::format::index::Lookup;
         use crate::options::WhenFull;
         let policy = &self.options.retention;
+        let mut budget_full = self.budget_full.lock();
         let Some(max) = policy.max_bytes else {
-            *self.budget_full.lock() = None;
+            *budget_full = None;
             return;
         };
         let sealed = self.segments.sealed();
@@ -128,8 +135,10 @@ impl Shared {
             (WhenFull::StopAppends, Some((forwarder, _))) => (held > max).then_some((forwarder, held, max)),
             _ => None,
         };
-        *self.budget_full.lock() = full;
-        if total > max && (held <= max || policy.when_full == WhenFull::DropOldest) {
+        let resumed = budget_full.is_some() && full.is_none();
+        *budget_full = full;
+        drop(budget_full);
+        if (sealed_now || resumed) && total > max && (held <= max || policy.when_full == WhenFull::DropOldest) {
             self.scavenge_wanted.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }

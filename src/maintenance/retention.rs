@@ -226,7 +226,7 @@ pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<Scav
             None => report.bytes_after += seg.bytes.len() as u64,
         }
     }
-    shared.check_budget();
+    shared.check_budget(false);
     Ok(report)
 }
 

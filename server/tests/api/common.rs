@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use annal::{Durability, Options, Store};
-use annal_server::{ServerConfig, ServerError};
+use annal_server::{Role, ServerConfig, ServerError, TokenConfig, hash_token};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -153,5 +153,16 @@ impl TestServer {
             .await
             .expect("server stops within 10 s")
             .unwrap()
+    }
+}
+
+/// A token named `name` whose secret is `secret-{name}`, with a role and
+/// the stream prefixes it is limited to (none: every stream).
+pub fn token(name: &str, role: Role, prefixes: &[&str]) -> TokenConfig {
+    TokenConfig {
+        name: name.into(),
+        sha256: hash_token(&format!("secret-{name}")),
+        role,
+        stream_prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
     }
 }

@@ -2,20 +2,11 @@
 //! page for any console path, no token needed), and the routes it browses
 //! with: /browse/streams, /browse/categories, /whoami, /node, /admin/verify.
 
-use annal_server::{Role, TokenConfig, hash_token};
+use annal_server::Role;
 use reqwest::{Method, StatusCode, redirect};
 use serde_json::{Value, json};
 
-use crate::common::TestServer;
-
-fn token(name: &str, role: Role, prefixes: &[&str]) -> TokenConfig {
-    TokenConfig {
-        name: name.into(),
-        sha256: hash_token(&format!("secret-{name}")),
-        role,
-        stream_prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
-    }
-}
+use crate::common::{TestServer, token};
 
 async fn with_tokens() -> TestServer {
     TestServer::start_with(|c| {

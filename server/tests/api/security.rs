@@ -1,19 +1,10 @@
 //! Tokens, roles, stream-prefix permissions, open mode, and TLS.
 
-use annal_server::{Role, ServerConfig, TlsConfig, TokenConfig, hash_token};
+use annal_server::{Role, ServerConfig, TlsConfig, TokenConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::common::TestServer;
-
-fn token(name: &str, role: Role, prefixes: &[&str]) -> TokenConfig {
-    TokenConfig {
-        name: name.into(),
-        sha256: hash_token(&format!("secret-{name}")),
-        role,
-        stream_prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
-    }
-}
+use crate::common::{TestServer, token};
 
 #[tokio::test]
 async fn tokens_roles_and_prefixes() {

@@ -2,20 +2,11 @@
 //! streams may learn, refused configurations, bounded connections and
 //! responses, honest health and timeout answers, and bad input.
 
-use annal_server::{Role, ServerConfig, TokenConfig, hash_token};
+use annal_server::{Role, ServerConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::common::TestServer;
-
-fn token(name: &str, role: Role, prefixes: &[&str]) -> TokenConfig {
-    TokenConfig {
-        name: name.into(),
-        sha256: hash_token(&format!("secret-{name}")),
-        role,
-        stream_prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
-    }
-}
+use crate::common::{TestServer, token};
 
 /// A server with an unrestricted admin (`secret-admin`) and a writer limited to `orders-` (`secret-tenant`).
 async fn tenant_server() -> TestServer {

@@ -371,6 +371,15 @@ impl IndexV2 {
             .map(|(at, why)| Error::corruption(&*self.file, *at as u64, why.clone()))
     }
 
+    /// Checks the stream summary now (what an open that rebuilds stream
+    /// states from this index needs whole).
+    pub fn check_summary(&self) -> Result<()> {
+        if self.ok(Part::Summary) {
+            return Ok(());
+        }
+        self.damage().map_or(Ok(()), Err)
+    }
+
     /// Checks every entry of every section now (what `open` leaves to first use).
     pub fn check_all(&self) -> Result<()> {
         for part in Part::ALL {

@@ -132,7 +132,7 @@ impl Writer {
         shared.segments.rotate(sealed, active.clone());
         // The disk budget is looked at as the sealed data grows, not only
         // when a scavenge runs: under `stop-appends` the next append is refused.
-        shared.check_budget();
+        shared.check_budget(true);
         self.active = active;
         self.write_offset = SEGMENT_HEADER as u64;
         self.allocated_end = SEGMENT_HEADER as u64;
