@@ -5,17 +5,10 @@ import { api, ApiError, setToken, token } from './api.js';
 import { h, mount, errorBox } from './dom.js';
 import { streamsPage, streamPage, logPage, groupsPage, groupPage } from './pages.js';
 import { nodePage } from './node.js';
+import { session } from './session.js';
 
 const main = document.getElementById('main');
 
-/** What the caller may do: {auth, role, stream_prefixes}. */
-export const session = { auth: false, role: 'read', stream_prefixes: [] };
-
-const RANK = { read: 0, write: 1, admin: 2 };
-/** True if the caller's role includes `role`. */
-export function can(role) {
-  return RANK[session.role] >= RANK[role];
-}
 
 /** A page's cleanup (closing a live tail, stopping samplers) when the route changes. */
 let leave = null;
@@ -27,12 +20,6 @@ function parseHash() {
   return { parts, params: new URLSearchParams(query) };
 }
 
-/** Goes to a route: go('stream', name, {from: 5}). */
-export function link(parts, params) {
-  const p = parts.map(encodeURIComponent).join('/');
-  const q = params ? new URLSearchParams(Object.entries(params).filter(([, v]) => v !== '' && v !== undefined && v !== null)).toString() : '';
-  return '#/' + p + (q ? '?' + q : '');
-}
 
 async function route() {
   if (leave) { leave(); leave = null; }

@@ -4,7 +4,7 @@
 
 import { api, metricsText } from './api.js';
 import { h, mount, num, bytes, toast, errorBox } from './dom.js';
-import { can } from './app.js';
+import { can } from './session.js';
 
 const SAMPLE_MS = 2000;
 const SAMPLES = 150; // five minutes

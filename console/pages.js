@@ -2,7 +2,7 @@
 
 import { api, enc, follow, qs, ApiError } from './api.js';
 import { h, mount, num, time, jsonBlock, copyButton, toast, field, errorBox } from './dom.js';
-import { can, link } from './app.js';
+import { can, link } from './session.js';
 
 const PAGE = 50;
 

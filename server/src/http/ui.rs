@@ -39,6 +39,7 @@ const ASSETS: &[Asset] = &[
     asset!("dom.js", JS),
     asset!("pages.js", JS),
     asset!("node.js", JS),
+    asset!("session.js", JS),
     asset!("favicon.svg", "image/svg+xml"),
 ];
 
