@@ -118,6 +118,49 @@ fn max_age_hides_old_events_and_custom_fields_survive_reopen() {
 }
 
 #[test]
+fn a_metadata_write_with_the_revision_it_read_refuses_when_another_wrote_in_between() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fill(&store, "s", 3);
+    assert_eq!(store.stream_metadata_with_revision("s"), (None, None));
+    let first = StreamMetadata {
+        max_count: Some(10),
+        ..Default::default()
+    };
+    store
+        .set_stream_metadata_expected("s", ExpectedVersion::NoStream, first.clone())
+        .unwrap();
+    let (meta, rev) = store.stream_metadata_with_revision("s");
+    assert_eq!((meta, rev), (Some(first.clone()), Some(0)));
+
+    // Two editors read revision 0; the first to write wins, the second is refused
+    // with the revision it met, and what the first wrote stays.
+    let a = StreamMetadata {
+        max_count: Some(20),
+        ..Default::default()
+    };
+    let b = StreamMetadata {
+        max_age_ms: Some(1_000),
+        ..Default::default()
+    };
+    store
+        .set_stream_metadata_expected("s", ExpectedVersion::Exact(0), a.clone())
+        .unwrap();
+    match store.set_stream_metadata_expected("s", ExpectedVersion::Exact(0), b) {
+        Err(Error::WrongExpectedVersion { actual, .. }) => assert_eq!(actual, Some(1)),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert!(matches!(
+        store.set_stream_metadata_expected("s", ExpectedVersion::NoStream, first),
+        Err(Error::WrongExpectedVersion { .. })
+    ));
+    assert_eq!(store.stream_metadata_with_revision("s"), (Some(a.clone()), Some(1)));
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.stream_metadata_with_revision("s"), (Some(a), Some(1)));
+}
+
+#[test]
 fn soft_delete_hides_the_stream_and_appends_continue_its_revisions() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());

@@ -30,6 +30,19 @@ impl Store {
         self.shared.metadata.read().by_stream.get(stream).cloned()
     }
 
+    /// A stream's metadata together with the revision of the record that set it
+    /// (the last revision of `$meta-<stream>`; `None` when none was written),
+    /// read under the lock metadata writes take, so the two always match. Pass
+    /// the revision to [`Store::set_stream_metadata_expected`] to write only if
+    /// nobody else wrote the metadata since it was read.
+    pub fn stream_metadata_with_revision(&self, stream: &str) -> (Option<StreamMetadata>, Option<u64>) {
+        let _no_write_in_between = self.shared.metadata_writes.lock();
+        let revision = self
+            .stream_info(&format!("{META_PREFIX}{stream}"))
+            .map(|s| s.last_revision);
+        (self.stream_metadata(stream), revision)
+    }
+
     /// Sets a stream's metadata (replacing what was there); reads honour it at once.
     pub fn set_stream_metadata(&self, stream: &str, metadata: StreamMetadata) -> Result<AppendResult> {
         self.set_stream_metadata_expected(stream, ExpectedVersion::Any, metadata)

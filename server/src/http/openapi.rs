@@ -328,8 +328,8 @@ pub fn document() -> Value {
                 }
             },
             "/streams/{stream}/metadata": {
-                "get": { "summary": "A stream's metadata.", "parameters": [stream_param()], "responses": { "200": ok("Metadata.", reference("StreamMetadata")), "404": error("No such stream.") } },
-                "put": { "summary": "Replace a stream's metadata.", "parameters": [stream_param()], "requestBody": body(reference("StreamMetadata")), "responses": { "200": ok("Stored.", reference("StreamMetadata")), "400": error("Bad request.") } }
+                "get": { "summary": "A stream's metadata; its ETag is the revision of the record that set it (\"no-stream\" when none was written).", "parameters": [stream_param()], "responses": { "200": ok("Metadata.", reference("StreamMetadata")), "404": error("No such stream.") } },
+                "put": { "summary": "Replace a stream's metadata; with expected (the ETag read, unquoted) only if nobody wrote it since.", "parameters": [stream_param(), query("expected", "Expected version of the metadata: a revision, no-stream, exists or any (the default).", json!({ "type": "string" }))], "requestBody": body(reference("StreamMetadata")), "responses": { "200": ok("Stored; the ETag is its new version.", reference("StreamMetadata")), "400": error("Bad request."), "409": error("The metadata changed since the expected version.") } }
             },
             "/streams/{stream}/snapshot": {
                 "get": { "summary": "The latest snapshot.", "parameters": [stream_param()], "responses": { "200": ok("Snapshot.", json!({ "type": "object", "properties": { "revision": { "type": "integer" }, "data": {}, "data_base64": { "type": "string" } } })), "404": error("No snapshot.") } },

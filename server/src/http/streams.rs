@@ -473,30 +473,50 @@ pub(crate) async fn get_metadata(
     check_stream(&stream)?;
     p.authorize(Need::Read(&stream))?;
     let store = state.store();
-    let meta = state
-        .blocking(move || match store.stream_metadata(&stream) {
-            Some(m) => Ok(m),
-            None if store.stream_info(&stream).is_some() => Ok(StreamMetadata::default()),
-            None => Err(annal::Error::StreamNotFound(stream).into()),
+    let (meta, revision) = state
+        .blocking(move || match store.stream_metadata_with_revision(&stream) {
+            (Some(m), r) => Ok((m, r)),
+            (None, r) if store.stream_info(&stream).is_some() => Ok((StreamMetadata::default(), r)),
+            (None, _) => Err(annal::Error::StreamNotFound(stream).into()),
         })
         .await?;
-    Ok(axum::Json(meta).into_response())
+    Ok(with_metadata_etag(axum::Json(meta).into_response(), revision))
+}
+
+/// The metadata's version as an `ETag`: the revision of the record that set it,
+/// or `no-stream` when none was written. A client sends it back as
+/// `PUT …/metadata?expected=` to write only over what it read.
+fn with_metadata_etag(mut resp: Response, revision: Option<u64>) -> Response {
+    let tag = revision.map_or_else(|| "\"no-stream\"".to_string(), |r| format!("\"{r}\""));
+    if let Ok(v) = axum::http::HeaderValue::from_str(&tag) {
+        resp.headers_mut().insert(axum::http::header::ETAG, v);
+    }
+    resp
 }
 
 pub(crate) async fn put_metadata(
     State(state): State<AppState>,
     p: Principal,
     Path(stream): Path<String>,
+    RawQuery(q): RawQuery,
     JsonBody(meta): JsonBody<StreamMetadata>,
 ) -> Result<Response, ApiError> {
     check_writable_stream(&stream)?;
     p.authorize(Need::Write(&stream))?;
+    let params = Params::parse(q.as_deref(), &["expected"])?;
+    let expected = match params.one("expected")? {
+        Some(e) => expected_from_str(e)?,
+        None => annal::ExpectedVersion::Any,
+    };
     let store = state.store();
     let stored = meta.clone();
-    state
-        .blocking(move || Ok(store.set_stream_metadata(&stream, meta)?))
+    let r = state
+        .blocking(move || Ok(store.set_stream_metadata_expected(&stream, expected, meta)?))
         .await?;
-    Ok(axum::Json(stored).into_response())
+    Ok(with_metadata_etag(
+        axum::Json(stored).into_response(),
+        Some(r.next_expected_version),
+    ))
 }
 
 #[derive(Deserialize)]

@@ -549,3 +549,54 @@ async fn queries_by_topic_pattern_aggregate_and_metadata_and_counts() {
         .collect();
     assert_eq!(names, ["order-1", "order-2"]);
 }
+
+/// The metadata's ETag is the revision of the record that set it; a PUT with
+/// `expected=` that revision writes, and one from an editor who read an older
+/// version is refused with 409 and leaves what the other wrote.
+#[tokio::test]
+async fn a_metadata_write_with_an_expected_version_refuses_a_lost_update() {
+    let s = TestServer::start().await;
+    s.append_n("e", 1).await;
+    let etag = |r: &reqwest::Response| r.headers().get("etag").map(|v| v.to_str().unwrap().to_string());
+    let r = s.client.get(s.url("/streams/e/metadata")).send().await.unwrap();
+    assert_eq!(etag(&r).as_deref(), Some("\"no-stream\""));
+
+    let (st, _) = s
+        .call(
+            Method::PUT,
+            "/streams/e/metadata?expected=no-stream",
+            Some(json!({ "max_count": 5 })),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let r = s.client.get(s.url("/streams/e/metadata")).send().await.unwrap();
+    assert_eq!(etag(&r).as_deref(), Some("\"0\""));
+
+    // Two editors both read version 0.
+    let r = s
+        .client
+        .put(s.url("/streams/e/metadata?expected=0"))
+        .json(&json!({ "max_count": 7 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(etag(&r).as_deref(), Some("\"1\""));
+    let (st, v) = s
+        .call(
+            Method::PUT,
+            "/streams/e/metadata?expected=0",
+            Some(json!({ "max_age_ms": 1000 })),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["error"], "wrong_expected_version");
+    assert_eq!(v["actual"], 1);
+    let (_, v) = s.get("/streams/e/metadata").await;
+    assert_eq!(v, json!({ "max_count": 7 }));
+
+    let (st, v) = s
+        .call(Method::PUT, "/streams/e/metadata?expected=later", Some(json!({})))
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+}
