@@ -80,10 +80,23 @@ fn compressed_segments_are_smaller_and_read_back_identical() {
     let store = Store::open_with(Arc::new(sim.clone()), "/z", options()).unwrap();
     fill(&store, 3000);
     let before = all(&store);
+    let plain = store.stats();
+    assert_eq!(
+        plain.uncompressed_segment_bytes, plain.segment_bytes,
+        "nothing compressed yet"
+    );
     let report = store.compress().unwrap();
     assert!(report.segments > 5, "{report:?}");
     let ratio = report.bytes_before as f64 / report.bytes_after as f64;
     assert!(ratio >= 3.0, "compression ratio {ratio:.2} on realistic JSON events");
+    // The stats give the ratio too: the logical bytes stay, the stored ones shrink by the report's saving.
+    let packed = store.stats();
+    assert_eq!(packed.uncompressed_segment_bytes, plain.uncompressed_segment_bytes);
+    assert_eq!(
+        plain.segment_bytes - packed.segment_bytes,
+        report.bytes_before - report.bytes_after,
+        "{plain:?} {packed:?} {report:?}"
+    );
     assert!(all(&store) == before, "reads are unchanged by compression");
     // Random reads decompress one block each.
     for p in [0u64, 1, 999, 1500, 2001] {

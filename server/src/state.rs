@@ -47,6 +47,9 @@ pub struct Inner {
     pub(crate) busy: AtomicUsize,
     /// Figures of the forwarders running beside the server (`GET /forward`, `/metrics`).
     pub(crate) forwarders: std::sync::Mutex<Vec<annal::StatusHandle>>,
+    /// The answer of the last `POST /admin/verify` since the server started,
+    /// with the time it finished (`GET /node` shows it).
+    pub(crate) last_verify: std::sync::Mutex<Option<serde_json::Value>>,
 }
 
 impl AppState {
@@ -62,6 +65,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             busy: AtomicUsize::new(0),
             forwarders: std::sync::Mutex::new(Vec::new()),
+            last_verify: std::sync::Mutex::new(None),
         })))
     }
 

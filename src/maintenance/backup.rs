@@ -41,6 +41,10 @@ pub struct StoreStats {
     pub segments: usize,
     /// Bytes of segment files (sealed plus the active segment's written data).
     pub segment_bytes: u64,
+    /// What [`StoreStats::segment_bytes`] would be with nothing compressed:
+    /// compressed sealed segments count at their uncompressed length. The
+    /// compression ratio is this divided by `segment_bytes`.
+    pub uncompressed_segment_bytes: u64,
     /// Bytes of index files of sealed segments.
     pub index_bytes: u64,
     /// Events of the active segment, indexed in memory.
@@ -270,6 +274,12 @@ pub(crate) fn stats(shared: &Shared) -> StoreStats {
         streams: shared.streams.read().len() as u64,
         segments: now.count(),
         segment_bytes: now.sealed.iter().map(|s| s.bytes.len() as u64).sum::<u64>() + active_end,
+        uncompressed_segment_bytes: now
+            .sealed
+            .iter()
+            .map(|s| s.compressed.as_ref().map_or(s.bytes.len() as u64, |c| c.logical_len()))
+            .sum::<u64>()
+            + active_end,
         index_bytes: now.sealed.iter().map(|s| s.index.raw().len() as u64).sum(),
         active_events,
         compressed_segments: now.sealed.iter().filter(|s| s.compressed.is_some()).count(),

@@ -237,6 +237,7 @@ fn disk_use(dir: &Path, depth: u8, out: &mut DiskUse) {
 /// background error and the disk space left.
 pub(crate) async fn node(State(state): State<AppState>) -> Result<Response, ApiError> {
     let store = state.store();
+    let last_verify = state.last_verify.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let body = state
         .blocking(move || {
             let stats = store.stats();
@@ -251,6 +252,7 @@ pub(crate) async fn node(State(state): State<AppState>) -> Result<Response, ApiE
                 "active_events": stats.active_events,
                 "disk": {
                     "segment_bytes": stats.segment_bytes,
+                    "uncompressed_segment_bytes": stats.uncompressed_segment_bytes,
                     "index_bytes": stats.index_bytes,
                     "segment_file_bytes": disk.segments,
                     "index_file_bytes": disk.indexes,
@@ -266,18 +268,23 @@ pub(crate) async fn node(State(state): State<AppState>) -> Result<Response, ApiE
                 },
                 "last_background_error": stats.last_background_error,
                 "write_failure": store.write_failure(),
+                "last_verify": last_verify,
             }))
         })
         .await?;
     Ok(axum::Json(body).into_response())
 }
 
-/// `POST /admin/verify`: reads and checks every segment and index now.
+/// `POST /admin/verify`: reads and checks every segment and index now. The
+/// answer is kept (with the time it finished) for `GET /node`.
 pub(crate) async fn verify(State(state): State<AppState>) -> Result<Response, ApiError> {
     let store = state.store();
     let report = state.blocking(move || Ok(store.verify()?)).await?;
     let problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
-    Ok(axum::Json(json!({
+    let finished_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let body = json!({
         "clean": report.is_clean(),
         "segments": report.segments,
         "indexes": report.indexes,
@@ -287,8 +294,10 @@ pub(crate) async fn verify(State(state): State<AppState>) -> Result<Response, Ap
         "removed": report.removed,
         "problems": problems,
         "torn_tails": report.torn_tails.len(),
-    }))
-    .into_response())
+        "finished_ms": finished_ms,
+    });
+    *state.last_verify.lock().unwrap_or_else(|p| p.into_inner()) = Some(body.clone());
+    Ok(axum::Json(body).into_response())
 }
 
 #[cfg(test)]

@@ -211,8 +211,13 @@ async fn node_shows_disk_use_and_verify_is_admin_only() {
     assert_eq!(n["streams"], s.store.stats().streams);
     assert!(n["disk"]["segment_file_bytes"].as_u64().unwrap() > 0, "{n}");
     assert!(n["disk"]["files"].as_u64().unwrap() > 0, "{n}");
+    assert_eq!(
+        n["disk"]["uncompressed_segment_bytes"], n["disk"]["segment_bytes"],
+        "nothing compressed: {n}"
+    );
     assert_eq!(n["last_background_error"], Value::Null);
     assert_eq!(n["retention"]["max_bytes"], Value::Null);
+    assert_eq!(n["last_verify"], Value::Null, "no verify ran yet");
 
     let (st, v) = s
         .call_as(Method::POST, "/admin/verify", None, Some("secret-reader"))
@@ -223,4 +228,8 @@ async fn node_shows_disk_use_and_verify_is_admin_only() {
     assert_eq!(v["clean"], true);
     assert_eq!(v["problems"], json!([]));
     assert!(v["events"].as_u64().unwrap() >= 1);
+    // The answer stays for /node (and the console's Node page).
+    let (_, n) = s.call_as(Method::GET, "/node", None, Some("secret-reader")).await;
+    assert_eq!(n["last_verify"], v);
+    assert!(v["finished_ms"].as_u64().unwrap() > 1_700_000_000_000, "{v}");
 }
