@@ -28,8 +28,7 @@ function headers(extra) {
   return h;
 }
 
-/** Calls the API; JSON in and out. Throws ApiError on a refusal. */
-export async function api(path, { method = 'GET', body, signal } = {}) {
+async function send(path, { method = 'GET', body, signal } = {}) {
   const init = { method, headers: headers(body === undefined ? {} : { 'Content-Type': 'application/json' }), signal };
   if (body !== undefined) init.body = JSON.stringify(body);
   const resp = await fetch(path, init);
@@ -39,7 +38,19 @@ export async function api(path, { method = 'GET', body, signal } = {}) {
   if (!resp.ok) {
     throw new ApiError(resp.status, json?.error || 'http_' + resp.status, json?.message || text || resp.statusText);
   }
-  return json;
+  return { json, resp };
+}
+
+/** Calls the API; JSON in and out. Throws ApiError on a refusal. */
+export async function api(path, opts) {
+  return (await send(path, opts)).json;
+}
+
+/** Like api(), with the answer's ETag unquoted (the version to send back as `expected`). */
+export async function apiVersioned(path, opts) {
+  const { json, resp } = await send(path, opts);
+  const tag = resp.headers.get('etag');
+  return { json, version: tag ? tag.replace(/^"|"$/g, '') : null };
 }
 
 /** The Prometheus text of /metrics. */

@@ -21,8 +21,12 @@ function parseHash() {
 }
 
 
+/** Counts routes: a page still loading when the route changed must not draw over the new one. */
+let current = 0;
+
 async function route() {
   if (leave) { leave(); leave = null; }
+  const gen = ++current;
   document.getElementById('toast').classList.remove('show');
   const { parts, params } = parseHash();
   const page = parts[0] || 'streams';
@@ -30,19 +34,25 @@ async function route() {
     if (a.dataset.page === page) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
   }
-  const ctx = { params, onLeave: (f) => { leave = f; } };
+  // Each route draws into its own element: what a page left behind draws
+  // (an answer that arrives after the user moved on) lands in a detached one.
+  const view = h('div', { class: 'view' });
+  mount(main, view);
+  // A page that sets its cleanup after it was already left is cleaned up at once.
+  const ctx = { params, onLeave: (f) => { if (gen === current) leave = f; else f(); } };
   try {
     switch (page) {
-      case 'streams': await streamsPage(main, ctx); break;
-      case 'stream': await streamPage(main, parts.slice(1).join('/'), ctx); break;
-      case 'log': await logPage(main, ctx); break;
-      case 'groups': await (parts[1] ? groupPage(main, parts.slice(1).join('/'), ctx) : groupsPage(main, ctx)); break;
-      case 'node': await nodePage(main, ctx); break;
-      default: mount(main, h('h1', {}, 'Not found'), h('p', {}, h('a', { href: '#/streams' }, 'Streams')));
+      case 'streams': await streamsPage(view, ctx); break;
+      case 'stream': await streamPage(view, parts.slice(1).join('/'), ctx); break;
+      case 'log': await logPage(view, ctx); break;
+      case 'groups': await (parts[1] ? groupPage(view, parts.slice(1).join('/'), ctx) : groupsPage(view, ctx)); break;
+      case 'node': await nodePage(view, ctx); break;
+      default: mount(view, h('h1', {}, 'Not found'), h('p', {}, h('a', { href: '#/streams' }, 'Streams')));
     }
   } catch (e) {
+    if (gen !== current) return;
     if (e instanceof ApiError && e.status === 401) return login('The token was refused; enter another.');
-    mount(main, errorBox(e));
+    mount(view, errorBox(e));
   }
 }
 

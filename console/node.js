@@ -61,22 +61,26 @@ export async function nodePage(main, { onLeave }) {
   const charts = h('div', { class: 'charts', id: 'node-charts' });
   const forwarders = h('div', { id: 'forwarders' });
   const verifyOut = h('div', { id: 'verify-result' });
+  let verifying = false;
   const verifyBtn = h('button', {
     type: 'button', class: 'primary', id: 'verify',
     ...(can('admin') ? {} : { disabled: true, title: 'Needs a token with the admin role' }),
     onclick: async () => {
-      verifyBtn.disabled = true;
+      verifyBtn.disabled = true; verifying = true;
       mount(verifyOut, h('p', { class: 'muted' }, 'Verifying every segment and index…'));
       try {
-        const r = await api('/admin/verify', { method: 'POST' });
-        mount(verifyOut, h('div', { class: r.clean ? 'ok' : 'error' },
-          h('strong', {}, r.clean ? 'Clean' : `${r.problems.length} problems`),
-          `: ${num(r.segments)} segments, ${num(r.indexes)} indexes, ${num(r.events)} events, ${bytes(r.bytes)} checked at ${new Date().toLocaleTimeString()}`,
-          r.problems.length ? h('ul', {}, r.problems.map(p => h('li', {}, p))) : ''));
+        showVerify(await api('/admin/verify', { method: 'POST' }));
       } catch (e) { mount(verifyOut, errorBox(e)); toast(e.message, 'error'); }
-      verifyBtn.disabled = false;
+      verifyBtn.disabled = false; verifying = false;
     },
   }, 'Run verify');
+  /** A verify answer (this page's run, or the server's last one from /node). */
+  function showVerify(r) {
+    mount(verifyOut, h('div', { class: r.clean ? 'ok' : 'error' },
+      h('strong', {}, r.clean ? 'Clean' : `${r.problems.length} problems`),
+      `: ${num(r.segments)} segments, ${num(r.indexes)} indexes, ${num(r.events)} events, ${bytes(r.bytes)} checked at ${new Date(r.finished_ms).toLocaleString()}`,
+      r.problems.length ? h('ul', {}, r.problems.map(p => h('li', {}, p))) : ''));
+  }
   mount(main, h('h1', {}, 'Node'), summary,
     h('h2', {}, 'Rates'), charts,
     h('h2', {}, 'Forwarders'), forwarders,
@@ -84,6 +88,8 @@ export async function nodePage(main, { onLeave }) {
 
   async function loadSummary() {
     const n = await api('/node');
+    if (n.last_verify && !verifying) showVerify(n.last_verify);
+    else if (!n.last_verify && !verifyOut.firstChild) mount(verifyOut, h('p', { class: 'muted', id: 'verify-none' }, 'No verify has run since the server started.'));
     const d = n.disk;
     const total = d.segment_file_bytes + d.index_file_bytes + d.other_bytes;
     const bar = (part, cls) => h('span', { class: 'bar-part ' + cls, style: undefined, dataset: { w: total ? (100 * part / total).toFixed(1) : 0 } });
@@ -101,6 +107,7 @@ export async function nodePage(main, { onLeave }) {
         h('dt', {}, 'appends'), h('dd', {}, n.write_failure ? h('span', { class: 'badge warn' }, n.write_failure) : h('span', { class: 'badge good' }, 'accepted')))),
       h('div', { class: 'card' }, h('h2', {}, 'Disk'), diskBar, h('dl', { class: 'kv' },
         h('dt', {}, h('span', { class: 'key seg' }), 'segments'), h('dd', { id: 'disk-segments' }, bytes(d.segment_bytes), h('span', { class: 'muted', title: 'the active segment is preallocated' }, ` written, ${bytes(d.segment_file_bytes)} on disk`)),
+        h('dt', {}, 'compression'), h('dd', { id: 'disk-compression' }, compression(d)),
         h('dt', {}, h('span', { class: 'key idx' }), 'indexes'), h('dd', {}, bytes(d.index_file_bytes)),
         h('dt', {}, h('span', { class: 'key oth' }), 'side files'), h('dd', {}, bytes(d.other_bytes)),
         h('dt', {}, 'files'), h('dd', {}, num(d.files)),
@@ -143,4 +150,10 @@ export async function nodePage(main, { onLeave }) {
   const timer = setInterval(() => { sample(); }, SAMPLE_MS);
   const slow = setInterval(() => { loadSummary().catch(() => {}); loadForwarders().catch(() => {}); }, 10 * SAMPLE_MS);
   onLeave(() => { clearInterval(timer); clearInterval(slow); });
+}
+
+/** The segments' compression ratio: their uncompressed bytes over the bytes they take. */
+function compression(d) {
+  if (!d.segment_bytes || d.uncompressed_segment_bytes <= d.segment_bytes) return 'none';
+  return `${(d.uncompressed_segment_bytes / d.segment_bytes).toFixed(2)}x (${bytes(d.uncompressed_segment_bytes)} uncompressed)`;
 }

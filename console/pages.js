@@ -1,6 +1,6 @@
 // The Streams, Stream, Log and Groups pages.
 
-import { api, enc, follow, qs, ApiError } from './api.js';
+import { api, apiVersioned, enc, follow, qs, ApiError } from './api.js';
 import { h, mount, num, time, jsonBlock, copyButton, toast, field, errorBox } from './dom.js';
 import { can, link } from './session.js';
 
@@ -232,38 +232,41 @@ export async function streamPage(main, name, { params }) {
       h('dt', {}, 'events'), h('dd', {}, num(s.event_count)),
       h('dt', {}, 'last write'), h('dd', {}, time(s.last_write)),
       s.deleted ? [h('dt', {}, 'state'), h('dd', {}, h('span', { class: 'badge warn' }, s.deleted === 'hard' ? 'hard-deleted' : 'deleted'))] : ''));
-    metadataEditor(meta, name, s);
+    metadataEditor(meta, name);
   }
 
   await Promise.all([load(), loadInfo()]);
 }
 
 /** Max age and max count of a stream, saved only if nobody changed them since they were shown. */
-async function metadataEditor(el, name, s) {
-  let loaded;
-  try { loaded = await api(`/streams/${enc(name)}/metadata`); } catch (e) { mount(el, errorBox(e)); return; }
+async function metadataEditor(el, name) {
+  let loaded, version;
+  try { ({ json: loaded, version } = await apiVersioned(`/streams/${enc(name)}/metadata`)); } catch (e) { mount(el, errorBox(e)); return; }
   const maxAge = h('input', { type: 'number', min: 1, id: 'meta-max-age', value: loaded.max_age_ms ?? '', placeholder: 'none' });
   const maxCount = h('input', { type: 'number', min: 1, id: 'meta-max-count', value: loaded.max_count ?? '', placeholder: 'none' });
+  const shown = h('span', { class: 'muted small-text', id: 'meta-version' });
+  const showVersion = () => { shown.textContent = ` saved only over metadata version ${version}, as shown`; };
+  showVersion();
   const ro = !can('write');
   if (ro) { maxAge.disabled = true; maxCount.disabled = true; }
   mount(el, h('form', {
     class: 'card', id: 'meta-form', onsubmit: async (e) => {
       e.preventDefault();
       try {
-        // The API's metadata write takes no expected version: compare what
-        // is stored now with what this form showed, and refuse if it moved.
-        const now = await api(`/streams/${enc(name)}/metadata`);
-        if (JSON.stringify(now) !== JSON.stringify(loaded)) {
-          toast('The metadata changed since this page showed it; reload to see it', 'error');
-          return;
-        }
         const next = { ...loaded };
         delete next.max_age_ms; delete next.max_count;
         if (maxAge.value) next.max_age_ms = Number(maxAge.value);
         if (maxCount.value) next.max_count = Number(maxCount.value);
-        loaded = await api(`/streams/${enc(name)}/metadata`, { method: 'PUT', body: next });
+        // The server checks the version atomically with the write: an edit
+        // made by someone else since this form loaded is never overwritten.
+        ({ json: loaded, version } = await apiVersioned(
+          `/streams/${enc(name)}/metadata${qs({ expected: version })}`, { method: 'PUT', body: next }));
+        showVersion();
         toast('Metadata saved');
-      } catch (err) { toast(err.message, 'error'); }
+      } catch (err) {
+        if (err.code === 'wrong_expected_version') toast('The metadata changed since this page showed it; reload to see it', 'error');
+        else toast(err.message, 'error');
+      }
     },
   },
   h('h2', {}, 'Stream metadata'),
@@ -271,22 +274,52 @@ async function metadataEditor(el, name, s) {
   loaded.truncate_before !== undefined ? h('p', { class: 'muted' }, `Events before revision ${num(loaded.truncate_before)} are truncated.`) : '',
   loaded.custom && Object.keys(loaded.custom).length ? [h('h3', {}, 'Custom'), jsonBlock(loaded.custom)] : '',
   h('button', { type: 'submit', class: 'primary', ...needs('write') }, 'Save'),
-  h('span', { class: 'muted small-text' }, ` checked against revision ${num(s.last_revision)}'s metadata as shown`)));
+  shown));
 }
 
 // ---------------------------------------------------------------- Log
 
 const LIVE_MAX = 500;
+/** The Log page's filters behind "More filters", kept in the page's address as the others are. */
+const MORE_FILTERS = ['type_pattern', 'stream_pattern', 'aggregate_type', 'aggregate_id', 'metadata'];
+
+/** Comma-separated values, trimmed, empty ones left out (undefined when none). */
+function csv(v) {
+  const items = (v || '').split(',').map(x => x.trim()).filter(Boolean);
+  return items.length ? items : undefined;
+}
+
+/** `actor=agent-7, tenant=t1` as the API's `metadata.actor=agent-7&metadata.tenant=t1`. */
+function metadataParams(v) {
+  const out = {};
+  for (const item of csv(v) || []) {
+    const eq = item.indexOf('=');
+    if (eq <= 0) continue;
+    const key = 'metadata.' + item.slice(0, eq).trim();
+    (out[key] ||= []).push(item.slice(eq + 1).trim());
+  }
+  return out;
+}
 
 export async function logPage(main, { params, onLeave }) {
   const f = {
     type: params.get('type') || '', tag: params.get('tag') || '', stream_prefix: params.get('stream_prefix') || '',
     since: params.get('since') || '', until: params.get('until') || '', from: params.get('from') || '', dir: params.get('dir') || 'backward',
   };
+  for (const k of MORE_FILTERS) f[k] = params.get(k) || '';
   const input = (k, label, ph) => h('input', { type: 'search', id: `log-${k}`, value: f[k], placeholder: ph, 'aria-label': label });
   const type = input('type', 'Event types', 'types, comma-separated');
   const tag = input('tag', 'Tags', 'tags, comma-separated (all must match)');
   const prefix = input('stream_prefix', 'Stream prefix', 'stream prefix');
+  const more = {
+    type_pattern: input('type_pattern', 'Type patterns', 'type patterns: order.*, app.#'),
+    stream_pattern: input('stream_pattern', 'Stream patterns', 'stream patterns: tenant.*.orders'),
+    aggregate_type: input('aggregate_type', 'Aggregate type', 'aggregate type: order'),
+    aggregate_id: input('aggregate_id', 'Aggregate id', 'aggregate id: 42'),
+    metadata: input('metadata', 'Metadata fields', 'metadata: actor=agent-7, tenant=t1'),
+  };
+  const moreBox = h('details', { class: 'more-filters', id: 'log-more', open: MORE_FILTERS.some(k => f[k]) },
+    h('summary', {}, 'More filters'), ...Object.values(more));
   const since = h('input', { type: 'datetime-local', step: 1, id: 'log-since', 'aria-label': 'Since', value: localInput(f.since) });
   const until = h('input', { type: 'datetime-local', step: 1, id: 'log-until', 'aria-label': 'Until', value: localInput(f.until) });
   const list = h('div', { class: 'events', id: 'log-events' });
@@ -297,13 +330,14 @@ export async function logPage(main, { params, onLeave }) {
   mount(main,
     h('h1', {}, 'Log'),
     h('form', { class: 'toolbar filters', onsubmit: (e) => { e.preventDefault(); apply(); } },
-      type, tag, prefix, field('Since', since), field('Until', until),
+      type, tag, prefix, field('Since', since), field('Until', until), moreBox,
       h('button', { type: 'submit', class: 'primary' }, 'Filter'),
       liveBtn, pauseBtn, rate),
     list, pager);
 
   function apply() {
     f.type = type.value.trim(); f.tag = tag.value.trim(); f.stream_prefix = prefix.value.trim();
+    for (const k of MORE_FILTERS) f[k] = more[k].value.trim();
     f.since = since.value ? new Date(since.value).toISOString() : '';
     f.until = until.value ? new Date(until.value).toISOString() : '';
     f.from = '';
@@ -315,11 +349,15 @@ export async function logPage(main, { params, onLeave }) {
       type: f.type ? f.type.split(',').map(s => s.trim()) : undefined,
       tag: f.tag ? f.tag.split(',').map(s => s.trim()) : undefined,
       stream_prefix: f.stream_prefix, since: f.since, until: f.until,
+      type_pattern: csv(f.type_pattern), stream_pattern: csv(f.stream_pattern),
+      aggregate_type: f.aggregate_type, aggregate_id: f.aggregate_id,
+      ...metadataParams(f.metadata),
     };
   }
 
   async function load() {
-    setParams(['log'], { type: f.type, tag: f.tag, stream_prefix: f.stream_prefix, since: f.since, until: f.until, from: f.from, dir: f.dir === 'backward' ? '' : f.dir });
+    const kept = Object.fromEntries(MORE_FILTERS.map(k => [k, f[k]]));
+    setParams(['log'], { type: f.type, tag: f.tag, stream_prefix: f.stream_prefix, since: f.since, until: f.until, ...kept, from: f.from, dir: f.dir === 'backward' ? '' : f.dir });
     let r;
     try {
       r = await api('/all' + qs({ ...filterQuery(), direction: f.dir, from: f.from || (f.dir === 'backward' ? 'end' : 'start'), limit: PAGE }));
