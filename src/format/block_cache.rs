@@ -95,16 +95,19 @@ impl BlockCache {
     }
 
     /// Bytes of blocks held now.
+    #[cfg(test)]
     pub fn bytes(&self) -> usize {
         self.inner.lock().bytes
     }
 
     /// Blocks held now.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.inner.lock().map.len()
     }
 
     /// True if no block is held.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

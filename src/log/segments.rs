@@ -200,16 +200,22 @@ impl SegmentSet {
     }
 
     /// Replaces the sealed segment with the same base by `segment` (its
-    /// compressed or scavenged form); false if there is none.
-    pub(crate) fn replace_sealed(&self, segment: SealedSegment) -> bool {
+    /// compressed or scavenged form), and drops the blocks of the file it
+    /// replaces from `cache` (no read can ask for them again); false if
+    /// there is none.
+    pub(crate) fn replace_sealed(&self, segment: SealedSegment, cache: &BlockCache) -> bool {
         let mut current = self.current.write();
         let base = segment.index.base();
         let Some(at) = current.sealed.iter().position(|s| s.index.base() == base) else {
             return false;
         };
         let mut list = (*current.sealed).clone();
-        list[at] = Arc::new(segment);
+        let old = std::mem::replace(&mut list[at], Arc::new(segment));
         current.sealed = Arc::new(list);
+        drop(current);
+        if let Some(c) = &old.compressed {
+            cache.forget(c.id());
+        }
         true
     }
 }

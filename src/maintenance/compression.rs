@@ -70,7 +70,7 @@ pub(crate) fn compress_sealed(shared: &Shared, options: &CompressionOptions, bac
                 report.segments += 1;
                 report.bytes_before += seg.bytes.len() as u64;
                 report.bytes_after += after;
-                shared.segments.replace_sealed(new);
+                shared.segments.replace_sealed(new, &shared.block_cache);
             }
             Ok(None) => {
                 shared.compress_skipped.lock().insert(key(&seg));

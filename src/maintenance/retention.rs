@@ -221,7 +221,7 @@ pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<Scav
                 report.segments_rewritten += 1;
                 report.events_removed += rewritten.removed;
                 report.bytes_after += new.bytes.len() as u64;
-                shared.segments.replace_sealed(new);
+                shared.segments.replace_sealed(new, &shared.block_cache);
             }
             None => report.bytes_after += seg.bytes.len() as u64,
         }
