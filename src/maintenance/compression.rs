@@ -260,4 +260,40 @@ mod tests {
         let explicit = compress_sealed(&store.shared, &c, false).unwrap();
         assert_eq!(explicit.examined, sealed, "an explicit pass tries every one");
     }
+
+    /// A compressed segment that scavenging rewrites drops its decompressed
+    /// blocks from the block cache at once, instead of holding the cache's
+    /// budget until eviction reaches them.
+    #[test]
+    fn a_rewritten_segment_leaves_the_block_cache() {
+        let sim = SimStorage::new();
+        let opts = Options::default()
+            .no_compression()
+            .durability(Durability::Never)
+            .segment_size(64 * 1024);
+        let store = Store::open_with(Arc::new(sim), "/z", opts).unwrap();
+        for i in 0..2000u32 {
+            let body = format!(r#"{{"order":{i},"note":"a fairly compressible line of text"}}"#);
+            store
+                .append(&format!("o-{}", i % 10), ExpectedVersion::Any, vec![EventData::json("T", body)])
+                .unwrap();
+        }
+        compress_sealed(&store.shared, &CompressionOptions::default(), false).unwrap();
+        let all = store
+            .read_all(crate::Direction::Forward, crate::LogFrom::Start, usize::MAX, &crate::Filter::all())
+            .unwrap();
+        assert_eq!(all.len(), 2000);
+        let cached = store.shared.block_cache.bytes();
+        assert!(cached > 0, "reading compressed segments fills the cache");
+        store
+            .delete_stream("o-3", ExpectedVersion::Any, false)
+            .unwrap();
+        let report = store.scavenge().unwrap();
+        assert!(report.segments_rewritten > 0, "{report:?}");
+        assert!(
+            store.shared.block_cache.bytes() < cached,
+            "{} bytes cached after scavenging, {cached} before",
+            store.shared.block_cache.bytes()
+        );
+    }
 }
