@@ -109,14 +109,20 @@ const CORRELATION = ['$correlationId', 'correlationId', 'correlation_id'];
 const CAUSATION = ['$causationId', 'causationId', 'causation_id'];
 
 function pick(obj, keys) {
+  return pickKey(obj, keys)?.[1];
+}
+
+/** The first of `keys` that `obj` holds as a string, with its value. */
+function pickKey(obj, keys) {
   if (!obj || typeof obj !== 'object') return undefined;
-  for (const k of keys) if (typeof obj[k] === 'string') return obj[k];
+  for (const k of keys) if (typeof obj[k] === 'string') return [k, obj[k]];
   return undefined;
 }
 
 /** One event as a collapsible card; `showStream` for the log. */
 function eventCard(e, { showStream, correlated } = {}) {
-  const corr = pick(e.metadata, CORRELATION);
+  const corrKey = pickKey(e.metadata, CORRELATION);
+  const corr = corrKey?.[1];
   const cause = pick(e.metadata, CAUSATION);
   const same = corr && correlated ? correlated.get(corr) : null;
   const body = h('div', { class: 'ev-body' },
@@ -124,7 +130,9 @@ function eventCard(e, { showStream, correlated } = {}) {
       h('dt', {}, 'id'), h('dd', {}, h('code', {}, e.id), ' ', copyButton(e.id)),
       h('dt', {}, 'stream'), h('dd', {}, h('a', { href: link(['stream', e.stream], { from: e.revision }) }, e.stream), ' ', copyButton(e.stream)),
       h('dt', {}, 'time'), h('dd', {}, e.timestamp),
-      corr ? [h('dt', {}, 'correlation'), h('dd', {}, h('code', {}, corr),
+      corr ? [h('dt', {}, 'correlation'), h('dd', {}, h('code', {}, corr), ' ',
+        // Every event of the correlation, across streams and pages: the log filtered by the metadata field.
+        h('a', { class: 'corr-all', href: link(['log'], { metadata: `${corrKey[0]}=${corr}`, dir: 'forward' }) }, 'all in the log'),
         same && same.length > 1 ? [' ', h('span', { class: 'muted' }, `${same.length} events on this page: `),
           same.filter(x => x.position !== e.position).map(x => h('a', { href: '#', class: 'corr-link', onclick: (ev) => { ev.preventDefault(); jumpTo(x.position); } }, `@${x.position}`)).flatMap((a, i) => (i ? [', ', a] : [a]))] : '')] : '',
       cause ? [h('dt', {}, 'causation'), h('dd', {}, h('a', { href: '#', onclick: (ev) => { ev.preventDefault(); openEvent(cause); } }, cause))] : '',

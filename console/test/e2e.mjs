@@ -200,6 +200,12 @@ try {
     await page.fill('#jump', '2');
     await page.press('#jump', 'Enter');
     await page.waitForFunction(() => document.querySelectorAll('#stream-events details.event').length === 1);
+    // The correlation's link opens the log filtered by it, oldest first: every event of corr-7.
+    await page.click('#stream-events details.event > summary');
+    await page.click('#stream-events .corr-all');
+    await page.waitForFunction(() => location.hash.startsWith('#/log') && document.querySelectorAll('#log-events details.event').length === 3);
+    const chain = await page.$$eval('#log-events details.event', (els) => els.map(e => e.dataset.type));
+    assert.deepEqual(chain, ['OrderPlaced', 'OrderPaid', 'OrderShipped']);
   });
 
   await step('the metadata editor saves max age and max count, and refuses when the metadata moved', async () => {
