@@ -647,49 +647,44 @@ impl Store {
         out
     }
 
-    /// One page of streams by name, without copying or sorting every name:
-    /// of the streams `keep` accepts and whose names sort after `after` (all
-    /// when `None`), the first `limit`, sorted by name; with how many streams
-    /// `keep` accepts in all, and whether more follow the page. One pass over
-    /// every stream, holding `limit` names at most.
+    /// One page of streams by name: of the streams `keep` accepts and whose
+    /// names sort after `after` (all when `None`), the first `limit`, sorted
+    /// by name; with how many streams `keep` accepts in all, and whether more
+    /// follow the page. It works on a sorted copy of the names (made again
+    /// only when streams were created since), so appends are never held up
+    /// by `keep` or by the pass over every name.
     pub fn streams_page(
         &self,
         after: Option<&str>,
         limit: usize,
         keep: impl Fn(&str) -> bool,
     ) -> (Vec<StreamInfo>, u64, bool) {
-        let streams = self.shared.streams.read();
+        let names = self.shared.sorted_stream_names();
+        let start = after.map_or(0, |a| names.partition_point(|n| &**n <= a));
         let mut matched = 0u64;
-        let mut later = 0u64;
-        // The `limit` smallest names so far; the largest of them on top.
-        let mut page: std::collections::BinaryHeap<&str> = std::collections::BinaryHeap::with_capacity(limit + 1);
-        for name in streams.keys() {
-            let name: &str = name;
+        let mut page: Vec<&str> = Vec::with_capacity(limit.min(1024) + 1);
+        for (i, name) in names.iter().enumerate() {
             if !keep(name) {
                 continue;
             }
             matched += 1;
-            if after.is_some_and(|a| name <= a) {
-                continue;
-            }
-            later += 1;
-            page.push(name);
-            if page.len() > limit {
-                page.pop();
+            if i >= start && page.len() <= limit {
+                page.push(name);
             }
         }
-        let names = page.into_sorted_vec();
-        let out = names
-            .iter()
+        let more = page.len() > limit;
+        page.truncate(limit);
+        let out = page
+            .into_iter()
             .filter_map(|n| {
-                streams.get(*n).map(|s| StreamInfo {
+                self.shared.stream_state(n).map(|s| StreamInfo {
                     name: n.to_string(),
                     last_revision: s.last_revision,
                     last_position: s.last_position,
                 })
             })
             .collect();
-        (out, matched, later > limit as u64)
+        (out, matched, more)
     }
 
     /// Position the next event will get (the number of events ever appended).

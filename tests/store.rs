@@ -838,6 +838,19 @@ fn streams_page_walks_the_streams_by_name_a_page_at_a_time() {
     let info = store.stream_info(&page[0].name).unwrap();
     assert_eq!(page[0], info);
     assert_eq!(store.streams_page(None, 0, |_| true), (Vec::new(), 57, true));
+    // A stream created after a listing is in the next one, with its state; a
+    // stream written again shows its new revision.
+    store
+        .append("order-00", ExpectedVersion::Any, vec![ev("T", 0)])
+        .unwrap();
+    store.append("order-1", ExpectedVersion::Any, vec![ev("T", 0)]).unwrap();
+    let (page, matched, _) = store.streams_page(None, 2, |n| n.starts_with("order-"));
+    assert_eq!(matched, 39);
+    let names: Vec<(&str, u64)> = page.iter().map(|s| (s.name.as_str(), s.last_revision)).collect();
+    assert_eq!(names, vec![("order-00", 0), ("order-1", 1)]);
+    drop(store);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(store.streams_page(None, 0, |_| true).1, 58, "after reopen");
 }
 
 /// `Store::append_batch`: appends to many streams in one group commit, each

@@ -244,6 +244,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
         options,
         segments: SegmentSet::new(sealed, active),
         streams: RwLock::new(streams),
+        stream_names: Mutex::new(Arc::new(Vec::new())),
         next_position: AtomicU64::new(expected_base),
         failure: Mutex::new(None),
         metadata: Default::default(),

@@ -25,6 +25,8 @@ pub(crate) struct Shared {
     /// The segment files.
     pub(crate) segments: SegmentSet,
     pub(crate) streams: RwLock<HashMap<Box<str>, StreamState>>,
+    /// The stream names sorted, for listings ([`Shared::sorted_stream_names`]).
+    pub(crate) stream_names: Mutex<Arc<Vec<Box<str>>>>,
     /// Position after the last published event.
     pub(crate) next_position: AtomicU64,
     /// Set, once and for good, when the writer stopped after an error it cannot
@@ -194,5 +196,20 @@ impl Shared {
 
     pub(crate) fn stream_state(&self, stream: &str) -> Option<StreamState> {
         self.streams.read().get(stream).copied()
+    }
+
+    /// Every stream name, sorted. The copy is made again only when streams
+    /// were created since the last one (names are never removed while the
+    /// store is open), and the map's lock is held only to copy the names,
+    /// never to sort or filter them: a listing of a large store must not hold
+    /// up appends, whose publication takes the map's write lock.
+    pub(crate) fn sorted_stream_names(&self) -> Arc<Vec<Box<str>>> {
+        let mut names = self.stream_names.lock();
+        if names.len() != self.streams.read().len() {
+            let mut copy: Vec<Box<str>> = self.streams.read().keys().cloned().collect();
+            copy.sort_unstable();
+            *names = Arc::new(copy);
+        }
+        names.clone()
     }
 }
