@@ -6,6 +6,9 @@
 #   scripts/compare.sh --quick   CI mode: small data set, short phases; checks that
 #                                every workload completes and writes the report to a
 #                                temporary directory, not over BENCHMARKS.md
+#   scripts/compare.sh --queries the queries of issue 16 (topic patterns, a metadata
+#                                field, counts) on 1,000,000 events; prints a table
+#                                (with --quick: 20,000 events)
 #
 # What it does: installs PostgreSQL with apt-get if it is missing (as root, or
 # with sudo), builds `annal-compare` in release mode, starts a throwaway
@@ -21,17 +24,19 @@ set -euo pipefail
 
 usage() {
     if [ "${1:-0}" = 0 ]; then
-        sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
     else
-        sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2
+        sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2
     fi
     exit "${1:-0}"
 }
 
 QUICK=0
+QUERIES=0
 for arg in "$@"; do
     case "$arg" in
         --quick) QUICK=1 ;;
+        --queries) QUERIES=1 ;;
         -h | --help) usage 0 ;;
         *) echo "unknown argument: $arg" >&2; usage 2 ;;
     esac
@@ -165,16 +170,28 @@ else
     OUTDIR="$ROOT"
     FLAGS=()
 fi
-say "running the comparison"
 set +e
-"$BIN" "${FLAGS[@]}" --data "$WORK/data" --pg "$PG_URL" \
-    --out "$OUTDIR/BENCHMARKS.md" --chart "$OUTDIR/benchmarks-writers.svg"
-RC=$?
+if [ "$QUERIES" = 1 ]; then
+    say "running the queries"
+    EVENTS=1000000
+    [ "$QUICK" = 1 ] && EVENTS=20000
+    "$BIN" queries --data "$WORK/data" --pg "$PG_URL" --events "$EVENTS"
+    RC=$?
+else
+    say "running the comparison"
+    "$BIN" "${FLAGS[@]}" --data "$WORK/data" --pg "$PG_URL" \
+        --out "$OUTDIR/BENCHMARKS.md" --chart "$OUTDIR/benchmarks-writers.svg"
+    RC=$?
+fi
 set -e
 if [ "$RC" != 0 ]; then
     echo "--- end of the PostgreSQL log ---" >&2
     tail -n 20 "$PGDATA/postgres.log" >&2 || true
 fi
 T_END=$(date +%s)
-say "done in $((T_END - T0)) s (build $((T_BUILT - T0)) s, comparison $((T_END - T_BUILT)) s); report: $OUTDIR/BENCHMARKS.md, chart: $OUTDIR/benchmarks-writers.svg"
+if [ "$QUERIES" = 1 ]; then
+    say "done in $((T_END - T0)) s (build $((T_BUILT - T0)) s, queries $((T_END - T_BUILT)) s)"
+else
+    say "done in $((T_END - T0)) s (build $((T_BUILT - T0)) s, comparison $((T_END - T_BUILT)) s); report: $OUTDIR/BENCHMARKS.md, chart: $OUTDIR/benchmarks-writers.svg"
+fi
 exit "$RC"

@@ -13,6 +13,7 @@ mod bench;
 mod chart;
 mod event;
 mod numbers;
+mod queries;
 mod raw;
 mod report;
 mod systems;
@@ -206,7 +207,8 @@ fn usage(msg: &str) -> ! {
     eprintln!(
         "usage: annal-compare --data DIR [--pg CONNINFO] --out FILE.md --chart FILE.svg [--quick]\n\
          \x20                    [--systems annal,sqlite,postgres] [--commit SHA]\n\
-         Normally run by scripts/compare.sh, which starts a PostgreSQL server for --pg."
+         \x20      annal-compare queries --data DIR [--pg CONNINFO] [--events N] [--systems ...]\n\
+         Normally run by scripts/compare.sh (--queries for the second form), which starts a PostgreSQL server for --pg."
     );
     std::process::exit(if msg.is_empty() { 0 } else { 2 })
 }
@@ -258,6 +260,20 @@ fn parse_args() -> Args {
 
 fn main() {
     START.get_or_init(Instant::now);
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("queries") {
+        if let Err(e) = queries::run(&argv[1..]) {
+            let mut msg = e.to_string();
+            let mut cause = std::error::Error::source(&*e);
+            while let Some(c) = cause {
+                msg.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            eprintln!("error: {msg}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let args = parse_args();
     let cfg = if args.quick { Config::quick() } else { Config::full() };
     if let Err(e) = std::fs::create_dir_all(&args.data) {
