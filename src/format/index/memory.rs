@@ -3,10 +3,12 @@
 //! into an `.idx` file when the segment is sealed. It must never read
 //! segment bytes.
 
+use std::sync::Arc;
+
 use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
-use super::{Lookup, Parts, StreamSummary, hash_str, v1, v2};
+use super::{Lookup, MetaFields, Parts, StreamSummary, hash_str, v1, v2};
 use crate::error::Result;
 use crate::format::record::LostView;
 
@@ -30,16 +32,22 @@ pub struct MemIndex {
     /// Streams by the hash of their name; names with equal hashes share a bucket.
     streams: FxHashMap<u64, Vec<StreamSlot>>,
     types: FxHashMap<u64, Vec<u64>>,
+    /// Tag postings; those of indexed metadata fields share them, by
+    /// [`super::meta_key`].
     tags: FxHashMap<u64, Vec<u64>>,
     ids: FxHashMap<Uuid, u64>,
+    /// The metadata fields whose string values are filed in `tags`.
+    fields: Arc<MetaFields>,
 }
 
 impl MemIndex {
-    /// An empty index for the segment starting at `base`, whose first frame is at `first_offset`.
-    pub fn new(base: u64, first_offset: u64) -> Self {
+    /// An empty index for the segment starting at `base`, whose first frame
+    /// is at `first_offset`, filing the string values of the metadata `fields`.
+    pub fn new(base: u64, first_offset: u64, fields: Arc<MetaFields>) -> Self {
         MemIndex {
             base,
             end_offset: first_offset,
+            fields,
             ..Default::default()
         }
     }
@@ -88,8 +96,9 @@ impl MemIndex {
         slot.summary.last_revision = e.revision;
         slot.summary.last_position = e.position;
         self.types.entry(hash_str(e.event_type)).or_default().push(e.position);
-        for tag in e.tags {
-            let list = self.tags.entry(hash_str(tag)).or_default();
+        let meta = self.fields.keys(e.metadata);
+        for key in e.tags.iter().map(|t| hash_str(t)).chain(meta) {
+            let list = self.tags.entry(key).or_default();
             // An event listing a tag twice is indexed once.
             if list.last() != Some(&e.position) {
                 list.push(e.position);
@@ -139,6 +148,7 @@ impl MemIndex {
             types,
             tags,
             ids,
+            meta_fingerprint: self.fields.fingerprint(),
         }
     }
 
@@ -225,5 +235,8 @@ impl Lookup for MemIndex {
             .flatten()
             .map(|s| (s.name.clone(), s.summary))
             .collect()
+    }
+    fn meta_fingerprint(&self) -> u64 {
+        self.fields.fingerprint()
     }
 }
