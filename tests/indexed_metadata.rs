@@ -30,7 +30,7 @@ fn options(fields: &[&str]) -> Options {
 /// The metadata of event `i`: actor `agent-(i % 5)`; tenant `t(i % 3)` as a
 /// string for even `i`, as a number for odd `i` (not indexed).
 fn metadata(i: usize) -> String {
-    let tenant = if i % 2 == 0 {
+    let tenant = if i.is_multiple_of(2) {
         format!(r#""t{}""#, i % 3)
     } else {
         format!("{}", i % 3)

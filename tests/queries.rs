@@ -316,8 +316,8 @@ fn check_choices(
     choices: &[Choice],
 ) -> Result<(), TestCaseError> {
     for c in choices {
-        let f = c.filter(&times);
-        let expected: Vec<RecordedEvent> = everything.iter().filter(|e| c.admits(e, &times)).cloned().collect();
+        let f = c.filter(times);
+        let expected: Vec<RecordedEvent> = everything.iter().filter(|e| c.admits(e, times)).cloned().collect();
         let forward = store
             .read_all(Direction::Forward, LogFrom::Start, usize::MAX, &f)
             .unwrap();
@@ -328,10 +328,10 @@ fn check_choices(
         backward.reverse();
         prop_assert_eq!(positions(&backward), positions(&expected), "backward {:?}", c);
         prop_assert_eq!(
-            positions(&paged(&store, &f, Direction::Forward, 7)),
+            positions(&paged(store, &f, Direction::Forward, 7)),
             positions(&expected)
         );
-        let mut back_pages = paged(&store, &f, Direction::Backward, 5);
+        let mut back_pages = paged(store, &f, Direction::Backward, 5);
         back_pages.reverse();
         prop_assert_eq!(positions(&back_pages), positions(&expected));
         prop_assert_eq!(store.count(&f).unwrap(), expected.len() as u64, "count {:?}", c);

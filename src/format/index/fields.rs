@@ -49,35 +49,101 @@ impl MetaFields {
         self.fingerprint
     }
 
-    /// The field names, sorted.
-    pub fn names(&self) -> &[String] {
-        &self.names
-    }
-
     /// The tag-posting keys of an event whose metadata is `metadata`: one
     /// per indexed field whose top-level value is a JSON string. Metadata
     /// that is not a JSON object, and values of any other JSON type
     /// (numbers, booleans, null, arrays, objects), give none. A key that
     /// appears twice in the object counts with its last value, as the
     /// filter's metadata check reads it (both parse with `serde_json`).
+    /// Values of other keys are skipped with a syntax check only, so a
+    /// document the filter's full parse refuses (say, a number out of `f64`'s
+    /// range elsewhere) may still give keys: the index may name an event the
+    /// filter then refuses, never miss one it admits.
     pub fn keys(&self, metadata: &[u8]) -> Vec<u64> {
         if self.names.is_empty() || metadata.is_empty() {
             return Vec::new();
         }
-        let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(metadata) else {
+        // One pass over the object: only the indexed fields' values are
+        // decoded, every other value is skipped (its syntax still checked).
+        let mut de = serde_json::Deserializer::from_slice(metadata);
+        let picked = serde::de::DeserializeSeed::deserialize(Picker { names: &self.names }, &mut de);
+        let Ok(values) = picked.and_then(|v| de.end().map(|()| v)) else {
             return Vec::new();
         };
         let mut keys: Vec<u64> = self
             .names
             .iter()
-            .filter_map(|n| match map.get(n) {
-                Some(serde_json::Value::String(v)) => Some(meta_key(n, v)),
-                _ => None,
-            })
+            .zip(values)
+            .filter_map(|(n, v)| v.map(|v| meta_key(n, &v)))
             .collect();
         keys.sort_unstable();
         keys.dedup();
         keys
+    }
+}
+
+/// Reads a JSON object, keeping the last string value of each of `names`
+/// (`None` where the field is absent or its last value is not a string).
+struct Picker<'a> {
+    names: &'a [String],
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Picker<'_> {
+    type Value = Vec<Option<String>>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Picker<'_> {
+    type Value = Vec<Option<String>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+        let mut out = vec![None; self.names.len()];
+        while let Some(at) = map.next_key_seed(FieldOf { names: self.names })? {
+            match at {
+                Some(i) => {
+                    out[i] = match map.next_value::<serde_json::Value>()? {
+                        serde_json::Value::String(s) => Some(s),
+                        _ => None,
+                    };
+                }
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Reads an object key: the index of the indexed field it names, if any.
+struct FieldOf<'a> {
+    names: &'a [String],
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for FieldOf<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FieldOf<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(self.names.binary_search_by(|n| n.as_str().cmp(key)).ok())
     }
 }
 
@@ -152,6 +218,43 @@ mod tests {
         let f = fields();
         let m = br#"{"actor":"a","actor":"b"}"#;
         assert_eq!(f.keys(m), vec![meta_key("actor", "b")]);
+        assert!(f.keys(br#"{"actor":"a","actor":1}"#).is_empty());
+    }
+
+    /// The keys are those of the parsed `serde_json::Value`, which the
+    /// filter's check reads: escapes decoded, nesting and other keys skipped,
+    /// malformed documents giving none. Skipped values are checked less
+    /// strictly (a number out of `f64`'s range passes): there the index
+    /// holds a key the filter's check then refuses, never the reverse.
+    #[test]
+    fn keys_agree_with_a_full_parse() {
+        let f = fields();
+        let full = |m: &[u8]| -> Vec<u64> {
+            let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(m) else {
+                return Vec::new();
+            };
+            let mut keys: Vec<u64> = ["actor", "tenant"]
+                .iter()
+                .filter_map(|n| map.get(*n).and_then(|v| v.as_str()).map(|v| meta_key(n, v)))
+                .collect();
+            keys.sort_unstable();
+            keys
+        };
+        for m in [
+            &br#"{"actor":"a\"b\u00e9","x":[1,{"actor":"no"}],"tenant":"t"}"#[..],
+            br#" { "tenant" : "t\n" , "actor" : "" } "#,
+            br#"{"act\u006fr":"escaped key"}"#,
+            br#"{"actor":"a"} trailing"#,
+            br#"{"actor":"a""#,
+            br#"{"actor":"a",}"#,
+            br#"{"x":[1,2,}"#,
+            br#"{"x":"\u12"}"#,
+        ] {
+            assert_eq!(f.keys(m), full(m), "{}", String::from_utf8_lossy(m));
+        }
+        let lenient = br#"{"x":1e999,"actor":"big"}"#;
+        assert!(full(lenient).is_empty());
+        assert_eq!(f.keys(lenient), vec![meta_key("actor", "big")]);
     }
 
     #[test]
