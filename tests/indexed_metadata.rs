@@ -284,3 +284,33 @@ fn indexed_metadata_field_names_are_checked() {
         assert!(err.to_string().contains("indexed_metadata"), "{err}");
     }
 }
+
+#[test]
+fn indexed_metadata_read_only_opens_and_repair_keep_answers_right() {
+    let sim = Arc::new(SimStorage::new());
+    filled(&sim, FIELDS).close().unwrap();
+    let written = index_files(&sim);
+    let f = Filter::all()
+        .with_metadata("actor", "agent-3")
+        .with_metadata("tenant", "t0");
+    // i % 5 == 3, even, i % 3 == 0.
+    let want = (0..300).filter(|i| i % 5 == 3 && i % 2 == 0 && i % 3 == 0).count() as u64;
+    // A read-only open with another list rebuilds the indexes in memory only.
+    for fields in [&[][..], &["actor"][..], FIELDS] {
+        let ro = Store::open_read_only_with(sim.clone(), DIR, options(fields)).unwrap();
+        assert_eq!(ro.count(&f).unwrap(), want, "{fields:?}");
+        ro.close().unwrap();
+        assert_eq!(index_files(&sim), written);
+    }
+    // Repair runs without the options: the indexes it rewrites record no
+    // field, and the next open with the fields rebuilds them as written.
+    remove_indexes(&sim);
+    annal::repair_with(sim.clone(), Path::new(DIR)).unwrap();
+    for (name, bytes) in index_files(&sim) {
+        assert_eq!(open_index(&name, &bytes).meta_fingerprint(), 0, "{name}");
+    }
+    let store = Store::open_with(sim.clone(), DIR, options(FIELDS)).unwrap();
+    assert_eq!(store.count(&f).unwrap(), want);
+    store.close().unwrap();
+    assert_eq!(index_files(&sim), written);
+}
