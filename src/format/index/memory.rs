@@ -88,6 +88,19 @@ impl MemIndex {
 
     /// Adds the next event; `end` is the offset just past its frame.
     pub fn push(&mut self, e: &super::IndexEntry<'_>, end: u64) {
+        let keys = self.fields.keys(e.metadata);
+        self.push_keyed(e, end, &keys);
+    }
+
+    /// The metadata fields this index files.
+    pub fn fields(&self) -> &Arc<MetaFields> {
+        &self.fields
+    }
+
+    /// [`MemIndex::push`] with the event's metadata keys already taken
+    /// ([`MetaFields::keys`] of [`MemIndex::fields`], so that a writer can
+    /// take them before it locks the index).
+    pub fn push_keyed(&mut self, e: &super::IndexEntry<'_>, end: u64, meta_keys: &[u64]) {
         debug_assert_eq!(e.position, self.base + self.locations.len() as u64);
         self.locations.push((e.offset, e.timestamp));
         self.end_offset = end;
@@ -96,8 +109,7 @@ impl MemIndex {
         slot.summary.last_revision = e.revision;
         slot.summary.last_position = e.position;
         self.types.entry(hash_str(e.event_type)).or_default().push(e.position);
-        let meta = self.fields.keys(e.metadata);
-        for key in e.tags.iter().map(|t| hash_str(t)).chain(meta) {
+        for key in e.tags.iter().map(|t| hash_str(t)).chain(meta_keys.iter().copied()) {
             let list = self.tags.entry(key).or_default();
             // An event listing a tag twice is indexed once.
             if list.last() != Some(&e.position) {
