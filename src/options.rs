@@ -70,6 +70,14 @@ pub struct Options {
     /// metadata and retention, acknowledgement timeouts and background
     /// schedules. Default: the system's clocks; tests use a [`crate::ManualClock`].
     pub clock: Arc<dyn Clock>,
+    /// Top-level keys of the events' JSON metadata whose string values are
+    /// indexed (as tags are), so that [`crate::Filter::with_metadata`] on
+    /// them is an index lookup; a filter on any other key reads the
+    /// candidate events. Values that are not JSON strings are not indexed
+    /// (such a filter still answers correctly, by reading the events the
+    /// other conditions leave). Opening a store with another list rebuilds
+    /// each index file made with a different one. Default: none.
+    pub indexed_metadata: Vec<String>,
 }
 
 impl Default for Options {
@@ -86,6 +94,7 @@ impl Default for Options {
             block_cache_bytes: 64 << 20,
             disk_reserve: 32 << 20,
             clock: Arc::new(SystemClock),
+            indexed_metadata: Vec::new(),
         }
     }
 }
@@ -124,6 +133,12 @@ impl Options {
     /// Sets the free disk space appends leave (see [`Options::disk_reserve`]).
     pub fn disk_reserve(mut self, bytes: u64) -> Self {
         self.disk_reserve = bytes;
+        self
+    }
+
+    /// Sets the indexed metadata fields (see [`Options::indexed_metadata`]).
+    pub fn indexed_metadata<S: Into<String>>(mut self, fields: impl IntoIterator<Item = S>) -> Self {
+        self.indexed_metadata = fields.into_iter().map(Into::into).collect();
         self
     }
 
@@ -172,6 +187,12 @@ impl Options {
         }
         if self.max_append_size == 0 {
             return Err(invalid("max_append_size", "0 bytes; must be at least 1"));
+        }
+        if let Some(bad) = self.indexed_metadata.iter().find(|f| f.is_empty() || f.contains('\0')) {
+            return Err(invalid(
+                "indexed_metadata",
+                format!("field {bad:?}; a field name must be non-empty and hold no NUL character"),
+            ));
         }
         if let Durability::Interval(d) = self.durability
             && d.is_zero()

@@ -40,9 +40,10 @@ pub struct Filter {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aggregate_id: Option<String>,
     /// The event's metadata is a JSON object whose top-level key `.0` holds
-    /// the string `.1`, for each pair (AND-ed). Not indexed: matched by
-    /// reading each candidate event, so combine it with an indexed condition
-    /// (type, tag, stream, time) on a large store.
+    /// the string `.1`, for each pair (AND-ed). A key in the store's
+    /// [`crate::Options::indexed_metadata`] is looked up in the index; any
+    /// other is matched by reading each candidate event, so combine it with
+    /// an indexed condition (type, tag, stream, time) on a large store.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub metadata: Vec<(String, String)>,
 }
@@ -295,7 +296,9 @@ pub struct QueryItem {
     /// Accepted topic patterns of the event type (empty: any type), OR-ed.
     pub type_patterns: Vec<TopicPattern>,
     /// Metadata fields: the top-level key must hold the string (AND-ed).
-    /// Not indexed: the check reads candidate events.
+    /// Looked up in the index for a key in the store's
+    /// [`crate::Options::indexed_metadata`]; otherwise the check reads
+    /// candidate events.
     pub metadata: Vec<(String, String)>,
 }
 

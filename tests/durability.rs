@@ -303,7 +303,7 @@ fn a_stale_index_of_the_active_segment_cannot_hide_an_acknowledged_append() {
     let len = sim.read_file(&seg).unwrap().len() as u64;
     // An index for base 0 whose seal would lie 10 bytes into the next append:
     // ignored by the next open (its seal would lie past the segment's end)...
-    let mut stale = annal::format::index::MemIndex::new(0, 64);
+    let mut stale = annal::format::index::MemIndex::new(0, 64, Default::default());
     let lost = annal::format::record::LostView {
         first_position: 0,
         count: 1,

@@ -1,7 +1,9 @@
 //! Queries against a brute-force scan: every filter kind (types, tags, stream
 //! prefix, topic patterns on types and streams, aggregates, metadata fields,
 //! time) and combinations of them, read forward, backward and page by page,
-//! and counted, over random stores of several segments.
+//! and counted, over random stores of several segments; metadata fields
+//! indexed or not, and again after a reopen that rebuilds the indexes (index
+//! files deleted, or another list of indexed fields).
 
 // Tests may unwrap and cast freely; the library may not (Cargo.toml [lints]).
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
@@ -11,7 +13,7 @@ use std::sync::Arc;
 
 use annal::{
     Direction, Durability, Error, EventData, ExpectedVersion, Filter, GroupBy, LogFrom, Options, RecordedEvent,
-    SimStorage, Store,
+    SimStorage, Storage, Store,
 };
 use proptest::prelude::*;
 
@@ -51,9 +53,14 @@ const TYPE_PATTERNS: &[&str] = &[
 const STREAM_PATTERNS: &[&str] = &["order-1", "cart.*", "#", "*", "cart.#", "plain"];
 const TAGS: &[&str] = &["t:1", "t:2", "vip"];
 const ACTORS: &[&str] = &["agent-1", "agent-2"];
+/// Tenant values: the last two are not strings, so never indexed nor matched.
+const TENANTS: &[&str] = &[r#""t1""#, r#""t2""#, r#"{"id":"t1"}"#, "1"];
+/// Lists of indexed metadata fields a store is opened with.
+const INDEXED: &[&[&str]] = &[&[], &["actor"], &["tenant", "actor"], &["tenant"], &["n"]];
 
-/// One event to append: stream, type, tags, actor (if the metadata has one).
-type Spec = (usize, usize, Vec<usize>, Option<usize>);
+/// One event to append: stream, type, tags, actor (if the metadata has one as
+/// a string), tenant (index into `TENANTS`, if it has one).
+type Spec = (usize, usize, Vec<usize>, Option<usize>, Option<usize>);
 
 fn options() -> Options {
     Options::default()
@@ -63,13 +70,20 @@ fn options() -> Options {
 }
 
 fn store_of(events: &[Spec]) -> Store {
-    let store = Store::open_with(Arc::new(SimStorage::new()), "/q", options()).unwrap();
-    for (i, (s, t, tags, actor)) in events.iter().enumerate() {
+    store_in(&Arc::new(SimStorage::new()), events, &[])
+}
+
+/// A store on `sim` indexing the metadata fields `indexed`, holding `events`.
+fn store_in(sim: &Arc<SimStorage>, events: &[Spec], indexed: &[&str]) -> Store {
+    let opts = options().indexed_metadata(indexed.iter().copied());
+    let store = Store::open_with(sim.clone(), "/q", opts).unwrap();
+    for (i, (s, t, tags, actor, tenant)) in events.iter().enumerate() {
         let mut e = EventData::json(TYPES[*t], format!(r#"{{"i":{i}}}"#));
+        let tenant = tenant.map_or(String::new(), |t| format!(r#","tenant":{}"#, TENANTS[t]));
         e = match actor {
-            Some(a) => e.with_metadata(format!(r#"{{"actor":"{}","n":{i}}}"#, ACTORS[*a])),
+            Some(a) => e.with_metadata(format!(r#"{{"actor":"{}","n":{i}{tenant}}}"#, ACTORS[*a])),
             // Not a string: never matches a metadata condition.
-            None => e.with_metadata(r#"{"actor":7}"#),
+            None => e.with_metadata(format!(r#"{{"actor":7{tenant}}}"#)),
         };
         for tag in tags {
             e = e.with_tag(TAGS[*tag]);
@@ -106,6 +120,7 @@ struct Choice {
     aggregate_type: Option<&'static str>,
     aggregate_id: Option<&'static str>,
     actor: Option<usize>,
+    tenant: Option<usize>,
     time: Option<(usize, usize)>,
 }
 
@@ -135,6 +150,10 @@ impl Choice {
         }
         if let Some(a) = self.actor {
             f = f.with_metadata("actor", ACTORS[a]);
+        }
+        if let Some(t) = self.tenant {
+            // "t1", "t2", or text that only a non-string value would spell.
+            f = f.with_metadata("tenant", ["t1", "t2", r#"{"id":"t1"}"#, "1"][t]);
         }
         if let Some((a, b)) = self.time {
             let at = |i: usize| times.get(i).copied();
@@ -167,6 +186,9 @@ impl Choice {
             && self
                 .actor
                 .is_none_or(|a| meta.get("actor").and_then(|v| v.as_str()) == Some(ACTORS[a]))
+            && self
+                .tenant
+                .is_none_or(|t| meta.get("tenant").and_then(|v| v.as_str()) == Some(["t1", "t2", "-", "-"][t]))
             && self.time.is_none_or(|(a, b)| {
                 times.get(a).is_none_or(|s| e.timestamp_micros >= *s)
                     && times.get(b).is_none_or(|u| e.timestamp_micros < *u)
@@ -185,10 +207,11 @@ fn choice() -> impl Strategy<Value = Choice> {
         prop::option::weighted(0.3, prop::sample::select(vec!["order", "cart.eu", "orders", "plain"])),
         prop::option::weighted(0.3, prop::sample::select(vec!["1", "2", "1-x", "7"])),
         prop::option::weighted(0.3, 0..ACTORS.len()),
+        prop::option::weighted(0.3, 0..TENANTS.len()),
         prop::option::weighted(0.3, (0..80usize, 0..80usize)),
     )
         .prop_map(
-            |(types, tags, prefix, type_patterns, stream_patterns, aggregate_type, aggregate_id, actor, time)| Choice {
+            |(
                 types,
                 tags,
                 prefix,
@@ -197,6 +220,18 @@ fn choice() -> impl Strategy<Value = Choice> {
                 aggregate_type,
                 aggregate_id,
                 actor,
+                tenant,
+                time,
+            )| Choice {
+                types,
+                tags,
+                prefix,
+                type_patterns,
+                stream_patterns,
+                aggregate_type,
+                aggregate_id,
+                actor,
+                tenant,
                 time,
             },
         )
@@ -208,6 +243,7 @@ fn spec() -> impl Strategy<Value = Spec> {
         0..TYPES.len(),
         prop::collection::vec(0..TAGS.len(), 0..3),
         prop::option::weighted(0.8, 0..ACTORS.len()),
+        prop::option::weighted(0.7, 0..TENANTS.len()),
     )
 }
 
@@ -242,43 +278,91 @@ proptest! {
     fn every_filter_reads_and_counts_what_a_brute_force_scan_finds(
         events in prop::collection::vec(spec(), 1..120),
         choices in prop::collection::vec(choice(), 1..6),
+        indexed in 0..INDEXED.len(),
+        reopen in (0..INDEXED.len(), any::<bool>()),
     ) {
-        let store = store_of(&events);
+        let sim = Arc::new(SimStorage::new());
+        let store = store_in(&sim, &events, INDEXED[indexed]);
         let everything = store.read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all()).unwrap();
         let times: Vec<i64> = everything.iter().map(|e| e.timestamp_micros).collect();
-        for c in &choices {
-            let f = c.filter(&times);
-            let expected: Vec<RecordedEvent> = everything.iter().filter(|e| c.admits(e, &times)).cloned().collect();
-            let forward = store.read_all(Direction::Forward, LogFrom::Start, usize::MAX, &f).unwrap();
-            prop_assert_eq!(positions(&forward), positions(&expected), "forward {:?}", c);
-            let mut backward = store.read_all(Direction::Backward, LogFrom::End, usize::MAX, &f).unwrap();
-            backward.reverse();
-            prop_assert_eq!(positions(&backward), positions(&expected), "backward {:?}", c);
-            prop_assert_eq!(positions(&paged(&store, &f, Direction::Forward, 7)), positions(&expected));
-            let mut back_pages = paged(&store, &f, Direction::Backward, 5);
-            back_pages.reverse();
-            prop_assert_eq!(positions(&back_pages), positions(&expected));
-            prop_assert_eq!(store.count(&f).unwrap(), expected.len() as u64, "count {:?}", c);
-            let mut by_stream: BTreeMap<String, u64> = BTreeMap::new();
-            let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
-            let mut by_category: BTreeMap<String, u64> = BTreeMap::new();
-            for e in &expected {
-                *by_stream.entry(e.stream.clone()).or_default() += 1;
-                *by_type.entry(e.event_type.clone()).or_default() += 1;
-                let cat = e.stream.split_once('-').map_or(e.stream.as_str(), |(t, _)| t);
-                *by_category.entry(cat.to_string()).or_default() += 1;
+        check_choices(&store, &everything, &times, &choices)?;
+        // Reopened with another list of indexed fields (or the same one),
+        // with or without the index files: every index made with another
+        // list, or missing, is rebuilt, and the answers are the same.
+        store.close().unwrap();
+        let (fields, delete) = reopen;
+        if delete {
+            for name in sim.list(std::path::Path::new("/q")).unwrap() {
+                if name.ends_with(".idx") {
+                    sim.remove(&std::path::Path::new("/q").join(name)).unwrap();
+                }
             }
-            prop_assert_eq!(store.count_by(&f, GroupBy::Stream).unwrap(), by_stream);
-            prop_assert_eq!(store.count_by(&f, GroupBy::Type).unwrap(), by_type);
-            prop_assert_eq!(store.count_by(&f, GroupBy::Category).unwrap(), by_category);
         }
+        let opts = options().indexed_metadata(INDEXED[fields].iter().copied());
+        let store = Store::open_with(sim.clone(), "/q", opts).unwrap();
+        let again = store.read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all()).unwrap();
+        prop_assert_eq!(positions(&again), positions(&everything));
+        check_choices(&store, &everything, &times, &choices)?;
+        prop_assert!(store.verify().unwrap().is_clean());
     }
+}
+
+/// Reads (forward, backward, in pages) and counts each choice's filter and
+/// compares with a brute-force scan of `everything`.
+fn check_choices(
+    store: &Store,
+    everything: &[RecordedEvent],
+    times: &[i64],
+    choices: &[Choice],
+) -> Result<(), TestCaseError> {
+    for c in choices {
+        let f = c.filter(times);
+        let expected: Vec<RecordedEvent> = everything.iter().filter(|e| c.admits(e, times)).cloned().collect();
+        let forward = store
+            .read_all(Direction::Forward, LogFrom::Start, usize::MAX, &f)
+            .unwrap();
+        prop_assert_eq!(positions(&forward), positions(&expected), "forward {:?}", c);
+        let mut backward = store
+            .read_all(Direction::Backward, LogFrom::End, usize::MAX, &f)
+            .unwrap();
+        backward.reverse();
+        prop_assert_eq!(positions(&backward), positions(&expected), "backward {:?}", c);
+        prop_assert_eq!(
+            positions(&paged(store, &f, Direction::Forward, 7)),
+            positions(&expected)
+        );
+        let mut back_pages = paged(store, &f, Direction::Backward, 5);
+        back_pages.reverse();
+        prop_assert_eq!(positions(&back_pages), positions(&expected));
+        prop_assert_eq!(store.count(&f).unwrap(), expected.len() as u64, "count {:?}", c);
+        let mut by_stream: BTreeMap<String, u64> = BTreeMap::new();
+        let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
+        let mut by_category: BTreeMap<String, u64> = BTreeMap::new();
+        for e in &expected {
+            *by_stream.entry(e.stream.clone()).or_default() += 1;
+            *by_type.entry(e.event_type.clone()).or_default() += 1;
+            let cat = e.stream.split_once('-').map_or(e.stream.as_str(), |(t, _)| t);
+            *by_category.entry(cat.to_string()).or_default() += 1;
+        }
+        prop_assert_eq!(store.count_by(&f, GroupBy::Stream).unwrap(), by_stream);
+        prop_assert_eq!(store.count_by(&f, GroupBy::Type).unwrap(), by_type);
+        prop_assert_eq!(store.count_by(&f, GroupBy::Category).unwrap(), by_category);
+    }
+    Ok(())
 }
 
 #[test]
 fn a_store_with_several_segments_is_what_the_property_runs_on() {
     let events: Vec<Spec> = (0..120)
-        .map(|i| (i % STREAMS.len(), i % TYPES.len(), vec![i % 3], Some(i % 2)))
+        .map(|i| {
+            (
+                i % STREAMS.len(),
+                i % TYPES.len(),
+                vec![i % 3],
+                Some(i % 2),
+                Some(i % 4),
+            )
+        })
         .collect();
     let store = store_of(&events);
     let all = store

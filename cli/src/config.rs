@@ -40,6 +40,9 @@ pub struct Config {
     pub max_append_size: Option<ByteSize>,
     /// Appends stop while fewer bytes than this would stay free on the disk.
     pub disk_reserve: Option<ByteSize>,
+    /// Top-level metadata keys whose string values are indexed, so that
+    /// `--metadata key=value` and `metadata.key=value` are index lookups.
+    pub indexed_metadata: Option<Vec<String>>,
     /// `[retention]`: what scavenging removes and how often it runs.
     pub retention: Option<annal::RetentionPolicy>,
     /// `[compression]`: zstd compression of sealed segments (on unless
@@ -252,6 +255,9 @@ impl Config {
         if let Some(ByteSize(n)) = self.disk_reserve {
             o.disk_reserve = n;
         }
+        if let Some(fields) = &self.indexed_metadata {
+            o.indexed_metadata = fields.clone();
+        }
         if let Some(r) = &self.retention {
             o.retention = r.clone();
         }
@@ -385,6 +391,11 @@ mod tests {
             e.message,
             "invalid option segment_size: 10 bytes; must be between 4 KiB and 1 TiB"
         );
+        // Indexed metadata fields go to the library; a bad name is its to refuse.
+        let c = Config::parse("indexed_metadata = [\"actor\", \"tenant\"]\n", p).unwrap();
+        assert_eq!(c.options().unwrap().indexed_metadata, vec!["actor", "tenant"]);
+        let c = Config::parse("indexed_metadata = [\"\"]\n", p).unwrap();
+        assert!(c.options().unwrap_err().message.contains("indexed_metadata"));
         // Compression is on without a section, off with `enabled = false`.
         let on = Config::parse("", p).unwrap().options().unwrap();
         assert_eq!(on.compression, Some(annal::CompressionOptions::default()));

@@ -144,7 +144,7 @@ fn main() {
     let d = root.join("index_file");
     write(&d, "sealed-0", &file(&rich, ".idx", 0));
     write(&d, "sealed-1", &file(&rich, ".idx", 1));
-    write(&d, "empty", &MemIndex::new(0, 64).encode_file().expect("an empty index encodes"));
+    write(&d, "empty", &MemIndex::new(0, 64, Default::default()).encode_file().expect("an empty index encodes"));
 
     // checkpoint: real and hand-built checkpoints, and an identity file.
     let d = root.join("checkpoint");

@@ -5,8 +5,10 @@
 //! segments' stream indexes without reading an event, when nothing can hide
 //! an event (no stream metadata, no damage) and each segment's stream lookup
 //! is exact; every other count reads the matching events the way a read
-//! does, so that a count always equals the length of a read of the whole
-//! log. This module must never write.
+//! does (candidates from the indexes: types, tags and indexed metadata
+//! fields; each candidate confirmed against its frame, as index keys are
+//! hashes that may collide), so that a count always equals the length of a
+//! read of the whole log. This module must never write.
 
 use std::collections::{BTreeMap, HashSet};
 

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
-use crate::format::index::{Lookup, hash_str};
+use crate::format::index::{Lookup, MetaFields, hash_str, meta_key};
 use crate::format::record::{self, EventView, Frame};
 use crate::log::segments::{ActiveSegment, SealedSegment};
 use crate::log::state::Shared;
@@ -263,7 +263,7 @@ impl Shared {
                 {
                     return Box::new(std::iter::empty());
                 }
-                match (candidates(l, filter), direction) {
+                match (candidates(l, filter, &self.meta_fields), direction) {
                     (Some(c), Direction::Forward) => {
                         Box::new(c.into_iter().filter(move |p| *p >= start.max(lo) && *p < hi))
                     }
@@ -610,8 +610,11 @@ impl Shared {
     }
 }
 
-/// Candidate positions of a segment for a filter, from the indexes; `None` means every position.
-fn candidates(l: &dyn Lookup, f: &Filter) -> Option<Vec<u64>> {
+/// Candidate positions of a segment for a filter, from the indexes; `None`
+/// means every position. A metadata condition narrows them when its field is
+/// one of the store's indexed `fields` and the segment's index was built with
+/// exactly those fields; otherwise it is checked on each decoded event only.
+fn candidates(l: &dyn Lookup, f: &Filter, fields: &MetaFields) -> Option<Vec<u64>> {
     let mut found: Option<Vec<u64>> = None;
     if !f.types.is_empty() {
         let mut all: Vec<u64> = f.types.iter().flat_map(|t| l.type_positions(hash_str(t))).collect();
@@ -628,9 +631,15 @@ fn candidates(l: &dyn Lookup, f: &Filter) -> Option<Vec<u64>> {
             }
         });
     }
-    // Every tag must be present: intersect with each tag's list.
-    for t in &f.tags {
-        let list = l.tag_positions(hash_str(t));
+    let indexed = !fields.is_empty() && l.meta_fingerprint() == fields.fingerprint();
+    let meta_keys = f
+        .metadata
+        .iter()
+        .filter(|(k, _)| indexed && fields.contains(k))
+        .map(|(k, v)| meta_key(k, v));
+    // Every tag (and indexed metadata value) must be present: intersect with each one's list.
+    for key in f.tags.iter().map(|t| hash_str(t)).chain(meta_keys) {
+        let list = l.tag_positions(key);
         found = Some(match found {
             None => list,
             Some(mut c) => {

@@ -150,6 +150,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
     let mut torn = Vec::new();
     let absent = Claim::Absent;
 
+    let fields = Arc::new(crate::format::index::MetaFields::new(&options.indexed_metadata));
     let mut sealed: Vec<Arc<SealedSegment>> = Vec::new();
     let mut expected_base = 0u64;
     let mut active = None;
@@ -180,6 +181,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
             base: *base,
             is_last,
             claim: seg_claim,
+            fields: &fields,
         };
         let next_base = names.get(i + 1).map(|(b, _)| *b);
         let opened = match access {
@@ -235,13 +237,14 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
     }
     // The writer appends to a new segment when the last one is sealed (or there is none).
     if active.is_none() && !read_only {
-        active = Some(Arc::new(ActiveSegment::create(st, dir, expected_base)?));
+        active = Some(Arc::new(ActiveSegment::create(st, dir, expected_base, fields.clone())?));
     }
     let block_cache = crate::format::block_cache::BlockCache::new(options.block_cache_bytes);
     let shared = Shared {
         dir: dir.to_path_buf(),
         storage: storage.clone(),
         options,
+        meta_fields: fields,
         segments: SegmentSet::new(sealed, active),
         streams: RwLock::new(streams),
         stream_names: Mutex::new(Arc::new(Vec::new())),
@@ -358,7 +361,11 @@ fn read_segment(
             .map(&idx_path)
             .ok()
             .and_then(|m| SegmentIndex::open(m, &idx_path).ok());
-        if let Some(index) = loaded.filter(|i| i.base() == base && next_base.is_none_or(|n| i.next_position() == n))
+        if let Some(index) = loaded.filter(|i| {
+            i.base() == base
+                && next_base.is_none_or(|n| i.next_position() == n)
+                && i.meta_fingerprint() == seg.fields.fingerprint()
+        })
             && let Ok(bytes) = st.map(path)
             && let Ok(sealed) = SealedSegment::new(path.to_path_buf(), mapped_bytes(bytes), index, dict)
             && SegmentHeader::decode(&sealed.bytes, path).is_ok_and(|h| h.base_position == base)
@@ -401,7 +408,7 @@ fn read_segment(
         end,
         committed_end,
         pending,
-    } = index_segment(&bytes, base, path)?;
+    } = index_segment(&bytes, base, path, seg.fields)?;
     let data_end = match end {
         ScanEnd::Clean { end } => end,
         _ => segment::data_end(&bytes, index_in(&bytes, committed_end, path)?) as u64,
@@ -458,6 +465,8 @@ struct Seg<'a> {
     is_last: bool,
     /// What `durable.chk` claims about this segment (only ever about the last one).
     claim: &'a Claim,
+    /// The store's indexed metadata fields: an index file made with others is rebuilt.
+    fields: &'a Arc<crate::format::index::MetaFields>,
 }
 
 /// Whether the seal that a sealed segment's index implies is where the index
@@ -493,7 +502,12 @@ fn open_segment(
             .and_then(|m| SegmentIndex::open(m, &idx_path));
         match loaded {
             // A summary that fails its check is rebuilt below with the rest.
-            Ok(index) if index.base() == base && index.check_summary().is_ok() => {
+            // An index made with other indexed metadata fields is rebuilt below.
+            Ok(index)
+                if index.base() == base
+                    && index.check_summary().is_ok()
+                    && index.meta_fingerprint() == seg.fields.fingerprint() =>
+            {
                 let bytes = st.map(path).ctx(|| format!("mapping {}", path.display()))?;
                 let sealed = SealedSegment::new(path.to_path_buf(), mapped_bytes(bytes), index, dict)?;
                 let index = &sealed.index;
@@ -581,7 +595,7 @@ fn open_segment(
         end,
         committed_end,
         pending,
-    } = index_segment(&bytes, base, path)?;
+    } = index_segment(&bytes, base, path, seg.fields)?;
 
     match end {
         ScanEnd::Sealed { seal_offset, seal } => {

@@ -5,9 +5,10 @@
 //! must never write.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::format::index::{IndexEntry, MemIndex};
+use crate::format::index::{IndexEntry, MemIndex, MetaFields};
 use crate::format::record::{EventView, Frame};
 use crate::format::segment::{self, SEGMENT_HEADER, ScanEnd};
 
@@ -25,8 +26,8 @@ pub(crate) struct Scanned {
 
 /// Scans a segment body from its header on, indexing events append by append
 /// (the commit rule). A position out of sequence is corruption.
-pub(crate) fn index_segment(bytes: &[u8], base: u64, path: &Path) -> Result<Scanned> {
-    let mut index = MemIndex::new(base, SEGMENT_HEADER as u64);
+pub(crate) fn index_segment(bytes: &[u8], base: u64, path: &Path, fields: &Arc<MetaFields>) -> Result<Scanned> {
+    let mut index = MemIndex::new(base, SEGMENT_HEADER as u64, fields.clone());
     // Events of an append are indexed only once its commit frame is seen.
     let mut pending: Vec<(EventView<'_>, u64, u64)> = Vec::new();
     let mut next = base;
@@ -128,7 +129,7 @@ mod tests {
             let name = path.file_name().unwrap().to_str().unwrap().to_string();
             let Some((base, "idx")) = parse_file_name(&name) else { continue };
             let seg = std::fs::read(path.with_extension("seg")).unwrap();
-            let scanned = index_segment(&seg, base, &path).unwrap();
+            let scanned = index_segment(&seg, base, &path, &Default::default()).unwrap();
             let v2 = std::fs::read(&path).unwrap();
             assert_eq!(scanned.index.encode_file().unwrap(), v2);
             std::fs::write(&path, scanned.index.encode_file_v1().unwrap()).unwrap();

@@ -17,7 +17,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::event::now_micros;
 use crate::format::block_cache::BlockCache;
 use crate::format::compressed::{Compressed, DICTIONARY_FILE, Dictionary};
-use crate::format::index::{Lookup, MemIndex, SegmentIndex};
+use crate::format::index::{Lookup, MemIndex, MetaFields, SegmentIndex};
 use crate::format::segment::{SEGMENT_HEADER, SegmentHeader, index_file_name, segment_file_name};
 use crate::storage::{Mapped, Storage, StorageFile};
 
@@ -115,7 +115,7 @@ impl ActiveSegment {
     /// Creates the segment file starting at position `base` in `dir`: its
     /// header written and synced, and the directory synced, before anything is
     /// appended to it.
-    pub(crate) fn create(storage: &dyn Storage, dir: &Path, base: u64) -> Result<Self> {
+    pub(crate) fn create(storage: &dyn Storage, dir: &Path, base: u64, fields: Arc<MetaFields>) -> Result<Self> {
         let path = dir.join(segment_file_name(base));
         let file = storage.create(&path).ctx(|| format!("creating {}", path.display()))?;
         let header = SegmentHeader {
@@ -132,7 +132,7 @@ impl ActiveSegment {
         Ok(ActiveSegment {
             path,
             file,
-            index: RwLock::new(MemIndex::new(base, SEGMENT_HEADER as u64)),
+            index: RwLock::new(MemIndex::new(base, SEGMENT_HEADER as u64, fields)),
         })
     }
 }

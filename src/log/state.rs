@@ -22,6 +22,8 @@ pub(crate) struct Shared {
     pub(crate) dir: PathBuf,
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) options: Options,
+    /// `options.indexed_metadata`, as the indexes file them.
+    pub(crate) meta_fields: Arc<crate::format::index::MetaFields>,
     /// The segment files.
     pub(crate) segments: SegmentSet,
     pub(crate) streams: RwLock<HashMap<Box<str>, StreamState>>,

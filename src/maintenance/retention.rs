@@ -425,7 +425,7 @@ fn replace(shared: &Shared, seg: &SealedSegment, out: &[u8]) -> Result<SealedSeg
     // 2. The new segment replaces the old one atomically.
     write_atomically(st, dir, &name, out).ctx(|| format!("rewriting {name}"))?;
     // 3. Its index.
-    let scanned = index_segment(out, base, &seg.path)?;
+    let scanned = index_segment(out, base, &seg.path, &shared.meta_fields)?;
     write_atomically(st, dir, &idx_name, &scanned.index.encode_file()?).ctx(|| format!("writing {idx_name}"))?;
     SealedSegment::open(st, dir, base, None)
 }

@@ -182,6 +182,7 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
             base,
             end_position,
             true,
+            &shared.meta_fields,
             // An index that cannot be encoded differs from the file from its first byte.
             |scanned| {
                 scanned
@@ -237,6 +238,7 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
             active_base,
             scanned_to,
             false,
+            &shared.meta_fields,
             |scanned| {
                 scanned
                     .index
@@ -310,6 +312,7 @@ fn check_segment(
     base: u64,
     end_position: u64,
     sealed: bool,
+    fields: &std::sync::Arc<crate::format::index::MetaFields>,
     compare_index: impl FnOnce(&crate::log::scan::Scanned) -> Option<usize>,
 ) {
     let first_problem = report.problems.len();
@@ -378,7 +381,7 @@ fn check_segment(
         report.problems[first_problem..].sort_by_key(|p| p.offset);
         return;
     }
-    let scanned = match index_segment(bytes, base, path) {
+    let scanned = match index_segment(bytes, base, path, fields) {
         Ok(s) => s,
         Err(e) => {
             let offset = match &e {

@@ -115,7 +115,7 @@ fn filter_params() -> Vec<Value> {
         ),
         query(
             "metadata.{key}",
-            "The event metadata's top-level key holds this string (AND-ed over keys). Not indexed: the read checks each candidate event, bounded by the request timeout.",
+            "The event metadata's top-level key holds this string (AND-ed over keys). An index lookup for a key in the store's indexed_metadata option; otherwise the read checks each candidate event, bounded by the request timeout.",
             json!({ "type": "string" }),
         ),
     ]
@@ -193,7 +193,7 @@ fn schemas() -> Value {
                 "types": { "type": "array", "items": { "type": "string" } },
                 "tags": { "type": "array", "items": { "type": "string" } },
                 "type_patterns": { "type": "array", "items": { "type": "string" }, "description": "Topic patterns on the event type (any of them)." },
-                "metadata": { "type": "object", "additionalProperties": { "type": "string" }, "description": "Top-level metadata keys and the string each must hold (all of them; not indexed)." }
+                "metadata": { "type": "object", "additionalProperties": { "type": "string" }, "description": "Top-level metadata keys and the string each must hold (all of them; index lookups for keys in the store's indexed_metadata option)." }
             }
         },
         "StreamMetadata": {

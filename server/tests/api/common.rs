@@ -43,7 +43,11 @@ impl TestServer {
         let store = Arc::new(
             Store::open(
                 dir.path().join("data"),
-                Options::default().durability(Durability::Never),
+                // `metadata.actor=` is then an index lookup (the queries
+                // test mixes it with `metadata.other=`, which scans).
+                Options::default()
+                    .durability(Durability::Never)
+                    .indexed_metadata(["actor"]),
             )
             .unwrap(),
         );

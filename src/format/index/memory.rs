@@ -3,10 +3,12 @@
 //! into an `.idx` file when the segment is sealed. It must never read
 //! segment bytes.
 
+use std::sync::Arc;
+
 use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
-use super::{Lookup, Parts, StreamSummary, hash_str, v1, v2};
+use super::{Lookup, MetaFields, Parts, StreamSummary, hash_str, v1, v2};
 use crate::error::Result;
 use crate::format::record::LostView;
 
@@ -30,16 +32,22 @@ pub struct MemIndex {
     /// Streams by the hash of their name; names with equal hashes share a bucket.
     streams: FxHashMap<u64, Vec<StreamSlot>>,
     types: FxHashMap<u64, Vec<u64>>,
+    /// Tag postings; those of indexed metadata fields share them, by
+    /// [`super::meta_key`].
     tags: FxHashMap<u64, Vec<u64>>,
     ids: FxHashMap<Uuid, u64>,
+    /// The metadata fields whose string values are filed in `tags`.
+    fields: Arc<MetaFields>,
 }
 
 impl MemIndex {
-    /// An empty index for the segment starting at `base`, whose first frame is at `first_offset`.
-    pub fn new(base: u64, first_offset: u64) -> Self {
+    /// An empty index for the segment starting at `base`, whose first frame
+    /// is at `first_offset`, filing the string values of the metadata `fields`.
+    pub fn new(base: u64, first_offset: u64, fields: Arc<MetaFields>) -> Self {
         MemIndex {
             base,
             end_offset: first_offset,
+            fields,
             ..Default::default()
         }
     }
@@ -80,6 +88,19 @@ impl MemIndex {
 
     /// Adds the next event; `end` is the offset just past its frame.
     pub fn push(&mut self, e: &super::IndexEntry<'_>, end: u64) {
+        let keys = self.fields.keys(e.metadata);
+        self.push_keyed(e, end, &keys);
+    }
+
+    /// The metadata fields this index files.
+    pub fn fields(&self) -> &Arc<MetaFields> {
+        &self.fields
+    }
+
+    /// [`MemIndex::push`] with the event's metadata keys already taken
+    /// ([`MetaFields::keys`] of [`MemIndex::fields`], so that a writer can
+    /// take them before it locks the index).
+    pub fn push_keyed(&mut self, e: &super::IndexEntry<'_>, end: u64, meta_keys: &[u64]) {
         debug_assert_eq!(e.position, self.base + self.locations.len() as u64);
         self.locations.push((e.offset, e.timestamp));
         self.end_offset = end;
@@ -88,8 +109,8 @@ impl MemIndex {
         slot.summary.last_revision = e.revision;
         slot.summary.last_position = e.position;
         self.types.entry(hash_str(e.event_type)).or_default().push(e.position);
-        for tag in e.tags {
-            let list = self.tags.entry(hash_str(tag)).or_default();
+        for key in e.tags.iter().map(|t| hash_str(t)).chain(meta_keys.iter().copied()) {
+            let list = self.tags.entry(key).or_default();
             // An event listing a tag twice is indexed once.
             if list.last() != Some(&e.position) {
                 list.push(e.position);
@@ -139,6 +160,7 @@ impl MemIndex {
             types,
             tags,
             ids,
+            meta_fingerprint: self.fields.fingerprint(),
         }
     }
 
@@ -225,5 +247,8 @@ impl Lookup for MemIndex {
             .flatten()
             .map(|s| (s.name.clone(), s.summary))
             .collect()
+    }
+    fn meta_fingerprint(&self) -> u64 {
+        self.fields.fingerprint()
     }
 }

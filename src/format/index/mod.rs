@@ -19,12 +19,14 @@ use crate::error::{Error, Result};
 use crate::format::codec::{le_i64, le_u32, le_u64};
 use crate::storage::Mapped;
 
+mod fields;
 mod keyed;
 mod memory;
 mod summary;
 mod v1;
 mod v2;
 
+pub use fields::{MetaFields, meta_key};
 pub use memory::MemIndex;
 
 /// Magic bytes at the start of every index file.
@@ -82,6 +84,8 @@ pub struct IndexEntry<'a> {
     pub event_type: &'a str,
     /// Tags.
     pub tags: &'a [&'a str],
+    /// Metadata (the index files the string values of its indexed fields).
+    pub metadata: &'a [u8],
 }
 
 impl<'a> IndexEntry<'a> {
@@ -96,6 +100,7 @@ impl<'a> IndexEntry<'a> {
             stream: v.stream,
             event_type: v.event_type,
             tags: &v.tags,
+            metadata: v.metadata,
         }
     }
 }
@@ -142,6 +147,10 @@ pub trait Lookup: Send + Sync {
     fn may_contain_stream(&self, hash: u64) -> bool;
     /// Names and summaries of the streams with events in this segment.
     fn streams(&self) -> Vec<(String, StreamSummary)>;
+    /// [`MetaFields::fingerprint`] of the metadata fields whose values this
+    /// index files in its tag postings (0: none). A read uses those postings
+    /// only when this equals the store's own fingerprint.
+    fn meta_fingerprint(&self) -> u64;
 }
 
 /// A stream's name, summary and `(revision, position)` entries in one segment.
@@ -162,6 +171,8 @@ pub(crate) struct Parts<'a> {
     tags: Vec<(u64, &'a [u64])>,
     /// Every event id with its position.
     ids: Vec<(Uuid, u64)>,
+    /// Fingerprint of the indexed metadata fields (header bytes 116..124).
+    meta_fingerprint: u64,
 }
 
 impl Parts<'_> {
@@ -337,6 +348,9 @@ impl Lookup for SegmentIndex {
     fn streams(&self) -> Vec<(String, StreamSummary)> {
         self.lookup().streams()
     }
+    fn meta_fingerprint(&self) -> u64 {
+        self.lookup().meta_fingerprint()
+    }
 }
 
 /// The header fields both versions share (format.md, "Index header"),
@@ -353,6 +367,7 @@ pub(crate) struct Header {
     bloom_len: u64,
     summary_len: u64,
     indexed: u64,
+    meta_fingerprint: u64,
 }
 
 impl Header {
@@ -374,6 +389,7 @@ impl Header {
             bloom_len: le_u64(b, 72),
             summary_len: le_u64(b, 80),
             indexed: le_u64(b, 88),
+            meta_fingerprint: le_u64(b, 116),
         };
         if h.indexed > h.count {
             return Err(bad(88, "more indexed events than positions"));
@@ -457,7 +473,7 @@ mod tests {
     /// 50 events in 5 streams, two types, one of two tags each; with
     /// `lost`, positions 120..123 are one lost frame whose head raises `s-9`.
     fn sample(lost: bool) -> MemIndex {
-        let mut m = MemIndex::new(100, 64);
+        let mut m = MemIndex::new(100, 64, Arc::new(MetaFields::new(&["actor"])));
         let mut off = 64;
         let mut rev = [0u64; 5];
         for i in 0..50u64 {
@@ -483,6 +499,12 @@ mod tests {
             let stream = format!("s-{s}");
             let tags = ["even", "odd"];
             let tag = [tags[(i % 2) as usize]];
+            // Every fourth event has no actor; one in eight has a numeric one.
+            let metadata = match i % 8 {
+                0 | 4 => String::new(),
+                5 => format!(r#"{{"actor":{i}}}"#),
+                _ => format!(r#"{{"actor":"a{}","other":"x"}}"#, i % 3),
+            };
             let e = IndexEntry {
                 position: m.next_position(),
                 offset: off,
@@ -492,6 +514,7 @@ mod tests {
                 stream: &stream,
                 event_type: if i % 3 == 0 { "A" } else { "B" },
                 tags: &tag,
+                metadata: metadata.as_bytes(),
             };
             rev[s] += 1;
             off += 40 + i * 7;
@@ -535,6 +558,11 @@ mod tests {
         for t in ["even", "odd", "none"] {
             assert_eq!(a.tag_positions(hash_str(t)), b.tag_positions(hash_str(t)));
         }
+        assert_eq!(a.meta_fingerprint(), b.meta_fingerprint());
+        for v in ["a0", "a1", "a2", "a9", "5"] {
+            let key = meta_key("actor", v);
+            assert_eq!(a.tag_positions(key), b.tag_positions(key), "actor {v}");
+        }
         for i in 0..60u128 {
             let id = Uuid::from_u128(i);
             let (want, got) = (a.id_positions(&id), b.id_positions(&id));
@@ -559,6 +587,16 @@ mod tests {
             check_same(&m, &v1);
         }
         let idx = open(sample(false).encode_file().unwrap()).unwrap();
+        assert_eq!(idx.meta_fingerprint(), MetaFields::new(&["actor"]).fingerprint());
+        // Events 1, 2, 3, 6, 7, 9, ... of 50 (from position 100) hold an actor
+        // string; those with `i % 3 == 1` hold "a1".
+        let want: Vec<u64> = (0..50u64)
+            .filter(|i| !matches!(i % 8, 0 | 4 | 5) && i % 3 == 1)
+            .map(|i| 100 + i)
+            .collect();
+        assert_eq!(idx.tag_positions(meta_key("actor", "a1")), want);
+        assert!(idx.tag_positions(meta_key("other", "x")).is_empty());
+        assert!(idx.tag_positions(meta_key("actor", "5")).is_empty());
         assert_eq!(
             idx.stream_entries("s-1", 2, true, 100),
             vec![(2, 111), (3, 116), (4, 121), (5, 126), (6, 131), (7, 136), (8, 141), (9, 146)]

@@ -54,7 +54,8 @@ pub(super) fn encode(p: &Parts<'_>) -> Result<Vec<u8>> {
     ] {
         out.extend_from_slice(&v.to_le_bytes());
     }
-    out.resize(INDEX_HEADER - 4, 0);
+    out.resize(INDEX_HEADER - 12, 0);
+    out.extend_from_slice(&p.meta_fingerprint.to_le_bytes());
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
 
@@ -106,6 +107,8 @@ pub struct IndexV1 {
     bloom_len: usize,
     summary_at: usize,
     summary_len: usize,
+    /// Fingerprint of the indexed metadata fields (from the header).
+    meta_fingerprint: u64,
 }
 
 impl std::fmt::Debug for IndexV1 {
@@ -134,6 +137,7 @@ impl IndexV1 {
             bloom_len,
             summary_len,
             indexed,
+            meta_fingerprint,
         } = Header::parse(b, file)?;
         // Sizes in u128 so that no header value can overflow the arithmetic.
         let body = 16 * count as u128
@@ -185,6 +189,7 @@ impl IndexV1 {
             bloom_len,
             summary_at,
             summary_len,
+            meta_fingerprint,
         };
         // The summary must parse and count exactly `stream_count` entries.
         if idx.summary().map(|s| s.len() as u64) != Some(stream_count) {
@@ -338,5 +343,8 @@ impl Lookup for IndexV1 {
     }
     fn streams(&self) -> Vec<(String, StreamSummary)> {
         self.summary().unwrap_or_default()
+    }
+    fn meta_fingerprint(&self) -> u64 {
+        self.meta_fingerprint
     }
 }

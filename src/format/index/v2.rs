@@ -125,7 +125,8 @@ pub(super) fn encode(p: &Parts<'_>) -> Result<Option<Vec<u8>>> {
         let Ok(len) = u32::try_from(len) else { return Ok(None) };
         out.extend_from_slice(&len.to_le_bytes());
     }
-    out.resize(INDEX_HEADER - 4, 0);
+    out.resize(INDEX_HEADER - 12, 0);
+    out.extend_from_slice(&p.meta_fingerprint.to_le_bytes());
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(&locations);
@@ -183,6 +184,8 @@ pub struct IndexV2 {
     indexed: u64,
     /// Tag entries (from the header).
     tag_count: u64,
+    /// Fingerprint of the indexed metadata fields (from the header).
+    meta_fingerprint: u64,
     /// The file, for errors found on first use.
     file: Box<Path>,
     /// Each [`Part`]'s check of every entry, run on first use: `None` if it
@@ -250,10 +253,8 @@ impl IndexV2 {
             bloom_len,
             summary_len,
             indexed,
+            meta_fingerprint,
         } = Header::parse(b, file)?;
-        if b[116..124] != [0; 8] {
-            return Err(bad(116, "index reserved bytes are not zero"));
-        }
         if count > u64::from(u32::MAX) || end_offset > u64::from(u32::MAX) {
             return Err(bad(24, "segment too large for a version-2 index"));
         }
@@ -310,6 +311,7 @@ impl IndexV2 {
             starts,
             indexed,
             tag_count,
+            meta_fingerprint,
             file: file.into(),
             checked: Box::default(),
         })
@@ -609,5 +611,8 @@ impl Lookup for IndexV2 {
             return Vec::new();
         }
         self.summary().entries()
+    }
+    fn meta_fingerprint(&self) -> u64 {
+        self.meta_fingerprint
     }
 }

@@ -130,14 +130,26 @@ pub(super) fn finish(shared: &Shared, pipeline: &Pipeline, w: &Written, results:
 /// Makes a written group visible to readers: its index entries, its streams' states, the head position.
 pub(super) fn publish(shared: &Shared, w: &Written) {
     let group = &w.group;
+    // The frames are decoded, and their indexed metadata values taken,
+    // before the index lock: readers wait for the pushes only.
+    let fields = w.active.index.read().fields().clone();
+    let events: Vec<(EventView<'_>, usize, usize, Vec<u64>)> = group
+        .frames
+        .iter()
+        .filter_map(|(s, e)| match record::decode_own_frame(&group.buf[*s..*e]) {
+            Ok((Frame::Event(v), _)) => {
+                let keys = fields.keys(v.metadata);
+                Some((v, *s, *e, keys))
+            }
+            _ => None,
+        })
+        .collect();
     // Both locks are held together (index first, the order every reader
     // nesting them uses), so a snapshot never sees one without the other.
     let mut idx = w.active.index.write();
-    for (s, e) in &group.frames {
-        if let Ok((Frame::Event(v), _)) = record::decode_own_frame(&group.buf[*s..*e]) {
-            let entry = IndexEntry::from_view(&v, w.offset + *s as u64);
-            idx.push(&entry, w.offset + *e as u64);
-        }
+    for (v, s, e, keys) in &events {
+        let entry = IndexEntry::from_view(v, w.offset + *s as u64);
+        idx.push_keyed(&entry, w.offset + *e as u64, keys);
     }
     let mut streams = shared.streams.write();
     for (name, state) in &group.streams {

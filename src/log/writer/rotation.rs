@@ -128,7 +128,7 @@ impl Writer {
                 .remove(&next)
                 .ctx(|| format!("removing the unfinished segment {}", next.display()))?;
         }
-        let active = Arc::new(ActiveSegment::create(storage, dir, self.next_position)?);
+        let active = Arc::new(ActiveSegment::create(storage, dir, self.next_position, shared.meta_fields.clone())?);
         shared.segments.rotate(sealed, active.clone());
         // The disk budget is looked at as the sealed data grows, not only
         // when a scavenge runs: under `stop-appends` the next append is refused.

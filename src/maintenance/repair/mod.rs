@@ -482,8 +482,11 @@ impl Repairer<'_> {
     }
 
     /// Rewrites a sealed segment's index if it is missing or differs from the log.
+    /// Repair runs without the store's options, so it indexes no metadata
+    /// field: an index it rewrites records none, and the next open with
+    /// `indexed_metadata` set rebuilds it (see format.md).
     fn index(&mut self, path: &Path, bytes: &[u8], base: u64) -> Result<()> {
-        let scanned = index_segment(bytes, base, path)?;
+        let scanned = index_segment(bytes, base, path, &Arc::default())?;
         let fresh = scanned.index.encode_file()?;
         let name = crate::format::segment::index_file_name(base);
         let idx = self.dir.join(&name);
