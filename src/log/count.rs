@@ -26,6 +26,9 @@ impl Shared {
         if let Some(per_stream) = self.count_streams_from_index(filter)? {
             return Ok(per_stream.values().sum());
         }
+        if let Some(per_type) = self.count_types_from_index(filter)? {
+            return Ok(per_type.values().sum());
+        }
         let mut n = 0u64;
         self.for_each_match(filter, |_| n += 1)?;
         Ok(n)
@@ -41,6 +44,11 @@ impl Shared {
                 *out.entry(group_key(by, &stream, "", 0)).or_default() += n;
             }
             return Ok(out);
+        }
+        if matches!(by, GroupBy::Type)
+            && let Some(per_type) = self.count_types_from_index(filter)?
+        {
+            return Ok(per_type);
         }
         self.for_each_match(filter, |e| {
             *out.entry(group_key(by, &e.stream, &e.event_type, e.timestamp_micros))
@@ -63,6 +71,51 @@ impl Shared {
                 _ => return Ok(()),
             }
         }
+    }
+
+    /// Each admitted type's number of events, from the type indexes alone,
+    /// for a filter on types, type patterns and a type regular expression only; `None` when the filter
+    /// or the store needs the events read, or a segment's index keeps no
+    /// type names or files two of them under one key (version-1 and -2
+    /// files, a collision). Damage fails the count, as for streams.
+    fn count_types_from_index(&self, filter: &Filter) -> Result<Option<BTreeMap<String, u64>>> {
+        let types_only = Filter {
+            types: filter.types.clone(),
+            type_patterns: filter.type_patterns.clone(),
+            type_regex: filter.type_regex.clone(),
+            ..Filter::all()
+        };
+        if filter.types.is_empty() && filter.type_patterns.is_empty() && filter.type_regex.is_none() {
+            return Ok(None);
+        }
+        if types_only != *filter || !self.damage.is_empty() || !self.metadata.read().by_stream.is_empty() {
+            return Ok(None);
+        }
+        let mut out: BTreeMap<String, u64> = BTreeMap::new();
+        for seg in self.segments() {
+            let exact = seg.with(|l| {
+                let Some(catalog) = l.type_catalog() else {
+                    return false;
+                };
+                if !catalog.exact {
+                    return false;
+                }
+                for name in catalog.names {
+                    if filter.admits_type(&name) {
+                        let n = l.type_count(hash_str(&name));
+                        if n > 0 {
+                            *out.entry(name).or_default() += n;
+                        }
+                    }
+                }
+                true
+            });
+            seg.index_damage()?;
+            if !exact {
+                return Ok(None);
+            }
+        }
+        Ok(Some(out))
     }
 
     /// Each admitted stream's number of events, from the stream indexes
@@ -140,6 +193,61 @@ fn utc_day(micros: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Durability, EventData, ExpectedVersion, Options, SimStorage, Store, StreamMetadata};
+
+    /// A count by type pattern over sealed segments and the active one is the
+    /// length of the type lists the type names point at (no event read), and
+    /// equals what reading the matches counts; stream metadata, which can
+    /// hide events, sends it back to reading.
+    #[test]
+    fn counts_by_type_pattern_come_from_the_type_names() {
+        let opts = Options::default()
+            .no_compression()
+            .durability(Durability::Never)
+            .segment_size(16 * 1024);
+        let store = Store::open_with(std::sync::Arc::new(SimStorage::new()), "/c", opts).unwrap();
+        let types = ["app.lifecycle.started", "app.lifecycle", "hook.triggered.push", "hook.triggered.a.b", "other"];
+        for i in 0..600usize {
+            let e = EventData::json(types[i % types.len()], format!(r#"{{"i":{i}}}"#));
+            store.append(&format!("s-{}", i % 7), ExpectedVersion::Any, vec![e]).unwrap();
+        }
+        assert!(store.segment_count() > 3, "{} segments", store.segment_count());
+        let shared = &store.shared;
+        for (patterns, want) in [
+            (vec!["app.lifecycle.#"], 240),
+            (vec!["hook.triggered.*"], 120),
+            (vec!["app.lifecycle.#", "hook.triggered.*"], 360),
+            (vec!["#"], 600),
+            (vec!["*.*.*"], 240),
+            (vec!["nothing.#"], 0),
+        ] {
+            let f = patterns.iter().fold(Filter::all(), |f, p| f.with_type_pattern(p));
+            let from_index = shared.count_types_from_index(&f).unwrap().expect("served from the type names");
+            assert_eq!(from_index.values().sum::<u64>(), want, "{patterns:?}");
+            let mut read = 0;
+            shared.for_each_match(&f, |_| read += 1).unwrap();
+            assert_eq!(read, want, "{patterns:?} read");
+            assert_eq!(store.count(&f).unwrap(), want);
+        }
+        let by_type = store
+            .count_by(&Filter::all().with_type_pattern("app.#"), GroupBy::Type)
+            .unwrap();
+        assert_eq!(
+            by_type.into_iter().collect::<Vec<_>>(),
+            vec![("app.lifecycle".to_string(), 120), ("app.lifecycle.started".to_string(), 120)]
+        );
+        // Other conditions, or metadata that may hide events: read instead.
+        let f = Filter::all().with_type_pattern("app.#");
+        assert!(shared.count_types_from_index(&f.clone().with_stream_prefix("s-1")).unwrap().is_none());
+        store
+            .set_stream_metadata("s-1", StreamMetadata { max_count: Some(1), ..Default::default() })
+            .unwrap();
+        assert!(shared.count_types_from_index(&f).unwrap().is_none());
+        let mut read = 0;
+        shared.for_each_match(&f, |_| read += 1).unwrap();
+        assert_eq!(store.count(&f).unwrap(), read);
+        assert!(read < 240);
+    }
 
     #[test]
     fn days_are_utc_dates() {

@@ -672,15 +672,27 @@ fn candidates(l: &dyn Lookup, f: &Filter, fields: &MetaFields) -> Option<Vec<u64
     None
 }
 
-/// Candidate positions of the filter's type patterns when none has a
-/// wildcard (each is then one type, found by hash as `types` are); `None`
-/// otherwise: the type index holds hashes, not the names a wildcard needs.
+/// Candidate positions of the filter's type patterns: each pattern without
+/// a wildcard is one type, found by hash as `types` are; patterns with
+/// wildcards are matched against the segment's type names where its index
+/// keeps them (the memory index, version-3 files). `None` when there are no
+/// patterns, or a wildcard meets an index without names (every position is
+/// then a candidate).
 fn literal_type_positions(l: &dyn Lookup, f: &Filter) -> Option<Vec<u64>> {
-    let literals: Vec<&str> = f.type_patterns.iter().map(|p| p.literal()).collect::<Option<_>>()?;
-    if literals.is_empty() {
+    if f.type_patterns.is_empty() {
         return None;
     }
-    let mut all: Vec<u64> = literals.iter().flat_map(|t| l.type_positions(hash_str(t))).collect();
+    let literals: Option<Vec<&str>> = f.type_patterns.iter().map(|p| p.literal()).collect();
+    let types: Vec<String> = match literals {
+        Some(l) => l.into_iter().map(str::to_string).collect(),
+        None => l
+            .type_catalog()?
+            .names
+            .into_iter()
+            .filter(|n| crate::topic::any_match(&f.type_patterns, n))
+            .collect(),
+    };
+    let mut all: Vec<u64> = types.iter().flat_map(|t| l.type_positions(hash_str(t))).collect();
     all.sort_unstable();
     all.dedup();
     Some(all)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
-use super::{Lookup, MetaFields, Parts, StreamSummary, hash_str, v1, v2};
+use super::{Lookup, MetaFields, Parts, StreamSummary, TypeCatalog, hash_str, v1, v2};
 use crate::error::Result;
 use crate::format::record::LostView;
 
@@ -21,6 +21,15 @@ struct StreamSlot {
     entries: Vec<(u64, u64)>,
 }
 
+/// The events of one type hash in the active segment.
+#[derive(Debug, Default)]
+struct TypeSlot {
+    /// The type names with this hash (one, unless two collide).
+    names: Vec<Box<str>>,
+    /// Positions of their events, ascending.
+    positions: Vec<u64>,
+}
+
 /// The in-memory index of the active segment.
 #[derive(Debug, Default)]
 pub struct MemIndex {
@@ -31,7 +40,9 @@ pub struct MemIndex {
     end_offset: u64,
     /// Streams by the hash of their name; names with equal hashes share a bucket.
     streams: FxHashMap<u64, Vec<StreamSlot>>,
-    types: FxHashMap<u64, Vec<u64>>,
+    /// Types by hash: the names with that hash (one, but for a collision)
+    /// and the positions of their events.
+    types: FxHashMap<u64, TypeSlot>,
     /// Tag postings; those of indexed metadata fields share them, by
     /// [`super::meta_key`].
     tags: FxHashMap<u64, Vec<u64>>,
@@ -108,7 +119,11 @@ impl MemIndex {
         slot.entries.push((e.revision, e.position));
         slot.summary.last_revision = e.revision;
         slot.summary.last_position = e.position;
-        self.types.entry(hash_str(e.event_type)).or_default().push(e.position);
+        let slot = self.types.entry(hash_str(e.event_type)).or_default();
+        if !slot.names.iter().any(|n| **n == *e.event_type) {
+            slot.names.push(e.event_type.into());
+        }
+        slot.positions.push(e.position);
         for key in e.tags.iter().map(|t| hash_str(t)).chain(meta_keys.iter().copied()) {
             let list = self.tags.entry(key).or_default();
             // An event listing a tag twice is indexed once.
@@ -146,8 +161,10 @@ impl MemIndex {
             .map(|s| (s.name.as_str(), s.summary, s.entries.as_slice()))
             .collect();
         streams.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let mut types: Vec<_> = self.types.iter().map(|(h, v)| (*h, v.as_slice())).collect();
+        let mut types: Vec<_> = self.types.iter().map(|(h, v)| (*h, v.positions.as_slice())).collect();
         types.sort_unstable_by_key(|t| t.0);
+        let mut type_names: Vec<&str> = self.types.values().flat_map(|t| t.names.iter().map(|n| &**n)).collect();
+        type_names.sort_unstable();
         let mut tags: Vec<_> = self.tags.iter().map(|(h, v)| (*h, v.as_slice())).collect();
         tags.sort_unstable_by_key(|t| t.0);
         let mut ids: Vec<(Uuid, u64)> = self.ids.iter().map(|(i, p)| (*i, *p)).collect();
@@ -158,20 +175,27 @@ impl MemIndex {
             locations: &self.locations,
             streams,
             types,
+            type_names,
             tags,
             ids,
             meta_fingerprint: self.fields.fingerprint(),
         }
     }
 
-    /// Encodes the `.idx` file for this segment once it is sealed: version 2,
-    /// or version 1 when the segment is too large for version 2's 32-bit
-    /// fields. Fails with [`crate::Error::InvalidInput`] if a stream name is
+    /// Encodes the `.idx` file for this segment once it is sealed: version 3
+    /// (version 2 with the segment's type names), or version 1 when the
+    /// segment is too large for version 2's 32-bit fields. Fails with [`crate::Error::InvalidInput`] if a stream name is
     /// longer than its 16-bit length field (names come from validated appends
     /// or from the log, so the store's never are).
     pub fn encode_file(&self) -> Result<Vec<u8>> {
+        self.encode_file_v2(true)
+    }
+
+    /// Encodes a version-3 file (`names`) or a version-2 one (without the
+    /// type names), falling back to version 1 as [`MemIndex::encode_file`].
+    pub(crate) fn encode_file_v2(&self, names: bool) -> Result<Vec<u8>> {
         let parts = self.parts();
-        match v2::encode(&parts)? {
+        match v2::encode(&parts, names)? {
             Some(bytes) => Ok(bytes),
             None => v1::encode(&parts),
         }
@@ -188,6 +212,7 @@ impl MemIndex {
     pub fn encode_file_like(&self, like: &super::SegmentIndex) -> Result<Vec<u8>> {
         match like.version() {
             1 => self.encode_file_v1(),
+            2 => self.encode_file_v2(false),
             _ => self.encode_file(),
         }
     }
@@ -230,7 +255,19 @@ impl Lookup for MemIndex {
         }
     }
     fn type_positions(&self, hash: u64) -> Vec<u64> {
-        self.types.get(&hash).cloned().unwrap_or_default()
+        self.types.get(&hash).map(|t| t.positions.clone()).unwrap_or_default()
+    }
+    fn type_count(&self, hash: u64) -> u64 {
+        self.types.get(&hash).map_or(0, |t| t.positions.len() as u64)
+    }
+    fn type_catalog(&self) -> Option<TypeCatalog> {
+        let mut names: Vec<String> = self.types.values().flat_map(|t| t.names.iter().map(|n| n.to_string())).collect();
+        names.sort_unstable();
+        Some(TypeCatalog {
+            // A hash with two names answers for both.
+            exact: self.types.values().all(|t| t.names.len() <= 1),
+            names,
+        })
     }
     fn tag_positions(&self, hash: u64) -> Vec<u64> {
         self.tags.get(&hash).cloned().unwrap_or_default()

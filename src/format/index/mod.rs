@@ -31,8 +31,8 @@ pub use memory::MemIndex;
 
 /// Magic bytes at the start of every index file.
 pub const INDEX_MAGIC: &[u8; 8] = b"ANNALIDX";
-/// Format version of the index files annal writes (it reads 1 and 2).
-pub const INDEX_VERSION: u32 = 2;
+/// Format version of the index files annal writes (it reads 1, 2 and 3).
+pub const INDEX_VERSION: u32 = 3;
 /// Size of the index file header.
 pub const INDEX_HEADER: usize = 128;
 const BLOOM_PROBES: u64 = 7;
@@ -52,6 +52,16 @@ pub(crate) fn fold32(hash: u64) -> u32 {
 /// The 32-bit key a version-2 index files an event id under.
 pub fn id_key(id: &Uuid) -> u32 {
     fold32(xxh3_64(id.as_bytes()))
+}
+
+/// The distinct event types of one segment, by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeCatalog {
+    /// Every type of the segment's events, ascending.
+    pub names: Vec<String>,
+    /// True if no two of them share a lookup key, so that
+    /// [`Lookup::type_positions`] of each names that type's events only.
+    pub exact: bool,
 }
 
 /// What the index keeps of one stream within one segment.
@@ -132,6 +142,15 @@ pub trait Lookup: Send + Sync {
     fn stream_entries(&self, stream: &str, from: u64, forward: bool, limit: usize) -> Vec<(u64, u64)>;
     /// All positions of events with this type hash, ascending. May include collisions.
     fn type_positions(&self, hash: u64) -> Vec<u64>;
+    /// How many events [`Lookup::type_positions`] names.
+    fn type_count(&self, hash: u64) -> u64 {
+        self.type_positions(hash).len() as u64
+    }
+    /// The distinct event types of the segment, if this index keeps them
+    /// (the memory index and version-3 files; not versions 1 and 2).
+    fn type_catalog(&self) -> Option<TypeCatalog> {
+        None
+    }
     /// All positions of events carrying this tag hash, ascending. May include collisions.
     fn tag_positions(&self, hash: u64) -> Vec<u64>;
     /// Positions that may hold the event with this id, ascending: exact in
@@ -167,6 +186,8 @@ pub(crate) struct Parts<'a> {
     streams: Vec<StreamPart<'a>>,
     /// Each type hash's positions, ascending.
     types: Vec<(u64, &'a [u64])>,
+    /// The distinct type names, ascending.
+    type_names: Vec<&'a str>,
     /// Each tag hash's positions, ascending.
     tags: Vec<(u64, &'a [u64])>,
     /// Every event id with its position.
@@ -239,7 +260,7 @@ impl SegmentIndex {
         }
         match le_u32(b, 8) {
             1 => Ok(SegmentIndex::V1(v1::IndexV1::open(map, file)?)),
-            2 => Ok(SegmentIndex::V2(v2::IndexV2::open(map, file)?)),
+            v @ (2 | 3) => Ok(SegmentIndex::V2(v2::IndexV2::open(map, file, v)?)),
             found => Err(Error::UnsupportedVersion {
                 file: file.to_path_buf(),
                 found,
@@ -303,7 +324,7 @@ impl SegmentIndex {
     pub fn version(&self) -> u32 {
         match self {
             SegmentIndex::V1(_) => 1,
-            SegmentIndex::V2(_) => 2,
+            SegmentIndex::V2(i) => i.version(),
         }
     }
 }
@@ -332,6 +353,12 @@ impl Lookup for SegmentIndex {
     }
     fn type_positions(&self, hash: u64) -> Vec<u64> {
         self.lookup().type_positions(hash)
+    }
+    fn type_count(&self, hash: u64) -> u64 {
+        self.lookup().type_count(hash)
+    }
+    fn type_catalog(&self) -> Option<TypeCatalog> {
+        self.lookup().type_catalog()
     }
     fn tag_positions(&self, hash: u64) -> Vec<u64> {
         self.lookup().tag_positions(hash)
@@ -579,12 +606,27 @@ mod tests {
     fn sealed_indexes_of_both_versions_answer_like_the_memory_index() {
         for lost in [false, true] {
             let m = sample(lost);
-            let v2 = open(m.encode_file().unwrap()).unwrap();
+            let v3 = open(m.encode_file().unwrap()).unwrap();
+            assert_eq!(v3.version(), INDEX_VERSION);
+            check_same(&m, &v3);
+            let catalog = TypeCatalog {
+                names: vec!["A".to_string(), "B".to_string()],
+                exact: true,
+            };
+            assert_eq!(m.type_catalog(), Some(catalog.clone()));
+            assert_eq!(v3.type_catalog(), Some(catalog));
+            assert_eq!(v3.type_count(hash_str("A")), m.type_count(hash_str("A")));
+            // Version 2 (what annal wrote before) still answers, without type names.
+            let v2 = open(m.encode_file_v2(false).unwrap()).unwrap();
             assert_eq!(v2.version(), 2);
             check_same(&m, &v2);
+            assert_eq!(v2.type_catalog(), None);
+            assert_eq!(m.encode_file_like(&v2).unwrap(), v2.raw());
+            assert_eq!(m.encode_file_like(&v3).unwrap(), v3.raw());
             let v1 = open(m.encode_file_v1().unwrap()).unwrap();
             assert_eq!(v1.version(), 1);
             check_same(&m, &v1);
+            assert_eq!(v1.type_catalog(), None);
         }
         let idx = open(sample(false).encode_file().unwrap()).unwrap();
         assert_eq!(idx.meta_fingerprint(), MetaFields::new(&["actor"]).fingerprint());
@@ -659,6 +701,7 @@ mod tests {
                 }
                 let _ = idx.id_positions(&Uuid::from_u128(3));
                 let _ = idx.streams();
+                let _ = idx.type_catalog();
                 // What first use found is what a full check finds, first or last.
                 let full = open(bytes).unwrap().check_all().err().map(|e| e.to_string());
                 if let Some(found) = idx.damage() {
@@ -680,6 +723,19 @@ mod tests {
         assert!(err.to_string().contains("location out of order"), "{err}");
         assert!(err.to_string().contains("t.idx"), "{err}");
         assert!(idx.check_all().is_err());
+
+        // Type names out of order (a writer's bug): the catalog answers
+        // nothing, and the first use reports the damage with its offset.
+        let mut bytes = good.clone();
+        let names_at = bytes.len() - 4 - (4 + 2 * 3);
+        assert_eq!(&bytes[names_at..names_at + 4], &2u32.to_le_bytes(), "two names, A and B");
+        bytes.swap(names_at + 6, names_at + 9);
+        reseal(&mut bytes);
+        let idx = open(bytes).unwrap();
+        assert_eq!(idx.type_catalog(), None);
+        let err = idx.damage().unwrap();
+        assert!(err.to_string().contains("type names not strictly ascending"), "{err}");
+        assert!(err.to_string().contains(&format!("at byte {names_at}")), "{err}");
     }
 
     #[test]

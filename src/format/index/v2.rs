@@ -1,9 +1,11 @@
-//! Version-2 index files (format.md, "Index files"): locations as 32-bit
-//! block offsets plus varint frame lengths, timestamps per block of
-//! positions, and the stream, type, tag and id lookups as [`keyed`] lists of
-//! positions relative to the segment's base. Streams are found by name
-//! (their ordinal in the summary), so stream lookups are exact. This module
-//! owns that layout; it must never read segment bytes.
+//! Version-2 and version-3 index files (format.md, "Index files"):
+//! locations as 32-bit block offsets plus varint frame lengths, timestamps
+//! per block of positions, and the stream, type, tag and id lookups as
+//! [`keyed`] lists of positions relative to the segment's base. Streams are
+//! found by name (their ordinal in the summary), so stream lookups are
+//! exact. Version 3 adds the segment's distinct type names, so that a type
+//! pattern is matched against names and served from the type lookup. This
+//! module owns that layout; it must never read segment bytes.
 //!
 //! [`keyed`]: super::keyed
 
@@ -14,7 +16,9 @@ use uuid::Uuid;
 
 use super::keyed::{self, Entry, Keyed};
 use super::summary::{self, RESTART, Summary};
-use super::{Header, INDEX_HEADER, INDEX_MAGIC, Lookup, Parts, StreamSummary, bloom_check, fold32, id_key};
+use super::{
+    Header, INDEX_HEADER, INDEX_MAGIC, Lookup, Parts, StreamSummary, TypeCatalog, bloom_check, fold32, hash_str, id_key,
+};
 use crate::error::{Error, Result};
 use crate::format::codec::{Reader, le_i64, le_u32, put_varint};
 use crate::storage::Mapped;
@@ -25,9 +29,10 @@ const LOC_BLOCK: usize = 64;
 /// `min_ts: i64`, `max_ts: i64`.
 const LOC_DIR: usize = 24;
 
-/// Encodes a version-2 file, or `None` if the segment does not fit its
-/// 32-bit offsets and lengths (the caller then writes version 1).
-pub(super) fn encode(p: &Parts<'_>) -> Result<Option<Vec<u8>>> {
+/// Encodes a version-3 file (`names`: with the type names) or a version-2
+/// one, or `None` if the segment does not fit their 32-bit offsets and
+/// lengths (the caller then writes version 1).
+pub(super) fn encode(p: &Parts<'_>, names: bool) -> Result<Option<Vec<u8>>> {
     if p.end_offset > u64::from(u32::MAX) {
         return Ok(None);
     }
@@ -93,6 +98,14 @@ pub(super) fn encode(p: &Parts<'_>) -> Result<Option<Vec<u8>>> {
         return Ok(None);
     };
     let (min_ts, max_ts) = p.time_range();
+    let type_names = if names {
+        let Some(section) = encode_type_names(&p.type_names) else {
+            return Ok(None);
+        };
+        section
+    } else {
+        Vec::new()
+    };
 
     let mut out = Vec::with_capacity(
         INDEX_HEADER
@@ -101,10 +114,11 @@ pub(super) fn encode(p: &Parts<'_>) -> Result<Option<Vec<u8>>> {
             + bloom.len()
             + summary.len()
             + start_bytes.len()
+            + type_names.len()
             + 4,
     );
     out.extend_from_slice(INDEX_MAGIC);
-    out.extend_from_slice(&2u32.to_le_bytes());
+    out.extend_from_slice(&(if names { 3u32 } else { 2u32 }).to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     for v in [
         p.base,
@@ -136,6 +150,7 @@ pub(super) fn encode(p: &Parts<'_>) -> Result<Option<Vec<u8>>> {
     out.extend_from_slice(&bloom);
     out.extend_from_slice(&summary);
     out.extend_from_slice(&start_bytes);
+    out.extend_from_slice(&type_names);
     let crc = crc32fast::hash(&out[INDEX_HEADER..]);
     out.extend_from_slice(&crc.to_le_bytes());
     Ok(Some(out))
@@ -162,9 +177,41 @@ fn encode_locations(locations: &[(u64, i64)]) -> Option<Vec<u8>> {
     Some(dir)
 }
 
-/// A version-2 index file, memory-mapped.
+/// The type names section: `count: u32`, then each name as `len: u16` and
+/// its bytes, strictly ascending; `None` if a name or the count does not fit.
+fn encode_type_names(names: &[&str]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(4 + names.iter().map(|n| 2 + n.len()).sum::<usize>());
+    out.extend_from_slice(&u32::try_from(names.len()).ok()?.to_le_bytes());
+    for n in names {
+        out.extend_from_slice(&u16::try_from(n.len()).ok()?.to_le_bytes());
+        out.extend_from_slice(n.as_bytes());
+    }
+    Some(out)
+}
+
+/// Decodes a type names section: every name, or why the section is malformed.
+fn decode_type_names(b: &[u8]) -> std::result::Result<Vec<&str>, &'static str> {
+    let mut r = Reader::new(b);
+    let count = r.u32().map_err(|_| "type names section truncated")?;
+    let mut names: Vec<&str> = Vec::new();
+    for _ in 0..count {
+        let name = r.str16().map_err(|_| "type name truncated or not UTF-8")?;
+        if names.last().is_some_and(|last| *last >= name) {
+            return Err("type names not strictly ascending");
+        }
+        names.push(name);
+    }
+    if !r.buf.is_empty() {
+        return Err("bytes after the last type name");
+    }
+    Ok(names)
+}
+
+/// A version-2 or version-3 index file, memory-mapped.
 pub struct IndexV2 {
     map: Mapped,
+    /// 2, or 3 with the type names section.
+    version: u32,
     base: u64,
     count: usize,
     end_offset: u64,
@@ -180,6 +227,8 @@ pub struct IndexV2 {
     bloom: (usize, usize),
     summary: (usize, usize),
     starts: (usize, usize),
+    /// The type names (empty in version 2).
+    type_names: (usize, usize),
     /// Events with index entries (from the header).
     indexed: u64,
     /// Tag entries (from the header).
@@ -206,10 +255,11 @@ enum Part {
     Types = 3,
     Tags = 4,
     Ids = 5,
+    TypeNames = 6,
 }
 
 /// How many [`Part`]s there are.
-const PARTS: usize = 6;
+const PARTS: usize = 7;
 
 impl Part {
     const ALL: [Part; PARTS] = [
@@ -219,6 +269,7 @@ impl Part {
         Part::Types,
         Part::Tags,
         Part::Ids,
+        Part::TypeNames,
     ];
 }
 
@@ -239,7 +290,7 @@ impl IndexV2 {
     /// the first time the section is used ([`IndexV2::damage`] reports a
     /// failure; the section then answers nothing); [`IndexV2::check_all`]
     /// checks them all at once.
-    pub(super) fn open(map: Mapped, file: &Path) -> Result<Self> {
+    pub(super) fn open(map: Mapped, file: &Path, version: u32) -> Result<Self> {
         let b: &[u8] = (*map).as_ref();
         let bad = |offset: usize, reason: &str| Error::corruption(file, offset as u64, reason);
         let Header {
@@ -264,9 +315,13 @@ impl IndexV2 {
             + u128::from(bloom_len)
             + u128::from(summary_len)
             + 4 * u128::from(stream_count.div_ceil(RESTART as u64));
-        if INDEX_HEADER as u128 + body + 4 != b.len() as u128 {
-            return Err(bad(0, "index section sizes do not match the file length"));
-        }
+        // Version 3's type names take the rest of the body, before its checksum.
+        let names_len = (b.len() as u128).checked_sub(INDEX_HEADER as u128 + body + 4);
+        let names_len = match (version, names_len) {
+            (2, Some(0)) => 0,
+            (3, Some(n)) if n >= 4 => u64::try_from(n).map_err(|_| bad(0, "index file larger than memory"))?,
+            _ => return Err(bad(0, "index section sizes do not match the file length")),
+        };
         let crc_at = b.len() - 4;
         if crc32fast::hash(&b[INDEX_HEADER..crc_at]) != le_u32(b, crc_at) {
             return Err(bad(crc_at, "index body checksum mismatch"));
@@ -288,6 +343,7 @@ impl IndexV2 {
         let summary = next(fits(summary_len, 80)?);
         let stream_count = fits(stream_count, 56)?;
         let starts = next(4 * stream_count.div_ceil(RESTART));
+        let type_names = next(fits(names_len, 0)?);
         let count = fits(count, 24)?;
         // The location directory must fit its section, which `time_bounds` reads unchecked.
         if count.div_ceil(LOC_BLOCK) * LOC_DIR > locations.1 - locations.0 {
@@ -295,6 +351,8 @@ impl IndexV2 {
         }
         Ok(IndexV2 {
             map: map.clone(),
+            version,
+            type_names,
             base,
             count,
             end_offset,
@@ -337,6 +395,12 @@ impl IndexV2 {
                 )
                 .err()
                 .map(|r| (self.summary.0, r.to_string()));
+            }
+            Part::TypeNames => {
+                return decode_type_names(self.section(self.type_names))
+                    .err()
+                    .filter(|_| self.version == 3)
+                    .map(|r| (self.type_names.0, r.to_string()));
             }
             Part::Streams => (self.streams, true, Some(self.indexed), "stream"),
             Part::Types => (self.types, false, Some(self.indexed), "type"),
@@ -392,6 +456,11 @@ impl IndexV2 {
 
     fn bytes(&self) -> &[u8] {
         (*self.map).as_ref()
+    }
+
+    /// The file's format version: 2, or 3 with the type names.
+    pub fn version(&self) -> u32 {
+        self.version
     }
 
     fn section(&self, range: (usize, usize)) -> &[u8] {
@@ -587,6 +656,18 @@ impl Lookup for IndexV2 {
             return Vec::new();
         }
         self.global(self.keyed(self.types, false).positions(fold32(hash)))
+    }
+    fn type_catalog(&self) -> Option<TypeCatalog> {
+        if self.version < 3 || !self.ok(Part::TypeNames) {
+            return None;
+        }
+        let names = decode_type_names(self.section(self.type_names)).ok()?;
+        let keys: std::collections::HashSet<u32> = names.iter().map(|n| fold32(hash_str(n))).collect();
+        Some(TypeCatalog {
+            // The type lookup files each name under a 32-bit key: two names on one key answer for both.
+            exact: keys.len() == names.len(),
+            names: names.into_iter().map(str::to_string).collect(),
+        })
     }
     fn tag_positions(&self, hash: u64) -> Vec<u64> {
         if !self.ok(Part::Tags) {
