@@ -676,8 +676,8 @@ fn candidates(l: &dyn Lookup, f: &Filter, fields: &MetaFields) -> Option<Vec<u64
 /// a wildcard is one type, found by hash as `types` are; patterns with
 /// wildcards are matched against the segment's type names where its index
 /// keeps them (the memory index, version-3 files). `None` when there are no
-/// patterns, or a wildcard meets an index without names (every position is
-/// then a candidate).
+/// patterns, or a wildcard meets an index without names or matches a
+/// quarter of the segment or more (every position is then a candidate).
 fn literal_type_positions(l: &dyn Lookup, f: &Filter) -> Option<Vec<u64>> {
     if f.type_patterns.is_empty() {
         return None;
@@ -685,12 +685,22 @@ fn literal_type_positions(l: &dyn Lookup, f: &Filter) -> Option<Vec<u64>> {
     let literals: Option<Vec<&str>> = f.type_patterns.iter().map(|p| p.literal()).collect();
     let types: Vec<String> = match literals {
         Some(l) => l.into_iter().map(str::to_string).collect(),
-        None => l
-            .type_catalog()?
-            .names
-            .into_iter()
-            .filter(|n| crate::topic::any_match(&f.type_patterns, n))
-            .collect(),
+        None => {
+            let names: Vec<String> = l
+                .type_catalog()?
+                .names
+                .into_iter()
+                .filter(|n| crate::topic::any_match(&f.type_patterns, n))
+                .collect();
+            // Where the names match a quarter of the segment or more, reading
+            // it in order finds a match every few events, and a page stops
+            // early; gathering and sorting every candidate would cost more.
+            let matched: u64 = names.iter().map(|n| l.type_count(hash_str(n))).sum();
+            if matched.saturating_mul(4) > l.next_position().saturating_sub(l.base()) {
+                return None;
+            }
+            names
+        }
     };
     let mut all: Vec<u64> = types.iter().flat_map(|t| l.type_positions(hash_str(t))).collect();
     all.sort_unstable();
