@@ -11,9 +11,9 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use annal::{
-    Batch, Direction, Durability, EventData, ExpectedVersion, Filter, ForwardSettings, ForwardTarget, Forwarder,
-    LogFrom, Options, RecordedEvent, RetentionMode, RetentionPolicy, SimStorage, Store, TargetError, WhenFull,
-    forget_forwarder, register_forwarder, saved_checkpoint, saved_forwarders,
+    Batch, Direction, Durability, EventData, ExpectedVersion, Filter, ForwardSettings, ForwardStart, ForwardTarget,
+    Forwarder, LogFrom, Options, RecordedEvent, RetentionMode, RetentionPolicy, SimStorage, Store, TargetError,
+    WhenFull, forget_forwarder, register_forwarder, saved_checkpoint, saved_forwarders,
 };
 use parking_lot::Mutex;
 
@@ -302,7 +302,8 @@ fn drop_oldest_removes_undelivered_events_records_them_and_the_forwarder_reports
     let status = f.status();
     assert_eq!(status.skipped, report.events_dropped_undelivered, "{status:?}");
     let gap = status.gap.clone().expect("a gap is reported");
-    assert_eq!(gap.dropped_events, report.dropped.last().map(|d| d.events));
+    // One read passed over every dropped segment: one gap names them all.
+    assert_eq!(gap.dropped_events, Some(report.events_dropped_undelivered));
     assert!(
         status.last_error.as_deref().unwrap_or("").contains("drop-oldest"),
         "{status:?}"
@@ -329,4 +330,89 @@ fn a_seal_over_the_budget_wakes_the_background_scavenger() {
         std::thread::sleep(Duration::from_millis(20));
     }
     close(store);
+}
+
+/// Runs a new forwarder `name` to the head once and returns it with what it delivered.
+fn forward_once(store: &Arc<Store>, name: &str, settings: ForwardSettings) -> (Forwarder, Vec<u64>) {
+    let sink = Sink::default();
+    let mut f = Forwarder::new(store.clone(), name, settings, Box::new(sink.clone())).unwrap();
+    f.run(&AtomicBool::new(false), true).unwrap();
+    let delivered = sink.0.lock().iter().map(|e| e.position).collect();
+    (f, delivered)
+}
+
+#[test]
+fn a_drop_whose_rewrite_failed_is_no_gap_and_a_drop_recorded_twice_counts_once() {
+    let sim = SimStorage::new();
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    register_forwarder(&store, "slow", &settings()).unwrap();
+    fill(&store, 0, 600);
+    let before = user_positions(&store);
+    // The drop record is written (one write), then the rewrite of the segment fails.
+    sim.fail_nth_write(2);
+    assert!(store.scavenge().is_err());
+    assert_eq!(user_positions(&store), before, "nothing was removed");
+    assert_eq!(store.dropped().unwrap().len(), 1, "but the drop was recorded");
+    // A forwarder that does not hold retention passes over the recorded range:
+    // the events are still there, so it delivers them and reports no gap.
+    let ignore = ForwardSettings {
+        retention: RetentionMode::Ignore,
+        ..settings()
+    };
+    let (f, delivered) = forward_once(&store, "peek", ignore);
+    assert_eq!(delivered, before);
+    let status = f.status();
+    assert_eq!(status.skipped, 0, "{status:?}");
+    assert_eq!(status.gap, None, "{status:?}");
+    drop(f);
+    // The next scavenge records the same segment again, then removes its events.
+    let report = store.scavenge().unwrap();
+    let drops = store.dropped().unwrap();
+    assert_eq!(
+        (drops[0].first_position, drops[0].end_position, &drops[0].runs),
+        (drops[1].first_position, drops[1].end_position, &drops[1].runs),
+        "recorded twice: {drops:?}"
+    );
+    let after = user_positions(&store);
+    let gone = (before.len() - after.len()) as u64;
+    assert_eq!(gone, report.events_dropped_undelivered);
+    let (f, delivered) = forward_once(&store, "slow", settings());
+    assert_eq!(delivered, after);
+    assert_eq!(
+        f.status().skipped,
+        gone,
+        "each dropped event counts once: {:?}",
+        f.status()
+    );
+}
+
+#[test]
+fn a_forwarder_past_the_start_of_a_drop_counts_only_the_dropped_events_it_passed_over() {
+    let sim = SimStorage::new();
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    register_forwarder(&store, "slow", &settings()).unwrap();
+    fill(&store, 0, 600);
+    let mid_from = 30;
+    let mid = ForwardSettings {
+        start: ForwardStart::Position(mid_from),
+        ..settings()
+    };
+    register_forwarder(&store, "mid", &mid).unwrap();
+    let before = user_positions(&store);
+    let report = store.scavenge().unwrap();
+    let first = &report.dropped[0];
+    assert!(
+        first.first_position < mid_from && first.end_position > mid_from,
+        "{first:?}"
+    );
+    let after = user_positions(&store);
+    let gone_from = |from: u64| before.iter().filter(|p| **p >= from && !after.contains(p)).count() as u64;
+    let (f, delivered) = forward_once(&store, "mid", mid);
+    assert_eq!(
+        delivered,
+        after.iter().copied().filter(|p| *p >= mid_from).collect::<Vec<_>>()
+    );
+    assert_eq!(f.status().skipped, gone_from(mid_from), "{:?}", f.status());
+    let (f, _) = forward_once(&store, "slow", settings());
+    assert_eq!(f.status().skipped, gone_from(0), "{:?}", f.status());
 }

@@ -306,6 +306,14 @@ pub struct ForwardGap {
     pub dropped_micros: Option<i64>,
 }
 
+/// A stretch of positions, (start, end).
+type Span = (u64, u64);
+
+/// Positions covered by sorted, disjoint spans.
+fn span_len(spans: &[Span]) -> u64 {
+    spans.iter().map(|(start, end)| end - start).sum()
+}
+
 /// What one step of a forwarder did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -544,18 +552,22 @@ impl Forwarder {
 
     /// Moves the cursor past positions that hold no event any more (removed by
     /// scavenging or lost to damage), recording the gap loudly: with the
-    /// store's drop record when it names them (`drop-oldest`), otherwise as
-    /// removed by retention or damage.
+    /// store's drop record for the events it names (`drop-oldest`), and as
+    /// removed by retention or damage for the other positions.
     fn skip_gap(&mut self, head: u64) -> Result<()> {
         let first = self.store.first_event_position_from(self.cursor)?.unwrap_or(head);
         if first > self.cursor {
             let (from, to) = (self.cursor, first);
-            if !self.note_drops(from, to)? {
+            // Every position in the gap held one event; the drop record names some.
+            let named = span_len(&self.gone_drops(from, to)?.0);
+            self.note_drops(from, to)?;
+            let other = (to - from).saturating_sub(named);
+            if other > 0 {
                 let msg = format!(
-                    "gap: positions {from}..{to} were removed (retention or damage) before forwarder {:?} delivered them; they are skipped",
+                    "gap: {other} events at positions {from}..{to} were removed (retention or damage) before forwarder {:?} delivered them; they are skipped",
                     self.name
                 );
-                self.current.skipped += to - from;
+                self.current.skipped += other;
                 self.report_gap(
                     msg,
                     ForwardGap {
@@ -574,42 +586,76 @@ impl Forwarder {
         Ok(())
     }
 
-    /// Reports each drop of the store's drop record that removed events in
-    /// `from..to` and was not reported yet (the skipped count grows by its
-    /// events); true if there was one.
-    fn note_drops(&mut self, from: u64, to: u64) -> Result<bool> {
+    /// The positions in `from..to` whose events the store's drop record says
+    /// were dropped and that are really gone, as sorted, disjoint spans
+    /// (start, end): an entry recorded twice counts once, and the runs of an
+    /// entry whose segment was not replaced (the rewrite failed, or the
+    /// process stopped in between) are not gone and not counted. With the
+    /// latest time of the drops they come from.
+    fn gone_drops(&mut self, from: u64, to: u64) -> Result<(Vec<Span>, Option<i64>)> {
         let generation = self.store.drop_generation();
         if self.drops.0 != generation {
             self.drops = (generation, self.store.dropped()?);
         }
+        let mut spans: Vec<Span> = Vec::new();
+        let mut when = None;
+        for d in &self.drops.1 {
+            if d.first_position >= to || d.end_position <= from {
+                continue;
+            }
+            for &(first, count) in &d.runs {
+                let end = first.saturating_add(count);
+                if count == 0 || first >= to || end <= from {
+                    continue;
+                }
+                // A run goes with its segment's rewrite, all at once: its first position tells.
+                if self.store.first_event_position_from(first)? == Some(first) {
+                    continue;
+                }
+                spans.push((first.max(from), end.min(to)));
+                when = when.max(Some(d.dropped_micros));
+            }
+        }
+        spans.sort_unstable();
+        let mut merged: Vec<Span> = Vec::with_capacity(spans.len());
+        for (start, end) in spans {
+            match merged.last_mut() {
+                Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
+            }
+        }
+        Ok((merged, when))
+    }
+
+    /// Reports the events of the store's drop record that were dropped in
+    /// `from..to` (the stretch the forwarder passes over) and not reported
+    /// yet: the skipped count grows by exactly their number. Returns it.
+    fn note_drops(&mut self, from: u64, to: u64) -> Result<u64> {
         let start = from.max(self.drops_reported);
-        let found: Vec<DroppedRange> = self
-            .drops
-            .1
-            .iter()
-            .filter(|d| d.first_position < to && d.end_position > start)
-            .cloned()
-            .collect();
-        for d in &found {
-            let when = d.dropped_micros;
+        if start >= to {
+            return Ok(0);
+        }
+        let (spans, when) = self.gone_drops(start, to)?;
+        self.drops_reported = to;
+        let events = span_len(&spans);
+        if let (Some(&(first, _)), Some(&(_, end)), Some(when)) = (spans.first(), spans.last(), when) {
             let msg = format!(
-                "gap: {} events at positions {}..{} were dropped at {when} µs (retention.when_full = \"drop-oldest\", recorded in dropped.rec) before forwarder {:?} delivered them; they are skipped",
-                d.events, d.first_position, d.end_position, self.name
+                "gap: {events} events at positions {first}..{end} were dropped at {when} µs (retention.when_full = \"drop-oldest\", recorded in dropped.rec) before forwarder {:?} delivered them; they are skipped",
+                self.name
             );
-            self.current.skipped += d.events;
+            self.current.skipped += events;
             self.dirty = true;
-            self.drops_reported = self.drops_reported.max(d.end_position);
             self.report_gap(
                 msg,
                 ForwardGap {
-                    first_position: d.first_position,
-                    end_position: d.end_position,
-                    dropped_events: Some(d.events),
+                    first_position: first,
+                    end_position: end,
+                    dropped_events: Some(events),
                     dropped_micros: Some(when),
                 },
             );
         }
-        Ok(!found.is_empty())
+        Ok(events)
     }
 
     fn report_gap(&self, msg: String, gap: ForwardGap) {

@@ -197,8 +197,15 @@ pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<Scav
         report.bytes_before += seg.bytes.len() as u64;
         match rewrite(shared, seg, &judge, i < expired, &mut report.events_kept_for_forwarding)? {
             Some(rewritten) => {
-                if let Some((first_position, end_position, events)) = rewritten.dropped_held {
-                    // Recorded durably before the events are gone: a drop is never unrecorded.
+                if let (Some(&(first_position, _)), Some(&(last, n))) =
+                    (rewritten.dropped_runs.first(), rewritten.dropped_runs.last())
+                {
+                    let end_position = last + n;
+                    let events = rewritten.dropped_runs.iter().map(|(_, n)| n).sum();
+                    // Recorded durably before the events are gone: a drop is never
+                    // unrecorded. A crash or failure before the segment is replaced
+                    // leaves an entry whose events are still there; forwarders check
+                    // that each run is really gone before they report it.
                     let forwarders: Vec<(String, u64)> = shared
                         .retention_holds
                         .lock()
@@ -212,6 +219,7 @@ pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<Scav
                         events,
                         dropped_micros: judge.now,
                         forwarders,
+                        runs: rewritten.dropped_runs,
                     };
                     record_drop(shared, range.clone())?;
                     report.events_dropped_undelivered += events;
@@ -236,9 +244,9 @@ struct Rewritten {
     bytes: Vec<u8>,
     /// Events removed.
     removed: u64,
-    /// Under `drop-oldest`: the first and past-the-last position of the
-    /// removed events a forwarder had not delivered, and their count.
-    dropped_held: Option<(u64, u64, u64)>,
+    /// Under `drop-oldest`: the runs (first position, count) of removed
+    /// events a forwarder had not delivered, in order.
+    dropped_runs: Vec<(u64, u64)>,
 }
 
 /// How many of the oldest sealed segments are past the size or count budget.
@@ -281,7 +289,7 @@ fn rewrite(
     .encode()
     .to_vec();
     let mut removed = 0u64;
-    let mut dropped_held: Option<(u64, u64, u64)> = None;
+    let mut dropped_runs: Vec<(u64, u64)> = Vec::new();
     let mut run: Option<(u64, u64)> = None; // (first, count) of removed positions being gathered
     // Removing a stream's last event records the stream's head in the removed
     // frame, so that the segments alone still say which revisions the stream
@@ -373,10 +381,10 @@ fn rewrite(
                 if let Some(v) = &other {
                     removed += 1;
                     if held {
-                        dropped_held = Some(match dropped_held {
-                            Some((first, _, n)) => (first, p + 1, n + 1),
-                            None => (p, p + 1, 1),
-                        });
+                        match dropped_runs.last_mut() {
+                            Some((first, n)) if *first + *n == p => *n += 1,
+                            _ => dropped_runs.push((p, 1)),
+                        }
                     }
                     if is_head(v.stream, v.revision) {
                         heads.push((v.stream.to_string(), v.revision, p));
@@ -406,7 +414,7 @@ fn rewrite(
     Ok(Some(Rewritten {
         bytes: out,
         removed,
-        dropped_held,
+        dropped_runs,
     }))
 }
 
@@ -419,9 +427,12 @@ fn replace(shared: &Shared, seg: &SealedSegment, out: &[u8]) -> Result<SealedSeg
     let idx_name = crate::format::segment::index_file_name(base);
     let idx_path = dir.join(&idx_name);
     // 1. Without an index, a reopen rebuilds one from whichever segment it finds.
-    st.remove(&idx_path)
-        .and_then(|()| st.sync_dir(dir))
-        .ctx(|| format!("removing {idx_name}"))?;
+    // (A rewrite that failed after this step left no index: nothing to remove.)
+    if st.exists(&idx_path) {
+        st.remove(&idx_path)
+            .and_then(|()| st.sync_dir(dir))
+            .ctx(|| format!("removing {idx_name}"))?;
+    }
     // 2. The new segment replaces the old one atomically.
     write_atomically(st, dir, &name, out).ctx(|| format!("rewriting {name}"))?;
     // 3. Its index.
