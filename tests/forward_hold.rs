@@ -6,14 +6,17 @@
 //! drop record and the gap the forwarder reports).
 #![allow(clippy::unwrap_used)]
 
+use std::io;
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use annal::storage::{LockGuard, Mapped, StorageFile};
 use annal::{
     Batch, Direction, Durability, EventData, ExpectedVersion, Filter, ForwardSettings, ForwardStart, ForwardTarget,
-    Forwarder, LogFrom, Options, RecordedEvent, RetentionMode, RetentionPolicy, SimStorage, Store, TargetError,
-    WhenFull, forget_forwarder, register_forwarder, saved_checkpoint, saved_forwarders,
+    Forwarder, LogFrom, Options, RecordedEvent, RetentionMode, RetentionPolicy, SimStorage, Storage, Store,
+    TargetError, WhenFull, forget_forwarder, register_forwarder, saved_checkpoint, saved_forwarders,
 };
 use parking_lot::Mutex;
 
@@ -415,4 +418,67 @@ fn a_forwarder_past_the_start_of_a_drop_counts_only_the_dropped_events_it_passed
     assert_eq!(f.status().skipped, gone_from(mid_from), "{:?}", f.status());
     let (f, _) = forward_once(&store, "slow", settings());
     assert_eq!(f.status().skipped, gone_from(0), "{:?}", f.status());
+}
+
+/// The simulated disk, except that mapping `dropped.rec` fails with an I/O
+/// error once `fail` is set.
+struct FailingDrops {
+    sim: SimStorage,
+    fail: Arc<AtomicBool>,
+}
+
+impl Storage for FailingDrops {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.sim.create_dir_all(dir)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.sim.list(dir)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        self.sim.exists(path)
+    }
+    fn open(&self, path: &Path, write: bool) -> io::Result<Arc<dyn StorageFile>> {
+        self.sim.open(path, write)
+    }
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        self.sim.create(path)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.sim.remove(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.sim.rename(from, to)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.sim.sync_dir(dir)
+    }
+    fn map(&self, path: &Path) -> io::Result<Mapped> {
+        if self.fail.load(Ordering::Relaxed) && path.ends_with("dropped.rec") {
+            return Err(io::Error::other("simulated EIO"));
+        }
+        self.sim.map(path)
+    }
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
+        self.sim.lock(path)
+    }
+    fn available_space(&self, dir: &Path) -> io::Result<u64> {
+        self.sim.available_space(dir)
+    }
+}
+
+#[test]
+fn a_backup_fails_when_the_drop_record_cannot_be_read() {
+    let fail = Arc::new(AtomicBool::new(false));
+    let storage = Arc::new(FailingDrops {
+        sim: SimStorage::new(),
+        fail: fail.clone(),
+    });
+    let store = Arc::new(Store::open_with(storage, DIR, drop_oldest_options(None)).unwrap());
+    register_forwarder(&store, "slow", &settings()).unwrap();
+    fill(&store, 0, 600);
+    assert!(store.scavenge().unwrap().events_dropped_undelivered > 0);
+    store.backup("/backup-ok").unwrap();
+    fail.store(true, Ordering::Relaxed);
+    let err = store.backup("/backup-bad").unwrap_err();
+    assert!(err.to_string().contains("dropped.rec"), "{err}");
 }
