@@ -482,3 +482,38 @@ fn a_backup_fails_when_the_drop_record_cannot_be_read() {
     let err = store.backup("/backup-bad").unwrap_err();
     assert!(err.to_string().contains("dropped.rec"), "{err}");
 }
+
+#[test]
+fn a_damaged_drop_record_is_reported_and_forwarders_deliver_what_is_readable() {
+    let sim = SimStorage::new();
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    register_forwarder(&store, "slow", &settings()).unwrap();
+    fill(&store, 0, 600);
+    let before = user_positions(&store);
+    assert!(store.scavenge().unwrap().events_dropped_undelivered > 0);
+    let after = user_positions(&store);
+    let path = Path::new(DIR).join("dropped.rec");
+    sim.flip_bit(&path, 30, 2).unwrap();
+    let crc_at = sim.read_file(&path).unwrap().len() as u64 - 4;
+    // Verify names the file and the offset.
+    let report = store.verify().unwrap();
+    assert!(
+        report.problems.iter().any(|p| p.file == path && p.offset == crc_at),
+        "{:?}",
+        report.problems
+    );
+    // The forwarder keeps going: it delivers every event still there, and
+    // reports the damage and the positions it passed that hold no event as a
+    // gap of unknown cause, never as "no gap".
+    let (f, delivered) = forward_once(&store, "slow", settings());
+    assert_eq!(delivered, after);
+    let status = f.status();
+    let damage = status.drop_record_error.clone().unwrap_or_default();
+    assert!(
+        damage.contains("dropped.rec") && damage.contains(&format!("at byte {crc_at}")),
+        "{status:?}"
+    );
+    let gap = status.gap.clone().expect("a gap is reported");
+    assert_eq!(gap.dropped_events, None, "{status:?}");
+    assert_eq!(status.skipped, (before.len() - after.len()) as u64, "{status:?}");
+}

@@ -289,6 +289,11 @@ pub struct ForwardStatus {
     pub last_error_micros: Option<i64>,
     /// Whether scavenging waits for it.
     pub retention: RetentionMode,
+    /// Why the store's drop record (`dropped.rec`) cannot be read, with the
+    /// file and offset of the damage, while it cannot: the forwarder goes on
+    /// delivering every event still there, and reports every position it
+    /// passes that holds no event as a gap of unknown cause.
+    pub drop_record_error: Option<String>,
 }
 
 /// A stretch of the log removed before a forwarder delivered it, which it skipped.
@@ -405,6 +410,7 @@ impl Forwarder {
             last_error: None,
             last_error_micros: None,
             retention: settings.retention,
+            drop_record_error: None,
         };
         let f = Forwarder {
             store,
@@ -560,11 +566,21 @@ impl Forwarder {
             let (from, to) = (self.cursor, first);
             // Every position in the gap held one event; the drop record names some.
             let named = span_len(&self.gone_drops(from, to)?.0);
-            self.note_drops(from, to)?;
+            if self.drop_record_damaged() {
+                // Counted below, as removed for an unknown reason.
+                self.drops_reported = self.drops_reported.max(to);
+            } else {
+                self.note_drops(from, to)?;
+            }
             let other = (to - from).saturating_sub(named);
             if other > 0 {
+                let unread = if self.drop_record_damaged() {
+                    " (the drop record, dropped.rec, cannot be read: they may have been dropped by retention.when_full = \"drop-oldest\")"
+                } else {
+                    ""
+                };
                 let msg = format!(
-                    "gap: {other} events at positions {from}..{to} were removed (retention or damage) before forwarder {:?} delivered them; they are skipped",
+                    "gap: {other} events at positions {from}..{to} were removed (retention or damage){unread} before forwarder {:?} delivered them; they are skipped",
                     self.name
                 );
                 self.current.skipped += other;
@@ -586,6 +602,44 @@ impl Forwarder {
         Ok(())
     }
 
+    /// Reads the store's drop record again if a drop was recorded since it
+    /// was read (or if it could not be read last time). A record that cannot
+    /// be read (damage, an I/O error) does not stop the forwarder: it is
+    /// taken as naming nothing, `drop_record_error` says why, and
+    /// `note_drops` then reports every position without an event
+    /// as a gap of unknown cause. Stopping every forwarder would stop the
+    /// delivery of everything still there; treating the damage as "no gap"
+    /// would hide a loss: this does neither.
+    fn load_drops(&mut self) {
+        let generation = self.store.drop_generation();
+        let damaged = self.status.lock().drop_record_error.is_some();
+        if self.drops.0 == generation && !damaged {
+            return;
+        }
+        let (drops, error) = match self.store.dropped() {
+            Ok(d) => (d, None),
+            Err(e) => (
+                Vec::new(),
+                Some(format!(
+                    "the drop record cannot be read ({e}): events that retention.when_full = \"drop-oldest\" removed cannot be told apart; every position without an event is reported as a gap; run annal verify"
+                )),
+            ),
+        };
+        self.drops = (generation, drops);
+        let mut s = self.status.lock();
+        if let Some(e) = &error
+            && s.drop_record_error.is_none()
+        {
+            s.last_error = Some(e.clone());
+            s.last_error_micros = Some(self.store.clock().now_micros());
+        }
+        s.drop_record_error = error;
+    }
+
+    fn drop_record_damaged(&self) -> bool {
+        self.status.lock().drop_record_error.is_some()
+    }
+
     /// The positions in `from..to` whose events the store's drop record says
     /// were dropped and that are really gone, as sorted, disjoint spans
     /// (start, end): an entry recorded twice counts once, and the runs of an
@@ -593,10 +647,7 @@ impl Forwarder {
     /// process stopped in between) are not gone and not counted. With the
     /// latest time of the drops they come from.
     fn gone_drops(&mut self, from: u64, to: u64) -> Result<(Vec<Span>, Option<i64>)> {
-        let generation = self.store.drop_generation();
-        if self.drops.0 != generation {
-            self.drops = (generation, self.store.dropped()?);
-        }
+        self.load_drops();
         let mut spans: Vec<Span> = Vec::new();
         let mut when = None;
         for d in &self.drops.1 {
@@ -637,6 +688,28 @@ impl Forwarder {
         }
         let (spans, when) = self.gone_drops(start, to)?;
         self.drops_reported = to;
+        if self.drop_record_damaged() {
+            // Nothing names the drops: every position without an event counts.
+            let missing = (to - start).saturating_sub(self.store.count_events_in(start, to)?);
+            if missing > 0 {
+                let msg = format!(
+                    "gap: {missing} positions in {start}..{to} hold no event and the drop record (dropped.rec) cannot be read: they may have been dropped (retention.when_full = \"drop-oldest\") or removed before forwarder {:?} delivered them; they are skipped",
+                    self.name
+                );
+                self.current.skipped += missing;
+                self.dirty = true;
+                self.report_gap(
+                    msg,
+                    ForwardGap {
+                        first_position: start,
+                        end_position: to,
+                        dropped_events: None,
+                        dropped_micros: None,
+                    },
+                );
+            }
+            return Ok(missing);
+        }
         let events = span_len(&spans);
         if let (Some(&(first, _)), Some(&(_, end)), Some(when)) = (spans.first(), spans.last(), when) {
             let msg = format!(
