@@ -16,7 +16,7 @@ use annal::storage::{LockGuard, Mapped, StorageFile};
 use annal::{
     Batch, Direction, Durability, EventData, ExpectedVersion, Filter, ForwardSettings, ForwardStart, ForwardTarget,
     Forwarder, LogFrom, Options, RecordedEvent, RetentionMode, RetentionPolicy, SimStorage, Storage, Store,
-    TargetError, WhenFull, forget_forwarder, register_forwarder, saved_checkpoint, saved_forwarders,
+    TargetError, WhenFull, acknowledge_gap, forget_forwarder, register_forwarder, saved_checkpoint, saved_forwarders,
 };
 use parking_lot::Mutex;
 
@@ -304,7 +304,7 @@ fn drop_oldest_removes_undelivered_events_records_them_and_the_forwarder_reports
     f.run(&AtomicBool::new(false), true).unwrap();
     let status = f.status();
     assert_eq!(status.skipped, report.events_dropped_undelivered, "{status:?}");
-    let gap = status.gap.clone().expect("a gap is reported");
+    let gap = status.gap.expect("a gap is reported");
     // One read passed over every dropped segment: one gap names them all.
     assert_eq!(gap.dropped_events, Some(report.events_dropped_undelivered));
     assert!(
@@ -513,7 +513,36 @@ fn a_damaged_drop_record_is_reported_and_forwarders_deliver_what_is_readable() {
         damage.contains("dropped.rec") && damage.contains(&format!("at byte {crc_at}")),
         "{status:?}"
     );
-    let gap = status.gap.clone().expect("a gap is reported");
+    let gap = status.gap.expect("a gap is reported");
     assert_eq!(gap.dropped_events, None, "{status:?}");
     assert_eq!(status.skipped, (before.len() - after.len()) as u64, "{status:?}");
+}
+
+#[test]
+fn a_gap_stays_reported_across_a_restart_until_it_is_acknowledged() {
+    let sim = SimStorage::new();
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    register_forwarder(&store, "slow", &settings()).unwrap();
+    fill(&store, 0, 600);
+    store.scavenge().unwrap();
+    let (f, _) = forward_once(&store, "slow", settings());
+    let gap = f.status().gap.expect("a gap is reported");
+    drop(f);
+    close(store);
+    // After a reopen, the forwarder still reports the gap it passed.
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    let f = Forwarder::new(store.clone(), "slow", settings(), Box::new(Sink::default())).unwrap();
+    assert_eq!(f.status().gap, Some(gap));
+    drop(f);
+    assert_eq!(saved_forwarders(&store).unwrap()[0].1.gap, Some(gap));
+    // Acknowledged: no gap any more, the skipped total stays.
+    let skipped = saved_forwarders(&store).unwrap()[0].1.skipped;
+    assert!(acknowledge_gap(&store, "slow").unwrap());
+    assert!(!acknowledge_gap(&store, "never-was").unwrap());
+    let (f, _) = forward_once(&store, "slow", settings());
+    assert_eq!(f.status().gap, None);
+    assert_eq!(f.status().skipped, skipped);
+    drop(f);
+    assert_eq!(saved_forwarders(&store).unwrap()[0].1.gap, None);
+    close(store);
 }

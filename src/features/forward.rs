@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::event::{EventData, ExpectedVersion, RecordedEvent};
 use crate::format::dropped::DroppedRange;
-use crate::format::system::{self, StoredForwardCheckpointV1, StoredHoldV1, StoredParkedV1, Version1};
+use crate::format::system::{self, StoredForwardCheckpointV1, StoredGapV1, StoredHoldV1, StoredParkedV1, Version1};
 use crate::query::{Direction, Filter, LogFrom, StreamFrom};
 use crate::store::Store;
 
@@ -296,8 +296,9 @@ pub struct ForwardStatus {
     pub drop_record_error: Option<String>,
 }
 
-/// A stretch of the log removed before a forwarder delivered it, which it skipped.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A stretch of the log removed before a forwarder delivered it, which it
+/// skipped. Saved with the forwarder's checkpoint until [`acknowledge_gap`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ForwardGap {
     /// The first position skipped.
     pub first_position: u64,
@@ -317,6 +318,28 @@ type Span = (u64, u64);
 /// Positions covered by sorted, disjoint spans.
 fn span_len(spans: &[Span]) -> u64 {
     spans.iter().map(|(start, end)| end - start).sum()
+}
+
+impl From<StoredGapV1> for ForwardGap {
+    fn from(g: StoredGapV1) -> Self {
+        ForwardGap {
+            first_position: g.first_position,
+            end_position: g.end_position,
+            dropped_events: g.dropped_events,
+            dropped_micros: g.dropped_micros,
+        }
+    }
+}
+
+impl From<ForwardGap> for StoredGapV1 {
+    fn from(g: ForwardGap) -> Self {
+        StoredGapV1 {
+            first_position: g.first_position,
+            end_position: g.end_position,
+            dropped_events: g.dropped_events,
+            dropped_micros: g.dropped_micros,
+        }
+    }
 }
 
 /// What one step of a forwarder did.
@@ -405,7 +428,8 @@ impl Forwarder {
             delivered_total: saved.delivered,
             parked: saved.parked,
             skipped: saved.skipped,
-            gap: None,
+            // A gap passed before a restart is still reported until acknowledged.
+            gap: saved.gap.map(ForwardGap::from),
             failures: 0,
             last_error: None,
             last_error_micros: None,
@@ -731,7 +755,9 @@ impl Forwarder {
         Ok(events)
     }
 
-    fn report_gap(&self, msg: String, gap: ForwardGap) {
+    fn report_gap(&mut self, msg: String, gap: ForwardGap) {
+        self.current.gap = Some(gap.into());
+        self.dirty = true;
         let mut s = self.status.lock();
         s.skipped = self.current.skipped;
         s.gap = Some(gap);
@@ -1035,6 +1061,7 @@ fn fresh_checkpoint(store: &Store, settings: &ForwardSettings) -> StoredForwardC
         parked: 0,
         skipped: 0,
         retention: hold_of(settings),
+        gap: None,
     }
 }
 
@@ -1109,6 +1136,29 @@ pub struct SavedForwarder {
     /// Whether scavenging keeps the events from the checkpoint on: the
     /// forwarder's retention is `wait` and its hold was not forgotten.
     pub holds_retention: bool,
+    /// The last gap it passed that was not acknowledged ([`acknowledge_gap`]).
+    pub gap: Option<ForwardGap>,
+}
+
+/// Acknowledges the gap forwarder `name` (one that is not running) reported:
+/// its saved checkpoint no longer carries it, so its status, `/metrics`
+/// (`annal_forward_gap`) and `/health` stop reporting it when it runs again.
+/// The `skipped` total stays. Returns false if the store has no checkpoint of
+/// that name. A running forwarder saves its own gap again: stop it first.
+pub fn acknowledge_gap(store: &Store, name: &str) -> Result<bool> {
+    check_forwarder_name(name)?;
+    let Some(c) = load_checkpoint(store, name)? else {
+        return Ok(false);
+    };
+    if c.gap.is_some() {
+        let record = StoredForwardCheckpointV1 { gap: None, ..c };
+        store.append_system(
+            &forward_checkpoint_stream(name),
+            ExpectedVersion::Any,
+            vec![EventData::json("$ForwardCheckpoint", system::encode(&record))],
+        )?;
+    }
+    Ok(true)
 }
 
 /// Every forwarder that saved a checkpoint in the store, by name, sorted.
@@ -1131,6 +1181,7 @@ pub fn saved_forwarders(store: &Store) -> Result<Vec<(String, SavedForwarder)>> 
                     parked: c.parked,
                     skipped: c.skipped,
                     holds_retention: c.retention == StoredHoldV1::Wait,
+                    gap: c.gap.map(ForwardGap::from),
                 },
             ));
         }
