@@ -546,3 +546,31 @@ fn a_gap_stays_reported_across_a_restart_until_it_is_acknowledged() {
     assert_eq!(saved_forwarders(&store).unwrap()[0].1.gap, None);
     close(store);
 }
+
+#[test]
+fn a_scavenge_prunes_drop_entries_every_forwarder_has_passed() {
+    let sim = SimStorage::new();
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    register_forwarder(&store, "slow", &settings()).unwrap();
+    register_forwarder(&store, "late", &settings()).unwrap();
+    fill(&store, 0, 600);
+    let report = store.scavenge().unwrap();
+    let recorded = store.dropped().unwrap();
+    assert!(!recorded.is_empty());
+    // One forwarder passed the drops, the other has not: every entry stays.
+    let (f, _) = forward_once(&store, "slow", settings());
+    drop(f);
+    store.scavenge().unwrap();
+    assert_eq!(store.dropped().unwrap(), recorded);
+    // Both passed them (and saved that): the next scavenge prunes them, durably.
+    let (f, _) = forward_once(&store, "late", settings());
+    assert_eq!(f.status().skipped, report.events_dropped_undelivered);
+    drop(f);
+    store.scavenge().unwrap();
+    assert_eq!(store.dropped().unwrap(), vec![]);
+    close(store);
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    assert_eq!(store.dropped().unwrap(), vec![]);
+    assert!(store.verify().unwrap().is_clean());
+    close(store);
+}

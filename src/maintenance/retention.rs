@@ -72,6 +72,8 @@ pub struct ScavengeReport {
     pub events_dropped_undelivered: u64,
     /// What `drop-oldest` removed before delivery, one entry per segment.
     pub dropped: Vec<DroppedRange>,
+    /// Entries removed from the drop record because every forwarder passed them.
+    pub drop_entries_pruned: usize,
 }
 
 /// Why an event goes or stays.
@@ -177,6 +179,63 @@ fn record_drop(shared: &Shared, range: DroppedRange) -> Result<()> {
     Ok(())
 }
 
+/// The lowest position saved in the checkpoint of a forwarder that has not
+/// been forgotten (`None` if there is none): every forwarder has passed what
+/// lies before it, and counted any gap there in the same saved record. Only
+/// saved checkpoints count: a forwarder that moved on without saving will
+/// pass the same positions again after a restart. A record that does not
+/// decode counts as position 0 (nothing is pruned).
+fn lowest_forwarder_checkpoint(shared: &Shared) -> Result<Option<u64>> {
+    let streams: Vec<String> = shared
+        .streams
+        .read()
+        .keys()
+        .filter(|n| n.starts_with("$forward-") && n.ends_with("-checkpoint"))
+        .map(|n| n.to_string())
+        .collect();
+    let mut lowest: Option<u64> = None;
+    for stream in streams {
+        let Some(last) = shared
+            .read_stream(&stream, Direction::Backward, StreamFrom::End, 1)?
+            .pop()
+        else {
+            continue;
+        };
+        let position = match system::decode::<StoredForwardCheckpointV1>(&stream, last.position, &last.data) {
+            Ok(c) if c.retention == StoredHoldV1::Released => continue,
+            Ok(c) => c.position,
+            Err(_) => 0,
+        };
+        lowest = Some(lowest.map_or(position, |l| l.min(position)));
+    }
+    Ok(lowest)
+}
+
+/// Removes from the drop record the entries that end at or before the
+/// lowest saved checkpoint of every forwarder (none are removed while no
+/// forwarder saved one): no forwarder will pass their positions again. The
+/// new file replaces the old one atomically (written, synced, renamed), so a
+/// crash leaves one or the other. A record that cannot be read is left as it
+/// is: it is evidence, and verify reports it.
+fn prune_dropped(shared: &Shared) -> Result<usize> {
+    let Ok(all) = load_dropped(shared) else {
+        return Ok(0);
+    };
+    if all.is_empty() {
+        return Ok(0);
+    }
+    let Some(bound) = lowest_forwarder_checkpoint(shared)? else {
+        return Ok(0);
+    };
+    let keep: Vec<DroppedRange> = all.iter().filter(|d| d.end_position > bound).cloned().collect();
+    let pruned = all.len() - keep.len();
+    if pruned > 0 {
+        write_atomically(&*shared.storage, &shared.dir, DROPPED_FILE, &dropped::encode(&keep)?)
+            .ctx(|| format!("writing {DROPPED_FILE}"))?;
+    }
+    Ok(pruned)
+}
+
 /// Scavenges every sealed segment of the store behind `shared` under `policy`.
 pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<ScavengeReport> {
     let _one_at_a_time = shared.scavenging.lock();
@@ -234,6 +293,7 @@ pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<Scav
             None => report.bytes_after += seg.bytes.len() as u64,
         }
     }
+    report.drop_entries_pruned = prune_dropped(shared)?;
     shared.check_budget(false);
     Ok(report)
 }
