@@ -6,14 +6,17 @@
 //! drop record and the gap the forwarder reports).
 #![allow(clippy::unwrap_used)]
 
+use std::io;
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use annal::storage::{LockGuard, Mapped, StorageFile};
 use annal::{
-    Batch, Direction, Durability, EventData, ExpectedVersion, Filter, ForwardSettings, ForwardTarget, Forwarder,
-    LogFrom, Options, RecordedEvent, RetentionMode, RetentionPolicy, SimStorage, Store, TargetError, WhenFull,
-    forget_forwarder, register_forwarder, saved_checkpoint, saved_forwarders,
+    Batch, Direction, Durability, EventData, ExpectedVersion, Filter, ForwardSettings, ForwardStart, ForwardTarget,
+    Forwarder, LogFrom, Options, RecordedEvent, RetentionMode, RetentionPolicy, SimStorage, Storage, Store,
+    TargetError, WhenFull, acknowledge_gap, forget_forwarder, register_forwarder, saved_checkpoint, saved_forwarders,
 };
 use parking_lot::Mutex;
 
@@ -301,8 +304,9 @@ fn drop_oldest_removes_undelivered_events_records_them_and_the_forwarder_reports
     f.run(&AtomicBool::new(false), true).unwrap();
     let status = f.status();
     assert_eq!(status.skipped, report.events_dropped_undelivered, "{status:?}");
-    let gap = status.gap.clone().expect("a gap is reported");
-    assert_eq!(gap.dropped_events, report.dropped.last().map(|d| d.events));
+    let gap = status.gap.expect("a gap is reported");
+    // One read passed over every dropped segment: one gap names them all.
+    assert_eq!(gap.dropped_events, Some(report.events_dropped_undelivered));
     assert!(
         status.last_error.as_deref().unwrap_or("").contains("drop-oldest"),
         "{status:?}"
@@ -328,5 +332,245 @@ fn a_seal_over_the_budget_wakes_the_background_scavenger() {
         assert!(std::time::Instant::now() < deadline, "no scavenge ran");
         std::thread::sleep(Duration::from_millis(20));
     }
+    close(store);
+}
+
+/// Runs a new forwarder `name` to the head once and returns it with what it delivered.
+fn forward_once(store: &Arc<Store>, name: &str, settings: ForwardSettings) -> (Forwarder, Vec<u64>) {
+    let sink = Sink::default();
+    let mut f = Forwarder::new(store.clone(), name, settings, Box::new(sink.clone())).unwrap();
+    f.run(&AtomicBool::new(false), true).unwrap();
+    let delivered = sink.0.lock().iter().map(|e| e.position).collect();
+    (f, delivered)
+}
+
+#[test]
+fn a_drop_whose_rewrite_failed_is_no_gap_and_a_drop_recorded_twice_counts_once() {
+    let sim = SimStorage::new();
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    register_forwarder(&store, "slow", &settings()).unwrap();
+    fill(&store, 0, 600);
+    let before = user_positions(&store);
+    // The drop record is written (one write), then the rewrite of the segment fails.
+    sim.fail_nth_write(2);
+    assert!(store.scavenge().is_err());
+    assert_eq!(user_positions(&store), before, "nothing was removed");
+    assert_eq!(store.dropped().unwrap().len(), 1, "but the drop was recorded");
+    // A forwarder that does not hold retention passes over the recorded range:
+    // the events are still there, so it delivers them and reports no gap.
+    let ignore = ForwardSettings {
+        retention: RetentionMode::Ignore,
+        ..settings()
+    };
+    let (f, delivered) = forward_once(&store, "peek", ignore);
+    assert_eq!(delivered, before);
+    let status = f.status();
+    assert_eq!(status.skipped, 0, "{status:?}");
+    assert_eq!(status.gap, None, "{status:?}");
+    drop(f);
+    // The next scavenge records the same segment again, then removes its events.
+    let report = store.scavenge().unwrap();
+    let drops = store.dropped().unwrap();
+    assert_eq!(
+        (drops[0].first_position, drops[0].end_position, &drops[0].runs),
+        (drops[1].first_position, drops[1].end_position, &drops[1].runs),
+        "recorded twice: {drops:?}"
+    );
+    let after = user_positions(&store);
+    let gone = (before.len() - after.len()) as u64;
+    assert_eq!(gone, report.events_dropped_undelivered);
+    let (f, delivered) = forward_once(&store, "slow", settings());
+    assert_eq!(delivered, after);
+    assert_eq!(
+        f.status().skipped,
+        gone,
+        "each dropped event counts once: {:?}",
+        f.status()
+    );
+}
+
+#[test]
+fn a_forwarder_past_the_start_of_a_drop_counts_only_the_dropped_events_it_passed_over() {
+    let sim = SimStorage::new();
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    register_forwarder(&store, "slow", &settings()).unwrap();
+    fill(&store, 0, 600);
+    let mid_from = 30;
+    let mid = ForwardSettings {
+        start: ForwardStart::Position(mid_from),
+        ..settings()
+    };
+    register_forwarder(&store, "mid", &mid).unwrap();
+    let before = user_positions(&store);
+    let report = store.scavenge().unwrap();
+    let first = &report.dropped[0];
+    assert!(
+        first.first_position < mid_from && first.end_position > mid_from,
+        "{first:?}"
+    );
+    let after = user_positions(&store);
+    let gone_from = |from: u64| before.iter().filter(|p| **p >= from && !after.contains(p)).count() as u64;
+    let (f, delivered) = forward_once(&store, "mid", mid);
+    assert_eq!(
+        delivered,
+        after.iter().copied().filter(|p| *p >= mid_from).collect::<Vec<_>>()
+    );
+    assert_eq!(f.status().skipped, gone_from(mid_from), "{:?}", f.status());
+    let (f, _) = forward_once(&store, "slow", settings());
+    assert_eq!(f.status().skipped, gone_from(0), "{:?}", f.status());
+}
+
+/// The simulated disk, except that mapping `dropped.rec` fails with an I/O
+/// error once `fail` is set.
+struct FailingDrops {
+    sim: SimStorage,
+    fail: Arc<AtomicBool>,
+}
+
+impl Storage for FailingDrops {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.sim.create_dir_all(dir)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.sim.list(dir)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        self.sim.exists(path)
+    }
+    fn open(&self, path: &Path, write: bool) -> io::Result<Arc<dyn StorageFile>> {
+        self.sim.open(path, write)
+    }
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        self.sim.create(path)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.sim.remove(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.sim.rename(from, to)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.sim.sync_dir(dir)
+    }
+    fn map(&self, path: &Path) -> io::Result<Mapped> {
+        if self.fail.load(Ordering::Relaxed) && path.ends_with("dropped.rec") {
+            return Err(io::Error::other("simulated EIO"));
+        }
+        self.sim.map(path)
+    }
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
+        self.sim.lock(path)
+    }
+    fn available_space(&self, dir: &Path) -> io::Result<u64> {
+        self.sim.available_space(dir)
+    }
+}
+
+#[test]
+fn a_backup_fails_when_the_drop_record_cannot_be_read() {
+    let fail = Arc::new(AtomicBool::new(false));
+    let storage = Arc::new(FailingDrops {
+        sim: SimStorage::new(),
+        fail: fail.clone(),
+    });
+    let store = Arc::new(Store::open_with(storage, DIR, drop_oldest_options(None)).unwrap());
+    register_forwarder(&store, "slow", &settings()).unwrap();
+    fill(&store, 0, 600);
+    assert!(store.scavenge().unwrap().events_dropped_undelivered > 0);
+    store.backup("/backup-ok").unwrap();
+    fail.store(true, Ordering::Relaxed);
+    let err = store.backup("/backup-bad").unwrap_err();
+    assert!(err.to_string().contains("dropped.rec"), "{err}");
+}
+
+#[test]
+fn a_damaged_drop_record_is_reported_and_forwarders_deliver_what_is_readable() {
+    let sim = SimStorage::new();
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    register_forwarder(&store, "slow", &settings()).unwrap();
+    fill(&store, 0, 600);
+    let before = user_positions(&store);
+    assert!(store.scavenge().unwrap().events_dropped_undelivered > 0);
+    let after = user_positions(&store);
+    let path = Path::new(DIR).join("dropped.rec");
+    sim.flip_bit(&path, 30, 2).unwrap();
+    let crc_at = sim.read_file(&path).unwrap().len() as u64 - 4;
+    // Verify names the file and the offset.
+    let report = store.verify().unwrap();
+    assert!(
+        report.problems.iter().any(|p| p.file == path && p.offset == crc_at),
+        "{:?}",
+        report.problems
+    );
+    // The forwarder keeps going: it delivers every event still there, and
+    // reports the damage and the positions it passed that hold no event as a
+    // gap of unknown cause, never as "no gap".
+    let (f, delivered) = forward_once(&store, "slow", settings());
+    assert_eq!(delivered, after);
+    let status = f.status();
+    let damage = status.drop_record_error.clone().unwrap_or_default();
+    assert!(
+        damage.contains("dropped.rec") && damage.contains(&format!("at byte {crc_at}")),
+        "{status:?}"
+    );
+    let gap = status.gap.expect("a gap is reported");
+    assert_eq!(gap.dropped_events, None, "{status:?}");
+    assert_eq!(status.skipped, (before.len() - after.len()) as u64, "{status:?}");
+}
+
+#[test]
+fn a_gap_stays_reported_across_a_restart_until_it_is_acknowledged() {
+    let sim = SimStorage::new();
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    register_forwarder(&store, "slow", &settings()).unwrap();
+    fill(&store, 0, 600);
+    store.scavenge().unwrap();
+    let (f, _) = forward_once(&store, "slow", settings());
+    let gap = f.status().gap.expect("a gap is reported");
+    drop(f);
+    close(store);
+    // After a reopen, the forwarder still reports the gap it passed.
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    let f = Forwarder::new(store.clone(), "slow", settings(), Box::new(Sink::default())).unwrap();
+    assert_eq!(f.status().gap, Some(gap));
+    drop(f);
+    assert_eq!(saved_forwarders(&store).unwrap()[0].1.gap, Some(gap));
+    // Acknowledged: no gap any more, the skipped total stays.
+    let skipped = saved_forwarders(&store).unwrap()[0].1.skipped;
+    assert!(acknowledge_gap(&store, "slow").unwrap());
+    assert!(!acknowledge_gap(&store, "never-was").unwrap());
+    let (f, _) = forward_once(&store, "slow", settings());
+    assert_eq!(f.status().gap, None);
+    assert_eq!(f.status().skipped, skipped);
+    drop(f);
+    assert_eq!(saved_forwarders(&store).unwrap()[0].1.gap, None);
+    close(store);
+}
+
+#[test]
+fn a_scavenge_prunes_drop_entries_every_forwarder_has_passed() {
+    let sim = SimStorage::new();
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    register_forwarder(&store, "slow", &settings()).unwrap();
+    register_forwarder(&store, "late", &settings()).unwrap();
+    fill(&store, 0, 600);
+    let report = store.scavenge().unwrap();
+    let recorded = store.dropped().unwrap();
+    assert!(!recorded.is_empty());
+    // One forwarder passed the drops, the other has not: every entry stays.
+    let (f, _) = forward_once(&store, "slow", settings());
+    drop(f);
+    store.scavenge().unwrap();
+    assert_eq!(store.dropped().unwrap(), recorded);
+    // Both passed them (and saved that): the next scavenge prunes them, durably.
+    let (f, _) = forward_once(&store, "late", settings());
+    assert_eq!(f.status().skipped, report.events_dropped_undelivered);
+    drop(f);
+    store.scavenge().unwrap();
+    assert_eq!(store.dropped().unwrap(), vec![]);
+    close(store);
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    assert_eq!(store.dropped().unwrap(), vec![]);
+    assert!(store.verify().unwrap().is_clean());
     close(store);
 }

@@ -1,7 +1,8 @@
 //! `annal forward`: one forwarder in the foreground (until interrupted, or
 //! `--once`: until it has forwarded what exists), `annal forward status`: the
-//! checkpoints forwarders saved in the store, and `annal forward forget`:
-//! dropping a stopped forwarder's retention hold.
+//! checkpoints forwarders saved in the store, `annal forward forget`:
+//! dropping a stopped forwarder's retention hold, and `annal forward ack-gap`:
+//! acknowledging the gap a stopped forwarder reported.
 //!
 //! It turns arguments into a forwarder of the library and a target of
 //! `annal-forward`; it must never forward anything itself.
@@ -70,6 +71,14 @@ pub enum ForwardAction {
     /// from annal.toml first, or `annal serve` registers it again): scavenging
     /// may then remove the events it has not delivered. Its checkpoint stays.
     Forget {
+        /// The forwarder's name.
+        name: String,
+    },
+    /// Acknowledges the gap a forwarder that is not running reported (events
+    /// removed before it delivered them): its saved checkpoint no longer
+    /// carries it, so status, /metrics and /health stop reporting it. The
+    /// skipped total stays.
+    AckGap {
         /// The forwarder's name.
         name: String,
     },
@@ -157,6 +166,7 @@ pub fn forward(ctx: &Ctx, a: ForwardArgs) -> CliResult {
     match &a.action {
         Some(ForwardAction::Status) => return status(ctx),
         Some(ForwardAction::Forget { name }) => return forget(ctx, name),
+        Some(ForwardAction::AckGap { name }) => return ack_gap(ctx, name),
         None => {}
     }
     let Some(url) = a.to.clone() else {
@@ -226,9 +236,24 @@ fn status(ctx: &Ctx) -> CliResult {
             "parked": saved.parked,
             "skipped": saved.skipped,
             "holds_retention": saved.holds_retention,
+            "gap": saved.gap,
         });
         println!("{line}");
     }
+    Ok(())
+}
+
+/// `annal forward ack-gap NAME`.
+fn ack_gap(ctx: &Ctx, name: &str) -> CliResult {
+    let store = ctx.open_owned()?;
+    let found = annal::acknowledge_gap(&store, name)?;
+    store.close()?;
+    if !found {
+        return Err(CliError::msg(format!(
+            "no forwarder named {name:?} saved a checkpoint in this store"
+        )));
+    }
+    println!("{}", serde_json::json!({ "name": name, "gap": null }));
     Ok(())
 }
 

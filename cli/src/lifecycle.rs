@@ -199,6 +199,7 @@ fn budget_watch(
             let mut was = 0u8;
             let mut ticks = 0u32;
             let mut gaps: Vec<Option<annal::ForwardGap>> = vec![None; forwarders.len()];
+            let mut damage: Vec<Option<String>> = vec![None; forwarders.len()];
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 if ticks.is_multiple_of(5) {
                     for (f, seen) in forwarders.iter().zip(gaps.iter_mut()) {
@@ -211,6 +212,17 @@ fn budget_watch(
                             );
                             *seen = s.gap;
                         }
+                    }
+                    for (f, seen) in forwarders.iter().zip(damage.iter_mut()) {
+                        let s = f.get();
+                        if s.drop_record_error.is_some() && s.drop_record_error != *seen {
+                            eprintln!(
+                                "annal: error: forwarder {:?}: {}",
+                                s.name,
+                                s.drop_record_error.as_deref().unwrap_or_default()
+                            );
+                        }
+                        *seen = s.drop_record_error;
                     }
                 }
                 if budget && ticks.is_multiple_of(50) {

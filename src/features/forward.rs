@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::event::{EventData, ExpectedVersion, RecordedEvent};
 use crate::format::dropped::DroppedRange;
-use crate::format::system::{self, StoredForwardCheckpointV1, StoredHoldV1, StoredParkedV1, Version1};
+use crate::format::system::{self, StoredForwardCheckpointV1, StoredGapV1, StoredHoldV1, StoredParkedV1, Version1};
 use crate::query::{Direction, Filter, LogFrom, StreamFrom};
 use crate::store::Store;
 
@@ -289,10 +289,16 @@ pub struct ForwardStatus {
     pub last_error_micros: Option<i64>,
     /// Whether scavenging waits for it.
     pub retention: RetentionMode,
+    /// Why the store's drop record (`dropped.rec`) cannot be read, with the
+    /// file and offset of the damage, while it cannot: the forwarder goes on
+    /// delivering every event still there, and reports every position it
+    /// passes that holds no event as a gap of unknown cause.
+    pub drop_record_error: Option<String>,
 }
 
-/// A stretch of the log removed before a forwarder delivered it, which it skipped.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A stretch of the log removed before a forwarder delivered it, which it
+/// skipped. Saved with the forwarder's checkpoint until [`acknowledge_gap`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ForwardGap {
     /// The first position skipped.
     pub first_position: u64,
@@ -304,6 +310,36 @@ pub struct ForwardGap {
     pub dropped_events: Option<u64>,
     /// When the drop record says they were removed (µs since the epoch).
     pub dropped_micros: Option<i64>,
+}
+
+/// A stretch of positions, (start, end).
+type Span = (u64, u64);
+
+/// Positions covered by sorted, disjoint spans.
+fn span_len(spans: &[Span]) -> u64 {
+    spans.iter().map(|(start, end)| end - start).sum()
+}
+
+impl From<StoredGapV1> for ForwardGap {
+    fn from(g: StoredGapV1) -> Self {
+        ForwardGap {
+            first_position: g.first_position,
+            end_position: g.end_position,
+            dropped_events: g.dropped_events,
+            dropped_micros: g.dropped_micros,
+        }
+    }
+}
+
+impl From<ForwardGap> for StoredGapV1 {
+    fn from(g: ForwardGap) -> Self {
+        StoredGapV1 {
+            first_position: g.first_position,
+            end_position: g.end_position,
+            dropped_events: g.dropped_events,
+            dropped_micros: g.dropped_micros,
+        }
+    }
 }
 
 /// What one step of a forwarder did.
@@ -392,11 +428,13 @@ impl Forwarder {
             delivered_total: saved.delivered,
             parked: saved.parked,
             skipped: saved.skipped,
-            gap: None,
+            // A gap passed before a restart is still reported until acknowledged.
+            gap: saved.gap.map(ForwardGap::from),
             failures: 0,
             last_error: None,
             last_error_micros: None,
             retention: settings.retention,
+            drop_record_error: None,
         };
         let f = Forwarder {
             store,
@@ -544,18 +582,32 @@ impl Forwarder {
 
     /// Moves the cursor past positions that hold no event any more (removed by
     /// scavenging or lost to damage), recording the gap loudly: with the
-    /// store's drop record when it names them (`drop-oldest`), otherwise as
-    /// removed by retention or damage.
+    /// store's drop record for the events it names (`drop-oldest`), and as
+    /// removed by retention or damage for the other positions.
     fn skip_gap(&mut self, head: u64) -> Result<()> {
         let first = self.store.first_event_position_from(self.cursor)?.unwrap_or(head);
         if first > self.cursor {
             let (from, to) = (self.cursor, first);
-            if !self.note_drops(from, to)? {
+            // Every position in the gap held one event; the drop record names some.
+            let named = span_len(&self.gone_drops(from, to)?.0);
+            if self.drop_record_damaged() {
+                // Counted below, as removed for an unknown reason.
+                self.drops_reported = self.drops_reported.max(to);
+            } else {
+                self.note_drops(from, to)?;
+            }
+            let other = (to - from).saturating_sub(named);
+            if other > 0 {
+                let unread = if self.drop_record_damaged() {
+                    " (the drop record, dropped.rec, cannot be read: they may have been dropped by retention.when_full = \"drop-oldest\")"
+                } else {
+                    ""
+                };
                 let msg = format!(
-                    "gap: positions {from}..{to} were removed (retention or damage) before forwarder {:?} delivered them; they are skipped",
+                    "gap: {other} events at positions {from}..{to} were removed (retention or damage){unread} before forwarder {:?} delivered them; they are skipped",
                     self.name
                 );
-                self.current.skipped += to - from;
+                self.current.skipped += other;
                 self.report_gap(
                     msg,
                     ForwardGap {
@@ -574,45 +626,138 @@ impl Forwarder {
         Ok(())
     }
 
-    /// Reports each drop of the store's drop record that removed events in
-    /// `from..to` and was not reported yet (the skipped count grows by its
-    /// events); true if there was one.
-    fn note_drops(&mut self, from: u64, to: u64) -> Result<bool> {
+    /// Reads the store's drop record again if a drop was recorded since it
+    /// was read (or if it could not be read last time). A record that cannot
+    /// be read (damage, an I/O error) does not stop the forwarder: it is
+    /// taken as naming nothing, `drop_record_error` says why, and
+    /// `note_drops` then reports every position without an event
+    /// as a gap of unknown cause. Stopping every forwarder would stop the
+    /// delivery of everything still there; treating the damage as "no gap"
+    /// would hide a loss: this does neither.
+    fn load_drops(&mut self) {
         let generation = self.store.drop_generation();
-        if self.drops.0 != generation {
-            self.drops = (generation, self.store.dropped()?);
+        let damaged = self.status.lock().drop_record_error.is_some();
+        if self.drops.0 == generation && !damaged {
+            return;
         }
+        let (drops, error) = match self.store.dropped() {
+            Ok(d) => (d, None),
+            Err(e) => (
+                Vec::new(),
+                Some(format!(
+                    "the drop record cannot be read ({e}): events that retention.when_full = \"drop-oldest\" removed cannot be told apart; every position without an event is reported as a gap; run annal verify"
+                )),
+            ),
+        };
+        self.drops = (generation, drops);
+        let mut s = self.status.lock();
+        if let Some(e) = &error
+            && s.drop_record_error.is_none()
+        {
+            s.last_error = Some(e.clone());
+            s.last_error_micros = Some(self.store.clock().now_micros());
+        }
+        s.drop_record_error = error;
+    }
+
+    fn drop_record_damaged(&self) -> bool {
+        self.status.lock().drop_record_error.is_some()
+    }
+
+    /// The positions in `from..to` whose events the store's drop record says
+    /// were dropped and that are really gone, as sorted, disjoint spans
+    /// (start, end): an entry recorded twice counts once, and the runs of an
+    /// entry whose segment was not replaced (the rewrite failed, or the
+    /// process stopped in between) are not gone and not counted. With the
+    /// latest time of the drops they come from.
+    fn gone_drops(&mut self, from: u64, to: u64) -> Result<(Vec<Span>, Option<i64>)> {
+        self.load_drops();
+        let mut spans: Vec<Span> = Vec::new();
+        let mut when = None;
+        for d in &self.drops.1 {
+            if d.first_position >= to || d.end_position <= from {
+                continue;
+            }
+            for &(first, count) in &d.runs {
+                let end = first.saturating_add(count);
+                if count == 0 || first >= to || end <= from {
+                    continue;
+                }
+                // A run goes with its segment's rewrite, all at once: its first position tells.
+                if self.store.first_event_position_from(first)? == Some(first) {
+                    continue;
+                }
+                spans.push((first.max(from), end.min(to)));
+                when = when.max(Some(d.dropped_micros));
+            }
+        }
+        spans.sort_unstable();
+        let mut merged: Vec<Span> = Vec::with_capacity(spans.len());
+        for (start, end) in spans {
+            match merged.last_mut() {
+                Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
+            }
+        }
+        Ok((merged, when))
+    }
+
+    /// Reports the events of the store's drop record that were dropped in
+    /// `from..to` (the stretch the forwarder passes over) and not reported
+    /// yet: the skipped count grows by exactly their number. Returns it.
+    fn note_drops(&mut self, from: u64, to: u64) -> Result<u64> {
         let start = from.max(self.drops_reported);
-        let found: Vec<DroppedRange> = self
-            .drops
-            .1
-            .iter()
-            .filter(|d| d.first_position < to && d.end_position > start)
-            .cloned()
-            .collect();
-        for d in &found {
-            let when = d.dropped_micros;
+        if start >= to {
+            return Ok(0);
+        }
+        let (spans, when) = self.gone_drops(start, to)?;
+        self.drops_reported = to;
+        if self.drop_record_damaged() {
+            // Nothing names the drops: every position without an event counts.
+            let missing = (to - start).saturating_sub(self.store.count_events_in(start, to)?);
+            if missing > 0 {
+                let msg = format!(
+                    "gap: {missing} positions in {start}..{to} hold no event and the drop record (dropped.rec) cannot be read: they may have been dropped (retention.when_full = \"drop-oldest\") or removed before forwarder {:?} delivered them; they are skipped",
+                    self.name
+                );
+                self.current.skipped += missing;
+                self.dirty = true;
+                self.report_gap(
+                    msg,
+                    ForwardGap {
+                        first_position: start,
+                        end_position: to,
+                        dropped_events: None,
+                        dropped_micros: None,
+                    },
+                );
+            }
+            return Ok(missing);
+        }
+        let events = span_len(&spans);
+        if let (Some(&(first, _)), Some(&(_, end)), Some(when)) = (spans.first(), spans.last(), when) {
             let msg = format!(
-                "gap: {} events at positions {}..{} were dropped at {when} µs (retention.when_full = \"drop-oldest\", recorded in dropped.rec) before forwarder {:?} delivered them; they are skipped",
-                d.events, d.first_position, d.end_position, self.name
+                "gap: {events} events at positions {first}..{end} were dropped at {when} µs (retention.when_full = \"drop-oldest\", recorded in dropped.rec) before forwarder {:?} delivered them; they are skipped",
+                self.name
             );
-            self.current.skipped += d.events;
+            self.current.skipped += events;
             self.dirty = true;
-            self.drops_reported = self.drops_reported.max(d.end_position);
             self.report_gap(
                 msg,
                 ForwardGap {
-                    first_position: d.first_position,
-                    end_position: d.end_position,
-                    dropped_events: Some(d.events),
+                    first_position: first,
+                    end_position: end,
+                    dropped_events: Some(events),
                     dropped_micros: Some(when),
                 },
             );
         }
-        Ok(!found.is_empty())
+        Ok(events)
     }
 
-    fn report_gap(&self, msg: String, gap: ForwardGap) {
+    fn report_gap(&mut self, msg: String, gap: ForwardGap) {
+        self.current.gap = Some(gap.into());
+        self.dirty = true;
         let mut s = self.status.lock();
         s.skipped = self.current.skipped;
         s.gap = Some(gap);
@@ -916,6 +1061,7 @@ fn fresh_checkpoint(store: &Store, settings: &ForwardSettings) -> StoredForwardC
         parked: 0,
         skipped: 0,
         retention: hold_of(settings),
+        gap: None,
     }
 }
 
@@ -990,6 +1136,29 @@ pub struct SavedForwarder {
     /// Whether scavenging keeps the events from the checkpoint on: the
     /// forwarder's retention is `wait` and its hold was not forgotten.
     pub holds_retention: bool,
+    /// The last gap it passed that was not acknowledged ([`acknowledge_gap`]).
+    pub gap: Option<ForwardGap>,
+}
+
+/// Acknowledges the gap forwarder `name` (one that is not running) reported:
+/// its saved checkpoint no longer carries it, so its status, `/metrics`
+/// (`annal_forward_gap`) and `/health` stop reporting it when it runs again.
+/// The `skipped` total stays. Returns false if the store has no checkpoint of
+/// that name. A running forwarder saves its own gap again: stop it first.
+pub fn acknowledge_gap(store: &Store, name: &str) -> Result<bool> {
+    check_forwarder_name(name)?;
+    let Some(c) = load_checkpoint(store, name)? else {
+        return Ok(false);
+    };
+    if c.gap.is_some() {
+        let record = StoredForwardCheckpointV1 { gap: None, ..c };
+        store.append_system(
+            &forward_checkpoint_stream(name),
+            ExpectedVersion::Any,
+            vec![EventData::json("$ForwardCheckpoint", system::encode(&record))],
+        )?;
+    }
+    Ok(true)
 }
 
 /// Every forwarder that saved a checkpoint in the store, by name, sorted.
@@ -1012,6 +1181,7 @@ pub fn saved_forwarders(store: &Store) -> Result<Vec<(String, SavedForwarder)>> 
                     parked: c.parked,
                     skipped: c.skipped,
                     holds_retention: c.retention == StoredHoldV1::Wait,
+                    gap: c.gap.map(ForwardGap::from),
                 },
             ));
         }

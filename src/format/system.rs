@@ -193,6 +193,24 @@ pub(crate) struct StoredForwardCheckpointV1 {
     /// before the field existed) means `wait`.
     #[serde(rename = "retention", default, skip_serializing_if = "StoredHoldV1::is_wait")]
     pub retention: StoredHoldV1,
+    /// The last gap the forwarder passed that no operator acknowledged;
+    /// absent (as in records written before the field existed): none.
+    #[serde(rename = "gap", default, skip_serializing_if = "Option::is_none")]
+    pub gap: Option<StoredGapV1>,
+}
+
+/// A forwarder checkpoint's `gap`: positions removed before it delivered
+/// them, which it skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoredGapV1 {
+    #[serde(rename = "first_position")]
+    pub first_position: u64,
+    #[serde(rename = "end_position")]
+    pub end_position: u64,
+    #[serde(rename = "dropped_events", default, skip_serializing_if = "Option::is_none")]
+    pub dropped_events: Option<u64>,
+    #[serde(rename = "dropped_micros", default, skip_serializing_if = "Option::is_none")]
+    pub dropped_micros: Option<i64>,
 }
 
 /// A forwarder checkpoint's `retention`: whether scavenging keeps the events

@@ -146,8 +146,13 @@ pub(crate) fn backup(shared: &Shared, dest: &Path) -> Result<BackupReport> {
         let idx_name = crate::format::segment::index_file_name(seg.index.base());
         copy_bytes(st, dest, &idx_name, seg.index.raw(), &mut report)?;
     }
-    // Compressed segments may need the store's dictionary.
-    if let Ok(dict) = st.map(&shared.dir.join(crate::format::compressed::DICTIONARY_FILE)) {
+    // Compressed segments may need the store's dictionary: one that exists
+    // but cannot be read fails the backup (the copy could not be read).
+    let dict_path = shared.dir.join(crate::format::compressed::DICTIONARY_FILE);
+    if st.exists(&dict_path) {
+        let dict = st
+            .map(&dict_path)
+            .ctx(|| format!("reading {}", crate::format::compressed::DICTIONARY_FILE))?;
         copy_bytes(
             st,
             dest,
@@ -156,8 +161,15 @@ pub(crate) fn backup(shared: &Shared, dest: &Path) -> Result<BackupReport> {
             &mut report,
         )?;
     }
-    // The record of undelivered events dropped for the disk budget is not derived: it goes too.
-    if let Ok(drops) = st.map(&shared.dir.join(crate::format::dropped::DROPPED_FILE)) {
+    // The record of undelivered events dropped for the disk budget is not
+    // derived: it goes too. It exists only once something was dropped; if it
+    // exists, failing to read it fails the backup (a copy without it would
+    // say nothing was ever dropped).
+    let drops_path = shared.dir.join(crate::format::dropped::DROPPED_FILE);
+    if st.exists(&drops_path) {
+        let drops = st
+            .map(&drops_path)
+            .ctx(|| format!("reading {}", crate::format::dropped::DROPPED_FILE))?;
         copy_bytes(
             st,
             dest,

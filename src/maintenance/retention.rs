@@ -72,6 +72,8 @@ pub struct ScavengeReport {
     pub events_dropped_undelivered: u64,
     /// What `drop-oldest` removed before delivery, one entry per segment.
     pub dropped: Vec<DroppedRange>,
+    /// Entries removed from the drop record because every forwarder passed them.
+    pub drop_entries_pruned: usize,
 }
 
 /// Why an event goes or stays.
@@ -177,6 +179,63 @@ fn record_drop(shared: &Shared, range: DroppedRange) -> Result<()> {
     Ok(())
 }
 
+/// The lowest position saved in the checkpoint of a forwarder that has not
+/// been forgotten (`None` if there is none): every forwarder has passed what
+/// lies before it, and counted any gap there in the same saved record. Only
+/// saved checkpoints count: a forwarder that moved on without saving will
+/// pass the same positions again after a restart. A record that does not
+/// decode counts as position 0 (nothing is pruned).
+fn lowest_forwarder_checkpoint(shared: &Shared) -> Result<Option<u64>> {
+    let streams: Vec<String> = shared
+        .streams
+        .read()
+        .keys()
+        .filter(|n| n.starts_with("$forward-") && n.ends_with("-checkpoint"))
+        .map(|n| n.to_string())
+        .collect();
+    let mut lowest: Option<u64> = None;
+    for stream in streams {
+        let Some(last) = shared
+            .read_stream(&stream, Direction::Backward, StreamFrom::End, 1)?
+            .pop()
+        else {
+            continue;
+        };
+        let position = match system::decode::<StoredForwardCheckpointV1>(&stream, last.position, &last.data) {
+            Ok(c) if c.retention == StoredHoldV1::Released => continue,
+            Ok(c) => c.position,
+            Err(_) => 0,
+        };
+        lowest = Some(lowest.map_or(position, |l| l.min(position)));
+    }
+    Ok(lowest)
+}
+
+/// Removes from the drop record the entries that end at or before the
+/// lowest saved checkpoint of every forwarder (none are removed while no
+/// forwarder saved one): no forwarder will pass their positions again. The
+/// new file replaces the old one atomically (written, synced, renamed), so a
+/// crash leaves one or the other. A record that cannot be read is left as it
+/// is: it is evidence, and verify reports it.
+fn prune_dropped(shared: &Shared) -> Result<usize> {
+    let Ok(all) = load_dropped(shared) else {
+        return Ok(0);
+    };
+    if all.is_empty() {
+        return Ok(0);
+    }
+    let Some(bound) = lowest_forwarder_checkpoint(shared)? else {
+        return Ok(0);
+    };
+    let keep: Vec<DroppedRange> = all.iter().filter(|d| d.end_position > bound).cloned().collect();
+    let pruned = all.len() - keep.len();
+    if pruned > 0 {
+        write_atomically(&*shared.storage, &shared.dir, DROPPED_FILE, &dropped::encode(&keep)?)
+            .ctx(|| format!("writing {DROPPED_FILE}"))?;
+    }
+    Ok(pruned)
+}
+
 /// Scavenges every sealed segment of the store behind `shared` under `policy`.
 pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<ScavengeReport> {
     let _one_at_a_time = shared.scavenging.lock();
@@ -197,8 +256,15 @@ pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<Scav
         report.bytes_before += seg.bytes.len() as u64;
         match rewrite(shared, seg, &judge, i < expired, &mut report.events_kept_for_forwarding)? {
             Some(rewritten) => {
-                if let Some((first_position, end_position, events)) = rewritten.dropped_held {
-                    // Recorded durably before the events are gone: a drop is never unrecorded.
+                if let (Some(&(first_position, _)), Some(&(last, n))) =
+                    (rewritten.dropped_runs.first(), rewritten.dropped_runs.last())
+                {
+                    let end_position = last + n;
+                    let events = rewritten.dropped_runs.iter().map(|(_, n)| n).sum();
+                    // Recorded durably before the events are gone: a drop is never
+                    // unrecorded. A crash or failure before the segment is replaced
+                    // leaves an entry whose events are still there; forwarders check
+                    // that each run is really gone before they report it.
                     let forwarders: Vec<(String, u64)> = shared
                         .retention_holds
                         .lock()
@@ -212,6 +278,7 @@ pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<Scav
                         events,
                         dropped_micros: judge.now,
                         forwarders,
+                        runs: rewritten.dropped_runs,
                     };
                     record_drop(shared, range.clone())?;
                     report.events_dropped_undelivered += events;
@@ -226,6 +293,7 @@ pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<Scav
             None => report.bytes_after += seg.bytes.len() as u64,
         }
     }
+    report.drop_entries_pruned = prune_dropped(shared)?;
     shared.check_budget(false);
     Ok(report)
 }
@@ -236,9 +304,9 @@ struct Rewritten {
     bytes: Vec<u8>,
     /// Events removed.
     removed: u64,
-    /// Under `drop-oldest`: the first and past-the-last position of the
-    /// removed events a forwarder had not delivered, and their count.
-    dropped_held: Option<(u64, u64, u64)>,
+    /// Under `drop-oldest`: the runs (first position, count) of removed
+    /// events a forwarder had not delivered, in order.
+    dropped_runs: Vec<(u64, u64)>,
 }
 
 /// How many of the oldest sealed segments are past the size or count budget.
@@ -281,7 +349,7 @@ fn rewrite(
     .encode()
     .to_vec();
     let mut removed = 0u64;
-    let mut dropped_held: Option<(u64, u64, u64)> = None;
+    let mut dropped_runs: Vec<(u64, u64)> = Vec::new();
     let mut run: Option<(u64, u64)> = None; // (first, count) of removed positions being gathered
     // Removing a stream's last event records the stream's head in the removed
     // frame, so that the segments alone still say which revisions the stream
@@ -373,10 +441,10 @@ fn rewrite(
                 if let Some(v) = &other {
                     removed += 1;
                     if held {
-                        dropped_held = Some(match dropped_held {
-                            Some((first, _, n)) => (first, p + 1, n + 1),
-                            None => (p, p + 1, 1),
-                        });
+                        match dropped_runs.last_mut() {
+                            Some((first, n)) if *first + *n == p => *n += 1,
+                            _ => dropped_runs.push((p, 1)),
+                        }
                     }
                     if is_head(v.stream, v.revision) {
                         heads.push((v.stream.to_string(), v.revision, p));
@@ -406,7 +474,7 @@ fn rewrite(
     Ok(Some(Rewritten {
         bytes: out,
         removed,
-        dropped_held,
+        dropped_runs,
     }))
 }
 
@@ -419,9 +487,12 @@ fn replace(shared: &Shared, seg: &SealedSegment, out: &[u8]) -> Result<SealedSeg
     let idx_name = crate::format::segment::index_file_name(base);
     let idx_path = dir.join(&idx_name);
     // 1. Without an index, a reopen rebuilds one from whichever segment it finds.
-    st.remove(&idx_path)
-        .and_then(|()| st.sync_dir(dir))
-        .ctx(|| format!("removing {idx_name}"))?;
+    // (A rewrite that failed after this step left no index: nothing to remove.)
+    if st.exists(&idx_path) {
+        st.remove(&idx_path)
+            .and_then(|()| st.sync_dir(dir))
+            .ctx(|| format!("removing {idx_name}"))?;
+    }
     // 2. The new segment replaces the old one atomically.
     write_atomically(st, dir, &name, out).ctx(|| format!("rewriting {name}"))?;
     // 3. Its index.

@@ -293,6 +293,21 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
             report.problem(&durable, 0, e.to_string());
         }
     }
+    // A damaged drop record hides what drop-oldest removed before delivery:
+    // forwarders then report every position without an event as a gap of
+    // unknown cause. Its own offset (Corruption) names where.
+    let drops = shared.dir.join(crate::format::dropped::DROPPED_FILE);
+    if shared.storage.exists(&drops) {
+        let bytes = shared
+            .storage
+            .map(&drops)
+            .ctx(|| format!("reading {}", drops.display()))?;
+        match crate::format::dropped::decode((*bytes).as_ref(), &drops) {
+            Ok(_) => {}
+            Err(crate::error::Error::Corruption { offset, reason, .. }) => report.problem(&drops, offset, reason),
+            Err(e) => report.problem(&drops, 0, e.to_string()),
+        }
+    }
     report.torn_tails = crate::log::damage::torn_tails(&*shared.storage, &shared.dir)?;
     Ok(report)
 }

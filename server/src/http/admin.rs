@@ -77,6 +77,11 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
         }
     }
     for f in &forwarders {
+        if let Some(e) = &f.drop_record_error {
+            problems.push(format!("forwarder {:?}: {e}", f.name));
+        }
+    }
+    for f in &forwarders {
         if let Some(g) = &f.gap {
             problems.push(format!(
                 "forwarder {:?} skipped positions {}..{}: {} removed before it delivered them{}",
@@ -126,6 +131,7 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
                 "failures": f.failures,
                 "last_error": f.last_error,
                 "gap": f.gap,
+                "drop_record_error": f.drop_record_error,
             })
         })
         .collect();
