@@ -618,9 +618,12 @@ impl Store {
 
     /// The number of events a read of the whole log with `filter` would
     /// return. A filter on stream names only (prefix, regular expression,
-    /// topic patterns, aggregate) is counted from the stream indexes without
-    /// reading an event when no stream has metadata and the store is not
-    /// damaged; any other count reads the candidate events, as a read does.
+    /// topic patterns, aggregate), or on types only (types, type patterns,
+    /// type regular expression), is counted from the stream or type indexes
+    /// without reading an event when no stream has metadata, the store is
+    /// not damaged and every index can answer exactly (for types: version-3
+    /// files with no two type names on one key); any other count reads the
+    /// candidate events, as a read does.
     pub fn count(&self, filter: &Filter) -> Result<u64> {
         self.shared.count(filter)
     }

@@ -156,7 +156,9 @@ fn load_annal(dir: &Path, events: usize) -> Res<Store> {
 /// The defaults, with the metadata field the queries ask about indexed (as
 /// PostgreSQL and SQLite get an index on it).
 fn options() -> Options {
-    Options::default().durability(Durability::Never).indexed_metadata(["actor"])
+    Options::default()
+        .durability(Durability::Never)
+        .indexed_metadata(["actor"])
 }
 
 fn load_sqlite(path: &Path, events: usize) -> Res<rusqlite::Connection> {

@@ -92,6 +92,9 @@ impl Shared {
             return Ok(None);
         }
         let mut out: BTreeMap<String, u64> = BTreeMap::new();
+        // The active index takes an event before the head moves past it: count
+        // only what a read may return.
+        let published = self.published();
         for seg in self.segments() {
             let exact = seg.with(|l| {
                 let Some(catalog) = l.type_catalog() else {
@@ -100,9 +103,15 @@ impl Shared {
                 if !catalog.exact {
                     return false;
                 }
+                let whole = l.next_position() <= published;
                 for name in catalog.names {
                     if filter.admits_type(&name) {
-                        let n = l.type_count(hash_str(&name));
+                        let h = hash_str(&name);
+                        let n = if whole {
+                            l.type_count(h)
+                        } else {
+                            l.type_positions(h).iter().filter(|p| **p < published).count() as u64
+                        };
                         if n > 0 {
                             *out.entry(name).or_default() += n;
                         }

@@ -32,6 +32,11 @@ impl MetaFields {
         MetaFields { names, fingerprint }
     }
 
+    /// The field names, sorted, each once.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
     /// True when no field is indexed.
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()

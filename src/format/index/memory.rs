@@ -179,6 +179,7 @@ impl MemIndex {
             tags,
             ids,
             meta_fingerprint: self.fields.fingerprint(),
+            meta_fields: self.fields.names().iter().map(String::as_str).collect(),
         }
     }
 
@@ -284,6 +285,9 @@ impl Lookup for MemIndex {
             .flatten()
             .map(|s| (s.name.clone(), s.summary))
             .collect()
+    }
+    fn meta_field_names(&self) -> Option<Vec<String>> {
+        Some(self.fields.names().to_vec())
     }
     fn meta_fingerprint(&self) -> u64 {
         self.fields.fingerprint()

@@ -170,6 +170,12 @@ pub trait Lookup: Send + Sync {
     /// index files in its tag postings (0: none). A read uses those postings
     /// only when this equals the store's own fingerprint.
     fn meta_fingerprint(&self) -> u64;
+    /// The names of the metadata fields [`Lookup::meta_fingerprint`] stands
+    /// for, where the index keeps them (the memory index and version-3
+    /// files), so that the index can be built again exactly.
+    fn meta_field_names(&self) -> Option<Vec<String>> {
+        None
+    }
 }
 
 /// A stream's name, summary and `(revision, position)` entries in one segment.
@@ -194,6 +200,8 @@ pub(crate) struct Parts<'a> {
     ids: Vec<(Uuid, u64)>,
     /// Fingerprint of the indexed metadata fields (header bytes 116..124).
     meta_fingerprint: u64,
+    /// The names of those fields, sorted.
+    meta_fields: Vec<&'a str>,
 }
 
 impl Parts<'_> {
@@ -377,6 +385,9 @@ impl Lookup for SegmentIndex {
     }
     fn meta_fingerprint(&self) -> u64 {
         self.lookup().meta_fingerprint()
+    }
+    fn meta_field_names(&self) -> Option<Vec<String>> {
+        self.lookup().meta_field_names()
     }
 }
 
@@ -616,6 +627,7 @@ mod tests {
             assert_eq!(m.type_catalog(), Some(catalog.clone()));
             assert_eq!(v3.type_catalog(), Some(catalog));
             assert_eq!(v3.type_count(hash_str("A")), m.type_count(hash_str("A")));
+            assert_eq!(v3.meta_field_names(), Some(vec!["actor".to_string()]));
             // Version 2 (what annal wrote before) still answers, without type names.
             let v2 = open(m.encode_file_v2(false).unwrap()).unwrap();
             assert_eq!(v2.version(), 2);
@@ -727,15 +739,26 @@ mod tests {
         // Type names out of order (a writer's bug): the catalog answers
         // nothing, and the first use reports the damage with its offset.
         let mut bytes = good.clone();
-        let names_at = bytes.len() - 4 - (4 + 2 * 3);
+        // The names section: types A and B, then the one field, actor.
+        let names_at = bytes.len() - 4 - (4 + 2 * 3) - (4 + 2 + 5);
         assert_eq!(&bytes[names_at..names_at + 4], &2u32.to_le_bytes(), "two names, A and B");
+        assert_eq!(&bytes[bytes.len() - 9..bytes.len() - 4], b"actor");
         bytes.swap(names_at + 6, names_at + 9);
         reseal(&mut bytes);
         let idx = open(bytes).unwrap();
         assert_eq!(idx.type_catalog(), None);
         let err = idx.damage().unwrap();
-        assert!(err.to_string().contains("type names not strictly ascending"), "{err}");
+        assert!(err.to_string().contains("names not strictly ascending"), "{err}");
         assert!(err.to_string().contains(&format!("at byte {names_at}")), "{err}");
+        // Field names that are not those of the header's fingerprint.
+        let mut bytes = good.clone();
+        let at = bytes.len() - 9;
+        bytes[at] = b'b';
+        reseal(&mut bytes);
+        let idx = open(bytes).unwrap();
+        assert_eq!(idx.meta_field_names(), None);
+        let err = idx.damage().unwrap();
+        assert!(err.to_string().contains("do not match the fingerprint"), "{err}");
     }
 
     #[test]

@@ -99,7 +99,7 @@ pub(super) fn encode(p: &Parts<'_>, names: bool) -> Result<Option<Vec<u8>>> {
     };
     let (min_ts, max_ts) = p.time_range();
     let type_names = if names {
-        let Some(section) = encode_type_names(&p.type_names) else {
+        let Some(section) = encode_names(&p.type_names, &p.meta_fields) else {
             return Ok(None);
         };
         section
@@ -177,34 +177,46 @@ fn encode_locations(locations: &[(u64, i64)]) -> Option<Vec<u8>> {
     Some(dir)
 }
 
-/// The type names section: `count: u32`, then each name as `len: u16` and
-/// its bytes, strictly ascending; `None` if a name or the count does not fit.
-fn encode_type_names(names: &[&str]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(4 + names.iter().map(|n| 2 + n.len()).sum::<usize>());
-    out.extend_from_slice(&u32::try_from(names.len()).ok()?.to_le_bytes());
-    for n in names {
-        out.extend_from_slice(&u16::try_from(n.len()).ok()?.to_le_bytes());
-        out.extend_from_slice(n.as_bytes());
+/// The names section of version 3: the type names, then the indexed
+/// metadata fields' names, each list as `count: u32` and each name as
+/// `len: u16` and its bytes, strictly ascending; `None` if a name or a count
+/// does not fit.
+fn encode_names(types: &[&str], fields: &[&str]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    for list in [types, fields] {
+        out.extend_from_slice(&u32::try_from(list.len()).ok()?.to_le_bytes());
+        for n in list {
+            out.extend_from_slice(&u16::try_from(n.len()).ok()?.to_le_bytes());
+            out.extend_from_slice(n.as_bytes());
+        }
     }
     Some(out)
 }
 
-/// Decodes a type names section: every name, or why the section is malformed.
-fn decode_type_names(b: &[u8]) -> std::result::Result<Vec<&str>, &'static str> {
+/// Decodes the names section: the type names and the metadata fields'
+/// names, or why the section is malformed. The fields must be those whose
+/// fingerprint the header holds.
+fn decode_names(b: &[u8], fingerprint: u64) -> std::result::Result<(Vec<&str>, Vec<&str>), &'static str> {
     let mut r = Reader::new(b);
-    let count = r.u32().map_err(|_| "type names section truncated")?;
-    let mut names: Vec<&str> = Vec::new();
-    for _ in 0..count {
-        let name = r.str16().map_err(|_| "type name truncated or not UTF-8")?;
-        if names.last().is_some_and(|last| *last >= name) {
-            return Err("type names not strictly ascending");
+    let mut lists: [Vec<&str>; 2] = Default::default();
+    for list in &mut lists {
+        let count = r.u32().map_err(|_| "names section truncated")?;
+        for _ in 0..count {
+            let name = r.str16().map_err(|_| "name truncated or not UTF-8")?;
+            if list.last().is_some_and(|last| *last >= name) {
+                return Err("names not strictly ascending");
+            }
+            list.push(name);
         }
-        names.push(name);
     }
     if !r.buf.is_empty() {
-        return Err("bytes after the last type name");
+        return Err("bytes after the last name");
     }
-    Ok(names)
+    let [types, fields] = lists;
+    if super::MetaFields::new(&fields).fingerprint() != fingerprint {
+        return Err("metadata field names do not match the fingerprint");
+    }
+    Ok((types, fields))
 }
 
 /// A version-2 or version-3 index file, memory-mapped.
@@ -319,7 +331,7 @@ impl IndexV2 {
         let names_len = (b.len() as u128).checked_sub(INDEX_HEADER as u128 + body + 4);
         let names_len = match (version, names_len) {
             (2, Some(0)) => 0,
-            (3, Some(n)) if n >= 4 => u64::try_from(n).map_err(|_| bad(0, "index file larger than memory"))?,
+            (3, Some(n)) if n >= 8 => u64::try_from(n).map_err(|_| bad(0, "index file larger than memory"))?,
             _ => return Err(bad(0, "index section sizes do not match the file length")),
         };
         let crc_at = b.len() - 4;
@@ -397,7 +409,7 @@ impl IndexV2 {
                 .map(|r| (self.summary.0, r.to_string()));
             }
             Part::TypeNames => {
-                return decode_type_names(self.section(self.type_names))
+                return decode_names(self.section(self.type_names), self.meta_fingerprint)
                     .err()
                     .filter(|_| self.version == 3)
                     .map(|r| (self.type_names.0, r.to_string()));
@@ -661,7 +673,7 @@ impl Lookup for IndexV2 {
         if self.version < 3 || !self.ok(Part::TypeNames) {
             return None;
         }
-        let names = decode_type_names(self.section(self.type_names)).ok()?;
+        let (names, _) = decode_names(self.section(self.type_names), self.meta_fingerprint).ok()?;
         let keys: std::collections::HashSet<u32> = names.iter().map(|n| fold32(hash_str(n))).collect();
         Some(TypeCatalog {
             // The type lookup files each name under a 32-bit key: two names on one key answer for both.
@@ -695,5 +707,12 @@ impl Lookup for IndexV2 {
     }
     fn meta_fingerprint(&self) -> u64 {
         self.meta_fingerprint
+    }
+    fn meta_field_names(&self) -> Option<Vec<String>> {
+        if self.version < 3 || !self.ok(Part::TypeNames) {
+            return None;
+        }
+        let (_, fields) = decode_names(self.section(self.type_names), self.meta_fingerprint).ok()?;
+        Some(fields.into_iter().map(str::to_string).collect())
     }
 }

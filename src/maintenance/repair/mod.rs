@@ -482,18 +482,33 @@ impl Repairer<'_> {
     }
 
     /// Rewrites a sealed segment's index if it is missing or differs from the log.
-    /// Repair runs without the store's options, so it indexes no metadata
-    /// field: an index it rewrites records none, and the next open with
+    /// An index that opens and checks whole is compared with one built again
+    /// as it was written (its version, and the metadata fields a version-3
+    /// file names), so that a healthy index is left alone; one that does not
+    /// is rebuilt in the current version with no metadata field (repair runs
+    /// without the store's options), and the next open with
     /// `indexed_metadata` set rebuilds it (see format.md).
     fn index(&mut self, path: &Path, bytes: &[u8], base: u64) -> Result<()> {
-        let scanned = index_segment(bytes, base, path, &Arc::default())?;
-        let fresh = scanned.index.encode_file()?;
         let name = crate::format::segment::index_file_name(base);
         let idx = self.dir.join(&name);
         let current = if self.st.exists(&idx) {
             Some(self.read(&idx)?)
         } else {
             None
+        };
+        let existing = current
+            .as_ref()
+            .and_then(|b| SegmentIndex::open(Arc::new(b.clone()), &idx).ok())
+            .filter(|i| i.check_all().is_ok());
+        let fields = existing
+            .as_ref()
+            .and_then(|i| crate::format::index::Lookup::meta_field_names(i))
+            .map(|names: Vec<String>| crate::format::index::MetaFields::new(&names))
+            .unwrap_or_default();
+        let scanned = index_segment(bytes, base, path, &Arc::new(fields))?;
+        let fresh = match &existing {
+            Some(i) => scanned.index.encode_file_like(i)?,
+            None => scanned.index.encode_file()?,
         };
         if current.as_deref() == Some(&fresh[..]) {
             return Ok(());
