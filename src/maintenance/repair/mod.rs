@@ -502,7 +502,7 @@ impl Repairer<'_> {
             .filter(|i| i.check_all().is_ok());
         let fields = existing
             .as_ref()
-            .and_then(|i| crate::format::index::Lookup::meta_field_names(i))
+            .and_then(crate::format::index::Lookup::meta_field_names)
             .map(|names: Vec<String>| crate::format::index::MetaFields::new(&names))
             .unwrap_or_default();
         let scanned = index_segment(bytes, base, path, &Arc::new(fields))?;
