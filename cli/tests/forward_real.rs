@@ -427,6 +427,29 @@ mod nats_target {
         );
     }
 
+    /// Review of the batch publish: acknowledgements wait in one
+    /// subscription whose channel holds 65,536 messages; a batch with more
+    /// outstanding than that lost acknowledgements and timed out on every
+    /// retry (70,000: "no NATS acknowledgement in time", checkpoint 0).
+    #[test]
+    #[ignore]
+    fn a_batch_larger_than_the_acknowledgement_channel_arrives() {
+        let stream = "ANNAL_T2";
+        rt().block_on(async {
+            let js = context().await.unwrap();
+            let _ = js.delete_stream(stream).await;
+        });
+        let dir = tempfile::tempdir().unwrap();
+        fill(dir.path(), 0, 70_000);
+        let out = annal(dir.path())
+            .args(["forward", "--once", "--to", &url(stream), "--name", "big"])
+            .args(["--batch-size", "70000", "--max-in-flight", "70000"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(count(stream), 70_000);
+    }
+
     #[test]
     #[ignore]
     fn wrong_password_and_malformed_urls_are_clear_errors() {

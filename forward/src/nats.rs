@@ -132,6 +132,7 @@ impl NatsTarget {
         }
         let mut options = async_nats::ConnectOptions::new()
             .connection_timeout(self.timeout)
+            .subscription_capacity(ACK_CAPACITY)
             .request_timeout(Some(self.timeout));
         if let Some((u, p)) = &self.user {
             options = options.user_and_password(u.clone(), p.clone());
@@ -224,6 +225,14 @@ fn decode(s: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Messages a subscription's channel holds (the batch's acknowledgements).
+const ACK_CAPACITY: usize = 65_536;
+/// Room kept free in that channel: at most `ACK_CAPACITY - ACK_MARGIN`
+/// publishes of a batch are unacknowledged at once, whatever `max_in_flight`
+/// says (a larger number stalled a forwarder for good: its acknowledgements
+/// were dropped, and every retry sent the same batch).
+const ACK_MARGIN: usize = 1024;
+
 fn connect_error(e: &async_nats::ConnectError) -> TargetError {
     use async_nats::ConnectErrorKind as K;
     match e.kind() {
@@ -253,7 +262,10 @@ impl ForwardTarget for NatsTarget {
             .iter()
             .map(|e| (subject_for(&self.template, e), self.headers(e), e.data.clone()))
             .collect();
-        let max_in_flight = batch.max_in_flight.max(1);
+        // Acknowledgements wait in the reply subscription's channel until read;
+        // one that finds it full is dropped (a slow consumer), so never more
+        // may be outstanding than it holds.
+        let max_in_flight = batch.max_in_flight.clamp(1, ACK_CAPACITY - ACK_MARGIN);
         let timeout = self.timeout;
         let result = self.rt.block_on(async move {
             // One reply subscription for the whole batch (`<inbox>.<n>` for the
@@ -277,9 +289,9 @@ impl ForwardTarget for NatsTarget {
                     .map_err(|e| TargetError::Unavailable(format!("NATS publish: {e}")))?;
                 outstanding += 1;
             }
-            client
-                .flush()
+            tokio::time::timeout(timeout, client.flush())
                 .await
+                .map_err(|_| TargetError::Unavailable("NATS flush: no progress in time".into()))?
                 .map_err(|e| TargetError::Unavailable(format!("NATS flush: {e}")))?;
             while outstanding > 0 {
                 next_ack(&mut acks, timeout).await?;

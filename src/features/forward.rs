@@ -513,8 +513,12 @@ impl Forwarder {
             Some(last) => (last.position + 1).max(head),
             None => head,
         };
-        // Events a drop removed inside this stretch (between events that stay) are reported too.
-        self.note_drops(self.cursor, next)?;
+        // Events a drop removed inside this stretch (between events that stay)
+        // are reported once the cursor has passed them (a failed delivery
+        // passes nothing); events this read returned are not among them,
+        // whatever a scavenge did since.
+        let from = self.cursor;
+        let present: Vec<u64> = read.iter().map(|e| e.position).collect();
         let mut events: Vec<RecordedEvent> = read.into_iter().filter(|e| !e.stream.starts_with('$')).collect();
         let mut next = next;
         let mut delivered = 0usize;
@@ -548,6 +552,7 @@ impl Forwarder {
                     let poison = events.remove(0);
                     self.park(&poison, &reason)?;
                     self.cursor = poison.position + 1;
+                    self.note_drops(from, self.cursor, &present)?;
                     self.hold();
                     self.save()?;
                     // A target that keeps the checkpoint must hear that it moved past the poison.
@@ -563,6 +568,7 @@ impl Forwarder {
             }
         }
         self.cursor = next.max(self.cursor);
+        self.note_drops(from, self.cursor, &present)?;
         self.current.delivered += delivered as u64;
         self.dirty |= delivered > 0;
         self.hold();
@@ -594,7 +600,7 @@ impl Forwarder {
                 // Counted below, as removed for an unknown reason.
                 self.drops_reported = self.drops_reported.max(to);
             } else {
-                self.note_drops(from, to)?;
+                self.note_drops(from, to, &[])?;
             }
             let other = (to - from).saturating_sub(named);
             if other > 0 {
@@ -703,9 +709,12 @@ impl Forwarder {
     }
 
     /// Reports the events of the store's drop record that were dropped in
-    /// `from..to` (the stretch the forwarder passes over) and not reported
-    /// yet: the skipped count grows by exactly their number. Returns it.
-    fn note_drops(&mut self, from: u64, to: u64) -> Result<u64> {
+    /// `from..to` (the stretch the cursor has just passed over) and not
+    /// reported yet, leaving out `present` (sorted positions a read returned
+    /// there): the skipped count grows by exactly their number. Returns it.
+    /// Called only once the cursor is at `to`, so that what is saved never
+    /// counts a drop past the saved position.
+    fn note_drops(&mut self, from: u64, to: u64, present: &[u64]) -> Result<u64> {
         let start = from.max(self.drops_reported);
         if start >= to {
             return Ok(0);
@@ -734,7 +743,14 @@ impl Forwarder {
             }
             return Ok(missing);
         }
-        let events = span_len(&spans);
+        let returned = present
+            .iter()
+            .filter(|p| spans.iter().any(|(a, b)| (*a..*b).contains(*p)))
+            .count() as u64;
+        let events = span_len(&spans).saturating_sub(returned);
+        if events == 0 {
+            return Ok(0);
+        }
         if let (Some(&(first, _)), Some(&(_, end)), Some(when)) = (spans.first(), spans.last(), when) {
             let msg = format!(
                 "gap: {events} events at positions {first}..{end} were dropped at {when} µs (retention.when_full = \"drop-oldest\", recorded in dropped.rec) before forwarder {:?} delivered them; they are skipped",

@@ -293,7 +293,14 @@ pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<Scav
             None => report.bytes_after += seg.bytes.len() as u64,
         }
     }
-    report.drop_entries_pruned = prune_dropped(shared)?;
+    // The segments are rewritten: a failure to prune the drop record (a full
+    // disk, say) costs only a larger record, kept as the store's last
+    // background error, and must neither fail this scavenge nor skip the
+    // budget check that follows it.
+    match prune_dropped(shared) {
+        Ok(n) => report.drop_entries_pruned = n,
+        Err(e) => shared.record_background("pruning the drop record (dropped.rec)", Err::<(), _>(e)),
+    }
     shared.check_budget(false);
     Ok(report)
 }
