@@ -441,13 +441,20 @@ mod nats_target {
         });
         let dir = tempfile::tempdir().unwrap();
         fill(dir.path(), 0, 70_000);
+        // Its own subjects: another test's stream takes edge.*.
+        let to = format!("{}?stream={stream}&subject=big.{{stream}}", env("ANNAL_TEST_NATS_URL"));
         let out = annal(dir.path())
-            .args(["forward", "--once", "--to", &url(stream), "--name", "big"])
+            .args(["forward", "--once", "--to", &to, "--name", "big"])
             .args(["--batch-size", "70000", "--max-in-flight", "70000"])
             .output()
             .unwrap();
+        let arrived = count(stream);
+        rt().block_on(async {
+            let js = context().await.unwrap();
+            let _ = js.delete_stream(stream).await;
+        });
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(count(stream), 70_000);
+        assert_eq!(arrived, 70_000);
     }
 
     #[test]
