@@ -149,6 +149,9 @@ fn load_annal(dir: &Path, events: usize) -> Res<Store> {
             .collect();
         store.append(&stream, ExpectedVersion::Any, evs)?;
     }
+    // What the background compressor does to sealed segments a little later:
+    // measured as the store stays, not in the moments before.
+    store.compress()?;
     store.close()?;
     Ok(Store::open(dir, options())?)
 }
