@@ -23,18 +23,7 @@
 use std::time::{Duration, Instant};
 
 use annal::{Direction, Durability, EventData, ExpectedVersion, Filter, GroupBy, LogFrom, Options, Store};
-
-const AREAS: &[&str] = &[
-    "app.lifecycle",
-    "hook.triggered",
-    "activity",
-    "billing.invoice",
-    "user.profile",
-];
-const VERBS: &[&str] = &[
-    "started", "stopped", "push", "pull", "created", "updated", "deleted", "viewed",
-];
-const CATEGORIES: &[&str] = &["order", "cart", "user", "invoice", "session"];
+use annal_workload::queries::event;
 
 fn median(mut f: impl FnMut() -> usize) -> (Duration, usize) {
     let mut times = Vec::new();
@@ -82,16 +71,12 @@ fn main() {
     let batch = 1000;
     for b in 0..events / batch {
         // One append per batch, to one stream; consecutive batches go to different streams.
-        let stream = format!("{}-{}", CATEGORIES[b % CATEGORIES.len()], b % 10_000);
+        let mut stream = String::new();
         let evs: Vec<EventData> = (0..batch)
             .map(|i| {
-                let k = b * batch + i;
-                let ty = format!("{}.{}", AREAS[k % AREAS.len()], VERBS[(k / 5) % VERBS.len()]);
-                EventData::json(ty, format!(r#"{{"n":{k},"amount":{}}}"#, k % 977)).with_metadata(format!(
-                    r#"{{"actor":"agent-{}","correlationId":"c-{}"}}"#,
-                    k % 100,
-                    k / 3
-                ))
+                let (s, ty, data, meta) = event(b, b * batch + i);
+                stream = s;
+                EventData::json(ty, data).with_metadata(meta)
             })
             .collect();
         store.append(&stream, ExpectedVersion::Any, evs).unwrap();

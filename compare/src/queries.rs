@@ -20,30 +20,12 @@ use std::time::{Duration, Instant};
 use annal::{Direction, Durability, EventData, ExpectedVersion, Filter, LogFrom, Options, Store};
 use uuid::Uuid;
 
+use annal_workload::queries::event;
+
 use crate::systems::{Res, Sys};
 
-const AREAS: &[&str] = &[
-    "app.lifecycle",
-    "hook.triggered",
-    "activity",
-    "billing.invoice",
-    "user.profile",
-];
-const VERBS: &[&str] = &[
-    "started", "stopped", "push", "pull", "created", "updated", "deleted", "viewed",
-];
-const CATEGORIES: &[&str] = &["order", "cart", "user", "invoice", "session"];
 const BATCH: usize = 1000;
 const RUNS: usize = 5;
-
-/// Event `k` of append `b`: its stream, type, data and metadata.
-fn event(b: usize, k: usize) -> (String, String, String, String) {
-    let stream = format!("{}-{}", CATEGORIES[b % CATEGORIES.len()], b % 10_000);
-    let ty = format!("{}.{}", AREAS[k % AREAS.len()], VERBS[(k / 5) % VERBS.len()]);
-    let data = format!(r#"{{"n":{k},"amount":{}}}"#, k % 977);
-    let meta = format!(r#"{{"actor":"agent-{}","correlationId":"c-{}"}}"#, k % 100, k / 3);
-    (stream, ty, data, meta)
-}
 
 /// How annal answers a query: a count, or the length of a page.
 type AnnalQuery = Box<dyn Fn(&Store) -> Res<u64>>;

@@ -91,40 +91,25 @@ impl Shared {
         if types_only != *filter || !self.damage.is_empty() || !self.metadata.read().by_stream.is_empty() {
             return Ok(None);
         }
-        let mut out: BTreeMap<String, u64> = BTreeMap::new();
-        // The active index takes an event before the head moves past it: count
-        // only what a read may return.
-        let published = self.published();
-        for seg in self.segments() {
-            let exact = seg.with(|l| {
-                let Some(catalog) = l.type_catalog() else {
-                    return false;
-                };
-                if !catalog.exact {
-                    return false;
-                }
-                let whole = l.next_position() <= published;
-                for name in catalog.names {
-                    if filter.admits_type(&name) {
-                        let h = hash_str(&name);
-                        let n = if whole {
-                            l.type_count(h)
-                        } else {
-                            l.type_positions(h).iter().filter(|p| **p < published).count() as u64
-                        };
-                        if n > 0 {
-                            *out.entry(name).or_default() += n;
-                        }
-                    }
-                }
-                true
-            });
-            seg.index_damage()?;
-            if !exact {
-                return Ok(None);
-            }
-        }
-        Ok(Some(out))
+        self.sum_from_indexes(|l, published| {
+            let catalog = l.type_catalog().filter(|c| c.exact)?;
+            let whole = l.next_position() <= published;
+            let counts = catalog
+                .names
+                .into_iter()
+                .filter(|name| filter.admits_type(name))
+                .map(|name| {
+                    let h = hash_str(&name);
+                    let n = if whole {
+                        l.type_count(h)
+                    } else {
+                        l.type_positions(h).iter().filter(|p| **p < published).count() as u64
+                    };
+                    (name, n)
+                })
+                .collect();
+            Some(counts)
+        })
     }
 
     /// Each admitted stream's number of events, from the stream indexes
@@ -145,28 +130,48 @@ impl Shared {
         if streams_only != *filter || !self.damage.is_empty() || !self.metadata.read().by_stream.is_empty() {
             return Ok(None);
         }
+        self.sum_from_indexes(|l, published| {
+            let streams = l.streams();
+            // Lookups by hash are exact unless two of the segment's streams share one.
+            let hashes: HashSet<u64> = streams.iter().map(|(n, _)| hash_str(n)).collect();
+            if hashes.len() != streams.len() {
+                return None;
+            }
+            let counts = streams
+                .into_iter()
+                .filter(|(name, _)| filter.admits_stream(name))
+                .map(|(name, _)| {
+                    let entries = l.stream_entries(&name, 0, true, usize::MAX);
+                    let n = entries.iter().filter(|(_, p)| *p < published).count() as u64;
+                    (name, n)
+                })
+                .collect();
+            Some(counts)
+        })
+    }
+
+    /// Adds up over every segment the counts `per_segment` takes from its
+    /// index alone (given the head: the active index takes an event before
+    /// the head moves past it, and only what a read may return counts); `None`
+    /// as soon as one segment's index cannot answer exactly. An index section
+    /// found damaged on first use (which then answers nothing) fails the
+    /// count, never shortens it.
+    fn sum_from_indexes(
+        &self,
+        per_segment: impl Fn(&dyn crate::format::index::Lookup, u64) -> Option<Vec<(String, u64)>>,
+    ) -> Result<Option<BTreeMap<String, u64>>> {
+        let published = self.published();
         let mut out: BTreeMap<String, u64> = BTreeMap::new();
         for seg in self.segments() {
-            let exact = seg.with(|l| {
-                let streams = l.streams();
-                // Lookups by hash are exact unless two of the segment's streams share one.
-                let hashes: HashSet<u64> = streams.iter().map(|(n, _)| hash_str(n)).collect();
-                if hashes.len() != streams.len() {
-                    return false;
-                }
-                for (name, _) in streams {
-                    if filter.admits_stream(&name) {
-                        let n = l.stream_entries(&name, 0, true, usize::MAX).len() as u64;
-                        if n > 0 {
-                            *out.entry(name).or_default() += n;
-                        }
-                    }
-                }
-                true
-            });
+            let counts = seg.with(|l| per_segment(l, published));
             seg.index_damage()?;
-            if !exact {
+            let Some(counts) = counts else {
                 return Ok(None);
+            };
+            for (key, n) in counts {
+                if n > 0 {
+                    *out.entry(key).or_default() += n;
+                }
             }
         }
         Ok(Some(out))

@@ -92,6 +92,36 @@ pub fn stream_name(i: u64) -> String {
     format!("order-{i:06}")
 }
 
+/// The events of the query figures (issue 16): dotted topic types, an
+/// `actor` and a `correlationId` in the metadata, streams of five categories.
+/// `examples/query_figures.rs` and `annal-compare queries` load the same ones.
+pub mod queries {
+    /// First words of the event types.
+    pub const AREAS: &[&str] = &[
+        "app.lifecycle",
+        "hook.triggered",
+        "activity",
+        "billing.invoice",
+        "user.profile",
+    ];
+    /// Last words of the event types (5 × 8 = 40 types).
+    pub const VERBS: &[&str] = &[
+        "started", "stopped", "push", "pull", "created", "updated", "deleted", "viewed",
+    ];
+    /// Stream categories (`<category>-<id>`).
+    pub const CATEGORIES: &[&str] = &["order", "cart", "user", "invoice", "session"];
+
+    /// Event `k` (counted over the whole load) of append `b`: its stream,
+    /// type, JSON data and JSON metadata.
+    pub fn event(b: usize, k: usize) -> (String, String, String, String) {
+        let stream = format!("{}-{}", CATEGORIES[b % CATEGORIES.len()], b % 10_000);
+        let ty = format!("{}.{}", AREAS[k % AREAS.len()], VERBS[(k / 5) % VERBS.len()]);
+        let data = format!(r#"{{"n":{k},"amount":{}}}"#, k % 977);
+        let meta = format!(r#"{{"actor":"agent-{}","correlationId":"c-{}"}}"#, k % 100, k / 3);
+        (stream, ty, data, meta)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
