@@ -216,6 +216,7 @@ pub fn restore_with(storage: std::sync::Arc<dyn Storage>, from: &Path, to: &Path
         dir: to.to_path_buf(),
         ..Default::default()
     };
+    let mut fields: Option<Vec<String>> = None;
     for name in st.list(from).ctx(|| format!("listing {}", from.display()))? {
         let keep = name == META_FILE
             || name == STREAMS_FILE
@@ -227,16 +228,24 @@ pub fn restore_with(storage: std::sync::Arc<dyn Storage>, from: &Path, to: &Path
         }
         let bytes = st.map(&from.join(&name)).ctx(|| format!("reading {name}"))?;
         copy_bytes(st, to, &name, (*bytes).as_ref(), &mut report)?;
+        // The metadata fields the store indexes, as a version-3 index file names them.
+        if fields.is_none() && name.ends_with(".idx") {
+            fields = crate::format::index::SegmentIndex::open(bytes.clone(), &to.join(&name))
+                .ok()
+                .and_then(|i| i.meta_field_names());
+        }
     }
     st.sync_dir(to).ctx(|| format!("syncing {}", to.display()))?;
     // The copy must open as a store does, for writing: every check of a
     // read-write open, its stream metadata readable, and the close that
     // records its durable end (durable.chk), so that later damage to the copy
-    // is refused, never cut as a torn tail.
+    // is refused, never cut as a torn tail. It opens with the metadata fields
+    // its indexes were built with, which it would otherwise rebuild without
+    // them (and the store's next open again with them).
     let opened = Arc::new(crate::log::recovery::open(
         storage.clone(),
         to,
-        crate::options::Options::default(),
+        crate::options::Options::default().indexed_metadata(fields.unwrap_or_default()),
         crate::log::recovery::Access::ReadWrite,
     )?);
     opened.load_metadata()?;
