@@ -547,6 +547,16 @@ fn a_backup_fails_when_the_drop_record_cannot_be_read() {
     fail.store(true, Ordering::Relaxed);
     let err = store.backup("/backup-bad").unwrap_err();
     assert!(err.to_string().contains("dropped.rec"), "{err}");
+    // Verify lists the unreadable record among its problems and checks the rest,
+    // where it stopped with the I/O error (a review of the fwd-defects merge).
+    let report = store.verify().unwrap();
+    assert!(!report.is_clean());
+    assert!(
+        report.problems.iter().any(|p| p.to_string().contains("dropped.rec")),
+        "{:?}",
+        report.problems
+    );
+    assert!(report.events > 0, "the segments were checked too");
 }
 
 #[test]

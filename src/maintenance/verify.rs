@@ -298,14 +298,15 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
     // unknown cause. Its own offset (Corruption) names where.
     let drops = shared.dir.join(crate::format::dropped::DROPPED_FILE);
     if shared.storage.exists(&drops) {
-        let bytes = shared
-            .storage
-            .map(&drops)
-            .ctx(|| format!("reading {}", drops.display()))?;
-        match crate::format::dropped::decode((*bytes).as_ref(), &drops) {
-            Ok(_) => {}
-            Err(crate::error::Error::Corruption { offset, reason, .. }) => report.problem(&drops, offset, reason),
-            Err(e) => report.problem(&drops, 0, e.to_string()),
+        // A record that cannot even be read is a problem to list, like damage,
+        // not a reason to stop checking the rest.
+        match shared.storage.map(&drops) {
+            Err(e) => report.problem(&drops, 0, format!("cannot be read: {e}")),
+            Ok(bytes) => match crate::format::dropped::decode((*bytes).as_ref(), &drops) {
+                Ok(_) => {}
+                Err(crate::error::Error::Corruption { offset, reason, .. }) => report.problem(&drops, offset, reason),
+                Err(e) => report.problem(&drops, 0, e.to_string()),
+            },
         }
     }
     report.torn_tails = crate::log::damage::torn_tails(&*shared.storage, &shared.dir)?;
