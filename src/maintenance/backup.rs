@@ -146,37 +146,20 @@ pub(crate) fn backup(shared: &Shared, dest: &Path) -> Result<BackupReport> {
         let idx_name = crate::format::segment::index_file_name(seg.index.base());
         copy_bytes(st, dest, &idx_name, seg.index.raw(), &mut report)?;
     }
-    // Compressed segments may need the store's dictionary: one that exists
-    // but cannot be read fails the backup (the copy could not be read).
-    let dict_path = shared.dir.join(crate::format::compressed::DICTIONARY_FILE);
-    if st.exists(&dict_path) {
-        let dict = st
-            .map(&dict_path)
-            .ctx(|| format!("reading {}", crate::format::compressed::DICTIONARY_FILE))?;
-        copy_bytes(
-            st,
-            dest,
-            crate::format::compressed::DICTIONARY_FILE,
-            (*dict).as_ref(),
-            &mut report,
-        )?;
-    }
-    // The record of undelivered events dropped for the disk budget is not
-    // derived: it goes too. It exists only once something was dropped; if it
-    // exists, failing to read it fails the backup (a copy without it would
-    // say nothing was ever dropped).
-    let drops_path = shared.dir.join(crate::format::dropped::DROPPED_FILE);
-    if st.exists(&drops_path) {
-        let drops = st
-            .map(&drops_path)
-            .ctx(|| format!("reading {}", crate::format::dropped::DROPPED_FILE))?;
-        copy_bytes(
-            st,
-            dest,
-            crate::format::dropped::DROPPED_FILE,
-            (*drops).as_ref(),
-            &mut report,
-        )?;
+    // Two files go as they are, if they exist, and one that exists but cannot
+    // be read fails the backup: the dictionary compressed segments may need
+    // (the copy could not be read without it), and the record of undelivered
+    // events dropped for the disk budget, which is not derived (a copy without
+    // it would say nothing was ever dropped).
+    for name in [
+        crate::format::compressed::DICTIONARY_FILE,
+        crate::format::dropped::DROPPED_FILE,
+    ] {
+        let path = shared.dir.join(name);
+        if st.exists(&path) {
+            let bytes = st.map(&path).ctx(|| format!("reading {name}"))?;
+            copy_bytes(st, dest, name, (*bytes).as_ref(), &mut report)?;
+        }
     }
     // The stream checkpoint covers a sealed boundary at or before the cut, so it stays valid.
     if let Ok(chk) = st.map(&shared.dir.join(STREAMS_FILE)) {
