@@ -225,17 +225,22 @@ mod tests {
     use super::*;
     use crate::{Durability, EventData, ExpectedVersion, Options, SimStorage, Store};
 
+    /// A store on the simulated disk with 64 KiB segments, not compressed in
+    /// the background (the tests call [`compress_sealed`] themselves).
+    fn small_segments() -> Store {
+        let opts = Options::default()
+            .no_compression()
+            .durability(Durability::Never)
+            .segment_size(64 * 1024);
+        Store::open_with(Arc::new(SimStorage::new()), "/z", opts).unwrap()
+    }
+
     /// Review of issue 15: with compression on by default, a store of
     /// incompressible events must not compress its segments again every
     /// 500 ms: a background pass examines each once, an explicit one tries all.
     #[test]
     fn background_passes_examine_an_incompressible_segment_once() {
-        let sim = SimStorage::new();
-        let opts = Options::default()
-            .no_compression()
-            .durability(Durability::Never)
-            .segment_size(64 * 1024);
-        let store = Store::open_with(Arc::new(sim), "/z", opts).unwrap();
+        let store = small_segments();
         let mut x: u64 = 7;
         for _ in 0..200 {
             let noise: Vec<u8> = (0..2000)
@@ -266,12 +271,7 @@ mod tests {
     /// budget until eviction reaches them.
     #[test]
     fn a_rewritten_segment_leaves_the_block_cache() {
-        let sim = SimStorage::new();
-        let opts = Options::default()
-            .no_compression()
-            .durability(Durability::Never)
-            .segment_size(64 * 1024);
-        let store = Store::open_with(Arc::new(sim), "/z", opts).unwrap();
+        let store = small_segments();
         for i in 0..2000u32 {
             let body = format!(r#"{{"order":{i},"note":"a fairly compressible line of text"}}"#);
             store
