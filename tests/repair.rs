@@ -607,3 +607,77 @@ fn lost_events_that_nothing_describes_are_counted_and_named() {
     assert!(store.verify().unwrap().is_clean());
     assert_eq!(store.stream_info("a").map(|i| i.last_revision), Some(1));
 }
+
+/// The newest segment files are lost after a crash (their events acknowledged
+/// and durable). The index file of a sealed one, or the stream checkpoint
+/// written at its seal, still describes them: open refuses (a new append
+/// would take their positions and revisions again), a read-only open and
+/// verify report it, and repair records them as lost, so that their positions
+/// are never handed out again.
+#[test]
+fn the_newest_segment_files_missing_refuse_to_open_and_repair_keeps_their_positions() {
+    for keep_index in [true, false] {
+        let sim = SimStorage::new();
+        let store = open(&sim).unwrap();
+        let ev = |i: u64| EventData::json("T", format!(r#"{{"i":{i},"pad":"{}"}}"#, "x".repeat(200)));
+        for i in 0..100 {
+            store.append("s-1", ExpectedVersion::Any, vec![ev(i)]).unwrap();
+        }
+        store.close().unwrap();
+        let store = open(&sim).unwrap();
+        for i in 100..300 {
+            store.append("s-1", ExpectedVersion::Any, vec![ev(i)]).unwrap();
+        }
+        let head = store.head_position();
+        sim.kill_process();
+        drop(store);
+        let mut segs = files(&sim, ".seg");
+        segs.sort();
+        assert!(segs.len() >= 4, "{segs:?}");
+        // Where the newest (active) segment began: the sealed one before it,
+        // its index and the stream checkpoint of its seal describe up to there.
+        let described: u64 = segs.last().unwrap().trim_end_matches(".seg").parse().unwrap();
+        assert!(described < head);
+        for name in &segs[segs.len() - 2..] {
+            let seg = Path::new(DIR).join(name);
+            sim.remove(&seg).unwrap();
+            let idx = seg.with_extension("idx");
+            if !keep_index && sim.exists(&idx) {
+                sim.remove(&idx).unwrap();
+            }
+        }
+
+        let refused = open(&sim).err();
+        assert!(
+            matches!(&refused, Some(Error::Corruption { reason, .. }) if reason.contains("newest segment files are missing")),
+            "keep_index {keep_index}: {refused:?}"
+        );
+        let read_only = Store::open_read_only_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+        assert!(!read_only.damage().is_empty(), "keep_index {keep_index}");
+        assert!(!read_only.verify().unwrap().is_clean(), "keep_index {keep_index}");
+        drop(read_only);
+
+        let report = repair_with(Arc::new(sim.clone()), Path::new(DIR)).unwrap();
+        assert!(
+            report.lost_positions > 0,
+            "keep_index {keep_index}: {:?}",
+            report.actions
+        );
+        let store = open(&sim).unwrap();
+        assert!(store.verify().unwrap().is_clean(), "keep_index {keep_index}");
+        assert!(
+            store.head_position() >= described,
+            "keep_index {keep_index}: positions up to {described} were described, the log now ends at {}",
+            store.head_position()
+        );
+        // Revisions of the lost events are not handed out again either.
+        assert!(store.stream_info("s-1").unwrap().last_revision + 1 >= described);
+        let next = store.append("s-1", ExpectedVersion::Any, vec![ev(999)]).unwrap();
+        assert!(next.position >= described, "keep_index {keep_index}");
+        let every = store
+            .read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all())
+            .unwrap();
+        let positions: std::collections::BTreeSet<u64> = every.iter().map(|e| e.position).collect();
+        assert_eq!(positions.len(), every.len(), "a position handed out twice");
+    }
+}

@@ -136,8 +136,9 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
             ));
         }
     }
+    let checkpoint = load_streams_checkpoint(st, dir);
     if names.is_empty()
-        && let Some(file) = evidence_of_events(st, dir, &idx_names)
+        && let Some(file) = evidence_of_events(dir, &idx_names, checkpoint.as_ref())
     {
         // A new store here would hand out the missing events' positions again.
         return Err(Error::corruption(
@@ -217,7 +218,26 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
         }
     }
 
-    let streams = rebuild_streams(st, dir, &sealed, active.as_deref())?;
+    // Files that describe positions past the segments read: the newest
+    // segment files are gone, and a new append would take their positions
+    // (and revisions) again.
+    if let Some((file, described)) = evidence_past_the_end(dir, &names, &idx_names, checkpoint.as_ref(), expected_base)
+        && !damage.iter().any(|d| d.end_position == u64::MAX)
+    {
+        let e = Error::corruption(
+            file,
+            0,
+            format!(
+                "the log ends at position {expected_base}, yet this file describes events up to position {described}: \
+                 the newest segment files are missing (`annal repair` records the lost positions so that they are never handed out again)"
+            ),
+        );
+        if !read_only {
+            return Err(e);
+        }
+        damage.push(damage_of(e, expected_base, u64::MAX));
+    }
+    let streams = rebuild_streams(checkpoint, &sealed, active.as_deref())?;
     if read_only
         && let Claim::Mark(m) = &claim
         && m.next_position > expected_base
@@ -293,19 +313,53 @@ fn refuse_foreign(st: &dyn Storage, dir: &Path) -> Result<()> {
     }
 }
 
+/// The stream checkpoint (`streams.chk`), if it exists and decodes. One that
+/// does not decode is rebuilt from the segments' summaries (verify and repair
+/// report it).
+fn load_streams_checkpoint(st: &dyn Storage, dir: &Path) -> Option<StreamsCheckpoint> {
+    let chk = dir.join(STREAMS_FILE);
+    st.map(&chk)
+        .ok()
+        .and_then(|m| StreamsCheckpoint::decode((*m).as_ref(), &chk).ok())
+}
+
 /// A file that says the store held events: an index, or a stream checkpoint
 /// covering some position (for a directory whose segment files are all gone).
-fn evidence_of_events(st: &dyn Storage, dir: &Path, idx_names: &HashMap<u64, String>) -> Option<PathBuf> {
+fn evidence_of_events(
+    dir: &Path,
+    idx_names: &HashMap<u64, String>,
+    checkpoint: Option<&StreamsCheckpoint>,
+) -> Option<PathBuf> {
     if let Some(base) = idx_names.keys().min() {
         return Some(dir.join(crate::format::segment::index_file_name(*base)));
     }
-    let chk = dir.join(STREAMS_FILE);
-    let covered = st
-        .map(&chk)
-        .ok()
-        .and_then(|m| StreamsCheckpoint::decode((*m).as_ref(), &chk).ok())
-        .is_some_and(|c| c.covered_position > 0);
-    covered.then_some(chk)
+    checkpoint
+        .is_some_and(|c| c.covered_position > 0)
+        .then(|| dir.join(STREAMS_FILE))
+}
+
+/// A file describing positions at or past `end`, where the segments read
+/// end, with the position it describes: an index file whose segment file is
+/// gone (a segment is never removed before its index), or a stream
+/// checkpoint covering more (it is written only once what it covers is
+/// durable). `None` when nothing does.
+fn evidence_past_the_end(
+    dir: &Path,
+    names: &[(u64, String)],
+    idx_names: &HashMap<u64, String>,
+    checkpoint: Option<&StreamsCheckpoint>,
+    end: u64,
+) -> Option<(PathBuf, u64)> {
+    let orphan = idx_names
+        .keys()
+        .filter(|base| **base >= end && !names.iter().any(|(b, _)| b == *base))
+        .min();
+    if let Some(base) = orphan {
+        return Some((dir.join(crate::format::segment::index_file_name(*base)), *base));
+    }
+    checkpoint
+        .filter(|c| c.covered_position > end)
+        .map(|c| (dir.join(STREAMS_FILE), c.covered_position))
 }
 
 /// Refuses directories that are not annal stores; writes the identity of a new one.
@@ -737,16 +791,11 @@ fn check_claim(seg: &Seg<'_>, bytes: &[u8], end: &ScanEnd, committed_end: u64, d
 
 /// Stream states: from the checkpoint if it fits, then every later segment's summary.
 fn rebuild_streams(
-    st: &dyn Storage,
-    dir: &Path,
+    checkpoint: Option<StreamsCheckpoint>,
     sealed: &[Arc<SealedSegment>],
     active: Option<&ActiveSegment>,
 ) -> Result<HashMap<Box<str>, StreamState>> {
-    let chk_path = dir.join(STREAMS_FILE);
-    let checkpoint = st
-        .map(&chk_path)
-        .ok()
-        .and_then(|m| StreamsCheckpoint::decode((*m).as_ref(), &chk_path).ok())
+    let checkpoint = checkpoint
         // It fits at a segment's end, or inside the active segment (a clean
         // close writes one there), whose summary is applied over it anyway.
         .filter(|c| {

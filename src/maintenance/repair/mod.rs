@@ -249,14 +249,14 @@ impl Repairer<'_> {
             .filter(|m| m.next_position > expected && m.segment_base >= expected)
         {
             self.fill_gap(expected, m.next_position)?;
+            expected = m.next_position;
         }
-        // No segment at all, yet indexes or the stream checkpoint say events
-        // existed: their positions are recorded as lost, never handed out again.
-        if bases.is_empty() {
-            let end = self.evidence_end()?;
-            if end > 0 {
-                self.fill_gap(0, end)?;
-            }
+        // Indexes or the stream checkpoint describe events past the last
+        // segment (the newest segment files, or all of them, are gone): their
+        // positions are recorded as lost, never handed out again.
+        let end = self.evidence_end()?;
+        if end > expected {
+            self.fill_gap(expected, end)?;
         }
         Ok(())
     }
@@ -426,6 +426,20 @@ impl Repairer<'_> {
     }
 
     /// Writes a sealed segment holding one lost frame for positions no segment held.
+    /// The index files of the directory, with their bases.
+    fn index_files(&self) -> Result<Vec<(u64, String)>> {
+        Ok(self
+            .st
+            .list(self.dir)
+            .ctx(|| format!("listing {}", self.dir.display()))?
+            .into_iter()
+            .filter_map(|n| match segment::parse_file_name(&n) {
+                Some((b, "idx")) => Some((b, n)),
+                _ => None,
+            })
+            .collect())
+    }
+
     fn fill_gap(&mut self, from: u64, to: u64) -> Result<()> {
         // One filler segment per lost frame's worth of positions, so that no
         // segment holds more positions than recovery accepts.
@@ -446,12 +460,14 @@ impl Repairer<'_> {
             segment::stamp_version(&mut bytes);
             let name = segment_file_name(base);
             self.replace(&name, &bytes)?;
-            // An index left there describes the segment that was lost, not this one.
-            let idx = self.dir.join(crate::format::segment::index_file_name(base));
-            if self.st.exists(&idx) {
-                let old = self.read(&idx)?;
-                self.quarantine(&crate::format::segment::index_file_name(base), &old)?;
-                self.st.remove(&idx).ctx(|| format!("removing {}", idx.display()))?;
+            // Indexes left in the range describe the segments that were lost, not this one.
+            for (idx_base, idx_name) in self.index_files()? {
+                if (base..end).contains(&idx_base) {
+                    let idx = self.dir.join(&idx_name);
+                    let old = self.read(&idx)?;
+                    self.quarantine(&idx_name, &old)?;
+                    self.st.remove(&idx).ctx(|| format!("removing {}", idx.display()))?;
+                }
             }
             self.report.lost_positions += end - base;
             self.lost = self.lost.saturating_add(end - base);
