@@ -339,3 +339,47 @@ fn a_scavenge_that_cannot_hold_the_budget_does_not_wake_the_next_one() {
     // Nothing was removed: every event is kept forever.
     assert_eq!(visible(&store).len(), 600);
 }
+
+/// Events lost to damage (a repair's lost frame) stay lost when a scavenge
+/// rewrites their segment beside events it removes on purpose: verify keeps
+/// counting them as lost, where the rewrite folded them into one "removed"
+/// run and the record of the damage disappeared.
+#[test]
+fn a_scavenge_keeps_the_record_of_events_lost_to_damage() {
+    let sim = Arc::new(SimStorage::new());
+    let dir = std::path::Path::new("/lost");
+    let store = Store::open_with(sim.clone(), dir, options()).unwrap();
+    for i in 0..300 {
+        let s = if i % 2 == 0 { "a-1" } else { "b-1" };
+        let e = EventData::json("T", format!(r#"{{"i":{i},"pad":"{}"}}"#, "x".repeat(200)));
+        store.append(s, ExpectedVersion::Any, vec![e]).unwrap();
+    }
+    store.close().unwrap();
+    let mut segs: Vec<String> = annal::Storage::list(&*sim, dir)
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    segs.sort();
+    let seg = dir.join(&segs[1]);
+    let bytes = sim.read_file(&seg).unwrap();
+    let at = bytes.windows(4).position(|w| w == b"{\"i\"").unwrap() as u64 + 2;
+    sim.flip_bit(&seg, at, 2).unwrap();
+    let repaired = annal::repair_with(sim.clone(), dir).unwrap();
+    assert_eq!(repaired.lost_positions, 1, "{:?}", repaired.actions);
+
+    let store = Store::open_with(sim.clone(), dir, options()).unwrap();
+    let before = store.verify().unwrap();
+    assert_eq!((before.lost, before.removed), (1, 0));
+    store.delete_stream("b-1", ExpectedVersion::Any, false).unwrap();
+    let scavenged = store.scavenge().unwrap();
+    assert!(scavenged.events_removed > 100);
+    let after = store.verify().unwrap();
+    assert!(after.is_clean(), "{:?}", after.problems);
+    assert_eq!(after.lost, 1, "the record of the damaged event became a removal");
+    assert_eq!(after.removed, scavenged.events_removed);
+    // And so after reopening (the rewrite is what the segments say).
+    drop(store);
+    let store = Store::open_with(sim.clone(), dir, options()).unwrap();
+    assert_eq!(store.verify().unwrap().lost, 1);
+}

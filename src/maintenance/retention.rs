@@ -357,7 +357,12 @@ fn rewrite(
     .to_vec();
     let mut removed = 0u64;
     let mut dropped_runs: Vec<(u64, u64)> = Vec::new();
-    let mut run: Option<(u64, u64)> = None; // (first, count) of removed positions being gathered
+    // (first, count, removed on purpose) of the positions without an event
+    // being gathered into one frame: positions lost to damage (a repair's
+    // lost frame) stay lost, never become removals.
+    let mut run: Option<(u64, u64, bool)> = None;
+    // Whether the positions sharing the last lost frame read were removed on purpose.
+    let mut shared_removed = true;
     // Removing a stream's last event records the stream's head in the removed
     // frame, so that the segments alone still say which revisions the stream
     // handed out (a rebuild of stream states from them must never start a
@@ -372,17 +377,17 @@ fn rewrite(
     // Whether any removed frame holds heads: the segment's version says so.
     let mut wrote_heads = false;
     let flush = |out: &mut Vec<u8>,
-                 run: &mut Option<(u64, u64)>,
+                 run: &mut Option<(u64, u64, bool)>,
                  heads: &mut Vec<(String, u64, u64)>,
                  wrote: &mut bool| {
-        if let Some((first, count)) = run.take() {
+        if let Some((first, count, removed)) = run.take() {
             *wrote |= !heads.is_empty();
             record::encode_lost(
                 out,
                 &LostView {
                     first_position: first,
                     count,
-                    removed: true,
+                    removed,
                     heads: heads
                         .iter()
                         .map(|(stream, revision, position)| Head {
@@ -407,11 +412,13 @@ fn rewrite(
             (Ok(from), Ok(to)) => &bytes[from..to],
             _ => &[],
         };
+        let mut lost_heads: Vec<(String, u64, u64)> = Vec::new();
         let view = match record::decode_frame(frame) {
             Ok((Frame::Event(v), _)) => Some(v),
             Ok((Frame::Lost(l), _)) => {
-                // Its positions join the run; the heads it records stay recorded.
-                heads.extend(
+                // Its positions join a run of their kind; the heads it records stay recorded.
+                shared_removed = l.removed;
+                lost_heads.extend(
                     l.heads
                         .iter()
                         .filter(|h| is_head(h.stream, h.revision))
@@ -445,6 +452,11 @@ fn rewrite(
                 record::encode_committed(&mut out, &v)?;
             }
             other => {
+                let removed_here = other.is_some() || shared_removed;
+                if run.is_some_and(|(_, _, r)| r != removed_here) {
+                    flush(&mut out, &mut run, &mut heads, &mut wrote_heads);
+                }
+                heads.append(&mut lost_heads);
                 if let Some(v) = &other {
                     removed += 1;
                     if held {
@@ -458,8 +470,8 @@ fn rewrite(
                     }
                 }
                 run = Some(match run {
-                    Some((first, count)) => (first, count + 1),
-                    None => (p, 1),
+                    Some((first, count, r)) => (first, count + 1, r),
+                    None => (p, 1, removed_here),
                 });
             }
         }
