@@ -169,6 +169,61 @@ fn a_consumer_group_stops_at_the_damage_or_skips_it_as_configured() {
     assert_eq!(got, expected);
 }
 
+/// A group that skips damage leaves a trace: its info counts the positions
+/// skipped and names the last damage, the store keeps it as its last
+/// background error, and the count is saved, once, across a restart that
+/// meets the damage again (the group's checkpoint was still before it).
+#[test]
+fn a_group_that_skips_damage_counts_it_once_across_restarts() {
+    let sim = SimStorage::new();
+    let (store, damaged) = store_with_a_damaged_event(&sim);
+    let settings = GroupSettings {
+        skip_damaged: true,
+        checkpoint_every: 1_000,
+        ..GroupSettings::all()
+    };
+    store.create_group("skipper", settings).unwrap();
+    let group = store.group("skipper").unwrap();
+    let c = group.consumer("c1");
+    // Nothing acknowledged: the checkpoint stays at the start, before the damage.
+    let mut got = Vec::new();
+    loop {
+        let batch = c.fetch(10, Duration::from_millis(50)).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        got.extend(batch.iter().map(|d| d.event.position));
+    }
+    assert!(!got.contains(&damaged) && got.contains(&(damaged + 1)), "{got:?}");
+    let info = group.info();
+    assert_eq!(info.skipped_damaged, 1);
+    let (from, to, why) = info.last_skipped_damage.clone().unwrap();
+    assert_eq!((from, to), (damaged, damaged + 1));
+    assert!(why.contains(".seg"), "{why}");
+    let background = store.stats().last_background_error.unwrap_or_default();
+    assert!(
+        background.contains("skipper") && background.contains("damaged"),
+        "{background}"
+    );
+    drop(c);
+    drop(group);
+    store.close().unwrap();
+
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let group = store.group("skipper").unwrap();
+    assert_eq!(group.info().skipped_damaged, 1, "the count was not saved");
+    assert!(group.info().checkpoint <= damaged);
+    let c = group.consumer("c1");
+    loop {
+        let batch = c.fetch(10, Duration::from_millis(50)).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        c.ack(&batch.iter().map(|d| d.event.id).collect::<Vec<_>>()).unwrap();
+    }
+    assert_eq!(group.info().skipped_damaged, 1, "the same damage counted twice");
+}
+
 #[test]
 fn repair_clears_the_damage_for_subscribers() {
     let sim = SimStorage::new();

@@ -75,7 +75,10 @@ pub struct GroupSettings {
     /// At a position of the global log that cannot be read (damaged bytes),
     /// after every event before it was handed out: `false` (the default) stops
     /// there, fetches failing with [`Error::Damaged`] naming the position until
-    /// `repair` mends the store; `true` skips it and goes on.
+    /// `repair` mends the store; `true` skips it and goes on, counting the
+    /// positions skipped in [`GroupInfo::skipped_damaged`] and its saved
+    /// checkpoint, and recording the damage as the store's last background
+    /// error.
     #[serde(default)]
     pub skip_damaged: bool,
     /// Values the application keeps with the group (a protocol's own
@@ -174,6 +177,12 @@ pub struct GroupInfo {
     pub ready: usize,
     /// Events parked so far (including before a restart).
     pub parked: u64,
+    /// Positions of the global log skipped because they could not be read
+    /// (`skip_damaged`), so far (including before a restart).
+    pub skipped_damaged: u64,
+    /// The last such skip: the first position skipped, the first position
+    /// after it, and why (since the group was loaded).
+    pub last_skipped_damage: Option<(u64, u64, String)>,
     /// Connected consumers.
     pub consumers: Vec<String>,
 }
@@ -203,6 +212,10 @@ struct GroupInner {
     acks_since_save: u64,
     parked: u64,
     parked_replayed: u64,
+    skipped_damaged: u64,
+    /// The end of the last damaged range counted in `skipped_damaged`.
+    skipped_through: u64,
+    last_skipped_damage: Option<(u64, u64, String)>,
 }
 
 /// The shared runtime state of one group.
@@ -318,6 +331,8 @@ impl Store {
                 parked_replayed: self
                     .stream_info(&parked_stream(name))
                     .map_or(0, |i| i.last_revision.saturating_add(1)),
+                skipped_damaged: 0,
+                skipped_through: 0,
             };
             self.append_system(
                 &checkpoints,
@@ -375,9 +390,9 @@ impl Store {
             Err(e) => return Err(e),
         };
         let start = self.start_cursor(&settings);
-        let (cursor, parked, parked_replayed) = match &saved {
-            Some(c) => (c.checkpoint, c.parked, c.parked_replayed),
-            None => (start, 0, 0),
+        let (cursor, parked, parked_replayed, skipped_damaged, skipped_through) = match &saved {
+            Some(c) => (c.checkpoint, c.parked, c.parked_replayed, c.skipped_damaged, c.skipped_through),
+            None => (start, 0, 0, 0, 0),
         };
         let state = Arc::new(GroupState {
             name: name.to_string(),
@@ -391,6 +406,9 @@ impl Store {
                 acks_since_save: 0,
                 parked,
                 parked_replayed,
+                skipped_damaged,
+                skipped_through,
+                last_skipped_damage: None,
             }),
             changed: Condvar::new(),
         });
@@ -500,6 +518,8 @@ impl Group<'_> {
             in_flight: inner.in_flight.len(),
             ready: inner.ready.len(),
             parked: inner.parked,
+            skipped_damaged: inner.skipped_damaged,
+            last_skipped_damage: inner.last_skipped_damage.clone(),
             consumers: inner.consumers.iter().map(|c| c.0.clone()).collect(),
         }
     }
@@ -517,6 +537,8 @@ impl Group<'_> {
             checkpoint,
             parked: inner.parked,
             parked_replayed: inner.parked_replayed,
+            skipped_damaged: inner.skipped_damaged,
+            skipped_through: inner.skipped_through,
         };
         self.store.append_system(
             &checkpoint_stream(&self.state.name),
@@ -660,7 +682,24 @@ impl Group<'_> {
                 match stop {
                     // Everything before the damage first; the next refill meets it at once.
                     Some(_) if !events.is_empty() => {}
-                    Some(stop) if self.state.settings.skip_damaged => inner.cursor = stop.resume,
+                    // Skipped, never silently: counted in the group's info and
+                    // checkpoint, and kept as the store's last background error.
+                    Some(stop) if self.state.settings.skip_damaged => {
+                        // Only what was not counted before a restart counts.
+                        let from = stop.position.max(inner.skipped_through);
+                        let skipped = stop.resume.saturating_sub(from);
+                        inner.skipped_damaged = inner.skipped_damaged.saturating_add(skipped);
+                        inner.skipped_through = inner.skipped_through.max(stop.resume);
+                        let why = stop.error.to_string();
+                        self.store.shared.record_background::<()>(
+                            &format!("group {:?} skipping damaged positions {}..{}", self.state.name, stop.position, stop.resume),
+                            Err(stop.error),
+                        );
+                        inner.last_skipped_damage = Some((stop.position, stop.resume, why));
+                        inner.cursor = stop.resume;
+                        // The count is saved at once: a crash must not forget the skip.
+                        self.save(inner)?;
+                    }
                     Some(stop) => {
                         return Err(Error::Damaged {
                             position: stop.position,

@@ -373,6 +373,8 @@ mod tests {
             checkpoint: 0,
             parked: 0,
             parked_replayed: 0,
+            skipped_damaged: 0,
+            skipped_through: 0,
         });
         store
             .append_system(

@@ -174,6 +174,19 @@ pub(crate) struct StoredCheckpointV1 {
     pub parked: u64,
     #[serde(rename = "parked_replayed")]
     pub parked_replayed: u64,
+    /// Positions skipped because they could not be read (`skip_damaged`);
+    /// absent (0) in records written before it existed or with none skipped.
+    #[serde(rename = "skipped_damaged", default, skip_serializing_if = "is_zero")]
+    pub skipped_damaged: u64,
+    /// The end of the last damaged range counted in `skipped_damaged`: a
+    /// group that meets it again after a restart (its checkpoint was still
+    /// before it) does not count it twice.
+    #[serde(rename = "skipped_through", default, skip_serializing_if = "is_zero")]
+    pub skipped_through: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The last event of `$forward-<name>-checkpoint` (type `$ForwardCheckpoint`).
@@ -294,10 +307,24 @@ mod tests {
             checkpoint: 7,
             parked: 2,
             parked_replayed: 1,
+            skipped_damaged: 0,
+            skipped_through: 0,
         };
         let bytes = encode(&c);
         assert_eq!(bytes, br#"{"checkpoint":7,"parked":2,"parked_replayed":1}"#);
         assert_eq!(decode::<StoredCheckpointV1>("$c", 0, &bytes).unwrap(), c);
+        // The skip counters are written only when not 0.
+        let skipped = StoredCheckpointV1 {
+            skipped_damaged: 3,
+            skipped_through: 12,
+            ..c
+        };
+        let bytes = encode(&skipped);
+        assert_eq!(
+            bytes,
+            br#"{"checkpoint":7,"parked":2,"parked_replayed":1,"skipped_damaged":3,"skipped_through":12}"#
+        );
+        assert_eq!(decode::<StoredCheckpointV1>("$c", 0, &bytes).unwrap(), skipped);
         let with = br#"{"version":1,"checkpoint":7,"parked":2,"parked_replayed":1}"#;
         assert_eq!(decode::<StoredCheckpointV1>("$c", 0, with).unwrap(), c);
         let deleted = br#"{"Deleted":{"version":1,"name":"g"}}"#;
