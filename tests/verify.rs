@@ -247,3 +247,30 @@ fn damage_anywhere_in_a_sealed_segment_is_blamed_on_that_segment_alone() {
         failures.join("\n")
     );
 }
+
+/// A sealed segment that rotted on disk after it was sealed (its index still
+/// opens it, so nothing noticed) fails a backup naming the file, plain or
+/// compressed, where the backup copied it and reported success.
+#[test]
+fn a_backup_refuses_a_sealed_segment_that_fails_its_checksum() {
+    for compressed in [false, true] {
+        let sim = SimStorage::new();
+        let store = filled(&sim);
+        if compressed {
+            assert!(store.compress().unwrap().segments > 0);
+        }
+        let mut segs = segments(&sim, ".seg");
+        segs.sort();
+        let path = Path::new("/v").join(&segs[1]);
+        let len = sim.read_file(&path).unwrap().len() as u64;
+        sim.flip_bit(&path, len / 2, 3).unwrap();
+        let store = {
+            drop(store);
+            Store::open_with(Arc::new(sim.clone()), "/v", options()).unwrap()
+        };
+        match store.backup("/backup") {
+            Err(annal::Error::Corruption { file, .. }) => assert_eq!(file, path, "compressed {compressed}"),
+            other => panic!("compressed {compressed}: {other:?}"),
+        }
+    }
+}

@@ -109,6 +109,37 @@ fn copy_bytes(st: &dyn Storage, dest: &Path, name: &str, bytes: &[u8], report: &
     Ok(())
 }
 
+/// Checks a sealed segment before it is copied: its bytes (decompressed, if
+/// it is compressed) must match its seal's content checksum, so that a
+/// segment that rotted on disk fails the backup, naming the file, instead of
+/// being copied as a good one. Verify and repair deal with it.
+fn check_sealed(seg: &crate::log::segments::SealedSegment) -> Result<()> {
+    let logical = seg.logical()?;
+    let end = seg.index.end_offset();
+    let seal_at = usize::try_from(end)
+        .ok()
+        .filter(|at| *at >= crate::format::segment::SEGMENT_HEADER && *at <= logical.len())
+        .ok_or_else(|| Error::corruption(&seg.path, end, "no seal where the index says the segment ends"))?;
+    let content_crc = match crate::format::record::decode_frame(&logical[seal_at..]) {
+        Ok((crate::format::record::Frame::Seal(seal), _)) => seal.content_crc,
+        _ => {
+            return Err(Error::corruption(
+                &seg.path,
+                end,
+                "no seal where the index says the segment ends; the backup was not made (run verify, then repair)",
+            ));
+        }
+    };
+    if crc32fast::hash(&logical[crate::format::segment::SEGMENT_HEADER..seal_at]) != content_crc {
+        return Err(Error::corruption(
+            &seg.path,
+            crate::format::segment::SEGMENT_HEADER as u64,
+            "its bytes do not match its seal's checksum; the backup was not made (run verify, then repair)",
+        ));
+    }
+    Ok(())
+}
+
 /// Copies the live store behind `shared` into `dest` (empty or new).
 pub(crate) fn backup(shared: &Shared, dest: &Path) -> Result<BackupReport> {
     // A store open degraded around damage would copy only its intact part,
@@ -142,6 +173,7 @@ pub(crate) fn backup(shared: &Shared, dest: &Path) -> Result<BackupReport> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        check_sealed(seg)?;
         copy_bytes(st, dest, &name, &seg.bytes, &mut report)?;
         let idx_name = crate::format::segment::index_file_name(seg.index.base());
         copy_bytes(st, dest, &idx_name, seg.index.raw(), &mut report)?;
