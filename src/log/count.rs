@@ -1,10 +1,12 @@
 //! Counting the events that pass a filter, in total or grouped by type,
 //! stream, category or day.
 //!
-//! A filter whose only conditions are on stream names is counted from the
-//! segments' stream indexes without reading an event, when nothing can hide
-//! an event (no stream metadata, no damage) and each segment's stream lookup
-//! is exact; every other count reads the matching events the way a read
+//! A filter with no condition is counted from the sealed segments' index
+//! headers (their number of events) and the active segment's stream lookup;
+//! a filter whose only conditions are on stream names is counted from the
+//! segments' stream indexes without reading an event; both when nothing can
+//! hide an event (no stream metadata, no damage) and each segment's stream
+//! lookup is exact; every other count reads the matching events the way a read
 //! does (candidates from the indexes: types, tags and indexed metadata
 //! fields; each candidate confirmed against its frame, as index keys are
 //! hashes that may collide), so that a count always equals the length of a
@@ -13,7 +15,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use crate::error::Result;
-use crate::format::index::hash_str;
+use crate::format::index::{Lookup, hash_str};
 use crate::log::state::Shared;
 use crate::query::{Direction, Filter, GroupBy, LogFrom, aggregate_of};
 
@@ -23,6 +25,9 @@ const BATCH: usize = 4096;
 impl Shared {
     /// The number of visible events that pass `filter`.
     pub(crate) fn count(&self, filter: &Filter) -> Result<u64> {
+        if let Some(n) = self.count_everything_from_headers(filter)? {
+            return Ok(n);
+        }
         if let Some(per_stream) = self.count_streams_from_index(filter)? {
             return Ok(per_stream.values().sum());
         }
@@ -112,6 +117,35 @@ impl Shared {
         })
     }
 
+    /// The number of events, for a filter that admits every event, when
+    /// nothing can hide one: each sealed segment wholly published counts the
+    /// events its index header records; the others (the active segment)
+    /// count their streams' entries as [`Self::count_streams_from_index`]
+    /// does. `None` when the filter or the store needs more.
+    fn count_everything_from_headers(&self, filter: &Filter) -> Result<Option<u64>> {
+        if !filter.is_empty() || !self.damage.is_empty() || !self.metadata.read().by_stream.is_empty() {
+            return Ok(None);
+        }
+        let published = self.published();
+        let mut n = 0u64;
+        for seg in self.segments() {
+            let counted = seg.with(|l| {
+                if l.next_position() <= published
+                    && let Some(c) = l.event_count()
+                {
+                    return Some(c);
+                }
+                Some(stream_counts(l, published, filter)?.iter().map(|(_, c)| c).sum())
+            });
+            seg.index_damage()?;
+            match counted {
+                Some(c) => n += c,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(n))
+    }
+
     /// Each admitted stream's number of events, from the stream indexes
     /// alone; `None` when the filter or the store needs the events read. An
     /// index section found damaged on first use (which then answers nothing)
@@ -130,24 +164,7 @@ impl Shared {
         if streams_only != *filter || !self.damage.is_empty() || !self.metadata.read().by_stream.is_empty() {
             return Ok(None);
         }
-        self.sum_from_indexes(|l, published| {
-            let streams = l.streams();
-            // Lookups by hash are exact unless two of the segment's streams share one.
-            let hashes: HashSet<u64> = streams.iter().map(|(n, _)| hash_str(n)).collect();
-            if hashes.len() != streams.len() {
-                return None;
-            }
-            let counts = streams
-                .into_iter()
-                .filter(|(name, _)| filter.admits_stream(name))
-                .map(|(name, _)| {
-                    let entries = l.stream_entries(&name, 0, true, usize::MAX);
-                    let n = entries.iter().filter(|(_, p)| *p < published).count() as u64;
-                    (name, n)
-                })
-                .collect();
-            Some(counts)
-        })
+        self.sum_from_indexes(|l, published| stream_counts(l, published, filter))
     }
 
     /// Adds up over every segment the counts `per_segment` takes from its
@@ -176,6 +193,28 @@ impl Shared {
         }
         Ok(Some(out))
     }
+}
+
+/// Each stream of one segment that `filter` admits, with its number of
+/// events before `published`, from the segment's stream lookup; `None` if
+/// that lookup is not exact (two of its streams share a hash).
+fn stream_counts(l: &dyn Lookup, published: u64, filter: &Filter) -> Option<Vec<(String, u64)>> {
+    let streams = l.streams();
+    // Lookups by hash are exact unless two of the segment's streams share one.
+    let hashes: HashSet<u64> = streams.iter().map(|(n, _)| hash_str(n)).collect();
+    if hashes.len() != streams.len() {
+        return None;
+    }
+    let counts = streams
+        .into_iter()
+        .filter(|(name, _)| filter.admits_stream(name))
+        .map(|(name, _)| {
+            let entries = l.stream_entries(&name, 0, true, usize::MAX);
+            let n = entries.iter().filter(|(_, p)| *p < published).count() as u64;
+            (name, n)
+        })
+        .collect();
+    Some(counts)
 }
 
 /// The group an event counts in.
@@ -261,6 +300,50 @@ mod tests {
         shared.for_each_match(&f, |_| read += 1).unwrap();
         assert_eq!(store.count(&f).unwrap(), read);
         assert!(read < 240);
+    }
+
+    /// A count of everything takes each sealed segment's number of events
+    /// from its index header, and equals what a read returns, also where a
+    /// repair recorded a damaged event as lost (a position without an event).
+    #[test]
+    fn a_count_of_everything_comes_from_the_headers_and_equals_a_read() {
+        let sim = std::sync::Arc::new(SimStorage::new());
+        let opts = || {
+            Options::default()
+                .no_compression()
+                .durability(Durability::Always)
+                .segment_size(16 * 1024)
+        };
+        let dir = std::path::Path::new("/all");
+        let store = Store::open_with(sim.clone(), dir, opts()).unwrap();
+        for i in 0..600usize {
+            let e = EventData::json("T", format!(r#"{{"i":{i},"pad":"{}"}}"#, "x".repeat(40)));
+            store.append(&format!("s-{}", i % 7), ExpectedVersion::Any, vec![e]).unwrap();
+        }
+        store.close().unwrap();
+        let mut segs: Vec<String> = crate::storage::Storage::list(&*sim, dir)
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.ends_with(".seg"))
+            .collect();
+        segs.sort();
+        let seg = dir.join(&segs[1]);
+        let bytes = sim.read_file(&seg).unwrap();
+        let at = bytes.windows(4).position(|w| w == b"{\"i\"").unwrap() as u64 + 2;
+        sim.flip_bit(&seg, at, 2).unwrap();
+        assert_eq!(crate::repair_with(sim.clone(), dir).unwrap().lost_positions, 1);
+
+        let store = Store::open_with(sim.clone(), dir, opts()).unwrap();
+        assert!(store.segment_count() > 3, "{} segments", store.segment_count());
+        let shared = &store.shared;
+        let from_headers = shared.count_everything_from_headers(&Filter::all()).unwrap();
+        assert_eq!(from_headers, Some(599));
+        let mut read = 0;
+        shared.for_each_match(&Filter::all(), |_| read += 1).unwrap();
+        assert_eq!(read, 599);
+        assert_eq!(store.count(&Filter::all()).unwrap(), 599);
+        // Another condition is not everything.
+        assert!(shared.count_everything_from_headers(&Filter::all().with_type("T")).unwrap().is_none());
     }
 
     #[test]

@@ -176,6 +176,12 @@ pub trait Lookup: Send + Sync {
     fn meta_field_names(&self) -> Option<Vec<String>> {
         None
     }
+    /// The number of events the segment holds (positions that are not lost
+    /// or removed), where the index keeps it (sealed index files, from their
+    /// checked header).
+    fn event_count(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A stream's name, summary and `(revision, position)` entries in one segment.
@@ -388,6 +394,9 @@ impl Lookup for SegmentIndex {
     }
     fn meta_field_names(&self) -> Option<Vec<String>> {
         self.lookup().meta_field_names()
+    }
+    fn event_count(&self) -> Option<u64> {
+        self.lookup().event_count()
     }
 }
 

@@ -347,4 +347,7 @@ impl Lookup for IndexV1 {
     fn meta_fingerprint(&self) -> u64 {
         self.meta_fingerprint
     }
+    fn event_count(&self) -> Option<u64> {
+        Some(self.indexed as u64)
+    }
 }

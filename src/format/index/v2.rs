@@ -708,6 +708,9 @@ impl Lookup for IndexV2 {
     fn meta_fingerprint(&self) -> u64 {
         self.meta_fingerprint
     }
+    fn event_count(&self) -> Option<u64> {
+        Some(self.indexed)
+    }
     fn meta_field_names(&self) -> Option<Vec<String>> {
         if self.version < 3 || !self.ok(Part::TypeNames) {
             return None;
