@@ -196,9 +196,7 @@ fn settings_json(name: &str, s: &GroupSettings) -> serde_json::Map<String, Value
 /// The library reports a missing or existing group as invalid input; tell them apart.
 fn group_error(name: &str, e: annal::Error) -> ApiError {
     match &e {
-        annal::Error::InvalidInput(m) if m.contains("does not exist") => {
-            ApiError::not_found("group_not_found", format!("group {name:?} does not exist"))
-        }
+        annal::Error::InvalidInput(m) if m.contains("does not exist") => missing_group(name),
         annal::Error::InvalidInput(m) if m.contains("already exists") => ApiError::new(
             StatusCode::CONFLICT,
             "group_exists",
@@ -209,11 +207,20 @@ fn group_error(name: &str, e: annal::Error) -> ApiError {
 }
 
 /// Opens a group and checks the principal may use it with `role` (read to
-/// consume and inspect, write to manage).
+/// consume and inspect, write to manage). A group whose source the principal
+/// may not read is answered as a missing one: the refusal would name a
+/// stream the caller did not ask about.
 fn open<'s>(store: &'s Store, name: &str, p: &Principal, role: Role) -> Result<annal::Group<'s>, ApiError> {
     let g = store.group(name).map_err(|e| group_error(name, e))?;
+    if !p.permits(Need::Group(Role::Read, &g.settings().source)) {
+        return Err(missing_group(name));
+    }
     p.authorize(Need::Group(role, &g.settings().source))?;
     Ok(g)
+}
+
+fn missing_group(name: &str) -> ApiError {
+    ApiError::not_found("group_not_found", format!("group {name:?} does not exist"))
 }
 
 pub(crate) async fn create(

@@ -67,3 +67,45 @@ async fn sse_checkpoints_do_not_show_a_limited_token_the_head() {
     assert_eq!(shown, vec![0, last_position]);
     assert!(seen.is_empty(), "messages other than its events: {seen:?}");
 }
+
+/// A group over a stream the caller may not read is answered as a missing
+/// group, naming nothing of its source.
+#[tokio::test]
+async fn a_hidden_group_is_answered_as_a_missing_one() {
+    let s = limited_server().await;
+    let (st, _) = s
+        .call_as(
+            Method::PUT,
+            "/groups/g",
+            Some(json!({ "stream": "secret-payroll-7" })),
+            Some("secret-writer"),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let missing = s
+        .call_as(Method::GET, "/groups/nope", None, Some("secret-reader"))
+        .await;
+    assert_eq!(missing.0, StatusCode::NOT_FOUND);
+    assert_eq!(missing.1["error"], "group_not_found");
+    for (method, path) in [
+        (Method::GET, "/groups/{}"),
+        (Method::POST, "/groups/{}/fetch?consumer=c"),
+        (Method::DELETE, "/groups/{}"),
+    ] {
+        let (st, v) = s
+            .call_as(method.clone(), &path.replace("{}", "g"), None, Some("secret-reader"))
+            .await;
+        let (st2, v2) = s
+            .call_as(method, &path.replace("{}", "nope"), None, Some("secret-reader"))
+            .await;
+        assert_eq!(st, st2, "{path}: {v} / {v2}");
+        assert_eq!(v["error"], v2["error"], "{path}: {v} / {v2}");
+        assert!(
+            !v.to_string().contains("payroll"),
+            "{path}: the answer names the group's stream: {v}"
+        );
+    }
+    // The group's reader still sees it.
+    let (st, v) = s.call_as(Method::GET, "/groups/g", None, Some("secret-writer")).await;
+    assert_eq!((st, v["stream"].clone()), (StatusCode::OK, json!("secret-payroll-7")));
+}
