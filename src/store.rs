@@ -656,21 +656,22 @@ impl Store {
         })
     }
 
-    /// Every stream with its current revision, sorted by name.
+    /// Every stream with its current revision, sorted by name. It works on
+    /// the sorted copy of the names that [`Store::streams_page`] uses, so the
+    /// stream map's lock is never held for the whole pass (appends take it
+    /// to publish).
     pub fn streams(&self) -> Vec<StreamInfo> {
-        let mut out: Vec<StreamInfo> = self
-            .shared
-            .streams
-            .read()
+        self.shared
+            .sorted_stream_names()
             .iter()
-            .map(|(n, s)| StreamInfo {
-                name: n.to_string(),
-                last_revision: s.last_revision,
-                last_position: s.last_position,
+            .filter_map(|n| {
+                self.shared.stream_state(n).map(|s| StreamInfo {
+                    name: n.to_string(),
+                    last_revision: s.last_revision,
+                    last_position: s.last_position,
+                })
             })
-            .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        out
+            .collect()
     }
 
     /// One page of streams by name: of the streams `keep` accepts and whose

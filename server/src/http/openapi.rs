@@ -300,13 +300,15 @@ pub fn document() -> Value {
             },
             "/streams": {
                 "get": {
-                    "summary": "List streams (system streams only with include_system=true).",
+                    "summary": "List streams by name, a page at a time (system streams only with include_system=true).",
                     "parameters": [
                         query("prefix", "Only streams starting with this.", json!({ "type": "string" })),
                         query("include_system", "Include $-prefixed system streams.", json!({ "type": "boolean" })),
-                        query("category", "Only the aggregates of this type: streams named <category>-<id> (split at the first -).", json!({ "type": "string" }))
+                        query("category", "Only the aggregates of this type: streams named <category>-<id> (split at the first -).", json!({ "type": "string" })),
+                        query("after", "Only streams whose names sort after this (the next of the previous page).", json!({ "type": "string" })),
+                        query("limit", "Most streams in the answer (1 to 10,000; default 1,000).", json!({ "type": "integer", "minimum": 1, "maximum": 10000 }))
                     ],
-                    "responses": { "200": ok("The streams.", json!({ "type": "object", "properties": { "streams": { "type": "array", "items": { "type": "object", "properties": { "stream": { "type": "string" }, "last_revision": { "type": "integer" }, "last_position": { "type": "integer" } } } } } })) }
+                    "responses": { "200": ok("The streams; next, present when more follow, is the after of the next page.", json!({ "type": "object", "properties": { "streams": { "type": "array", "items": { "type": "object", "properties": { "stream": { "type": "string" }, "last_revision": { "type": "integer" }, "last_position": { "type": "integer" } } } }, "next": { "type": "string" } } })) }
                 }
             },
             "/streams/{stream}": {

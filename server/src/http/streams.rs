@@ -411,37 +411,67 @@ pub(crate) async fn event_by_id(
     Ok(json_bytes(body))
 }
 
+/// Streams `GET /streams` lists when no `limit` is given.
+const DEFAULT_LIST_LIMIT: usize = 1000;
+/// Most streams one `GET /streams` lists.
+const MAX_LIST_LIMIT: usize = 10_000;
+
+/// `GET /streams`: the streams by name after `after`, at most `limit`; when
+/// more follow, `next` is the `after` of the next page.
 pub(crate) async fn list(
     State(state): State<AppState>,
     p: Principal,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let params = Params::parse(q.as_deref(), &["prefix", "include_system", "category"])?;
+    let params = Params::parse(
+        q.as_deref(),
+        &["prefix", "include_system", "category", "after", "limit"],
+    )?;
     let prefix = params.one("prefix")?.unwrap_or("").to_string();
     // `category=order`: the aggregates of that type (`order-<id>`, split at the first `-`).
     let category = params.one("category")?.map(str::to_string);
     let system = params.bool("include_system")?.unwrap_or(false);
-    let st = state.clone();
-    let streams = state.blocking(move || Ok(st.store.streams())).await?;
-    let list: Vec<Value> = streams
-        .iter()
-        .filter(|s| {
-            s.name.starts_with(&prefix)
-                && (system || !s.name.starts_with('$'))
-                && category
-                    .as_deref()
-                    .is_none_or(|c| annal::query::aggregate_of(&s.name).is_some_and(|(t, _)| t == c))
-                && p.permits(Need::Read(&s.name))
+    let after = params.one("after")?.map(str::to_string);
+    let limit = match params.u64("limit")? {
+        None => DEFAULT_LIST_LIMIT,
+        Some(n) if n == 0 || n > MAX_LIST_LIMIT as u64 => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("limit={n} is not between 1 and {MAX_LIST_LIMIT}"),
+            ));
+        }
+        Some(n) => n as usize,
+    };
+    let store = state.store();
+    let body = state
+        .blocking(move || {
+            let keep = |name: &str| {
+                name.starts_with(&prefix)
+                    && (system || !name.starts_with('$'))
+                    && category
+                        .as_deref()
+                        .is_none_or(|c| annal::query::aggregate_of(name).is_some_and(|(t, _)| t == c))
+                    && p.permits(Need::Read(name))
+            };
+            let (page, _, more) = store.streams_page(after.as_deref(), limit, keep);
+            let list: Vec<Value> = page
+                .iter()
+                .map(|s| {
+                    json!({
+                        "stream": s.name,
+                        "last_revision": s.last_revision,
+                        "last_position": s.last_position,
+                    })
+                })
+                .collect();
+            let mut body = json!({ "streams": list });
+            if more && let Some(last) = page.last() {
+                body["next"] = json!(last.name);
+            }
+            Ok(body)
         })
-        .map(|s| {
-            json!({
-                "stream": s.name,
-                "last_revision": s.last_revision,
-                "last_position": s.last_position,
-            })
-        })
-        .collect();
-    Ok(axum::Json(json!({ "streams": list })).into_response())
+        .await?;
+    Ok(axum::Json(body).into_response())
 }
 
 pub(crate) async fn delete(
