@@ -271,7 +271,7 @@ pub fn document() -> Value {
     let admin_ok = |d: &str| ok(d, json!({ "type": "object" }));
     let no_content = |d: &str| json!({ "description": d });
     let health = json!({
-        "get": { "summary": "Health: readiness, each forwarder's state and the disk budget. status is ok, or degraded (still 200: the store serves) when a forwarder is in error or undelivered events take 80 % or more of retention.max_bytes; problems says what.", "security": [], "responses": { "200": ok("Ok or degraded.", json!({ "type": "object", "properties": { "status": { "type": "string", "enum": ["ok", "degraded"] }, "problems": { "type": "array", "items": { "type": "string" } }, "forwarders": { "type": "array", "items": { "type": "object" } } } })), "503": error("Not ready (not_ready), as /health/ready.") } }
+        "get": { "summary": "Health: readiness, each forwarder's state and the disk budget. status is ok, or degraded (still 200: the store serves) when a forwarder is in error or undelivered events take 80 % or more of retention.max_bytes; problem_kinds says which kinds of problems, and, for a store-wide token only, problems says what (with the head position, forwarders and retention figures).", "security": [], "responses": { "200": ok("Ok or degraded.", json!({ "type": "object", "properties": { "status": { "type": "string", "enum": ["ok", "degraded"] }, "problem_kinds": { "type": "array", "items": { "type": "string" } }, "problems": { "type": "array", "items": { "type": "string" } }, "forwarders": { "type": "array", "items": { "type": "object" } } } })), "503": error("Not ready (not_ready), as /health/ready.") } }
     });
     let mut doc = json!({
         "openapi": "3.0.3",
@@ -290,7 +290,7 @@ pub fn document() -> Value {
                 "get": { "summary": "Liveness: 200 while the server runs.", "security": [], "responses": { "200": ok("Live.", json!({ "type": "object" })) } }
             },
             "/health/ready": {
-                "get": { "summary": "Readiness: 200 when the store answers a read and accepts appends.", "security": [], "responses": { "200": ok("Ready.", json!({ "type": "object" })), "503": error("Not ready (not_ready): shutting down, the store fails reads, or its writer stopped after an error (the message says why).") } }
+                "get": { "summary": "Readiness: 200 when the store answers a read and accepts appends.", "security": [], "responses": { "200": ok("Ready.", json!({ "type": "object" })), "503": error("Not ready (not_ready): shutting down, the store fails reads, or its writer stopped after an error (the message says why; the store's error only to a store-wide token).") } }
             },
             "/metrics": {
                 "get": { "summary": "Prometheus metrics (public if the server is configured so).", "responses": { "200": { "description": "Prometheus text format.", "content": { "text/plain": { "schema": { "type": "string" } } } } } }

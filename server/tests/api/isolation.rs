@@ -109,3 +109,89 @@ async fn a_hidden_group_is_answered_as_a_missing_one() {
     let (st, v) = s.call_as(Method::GET, "/groups/g", None, Some("secret-writer")).await;
     assert_eq!((st, v["stream"].clone()), (StatusCode::OK, json!("secret-payroll-7")));
 }
+
+/// `/health` and `/health/ready` are public, but their figures (head of the
+/// log, forwarders, retention) are only for a store-wide token: without one,
+/// only the status and the kinds of problems.
+#[tokio::test]
+async fn health_shows_store_figures_only_to_a_store_wide_token() {
+    let s = limited_server().await;
+    for i in 0..5 {
+        let (st, _) = s
+            .call_as(
+                Method::POST,
+                &format!("/streams/payroll-{i}"),
+                Some(json!({"events":[{"type":"T"}]})),
+                Some("secret-writer"),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK);
+    }
+    for token in [None, Some("secret-reader"), Some("not-a-token")] {
+        let (st, v) = s.call_as(Method::GET, "/health", None, token).await;
+        assert_eq!(st, StatusCode::OK, "{token:?}: {v}");
+        assert_eq!(v, json!({ "status": "ok", "problem_kinds": [] }), "{token:?}");
+        let (st, v) = s.call_as(Method::GET, "/health/ready", None, token).await;
+        assert_eq!((st, v), (StatusCode::OK, json!({ "status": "ready" })), "{token:?}");
+    }
+    let (st, v) = s.call_as(Method::GET, "/health", None, Some("secret-writer")).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["head_position"], 5, "{v}");
+    assert!(v["forwarders"].is_array() && v["retention"].is_object(), "{v}");
+    let (_, v) = s
+        .call_as(Method::GET, "/health/ready", None, Some("secret-writer"))
+        .await;
+    assert_eq!(v["head_position"], 5, "{v}");
+}
+
+/// A store error behind `/health/ready`'s 503 is told only to a store-wide token.
+#[tokio::test]
+async fn not_ready_tells_the_store_error_only_to_a_store_wide_token() {
+    use annal::storage::sim::SimStorage;
+    let sim = SimStorage::new();
+    let store = std::sync::Arc::new(
+        annal::Store::open_with(std::sync::Arc::new(sim.clone()), "/data", annal::Options::default()).unwrap(),
+    );
+    let mut config = annal_server::ServerConfig::open("127.0.0.1:0".parse().unwrap());
+    config.no_auth = false;
+    config.tokens = vec![
+        token("reader", Role::Read, &["order-"]),
+        token("writer", Role::Write, &[]),
+    ];
+    let s = TestServer::start_store(
+        store,
+        tempfile::tempdir().unwrap(),
+        config,
+        "http",
+        reqwest::Client::new(),
+    )
+    .await;
+    sim.set_read_only(true);
+    let (st, _) = s
+        .call_as(
+            Method::POST,
+            "/streams/order-1",
+            Some(json!({"events":[{"type":"T"}]})),
+            Some("secret-writer"),
+        )
+        .await;
+    assert!(st.is_server_error(), "{st}");
+    let failure = s.store.write_failure().expect("the writer stopped");
+    for token in [None, Some("secret-reader")] {
+        let (st, v) = s.call_as(Method::GET, "/health/ready", None, token).await;
+        assert_eq!(
+            (st, v["error"].clone()),
+            (StatusCode::SERVICE_UNAVAILABLE, json!("not_ready")),
+            "{v}"
+        );
+        assert!(!v.to_string().contains(&failure), "{token:?}: {v}");
+        let (st, v) = s.call_as(Method::GET, "/health", None, token).await;
+        assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+        assert!(!v.to_string().contains(&failure), "{token:?}: {v}");
+    }
+    let (st, v) = s
+        .call_as(Method::GET, "/health/ready", None, Some("secret-writer"))
+        .await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(v["message"].as_str().unwrap().contains(&failure), "{v}");
+}
