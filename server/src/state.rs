@@ -52,6 +52,8 @@ pub struct Inner {
     pub(crate) last_verify: std::sync::Mutex<Option<serde_json::Value>>,
     /// Places for group fetches that wait for events (`max_long_polls`).
     pub(crate) long_polls: Arc<tokio::sync::Semaphore>,
+    /// Places for expensive reads (`max_scans`), held until their work ends.
+    pub(crate) scans: Arc<tokio::sync::Semaphore>,
     /// Woken when a group's consumers acknowledge, refuse or replay events
     /// over HTTP, so that waiting fetches look again.
     pub(crate) groups_changed: tokio::sync::Notify,
@@ -63,6 +65,7 @@ impl AppState {
         config.validate().map_err(ServerError::Config)?;
         let auth = auth::Auth::new(&config).map_err(ServerError::Config)?;
         let long_polls = Arc::new(tokio::sync::Semaphore::new(config.max_long_polls));
+        let scans = Arc::new(tokio::sync::Semaphore::new(config.max_scans));
         Ok(AppState(Arc::new(Inner {
             store,
             config,
@@ -73,6 +76,7 @@ impl AppState {
             forwarders: std::sync::Mutex::new(Vec::new()),
             last_verify: std::sync::Mutex::new(None),
             long_polls,
+            scans,
             groups_changed: tokio::sync::Notify::new(),
         })))
     }

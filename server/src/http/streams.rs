@@ -289,10 +289,17 @@ pub(crate) async fn read_all(
         From::End => LogFrom::End,
         From::At(r) => LogFrom::Position(r),
     };
+    // A filtered read may scan much of the log: it takes a place for its whole run.
+    let place = if filter.is_empty() {
+        None
+    } else {
+        Some(state.scan_place()?)
+    };
     let st = state.clone();
     let max_bytes = state.config.max_response_bytes;
     let body = state
         .blocking(move || {
+            let _place = place;
             let t = Instant::now();
             let read = |at: Option<u64>, n| {
                 Ok(st
@@ -370,9 +377,12 @@ pub(crate) async fn count(
         .map(|g| g.parse::<GroupBy>())
         .transpose()
         .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
+    // A count may scan much of the log: it takes a place for its whole run.
+    let place = state.scan_place()?;
     let st = state.clone();
     let body = state
         .blocking(move || {
+            let _place = place;
             let t = Instant::now();
             let body = match group_by {
                 None => json!({ "count": st.store.count(&filter)? }),
