@@ -256,13 +256,16 @@ pub(crate) async fn read(
     let body = state
         .blocking(move || {
             let t = Instant::now();
-            let read = |at: Option<u64>, n| {
+            // A stream read cannot stop at a size: chunks are sized by the
+            // largest event the store accepts.
+            let max_event = Some(st.store.max_event_size());
+            let read = |at: Option<u64>, n, _room| {
                 Ok(st
                     .store
                     .read_stream(&stream, direction, at.map_or(from, StreamFrom::Revision), n)?)
             };
             let next = |e: &annal::RecordedEvent| step(direction, e.revision);
-            let body = bounded_events_body(limit, max_bytes, read, next);
+            let body = bounded_events_body(limit, max_bytes, max_event, read, next);
             st.metrics.read_seconds.observe(t.elapsed());
             body
         })
@@ -301,13 +304,13 @@ pub(crate) async fn read_all(
         .blocking(move || {
             let _place = place;
             let t = Instant::now();
-            let read = |at: Option<u64>, n| {
+            let read = |at: Option<u64>, n, room| {
                 Ok(st
                     .store
-                    .read_all(direction, at.map_or(from, LogFrom::Position), n, &filter)?)
+                    .read_all_within(direction, at.map_or(from, LogFrom::Position), n, &filter, room)?)
             };
             let next = |e: &annal::RecordedEvent| step(direction, e.position);
-            let body = bounded_events_body(limit, max_bytes, read, next);
+            let body = bounded_events_body(limit, max_bytes, None, read, next);
             st.metrics.read_seconds.observe(t.elapsed());
             body
         })
