@@ -134,7 +134,7 @@ fn schemas() -> Value {
             "type": "object",
             "required": ["error", "message"],
             "properties": {
-                "error": { "type": "string", "description": "Machine-readable code, such as wrong_expected_version, condition_failed, idempotency_conflict, stream_not_found, stream_deleted, event_not_found, invalid_json, invalid_request, invalid_input, invalid_expected_version, too_many_events, payload_too_large, unauthorized, forbidden, not_ready, too_many_subscribers, timeout (a read took longer than request_timeout_ms), outcome_unknown (a request that changes something took longer than request_timeout_ms after reaching the store: it may have been applied, or may still be; retrying an append with the same event ids is safe)." },
+                "error": { "type": "string", "description": "Machine-readable code, such as wrong_expected_version, condition_failed, idempotency_conflict, stream_not_found, stream_deleted, event_not_found, invalid_json, invalid_request, invalid_input, invalid_expected_version, too_many_events, payload_too_large, unauthorized, forbidden, not_ready, too_many_subscribers, too_many_long_polls, too_many_scans, timeout (a read took longer than request_timeout_ms), outcome_unknown (a request that changes something took longer than request_timeout_ms after reaching the store: it may have been applied, or may still be; retrying an append with the same event ids is safe)." },
                 "message": { "type": "string" },
                 "expected": { "description": "wrong_expected_version: what the request expected." },
                 "actual": { "type": ["integer", "null"], "description": "wrong_expected_version: the stream's last revision, null if it does not exist." },
@@ -353,17 +353,17 @@ pub fn document() -> Value {
                 }
             },
             "/all": {
-                "get": { "summary": "Read the global log, optionally filtered.", "parameters": all_params, "responses": { "200": ok("Events.", events_page()), "403": error("The token is limited to some streams and gave no stream_prefix within them."), "503": error("timeout.") } }
+                "get": { "summary": "Read the global log, optionally filtered.", "parameters": all_params, "responses": { "200": ok("Events.", events_page()), "403": error("The token is limited to some streams and gave no stream_prefix within them."), "503": error("timeout; too_many_scans (a filtered read while max_scans counts and filtered reads run).") } }
             },
             "/count": {
-                "get": { "summary": "Count the events of the global log that pass the filter; with group_by, also a breakdown.", "parameters": count_params, "responses": { "200": ok("The count.", json!({ "type": "object", "required": ["count"], "properties": { "count": { "type": "integer" }, "groups": { "type": "object", "additionalProperties": { "type": "integer" } } } })), "403": error("The token is limited to some streams and gave no stream_prefix within them.") } }
+                "get": { "summary": "Count the events of the global log that pass the filter; with group_by, also a breakdown.", "parameters": count_params, "responses": { "200": ok("The count.", json!({ "type": "object", "required": ["count"], "properties": { "count": { "type": "integer" }, "groups": { "type": "object", "additionalProperties": { "type": "integer" } } } })), "403": error("The token is limited to some streams and gave no stream_prefix within them."), "503": error("timeout; too_many_scans (max_scans counts and filtered reads already run).") } }
             },
             "/events/{id}": {
                 "get": { "summary": "One event by id.", "parameters": [path_param("id", "Event id (UUID).")], "responses": { "200": ok("The event.", reference("Event")), "404": error("Unknown id, or an event in a stream the token may not read (answered alike).") } }
             },
             "/subscribe/all": {
                 "get": {
-                    "summary": "Subscribe to the global log (SSE): history, then live. Events have id = position; filtered subscriptions also send checkpoint events (id = last position considered). Resume with Last-Event-ID.",
+                    "summary": "Subscribe to the global log (SSE): history, then live. Events have id = position; filtered subscriptions also send checkpoint events (id = last position considered), except to a token limited to some streams. Resume with Last-Event-ID.",
                     "parameters": sub_all_params,
                     "responses": { "200": sse("An event stream."), "400": error("Bad query, or a Last-Event-ID that is not an ASCII number."), "503": error("too_many_subscribers.") }
                 }
@@ -387,7 +387,7 @@ pub fn document() -> Value {
                 "post": {
                     "summary": "Fetch events for a consumer (long poll up to timeout_ms); stops adding events once the response reaches max_response_bytes.",
                     "parameters": [group_param(), query("consumer", "Consumer name (required).", json!({ "type": "string" })), query("max", "Most events (default 10).", json!({ "type": "integer" })), query("timeout_ms", "Wait this long for the first event (default 0).", json!({ "type": "integer" }))],
-                    "responses": { "200": ok("Deliveries.", events_list()), "404": error("No such group.") }
+                    "responses": { "200": ok("Deliveries.", events_list()), "404": error("No such group, or one over streams the token may not read (answered alike)."), "503": error("too_many_long_polls (timeout_ms > 0 while max_long_polls fetches wait).") }
                 }
             },
             "/groups/{name}/ack": {
