@@ -2,7 +2,9 @@
 //!
 //! `Group` and `Consumer` borrow the store, so each request opens them on the
 //! blocking pool and drops them when done: a consumer is connected only while
-//! one of its requests runs.
+//! one of its requests runs on the store. A fetch that waits for events
+//! (`timeout_ms`) waits between such looks asynchronously, on no thread, and
+//! holds one of `max_long_polls` places.
 //!
 //! It owns the HTTP shape of groups. It must never decide who may use a group:
 //! it asks `auth` with the group's source.
