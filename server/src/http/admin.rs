@@ -1,5 +1,6 @@
 //! Health, metrics, the OpenAPI document, and the admin routes (scavenge,
-//! compress, backup).
+//! compress, backup). The health routes are public, but only a store-wide
+//! token sees the store's figures and error messages in them.
 //!
 //! It owns the HTTP answers of these routes. It must never hold what another
 //! protocol would also need: the metrics text and the rule that keeps a
