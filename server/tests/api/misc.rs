@@ -296,13 +296,13 @@ async fn health_is_degraded_when_undelivered_events_threaten_the_disk_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scans_cut_by_the_timeout_keep_their_places_until_they_end() {
     let s = TestServer::start_with(|c| {
-        c.request_timeout_ms = 200;
+        c.request_timeout_ms = 100;
         c.max_scans = 2;
     })
     .await;
     let store = s.store.clone();
     tokio::task::spawn_blocking(move || {
-        for _ in 0..40 {
+        for _ in 0..100 {
             let evs: Vec<annal::EventData> = (0..2000)
                 .map(|i| annal::EventData::json("T", "{}").with_metadata(format!(r#"{{"k":"v{i}"}}"#).into_bytes()))
                 .collect();
@@ -344,6 +344,7 @@ async fn scans_cut_by_the_timeout_keep_their_places_until_they_end() {
     while s.state.operations_in_flight() > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    let (st, v) = s.get("/count?stream_prefix=other-").await;
-    assert_eq!((st, v["count"].clone()), (StatusCode::OK, json!(1)), "{v}");
+    // Their places are free again (the count may itself time out on a slow machine).
+    let (st, v) = s.get("/count?metadata.k=nope").await;
+    assert_ne!(v["error"], "too_many_scans", "{st} {v}");
 }
