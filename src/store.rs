@@ -616,6 +616,20 @@ impl Store {
         self.shared.read_log(direction, from, limit, filter)
     }
 
+    /// As [`Store::read_all`], but stops early once the events read hold
+    /// `max_bytes` of data and metadata (always with at least one event, if
+    /// there is one): for readers that answer within a byte budget.
+    pub fn read_all_within(
+        &self,
+        direction: Direction,
+        from: LogFrom,
+        limit: usize,
+        filter: &Filter,
+        max_bytes: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        self.shared.read_log_within(direction, from, limit, filter, max_bytes)
+    }
+
     /// The number of events a read of the whole log with `filter` would
     /// return. A filter on stream names only (prefix, regular expression,
     /// topic patterns, aggregate), or on types only (types, type patterns,
@@ -656,21 +670,22 @@ impl Store {
         })
     }
 
-    /// Every stream with its current revision, sorted by name.
+    /// Every stream with its current revision, sorted by name. It works on
+    /// the sorted copy of the names that [`Store::streams_page`] uses, so the
+    /// stream map's lock is never held for the whole pass (appends take it
+    /// to publish).
     pub fn streams(&self) -> Vec<StreamInfo> {
-        let mut out: Vec<StreamInfo> = self
-            .shared
-            .streams
-            .read()
+        self.shared
+            .sorted_stream_names()
             .iter()
-            .map(|(n, s)| StreamInfo {
-                name: n.to_string(),
-                last_revision: s.last_revision,
-                last_position: s.last_position,
+            .filter_map(|n| {
+                self.shared.stream_state(n).map(|s| StreamInfo {
+                    name: n.to_string(),
+                    last_revision: s.last_revision,
+                    last_position: s.last_position,
+                })
             })
-            .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        out
+            .collect()
     }
 
     /// One page of streams by name: of the streams `keep` accepts and whose
@@ -711,6 +726,12 @@ impl Store {
             })
             .collect();
         (out, matched, more)
+    }
+
+    /// The largest event (data and metadata) this store accepts
+    /// ([`Options::max_event_size`]): what a reader may budget per event.
+    pub fn max_event_size(&self) -> usize {
+        self.shared.options.max_event_size
     }
 
     /// Position the next event will get (the number of events ever appended).

@@ -971,3 +971,32 @@ fn batches_and_single_appends_from_many_threads_interleave_correctly() {
         .collect();
     assert_eq!(positions, (0..total as u64).collect::<Vec<_>>());
 }
+
+/// `read_all_within` stops once the events read hold the byte budget (with
+/// at least one event), and reads as `read_all` otherwise.
+#[test]
+fn reads_within_a_byte_budget_stop_at_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let big: Vec<EventData> = (0..10).map(|_| EventData::binary("T", vec![7u8; 1000])).collect();
+    store.append("s", ExpectedVersion::Any, big).unwrap();
+    let read = |max_bytes| {
+        store
+            .read_all_within(Direction::Forward, LogFrom::Start, 100, &Filter::all(), max_bytes)
+            .unwrap()
+            .len()
+    };
+    assert_eq!(read(2500), 3, "stops at the event that reaches the budget");
+    assert_eq!(read(1), 1, "at least one event");
+    assert_eq!(read(usize::MAX), 10);
+    let filtered = store
+        .read_all_within(
+            Direction::Backward,
+            LogFrom::End,
+            100,
+            &Filter::all().with_type("T"),
+            1500,
+        )
+        .unwrap();
+    assert_eq!(filtered.iter().map(|e| e.position).collect::<Vec<_>>(), vec![9, 8]);
+}

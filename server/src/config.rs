@@ -80,6 +80,15 @@ pub struct ServerConfig {
     /// of its own (not one of the blocking pool that appends and reads use).
     /// Default 256.
     pub max_subscribers: usize,
+    /// Most concurrent group fetches that wait for events (`timeout_ms` > 0).
+    /// A waiting fetch holds a connection but no thread; more are refused
+    /// with 503 `too_many_long_polls`. Default 256.
+    pub max_long_polls: usize,
+    /// Most concurrent expensive reads over HTTP: counts and filtered reads
+    /// of the global log, which may scan it. Each holds its place until its
+    /// work on the store ends, also when the request timeout answered first;
+    /// more are refused with 503 `too_many_scans`. Default 8.
+    pub max_scans: usize,
     /// Interval of SSE keep-alive comments, in milliseconds. Default 15 s.
     pub keepalive_ms: u64,
     /// How long shutdown waits for open connections before closing them, in milliseconds. Default 10 s.
@@ -118,6 +127,8 @@ impl Default for ServerConfig {
             default_read_limit: 100,
             max_read_limit: 10_000,
             max_subscribers: 256,
+            max_long_polls: 256,
+            max_scans: 8,
             keepalive_ms: 15_000,
             shutdown_grace_ms: 10_000,
             max_response_bytes: 16 << 20,
@@ -189,6 +200,7 @@ impl ServerConfig {
             ("header_read_timeout_ms", self.header_read_timeout_ms),
             ("idle_timeout_ms", self.idle_timeout_ms),
             ("max_connections", self.max_connections as u64),
+            ("max_scans", self.max_scans as u64),
         ];
         for (name, v) in positive {
             if v == 0 {

@@ -50,6 +50,13 @@ pub struct Inner {
     /// The answer of the last `POST /admin/verify` since the server started,
     /// with the time it finished (`GET /node` shows it).
     pub(crate) last_verify: std::sync::Mutex<Option<serde_json::Value>>,
+    /// Places for group fetches that wait for events (`max_long_polls`).
+    pub(crate) long_polls: Arc<tokio::sync::Semaphore>,
+    /// Places for expensive reads (`max_scans`), held until their work ends.
+    pub(crate) scans: Arc<tokio::sync::Semaphore>,
+    /// Woken when a group's consumers acknowledge, refuse or replay events
+    /// over HTTP, so that waiting fetches look again.
+    pub(crate) groups_changed: tokio::sync::Notify,
 }
 
 impl AppState {
@@ -57,6 +64,8 @@ impl AppState {
     pub fn new(store: Arc<annal::Store>, config: ServerConfig) -> Result<AppState, ServerError> {
         config.validate().map_err(ServerError::Config)?;
         let auth = auth::Auth::new(&config).map_err(ServerError::Config)?;
+        let long_polls = Arc::new(tokio::sync::Semaphore::new(config.max_long_polls));
+        let scans = Arc::new(tokio::sync::Semaphore::new(config.max_scans));
         Ok(AppState(Arc::new(Inner {
             store,
             config,
@@ -66,6 +75,9 @@ impl AppState {
             busy: AtomicUsize::new(0),
             forwarders: std::sync::Mutex::new(Vec::new()),
             last_verify: std::sync::Mutex::new(None),
+            long_polls,
+            scans,
+            groups_changed: tokio::sync::Notify::new(),
         })))
     }
 

@@ -177,8 +177,39 @@ impl Shared {
         filter: &Filter,
         visibility: Visibility,
     ) -> Result<(Vec<RecordedEvent>, Option<Stop>)> {
+        self.read_log_stop_within(direction, from, limit, filter, visibility, usize::MAX)
+    }
+
+    /// Reads the visible global log up to `limit` events, and stops early once
+    /// the events read hold `max_bytes` of data and metadata (with at least one
+    /// event); fails at damage as [`Shared::read_log`] does.
+    pub(crate) fn read_log_within(
+        &self,
+        direction: Direction,
+        from: LogFrom,
+        limit: usize,
+        filter: &Filter,
+        max_bytes: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        match self.read_log_stop_within(direction, from, limit, filter, Visibility::Visible, max_bytes)? {
+            (_, Some(stop)) => Err(stop.error),
+            (out, None) => Ok(out),
+        }
+    }
+
+    /// [`Shared::read_log_stop`], which also stops once the events read hold
+    /// `max_bytes` of data and metadata.
+    fn read_log_stop_within(
+        &self,
+        direction: Direction,
+        from: LogFrom,
+        limit: usize,
+        filter: &Filter,
+        visibility: Visibility,
+        max_bytes: usize,
+    ) -> Result<(Vec<RecordedEvent>, Option<Stop>)> {
         if self.damage.is_empty() || limit == 0 {
-            return self.read_log_range(direction, from, limit, filter, visibility, (0, u64::MAX));
+            return self.read_log_range(direction, from, (limit, max_bytes), filter, visibility, (0, u64::MAX));
         }
         let start = match (from, direction) {
             (LogFrom::Start, Direction::Forward) => 0,
@@ -204,27 +235,31 @@ impl Shared {
                 None => ((0, u64::MAX), None),
             },
         };
-        let (out, stop) = self.read_log_range(direction, from, limit, filter, visibility, bounds)?;
+        let (out, stop) = self.read_log_range(direction, from, (limit, max_bytes), filter, visibility, bounds)?;
+        let full = out.len() >= limit || payload_bytes(&out) >= max_bytes;
         let stop = match (stop, damage) {
             (Some(s), _) => Some(s),
             // Fewer than asked for: the read ran into the damage.
-            (None, Some(d)) if out.len() < limit => Some(stop_at(d)),
+            (None, Some(d)) if !full => Some(stop_at(d)),
             (None, _) => None,
         };
         Ok((out, stop))
     }
 
-    /// Reads the global log within the positions `[bounds.0, bounds.1)`,
-    /// stopping before an event that fails its checks.
+    /// Reads the global log within the positions `[bounds.0, bounds.1)`, up
+    /// to `limit.0` events or until they hold `limit.1` bytes of data and
+    /// metadata, stopping before an event that fails its checks.
     fn read_log_range(
         &self,
         direction: Direction,
         from: LogFrom,
-        limit: usize,
+        limit: (usize, usize),
         filter: &Filter,
         visibility: Visibility,
         bounds: (u64, u64),
     ) -> Result<(Vec<RecordedEvent>, Option<Stop>)> {
+        let (limit, max_bytes) = limit;
+        let mut bytes = 0usize;
         let check = visibility == Visibility::Visible && !self.metadata.read().by_stream.is_empty();
         let now = self.options.clock.now_micros();
         let published = self.published().min(bounds.1);
@@ -313,8 +348,9 @@ impl Shared {
                     if check && !self.is_visible(&ev, now) {
                         continue;
                     }
+                    bytes = bytes.saturating_add(ev.data.len() + ev.metadata.len());
                     out.push(ev);
-                    if out.len() >= limit {
+                    if out.len() >= limit || bytes >= max_bytes {
                         return Ok((out, None));
                     }
                 }
@@ -755,4 +791,9 @@ pub(crate) fn to_recorded(v: &EventView<'_>, frame: Option<&Bytes>) -> RecordedE
         tags: v.tags.iter().map(|t| t.to_string()).collect(),
         timestamp_micros: v.timestamp,
     }
+}
+
+/// Bytes of data and metadata of `events`.
+fn payload_bytes(events: &[RecordedEvent]) -> usize {
+    events.iter().map(|e| e.data.len() + e.metadata.len()).sum()
 }

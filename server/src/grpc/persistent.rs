@@ -447,6 +447,14 @@ impl PersistentSubscriptions {
                 },
                 Err(e) => return Err(status::group_error(&id, e)),
             };
+            // A group whose source the caller may not read is missing to it:
+            // the refusal would name a stream it did not ask about.
+            if !p.permits(Need::Group(Role::Read, &g.settings().source)) {
+                return Err(status::group_error(
+                    &id,
+                    annal::Error::InvalidInput("the group does not exist".into()),
+                ));
+            }
             p.authorize(Need::Group(role, &g.settings().source))
                 .map_err(status::denied)?;
             f(&store, &key, g)

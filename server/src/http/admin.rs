@@ -1,5 +1,6 @@
 //! Health, metrics, the OpenAPI document, and the admin routes (scavenge,
-//! compress, backup).
+//! compress, backup). The health routes are public, but only a store-wide
+//! token sees the store's figures and error messages in them.
 //!
 //! It owns the HTTP answers of these routes. It must never hold what another
 //! protocol would also need: the metrics text and the rule that keeps a
@@ -9,13 +10,14 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use annal::{Direction, Filter, LogFrom};
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::encode::JsonBody;
 use super::error::ApiError;
+use crate::auth::Need;
 use crate::metrics::{StoreGauges, disk_available};
 use crate::state::AppState;
 
@@ -23,27 +25,59 @@ pub(crate) async fn live() -> Response {
     axum::Json(json!({ "status": "live" })).into_response()
 }
 
-pub(crate) async fn ready(State(state): State<AppState>) -> Response {
+/// Whether the caller of a public health route may see the store's figures
+/// and errors: a store-wide token (any token in open mode). Others get the
+/// status and the kinds of problems only.
+fn store_wide(state: &AppState, headers: &HeaderMap) -> bool {
+    let header = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    state
+        .auth
+        .authenticate(header)
+        .is_ok_and(|p| p.permits(Need::WholeStore))
+}
+
+pub(crate) async fn ready(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let detail = store_wide(&state, &headers);
     match probe_ready(&state, |store| store.head_position()).await {
-        Ok(head) => axum::Json(json!({ "status": "ready", "head_position": head })).into_response(),
-        Err(not_ready) => not_ready,
+        Ok(head) if detail => axum::Json(json!({ "status": "ready", "head_position": head })).into_response(),
+        Ok(_) => axum::Json(json!({ "status": "ready" })).into_response(),
+        Err(not) => not.response(detail),
+    }
+}
+
+/// Why the store is not ready: a reason anyone may read, and the store's
+/// own words (an error message may name files), for a store-wide token.
+struct NotReady {
+    public: &'static str,
+    detail: String,
+}
+
+impl NotReady {
+    fn response(&self, detail: bool) -> Response {
+        not_ready(if detail { &self.detail } else { self.public })
     }
 }
 
 /// What `/health/ready` and `/health` both check: the server is not shutting
 /// down, appends are accepted (reads go on after the writer stopped, but
 /// every append fails: not ready), and the last event reads; then `then`
-/// runs on the store. Not ready is the 503 answer to send.
-async fn probe_ready<T, F>(state: &AppState, then: F) -> Result<T, Response>
+/// runs on the store.
+async fn probe_ready<T, F>(state: &AppState, then: F) -> Result<T, NotReady>
 where
     F: FnOnce(&annal::Store) -> T + Send + 'static,
     T: Send + 'static,
 {
     if state.shutdown.is_cancelled() {
-        return Err(not_ready("shutting down"));
+        return Err(NotReady {
+            public: "shutting down",
+            detail: "shutting down".into(),
+        });
     }
     if let Some(reason) = state.store.write_failure() {
-        return Err(not_ready(&format!("appends are refused: {reason}")));
+        return Err(NotReady {
+            public: "appends are refused",
+            detail: format!("appends are refused: {reason}"),
+        });
     }
     let store = state.store();
     state
@@ -52,7 +86,10 @@ where
             Ok(then(&store))
         })
         .await
-        .map_err(|e| not_ready(&e.message))
+        .map_err(|e| NotReady {
+            public: "the store fails a read",
+            detail: e.message,
+        })
 }
 
 /// `GET /health`: readiness, each forwarder's state and the disk budget. The
@@ -60,15 +97,24 @@ where
 /// a backlog of undelivered events that threatens the disk budget is
 /// `"degraded"` with 200: the store still serves reads and appends, so a load
 /// balancer must keep the node, while monitoring sees the problems listed.
-pub(crate) async fn health(State(state): State<AppState>) -> Response {
+/// Without a store-wide token, only the status and the kinds of problems.
+pub(crate) async fn health(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let detail = store_wide(&state, &headers);
     let (head, stats) = match probe_ready(&state, |store| (store.head_position(), store.stats())).await {
         Ok(p) => p,
-        Err(not_ready) => return not_ready,
+        Err(not) => return not.response(detail),
     };
     let forwarders = state.forwarders();
     let mut problems = Vec::new();
+    let mut kinds: Vec<&str> = Vec::new();
+    let mut kind = |k: &'static str| {
+        if !kinds.contains(&k) {
+            kinds.push(k);
+        }
+    };
     for f in &forwarders {
         if f.state == annal::ForwardState::Error {
+            kind("forwarder_error");
             problems.push(format!(
                 "forwarder {:?} is in error: {}",
                 f.name,
@@ -78,11 +124,13 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
     }
     for f in &forwarders {
         if let Some(e) = &f.drop_record_error {
+            kind("forwarder_drop_record_unreadable");
             problems.push(format!("forwarder {:?}: {e}", f.name));
         }
     }
     for f in &forwarders {
         if let Some(g) = &f.gap {
+            kind("forwarder_gap");
             problems.push(format!(
                 "forwarder {:?} skipped positions {}..{}: {} removed before it delivered them{}",
                 f.name,
@@ -104,11 +152,13 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
         .map(|(n, _)| n.clone());
     if let (Some(max), Some(name)) = (stats.retention_max_bytes, &lowest) {
         if stats.budget_exceeded_by_holds() {
+            kind("retention_budget_exceeded");
             problems.push(format!(
                 "undelivered events of forwarder {name:?} take {} bytes, over the disk budget of {max} bytes (retention.max_bytes)",
                 stats.retention_held_bytes
             ));
         } else if stats.budget_threatened() {
+            kind("retention_budget_threatened");
             problems.push(format!(
                 "undelivered events of forwarder {name:?} take {} bytes, 80 % or more of the disk budget of {max} bytes (retention.max_bytes)",
                 stats.retention_held_bytes
@@ -116,9 +166,13 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
         }
     }
     if stats.appends_stopped_for_budget {
+        kind("appends_stopped_for_budget");
         problems.push("appends are stopped until forwarders deliver enough for the disk budget to hold (retention.when_full = \"stop-appends\")".to_string());
     }
     let status = if problems.is_empty() { "ok" } else { "degraded" };
+    if !detail {
+        return axum::Json(json!({ "status": status, "problem_kinds": kinds })).into_response();
+    }
     let forwarders: Vec<_> = forwarders
         .iter()
         .map(|f| {
@@ -139,6 +193,7 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
         "status": status,
         "head_position": head,
         "problems": problems,
+        "problem_kinds": kinds,
         "forwarders": forwarders,
         "retention": {
             "max_bytes": stats.retention_max_bytes,

@@ -116,11 +116,16 @@ const MAX_CHUNK: usize = 64;
 /// at most `max_bytes` unless one event alone is larger: a response always
 /// has at least one event if there is one. Cut short by the size, the body
 /// also holds `"truncated": true` and `"next_from"`, the `from` of the next
-/// page (`next` of the last event sent).
+/// page (`next` of the last event sent). What is read for one response stays
+/// within about twice `max_bytes` whatever the sizes of the events: each read
+/// is given the room left in bytes, and either returns about that much data
+/// at most (one event more), or, for a reader that cannot stop at a size,
+/// `max_event` (the largest event there may be) caps how many it is asked for.
 pub(crate) fn bounded_events_body(
     limit: usize,
     max_bytes: usize,
-    mut read: impl FnMut(Option<u64>, usize) -> Result<Vec<RecordedEvent>, ApiError>,
+    max_event: Option<usize>,
+    mut read: impl FnMut(Option<u64>, usize, usize) -> Result<Vec<RecordedEvent>, ApiError>,
     next: impl Fn(&RecordedEvent) -> Option<u64>,
 ) -> Result<Vec<u8>, ApiError> {
     // Room for the closing `],"truncated":true,"next_from":<u64>}`.
@@ -133,8 +138,15 @@ pub(crate) fn bounded_events_body(
             Some(average) => (max_bytes.saturating_sub(body.len() + TAIL) / average.max(1) + 1).min(MAX_CHUNK),
         }
         .min(limit - count);
-        let events = read(cursor, want)?;
+        let room = max_bytes.saturating_sub(body.len() + TAIL).max(1);
+        let want = match max_event {
+            Some(m) => want.min((room.saturating_add(max_bytes) / m.max(1)).max(1)),
+            None => want,
+        };
+        let events = read(cursor, want, room)?;
         let got = events.len();
+        // Fewer than asked for and within the room: the end of what there is.
+        let at_end = got < want && events.iter().map(|e| e.data.len() + e.metadata.len()).sum::<usize>() < room;
         for e in &events {
             let item = serde_json::to_vec(&EventOut::new(e)).map_err(|e| ApiError::internal(e.to_string()))?;
             if count > 0 && body.len() + 1 + item.len() + TAIL > max_bytes {
@@ -148,7 +160,7 @@ pub(crate) fn bounded_events_body(
             count += 1;
             cursor = next(e);
         }
-        if got < want || cursor.is_none() {
+        if at_end || cursor.is_none() {
             break;
         }
     }
@@ -466,15 +478,31 @@ mod tests {
             .collect()
     }
 
+    /// The events, up to the first that brings their data to `room` bytes
+    /// (as `Store::read_all_within` reads).
+    fn within<'a>(events: impl Iterator<Item = &'a RecordedEvent>, room: usize) -> Vec<RecordedEvent> {
+        let mut bytes = 0;
+        let mut out = Vec::new();
+        for e in events {
+            if bytes >= room {
+                break;
+            }
+            bytes += e.data.len();
+            out.push(e.clone());
+        }
+        out
+    }
+
     /// Builds a bounded body over `events`; also the number of events read from them.
     fn page(events: &[RecordedEvent], limit: usize, max: usize) -> (Value, usize) {
         let mut read_total = 0;
         let body = bounded_events_body(
             limit,
             max,
-            |at, n| {
+            None,
+            |at, n, room| {
                 let from = at.unwrap_or(0) as usize;
-                let chunk: Vec<RecordedEvent> = events.iter().skip(from).take(n).cloned().collect();
+                let chunk = within(events.iter().skip(from).take(n), room);
                 read_total += chunk.len();
                 Ok(chunk)
             },
@@ -519,6 +547,82 @@ mod tests {
         let (v, _) = page(&log(3, 10), 10, 10_000);
         assert_eq!(v["events"].as_array().unwrap().len(), 3);
         assert!(v.get("truncated").is_none());
+    }
+
+    /// Large events after small ones are not read many at a time: what one
+    /// response reads stays within about twice its byte budget (and one event).
+    #[test]
+    fn bounded_bodies_read_little_more_than_they_send() {
+        let mut events = log(50, 10);
+        events.extend(log(200, 100_000).into_iter().map(|mut e| {
+            e.position += 50;
+            e.revision += 50;
+            e
+        }));
+        let max = 1_000_000;
+        let mut read_bytes = 0;
+        let mut largest = 0;
+        let body = bounded_events_body(
+            1000,
+            max,
+            None,
+            |at, n, room| {
+                let from = at.unwrap_or(0) as usize;
+                let chunk = within(events.iter().skip(from).take(n), room);
+                read_bytes += chunk.iter().map(|e| e.data.len()).sum::<usize>();
+                largest = largest.max(n);
+                Ok(chunk)
+            },
+            |e| e.position.checked_add(1),
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["truncated"], true);
+        assert!(
+            read_bytes <= 2 * max + 100_000,
+            "{read_bytes} bytes read for a {max}-byte answer (chunks up to {largest})"
+        );
+        // A reader that cannot stop at a size (a stream's) is asked for no
+        // more events than the room holds at the largest event size.
+        let mut read_bytes = 0;
+        let body = bounded_events_body(
+            1000,
+            max,
+            Some(100_000),
+            |at, n, _| {
+                let from = at.unwrap_or(0) as usize;
+                let chunk: Vec<RecordedEvent> = events.iter().skip(from).take(n).cloned().collect();
+                read_bytes += chunk.iter().map(|e| e.data.len()).sum::<usize>();
+                Ok(chunk)
+            },
+            |e| e.position.checked_add(1),
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["truncated"], true);
+        assert!(
+            read_bytes <= 2 * max + 100_000,
+            "{read_bytes} bytes read for a {max}-byte answer"
+        );
+        // Small events to the end: every one, in few reads, and not truncated.
+        let small = log(100, 10);
+        let mut reads = 0;
+        let body = bounded_events_body(
+            1000,
+            max,
+            Some(100_000),
+            |at, n, _| {
+                reads += 1;
+                let from = at.unwrap_or(0) as usize;
+                Ok(small.iter().skip(from).take(n).cloned().collect())
+            },
+            |e| e.position.checked_add(1),
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["events"].as_array().unwrap().len(), 100);
+        assert!(v.get("truncated").is_none() && v.get("next_from").is_none(), "{v}");
+        assert!(reads <= 8, "{reads} reads");
     }
 
     #[test]

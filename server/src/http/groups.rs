@@ -2,7 +2,9 @@
 //!
 //! `Group` and `Consumer` borrow the store, so each request opens them on the
 //! blocking pool and drops them when done: a consumer is connected only while
-//! one of its requests runs.
+//! one of its requests runs on the store. A fetch that waits for events
+//! (`timeout_ms`) waits between such looks asynchronously, on no thread, and
+//! holds one of `max_long_polls` places.
 //!
 //! It owns the HTTP shape of groups. It must never decide who may use a group:
 //! it asks `auth` with the group's source.
@@ -23,7 +25,7 @@ use crate::auth::{Need, Principal};
 use crate::config::Role;
 use crate::state::AppState;
 
-/// A long-polling fetch waits in slices of this, checking for shutdown in between.
+/// A waiting fetch looks at its group again at least this often.
 const FETCH_SLICE: Duration = Duration::from_millis(250);
 
 /// Longest acknowledgement timeout a group may have (a day).
@@ -196,9 +198,7 @@ fn settings_json(name: &str, s: &GroupSettings) -> serde_json::Map<String, Value
 /// The library reports a missing or existing group as invalid input; tell them apart.
 fn group_error(name: &str, e: annal::Error) -> ApiError {
     match &e {
-        annal::Error::InvalidInput(m) if m.contains("does not exist") => {
-            ApiError::not_found("group_not_found", format!("group {name:?} does not exist"))
-        }
+        annal::Error::InvalidInput(m) if m.contains("does not exist") => missing_group(name),
         annal::Error::InvalidInput(m) if m.contains("already exists") => ApiError::new(
             StatusCode::CONFLICT,
             "group_exists",
@@ -209,11 +209,20 @@ fn group_error(name: &str, e: annal::Error) -> ApiError {
 }
 
 /// Opens a group and checks the principal may use it with `role` (read to
-/// consume and inspect, write to manage).
+/// consume and inspect, write to manage). A group whose source the principal
+/// may not read is answered as a missing one: the refusal would name a
+/// stream the caller did not ask about.
 fn open<'s>(store: &'s Store, name: &str, p: &Principal, role: Role) -> Result<annal::Group<'s>, ApiError> {
     let g = store.group(name).map_err(|e| group_error(name, e))?;
+    if !p.permits(Need::Group(Role::Read, &g.settings().source)) {
+        return Err(missing_group(name));
+    }
     p.authorize(Need::Group(role, &g.settings().source))?;
     Ok(g)
+}
+
+fn missing_group(name: &str) -> ApiError {
+    ApiError::not_found("group_not_found", format!("group {name:?} does not exist"))
 }
 
 pub(crate) async fn create(
@@ -305,47 +314,97 @@ pub(crate) async fn fetch(
     // A long poll ends before the request times out.
     let cap = state.config.request_timeout_ms.saturating_sub(1000).max(1);
     let timeout = Duration::from_millis(params.u64("timeout_ms")?.unwrap_or(0).min(cap));
-    let deadline = Instant::now() + timeout;
-    // Wait in slices, so that a long poll notices shutdown.
-    let body = loop {
-        let slice = deadline.saturating_duration_since(Instant::now()).min(FETCH_SLICE);
-        let (store, name, consumer, p) = (state.store(), name.clone(), consumer.clone(), p.clone());
-        let max_bytes = state.config.max_response_bytes;
-        let body = state
-            .blocking(move || {
-                let g = open(&store, &name, &p, Role::Read)?;
-                let c = g.consumer(&consumer);
-                // One event at a time, so as to stop once the body reaches
-                // max_response_bytes: events fetched are delivered, and sent.
-                let mut body = b"{\"events\":[".to_vec();
-                let mut count = 0u64;
-                while count < max && body.len() < max_bytes {
-                    let wait = if count == 0 { slice } else { Duration::ZERO };
-                    let Some(d) = c.fetch(1, wait)?.pop() else { break };
-                    let item = serde_json::to_vec(&EventOut::new(&d.event).with_retry_count(d.retry_count))
-                        .map_err(|e| ApiError::internal(e.to_string()))?;
-                    if count > 0 {
-                        body.push(b',');
-                    }
-                    body.extend_from_slice(&item);
-                    count += 1;
-                }
-                if count == 0 {
-                    return Ok(None);
-                }
-                body.extend_from_slice(b"]}");
-                Ok(Some(body))
-            })
-            .await?;
-        match body {
-            Some(b) => break b,
-            None if Instant::now() >= deadline || state.shutdown.is_cancelled() => {
-                break br#"{"events":[]}"#.to_vec();
+    // A fetch that waits holds one of max_long_polls places (and no thread while it waits).
+    let _place = if timeout.is_zero() {
+        None
+    } else {
+        match state.long_polls.clone().try_acquire_owned() {
+            Ok(place) => Some(place),
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too_many_long_polls",
+                    format!("at most {} waiting group fetches at once", state.config.max_long_polls),
+                ));
             }
-            None => {}
         }
     };
-    Ok(json_bytes(body))
+    let deadline = Instant::now() + timeout;
+    loop {
+        // Look without waiting (a short use of the blocking pool), then wait
+        // here, on no thread, until something may have changed.
+        let head = state.store.head_position();
+        if let Some(body) = fetch_now(&state, &name, &consumer, &p, max).await? {
+            return Ok(json_bytes(body));
+        }
+        if Instant::now() >= deadline || state.shutdown.is_cancelled() {
+            return Ok(json_bytes(br#"{"events":[]}"#.to_vec()));
+        }
+        wait_for_change(&state, head, deadline).await;
+    }
+}
+
+/// How often a waiting fetch looks at the head of the log.
+const FETCH_STEP: Duration = Duration::from_millis(10);
+
+/// Waits until the log grows past `head`, a group's consumers change
+/// something over HTTP, `FETCH_SLICE` passes (acknowledgement timeouts and
+/// other protocols' acknowledgements are seen then), shutdown, or `deadline`.
+async fn wait_for_change(state: &AppState, head: u64, deadline: Instant) {
+    let until = deadline.min(Instant::now() + FETCH_SLICE);
+    let changed = state.groups_changed.notified();
+    tokio::pin!(changed);
+    loop {
+        let step = until.saturating_duration_since(Instant::now()).min(FETCH_STEP);
+        if step.is_zero() || state.store.head_position() != head {
+            return;
+        }
+        tokio::select! {
+            () = &mut changed => return,
+            () = state.shutdown.cancelled() => return,
+            () = tokio::time::sleep(step) => {}
+        }
+    }
+}
+
+/// Fetches what consumer `consumer` of group `name` may take now, without
+/// waiting: the body of the answer, or `None` if there is nothing.
+async fn fetch_now(
+    state: &AppState,
+    name: &str,
+    consumer: &str,
+    p: &Principal,
+    max: u64,
+) -> Result<Option<Vec<u8>>, ApiError> {
+    let (store, name, consumer, p) = (state.store(), name.to_string(), consumer.to_string(), p.clone());
+    let max_bytes = state.config.max_response_bytes;
+    state
+        .blocking(move || {
+            let g = open(&store, &name, &p, Role::Read)?;
+            let c = g.consumer(&consumer);
+            // One event at a time, so as to stop once the body reaches
+            // max_response_bytes: events fetched are delivered, and sent.
+            let mut body = b"{\"events\":[".to_vec();
+            let mut count = 0u64;
+            while count < max && body.len() < max_bytes {
+                let Some(d) = c.fetch(1, Duration::ZERO)?.pop() else {
+                    break;
+                };
+                let item = serde_json::to_vec(&EventOut::new(&d.event).with_retry_count(d.retry_count))
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
+                if count > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(&item);
+                count += 1;
+            }
+            if count == 0 {
+                return Ok(None);
+            }
+            body.extend_from_slice(b"]}");
+            Ok(Some(body))
+        })
+        .await
 }
 
 #[derive(Deserialize)]
@@ -369,6 +428,7 @@ pub(crate) async fn ack(
             Ok(c.ack(&body.ids)?)
         })
         .await?;
+    state.groups_changed.notify_waiters();
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -414,6 +474,7 @@ pub(crate) async fn nack(
             )?)
         })
         .await?;
+    state.groups_changed.notify_waiters();
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -429,5 +490,6 @@ pub(crate) async fn replay_parked(
             Ok(g.replay_parked()?)
         })
         .await?;
+    state.groups_changed.notify_waiters();
     Ok(axum::Json(json!({ "replayed": n })).into_response())
 }

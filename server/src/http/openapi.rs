@@ -134,7 +134,7 @@ fn schemas() -> Value {
             "type": "object",
             "required": ["error", "message"],
             "properties": {
-                "error": { "type": "string", "description": "Machine-readable code, such as wrong_expected_version, condition_failed, idempotency_conflict, stream_not_found, stream_deleted, event_not_found, invalid_json, invalid_request, invalid_input, invalid_expected_version, too_many_events, payload_too_large, unauthorized, forbidden, not_ready, too_many_subscribers, timeout (a read took longer than request_timeout_ms), outcome_unknown (a request that changes something took longer than request_timeout_ms after reaching the store: it may have been applied, or may still be; retrying an append with the same event ids is safe)." },
+                "error": { "type": "string", "description": "Machine-readable code, such as wrong_expected_version, condition_failed, idempotency_conflict, stream_not_found, stream_deleted, event_not_found, invalid_json, invalid_request, invalid_input, invalid_expected_version, too_many_events, payload_too_large, unauthorized, forbidden, not_ready, too_many_subscribers, too_many_long_polls, too_many_scans, timeout (a read took longer than request_timeout_ms), outcome_unknown (a request that changes something took longer than request_timeout_ms after reaching the store: it may have been applied, or may still be; retrying an append with the same event ids is safe)." },
                 "message": { "type": "string" },
                 "expected": { "description": "wrong_expected_version: what the request expected." },
                 "actual": { "type": ["integer", "null"], "description": "wrong_expected_version: the stream's last revision, null if it does not exist." },
@@ -271,7 +271,7 @@ pub fn document() -> Value {
     let admin_ok = |d: &str| ok(d, json!({ "type": "object" }));
     let no_content = |d: &str| json!({ "description": d });
     let health = json!({
-        "get": { "summary": "Health: readiness, each forwarder's state and the disk budget. status is ok, or degraded (still 200: the store serves) when a forwarder is in error or undelivered events take 80 % or more of retention.max_bytes; problems says what.", "security": [], "responses": { "200": ok("Ok or degraded.", json!({ "type": "object", "properties": { "status": { "type": "string", "enum": ["ok", "degraded"] }, "problems": { "type": "array", "items": { "type": "string" } }, "forwarders": { "type": "array", "items": { "type": "object" } } } })), "503": error("Not ready (not_ready), as /health/ready.") } }
+        "get": { "summary": "Health: readiness, each forwarder's state and the disk budget. status is ok, or degraded (still 200: the store serves) when a forwarder is in error or undelivered events take 80 % or more of retention.max_bytes; problem_kinds says which kinds of problems, and, for a store-wide token only, problems says what (with the head position, forwarders and retention figures).", "security": [], "responses": { "200": ok("Ok or degraded.", json!({ "type": "object", "properties": { "status": { "type": "string", "enum": ["ok", "degraded"] }, "problem_kinds": { "type": "array", "items": { "type": "string" } }, "problems": { "type": "array", "items": { "type": "string" } }, "forwarders": { "type": "array", "items": { "type": "object" } } } })), "503": error("Not ready (not_ready), as /health/ready.") } }
     });
     let mut doc = json!({
         "openapi": "3.0.3",
@@ -290,7 +290,7 @@ pub fn document() -> Value {
                 "get": { "summary": "Liveness: 200 while the server runs.", "security": [], "responses": { "200": ok("Live.", json!({ "type": "object" })) } }
             },
             "/health/ready": {
-                "get": { "summary": "Readiness: 200 when the store answers a read and accepts appends.", "security": [], "responses": { "200": ok("Ready.", json!({ "type": "object" })), "503": error("Not ready (not_ready): shutting down, the store fails reads, or its writer stopped after an error (the message says why).") } }
+                "get": { "summary": "Readiness: 200 when the store answers a read and accepts appends.", "security": [], "responses": { "200": ok("Ready.", json!({ "type": "object" })), "503": error("Not ready (not_ready): shutting down, the store fails reads, or its writer stopped after an error (the message says why; the store's error only to a store-wide token).") } }
             },
             "/metrics": {
                 "get": { "summary": "Prometheus metrics (public if the server is configured so).", "responses": { "200": { "description": "Prometheus text format.", "content": { "text/plain": { "schema": { "type": "string" } } } } } }
@@ -300,13 +300,15 @@ pub fn document() -> Value {
             },
             "/streams": {
                 "get": {
-                    "summary": "List streams (system streams only with include_system=true).",
+                    "summary": "List streams by name, a page at a time (system streams only with include_system=true).",
                     "parameters": [
                         query("prefix", "Only streams starting with this.", json!({ "type": "string" })),
                         query("include_system", "Include $-prefixed system streams.", json!({ "type": "boolean" })),
-                        query("category", "Only the aggregates of this type: streams named <category>-<id> (split at the first -).", json!({ "type": "string" }))
+                        query("category", "Only the aggregates of this type: streams named <category>-<id> (split at the first -).", json!({ "type": "string" })),
+                        query("after", "Only streams whose names sort after this (the next of the previous page).", json!({ "type": "string" })),
+                        query("limit", "Most streams in the answer (1 to 10,000; default 1,000).", json!({ "type": "integer", "minimum": 1, "maximum": 10000 }))
                     ],
-                    "responses": { "200": ok("The streams.", json!({ "type": "object", "properties": { "streams": { "type": "array", "items": { "type": "object", "properties": { "stream": { "type": "string" }, "last_revision": { "type": "integer" }, "last_position": { "type": "integer" } } } } } })) }
+                    "responses": { "200": ok("The streams; next, present when more follow, is the after of the next page.", json!({ "type": "object", "properties": { "streams": { "type": "array", "items": { "type": "object", "properties": { "stream": { "type": "string" }, "last_revision": { "type": "integer" }, "last_position": { "type": "integer" } } } }, "next": { "type": "string" } } })) }
                 }
             },
             "/streams/{stream}": {
@@ -351,17 +353,17 @@ pub fn document() -> Value {
                 }
             },
             "/all": {
-                "get": { "summary": "Read the global log, optionally filtered.", "parameters": all_params, "responses": { "200": ok("Events.", events_page()), "403": error("The token is limited to some streams and gave no stream_prefix within them."), "503": error("timeout.") } }
+                "get": { "summary": "Read the global log, optionally filtered.", "parameters": all_params, "responses": { "200": ok("Events.", events_page()), "403": error("The token is limited to some streams and gave no stream_prefix within them."), "503": error("timeout; too_many_scans (a filtered read while max_scans counts and filtered reads run).") } }
             },
             "/count": {
-                "get": { "summary": "Count the events of the global log that pass the filter; with group_by, also a breakdown.", "parameters": count_params, "responses": { "200": ok("The count.", json!({ "type": "object", "required": ["count"], "properties": { "count": { "type": "integer" }, "groups": { "type": "object", "additionalProperties": { "type": "integer" } } } })), "403": error("The token is limited to some streams and gave no stream_prefix within them.") } }
+                "get": { "summary": "Count the events of the global log that pass the filter; with group_by, also a breakdown.", "parameters": count_params, "responses": { "200": ok("The count.", json!({ "type": "object", "required": ["count"], "properties": { "count": { "type": "integer" }, "groups": { "type": "object", "additionalProperties": { "type": "integer" } } } })), "403": error("The token is limited to some streams and gave no stream_prefix within them."), "503": error("timeout; too_many_scans (max_scans counts and filtered reads already run).") } }
             },
             "/events/{id}": {
                 "get": { "summary": "One event by id.", "parameters": [path_param("id", "Event id (UUID).")], "responses": { "200": ok("The event.", reference("Event")), "404": error("Unknown id, or an event in a stream the token may not read (answered alike).") } }
             },
             "/subscribe/all": {
                 "get": {
-                    "summary": "Subscribe to the global log (SSE): history, then live. Events have id = position; filtered subscriptions also send checkpoint events (id = last position considered). Resume with Last-Event-ID.",
+                    "summary": "Subscribe to the global log (SSE): history, then live. Events have id = position; filtered subscriptions also send checkpoint events (id = last position considered), except to a token limited to some streams. Resume with Last-Event-ID.",
                     "parameters": sub_all_params,
                     "responses": { "200": sse("An event stream."), "400": error("Bad query, or a Last-Event-ID that is not an ASCII number."), "503": error("too_many_subscribers.") }
                 }
@@ -385,7 +387,7 @@ pub fn document() -> Value {
                 "post": {
                     "summary": "Fetch events for a consumer (long poll up to timeout_ms); stops adding events once the response reaches max_response_bytes.",
                     "parameters": [group_param(), query("consumer", "Consumer name (required).", json!({ "type": "string" })), query("max", "Most events (default 10).", json!({ "type": "integer" })), query("timeout_ms", "Wait this long for the first event (default 0).", json!({ "type": "integer" }))],
-                    "responses": { "200": ok("Deliveries.", events_list()), "404": error("No such group.") }
+                    "responses": { "200": ok("Deliveries.", events_list()), "404": error("No such group, or one over streams the token may not read (answered alike)."), "503": error("too_many_long_polls (timeout_ms > 0 while max_long_polls fetches wait).") }
                 }
             },
             "/groups/{name}/ack": {

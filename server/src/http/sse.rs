@@ -79,10 +79,13 @@ pub(crate) async fn subscribe_all(
         ..SubscriptionOptions::default()
     };
     let store = state.store();
+    // A token limited to some streams learns no position past the events it is shown.
+    let limited = !p.permits(Need::ReadLog(None));
     stream_response(
         &state,
         move || store.subscribe_all_with(from, filter, options),
         Key::Position,
+        limited,
     )
 }
 
@@ -98,7 +101,12 @@ pub(crate) async fn subscribe_stream(
     let params = Params::parse(q.as_deref(), &["from"])?;
     let from = start(&headers, &params)?;
     let store = state.store();
-    stream_response(&state, move || store.subscribe_stream(&stream, from), Key::Revision)
+    stream_response(
+        &state,
+        move || store.subscribe_stream(&stream, from),
+        Key::Revision,
+        !p.permits(Need::ReadLog(None)),
+    )
 }
 
 /// What an event's SSE id is.
@@ -117,10 +125,15 @@ impl Drop for Subscriber {
     }
 }
 
+/// Runs a subscription as an SSE response. For a `limited` caller (a token
+/// limited to some streams) checkpoints are left out, and damage is reported
+/// without its positions and file: they would tell the head of the log and
+/// where other streams' events are (its events' ids already say where to resume).
 fn stream_response(
     state: &AppState,
     open: impl FnOnce() -> annal::Subscription,
     key: Key,
+    limited: bool,
 ) -> Result<Response, ApiError> {
     let max = state.config.max_subscribers as i64;
     if state.metrics.subscribers.fetch_add(1, Ordering::AcqRel) >= max {
@@ -165,12 +178,20 @@ fn stream_response(
                             Err(err) => (error_event(&err.to_string()), EVENT_OVERHEAD),
                         }
                     }
+                    Ok(Some(Message::Checkpoint(_))) if limited => continue,
                     // Everything before `p` was considered: resuming after `p - 1` loses nothing.
                     Ok(Some(Message::Checkpoint(p))) => (
                         Event::default()
                             .id(p.saturating_sub(1).to_string())
                             .event("checkpoint")
                             .data(json!({ "position": p }).to_string()),
+                        EVENT_OVERHEAD,
+                    ),
+                    // Damage skipped, never silently; where it was is the store's to know.
+                    Ok(Some(Message::Damaged { .. })) if limited => (
+                        Event::default()
+                            .event("damaged")
+                            .data(json!({ "reason": "damaged data was skipped" }).to_string()),
                         EVENT_OVERHEAD,
                     ),
                     // A position that could not be read and was skipped (never silently).
@@ -182,7 +203,11 @@ fn stream_response(
                         EVENT_OVERHEAD,
                     ),
                     Err(e) => {
-                        let _ = tx.blocking_send((error_event(&e.to_string()), EVENT_OVERHEAD));
+                        let message = match &e {
+                            e if limited && e.is_corruption() => "the subscription met damaged data".to_string(),
+                            _ => e.to_string(),
+                        };
+                        let _ = tx.blocking_send((error_event(&message), EVENT_OVERHEAD));
                         return;
                     }
                 };

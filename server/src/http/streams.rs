@@ -256,13 +256,16 @@ pub(crate) async fn read(
     let body = state
         .blocking(move || {
             let t = Instant::now();
-            let read = |at: Option<u64>, n| {
+            // A stream read cannot stop at a size: chunks are sized by the
+            // largest event the store accepts.
+            let max_event = Some(st.store.max_event_size());
+            let read = |at: Option<u64>, n, _room| {
                 Ok(st
                     .store
                     .read_stream(&stream, direction, at.map_or(from, StreamFrom::Revision), n)?)
             };
             let next = |e: &annal::RecordedEvent| step(direction, e.revision);
-            let body = bounded_events_body(limit, max_bytes, read, next);
+            let body = bounded_events_body(limit, max_bytes, max_event, read, next);
             st.metrics.read_seconds.observe(t.elapsed());
             body
         })
@@ -289,18 +292,25 @@ pub(crate) async fn read_all(
         From::End => LogFrom::End,
         From::At(r) => LogFrom::Position(r),
     };
+    // A filtered read may scan much of the log: it takes a place for its whole run.
+    let place = if filter.is_empty() {
+        None
+    } else {
+        Some(state.scan_place()?)
+    };
     let st = state.clone();
     let max_bytes = state.config.max_response_bytes;
     let body = state
         .blocking(move || {
+            let _place = place;
             let t = Instant::now();
-            let read = |at: Option<u64>, n| {
+            let read = |at: Option<u64>, n, room| {
                 Ok(st
                     .store
-                    .read_all(direction, at.map_or(from, LogFrom::Position), n, &filter)?)
+                    .read_all_within(direction, at.map_or(from, LogFrom::Position), n, &filter, room)?)
             };
             let next = |e: &annal::RecordedEvent| step(direction, e.position);
-            let body = bounded_events_body(limit, max_bytes, read, next);
+            let body = bounded_events_body(limit, max_bytes, None, read, next);
             st.metrics.read_seconds.observe(t.elapsed());
             body
         })
@@ -370,9 +380,12 @@ pub(crate) async fn count(
         .map(|g| g.parse::<GroupBy>())
         .transpose()
         .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
+    // A count may scan much of the log: it takes a place for its whole run.
+    let place = state.scan_place()?;
     let st = state.clone();
     let body = state
         .blocking(move || {
+            let _place = place;
             let t = Instant::now();
             let body = match group_by {
                 None => json!({ "count": st.store.count(&filter)? }),
@@ -411,37 +424,67 @@ pub(crate) async fn event_by_id(
     Ok(json_bytes(body))
 }
 
+/// Streams `GET /streams` lists when no `limit` is given.
+const DEFAULT_LIST_LIMIT: usize = 1000;
+/// Most streams one `GET /streams` lists.
+const MAX_LIST_LIMIT: usize = 10_000;
+
+/// `GET /streams`: the streams by name after `after`, at most `limit`; when
+/// more follow, `next` is the `after` of the next page.
 pub(crate) async fn list(
     State(state): State<AppState>,
     p: Principal,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let params = Params::parse(q.as_deref(), &["prefix", "include_system", "category"])?;
+    let params = Params::parse(
+        q.as_deref(),
+        &["prefix", "include_system", "category", "after", "limit"],
+    )?;
     let prefix = params.one("prefix")?.unwrap_or("").to_string();
     // `category=order`: the aggregates of that type (`order-<id>`, split at the first `-`).
     let category = params.one("category")?.map(str::to_string);
     let system = params.bool("include_system")?.unwrap_or(false);
-    let st = state.clone();
-    let streams = state.blocking(move || Ok(st.store.streams())).await?;
-    let list: Vec<Value> = streams
-        .iter()
-        .filter(|s| {
-            s.name.starts_with(&prefix)
-                && (system || !s.name.starts_with('$'))
-                && category
-                    .as_deref()
-                    .is_none_or(|c| annal::query::aggregate_of(&s.name).is_some_and(|(t, _)| t == c))
-                && p.permits(Need::Read(&s.name))
+    let after = params.one("after")?.map(str::to_string);
+    let limit = match params.u64("limit")? {
+        None => DEFAULT_LIST_LIMIT,
+        Some(n) if n == 0 || n > MAX_LIST_LIMIT as u64 => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("limit={n} is not between 1 and {MAX_LIST_LIMIT}"),
+            ));
+        }
+        Some(n) => n as usize,
+    };
+    let store = state.store();
+    let body = state
+        .blocking(move || {
+            let keep = |name: &str| {
+                name.starts_with(&prefix)
+                    && (system || !name.starts_with('$'))
+                    && category
+                        .as_deref()
+                        .is_none_or(|c| annal::query::aggregate_of(name).is_some_and(|(t, _)| t == c))
+                    && p.permits(Need::Read(name))
+            };
+            let (page, _, more) = store.streams_page(after.as_deref(), limit, keep);
+            let list: Vec<Value> = page
+                .iter()
+                .map(|s| {
+                    json!({
+                        "stream": s.name,
+                        "last_revision": s.last_revision,
+                        "last_position": s.last_position,
+                    })
+                })
+                .collect();
+            let mut body = json!({ "streams": list });
+            if more && let Some(last) = page.last() {
+                body["next"] = json!(last.name);
+            }
+            Ok(body)
         })
-        .map(|s| {
-            json!({
-                "stream": s.name,
-                "last_revision": s.last_revision,
-                "last_position": s.last_position,
-            })
-        })
-        .collect();
-    Ok(axum::Json(json!({ "streams": list })).into_response())
+        .await?;
+    Ok(axum::Json(body).into_response())
 }
 
 pub(crate) async fn delete(

@@ -228,3 +228,80 @@ async fn dispatch_to_single_is_a_strategy_over_http_too() {
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(ids(&v).len(), 2);
 }
+
+/// Waiting long polls hold no thread of the blocking pool that appends and
+/// reads run on (they took one each, so that many polls starved appends).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_long_polls_hold_no_blocking_thread() {
+    let s = TestServer::start().await;
+    let (st, _) = s
+        .call(Method::PUT, "/groups/idle", Some(json!({ "stream": "quiet" })))
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let mut polls = Vec::new();
+    for i in 0..20 {
+        let (c, u) = (
+            s.client.clone(),
+            s.url(&format!("/groups/idle/fetch?consumer=c{i}&timeout_ms=3000")),
+        );
+        polls.push(tokio::spawn(async move { c.post(u).send().await.map(|r| r.status()) }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut samples = Vec::new();
+    for _ in 0..10 {
+        samples.push(s.state.operations_in_flight());
+        tokio::time::sleep(Duration::from_millis(37)).await;
+    }
+    assert!(polls.iter().all(|p| !p.is_finished()), "the polls still wait");
+    samples.sort_unstable();
+    assert_eq!(
+        samples[samples.len() / 2],
+        0,
+        "blocking operations while 20 polls wait: {samples:?}"
+    );
+    // An append still wakes a waiting poll.
+    s.append_n("quiet", 1).await;
+    let mut woken = 0;
+    for p in polls {
+        assert_eq!(p.await.unwrap().unwrap(), StatusCode::OK);
+        woken += 1;
+    }
+    assert_eq!(woken, 20);
+}
+
+/// Long polls past `max_long_polls` are refused with 503, as subscriptions
+/// past `max_subscribers` are; a fetch that does not wait is not counted.
+#[tokio::test]
+async fn long_polls_past_the_limit_are_refused() {
+    let s = TestServer::start_with(|c| c.max_long_polls = 2).await;
+    let (st, _) = s
+        .call(Method::PUT, "/groups/few", Some(json!({ "stream": "quiet" })))
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let mut polls = Vec::new();
+    for i in 0..2 {
+        let (c, u) = (
+            s.client.clone(),
+            s.url(&format!("/groups/few/fetch?consumer=c{i}&timeout_ms=2000")),
+        );
+        polls.push(tokio::spawn(async move { c.post(u).send().await.unwrap().status() }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (st, v) = s
+        .call(Method::POST, "/groups/few/fetch?consumer=x&timeout_ms=2000", None)
+        .await;
+    assert_eq!(
+        (st, v["error"].clone()),
+        (StatusCode::SERVICE_UNAVAILABLE, json!("too_many_long_polls"))
+    );
+    let (st, v) = s.call(Method::POST, "/groups/few/fetch?consumer=y", None).await;
+    assert_eq!((st, v), (StatusCode::OK, json!({ "events": [] })));
+    for p in polls {
+        assert_eq!(p.await.unwrap(), StatusCode::OK);
+    }
+    // The places are given back when the polls end.
+    let (st, _) = s
+        .call(Method::POST, "/groups/few/fetch?consumer=x&timeout_ms=10", None)
+        .await;
+    assert_eq!(st, StatusCode::OK);
+}

@@ -4,6 +4,7 @@
 mod common;
 mod console;
 mod groups;
+mod isolation;
 mod misc;
 mod security;
 mod streams;

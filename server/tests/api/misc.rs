@@ -289,3 +289,62 @@ async fn health_is_degraded_when_undelivered_events_threaten_the_disk_budget() {
     assert!(text.contains("annal_retention_budget_exceeded 1\n"), "{text}");
     assert!(text.contains("annal_retention_max_bytes 20480\n"), "{text}");
 }
+
+/// Counts and filtered scans hold one of `max_scans` places until their work
+/// ends, also when the request timeout answered first: more are refused with
+/// 503 `too_many_scans`, so timed-out scans cannot pile up on the blocking pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_cut_by_the_timeout_keep_their_places_until_they_end() {
+    let s = TestServer::start_with(|c| {
+        c.request_timeout_ms = 100;
+        c.max_scans = 2;
+    })
+    .await;
+    let store = s.store.clone();
+    tokio::task::spawn_blocking(move || {
+        for _ in 0..100 {
+            let evs: Vec<annal::EventData> = (0..2000)
+                .map(|i| annal::EventData::json("T", "{}").with_metadata(format!(r#"{{"k":"v{i}"}}"#).into_bytes()))
+                .collect();
+            store.append("big-1", annal::ExpectedVersion::Any, evs).unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    let mut first = Vec::new();
+    for _ in 0..2 {
+        let (c, u) = (s.client.clone(), s.url("/count?metadata.k=nope"));
+        first.push(tokio::spawn(async move {
+            let r = c.get(u).send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }));
+    }
+    for f in first {
+        let (st, v) = f.await.unwrap();
+        assert_eq!(
+            (st, v["error"].clone()),
+            (StatusCode::SERVICE_UNAVAILABLE, json!("timeout")),
+            "{v}"
+        );
+    }
+    assert!(s.state.operations_in_flight() > 0, "the cut scans still run");
+    for path in ["/count?metadata.k=nope", "/all?metadata.k=nope"] {
+        let (st, v) = s.get(path).await;
+        assert_eq!(
+            (st, v["error"].clone()),
+            (StatusCode::SERVICE_UNAVAILABLE, json!("too_many_scans")),
+            "{path}: {v}"
+        );
+    }
+    // A read without a filter is not a scan, and appends go on.
+    let (st, _) = s.get("/all?limit=1").await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = s.post("/streams/other-1", json!({ "events": [{ "type": "T" }] })).await;
+    assert_eq!(st, StatusCode::OK);
+    while s.state.operations_in_flight() > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Their places are free again (the count may itself time out on a slow machine).
+    let (st, v) = s.get("/count?metadata.k=nope").await;
+    assert_ne!(v["error"], "too_many_scans", "{st} {v}");
+}

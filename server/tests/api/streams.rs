@@ -600,3 +600,45 @@ async fn a_metadata_write_with_an_expected_version_refuses_a_lost_update() {
         .await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
 }
+
+/// `GET /streams` answers at most `limit` streams (1,000 by default) and says
+/// where the next page starts; following `next` lists every stream once, in order.
+#[tokio::test]
+async fn stream_listing_is_paged() {
+    let s = TestServer::start().await;
+    let appends: Vec<annal::Append> = (0..2500)
+        .map(|i| {
+            annal::Append::new(
+                format!("s-{i:05}"),
+                annal::ExpectedVersion::Any,
+                vec![annal::EventData::json("T", "{}")],
+            )
+        })
+        .collect();
+    for r in s.store.append_batch(appends).unwrap() {
+        r.unwrap();
+    }
+    let (st, v) = s.get("/streams").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["streams"].as_array().unwrap().len(), 1000);
+    assert_eq!(v["next"], "s-00999");
+    let mut names = Vec::new();
+    let mut path = "/streams?limit=700".to_string();
+    loop {
+        let (st, v) = s.get(&path).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        let page = v["streams"].as_array().unwrap();
+        assert!(page.len() <= 700);
+        names.extend(page.iter().map(|e| e["stream"].as_str().unwrap().to_string()));
+        match v["next"].as_str() {
+            Some(next) => path = format!("/streams?limit=700&after={next}"),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..2500).map(|i| format!("s-{i:05}")).collect();
+    assert_eq!(names, expected);
+    for bad in ["limit=0", "limit=10001", "limit=x"] {
+        let (st, _) = s.get(&format!("/streams?{bad}")).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}");
+    }
+}

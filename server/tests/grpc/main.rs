@@ -1707,6 +1707,61 @@ mod persistent {
         .unwrap();
     }
 
+    /// A group whose source the caller may not read is NOT_FOUND, as a
+    /// missing one, and its answer names nothing of its stream.
+    #[tokio::test]
+    async fn a_group_over_a_hidden_stream_is_not_found() {
+        let s = start(|c| {
+            c.no_auth = false;
+            c.tokens = vec![
+                TokenConfig {
+                    name: "writer".into(),
+                    sha256: hash_token("wr1te"),
+                    role: Role::Write,
+                    stream_prefixes: vec![],
+                },
+                TokenConfig {
+                    name: "tenant".into(),
+                    sha256: hash_token("t3nant"),
+                    role: Role::Read,
+                    stream_prefixes: vec!["order-".into()],
+                },
+            ];
+        })
+        .await;
+        // Made over HTTP under the name of group g of order-1, over another stream.
+        let made = reqwest::Client::new()
+            .put(format!("http://127.0.0.1:{}/groups/order-1::g", s.port))
+            .bearer_auth("wr1te")
+            .json(&serde_json::json!({ "stream": "secret-payroll-7" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(made.status(), 201);
+        let mut c = Client::new(s.channel().await);
+        let ask = |group: &str| {
+            let mut req = Request::new(ps::GetInfoReq {
+                options: Some(ps::get_info_req::Options {
+                    group_name: group.into(),
+                    stream_option: Some(ps::get_info_req::options::StreamOption::StreamIdentifier(
+                        sid("order-1").unwrap(),
+                    )),
+                }),
+            });
+            req.metadata_mut()
+                .insert("authorization", "Bearer t3nant".parse().unwrap());
+            req
+        };
+        let hidden = c.get_info(ask("g")).await.unwrap_err();
+        let missing = c.get_info(ask("nope")).await.unwrap_err();
+        assert_eq!(
+            (hidden.code(), missing.code()),
+            (Code::NotFound, Code::NotFound),
+            "{hidden:?}"
+        );
+        assert!(!hidden.message().contains("payroll"), "{hidden:?}");
+    }
+
     async fn get_info(c: &mut Client, source: Option<&str>, group: &str) -> ps::SubscriptionInfo {
         c.get_info(ps::GetInfoReq {
             options: Some(ps::get_info_req::Options {

@@ -1,0 +1,197 @@
+//! Regression tests of a server audit: what a token limited to some streams
+//! (or no token at all) may learn about the rest of the store.
+
+use annal::{EventData, ExpectedVersion};
+use annal_server::Role;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::common::{TestServer, token};
+use crate::subscribe::SseReader;
+
+/// A server with a reader limited to `order-` (`secret-reader`) and an unrestricted writer (`secret-writer`).
+async fn limited_server() -> TestServer {
+    TestServer::start_with(|c| {
+        c.no_auth = false;
+        c.tokens = vec![
+            token("reader", Role::Read, &["order-"]),
+            token("writer", Role::Write, &[]),
+        ];
+    })
+    .await
+}
+
+/// `/subscribe/all` tells a limited token no position past the events it was
+/// shown: no checkpoint carries the head of the log while other streams grow.
+#[tokio::test]
+async fn sse_checkpoints_do_not_show_a_limited_token_the_head() {
+    let s = limited_server().await;
+    s.store
+        .append("order-1", ExpectedVersion::Any, vec![EventData::json("T", "{}")])
+        .unwrap();
+    for _ in 0..30 {
+        let evs: Vec<EventData> = (0..100).map(|_| EventData::json("T", "{}")).collect();
+        s.store.append("user-1", ExpectedVersion::Any, evs).unwrap();
+    }
+    let resp = s
+        .client
+        .get(s.url("/subscribe/all?stream_prefix=order-"))
+        .bearer_auth("secret-reader")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut r = SseReader::new(resp);
+    let first = r.next().await.expect("the first order- event comes");
+    assert_eq!(
+        (first.event.as_str(), first.data["position"].as_u64()),
+        ("event", Some(0))
+    );
+    // Appended once the subscription has caught up.
+    let last = s
+        .store
+        .append("order-1", ExpectedVersion::Any, vec![EventData::json("T", "{}")])
+        .unwrap();
+    let last_position = last.position;
+    let mut seen = Vec::new();
+    let mut shown = vec![0];
+    while shown.len() < 2 {
+        let m = r.next().await.expect("the two order- events come");
+        if m.event == "event" {
+            assert!(m.data["stream"].as_str().unwrap().starts_with("order-"));
+            shown.push(m.data["position"].as_u64().unwrap());
+        } else {
+            seen.push(format!("{} id={:?} data={}", m.event, m.id, m.data));
+        }
+    }
+    assert_eq!(shown, vec![0, last_position]);
+    assert!(seen.is_empty(), "messages other than its events: {seen:?}");
+}
+
+/// A group over a stream the caller may not read is answered as a missing
+/// group, naming nothing of its source.
+#[tokio::test]
+async fn a_hidden_group_is_answered_as_a_missing_one() {
+    let s = limited_server().await;
+    let (st, _) = s
+        .call_as(
+            Method::PUT,
+            "/groups/g",
+            Some(json!({ "stream": "secret-payroll-7" })),
+            Some("secret-writer"),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let missing = s
+        .call_as(Method::GET, "/groups/nope", None, Some("secret-reader"))
+        .await;
+    assert_eq!(missing.0, StatusCode::NOT_FOUND);
+    assert_eq!(missing.1["error"], "group_not_found");
+    for (method, path) in [
+        (Method::GET, "/groups/{}"),
+        (Method::POST, "/groups/{}/fetch?consumer=c"),
+        (Method::DELETE, "/groups/{}"),
+    ] {
+        let (st, v) = s
+            .call_as(method.clone(), &path.replace("{}", "g"), None, Some("secret-reader"))
+            .await;
+        let (st2, v2) = s
+            .call_as(method, &path.replace("{}", "nope"), None, Some("secret-reader"))
+            .await;
+        assert_eq!(st, st2, "{path}: {v} / {v2}");
+        assert_eq!(v["error"], v2["error"], "{path}: {v} / {v2}");
+        assert!(
+            !v.to_string().contains("payroll"),
+            "{path}: the answer names the group's stream: {v}"
+        );
+    }
+    // The group's reader still sees it.
+    let (st, v) = s.call_as(Method::GET, "/groups/g", None, Some("secret-writer")).await;
+    assert_eq!((st, v["stream"].clone()), (StatusCode::OK, json!("secret-payroll-7")));
+}
+
+/// `/health` and `/health/ready` are public, but their figures (head of the
+/// log, forwarders, retention) are only for a store-wide token: without one,
+/// only the status and the kinds of problems.
+#[tokio::test]
+async fn health_shows_store_figures_only_to_a_store_wide_token() {
+    let s = limited_server().await;
+    for i in 0..5 {
+        let (st, _) = s
+            .call_as(
+                Method::POST,
+                &format!("/streams/payroll-{i}"),
+                Some(json!({"events":[{"type":"T"}]})),
+                Some("secret-writer"),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK);
+    }
+    for token in [None, Some("secret-reader"), Some("not-a-token")] {
+        let (st, v) = s.call_as(Method::GET, "/health", None, token).await;
+        assert_eq!(st, StatusCode::OK, "{token:?}: {v}");
+        assert_eq!(v, json!({ "status": "ok", "problem_kinds": [] }), "{token:?}");
+        let (st, v) = s.call_as(Method::GET, "/health/ready", None, token).await;
+        assert_eq!((st, v), (StatusCode::OK, json!({ "status": "ready" })), "{token:?}");
+    }
+    let (st, v) = s.call_as(Method::GET, "/health", None, Some("secret-writer")).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["head_position"], 5, "{v}");
+    assert!(v["forwarders"].is_array() && v["retention"].is_object(), "{v}");
+    let (_, v) = s
+        .call_as(Method::GET, "/health/ready", None, Some("secret-writer"))
+        .await;
+    assert_eq!(v["head_position"], 5, "{v}");
+}
+
+/// A store error behind `/health/ready`'s 503 is told only to a store-wide token.
+#[tokio::test]
+async fn not_ready_tells_the_store_error_only_to_a_store_wide_token() {
+    use annal::storage::sim::SimStorage;
+    let sim = SimStorage::new();
+    let store = std::sync::Arc::new(
+        annal::Store::open_with(std::sync::Arc::new(sim.clone()), "/data", annal::Options::default()).unwrap(),
+    );
+    let mut config = annal_server::ServerConfig::open("127.0.0.1:0".parse().unwrap());
+    config.no_auth = false;
+    config.tokens = vec![
+        token("reader", Role::Read, &["order-"]),
+        token("writer", Role::Write, &[]),
+    ];
+    let s = TestServer::start_store(
+        store,
+        tempfile::tempdir().unwrap(),
+        config,
+        "http",
+        reqwest::Client::new(),
+    )
+    .await;
+    sim.set_read_only(true);
+    let (st, _) = s
+        .call_as(
+            Method::POST,
+            "/streams/order-1",
+            Some(json!({"events":[{"type":"T"}]})),
+            Some("secret-writer"),
+        )
+        .await;
+    assert!(st.is_server_error(), "{st}");
+    let failure = s.store.write_failure().expect("the writer stopped");
+    for token in [None, Some("secret-reader")] {
+        let (st, v) = s.call_as(Method::GET, "/health/ready", None, token).await;
+        assert_eq!(
+            (st, v["error"].clone()),
+            (StatusCode::SERVICE_UNAVAILABLE, json!("not_ready")),
+            "{v}"
+        );
+        assert!(!v.to_string().contains(&failure), "{token:?}: {v}");
+        let (st, v) = s.call_as(Method::GET, "/health", None, token).await;
+        assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+        assert!(!v.to_string().contains(&failure), "{token:?}: {v}");
+    }
+    let (st, v) = s
+        .call_as(Method::GET, "/health/ready", None, Some("secret-writer"))
+        .await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(v["message"].as_str().unwrap().contains(&failure), "{v}");
+}
