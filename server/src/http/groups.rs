@@ -259,6 +259,9 @@ pub(crate) async fn info(
             m.insert("in_flight".into(), json!(i.in_flight));
             m.insert("ready".into(), json!(i.ready));
             m.insert("parked".into(), json!(i.parked));
+            // Positions skipped as damaged (skip_damaged); where and why is
+            // the store's last background error, for a store-wide token.
+            m.insert("skipped_damaged".into(), json!(i.skipped_damaged));
             m.insert("consumers".into(), json!(i.consumers));
             Ok(Value::Object(m))
         })

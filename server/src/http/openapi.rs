@@ -224,7 +224,7 @@ fn schemas() -> Value {
         },
         "Group": {
             "type": "object",
-            "description": "A group's settings (as GroupSettings, plus name); GET /groups/{name} adds checkpoint, saved_checkpoint, in_flight, ready, parked and consumers.",
+            "description": "A group's settings (as GroupSettings, plus name); GET /groups/{name} adds checkpoint, saved_checkpoint, in_flight, ready, parked, skipped_damaged and consumers.",
             "properties": {
                 "name": { "type": "string" },
                 "checkpoint": { "type": "integer" },
@@ -232,6 +232,7 @@ fn schemas() -> Value {
                 "in_flight": { "type": "integer" },
                 "ready": { "type": "integer" },
                 "parked": { "type": "integer" },
+                "skipped_damaged": { "type": "integer" },
                 "consumers": { "type": "array", "items": { "type": "string" } }
             }
         }

@@ -100,6 +100,7 @@ async fn group_lifecycle_fetch_ack_nack_park_replay() {
     let (st, v) = s.get("/groups/g1").await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v["parked"], 1);
+    assert_eq!(v["skipped_damaged"], 0);
     assert_eq!(v["in_flight"], 0);
     assert_eq!(v["checkpoint"], 3);
     let (st, v) = s.post("/groups/g1/replay-parked", json!(null)).await;
