@@ -650,3 +650,64 @@ fn a_scavenge_prunes_drop_entries_every_forwarder_has_passed() {
     assert!(store.verify().unwrap().is_clean());
     close(store);
 }
+
+/// Review of the fwd-trust merge: pruning bounded the drop record by the
+/// lowest *saved* checkpoint only, so a forwarder that had not saved one
+/// (its target down since it started), running or stopped, lost the entries
+/// it still had to pass once the others passed them, and then skipped the
+/// drop silently.
+#[test]
+fn drop_entries_stay_for_a_forwarder_that_never_saved_a_checkpoint() {
+    for stopped in [false, true] {
+        let sim = SimStorage::new();
+        let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+        register_forwarder(&store, "slow", &settings()).unwrap();
+        let sink = Sink::default();
+        let target = DownThenUp {
+            down: 1,
+            sink: sink.clone(),
+        };
+        let mut f = Forwarder::new(store.clone(), "new", settings(), Box::new(target)).unwrap();
+        fill(&store, 0, 600);
+        assert!(f.step().is_err(), "the target is down");
+        let report = store.scavenge().unwrap();
+        assert!(report.events_dropped_undelivered > 0, "{report:?}");
+        let recorded = store.dropped().unwrap();
+        assert!(
+            recorded.iter().all(|d| d.forwarders.iter().any(|(n, _)| n == "new")),
+            "{recorded:?}"
+        );
+        // "slow" passes the drops and saves that; "new" has saved nothing.
+        let (s, _) = forward_once(&store, "slow", settings());
+        drop(s);
+        assert_eq!(saved_checkpoint(&store, "new").unwrap(), None);
+        let mut f = if stopped {
+            // Stopped without a save: no hold, but the entries name it.
+            drop(f);
+            let report = store.scavenge().unwrap();
+            assert_eq!(report.events_removed, 0, "stopped {stopped}: {report:?}");
+            Forwarder::new(store.clone(), "new", settings(), Box::new(sink.clone())).unwrap()
+        } else {
+            store.scavenge().unwrap();
+            f
+        };
+        assert_eq!(store.dropped().unwrap(), recorded, "stopped {stopped}");
+        // It passes them once its target is up, and reports them.
+        f.run(&AtomicBool::new(false), true).unwrap();
+        let status = f.status();
+        assert_eq!(
+            status.skipped, report.events_dropped_undelivered,
+            "stopped {stopped}: {status:?}"
+        );
+        let gap = status.gap.expect("the drop is reported");
+        assert_eq!(
+            gap.dropped_events,
+            Some(report.events_dropped_undelivered),
+            "stopped {stopped}: {gap:?}"
+        );
+        drop(f);
+        // Every forwarder saved a checkpoint past the drops: now they go.
+        store.scavenge().unwrap();
+        assert_eq!(store.dropped().unwrap(), vec![], "stopped {stopped}");
+    }
+}
