@@ -711,3 +711,45 @@ fn drop_entries_stay_for_a_forwarder_that_never_saved_a_checkpoint() {
         assert_eq!(store.dropped().unwrap(), vec![], "stopped {stopped}");
     }
 }
+
+/// Review of the fwd-trust merge: `acknowledge_gap` on a forwarder that
+/// runs did not stick: the forwarder saved its gap again with its next
+/// checkpoint (and went on reporting it), and a gap it had not saved yet
+/// could not be acknowledged at all.
+#[test]
+fn a_gap_acknowledged_while_the_forwarder_runs_stays_acknowledged() {
+    for saved_first in [true, false] {
+        let sim = SimStorage::new();
+        let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+        let settings = ForwardSettings {
+            // Without a save between the gap and the acknowledgement, unless asked.
+            checkpoint_interval: Duration::from_secs(3600),
+            ..settings()
+        };
+        register_forwarder(&store, "slow", &settings).unwrap();
+        fill(&store, 0, 600);
+        store.scavenge().unwrap();
+        let mut f = Forwarder::new(store.clone(), "slow", settings.clone(), Box::new(Sink::default())).unwrap();
+        while f.step().unwrap() != annal::Step::Idle {}
+        let gap = f.status().gap.expect("a gap is reported");
+        if saved_first {
+            f.save().unwrap();
+            assert_eq!(saved_forwarders(&store).unwrap()[0].1.gap, Some(gap));
+        }
+        let skipped = f.status().skipped;
+        assert!(acknowledge_gap(&store, "slow").unwrap());
+        assert_eq!(f.status().gap, None, "saved first {saved_first}");
+        // It goes on, delivers and saves: the gap stays acknowledged.
+        fill(&store, 600, 10);
+        f.run(&AtomicBool::new(false), true).unwrap();
+        let status = f.status();
+        assert_eq!(status.gap, None, "saved first {saved_first}: {status:?}");
+        assert_eq!(status.skipped, skipped, "saved first {saved_first}");
+        drop(f);
+        let saved = saved_forwarders(&store).unwrap();
+        assert_eq!(saved[0].1.gap, None, "saved first {saved_first}: {saved:?}");
+        assert_eq!(saved[0].1.skipped, skipped, "saved first {saved_first}");
+        let f = Forwarder::new(store.clone(), "slow", settings, Box::new(Sink::default())).unwrap();
+        assert_eq!(f.status().gap, None, "saved first {saved_first}");
+    }
+}

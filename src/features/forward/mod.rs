@@ -48,7 +48,7 @@ mod saved;
 pub use saved::{
     SavedForwarder, acknowledge_gap, forget_forwarder, register_forwarder, saved_checkpoint, saved_forwarders,
 };
-use saved::{fresh_checkpoint, hold_of, load_checkpoint};
+use saved::{fresh_checkpoint, go_live, hold_of, leave, load_checkpoint};
 
 /// The system stream holding a forwarder's checkpoint.
 pub fn forward_checkpoint_stream(name: &str) -> String {
@@ -285,9 +285,10 @@ pub struct ForwardStatus {
     /// delivery, in total (for a drop the record names, the events it
     /// counts).
     pub skipped: u64,
-    /// The last gap the forwarder met since it started: events removed
-    /// before it delivered them, which it skipped. Stays set once a gap was
-    /// met (`GET /health` is degraded while it is).
+    /// The last gap the forwarder met (or saved before a restart) that was
+    /// not acknowledged: events removed before it delivered them, which it
+    /// skipped. Stays set until [`acknowledge_gap`] (`GET /health` is
+    /// degraded while it is).
     pub gap: Option<ForwardGap>,
     /// Failed attempts since the last success.
     pub failures: u32,
@@ -432,6 +433,7 @@ impl Forwarder {
             drops_reported: cursor,
             status: Arc::new(Mutex::new(status)),
         };
+        go_live(&f.store, &f.name, &f.status);
         f.hold();
         Ok(f)
     }
@@ -465,6 +467,7 @@ impl Forwarder {
     /// one batch (or find nothing to do). An error is the target's; the
     /// forwarder's position is unchanged by it.
     pub fn step(&mut self) -> std::result::Result<Step, ForwardError> {
+        self.take_acknowledgement();
         if !self.started {
             if let Some(p) = self.target.load_checkpoint(&self.name)? {
                 self.cursor = p;
@@ -596,6 +599,7 @@ impl Forwarder {
     /// Saves the checkpoint in the store if it moved since the last save.
     pub fn save(&mut self) -> Result<()> {
         self.last_save = Instant::now();
+        self.take_acknowledgement();
         if !self.dirty {
             return Ok(());
         }
@@ -615,6 +619,16 @@ impl Forwarder {
         self.stored = true;
         self.dirty = false;
         Ok(())
+    }
+
+    /// Drops the gap that [`acknowledge_gap`] cleared from the status since
+    /// (only it clears the status' gap while the forwarder still has one),
+    /// so that the next save does not save it again.
+    fn take_acknowledgement(&mut self) {
+        if self.current.gap.is_some() && self.status.lock().gap.is_none() {
+            self.current.gap = None;
+            self.dirty = true;
+        }
     }
 
     /// Updates the lag figures.
@@ -745,6 +759,7 @@ impl Forwarder {
 
 impl Drop for Forwarder {
     fn drop(&mut self) {
+        leave(&self.store, &self.name, &self.status);
         // The hold stays, from what the store holds durably.
         let hold = (self.stored && self.saved.retention == StoredHoldV1::Wait).then_some(self.saved.position);
         self.store.set_retention_hold(&self.name, hold);
