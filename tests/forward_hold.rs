@@ -753,3 +753,58 @@ fn a_gap_acknowledged_while_the_forwarder_runs_stays_acknowledged() {
         assert_eq!(f.status().gap, None, "saved first {saved_first}");
     }
 }
+
+/// Review of the fwd-trust merge: `annal repair` left a damaged drop record
+/// as it was (verify kept reporting it, and scavenging under `drop-oldest`
+/// kept failing). It now keeps what still decodes, quarantines the file and
+/// records that entries were lost, so that forwarders go on reporting the
+/// positions without an event there as a gap of unknown cause.
+#[test]
+fn repair_rewrites_a_damaged_drop_record_and_forwarders_still_report_the_drop() {
+    let sim = SimStorage::new();
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    register_forwarder(&store, "slow", &settings()).unwrap();
+    fill(&store, 0, 600);
+    let before = user_positions(&store);
+    assert!(store.scavenge().unwrap().events_dropped_undelivered > 0);
+    let after = user_positions(&store);
+    let path = Path::new(DIR).join("dropped.rec");
+    let original = sim.read_file(&path).unwrap();
+    sim.flip_bit(&path, 30, 2).unwrap();
+    close(store);
+    let report = annal::repair_with(Arc::new(sim.clone()), Path::new(DIR)).unwrap();
+    assert!(
+        report
+            .actions
+            .iter()
+            .any(|a| a.contains("dropped.rec") && a.contains("lost")),
+        "{report:?}"
+    );
+    assert!(report.unfixed.is_empty(), "{report:?}");
+    let quarantine = report.quarantine.clone().expect("the damaged file is kept");
+    let mut damaged = original.clone();
+    damaged[30] ^= 1 << 2;
+    assert_eq!(sim.read_file(&quarantine.join("dropped.rec")).unwrap(), damaged);
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    assert!(store.verify().unwrap().is_clean());
+    let record = store.dropped().unwrap();
+    assert!(record.last().is_some_and(|d| d.records_lost()), "{record:?}");
+    // The forwarder delivers every event still there and reports the drop as
+    // a gap of unknown cause: never as "nothing dropped".
+    let (f, delivered) = forward_once(&store, "slow", settings());
+    assert_eq!(delivered, after);
+    let status = f.status();
+    assert_eq!(status.drop_record_error, None, "{status:?}");
+    assert_eq!(status.skipped, (before.len() - after.len()) as u64, "{status:?}");
+    let gap = status.gap.expect("a gap is reported");
+    assert_eq!(gap.dropped_events, None, "{status:?}");
+    assert!(
+        status.last_error.as_deref().unwrap_or("").contains("lost its entries"),
+        "{status:?}"
+    );
+    drop(f);
+    // Scavenging under drop-oldest records drops again.
+    fill(&store, 600, 600);
+    assert!(store.scavenge().unwrap().events_dropped_undelivered > 0);
+    close(store);
+}

@@ -47,18 +47,21 @@ impl Forwarder {
         let first = self.store.first_event_position_from(self.cursor)?.unwrap_or(head);
         if first > self.cursor {
             let (from, to) = (self.cursor, first);
+            self.load_drops();
+            // Positions before `unknown` are of unknown cause: the drop
+            // record cannot be read, or lost its entries there to damage.
+            let damaged = self.drop_record_damaged();
+            let unknown = if damaged { to } else { self.lost_before().clamp(from, to) };
             // Every position in the gap held one event; the drop record names some.
-            let named = span_len(&self.gone_drops(from, to)?.0);
-            if self.drop_record_damaged() {
-                // Counted below, as removed for an unknown reason.
-                self.drops_reported = self.drops_reported.max(to);
-            } else {
-                self.note_drops(from, to, &[])?;
-            }
+            let named = span_len(&self.gone_drops(unknown, to)?.0);
+            self.drops_reported = self.drops_reported.max(unknown);
+            self.note_drops(unknown, to, &[])?;
             let other = (to - from).saturating_sub(named);
             if other > 0 {
-                let unread = if self.drop_record_damaged() {
+                let unread = if damaged {
                     " (the drop record, dropped.rec, cannot be read: they may have been dropped by retention.when_full = \"drop-oldest\")"
+                } else if from < unknown {
+                    " (the drop record, dropped.rec, lost its entries there to damage, see annal repair: they may have been dropped by retention.when_full = \"drop-oldest\")"
                 } else {
                     ""
                 };
@@ -83,6 +86,18 @@ impl Forwarder {
             self.save()?;
         }
         Ok(())
+    }
+
+    /// The end of the positions where the drop record lost entries to
+    /// damage (`annal repair` wrote an entry saying so): 0 if it lost none.
+    fn lost_before(&self) -> u64 {
+        self.drops
+            .1
+            .iter()
+            .filter(|d| d.records_lost())
+            .map(|d| d.end_position)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Reads the store's drop record again if a drop was recorded since it
@@ -172,14 +187,21 @@ impl Forwarder {
         if start >= to {
             return Ok(0);
         }
-        let (spans, when) = self.gone_drops(start, to)?;
-        self.drops_reported = to;
-        if self.drop_record_damaged() {
-            // Nothing names the drops: every position without an event counts.
-            let missing = (to - start).saturating_sub(self.store.count_events_in(start, to)?);
+        self.load_drops();
+        let damaged = self.drop_record_damaged();
+        // Nothing names the drops before `unknown`: every position without an event counts.
+        let unknown = if damaged { to } else { self.lost_before().clamp(start, to) };
+        let mut counted = 0;
+        if start < unknown {
+            let missing = (unknown - start).saturating_sub(self.store.count_events_in(start, unknown)?);
             if missing > 0 {
+                let why = if damaged {
+                    "the drop record (dropped.rec) cannot be read"
+                } else {
+                    "the drop record (dropped.rec) lost its entries there to damage (see annal repair)"
+                };
                 let msg = format!(
-                    "gap: {missing} positions in {start}..{to} hold no event and the drop record (dropped.rec) cannot be read: they may have been dropped (retention.when_full = \"drop-oldest\") or removed before forwarder {:?} delivered them; they are skipped",
+                    "gap: {missing} positions in {start}..{unknown} hold no event and {why}: they may have been dropped (retention.when_full = \"drop-oldest\") or removed before forwarder {:?} delivered them; they are skipped",
                     self.name
                 );
                 self.current.skipped += missing;
@@ -188,21 +210,26 @@ impl Forwarder {
                     msg,
                     ForwardGap {
                         first_position: start,
-                        end_position: to,
+                        end_position: unknown,
                         dropped_events: None,
                         dropped_micros: None,
                     },
                 );
             }
-            return Ok(missing);
+            counted = missing;
         }
+        self.drops_reported = to;
+        if unknown >= to {
+            return Ok(counted);
+        }
+        let (spans, when) = self.gone_drops(unknown, to)?;
         let returned = present
             .iter()
             .filter(|p| spans.iter().any(|(a, b)| (*a..*b).contains(*p)))
             .count() as u64;
         let events = span_len(&spans).saturating_sub(returned);
         if events == 0 {
-            return Ok(0);
+            return Ok(counted);
         }
         if let (Some(&(first, _)), Some(&(_, end)), Some(when)) = (spans.first(), spans.last(), when) {
             let msg = format!(
@@ -221,7 +248,7 @@ impl Forwarder {
                 },
             );
         }
-        Ok(events)
+        Ok(counted + events)
     }
 
     fn report_gap(&mut self, msg: String, gap: ForwardGap) {
