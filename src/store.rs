@@ -389,27 +389,18 @@ impl Store {
         self.shared.first_match_after(&Filter::all(), position.checked_sub(1))
     }
 
-    /// How many positions in `from..to` hold an event (of any stream,
-    /// deleted or not). Reads every event there: for rare checks only.
-    pub(crate) fn count_events_in(&self, from: u64, to: u64) -> Result<u64> {
-        const CHUNK: usize = 1024;
-        let mut present = 0u64;
-        let mut at = from;
-        while at < to {
-            let read = self.shared.read_log_as(
-                Direction::Forward,
-                LogFrom::Position(at),
-                CHUNK,
-                &Filter::all(),
-                crate::log::read::Visibility::Raw,
-            )?;
-            present += read.iter().filter(|e| e.position < to).count() as u64;
-            match read.last() {
-                Some(last) if read.len() == CHUNK => at = last.position + 1,
-                _ => break,
-            }
-        }
-        Ok(present)
+    /// The positions in `from..to` that hold an event (of any stream,
+    /// deleted or not), in order. Reads every event there: for rare checks
+    /// only.
+    pub(crate) fn event_positions_in(&self, from: u64, to: u64) -> Result<Vec<u64>> {
+        self.shared.event_positions_in(from, to)
+    }
+
+    /// How many times a sealed segment was replaced since the store opened:
+    /// a position loses its event only when this grows, so what a reader saw
+    /// between two equal values is what the store held all along.
+    pub(crate) fn segment_replacements(&self) -> u64 {
+        self.shared.segments.replacements()
     }
 
     /// The feature state of type `T`, created on first use.

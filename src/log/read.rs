@@ -598,6 +598,27 @@ impl Shared {
     }
 
     /// First event at a position after `after` matching `filter`, if any.
+    /// The positions in `from..to` that hold an event (of any stream,
+    /// deleted or not), in order; fails at damage like a read.
+    pub(crate) fn event_positions_in(&self, from: u64, to: u64) -> Result<Vec<u64>> {
+        const CHUNK: usize = 1024;
+        let mut present = Vec::new();
+        let mut at = from;
+        while at < to {
+            let (read, stop) =
+                self.read_log_range(Direction::Forward, LogFrom::Position(at), CHUNK, &Filter::all(), Visibility::Raw, (0, to))?;
+            if let Some(stop) = stop {
+                return Err(stop.error);
+            }
+            present.extend(read.iter().map(|e| e.position).filter(|p| *p < to));
+            match read.last() {
+                Some(last) if read.len() == CHUNK => at = last.position + 1,
+                _ => break,
+            }
+        }
+        Ok(present)
+    }
+
     pub(crate) fn first_match_after(&self, filter: &Filter, after: Option<u64>) -> Result<Option<u64>> {
         // Nothing comes after the last possible position.
         let Some(from) = after.map_or(Some(0), |a| a.checked_add(1)) else {

@@ -160,6 +160,9 @@ impl Segments {
 /// they took.
 pub(crate) struct SegmentSet {
     current: RwLock<Segments>,
+    /// Sealed segments replaced since the store opened (scavenging,
+    /// compression): positions lose their events only when it grows.
+    replaced: std::sync::atomic::AtomicU64,
 }
 
 impl SegmentSet {
@@ -170,6 +173,7 @@ impl SegmentSet {
                 sealed: Arc::new(sealed),
                 active,
             }),
+            replaced: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -203,6 +207,11 @@ impl SegmentSet {
     /// compressed or scavenged form), and drops the blocks of the file it
     /// replaces from `cache` (no read can ask for them again); false if
     /// there is none.
+    /// How many sealed segments were replaced since the store opened.
+    pub(crate) fn replacements(&self) -> u64 {
+        self.replaced.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     pub(crate) fn replace_sealed(&self, segment: SealedSegment, cache: &BlockCache) -> bool {
         let mut current = self.current.write();
         let base = segment.index.base();
@@ -212,6 +221,8 @@ impl SegmentSet {
         let mut list = (*current.sealed).clone();
         let old = std::mem::replace(&mut list[at], Arc::new(segment));
         current.sealed = Arc::new(list);
+        // Counted before readers can take the new set.
+        self.replaced.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         drop(current);
         if let Some(c) = &old.compressed {
             cache.forget(c.id());

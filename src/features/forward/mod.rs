@@ -486,20 +486,29 @@ impl Forwarder {
             return Ok(Step::Progress(0));
         }
         let limit = self.settings.batch_size.min(self.settings.max_in_flight);
-        let read = self
-            .store
-            .read_all(Direction::Forward, LogFrom::Position(self.cursor), limit, &self.settings.filter)?;
-        let next = match read.last() {
-            Some(last) if read.len() == limit => last.position + 1,
-            Some(last) => (last.position + 1).max(head),
-            None => head,
-        };
-        // Events a drop removed inside this stretch (between events that stay)
-        // are reported once the cursor has passed them (a failed delivery
-        // passes nothing); events this read returned are not among them,
-        // whatever a scavenge did since.
         let from = self.cursor;
-        let present: Vec<u64> = read.iter().map(|e| e.position).collect();
+        // What this stretch holds no event at (dropped inside it, between
+        // events that stay) is surveyed as the read saw it: again if a
+        // scavenge replaced a segment meanwhile, so that an event the read
+        // passed over (one its filter hid, say) and a scavenge removed since
+        // is never counted as skipped, and one gone before the read always
+        // is. It is reported once the cursor has passed it (a failed
+        // delivery passes nothing).
+        let (read, next, stretch) = loop {
+            let replacements = self.store.segment_replacements();
+            let read = self
+                .store
+                .read_all(Direction::Forward, LogFrom::Position(from), limit, &self.settings.filter)?;
+            let next = match read.last() {
+                Some(last) if read.len() == limit => last.position + 1,
+                Some(last) => (last.position + 1).max(head),
+                None => head,
+            };
+            let stretch = self.survey(from, next)?;
+            if self.store.segment_replacements() == replacements {
+                break (read, next, stretch);
+            }
+        };
         let mut events: Vec<RecordedEvent> = read.into_iter().filter(|e| !e.stream.starts_with('$')).collect();
         let mut next = next;
         let mut delivered = 0usize;
@@ -533,7 +542,7 @@ impl Forwarder {
                     let poison = events.remove(0);
                     self.park(&poison, &reason)?;
                     self.cursor = poison.position + 1;
-                    self.note_drops(from, self.cursor, &present)?;
+                    self.note_drops(from, self.cursor, &stretch);
                     self.hold();
                     self.save()?;
                     // A target that keeps the checkpoint must hear that it moved past the poison.
@@ -549,7 +558,7 @@ impl Forwarder {
             }
         }
         self.cursor = next.max(self.cursor);
-        self.note_drops(from, self.cursor, &present)?;
+        self.note_drops(from, self.cursor, &stretch);
         self.current.delivered += delivered as u64;
         self.dirty |= delivered > 0;
         self.hold();
