@@ -389,11 +389,11 @@ impl Store {
         self.shared.first_match_after(&Filter::all(), position.checked_sub(1))
     }
 
-    /// The positions in `from..to` that hold an event (of any stream,
-    /// deleted or not), in order. Reads every event there: for rare checks
-    /// only.
-    pub(crate) fn event_positions_in(&self, from: u64, to: u64) -> Result<Vec<u64>> {
-        self.shared.event_positions_in(from, to)
+    /// The positions in `from..to` that hold no event (of any stream,
+    /// deleted or not), as sorted, disjoint spans (start, end). Reads every
+    /// event there: for rare checks only.
+    pub(crate) fn empty_spans_in(&self, from: u64, to: u64) -> Result<Vec<(u64, u64)>> {
+        self.shared.empty_spans_in(from, to)
     }
 
     /// How many times a sealed segment was replaced since the store opened:

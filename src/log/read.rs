@@ -598,11 +598,12 @@ impl Shared {
     }
 
     /// First event at a position after `after` matching `filter`, if any.
-    /// The positions in `from..to` that hold an event (of any stream,
-    /// deleted or not), in order; fails at damage like a read.
-    pub(crate) fn event_positions_in(&self, from: u64, to: u64) -> Result<Vec<u64>> {
+    /// The positions in `from..to` that hold no event (of any stream,
+    /// deleted or not) as sorted, disjoint spans (start, end); fails at
+    /// damage like a read. Reads every event there, a chunk at a time.
+    pub(crate) fn empty_spans_in(&self, from: u64, to: u64) -> Result<Vec<(u64, u64)>> {
         const CHUNK: usize = 1024;
-        let mut present = Vec::new();
+        let mut spans = Vec::new();
         let mut at = from;
         while at < to {
             let (read, stop) =
@@ -610,13 +611,23 @@ impl Shared {
             if let Some(stop) = stop {
                 return Err(stop.error);
             }
-            present.extend(read.iter().map(|e| e.position).filter(|p| *p < to));
-            match read.last() {
-                Some(last) if read.len() == CHUNK => at = last.position + 1,
-                _ => break,
+            for p in read.iter().map(|e| e.position) {
+                if p < at || p >= to {
+                    continue;
+                }
+                if p > at {
+                    spans.push((at, p));
+                }
+                at = p + 1;
+            }
+            if read.len() < CHUNK {
+                break;
             }
         }
-        Ok(present)
+        if at < to {
+            spans.push((at, to));
+        }
+        Ok(spans)
     }
 
     pub(crate) fn first_match_after(&self, filter: &Filter, after: Option<u64>) -> Result<Option<u64>> {

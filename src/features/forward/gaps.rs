@@ -24,22 +24,6 @@ fn clipped_len(spans: &[Span], from: u64, to: u64) -> u64 {
         .sum()
 }
 
-/// The positions of `from..to` that are not in `present` (sorted), as sorted, disjoint spans.
-fn missing_spans(from: u64, to: u64, present: &[u64]) -> Vec<Span> {
-    let mut out = Vec::new();
-    let mut at = from;
-    for &p in present.iter().filter(|p| (from..to).contains(*p)) {
-        if p > at {
-            out.push((at, p));
-        }
-        at = p + 1;
-    }
-    if at < to {
-        out.push((at, to));
-    }
-    out
-}
-
 /// What a stretch of the log the forwarder passes over held no event at,
 /// as the store was when the forwarder read it.
 pub(super) struct Stretch {
@@ -194,7 +178,7 @@ impl Forwarder {
             self.lost_before().clamp(from, to)
         };
         let missing = if from < unknown {
-            missing_spans(from, unknown, &self.store.event_positions_in(from, unknown)?)
+            self.store.empty_spans_in(from, unknown)?
         } else {
             Vec::new()
         };
@@ -228,7 +212,7 @@ impl Forwarder {
                     continue;
                 }
                 let (a, b) = (first.max(from), end.min(to));
-                let gone = missing_spans(a, b, &self.store.event_positions_in(a, b)?);
+                let gone = self.store.empty_spans_in(a, b)?;
                 if !gone.is_empty() {
                     when = when.max(Some(d.dropped_micros));
                 }
