@@ -937,3 +937,60 @@ fn events_a_filter_hid_and_a_scavenge_removed_after_the_read_are_not_skipped() {
     assert_eq!(status.skipped, 0, "{status:?}");
     assert_eq!(status.gap, None, "{status:?}");
 }
+
+fn ignoring() -> ForwardSettings {
+    ForwardSettings {
+        retention: RetentionMode::Ignore,
+        ..settings()
+    }
+}
+
+/// Review of the fwd-trust merge: the entry `annal repair` writes for lost
+/// entries names no forwarder, so the first scavenge after every forwarder
+/// that saved a checkpoint passed it pruned it, although the lost entries
+/// may have named a forwarder that never saved one: that forwarder then
+/// passed the drop silently.
+#[test]
+fn the_lost_entries_marker_stays_for_forwarders_that_never_saved() {
+    let sim = SimStorage::new();
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    let down = DownThenUp {
+        down: usize::MAX,
+        sink: Sink::default(),
+    };
+    let mut new = Forwarder::new(store.clone(), "new", settings(), Box::new(down)).unwrap();
+    let mut peek = Forwarder::new(store.clone(), "peek", ignoring(), Box::new(Sink::default())).unwrap();
+    for c in 0..60 {
+        fill(&store, c * 10, 10);
+        while peek.step().unwrap() != annal::Step::Idle {}
+    }
+    assert!(new.step().is_err(), "the target is down");
+    let before = user_positions(&store);
+    let report = store.scavenge().unwrap();
+    assert!(report.events_dropped_undelivered > 0, "{report:?}");
+    let dropped = (before.len() - user_positions(&store).len()) as u64;
+    drop(peek);
+    drop(new);
+    // The record is damaged; repair keeps what decodes and marks the rest lost.
+    let path = Path::new(DIR).join("dropped.rec");
+    sim.flip_bit(&path, 30, 2).unwrap();
+    close(store);
+    annal::repair_with(Arc::new(sim.clone()), Path::new(DIR)).unwrap();
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    let record = store.dropped().unwrap();
+    assert!(record.iter().any(|d| d.records_lost()), "{record:?}");
+    // "peek", the only forwarder with a saved checkpoint, goes past the end
+    // of the log; the scavenge after that keeps the marker.
+    fill(&store, 600, 5);
+    let (peek, _) = forward_once(&store, "peek", ignoring());
+    drop(peek);
+    assert!(saved_checkpoint(&store, "peek").unwrap() > record.iter().map(|d| d.end_position).max());
+    let s = store.scavenge().unwrap();
+    assert_eq!(s.drop_entries_pruned, 0, "{s:?}");
+    assert_eq!(store.dropped().unwrap(), record);
+    // "new" comes back (its target up) and reports the drop.
+    let (new, _) = forward_once(&store, "new", settings());
+    let status = new.status();
+    assert_eq!(status.skipped, dropped, "{status:?}");
+    assert_eq!(status.gap.map(|g| g.dropped_events), Some(None), "{status:?}");
+}

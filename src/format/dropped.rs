@@ -50,7 +50,8 @@ impl DroppedRange {
     /// An entry that records that entries of the drop record were lost to
     /// damage (`annal repair` could not read them): any position in
     /// `0..end_position` that holds no event may have been dropped, and
-    /// nothing says which. It has no runs and no forwarders.
+    /// nothing says which. It has no runs and no forwarders, and scavenging
+    /// never prunes it (nothing says which forwarders still have to pass it).
     pub fn lost(end_position: u64, when_micros: i64) -> DroppedRange {
         DroppedRange {
             first_position: 0,

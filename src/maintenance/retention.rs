@@ -221,8 +221,15 @@ fn saved_forwarder_positions(shared: &Shared) -> Result<BTreeMap<String, Option<
 /// saved one); and each forwarder the entry names (those that had not
 /// delivered the events when they were dropped) must have saved a
 /// checkpoint at all, or been forgotten: one that never saved one starts
-/// again where its settings say, before the drop, after a restart.
+/// again where its settings say, before the drop, after a restart. The
+/// entry `annal repair` writes for lost entries is never pruned: which
+/// forwarders the lost entries named is unknown, and one that never saved
+/// a checkpoint is known to no rule, so no rule could tell when every
+/// forwarder that must pass it has.
 fn passed_by_all(d: &DroppedRange, saved: &BTreeMap<String, Option<u64>>, running: &BTreeMap<String, u64>) -> bool {
+    if d.records_lost() {
+        return false;
+    }
     let end = d.end_position;
     saved.values().flatten().all(|p| *p >= end)
         && running.values().all(|p| *p >= end)
