@@ -368,6 +368,22 @@ impl Store {
         }
     }
 
+    /// Records (or, with `None`, forgets) where the forwarder `name` that
+    /// runs over this store is, whatever its retention mode: the drop
+    /// record names it and keeps its entries for it (this holds no
+    /// retention: [`Store::set_retention_hold`] does).
+    pub(crate) fn set_forwarder_position(&self, name: &str, position: Option<u64>) {
+        let mut running = self.shared.forwarder_positions.lock();
+        match position {
+            Some(p) => {
+                running.insert(name.to_string(), p);
+            }
+            None => {
+                running.remove(name);
+            }
+        }
+    }
+
     /// What the disk-budget policy `drop-oldest` removed before forwarders
     /// delivered it (the store's drop record, `dropped.rec`), oldest first;
     /// empty if it never did. A record that cannot be read is an error (it

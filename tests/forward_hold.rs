@@ -994,3 +994,47 @@ fn the_lost_entries_marker_stays_for_forwarders_that_never_saved() {
     assert_eq!(status.skipped, dropped, "{status:?}");
     assert_eq!(status.gap.map(|g| g.dropped_events), Some(None), "{status:?}");
 }
+
+/// Review of the fwd-trust merge: a running forwarder with retention
+/// "ignore" that had not saved a checkpoint was neither named in the drop
+/// entries nor waited for by pruning, so the entries went as soon as a
+/// forwarder that waits passed them, and it then passed the drop silently.
+/// It still holds no retention: only the drop record waits for it.
+#[test]
+fn drop_entries_stay_for_a_running_forwarder_that_ignores_retention() {
+    let sim = SimStorage::new();
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    register_forwarder(&store, "slow", &settings()).unwrap();
+    let target = DownThenUp {
+        down: 1,
+        sink: Sink::default(),
+    };
+    let mut f = Forwarder::new(store.clone(), "new", ignoring(), Box::new(target)).unwrap();
+    fill(&store, 0, 600);
+    assert!(f.step().is_err(), "the target is down");
+    let report = store.scavenge().unwrap();
+    assert!(report.events_dropped_undelivered > 0, "{report:?}");
+    assert_eq!(report.held_by.as_deref(), Some("slow"), "{report:?}");
+    assert!(
+        store.stats().retention_held_by.iter().all(|(n, _)| n != "new"),
+        "an ignoring forwarder holds no retention"
+    );
+    let recorded = store.dropped().unwrap();
+    assert!(
+        recorded.iter().all(|d| d.forwarders.iter().any(|(n, _)| n == "new")),
+        "{recorded:?}"
+    );
+    // "slow" passes the drops and saves that; "new" has saved nothing.
+    let (s, _) = forward_once(&store, "slow", settings());
+    drop(s);
+    assert_eq!(saved_checkpoint(&store, "new").unwrap(), None);
+    store.scavenge().unwrap();
+    assert_eq!(store.dropped().unwrap(), recorded);
+    // Its target is up: it passes the drops and reports them.
+    f.run(&AtomicBool::new(false), true).unwrap();
+    let status = f.status();
+    assert_eq!(status.skipped, report.events_dropped_undelivered, "{status:?}");
+    drop(f);
+    store.scavenge().unwrap();
+    assert_eq!(store.dropped().unwrap(), vec![]);
+}

@@ -36,8 +36,9 @@ pub struct DroppedRange {
     pub events: u64,
     /// When they were removed, in microseconds since the Unix epoch.
     pub dropped_micros: i64,
-    /// Each forwarder that had not delivered them all: its name and the first
-    /// position it had not delivered at the time.
+    /// Each forwarder that had not passed them all (one that holds retention,
+    /// or one running whatever its retention mode): its name and the first
+    /// position it had not passed at the time.
     pub forwarders: Vec<(String, u64)>,
     /// The runs of consecutive positions whose events were dropped, as (first
     /// position, count), in order; their counts add up to `events`. An entry

@@ -211,17 +211,39 @@ fn saved_forwarder_positions(shared: &Shared) -> Result<BTreeMap<String, Option<
     Ok(saved)
 }
 
+/// The forwarders whose position lies before `end`, by name, at that
+/// position: each that holds retention (running, or stopped at its saved
+/// checkpoint) and each running one whatever its retention mode (one that
+/// ignores retention must pass a drop too, and report it). A forwarder in
+/// both is at the lower of the two.
+fn forwarders_before(shared: &Shared, end: u64) -> BTreeMap<String, u64> {
+    let mut all: BTreeMap<String, u64> = shared
+        .retention_holds
+        .lock()
+        .iter()
+        .filter(|(_, p)| **p < end)
+        .map(|(n, p)| (n.clone(), *p))
+        .collect();
+    for (name, p) in shared.forwarder_positions.lock().iter().filter(|(_, p)| **p < end) {
+        all.entry(name.clone())
+            .and_modify(|q| *q = (*q).min(*p))
+            .or_insert(*p);
+    }
+    all
+}
+
 /// Whether no forwarder can pass the positions of drop entry `d` again, so
 /// that it may be pruned. Every forwarder that could must have passed its
 /// end: each forwarder with a saved checkpoint not forgotten, by its saved
 /// position (one that moved on without saving passes the same positions
 /// again after a restart, and it saves its `skipped` and `gap` with its
-/// position); each running forwarder that holds retention, by its position
-/// now (a target that keeps its own checkpoint may resume it behind the
-/// saved one); and each forwarder the entry names (those that had not
-/// delivered the events when they were dropped) must have saved a
-/// checkpoint at all, or been forgotten: one that never saved one starts
-/// again where its settings say, before the drop, after a restart. The
+/// position); each running forwarder whatever its retention mode, and each
+/// that holds retention, by its position now (a target that keeps its own
+/// checkpoint may resume it behind the saved one); and each forwarder the
+/// entry names (those that had not passed the events when they were
+/// dropped) must have saved a checkpoint at all, or been forgotten: one
+/// that never saved one starts again where its settings say, before the
+/// drop, after a restart. The
 /// entry `annal repair` writes for lost entries is never pruned: which
 /// forwarders the lost entries named is unknown, and one that never saved
 /// a checkpoint is known to no rule, so no rule could tell when every
@@ -249,7 +271,7 @@ fn prune_dropped(shared: &Shared) -> Result<usize> {
         return Ok(0);
     }
     let saved = saved_forwarder_positions(shared)?;
-    let running = shared.retention_holds.lock().clone();
+    let running = forwarders_before(shared, u64::MAX);
     let keep: Vec<DroppedRange> = all
         .iter()
         .filter(|d| !passed_by_all(d, &saved, &running))
@@ -292,13 +314,7 @@ pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<Scav
                     // unrecorded. A crash or failure before the segment is replaced
                     // leaves an entry whose events are still there; forwarders check
                     // that each run is really gone before they report it.
-                    let forwarders: Vec<(String, u64)> = shared
-                        .retention_holds
-                        .lock()
-                        .iter()
-                        .filter(|(_, p)| **p < end_position)
-                        .map(|(n, p)| (n.clone(), *p))
-                        .collect();
+                    let forwarders: Vec<(String, u64)> = forwarders_before(shared, end_position).into_iter().collect();
                     let range = DroppedRange {
                         first_position,
                         end_position,

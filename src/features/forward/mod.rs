@@ -458,9 +458,13 @@ impl Forwarder {
         StatusHandle(self.status.clone())
     }
 
+    /// Tells the store where the forwarder is: its retention hold (with
+    /// [`RetentionMode::Wait`]) and, whatever the mode, its position for
+    /// the drop record, which keeps its entries until it passed them.
     fn hold(&self) {
         let hold = (self.settings.retention == RetentionMode::Wait).then_some(self.cursor);
         self.store.set_retention_hold(&self.name, hold);
+        self.store.set_forwarder_position(&self.name, Some(self.cursor));
     }
 
     /// One round: load the target's checkpoint if not done yet, then deliver
@@ -769,6 +773,7 @@ impl Forwarder {
 impl Drop for Forwarder {
     fn drop(&mut self) {
         leave(&self.store, &self.name, &self.status);
+        self.store.set_forwarder_position(&self.name, None);
         // The hold stays, from what the store holds durably.
         let hold = (self.stored && self.saved.retention == StoredHoldV1::Wait).then_some(self.saved.position);
         self.store.set_retention_hold(&self.name, hold);
