@@ -1038,3 +1038,35 @@ fn drop_entries_stay_for_a_running_forwarder_that_ignores_retention() {
     store.scavenge().unwrap();
     assert_eq!(store.dropped().unwrap(), vec![]);
 }
+
+/// Review of the fwd-trust merge: `annal repair` failed outright on an I/O
+/// error reading the drop record, where it reports what it could not fix
+/// and goes on: the record is left as it is, and the report says so.
+#[test]
+fn repair_reports_a_drop_record_it_cannot_read_and_goes_on() {
+    let path = Path::new(DIR).join("dropped.rec");
+    let mut hit = false;
+    // The n-th read of the repair fails: one of them is the drop record's.
+    for n in 1..400u64 {
+        let sim = SimStorage::new();
+        let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+        register_forwarder(&store, "slow", &settings()).unwrap();
+        fill(&store, 0, 600);
+        assert!(store.scavenge().unwrap().events_dropped_undelivered > 0);
+        close(store);
+        let record = sim.read_file(&path).unwrap();
+        sim.fail_nth_read(n);
+        match annal::repair_with(Arc::new(sim.clone()), Path::new(DIR)) {
+            Err(e) => assert!(!e.to_string().contains("dropped.rec"), "n={n}: {e}"),
+            Ok(report) if report.unfixed.iter().any(|u| u.contains("dropped.rec")) => {
+                assert_eq!(sim.read_file(&path).unwrap(), record, "left as it is");
+                hit = true;
+                break;
+            }
+            // Past the last read: no fault hit anything.
+            Ok(report) if report.is_clean() => break,
+            Ok(_) => {}
+        }
+    }
+    assert!(hit, "no read of the drop record failed");
+}

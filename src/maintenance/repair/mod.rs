@@ -273,13 +273,22 @@ impl Repairer<'_> {
     /// were lost: forwarders then report every position there that holds no
     /// event as a gap of unknown cause, never as "nothing dropped". The
     /// damaged file goes to quarantine. A record of a version this annal
-    /// does not read, or that cannot be read at all, is left as it is.
+    /// does not read, or that cannot be read at all (an I/O error), is left
+    /// as it is and reported as not fixed.
     fn drop_record(&mut self, end: u64) -> Result<()> {
         let path = self.dir.join(DROPPED_FILE);
         if !self.st.exists(&path) {
             return Ok(());
         }
-        let bytes = self.read(&path)?;
+        // An I/O error is no damage repair can mend: it is reported, and the
+        // rest of the repair stands.
+        let bytes = match self.read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                self.report.unfixed.push(format!("{}: {e}; left as it is", path.display()));
+                return Ok(());
+            }
+        };
         let error = match dropped::decode(&bytes, &path) {
             Ok(_) => return Ok(()),
             Err(e) if e.is_corruption() => e,
