@@ -412,11 +412,21 @@ impl Store {
         self.shared.empty_spans_in(from, to)
     }
 
-    /// How many times a sealed segment was replaced since the store opened:
-    /// a position loses its event only when this grows, so what a reader saw
-    /// between two equal values is what the store held all along.
-    pub(crate) fn segment_replacements(&self) -> u64 {
-        self.shared.segments.replacements()
+    /// How many times scavenging replaced a sealed segment by one with
+    /// fewer events since the store opened: a position loses its event only
+    /// when this grows, so what a reader saw between two equal values is
+    /// what the store held all along.
+    pub(crate) fn segment_removals(&self) -> u64 {
+        self.shared.segments.removals()
+    }
+
+    /// Runs `f` while no scavenge (nor compression) runs, waiting for the
+    /// one that runs, so that no position loses its event meanwhile. A
+    /// scavenge can take a while: for a reader that could not find a quiet
+    /// moment otherwise.
+    pub(crate) fn without_scavenging<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _no_scavenge = self.shared.scavenging.lock();
+        f()
     }
 
     /// The feature state of type `T`, created on first use.

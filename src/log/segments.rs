@@ -160,9 +160,10 @@ impl Segments {
 /// they took.
 pub(crate) struct SegmentSet {
     current: RwLock<Segments>,
-    /// Sealed segments replaced since the store opened (scavenging,
-    /// compression): positions lose their events only when it grows.
-    replaced: std::sync::atomic::AtomicU64,
+    /// Sealed segments replaced by a form with fewer events (scavenging)
+    /// since the store opened: positions lose their events only when it
+    /// grows. Compression, which removes none, does not count.
+    removals: std::sync::atomic::AtomicU64,
 }
 
 impl SegmentSet {
@@ -173,7 +174,7 @@ impl SegmentSet {
                 sealed: Arc::new(sealed),
                 active,
             }),
-            replaced: std::sync::atomic::AtomicU64::new(0),
+            removals: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -203,16 +204,17 @@ impl SegmentSet {
         };
     }
 
-    /// Replaces the sealed segment with the same base by `segment` (its
-    /// compressed or scavenged form), and drops the blocks of the file it
-    /// replaces from `cache` (no read can ask for them again); false if
-    /// there is none.
-    /// How many sealed segments were replaced since the store opened.
-    pub(crate) fn replacements(&self) -> u64 {
-        self.replaced.load(std::sync::atomic::Ordering::Acquire)
+    /// How many sealed segments were replaced by a form with fewer events
+    /// since the store opened.
+    pub(crate) fn removals(&self) -> u64 {
+        self.removals.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    pub(crate) fn replace_sealed(&self, segment: SealedSegment, cache: &BlockCache) -> bool {
+    /// Replaces the sealed segment with the same base by `segment` (its
+    /// compressed or scavenged form; `removes_events` says whether it holds
+    /// fewer events), and drops the blocks of the file it replaces from
+    /// `cache` (no read can ask for them again); false if there is none.
+    pub(crate) fn replace_sealed(&self, segment: SealedSegment, cache: &BlockCache, removes_events: bool) -> bool {
         let mut current = self.current.write();
         let base = segment.index.base();
         let Some(at) = current.sealed.iter().position(|s| s.index.base() == base) else {
@@ -222,7 +224,9 @@ impl SegmentSet {
         let old = std::mem::replace(&mut list[at], Arc::new(segment));
         current.sealed = Arc::new(list);
         // Counted before readers can take the new set.
-        self.replaced.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        if removes_events {
+            self.removals.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
         drop(current);
         if let Some(c) = &old.compressed {
             cache.forget(c.id());

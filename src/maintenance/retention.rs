@@ -331,7 +331,8 @@ pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<Scav
                 report.segments_rewritten += 1;
                 report.events_removed += rewritten.removed;
                 report.bytes_after += new.bytes.len() as u64;
-                shared.segments.replace_sealed(new, &shared.block_cache);
+                // `rewrite` answers only when it removed events.
+                shared.segments.replace_sealed(new, &shared.block_cache, true);
             }
             None => report.bytes_after += seg.bytes.len() as u64,
         }

@@ -48,6 +48,7 @@ mod saved;
 pub use saved::{
     SavedForwarder, acknowledge_gap, forget_forwarder, register_forwarder, saved_checkpoint, saved_forwarders,
 };
+use gaps::Stretch;
 use saved::{fresh_checkpoint, go_live, hold_of, leave, load_checkpoint};
 
 /// The system stream holding a forwarder's checkpoint.
@@ -359,6 +360,8 @@ pub struct Forwarder {
     /// Drops that end at or before this position were reported already.
     drops_reported: u64,
     status: Arc<Mutex<ForwardStatus>>,
+    /// Test hook: runs after each read of a step and before its survey.
+    after_read: Option<Box<dyn FnMut() + Send>>,
 }
 
 impl std::fmt::Debug for Forwarder {
@@ -432,10 +435,19 @@ impl Forwarder {
             drops: (u64::MAX, Vec::new()),
             drops_reported: cursor,
             status: Arc::new(Mutex::new(status)),
+            after_read: None,
         };
         go_live(&f.store, &f.name, &f.status);
         f.hold();
         Ok(f)
+    }
+
+    /// For tests only: runs `hook` in each step after the read and before
+    /// the survey of what the stretch read holds no event at (so that a test
+    /// can scavenge or compress in between).
+    #[doc(hidden)]
+    pub fn between_read_and_survey(&mut self, hook: Box<dyn FnMut() + Send>) {
+        self.after_read = Some(hook);
     }
 
     /// The forwarder's name.
@@ -489,30 +501,10 @@ impl Forwarder {
             self.refresh(head, None)?;
             return Ok(Step::Progress(0));
         }
-        let limit = self.settings.batch_size.min(self.settings.max_in_flight);
         let from = self.cursor;
-        // What this stretch holds no event at (dropped inside it, between
-        // events that stay) is surveyed as the read saw it: again if a
-        // scavenge replaced a segment meanwhile, so that an event the read
-        // passed over (one its filter hid, say) and a scavenge removed since
-        // is never counted as skipped, and one gone before the read always
-        // is. It is reported once the cursor has passed it (a failed
-        // delivery passes nothing).
-        let (read, next, stretch) = loop {
-            let replacements = self.store.segment_replacements();
-            let read = self
-                .store
-                .read_all(Direction::Forward, LogFrom::Position(from), limit, &self.settings.filter)?;
-            let next = match read.last() {
-                Some(last) if read.len() == limit => last.position + 1,
-                Some(last) => (last.position + 1).max(head),
-                None => head,
-            };
-            let stretch = self.survey(from, next)?;
-            if self.store.segment_replacements() == replacements {
-                break (read, next, stretch);
-            }
-        };
+        // What this stretch holds no event at is reported once the cursor
+        // has passed it (a failed delivery passes nothing).
+        let (read, next, stretch) = self.read_stretch(from, head)?;
         let mut events: Vec<RecordedEvent> = read.into_iter().filter(|e| !e.stream.starts_with('$')).collect();
         let mut next = next;
         let mut delivered = 0usize;
@@ -578,6 +570,54 @@ impl Forwarder {
         }
         self.refresh(self.store.head_position(), None)?;
         Ok(Step::Progress(delivered))
+    }
+
+    /// Reads the next batch from `from` (with `head` the head of the log
+    /// when the step began): the events, the position after the stretch it
+    /// covers, and what that stretch holds no event at (dropped inside it,
+    /// between events that stay), surveyed as the read saw it. A scavenge
+    /// that removes events between the read and the survey makes it read
+    /// again, so that an event the read passed over (one its filter hid,
+    /// say) and a scavenge removed since is never counted as skipped, and
+    /// one gone before the read always is. After `OPTIMISTIC_READS` reads
+    /// spoiled so, it reads and surveys while no scavenge runs (waiting for
+    /// the one that runs): scavenges that keep removing events cannot keep
+    /// it from moving on.
+    fn read_stretch(&mut self, from: u64, head: u64) -> Result<(Vec<RecordedEvent>, u64, Stretch)> {
+        const OPTIMISTIC_READS: usize = 3;
+        for _ in 0..OPTIMISTIC_READS {
+            let removals = self.store.segment_removals();
+            let (read, next) = self.read_batch(from, head)?;
+            if let Some(hook) = &mut self.after_read {
+                hook();
+            }
+            let stretch = self.survey(from, next)?;
+            if self.store.segment_removals() == removals {
+                return Ok((read, next, stretch));
+            }
+        }
+        let store = self.store.clone();
+        store.without_scavenging(|| {
+            let (read, next) = self.read_batch(from, head)?;
+            let stretch = self.survey(from, next)?;
+            Ok((read, next, stretch))
+        })
+    }
+
+    /// The next batch of events from `from` through the filter, and the
+    /// position after the stretch it covers (`head`, the head of the log
+    /// when the step began, if the batch is not full).
+    fn read_batch(&self, from: u64, head: u64) -> Result<(Vec<RecordedEvent>, u64)> {
+        let limit = self.settings.batch_size.min(self.settings.max_in_flight);
+        let read = self
+            .store
+            .read_all(Direction::Forward, LogFrom::Position(from), limit, &self.settings.filter)?;
+        let next = match read.last() {
+            Some(last) if read.len() == limit => last.position + 1,
+            Some(last) => (last.position + 1).max(head),
+            None => head,
+        };
+        Ok((read, next))
     }
 
     fn park(&mut self, event: &RecordedEvent, reason: &str) -> Result<()> {
