@@ -387,7 +387,9 @@ impl Store {
     /// What the disk-budget policy `drop-oldest` removed before forwarders
     /// delivered it (the store's drop record, `dropped.rec`), oldest first;
     /// empty if it never did. A record that cannot be read is an error (it
-    /// is never taken as empty).
+    /// is never taken as empty). An entry may record that entries were lost
+    /// to damage ([`DroppedRange::records_lost`](crate::DroppedRange::records_lost)):
+    /// its `events` is `u64::MAX`, no count.
     pub fn dropped(&self) -> Result<Vec<crate::format::dropped::DroppedRange>> {
         crate::maintenance::retention::load_dropped(&self.shared)
     }

@@ -32,7 +32,10 @@ pub struct DroppedRange {
     pub first_position: u64,
     /// The position after the last one removed that a forwarder had not delivered.
     pub end_position: u64,
-    /// Events removed in that range (positions already removed before are not counted).
+    /// Events removed in that range (positions already removed before are
+    /// not counted). In the entry that records lost entries
+    /// ([`DroppedRange::records_lost`]) it is `u64::MAX`, which counts
+    /// nothing: leave that entry out of any sum.
     pub events: u64,
     /// When they were removed, in microseconds since the Unix epoch.
     pub dropped_micros: i64,

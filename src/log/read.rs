@@ -597,7 +597,6 @@ impl Shared {
             .find(|e| e.position == position))
     }
 
-    /// First event at a position after `after` matching `filter`, if any.
     /// The positions in `from..to` that hold no event (of any stream,
     /// deleted or not) as sorted, disjoint spans (start, end); fails at
     /// damage like a read. Reads every event there, a chunk at a time.
@@ -630,6 +629,7 @@ impl Shared {
         Ok(spans)
     }
 
+    /// First event at a position after `after` matching `filter`, if any.
     pub(crate) fn first_match_after(&self, filter: &Filter, after: Option<u64>) -> Result<Option<u64>> {
         // Nothing comes after the last possible position.
         let Some(from) = after.map_or(Some(0), |a| a.checked_add(1)) else {
