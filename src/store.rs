@@ -368,10 +368,28 @@ impl Store {
         }
     }
 
+    /// Records (or, with `None`, forgets) where the forwarder `name` that
+    /// runs over this store is, whatever its retention mode: the drop
+    /// record names it and keeps its entries for it (this holds no
+    /// retention: [`Store::set_retention_hold`] does).
+    pub(crate) fn set_forwarder_position(&self, name: &str, position: Option<u64>) {
+        let mut running = self.shared.forwarder_positions.lock();
+        match position {
+            Some(p) => {
+                running.insert(name.to_string(), p);
+            }
+            None => {
+                running.remove(name);
+            }
+        }
+    }
+
     /// What the disk-budget policy `drop-oldest` removed before forwarders
     /// delivered it (the store's drop record, `dropped.rec`), oldest first;
     /// empty if it never did. A record that cannot be read is an error (it
-    /// is never taken as empty).
+    /// is never taken as empty). An entry may record that entries were lost
+    /// to damage ([`DroppedRange::records_lost`](crate::DroppedRange::records_lost)):
+    /// its `events` is `u64::MAX`, no count.
     pub fn dropped(&self) -> Result<Vec<crate::format::dropped::DroppedRange>> {
         crate::maintenance::retention::load_dropped(&self.shared)
     }
@@ -389,27 +407,28 @@ impl Store {
         self.shared.first_match_after(&Filter::all(), position.checked_sub(1))
     }
 
-    /// How many positions in `from..to` hold an event (of any stream,
-    /// deleted or not). Reads every event there: for rare checks only.
-    pub(crate) fn count_events_in(&self, from: u64, to: u64) -> Result<u64> {
-        const CHUNK: usize = 1024;
-        let mut present = 0u64;
-        let mut at = from;
-        while at < to {
-            let read = self.shared.read_log_as(
-                Direction::Forward,
-                LogFrom::Position(at),
-                CHUNK,
-                &Filter::all(),
-                crate::log::read::Visibility::Raw,
-            )?;
-            present += read.iter().filter(|e| e.position < to).count() as u64;
-            match read.last() {
-                Some(last) if read.len() == CHUNK => at = last.position + 1,
-                _ => break,
-            }
-        }
-        Ok(present)
+    /// The positions in `from..to` that hold no event (of any stream,
+    /// deleted or not), as sorted, disjoint spans (start, end). Reads every
+    /// event there: for rare checks only.
+    pub(crate) fn empty_spans_in(&self, from: u64, to: u64) -> Result<Vec<(u64, u64)>> {
+        self.shared.empty_spans_in(from, to)
+    }
+
+    /// How many times scavenging replaced a sealed segment by one with
+    /// fewer events since the store opened: a position loses its event only
+    /// when this grows, so what a reader saw between two equal values is
+    /// what the store held all along.
+    pub(crate) fn segment_removals(&self) -> u64 {
+        self.shared.segments.removals()
+    }
+
+    /// Runs `f` while no scavenge (nor compression) runs, waiting for the
+    /// one that runs, so that no position loses its event meanwhile. A
+    /// scavenge can take a while: for a reader that could not find a quiet
+    /// moment otherwise.
+    pub(crate) fn without_scavenging<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _no_scavenge = self.shared.scavenging.lock();
+        f()
     }
 
     /// The feature state of type `T`, created on first use.

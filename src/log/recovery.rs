@@ -278,6 +278,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
         notifier: Default::default(),
         background_error: Mutex::new(None),
         retention_holds: Mutex::new(std::collections::BTreeMap::new()),
+        forwarder_positions: Mutex::new(std::collections::BTreeMap::new()),
         compress_skipped: Mutex::new(std::collections::HashSet::new()),
         budget_full: Mutex::new(None),
         scavenge_wanted: std::sync::atomic::AtomicBool::new(false),

@@ -160,6 +160,10 @@ impl Segments {
 /// they took.
 pub(crate) struct SegmentSet {
     current: RwLock<Segments>,
+    /// Sealed segments replaced by a form with fewer events (scavenging)
+    /// since the store opened: positions lose their events only when it
+    /// grows. Compression, which removes none, does not count.
+    removals: std::sync::atomic::AtomicU64,
 }
 
 impl SegmentSet {
@@ -170,6 +174,7 @@ impl SegmentSet {
                 sealed: Arc::new(sealed),
                 active,
             }),
+            removals: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -199,11 +204,17 @@ impl SegmentSet {
         };
     }
 
+    /// How many sealed segments were replaced by a form with fewer events
+    /// since the store opened.
+    pub(crate) fn removals(&self) -> u64 {
+        self.removals.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Replaces the sealed segment with the same base by `segment` (its
-    /// compressed or scavenged form), and drops the blocks of the file it
-    /// replaces from `cache` (no read can ask for them again); false if
-    /// there is none.
-    pub(crate) fn replace_sealed(&self, segment: SealedSegment, cache: &BlockCache) -> bool {
+    /// compressed or scavenged form; `removes_events` says whether it holds
+    /// fewer events), and drops the blocks of the file it replaces from
+    /// `cache` (no read can ask for them again); false if there is none.
+    pub(crate) fn replace_sealed(&self, segment: SealedSegment, cache: &BlockCache, removes_events: bool) -> bool {
         let mut current = self.current.write();
         let base = segment.index.base();
         let Some(at) = current.sealed.iter().position(|s| s.index.base() == base) else {
@@ -212,6 +223,10 @@ impl SegmentSet {
         let mut list = (*current.sealed).clone();
         let old = std::mem::replace(&mut list[at], Arc::new(segment));
         current.sealed = Arc::new(list);
+        // Counted before readers can take the new set.
+        if removes_events {
+            self.removals.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
         drop(current);
         if let Some(c) = &old.compressed {
             cache.forget(c.id());

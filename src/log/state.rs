@@ -63,6 +63,11 @@ pub(crate) struct Shared {
     /// checkpoints and moved by running forwarders. Scavenging keeps every
     /// event at or after the lowest of them.
     pub(crate) retention_holds: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// The forwarders running over this store, whatever their retention
+    /// mode, by name: the first position each has not passed. Holds no
+    /// retention; drop record entries name those before a drop, and pruning
+    /// waits for them (see `maintenance::retention`).
+    pub(crate) forwarder_positions: Mutex<std::collections::BTreeMap<String, u64>>,
     /// Set while appends are refused because undelivered events alone are
     /// over the disk budget (policy `stop-appends`): the forwarder holding
     /// the lowest position, the bytes held and the budget.

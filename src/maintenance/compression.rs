@@ -70,7 +70,8 @@ pub(crate) fn compress_sealed(shared: &Shared, options: &CompressionOptions, bac
                 report.segments += 1;
                 report.bytes_before += seg.bytes.len() as u64;
                 report.bytes_after += after;
-                shared.segments.replace_sealed(new, &shared.block_cache);
+                // The same events, compressed: no reader need look again.
+                shared.segments.replace_sealed(new, &shared.block_cache, false);
             }
             Ok(None) => {
                 shared.compress_skipped.lock().insert(key(&seg));

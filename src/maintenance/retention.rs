@@ -10,6 +10,7 @@
 //! kept by removed frames. This module decides what goes and rewrites; it
 //! must never touch the active segment.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::error::{Error, IoContext, Result};
@@ -179,22 +180,21 @@ fn record_drop(shared: &Shared, range: DroppedRange) -> Result<()> {
     Ok(())
 }
 
-/// The lowest position saved in the checkpoint of a forwarder that has not
-/// been forgotten (`None` if there is none): every forwarder has passed what
-/// lies before it, and counted any gap there in the same saved record. Only
-/// saved checkpoints count: a forwarder that moved on without saving will
-/// pass the same positions again after a restart. A record that does not
-/// decode counts as position 0 (nothing is pruned).
-fn lowest_forwarder_checkpoint(shared: &Shared) -> Result<Option<u64>> {
-    let streams: Vec<String> = shared
+/// The position saved in the checkpoint of every forwarder that saved one,
+/// by name: `Some(position)`, or `None` for a forwarder forgotten (its
+/// retention `released`). A record that does not decode counts as position
+/// 0 (nothing it could need is pruned).
+fn saved_forwarder_positions(shared: &Shared) -> Result<BTreeMap<String, Option<u64>>> {
+    let names: Vec<String> = shared
         .streams
         .read()
         .keys()
-        .filter(|n| n.starts_with("$forward-") && n.ends_with("-checkpoint"))
-        .map(|n| n.to_string())
+        .filter_map(|n| n.strip_prefix("$forward-").and_then(|n| n.strip_suffix("-checkpoint")))
+        .map(str::to_string)
         .collect();
-    let mut lowest: Option<u64> = None;
-    for stream in streams {
+    let mut saved = BTreeMap::new();
+    for name in names {
+        let stream = format!("$forward-{name}-checkpoint");
         let Some(last) = shared
             .read_stream(&stream, Direction::Backward, StreamFrom::End, 1)?
             .pop()
@@ -202,21 +202,67 @@ fn lowest_forwarder_checkpoint(shared: &Shared) -> Result<Option<u64>> {
             continue;
         };
         let position = match system::decode::<StoredForwardCheckpointV1>(&stream, last.position, &last.data) {
-            Ok(c) if c.retention == StoredHoldV1::Released => continue,
-            Ok(c) => c.position,
-            Err(_) => 0,
+            Ok(c) if c.retention == StoredHoldV1::Released => None,
+            Ok(c) => Some(c.position),
+            Err(_) => Some(0),
         };
-        lowest = Some(lowest.map_or(position, |l| l.min(position)));
+        saved.insert(name, position);
     }
-    Ok(lowest)
+    Ok(saved)
 }
 
-/// Removes from the drop record the entries that end at or before the
-/// lowest saved checkpoint of every forwarder (none are removed while no
-/// forwarder saved one): no forwarder will pass their positions again. The
-/// new file replaces the old one atomically (written, synced, renamed), so a
-/// crash leaves one or the other. A record that cannot be read is left as it
-/// is: it is evidence, and verify reports it.
+/// The forwarders whose position lies before `end`, by name, at that
+/// position: each that holds retention (running, or stopped at its saved
+/// checkpoint) and each running one whatever its retention mode (one that
+/// ignores retention must pass a drop too, and report it). A forwarder in
+/// both is at the lower of the two.
+fn forwarders_before(shared: &Shared, end: u64) -> BTreeMap<String, u64> {
+    let mut all: BTreeMap<String, u64> = shared
+        .retention_holds
+        .lock()
+        .iter()
+        .filter(|(_, p)| **p < end)
+        .map(|(n, p)| (n.clone(), *p))
+        .collect();
+    for (name, p) in shared.forwarder_positions.lock().iter().filter(|(_, p)| **p < end) {
+        all.entry(name.clone())
+            .and_modify(|q| *q = (*q).min(*p))
+            .or_insert(*p);
+    }
+    all
+}
+
+/// Whether no forwarder can pass the positions of drop entry `d` again, so
+/// that it may be pruned. Every forwarder that could must have passed its
+/// end: each forwarder with a saved checkpoint not forgotten, by its saved
+/// position (one that moved on without saving passes the same positions
+/// again after a restart, and it saves its `skipped` and `gap` with its
+/// position); each running forwarder whatever its retention mode, and each
+/// that holds retention, by its position now (a target that keeps its own
+/// checkpoint may resume it behind the saved one); and each forwarder the
+/// entry names (those that had not passed the events when they were
+/// dropped) must have saved a checkpoint at all, or been forgotten: one
+/// that never saved one starts again where its settings say, before the
+/// drop, after a restart. The
+/// entry `annal repair` writes for lost entries is never pruned: which
+/// forwarders the lost entries named is unknown, and one that never saved
+/// a checkpoint is known to no rule, so no rule could tell when every
+/// forwarder that must pass it has.
+fn passed_by_all(d: &DroppedRange, saved: &BTreeMap<String, Option<u64>>, running: &BTreeMap<String, u64>) -> bool {
+    if d.records_lost() {
+        return false;
+    }
+    let end = d.end_position;
+    saved.values().flatten().all(|p| *p >= end)
+        && running.values().all(|p| *p >= end)
+        && d.forwarders.iter().all(|(name, _)| saved.contains_key(name))
+}
+
+/// Removes from the drop record the entries that no forwarder can pass
+/// again (see `passed_by_all`). The new file replaces the old one
+/// atomically (written, synced, renamed), so a crash leaves one or the
+/// other. A record that cannot be read is left as it is: it is evidence,
+/// and verify reports it.
 fn prune_dropped(shared: &Shared) -> Result<usize> {
     let Ok(all) = load_dropped(shared) else {
         return Ok(0);
@@ -224,10 +270,13 @@ fn prune_dropped(shared: &Shared) -> Result<usize> {
     if all.is_empty() {
         return Ok(0);
     }
-    let Some(bound) = lowest_forwarder_checkpoint(shared)? else {
-        return Ok(0);
-    };
-    let keep: Vec<DroppedRange> = all.iter().filter(|d| d.end_position > bound).cloned().collect();
+    let saved = saved_forwarder_positions(shared)?;
+    let running = forwarders_before(shared, u64::MAX);
+    let keep: Vec<DroppedRange> = all
+        .iter()
+        .filter(|d| !passed_by_all(d, &saved, &running))
+        .cloned()
+        .collect();
     let pruned = all.len() - keep.len();
     if pruned > 0 {
         write_atomically(&*shared.storage, &shared.dir, DROPPED_FILE, &dropped::encode(&keep)?)
@@ -265,13 +314,7 @@ pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<Scav
                     // unrecorded. A crash or failure before the segment is replaced
                     // leaves an entry whose events are still there; forwarders check
                     // that each run is really gone before they report it.
-                    let forwarders: Vec<(String, u64)> = shared
-                        .retention_holds
-                        .lock()
-                        .iter()
-                        .filter(|(_, p)| **p < end_position)
-                        .map(|(n, p)| (n.clone(), *p))
-                        .collect();
+                    let forwarders: Vec<(String, u64)> = forwarders_before(shared, end_position).into_iter().collect();
                     let range = DroppedRange {
                         first_position,
                         end_position,
@@ -288,7 +331,8 @@ pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<Scav
                 report.segments_rewritten += 1;
                 report.events_removed += rewritten.removed;
                 report.bytes_after += new.bytes.len() as u64;
-                shared.segments.replace_sealed(new, &shared.block_cache);
+                // `rewrite` answers only when it removed events.
+                shared.segments.replace_sealed(new, &shared.block_cache, true);
             }
             None => report.bytes_after += seg.bytes.len() as u64,
         }

@@ -16,6 +16,31 @@ fn span_len(spans: &[Span]) -> u64 {
     spans.iter().map(|(start, end)| end - start).sum()
 }
 
+/// Positions of sorted, disjoint spans inside `from..to`.
+fn clipped_len(spans: &[Span], from: u64, to: u64) -> u64 {
+    spans
+        .iter()
+        .map(|&(start, end)| end.min(to).saturating_sub(start.max(from)))
+        .sum()
+}
+
+/// What a stretch of the log the forwarder passes over held no event at,
+/// as the store was when the forwarder read it.
+pub(super) struct Stretch {
+    /// Positions before it (from the stretch's start) are of unknown cause:
+    /// the drop record cannot be read, or lost its entries there to damage.
+    unknown: u64,
+    /// Whether the drop record could not be read.
+    damaged: bool,
+    /// The positions before `unknown` that held no event, as sorted, disjoint spans.
+    missing: Vec<Span>,
+    /// The positions from `unknown` on that held no event and that the drop
+    /// record names, as sorted, disjoint spans.
+    named: Vec<Span>,
+    /// The latest time of the drops `named` comes from.
+    when: Option<i64>,
+}
+
 impl From<StoredGapV1> for ForwardGap {
     fn from(g: StoredGapV1) -> Self {
         ForwardGap {
@@ -47,18 +72,21 @@ impl Forwarder {
         let first = self.store.first_event_position_from(self.cursor)?.unwrap_or(head);
         if first > self.cursor {
             let (from, to) = (self.cursor, first);
-            // Every position in the gap held one event; the drop record names some.
-            let named = span_len(&self.gone_drops(from, to)?.0);
-            if self.drop_record_damaged() {
-                // Counted below, as removed for an unknown reason.
-                self.drops_reported = self.drops_reported.max(to);
-            } else {
-                self.note_drops(from, to, &[])?;
-            }
+            // Every position in the gap held one event, and is gone for good:
+            // no later scavenge changes what this finds.
+            let stretch = self.survey(from, to)?;
+            let (damaged, unknown) = (stretch.damaged, stretch.unknown);
+            // The drop record names some; the others (with those of unknown
+            // cause) are counted here.
+            let named = span_len(&stretch.named);
+            self.drops_reported = self.drops_reported.max(unknown);
+            self.note_drops(unknown, to, &stretch);
             let other = (to - from).saturating_sub(named);
             if other > 0 {
-                let unread = if self.drop_record_damaged() {
+                let unread = if damaged {
                     " (the drop record, dropped.rec, cannot be read: they may have been dropped by retention.when_full = \"drop-oldest\")"
+                } else if from < unknown {
+                    " (the drop record, dropped.rec, lost its entries there to damage, see annal repair: they may have been dropped by retention.when_full = \"drop-oldest\")"
                 } else {
                     ""
                 };
@@ -83,6 +111,18 @@ impl Forwarder {
             self.save()?;
         }
         Ok(())
+    }
+
+    /// The end of the positions where the drop record lost entries to
+    /// damage (`annal repair` wrote an entry saying so): 0 if it lost none.
+    fn lost_before(&self) -> u64 {
+        self.drops
+            .1
+            .iter()
+            .filter(|d| d.records_lost())
+            .map(|d| d.end_position)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Reads the store's drop record again if a drop was recorded since it
@@ -123,14 +163,43 @@ impl Forwarder {
         self.status.lock().drop_record_error.is_some()
     }
 
-    /// The positions in `from..to` whose events the store's drop record says
-    /// were dropped and that are really gone, as sorted, disjoint spans
-    /// (start, end): an entry recorded twice counts once, and the runs of an
-    /// entry whose segment was not replaced (the rewrite failed, or the
-    /// process stopped in between) are not gone and not counted. With the
-    /// latest time of the drops they come from.
-    fn gone_drops(&mut self, from: u64, to: u64) -> Result<(Vec<Span>, Option<i64>)> {
+    /// What `from..to` holds no event at now, for [`Forwarder::note_drops`]:
+    /// the positions of unknown cause (while the drop record cannot be
+    /// read, or before the end of entries it lost to damage) without an
+    /// event, and the positions the drop record names that hold none.
+    /// A caller that read the stretch takes it while no segment was replaced
+    /// since its read began, so that it describes what the read saw.
+    pub(super) fn survey(&mut self, from: u64, to: u64) -> Result<Stretch> {
         self.load_drops();
+        let damaged = self.drop_record_damaged();
+        let unknown = if damaged {
+            to
+        } else {
+            self.lost_before().clamp(from, to)
+        };
+        let missing = if from < unknown {
+            self.store.empty_spans_in(from, unknown)?
+        } else {
+            Vec::new()
+        };
+        let (named, when) = self.gone_drops(unknown, to)?;
+        Ok(Stretch {
+            unknown,
+            damaged,
+            missing,
+            named,
+            when,
+        })
+    }
+
+    /// The positions in `from..to` whose events the store's drop record says
+    /// were dropped and that hold no event now, as sorted, disjoint spans
+    /// (start, end): an entry recorded twice counts once, and positions of
+    /// an entry whose segment was not replaced (the rewrite failed, or the
+    /// process stopped in between) still hold their events and are not
+    /// counted, even when a later scavenge removed some of the others. With
+    /// the latest time of the drops they come from.
+    fn gone_drops(&mut self, from: u64, to: u64) -> Result<(Vec<Span>, Option<i64>)> {
         let mut spans: Vec<Span> = Vec::new();
         let mut when = None;
         for d in &self.drops.1 {
@@ -142,12 +211,12 @@ impl Forwarder {
                 if count == 0 || first >= to || end <= from {
                     continue;
                 }
-                // A run goes with its segment's rewrite, all at once: its first position tells.
-                if self.store.first_event_position_from(first)? == Some(first) {
-                    continue;
+                let (a, b) = (first.max(from), end.min(to));
+                let gone = self.store.empty_spans_in(a, b)?;
+                if !gone.is_empty() {
+                    when = when.max(Some(d.dropped_micros));
                 }
-                spans.push((first.max(from), end.min(to)));
-                when = when.max(Some(d.dropped_micros));
+                spans.extend(gone);
             }
         }
         spans.sort_unstable();
@@ -161,56 +230,56 @@ impl Forwarder {
         Ok((merged, when))
     }
 
-    /// Reports the events of the store's drop record that were dropped in
-    /// `from..to` (the stretch the cursor has just passed over) and not
-    /// reported yet, leaving out `present` (sorted positions a read returned
-    /// there): the skipped count grows by exactly their number. Returns it.
-    /// Called only once the cursor is at `to`, so that what is saved never
-    /// counts a drop past the saved position.
-    pub(super) fn note_drops(&mut self, from: u64, to: u64, present: &[u64]) -> Result<u64> {
+    /// Reports what `stretch` (surveyed over a stretch starting at or before
+    /// `from`) says held no event in `from..to` (the stretch the cursor has
+    /// just passed over) and was not reported yet: the skipped count grows
+    /// by exactly their number. Returns it. Called only once the cursor is
+    /// at `to`, so that what is saved never counts a drop past the saved
+    /// position.
+    pub(super) fn note_drops(&mut self, from: u64, to: u64, stretch: &Stretch) -> u64 {
         let start = from.max(self.drops_reported);
         if start >= to {
-            return Ok(0);
+            return 0;
         }
-        let (spans, when) = self.gone_drops(start, to)?;
         self.drops_reported = to;
-        if self.drop_record_damaged() {
-            // Nothing names the drops: every position without an event counts.
-            let missing = (to - start).saturating_sub(self.store.count_events_in(start, to)?);
-            if missing > 0 {
-                let msg = format!(
-                    "gap: {missing} positions in {start}..{to} hold no event and the drop record (dropped.rec) cannot be read: they may have been dropped (retention.when_full = \"drop-oldest\") or removed before forwarder {:?} delivered them; they are skipped",
-                    self.name
-                );
-                self.current.skipped += missing;
-                self.dirty = true;
-                self.report_gap(
-                    msg,
-                    ForwardGap {
-                        first_position: start,
-                        end_position: to,
-                        dropped_events: None,
-                        dropped_micros: None,
-                    },
-                );
-            }
-            return Ok(missing);
+        let unknown = stretch.unknown.clamp(start, to);
+        let missing = clipped_len(&stretch.missing, start, unknown);
+        if missing > 0 {
+            let why = if stretch.damaged {
+                "the drop record (dropped.rec) cannot be read"
+            } else {
+                "the drop record (dropped.rec) lost its entries there to damage (see annal repair)"
+            };
+            let msg = format!(
+                "gap: {missing} positions in {start}..{unknown} hold no event and {why}: they may have been dropped (retention.when_full = \"drop-oldest\") or removed before forwarder {:?} delivered them; they are skipped",
+                self.name
+            );
+            self.current.skipped += missing;
+            self.report_gap(
+                msg,
+                ForwardGap {
+                    first_position: start,
+                    end_position: unknown,
+                    dropped_events: None,
+                    dropped_micros: None,
+                },
+            );
         }
-        let returned = present
+        let spans: Vec<Span> = stretch
+            .named
             .iter()
-            .filter(|p| spans.iter().any(|(a, b)| (*a..*b).contains(*p)))
-            .count() as u64;
-        let events = span_len(&spans).saturating_sub(returned);
-        if events == 0 {
-            return Ok(0);
-        }
-        if let (Some(&(first, _)), Some(&(_, end)), Some(when)) = (spans.first(), spans.last(), when) {
+            .map(|&(a, b)| (a.max(unknown), b.min(to)))
+            .filter(|(a, b)| a < b)
+            .collect();
+        let events = span_len(&spans);
+        if let (Some(&(first, _)), Some(&(_, end)), Some(when), true) =
+            (spans.first(), spans.last(), stretch.when, events > 0)
+        {
             let msg = format!(
                 "gap: {events} events at positions {first}..{end} were dropped at {when} µs (retention.when_full = \"drop-oldest\", recorded in dropped.rec) before forwarder {:?} delivered them; they are skipped",
                 self.name
             );
             self.current.skipped += events;
-            self.dirty = true;
             self.report_gap(
                 msg,
                 ForwardGap {
@@ -221,7 +290,7 @@ impl Forwarder {
                 },
             );
         }
-        Ok(events)
+        missing + events
     }
 
     fn report_gap(&mut self, msg: String, gap: ForwardGap) {

@@ -48,7 +48,8 @@ mod saved;
 pub use saved::{
     SavedForwarder, acknowledge_gap, forget_forwarder, register_forwarder, saved_checkpoint, saved_forwarders,
 };
-use saved::{fresh_checkpoint, hold_of, load_checkpoint};
+use gaps::Stretch;
+use saved::{fresh_checkpoint, go_live, hold_of, leave, load_checkpoint};
 
 /// The system stream holding a forwarder's checkpoint.
 pub fn forward_checkpoint_stream(name: &str) -> String {
@@ -285,9 +286,10 @@ pub struct ForwardStatus {
     /// delivery, in total (for a drop the record names, the events it
     /// counts).
     pub skipped: u64,
-    /// The last gap the forwarder met since it started: events removed
-    /// before it delivered them, which it skipped. Stays set once a gap was
-    /// met (`GET /health` is degraded while it is).
+    /// The last gap the forwarder met (or saved before a restart) that was
+    /// not acknowledged: events removed before it delivered them, which it
+    /// skipped. Stays set until [`acknowledge_gap`] (`GET /health` is
+    /// degraded while it is).
     pub gap: Option<ForwardGap>,
     /// Failed attempts since the last success.
     pub failures: u32,
@@ -358,6 +360,8 @@ pub struct Forwarder {
     /// Drops that end at or before this position were reported already.
     drops_reported: u64,
     status: Arc<Mutex<ForwardStatus>>,
+    /// Test hook: runs after each read of a step and before its survey.
+    after_read: Option<Box<dyn FnMut() + Send>>,
 }
 
 impl std::fmt::Debug for Forwarder {
@@ -431,9 +435,19 @@ impl Forwarder {
             drops: (u64::MAX, Vec::new()),
             drops_reported: cursor,
             status: Arc::new(Mutex::new(status)),
+            after_read: None,
         };
+        go_live(&f.store, &f.name, &f.status);
         f.hold();
         Ok(f)
+    }
+
+    /// For tests only: runs `hook` in each step after the read and before
+    /// the survey of what the stretch read holds no event at (so that a test
+    /// can scavenge or compress in between).
+    #[doc(hidden)]
+    pub fn between_read_and_survey(&mut self, hook: Box<dyn FnMut() + Send>) {
+        self.after_read = Some(hook);
     }
 
     /// The forwarder's name.
@@ -456,15 +470,20 @@ impl Forwarder {
         StatusHandle(self.status.clone())
     }
 
+    /// Tells the store where the forwarder is: its retention hold (with
+    /// [`RetentionMode::Wait`]) and, whatever the mode, its position for
+    /// the drop record, which keeps its entries until it passed them.
     fn hold(&self) {
         let hold = (self.settings.retention == RetentionMode::Wait).then_some(self.cursor);
         self.store.set_retention_hold(&self.name, hold);
+        self.store.set_forwarder_position(&self.name, Some(self.cursor));
     }
 
     /// One round: load the target's checkpoint if not done yet, then deliver
     /// one batch (or find nothing to do). An error is the target's; the
     /// forwarder's position is unchanged by it.
     pub fn step(&mut self) -> std::result::Result<Step, ForwardError> {
+        self.take_acknowledgement();
         if !self.started {
             if let Some(p) = self.target.load_checkpoint(&self.name)? {
                 self.cursor = p;
@@ -482,21 +501,10 @@ impl Forwarder {
             self.refresh(head, None)?;
             return Ok(Step::Progress(0));
         }
-        let limit = self.settings.batch_size.min(self.settings.max_in_flight);
-        let read = self
-            .store
-            .read_all(Direction::Forward, LogFrom::Position(self.cursor), limit, &self.settings.filter)?;
-        let next = match read.last() {
-            Some(last) if read.len() == limit => last.position + 1,
-            Some(last) => (last.position + 1).max(head),
-            None => head,
-        };
-        // Events a drop removed inside this stretch (between events that stay)
-        // are reported once the cursor has passed them (a failed delivery
-        // passes nothing); events this read returned are not among them,
-        // whatever a scavenge did since.
         let from = self.cursor;
-        let present: Vec<u64> = read.iter().map(|e| e.position).collect();
+        // What this stretch holds no event at is reported once the cursor
+        // has passed it (a failed delivery passes nothing).
+        let (read, next, stretch) = self.read_stretch(from, head)?;
         let mut events: Vec<RecordedEvent> = read.into_iter().filter(|e| !e.stream.starts_with('$')).collect();
         let mut next = next;
         let mut delivered = 0usize;
@@ -530,7 +538,7 @@ impl Forwarder {
                     let poison = events.remove(0);
                     self.park(&poison, &reason)?;
                     self.cursor = poison.position + 1;
-                    self.note_drops(from, self.cursor, &present)?;
+                    self.note_drops(from, self.cursor, &stretch);
                     self.hold();
                     self.save()?;
                     // A target that keeps the checkpoint must hear that it moved past the poison.
@@ -546,7 +554,7 @@ impl Forwarder {
             }
         }
         self.cursor = next.max(self.cursor);
-        self.note_drops(from, self.cursor, &present)?;
+        self.note_drops(from, self.cursor, &stretch);
         self.current.delivered += delivered as u64;
         self.dirty |= delivered > 0;
         self.hold();
@@ -562,6 +570,54 @@ impl Forwarder {
         }
         self.refresh(self.store.head_position(), None)?;
         Ok(Step::Progress(delivered))
+    }
+
+    /// Reads the next batch from `from` (with `head` the head of the log
+    /// when the step began): the events, the position after the stretch it
+    /// covers, and what that stretch holds no event at (dropped inside it,
+    /// between events that stay), surveyed as the read saw it. A scavenge
+    /// that removes events between the read and the survey makes it read
+    /// again, so that an event the read passed over (one its filter hid,
+    /// say) and a scavenge removed since is never counted as skipped, and
+    /// one gone before the read always is. After `OPTIMISTIC_READS` reads
+    /// spoiled so, it reads and surveys while no scavenge runs (waiting for
+    /// the one that runs): scavenges that keep removing events cannot keep
+    /// it from moving on.
+    fn read_stretch(&mut self, from: u64, head: u64) -> Result<(Vec<RecordedEvent>, u64, Stretch)> {
+        const OPTIMISTIC_READS: usize = 3;
+        for _ in 0..OPTIMISTIC_READS {
+            let removals = self.store.segment_removals();
+            let (read, next) = self.read_batch(from, head)?;
+            if let Some(hook) = &mut self.after_read {
+                hook();
+            }
+            let stretch = self.survey(from, next)?;
+            if self.store.segment_removals() == removals {
+                return Ok((read, next, stretch));
+            }
+        }
+        let store = self.store.clone();
+        store.without_scavenging(|| {
+            let (read, next) = self.read_batch(from, head)?;
+            let stretch = self.survey(from, next)?;
+            Ok((read, next, stretch))
+        })
+    }
+
+    /// The next batch of events from `from` through the filter, and the
+    /// position after the stretch it covers (`head`, the head of the log
+    /// when the step began, if the batch is not full).
+    fn read_batch(&self, from: u64, head: u64) -> Result<(Vec<RecordedEvent>, u64)> {
+        let limit = self.settings.batch_size.min(self.settings.max_in_flight);
+        let read = self
+            .store
+            .read_all(Direction::Forward, LogFrom::Position(from), limit, &self.settings.filter)?;
+        let next = match read.last() {
+            Some(last) if read.len() == limit => last.position + 1,
+            Some(last) => (last.position + 1).max(head),
+            None => head,
+        };
+        Ok((read, next))
     }
 
     fn park(&mut self, event: &RecordedEvent, reason: &str) -> Result<()> {
@@ -596,6 +652,7 @@ impl Forwarder {
     /// Saves the checkpoint in the store if it moved since the last save.
     pub fn save(&mut self) -> Result<()> {
         self.last_save = Instant::now();
+        self.take_acknowledgement();
         if !self.dirty {
             return Ok(());
         }
@@ -615,6 +672,16 @@ impl Forwarder {
         self.stored = true;
         self.dirty = false;
         Ok(())
+    }
+
+    /// Drops the gap that [`acknowledge_gap`] cleared from the status since
+    /// (only it clears the status' gap while the forwarder still has one),
+    /// so that the next save does not save it again.
+    fn take_acknowledgement(&mut self) {
+        if self.current.gap.is_some() && self.status.lock().gap.is_none() {
+            self.current.gap = None;
+            self.dirty = true;
+        }
     }
 
     /// Updates the lag figures.
@@ -745,6 +812,8 @@ impl Forwarder {
 
 impl Drop for Forwarder {
     fn drop(&mut self) {
+        leave(&self.store, &self.name, &self.status);
+        self.store.set_forwarder_position(&self.name, None);
         // The hold stays, from what the store holds durably.
         let hold = (self.stored && self.saved.retention == StoredHoldV1::Wait).then_some(self.saved.position);
         self.store.set_retention_hold(&self.name, hold);

@@ -3,14 +3,23 @@
 //! registering and forgetting a forwarder, and reading what is saved. This
 //! module must never deliver an event.
 
+use std::collections::BTreeMap;
+
 use super::*;
+use crate::store::Extension;
 
 /// The checkpoint saved in the store for forwarder `name`, if any.
 pub(super) fn load_checkpoint(store: &Store, name: &str) -> Result<Option<StoredForwardCheckpointV1>> {
+    Ok(load_checkpoint_at(store, name)?.map(|(c, _)| c))
+}
+
+/// The checkpoint saved in the store for forwarder `name`, if any, with the
+/// revision of its record in the checkpoint stream.
+fn load_checkpoint_at(store: &Store, name: &str) -> Result<Option<(StoredForwardCheckpointV1, u64)>> {
     let stream = forward_checkpoint_stream(name);
     match store.read_stream(&stream, Direction::Backward, StreamFrom::End, 1) {
         Ok(mut e) => match e.pop() {
-            Some(e) => Ok(Some(system::decode(&stream, e.position, &e.data)?)),
+            Some(e) => Ok(Some((system::decode(&stream, e.position, &e.data)?, e.revision))),
             None => Ok(None),
         },
         Err(Error::StreamNotFound(_)) => Ok(None),
@@ -118,25 +127,67 @@ pub struct SavedForwarder {
     pub gap: Option<ForwardGap>,
 }
 
-/// Acknowledges the gap forwarder `name` (one that is not running) reported:
-/// its saved checkpoint no longer carries it, so its status, `/metrics`
-/// (`annal_forward_gap`) and `/health` stop reporting it when it runs again.
-/// The `skipped` total stays. Returns false if the store has no checkpoint of
-/// that name. A running forwarder saves its own gap again: stop it first.
+/// The forwarders that exist over a store, by name: their shared figures,
+/// so that an acknowledgement of a gap reaches a forwarder that runs (it
+/// would otherwise save its gap again with its next checkpoint).
+#[derive(Default)]
+pub(super) struct Live(Mutex<BTreeMap<String, Arc<Mutex<ForwardStatus>>>>);
+
+impl Extension for Live {
+    fn close(&self, _store: &Store) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Makes the figures of forwarder `name` the ones an acknowledgement clears.
+pub(super) fn go_live(store: &Store, name: &str, status: &Arc<Mutex<ForwardStatus>>) {
+    store.extension::<Live>().0.lock().insert(name.to_string(), status.clone());
+}
+
+/// Forgets the figures of forwarder `name`, if they are still `status`.
+pub(super) fn leave(store: &Store, name: &str, status: &Arc<Mutex<ForwardStatus>>) {
+    let live = store.extension::<Live>();
+    let mut by_name = live.0.lock();
+    if by_name.get(name).is_some_and(|s| Arc::ptr_eq(s, status)) {
+        by_name.remove(name);
+    }
+}
+
+/// Acknowledges the gap forwarder `name` reported: its status, `/metrics`
+/// (`annal_forward_gap`) and `/health` stop reporting it, and its saved
+/// checkpoint no longer carries it. A forwarder running over this store
+/// stops reporting it at once and saves its next checkpoints without it
+/// (a gap it meets later is reported again). The `skipped` total stays.
+/// Returns false if the store has no checkpoint of that name and no such
+/// forwarder runs.
 pub fn acknowledge_gap(store: &Store, name: &str) -> Result<bool> {
     check_forwarder_name(name)?;
-    let Some(c) = load_checkpoint(store, name)? else {
-        return Ok(false);
-    };
-    if c.gap.is_some() {
-        let record = StoredForwardCheckpointV1 { gap: None, ..c };
-        store.append_system(
-            &forward_checkpoint_stream(name),
-            ExpectedVersion::Any,
-            vec![EventData::json("$ForwardCheckpoint", system::encode(&record))],
-        )?;
+    // The running forwarder first: from here on it saves no gap it had met.
+    let live = store.extension::<Live>().0.lock().get(name).cloned();
+    if let Some(status) = &live {
+        status.lock().gap = None;
     }
-    Ok(true)
+    let stream = forward_checkpoint_stream(name);
+    loop {
+        let Some((c, revision)) = load_checkpoint_at(store, name)? else {
+            return Ok(live.is_some());
+        };
+        if c.gap.is_none() {
+            return Ok(true);
+        }
+        let record = StoredForwardCheckpointV1 { gap: None, ..c };
+        // Over exactly the record read: a checkpoint the forwarder saved in
+        // between is read again (its position must not go back).
+        match store.append_system(
+            &stream,
+            ExpectedVersion::Exact(revision),
+            vec![EventData::json("$ForwardCheckpoint", system::encode(&record))],
+        ) {
+            Ok(_) => return Ok(true),
+            Err(Error::WrongExpectedVersion { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Every forwarder that saved a checkpoint in the store, by name, sorted.

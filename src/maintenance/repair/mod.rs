@@ -3,7 +3,9 @@
 //! Repair rebuilds what is derived (indexes, the stream checkpoint, headers
 //! whose file name says what they held), cuts torn tails, seals segments that
 //! should have been sealed, and replaces damaged ranges of the log by lost
-//! frames so that positions stay contiguous. It never deletes a byte: every
+//! frames so that positions stay contiguous; a damaged drop record
+//! (`dropped.rec`) is written again with what still decodes and an entry
+//! saying the rest was lost. It never deletes a byte: every
 //! original file it rewrites and every range it drops is first copied into
 //! `quarantine/<time>/`, and every action is reported. It must never run on a
 //! store that is open (it takes the directory's lock).
@@ -15,6 +17,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, IoContext, Result};
 use crate::event::now_micros;
+use crate::format::dropped::{self, DROPPED_FILE, DroppedRange};
 use crate::format::checkpoint::{DURABLE_FILE, DurableMark, META_FILE, STREAMS_FILE, StoreMeta, StreamsCheckpoint};
 use crate::format::index::SegmentIndex;
 use crate::format::record::{self, Frame, LostView, SealView};
@@ -101,8 +104,9 @@ pub fn repair_with(storage: Arc<dyn Storage>, dir: &Path) -> Result<RepairReport
     r.read_checkpoint()?;
     r.read_heads()?;
     r.read_dictionary();
-    r.segments()?;
+    let end = r.segments()?;
     r.derived()?;
+    r.drop_record(end)?;
     Ok(r.report)
 }
 
@@ -206,7 +210,8 @@ impl Repairer<'_> {
         Ok(())
     }
 
-    fn segments(&mut self) -> Result<()> {
+    /// Repairs the log's segments; returns the position after the last one.
+    fn segments(&mut self) -> Result<u64> {
         let mut bases: Vec<u64> = self
             .st
             .list(self.dir)
@@ -257,7 +262,63 @@ impl Repairer<'_> {
         let end = self.evidence_end()?;
         if end > expected {
             self.fill_gap(expected, end)?;
+            expected = end;
         }
+        Ok(expected.max(self.claim.map_or(0, |m| m.next_position)))
+    }
+
+    /// Replaces a drop record (`dropped.rec`) that does not decode by the
+    /// entries that still do, and an entry saying that the others, before
+    /// `end` (the end of the log: drops are only ever of sealed segments),
+    /// were lost: forwarders then report every position there that holds no
+    /// event as a gap of unknown cause, never as "nothing dropped". The
+    /// damaged file goes to quarantine. A record of a version this annal
+    /// does not read, or that cannot be read at all (an I/O error), is left
+    /// as it is and reported as not fixed.
+    fn drop_record(&mut self, end: u64) -> Result<()> {
+        let path = self.dir.join(DROPPED_FILE);
+        if !self.st.exists(&path) {
+            return Ok(());
+        }
+        // An I/O error is no damage repair can mend: it is reported, and the
+        // rest of the repair stands.
+        let bytes = match self.read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                self.report.unfixed.push(format!("{}: {e}; left as it is", path.display()));
+                return Ok(());
+            }
+        };
+        let error = match dropped::decode(&bytes, &path) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_corruption() => e,
+            Err(e) => {
+                self.report.unfixed.push(format!("{}: {e}; left as it is", path.display()));
+                return Ok(());
+            }
+        };
+        let salvaged = dropped::salvage(&bytes);
+        let found = salvaged.len();
+        // An entry past the end of the log cannot be right.
+        let mut kept: Vec<DroppedRange> = salvaged.into_iter().filter(|d| d.end_position <= end).collect();
+        let wrong = found - kept.len();
+        let lost_before = kept
+            .iter()
+            .filter(|d| d.records_lost())
+            .map(|d| d.end_position)
+            .max()
+            .unwrap_or(0);
+        kept.retain(|d| !d.records_lost());
+        kept.push(DroppedRange::lost(end.max(lost_before), self.stamp));
+        self.quarantine(DROPPED_FILE, &bytes)?;
+        write_atomically(self.st, self.dir, DROPPED_FILE, &dropped::encode(&kept)?)
+            .ctx(|| format!("writing {DROPPED_FILE}"))?;
+        self.act(format!(
+            "{}: {error}; moved to quarantine and written again with the {} entries before the damage that still decode ({wrong} more past the end of the log left out), and an entry saying that the others were lost: which positions before {} they dropped is unknown, so forwarders report every position there that holds no event as a gap of unknown cause",
+            path.display(),
+            kept.len() - 1,
+            end.max(lost_before),
+        ));
         Ok(())
     }
 
