@@ -642,7 +642,7 @@ impl Shared {
         let mut at = from;
         while at < to {
             let (read, stop) =
-                self.read_log_range(Direction::Forward, LogFrom::Position(at), CHUNK, &Filter::all(), Visibility::Raw, (0, to))?;
+                self.read_log_range(Direction::Forward, LogFrom::Position(at), (CHUNK, usize::MAX), &Filter::all(), Visibility::Raw, (0, to))?;
             if let Some(stop) = stop {
                 return Err(stop.error);
             }
