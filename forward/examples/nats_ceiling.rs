@@ -2,7 +2,7 @@
 //! shape the NATS target sends, with annal not involved: the ceiling a
 //! forwarder to NATS can reach.
 //!
-//! `cargo run --release -p annal-forward --example nats_ceiling -- URL [EVENTS] [MODE] [HEADERS] [BATCH]`
+//! `cargo run --release -p annal-forward --example nats_ceiling -- URL [EVENTS] [MODE] [HEADERS] [BATCH] [YIELD]`
 //!
 //! - URL: `nats://[user:password@]host:port`
 //! - EVENTS: messages to publish (default 200,000)
@@ -14,8 +14,11 @@
 //! - HEADERS: how many of the target's ten headers each message carries
 //!   (0 to 10; default 10)
 //! - BATCH: messages per batch (default 2,000, the bench's `batch_size`)
+//! - YIELD: in mode `js`, let the client's connection task write what is
+//!   queued every YIELD publishes (default 0: never, the whole batch is
+//!   queued before it is written)
 //!
-//! Messages are built before the clock starts: subject `ceil.device-<n % 64>`,
+//! Messages are built before the clock starts: subject `ceil<pid>.device-<n % 64>`,
 //! a payload of about 60 bytes, headers with the target's names and values of
 //! the same lengths. A new JetStream stream (file storage, two-minute
 //! duplicate window) takes them and is deleted at the end.
@@ -63,15 +66,27 @@ fn headers(k: usize, count: usize) -> HeaderMap {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let url = args.next().expect("usage: nats_ceiling URL [EVENTS] [MODE] [HEADERS] [BATCH]");
+    let url = args
+        .next()
+        .expect("usage: nats_ceiling URL [EVENTS] [MODE] [HEADERS] [BATCH] [YIELD]");
     let n: usize = args.next().map_or(200_000, |v| v.parse().expect("EVENTS is a number"));
     let mode = args.next().unwrap_or_else(|| "js".into());
     let count: usize = args.next().map_or(10, |v| v.parse().expect("HEADERS is a number"));
     let batch: usize = args.next().map_or(2000, |v| v.parse().expect("BATCH is a number"));
-    assert!(["js", "stream", "core"].contains(&mode.as_str()), "MODE is js, stream or core");
+    let yield_every: usize = args.next().map_or(0, |v| v.parse().expect("YIELD is a number"));
+    assert!(
+        ["js", "stream", "core"].contains(&mode.as_str()),
+        "MODE is js, stream or core"
+    );
     assert!(count <= 10 && batch > 0);
 
-    let prefix = if mode == "core" { "loose" } else { "ceil" };
+    // Subjects of this run only, so a stream left by a run that failed does not overlap.
+    let pid = std::process::id();
+    let prefix = if mode == "core" {
+        format!("loose{pid}")
+    } else {
+        format!("ceil{pid}")
+    };
     let messages: Vec<(String, HeaderMap, bytes::Bytes)> = (0..n)
         .map(|k| {
             (
@@ -82,7 +97,10 @@ fn main() {
         })
         .collect();
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let client = async_nats::ConnectOptions::new()
             .subscription_capacity(65_536)
@@ -90,10 +108,10 @@ fn main() {
             .await
             .unwrap();
         let js = async_nats::jetstream::new(client.clone());
-        let name = format!("CEIL_{}", std::process::id());
+        let name = format!("CEIL_{pid}");
         js.get_or_create_stream(async_nats::jetstream::stream::Config {
             name: name.clone(),
-            subjects: vec!["ceil.*".into()],
+            subjects: vec![format!("ceil{pid}.*")],
             duplicate_window: Duration::from_secs(120),
             ..Default::default()
         })
@@ -114,6 +132,9 @@ fn main() {
                         .publish_with_reply_and_headers(subject, format!("{inbox}.{i}"), h, payload)
                         .await
                         .unwrap();
+                    if yield_every > 0 && (i + 1) % yield_every == 0 {
+                        tokio::task::yield_now().await;
+                    }
                 }
                 client.flush().await.unwrap();
                 for _ in 0..this {
@@ -152,7 +173,7 @@ fn main() {
         }
         let all = began.elapsed().as_secs_f64();
         println!(
-            "{mode} headers={count} batch={batch}: {n} messages in {took:.2} s: {:.0} msgs/s sent; \
+            "{mode} headers={count} batch={batch} yield={yield_every}: {n} messages in {took:.2} s: {:.0} msgs/s sent; \
              {stored} stored after {all:.2} s: {:.0} msgs/s stored",
             n as f64 / took,
             if mode == "core" { 0.0 } else { n as f64 / all },
