@@ -476,3 +476,57 @@ fn bad_settings_and_names_are_refused() {
     assert_eq!("42".parse::<ForwardStart>().unwrap(), ForwardStart::Position(42));
     assert!("maybe".parse::<RetentionMode>().is_err());
 }
+
+/// The niceness of the calling thread, from /proc (Linux).
+#[cfg(target_os = "linux")]
+fn thread_nice() -> i64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 1..];
+    // Field 19 of stat is the niceness; field 3 (the state) comes first after the name.
+    after_name.split_whitespace().nth(16).unwrap().parse().unwrap()
+}
+
+/// Delivers nothing anywhere; notes the niceness of the thread that delivers.
+#[cfg(target_os = "linux")]
+struct NiceProbe(Arc<Mutex<Option<i64>>>);
+
+#[cfg(target_os = "linux")]
+impl ForwardTarget for NiceProbe {
+    fn describe(&self) -> String {
+        "nice probe".into()
+    }
+    fn load_checkpoint(&mut self, _forwarder: &str) -> Result<Option<u64>, TargetError> {
+        Ok(None)
+    }
+    fn deliver(&mut self, _batch: &Batch<'_>) -> Result<(), TargetError> {
+        *self.0.lock() = Some(thread_nice());
+        Ok(())
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_spawned_forwarder_runs_at_the_niceness_of_its_settings_and_the_caller_keeps_its_own() {
+    let sim = SimStorage::new();
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap());
+    fill(&store, 0, 10);
+    let before = thread_nice();
+    let seen = Arc::new(Mutex::new(None));
+    let s = ForwardSettings { nice: 7, ..settings() };
+    let handle = Forwarder::new(store.clone(), "nice", s, Box::new(NiceProbe(seen.clone())))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.lock().is_none() {
+        assert!(Instant::now() < deadline, "the forwarder never delivered");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    handle.stop().unwrap();
+    // Raised to 7, never lowered below what the test process runs at.
+    assert_eq!(seen.lock().unwrap(), before.max(7));
+    assert_eq!(thread_nice(), before);
+    // A niceness Linux does not have is refused.
+    let s = ForwardSettings { nice: 20, ..settings() };
+    assert!(Forwarder::new(store, "nice-20", s, Box::new(Fake::new(false))).is_err());
+}

@@ -338,6 +338,9 @@ pub struct ForwardConfig {
     /// `"wait"` (the default) or `"ignore"`.
     #[serde(default)]
     pub retention: Option<String>,
+    /// Niceness of the forwarder's thread, 0 to 19 (default 10).
+    #[serde(default)]
+    pub nice: Option<u8>,
 }
 
 /// `start = "end"` or `start = 42`.

@@ -105,7 +105,13 @@ impl ForwardConfig {
             retention: self.retention.clone().unwrap_or_else(|| "wait".into()),
             once: false,
         };
-        settings_of(&args).map_err(|e| CliError::msg(format!("[[forward]] {}: {}", self.name, e.message)))
+        let named = |e: CliError| CliError::msg(format!("[[forward]] {}: {}", self.name, e.message));
+        let mut settings = settings_of(&args).map_err(named)?;
+        if let Some(nice) = self.nice {
+            settings.nice = nice;
+        }
+        settings.validate().map_err(|e| named(e.into()))?;
+        Ok(settings)
     }
 }
 
@@ -274,4 +280,26 @@ fn forget(ctx: &Ctx, name: &str) -> CliResult {
     }
     println!("{}", serde_json::json!({ "name": name, "holds_retention": false }));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    #[test]
+    fn a_forward_section_sets_the_niceness_of_its_thread() {
+        let p = std::path::Path::new("annal.toml");
+        let section = |extra: &str| format!("[[forward]]\nname = \"c\"\nto = \"nats://127.0.0.1:1\"\n{extra}");
+        let c = Config::parse(&section(""), p).unwrap();
+        assert_eq!(c.forward[0].settings().unwrap().nice, 10);
+        let c = Config::parse(&section("nice = 0\n"), p).unwrap();
+        assert_eq!(c.forward[0].settings().unwrap().nice, 0);
+        let c = Config::parse(&section("nice = 20\n"), p).unwrap();
+        let e = c.forward[0].settings().unwrap_err();
+        assert!(
+            e.message.contains("[[forward]] c") && e.message.contains("nice"),
+            "{}",
+            e.message
+        );
+    }
 }

@@ -35,6 +35,8 @@ pub struct NatsTarget {
     token: Option<String>,
     described: String,
     template: String,
+    /// The template cut at its placeholders.
+    parts: Vec<Part>,
     stream: String,
     duplicate_window: Duration,
     timeout: Duration,
@@ -70,9 +72,65 @@ pub fn sanitise_token(s: &str) -> String {
 
 /// The subject of an event under a template.
 pub fn subject_for(template: &str, event: &RecordedEvent) -> String {
-    template
-        .replace("{stream}", &sanitise_token(&event.stream))
-        .replace("{type}", &sanitise_token(&event.event_type))
+    render(&parse_template(template), event)
+}
+
+/// A piece of a subject template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Stream,
+    Type,
+}
+
+/// A template cut at its placeholders, once, instead of searched per event.
+fn parse_template(template: &str) -> Vec<Part> {
+    let mut parts = Vec::new();
+    let mut rest = template;
+    loop {
+        let next = [("{stream}", Part::Stream), ("{type}", Part::Type)]
+            .into_iter()
+            .filter_map(|(p, part)| rest.find(p).map(|at| (at, p.len(), part)))
+            .min_by_key(|(at, _, _)| *at);
+        let Some((at, len, part)) = next else {
+            if !rest.is_empty() {
+                parts.push(Part::Text(rest.to_string()));
+            }
+            return parts;
+        };
+        if at > 0 {
+            parts.push(Part::Text(rest[..at].to_string()));
+        }
+        parts.push(part);
+        rest = &rest[at + len..];
+    }
+}
+
+/// Appends `s` as one subject token (see [`sanitise_token`]).
+fn push_token(out: &mut String, s: &str) {
+    if s.is_empty() {
+        out.push('_');
+    }
+    out.extend(s.chars().map(|c| {
+        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+            c
+        } else {
+            '_'
+        }
+    }));
+}
+
+/// The subject of an event under a parsed template.
+fn render(parts: &[Part], event: &RecordedEvent) -> String {
+    let mut subject = String::with_capacity(64);
+    for part in parts {
+        match part {
+            Part::Text(t) => subject.push_str(t),
+            Part::Stream => push_token(&mut subject, &event.stream),
+            Part::Type => push_token(&mut subject, &event.event_type),
+        }
+    }
+    subject
 }
 
 impl NatsTarget {
@@ -117,6 +175,7 @@ impl NatsTarget {
             user,
             token,
             described: format!("{t} (JetStream stream {stream}, subject {template})"),
+            parts: parse_template(&template),
             template,
             stream,
             duplicate_window: t.millis("duplicate_window_ms", Duration::from_secs(120))?,
@@ -166,6 +225,10 @@ impl NatsTarget {
         Ok(client)
     }
 
+    fn subject(&self, e: &RecordedEvent) -> String {
+        render(&self.parts, e)
+    }
+
     fn headers(&self, e: &RecordedEvent) -> async_nats::HeaderMap {
         // Names made once (no allocation); values handed over as owned strings
         // (one allocation each, no copy again).
@@ -181,9 +244,10 @@ impl NatsTarget {
         const TAGS: HeaderName = HeaderName::from_static("Annal-Tags");
         const METADATA: HeaderName = HeaderName::from_static("Annal-Metadata");
         let mut h = async_nats::HeaderMap::new();
-        let id = e.id.hyphenated().to_string();
-        h.insert(MSG_ID, id.clone());
-        h.insert(EVENT_ID, id);
+        let mut buffer = uuid::Uuid::encode_buffer();
+        let id: &str = e.id.hyphenated().encode_lower(&mut buffer);
+        h.insert(MSG_ID, id.to_string());
+        h.insert(EVENT_ID, id.to_string());
         h.insert(TYPE, header_safe(&e.event_type));
         h.insert(STREAM, header_safe(&e.stream));
         h.insert(REVISION, e.revision.to_string());
@@ -257,17 +321,13 @@ impl ForwardTarget for NatsTarget {
             return Ok(());
         }
         let client = self.connection()?;
-        let messages: Vec<(String, async_nats::HeaderMap, bytes::Bytes)> = batch
-            .events
-            .iter()
-            .map(|e| (subject_for(&self.template, e), self.headers(e), e.data.clone()))
-            .collect();
         // Acknowledgements wait in the reply subscription's channel until read;
         // one that finds it full is dropped (a slow consumer), so never more
         // may be outstanding than it holds.
         let max_in_flight = batch.max_in_flight.clamp(1, ACK_CAPACITY - ACK_MARGIN);
         let timeout = self.timeout;
-        let result = self.rt.block_on(async move {
+        let this = &*self;
+        let result = self.rt.block_on(async {
             // One reply subscription for the whole batch (`<inbox>.<n>` for the
             // n-th message), instead of JetStream publish's inbox, channel and
             // timers per message: JetStream answers each publish on its reply
@@ -278,16 +338,29 @@ impl ForwardTarget for NatsTarget {
                 .await
                 .map_err(|e| TargetError::Unavailable(format!("NATS subscribe: {e}")))?;
             let mut outstanding = 0usize;
-            for (n, (subject, headers, payload)) in messages.into_iter().enumerate() {
+            for (n, e) in batch.events.iter().enumerate() {
                 if outstanding >= max_in_flight {
                     next_ack(&mut acks, timeout).await?;
                     outstanding -= 1;
                 }
+                // Each message is made just before it is queued, not the whole
+                // batch before the first is sent.
                 client
-                    .publish_with_reply_and_headers(subject, format!("{inbox}.{n}"), headers, payload)
+                    .publish_with_reply_and_headers(
+                        this.subject(e),
+                        reply_subject(&inbox, n),
+                        this.headers(e),
+                        e.data.clone(),
+                    )
                     .await
                     .map_err(|e| TargetError::Unavailable(format!("NATS publish: {e}")))?;
                 outstanding += 1;
+                if (n + 1) % WRITE_EVERY == 0 {
+                    // Let the connection's task (on this runtime) write what is
+                    // queued, so that the server works on the first messages
+                    // while the next are made.
+                    tokio::task::yield_now().await;
+                }
             }
             tokio::time::timeout(timeout, client.flush())
                 .await
@@ -307,6 +380,19 @@ impl ForwardTarget for NatsTarget {
         }
         result
     }
+}
+
+/// Publishes queued between two chances for the connection to write them.
+const WRITE_EVERY: usize = 256;
+
+/// The reply subject of the `n`-th message of a batch.
+fn reply_subject(inbox: &str, n: usize) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(inbox.len() + 8);
+    s.push_str(inbox);
+    // Writing to a String cannot fail.
+    let _ = write!(s, ".{n}");
+    s
 }
 
 /// Waits for the next JetStream acknowledgement of a batch (up to `timeout`)
@@ -357,5 +443,26 @@ mod tests {
         assert!(NatsTarget::new(&t).is_ok());
         let t = TargetUrl::parse("nats://h?subject=x.*").unwrap();
         assert!(NatsTarget::new(&t).is_err());
+    }
+
+    #[test]
+    fn a_template_fills_every_placeholder_in_order() {
+        let mut e = RecordedEvent {
+            stream: "order.1".into(),
+            revision: 0,
+            position: 0,
+            id: uuid::Uuid::nil(),
+            event_type: "Placed x".into(),
+            content_type: ContentType::Json,
+            data: bytes::Bytes::new(),
+            metadata: bytes::Bytes::new(),
+            tags: Vec::new(),
+            timestamp_micros: 0,
+        };
+        assert_eq!(subject_for("annal.{stream}", &e), "annal.order_1");
+        assert_eq!(subject_for("{type}.{stream}.{type}", &e), "Placed_x.order_1.Placed_x");
+        assert_eq!(subject_for("fixed.subject", &e), "fixed.subject");
+        e.stream = String::new();
+        assert_eq!(subject_for("a.{stream}.b{type}c", &e), "a._.bPlaced_xc");
     }
 }

@@ -14,7 +14,9 @@
 //! has not delivered. The hold is part of its durable checkpoint, so it holds
 //! while no forwarder runs too (a store loads it when it opens: `annal compact`
 //! with `annal serve` down keeps what it has not delivered),
-//! until [`forget_forwarder`] drops it.
+//! until [`forget_forwarder`] drops it. A forwarder [`Forwarder::spawn`]
+//! starts runs on a thread of lower priority ([`ForwardSettings::nice`]), so
+//! that local appends get the processor first on a busy machine.
 //!
 //! The checkpoint is the last event of `$forward-<name>-checkpoint`; a target
 //! that stores its own checkpoint in the same transaction as the events
@@ -143,7 +145,18 @@ pub struct ForwardSettings {
     pub checkpoint_interval: Duration,
     /// How long an idle forwarder waits before it looks for new events.
     pub idle_wait: Duration,
+    /// The niceness (0 to 19) of the thread a forwarder runs on when it is
+    /// spawned ([`Forwarder::spawn`]), on Linux: the higher, the sooner it
+    /// yields the processor to local appends (the target's client runs on
+    /// that thread too). Never lowers a niceness the process has already;
+    /// 0 leaves the thread as it is (default 10). [`Forwarder::run`] does not change the
+    /// calling thread's.
+    pub nice: u8,
 }
+
+/// The niceness of a spawned forwarder's thread unless set: a background
+/// forwarder gives way to local appends on a busy machine.
+const DEFAULT_NICE: u8 = 10;
 
 impl Default for ForwardSettings {
     fn default() -> Self {
@@ -157,6 +170,7 @@ impl Default for ForwardSettings {
             backoff_max: Duration::from_secs(30),
             checkpoint_interval: Duration::from_secs(1),
             idle_wait: Duration::from_millis(50),
+            nice: DEFAULT_NICE,
         }
     }
 }
@@ -168,6 +182,12 @@ impl ForwardSettings {
             return Err(Error::InvalidInput(
                 "forward batch_size and max_in_flight must be at least 1".into(),
             ));
+        }
+        if self.nice > 19 {
+            return Err(Error::InvalidInput(format!(
+                "forward nice {} must be 0 to 19",
+                self.nice
+            )));
         }
         if self.backoff_max < self.backoff_initial {
             return Err(Error::InvalidInput(
@@ -794,6 +814,12 @@ impl Forwarder {
         let thread = std::thread::Builder::new()
             .name(format!("annal-forward-{}", self.name))
             .spawn(move || {
+                if let Err(e) = lower_priority(self.settings.nice) {
+                    // Not a reason to stop forwarding: said in the status.
+                    let mut s = self.status.lock();
+                    s.last_error = Some(format!("the forwarder's thread keeps its priority: {e}"));
+                    s.last_error_micros = Some(self.store.clock().now_micros());
+                }
                 let result = self.run(&flag, false);
                 drop(self);
                 result
@@ -818,6 +844,27 @@ impl Drop for Forwarder {
         let hold = (self.stored && self.saved.retention == StoredHoldV1::Wait).then_some(self.saved.position);
         self.store.set_retention_hold(&self.name, hold);
     }
+}
+
+/// Raises the calling thread's niceness to `nice` (never lowers it).
+#[cfg(target_os = "linux")]
+fn lower_priority(nice: u8) -> std::io::Result<()> {
+    if nice == 0 {
+        return Ok(());
+    }
+    // On Linux a thread id names that thread alone to setpriority.
+    let me = Some(rustix::thread::gettid());
+    let now = rustix::process::getpriority_process(me)?;
+    if now < i32::from(nice) {
+        rustix::process::setpriority_process(me, i32::from(nice))?;
+    }
+    Ok(())
+}
+
+/// Thread priorities are left alone where a thread cannot be named.
+#[cfg(not(target_os = "linux"))]
+fn lower_priority(_nice: u8) -> std::io::Result<()> {
+    Ok(())
 }
 
 fn sleep_unless(stop: &AtomicBool, total: Duration) {
