@@ -96,6 +96,7 @@ else
 fi
 NATS_START="$NATS -js -sd $WORK/nats -a 127.0.0.1 -p $NATS_PORT --user annal --pass $PASSWORD -l $WORK/nats.log & echo \$! >$WORK/nats.pid; for i in \$(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$NATS_PORT) 2>/dev/null && break; sleep 0.1; done"
 NATS_STOP="kill \$(cat $WORK/nats.pid); while kill -0 \$(cat $WORK/nats.pid) 2>/dev/null; do sleep 0.05; done"
+NATS_KILL="kill -9 \$(cat $WORK/nats.pid); while kill -0 \$(cat $WORK/nats.pid) 2>/dev/null; do sleep 0.05; done"
 
 sh -c "$PG_START" >/dev/null
 sh -c "$NATS_START"
@@ -104,7 +105,7 @@ say "PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$
 export ANNAL_TEST_PG_URL="postgres://postgres:$PASSWORD@127.0.0.1:$PG_PORT/postgres"
 export ANNAL_TEST_PG_START="$PG_START" ANNAL_TEST_PG_STOP="$PG_STOP"
 export ANNAL_TEST_NATS_URL="nats://annal:$PASSWORD@127.0.0.1:$NATS_PORT"
-export ANNAL_TEST_NATS_START="$NATS_START" ANNAL_TEST_NATS_STOP="$NATS_STOP"
+export ANNAL_TEST_NATS_START="$NATS_START" ANNAL_TEST_NATS_STOP="$NATS_STOP" ANNAL_TEST_NATS_KILL="$NATS_KILL"
 
 if [ -n "${ANNAL_FORWARD_BENCH:-}" ]; then
     # Figures for BENCHMARKS.md instead of the tests: ANNAL_FORWARD_BENCH=EVENTS.

@@ -18,6 +18,8 @@
 //!
 //! This module owns subjects and headers; it must never decide which events go.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use annal::{Batch, ContentType, ForwardTarget, RecordedEvent, TargetError};
@@ -138,7 +140,14 @@ impl NatsTarget {
     pub fn new(t: &TargetUrl) -> Result<NatsTarget, ConfigError> {
         let template = t.param("subject").unwrap_or_else(|| "annal.{stream}".into());
         let probe = template.replace("{stream}", "x").replace("{type}", "x");
+        // A placeholder is a whole token: the JetStream stream is made over
+        // the template with each placeholder as `*`, which is a wildcard only
+        // as a whole token (`a.b{type}` would make a stream taking nothing).
+        let partial = template
+            .split('.')
+            .any(|tok| tok.contains(['{', '}']) && tok != "{stream}" && tok != "{type}");
         if probe.is_empty()
+            || partial
             || probe
                 .split('.')
                 .any(|tok| tok.is_empty() || tok.contains(['*', '>', ' ', '{', '}']))
@@ -199,8 +208,24 @@ impl NatsTarget {
         if let Some(t) = &self.token {
             options = options.token(t.clone());
         }
-        // Connecting again is the forwarder's business (with its backoff), not the client's.
-        options = options.max_reconnects(Some(0));
+        // Connecting again is the forwarder's business (with its backoff and
+        // a fresh runtime), never the client's: a client that reconnected in
+        // the middle of a batch would send the rest of it on the new
+        // connection while what the old socket held was lost, and the retry
+        // of the batch would then store those events after later ones of
+        // their streams. (`max_reconnects(0)` means no limit in async-nats.)
+        // So once connected, the client waits "forever" before reconnecting;
+        // a batch sees the connection state go and fails, and `reset` ends
+        // the old client's task with its runtime.
+        let connected = Arc::new(AtomicBool::new(false));
+        let once = connected.clone();
+        options = options.reconnect_delay_callback(move |_| {
+            if once.load(Ordering::Acquire) {
+                NEVER
+            } else {
+                Duration::ZERO
+            }
+        });
         let server = self.server.clone();
         let config = jetstream::stream::Config {
             name: self.stream.clone(),
@@ -221,8 +246,19 @@ impl NatsTarget {
                 .map_err(|e| TargetError::Unavailable(format!("creating the JetStream stream: {e}")))?;
             Ok::<_, TargetError>(client)
         })?;
+        connected.store(true, Ordering::Release);
         self.client = Some(client.clone());
         Ok(client)
+    }
+
+    /// Forgets the connection after a failed batch: the next batch connects
+    /// again, on a new runtime, so that the old client's task (which may be
+    /// waiting to reconnect, holding what it had queued) ends.
+    fn reset(&mut self) {
+        self.client = None;
+        if let Ok(rt) = crate::node::runtime() {
+            std::mem::replace(&mut self.rt, rt).shutdown_background();
+        }
     }
 
     fn subject(&self, e: &RecordedEvent) -> String {
@@ -289,6 +325,10 @@ fn decode(s: &str) -> String {
         .unwrap_or_default()
 }
 
+/// How long a client waits before reconnecting once it was connected: longer
+/// than any batch, so never while the client is in use.
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Messages a subscription's channel holds (the batch's acknowledgements).
 const ACK_CAPACITY: usize = 65_536;
 /// Room kept free in that channel: at most `ACK_CAPACITY - ACK_MARGIN`
@@ -343,6 +383,13 @@ impl ForwardTarget for NatsTarget {
                     next_ack(&mut acks, timeout).await?;
                     outstanding -= 1;
                 }
+                // A connection lost in the middle of the batch fails it now
+                // (the client never connects again on its own: see `connection`).
+                if client.connection_state() == async_nats::connection::State::Disconnected {
+                    return Err(TargetError::Unavailable(
+                        "NATS connection lost in the middle of a batch; it is sent again on a new connection".into(),
+                    ));
+                }
                 // Each message is made just before it is queued, not the whole
                 // batch before the first is sent.
                 client
@@ -375,8 +422,8 @@ impl ForwardTarget for NatsTarget {
             Ok::<(), TargetError>(())
         });
         if result.is_err() {
-            // Start from a fresh connection next time.
-            self.client = None;
+            // Start from a fresh connection (and runtime) next time.
+            self.reset();
         }
         result
     }
@@ -463,6 +510,26 @@ mod tests {
         assert_eq!(subject_for("{type}.{stream}.{type}", &e), "Placed_x.order_1.Placed_x");
         assert_eq!(subject_for("fixed.subject", &e), "fixed.subject");
         e.stream = String::new();
-        assert_eq!(subject_for("a.{stream}.b{type}c", &e), "a._.bPlaced_xc");
+        assert_eq!(subject_for("a.{stream}.{type}", &e), "a._.Placed_x");
+    }
+
+    #[test]
+    fn a_placeholder_must_be_a_whole_token() {
+        // The stream is made over `a.*.*`; `a.{stream}{type}` or `a.b{type}c`
+        // would make one that takes no subject the template makes.
+        for bad in [
+            "a.{stream}{type}",
+            "a.{stream}.b{type}c",
+            "a.x{stream}",
+            "a.{stream",
+            "a.{other}",
+        ] {
+            let t = TargetUrl::parse(&format!("nats://h?subject={bad}")).unwrap();
+            assert!(NatsTarget::new(&t).is_err(), "{bad}");
+        }
+        for good in ["a.{stream}", "{type}.{stream}", "fixed.subject"] {
+            let t = TargetUrl::parse(&format!("nats://h?subject={good}")).unwrap();
+            assert!(NatsTarget::new(&t).is_ok(), "{good}");
+        }
     }
 }
