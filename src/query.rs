@@ -229,6 +229,23 @@ impl Filter {
         })
     }
 
+    /// True when a read with this filter may have to decode many events the
+    /// filter refuses, in numbers its indexes do not bound: it has a
+    /// condition checked only on decoded events, a type regular expression
+    /// or a metadata field not among `indexed_metadata` (the store's
+    /// [`crate::Options::indexed_metadata`]). Types, tags, stream
+    /// conditions (matched against the indexes' stream names), topic
+    /// patterns, aggregates, time bounds and indexed metadata fields are
+    /// served from the indexes. (A wildcard type pattern over an old
+    /// segment whose index keeps no type names reads that segment in order.)
+    pub fn needs_scan(&self, indexed_metadata: &[String]) -> bool {
+        self.type_regex.is_some()
+            || self
+                .metadata
+                .iter()
+                .any(|(k, _)| !indexed_metadata.iter().any(|f| f == k))
+    }
+
     /// True if the filter has a condition on stream names.
     pub fn has_stream_condition(&self) -> bool {
         self.stream_prefix.is_some()

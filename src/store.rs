@@ -747,6 +747,11 @@ impl Store {
         (out, matched, more)
     }
 
+    /// The metadata fields this store indexes ([`Options::indexed_metadata`]).
+    pub fn indexed_metadata(&self) -> &[String] {
+        &self.shared.options.indexed_metadata
+    }
+
     /// The largest event (data and metadata) this store accepts
     /// ([`Options::max_event_size`]): what a reader may budget per event.
     pub fn max_event_size(&self) -> usize {

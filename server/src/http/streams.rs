@@ -292,11 +292,12 @@ pub(crate) async fn read_all(
         From::End => LogFrom::End,
         From::At(r) => LogFrom::Position(r),
     };
-    // A filtered read may scan much of the log: it takes a place for its whole run.
-    let place = if filter.is_empty() {
-        None
-    } else {
+    // A read whose filter the indexes cannot serve may scan much of the log:
+    // it takes a place for its whole run (index-served reads do not).
+    let place = if filter.needs_scan(state.store.indexed_metadata()) {
         Some(state.scan_place()?)
+    } else {
+        None
     };
     let st = state.clone();
     let max_bytes = state.config.max_response_bytes;
