@@ -444,6 +444,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_conditions_checked_on_decoded_events_need_a_scan() {
+        let indexed = vec!["actor".to_string()];
+        let served = [
+            Filter::all(),
+            Filter::all().with_stream_prefix("order-"),
+            Filter::all().with_type("Placed").with_tag("eu"),
+            Filter::all().with_type_pattern("order.*").with_stream_pattern("cart.#"),
+            Filter::all().with_aggregate_type("order").with_time(Some(1), Some(2)),
+            Filter::all().with_stream_regex("^order-").unwrap(),
+            Filter::all().with_metadata("actor", "ann"),
+        ];
+        for f in served {
+            assert!(!f.needs_scan(&indexed), "{f:?}");
+        }
+        let scans = [
+            Filter::all().with_metadata("other", "x"),
+            Filter::all()
+                .with_stream_prefix("order-")
+                .with_metadata("actor", "ann")
+                .with_metadata("k", "v"),
+            Filter::all().with_type_regex("^Pl").unwrap(),
+        ];
+        for f in scans {
+            assert!(f.needs_scan(&indexed), "{f:?}");
+        }
+        assert!(Filter::all().with_metadata("actor", "ann").needs_scan(&[]));
+    }
+
+    #[test]
     fn patterns_take_look_around_and_keep_their_source() {
         // The KurrentDB clients' default exclusion filter on event types.
         let source = r"^(?!(\$.+$|PersistentConfig\d+$|Result$))";
