@@ -229,6 +229,23 @@ impl Filter {
         })
     }
 
+    /// True when a read with this filter may have to decode many events the
+    /// filter refuses, in numbers its indexes do not bound: it has a
+    /// condition checked only on decoded events, a type regular expression
+    /// or a metadata field not among `indexed_metadata` (the store's
+    /// [`crate::Options::indexed_metadata`]). Types, tags, stream
+    /// conditions (matched against the indexes' stream names), topic
+    /// patterns, aggregates, time bounds and indexed metadata fields are
+    /// served from the indexes. (A wildcard type pattern over an old
+    /// segment whose index keeps no type names reads that segment in order.)
+    pub fn needs_scan(&self, indexed_metadata: &[String]) -> bool {
+        self.type_regex.is_some()
+            || self
+                .metadata
+                .iter()
+                .any(|(k, _)| !indexed_metadata.iter().any(|f| f == k))
+    }
+
     /// True if the filter has a condition on stream names.
     pub fn has_stream_condition(&self) -> bool {
         self.stream_prefix.is_some()
@@ -425,6 +442,35 @@ pub enum LogFrom {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_conditions_checked_on_decoded_events_need_a_scan() {
+        let indexed = vec!["actor".to_string()];
+        let served = [
+            Filter::all(),
+            Filter::all().with_stream_prefix("order-"),
+            Filter::all().with_type("Placed").with_tag("eu"),
+            Filter::all().with_type_pattern("order.*").with_stream_pattern("cart.#"),
+            Filter::all().with_aggregate_type("order").with_time(Some(1), Some(2)),
+            Filter::all().with_stream_regex("^order-").unwrap(),
+            Filter::all().with_metadata("actor", "ann"),
+        ];
+        for f in served {
+            assert!(!f.needs_scan(&indexed), "{f:?}");
+        }
+        let scans = [
+            Filter::all().with_metadata("other", "x"),
+            Filter::all()
+                .with_stream_prefix("order-")
+                .with_metadata("actor", "ann")
+                .with_metadata("k", "v"),
+            Filter::all().with_type_regex("^Pl").unwrap(),
+        ];
+        for f in scans {
+            assert!(f.needs_scan(&indexed), "{f:?}");
+        }
+        assert!(Filter::all().with_metadata("actor", "ann").needs_scan(&[]));
+    }
 
     #[test]
     fn patterns_take_look_around_and_keep_their_source() {

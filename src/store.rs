@@ -712,7 +712,8 @@ impl Store {
     /// by name; with how many streams `keep` accepts in all, and whether more
     /// follow the page. It works on a sorted copy of the names (made again
     /// only when streams were created since), so appends are never held up
-    /// by `keep` or by the pass over every name.
+    /// by `keep` or by the pass over every name. Without the total,
+    /// [`Store::streams_page_from`] passes over only the names a page needs.
     pub fn streams_page(
         &self,
         after: Option<&str>,
@@ -734,8 +735,45 @@ impl Store {
         }
         let more = page.len() > limit;
         page.truncate(limit);
-        let out = page
-            .into_iter()
+        (self.stream_infos(&page), matched, more)
+    }
+
+    /// One page of streams by name, without the total of
+    /// [`Store::streams_page`]: of the streams whose names start with
+    /// `prefix`, sort after `after` (all when `None`) and that `keep`
+    /// accepts, the first `limit`, sorted by name, and whether more follow.
+    /// It finds where to start by binary search and stops at the first name
+    /// past `prefix` or once it has `limit + 1` names: a page costs the names
+    /// it passes over, not every stream.
+    pub fn streams_page_from(
+        &self,
+        after: Option<&str>,
+        prefix: &str,
+        limit: usize,
+        keep: impl Fn(&str) -> bool,
+    ) -> (Vec<StreamInfo>, bool) {
+        let names = self.shared.sorted_stream_names();
+        let start = after
+            .map_or(0, |a| names.partition_point(|n| &**n <= a))
+            .max(names.partition_point(|n| &**n < prefix));
+        let mut page: Vec<&str> = Vec::with_capacity(limit.min(1024) + 1);
+        for name in names[start..].iter().take_while(|n| n.starts_with(prefix)) {
+            if page.len() > limit {
+                break;
+            }
+            if keep(name) {
+                page.push(name);
+            }
+        }
+        let more = page.len() > limit;
+        page.truncate(limit);
+        (self.stream_infos(&page), more)
+    }
+
+    /// The state of each named stream that exists, in order.
+    fn stream_infos(&self, names: &[&str]) -> Vec<StreamInfo> {
+        names
+            .iter()
             .filter_map(|n| {
                 self.shared.stream_state(n).map(|s| StreamInfo {
                     name: n.to_string(),
@@ -743,8 +781,12 @@ impl Store {
                     last_position: s.last_position,
                 })
             })
-            .collect();
-        (out, matched, more)
+            .collect()
+    }
+
+    /// The metadata fields this store indexes ([`Options::indexed_metadata`]).
+    pub fn indexed_metadata(&self) -> &[String] {
+        &self.shared.options.indexed_metadata
     }
 
     /// The largest event (data and metadata) this store accepts

@@ -853,6 +853,41 @@ fn streams_page_walks_the_streams_by_name_a_page_at_a_time() {
     assert_eq!(store.streams_page(None, 0, |_| true).1, 58, "after reopen");
 }
 
+/// `Store::streams_page_from` gives the pages of `streams_page` but looks at
+/// no more names than a page needs (a page of `GET /streams` looked at every
+/// stream of the store).
+#[test]
+fn streams_page_from_passes_over_only_the_names_a_page_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    for i in 0..2000u64 {
+        let kind = if i % 2 == 0 { "order" } else { "user" };
+        store
+            .append(&format!("{kind}-{i:04}"), ExpectedVersion::Any, vec![ev("T", i)])
+            .unwrap();
+    }
+    let looked = std::cell::Cell::new(0usize);
+    let keep = |n: &str| {
+        looked.set(looked.get() + 1);
+        !n.ends_with('3')
+    };
+    // Pages of 10 over every name, then within a prefix: the same as streams_page's.
+    for prefix in ["", "order-", "user-", "zzz"] {
+        let mut after: Option<String> = None;
+        loop {
+            looked.set(0);
+            let (page, more) = store.streams_page_from(after.as_deref(), prefix, 10, keep);
+            assert!(looked.get() <= 2 * 11, "{} names looked at for one page", looked.get());
+            let (want, _, want_more) = store.streams_page(after.as_deref(), 10, |n| n.starts_with(prefix) && keep(n));
+            assert_eq!((&page, more), (&want, want_more), "after {after:?} within {prefix:?}");
+            if !more {
+                break;
+            }
+            after = page.last().map(|s| s.name.clone());
+        }
+    }
+}
+
 /// `Store::append_batch`: appends to many streams in one group commit, each
 /// checked and atomic on its own, results in order; an invalid input refuses
 /// the whole batch before anything is written.

@@ -84,8 +84,9 @@ pub struct ServerConfig {
     /// A waiting fetch holds a connection but no thread; more are refused
     /// with 503 `too_many_long_polls`. Default 256.
     pub max_long_polls: usize,
-    /// Most concurrent expensive reads over HTTP: counts and filtered reads
-    /// of the global log, which may scan it. Each holds its place until its
+    /// Most concurrent expensive reads over HTTP: counts, and reads of the
+    /// global log whose filter the indexes cannot serve (a metadata field
+    /// the store does not index), which may scan it. Each holds its place until its
     /// work on the store ends, also when the request timeout answered first;
     /// more are refused with 503 `too_many_scans`. Default 8.
     pub max_scans: usize,
@@ -201,6 +202,7 @@ impl ServerConfig {
             ("idle_timeout_ms", self.idle_timeout_ms),
             ("max_connections", self.max_connections as u64),
             ("max_scans", self.max_scans as u64),
+            ("max_long_polls", self.max_long_polls as u64),
         ];
         for (name, v) in positive {
             if v == 0 {
@@ -271,5 +273,22 @@ mod tests {
         let c: ServerConfig = serde_json::from_str(r#"{"no_auth": true, "max_read_limit": 50}"#).unwrap();
         assert_eq!(c.max_read_limit, 50);
         assert!(serde_json::from_str::<ServerConfig>(r#"{"nope": 1}"#).is_err());
+    }
+
+    /// No place for a waiting fetch would refuse every long poll: the
+    /// limits of places must be positive, as `max_scans` already was.
+    #[test]
+    fn place_limits_must_be_positive() {
+        let ok = ServerConfig::open("127.0.0.1:1".parse().unwrap());
+        assert!(ok.validate().is_ok());
+        for set in [
+            |c: &mut ServerConfig| c.max_long_polls = 0,
+            |c: &mut ServerConfig| c.max_scans = 0,
+        ] {
+            let mut c = ok.clone();
+            set(&mut c);
+            let err = c.validate().unwrap_err();
+            assert!(err.contains("must be positive"), "{err}");
+        }
     }
 }

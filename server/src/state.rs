@@ -6,13 +6,15 @@
 //! never answer a request: an operation that gives no answer is reported as
 //! [`Interrupted`], and each protocol says what that means to its client.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::auth;
 use crate::config::ServerConfig;
 use crate::error::ServerError;
 use crate::metrics;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// The state shared by every request: the store, the config, tokens and metrics.
@@ -54,9 +56,9 @@ pub struct Inner {
     pub(crate) long_polls: Arc<tokio::sync::Semaphore>,
     /// Places for expensive reads (`max_scans`), held until their work ends.
     pub(crate) scans: Arc<tokio::sync::Semaphore>,
-    /// Woken when a group's consumers acknowledge, refuse or replay events
-    /// over HTTP, so that waiting fetches look again.
-    pub(crate) groups_changed: tokio::sync::Notify,
+    /// Wakes the waiting fetches of one group when its consumers acknowledge,
+    /// refuse or replay events over HTTP, so that they look again.
+    pub(crate) group_wakers: GroupWakers,
 }
 
 impl AppState {
@@ -77,7 +79,7 @@ impl AppState {
             last_verify: std::sync::Mutex::new(None),
             long_polls,
             scans,
-            groups_changed: tokio::sync::Notify::new(),
+            group_wakers: GroupWakers::default(),
         })))
     }
 
@@ -113,6 +115,13 @@ impl AppState {
         self.0.metrics.subscribers.load(Ordering::Acquire).max(0) as usize
     }
 
+    /// How many times a waiting HTTP group fetch was woken because its
+    /// group's consumers acknowledged, refused or replayed events (each such
+    /// wake-up costs the fetch a look on the blocking pool).
+    pub fn group_fetch_wakeups(&self) -> u64 {
+        self.0.group_wakers.woken.load(Ordering::Acquire)
+    }
+
     pub(crate) fn store(&self) -> Arc<annal::Store> {
         self.0.store.clone()
     }
@@ -136,6 +145,65 @@ impl AppState {
             Ok(r) => Ok(r),
             Err(e) if e.is_panic() => Err(Interrupted::Panicked),
             Err(_) => Err(Interrupted::Cancelled),
+        }
+    }
+}
+
+/// One wake-up per group for the HTTP fetches waiting on it, made when the
+/// first fetch waits and dropped when the last one stops waiting.
+#[derive(Default)]
+pub(crate) struct GroupWakers {
+    by_group: std::sync::Mutex<HashMap<String, Arc<Notify>>>,
+    /// Wake-ups delivered to waiting fetches ([`AppState::group_fetch_wakeups`]).
+    pub(crate) woken: AtomicU64,
+}
+
+impl GroupWakers {
+    /// The wake-up of group `name`, held while a fetch of it may wait.
+    pub(crate) fn watch(&self, name: &str) -> Watch<'_> {
+        let mut map = self.by_group.lock().unwrap_or_else(|p| p.into_inner());
+        let notify = map.entry(name.to_string()).or_default().clone();
+        Watch {
+            wakers: self,
+            name: name.to_string(),
+            notify,
+        }
+    }
+
+    /// Wakes the fetches waiting on group `name` (none waiting: nothing to do).
+    pub(crate) fn wake(&self, name: &str) {
+        let map = self.by_group.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get(name) {
+            n.notify_waiters();
+        }
+    }
+}
+
+/// A fetch's hold on its group's wake-up; see [`GroupWakers::watch`].
+pub(crate) struct Watch<'a> {
+    wakers: &'a GroupWakers,
+    name: String,
+    notify: Arc<Notify>,
+}
+
+impl Watch<'_> {
+    /// The wake-up to wait on.
+    pub(crate) fn notify(&self) -> &Notify {
+        &self.notify
+    }
+
+    /// Counts a wake-up the fetch received.
+    pub(crate) fn woken(&self) {
+        self.wakers.woken.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        let mut map = self.wakers.by_group.lock().unwrap_or_else(|p| p.into_inner());
+        // The map's reference and this one: no other fetch waits on the group.
+        if Arc::strong_count(&self.notify) == 2 {
+            map.remove(&self.name);
         }
     }
 }

@@ -843,32 +843,37 @@ impl Consumer<'_> {
         out
     }
 
-    /// Acknowledges handled events by id; unknown ids are ignored.
-    pub fn ack(&self, ids: &[Uuid]) -> Result<()> {
+    /// Acknowledges handled events by id; unknown ids are ignored. Returns
+    /// how many of the ids were in flight (and are now acknowledged).
+    pub fn ack(&self, ids: &[Uuid]) -> Result<usize> {
         let g = self.group;
         let mut inner = g.state.inner.lock();
+        let mut acked = 0;
         for id in ids {
             if inner.in_flight.remove(id).is_some() {
+                acked += 1;
                 g.completed(&mut inner)?;
             }
         }
         g.state.changed.notify_all();
-        Ok(())
+        Ok(acked)
     }
 
     /// Negatively acknowledges an event: retry it, park it, or skip it.
-    pub fn nack(&self, id: Uuid, action: NackAction, reason: &str) -> Result<()> {
+    /// Returns whether the event was in flight (an unknown id is ignored).
+    pub fn nack(&self, id: Uuid, action: NackAction, reason: &str) -> Result<bool> {
         let g = self.group;
         let mut inner = g.state.inner.lock();
-        if let Some(f) = inner.in_flight.remove(&id) {
-            match action {
-                NackAction::Retry => g.retry_or_park(&mut inner, f.pending, reason)?,
-                NackAction::Park => g.park(&mut inner, f.pending, reason)?,
-                NackAction::Skip => g.completed(&mut inner)?,
-            }
+        let Some(f) = inner.in_flight.remove(&id) else {
+            return Ok(false);
+        };
+        match action {
+            NackAction::Retry => g.retry_or_park(&mut inner, f.pending, reason)?,
+            NackAction::Park => g.park(&mut inner, f.pending, reason)?,
+            NackAction::Skip => g.completed(&mut inner)?,
         }
         g.state.changed.notify_all();
-        Ok(())
+        Ok(true)
     }
 
     /// The consumer's name.

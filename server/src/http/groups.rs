@@ -333,38 +333,50 @@ pub(crate) async fn fetch(
         }
     };
     let deadline = Instant::now() + timeout;
+    let watch = state.group_wakers.watch(&name);
     loop {
         // Look without waiting (a short use of the blocking pool), then wait
-        // here, on no thread, until something may have changed.
+        // here, on no thread, until something may have changed. The head and
+        // the group's wake-up are taken before the look, so that a change
+        // during it is not missed.
         let head = state.store.head_position();
+        let changed = watch.notify().notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
         if let Some(body) = fetch_now(&state, &name, &consumer, &p, max).await? {
             return Ok(json_bytes(body));
         }
         if Instant::now() >= deadline || state.shutdown.is_cancelled() {
             return Ok(json_bytes(br#"{"events":[]}"#.to_vec()));
         }
-        wait_for_change(&state, head, deadline).await;
+        if wait_for_change(&state, head, deadline, changed).await {
+            watch.woken();
+        }
     }
 }
 
 /// How often a waiting fetch looks at the head of the log.
 const FETCH_STEP: Duration = Duration::from_millis(10);
 
-/// Waits until the log grows past `head`, a group's consumers change
-/// something over HTTP, `FETCH_SLICE` passes (acknowledgement timeouts and
-/// other protocols' acknowledgements are seen then), shutdown, or `deadline`.
-async fn wait_for_change(state: &AppState, head: u64, deadline: Instant) {
+/// Waits until the log grows past `head`, the group's consumers change
+/// something over HTTP (`changed`: true is returned), `FETCH_SLICE` passes
+/// (acknowledgement timeouts and other protocols' acknowledgements are seen
+/// then), shutdown, or `deadline`.
+async fn wait_for_change(
+    state: &AppState,
+    head: u64,
+    deadline: Instant,
+    mut changed: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+) -> bool {
     let until = deadline.min(Instant::now() + FETCH_SLICE);
-    let changed = state.groups_changed.notified();
-    tokio::pin!(changed);
     loop {
         let step = until.saturating_duration_since(Instant::now()).min(FETCH_STEP);
         if step.is_zero() || state.store.head_position() != head {
-            return;
+            return false;
         }
         tokio::select! {
-            () = &mut changed => return,
-            () = state.shutdown.cancelled() => return,
+            () = &mut changed => return true,
+            () = state.shutdown.cancelled() => return false,
             () = tokio::time::sleep(step) => {}
         }
     }
@@ -423,15 +435,18 @@ pub(crate) async fn ack(
     Path(name): Path<String>,
     JsonBody(body): JsonBody<AckIn>,
 ) -> Result<Response, ApiError> {
-    let store = state.store();
-    state
+    let (store, group) = (state.store(), name.clone());
+    let acked = state
         .blocking(move || {
-            let g = open(&store, &name, &p, Role::Read)?;
+            let g = open(&store, &group, &p, Role::Read)?;
             let c = g.consumer(&body.consumer);
             Ok(c.ack(&body.ids)?)
         })
         .await?;
-    state.groups_changed.notify_waiters();
+    // Only a change wakes the group's waiting fetches (each then looks again).
+    if acked > 0 {
+        state.group_wakers.wake(&name);
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -465,10 +480,10 @@ pub(crate) async fn nack(
         ActionIn::Park => NackAction::Park,
         ActionIn::Skip => NackAction::Skip,
     };
-    let store = state.store();
-    state
+    let (store, group) = (state.store(), name.clone());
+    let changed = state
         .blocking(move || {
-            let g = open(&store, &name, &p, Role::Read)?;
+            let g = open(&store, &group, &p, Role::Read)?;
             let c = g.consumer(&body.consumer);
             Ok(c.nack(
                 body.id,
@@ -477,7 +492,9 @@ pub(crate) async fn nack(
             )?)
         })
         .await?;
-    state.groups_changed.notify_waiters();
+    if changed {
+        state.group_wakers.wake(&name);
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -486,13 +503,15 @@ pub(crate) async fn replay_parked(
     p: Principal,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let store = state.store();
+    let (store, group) = (state.store(), name.clone());
     let n = state
         .blocking(move || {
-            let g = open(&store, &name, &p, Role::Write)?;
+            let g = open(&store, &group, &p, Role::Write)?;
             Ok(g.replay_parked()?)
         })
         .await?;
-    state.groups_changed.notify_waiters();
+    if n > 0 {
+        state.group_wakers.wake(&name);
+    }
     Ok(axum::Json(json!({ "replayed": n })).into_response())
 }

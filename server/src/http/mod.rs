@@ -42,16 +42,17 @@ impl AppState {
         self.run_blocking(f).await?
     }
 
-    /// A place for an expensive read (a count, a filtered read of the global
-    /// log), or 503 `too_many_scans`. Move it into the store operation, so
-    /// that it is held until the work ends even if the request timed out.
+    /// A place for an expensive read (a count, a read of the global log
+    /// whose filter the indexes cannot serve), or 503 `too_many_scans`. Move
+    /// it into the store operation, so that it is held until the work ends
+    /// even if the request timed out.
     pub(crate) fn scan_place(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
         self.scans.clone().try_acquire_owned().map_err(|_| {
             ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 "too_many_scans",
                 format!(
-                    "at most {} counts and filtered reads of the log at once; retry later",
+                    "at most {} counts and scanning reads of the log at once; retry later",
                     self.config.max_scans
                 ),
             )

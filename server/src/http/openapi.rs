@@ -301,7 +301,7 @@ pub fn document() -> Value {
             },
             "/streams": {
                 "get": {
-                    "summary": "List streams by name, a page at a time (system streams only with include_system=true).",
+                    "summary": "List streams by name, a page at a time (system streams only with include_system=true). Changed: without limit it used to list every stream; it lists 1,000 and says truncated when more follow.",
                     "parameters": [
                         query("prefix", "Only streams starting with this.", json!({ "type": "string" })),
                         query("include_system", "Include $-prefixed system streams.", json!({ "type": "boolean" })),
@@ -309,7 +309,7 @@ pub fn document() -> Value {
                         query("after", "Only streams whose names sort after this (the next of the previous page).", json!({ "type": "string" })),
                         query("limit", "Most streams in the answer (1 to 10,000; default 1,000).", json!({ "type": "integer", "minimum": 1, "maximum": 10000 }))
                     ],
-                    "responses": { "200": ok("The streams; next, present when more follow, is the after of the next page.", json!({ "type": "object", "properties": { "streams": { "type": "array", "items": { "type": "object", "properties": { "stream": { "type": "string" }, "last_revision": { "type": "integer" }, "last_position": { "type": "integer" } } } }, "next": { "type": "string" } } })) }
+                    "responses": { "200": ok("The streams; next and truncated (true), present when more follow: next is the after of the next page.", json!({ "type": "object", "properties": { "streams": { "type": "array", "items": { "type": "object", "properties": { "stream": { "type": "string" }, "last_revision": { "type": "integer" }, "last_position": { "type": "integer" } } } }, "next": { "type": "string" }, "truncated": { "type": "boolean" } } })) }
                 }
             },
             "/streams/{stream}": {
@@ -354,10 +354,10 @@ pub fn document() -> Value {
                 }
             },
             "/all": {
-                "get": { "summary": "Read the global log, optionally filtered.", "parameters": all_params, "responses": { "200": ok("Events.", events_page()), "403": error("The token is limited to some streams and gave no stream_prefix within them."), "503": error("timeout; too_many_scans (a filtered read while max_scans counts and filtered reads run).") } }
+                "get": { "summary": "Read the global log, optionally filtered.", "parameters": all_params, "responses": { "200": ok("Events.", events_page()), "403": error("The token is limited to some streams and gave no stream_prefix within them."), "503": error("timeout; too_many_scans (a read filtered on a metadata field the store does not index, while max_scans counts and such reads run).") } }
             },
             "/count": {
-                "get": { "summary": "Count the events of the global log that pass the filter; with group_by, also a breakdown.", "parameters": count_params, "responses": { "200": ok("The count.", json!({ "type": "object", "required": ["count"], "properties": { "count": { "type": "integer" }, "groups": { "type": "object", "additionalProperties": { "type": "integer" } } } })), "403": error("The token is limited to some streams and gave no stream_prefix within them."), "503": error("timeout; too_many_scans (max_scans counts and filtered reads already run).") } }
+                "get": { "summary": "Count the events of the global log that pass the filter; with group_by, also a breakdown.", "parameters": count_params, "responses": { "200": ok("The count.", json!({ "type": "object", "required": ["count"], "properties": { "count": { "type": "integer" }, "groups": { "type": "object", "additionalProperties": { "type": "integer" } } } })), "403": error("The token is limited to some streams and gave no stream_prefix within them."), "503": error("timeout; too_many_scans (max_scans counts and scanning reads already run).") } }
             },
             "/events/{id}": {
                 "get": { "summary": "One event by id.", "parameters": [path_param("id", "Event id (UUID).")], "responses": { "200": ok("The event.", reference("Event")), "404": error("Unknown id, or an event in a stream the token may not read (answered alike).") } }

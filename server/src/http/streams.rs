@@ -292,11 +292,12 @@ pub(crate) async fn read_all(
         From::End => LogFrom::End,
         From::At(r) => LogFrom::Position(r),
     };
-    // A filtered read may scan much of the log: it takes a place for its whole run.
-    let place = if filter.is_empty() {
-        None
-    } else {
+    // A read whose filter the indexes cannot serve may scan much of the log:
+    // it takes a place for its whole run (index-served reads do not).
+    let place = if filter.needs_scan(state.store.indexed_metadata()) {
         Some(state.scan_place()?)
+    } else {
+        None
     };
     let st = state.clone();
     let max_bytes = state.config.max_response_bytes;
@@ -430,7 +431,8 @@ const DEFAULT_LIST_LIMIT: usize = 1000;
 const MAX_LIST_LIMIT: usize = 10_000;
 
 /// `GET /streams`: the streams by name after `after`, at most `limit`; when
-/// more follow, `next` is the `after` of the next page.
+/// more follow, `next` is the `after` of the next page and `truncated` is
+/// true. A page costs the names it passes over, not every stream.
 pub(crate) async fn list(
     State(state): State<AppState>,
     p: Principal,
@@ -466,7 +468,12 @@ pub(crate) async fn list(
                         .is_none_or(|c| annal::query::aggregate_of(name).is_some_and(|(t, _)| t == c))
                     && p.permits(Need::Read(name))
             };
-            let (page, _, more) = store.streams_page(after.as_deref(), limit, keep);
+            // Names outside the prefix (a category's is `<category>-`) are never passed over.
+            let start = match (&category, prefix.is_empty()) {
+                (Some(c), true) => format!("{c}-"),
+                _ => prefix.clone(),
+            };
+            let (page, more) = store.streams_page_from(after.as_deref(), &start, limit, keep);
             let list: Vec<Value> = page
                 .iter()
                 .map(|s| {
@@ -480,6 +487,7 @@ pub(crate) async fn list(
             let mut body = json!({ "streams": list });
             if more && let Some(last) = page.last() {
                 body["next"] = json!(last.name);
+                body["truncated"] = json!(true);
             }
             Ok(body)
         })

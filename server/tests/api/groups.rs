@@ -306,3 +306,73 @@ async fn long_polls_past_the_limit_are_refused() {
         .await;
     assert_eq!(st, StatusCode::OK);
 }
+
+/// Acknowledgements on one group wake only that group's waiting fetches,
+/// and only when they changed something: 20 fetches waiting on another
+/// group were each woken by every ack (every wake-up a look on the blocking
+/// pool), which cut the busy group's acks to a tenth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_wake_only_their_own_groups_waiting_fetches() {
+    let s = TestServer::start().await;
+    for (name, stream) in [("idle", "quiet"), ("busy", "work")] {
+        let settings = json!({ "stream": stream, "max_in_flight": 1, "ack_timeout_ms": 60000 });
+        let (st, v) = s.call(Method::PUT, &format!("/groups/{name}"), Some(settings)).await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+    }
+    s.append_n("work", 30).await;
+    let mut polls = Vec::new();
+    for i in 0..20 {
+        let (c, u) = (
+            s.client.clone(),
+            s.url(&format!("/groups/idle/fetch?consumer=c{i}&timeout_ms=8000")),
+        );
+        polls.push(tokio::spawn(async move { c.post(u).send().await.map(|r| r.status()) }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = s.state.group_fetch_wakeups();
+    for _ in 0..20 {
+        let (st, v) = s.call(Method::POST, "/groups/busy/fetch?consumer=w", None).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        let got = ids(&v);
+        assert_eq!(got.len(), 1, "{v}");
+        let (st, v) = s
+            .call(
+                Method::POST,
+                "/groups/busy/ack",
+                Some(json!({ "consumer": "w", "ids": got })),
+            )
+            .await;
+        assert_eq!(st, StatusCode::NO_CONTENT, "{v}");
+    }
+    // Acks of ids not in flight change nothing, even on the waiting group.
+    let unknown = json!({ "consumer": "c0", "ids": ["00000000-0000-4000-8000-000000000000"] });
+    let (st, _) = s.call(Method::POST, "/groups/idle/ack", Some(unknown)).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    assert_eq!(
+        s.state.group_fetch_wakeups(),
+        before,
+        "fetches waiting on another group were woken"
+    );
+    assert!(polls.iter().all(|p| !p.is_finished()), "the idle polls still wait");
+
+    // An ack that frees the busy group's only place wakes its own waiting fetch.
+    let (_, v) = s.call(Method::POST, "/groups/busy/fetch?consumer=w", None).await;
+    let held = ids(&v);
+    assert_eq!(held.len(), 1, "{v}");
+    let (c, u) = (s.client.clone(), s.url("/groups/busy/fetch?consumer=x&timeout_ms=8000"));
+    let waiter = tokio::spawn(async move { c.post(u).send().await.unwrap().json::<Value>().await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "nothing to take while one event is in flight");
+    let (st, _) = s
+        .call(
+            Method::POST,
+            "/groups/busy/ack",
+            Some(json!({ "consumer": "w", "ids": held })),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    assert_eq!(ids(&waiter.await.unwrap()).len(), 1);
+    for p in polls {
+        p.abort();
+    }
+}

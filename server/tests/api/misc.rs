@@ -348,3 +348,63 @@ async fn scans_cut_by_the_timeout_keep_their_places_until_they_end() {
     let (st, v) = s.get("/count?metadata.k=nope").await;
     assert_ne!(v["error"], "too_many_scans", "{st} {v}");
 }
+
+/// Only reads the indexes cannot serve take a `max_scans` place: a limited
+/// token must give a `stream_prefix`, and its index-served reads of `/all`
+/// were refused with `too_many_scans` while another caller's count ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_served_reads_of_the_log_take_no_scan_place() {
+    let s = TestServer::start_with(|c| {
+        c.request_timeout_ms = 100;
+        c.max_scans = 1;
+        c.no_auth = false;
+        c.tokens = vec![
+            crate::common::token("admin", annal_server::Role::Admin, &[]),
+            crate::common::token("tenant", annal_server::Role::Read, &["order-"]),
+        ];
+    })
+    .await;
+    let store = s.store.clone();
+    tokio::task::spawn_blocking(move || {
+        for _ in 0..100 {
+            let evs: Vec<annal::EventData> = (0..2000)
+                .map(|i| annal::EventData::json("T", "{}").with_metadata(format!(r#"{{"k":"v{i}"}}"#).into_bytes()))
+                .collect();
+            store.append("big-1", annal::ExpectedVersion::Any, evs).unwrap();
+        }
+        let mine = annal::EventData::json("Placed", "{}").with_metadata(br#"{"actor":"ann"}"#.to_vec());
+        store
+            .append("order-1", annal::ExpectedVersion::Any, vec![mine])
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    let admin = Some("secret-admin");
+    // The count scans every event; cut by the timeout, it keeps its place while it runs.
+    let (st, v) = s.call_as(Method::GET, "/count?metadata.k=nope", None, admin).await;
+    assert_eq!(
+        (st, v["error"].clone()),
+        (StatusCode::SERVICE_UNAVAILABLE, json!("timeout")),
+        "{v}"
+    );
+    let (st, v) = s
+        .call_as(Method::GET, "/all?stream_prefix=order-", None, Some("secret-tenant"))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["events"][0]["stream"], "order-1", "{v}");
+    // An indexed metadata field is an index lookup too.
+    let (st, v) = s.call_as(Method::GET, "/all?metadata.actor=ann", None, admin).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["events"][0]["stream"], "order-1", "{v}");
+    // A field the store does not index is a scan, and waits for a place.
+    let (st, v) = s.call_as(Method::GET, "/all?metadata.k=nope", None, admin).await;
+    assert_eq!(
+        (st, v["error"].clone()),
+        (StatusCode::SERVICE_UNAVAILABLE, json!("too_many_scans")),
+        "{v}"
+    );
+    assert!(s.state.operations_in_flight() > 0, "the count still held its place");
+    while s.state.operations_in_flight() > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

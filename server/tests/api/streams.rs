@@ -622,21 +622,49 @@ async fn stream_listing_is_paged() {
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v["streams"].as_array().unwrap().len(), 1000);
     assert_eq!(v["next"], "s-00999");
-    let mut names = Vec::new();
-    let mut path = "/streams?limit=700".to_string();
-    loop {
-        let (st, v) = s.get(&path).await;
-        assert_eq!(st, StatusCode::OK, "{v}");
-        let page = v["streams"].as_array().unwrap();
-        assert!(page.len() <= 700);
-        names.extend(page.iter().map(|e| e["stream"].as_str().unwrap().to_string()));
-        match v["next"].as_str() {
-            Some(next) => path = format!("/streams?limit=700&after={next}"),
-            None => break,
-        }
-    }
+    // A listing without `limit` used to hold every stream: it says it is cut.
+    assert_eq!(v["truncated"], true);
     let expected: Vec<String> = (0..2500).map(|i| format!("s-{i:05}")).collect();
-    assert_eq!(names, expected);
+    for query in ["limit=700", "limit=700&category=s", "limit=700&prefix=s-0"] {
+        let mut names = Vec::new();
+        let mut path = format!("/streams?{query}");
+        loop {
+            let (st, v) = s.get(&path).await;
+            assert_eq!(st, StatusCode::OK, "{v}");
+            let page = v["streams"].as_array().unwrap();
+            assert!(page.len() <= 700);
+            names.extend(page.iter().map(|e| e["stream"].as_str().unwrap().to_string()));
+            match v["next"].as_str() {
+                Some(next) => {
+                    assert_eq!(v["truncated"], true, "{query}");
+                    path = format!("/streams?{query}&after={next}");
+                }
+                None => {
+                    assert_eq!(v.get("truncated"), None, "{query}");
+                    break;
+                }
+            }
+        }
+        assert_eq!(names, expected, "{query}");
+    }
+    let (_, v) = s.get("/streams?prefix=s-001&limit=50").await;
+    let names: Vec<&str> = v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["stream"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, expected[100..150].iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(v["next"], "s-00149");
+    let (_, v) = s.get("/streams?prefix=s-0024&after=s-00245").await;
+    let names: Vec<&str> = v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["stream"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["s-00246", "s-00247", "s-00248", "s-00249"]);
+    assert_eq!(v.get("next"), None);
     for bad in ["limit=0", "limit=10001", "limit=x"] {
         let (st, _) = s.get(&format!("/streams?{bad}")).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}");
