@@ -351,17 +351,7 @@ impl Store {
     /// Sets (or, with `None`, lifts) the retention hold of the forwarder
     /// `name`: scavenging keeps every event at or after `position`.
     pub(crate) fn set_retention_hold(&self, name: &str, position: Option<u64>) {
-        {
-            let mut holds = self.shared.retention_holds.lock();
-            match position {
-                Some(p) => {
-                    holds.insert(name.to_string(), p);
-                }
-                None => {
-                    holds.remove(name);
-                }
-            }
-        }
+        set_or_forget(&mut self.shared.retention_holds.lock(), name, position);
         // Appends stopped for the budget resume as soon as it holds again.
         if self.shared.budget_full.lock().is_some() {
             self.shared.check_budget(false);
@@ -373,15 +363,7 @@ impl Store {
     /// record names it and keeps its entries for it (this holds no
     /// retention: [`Store::set_retention_hold`] does).
     pub(crate) fn set_forwarder_position(&self, name: &str, position: Option<u64>) {
-        let mut running = self.shared.forwarder_positions.lock();
-        match position {
-            Some(p) => {
-                running.insert(name.to_string(), p);
-            }
-            None => {
-                running.remove(name);
-            }
-        }
+        set_or_forget(&mut self.shared.forwarder_positions.lock(), name, position);
     }
 
     /// What the disk-budget policy `drop-oldest` removed before forwarders
@@ -866,5 +848,17 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         let _ = self.shutdown();
+    }
+}
+
+/// Sets `name`'s position in a map of forwarders, or forgets it (`None`).
+fn set_or_forget(map: &mut std::collections::BTreeMap<String, u64>, name: &str, position: Option<u64>) {
+    match position {
+        Some(p) => {
+            map.insert(name.to_string(), p);
+        }
+        None => {
+            map.remove(name);
+        }
     }
 }
