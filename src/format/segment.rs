@@ -145,6 +145,26 @@ impl SegmentHeader {
     }
 }
 
+/// Checks a sealed segment's logical bytes against the seal frame at
+/// `seal_at` (where its index says the segment ends): a seal must be there,
+/// and its content checksum must match bytes `[64, seal_at)`. On failure,
+/// the offset and what is wrong, for the caller's error.
+pub(crate) fn check_seal_content(logical: &[u8], seal_at: u64) -> std::result::Result<(), (u64, &'static str)> {
+    const NO_SEAL: &str = "no seal where the index says the segment ends";
+    let at = usize::try_from(seal_at)
+        .ok()
+        .filter(|at| *at >= SEGMENT_HEADER && *at <= logical.len())
+        .ok_or((seal_at, NO_SEAL))?;
+    let content_crc = match record::decode_frame(&logical[at..]) {
+        Ok((Frame::Seal(seal), _)) => seal.content_crc,
+        _ => return Err((seal_at, NO_SEAL)),
+    };
+    if crc32fast::hash(&logical[SEGMENT_HEADER..at]) != content_crc {
+        return Err((SEGMENT_HEADER as u64, "the bytes do not match the seal's checksum"));
+    }
+    Ok(())
+}
+
 /// File name of the segment whose first position is `base`.
 pub fn segment_file_name(base: u64) -> String {
     format!("{base:020}.seg")

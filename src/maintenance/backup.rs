@@ -115,29 +115,13 @@ fn copy_bytes(st: &dyn Storage, dest: &Path, name: &str, bytes: &[u8], report: &
 /// being copied as a good one. Verify and repair deal with it.
 fn check_sealed(seg: &crate::log::segments::SealedSegment) -> Result<()> {
     let logical = seg.logical()?;
-    let end = seg.index.end_offset();
-    let seal_at = usize::try_from(end)
-        .ok()
-        .filter(|at| *at >= crate::format::segment::SEGMENT_HEADER && *at <= logical.len())
-        .ok_or_else(|| Error::corruption(&seg.path, end, "no seal where the index says the segment ends"))?;
-    let content_crc = match crate::format::record::decode_frame(&logical[seal_at..]) {
-        Ok((crate::format::record::Frame::Seal(seal), _)) => seal.content_crc,
-        _ => {
-            return Err(Error::corruption(
-                &seg.path,
-                end,
-                "no seal where the index says the segment ends; the backup was not made (run verify, then repair)",
-            ));
-        }
-    };
-    if crc32fast::hash(&logical[crate::format::segment::SEGMENT_HEADER..seal_at]) != content_crc {
-        return Err(Error::corruption(
+    crate::format::segment::check_seal_content(&logical, seg.index.end_offset()).map_err(|(offset, why)| {
+        Error::corruption(
             &seg.path,
-            crate::format::segment::SEGMENT_HEADER as u64,
-            "its bytes do not match its seal's checksum; the backup was not made (run verify, then repair)",
-        ));
-    }
-    Ok(())
+            offset,
+            format!("{why}; the backup was not made (run verify, then repair)"),
+        )
+    })
 }
 
 /// Copies the live store behind `shared` into `dest` (empty or new).

@@ -140,15 +140,7 @@ fn check_compressed(
         return Err(bad(0, "logical length differs"));
     }
     let logical = c.logical(path).map_err(|e| bad(0, &e.to_string()))?;
-    let seal_at =
-        usize::try_from(seal_offset).map_err(|_| bad(seal_offset, "no seal where the index says the segment ends"))?;
-    let content_crc = match logical.get(seal_at..).map(record::decode_frame) {
-        Some(Ok((record::Frame::Seal(seal), _))) if seal_at >= SEGMENT_HEADER => seal.content_crc,
-        _ => return Err(bad(seal_offset, "no seal where the index says the segment ends")),
-    };
-    if crc32fast::hash(&logical[SEGMENT_HEADER..seal_at]) != content_crc {
-        return Err(bad(seal_offset, "content does not match the seal's checksum"));
-    }
+    crate::format::segment::check_seal_content(&logical, seal_offset).map_err(|(offset, why)| bad(offset, why))?;
     if logical != original {
         let at = logical.iter().zip(original).position(|(a, b)| a != b).unwrap_or(0);
         return Err(bad(at as u64, "decompressed bytes differ from the segment"));
