@@ -676,17 +676,8 @@ impl Store {
     /// stream map's lock is never held for the whole pass (appends take it
     /// to publish).
     pub fn streams(&self) -> Vec<StreamInfo> {
-        self.shared
-            .sorted_stream_names()
-            .iter()
-            .filter_map(|n| {
-                self.shared.stream_state(n).map(|s| StreamInfo {
-                    name: n.to_string(),
-                    last_revision: s.last_revision,
-                    last_position: s.last_position,
-                })
-            })
-            .collect()
+        let names = self.shared.sorted_stream_names();
+        self.stream_infos(names.iter().map(|n| &**n))
     }
 
     /// One page of streams by name: of the streams `keep` accepts and whose
@@ -717,7 +708,7 @@ impl Store {
         }
         let more = page.len() > limit;
         page.truncate(limit);
-        (self.stream_infos(&page), matched, more)
+        (self.stream_infos(page), matched, more)
     }
 
     /// One page of streams by name, without the total of
@@ -749,13 +740,13 @@ impl Store {
         }
         let more = page.len() > limit;
         page.truncate(limit);
-        (self.stream_infos(&page), more)
+        (self.stream_infos(page), more)
     }
 
     /// The state of each named stream that exists, in order.
-    fn stream_infos(&self, names: &[&str]) -> Vec<StreamInfo> {
+    fn stream_infos<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Vec<StreamInfo> {
         names
-            .iter()
+            .into_iter()
             .filter_map(|n| {
                 self.shared.stream_state(n).map(|s| StreamInfo {
                     name: n.to_string(),
