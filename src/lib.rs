@@ -33,6 +33,7 @@ macro_rules! internal {
 pub mod clock;
 pub mod error;
 pub mod event;
+mod json_fields;
 pub mod layout;
 pub mod options;
 pub mod query;

@@ -262,17 +262,30 @@ impl Filter {
             && crate::topic::any_match(&self.type_patterns, event_type)
     }
 
-    /// True if the metadata passes every metadata condition.
+    /// True if the metadata passes every metadata condition: it is one JSON
+    /// object whose top-level keys hold those strings, read as the metadata
+    /// index reads them (the last value of a repeated key; other values
+    /// checked for syntax only, so that a number out of `f64`'s range
+    /// elsewhere in the document does not hide a field).
     pub fn admits_metadata(&self, metadata: &[u8]) -> bool {
         if self.metadata.is_empty() {
             return true;
         }
-        let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(metadata) else {
+        let mut keys: Vec<&str> = Vec::with_capacity(self.metadata.len());
+        for (k, _) in &self.metadata {
+            if !keys.contains(&k.as_str()) {
+                keys.push(k);
+            }
+        }
+        let Some(values) = crate::json_fields::string_fields(metadata, &keys) else {
             return false;
         };
-        self.metadata
-            .iter()
-            .all(|(k, v)| matches!(map.get(k), Some(serde_json::Value::String(s)) if s == v))
+        self.metadata.iter().all(|(k, v)| {
+            keys.iter()
+                .position(|n| *n == k.as_str())
+                .and_then(|i| values[i].as_deref())
+                .is_some_and(|s| s == v)
+        })
     }
 
     /// Sets the time range `[since, until)`, each bound optional.

@@ -6,7 +6,10 @@
 //! a filter whose only conditions are on stream names is counted from the
 //! segments' stream indexes without reading an event; both when nothing can
 //! hide an event (no stream metadata, no damage) and each segment's stream
-//! lookup is exact; every other count reads the matching events the way a read
+//! lookup is exact; a filter on tags and indexed metadata fields only is
+//! counted from the tag postings where the index can tell whose entries a key
+//! holds (at most one event read per key and segment); every other count
+//! reads the matching events the way a read
 //! does (candidates from the indexes: types, tags and indexed metadata
 //! fields; each candidate confirmed against its frame, as index keys are
 //! hashes that may collide), so that a count always equals the length of a
@@ -15,7 +18,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use crate::error::Result;
-use crate::format::index::{Lookup, hash_str};
+use crate::format::index::{Lookup, TagKey, TagOwner, hash_str, meta_tag_key};
+use crate::log::read::Visibility;
 use crate::log::state::Shared;
 use crate::query::{Direction, Filter, GroupBy, LogFrom, aggregate_of};
 
@@ -33,6 +37,9 @@ impl Shared {
         }
         if let Some(per_type) = self.count_types_from_index(filter)? {
             return Ok(per_type.values().sum());
+        }
+        if let Some(n) = self.count_tags_from_index(filter)? {
+            return Ok(n);
         }
         let mut n = 0u64;
         self.for_each_match(filter, |_| n += 1)?;
@@ -115,6 +122,121 @@ impl Shared {
                 .collect();
             Some(counts)
         })
+    }
+
+    /// The number of events, for a filter whose only conditions are tags and
+    /// indexed metadata fields, from the tag postings: in each segment, a
+    /// key's entries are its events when the index knows they all come from
+    /// that one tag or value (the memory index), or they all come from one
+    /// tag or value and the first of them, read, has it (version-4 files,
+    /// a key not shared); the keys' entries are intersected. A segment whose
+    /// index cannot tell (older files, a shared key, fields indexed under
+    /// another list) is counted by reading its candidates. `None` when the
+    /// filter or the store needs the events read (stream metadata, damage, a
+    /// metadata field that is not indexed).
+    fn count_tags_from_index(&self, filter: &Filter) -> Result<Option<u64>> {
+        let only = Filter {
+            tags: filter.tags.clone(),
+            metadata: filter.metadata.clone(),
+            ..Filter::all()
+        };
+        if only.is_empty() || only != *filter || !self.damage.is_empty() || !self.metadata.read().by_stream.is_empty() {
+            return Ok(None);
+        }
+        if filter.metadata.iter().any(|(k, _)| !self.meta_fields.contains(k)) {
+            return Ok(None);
+        }
+        // Each key, with the one-condition filter that confirms an event has it.
+        let keys: Vec<(TagKey, Filter)> = filter
+            .tags
+            .iter()
+            .map(|t| (TagKey::tag(t), Filter::all().with_tag(t.clone())))
+            .chain(
+                filter
+                    .metadata
+                    .iter()
+                    .map(|(k, v)| (meta_tag_key(k, v), Filter::all().with_metadata(k.clone(), v.clone()))),
+            )
+            .collect();
+        let published = self.published();
+        let fingerprint = self.meta_fields.fingerprint();
+        let mut n = 0u64;
+        for seg in self.segments() {
+            // The index alone first: a confirming read must not run under it.
+            let (range, found) = seg.with(|l| {
+                let range = (l.base(), l.next_position().min(published));
+                if !filter.metadata.is_empty() && l.meta_fingerprint() != fingerprint {
+                    return (range, None);
+                }
+                let found: Option<Vec<(TagOwner, Vec<u64>)>> = keys
+                    .iter()
+                    .map(|(key, _)| match l.tag_owner(key) {
+                        TagOwner::Unknown => None,
+                        TagOwner::Known(false) => Some((TagOwner::Known(false), Vec::new())),
+                        owner => Some((owner, l.tag_positions(key.hash))),
+                    })
+                    .collect();
+                (range, found)
+            });
+            seg.index_damage()?;
+            if range.0 >= range.1 {
+                continue;
+            }
+            let Some(found) = found else {
+                n += self.count_by_reading(filter, range)?;
+                continue;
+            };
+            let mut lists = Vec::with_capacity(found.len());
+            for ((owner, positions), (_, check)) in found.into_iter().zip(&keys) {
+                let theirs = match (owner, positions.first()) {
+                    (TagOwner::Known(known), _) => known,
+                    (_, None) => true,
+                    // Not yet published: let a read say.
+                    (_, Some(first)) if *first >= range.1 => return Ok(None),
+                    (_, Some(first)) => match self.read_position(*first)? {
+                        Some(ev) => {
+                            check.tags.iter().all(|t| ev.tags.contains(t)) && check.admits_metadata(&ev.metadata)
+                        }
+                        // An entry without its event: let a read say why.
+                        None => return Ok(None),
+                    },
+                };
+                lists.push(if theirs { positions } else { Vec::new() });
+            }
+            let mut lists = lists.into_iter();
+            let mut matched = lists.next().unwrap_or_default();
+            for list in lists {
+                matched.retain(|p| list.binary_search(p).is_ok());
+            }
+            n += matched.iter().filter(|p| **p < range.1).count() as u64;
+        }
+        Ok(Some(n))
+    }
+
+    /// The events of positions `range.0..range.1` that pass `filter`,
+    /// counted by reading them (candidates from the indexes); damage fails
+    /// the count.
+    fn count_by_reading(&self, filter: &Filter, range: (u64, u64)) -> Result<u64> {
+        let mut n = 0u64;
+        let mut from = range.0;
+        loop {
+            let (batch, stop) = self.read_log_range(
+                Direction::Forward,
+                LogFrom::Position(from),
+                (BATCH, usize::MAX),
+                filter,
+                Visibility::Visible,
+                range,
+            )?;
+            if let Some(stop) = stop {
+                return Err(stop.error);
+            }
+            n += batch.len() as u64;
+            match batch.last() {
+                Some(last) if batch.len() == BATCH => from = last.position.saturating_add(1),
+                _ => return Ok(n),
+            }
+        }
     }
 
     /// The number of events, for a filter that admits every event, when

@@ -249,7 +249,7 @@ impl Shared {
     /// Reads the global log within the positions `[bounds.0, bounds.1)`, up
     /// to `limit.0` events or until they hold `limit.1` bytes of data and
     /// metadata, stopping before an event that fails its checks.
-    fn read_log_range(
+    pub(crate) fn read_log_range(
         &self,
         direction: Direction,
         from: LogFrom,

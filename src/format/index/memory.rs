@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
-use super::{Lookup, MetaFields, Parts, StreamSummary, TypeCatalog, hash_str, v1, v2};
+use super::{Lookup, MetaFields, Parts, StreamSummary, TagKey, TagOwner, TypeCatalog, fold32, hash_str, v1, v2};
 use crate::error::Result;
 use crate::format::record::LostView;
 
@@ -30,6 +30,17 @@ struct TypeSlot {
     positions: Vec<u64>,
 }
 
+/// The events of one tag hash in the active segment.
+#[derive(Debug)]
+struct TagSlot {
+    /// [`TagKey::check`] of the first tag or metadata value filed here.
+    check: u64,
+    /// True once another tag or value (another check) was filed on this hash.
+    mixed: bool,
+    /// Positions of their events, ascending.
+    positions: Vec<u64>,
+}
+
 /// The in-memory index of the active segment.
 #[derive(Debug, Default)]
 pub struct MemIndex {
@@ -45,7 +56,7 @@ pub struct MemIndex {
     types: FxHashMap<u64, TypeSlot>,
     /// Tag postings; those of indexed metadata fields share them, by
     /// [`super::meta_key`].
-    tags: FxHashMap<u64, Vec<u64>>,
+    tags: FxHashMap<u64, TagSlot>,
     ids: FxHashMap<Uuid, u64>,
     /// The metadata fields whose string values are filed in `tags`.
     fields: Arc<MetaFields>,
@@ -111,7 +122,7 @@ impl MemIndex {
     /// [`MemIndex::push`] with the event's metadata keys already taken
     /// ([`MetaFields::keys`] of [`MemIndex::fields`], so that a writer can
     /// take them before it locks the index).
-    pub fn push_keyed(&mut self, e: &super::IndexEntry<'_>, end: u64, meta_keys: &[u64]) {
+    pub fn push_keyed(&mut self, e: &super::IndexEntry<'_>, end: u64, meta_keys: &[TagKey]) {
         debug_assert_eq!(e.position, self.base + self.locations.len() as u64);
         self.locations.push((e.offset, e.timestamp));
         self.end_offset = end;
@@ -124,11 +135,16 @@ impl MemIndex {
             slot.names.push(e.event_type.into());
         }
         slot.positions.push(e.position);
-        for key in e.tags.iter().map(|t| hash_str(t)).chain(meta_keys.iter().copied()) {
-            let list = self.tags.entry(key).or_default();
+        for key in e.tags.iter().map(|t| TagKey::tag(t)).chain(meta_keys.iter().copied()) {
+            let slot = self.tags.entry(key.hash).or_insert_with(|| TagSlot {
+                check: key.check,
+                mixed: false,
+                positions: Vec::new(),
+            });
+            slot.mixed |= slot.check != key.check;
             // An event listing a tag twice is indexed once.
-            if list.last() != Some(&e.position) {
-                list.push(e.position);
+            if slot.positions.last() != Some(&e.position) {
+                slot.positions.push(e.position);
             }
         }
         self.ids.insert(e.id, e.position);
@@ -165,8 +181,22 @@ impl MemIndex {
         types.sort_unstable_by_key(|t| t.0);
         let mut type_names: Vec<&str> = self.types.values().flat_map(|t| t.names.iter().map(|n| &**n)).collect();
         type_names.sort_unstable();
-        let mut tags: Vec<_> = self.tags.iter().map(|(h, v)| (*h, v.as_slice())).collect();
+        let mut tags: Vec<_> = self.tags.iter().map(|(h, v)| (*h, v.positions.as_slice())).collect();
         tags.sort_unstable_by_key(|t| t.0);
+        // A file's 32-bit key is shared when two hashes fold to it or one
+        // hash holds two tags or values.
+        let mut folded: FxHashMap<u32, (usize, bool)> = FxHashMap::default();
+        for (h, slot) in &self.tags {
+            let k = folded.entry(fold32(*h)).or_default();
+            k.0 += 1;
+            k.1 |= slot.mixed;
+        }
+        let mut shared_tags: Vec<u32> = folded
+            .into_iter()
+            .filter(|(_, (hashes, mixed))| *hashes > 1 || *mixed)
+            .map(|(k, _)| k)
+            .collect();
+        shared_tags.sort_unstable();
         let mut ids: Vec<(Uuid, u64)> = self.ids.iter().map(|(i, p)| (*i, *p)).collect();
         ids.sort_unstable();
         Parts {
@@ -177,26 +207,28 @@ impl MemIndex {
             types,
             type_names,
             tags,
+            shared_tags,
             ids,
             meta_fingerprint: self.fields.fingerprint(),
             meta_fields: self.fields.names().iter().map(String::as_str).collect(),
         }
     }
 
-    /// Encodes the `.idx` file for this segment once it is sealed: version 3
-    /// (version 2 with the segment's type names), or version 1 when the
+    /// Encodes the `.idx` file for this segment once it is sealed: version 4
+    /// (version 2 with the segment's type names and shared tag keys), or version 1 when the
     /// segment is too large for version 2's 32-bit fields. Fails with [`crate::Error::InvalidInput`] if a stream name is
     /// longer than its 16-bit length field (names come from validated appends
     /// or from the log, so the store's never are).
     pub fn encode_file(&self) -> Result<Vec<u8>> {
-        self.encode_file_v2(true)
+        self.encode_file_v2(super::INDEX_VERSION)
     }
 
-    /// Encodes a version-3 file (`names`) or a version-2 one (without the
-    /// type names), falling back to version 1 as [`MemIndex::encode_file`].
-    pub(crate) fn encode_file_v2(&self, names: bool) -> Result<Vec<u8>> {
+    /// Encodes a file of `version` 2, 3 (with the type names) or 4 (with the
+    /// shared tag keys too), falling back to version 1 as
+    /// [`MemIndex::encode_file`].
+    pub(crate) fn encode_file_v2(&self, version: u32) -> Result<Vec<u8>> {
         let parts = self.parts();
-        match v2::encode(&parts, names)? {
+        match v2::encode(&parts, version)? {
             Some(bytes) => Ok(bytes),
             None => v1::encode(&parts),
         }
@@ -213,7 +245,7 @@ impl MemIndex {
     pub fn encode_file_like(&self, like: &super::SegmentIndex) -> Result<Vec<u8>> {
         match like.version() {
             1 => self.encode_file_v1(),
-            2 => self.encode_file_v2(false),
+            v @ (2 | 3) => self.encode_file_v2(v),
             _ => self.encode_file(),
         }
     }
@@ -271,7 +303,14 @@ impl Lookup for MemIndex {
         })
     }
     fn tag_positions(&self, hash: u64) -> Vec<u64> {
-        self.tags.get(&hash).cloned().unwrap_or_default()
+        self.tags.get(&hash).map(|s| s.positions.clone()).unwrap_or_default()
+    }
+    fn tag_owner(&self, key: &TagKey) -> TagOwner {
+        match self.tags.get(&key.hash) {
+            None => TagOwner::Known(false),
+            Some(slot) if slot.mixed => TagOwner::Unknown,
+            Some(slot) => TagOwner::Known(slot.check == key.check),
+        }
     }
     fn id_positions(&self, id: &Uuid) -> Vec<u64> {
         self.ids.get(id).copied().into_iter().collect()

@@ -23,16 +23,18 @@ mod fields;
 mod keyed;
 mod memory;
 mod summary;
+mod tag_key;
 mod v1;
 mod v2;
 
-pub use fields::{MetaFields, meta_key};
+pub use fields::{MetaFields, meta_key, meta_tag_key};
+pub use tag_key::{TagKey, TagOwner};
 pub use memory::MemIndex;
 
 /// Magic bytes at the start of every index file.
 pub const INDEX_MAGIC: &[u8; 8] = b"ANNALIDX";
-/// Format version of the index files annal writes (it reads 1, 2 and 3).
-pub const INDEX_VERSION: u32 = 3;
+/// Format version of the index files annal writes (it reads 1 to 4).
+pub const INDEX_VERSION: u32 = 4;
 /// Size of the index file header.
 pub const INDEX_HEADER: usize = 128;
 const BLOOM_PROBES: u64 = 7;
@@ -153,6 +155,13 @@ pub trait Lookup: Send + Sync {
     }
     /// All positions of events carrying this tag hash, ascending. May include collisions.
     fn tag_positions(&self, hash: u64) -> Vec<u64>;
+    /// Whose entries [`Lookup::tag_positions`] of `key.hash` names (see
+    /// [`TagOwner`]): known in the memory index, one unnamed owner in
+    /// version-4 files unless the key is shared, unknown otherwise.
+    fn tag_owner(&self, key: &TagKey) -> TagOwner {
+        let _ = key;
+        TagOwner::Unknown
+    }
     /// Positions that may hold the event with this id, ascending: exact in
     /// the memory and version-1 indexes; version 2 may include collisions of
     /// its 32-bit id keys.
@@ -202,6 +211,9 @@ pub(crate) struct Parts<'a> {
     type_names: Vec<&'a str>,
     /// Each tag hash's positions, ascending.
     tags: Vec<(u64, &'a [u64])>,
+    /// The 32-bit tag keys whose entries come from more than one tag or
+    /// metadata value, ascending (format.md, "Shared tag keys").
+    shared_tags: Vec<u32>,
     /// Every event id with its position.
     ids: Vec<(Uuid, u64)>,
     /// Fingerprint of the indexed metadata fields (header bytes 116..124).
@@ -274,7 +286,7 @@ impl SegmentIndex {
         }
         match le_u32(b, 8) {
             1 => Ok(SegmentIndex::V1(v1::IndexV1::open(map, file)?)),
-            v @ (2 | 3) => Ok(SegmentIndex::V2(v2::IndexV2::open(map, file, v)?)),
+            v @ (2..=4) => Ok(SegmentIndex::V2(v2::IndexV2::open(map, file, v)?)),
             found => Err(Error::UnsupportedVersion {
                 file: file.to_path_buf(),
                 found,
@@ -376,6 +388,9 @@ impl Lookup for SegmentIndex {
     }
     fn tag_positions(&self, hash: u64) -> Vec<u64> {
         self.lookup().tag_positions(hash)
+    }
+    fn tag_owner(&self, key: &TagKey) -> TagOwner {
+        self.lookup().tag_owner(key)
     }
     fn id_positions(&self, id: &Uuid) -> Vec<u64> {
         self.lookup().id_positions(id)
@@ -622,6 +637,53 @@ mod tests {
         assert_eq!(sa, sb);
     }
 
+    /// Two tags on one 32-bit key, and a tag whose bytes are those of a
+    /// metadata value's key: version 4 lists both keys as shared, the memory
+    /// index tells the first pair apart and the second not.
+    #[test]
+    fn keys_holding_two_tags_or_values_are_shared() {
+        // Two tags whose hashes differ but fold to one 32-bit key.
+        let mut seen = std::collections::HashMap::new();
+        let (a, b) = (0u64..)
+            .find_map(|i| {
+                let t = format!("t{i}");
+                let k = fold32(hash_str(&t));
+                seen.insert(k, t.clone()).map(|other| (other, t))
+            })
+            .unwrap();
+        assert_ne!(hash_str(&a), hash_str(&b));
+        let twin = "\0annal.meta\0actor\0x".to_string();
+        let mut m = MemIndex::new(0, 64, Arc::new(MetaFields::new(&["actor"])));
+        let events: [(&str, &str); 4] = [(&a, ""), (&b, ""), (&twin, ""), ("plain", r#"{"actor":"x"}"#)];
+        for (i, (tag, metadata)) in events.iter().enumerate() {
+            let tags = [*tag];
+            let e = IndexEntry {
+                position: i as u64,
+                offset: 64 + 10 * i as u64,
+                timestamp: 1,
+                revision: i as u64,
+                id: Uuid::from_u128(i as u128 + 1),
+                stream: "s",
+                event_type: "T",
+                tags: &tags,
+                metadata: metadata.as_bytes(),
+            };
+            m.push(&e, 74 + 10 * i as u64);
+        }
+        let file = open(m.encode_file().unwrap()).unwrap();
+        let meta = meta_tag_key("actor", "x");
+        assert_eq!(TagKey::tag(&twin).hash, meta.hash);
+        assert_eq!(m.tag_owner(&TagKey::tag(&a)), TagOwner::Known(true));
+        assert_eq!(m.tag_owner(&TagKey::tag(&b)), TagOwner::Known(true));
+        assert_eq!(m.tag_owner(&meta), TagOwner::Unknown);
+        assert_eq!(m.tag_owner(&TagKey::tag("plain")), TagOwner::Known(true));
+        for key in [TagKey::tag(&a), TagKey::tag(&b), TagKey::tag(&twin), meta] {
+            assert_eq!(file.tag_owner(&key), TagOwner::Unknown, "{key:?}");
+        }
+        assert_eq!(file.tag_owner(&TagKey::tag("plain")), TagOwner::One);
+        assert_eq!(m.encode_file_like(&file).unwrap(), file.raw());
+    }
+
     #[test]
     fn sealed_indexes_of_both_versions_answer_like_the_memory_index() {
         for lost in [false, true] {
@@ -638,12 +700,27 @@ mod tests {
             assert_eq!(v3.type_count(hash_str("A")), m.type_count(hash_str("A")));
             assert_eq!(v3.meta_field_names(), Some(vec!["actor".to_string()]));
             // Version 2 (what annal wrote before) still answers, without type names.
-            let v2 = open(m.encode_file_v2(false).unwrap()).unwrap();
+            let v2 = open(m.encode_file_v2(2).unwrap()).unwrap();
             assert_eq!(v2.version(), 2);
             check_same(&m, &v2);
             assert_eq!(v2.type_catalog(), None);
             assert_eq!(m.encode_file_like(&v2).unwrap(), v2.raw());
             assert_eq!(m.encode_file_like(&v3).unwrap(), v3.raw());
+            // Version 3 (before the shared tag keys) still answers, names and all.
+            let v3_old = open(m.encode_file_v2(3).unwrap()).unwrap();
+            assert_eq!(v3_old.version(), 3);
+            check_same(&m, &v3_old);
+            assert_eq!(v3_old.type_catalog(), v3.type_catalog());
+            assert_eq!(m.encode_file_like(&v3_old).unwrap(), v3_old.raw());
+            // Whose entries a tag key holds: known in memory, one unnamed
+            // owner in version 4, unknown before.
+            for (tag, here) in [("even", true), ("odd", true), ("none", false)] {
+                let key = TagKey::tag(tag);
+                assert_eq!(m.tag_owner(&key), TagOwner::Known(here), "{tag}");
+                assert_eq!(v3.tag_owner(&key), TagOwner::One, "{tag}");
+                assert_eq!(v3_old.tag_owner(&key), TagOwner::Unknown, "{tag}");
+                assert_eq!(v2.tag_owner(&key), TagOwner::Unknown, "{tag}");
+            }
             let v1 = open(m.encode_file_v1().unwrap()).unwrap();
             assert_eq!(v1.version(), 1);
             check_same(&m, &v1);
@@ -748,10 +825,12 @@ mod tests {
         // Type names out of order (a writer's bug): the catalog answers
         // nothing, and the first use reports the damage with its offset.
         let mut bytes = good.clone();
-        // The names section: types A and B, then the one field, actor.
-        let names_at = bytes.len() - 4 - (4 + 2 * 3) - (4 + 2 + 5);
+        // The names section: types A and B, the one field, actor, then no
+        // shared tag key; the body checksum after it.
+        let names_at = bytes.len() - 4 - 4 - (4 + 2 * 3) - (4 + 2 + 5);
         assert_eq!(&bytes[names_at..names_at + 4], &2u32.to_le_bytes(), "two names, A and B");
-        assert_eq!(&bytes[bytes.len() - 9..bytes.len() - 4], b"actor");
+        assert_eq!(&bytes[bytes.len() - 13..bytes.len() - 8], b"actor");
+        assert_eq!(&bytes[bytes.len() - 8..bytes.len() - 4], &0u32.to_le_bytes());
         bytes.swap(names_at + 6, names_at + 9);
         reseal(&mut bytes);
         let idx = open(bytes).unwrap();
@@ -761,13 +840,23 @@ mod tests {
         assert!(err.to_string().contains(&format!("at byte {names_at}")), "{err}");
         // Field names that are not those of the header's fingerprint.
         let mut bytes = good.clone();
-        let at = bytes.len() - 9;
+        let at = bytes.len() - 13;
         bytes[at] = b'b';
         reseal(&mut bytes);
         let idx = open(bytes).unwrap();
         assert_eq!(idx.meta_field_names(), None);
         let err = idx.damage().unwrap();
         assert!(err.to_string().contains("do not match the fingerprint"), "{err}");
+        // A shared key list that says more than it holds: no key is taken
+        // as having one owner, and the first use reports it.
+        let mut bytes = good.clone();
+        let at = bytes.len() - 8;
+        bytes[at] = 1;
+        reseal(&mut bytes);
+        let idx = open(bytes).unwrap();
+        assert_eq!(idx.tag_owner(&TagKey::tag("even")), TagOwner::Unknown);
+        let err = idx.damage().unwrap();
+        assert!(err.to_string().contains("shared tag keys truncated"), "{err}");
     }
 
     #[test]

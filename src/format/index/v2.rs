@@ -1,11 +1,13 @@
-//! Version-2 and version-3 index files (format.md, "Index files"):
+//! Version-2, -3 and -4 index files (format.md, "Index files"):
 //! locations as 32-bit block offsets plus varint frame lengths, timestamps
 //! per block of positions, and the stream, type, tag and id lookups as
 //! [`keyed`] lists of positions relative to the segment's base. Streams are
 //! found by name (their ordinal in the summary), so stream lookups are
 //! exact. Version 3 adds the segment's distinct type names, so that a type
-//! pattern is matched against names and served from the type lookup. This
-//! module owns that layout; it must never read segment bytes.
+//! pattern is matched against names and served from the type lookup;
+//! version 4 adds the tag keys that hold more than one tag or metadata value,
+//! so that a count by any other key takes its entries without reading them
+//! all. This module owns that layout; it must never read segment bytes.
 //!
 //! [`keyed`]: super::keyed
 
@@ -17,7 +19,8 @@ use uuid::Uuid;
 use super::keyed::{self, Entry, Keyed};
 use super::summary::{self, RESTART, Summary};
 use super::{
-    Header, INDEX_HEADER, INDEX_MAGIC, Lookup, Parts, StreamSummary, TypeCatalog, bloom_check, fold32, hash_str, id_key,
+    Header, INDEX_HEADER, INDEX_MAGIC, Lookup, Parts, StreamSummary, TagKey, TagOwner, TypeCatalog, bloom_check, fold32,
+    hash_str, id_key,
 };
 use crate::error::{Error, Result};
 use crate::format::codec::{Reader, le_i64, le_u32, put_varint};
@@ -29,10 +32,10 @@ const LOC_BLOCK: usize = 64;
 /// `min_ts: i64`, `max_ts: i64`.
 const LOC_DIR: usize = 24;
 
-/// Encodes a version-3 file (`names`: with the type names) or a version-2
-/// one, or `None` if the segment does not fit their 32-bit offsets and
-/// lengths (the caller then writes version 1).
-pub(super) fn encode(p: &Parts<'_>, names: bool) -> Result<Option<Vec<u8>>> {
+/// Encodes a file of `version` 2, 3 (with the type names) or 4 (with the
+/// shared tag keys too), or `None` if the segment does not fit their 32-bit
+/// offsets and lengths (the caller then writes version 1).
+pub(super) fn encode(p: &Parts<'_>, version: u32) -> Result<Option<Vec<u8>>> {
     if p.end_offset > u64::from(u32::MAX) {
         return Ok(None);
     }
@@ -98,8 +101,9 @@ pub(super) fn encode(p: &Parts<'_>, names: bool) -> Result<Option<Vec<u8>>> {
         return Ok(None);
     };
     let (min_ts, max_ts) = p.time_range();
-    let type_names = if names {
-        let Some(section) = encode_names(&p.type_names, &p.meta_fields) else {
+    let type_names = if version >= 3 {
+        let shared = (version >= 4).then_some(p.shared_tags.as_slice());
+        let Some(section) = encode_names(&p.type_names, &p.meta_fields, shared) else {
             return Ok(None);
         };
         section
@@ -118,7 +122,7 @@ pub(super) fn encode(p: &Parts<'_>, names: bool) -> Result<Option<Vec<u8>>> {
             + 4,
     );
     out.extend_from_slice(INDEX_MAGIC);
-    out.extend_from_slice(&(if names { 3u32 } else { 2u32 }).to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     for v in [
         p.base,
@@ -179,9 +183,10 @@ fn encode_locations(locations: &[(u64, i64)]) -> Option<Vec<u8>> {
 
 /// The names section of version 3: the type names, then the indexed
 /// metadata fields' names, each list as `count: u32` and each name as
-/// `len: u16` and its bytes, strictly ascending; `None` if a name or a count
-/// does not fit.
-fn encode_names(types: &[&str], fields: &[&str]) -> Option<Vec<u8>> {
+/// `len: u16` and its bytes, strictly ascending; in version 4 (`shared`)
+/// then the shared tag keys as `count: u32` and `u32`s, strictly ascending.
+/// `None` if a name or a count does not fit.
+fn encode_names(types: &[&str], fields: &[&str], shared: Option<&[u32]>) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     for list in [types, fields] {
         out.extend_from_slice(&u32::try_from(list.len()).ok()?.to_le_bytes());
@@ -190,13 +195,28 @@ fn encode_names(types: &[&str], fields: &[&str]) -> Option<Vec<u8>> {
             out.extend_from_slice(n.as_bytes());
         }
     }
+    if let Some(keys) = shared {
+        out.extend_from_slice(&u32::try_from(keys.len()).ok()?.to_le_bytes());
+        for k in keys {
+            out.extend_from_slice(&k.to_le_bytes());
+        }
+    }
     Some(out)
 }
 
-/// Decodes the names section: the type names and the metadata fields'
-/// names, or why the section is malformed. The fields must be those whose
-/// fingerprint the header holds.
-fn decode_names(b: &[u8], fingerprint: u64) -> std::result::Result<(Vec<&str>, Vec<&str>), &'static str> {
+/// The lists of a names section.
+struct Names<'a> {
+    /// The segment's event types, ascending.
+    types: Vec<&'a str>,
+    /// The indexed metadata fields, ascending.
+    fields: Vec<&'a str>,
+    /// The shared tag keys, ascending (version 4; empty before).
+    shared_tags: Vec<u32>,
+}
+
+/// Decodes the names section of a `version` 3 or 4 file, or says why it is
+/// malformed. The fields must be those whose fingerprint the header holds.
+fn decode_names(b: &[u8], fingerprint: u64, version: u32) -> std::result::Result<Names<'_>, &'static str> {
     let mut r = Reader::new(b);
     let mut lists: [Vec<&str>; 2] = Default::default();
     for list in &mut lists {
@@ -209,6 +229,17 @@ fn decode_names(b: &[u8], fingerprint: u64) -> std::result::Result<(Vec<&str>, V
             list.push(name);
         }
     }
+    let mut shared_tags = Vec::new();
+    if version >= 4 {
+        let count = r.u32().map_err(|_| "shared tag keys truncated")?;
+        for _ in 0..count {
+            let key = r.u32().map_err(|_| "shared tag keys truncated")?;
+            if shared_tags.last().is_some_and(|last| *last >= key) {
+                return Err("shared tag keys not strictly ascending");
+            }
+            shared_tags.push(key);
+        }
+    }
     if !r.buf.is_empty() {
         return Err("bytes after the last name");
     }
@@ -216,13 +247,17 @@ fn decode_names(b: &[u8], fingerprint: u64) -> std::result::Result<(Vec<&str>, V
     if super::MetaFields::new(&fields).fingerprint() != fingerprint {
         return Err("metadata field names do not match the fingerprint");
     }
-    Ok((types, fields))
+    Ok(Names {
+        types,
+        fields,
+        shared_tags,
+    })
 }
 
-/// A version-2 or version-3 index file, memory-mapped.
+/// A version-2, -3 or -4 index file, memory-mapped.
 pub struct IndexV2 {
     map: Mapped,
-    /// 2, or 3 with the type names section.
+    /// 2, 3 with the type names section, or 4 with the shared tag keys too.
     version: u32,
     base: u64,
     count: usize,
@@ -332,6 +367,7 @@ impl IndexV2 {
         let names_len = match (version, names_len) {
             (2, Some(0)) => 0,
             (3, Some(n)) if n >= 8 => u64::try_from(n).map_err(|_| bad(0, "index file larger than memory"))?,
+            (4, Some(n)) if n >= 12 => u64::try_from(n).map_err(|_| bad(0, "index file larger than memory"))?,
             _ => return Err(bad(0, "index section sizes do not match the file length")),
         };
         let crc_at = b.len() - 4;
@@ -409,9 +445,9 @@ impl IndexV2 {
                 .map(|r| (self.summary.0, r.to_string()));
             }
             Part::TypeNames => {
-                return decode_names(self.section(self.type_names), self.meta_fingerprint)
+                return decode_names(self.section(self.type_names), self.meta_fingerprint, self.version)
                     .err()
-                    .filter(|_| self.version == 3)
+                    .filter(|_| self.version >= 3)
                     .map(|r| (self.type_names.0, r.to_string()));
             }
             Part::Streams => (self.streams, true, Some(self.indexed), "stream"),
@@ -470,7 +506,7 @@ impl IndexV2 {
         (*self.map).as_ref()
     }
 
-    /// The file's format version: 2, or 3 with the type names.
+    /// The file's format version: 2, 3 with the type names, 4 with the shared tag keys.
     pub fn version(&self) -> u32 {
         self.version
     }
@@ -673,7 +709,9 @@ impl Lookup for IndexV2 {
         if self.version < 3 || !self.ok(Part::TypeNames) {
             return None;
         }
-        let (names, _) = decode_names(self.section(self.type_names), self.meta_fingerprint).ok()?;
+        let names = decode_names(self.section(self.type_names), self.meta_fingerprint, self.version)
+            .ok()?
+            .types;
         let keys: std::collections::HashSet<u32> = names.iter().map(|n| fold32(hash_str(n))).collect();
         Some(TypeCatalog {
             // The type lookup files each name under a 32-bit key: two names on one key answer for both.
@@ -686,6 +724,15 @@ impl Lookup for IndexV2 {
             return Vec::new();
         }
         self.global(self.keyed(self.tags, false).positions(fold32(hash)))
+    }
+    fn tag_owner(&self, key: &TagKey) -> TagOwner {
+        if self.version < 4 || !self.ok(Part::TypeNames) {
+            return TagOwner::Unknown;
+        }
+        match decode_names(self.section(self.type_names), self.meta_fingerprint, self.version) {
+            Ok(names) if names.shared_tags.binary_search(&fold32(key.hash)).is_err() => TagOwner::One,
+            _ => TagOwner::Unknown,
+        }
     }
     fn id_positions(&self, id: &Uuid) -> Vec<u64> {
         if !self.ok(Part::Ids) {
@@ -715,7 +762,7 @@ impl Lookup for IndexV2 {
         if self.version < 3 || !self.ok(Part::TypeNames) {
             return None;
         }
-        let (_, fields) = decode_names(self.section(self.type_names), self.meta_fingerprint).ok()?;
-        Some(fields.into_iter().map(str::to_string).collect())
+        let names = decode_names(self.section(self.type_names), self.meta_fingerprint, self.version).ok()?;
+        Some(names.fields.into_iter().map(str::to_string).collect())
     }
 }

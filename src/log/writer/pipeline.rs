@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::error::Result;
 use crate::event::AppendResult;
 use crate::format::checkpoint::StreamState;
-use crate::format::index::IndexEntry;
+use crate::format::index::{IndexEntry, TagKey};
 use crate::format::record::{self, EventView, Frame};
 use crate::log::segments::ActiveSegment;
 use crate::log::state::Shared;
@@ -133,7 +133,7 @@ pub(super) fn publish(shared: &Shared, w: &Written) {
     // The frames are decoded, and their indexed metadata values taken,
     // before the index lock: readers wait for the pushes only.
     let fields = w.active.index.read().fields().clone();
-    let events: Vec<(EventView<'_>, usize, usize, Vec<u64>)> = group
+    let events: Vec<(EventView<'_>, usize, usize, Vec<TagKey>)> = group
         .frames
         .iter()
         .filter_map(|(s, e)| match record::decode_own_frame(&group.buf[*s..*e]) {
