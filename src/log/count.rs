@@ -320,6 +320,12 @@ impl Shared {
 /// Each stream of one segment that `filter` admits, with its number of
 /// events before `published`, from the segment's stream lookup; `None` if
 /// that lookup is not exact (two of its streams share a hash).
+///
+/// A sealed segment wholly published that holds no lost or removed position
+/// (its header's number of events is its number of positions) holds every
+/// revision of a stream between the first and the last it summarises, since
+/// revisions are handed out one after another: there the count is the
+/// summary's span, and no entry is decoded.
 fn stream_counts(l: &dyn Lookup, published: u64, filter: &Filter) -> Option<Vec<(String, u64)>> {
     let streams = l.streams();
     // Lookups by hash are exact unless two of the segment's streams share one.
@@ -327,12 +333,20 @@ fn stream_counts(l: &dyn Lookup, published: u64, filter: &Filter) -> Option<Vec<
     if hashes.len() != streams.len() {
         return None;
     }
+    let positions = l.next_position().saturating_sub(l.base());
+    let whole = l.next_position() <= published && l.event_count() == Some(positions);
     let counts = streams
         .into_iter()
         .filter(|(name, _)| filter.admits_stream(name))
-        .map(|(name, _)| {
-            let entries = l.stream_entries(&name, 0, true, usize::MAX);
-            let n = entries.iter().filter(|(_, p)| *p < published).count() as u64;
+        .map(|(name, s)| {
+            let span = s.last_revision.checked_sub(s.first_revision).map(|d| d.saturating_add(1));
+            let n = match span {
+                Some(n) if whole => n,
+                _ => {
+                    let entries = l.stream_entries(&name, 0, true, usize::MAX);
+                    entries.iter().filter(|(_, p)| *p < published).count() as u64
+                }
+            };
             (name, n)
         })
         .collect();
@@ -451,7 +465,16 @@ mod tests {
         segs.sort();
         let seg = dir.join(&segs[1]);
         let bytes = sim.read_file(&seg).unwrap();
-        let at = bytes.windows(4).position(|w| w == b"{\"i\"").unwrap() as u64 + 2;
+        // An event in the middle of the segment: its stream has events
+        // there before and after it.
+        let at = bytes
+            .windows(4)
+            .enumerate()
+            .filter(|(_, w)| *w == b"{\"i\"")
+            .nth(20)
+            .unwrap()
+            .0 as u64
+            + 2;
         sim.flip_bit(&seg, at, 2).unwrap();
         assert_eq!(crate::repair_with(sim.clone(), dir).unwrap().lost_positions, 1);
 
@@ -466,6 +489,13 @@ mod tests {
         assert_eq!(store.count(&Filter::all()).unwrap(), 599);
         // Another condition is not everything.
         assert!(shared.count_everything_from_headers(&Filter::all().with_type("T")).unwrap().is_none());
+        // Streams are counted from the summaries in the segments without a
+        // lost position, from their entries in the one with it: each as a read.
+        let mut want: BTreeMap<String, u64> = BTreeMap::new();
+        shared.for_each_match(&Filter::all(), |e| *want.entry(e.stream.clone()).or_default() += 1).unwrap();
+        let all_streams = Filter::all().with_aggregate_type("s");
+        assert_eq!(store.count_by(&all_streams, GroupBy::Stream).unwrap(), want);
+        assert_eq!(store.count(&all_streams).unwrap(), 599);
     }
 
     #[test]
