@@ -94,7 +94,15 @@ impl Shared {
 
     /// Reads and decodes the frame at `loc = (position, offset, end)` of `seg`
     /// and checks it holds `position`; `None` if it is not what `want` asks for.
-    fn read_at(&self, seg: &SegRef, loc: (u64, u64, u64), want: Want<'_>) -> Result<Option<RecordedEvent>> {
+    /// A frame of the active segment inside `span` (see [`read_span`]) is
+    /// taken from it rather than read.
+    fn read_at(
+        &self,
+        seg: &SegRef,
+        loc: (u64, u64, u64),
+        want: Want<'_>,
+        span: Option<&(u64, Bytes)>,
+    ) -> Result<Option<RecordedEvent>> {
         let (position, offset, end) = loc;
         let path = seg.path();
         if end == offset {
@@ -108,6 +116,7 @@ impl Shared {
             .ok_or_else(|| Error::corruption(path, offset, "index gives a bad frame range"))?;
         let frame: Bytes = match seg {
             SegRef::Sealed(s) => s.range(offset, end, Some(&self.block_cache))?,
+            SegRef::Active(_) if let Some(frame) = span.and_then(|(lo, b)| slice_of(b, *lo, offset, end)) => frame,
             SegRef::Active(a) => {
                 let mut buf = vec![0u8; len];
                 a.file.read_exact_at(&mut buf, offset).map_err(|e| match e.kind() {
@@ -331,8 +340,9 @@ impl Shared {
                         .collect()
                 });
                 seg.index_damage()?;
+                let span = read_span(seg, plan.iter().map(|(_, o, e)| (*o, *e)));
                 for loc in plan {
-                    let ev = match self.read_at(seg, loc, want) {
+                    let ev = match self.read_at(seg, loc, want, span.as_ref()) {
                         Ok(Some(ev)) => ev,
                         Ok(None) => continue,
                         Err(error) if error.is_corruption() => {
@@ -426,13 +436,14 @@ impl Shared {
                     .collect()
             });
             seg.index_damage()?;
+            let span = read_span(seg, plan.iter().map(|(_, _, o, e)| (*o, *e)));
             for (rev, p, off, end) in plan {
                 let skipped = if forward { rev > next_rev } else { rev < next_rev };
                 if skipped && !self.damage.is_empty() {
                     let from = out.last().map_or(0, |e: &RecordedEvent| e.position);
                     return hidden(from);
                 }
-                if let Some(ev) = self.read_at(seg, (p, off, end), Want::Stream(stream))? {
+                if let Some(ev) = self.read_at(seg, (p, off, end), Want::Stream(stream), span.as_ref())? {
                     if ev.revision != rev {
                         return Err(Error::corruption(seg.path(), off, "revision differs from the index"));
                     }
@@ -610,7 +621,7 @@ impl Shared {
                 }
                 candidates
                     .into_iter()
-                    .find_map(|loc| match self.read_at(seg, loc, Want::Id(id)) {
+                    .find_map(|loc| match self.read_at(seg, loc, Want::Id(id), None) {
                         Ok(None) => None,
                         Ok(Some(ev)) => Some((loc.0, Ok(ev))),
                         Err(_) if !exact && self.frame_id_hint(seg, loc).is_some_and(|other| other != *id) => None,
@@ -676,6 +687,44 @@ impl Shared {
             .first()
             .map(|e| e.position))
     }
+}
+
+/// Most bytes of the active segment [`read_span`] reads at once.
+const SPAN_MAX: u64 = 1 << 20;
+
+/// One positional read of the active segment covering the frames `(offset,
+/// end)` of a chunk of a read, when there are several and they lie close
+/// together (at most [`SPAN_MAX`] bytes, of which no more than 64 KiB plus
+/// the frames' own length lies between them): the first offset and the
+/// bytes, so that each frame costs no read of its own (a scan, a page of a
+/// busy pattern, a stream appended in batches). `None` otherwise, or if the
+/// read fails: each frame is then read alone and reports its own error.
+fn read_span(seg: &SegRef, frames: impl Iterator<Item = (u64, u64)>) -> Option<(u64, Bytes)> {
+    let SegRef::Active(a) = seg else {
+        return None;
+    };
+    let (mut lo, mut hi, mut own, mut n) = (u64::MAX, 0u64, 0u64, 0usize);
+    for (offset, end) in frames.filter(|(o, e)| e > o) {
+        lo = lo.min(offset);
+        hi = hi.max(end);
+        own = own.saturating_add(end - offset);
+        n += 1;
+    }
+    let len = hi.checked_sub(lo)?;
+    if n < 2 || len > SPAN_MAX || len > own.saturating_mul(2).saturating_add(64 * 1024) {
+        return None;
+    }
+    let mut buf = vec![0u8; usize::try_from(len).ok()?];
+    a.file.read_exact_at(&mut buf, lo).ok()?;
+    Some((lo, Bytes::from(buf)))
+}
+
+/// The bytes `offset..end` of a segment out of `bytes`, which hold its bytes
+/// from `lo`; `None` unless they are all there.
+fn slice_of(bytes: &Bytes, lo: u64, offset: u64, end: u64) -> Option<Bytes> {
+    let start = usize::try_from(offset.checked_sub(lo)?).ok()?;
+    let stop = usize::try_from(end.checked_sub(lo)?).ok()?;
+    (start <= stop && stop <= bytes.len()).then(|| bytes.slice(start..stop))
 }
 
 /// Candidate positions of a segment for a filter, from the indexes; `None`
