@@ -3,11 +3,13 @@
 //! event exactly when a filter on the same field admits it (format.md,
 //! "Indexed metadata fields").
 //!
-//! One pass over the document: the values of the named keys are decoded,
-//! every other value is skipped with a syntax check only (so a number out of
-//! `f64`'s range elsewhere does not make the document unreadable), and a key
-//! that appears twice counts with its last value. This module owns that
-//! rule; it must never decide which fields are indexed.
+//! One pass over the document, as strict as a full parse into a JSON value
+//! (numbers within `f64`'s range, strings valid UTF-8 without lone
+//! surrogates, nesting at most 128 deep), every value checked the same way
+//! whether its key is asked for or not, so that which fields are asked for
+//! never changes whether a document reads; only the strings of the named keys
+//! are kept, and a key that appears twice counts with its last value. This
+//! module owns that rule; it must never decide which fields are indexed.
 
 /// The string value of each of `names` (which must be distinct) at the top
 /// level of the JSON object `doc`, in their order: `None` where the key is
@@ -51,11 +53,54 @@ impl<'de, S: AsRef<str>> serde::de::Visitor<'de> for Picker<'_, S> {
                     };
                 }
                 None => {
-                    map.next_value::<serde::de::IgnoredAny>()?;
+                    map.next_value::<Checked>()?;
                 }
             }
         }
         Ok(out)
+    }
+}
+
+/// A value read as strictly as a full parse reads it, and dropped.
+struct Checked;
+
+impl<'de> serde::Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Checked)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Checked {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Checked, M::Error> {
+        while map.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
     }
 }
 
@@ -129,12 +174,35 @@ mod tests {
         }
     }
 
-    /// A value that a full parse refuses but that is well-formed JSON (a
-    /// number out of `f64`'s range) does not hide the other fields.
+    /// Documents a full parse refuses (a number out of `f64`'s range, a lone
+    /// surrogate, invalid UTF-8 in a string, nesting past 128) read as
+    /// nothing, whichever keys are asked for: asking for another field never
+    /// makes a document readable or unreadable.
     #[test]
-    fn an_out_of_range_number_elsewhere_does_not_hide_a_field() {
-        let doc = br#"{"x":1e999,"actor":"big"}"#;
-        assert_eq!(full(doc, &["actor"]), None);
-        assert_eq!(string_fields(doc, &["actor"]), Some(vec![Some("big".to_string())]));
+    fn what_reads_does_not_depend_on_the_names_asked_for() {
+        let deep = format!(r#"{{"x":{}1{},"actor":"a"}}"#, "[".repeat(200), "]".repeat(200));
+        let mut bad_utf8 = br#"{"x":"ab","actor":"a"}"#.to_vec();
+        bad_utf8[7] = 0xff;
+        let docs: Vec<Vec<u8>> = vec![
+            br#"{"tenant":1e999,"actor":"a"}"#.to_vec(),
+            br#"{"tenant":"\ud800","actor":"a"}"#.to_vec(),
+            deep.into_bytes(),
+            bad_utf8,
+            br#"{"tenant":"t","actor":"a"}"#.to_vec(),
+        ];
+        for doc in &docs {
+            let alone = string_fields(doc, &["actor"]);
+            assert_eq!(alone, full(doc, &["actor"]), "{}", String::from_utf8_lossy(doc));
+            for names in [&["actor", "tenant"][..], &["x", "actor"], &["tenant", "x", "actor"]] {
+                let i = names.iter().position(|n| *n == "actor").unwrap();
+                let with = string_fields(doc, names).map(|v| v[i].clone());
+                assert_eq!(
+                    with,
+                    alone.clone().map(|v| v[0].clone()),
+                    "{names:?} {}",
+                    String::from_utf8_lossy(doc)
+                );
+            }
+        }
     }
 }

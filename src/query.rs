@@ -264,9 +264,8 @@ impl Filter {
 
     /// True if the metadata passes every metadata condition: it is one JSON
     /// object whose top-level keys hold those strings, read as the metadata
-    /// index reads them (the last value of a repeated key; other values
-    /// checked for syntax only, so that a number out of `f64`'s range
-    /// elsewhere in the document does not hide a field).
+    /// index reads them (the last value of a repeated key; a document a full
+    /// JSON parse refuses, say with a number out of `f64`'s range, passes none).
     pub fn admits_metadata(&self, metadata: &[u8]) -> bool {
         if self.metadata.is_empty() {
             return true;

@@ -637,8 +637,11 @@ impl Store {
     /// type regular expression), is counted from the stream or type indexes
     /// without reading an event when no stream has metadata, the store is
     /// not damaged and every index can answer exactly (for types: version-3
-    /// files with no two type names on one key); any other count reads the
-    /// candidate events, as a read does.
+    /// and -4 files with no two type names on one key). A filter on tags and
+    /// indexed metadata fields only is counted from the tag postings, reading
+    /// one event per key and sealed segment (version-4 files; a segment whose
+    /// file cannot tell whose entries a key holds is read). Any other count
+    /// reads the candidate events, as a read does.
     pub fn count(&self, filter: &Filter) -> Result<u64> {
         self.shared.count(filter)
     }

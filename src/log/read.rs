@@ -792,7 +792,7 @@ fn candidates(l: &dyn Lookup, f: &Filter, fields: &MetaFields) -> Option<Vec<u64
 /// Candidate positions of the filter's type patterns: each pattern without
 /// a wildcard is one type, found by hash as `types` are; patterns with
 /// wildcards are matched against the segment's type names where its index
-/// keeps them (the memory index, version-3 files). `None` when there are no
+/// keeps them (the memory index, version-3 and -4 files). `None` when there are no
 /// patterns, or a wildcard meets an index without names or matches a
 /// quarter of the segment or more (every position is then a candidate).
 fn literal_type_positions(l: &dyn Lookup, f: &Filter) -> Option<Vec<u64>> {

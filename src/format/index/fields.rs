@@ -61,9 +61,9 @@ impl MetaFields {
     /// Metadata that is not a JSON object, and values of any other JSON type
     /// (numbers, booleans, null, arrays, objects), give none. The values are
     /// read by the rule a metadata filter reads them with
-    /// (`json_fields::string_fields`: the last value of a repeated key, other
-    /// values checked for syntax only), so that the index names an event
-    /// exactly when a filter on the same field and value admits it.
+    /// (`json_fields::string_fields`: the last value of a repeated key, the
+    /// whole document as strict as a full parse), so that the index names an
+    /// event exactly when a filter on the same field and value admits it.
     pub fn keys(&self, metadata: &[u8]) -> Vec<TagKey> {
         if self.names.is_empty() || metadata.is_empty() {
             return Vec::new();
@@ -166,8 +166,8 @@ mod tests {
         assert!(f.keys(br#"{"actor":"a","actor":1}"#).is_empty());
     }
 
-    /// The keys name exactly the events a metadata filter admits, lenient
-    /// documents (a number out of `f64`'s range elsewhere) included.
+    /// The keys name exactly the events a metadata filter admits, documents
+    /// a full parse refuses (a number out of `f64`'s range elsewhere) included.
     #[test]
     fn keys_name_what_the_metadata_filter_admits() {
         let f = fields();

@@ -311,6 +311,23 @@ impl<'a> Keyed<'a> {
         out
     }
 
+    /// Number of entries with `key`, decoding at most the two blocks its
+    /// entries begin and end in (the blocks between hold its entries only).
+    pub(crate) fn count(&self, key: u32) -> usize {
+        let target = Entry { key, rev: 0, pos: 0 };
+        // Blocks `lo..hi` start with the key; the one before may end with it.
+        let lo = self.first_block_not_below(target);
+        let hi = super::partition(self.blocks, |b| self.first(b).key <= key);
+        let in_block = |b: usize| self.scan(b).take(self.block_len(b)).filter(|e| e.key == key).count();
+        let mut n = if lo > 0 { in_block(lo - 1) } else { 0 };
+        if hi > lo {
+            // Each block of `lo..hi - 1` is followed by one that starts with
+            // the key too, so it holds nothing else (and is not the last).
+            n += (hi - 1 - lo) * BLOCK + in_block(hi - 1);
+        }
+        n
+    }
+
     /// Positions of every entry with `key`, ascending (by revision first, in
     /// stream sections).
     pub(crate) fn positions(&self, key: u32) -> Vec<u32> {
@@ -373,7 +390,22 @@ mod tests {
             prop_assert!(encode(&all, false, &mut bytes));
             let k = Keyed::open(&bytes, false, 5000).unwrap();
             let want: Vec<u32> = all.iter().filter(|e| e.key == key).map(|e| e.pos).collect();
+            prop_assert_eq!(k.count(key), want.len());
             prop_assert_eq!(k.positions(key), want);
+        }
+
+        /// Counts of keys whose entries run over many blocks.
+        #[test]
+        fn counts_of_long_runs_are_their_entries(v in prop::collection::vec((0u32..3, 0u32..5000), 0..900)) {
+            let mut all: Vec<Entry> = v.into_iter().map(|(key, pos)| Entry { key: key * 5, rev: 0, pos }).collect();
+            all.sort_unstable();
+            all.dedup();
+            let mut bytes = Vec::new();
+            prop_assert!(encode(&all, false, &mut bytes));
+            let k = Keyed::open(&bytes, false, 5000).unwrap();
+            for key in 0..12 {
+                prop_assert_eq!(k.count(key), all.iter().filter(|e| e.key == key).count(), "key {}", key);
+            }
         }
 
         #[test]

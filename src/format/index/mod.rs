@@ -149,7 +149,7 @@ pub trait Lookup: Send + Sync {
         self.type_positions(hash).len() as u64
     }
     /// The distinct event types of the segment, if this index keeps them
-    /// (the memory index and version-3 files; not versions 1 and 2).
+    /// (the memory index and version-3 and -4 files; not versions 1 and 2).
     fn type_catalog(&self) -> Option<TypeCatalog> {
         None
     }
@@ -180,8 +180,8 @@ pub trait Lookup: Send + Sync {
     /// only when this equals the store's own fingerprint.
     fn meta_fingerprint(&self) -> u64;
     /// The names of the metadata fields [`Lookup::meta_fingerprint`] stands
-    /// for, where the index keeps them (the memory index and version-3
-    /// files), so that the index can be built again exactly.
+    /// for, where the index keeps them (the memory index and version-3 and
+    /// -4 files), so that the index can be built again exactly.
     fn meta_field_names(&self) -> Option<Vec<String>> {
         None
     }

@@ -705,6 +705,12 @@ impl Lookup for IndexV2 {
         }
         self.global(self.keyed(self.types, false).positions(fold32(hash)))
     }
+    fn type_count(&self, hash: u64) -> u64 {
+        if !self.ok(Part::Types) {
+            return 0;
+        }
+        self.keyed(self.types, false).count(fold32(hash)) as u64
+    }
     fn type_catalog(&self) -> Option<TypeCatalog> {
         if self.version < 3 || !self.ok(Part::TypeNames) {
             return None;
