@@ -291,6 +291,8 @@ impl Shared {
             return Ok((out, None));
         };
         let filtered = !filter.is_empty();
+        // Candidates read so far, and how many of them were returned.
+        let (mut examined, mut matched) = (0usize, 0usize);
         loop {
             let seg = &segs[si];
             // This segment's candidate positions, from its indexes; read lazily,
@@ -322,10 +324,20 @@ impl Shared {
             seg.index_damage()?;
             let want = if filtered { Want::Filter(filter) } else { Want::Any };
             loop {
-                let chunk: Vec<u64> = positions.by_ref().take((limit - out.len()).clamp(1, 256)).collect();
+                // As many candidates as the events still wanted need, at the
+                // share of candidates that matched so far (a filter the
+                // indexes narrow only partly matches a few in ten).
+                let need = limit - out.len();
+                let take = if examined > 0 {
+                    need.saturating_mul(examined) / matched.max(1)
+                } else {
+                    need
+                };
+                let chunk: Vec<u64> = positions.by_ref().take(take.clamp(need.min(256), 256)).collect();
                 if chunk.is_empty() {
                     break;
                 }
+                examined = examined.saturating_add(chunk.len());
                 let plan: Vec<(u64, u64, u64)> = seg.with(|l| {
                     let admitted: Vec<u64> = chunk
                         .iter()
@@ -359,6 +371,7 @@ impl Shared {
                         continue;
                     }
                     bytes = bytes.saturating_add(ev.data.len() + ev.metadata.len());
+                    matched += 1;
                     out.push(ev);
                     if out.len() >= limit || bytes >= max_bytes {
                         return Ok((out, None));
