@@ -1035,3 +1035,34 @@ fn reads_within_a_byte_budget_stop_at_it() {
         .unwrap();
     assert_eq!(filtered.iter().map(|e| e.position).collect::<Vec<_>>(), vec![9, 8]);
 }
+
+/// An event read from the active segment holds its own bytes only: reads
+/// there take a run of frames with one read of the file, and a page of a
+/// few matches among many frames must not keep that whole run in memory
+/// (a server's page budget and a subscriber's buffer count event bytes).
+#[test]
+fn events_read_from_the_active_segment_keep_only_their_own_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Options::default().durability(Durability::Never)).unwrap();
+    for i in 0..300 {
+        let who = if i % 100 == 0 { "needle" } else { "hay" };
+        let e = EventData::json("T", format!(r#"{{"i":{i},"pad":"{}"}}"#, "x".repeat(2000)))
+            .with_metadata(format!(r#"{{"who":"{who}"}}"#));
+        store.append("s", ExpectedVersion::Any, vec![e]).unwrap();
+    }
+    assert_eq!(store.segment_count(), 1, "the events must be in the active segment");
+    for filter in [Filter::all(), Filter::all().with_metadata("who", "needle")] {
+        let events = store
+            .read_all(Direction::Forward, LogFrom::Start, 1000, &filter)
+            .unwrap();
+        assert!(!events.is_empty());
+        for e in events {
+            assert!(e.data.is_unique(), "event {} shares its data's buffer", e.position);
+            assert!(
+                e.metadata.is_unique(),
+                "event {} shares its metadata's buffer",
+                e.position
+            );
+        }
+    }
+}

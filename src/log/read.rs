@@ -114,10 +114,18 @@ impl Shared {
             .and_then(|l| usize::try_from(l).ok())
             .filter(|l| *l <= record::MAX_BODY + record::FRAME_HEADER)
             .ok_or_else(|| Error::corruption(path, offset, "index gives a bad frame range"))?;
-        let frame: Bytes = match seg {
-            SegRef::Sealed(s) => s.range(offset, end, Some(&self.block_cache))?,
-            SegRef::Active(_) if let Some(frame) = span.and_then(|(lo, b)| slice_of(b, *lo, offset, end)) => frame,
-            SegRef::Active(a) => {
+        // A frame sliced out of a span shares its buffer: the event returned
+        // copies its data and metadata, so that it keeps its own bytes alive
+        // only, not the whole span.
+        let in_span = match seg {
+            SegRef::Active(_) => span.and_then(|(lo, b)| slice_of(b, *lo, offset, end)),
+            SegRef::Sealed(_) => None,
+        };
+        let from_span = in_span.is_some();
+        let frame: Bytes = match (seg, in_span) {
+            (_, Some(frame)) => frame,
+            (SegRef::Sealed(s), None) => s.range(offset, end, Some(&self.block_cache))?,
+            (SegRef::Active(a), None) => {
                 let mut buf = vec![0u8; len];
                 a.file.read_exact_at(&mut buf, offset).map_err(|e| match e.kind() {
                     std::io::ErrorKind::UnexpectedEof => {
@@ -137,7 +145,7 @@ impl Shared {
             Want::Stream(s) => s == view.stream,
             Want::Id(id) => *id == view.id,
         };
-        Ok(wanted.then(|| to_recorded(&view, Some(&frame))))
+        Ok(wanted.then(|| to_recorded(&view, (!from_span).then_some(&frame))))
     }
 
     /// Finds the segment holding `position`, with the list's index.
