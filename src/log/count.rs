@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashSet};
 use crate::error::Result;
 use crate::format::index::{Lookup, hash_str};
 use crate::log::state::Shared;
-use crate::query::{Direction, Filter, GroupBy, LogFrom, aggregate_of};
+use crate::query::{Cancel, Direction, Filter, GroupBy, LogFrom, aggregate_of};
 
 /// Events a counting read takes at a time.
 const BATCH: usize = 4096;
@@ -25,48 +25,90 @@ const BATCH: usize = 4096;
 impl Shared {
     /// The number of visible events that pass `filter`.
     pub(crate) fn count(&self, filter: &Filter) -> Result<u64> {
-        if let Some(n) = self.count_everything_from_headers(filter)? {
+        self.count_cancellable(filter, &Cancel::default())
+    }
+
+    /// [`Shared::count`], which fails with [`crate::Error::Cancelled`] once
+    /// `cancel` says so while it reads events (a count the indexes serve
+    /// reads none, and ignores it).
+    pub(crate) fn count_cancellable(&self, filter: &Filter, cancel: &Cancel) -> Result<u64> {
+        if let Some(n) = self.count_from_indexes(filter)? {
             return Ok(n);
         }
+        let mut n = 0u64;
+        self.for_each_match(filter, cancel, |_| n += 1)?;
+        Ok(n)
+    }
+
+    /// [`Shared::count`] when the indexes alone can answer it (no event
+    /// read); `None` when the count would have to read events.
+    pub(crate) fn count_from_indexes(&self, filter: &Filter) -> Result<Option<u64>> {
+        if let Some(n) = self.count_everything_from_headers(filter)? {
+            return Ok(Some(n));
+        }
         if let Some(per_stream) = self.count_streams_from_index(filter)? {
-            return Ok(per_stream.values().sum());
+            return Ok(Some(per_stream.values().sum()));
         }
         if let Some(per_type) = self.count_types_from_index(filter)? {
-            return Ok(per_type.values().sum());
+            return Ok(Some(per_type.values().sum()));
         }
-        let mut n = 0u64;
-        self.for_each_match(filter, |_| n += 1)?;
-        Ok(n)
+        Ok(None)
     }
 
     /// The number of visible events that pass `filter`, by group.
     pub(crate) fn count_by(&self, filter: &Filter, by: GroupBy) -> Result<BTreeMap<String, u64>> {
-        let mut out: BTreeMap<String, u64> = BTreeMap::new();
-        if matches!(by, GroupBy::Stream | GroupBy::Category)
-            && let Some(per_stream) = self.count_streams_from_index(filter)?
-        {
-            for (stream, n) in per_stream {
-                *out.entry(group_key(by, &stream, "", 0)).or_default() += n;
-            }
+        self.count_by_cancellable(filter, by, &Cancel::default())
+    }
+
+    /// [`Shared::count_by`], cancellable as [`Shared::count_cancellable`] is.
+    pub(crate) fn count_by_cancellable(
+        &self,
+        filter: &Filter,
+        by: GroupBy,
+        cancel: &Cancel,
+    ) -> Result<BTreeMap<String, u64>> {
+        if let Some(out) = self.count_by_from_indexes(filter, by)? {
             return Ok(out);
         }
-        if matches!(by, GroupBy::Type)
-            && let Some(per_type) = self.count_types_from_index(filter)?
-        {
-            return Ok(per_type);
-        }
-        self.for_each_match(filter, |e| {
+        let mut out: BTreeMap<String, u64> = BTreeMap::new();
+        self.for_each_match(filter, cancel, |e| {
             *out.entry(group_key(by, &e.stream, &e.event_type, e.timestamp_micros))
                 .or_default() += 1;
         })?;
         Ok(out)
     }
 
-    /// Calls `f` with every visible event passing `filter`, oldest first.
-    fn for_each_match(&self, filter: &Filter, mut f: impl FnMut(&crate::event::RecordedEvent)) -> Result<()> {
+    /// [`Shared::count_by`] when the indexes alone can answer it; `None`
+    /// when the count would have to read events.
+    pub(crate) fn count_by_from_indexes(&self, filter: &Filter, by: GroupBy) -> Result<Option<BTreeMap<String, u64>>> {
+        if matches!(by, GroupBy::Stream | GroupBy::Category)
+            && let Some(per_stream) = self.count_streams_from_index(filter)?
+        {
+            let mut out: BTreeMap<String, u64> = BTreeMap::new();
+            for (stream, n) in per_stream {
+                *out.entry(group_key(by, &stream, "", 0)).or_default() += n;
+            }
+            return Ok(Some(out));
+        }
+        if matches!(by, GroupBy::Type)
+            && let Some(per_type) = self.count_types_from_index(filter)?
+        {
+            return Ok(Some(per_type));
+        }
+        Ok(None)
+    }
+
+    /// Calls `f` with every visible event passing `filter`, oldest first;
+    /// fails once `cancel` says so.
+    fn for_each_match(
+        &self,
+        filter: &Filter,
+        cancel: &Cancel,
+        mut f: impl FnMut(&crate::event::RecordedEvent),
+    ) -> Result<()> {
         let mut from = LogFrom::Start;
         loop {
-            let batch = self.read_log(Direction::Forward, from, BATCH, filter)?;
+            let batch = self.read_log_cancellable(Direction::Forward, from, (BATCH, usize::MAX), filter, cancel)?;
             batch.iter().for_each(&mut f);
             match batch.last() {
                 Some(last) if batch.len() == BATCH => match last.position.checked_add(1) {
@@ -278,7 +320,7 @@ mod tests {
             let from_index = shared.count_types_from_index(&f).unwrap().expect("served from the type names");
             assert_eq!(from_index.values().sum::<u64>(), want, "{patterns:?}");
             let mut read = 0;
-            shared.for_each_match(&f, |_| read += 1).unwrap();
+            shared.for_each_match(&f, &Cancel::default(), |_| read += 1).unwrap();
             assert_eq!(read, want, "{patterns:?} read");
             assert_eq!(store.count(&f).unwrap(), want);
         }
@@ -297,7 +339,7 @@ mod tests {
             .unwrap();
         assert!(shared.count_types_from_index(&f).unwrap().is_none());
         let mut read = 0;
-        shared.for_each_match(&f, |_| read += 1).unwrap();
+        shared.for_each_match(&f, &Cancel::default(), |_| read += 1).unwrap();
         assert_eq!(store.count(&f).unwrap(), read);
         assert!(read < 240);
     }
@@ -339,7 +381,7 @@ mod tests {
         let from_headers = shared.count_everything_from_headers(&Filter::all()).unwrap();
         assert_eq!(from_headers, Some(599));
         let mut read = 0;
-        shared.for_each_match(&Filter::all(), |_| read += 1).unwrap();
+        shared.for_each_match(&Filter::all(), &Cancel::default(), |_| read += 1).unwrap();
         assert_eq!(read, 599);
         assert_eq!(store.count(&Filter::all()).unwrap(), 599);
         // Another condition is not everything.
