@@ -111,6 +111,11 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// A read or count given a [`crate::Cancel`] stopped because it was
+    /// cancelled or its deadline passed; it returned nothing, and changed nothing.
+    #[error("the read was cancelled before it finished")]
+    Cancelled,
+
     /// The caller's input was rejected before anything was written.
     #[error("invalid input: {0}")]
     InvalidInput(String),

@@ -71,6 +71,7 @@ pub use features::subscription::{
 };
 pub use format::dropped::DroppedRange;
 pub use log::damage::{Damage, TornTail, torn_tails};
+pub use log::notify::EventListener;
 pub use maintenance::backup::{BackupReport, StoreStats, restore, restore_with};
 pub use maintenance::compression::CompressReport;
 pub use maintenance::repair::{RepairReport, repair, repair_with};
@@ -78,7 +79,7 @@ pub use maintenance::retention::ScavengeReport;
 pub use maintenance::verify::{Problem, VerifyReport};
 pub use options::{CompressionOptions, Durability, Options, RetentionPolicy, RetentionRule, WhenFull};
 pub use query::{
-    AppendCondition, Direction, Filter, GroupBy, LogFrom, Pattern, Query, QueryItem, StreamFrom, TopicPattern,
+    AppendCondition, Cancel, Direction, Filter, GroupBy, LogFrom, Pattern, Query, QueryItem, StreamFrom, TopicPattern,
 };
 pub use storage::{FsStorage, SimStorage, Storage};
 pub use store::{Append, STORE_CREATED_ID, STORE_CREATED_TYPE, SYSTEM_STREAM, Store};

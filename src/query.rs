@@ -1,10 +1,64 @@
-//! Filters for reads of the global log and queries for consistency-boundary appends.
+//! Filters for reads of the global log, queries for consistency-boundary
+//! appends, and the cancellation signal of long reads ([`Cancel`]).
 //!
 //! This module owns what it means for an event to match; it must never decide
 //! how candidates are found (the store uses the indexes for that).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
 use crate::format::record::EventView;
 pub use crate::topic::TopicPattern;
+
+/// Asks a long read or count to stop early: [`crate::Store::read_all_cancellable`],
+/// [`crate::Store::count_cancellable`] and [`crate::Store::count_by_cancellable`]
+/// look at it between events and fail with [`crate::Error::Cancelled`] once
+/// [`Cancel::cancel`] was called on it (or a clone) or its deadline passed.
+/// Clones share the signal. [`Cancel::default`] never cancels.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel {
+    flag: Option<Arc<AtomicBool>>,
+    deadline: Option<Instant>,
+}
+
+impl Cancel {
+    /// A signal that is not cancelled until [`Cancel::cancel`] is called.
+    pub fn new() -> Cancel {
+        Cancel {
+            flag: Some(Arc::new(AtomicBool::new(false))),
+            deadline: None,
+        }
+    }
+
+    /// The same signal, which also counts as cancelled from `deadline` on.
+    pub fn with_deadline(mut self, deadline: Instant) -> Cancel {
+        self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
+        self
+    }
+
+    /// Cancels the work that looks at this signal or one of its clones.
+    /// Does nothing on a signal made by [`Cancel::default`] (which has no flag).
+    pub fn cancel(&self) {
+        if let Some(f) = &self.flag {
+            f.store(true, Ordering::Release);
+        }
+    }
+
+    /// True once cancelled, or once the deadline has passed.
+    pub fn is_cancelled(&self) -> bool {
+        self.flag.as_ref().is_some_and(|f| f.load(Ordering::Acquire))
+            || self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// [`crate::Error::Cancelled`] if cancelled.
+    pub(crate) fn check(&self) -> crate::error::Result<()> {
+        if self.is_cancelled() {
+            return Err(crate::error::Error::Cancelled);
+        }
+        Ok(())
+    }
+}
 
 /// A filter on the global log. Every given part must hold; empty parts hold for all.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

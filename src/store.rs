@@ -16,7 +16,7 @@ use crate::event::{self, AppendResult, EventData, ExpectedVersion, RecordedEvent
 use crate::log::state::Shared;
 use crate::log::writer::{AppendRequest, Committer};
 use crate::options::Options;
-use crate::query::{AppendCondition, Direction, Filter, LogFrom, StreamFrom};
+use crate::query::{AppendCondition, Cancel, Direction, Filter, LogFrom, StreamFrom};
 use crate::storage::{FsStorage, Storage};
 
 /// annal's own system stream ([`Store::mark_system_event`]).
@@ -606,6 +606,23 @@ impl Store {
         self.shared.read_stream_visible(stream, direction, from, limit)
     }
 
+    /// As [`Store::read_stream`], but stops early once the events read hold
+    /// `max_bytes` of data and metadata (always with at least one event, if
+    /// there is one): for readers that answer within a byte budget. A read
+    /// that returns fewer than `limit` events whose bytes stay under
+    /// `max_bytes` reached the end of the stream.
+    pub fn read_stream_within(
+        &self,
+        stream: &str,
+        direction: Direction,
+        from: StreamFrom,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        self.shared
+            .read_stream_visible_within(stream, direction, from, limit, max_bytes)
+    }
+
     /// Reads up to `limit` events of the global log that pass `filter`.
     pub fn read_all(
         &self,
@@ -629,6 +646,59 @@ impl Store {
         max_bytes: usize,
     ) -> Result<Vec<RecordedEvent>> {
         self.shared.read_log_within(direction, from, limit, filter, max_bytes)
+    }
+
+    /// As [`Store::read_all_within`], but fails with [`Error::Cancelled`]
+    /// (having returned nothing) once `cancel` is cancelled or its deadline
+    /// passes: the read looks at it before each segment and each event it
+    /// reads, so a long filtered scan stops soon after its caller gives up.
+    pub fn read_all_cancellable(
+        &self,
+        direction: Direction,
+        from: LogFrom,
+        limit: usize,
+        filter: &Filter,
+        max_bytes: usize,
+        cancel: &Cancel,
+    ) -> Result<Vec<RecordedEvent>> {
+        self.shared
+            .read_log_cancellable(direction, from, (limit, max_bytes), filter, cancel)
+    }
+
+    /// As [`Store::count`], but a count that reads events fails with
+    /// [`Error::Cancelled`] once `cancel` is cancelled or its deadline passes
+    /// (it looks before each event it reads). A count the indexes serve reads
+    /// no event and does not look at `cancel`.
+    pub fn count_cancellable(&self, filter: &Filter, cancel: &Cancel) -> Result<u64> {
+        self.shared.count_cancellable(filter, cancel)
+    }
+
+    /// As [`Store::count_by`], cancellable as [`Store::count_cancellable`] is.
+    pub fn count_by_cancellable(
+        &self,
+        filter: &Filter,
+        by: crate::query::GroupBy,
+        cancel: &Cancel,
+    ) -> Result<std::collections::BTreeMap<String, u64>> {
+        self.shared.count_by_cancellable(filter, by, cancel)
+    }
+
+    /// [`Store::count`] if the indexes alone can answer it (see there when
+    /// they can), without reading an event; `None` when the count would have
+    /// to read the matching events. Lets a caller spend a scarce resource
+    /// (a thread, a place in a queue) only on counts that scan.
+    pub fn count_from_indexes(&self, filter: &Filter) -> Result<Option<u64>> {
+        self.shared.count_from_indexes(filter)
+    }
+
+    /// [`Store::count_by`] if the indexes alone can answer it, as
+    /// [`Store::count_from_indexes`] does; `None` when it would read events.
+    pub fn count_by_from_indexes(
+        &self,
+        filter: &Filter,
+        by: crate::query::GroupBy,
+    ) -> Result<Option<std::collections::BTreeMap<String, u64>>> {
+        self.shared.count_by_from_indexes(filter, by)
     }
 
     /// The number of events a read of the whole log with `filter` would
@@ -769,6 +839,17 @@ impl Store {
     /// ([`Options::max_event_size`]): what a reader may budget per event.
     pub fn max_event_size(&self) -> usize {
         self.shared.options.max_event_size
+    }
+
+    /// Calls `f` after each publication of new events (once per batch the
+    /// writer publishes, which may hold several appends) and once when the
+    /// store closes, until the returned listener is dropped: for waiters that
+    /// hold no thread (an async task woken through a channel). `f` runs on the
+    /// writer's thread, so it must be quick, must not block, and must not call
+    /// the store; it says only that something may have changed (look at
+    /// [`Store::head_position`] to know what).
+    pub fn listen(&self, f: impl Fn() + Send + Sync + 'static) -> crate::log::notify::EventListener {
+        self.shared.notifier.listen(Arc::new(f))
     }
 
     /// Position the next event will get (the number of events ever appended).

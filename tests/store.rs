@@ -1066,3 +1066,82 @@ fn events_read_from_the_active_segment_keep_only_their_own_bytes() {
         }
     }
 }
+
+/// `read_stream_within` stops once the events read hold the byte budget
+/// (with at least one event), also where stream metadata hides events (the
+/// hidden ones do not count), and reads as `read_stream` otherwise.
+#[test]
+fn stream_reads_within_a_byte_budget_stop_at_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let big: Vec<EventData> = (0..10).map(|_| EventData::binary("T", vec![7u8; 1000])).collect();
+    store.append("s", ExpectedVersion::Any, big.clone()).unwrap();
+    let read = |stream: &str, from, max_bytes| {
+        store
+            .read_stream_within(stream, Direction::Forward, from, 100, max_bytes)
+            .unwrap()
+            .iter()
+            .map(|e| e.revision)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        read("s", StreamFrom::Start, 2500),
+        vec![0, 1, 2],
+        "stops at the event that reaches the budget"
+    );
+    assert_eq!(read("s", StreamFrom::Revision(8), 1), vec![8], "at least one event");
+    assert_eq!(read("s", StreamFrom::Start, usize::MAX), (0..10).collect::<Vec<_>>());
+    let back = store
+        .read_stream_within("s", Direction::Backward, StreamFrom::End, 100, 1500)
+        .unwrap();
+    assert_eq!(back.iter().map(|e| e.revision).collect::<Vec<_>>(), vec![9, 8]);
+    // Metadata that hides the first six: the budget counts visible events only.
+    store.append("h", ExpectedVersion::Any, big).unwrap();
+    store
+        .set_stream_metadata(
+            "h",
+            annal::StreamMetadata {
+                max_count: Some(4),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(read("h", StreamFrom::Start, 1500), vec![6, 7]);
+    assert_eq!(read("h", StreamFrom::Start, usize::MAX), vec![6, 7, 8, 9]);
+}
+
+/// A cancelled signal, or one whose deadline passed, fails reads and counts
+/// that read events with `Error::Cancelled`; a count the indexes serve reads
+/// none and answers; a signal never cancelled changes nothing.
+#[test]
+fn cancelled_reads_and_counts_fail_with_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let evs: Vec<EventData> = (0..50)
+        .map(|i| ev("T", i).with_metadata(format!(r#"{{"k":"v{i}"}}"#).into_bytes()))
+        .collect();
+    store.append("s-1", ExpectedVersion::Any, evs).unwrap();
+    let scan = Filter::all().with_metadata("k", "v7");
+    let read = |cancel: &annal::Cancel| {
+        store.read_all_cancellable(Direction::Forward, LogFrom::Start, 100, &scan, usize::MAX, cancel)
+    };
+    let live = annal::Cancel::new();
+    assert_eq!(read(&live).unwrap().len(), 1);
+    assert_eq!(store.count_cancellable(&scan, &live).unwrap(), 1);
+    assert_eq!(read(&annal::Cancel::default()).unwrap().len(), 1);
+    let cut = live.clone();
+    cut.cancel();
+    assert!(live.is_cancelled(), "clones share the signal");
+    assert!(matches!(read(&live), Err(Error::Cancelled)));
+    assert!(matches!(store.count_cancellable(&scan, &live), Err(Error::Cancelled)));
+    assert!(matches!(
+        store.count_by_cancellable(&scan, annal::GroupBy::Type, &live),
+        Err(Error::Cancelled)
+    ));
+    // Served by the indexes: no event read, the count answers.
+    assert_eq!(store.count_cancellable(&Filter::all(), &live).unwrap(), 50);
+    assert_eq!(store.count_from_indexes(&Filter::all()).unwrap(), Some(50));
+    assert_eq!(store.count_from_indexes(&scan).unwrap(), None);
+    let past = annal::Cancel::new().with_deadline(std::time::Instant::now());
+    assert!(matches!(read(&past), Err(Error::Cancelled)));
+}

@@ -72,6 +72,8 @@ pub(crate) struct Metrics {
     pub(crate) scavenge_events_removed: AtomicU64,
     pub(crate) compress_runs: AtomicU64,
     pub(crate) backups: AtomicU64,
+    /// Store reads made to build HTTP read responses (stream and log pages).
+    pub(crate) store_reads: AtomicU64,
     http: Mutex<BTreeMap<(String, u16), u64>>,
 }
 
@@ -96,8 +98,14 @@ impl Metrics {
             scavenge_events_removed: AtomicU64::new(0),
             compress_runs: AtomicU64::new(0),
             backups: AtomicU64::new(0),
+            store_reads: AtomicU64::new(0),
             http: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Counts one store read made for a read response.
+    pub(crate) fn count_store_read(&self) {
+        self.store_reads.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn request(&self, route: &str, status: u16) {
@@ -154,6 +162,12 @@ impl Metrics {
             "annal_backups_total",
             "Backups made through the admin route.",
             load(&self.backups),
+        );
+        counter(
+            &mut out,
+            "annal_read_store_calls_total",
+            "Store reads made to build read responses of streams and of the log (a page takes one or a few).",
+            load(&self.store_reads),
         );
         let _ = writeln!(
             out,

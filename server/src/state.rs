@@ -54,8 +54,18 @@ pub struct Inner {
     pub(crate) last_verify: std::sync::Mutex<Option<serde_json::Value>>,
     /// Places for group fetches that wait for events (`max_long_polls`).
     pub(crate) long_polls: Arc<tokio::sync::Semaphore>,
-    /// Places for expensive reads (`max_scans`), held until their work ends.
+    /// Places for expensive reads (`max_scans`), held by their handlers until
+    /// they answer or are cut by the request timeout (which cancels the work).
     pub(crate) scans: Arc<tokio::sync::Semaphore>,
+    /// Changes after each publication of new events (and when the store
+    /// closes), told by the store ([`annal::Store::listen`]): waiting fetches
+    /// wait on it instead of looking at the head of the log.
+    pub(crate) new_events: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Keeps the store's callback that moves `new_events` registered.
+    _events_listener: annal::EventListener,
+    /// Times a waiting HTTP group fetch woke up, for any reason
+    /// ([`AppState::fetch_wait_wakeups`]).
+    pub(crate) fetch_wait_wakeups: AtomicU64,
     /// Wakes the waiting fetches of one group when its consumers acknowledge,
     /// refuse or replay events over HTTP, so that they look again.
     pub(crate) group_wakers: GroupWakers,
@@ -68,6 +78,10 @@ impl AppState {
         let auth = auth::Auth::new(&config).map_err(ServerError::Config)?;
         let long_polls = Arc::new(tokio::sync::Semaphore::new(config.max_long_polls));
         let scans = Arc::new(tokio::sync::Semaphore::new(config.max_scans));
+        // A generation count, moved on the writer's thread (quick, no await).
+        let new_events = Arc::new(tokio::sync::watch::Sender::new(0u64));
+        let tell = new_events.clone();
+        let events_listener = store.listen(move || tell.send_modify(|n| *n = n.wrapping_add(1)));
         Ok(AppState(Arc::new(Inner {
             store,
             config,
@@ -79,6 +93,9 @@ impl AppState {
             last_verify: std::sync::Mutex::new(None),
             long_polls,
             scans,
+            new_events,
+            _events_listener: events_listener,
+            fetch_wait_wakeups: AtomicU64::new(0),
             group_wakers: GroupWakers::default(),
         })))
     }
@@ -120,6 +137,19 @@ impl AppState {
     /// wake-up costs the fetch a look on the blocking pool).
     pub fn group_fetch_wakeups(&self) -> u64 {
         self.0.group_wakers.woken.load(Ordering::Acquire)
+    }
+
+    /// Store reads made to build HTTP read responses of streams and of the
+    /// log (`annal_read_store_calls_total`): a page costs one or a few.
+    pub fn store_reads(&self) -> u64 {
+        self.0.metrics.store_reads.load(Ordering::Acquire)
+    }
+
+    /// How many times waiting HTTP group fetches woke up, for any reason
+    /// (new events, their group's changes, the periodic look, a timer): what
+    /// waiting fetches cost when nothing happens.
+    pub fn fetch_wait_wakeups(&self) -> u64 {
+        self.0.fetch_wait_wakeups.load(Ordering::Acquire)
     }
 
     pub(crate) fn store(&self) -> Arc<annal::Store> {

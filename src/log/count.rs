@@ -21,7 +21,7 @@ use crate::error::Result;
 use crate::format::index::{Lookup, TagKey, TagOwner, hash_str, meta_tag_key};
 use crate::log::read::Visibility;
 use crate::log::state::Shared;
-use crate::query::{Direction, Filter, GroupBy, LogFrom, aggregate_of};
+use crate::query::{Cancel, Direction, Filter, GroupBy, LogFrom, aggregate_of};
 
 /// Events a counting read takes at a time.
 const BATCH: usize = 4096;
@@ -29,51 +29,96 @@ const BATCH: usize = 4096;
 impl Shared {
     /// The number of visible events that pass `filter`.
     pub(crate) fn count(&self, filter: &Filter) -> Result<u64> {
-        if let Some(n) = self.count_everything_from_headers(filter)? {
+        self.count_cancellable(filter, &Cancel::default())
+    }
+
+    /// [`Shared::count`], which fails with [`crate::Error::Cancelled`] once
+    /// `cancel` says so while it reads events (a count the indexes serve
+    /// reads none, and ignores it).
+    pub(crate) fn count_cancellable(&self, filter: &Filter, cancel: &Cancel) -> Result<u64> {
+        if let Some(n) = self.count_from_indexes(filter)? {
             return Ok(n);
         }
-        if let Some(per_stream) = self.count_streams_from_index(filter)? {
-            return Ok(per_stream.values().sum());
-        }
-        if let Some(per_type) = self.count_types_from_index(filter)? {
-            return Ok(per_type.values().sum());
-        }
-        if let Some(n) = self.count_tags_from_index(filter)? {
+        // Tags and indexed metadata fields: from the postings, reading one
+        // event per key and sealed segment (and the candidates of a segment
+        // whose index cannot tell whose entries a key holds).
+        if let Some(n) = self.count_tags_from_index(filter, cancel)? {
             return Ok(n);
         }
         let mut n = 0u64;
-        self.for_each_match(filter, |_| n += 1)?;
+        self.for_each_match(filter, cancel, |_| n += 1)?;
         Ok(n)
+    }
+
+    /// [`Shared::count`] when the indexes alone can answer it (no event
+    /// read); `None` when the count would have to read events.
+    pub(crate) fn count_from_indexes(&self, filter: &Filter) -> Result<Option<u64>> {
+        if let Some(n) = self.count_everything_from_headers(filter)? {
+            return Ok(Some(n));
+        }
+        if let Some(per_stream) = self.count_streams_from_index(filter)? {
+            return Ok(Some(per_stream.values().sum()));
+        }
+        if let Some(per_type) = self.count_types_from_index(filter)? {
+            return Ok(Some(per_type.values().sum()));
+        }
+        Ok(None)
     }
 
     /// The number of visible events that pass `filter`, by group.
     pub(crate) fn count_by(&self, filter: &Filter, by: GroupBy) -> Result<BTreeMap<String, u64>> {
-        let mut out: BTreeMap<String, u64> = BTreeMap::new();
-        if matches!(by, GroupBy::Stream | GroupBy::Category)
-            && let Some(per_stream) = self.count_streams_from_index(filter)?
-        {
-            for (stream, n) in per_stream {
-                *out.entry(group_key(by, &stream, "", 0)).or_default() += n;
-            }
+        self.count_by_cancellable(filter, by, &Cancel::default())
+    }
+
+    /// [`Shared::count_by`], cancellable as [`Shared::count_cancellable`] is.
+    pub(crate) fn count_by_cancellable(
+        &self,
+        filter: &Filter,
+        by: GroupBy,
+        cancel: &Cancel,
+    ) -> Result<BTreeMap<String, u64>> {
+        if let Some(out) = self.count_by_from_indexes(filter, by)? {
             return Ok(out);
         }
-        if matches!(by, GroupBy::Type)
-            && let Some(per_type) = self.count_types_from_index(filter)?
-        {
-            return Ok(per_type);
-        }
-        self.for_each_match(filter, |e| {
+        let mut out: BTreeMap<String, u64> = BTreeMap::new();
+        self.for_each_match(filter, cancel, |e| {
             *out.entry(group_key(by, &e.stream, &e.event_type, e.timestamp_micros))
                 .or_default() += 1;
         })?;
         Ok(out)
     }
 
-    /// Calls `f` with every visible event passing `filter`, oldest first.
-    fn for_each_match(&self, filter: &Filter, mut f: impl FnMut(&crate::event::RecordedEvent)) -> Result<()> {
+    /// [`Shared::count_by`] when the indexes alone can answer it; `None`
+    /// when the count would have to read events.
+    pub(crate) fn count_by_from_indexes(&self, filter: &Filter, by: GroupBy) -> Result<Option<BTreeMap<String, u64>>> {
+        if matches!(by, GroupBy::Stream | GroupBy::Category)
+            && let Some(per_stream) = self.count_streams_from_index(filter)?
+        {
+            let mut out: BTreeMap<String, u64> = BTreeMap::new();
+            for (stream, n) in per_stream {
+                *out.entry(group_key(by, &stream, "", 0)).or_default() += n;
+            }
+            return Ok(Some(out));
+        }
+        if matches!(by, GroupBy::Type)
+            && let Some(per_type) = self.count_types_from_index(filter)?
+        {
+            return Ok(Some(per_type));
+        }
+        Ok(None)
+    }
+
+    /// Calls `f` with every visible event passing `filter`, oldest first;
+    /// fails once `cancel` says so.
+    fn for_each_match(
+        &self,
+        filter: &Filter,
+        cancel: &Cancel,
+        mut f: impl FnMut(&crate::event::RecordedEvent),
+    ) -> Result<()> {
         let mut from = LogFrom::Start;
         loop {
-            let batch = self.read_log(Direction::Forward, from, BATCH, filter)?;
+            let batch = self.read_log_cancellable(Direction::Forward, from, (BATCH, usize::MAX), filter, cancel)?;
             batch.iter().for_each(&mut f);
             match batch.last() {
                 Some(last) if batch.len() == BATCH => match last.position.checked_add(1) {
@@ -134,7 +179,7 @@ impl Shared {
     /// another list) is counted by reading its candidates. `None` when the
     /// filter or the store needs the events read (stream metadata, damage, a
     /// metadata field that is not indexed).
-    fn count_tags_from_index(&self, filter: &Filter) -> Result<Option<u64>> {
+    fn count_tags_from_index(&self, filter: &Filter, cancel: &Cancel) -> Result<Option<u64>> {
         let only = Filter {
             tags: filter.tags.clone(),
             metadata: filter.metadata.clone(),
@@ -157,6 +202,7 @@ impl Shared {
         let fingerprint = self.meta_fields.fingerprint();
         let mut n = 0u64;
         for seg in self.segments() {
+            cancel.check()?;
             // The index alone first: a confirming read must not run under it.
             let (range, found) = seg.with(|l| {
                 let range = (l.base(), l.next_position().min(published));
@@ -178,7 +224,7 @@ impl Shared {
                 continue;
             }
             let Some(found) = found else {
-                n += self.count_by_reading(filter, range)?;
+                n += self.count_by_reading(filter, range, cancel)?;
                 continue;
             };
             let mut lists = Vec::with_capacity(found.len());
@@ -214,7 +260,7 @@ impl Shared {
     /// The events of positions `range.0..range.1` that pass `filter`,
     /// counted by reading them (candidates from the indexes); damage fails
     /// the count.
-    fn count_by_reading(&self, filter: &Filter, range: (u64, u64)) -> Result<u64> {
+    fn count_by_reading(&self, filter: &Filter, range: (u64, u64), cancel: &Cancel) -> Result<u64> {
         let mut n = 0u64;
         let mut from = range.0;
         loop {
@@ -222,8 +268,7 @@ impl Shared {
                 Direction::Forward,
                 LogFrom::Position(from),
                 (BATCH, usize::MAX),
-                filter,
-                Visibility::Visible,
+                (filter, Visibility::Visible, cancel),
                 range,
             )?;
             if let Some(stop) = stop {
@@ -415,19 +460,19 @@ mod tests {
             let s = store.take().unwrap();
             assert!(s.segment_count() > 3, "{} segments", s.segment_count());
             for (f, want) in &filters {
-                let from_index = s.shared.count_tags_from_index(f).unwrap();
+                let from_index = s.shared.count_tags_from_index(f, &Cancel::default()).unwrap();
                 assert_eq!(from_index, Some(*want), "round {round}: {f:?}");
                 let mut read = 0;
-                s.shared.for_each_match(f, |_| read += 1).unwrap();
+                s.shared.for_each_match(f, &Cancel::default(), |_| read += 1).unwrap();
                 assert_eq!(read, *want, "round {round}: {f:?} read");
                 assert_eq!(s.count(f).unwrap(), *want);
             }
             // A field that is not indexed, another condition: read instead.
             let other = Filter::all().with_metadata("other", "o1");
-            assert!(s.shared.count_tags_from_index(&other).unwrap().is_none());
+            assert!(s.shared.count_tags_from_index(&other, &Cancel::default()).unwrap().is_none());
             assert_eq!(s.count(&other).unwrap(), 300);
             let typed = Filter::all().with_tag("red").with_type("T");
-            assert!(s.shared.count_tags_from_index(&typed).unwrap().is_none());
+            assert!(s.shared.count_tags_from_index(&typed, &Cancel::default()).unwrap().is_none());
             drop(s);
             store = Some(Store::open_with(sim.clone(), "/t", opts()).unwrap());
         }
@@ -435,9 +480,9 @@ mod tests {
         s.set_stream_metadata("s-1", StreamMetadata { max_count: Some(1), ..Default::default() })
             .unwrap();
         let red = Filter::all().with_tag("red");
-        assert!(s.shared.count_tags_from_index(&red).unwrap().is_none());
+        assert!(s.shared.count_tags_from_index(&red, &Cancel::default()).unwrap().is_none());
         let mut read = 0;
-        s.shared.for_each_match(&red, |_| read += 1).unwrap();
+        s.shared.for_each_match(&red, &Cancel::default(), |_| read += 1).unwrap();
         assert_eq!(s.count(&red).unwrap(), read);
         assert!(read < 200);
     }
@@ -472,7 +517,7 @@ mod tests {
             let from_index = shared.count_types_from_index(&f).unwrap().expect("served from the type names");
             assert_eq!(from_index.values().sum::<u64>(), want, "{patterns:?}");
             let mut read = 0;
-            shared.for_each_match(&f, |_| read += 1).unwrap();
+            shared.for_each_match(&f, &Cancel::default(), |_| read += 1).unwrap();
             assert_eq!(read, want, "{patterns:?} read");
             assert_eq!(store.count(&f).unwrap(), want);
         }
@@ -491,7 +536,7 @@ mod tests {
             .unwrap();
         assert!(shared.count_types_from_index(&f).unwrap().is_none());
         let mut read = 0;
-        shared.for_each_match(&f, |_| read += 1).unwrap();
+        shared.for_each_match(&f, &Cancel::default(), |_| read += 1).unwrap();
         assert_eq!(store.count(&f).unwrap(), read);
         assert!(read < 240);
     }
@@ -542,7 +587,7 @@ mod tests {
         let from_headers = shared.count_everything_from_headers(&Filter::all()).unwrap();
         assert_eq!(from_headers, Some(599));
         let mut read = 0;
-        shared.for_each_match(&Filter::all(), |_| read += 1).unwrap();
+        shared.for_each_match(&Filter::all(), &Cancel::default(), |_| read += 1).unwrap();
         assert_eq!(read, 599);
         assert_eq!(store.count(&Filter::all()).unwrap(), 599);
         // Another condition is not everything.
@@ -550,7 +595,7 @@ mod tests {
         // Streams are counted from the summaries in the segments without a
         // lost position, from their entries in the one with it: each as a read.
         let mut want: BTreeMap<String, u64> = BTreeMap::new();
-        shared.for_each_match(&Filter::all(), |e| *want.entry(e.stream.clone()).or_default() += 1).unwrap();
+        shared.for_each_match(&Filter::all(), &Cancel::default(), |e| *want.entry(e.stream.clone()).or_default() += 1).unwrap();
         let all_streams = Filter::all().with_aggregate_type("s");
         assert_eq!(store.count_by(&all_streams, GroupBy::Stream).unwrap(), want);
         assert_eq!(store.count(&all_streams).unwrap(), 599);

@@ -1,30 +1,80 @@
 //! Wakes readers that wait for new events (subscriptions) when the writer
-//! publishes appends, and when the store closes.
+//! publishes appends, and when the store closes; calls the listeners callers
+//! registered for that ([`EventListener`]).
 //!
-//! This module owns [`Notifier`]; it must never read or write the log.
+//! This module owns [`Notifier`] and [`EventListener`]; it must never read or
+//! write the log.
 
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
+
+/// A callback of [`Notifier::listen`].
+type Listener = dyn Fn() + Send + Sync;
+
+/// Keeps a callback given to [`crate::Store::listen`] registered: the store
+/// calls it after each publication of new events, and at close, until this
+/// is dropped.
+#[must_use = "the callback is called only while its listener is held"]
+pub struct EventListener {
+    _callback: Arc<Listener>,
+}
+
+impl std::fmt::Debug for EventListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventListener")
+    }
+}
 
 /// Wakes subscribers when appends are published, and when the store closes.
 #[derive(Default)]
 pub(crate) struct Notifier {
     closed: Mutex<bool>,
     wake: Condvar,
+    /// Callbacks whose [`EventListener`] is still held (the others are dropped lazily).
+    listeners: Mutex<Vec<Weak<Listener>>>,
 }
 
 impl Notifier {
     /// Called after each publication.
     pub(crate) fn notify(&self) {
-        let _g = self.closed.lock();
-        self.wake.notify_all();
+        {
+            let _g = self.closed.lock();
+            self.wake.notify_all();
+        }
+        self.call_listeners();
     }
 
     /// Called when the store closes: every waiter returns.
     pub(crate) fn close(&self) {
         *self.closed.lock() = true;
         self.wake.notify_all();
+        self.call_listeners();
+    }
+
+    /// Registers `f`, called after each publication and at close while the
+    /// returned listener is held.
+    pub(crate) fn listen(&self, f: Arc<Listener>) -> EventListener {
+        let mut listeners = self.listeners.lock();
+        listeners.retain(|w| w.strong_count() > 0);
+        listeners.push(Arc::downgrade(&f));
+        EventListener { _callback: f }
+    }
+
+    /// Calls the callbacks still held (outside the lock: one may register another).
+    fn call_listeners(&self) {
+        let held: Vec<Arc<Listener>> = {
+            let mut listeners = self.listeners.lock();
+            if listeners.is_empty() {
+                return;
+            }
+            listeners.retain(|w| w.strong_count() > 0);
+            listeners.iter().filter_map(Weak::upgrade).collect()
+        };
+        for f in held {
+            f();
+        }
     }
 
     pub(crate) fn is_closed(&self) -> bool {

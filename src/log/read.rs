@@ -18,7 +18,7 @@ use crate::format::index::{Lookup, MetaFields, hash_str, meta_key};
 use crate::format::record::{self, EventView, Frame};
 use crate::log::segments::{ActiveSegment, SealedSegment};
 use crate::log::state::Shared;
-use crate::query::{Direction, Filter, LogFrom, StreamFrom};
+use crate::query::{Cancel, Direction, Filter, LogFrom, StreamFrom};
 use crate::stream_metadata::{META_PREFIX, parse};
 
 /// Whether a read applies stream metadata.
@@ -194,7 +194,7 @@ impl Shared {
         filter: &Filter,
         visibility: Visibility,
     ) -> Result<(Vec<RecordedEvent>, Option<Stop>)> {
-        self.read_log_stop_within(direction, from, limit, filter, visibility, usize::MAX)
+        self.read_log_stop_within(direction, from, (limit, usize::MAX), filter, visibility, &Cancel::default())
     }
 
     /// Reads the visible global log up to `limit` events, and stops early once
@@ -208,25 +208,41 @@ impl Shared {
         filter: &Filter,
         max_bytes: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        match self.read_log_stop_within(direction, from, limit, filter, Visibility::Visible, max_bytes)? {
+        self.read_log_cancellable(direction, from, (limit, max_bytes), filter, &Cancel::default())
+    }
+
+    /// [`Shared::read_log_within`] (`limit` is the most events and the byte
+    /// budget), which fails with [`Error::Cancelled`] as soon as `cancel`
+    /// says so: it looks before each segment and each event it reads.
+    pub(crate) fn read_log_cancellable(
+        &self,
+        direction: Direction,
+        from: LogFrom,
+        limit: (usize, usize),
+        filter: &Filter,
+        cancel: &Cancel,
+    ) -> Result<Vec<RecordedEvent>> {
+        match self.read_log_stop_within(direction, from, limit, filter, Visibility::Visible, cancel)? {
             (_, Some(stop)) => Err(stop.error),
             (out, None) => Ok(out),
         }
     }
 
     /// [`Shared::read_log_stop`], which also stops once the events read hold
-    /// `max_bytes` of data and metadata.
+    /// `limit.1` bytes of data and metadata, and fails once `cancel` says so.
     fn read_log_stop_within(
         &self,
         direction: Direction,
         from: LogFrom,
-        limit: usize,
+        limit: (usize, usize),
         filter: &Filter,
         visibility: Visibility,
-        max_bytes: usize,
+        cancel: &Cancel,
     ) -> Result<(Vec<RecordedEvent>, Option<Stop>)> {
+        let (limit, max_bytes) = limit;
+        let within = (filter, visibility, cancel);
         if self.damage.is_empty() || limit == 0 {
-            return self.read_log_range(direction, from, (limit, max_bytes), filter, visibility, (0, u64::MAX));
+            return self.read_log_range(direction, from, (limit, max_bytes), within, (0, u64::MAX));
         }
         let start = match (from, direction) {
             (LogFrom::Start, Direction::Forward) => 0,
@@ -252,7 +268,7 @@ impl Shared {
                 None => ((0, u64::MAX), None),
             },
         };
-        let (out, stop) = self.read_log_range(direction, from, (limit, max_bytes), filter, visibility, bounds)?;
+        let (out, stop) = self.read_log_range(direction, from, (limit, max_bytes), within, bounds)?;
         let full = out.len() >= limit || payload_bytes(&out) >= max_bytes;
         let stop = match (stop, damage) {
             (Some(s), _) => Some(s),
@@ -265,17 +281,19 @@ impl Shared {
 
     /// Reads the global log within the positions `[bounds.0, bounds.1)`, up
     /// to `limit.0` events or until they hold `limit.1` bytes of data and
-    /// metadata, stopping before an event that fails its checks.
+    /// metadata, stopping before an event that fails its checks. `within`
+    /// is the filter, the visibility, and the cancellation signal, looked at
+    /// before each segment and each event read (a cancelled read fails).
     pub(crate) fn read_log_range(
         &self,
         direction: Direction,
         from: LogFrom,
         limit: (usize, usize),
-        filter: &Filter,
-        visibility: Visibility,
+        within: (&Filter, Visibility, &Cancel),
         bounds: (u64, u64),
     ) -> Result<(Vec<RecordedEvent>, Option<Stop>)> {
         let (limit, max_bytes) = limit;
+        let (filter, visibility, cancel) = within;
         let mut bytes = 0usize;
         let check = visibility == Visibility::Visible && !self.metadata.read().by_stream.is_empty();
         let now = self.options.clock.now_micros();
@@ -302,6 +320,7 @@ impl Shared {
         // Candidates read so far, and how many of them were returned.
         let (mut examined, mut matched) = (0usize, 0usize);
         loop {
+            cancel.check()?;
             let seg = &segs[si];
             // This segment's candidate positions, from its indexes; read lazily,
             // a chunk at a time, so that a read stops as soon as it has `limit`.
@@ -362,6 +381,7 @@ impl Shared {
                 seg.index_damage()?;
                 let span = read_span(seg, plan.iter().map(|(_, o, e)| (*o, *e)));
                 for loc in plan {
+                    cancel.check()?;
                     let ev = match self.read_at(seg, loc, want, span.as_ref()) {
                         Ok(Some(ev)) => ev,
                         Ok(None) => continue,
@@ -411,6 +431,20 @@ impl Shared {
         from: StreamFrom,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
+        self.read_stream_within(stream, direction, from, limit, usize::MAX)
+    }
+
+    /// Reads up to `limit` events of one stream, and stops early once the
+    /// events read hold `max_bytes` of data and metadata (with at least one).
+    fn read_stream_within(
+        &self,
+        stream: &str,
+        direction: Direction,
+        from: StreamFrom,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let mut bytes = 0usize;
         let state = self.stream_state(stream).ok_or_else(|| self.stream_not_found(stream))?;
         let mut out = Vec::new();
         let start = match (from, direction) {
@@ -473,8 +507,9 @@ impl Shared {
                     } else {
                         rev.saturating_sub(1)
                     };
+                    bytes = bytes.saturating_add(ev.data.len() + ev.metadata.len());
                     out.push(ev);
-                    if out.len() >= limit || (!forward && rev == 0) {
+                    if out.len() >= limit || bytes >= max_bytes || (!forward && rev == 0) {
                         return Ok(out);
                     }
                 }
@@ -513,8 +548,21 @@ impl Shared {
         from: StreamFrom,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
+        self.read_stream_visible_within(stream, direction, from, limit, usize::MAX)
+    }
+
+    /// [`Shared::read_stream_visible`], which stops early once the visible
+    /// events read hold `max_bytes` of data and metadata (with at least one).
+    pub(crate) fn read_stream_visible_within(
+        &self,
+        stream: &str,
+        direction: Direction,
+        from: StreamFrom,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<RecordedEvent>> {
         let Some(meta) = self.metadata.read().by_stream.get(stream).cloned() else {
-            return self.read_stream(stream, direction, from, limit);
+            return self.read_stream_within(stream, direction, from, limit, max_bytes);
         };
         let last = self
             .stream_state(stream)
@@ -526,6 +574,7 @@ impl Shared {
         let first = meta.first_visible(last);
         let now = self.options.clock.now_micros();
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         let mut from = from;
         loop {
             let (start, stop) = match (direction, from) {
@@ -538,22 +587,22 @@ impl Shared {
             if stop || limit == out.len() {
                 return Ok(out);
             }
-            let batch = self.read_stream(
-                stream,
-                direction,
-                StreamFrom::Revision(start),
-                (limit - out.len()).min(1000),
-            )?;
+            let asked = (limit - out.len()).min(1000);
+            let budget = max_bytes.saturating_sub(bytes).max(1);
+            let batch = self.read_stream_within(stream, direction, StreamFrom::Revision(start), asked, budget)?;
             let Some(edge) = batch.last().map(|e| e.revision) else {
                 return Ok(out);
             };
             let n = batch.len();
-            out.extend(
-                batch
-                    .into_iter()
-                    .filter(|e| meta.is_visible(e.revision, e.timestamp_micros, last, now)),
-            );
-            if n < (limit - out.len()).min(1000) || out.len() >= limit {
+            // Short of both the count and the budget: the end of the stream.
+            let at_end = n < asked && payload_bytes(&batch) < budget;
+            for e in batch {
+                if meta.is_visible(e.revision, e.timestamp_micros, last, now) {
+                    bytes = bytes.saturating_add(e.data.len() + e.metadata.len());
+                    out.push(e);
+                }
+            }
+            if at_end || out.len() >= limit || bytes >= max_bytes {
                 return Ok(out);
             }
             from = match direction {
@@ -674,7 +723,7 @@ impl Shared {
         let mut at = from;
         while at < to {
             let (read, stop) =
-                self.read_log_range(Direction::Forward, LogFrom::Position(at), (CHUNK, usize::MAX), &Filter::all(), Visibility::Raw, (0, to))?;
+                self.read_log_range(Direction::Forward, LogFrom::Position(at), (CHUNK, usize::MAX), (&Filter::all(), Visibility::Raw, &Cancel::default()), (0, to))?;
             if let Some(stop) = stop {
                 return Err(stop.error);
             }

@@ -97,6 +97,7 @@ pub(crate) fn from_store(e: annal::Error) -> Status {
         e @ (E::ReadOnly { .. } | E::Closed(_) | E::Poisoned { .. } | E::Locked { .. }) => {
             Status::unavailable(e.to_string())
         }
+        e @ E::Cancelled => Status::deadline_exceeded(e.to_string()),
         e => Status::internal(e.to_string()),
     }
 }

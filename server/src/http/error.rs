@@ -112,6 +112,8 @@ impl From<annal::Error> for ApiError {
             E::Closed(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_closed", message),
             E::Poisoned { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_failed", message),
             E::ReadOnly { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_read_only", message),
+            // Its request gave up (the request timeout): the answer is the timeout's.
+            E::Cancelled => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", message),
             E::Corruption { .. } | E::BadSystemEvent { .. } => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "corruption", message)
             }

@@ -3,8 +3,9 @@
 //! `Group` and `Consumer` borrow the store, so each request opens them on the
 //! blocking pool and drops them when done: a consumer is connected only while
 //! one of its requests runs on the store. A fetch that waits for events
-//! (`timeout_ms`) waits between such looks asynchronously, on no thread, and
-//! holds one of `max_long_polls` places.
+//! (`timeout_ms`) waits between such looks asynchronously, on no thread,
+//! woken by the store's notice of new events (never by a timer of its own
+//! looking at the log), and holds one of `max_long_polls` places.
 //!
 //! It owns the HTTP shape of groups. It must never decide who may use a group:
 //! it asks `auth` with the group's source.
@@ -334,12 +335,13 @@ pub(crate) async fn fetch(
     };
     let deadline = Instant::now() + timeout;
     let watch = state.group_wakers.watch(&name);
+    let mut new_events = state.new_events.subscribe();
     loop {
         // Look without waiting (a short use of the blocking pool), then wait
-        // here, on no thread, until something may have changed. The head and
-        // the group's wake-up are taken before the look, so that a change
-        // during it is not missed.
-        let head = state.store.head_position();
+        // here, on no thread, until something may have changed. The notices
+        // of new events and of the group's changes are taken before the look,
+        // so that a change during it is not missed.
+        new_events.mark_unchanged();
         let changed = watch.notify().notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
@@ -349,37 +351,35 @@ pub(crate) async fn fetch(
         if Instant::now() >= deadline || state.shutdown.is_cancelled() {
             return Ok(json_bytes(br#"{"events":[]}"#.to_vec()));
         }
-        if wait_for_change(&state, head, deadline, changed).await {
+        if wait_for_change(&state, &mut new_events, deadline, changed).await {
             watch.woken();
         }
     }
 }
 
-/// How often a waiting fetch looks at the head of the log.
-const FETCH_STEP: Duration = Duration::from_millis(10);
-
-/// Waits until the log grows past `head`, the group's consumers change
-/// something over HTTP (`changed`: true is returned), `FETCH_SLICE` passes
-/// (acknowledgement timeouts and other protocols' acknowledgements are seen
-/// then), shutdown, or `deadline`.
+/// Waits until the store publishes new events (`new_events` changes), the
+/// group's consumers change something over HTTP (`changed`: true is
+/// returned), `FETCH_SLICE` passes (acknowledgement timeouts and other
+/// protocols' acknowledgements are seen then), shutdown, or `deadline`. It
+/// wakes for one of these only, never on a timer of its own.
 async fn wait_for_change(
     state: &AppState,
-    head: u64,
+    new_events: &mut tokio::sync::watch::Receiver<u64>,
     deadline: Instant,
-    mut changed: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+    changed: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
 ) -> bool {
     let until = deadline.min(Instant::now() + FETCH_SLICE);
-    loop {
-        let step = until.saturating_duration_since(Instant::now()).min(FETCH_STEP);
-        if step.is_zero() || state.store.head_position() != head {
-            return false;
-        }
-        tokio::select! {
-            () = &mut changed => return true,
-            () = state.shutdown.cancelled() => return false,
-            () = tokio::time::sleep(step) => {}
-        }
-    }
+    let woken_by_group = tokio::select! {
+        () = changed => true,
+        // An error: the sender is gone (it lives as long as the state).
+        _ = new_events.changed() => false,
+        () = state.shutdown.cancelled() => false,
+        () = tokio::time::sleep_until(until.into()) => false,
+    };
+    state
+        .fetch_wait_wakeups
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    woken_by_group
 }
 
 /// Fetches what consumer `consumer` of group `name` may take now, without

@@ -42,10 +42,11 @@ impl AppState {
         self.run_blocking(f).await?
     }
 
-    /// A place for an expensive read (a count, a read of the global log
-    /// whose filter the indexes cannot serve), or 503 `too_many_scans`. Move
-    /// it into the store operation, so that it is held until the work ends
-    /// even if the request timed out.
+    /// A place for an expensive read (a count that reads events, a read of
+    /// the global log whose filter the indexes cannot serve), or 503
+    /// `too_many_scans`. The handler holds it (not the store operation), so
+    /// that it is freed as soon as the handler gives up at the request
+    /// timeout; the handler's [`AppState::read_cancel`] then stops the work.
     pub(crate) fn scan_place(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
         self.scans.clone().try_acquire_owned().map_err(|_| {
             ApiError::new(
@@ -57,5 +58,23 @@ impl AppState {
                 ),
             )
         })
+    }
+
+    /// The cancellation signal of a long read, and a guard that cancels it
+    /// when dropped: the handler holds the guard, so that the read stops
+    /// (within an event) when the request ends or the request timeout drops
+    /// the handler. The signal also passes at the request's deadline.
+    pub(crate) fn read_cancel(&self) -> (annal::Cancel, CancelOnDrop) {
+        let cancel = annal::Cancel::new().with_deadline(std::time::Instant::now() + self.config.request_timeout());
+        (cancel.clone(), CancelOnDrop(cancel))
+    }
+}
+
+/// Cancels its signal when dropped; see [`AppState::read_cancel`].
+pub(crate) struct CancelOnDrop(annal::Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
     }
 }

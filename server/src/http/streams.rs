@@ -256,16 +256,15 @@ pub(crate) async fn read(
     let body = state
         .blocking(move || {
             let t = Instant::now();
-            // A stream read cannot stop at a size: chunks are sized by the
-            // largest event the store accepts.
-            let max_event = Some(st.store.max_event_size());
-            let read = |at: Option<u64>, n, _room| {
-                Ok(st
-                    .store
-                    .read_stream(&stream, direction, at.map_or(from, StreamFrom::Revision), n)?)
+            // Each read stops at the room left, so pages are sized by the
+            // events' actual sizes (not by the largest event there may be).
+            let read = |at: Option<u64>, n, room| {
+                st.metrics.count_store_read();
+                let from = at.map_or(from, StreamFrom::Revision);
+                Ok(st.store.read_stream_within(&stream, direction, from, n, room)?)
             };
             let next = |e: &annal::RecordedEvent| step(direction, e.revision);
-            let body = bounded_events_body(limit, max_bytes, max_event, read, next);
+            let body = bounded_events_body(limit, max_bytes, None, read, next);
             st.metrics.read_seconds.observe(t.elapsed());
             body
         })
@@ -293,22 +292,25 @@ pub(crate) async fn read_all(
         From::At(r) => LogFrom::Position(r),
     };
     // A read whose filter the indexes cannot serve may scan much of the log:
-    // it takes a place for its whole run (index-served reads do not).
-    let place = if filter.needs_scan(state.store.indexed_metadata()) {
+    // it takes a place (index-served reads do not), which the handler holds,
+    // and the read stops as soon as the handler gives up (the request timeout).
+    let _place = if filter.needs_scan(state.store.indexed_metadata()) {
         Some(state.scan_place()?)
     } else {
         None
     };
+    let (cancel, _cancel_on_drop) = state.read_cancel();
     let st = state.clone();
     let max_bytes = state.config.max_response_bytes;
     let body = state
         .blocking(move || {
-            let _place = place;
             let t = Instant::now();
             let read = |at: Option<u64>, n, room| {
+                st.metrics.count_store_read();
+                let from = at.map_or(from, LogFrom::Position);
                 Ok(st
                     .store
-                    .read_all_within(direction, at.map_or(from, LogFrom::Position), n, &filter, room)?)
+                    .read_all_cancellable(direction, from, n, &filter, room, &cancel)?)
             };
             let next = |e: &annal::RecordedEvent| step(direction, e.position);
             let body = bounded_events_body(limit, max_bytes, None, read, next);
@@ -381,19 +383,36 @@ pub(crate) async fn count(
         .map(|g| g.parse::<GroupBy>())
         .transpose()
         .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
-    // A count may scan much of the log: it takes a place for its whole run.
-    let place = state.scan_place()?;
+    let groups_body = |groups: std::collections::BTreeMap<String, u64>| json!({ "count": groups.values().sum::<u64>(), "groups": groups });
+    // A count the indexes serve reads no event: it takes no place.
+    let (st, f) = (state.clone(), filter.clone());
+    let from_indexes = state
+        .blocking(move || {
+            let t = Instant::now();
+            let body = match group_by {
+                None => st.store.count_from_indexes(&f)?.map(|n| json!({ "count": n })),
+                Some(by) => st.store.count_by_from_indexes(&f, by)?.map(groups_body),
+            };
+            if body.is_some() {
+                st.metrics.read_seconds.observe(t.elapsed());
+            }
+            Ok(body)
+        })
+        .await?;
+    if let Some(body) = from_indexes {
+        return Ok(axum::Json(body).into_response());
+    }
+    // A count that reads the events may scan much of the log: it takes a
+    // place, held by the handler, and stops as soon as the handler gives up.
+    let _place = state.scan_place()?;
+    let (cancel, _cancel_on_drop) = state.read_cancel();
     let st = state.clone();
     let body = state
         .blocking(move || {
-            let _place = place;
             let t = Instant::now();
             let body = match group_by {
-                None => json!({ "count": st.store.count(&filter)? }),
-                Some(by) => {
-                    let groups = st.store.count_by(&filter, by)?;
-                    json!({ "count": groups.values().sum::<u64>(), "groups": groups })
-                }
+                None => json!({ "count": st.store.count_cancellable(&filter, &cancel)? }),
+                Some(by) => groups_body(st.store.count_by_cancellable(&filter, by, &cancel)?),
             };
             st.metrics.read_seconds.observe(t.elapsed());
             Ok(body)

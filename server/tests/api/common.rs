@@ -170,3 +170,214 @@ pub fn token(name: &str, role: Role, prefixes: &[&str]) -> TokenConfig {
         stream_prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
     }
 }
+
+/// A gate on the reads of segment files: while it is closed, every read of
+/// a `.seg` file waits for it to open. Lets a test hold a scan in the middle
+/// of its work (a condition, not a sleep) and count what it reads after.
+#[derive(Clone, Default)]
+pub struct Gate(Arc<GateInner>);
+
+#[derive(Default)]
+struct GateInner {
+    /// Closed to the reads of segment bytes below this offset (`None`: open).
+    closed: std::sync::Mutex<Option<u64>>,
+    /// The end of the segment bytes written so far.
+    written: std::sync::atomic::AtomicU64,
+    opened: std::sync::Condvar,
+    /// Reads of segment files completed.
+    reads: std::sync::atomic::AtomicU64,
+    /// Reads of segment files waiting for the gate now.
+    waiting: std::sync::atomic::AtomicU64,
+}
+
+impl Gate {
+    /// Closes the gate to every read of segment bytes.
+    pub fn close(&self) {
+        *self.0.closed.lock().unwrap() = Some(u64::MAX);
+    }
+
+    /// Closes the gate to the reads of the segment bytes written so far
+    /// (events appended later are read freely).
+    pub fn close_written(&self) {
+        let written = self.0.written.load(std::sync::atomic::Ordering::SeqCst);
+        *self.0.closed.lock().unwrap() = Some(written);
+    }
+
+    pub fn open(&self) {
+        *self.0.closed.lock().unwrap() = None;
+        self.0.opened.notify_all();
+    }
+
+    /// Reads of segment files completed so far.
+    pub fn reads(&self) -> u64 {
+        self.0.reads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Reads of segment files waiting at the closed gate.
+    pub fn waiting(&self) -> u64 {
+        self.0.waiting.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits (polling, at most 10 s) until `n` reads wait at the gate.
+    pub async fn wait_for_waiting(&self, n: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.waiting() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} reads wait, not {n}",
+                self.waiting()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn pass(&self, offset: u64) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let shut = |c: &Option<u64>| c.is_some_and(|below| offset < below);
+        let mut closed = self.0.closed.lock().unwrap();
+        if shut(&closed) {
+            self.0.waiting.fetch_add(1, SeqCst);
+            while shut(&closed) {
+                closed = self.0.opened.wait(closed).unwrap();
+            }
+            self.0.waiting.fetch_sub(1, SeqCst);
+        }
+    }
+}
+
+/// The file system, with a [`Gate`] on the reads of segment files.
+struct GatedStorage {
+    inner: annal::FsStorage,
+    gate: Gate,
+}
+
+struct GatedFile {
+    inner: Arc<dyn annal::storage::StorageFile>,
+    gate: Option<Gate>,
+}
+
+impl annal::storage::StorageFile for GatedFile {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        if let Some(g) = &self.gate {
+            g.pass(offset);
+        }
+        let r = self.inner.read_exact_at(buf, offset);
+        if let Some(g) = &self.gate {
+            g.0.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        r
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.inner.write_all_at(buf, offset)?;
+        if let Some(g) = &self.gate {
+            g.0.written
+                .fetch_max(offset + buf.len() as u64, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(())
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.inner.sync_data()
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+}
+
+impl GatedStorage {
+    fn wrap(
+        &self,
+        path: &std::path::Path,
+        f: Arc<dyn annal::storage::StorageFile>,
+    ) -> Arc<dyn annal::storage::StorageFile> {
+        let seg = path.extension().is_some_and(|e| e == "seg");
+        Arc::new(GatedFile {
+            inner: f,
+            gate: seg.then(|| self.gate.clone()),
+        })
+    }
+}
+
+impl annal::Storage for GatedStorage {
+    fn create_dir_all(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        self.inner.create_dir_all(dir)
+    }
+    fn list(&self, dir: &std::path::Path) -> std::io::Result<Vec<String>> {
+        self.inner.list(dir)
+    }
+    fn exists(&self, path: &std::path::Path) -> bool {
+        self.inner.exists(path)
+    }
+    fn open(&self, path: &std::path::Path, write: bool) -> std::io::Result<Arc<dyn annal::storage::StorageFile>> {
+        Ok(self.wrap(path, self.inner.open(path, write)?))
+    }
+    fn create(&self, path: &std::path::Path) -> std::io::Result<Arc<dyn annal::storage::StorageFile>> {
+        Ok(self.wrap(path, self.inner.create(path)?))
+    }
+    fn remove(&self, path: &std::path::Path) -> std::io::Result<()> {
+        self.inner.remove(path)
+    }
+    fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        self.inner.sync_dir(dir)
+    }
+    fn map(&self, path: &std::path::Path) -> std::io::Result<annal::storage::Mapped> {
+        self.inner.map(path)
+    }
+    fn lock(&self, path: &std::path::Path) -> std::io::Result<Box<dyn annal::storage::LockGuard>> {
+        self.inner.lock(path)
+    }
+    fn available_space(&self, dir: &std::path::Path) -> std::io::Result<u64> {
+        self.inner.available_space(dir)
+    }
+}
+
+impl TestServer {
+    /// A server (config adjusted by `f`) over a store whose segment reads
+    /// pass a [`Gate`], open at first; events are read from the active
+    /// segment's file (sealed ones are mapped, and not gated).
+    /// The gate opens when the returned guard drops, so that a failing test
+    /// does not leave reads waiting forever (the runtime waits for them).
+    pub async fn start_gated(f: impl FnOnce(&mut ServerConfig)) -> (TestServer, OpenOnDrop) {
+        let gate = Gate::default();
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Arc::new(GatedStorage {
+            inner: annal::FsStorage,
+            gate: gate.clone(),
+        });
+        let store = Arc::new(
+            Store::open_with(
+                storage,
+                dir.path().join("data"),
+                Options::default().durability(Durability::Never),
+            )
+            .unwrap(),
+        );
+        let mut config = ServerConfig::open("127.0.0.1:0".parse().unwrap());
+        config.keepalive_ms = 500;
+        config.shutdown_grace_ms = 2000;
+        f(&mut config);
+        let server = Self::start_store(store, dir, config, "http", Client::new()).await;
+        (server, OpenOnDrop(gate))
+    }
+}
+
+/// A [`Gate`] that opens when dropped (also when a test fails).
+pub struct OpenOnDrop(Gate);
+
+impl std::ops::Deref for OpenOnDrop {
+    type Target = Gate;
+    fn deref(&self) -> &Gate {
+        &self.0
+    }
+}
+
+impl Drop for OpenOnDrop {
+    fn drop(&mut self) {
+        self.0.open();
+    }
+}

@@ -376,3 +376,34 @@ async fn acks_wake_only_their_own_groups_waiting_fetches() {
         p.abort();
     }
 }
+
+/// Waiting fetches are woken by the store's notice of new events, not by
+/// looking at the head of the log every 10 ms (200 waiting fetches cost
+/// 20,000 timer wake-ups a second): a fetch that waits a second with nothing
+/// happening wakes only for its periodic look at its group (every 250 ms),
+/// and an append still wakes it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_fetches_wake_on_new_events_not_on_a_timer() {
+    let s = TestServer::start().await;
+    let (st, _) = s
+        .call(Method::PUT, "/groups/calm", Some(json!({ "stream": "calm" })))
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let before = s.state.fetch_wait_wakeups();
+    let (st, v) = s
+        .call(Method::POST, "/groups/calm/fetch?consumer=c&timeout_ms=1000", None)
+        .await;
+    assert_eq!((st, v), (StatusCode::OK, json!({ "events": [] })));
+    let woken = s.state.fetch_wait_wakeups() - before;
+    assert!(woken <= 1000 / 250 + 2, "{woken} wake-ups of one fetch waiting 1 s");
+    // An append ends a fetch that would wait for much longer than the test runs.
+    let (c, u) = (
+        s.client.clone(),
+        s.url("/groups/calm/fetch?consumer=c&timeout_ms=20000"),
+    );
+    let poll = tokio::spawn(async move { c.post(u).send().await.unwrap().json::<Value>().await.unwrap() });
+    s.append_n("calm", 1).await;
+    let v = poll.await.unwrap();
+    assert_eq!(ids(&v).len(), 1, "{v}");
+    s.stop().await.unwrap();
+}

@@ -290,72 +290,87 @@ async fn health_is_degraded_when_undelivered_events_threaten_the_disk_budget() {
     assert!(text.contains("annal_retention_max_bytes 20480\n"), "{text}");
 }
 
-/// Counts and filtered scans hold one of `max_scans` places until their work
-/// ends, also when the request timeout answered first: more are refused with
-/// 503 `too_many_scans`, so timed-out scans cannot pile up on the blocking pool.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scans_cut_by_the_timeout_keep_their_places_until_they_end() {
-    let s = TestServer::start_with(|c| {
-        c.request_timeout_ms = 100;
-        c.max_scans = 2;
-    })
-    .await;
+/// Appends `n` events with metadata `{"k":"v<i>"}` to `stream` (a filter on
+/// `metadata.k` scans: the test servers do not index `k`).
+async fn append_with_k(s: &TestServer, stream: &str, n: usize) {
     let store = s.store.clone();
+    let stream = stream.to_string();
     tokio::task::spawn_blocking(move || {
-        for _ in 0..100 {
-            let evs: Vec<annal::EventData> = (0..2000)
-                .map(|i| annal::EventData::json("T", "{}").with_metadata(format!(r#"{{"k":"v{i}"}}"#).into_bytes()))
-                .collect();
-            store.append("big-1", annal::ExpectedVersion::Any, evs).unwrap();
-        }
+        let evs: Vec<annal::EventData> = (0..n)
+            .map(|i| annal::EventData::json("T", "{}").with_metadata(format!(r#"{{"k":"v{i}"}}"#).into_bytes()))
+            .collect();
+        store.append(&stream, annal::ExpectedVersion::Any, evs).unwrap();
     })
     .await
     .unwrap();
-    let mut first = Vec::new();
-    for _ in 0..2 {
-        let (c, u) = (s.client.clone(), s.url("/count?metadata.k=nope"));
-        first.push(tokio::spawn(async move {
-            let r = c.get(u).send().await.unwrap();
-            (r.status(), r.json::<Value>().await.unwrap())
-        }));
-    }
-    for f in first {
-        let (st, v) = f.await.unwrap();
-        assert_eq!(
-            (st, v["error"].clone()),
-            (StatusCode::SERVICE_UNAVAILABLE, json!("timeout")),
-            "{v}"
-        );
-    }
-    assert!(s.state.operations_in_flight() > 0, "the cut scans still run");
-    for path in ["/count?metadata.k=nope", "/all?metadata.k=nope"] {
-        let (st, v) = s.get(path).await;
-        assert_eq!(
-            (st, v["error"].clone()),
-            (StatusCode::SERVICE_UNAVAILABLE, json!("too_many_scans")),
-            "{path}: {v}"
-        );
-    }
-    // A read without a filter is not a scan, and appends go on.
-    let (st, _) = s.get("/all?limit=1").await;
-    assert_eq!(st, StatusCode::OK);
-    let (st, _) = s.post("/streams/other-1", json!({ "events": [{ "type": "T" }] })).await;
-    assert_eq!(st, StatusCode::OK);
-    while s.state.operations_in_flight() > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    // Their places are free again (the count may itself time out on a slow machine).
-    let (st, v) = s.get("/count?metadata.k=nope").await;
-    assert_ne!(v["error"], "too_many_scans", "{st} {v}");
 }
 
-/// Only reads the indexes cannot serve take a `max_scans` place: a limited
-/// token must give a `stream_prefix`, and its index-served reads of `/all`
-/// were refused with `too_many_scans` while another caller's count ran.
+/// Waits (at most 10 s) until no store operation runs on the blocking pool.
+async fn wait_for_idle_pool(s: &TestServer) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while s.state.operations_in_flight() > 0 {
+        assert!(std::time::Instant::now() < deadline, "store operations still run");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// A count or filtered scan cut by the request timeout frees its
+/// `max_scans` place at once and stops at its next event: a client sending
+/// slow scans cannot keep every place taken (nor blocking threads busy)
+/// after its requests were answered. Its reads wait at a closed gate, so
+/// the scans are cut in the middle of their work whatever the machine's speed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn index_served_reads_of_the_log_take_no_scan_place() {
-    let s = TestServer::start_with(|c| {
-        c.request_timeout_ms = 100;
+async fn scans_cut_by_the_timeout_stop_and_free_their_places() {
+    let (s, gate) = TestServer::start_gated(|c| {
+        c.request_timeout_ms = 2000;
+        c.max_scans = 1;
+    })
+    .await;
+    append_with_k(&s, "big-1", 500).await;
+    gate.close();
+    let get = |path: &str| {
+        let (c, u) = (s.client.clone(), s.url(path));
+        tokio::spawn(async move {
+            let r = c.get(u).send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        })
+    };
+    let first = get("/count?metadata.k=nope");
+    gate.wait_for_waiting(1).await;
+    let (st, v) = first.await.unwrap();
+    assert_eq!(
+        (st, v["error"].clone()),
+        (StatusCode::SERVICE_UNAVAILABLE, json!("timeout")),
+        "{v}"
+    );
+    assert_eq!(gate.waiting(), 1, "the cut count still waits for its read");
+    // Its place is free: the next scan is let in (and is cut in turn).
+    let (st, v) = get("/all?metadata.k=nope").await.unwrap();
+    assert_eq!(
+        (st, v["error"].clone()),
+        (StatusCode::SERVICE_UNAVAILABLE, json!("timeout")),
+        "{v}"
+    );
+    let before = gate.reads();
+    gate.open();
+    wait_for_idle_pool(&s).await;
+    // Each cut scan ends its one read under way, and reads nothing more.
+    let after = gate.reads() - before;
+    assert!(after <= 2, "the cut scans read {after} events after they were cut");
+    let (st, v) = s.get("/count?metadata.k=v7").await;
+    assert_eq!((st, v["count"].clone()), (StatusCode::OK, json!(1)), "{v}");
+    s.stop().await.unwrap();
+}
+
+/// Only reads and counts the indexes cannot serve take a `max_scans` place:
+/// while a scanning count holds the only place, index-served reads of `/all`
+/// (a limited token must give a `stream_prefix`) and counts the indexes
+/// answer (everything, by stream, by type) are served, and only a count or
+/// read that scans is refused with `too_many_scans`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_served_reads_and_counts_take_no_scan_place() {
+    let (s, gate) = TestServer::start_gated(|c| {
+        c.request_timeout_ms = 10_000;
         c.max_scans = 1;
         c.no_auth = false;
         c.tokens = vec![
@@ -364,47 +379,55 @@ async fn index_served_reads_of_the_log_take_no_scan_place() {
         ];
     })
     .await;
-    let store = s.store.clone();
-    tokio::task::spawn_blocking(move || {
-        for _ in 0..100 {
-            let evs: Vec<annal::EventData> = (0..2000)
-                .map(|i| annal::EventData::json("T", "{}").with_metadata(format!(r#"{{"k":"v{i}"}}"#).into_bytes()))
-                .collect();
-            store.append("big-1", annal::ExpectedVersion::Any, evs).unwrap();
-        }
-        let mine = annal::EventData::json("Placed", "{}").with_metadata(br#"{"actor":"ann"}"#.to_vec());
-        store
-            .append("order-1", annal::ExpectedVersion::Any, vec![mine])
-            .unwrap();
-    })
-    .await
-    .unwrap();
+    append_with_k(&s, "big-1", 200).await;
+    // Reads of big-1's events wait at the gate; the event appended after it is read freely.
+    gate.close_written();
     let admin = Some("secret-admin");
-    // The count scans every event; cut by the timeout, it keeps its place while it runs.
-    let (st, v) = s.call_as(Method::GET, "/count?metadata.k=nope", None, admin).await;
-    assert_eq!(
-        (st, v["error"].clone()),
-        (StatusCode::SERVICE_UNAVAILABLE, json!("timeout")),
-        "{v}"
-    );
+    let (st, v) = s
+        .call_as(
+            Method::POST,
+            "/streams/order-1",
+            Some(json!({ "events": [{ "type": "Placed" }] })),
+            admin,
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    // A scanning count takes the only place, and waits at the gate.
+    let (c, u) = (s.client.clone(), s.url("/count?metadata.k=nope"));
+    let held = tokio::spawn(async move {
+        let r = c.get(u).bearer_auth("secret-admin").send().await.unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    });
+    gate.wait_for_waiting(1).await;
+    for (path, want) in [
+        ("/count", json!(201)),
+        ("/count?stream_prefix=order-", json!(1)),
+        ("/count?type=Placed", json!(1)),
+        ("/count?group_by=stream", json!(201)),
+    ] {
+        let (st, v) = s.call_as(Method::GET, path, None, admin).await;
+        assert_eq!((st, v["count"].clone()), (StatusCode::OK, want), "{path}: {v}");
+    }
     let (st, v) = s
         .call_as(Method::GET, "/all?stream_prefix=order-", None, Some("secret-tenant"))
         .await;
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["events"][0]["stream"], "order-1", "{v}");
-    // An indexed metadata field is an index lookup too.
-    let (st, v) = s.call_as(Method::GET, "/all?metadata.actor=ann", None, admin).await;
-    assert_eq!(st, StatusCode::OK, "{v}");
-    assert_eq!(v["events"][0]["stream"], "order-1", "{v}");
-    // A field the store does not index is a scan, and waits for a place.
-    let (st, v) = s.call_as(Method::GET, "/all?metadata.k=nope", None, admin).await;
-    assert_eq!(
-        (st, v["error"].clone()),
-        (StatusCode::SERVICE_UNAVAILABLE, json!("too_many_scans")),
-        "{v}"
-    );
-    assert!(s.state.operations_in_flight() > 0, "the count still held its place");
-    while s.state.operations_in_flight() > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    // Counts and reads that scan wait for a place.
+    for path in [
+        "/count?metadata.k=v1",
+        "/all?metadata.k=nope",
+        "/count?type=T&metadata.k=v1",
+    ] {
+        let (st, v) = s.call_as(Method::GET, path, None, admin).await;
+        assert_eq!(
+            (st, v["error"].clone()),
+            (StatusCode::SERVICE_UNAVAILABLE, json!("too_many_scans")),
+            "{path}: {v}"
+        );
     }
+    gate.open();
+    let (st, v) = held.await.unwrap();
+    assert_eq!((st, v["count"].clone()), (StatusCode::OK, json!(0)), "{v}");
+    s.stop().await.unwrap();
 }

@@ -712,6 +712,38 @@ async fn read_responses_are_bounded_by_bytes() {
     s.stop().await.unwrap();
 }
 
+/// A stream read under a byte budget smaller than the largest event the
+/// store accepts reads in pages, not one event per store read: 4,000 small
+/// events under 1 MiB took 4,000 store reads (each read was capped by the
+/// largest possible event), and take a few dozen. The log's read, which
+/// stops at the room left, is no worse.
+#[tokio::test]
+async fn stream_reads_under_a_small_byte_budget_read_in_pages() {
+    let s = TestServer::start_with(|c| c.max_response_bytes = 1 << 20).await;
+    for _ in 0..4 {
+        s.append_n("many", 1000).await;
+    }
+    for (path, key) in [
+        ("/streams/many?limit=4000", "revision"),
+        ("/all?limit=4000", "position"),
+    ] {
+        let before = s.state.store_reads();
+        let (st, v) = s.get(path).await;
+        assert_eq!(st, StatusCode::OK);
+        let got: Vec<u64> = v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e[key].as_u64().unwrap())
+            .collect();
+        assert_eq!(got.len(), 4000, "{path}: all fit in 1 MiB");
+        assert_eq!(got[3999] - got[0], 3999, "{path}");
+        let reads = s.state.store_reads() - before;
+        assert!(reads <= 4000 / 64 + 2, "{path}: {reads} store reads for 4,000 events");
+    }
+    s.stop().await.unwrap();
+}
+
 /// Item 11: with max_subscribers subscriptions open, appends and readiness still answer.
 #[test]
 fn appends_and_health_answer_with_every_subscription_open() {
