@@ -49,7 +49,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 }
 
 /// Bytes per section of every `.idx` file in `dir`, summed: locations,
-/// streams, types, tags, ids, the rest (header, bloom, summary, type names, checksum),
+/// streams, types, tags, ids, the rest (header, bloom, summary, type names, checksums),
 /// and the number of positions.
 fn index_bytes(dir: &Path) -> ([u64; 6], u64) {
     let mut sums = [0u64; 6];
@@ -61,7 +61,7 @@ fn index_bytes(dir: &Path) -> ([u64; 6], u64) {
         }
         let b = std::fs::read(&path).unwrap();
         assert_eq!(&b[0..8], b"ANNALIDX");
-        assert_eq!(u32_at(&b, 8), 3, "{} is not version 3", path.display());
+        assert_eq!(u32_at(&b, 8), 4, "{} is not version 4", path.display());
         positions += u64_at(&b, 24);
         let mut lookups = 0;
         for (i, sum) in sums.iter_mut().take(5).enumerate() {

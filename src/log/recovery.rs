@@ -183,6 +183,8 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
             is_last,
             claim: seg_claim,
             fields: &fields,
+            // `rebuild_streams` reads the summaries of the segments the stream checkpoint does not cover.
+            summary_needed: checkpoint.as_ref().is_none_or(|c| *base >= c.covered_position),
         };
         let next_base = names.get(i + 1).map(|(b, _)| *b);
         let opened = match access {
@@ -420,6 +422,7 @@ fn read_segment(
             i.base() == base
                 && next_base.is_none_or(|n| i.next_position() == n)
                 && i.meta_fingerprint() == seg.fields.fingerprint()
+                && (!seg.summary_needed || i.check_all().is_ok())
         })
             && let Ok(bytes) = st.map(path)
             && let Ok(sealed) = SealedSegment::new(path.to_path_buf(), mapped_bytes(bytes), index, dict)
@@ -522,6 +525,11 @@ struct Seg<'a> {
     claim: &'a Claim,
     /// The store's indexed metadata fields: an index file made with others is rebuilt.
     fields: &'a Arc<crate::format::index::MetaFields>,
+    /// True if the stream states are rebuilt from this segment's index
+    /// summary (the stream checkpoint does not cover it): its index is then
+    /// checked whole at open, checksums and entries, and rebuilt if that
+    /// fails. Other indexes are checked on first use of each section.
+    summary_needed: bool,
 }
 
 /// Whether the seal that a sealed segment's index implies is where the index
@@ -556,11 +564,14 @@ fn open_segment(
             .ctx(|| format!("mapping {}", idx_path.display()))
             .and_then(|m| SegmentIndex::open(m, &idx_path));
         match loaded {
-            // A summary that fails its check is rebuilt below with the rest.
-            // An index made with other indexed metadata fields is rebuilt below.
+            // An index whose summary open needs (see `Seg::summary_needed`)
+            // and which fails its full check is rebuilt below with the rest,
+            // as is one made with other indexed metadata fields. Any other
+            // index is opened without reading its body: its checksums and
+            // entries are checked on first use of each section.
             Ok(index)
                 if index.base() == base
-                    && index.check_summary().is_ok()
+                    && (!seg.summary_needed || index.check_all().is_ok())
                     && index.meta_fingerprint() == seg.fields.fingerprint() =>
             {
                 let bytes = st.map(path).ctx(|| format!("mapping {}", path.display()))?;

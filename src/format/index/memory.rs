@@ -183,20 +183,22 @@ impl MemIndex {
         }
     }
 
-    /// Encodes the `.idx` file for this segment once it is sealed: version 3
-    /// (version 2 with the segment's type names), or version 1 when the
+    /// Encodes the `.idx` file for this segment once it is sealed: version 4
+    /// (version 2 with the segment's type names and a checksum per section),
+    /// or version 1 when the
     /// segment is too large for version 2's 32-bit fields. Fails with [`crate::Error::InvalidInput`] if a stream name is
     /// longer than its 16-bit length field (names come from validated appends
     /// or from the log, so the store's never are).
     pub fn encode_file(&self) -> Result<Vec<u8>> {
-        self.encode_file_v2(true)
+        self.encode_file_v2(super::INDEX_VERSION)
     }
 
-    /// Encodes a version-3 file (`names`) or a version-2 one (without the
-    /// type names), falling back to version 1 as [`MemIndex::encode_file`].
-    pub(crate) fn encode_file_v2(&self, names: bool) -> Result<Vec<u8>> {
+    /// Encodes a compact file of `version` 4 (names and section
+    /// checksums), 3 (names) or 2, falling back to version 1 as
+    /// [`MemIndex::encode_file`].
+    pub(crate) fn encode_file_v2(&self, version: u32) -> Result<Vec<u8>> {
         let parts = self.parts();
-        match v2::encode(&parts, names)? {
+        match v2::encode(&parts, version)? {
             Some(bytes) => Ok(bytes),
             None => v1::encode(&parts),
         }
@@ -208,13 +210,12 @@ impl MemIndex {
     }
 
     /// Encodes the `.idx` file in the version `like` has, so that the two can
-    /// be compared byte for byte (version 2 falls back to 1 as in
+    /// be compared byte for byte (versions 2 to 4 fall back to 1 as in
     /// [`MemIndex::encode_file`]).
     pub fn encode_file_like(&self, like: &super::SegmentIndex) -> Result<Vec<u8>> {
         match like.version() {
             1 => self.encode_file_v1(),
-            2 => self.encode_file_v2(false),
-            _ => self.encode_file(),
+            v => self.encode_file_v2(v),
         }
     }
 }

@@ -5,9 +5,9 @@
 //! is sealed, its index is written once into an immutable `.idx` file and read
 //! back through a memory map ([`SegmentIndex`]), so sealed data costs no heap
 //! per event. Both answer the same questions through [`Lookup`]. Files are
-//! written in version 2 (compact: [`v2`], with [`keyed`] lists), or in
+//! written in version 4 (compact: [`v2`], with [`keyed`] lists), or in
 //! version 1 ([`v1`]) when a segment is too large for version 2's 32-bit
-//! fields; both versions are read. This module owns the `.idx` encoders and
+//! fields; every version is read. This module owns the `.idx` encoders and
 //! decoders; it must never read segment bytes.
 
 use std::path::Path;
@@ -31,8 +31,8 @@ pub use memory::MemIndex;
 
 /// Magic bytes at the start of every index file.
 pub const INDEX_MAGIC: &[u8; 8] = b"ANNALIDX";
-/// Format version of the index files annal writes (it reads 1, 2 and 3).
-pub const INDEX_VERSION: u32 = 3;
+/// Format version of the index files annal writes (it reads 1 to 4).
+pub const INDEX_VERSION: u32 = 4;
 /// Size of the index file header.
 pub const INDEX_HEADER: usize = 128;
 const BLOOM_PROBES: u64 = 7;
@@ -255,10 +255,12 @@ pub enum SegmentIndex {
 }
 
 impl SegmentIndex {
-    /// Decodes and checks an index file of either version: both checksums
-    /// and every size; the entries of a version-2 file are checked on first
-    /// use of their section (see [`SegmentIndex::damage`]), or all at once by
-    /// [`SegmentIndex::check_all`].
+    /// Decodes and checks an index file of any version: its header checksum
+    /// and every size (and a version-1 file's body checksum); the checksums
+    /// and entries of a version-2 to -4 file are checked on first use of
+    /// their section (see [`SegmentIndex::damage`]), or all at once by
+    /// [`SegmentIndex::check_all`], so that open reads a constant part of
+    /// the file.
     pub fn open(map: Mapped, file: &Path) -> Result<Self> {
         let b: &[u8] = (*map).as_ref();
         let bad = |offset: u64, reason: &str| Error::corruption(file, offset, reason);
@@ -274,7 +276,7 @@ impl SegmentIndex {
         }
         match le_u32(b, 8) {
             1 => Ok(SegmentIndex::V1(v1::IndexV1::open(map, file)?)),
-            v @ (2 | 3) => Ok(SegmentIndex::V2(v2::IndexV2::open(map, file, v)?)),
+            v @ (2..=4) => Ok(SegmentIndex::V2(v2::IndexV2::open(map, file, v)?)),
             found => Err(Error::UnsupportedVersion {
                 file: file.to_path_buf(),
                 found,
@@ -316,17 +318,7 @@ impl SegmentIndex {
         }
     }
 
-    /// Checks the stream summary now (a version-2 open leaves it to first
-    /// use): recovery rebuilds an index whose summary fails, as it does a
-    /// damaged file, rather than refuse to open for derived data.
-    pub fn check_summary(&self) -> Result<()> {
-        match self {
-            SegmentIndex::V1(_) => Ok(()),
-            SegmentIndex::V2(i) => i.check_summary(),
-        }
-    }
-
-    /// Checks every entry now (what a version-2 open leaves to first use).
+    /// Checks every checksum and entry now (what a version-2 open leaves to first use).
     pub fn check_all(&self) -> Result<()> {
         match self {
             SegmentIndex::V1(_) => Ok(()),
@@ -623,11 +615,17 @@ mod tests {
     }
 
     #[test]
-    fn sealed_indexes_of_both_versions_answer_like_the_memory_index() {
+    fn sealed_indexes_of_every_version_answer_like_the_memory_index() {
         for lost in [false, true] {
             let m = sample(lost);
-            let v3 = open(m.encode_file().unwrap()).unwrap();
-            assert_eq!(v3.version(), INDEX_VERSION);
+            let v4 = open(m.encode_file().unwrap()).unwrap();
+            assert_eq!(v4.version(), INDEX_VERSION);
+            check_same(&m, &v4);
+            assert_eq!(m.encode_file_like(&v4).unwrap(), v4.raw());
+            v4.check_all().unwrap();
+            // Version 3 (what annal wrote before) answers alike, without section checksums.
+            let v3 = open(m.encode_file_v2(3).unwrap()).unwrap();
+            assert_eq!(v3.version(), 3);
             check_same(&m, &v3);
             let catalog = TypeCatalog {
                 names: vec!["A".to_string(), "B".to_string()],
@@ -638,7 +636,7 @@ mod tests {
             assert_eq!(v3.type_count(hash_str("A")), m.type_count(hash_str("A")));
             assert_eq!(v3.meta_field_names(), Some(vec!["actor".to_string()]));
             // Version 2 (what annal wrote before) still answers, without type names.
-            let v2 = open(m.encode_file_v2(false).unwrap()).unwrap();
+            let v2 = open(m.encode_file_v2(2).unwrap()).unwrap();
             assert_eq!(v2.version(), 2);
             check_same(&m, &v2);
             assert_eq!(v2.type_catalog(), None);
@@ -682,26 +680,27 @@ mod tests {
 
     #[test]
     fn damaged_index_files_are_refused() {
-        for bytes in [sample(true).encode_file().unwrap(), sample(true).encode_file_v1().unwrap()] {
-            for at in [0, 8, 20, 100, 124, 200, bytes.len() / 2, bytes.len() - 1] {
+        let m = sample(true);
+        for bytes in [
+            m.encode_file().unwrap(),
+            m.encode_file_v2(3).unwrap(),
+            m.encode_file_v2(2).unwrap(),
+            m.encode_file_v1().unwrap(),
+        ] {
+            // Refused at open (the header, the sizes, version 4's section
+            // checksums) or found by the full check (the body, on first use).
+            for at in (0..bytes.len()).step_by(7).chain([bytes.len() - 1]) {
                 let mut bad = bytes.clone();
                 bad[at] ^= 0x40;
-                assert!(open(bad).is_err(), "flip at {at}");
+                assert!(open(bad).map_or(true, |i| i.check_all().is_err()), "flip at {at}");
             }
             for len in [0, 50, 128, bytes.len() - 1] {
-                assert!(open(bytes[..len].to_vec()).is_err());
+                assert!(open(bytes[..len].to_vec()).map_or(true, |i| i.check_all().is_err()), "cut at {len}");
             }
         }
     }
 
-    /// Re-seals the header and body checksums, as a bug (not a bit flip) would leave them.
-    fn reseal(bytes: &mut [u8]) {
-        let crc = crc32fast::hash(&bytes[..124]);
-        bytes[124..128].copy_from_slice(&crc.to_le_bytes());
-        let end = bytes.len() - 4;
-        let crc = crc32fast::hash(&bytes[128..end]);
-        bytes[end..].copy_from_slice(&crc.to_le_bytes());
-    }
+    use super::v2::reseal;
 
     #[test]
     fn version_2_files_whose_checksums_match_but_whose_entries_lie_are_refused() {
@@ -749,9 +748,11 @@ mod tests {
         // nothing, and the first use reports the damage with its offset.
         let mut bytes = good.clone();
         // The names section: types A and B, then the one field, actor.
-        let names_at = bytes.len() - 4 - (4 + 2 * 3) - (4 + 2 + 5);
+        // They end before the section checksums (36 bytes) and the body's (4).
+        let names_end = bytes.len() - 40;
+        let names_at = names_end - (4 + 2 * 3) - (4 + 2 + 5);
         assert_eq!(&bytes[names_at..names_at + 4], &2u32.to_le_bytes(), "two names, A and B");
-        assert_eq!(&bytes[bytes.len() - 9..bytes.len() - 4], b"actor");
+        assert_eq!(&bytes[names_end - 5..names_end], b"actor");
         bytes.swap(names_at + 6, names_at + 9);
         reseal(&mut bytes);
         let idx = open(bytes).unwrap();
@@ -761,7 +762,7 @@ mod tests {
         assert!(err.to_string().contains(&format!("at byte {names_at}")), "{err}");
         // Field names that are not those of the header's fingerprint.
         let mut bytes = good.clone();
-        let at = bytes.len() - 9;
+        let at = names_end - 5;
         bytes[at] = b'b';
         reseal(&mut bytes);
         let idx = open(bytes).unwrap();
@@ -791,6 +792,66 @@ mod tests {
         }
         assert_eq!(idx.streams(), checked.streams());
         assert!(idx.damage().is_none());
+    }
+
+    /// Where each section of a version-2 to -4 file starts, by name (the
+    /// summary's restarts and the names are left out).
+    fn sections(bytes: &[u8]) -> Vec<(&'static str, usize)> {
+        let lens: Vec<usize> = (0..5).map(|i| le_u32(bytes, 96 + 4 * i) as usize).collect();
+        let mut at = INDEX_HEADER;
+        let mut out = Vec::new();
+        for (name, len) in ["locations", "streams", "types", "tags", "ids"].into_iter().zip(lens) {
+            out.push((name, at));
+            at += len;
+        }
+        out.push(("bloom", at));
+        out.push(("summary", at + le_u64(bytes, 72) as usize));
+        out
+    }
+
+    #[test]
+    fn a_flipped_bit_in_a_version_4_section_is_found_by_the_first_read_that_uses_it() {
+        let good = sample(false).encode_file().unwrap();
+        for (name, at) in sections(&good) {
+            let mut bytes = good.clone();
+            bytes[at + 1] ^= 0x10;
+            // Open reads no byte of the body: it succeeds, and finds nothing yet.
+            let idx = open(bytes.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(idx.damage().is_none(), "{name}");
+            // Sections the read does not use stay unchecked.
+            let others_unused = match name {
+                "locations" => idx.stream_entries("s-1", 0, true, 100).len() == 10,
+                _ => idx.location(100) == Some((64, 104)),
+            };
+            assert!(others_unused, "{name}");
+            assert!(idx.damage().is_none(), "{name}: found by a read that did not use it");
+            // The read that uses the section answers nothing and reports the damage.
+            match name {
+                "locations" => assert_eq!(idx.location(101), None),
+                "streams" | "summary" => assert!(idx.stream_entries("s-2", 0, true, 100).is_empty()),
+                "types" => assert!(idx.type_positions(hash_str("A")).is_empty()),
+                "tags" => assert!(idx.tag_positions(hash_str("odd")).is_empty()),
+                "ids" => assert!(idx.id_positions(&Uuid::from_u128(8)).is_empty()),
+                // A damaged bloom filter says "maybe", never "no".
+                "bloom" => assert!(idx.may_contain_stream(hash_str("s-3"))),
+                _ => unreachable!(),
+            }
+            let err = idx.damage().unwrap_or_else(|| panic!("{name}: not reported"));
+            assert!(err.to_string().contains("index section checksum mismatch"), "{name}: {err}");
+            assert!(err.to_string().contains(&format!("at byte {at}")), "{name}: {err}");
+            // The full check (verify, repair, a recovery that needs the file) finds it too.
+            assert!(open(bytes).unwrap().check_all().is_err(), "{name}");
+        }
+        // A version-3 file (no section checksums) has its body checksum checked on first use.
+        let v3 = sample(false).encode_file_v2(3).unwrap();
+        let (_, ids_at) = sections(&v3)[4];
+        let mut bytes = v3.clone();
+        bytes[ids_at + 1] ^= 0x10;
+        let idx = open(bytes).unwrap();
+        assert!(idx.damage().is_none());
+        assert_eq!(idx.location(100), None);
+        let err = idx.damage().unwrap();
+        assert!(err.to_string().contains("index body checksum mismatch"), "{err}");
     }
 
     #[test]
