@@ -504,6 +504,7 @@ fn read_segment(
             path: path.to_path_buf(),
             file,
             index: RwLock::new(index),
+            content_crc: None,
         })));
     }
     let idx_path = dir.join(crate::format::segment::index_file_name(base));
@@ -625,10 +626,13 @@ fn open_segment(
     }
 
     let file = st.open(path, is_last).ctx(|| format!("opening {}", path.display()))?;
-    let mut bytes = read_whole(&*file).ctx(|| format!("reading {}", path.display()))?;
+    // Mapped, not copied into the heap (the last segment can be a whole
+    // segment_size of appends): nothing writes the file while this runs, and
+    // the mapping is dropped before a torn tail is cut.
+    let mut bytes = mapped_bytes(st.map(path).ctx(|| format!("mapping {}", path.display()))?);
     // A compressed segment (always sealed) is scanned in its logical form.
     if SegmentHeader::decode(&bytes, path).is_ok_and(|h| h.compressed) {
-        bytes = crate::format::compressed::Compressed::open(bytes.into(), path, dict)?.logical(path)?;
+        bytes = Bytes::from(crate::format::compressed::Compressed::open(bytes, path, dict)?.logical(path)?);
     }
     let header = match SegmentHeader::decode(&bytes, path) {
         Ok(h) => h,
@@ -713,6 +717,14 @@ fn open_segment(
                 _ => segment::data_end(&bytes, index_in(&bytes, committed_end, path)?) as u64,
             };
             check_claim(seg, &bytes, &end, committed_end, data_end)?;
+            // The writer continues the CRC of the bytes it appends after.
+            let covered = index.end_offset();
+            let mut content_crc = crc32fast::Hasher::new();
+            content_crc.update(
+                bytes
+                    .get(SEGMENT_HEADER..index_in(&bytes, covered, path)?)
+                    .ok_or_else(|| Error::corruption(path, covered, "index ends inside the segment header"))?,
+            );
             if data_end > committed_end {
                 torn.push(save_torn_tail(
                     st,
@@ -722,6 +734,8 @@ fn open_segment(
                     base,
                     committed_end,
                 )?);
+                // No mapping of the file may outlive its cut.
+                drop(bytes);
                 file.set_len(committed_end)
                     .and_then(|()| file.sync_data())
                     .ctx(|| format!("cutting the torn tail of {}", path.display()))?;
@@ -730,6 +744,7 @@ fn open_segment(
                 path: path.to_path_buf(),
                 file,
                 index: RwLock::new(index),
+                content_crc: Some((covered, content_crc)),
             })))
         }
     }

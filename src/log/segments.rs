@@ -109,6 +109,10 @@ pub(crate) struct ActiveSegment {
     pub(crate) path: PathBuf,
     pub(crate) file: Arc<dyn StorageFile>,
     pub(crate) index: RwLock<MemIndex>,
+    /// The CRC-32 state of the segment's bytes after its header, up to the
+    /// offset it names, as recovery scanned them (so that the writer
+    /// continues it instead of reading the segment again); `None` if unknown.
+    pub(crate) content_crc: Option<(u64, crc32fast::Hasher)>,
 }
 
 impl ActiveSegment {
@@ -133,6 +137,7 @@ impl ActiveSegment {
             path,
             file,
             index: RwLock::new(MemIndex::new(base, SEGMENT_HEADER as u64, fields)),
+            content_crc: None,
         })
     }
 }
