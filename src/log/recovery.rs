@@ -493,7 +493,7 @@ fn read_segment(
             committed_end,
             "segment is not sealed but a later segment exists",
         )),
-        _ => check_claim(seg, &bytes, &end, committed_end, data_end).err(),
+        _ => check_claim(seg, &bytes, &end, committed_end, data_end, None).err(),
     };
     let sealed_whole = matches!(end, ScanEnd::Sealed { .. }) && problem.is_none();
     if let Some(e) = problem {
@@ -716,8 +716,8 @@ fn open_segment(
                 ScanEnd::Clean { end } => end,
                 _ => segment::data_end(&bytes, index_in(&bytes, committed_end, path)?) as u64,
             };
-            check_claim(seg, &bytes, &end, committed_end, data_end)?;
-            // The writer continues the CRC of the bytes it appends after.
+            // The CRC of the bytes the scan covered: checked against the
+            // durable-end claim, and continued by the writer.
             let covered = index.end_offset();
             let mut content_crc = crc32fast::Hasher::new();
             content_crc.update(
@@ -725,6 +725,7 @@ fn open_segment(
                     .get(SEGMENT_HEADER..index_in(&bytes, covered, path)?)
                     .ok_or_else(|| Error::corruption(path, covered, "index ends inside the segment header"))?,
             );
+            check_claim(seg, &bytes, &end, committed_end, data_end, Some((covered, &content_crc)))?;
             if data_end > committed_end {
                 torn.push(save_torn_tail(
                     st,
@@ -762,7 +763,16 @@ fn index_in(bytes: &[u8], offset: u64, path: &Path) -> Result<usize> {
 /// at the last clean close: damage or missing bytes before its `durable_end`, or
 /// bytes before it that differ from what was there. With a damaged `durable.chk`
 /// nothing may be cut at all.
-fn check_claim(seg: &Seg<'_>, bytes: &[u8], end: &ScanEnd, committed_end: u64, data_end: u64) -> Result<()> {
+/// `known`: the CRC state of the bytes from the header up to an offset, if
+/// already computed (used when that offset is the claim's `durable_end`).
+fn check_claim(
+    seg: &Seg<'_>,
+    bytes: &[u8],
+    end: &ScanEnd,
+    committed_end: u64,
+    data_end: u64,
+    known: Option<(u64, &crc32fast::Hasher)>,
+) -> Result<()> {
     match seg.claim {
         Claim::Absent => Ok(()),
         Claim::Unreadable(e) if data_end > committed_end => Err(Error::corruption(
@@ -801,7 +811,11 @@ fn check_claim(seg: &Seg<'_>, bytes: &[u8], end: &ScanEnd, committed_end: u64, d
                 .ok_or_else(|| {
                     Error::corruption(seg.path, m.durable_end, format!("bad durable end in {DURABLE_FILE}"))
                 })?;
-            if crc32fast::hash(durable) != m.content_crc {
+            let crc = match known {
+                Some((covered, h)) if covered == m.durable_end => h.clone().finalize(),
+                _ => crc32fast::hash(durable),
+            };
+            if crc != m.content_crc {
                 return Err(Error::corruption(
                     seg.path,
                     SEGMENT_HEADER as u64,
