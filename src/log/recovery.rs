@@ -27,7 +27,7 @@ use crate::format::index::{Lookup, SegmentIndex};
 use crate::format::segment::{self, SEGMENT_HEADER, ScanEnd, SegmentHeader, segment_file_name};
 use crate::log::damage::{Damage, TornTail, damage_of, save_torn_tail};
 use crate::log::scan::{Scanned, index_segment};
-use crate::log::segments::{ActiveSegment, SealedSegment, SegmentSet, mapped_bytes};
+use crate::log::segments::{ActiveSegment, SealedSegment, SegmentSet, mapped_bytes, open_index, read_segment_header};
 use crate::log::state::Shared;
 use crate::options::Options;
 use crate::storage::{Storage, read_whole, write_atomically};
@@ -414,10 +414,7 @@ fn read_segment(
     // A sealed segment with a good index is opened without reading its bytes.
     if let Some(idx_name) = idx_name {
         let idx_path = dir.join(idx_name);
-        let loaded = st
-            .map(&idx_path)
-            .ok()
-            .and_then(|m| SegmentIndex::open(m, &idx_path).ok());
+        let loaded = open_index(st, &idx_path).ok();
         if let Some(index) = loaded.filter(|i| {
             i.base() == base
                 && next_base.is_none_or(|n| i.next_position() == n)
@@ -560,10 +557,7 @@ fn open_segment(
     // A sealed segment with a good index is opened without reading its bytes.
     if let Some(idx_name) = idx_name {
         let idx_path = dir.join(idx_name);
-        let loaded = st
-            .map(&idx_path)
-            .ctx(|| format!("mapping {}", idx_path.display()))
-            .and_then(|m| SegmentIndex::open(m, &idx_path));
+        let loaded = open_index(st, &idx_path);
         match loaded {
             // An index whose summary open needs (see `Seg::summary_needed`)
             // and which fails its full check is rebuilt below with the rest,
@@ -576,9 +570,10 @@ fn open_segment(
                     && index.meta_fingerprint() == seg.fields.fingerprint() =>
             {
                 let bytes = st.map(path).ctx(|| format!("mapping {}", path.display()))?;
-                let sealed = SealedSegment::new(path.to_path_buf(), mapped_bytes(bytes), index, dict)?;
+                let header = read_segment_header(st, path)?;
+                let sealed = SealedSegment::with_header(path.to_path_buf(), mapped_bytes(bytes), &header, index, dict)?;
                 let index = &sealed.index;
-                if SegmentHeader::decode(&sealed.bytes, path)?.base_position != base {
+                if header.base_position != base {
                     return Err(Error::corruption(
                         path,
                         16,

@@ -37,6 +37,17 @@ pub const INDEX_VERSION: u32 = 4;
 pub const INDEX_HEADER: usize = 128;
 const BLOOM_PROBES: u64 = 7;
 
+/// Bytes at the end of an index file that opening it reads: version 4's
+/// section checksums and the body checksum.
+pub const INDEX_TAIL: usize = 40;
+
+/// The first [`INDEX_HEADER`] bytes and the last [`INDEX_TAIL`] bytes of an
+/// index file's bytes `b` (each shorter if `b` is), as
+/// [`SegmentIndex::open_with_edges`] takes them.
+pub fn edges(b: &[u8]) -> (&[u8], &[u8]) {
+    (&b[..INDEX_HEADER.min(b.len())], &b[b.len() - INDEX_TAIL.min(b.len())..])
+}
+
 /// The 64-bit hash annal uses for stream names, event types and tags (XXH3-64, seed 0).
 pub fn hash_str(s: &str) -> u64 {
     xxh3_64(s.as_bytes())
@@ -263,10 +274,23 @@ impl SegmentIndex {
     /// the file.
     pub fn open(map: Mapped, file: &Path) -> Result<Self> {
         let b: &[u8] = (*map).as_ref();
+        let (head, tail) = edges(b);
+        let (head, tail) = (head.to_vec(), tail.to_vec());
+        Self::open_with_edges(map, file, &head, &tail)
+    }
+
+    /// [`SegmentIndex::open`], with the file's first [`INDEX_HEADER`] bytes
+    /// and last [`INDEX_TAIL`] bytes (fewer if it is shorter: see [`edges`])
+    /// read by the caller, so that a version-2 to -4 file's open touches no
+    /// page of the mapping (a touched page of a mapped file can make a whole
+    /// large folio, up to 2 MiB, resident in this process).
+    pub fn open_with_edges(map: Mapped, file: &Path, head: &[u8], tail: &[u8]) -> Result<Self> {
+        let len = (*map).as_ref().len();
         let bad = |offset: u64, reason: &str| Error::corruption(file, offset, reason);
-        if b.len() < INDEX_HEADER + 4 {
+        if len < INDEX_HEADER + 4 || head.len() != INDEX_HEADER || tail.len() != INDEX_TAIL.min(len) {
             return Err(bad(0, "index file truncated"));
         }
+        let b = head;
         if &b[0..8] != INDEX_MAGIC {
             return Err(bad(0, "not an annal index (bad magic)"));
         }
@@ -276,7 +300,7 @@ impl SegmentIndex {
         }
         match le_u32(b, 8) {
             1 => Ok(SegmentIndex::V1(v1::IndexV1::open(map, file)?)),
-            v @ (2..=4) => Ok(SegmentIndex::V2(v2::IndexV2::open(map, file, v)?)),
+            v @ (2..=4) => Ok(SegmentIndex::V2(v2::IndexV2::open(map, file, v, head, tail)?)),
             found => Err(Error::UnsupportedVersion {
                 file: file.to_path_buf(),
                 found,

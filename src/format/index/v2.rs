@@ -353,8 +353,11 @@ impl IndexV2 {
     /// and every entry are checked the first time the section is used
     /// ([`IndexV2::damage`] reports a failure; the section then answers
     /// nothing); [`IndexV2::check_all`] checks them all at once.
-    pub(super) fn open(map: Mapped, file: &Path, version: u32) -> Result<Self> {
-        let b: &[u8] = (*map).as_ref();
+    pub(super) fn open(map: Mapped, file: &Path, version: u32, head: &[u8], tail: &[u8]) -> Result<Self> {
+        // Only the header (`head`), the length and the checksums at the end
+        // (`tail`, the file's last `INDEX_TAIL` bytes) are read here.
+        let b = head;
+        let file_len = (*map).as_ref().len();
         let bad = |offset: usize, reason: &str| Error::corruption(file, offset as u64, reason);
         let Header {
             base,
@@ -381,24 +384,30 @@ impl IndexV2 {
         // The type names (versions 3 and 4) take the rest of the body, before
         // version 4's section checksums and the body checksum.
         let sums_len = if version >= 4 { SUMS_LEN } else { 0 };
-        let names_len = (b.len() as u128).checked_sub(INDEX_HEADER as u128 + body + sums_len as u128 + 4);
+        let names_len = (file_len as u128).checked_sub(INDEX_HEADER as u128 + body + sums_len as u128 + 4);
         let names_len = match (version, names_len) {
             (2, Some(0)) => 0,
             (3 | 4, Some(n)) if n >= 8 => u64::try_from(n).map_err(|_| bad(0, "index file larger than memory"))?,
             _ => return Err(bad(0, "index section sizes do not match the file length")),
         };
-        let crc_at = b.len() - 4;
+        let crc_at = file_len - 4;
         // The body checksum (and in version 4 each section's) is checked on
         // first use, so that open reads no page of the body but version 4's
         // section checksums, which are checked here.
         let sums = if version >= 4 {
             let at = crc_at - SUMS_LEN;
-            if crc32fast::hash(&b[at..crc_at - 4]) != le_u32(b, crc_at - 4) {
+            // The checksums are the tail's last 40 bytes but the body CRC.
+            let t = tail
+                .len()
+                .checked_sub(SUMS_LEN + 4)
+                .and_then(|from| tail.get(from..tail.len() - 4))
+                .ok_or_else(|| bad(at, "index file truncated"))?;
+            if crc32fast::hash(&t[..SUMS_LEN - 4]) != le_u32(t, SUMS_LEN - 4) {
                 return Err(bad(at, "index section checksums damaged"));
             }
             let mut sums = [0u32; SUMS];
             for (i, sum) in sums.iter_mut().enumerate() {
-                *sum = le_u32(b, at + 4 * i);
+                *sum = le_u32(t, 4 * i);
             }
             Some(sums)
         } else {
