@@ -829,7 +829,7 @@ mod tests {
             at += len;
         }
         out.push(("bloom", at));
-        out.push(("summary", at + le_u64(bytes, 72) as usize));
+        out.push(("summary", at + usize::try_from(le_u64(bytes, 72)).unwrap()));
         out
     }
 
