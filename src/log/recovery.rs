@@ -422,8 +422,10 @@ fn read_segment(
                 && (!seg.summary_needed || i.check_all().is_ok())
         })
             && let Ok(bytes) = st.map(path)
-            && let Ok(sealed) = SealedSegment::new(path.to_path_buf(), mapped_bytes(bytes), index, dict)
-            && SegmentHeader::decode(&sealed.bytes, path).is_ok_and(|h| h.base_position == base)
+            // Read with pread: a touched mapped page can make 2 MiB resident.
+            && let Ok(header) = read_segment_header(st, path)
+            && header.base_position == base
+            && let Ok(sealed) = SealedSegment::with_header(path.to_path_buf(), mapped_bytes(bytes), &header, index, dict)
             // The last segment is normally the active one, with no index: trust one only
             // if its seal is there (see `open_segment`).
             && (next_base.is_some() || seal_at_index_end(&sealed) == Some(true))
