@@ -11,7 +11,8 @@
 //! program again, with `--measure DIR`), so that its resident memory is the
 //! open's alone: five opens, each followed by one stream read of one event.
 //! The data directory is kept when `--dir` names it (a second run reuses it),
-//! else it is a temporary one.
+//! else it is a temporary one. After the open, the resident mapped pages are
+//! split by file kind (segments, index files, others) from `/proc/self/smaps`.
 
 // Measurements may unwrap and cast freely; the library may not (Cargo.toml [lints]).
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation, clippy::cast_precision_loss)]
@@ -45,12 +46,39 @@ fn memory_detail_mib() -> (f64, f64, f64, f64) {
     (field("VmRSS:"), field("VmHWM:"), field("RssAnon:"), field("RssFile:"))
 }
 
+/// Resident MiB of this process's mappings of segment files (`.seg`), of
+/// index files (`.idx`) and of other files, from `/proc/self/smaps`.
+fn mapped_by_kind_mib() -> (f64, f64, f64) {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+    let (mut seg, mut idx, mut other) = (0.0, 0.0, 0.0);
+    let mut kind = None;
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            // A mapping's first line: range, perms, offset, dev, inode, path.
+            kind = match words.nth(4) {
+                Some(p) if p.ends_with(".seg") => Some(0),
+                Some(p) if p.ends_with(".idx") => Some(1),
+                Some(p) if p.starts_with('/') => Some(2),
+                _ => None,
+            };
+        } else if first == "Rss:"
+            && let (Some(k), Some(kb)) = (kind, words.next().and_then(|v| v.parse::<f64>().ok()))
+        {
+            *[&mut seg, &mut idx, &mut other][k] += kb / 1024.0;
+        }
+    }
+    (seg, idx, other)
+}
+
 fn measure(dir: &Path, streams: u64) {
     let (rss0, _) = memory_mib();
     let t = Instant::now();
     let store = Store::open(dir, Options::default()).unwrap();
     let open = t.elapsed();
     let (rss_open, _) = memory_mib();
+    let (seg, idx, other) = mapped_by_kind_mib();
     let t = Instant::now();
     let stream = common::stream_name(streams / 2);
     let events = store
@@ -60,11 +88,14 @@ fn measure(dir: &Path, streams: u64) {
     let read = t.elapsed();
     let (rss_read, hwm, anon, file) = memory_detail_mib();
     println!(
-        "{:.2} {:.3} {:.1} {:.1} {:.1} ({:.1} heap, {:.1} files) {:.1} {}",
+        "{:.2} {:.3} {:.1} {:.1} [{:.1} seg, {:.1} idx, {:.1} other files] {:.1} ({:.1} heap, {:.1} files) {:.1} {}",
         open.as_secs_f64() * 1e3,
         read.as_secs_f64() * 1e3,
         rss0,
         rss_open,
+        seg,
+        idx,
+        other,
         rss_read,
         anon,
         file,
@@ -117,7 +148,7 @@ fn main() {
         size as f64 / (1 << 20) as f64
     );
     println!(
-        "open ms | read one event ms | RSS before MiB | after open | after read (heap, mapped files) | peak | head"
+        "open ms | read one event ms | RSS before MiB | after open [its mapped files] | after read (heap, mapped files) | peak | head"
     );
     let me = std::env::current_exe().unwrap();
     for _ in 0..5 {

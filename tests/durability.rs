@@ -404,3 +404,25 @@ fn repair_of_a_store_whose_segments_are_all_gone_keeps_their_positions() {
     let r = store.append("new", ExpectedVersion::NoStream, events(1, "x")).unwrap();
     assert_eq!(r.position, head);
 }
+
+/// The writer of a reopened store continues the active segment's checksum
+/// from recovery's scan (it no longer reads the segment again): the claim a
+/// second clean close writes must still match the segment's bytes, over
+/// several closes with appends in between.
+#[test]
+fn clean_closes_after_reopens_leave_a_claim_that_matches_the_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..4 {
+        let store = Store::open(dir.path(), options()).unwrap();
+        store
+            .append("s", ExpectedVersion::Any, events(5, &format!("r{round}")))
+            .unwrap();
+        store.close().unwrap();
+    }
+    let store = Store::open(dir.path(), options()).unwrap();
+    let all = store
+        .read_stream("s", annal::Direction::Forward, StreamFrom::Start, usize::MAX)
+        .unwrap();
+    assert_eq!(all.len(), 20);
+    assert_eq!(torn_files(dir.path()), 0);
+}

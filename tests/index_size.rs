@@ -49,7 +49,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 }
 
 /// Bytes per section of every `.idx` file in `dir`, summed: locations,
-/// streams, types, tags, ids, the rest (header, bloom, summary, type names, shared tag keys, checksum),
+/// streams, types, tags, ids, the rest (header, bloom, summary, type names, shared tag keys, checksums),
 /// and the number of positions.
 fn index_bytes(dir: &Path) -> ([u64; 6], u64) {
     let mut sums = [0u64; 6];

@@ -78,7 +78,7 @@ pub fn fix_header64(buf: &mut [u8]) {
     }
 }
 
-/// Fixes both CRCs of an `.idx` file: the header's (124..128 over 0..124) and the body's (last 4 bytes over 128..).
+/// Fixes the CRCs of an `.idx` file: the header's (124..128 over 0..124), version 4's section checksums, and the body's (last 4 bytes over 128..).
 pub fn fix_index(buf: &mut [u8]) {
     if buf.len() >= 128 {
         let crc = crc32fast::hash(&buf[..124]);
@@ -86,9 +86,45 @@ pub fn fix_index(buf: &mut [u8]) {
     }
     if buf.len() >= 132 {
         let end = buf.len() - 4;
+        fix_index_section_sums(buf, end);
         let crc = crc32fast::hash(&buf[128..end]);
         buf[end..].copy_from_slice(&crc.to_le_bytes());
     }
+}
+
+/// Version 4's section checksums (36 bytes before the body CRC at `end`):
+/// one CRC per section (locations, streams, types, tags, ids, bloom,
+/// summary with its restarts, names), then the CRC of those; left alone if
+/// the header's sizes do not fit the file.
+fn fix_index_section_sums(buf: &mut [u8], end: usize) {
+    if le_u32(buf, 8) != 4 || end < 128 + 36 {
+        return;
+    }
+    let sums_at = end - 36;
+    let field = |at: usize| usize::try_from(le_u64(buf, at)).ok();
+    let (Some(bloom), Some(summary), Some(streams)) = (field(72), field(80), field(56)) else {
+        return;
+    };
+    let mut lens: Vec<usize> = (0..5).map(|i| le_u32(buf, 96 + 4 * i) as usize).collect();
+    lens.push(bloom);
+    lens.push(summary.saturating_add(streams.div_ceil(16).saturating_mul(4)));
+    let Some(names) = lens
+        .iter()
+        .try_fold(0usize, |a, l| a.checked_add(*l))
+        .and_then(|total| sums_at.checked_sub(128)?.checked_sub(total))
+    else {
+        return;
+    };
+    lens.push(names);
+    let mut at = 128;
+    let mut sums = Vec::with_capacity(36);
+    for len in lens {
+        sums.extend_from_slice(&crc32fast::hash(&buf[at..at + len]).to_le_bytes());
+        at += len;
+    }
+    let crc = crc32fast::hash(&sums);
+    sums.extend_from_slice(&crc.to_le_bytes());
+    buf[sums_at..end].copy_from_slice(&sums);
 }
 
 /// Fixes the block-table CRC of a compressed segment (trailer: table offset,
@@ -388,7 +424,11 @@ fn check_index(bytes: Vec<u8>) {
         let loc = idx.location(p);
         let ts = idx.time_bounds(p);
         assert_eq!(loc.is_some(), ts.is_some(), "location and time bounds disagree at {p}");
-        assert_eq!(loc.is_some(), p >= base && p < next, "location of {p} outside {base}..{next}");
+        assert_eq!(
+            loc.is_some(),
+            p >= base && p < next,
+            "location of {p} outside {base}..{next}"
+        );
         if let Some((off, end)) = loc {
             assert!(
                 off <= end && end <= end_offset,
@@ -417,7 +457,10 @@ fn check_index(bytes: Vec<u8>) {
     for &h in &hashes {
         let _ = idx.may_contain_stream(h);
         for list in [idx.type_positions(h), idx.tag_positions(h)] {
-            assert!(list.iter().all(|p| *p >= base && *p < next), "a position outside the segment");
+            assert!(
+                list.iter().all(|p| *p >= base && *p < next),
+                "a position outside the segment"
+            );
         }
     }
     for name in &names {
@@ -431,7 +474,10 @@ fn check_index(bytes: Vec<u8>) {
                         "stream_entries returned {} entries",
                         got.len()
                     );
-                    assert!(got.iter().all(|(_, p)| *p >= base && *p < next), "a stream entry outside the segment");
+                    assert!(
+                        got.iter().all(|(_, p)| *p >= base && *p < next),
+                        "a stream entry outside the segment"
+                    );
                 }
             }
         }
@@ -588,6 +634,21 @@ mod tests {
         assert_eq!(le_u32(&b, 5), 2 << 24);
         assert_eq!(le_u32(&b, 6), 0);
         assert_eq!(le_u32(&b, usize::MAX - 1), 0);
+    }
+
+    /// `fix_index` makes a version-4 file's section checksums valid again:
+    /// cleared, they come back byte for byte.
+    #[test]
+    fn fix_index_restores_version_4_section_checksums() {
+        let good = annal::format::index::MemIndex::new(0, 64, Default::default())
+            .encode_file()
+            .expect("an empty index encodes");
+        assert_eq!(le_u32(&good, 8), 4);
+        let mut bytes = good.clone();
+        let n = bytes.len();
+        bytes[n - 40..].fill(0);
+        fix_index(&mut bytes);
+        assert_eq!(bytes, good);
     }
 
     /// Found by fuzzing (issue 11, item 25b): an index with a lost position

@@ -247,8 +247,20 @@ impl Compressed {
     /// Reads and checks the block table of a compressed segment file; `dict` is
     /// the store's dictionary (needed if the header names one).
     pub fn open(file: Bytes, path: &std::path::Path, dict: Option<&Arc<Dictionary>>) -> Result<Self> {
+        let header = crate::format::segment::SegmentHeader::decode(&file, path)?;
+        Self::open_with_header(file, &header, path, dict)
+    }
+
+    /// [`Compressed::open`] with the file's header decoded by the caller
+    /// (who may have read it without touching `file`'s mapped pages).
+    pub fn open_with_header(
+        file: Bytes,
+        header: &crate::format::segment::SegmentHeader,
+        path: &std::path::Path,
+        dict: Option<&Arc<Dictionary>>,
+    ) -> Result<Self> {
         let bad = |offset: usize, why: &str| Error::corruption(path, offset as u64, why.to_string());
-        let dict = match crate::format::segment::SegmentHeader::decode(&file, path)?.dictionary {
+        let dict = match header.dictionary {
             None => None,
             Some(id) => match dict {
                 Some(d) if d.id == id => Some(d.clone()),

@@ -27,7 +27,7 @@ use crate::format::index::{Lookup, SegmentIndex};
 use crate::format::segment::{self, SEGMENT_HEADER, ScanEnd, SegmentHeader, segment_file_name};
 use crate::log::damage::{Damage, TornTail, damage_of, save_torn_tail};
 use crate::log::scan::{Scanned, index_segment};
-use crate::log::segments::{ActiveSegment, SealedSegment, SegmentSet, mapped_bytes};
+use crate::log::segments::{ActiveSegment, SealedSegment, SegmentSet, mapped_bytes, open_index, read_segment_header};
 use crate::log::state::Shared;
 use crate::options::Options;
 use crate::storage::{Storage, read_whole, write_atomically};
@@ -183,6 +183,8 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
             is_last,
             claim: seg_claim,
             fields: &fields,
+            // `rebuild_streams` reads the summaries of the segments the stream checkpoint does not cover.
+            summary_needed: checkpoint.as_ref().is_none_or(|c| *base >= c.covered_position),
         };
         let next_base = names.get(i + 1).map(|(b, _)| *b);
         let opened = match access {
@@ -412,18 +414,18 @@ fn read_segment(
     // A sealed segment with a good index is opened without reading its bytes.
     if let Some(idx_name) = idx_name {
         let idx_path = dir.join(idx_name);
-        let loaded = st
-            .map(&idx_path)
-            .ok()
-            .and_then(|m| SegmentIndex::open(m, &idx_path).ok());
+        let loaded = open_index(st, &idx_path).ok();
         if let Some(index) = loaded.filter(|i| {
             i.base() == base
                 && next_base.is_none_or(|n| i.next_position() == n)
                 && i.meta_fingerprint() == seg.fields.fingerprint()
+                && (!seg.summary_needed || i.check_all().is_ok())
         })
             && let Ok(bytes) = st.map(path)
-            && let Ok(sealed) = SealedSegment::new(path.to_path_buf(), mapped_bytes(bytes), index, dict)
-            && SegmentHeader::decode(&sealed.bytes, path).is_ok_and(|h| h.base_position == base)
+            // Read with pread: a touched mapped page can make 2 MiB resident.
+            && let Ok(header) = read_segment_header(st, path)
+            && header.base_position == base
+            && let Ok(sealed) = SealedSegment::with_header(path.to_path_buf(), mapped_bytes(bytes), &header, index, dict)
             // The last segment is normally the active one, with no index: trust one only
             // if its seal is there (see `open_segment`).
             && (next_base.is_some() || seal_at_index_end(&sealed) == Some(true))
@@ -490,7 +492,7 @@ fn read_segment(
             committed_end,
             "segment is not sealed but a later segment exists",
         )),
-        _ => check_claim(seg, &bytes, &end, committed_end, data_end).err(),
+        _ => check_claim(seg, &bytes, &end, committed_end, data_end, None).err(),
     };
     let sealed_whole = matches!(end, ScanEnd::Sealed { .. }) && problem.is_none();
     if let Some(e) = problem {
@@ -501,6 +503,7 @@ fn read_segment(
             path: path.to_path_buf(),
             file,
             index: RwLock::new(index),
+            content_crc: None,
         })));
     }
     let idx_path = dir.join(crate::format::segment::index_file_name(base));
@@ -522,6 +525,11 @@ struct Seg<'a> {
     claim: &'a Claim,
     /// The store's indexed metadata fields: an index file made with others is rebuilt.
     fields: &'a Arc<crate::format::index::MetaFields>,
+    /// True if the stream states are rebuilt from this segment's index
+    /// summary (the stream checkpoint does not cover it): its index is then
+    /// checked whole at open, checksums and entries, and rebuilt if that
+    /// fails. Other indexes are checked on first use of each section.
+    summary_needed: bool,
 }
 
 /// Whether the seal that a sealed segment's index implies is where the index
@@ -551,22 +559,23 @@ fn open_segment(
     // A sealed segment with a good index is opened without reading its bytes.
     if let Some(idx_name) = idx_name {
         let idx_path = dir.join(idx_name);
-        let loaded = st
-            .map(&idx_path)
-            .ctx(|| format!("mapping {}", idx_path.display()))
-            .and_then(|m| SegmentIndex::open(m, &idx_path));
+        let loaded = open_index(st, &idx_path);
         match loaded {
-            // A summary that fails its check is rebuilt below with the rest.
-            // An index made with other indexed metadata fields is rebuilt below.
+            // An index whose summary open needs (see `Seg::summary_needed`)
+            // and which fails its full check is rebuilt below with the rest,
+            // as is one made with other indexed metadata fields. Any other
+            // index is opened without reading its body: its checksums and
+            // entries are checked on first use of each section.
             Ok(index)
                 if index.base() == base
-                    && index.check_summary().is_ok()
+                    && (!seg.summary_needed || index.check_all().is_ok())
                     && index.meta_fingerprint() == seg.fields.fingerprint() =>
             {
                 let bytes = st.map(path).ctx(|| format!("mapping {}", path.display()))?;
-                let sealed = SealedSegment::new(path.to_path_buf(), mapped_bytes(bytes), index, dict)?;
+                let header = read_segment_header(st, path)?;
+                let sealed = SealedSegment::with_header(path.to_path_buf(), mapped_bytes(bytes), &header, index, dict)?;
                 let index = &sealed.index;
-                if SegmentHeader::decode(&sealed.bytes, path)?.base_position != base {
+                if header.base_position != base {
                     return Err(Error::corruption(
                         path,
                         16,
@@ -614,10 +623,13 @@ fn open_segment(
     }
 
     let file = st.open(path, is_last).ctx(|| format!("opening {}", path.display()))?;
-    let mut bytes = read_whole(&*file).ctx(|| format!("reading {}", path.display()))?;
+    // Mapped, not copied into the heap (the last segment can be a whole
+    // segment_size of appends): nothing writes the file while this runs, and
+    // the mapping is dropped before a torn tail is cut.
+    let mut bytes = mapped_bytes(st.map(path).ctx(|| format!("mapping {}", path.display()))?);
     // A compressed segment (always sealed) is scanned in its logical form.
     if SegmentHeader::decode(&bytes, path).is_ok_and(|h| h.compressed) {
-        bytes = crate::format::compressed::Compressed::open(bytes.into(), path, dict)?.logical(path)?;
+        bytes = Bytes::from(crate::format::compressed::Compressed::open(bytes, path, dict)?.logical(path)?);
     }
     let header = match SegmentHeader::decode(&bytes, path) {
         Ok(h) => h,
@@ -701,7 +713,16 @@ fn open_segment(
                 ScanEnd::Clean { end } => end,
                 _ => segment::data_end(&bytes, index_in(&bytes, committed_end, path)?) as u64,
             };
-            check_claim(seg, &bytes, &end, committed_end, data_end)?;
+            // The CRC of the bytes the scan covered: checked against the
+            // durable-end claim, and continued by the writer.
+            let covered = index.end_offset();
+            let mut content_crc = crc32fast::Hasher::new();
+            content_crc.update(
+                bytes
+                    .get(SEGMENT_HEADER..index_in(&bytes, covered, path)?)
+                    .ok_or_else(|| Error::corruption(path, covered, "index ends inside the segment header"))?,
+            );
+            check_claim(seg, &bytes, &end, committed_end, data_end, Some((covered, &content_crc)))?;
             if data_end > committed_end {
                 torn.push(save_torn_tail(
                     st,
@@ -711,6 +732,8 @@ fn open_segment(
                     base,
                     committed_end,
                 )?);
+                // No mapping of the file may outlive its cut.
+                drop(bytes);
                 file.set_len(committed_end)
                     .and_then(|()| file.sync_data())
                     .ctx(|| format!("cutting the torn tail of {}", path.display()))?;
@@ -719,6 +742,7 @@ fn open_segment(
                 path: path.to_path_buf(),
                 file,
                 index: RwLock::new(index),
+                content_crc: Some((covered, content_crc)),
             })))
         }
     }
@@ -736,7 +760,16 @@ fn index_in(bytes: &[u8], offset: u64, path: &Path) -> Result<usize> {
 /// at the last clean close: damage or missing bytes before its `durable_end`, or
 /// bytes before it that differ from what was there. With a damaged `durable.chk`
 /// nothing may be cut at all.
-fn check_claim(seg: &Seg<'_>, bytes: &[u8], end: &ScanEnd, committed_end: u64, data_end: u64) -> Result<()> {
+/// `known`: the CRC state of the bytes from the header up to an offset, if
+/// already computed (used when that offset is the claim's `durable_end`).
+fn check_claim(
+    seg: &Seg<'_>,
+    bytes: &[u8],
+    end: &ScanEnd,
+    committed_end: u64,
+    data_end: u64,
+    known: Option<(u64, &crc32fast::Hasher)>,
+) -> Result<()> {
     match seg.claim {
         Claim::Absent => Ok(()),
         Claim::Unreadable(e) if data_end > committed_end => Err(Error::corruption(
@@ -775,7 +808,11 @@ fn check_claim(seg: &Seg<'_>, bytes: &[u8], end: &ScanEnd, committed_end: u64, d
                 .ok_or_else(|| {
                     Error::corruption(seg.path, m.durable_end, format!("bad durable end in {DURABLE_FILE}"))
                 })?;
-            if crc32fast::hash(durable) != m.content_crc {
+            let crc = match known {
+                Some((covered, h)) if covered == m.durable_end => h.clone().finalize(),
+                _ => crc32fast::hash(durable),
+            };
+            if crc != m.content_crc {
                 return Err(Error::corruption(
                     seg.path,
                     SEGMENT_HEADER as u64,

@@ -38,7 +38,7 @@ impl SealedSegment {
         let idx_name = index_file_name(base);
         let idx_path = dir.join(&idx_name);
         let bytes = mapped_bytes(storage.map(&path).ctx(|| format!("mapping {}", path.display()))?);
-        let index = SegmentIndex::open(storage.map(&idx_path).ctx(|| format!("mapping {idx_name}"))?, &idx_path)?;
+        let index = open_index(storage, &idx_path)?;
         Self::new(path, bytes, index, dict)
     }
 
@@ -50,9 +50,21 @@ impl SealedSegment {
         index: SegmentIndex,
         dict: Option<&Arc<Dictionary>>,
     ) -> Result<Self> {
-        let header = crate::format::segment::SegmentHeader::decode(&bytes, &path)?;
+        let header = SegmentHeader::decode(&bytes, &path)?;
+        Self::with_header(path, bytes, &header, index, dict)
+    }
+
+    /// [`SealedSegment::new`] with the file's header decoded by the caller
+    /// (read with a positional read, so that no mapped page is touched).
+    pub(crate) fn with_header(
+        path: PathBuf,
+        bytes: Bytes,
+        header: &SegmentHeader,
+        index: SegmentIndex,
+        dict: Option<&Arc<Dictionary>>,
+    ) -> Result<Self> {
         let compressed = if header.compressed {
-            Some(Compressed::open(bytes.clone(), &path, dict)?)
+            Some(Compressed::open_with_header(bytes.clone(), header, &path, dict)?)
         } else {
             None
         };
@@ -90,6 +102,35 @@ impl SealedSegment {
     }
 }
 
+/// Maps the index file `path` and opens it, reading its header and
+/// checksums with positional reads rather than through the mapping, so that
+/// opening it makes none of its pages resident (see
+/// [`SegmentIndex::open_with_edges`]).
+pub(crate) fn open_index(storage: &dyn Storage, path: &Path) -> Result<SegmentIndex> {
+    let map = storage.map(path).ctx(|| format!("mapping {}", path.display()))?;
+    let len = (*map).as_ref().len();
+    let mut head = vec![0u8; crate::format::index::INDEX_HEADER.min(len)];
+    let tail_len = crate::format::index::INDEX_TAIL.min(len);
+    let mut tail = vec![0u8; tail_len];
+    let file = storage.open(path, false).ctx(|| format!("opening {}", path.display()))?;
+    file.read_exact_at(&mut head, 0)
+        .and_then(|()| file.read_exact_at(&mut tail, (len - tail_len) as u64))
+        .ctx(|| format!("reading {}", path.display()))?;
+    SegmentIndex::open_with_edges(map, path, &head, &tail)
+}
+
+/// The header of the segment file `path`, read with a positional read
+/// rather than through a mapping (a touched mapped page can make a whole
+/// large folio, up to 2 MiB, resident in this process).
+pub(crate) fn read_segment_header(storage: &dyn Storage, path: &Path) -> Result<SegmentHeader> {
+    let file = storage.open(path, false).ctx(|| format!("opening {}", path.display()))?;
+    let len = file.len().ctx(|| format!("reading {}", path.display()))?;
+    let mut head = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX).min(SEGMENT_HEADER)];
+    file.read_exact_at(&mut head, 0)
+        .ctx(|| format!("reading {}", path.display()))?;
+    SegmentHeader::decode(&head, path)
+}
+
 /// Owner of a mapping, so that the mapped bytes can back a [`Bytes`].
 struct MapOwner(Mapped);
 
@@ -109,6 +150,10 @@ pub(crate) struct ActiveSegment {
     pub(crate) path: PathBuf,
     pub(crate) file: Arc<dyn StorageFile>,
     pub(crate) index: RwLock<MemIndex>,
+    /// The CRC-32 state of the segment's bytes after its header, up to the
+    /// offset it names, as recovery scanned them (so that the writer
+    /// continues it instead of reading the segment again); `None` if unknown.
+    pub(crate) content_crc: Option<(u64, crc32fast::Hasher)>,
 }
 
 impl ActiveSegment {
@@ -133,6 +178,7 @@ impl ActiveSegment {
             path,
             file,
             index: RwLock::new(MemIndex::new(base, SEGMENT_HEADER as u64, fields)),
+            content_crc: None,
         })
     }
 }

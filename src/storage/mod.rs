@@ -134,8 +134,9 @@ impl Storage for FsStorage {
             return Ok(Arc::new(Vec::<u8>::new()));
         }
         // SAFETY: annal maps only sealed segment and index files, which it never
-        // modifies or truncates while a handle is open; the lock file keeps other
-        // annal processes out. A foreign process truncating the file could still
+        // modifies or truncates while a handle is open, and (recovery, before
+        // anything is appended) the last segment, whose mapping it drops before
+        // it cuts a torn tail; the lock file keeps other annal processes out. A foreign process truncating the file could still
         // fault the mapping, which no safe API can prevent.
         #[allow(unsafe_code)]
         let map = unsafe { memmap2::Mmap::map(&f)? };

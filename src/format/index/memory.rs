@@ -215,7 +215,8 @@ impl MemIndex {
     }
 
     /// Encodes the `.idx` file for this segment once it is sealed: version 4
-    /// (version 2 with the segment's type names and shared tag keys), or version 1 when the
+    /// (version 2 with the segment's type names, its shared tag keys and a
+    /// checksum per section), or version 1 when the
     /// segment is too large for version 2's 32-bit fields. Fails with [`crate::Error::InvalidInput`] if a stream name is
     /// longer than its 16-bit length field (names come from validated appends
     /// or from the log, so the store's never are).
@@ -223,8 +224,8 @@ impl MemIndex {
         self.encode_file_v2(super::INDEX_VERSION)
     }
 
-    /// Encodes a file of `version` 2, 3 (with the type names) or 4 (with the
-    /// shared tag keys too), falling back to version 1 as
+    /// Encodes a compact file of `version` 4 (names, shared tag keys and
+    /// section checksums), 3 (names) or 2, falling back to version 1 as
     /// [`MemIndex::encode_file`].
     pub(crate) fn encode_file_v2(&self, version: u32) -> Result<Vec<u8>> {
         let parts = self.parts();
@@ -240,13 +241,12 @@ impl MemIndex {
     }
 
     /// Encodes the `.idx` file in the version `like` has, so that the two can
-    /// be compared byte for byte (version 2 falls back to 1 as in
+    /// be compared byte for byte (versions 2 to 4 fall back to 1 as in
     /// [`MemIndex::encode_file`]).
     pub fn encode_file_like(&self, like: &super::SegmentIndex) -> Result<Vec<u8>> {
         match like.version() {
             1 => self.encode_file_v1(),
-            v @ (2 | 3) => self.encode_file_v2(v),
-            _ => self.encode_file(),
+            v => self.encode_file_v2(v),
         }
     }
 }

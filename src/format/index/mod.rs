@@ -5,9 +5,9 @@
 //! is sealed, its index is written once into an immutable `.idx` file and read
 //! back through a memory map ([`SegmentIndex`]), so sealed data costs no heap
 //! per event. Both answer the same questions through [`Lookup`]. Files are
-//! written in version 2 (compact: [`v2`], with [`keyed`] lists), or in
+//! written in version 4 (compact: [`v2`], with [`keyed`] lists), or in
 //! version 1 ([`v1`]) when a segment is too large for version 2's 32-bit
-//! fields; both versions are read. This module owns the `.idx` encoders and
+//! fields; every version is read. This module owns the `.idx` encoders and
 //! decoders; it must never read segment bytes.
 
 use std::path::Path;
@@ -38,6 +38,17 @@ pub const INDEX_VERSION: u32 = 4;
 /// Size of the index file header.
 pub const INDEX_HEADER: usize = 128;
 const BLOOM_PROBES: u64 = 7;
+
+/// Bytes at the end of an index file that opening it reads: version 4's
+/// section checksums and the body checksum.
+pub const INDEX_TAIL: usize = 40;
+
+/// The first [`INDEX_HEADER`] bytes and the last [`INDEX_TAIL`] bytes of an
+/// index file's bytes `b` (each shorter if `b` is), as
+/// [`SegmentIndex::open_with_edges`] takes them.
+pub fn edges(b: &[u8]) -> (&[u8], &[u8]) {
+    (&b[..INDEX_HEADER.min(b.len())], &b[b.len() - INDEX_TAIL.min(b.len())..])
+}
 
 /// The 64-bit hash annal uses for stream names, event types and tags (XXH3-64, seed 0).
 pub fn hash_str(s: &str) -> u64 {
@@ -267,16 +278,31 @@ pub enum SegmentIndex {
 }
 
 impl SegmentIndex {
-    /// Decodes and checks an index file of either version: both checksums
-    /// and every size; the entries of a version-2 file are checked on first
-    /// use of their section (see [`SegmentIndex::damage`]), or all at once by
-    /// [`SegmentIndex::check_all`].
+    /// Decodes and checks an index file of any version: its header checksum
+    /// and every size (and a version-1 file's body checksum); the checksums
+    /// and entries of a version-2 to -4 file are checked on first use of
+    /// their section (see [`SegmentIndex::damage`]), or all at once by
+    /// [`SegmentIndex::check_all`], so that open reads a constant part of
+    /// the file.
     pub fn open(map: Mapped, file: &Path) -> Result<Self> {
         let b: &[u8] = (*map).as_ref();
+        let (head, tail) = edges(b);
+        let (head, tail) = (head.to_vec(), tail.to_vec());
+        Self::open_with_edges(map, file, &head, &tail)
+    }
+
+    /// [`SegmentIndex::open`], with the file's first [`INDEX_HEADER`] bytes
+    /// and last [`INDEX_TAIL`] bytes (fewer if it is shorter: see [`edges`])
+    /// read by the caller, so that a version-2 to -4 file's open touches no
+    /// page of the mapping (a touched page of a mapped file can make a whole
+    /// large folio, up to 2 MiB, resident in this process).
+    pub fn open_with_edges(map: Mapped, file: &Path, head: &[u8], tail: &[u8]) -> Result<Self> {
+        let len = (*map).as_ref().len();
         let bad = |offset: u64, reason: &str| Error::corruption(file, offset, reason);
-        if b.len() < INDEX_HEADER + 4 {
+        if len < INDEX_HEADER + 4 || head.len() != INDEX_HEADER || tail.len() != INDEX_TAIL.min(len) {
             return Err(bad(0, "index file truncated"));
         }
+        let b = head;
         if &b[0..8] != INDEX_MAGIC {
             return Err(bad(0, "not an annal index (bad magic)"));
         }
@@ -286,7 +312,7 @@ impl SegmentIndex {
         }
         match le_u32(b, 8) {
             1 => Ok(SegmentIndex::V1(v1::IndexV1::open(map, file)?)),
-            v @ (2..=4) => Ok(SegmentIndex::V2(v2::IndexV2::open(map, file, v)?)),
+            v @ (2..=4) => Ok(SegmentIndex::V2(v2::IndexV2::open(map, file, v, head, tail)?)),
             found => Err(Error::UnsupportedVersion {
                 file: file.to_path_buf(),
                 found,
@@ -328,17 +354,7 @@ impl SegmentIndex {
         }
     }
 
-    /// Checks the stream summary now (a version-2 open leaves it to first
-    /// use): recovery rebuilds an index whose summary fails, as it does a
-    /// damaged file, rather than refuse to open for derived data.
-    pub fn check_summary(&self) -> Result<()> {
-        match self {
-            SegmentIndex::V1(_) => Ok(()),
-            SegmentIndex::V2(i) => i.check_summary(),
-        }
-    }
-
-    /// Checks every entry now (what a version-2 open leaves to first use).
+    /// Checks every checksum and entry now (what a version-2 open leaves to first use).
     pub fn check_all(&self) -> Result<()> {
         match self {
             SegmentIndex::V1(_) => Ok(()),
@@ -685,11 +701,17 @@ mod tests {
     }
 
     #[test]
-    fn sealed_indexes_of_both_versions_answer_like_the_memory_index() {
+    fn sealed_indexes_of_every_version_answer_like_the_memory_index() {
         for lost in [false, true] {
             let m = sample(lost);
-            let v3 = open(m.encode_file().unwrap()).unwrap();
-            assert_eq!(v3.version(), INDEX_VERSION);
+            let v4 = open(m.encode_file().unwrap()).unwrap();
+            assert_eq!(v4.version(), INDEX_VERSION);
+            check_same(&m, &v4);
+            assert_eq!(m.encode_file_like(&v4).unwrap(), v4.raw());
+            v4.check_all().unwrap();
+            // Version 3 (what annal wrote before) answers alike, without section checksums.
+            let v3 = open(m.encode_file_v2(3).unwrap()).unwrap();
+            assert_eq!(v3.version(), 3);
             check_same(&m, &v3);
             let catalog = TypeCatalog {
                 names: vec!["A".to_string(), "B".to_string()],
@@ -706,19 +728,14 @@ mod tests {
             assert_eq!(v2.type_catalog(), None);
             assert_eq!(m.encode_file_like(&v2).unwrap(), v2.raw());
             assert_eq!(m.encode_file_like(&v3).unwrap(), v3.raw());
-            // Version 3 (before the shared tag keys) still answers, names and all.
-            let v3_old = open(m.encode_file_v2(3).unwrap()).unwrap();
-            assert_eq!(v3_old.version(), 3);
-            check_same(&m, &v3_old);
-            assert_eq!(v3_old.type_catalog(), v3.type_catalog());
-            assert_eq!(m.encode_file_like(&v3_old).unwrap(), v3_old.raw());
+            assert_eq!(v4.type_catalog(), v3.type_catalog());
             // Whose entries a tag key holds: known in memory, one unnamed
             // owner in version 4, unknown before.
             for (tag, here) in [("even", true), ("odd", true), ("none", false)] {
                 let key = TagKey::tag(tag);
                 assert_eq!(m.tag_owner(&key), TagOwner::Known(here), "{tag}");
-                assert_eq!(v3.tag_owner(&key), TagOwner::One, "{tag}");
-                assert_eq!(v3_old.tag_owner(&key), TagOwner::Unknown, "{tag}");
+                assert_eq!(v4.tag_owner(&key), TagOwner::One, "{tag}");
+                assert_eq!(v3.tag_owner(&key), TagOwner::Unknown, "{tag}");
                 assert_eq!(v2.tag_owner(&key), TagOwner::Unknown, "{tag}");
             }
             let v1 = open(m.encode_file_v1().unwrap()).unwrap();
@@ -759,26 +776,27 @@ mod tests {
 
     #[test]
     fn damaged_index_files_are_refused() {
-        for bytes in [sample(true).encode_file().unwrap(), sample(true).encode_file_v1().unwrap()] {
-            for at in [0, 8, 20, 100, 124, 200, bytes.len() / 2, bytes.len() - 1] {
+        let m = sample(true);
+        for bytes in [
+            m.encode_file().unwrap(),
+            m.encode_file_v2(3).unwrap(),
+            m.encode_file_v2(2).unwrap(),
+            m.encode_file_v1().unwrap(),
+        ] {
+            // Refused at open (the header, the sizes, version 4's section
+            // checksums) or found by the full check (the body, on first use).
+            for at in (0..bytes.len()).step_by(7).chain([bytes.len() - 1]) {
                 let mut bad = bytes.clone();
                 bad[at] ^= 0x40;
-                assert!(open(bad).is_err(), "flip at {at}");
+                assert!(open(bad).map_or(true, |i| i.check_all().is_err()), "flip at {at}");
             }
             for len in [0, 50, 128, bytes.len() - 1] {
-                assert!(open(bytes[..len].to_vec()).is_err());
+                assert!(open(bytes[..len].to_vec()).map_or(true, |i| i.check_all().is_err()), "cut at {len}");
             }
         }
     }
 
-    /// Re-seals the header and body checksums, as a bug (not a bit flip) would leave them.
-    fn reseal(bytes: &mut [u8]) {
-        let crc = crc32fast::hash(&bytes[..124]);
-        bytes[124..128].copy_from_slice(&crc.to_le_bytes());
-        let end = bytes.len() - 4;
-        let crc = crc32fast::hash(&bytes[128..end]);
-        bytes[end..].copy_from_slice(&crc.to_le_bytes());
-    }
+    use super::v2::reseal;
 
     #[test]
     fn version_2_files_whose_checksums_match_but_whose_entries_lie_are_refused() {
@@ -826,11 +844,13 @@ mod tests {
         // nothing, and the first use reports the damage with its offset.
         let mut bytes = good.clone();
         // The names section: types A and B, the one field, actor, then no
-        // shared tag key; the body checksum after it.
-        let names_at = bytes.len() - 4 - 4 - (4 + 2 * 3) - (4 + 2 + 5);
+        // shared tag key. It ends before the section checksums (36 bytes)
+        // and the body's (4).
+        let names_end = bytes.len() - 40;
+        let names_at = names_end - 4 - (4 + 2 * 3) - (4 + 2 + 5);
         assert_eq!(&bytes[names_at..names_at + 4], &2u32.to_le_bytes(), "two names, A and B");
-        assert_eq!(&bytes[bytes.len() - 13..bytes.len() - 8], b"actor");
-        assert_eq!(&bytes[bytes.len() - 8..bytes.len() - 4], &0u32.to_le_bytes());
+        assert_eq!(&bytes[names_end - 9..names_end - 4], b"actor");
+        assert_eq!(&bytes[names_end - 4..names_end], &0u32.to_le_bytes());
         bytes.swap(names_at + 6, names_at + 9);
         reseal(&mut bytes);
         let idx = open(bytes).unwrap();
@@ -840,7 +860,7 @@ mod tests {
         assert!(err.to_string().contains(&format!("at byte {names_at}")), "{err}");
         // Field names that are not those of the header's fingerprint.
         let mut bytes = good.clone();
-        let at = bytes.len() - 13;
+        let at = names_end - 9;
         bytes[at] = b'b';
         reseal(&mut bytes);
         let idx = open(bytes).unwrap();
@@ -850,7 +870,7 @@ mod tests {
         // A shared key list that says more than it holds: no key is taken
         // as having one owner, and the first use reports it.
         let mut bytes = good.clone();
-        let at = bytes.len() - 8;
+        let at = names_end - 4;
         bytes[at] = 1;
         reseal(&mut bytes);
         let idx = open(bytes).unwrap();
@@ -880,6 +900,66 @@ mod tests {
         }
         assert_eq!(idx.streams(), checked.streams());
         assert!(idx.damage().is_none());
+    }
+
+    /// Where each section of a version-2 to -4 file starts, by name (the
+    /// summary's restarts and the names are left out).
+    fn sections(bytes: &[u8]) -> Vec<(&'static str, usize)> {
+        let lens: Vec<usize> = (0..5).map(|i| le_u32(bytes, 96 + 4 * i) as usize).collect();
+        let mut at = INDEX_HEADER;
+        let mut out = Vec::new();
+        for (name, len) in ["locations", "streams", "types", "tags", "ids"].into_iter().zip(lens) {
+            out.push((name, at));
+            at += len;
+        }
+        out.push(("bloom", at));
+        out.push(("summary", at + usize::try_from(le_u64(bytes, 72)).unwrap()));
+        out
+    }
+
+    #[test]
+    fn a_flipped_bit_in_a_version_4_section_is_found_by_the_first_read_that_uses_it() {
+        let good = sample(false).encode_file().unwrap();
+        for (name, at) in sections(&good) {
+            let mut bytes = good.clone();
+            bytes[at + 1] ^= 0x10;
+            // Open reads no byte of the body: it succeeds, and finds nothing yet.
+            let idx = open(bytes.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(idx.damage().is_none(), "{name}");
+            // Sections the read does not use stay unchecked.
+            let others_unused = match name {
+                "locations" => idx.stream_entries("s-1", 0, true, 100).len() == 10,
+                _ => idx.location(100) == Some((64, 104)),
+            };
+            assert!(others_unused, "{name}");
+            assert!(idx.damage().is_none(), "{name}: found by a read that did not use it");
+            // The read that uses the section answers nothing and reports the damage.
+            match name {
+                "locations" => assert_eq!(idx.location(101), None),
+                "streams" | "summary" => assert!(idx.stream_entries("s-2", 0, true, 100).is_empty()),
+                "types" => assert!(idx.type_positions(hash_str("A")).is_empty()),
+                "tags" => assert!(idx.tag_positions(hash_str("odd")).is_empty()),
+                "ids" => assert!(idx.id_positions(&Uuid::from_u128(8)).is_empty()),
+                // A damaged bloom filter says "maybe", never "no".
+                "bloom" => assert!(idx.may_contain_stream(hash_str("s-3"))),
+                _ => unreachable!(),
+            }
+            let err = idx.damage().unwrap_or_else(|| panic!("{name}: not reported"));
+            assert!(err.to_string().contains("index section checksum mismatch"), "{name}: {err}");
+            assert!(err.to_string().contains(&format!("at byte {at}")), "{name}: {err}");
+            // The full check (verify, repair, a recovery that needs the file) finds it too.
+            assert!(open(bytes).unwrap().check_all().is_err(), "{name}");
+        }
+        // A version-3 file (no section checksums) has its body checksum checked on first use.
+        let v3 = sample(false).encode_file_v2(3).unwrap();
+        let (_, ids_at) = sections(&v3)[4];
+        let mut bytes = v3.clone();
+        bytes[ids_at + 1] ^= 0x10;
+        let idx = open(bytes).unwrap();
+        assert!(idx.damage().is_none());
+        assert_eq!(idx.location(100), None);
+        let err = idx.damage().unwrap();
+        assert!(err.to_string().contains("index body checksum mismatch"), "{err}");
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! pattern is matched against names and served from the type lookup;
 //! version 4 adds the tag keys that hold more than one tag or metadata value,
 //! so that a count by any other key takes its entries without reading them
-//! all. This module owns that layout; it must never read segment bytes.
+//! all, and a checksum per section, so that a section is checked on its
+//! first use without reading the rest of the file. This module owns that
+//! layout; it must never read segment bytes.
 //!
 //! [`keyed`]: super::keyed
 
@@ -32,9 +34,18 @@ const LOC_BLOCK: usize = 64;
 /// `min_ts: i64`, `max_ts: i64`.
 const LOC_DIR: usize = 24;
 
-/// Encodes a file of `version` 2, 3 (with the type names) or 4 (with the
-/// shared tag keys too), or `None` if the segment does not fit their 32-bit
-/// offsets and lengths (the caller then writes version 1).
+/// Bytes of version 4's section checksums: one CRC-32 per [`SUMS`] section,
+/// then the CRC-32 of those.
+const SUMS_LEN: usize = 4 * SUMS + 4;
+/// Sections with a checksum of their own in version 4: locations, streams,
+/// types, tags, ids, bloom, summary with its restarts, names.
+const SUMS: usize = 8;
+
+/// Encodes a version-4 file (the names with the shared tag keys, and the
+/// section checksums), a version-3 one (the names) or a version-2 one, or
+/// `None` if the segment
+/// does not fit their 32-bit offsets and lengths (the caller then writes
+/// version 1).
 pub(super) fn encode(p: &Parts<'_>, version: u32) -> Result<Option<Vec<u8>>> {
     if p.end_offset > u64::from(u32::MAX) {
         return Ok(None);
@@ -119,6 +130,7 @@ pub(super) fn encode(p: &Parts<'_>, version: u32) -> Result<Option<Vec<u8>>> {
             + summary.len()
             + start_bytes.len()
             + type_names.len()
+            + SUMS_LEN
             + 4,
     );
     out.extend_from_slice(INDEX_MAGIC);
@@ -147,14 +159,27 @@ pub(super) fn encode(p: &Parts<'_>, version: u32) -> Result<Option<Vec<u8>>> {
     out.extend_from_slice(&p.meta_fingerprint.to_le_bytes());
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&locations);
+    let mut sums = Vec::with_capacity(SUMS_LEN);
+    let mut put = |out: &mut Vec<u8>, parts: &[&[u8]]| {
+        let mut h = crc32fast::Hasher::new();
+        for part in parts {
+            h.update(part);
+            out.extend_from_slice(part);
+        }
+        sums.extend_from_slice(&h.finalize().to_le_bytes());
+    };
+    put(&mut out, &[&locations]);
     for s in &sections {
-        out.extend_from_slice(s);
+        put(&mut out, &[s]);
     }
-    out.extend_from_slice(&bloom);
-    out.extend_from_slice(&summary);
-    out.extend_from_slice(&start_bytes);
-    out.extend_from_slice(&type_names);
+    put(&mut out, &[&bloom]);
+    put(&mut out, &[&summary, &start_bytes]);
+    put(&mut out, &[&type_names]);
+    if version >= 4 {
+        let crc = crc32fast::hash(&sums);
+        sums.extend_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(&sums);
+    }
     let crc = crc32fast::hash(&out[INDEX_HEADER..]);
     out.extend_from_slice(&crc.to_le_bytes());
     Ok(Some(out))
@@ -257,7 +282,8 @@ fn decode_names(b: &[u8], fingerprint: u64, version: u32) -> std::result::Result
 /// A version-2, -3 or -4 index file, memory-mapped.
 pub struct IndexV2 {
     map: Mapped,
-    /// 2, 3 with the type names section, or 4 with the shared tag keys too.
+    /// 2, 3 with the type names section, 4 with the shared tag keys and the
+    /// section checksums.
     version: u32,
     base: u64,
     count: usize,
@@ -284,6 +310,10 @@ pub struct IndexV2 {
     meta_fingerprint: u64,
     /// The file, for errors found on first use.
     file: Box<Path>,
+    /// Version 4's checksum of each section, in the order of [`Part::sum`].
+    sums: Option<[u32; SUMS]>,
+    /// Where the body checksum is (the body runs from the header to it).
+    body_crc_at: usize,
     /// Each [`Part`]'s check of every entry, run on first use: `None` if it
     /// passed, else where and why it failed.
     checked: Box<[Checked; PARTS]>,
@@ -293,7 +323,8 @@ pub struct IndexV2 {
 /// the offset and reason of the failure.
 type Checked = OnceLock<Option<(usize, String)>>;
 
-/// The sections whose every entry is checked on first use, not at open.
+/// The parts of the file checked on first use, not at open: each section's
+/// checksum (version 4; the body checksum in versions 2 and 3) and every entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Part {
     Locations = 0,
@@ -303,13 +334,17 @@ enum Part {
     Tags = 4,
     Ids = 5,
     TypeNames = 6,
+    Bloom = 7,
+    /// The body checksum (of every byte after the header).
+    Body = 8,
 }
 
 /// How many [`Part`]s there are.
-const PARTS: usize = 7;
+const PARTS: usize = 9;
 
 impl Part {
     const ALL: [Part; PARTS] = [
+        Part::Body,
         Part::Locations,
         Part::Summary,
         Part::Streams,
@@ -317,7 +352,23 @@ impl Part {
         Part::Tags,
         Part::Ids,
         Part::TypeNames,
+        Part::Bloom,
     ];
+
+    /// The part's place in version 4's section checksums (`None`: the body).
+    fn sum(self) -> Option<usize> {
+        match self {
+            Part::Locations => Some(0),
+            Part::Streams => Some(1),
+            Part::Types => Some(2),
+            Part::Tags => Some(3),
+            Part::Ids => Some(4),
+            Part::Bloom => Some(5),
+            Part::Summary => Some(6),
+            Part::TypeNames => Some(7),
+            Part::Body => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for IndexV2 {
@@ -330,15 +381,19 @@ impl std::fmt::Debug for IndexV2 {
 }
 
 impl IndexV2 {
-    /// Opens a version-2 file whose length, magic and header checksum
-    /// [`super::SegmentIndex::open`] has checked: checks the sizes, the body
-    /// checksum (so that damage on disk is found here) and each section's
-    /// header, without decoding entries. Every entry of a section is checked
-    /// the first time the section is used ([`IndexV2::damage`] reports a
-    /// failure; the section then answers nothing); [`IndexV2::check_all`]
-    /// checks them all at once.
-    pub(super) fn open(map: Mapped, file: &Path, version: u32) -> Result<Self> {
-        let b: &[u8] = (*map).as_ref();
+    /// Opens a version-2, -3 or -4 file whose length, magic and header
+    /// checksum [`super::SegmentIndex::open`] has checked: checks the sizes
+    /// and (version 4) the section checksums' own checksum, reading no other
+    /// byte of the body, so that open does not grow with the file. A
+    /// section's checksum (the body's in versions 2 and 3: damage on disk)
+    /// and every entry are checked the first time the section is used
+    /// ([`IndexV2::damage`] reports a failure; the section then answers
+    /// nothing); [`IndexV2::check_all`] checks them all at once.
+    pub(super) fn open(map: Mapped, file: &Path, version: u32, head: &[u8], tail: &[u8]) -> Result<Self> {
+        // Only the header (`head`), the length and the checksums at the end
+        // (`tail`, the file's last `INDEX_TAIL` bytes) are read here.
+        let b = head;
+        let file_len = (*map).as_ref().len();
         let bad = |offset: usize, reason: &str| Error::corruption(file, offset as u64, reason);
         let Header {
             base,
@@ -362,18 +417,39 @@ impl IndexV2 {
             + u128::from(bloom_len)
             + u128::from(summary_len)
             + 4 * u128::from(stream_count.div_ceil(RESTART as u64));
-        // Version 3's type names take the rest of the body, before its checksum.
-        let names_len = (b.len() as u128).checked_sub(INDEX_HEADER as u128 + body + 4);
+        // The type names (versions 3 and 4) take the rest of the body, before
+        // version 4's section checksums and the body checksum.
+        let sums_len = if version >= 4 { SUMS_LEN } else { 0 };
+        let names_len = (file_len as u128).checked_sub(INDEX_HEADER as u128 + body + sums_len as u128 + 4);
         let names_len = match (version, names_len) {
             (2, Some(0)) => 0,
             (3, Some(n)) if n >= 8 => u64::try_from(n).map_err(|_| bad(0, "index file larger than memory"))?,
             (4, Some(n)) if n >= 12 => u64::try_from(n).map_err(|_| bad(0, "index file larger than memory"))?,
             _ => return Err(bad(0, "index section sizes do not match the file length")),
         };
-        let crc_at = b.len() - 4;
-        if crc32fast::hash(&b[INDEX_HEADER..crc_at]) != le_u32(b, crc_at) {
-            return Err(bad(crc_at, "index body checksum mismatch"));
-        }
+        let crc_at = file_len - 4;
+        // The body checksum (and in version 4 each section's) is checked on
+        // first use, so that open reads no page of the body but version 4's
+        // section checksums, which are checked here.
+        let sums = if version >= 4 {
+            let at = crc_at - SUMS_LEN;
+            // The checksums are the tail's last 40 bytes but the body CRC.
+            let t = tail
+                .len()
+                .checked_sub(SUMS_LEN + 4)
+                .and_then(|from| tail.get(from..tail.len() - 4))
+                .ok_or_else(|| bad(at, "index file truncated"))?;
+            if crc32fast::hash(&t[..SUMS_LEN - 4]) != le_u32(t, SUMS_LEN - 4) {
+                return Err(bad(at, "index section checksums damaged"));
+            }
+            let mut sums = [0u32; SUMS];
+            for (i, sum) in sums.iter_mut().enumerate() {
+                *sum = le_u32(t, 4 * i);
+            }
+            Some(sums)
+        } else {
+            None
+        };
         // Every section is inside the file (checked above), so each length fits a usize.
         let fits = |v: u64, at: usize| usize::try_from(v).map_err(|_| bad(at, "index section larger than memory"));
         let mut at = INDEX_HEADER;
@@ -419,17 +495,58 @@ impl IndexV2 {
             tag_count,
             meta_fingerprint,
             file: file.into(),
+            sums,
+            body_crc_at: crc_at,
             checked: Box::default(),
         })
     }
 
-    /// Checks every entry of `part`: where and why it fails, if it does.
+    /// The bytes of `part` (`None` for the body).
+    fn range_of(&self, part: Part) -> Option<(usize, usize)> {
+        Some(match part {
+            Part::Locations => self.locations,
+            Part::Streams => self.streams,
+            Part::Types => self.types,
+            Part::Tags => self.tags,
+            Part::Ids => self.ids,
+            Part::Bloom => self.bloom,
+            // The restarts follow the summary: one checksum covers both.
+            Part::Summary => (self.summary.0, self.starts.1),
+            Part::TypeNames => self.type_names,
+            Part::Body => return None,
+        })
+    }
+
+    /// Checks the checksum that covers `part`: its own in version 4, the
+    /// body's in versions 2 and 3 (computed once for all parts).
+    fn check_sum(&self, part: Part) -> Option<(usize, String)> {
+        let b = self.bytes();
+        match (part.sum(), self.range_of(part), &self.sums) {
+            (Some(i), Some(range), Some(sums)) => (crc32fast::hash(&b[range.0..range.1]) != sums[i])
+                .then(|| (range.0, "index section checksum mismatch".to_string())),
+            (None, _, _) => (crc32fast::hash(&b[INDEX_HEADER..self.body_crc_at]) != le_u32(b, self.body_crc_at))
+                .then(|| (self.body_crc_at, "index body checksum mismatch".to_string())),
+            _ => {
+                if self.ok(Part::Body) {
+                    None
+                } else {
+                    self.checked[Part::Body as usize].get().cloned().flatten()
+                }
+            }
+        }
+    }
+
+    /// Checks `part`: its checksum, then every entry: where and why it fails, if it does.
     fn check(&self, part: Part) -> Option<(usize, String)> {
+        if let Some(failed) = self.check_sum(part) {
+            return Some(failed);
+        }
         let b = self.bytes();
         let positions = self.count as u64;
         // Streams and types have one entry per indexed event, tags `tag_count`
         // and ids at most one per indexed event.
         let (range, with_rev, want, what) = match part {
+            Part::Body | Part::Bloom => return None,
             Part::Locations => {
                 return self.check_locations().err().map(|r| (self.locations.0, r.to_string()));
             }
@@ -485,16 +602,8 @@ impl IndexV2 {
             .map(|(at, why)| Error::corruption(&*self.file, *at as u64, why.clone()))
     }
 
-    /// Checks the stream summary now (what an open that rebuilds stream
-    /// states from this index needs whole).
-    pub fn check_summary(&self) -> Result<()> {
-        if self.ok(Part::Summary) {
-            return Ok(());
-        }
-        self.damage().map_or(Ok(()), Err)
-    }
-
-    /// Checks every entry of every section now (what `open` leaves to first use).
+    /// Checks every checksum and every entry of every section now (what
+    /// `open` leaves to first use).
     pub fn check_all(&self) -> Result<()> {
         for part in Part::ALL {
             self.ok(part);
@@ -506,7 +615,8 @@ impl IndexV2 {
         (*self.map).as_ref()
     }
 
-    /// The file's format version: 2, 3 with the type names, 4 with the shared tag keys.
+    /// The file's format version: 2, 3 with the type names, 4 with the
+    /// shared tag keys and the section checksums.
     pub fn version(&self) -> u32 {
         self.version
     }
@@ -750,7 +860,8 @@ impl Lookup for IndexV2 {
         false
     }
     fn may_contain_stream(&self, hash: u64) -> bool {
-        self.stream_count > 0 && bloom_check(self.section(self.bloom), hash)
+        // A damaged bloom filter says "maybe" (and the read reports the damage).
+        self.stream_count > 0 && (!self.ok(Part::Bloom) || bloom_check(self.section(self.bloom), hash))
     }
     fn streams(&self) -> Vec<(String, StreamSummary)> {
         if !self.ok(Part::Summary) {
@@ -771,4 +882,32 @@ impl Lookup for IndexV2 {
         let names = decode_names(self.section(self.type_names), self.meta_fingerprint, self.version).ok()?;
         Some(names.fields.into_iter().map(str::to_string).collect())
     }
+}
+
+/// Makes every checksum of a version-2 to -4 file `bytes` match its bytes
+/// again, as a writer's bug (not damage on disk) would leave them.
+#[cfg(test)]
+pub(super) fn reseal(bytes: &mut [u8]) {
+    let crc = crc32fast::hash(&bytes[..124]);
+    bytes[124..128].copy_from_slice(&crc.to_le_bytes());
+    let end = bytes.len() - 4;
+    if le_u32(bytes, 8) >= 4 {
+        let sums_at = end - SUMS_LEN;
+        let field = |at: usize| usize::try_from(super::le_u64(bytes, at)).unwrap();
+        let mut lens: Vec<usize> = (0..5).map(|i| le_u32(bytes, 96 + 4 * i) as usize).collect();
+        lens.push(field(72));
+        lens.push(field(80) + 4 * field(56).div_ceil(RESTART));
+        lens.push(sums_at - INDEX_HEADER - lens.iter().sum::<usize>());
+        let mut at = INDEX_HEADER;
+        let mut sums = Vec::new();
+        for len in lens {
+            sums.extend_from_slice(&crc32fast::hash(&bytes[at..at + len]).to_le_bytes());
+            at += len;
+        }
+        let crc = crc32fast::hash(&sums);
+        sums.extend_from_slice(&crc.to_le_bytes());
+        bytes[sums_at..end].copy_from_slice(&sums);
+    }
+    let crc = crc32fast::hash(&bytes[INDEX_HEADER..end]);
+    bytes[end..].copy_from_slice(&crc.to_le_bytes());
 }

@@ -64,15 +64,22 @@ impl Writer {
         let (write_offset, content_crc, last_timestamp) = {
             let idx = active.index.read();
             let end = idx.end_offset();
-            let len = usize::try_from(end - SEGMENT_HEADER as u64)
-                .map_err(|_| Error::corruption(&active.path, end, "active segment larger than memory"))?;
-            let mut body = vec![0u8; len];
-            active
-                .file
-                .read_exact_at(&mut body, SEGMENT_HEADER as u64)
-                .ctx(|| format!("reading {}", active.path.display()))?;
-            let mut h = crc32fast::Hasher::new();
-            h.update(&body);
+            let h = match &active.content_crc {
+                // Recovery's scan already hashed these bytes.
+                Some((covered, h)) if *covered == end => h.clone(),
+                _ => {
+                    let len = usize::try_from(end - SEGMENT_HEADER as u64)
+                        .map_err(|_| Error::corruption(&active.path, end, "active segment larger than memory"))?;
+                    let mut body = vec![0u8; len];
+                    active
+                        .file
+                        .read_exact_at(&mut body, SEGMENT_HEADER as u64)
+                        .ctx(|| format!("reading {}", active.path.display()))?;
+                    let mut h = crc32fast::Hasher::new();
+                    h.update(&body);
+                    h
+                }
+            };
             let last_ts = idx.time_range().map_or(i64::MIN, |(_, max)| max);
             (end, h, last_ts)
         };
