@@ -845,9 +845,14 @@ impl Store {
     /// writer publishes, which may hold several appends) and once when the
     /// store closes, until the returned listener is dropped: for waiters that
     /// hold no thread (an async task woken through a channel). `f` runs on the
-    /// writer's thread, so it must be quick, must not block, and must not call
-    /// the store; it says only that something may have changed (look at
-    /// [`Store::head_position`] to know what).
+    /// thread of the appender that published the batch, once the publication
+    /// lock is let go (in a batch too large for one write, with the writer's
+    /// lock still held) and before that appender is answered, so it must be
+    /// quick, must not block, and must not call the store; it says only that
+    /// something may have changed (look at [`Store::head_position`] to know
+    /// what), and may be called once more just after the listener is
+    /// dropped. A callback that panics is caught (the append still succeeds)
+    /// and never called again.
     pub fn listen(&self, f: impl Fn() + Send + Sync + 'static) -> crate::log::notify::EventListener {
         self.shared.notifier.listen(Arc::new(f))
     }

@@ -1145,3 +1145,34 @@ fn cancelled_reads_and_counts_fail_with_cancelled() {
     let past = annal::Cancel::new().with_deadline(std::time::Instant::now());
     assert!(matches!(read(&past), Err(Error::Cancelled)));
 }
+
+/// A listener that panics is caught: the append whose publication called it
+/// succeeds, later appends are answered, and it is never called again.
+#[test]
+fn a_listener_that_panics_does_not_stop_appends() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    // Never dropped: a wedged writer would make closing the store hang, not fail.
+    let store: &'static Store = Box::leak(Box::new(Store::open(dir.path(), opts()).unwrap()));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let listener = store.listen(move || {
+        if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("a listener's bug");
+        }
+    });
+    std::mem::forget(listener);
+    let append = |n: u64| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(store.append("s", ExpectedVersion::Any, vec![ev("T", n)]));
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+    };
+    let first = append(0).expect("the append that published with the listener is answered");
+    assert_eq!(first.unwrap().position, 0);
+    let second = append(1).expect("a later append is answered");
+    assert_eq!(second.unwrap().position, 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}

@@ -36,7 +36,7 @@ impl Shared {
     /// `cancel` says so while it reads events (a count the indexes serve
     /// reads none, and ignores it).
     pub(crate) fn count_cancellable(&self, filter: &Filter, cancel: &Cancel) -> Result<u64> {
-        if let Some(n) = self.count_from_indexes(filter)? {
+        if let Some(n) = self.count_from_indexes_within(filter, cancel)? {
             return Ok(n);
         }
         // Tags and indexed metadata fields: from the postings, reading one
@@ -53,13 +53,20 @@ impl Shared {
     /// [`Shared::count`] when the indexes alone can answer it (no event
     /// read); `None` when the count would have to read events.
     pub(crate) fn count_from_indexes(&self, filter: &Filter) -> Result<Option<u64>> {
+        self.count_from_indexes_within(filter, &Cancel::default())
+    }
+
+    /// [`Shared::count_from_indexes`], which fails with
+    /// [`crate::Error::Cancelled`] once `cancel` says so (it looks before
+    /// each segment's index).
+    fn count_from_indexes_within(&self, filter: &Filter, cancel: &Cancel) -> Result<Option<u64>> {
         if let Some(n) = self.count_everything_from_headers(filter)? {
             return Ok(Some(n));
         }
-        if let Some(per_stream) = self.count_streams_from_index(filter)? {
+        if let Some(per_stream) = self.count_streams_from_index(filter, cancel)? {
             return Ok(Some(per_stream.values().sum()));
         }
-        if let Some(per_type) = self.count_types_from_index(filter)? {
+        if let Some(per_type) = self.count_types_from_index(filter, cancel)? {
             return Ok(Some(per_type.values().sum()));
         }
         Ok(None)
@@ -77,7 +84,7 @@ impl Shared {
         by: GroupBy,
         cancel: &Cancel,
     ) -> Result<BTreeMap<String, u64>> {
-        if let Some(out) = self.count_by_from_indexes(filter, by)? {
+        if let Some(out) = self.count_by_from_indexes_within(filter, by, cancel)? {
             return Ok(out);
         }
         let mut out: BTreeMap<String, u64> = BTreeMap::new();
@@ -91,8 +98,19 @@ impl Shared {
     /// [`Shared::count_by`] when the indexes alone can answer it; `None`
     /// when the count would have to read events.
     pub(crate) fn count_by_from_indexes(&self, filter: &Filter, by: GroupBy) -> Result<Option<BTreeMap<String, u64>>> {
+        self.count_by_from_indexes_within(filter, by, &Cancel::default())
+    }
+
+    /// [`Shared::count_by_from_indexes`], cancellable as
+    /// [`Shared::count_from_indexes_within`] is.
+    fn count_by_from_indexes_within(
+        &self,
+        filter: &Filter,
+        by: GroupBy,
+        cancel: &Cancel,
+    ) -> Result<Option<BTreeMap<String, u64>>> {
         if matches!(by, GroupBy::Stream | GroupBy::Category)
-            && let Some(per_stream) = self.count_streams_from_index(filter)?
+            && let Some(per_stream) = self.count_streams_from_index(filter, cancel)?
         {
             let mut out: BTreeMap<String, u64> = BTreeMap::new();
             for (stream, n) in per_stream {
@@ -101,7 +119,7 @@ impl Shared {
             return Ok(Some(out));
         }
         if matches!(by, GroupBy::Type)
-            && let Some(per_type) = self.count_types_from_index(filter)?
+            && let Some(per_type) = self.count_types_from_index(filter, cancel)?
         {
             return Ok(Some(per_type));
         }
@@ -135,7 +153,7 @@ impl Shared {
     /// or the store needs the events read, or a segment's index keeps no
     /// type names or files two of them under one key (version-1 and -2
     /// files, a collision). Damage fails the count, as for streams.
-    fn count_types_from_index(&self, filter: &Filter) -> Result<Option<BTreeMap<String, u64>>> {
+    fn count_types_from_index(&self, filter: &Filter, cancel: &Cancel) -> Result<Option<BTreeMap<String, u64>>> {
         let types_only = Filter {
             types: filter.types.clone(),
             type_patterns: filter.type_patterns.clone(),
@@ -148,7 +166,7 @@ impl Shared {
         if types_only != *filter || !self.damage.is_empty() || !self.metadata.read().by_stream.is_empty() {
             return Ok(None);
         }
-        self.sum_from_indexes(|l, published| {
+        self.sum_from_indexes(cancel, |l, published| {
             let catalog = l.type_catalog().filter(|c| c.exact)?;
             let whole = l.next_position() <= published;
             let counts = catalog
@@ -315,7 +333,7 @@ impl Shared {
     /// alone; `None` when the filter or the store needs the events read. An
     /// index section found damaged on first use (which then answers nothing)
     /// fails the count, never shortens it.
-    fn count_streams_from_index(&self, filter: &Filter) -> Result<Option<BTreeMap<String, u64>>> {
+    fn count_streams_from_index(&self, filter: &Filter, cancel: &Cancel) -> Result<Option<BTreeMap<String, u64>>> {
         let streams_only = Filter {
             types: Vec::new(),
             tags: Vec::new(),
@@ -329,7 +347,7 @@ impl Shared {
         if streams_only != *filter || !self.damage.is_empty() || !self.metadata.read().by_stream.is_empty() {
             return Ok(None);
         }
-        self.sum_from_indexes(|l, published| stream_counts(l, published, filter))
+        self.sum_from_indexes(cancel, |l, published| stream_counts(l, published, filter))
     }
 
     /// Adds up over every segment the counts `per_segment` takes from its
@@ -340,11 +358,13 @@ impl Shared {
     /// count, never shortens it.
     fn sum_from_indexes(
         &self,
+        cancel: &Cancel,
         per_segment: impl Fn(&dyn crate::format::index::Lookup, u64) -> Option<Vec<(String, u64)>>,
     ) -> Result<Option<BTreeMap<String, u64>>> {
         let published = self.published();
         let mut out: BTreeMap<String, u64> = BTreeMap::new();
         for seg in self.segments() {
+            cancel.check()?;
             let counts = seg.with(|l| per_segment(l, published));
             seg.index_damage()?;
             let Some(counts) = counts else {
@@ -514,7 +534,7 @@ mod tests {
             (vec!["nothing.#"], 0),
         ] {
             let f = patterns.iter().fold(Filter::all(), |f, p| f.with_type_pattern(p));
-            let from_index = shared.count_types_from_index(&f).unwrap().expect("served from the type names");
+            let from_index = shared.count_types_from_index(&f, &Cancel::default()).unwrap().expect("served from the type names");
             assert_eq!(from_index.values().sum::<u64>(), want, "{patterns:?}");
             let mut read = 0;
             shared.for_each_match(&f, &Cancel::default(), |_| read += 1).unwrap();
@@ -530,11 +550,11 @@ mod tests {
         );
         // Other conditions, or metadata that may hide events: read instead.
         let f = Filter::all().with_type_pattern("app.#");
-        assert!(shared.count_types_from_index(&f.clone().with_stream_prefix("s-1")).unwrap().is_none());
+        assert!(shared.count_types_from_index(&f.clone().with_stream_prefix("s-1"), &Cancel::default()).unwrap().is_none());
         store
             .set_stream_metadata("s-1", StreamMetadata { max_count: Some(1), ..Default::default() })
             .unwrap();
-        assert!(shared.count_types_from_index(&f).unwrap().is_none());
+        assert!(shared.count_types_from_index(&f, &Cancel::default()).unwrap().is_none());
         let mut read = 0;
         shared.for_each_match(&f, &Cancel::default(), |_| read += 1).unwrap();
         assert_eq!(store.count(&f).unwrap(), read);

@@ -37,13 +37,12 @@ pub(crate) struct Notifier {
 }
 
 impl Notifier {
-    /// Called after each publication.
+    /// Called at each publication (under the writer's locks): wakes the
+    /// waiters. The listeners are called by [`Notifier::call_listeners`],
+    /// once the writer has let its locks go.
     pub(crate) fn notify(&self) {
-        {
-            let _g = self.closed.lock();
-            self.wake.notify_all();
-        }
-        self.call_listeners();
+        let _g = self.closed.lock();
+        self.wake.notify_all();
     }
 
     /// Called when the store closes: every waiter returns.
@@ -62,8 +61,12 @@ impl Notifier {
         EventListener { _callback: f }
     }
 
-    /// Calls the callbacks still held (outside the lock: one may register another).
-    fn call_listeners(&self) {
+    /// Calls the callbacks still held, on the caller's thread (an
+    /// appender's, after the writer let its locks go, or the closer's),
+    /// outside the list's lock, since one may register another. A callback
+    /// that panics is caught and never called again: it must not take the
+    /// appender that happened to publish with it.
+    pub(crate) fn call_listeners(&self) {
         let held: Vec<Arc<Listener>> = {
             let mut listeners = self.listeners.lock();
             if listeners.is_empty() {
@@ -73,7 +76,9 @@ impl Notifier {
             listeners.iter().filter_map(Weak::upgrade).collect()
         };
         for f in held {
-            f();
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f())).is_err() {
+                self.listeners.lock().retain(|w| !std::ptr::addr_eq(w.as_ptr(), Arc::as_ptr(&f)));
+            }
         }
     }
 

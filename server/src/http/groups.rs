@@ -26,6 +26,9 @@ use crate::auth::{Need, Principal};
 use crate::config::Role;
 use crate::state::AppState;
 
+/// The least time between two looks of a waiting fetch woken by new events
+/// of the log (which may not concern its group).
+const LOOK_GAP: Duration = Duration::from_millis(10);
 /// A waiting fetch looks at its group again at least this often.
 const FETCH_SLICE: Duration = Duration::from_millis(250);
 
@@ -345,6 +348,7 @@ pub(crate) async fn fetch(
         let changed = watch.notify().notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
+        let looked = Instant::now();
         if let Some(body) = fetch_now(&state, &name, &consumer, &p, max).await? {
             return Ok(json_bytes(body));
         }
@@ -353,6 +357,15 @@ pub(crate) async fn fetch(
         }
         if wait_for_change(&state, &mut new_events, deadline, changed).await {
             watch.woken();
+        } else {
+            // New events elsewhere in a busy log: look again no sooner than
+            // LOOK_GAP after the last look, so that waiting fetches cost the
+            // writer a bounded number of looks a second, not one per batch.
+            let next = (looked + LOOK_GAP).min(deadline);
+            tokio::select! {
+                () = tokio::time::sleep_until(next.into()) => {}
+                () = state.shutdown.cancelled() => {}
+            }
         }
     }
 }
@@ -360,8 +373,8 @@ pub(crate) async fn fetch(
 /// Waits until the store publishes new events (`new_events` changes), the
 /// group's consumers change something over HTTP (`changed`: true is
 /// returned), `FETCH_SLICE` passes (acknowledgement timeouts and other
-/// protocols' acknowledgements are seen then), shutdown, or `deadline`. It
-/// wakes for one of these only, never on a timer of its own.
+/// protocols' acknowledgements are seen then), shutdown, or `deadline`; the
+/// caller then keeps `LOOK_GAP` between looks woken by new events.
 async fn wait_for_change(
     state: &AppState,
     new_events: &mut tokio::sync::watch::Receiver<u64>,

@@ -119,6 +119,10 @@ pub(super) fn finish(shared: &Shared, pipeline: &Pipeline, w: &Written, results:
     st.unpublished -= 1;
     pipeline.changed.notify_all();
     drop(st);
+    if outcome.is_ok() {
+        // Callers' listeners run past every lock this function took.
+        shared.notifier.call_listeners();
+    }
     for (i, result) in &w.group.replies {
         results[*i] = Some(match &outcome {
             Ok(()) => Ok(*result),
