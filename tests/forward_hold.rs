@@ -55,12 +55,10 @@ fn close(store: Arc<Store>) {
 }
 
 fn settings() -> ForwardSettings {
-    ForwardSettings {
-        batch_size: 50,
-        idle_wait: Duration::from_millis(1),
-        checkpoint_interval: Duration::ZERO,
-        ..ForwardSettings::default()
-    }
+    ForwardSettings::default()
+        .batch_size(50)
+        .idle_wait(Duration::from_millis(1))
+        .checkpoint_interval(Duration::ZERO)
 }
 
 fn fill(store: &Store, from: usize, n: usize) {
@@ -147,10 +145,7 @@ fn forgetting_a_forwarder_drops_its_hold_and_ignore_never_holds() {
     let sim = SimStorage::new();
     let store = open(&sim);
     register_forwarder(&store, "gone", &settings()).unwrap();
-    let ignoring = ForwardSettings {
-        retention: RetentionMode::Ignore,
-        ..settings()
-    };
+    let ignoring = settings().retention(RetentionMode::Ignore);
     register_forwarder(&store, "free", &ignoring).unwrap();
     fill(&store, 0, 600);
     assert!(forget_forwarder(&store, "gone").unwrap());
@@ -358,10 +353,7 @@ fn a_drop_whose_rewrite_failed_is_no_gap_and_a_drop_recorded_twice_counts_once()
     assert_eq!(store.dropped().unwrap().len(), 1, "but the drop was recorded");
     // A forwarder that does not hold retention passes over the recorded range:
     // the events are still there, so it delivers them and reports no gap.
-    let ignore = ForwardSettings {
-        retention: RetentionMode::Ignore,
-        ..settings()
-    };
+    let ignore = settings().retention(RetentionMode::Ignore);
     let (f, delivered) = forward_once(&store, "peek", ignore);
     assert_eq!(delivered, before);
     let status = f.status();
@@ -396,10 +388,7 @@ fn a_forwarder_past_the_start_of_a_drop_counts_only_the_dropped_events_it_passed
     register_forwarder(&store, "slow", &settings()).unwrap();
     fill(&store, 0, 600);
     let mid_from = 30;
-    let mid = ForwardSettings {
-        start: ForwardStart::Position(mid_from),
-        ..settings()
-    };
+    let mid = settings().start(ForwardStart::Position(mid_from));
     register_forwarder(&store, "mid", &mid).unwrap();
     let before = user_positions(&store);
     let report = store.scavenge().unwrap();
@@ -721,11 +710,9 @@ fn a_gap_acknowledged_while_the_forwarder_runs_stays_acknowledged() {
     for saved_first in [true, false] {
         let sim = SimStorage::new();
         let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
-        let settings = ForwardSettings {
+        let settings = settings()
             // Without a save between the gap and the acknowledgement, unless asked.
-            checkpoint_interval: Duration::from_secs(3600),
-            ..settings()
-        };
+            .checkpoint_interval(Duration::from_secs(3600));
         register_forwarder(&store, "slow", &settings).unwrap();
         fill(&store, 0, 600);
         store.scavenge().unwrap();
@@ -830,10 +817,7 @@ fn a_run_whose_head_alone_is_gone_counts_only_its_head() {
     assert_eq!(recorded.len(), 1);
     let solo = recorded[0].runs[0].0;
     // "slow" delivers up to just past the run's head and saves that.
-    let two = ForwardSettings {
-        batch_size: 2,
-        ..settings()
-    };
+    let two = settings().batch_size(2);
     let mut f = Forwarder::new(store.clone(), "slow", two, Box::new(Sink::default())).unwrap();
     f.step().unwrap();
     f.save().unwrap();
@@ -859,11 +843,9 @@ fn a_run_whose_head_alone_is_gone_counts_only_its_head() {
     );
     // A forwarder whose filter hides every event passes over the run: one
     // position of it holds no event, the others still hold theirs.
-    let typed = ForwardSettings {
-        filter: Filter::all().with_type("B"),
-        retention: RetentionMode::Ignore,
-        ..settings()
-    };
+    let typed = settings()
+        .filter(Filter::all().with_type("B"))
+        .retention(RetentionMode::Ignore);
     let (f, delivered) = forward_once(&store, "typed", typed);
     assert!(delivered.is_empty());
     let status = f.status();
@@ -917,12 +899,10 @@ fn events_a_filter_hid_and_a_scavenge_removed_after_the_read_are_not_skipped() {
         .map(|e| e.position)
         .collect();
     // One read takes the whole log; the scavenge runs while it is delivered.
-    let filtered = ForwardSettings {
-        filter: Filter::all().with_stream_prefix("s-1"),
-        retention: RetentionMode::Ignore,
-        batch_size: 1000,
-        ..settings()
-    };
+    let filtered = settings()
+        .filter(Filter::all().with_stream_prefix("s-1"))
+        .retention(RetentionMode::Ignore)
+        .batch_size(1000);
     let sink = Sink::default();
     let target = ScavengeWhileDelivering {
         store: store.clone(),
@@ -939,10 +919,7 @@ fn events_a_filter_hid_and_a_scavenge_removed_after_the_read_are_not_skipped() {
 }
 
 fn ignoring() -> ForwardSettings {
-    ForwardSettings {
-        retention: RetentionMode::Ignore,
-        ..settings()
-    }
+    settings().retention(RetentionMode::Ignore)
 }
 
 /// Review of the fwd-trust merge: the entry `annal repair` writes for lost
@@ -1088,11 +1065,7 @@ fn a_scavenge_between_the_read_and_the_survey_counts_only_what_was_not_delivered
         .into_iter()
         .map(|e| e.position)
         .collect();
-    let filtered = ForwardSettings {
-        filter,
-        batch_size: 1000,
-        ..ignoring()
-    };
+    let filtered = ignoring().filter(filter).batch_size(1000);
     let sink = Sink::default();
     let mut f = Forwarder::new(store.clone(), "filtered", filtered, Box::new(sink.clone())).unwrap();
     // The first read of the whole log is followed by a scavenge.
@@ -1169,11 +1142,7 @@ fn a_forwarder_moves_on_while_scavenges_keep_removing_events() {
         .into_iter()
         .map(|e| e.position)
         .collect();
-    let s = ForwardSettings {
-        filter,
-        batch_size: 1000,
-        ..ignoring()
-    };
+    let s = ignoring().filter(filter).batch_size(1000);
     let sink = Sink::default();
     let mut f = Forwarder::new(store.clone(), "f", s, Box::new(sink.clone())).unwrap();
     let hook = HookRuns::default();
@@ -1207,10 +1176,7 @@ fn a_compression_between_the_read_and_the_survey_is_no_reason_to_read_again() {
     fill(&store, 0, 600);
     let wanted = user_positions(&store);
     let sink = Sink::default();
-    let s = ForwardSettings {
-        batch_size: 1000,
-        ..ignoring()
-    };
+    let s = ignoring().batch_size(1000);
     let mut f = Forwarder::new(store.clone(), "f", s, Box::new(sink.clone())).unwrap();
     let hook = HookRuns::default();
     let (runs, hook_store) = (hook.clone(), store.clone());

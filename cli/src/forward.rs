@@ -157,14 +157,12 @@ fn settings_of(a: &ForwardArgs) -> CliResult<ForwardSettings> {
     if let Some(re) = &a.stream_regex {
         filter = filter.with_stream_regex(re)?;
     }
-    Ok(ForwardSettings {
-        filter,
-        start: a.start.parse::<ForwardStart>()?,
-        batch_size: a.batch_size,
-        max_in_flight: a.max_in_flight,
-        retention: a.retention.parse::<RetentionMode>()?,
-        ..ForwardSettings::default()
-    })
+    Ok(ForwardSettings::default()
+        .filter(filter)
+        .start(a.start.parse::<ForwardStart>()?)
+        .batch_size(a.batch_size)
+        .max_in_flight(a.max_in_flight)
+        .retention(a.retention.parse::<RetentionMode>()?))
 }
 
 /// `annal forward`.

@@ -111,6 +111,7 @@ pub fn forget_forwarder(store: &Store, name: &str) -> Result<bool> {
 
 /// What a forwarder saved in the store: its checkpoint and totals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct SavedForwarder {
     /// Every position before it is delivered, filtered out, parked or skipped.
     pub checkpoint: u64,
