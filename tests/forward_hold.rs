@@ -1195,3 +1195,158 @@ fn a_compression_between_the_read_and_the_survey_is_no_reason_to_read_again() {
     assert_eq!(delivered, wanted);
     assert_eq!(f.status().skipped, 0);
 }
+
+/// Steps forwarder `f` until it is at the head of the log.
+fn step_to_head(f: &mut Forwarder) {
+    while f.step().unwrap() != annal::Step::Idle {}
+}
+
+/// Settings of a forwarder that saves its checkpoint only when it stops.
+fn rarely_saving() -> ForwardSettings {
+    settings().checkpoint_interval(Duration::from_secs(3600))
+}
+
+/// Kills the process that runs `store` and forwarder `f` (neither is closed
+/// nor dropped: nothing more is saved) and opens the store again.
+fn kill_and_reopen(sim: &SimStorage, store: Arc<Store>, f: Forwarder, options: Options) -> Arc<Store> {
+    std::mem::forget(f);
+    std::mem::forget(store);
+    sim.kill_process();
+    Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options).unwrap())
+}
+
+/// Review of issue 14: a running forwarder held retention from where it
+/// was in memory, ahead of its saved checkpoint. A scavenge then removed
+/// events it had delivered but not saved past; killed, it resumed from its
+/// saved checkpoint and reported them as a gap (they are delivered again
+/// instead: the target drops them by id).
+#[test]
+fn a_forwarder_killed_before_it_saved_finds_what_it_delivered_since_its_checkpoint() {
+    let sim = SimStorage::new();
+    let options = || {
+        Options::default()
+            .durability(Durability::Always)
+            .segment_size(8 * 1024)
+            .retention(RetentionPolicy {
+                max_events: Some(50),
+                ..RetentionPolicy::default()
+            })
+    };
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap());
+    // It never saves before the kill: it starts again at the first event.
+    fill(&store, 0, 100);
+    let sink = Sink::default();
+    let mut f = Forwarder::new(store.clone(), "w", rarely_saving(), Box::new(sink.clone())).unwrap();
+    step_to_head(&mut f);
+    assert_eq!(sink.0.lock().len(), 100);
+    fill(&store, 100, 600);
+    store.scavenge().unwrap();
+    let store = kill_and_reopen(&sim, store, f, options());
+    let mut f = Forwarder::new(store.clone(), "w", rarely_saving(), Box::new(sink.clone())).unwrap();
+    f.run(&AtomicBool::new(false), true).unwrap();
+    let status = f.status();
+    assert_eq!((status.skipped, status.gap), (0, None), "{status:?}");
+    // The first 100 twice (before and after the kill), then the rest.
+    assert_eq!(sink.0.lock().len(), 800);
+    drop(f);
+    close(store);
+}
+
+/// Review of issue 14 (same defect under `drop-oldest`): with the hold at
+/// the saved checkpoint, `drop-oldest` may drop events a running forwarder
+/// delivered but had not saved past. The drop record names it where it
+/// was, so after a kill it does not count them as dropped.
+#[test]
+fn drop_oldest_of_events_delivered_but_not_saved_is_no_gap_after_a_kill() {
+    let sim = SimStorage::new();
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    // It never saves before the kill: it starts again at the first event.
+    fill(&store, 0, 600);
+    let sink = Sink::default();
+    let mut f = Forwarder::new(store.clone(), "slow", rarely_saving(), Box::new(sink.clone())).unwrap();
+    step_to_head(&mut f);
+    let report = store.scavenge().unwrap();
+    assert!(report.events_removed > 0, "{report:?}");
+    let store = kill_and_reopen(&sim, store, f, drop_oldest_options(None));
+    let mut f = Forwarder::new(store.clone(), "slow", rarely_saving(), Box::new(sink.clone())).unwrap();
+    f.run(&AtomicBool::new(false), true).unwrap();
+    let status = f.status();
+    assert_eq!((status.skipped, status.gap), (0, None), "{status:?}");
+    // Held from where it started (it never saved), dropped: named where it was.
+    assert!(!report.dropped.is_empty(), "{report:?}");
+    assert!(
+        report
+            .dropped
+            .iter()
+            .all(|d| d.forwarders == vec![("slow".to_string(), 600)]),
+        "{report:?}"
+    );
+    drop(f);
+    close(store);
+}
+
+/// A target that keeps its checkpoint with the events, as PostgreSQL does.
+#[derive(Clone, Default)]
+struct Keeping {
+    sink: Sink,
+    checkpoint: Arc<Mutex<Option<u64>>>,
+}
+
+impl ForwardTarget for Keeping {
+    fn describe(&self) -> String {
+        "keeping".into()
+    }
+    fn load_checkpoint(&mut self, _forwarder: &str) -> Result<Option<u64>, TargetError> {
+        Ok(*self.checkpoint.lock())
+    }
+    fn deliver(&mut self, batch: &Batch<'_>) -> Result<(), TargetError> {
+        self.sink.deliver(batch)?;
+        *self.checkpoint.lock() = Some(batch.next_position);
+        Ok(())
+    }
+    fn stores_checkpoint(&self) -> bool {
+        true
+    }
+}
+
+/// Review of issue 14: a forwarder whose target keeps its own checkpoint,
+/// killed after it passed a drop and before it saved in the store, resumed
+/// from the target's checkpoint and forgot the drops it had counted between
+/// the two (0 reported for all of them).
+#[test]
+fn drops_passed_before_a_kill_are_counted_once_when_the_target_checkpoint_is_ahead() {
+    let sim = SimStorage::new();
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    register_forwarder(&store, "slow", &rarely_saving()).unwrap();
+    fill(&store, 0, 600);
+    let before = user_positions(&store);
+    store.scavenge().unwrap();
+    let after = user_positions(&store);
+    let gone = (before.len() - after.len()) as u64;
+    assert!(gone > 0);
+    let target = Keeping::default();
+    let mut f = Forwarder::new(store.clone(), "slow", rarely_saving(), Box::new(target.clone())).unwrap();
+    step_to_head(&mut f);
+    assert_eq!(f.status().skipped, gone);
+    assert_eq!(
+        saved_checkpoint(&store, "slow").unwrap(),
+        Some(0),
+        "nothing saved in the store"
+    );
+    let store = kill_and_reopen(&sim, store, f, drop_oldest_options(None));
+    let mut f = Forwarder::new(store.clone(), "slow", rarely_saving(), Box::new(target.clone())).unwrap();
+    f.run(&AtomicBool::new(false), true).unwrap();
+    let status = f.status();
+    assert_eq!(status.skipped, gone, "{status:?}");
+    assert_eq!(status.gap.and_then(|g| g.dropped_events), Some(gone), "{status:?}");
+    drop(f);
+    assert_eq!(saved_forwarders(&store).unwrap()[0].1.skipped, gone);
+    // Once only: a further restart counts nothing more.
+    let mut f = Forwarder::new(store.clone(), "slow", rarely_saving(), Box::new(target.clone())).unwrap();
+    f.run(&AtomicBool::new(false), true).unwrap();
+    assert_eq!(f.status().skipped, gone);
+    let delivered: Vec<u64> = target.sink.0.lock().iter().map(|e| e.position).collect();
+    assert_eq!(delivered, after, "each event once");
+    drop(f);
+    close(store);
+}

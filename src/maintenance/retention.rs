@@ -232,6 +232,24 @@ fn forwarders_before(shared: &Shared, end: u64) -> BTreeMap<String, u64> {
     all
 }
 
+/// The forwarders a drop entry ending at `end` names: each whose hold or
+/// running position lies before `end` (see `forwarders_before`), at the
+/// position it had passed when the drop happened: where it runs if it
+/// runs, else its hold. A running forwarder's hold is its saved checkpoint,
+/// which may lie behind where it runs: it is named then even if it passed
+/// the whole entry (a restart from that checkpoint passes the positions
+/// again, and must not count what it had delivered as dropped).
+fn named_before(shared: &Shared, end: u64) -> BTreeMap<String, u64> {
+    let running = shared.forwarder_positions.lock().clone();
+    forwarders_before(shared, end)
+        .into_iter()
+        .map(|(name, p)| {
+            let at = running.get(&name).copied().unwrap_or(p);
+            (name, at)
+        })
+        .collect()
+}
+
 /// Whether no forwarder can pass the positions of drop entry `d` again, so
 /// that it may be pruned. Every forwarder that could must have passed its
 /// end: each forwarder with a saved checkpoint not forgotten, by its saved
@@ -314,7 +332,7 @@ pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<Scav
                     // unrecorded. A crash or failure before the segment is replaced
                     // leaves an entry whose events are still there; forwarders check
                     // that each run is really gone before they report it.
-                    let forwarders: Vec<(String, u64)> = forwarders_before(shared, end_position).into_iter().collect();
+                    let forwarders: Vec<(String, u64)> = named_before(shared, end_position).into_iter().collect();
                     let range = DroppedRange {
                         first_position,
                         end_position,

@@ -572,9 +572,16 @@ impl Forwarder {
 
     /// Tells the store where the forwarder is: its retention hold (with
     /// [`RetentionMode::Wait`]) and, whatever the mode, its position for
-    /// the drop record, which keeps its entries until it passed them.
+    /// the drop record, which keeps its entries until it passed them. The
+    /// hold is where a restart would resume: the checkpoint saved in the
+    /// store (or where the settings start one that never saved), or the
+    /// cursor if it is behind that (a target's own checkpoint). Never the
+    /// cursor ahead of it: after a crash the forwarder passes again what it
+    /// delivered since its last save, which must still be there (else it
+    /// would report events it delivered as a gap).
     fn hold(&self) {
-        let hold = (self.settings.retention == RetentionMode::Wait).then_some(self.cursor);
+        let resume = self.saved.position.min(self.cursor);
+        let hold = (self.settings.retention == RetentionMode::Wait).then_some(resume);
         self.store.set_retention_hold(&self.name, hold);
         self.store.set_forwarder_position(&self.name, Some(self.cursor));
     }
@@ -586,7 +593,21 @@ impl Forwarder {
         self.take_acknowledgement();
         if !self.started {
             if let Some(p) = self.target.load_checkpoint(&self.name)? {
-                self.cursor = p;
+                let from = self.cursor;
+                if p > from {
+                    // The target is ahead of the store's checkpoint: before a
+                    // restart the forwarder passed `from..p`, and counted the
+                    // drops there in memory only (the saved totals stop at
+                    // the saved position). They are counted now, once: the
+                    // drop record names the forwarder at where it was when
+                    // each drop happened, so what it had delivered before
+                    // is not counted.
+                    let stretch = self.survey(from, p)?;
+                    self.cursor = p;
+                    self.note_drops(from, p, &stretch);
+                } else {
+                    self.cursor = p;
+                }
                 self.hold();
             }
             self.started = true;
@@ -771,6 +792,8 @@ impl Forwarder {
         self.saved = record;
         self.stored = true;
         self.dirty = false;
+        // The hold follows the saved checkpoint.
+        self.hold();
         Ok(())
     }
 
@@ -1019,6 +1042,15 @@ impl ForwarderHandle {
     }
 }
 
+impl Drop for ForwarderHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1060,14 +1092,5 @@ mod tests {
         let s = s.lock().clone();
         assert_eq!((s.state, s.last_error, s.failures), (ForwardState::Running, None, 0));
         assert!(s.warning.is_some_and(|w| w.contains("priority")));
-    }
-}
-
-impl Drop for ForwarderHandle {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
