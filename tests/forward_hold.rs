@@ -1350,3 +1350,61 @@ fn drops_passed_before_a_kill_are_counted_once_when_the_target_checkpoint_is_ahe
     drop(f);
     close(store);
 }
+
+/// Review of issue 14: a forwarder named by a drop entry that never saves
+/// a checkpoint nor runs again kept that entry forever, and `forget` needs
+/// a saved checkpoint. `release_forwarder` releases a name completely: the
+/// drop record no longer names it (its entries are pruned once the others
+/// passed them), its hold and checkpoint go; it refuses while a forwarder
+/// of that name runs.
+#[test]
+fn releasing_a_forwarder_frees_its_drop_entries_hold_and_checkpoint() {
+    let sim = SimStorage::new();
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    register_forwarder(&store, "slow", &settings()).unwrap();
+    let target = DownThenUp {
+        down: 1,
+        sink: Sink::default(),
+    };
+    let mut ghost = Forwarder::new(store.clone(), "ghost", settings(), Box::new(target)).unwrap();
+    fill(&store, 0, 600);
+    assert!(ghost.step().is_err(), "the target is down");
+    store.scavenge().unwrap();
+    assert!(!store.dropped().unwrap().is_empty());
+    let (s, _) = forward_once(&store, "slow", settings());
+    drop(s);
+    // While it exists, its name is not released.
+    assert!(matches!(
+        annal::release_forwarder(&store, "ghost"),
+        Err(annal::Error::InvalidInput(_))
+    ));
+    drop(ghost);
+    store.scavenge().unwrap();
+    assert!(!store.dropped().unwrap().is_empty(), "the entries wait for the ghost");
+    let released = annal::release_forwarder(&store, "ghost").unwrap();
+    assert!(!released.had_checkpoint);
+    assert!(released.drop_entries_named > 0, "{released:?}");
+    assert_eq!(
+        released.drop_entries_pruned, released.drop_entries_named,
+        "{released:?}"
+    );
+    assert_eq!(store.dropped().unwrap(), vec![]);
+
+    // A forwarder with a checkpoint and a hold: both go, across a reopen.
+    register_forwarder(&store, "old", &settings()).unwrap();
+    assert!(store.stats().retention_held_by.iter().any(|(n, _)| n == "old"));
+    let released = annal::release_forwarder(&store, "old").unwrap();
+    assert!(released.had_checkpoint);
+    assert!(!store.stats().retention_held_by.iter().any(|(n, _)| n == "old"));
+    close(store);
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    assert!(!store.stats().retention_held_by.iter().any(|(n, _)| n == "old"));
+    let names: Vec<String> = saved_forwarders(&store).unwrap().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, vec!["slow".to_string()]);
+    assert_eq!(saved_checkpoint(&store, "old").unwrap(), None);
+    // The name starts afresh, where its settings say.
+    let fresh = settings().start(ForwardStart::End);
+    let head = store.head_position();
+    assert_eq!(register_forwarder(&store, "old", &fresh).unwrap(), head);
+    close(store);
+}

@@ -303,6 +303,29 @@ fn prune_dropped(shared: &Shared) -> Result<usize> {
     Ok(pruned)
 }
 
+/// Takes forwarder `name` out of every entry of the drop record (a
+/// forwarder released for good, see `features::forward`), then prunes the
+/// entries no forwarder can pass again, one scavenge at a time. Returns how
+/// many entries named it and how many were pruned. A record that cannot be
+/// read is an error here: the release must not look done while an entry
+/// may still name the forwarder.
+pub(crate) fn release_from_drops(shared: &Shared, name: &str) -> Result<(usize, usize)> {
+    let _one_at_a_time = shared.scavenging.lock();
+    let mut all = load_dropped(shared)?;
+    let mut named = 0;
+    for d in &mut all {
+        let before = d.forwarders.len();
+        d.forwarders.retain(|(n, _)| n != name);
+        named += usize::from(d.forwarders.len() != before);
+    }
+    if named > 0 {
+        write_atomically(&*shared.storage, &shared.dir, DROPPED_FILE, &dropped::encode(&all)?)
+            .ctx(|| format!("writing {DROPPED_FILE}"))?;
+    }
+    let pruned = prune_dropped(shared)?;
+    Ok((named, pruned))
+}
+
 /// Scavenges every sealed segment of the store behind `shared` under `policy`.
 pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<ScavengeReport> {
     let _one_at_a_time = shared.scavenging.lock();

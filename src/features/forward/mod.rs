@@ -48,7 +48,8 @@ mod gaps;
 mod saved;
 
 pub use saved::{
-    SavedForwarder, acknowledge_gap, forget_forwarder, register_forwarder, saved_checkpoint, saved_forwarders,
+    ReleasedForwarder, SavedForwarder, acknowledge_gap, forget_forwarder, register_forwarder, release_forwarder,
+    saved_checkpoint, saved_forwarders,
 };
 use gaps::Stretch;
 use saved::{fresh_checkpoint, go_live, hold_of, leave, load_checkpoint};
