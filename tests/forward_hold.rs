@@ -1408,3 +1408,23 @@ fn releasing_a_forwarder_frees_its_drop_entries_hold_and_checkpoint() {
     assert_eq!(register_forwarder(&store, "old", &fresh).unwrap(), head);
     close(store);
 }
+
+/// Review of this branch: with the hold at the saved checkpoint, a waiting
+/// forwarder whose filter hid every event saved nothing (it delivered
+/// nothing), so it held retention from its first checkpoint forever. It
+/// saves once it passed a batch of positions.
+#[test]
+fn a_forwarder_that_delivers_nothing_still_moves_its_hold() {
+    let sim = SimStorage::new();
+    let store = open(&sim);
+    let none = settings().filter(Filter::all().with_type("Nope"));
+    register_forwarder(&store, "picky", &none).unwrap();
+    fill(&store, 0, 700);
+    let (f, delivered) = forward_once(&store, "picky", none);
+    assert!(delivered.is_empty());
+    let report = store.scavenge().unwrap();
+    assert_eq!(report.events_kept_for_forwarding, 0, "{report:?}");
+    assert!(saved_checkpoint(&store, "picky").unwrap().unwrap() >= 700);
+    drop(f);
+    close(store);
+}

@@ -775,7 +775,13 @@ impl Forwarder {
     pub fn save(&mut self) -> Result<()> {
         self.last_save = Instant::now();
         self.take_acknowledgement();
-        if !self.dirty {
+        // The hold is the saved position: one that waits saves when it
+        // passed a batch of positions without delivering (events its filter
+        // hides), or retention would wait for those forever. The checkpoint
+        // event this appends is one position: no save follows for it alone.
+        let behind = self.settings.retention == RetentionMode::Wait
+            && self.cursor.saturating_sub(self.saved.position) >= self.settings.batch_size as u64;
+        if !self.dirty && !behind {
             return Ok(());
         }
         let record = StoredForwardCheckpointV1 {
