@@ -58,9 +58,9 @@ pub use error::{Error, Result};
 pub use event::{AppendResult, ContentType, EventData, ExpectedVersion, RecordedEvent, StreamInfo};
 pub use features::forward::{
     Batch, ForwardError, ForwardGap, ForwardSettings, ForwardStart, ForwardState, ForwardStatus, ForwardTarget,
-    Forwarder, ForwarderHandle, RetentionMode, SavedForwarder, StatusHandle, Step, TargetError, acknowledge_gap,
-    check_forwarder_name, forget_forwarder, forward_checkpoint_stream, forward_parked_stream, register_forwarder,
-    saved_checkpoint, saved_forwarders,
+    Forwarder, ForwarderHandle, ReleasedForwarder, RetentionMode, SavedForwarder, StatusHandle, Step, TargetError,
+    acknowledge_gap, check_forwarder_name, forget_forwarder, forward_checkpoint_stream, forward_parked_stream,
+    register_forwarder, release_forwarder, saved_checkpoint, saved_forwarders,
 };
 pub use features::metadata::Snapshot;
 pub use features::persistent::{

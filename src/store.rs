@@ -366,6 +366,14 @@ impl Store {
         set_or_forget(&mut self.shared.forwarder_positions.lock(), name, position);
     }
 
+    /// Takes the released forwarder `name` out of the drop record's entries
+    /// and prunes those no forwarder can pass again: (entries that named
+    /// it, entries pruned).
+    pub(crate) fn release_from_drops(&self, name: &str) -> Result<(usize, usize)> {
+        self.check_writable()?;
+        crate::maintenance::retention::release_from_drops(&self.shared, name)
+    }
+
     /// What the disk-budget policy `drop-oldest` removed before forwarders
     /// delivered it (the store's drop record, `dropped.rec`), oldest first;
     /// empty if it never did. A record that cannot be read is an error (it

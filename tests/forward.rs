@@ -105,14 +105,12 @@ impl ForwardTarget for Fake {
 }
 
 fn settings() -> ForwardSettings {
-    ForwardSettings {
-        batch_size: 7,
-        backoff_initial: Duration::from_millis(1),
-        backoff_max: Duration::from_millis(8),
-        idle_wait: Duration::from_millis(1),
-        checkpoint_interval: Duration::ZERO,
-        ..ForwardSettings::default()
-    }
+    ForwardSettings::default()
+        .batch_size(7)
+        .backoff_initial(Duration::from_millis(1))
+        .backoff_max(Duration::from_millis(8))
+        .idle_wait(Duration::from_millis(1))
+        .checkpoint_interval(Duration::ZERO)
 }
 
 /// Appends `n` events spread over 5 streams, every third of type `B`.
@@ -168,10 +166,7 @@ fn forwards_every_matching_event_in_order_and_resumes_from_its_checkpoint() {
     let mut f = Forwarder::new(
         store.clone(),
         "to-b",
-        ForwardSettings {
-            filter: filter.clone(),
-            ..settings()
-        },
+        settings().filter(filter.clone()),
         Box::new(fake.clone()),
     )
     .unwrap();
@@ -231,11 +226,9 @@ fn a_target_that_fails_is_retried_with_backoff_and_loses_nothing() {
 fn backoff_doubles_with_jitter_up_to_its_cap() {
     let sim = SimStorage::new();
     let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap());
-    let s = ForwardSettings {
-        backoff_initial: Duration::from_millis(100),
-        backoff_max: Duration::from_secs(2),
-        ..ForwardSettings::default()
-    };
+    let s = ForwardSettings::default()
+        .backoff_initial(Duration::from_millis(100))
+        .backoff_max(Duration::from_secs(2));
     let f = Forwarder::new(store, "b", s, Box::new(Fake::new(false))).unwrap();
     for (failures, full) in [(1, 100), (2, 200), (3, 400), (5, 1600), (6, 2000), (40, 2000)] {
         let d = f.backoff(failures, false);
@@ -345,10 +338,7 @@ fn a_crash_between_delivery_and_checkpoint_redelivers_and_the_target_drops_the_c
     f.step().unwrap();
     f.save().unwrap();
     let saved = f.checkpoint();
-    let never_saved = ForwardSettings {
-        checkpoint_interval: Duration::from_secs(3600),
-        ..settings()
-    };
+    let never_saved = settings().checkpoint_interval(Duration::from_secs(3600));
     drop(f);
     let mut f = Forwarder::new(store.clone(), "crashy", never_saved, Box::new(fake.clone())).unwrap();
     assert_eq!(f.checkpoint(), saved);
@@ -376,10 +366,7 @@ fn a_transactional_targets_checkpoint_is_trusted_over_the_stores() {
     let mut f = Forwarder::new(
         store.clone(),
         "tx",
-        ForwardSettings {
-            checkpoint_interval: Duration::from_secs(3600),
-            ..settings()
-        },
+        settings().checkpoint_interval(Duration::from_secs(3600)),
         Box::new(fake.clone()),
     )
     .unwrap();
@@ -400,10 +387,7 @@ fn start_at_end_forwards_only_later_events() {
     let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap());
     fill(&store, 0, 10);
     let fake = Fake::new(false);
-    let s = ForwardSettings {
-        start: ForwardStart::End,
-        ..settings()
-    };
+    let s = settings().start(ForwardStart::End);
     let mut f = Forwarder::new(store.clone(), "late", s, Box::new(fake.clone())).unwrap();
     fill(&store, 10, 5);
     run_once(&mut f);
@@ -445,10 +429,7 @@ fn a_forwarder_behind_scavenged_data_reports_the_gap_and_goes_on() {
     let sim = SimStorage::new();
     let store = retention_store(&sim);
     let fake = Fake::new(false);
-    let s = ForwardSettings {
-        retention: RetentionMode::Ignore,
-        ..settings()
-    };
+    let s = settings().retention(RetentionMode::Ignore);
     let mut f = Forwarder::new(store.clone(), "ignoring", s, Box::new(fake.clone())).unwrap();
     fill(&store, 0, 600);
     let report = store.scavenge().unwrap();
@@ -466,10 +447,7 @@ fn a_forwarder_behind_scavenged_data_reports_the_gap_and_goes_on() {
 fn bad_settings_and_names_are_refused() {
     let sim = SimStorage::new();
     let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap());
-    let bad = ForwardSettings {
-        batch_size: 0,
-        ..ForwardSettings::default()
-    };
+    let bad = ForwardSettings::default().batch_size(0);
     assert!(Forwarder::new(store.clone(), "x", bad, Box::new(Fake::new(false))).is_err());
     assert!(Forwarder::new(store.clone(), "a b", settings(), Box::new(Fake::new(false))).is_err());
     assert!("sideways".parse::<ForwardStart>().is_err());
@@ -512,7 +490,7 @@ fn a_spawned_forwarder_runs_at_the_niceness_of_its_settings_and_the_caller_keeps
     fill(&store, 0, 10);
     let before = thread_nice();
     let seen = Arc::new(Mutex::new(None));
-    let s = ForwardSettings { nice: 7, ..settings() };
+    let s = settings().nice(7);
     let handle = Forwarder::new(store.clone(), "nice", s, Box::new(NiceProbe(seen.clone())))
         .unwrap()
         .spawn()
@@ -527,6 +505,6 @@ fn a_spawned_forwarder_runs_at_the_niceness_of_its_settings_and_the_caller_keeps
     assert_eq!(seen.lock().unwrap(), before.max(7));
     assert_eq!(thread_nice(), before);
     // A niceness Linux does not have is refused.
-    let s = ForwardSettings { nice: 20, ..settings() };
+    let s = settings().nice(20);
     assert!(Forwarder::new(store, "nice-20", s, Box::new(Fake::new(false))).is_err());
 }

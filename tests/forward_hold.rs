@@ -55,12 +55,10 @@ fn close(store: Arc<Store>) {
 }
 
 fn settings() -> ForwardSettings {
-    ForwardSettings {
-        batch_size: 50,
-        idle_wait: Duration::from_millis(1),
-        checkpoint_interval: Duration::ZERO,
-        ..ForwardSettings::default()
-    }
+    ForwardSettings::default()
+        .batch_size(50)
+        .idle_wait(Duration::from_millis(1))
+        .checkpoint_interval(Duration::ZERO)
 }
 
 fn fill(store: &Store, from: usize, n: usize) {
@@ -147,10 +145,7 @@ fn forgetting_a_forwarder_drops_its_hold_and_ignore_never_holds() {
     let sim = SimStorage::new();
     let store = open(&sim);
     register_forwarder(&store, "gone", &settings()).unwrap();
-    let ignoring = ForwardSettings {
-        retention: RetentionMode::Ignore,
-        ..settings()
-    };
+    let ignoring = settings().retention(RetentionMode::Ignore);
     register_forwarder(&store, "free", &ignoring).unwrap();
     fill(&store, 0, 600);
     assert!(forget_forwarder(&store, "gone").unwrap());
@@ -358,10 +353,7 @@ fn a_drop_whose_rewrite_failed_is_no_gap_and_a_drop_recorded_twice_counts_once()
     assert_eq!(store.dropped().unwrap().len(), 1, "but the drop was recorded");
     // A forwarder that does not hold retention passes over the recorded range:
     // the events are still there, so it delivers them and reports no gap.
-    let ignore = ForwardSettings {
-        retention: RetentionMode::Ignore,
-        ..settings()
-    };
+    let ignore = settings().retention(RetentionMode::Ignore);
     let (f, delivered) = forward_once(&store, "peek", ignore);
     assert_eq!(delivered, before);
     let status = f.status();
@@ -396,10 +388,7 @@ fn a_forwarder_past_the_start_of_a_drop_counts_only_the_dropped_events_it_passed
     register_forwarder(&store, "slow", &settings()).unwrap();
     fill(&store, 0, 600);
     let mid_from = 30;
-    let mid = ForwardSettings {
-        start: ForwardStart::Position(mid_from),
-        ..settings()
-    };
+    let mid = settings().start(ForwardStart::Position(mid_from));
     register_forwarder(&store, "mid", &mid).unwrap();
     let before = user_positions(&store);
     let report = store.scavenge().unwrap();
@@ -721,11 +710,9 @@ fn a_gap_acknowledged_while_the_forwarder_runs_stays_acknowledged() {
     for saved_first in [true, false] {
         let sim = SimStorage::new();
         let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
-        let settings = ForwardSettings {
+        let settings = settings()
             // Without a save between the gap and the acknowledgement, unless asked.
-            checkpoint_interval: Duration::from_secs(3600),
-            ..settings()
-        };
+            .checkpoint_interval(Duration::from_secs(3600));
         register_forwarder(&store, "slow", &settings).unwrap();
         fill(&store, 0, 600);
         store.scavenge().unwrap();
@@ -830,10 +817,7 @@ fn a_run_whose_head_alone_is_gone_counts_only_its_head() {
     assert_eq!(recorded.len(), 1);
     let solo = recorded[0].runs[0].0;
     // "slow" delivers up to just past the run's head and saves that.
-    let two = ForwardSettings {
-        batch_size: 2,
-        ..settings()
-    };
+    let two = settings().batch_size(2);
     let mut f = Forwarder::new(store.clone(), "slow", two, Box::new(Sink::default())).unwrap();
     f.step().unwrap();
     f.save().unwrap();
@@ -859,11 +843,9 @@ fn a_run_whose_head_alone_is_gone_counts_only_its_head() {
     );
     // A forwarder whose filter hides every event passes over the run: one
     // position of it holds no event, the others still hold theirs.
-    let typed = ForwardSettings {
-        filter: Filter::all().with_type("B"),
-        retention: RetentionMode::Ignore,
-        ..settings()
-    };
+    let typed = settings()
+        .filter(Filter::all().with_type("B"))
+        .retention(RetentionMode::Ignore);
     let (f, delivered) = forward_once(&store, "typed", typed);
     assert!(delivered.is_empty());
     let status = f.status();
@@ -917,12 +899,10 @@ fn events_a_filter_hid_and_a_scavenge_removed_after_the_read_are_not_skipped() {
         .map(|e| e.position)
         .collect();
     // One read takes the whole log; the scavenge runs while it is delivered.
-    let filtered = ForwardSettings {
-        filter: Filter::all().with_stream_prefix("s-1"),
-        retention: RetentionMode::Ignore,
-        batch_size: 1000,
-        ..settings()
-    };
+    let filtered = settings()
+        .filter(Filter::all().with_stream_prefix("s-1"))
+        .retention(RetentionMode::Ignore)
+        .batch_size(1000);
     let sink = Sink::default();
     let target = ScavengeWhileDelivering {
         store: store.clone(),
@@ -939,10 +919,7 @@ fn events_a_filter_hid_and_a_scavenge_removed_after_the_read_are_not_skipped() {
 }
 
 fn ignoring() -> ForwardSettings {
-    ForwardSettings {
-        retention: RetentionMode::Ignore,
-        ..settings()
-    }
+    settings().retention(RetentionMode::Ignore)
 }
 
 /// Review of the fwd-trust merge: the entry `annal repair` writes for lost
@@ -1088,11 +1065,7 @@ fn a_scavenge_between_the_read_and_the_survey_counts_only_what_was_not_delivered
         .into_iter()
         .map(|e| e.position)
         .collect();
-    let filtered = ForwardSettings {
-        filter,
-        batch_size: 1000,
-        ..ignoring()
-    };
+    let filtered = ignoring().filter(filter).batch_size(1000);
     let sink = Sink::default();
     let mut f = Forwarder::new(store.clone(), "filtered", filtered, Box::new(sink.clone())).unwrap();
     // The first read of the whole log is followed by a scavenge.
@@ -1169,11 +1142,7 @@ fn a_forwarder_moves_on_while_scavenges_keep_removing_events() {
         .into_iter()
         .map(|e| e.position)
         .collect();
-    let s = ForwardSettings {
-        filter,
-        batch_size: 1000,
-        ..ignoring()
-    };
+    let s = ignoring().filter(filter).batch_size(1000);
     let sink = Sink::default();
     let mut f = Forwarder::new(store.clone(), "f", s, Box::new(sink.clone())).unwrap();
     let hook = HookRuns::default();
@@ -1207,10 +1176,7 @@ fn a_compression_between_the_read_and_the_survey_is_no_reason_to_read_again() {
     fill(&store, 0, 600);
     let wanted = user_positions(&store);
     let sink = Sink::default();
-    let s = ForwardSettings {
-        batch_size: 1000,
-        ..ignoring()
-    };
+    let s = ignoring().batch_size(1000);
     let mut f = Forwarder::new(store.clone(), "f", s, Box::new(sink.clone())).unwrap();
     let hook = HookRuns::default();
     let (runs, hook_store) = (hook.clone(), store.clone());
@@ -1228,4 +1194,237 @@ fn a_compression_between_the_read_and_the_survey_is_no_reason_to_read_again() {
     let delivered: Vec<u64> = sink.0.lock().iter().map(|e| e.position).collect();
     assert_eq!(delivered, wanted);
     assert_eq!(f.status().skipped, 0);
+}
+
+/// Steps forwarder `f` until it is at the head of the log.
+fn step_to_head(f: &mut Forwarder) {
+    while f.step().unwrap() != annal::Step::Idle {}
+}
+
+/// Settings of a forwarder that saves its checkpoint only when it stops.
+fn rarely_saving() -> ForwardSettings {
+    settings().checkpoint_interval(Duration::from_secs(3600))
+}
+
+/// Kills the process that runs `store` and forwarder `f` (neither is closed
+/// nor dropped: nothing more is saved) and opens the store again.
+fn kill_and_reopen(sim: &SimStorage, store: Arc<Store>, f: Forwarder, options: Options) -> Arc<Store> {
+    std::mem::forget(f);
+    std::mem::forget(store);
+    sim.kill_process();
+    Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options).unwrap())
+}
+
+/// Review of issue 14: a running forwarder held retention from where it
+/// was in memory, ahead of its saved checkpoint. A scavenge then removed
+/// events it had delivered but not saved past; killed, it resumed from its
+/// saved checkpoint and reported them as a gap (they are delivered again
+/// instead: the target drops them by id).
+#[test]
+fn a_forwarder_killed_before_it_saved_finds_what_it_delivered_since_its_checkpoint() {
+    let sim = SimStorage::new();
+    let options = || {
+        Options::default()
+            .durability(Durability::Always)
+            .segment_size(8 * 1024)
+            .retention(RetentionPolicy {
+                max_events: Some(50),
+                ..RetentionPolicy::default()
+            })
+    };
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap());
+    // It never saves before the kill: it starts again at the first event.
+    fill(&store, 0, 100);
+    let sink = Sink::default();
+    let mut f = Forwarder::new(store.clone(), "w", rarely_saving(), Box::new(sink.clone())).unwrap();
+    step_to_head(&mut f);
+    assert_eq!(sink.0.lock().len(), 100);
+    fill(&store, 100, 600);
+    store.scavenge().unwrap();
+    let store = kill_and_reopen(&sim, store, f, options());
+    let mut f = Forwarder::new(store.clone(), "w", rarely_saving(), Box::new(sink.clone())).unwrap();
+    f.run(&AtomicBool::new(false), true).unwrap();
+    let status = f.status();
+    assert_eq!((status.skipped, status.gap), (0, None), "{status:?}");
+    // The first 100 twice (before and after the kill), then the rest.
+    assert_eq!(sink.0.lock().len(), 800);
+    drop(f);
+    close(store);
+}
+
+/// Review of issue 14 (same defect under `drop-oldest`): with the hold at
+/// the saved checkpoint, `drop-oldest` may drop events a running forwarder
+/// delivered but had not saved past. The drop record names it where it
+/// was, so after a kill it does not count them as dropped.
+#[test]
+fn drop_oldest_of_events_delivered_but_not_saved_is_no_gap_after_a_kill() {
+    let sim = SimStorage::new();
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    // It never saves before the kill: it starts again at the first event.
+    fill(&store, 0, 600);
+    let sink = Sink::default();
+    let mut f = Forwarder::new(store.clone(), "slow", rarely_saving(), Box::new(sink.clone())).unwrap();
+    step_to_head(&mut f);
+    let report = store.scavenge().unwrap();
+    assert!(report.events_removed > 0, "{report:?}");
+    let store = kill_and_reopen(&sim, store, f, drop_oldest_options(None));
+    let mut f = Forwarder::new(store.clone(), "slow", rarely_saving(), Box::new(sink.clone())).unwrap();
+    f.run(&AtomicBool::new(false), true).unwrap();
+    let status = f.status();
+    assert_eq!((status.skipped, status.gap), (0, None), "{status:?}");
+    // Held from where it started (it never saved), dropped: named where it was.
+    assert!(!report.dropped.is_empty(), "{report:?}");
+    assert!(
+        report
+            .dropped
+            .iter()
+            .all(|d| d.forwarders == vec![("slow".to_string(), 600)]),
+        "{report:?}"
+    );
+    drop(f);
+    close(store);
+}
+
+/// A target that keeps its checkpoint with the events, as PostgreSQL does.
+#[derive(Clone, Default)]
+struct Keeping {
+    sink: Sink,
+    checkpoint: Arc<Mutex<Option<u64>>>,
+}
+
+impl ForwardTarget for Keeping {
+    fn describe(&self) -> String {
+        "keeping".into()
+    }
+    fn load_checkpoint(&mut self, _forwarder: &str) -> Result<Option<u64>, TargetError> {
+        Ok(*self.checkpoint.lock())
+    }
+    fn deliver(&mut self, batch: &Batch<'_>) -> Result<(), TargetError> {
+        self.sink.deliver(batch)?;
+        *self.checkpoint.lock() = Some(batch.next_position);
+        Ok(())
+    }
+    fn stores_checkpoint(&self) -> bool {
+        true
+    }
+}
+
+/// Review of issue 14: a forwarder whose target keeps its own checkpoint,
+/// killed after it passed a drop and before it saved in the store, resumed
+/// from the target's checkpoint and forgot the drops it had counted between
+/// the two (0 reported for all of them).
+#[test]
+fn drops_passed_before_a_kill_are_counted_once_when_the_target_checkpoint_is_ahead() {
+    let sim = SimStorage::new();
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    register_forwarder(&store, "slow", &rarely_saving()).unwrap();
+    fill(&store, 0, 600);
+    let before = user_positions(&store);
+    store.scavenge().unwrap();
+    let after = user_positions(&store);
+    let gone = (before.len() - after.len()) as u64;
+    assert!(gone > 0);
+    let target = Keeping::default();
+    let mut f = Forwarder::new(store.clone(), "slow", rarely_saving(), Box::new(target.clone())).unwrap();
+    step_to_head(&mut f);
+    assert_eq!(f.status().skipped, gone);
+    assert_eq!(
+        saved_checkpoint(&store, "slow").unwrap(),
+        Some(0),
+        "nothing saved in the store"
+    );
+    let store = kill_and_reopen(&sim, store, f, drop_oldest_options(None));
+    let mut f = Forwarder::new(store.clone(), "slow", rarely_saving(), Box::new(target.clone())).unwrap();
+    f.run(&AtomicBool::new(false), true).unwrap();
+    let status = f.status();
+    assert_eq!(status.skipped, gone, "{status:?}");
+    assert_eq!(status.gap.and_then(|g| g.dropped_events), Some(gone), "{status:?}");
+    drop(f);
+    assert_eq!(saved_forwarders(&store).unwrap()[0].1.skipped, gone);
+    // Once only: a further restart counts nothing more.
+    let mut f = Forwarder::new(store.clone(), "slow", rarely_saving(), Box::new(target.clone())).unwrap();
+    f.run(&AtomicBool::new(false), true).unwrap();
+    assert_eq!(f.status().skipped, gone);
+    let delivered: Vec<u64> = target.sink.0.lock().iter().map(|e| e.position).collect();
+    assert_eq!(delivered, after, "each event once");
+    drop(f);
+    close(store);
+}
+
+/// Review of issue 14: a forwarder named by a drop entry that never saves
+/// a checkpoint nor runs again kept that entry forever, and `forget` needs
+/// a saved checkpoint. `release_forwarder` releases a name completely: the
+/// drop record no longer names it (its entries are pruned once the others
+/// passed them), its hold and checkpoint go; it refuses while a forwarder
+/// of that name runs.
+#[test]
+fn releasing_a_forwarder_frees_its_drop_entries_hold_and_checkpoint() {
+    let sim = SimStorage::new();
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    register_forwarder(&store, "slow", &settings()).unwrap();
+    let target = DownThenUp {
+        down: 1,
+        sink: Sink::default(),
+    };
+    let mut ghost = Forwarder::new(store.clone(), "ghost", settings(), Box::new(target)).unwrap();
+    fill(&store, 0, 600);
+    assert!(ghost.step().is_err(), "the target is down");
+    store.scavenge().unwrap();
+    assert!(!store.dropped().unwrap().is_empty());
+    let (s, _) = forward_once(&store, "slow", settings());
+    drop(s);
+    // While it exists, its name is not released.
+    assert!(matches!(
+        annal::release_forwarder(&store, "ghost"),
+        Err(annal::Error::InvalidInput(_))
+    ));
+    drop(ghost);
+    store.scavenge().unwrap();
+    assert!(!store.dropped().unwrap().is_empty(), "the entries wait for the ghost");
+    let released = annal::release_forwarder(&store, "ghost").unwrap();
+    assert!(!released.had_checkpoint);
+    assert!(released.drop_entries_named > 0, "{released:?}");
+    assert_eq!(
+        released.drop_entries_pruned, released.drop_entries_named,
+        "{released:?}"
+    );
+    assert_eq!(store.dropped().unwrap(), vec![]);
+
+    // A forwarder with a checkpoint and a hold: both go, across a reopen.
+    register_forwarder(&store, "old", &settings()).unwrap();
+    assert!(store.stats().retention_held_by.iter().any(|(n, _)| n == "old"));
+    let released = annal::release_forwarder(&store, "old").unwrap();
+    assert!(released.had_checkpoint);
+    assert!(!store.stats().retention_held_by.iter().any(|(n, _)| n == "old"));
+    close(store);
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    assert!(!store.stats().retention_held_by.iter().any(|(n, _)| n == "old"));
+    let names: Vec<String> = saved_forwarders(&store).unwrap().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, vec!["slow".to_string()]);
+    assert_eq!(saved_checkpoint(&store, "old").unwrap(), None);
+    // The name starts afresh, where its settings say.
+    let fresh = settings().start(ForwardStart::End);
+    let head = store.head_position();
+    assert_eq!(register_forwarder(&store, "old", &fresh).unwrap(), head);
+    close(store);
+}
+
+/// Review of this branch: with the hold at the saved checkpoint, a waiting
+/// forwarder whose filter hid every event saved nothing (it delivered
+/// nothing), so it held retention from its first checkpoint forever. It
+/// saves once it passed a batch of positions.
+#[test]
+fn a_forwarder_that_delivers_nothing_still_moves_its_hold() {
+    let sim = SimStorage::new();
+    let store = open(&sim);
+    let none = settings().filter(Filter::all().with_type("Nope"));
+    register_forwarder(&store, "picky", &none).unwrap();
+    fill(&store, 0, 700);
+    let (f, delivered) = forward_once(&store, "picky", none);
+    assert!(delivered.is_empty());
+    let report = store.scavenge().unwrap();
+    assert_eq!(report.events_kept_for_forwarding, 0, "{report:?}");
+    assert!(saved_checkpoint(&store, "picky").unwrap().unwrap() >= 700);
+    drop(f);
+    close(store);
 }

@@ -1,7 +1,8 @@
 //! `annal forward`: one forwarder in the foreground (until interrupted, or
 //! `--once`: until it has forwarded what exists), `annal forward status`: the
 //! checkpoints forwarders saved in the store, `annal forward forget`:
-//! dropping a stopped forwarder's retention hold, and `annal forward ack-gap`:
+//! dropping a stopped forwarder's retention hold, `annal forward release`:
+//! releasing a forwarder's name completely, and `annal forward ack-gap`:
 //! acknowledging the gap a stopped forwarder reported.
 //!
 //! It turns arguments into a forwarder of the library and a target of
@@ -71,6 +72,15 @@ pub enum ForwardAction {
     /// from annal.toml first, or `annal serve` registers it again): scavenging
     /// may then remove the events it has not delivered. Its checkpoint stays.
     Forget {
+        /// The forwarder's name.
+        name: String,
+    },
+    /// Releases a forwarder's name completely, for one that will not run
+    /// again (remove it from annal.toml first, or `annal serve` registers it
+    /// again): its retention hold and its checkpoint go (a forwarder of that
+    /// name starts afresh), and the drop record no longer names it. Its
+    /// dead-letter stream stays. Works without a saved checkpoint.
+    Release {
         /// The forwarder's name.
         name: String,
     },
@@ -157,14 +167,12 @@ fn settings_of(a: &ForwardArgs) -> CliResult<ForwardSettings> {
     if let Some(re) = &a.stream_regex {
         filter = filter.with_stream_regex(re)?;
     }
-    Ok(ForwardSettings {
-        filter,
-        start: a.start.parse::<ForwardStart>()?,
-        batch_size: a.batch_size,
-        max_in_flight: a.max_in_flight,
-        retention: a.retention.parse::<RetentionMode>()?,
-        ..ForwardSettings::default()
-    })
+    Ok(ForwardSettings::default()
+        .filter(filter)
+        .start(a.start.parse::<ForwardStart>()?)
+        .batch_size(a.batch_size)
+        .max_in_flight(a.max_in_flight)
+        .retention(a.retention.parse::<RetentionMode>()?))
 }
 
 /// `annal forward`.
@@ -172,6 +180,7 @@ pub fn forward(ctx: &Ctx, a: ForwardArgs) -> CliResult {
     match &a.action {
         Some(ForwardAction::Status) => return status(ctx),
         Some(ForwardAction::Forget { name }) => return forget(ctx, name),
+        Some(ForwardAction::Release { name }) => return release(ctx, name),
         Some(ForwardAction::AckGap { name }) => return ack_gap(ctx, name),
         None => {}
     }
@@ -279,6 +288,30 @@ fn forget(ctx: &Ctx, name: &str) -> CliResult {
         )));
     }
     println!("{}", serde_json::json!({ "name": name, "holds_retention": false }));
+    Ok(())
+}
+
+/// `annal forward release NAME`.
+fn release(ctx: &Ctx, name: &str) -> CliResult {
+    // The store is opened alone: no `annal serve` runs the forwarder meanwhile.
+    let store = ctx.open_owned()?;
+    if ctx.forward.iter().any(|c| c.name == name) {
+        eprintln!(
+            "annal: {name:?} is still a [[forward]] of the configuration: `annal serve` will register it again, from its start"
+        );
+    }
+    let released = annal::release_forwarder(&store, name);
+    store.close()?;
+    let released = released?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "name": name,
+            "had_checkpoint": released.had_checkpoint,
+            "drop_entries_named": released.drop_entries_named,
+            "drop_entries_pruned": released.drop_entries_pruned,
+        })
+    );
     Ok(())
 }
 

@@ -183,7 +183,8 @@ pub fn serve(ctx: &Ctx, listen: Option<SocketAddr>, no_auth: bool, advertise: Op
 /// undelivered events that forwarders hold take 80 % of it or more, and when
 /// they take more than all of it (scavenging then cannot hold the budget), and
 /// when that ends; looks every 10 s until `stop`. Says at once (within a
-/// second) when a forwarder meets a gap: events removed before it delivered them.
+/// second) when a forwarder meets a gap: events removed before it delivered
+/// them, and when it reports a warning (its thread kept its priority).
 fn budget_watch(
     store: Arc<annal::Store>,
     forwarders: Vec<annal::StatusHandle>,
@@ -200,6 +201,7 @@ fn budget_watch(
             let mut ticks = 0u32;
             let mut gaps: Vec<Option<annal::ForwardGap>> = vec![None; forwarders.len()];
             let mut damage: Vec<Option<String>> = vec![None; forwarders.len()];
+            let mut warned: Vec<Option<String>> = vec![None; forwarders.len()];
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 if ticks.is_multiple_of(5) {
                     for (f, seen) in forwarders.iter().zip(gaps.iter_mut()) {
@@ -212,6 +214,17 @@ fn budget_watch(
                             );
                             *seen = s.gap;
                         }
+                    }
+                    for (f, seen) in forwarders.iter().zip(warned.iter_mut()) {
+                        let s = f.get();
+                        if s.warning.is_some() && s.warning != *seen {
+                            eprintln!(
+                                "annal: warning: forwarder {:?}: {}",
+                                s.name,
+                                s.warning.as_deref().unwrap_or_default()
+                            );
+                        }
+                        *seen = s.warning;
                     }
                     for (f, seen) in forwarders.iter().zip(damage.iter_mut()) {
                         let s = f.get();

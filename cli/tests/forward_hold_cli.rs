@@ -1,7 +1,7 @@
 //! A `[[forward]]` forwarder that waits holds retention with no forwarder
 //! running: `annal compact` (with `annal serve` down, the forwarder never run)
 //! keeps the events it has not delivered, until `annal forward forget` drops
-//! the hold.
+//! the hold; `annal forward release` releases the name.
 
 use std::path::Path;
 use std::process::Command;
@@ -86,4 +86,15 @@ fn compact_keeps_what_a_configured_forwarder_has_not_delivered_until_it_is_forgo
     assert!(field(&out, "events_removed") > 0, "{out}");
     let (code, _, err) = run(d, &["forward", "forget", "never-was"]);
     assert_eq!(code, Some(1), "{err}");
+    // Releasing the name: its checkpoint goes, status no longer lists it.
+    let (code, out, err) = run(d, &["forward", "release", "later"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(r#""had_checkpoint":true"#), "{out}");
+    let (code, out, err) = run(d, &["forward", "status"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!out.contains(r#""name":"later""#), "{out}");
+    // A name that never saved anything is released too (nothing to do).
+    let (code, out, err) = run(d, &["forward", "release", "never-was"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(r#""had_checkpoint":false"#), "{out}");
 }

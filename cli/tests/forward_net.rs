@@ -203,11 +203,9 @@ fn forwarding_survives_a_failing_link_and_appends_keep_their_latency() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path(), Options::default()).unwrap());
     // Short timeouts and backoff: the run is about the link, not patience.
-    let settings = ForwardSettings {
-        backoff_max: Duration::from_secs(2),
-        batch_size: 200,
-        ..ForwardSettings::default()
-    };
+    let settings = ForwardSettings::default()
+        .backoff_max(Duration::from_secs(2))
+        .batch_size(200);
     let targets = [
         (
             "net-pg",

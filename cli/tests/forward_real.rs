@@ -514,6 +514,149 @@ mod nats_target {
         check(&held, &source);
     }
 
+    /// Appends to the store in `dir`, stream `order-1`: a large event
+    /// (`pad` bytes of data) between two small ones, then one of `order-2`.
+    fn large_between_small(dir: &Path, pad: usize) {
+        let store = Store::open(dir, Options::default()).unwrap();
+        let e = |n: usize, pad: usize| EventData::json("E", format!(r#"{{"n":{n},"pad":"{}"}}"#, "x".repeat(pad)));
+        store
+            .append("order-1", ExpectedVersion::Any, vec![e(0, 10), e(1, pad), e(2, 10)])
+            .unwrap();
+        store.append("order-2", ExpectedVersion::Any, vec![e(3, 10)]).unwrap();
+        store.close().unwrap();
+    }
+
+    /// The (annal stream, revision) of each message of JetStream stream
+    /// `stream` under subjects `<prefix>.order-*`, in stream order.
+    fn revisions(stream: &str) -> Vec<(String, u64)> {
+        rt().block_on(async {
+            let js = context().await.unwrap();
+            let mut s = js.get_stream(stream).await.unwrap();
+            let last = s.info().await.unwrap().state.last_sequence;
+            let mut out = Vec::new();
+            for seq in 1..=last {
+                let Ok(m) = s.get_raw_message(seq).await else { continue };
+                let h = |name: &str| m.headers.get(name).map(|v| v.as_str().to_string()).unwrap_or_default();
+                if m.subject.contains(".order-") {
+                    out.push((h("Annal-Stream"), h("Annal-Revision").parse().unwrap()));
+                }
+            }
+            out
+        })
+    }
+
+    /// Review of issue 14: the publishes of a batch are pipelined, and
+    /// JetStream may refuse one message and store the next: a stream with
+    /// `max_bytes` and `discard: new` refuses a large message and takes a
+    /// small one after it. The batch sent again (once there was room) then
+    /// stored the large event after the later one of its stream. One
+    /// message of a stream is in flight at a time now.
+    #[test]
+    #[ignore]
+    fn a_message_refused_for_room_never_lands_after_later_ones_of_its_stream() {
+        use async_nats::jetstream::stream::{Config, DiscardPolicy};
+        let stream = "ANNAL_T6";
+        rt().block_on(async {
+            let js = context().await.unwrap();
+            let _ = js.delete_stream(stream).await;
+            js.create_stream(Config {
+                name: stream.into(),
+                subjects: vec!["room.*".into()],
+                max_bytes: 8192,
+                discard: DiscardPolicy::New,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            // Room left for small messages, not for the large one.
+            js.publish("room.filler", "f".repeat(5000).into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        });
+        let dir = tempfile::tempdir().unwrap();
+        large_between_small(dir.path(), 3000);
+        let to = format!("{}?stream={stream}&subject=room.{{stream}}", env("ANNAL_TEST_NATS_URL"));
+        let run = || {
+            annal(dir.path())
+                .args(["forward", "--once", "--to", &to, "--name", "room"])
+                .output()
+                .unwrap()
+        };
+        let full = run();
+        assert!(!full.status.success(), "the large event finds no room");
+        rt().block_on(async {
+            let js = context().await.unwrap();
+            let s = js.get_stream(stream).await.unwrap();
+            s.purge().filter("room.filler").await.unwrap();
+        });
+        let out = run();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let held = revisions(stream);
+        rt().block_on(async {
+            let _ = context().await.unwrap().delete_stream(stream).await;
+        });
+        let order_1: Vec<u64> = held.iter().filter(|(s, _)| s == "order-1").map(|(_, r)| *r).collect();
+        assert_eq!(order_1, vec![0, 1, 2], "{held:?}");
+        assert_eq!(held.len(), 4, "{held:?}");
+    }
+
+    /// Review of issue 14: a message over the JetStream stream's
+    /// `max_msg_size` was taken as a passing failure and sent again
+    /// forever, holding every later event back. It is a poison event: it is
+    /// parked, and the events after it arrive, in order.
+    #[test]
+    #[ignore]
+    fn a_message_over_the_maximum_size_is_parked_and_the_rest_arrives() {
+        use async_nats::jetstream::stream::Config;
+        let stream = "ANNAL_T7";
+        rt().block_on(async {
+            let js = context().await.unwrap();
+            let _ = js.delete_stream(stream).await;
+            js.create_stream(Config {
+                name: stream.into(),
+                subjects: vec!["size.*".into()],
+                max_message_size: 2048,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        });
+        let dir = tempfile::tempdir().unwrap();
+        large_between_small(dir.path(), 5000);
+        let to = format!("{}?stream={stream}&subject=size.{{stream}}", env("ANNAL_TEST_NATS_URL"));
+        let mut child = annal(dir.path())
+            .args(["forward", "--once", "--to", &to, "--name", "size"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let status = wait_exit(&mut child, Duration::from_secs(60));
+        let held = revisions(stream);
+        rt().block_on(async {
+            let _ = context().await.unwrap().delete_stream(stream).await;
+        });
+        assert!(status.success());
+        // Streams may interleave; each keeps its order.
+        let of = |stream: &str| -> Vec<u64> { held.iter().filter(|(s, _)| s == stream).map(|(_, r)| *r).collect() };
+        assert_eq!((of("order-1"), of("order-2")), (vec![0, 2], vec![0]), "{held:?}");
+        let store = Store::open_read_only(dir.path(), Options::default()).unwrap();
+        let parked = store
+            .read_stream(
+                &annal::forward_parked_stream("size"),
+                Direction::Forward,
+                annal::StreamFrom::Start,
+                10,
+            )
+            .unwrap();
+        assert_eq!(parked.len(), 1);
+        assert!(
+            String::from_utf8_lossy(&parked[0].data).contains("maximum"),
+            "{parked:?}"
+        );
+    }
+
     #[test]
     #[ignore]
     fn wrong_password_and_malformed_urls_are_clear_errors() {

@@ -68,11 +68,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let url = args.next().expect("usage: forward_bench URL [EVENTS]");
     let n: usize = args.next().map_or(100_000, |v| v.parse().expect("EVENTS is a number"));
-    let settings = ForwardSettings {
-        batch_size: 2000,
-        max_in_flight: 20_000,
-        ..ForwardSettings::default()
-    };
+    let settings = ForwardSettings::default().batch_size(2000).max_in_flight(20_000);
 
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path(), Options::default()).unwrap());

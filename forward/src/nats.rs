@@ -10,7 +10,14 @@
 //! stream (parameter `stream`, default `ANNAL`) is created if missing, over the
 //! subjects the template can make. A batch is confirmed only when every
 //! publish is acknowledged; up to the forwarder's `max_in_flight` publishes
-//! are outstanding at once. The publishes of a batch are plain NATS publishes
+//! are outstanding at once, but at most one per annal stream: JetStream may
+//! refuse one message and store the next (a stream's `max_bytes` with
+//! `discard: new`, or an account's storage limit, refuse a large message and
+//! take a smaller one after it; a clustered stream may change leaders in
+//! between), and the batch sent again would then store the refused event
+//! after later ones of its stream. A message JetStream refuses for its size
+//! (the stream's `max_msg_size`, or the server's `max_payload`) is refused
+//! for good: the forwarder parks it. The publishes of a batch are plain NATS publishes
 //! with a reply subject under one inbox subscription per batch: JetStream
 //! answers each on it (what the client's JetStream publish does with an
 //! inbox, a channel and timers per message). NATS keeps no checkpoint for us: the forwarder
@@ -18,6 +25,7 @@
 //!
 //! This module owns subjects and headers; it must never decide which events go.
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -377,45 +385,79 @@ impl ForwardTarget for NatsTarget {
                 .subscribe(format!("{inbox}.*"))
                 .await
                 .map_err(|e| TargetError::Unavailable(format!("NATS subscribe: {e}")))?;
-            let mut outstanding = 0usize;
-            for (n, e) in batch.events.iter().enumerate() {
-                if outstanding >= max_in_flight {
-                    next_ack(&mut acks, timeout).await?;
-                    outstanding -= 1;
+            let events = batch.events;
+            let mut pending = Pending::default();
+            // Events that wait for the message of their stream in flight,
+            // by stream, in order; and those whose turn came.
+            let mut held: HashMap<&str, VecDeque<usize>> = HashMap::new();
+            let mut ready: VecDeque<usize> = VecDeque::new();
+            let (mut next, mut sent, mut flushed) = (0usize, 0usize, false);
+            loop {
+                while pending.len() < max_in_flight {
+                    let n = match ready.pop_front() {
+                        Some(n) => n,
+                        None if next < events.len() => {
+                            let n = next;
+                            next += 1;
+                            let stream = events[n].stream.as_str();
+                            if !pending.claim(stream) {
+                                // One message of a stream at a time (see the
+                                // module comment); other streams go on.
+                                held.entry(stream).or_default().push_back(n);
+                                continue;
+                            }
+                            n
+                        }
+                        None => break,
+                    };
+                    // A connection lost in the middle of the batch fails it now
+                    // (the client never connects again on its own: see `connection`).
+                    if client.connection_state() == async_nats::connection::State::Disconnected {
+                        return Err(TargetError::Unavailable(
+                            "NATS connection lost in the middle of a batch; it is sent again on a new connection"
+                                .into(),
+                        ));
+                    }
+                    let e = &events[n];
+                    // Each message is made just before it is queued, not the whole
+                    // batch before the first is sent.
+                    client
+                        .publish_with_reply_and_headers(
+                            this.subject(e),
+                            reply_subject(&inbox, n),
+                            this.headers(e),
+                            e.data.clone(),
+                        )
+                        .await
+                        .map_err(|err| publish_error(&err, n))?;
+                    pending.sent(n, &e.stream);
+                    sent += 1;
+                    if sent % WRITE_EVERY == 0 {
+                        // Let the connection's task (on this runtime) write what is
+                        // queued, so that the server works on the first messages
+                        // while the next are made.
+                        tokio::task::yield_now().await;
+                    }
                 }
-                // A connection lost in the middle of the batch fails it now
-                // (the client never connects again on its own: see `connection`).
-                if client.connection_state() == async_nats::connection::State::Disconnected {
-                    return Err(TargetError::Unavailable(
-                        "NATS connection lost in the middle of a batch; it is sent again on a new connection".into(),
-                    ));
+                if pending.len() == 0 {
+                    // Nothing in flight, nothing ready: every event went.
+                    break;
                 }
-                // Each message is made just before it is queued, not the whole
-                // batch before the first is sent.
-                client
-                    .publish_with_reply_and_headers(
-                        this.subject(e),
-                        reply_subject(&inbox, n),
-                        this.headers(e),
-                        e.data.clone(),
-                    )
-                    .await
-                    .map_err(|e| TargetError::Unavailable(format!("NATS publish: {e}")))?;
-                outstanding += 1;
-                if (n + 1) % WRITE_EVERY == 0 {
-                    // Let the connection's task (on this runtime) write what is
-                    // queued, so that the server works on the first messages
-                    // while the next are made.
-                    tokio::task::yield_now().await;
+                if next == events.len() && !flushed {
+                    tokio::time::timeout(timeout, client.flush())
+                        .await
+                        .map_err(|_| TargetError::Unavailable("NATS flush: no progress in time".into()))?
+                        .map_err(|e| TargetError::Unavailable(format!("NATS flush: {e}")))?;
+                    flushed = true;
                 }
-            }
-            tokio::time::timeout(timeout, client.flush())
-                .await
-                .map_err(|_| TargetError::Unavailable("NATS flush: no progress in time".into()))?
-                .map_err(|e| TargetError::Unavailable(format!("NATS flush: {e}")))?;
-            while outstanding > 0 {
-                next_ack(&mut acks, timeout).await?;
-                outstanding -= 1;
+                let acked = next_ack(&mut acks, &inbox, timeout).await?;
+                if let Some(stream) = pending.acked(acked) {
+                    // The stream's next event, if one waits, keeps its turn.
+                    match held.get_mut(stream).and_then(VecDeque::pop_front) {
+                        Some(n) => ready.push_back(n),
+                        None => pending.release(stream),
+                    }
+                }
             }
             // The subscription ends when it is dropped.
             drop(acks);
@@ -442,10 +484,75 @@ fn reply_subject(inbox: &str, n: usize) -> String {
     s
 }
 
+/// The messages of a batch sent and not yet acknowledged, by their index
+/// in the batch, and the annal streams that have one in flight or next in
+/// line (at most one message of a stream is in flight).
+#[derive(Default)]
+struct Pending<'a> {
+    by_index: HashMap<usize, &'a str>,
+    claimed: HashSet<&'a str>,
+}
+
+impl<'a> Pending<'a> {
+    fn len(&self) -> usize {
+        self.by_index.len()
+    }
+
+    /// Takes the turn of `stream`: false if it has a message in flight or next in line.
+    fn claim(&mut self, stream: &'a str) -> bool {
+        self.claimed.insert(stream)
+    }
+
+    /// Gives the turn of `stream` back: nothing of it waits.
+    fn release(&mut self, stream: &str) {
+        self.claimed.remove(stream);
+    }
+
+    fn sent(&mut self, n: usize, stream: &'a str) {
+        self.by_index.insert(n, stream);
+    }
+
+    /// The message at index `n` is acknowledged: its stream (`None` for an
+    /// index not in flight, a second answer).
+    fn acked(&mut self, n: usize) -> Option<&'a str> {
+        self.by_index.remove(&n)
+    }
+}
+
+/// What a publish that the client refused to send means: a message larger
+/// than the server takes (`max_payload`) is refused for good, the rest is
+/// for now.
+fn publish_error(e: &async_nats::PublishError, n: usize) -> TargetError {
+    match e.kind() {
+        async_nats::client::PublishErrorKind::MaxPayloadExceeded => TargetError::Rejected {
+            index: n,
+            reason: format!("NATS: {e}"),
+        },
+        _ => TargetError::Unavailable(format!("NATS publish: {e}")),
+    }
+}
+
+/// JetStream's error code for a message larger than the stream's `max_msg_size`.
+const MESSAGE_TOO_LARGE: u64 = 10054;
+
+/// Whether a JetStream `error` answer refuses the message for good: only
+/// one over the stream's maximum message size (by its code, or by its
+/// description for servers that send no code). Anything else (limits of
+/// the stream or account, a leader away) may pass on a later try.
+fn refused_for_good(error: &serde_json::Value) -> bool {
+    error.get("err_code").and_then(serde_json::Value::as_u64) == Some(MESSAGE_TOO_LARGE)
+        || error
+            .get("description")
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|d| d.contains("message size exceeds maximum"))
+}
+
 /// Waits for the next JetStream acknowledgement of a batch (up to `timeout`)
-/// and checks it: a "no responders" status (no stream takes the subject) or
-/// an `error` answer fails the batch, which is then sent again.
-async fn next_ack(acks: &mut async_nats::Subscriber, timeout: Duration) -> Result<(), TargetError> {
+/// and checks it: returns the index of the message it answers. A "no
+/// responders" status (no stream takes the subject) or an `error` answer
+/// fails the batch, which is then sent again; an answer that refuses the
+/// message for good makes it a poison event (`Rejected`), which is parked.
+async fn next_ack(acks: &mut async_nats::Subscriber, inbox: &str, timeout: Duration) -> Result<usize, TargetError> {
     use futures_util::StreamExt;
     let m = match tokio::time::timeout(timeout, acks.next()).await {
         Ok(Some(m)) => m,
@@ -456,6 +563,12 @@ async fn next_ack(acks: &mut async_nats::Subscriber, timeout: Duration) -> Resul
         }
         Err(_) => return Err(TargetError::Unavailable("no NATS acknowledgement in time".into())),
     };
+    let index = m
+        .subject
+        .strip_prefix(inbox)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .and_then(|n| n.parse::<usize>().ok())
+        .ok_or_else(|| TargetError::Unavailable(format!("NATS acknowledgement on {:?}", m.subject.as_str())))?;
     if m.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
         return Err(TargetError::Unavailable(
             "NATS acknowledgement: no JetStream stream takes the subject".into(),
@@ -469,12 +582,18 @@ async fn next_ack(acks: &mut async_nats::Subscriber, timeout: Duration) -> Resul
             .ok()
             .and_then(|v| v.get("error").cloned())
     {
+        if refused_for_good(&error) {
+            return Err(TargetError::Rejected {
+                index,
+                reason: format!("NATS JetStream refused it: {error}"),
+            });
+        }
         return Err(TargetError::Unavailable(format!("NATS acknowledgement: {error}")));
     }
     if p.is_empty() {
         return Err(TargetError::Unavailable("NATS acknowledgement: empty answer".into()));
     }
-    Ok(())
+    Ok(index)
 }
 
 #[cfg(test)]

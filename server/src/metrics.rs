@@ -262,7 +262,7 @@ fn forwarder_metrics(out: &mut String, forwarders: &[annal::ForwardStatus]) {
         return;
     }
     type Figure = fn(&annal::ForwardStatus) -> f64;
-    let families: [(&str, &str, &str, Figure); 10] = [
+    let families: [(&str, &str, &str, Figure); 11] = [
         (
             "annal_forward_up",
             "gauge",
@@ -321,6 +321,12 @@ fn forwarder_metrics(out: &mut String, forwarders: &[annal::ForwardStatus]) {
             "gauge",
             "1 once the forwarder skipped events removed before it delivered them (a gap), else 0.",
             |f| f64::from(u8::from(f.gap.is_some())),
+        ),
+        (
+            "annal_forward_warning",
+            "gauge",
+            "1 while the forwarder reports a warning (its status `warning`: its thread kept its priority, say), else 0; not an error.",
+            |f| f64::from(u8::from(f.warning.is_some())),
         ),
         (
             "annal_forward_failures",

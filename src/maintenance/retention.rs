@@ -232,6 +232,24 @@ fn forwarders_before(shared: &Shared, end: u64) -> BTreeMap<String, u64> {
     all
 }
 
+/// The forwarders a drop entry ending at `end` names: each whose hold or
+/// running position lies before `end` (see `forwarders_before`), at the
+/// position it had passed when the drop happened: where it runs if it
+/// runs, else its hold. A running forwarder's hold is its saved checkpoint,
+/// which may lie behind where it runs: it is named then even if it passed
+/// the whole entry (a restart from that checkpoint passes the positions
+/// again, and must not count what it had delivered as dropped).
+fn named_before(shared: &Shared, end: u64) -> BTreeMap<String, u64> {
+    let running = shared.forwarder_positions.lock().clone();
+    forwarders_before(shared, end)
+        .into_iter()
+        .map(|(name, p)| {
+            let at = running.get(&name).copied().unwrap_or(p);
+            (name, at)
+        })
+        .collect()
+}
+
 /// Whether no forwarder can pass the positions of drop entry `d` again, so
 /// that it may be pruned. Every forwarder that could must have passed its
 /// end: each forwarder with a saved checkpoint not forgotten, by its saved
@@ -285,6 +303,29 @@ fn prune_dropped(shared: &Shared) -> Result<usize> {
     Ok(pruned)
 }
 
+/// Takes forwarder `name` out of every entry of the drop record (a
+/// forwarder released for good, see `features::forward`), then prunes the
+/// entries no forwarder can pass again, one scavenge at a time. Returns how
+/// many entries named it and how many were pruned. A record that cannot be
+/// read is an error here: the release must not look done while an entry
+/// may still name the forwarder.
+pub(crate) fn release_from_drops(shared: &Shared, name: &str) -> Result<(usize, usize)> {
+    let _one_at_a_time = shared.scavenging.lock();
+    let mut all = load_dropped(shared)?;
+    let mut named = 0;
+    for d in &mut all {
+        let before = d.forwarders.len();
+        d.forwarders.retain(|(n, _)| n != name);
+        named += usize::from(d.forwarders.len() != before);
+    }
+    if named > 0 {
+        write_atomically(&*shared.storage, &shared.dir, DROPPED_FILE, &dropped::encode(&all)?)
+            .ctx(|| format!("writing {DROPPED_FILE}"))?;
+    }
+    let pruned = prune_dropped(shared)?;
+    Ok((named, pruned))
+}
+
 /// Scavenges every sealed segment of the store behind `shared` under `policy`.
 pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<ScavengeReport> {
     let _one_at_a_time = shared.scavenging.lock();
@@ -314,7 +355,7 @@ pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<Scav
                     // unrecorded. A crash or failure before the segment is replaced
                     // leaves an entry whose events are still there; forwarders check
                     // that each run is really gone before they report it.
-                    let forwarders: Vec<(String, u64)> = forwarders_before(shared, end_position).into_iter().collect();
+                    let forwarders: Vec<(String, u64)> = named_before(shared, end_position).into_iter().collect();
                     let range = DroppedRange {
                         first_position,
                         end_position,

@@ -186,6 +186,7 @@ pub(crate) async fn health(State(state): State<AppState>, headers: HeaderMap) ->
                 "last_error": f.last_error,
                 "gap": f.gap,
                 "drop_record_error": f.drop_record_error,
+                "warning": f.warning,
             })
         })
         .collect();

@@ -207,11 +207,9 @@ async fn health_reports_forwarders_and_a_forwarder_in_error_degrades_it() {
     assert_eq!(v["status"], "ok", "{v}");
     assert_eq!(v["forwarders"], json!([]));
     s.append_n("h-1", 3).await;
-    let settings = annal::ForwardSettings {
-        backoff_initial: std::time::Duration::from_millis(1),
-        backoff_max: std::time::Duration::from_millis(50),
-        ..annal::ForwardSettings::default()
-    };
+    let settings = annal::ForwardSettings::default()
+        .backoff_initial(std::time::Duration::from_millis(1))
+        .backoff_max(std::time::Duration::from_millis(50));
     let handle = annal::Forwarder::new(s.store.clone(), "centre", settings, Box::new(Refusing))
         .unwrap()
         .spawn()

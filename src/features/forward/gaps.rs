@@ -24,6 +24,43 @@ fn clipped_len(spans: &[Span], from: u64, to: u64) -> u64 {
         .sum()
 }
 
+/// Sorts spans and merges those that overlap or touch.
+fn merge(mut spans: Vec<Span>) -> Vec<Span> {
+    spans.sort_unstable();
+    let mut merged: Vec<Span> = Vec::with_capacity(spans.len());
+    for (start, end) in spans {
+        match merged.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    merged
+}
+
+/// The positions of sorted, disjoint spans `a` that no span of sorted,
+/// disjoint spans `b` covers.
+fn subtract(a: &[Span], b: &[Span]) -> Vec<Span> {
+    let mut out = Vec::new();
+    let mut j = 0;
+    for &(mut start, end) in a {
+        while j < b.len() && b[j].1 <= start {
+            j += 1;
+        }
+        let mut k = j;
+        while k < b.len() && b[k].0 < end {
+            if b[k].0 > start {
+                out.push((start, b[k].0));
+            }
+            start = start.max(b[k].1);
+            k += 1;
+        }
+        if start < end {
+            out.push((start, end));
+        }
+    }
+    out
+}
+
 /// What a stretch of the log the forwarder passes over held no event at,
 /// as the store was when the forwarder read it.
 pub(super) struct Stretch {
@@ -37,6 +74,9 @@ pub(super) struct Stretch {
     /// The positions from `unknown` on that held no event and that the drop
     /// record names, as sorted, disjoint spans.
     named: Vec<Span>,
+    /// The positions from `unknown` on that held no event and that the drop
+    /// record says this forwarder had delivered before they were dropped.
+    delivered: Vec<Span>,
     /// The latest time of the drops `named` comes from.
     when: Option<i64>,
 }
@@ -78,7 +118,8 @@ impl Forwarder {
             let (damaged, unknown) = (stretch.damaged, stretch.unknown);
             // The drop record names some; the others (with those of unknown
             // cause) are counted here.
-            let named = span_len(&stretch.named);
+            // The positions it had delivered before a drop are no gap either.
+            let named = span_len(&stretch.named) + span_len(&stretch.delivered);
             self.drops_reported = self.drops_reported.max(unknown);
             self.note_drops(unknown, to, &stretch);
             let other = (to - from).saturating_sub(named);
@@ -182,12 +223,13 @@ impl Forwarder {
         } else {
             Vec::new()
         };
-        let (named, when) = self.gone_drops(unknown, to)?;
+        let (named, when, delivered) = self.gone_drops(unknown, to)?;
         Ok(Stretch {
             unknown,
             damaged,
             missing,
             named,
+            delivered,
             when,
         })
     }
@@ -198,20 +240,37 @@ impl Forwarder {
     /// an entry whose segment was not replaced (the rewrite failed, or the
     /// process stopped in between) still hold their events and are not
     /// counted, even when a later scavenge removed some of the others. With
-    /// the latest time of the drops they come from.
-    fn gone_drops(&mut self, from: u64, to: u64) -> Result<(Vec<Span>, Option<i64>)> {
+    /// the latest time of the drops they come from. Apart: the positions of
+    /// such runs that lay before where an entry names this forwarder, which
+    /// it had delivered when they were dropped (it passes them again after
+    /// a restart from an older checkpoint): neither dropped for it nor a gap.
+    fn gone_drops(&mut self, from: u64, to: u64) -> Result<(Vec<Span>, Option<i64>, Vec<Span>)> {
         let mut spans: Vec<Span> = Vec::new();
+        let mut delivered: Vec<Span> = Vec::new();
         let mut when = None;
         for d in &self.drops.1 {
             if d.first_position >= to || d.end_position <= from {
                 continue;
             }
+            // Where this forwarder was when the drop happened.
+            let passed = d
+                .forwarders
+                .iter()
+                .find(|(name, _)| *name == self.name)
+                .map_or(0, |(_, p)| *p);
             for &(first, count) in &d.runs {
                 let end = first.saturating_add(count);
                 if count == 0 || first >= to || end <= from {
                     continue;
                 }
                 let (a, b) = (first.max(from), end.min(to));
+                if a < passed {
+                    delivered.extend(self.store.empty_spans_in(a, b.min(passed))?);
+                }
+                let a = a.max(passed);
+                if a >= b {
+                    continue;
+                }
                 let gone = self.store.empty_spans_in(a, b)?;
                 if !gone.is_empty() {
                     when = when.max(Some(d.dropped_micros));
@@ -219,15 +278,8 @@ impl Forwarder {
                 spans.extend(gone);
             }
         }
-        spans.sort_unstable();
-        let mut merged: Vec<Span> = Vec::with_capacity(spans.len());
-        for (start, end) in spans {
-            match merged.last_mut() {
-                Some(last) if start <= last.1 => last.1 = last.1.max(end),
-                _ => merged.push((start, end)),
-            }
-        }
-        Ok((merged, when))
+        let delivered = merge(delivered);
+        Ok((subtract(&merge(spans), &delivered), when, delivered))
     }
 
     /// Reports what `stretch` (surveyed over a stretch starting at or before

@@ -48,7 +48,8 @@ mod gaps;
 mod saved;
 
 pub use saved::{
-    SavedForwarder, acknowledge_gap, forget_forwarder, register_forwarder, saved_checkpoint, saved_forwarders,
+    ReleasedForwarder, SavedForwarder, acknowledge_gap, forget_forwarder, register_forwarder, release_forwarder,
+    saved_checkpoint, saved_forwarders,
 };
 use gaps::Stretch;
 use saved::{fresh_checkpoint, go_live, hold_of, leave, load_checkpoint};
@@ -122,8 +123,11 @@ impl FromStr for RetentionMode {
     }
 }
 
-/// How a forwarder runs.
+/// How a forwarder runs. Built from [`ForwardSettings::default`] with one
+/// method per field (`ForwardSettings::default().batch_size(500)`), or by
+/// setting a field; new fields may come, with defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ForwardSettings {
     /// Which events are forwarded (system streams never are).
     pub filter: Filter,
@@ -176,6 +180,76 @@ impl Default for ForwardSettings {
 }
 
 impl ForwardSettings {
+    /// Sets [`ForwardSettings::filter`].
+    #[must_use]
+    pub fn filter(mut self, filter: Filter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// Sets [`ForwardSettings::start`].
+    #[must_use]
+    pub fn start(mut self, start: ForwardStart) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// Sets [`ForwardSettings::batch_size`].
+    #[must_use]
+    pub fn batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size;
+        self
+    }
+
+    /// Sets [`ForwardSettings::max_in_flight`].
+    #[must_use]
+    pub fn max_in_flight(mut self, max_in_flight: usize) -> Self {
+        self.max_in_flight = max_in_flight;
+        self
+    }
+
+    /// Sets [`ForwardSettings::retention`].
+    #[must_use]
+    pub fn retention(mut self, retention: RetentionMode) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Sets [`ForwardSettings::backoff_initial`].
+    #[must_use]
+    pub fn backoff_initial(mut self, wait: Duration) -> Self {
+        self.backoff_initial = wait;
+        self
+    }
+
+    /// Sets [`ForwardSettings::backoff_max`].
+    #[must_use]
+    pub fn backoff_max(mut self, wait: Duration) -> Self {
+        self.backoff_max = wait;
+        self
+    }
+
+    /// Sets [`ForwardSettings::checkpoint_interval`].
+    #[must_use]
+    pub fn checkpoint_interval(mut self, interval: Duration) -> Self {
+        self.checkpoint_interval = interval;
+        self
+    }
+
+    /// Sets [`ForwardSettings::idle_wait`].
+    #[must_use]
+    pub fn idle_wait(mut self, wait: Duration) -> Self {
+        self.idle_wait = wait;
+        self
+    }
+
+    /// Sets [`ForwardSettings::nice`].
+    #[must_use]
+    pub fn nice(mut self, nice: u8) -> Self {
+        self.nice = nice;
+        self
+    }
+
     /// Checks the settings: sizes at least 1, a backoff cap no shorter than its start.
     pub fn validate(&self) -> Result<()> {
         if self.batch_size == 0 || self.max_in_flight == 0 {
@@ -276,6 +350,7 @@ pub enum ForwardState {
 
 /// A forwarder's figures, for `annal forward status`, `GET /forward` and `/metrics`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct ForwardStatus {
     /// The forwarder's name.
     pub name: String,
@@ -324,11 +399,16 @@ pub struct ForwardStatus {
     /// delivering every event still there, and reports every position it
     /// passes that holds no event as a gap of unknown cause.
     pub drop_record_error: Option<String>,
+    /// Something that does not stop forwarding but that an operator should
+    /// know (the thread of a spawned forwarder kept its priority, say): the
+    /// state is not `error` for it, and `last_error` stays for failures.
+    pub warning: Option<String>,
 }
 
 /// A stretch of the log removed before a forwarder delivered it, which it
 /// skipped. Saved with the forwarder's checkpoint until [`acknowledge_gap`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct ForwardGap {
     /// The first position skipped.
     pub first_position: u64,
@@ -437,6 +517,7 @@ impl Forwarder {
             last_error_micros: None,
             retention: settings.retention,
             drop_record_error: None,
+            warning: None,
         };
         let f = Forwarder {
             store,
@@ -492,9 +573,16 @@ impl Forwarder {
 
     /// Tells the store where the forwarder is: its retention hold (with
     /// [`RetentionMode::Wait`]) and, whatever the mode, its position for
-    /// the drop record, which keeps its entries until it passed them.
+    /// the drop record, which keeps its entries until it passed them. The
+    /// hold is where a restart would resume: the checkpoint saved in the
+    /// store (or where the settings start one that never saved), or the
+    /// cursor if it is behind that (a target's own checkpoint). Never the
+    /// cursor ahead of it: after a crash the forwarder passes again what it
+    /// delivered since its last save, which must still be there (else it
+    /// would report events it delivered as a gap).
     fn hold(&self) {
-        let hold = (self.settings.retention == RetentionMode::Wait).then_some(self.cursor);
+        let resume = self.saved.position.min(self.cursor);
+        let hold = (self.settings.retention == RetentionMode::Wait).then_some(resume);
         self.store.set_retention_hold(&self.name, hold);
         self.store.set_forwarder_position(&self.name, Some(self.cursor));
     }
@@ -506,7 +594,21 @@ impl Forwarder {
         self.take_acknowledgement();
         if !self.started {
             if let Some(p) = self.target.load_checkpoint(&self.name)? {
-                self.cursor = p;
+                let from = self.cursor;
+                if p > from {
+                    // The target is ahead of the store's checkpoint: before a
+                    // restart the forwarder passed `from..p`, and counted the
+                    // drops there in memory only (the saved totals stop at
+                    // the saved position). They are counted now, once: the
+                    // drop record names the forwarder at where it was when
+                    // each drop happened, so what it had delivered before
+                    // is not counted.
+                    let stretch = self.survey(from, p)?;
+                    self.cursor = p;
+                    self.note_drops(from, p, &stretch);
+                } else {
+                    self.cursor = p;
+                }
                 self.hold();
             }
             self.started = true;
@@ -673,7 +775,13 @@ impl Forwarder {
     pub fn save(&mut self) -> Result<()> {
         self.last_save = Instant::now();
         self.take_acknowledgement();
-        if !self.dirty {
+        // The hold is the saved position: one that waits saves when it
+        // passed a batch of positions without delivering (events its filter
+        // hides), or retention would wait for those forever. The checkpoint
+        // event this appends is one position: no save follows for it alone.
+        let behind = self.settings.retention == RetentionMode::Wait
+            && self.cursor.saturating_sub(self.saved.position) >= self.settings.batch_size as u64;
+        if !self.dirty && !behind {
             return Ok(());
         }
         let record = StoredForwardCheckpointV1 {
@@ -691,6 +799,8 @@ impl Forwarder {
         self.saved = record;
         self.stored = true;
         self.dirty = false;
+        // The hold follows the saved checkpoint.
+        self.hold();
         Ok(())
     }
 
@@ -814,12 +924,7 @@ impl Forwarder {
         let thread = std::thread::Builder::new()
             .name(format!("annal-forward-{}", self.name))
             .spawn(move || {
-                if let Err(e) = lower_priority(self.settings.nice) {
-                    // Not a reason to stop forwarding: said in the status.
-                    let mut s = self.status.lock();
-                    s.last_error = Some(format!("the forwarder's thread keeps its priority: {e}"));
-                    s.last_error_micros = Some(self.store.clock().now_micros());
-                }
+                note_priority(&self.status, lower_priority(self.settings.nice));
                 let result = self.run(&flag, false);
                 drop(self);
                 result
@@ -843,6 +948,17 @@ impl Drop for Forwarder {
         // The hold stays, from what the store holds durably.
         let hold = (self.stored && self.saved.retention == StoredHoldV1::Wait).then_some(self.saved.position);
         self.store.set_retention_hold(&self.name, hold);
+    }
+}
+
+/// Says in the status that a spawned forwarder's thread kept its priority,
+/// if it did: a warning, not a failure (it forwards all the same, and its
+/// state stays what its deliveries make it).
+fn note_priority(status: &Mutex<ForwardStatus>, lowered: std::io::Result<()>) {
+    if let Err(e) = lowered {
+        status.lock().warning = Some(format!(
+            "the forwarder's thread keeps its priority (its niceness could not be raised: {e}): it competes with local appends for the processor"
+        ));
     }
 }
 
@@ -939,5 +1055,49 @@ impl Drop for ForwarderHandle {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status() -> ForwardStatus {
+        ForwardStatus {
+            name: "n".into(),
+            target: "t".into(),
+            state: ForwardState::Running,
+            checkpoint: 0,
+            head: 0,
+            lag_events: 0,
+            lag_bytes: 0,
+            lag_seconds: 0.0,
+            delivered_events: 0,
+            delivered_batches: 0,
+            delivered_total: 0,
+            parked: 0,
+            skipped: 0,
+            gap: None,
+            failures: 0,
+            last_error: None,
+            last_error_micros: None,
+            retention: RetentionMode::Wait,
+            drop_record_error: None,
+            warning: None,
+        }
+    }
+
+    /// Review of issue 14: a failure to set a spawned forwarder's niceness
+    /// showed only as `last_error`, like a failure of its target. It is a
+    /// warning: the state stays, `last_error` stays empty.
+    #[test]
+    fn a_niceness_that_cannot_be_set_is_a_warning_not_an_error() {
+        let s = Mutex::new(status());
+        note_priority(&s, Ok(()));
+        assert_eq!(*s.lock(), status());
+        note_priority(&s, Err(std::io::Error::from_raw_os_error(13)));
+        let s = s.lock().clone();
+        assert_eq!((s.state, s.last_error, s.failures), (ForwardState::Running, None, 0));
+        assert!(s.warning.is_some_and(|w| w.contains("priority")));
     }
 }

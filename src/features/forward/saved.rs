@@ -19,6 +19,8 @@ fn load_checkpoint_at(store: &Store, name: &str) -> Result<Option<(StoredForward
     let stream = forward_checkpoint_stream(name);
     match store.read_stream(&stream, Direction::Backward, StreamFrom::End, 1) {
         Ok(mut e) => match e.pop() {
+            // Released for good: the name starts afresh.
+            Some(e) if e.event_type == RELEASED => Ok(None),
             Some(e) => Ok(Some((system::decode(&stream, e.position, &e.data)?, e.revision))),
             None => Ok(None),
         },
@@ -109,8 +111,69 @@ pub fn forget_forwarder(store: &Store, name: &str) -> Result<bool> {
     Ok(true)
 }
 
+/// The type of the record [`release_forwarder`] appends to a forwarder's
+/// checkpoint stream: the name has no checkpoint from there on.
+const RELEASED: &str = "$ForwardReleased";
+
+/// What [`release_forwarder`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct ReleasedForwarder {
+    /// Whether the store had a checkpoint of that name (now gone).
+    pub had_checkpoint: bool,
+    /// Entries of the drop record (`dropped.rec`) that named it, which no
+    /// longer do.
+    pub drop_entries_named: usize,
+    /// Entries of the drop record pruned since (no forwarder can pass them again).
+    pub drop_entries_pruned: usize,
+}
+
+/// Releases the name of forwarder `name` completely, for a forwarder that
+/// will never run again (or should start afresh): its retention hold goes,
+/// its checkpoint goes (`saved_forwarders` no longer lists it, and a
+/// forwarder of that name starts where its settings say, as a new one), and
+/// the drop record's entries no longer name it, so that they are pruned
+/// once the other forwarders passed them. Its dead-letter stream stays
+/// (evidence of what its target rejected). Works whether or not it saved a
+/// checkpoint. Refuses (`InvalidInput`) while a forwarder of that name
+/// exists over this store; a forwarder that passes a drop later (started
+/// again under that name) still reports it. `annal serve` registers every
+/// `[[forward]]` of annal.toml again: remove it from there first.
+pub fn release_forwarder(store: &Store, name: &str) -> Result<ReleasedForwarder> {
+    check_forwarder_name(name)?;
+    if store.extension::<Live>().0.lock().contains_key(name) {
+        return Err(Error::InvalidInput(format!(
+            "forwarder {name:?} is running over this store: stop it before releasing its name"
+        )));
+    }
+    let loaded = load_checkpoint(store, name)?;
+    if let Some(c) = loaded {
+        // Read as a forgotten checkpoint by an annal that does not know the
+        // type: no hold either way.
+        let record = StoredForwardCheckpointV1 {
+            retention: StoredHoldV1::Released,
+            gap: None,
+            ..c
+        };
+        store.append_system(
+            &forward_checkpoint_stream(name),
+            ExpectedVersion::Any,
+            vec![EventData::json(RELEASED, system::encode(&record))],
+        )?;
+    }
+    store.set_retention_hold(name, None);
+    store.set_forwarder_position(name, None);
+    let (drop_entries_named, drop_entries_pruned) = store.release_from_drops(name)?;
+    Ok(ReleasedForwarder {
+        had_checkpoint: loaded.is_some(),
+        drop_entries_named,
+        drop_entries_pruned,
+    })
+}
+
 /// What a forwarder saved in the store: its checkpoint and totals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct SavedForwarder {
     /// Every position before it is delivered, filtered out, parked or skipped.
     pub checkpoint: u64,
