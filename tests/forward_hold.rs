@@ -1419,12 +1419,56 @@ fn a_forwarder_that_delivers_nothing_still_moves_its_hold() {
     let store = open(&sim);
     let none = settings().filter(Filter::all().with_type("Nope"));
     register_forwarder(&store, "picky", &none).unwrap();
-    fill(&store, 0, 700);
+    fill(&store, 0, 4200);
     let (f, delivered) = forward_once(&store, "picky", none);
     assert!(delivered.is_empty());
     let report = store.scavenge().unwrap();
     assert_eq!(report.events_kept_for_forwarding, 0, "{report:?}");
-    assert!(saved_checkpoint(&store, "picky").unwrap().unwrap() >= 700);
+    assert!(saved_checkpoint(&store, "picky").unwrap().unwrap() >= 4200);
     drop(f);
+    close(store);
+}
+
+/// Forwarders that deliver nothing do not save again for the checkpoints
+/// they append themselves: with a batch of one and no wait between saves, a
+/// run to the end returns, having saved a few times only.
+#[test]
+fn idle_forwarders_do_not_save_for_their_own_checkpoints() {
+    let sim = SimStorage::new();
+    let store = open(&sim);
+    let none = settings().batch_size(1).filter(Filter::all().with_type("Nope"));
+    for name in ["a", "b", "c"] {
+        register_forwarder(&store, name, &none).unwrap();
+    }
+    fill(&store, 0, 10);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (s, n) = (store.clone(), none.clone());
+    let runs = std::thread::spawn(move || {
+        for _ in 0..3 {
+            for name in ["a", "b", "c"] {
+                let (f, delivered) = forward_once(&s, name, n.clone());
+                drop(f);
+                let _ = tx.send(delivered.len());
+            }
+        }
+    });
+    for _ in 0..9 {
+        let delivered = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a run to the end returns");
+        assert_eq!(delivered, 0);
+    }
+    runs.join().unwrap();
+    for name in ["a", "b", "c"] {
+        let saves = store
+            .read_stream(
+                &annal::forward_checkpoint_stream(name),
+                Direction::Forward,
+                annal::StreamFrom::Start,
+                1000,
+            )
+            .unwrap();
+        assert!(saves.len() <= 4, "{name} saved {} times", saves.len());
+    }
     close(store);
 }

@@ -54,6 +54,11 @@ pub use saved::{
 use gaps::Stretch;
 use saved::{fresh_checkpoint, go_live, hold_of, leave, load_checkpoint};
 
+/// Positions a forwarder that waits may pass without delivering before it
+/// saves its checkpoint anyway (so that retention does not wait for events
+/// its filter hides); far more than the checkpoints idle forwarders append.
+const SAVE_BEHIND: u64 = 4096;
+
 /// The system stream holding a forwarder's checkpoint.
 pub fn forward_checkpoint_stream(name: &str) -> String {
     format!("$forward-{name}-checkpoint")
@@ -776,11 +781,14 @@ impl Forwarder {
         self.last_save = Instant::now();
         self.take_acknowledgement();
         // The hold is the saved position: one that waits saves when it
-        // passed a batch of positions without delivering (events its filter
+        // passed many positions without delivering (events its filter
         // hides), or retention would wait for those forever. The checkpoint
-        // event this appends is one position: no save follows for it alone.
+        // event a save appends is one position, and every forwarder's saves
+        // move every cursor: the threshold (at least SAVE_BEHIND) keeps idle
+        // forwarders, however many and whatever their batch size, from
+        // saving again for each other's checkpoints.
         let behind = self.settings.retention == RetentionMode::Wait
-            && self.cursor.saturating_sub(self.saved.position) >= self.settings.batch_size as u64;
+            && self.cursor.saturating_sub(self.saved.position) >= (self.settings.batch_size as u64).max(SAVE_BEHIND);
         if !self.dirty && !behind {
             return Ok(());
         }
