@@ -152,6 +152,18 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
     let absent = Claim::Absent;
 
     let fields = Arc::new(crate::format::index::MetaFields::new(&options.indexed_metadata));
+    // Where `rebuild_streams` will start reading summaries: the stream
+    // checkpoint's covered position if it can fit (0, a segment's start, or
+    // inside the last segment), else 0. Every index from there on is checked
+    // whole at open and rebuilt if it fails, so that a damaged summary of
+    // derived data never fails the open (a checkpoint that ends inside a
+    // segment sealed after it, by a crash before the next checkpoint, is
+    // thrown away there: every summary is then needed).
+    let summaries_from = checkpoint.as_ref().map_or(0, |c| {
+        let p = c.covered_position;
+        let fits = p == 0 || names.iter().any(|(b, _)| *b == p) || names.last().is_some_and(|(b, _)| p >= *b);
+        if fits { p } else { 0 }
+    });
     let mut sealed: Vec<Arc<SealedSegment>> = Vec::new();
     let mut expected_base = 0u64;
     let mut active = None;
@@ -184,7 +196,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
             claim: seg_claim,
             fields: &fields,
             // `rebuild_streams` reads the summaries of the segments the stream checkpoint does not cover.
-            summary_needed: checkpoint.as_ref().is_none_or(|c| *base >= c.covered_position),
+            summary_needed: *base >= summaries_from,
         };
         let next_base = names.get(i + 1).map(|(b, _)| *b);
         let opened = match access {

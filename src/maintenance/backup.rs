@@ -160,7 +160,18 @@ pub(crate) fn backup(shared: &Shared, dest: &Path) -> Result<BackupReport> {
         check_sealed(seg)?;
         copy_bytes(st, dest, &name, &seg.bytes, &mut report)?;
         let idx_name = crate::format::segment::index_file_name(seg.index.base());
-        copy_bytes(st, dest, &idx_name, seg.index.raw(), &mut report)?;
+        // Open checks no index body: check it whole here, and copy one built
+        // again from the segment just checked where it fails (derived data:
+        // the copy must not carry damage the store has not even read yet).
+        if seg.index.check_all().is_ok() {
+            copy_bytes(st, dest, &idx_name, seg.index.raw(), &mut report)?;
+        } else {
+            let logical = seg.logical()?;
+            let rebuilt = crate::log::scan::index_segment(&logical, seg.index.base(), &seg.path, &shared.meta_fields)?
+                .index
+                .encode_file_like(&seg.index)?;
+            copy_bytes(st, dest, &idx_name, &rebuilt, &mut report)?;
+        }
     }
     // Two files go as they are, if they exist, and one that exists but cannot
     // be read fails the backup: the dictionary compressed segments may need
