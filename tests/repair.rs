@@ -27,15 +27,19 @@ fn open(sim: &SimStorage) -> annal::Result<Store> {
     Store::open_with(Arc::new(sim.clone()), DIR, options())
 }
 
+/// Appends the test stores' event number `i`: stream `s-{i % 7}`, type
+/// `T{i % 3}`, tag `k:{i % 5}`.
+fn append_sample(store: &Store, i: u64) {
+    let e = EventData::json(format!("T{}", i % 3), format!(r#"{{"i":{i}}}"#)).with_tag(format!("k:{}", i % 5));
+    store
+        .append(&format!("s-{}", i % 7), ExpectedVersion::Any, vec![e])
+        .unwrap();
+}
+
 /// A store of 300 events in 7 streams, closed; returns every event by position.
 fn filled(sim: &SimStorage) -> BTreeMap<u64, RecordedEvent> {
     let store = open(sim).unwrap();
-    for i in 0..300u64 {
-        let e = EventData::json(format!("T{}", i % 3), format!(r#"{{"i":{i}}}"#)).with_tag(format!("k:{}", i % 5));
-        store
-            .append(&format!("s-{}", i % 7), ExpectedVersion::Any, vec![e])
-            .unwrap();
-    }
+    (0..300u64).for_each(|i| append_sample(&store, i));
     let all = store
         .read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all())
         .unwrap();
@@ -689,6 +693,14 @@ fn ids_section(bytes: &[u8]) -> usize {
     128 + (0..4).map(len).sum::<usize>()
 }
 
+/// Where the summary section of the index file `bytes` starts (after the
+/// ids section and the bloom filter).
+fn summary_section(bytes: &[u8]) -> usize {
+    let ids = u32::from_le_bytes(bytes[112..116].try_into().unwrap()) as usize;
+    let bloom = u64::from_le_bytes(bytes[72..80].try_into().unwrap()) as usize;
+    ids_section(bytes) + ids + bloom
+}
+
 /// A bit flipped on disk in a section of a sealed segment's index that open
 /// does not read, after a clean close: open succeeds without reading it; the
 /// first read that uses the section fails with the damage (never a silent
@@ -744,12 +756,7 @@ fn a_damaged_index_section_is_reported_by_the_first_read_that_uses_it() {
 fn after_a_crash_the_indexes_recovery_needs_are_checked_whole_and_rebuilt() {
     let sim = SimStorage::new();
     let store = open(&sim).unwrap();
-    let append = |i: u64| {
-        let e = EventData::json(format!("T{}", i % 3), format!(r#"{{"i":{i}}}"#)).with_tag(format!("k:{}", i % 5));
-        store
-            .append(&format!("s-{}", i % 7), ExpectedVersion::Any, vec![e])
-            .unwrap();
-    };
+    let append = |i: u64| append_sample(&store, i);
     (0..100).for_each(append);
     let checkpoint = Path::new(DIR).join("streams.chk");
     let old = sim.read_file(&checkpoint).unwrap();
@@ -798,19 +805,13 @@ fn after_a_crash_the_indexes_recovery_needs_are_checked_whole_and_rebuilt() {
 #[test]
 fn a_checkpoint_thrown_away_after_a_crash_makes_every_summary_checked_and_rebuilt() {
     let sim = SimStorage::new();
-    let append = |store: &Store, i: u64| {
-        let e = EventData::json(format!("T{}", i % 3), format!(r#"{{"i":{i}}}"#)).with_tag(format!("k:{}", i % 5));
-        store
-            .append(&format!("s-{}", i % 7), ExpectedVersion::Any, vec![e])
-            .unwrap();
-    };
     let store = open(&sim).unwrap();
-    (0..150).for_each(|i| append(&store, i));
+    (0..150).for_each(|i| append_sample(&store, i));
     store.close().unwrap();
     let checkpoint = Path::new(DIR).join("streams.chk");
     let old = sim.read_file(&checkpoint).unwrap();
     let store = open(&sim).unwrap();
-    (150..300).for_each(|i| append(&store, i));
+    (150..300).for_each(|i| append_sample(&store, i));
     let all = store
         .read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all())
         .unwrap();
@@ -822,12 +823,8 @@ fn a_checkpoint_thrown_away_after_a_crash_makes_every_summary_checked_and_rebuil
     names.sort();
     let idx = Path::new(DIR).join(&names[0]);
     let mut bytes = sim.read_file(&idx).unwrap();
-    let summary = {
-        let len = |i: usize| u32::from_le_bytes(bytes[96 + 4 * i..100 + 4 * i].try_into().unwrap()) as usize;
-        let bloom = u64::from_le_bytes(bytes[72..80].try_into().unwrap()) as usize;
-        128 + (0..5).map(len).sum::<usize>() + bloom
-    };
-    bytes[summary + 1] ^= 0x08;
+    let at = summary_section(&bytes) + 1;
+    bytes[at] ^= 0x08;
     sim.write_file(&idx, &bytes).unwrap();
 
     let store = open(&sim).unwrap();
