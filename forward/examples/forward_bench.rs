@@ -1,8 +1,9 @@
 //! Forwarding figures for BENCHMARKS.md: how fast a backlog drains to a
 //! target, and what a running forwarder costs local appends.
 //!
-//! `cargo run --release -p annal-forward --example forward_bench -- URL [EVENTS]`
-//! (URL `null:` drops every batch: the forwarder's own cost, without a target)
+//! `cargo run --release -p annal-forward --example forward_bench -- URL [EVENTS [STREAMS]]`
+//! (URL `null:` drops every batch: the forwarder's own cost, without a target;
+//! STREAMS, default 64: the appends of 100 go to that many streams in turn)
 //!
 //! 1. appends EVENTS events (appends of 100, durability "always") to a new
 //!    store with no forwarder, and times them;
@@ -42,7 +43,7 @@ fn make_target(url: &str) -> Box<dyn ForwardTarget> {
     }
 }
 
-fn append(store: &Store, n: usize) -> f64 {
+fn append(store: &Store, n: usize, streams: usize) -> f64 {
     let began = Instant::now();
     let mut i = 0;
     while i < n {
@@ -57,7 +58,7 @@ fn append(store: &Store, n: usize) -> f64 {
             .collect::<Vec<_>>();
         let count = events.len();
         store
-            .append(&format!("device-{}", i % 64), ExpectedVersion::Any, events)
+            .append(&format!("device-{}", (i / 100) % streams), ExpectedVersion::Any, events)
             .unwrap();
         i += count;
     }
@@ -66,14 +67,18 @@ fn append(store: &Store, n: usize) -> f64 {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let url = args.next().expect("usage: forward_bench URL [EVENTS]");
+    let url = args.next().expect("usage: forward_bench URL [EVENTS [STREAMS]]");
     let n: usize = args.next().map_or(100_000, |v| v.parse().expect("EVENTS is a number"));
+    let streams: usize = args
+        .next()
+        .map_or(64, |v| v.parse().expect("STREAMS is a number"))
+        .max(1);
     let settings = ForwardSettings::default().batch_size(2000).max_in_flight(20_000);
 
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path(), Options::default()).unwrap());
-    let alone = append(&store, n);
-    println!("appends without a forwarder: {alone:.0} events/s ({n} events, appends of 100)");
+    let alone = append(&store, n, streams);
+    println!("appends without a forwarder: {alone:.0} events/s ({n} events, appends of 100 to {streams} streams)");
 
     let target = make_target(&url);
     let name = format!("bench-{}", std::process::id());
@@ -95,7 +100,7 @@ fn main() {
         .unwrap()
         .spawn()
         .unwrap();
-    let with = append(&store2, n);
+    let with = append(&store2, n, streams);
     let status = handle.status();
     handle.stop().unwrap();
     println!(

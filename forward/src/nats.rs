@@ -10,12 +10,29 @@
 //! stream (parameter `stream`, default `ANNAL`) is created if missing, over the
 //! subjects the template can make. A batch is confirmed only when every
 //! publish is acknowledged; up to the forwarder's `max_in_flight` publishes
-//! are outstanding at once, but at most one per annal stream: JetStream may
-//! refuse one message and store the next (a stream's `max_bytes` with
-//! `discard: new`, or an account's storage limit, refuse a large message and
-//! take a smaller one after it; a clustered stream may change leaders in
-//! between), and the batch sent again would then store the refused event
-//! after later ones of its stream. A message JetStream refuses for its size
+//! are outstanding at once. JetStream may refuse one message and store the
+//! next (a stream's `max_bytes` with `discard: new`, or an account's storage
+//! limit, refuse a large message and take a smaller one after it; a
+//! clustered stream may change leaders in between), and the batch sent
+//! again would then store the refused event after later ones of its stream.
+//! Two ways keep each annal stream in order (parameter `pipeline`):
+//! - `log` (the default): every message of a batch but the first names the
+//!   one before it in `Nats-Expected-Last-Msg-Id`, so JetStream stores a
+//!   message only right after its predecessor, and refuses (code 10070) every
+//!   message after one it refused. The batch sent again is then stored in
+//!   the log's order: JetStream answers a message it holds already as a
+//!   duplicate (it checks the message id before the expectation), and the
+//!   first one it lacks follows the last one it holds. The first message of
+//!   a batch names nothing: every event before it was acknowledged by an
+//!   earlier batch. This needs the JetStream stream to itself: when a
+//!   refusal names a last message that is none of the batch's earlier ones
+//!   (or one without a message id), another publisher writes there, and the
+//!   target falls back to `stream` for good.
+//! - `stream`: at most one message per annal stream in flight, for a
+//!   JetStream stream that others publish to as well; a backlog of one annal
+//!   stream then goes at one round trip per event.
+//!
+//! A message JetStream refuses for its size
 //! (the stream's `max_msg_size`, or the server's `max_payload`) is refused
 //! for good: the forwarder parks it. The publishes of a batch are plain NATS publishes
 //! with a reply subject under one inbox subscription per batch: JetStream
@@ -27,7 +44,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use annal::{Batch, ContentType, ForwardTarget, RecordedEvent, TargetError};
@@ -52,6 +69,12 @@ pub struct NatsTarget {
     timeout: Duration,
     /// This node's name (parameter `source`) as a header value.
     source_header: String,
+    /// Whether the messages of a batch are chained by
+    /// `Nats-Expected-Last-Msg-Id` (parameter `pipeline=log`); false for
+    /// `pipeline=stream`, and from the first sign of another publisher on.
+    chain: bool,
+    /// The most messages in flight at once during the last batch.
+    peak_in_flight: AtomicUsize,
     /// The connection, once the JetStream stream is known to exist.
     client: Option<async_nats::Client>,
 }
@@ -186,6 +209,13 @@ impl NatsTarget {
             (u, None) => (u, None),
         };
         let source = t.param("source").unwrap_or_else(crate::node::node_name);
+        let chain = match t.param("pipeline").as_deref() {
+            None | Some("log") => true,
+            Some("stream") => false,
+            Some(other) => {
+                return Err(t.bad(format!("pipeline {other:?} must be log or stream")));
+            }
+        };
         Ok(NatsTarget {
             rt: crate::node::runtime()?,
             server: format!("nats://{host}:{port}"),
@@ -198,6 +228,8 @@ impl NatsTarget {
             duplicate_window: t.millis("duplicate_window_ms", Duration::from_secs(120))?,
             timeout: t.millis("timeout_ms", Duration::from_secs(10))?,
             source_header: header_safe(&source),
+            chain,
+            peak_in_flight: AtomicUsize::new(0),
             client: None,
         })
     }
@@ -269,11 +301,28 @@ impl NatsTarget {
         }
     }
 
+    /// The most messages that were in flight at once (sent, not yet
+    /// acknowledged) during the last batch: up to `max_in_flight` with
+    /// `pipeline=log`, at most the number of annal streams in the batch with
+    /// `pipeline=stream`.
+    pub fn last_peak_in_flight(&self) -> usize {
+        self.peak_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Whether messages are chained (`pipeline=log`, and no other publisher
+    /// seen on the JetStream stream).
+    pub fn chained(&self) -> bool {
+        self.chain
+    }
+
     fn subject(&self, e: &RecordedEvent) -> String {
         render(&self.parts, e)
     }
 
-    fn headers(&self, e: &RecordedEvent) -> async_nats::HeaderMap {
+    /// The headers of event `e`; `after` is the event whose message must be
+    /// the JetStream stream's last for this one to be stored (see the module
+    /// comment), if any.
+    fn headers(&self, e: &RecordedEvent, after: Option<&RecordedEvent>) -> async_nats::HeaderMap {
         // Names made once (no allocation); values handed over as owned strings
         // (one allocation each, no copy again).
         const MSG_ID: HeaderName = HeaderName::from_static("Nats-Msg-Id");
@@ -287,11 +336,15 @@ impl NatsTarget {
         const CONTENT_TYPE: HeaderName = HeaderName::from_static("Annal-Content-Type");
         const TAGS: HeaderName = HeaderName::from_static("Annal-Tags");
         const METADATA: HeaderName = HeaderName::from_static("Annal-Metadata");
+        const EXPECTED_LAST: HeaderName = HeaderName::from_static("Nats-Expected-Last-Msg-Id");
         let mut h = async_nats::HeaderMap::new();
         let mut buffer = uuid::Uuid::encode_buffer();
         let id: &str = e.id.hyphenated().encode_lower(&mut buffer);
         h.insert(MSG_ID, id.to_string());
         h.insert(EVENT_ID, id.to_string());
+        if let Some(before) = after {
+            h.insert(EXPECTED_LAST, message_id(before));
+        }
         h.insert(TYPE, header_safe(&e.event_type));
         h.insert(STREAM, header_safe(&e.stream));
         h.insert(REVISION, e.revision.to_string());
@@ -315,6 +368,12 @@ impl NatsTarget {
         }
         h
     }
+}
+
+/// The `Nats-Msg-Id` of an event's message: its id, hyphenated, lower case.
+fn message_id(e: &RecordedEvent) -> String {
+    let mut buffer = uuid::Uuid::encode_buffer();
+    e.id.hyphenated().encode_lower(&mut buffer).to_string()
 }
 
 /// Header values cannot hold line breaks.
@@ -374,6 +433,8 @@ impl ForwardTarget for NatsTarget {
         // may be outstanding than it holds.
         let max_in_flight = batch.max_in_flight.clamp(1, ACK_CAPACITY - ACK_MARGIN);
         let timeout = self.timeout;
+        let chain = self.chain;
+        self.peak_in_flight.store(0, Ordering::Relaxed);
         let this = &*self;
         let result = self.rt.block_on(async {
             // One reply subscription for the whole batch (`<inbox>.<n>` for the
@@ -384,11 +445,11 @@ impl ForwardTarget for NatsTarget {
             let mut acks = client
                 .subscribe(format!("{inbox}.*"))
                 .await
-                .map_err(|e| TargetError::Unavailable(format!("NATS subscribe: {e}")))?;
+                .map_err(|e| AckFailure::Target(TargetError::Unavailable(format!("NATS subscribe: {e}"))))?;
             let events = batch.events;
             let mut pending = Pending::default();
             // Events that wait for the message of their stream in flight,
-            // by stream, in order; and those whose turn came.
+            // by stream, in order; and those whose turn came (`pipeline=stream`).
             let mut held: HashMap<&str, VecDeque<usize>> = HashMap::new();
             let mut ready: VecDeque<usize> = VecDeque::new();
             let (mut next, mut sent, mut flushed) = (0usize, 0usize, false);
@@ -400,7 +461,7 @@ impl ForwardTarget for NatsTarget {
                             let n = next;
                             next += 1;
                             let stream = events[n].stream.as_str();
-                            if !pending.claim(stream) {
+                            if !chain && !pending.claim(stream) {
                                 // One message of a stream at a time (see the
                                 // module comment); other streams go on.
                                 held.entry(stream).or_default().push_back(n);
@@ -413,24 +474,28 @@ impl ForwardTarget for NatsTarget {
                     // A connection lost in the middle of the batch fails it now
                     // (the client never connects again on its own: see `connection`).
                     if client.connection_state() == async_nats::connection::State::Disconnected {
-                        return Err(TargetError::Unavailable(
+                        return Err(AckFailure::Target(TargetError::Unavailable(
                             "NATS connection lost in the middle of a batch; it is sent again on a new connection"
                                 .into(),
-                        ));
+                        )));
                     }
                     let e = &events[n];
+                    // Chained, each message but the batch's first is stored
+                    // only right after the one before it.
+                    let after = if chain && n > 0 { events.get(n - 1) } else { None };
                     // Each message is made just before it is queued, not the whole
                     // batch before the first is sent.
                     client
                         .publish_with_reply_and_headers(
                             this.subject(e),
                             reply_subject(&inbox, n),
-                            this.headers(e),
+                            this.headers(e, after),
                             e.data.clone(),
                         )
                         .await
-                        .map_err(|err| publish_error(&err, n))?;
+                        .map_err(|err| AckFailure::Target(publish_error(&err, n)))?;
                     pending.sent(n, &e.stream);
+                    this.peak_in_flight.fetch_max(pending.len(), Ordering::Relaxed);
                     sent += 1;
                     if sent % WRITE_EVERY == 0 {
                         // Let the connection's task (on this runtime) write what is
@@ -446,8 +511,10 @@ impl ForwardTarget for NatsTarget {
                 if next == events.len() && !flushed {
                     tokio::time::timeout(timeout, client.flush())
                         .await
-                        .map_err(|_| TargetError::Unavailable("NATS flush: no progress in time".into()))?
-                        .map_err(|e| TargetError::Unavailable(format!("NATS flush: {e}")))?;
+                        .map_err(|_| {
+                            AckFailure::Target(TargetError::Unavailable("NATS flush: no progress in time".into()))
+                        })?
+                        .map_err(|e| AckFailure::Target(TargetError::Unavailable(format!("NATS flush: {e}"))))?;
                     flushed = true;
                 }
                 let acked = next_ack(&mut acks, &inbox, timeout).await?;
@@ -461,13 +528,53 @@ impl ForwardTarget for NatsTarget {
             }
             // The subscription ends when it is dropped.
             drop(acks);
-            Ok::<(), TargetError>(())
+            Ok::<(), AckFailure>(())
         });
+        let result = match result {
+            Ok(()) => Ok(()),
+            Err(AckFailure::Target(e)) => Err(e),
+            Err(AckFailure::NotAfter { index, last }) => {
+                let earlier = batch.events.get(..index.saturating_sub(1)).unwrap_or_default();
+                if !last.is_empty() && earlier.iter().any(|e| message_id(e) == last) {
+                    // A message between that one and this was refused (its
+                    // answer is on its way), and the chain refused those
+                    // after it: the batch goes again.
+                    Err(TargetError::Unavailable(format!(
+                        "NATS JetStream stored the batch up to event {last} and refused the rest after a refusal; it is sent again"
+                    )))
+                } else {
+                    // The stream's last message is none of the batch's
+                    // earlier ones (or has no message id): another
+                    // publisher writes to the stream, and the chain would be
+                    // refused again and again.
+                    self.chain = false;
+                    Err(TargetError::Unavailable(format!(
+                        "another publisher writes to JetStream stream {} (its last message {last:?} is not one of annal's): the batch goes again with one message per annal stream in flight (pipeline=stream)",
+                        self.stream
+                    )))
+                }
+            }
+        };
         if result.is_err() {
             // Start from a fresh connection (and runtime) next time.
             self.reset();
         }
         result
+    }
+}
+
+/// Why a batch failed: as the target says it, or the chained message at
+/// `index` that JetStream refused because its stream's last message was
+/// `last` (a message id, empty for a message without one), not the one the
+/// chain named.
+enum AckFailure {
+    Target(TargetError),
+    NotAfter { index: usize, last: String },
+}
+
+impl From<TargetError> for AckFailure {
+    fn from(e: TargetError) -> AckFailure {
+        AckFailure::Target(e)
     }
 }
 
@@ -547,21 +654,35 @@ fn refused_for_good(error: &serde_json::Value) -> bool {
             .is_some_and(|d| d.contains("message size exceeds maximum"))
 }
 
+/// JetStream's error code for a message whose `Nats-Expected-Last-Msg-Id`
+/// is not the stream's last message id.
+const WRONG_LAST_MSG_ID: u64 = 10070;
+
+/// The stream's last message id that a JetStream `error` answer names when it
+/// refuses a chained message ("wrong last msg ID: <id>"; empty when the
+/// last message has no id, or the stream none), or `None` for any other error.
+fn wrong_last(error: &serde_json::Value) -> Option<String> {
+    if error.get("err_code").and_then(serde_json::Value::as_u64) != Some(WRONG_LAST_MSG_ID) {
+        return None;
+    }
+    let description = error.get("description").and_then(serde_json::Value::as_str)?;
+    let at = description.find("last msg ID:")?;
+    Some(description[at + "last msg ID:".len()..].trim().to_string())
+}
+
 /// Waits for the next JetStream acknowledgement of a batch (up to `timeout`)
 /// and checks it: returns the index of the message it answers. A "no
 /// responders" status (no stream takes the subject) or an `error` answer
 /// fails the batch, which is then sent again; an answer that refuses the
 /// message for good makes it a poison event (`Rejected`), which is parked.
-async fn next_ack(acks: &mut async_nats::Subscriber, inbox: &str, timeout: Duration) -> Result<usize, TargetError> {
+async fn next_ack(acks: &mut async_nats::Subscriber, inbox: &str, timeout: Duration) -> Result<usize, AckFailure> {
     use futures_util::StreamExt;
     let m = match tokio::time::timeout(timeout, acks.next()).await {
         Ok(Some(m)) => m,
         Ok(None) => {
-            return Err(TargetError::Unavailable(
-                "NATS connection closed before the acknowledgements".into(),
-            ));
+            return Err(TargetError::Unavailable("NATS connection closed before the acknowledgements".into()).into());
         }
-        Err(_) => return Err(TargetError::Unavailable("no NATS acknowledgement in time".into())),
+        Err(_) => return Err(TargetError::Unavailable("no NATS acknowledgement in time".into()).into()),
     };
     let index = m
         .subject
@@ -570,9 +691,9 @@ async fn next_ack(acks: &mut async_nats::Subscriber, inbox: &str, timeout: Durat
         .and_then(|n| n.parse::<usize>().ok())
         .ok_or_else(|| TargetError::Unavailable(format!("NATS acknowledgement on {:?}", m.subject.as_str())))?;
     if m.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
-        return Err(TargetError::Unavailable(
-            "NATS acknowledgement: no JetStream stream takes the subject".into(),
-        ));
+        return Err(
+            TargetError::Unavailable("NATS acknowledgement: no JetStream stream takes the subject".into()).into(),
+        );
     }
     // A good answer is {"stream":…,"seq":…[,"duplicate":true]}; only one that
     // mentions "error" is parsed whole (a stream may be named error).
@@ -586,12 +707,16 @@ async fn next_ack(acks: &mut async_nats::Subscriber, inbox: &str, timeout: Durat
             return Err(TargetError::Rejected {
                 index,
                 reason: format!("NATS JetStream refused it: {error}"),
-            });
+            }
+            .into());
         }
-        return Err(TargetError::Unavailable(format!("NATS acknowledgement: {error}")));
+        if let Some(last) = wrong_last(&error) {
+            return Err(AckFailure::NotAfter { index, last });
+        }
+        return Err(TargetError::Unavailable(format!("NATS acknowledgement: {error}")).into());
     }
     if p.is_empty() {
-        return Err(TargetError::Unavailable("NATS acknowledgement: empty answer".into()));
+        return Err(TargetError::Unavailable("NATS acknowledgement: empty answer".into()).into());
     }
     Ok(index)
 }
@@ -630,6 +755,36 @@ mod tests {
         assert_eq!(subject_for("fixed.subject", &e), "fixed.subject");
         e.stream = String::new();
         assert_eq!(subject_for("a.{stream}.{type}", &e), "a._.Placed_x");
+    }
+
+    #[test]
+    fn a_refused_chain_names_the_streams_last_message() {
+        let answer = |v: &str| serde_json::from_str::<serde_json::Value>(v).unwrap();
+        assert_eq!(
+            wrong_last(&answer(
+                r#"{"code":400,"err_code":10070,"description":"wrong last msg ID: abc-1"}"#
+            )),
+            Some("abc-1".into())
+        );
+        // A last message without an id (another publisher's).
+        assert_eq!(
+            wrong_last(&answer(
+                r#"{"code":400,"err_code":10070,"description":"wrong last msg ID: "}"#
+            )),
+            Some(String::new())
+        );
+        assert_eq!(
+            wrong_last(&answer(
+                r#"{"code":503,"err_code":10047,"description":"maximum bytes exceeded"}"#
+            )),
+            None
+        );
+        let t = TargetUrl::parse("nats://h?pipeline=sideways").unwrap();
+        assert!(NatsTarget::new(&t).is_err());
+        let t = TargetUrl::parse("nats://h?pipeline=stream").unwrap();
+        assert!(!NatsTarget::new(&t).unwrap().chained());
+        let t = TargetUrl::parse("nats://h").unwrap();
+        assert!(NatsTarget::new(&t).unwrap().chained());
     }
 
     #[test]
