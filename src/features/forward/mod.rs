@@ -52,7 +52,7 @@ pub use saved::{
     saved_checkpoint, saved_forwarders,
 };
 use gaps::Stretch;
-use saved::{fresh_checkpoint, go_live, hold_of, leave, load_checkpoint};
+use saved::{fresh_checkpoint, go_live, hold_of, leave, load_checkpoint, starting};
 
 /// Positions a forwarder that waits may pass without delivering before it
 /// saves its checkpoint anyway (so that retention does not wait for events
@@ -493,59 +493,63 @@ impl Forwarder {
     ) -> Result<Forwarder> {
         check_forwarder_name(name)?;
         settings.validate()?;
-        let loaded = load_checkpoint(&store, name)?;
-        let current = StoredForwardCheckpointV1 {
-            retention: hold_of(&settings),
-            ..loaded.unwrap_or_else(|| fresh_checkpoint(&store, &settings))
-        };
-        // The checkpoint as the store has it (or this start, not stored).
-        let saved = loaded.unwrap_or(current);
-        let cursor = current.position;
-        let status = ForwardStatus {
-            name: name.to_string(),
-            target: target.describe(),
-            state: ForwardState::Stopped,
-            checkpoint: cursor,
-            head: store.head_position(),
-            lag_events: store.head_position().saturating_sub(cursor),
-            lag_bytes: 0,
-            lag_seconds: 0.0,
-            delivered_events: 0,
-            delivered_batches: 0,
-            delivered_total: saved.delivered,
-            parked: saved.parked,
-            skipped: saved.skipped,
-            // A gap passed before a restart is still reported until acknowledged.
-            gap: saved.gap.map(ForwardGap::from),
-            failures: 0,
-            last_error: None,
-            last_error_micros: None,
-            retention: settings.retention,
-            drop_record_error: None,
-            warning: None,
-        };
-        let f = Forwarder {
-            store,
-            name: name.to_string(),
-            settings,
-            target,
-            cursor,
-            started: false,
-            current,
-            saved,
-            stored: loaded.is_some(),
-            last_save: Instant::now(),
-            // Another retention mode than the stored one is saved at the first save.
-            dirty: current != saved,
-            payload_bytes: 0,
-            drops: (u64::MAX, Vec::new()),
-            drops_reported: cursor,
-            status: Arc::new(Mutex::new(status)),
-            after_read: None,
-        };
-        go_live(&f.store, &f.name, &f.status);
-        f.hold();
-        Ok(f)
+        // Loaded, registered and holding under the registry's lock: a
+        // release of the name on another thread comes wholly before or after.
+        starting(&store.clone(), |running| {
+            let loaded = load_checkpoint(&store, name)?;
+            let current = StoredForwardCheckpointV1 {
+                retention: hold_of(&settings),
+                ..loaded.unwrap_or_else(|| fresh_checkpoint(&store, &settings))
+            };
+            // The checkpoint as the store has it (or this start, not stored).
+            let saved = loaded.unwrap_or(current);
+            let cursor = current.position;
+            let status = ForwardStatus {
+                name: name.to_string(),
+                target: target.describe(),
+                state: ForwardState::Stopped,
+                checkpoint: cursor,
+                head: store.head_position(),
+                lag_events: store.head_position().saturating_sub(cursor),
+                lag_bytes: 0,
+                lag_seconds: 0.0,
+                delivered_events: 0,
+                delivered_batches: 0,
+                delivered_total: saved.delivered,
+                parked: saved.parked,
+                skipped: saved.skipped,
+                // A gap passed before a restart is still reported until acknowledged.
+                gap: saved.gap.map(ForwardGap::from),
+                failures: 0,
+                last_error: None,
+                last_error_micros: None,
+                retention: settings.retention,
+                drop_record_error: None,
+                warning: None,
+            };
+            let f = Forwarder {
+                store,
+                name: name.to_string(),
+                settings,
+                target,
+                cursor,
+                started: false,
+                current,
+                saved,
+                stored: loaded.is_some(),
+                last_save: Instant::now(),
+                // Another retention mode than the stored one is saved at the first save.
+                dirty: current != saved,
+                payload_bytes: 0,
+                drops: (u64::MAX, Vec::new()),
+                drops_reported: cursor,
+                status: Arc::new(Mutex::new(status)),
+                after_read: None,
+            };
+            go_live(running, &f.name, &f.status);
+            f.hold();
+            Ok(f)
+        })
     }
 
     /// For tests only: runs `hook` in each step after the read and before
@@ -1107,5 +1111,57 @@ mod tests {
         let s = s.lock().clone();
         assert_eq!((s.state, s.last_error, s.failures), (ForwardState::Running, None, 0));
         assert!(s.warning.is_some_and(|w| w.contains("priority")));
+    }
+
+    /// A target that takes every batch.
+    struct Nowhere;
+
+    impl ForwardTarget for Nowhere {
+        fn describe(&self) -> String {
+            "nowhere".into()
+        }
+        fn load_checkpoint(&mut self, _forwarder: &str) -> std::result::Result<Option<u64>, TargetError> {
+            Ok(None)
+        }
+        fn deliver(&mut self, _batch: &Batch<'_>) -> std::result::Result<(), TargetError> {
+            Ok(())
+        }
+    }
+
+    /// Review of issue 14: `release_forwarder` checked that no forwarder of
+    /// the name runs, then appended its record and lifted the hold; a
+    /// forwarder started in between (another thread of the process) kept
+    /// running with its hold lifted, so scavenging could drop what it had
+    /// not delivered. The check and the release now exclude a start.
+    #[test]
+    fn a_forwarder_started_while_its_name_is_released_keeps_its_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), crate::Options::default()).unwrap());
+        store
+            .append("s", crate::ExpectedVersion::Any, vec![crate::EventData::json("E", "{}")])
+            .unwrap();
+        let settings = ForwardSettings::default().retention(RetentionMode::Wait);
+        for round in 0..200 {
+            let name = format!("f{round}");
+            // A saved checkpoint, so that the release appends its record.
+            register_forwarder(&store, &name, &settings).unwrap();
+            let barrier = Arc::new(std::sync::Barrier::new(2));
+            let (s, b, n) = (store.clone(), barrier.clone(), name.clone());
+            let releaser = std::thread::spawn(move || {
+                b.wait();
+                release_forwarder(&s, &n).is_ok()
+            });
+            barrier.wait();
+            let started = Forwarder::new(store.clone(), &name, settings.clone(), Box::new(Nowhere));
+            let released = releaser.join().unwrap();
+            if started.is_ok() {
+                let hold = store.shared.retention_holds.lock().get(&name).copied();
+                assert!(
+                    hold.is_some(),
+                    "round {round}: forwarder {name} runs without its hold (released: {released})"
+                );
+            }
+            drop(started);
+        }
     }
 }

@@ -141,7 +141,12 @@ pub struct ReleasedForwarder {
 /// `[[forward]]` of annal.toml again: remove it from there first.
 pub fn release_forwarder(store: &Store, name: &str) -> Result<ReleasedForwarder> {
     check_forwarder_name(name)?;
-    if store.extension::<Live>().0.lock().contains_key(name) {
+    // Held to the end: a forwarder of this name that starts meanwhile (on
+    // another thread) loads its checkpoint and takes its hold after the
+    // release, never between the check and the lifted hold.
+    let live = store.extension::<Live>();
+    let running = live.0.lock();
+    if running.contains_key(name) {
         return Err(Error::InvalidInput(format!(
             "forwarder {name:?} is running over this store: stop it before releasing its name"
         )));
@@ -164,6 +169,7 @@ pub fn release_forwarder(store: &Store, name: &str) -> Result<ReleasedForwarder>
     store.set_retention_hold(name, None);
     store.set_forwarder_position(name, None);
     let (drop_entries_named, drop_entries_pruned) = store.release_from_drops(name)?;
+    drop(running);
     Ok(ReleasedForwarder {
         had_checkpoint: loaded.is_some(),
         drop_entries_named,
@@ -194,7 +200,7 @@ pub struct SavedForwarder {
 /// so that an acknowledgement of a gap reaches a forwarder that runs (it
 /// would otherwise save its gap again with its next checkpoint).
 #[derive(Default)]
-pub(super) struct Live(Mutex<BTreeMap<String, Arc<Mutex<ForwardStatus>>>>);
+pub(super) struct Live(Mutex<Running>);
 
 impl Extension for Live {
     fn close(&self, _store: &Store) -> Result<()> {
@@ -202,9 +208,22 @@ impl Extension for Live {
     }
 }
 
-/// Makes the figures of forwarder `name` the ones an acknowledgement clears.
-pub(super) fn go_live(store: &Store, name: &str, status: &Arc<Mutex<ForwardStatus>>) {
-    store.extension::<Live>().0.lock().insert(name.to_string(), status.clone());
+/// The forwarders running over a store, by name.
+pub(super) type Running = BTreeMap<String, Arc<Mutex<ForwardStatus>>>;
+
+/// Runs `start` with the registry of running forwarders locked, so that a
+/// forwarder's start (loading its checkpoint, [`go_live`], taking its hold)
+/// and [`release_forwarder`] of its name never interleave.
+pub(super) fn starting<T>(store: &Store, start: impl FnOnce(&mut Running) -> T) -> T {
+    let live = store.extension::<Live>();
+    let mut running = live.0.lock();
+    start(&mut running)
+}
+
+/// Makes the figures of forwarder `name` the ones an acknowledgement clears
+/// (called inside [`starting`]).
+pub(super) fn go_live(running: &mut Running, name: &str, status: &Arc<Mutex<ForwardStatus>>) {
+    running.insert(name.to_string(), status.clone());
 }
 
 /// Forgets the figures of forwarder `name`, if they are still `status`.
