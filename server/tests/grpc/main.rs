@@ -2019,3 +2019,122 @@ mod persistent {
         assert_eq!(err.code(), Code::NotFound, "{err:?}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Server trust: a read of $all that scans takes a `max_scans` place, and
+// stops when its client goes or its deadline passes.
+
+impl Server {
+    /// A client on a connection of its own with small HTTP/2 windows: a read
+    /// it does not consume soon stops the server's reader (its answers
+    /// channel full), which then holds what it holds until the client goes.
+    async fn slow_streams(&self) -> StreamsClient<Channel> {
+        let channel = Channel::from_shared(format!("http://127.0.0.1:{}", self.port))
+            .unwrap()
+            .initial_stream_window_size(65_535)
+            .initial_connection_window_size(65_535)
+            .connect()
+            .await
+            .unwrap();
+        StreamsClient::new(channel)
+    }
+}
+
+/// 200 events of 8 KiB in `big-1`: more than a reader holds for a client
+/// that does not read (64 answers, a 64 KiB window).
+async fn fill_big(c: &mut StreamsClient<Channel>) {
+    use append_req::options::ExpectedStreamRevision as E;
+    let data = vec![b'x'; 8 << 10];
+    let batch: Vec<_> = (0..200)
+        .map(|_| message(None, "Big", "application/octet-stream", &data))
+        .collect();
+    append(c, "big-1", E::Any(Empty {}), batch).await.unwrap();
+}
+
+/// A read of `$all` from the start with a filter on event types by regular
+/// expression, which no index serves (`.` admits every event).
+fn scanning_read(count: u64) -> ReadReq {
+    use read_req::options::*;
+    let mut r = read_options(all_from(None), false, false, count);
+    r.options.as_mut().unwrap().filter_option = Some(FilterOption::Filter(FilterOptions {
+        filter: Some(filter_options::Filter::EventType(filter_options::Expression {
+            regex: ".".into(),
+            prefix: vec![],
+        })),
+        window: Some(filter_options::Window::Max(10)),
+        checkpoint_interval_multiplier: 1,
+    }));
+    r
+}
+
+/// Waits (at most 10 s) until a scanning read is let in, and checks its answer.
+async fn wait_for_a_scan_place(c: &mut StreamsClient<Channel>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match read(c, scanning_read(5)).await {
+            Ok(got) => {
+                assert_eq!(events(&got).len(), 5);
+                return;
+            }
+            Err(e) if e.code() == Code::ResourceExhausted => {
+                assert!(std::time::Instant::now() < deadline, "no scan place was freed: {e:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+}
+
+/// A gRPC read of `$all` whose filter no index serves takes one of the
+/// `max_scans` places HTTP's scans take: with the only place held by a read
+/// whose client does not consume it, another such read is refused with
+/// RESOURCE_EXHAUSTED (not left to pile up), while index-served and
+/// unfiltered reads go on; the place is freed when the client goes away.
+#[tokio::test]
+async fn scanning_reads_of_all_take_a_place_until_their_client_goes() {
+    let s = start(|c| c.max_scans = 1).await;
+    let mut c = s.streams().await;
+    fill_big(&mut c).await;
+    let mut slow = s.slow_streams().await;
+    let held = slow.read(scanning_read(u64::MAX)).await.unwrap().into_inner();
+    let e = read(&mut c, scanning_read(5)).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("retry later"), "{e:?}");
+    // Reads the stream index serves, and unfiltered ones, take no place.
+    let got = read(&mut c, read_options(all_from(None), false, false, 3))
+        .await
+        .unwrap();
+    assert_eq!(events(&got).len(), 3);
+    let got = read(&mut c, read_options(stream_from("big-1", None), false, false, 3))
+        .await
+        .unwrap();
+    assert_eq!(events(&got).len(), 3);
+    drop(held);
+    wait_for_a_scan_place(&mut c).await;
+}
+
+/// A read past its call's deadline (`grpc-timeout`) stops, even while its
+/// client reads nothing: its place is freed, and the client, when it reads,
+/// learns that the read did not end (DEADLINE_EXCEEDED), never a short read
+/// that looks complete.
+#[tokio::test]
+async fn a_scanning_read_stops_at_its_deadline_and_says_so() {
+    let s = start(|c| c.max_scans = 1).await;
+    let mut c = s.streams().await;
+    fill_big(&mut c).await;
+    let mut slow = s.slow_streams().await;
+    let mut req = Request::new(scanning_read(u64::MAX));
+    req.set_timeout(std::time::Duration::from_millis(300));
+    let mut held = slow.read(req).await.unwrap().into_inner();
+    wait_for_a_scan_place(&mut c).await;
+    let mut got = 0;
+    let end = loop {
+        match held.message().await {
+            Ok(Some(m)) => got += usize::from(matches!(m.content, Some(read_resp::Content::Event(_)))),
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    assert_eq!(end.unwrap_err().code(), Code::DeadlineExceeded, "after {got} events");
+    assert!(got < 200, "{got} events");
+}
