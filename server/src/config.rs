@@ -89,10 +89,11 @@ pub struct ServerConfig {
     /// whose filter the indexes cannot serve (a metadata field the store does
     /// not index), which may scan it; over gRPC, reads of `$all` whose filter
     /// is not a single stream-name prefix. Each holds its place until it
-    /// answers or the request timeout cuts it (gRPC: until it ends, its client
-    /// goes or its deadline passes; the cut work is cancelled and stops before
-    /// its next event); more are refused with 503 `too_many_scans` (gRPC:
-    /// RESOURCE_EXHAUSTED). Default 8.
+    /// answers or the request timeout cuts it (the cut work is cancelled and
+    /// stops before its next event; a gRPC read holds it while it reads a
+    /// page from the store, not while it waits for its client); more are
+    /// refused with 503 `too_many_scans` (gRPC: RESOURCE_EXHAUSTED at the
+    /// start of a read; its later pages wait for a place). Default 8.
     pub max_scans: usize,
     /// Interval of SSE keep-alive comments, in milliseconds. Default 15 s.
     pub keepalive_ms: u64,

@@ -92,11 +92,10 @@ impl Limits {
     }
 
     /// Runs a read's work on a task of its own until it ends or the
-    /// deadline passes (holding `place`, if any, as long).
-    fn spawn(&self, place: Option<OwnedSemaphorePermit>, work: impl Future<Output = ()> + Send + 'static) {
+    /// deadline passes.
+    fn spawn(&self, work: impl Future<Output = ()> + Send + 'static) {
         let deadline = self.deadline;
         tokio::spawn(async move {
-            let _place = place;
             match deadline {
                 Some(d) => {
                     let _ = tokio::time::timeout_at(d, work).await;
@@ -301,7 +300,7 @@ async fn read_stream(
     } else {
         Direction::Forward
     };
-    limits.spawn(None, async move {
+    limits.spawn(async move {
         let Some(mut from) = start else { return };
         let mut left = count;
         let mut last_page = Vec::new();
@@ -365,11 +364,11 @@ fn read_all(
     authorize_log(p, shape.filter.as_ref())?;
     // A filter the indexes cannot serve may pass over much of the log for
     // few events: the read takes a place among `max_scans` (shared with
-    // HTTP), held until it ends, its client goes or its deadline passes.
-    let place = match &shape.filter {
-        Some(f) if f.needs_scan() => Some(scan_place(&state)?),
-        _ => None,
-    };
+    // HTTP) while it reads from the store, not while it waits for its
+    // client (a client that reads slowly, or not at all, holds none). None
+    // free at the start: refused; later pages wait for one.
+    let scans = shape.filter.as_ref().is_some_and(EventFilter::needs_scan);
+    let mut place = if scans { Some(scan_place(&state)?) } else { None };
     let head = state.store().head_position();
     // The first annal position to read, or None for nothing at all.
     let start = match (a.all_option, shape.backwards) {
@@ -401,11 +400,20 @@ fn read_all(
     };
     let (tx, answers) = Paced::new(&limits);
     let cancel = limits.cancel.clone();
-    limits.spawn(place, async move {
+    limits.spawn(async move {
         let Some(mut from) = start else { return };
         let mut left = count;
         let mut last_page = Vec::new();
         while left > 0 && !tx.is_closed() {
+            if scans && place.is_none() {
+                tokio::select! {
+                    p = state.scans.clone().acquire_owned() => match p {
+                        Ok(p) => place = Some(p),
+                        Err(_) => return,
+                    },
+                    () = tx.tx.closed() => return,
+                }
+            }
             let store = state.store();
             let want = page_len(&last_page);
             let indexed = indexed.clone();
@@ -417,6 +425,8 @@ fn read_all(
                     .map_err(status::from_store)
             })
             .await;
+            // Given back before the events are sent: waiting for the client costs no place.
+            drop(place.take());
             let page = match page {
                 Ok(page) => page,
                 Err(e) => {
