@@ -176,6 +176,66 @@ fn pinned_groups_send_each_stream_to_one_consumer_in_order() {
     assert_eq!(owners.len(), 2, "both consumers get streams");
 }
 
+/// `fetch_while` takes events while its test accepts them: the one refused
+/// stays in the line, undelivered, and is the next one fetched (a first
+/// delivery); in a pinned group, events pinned to other consumers keep
+/// their places ahead of it.
+#[test]
+fn fetch_while_leaves_the_refused_event_in_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fill(&store, 40);
+    for strategy in [Strategy::RoundRobin, Strategy::Pinned] {
+        let name = format!("{strategy:?}").to_lowercase();
+        let group = store
+            .create_group(
+                &name,
+                GroupSettings {
+                    strategy,
+                    ..GroupSettings::all()
+                },
+            )
+            .unwrap();
+        let (x, y) = (group.consumer("x"), group.consumer("y"));
+        let mut seen = Vec::new();
+        for _ in 0..100 {
+            for c in [&x, &y] {
+                // Three at most per fetch, however many are asked for.
+                let mut taken = 0;
+                let got = c
+                    .fetch_while(10, Duration::ZERO, |_| {
+                        taken += 1;
+                        taken <= 3
+                    })
+                    .unwrap();
+                assert!(got.len() <= 3);
+                assert!(
+                    got.iter().all(|d| d.retry_count == 0),
+                    "{strategy:?}: a refused event was delivered"
+                );
+                c.ack(&got.iter().map(|d| d.event.id).collect::<Vec<_>>()).unwrap();
+                seen.extend(got.iter().map(|d| d.event.position));
+            }
+        }
+        seen.sort_unstable();
+        let want: Vec<u64> = store
+            .read_all(Direction::Forward, annal::LogFrom::Start, 40, &annal::Filter::all())
+            .unwrap()
+            .iter()
+            .map(|e| e.position)
+            .collect();
+        assert_eq!(seen, want, "{strategy:?}: each event once");
+        assert_eq!(group.info().in_flight, 0, "{strategy:?}");
+    }
+    // A refused first event: nothing delivered, and it comes next.
+    let group = store.create_group("first", GroupSettings::all()).unwrap();
+    let c = group.consumer("c");
+    assert!(c.fetch_while(5, Duration::ZERO, |_| false).unwrap().is_empty());
+    assert_eq!(group.info().in_flight, 0);
+    let got = c.fetch(1, Duration::ZERO).unwrap();
+    assert_eq!((got[0].event.position, got[0].retry_count), (0, 0));
+}
+
 #[test]
 fn a_group_resumes_from_its_checkpoint_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();

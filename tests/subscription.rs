@@ -353,3 +353,34 @@ fn a_stream_subscription_never_delivers_what_reads_hide() {
         assert_eq!(got, want, "{stream}");
     }
 }
+
+/// A filtered subscription that passes over events it does not deliver
+/// stops reading the log once its cancellation signal says so: its next
+/// message is `Cancelled`, not a checkpoint after reading up to the head
+/// (a server cancels it when the subscriber goes away).
+#[test]
+fn a_cancelled_subscription_stops_reading_the_log() {
+    let (_d, store) = store();
+    let batch: Vec<EventData> = (0..2000).map(|i| ev("T", i)).collect();
+    store.append("s", ExpectedVersion::Any, batch).unwrap();
+    let nothing = Filter {
+        types: vec!["Nope".into()],
+        ..Filter::default()
+    };
+    let cancel = annal::Cancel::new();
+    let mut sub = store
+        .subscribe_all(SubscribeFrom::Start, nothing.clone())
+        .with_cancel(cancel.clone());
+    cancel.cancel();
+    assert!(matches!(sub.next_timeout(Duration::ZERO), Err(annal::Error::Cancelled)));
+    assert_eq!(sub.position(), 0, "it read nothing past its start");
+    // Not cancelled, the same subscription considers the whole log.
+    let mut sub = store
+        .subscribe_all(SubscribeFrom::Start, nothing)
+        .with_cancel(annal::Cancel::new());
+    let m = sub.next_timeout(Duration::ZERO).unwrap();
+    assert!(
+        matches!(m, Some(Message::Checkpoint(p)) if p == store.head_position()),
+        "{m:?}"
+    );
+}

@@ -84,12 +84,16 @@ pub struct ServerConfig {
     /// A waiting fetch holds a connection but no thread; more are refused
     /// with 503 `too_many_long_polls`. Default 256.
     pub max_long_polls: usize,
-    /// Most concurrent expensive reads over HTTP: counts that read the
+    /// Most concurrent expensive reads: over HTTP, counts that read the
     /// events (the indexes cannot answer them), and reads of the global log
     /// whose filter the indexes cannot serve (a metadata field the store does
-    /// not index), which may scan it. Each holds its place until it answers
-    /// or the request timeout cuts it (the cut work is cancelled and stops
-    /// before its next event); more are refused with 503 `too_many_scans`. Default 8.
+    /// not index), which may scan it; over gRPC, reads of `$all` whose filter
+    /// is not a single stream-name prefix. Each holds its place until it
+    /// answers or the request timeout cuts it (the cut work is cancelled and
+    /// stops before its next event; a gRPC read holds it while it reads a
+    /// page from the store, not while it waits for its client); more are
+    /// refused with 503 `too_many_scans` (gRPC: RESOURCE_EXHAUSTED at the
+    /// start of a read; its later pages wait for a place). Default 8.
     pub max_scans: usize,
     /// Interval of SSE keep-alive comments, in milliseconds. Default 15 s.
     pub keepalive_ms: u64,

@@ -72,7 +72,8 @@ pub(crate) struct Metrics {
     pub(crate) scavenge_events_removed: AtomicU64,
     pub(crate) compress_runs: AtomicU64,
     pub(crate) backups: AtomicU64,
-    /// Store reads made to build HTTP read responses (stream and log pages).
+    /// Store reads made to build HTTP read responses (stream and log pages,
+    /// group fetches: one a look).
     pub(crate) store_reads: AtomicU64,
     http: Mutex<BTreeMap<(String, u16), u64>>,
 }
@@ -166,7 +167,7 @@ impl Metrics {
         counter(
             &mut out,
             "annal_read_store_calls_total",
-            "Store reads made to build read responses of streams and of the log (a page takes one or a few).",
+            "Store reads made to build read responses of streams, of the log and of group fetches (a page takes one or a few).",
             load(&self.store_reads),
         );
         let _ = writeln!(

@@ -140,7 +140,8 @@ impl AppState {
     }
 
     /// Store reads made to build HTTP read responses of streams and of the
-    /// log (`annal_read_store_calls_total`): a page costs one or a few.
+    /// log, and group fetches' looks (`annal_read_store_calls_total`): a page
+    /// costs one or a few.
     pub fn store_reads(&self) -> u64 {
         self.0.metrics.store_reads.load(Ordering::Acquire)
     }

@@ -760,13 +760,28 @@ pub struct Consumer<'g> {
 impl Consumer<'_> {
     /// Up to `max` events for this consumer, waiting at most `timeout` for the first.
     pub fn fetch(&self, max: usize, timeout: Duration) -> Result<Vec<Delivery>> {
+        self.fetch_while(max, timeout, |_| true)
+    }
+
+    /// As [`Consumer::fetch`], but takes the events one by one while `fits`
+    /// accepts the next (given it as it would be delivered): the first one
+    /// it refuses, and those after it, stay in the group's line, not
+    /// delivered, as if never looked at. Lets a caller fill an answer of
+    /// bounded size with one call (one read of the source) instead of one
+    /// call per event; it must accept the first event to get any.
+    pub fn fetch_while(
+        &self,
+        max: usize,
+        timeout: Duration,
+        mut fits: impl FnMut(&Delivery) -> bool,
+    ) -> Result<Vec<Delivery>> {
         let g = self.group;
         let deadline = Instant::now() + timeout;
         let mut inner = g.state.inner.lock();
         loop {
             g.expire(&mut inner)?;
             g.refill(&mut inner, max)?;
-            let out = self.take(&mut inner, max);
+            let out = self.take(&mut inner, max, &mut fits);
             if !out.is_empty() {
                 return Ok(out);
             }
@@ -780,7 +795,7 @@ impl Consumer<'_> {
         }
     }
 
-    fn take(&self, inner: &mut GroupInner, max: usize) -> Vec<Delivery> {
+    fn take(&self, inner: &mut GroupInner, max: usize, fits: &mut impl FnMut(&Delivery) -> bool) -> Vec<Delivery> {
         let g = self.group;
         let settings = &g.state.settings;
         let mut out = Vec::new();
@@ -815,10 +830,16 @@ impl Consumer<'_> {
                 keep.push_back(p);
                 continue;
             }
-            out.push(Delivery {
+            let delivery = Delivery {
                 event: p.event.clone(),
                 retry_count: p.deliveries,
-            });
+            };
+            if !fits(&delivery) {
+                // Not taken: it keeps its place, behind the others' events passed over.
+                inner.ready.push_front(p);
+                break;
+            }
+            out.push(delivery);
             inner.in_flight.insert(
                 p.event.id,
                 InFlight {

@@ -19,7 +19,7 @@ use crossbeam_channel::Receiver;
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::log::state::Shared;
-use crate::query::Filter;
+use crate::query::{Cancel, Filter};
 use crate::query::{Direction, LogFrom, StreamFrom};
 use crate::store::Store;
 
@@ -102,6 +102,8 @@ pub struct Subscription {
     reported: u64,
     buffered: VecDeque<Message>,
     options: SubscriptionOptions,
+    /// Stops reads of the log (see [`Subscription::with_cancel`]).
+    cancel: Cancel,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -157,7 +159,18 @@ impl Subscription {
             seen_head: 0,
             buffered: VecDeque::new(),
             options,
+            cancel: Cancel::default(),
         }
+    }
+
+    /// The same subscription, whose reads of the global log stop as soon as
+    /// `cancel` says so (it is looked at before each event read): a filtered
+    /// subscription that passes over many events it does not deliver may
+    /// otherwise read up to the head of the log before its next message.
+    /// Once cancelled, the next message is [`Error::Cancelled`].
+    pub fn with_cancel(mut self, cancel: Cancel) -> Self {
+        self.cancel = cancel;
+        self
     }
 
     /// The next position (global log) or revision (stream) the subscription will read.
@@ -175,12 +188,13 @@ impl Subscription {
                     return Ok(false);
                 }
                 let batch = self.options.batch;
-                let (events, stop) = self.shared.read_log_stop(
+                let (events, stop) = self.shared.read_log_stop_within(
                     Direction::Forward,
                     LogFrom::Position(self.next),
-                    batch,
+                    (batch, usize::MAX),
                     filter,
                     crate::log::read::Visibility::Visible,
+                    &self.cancel,
                 )?;
                 if let Some(stop) = stop {
                     self.seen_head = head;

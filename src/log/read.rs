@@ -230,7 +230,7 @@ impl Shared {
 
     /// [`Shared::read_log_stop`], which also stops once the events read hold
     /// `limit.1` bytes of data and metadata, and fails once `cancel` says so.
-    fn read_log_stop_within(
+    pub(crate) fn read_log_stop_within(
         &self,
         direction: Direction,
         from: LogFrom,

@@ -98,6 +98,15 @@ impl EventFilter {
         }
     }
 
+    /// True when a read with this filter may pass over many events it does
+    /// not show, in numbers no index bounds: any filter but a single
+    /// stream-name prefix (which the stream index serves, see
+    /// [`EventFilter::index_prefix`]) or one that admits everything. Such a
+    /// read of `$all` takes one of the server's `max_scans` places.
+    pub(crate) fn needs_scan(&self) -> bool {
+        !matches!(self.test, Test::All) && self.index_prefix().is_none()
+    }
+
     /// True if the event passes.
     pub(crate) fn matches(&self, e: &RecordedEvent) -> Result<bool, Status> {
         let text = match self.field {
@@ -177,6 +186,10 @@ mod tests {
         assert_eq!(filter(Field::Stream, "", &["order-"]).index_prefix(), Some("order-"));
         assert_eq!(filter(Field::Stream, "", &["$$order-"]).index_prefix(), None);
         assert_eq!(filter(Field::Type, "", &["Order"]).index_prefix(), None);
+        assert!(p.needs_scan() && filter(Field::Type, "", &["Order"]).needs_scan());
+        assert!(filter(Field::Stream, "^a", &[]).needs_scan());
+        assert!(!filter(Field::Stream, "", &["order-"]).needs_scan());
+        assert!(!filter(Field::Type, "", &[]).needs_scan(), "admits everything");
         assert!(p.matches(&event("user-2", "T")).unwrap());
         assert!(!p.matches(&event("a-user-2", "T")).unwrap());
         assert!(is_bookkeeping("$group-g-checkpoint") && !is_bookkeeping("$$order-1"));

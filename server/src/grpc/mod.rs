@@ -149,6 +149,31 @@ pub(crate) fn principal<T>(state: &AppState, req: &tonic::Request<T>) -> Result<
     state.auth.authenticate(header).map_err(status::denied)
 }
 
+/// The time a call may take, from its `grpc-timeout` metadata (at most
+/// eight digits and a unit: `H`, `M`, `S`, `m`, `u` or `n`); `None` when it
+/// has none or it is not well formed.
+pub(crate) fn timeout<T>(req: &tonic::Request<T>) -> Option<std::time::Duration> {
+    parse_timeout(req.metadata().get("grpc-timeout")?.to_str().ok()?)
+}
+
+fn parse_timeout(v: &str) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// Runs a store operation on the blocking pool for a gRPC call.
 pub(crate) async fn blocking<T, F>(state: &AppState, f: F) -> Result<T, Status>
 where
@@ -159,5 +184,22 @@ where
         Ok(r) => r,
         Err(Interrupted::Panicked) => Err(Status::internal("the operation failed unexpectedly")),
         Err(Interrupted::Cancelled) => Err(Status::unavailable("the server is shutting down")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_timeout;
+    use std::time::Duration;
+
+    #[test]
+    fn grpc_timeouts_parse_as_the_protocol_spells_them() {
+        assert_eq!(parse_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_timeout("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_timeout("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_timeout("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        for bad in ["", "m", "123456789m", "12x", "-1S", "1.5S"] {
+            assert_eq!(parse_timeout(bad), None, "{bad:?}");
+        }
     }
 }

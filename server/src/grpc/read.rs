@@ -63,6 +63,63 @@ fn page_len(last: &[RecordedEvent]) -> usize {
     (HELD_BYTES / average.max(1)).clamp(1, PAGE)
 }
 
+/// How long a read may run and how its store work is stopped: the call's
+/// deadline (the client's `grpc-timeout`, if it sent one), and the signal
+/// that stops the read's store work, given when the client goes away (its
+/// answers are dropped) or the deadline passes.
+#[derive(Clone)]
+pub(crate) struct Limits {
+    deadline: Option<tokio::time::Instant>,
+    cancel: annal::Cancel,
+}
+
+impl Limits {
+    /// The limits of a call that must end by `deadline`, if given.
+    pub(crate) fn new(timeout: Option<Duration>) -> Limits {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let cancel = match deadline {
+            Some(d) => annal::Cancel::new().with_deadline(d),
+            None => annal::Cancel::new(),
+        };
+        Limits {
+            deadline: deadline.map(tokio::time::Instant::from_std),
+            cancel,
+        }
+    }
+
+    fn passed(&self) -> bool {
+        self.deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
+    }
+
+    /// Runs a read's work on a task of its own until it ends or the
+    /// deadline passes.
+    fn spawn(&self, work: impl Future<Output = ()> + Send + 'static) {
+        let deadline = self.deadline;
+        tokio::spawn(async move {
+            match deadline {
+                Some(d) => {
+                    let _ = tokio::time::timeout_at(d, work).await;
+                }
+                None => work.await,
+            }
+        });
+    }
+}
+
+/// The answer to a read whose deadline passed.
+fn deadline_exceeded() -> Status {
+    Status::deadline_exceeded("the read did not end before the call's deadline")
+}
+
+/// Cancels a read's store work when its answers are dropped (the client went away).
+struct CancelOnDrop(annal::Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
 /// The answers channel of a read, bounded in bytes as well as in answers.
 struct Paced {
     tx: mpsc::Sender<(Result<ReadResp, Status>, Option<OwnedSemaphorePermit>)>,
@@ -70,11 +127,35 @@ struct Paced {
 }
 
 impl Paced {
-    fn new() -> (Paced, Answers<ReadResp>) {
+    /// The channel, and the call's answers: they end with DEADLINE_EXCEEDED
+    /// once `limits`' deadline passes (never as if the read were complete),
+    /// and stop the read's store work when dropped.
+    fn new(limits: &Limits) -> (Paced, Answers<ReadResp>) {
         let (tx, mut rx) = mpsc::channel(CHANNEL);
+        let limits = limits.clone();
+        let _cancel = CancelOnDrop(limits.cancel.clone());
+        let mut sleep = limits.deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
+        let mut done = false;
         // An event's bytes are given back as its answer leaves for the client.
         let answers = Box::pin(futures_util::stream::poll_fn(move |cx| {
-            rx.poll_recv(cx).map(|o| o.map(|(answer, _bytes)| answer))
+            let _ = &_cancel;
+            if done {
+                return std::task::Poll::Ready(None);
+            }
+            if let Some(s) = sleep.as_mut()
+                && s.as_mut().poll(cx).is_ready()
+            {
+                done = true;
+                return std::task::Poll::Ready(Some(Err(deadline_exceeded())));
+            }
+            match rx.poll_recv(cx) {
+                // The read stopped at its deadline: it is not complete.
+                std::task::Poll::Ready(None) if limits.passed() => {
+                    done = true;
+                    std::task::Poll::Ready(Some(Err(deadline_exceeded())))
+                }
+                p => p.map(|o| o.map(|(answer, _bytes)| answer)),
+            }
         }));
         let paced = Paced {
             tx,
@@ -115,7 +196,12 @@ struct Shape {
 }
 
 /// Answers a `Read` call.
-pub(crate) async fn read(state: AppState, p: Principal, req: ReadReq) -> Result<Answers<ReadResp>, Status> {
+pub(crate) async fn read(
+    state: AppState,
+    p: Principal,
+    req: ReadReq,
+    limits: Limits,
+) -> Result<Answers<ReadResp>, Status> {
     let o = req
         .options
         .ok_or_else(|| Status::invalid_argument("ReadReq without options"))?;
@@ -138,9 +224,9 @@ pub(crate) async fn read(state: AppState, p: Principal, req: ReadReq) -> Result<
     };
     match o.stream_option {
         Some(StreamOption::Stream(s)) if subscribe => subscribe_stream(state, &p, s, shape),
-        Some(StreamOption::Stream(s)) => read_stream(state, &p, s, count, shape).await,
+        Some(StreamOption::Stream(s)) => read_stream(state, &p, s, count, shape, limits).await,
         Some(StreamOption::All(a)) if subscribe => subscribe_all(state, &p, a, shape),
-        Some(StreamOption::All(a)) => read_all(state, &p, a, count, shape),
+        Some(StreamOption::All(a)) => read_all(state, &p, a, count, shape, limits),
         None => Err(Status::invalid_argument("ReadReq names neither a stream nor $all")),
     }
 }
@@ -181,12 +267,13 @@ async fn read_stream(
     s: StreamOptions,
     count: u64,
     shape: Shape,
+    limits: Limits,
 ) -> Result<Answers<ReadResp>, Status> {
     let stream = stream_name(s.stream_identifier.as_ref())?;
     let target = metadata::target(&stream).map(str::to_string);
     p.authorize(Need::Read(target.as_deref().unwrap_or(&stream)))
         .map_err(status::denied)?;
-    let (tx, answers) = Paced::new();
+    let (tx, answers) = Paced::new(&limits);
     let store = state.store();
     // `$$<stream>` reads the metadata's system stream.
     let asked = stream.clone();
@@ -213,7 +300,7 @@ async fn read_stream(
     } else {
         Direction::Forward
     };
-    tokio::spawn(async move {
+    limits.spawn(async move {
         let Some(mut from) = start else { return };
         let mut left = count;
         let mut last_page = Vec::new();
@@ -272,8 +359,16 @@ fn read_all(
     a: AllOptions,
     count: u64,
     shape: Shape,
+    limits: Limits,
 ) -> Result<Answers<ReadResp>, Status> {
     authorize_log(p, shape.filter.as_ref())?;
+    // A filter the indexes cannot serve may pass over much of the log for
+    // few events: the read takes a place among `max_scans` (shared with
+    // HTTP) while it reads from the store, not while it waits for its
+    // client (a client that reads slowly, or not at all, holds none). None
+    // free at the start: refused; later pages wait for one.
+    let scans = shape.filter.as_ref().is_some_and(EventFilter::needs_scan);
+    let mut place = if scans { Some(scan_place(&state)?) } else { None };
     let head = state.store().head_position();
     // The first annal position to read, or None for nothing at all.
     let start = match (a.all_option, shape.backwards) {
@@ -303,21 +398,35 @@ fn read_all(
         Some(prefix) => Filter::all().with_stream_prefix(prefix),
         None => Filter::all(),
     };
-    let (tx, answers) = Paced::new();
-    tokio::spawn(async move {
+    let (tx, answers) = Paced::new(&limits);
+    let cancel = limits.cancel.clone();
+    limits.spawn(async move {
         let Some(mut from) = start else { return };
         let mut left = count;
         let mut last_page = Vec::new();
         while left > 0 && !tx.is_closed() {
+            if scans && place.is_none() {
+                tokio::select! {
+                    p = state.scans.clone().acquire_owned() => match p {
+                        Ok(p) => place = Some(p),
+                        Err(_) => return,
+                    },
+                    () = tx.tx.closed() => return,
+                }
+            }
             let store = state.store();
             let want = page_len(&last_page);
             let indexed = indexed.clone();
+            let cancel = cancel.clone();
+            // Stops within an event once the client goes or the deadline passes.
             let page = blocking(&state, move || {
                 store
-                    .read_all(direction, from, want, &indexed)
+                    .read_all_cancellable(direction, from, want, &indexed, usize::MAX, &cancel)
                     .map_err(status::from_store)
             })
             .await;
+            // Given back before the events are sent: waiting for the client costs no place.
+            drop(place.take());
             let page = match page {
                 Ok(page) => page,
                 Err(e) => {
@@ -358,6 +467,18 @@ fn read_all(
         }
     });
     Ok(answers)
+}
+
+/// One of the server's `max_scans` places, or RESOURCE_EXHAUSTED when none
+/// is free (the same places as HTTP's scanning reads and counts).
+fn scan_place(state: &AppState) -> Result<OwnedSemaphorePermit, Status> {
+    state.scans.clone().try_acquire_owned().map_err(|_| {
+        Status::resource_exhausted(format!(
+            "at most {} reads of $all with a filter the indexes cannot serve (and HTTP counts and \
+             scanning reads) run at once; retry later, or filter on a single stream-name prefix",
+            state.config.max_scans
+        ))
+    })
 }
 
 /// Checks that `p` may read `$all` as `filter` limits it: the whole log, or

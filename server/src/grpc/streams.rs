@@ -61,7 +61,8 @@ impl streams_server::Streams for Streams {
 
     async fn read(&self, request: Request<ReadReq>) -> Result<Response<Self::ReadStream>, Status> {
         let p = principal(&self.state, &request)?;
-        super::read::read(self.state.clone(), p, request.into_inner())
+        let limits = super::read::Limits::new(super::timeout(&request));
+        super::read::read(self.state.clone(), p, request.into_inner(), limits)
             .await
             .map(Response::new)
     }

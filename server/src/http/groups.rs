@@ -406,25 +406,40 @@ async fn fetch_now(
 ) -> Result<Option<Vec<u8>>, ApiError> {
     let (store, name, consumer, p) = (state.store(), name.to_string(), consumer.to_string(), p.clone());
     let max_bytes = state.config.max_response_bytes;
+    let st = state.clone();
     state
         .blocking(move || {
             let g = open(&store, &name, &p, Role::Read)?;
             let c = g.consumer(&consumer);
-            // One event at a time, so as to stop once the body reaches
-            // max_response_bytes: events fetched are delivered, and sent.
+            st.metrics.count_store_read();
+            // One call takes the events while the body stays within
+            // max_response_bytes (always one): events fetched are delivered,
+            // and sent; the one that does not fit stays in the group's line.
             let mut body = b"{\"events\":[".to_vec();
             let mut count = 0u64;
-            while count < max && body.len() < max_bytes {
-                let Some(d) = c.fetch(1, Duration::ZERO)?.pop() else {
-                    break;
+            let mut failed = None;
+            let max = usize::try_from(max).unwrap_or(usize::MAX);
+            c.fetch_while(max, Duration::ZERO, |d| {
+                let item = match serde_json::to_vec(&EventOut::new(&d.event).with_retry_count(d.retry_count)) {
+                    Ok(item) => item,
+                    Err(e) => {
+                        failed = Some(e);
+                        return false;
+                    }
                 };
-                let item = serde_json::to_vec(&EventOut::new(&d.event).with_retry_count(d.retry_count))
-                    .map_err(|e| ApiError::internal(e.to_string()))?;
+                // Room for the closing `]}`.
+                if count > 0 && body.len() + 1 + item.len() + 2 > max_bytes {
+                    return false;
+                }
                 if count > 0 {
                     body.push(b',');
                 }
                 body.extend_from_slice(&item);
                 count += 1;
+                true
+            })?;
+            if let Some(e) = failed {
+                return Err(ApiError::internal(e.to_string()));
             }
             if count == 0 {
                 return Ok(None);

@@ -156,7 +156,13 @@ fn stream_response(
     // The start is resolved now, before the response begins: a client that
     // subscribes `from=end` and then appends must get that append, however late
     // the subscription's thread gets to run.
-    let sub = open();
+    // The subscription's reads of the log stop when the response is dropped
+    // (the client went away, or shutdown ended it): a filtered subscription
+    // may otherwise read up to the head of the log, where no index bounds
+    // what it passes over, before the thread looks at its client again.
+    let cancel = annal::Cancel::new();
+    let cancel_on_drop = super::CancelOnDrop(cancel.clone());
+    let sub = open().with_cancel(cancel);
     let thread = std::thread::Builder::new()
         .name("annal-subscription".into())
         .spawn(move || {
@@ -228,6 +234,7 @@ fn stream_response(
     }
     let stream = tokio_stream_from(rx)
         .map(move |(event, size)| {
+            let _ = &cancel_on_drop;
             sent.give(size);
             event
         })

@@ -407,3 +407,45 @@ async fn waiting_fetches_wake_on_new_events_not_on_a_timer() {
     assert_eq!(ids(&v).len(), 1, "{v}");
     s.stop().await.unwrap();
 }
+
+/// A group fetch of N events reads the group's source in one call, not one
+/// call per event (300 events took 300 store calls), and delivers the same
+/// events as before: in order, each once, first deliveries; under a small
+/// byte budget the event that does not fit stays in the line (it comes
+/// first in the next fetch, still a first delivery, not in flight unsent).
+#[tokio::test]
+async fn group_fetches_take_a_batch_per_store_call() {
+    const MAX: usize = 10_000;
+    let s = TestServer::start_with(|c| c.max_response_bytes = MAX).await;
+    s.append_n("orders", 300).await;
+    let (st, v) = s
+        .call(Method::PUT, "/groups/g", Some(json!({ "stream": "orders" })))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let before = s.state.store_reads();
+    let (st, v) = s.post("/groups/g/fetch?consumer=c&max=300", json!({})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let events = v["events"].as_array().unwrap();
+    let fetched: Vec<u64> = events.iter().map(|e| e["revision"].as_u64().unwrap()).collect();
+    let calls = s.state.store_reads() - before;
+    assert!(calls <= 2, "{calls} store calls for {} events", fetched.len());
+    // As many as fit in MAX bytes, from the first, first deliveries.
+    assert!(fetched.len() > 10 && fetched.len() < 300, "{}", fetched.len());
+    assert_eq!(fetched, (0..fetched.len() as u64).collect::<Vec<_>>());
+    assert!(events.iter().all(|e| e["retry_count"] == json!(0)), "{v}");
+    // The rest come in the next fetches, each once, none delivered twice.
+    let mut seen = fetched;
+    while seen.len() < 300 {
+        let (st, v) = s.post("/groups/g/fetch?consumer=c&max=300", json!({})).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        let page = v["events"].as_array().unwrap();
+        assert!(!page.is_empty(), "after {} events", seen.len());
+        assert!(page.iter().all(|e| e["retry_count"] == json!(0)), "{v}");
+        seen.extend(page.iter().map(|e| e["revision"].as_u64().unwrap()));
+    }
+    assert_eq!(seen, (0..300).collect::<Vec<_>>());
+    let (st, v) = s.get("/groups/g").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["in_flight"], json!(300), "{v}");
+    s.stop().await.unwrap();
+}

@@ -435,3 +435,72 @@ async fn index_served_reads_and_counts_take_no_scan_place() {
     }
     s.stop().await.unwrap();
 }
+
+/// A subscription to the log whose filter no index serves stops reading as
+/// soon as its client goes away, even in the middle of a long pass over
+/// events it does not send: its reads used to go on to the head of the log
+/// (here 2,000 events of 1 KiB: 8 reads of the segment file, 1 now; in a
+/// large log, minutes of a thread's work) before it
+/// looked at its client again. The server's closing of the connection
+/// (seen as its slot among `max_connections` coming free) comes with the
+/// end of the response, which cancels the reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scanning_subscription_stops_reading_when_its_client_goes() {
+    let (s, gate) = TestServer::start_gated(|c| {
+        c.max_connections = 4;
+        c.max_subscribers = 1;
+    })
+    .await;
+    // 2,000 events of 1 KiB: more than one read of the segment file.
+    let store = s.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let evs: Vec<annal::EventData> = (0..2000)
+            .map(|_| annal::EventData::json("T", format!("{{\"pad\":\"{}\"}}", "x".repeat(1024))))
+            .collect();
+        store.append("big-1", annal::ExpectedVersion::Any, evs).unwrap();
+    })
+    .await
+    .unwrap();
+    gate.close();
+    let client = reqwest::Client::new();
+    let resp = client
+        .get(s.url("/subscribe/all?metadata.k=nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    gate.wait_for_waiting(1).await;
+    // Take every other connection slot: a new connection is then refused
+    // until the subscription's connection is closed by the server.
+    let addr = s.url("").trim_start_matches("http://").to_string();
+    let fresh = || async {
+        let c = reqwest::Client::new();
+        c.get(s.url("/health/live")).send().await.is_ok()
+    };
+    let mut held = Vec::new();
+    while fresh().await {
+        held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+        assert!(held.len() < 8, "the connection limit is not reached");
+    }
+    drop(resp);
+    drop(client);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !fresh().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the subscription's connection stays open"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let before = gate.reads();
+    gate.open();
+    while s.state.subscribers() > 0 {
+        assert!(std::time::Instant::now() < deadline, "the subscription still runs");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let after = gate.reads() - before;
+    eprintln!("{after} reads after the client went");
+    assert!(after <= 2, "the subscription read {after} times after its client went");
+    drop(held);
+    s.stop().await.unwrap();
+}

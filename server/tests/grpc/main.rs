@@ -2019,3 +2019,134 @@ mod persistent {
         assert_eq!(err.code(), Code::NotFound, "{err:?}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Server trust: a read of $all that scans takes a `max_scans` place, and
+// stops when its client goes or its deadline passes.
+
+/// The HTTP API's test server, for its gated store.
+#[allow(dead_code, unused_imports)]
+#[path = "../api/common.rs"]
+mod common;
+
+/// A client of the server at `base` on a connection of its own; `slow`:
+/// with small HTTP/2 windows, so that a read it does not consume soon stops
+/// the server's reader (its answers channel full).
+async fn streams_at(base: &str, slow: bool) -> StreamsClient<Channel> {
+    let mut endpoint = Channel::from_shared(base.to_string()).unwrap();
+    if slow {
+        endpoint = endpoint
+            .initial_stream_window_size(65_535)
+            .initial_connection_window_size(65_535);
+    }
+    StreamsClient::new(endpoint.connect().await.unwrap())
+}
+
+/// 200 events of 8 KiB in `big-1`: more than a reader holds for a client
+/// that does not read (64 answers, a 64 KiB window).
+async fn fill_big(c: &mut StreamsClient<Channel>) {
+    use append_req::options::ExpectedStreamRevision as E;
+    let data = vec![b'x'; 8 << 10];
+    let batch: Vec<_> = (0..200)
+        .map(|_| message(None, "Big", "application/octet-stream", &data))
+        .collect();
+    append(c, "big-1", E::Any(Empty {}), batch).await.unwrap();
+}
+
+/// A read of `$all` from the start with a filter on event types by regular
+/// expression, which no index serves (`.` admits every event).
+fn scanning_read(count: u64) -> ReadReq {
+    use read_req::options::*;
+    let mut r = read_options(all_from(None), false, false, count);
+    r.options.as_mut().unwrap().filter_option = Some(FilterOption::Filter(FilterOptions {
+        filter: Some(filter_options::Filter::EventType(filter_options::Expression {
+            regex: ".".into(),
+            prefix: vec![],
+        })),
+        window: Some(filter_options::Window::Max(10)),
+        checkpoint_interval_multiplier: 1,
+    }));
+    r
+}
+
+/// Waits (at most 10 s) until a scanning read is let in, and checks its answer.
+async fn wait_for_a_scan_place(c: &mut StreamsClient<Channel>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match read(c, scanning_read(5)).await {
+            Ok(got) => {
+                assert_eq!(events(&got).len(), 5);
+                return;
+            }
+            Err(e) if e.code() == Code::ResourceExhausted => {
+                assert!(std::time::Instant::now() < deadline, "no scan place was freed: {e:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+}
+
+/// A gRPC read of `$all` whose filter no index serves takes one of the
+/// `max_scans` places HTTP's scans take, while it reads from the store:
+/// with the only place taken by a read held in the middle of a page (its
+/// reads wait at a closed gate), another such read is refused with
+/// RESOURCE_EXHAUSTED, not left to pile up. A read whose client does not
+/// consume it holds no place while it waits (it held one until its client
+/// went: a few slow clients kept every place).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scanning_reads_of_all_take_a_place_while_they_read() {
+    let (s, gate) = common::TestServer::start_gated(|c| c.max_scans = 1).await;
+    let mut c = streams_at(&s.base, false).await;
+    fill_big(&mut c).await;
+    // A client that reads nothing holds no place: others scan meanwhile.
+    let mut slow = streams_at(&s.base, true).await;
+    let held = slow.read(scanning_read(u64::MAX)).await.unwrap().into_inner();
+    wait_for_a_scan_place(&mut c).await;
+    // Reads the stream index serves, and unfiltered ones, take no place.
+    let got = read(&mut c, read_options(all_from(None), false, false, 3))
+        .await
+        .unwrap();
+    assert_eq!(events(&got).len(), 3);
+    // A read held in the middle of a page holds the only place.
+    gate.close();
+    let mut c2 = streams_at(&s.base, false).await;
+    let reading = tokio::spawn(async move { read(&mut c2, scanning_read(5)).await });
+    gate.wait_for_waiting(1).await;
+    // (Let in, it would wait at the gate too.)
+    let e = tokio::time::timeout(std::time::Duration::from_secs(10), read(&mut c, scanning_read(5)))
+        .await
+        .expect("refused at once")
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("retry later"), "{e:?}");
+    gate.open();
+    assert_eq!(events(&reading.await.unwrap().unwrap()).len(), 5);
+    drop(held);
+    wait_for_a_scan_place(&mut c).await;
+    s.stop().await.unwrap();
+}
+
+/// A read past its call's deadline (`grpc-timeout`) stops: held in the
+/// middle of a page (its reads wait at a closed gate), it ends with
+/// DEADLINE_EXCEEDED at the deadline, never as a short read that looks
+/// complete (it ran on without end), and its place is free once the gate
+/// opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scanning_read_stops_at_its_deadline_and_says_so() {
+    let (s, gate) = common::TestServer::start_gated(|c| c.max_scans = 1).await;
+    let mut c = streams_at(&s.base, false).await;
+    fill_big(&mut c).await;
+    gate.close();
+    let mut req = Request::new(scanning_read(u64::MAX));
+    req.set_timeout(std::time::Duration::from_millis(300));
+    let mut held = c.read(req).await.unwrap().into_inner();
+    gate.wait_for_waiting(1).await;
+    let end = tokio::time::timeout(std::time::Duration::from_secs(10), held.message())
+        .await
+        .expect("the read ends at its deadline");
+    assert_eq!(end.unwrap_err().code(), Code::DeadlineExceeded);
+    gate.open();
+    wait_for_a_scan_place(&mut c).await;
+    s.stop().await.unwrap();
+}
