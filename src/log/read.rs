@@ -818,6 +818,10 @@ fn slice_of(bytes: &Bytes, lo: u64, offset: u64, end: u64) -> Option<Bytes> {
     (start <= stop && stop <= bytes.len()).then(|| bytes.slice(start..stop))
 }
 
+/// Most matched types whose lists a read takes a window at a time when
+/// they hold a quarter of the segment or more (see [`candidates`]).
+const MAX_WINDOWED_TYPES: usize = 64;
+
 /// The candidate positions of one segment for a filter, from its indexes.
 enum Candidates {
     /// Every position.
@@ -901,6 +905,13 @@ fn candidates(l: &dyn Lookup, f: &Filter, fields: &MetaFields) -> Candidates {
         && meta_keys.is_empty()
         && let Some((hashes, matched)) = pattern_types(l, f)
     {
+        // Each window looks up every matched type. Where very many types
+        // match a quarter of the segment or more, reading it in order finds
+        // a match every few events for less.
+        let dense = matched.saturating_mul(4) > l.next_position().saturating_sub(l.base());
+        if dense && hashes.len() > MAX_WINDOWED_TYPES {
+            return Candidates::All;
+        }
         return Candidates::Types { hashes, matched };
     }
     match listed(l, f, &meta_keys) {
