@@ -890,8 +890,9 @@ impl Iterator for TypeWindows {
 /// metadata condition narrows them when its field is one of the store's
 /// indexed `fields` and the segment's index was built with exactly those
 /// fields; otherwise it is checked on each decoded event only. Type
-/// patterns that are the only narrowing condition give the types they
-/// match, to be read a window at a time.
+/// patterns that are the only narrowing condition (no type, tag, indexed
+/// metadata value or stream condition) give the types they match, to be
+/// read a window at a time.
 fn candidates(l: &dyn Lookup, f: &Filter, fields: &MetaFields) -> Candidates {
     let indexed = !fields.is_empty() && l.meta_fingerprint() == fields.fingerprint();
     let meta_keys: Vec<u64> = f
@@ -900,9 +901,12 @@ fn candidates(l: &dyn Lookup, f: &Filter, fields: &MetaFields) -> Candidates {
         .filter(|(k, _)| indexed && fields.contains(k))
         .map(|(k, v)| meta_key(k, v))
         .collect();
+    // A stream condition keeps its own candidates (a stream's entries may
+    // be far fewer than the pattern's matches).
     if f.types.is_empty()
         && f.tags.is_empty()
         && meta_keys.is_empty()
+        && !f.has_stream_condition()
         && let Some((hashes, matched)) = pattern_types(l, f)
     {
         // Each window looks up every matched type. Where very many types
