@@ -534,3 +534,45 @@ fn counts_by_tag_and_metadata_equal_reads_where_keys_are_shared() {
         store = Some(Store::open_with(sim.clone(), "/shared", opts()).unwrap());
     }
 }
+
+/// A pattern matching many distinct types in a segment (more than a read
+/// looks up window by window) and one matching a single type: pages in both
+/// directions hold exactly the matching events, in order, in one segment
+/// (the memory index) and in several (index files).
+#[test]
+fn pages_of_patterns_over_many_distinct_types_hold_exactly_the_matches() {
+    for segment_size in [64 << 20, 4096] {
+        pages_over_many_types(options().segment_size(segment_size));
+    }
+}
+
+fn pages_over_many_types(opts: Options) {
+    let store = Store::open_with(Arc::new(SimStorage::new()), "/q", opts).unwrap();
+    // 300 events of 150 types `t.<n>`, every third one `other`.
+    for i in 0..300usize {
+        let ty = if i % 3 == 2 {
+            "other".to_string()
+        } else {
+            format!("t.{}", i % 150)
+        };
+        store
+            .append("s", ExpectedVersion::Any, vec![EventData::json(ty, "{}")])
+            .unwrap();
+    }
+    let all = store
+        .read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all())
+        .unwrap();
+    for pattern in ["t.*", "t.#", "#.7"] {
+        let f = Filter::all().with_type_pattern(pattern);
+        let want: Vec<u64> = all
+            .iter()
+            .filter(|e| topic_match(pattern, &e.event_type))
+            .map(|e| e.position)
+            .collect();
+        let forward = positions(&paged(&store, &f, Direction::Forward, 9));
+        assert_eq!(forward, want, "{pattern} forward");
+        let mut backward = positions(&paged(&store, &f, Direction::Backward, 9));
+        backward.reverse();
+        assert_eq!(backward, want, "{pattern} backward");
+    }
+}

@@ -55,6 +55,7 @@ pub(crate) struct Stop {
 }
 
 /// One segment, sealed or active, as a read sees it.
+#[derive(Clone)]
 pub(crate) enum SegRef {
     Sealed(Arc<SealedSegment>),
     Active(Arc<ActiveSegment>),
@@ -337,14 +338,34 @@ impl Shared {
                     return Box::new(std::iter::empty());
                 }
                 match (candidates(l, filter, &self.meta_fields), direction) {
-                    (Some(c), Direction::Forward) => {
+                    (Candidates::List(c), Direction::Forward) => {
                         Box::new(c.into_iter().filter(move |p| *p >= start.max(lo) && *p < hi))
                     }
-                    (Some(c), Direction::Backward) => {
+                    (Candidates::List(c), Direction::Backward) => {
                         Box::new(c.into_iter().rev().filter(move |p| *p <= start && *p >= lo && *p < hi))
                     }
-                    (None, Direction::Forward) => Box::new(start.max(lo)..hi),
-                    (None, Direction::Backward) => Box::new((lo..=start.min(hi - 1)).rev()),
+                    (Candidates::All, Direction::Forward) => Box::new(start.max(lo)..hi),
+                    (Candidates::All, Direction::Backward) => Box::new((lo..=start.min(hi - 1)).rev()),
+                    (Candidates::Types { hashes, matched }, _) => {
+                        let (from, to, forward) = match direction {
+                            Direction::Forward => (start.max(lo), hi, true),
+                            Direction::Backward => (lo, start.saturating_add(1).min(hi), false),
+                        };
+                        // Wide enough for the events still wanted at the
+                        // segment's share of matches, with a margin.
+                        let need = u64::try_from(limit - out.len()).unwrap_or(u64::MAX);
+                        let per_match = (hi - l.base()).div_ceil(matched.max(1));
+                        let width = need.saturating_mul(per_match).saturating_add(need / 4);
+                        Box::new(TypeWindows {
+                            seg: seg.clone(),
+                            hashes,
+                            lo: from,
+                            hi: to,
+                            forward,
+                            width,
+                            ready: Vec::new().into_iter(),
+                        })
+                    }
                 }
             });
             // Candidates from a section that failed its first-use check would be short.
@@ -797,11 +818,141 @@ fn slice_of(bytes: &Bytes, lo: u64, offset: u64, end: u64) -> Option<Bytes> {
     (start <= stop && stop <= bytes.len()).then(|| bytes.slice(start..stop))
 }
 
-/// Candidate positions of a segment for a filter, from the indexes; `None`
-/// means every position. A metadata condition narrows them when its field is
-/// one of the store's indexed `fields` and the segment's index was built with
-/// exactly those fields; otherwise it is checked on each decoded event only.
-fn candidates(l: &dyn Lookup, f: &Filter, fields: &MetaFields) -> Option<Vec<u64>> {
+/// Most matched types whose lists a read takes a window at a time when
+/// they hold a quarter of the segment or more (see [`candidates`]).
+const MAX_WINDOWED_TYPES: usize = 64;
+
+/// The candidate positions of one segment for a filter, from its indexes.
+enum Candidates {
+    /// Every position.
+    All,
+    /// These positions, ascending.
+    List(Vec<u64>),
+    /// The positions of the types with these hashes (ascending, distinct),
+    /// which `matched` positions of the segment hold: taken from the type
+    /// lists a window at a time by [`TypeWindows`].
+    Types { hashes: Vec<u64>, matched: u64 },
+}
+
+/// The positions of a segment's types with some hashes within `lo..hi`, in
+/// the order of the read, gathered from the type lists a window of
+/// positions at a time, each window twice as wide as the one before: a page
+/// of a pattern that matches much of the segment merges the lists near
+/// where it starts only, not every one of them whole.
+struct TypeWindows {
+    seg: SegRef,
+    hashes: Vec<u64>,
+    /// The positions not yet gathered.
+    lo: u64,
+    hi: u64,
+    forward: bool,
+    /// Positions the next window spans.
+    width: u64,
+    /// Gathered and not yet returned, in the read's order.
+    ready: std::vec::IntoIter<u64>,
+}
+
+impl Iterator for TypeWindows {
+    type Item = u64;
+
+    fn next(&mut self) -> Option<u64> {
+        loop {
+            if let Some(p) = self.ready.next() {
+                return Some(p);
+            }
+            if self.hi <= self.lo {
+                return None;
+            }
+            let width = self.width.max(1);
+            let (a, b) = if self.forward {
+                (self.lo, self.lo.saturating_add(width).min(self.hi))
+            } else {
+                (self.hi.saturating_sub(width).max(self.lo), self.hi)
+            };
+            let mut found: Vec<u64> = self
+                .seg
+                .with(|l| self.hashes.iter().flat_map(|h| l.type_positions_in(*h, a, b)).collect());
+            found.sort_unstable();
+            found.dedup();
+            if self.forward {
+                self.lo = b;
+            } else {
+                found.reverse();
+                self.hi = a;
+            }
+            self.width = width.saturating_mul(2);
+            self.ready = found.into_iter();
+        }
+    }
+}
+
+/// Candidate positions of a segment for a filter, from the indexes. A
+/// metadata condition narrows them when its field is one of the store's
+/// indexed `fields` and the segment's index was built with exactly those
+/// fields; otherwise it is checked on each decoded event only. Type
+/// patterns that are the only narrowing condition (no type, tag, indexed
+/// metadata value or stream condition) give the types they match, to be
+/// read a window at a time.
+fn candidates(l: &dyn Lookup, f: &Filter, fields: &MetaFields) -> Candidates {
+    let indexed = !fields.is_empty() && l.meta_fingerprint() == fields.fingerprint();
+    let meta_keys: Vec<u64> = f
+        .metadata
+        .iter()
+        .filter(|(k, _)| indexed && fields.contains(k))
+        .map(|(k, v)| meta_key(k, v))
+        .collect();
+    // A stream condition keeps its own candidates (a stream's entries may
+    // be far fewer than the pattern's matches).
+    if f.types.is_empty()
+        && f.tags.is_empty()
+        && meta_keys.is_empty()
+        && !f.has_stream_condition()
+        && let Some((hashes, matched)) = pattern_types(l, f)
+    {
+        // Each window looks up every matched type. Where very many types
+        // match a quarter of the segment or more, reading it in order finds
+        // a match every few events for less.
+        let dense = matched.saturating_mul(4) > l.next_position().saturating_sub(l.base());
+        if dense && hashes.len() > MAX_WINDOWED_TYPES {
+            return Candidates::All;
+        }
+        return Candidates::Types { hashes, matched };
+    }
+    match listed(l, f, &meta_keys) {
+        Some(list) => Candidates::List(list),
+        None => Candidates::All,
+    }
+}
+
+/// The hashes of the types the filter's type patterns match in the segment
+/// (ascending, distinct), and how many positions the type lists give for
+/// them; `None` without patterns, or where a wildcard meets an index that
+/// keeps no type names.
+fn pattern_types(l: &dyn Lookup, f: &Filter) -> Option<(Vec<u64>, u64)> {
+    if f.type_patterns.is_empty() {
+        return None;
+    }
+    let literals: Option<Vec<&str>> = f.type_patterns.iter().map(|p| p.literal()).collect();
+    let mut hashes: Vec<u64> = match literals {
+        Some(names) => names.into_iter().map(hash_str).collect(),
+        None => l
+            .type_catalog()?
+            .names
+            .iter()
+            .filter(|n| crate::topic::any_match(&f.type_patterns, n))
+            .map(|n| hash_str(n))
+            .collect(),
+    };
+    hashes.sort_unstable();
+    hashes.dedup();
+    let matched = hashes.iter().map(|h| l.type_count(*h)).sum();
+    Some((hashes, matched))
+}
+
+/// Candidate positions of a segment for a filter's types, tags, indexed
+/// metadata (`meta_keys`), type patterns and streams, from the indexes;
+/// `None` means every position.
+fn listed(l: &dyn Lookup, f: &Filter, meta_keys: &[u64]) -> Option<Vec<u64>> {
     let mut found: Option<Vec<u64>> = None;
     if !f.types.is_empty() {
         let mut all: Vec<u64> = f.types.iter().flat_map(|t| l.type_positions(hash_str(t))).collect();
@@ -818,14 +969,8 @@ fn candidates(l: &dyn Lookup, f: &Filter, fields: &MetaFields) -> Option<Vec<u64
             }
         });
     }
-    let indexed = !fields.is_empty() && l.meta_fingerprint() == fields.fingerprint();
-    let meta_keys = f
-        .metadata
-        .iter()
-        .filter(|(k, _)| indexed && fields.contains(k))
-        .map(|(k, v)| meta_key(k, v));
     // Every tag (and indexed metadata value) must be present: intersect with each one's list.
-    for key in f.tags.iter().map(|t| hash_str(t)).chain(meta_keys) {
+    for key in f.tags.iter().map(|t| hash_str(t)).chain(meta_keys.iter().copied()) {
         let list = l.tag_positions(key);
         found = Some(match found {
             None => list,

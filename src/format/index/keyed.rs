@@ -328,6 +328,19 @@ impl<'a> Keyed<'a> {
         n
     }
 
+    /// Positions of the entries with `key` within `from..to`, ascending, in
+    /// a section without revisions: decodes only the blocks that hold them.
+    pub(crate) fn positions_in(&self, key: u32, from: u32, to: u64) -> Vec<u32> {
+        let target = Entry { key, rev: 0, pos: from };
+        // The target may lie inside the block before the first one at or past it.
+        let start = self.first_block_not_below(target).saturating_sub(1);
+        self.scan(start)
+            .skip_while(|e| *e < target)
+            .take_while(|e| e.key == key && u64::from(e.pos) < to)
+            .map(|e| e.pos)
+            .collect()
+    }
+
     /// Positions of every entry with `key`, ascending (by revision first, in
     /// stream sections).
     pub(crate) fn positions(&self, key: u32) -> Vec<u32> {
@@ -385,13 +398,16 @@ mod tests {
         }
 
         #[test]
-        fn sections_without_revisions_list_positions_by_key(all in entries(false), key in 0u32..42) {
+        fn sections_without_revisions_list_positions_by_key(all in entries(false), key in 0u32..42, from in 0u32..5100, width in 0u64..3000) {
             let mut bytes = Vec::new();
             prop_assert!(encode(&all, false, &mut bytes));
             let k = Keyed::open(&bytes, false, 5000).unwrap();
             let want: Vec<u32> = all.iter().filter(|e| e.key == key).map(|e| e.pos).collect();
             prop_assert_eq!(k.count(key), want.len());
-            prop_assert_eq!(k.positions(key), want);
+            prop_assert_eq!(k.positions(key), want.clone());
+            let to = u64::from(from) + width;
+            let within: Vec<u32> = want.into_iter().filter(|p| *p >= from && u64::from(*p) < to).collect();
+            prop_assert_eq!(k.positions_in(key, from, to), within);
         }
 
         /// Counts of keys whose entries run over many blocks.

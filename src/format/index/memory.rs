@@ -293,6 +293,14 @@ impl Lookup for MemIndex {
     fn type_count(&self, hash: u64) -> u64 {
         self.types.get(&hash).map_or(0, |t| t.positions.len() as u64)
     }
+    fn type_positions_in(&self, hash: u64, lo: u64, hi: u64) -> Vec<u64> {
+        let Some(t) = self.types.get(&hash) else {
+            return Vec::new();
+        };
+        let from = t.positions.partition_point(|p| *p < lo);
+        let to = t.positions.partition_point(|p| *p < hi).max(from);
+        t.positions[from..to].to_vec()
+    }
     fn type_catalog(&self) -> Option<TypeCatalog> {
         let mut names: Vec<String> = self.types.values().flat_map(|t| t.names.iter().map(|n| n.to_string())).collect();
         names.sort_unstable();

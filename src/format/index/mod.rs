@@ -159,6 +159,13 @@ pub trait Lookup: Send + Sync {
     fn type_count(&self, hash: u64) -> u64 {
         self.type_positions(hash).len() as u64
     }
+    /// The positions [`Lookup::type_positions`] names within `lo..hi`,
+    /// ascending: a read a page long asks for the part near where it starts.
+    fn type_positions_in(&self, hash: u64, lo: u64, hi: u64) -> Vec<u64> {
+        let mut all = self.type_positions(hash);
+        all.retain(|p| (lo..hi).contains(p));
+        all
+    }
     /// The distinct event types of the segment, if this index keeps them
     /// (the memory index and version-3 and -4 files; not versions 1 and 2).
     fn type_catalog(&self) -> Option<TypeCatalog> {
@@ -399,6 +406,9 @@ impl Lookup for SegmentIndex {
     fn type_count(&self, hash: u64) -> u64 {
         self.lookup().type_count(hash)
     }
+    fn type_positions_in(&self, hash: u64, lo: u64, hi: u64) -> Vec<u64> {
+        self.lookup().type_positions_in(hash, lo, hi)
+    }
     fn type_catalog(&self) -> Option<TypeCatalog> {
         self.lookup().type_catalog()
     }
@@ -632,6 +642,11 @@ mod tests {
         }
         for t in ["A", "B", "C"] {
             assert_eq!(a.type_positions(hash_str(t)), b.type_positions(hash_str(t)));
+            for (lo, hi) in [(0, u64::MAX), (0, 100), (99, 100), (100, 130), (120, 121), (131, 400), (5, 3)] {
+                let within: Vec<u64> = a.type_positions(hash_str(t)).into_iter().filter(|p| (lo..hi).contains(p)).collect();
+                assert_eq!(a.type_positions_in(hash_str(t), lo, hi), within, "{t} in {lo}..{hi}");
+                assert_eq!(b.type_positions_in(hash_str(t), lo, hi), within, "{t} in {lo}..{hi}");
+            }
         }
         for t in ["even", "odd", "none"] {
             assert_eq!(a.tag_positions(hash_str(t)), b.tag_positions(hash_str(t)));

@@ -821,6 +821,18 @@ impl Lookup for IndexV2 {
         }
         self.keyed(self.types, false).count(fold32(hash)) as u64
     }
+    fn type_positions_in(&self, hash: u64, lo: u64, hi: u64) -> Vec<u64> {
+        if !self.ok(Part::Types) || hi <= lo.max(self.base) {
+            return Vec::new();
+        }
+        // Relative to the base: entries hold 32-bit positions, so a start
+        // past them finds none.
+        let Ok(from) = u32::try_from(lo.saturating_sub(self.base)) else {
+            return Vec::new();
+        };
+        let to = hi - self.base;
+        self.global(self.keyed(self.types, false).positions_in(fold32(hash), from, to))
+    }
     fn type_catalog(&self) -> Option<TypeCatalog> {
         if self.version < 3 || !self.ok(Part::TypeNames) {
             return None;
