@@ -717,14 +717,66 @@ mod nats_target {
         assert_eq!(held, (0..2_000).map(|r| ("order-1".to_string(), r)).collect::<Vec<_>>());
     }
 
-    /// The chain needs the JetStream stream to itself: a batch sent again
-    /// (after a crash, say) while another publisher wrote to the stream
-    /// met a last message that was none of annal's, and every retry would
-    /// be refused the same way. The target falls back to one message per
-    /// annal stream in flight, and the batch arrives once, in order.
+    /// Review of the chain: JetStream's memory of message ids can outlive
+    /// the messages (after a restart it is rebuilt from the messages that
+    /// limits left, so older ids are forgotten while its last message is
+    /// older than the ids it remembers). A batch sent again after a lost
+    /// checkpoint stored the forgotten events anew, found the rest
+    /// duplicates, and the next event named the last of those while the
+    /// stream's last message was a forgotten one: every try was refused the
+    /// same way until the duplicate window passed. The next try now starts
+    /// after the events JetStream acknowledged.
     #[test]
     #[ignore]
-    fn another_publisher_on_the_stream_makes_the_chain_fall_back() {
+    fn a_batch_sent_again_after_a_restart_forgot_some_ids_goes_on_at_once() {
+        use async_nats::jetstream::stream::{Config, DiscardPolicy};
+        let stream = "ANNAL_T10";
+        rt().block_on(async {
+            let js = context().await.unwrap();
+            let _ = js.delete_stream(stream).await;
+            js.create_stream(Config {
+                name: stream.into(),
+                subjects: vec!["keep.*".into()],
+                max_messages: 5,
+                discard: DiscardPolicy::Old,
+                duplicate_window: Duration::from_secs(600),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        });
+        let events = one_stream("order-1", 0, 10);
+        let url = format!("{}?stream={stream}&subject=keep.{{stream}}", env("ANNAL_TEST_NATS_URL"));
+        deliver(&mut nats_target(&url), &events[..8]).unwrap();
+        // The stream keeps events 3-7; after a restart it remembers only their ids.
+        sh(&env("ANNAL_TEST_NATS_STOP"));
+        sh(&env("ANNAL_TEST_NATS_START"));
+        // The forwarder lost its checkpoint: the whole backlog again.
+        let mut t = nats_target(&url);
+        let mut tries = 0;
+        while deliver(&mut t, &events).is_err() {
+            tries += 1;
+            assert!(tries < 3, "the batch is refused again and again");
+        }
+        assert!(t.chained(), "no other publisher: the chain stays");
+        let held = revisions(stream);
+        rt().block_on(async {
+            let _ = context().await.unwrap().delete_stream(stream).await;
+        });
+        // The last five messages: events 8 and 9 last, in order.
+        let revisions: Vec<u64> = held.iter().map(|(_, r)| *r).collect();
+        assert_eq!(revisions[revisions.len() - 2..], [8, 9], "{held:?}");
+    }
+
+    /// The chain needs to know where it stands in a JetStream stream that
+    /// another publisher writes to: a batch sent again (after a crash,
+    /// say) found its first event a duplicate while the stream's last
+    /// message was the other publisher's, and the next event, naming the
+    /// first, was refused. The next try goes on after the events
+    /// JetStream acknowledged, and the batch arrives once, in order.
+    #[test]
+    #[ignore]
+    fn another_publishers_message_after_a_duplicate_does_not_stop_the_chain() {
         let stream = "ANNAL_T9";
         rt().block_on(async {
             let js = context().await.unwrap();
@@ -740,9 +792,7 @@ mod nats_target {
         });
         // Event 0 again (its checkpoint was lost): a duplicate, and event 1
         // names it while the stream's last message is the other publisher's.
-        let first = deliver(&mut t, &events);
-        assert!(first.is_err(), "the chain is refused");
-        assert!(!t.chained());
+        assert!(deliver(&mut t, &events).is_err(), "the chain is refused");
         deliver(&mut t, &events).unwrap();
         let held = revisions(stream);
         rt().block_on(async {

@@ -16,18 +16,23 @@
 //! clustered stream may change leaders in between), and the batch sent
 //! again would then store the refused event after later ones of its stream.
 //! Two ways keep each annal stream in order (parameter `pipeline`):
-//! - `log` (the default): every message of a batch but the first names the
-//!   one before it in `Nats-Expected-Last-Msg-Id`, so JetStream stores a
-//!   message only right after its predecessor, and refuses (code 10070) every
-//!   message after one it refused. The batch sent again is then stored in
-//!   the log's order: JetStream answers a message it holds already as a
-//!   duplicate (it checks the message id before the expectation), and the
-//!   first one it lacks follows the last one it holds. The first message of
-//!   a batch names nothing: every event before it was acknowledged by an
-//!   earlier batch. This needs the JetStream stream to itself: when a
-//!   refusal names a last message that is none of the batch's earlier ones
-//!   (or one without a message id), another publisher writes there, and the
-//!   target falls back to `stream` for good.
+//! - `log` (the default): every message of a batch but the first sent names
+//!   the one before it in `Nats-Expected-Last-Msg-Id`, so JetStream stores a
+//!   message only right after its predecessor, and refuses (code 10070)
+//!   every message after one it refused. JetStream checks the message id
+//!   before the expectation, so a message it holds already is answered as a
+//!   duplicate. When a try fails, the target keeps the ids of the leading
+//!   events JetStream acknowledged (stored, or held already), and the next
+//!   try of the batch starts after them, with its first message naming
+//!   nothing: every event before it is stored. A refusal of a message whose
+//!   predecessor was stored by this very try means another message came in
+//!   between: another publisher writes to the stream, and the target falls
+//!   back to `stream` for as long as it lives (a restarted forwarder chains
+//!   again). A refusal after a predecessor answered as a duplicate is not
+//!   that: JetStream's memory of ids can outlive its messages (limits
+//!   removed them, and a restart rebuilt the memory from what was left), or
+//!   another publisher wrote after the duplicate; either way the next try
+//!   starts after it.
 //! - `stream`: at most one message per annal stream in flight, for a
 //!   JetStream stream that others publish to as well; a backlog of one annal
 //!   stream then goes at one round trip per event.
@@ -75,6 +80,13 @@ pub struct NatsTarget {
     chain: bool,
     /// The most messages in flight at once during the last batch.
     peak_in_flight: AtomicUsize,
+    /// The ids of the leading events of the last batch, when it failed,
+    /// that JetStream acknowledged (stored, or held already): the next try
+    /// of the batch does not send them again, and chains from the first
+    /// event after them. Sending them again would find them duplicates, or,
+    /// where JetStream forgot their ids (its duplicate window passed, or
+    /// limits removed them before a restart), store them twice.
+    confirmed: HashSet<uuid::Uuid>,
     /// The connection, once the JetStream stream is known to exist.
     client: Option<async_nats::Client>,
 }
@@ -230,6 +242,7 @@ impl NatsTarget {
             source_header: header_safe(&source),
             chain,
             peak_in_flight: AtomicUsize::new(0),
+            confirmed: HashSet::new(),
             client: None,
         })
     }
@@ -435,6 +448,8 @@ impl ForwardTarget for NatsTarget {
         let timeout = self.timeout;
         let chain = self.chain;
         self.peak_in_flight.store(0, Ordering::Relaxed);
+        // What JetStream answered to each message of the batch.
+        let mut answered = vec![UNANSWERED; batch.events.len()];
         let this = &*self;
         let result = self.rt.block_on(async {
             // One reply subscription for the whole batch (`<inbox>.<n>` for the
@@ -448,11 +463,15 @@ impl ForwardTarget for NatsTarget {
                 .map_err(|e| AckFailure::Target(TargetError::Unavailable(format!("NATS subscribe: {e}"))))?;
             let events = batch.events;
             let mut pending = Pending::default();
+            // The leading events JetStream acknowledged in the last try of
+            // this batch are not sent again (see `confirmed`).
+            let skip = events.iter().take_while(|e| this.confirmed.contains(&e.id)).count();
+            answered[..skip].fill(HELD);
             // Events that wait for the message of their stream in flight,
             // by stream, in order; and those whose turn came (`pipeline=stream`).
             let mut held: HashMap<&str, VecDeque<usize>> = HashMap::new();
             let mut ready: VecDeque<usize> = VecDeque::new();
-            let (mut next, mut sent, mut flushed) = (0usize, 0usize, false);
+            let (mut next, mut sent, mut flushed) = (skip, 0usize, false);
             loop {
                 while pending.len() < max_in_flight {
                     let n = match ready.pop_front() {
@@ -480,9 +499,9 @@ impl ForwardTarget for NatsTarget {
                         )));
                     }
                     let e = &events[n];
-                    // Chained, each message but the batch's first is stored
+                    // Chained, each message but the first sent is stored
                     // only right after the one before it.
-                    let after = if chain && n > 0 { events.get(n - 1) } else { None };
+                    let after = if chain && n > skip { events.get(n - 1) } else { None };
                     // Each message is made just before it is queued, not the whole
                     // batch before the first is sent.
                     client
@@ -517,8 +536,16 @@ impl ForwardTarget for NatsTarget {
                         .map_err(|e| AckFailure::Target(TargetError::Unavailable(format!("NATS flush: {e}"))))?;
                     flushed = true;
                 }
-                let acked = next_ack(&mut acks, &inbox, timeout).await?;
-                if let Some(stream) = pending.acked(acked) {
+                let (index, answer) = next_ack(&mut acks, &inbox, timeout).await?;
+                if !pending.in_flight(index) {
+                    // Not a message of this batch in flight: a second answer.
+                    continue;
+                }
+                match answer {
+                    Ok(duplicate) => answered[index] = if duplicate { HELD } else { STORED },
+                    Err(failure) => return Err(failure),
+                }
+                if let Some(stream) = pending.acked(index) {
                     // The stream's next event, if one waits, keeps its turn.
                     match held.get_mut(stream).and_then(VecDeque::pop_front) {
                         Some(n) => ready.push_back(n),
@@ -530,28 +557,31 @@ impl ForwardTarget for NatsTarget {
             drop(acks);
             Ok::<(), AckFailure>(())
         });
+        // The leading events JetStream holds are not sent again by the next
+        // try of this batch; none once it went whole.
+        self.confirmed.clear();
+        if result.is_err() {
+            let held = answered.iter().take_while(|a| **a != UNANSWERED).count();
+            self.confirmed.extend(batch.events[..held].iter().map(|e| e.id));
+        }
         let result = match result {
             Ok(()) => Ok(()),
             Err(AckFailure::Target(e)) => Err(e),
             Err(AckFailure::NotAfter { index, last }) => {
-                let earlier = batch.events.get(..index.saturating_sub(1)).unwrap_or_default();
-                if !last.is_empty() && earlier.iter().any(|e| message_id(e) == last) {
-                    // A message between that one and this was refused (its
-                    // answer is on its way), and the chain refused those
-                    // after it: the batch goes again.
-                    Err(TargetError::Unavailable(format!(
-                        "NATS JetStream stored the batch up to event {last} and refused the rest after a refusal; it is sent again"
-                    )))
-                } else {
-                    // The stream's last message is none of the batch's
-                    // earlier ones (or has no message id): another
-                    // publisher writes to the stream, and the chain would be
-                    // refused again and again.
-                    self.chain = false;
-                    Err(TargetError::Unavailable(format!(
-                        "another publisher writes to JetStream stream {} (its last message {last:?} is not one of annal's): the batch goes again with one message per annal stream in flight (pipeline=stream)",
-                        self.stream
-                    )))
+                match after_refusal(index.checked_sub(1).and_then(|i| answered.get(i)).copied()) {
+                    Refusal::Resume => Err(TargetError::Unavailable(format!(
+                        "NATS JetStream holds the events before event {index} of the batch but its last message is {last:?}; the next try starts at that event"
+                    ))),
+                    Refusal::OtherPublisher => {
+                        self.chain = false;
+                        Err(TargetError::Unavailable(format!(
+                            "another publisher writes to JetStream stream {} (a message {last:?} came between two of annal's): the batch goes again with one message per annal stream in flight (pipeline=stream)",
+                            self.stream
+                        )))
+                    }
+                    Refusal::Again => Err(TargetError::Unavailable(format!(
+                        "NATS JetStream refused event {index} of the batch after its last message {last:?}; the batch goes again"
+                    ))),
                 }
             }
         };
@@ -577,6 +607,37 @@ impl From<TargetError> for AckFailure {
         AckFailure::Target(e)
     }
 }
+
+/// What a refused chained message means, by what JetStream answered to
+/// the message before it in the batch.
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    /// The one before it was held already (a duplicate) while the stream's
+    /// last message is another: JetStream remembers ids it no longer holds
+    /// (or another publisher wrote after the duplicate). Every event up to
+    /// it is stored: the next try starts at the refused one.
+    Resume,
+    /// The one before it was stored by this try, yet another message came
+    /// after it: another publisher writes to the stream.
+    OtherPublisher,
+    /// No answer yet for the one before it (answers out of order): the
+    /// batch goes again.
+    Again,
+}
+
+fn after_refusal(before: Option<u8>) -> Refusal {
+    match before {
+        Some(HELD) => Refusal::Resume,
+        Some(STORED) => Refusal::OtherPublisher,
+        _ => Refusal::Again,
+    }
+}
+
+/// What JetStream answered to a message of a batch: nothing yet, stored it,
+/// or held it already (a duplicate; also said of a message not sent again).
+const UNANSWERED: u8 = 0;
+const STORED: u8 = 1;
+const HELD: u8 = 2;
 
 /// Publishes queued between two chances for the connection to write them.
 const WRITE_EVERY: usize = 256;
@@ -613,6 +674,11 @@ impl<'a> Pending<'a> {
     /// Gives the turn of `stream` back: nothing of it waits.
     fn release(&mut self, stream: &str) {
         self.claimed.remove(stream);
+    }
+
+    /// Whether the message at index `n` is sent and not answered yet.
+    fn in_flight(&self, n: usize) -> bool {
+        self.by_index.contains_key(&n)
     }
 
     fn sent(&mut self, n: usize, stream: &'a str) {
@@ -670,19 +736,27 @@ fn wrong_last(error: &serde_json::Value) -> Option<String> {
     Some(description[at + "last msg ID:".len()..].trim().to_string())
 }
 
-/// Waits for the next JetStream acknowledgement of a batch (up to `timeout`)
-/// and checks it: returns the index of the message it answers. A "no
+/// Waits for the next JetStream acknowledgement of a batch (up to `timeout`):
+/// the index of the message it answers, and whether JetStream stored it
+/// (`Ok(true)` for one it held already, a duplicate) or refused it. A "no
 /// responders" status (no stream takes the subject) or an `error` answer
 /// fails the batch, which is then sent again; an answer that refuses the
 /// message for good makes it a poison event (`Rejected`), which is parked.
-async fn next_ack(acks: &mut async_nats::Subscriber, inbox: &str, timeout: Duration) -> Result<usize, AckFailure> {
+/// `Err` when no answer comes, or one on a subject not of the batch.
+async fn next_ack(
+    acks: &mut async_nats::Subscriber,
+    inbox: &str,
+    timeout: Duration,
+) -> Result<(usize, Result<bool, AckFailure>), TargetError> {
     use futures_util::StreamExt;
     let m = match tokio::time::timeout(timeout, acks.next()).await {
         Ok(Some(m)) => m,
         Ok(None) => {
-            return Err(TargetError::Unavailable("NATS connection closed before the acknowledgements".into()).into());
+            return Err(TargetError::Unavailable(
+                "NATS connection closed before the acknowledgements".into(),
+            ));
         }
-        Err(_) => return Err(TargetError::Unavailable("no NATS acknowledgement in time".into()).into()),
+        Err(_) => return Err(TargetError::Unavailable("no NATS acknowledgement in time".into())),
     };
     let index = m
         .subject
@@ -690,35 +764,43 @@ async fn next_ack(acks: &mut async_nats::Subscriber, inbox: &str, timeout: Durat
         .and_then(|rest| rest.strip_prefix('.'))
         .and_then(|n| n.parse::<usize>().ok())
         .ok_or_else(|| TargetError::Unavailable(format!("NATS acknowledgement on {:?}", m.subject.as_str())))?;
+    Ok((index, answer(&m, index)))
+}
+
+/// What a JetStream answer to the message at `index` says (see [`next_ack`]).
+fn answer(m: &async_nats::Message, index: usize) -> Result<bool, AckFailure> {
     if m.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
         return Err(
             TargetError::Unavailable("NATS acknowledgement: no JetStream stream takes the subject".into()).into(),
         );
     }
     // A good answer is {"stream":…,"seq":…[,"duplicate":true]}; only one that
-    // mentions "error" is parsed whole (a stream may be named error).
+    // mentions "error" or "duplicate" is parsed whole (a stream may be named so).
     let p: &[u8] = &m.payload;
-    if p.windows(7).any(|w| w == b"\"error\"")
-        && let Some(error) = serde_json::from_slice::<serde_json::Value>(p)
-            .ok()
-            .and_then(|v| v.get("error").cloned())
-    {
-        if refused_for_good(&error) {
-            return Err(TargetError::Rejected {
-                index,
-                reason: format!("NATS JetStream refused it: {error}"),
-            }
-            .into());
-        }
-        if let Some(last) = wrong_last(&error) {
-            return Err(AckFailure::NotAfter { index, last });
-        }
-        return Err(TargetError::Unavailable(format!("NATS acknowledgement: {error}")).into());
-    }
     if p.is_empty() {
         return Err(TargetError::Unavailable("NATS acknowledgement: empty answer".into()).into());
     }
-    Ok(index)
+    let mentions = |word: &[u8]| p.windows(word.len()).any(|w| w == word);
+    if !mentions(b"\"error\"") && !mentions(b"\"duplicate\"") {
+        return Ok(false);
+    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(p) else {
+        return Err(TargetError::Unavailable("NATS acknowledgement: not JSON".into()).into());
+    };
+    let Some(error) = v.get("error") else {
+        return Ok(v.get("duplicate").and_then(serde_json::Value::as_bool) == Some(true));
+    };
+    if refused_for_good(error) {
+        return Err(TargetError::Rejected {
+            index,
+            reason: format!("NATS JetStream refused it: {error}"),
+        }
+        .into());
+    }
+    if let Some(last) = wrong_last(error) {
+        return Err(AckFailure::NotAfter { index, last });
+    }
+    Err(TargetError::Unavailable(format!("NATS acknowledgement: {error}")).into())
 }
 
 #[cfg(test)]
@@ -785,6 +867,14 @@ mod tests {
         assert!(!NatsTarget::new(&t).unwrap().chained());
         let t = TargetUrl::parse("nats://h").unwrap();
         assert!(NatsTarget::new(&t).unwrap().chained());
+    }
+
+    #[test]
+    fn a_refusal_after_a_message_stored_by_the_same_try_means_another_publisher() {
+        assert_eq!(after_refusal(Some(STORED)), Refusal::OtherPublisher);
+        assert_eq!(after_refusal(Some(HELD)), Refusal::Resume);
+        assert_eq!(after_refusal(Some(UNANSWERED)), Refusal::Again);
+        assert_eq!(after_refusal(None), Refusal::Again);
     }
 
     #[test]
