@@ -6,7 +6,9 @@
 //! `streams.chk` is derived data: losing it costs only a slower open, never an
 //! event. `durable.chk` is a claim about the log (how far the active segment
 //! was durable at a clean close); recovery uses it to tell damage from a torn
-//! tail. This module must never write the log.
+//! tail. `active.idc` is derived data too: the active segment's in-memory index
+//! as of the clean close that wrote `durable.chk`, trusted only when it
+//! matches that claim. This module must never write the log.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -32,6 +34,13 @@ pub const DURABLE_FILE: &str = "durable.chk";
 /// Magic bytes of `durable.chk`.
 pub const DURABLE_MAGIC: &[u8; 8] = b"ANNALDUR";
 const DURABLE_VERSION: u32 = 1;
+/// Name of the active segment's index checkpoint, written at every clean close.
+pub const ACTIVE_INDEX_FILE: &str = "active.idc";
+/// Magic bytes of `active.idc`.
+pub const ACTIVE_INDEX_MAGIC: &[u8; 8] = b"ANNALAIX";
+const ACTIVE_INDEX_VERSION: u32 = 1;
+/// Bytes before the index snapshot in `active.idc`.
+const ACTIVE_INDEX_HEADER: usize = 48;
 
 /// The identity of a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,6 +250,79 @@ impl DurableMark {
         }
         Ok(mark)
     }
+}
+
+/// Encodes `active.idc`: the in-memory `index` of the active segment that
+/// `mark` describes (written at the clean close that writes `mark`), so that
+/// the next open need not scan the segment's bytes before `mark.durable_end`
+/// to rebuild it. See format.md, "Active index checkpoint".
+pub fn encode_active_index(mark: &DurableMark, index: &crate::format::index::MemIndex) -> Result<Vec<u8>> {
+    let body = index.encode_snapshot()?;
+    let mut out = Vec::with_capacity(ACTIVE_INDEX_HEADER + body.len() + 4);
+    out.extend_from_slice(ACTIVE_INDEX_MAGIC);
+    out.extend_from_slice(&ACTIVE_INDEX_VERSION.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&mark.segment_base.to_le_bytes());
+    out.extend_from_slice(&mark.durable_end.to_le_bytes());
+    out.extend_from_slice(&mark.next_position.to_le_bytes());
+    out.extend_from_slice(&mark.content_crc.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&body);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
+/// Decodes `active.idc` into the index it holds, if it is whole (its
+/// checksum), of a known version, made for the store's indexed metadata
+/// `fields`, and describes exactly what `mark` (the `durable.chk` read at
+/// this open) claims: the same segment, durable end, next position and
+/// content CRC, its index ending there. Any other file is an error: the
+/// caller then rebuilds the index by scanning the segment, as without it.
+pub fn decode_active_index(
+    b: &[u8],
+    file: &Path,
+    mark: &DurableMark,
+    fields: std::sync::Arc<crate::format::index::MetaFields>,
+) -> Result<crate::format::index::MemIndex> {
+    use crate::format::index::Lookup;
+    let bad = |reason: &str| Error::corruption(file, 0, reason);
+    if b.len() < ACTIVE_INDEX_HEADER + 4 || &b[0..8] != ACTIVE_INDEX_MAGIC {
+        return Err(bad("not an active index checkpoint"));
+    }
+    let (body, crc) = b.split_at(b.len() - 4);
+    if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+        return Err(bad("active index checkpoint checksum mismatch"));
+    }
+    let version = le_u32(b, 8);
+    if version != ACTIVE_INDEX_VERSION {
+        return Err(Error::UnsupportedVersion {
+            file: file.to_path_buf(),
+            found: version,
+            supported: ACTIVE_INDEX_VERSION,
+        });
+    }
+    if b[12..16] != [0; 4] || b[44..48] != [0; 4] {
+        return Err(bad("unknown active index checkpoint fields"));
+    }
+    let written = DurableMark {
+        segment_base: le_u64(b, 16),
+        durable_end: le_u64(b, 24),
+        next_position: le_u64(b, 32),
+        content_crc: le_u32(b, 40),
+    };
+    if written != *mark {
+        return Err(bad("active index checkpoint is not of the last clean close"));
+    }
+    let index = crate::format::index::MemIndex::decode_snapshot(&body[ACTIVE_INDEX_HEADER..], fields)
+        .map_err(|e| Error::corruption(file, ACTIVE_INDEX_HEADER as u64, format!("active index checkpoint: {}", e.0)))?;
+    if index.base() != mark.segment_base
+        || index.end_offset() != mark.durable_end
+        || index.next_position() != mark.next_position
+    {
+        return Err(bad("active index checkpoint disagrees with its durable end"));
+    }
+    Ok(index)
 }
 
 #[cfg(test)]

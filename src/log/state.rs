@@ -55,6 +55,10 @@ pub(crate) struct Shared {
     /// The durable-end checkpoint as last read or written (`durable.chk`), so
     /// that a close with nothing new to record writes nothing.
     pub(crate) durable_mark: Mutex<Option<crate::format::checkpoint::DurableMark>>,
+    /// True while `active.idc` holds the active segment's index as of
+    /// `durable_mark` (open took the index from it, or a clean close wrote
+    /// it), so that a close with nothing new to record need not write it again.
+    pub(crate) active_index_saved: std::sync::atomic::AtomicBool,
     /// The last error of background work (compression, scavenging), which has
     /// no caller to return it to, with when it happened.
     pub(crate) background_error: Mutex<Option<String>>,
