@@ -1,9 +1,11 @@
-//! The active segment's index checkpoint (`active.idc`, format.md "Active
-//! index checkpoint"): after a clean close, open takes the active segment's
-//! index from it instead of scanning the segment; a damaged, truncated or
-//! stale file, or a crash at any point of the clean close that writes it,
-//! must leave a store that opens with exactly the same events, stream
-//! versions and lookups, and takes the next appends at the right versions.
+//! Open after a clean close without per-event or per-stream work: the
+//! active segment's index comes from `active.idc` (format.md "Active index
+//! checkpoint") instead of a scan of the segment, and stream states are
+//! searched in place in `streams.chk` version 2. A damaged, truncated or
+//! stale `active.idc`, or a crash at any point of the clean close that
+//! writes it, must leave a store that opens with exactly the same events,
+//! stream versions and lookups, and takes the next appends at the right
+//! versions.
 
 #![allow(clippy::unwrap_used)]
 
@@ -285,5 +287,77 @@ fn the_checkpoint_of_other_bytes_is_never_trusted() {
         "the test needs the same segment and durable end"
     );
     sim.write_file(Path::new(ACTIVE), &foreign).unwrap();
+    reopens_exactly(&sim, &before);
+}
+
+#[test]
+fn streams_found_only_in_the_stream_checkpoint_keep_their_versions() {
+    let sim = SimStorage::new();
+    let store = open(&sim);
+    let early = |n: usize| (0..n).map(|_| EventData::json("E", "{}")).collect::<Vec<_>>();
+    store.append("early-a", ExpectedVersion::NoStream, early(2)).unwrap();
+    store.append("early-b", ExpectedVersion::NoStream, early(3)).unwrap();
+    fill(&store, 0, 300);
+    let a = store.stream_info("early-a").unwrap();
+    assert_eq!(a.last_revision, 1);
+    let names = store.streams().len();
+    store.close().unwrap();
+    // The streams.chk of this close is version 2, searched in place.
+    assert_eq!(sim.read_file(Path::new("/store/streams.chk")).unwrap()[8], 2);
+    for _ in 0..2 {
+        let store = open(&sim);
+        assert_eq!(store.stream_info("early-a"), Some(a.clone()));
+        assert_eq!(store.stream_info("early-b").unwrap().last_revision, 2);
+        assert_eq!(store.stream_info("early-c"), None);
+        assert_eq!(store.streams().len(), names);
+        assert!(store.append("early-a", ExpectedVersion::Exact(0), early(1)).is_err());
+        assert!(store.append("early-b", ExpectedVersion::NoStream, early(1)).is_err());
+        store.close().unwrap();
+    }
+    let store = open(&sim);
+    let r = store.append("early-a", ExpectedVersion::Exact(1), early(1)).unwrap();
+    assert_eq!(r.first_revision, 2);
+    store.append("early-c", ExpectedVersion::NoStream, early(1)).unwrap();
+    assert_eq!(store.streams().len(), names + 1);
+    store.close().unwrap();
+    let store = open(&sim);
+    assert_eq!(store.stream_info("early-a").unwrap().last_revision, 2);
+    assert_eq!(store.stream_info("early-c").unwrap().last_revision, 0);
+    assert_eq!(store.streams().len(), names + 1);
+}
+
+#[test]
+fn a_version_1_stream_checkpoint_is_still_read() {
+    let sim = SimStorage::new();
+    let store = open(&sim);
+    store
+        .append(
+            "early-a",
+            ExpectedVersion::NoStream,
+            vec![EventData::json("E", "{}"); 2],
+        )
+        .unwrap();
+    fill(&store, 0, 300);
+    let early = store.stream_info("early-a").unwrap();
+    let before = answers(&store);
+    store.close().unwrap();
+    // The same states in the version-1 layout: entries in no order, no offset table.
+    let v2 = sim.read_file(Path::new("/store/streams.chk")).unwrap();
+    let count = usize::try_from(u64::from_le_bytes(v2[24..32].try_into().unwrap())).unwrap();
+    let mut v1 = v2[..32].to_vec();
+    v1[8] = 1;
+    let entries = &v2[32 + count * 4..v2.len() - 4];
+    v1.extend_from_slice(entries);
+    let crc = crc32fast::hash(&v1);
+    v1.extend_from_slice(&crc.to_le_bytes());
+    sim.write_file(Path::new("/store/streams.chk"), &v1).unwrap();
+    // And no active.idc, so that every state the active segment holds is scanned again.
+    Storage::remove(&sim, Path::new(ACTIVE)).unwrap();
+    let store = open(&sim);
+    assert_eq!(store.stream_info("early-a"), Some(early));
+    drop(store);
+    // A close with nothing appended brings both files up to date.
+    assert_eq!(sim.read_file(Path::new("/store/streams.chk")).unwrap()[8], 2);
+    assert!(sim.read_file(Path::new(ACTIVE)).unwrap().starts_with(b"ANNALAIX"));
     reopens_exactly(&sim, &before);
 }

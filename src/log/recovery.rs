@@ -21,7 +21,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::error::{Error, IoContext, Result};
 use crate::event::now_micros;
 use crate::format::checkpoint::{
-    ACTIVE_INDEX_FILE, DURABLE_FILE, DurableMark, META_FILE, STREAMS_FILE, StoreMeta, StreamState, StreamsCheckpoint,
+    ACTIVE_INDEX_FILE, DURABLE_FILE, DurableMark, META_FILE, STREAMS_FILE, StoreMeta, StreamState, StreamTable, StreamsCheckpoint,
     decode_active_index,
 };
 use crate::format::index::{Lookup, SegmentIndex};
@@ -29,7 +29,7 @@ use crate::format::segment::{self, SEGMENT_HEADER, ScanEnd, SegmentHeader, segme
 use crate::log::damage::{Damage, TornTail, damage_of, save_torn_tail};
 use crate::log::scan::{Scanned, index_segment, resume_scan};
 use crate::log::segments::{ActiveSegment, SealedSegment, SegmentSet, mapped_bytes, open_index, read_segment_header};
-use crate::log::state::Shared;
+use crate::log::state::{Shared, StreamMap};
 use crate::options::Options;
 use crate::storage::{Storage, read_whole, write_atomically};
 
@@ -150,7 +150,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
     }
     let mut damage: Vec<Damage> = Vec::new();
     let mut torn = Vec::new();
-    let mut active_index_saved = false;
+    let mut checkpoints_current = false;
     let absent = Claim::Absent;
 
     let fields = Arc::new(crate::format::index::MetaFields::new(&options.indexed_metadata));
@@ -209,7 +209,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
                 idx_names.get(base),
                 dictionary.as_ref(),
                 &mut torn,
-                &mut active_index_saved,
+                &mut checkpoints_current,
             )?,
             Access::ReadOnly => read_segment(
                 st,
@@ -261,6 +261,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
         }
         damage.push(damage_of(e, expected_base, u64::MAX));
     }
+    let checkpoints_current = checkpoints_current && checkpoint.as_ref().is_some_and(|c| c.streams.is_table());
     let streams = rebuild_streams(checkpoint, &sealed, active.as_deref())?;
     if read_only
         && let Claim::Mark(m) = &claim
@@ -311,7 +312,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
             Claim::Mark(m) => Some(m),
             _ => None,
         }),
-        active_index_saved: std::sync::atomic::AtomicBool::new(active_index_saved),
+        checkpoints_current: std::sync::atomic::AtomicBool::new(checkpoints_current),
         torn_at_open: torn,
         damage,
         _lock: lock,
@@ -339,14 +340,32 @@ fn refuse_foreign(st: &dyn Storage, dir: &Path) -> Result<()> {
     }
 }
 
+/// `streams.chk` as open uses it.
+struct LoadedStreams {
+    /// Every event before this position is covered.
+    covered_position: u64,
+    /// Its stream states.
+    streams: StreamMap,
+}
+
 /// The stream checkpoint (`streams.chk`), if it exists and decodes. One that
 /// does not decode is rebuilt from the segments' summaries (verify and repair
-/// report it).
-fn load_streams_checkpoint(st: &dyn Storage, dir: &Path) -> Option<StreamsCheckpoint> {
+/// report it). A version-2 file is checked whole and then searched in place
+/// (no allocation per stream); a version-1 file is decoded into a map.
+fn load_streams_checkpoint(st: &dyn Storage, dir: &Path) -> Option<LoadedStreams> {
     let chk = dir.join(STREAMS_FILE);
-    st.map(&chk)
-        .ok()
-        .and_then(|m| StreamsCheckpoint::decode((*m).as_ref(), &chk).ok())
+    let map = st.map(&chk).ok()?;
+    if let Ok(table) = StreamTable::check((*map).as_ref(), &chk) {
+        return Some(LoadedStreams {
+            covered_position: table.covered_position,
+            streams: StreamMap::new(Some((table, map.clone())), HashMap::new()),
+        });
+    }
+    let c = StreamsCheckpoint::decode((*map).as_ref(), &chk).ok()?;
+    Some(LoadedStreams {
+        covered_position: c.covered_position,
+        streams: StreamMap::new(None, c.streams),
+    })
 }
 
 /// A file that says the store held events: an index, or a stream checkpoint
@@ -354,7 +373,7 @@ fn load_streams_checkpoint(st: &dyn Storage, dir: &Path) -> Option<StreamsCheckp
 fn evidence_of_events(
     dir: &Path,
     idx_names: &HashMap<u64, String>,
-    checkpoint: Option<&StreamsCheckpoint>,
+    checkpoint: Option<&LoadedStreams>,
 ) -> Option<PathBuf> {
     if let Some(base) = idx_names.keys().min() {
         return Some(dir.join(crate::format::segment::index_file_name(*base)));
@@ -373,7 +392,7 @@ fn evidence_past_the_end(
     dir: &Path,
     names: &[(u64, String)],
     idx_names: &HashMap<u64, String>,
-    checkpoint: Option<&StreamsCheckpoint>,
+    checkpoint: Option<&LoadedStreams>,
     end: u64,
 ) -> Option<(PathBuf, u64)> {
     let orphan = idx_names
@@ -577,7 +596,7 @@ fn open_segment(
     idx_name: Option<&String>,
     dict: Option<&Arc<crate::format::compressed::Dictionary>>,
     torn: &mut Vec<TornTail>,
-    active_index_saved: &mut bool,
+    checkpoints_current: &mut bool,
 ) -> Result<Option<Opened>> {
     let (path, base, is_last) = (seg.path, seg.base, seg.is_last);
     // A sealed segment with a good index is opened without reading its bytes.
@@ -689,7 +708,7 @@ fn open_segment(
         Claim::Mark(m) if is_last && !header.compressed => resume_from_checkpoint(st, dir, m, seg.fields, &bytes),
         _ => None,
     };
-    *active_index_saved = resumed.is_some();
+    *checkpoints_current = resumed.is_some();
     let (scanned, prefix_crc) = match resumed {
         Some((index, crc)) => (resume_scan(&bytes, index, path)?, Some(crc)),
         None => (index_segment(&bytes, base, path, seg.fields)?, None),
@@ -899,10 +918,10 @@ fn check_claim(
 
 /// Stream states: from the checkpoint if it fits, then every later segment's summary.
 fn rebuild_streams(
-    checkpoint: Option<StreamsCheckpoint>,
+    checkpoint: Option<LoadedStreams>,
     sealed: &[Arc<SealedSegment>],
     active: Option<&ActiveSegment>,
-) -> Result<HashMap<Box<str>, StreamState>> {
+) -> Result<StreamMap> {
     let checkpoint = checkpoint
         // It fits at a segment's end, or inside the active segment (a clean
         // close writes one there), whose summary is applied over it anyway.
@@ -916,12 +935,12 @@ fn rebuild_streams(
         });
     let (covered, mut streams) = match checkpoint {
         Some(c) => (c.covered_position, c.streams),
-        None => (0, HashMap::new()),
+        None => (0, StreamMap::default()),
     };
     let mut apply = |l: &dyn Lookup| {
         for (name, s) in l.streams() {
-            streams.insert(
-                name.into_boxed_str(),
+            streams.set(
+                &name,
                 StreamState {
                     last_revision: s.last_revision,
                     last_position: s.last_position,

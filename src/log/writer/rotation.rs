@@ -99,7 +99,7 @@ impl Writer {
     pub(super) fn write_stream_checkpoint(&self) -> Result<()> {
         let checkpoint = StreamsCheckpoint {
             covered_position: self.next_position,
-            streams: self.shared.streams.read().clone(),
+            streams: self.shared.streams.read().to_map(),
         };
         write_atomically(&*self.shared.storage, &self.shared.dir, STREAMS_FILE, &checkpoint.encode()?)
             .ctx(|| format!("writing {STREAMS_FILE}"))
