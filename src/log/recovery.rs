@@ -150,7 +150,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
     }
     let mut damage: Vec<Damage> = Vec::new();
     let mut torn = Vec::new();
-    let mut checkpoints_current = false;
+    let mut active_index_saved = false;
     let absent = Claim::Absent;
 
     let fields = Arc::new(crate::format::index::MetaFields::new(&options.indexed_metadata));
@@ -209,7 +209,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
                 idx_names.get(base),
                 dictionary.as_ref(),
                 &mut torn,
-                &mut checkpoints_current,
+                &mut active_index_saved,
             )?,
             Access::ReadOnly => read_segment(
                 st,
@@ -261,7 +261,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
         }
         damage.push(damage_of(e, expected_base, u64::MAX));
     }
-    let checkpoints_current = checkpoints_current && checkpoint.as_ref().is_some_and(|c| c.streams.is_table());
+    let streams_v1 = checkpoint.as_ref().is_some_and(|c| !c.streams.is_table());
     let streams = rebuild_streams(checkpoint, &sealed, active.as_deref())?;
     if read_only
         && let Claim::Mark(m) = &claim
@@ -312,7 +312,8 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
             Claim::Mark(m) => Some(m),
             _ => None,
         }),
-        checkpoints_current: std::sync::atomic::AtomicBool::new(checkpoints_current),
+        active_index_saved: std::sync::atomic::AtomicBool::new(active_index_saved),
+        streams_v1: std::sync::atomic::AtomicBool::new(streams_v1),
         torn_at_open: torn,
         damage,
         _lock: lock,
@@ -596,7 +597,7 @@ fn open_segment(
     idx_name: Option<&String>,
     dict: Option<&Arc<crate::format::compressed::Dictionary>>,
     torn: &mut Vec<TornTail>,
-    checkpoints_current: &mut bool,
+    active_index_saved: &mut bool,
 ) -> Result<Option<Opened>> {
     let (path, base, is_last) = (seg.path, seg.base, seg.is_last);
     // A sealed segment with a good index is opened without reading its bytes.
@@ -708,7 +709,7 @@ fn open_segment(
         Claim::Mark(m) if is_last && !header.compressed => resume_from_checkpoint(st, dir, m, seg.fields, &bytes),
         _ => None,
     };
-    *checkpoints_current = resumed.is_some();
+    *active_index_saved = resumed.is_some();
     let (scanned, prefix_crc) = match resumed {
         Some((index, crc)) => (resume_scan(&bytes, index, path)?, Some(crc)),
         None => (index_segment(&bytes, base, path, seg.fields)?, None),

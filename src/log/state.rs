@@ -153,10 +153,14 @@ pub(crate) struct Shared {
     /// that a close with nothing new to record writes nothing.
     pub(crate) durable_mark: Mutex<Option<crate::format::checkpoint::DurableMark>>,
     /// True while `active.idc` holds the active segment's index as of
-    /// `durable_mark` and `streams.chk` is of version 2 (open used both, or
-    /// a clean close wrote them), so that a close with nothing new to record
-    /// need not write them again.
-    pub(crate) checkpoints_current: std::sync::atomic::AtomicBool,
+    /// `durable_mark` (open used it, or a clean close wrote it), so that a
+    /// close with nothing new to record need not write it again.
+    pub(crate) active_index_saved: std::sync::atomic::AtomicBool,
+    /// True while `streams.chk` is a good version-1 file (as an older annal
+    /// wrote it), which a close with nothing new to record rewrites in
+    /// version 2. A damaged or missing one is left for repair and the next
+    /// seal or close with appends, as before version 2.
+    pub(crate) streams_v1: std::sync::atomic::AtomicBool,
     /// The last error of background work (compression, scavenging), which has
     /// no caller to return it to, with when it happened.
     pub(crate) background_error: Mutex<Option<String>>,

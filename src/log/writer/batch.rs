@@ -214,7 +214,8 @@ impl Writer {
         };
         let mut last = self.shared.durable_mark.lock();
         let unchanged = *last == Some(mark);
-        if unchanged && self.shared.checkpoints_current.load(Ordering::Acquire) {
+        let streams_v1 = self.shared.streams_v1.load(Ordering::Acquire);
+        if unchanged && self.shared.active_index_saved.load(Ordering::Acquire) && !streams_v1 {
             return Ok(());
         }
         // The active segment's index as of this close, so that the next open
@@ -222,7 +223,7 @@ impl Writer {
         // appended since an open that scanned it, as after a close by an
         // annal that did not write the file). Derived data, checked against
         // `durable.chk` at open: a failure here costs only that scan.
-        let mut saved = encode_active_index(&mark, &self.active.index.read())
+        let saved = encode_active_index(&mark, &self.active.index.read())
             .and_then(|bytes| {
                 write_atomically(&*self.shared.storage, &self.shared.dir, ACTIVE_INDEX_FILE, &bytes)
                     .ctx(|| format!("writing {ACTIVE_INDEX_FILE}"))
@@ -230,9 +231,12 @@ impl Writer {
             .is_ok();
         if unchanged {
             // Nothing appended since open: `streams.chk` is rewritten only to
-            // bring it to version 2 (searched in place at the next open).
-            saved &= self.write_stream_checkpoint().is_ok();
-            self.shared.checkpoints_current.store(saved, Ordering::Release);
+            // bring a good version-1 file to version 2 (searched in place at
+            // the next open); a damaged one stays for verify and repair.
+            if streams_v1 {
+                let _ = self.write_stream_checkpoint();
+            }
+            self.shared.active_index_saved.store(saved, Ordering::Release);
             return Ok(());
         }
         // The stream states as of this close, first: whatever later damages the
@@ -240,7 +244,7 @@ impl Writer {
         self.write_stream_checkpoint()?;
         write_atomically(&*self.shared.storage, &self.shared.dir, DURABLE_FILE, &mark.encode())
             .ctx(|| format!("writing {DURABLE_FILE}"))?;
-        self.shared.checkpoints_current.store(saved, Ordering::Release);
+        self.shared.active_index_saved.store(saved, Ordering::Release);
         *last = Some(mark);
         Ok(())
     }
