@@ -271,9 +271,14 @@ fn snap_count(r: &mut Reader<'_>, min: usize) -> std::result::Result<usize, Deco
         .ok_or(DecodeError("list longer than the snapshot"))
 }
 
+/// A list of positions, refused unless strictly ascending.
 fn snap_positions(r: &mut Reader<'_>) -> std::result::Result<Vec<u64>, DecodeError> {
     let n = snap_count(r, 8)?;
-    (0..n).map(|_| r.u64()).collect()
+    let positions = (0..n).map(|_| r.u64()).collect::<std::result::Result<Vec<u64>, DecodeError>>()?;
+    if positions.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(DecodeError("positions out of order"));
+    }
+    Ok(positions)
 }
 
 impl MemIndex {
@@ -361,6 +366,9 @@ impl MemIndex {
             let ts = i64::from_le_bytes(r.u64()?.to_le_bytes());
             locations.push((offset, ts));
         }
+        if locations.windows(2).any(|w| w[0].0 > w[1].0) || locations.last().is_some_and(|l| l.0 >= end_offset) {
+            return Err(DecodeError("locations out of order or past the end"));
+        }
         let next = base
             .checked_add(n as u64)
             .ok_or(DecodeError("positions past the end of the log"))?;
@@ -379,8 +387,8 @@ impl MemIndex {
             let entries = (0..m)
                 .map(|_| Ok((r.u64()?, r.u64()?)))
                 .collect::<std::result::Result<Vec<(u64, u64)>, DecodeError>>()?;
-            if !entries.iter().all(|(_, p)| in_range(p)) {
-                return Err(DecodeError("stream entry outside the segment"));
+            if !entries.iter().all(|(_, p)| in_range(p)) || entries.windows(2).any(|w| w[0].0 >= w[1].0 || w[0].1 >= w[1].1) {
+                return Err(DecodeError("stream entry outside the segment or out of order"));
             }
             let bucket = streams.entry(hash_str(&name)).or_default();
             if bucket.iter().any(|s| s.name == name) {
