@@ -636,13 +636,7 @@ impl Shared {
 
     /// Loads the metadata of every stream into the cache (at open).
     pub(crate) fn load_metadata(&self) -> Result<()> {
-        let names: Vec<String> = self
-            .streams
-            .read()
-            .keys()
-            .filter(|n| n.starts_with(META_PREFIX))
-            .map(|n| n.to_string())
-            .collect();
+        let names: Vec<String> = self.streams.read().names_with_prefix(META_PREFIX);
         let mut cache = HashMap::new();
         for meta_stream in names {
             if let Some(last) = self

@@ -21,14 +21,15 @@ use parking_lot::{Mutex, RwLock};
 use crate::error::{Error, IoContext, Result};
 use crate::event::now_micros;
 use crate::format::checkpoint::{
-    DURABLE_FILE, DurableMark, META_FILE, STREAMS_FILE, StoreMeta, StreamState, StreamsCheckpoint,
+    ACTIVE_INDEX_FILE, DURABLE_FILE, DurableMark, META_FILE, STREAMS_FILE, StoreMeta, StreamState, StreamTable, StreamsCheckpoint,
+    decode_active_index,
 };
 use crate::format::index::{Lookup, SegmentIndex};
 use crate::format::segment::{self, SEGMENT_HEADER, ScanEnd, SegmentHeader, segment_file_name};
 use crate::log::damage::{Damage, TornTail, damage_of, save_torn_tail};
-use crate::log::scan::{Scanned, index_segment};
+use crate::log::scan::{Scanned, index_segment, resume_scan};
 use crate::log::segments::{ActiveSegment, SealedSegment, SegmentSet, mapped_bytes, open_index, read_segment_header};
-use crate::log::state::Shared;
+use crate::log::state::{Shared, StreamMap};
 use crate::options::Options;
 use crate::storage::{Storage, read_whole, write_atomically};
 
@@ -149,6 +150,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
     }
     let mut damage: Vec<Damage> = Vec::new();
     let mut torn = Vec::new();
+    let mut active_index_saved = false;
     let absent = Claim::Absent;
 
     let fields = Arc::new(crate::format::index::MetaFields::new(&options.indexed_metadata));
@@ -200,7 +202,15 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
         };
         let next_base = names.get(i + 1).map(|(b, _)| *b);
         let opened = match access {
-            Access::ReadWrite => open_segment(st, dir, &seg, idx_names.get(base), dictionary.as_ref(), &mut torn)?,
+            Access::ReadWrite => open_segment(
+                st,
+                dir,
+                &seg,
+                idx_names.get(base),
+                dictionary.as_ref(),
+                &mut torn,
+                &mut active_index_saved,
+            )?,
             Access::ReadOnly => read_segment(
                 st,
                 dir,
@@ -251,6 +261,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
         }
         damage.push(damage_of(e, expected_base, u64::MAX));
     }
+    let streams_v1 = checkpoint.as_ref().is_some_and(|c| !c.streams.is_table());
     let streams = rebuild_streams(checkpoint, &sealed, active.as_deref())?;
     if read_only
         && let Claim::Mark(m) = &claim
@@ -301,6 +312,8 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
             Claim::Mark(m) => Some(m),
             _ => None,
         }),
+        active_index_saved: std::sync::atomic::AtomicBool::new(active_index_saved),
+        streams_v1: std::sync::atomic::AtomicBool::new(streams_v1),
         torn_at_open: torn,
         damage,
         _lock: lock,
@@ -328,14 +341,32 @@ fn refuse_foreign(st: &dyn Storage, dir: &Path) -> Result<()> {
     }
 }
 
+/// `streams.chk` as open uses it.
+struct LoadedStreams {
+    /// Every event before this position is covered.
+    covered_position: u64,
+    /// Its stream states.
+    streams: StreamMap,
+}
+
 /// The stream checkpoint (`streams.chk`), if it exists and decodes. One that
 /// does not decode is rebuilt from the segments' summaries (verify and repair
-/// report it).
-fn load_streams_checkpoint(st: &dyn Storage, dir: &Path) -> Option<StreamsCheckpoint> {
+/// report it). A version-2 file is checked whole and then searched in place
+/// (no allocation per stream); a version-1 file is decoded into a map.
+fn load_streams_checkpoint(st: &dyn Storage, dir: &Path) -> Option<LoadedStreams> {
     let chk = dir.join(STREAMS_FILE);
-    st.map(&chk)
-        .ok()
-        .and_then(|m| StreamsCheckpoint::decode((*m).as_ref(), &chk).ok())
+    let map = st.map(&chk).ok()?;
+    if let Ok(table) = StreamTable::check((*map).as_ref(), &chk) {
+        return Some(LoadedStreams {
+            covered_position: table.covered_position,
+            streams: StreamMap::new(Some((table, map.clone())), HashMap::new()),
+        });
+    }
+    let c = StreamsCheckpoint::decode((*map).as_ref(), &chk).ok()?;
+    Some(LoadedStreams {
+        covered_position: c.covered_position,
+        streams: StreamMap::new(None, c.streams),
+    })
 }
 
 /// A file that says the store held events: an index, or a stream checkpoint
@@ -343,7 +374,7 @@ fn load_streams_checkpoint(st: &dyn Storage, dir: &Path) -> Option<StreamsCheckp
 fn evidence_of_events(
     dir: &Path,
     idx_names: &HashMap<u64, String>,
-    checkpoint: Option<&StreamsCheckpoint>,
+    checkpoint: Option<&LoadedStreams>,
 ) -> Option<PathBuf> {
     if let Some(base) = idx_names.keys().min() {
         return Some(dir.join(crate::format::segment::index_file_name(*base)));
@@ -362,7 +393,7 @@ fn evidence_past_the_end(
     dir: &Path,
     names: &[(u64, String)],
     idx_names: &HashMap<u64, String>,
-    checkpoint: Option<&StreamsCheckpoint>,
+    checkpoint: Option<&LoadedStreams>,
     end: u64,
 ) -> Option<(PathBuf, u64)> {
     let orphan = idx_names
@@ -566,6 +597,7 @@ fn open_segment(
     idx_name: Option<&String>,
     dict: Option<&Arc<crate::format::compressed::Dictionary>>,
     torn: &mut Vec<TornTail>,
+    active_index_saved: &mut bool,
 ) -> Result<Option<Opened>> {
     let (path, base, is_last) = (seg.path, seg.base, seg.is_last);
     // A sealed segment with a good index is opened without reading its bytes.
@@ -669,12 +701,25 @@ fn open_segment(
         ));
     }
 
+    // After a clean close, the index of the bytes `durable.chk` vouches for
+    // comes from `active.idc` once those bytes are checked against its
+    // content CRC (as the full scan would check them), and only the bytes
+    // after them are scanned.
+    let resumed = match seg.claim {
+        Claim::Mark(m) if is_last && !header.compressed => resume_from_checkpoint(st, dir, m, seg.fields, &bytes),
+        _ => None,
+    };
+    *active_index_saved = resumed.is_some();
+    let (scanned, prefix_crc) = match resumed {
+        Some((index, crc)) => (resume_scan(&bytes, index, path)?, Some(crc)),
+        None => (index_segment(&bytes, base, path, seg.fields)?, None),
+    };
     let Scanned {
         index,
         end,
         committed_end,
         pending,
-    } = index_segment(&bytes, base, path, seg.fields)?;
+    } = scanned;
 
     match end {
         ScanEnd::Sealed { seal_offset, seal } => {
@@ -728,13 +773,21 @@ fn open_segment(
             // The CRC of the bytes the scan covered: checked against the
             // durable-end claim, and continued by the writer.
             let covered = index.end_offset();
-            let mut content_crc = crc32fast::Hasher::new();
+            // From the checkpoint's durable end on, or from the header.
+            let (from, mut content_crc) = match (&prefix_crc, seg.claim) {
+                (Some(crc), Claim::Mark(m)) => (index_in(&bytes, m.durable_end, path)?, crc.clone()),
+                _ => (SEGMENT_HEADER, crc32fast::Hasher::new()),
+            };
             content_crc.update(
                 bytes
-                    .get(SEGMENT_HEADER..index_in(&bytes, covered, path)?)
+                    .get(from..index_in(&bytes, covered, path)?)
                     .ok_or_else(|| Error::corruption(path, covered, "index ends inside the segment header"))?,
             );
-            check_claim(seg, &bytes, &end, committed_end, data_end, Some((covered, &content_crc)))?;
+            let known = match (&prefix_crc, seg.claim) {
+                (Some(crc), Claim::Mark(m)) => Some((m.durable_end, crc)),
+                _ => Some((covered, &content_crc)),
+            };
+            check_claim(seg, &bytes, &end, committed_end, data_end, known)?;
             if data_end > committed_end {
                 torn.push(save_torn_tail(
                     st,
@@ -758,6 +811,31 @@ fn open_segment(
             })))
         }
     }
+}
+
+/// The index of the active segment's bytes before `mark.durable_end`, from
+/// `active.idc`, with the CRC state of those bytes, if the file is whole, is
+/// of this clean close (`mark`) and these indexed metadata `fields`, and the
+/// segment's bytes before the durable end still hash to `mark.content_crc`.
+/// `None` (scan the whole segment, as without the file) on any mismatch:
+/// the scan then reports damage in those bytes as it always did.
+fn resume_from_checkpoint(
+    st: &dyn Storage,
+    dir: &Path,
+    mark: &DurableMark,
+    fields: &Arc<crate::format::index::MetaFields>,
+    bytes: &[u8],
+) -> Option<(crate::format::index::MemIndex, crc32fast::Hasher)> {
+    let file = dir.join(ACTIVE_INDEX_FILE);
+    if !st.exists(&file) {
+        return None;
+    }
+    let map = st.map(&file).ok()?;
+    let index = decode_active_index((*map).as_ref(), &file, mark, fields.clone()).ok()?;
+    let durable = bytes.get(SEGMENT_HEADER..usize::try_from(mark.durable_end).ok()?)?;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(durable);
+    (crc.clone().finalize() == mark.content_crc).then_some((index, crc))
 }
 
 /// `offset`, found by scanning `bytes` (or claimed for them), as an index into them.
@@ -841,10 +919,10 @@ fn check_claim(
 
 /// Stream states: from the checkpoint if it fits, then every later segment's summary.
 fn rebuild_streams(
-    checkpoint: Option<StreamsCheckpoint>,
+    checkpoint: Option<LoadedStreams>,
     sealed: &[Arc<SealedSegment>],
     active: Option<&ActiveSegment>,
-) -> Result<HashMap<Box<str>, StreamState>> {
+) -> Result<StreamMap> {
     let checkpoint = checkpoint
         // It fits at a segment's end, or inside the active segment (a clean
         // close writes one there), whose summary is applied over it anyway.
@@ -858,12 +936,12 @@ fn rebuild_streams(
         });
     let (covered, mut streams) = match checkpoint {
         Some(c) => (c.covered_position, c.streams),
-        None => (0, HashMap::new()),
+        None => (0, StreamMap::default()),
     };
     let mut apply = |l: &dyn Lookup| {
         for (name, s) in l.streams() {
-            streams.insert(
-                name.into_boxed_str(),
+            streams.set(
+                &name,
                 StreamState {
                     last_revision: s.last_revision,
                     last_position: s.last_position,
@@ -882,4 +960,50 @@ fn rebuild_streams(
         apply(&*a.index.read());
     }
     Ok(streams)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::index::{Lookup, MetaFields};
+    use crate::storage::SimStorage;
+    use crate::{Durability, EventData, ExpectedVersion, Store};
+
+    /// After a clean close, `active.idc` gives the index a scan of the active
+    /// segment gives, and the durable prefix's CRC state the writer goes on
+    /// from; with a flipped bit in that prefix it is not used (the scan then
+    /// reports the damage as it always did).
+    #[test]
+    fn the_checkpoint_gives_the_scanned_index_and_only_over_unchanged_bytes() {
+        let sim = SimStorage::new();
+        let dir = Path::new("/s");
+        let opts = Options::default()
+            .durability(Durability::Never)
+            .segment_size(1 << 20)
+            .indexed_metadata(["tenant"]);
+        let store = Store::open_with(Arc::new(sim.clone()), dir, opts).unwrap();
+        for i in 0..200u64 {
+            let e = EventData::json("T", "{}")
+                .with_tag(format!("k:{}", i % 3))
+                .with_metadata(format!(r#"{{"tenant":"t{}"}}"#, i % 2));
+            store.append(&format!("s-{}", i % 7), ExpectedVersion::Any, vec![e]).unwrap();
+        }
+        store.close().unwrap();
+        let st: &dyn Storage = &sim;
+        let mark = DurableMark::decode(&sim.read_file(&dir.join(DURABLE_FILE)).unwrap(), Path::new("d")).unwrap();
+        let seg_path = dir.join(segment_file_name(mark.segment_base));
+        let bytes = sim.read_file(&seg_path).unwrap();
+        let fields = Arc::new(MetaFields::new(&["tenant"]));
+        let scanned = index_segment(&bytes, mark.segment_base, &seg_path, &fields).unwrap().index;
+        let (index, crc) = resume_from_checkpoint(st, dir, &mark, &fields, &bytes).expect("checkpoint used");
+        assert_eq!(index.next_position(), mark.next_position);
+        assert_eq!(index.encode_file().unwrap(), scanned.encode_file().unwrap());
+        assert_eq!(index.encode_snapshot().unwrap().len(), scanned.encode_snapshot().unwrap().len());
+        assert_eq!(crc.finalize(), mark.content_crc);
+        // Other fields, or one changed byte in the segment's durable prefix: not used.
+        assert!(resume_from_checkpoint(st, dir, &mark, &Arc::new(MetaFields::new(&["x"])), &bytes).is_none());
+        let mut damaged = bytes.clone();
+        damaged[SEGMENT_HEADER + 40] ^= 1;
+        assert!(resume_from_checkpoint(st, dir, &mark, &fields, &damaged).is_none());
+    }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::format::index::{IndexEntry, MemIndex, MetaFields};
+use crate::format::index::{IndexEntry, Lookup, MemIndex, MetaFields};
 use crate::format::record::{EventView, Frame};
 use crate::format::segment::{self, SEGMENT_HEADER, ScanEnd};
 
@@ -27,13 +27,24 @@ pub(crate) struct Scanned {
 /// Scans a segment body from its header on, indexing events append by append
 /// (the commit rule). A position out of sequence is corruption.
 pub(crate) fn index_segment(bytes: &[u8], base: u64, path: &Path, fields: &Arc<MetaFields>) -> Result<Scanned> {
-    let mut index = MemIndex::new(base, SEGMENT_HEADER as u64, fields.clone());
+    resume_scan(bytes, MemIndex::new(base, SEGMENT_HEADER as u64, fields.clone()), path)
+}
+
+/// Scans on from where `index` ends (its end offset, just past a committed
+/// append, and its next position), as [`index_segment`] would have gone on
+/// had it indexed those events itself: recovery gives it the index of the
+/// active segment's durable prefix from `active.idc`.
+pub(crate) fn resume_scan(bytes: &[u8], mut index: MemIndex, path: &Path) -> Result<Scanned> {
+    let start = usize::try_from(index.end_offset())
+        .ok()
+        .filter(|s| (SEGMENT_HEADER..=bytes.len()).contains(s))
+        .ok_or_else(|| Error::corruption(path, index.end_offset(), "index ends past the segment"))?;
     // Events of an append are indexed only once its commit frame is seen.
     let mut pending: Vec<(EventView<'_>, u64, u64)> = Vec::new();
-    let mut next = base;
+    let mut next = index.next_position();
     let mut lost_total = 0u64;
-    let mut committed_end = SEGMENT_HEADER as u64;
-    let end = segment::scan_frames(bytes, |frame, offset, end| {
+    let mut committed_end = start as u64;
+    let end = segment::scan_frames_from(bytes, start, |frame, offset, end| {
         match frame {
             Frame::Event(ev) => {
                 if ev.position != next {

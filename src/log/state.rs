@@ -17,6 +17,102 @@ use crate::log::segments::SegmentSet;
 use crate::options::Options;
 use crate::storage::{LockGuard, Storage};
 
+/// Every stream's state: the checked `streams.chk` table of the last clean
+/// close or seal (searched in place, never copied at open) under the states
+/// changed since (later segments' summaries, the active segment, appends).
+#[derive(Default)]
+pub(crate) struct StreamMap {
+    /// A version-2 `streams.chk`, checked whole at open, and its bytes.
+    table: Option<(crate::format::checkpoint::StreamTable, crate::storage::Mapped)>,
+    /// States set since the table, which win over it.
+    changed: HashMap<Box<str>, StreamState>,
+    /// Streams in `changed` that the table does not hold.
+    added: usize,
+}
+
+impl StreamMap {
+    /// The states of a checked version-2 `streams.chk` (`bytes`), or of a
+    /// decoded map (a version-1 file, or none).
+    pub(crate) fn new(
+        table: Option<(crate::format::checkpoint::StreamTable, crate::storage::Mapped)>,
+        changed: HashMap<Box<str>, StreamState>,
+    ) -> Self {
+        let added = changed.len();
+        StreamMap { table, changed, added }
+    }
+
+    fn in_table(&self, stream: &str) -> Option<StreamState> {
+        let (t, bytes) = self.table.as_ref()?;
+        t.get((**bytes).as_ref(), stream)
+    }
+
+    /// The state of `stream`, if it exists.
+    pub(crate) fn get(&self, stream: &str) -> Option<StreamState> {
+        self.changed.get(stream).copied().or_else(|| self.in_table(stream))
+    }
+
+    /// Sets the state of `stream`.
+    pub(crate) fn set(&mut self, stream: &str, state: StreamState) {
+        match self.changed.get_mut(stream) {
+            Some(s) => *s = state,
+            None => {
+                if self.in_table(stream).is_none() {
+                    self.added += 1;
+                }
+                self.changed.insert(stream.into(), state);
+            }
+        }
+    }
+
+    /// True if the states come from a version-2 `streams.chk` searched in place.
+    pub(crate) fn is_table(&self) -> bool {
+        self.table.is_some()
+    }
+
+    /// Number of streams.
+    pub(crate) fn len(&self) -> usize {
+        self.table.as_ref().map_or(0, |(t, _)| t.count) + self.added
+    }
+
+    /// Every stream's state, as one map.
+    pub(crate) fn to_map(&self) -> HashMap<Box<str>, StreamState> {
+        let mut map = HashMap::with_capacity(self.len());
+        if let Some((t, bytes)) = &self.table {
+            map.extend(t.iter((**bytes).as_ref()).map(|(n, s)| (Box::<str>::from(n), s)));
+        }
+        map.extend(self.changed.iter().map(|(n, s)| (n.clone(), *s)));
+        map
+    }
+
+    /// The names that start with `prefix`, in no order.
+    pub(crate) fn names_with_prefix(&self, prefix: &str) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        if let Some((t, bytes)) = &self.table {
+            names.extend(
+                t.with_prefix((**bytes).as_ref(), prefix)
+                    .filter(|(n, _)| !self.changed.contains_key(*n))
+                    .map(|(n, _)| n.to_string()),
+            );
+        }
+        names.extend(self.changed.keys().filter(|n| n.starts_with(prefix)).map(|n| n.to_string()));
+        names
+    }
+
+    /// Every stream name, in no order.
+    pub(crate) fn names(&self) -> Vec<Box<str>> {
+        let mut names: Vec<Box<str>> = Vec::with_capacity(self.len());
+        if let Some((t, bytes)) = &self.table {
+            names.extend(
+                t.iter((**bytes).as_ref())
+                    .filter(|(n, _)| !self.changed.contains_key(*n))
+                    .map(|(n, _)| n.into()),
+            );
+        }
+        names.extend(self.changed.keys().cloned());
+        names
+    }
+}
+
 /// State shared by readers and the writer.
 pub(crate) struct Shared {
     pub(crate) dir: PathBuf,
@@ -26,7 +122,8 @@ pub(crate) struct Shared {
     pub(crate) meta_fields: Arc<crate::format::index::MetaFields>,
     /// The segment files.
     pub(crate) segments: SegmentSet,
-    pub(crate) streams: RwLock<HashMap<Box<str>, StreamState>>,
+    /// Every stream's state ([`StreamMap`]).
+    pub(crate) streams: RwLock<StreamMap>,
     /// The stream names sorted, for listings ([`Shared::sorted_stream_names`]).
     pub(crate) stream_names: Mutex<Arc<Vec<Box<str>>>>,
     /// Position after the last published event.
@@ -55,6 +152,15 @@ pub(crate) struct Shared {
     /// The durable-end checkpoint as last read or written (`durable.chk`), so
     /// that a close with nothing new to record writes nothing.
     pub(crate) durable_mark: Mutex<Option<crate::format::checkpoint::DurableMark>>,
+    /// True while `active.idc` holds the active segment's index as of
+    /// `durable_mark` (open used it, or a clean close wrote it), so that a
+    /// close with nothing new to record need not write it again.
+    pub(crate) active_index_saved: std::sync::atomic::AtomicBool,
+    /// True while `streams.chk` is a good version-1 file (as an older annal
+    /// wrote it), which a close with nothing new to record rewrites in
+    /// version 2. A damaged or missing one is left for repair and the next
+    /// seal or close with appends, as before version 2.
+    pub(crate) streams_v1: std::sync::atomic::AtomicBool,
     /// The last error of background work (compression, scavenging), which has
     /// no caller to return it to, with when it happened.
     pub(crate) background_error: Mutex<Option<String>>,
@@ -202,7 +308,7 @@ impl Shared {
     }
 
     pub(crate) fn stream_state(&self, stream: &str) -> Option<StreamState> {
-        self.streams.read().get(stream).copied()
+        self.streams.read().get(stream)
     }
 
     /// Every stream name, sorted. The copy is made again only when streams
@@ -213,7 +319,7 @@ impl Shared {
     pub(crate) fn sorted_stream_names(&self) -> Arc<Vec<Box<str>>> {
         let mut names = self.stream_names.lock();
         if names.len() != self.streams.read().len() {
-            let mut copy: Vec<Box<str>> = self.streams.read().keys().cloned().collect();
+            let mut copy: Vec<Box<str>> = self.streams.read().names();
             copy.sort_unstable();
             *names = Arc::new(copy);
         }

@@ -129,7 +129,8 @@ pub(crate) fn load_holds(shared: &Shared) -> Result<()> {
     let names: Vec<String> = shared
         .streams
         .read()
-        .keys()
+        .names_with_prefix("$forward-")
+        .iter()
         .filter_map(|n| n.strip_prefix("$forward-").and_then(|n| n.strip_suffix("-checkpoint")))
         .map(str::to_string)
         .collect();
@@ -188,7 +189,8 @@ fn saved_forwarder_positions(shared: &Shared) -> Result<BTreeMap<String, Option<
     let names: Vec<String> = shared
         .streams
         .read()
-        .keys()
+        .names_with_prefix("$forward-")
+        .iter()
         .filter_map(|n| n.strip_prefix("$forward-").and_then(|n| n.strip_suffix("-checkpoint")))
         .map(str::to_string)
         .collect();

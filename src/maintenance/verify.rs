@@ -206,11 +206,11 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
 
     // The active segment, up to what is published now.
     let mut scanned_to = active_base;
-    let mut streams = shared.streams.read().clone();
+    let mut streams = shared.streams.read().to_map();
     if let Some(active) = &now.active {
         let (live_index, end) = {
             let idx = active.index.read();
-            streams = shared.streams.read().clone();
+            streams = shared.streams.read().to_map();
             scanned_to = idx.next_position();
             (idx.encode_file()?, idx.end_offset())
         };

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::{Lookup, MetaFields, Parts, StreamSummary, TagKey, TagOwner, TypeCatalog, fold32, hash_str, v1, v2};
 use crate::error::Result;
+use crate::format::codec::{DecodeError, Reader};
 use crate::format::record::LostView;
 
 /// One stream's part of the active segment.
@@ -248,6 +249,208 @@ impl MemIndex {
             1 => self.encode_file_v1(),
             v => self.encode_file_v2(v),
         }
+    }
+}
+
+/// Smallest encoded size of one item of each list of a snapshot (see
+/// [`MemIndex::encode_snapshot`]), which bounds what a count may allocate.
+const SNAP_LOCATION: usize = 16;
+const SNAP_STREAM: usize = 2 + 32;
+const SNAP_ENTRY: usize = 16;
+const SNAP_TYPE: usize = 8 + 8 + 8;
+const SNAP_TAG: usize = 8 + 8 + 1 + 8;
+const SNAP_ID: usize = 24;
+
+/// A list length of a snapshot, refused when `min` bytes an item would not
+/// fit in what is left of the body.
+fn snap_count(r: &mut Reader<'_>, min: usize) -> std::result::Result<usize, DecodeError> {
+    let n = r.u64()?;
+    usize::try_from(n)
+        .ok()
+        .filter(|n| n.checked_mul(min).is_some_and(|b| b <= r.buf.len()))
+        .ok_or(DecodeError("list longer than the snapshot"))
+}
+
+/// A list of positions, refused unless strictly ascending.
+fn snap_positions(r: &mut Reader<'_>) -> std::result::Result<Vec<u64>, DecodeError> {
+    let n = snap_count(r, 8)?;
+    let positions = (0..n).map(|_| r.u64()).collect::<std::result::Result<Vec<u64>, DecodeError>>()?;
+    if positions.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(DecodeError("positions out of order"));
+    }
+    Ok(positions)
+}
+
+impl MemIndex {
+    /// Encodes everything this index holds, so that [`MemIndex::decode_snapshot`]
+    /// gives an equal index back without reading the segment (the body of
+    /// `active.idc`, format.md "Active index checkpoint"). Fails with
+    /// [`crate::Error::InvalidInput`] on a stream or type name longer than a
+    /// 16-bit length (the store's never are).
+    pub fn encode_snapshot(&self) -> Result<Vec<u8>> {
+        let name16 = |out: &mut Vec<u8>, name: &str| -> Result<()> {
+            let len = u16::try_from(name.len())
+                .map_err(|_| crate::Error::InvalidInput(format!("name of {} bytes in an index snapshot", name.len())))?;
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(name.as_bytes());
+            Ok(())
+        };
+        let u64s = |out: &mut Vec<u8>, v: &[u64]| {
+            out.extend_from_slice(&(v.len() as u64).to_le_bytes());
+            for x in v {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        };
+        let mut out = Vec::with_capacity(64 + self.locations.len() * (SNAP_LOCATION + SNAP_ID + SNAP_ENTRY + 24));
+        out.extend_from_slice(&self.base.to_le_bytes());
+        out.extend_from_slice(&self.end_offset.to_le_bytes());
+        out.extend_from_slice(&self.fields.fingerprint().to_le_bytes());
+        out.extend_from_slice(&(self.locations.len() as u64).to_le_bytes());
+        for (offset, ts) in &self.locations {
+            out.extend_from_slice(&offset.to_le_bytes());
+            out.extend_from_slice(&ts.to_le_bytes());
+        }
+        let streams: Vec<&StreamSlot> = self.streams.values().flatten().collect();
+        out.extend_from_slice(&(streams.len() as u64).to_le_bytes());
+        for s in streams {
+            name16(&mut out, &s.name)?;
+            out.extend_from_slice(&s.summary.first_revision.to_le_bytes());
+            out.extend_from_slice(&s.summary.last_revision.to_le_bytes());
+            out.extend_from_slice(&s.summary.last_position.to_le_bytes());
+            out.extend_from_slice(&(s.entries.len() as u64).to_le_bytes());
+            for (revision, position) in &s.entries {
+                out.extend_from_slice(&revision.to_le_bytes());
+                out.extend_from_slice(&position.to_le_bytes());
+            }
+        }
+        out.extend_from_slice(&(self.types.len() as u64).to_le_bytes());
+        for (hash, t) in &self.types {
+            out.extend_from_slice(&hash.to_le_bytes());
+            out.extend_from_slice(&(t.names.len() as u64).to_le_bytes());
+            for n in &t.names {
+                name16(&mut out, n)?;
+            }
+            u64s(&mut out, &t.positions);
+        }
+        out.extend_from_slice(&(self.tags.len() as u64).to_le_bytes());
+        for (hash, t) in &self.tags {
+            out.extend_from_slice(&hash.to_le_bytes());
+            out.extend_from_slice(&t.check.to_le_bytes());
+            out.push(u8::from(t.mixed));
+            u64s(&mut out, &t.positions);
+        }
+        out.extend_from_slice(&(self.ids.len() as u64).to_le_bytes());
+        for (id, position) in &self.ids {
+            out.extend_from_slice(id.as_bytes());
+            out.extend_from_slice(&position.to_le_bytes());
+        }
+        Ok(out)
+    }
+
+    /// Decodes [`MemIndex::encode_snapshot`]'s bytes for an index filing the
+    /// metadata `fields`. Refuses (never panics on) bytes that do not decode,
+    /// that were made with other fields, or whose lists disagree with its
+    /// locations; the caller checks the file's checksum and that it
+    /// describes the segment as it is on disk.
+    pub fn decode_snapshot(b: &[u8], fields: Arc<MetaFields>) -> std::result::Result<Self, DecodeError> {
+        let mut r = Reader::new(b);
+        let base = r.u64()?;
+        let end_offset = r.u64()?;
+        if r.u64()? != fields.fingerprint() {
+            return Err(DecodeError("made with other indexed metadata fields"));
+        }
+        let n = snap_count(&mut r, SNAP_LOCATION)?;
+        let mut locations = Vec::with_capacity(n);
+        for _ in 0..n {
+            let offset = r.u64()?;
+            let ts = i64::from_le_bytes(r.u64()?.to_le_bytes());
+            locations.push((offset, ts));
+        }
+        if locations.windows(2).any(|w| w[0].0 > w[1].0) || locations.last().is_some_and(|l| l.0 >= end_offset) {
+            return Err(DecodeError("locations out of order or past the end"));
+        }
+        let next = base
+            .checked_add(n as u64)
+            .ok_or(DecodeError("positions past the end of the log"))?;
+        let in_range = |p: &u64| (base..next).contains(p);
+        let n = snap_count(&mut r, SNAP_STREAM)?;
+        let mut streams: FxHashMap<u64, Vec<StreamSlot>> = FxHashMap::default();
+        streams.reserve(n);
+        for _ in 0..n {
+            let name = r.str16()?.to_string();
+            let summary = StreamSummary {
+                first_revision: r.u64()?,
+                last_revision: r.u64()?,
+                last_position: r.u64()?,
+            };
+            let m = snap_count(&mut r, SNAP_ENTRY)?;
+            let entries = (0..m)
+                .map(|_| Ok((r.u64()?, r.u64()?)))
+                .collect::<std::result::Result<Vec<(u64, u64)>, DecodeError>>()?;
+            if !entries.iter().all(|(_, p)| in_range(p)) || entries.windows(2).any(|w| w[0].0 >= w[1].0 || w[0].1 >= w[1].1) {
+                return Err(DecodeError("stream entry outside the segment or out of order"));
+            }
+            let bucket = streams.entry(hash_str(&name)).or_default();
+            if bucket.iter().any(|s| s.name == name) {
+                return Err(DecodeError("stream listed twice"));
+            }
+            bucket.push(StreamSlot { name, summary, entries });
+        }
+        let n = snap_count(&mut r, SNAP_TYPE)?;
+        let mut types: FxHashMap<u64, TypeSlot> = FxHashMap::default();
+        types.reserve(n);
+        for _ in 0..n {
+            let hash = r.u64()?;
+            let count = snap_count(&mut r, 2)?;
+            let names = (0..count)
+                .map(|_| Ok(r.str16()?.into()))
+                .collect::<std::result::Result<Vec<Box<str>>, DecodeError>>()?;
+            let positions = snap_positions(&mut r)?;
+            if !positions.iter().all(in_range) || types.insert(hash, TypeSlot { names, positions }).is_some() {
+                return Err(DecodeError("type entry outside the segment or listed twice"));
+            }
+        }
+        let n = snap_count(&mut r, SNAP_TAG)?;
+        let mut tags: FxHashMap<u64, TagSlot> = FxHashMap::default();
+        tags.reserve(n);
+        for _ in 0..n {
+            let hash = r.u64()?;
+            let check = r.u64()?;
+            let mixed = match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(DecodeError("bad tag flag")),
+            };
+            let positions = snap_positions(&mut r)?;
+            if !positions.iter().all(in_range)
+                || tags.insert(hash, TagSlot { check, mixed, positions }).is_some()
+            {
+                return Err(DecodeError("tag entry outside the segment or listed twice"));
+            }
+        }
+        let n = snap_count(&mut r, SNAP_ID)?;
+        let mut ids: FxHashMap<Uuid, u64> = FxHashMap::default();
+        ids.reserve(n);
+        for _ in 0..n {
+            let id = Uuid::from_slice(r.take(16)?).map_err(|_| DecodeError("bad event id"))?;
+            let position = r.u64()?;
+            if !in_range(&position) || ids.insert(id, position).is_some() {
+                return Err(DecodeError("event id outside the segment or listed twice"));
+            }
+        }
+        if !r.buf.is_empty() {
+            return Err(DecodeError("trailing bytes in the snapshot"));
+        }
+        Ok(MemIndex {
+            base,
+            locations,
+            end_offset,
+            streams,
+            types,
+            tags,
+            ids,
+            fields,
+        })
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, IoContext, Result};
-use crate::format::checkpoint::{DURABLE_FILE, DurableMark};
+use crate::format::checkpoint::{ACTIVE_INDEX_FILE, DURABLE_FILE, DurableMark, encode_active_index};
 use crate::format::index::Lookup;
 use crate::format::segment::SEGMENT_HEADER;
 use crate::log::segments::ActiveSegment;
@@ -213,7 +213,30 @@ impl Writer {
             content_crc: self.content_crc.clone().finalize(),
         };
         let mut last = self.shared.durable_mark.lock();
-        if *last == Some(mark) {
+        let unchanged = *last == Some(mark);
+        let streams_v1 = self.shared.streams_v1.load(Ordering::Acquire);
+        if unchanged && self.shared.active_index_saved.load(Ordering::Acquire) && !streams_v1 {
+            return Ok(());
+        }
+        // The active segment's index as of this close, so that the next open
+        // need not scan the segment to rebuild it (also when nothing was
+        // appended since an open that scanned it, as after a close by an
+        // annal that did not write the file). Derived data, checked against
+        // `durable.chk` at open: a failure here costs only that scan.
+        let saved = encode_active_index(&mark, &self.active.index.read())
+            .and_then(|bytes| {
+                write_atomically(&*self.shared.storage, &self.shared.dir, ACTIVE_INDEX_FILE, &bytes)
+                    .ctx(|| format!("writing {ACTIVE_INDEX_FILE}"))
+            })
+            .is_ok();
+        if unchanged {
+            // Nothing appended since open: `streams.chk` is rewritten only to
+            // bring a good version-1 file to version 2 (searched in place at
+            // the next open); a damaged one stays for verify and repair.
+            if streams_v1 {
+                let _ = self.write_stream_checkpoint();
+            }
+            self.shared.active_index_saved.store(saved, Ordering::Release);
             return Ok(());
         }
         // The stream states as of this close, first: whatever later damages the
@@ -221,6 +244,7 @@ impl Writer {
         self.write_stream_checkpoint()?;
         write_atomically(&*self.shared.storage, &self.shared.dir, DURABLE_FILE, &mark.encode())
             .ctx(|| format!("writing {DURABLE_FILE}"))?;
+        self.shared.active_index_saved.store(saved, Ordering::Release);
         *last = Some(mark);
         Ok(())
     }

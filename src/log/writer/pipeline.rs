@@ -157,12 +157,7 @@ pub(super) fn publish(shared: &Shared, w: &Written) {
     }
     let mut streams = shared.streams.write();
     for (name, state) in &group.streams {
-        match streams.get_mut(name.as_str()) {
-            Some(s) => *s = *state,
-            None => {
-                streams.insert(name.as_str().into(), *state);
-            }
-        }
+        streams.set(name, *state);
     }
     drop(streams);
     drop(idx);

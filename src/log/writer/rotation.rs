@@ -99,10 +99,13 @@ impl Writer {
     pub(super) fn write_stream_checkpoint(&self) -> Result<()> {
         let checkpoint = StreamsCheckpoint {
             covered_position: self.next_position,
-            streams: self.shared.streams.read().clone(),
+            streams: self.shared.streams.read().to_map(),
         };
         write_atomically(&*self.shared.storage, &self.shared.dir, STREAMS_FILE, &checkpoint.encode()?)
-            .ctx(|| format!("writing {STREAMS_FILE}"))
+            .ctx(|| format!("writing {STREAMS_FILE}"))?;
+        // Version 2 now (see `Shared::streams_v1`).
+        self.shared.streams_v1.store(false, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 
     /// After the seal is durable: the sealed segment's index, the stream
