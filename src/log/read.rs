@@ -812,8 +812,8 @@ fn slice_of(bytes: &Bytes, lo: u64, offset: u64, end: u64) -> Option<Bytes> {
     (start <= stop && stop <= bytes.len()).then(|| bytes.slice(start..stop))
 }
 
-/// Most matched types whose lists a read takes a window at a time when
-/// they hold a quarter of the segment or more (see [`candidates`]).
+/// Most matched types whose lists a read takes a window at a time (see
+/// [`candidates`]).
 const MAX_WINDOWED_TYPES: usize = 64;
 
 /// The candidate positions of one segment for a filter, from its indexes.
@@ -895,22 +895,27 @@ fn candidates(l: &dyn Lookup, f: &Filter, fields: &MetaFields) -> Candidates {
         .filter(|(k, _)| indexed && fields.contains(k))
         .map(|(k, v)| meta_key(k, v))
         .collect();
-    // A stream condition keeps its own candidates (a stream's entries may
-    // be far fewer than the pattern's matches).
+    // With a stream condition a read takes the paths it took before the
+    // windows ([`listed`]: the stream's entries where the pattern is dense).
     if f.types.is_empty()
         && f.tags.is_empty()
         && meta_keys.is_empty()
         && !f.has_stream_condition()
         && let Some((hashes, matched)) = pattern_types(l, f)
     {
-        // Each window looks up every matched type. Where very many types
-        // match a quarter of the segment or more, reading it in order finds
-        // a match every few events for less.
-        let dense = matched.saturating_mul(4) > l.next_position().saturating_sub(l.base());
-        if dense && hashes.len() > MAX_WINDOWED_TYPES {
+        // Each window looks up every matched type again, so windows serve
+        // only a few types. Beyond that, where the types match a quarter of
+        // the segment or more, reading it in order finds a match every few
+        // events for less; where they match less, their lists are merged
+        // once (a page that passes a long stretch without matches would
+        // otherwise look every type up once per window: 2.5-4.3x slower for
+        // 10,000 sparse types, in the review).
+        if hashes.len() <= MAX_WINDOWED_TYPES {
+            return Candidates::Types { hashes, matched };
+        }
+        if matched.saturating_mul(4) > l.next_position().saturating_sub(l.base()) {
             return Candidates::All;
         }
-        return Candidates::Types { hashes, matched };
     }
     match listed(l, f, &meta_keys) {
         Some(list) => Candidates::List(list),
