@@ -133,8 +133,10 @@ impl Storage for FsStorage {
         if f.metadata()?.len() == 0 {
             return Ok(Arc::new(Vec::<u8>::new()));
         }
-        // SAFETY: annal maps only sealed segment and index files, which it never
-        // modifies or truncates while a handle is open, and (recovery, before
+        // SAFETY: annal maps only files it never modifies or truncates in place
+        // while a mapping lives: sealed segment and index files, checkpoint
+        // files (replaced by rename, never written in place: a mapped
+        // `streams.chk` stays valid until dropped), and (recovery, before
         // anything is appended) the last segment, whose mapping it drops before
         // it cuts a torn tail; the lock file keeps other annal processes out. A foreign process truncating the file could still
         // fault the mapping, which no safe API can prevent.
@@ -171,14 +173,19 @@ pub fn read_whole(file: &dyn StorageFile) -> io::Result<Vec<u8>> {
 
 /// Writes `bytes` as `dir/name` so that a crash leaves either the old file or
 /// the whole new one: write `name.tmp`, sync it, rename it over `name`, sync `dir`.
+/// A write or sync that fails removes `name.tmp` again (a half-written one on
+/// a full disk would keep the room other files need).
 pub fn write_atomically(storage: &dyn Storage, dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
     if storage.exists(&tmp) {
         storage.remove(&tmp)?;
     }
     let f = storage.create(&tmp)?;
-    f.write_all_at(bytes, 0)?;
-    f.sync_data()?;
+    if let Err(e) = f.write_all_at(bytes, 0).and_then(|()| f.sync_data()) {
+        drop(f);
+        let _ = storage.remove(&tmp);
+        return Err(e);
+    }
     drop(f);
     storage.rename(&tmp, &dir.join(name))?;
     storage.sync_dir(dir)

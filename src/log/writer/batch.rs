@@ -218,17 +218,6 @@ impl Writer {
         if unchanged && self.shared.active_index_saved.load(Ordering::Acquire) && !streams_v1 {
             return Ok(());
         }
-        // The active segment's index as of this close, so that the next open
-        // need not scan the segment to rebuild it (also when nothing was
-        // appended since an open that scanned it, as after a close by an
-        // annal that did not write the file). Derived data, checked against
-        // `durable.chk` at open: a failure here costs only that scan.
-        let saved = encode_active_index(&mark, &self.active.index.read())
-            .and_then(|bytes| {
-                write_atomically(&*self.shared.storage, &self.shared.dir, ACTIVE_INDEX_FILE, &bytes)
-                    .ctx(|| format!("writing {ACTIVE_INDEX_FILE}"))
-            })
-            .is_ok();
         if unchanged {
             // Nothing appended since open: `streams.chk` is rewritten only to
             // bring a good version-1 file to version 2 (searched in place at
@@ -236,7 +225,7 @@ impl Writer {
             if streams_v1 {
                 let _ = self.write_stream_checkpoint();
             }
-            self.shared.active_index_saved.store(saved, Ordering::Release);
+            self.save_active_index(&mark);
             return Ok(());
         }
         // The stream states as of this close, first: whatever later damages the
@@ -244,9 +233,29 @@ impl Writer {
         self.write_stream_checkpoint()?;
         write_atomically(&*self.shared.storage, &self.shared.dir, DURABLE_FILE, &mark.encode())
             .ctx(|| format!("writing {DURABLE_FILE}"))?;
-        self.shared.active_index_saved.store(saved, Ordering::Release);
         *last = Some(mark);
+        // Last: derived data, never worth a file the close needs (on a nearly
+        // full disk, a half-written one would take the room `durable.chk`
+        // needs). A crash before it leaves the older file, whose mark no
+        // longer matches `durable.chk`: open then scans.
+        self.save_active_index(&mark);
         Ok(())
+    }
+
+    /// Writes the active segment's index as of this close (`mark`), so that
+    /// the next open need not scan the segment to rebuild it (also when
+    /// nothing was appended since an open that scanned it, as after a close
+    /// by an annal that did not write the file). Derived data, checked
+    /// against `durable.chk` at open: a failure here costs only that scan,
+    /// and fails no close.
+    fn save_active_index(&self, mark: &DurableMark) {
+        let saved = encode_active_index(mark, &self.active.index.read())
+            .and_then(|bytes| {
+                write_atomically(&*self.shared.storage, &self.shared.dir, ACTIVE_INDEX_FILE, &bytes)
+                    .ctx(|| format!("writing {ACTIVE_INDEX_FILE}"))
+            })
+            .is_ok();
+        self.shared.active_index_saved.store(saved, Ordering::Release);
     }
 
     pub(super) fn fail(&self, reason: String) {
