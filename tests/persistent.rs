@@ -236,6 +236,100 @@ fn fetch_while_leaves_the_refused_event_in_line() {
     assert_eq!((got[0].event.position, got[0].retry_count), (0, 0));
 }
 
+/// A fetch whose `fits` stops after one event reads only a small chunk of
+/// the source, whatever `max` is: an answer capped by bytes must not hold
+/// up to `max_in_flight` events (of up to 4 MiB each) in memory.
+#[test]
+fn fetch_while_reads_the_source_lazily() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fill(&store, 1000);
+    let group = store.create_group("g", GroupSettings::all()).unwrap();
+    let c = group.consumer("c");
+    let mut n = 0;
+    let got = c
+        .fetch_while(10_000, Duration::ZERO, |_| {
+            n += 1;
+            n == 1
+        })
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    let info = group.info();
+    assert!(info.ready <= 8, "{} events read ahead for 1 delivered", info.ready);
+    // A fetch that accepts everything still gets everything, in order.
+    let mut seen = vec![got[0].event.position];
+    c.ack(&[got[0].event.id]).unwrap();
+    loop {
+        let got = c.fetch(10_000, Duration::ZERO).unwrap();
+        if got.is_empty() {
+            break;
+        }
+        c.ack(&got.iter().map(|d| d.event.id).collect::<Vec<_>>()).unwrap();
+        seen.extend(got.iter().map(|d| d.event.position));
+    }
+    let want: Vec<u64> = store
+        .read_all(Direction::Forward, annal::LogFrom::Start, 1000, &annal::Filter::all())
+        .unwrap()
+        .iter()
+        .map(|e| e.position)
+        .collect();
+    assert_eq!(seen, want);
+}
+
+/// A `fits` that panics (a caller's bug) takes nothing: every event stays
+/// in line and is delivered by the next fetch, in a round-robin group and
+/// in a pinned one (where events of other consumers are passed over).
+#[test]
+fn a_panicking_fits_loses_no_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fill(&store, 20);
+    let want: Vec<u64> = store
+        .read_all(Direction::Forward, annal::LogFrom::Start, 20, &annal::Filter::all())
+        .unwrap()
+        .iter()
+        .map(|e| e.position)
+        .collect();
+    for (strategy, panic_at) in [
+        (Strategy::RoundRobin, 1),
+        (Strategy::RoundRobin, 3),
+        (Strategy::Pinned, 2),
+    ] {
+        let name = format!("{strategy:?}-{panic_at}").to_lowercase();
+        let group = store
+            .create_group(
+                &name,
+                GroupSettings {
+                    strategy,
+                    ..GroupSettings::all()
+                },
+            )
+            .unwrap();
+        let (x, y) = (group.consumer("x"), group.consumer("y"));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut n = 0;
+            x.fetch_while(10, Duration::ZERO, |_| {
+                n += 1;
+                assert!(n < panic_at, "the caller's closure panics");
+                true
+            })
+        }));
+        assert!(r.is_err());
+        assert_eq!(group.info().in_flight, 0, "{name}: nothing taken");
+        let mut seen = Vec::new();
+        for _ in 0..50 {
+            for c in [&x, &y] {
+                let got = c.fetch(100, Duration::ZERO).unwrap();
+                assert!(got.iter().all(|d| d.retry_count == 0), "{name}");
+                c.ack(&got.iter().map(|d| d.event.id).collect::<Vec<_>>()).unwrap();
+                seen.extend(got.iter().map(|d| d.event.position));
+            }
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, want, "{name}: each event delivered once");
+    }
+}
+
 #[test]
 fn a_group_resumes_from_its_checkpoint_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();

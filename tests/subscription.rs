@@ -384,3 +384,38 @@ fn a_cancelled_subscription_stops_reading_the_log() {
         "{m:?}"
     );
 }
+
+/// Cancelled, a subscription says so at the next call whatever it was
+/// doing: caught up (nothing left to read), or with messages already read
+/// and not yet returned, and it delivers nothing appended afterwards.
+#[test]
+fn a_cancelled_subscription_says_so_at_its_next_call() {
+    let (_d, store) = store();
+    let batch: Vec<EventData> = (0..10).map(|i| ev("T", i)).collect();
+    store.append("s", ExpectedVersion::Any, batch).unwrap();
+    // Caught up: every event read, nothing buffered.
+    let cancel = annal::Cancel::new();
+    let mut sub = store
+        .subscribe_all(SubscribeFrom::Start, Filter::all())
+        .with_cancel(cancel.clone());
+    let mut n = 0;
+    while let Some(m) = sub.next_timeout(Duration::ZERO).unwrap() {
+        n += usize::from(matches!(m, Message::Event(_)));
+    }
+    assert_eq!(n, 10);
+    cancel.cancel();
+    let m = sub.next_timeout(Duration::ZERO);
+    assert!(matches!(m, Err(annal::Error::Cancelled)), "caught up: {m:?}");
+    store.append("s", ExpectedVersion::Any, vec![ev("T", 10)]).unwrap();
+    let m = sub.next_timeout(Duration::ZERO);
+    assert!(matches!(m, Err(annal::Error::Cancelled)), "after an append: {m:?}");
+    // Mid-batch: one event returned, the rest of its batch read and waiting.
+    let cancel = annal::Cancel::new();
+    let mut sub = store
+        .subscribe_stream("s", SubscribeFrom::Start)
+        .with_cancel(cancel.clone());
+    assert!(matches!(sub.next_timeout(Duration::ZERO), Ok(Some(Message::Event(_)))));
+    cancel.cancel();
+    let m = sub.next_timeout(Duration::ZERO);
+    assert!(matches!(m, Err(annal::Error::Cancelled)), "mid-batch: {m:?}");
+}

@@ -44,6 +44,11 @@ pub(crate) enum Need<'a> {
     /// Use (with the read role) or manage (with the write role) a
     /// persistent subscription group, which reads its source.
     Group(Role, &'a GroupSource),
+    /// Create a group of this name (the write role). Group names are shared
+    /// by the whole store: a token limited to some stream prefixes names its
+    /// groups under them, so that a name taken by a group it may not see is
+    /// refused as any other name outside them, not as taken.
+    NameGroup(&'a str),
 }
 
 /// Why a request may not go on.
@@ -103,7 +108,7 @@ impl Principal {
     fn refusal<'a>(&self, need: Need<'a>) -> Option<Refusal<'a>> {
         let role = match need {
             Need::Role(r) | Need::Group(r, _) => r,
-            Need::Write(_) | Need::Condition => Role::Write,
+            Need::Write(_) | Need::Condition | Need::NameGroup(_) => Role::Write,
             Need::Read(_) | Need::ReadLog(_) | Need::WholeStore => Role::Read,
         };
         if self.role < role {
@@ -112,6 +117,8 @@ impl Principal {
         match need {
             Need::Role(_) => None,
             Need::Read(s) | Need::Write(s) => (!self.may_stream(s)).then_some(Refusal::Stream(s)),
+            // The name is checked as a stream name would be.
+            Need::NameGroup(name) => (!self.may_stream(name)).then_some(Refusal::GroupName(name)),
             Need::Group(_, GroupSource::Stream(s)) => (!self.may_stream(s)).then_some(Refusal::Stream(s)),
             Need::ReadLog(prefix) => (!self.may_read_log(prefix)).then_some(Refusal::Log),
             Need::Group(_, GroupSource::All(f)) => {
@@ -130,6 +137,7 @@ impl Principal {
 enum Refusal<'a> {
     Role(Role),
     Stream(&'a str),
+    GroupName(&'a str),
     Log,
     Condition,
     WholeStore,
@@ -140,6 +148,10 @@ impl Refusal<'_> {
         match self {
             Refusal::Role(role) => format!("this route needs the {role:?} role").to_lowercase(),
             Refusal::Stream(stream) => format!("this token may not access stream {stream:?}"),
+            Refusal::GroupName(name) => format!(
+                "this token is limited to some streams: the name of a group it creates must start with one \
+                 of its stream prefixes, and {name:?} does not (group names are shared by the whole store)"
+            ),
             Refusal::Log => "this token is limited to some streams: give a stream_prefix within them".into(),
             Refusal::Condition => "this token is limited to some streams and may not append with a condition: \
                                    a condition's query runs over every stream"

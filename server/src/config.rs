@@ -93,7 +93,8 @@ pub struct ServerConfig {
     /// stops before its next event; a gRPC read holds it while it reads a
     /// page from the store, not while it waits for its client); more are
     /// refused with 503 `too_many_scans` (gRPC: RESOURCE_EXHAUSTED at the
-    /// start of a read; its later pages wait for a place). Default 8.
+    /// start of a read; its later pages try again for a place every few
+    /// milliseconds, never queueing ahead of other reads). Default 8.
     pub max_scans: usize,
     /// Interval of SSE keep-alive comments, in milliseconds. Default 15 s.
     pub keepalive_ms: u64,

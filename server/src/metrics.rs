@@ -167,7 +167,7 @@ impl Metrics {
         counter(
             &mut out,
             "annal_read_store_calls_total",
-            "Store reads made to build read responses of streams, of the log and of group fetches (a page takes one or a few).",
+            "Store calls made to build HTTP read responses: reads of a stream or of the log (a page takes one or a few), and group fetches' looks at their group (one per look, however many events it reads from the group's source).",
             load(&self.store_reads),
         );
         let _ = writeln!(

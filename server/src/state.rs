@@ -139,9 +139,10 @@ impl AppState {
         self.0.group_wakers.woken.load(Ordering::Acquire)
     }
 
-    /// Store reads made to build HTTP read responses of streams and of the
-    /// log, and group fetches' looks (`annal_read_store_calls_total`): a page
-    /// costs one or a few.
+    /// Store calls made to build HTTP read responses
+    /// (`annal_read_store_calls_total`): reads of a stream or of the log (a
+    /// page costs one or a few), and group fetches' looks at their group
+    /// (one per look, however many events it reads from the source).
     pub fn store_reads(&self) -> u64 {
         self.0.metrics.store_reads.load(Ordering::Acquire)
     }

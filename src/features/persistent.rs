@@ -751,6 +751,11 @@ fn low_water(inner: &GroupInner) -> u64 {
         .fold(inner.cursor, u64::min)
 }
 
+/// The first chunk a fetch reads from the source when its line runs dry.
+const REFILL_FIRST: usize = 8;
+/// The largest chunk a fetch reads at once (chunks double from [`REFILL_FIRST`]).
+const REFILL_MOST: usize = 64;
+
 /// A named consumer of a group.
 pub struct Consumer<'g> {
     group: &'g Group<'g>,
@@ -767,8 +772,15 @@ impl Consumer<'_> {
     /// accepts the next (given it as it would be delivered): the first one
     /// it refuses, and those after it, stay in the group's line, not
     /// delivered, as if never looked at. Lets a caller fill an answer of
-    /// bounded size with one call (one read of the source) instead of one
-    /// call per event; it must accept the first event to get any.
+    /// bounded size with one call instead of one call per event; it must
+    /// accept the first event to get any. The source is read lazily, a small
+    /// chunk at a time (8 events, growing to 64) only while `fits` accepts
+    /// and the line runs dry, so a fetch that stops early holds little in
+    /// memory whatever `max` is.
+    ///
+    /// `fits` runs under the group's lock: it must not touch the group (its
+    /// info, its consumers, a fetch, an ack), or it deadlocks. If it
+    /// panics, nothing is taken: every event stays in line as before.
     pub fn fetch_while(
         &self,
         max: usize,
@@ -780,8 +792,7 @@ impl Consumer<'_> {
         let mut inner = g.state.inner.lock();
         loop {
             g.expire(&mut inner)?;
-            g.refill(&mut inner, max)?;
-            let out = self.take(&mut inner, max, &mut fits);
+            let out = self.take(&mut inner, max, &mut fits)?;
             if !out.is_empty() {
                 return Ok(out);
             }
@@ -795,11 +806,14 @@ impl Consumer<'_> {
         }
     }
 
-    fn take(&self, inner: &mut GroupInner, max: usize, fits: &mut impl FnMut(&Delivery) -> bool) -> Vec<Delivery> {
+    /// Takes up to `max` events for this consumer while `fits` accepts them,
+    /// reading the source in small chunks when the line runs dry. Nothing
+    /// moves while `fits` runs: accepted events stay in the ready line
+    /// (marked by index) until the last call, then move to in-flight
+    /// together, so a panic in `fits` leaves the group as it was.
+    fn take(&self, inner: &mut GroupInner, max: usize, fits: &mut impl FnMut(&Delivery) -> bool) -> Result<Vec<Delivery>> {
         let g = self.group;
         let settings = &g.state.settings;
-        let mut out = Vec::new();
-        let mut keep = VecDeque::new();
         let consumers = inner.consumers.clone();
         // Dispatch to single: this consumer's turn comes once every consumer
         // connected before it is full (each holds what it took and did not answer).
@@ -813,33 +827,80 @@ impl Consumer<'_> {
                 .take_while(|c| c.0 != self.name)
                 .all(|(name, capacity)| held.get(name.as_str()).copied().unwrap_or(0) >= *capacity)
         };
-        if !ahead_full {
-            return Vec::new();
+        if !ahead_full || max == 0 {
+            return Ok(Vec::new());
         }
-        while out.len() < max {
-            let Some(p) = inner.ready.pop_front() else { break };
+        // The accepted events, by their index (ascending) in the ready line.
+        let mut accepted: Vec<(usize, Delivery)> = Vec::new();
+        let mut chunk = REFILL_FIRST;
+        let mut i = 0;
+        while accepted.len() < max {
+            if i == inner.ready.len() {
+                // The line ran dry: read a little more of the source.
+                let (before, cursor) = (inner.ready.len(), inner.cursor);
+                if let Err(e) = g.refill(inner, chunk.min(max - accepted.len())) {
+                    // What was accepted is handed out; the error comes again on the next fetch.
+                    if accepted.is_empty() {
+                        return Err(e);
+                    }
+                    break;
+                }
+                chunk = (chunk * 2).min(REFILL_MOST);
+                if inner.ready.len() == before {
+                    if inner.cursor == cursor {
+                        // Caught up, or at the in-flight limit.
+                        break;
+                    }
+                    // Only skipped events (system streams, damage): read on.
+                    continue;
+                }
+            }
+            let Some(p) = inner.ready.get(i) else { break };
             let mine = match settings.strategy {
                 Strategy::RoundRobin | Strategy::DispatchToSingle => true,
                 Strategy::Pinned => {
                     // The remainder is below consumers.len(), so it fits a usize.
-                    let i = usize::try_from(hash_str(&p.event.stream) % consumers.len().max(1) as u64).unwrap_or(0);
-                    consumers.get(i).is_none_or(|c| c.0 == self.name)
+                    let k = usize::try_from(hash_str(&p.event.stream) % consumers.len().max(1) as u64).unwrap_or(0);
+                    consumers.get(k).is_none_or(|c| c.0 == self.name)
                 }
             };
-            if !mine {
-                keep.push_back(p);
-                continue;
+            if mine {
+                let delivery = Delivery {
+                    event: p.event.clone(),
+                    retry_count: p.deliveries,
+                };
+                if !fits(&delivery) {
+                    // Not taken: it keeps its place, and so does everything after it.
+                    break;
+                }
+                accepted.push((i, delivery));
             }
-            let delivery = Delivery {
-                event: p.event.clone(),
-                retry_count: p.deliveries,
-            };
-            if !fits(&delivery) {
-                // Not taken: it keeps its place, behind the others' events passed over.
-                inner.ready.push_front(p);
-                break;
+            // Events pinned to other consumers keep their place.
+            i += 1;
+        }
+        let Some(last) = accepted.last().map(|a| a.0) else {
+            return Ok(Vec::new());
+        };
+        // Move the accepted events out of the line; the others keep their order.
+        let rest = inner.ready.split_off(last + 1);
+        let head = std::mem::replace(&mut inner.ready, rest);
+        let mut next = accepted.iter().map(|a| a.0).peekable();
+        let mut passed_over = Vec::new();
+        let mut taken = Vec::with_capacity(accepted.len());
+        for (k, p) in head.into_iter().enumerate() {
+            if next.peek() == Some(&k) {
+                next.next();
+                taken.push(p);
+            } else {
+                passed_over.push(p);
             }
-            out.push(delivery);
+        }
+        for p in passed_over.into_iter().rev() {
+            inner.ready.push_front(p);
+        }
+        let now = g.store.clock().now();
+        let deadline = now.checked_add(Duration::from_millis(settings.ack_timeout_ms)).unwrap_or(now);
+        for p in taken {
             inner.in_flight.insert(
                 p.event.id,
                 InFlight {
@@ -848,20 +909,12 @@ impl Consumer<'_> {
                         deliveries: p.deliveries + 1,
                         key: p.key,
                     },
-                    deadline: {
-                        let now = self.group.store.clock().now();
-                        now.checked_add(Duration::from_millis(settings.ack_timeout_ms))
-                            .unwrap_or(now)
-                    },
+                    deadline,
                     consumer: self.name.clone(),
                 },
             );
         }
-        // Events pinned to other consumers keep their place, ahead of the rest.
-        while let Some(p) = keep.pop_back() {
-            inner.ready.push_front(p);
-        }
-        out
+        Ok(accepted.into_iter().map(|a| a.1).collect())
     }
 
     /// Acknowledges handled events by id; unknown ids are ignored. Returns

@@ -167,7 +167,11 @@ impl Subscription {
     /// `cancel` says so (it is looked at before each event read): a filtered
     /// subscription that passes over many events it does not deliver may
     /// otherwise read up to the head of the log before its next message.
-    /// Once cancelled, the next message is [`Error::Cancelled`].
+    /// Once cancelled, every call for a message returns [`Error::Cancelled`]
+    /// (before any message already read), on the global log or a stream,
+    /// caught up or not; a call already waiting for new events is not woken
+    /// by the signal, but returns it as soon as it wakes (a new event, or its
+    /// timeout; with no timeout, a new event or the store's close).
     pub fn with_cancel(mut self, cancel: Cancel) -> Self {
         self.cancel = cancel;
         self
@@ -284,6 +288,9 @@ impl Subscription {
 
     fn next_until(&mut self, deadline: Option<Instant>) -> Result<Option<Message>> {
         loop {
+            if self.cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
             if let Some(m) = self.buffered.pop_front() {
                 return Ok(Some(m));
             }
@@ -296,6 +303,9 @@ impl Subscription {
             let seen = self.seen_head;
             let shared = &self.shared;
             let open = shared.notifier.wait_until(deadline, || shared.published() > seen);
+            if self.cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
             if !open || deadline.is_some_and(|d| Instant::now() >= d) && shared.published() <= seen {
                 return Ok(None);
             }

@@ -366,7 +366,8 @@ fn read_all(
     // few events: the read takes a place among `max_scans` (shared with
     // HTTP) while it reads from the store, not while it waits for its
     // client (a client that reads slowly, or not at all, holds none). None
-    // free at the start: refused; later pages wait for one.
+    // free at the start: refused; later pages try again until one is free
+    // (without queueing ahead of HTTP scans and new reads: see `page_place`).
     let scans = shape.filter.as_ref().is_some_and(EventFilter::needs_scan);
     let mut place = if scans { Some(scan_place(&state)?) } else { None };
     let head = state.store().head_position();
@@ -406,27 +407,28 @@ fn read_all(
         let mut last_page = Vec::new();
         while left > 0 && !tx.is_closed() {
             if scans && place.is_none() {
-                tokio::select! {
-                    p = state.scans.clone().acquire_owned() => match p {
-                        Ok(p) => place = Some(p),
-                        Err(_) => return,
-                    },
-                    () = tx.tx.closed() => return,
+                match page_place(&state.scans, tx.tx.closed()).await {
+                    Some(p) => place = Some(p),
+                    None => return,
                 }
             }
             let store = state.store();
             let want = page_len(&last_page);
             let indexed = indexed.clone();
             let cancel = cancel.clone();
+            // The place is given back when the store read ends, before the
+            // events are sent (waiting for the client costs no place), and
+            // not before: at the deadline this task is dropped while the
+            // read may still run until its cancel check.
+            let page_place = place.take();
             // Stops within an event once the client goes or the deadline passes.
             let page = blocking(&state, move || {
+                let _place = page_place;
                 store
                     .read_all_cancellable(direction, from, want, &indexed, usize::MAX, &cancel)
                     .map_err(status::from_store)
             })
             .await;
-            // Given back before the events are sent: waiting for the client costs no place.
-            drop(place.take());
             let page = match page {
                 Ok(page) => page,
                 Err(e) => {
@@ -467,6 +469,35 @@ fn read_all(
         }
     });
     Ok(answers)
+}
+
+/// The first pause of a later page that found no place free.
+const PLACE_RETRY_FIRST: Duration = Duration::from_millis(1);
+/// The longest pause between a later page's tries for a place.
+const PLACE_RETRY_MOST: Duration = Duration::from_millis(32);
+
+/// A place among `max_scans` for a later page of a scanning read, or None
+/// once `closed` ends (the client went away). It is tried for, never queued
+/// for: a queued waiter would be handed every freed place ahead of HTTP
+/// scans and new reads (which only try, and are refused when none is free),
+/// so a few readers between pages would keep them all out. Instead a page
+/// that finds none free tries again after a pause (1 ms, doubling to
+/// 32 ms), and a freed place goes to whoever asks first.
+async fn page_place(scans: &Arc<Semaphore>, closed: impl Future<Output = ()>) -> Option<OwnedSemaphorePermit> {
+    let mut closed = std::pin::pin!(closed);
+    let mut pause = PLACE_RETRY_FIRST;
+    loop {
+        match scans.clone().try_acquire_owned() {
+            Ok(p) => return Some(p),
+            Err(tokio::sync::TryAcquireError::Closed) => return None,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {}
+        }
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = &mut closed => return None,
+        }
+        pause = (pause * 2).min(PLACE_RETRY_MOST);
+    }
 }
 
 /// One of the server's `max_scans` places, or RESOURCE_EXHAUSTED when none
@@ -714,5 +745,56 @@ mod tests {
         // Megabyte events: three to a page; larger than the budget: one.
         assert_eq!(page_len(&[sized(1 << 20)]), 3);
         assert_eq!(page_len(&[sized(HELD_BYTES * 2)]), 1);
+    }
+
+    /// A later page waiting for a place does not take the next one freed
+    /// ahead of an HTTP scan (or a new read), which only tries once: with
+    /// `max_scans` = 1 and a page waiting, the freed place goes to the
+    /// scan that asks first; the page gets it once the scan is done.
+    #[tokio::test(start_paused = true)]
+    async fn a_page_waiting_for_a_place_does_not_queue_ahead_of_scans() {
+        let scans = Arc::new(Semaphore::new(1));
+        let held = scans.clone().try_acquire_owned().unwrap();
+        let waiter = tokio::spawn({
+            let scans = scans.clone();
+            async move { page_place(&scans, std::future::pending()).await }
+        });
+        // The page looks (none free) and waits.
+        tokio::time::advance(Duration::from_millis(5)).await;
+        assert!(!waiter.is_finished());
+        drop(held);
+        let scan = scans.clone().try_acquire_owned();
+        assert!(
+            scan.is_ok(),
+            "the freed place went to the waiting page, not to the scan asking for it"
+        );
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(!waiter.is_finished(), "the page waits while the scan holds the place");
+        drop(scan);
+        let page = tokio::time::timeout(Duration::from_secs(1), waiter).await;
+        assert!(
+            matches!(page, Ok(Ok(Some(_)))),
+            "the page gets the place once it is free"
+        );
+    }
+
+    /// A page waiting for a place stops waiting once its client goes.
+    #[tokio::test(start_paused = true)]
+    async fn a_page_waiting_for_a_place_stops_when_the_client_goes() {
+        let scans = Arc::new(Semaphore::new(1));
+        let _held = scans.clone().try_acquire_owned().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let waiter = tokio::spawn({
+            let scans = scans.clone();
+            async move {
+                page_place(&scans, async {
+                    let _ = rx.await;
+                })
+                .await
+            }
+        });
+        tokio::time::advance(Duration::from_millis(5)).await;
+        drop(tx);
+        assert!(matches!(waiter.await, Ok(None)));
     }
 }

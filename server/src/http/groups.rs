@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::encode::{EventOut, JsonBody, Params, check_stream, json_bytes};
 use super::error::ApiError;
-use crate::auth::{Need, Principal};
+use crate::auth::{Denied, Need, Principal};
 use crate::config::Role;
 use crate::state::AppState;
 
@@ -237,6 +237,13 @@ pub(crate) async fn create(
 ) -> Result<Response, ApiError> {
     let settings = body.into_settings()?;
     p.authorize(Need::Group(Role::Write, &settings.source))?;
+    // Group names are shared by the whole store: a token limited to some
+    // stream prefixes names its groups under them, refused before the store
+    // is asked, so the answer is the same whether the name is taken or not.
+    p.authorize(Need::NameGroup(&name)).map_err(|d| match d {
+        Denied::Forbidden(message) => ApiError::new(StatusCode::FORBIDDEN, "group_name_outside_prefixes", message),
+        d @ Denied::Unauthenticated => d.into(),
+    })?;
     let store = state.store();
     let body = state
         .blocking(move || {

@@ -134,7 +134,7 @@ fn schemas() -> Value {
             "type": "object",
             "required": ["error", "message"],
             "properties": {
-                "error": { "type": "string", "description": "Machine-readable code, such as wrong_expected_version, condition_failed, idempotency_conflict, stream_not_found, stream_deleted, event_not_found, invalid_json, invalid_request, invalid_input, invalid_expected_version, too_many_events, payload_too_large, unauthorized, forbidden, not_ready, too_many_subscribers, too_many_long_polls, too_many_scans, timeout (a read took longer than request_timeout_ms), outcome_unknown (a request that changes something took longer than request_timeout_ms after reaching the store: it may have been applied, or may still be; retrying an append with the same event ids is safe)." },
+                "error": { "type": "string", "description": "Machine-readable code, such as wrong_expected_version, condition_failed, idempotency_conflict, stream_not_found, stream_deleted, event_not_found, invalid_json, invalid_request, invalid_input, invalid_expected_version, too_many_events, payload_too_large, unauthorized, forbidden, not_ready, too_many_subscribers, too_many_long_polls, too_many_scans, group_name_outside_prefixes, timeout (a read took longer than request_timeout_ms), outcome_unknown (a request that changes something took longer than request_timeout_ms after reaching the store: it may have been applied, or may still be; retrying an append with the same event ids is safe)." },
                 "message": { "type": "string" },
                 "expected": { "description": "wrong_expected_version: what the request expected." },
                 "actual": { "type": ["integer", "null"], "description": "wrong_expected_version: the stream's last revision, null if it does not exist." },
@@ -381,7 +381,7 @@ pub fn document() -> Value {
             },
             "/groups/{name}": {
                 "get": { "summary": "A group's settings and state.", "parameters": [group_param()], "responses": { "200": ok("The group.", reference("Group")), "404": error("No such group.") } },
-                "put": { "summary": "Create a group.", "parameters": [group_param()], "requestBody": body(reference("GroupSettings")), "responses": { "201": ok("Created.", reference("Group")), "409": error("The group exists.") } },
+                "put": { "summary": "Create a group.", "parameters": [group_param()], "requestBody": body(reference("GroupSettings")), "responses": { "201": ok("Created.", reference("Group")), "403": error("forbidden; group_name_outside_prefixes (a token limited to some stream prefixes names its groups under them: group names are shared by the whole store)."), "409": error("The group exists.") } },
                 "delete": { "summary": "Delete a group.", "parameters": [group_param()], "responses": { "204": no_content("Deleted."), "404": error("No such group.") } }
             },
             "/groups/{name}/fetch": {

@@ -9,12 +9,14 @@ use serde_json::json;
 use crate::common::{TestServer, token};
 use crate::subscribe::SseReader;
 
-/// A server with a reader limited to `order-` (`secret-reader`) and an unrestricted writer (`secret-writer`).
+/// A server with a reader limited to `order-` (`secret-reader`), a writer
+/// limited to `order-` (`secret-tenant`) and an unrestricted writer (`secret-writer`).
 async fn limited_server() -> TestServer {
     TestServer::start_with(|c| {
         c.no_auth = false;
         c.tokens = vec![
             token("reader", Role::Read, &["order-"]),
+            token("tenant", Role::Write, &["order-"]),
             token("writer", Role::Write, &[]),
         ];
     })
@@ -108,6 +110,97 @@ async fn a_hidden_group_is_answered_as_a_missing_one() {
     // The group's reader still sees it.
     let (st, v) = s.call_as(Method::GET, "/groups/g", None, Some("secret-writer")).await;
     assert_eq!((st, v["stream"].clone()), (StatusCode::OK, json!("secret-payroll-7")));
+}
+
+/// Group names are shared by the whole store: a writer limited to some
+/// stream prefixes may create only groups named under them, so that a name
+/// another tenant's group has is refused exactly as a free one (it got 409
+/// `group_exists` for a taken name, 201 for a free one). Store-wide tokens
+/// name groups as before.
+#[tokio::test]
+async fn a_limited_writer_cannot_tell_a_hidden_group_name_from_a_free_one() {
+    let s = limited_server().await;
+    let on_orders = json!({ "stream": "order-1" });
+    let (st, v) = s
+        .call_as(
+            Method::PUT,
+            "/groups/payroll",
+            Some(json!({ "stream": "secret-payroll-7" })),
+            Some("secret-writer"),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let taken = s
+        .call_as(
+            Method::PUT,
+            "/groups/payroll",
+            Some(on_orders.clone()),
+            Some("secret-tenant"),
+        )
+        .await;
+    let free = s
+        .call_as(
+            Method::PUT,
+            "/groups/payrolm",
+            Some(on_orders.clone()),
+            Some("secret-tenant"),
+        )
+        .await;
+    assert_eq!(taken.0, StatusCode::FORBIDDEN, "{}", taken.1);
+    assert_eq!(
+        (taken.0, &taken.1["error"]),
+        (free.0, &free.1["error"]),
+        "{} / {}",
+        taken.1,
+        free.1
+    );
+    assert_eq!(taken.1["error"], json!("group_name_outside_prefixes"));
+    assert_eq!(
+        taken.1["message"].as_str().unwrap().replace("payroll", "payrolm"),
+        free.1["message"].as_str().unwrap(),
+        "the messages differ by more than the name"
+    );
+    // Named under its prefix, its group is made.
+    let (st, v) = s
+        .call_as(
+            Method::PUT,
+            "/groups/order-billing",
+            Some(on_orders.clone()),
+            Some("secret-tenant"),
+        )
+        .await;
+    assert_eq!(
+        (st, v["name"].clone()),
+        (StatusCode::CREATED, json!("order-billing")),
+        "{v}"
+    );
+    let (st, v) = s
+        .call_as(
+            Method::POST,
+            "/groups/order-billing/fetch?consumer=c",
+            None,
+            Some("secret-tenant"),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    // A store-wide token names groups freely, and still meets taken names.
+    let (st, v) = s
+        .call_as(
+            Method::PUT,
+            "/groups/payrolm",
+            Some(on_orders.clone()),
+            Some("secret-writer"),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let (st, v) = s
+        .call_as(Method::PUT, "/groups/payroll", Some(on_orders), Some("secret-writer"))
+        .await;
+    assert_eq!(
+        (st, v["error"].clone()),
+        (StatusCode::CONFLICT, json!("group_exists")),
+        "{v}"
+    );
 }
 
 /// `/health` and `/health/ready` are public, but their figures (head of the

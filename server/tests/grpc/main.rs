@@ -2131,7 +2131,8 @@ async fn scanning_reads_of_all_take_a_place_while_they_read() {
 /// middle of a page (its reads wait at a closed gate), it ends with
 /// DEADLINE_EXCEEDED at the deadline, never as a short read that looks
 /// complete (it ran on without end), and its place is free once the gate
-/// opens.
+/// opens, not before: the store read still runs until then, and a place
+/// given back at the deadline let more scans in than `max_scans`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scanning_read_stops_at_its_deadline_and_says_so() {
     let (s, gate) = common::TestServer::start_gated(|c| c.max_scans = 1).await;
@@ -2146,6 +2147,11 @@ async fn a_scanning_read_stops_at_its_deadline_and_says_so() {
         .await
         .expect("the read ends at its deadline");
     assert_eq!(end.unwrap_err().code(), Code::DeadlineExceeded);
+    let e = tokio::time::timeout(std::time::Duration::from_secs(10), read(&mut c, scanning_read(5)))
+        .await
+        .expect("refused at once")
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "the store read still runs: {e:?}");
     gate.open();
     wait_for_a_scan_place(&mut c).await;
     s.stop().await.unwrap();
