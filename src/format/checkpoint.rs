@@ -158,14 +158,7 @@ impl StreamsCheckpoint {
     /// Decodes and checks a checkpoint file.
     pub fn decode(b: &[u8], file: &Path) -> Result<Self> {
         let bad = |reason: &str| Error::corruption(file, 0, reason);
-        if b.len() < 36 || &b[0..8] != STREAMS_MAGIC {
-            return Err(bad("not a stream checkpoint"));
-        }
-        let (body, crc) = b.split_at(b.len() - 4);
-        if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
-            return Err(bad("stream checkpoint checksum mismatch"));
-        }
-        let version = le_u32(b, 8);
+        let (body, version) = checked(b, file, STREAMS_MAGIC, 36, "stream checkpoint")?;
         if version == STREAMS_VERSION {
             let table = StreamTable::check(b, file)?;
             return Ok(StreamsCheckpoint {
@@ -266,14 +259,7 @@ impl StreamTable {
     /// the same bytes find every entry without another check.
     pub fn check(b: &[u8], file: &Path) -> Result<Self> {
         let bad = |reason: &str| Error::corruption(file, 0, reason);
-        if b.len() < STREAMS_HEADER + 4 || &b[0..8] != STREAMS_MAGIC {
-            return Err(bad("not a stream checkpoint"));
-        }
-        let (body, crc) = b.split_at(b.len() - 4);
-        if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
-            return Err(bad("stream checkpoint checksum mismatch"));
-        }
-        let version = le_u32(b, 8);
+        let (body, version) = checked(b, file, STREAMS_MAGIC, STREAMS_HEADER + 4, "stream checkpoint")?;
         if version != STREAMS_VERSION {
             return Err(Error::UnsupportedVersion {
                 file: file.to_path_buf(),
@@ -457,6 +443,21 @@ pub fn encode_active_index(mark: &DurableMark, index: &crate::format::index::Mem
     Ok(out)
 }
 
+/// The body of a checkpoint file (all but its trailing CRC) and its
+/// version, once its magic (`magic`), length (at least `min_len`, and never
+/// under 16) and checksum are right; `what` names the file in errors.
+fn checked<'a>(b: &'a [u8], file: &Path, magic: &[u8; 8], min_len: usize, what: &str) -> Result<(&'a [u8], u32)> {
+    if b.len() < min_len.max(16) || &b[0..8] != magic {
+        let article = if what.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+        return Err(Error::corruption(file, 0, format!("not {article} {what}")));
+    }
+    let (body, crc) = b.split_at(b.len() - 4);
+    if crc32fast::hash(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
+        return Err(Error::corruption(file, 0, format!("{what} checksum mismatch")));
+    }
+    Ok((body, le_u32(b, 8)))
+}
+
 /// Decodes `active.idc` into the index it holds, if it is whole (its
 /// checksum), of a known version, made for the store's indexed metadata
 /// `fields`, and describes exactly what `mark` (the `durable.chk` read at
@@ -471,14 +472,7 @@ pub fn decode_active_index(
 ) -> Result<crate::format::index::MemIndex> {
     use crate::format::index::Lookup;
     let bad = |reason: &str| Error::corruption(file, 0, reason);
-    if b.len() < ACTIVE_INDEX_HEADER + 4 || &b[0..8] != ACTIVE_INDEX_MAGIC {
-        return Err(bad("not an active index checkpoint"));
-    }
-    let (body, crc) = b.split_at(b.len() - 4);
-    if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
-        return Err(bad("active index checkpoint checksum mismatch"));
-    }
-    let version = le_u32(b, 8);
+    let (body, version) = checked(b, file, ACTIVE_INDEX_MAGIC, ACTIVE_INDEX_HEADER + 4, "active index checkpoint")?;
     if version != ACTIVE_INDEX_VERSION {
         return Err(Error::UnsupportedVersion {
             file: file.to_path_buf(),
