@@ -187,15 +187,7 @@ fn fetch_while_leaves_the_refused_event_in_line() {
     fill(&store, 40);
     for strategy in [Strategy::RoundRobin, Strategy::Pinned] {
         let name = format!("{strategy:?}").to_lowercase();
-        let group = store
-            .create_group(
-                &name,
-                GroupSettings {
-                    strategy,
-                    ..GroupSettings::all()
-                },
-            )
-            .unwrap();
+        let group = group_over_all(&store, &name, strategy);
         let (x, y) = (group.consumer("x"), group.consumer("y"));
         let mut seen = Vec::new();
         for _ in 0..100 {
@@ -296,15 +288,7 @@ fn a_panicking_fits_loses_no_event() {
         (Strategy::Pinned, 2),
     ] {
         let name = format!("{strategy:?}-{panic_at}").to_lowercase();
-        let group = store
-            .create_group(
-                &name,
-                GroupSettings {
-                    strategy,
-                    ..GroupSettings::all()
-                },
-            )
-            .unwrap();
+        let group = group_over_all(&store, &name, strategy);
         let (x, y) = (group.consumer("x"), group.consumer("y"));
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut n = 0;
@@ -509,4 +493,17 @@ fn replaying_parked_events_up_to_a_limit_leaves_the_rest_parked() {
     assert_eq!(group.replay_parked_up_to(0).unwrap(), 0);
     assert_eq!(group.replay_parked().unwrap(), 1);
     assert_eq!(c.fetch(10, T).unwrap()[0].event.position, 2);
+}
+
+/// A new group over the whole log with `strategy` and default settings.
+fn group_over_all<'s>(store: &'s Store, name: &str, strategy: Strategy) -> annal::Group<'s> {
+    store
+        .create_group(
+            name,
+            GroupSettings {
+                strategy,
+                ..GroupSettings::all()
+            },
+        )
+        .unwrap()
 }

@@ -195,6 +195,31 @@ impl Auth {
         })
     }
 
+    /// Refuses a group named `name` over `source` when `name` falls under
+    /// the stream prefixes of a configured token that may not read `source`:
+    /// that token would be told the name is taken (409 over HTTP,
+    /// ALREADY_EXISTS over gRPC) while the group is hidden from it. So a
+    /// group named under a token's prefixes reads only what that token may
+    /// read, whoever creates it.
+    pub(crate) fn check_group_name(&self, name: &str, source: &GroupSource) -> Result<(), Denied> {
+        for t in self.tokens.iter().filter(|t| !t.prefixes.is_empty()) {
+            let Some(prefix) = t.prefixes.iter().find(|p| name.starts_with(p.as_str())) else {
+                continue;
+            };
+            let reader = Principal {
+                role: Role::Read,
+                prefixes: t.prefixes.clone(),
+            };
+            if !reader.permits(Need::Group(Role::Read, source)) {
+                return Err(Denied::Forbidden(format!(
+                    "group {name:?} is named under stream prefix {prefix:?}, which a token is limited to: a group \
+                     named under it must read only streams under it (group names are shared by the whole store)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The principal for an `Authorization` value: `Bearer <token>`, or
     /// `Basic <base64 of name:secret>` where `name` is a configured token's
     /// name and `secret` the token itself (the user name and password the

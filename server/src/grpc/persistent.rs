@@ -523,6 +523,12 @@ impl persistent_subscriptions_server::PersistentSubscriptions for PersistentSubs
         p.authorize(Need::Group(Role::Write, &settings.source))
             .map_err(status::denied)?;
         let key = group_key(&source, &options.group_name)?;
+        // A group named under a limited token's prefixes reads only what
+        // that token may read (see `Auth::check_group_name`).
+        self.state
+            .auth
+            .check_group_name(&key, &settings.source)
+            .map_err(status::denied)?;
         let id = subscription_id(&source, &options.group_name);
         let store = self.state.store();
         blocking(&self.state, move || {

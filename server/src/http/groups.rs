@@ -240,10 +240,15 @@ pub(crate) async fn create(
     // Group names are shared by the whole store: a token limited to some
     // stream prefixes names its groups under them, refused before the store
     // is asked, so the answer is the same whether the name is taken or not.
-    p.authorize(Need::NameGroup(&name)).map_err(|d| match d {
-        Denied::Forbidden(message) => ApiError::new(StatusCode::FORBIDDEN, "group_name_outside_prefixes", message),
-        d @ Denied::Unauthenticated => d.into(),
-    })?;
+    // And a group named under another token's prefixes reads only what
+    // that token may read, so that its name never tells that token of a
+    // group it may not see.
+    p.authorize(Need::NameGroup(&name))
+        .and_then(|()| state.auth.check_group_name(&name, &settings.source))
+        .map_err(|d| match d {
+            Denied::Forbidden(message) => ApiError::new(StatusCode::FORBIDDEN, "group_name_outside_prefixes", message),
+            d @ Denied::Unauthenticated => d.into(),
+        })?;
     let store = state.store();
     let body = state
         .blocking(move || {

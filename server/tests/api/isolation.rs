@@ -288,3 +288,47 @@ async fn not_ready_tells_the_store_error_only_to_a_store_wide_token() {
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
     assert!(v["message"].as_str().unwrap().contains(&failure), "{v}");
 }
+
+/// Review of the group-name rule: a store-wide token could still name a
+/// group under a tenant's prefix over streams the tenant may not read; the
+/// tenant then got 409 `group_exists` for that name and 201 for a free one
+/// (and 404 from GET): a hidden group showed. A group named under a
+/// token's prefixes now reads only what that token may read, whoever
+/// creates it, so a tenant is never told of one it cannot see.
+#[tokio::test]
+async fn a_group_named_under_a_tenants_prefix_reads_only_what_the_tenant_may() {
+    let s = limited_server().await;
+    let (st, v) = s
+        .call_as(
+            Method::PUT,
+            "/groups/order-payroll",
+            Some(json!({ "stream": "secret-payroll-7" })),
+            Some("secret-writer"),
+        )
+        .await;
+    assert_eq!(
+        (st, v["error"].clone()),
+        (StatusCode::FORBIDDEN, json!("group_name_outside_prefixes")),
+        "{v}"
+    );
+    // So the tenant finds the name free, as it is.
+    let (st, v) = s
+        .call_as(
+            Method::PUT,
+            "/groups/order-payroll",
+            Some(json!({ "stream": "order-1" })),
+            Some("secret-tenant"),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    // Under the prefix over the tenant's own streams, anyone may name one.
+    let (st, v) = s
+        .call_as(
+            Method::PUT,
+            "/groups/order-audit",
+            Some(json!({ "stream": "order-2" })),
+            Some("secret-writer"),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+}
