@@ -285,12 +285,12 @@ impl MemIndex {
     /// Encodes everything this index holds, so that [`MemIndex::decode_snapshot`]
     /// gives an equal index back without reading the segment (the body of
     /// `active.idc`, format.md "Active index checkpoint"). Fails with
-    /// [`crate::Error::InvalidInput`] on a stream or type name longer than a
+    /// [`crate::error::Error::InvalidInput`] on a stream or type name longer than a
     /// 16-bit length (the store's never are).
     pub fn encode_snapshot(&self) -> Result<Vec<u8>> {
         let name16 = |out: &mut Vec<u8>, name: &str| -> Result<()> {
             let len = u16::try_from(name.len())
-                .map_err(|_| crate::Error::InvalidInput(format!("name of {} bytes in an index snapshot", name.len())))?;
+                .map_err(|_| crate::error::Error::InvalidInput(format!("name of {} bytes in an index snapshot", name.len())))?;
             out.extend_from_slice(&len.to_le_bytes());
             out.extend_from_slice(name.as_bytes());
             Ok(())
