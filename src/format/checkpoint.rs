@@ -143,12 +143,7 @@ impl StreamsCheckpoint {
         out.extend_from_slice(&self.covered_position.to_le_bytes());
         out.extend_from_slice(&(self.streams.len() as u64).to_le_bytes());
         for (name, s) in &self.streams {
-            let len = u16::try_from(name.len())
-                .map_err(|_| Error::InvalidInput(format!("stream name of {} bytes in a checkpoint", name.len())))?;
-            out.extend_from_slice(&len.to_le_bytes());
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(&s.last_revision.to_le_bytes());
-            out.extend_from_slice(&s.last_position.to_le_bytes());
+            put_entry(&mut out, name, s)?;
         }
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
@@ -228,16 +223,23 @@ pub fn encode_streams(covered_position: u64, entries: &[(&str, &StreamState)]) -
     }
     u32::try_from(at).map_err(|_| too_large())?;
     for (name, s) in entries {
-        let len = u16::try_from(name.len())
-            .map_err(|_| Error::InvalidInput(format!("stream name of {} bytes in a checkpoint", name.len())))?;
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(&s.last_revision.to_le_bytes());
-        out.extend_from_slice(&s.last_position.to_le_bytes());
+        put_entry(&mut out, name, s)?;
     }
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     Ok(out)
+}
+
+/// One stream's entry, as both versions of `streams.chk` write it: the
+/// name's length (16 bits) and bytes, its last revision and last position.
+fn put_entry(out: &mut Vec<u8>, name: &str, s: &StreamState) -> Result<()> {
+    let len = u16::try_from(name.len())
+        .map_err(|_| Error::InvalidInput(format!("stream name of {} bytes in a checkpoint", name.len())))?;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(&s.last_revision.to_le_bytes());
+    out.extend_from_slice(&s.last_position.to_le_bytes());
+    Ok(())
 }
 
 /// A checked version-2 `streams.chk`, searched in place: the bytes stay
