@@ -802,6 +802,30 @@ fn import_groups_appends_and_reports_bad_lines() {
         .code(1)
         .stderr(predicate::str::contains("line 1: missing field `stream`"));
     env.fails(&["import", "/no/such/file.jsonl"], 1, "/no/such/file.jsonl");
+
+    // Lines are parsed ahead of the appends, a chunk at a time: a bad line
+    // far into the file is still told with its number, after the events
+    // before it that were appended (a full group of 4,096).
+    let mut file: String = (0..4500).map(|i| line(&format!("d{}", i % 7), 10_000 + i)).collect();
+    file.push_str("{\"stream\":\"d0\",\"type\":\"T\"}\n");
+    file.extend((20_000..20_010).map(|i| line("d0", i)));
+    env.cmd()
+        .args(["import", "-"])
+        .write_stdin(file)
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("line 4501: missing field `data`").and(predicate::str::contains(
+                "4096 events before it were imported (4096 new)",
+            )),
+        );
+    let counts: u64 = env
+        .json(&["streams"])
+        .iter()
+        .filter(|s| s["stream"].as_str().is_some_and(|n| n.starts_with('d')))
+        .map(|s| s["last_revision"].as_u64().unwrap() + 1)
+        .sum();
+    assert_eq!(counts, 4096);
 }
 
 #[test]
