@@ -61,7 +61,7 @@ fn index_bytes(dir: &Path) -> ([u64; 6], u64) {
         }
         let b = std::fs::read(&path).unwrap();
         assert_eq!(&b[0..8], b"ANNALIDX");
-        assert_eq!(u32_at(&b, 8), 4, "{} is not version 4", path.display());
+        assert_eq!(u32_at(&b, 8), 5, "{} is not version 5", path.display());
         positions += u64_at(&b, 24);
         let mut lookups = 0;
         for (i, sum) in sums.iter_mut().take(5).enumerate() {
@@ -97,8 +97,14 @@ fn the_workload_costs_at_most_24_index_bytes_per_event() {
         per(lookups + sums[5])
     );
     assert!(per(lookups) <= 24.0, "lookups take {:.2} bytes per event", per(lookups));
-    // Summary and bloom are per stream and segment: small beside the lookups here.
+    // Summary, names and checksums are per stream and segment, the bloom
+    // filter (version 5: streams and ids) about 1.25 bytes per event.
     assert!(per(sums[5]) < 4.0, "the rest takes {:.2} bytes per event", per(sums[5]));
+    assert!(
+        per(lookups + sums[5]) <= 24.0,
+        "the files take {:.2} bytes per event",
+        per(lookups + sums[5])
+    );
 
     // And the lookups answer: a stream in both directions, a type, a tag, an id.
     let s = store

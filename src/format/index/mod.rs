@@ -5,7 +5,7 @@
 //! is sealed, its index is written once into an immutable `.idx` file and read
 //! back through a memory map ([`SegmentIndex`]), so sealed data costs no heap
 //! per event. Both answer the same questions through [`Lookup`]. Files are
-//! written in version 4 (compact: [`v2`], with [`keyed`] lists), or in
+//! written in version 5 (compact: [`v2`], with [`keyed`] lists), or in
 //! version 1 ([`v1`]) when a segment is too large for version 2's 32-bit
 //! fields; every version is read. This module owns the `.idx` encoders and
 //! decoders; it must never read segment bytes.
@@ -13,7 +13,7 @@
 use std::path::Path;
 
 use uuid::Uuid;
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use crate::error::{Error, Result};
 use crate::format::codec::{le_i64, le_u32, le_u64};
@@ -33,8 +33,8 @@ pub use memory::MemIndex;
 
 /// Magic bytes at the start of every index file.
 pub const INDEX_MAGIC: &[u8; 8] = b"ANNALIDX";
-/// Format version of the index files annal writes (it reads 1 to 4).
-pub const INDEX_VERSION: u32 = 4;
+/// Format version of the index files annal writes (it reads 1 to 5).
+pub const INDEX_VERSION: u32 = 5;
 /// Size of the index file header.
 pub const INDEX_HEADER: usize = 128;
 const BLOOM_PROBES: u64 = 7;
@@ -264,12 +264,25 @@ impl Parts<'_> {
         Ok(bytes)
     }
 
-    /// The bloom filter over the streams' name hashes.
+    /// The bloom filter over the streams' name hashes (versions 1 to 4).
     fn bloom(&self) -> Vec<u8> {
         let bits = bloom_bits_for(self.streams.len());
         let mut bloom = vec![0u8; (bits / 8) as usize];
         for (name, _, _) in &self.streams {
             bloom_insert(&mut bloom, hash_str(name));
+        }
+        bloom
+    }
+
+    /// The blocked bloom filter over the streams' name hashes and the event
+    /// ids' filter hashes (version 5).
+    fn blocked_bloom(&self) -> Vec<u8> {
+        let mut bloom = vec![0u8; blocked_bytes_for(self.streams.len() + self.ids.len())];
+        for (name, _, _) in &self.streams {
+            blocked_insert(&mut bloom, hash_str(name));
+        }
+        for (id, _) in &self.ids {
+            blocked_insert(&mut bloom, id_filter_hash(id));
         }
         bloom
     }
@@ -319,7 +332,7 @@ impl SegmentIndex {
         }
         match le_u32(b, 8) {
             1 => Ok(SegmentIndex::V1(v1::IndexV1::open(map, file)?)),
-            v @ (2..=4) => Ok(SegmentIndex::V2(v2::IndexV2::open(map, file, v, head, tail)?)),
+            v @ (2..=5) => Ok(SegmentIndex::V2(v2::IndexV2::open(map, file, v, head, tail)?)),
             found => Err(Error::UnsupportedVersion {
                 file: file.to_path_buf(),
                 found,
@@ -522,6 +535,59 @@ fn partition(n: usize, pred: impl Fn(usize) -> bool) -> usize {
     lo
 }
 
+/// Bits a version-5 (blocked) bloom filter sets per entry, all in one block.
+const BLOCK_PROBES: usize = 7;
+
+/// Bytes of one block of a version-5 (blocked) bloom filter: a cache line.
+pub(crate) const BLOOM_BLOCK: usize = 64;
+
+/// The hash an event id goes into a version-5 bloom filter under (seeded,
+/// so that it never equals the hash of a stream name of the same bytes).
+pub(crate) fn id_filter_hash(id: &Uuid) -> u64 {
+    xxh3_64_with_seed(id.as_bytes(), 0x6964_5f66_696c_7472)
+}
+
+/// Bytes of a blocked bloom filter for `items` entries: about 10 bits per
+/// entry, in whole blocks, at least one.
+fn blocked_bytes_for(items: usize) -> usize {
+    (items.saturating_mul(10).div_ceil(8)).div_ceil(BLOOM_BLOCK).max(1) * BLOOM_BLOCK
+}
+
+/// The block of `bloom` that `hash` sets bits in, and the seven bits (of
+/// the block's 512), for a version-5 filter: one cache line per lookup.
+fn blocked_probes(bloom_len: usize, hash: u64) -> (usize, [u16; BLOCK_PROBES]) {
+    let blocks = (bloom_len / BLOOM_BLOCK) as u64;
+    #[allow(clippy::cast_possible_truncation, reason = "below the number of blocks, a usize")]
+    let block = ((u128::from(hash >> 32) * u128::from(blocks)) >> 32) as usize;
+    let mut mixed = hash.rotate_left(21).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut bits = [0u16; BLOCK_PROBES];
+    for bit in &mut bits {
+        #[allow(clippy::cast_possible_truncation, reason = "nine bits")]
+        let b = (mixed & 511) as u16;
+        *bit = b;
+        mixed >>= 9;
+    }
+    (block * BLOOM_BLOCK, bits)
+}
+
+fn blocked_insert(bloom: &mut [u8], hash: u64) {
+    let (at, bits) = blocked_probes(bloom.len(), hash);
+    for bit in bits {
+        bloom[at + usize::from(bit / 8)] |= 1 << (bit % 8);
+    }
+}
+
+/// Whether a version-5 filter may hold `hash` (false: certainly not). An
+/// empty or wrongly sized filter says "maybe".
+pub(crate) fn blocked_check(bloom: &[u8], hash: u64) -> bool {
+    if bloom.is_empty() || !bloom.len().is_multiple_of(BLOOM_BLOCK) {
+        return true;
+    }
+    let (at, bits) = blocked_probes(bloom.len(), hash);
+    let block = &bloom[at..at + BLOOM_BLOCK];
+    bits.iter().all(|&bit| block[usize::from(bit / 8)] & (1 << (bit % 8)) != 0)
+}
+
 fn bloom_bits_for(items: usize) -> u64 {
     ((items as u64 * 10).max(64)).div_ceil(64) * 64
 }
@@ -719,11 +785,18 @@ mod tests {
     fn sealed_indexes_of_every_version_answer_like_the_memory_index() {
         for lost in [false, true] {
             let m = sample(lost);
-            let v4 = open(m.encode_file().unwrap()).unwrap();
-            assert_eq!(v4.version(), INDEX_VERSION);
+            let v5 = open(m.encode_file().unwrap()).unwrap();
+            assert_eq!(v5.version(), INDEX_VERSION);
+            check_same(&m, &v5);
+            assert_eq!(m.encode_file_like(&v5).unwrap(), v5.raw());
+            v5.check_all().unwrap();
+            // Version 4 (what annal wrote before) answers alike, with a filter of streams only.
+            let v4 = open(m.encode_file_v2(4).unwrap()).unwrap();
+            assert_eq!(v4.version(), 4);
             check_same(&m, &v4);
             assert_eq!(m.encode_file_like(&v4).unwrap(), v4.raw());
             v4.check_all().unwrap();
+            assert_eq!(v5.type_catalog(), v4.type_catalog());
             // Version 3 (what annal wrote before) answers alike, without section checksums.
             let v3 = open(m.encode_file_v2(3).unwrap()).unwrap();
             assert_eq!(v3.version(), 3);
@@ -749,6 +822,7 @@ mod tests {
             for (tag, here) in [("even", true), ("odd", true), ("none", false)] {
                 let key = TagKey::tag(tag);
                 assert_eq!(m.tag_owner(&key), TagOwner::Known(here), "{tag}");
+                assert_eq!(v5.tag_owner(&key), TagOwner::One, "{tag}");
                 assert_eq!(v4.tag_owner(&key), TagOwner::One, "{tag}");
                 assert_eq!(v3.tag_owner(&key), TagOwner::Unknown, "{tag}");
                 assert_eq!(v2.tag_owner(&key), TagOwner::Unknown, "{tag}");
@@ -988,5 +1062,50 @@ mod tests {
             .filter(|i| bloom_check(&bloom, hash_str(&format!("other-{i}"))))
             .count();
         assert!(false_pos < 300, "false positive rate too high: {false_pos}/10000");
+    }
+
+    #[test]
+    fn the_blocked_filter_has_no_false_negatives_and_few_false_positives() {
+        let ids: Vec<Uuid> = (0..10_000u128).map(|i| Uuid::from_u128(i * 7919 + 3)).collect();
+        let mut bloom = vec![0u8; blocked_bytes_for(ids.len())];
+        assert_eq!(bloom.len() % BLOOM_BLOCK, 0);
+        for id in &ids {
+            blocked_insert(&mut bloom, id_filter_hash(id));
+        }
+        assert!(ids.iter().all(|id| blocked_check(&bloom, id_filter_hash(id))));
+        let false_pos = (0..100_000u128)
+            .filter(|i| blocked_check(&bloom, id_filter_hash(&Uuid::from_u128(u128::MAX - i))))
+            .count();
+        assert!(false_pos < 3_000, "false positive rate too high: {false_pos}/100000");
+        // Too small to be a filter of whole blocks: "maybe", never a panic.
+        assert!(blocked_check(&[], 1) && blocked_check(&[0u8; 10], 1));
+        assert_eq!(blocked_bytes_for(0), BLOOM_BLOCK);
+    }
+
+    /// Version 5's filter holds the segment's ids: a lookup of an id the
+    /// segment lacks is refused by it (most of the time) and answers nothing;
+    /// every id the segment holds passes it.
+    #[test]
+    fn a_version_5_filter_passes_every_id_of_its_segment() {
+        let m = sample(false);
+        let bytes = m.encode_file().unwrap();
+        let idx = open(bytes.clone()).unwrap();
+        let SegmentIndex::V2(v2) = &idx else { panic!("not a compact file") };
+        let (_, at) = sections(&bytes)[5];
+        let len = usize::try_from(le_u64(&bytes, 72)).unwrap();
+        let filter = &bytes[at..at + len];
+        for i in 0..50u128 {
+            let id = Uuid::from_u128(i + 1);
+            assert!(blocked_check(filter, id_filter_hash(&id)), "id {i}");
+            assert_eq!(v2.id_positions(&id), m.id_positions(&id), "id {i}");
+        }
+        let refused = (1000..2000u128)
+            .filter(|i| !blocked_check(filter, id_filter_hash(&Uuid::from_u128(*i))))
+            .count();
+        assert!(refused > 900, "only {refused} of 1000 absent ids refused");
+        assert!((1000..2000u128).all(|i| v2.id_positions(&Uuid::from_u128(i)).is_empty()));
+        // The streams are in it too.
+        assert!((0..5).all(|s| idx.may_contain_stream(hash_str(&format!("s-{s}")))));
+        assert!(idx.damage().is_none());
     }
 }

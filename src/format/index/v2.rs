@@ -8,7 +8,10 @@
 //! version 4 adds the tag keys that hold more than one tag or metadata value,
 //! so that a count by any other key takes its entries without reading them
 //! all, and a checksum per section, so that a section is checked on its
-//! first use without reading the rest of the file. This module owns that
+//! first use without reading the rest of the file; version 5 makes the
+//! bloom filter a blocked one over the streams and the event ids, so that a
+//! lookup of an id the segment lacks (every append naming its ids makes one
+//! per segment) reads one cache line instead of decoding an ids block. This module owns that
 //! layout; it must never read segment bytes.
 //!
 //! [`keyed`]: super::keyed
@@ -21,7 +24,8 @@ use uuid::Uuid;
 use super::keyed::{self, Entry, Keyed};
 use super::summary::{self, RESTART, Summary};
 use super::{
-    Header, INDEX_HEADER, INDEX_MAGIC, Lookup, Parts, StreamSummary, TagKey, TagOwner, TypeCatalog, bloom_check, fold32,
+    BLOOM_BLOCK, Header, INDEX_HEADER, INDEX_MAGIC, Lookup, Parts, StreamSummary, TagKey, TagOwner, TypeCatalog, blocked_check,
+    bloom_check, fold32, id_filter_hash,
     hash_str, id_key,
 };
 use crate::error::{Error, Result};
@@ -41,7 +45,8 @@ const SUMS_LEN: usize = 4 * SUMS + 4;
 /// types, tags, ids, bloom, summary with its restarts, names.
 const SUMS: usize = 8;
 
-/// Encodes a version-4 file (the names with the shared tag keys, and the
+/// Encodes a version-5 file (a version-4 one whose bloom filter is blocked
+/// and holds the event ids too), a version-4 file (the names with the shared tag keys, and the
 /// section checksums), a version-3 one (the names) or a version-2 one, or
 /// `None` if the segment
 /// does not fit their 32-bit offsets and lengths (the caller then writes
@@ -106,7 +111,7 @@ pub(super) fn encode(p: &Parts<'_>, version: u32) -> Result<Option<Vec<u8>>> {
             return Ok(None);
         }
     }
-    let bloom = p.bloom();
+    let bloom = if version >= 5 { p.blocked_bloom() } else { p.bloom() };
     let named: Vec<(&str, StreamSummary)> = p.streams.iter().map(|(n, s, _)| (*n, *s)).collect();
     let Some((summary, start_bytes)) = summary::encode(&named, p.base) else {
         return Ok(None);
@@ -411,20 +416,23 @@ impl IndexV2 {
         if count > u64::from(u32::MAX) || end_offset > u64::from(u32::MAX) {
             return Err(bad(24, "segment too large for a version-2 index"));
         }
+        if version >= 5 && (bloom_len == 0 || !bloom_len.is_multiple_of(BLOOM_BLOCK as u64)) {
+            return Err(bad(72, "bad bloom filter size"));
+        }
         let lens: Vec<u64> = (0..5).map(|i| u64::from(le_u32(b, 96 + 4 * i))).collect();
         // Sizes in u128 so that no header value can overflow the arithmetic.
         let body = lens.iter().map(|l| u128::from(*l)).sum::<u128>()
             + u128::from(bloom_len)
             + u128::from(summary_len)
             + 4 * u128::from(stream_count.div_ceil(RESTART as u64));
-        // The type names (versions 3 and 4) take the rest of the body, before
-        // version 4's section checksums and the body checksum.
+        // The type names (versions 3 to 5) take the rest of the body, before
+        // the section checksums (versions 4 and 5) and the body checksum.
         let sums_len = if version >= 4 { SUMS_LEN } else { 0 };
         let names_len = (file_len as u128).checked_sub(INDEX_HEADER as u128 + body + sums_len as u128 + 4);
         let names_len = match (version, names_len) {
             (2, Some(0)) => 0,
             (3, Some(n)) if n >= 8 => u64::try_from(n).map_err(|_| bad(0, "index file larger than memory"))?,
-            (4, Some(n)) if n >= 12 => u64::try_from(n).map_err(|_| bad(0, "index file larger than memory"))?,
+            (4 | 5, Some(n)) if n >= 12 => u64::try_from(n).map_err(|_| bad(0, "index file larger than memory"))?,
             _ => return Err(bad(0, "index section sizes do not match the file length")),
         };
         let crc_at = file_len - 4;
@@ -863,6 +871,12 @@ impl Lookup for IndexV2 {
         }
     }
     fn id_positions(&self, id: &Uuid) -> Vec<u64> {
+        // Version 5's filter holds every id of the segment: most lookups of
+        // an id the segment lacks end here, without decoding an ids block.
+        // A damaged filter says "maybe" (and the read reports the damage).
+        if self.version >= 5 && self.ok(Part::Bloom) && !blocked_check(self.section(self.bloom), id_filter_hash(id)) {
+            return Vec::new();
+        }
         if !self.ok(Part::Ids) {
             return Vec::new();
         }
@@ -873,7 +887,13 @@ impl Lookup for IndexV2 {
     }
     fn may_contain_stream(&self, hash: u64) -> bool {
         // A damaged bloom filter says "maybe" (and the read reports the damage).
-        self.stream_count > 0 && (!self.ok(Part::Bloom) || bloom_check(self.section(self.bloom), hash))
+        self.stream_count > 0
+            && (!self.ok(Part::Bloom)
+                || if self.version >= 5 {
+                    blocked_check(self.section(self.bloom), hash)
+                } else {
+                    bloom_check(self.section(self.bloom), hash)
+                })
     }
     fn streams(&self) -> Vec<(String, StreamSummary)> {
         if !self.ok(Part::Summary) {
