@@ -810,6 +810,22 @@ impl Consumer<'_> {
         &self,
         max: usize,
         timeout: Duration,
+        fits: impl FnMut(&Delivery) -> bool,
+    ) -> Result<Vec<Delivery>> {
+        self.fetch_while_cancellable(max, timeout, &crate::Cancel::default(), fits)
+    }
+
+    /// As [`Consumer::fetch_while`], but fails with [`Error::Cancelled`],
+    /// having taken nothing, once `cancel` is cancelled or its deadline
+    /// passes while the fetch has found nothing yet: it looks between two
+    /// turns of its scan of the source (a group on the global log whose
+    /// filter keeps little of it scans a bounded span per turn) and while it
+    /// waits. Lets a server stop the work of a fetch whose client went away.
+    pub fn fetch_while_cancellable(
+        &self,
+        max: usize,
+        timeout: Duration,
+        cancel: &crate::Cancel,
         mut fits: impl FnMut(&Delivery) -> bool,
     ) -> Result<Vec<Delivery>> {
         let g = self.group;
@@ -824,6 +840,7 @@ impl Consumer<'_> {
             if !out.is_empty() {
                 return Ok(out);
             }
+            cancel.check()?;
             if more && !g.store.is_closing() {
                 // More of the source to look at: let whoever waits for the
                 // lock (an ack, another consumer) have it first, then go on.
