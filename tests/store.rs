@@ -888,6 +888,40 @@ fn streams_page_from_passes_over_only_the_names_a_page_needs() {
     }
 }
 
+/// `Store::visit_stream_names` hands over, in name order, exactly the names
+/// under the given prefixes (a prefix that extends another adds nothing, an
+/// empty one is every name) after `after`, passing over no other name, and
+/// stops when told.
+#[test]
+fn visit_stream_names_passes_over_only_the_names_under_its_prefixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    for name in ["a-1", "a-2", "ab", "b-1", "b-2", "c", "order-1", "order-eu-1"] {
+        store.append(name, ExpectedVersion::Any, vec![ev("T", 0)]).unwrap();
+    }
+    let visit = |after: Option<&str>, prefixes: &[&str], stop_after: usize| {
+        let mut seen = Vec::new();
+        store.visit_stream_names(after, prefixes, |n| {
+            seen.push(n.to_string());
+            if seen.len() == stop_after {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        });
+        seen
+    };
+    assert_eq!(
+        visit(None, &["b-", "a-", "order-eu-", "order-"], 99),
+        ["a-1", "a-2", "b-1", "b-2", "order-1", "order-eu-1"]
+    );
+    assert_eq!(visit(Some("a-2"), &["a", "b-"], 99), ["ab", "b-1", "b-2"]);
+    assert_eq!(visit(None, &[""], 99).len(), 8);
+    assert_eq!(visit(None, &[], 99), Vec::<String>::new());
+    assert_eq!(visit(None, &["zz"], 99), Vec::<String>::new());
+    assert_eq!(visit(None, &["", "b-"], 3), ["a-1", "a-2", "ab"]);
+}
+
 /// `Store::append_batch`: appends to many streams in one group commit, each
 /// checked and atomic on its own, results in order; an invalid input refuses
 /// the whole batch before anything is written.

@@ -484,6 +484,46 @@ async fn a_group_fetch_that_scans_takes_a_scan_place() {
     s.stop().await.unwrap();
 }
 
+/// The console's listings that pass over every stream name (a browse page
+/// counts its matches, categories count streams) take a `max_scans` place;
+/// a `GET /streams` page, bounded by its size, takes none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_over_every_stream_name_take_a_scan_place() {
+    let (s, gate) = TestServer::start_gated(|c| {
+        c.request_timeout_ms = 10_000;
+        c.max_scans = 1;
+    })
+    .await;
+    append_with_k(&s, "big-1", 200).await;
+    gate.close_written();
+    let (c, u) = (s.client.clone(), s.url("/count?metadata.k=nope"));
+    let held = tokio::spawn(async move {
+        let r = c.get(u).send().await.unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    });
+    gate.wait_for_waiting(1).await;
+    for path in ["/browse/streams?search=big", "/browse/categories"] {
+        let (st, v) = s.get(path).await;
+        assert_eq!(
+            (st, v["error"].clone()),
+            (StatusCode::SERVICE_UNAVAILABLE, json!("too_many_scans")),
+            "{path}: {v}"
+        );
+    }
+    let (st, v) = s.get("/streams").await;
+    assert_eq!(
+        (st, v["streams"][0]["stream"].clone()),
+        (StatusCode::OK, json!("big-1")),
+        "{v}"
+    );
+    gate.open();
+    let (st, _) = held.await.unwrap();
+    assert_eq!(st, StatusCode::OK);
+    let (st, v) = s.get("/browse/streams?search=big").await;
+    assert_eq!((st, v["matched"].clone()), (StatusCode::OK, json!(1)), "{v}");
+    s.stop().await.unwrap();
+}
+
 /// A subscription to the log whose filter no index serves stops reading as
 /// soon as its client goes away, even in the middle of a long pass over
 /// events it does not send: its reads used to go on to the head of the log
