@@ -369,6 +369,10 @@ fn read_all(
     // free at the start: refused; later pages try again until one is free
     // (without queueing ahead of HTTP scans and new reads: see `page_place`).
     let scans = shape.filter.as_ref().is_some_and(EventFilter::needs_scan);
+    // And at most OPEN_SCANS_PER_PLACE × max_scans such reads are open at
+    // once: those between pages (waiting for their client, or trying for a
+    // place) hold a task and buffered events each.
+    let open = if scans { Some(OpenScan::take(&state)?) } else { None };
     let mut place = if scans { Some(scan_place(&state)?) } else { None };
     let head = state.store().head_position();
     // The first annal position to read, or None for nothing at all.
@@ -402,6 +406,7 @@ fn read_all(
     let (tx, answers) = Paced::new(&limits);
     let cancel = limits.cancel.clone();
     limits.spawn(async move {
+        let _open = open;
         let Some(mut from) = start else { return };
         let mut left = count;
         let mut last_page = Vec::new();
@@ -497,6 +502,35 @@ async fn page_place(scans: &Arc<Semaphore>, closed: impl Future<Output = ()>) ->
             () = &mut closed => return None,
         }
         pause = (pause * 2).min(PLACE_RETRY_MOST);
+    }
+}
+
+/// Scanning reads of `$all` open at once, per `max_scans` place.
+const OPEN_SCANS_PER_PLACE: usize = 4;
+
+/// Counts a scanning read of `$all` among the open ones until it ends
+/// (its task ends: done, past its deadline, or its client gone).
+struct OpenScan(AppState);
+
+impl OpenScan {
+    /// Counts one more, or RESOURCE_EXHAUSTED when `OPEN_SCANS_PER_PLACE ×
+    /// max_scans` are open already.
+    fn take(state: &AppState) -> Result<OpenScan, Status> {
+        let max = state.config.max_scans.saturating_mul(OPEN_SCANS_PER_PLACE);
+        if state.open_scan_reads.fetch_add(1, Ordering::AcqRel) >= max {
+            state.open_scan_reads.fetch_sub(1, Ordering::AcqRel);
+            return Err(Status::resource_exhausted(format!(
+                "at most {max} reads of $all with a filter the indexes cannot serve are open at once; \
+                 retry later, or filter on a single stream-name prefix"
+            )));
+        }
+        Ok(OpenScan(state.clone()))
+    }
+}
+
+impl Drop for OpenScan {
+    fn drop(&mut self) {
+        self.0.open_scan_reads.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -2176,3 +2176,49 @@ async fn a_scanning_read_stops_at_its_deadline_and_says_so() {
     wait_for_a_scan_place(&mut c).await;
     s.stop().await.unwrap();
 }
+
+/// Scanning reads of `$all` between pages (waiting for their client, or
+/// trying for a place) hold a task and buffered events each: at most 4 per
+/// `max_scans` place are open at once. With one place and four reads whose
+/// clients read nothing, a fifth is refused for that (though the place
+/// itself is free: the four hold none), and let in once one of them goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scanning_reads_open_at_once_are_bounded() {
+    let (s, _gate) = common::TestServer::start_gated(|c| c.max_scans = 1).await;
+    let mut c = streams_at(&s.base, false).await;
+    fill_big(&mut c).await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut slow = streams_at(&s.base, true).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match slow.read(scanning_read(u64::MAX)).await {
+                Ok(r) => {
+                    held.push((slow, r.into_inner()));
+                    break;
+                }
+                Err(e) if e.code() == Code::ResourceExhausted => {
+                    assert!(std::time::Instant::now() < deadline, "{e:?}");
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    }
+    // Refused for the open reads, not for the place (once the four wait for their clients).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match read(&mut c, scanning_read(5)).await {
+            Err(e) if e.code() == Code::ResourceExhausted && e.message().contains("are open at once") => break,
+            Err(e) if e.code() == Code::ResourceExhausted => {
+                assert!(std::time::Instant::now() < deadline, "{e:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            other => panic!("a fifth scanning read was let in: {other:?}"),
+        }
+    }
+    held.pop();
+    wait_for_a_scan_place(&mut c).await;
+    drop(held);
+    s.stop().await.unwrap();
+}
