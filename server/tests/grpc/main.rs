@@ -2222,3 +2222,114 @@ async fn scanning_reads_open_at_once_are_bounded() {
     drop(held);
     s.stop().await.unwrap();
 }
+
+/// A consumer of a group on `$all` whose filter no index serves (a type
+/// regular expression) takes one of the `max_scans` places while it looks
+/// at the log: with its look held in the middle of a read (at a closed
+/// gate), an HTTP scanning count is refused at once with `too_many_scans`
+/// (it got in and waited at the gate too). Once the gate opens, the
+/// consumer gets its event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_of_a_scanning_group_takes_a_scan_place() {
+    use proto::event_store::client::persistent_subscriptions as ps;
+    use ps::create_req::all_options::filter_options::{Expression, Filter as F, Window};
+    use ps::persistent_subscriptions_client::PersistentSubscriptionsClient;
+    let (s, gate) = common::TestServer::start_gated(|c| {
+        c.max_scans = 1;
+        c.request_timeout_ms = 10_000;
+    })
+    .await;
+    let store = s.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let events = (0..50).map(|_| annal::EventData::json("Other", "{}")).collect();
+        store.append("big-1", annal::ExpectedVersion::Any, events).unwrap();
+        store
+            .append(
+                "order-1",
+                annal::ExpectedVersion::Any,
+                vec![annal::EventData::json("Wanted", "{}")],
+            )
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    let mut c =
+        PersistentSubscriptionsClient::new(Channel::from_shared(s.base.clone()).unwrap().connect().await.unwrap());
+    let settings = ps::create_req::Settings {
+        max_retry_count: 2,
+        min_checkpoint_count: 1,
+        max_checkpoint_count: 10,
+        live_buffer_size: 100,
+        read_batch_size: 10,
+        history_buffer_size: 100,
+        message_timeout: Some(ps::create_req::settings::MessageTimeout::MessageTimeoutMs(60_000)),
+        checkpoint_after: Some(ps::create_req::settings::CheckpointAfter::CheckpointAfterMs(1_000)),
+        consumer_strategy: "RoundRobin".into(),
+        ..Default::default()
+    };
+    #[allow(deprecated)]
+    let create = ps::CreateReq {
+        options: Some(ps::create_req::Options {
+            group_name: "wanted".into(),
+            settings: Some(settings),
+            stream_identifier: None,
+            stream_option: Some(ps::create_req::options::StreamOption::All(ps::create_req::AllOptions {
+                all_option: Some(ps::create_req::all_options::AllOption::Start(Empty {})),
+                filter_option: Some(ps::create_req::all_options::FilterOption::Filter(
+                    ps::create_req::all_options::FilterOptions {
+                        filter: Some(F::EventType(Expression {
+                            regex: "^Want".into(),
+                            prefix: Vec::new(),
+                        })),
+                        window: Some(Window::Max(32)),
+                        checkpoint_interval_multiplier: 1,
+                    },
+                )),
+            })),
+        }),
+    };
+    c.create(create).await.unwrap();
+    // Every read of the log waits at the gate: the consumer's first look holds there.
+    gate.close();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    tx.send(ps::ReadReq {
+        content: Some(ps::read_req::Content::Options(ps::read_req::Options {
+            group_name: "wanted".into(),
+            buffer_size: 10,
+            uuid_option: Some(ps::read_req::options::UuidOption {
+                content: Some(ps::read_req::options::uuid_option::Content::String(Empty {})),
+            }),
+            stream_option: Some(ps::read_req::options::StreamOption::All(Empty {})),
+        })),
+    })
+    .await
+    .unwrap();
+    let reqs = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let mut answers = c.read(reqs).await.unwrap().into_inner();
+    gate.wait_for_waiting(1).await;
+    let count = s.client.get(s.url("/count?metadata.k=nope")).send();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(10), count)
+        .await
+        .expect("refused at once")
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "too_many_scans", "{v}");
+    gate.open();
+    let mut types = Vec::new();
+    while types.is_empty() {
+        match answers.message().await.unwrap().unwrap().content {
+            Some(ps::read_resp::Content::Event(e)) => {
+                let e = e.event.unwrap();
+                let t = e.metadata.get("type").cloned().unwrap_or_default();
+                types.push((
+                    String::from_utf8(e.stream_identifier.unwrap().stream_name.to_vec()).unwrap(),
+                    t,
+                ));
+            }
+            _ => continue,
+        }
+    }
+    assert_eq!(types, [("order-1".to_string(), "Wanted".to_string())]);
+    drop(tx);
+    s.stop().await.unwrap();
+}
