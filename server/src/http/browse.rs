@@ -103,7 +103,7 @@ fn pass_names(
     let mut cancelled = false;
     store.visit_stream_names(None, &ranges, |name| {
         seen += 1;
-        if seen % NAMES_PER_LOOK == 0 && cancel.is_cancelled() {
+        if seen.is_multiple_of(NAMES_PER_LOOK) && cancel.is_cancelled() {
             cancelled = true;
             return ControlFlow::Break(());
         }
