@@ -41,7 +41,7 @@ pub(crate) async fn append(
     check_writable_stream(&stream)?;
     p.authorize(Need::Write(&stream))?;
     let expected = expected_from_json(body.expected.as_ref())?;
-    do_append(state, stream, expected, body.events, None).await
+    do_append(state, stream, expected, body.events, None, None).await
 }
 
 #[derive(Deserialize)]
@@ -137,7 +137,21 @@ pub(crate) async fn append_conditional(
         }
         None => None,
     };
-    do_append(state, body.stream, expected, body.events, condition).await
+    // A condition on a metadata field the store does not index is checked
+    // by reading the log after `after` (all of it, without): it takes a
+    // place, held until the append's store work ends.
+    let place = match &condition {
+        Some(c)
+            if c.query
+                .items
+                .iter()
+                .any(|i| i.as_filter().needs_scan(state.store.indexed_metadata())) =>
+        {
+            Some(state.scan_place()?)
+        }
+        _ => None,
+    };
+    do_append(state, body.stream, expected, body.events, condition, place).await
 }
 
 async fn do_append(
@@ -146,6 +160,7 @@ async fn do_append(
     expected: annal::ExpectedVersion,
     events: Vec<EventIn>,
     condition: Option<AppendCondition>,
+    place: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<Response, ApiError> {
     let max = state.config.max_events_per_append;
     if events.len() > max {
@@ -164,6 +179,7 @@ async fn do_append(
     let st = state.clone();
     let result = state
         .blocking(move || {
+            let _place = place;
             let t = Instant::now();
             let r = match condition {
                 Some(c) => store.append_if(&stream, expected, events, c),

@@ -524,6 +524,46 @@ async fn listings_over_every_stream_name_take_a_scan_place() {
     s.stop().await.unwrap();
 }
 
+/// An append whose condition is on a metadata field the store does not
+/// index checks it by reading the log: it takes a `max_scans` place (while
+/// a scanning count holds the only one, it is refused with
+/// `too_many_scans`, having appended nothing); a condition the indexes
+/// check (on types) takes none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_whose_condition_scans_takes_a_scan_place() {
+    let (s, gate) = TestServer::start_gated(|c| {
+        c.request_timeout_ms = 10_000;
+        c.max_scans = 1;
+    })
+    .await;
+    append_with_k(&s, "big-1", 200).await;
+    gate.close_written();
+    let (c, u) = (s.client.clone(), s.url("/count?metadata.k=nope"));
+    let held = tokio::spawn(async move {
+        let r = c.get(u).send().await.unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    });
+    gate.wait_for_waiting(1).await;
+    let append = |query: Value| json!({ "stream": "order-1", "events": [{ "type": "Placed" }], "condition": { "query": query } });
+    let scanning = append(json!({ "items": [{ "metadata": { "k": "nope" } }] }));
+    let (st, v) = tokio::time::timeout(std::time::Duration::from_secs(10), s.post("/append", scanning.clone()))
+        .await
+        .expect("refused at once");
+    assert_eq!(
+        (st, v["error"].clone()),
+        (StatusCode::SERVICE_UNAVAILABLE, json!("too_many_scans")),
+        "{v}"
+    );
+    let (st, v) = s.post("/append", append(json!({ "types": ["Cancelled"] }))).await;
+    assert_eq!((st, v["position"].clone()), (StatusCode::OK, json!(200)), "{v}");
+    gate.open();
+    let (st, _) = held.await.unwrap();
+    assert_eq!(st, StatusCode::OK);
+    let (st, v) = s.post("/append", scanning).await;
+    assert_eq!((st, v["position"].clone()), (StatusCode::OK, json!(201)), "{v}");
+    s.stop().await.unwrap();
+}
+
 /// A subscription to the log whose filter no index serves stops reading as
 /// soon as its client goes away, even in the middle of a long pass over
 /// events it does not send: its reads used to go on to the head of the log
