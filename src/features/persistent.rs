@@ -801,7 +801,12 @@ impl Consumer<'_> {
     /// accept the first event to get any. The source is read lazily, a small
     /// chunk at a time (8 events, growing to 64) only while `fits` accepts
     /// and the line runs dry, so a fetch that stops early holds little in
-    /// memory whatever `max` is.
+    /// memory whatever `max` is. A group on the global log reads at most
+    /// 4,096 positions per chunk, and after 4 chunks that gave nothing to
+    /// deliver (a filter that keeps little, system streams) the fetch lets
+    /// go of the group's lock before it reads on: acknowledgements and
+    /// other consumers never wait behind a long scan. Such a fetch may
+    /// return fewer than `max` events when the rest lie further on.
     ///
     /// `fits` runs under the group's lock: it must not touch the group (its
     /// info, its consumers, a fetch, an ack), or it deadlocks. If it
