@@ -52,6 +52,12 @@ fn event_bytes(e: &RecordedEvent) -> usize {
     e.data.len() + e.metadata.len() + e.stream.len() + e.event_type.len() + 64
 }
 
+/// The bytes of data and metadata of a page, as the store's byte budget
+/// counts them: a page short of events but at [`HELD_BYTES`] is not the end.
+fn page_bytes(page: &[RecordedEvent]) -> usize {
+    page.iter().map(|e| e.data.len() + e.metadata.len()).sum()
+}
+
 /// How many events the next page of a read asks for: as many as fit
 /// [`HELD_BYTES`] at the average size of the last page's, within 1..=[`PAGE`]
 /// ([`FIRST_PAGE`] before any page).
@@ -318,7 +324,7 @@ async fn read_stream(
                     _ => from,
                 };
                 store
-                    .read_stream(&name, direction, from, want)
+                    .read_stream_within(&name, direction, from, want, HELD_BYTES)
                     .map_err(status::from_store)
             })
             .await;
@@ -332,7 +338,8 @@ async fn read_stream(
             let Some(last) = page.last().map(|e| e.revision) else {
                 return;
             };
-            let full = page.len() >= want;
+            // Short of events but at the byte budget: more may follow.
+            let full = page.len() >= want || page_bytes(&page) >= HELD_BYTES;
             for e in &page {
                 if !tx.send_event(&metadata::shown(e), shape.structured).await {
                     return;
@@ -430,7 +437,7 @@ fn read_all(
             let page = blocking(&state, move || {
                 let _place = page_place;
                 store
-                    .read_all_cancellable(direction, from, want, &indexed, usize::MAX, &cancel)
+                    .read_all_cancellable(direction, from, want, &indexed, HELD_BYTES, &cancel)
                     .map_err(status::from_store)
             })
             .await;
@@ -462,7 +469,7 @@ fn read_all(
                     return;
                 }
             }
-            if page.len() < want {
+            if page.len() < want && page_bytes(&page) < HELD_BYTES {
                 return;
             }
             from = match direction {

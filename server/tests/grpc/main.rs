@@ -2333,3 +2333,44 @@ async fn a_consumer_of_a_scanning_group_takes_a_scan_place() {
     drop(tx);
     s.stop().await.unwrap();
 }
+
+/// One page of a gRPC read holds about 4 MiB of events, whatever the size of
+/// the events of the page before: after 16 small events, a read of a stream
+/// of 256 KiB events reads a page of about 16 of them, not 256 (64 MiB)
+/// before its client gets the next. Counted in segment bytes read when the
+/// client has the 17th event (its client reads slowly: a page or two more
+/// may be read meanwhile, not the whole stream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_page_is_bounded_in_bytes() {
+    let (s, gate) = common::TestServer::start_gated(|_| {}).await;
+    let store = s.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let small = (0..16).map(|_| annal::EventData::json("Small", "{}")).collect();
+        store.append("mixed", annal::ExpectedVersion::Any, small).unwrap();
+        let data = vec![b'x'; 256 << 10];
+        for _ in 0..200 {
+            let big = annal::EventData::binary("Big", data.clone());
+            store.append("mixed", annal::ExpectedVersion::Any, vec![big]).unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    let before = gate.bytes_read();
+    let mut slow = streams_at(&s.base, true).await;
+    let mut answers = slow
+        .read(read_options(stream_from("mixed", None), false, false, u64::MAX))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = 0;
+    while got < 17 {
+        let r = answers.message().await.unwrap().unwrap();
+        if matches!(r.content, Some(read_resp::Content::Event(_))) {
+            got += 1;
+        }
+    }
+    let read = gate.bytes_read() - before;
+    assert!(read < 20 << 20, "{} MiB read before the 17th event", read >> 20);
+    drop(answers);
+    s.stop().await.unwrap();
+}
