@@ -922,6 +922,36 @@ fn visit_stream_names_passes_over_only_the_names_under_its_prefixes() {
     assert_eq!(visit(None, &["", "b-"], 3), ["a-1", "a-2", "ab"]);
 }
 
+/// The sorted names of listings merge the names of the `streams.chk` table
+/// read at open with those changed since (new streams sorting between and
+/// around the table's, table streams appended to again): every name once,
+/// in order, the same as before a restart.
+#[test]
+fn listings_merge_the_table_of_names_with_those_changed_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    for name in ["b-1", "b-3", "d-1", "d-2"] {
+        store.append(name, ExpectedVersion::Any, vec![ev("T", 0)]).unwrap();
+    }
+    // Sealed: the names are in the table `streams.chk` at the next open.
+    assert!(store.seal_active_segment().unwrap());
+    store.close().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let names = |store: &Store| store.streams().into_iter().map(|s| s.name).collect::<Vec<_>>();
+    assert_eq!(names(&store), ["b-1", "b-3", "d-1", "d-2"]);
+    for name in ["a-1", "b-3", "b-2", "c-1", "d-2", "e-1"] {
+        store.append(name, ExpectedVersion::Any, vec![ev("T", 1)]).unwrap();
+    }
+    let want = ["a-1", "b-1", "b-2", "b-3", "c-1", "d-1", "d-2", "e-1"];
+    assert_eq!(names(&store), want);
+    let (page, matched, more) = store.streams_page(Some("b-2"), 3, |_| true);
+    let page: Vec<&str> = page.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!((page, matched, more), (vec!["b-3", "c-1", "d-1"], 8, true));
+    store.close().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(names(&store), want, "after a restart");
+}
+
 /// `Store::append_batch`: appends to many streams in one group commit, each
 /// checked and atomic on its own, results in order; an invalid input refuses
 /// the whole batch before anything is written.
