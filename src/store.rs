@@ -824,6 +824,47 @@ impl Store {
         (self.stream_infos(page), more)
     }
 
+    /// Calls `visit` with the name of each stream that starts with one of
+    /// `prefixes` (an empty prefix: every stream; none: no stream) and sorts
+    /// after `after` (all when `None`), in name order, until it says
+    /// [`std::ops::ControlFlow::Break`]. Names outside the prefixes are
+    /// never passed over (each prefix is found by binary search), so a
+    /// caller that stops after a bounded number of names pays for those
+    /// names only. Works on the sorted copy of the names that
+    /// [`Store::streams_page`] uses: appends are never held up by `visit`.
+    pub fn visit_stream_names(
+        &self,
+        after: Option<&str>,
+        prefixes: &[&str],
+        mut visit: impl FnMut(&str) -> std::ops::ControlFlow<()>,
+    ) {
+        let names = self.shared.sorted_stream_names();
+        let mut sorted: Vec<&str> = prefixes.to_vec();
+        sorted.sort_unstable();
+        // A prefix that extends another adds no name; the others' ranges are
+        // disjoint and in the order of the prefixes.
+        let mut ranges: Vec<&str> = Vec::with_capacity(sorted.len());
+        for p in sorted {
+            if ranges.last().is_none_or(|k| !p.starts_with(k)) {
+                ranges.push(p);
+            }
+        }
+        let from = after.map_or(0, |a| names.partition_point(|n| &**n <= a));
+        for prefix in ranges {
+            let start = from.max(names.partition_point(|n| &**n < prefix));
+            for name in names
+                .get(start..)
+                .unwrap_or_default()
+                .iter()
+                .take_while(|n| n.starts_with(prefix))
+            {
+                if visit(name).is_break() {
+                    return;
+                }
+            }
+        }
+    }
+
     /// The state of each named stream that exists, in order.
     fn stream_infos<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Vec<StreamInfo> {
         names

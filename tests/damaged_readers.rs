@@ -285,3 +285,30 @@ fn a_damaged_event_does_not_block_a_new_id_that_shares_its_index_key() {
         .unwrap();
     assert_eq!(store.event_by_id(c).unwrap().unwrap().position, r.position);
 }
+
+/// A group that skips damage saves its checkpoint at once (the skip must not
+/// be forgotten). When that save fails in a fetch that had already taken the
+/// events before the damage, those events are handed out and the save's
+/// error comes with the next fetch: it is never dropped, though the group
+/// has moved past the damage.
+#[test]
+fn a_failed_save_after_a_skip_reaches_the_next_fetch() {
+    let sim = SimStorage::new();
+    let (store, damaged) = store_with_a_damaged_event(&sim);
+    let settings = GroupSettings {
+        skip_damaged: true,
+        ..GroupSettings::all()
+    };
+    store.create_group("skipper", settings).unwrap();
+    let group = store.group("skipper").unwrap();
+    let c = group.consumer("c1");
+    // The next write is the checkpoint saved after the skip.
+    sim.fail_nth_write(1);
+    let batch = c.fetch(10, Duration::ZERO).unwrap();
+    let got: Vec<u64> = batch.iter().map(|d| d.event.position).collect();
+    assert_eq!(got, (0..damaged).collect::<Vec<_>>());
+    assert!(
+        c.fetch(10, Duration::ZERO).is_err(),
+        "the failed save of the skip was dropped"
+    );
+}

@@ -888,6 +888,70 @@ fn streams_page_from_passes_over_only_the_names_a_page_needs() {
     }
 }
 
+/// `Store::visit_stream_names` hands over, in name order, exactly the names
+/// under the given prefixes (a prefix that extends another adds nothing, an
+/// empty one is every name) after `after`, passing over no other name, and
+/// stops when told.
+#[test]
+fn visit_stream_names_passes_over_only_the_names_under_its_prefixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    for name in ["a-1", "a-2", "ab", "b-1", "b-2", "c", "order-1", "order-eu-1"] {
+        store.append(name, ExpectedVersion::Any, vec![ev("T", 0)]).unwrap();
+    }
+    let visit = |after: Option<&str>, prefixes: &[&str], stop_after: usize| {
+        let mut seen = Vec::new();
+        store.visit_stream_names(after, prefixes, |n| {
+            seen.push(n.to_string());
+            if seen.len() == stop_after {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        });
+        seen
+    };
+    assert_eq!(
+        visit(None, &["b-", "a-", "order-eu-", "order-"], 99),
+        ["a-1", "a-2", "b-1", "b-2", "order-1", "order-eu-1"]
+    );
+    assert_eq!(visit(Some("a-2"), &["a", "b-"], 99), ["ab", "b-1", "b-2"]);
+    assert_eq!(visit(None, &[""], 99).len(), 8);
+    assert_eq!(visit(None, &[], 99), Vec::<String>::new());
+    assert_eq!(visit(None, &["zz"], 99), Vec::<String>::new());
+    assert_eq!(visit(None, &["", "b-"], 3), ["a-1", "a-2", "ab"]);
+}
+
+/// The sorted names of listings merge the names of the `streams.chk` table
+/// read at open with those changed since (new streams sorting between and
+/// around the table's, table streams appended to again): every name once,
+/// in order, the same as before a restart.
+#[test]
+fn listings_merge_the_table_of_names_with_those_changed_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    for name in ["b-1", "b-3", "d-1", "d-2"] {
+        store.append(name, ExpectedVersion::Any, vec![ev("T", 0)]).unwrap();
+    }
+    // Sealed: the names are in the table `streams.chk` at the next open.
+    assert!(store.seal_active_segment().unwrap());
+    store.close().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let names = |store: &Store| store.streams().into_iter().map(|s| s.name).collect::<Vec<_>>();
+    assert_eq!(names(&store), ["b-1", "b-3", "d-1", "d-2"]);
+    for name in ["a-1", "b-3", "b-2", "c-1", "d-2", "e-1"] {
+        store.append(name, ExpectedVersion::Any, vec![ev("T", 1)]).unwrap();
+    }
+    let want = ["a-1", "b-1", "b-2", "b-3", "c-1", "d-1", "d-2", "e-1"];
+    assert_eq!(names(&store), want);
+    let (page, matched, more) = store.streams_page(Some("b-2"), 3, |_| true);
+    let page: Vec<&str> = page.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!((page, matched, more), (vec!["b-3", "c-1", "d-1"], 8, true));
+    store.close().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(names(&store), want, "after a restart");
+}
+
 /// `Store::append_batch`: appends to many streams in one group commit, each
 /// checked and atomic on its own, results in order; an invalid input refuses
 /// the whole batch before anything is written.

@@ -83,6 +83,30 @@ impl Principal {
         self.prefixes.is_empty()
     }
 
+    /// The name prefixes that hold every stream name starting with `within`
+    /// that the principal may read, and no other: `within` itself for a
+    /// principal not limited to prefixes, else the narrower of `within` and
+    /// each of its prefixes that overlap it. A listing passes over these
+    /// ranges only, so that its cost and its continuation tokens never
+    /// depend on (nor name) streams outside them.
+    pub(crate) fn readable_within(&self, within: &str) -> Vec<String> {
+        if self.unrestricted() {
+            return vec![within.to_string()];
+        }
+        self.prefixes
+            .iter()
+            .filter_map(|p| {
+                if within.starts_with(p.as_str()) {
+                    Some(within.to_string())
+                } else if p.starts_with(within) {
+                    Some(p.clone())
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
     fn may_stream(&self, stream: &str) -> bool {
         self.unrestricted() || self.prefixes.iter().any(|p| stream.starts_with(p.as_str()))
     }
@@ -285,6 +309,17 @@ mod tests {
             Err(Denied::Forbidden(m)) => m,
             other => panic!("{need:?}: {other:?}"),
         }
+    }
+
+    /// A listing under `within` looks only where the token may read.
+    #[test]
+    fn readable_within_narrows_a_listing_to_the_token_prefixes() {
+        assert_eq!(token(Role::Read, &[]).readable_within("ord"), ["ord"]);
+        let tenant = token(Role::Read, &["orders-", "users-eu-"]);
+        assert_eq!(tenant.readable_within(""), ["orders-", "users-eu-"]);
+        assert_eq!(tenant.readable_within("users-"), ["users-eu-"]);
+        assert_eq!(tenant.readable_within("orders-42"), ["orders-42"]);
+        assert!(tenant.readable_within("carts-").is_empty());
     }
 
     #[test]

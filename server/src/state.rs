@@ -57,6 +57,9 @@ pub struct Inner {
     /// Places for expensive reads (`max_scans`), held by their handlers until
     /// they answer or are cut by the request timeout (which cancels the work).
     pub(crate) scans: Arc<tokio::sync::Semaphore>,
+    /// gRPC reads of `$all` that scan, admitted and not yet ended (with a
+    /// place or not: reading, waiting for their client or for a place).
+    pub(crate) open_scan_reads: AtomicUsize,
     /// Changes after each publication of new events (and when the store
     /// closes), told by the store ([`annal::Store::listen`]): waiting fetches
     /// wait on it instead of looking at the head of the log.
@@ -93,6 +96,7 @@ impl AppState {
             last_verify: std::sync::Mutex::new(None),
             long_polls,
             scans,
+            open_scan_reads: AtomicUsize::new(0),
             new_events,
             _events_listener: events_listener,
             fetch_wait_wakeups: AtomicU64::new(0),

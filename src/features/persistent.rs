@@ -216,6 +216,11 @@ struct GroupInner {
     /// The end of the last damaged range counted in `skipped_damaged`.
     skipped_through: u64,
     last_skipped_damage: Option<(u64, u64, String)>,
+    /// An error met by a fetch after it had accepted events (they were
+    /// handed out): the next fetch returns it before anything else, so that
+    /// an error whose cause the group has since moved past (a checkpoint
+    /// save that failed after a damaged range was skipped) is never lost.
+    deferred: Option<Error>,
 }
 
 /// The shared runtime state of one group.
@@ -224,6 +229,10 @@ pub(crate) struct GroupState {
     settings: GroupSettings,
     inner: Mutex<GroupInner>,
     changed: Condvar,
+    /// Called each time a fetch lets go of the group's lock between two
+    /// spans of its scan of the source (tests check that others get in).
+    #[cfg(test)]
+    between_spans: Mutex<Option<Box<dyn FnMut() + Send>>>,
 }
 
 /// The registry of loaded groups of a store.
@@ -409,8 +418,11 @@ impl Store {
                 skipped_damaged,
                 skipped_through,
                 last_skipped_damage: None,
+                deferred: None,
             }),
             changed: Condvar::new(),
+            #[cfg(test)]
+            between_spans: Mutex::new(None),
         });
         loaded.insert(name.to_string(), state.clone());
         Ok(Group { store: self, state })
@@ -669,15 +681,21 @@ impl Group<'_> {
         }
         let events = match &self.state.settings.source {
             GroupSource::All(filter) => {
-                if inner.cursor >= self.store.head_position() {
+                // The head before the read: the read sees at least up to it.
+                let head = self.store.head_position();
+                if inner.cursor >= head {
                     return Ok(());
                 }
-                let (events, stop) = self.store.shared.read_log_stop(
+                // One refill passes over at most REFILL_SPAN positions, however
+                // few of them the filter keeps: a sparse filter costs a fetch
+                // several short turns under the lock, not one pass over the log.
+                let end = inner.cursor.saturating_add(REFILL_SPAN).min(head);
+                let (events, stop) = self.store.shared.read_log_stop_before(
                     Direction::Forward,
                     LogFrom::Position(inner.cursor),
-                    n,
-                    filter,
-                    crate::log::read::Visibility::Visible,
+                    (n, usize::MAX),
+                    (filter, crate::log::read::Visibility::Visible, &crate::Cancel::default()),
+                    end,
                 )?;
                 match stop {
                     // Everything before the damage first; the next refill meets it at once.
@@ -706,8 +724,8 @@ impl Group<'_> {
                             source: Box::new(stop.error),
                         });
                     }
-                    // Everything published up to the head has been considered.
-                    None if events.len() < n => inner.cursor = inner.cursor.max(self.store.head_position()),
+                    // Every position up to `end` has been considered.
+                    None if events.len() < n => inner.cursor = inner.cursor.max(end),
                     None => {}
                 }
                 events
@@ -755,6 +773,13 @@ fn low_water(inner: &GroupInner) -> u64 {
 const REFILL_FIRST: usize = 8;
 /// The largest chunk a fetch reads at once (chunks double from [`REFILL_FIRST`]).
 const REFILL_MOST: usize = 64;
+/// Most positions of the global log one refill passes over.
+const REFILL_SPAN: u64 = 4096;
+/// Refills that found nothing to deliver (a sparse filter, system streams,
+/// damage skipped) one turn under the group's lock makes before letting
+/// others (acknowledgements, other consumers) in: at most
+/// `REFILL_SPAN * SPANS_PER_TURN` positions per turn.
+const SPANS_PER_TURN: usize = 4;
 
 /// A named consumer of a group.
 pub struct Consumer<'g> {
@@ -776,7 +801,12 @@ impl Consumer<'_> {
     /// accept the first event to get any. The source is read lazily, a small
     /// chunk at a time (8 events, growing to 64) only while `fits` accepts
     /// and the line runs dry, so a fetch that stops early holds little in
-    /// memory whatever `max` is.
+    /// memory whatever `max` is. A group on the global log reads at most
+    /// 4,096 positions per chunk, and after 4 chunks that gave nothing to
+    /// deliver (a filter that keeps little, system streams) the fetch lets
+    /// go of the group's lock before it reads on: acknowledgements and
+    /// other consumers never wait behind a long scan. Such a fetch may
+    /// return fewer than `max` events when the rest lie further on.
     ///
     /// `fits` runs under the group's lock: it must not touch the group (its
     /// info, its consumers, a fetch, an ack), or it deadlocks. If it
@@ -785,16 +815,47 @@ impl Consumer<'_> {
         &self,
         max: usize,
         timeout: Duration,
+        fits: impl FnMut(&Delivery) -> bool,
+    ) -> Result<Vec<Delivery>> {
+        self.fetch_while_cancellable(max, timeout, &crate::Cancel::default(), fits)
+    }
+
+    /// As [`Consumer::fetch_while`], but fails with [`Error::Cancelled`],
+    /// having taken nothing, once `cancel` is cancelled or its deadline
+    /// passes while the fetch has found nothing yet: it looks between two
+    /// turns of its scan of the source (a group on the global log whose
+    /// filter keeps little of it scans a bounded span per turn) and while it
+    /// waits. Lets a server stop the work of a fetch whose client went away.
+    pub fn fetch_while_cancellable(
+        &self,
+        max: usize,
+        timeout: Duration,
+        cancel: &crate::Cancel,
         mut fits: impl FnMut(&Delivery) -> bool,
     ) -> Result<Vec<Delivery>> {
         let g = self.group;
         let deadline = Instant::now() + timeout;
         let mut inner = g.state.inner.lock();
         loop {
+            if let Some(e) = inner.deferred.take() {
+                return Err(e);
+            }
             g.expire(&mut inner)?;
-            let out = self.take(&mut inner, max, &mut fits)?;
+            let (out, more) = self.take(&mut inner, max, &mut fits)?;
             if !out.is_empty() {
                 return Ok(out);
+            }
+            cancel.check()?;
+            if more && !g.store.is_closing() {
+                // More of the source to look at: let whoever waits for the
+                // lock (an ack, another consumer) have it first, then go on.
+                parking_lot::MutexGuard::unlocked_fair(&mut inner, || {
+                    #[cfg(test)]
+                    if let Some(f) = g.state.between_spans.lock().as_mut() {
+                        f();
+                    }
+                });
+                continue;
             }
             let now = Instant::now();
             if now >= deadline || g.store.is_closing() {
@@ -810,8 +871,15 @@ impl Consumer<'_> {
     /// reading the source in small chunks when the line runs dry. Nothing
     /// moves while `fits` runs: accepted events stay in the ready line
     /// (marked by index) until the last call, then move to in-flight
-    /// together, so a panic in `fits` leaves the group as it was.
-    fn take(&self, inner: &mut GroupInner, max: usize, fits: &mut impl FnMut(&Delivery) -> bool) -> Result<Vec<Delivery>> {
+    /// together, so a panic in `fits` leaves the group as it was. Also says
+    /// whether it stopped with more of the source to look at (after
+    /// [`SPANS_PER_TURN`] refills that found nothing to deliver).
+    fn take(
+        &self,
+        inner: &mut GroupInner,
+        max: usize,
+        fits: &mut impl FnMut(&Delivery) -> bool,
+    ) -> Result<(Vec<Delivery>, bool)> {
         let g = self.group;
         let settings = &g.state.settings;
         let consumers = inner.consumers.clone();
@@ -828,21 +896,25 @@ impl Consumer<'_> {
                 .all(|(name, capacity)| held.get(name.as_str()).copied().unwrap_or(0) >= *capacity)
         };
         if !ahead_full || max == 0 {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         }
         // The accepted events, by their index (ascending) in the ready line.
         let mut accepted: Vec<(usize, Delivery)> = Vec::new();
         let mut chunk = REFILL_FIRST;
         let mut i = 0;
+        let mut empty_spans = 0;
+        let mut more = false;
         while accepted.len() < max {
             if i == inner.ready.len() {
                 // The line ran dry: read a little more of the source.
                 let (before, cursor) = (inner.ready.len(), inner.cursor);
                 if let Err(e) = g.refill(inner, chunk.min(max - accepted.len())) {
-                    // What was accepted is handed out; the error comes again on the next fetch.
+                    // What was accepted is handed out; the error is kept for
+                    // the next fetch (the group may have moved past its cause).
                     if accepted.is_empty() {
                         return Err(e);
                     }
+                    inner.deferred = Some(e);
                     break;
                 }
                 chunk = (chunk * 2).min(REFILL_MOST);
@@ -851,7 +923,13 @@ impl Consumer<'_> {
                         // Caught up, or at the in-flight limit.
                         break;
                     }
-                    // Only skipped events (system streams, damage): read on.
+                    // Only skipped events (system streams, damage, what the
+                    // filter leaves out): read on, a few spans per turn.
+                    empty_spans += 1;
+                    if empty_spans >= SPANS_PER_TURN {
+                        more = true;
+                        break;
+                    }
                     continue;
                 }
             }
@@ -879,7 +957,7 @@ impl Consumer<'_> {
             i += 1;
         }
         let Some(last) = accepted.last().map(|a| a.0) else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), more));
         };
         // Move the accepted events out of the line; the others keep their order.
         let rest = inner.ready.split_off(last + 1);
@@ -914,7 +992,7 @@ impl Consumer<'_> {
                 },
             );
         }
-        Ok(accepted.into_iter().map(|a| a.1).collect())
+        Ok((accepted.into_iter().map(|a| a.1).collect(), more))
     }
 
     /// Acknowledges handled events by id; unknown ids are ignored. Returns
@@ -966,5 +1044,75 @@ impl Drop for Consumer<'_> {
     fn drop(&mut self) {
         let mut inner = self.group.state.inner.lock();
         inner.consumers.retain(|c| c.0 != self.name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::mpsc::channel;
+    use std::time::Duration;
+
+    use super::{GroupSettings, GroupSource, REFILL_SPAN, SPANS_PER_TURN};
+    use crate::{Durability, EventData, ExpectedVersion, Filter, Options, SimStorage, Store};
+
+    /// A fetch of a group whose filter keeps almost nothing of a long log
+    /// scans it in turns of a bounded number of positions, letting go of the
+    /// group's lock between them: another consumer's acknowledgement, made
+    /// while the fetch is between two turns (it waits there for the ack), goes
+    /// through, and the fetch still finds the event past the gap.
+    #[test]
+    fn an_ack_is_not_held_up_by_a_fetch_scanning_a_sparse_log() {
+        let options = Options::default().no_compression().durability(Durability::Never);
+        let store = Store::open_with(Arc::new(SimStorage::new()), "/g", options).unwrap();
+        let events = |n: u64| (0..n).map(|_| EventData::json("E", "{}".to_string())).collect::<Vec<_>>();
+        store.append("keep-1", ExpectedVersion::Any, events(1)).unwrap();
+        let gap = REFILL_SPAN * SPANS_PER_TURN as u64 * 3;
+        for n in 0..gap / 1024 {
+            store.append(&format!("other-{n}"), ExpectedVersion::Any, events(1024)).unwrap();
+        }
+        store.append("keep-2", ExpectedVersion::Any, events(1)).unwrap();
+        let settings = GroupSettings {
+            source: GroupSource::All(Filter::all().with_stream_regex("^keep-").unwrap()),
+            ..GroupSettings::all()
+        };
+        store.create_group("sparse", settings).unwrap();
+        let group = store.group("sparse").unwrap();
+        let (c1, c2) = (group.consumer("c1"), group.consumer("c2"));
+        let first = c1.fetch(1, Duration::ZERO).unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].event.stream, "keep-1");
+        // Between two turns, the fetch tells the acknowledging thread and
+        // waits for its ack (a minute at most: a lock still held would hang).
+        let (to_acker, acker_rx) = channel::<()>();
+        let (to_fetch, fetch_rx) = channel::<usize>();
+        let mut to_acker = Some(to_acker);
+        let turns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = turns.clone();
+        *group.state.between_spans.lock() = Some(Box::new(move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            if let Some(tx) = to_acker.take() {
+                tx.send(()).unwrap();
+                let n = fetch_rx.recv_timeout(Duration::from_secs(60));
+                assert_eq!(n, Ok(1), "the ack did not go through between two turns");
+            }
+        }));
+        let (id, c1) = (first[0].event.id, &c1);
+        let second = std::thread::scope(|s| {
+            s.spawn(move || {
+                if acker_rx.recv().is_ok() {
+                    to_fetch.send(c1.ack(&[id]).unwrap()).unwrap();
+                }
+            });
+            let second = c2.fetch(1, Duration::ZERO).unwrap();
+            // Dropping the hook lets the acknowledging thread end if it never ran.
+            group.state.between_spans.lock().take();
+            second
+        });
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].event.stream, "keep-2");
+        let turns = turns.load(std::sync::atomic::Ordering::Acquire);
+        assert!(turns >= 2, "one turn scanned the whole gap of {gap}: {turns} turns");
+        assert_eq!(group.info().in_flight, 1, "only keep-2 is in flight");
     }
 }

@@ -240,10 +240,26 @@ impl Shared {
         visibility: Visibility,
         cancel: &Cancel,
     ) -> Result<(Vec<RecordedEvent>, Option<Stop>)> {
+        self.read_log_stop_before(direction, from, limit, (filter, visibility, cancel), u64::MAX)
+    }
+
+    /// [`Shared::read_log_stop_within`] (`within` is the filter, the
+    /// visibility and the cancellation signal) over the positions before
+    /// `end` only: a forward read that returns fewer than `limit.0` events,
+    /// within the byte budget and without a stop, has considered every
+    /// position from its start up to `end` (or the head, if lower). Lets a
+    /// reader bound the positions one call passes over, whatever the filter.
+    pub(crate) fn read_log_stop_before(
+        &self,
+        direction: Direction,
+        from: LogFrom,
+        limit: (usize, usize),
+        within: (&Filter, Visibility, &Cancel),
+        end: u64,
+    ) -> Result<(Vec<RecordedEvent>, Option<Stop>)> {
         let (limit, max_bytes) = limit;
-        let within = (filter, visibility, cancel);
         if self.damage.is_empty() || limit == 0 {
-            return self.read_log_range(direction, from, (limit, max_bytes), within, (0, u64::MAX));
+            return self.read_log_range(direction, from, (limit, max_bytes), within, (0, end));
         }
         let start = match (from, direction) {
             (LogFrom::Start, Direction::Forward) => 0,
@@ -256,7 +272,10 @@ impl Shared {
             resume: d.end_position,
             error: d.error(),
         };
-        if let Some(d) = self.damage_at(start).filter(|_| start != u64::MAX) {
+        if let Some(d) = self
+            .damage_at(start)
+            .filter(|_| start != u64::MAX && (direction == Direction::Backward || start < end))
+        {
             return Ok((Vec::new(), Some(stop_at(d))));
         }
         let (bounds, damage) = match direction {
@@ -269,6 +288,9 @@ impl Shared {
                 None => ((0, u64::MAX), None),
             },
         };
+        // Damage at or past `end` is not reached.
+        let damage = damage.filter(|d| d.first_position < end);
+        let bounds = (bounds.0, bounds.1.min(end));
         let (out, stop) = self.read_log_range(direction, from, (limit, max_bytes), within, bounds)?;
         let full = out.len() >= limit || payload_bytes(&out) >= max_bytes;
         let stop = match (stop, damage) {

@@ -97,20 +97,6 @@ impl StreamMap {
         names.extend(self.changed.keys().filter(|n| n.starts_with(prefix)).map(|n| n.to_string()));
         names
     }
-
-    /// Every stream name, in no order.
-    pub(crate) fn names(&self) -> Vec<Box<str>> {
-        let mut names: Vec<Box<str>> = Vec::with_capacity(self.len());
-        if let Some((t, bytes)) = &self.table {
-            names.extend(
-                t.iter((**bytes).as_ref())
-                    .filter(|(n, _)| !self.changed.contains_key(*n))
-                    .map(|(n, _)| n.into()),
-            );
-        }
-        names.extend(self.changed.keys().cloned());
-        names
-    }
 }
 
 /// State shared by readers and the writer.
@@ -313,16 +299,45 @@ impl Shared {
 
     /// Every stream name, sorted. The copy is made again only when streams
     /// were created since the last one (names are never removed while the
-    /// store is open), and the map's lock is held only to copy the names,
-    /// never to sort or filter them: a listing of a large store must not hold
-    /// up appends, whose publication takes the map's write lock.
+    /// store is open). The map's lock is held only to copy the names changed
+    /// since its `streams.chk` table and to take a handle on the table's
+    /// bytes, never to copy, sort or filter every name: a listing of a large
+    /// store must not hold up appends, whose publication takes the map's
+    /// write lock. The table's names, sorted already, are merged in after.
     pub(crate) fn sorted_stream_names(&self) -> Arc<Vec<Box<str>>> {
         let mut names = self.stream_names.lock();
-        if names.len() != self.streams.read().len() {
-            let mut copy: Vec<Box<str>> = self.streams.read().names();
-            copy.sort_unstable();
-            *names = Arc::new(copy);
+        let (len, table, mut changed) = {
+            let map = self.streams.read();
+            if map.len() == names.len() {
+                return names.clone();
+            }
+            let changed: Vec<Box<str>> = map.changed.keys().cloned().collect();
+            (map.len(), map.table.clone(), changed)
+        };
+        changed.sort_unstable();
+        let mut copy: Vec<Box<str>> = Vec::with_capacity(len);
+        let mut in_order = true;
+        let mut rest = changed.into_iter().peekable();
+        if let Some((t, bytes)) = &table {
+            for (name, _) in t.iter((**bytes).as_ref()) {
+                while let Some(c) = rest.next_if(|c| **c < *name) {
+                    copy.push(c);
+                }
+                // A changed state of a table stream: its name comes from `changed`.
+                if rest.peek().is_some_and(|c| **c == *name) {
+                    continue;
+                }
+                in_order &= copy.last().is_none_or(|l| **l < *name);
+                copy.push(name.into());
+            }
         }
+        copy.extend(rest);
+        // A checked table is sorted; should one not be, the answer still is.
+        if !in_order {
+            copy.sort_unstable();
+            copy.dedup();
+        }
+        *names = Arc::new(copy);
         names.clone()
     }
 }

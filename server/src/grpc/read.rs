@@ -52,6 +52,12 @@ fn event_bytes(e: &RecordedEvent) -> usize {
     e.data.len() + e.metadata.len() + e.stream.len() + e.event_type.len() + 64
 }
 
+/// The bytes of data and metadata of a page, as the store's byte budget
+/// counts them: a page short of events but at [`HELD_BYTES`] is not the end.
+fn page_bytes(page: &[RecordedEvent]) -> usize {
+    page.iter().map(|e| e.data.len() + e.metadata.len()).sum()
+}
+
 /// How many events the next page of a read asks for: as many as fit
 /// [`HELD_BYTES`] at the average size of the last page's, within 1..=[`PAGE`]
 /// ([`FIRST_PAGE`] before any page).
@@ -318,7 +324,7 @@ async fn read_stream(
                     _ => from,
                 };
                 store
-                    .read_stream(&name, direction, from, want)
+                    .read_stream_within(&name, direction, from, want, HELD_BYTES)
                     .map_err(status::from_store)
             })
             .await;
@@ -332,7 +338,8 @@ async fn read_stream(
             let Some(last) = page.last().map(|e| e.revision) else {
                 return;
             };
-            let full = page.len() >= want;
+            // Short of events but at the byte budget: more may follow.
+            let full = page.len() >= want || page_bytes(&page) >= HELD_BYTES;
             for e in &page {
                 if !tx.send_event(&metadata::shown(e), shape.structured).await {
                     return;
@@ -369,6 +376,10 @@ fn read_all(
     // free at the start: refused; later pages try again until one is free
     // (without queueing ahead of HTTP scans and new reads: see `page_place`).
     let scans = shape.filter.as_ref().is_some_and(EventFilter::needs_scan);
+    // And at most OPEN_SCANS_PER_PLACE × max_scans such reads are open at
+    // once: those between pages (waiting for their client, or trying for a
+    // place) hold a task and buffered events each.
+    let open = if scans { Some(OpenScan::take(&state)?) } else { None };
     let mut place = if scans { Some(scan_place(&state)?) } else { None };
     let head = state.store().head_position();
     // The first annal position to read, or None for nothing at all.
@@ -402,6 +413,7 @@ fn read_all(
     let (tx, answers) = Paced::new(&limits);
     let cancel = limits.cancel.clone();
     limits.spawn(async move {
+        let _open = open;
         let Some(mut from) = start else { return };
         let mut left = count;
         let mut last_page = Vec::new();
@@ -425,7 +437,7 @@ fn read_all(
             let page = blocking(&state, move || {
                 let _place = page_place;
                 store
-                    .read_all_cancellable(direction, from, want, &indexed, usize::MAX, &cancel)
+                    .read_all_cancellable(direction, from, want, &indexed, HELD_BYTES, &cancel)
                     .map_err(status::from_store)
             })
             .await;
@@ -457,7 +469,7 @@ fn read_all(
                     return;
                 }
             }
-            if page.len() < want {
+            if page.len() < want && page_bytes(&page) < HELD_BYTES {
                 return;
             }
             from = match direction {
@@ -497,6 +509,35 @@ async fn page_place(scans: &Arc<Semaphore>, closed: impl Future<Output = ()>) ->
             () = &mut closed => return None,
         }
         pause = (pause * 2).min(PLACE_RETRY_MOST);
+    }
+}
+
+/// Scanning reads of `$all` open at once, per `max_scans` place.
+const OPEN_SCANS_PER_PLACE: usize = 4;
+
+/// Counts a scanning read of `$all` among the open ones until it ends
+/// (its task ends: done, past its deadline, or its client gone).
+struct OpenScan(AppState);
+
+impl OpenScan {
+    /// Counts one more, or RESOURCE_EXHAUSTED when `OPEN_SCANS_PER_PLACE ×
+    /// max_scans` are open already.
+    fn take(state: &AppState) -> Result<OpenScan, Status> {
+        let max = state.config.max_scans.saturating_mul(OPEN_SCANS_PER_PLACE);
+        if state.open_scan_reads.fetch_add(1, Ordering::AcqRel) >= max {
+            state.open_scan_reads.fetch_sub(1, Ordering::AcqRel);
+            return Err(Status::resource_exhausted(format!(
+                "at most {max} reads of $all with a filter the indexes cannot serve are open at once; \
+                 retry later, or filter on a single stream-name prefix"
+            )));
+        }
+        Ok(OpenScan(state.clone()))
+    }
+}
+
+impl Drop for OpenScan {
+    fn drop(&mut self) {
+        self.0.open_scan_reads.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

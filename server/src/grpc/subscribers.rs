@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::state::AppState;
-use annal::{GroupSettings, NackAction, Store, Strategy};
+use annal::{GroupSettings, GroupSource, NackAction, Store, Strategy};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -265,7 +265,7 @@ pub(crate) fn start(
 ) -> Result<Answers<ReadResp>, Status> {
     // The server's limit on subscriptions bounds the threads; shutdown waits for them.
     let place = Subscriber::take(state)?;
-    let (store, shutdown) = (state.store(), state.shutdown.clone());
+    let (store, shutdown, scans) = (state.store(), state.shutdown.clone(), state.scans.clone());
     let (id, conn) = registry.join(&sub.group, sub.max_subscribers, sub.user.clone(), sub.buffer_size)?;
     let (out_tx, out_rx) = mpsc::channel::<Result<ReadResp, Status>>(sub.buffer_size.clamp(1, FETCH_MAX) * 2);
     let (cmd_tx, cmd_rx) = std::sync::mpsc::channel::<Command>();
@@ -323,7 +323,7 @@ pub(crate) fn start(
         .name(format!("annal-grpc-{}", conn.consumer))
         .spawn(move || {
             let _place = place;
-            let result = serve(&store, &sub, &conn, &out_tx, &cmd_rx, &shutdown);
+            let result = serve(&store, &sub, &conn, (&out_tx, &cmd_rx), &shutdown, &scans);
             thread_registry.leave(&group, id);
             conn.stop.cancel();
             match result {
@@ -353,17 +353,29 @@ fn ids(ids: &[super::proto::event_store::client::Uuid]) -> Result<Vec<Uuid>, Sta
 
 /// The consumer's loop: apply what the client sent, fetch into the room its
 /// buffer has, send; until the client leaves, the group changes or the server stops.
+///
+/// A group on `$all` whose filter the indexes cannot serve reads events to
+/// find those it keeps: each of its fetches takes one of the `max_scans`
+/// places (`scans`) while it looks, without waiting for events; with none
+/// free, or nothing found, the consumer waits for its client's answers for
+/// [`FETCH_WAIT`] before it looks again.
 fn serve(
     store: &Store,
     sub: &Subscription,
     conn: &Connection,
-    out: &mpsc::Sender<Result<ReadResp, Status>>,
-    commands: &std::sync::mpsc::Receiver<Command>,
+    (out, commands): (
+        &mpsc::Sender<Result<ReadResp, Status>>,
+        &std::sync::mpsc::Receiver<Command>,
+    ),
     shutdown: &CancellationToken,
+    scans: &Arc<tokio::sync::Semaphore>,
 ) -> Result<(), Status> {
     let group = store
         .group(&sub.group)
         .map_err(|e| status::group_error(&sub.subscription_id, e))?;
+    let scanning = matches!(&group.settings().source, GroupSource::All(f) if f.needs_scan(store.indexed_metadata()));
+    // The last look found nothing or no place (a scanning group): wait before the next.
+    let mut idle = false;
     // Dispatch to single passes events on once this consumer's buffer is full.
     let consumer = group.consumer_with_capacity(&conn.consumer, sub.buffer_size);
     // Delivered and not yet answered by the client: retried at once when it leaves.
@@ -375,7 +387,7 @@ fn serve(
             }
             let mut wait = FETCH_WAIT;
             loop {
-                let cmd = if held.len() >= sub.buffer_size {
+                let cmd = if held.len() >= sub.buffer_size || idle {
                     match commands.recv_timeout(wait) {
                         Ok(c) => c,
                         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
@@ -417,7 +429,19 @@ fn serve(
             if room == 0 {
                 continue;
             }
-            let deliveries = consumer.fetch(room, FETCH_WAIT).map_err(status::from_store)?;
+            let deliveries = if scanning {
+                match scans.clone().try_acquire_owned() {
+                    Ok(place) => {
+                        let got = consumer.fetch(room, Duration::ZERO).map_err(status::from_store);
+                        drop(place);
+                        got?
+                    }
+                    Err(_) => Vec::new(),
+                }
+            } else {
+                consumer.fetch(room, FETCH_WAIT).map_err(status::from_store)?
+            };
+            idle = scanning && deliveries.is_empty();
             for d in deliveries {
                 held.insert(d.event.id);
                 let w = wire_event(&d.event, &d.event.stream, sub.structured);

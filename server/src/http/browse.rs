@@ -7,8 +7,8 @@
 //! answer (pages are at most [`MAX_PAGE`] streams), nor decide who may see a
 //! stream itself: it asks `auth`.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use annal::{Direction, StreamFrom, StreamInfo};
@@ -56,6 +56,16 @@ impl Matcher {
         })
     }
 
+    /// The name prefixes a pass needs to look under: the query's prefix (or
+    /// its category, which names start with), narrowed to the token's.
+    fn ranges(&self, p: &Principal) -> Vec<String> {
+        let start = match (&self.category, self.prefix.is_empty()) {
+            (Some(c), true) => c.as_str(),
+            _ => self.prefix.as_str(),
+        };
+        p.readable_within(start)
+    }
+
     fn keeps(&self, p: &Principal, name: &str) -> bool {
         name.starts_with(&self.prefix)
             && (self.system || !name.starts_with('$'))
@@ -75,9 +85,42 @@ fn contains_ignoring_ascii_case(hay: &str, needle: &str) -> bool {
             .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
+/// Names a pass over the stream names goes through between two looks at
+/// its cancellation.
+const NAMES_PER_LOOK: u64 = 1024;
+
+/// Passes over the stream names under `ranges` in order, handing `visit`
+/// each one (it says whether to go on); fails with `Cancelled` as soon as
+/// `cancel` says so (it looks every [`NAMES_PER_LOOK`] names).
+fn pass_names(
+    store: &annal::Store,
+    ranges: &[String],
+    cancel: &annal::Cancel,
+    mut visit: impl FnMut(&str) -> ControlFlow<()>,
+) -> Result<(), ApiError> {
+    let ranges: Vec<&str> = ranges.iter().map(String::as_str).collect();
+    let mut seen = 0u64;
+    let mut cancelled = false;
+    store.visit_stream_names(None, &ranges, |name| {
+        seen += 1;
+        if seen.is_multiple_of(NAMES_PER_LOOK) && cancel.is_cancelled() {
+            cancelled = true;
+            return ControlFlow::Break(());
+        }
+        visit(name)
+    });
+    if cancelled {
+        return Err(annal::Error::Cancelled.into());
+    }
+    Ok(())
+}
+
 /// `GET /browse/streams`: one page of streams by name after `after`, each
 /// with its last write time, event count and metadata; `next` is the
 /// `after` of the following page, `matched` how many streams match in all.
+/// Counting passes over every name under the query's prefix that the token
+/// may read (only those): it takes one of the `max_scans` places and stops
+/// at the request timeout or when the client goes.
 pub(crate) async fn streams(
     State(state): State<AppState>,
     p: Principal,
@@ -99,10 +142,25 @@ pub(crate) async fn streams(
         }
         Some(n) => n as usize,
     };
+    let _place = state.scan_place()?;
+    let (cancel, _cancel_on_drop) = state.read_cancel();
     let store = state.store();
     let body = state
         .blocking(move || {
-            let (page, matched, more) = store.streams_page(after.as_deref(), limit, |name| matcher.keeps(&p, name));
+            let ranges = matcher.ranges(&p);
+            let (mut matched, mut page) = (0u64, Vec::new());
+            pass_names(&store, &ranges, &cancel, |name| {
+                if matcher.keeps(&p, name) {
+                    matched += 1;
+                    if after.as_deref().is_none_or(|a| name > a) && page.len() <= limit {
+                        page.push(name.to_string());
+                    }
+                }
+                ControlFlow::Continue(())
+            })?;
+            let more = page.len() > limit;
+            page.truncate(limit);
+            let page: Vec<StreamInfo> = page.iter().filter_map(|n| store.stream_info(n)).collect();
             let next = if more {
                 page.last().map(|s| s.name.clone())
             } else {
@@ -145,7 +203,9 @@ fn stream_row(store: &annal::Store, s: &StreamInfo) -> Value {
 
 /// `GET /browse/categories`: the categories of the streams the caller may
 /// read (names up to the first `-`), with how many streams each has, most
-/// streams first.
+/// streams first. A pass over every name under the query's prefix that the
+/// token may read: it takes a `max_scans` place and stops at the request
+/// timeout or when the client goes.
 pub(crate) async fn categories(
     State(state): State<AppState>,
     p: Principal,
@@ -153,15 +213,15 @@ pub(crate) async fn categories(
 ) -> Result<Response, ApiError> {
     let params = Params::parse(q.as_deref(), &["search", "prefix", "include_system"])?;
     let matcher = Matcher::from(&params)?;
+    let _place = state.scan_place()?;
+    let (cancel, _cancel_on_drop) = state.read_cancel();
     let store = state.store();
     let body = state
         .blocking(move || {
-            // One pass over the names without copying them: a page of none
-            // whose filter counts categories as it goes.
-            let counts: RefCell<HashMap<String, u64>> = RefCell::new(HashMap::new());
-            store.streams_page(None, 0, |name| {
+            // One pass over the names without copying them.
+            let mut counts: HashMap<String, u64> = HashMap::new();
+            pass_names(&store, &matcher.ranges(&p), &cancel, |name| {
                 if matcher.keeps(&p, name) {
-                    let mut counts = counts.borrow_mut();
                     match counts.get_mut(category(name)) {
                         Some(n) => *n += 1,
                         None => {
@@ -169,9 +229,8 @@ pub(crate) async fn categories(
                         }
                     }
                 }
-                false
-            });
-            let counts = counts.into_inner();
+                ControlFlow::Continue(())
+            })?;
             let total = counts.len();
             let mut list: Vec<(String, u64)> = counts.into_iter().collect();
             list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));

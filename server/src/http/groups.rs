@@ -351,6 +351,7 @@ pub(crate) async fn fetch(
     let deadline = Instant::now() + timeout;
     let watch = state.group_wakers.watch(&name);
     let mut new_events = state.new_events.subscribe();
+    let mut first = true;
     loop {
         // Look without waiting (a short use of the blocking pool), then wait
         // here, on no thread, until something may have changed. The notices
@@ -361,9 +362,10 @@ pub(crate) async fn fetch(
         tokio::pin!(changed);
         changed.as_mut().enable();
         let looked = Instant::now();
-        if let Some(body) = fetch_now(&state, &name, &consumer, &p, max).await? {
+        if let Some(body) = fetch_now(&state, &name, &consumer, &p, max, first).await? {
             return Ok(json_bytes(body));
         }
+        first = false;
         if Instant::now() >= deadline || state.shutdown.is_cancelled() {
             return Ok(json_bytes(br#"{"events":[]}"#.to_vec()));
         }
@@ -409,19 +411,37 @@ async fn wait_for_change(
 
 /// Fetches what consumer `consumer` of group `name` may take now, without
 /// waiting: the body of the answer, or `None` if there is nothing.
+///
+/// A group on the global log whose filter the indexes cannot serve reads
+/// events to find those it keeps: its look takes one of the `max_scans`
+/// places (the `first` look of a request is refused with 503
+/// `too_many_scans` when none is free; a later one finds nothing and waits
+/// as usual). The look stops, having taken nothing, at the request timeout
+/// or when the handler goes (the client left).
 async fn fetch_now(
     state: &AppState,
     name: &str,
     consumer: &str,
     p: &Principal,
     max: u64,
+    first: bool,
 ) -> Result<Option<Vec<u8>>, ApiError> {
     let (store, name, consumer, p) = (state.store(), name.to_string(), consumer.to_string(), p.clone());
     let max_bytes = state.config.max_response_bytes;
     let st = state.clone();
+    let (cancel, _cancel_on_drop) = state.read_cancel();
     state
         .blocking(move || {
             let g = open(&store, &name, &p, Role::Read)?;
+            // Held until the look ends (its cancellation ends it soon after the handler goes).
+            let _place = match &g.settings().source {
+                GroupSource::All(f) if f.needs_scan(store.indexed_metadata()) => match st.scan_place() {
+                    Ok(place) => Some(place),
+                    Err(e) if first => return Err(e),
+                    Err(_) => return Ok(None),
+                },
+                _ => None,
+            };
             let c = g.consumer(&consumer);
             st.metrics.count_store_read();
             // One call takes the events while the body stays within
@@ -431,7 +451,7 @@ async fn fetch_now(
             let mut count = 0u64;
             let mut failed = None;
             let max = usize::try_from(max).unwrap_or(usize::MAX);
-            c.fetch_while(max, Duration::ZERO, |d| {
+            c.fetch_while_cancellable(max, Duration::ZERO, &cancel, |d| {
                 let item = match serde_json::to_vec(&EventOut::new(&d.event).with_retry_count(d.retry_count)) {
                     Ok(item) => item,
                     Err(e) => {

@@ -301,7 +301,7 @@ pub fn document() -> Value {
             },
             "/streams": {
                 "get": {
-                    "summary": "List streams by name, a page at a time (system streams only with include_system=true). Changed: without limit it used to list every stream; it lists 1,000 and says truncated when more follow.",
+                    "summary": "List streams by name, a page at a time (system streams only with include_system=true). Changed: without limit it used to list every stream; it lists 1,000 and says truncated when more follow. A page passes over at most 16 names per stream of limit (4,096 at least), only under prefix (or <category>-) and the token's prefixes: it may hold fewer streams than limit, even none, with a next to go on from.",
                     "parameters": [
                         query("prefix", "Only streams starting with this.", json!({ "type": "string" })),
                         query("include_system", "Include $-prefixed system streams.", json!({ "type": "boolean" })),
@@ -309,7 +309,7 @@ pub fn document() -> Value {
                         query("after", "Only streams whose names sort after this (the next of the previous page).", json!({ "type": "string" })),
                         query("limit", "Most streams in the answer (1 to 10,000; default 1,000).", json!({ "type": "integer", "minimum": 1, "maximum": 10000 }))
                     ],
-                    "responses": { "200": ok("The streams; next and truncated (true), present when more follow: next is the after of the next page.", json!({ "type": "object", "properties": { "streams": { "type": "array", "items": { "type": "object", "properties": { "stream": { "type": "string" }, "last_revision": { "type": "integer" }, "last_position": { "type": "integer" } } } }, "next": { "type": "string" }, "truncated": { "type": "boolean" } } })) }
+                    "responses": { "200": ok("The streams; next and truncated (true), present when more may follow: next is the after of the next page.", json!({ "type": "object", "properties": { "streams": { "type": "array", "items": { "type": "object", "properties": { "stream": { "type": "string" }, "last_revision": { "type": "integer" }, "last_position": { "type": "integer" } } } }, "next": { "type": "string" }, "truncated": { "type": "boolean" } } })) }
                 }
             },
             "/streams/{stream}": {
@@ -466,7 +466,7 @@ fn browse_paths() -> Vec<(&'static str, Value)> {
         (
             "/browse/streams",
             json!({ "get": {
-            "summary": "One page of streams by name, with last write time, event count, metadata and delete state; only streams the token may read.",
+            "summary": "One page of streams by name, with last write time, event count, metadata and delete state; only streams the token may read. Takes one of the max_scans places (503 too_many_scans when none is free).",
             "parameters": page_params,
             "responses": { "200": ok("A page.", json!({ "type": "object", "properties": {
                 "streams": { "type": "array", "items": stream_row },
@@ -478,7 +478,7 @@ fn browse_paths() -> Vec<(&'static str, Value)> {
         (
             "/browse/categories",
             json!({ "get": {
-            "summary": "Categories (names up to the first `-`) of the streams the token may read, with their stream counts, most streams first (at most 200).",
+            "summary": "Categories (names up to the first `-`) of the streams the token may read, with their stream counts, most streams first (at most 200). Takes one of the max_scans places (503 too_many_scans when none is free).",
             "parameters": matching(),
             "responses": { "200": ok("Categories.", json!({ "type": "object", "properties": {
                 "categories": { "type": "array", "items": { "type": "object", "properties": { "category": { "type": "string" }, "streams": { "type": "integer" } } } },

@@ -4,6 +4,7 @@
 //! prefix itself (it asks `auth`), nor return more than `max_response_bytes`
 //! of events in one answer.
 
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use annal::{
@@ -40,7 +41,7 @@ pub(crate) async fn append(
     check_writable_stream(&stream)?;
     p.authorize(Need::Write(&stream))?;
     let expected = expected_from_json(body.expected.as_ref())?;
-    do_append(state, stream, expected, body.events, None).await
+    do_append(state, stream, expected, body.events, None, None).await
 }
 
 #[derive(Deserialize)]
@@ -136,7 +137,21 @@ pub(crate) async fn append_conditional(
         }
         None => None,
     };
-    do_append(state, body.stream, expected, body.events, condition).await
+    // A condition on a metadata field the store does not index is checked
+    // by reading the log after `after` (all of it, without): it takes a
+    // place, held until the append's store work ends.
+    let place = match &condition {
+        Some(c)
+            if c.query
+                .items
+                .iter()
+                .any(|i| i.as_filter().needs_scan(state.store.indexed_metadata())) =>
+        {
+            Some(state.scan_place()?)
+        }
+        _ => None,
+    };
+    do_append(state, body.stream, expected, body.events, condition, place).await
 }
 
 async fn do_append(
@@ -145,6 +160,7 @@ async fn do_append(
     expected: annal::ExpectedVersion,
     events: Vec<EventIn>,
     condition: Option<AppendCondition>,
+    place: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<Response, ApiError> {
     let max = state.config.max_events_per_append;
     if events.len() > max {
@@ -163,6 +179,7 @@ async fn do_append(
     let st = state.clone();
     let result = state
         .blocking(move || {
+            let _place = place;
             let t = Instant::now();
             let r = match condition {
                 Some(c) => store.append_if(&stream, expected, events, c),
@@ -453,9 +470,19 @@ const DEFAULT_LIST_LIMIT: usize = 1000;
 /// Most streams one `GET /streams` lists.
 const MAX_LIST_LIMIT: usize = 10_000;
 
+/// Names one `GET /streams` page passes over at most, per stream it may
+/// list (at least [`MIN_EXAMINED`]).
+const EXAMINED_PER_LISTED: usize = 16;
+/// Names any `GET /streams` page may pass over.
+const MIN_EXAMINED: usize = 4096;
+
 /// `GET /streams`: the streams by name after `after`, at most `limit`; when
-/// more follow, `next` is the `after` of the next page and `truncated` is
-/// true. A page costs the names it passes over, not every stream.
+/// more may follow, `next` is the `after` of the next page and `truncated`
+/// is true. A page passes over at most `16 × limit` names (4096 at least),
+/// and only names under the query's prefix (a category's is `<category>-`)
+/// that the token may read: when the names it passes over do not match
+/// (`include_system`, `category`), it ends early, with fewer streams, even
+/// none, and a `next` to go on from.
 pub(crate) async fn list(
     State(state): State<AppState>,
     p: Principal,
@@ -491,14 +518,35 @@ pub(crate) async fn list(
                         .is_none_or(|c| annal::query::aggregate_of(name).is_some_and(|(t, _)| t == c))
                     && p.permits(Need::Read(name))
             };
-            // Names outside the prefix (a category's is `<category>-`) are never passed over.
+            // Names outside the prefix (a category's is `<category>-`) and
+            // outside the token's prefixes are never passed over.
             let start = match (&category, prefix.is_empty()) {
                 (Some(c), true) => format!("{c}-"),
                 _ => prefix.clone(),
             };
-            let (page, more) = store.streams_page_from(after.as_deref(), &start, limit, keep);
+            let ranges = p.readable_within(&start);
+            let ranges: Vec<&str> = ranges.iter().map(String::as_str).collect();
+            let budget = limit.saturating_mul(EXAMINED_PER_LISTED).max(MIN_EXAMINED);
+            let (mut page, mut next, mut examined) = (Vec::new(), None, 0usize);
+            store.visit_stream_names(after.as_deref(), &ranges, |name| {
+                examined += 1;
+                if keep(name) {
+                    if page.len() == limit {
+                        next = page.last().cloned();
+                        return ControlFlow::Break(());
+                    }
+                    page.push(name.to_string());
+                }
+                if examined >= budget {
+                    // A name the token may read (it is within its prefixes).
+                    next = Some(name.to_string());
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
+            });
             let list: Vec<Value> = page
                 .iter()
+                .filter_map(|name| store.stream_info(name))
                 .map(|s| {
                     json!({
                         "stream": s.name,
@@ -508,8 +556,8 @@ pub(crate) async fn list(
                 })
                 .collect();
             let mut body = json!({ "streams": list });
-            if more && let Some(last) = page.last() {
-                body["next"] = json!(last.name);
+            if let Some(next) = next {
+                body["next"] = json!(next);
                 body["truncated"] = json!(true);
             }
             Ok(body)

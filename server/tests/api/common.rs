@@ -186,6 +186,8 @@ struct GateInner {
     opened: std::sync::Condvar,
     /// Reads of segment files completed.
     reads: std::sync::atomic::AtomicU64,
+    /// Bytes of segment files read.
+    bytes_read: std::sync::atomic::AtomicU64,
     /// Reads of segment files waiting for the gate now.
     waiting: std::sync::atomic::AtomicU64,
 }
@@ -211,6 +213,12 @@ impl Gate {
     /// Reads of segment files completed so far.
     pub fn reads(&self) -> u64 {
         self.0.reads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Bytes of segment files read so far.
+    #[allow(dead_code, reason = "used by the gRPC tests, which include this file")]
+    pub fn bytes_read(&self) -> u64 {
+        self.0.bytes_read.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Reads of segment files waiting at the closed gate.
@@ -264,6 +272,8 @@ impl annal::storage::StorageFile for GatedFile {
         let r = self.inner.read_exact_at(buf, offset);
         if let Some(g) = &self.gate {
             g.0.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            g.0.bytes_read
+                .fetch_add(buf.len() as u64, std::sync::atomic::Ordering::SeqCst);
         }
         r
     }

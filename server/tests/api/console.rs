@@ -233,3 +233,79 @@ async fn node_shows_disk_use_and_verify_is_admin_only() {
     assert_eq!(n["last_verify"], v);
     assert!(v["finished_ms"].as_u64().unwrap() > 1_700_000_000_000, "{v}");
 }
+
+/// Creates `n` streams named `<prefix><i>` (one event each) in one batch.
+async fn many_streams(s: &TestServer, prefix: &str, n: usize) {
+    let (store, prefix) = (s.store.clone(), prefix.to_string());
+    tokio::task::spawn_blocking(move || {
+        let appends = (0..n)
+            .map(|i| {
+                annal::Append::new(
+                    format!("{prefix}{i:05}"),
+                    annal::ExpectedVersion::Any,
+                    vec![annal::EventData::json("T", "{}")],
+                )
+            })
+            .collect();
+        for r in store.append_batch(appends).unwrap() {
+            r.unwrap();
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// A page of `GET /streams` passes over a bounded number of names: when
+/// thousands under the query's prefix match none of its other conditions,
+/// the page ends early, empty, with a `next` to go on from, and following
+/// `next` ends. A token limited to `order-` never passes over (nor is told
+/// of) the names outside its prefixes: its first page holds its streams
+/// and ends the listing.
+#[tokio::test]
+async fn a_streams_page_passes_over_a_bounded_number_of_names() {
+    let s = with_tokens().await;
+    many_streams(&s, "a-", 10_000).await;
+    many_streams(&s, "order-", 3).await;
+    let admin = Some("secret-admin");
+    // No `a-…` name is in category `b`: every name under `a` is passed over for nothing.
+    let mut path = "/streams?prefix=a&category=b&limit=10".to_string();
+    let mut pages = 0;
+    loop {
+        let (st, v) = s.call_as(Method::GET, &path, None, admin).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        assert_eq!(v["streams"], json!([]), "{v}");
+        pages += 1;
+        match v["next"].as_str() {
+            Some(next) => {
+                assert!(next.starts_with("a-"), "{v}");
+                assert_eq!(v["truncated"], true, "{v}");
+                path = format!("/streams?prefix=a&category=b&limit=10&after={next}");
+            }
+            None => break,
+        }
+        assert!(pages < 10, "{pages} pages");
+    }
+    assert!(pages >= 2, "one page passed over all 10000 names");
+    // The tenant's listing of everything: its three streams, and the end.
+    let (st, v) = s
+        .call_as(Method::GET, "/streams?limit=10", None, Some("secret-orders"))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let names: Vec<&str> = v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stream"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["order-00000", "order-00001", "order-00002"], "{v}");
+    assert_eq!(v.get("next"), None, "{v}");
+    // Its browse counts only what it may read.
+    let (_, v) = s
+        .call_as(Method::GET, "/browse/streams", None, Some("secret-orders"))
+        .await;
+    assert_eq!(v["matched"], 3, "{v}");
+    let (_, v) = s
+        .call_as(Method::GET, "/browse/categories", None, Some("secret-orders"))
+        .await;
+    assert_eq!(v["categories"], json!([{ "category": "order", "streams": 3 }]), "{v}");
+}

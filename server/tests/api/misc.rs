@@ -436,6 +436,134 @@ async fn index_served_reads_and_counts_take_no_scan_place() {
     s.stop().await.unwrap();
 }
 
+/// A group fetch on the log whose filter no index serves reads events to
+/// find those it keeps: it takes a `max_scans` place like any scanning
+/// read. While a scanning count holds the only place, a fetch of such a group
+/// is refused with `too_many_scans`; a group whose filter the indexes serve
+/// is fetched; once the place is free, the scanning group is fetched too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_fetch_that_scans_takes_a_scan_place() {
+    let (s, gate) = TestServer::start_gated(|c| {
+        c.request_timeout_ms = 10_000;
+        c.max_scans = 1;
+    })
+    .await;
+    append_with_k(&s, "big-1", 200).await;
+    for (name, filter) in [
+        ("scanning", json!({ "metadata": { "k": "v1" }, "start": "end" })),
+        ("indexed", json!({ "stream_prefix": "order-", "start": "end" })),
+    ] {
+        let (st, v) = s.call(Method::PUT, &format!("/groups/{name}"), Some(filter)).await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+    }
+    // Reads of big-1's events wait at the gate; the event appended after it is read freely.
+    gate.close_written();
+    append_with_k(&s, "order-1", 2).await;
+    let (c, u) = (s.client.clone(), s.url("/count?metadata.k=nope"));
+    let held = tokio::spawn(async move {
+        let r = c.get(u).send().await.unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    });
+    gate.wait_for_waiting(1).await;
+    let (st, v) = s.call(Method::POST, "/groups/scanning/fetch?consumer=c1", None).await;
+    assert_eq!(
+        (st, v["error"].clone()),
+        (StatusCode::SERVICE_UNAVAILABLE, json!("too_many_scans")),
+        "{v}"
+    );
+    let (st, v) = s.call(Method::POST, "/groups/indexed/fetch?consumer=c1", None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["events"].as_array().map(Vec::len), Some(2), "{v}");
+    gate.open();
+    let (st, v) = held.await.unwrap();
+    assert_eq!((st, v["count"].clone()), (StatusCode::OK, json!(0)), "{v}");
+    let (st, v) = s.call(Method::POST, "/groups/scanning/fetch?consumer=c1", None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["events"][0]["stream"], "order-1", "{v}");
+    assert_eq!(v["events"].as_array().map(Vec::len), Some(1), "{v}");
+    s.stop().await.unwrap();
+}
+
+/// The console's listings that pass over every stream name (a browse page
+/// counts its matches, categories count streams) take a `max_scans` place;
+/// a `GET /streams` page, bounded by its size, takes none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_over_every_stream_name_take_a_scan_place() {
+    let (s, gate) = TestServer::start_gated(|c| {
+        c.request_timeout_ms = 10_000;
+        c.max_scans = 1;
+    })
+    .await;
+    append_with_k(&s, "big-1", 200).await;
+    gate.close_written();
+    let (c, u) = (s.client.clone(), s.url("/count?metadata.k=nope"));
+    let held = tokio::spawn(async move {
+        let r = c.get(u).send().await.unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    });
+    gate.wait_for_waiting(1).await;
+    for path in ["/browse/streams?search=big", "/browse/categories"] {
+        let (st, v) = s.get(path).await;
+        assert_eq!(
+            (st, v["error"].clone()),
+            (StatusCode::SERVICE_UNAVAILABLE, json!("too_many_scans")),
+            "{path}: {v}"
+        );
+    }
+    let (st, v) = s.get("/streams").await;
+    assert_eq!(
+        (st, v["streams"][0]["stream"].clone()),
+        (StatusCode::OK, json!("big-1")),
+        "{v}"
+    );
+    gate.open();
+    let (st, _) = held.await.unwrap();
+    assert_eq!(st, StatusCode::OK);
+    let (st, v) = s.get("/browse/streams?search=big").await;
+    assert_eq!((st, v["matched"].clone()), (StatusCode::OK, json!(1)), "{v}");
+    s.stop().await.unwrap();
+}
+
+/// An append whose condition is on a metadata field the store does not
+/// index checks it by reading the log: it takes a `max_scans` place (while
+/// a scanning count holds the only one, it is refused with
+/// `too_many_scans`, having appended nothing); a condition the indexes
+/// check (on types) takes none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_whose_condition_scans_takes_a_scan_place() {
+    let (s, gate) = TestServer::start_gated(|c| {
+        c.request_timeout_ms = 10_000;
+        c.max_scans = 1;
+    })
+    .await;
+    append_with_k(&s, "big-1", 200).await;
+    gate.close_written();
+    let (c, u) = (s.client.clone(), s.url("/count?metadata.k=nope"));
+    let held = tokio::spawn(async move {
+        let r = c.get(u).send().await.unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    });
+    gate.wait_for_waiting(1).await;
+    let append = |query: Value| json!({ "stream": "order-1", "events": [{ "type": "Placed" }], "condition": { "query": query } });
+    let scanning = append(json!({ "items": [{ "metadata": { "k": "nope" } }] }));
+    let (st, v) = tokio::time::timeout(std::time::Duration::from_secs(10), s.post("/append", scanning.clone()))
+        .await
+        .expect("refused at once");
+    assert_eq!(
+        (st, v["error"].clone()),
+        (StatusCode::SERVICE_UNAVAILABLE, json!("too_many_scans")),
+        "{v}"
+    );
+    let (st, v) = s.post("/append", append(json!({ "types": ["Cancelled"] }))).await;
+    assert_eq!((st, v["position"].clone()), (StatusCode::OK, json!(200)), "{v}");
+    gate.open();
+    let (st, _) = held.await.unwrap();
+    assert_eq!(st, StatusCode::OK);
+    let (st, v) = s.post("/append", scanning).await;
+    assert_eq!((st, v["position"].clone()), (StatusCode::OK, json!(201)), "{v}");
+    s.stop().await.unwrap();
+}
+
 /// A subscription to the log whose filter no index serves stops reading as
 /// soon as its client goes away, even in the middle of a long pass over
 /// events it does not send: its reads used to go on to the head of the log

@@ -2176,3 +2176,201 @@ async fn a_scanning_read_stops_at_its_deadline_and_says_so() {
     wait_for_a_scan_place(&mut c).await;
     s.stop().await.unwrap();
 }
+
+/// Scanning reads of `$all` between pages (waiting for their client, or
+/// trying for a place) hold a task and buffered events each: at most 4 per
+/// `max_scans` place are open at once. With one place and four reads whose
+/// clients read nothing, a fifth is refused for that (though the place
+/// itself is free: the four hold none), and let in once one of them goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scanning_reads_open_at_once_are_bounded() {
+    let (s, _gate) = common::TestServer::start_gated(|c| c.max_scans = 1).await;
+    let mut c = streams_at(&s.base, false).await;
+    fill_big(&mut c).await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut slow = streams_at(&s.base, true).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match slow.read(scanning_read(u64::MAX)).await {
+                Ok(r) => {
+                    held.push((slow, r.into_inner()));
+                    break;
+                }
+                Err(e) if e.code() == Code::ResourceExhausted => {
+                    assert!(std::time::Instant::now() < deadline, "{e:?}");
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    }
+    // Refused for the open reads, not for the place (once the four wait for their clients).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match read(&mut c, scanning_read(5)).await {
+            Err(e) if e.code() == Code::ResourceExhausted && e.message().contains("are open at once") => break,
+            Err(e) if e.code() == Code::ResourceExhausted => {
+                assert!(std::time::Instant::now() < deadline, "{e:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            other => panic!("a fifth scanning read was let in: {other:?}"),
+        }
+    }
+    held.pop();
+    wait_for_a_scan_place(&mut c).await;
+    drop(held);
+    s.stop().await.unwrap();
+}
+
+/// A consumer of a group on `$all` whose filter no index serves (a type
+/// regular expression) takes one of the `max_scans` places while it looks
+/// at the log: with its look held in the middle of a read (at a closed
+/// gate), an HTTP scanning count is refused at once with `too_many_scans`
+/// (it got in and waited at the gate too). Once the gate opens, the
+/// consumer gets its event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_of_a_scanning_group_takes_a_scan_place() {
+    use proto::event_store::client::persistent_subscriptions as ps;
+    use ps::create_req::all_options::filter_options::{Expression, Filter as F, Window};
+    use ps::persistent_subscriptions_client::PersistentSubscriptionsClient;
+    let (s, gate) = common::TestServer::start_gated(|c| {
+        c.max_scans = 1;
+        c.request_timeout_ms = 10_000;
+    })
+    .await;
+    let store = s.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let events = (0..50).map(|_| annal::EventData::json("Other", "{}")).collect();
+        store.append("big-1", annal::ExpectedVersion::Any, events).unwrap();
+        store
+            .append(
+                "order-1",
+                annal::ExpectedVersion::Any,
+                vec![annal::EventData::json("Wanted", "{}")],
+            )
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    let mut c =
+        PersistentSubscriptionsClient::new(Channel::from_shared(s.base.clone()).unwrap().connect().await.unwrap());
+    let settings = ps::create_req::Settings {
+        max_retry_count: 2,
+        min_checkpoint_count: 1,
+        max_checkpoint_count: 10,
+        live_buffer_size: 100,
+        read_batch_size: 10,
+        history_buffer_size: 100,
+        message_timeout: Some(ps::create_req::settings::MessageTimeout::MessageTimeoutMs(60_000)),
+        checkpoint_after: Some(ps::create_req::settings::CheckpointAfter::CheckpointAfterMs(1_000)),
+        consumer_strategy: "RoundRobin".into(),
+        ..Default::default()
+    };
+    #[allow(deprecated)]
+    let create = ps::CreateReq {
+        options: Some(ps::create_req::Options {
+            group_name: "wanted".into(),
+            settings: Some(settings),
+            stream_identifier: None,
+            stream_option: Some(ps::create_req::options::StreamOption::All(ps::create_req::AllOptions {
+                all_option: Some(ps::create_req::all_options::AllOption::Start(Empty {})),
+                filter_option: Some(ps::create_req::all_options::FilterOption::Filter(
+                    ps::create_req::all_options::FilterOptions {
+                        filter: Some(F::EventType(Expression {
+                            regex: "^Want".into(),
+                            prefix: Vec::new(),
+                        })),
+                        window: Some(Window::Max(32)),
+                        checkpoint_interval_multiplier: 1,
+                    },
+                )),
+            })),
+        }),
+    };
+    c.create(create).await.unwrap();
+    // Every read of the log waits at the gate: the consumer's first look holds there.
+    gate.close();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    tx.send(ps::ReadReq {
+        content: Some(ps::read_req::Content::Options(ps::read_req::Options {
+            group_name: "wanted".into(),
+            buffer_size: 10,
+            uuid_option: Some(ps::read_req::options::UuidOption {
+                content: Some(ps::read_req::options::uuid_option::Content::String(Empty {})),
+            }),
+            stream_option: Some(ps::read_req::options::StreamOption::All(Empty {})),
+        })),
+    })
+    .await
+    .unwrap();
+    let reqs = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let mut answers = c.read(reqs).await.unwrap().into_inner();
+    gate.wait_for_waiting(1).await;
+    let count = s.client.get(s.url("/count?metadata.k=nope")).send();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(10), count)
+        .await
+        .expect("refused at once")
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "too_many_scans", "{v}");
+    gate.open();
+    let mut types = Vec::new();
+    while types.is_empty() {
+        match answers.message().await.unwrap().unwrap().content {
+            Some(ps::read_resp::Content::Event(e)) => {
+                let e = e.event.unwrap();
+                let t = e.metadata.get("type").cloned().unwrap_or_default();
+                types.push((
+                    String::from_utf8(e.stream_identifier.unwrap().stream_name.to_vec()).unwrap(),
+                    t,
+                ));
+            }
+            _ => continue,
+        }
+    }
+    assert_eq!(types, [("order-1".to_string(), "Wanted".to_string())]);
+    drop(tx);
+    s.stop().await.unwrap();
+}
+
+/// One page of a gRPC read holds about 4 MiB of events, whatever the size of
+/// the events of the page before: after 16 small events, a read of a stream
+/// of 256 KiB events reads a page of about 16 of them, not 256 (64 MiB)
+/// before its client gets the next. Counted in segment bytes read when the
+/// client has the 17th event (its client reads slowly: a page or two more
+/// may be read meanwhile, not the whole stream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_page_is_bounded_in_bytes() {
+    let (s, gate) = common::TestServer::start_gated(|_| {}).await;
+    let store = s.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let small = (0..16).map(|_| annal::EventData::json("Small", "{}")).collect();
+        store.append("mixed", annal::ExpectedVersion::Any, small).unwrap();
+        let data = vec![b'x'; 256 << 10];
+        for _ in 0..200 {
+            let big = annal::EventData::binary("Big", data.clone());
+            store.append("mixed", annal::ExpectedVersion::Any, vec![big]).unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    let before = gate.bytes_read();
+    let mut slow = streams_at(&s.base, true).await;
+    let mut answers = slow
+        .read(read_options(stream_from("mixed", None), false, false, u64::MAX))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = 0;
+    while got < 17 {
+        let r = answers.message().await.unwrap().unwrap();
+        if matches!(r.content, Some(read_resp::Content::Event(_))) {
+            got += 1;
+        }
+    }
+    let read = gate.bytes_read() - before;
+    assert!(read < 20 << 20, "{} MiB read before the 17th event", read >> 20);
+    drop(answers);
+    s.stop().await.unwrap();
+}
