@@ -9,9 +9,19 @@ use annal::{Direction, Durability, Error, EventData, ExpectedVersion, Filter, Lo
 use super::{AppendError, Conn, Expect, Res};
 use crate::event::{Ev, Layout, ev, stream_name};
 
+/// Whether annal's stores are opened without compression (`--annal-plain`: a
+/// diagnostic that separates the cost of decompressing from the rest of a read;
+/// the report's figures are with the defaults).
+pub static PLAIN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// The options every measured store is opened with.
 pub fn options() -> Options {
-    Options::default().durability(Durability::Always)
+    let o = Options::default().durability(Durability::Always);
+    if PLAIN.load(std::sync::atomic::Ordering::Relaxed) {
+        o.no_compression()
+    } else {
+        o
+    }
 }
 
 /// Opens (or creates) a durable store.
@@ -89,7 +99,7 @@ impl Conn for AnnalConn {
 /// Loads the read data set with `Durability::Never` (each chunk one append), then closes the store,
 /// which syncs it.
 pub fn load(dir: &Path, layout: &Layout) -> Res<()> {
-    let store = Store::open(dir, Options::default().durability(Durability::Never))?;
+    let store = Store::open(dir, options().durability(Durability::Never))?;
     let mut seq = 0u64;
     for (s, first, n) in layout.chunks() {
         let evs: Vec<EventData> = (seq..seq + n).map(|q| ev(q).annal).collect();
