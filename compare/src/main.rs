@@ -10,7 +10,8 @@
 //! `--workloads reads` runs only the read workloads (load, stream reads, scans, size, open),
 //! `--workloads appends` only the write workloads and the disk's limits; the default is both.
 //! A partial run's report leaves the other rows empty: use it while iterating, not for
-//! BENCHMARKS.md. `--annal-plain` opens annal's stores without compression (a diagnostic).
+//! BENCHMARKS.md. `--annal-plain` opens annal's stores without compression, `--annal-cache-mib N`
+//! with a block cache of N MiB (diagnostics).
 //!
 //! `scripts/compare.sh` builds it, starts a throwaway PostgreSQL server and runs it.
 
@@ -221,7 +222,7 @@ fn usage(msg: &str) -> ! {
     }
     eprintln!(
         "usage: annal-compare --data DIR [--pg CONNINFO] --out FILE.md --chart FILE.svg [--quick]\n\
-         \x20                    [--systems annal,sqlite,postgres] [--workloads appends,reads] [--annal-plain] [--commit SHA]\n\
+         \x20                    [--systems annal,sqlite,postgres] [--workloads appends,reads] [--annal-plain] [--annal-cache-mib N] [--commit SHA]\n\
          \x20      annal-compare queries --data DIR [--pg CONNINFO] [--events N] [--systems ...]\n\
          Normally run by scripts/compare.sh (--queries for the second form), which starts a PostgreSQL server for --pg."
     );
@@ -270,6 +271,12 @@ fn parse_args() -> Args {
                 }
             }
             "--annal-plain" => systems::annal::PLAIN.store(true, std::sync::atomic::Ordering::Relaxed),
+            "--annal-cache-mib" => {
+                let mib = value()
+                    .parse()
+                    .unwrap_or_else(|_| usage("--annal-cache-mib needs a number"));
+                systems::annal::CACHE_MIB.store(mib, std::sync::atomic::Ordering::Relaxed)
+            }
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other:?}")),
         }

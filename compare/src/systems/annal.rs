@@ -14,13 +14,20 @@ use crate::event::{Ev, Layout, ev, stream_name};
 /// the report's figures are with the defaults).
 pub static PLAIN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// The block cache of annal's stores in MiB, if not the default (`--annal-cache-mib`: a
+/// diagnostic that shows what the stream reads of compressed segments cost when the cache
+/// holds every block they touch).
+pub static CACHE_MIB: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(usize::MAX);
+
 /// The options every measured store is opened with.
 pub fn options() -> Options {
-    let o = Options::default().durability(Durability::Always);
+    let mut o = Options::default().durability(Durability::Always);
     if PLAIN.load(std::sync::atomic::Ordering::Relaxed) {
-        o.no_compression()
-    } else {
-        o
+        o = o.no_compression();
+    }
+    match CACHE_MIB.load(std::sync::atomic::Ordering::Relaxed) {
+        usize::MAX => o,
+        mib => o.block_cache_bytes(mib << 20),
     }
 }
 
