@@ -4,8 +4,14 @@
 //!
 //! ```text
 //! annal-compare --data DIR --pg CONNINFO --out BENCHMARKS.md --chart benchmarks-writers.svg [--quick]
-//!               [--systems annal,sqlite,postgres] [--commit SHA]
+//!               [--systems annal,sqlite,postgres] [--workloads appends,reads] [--commit SHA]
 //! ```
+//!
+//! `--workloads reads` runs only the read workloads (load, stream reads, scans, size, open),
+//! `--workloads appends` only the write workloads and the disk's limits; the default is both.
+//! A partial run's report leaves the other rows empty: use it while iterating, not for
+//! BENCHMARKS.md. `--annal-plain` opens annal's stores without compression, `--annal-cache-mib N`
+//! with a block cache of N MiB (diagnostics).
 //!
 //! `scripts/compare.sh` builds it, starts a throwaway PostgreSQL server and runs it.
 
@@ -197,7 +203,17 @@ struct Args {
     out: PathBuf,
     chart: PathBuf,
     systems: Vec<Sys>,
+    workloads: Workloads,
     commit: Option<String>,
+}
+
+/// Which groups of workloads a run measures.
+#[derive(Debug, Clone, Copy)]
+struct Workloads {
+    /// The disk's limits and workloads 1-4.
+    appends: bool,
+    /// Workloads 5-9 on the read data set.
+    reads: bool,
 }
 
 fn usage(msg: &str) -> ! {
@@ -206,7 +222,7 @@ fn usage(msg: &str) -> ! {
     }
     eprintln!(
         "usage: annal-compare --data DIR [--pg CONNINFO] --out FILE.md --chart FILE.svg [--quick]\n\
-         \x20                    [--systems annal,sqlite,postgres] [--commit SHA]\n\
+         \x20                    [--systems annal,sqlite,postgres] [--workloads appends,reads] [--annal-plain] [--annal-cache-mib N] [--commit SHA]\n\
          \x20      annal-compare queries --data DIR [--pg CONNINFO] [--events N] [--systems ...]\n\
          Normally run by scripts/compare.sh (--queries for the second form), which starts a PostgreSQL server for --pg."
     );
@@ -217,6 +233,10 @@ fn parse_args() -> Args {
     let mut it = std::env::args().skip(1);
     let (mut quick, mut data, mut pg, mut out, mut chart, mut commit) = (false, None, None, None, None, None);
     let mut systems = Sys::ALL.to_vec();
+    let mut workloads = Workloads {
+        appends: true,
+        reads: true,
+    };
     while let Some(a) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| usage(&format!("{a} needs a value")));
         match a.as_str() {
@@ -237,6 +257,26 @@ fn parse_args() -> Args {
                     })
                     .collect()
             }
+            "--workloads" => {
+                workloads = Workloads {
+                    appends: false,
+                    reads: false,
+                };
+                for w in value().split(',') {
+                    match w.trim() {
+                        "appends" => workloads.appends = true,
+                        "reads" => workloads.reads = true,
+                        other => usage(&format!("unknown workload group {other:?}")),
+                    }
+                }
+            }
+            "--annal-plain" => systems::annal::PLAIN.store(true, std::sync::atomic::Ordering::Relaxed),
+            "--annal-cache-mib" => {
+                let mib = value()
+                    .parse()
+                    .unwrap_or_else(|_| usage("--annal-cache-mib needs a number"));
+                systems::annal::CACHE_MIB.store(mib, std::sync::atomic::Ordering::Relaxed)
+            }
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other:?}")),
         }
@@ -254,6 +294,7 @@ fn parse_args() -> Args {
         out,
         chart,
         systems,
+        workloads,
         commit,
     }
 }
@@ -286,6 +327,7 @@ fn main() {
         data: args.data.clone(),
         pg: args.pg.clone(),
         systems: args.systems.clone(),
+        workloads: args.workloads,
         res: Results::default(),
     };
     log(&format!(
@@ -350,6 +392,7 @@ struct Harness {
     data: PathBuf,
     pg: Option<String>,
     systems: Vec<Sys>,
+    workloads: Workloads,
     pool: Vec<Ev>,
     res: Results,
 }
@@ -367,7 +410,9 @@ impl Harness {
     }
 
     fn run(&mut self) {
-        self.raw_limits();
+        if self.workloads.appends {
+            self.raw_limits();
+        }
         if self.systems.contains(&Sys::Sqlite) {
             let path = self.data.join("settings-check.db");
             match systems::sqlite::connect(&path, true).and_then(|c| systems::sqlite::check_settings(&c)) {
@@ -392,10 +437,14 @@ impl Harness {
                 }
             }
         }
-        self.concurrent_appends();
-        self.batched_appends();
-        self.contended_appends();
-        self.read_workloads();
+        if self.workloads.appends {
+            self.concurrent_appends();
+            self.batched_appends();
+            self.contended_appends();
+        }
+        if self.workloads.reads {
+            self.read_workloads();
+        }
     }
 
     /// The disk's sequential bandwidth on the same file system as the stores (its
@@ -719,9 +768,17 @@ impl Harness {
             }
         }
         for run in 0..self.cfg.runs {
-            for (sys, (conn, _)) in readers.iter_mut() {
+            for (sys, (conn, store)) in readers.iter_mut() {
                 if self.res.failed("stream/p50", *sys) {
                     continue;
+                }
+                if let Some(store) = store {
+                    // Whether the background compressor is still at work during the reads.
+                    let st = store.stats();
+                    log(&format!(
+                        "annal before the reads: {} of {} segments compressed, {} events in the active one",
+                        st.compressed_segments, st.segments, st.active_events
+                    ));
                 }
                 match stream_reads(conn.as_mut(), &layout, self.cfg.reads, run as u64) {
                     Ok([p50, p90, p99, max]) => {
@@ -880,20 +937,69 @@ fn stream_reads(conn: &mut dyn Conn, layout: &Layout, reads: usize, seed: u64) -
     let want = layout.big_len as usize;
     let mut rng = Rng::new(42 + seed);
     let mut lat = Vec::with_capacity(reads);
+    // The latencies of the reads that took page faults, and of those the
+    // kernel preempted (another runnable thread took the CPU), read outside
+    // the timed span: what a tail is made of.
+    let (mut faulted, mut preempted) = (Vec::new(), Vec::new());
     for _ in 0..reads {
         let name = stream_name(rng.below(layout.big));
+        let before = (thread_faults(), thread_preemptions());
         let t = Instant::now();
         let n = conn.read_stream(&name, want)?;
-        lat.push(t.elapsed().as_secs_f64());
+        let el = t.elapsed().as_secs_f64();
+        lat.push(el);
+        if let (Some(a), Some(b)) = (before.0, thread_faults())
+            && b > a
+        {
+            faulted.push(el);
+        }
+        if let (Some(a), Some(b)) = (before.1, thread_preemptions())
+            && b > a
+        {
+            preempted.push(el);
+        }
         check_stream(n, want, &name)?;
     }
     lat.sort_by(f64::total_cmp);
+    for (what, mut v) in [("took page faults", faulted), ("were preempted", preempted)] {
+        v.sort_by(f64::total_cmp);
+        if !v.is_empty() {
+            log(&format!(
+                "  {} of {reads} reads {what} (their median {:.3} ms, largest {:.3} ms)",
+                v.len(),
+                quantile(&v, 0.5) * 1e3,
+                quantile(&v, 1.0) * 1e3
+            ));
+        }
+    }
     Ok([
         quantile(&lat, 0.5),
         quantile(&lat, 0.9),
         quantile(&lat, 0.99),
         quantile(&lat, 1.0),
     ])
+}
+
+/// Minor plus major page faults of the calling thread so far, from `/proc/thread-self/stat`.
+fn thread_faults() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // Fields after the command name (which ends with the last ')'): state is field 3,
+    // minflt field 10, majflt field 12.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(7)?.parse::<u64>().ok()? + f.get(9)?.parse::<u64>().ok()?)
+}
+
+/// Times the calling thread was preempted so far (`nonvoluntary_ctxt_switches`
+/// of `/proc/thread-self/status`).
+fn thread_preemptions() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/thread-self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Reads the whole log (or every event of one type) in pages; returns events/s.

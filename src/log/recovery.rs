@@ -547,6 +547,8 @@ fn read_segment(
             file,
             index: RwLock::new(index),
             content_crc: None,
+            // Another process may be writing this file, and may cut it.
+            view: None,
         })));
     }
     let idx_path = dir.join(crate::format::segment::index_file_name(base));
@@ -808,6 +810,7 @@ fn open_segment(
                 file,
                 index: RwLock::new(index),
                 content_crc: Some((covered, content_crc)),
+                view: Some(RwLock::default()),
             })))
         }
     }

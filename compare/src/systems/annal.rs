@@ -9,9 +9,26 @@ use annal::{Direction, Durability, Error, EventData, ExpectedVersion, Filter, Lo
 use super::{AppendError, Conn, Expect, Res};
 use crate::event::{Ev, Layout, ev, stream_name};
 
+/// Whether annal's stores are opened without compression (`--annal-plain`: a
+/// diagnostic that separates the cost of decompressing from the rest of a read;
+/// the report's figures are with the defaults).
+pub static PLAIN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The block cache of annal's stores in MiB, if not the default (`--annal-cache-mib`: a
+/// diagnostic that shows what the stream reads of compressed segments cost when the cache
+/// holds every block they touch).
+pub static CACHE_MIB: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(usize::MAX);
+
 /// The options every measured store is opened with.
 pub fn options() -> Options {
-    Options::default().durability(Durability::Always)
+    let mut o = Options::default().durability(Durability::Always);
+    if PLAIN.load(std::sync::atomic::Ordering::Relaxed) {
+        o = o.no_compression();
+    }
+    match CACHE_MIB.load(std::sync::atomic::Ordering::Relaxed) {
+        usize::MAX => o,
+        mib => o.block_cache_bytes(mib << 20),
+    }
 }
 
 /// Opens (or creates) a durable store.
@@ -89,7 +106,7 @@ impl Conn for AnnalConn {
 /// Loads the read data set with `Durability::Never` (each chunk one append), then closes the store,
 /// which syncs it.
 pub fn load(dir: &Path, layout: &Layout) -> Res<()> {
-    let store = Store::open(dir, Options::default().durability(Durability::Never))?;
+    let store = Store::open(dir, options().durability(Durability::Never))?;
     let mut seq = 0u64;
     for (s, first, n) in layout.chunks() {
         let evs: Vec<EventData> = (seq..seq + n).map(|q| ev(q).annal).collect();
