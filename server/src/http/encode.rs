@@ -227,6 +227,7 @@ impl EventIn {
             data,
             metadata,
             tags: self.tags,
+            subject: None,
         })
     }
 }
@@ -474,6 +475,7 @@ mod tests {
                 metadata: Bytes::new(),
                 tags: Vec::new(),
                 timestamp_micros: 0,
+                personal: annal::Personal::Plain,
             })
             .collect()
     }
