@@ -285,9 +285,11 @@ pub fn import(ctx: &Ctx, a: ImportArgs) -> CliResult {
         let Some(stream) = l.stream.clone() else {
             return Err(CliError::msg(format!("line {n}: missing field `stream`")));
         };
+        // An erased event has no data or metadata left to import.
+        let erased = l.erased;
         let event = l.into_event().map_err(|e| CliError::msg(format!("line {n}: {e}")))?;
         pb.set_position(read);
-        if stream.starts_with('$') {
+        if stream.starts_with('$') || erased {
             imp.summary.skipped += 1;
             return Ok(());
         }
