@@ -23,13 +23,18 @@ use annal::{Direction, Durability, EventData, ExpectedVersion, Filter, LogFrom, 
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn event(n: u64, subject: Option<String>) -> EventData {
     let e = EventData::json(
         "CustomerChanged",
-        format!(r#"{{"customer":{n},"name":"Name {n}","street":"{n} Long Street","city":"Somewhere","note":"{}"}}"#, "x".repeat(120)),
+        format!(
+            r#"{{"customer":{n},"name":"Name {n}","street":"{n} Long Street","city":"Somewhere","note":"{}"}}"#,
+            "x".repeat(120)
+        ),
     )
     .with_metadata(r#"{"actor":"clerk-7","reason":"update"}"#)
     .with_tag("kind:customer");
@@ -65,7 +70,10 @@ fn main() {
             }
             let t = Instant::now();
             for chunk in 0..events / 100 {
-                let batch: Vec<EventData> = (0..100).map(|i| chunk * 100 + i).map(|n| event(n, subject(n))).collect();
+                let batch: Vec<EventData> = (0..100)
+                    .map(|i| chunk * 100 + i)
+                    .map(|n| event(n, subject(n)))
+                    .collect();
                 store
                     .append(&format!("c-{}", chunk % 100), ExpectedVersion::Any, batch)
                     .unwrap();
@@ -100,6 +108,9 @@ fn main() {
             rate(r)
         );
     }
-    println!("first event of a new subject (key created and synced): {:.2?}", median(create));
+    println!(
+        "first event of a new subject (key created and synced): {:.2?}",
+        median(create)
+    );
     println!("shred one subject of {subjects}: {:.2?}", median(shred));
 }

@@ -466,3 +466,64 @@ fn scavenging_and_compression_keep_sealed_events_sealed_in_version_3_segments() 
     let erased = all(&store).into_iter().filter(|e| e.is_erased()).count();
     assert_eq!(erased, 30);
 }
+
+#[test]
+fn a_subscription_delivers_sealed_events_opened_and_shredded_ones_erased() {
+    let sim = SimStorage::new();
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    store
+        .append(
+            "c-1",
+            ExpectedVersion::Any,
+            vec![personal("ann", 0), personal("bob", 0)],
+        )
+        .unwrap();
+    store.shred("ann").unwrap();
+    let mut sub = store.subscribe_all(annal::SubscribeFrom::Start, Filter::all().with_stream_prefix("c-"));
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        match sub.next_timeout(std::time::Duration::from_secs(10)).unwrap() {
+            Some(annal::Message::Event(e)) => got.push(e),
+            Some(_) => {}
+            None => panic!("the subscription delivered {} events of 2", got.len()),
+        }
+    }
+    assert!(got[0].is_erased() && got[0].data.is_empty());
+    assert_eq!(got[1].subject(), Some("bob"));
+    assert_eq!(got[1].data, personal("bob", 0).data);
+}
+
+#[test]
+fn a_shred_that_fails_part_way_stops_new_keys_until_reopen_and_can_be_retried() {
+    let sim = SimStorage::new();
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    store
+        .append("c-1", ExpectedVersion::Any, vec![personal("ann", 0)])
+        .unwrap();
+    store
+        .append("c-2", ExpectedVersion::Any, vec![personal("bob", 0)])
+        .unwrap();
+    sim.fail_nth_sync(1);
+    assert!(store.shred("ann").is_err());
+    // Nothing more is sealed under the key being destroyed, and no key is
+    // made while the file's state is unknown; known subjects still append.
+    assert!(all(&store)[0].is_erased());
+    assert!(
+        store
+            .append("c-3", ExpectedVersion::Any, vec![personal("cy", 0)])
+            .is_err()
+    );
+    store
+        .append("c-2", ExpectedVersion::Any, vec![personal("bob", 1)])
+        .unwrap();
+    drop(store);
+    // The rewrite never replaced the file: the shred did not happen; retried, it does.
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    assert_eq!(all(&store)[0].subject(), Some("ann"));
+    assert!(store.shred("ann").unwrap());
+    assert!(all(&store)[0].is_erased());
+    store
+        .append("c-3", ExpectedVersion::Any, vec![personal("cy", 0)])
+        .unwrap();
+    assert_eq!(all(&store).iter().filter(|e| e.subject() == Some("bob")).count(), 2);
+}
