@@ -230,9 +230,10 @@ pub fn encode_frame(frame: &Frame<'_>, out: &mut Vec<u8>) {
     match frame {
         Frame::Event(ev) => {
             let tags: Vec<String> = ev.tags.iter().map(|t| t.to_string()).collect();
-            record::encode_event(
+            record::encode_event_sealed(
                 out,
                 ev.commit,
+                ev.sealed,
                 ev.position,
                 ev.revision,
                 ev.timestamp,
