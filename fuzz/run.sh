@@ -26,7 +26,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 secs="${1:-30}"
 [ $# -gt 0 ] && shift
-all_targets=(frame segment_header index_file checkpoint compressed_segment store_dir)
+all_targets=(frame segment_header index_file checkpoint compressed_segment store_dir subjects)
 if [ $# -gt 0 ]; then targets=("$@"); else targets=("${all_targets[@]}"); fi
 
 case "$secs" in

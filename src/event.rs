@@ -18,6 +18,8 @@ pub const MAX_EVENT_TYPE: usize = 1024;
 pub const MAX_TAG_LEN: usize = 256;
 /// Most tags on one event.
 pub const MAX_TAGS: usize = 64;
+/// Longest subject name, in bytes.
+pub const MAX_SUBJECT_LEN: usize = 1024;
 
 /// How the event's data is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,6 +45,11 @@ pub struct EventData {
     pub metadata: Bytes,
     /// Tags such as `tenant:t1`, used by filters and append conditions.
     pub tags: Vec<String>,
+    /// The subject whose personal data `data` and `metadata` carry, if any:
+    /// both are then stored encrypted under that subject's key, and
+    /// [`crate::Store::shred`] erases them for good (see README, "Erasing
+    /// personal data").
+    pub subject: Option<String>,
 }
 
 impl EventData {
@@ -55,6 +62,7 @@ impl EventData {
             data: data.into(),
             metadata: Bytes::new(),
             tags: Vec::new(),
+            subject: None,
         }
     }
 
@@ -84,6 +92,16 @@ impl EventData {
         self
     }
 
+    /// Names the subject (a customer, a person) whose personal data this
+    /// event's data and metadata carry: both are sealed under the subject's
+    /// key, the event is not indexed by metadata fields, and
+    /// [`crate::Store::shred`] erases them. Type, tags, stream, id and
+    /// positions stay readable.
+    pub fn with_subject(mut self, subject: impl Into<String>) -> Self {
+        self.subject = Some(subject.into());
+        self
+    }
+
     /// Checks the fields against the limits; `max_event_size` bounds data plus metadata.
     pub(crate) fn validate(&self, max_event_size: usize) -> Result<()> {
         check_name("event type", &self.event_type, MAX_EVENT_TYPE)?;
@@ -95,6 +113,9 @@ impl EventData {
         }
         for tag in &self.tags {
             check_name("tag", tag, MAX_TAG_LEN)?;
+        }
+        if let Some(subject) = &self.subject {
+            check_name("subject", subject, MAX_SUBJECT_LEN)?;
         }
         let size = self.data.len() + self.metadata.len();
         if size > max_event_size {
@@ -156,9 +177,41 @@ pub struct RecordedEvent {
     pub tags: Vec<String>,
     /// When the store recorded it, in microseconds since the Unix epoch.
     pub timestamp_micros: i64,
+    /// Whether `data` and `metadata` are the event's content: always look
+    /// here before trusting empty data (see [`Personal::Erased`]).
+    pub personal: Personal,
+}
+
+/// What became of an event's personal fields (its data and metadata).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Personal {
+    /// The event names no subject: data and metadata are as appended.
+    #[default]
+    Plain,
+    /// The event names this subject, whose key still exists: data and
+    /// metadata were stored encrypted and are returned decrypted, as appended.
+    Subject(String),
+    /// The event's subject was shredded: its data and metadata are gone for
+    /// good. `data` and `metadata` are empty and are **not** the event's
+    /// content; the subject's name is gone too.
+    Erased,
 }
 
 impl RecordedEvent {
+    /// True if the event's subject was shredded: `data` and `metadata` are
+    /// then empty and are not what was appended.
+    pub fn is_erased(&self) -> bool {
+        self.personal == Personal::Erased
+    }
+
+    /// The subject the event names, while its key exists.
+    pub fn subject(&self) -> Option<&str> {
+        match &self.personal {
+            Personal::Subject(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// The recording time as a `SystemTime`.
     pub fn timestamp(&self) -> SystemTime {
         if self.timestamp_micros >= 0 {

@@ -274,6 +274,9 @@ impl Store {
             })?;
             requests.push(AppendRequest::new(a.stream, a.expected, a.events, a.condition));
         }
+        for r in &requests {
+            self.prepare_subjects(&r.events)?;
+        }
         if requests.is_empty() {
             return Ok(Vec::new());
         }
@@ -501,7 +504,18 @@ impl Store {
         condition: Option<AppendCondition>,
     ) -> Result<AppendResult> {
         self.check_append(stream, &events)?;
+        self.prepare_subjects(&events)?;
         self.queue(stream, expected, events, condition)
+    }
+
+    /// Makes sure every subject the events name has a key, durable in
+    /// `subjects.key` before any event sealed under it is written.
+    fn prepare_subjects(&self, events: &[EventData]) -> Result<()> {
+        for subject in events.iter().filter_map(|e| e.subject.as_deref()) {
+            self.check_writable()?;
+            self.shared.subjects.key_for(subject)?;
+        }
+        Ok(())
     }
 
     /// The checks of an append's input and of the store's state that need no
@@ -942,6 +956,23 @@ impl Store {
     /// are reported with their file and byte offset; nothing is changed.
     pub fn verify(&self) -> Result<crate::maintenance::verify::VerifyReport> {
         crate::maintenance::verify::verify(&self.shared)
+    }
+
+    /// Erases a subject's personal data for good: its key is destroyed
+    /// durably (`subjects.key` rewritten without it and synced) before this
+    /// returns. Its events stay where they are, with their positions,
+    /// revisions, ids, types and tags; reads return them with
+    /// [`crate::event::Personal::Erased`] and empty data and metadata. A later
+    /// event for the same subject gets a new key and stays readable. Returns
+    /// false if the subject had no key (no event ever named it, or it was
+    /// shredded already).
+    ///
+    /// An append naming the subject that is in flight while it is shredded
+    /// either fails or is written erased.
+    pub fn shred(&self, subject: &str) -> Result<bool> {
+        self.check_writable()?;
+        crate::event::check_name("subject", subject, crate::event::MAX_SUBJECT_LEN)?;
+        self.shared.subjects.shred(subject)
     }
 
     /// Flushes, stops the writer and releases the directory. Dropping the store does the same.

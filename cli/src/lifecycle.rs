@@ -31,6 +31,24 @@ pub fn delete(ctx: &Ctx, stream: &str, expected: annal::ExpectedVersion, hard: b
     Ok(store.close()?)
 }
 
+/// `annal shred SUBJECT`: `{"subject": …, "shredded": true}`, or `false`
+/// when the subject had no key (nothing to erase).
+pub fn shred(ctx: &Ctx, subject: &str) -> CliResult {
+    ctx.require_store()?;
+    let store = ctx.open_write()?;
+    let shredded = store.shred(subject)?;
+    let mut out = stdout();
+    render::emit(
+        &mut out,
+        &crate::obj! {
+            "subject": subject,
+            "shredded": shredded,
+        },
+    )?;
+    render::flush(&mut out)?;
+    Ok(store.close()?)
+}
+
 /// `annal metadata STREAM [--set JSON]`.
 pub fn metadata(ctx: &Ctx, stream: &str, set: Option<&str>) -> CliResult {
     ctx.require_store()?;

@@ -76,6 +76,8 @@ enum Command {
     Bench(BenchArgs),
     /// Delete a stream: soft (appending again continues its revisions) or hard (forever).
     Delete(DeleteArgs),
+    /// Erase a subject's personal data for good: destroy its key; its events read back erased.
+    Shred(ShredArgs),
     /// Show a stream's metadata, or set it with --set.
     Metadata(MetadataArgs),
     /// Scavenge deleted and expired events, then compress sealed segments if configured.
@@ -96,6 +98,12 @@ pub struct DeleteArgs {
     /// Expected state of the stream: any, exists, or its last revision.
     #[arg(long, default_value = "any", value_parser = parse_expected)]
     pub expected: annal::ExpectedVersion,
+}
+
+#[derive(Debug, Args)]
+pub struct ShredArgs {
+    /// The subject, as events named it (`--subject`, `"subject"`).
+    pub subject: String,
 }
 
 #[derive(Debug, Args)]
@@ -167,6 +175,10 @@ pub struct AppendArgs {
     /// A tag (repeatable).
     #[arg(long = "tag", value_name = "TAG", conflicts_with = "jsonl")]
     pub tags: Vec<String>,
+    /// The subject whose personal data the event carries: data and metadata
+    /// are stored encrypted under the subject's key, which `annal shred` destroys.
+    #[arg(long, value_name = "SUBJECT", conflicts_with = "jsonl")]
+    pub subject: Option<String>,
     /// Append every line of this JSON Lines file (`-`: stdin) as one atomic append.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["event_type", "data"])]
     pub jsonl: Option<PathBuf>,
@@ -341,6 +353,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Restore(a) => admin::restore(&ctx, &a.dir),
         Command::Bench(a) => bench::bench(&ctx, a),
         Command::Delete(a) => lifecycle::delete(&ctx, &a.stream, a.expected, a.hard),
+        Command::Shred(a) => lifecycle::shred(&ctx, &a.subject),
         Command::Metadata(a) => lifecycle::metadata(&ctx, &a.stream, a.set.as_deref()),
         Command::Compact(a) => lifecycle::compact(&ctx, a.compress),
         Command::Serve(a) => lifecycle::serve(&ctx, a.listen, a.no_auth, a.advertise),

@@ -143,6 +143,12 @@ struct EventLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     metadata_base64: Option<String>,
     tags: &'a [String],
+    /// The subject, for an event that names one (whose key exists).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<&'a str>,
+    /// True for an event whose subject was shredded: data and metadata are gone.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    erased: bool,
 }
 
 /// The JSON line of an event, without the newline.
@@ -180,6 +186,8 @@ pub fn event_line(ev: &RecordedEvent, mode: Mode) -> Vec<u8> {
         metadata,
         metadata_base64,
         tags: &ev.tags,
+        subject: ev.subject(),
+        erased: ev.is_erased(),
     };
     serde_json::to_vec(&line).unwrap_or_default()
 }

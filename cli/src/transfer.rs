@@ -292,8 +292,8 @@ enum Parsed {
         stream: String,
         event: EventData,
     },
-    /// An event of a system stream (`$…`), which an import skips.
-    System,
+    /// An event of a system stream (`$…`), or an erased one, which an import skips.
+    Skipped,
 }
 
 /// Lines parsed in order, and the bytes of the file read up to the last one.
@@ -314,9 +314,11 @@ fn parse_lines(file: &Path, chunks: &std::sync::mpsc::SyncSender<CliResult<Chunk
         let Some(stream) = l.stream.clone() else {
             return Err(CliError::msg(format!("line {n}: missing field `stream`")));
         };
+        // An erased event has no data or metadata left to import.
+        let erased = l.erased;
         let event = l.into_event().map_err(|e| CliError::msg(format!("line {n}: {e}")))?;
-        chunk.lines.push(if stream.starts_with('$') {
-            Parsed::System
+        chunk.lines.push(if stream.starts_with('$') || erased {
+            Parsed::Skipped
         } else {
             Parsed::Event { line: n, stream, event }
         });
@@ -374,7 +376,7 @@ pub fn import(ctx: &Ctx, a: ImportArgs) -> CliResult {
             for line in chunk.lines {
                 match line {
                     Parsed::Event { line, stream, event } => imp.add(line, stream, event)?,
-                    Parsed::System => imp.summary.skipped += 1,
+                    Parsed::Skipped => imp.summary.skipped += 1,
                 }
             }
             pb.set_position(chunk.read);

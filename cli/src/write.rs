@@ -59,6 +59,13 @@ pub struct EventLine {
     /// Tags.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// The subject whose personal data the event carries.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Written by `export` for an event whose subject was shredded (its data
+    /// and metadata are gone); `import` skips such a line.
+    #[serde(default)]
+    pub erased: bool,
 }
 
 /// Deserializes a field that is present, even as `null`, into `Some`.
@@ -131,6 +138,7 @@ impl EventLine {
         };
         event.id = self.id;
         event.tags = self.tags;
+        event.subject = self.subject;
         Ok(event)
     }
 }
@@ -237,6 +245,7 @@ pub fn append(ctx: &Ctx, a: AppendArgs) -> CliResult {
             }
             ev.id = a.id;
             ev.tags = a.tags;
+            ev.subject = a.subject;
             vec![ev]
         }
     };

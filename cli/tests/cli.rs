@@ -1502,3 +1502,57 @@ fn tail_of_a_stream_applies_type_patterns() {
     let _ = wait_exit(&mut child, Duration::from_secs(10));
     assert_eq!(serde_json::from_str::<Value>(&line).unwrap()["data"], 2, "{line}");
 }
+
+#[test]
+fn shred_erases_a_subject_and_export_import_carry_the_erased_form() {
+    let env = Env::new();
+    let id = "00000000-0000-0000-0000-000000000042";
+    env.json(&[
+        "append",
+        "c-1",
+        "--type",
+        "Moved",
+        "--data",
+        r#"{"street":"PII-street"}"#,
+        "--subject",
+        "ann",
+        "--id",
+        id,
+    ]);
+    env.json_stdin(
+        &["append", "c-1", "--jsonl", "-"],
+        "{\"type\":\"Moved\",\"data\":{\"street\":\"PII-bob\"},\"subject\":\"bob\"}\n",
+    );
+    env.append("c-1", "Plain", "{}");
+    let read = env.json(&["read", "c-1"]);
+    assert_eq!(read[0]["subject"], "ann");
+    assert_eq!(read[0]["data"], serde_json::json!({"street": "PII-street"}));
+    assert_eq!(read[1]["subject"], "bob");
+    assert!(read[2].get("subject").is_none() && read[2].get("erased").is_none());
+
+    assert_eq!(
+        env.json(&["shred", "ann"]),
+        vec![serde_json::json!({"subject":"ann","shredded":true})]
+    );
+    assert_eq!(
+        env.json(&["shred", "ann"]),
+        vec![serde_json::json!({"subject":"ann","shredded":false})]
+    );
+    let read = env.json(&["read", "c-1"]);
+    assert_eq!(read[0]["erased"], true);
+    assert_eq!(read[0]["id"], id);
+    assert!(read[0].get("subject").is_none());
+    assert!(!read[0].to_string().contains("PII-street"));
+    assert_eq!(read[1]["subject"], "bob");
+    env.ok(&["verify"]);
+
+    // An export carries the erased form; an import skips it and keeps the subject of the rest.
+    let file = env.write("export.jsonl", &env.ok(&["export"]));
+    let target = env.path().join("copy");
+    let target = target.to_str().unwrap();
+    let s = env.json(&["--data", target, "import", file.to_str().unwrap()]);
+    assert_eq!(s, vec![serde_json::json!({"events":2,"appends":1,"skipped":1})]);
+    let copy = env.json(&["--data", target, "read", "c-1"]);
+    assert_eq!(copy.len(), 2);
+    assert_eq!(copy[0]["subject"], "bob");
+}

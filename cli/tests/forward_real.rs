@@ -671,6 +671,7 @@ mod nats_target {
                 metadata: Default::default(),
                 tags: Vec::new(),
                 timestamp_micros: 0,
+                personal: annal::Personal::Plain,
             })
             .collect()
     }

@@ -155,6 +155,11 @@ fn event_json(e: &RecordedEvent) -> Value {
             None => v["metadata_base64"] = Value::String(base64(&e.metadata)),
         }
     }
+    // The upstream seals a subject's events under its own key for the subject
+    // (a shred here does not reach it: shred there too).
+    if let Some(subject) = e.subject() {
+        v["subject"] = Value::String(subject.to_string());
+    }
     v
 }
 
@@ -231,5 +236,25 @@ mod tests {
         assert_eq!(base64(b"fo"), "Zm8=");
         assert_eq!(base64(b"foo"), "Zm9v");
         assert_eq!(base64(&[0xff, 0xfe, 0x00, 0x01]), "//4AAQ==");
+    }
+
+    #[test]
+    fn an_event_naming_a_subject_is_forwarded_with_it() {
+        let mut e = RecordedEvent {
+            stream: "c-1".into(),
+            revision: 0,
+            position: 0,
+            id: uuid::Uuid::nil(),
+            event_type: "Moved".into(),
+            content_type: ContentType::Json,
+            data: bytes::Bytes::from_static(b"{}"),
+            metadata: bytes::Bytes::new(),
+            tags: Vec::new(),
+            timestamp_micros: 0,
+            personal: annal::Personal::Subject("ann".into()),
+        };
+        assert_eq!(event_json(&e)["subject"], "ann");
+        e.personal = annal::Personal::Plain;
+        assert!(event_json(&e).get("subject").is_none());
     }
 }

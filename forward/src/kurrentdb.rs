@@ -335,6 +335,7 @@ mod tests {
             metadata: Default::default(),
             tags: Vec::new(),
             timestamp_micros: 0,
+            personal: annal::Personal::Plain,
         }
     }
 

@@ -831,6 +831,7 @@ mod tests {
             metadata: bytes::Bytes::new(),
             tags: Vec::new(),
             timestamp_micros: 0,
+            personal: annal::Personal::Plain,
         };
         assert_eq!(subject_for("annal.{stream}", &e), "annal.order_1");
         assert_eq!(subject_for("{type}.{stream}.{type}", &e), "Placed_x.order_1.Placed_x");

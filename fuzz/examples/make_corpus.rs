@@ -235,5 +235,19 @@ fn main() {
     for (name, bytes) in seeds {
         write(&d, name, &bytes);
     }
+
+    // subjects: a key store with a live and a shredded key, the same with a
+    // torn last record, and an envelope too short to hold its fixed fields.
+    use annal::format::subjects::{self as subj, KeyRecord, Secret};
+    let d = root.join("subjects");
+    let live = KeyRecord {
+        lookup: [1; 32],
+        key_id: [2; subj::KEY_ID_LEN],
+        key: Secret([3; 32]),
+    };
+    let keys = subj::encode_file(&Secret([5; 32]), &[live], &[[4; subj::KEY_ID_LEN]]);
+    write(&d, "keys-one-live-one-shredded", &keys);
+    write(&d, "keys-torn-tail", &keys[..keys.len() - 45]);
+    write(&d, "envelope-short", &[9; 60]);
     println!("wrote the seed corpus under {}", root.display());
 }

@@ -41,6 +41,7 @@ fn main() {
         "checkpoint" => annal_fuzz::checkpoint,
         "compressed_segment" => annal_fuzz::compressed_segment,
         "store_dir" => annal_fuzz::store_dir,
+        "subjects" => annal_fuzz::subjects,
         other => {
             eprintln!("unknown target {other}");
             std::process::exit(2);

@@ -306,6 +306,7 @@ mod tests {
             revision: 0,
             position: 0,
             timestamp_micros: 0,
+            personal: crate::event::Personal::Plain,
             event_type: "$Metadata".into(),
             content_type: crate::event::ContentType::Json,
             data: Default::default(),

@@ -25,6 +25,10 @@ pub const KIND_SEAL: u8 = 2;
 pub const FLAG_COMMIT: u8 = 1;
 /// Event flag: the data is JSON.
 pub const FLAG_JSON: u8 = 2;
+/// Event flag: the data field holds a sealed envelope of the event's personal
+/// fields (see [`crate::format::subjects`]) and the metadata field is empty
+/// (segment format version 3).
+pub const FLAG_SEALED: u8 = 4;
 /// Body kind of the group frame that opens each group write.
 pub const KIND_GROUP: u8 = 3;
 /// Body kind of the frame that stands, after a repair, for events whose bytes were lost.
@@ -60,8 +64,10 @@ pub struct EventView<'a> {
     pub tags: Vec<&'a str>,
     /// Metadata bytes.
     pub metadata: &'a [u8],
-    /// Data bytes.
+    /// Data bytes (with `sealed`, the sealed envelope).
     pub data: &'a [u8],
+    /// True when `data` is a sealed envelope of the personal fields and `metadata` is empty.
+    pub sealed: bool,
 }
 
 /// The seal frame's fields.
@@ -151,9 +157,45 @@ impl std::fmt::Display for FrameError {
 /// such an event (`EventData::validate` and `check_stream_name` refuse it
 /// first), and a decoded frame always fits.
 #[allow(clippy::too_many_arguments)]
+#[cfg_attr(not(any(test, feature = "fuzzing")), allow(dead_code))]
 pub fn encode_event(
     out: &mut Vec<u8>,
     commit: bool,
+    position: u64,
+    revision: u64,
+    timestamp: i64,
+    id: Uuid,
+    content_type: ContentType,
+    stream: &str,
+    event_type: &str,
+    tags: &[String],
+    metadata: &[u8],
+    data: &[u8],
+) -> Result<()> {
+    encode_event_sealed(
+        out,
+        commit,
+        false,
+        position,
+        revision,
+        timestamp,
+        id,
+        content_type,
+        stream,
+        event_type,
+        tags,
+        metadata,
+        data,
+    )
+}
+
+/// [`encode_event`], with the SEALED flag set when `sealed`: `data` is then
+/// the sealed envelope of the personal fields and `metadata` must be empty.
+#[allow(clippy::too_many_arguments)]
+pub fn encode_event_sealed(
+    out: &mut Vec<u8>,
+    commit: bool,
+    sealed: bool,
     position: u64,
     revision: u64,
     timestamp: i64,
@@ -175,6 +217,9 @@ pub fn encode_event(
         }
         if content_type == ContentType::Json {
             flags |= FLAG_JSON;
+        }
+        if sealed {
+            flags |= FLAG_SEALED;
         }
         out.push(flags);
         out.extend_from_slice(&position.to_le_bytes());
@@ -218,9 +263,10 @@ fn too_long(what: &str, len: usize) -> Error {
 /// decoded event always fits; the error is [`encode_event`]'s.
 pub fn encode_committed(out: &mut Vec<u8>, v: &EventView<'_>) -> Result<()> {
     let tags: Vec<String> = v.tags.iter().map(|t| t.to_string()).collect();
-    encode_event(
+    encode_event_sealed(
         out,
         true,
+        v.sealed,
         v.position,
         v.revision,
         v.timestamp,
@@ -393,7 +439,7 @@ fn decode_body(buf: &[u8], total: usize) -> Result<(Frame<'_>, usize), FrameErro
     let flags = r.u8()?;
     let frame = match kind {
         KIND_EVENT => {
-            if flags & !(FLAG_COMMIT | FLAG_JSON) != 0 {
+            if flags & !(FLAG_COMMIT | FLAG_JSON | FLAG_SEALED) != 0 {
                 return Err(FrameError::Malformed("unknown event flags"));
             }
             let position = r.u64()?;
@@ -411,6 +457,10 @@ fn decode_body(buf: &[u8], total: usize) -> Result<(Frame<'_>, usize), FrameErro
             let metadata = r.take(mlen)?;
             let dlen = r.u32()? as usize;
             let data = r.take(dlen)?;
+            let sealed = flags & FLAG_SEALED != 0;
+            if sealed && !metadata.is_empty() {
+                return Err(FrameError::Malformed("sealed event with metadata outside its envelope"));
+            }
             Frame::Event(EventView {
                 commit: flags & FLAG_COMMIT != 0,
                 position,
@@ -427,6 +477,7 @@ fn decode_body(buf: &[u8], total: usize) -> Result<(Frame<'_>, usize), FrameErro
                 tags,
                 metadata,
                 data,
+                sealed,
             })
         }
         KIND_SEAL | KIND_GROUP if flags != 0 => {

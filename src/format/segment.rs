@@ -20,6 +20,10 @@ pub const SEGMENT_VERSION: u32 = 1;
 /// heads (see [`record::LOST_FLAG_HEADS`]), which version-1 readers would
 /// take for damage. Readers accept both.
 pub const SEGMENT_VERSION_HEADS: u32 = 2;
+/// Format version of a segment that may hold sealed events (see
+/// [`record::FLAG_SEALED`]), which earlier readers would take for damage; it
+/// may hold stream heads too. Readers accept versions 1 to 3.
+pub const SEGMENT_VERSION_SEALED: u32 = 3;
 /// Size of the segment header.
 pub const SEGMENT_HEADER: usize = 64;
 /// Header flag: the segment is stored compressed (see [`crate::maintenance::compression`]).
@@ -60,31 +64,46 @@ pub fn clear_compressed_flag(header: &mut [u8]) {
     header[60..64].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Sets the version in the header of a rewritten segment's bytes: 2 if a lost
-/// or removed frame in them holds stream heads, 1 otherwise; fixes the
-/// header's checksum. The seal's content checksum does not cover the header.
+/// Sets the version in the header of a rewritten segment's bytes: 3 if an
+/// event in them is sealed, else 2 if a lost or removed frame in them holds
+/// stream heads, else 1; fixes the header's checksum. The seal's content
+/// checksum does not cover the header.
 pub fn stamp_version(bytes: &mut [u8]) {
     if bytes.len() < SEGMENT_HEADER {
         return;
     }
     let mut heads = false;
+    let mut sealed = false;
     let _ = scan_frames(bytes, |frame, _, _| {
-        if let Frame::Lost(l) = frame {
-            heads |= !l.heads.is_empty();
+        match frame {
+            Frame::Lost(l) => heads |= !l.heads.is_empty(),
+            Frame::Event(e) => sealed |= e.sealed,
+            _ => {}
         }
         Ok(())
     });
-    set_version(bytes, heads);
+    set_version(bytes, version_for(heads, sealed));
 }
 
-/// Sets the version in the header of a segment's bytes, 2 if `heads` (it
-/// holds stream heads) and 1 otherwise, fixing the header's checksum; for a
-/// writer that knows what it wrote (see [`stamp_version`] for one that does not).
-pub fn set_version(bytes: &mut [u8], heads: bool) {
+/// The version a segment gets: 3 if it holds a sealed event, else 2 if it
+/// holds stream heads, else 1.
+pub fn version_for(heads: bool, sealed: bool) -> u32 {
+    if sealed {
+        SEGMENT_VERSION_SEALED
+    } else if heads {
+        SEGMENT_VERSION_HEADS
+    } else {
+        SEGMENT_VERSION
+    }
+}
+
+/// Sets `version` in the header of a segment's bytes, fixing the header's
+/// checksum; for a writer that knows what it wrote (see [`stamp_version`]
+/// for one that does not).
+pub fn set_version(bytes: &mut [u8], version: u32) {
     if bytes.len() < SEGMENT_HEADER {
         return;
     }
-    let version = if heads { SEGMENT_VERSION_HEADS } else { SEGMENT_VERSION };
     bytes[8..12].copy_from_slice(&version.to_le_bytes());
     let crc = crc32fast::hash(&bytes[..60]);
     bytes[60..64].copy_from_slice(&crc.to_le_bytes());
@@ -121,11 +140,11 @@ impl SegmentHeader {
             return Err(Error::corruption(file, 0, "segment header checksum mismatch"));
         }
         let version = le_u32(bytes, 8);
-        if version != SEGMENT_VERSION && version != SEGMENT_VERSION_HEADS {
+        if !(SEGMENT_VERSION..=SEGMENT_VERSION_SEALED).contains(&version) {
             return Err(Error::UnsupportedVersion {
                 file: file.to_path_buf(),
                 found: version,
-                supported: SEGMENT_VERSION_HEADS,
+                supported: SEGMENT_VERSION_SEALED,
             });
         }
         let flags = le_u32(bytes, 12);

@@ -14,4 +14,5 @@ pub mod recovery;
 pub(crate) mod scan;
 pub(crate) mod segments;
 pub(crate) mod state;
+pub(crate) mod subjects;
 pub(crate) mod writer;

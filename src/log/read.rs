@@ -13,7 +13,9 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::event::RecordedEvent;
+use crate::event::{Personal, RecordedEvent};
+use crate::format::subjects;
+use crate::log::subjects::KeyState;
 use crate::format::index::{Lookup, MetaFields, hash_str, meta_key};
 use crate::format::record::{self, EventView, Frame};
 use crate::log::segments::{ActiveSegment, SealedSegment};
@@ -173,7 +175,47 @@ impl Shared {
             Want::Stream(s) => s == view.stream,
             Want::Id(id) => *id == view.id,
         };
-        Ok(wanted.then(|| to_recorded(&view, own)))
+        if !wanted {
+            return Ok(None);
+        }
+        let mut ev = to_recorded(&view, own);
+        if view.sealed {
+            self.unseal(&mut ev, view.data, path, offset)?;
+        }
+        Ok(Some(ev))
+    }
+
+    /// Opens the sealed personal fields of `ev` (whose frame is at `offset`
+    /// of `path`): decrypted under a live key, or erased if the key was
+    /// shredded. A key the key store never heard of, or a tag that fails
+    /// under a live key, is damage.
+    pub(crate) fn unseal(&self, ev: &mut RecordedEvent, envelope: &[u8], path: &Path, offset: u64) -> Result<()> {
+        let key_id = subjects::envelope_key_id(envelope)
+            .ok_or_else(|| Error::corruption(path, offset, "sealed envelope shorter than its key id"))?;
+        match self.subjects.key(&key_id) {
+            KeyState::Live(key) => {
+                let opened = subjects::open(&key, ev.id, envelope).map_err(|e| Error::corruption(path, offset, e.to_string()))?;
+                ev.data = Bytes::from(opened.data);
+                ev.metadata = Bytes::from(opened.metadata);
+                ev.personal = Personal::Subject(opened.subject);
+            }
+            KeyState::Shredded => {
+                ev.data = Bytes::new();
+                ev.metadata = Bytes::new();
+                ev.personal = Personal::Erased;
+            }
+            KeyState::Unknown => {
+                return Err(Error::corruption(
+                    path,
+                    offset,
+                    format!(
+                        "event sealed under a key {} holds neither live nor shredded (the key store lost it)",
+                        subjects::SUBJECTS_FILE
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Finds the segment holding `position`, with the list's index.
@@ -1129,6 +1171,8 @@ pub(crate) fn to_recorded(v: &EventView<'_>, frame: Option<&Bytes>) -> RecordedE
         Some(f) if !part.is_empty() => f.slice_ref(part),
         _ => Bytes::copy_from_slice(part),
     };
+    // A sealed event's data field is its envelope, never returned as data.
+    let data = if v.sealed { Bytes::new() } else { share(v.data) };
     RecordedEvent {
         stream: v.stream.to_string(),
         revision: v.revision,
@@ -1136,10 +1180,11 @@ pub(crate) fn to_recorded(v: &EventView<'_>, frame: Option<&Bytes>) -> RecordedE
         id: v.id,
         event_type: v.event_type.to_string(),
         content_type: v.content_type,
-        data: share(v.data),
+        data,
         metadata: share(v.metadata),
         tags: v.tags.iter().map(|t| t.to_string()).collect(),
         timestamp_micros: v.timestamp,
+        personal: Personal::Plain,
     }
 }
 

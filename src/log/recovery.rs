@@ -282,9 +282,15 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
     }
     // The writer appends to a new segment when the last one is sealed (or there is none).
     if active.is_none() && !read_only {
-        active = Some(Arc::new(ActiveSegment::create(st, dir, expected_base, fields.clone())?));
+        let version = if st.exists(&dir.join(crate::format::subjects::SUBJECTS_FILE)) {
+            crate::format::segment::SEGMENT_VERSION_SEALED
+        } else {
+            crate::format::segment::SEGMENT_VERSION
+        };
+        active = Some(Arc::new(ActiveSegment::create(st, dir, expected_base, fields.clone(), version)?));
     }
     let block_cache = crate::format::block_cache::BlockCache::new(options.block_cache_bytes);
+    let subjects = crate::log::subjects::SubjectKeys::open(storage.clone(), dir, !read_only)?;
     let shared = Shared {
         dir: dir.to_path_buf(),
         storage: storage.clone(),
@@ -316,6 +322,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
         streams_v1: std::sync::atomic::AtomicBool::new(streams_v1),
         torn_at_open: torn,
         damage,
+        subjects,
         _lock: lock,
     };
     Ok(shared)

@@ -183,12 +183,19 @@ pub(crate) const REMAP_STEP: u64 = 1 << 20;
 impl ActiveSegment {
     /// Creates the segment file starting at position `base` in `dir`: its
     /// header written and synced, and the directory synced, before anything is
-    /// appended to it.
-    pub(crate) fn create(storage: &dyn Storage, dir: &Path, base: u64, fields: Arc<MetaFields>) -> Result<Self> {
+    /// appended to it. `version` is 3 in a store that seals events (it has
+    /// subject keys), 1 otherwise.
+    pub(crate) fn create(
+        storage: &dyn Storage,
+        dir: &Path,
+        base: u64,
+        fields: Arc<MetaFields>,
+        version: u32,
+    ) -> Result<Self> {
         let path = dir.join(segment_file_name(base));
         let file = storage.create(&path).ctx(|| format!("creating {}", path.display()))?;
         let header = SegmentHeader {
-            version: crate::format::segment::SEGMENT_VERSION,
+            version,
             base_position: base,
             created_micros: now_micros(),
             compressed: false,

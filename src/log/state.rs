@@ -176,6 +176,8 @@ pub(crate) struct Shared {
     pub(crate) torn_at_open: Vec<crate::log::damage::TornTail>,
     /// Damage a read-only open stepped around, by position.
     pub(crate) damage: Vec<crate::log::damage::Damage>,
+    /// The subject keys sealed events are opened with (`subjects.key`).
+    pub(crate) subjects: crate::log::subjects::SubjectKeys,
     pub(crate) _lock: Box<dyn LockGuard>,
 }
 

@@ -207,6 +207,13 @@ pub(crate) fn backup(shared: &Shared, dest: &Path) -> Result<BackupReport> {
             .unwrap_or_default();
         copy_bytes(st, dest, &name, &bytes, &mut report)?;
     }
+    // The subject keys, taken after the segments: every key an event copied
+    // above was sealed under was durable before that event was written, and a
+    // shred since then erases it in the copy as well. Encoded from memory (the
+    // file grows in place, so it is never mapped).
+    if let Some(keys) = shared.subjects.snapshot() {
+        copy_bytes(st, dest, crate::format::subjects::SUBJECTS_FILE, &keys, &mut report)?;
+    }
     st.sync_dir(dest).ctx(|| format!("syncing {}", dest.display()))?;
     Ok(report)
 }
@@ -232,6 +239,7 @@ pub fn restore_with(storage: std::sync::Arc<dyn Storage>, from: &Path, to: &Path
             || name == STREAMS_FILE
             || name == crate::format::compressed::DICTIONARY_FILE
             || name == crate::format::dropped::DROPPED_FILE
+            || name == crate::format::subjects::SUBJECTS_FILE
             || matches!(crate::format::segment::parse_file_name(&name), Some((_, "seg" | "idx")));
         if !keep {
             continue;

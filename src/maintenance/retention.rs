@@ -463,6 +463,7 @@ fn rewrite(
     let mut heads: Vec<(String, u64, u64)> = Vec::new();
     // Whether any removed frame holds heads: the segment's version says so.
     let mut wrote_heads = false;
+    let mut wrote_sealed = false;
     let flush = |out: &mut Vec<u8>,
                  run: &mut Option<(u64, u64, bool)>,
                  heads: &mut Vec<(String, u64, u64)>,
@@ -530,12 +531,14 @@ fn rewrite(
             Some(v) if held && !dropping && judge.removes(&v, expired) => {
                 *kept_for_forwarding += 1;
                 flush(&mut out, &mut run, &mut heads, &mut wrote_heads);
+                wrote_sealed |= v.sealed;
                 record::encode_committed(&mut out, &v)?;
             }
             Some(v) if !judge.removes(&v, expired) => {
                 flush(&mut out, &mut run, &mut heads, &mut wrote_heads);
                 // Each kept event becomes its own committed append: the events it
                 // shared an append with may be gone.
+                wrote_sealed |= v.sealed;
                 record::encode_committed(&mut out, &v)?;
             }
             other => {
@@ -576,7 +579,7 @@ fn rewrite(
             content_crc,
         },
     );
-    crate::format::segment::set_version(&mut out, wrote_heads);
+    crate::format::segment::set_version(&mut out, crate::format::segment::version_for(wrote_heads, wrote_sealed));
     Ok(Some(Rewritten {
         bytes: out,
         removed,

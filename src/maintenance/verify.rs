@@ -13,7 +13,9 @@ use crate::format::index::Lookup;
 use crate::format::record::Frame;
 use crate::format::segment::{self, SEGMENT_HEADER, ScanEnd, SegmentHeader};
 use crate::log::scan::index_segment;
+use crate::format::subjects;
 use crate::log::state::Shared;
+use crate::log::subjects::{KeyState, SubjectKeys};
 
 /// One problem found by [`crate::Store::verify`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +185,7 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
             end_position,
             true,
             &shared.meta_fields,
+            &shared.subjects,
             // An index that cannot be encoded differs from the file from its first byte.
             |scanned| {
                 scanned
@@ -239,6 +242,7 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
             scanned_to,
             false,
             &shared.meta_fields,
+            &shared.subjects,
             |scanned| {
                 scanned
                     .index
@@ -313,6 +317,23 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
     Ok(report)
 }
 
+/// What is wrong with a sealed envelope, if anything: an erased event (its
+/// key shredded) is not damage; a key the store never recorded, or a tag that
+/// fails under a live key, is.
+fn sealed_problem(keys: &SubjectKeys, id: uuid::Uuid, envelope: &[u8]) -> Option<String> {
+    let Some(key_id) = subjects::envelope_key_id(envelope) else {
+        return Some("sealed envelope shorter than its key id".into());
+    };
+    match keys.key(&key_id) {
+        KeyState::Live(key) => subjects::open(&key, id, envelope).err().map(|e| e.to_string()),
+        KeyState::Shredded => None,
+        KeyState::Unknown => Some(format!(
+            "event sealed under a key {} holds neither live nor shredded (the key store lost it)",
+            subjects::SUBJECTS_FILE
+        )),
+    }
+}
+
 /// Scans one segment: header, frames, seal, and (through `compare_index`) its
 /// index. Damage is reported with its offset; the walk then resynchronises on
 /// the next valid frame, so the events after it are still checked and counted,
@@ -329,6 +350,7 @@ fn check_segment(
     end_position: u64,
     sealed: bool,
     fields: &std::sync::Arc<crate::format::index::MetaFields>,
+    keys: &SubjectKeys,
     compare_index: impl FnOnce(&crate::log::scan::Scanned) -> Option<usize>,
 ) {
     let first_problem = report.problems.len();
@@ -352,6 +374,11 @@ fn check_segment(
                     }
                     expected = expected.max(ev.position.saturating_add(1));
                     revisions.check(report, path, off, ev.stream, ev.revision);
+                    if ev.sealed
+                        && let Some(what) = sealed_problem(keys, ev.id, ev.data)
+                    {
+                        report.problem(path, off, what);
+                    }
                     report.events += 1;
                 }
                 Frame::Lost(l) => {

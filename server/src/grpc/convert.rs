@@ -108,6 +108,7 @@ pub(crate) fn event_data(
         data,
         metadata: custom_metadata,
         tags: Vec::new(),
+        subject: None,
     })
 }
 

@@ -146,6 +146,7 @@ mod tests {
             metadata: Default::default(),
             tags: vec![],
             timestamp_micros: 0,
+            personal: annal::Personal::Plain,
         }
     }
 

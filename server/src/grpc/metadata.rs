@@ -142,6 +142,7 @@ mod tests {
             metadata: Bytes::new(),
             tags: vec![],
             timestamp_micros: 0,
+            personal: annal::Personal::Plain,
         };
         let shown = shown(&e);
         assert_eq!(shown.stream, "$$order-1");

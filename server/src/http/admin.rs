@@ -265,6 +265,19 @@ pub(crate) async fn scavenge(State(state): State<AppState>) -> Result<Response, 
     .into_response())
 }
 
+/// `DELETE /subjects/{subject}`: shreds a subject. Admin only: a subject is
+/// not tied to a stream, and its events may be in streams a limited token
+/// may not touch.
+pub(crate) async fn shred(
+    State(state): State<AppState>,
+    axum::extract::Path(subject): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    let st = state.clone();
+    let name = subject.clone();
+    let shredded = state.blocking(move || Ok(st.store.shred(&name)?)).await?;
+    Ok(axum::Json(json!({ "subject": subject, "shredded": shredded })).into_response())
+}
+
 pub(crate) async fn compress(State(state): State<AppState>) -> Result<Response, ApiError> {
     let st = state.clone();
     let r = state

@@ -38,6 +38,10 @@ pub(crate) struct EventOut<'a> {
     metadata_base64: Option<String>,
     tags: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    erased: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
     retry_count: Option<u32>,
 }
 
@@ -95,6 +99,8 @@ impl<'a> EventOut<'a> {
             metadata,
             metadata_base64,
             tags: &e.tags,
+            subject: e.subject(),
+            erased: e.is_erased(),
             retry_count: None,
         }
     }
@@ -201,6 +207,8 @@ pub(crate) struct EventIn {
     id: Option<Uuid>,
     #[serde(default)]
     tags: Vec<String>,
+    #[serde(default)]
+    subject: Option<String>,
 }
 
 impl EventIn {
@@ -227,6 +235,7 @@ impl EventIn {
             data,
             metadata,
             tags: self.tags,
+            subject: self.subject,
         })
     }
 }
@@ -474,6 +483,7 @@ mod tests {
                 metadata: Bytes::new(),
                 tags: Vec::new(),
                 timestamp_micros: 0,
+                personal: annal::Personal::Plain,
             })
             .collect()
     }

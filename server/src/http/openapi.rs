@@ -157,7 +157,8 @@ fn schemas() -> Value {
                 "metadata": { "description": "Any JSON value, nested at most 64 levels deep." },
                 "metadata_base64": { "type": "string" },
                 "id": { "type": "string", "format": "uuid", "description": "For idempotent retries; generated when absent." },
-                "tags": { "type": "array", "items": { "type": "string" } }
+                "tags": { "type": "array", "items": { "type": "string" } },
+                "subject": { "type": "string", "description": "The subject whose personal data the event carries: data and metadata are stored encrypted under its key, which DELETE /subjects/{subject} destroys; the event is not indexed or filtered by metadata fields." }
             }
         },
         "Event": {
@@ -175,6 +176,8 @@ fn schemas() -> Value {
                 "metadata": { "description": "The metadata as JSON; null when empty." },
                 "metadata_base64": { "type": "string" },
                 "tags": { "type": "array", "items": { "type": "string" } },
+                "subject": { "type": "string", "description": "The subject the event names, while its key exists." },
+                "erased": { "type": "boolean", "description": "Present (true) when the event's subject was shredded: data and metadata are gone (null), not empty." },
                 "retry_count": { "type": "integer", "description": "Group deliveries only: earlier deliveries of this event." }
             }
         },
@@ -405,6 +408,9 @@ pub fn document() -> Value {
             },
             "/admin/scavenge": {
                 "post": { "summary": "Run a scavenge now (admin).", "responses": { "200": admin_ok("Scavenge report.") } }
+            },
+            "/subjects/{subject}": {
+                "delete": { "summary": "Shred a subject (admin): destroy its key durably, so that its events read back erased, in every stream.", "parameters": [path_param("subject", "The subject, as events named it.")], "responses": { "200": admin_ok("{\"subject\": …, \"shredded\": true}, or false when the subject had no key.") } }
             },
             "/admin/compress": {
                 "post": { "summary": "Compress sealed segments now (admin).", "responses": { "200": admin_ok("Compression report.") } }

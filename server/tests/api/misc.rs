@@ -632,3 +632,34 @@ async fn a_scanning_subscription_stops_reading_when_its_client_goes() {
     drop(held);
     s.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn shredding_a_subject_erases_its_events_for_readers() {
+    let s = TestServer::start().await;
+    let (st, v) = s
+        .post(
+            "/streams/c-1",
+            json!({ "events": [
+                { "type": "Moved", "data": { "street": "PII-street" }, "subject": "ann" },
+                { "type": "Plain", "data": {} }
+            ] }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (_, read) = s.call(Method::GET, "/streams/c-1", None).await;
+    assert_eq!(read["events"][0]["subject"], "ann");
+    assert_eq!(read["events"][0]["data"]["street"], "PII-street");
+    assert!(read["events"][1].get("subject").is_none());
+    let (st, v) = s.call(Method::DELETE, "/subjects/ann", None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v, json!({ "subject": "ann", "shredded": true }));
+    let (_, read) = s.call(Method::GET, "/streams/c-1", None).await;
+    let e = &read["events"][0];
+    assert_eq!(
+        (e["erased"].clone(), e["data"].clone(), e["revision"].clone()),
+        (json!(true), Value::Null, json!(0))
+    );
+    assert!(!read.to_string().contains("PII-street"));
+    assert!(read["events"][1].get("erased").is_none());
+    s.stop().await.unwrap();
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, IoContext, Result};
 use crate::format::checkpoint::{ACTIVE_INDEX_FILE, DURABLE_FILE, DurableMark, encode_active_index};
 use crate::format::index::Lookup;
-use crate::format::segment::SEGMENT_HEADER;
+use crate::format::segment::{SEGMENT_HEADER, SEGMENT_VERSION_SEALED, SegmentHeader};
 use crate::log::segments::ActiveSegment;
 use crate::log::state::Shared;
 use crate::options::Durability;
@@ -54,6 +54,8 @@ pub(super) struct Writer {
     /// The active segment is sealed on disk but the next one is not started yet
     /// (a step after the seal failed); the next append finishes the rotation.
     pub(super) sealed_pending: bool,
+    /// The active segment's header says version 3 (it may hold sealed events).
+    pub(super) active_v3: bool,
 }
 
 impl Writer {
@@ -96,6 +98,12 @@ impl Writer {
             .ctx(|| format!("syncing {}", active.path.display()))?;
         pipeline.synced.store(write_offset, Ordering::Release);
         pipeline.written.store(write_offset, Ordering::Release);
+        let mut header = [0u8; SEGMENT_HEADER];
+        active
+            .file
+            .read_exact_at(&mut header, 0)
+            .ctx(|| format!("reading {}", active.path.display()))?;
+        let active_v3 = SegmentHeader::decode(&header, &active.path)?.version == SEGMENT_VERSION_SEALED;
         // The newest sealed segment's last timestamp bounds ours from below too.
         let sealed_ts = shared
             .segments
@@ -118,6 +126,7 @@ impl Writer {
             unpublished: Vec::new(),
             group: Group::default(),
             sealed_pending: false,
+            active_v3,
         })
     }
 
@@ -343,6 +352,29 @@ impl Writer {
             group.buf.clear();
             self.group.buf = group.buf;
         }
+    }
+
+    /// Rewrites the header of the active segment, which must hold no frame
+    /// yet, with version 3 and syncs it, before the first sealed event is
+    /// written to it, so that an annal that does not know sealed events
+    /// refuses the segment instead of reporting its frames as damage. A crash
+    /// that tears the header leaves a last segment with a bad header and no
+    /// frame, which recovery removes and creates again (format.md, Recovery,
+    /// step 4); one after it leaves a version-3 segment with no sealed event,
+    /// which is valid. (A segment holding frames is never rewritten in place:
+    /// the writer rotates instead.)
+    pub(super) fn mark_sealed_segment(&mut self) -> Result<()> {
+        let path = self.active.path.clone();
+        let file = self.active.file.clone();
+        let mut header = [0u8; SEGMENT_HEADER];
+        file.read_exact_at(&mut header, 0)
+            .ctx(|| format!("reading {}", path.display()))?;
+        crate::format::segment::set_version(&mut header, SEGMENT_VERSION_SEALED);
+        file.write_all_at(&header, 0)
+            .and_then(|()| file.sync_data())
+            .ctx(|| format!("marking {} as holding sealed events", path.display()))?;
+        self.active_v3 = true;
+        Ok(())
     }
 
     /// Writes bytes at the end of the active segment; on failure, cuts the file back.

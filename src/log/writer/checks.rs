@@ -14,6 +14,8 @@ use crate::event::{AppendResult, EventData, ExpectedVersion};
 use crate::format::checkpoint::StreamState;
 use crate::format::record::{self, EventView, GroupView};
 use crate::format::segment::SEGMENT_HEADER;
+use crate::format::subjects;
+use crate::log::subjects::KeyState;
 use crate::log::state::Shared;
 use crate::query::AppendCondition;
 
@@ -60,6 +62,18 @@ impl Writer {
                 self.rotate()?;
             }
         }
+        // Sealed events go only to a segment whose header says version 3: one
+        // holding frames is sealed first (the next one is created at version
+        // 3), an empty one gets the new header.
+        if !self.active_v3 && req.events.iter().any(|e| e.subject.is_some()) {
+            self.flush(results);
+            if self.write_offset > SEGMENT_HEADER as u64 {
+                self.rotate()?;
+            }
+            if !self.active_v3 {
+                self.mark_sealed_segment()?;
+            }
+        }
         let current = self.current(&req.stream);
         if let Some(result) = self.idempotent_result(req, current)? {
             return Ok(result);
@@ -102,9 +116,26 @@ impl Writer {
         for (i, e) in req.events.iter().enumerate() {
             let id = e.id.unwrap_or_else(Uuid::new_v4);
             let start = self.group.buf.len();
-            let encoded = record::encode_event(
+            // An event naming a subject is sealed under the subject's key,
+            // which the appender made durable before it queued.
+            let envelope = match &e.subject {
+                None => None,
+                Some(subject) => match self.seal_personal(subject, id, e) {
+                    Ok(env) => Some(env),
+                    Err(err) => {
+                        self.group.unstage(i, position);
+                        return Err(err);
+                    }
+                },
+            };
+            let (metadata, data): (&[u8], &[u8]) = match &envelope {
+                Some(env) => (&[], env),
+                None => (&e.metadata, &e.data),
+            };
+            let encoded = record::encode_event_sealed(
                 &mut self.group.buf,
                 i + 1 == n,
+                envelope.is_some(),
                 position + i as u64,
                 first_revision + i as u64,
                 timestamp,
@@ -113,8 +144,8 @@ impl Writer {
                 &req.stream,
                 &e.event_type,
                 &e.tags,
-                &e.metadata,
-                &e.data,
+                metadata,
+                data,
             );
             if let Err(err) = encoded {
                 // Unreachable after `EventData::validate`; nothing of this append stays staged.
@@ -139,6 +170,37 @@ impl Writer {
             next_expected_version: last_revision,
             position,
         })
+    }
+
+    /// Seals `e`'s personal fields under the live key of `subject`.
+    fn seal_personal(&self, subject: &str, id: Uuid, e: &EventData) -> Result<Vec<u8>> {
+        let Some((key_id, key)) = self.shared.subjects.live_key(subject) else {
+            return Err(Error::InvalidInput(format!(
+                "subject {subject:?} was shredded while this append waited; nothing of it was written"
+            )));
+        };
+        subjects::seal(&key_id, &key, id, subject, &e.metadata, &e.data).ok_or_else(|| {
+            Error::io(
+                "sealing an event",
+                std::io::Error::other("the operating system's random generator failed"),
+            )
+        })
+    }
+
+    /// What a staged event holds for the idempotency check: its subject (if
+    /// any), metadata and data, opened if sealed; `None` if its key is gone.
+    fn staged_content(&self, v: &EventView<'_>) -> Option<(Option<String>, Vec<u8>, Vec<u8>)> {
+        if !v.sealed {
+            return Some((None, v.metadata.to_vec(), v.data.to_vec()));
+        }
+        let key_id = subjects::envelope_key_id(v.data)?;
+        match self.shared.subjects.key(&key_id) {
+            KeyState::Live(key) => {
+                let o = subjects::open(&key, v.id, v.data).ok()?;
+                Some((Some(o.subject), o.metadata, o.data))
+            }
+            KeyState::Shredded | KeyState::Unknown => None,
+        }
     }
 
     /// The event at `position` if it is staged or written but not yet published.
@@ -196,14 +258,26 @@ impl Writer {
             };
             let (stream, revision, same) = match self.staged_event(*pos) {
                 Some(v) => {
-                    let same = same_content(e, v.event_type, v.content_type, v.data, v.metadata, &v.tags);
+                    let same = self.staged_content(&v).is_some_and(|(subject, metadata, data)| {
+                        same_content(e, v.event_type, v.content_type, &data, &metadata, &v.tags, subject.as_deref())
+                    });
                     (v.stream.to_string(), v.revision, same)
                 }
                 // Published before the appender queued (read then), or since (read now).
                 None => match looked_up.map_or_else(|| self.shared.read_position(*pos), |ev| Ok(Some(ev)))? {
                     Some(ev) => {
                         let tags: Vec<&str> = ev.tags.iter().map(String::as_str).collect();
-                        let same = same_content(e, &ev.event_type, ev.content_type, &ev.data, &ev.metadata, &tags);
+                        // An erased event's content cannot be compared: a retry of it is a conflict.
+                        let same = !ev.is_erased()
+                            && same_content(
+                                e,
+                                &ev.event_type,
+                                ev.content_type,
+                                &ev.data,
+                                &ev.metadata,
+                                &tags,
+                                ev.subject(),
+                            );
                         (ev.stream, ev.revision, same)
                     }
                     None => return Err(conflict),
@@ -275,8 +349,10 @@ pub(super) fn same_content(
     data: &[u8],
     metadata: &[u8],
     tags: &[&str],
+    subject: Option<&str>,
 ) -> bool {
-    e.event_type == event_type
+    e.subject.as_deref() == subject
+        && e.event_type == event_type
         && e.content_type == content_type
         && e.data[..] == *data
         && e.metadata[..] == *metadata

@@ -73,6 +73,9 @@ pub(crate) fn encoded_size(stream: &str, events: &[EventData]) -> usize {
                 + e.tags.iter().map(|t| t.len() + 2).sum::<usize>()
                 + e.data.len()
                 + e.metadata.len()
+                + e.subject
+                    .as_ref()
+                    .map_or(0, |s| s.len() + crate::format::subjects::SEALED_OVERHEAD)
         })
         .sum()
 }

@@ -131,12 +131,24 @@ impl Writer {
                 .remove(&next)
                 .ctx(|| format!("removing the unfinished segment {}", next.display()))?;
         }
-        let active = Arc::new(ActiveSegment::create(storage, dir, self.next_position, shared.meta_fields.clone())?);
+        let version = if shared.subjects.in_use() {
+            crate::format::segment::SEGMENT_VERSION_SEALED
+        } else {
+            crate::format::segment::SEGMENT_VERSION
+        };
+        let active = Arc::new(ActiveSegment::create(
+            storage,
+            dir,
+            self.next_position,
+            shared.meta_fields.clone(),
+            version,
+        )?);
         shared.segments.rotate(sealed, active.clone());
         // The disk budget is looked at as the sealed data grows, not only
         // when a scavenge runs: under `stop-appends` the next append is refused.
         shared.check_budget(true);
         self.active = active;
+        self.active_v3 = version == crate::format::segment::SEGMENT_VERSION_SEALED;
         self.write_offset = SEGMENT_HEADER as u64;
         self.allocated_end = SEGMENT_HEADER as u64;
         self.pipeline.synced.store(SEGMENT_HEADER as u64, Ordering::Release);

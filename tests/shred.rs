@@ -1,0 +1,529 @@
+//! Crypto-shredding: events naming a subject are stored sealed under the
+//! subject's key; `Store::shred` destroys the key, and reads then return the
+//! events erased, positions and everything but their personal fields intact.
+
+// Tests may unwrap and cast freely; the library may not (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use annal::format::subjects::{self, SUBJECTS_FILE};
+use annal::{
+    Direction, Durability, Error, EventData, ExpectedVersion, Filter, LogFrom, Options, Personal, RecordedEvent,
+    SimStorage, Store, StreamFrom,
+};
+use uuid::Uuid;
+
+const DIR: &str = "/data";
+
+fn options() -> Options {
+    Options::default().no_compression().durability(Durability::Always)
+}
+
+fn personal(subject: &str, n: u64) -> EventData {
+    EventData::json("CustomerChanged", format!(r#"{{"name":"PII-{subject}-name-{n}"}}"#))
+        .with_metadata(format!(r#"{{"email":"PII-{subject}-mail-{n}"}}"#))
+        .with_tag("kind:customer")
+        .with_subject(subject)
+        .with_id(Uuid::from_u64_pair(
+            subject
+                .bytes()
+                .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))),
+            n,
+        ))
+}
+
+fn all(store: &Store) -> Vec<RecordedEvent> {
+    store
+        .read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all())
+        .unwrap()
+}
+
+/// Everything of `e` but its personal fields.
+fn frame_of(e: &RecordedEvent) -> (u64, u64, Uuid, String, String, Vec<String>) {
+    (
+        e.position,
+        e.revision,
+        e.id,
+        e.stream.clone(),
+        e.event_type.clone(),
+        e.tags.clone(),
+    )
+}
+
+#[test]
+fn sealed_events_read_back_as_appended_before_and_after_reopen() {
+    let sim = SimStorage::new();
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let input = vec![personal("ann", 0), personal("ann", 1), EventData::json("Plain", "{}")];
+    store.append("c-1", ExpectedVersion::NoStream, input.clone()).unwrap();
+    let check = |store: &Store| {
+        let read = store
+            .read_stream("c-1", Direction::Forward, StreamFrom::Start, 10)
+            .unwrap();
+        assert_eq!(read.len(), 3);
+        for (r, e) in read.iter().zip(&input) {
+            assert_eq!(
+                (&r.data, &r.metadata, r.id),
+                (&e.data, &e.metadata, e.id.unwrap_or(r.id))
+            );
+            assert!(!r.is_erased());
+            assert_eq!(r.subject(), e.subject.as_deref());
+        }
+        assert_eq!(read[0].personal, Personal::Subject("ann".into()));
+        assert_eq!(read[2].personal, Personal::Plain);
+        assert_eq!(all(store), read);
+    };
+    check(&store);
+    drop(store);
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    check(&store);
+    // The segment holding sealed events says version 3.
+    let seg = sim.read_file(&Path::new(DIR).join("00000000000000000000.seg")).unwrap();
+    assert_eq!(u32::from_le_bytes(seg[8..12].try_into().unwrap()), 3);
+    assert!(store.verify().unwrap().problems.is_empty());
+}
+
+#[test]
+fn shredding_erases_a_subject_for_good_and_leaves_everything_else() {
+    let sim = SimStorage::new();
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    store
+        .append(
+            "c-1",
+            ExpectedVersion::Any,
+            vec![personal("ann", 0), personal("bob", 0)],
+        )
+        .unwrap();
+    store
+        .append("c-2", ExpectedVersion::Any, vec![EventData::json("Plain", "{}")])
+        .unwrap();
+    store
+        .append("c-1", ExpectedVersion::Any, vec![personal("ann", 1)])
+        .unwrap();
+    let before = all(&store);
+
+    assert!(store.shred("ann").unwrap());
+    assert!(!store.shred("ann").unwrap(), "a second shred has nothing left to erase");
+    assert!(!store.shred("nobody").unwrap());
+
+    let check = |store: &Store| {
+        let after = all(store);
+        assert_eq!(after.len(), before.len());
+        for (a, b) in after.iter().zip(&before) {
+            assert_eq!(
+                frame_of(a),
+                frame_of(b),
+                "positions, revisions, ids, types and tags stay"
+            );
+            if b.subject() == Some("ann") {
+                assert!(a.is_erased());
+                assert_eq!(a.personal, Personal::Erased);
+                assert!(a.data.is_empty() && a.metadata.is_empty());
+                assert_eq!(a.subject(), None);
+            } else {
+                assert_eq!(a, b, "other events are untouched");
+            }
+        }
+        // The stream read and the read by id take the same path.
+        let stream = store
+            .read_stream("c-1", Direction::Forward, StreamFrom::Start, 10)
+            .unwrap();
+        assert_eq!(
+            stream,
+            after.iter().filter(|e| e.stream == "c-1").cloned().collect::<Vec<_>>()
+        );
+        let report = store.verify().unwrap();
+        assert!(
+            report.problems.is_empty(),
+            "erased events are not damage: {:?}",
+            report.problems
+        );
+    };
+    check(&store);
+    drop(store);
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    check(&store);
+
+    // A new event for the same subject gets a new key; the old ones stay erased.
+    let r = store
+        .append("c-1", ExpectedVersion::Any, vec![personal("ann", 2)])
+        .unwrap();
+    let mut store = Some(store);
+    for _reopened in [false, true] {
+        let s = store
+            .take()
+            .unwrap_or_else(|| Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap());
+        let read = all(&s);
+        let new = read.iter().find(|e| e.position == r.position).unwrap();
+        assert_eq!(new.subject(), Some("ann"));
+        assert_eq!(new.data, personal("ann", 2).data);
+        assert_eq!(read.iter().filter(|e| e.is_erased()).count(), 2);
+    }
+}
+
+/// Every file under `dir`, recursively, with its bytes.
+fn files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files(&path));
+        } else {
+            out.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn no_personal_byte_of_a_shredded_or_live_subject_is_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    // Small segments, so that sealed events sit in sealed segments with index files too.
+    let opts = || options().segment_size(4096).indexed_metadata(["email"]);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    for n in 0..30 {
+        store
+            .append(
+                &format!("c-{}", n % 3),
+                ExpectedVersion::Any,
+                vec![personal("ann-7781", n), personal("bob-9932", n)],
+            )
+            .unwrap();
+    }
+    let keys = subjects::decode_file(&std::fs::read(dir.path().join(SUBJECTS_FILE)).unwrap()).unwrap();
+    let lookup = subjects::lookup(&keys.secret, "ann-7781");
+    let ann_key = keys.keys.iter().find(|k| k.lookup == lookup).unwrap().key.0;
+    assert!(store.shred("ann-7781").unwrap());
+    let backup = tempfile::tempdir().unwrap();
+    store.backup(backup.path().join("b")).unwrap();
+    store.close().unwrap();
+
+    let mut checked = 0;
+    for root in [dir.path(), backup.path()] {
+        for (path, bytes) in files(root) {
+            checked += 1;
+            for marker in ["PII-ann-7781", "PII-bob-9932", "ann-7781", "bob-9932"] {
+                assert!(!contains(&bytes, marker.as_bytes()), "{marker} in {}", path.display());
+            }
+            assert!(
+                !contains(&bytes, &ann_key),
+                "the shredded key is still in {}",
+                path.display()
+            );
+            assert!(
+                !contains(&bytes, &lookup),
+                "the shredded subject's lookup hash is in {}",
+                path.display()
+            );
+        }
+    }
+    assert!(checked > 6, "segments, indexes and the key store were looked at");
+    // The live subject still reads back, from the store and from the backup.
+    for d in [dir.path().to_path_buf(), backup.path().join("b")] {
+        let store = Store::open(&d, opts()).unwrap();
+        let read = all(&store);
+        assert_eq!(read.iter().filter(|e| e.is_erased()).count(), 30);
+        assert_eq!(read.iter().filter(|e| e.subject() == Some("bob-9932")).count(), 30);
+    }
+}
+
+#[test]
+fn an_event_with_a_subject_is_not_indexed_or_filtered_by_its_metadata() {
+    // Through the metadata index, and by scanning (the field not indexed).
+    for indexed in [vec!["email"], vec![]] {
+        let sim = SimStorage::new();
+        let store = Store::open_with(Arc::new(sim.clone()), DIR, options().indexed_metadata(indexed)).unwrap();
+        let plain = EventData::json("E", "{}").with_metadata(r#"{"email":"PII-ann-mail-0"}"#);
+        store
+            .append("c-1", ExpectedVersion::Any, vec![personal("ann", 0), plain])
+            .unwrap();
+        let filter = Filter::all().with_metadata("email", "PII-ann-mail-0");
+        let found = store.read_all(Direction::Forward, LogFrom::Start, 10, &filter).unwrap();
+        assert_eq!(found.iter().map(|e| e.position).collect::<Vec<_>>(), vec![1]);
+    }
+}
+
+#[test]
+fn a_retried_sealed_append_is_idempotent_until_its_subject_is_shredded() {
+    let sim = SimStorage::new();
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let first = store
+        .append("c-1", ExpectedVersion::NoStream, vec![personal("ann", 0)])
+        .unwrap();
+    let again = store
+        .append("c-1", ExpectedVersion::NoStream, vec![personal("ann", 0)])
+        .unwrap();
+    assert_eq!(first, again);
+    // The same id with other personal content, or another subject, is a conflict.
+    let other = personal("ann", 0).with_subject("bob");
+    assert!(matches!(
+        store.append("c-1", ExpectedVersion::NoStream, vec![other]),
+        Err(Error::IdempotencyConflict { .. })
+    ));
+    store.shred("ann").unwrap();
+    assert!(matches!(
+        store.append("c-1", ExpectedVersion::NoStream, vec![personal("ann", 0)]),
+        Err(Error::IdempotencyConflict { .. })
+    ));
+    assert_eq!(all(&store).len(), 1);
+}
+
+/// Offset of the first event frame of a segment (after the group frame at 64).
+fn first_event_frame(seg: &[u8]) -> usize {
+    let group_len = u32::from_le_bytes(seg[64..68].try_into().unwrap()) as usize;
+    64 + 8 + group_len
+}
+
+#[test]
+fn a_damaged_sealed_body_is_reported_with_its_file_and_offset() {
+    let opts = || options().segment_size(4096);
+    let seg_path = Path::new(DIR).join("00000000000000000000.seg");
+    // A byte flipped anywhere in the frame: the frame checksum fails.
+    // The same byte changed with the checksum made to match: the tag fails.
+    for fix_crc in [false, true] {
+        let sim = SimStorage::new();
+        let store = Store::open_with(Arc::new(sim.clone()), DIR, opts()).unwrap();
+        // Enough to seal the first segment, so it opens without a scan.
+        for n in 0..20 {
+            store
+                .append("c-1", ExpectedVersion::Any, vec![personal("ann", n)])
+                .unwrap();
+        }
+        drop(store);
+        let mut seg = sim.read_file(&seg_path).unwrap();
+        let at = first_event_frame(&seg);
+        let len = u32::from_le_bytes(seg[at..at + 4].try_into().unwrap()) as usize;
+        seg[at + 8 + len - 1] ^= 0x40; // the last byte of the tag
+        if fix_crc {
+            let mut h = crc32fast::Hasher::new();
+            h.update(&seg[at..at + 4]);
+            h.update(&seg[at + 8..at + 8 + len]);
+            seg[at + 4..at + 8].copy_from_slice(&h.finalize().to_le_bytes());
+        }
+        sim.write_file(&seg_path, &seg).unwrap();
+        let store = Store::open_with(Arc::new(sim.clone()), DIR, opts()).unwrap();
+        match store.read_all(Direction::Forward, LogFrom::Start, 1, &Filter::all()) {
+            Err(Error::Corruption { file, offset, .. }) => {
+                assert_eq!((file, offset), (seg_path.clone(), at as u64));
+            }
+            other => panic!("fix_crc {fix_crc}: damage not reported: {other:?}"),
+        }
+        let report = store.verify().unwrap();
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.file == seg_path && p.offset == at as u64),
+            "fix_crc {fix_crc}: {:?}",
+            report.problems
+        );
+        // After a shred, a failed frame checksum is still damage; a tag is no
+        // longer checked (the key is gone), so the changed ciphertext is not.
+        store.shred("ann").unwrap();
+        let report = store.verify().unwrap();
+        assert_eq!(
+            report.problems.iter().any(|p| p.offset == at as u64),
+            !fix_crc,
+            "a failed checksum stays damage; a tag under a shredded key is not checked"
+        );
+    }
+}
+
+#[test]
+fn a_lost_key_store_is_damage_not_erasure() {
+    let sim = SimStorage::new();
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    store
+        .append("c-1", ExpectedVersion::Any, vec![personal("ann", 0)])
+        .unwrap();
+    drop(store);
+    sim.write_file(&Path::new(DIR).join(SUBJECTS_FILE), b"").unwrap();
+    assert!(Store::open_with(Arc::new(sim.clone()), DIR, options()).is_err_and(|e| e.is_corruption()));
+    use annal::Storage;
+    sim.remove(&Path::new(DIR).join(SUBJECTS_FILE)).unwrap();
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let read = store.read_all(Direction::Forward, LogFrom::Start, 10, &Filter::all());
+    assert!(
+        read.is_err_and(|e| e.is_corruption()),
+        "events sealed under a key never shredded are not erased"
+    );
+    assert!(!store.verify().unwrap().problems.is_empty());
+}
+
+/// One crash point over: a first key, a second subject, a shred, a new key
+/// after the shred. Whatever was acknowledged holds after recovery: an
+/// acknowledged sealed event reads back (or, once its shred was
+/// acknowledged, reads erased), never fails for a lost key.
+fn crash_once(ops: u64, torn: bool) -> bool {
+    let sim = SimStorage::new();
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    store
+        .append("warm", ExpectedVersion::Any, vec![EventData::json("E", "{}")])
+        .unwrap();
+    sim.crash_after_ops(ops, ops);
+    let a0 = store.append("c-1", ExpectedVersion::Any, vec![personal("ann", 0)]).ok();
+    let b0 = store.append("c-2", ExpectedVersion::Any, vec![personal("bob", 0)]).ok();
+    let shred = store.shred("ann").is_ok_and(|s| s);
+    let a1 = store.append("c-1", ExpectedVersion::Any, vec![personal("ann", 1)]).ok();
+    let hit = sim.is_dead();
+    drop(store);
+    sim.crash(ops ^ 0x5eed, torn);
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options())
+        .unwrap_or_else(|e| panic!("ops {ops} torn {torn}: reopen failed: {e}"));
+    let read = store
+        .read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all())
+        .unwrap_or_else(|e| panic!("ops {ops} torn {torn}: read failed: {e}"));
+    let at = |p: u64| read.iter().find(|e| e.position == p);
+    if let Some(r) = a0 {
+        let e = at(r.position).unwrap_or_else(|| panic!("ops {ops}: acknowledged event lost"));
+        if shred {
+            assert!(e.is_erased(), "ops {ops}: acknowledged shred undone");
+        } else {
+            // Not acknowledged: the shred may or may not have reached the disk.
+            assert!(e.is_erased() || e.data == personal("ann", 0).data, "ops {ops}");
+        }
+    }
+    for (r, ev) in [(b0, personal("bob", 0)), (a1, personal("ann", 1))] {
+        if let Some(r) = r {
+            let e = at(r.position).unwrap_or_else(|| panic!("ops {ops}: acknowledged event lost"));
+            assert_eq!(
+                (&e.data, &e.metadata),
+                (&ev.data, &ev.metadata),
+                "ops {ops} torn {torn}"
+            );
+        }
+    }
+    assert!(store.verify().unwrap().problems.is_empty(), "ops {ops} torn {torn}");
+    // The recovered store takes new subjects.
+    store
+        .append("c-3", ExpectedVersion::Any, vec![personal("cy", 0)])
+        .unwrap();
+    hit
+}
+
+#[test]
+fn acknowledged_keys_and_shreds_survive_a_crash_at_every_point() {
+    let mut points = 0;
+    // Every operation index, until the run ends before the armed crash; torn
+    // and clean power cuts alternate (each point costs three opens).
+    for ops in 1..200 {
+        points += 1;
+        if !crash_once(ops, ops % 2 == 1) {
+            break;
+        }
+    }
+    eprintln!("{points} crash points");
+    assert!(points > 10, "the crash points covered the key store writes ({points})");
+}
+
+#[test]
+fn scavenging_and_compression_keep_sealed_events_sealed_in_version_3_segments() {
+    let sim = SimStorage::new();
+    let opts = || Options::default().durability(Durability::Always).segment_size(4096);
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, opts()).unwrap();
+    for n in 0..30 {
+        store
+            .append(
+                "c-1",
+                ExpectedVersion::Any,
+                vec![personal("ann", n), EventData::json("Noise", "{}")],
+            )
+            .unwrap();
+        store
+            .append("tmp", ExpectedVersion::Any, vec![EventData::json("Tmp", "{}")])
+            .unwrap();
+    }
+    let before: Vec<RecordedEvent> = all(&store).into_iter().filter(|e| e.stream == "c-1").collect();
+    // Scavenging rewrites the sealed segments without the `tmp` events.
+    store
+        .set_stream_metadata(
+            "tmp",
+            annal::StreamMetadata {
+                max_count: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(store.scavenge().unwrap().segments_rewritten > 0);
+    store.compress().unwrap();
+    let after: Vec<RecordedEvent> = all(&store).into_iter().filter(|e| e.stream == "c-1").collect();
+    assert_eq!(after, before);
+    assert!(store.verify().unwrap().problems.is_empty());
+    use annal::Storage;
+    for name in sim.list(Path::new(DIR)).unwrap().iter().filter(|n| n.ends_with(".seg")) {
+        let seg = sim.read_file(&Path::new(DIR).join(name)).unwrap();
+        assert_eq!(u32::from_le_bytes(seg[8..12].try_into().unwrap()), 3, "{name}");
+    }
+    store.shred("ann").unwrap();
+    drop(store);
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, opts()).unwrap();
+    let erased = all(&store).into_iter().filter(|e| e.is_erased()).count();
+    assert_eq!(erased, 30);
+}
+
+#[test]
+fn a_subscription_delivers_sealed_events_opened_and_shredded_ones_erased() {
+    let sim = SimStorage::new();
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    store
+        .append(
+            "c-1",
+            ExpectedVersion::Any,
+            vec![personal("ann", 0), personal("bob", 0)],
+        )
+        .unwrap();
+    store.shred("ann").unwrap();
+    let mut sub = store.subscribe_all(annal::SubscribeFrom::Start, Filter::all().with_stream_prefix("c-"));
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        match sub.next_timeout(std::time::Duration::from_secs(10)).unwrap() {
+            Some(annal::Message::Event(e)) => got.push(e),
+            Some(_) => {}
+            None => panic!("the subscription delivered {} events of 2", got.len()),
+        }
+    }
+    assert!(got[0].is_erased() && got[0].data.is_empty());
+    assert_eq!(got[1].subject(), Some("bob"));
+    assert_eq!(got[1].data, personal("bob", 0).data);
+}
+
+#[test]
+fn a_shred_that_fails_part_way_stops_new_keys_until_reopen_and_can_be_retried() {
+    let sim = SimStorage::new();
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    store
+        .append("c-1", ExpectedVersion::Any, vec![personal("ann", 0)])
+        .unwrap();
+    store
+        .append("c-2", ExpectedVersion::Any, vec![personal("bob", 0)])
+        .unwrap();
+    sim.fail_nth_sync(1);
+    assert!(store.shred("ann").is_err());
+    // Nothing more is sealed under the key being destroyed, and no key is
+    // made while the file's state is unknown; known subjects still append.
+    assert!(all(&store)[0].is_erased());
+    assert!(
+        store
+            .append("c-3", ExpectedVersion::Any, vec![personal("cy", 0)])
+            .is_err()
+    );
+    store
+        .append("c-2", ExpectedVersion::Any, vec![personal("bob", 1)])
+        .unwrap();
+    drop(store);
+    // The rewrite never replaced the file: the shred did not happen; retried, it does.
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    assert_eq!(all(&store)[0].subject(), Some("ann"));
+    assert!(store.shred("ann").unwrap());
+    assert!(all(&store)[0].is_erased());
+    store
+        .append("c-3", ExpectedVersion::Any, vec![personal("cy", 0)])
+        .unwrap();
+    assert_eq!(all(&store).iter().filter(|e| e.subject() == Some("bob")).count(), 2);
+}
