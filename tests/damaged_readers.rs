@@ -312,3 +312,23 @@ fn a_failed_save_after_a_skip_reaches_the_next_fetch() {
         "the failed save of the skip was dropped"
     );
 }
+
+/// The error kept from one consumer's fetch goes to that consumer's next
+/// fetch, not to another consumer of the group (whose fetch did not meet it).
+#[test]
+fn a_kept_error_goes_to_the_consumer_that_met_it() {
+    let sim = SimStorage::new();
+    let (store, damaged) = store_with_a_damaged_event(&sim);
+    let settings = GroupSettings {
+        skip_damaged: true,
+        ..GroupSettings::all()
+    };
+    store.create_group("skipper", settings).unwrap();
+    let group = store.group("skipper").unwrap();
+    let (c1, c2) = (group.consumer("c1"), group.consumer("c2"));
+    sim.fail_nth_write(1);
+    assert_eq!(c1.fetch(10, Duration::ZERO).unwrap().len() as u64, damaged);
+    let other = c2.fetch(10, Duration::ZERO);
+    assert!(other.is_ok(), "c2 was told c1's error: {:?}", other.err());
+    assert!(c1.fetch(10, Duration::ZERO).is_err(), "c1 was not told its error");
+}
