@@ -752,6 +752,8 @@ impl persistent_subscriptions_server::PersistentSubscriptions for PersistentSubs
     async fn restart_subsystem(&self, request: Request<Empty>) -> Result<Response<Empty>, Status> {
         let p = principal(&self.state, &request)?;
         p.authorize(Need::Role(Role::Admin)).map_err(status::denied)?;
+        // Every tenant's subscriptions: not for a token limited to some streams.
+        p.authorize(Need::WholeStore).map_err(status::denied)?;
         self.registry.drop_all();
         Ok(Response::new(Empty {}))
     }

@@ -265,7 +265,8 @@ pub(crate) async fn scavenge(State(state): State<AppState>) -> Result<Response, 
     .into_response())
 }
 
-/// `DELETE /subjects/{subject}`: shreds a subject. Admin only: a subject is
+/// `DELETE /subjects/{subject}`: shreds a subject. For an admin token not
+/// limited to streams only (as every administration route): a subject is
 /// not tied to a stream, and its events may be in streams a limited token
 /// may not touch.
 pub(crate) async fn shred(

@@ -278,6 +278,13 @@ async fn auth_layer(State(state): State<AppState>, mut req: Request, next: Next)
     if let Err(d) = principal.authorize(need) {
         return ApiError::from(d).into_response();
     }
+    // Administration acts on the whole store (every tenant's streams and
+    // subjects): a token limited to some streams may not, whatever its role.
+    if matches!(route.access, Access::Admin)
+        && let Err(d) = principal.authorize(Need::WholeStore)
+    {
+        return ApiError::from(d).into_response();
+    }
     req.extensions_mut().insert(principal);
     next.run(req).await
 }

@@ -332,3 +332,44 @@ async fn a_group_named_under_a_tenants_prefix_reads_only_what_the_tenant_may() {
         .await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
 }
+
+/// An admin token limited to some streams may not run store-wide
+/// administration: shredding a subject (whose events may lie in any
+/// tenant's streams, and whose answer says whether it existed anywhere),
+/// scavenging, backups. An unrestricted admin may.
+#[tokio::test]
+async fn an_admin_limited_to_some_streams_may_not_administer_the_store() {
+    let s = TestServer::start_with(|c| {
+        c.no_auth = false;
+        c.tokens = vec![
+            token("tenant-admin", Role::Admin, &["order-"]),
+            token("admin", Role::Admin, &[]),
+        ];
+    })
+    .await;
+    s.store
+        .append(
+            "user-1",
+            ExpectedVersion::Any,
+            vec![EventData::json("T", r#"{"name":"PII"}"#).with_subject("ann")],
+        )
+        .unwrap();
+    for (method, path) in [
+        (Method::DELETE, "/subjects/ann"),
+        (Method::DELETE, "/subjects/nobody"),
+        (Method::POST, "/admin/scavenge"),
+        (Method::POST, "/admin/verify"),
+    ] {
+        let (st, v) = s.call_as(method.clone(), path, None, Some("secret-tenant-admin")).await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "{method} {path}: {v}");
+    }
+    let read = s
+        .store
+        .read_stream("user-1", annal::Direction::Forward, annal::StreamFrom::Start, 10)
+        .unwrap();
+    assert!(!read[0].is_erased(), "a refused shred erased the subject");
+    let (st, v) = s
+        .call_as(Method::DELETE, "/subjects/ann", None, Some("secret-admin"))
+        .await;
+    assert_eq!((st, v["shredded"].clone()), (StatusCode::OK, json!(true)));
+}
