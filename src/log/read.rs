@@ -97,8 +97,8 @@ impl Shared {
 
     /// Reads and decodes the frame at `loc = (position, offset, end)` of `seg`
     /// and checks it holds `position`; `None` if it is not what `want` asks for.
-    /// A frame of the active segment inside `span` (see [`read_span`]), or
-    /// else inside the segment's mapping, is taken from it rather than read.
+    /// A frame of the active segment inside `span` (see [`read_span`]) is
+    /// taken from it rather than read.
     fn read_at(
         &self,
         seg: &SegRef,
@@ -128,9 +128,6 @@ impl Shared {
         let frame: Bytes = match (seg, in_span) {
             (_, Some(frame)) => frame,
             (SegRef::Sealed(s), None) => s.range(offset, end, Some(&self.block_cache))?,
-            (SegRef::Active(a), None) if let Some(frame) = self.active_frame(a, offset, end) => {
-                return self.decode_wanted(&frame, (path, offset, position), want, None);
-            }
             (SegRef::Active(a), None) => {
                 let mut buf = vec![0u8; len];
                 a.file.read_exact_at(&mut buf, offset).map_err(|e| match e.kind() {
@@ -142,31 +139,7 @@ impl Shared {
                 Bytes::from(buf)
             }
         };
-        self.decode_wanted(&frame, (path, offset, position), want, (!from_span).then_some(&frame))
-    }
-
-    /// The frame `offset..end` of the active segment out of its mapping (see
-    /// [`ActiveSegment::view`]), if the mapping holds it.
-    fn active_frame(&self, a: &ActiveSegment, offset: u64, end: u64) -> Option<Bytes> {
-        let view = a.view(&*self.storage, end)?;
-        slice_of(&view, 0, offset, end)
-    }
-
-    /// Decodes the frame read from `at = (path, offset, position)` and checks
-    /// it holds `position`; the event if it is what `want` asks for. Its data
-    /// and metadata share `own`, the frame's own buffer, if given, and are
-    /// copied otherwise (a frame out of a span or a mapping of the active
-    /// segment: the event keeps only its own bytes alive, and never a
-    /// mapping of a file that is still written).
-    fn decode_wanted(
-        &self,
-        frame: &[u8],
-        at: (&Path, u64, u64),
-        want: Want<'_>,
-        own: Option<&Bytes>,
-    ) -> Result<Option<RecordedEvent>> {
-        let (path, offset, position) = at;
-        let Some(view) = decode_event_at(frame, path, offset, position)? else {
+        let Some(view) = decode_event_at(&frame, path, offset, position)? else {
             return Ok(None);
         };
         let wanted = match want {
@@ -178,7 +151,7 @@ impl Shared {
         if !wanted {
             return Ok(None);
         }
-        let mut ev = to_recorded(&view, own);
+        let mut ev = to_recorded(&view, (!from_span).then_some(&frame));
         if view.sealed {
             self.unseal(&mut ev, view.data, path, offset)?;
         }
@@ -491,7 +464,7 @@ impl Shared {
                         .collect()
                 });
                 seg.index_damage()?;
-                let span = read_span(self, seg, plan.iter().map(|(_, o, e)| (*o, *e)));
+                let span = read_span(seg, plan.iter().map(|(_, o, e)| (*o, *e)));
                 for loc in plan {
                     cancel.check()?;
                     let ev = match self.read_at(seg, loc, want, span.as_ref()) {
@@ -603,7 +576,7 @@ impl Shared {
                     .collect()
             });
             seg.index_damage()?;
-            let span = read_span(self, seg, plan.iter().map(|(_, _, o, e)| (*o, *e)));
+            let span = read_span(seg, plan.iter().map(|(_, _, o, e)| (*o, *e)));
             for (rev, p, off, end) in plan {
                 let skipped = if forward { rev > next_rev } else { rev < next_rev };
                 if skipped && !self.damage.is_empty() {
@@ -868,16 +841,14 @@ impl Shared {
 /// Most bytes of the active segment [`read_span`] reads at once.
 const SPAN_MAX: u64 = 1 << 20;
 
-/// The bytes of the active segment covering the frames `(offset, end)` of a
-/// chunk of a read, and the offset they start at: its mapping (see
-/// [`ActiveSegment::view`]) where that holds every one of them; else one
-/// positional read, when there are several frames and they lie close
+/// One positional read of the active segment covering the frames `(offset,
+/// end)` of a chunk of a read, when there are several and they lie close
 /// together (at most [`SPAN_MAX`] bytes, of which no more than 64 KiB plus
-/// the frames' own length lies between them), so that each frame costs no
-/// read of its own (a scan, a page of a busy pattern, a stream appended in
-/// batches). `None` otherwise, or if the read fails: each frame is then
-/// read alone (from the mapping if it holds it) and reports its own error.
-fn read_span(shared: &Shared, seg: &SegRef, frames: impl Iterator<Item = (u64, u64)>) -> Option<(u64, Bytes)> {
+/// the frames' own length lies between them): the first offset and the
+/// bytes, so that each frame costs no read of its own (a scan, a page of a
+/// busy pattern, a stream appended in batches). `None` otherwise, or if the
+/// read fails: each frame is then read alone and reports its own error.
+fn read_span(seg: &SegRef, frames: impl Iterator<Item = (u64, u64)>) -> Option<(u64, Bytes)> {
     let SegRef::Active(a) = seg else {
         return None;
     };
@@ -889,10 +860,6 @@ fn read_span(shared: &Shared, seg: &SegRef, frames: impl Iterator<Item = (u64, u
         n += 1;
     }
     let len = hi.checked_sub(lo)?;
-    // The mapping, where it holds every frame: no read of the file at all.
-    if let Some(view) = a.view(&*shared.storage, hi) {
-        return Some((0, view));
-    }
     if n < 2 || len > SPAN_MAX || len > own.saturating_mul(2).saturating_add(64 * 1024) {
         return None;
     }

@@ -554,8 +554,6 @@ fn read_segment(
             file,
             index: RwLock::new(index),
             content_crc: None,
-            // Another process may be writing this file, and may cut it.
-            view: None,
         })));
     }
     let idx_path = dir.join(crate::format::segment::index_file_name(base));
@@ -817,7 +815,6 @@ fn open_segment(
                 file,
                 index: RwLock::new(index),
                 content_crc: Some((covered, content_crc)),
-                view: Some(RwLock::default()),
             })))
         }
     }

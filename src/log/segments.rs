@@ -154,31 +154,7 @@ pub(crate) struct ActiveSegment {
     /// offset it names, as recovery scanned them (so that the writer
     /// continues it instead of reading the segment again); `None` if unknown.
     pub(crate) content_crc: Option<(u64, crc32fast::Hasher)>,
-    /// The mapping readers take published frames from (see
-    /// [`ActiveSegment::view`]); `None` where the segment is read with
-    /// positional reads only (a store open for reading only, whose file a
-    /// writing process may cut).
-    pub(crate) view: Option<RwLock<ActiveView>>,
 }
-
-/// The active segment as last mapped for readers: `bytes` is the file as
-/// it was mapped, of which the first `valid` bytes were the header and
-/// published frames then. Those bytes never change while the store is open:
-/// the writer only appends after them, and cuts the file (a failed write,
-/// the trim at close) only back to its write offset, past every published
-/// frame.
-#[derive(Default)]
-pub(crate) struct ActiveView {
-    bytes: Bytes,
-    valid: u64,
-}
-
-/// How far the published frames may run past the active segment's mapping
-/// before a read maps the file again; reads of frames past it take
-/// positional reads meanwhile. A store appended to and read at its head
-/// (subscribers) thus maps its active segment once per this many bytes
-/// appended, not once per read.
-pub(crate) const REMAP_STEP: u64 = 1 << 20;
 
 impl ActiveSegment {
     /// Creates the segment file starting at position `base` in `dir`: its
@@ -210,40 +186,7 @@ impl ActiveSegment {
             file,
             index: RwLock::new(MemIndex::new(base, SEGMENT_HEADER as u64, fields)),
             content_crc: None,
-            view: Some(RwLock::default()),
         })
-    }
-
-    /// The segment's bytes from its start, holding every published frame
-    /// that ends at or before `end`: the mapping readers share, mapped again
-    /// through `storage` when the published frames have run [`REMAP_STEP`]
-    /// bytes past it. `None` if the segment is not read through a mapping,
-    /// if `end` lies past the mapping (and not yet far enough to map again)
-    /// or past the published frames, or if mapping fails: the caller then
-    /// reads the file, as it would without a mapping, and reports what that
-    /// read finds.
-    pub(crate) fn view(&self, storage: &dyn Storage, end: u64) -> Option<Bytes> {
-        let lock = self.view.as_ref()?;
-        {
-            let v = lock.read();
-            if end <= v.valid {
-                return Some(v.bytes.clone());
-            }
-        }
-        let mut v = lock.write();
-        if end <= v.valid {
-            return Some(v.bytes.clone());
-        }
-        // Every frame before the published end was written before it was
-        // published: take the end first, then map, and the mapping holds them.
-        let published_end = self.index.read().end_offset();
-        if end > published_end || (v.valid > 0 && published_end - v.valid < REMAP_STEP) {
-            return None;
-        }
-        let bytes = mapped_bytes(storage.map(&self.path).ok()?);
-        let valid = published_end.min(bytes.len() as u64);
-        *v = ActiveView { bytes, valid };
-        (end <= valid).then(|| v.bytes.clone())
     }
 }
 

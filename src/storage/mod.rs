@@ -57,12 +57,7 @@ pub trait Storage: Send + Sync + 'static {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creations, renames, removals) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
-    /// Maps a file, as it is now, for reading: one that will not change
-    /// while mapped, or (the active segment) one only appended to, whose
-    /// mapped bytes are read only below a length they had already reached,
-    /// and which is never cut below that length while mapped. What a mapping
-    /// shows of bytes written after it was made is unspecified (the real
-    /// file system shows them, the simulation does not).
+    /// Maps a file that will not change while mapped.
     fn map(&self, path: &Path) -> io::Result<Mapped>;
     /// Takes an exclusive lock on `path` (creating it), or fails with `WouldBlock`.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>>;
@@ -143,13 +138,8 @@ impl Storage for FsStorage {
         // files (replaced by rename, never written in place: a mapped
         // `streams.chk` stays valid until dropped), and (recovery, before
         // anything is appended) the last segment, whose mapping it drops before
-        // it cuts a torn tail; and the active segment of a store open for
-        // writing, read only below its published frames, which the writer
-        // never rewrites nor cuts (it cuts a failed write or its preallocated
-        // zeros back to its write offset, past them; readers copy what they
-        // take out of that mapping). The lock file keeps other annal processes
-        // out. A foreign process truncating the file could still fault the
-        // mapping, which no safe API can prevent.
+        // it cuts a torn tail; the lock file keeps other annal processes out. A foreign process truncating the file could still
+        // fault the mapping, which no safe API can prevent.
         #[allow(unsafe_code)]
         let map = unsafe { memmap2::Mmap::map(&f)? };
         Ok(Arc::new(map))
