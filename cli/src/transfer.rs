@@ -19,7 +19,7 @@ use crate::ctx::{self, Ctx};
 use crate::error::{CliError, CliResult};
 use crate::read::PAGE;
 use crate::render::{self, Mode};
-use crate::write::{EventLine, for_each_line};
+use crate::write::{EventLine, for_each_line_idle};
 use crate::{ExportArgs, ImportArgs};
 
 /// `annal export`.
@@ -247,7 +247,9 @@ impl Importer<'_> {
             }
             // A run checked to hold no stored id gave its events to the
             // append: nothing to append again. The import holds the store
-            // alone, so this means an id the store did not hold a moment ago.
+            // alone (its lock), so this is an id the check does not see and
+            // the writer does (an event of a deleted stream, or one removed
+            // by max-age, max-count or truncation): reported, not retried.
             Err(e @ annal::Error::IdempotencyConflict { .. }) if b.events.len() != b.count => {
                 return Err(at(CliError::from(e)));
             }
@@ -307,34 +309,80 @@ struct Chunk {
 /// that does not parse ends the chunks with its error, after the lines before
 /// it. Stops when the receiving side is gone (the import failed).
 fn parse_lines(file: &Path, chunks: &std::sync::mpsc::SyncSender<CliResult<Chunk>>) {
-    let mut chunk = Chunk::default();
-    let gone = || CliError::msg("the import stopped");
-    let result = for_each_line(file, |n, line, read| {
-        let l = EventLine::parse(n, line)?;
-        let Some(stream) = l.stream.clone() else {
-            return Err(CliError::msg(format!("line {n}: missing field `stream`")));
-        };
-        // An erased event has no data or metadata left to import.
-        let erased = l.erased;
-        let event = l.into_event().map_err(|e| CliError::msg(format!("line {n}: {e}")))?;
-        chunk.lines.push(if stream.starts_with('$') || erased {
-            Parsed::Skipped
-        } else {
-            Parsed::Event { line: n, stream, event }
-        });
-        chunk.read = read;
-        if chunk.lines.len() >= CHUNK_LINES {
-            chunks.send(Ok(std::mem::take(&mut chunk))).map_err(|_| gone())?;
-        }
-        Ok(())
-    });
+    // Both the line callback and the idle one hand the chunk on.
+    let chunk = std::cell::RefCell::new(Chunk::default());
+    let send = || {
+        let full = std::mem::take(&mut *chunk.borrow_mut());
+        chunks.send(Ok(full)).map_err(|_| CliError::msg("the import stopped"))
+    };
+    let result = for_each_line_idle(
+        file,
+        |n, line, read| {
+            let l = EventLine::parse(n, line)?;
+            let Some(stream) = l.stream.clone() else {
+                return Err(CliError::msg(format!("line {n}: missing field `stream`")));
+            };
+            // An erased event has no data or metadata left to import.
+            let erased = l.erased;
+            let event = l.into_event().map_err(|e| CliError::msg(format!("line {n}: {e}")))?;
+            let full = {
+                let mut c = chunk.borrow_mut();
+                c.lines.push(if stream.starts_with('$') || erased {
+                    Parsed::Skipped
+                } else {
+                    Parsed::Event { line: n, stream, event }
+                });
+                c.read = read;
+                c.lines.len() >= CHUNK_LINES
+            };
+            if full { send() } else { Ok(()) }
+        },
+        // The next read may wait for its input: what is parsed goes on now,
+        // so that a live producer's lines are appended (and their failures
+        // told) without waiting for more.
+        || {
+            if chunk.borrow().lines.is_empty() {
+                Ok(())
+            } else {
+                send()
+            }
+        },
+    );
     // What parsed before a failure is appended before the failure is told.
-    if !chunk.lines.is_empty() && chunks.send(Ok(chunk)).is_err() {
+    if !chunk.borrow().lines.is_empty() && send().is_err() {
         return;
     }
     if let Err(e) = result {
         chunks.send(Err(e)).ok();
     }
+}
+
+/// Appends the chunks `parser` sends, in order, then what is left. On a
+/// failure it returns at once, without waiting for the parser: dropping the
+/// receiving side stops it at its next chunk, and one blocked on an input
+/// that stays open (stdin from a live producer) must not hold the store.
+fn append_parsed(
+    imp: &mut Importer<'_>,
+    parsed: std::sync::mpsc::Receiver<CliResult<Chunk>>,
+    parser: std::thread::JoinHandle<()>,
+    pb: &indicatif::ProgressBar,
+) -> CliResult {
+    for chunk in parsed {
+        let chunk = chunk?;
+        for line in chunk.lines {
+            match line {
+                Parsed::Event { line, stream, event } => imp.add(line, stream, event)?,
+                Parsed::Skipped => imp.summary.skipped += 1,
+            }
+        }
+        pb.set_position(chunk.read);
+    }
+    // The chunks end when the parser is done, or if it panicked: then the
+    // file was not read to its end, and the import must not say done.
+    parser
+        .join()
+        .map_err(|_| CliError::msg("internal: the thread parsing the file stopped before its end"))?;
+    imp.flush()
 }
 
 /// `annal import FILE`.
@@ -368,26 +416,13 @@ pub fn import(ctx: &Ctx, a: ImportArgs) -> CliResult {
     };
     // Lines are parsed on a thread of their own, a chunk at a time, while
     // this one appends: parsing is about a quarter of an import's work.
-    let result = std::thread::scope(|scope| {
-        let (chunks, parsed) = std::sync::mpsc::sync_channel::<CliResult<Chunk>>(CHUNKS_AHEAD);
-        let parser = scope.spawn(move || parse_lines(file, &chunks));
-        for chunk in parsed {
-            let chunk = chunk?;
-            for line in chunk.lines {
-                match line {
-                    Parsed::Event { line, stream, event } => imp.add(line, stream, event)?,
-                    Parsed::Skipped => imp.summary.skipped += 1,
-                }
-            }
-            pb.set_position(chunk.read);
-        }
-        // The chunks end when the parser is done, or if it panicked: then
-        // the file was not read to its end, and the import must not say done.
-        parser
-            .join()
-            .map_err(|_| CliError::msg("internal: the thread parsing the file stopped before its end"))?;
-        imp.flush()
-    });
+    let (chunks, parsed) = std::sync::mpsc::sync_channel::<CliResult<Chunk>>(CHUNKS_AHEAD);
+    let path = file.to_path_buf();
+    let parser = std::thread::Builder::new()
+        .name("annal-import-parse".into())
+        .spawn(move || parse_lines(&path, &chunks))
+        .map_err(|e| CliError::io("starting the thread that parses the file", e))?;
+    let result = append_parsed(&mut imp, parsed, parser, &pb);
     pb.finish_and_clear();
     if let Err(e) = result {
         let s = &imp.summary;

@@ -145,7 +145,18 @@ impl EventLine {
 
 /// Calls `f` with each non-blank line of `file` (`-`: stdin), its 1-based
 /// number and the bytes read so far.
-pub fn for_each_line(file: &Path, mut f: impl FnMut(usize, &str, u64) -> CliResult) -> CliResult {
+pub fn for_each_line(file: &Path, f: impl FnMut(usize, &str, u64) -> CliResult) -> CliResult {
+    for_each_line_idle(file, f, || Ok(()))
+}
+
+/// [`for_each_line`], calling `idle` whenever every line read so far was
+/// handed to `f` and the next read may wait for its input (a pipe from a
+/// live producer): a caller that gathers lines hands them on there.
+pub fn for_each_line_idle(
+    file: &Path,
+    mut f: impl FnMut(usize, &str, u64) -> CliResult,
+    mut idle: impl FnMut() -> CliResult,
+) -> CliResult {
     let reader: Box<dyn Read> = if file == Path::new("-") {
         Box::new(std::io::stdin().lock())
     } else {
@@ -157,6 +168,9 @@ pub fn for_each_line(file: &Path, mut f: impl FnMut(usize, &str, u64) -> CliResu
     let mut read = 0u64;
     loop {
         buf.clear();
+        if reader.buffer().is_empty() {
+            idle()?;
+        }
         let n = reader.read_line(&mut buf).map_err(|e| {
             CliError::msg(format!(
                 "reading {} after line {line_no}: {e}",

@@ -828,6 +828,50 @@ fn import_groups_appends_and_reports_bad_lines() {
     assert_eq!(counts, 4096);
 }
 
+/// An import from stdin whose append fails stops at once, with the error,
+/// while its input stays open (a live producer): it waited for the end of
+/// the input before, holding the store's lock.
+#[test]
+fn an_import_whose_append_fails_stops_while_its_input_stays_open() {
+    let env = Env::new();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_annal"))
+        .current_dir(env.path())
+        .env_remove("ANNAL_DATA")
+        .env_remove("ANNAL_CONFIG")
+        .args(["import", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // An empty stream name fails its append; the second line names the
+    // same id, which makes the import append the first one at once.
+    let id = "00000000-0000-4000-8000-000000000001";
+    let lines = format!(
+        "{{\"stream\":\"\",\"type\":\"T\",\"data\":1,\"id\":\"{id}\"}}\n{{\"stream\":\"s\",\"type\":\"T\",\"data\":2,\"id\":\"{id}\"}}\n"
+    );
+    std::io::Write::write_all(&mut stdin, lines.as_bytes()).unwrap();
+    std::io::Write::flush(&mut stdin).unwrap();
+    let began = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if began.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(stdin);
+    let status = status.expect("the import waited for its input to end");
+    assert_eq!(status.code(), Some(1));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("lines 1-1"), "{err}");
+}
+
 #[test]
 fn backup_and_restore() {
     let env = Env::new();

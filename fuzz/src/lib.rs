@@ -92,12 +92,12 @@ pub fn fix_index(buf: &mut [u8]) {
     }
 }
 
-/// Version 4's section checksums (36 bytes before the body CRC at `end`):
+/// Versions 4 and 5's section checksums (36 bytes before the body CRC at `end`):
 /// one CRC per section (locations, streams, types, tags, ids, bloom,
 /// summary with its restarts, names), then the CRC of those; left alone if
 /// the header's sizes do not fit the file.
 fn fix_index_section_sums(buf: &mut [u8], end: usize) {
-    if le_u32(buf, 8) != 4 || end < 128 + 36 {
+    if !(4..=5).contains(&le_u32(buf, 8)) || end < 128 + 36 {
         return;
     }
     let sums_at = end - 36;
@@ -714,14 +714,14 @@ mod tests {
         assert_eq!(le_u32(&b, usize::MAX - 1), 0);
     }
 
-    /// `fix_index` makes a version-4 file's section checksums valid again:
-    /// cleared, they come back byte for byte.
+    /// `fix_index` makes the section checksums of a file annal writes
+    /// (version 5, as 4) valid again: cleared, they come back byte for byte.
     #[test]
-    fn fix_index_restores_version_4_section_checksums() {
+    fn fix_index_restores_the_section_checksums() {
         let good = annal::format::index::MemIndex::new(0, 64, Default::default())
             .encode_file()
             .expect("an empty index encodes");
-        assert_eq!(le_u32(&good, 8), 4);
+        assert_eq!(le_u32(&good, 8), annal::format::index::INDEX_VERSION);
         let mut bytes = good.clone();
         let n = bytes.len();
         bytes[n - 40..].fill(0);

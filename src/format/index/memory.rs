@@ -215,9 +215,9 @@ impl MemIndex {
         }
     }
 
-    /// Encodes the `.idx` file for this segment once it is sealed: version 4
-    /// (version 2 with the segment's type names, its shared tag keys and a
-    /// checksum per section), or version 1 when the
+    /// Encodes the `.idx` file for this segment once it is sealed: version 5
+    /// (version 2 with the segment's type names, its shared tag keys, a
+    /// checksum per section and a filter over streams and ids), or version 1 when the
     /// segment is too large for version 2's 32-bit fields. Fails with [`crate::Error::InvalidInput`] if a stream name is
     /// longer than its 16-bit length field (names come from validated appends
     /// or from the log, so the store's never are).
@@ -225,7 +225,8 @@ impl MemIndex {
         self.encode_file_v2(super::INDEX_VERSION)
     }
 
-    /// Encodes a compact file of `version` 4 (names, shared tag keys and
+    /// Encodes a compact file of `version` 5 (as 4, with a filter over
+    /// streams and ids), 4 (names, shared tag keys and
     /// section checksums), 3 (names) or 2, falling back to version 1 as
     /// [`MemIndex::encode_file`].
     pub(crate) fn encode_file_v2(&self, version: u32) -> Result<Vec<u8>> {
@@ -242,7 +243,7 @@ impl MemIndex {
     }
 
     /// Encodes the `.idx` file in the version `like` has, so that the two can
-    /// be compared byte for byte (versions 2 to 4 fall back to 1 as in
+    /// be compared byte for byte (versions 2 to 5 fall back to 1 as in
     /// [`MemIndex::encode_file`]).
     pub fn encode_file_like(&self, like: &super::SegmentIndex) -> Result<Vec<u8>> {
         match like.version() {

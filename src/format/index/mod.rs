@@ -167,7 +167,7 @@ pub trait Lookup: Send + Sync {
         all
     }
     /// The distinct event types of the segment, if this index keeps them
-    /// (the memory index and version-3 and -4 files; not versions 1 and 2).
+    /// (the memory index and version-3 to -5 files; not versions 1 and 2).
     fn type_catalog(&self) -> Option<TypeCatalog> {
         None
     }
@@ -175,7 +175,7 @@ pub trait Lookup: Send + Sync {
     fn tag_positions(&self, hash: u64) -> Vec<u64>;
     /// Whose entries [`Lookup::tag_positions`] of `key.hash` names (see
     /// [`TagOwner`]): known in the memory index, one unnamed owner in
-    /// version-4 files unless the key is shared, unknown otherwise.
+    /// version-4 and -5 files unless the key is shared, unknown otherwise.
     fn tag_owner(&self, key: &TagKey) -> TagOwner {
         let _ = key;
         TagOwner::Unknown
@@ -554,7 +554,8 @@ fn blocked_bytes_for(items: usize) -> usize {
 }
 
 /// The block of `bloom` that `hash` sets bits in, and the seven bits (of
-/// the block's 512), for a version-5 filter: one cache line per lookup.
+/// the block's 512), for a version-5 filter: one 64-byte block per lookup
+/// (one or two cache lines: the section starts where the one before ends).
 fn blocked_probes(bloom_len: usize, hash: u64) -> (usize, [u16; BLOCK_PROBES]) {
     let blocks = (bloom_len / BLOOM_BLOCK) as u64;
     #[allow(clippy::cast_possible_truncation, reason = "below the number of blocks, a usize")]
@@ -1107,5 +1108,25 @@ mod tests {
         // The streams are in it too.
         assert!((0..5).all(|s| idx.may_contain_stream(hash_str(&format!("s-{s}")))));
         assert!(idx.damage().is_none());
+    }
+
+    /// An id lookup passes over a damaged version-5 filter to the ids
+    /// section, and finds its ids without failing (it failed every append
+    /// naming ids before); reads by stream still report the damage.
+    #[test]
+    fn an_id_lookup_passes_over_a_damaged_filter() {
+        let m = sample(false);
+        let mut bytes = m.encode_file().unwrap();
+        let (_, at) = sections(&bytes)[5];
+        bytes[at + 3] ^= 0x01;
+        let idx = open(bytes).unwrap();
+        for i in 0..50u128 {
+            let id = Uuid::from_u128(i + 1);
+            assert_eq!(idx.id_positions(&id), m.id_positions(&id), "id {i}");
+        }
+        assert!(idx.id_positions(&Uuid::from_u128(5000)).is_empty());
+        assert!(idx.damage().is_none(), "an id lookup reported the filter's damage");
+        assert!(idx.may_contain_stream(hash_str("s-1")));
+        assert!(idx.damage().is_some(), "a stream lookup did not report it");
     }
 }

@@ -322,6 +322,11 @@ pub struct IndexV2 {
     /// Each [`Part`]'s check of every entry, run on first use: `None` if it
     /// passed, else where and why it failed.
     checked: Box<[Checked; PARTS]>,
+    /// Whether the bloom filter passed its check, for id lookups (version 5),
+    /// which pass over a damaged filter to the ids section instead of failing
+    /// on it: a damaged filter must not fail every append that names its ids.
+    /// Reads by stream and the full checks still report the damage.
+    ids_filter: OnceLock<bool>,
 }
 
 /// The outcome of one section's check, once run: `None` if it passed, else
@@ -506,6 +511,7 @@ impl IndexV2 {
             sums,
             body_crc_at: crc_at,
             checked: Box::default(),
+            ids_filter: OnceLock::new(),
         })
     }
 
@@ -873,8 +879,11 @@ impl Lookup for IndexV2 {
     fn id_positions(&self, id: &Uuid) -> Vec<u64> {
         // Version 5's filter holds every id of the segment: most lookups of
         // an id the segment lacks end here, without decoding an ids block.
-        // A damaged filter says "maybe" (and the read reports the damage).
-        if self.version >= 5 && self.ok(Part::Bloom) && !blocked_check(self.section(self.bloom), id_filter_hash(id)) {
+        // A damaged filter says "maybe", and the ids section answers.
+        if self.version >= 5
+            && *self.ids_filter.get_or_init(|| self.check(Part::Bloom).is_none())
+            && !blocked_check(self.section(self.bloom), id_filter_hash(id))
+        {
             return Vec::new();
         }
         if !self.ok(Part::Ids) {
