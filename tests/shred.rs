@@ -772,3 +772,51 @@ fn a_damaged_middle_key_record_leaves_the_rest_of_the_store_readable() {
         .unwrap();
     assert_eq!(cy[0].data, personal("cy", 0).data);
 }
+
+#[test]
+fn repair_removes_a_damaged_key_record_and_keeps_the_original_in_quarantine() {
+    let sim = SimStorage::new();
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    store
+        .append("c-1", ExpectedVersion::Any, vec![personal("ann", 0)])
+        .unwrap();
+    store
+        .append("c-2", ExpectedVersion::Any, vec![personal("bob", 0)])
+        .unwrap();
+    store.close().unwrap();
+    sim.flip_bit(&key_file(), (subjects::SUBJECTS_HEADER + 10) as u64, 2)
+        .unwrap();
+    let damaged = sim.read_file(&key_file()).unwrap();
+    let report = annal::repair_with(Arc::new(sim.clone()), Path::new(DIR)).unwrap();
+    assert!(!report.is_clean());
+    assert!(
+        report
+            .actions
+            .iter()
+            .any(|a| a.contains(SUBJECTS_FILE) && a.contains("damaged key record")),
+        "{report:?}"
+    );
+    let kept = report.quarantine.clone().unwrap().join(SUBJECTS_FILE);
+    assert_eq!(sim.read_file(&kept).unwrap(), damaged);
+    assert_eq!(
+        sim.read_file(&key_file()).unwrap().len(),
+        subjects::SUBJECTS_HEADER + subjects::SUBJECT_RECORD
+    );
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let problems = store.verify().unwrap().problems;
+    // The key record is gone from the file; ann's event still has no key.
+    assert!(problems.iter().all(|p| p.file != key_file()), "{problems:?}");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let bob = store
+        .read_stream("c-2", Direction::Forward, StreamFrom::Start, 10)
+        .unwrap();
+    assert_eq!(bob[0].data, personal("bob", 0).data);
+    drop(store);
+    assert!(
+        annal::repair_with(Arc::new(sim.clone()), Path::new(DIR))
+            .unwrap()
+            .actions
+            .iter()
+            .all(|a| !a.contains(SUBJECTS_FILE))
+    );
+}
