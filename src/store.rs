@@ -965,10 +965,21 @@ impl Store {
     /// [`crate::event::Personal::Erased`] and empty data and metadata. A later
     /// event for the same subject gets a new key and stays readable. Returns
     /// false if the subject had no key (no event ever named it, or it was
-    /// shredded already).
+    /// shredded already by an earlier call that returned true).
+    ///
+    /// If the rewrite fails, the key is already gone from memory (nothing more
+    /// is sealed under it) but may still be on disk: call `shred` again (it
+    /// writes the whole key store out again and then returns true) or reopen
+    /// the store and shred again. Until a rewrite succeeds, shreds and new
+    /// keys fail rather than act on a state that is not on disk.
     ///
     /// An append naming the subject that is in flight while it is shredded
-    /// either fails or is written erased.
+    /// is sealed when the writer writes it, under the subject's key at that
+    /// moment: written before the shred, it reads erased; written after, it
+    /// fails with [`Error::InvalidInput`] (nothing written) if the subject has
+    /// no key then, but if another append of the same subject created a new
+    /// key in between, it is sealed under that key and stays readable. Stop
+    /// appending for a subject before shredding it to erase it for good.
     pub fn shred(&self, subject: &str) -> Result<bool> {
         self.check_writable()?;
         crate::event::check_name("subject", subject, crate::event::MAX_SUBJECT_LEN)?;

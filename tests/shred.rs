@@ -494,7 +494,7 @@ fn a_subscription_delivers_sealed_events_opened_and_shredded_ones_erased() {
 }
 
 #[test]
-fn a_shred_that_fails_part_way_stops_new_keys_until_reopen_and_can_be_retried() {
+fn a_shred_that_fails_part_way_is_retried_in_the_same_process_and_never_answers_no_key() {
     let sim = SimStorage::new();
     let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
     store
@@ -505,25 +505,318 @@ fn a_shred_that_fails_part_way_stops_new_keys_until_reopen_and_can_be_retried() 
         .unwrap();
     sim.fail_nth_sync(1);
     assert!(store.shred("ann").is_err());
-    // Nothing more is sealed under the key being destroyed, and no key is
-    // made while the file's state is unknown; known subjects still append.
+    // Nothing more is sealed under the key being destroyed.
     assert!(all(&store)[0].is_erased());
+    // While the file on disk may still hold the key, a retry fails again if
+    // the disk does, for that subject or any other: never "no key".
+    sim.fail_nth_sync(1);
+    assert!(store.shred("ann").is_err(), "a retry that could not write must fail");
+    sim.fail_nth_sync(1);
+    assert!(
+        store.shred("zed").is_err(),
+        "a shred must not answer while the key store is not on disk"
+    );
+    // Known subjects still append.
+    store
+        .append("c-2", ExpectedVersion::Any, vec![personal("bob", 1)])
+        .unwrap();
+    // The retry in the same process writes the state out and answers as the
+    // shred would have; the key is gone from disk.
+    assert!(store.shred("ann").unwrap());
+    assert!(store.shred("ann").unwrap(), "asked again, the subject stays shredded");
+    assert!(!store.shred("zed").unwrap());
+    drop(store);
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    assert!(all(&store)[0].is_erased(), "the retried shred reached the disk");
+    assert_eq!(all(&store).iter().filter(|e| e.subject() == Some("bob")).count(), 2);
+    assert!(store.verify().unwrap().problems.is_empty());
+}
+
+#[test]
+fn after_a_failed_shred_a_new_key_writes_the_shred_out_first() {
+    let sim = SimStorage::new();
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    store
+        .append("c-1", ExpectedVersion::Any, vec![personal("ann", 0)])
+        .unwrap();
+    sim.fail_nth_sync(1);
+    assert!(store.shred("ann").is_err());
+    // A new key cannot be added to a file whose state is unknown: the state
+    // memory holds (ann shredded) is written out again first.
+    sim.fail_nth_sync(1);
     assert!(
         store
             .append("c-3", ExpectedVersion::Any, vec![personal("cy", 0)])
             .is_err()
     );
     store
-        .append("c-2", ExpectedVersion::Any, vec![personal("bob", 1)])
+        .append("c-3", ExpectedVersion::Any, vec![personal("cy", 0)])
+        .unwrap();
+    assert!(store.shred("ann").unwrap(), "the failed shred is done, and says so");
+    drop(store);
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let read = all(&store);
+    assert!(read[0].is_erased());
+    assert_eq!(read[1].subject(), Some("cy"));
+    // A shred that fails is retried after a reopen too.
+    sim.fail_nth_sync(1);
+    assert!(store.shred("cy").is_err());
+    drop(store);
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    assert_eq!(
+        all(&store)[1].subject(),
+        Some("cy"),
+        "the failed rewrite never replaced the file"
+    );
+    assert!(store.shred("cy").unwrap());
+    assert!(all(&store)[1].is_erased());
+}
+
+fn key_file() -> std::path::PathBuf {
+    Path::new(DIR).join(SUBJECTS_FILE)
+}
+
+#[test]
+fn a_rotted_last_key_record_is_damage_kept_and_reported_never_cut() {
+    let sim = SimStorage::new();
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    store
+        .append("plain", ExpectedVersion::Any, vec![EventData::json("E", "{}")])
+        .unwrap();
+    store
+        .append("c-1", ExpectedVersion::Any, vec![personal("ann", 0)])
+        .unwrap();
+    store.close().unwrap();
+    let before = sim.read_file(&key_file()).unwrap();
+    assert_eq!(before.len(), subjects::SUBJECTS_HEADER + subjects::SUBJECT_RECORD);
+    // One bit of the stored CRC of the only (last) record rots.
+    sim.flip_bit(&key_file(), (before.len() - 1) as u64, 0).unwrap();
+    let rotted = sim.read_file(&key_file()).unwrap();
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    // The acknowledged key's bytes stay where they were, for a person to mend.
+    assert_eq!(
+        sim.read_file(&key_file()).unwrap(),
+        rotted,
+        "a full-length record is never cut"
+    );
+    let report = store.verify().unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.file == key_file() && p.offset == subjects::SUBJECTS_HEADER as u64),
+        "{:?}",
+        report.problems
+    );
+    // Its event reads as damage, the plain one reads, new subjects take keys after it.
+    assert!(
+        store
+            .read_stream("c-1", Direction::Forward, StreamFrom::Start, 10)
+            .is_err_and(|e| e.is_corruption())
+    );
+    assert_eq!(
+        store
+            .read_stream("plain", Direction::Forward, StreamFrom::Start, 10)
+            .unwrap()
+            .len(),
+        1
+    );
+    store
+        .append("c-2", ExpectedVersion::Any, vec![personal("bob", 0)])
         .unwrap();
     drop(store);
-    // The rewrite never replaced the file: the shred did not happen; retried, it does.
+    let store = Store::open_read_only_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let bob = store
+        .read_stream("c-2", Direction::Forward, StreamFrom::Start, 10)
+        .unwrap();
+    assert_eq!(bob[0].data, personal("bob", 0).data);
+    // The damaged record, and the event sealed under the key it held.
+    let problems = store.verify().unwrap().problems;
+    assert_eq!(
+        problems.iter().filter(|p| p.file == key_file()).count(),
+        1,
+        "{problems:?}"
+    );
+    assert_eq!(problems.len(), 2, "{problems:?}");
+}
+
+#[test]
+fn a_rotted_shredded_record_is_reported_and_survives_later_rewrites() {
+    let sim = SimStorage::new();
     let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
-    assert_eq!(all(&store)[0].subject(), Some("ann"));
+    store
+        .append(
+            "c-1",
+            ExpectedVersion::Any,
+            vec![personal("ann", 0), personal("bob", 0), personal("cy", 0)],
+        )
+        .unwrap();
     assert!(store.shred("ann").unwrap());
-    assert!(all(&store)[0].is_erased());
+    store.close().unwrap();
+    let len = sim.read_file(&key_file()).unwrap().len();
+    // The SHREDDED record ends the file (written by the atomic rewrite).
+    sim.flip_bit(&key_file(), (len - 1) as u64, 3).unwrap();
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    assert_eq!(
+        sim.read_file(&key_file()).unwrap().len(),
+        len,
+        "a shredded record is never cut"
+    );
+    let damaged_at = (len - subjects::SUBJECT_RECORD) as u64;
+    let problems = store.verify().unwrap().problems;
+    assert!(
+        problems.iter().any(|p| p.file == key_file() && p.offset == damaged_at),
+        "{problems:?}"
+    );
+    // Another shred rewrites the file: the damaged record goes along, still reported.
+    assert!(store.shred("bob").unwrap());
+    let problems = store.verify().unwrap().problems;
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.file == key_file() && p.what.contains("subject key record damaged")),
+        "{problems:?}"
+    );
+    drop(store);
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let problems = store.verify().unwrap().problems;
+    assert!(problems.iter().any(|p| p.file == key_file()), "{problems:?}");
+    let cy = store
+        .read_stream("c-1", Direction::Backward, StreamFrom::End, 1)
+        .unwrap();
+    assert_eq!(cy[0].data, personal("cy", 0).data);
+}
+
+#[test]
+fn a_torn_key_record_is_saved_in_torn_and_reported_before_it_is_cut() {
+    let sim = SimStorage::new();
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    store
+        .append("c-1", ExpectedVersion::Any, vec![personal("ann", 0)])
+        .unwrap();
+    store.close().unwrap();
+    let whole = sim.read_file(&key_file()).unwrap();
+    // A key append that never finished: 40 bytes of a record.
+    let mut torn = whole.clone();
+    torn.extend_from_slice(&[0xAB; 40]);
+    sim.write_file(&key_file(), &torn).unwrap();
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    assert_eq!(sim.read_file(&key_file()).unwrap(), whole);
+    let saved = Path::new(DIR)
+        .join("torn")
+        .join(format!("{SUBJECTS_FILE}-{}-0.bin", whole.len()));
+    assert_eq!(sim.read_file(&saved).unwrap(), vec![0xAB; 40]);
+    let reported = store.stats().last_background_error.unwrap_or_default();
+    assert!(
+        reported.contains(SUBJECTS_FILE) && reported.contains("torn"),
+        "{reported}"
+    );
+    assert_eq!(all(&store)[0].data, personal("ann", 0).data);
+}
+
+#[test]
+fn a_damaged_middle_key_record_leaves_the_rest_of_the_store_readable() {
+    let sim = SimStorage::new();
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    store
+        .append("plain", ExpectedVersion::Any, vec![EventData::json("E", "{}")])
+        .unwrap();
+    store
+        .append("c-1", ExpectedVersion::Any, vec![personal("ann", 0)])
+        .unwrap();
+    store
+        .append("c-2", ExpectedVersion::Any, vec![personal("bob", 0)])
+        .unwrap();
+    store.close().unwrap();
+    // Inside ann's lookup hash: the first record fails its checksum.
+    sim.flip_bit(&key_file(), (subjects::SUBJECTS_HEADER + 10) as u64, 2)
+        .unwrap();
+    for read_only in [true, false] {
+        let store = if read_only {
+            Store::open_read_only_with(Arc::new(sim.clone()), DIR, options()).unwrap()
+        } else {
+            Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap()
+        };
+        assert_eq!(
+            store
+                .read_stream("plain", Direction::Forward, StreamFrom::Start, 10)
+                .unwrap()
+                .len(),
+            1
+        );
+        let bob = store
+            .read_stream("c-2", Direction::Forward, StreamFrom::Start, 10)
+            .unwrap();
+        assert_eq!(bob[0].data, personal("bob", 0).data);
+        assert!(
+            store
+                .read_stream("c-1", Direction::Forward, StreamFrom::Start, 10)
+                .is_err_and(|e| e.is_corruption())
+        );
+        let problems = store.verify().unwrap().problems;
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.file == key_file() && p.offset == subjects::SUBJECTS_HEADER as u64),
+            "{problems:?}"
+        );
+    }
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
     store
         .append("c-3", ExpectedVersion::Any, vec![personal("cy", 0)])
         .unwrap();
-    assert_eq!(all(&store).iter().filter(|e| e.subject() == Some("bob")).count(), 2);
+    drop(store);
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let cy = store
+        .read_stream("c-3", Direction::Forward, StreamFrom::Start, 10)
+        .unwrap();
+    assert_eq!(cy[0].data, personal("cy", 0).data);
+}
+
+#[test]
+fn repair_removes_a_damaged_key_record_and_keeps_the_original_in_quarantine() {
+    let sim = SimStorage::new();
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    store
+        .append("c-1", ExpectedVersion::Any, vec![personal("ann", 0)])
+        .unwrap();
+    store
+        .append("c-2", ExpectedVersion::Any, vec![personal("bob", 0)])
+        .unwrap();
+    store.close().unwrap();
+    sim.flip_bit(&key_file(), (subjects::SUBJECTS_HEADER + 10) as u64, 2)
+        .unwrap();
+    let damaged = sim.read_file(&key_file()).unwrap();
+    let report = annal::repair_with(Arc::new(sim.clone()), Path::new(DIR)).unwrap();
+    assert!(!report.is_clean());
+    assert!(
+        report
+            .actions
+            .iter()
+            .any(|a| a.contains(SUBJECTS_FILE) && a.contains("damaged key record")),
+        "{report:?}"
+    );
+    let kept = report.quarantine.clone().unwrap().join(SUBJECTS_FILE);
+    assert_eq!(sim.read_file(&kept).unwrap(), damaged);
+    assert_eq!(
+        sim.read_file(&key_file()).unwrap().len(),
+        subjects::SUBJECTS_HEADER + subjects::SUBJECT_RECORD
+    );
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let problems = store.verify().unwrap().problems;
+    // The key record is gone from the file; ann's event still has no key.
+    assert!(problems.iter().all(|p| p.file != key_file()), "{problems:?}");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let bob = store
+        .read_stream("c-2", Direction::Forward, StreamFrom::Start, 10)
+        .unwrap();
+    assert_eq!(bob[0].data, personal("bob", 0).data);
+    drop(store);
+    assert!(
+        annal::repair_with(Arc::new(sim.clone()), Path::new(DIR))
+            .unwrap()
+            .actions
+            .iter()
+            .all(|a| !a.contains(SUBJECTS_FILE))
+    );
 }

@@ -223,12 +223,15 @@ pub fn tail(ctx: &Ctx, a: TailArgs) -> CliResult {
         None => store.subscribe_all(from, filter.clone()),
     };
     // A stream subscription has no filter of its own: the filter's every
-    // condition (types, patterns, tags, stream conditions, metadata) is checked here.
+    // condition (types, patterns, tags, stream conditions, metadata) is checked
+    // here. An event naming a subject (live or erased) never matches a metadata
+    // filter, as on $all: its metadata is sealed, not indexed.
     let wanted = |e: &RecordedEvent| {
         a.stream.is_none()
             || (filter.admits_type(&e.event_type)
                 && filter.tags.iter().all(|t| e.tags.contains(t))
                 && filter.admits_stream(&e.stream)
+                && (filter.metadata.is_empty() || e.personal == annal::Personal::Plain)
                 && filter.admits_metadata(&e.metadata))
     };
     let rx = subscription.into_channel(1024)?;

@@ -1547,6 +1547,47 @@ fn tail_of_a_stream_applies_type_patterns() {
     assert_eq!(serde_json::from_str::<Value>(&line).unwrap()["data"], 2, "{line}");
 }
 
+/// `annal tail STREAM --metadata k=v` never matches an event naming a
+/// subject (its metadata is sealed), as `read-all --metadata` and a
+/// subscription to $all do; a review found it matched the decrypted metadata.
+#[test]
+fn tail_of_a_stream_never_matches_sealed_metadata() {
+    let env = Env::new();
+    env.json(&[
+        "append",
+        "a",
+        "--type",
+        "T",
+        "--data",
+        "1",
+        "--metadata",
+        r#"{"k":"v"}"#,
+        "--subject",
+        "ann",
+    ]);
+    env.json(&[
+        "append",
+        "a",
+        "--type",
+        "T",
+        "--data",
+        "2",
+        "--metadata",
+        r#"{"k":"v"}"#,
+    ]);
+    let mut child = spawn_tail(&env, &["a", "--from-start", "--metadata", "k=v"]);
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = wait_exit(&mut child, Duration::from_secs(10));
+    assert_eq!(serde_json::from_str::<Value>(&line).unwrap()["data"], 2, "{line}");
+}
+
 #[test]
 fn shred_erases_a_subject_and_export_import_carry_the_erased_form() {
     let env = Env::new();

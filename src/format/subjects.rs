@@ -51,8 +51,15 @@ pub type KeyId = [u8; KEY_ID_LEN];
 pub type Lookup = [u8; 32];
 
 /// A 256-bit secret: a subject key or the store's lookup secret.
+/// Its bytes are wiped when it is dropped (copies taken of the array are not).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(pub [u8; 32]);
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -215,7 +222,11 @@ pub struct KeyFile {
     pub keys: Vec<KeyRecord>,
     /// Ids of the keys shredded.
     pub shredded: Vec<KeyId>,
-    /// Bytes of the file that hold whole, valid records (what follows is a torn tail).
+    /// Offsets of the full-length records that fail their checksum or are of
+    /// an unknown kind (damage: left out, the records around them kept).
+    pub damaged: Vec<usize>,
+    /// Bytes of the file that hold whole records, damaged or not (what
+    /// follows is shorter than a record: a torn append).
     pub valid_len: usize,
 }
 
@@ -228,8 +239,6 @@ pub enum KeyFileError {
     HeaderChecksum,
     /// A version this annal does not know.
     Version(u32),
-    /// A record before the last fails its checksum or is of an unknown kind, at this offset.
-    Record(usize),
 }
 
 /// Encodes the header of a key store with `secret`.
@@ -281,9 +290,11 @@ pub fn encode_file(secret: &Secret, keys: &[KeyRecord], shredded: &[KeyId]) -> V
     out
 }
 
-/// Decodes a key store. The last record may be torn (short, or failing its
-/// checksum): it is left out and `valid_len` stops before it. A bad record
-/// before the last is an error.
+/// Decodes a key store. A last record shorter than a full record is a torn
+/// append: it is left out and `valid_len` stops before it. A full-length
+/// record that fails its checksum (or is of an unknown kind), wherever it is,
+/// is damage: it is left out, its offset listed in `damaged`, and the records
+/// after it are decoded.
 pub fn decode_file(bytes: &[u8]) -> Result<KeyFile, KeyFileError> {
     if bytes.len() < SUBJECTS_HEADER || &bytes[..8] != SUBJECTS_MAGIC {
         return Err(KeyFileError::NotKeyStore);
@@ -301,11 +312,11 @@ pub fn decode_file(bytes: &[u8]) -> Result<KeyFile, KeyFileError> {
         secret: Secret(secret),
         keys: Vec::new(),
         shredded: Vec::new(),
+        damaged: Vec::new(),
         valid_len: SUBJECTS_HEADER,
     };
     let mut at = SUBJECTS_HEADER;
     while at < bytes.len() {
-        let last = at + SUBJECT_RECORD >= bytes.len();
         let Some(rec) = bytes.get(at..at + SUBJECT_RECORD) else {
             break; // a short last record: torn
         };
@@ -327,8 +338,7 @@ pub fn decode_file(bytes: &[u8]) -> Result<KeyFile, KeyFileError> {
                 id.copy_from_slice(&rec[1..17]);
                 file.shredded.push(id);
             }
-            (false, _) if last => break,
-            _ => return Err(KeyFileError::Record(at)),
+            _ => file.damaged.push(at),
         }
         at += SUBJECT_RECORD;
         file.valid_len = at;
@@ -382,16 +392,29 @@ mod tests {
             let f = decode_file(&bytes[..cut]).unwrap();
             assert_eq!((f.keys.len(), f.shredded.len(), f.valid_len), (2, 0, before_last));
         }
-        // A flipped byte in the last record is a torn tail; in an earlier one, an error.
-        let mut torn = bytes.clone();
-        torn[before_last + 5] ^= 1;
-        assert_eq!(decode_file(&torn).unwrap().valid_len, before_last);
+        // A flipped byte in a full-length record, last or not, is damage: the
+        // record is left out, listed, and never counted as a torn tail.
+        let mut rotted = bytes.clone();
+        rotted[before_last + 5] ^= 1;
+        let f = decode_file(&rotted).unwrap();
+        assert_eq!((f.keys.len(), f.shredded.len(), f.damaged.clone(), f.valid_len), (2, 0, vec![before_last], bytes.len()));
         let mut bad = bytes.clone();
         bad[SUBJECTS_HEADER + 5] ^= 1;
-        assert_eq!(decode_file(&bad), Err(KeyFileError::Record(SUBJECTS_HEADER)));
+        let f = decode_file(&bad).unwrap();
+        assert_eq!((f.keys, f.shredded.len(), f.damaged), (vec![rec(2)], 1, vec![SUBJECTS_HEADER]));
         let mut header = bytes;
         header[20] ^= 1;
         assert_eq!(decode_file(&header), Err(KeyFileError::HeaderChecksum));
+    }
+
+    #[test]
+    fn a_secret_is_wiped_when_dropped() {
+        // No safe code can read a dropped value: check that dropping runs
+        // code at all (a plain byte array needs none), and what that code does.
+        assert!(std::mem::needs_drop::<Secret>(), "a key must not be left in freed memory");
+        let mut s = Secret([7; 32]);
+        zeroize::Zeroize::zeroize(&mut s.0);
+        assert_eq!(s.0, [0; 32]);
     }
 
     #[test]

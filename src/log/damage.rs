@@ -25,7 +25,8 @@ pub struct TornTail {
     pub bytes: u64,
 }
 
-/// Every torn tail kept in `dir/torn/`, oldest segment and offset first: what
+/// Every torn tail of a segment kept in `dir/torn/`, oldest segment and offset
+/// first (not the torn records of `subjects.key` kept there too): what
 /// recovery has ever cut and nobody has removed since.
 pub fn torn_tails(storage: &dyn Storage, dir: &Path) -> Result<Vec<TornTail>> {
     let torn = dir.join(TORN_DIR);
@@ -68,24 +69,38 @@ pub(crate) fn save_torn_tail(
     base: u64,
     offset: u64,
 ) -> Result<TornTail> {
+    let file = save_torn_bytes(st, dir, seg, &format!("{base:020}"), tail, offset)?;
+    Ok(TornTail {
+        file,
+        segment_base: base,
+        offset,
+        bytes: tail.len() as u64,
+    })
+}
+
+/// Copies the bytes about to be cut from the file `from` at `offset` into
+/// `torn/<prefix>-<offset>-<k>.bin`, durably; returns that side file.
+pub(crate) fn save_torn_bytes(
+    st: &dyn Storage,
+    dir: &Path,
+    from: &Path,
+    prefix: &str,
+    tail: &[u8],
+    offset: u64,
+) -> Result<PathBuf> {
     let torn = dir.join(TORN_DIR);
     st.create_dir_all(&torn)
         .ctx(|| format!("creating {}", torn.display()))?;
     let mut n = 0;
     let name = loop {
-        let name = format!("{base:020}-{offset}-{n}.bin");
+        let name = format!("{prefix}-{offset}-{n}.bin");
         if !st.exists(&torn.join(&name)) {
             break name;
         }
         n += 1;
     };
-    write_atomically(st, &torn, &name, tail).ctx(|| format!("saving the torn tail of {}", seg.display()))?;
-    Ok(TornTail {
-        file: torn.join(name),
-        segment_base: base,
-        offset,
-        bytes: tail.len() as u64,
-    })
+    write_atomically(st, &torn, &name, tail).ctx(|| format!("saving the torn tail of {}", from.display()))?;
+    Ok(torn.join(name))
 }
 
 /// Damage that a read-only open found and stepped around: reads of the

@@ -307,7 +307,15 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
         dictionary: RwLock::new(dictionary),
         block_cache,
         notifier: Default::default(),
-        background_error: Mutex::new(None),
+        background_error: Mutex::new(subjects.cut_at_open().map(|c| {
+            format!(
+                "open cut a torn record of {} ({} bytes at offset {}, a key whose write never finished), saved in {}",
+                crate::format::subjects::SUBJECTS_FILE,
+                c.bytes,
+                c.offset,
+                c.saved.display()
+            )
+        })),
         retention_holds: Mutex::new(std::collections::BTreeMap::new()),
         forwarder_positions: Mutex::new(std::collections::BTreeMap::new()),
         compress_skipped: Mutex::new(std::collections::HashSet::new()),

@@ -36,6 +36,53 @@ struct Keys {
     /// Every live key, by id, with its subject's lookup hash.
     live: HashMap<KeyId, (Lookup, Secret)>,
     shredded: HashSet<KeyId>,
+    /// Lookup hashes of the subjects whose shred failed to reach the disk
+    /// (their keys are already gone from memory): a retry answers for them.
+    pending: HashSet<Lookup>,
+    /// Damaged records of the file (full length, bad checksum): their
+    /// offset in the file as it is now and their bytes, carried over
+    /// verbatim by every rewrite so that no rewrite destroys them.
+    damaged: Vec<(u64, [u8; SUBJECT_RECORD])>,
+}
+
+impl Keys {
+    /// The whole key store as memory holds it, without the keys `without`
+    /// (which are listed as shredded), encoded; the damaged records follow
+    /// verbatim. Also returns the offsets the damaged records land at.
+    fn encode(&self, secret: &Secret, without: &[KeyId]) -> (Vec<u8>, Vec<u64>) {
+        let mut live: Vec<KeyRecord> = self
+            .live
+            .iter()
+            .filter(|(id, _)| !without.contains(id))
+            .map(|(id, (l, k))| KeyRecord {
+                lookup: *l,
+                key_id: *id,
+                key: k.clone(),
+            })
+            .collect();
+        live.sort_by_key(|a| a.key_id);
+        let mut shredded: Vec<KeyId> = self.shredded.iter().chain(without.iter()).copied().collect();
+        shredded.sort();
+        shredded.dedup();
+        let mut bytes = subjects::encode_file(secret, &live, &shredded);
+        let mut offsets = Vec::with_capacity(self.damaged.len());
+        for (_, raw) in &self.damaged {
+            offsets.push(bytes.len() as u64);
+            bytes.extend_from_slice(raw);
+        }
+        (bytes, offsets)
+    }
+}
+
+/// A torn last record of `subjects.key` that a writable open cut off.
+#[derive(Debug, Clone)]
+pub(crate) struct CutKeyTail {
+    /// Where the cut bytes were saved (`torn/subjects.key-<offset>-<k>.bin`).
+    pub(crate) saved: PathBuf,
+    /// Offset of the cut in `subjects.key`.
+    pub(crate) offset: u64,
+    /// Bytes cut.
+    pub(crate) bytes: u64,
 }
 
 /// The open key store.
@@ -51,6 +98,8 @@ pub(crate) struct SubjectKeys {
     /// the keys it was destroying, so no key is created until the store is
     /// opened again (which reads what the disk holds).
     failed: std::sync::atomic::AtomicBool,
+    /// The torn tail this open cut off, if any (saved in `torn/` first).
+    cut_at_open: Option<CutKeyTail>,
 }
 
 fn path_of(dir: &Path) -> PathBuf {
@@ -65,13 +114,18 @@ fn random_error() -> Error {
 }
 
 impl SubjectKeys {
-    /// Loads `subjects.key` from `dir` if it exists. A torn last record (a key
-    /// whose write never finished, so no event was acknowledged under it) is
-    /// cut off when `writable`, and ignored otherwise.
+    /// Loads `subjects.key` from `dir` if it exists. A torn last record
+    /// (shorter than a record: a key whose write never finished, so no event
+    /// was acknowledged under it) is saved in `torn/` and cut off when
+    /// `writable`, and ignored otherwise. A damaged record (full length, bad
+    /// checksum) is left in the file, skipped and remembered (see
+    /// [`SubjectKeys::damaged`]): the events sealed under the key it held read
+    /// as damage, every other key stays usable.
     pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, writable: bool) -> Result<Self> {
         let path = path_of(dir);
         let mut keys = Keys::default();
         let mut file = None;
+        let mut cut_at_open = None;
         if storage.exists(&path) {
             let f = storage.open(&path, writable).ctx(|| format!("opening {}", path.display()))?;
             let bytes = read_whole(&*f).ctx(|| format!("reading {}", path.display()))?;
@@ -83,9 +137,16 @@ impl SubjectKeys {
                 },
                 KeyFileError::NotKeyStore => Error::corruption(&path, 0, "not a subject key store (bad magic or too short)"),
                 KeyFileError::HeaderChecksum => Error::corruption(&path, 0, "subject key store header checksum mismatch"),
-                KeyFileError::Record(at) => Error::corruption(&path, at as u64, "subject key record damaged"),
             })?;
             if decoded.valid_len < bytes.len() && writable {
+                let offset = decoded.valid_len as u64;
+                let tail = &bytes[decoded.valid_len..];
+                let saved = crate::log::damage::save_torn_bytes(&*storage, dir, &path, SUBJECTS_FILE, tail, offset)?;
+                cut_at_open = Some(CutKeyTail {
+                    saved,
+                    offset,
+                    bytes: tail.len() as u64,
+                });
                 f.set_len(decoded.valid_len as u64)
                     .and_then(|()| f.sync_data())
                     .ctx(|| format!("cutting the torn tail of {}", path.display()))?;
@@ -102,6 +163,13 @@ impl SubjectKeys {
                 }
                 keys.live.insert(r.key_id, (r.lookup, r.key));
             }
+            for at in decoded.damaged {
+                let mut raw = [0u8; SUBJECT_RECORD];
+                if let Some(b) = bytes.get(at..at + SUBJECT_RECORD) {
+                    raw.copy_from_slice(b);
+                }
+                keys.damaged.push((at as u64, raw));
+            }
             keys.secret = Some(decoded.secret);
             if writable {
                 file = Some((f, decoded.valid_len as u64));
@@ -114,7 +182,48 @@ impl SubjectKeys {
             keys: RwLock::new(keys),
             file: Mutex::new(file),
             failed: std::sync::atomic::AtomicBool::new(false),
+            cut_at_open,
         })
+    }
+
+    /// The torn tail this open cut off `subjects.key`, if any.
+    pub(crate) fn cut_at_open(&self) -> Option<&CutKeyTail> {
+        self.cut_at_open.as_ref()
+    }
+
+    /// The path of `subjects.key` and the offsets of its damaged records
+    /// (full length, bad checksum), as the file is now.
+    pub(crate) fn damaged(&self) -> (PathBuf, Vec<u64>) {
+        (path_of(&self.dir), self.keys.read().damaged.iter().map(|(at, _)| *at).collect())
+    }
+
+    /// After a failed rewrite (the file on disk unknown), writes the state
+    /// memory holds out again, atomically; on success the store is no longer
+    /// failed and `file` names the new file. Does nothing if not failed.
+    fn recover_failed(&self, file: &mut Option<(Arc<dyn StorageFile>, u64)>) -> Result<()> {
+        if !self.failed.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut keys = self.keys.write();
+        let Some(secret) = keys.secret.clone() else {
+            return Ok(());
+        };
+        let (bytes, offsets) = keys.encode(&secret, &[]);
+        let path = path_of(&self.dir);
+        write_atomically(&*self.storage, &self.dir, SUBJECTS_FILE, &bytes)
+            .and_then(|()| self.storage.open(&path, true))
+            .map(|f| *file = Some((f, bytes.len() as u64)))
+            .ctx(|| {
+                format!(
+                    "writing {} again after a failed shred (open the store again and shred again)",
+                    path.display()
+                )
+            })?;
+        for (d, at) in keys.damaged.iter_mut().zip(offsets) {
+            d.0 = at;
+        }
+        self.failed.store(false, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 
     /// What the store knows of the key `id`.
@@ -142,11 +251,9 @@ impl SubjectKeys {
             });
         }
         let mut file = self.file.lock();
-        if self.failed.load(std::sync::atomic::Ordering::Acquire) {
-            return Err(Error::ReadOnly {
-                reason: format!("a shred failed part way; open the store again before adding subjects ({SUBJECTS_FILE})"),
-            });
-        }
+        // A shred failed part way: the state memory holds reaches the disk
+        // again before any key is added to it.
+        self.recover_failed(&mut file)?;
         // Another appender may have created it while this one waited.
         if let Some(found) = self.lookup_live(subject) {
             return Ok(found);
@@ -207,6 +314,12 @@ impl SubjectKeys {
     /// Destroys the subject's key: `subjects.key` is rewritten without it
     /// (with a record that it was shredded) atomically and synced before this
     /// returns. Returns false if the subject had no key (nothing to erase).
+    ///
+    /// After a shred whose rewrite failed, the keys it destroyed are gone from
+    /// memory but maybe not from disk: the next shred (of any subject) writes
+    /// the whole state out again and, for a subject whose shred failed,
+    /// answers true once that reached the disk. It never answers false while
+    /// the disk may still hold a key memory has dropped.
     pub(crate) fn shred(&self, subject: &str) -> Result<bool> {
         if !self.writable {
             return Err(Error::ReadOnly {
@@ -214,30 +327,22 @@ impl SubjectKeys {
             });
         }
         let mut file = self.file.lock();
-        let (bytes, gone) = {
+        let failed = self.failed.load(std::sync::atomic::Ordering::Acquire);
+        let (bytes, offsets, gone, lookup, was_pending) = {
             let keys = self.keys.read();
             let Some(secret) = keys.secret.clone() else {
                 return Ok(false);
             };
             let lookup = subjects::lookup(&secret, subject);
             let gone: Vec<KeyId> = keys.live.iter().filter(|(_, (l, _))| *l == lookup).map(|(id, _)| *id).collect();
-            if gone.is_empty() {
-                return Ok(false);
+            let was_pending = keys.pending.contains(&lookup);
+            if gone.is_empty() && !failed {
+                // A subject whose failed shred reached the disk since (with
+                // a later rewrite) answers as that shred would have.
+                return Ok(was_pending);
             }
-            let mut live: Vec<KeyRecord> = keys
-                .live
-                .iter()
-                .filter(|(_, (l, _))| *l != lookup)
-                .map(|(id, (l, k))| KeyRecord {
-                    lookup: *l,
-                    key_id: *id,
-                    key: k.clone(),
-                })
-                .collect();
-            live.sort_by_key(|a| a.key_id);
-            let mut shredded: Vec<KeyId> = keys.shredded.iter().copied().chain(gone.iter().copied()).collect();
-            shredded.sort();
-            (subjects::encode_file(&secret, &live, &shredded), gone)
+            let (bytes, offsets) = keys.encode(&secret, &gone);
+            (bytes, offsets, gone, lookup, was_pending)
         };
         let path = path_of(&self.dir);
         let written = write_atomically(&*self.storage, &self.dir, SUBJECTS_FILE, &bytes)
@@ -245,21 +350,29 @@ impl SubjectKeys {
             .ctx(|| format!("writing {}", path.display()));
         // Whether or not the rewrite reached the disk, the keys are dropped
         // from memory: nothing more is sealed under a key that may be gone
-        // from disk. A failure leaves the file unknown: no new key until reopen.
+        // from disk. A failure leaves the file unknown: the next shred or new
+        // key writes the whole state out again first.
         let mut keys = self.keys.write();
-        for id in gone {
-            if let Some((l, _)) = keys.live.remove(&id) {
+        for id in &gone {
+            if let Some((l, _)) = keys.live.remove(id) {
                 keys.by_subject.remove(&l);
             }
-            keys.shredded.insert(id);
+            keys.shredded.insert(*id);
         }
         match written {
             Ok(f) => {
                 // The old file handle names the replaced file: append to the new one.
                 *file = Some((f, bytes.len() as u64));
-                Ok(true)
+                for (d, at) in keys.damaged.iter_mut().zip(offsets) {
+                    d.0 = at;
+                }
+                self.failed.store(false, std::sync::atomic::Ordering::Release);
+                Ok(!gone.is_empty() || was_pending)
             }
             Err(e) => {
+                if !gone.is_empty() {
+                    keys.pending.insert(lookup);
+                }
                 *file = None;
                 self.failed.store(true, std::sync::atomic::Ordering::Release);
                 Err(e)
@@ -272,18 +385,6 @@ impl SubjectKeys {
         let _file = self.file.lock();
         let keys = self.keys.read();
         let secret = keys.secret.as_ref()?;
-        let mut live: Vec<KeyRecord> = keys
-            .live
-            .iter()
-            .map(|(id, (l, k))| KeyRecord {
-                lookup: *l,
-                key_id: *id,
-                key: k.clone(),
-            })
-            .collect();
-        live.sort_by_key(|a| a.key_id);
-        let mut shredded: Vec<KeyId> = keys.shredded.iter().copied().collect();
-        shredded.sort();
-        Some(subjects::encode_file(secret, &live, &shredded))
+        Some(keys.encode(secret, &[]).0)
     }
 }

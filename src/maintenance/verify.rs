@@ -313,6 +313,14 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
             },
         }
     }
+    let (keys_path, damaged) = shared.subjects.damaged();
+    for at in damaged {
+        report.problem(
+            &keys_path,
+            at,
+            "subject key record damaged (checksum mismatch): the events sealed under its key cannot be read",
+        );
+    }
     report.torn_tails = crate::log::damage::torn_tails(&*shared.storage, &shared.dir)?;
     Ok(report)
 }

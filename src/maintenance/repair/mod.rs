@@ -101,6 +101,7 @@ pub fn repair_with(storage: Arc<dyn Storage>, dir: &Path) -> Result<RepairReport
         described: Vec::new(),
     };
     r.identity()?;
+    r.subject_keys()?;
     r.read_checkpoint()?;
     r.read_heads()?;
     r.read_dictionary();
@@ -171,6 +172,62 @@ impl Repairer<'_> {
             .open(path, false)
             .ctx(|| format!("opening {}", path.display()))?;
         crate::storage::read_whole(&*f).ctx(|| format!("reading {}", path.display()))
+    }
+
+    /// Rewrites `subjects.key` without its damaged records (full length,
+    /// bad checksum) and its torn last record, the original file kept in
+    /// quarantine. The keys those records held are lost: the events sealed
+    /// under them stay unreadable (`verify` still reports them). A header
+    /// that does not decode is left as it is, reported as unfixed.
+    fn subject_keys(&mut self) -> Result<()> {
+        use crate::format::subjects::{self, SUBJECTS_FILE};
+        let path = self.dir.join(SUBJECTS_FILE);
+        if !self.st.exists(&path) {
+            return Ok(());
+        }
+        let bytes = self.read(&path)?;
+        let decoded = match subjects::decode_file(&bytes) {
+            Ok(d) => d,
+            Err(subjects::KeyFileError::Version(v)) => {
+                return Err(Error::UnsupportedVersion {
+                    file: path,
+                    found: v,
+                    supported: subjects::SUBJECTS_VERSION,
+                });
+            }
+            Err(e) => {
+                self.report.unfixed.push(format!(
+                    "{} at 0: header does not decode ({e:?}); its keys cannot be recovered by repair",
+                    path.display()
+                ));
+                return Ok(());
+            }
+        };
+        if decoded.damaged.is_empty() && decoded.valid_len == bytes.len() {
+            return Ok(());
+        }
+        self.quarantine(SUBJECTS_FILE, &bytes)?;
+        let clean = subjects::encode_file(&decoded.secret, &decoded.keys, &decoded.shredded);
+        write_atomically(self.st, self.dir, SUBJECTS_FILE, &clean).ctx(|| format!("rewriting {}", path.display()))?;
+        for at in &decoded.damaged {
+            self.act(format!(
+                "{} at {at}: removed a damaged key record; the original file is in quarantine",
+                path.display()
+            ));
+            self.report.unfixed.push(format!(
+                "{} at {at}: the events sealed under the key of this damaged record stay unreadable (restore the file from a backup, or mend the record from quarantine)",
+                path.display()
+            ));
+        }
+        if decoded.valid_len < bytes.len() {
+            self.act(format!(
+                "{} at {}: removed a torn last record of {} bytes (a key never used); the original file is in quarantine",
+                path.display(),
+                decoded.valid_len,
+                bytes.len() - decoded.valid_len
+            ));
+        }
+        Ok(())
     }
 
     /// Keeps a readable identity file; rewrites a damaged or missing one if segments exist.
