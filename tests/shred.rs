@@ -774,7 +774,7 @@ fn a_damaged_middle_key_record_leaves_the_rest_of_the_store_readable() {
 }
 
 #[test]
-fn repair_removes_a_damaged_key_record_and_keeps_the_original_in_quarantine() {
+fn repair_removes_a_damaged_key_record_and_keeps_only_its_bytes_in_quarantine() {
     let sim = SimStorage::new();
     let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
     store
@@ -796,8 +796,15 @@ fn repair_removes_a_damaged_key_record_and_keeps_the_original_in_quarantine() {
             .any(|a| a.contains(SUBJECTS_FILE) && a.contains("damaged key record")),
         "{report:?}"
     );
-    let kept = report.quarantine.clone().unwrap().join(SUBJECTS_FILE);
-    assert_eq!(sim.read_file(&kept).unwrap(), damaged);
+    // Only the removed record goes to quarantine: a copy of the whole file
+    // would keep bob's live key past a later shred of bob.
+    let kept = report
+        .quarantine
+        .clone()
+        .unwrap()
+        .join(format!("{SUBJECTS_FILE}-removed.bin"));
+    let record = subjects::SUBJECTS_HEADER..subjects::SUBJECTS_HEADER + subjects::SUBJECT_RECORD;
+    assert_eq!(sim.read_file(&kept).unwrap(), damaged[record]);
     assert_eq!(
         sim.read_file(&key_file()).unwrap().len(),
         subjects::SUBJECTS_HEADER + subjects::SUBJECT_RECORD
@@ -819,4 +826,34 @@ fn repair_removes_a_damaged_key_record_and_keeps_the_original_in_quarantine() {
             .iter()
             .all(|a| !a.contains(SUBJECTS_FILE))
     );
+}
+
+/// A damaged record whose lookup still reads as the subject's (here its
+/// checksum is what rotted) may hold the subject's key intact: a shred of
+/// the subject removes it too and answers that it erased something; the
+/// subject's events read erased, not damaged.
+#[test]
+fn a_shred_removes_a_damaged_record_of_its_subject() {
+    let sim = SimStorage::new();
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    store
+        .append("c-1", ExpectedVersion::Any, vec![personal("ann", 0)])
+        .unwrap();
+    store.close().unwrap();
+    let at = subjects::SUBJECTS_HEADER;
+    let key = sim.read_file(&key_file()).unwrap()[at + 49..at + 81].to_vec();
+    // A bit of the record's checksum.
+    sim.flip_bit(&key_file(), (at + 82) as u64, 1).unwrap();
+    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    assert!(store.shred("ann").unwrap(), "the shred found nothing to erase");
+    let file = sim.read_file(&key_file()).unwrap();
+    assert!(
+        !file.windows(key.len()).any(|w| w == &key[..]),
+        "ann's key is still in the key store"
+    );
+    let ann = store
+        .read_stream("c-1", Direction::Forward, StreamFrom::Start, 10)
+        .unwrap();
+    assert!(ann[0].is_erased());
+    assert!(store.verify().unwrap().problems.is_empty());
 }

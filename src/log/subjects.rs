@@ -48,8 +48,9 @@ struct Keys {
 impl Keys {
     /// The whole key store as memory holds it, without the keys `without`
     /// (which are listed as shredded), encoded; the damaged records follow
-    /// verbatim. Also returns the offsets the damaged records land at.
-    fn encode(&self, secret: &Secret, without: &[KeyId]) -> (Vec<u8>, Vec<u64>) {
+    /// verbatim, but for those at the indexes `drop_damaged`. Also returns
+    /// the offsets the damaged records kept land at.
+    fn encode(&self, secret: &Secret, without: &[KeyId], drop_damaged: &[usize]) -> (Vec<u8>, Vec<u64>) {
         let mut live: Vec<KeyRecord> = self
             .live
             .iter()
@@ -66,7 +67,10 @@ impl Keys {
         shredded.dedup();
         let mut bytes = subjects::encode_file(secret, &live, &shredded);
         let mut offsets = Vec::with_capacity(self.damaged.len());
-        for (_, raw) in &self.damaged {
+        for (i, (_, raw)) in self.damaged.iter().enumerate() {
+            if drop_damaged.contains(&i) {
+                continue;
+            }
             offsets.push(bytes.len() as u64);
             bytes.extend_from_slice(raw);
         }
@@ -208,7 +212,7 @@ impl SubjectKeys {
         let Some(secret) = keys.secret.clone() else {
             return Ok(());
         };
-        let (bytes, offsets) = keys.encode(&secret, &[]);
+        let (bytes, offsets) = keys.encode(&secret, &[], &[]);
         let path = path_of(&self.dir);
         write_atomically(&*self.storage, &self.dir, SUBJECTS_FILE, &bytes)
             .and_then(|()| self.storage.open(&path, true))
@@ -328,21 +332,36 @@ impl SubjectKeys {
         }
         let mut file = self.file.lock();
         let failed = self.failed.load(std::sync::atomic::Ordering::Acquire);
-        let (bytes, offsets, gone, lookup, was_pending) = {
+        let (bytes, offsets, gone, damaged_of, lookup, was_pending) = {
             let keys = self.keys.read();
             let Some(secret) = keys.secret.clone() else {
                 return Ok(false);
             };
             let lookup = subjects::lookup(&secret, subject);
-            let gone: Vec<KeyId> = keys.live.iter().filter(|(_, (l, _))| *l == lookup).map(|(id, _)| *id).collect();
+            let mut gone: Vec<KeyId> = keys.live.iter().filter(|(_, (l, _))| *l == lookup).map(|(id, _)| *id).collect();
+            // A damaged record whose lookup field still reads as this
+            // subject's may hold its key intact: it goes too, and its key id
+            // is listed as shredded (its events read erased, not damaged).
+            let damaged_of: Vec<usize> = keys
+                .damaged
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, raw))| raw.get(1..33) == Some(&lookup[..]))
+                .map(|(i, _)| i)
+                .collect();
+            for &i in &damaged_of {
+                let mut id = KeyId::default();
+                id.copy_from_slice(&keys.damaged[i].1[33..33 + subjects::KEY_ID_LEN]);
+                gone.push(id);
+            }
             let was_pending = keys.pending.contains(&lookup);
             if gone.is_empty() && !failed {
                 // A subject whose failed shred reached the disk since (with
                 // a later rewrite) answers as that shred would have.
                 return Ok(was_pending);
             }
-            let (bytes, offsets) = keys.encode(&secret, &gone);
-            (bytes, offsets, gone, lookup, was_pending)
+            let (bytes, offsets) = keys.encode(&secret, &gone, &damaged_of);
+            (bytes, offsets, gone, damaged_of, lookup, was_pending)
         };
         let path = path_of(&self.dir);
         let written = write_atomically(&*self.storage, &self.dir, SUBJECTS_FILE, &bytes)
@@ -358,6 +377,9 @@ impl SubjectKeys {
                 keys.by_subject.remove(&l);
             }
             keys.shredded.insert(*id);
+        }
+        for &i in damaged_of.iter().rev() {
+            keys.damaged.remove(i);
         }
         match written {
             Ok(f) => {
@@ -385,6 +407,6 @@ impl SubjectKeys {
         let _file = self.file.lock();
         let keys = self.keys.read();
         let secret = keys.secret.as_ref()?;
-        Some(keys.encode(secret, &[]).0)
+        Some(keys.encode(secret, &[], &[]).0)
     }
 }

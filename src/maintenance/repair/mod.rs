@@ -206,12 +206,21 @@ impl Repairer<'_> {
         if decoded.damaged.is_empty() && decoded.valid_len == bytes.len() {
             return Ok(());
         }
-        self.quarantine(SUBJECTS_FILE, &bytes)?;
+        // Only the removed records go to quarantine, never the whole file:
+        // a copy of every live key there would outlive their shredding.
+        let mut removed = Vec::new();
+        for &at in &decoded.damaged {
+            if let Some(record) = bytes.get(at..at.saturating_add(subjects::SUBJECT_RECORD)) {
+                removed.extend_from_slice(record);
+            }
+        }
+        removed.extend_from_slice(bytes.get(decoded.valid_len..).unwrap_or_default());
+        self.quarantine(&format!("{SUBJECTS_FILE}-removed.bin"), &removed)?;
         let clean = subjects::encode_file(&decoded.secret, &decoded.keys, &decoded.shredded);
         write_atomically(self.st, self.dir, SUBJECTS_FILE, &clean).ctx(|| format!("rewriting {}", path.display()))?;
         for at in &decoded.damaged {
             self.act(format!(
-                "{} at {at}: removed a damaged key record; the original file is in quarantine",
+                "{} at {at}: removed a damaged key record; its bytes are in quarantine",
                 path.display()
             ));
             self.report.unfixed.push(format!(
@@ -221,7 +230,7 @@ impl Repairer<'_> {
         }
         if decoded.valid_len < bytes.len() {
             self.act(format!(
-                "{} at {}: removed a torn last record of {} bytes (a key never used); the original file is in quarantine",
+                "{} at {}: removed a torn last record of {} bytes (a key never used); its bytes are in quarantine",
                 path.display(),
                 decoded.valid_len,
                 bytes.len() - decoded.valid_len
