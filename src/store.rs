@@ -965,7 +965,9 @@ impl Store {
     /// [`crate::event::Personal::Erased`] and empty data and metadata. A later
     /// event for the same subject gets a new key and stays readable. Returns
     /// false if the subject had no key (no event ever named it, or it was
-    /// shredded already by an earlier call that returned true).
+    /// shredded already by an earlier call that returned true; after a shred
+    /// that failed and was completed by a later rewrite, this process keeps
+    /// answering true for that subject until the store is reopened).
     ///
     /// If the rewrite fails, the key is already gone from memory (nothing more
     /// is sealed under it) but may still be on disk: call `shred` again (it
