@@ -34,6 +34,18 @@ fn personal(subject: &str, n: u64) -> EventData {
         ))
 }
 
+/// Opens the store of [`DIR`] on `sim`.
+fn open_sim(sim: &SimStorage) -> Store {
+    Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap()
+}
+
+/// Appends [`personal`]`(subject, n)` to `stream`.
+fn append_personal(store: &Store, stream: &str, subject: &str, n: u64) {
+    store
+        .append(stream, ExpectedVersion::Any, vec![personal(subject, n)])
+        .unwrap();
+}
+
 fn all(store: &Store) -> Vec<RecordedEvent> {
     store
         .read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all())
@@ -55,7 +67,7 @@ fn frame_of(e: &RecordedEvent) -> (u64, u64, Uuid, String, String, Vec<String>) 
 #[test]
 fn sealed_events_read_back_as_appended_before_and_after_reopen() {
     let sim = SimStorage::new();
-    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let store = open_sim(&sim);
     let input = vec![personal("ann", 0), personal("ann", 1), EventData::json("Plain", "{}")];
     store.append("c-1", ExpectedVersion::NoStream, input.clone()).unwrap();
     let check = |store: &Store| {
@@ -77,7 +89,7 @@ fn sealed_events_read_back_as_appended_before_and_after_reopen() {
     };
     check(&store);
     drop(store);
-    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let store = open_sim(&sim);
     check(&store);
     // The segment holding sealed events says version 3.
     let seg = sim.read_file(&Path::new(DIR).join("00000000000000000000.seg")).unwrap();
@@ -88,7 +100,7 @@ fn sealed_events_read_back_as_appended_before_and_after_reopen() {
 #[test]
 fn shredding_erases_a_subject_for_good_and_leaves_everything_else() {
     let sim = SimStorage::new();
-    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let store = open_sim(&sim);
     store
         .append(
             "c-1",
@@ -99,9 +111,7 @@ fn shredding_erases_a_subject_for_good_and_leaves_everything_else() {
     store
         .append("c-2", ExpectedVersion::Any, vec![EventData::json("Plain", "{}")])
         .unwrap();
-    store
-        .append("c-1", ExpectedVersion::Any, vec![personal("ann", 1)])
-        .unwrap();
+    append_personal(&store, "c-1", "ann", 1);
     let before = all(&store);
 
     assert!(store.shred("ann").unwrap());
@@ -143,7 +153,7 @@ fn shredding_erases_a_subject_for_good_and_leaves_everything_else() {
     };
     check(&store);
     drop(store);
-    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let store = open_sim(&sim);
     check(&store);
 
     // A new event for the same subject gets a new key; the old ones stay erased.
@@ -252,7 +262,7 @@ fn an_event_with_a_subject_is_not_indexed_or_filtered_by_its_metadata() {
 #[test]
 fn a_retried_sealed_append_is_idempotent_until_its_subject_is_shredded() {
     let sim = SimStorage::new();
-    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let store = open_sim(&sim);
     let first = store
         .append("c-1", ExpectedVersion::NoStream, vec![personal("ann", 0)])
         .unwrap();
@@ -338,16 +348,14 @@ fn a_damaged_sealed_body_is_reported_with_its_file_and_offset() {
 #[test]
 fn a_lost_key_store_is_damage_not_erasure() {
     let sim = SimStorage::new();
-    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
-    store
-        .append("c-1", ExpectedVersion::Any, vec![personal("ann", 0)])
-        .unwrap();
+    let store = open_sim(&sim);
+    append_personal(&store, "c-1", "ann", 0);
     drop(store);
     sim.write_file(&Path::new(DIR).join(SUBJECTS_FILE), b"").unwrap();
     assert!(Store::open_with(Arc::new(sim.clone()), DIR, options()).is_err_and(|e| e.is_corruption()));
     use annal::Storage;
     sim.remove(&Path::new(DIR).join(SUBJECTS_FILE)).unwrap();
-    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let store = open_sim(&sim);
     let read = store.read_all(Direction::Forward, LogFrom::Start, 10, &Filter::all());
     assert!(
         read.is_err_and(|e| e.is_corruption()),
@@ -362,7 +370,7 @@ fn a_lost_key_store_is_damage_not_erasure() {
 /// acknowledged, reads erased), never fails for a lost key.
 fn crash_once(ops: u64, torn: bool) -> bool {
     let sim = SimStorage::new();
-    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let store = open_sim(&sim);
     store
         .append("warm", ExpectedVersion::Any, vec![EventData::json("E", "{}")])
         .unwrap();
@@ -401,9 +409,7 @@ fn crash_once(ops: u64, torn: bool) -> bool {
     }
     assert!(store.verify().unwrap().problems.is_empty(), "ops {ops} torn {torn}");
     // The recovered store takes new subjects.
-    store
-        .append("c-3", ExpectedVersion::Any, vec![personal("cy", 0)])
-        .unwrap();
+    append_personal(&store, "c-3", "cy", 0);
     hit
 }
 
@@ -470,7 +476,7 @@ fn scavenging_and_compression_keep_sealed_events_sealed_in_version_3_segments() 
 #[test]
 fn a_subscription_delivers_sealed_events_opened_and_shredded_ones_erased() {
     let sim = SimStorage::new();
-    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let store = open_sim(&sim);
     store
         .append(
             "c-1",
@@ -496,13 +502,9 @@ fn a_subscription_delivers_sealed_events_opened_and_shredded_ones_erased() {
 #[test]
 fn a_shred_that_fails_part_way_is_retried_in_the_same_process_and_never_answers_no_key() {
     let sim = SimStorage::new();
-    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
-    store
-        .append("c-1", ExpectedVersion::Any, vec![personal("ann", 0)])
-        .unwrap();
-    store
-        .append("c-2", ExpectedVersion::Any, vec![personal("bob", 0)])
-        .unwrap();
+    let store = open_sim(&sim);
+    append_personal(&store, "c-1", "ann", 0);
+    append_personal(&store, "c-2", "bob", 0);
     sim.fail_nth_sync(1);
     assert!(store.shred("ann").is_err());
     // Nothing more is sealed under the key being destroyed.
@@ -517,16 +519,14 @@ fn a_shred_that_fails_part_way_is_retried_in_the_same_process_and_never_answers_
         "a shred must not answer while the key store is not on disk"
     );
     // Known subjects still append.
-    store
-        .append("c-2", ExpectedVersion::Any, vec![personal("bob", 1)])
-        .unwrap();
+    append_personal(&store, "c-2", "bob", 1);
     // The retry in the same process writes the state out and answers as the
     // shred would have; the key is gone from disk.
     assert!(store.shred("ann").unwrap());
     assert!(store.shred("ann").unwrap(), "asked again, the subject stays shredded");
     assert!(!store.shred("zed").unwrap());
     drop(store);
-    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let store = open_sim(&sim);
     assert!(all(&store)[0].is_erased(), "the retried shred reached the disk");
     assert_eq!(all(&store).iter().filter(|e| e.subject() == Some("bob")).count(), 2);
     assert!(store.verify().unwrap().problems.is_empty());
@@ -535,10 +535,8 @@ fn a_shred_that_fails_part_way_is_retried_in_the_same_process_and_never_answers_
 #[test]
 fn after_a_failed_shred_a_new_key_writes_the_shred_out_first() {
     let sim = SimStorage::new();
-    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
-    store
-        .append("c-1", ExpectedVersion::Any, vec![personal("ann", 0)])
-        .unwrap();
+    let store = open_sim(&sim);
+    append_personal(&store, "c-1", "ann", 0);
     sim.fail_nth_sync(1);
     assert!(store.shred("ann").is_err());
     // A new key cannot be added to a file whose state is unknown: the state
@@ -549,12 +547,10 @@ fn after_a_failed_shred_a_new_key_writes_the_shred_out_first() {
             .append("c-3", ExpectedVersion::Any, vec![personal("cy", 0)])
             .is_err()
     );
-    store
-        .append("c-3", ExpectedVersion::Any, vec![personal("cy", 0)])
-        .unwrap();
+    append_personal(&store, "c-3", "cy", 0);
     assert!(store.shred("ann").unwrap(), "the failed shred is done, and says so");
     drop(store);
-    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let store = open_sim(&sim);
     let read = all(&store);
     assert!(read[0].is_erased());
     assert_eq!(read[1].subject(), Some("cy"));
@@ -562,7 +558,7 @@ fn after_a_failed_shred_a_new_key_writes_the_shred_out_first() {
     sim.fail_nth_sync(1);
     assert!(store.shred("cy").is_err());
     drop(store);
-    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let store = open_sim(&sim);
     assert_eq!(
         all(&store)[1].subject(),
         Some("cy"),
@@ -579,20 +575,18 @@ fn key_file() -> std::path::PathBuf {
 #[test]
 fn a_rotted_last_key_record_is_damage_kept_and_reported_never_cut() {
     let sim = SimStorage::new();
-    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let store = open_sim(&sim);
     store
         .append("plain", ExpectedVersion::Any, vec![EventData::json("E", "{}")])
         .unwrap();
-    store
-        .append("c-1", ExpectedVersion::Any, vec![personal("ann", 0)])
-        .unwrap();
+    append_personal(&store, "c-1", "ann", 0);
     store.close().unwrap();
     let before = sim.read_file(&key_file()).unwrap();
     assert_eq!(before.len(), subjects::SUBJECTS_HEADER + subjects::SUBJECT_RECORD);
     // One bit of the stored CRC of the only (last) record rots.
     sim.flip_bit(&key_file(), (before.len() - 1) as u64, 0).unwrap();
     let rotted = sim.read_file(&key_file()).unwrap();
-    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let store = open_sim(&sim);
     // The acknowledged key's bytes stay where they were, for a person to mend.
     assert_eq!(
         sim.read_file(&key_file()).unwrap(),
@@ -621,9 +615,7 @@ fn a_rotted_last_key_record_is_damage_kept_and_reported_never_cut() {
             .len(),
         1
     );
-    store
-        .append("c-2", ExpectedVersion::Any, vec![personal("bob", 0)])
-        .unwrap();
+    append_personal(&store, "c-2", "bob", 0);
     drop(store);
     let store = Store::open_read_only_with(Arc::new(sim.clone()), DIR, options()).unwrap();
     let bob = store
@@ -643,7 +635,7 @@ fn a_rotted_last_key_record_is_damage_kept_and_reported_never_cut() {
 #[test]
 fn a_rotted_shredded_record_is_reported_and_survives_later_rewrites() {
     let sim = SimStorage::new();
-    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let store = open_sim(&sim);
     store
         .append(
             "c-1",
@@ -656,7 +648,7 @@ fn a_rotted_shredded_record_is_reported_and_survives_later_rewrites() {
     let len = sim.read_file(&key_file()).unwrap().len();
     // The SHREDDED record ends the file (written by the atomic rewrite).
     sim.flip_bit(&key_file(), (len - 1) as u64, 3).unwrap();
-    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let store = open_sim(&sim);
     assert_eq!(
         sim.read_file(&key_file()).unwrap().len(),
         len,
@@ -678,7 +670,7 @@ fn a_rotted_shredded_record_is_reported_and_survives_later_rewrites() {
         "{problems:?}"
     );
     drop(store);
-    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let store = open_sim(&sim);
     let problems = store.verify().unwrap().problems;
     assert!(problems.iter().any(|p| p.file == key_file()), "{problems:?}");
     let cy = store
@@ -690,17 +682,15 @@ fn a_rotted_shredded_record_is_reported_and_survives_later_rewrites() {
 #[test]
 fn a_torn_key_record_is_saved_in_torn_and_reported_before_it_is_cut() {
     let sim = SimStorage::new();
-    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
-    store
-        .append("c-1", ExpectedVersion::Any, vec![personal("ann", 0)])
-        .unwrap();
+    let store = open_sim(&sim);
+    append_personal(&store, "c-1", "ann", 0);
     store.close().unwrap();
     let whole = sim.read_file(&key_file()).unwrap();
     // A key append that never finished: 40 bytes of a record.
     let mut torn = whole.clone();
     torn.extend_from_slice(&[0xAB; 40]);
     sim.write_file(&key_file(), &torn).unwrap();
-    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let store = open_sim(&sim);
     assert_eq!(sim.read_file(&key_file()).unwrap(), whole);
     let saved = Path::new(DIR)
         .join("torn")
@@ -717,16 +707,12 @@ fn a_torn_key_record_is_saved_in_torn_and_reported_before_it_is_cut() {
 #[test]
 fn a_damaged_middle_key_record_leaves_the_rest_of_the_store_readable() {
     let sim = SimStorage::new();
-    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let store = open_sim(&sim);
     store
         .append("plain", ExpectedVersion::Any, vec![EventData::json("E", "{}")])
         .unwrap();
-    store
-        .append("c-1", ExpectedVersion::Any, vec![personal("ann", 0)])
-        .unwrap();
-    store
-        .append("c-2", ExpectedVersion::Any, vec![personal("bob", 0)])
-        .unwrap();
+    append_personal(&store, "c-1", "ann", 0);
+    append_personal(&store, "c-2", "bob", 0);
     store.close().unwrap();
     // Inside ann's lookup hash: the first record fails its checksum.
     sim.flip_bit(&key_file(), (subjects::SUBJECTS_HEADER + 10) as u64, 2)
@@ -761,12 +747,10 @@ fn a_damaged_middle_key_record_leaves_the_rest_of_the_store_readable() {
             "{problems:?}"
         );
     }
-    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
-    store
-        .append("c-3", ExpectedVersion::Any, vec![personal("cy", 0)])
-        .unwrap();
+    let store = open_sim(&sim);
+    append_personal(&store, "c-3", "cy", 0);
     drop(store);
-    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let store = open_sim(&sim);
     let cy = store
         .read_stream("c-3", Direction::Forward, StreamFrom::Start, 10)
         .unwrap();
@@ -776,13 +760,9 @@ fn a_damaged_middle_key_record_leaves_the_rest_of_the_store_readable() {
 #[test]
 fn repair_removes_a_damaged_key_record_and_keeps_only_its_bytes_in_quarantine() {
     let sim = SimStorage::new();
-    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
-    store
-        .append("c-1", ExpectedVersion::Any, vec![personal("ann", 0)])
-        .unwrap();
-    store
-        .append("c-2", ExpectedVersion::Any, vec![personal("bob", 0)])
-        .unwrap();
+    let store = open_sim(&sim);
+    append_personal(&store, "c-1", "ann", 0);
+    append_personal(&store, "c-2", "bob", 0);
     store.close().unwrap();
     sim.flip_bit(&key_file(), (subjects::SUBJECTS_HEADER + 10) as u64, 2)
         .unwrap();
@@ -809,7 +789,7 @@ fn repair_removes_a_damaged_key_record_and_keeps_only_its_bytes_in_quarantine() 
         sim.read_file(&key_file()).unwrap().len(),
         subjects::SUBJECTS_HEADER + subjects::SUBJECT_RECORD
     );
-    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let store = open_sim(&sim);
     let problems = store.verify().unwrap().problems;
     // The key record is gone from the file; ann's event still has no key.
     assert!(problems.iter().all(|p| p.file != key_file()), "{problems:?}");
@@ -835,16 +815,14 @@ fn repair_removes_a_damaged_key_record_and_keeps_only_its_bytes_in_quarantine() 
 #[test]
 fn a_shred_removes_a_damaged_record_of_its_subject() {
     let sim = SimStorage::new();
-    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
-    store
-        .append("c-1", ExpectedVersion::Any, vec![personal("ann", 0)])
-        .unwrap();
+    let store = open_sim(&sim);
+    append_personal(&store, "c-1", "ann", 0);
     store.close().unwrap();
     let at = subjects::SUBJECTS_HEADER;
     let key = sim.read_file(&key_file()).unwrap()[at + 49..at + 81].to_vec();
     // A bit of the record's checksum.
     sim.flip_bit(&key_file(), (at + 82) as u64, 1).unwrap();
-    let store = Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let store = open_sim(&sim);
     assert!(store.shred("ann").unwrap(), "the shred found nothing to erase");
     let file = sim.read_file(&key_file()).unwrap();
     assert!(
