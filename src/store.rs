@@ -757,6 +757,19 @@ impl Store {
         }
     }
 
+    /// Whether the store holds an event with this id, visible to reads or
+    /// not: an event of a deleted stream, or one past its stream's max-age,
+    /// max-count or truncation that no scavenge has removed yet, still holds
+    /// its id, and an append that repeats the id meets it (its idempotency
+    /// check sees what this sees). Fails where the event's frame or index is
+    /// damaged, as a read does.
+    pub fn holds_event_id(&self, id: Uuid) -> Result<bool> {
+        match self.shared.find_event_since(&id, 0) {
+            Some((_, found)) => found.map(|_| true),
+            None => Ok(false),
+        }
+    }
+
     /// The current state of a stream.
     pub fn stream_info(&self, stream: &str) -> Option<StreamInfo> {
         self.shared.stream_state(stream).map(|s| StreamInfo {

@@ -176,16 +176,17 @@ impl Importer<'_> {
         self.append_runs(fresh, Held::None)
     }
 
-    /// Whether the store already holds one of the run's event ids.
+    /// Whether the store already holds one of the run's event ids, visible
+    /// or not (a deleted stream's events keep their ids, and an append meets them).
     fn holds_some(&self, b: &Batch) -> CliResult<bool> {
         for id in b.events.iter().filter_map(|e| e.id) {
-            let found = self.store.event_by_id(id).map_err(|e| {
+            let held = self.store.holds_event_id(id).map_err(|e| {
                 CliError::from(e).context(format!(
                     "lines {}-{} (stream {:?})",
                     b.first_line, b.last_line, b.stream
                 ))
             })?;
-            if found.is_some() {
+            if held {
                 return Ok(true);
             }
         }
@@ -212,10 +213,14 @@ impl Importer<'_> {
                 Append::new(b.stream.clone(), ExpectedVersion::Any, events)
             })
             .collect();
-        let results = self
-            .store
-            .append_batch(appends)
-            .map_err(|e| CliError::from(e).context(lines))?;
+        let results = match self.store.append_batch(appends) {
+            Ok(results) => results,
+            // A hard-deleted stream refuses the whole batch before any id is
+            // looked at; a run that holds stored ids is appended alone, and
+            // its result says which of its events are stored (see `settle`).
+            Err(e @ annal::Error::StreamDeleted(_)) if matches!(held, Held::Some) && runs.len() == 1 => vec![Err(e)],
+            Err(e) => return Err(CliError::from(e).context(lines)),
+        };
         let mut first_error = None;
         for (b, r) in runs.into_iter().zip(results) {
             if let Err(e) = self.settle(b, r, head)
@@ -247,17 +252,22 @@ impl Importer<'_> {
             }
             // A run checked to hold no stored id gave its events to the
             // append: nothing to append again. The import holds the store
-            // alone (its lock), so this is an id the check does not see and
-            // the writer does (an event of a deleted stream, or one removed
-            // by max-age, max-count or truncation): reported, not retried.
+            // alone (its lock) and looks ids up as the writer does, so this
+            // is not expected: reported, not retried.
             Err(e @ annal::Error::IdempotencyConflict { .. }) if b.events.len() != b.count => {
                 return Err(at(CliError::from(e)));
             }
-            Err(annal::Error::IdempotencyConflict { .. }) => {
+            // Appended alone because it holds some stored ids: those are
+            // skipped and the rest appended. A hard-deleted stream refuses
+            // the run before its ids are looked at: a run all of whose ids
+            // are stored is skipped there too, as for any other stream.
+            Err(annal::Error::IdempotencyConflict { .. } | annal::Error::StreamDeleted(_))
+                if b.events.len() == b.count =>
+            {
                 let mut fresh = Vec::with_capacity(b.events.len());
                 for e in b.events {
                     let stored = match e.id {
-                        Some(id) => self.store.event_by_id(id).map_err(|e| at(e.into()))?.is_some(),
+                        Some(id) => self.store.holds_event_id(id).map_err(|e| at(e.into()))?,
                         None => false,
                     };
                     if stored {
