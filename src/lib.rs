@@ -67,7 +67,8 @@ pub use features::persistent::{
     Consumer, Delivery, Group, GroupInfo, GroupSettings, GroupSource, NackAction, ParkedRecord, Strategy, parked_stream,
 };
 pub use features::subscription::{
-    Message, ReplayOptions, ReplayReport, SubscribeFrom, Subscription, SubscriptionOptions, SubscriptionReceiver,
+    CATCH_UP_SPAN, Message, ReplayOptions, ReplayReport, ScanGate, SubscribeFrom, Subscription, SubscriptionOptions,
+    SubscriptionReceiver,
 };
 pub use format::dropped::DroppedRange;
 pub use log::damage::{Damage, TornTail, torn_tails};

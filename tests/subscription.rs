@@ -419,3 +419,106 @@ fn a_cancelled_subscription_says_so_at_its_next_call() {
     let m = sub.next_timeout(Duration::ZERO);
     assert!(matches!(m, Err(annal::Error::Cancelled)), "mid-batch: {m:?}");
 }
+
+/// A gate that admits `left` reads, then refuses; it counts what it admitted.
+struct Admits {
+    left: std::sync::Mutex<u64>,
+    admitted: std::sync::atomic::AtomicU64,
+}
+
+impl annal::ScanGate for Admits {
+    fn admit(&self, _cancel: &annal::Cancel) -> Option<Box<dyn Send>> {
+        let mut left = self.left.lock().unwrap();
+        if *left == 0 {
+            return None;
+        }
+        *left -= 1;
+        self.admitted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Some(Box::new(()))
+    }
+}
+
+/// A subscription to the global log far behind the head reads it one span
+/// at a time, each read admitted by its gate (a server shares its places
+/// for expensive reads so): a filter that keeps few events no longer makes
+/// one read over the whole log, and a refused read stops the subscription
+/// where it was, with `Cancelled`. Near the head it reads without the gate.
+#[test]
+fn a_gated_subscription_reads_the_log_one_admitted_span_at_a_time() {
+    let (_d, store) = store();
+    let span = annal::CATCH_UP_SPAN;
+    let total = 5 * span + 100;
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(1000);
+        let batch = (0..n)
+            .map(|i| {
+                let p = total - left + i;
+                // Matches at the ends of spans and between them.
+                let keep = [span - 1, span, 3 * span + 7, total - 1].contains(&p);
+                ev(if keep { "Keep" } else { "Other" }, p)
+            })
+            .collect();
+        store.append("s", ExpectedVersion::Any, batch).unwrap();
+        left -= n;
+    }
+    let keep = Filter {
+        types: vec!["Keep".into()],
+        ..Filter::default()
+    };
+    let gate = Arc::new(Admits {
+        left: std::sync::Mutex::new(2),
+        admitted: 0.into(),
+    });
+    let mut sub = store
+        .subscribe_all(SubscribeFrom::Start, keep.clone())
+        .with_scan_gate(gate.clone());
+    let mut msgs = Vec::new();
+    let err = loop {
+        match sub.next_timeout(Duration::ZERO) {
+            Ok(Some(m)) => msgs.push(m),
+            Ok(None) => panic!("caught up through a gate that refuses"),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, annal::Error::Cancelled), "{err:?}");
+    // Two spans admitted, and read: the events in them, and not one position past them.
+    assert_eq!(gate.admitted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(positions(&msgs), vec![span - 1, span]);
+    assert_eq!(sub.position(), 2 * span);
+
+    // Admitted every time, it delivers every match, and ends caught up at the
+    // head; the last span (within CATCH_UP_SPAN of the head) needs no admission.
+    let gate = Arc::new(Admits {
+        left: std::sync::Mutex::new(u64::MAX),
+        admitted: 0.into(),
+    });
+    let mut sub = store
+        .subscribe_all(SubscribeFrom::Start, keep.clone())
+        .with_scan_gate(gate.clone());
+    let mut msgs = Vec::new();
+    while let Some(m) = sub.next_timeout(Duration::ZERO).unwrap() {
+        msgs.push(m);
+    }
+    assert_eq!(positions(&msgs), vec![span - 1, span, 3 * span + 7, total - 1]);
+    assert_eq!(sub.position(), total);
+    let admitted = gate.admitted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (4..=5).contains(&admitted),
+        "{admitted} admissions for {total} positions"
+    );
+
+    // Near the head, a gate that refuses everything is never asked.
+    let gate = Arc::new(Admits {
+        left: std::sync::Mutex::new(0),
+        admitted: 0.into(),
+    });
+    let mut sub = store
+        .subscribe_all(SubscribeFrom::After(total - 10), keep)
+        .with_scan_gate(gate);
+    let mut msgs = Vec::new();
+    while let Some(m) = sub.next_timeout(Duration::ZERO).unwrap() {
+        msgs.push(m);
+    }
+    assert_eq!(positions(&msgs), vec![total - 1]);
+}

@@ -17,6 +17,51 @@ use crate::metrics;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+/// The first pause of a scanning read that found no `max_scans` place free.
+pub(crate) const PLACE_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(1);
+/// The longest pause between a scanning read's tries for a place.
+pub(crate) const PLACE_RETRY_MOST: std::time::Duration = std::time::Duration::from_millis(32);
+
+/// Admits the catch-up reads of a subscription to `$all` with a filter the
+/// indexes cannot serve, each to one of the `max_scans` places (shared with
+/// HTTP's and gRPC's scanning reads): a place is tried for with pauses,
+/// never queued for (a queued waiter would be handed every freed place ahead
+/// of the reads that only try once), and given back when the read of one
+/// span ends. It gives up once the subscription is cancelled or `gone` says
+/// its client went away.
+pub(crate) struct SubscriptionScans {
+    scans: Arc<tokio::sync::Semaphore>,
+    gone: Box<dyn Fn() -> bool + Send + Sync>,
+}
+
+impl SubscriptionScans {
+    /// A gate over `state`'s places for a subscription whose client has gone once `gone` says so.
+    pub(crate) fn new(state: &AppState, gone: impl Fn() -> bool + Send + Sync + 'static) -> Arc<SubscriptionScans> {
+        Arc::new(SubscriptionScans {
+            scans: state.scans.clone(),
+            gone: Box::new(gone),
+        })
+    }
+}
+
+impl annal::ScanGate for SubscriptionScans {
+    fn admit(&self, cancel: &annal::Cancel) -> Option<Box<dyn Send>> {
+        let mut pause = PLACE_RETRY_FIRST;
+        loop {
+            match self.scans.clone().try_acquire_owned() {
+                Ok(place) => return Some(Box::new(place)),
+                Err(tokio::sync::TryAcquireError::Closed) => return None,
+                Err(tokio::sync::TryAcquireError::NoPermits) => {}
+            }
+            if cancel.is_cancelled() || (self.gone)() {
+                return None;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(PLACE_RETRY_MOST);
+        }
+    }
+}
+
 /// The state shared by every request: the store, the config, tokens and metrics.
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);

@@ -80,6 +80,21 @@ impl Default for SubscriptionOptions {
     }
 }
 
+/// Admits a subscription's catch-up reads of the global log, one span at a
+/// time (see [`Subscription::with_scan_gate`]): an embedding server shares
+/// its places for expensive reads between subscriptions and other readers.
+pub trait ScanGate: Send + Sync {
+    /// Waits until the read may run, and returns a pass held while it runs
+    /// (dropped as soon as it ends); `None` if it may not, because `cancel`
+    /// says so or the gate is closed: the subscription then fails with
+    /// [`Error::Cancelled`].
+    fn admit(&self, cancel: &Cancel) -> Option<Box<dyn Send>>;
+}
+
+/// Most positions of the global log one read of a gated subscription passes
+/// over, and how far behind the head it may be and still read without the gate.
+pub const CATCH_UP_SPAN: u64 = 4096;
+
 #[allow(clippy::large_enum_variant, reason = "made once per group or subscription, never in bulk")]
 enum Target {
     All(Filter),
@@ -104,6 +119,8 @@ pub struct Subscription {
     options: SubscriptionOptions,
     /// Stops reads of the log (see [`Subscription::with_cancel`]).
     cancel: Cancel,
+    /// Admits catch-up reads of the global log (see [`Subscription::with_scan_gate`]).
+    gate: Option<Arc<dyn ScanGate>>,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -160,6 +177,7 @@ impl Subscription {
             buffered: VecDeque::new(),
             options,
             cancel: Cancel::default(),
+            gate: None,
         }
     }
 
@@ -174,6 +192,18 @@ impl Subscription {
     /// timeout; with no timeout, a new event or the store's close).
     pub fn with_cancel(mut self, cancel: Cancel) -> Self {
         self.cancel = cancel;
+        self
+    }
+
+    /// The same subscription, whose reads of the global log while it is more
+    /// than [`CATCH_UP_SPAN`] positions behind the head each pass over at most
+    /// that many positions and run only once `gate` admits them (a read
+    /// within that distance of the head runs at once). A filter that keeps
+    /// few events no longer makes one read that passes over the whole log:
+    /// it makes many short ones, each of which waits its turn. Subscriptions
+    /// to a stream are not gated: their reads go by the stream's index.
+    pub fn with_scan_gate(mut self, gate: Arc<dyn ScanGate>) -> Self {
+        self.gate = Some(gate);
         self
     }
 
@@ -192,14 +222,25 @@ impl Subscription {
                     return Ok(false);
                 }
                 let batch = self.options.batch;
-                let (events, stop) = self.shared.read_log_stop_within(
+                // Far behind the head, a gated subscription reads one span
+                // at a time, each once its gate admits it.
+                let gate = self.gate.as_ref().filter(|_| head - self.next > CATCH_UP_SPAN);
+                let end = match gate {
+                    Some(_) => self.next.saturating_add(CATCH_UP_SPAN),
+                    None => u64::MAX,
+                };
+                let pass = match gate {
+                    Some(g) => Some(g.admit(&self.cancel).ok_or(Error::Cancelled)?),
+                    None => None,
+                };
+                let (events, stop) = self.shared.read_log_stop_before(
                     Direction::Forward,
                     LogFrom::Position(self.next),
                     (batch, usize::MAX),
-                    filter,
-                    crate::log::read::Visibility::Visible,
-                    &self.cancel,
+                    (filter, crate::log::read::Visibility::Visible, &self.cancel),
+                    end,
                 )?;
+                drop(pass);
                 if let Some(stop) = stop {
                     self.seen_head = head;
                     // Everything before the damage first; the next read meets it at once.
@@ -225,9 +266,12 @@ impl Subscription {
                     return Ok(true);
                 }
                 let last = events.last().map(|e| e.position + 1);
-                // Fewer than a batch: everything published when we looked was considered.
+                // Fewer than a batch: everything published when we looked
+                // (up to the span's end) was considered.
+                // (The read may have seen events published since `head` was
+                // taken: never back before the last one delivered.)
                 let next = if events.len() < batch {
-                    last.unwrap_or(head).max(head)
+                    last.unwrap_or(0).max(head.min(end))
                 } else {
                     last.unwrap_or(head)
                 };

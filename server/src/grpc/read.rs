@@ -32,7 +32,7 @@ use super::proto::event_store::client::streams::read_resp::{self, Content};
 use super::proto::event_store::client::streams::{ReadReq, ReadResp};
 use super::{Answers, blocking, metadata, status};
 use crate::auth::{Need, Principal};
-use crate::state::AppState;
+use crate::state::{AppState, PLACE_RETRY_FIRST, PLACE_RETRY_MOST, SubscriptionScans};
 
 /// Events read from the store at a time, at most.
 const PAGE: usize = 256;
@@ -40,6 +40,12 @@ const PAGE: usize = 256;
 const FIRST_PAGE: usize = 16;
 /// Answers buffered per call before the reader waits for the client.
 const CHANNEL: usize = 64;
+
+/// A call's answers on their way out: the sending and the receiving end.
+type Channel = (
+    mpsc::Sender<Result<ReadResp, Status>>,
+    mpsc::Receiver<Result<ReadResp, Status>>,
+);
 /// Bytes of events a read holds for its client, about: a page read from the
 /// store is sized to them by the previous page's events, and the answers
 /// waiting in the call's channel stay within them (an event larger than this
@@ -483,11 +489,6 @@ fn read_all(
     Ok(answers)
 }
 
-/// The first pause of a later page that found no place free.
-const PLACE_RETRY_FIRST: Duration = Duration::from_millis(1);
-/// The longest pause between a later page's tries for a place.
-const PLACE_RETRY_MOST: Duration = Duration::from_millis(32);
-
 /// A place among `max_scans` for a later page of a scanning read, or None
 /// once `closed` ends (the client went away). It is tried for, never queued
 /// for: a queued waiter would be handed every freed place ahead of HTTP
@@ -646,9 +647,32 @@ fn subscribe_all(state: AppState, p: &Principal, a: AllOptions, shape: Shape) ->
 
 /// Sends the confirmation, then moves the subscription to a thread that
 /// feeds the call's answers until the client goes or the server stops.
-fn pump(state: AppState, mut sub: annal::Subscription, kind: Kind, shape: Shape) -> Result<Answers<ReadResp>, Status> {
-    let place = Subscriber::take(&state)?;
+/// A filtered subscription to `$all` is filtered here, after reading every
+/// event: far behind the head, its reads take `max_scans` places a span at
+/// a time (see [`SubscriptionScans`]), as other scanning reads do.
+fn pump(state: AppState, sub: annal::Subscription, kind: Kind, shape: Shape) -> Result<Answers<ReadResp>, Status> {
     let (tx, rx) = mpsc::channel(CHANNEL);
+    let sub = match (kind, &shape.filter) {
+        (Kind::All, Some(_)) => {
+            let (out, stop) = (tx.clone(), state.shutdown.clone());
+            sub.with_scan_gate(SubscriptionScans::new(&state, move || {
+                out.is_closed() || stop.is_cancelled()
+            }))
+        }
+        _ => sub,
+    };
+    pump_into(state, sub, kind, shape, (tx, rx))
+}
+
+/// [`pump`] with the subscription's answer channel made.
+fn pump_into(
+    state: AppState,
+    mut sub: annal::Subscription,
+    kind: Kind,
+    shape: Shape,
+    (tx, rx): Channel,
+) -> Result<Answers<ReadResp>, Status> {
+    let place = Subscriber::take(&state)?;
     let confirmation = ReadResp {
         content: Some(Content::Confirmation(read_resp::SubscriptionConfirmation {
             subscription_id: ::uuid::Uuid::new_v4().to_string(),

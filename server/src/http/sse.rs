@@ -25,7 +25,7 @@ use super::encode::{EventOut, Params, check_stream};
 use super::error::ApiError;
 use super::streams::filter;
 use crate::auth::{Need, Principal};
-use crate::state::AppState;
+use crate::state::{AppState, SubscriptionScans};
 
 /// Messages buffered between the subscription thread and the response (and
 /// at most `max_response_bytes` of them, or one event).
@@ -81,9 +81,15 @@ pub(crate) async fn subscribe_all(
     let store = state.store();
     // A token limited to some streams learns no position past the events it is shown.
     let limited = !p.permits(Need::ReadLog(None));
+    // A filter the indexes cannot serve reads the log to find its events:
+    // far behind the head, a span at a time, each in a `max_scans` place.
+    let scans = filter.needs_scan(store.indexed_metadata());
     stream_response(
         &state,
-        move || store.subscribe_all_with(from, filter, options),
+        move |gone| {
+            let sub = store.subscribe_all_with(from, filter, options);
+            if scans { sub.with_scan_gate(gone) } else { sub }
+        },
         Key::Position,
         limited,
     )
@@ -103,7 +109,7 @@ pub(crate) async fn subscribe_stream(
     let store = state.store();
     stream_response(
         &state,
-        move || store.subscribe_stream(&stream, from),
+        move |_| store.subscribe_stream(&stream, from),
         Key::Revision,
         !p.permits(Need::ReadLog(None)),
     )
@@ -129,9 +135,12 @@ impl Drop for Subscriber {
 /// limited to some streams) checkpoints are left out, and damage is reported
 /// without its positions and file: they would tell the head of the log and
 /// where other streams' events are (its events' ids already say where to resume).
+///
+/// `open` makes the subscription; it is given a gate over the `max_scans`
+/// places that gives up once the client goes, for a subscription that scans.
 fn stream_response(
     state: &AppState,
-    open: impl FnOnce() -> annal::Subscription,
+    open: impl FnOnce(Arc<SubscriptionScans>) -> annal::Subscription,
     key: Key,
     limited: bool,
 ) -> Result<Response, ApiError> {
@@ -162,7 +171,11 @@ fn stream_response(
     // what it passes over, before the thread looks at its client again.
     let cancel = annal::Cancel::new();
     let cancel_on_drop = super::CancelOnDrop(cancel.clone());
-    let sub = open().with_cancel(cancel);
+    let gone = {
+        let (tx, stop) = (tx.clone(), stop.clone());
+        SubscriptionScans::new(state, move || tx.is_closed() || stop.is_cancelled())
+    };
+    let sub = open(gone).with_cancel(cancel);
     let thread = std::thread::Builder::new()
         .name("annal-subscription".into())
         .spawn(move || {

@@ -436,6 +436,40 @@ async fn index_served_reads_and_counts_take_no_scan_place() {
     s.stop().await.unwrap();
 }
 
+/// A subscription to `$all` with a filter the indexes cannot serve reads the
+/// log to find its events: far behind the head, it reads a span at a time,
+/// each in one of the `max_scans` places, as scanning reads do. While a
+/// scanning count holds the only place, the subscription reads nothing (it
+/// read at once, and passed over the whole log, taking no place); once the
+/// place is free, it delivers its event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scanning_subscription_reads_the_log_in_scan_places() {
+    let (s, gate) = TestServer::start_gated(|c| {
+        c.request_timeout_ms = 10_000;
+        c.max_scans = 1;
+    })
+    .await;
+    let n = usize::try_from(annal::CATCH_UP_SPAN).unwrap() + 1000;
+    append_with_k(&s, "big-1", n).await;
+    gate.close();
+    let (c, u) = (s.client.clone(), s.url("/count?metadata.k=nope"));
+    let held = tokio::spawn(async move {
+        let r = c.get(u).send().await.unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    });
+    gate.wait_for_waiting(1).await;
+    let path = format!("/subscribe/all?from=0&metadata.k=v{}", n - 1);
+    let mut sub = crate::subscribe::open(&s, &path, None).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(gate.waiting(), 1, "the subscription reads the log without a place");
+    gate.open();
+    let (st, v) = held.await.unwrap();
+    assert_eq!((st, v["count"].clone()), (StatusCode::OK, json!(0)), "{v}");
+    let e = sub.next_event().await.expect("the subscription's event");
+    assert_eq!(e.data["revision"], json!(n - 1), "{:?}", e.data);
+    s.stop().await.unwrap();
+}
+
 /// A group fetch on the log whose filter no index serves reads events to
 /// find those it keeps: it takes a `max_scans` place like any scanning
 /// read. While a scanning count holds the only place, a fetch of such a group

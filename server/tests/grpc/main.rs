@@ -2147,6 +2147,69 @@ async fn scanning_reads_of_all_take_a_place_while_they_read() {
     s.stop().await.unwrap();
 }
 
+/// A gRPC subscription to `$all` with a filter reads every event and
+/// filters it in the server: far behind the head it reads the log a span at
+/// a time, each in one of the `max_scans` places that scanning reads take.
+/// While a scanning read held at a closed gate has the only place, the
+/// subscription reads nothing (it read at once, taking no place); once the
+/// place is free it delivers its event and catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_subscription_to_all_reads_in_scan_places() {
+    use read_req::options::*;
+    let (s, gate) = common::TestServer::start_gated(|c| c.max_scans = 1).await;
+    let mut c = streams_at(&s.base, false).await;
+    let n = annal::CATCH_UP_SPAN + 1000;
+    use append_req::options::ExpectedStreamRevision as E;
+    for from in (0..n).step_by(1000) {
+        let batch: Vec<_> = (from..n.min(from + 1000))
+            .map(|i| {
+                message(
+                    None,
+                    if i + 1 == n { "Wanted" } else { "Other" },
+                    "application/json",
+                    b"{}",
+                )
+            })
+            .collect();
+        append(&mut c, "many-1", E::Any(Empty {}), batch).await.unwrap();
+    }
+    gate.close();
+    let mut c2 = streams_at(&s.base, false).await;
+    let reading = tokio::spawn(async move { read(&mut c2, scanning_read(5)).await });
+    gate.wait_for_waiting(1).await;
+    let mut req = read_options(all_from(None), false, false, 0);
+    let o = req.options.as_mut().unwrap();
+    o.count_option = Some(CountOption::Subscription(SubscriptionOptions {}));
+    o.filter_option = Some(FilterOption::Filter(FilterOptions {
+        filter: Some(filter_options::Filter::EventType(filter_options::Expression {
+            regex: "^Wanted$".into(),
+            prefix: vec![],
+        })),
+        window: Some(filter_options::Window::Max(100_000)),
+        checkpoint_interval_multiplier: 1,
+    }));
+    let mut sub = c.read(req).await.unwrap().into_inner();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(gate.waiting(), 1, "the subscription reads the log without a place");
+    gate.open();
+    assert_eq!(events(&reading.await.unwrap().unwrap()).len(), 5);
+    let mut seen = Vec::new();
+    loop {
+        let m = tokio::time::timeout(std::time::Duration::from_secs(10), sub.message())
+            .await
+            .expect("the subscription goes on")
+            .unwrap()
+            .unwrap();
+        match m.content.unwrap() {
+            read_resp::Content::Event(e) => seen.push(e.event.unwrap().stream_revision),
+            read_resp::Content::CaughtUp(_) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(seen, vec![n - 1]);
+    s.stop().await.unwrap();
+}
+
 /// A read past its call's deadline (`grpc-timeout`) stops: held in the
 /// middle of a page (its reads wait at a closed gate), it ends with
 /// DEADLINE_EXCEEDED at the deadline, never as a short read that looks
