@@ -51,6 +51,11 @@ impl Cancel {
             || self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
+    /// True if [`Cancel::cancel`] can cancel it (it was not made by [`Cancel::default`]).
+    pub(crate) fn can_be_cancelled(&self) -> bool {
+        self.flag.is_some()
+    }
+
     /// [`crate::Error::Cancelled`] if cancelled.
     pub(crate) fn check(&self) -> crate::error::Result<()> {
         if self.is_cancelled() {

@@ -265,17 +265,20 @@ impl Importer<'_> {
                 if b.events.len() == b.count =>
             {
                 let mut fresh = Vec::with_capacity(b.events.len());
+                let mut skipped = 0;
                 for e in b.events {
                     let stored = match e.id {
                         Some(id) => self.store.holds_event_id(id).map_err(|e| at(e.into()))?,
                         None => false,
                     };
                     if stored {
-                        self.summary.skipped += 1;
+                        skipped += 1;
                     } else {
                         fresh.push(e);
                     }
                 }
+                // Counted once the run is settled: a failure's summary counts
+                // only the runs before it (some of the skipped follow the failing event).
                 if !fresh.is_empty() {
                     let n = fresh.len() as u64;
                     self.store
@@ -284,6 +287,7 @@ impl Importer<'_> {
                     self.summary.events += n;
                     self.summary.appends += 1;
                 }
+                self.summary.skipped += skipped;
             }
             Err(e) => return Err(at(e.into())),
         }

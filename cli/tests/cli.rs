@@ -1676,6 +1676,17 @@ fn importing_again_after_a_stream_was_deleted_skips_its_events() {
         .code(4)
         .stderr(predicate::str::contains("lines 1-2").and(predicate::str::contains("\"h\" is deleted")));
     env.fails(&["read", "a"], 4, "\"a\" is deleted");
+    // A run of the hard-deleted stream mixing stored and new events is
+    // refused; the summary counts only what came before it in the file.
+    let mixed = [line("b", 2), line("h", 4), line("h", 9), line("h", 5)].concat();
+    env.cmd()
+        .args(["import", "-"])
+        .write_stdin(mixed)
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("lines 2-4").and(predicate::str::contains(
+            "is deleted; 1 events before it were imported (0 new)",
+        )));
     let s = env.json_stdin(&["import", "-"], &line("a", 6));
     assert_eq!(s, vec![serde_json::json!({"events":1,"appends":1,"skipped":0})]);
     assert_eq!(env.json(&["read", "a"]).len(), 1);

@@ -27,10 +27,15 @@ pub(crate) const PLACE_RETRY_MOST: std::time::Duration = std::time::Duration::fr
 /// HTTP's and gRPC's scanning reads): a place is tried for with pauses,
 /// never queued for (a queued waiter would be handed every freed place ahead
 /// of the reads that only try once), and given back when the read of one
-/// span ends. It gives up once the subscription is cancelled or `gone` says
-/// its client went away.
+/// span ends. A subscription takes a place only while more than half of
+/// them are free: one catching up asks again as soon as its span is read,
+/// and would otherwise keep the places from the reads and counts that ask
+/// once (with `max_scans` = 1 they share the one place). It gives up once
+/// the subscription is cancelled or `gone` says its client went away.
 pub(crate) struct SubscriptionScans {
     scans: Arc<tokio::sync::Semaphore>,
+    /// Places left to the reads that ask once: half of `max_scans`.
+    kept: usize,
     gone: Box<dyn Fn() -> bool + Send + Sync>,
 }
 
@@ -39,6 +44,7 @@ impl SubscriptionScans {
     pub(crate) fn new(state: &AppState, gone: impl Fn() -> bool + Send + Sync + 'static) -> Arc<SubscriptionScans> {
         Arc::new(SubscriptionScans {
             scans: state.scans.clone(),
+            kept: state.config.max_scans / 2,
             gone: Box::new(gone),
         })
     }
@@ -48,10 +54,12 @@ impl annal::ScanGate for SubscriptionScans {
     fn admit(&self, cancel: &annal::Cancel) -> Option<Box<dyn Send>> {
         let mut pause = PLACE_RETRY_FIRST;
         loop {
-            match self.scans.clone().try_acquire_owned() {
-                Ok(place) => return Some(Box::new(place)),
-                Err(tokio::sync::TryAcquireError::Closed) => return None,
-                Err(tokio::sync::TryAcquireError::NoPermits) => {}
+            if self.scans.available_permits() > self.kept {
+                match self.scans.clone().try_acquire_owned() {
+                    Ok(place) => return Some(Box::new(place)),
+                    Err(tokio::sync::TryAcquireError::Closed) => return None,
+                    Err(tokio::sync::TryAcquireError::NoPermits) => {}
+                }
             }
             if cancel.is_cancelled() || (self.gone)() {
                 return None;

@@ -87,7 +87,9 @@ pub trait ScanGate: Send + Sync {
     /// Waits until the read may run, and returns a pass held while it runs
     /// (dropped as soon as it ends); `None` if it may not, because `cancel`
     /// says so or the gate is closed: the subscription then fails with
-    /// [`Error::Cancelled`].
+    /// [`Error::Cancelled`]. A gate that waits must look at `cancel` while
+    /// it waits: a call for the next message, or the drop of a
+    /// [`SubscriptionReceiver`], waits as long as the gate does.
     fn admit(&self, cancel: &Cancel) -> Option<Box<dyn Send>>;
 }
 
@@ -359,36 +361,47 @@ impl Subscription {
     /// Moves the subscription to a thread that sends its messages into a
     /// bounded channel of `capacity`. A slow receiver only makes the thread
     /// wait; appends never do. The thread stops when the store closes, on a
-    /// read error (sent as the last message), or when the receiver is dropped.
+    /// read error (sent as the last message), or when the receiver is dropped
+    /// (which cancels a wait at the subscription's scan gate, unless the
+    /// subscription has a cancellation signal of its own: then that signal does).
     pub fn into_channel(mut self, capacity: usize) -> Result<SubscriptionReceiver> {
         let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+        let cancel = (!self.cancel.can_be_cancelled()).then(|| {
+            self.cancel = Cancel::new();
+            self.cancel.clone()
+        });
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
             .name("annal-subscription".into())
             .spawn(move || {
+                // Waits for room, but notices a dropped receiver (false then).
+                let send = |m: Result<Message>| {
+                    let mut m = Some(m);
+                    while let Some(msg) = m.take() {
+                        match tx.send_timeout(msg, Duration::from_millis(100)) {
+                            Ok(()) => {}
+                            Err(crossbeam_channel::SendTimeoutError::Timeout(msg))
+                                if !stopping.load(Ordering::Acquire) =>
+                            {
+                                m = Some(msg);
+                            }
+                            Err(_) => return false,
+                        }
+                    }
+                    true
+                };
                 while !stopping.load(Ordering::Acquire) {
                     match self.next_timeout(Duration::from_millis(100)) {
                         Ok(Some(m)) => {
-                            // Wait for room, but notice a dropped receiver.
-                            let mut m = Some(m);
-                            while let Some(msg) = m.take() {
-                                match tx.send_timeout(Ok(msg), Duration::from_millis(100)) {
-                                    Ok(()) => {}
-                                    Err(crossbeam_channel::SendTimeoutError::Timeout(Ok(msg))) => {
-                                        if stopping.load(Ordering::Acquire) {
-                                            return;
-                                        }
-                                        m = Some(msg);
-                                    }
-                                    Err(_) => return,
-                                }
+                            if !send(Ok(m)) {
+                                return;
                             }
                         }
                         Ok(None) if self.shared.notifier.is_closed() => return,
                         Ok(None) => {}
                         Err(e) => {
-                            let _ = tx.send(Err(e));
+                            send(Err(e));
                             return;
                         }
                     }
@@ -398,6 +411,7 @@ impl Subscription {
         Ok(SubscriptionReceiver {
             rx,
             stop,
+            cancel,
             thread: Some(thread),
         })
     }
@@ -416,6 +430,8 @@ impl Iterator for Subscription {
 pub struct SubscriptionReceiver {
     rx: Receiver<Result<Message>>,
     stop: Arc<AtomicBool>,
+    /// The subscription's cancellation signal, when the receiver made it.
+    cancel: Option<Cancel>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -449,6 +465,9 @@ impl SubscriptionReceiver {
 impl Drop for SubscriptionReceiver {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
+        if let Some(c) = &self.cancel {
+            c.cancel();
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

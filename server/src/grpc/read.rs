@@ -749,6 +749,9 @@ fn pump_into(
                         }
                     }
                     Ok(Some(Message::Checkpoint(_) | Message::Damaged { .. })) => continue,
+                    // Given up waiting for a scan place because the client
+                    // went or the server stops: ends as those do, without an error.
+                    Err(annal::Error::Cancelled) if tx.is_closed() || stop.is_cancelled() => return,
                     Err(e) => {
                         let _ = tx.blocking_send(Err(status::from_store(e)));
                         return;
