@@ -1,0 +1,321 @@
+//! A handle on one group: its settings, info, checkpoint saves, parked
+//! events, and the refill of its line of events from the source. It reads
+//! and appends through the store like any client and must never touch files.
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::{
+    Consumer, GroupInfo, GroupInner, GroupSettings, GroupSource, GroupState,
+    ParkedRecord, Pending, checkpoint_stream, json_event, parked_stream,
+};
+use crate::error::{Error, Result};
+use crate::event::{ExpectedVersion, RecordedEvent};
+use crate::format::system::{StoredCheckpointV1, StoredParkedV1, Version1};
+use crate::query::{Direction, Filter, LogFrom, StreamFrom};
+use crate::store::Store;
+
+/// A handle on a persistent subscription group.
+pub struct Group<'s> {
+    pub(super) store: &'s Store,
+    pub(super) state: Arc<GroupState>,
+}
+
+impl Group<'_> {
+    /// The group's settings.
+    pub fn settings(&self) -> &GroupSettings {
+        &self.state.settings
+    }
+
+    /// Connects a consumer by name (connecting twice is harmless), with no
+    /// limit on the events it holds.
+    pub fn consumer(&self, name: &str) -> Consumer<'_> {
+        self.consumer_with_capacity(name, usize::MAX)
+    }
+
+    /// Connects a consumer that holds at most `capacity` unacknowledged
+    /// events at a time, as far as [`Strategy::DispatchToSingle`] is
+    /// concerned (it passes events on to the next consumer only once this
+    /// one is full). Connecting again under the same name sets the capacity.
+    pub fn consumer_with_capacity(&self, name: &str, capacity: usize) -> Consumer<'_> {
+        let mut inner = self.state.inner.lock();
+        match inner.consumers.iter_mut().find(|c| c.0 == name) {
+            Some(c) => c.1 = capacity,
+            None => inner.consumers.push((name.to_string(), capacity)),
+        }
+        Consumer {
+            group: self,
+            name: name.to_string(),
+        }
+    }
+
+    /// The group's state.
+    pub fn info(&self) -> GroupInfo {
+        let inner = self.state.inner.lock();
+        GroupInfo {
+            name: self.state.name.clone(),
+            checkpoint: low_water(&inner),
+            saved_checkpoint: inner.saved,
+            in_flight: inner.in_flight.len(),
+            ready: inner.ready.len(),
+            parked: inner.parked,
+            skipped_damaged: inner.skipped_damaged,
+            last_skipped_damage: inner.last_skipped_damage.clone(),
+            consumers: inner.consumers.iter().map(|c| c.0.clone()).collect(),
+        }
+    }
+
+    /// Saves the checkpoint now.
+    pub fn save_checkpoint(&self) -> Result<()> {
+        let mut inner = self.state.inner.lock();
+        self.save(&mut inner)
+    }
+
+    pub(super) fn save(&self, inner: &mut GroupInner) -> Result<()> {
+        let checkpoint = low_water(inner);
+        let c = StoredCheckpointV1 {
+            version: Version1,
+            checkpoint,
+            parked: inner.parked,
+            parked_replayed: inner.parked_replayed,
+            skipped_damaged: inner.skipped_damaged,
+            skipped_through: inner.skipped_through,
+        };
+        self.store.append_system(
+            &checkpoint_stream(&self.state.name),
+            ExpectedVersion::Any,
+            vec![json_event("$Checkpoint", &c)],
+        )?;
+        inner.saved = checkpoint;
+        inner.acks_since_save = 0;
+        Ok(())
+    }
+
+    /// Puts every parked event not yet replayed back in line for delivery;
+    /// returns how many.
+    pub fn replay_parked(&self) -> Result<u64> {
+        self.replay_parked_up_to(u64::MAX)
+    }
+
+    /// Puts the oldest parked events not yet replayed, at most `limit` of
+    /// them, back in line for delivery; the others stay parked for a later
+    /// replay. Returns how many went back.
+    pub fn replay_parked_up_to(&self, limit: u64) -> Result<u64> {
+        let mut inner = self.state.inner.lock();
+        let parked = match self.store.read_stream(
+            &parked_stream(&self.state.name),
+            Direction::Forward,
+            StreamFrom::Revision(inner.parked_replayed),
+            usize::try_from(limit).unwrap_or(usize::MAX),
+        ) {
+            Ok(p) => p,
+            Err(Error::StreamNotFound(_)) => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut n = 0;
+        for p in &parked {
+            let rec = ParkedRecord::from_event(p)?;
+            if let Some(event) = self
+                .store
+                .read_all(Direction::Forward, LogFrom::Position(rec.position), 1, &Filter::all())?
+                .into_iter()
+                .find(|e| e.position == rec.position)
+            {
+                inner.ready.push_back(Pending {
+                    event,
+                    deliveries: 0,
+                    key: None,
+                });
+                n += 1;
+            }
+            inner.parked_replayed = p.revision.saturating_add(1);
+        }
+        self.save(&mut inner)?;
+        self.state.changed.notify_all();
+        Ok(n)
+    }
+
+    /// The position (global log) or revision (stream) that orders the group's source.
+    pub(super) fn key(&self, e: &RecordedEvent) -> u64 {
+        match self.state.settings.source {
+            GroupSource::All(_) => e.position,
+            GroupSource::Stream(_) => e.revision,
+        }
+    }
+
+    /// Moves timed-out deliveries back in line, or to the parked stream.
+    pub(super) fn expire(&self, inner: &mut GroupInner) -> Result<()> {
+        // Acknowledgement deadlines run on the store's clock (a test moves it by hand).
+        let now = self.store.clock().now();
+        let expired: Vec<Uuid> = inner
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(f) = inner.in_flight.remove(&id) {
+                self.retry_or_park(inner, f.pending, "acknowledgement timed out")?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn retry_or_park(&self, inner: &mut GroupInner, p: Pending, reason: &str) -> Result<()> {
+        if p.deliveries > self.state.settings.max_retries {
+            self.park(inner, p, reason)
+        } else {
+            inner.ready.push_front(p);
+            Ok(())
+        }
+    }
+
+    pub(super) fn park(&self, inner: &mut GroupInner, p: Pending, reason: &str) -> Result<()> {
+        let rec = ParkedRecord {
+            position: p.event.position,
+            stream: p.event.stream.clone(),
+            revision: p.event.revision,
+            event_id: p.event.id,
+            deliveries: p.deliveries,
+            reason: reason.to_string(),
+        };
+        self.store.append_system(
+            &parked_stream(&self.state.name),
+            ExpectedVersion::Any,
+            vec![json_event("$Parked", &StoredParkedV1::from(&rec))],
+        )?;
+        inner.parked += 1;
+        self.completed(inner)
+    }
+
+    /// Counts a completed event (acknowledged, skipped or parked) toward the next checkpoint save.
+    pub(super) fn completed(&self, inner: &mut GroupInner) -> Result<()> {
+        inner.acks_since_save += 1;
+        if inner.acks_since_save >= self.state.settings.checkpoint_every {
+            self.save(inner)?;
+        }
+        Ok(())
+    }
+
+    /// Reads more of the source into the ready line, keeping within the in-flight limit.
+    pub(super) fn refill(&self, inner: &mut GroupInner, want: usize) -> Result<()> {
+        let room = self
+            .state
+            .settings
+            .max_in_flight
+            .saturating_sub(inner.in_flight.len() + inner.ready.len());
+        let n = want.min(room);
+        if n == 0 {
+            return Ok(());
+        }
+        let events = match &self.state.settings.source {
+            GroupSource::All(filter) => {
+                // The head before the read: the read sees at least up to it.
+                let head = self.store.head_position();
+                if inner.cursor >= head {
+                    return Ok(());
+                }
+                // One refill passes over at most REFILL_SPAN positions, however
+                // few of them the filter keeps: a sparse filter costs a fetch
+                // several short turns under the lock, not one pass over the log.
+                // Only a filter the indexes cannot serve is bounded so: one
+                // served from them passes a stretch of the log without a match
+                // by its candidate lists, and a read over it costs the
+                // segment's lists once (built again for every span, it cost a
+                // sparse stream-prefix group 75x, in the review).
+                let end = if filter.needs_scan(self.store.indexed_metadata()) {
+                    inner.cursor.saturating_add(REFILL_SPAN).min(head)
+                } else {
+                    head
+                };
+                let (events, stop) = self.store.shared.read_log_stop_before(
+                    Direction::Forward,
+                    LogFrom::Position(inner.cursor),
+                    (n, usize::MAX),
+                    (filter, crate::log::read::Visibility::Visible, &crate::Cancel::default()),
+                    end,
+                )?;
+                match stop {
+                    // Everything before the damage first; the next refill meets it at once.
+                    Some(_) if !events.is_empty() => {}
+                    // Skipped, never silently: counted in the group's info and
+                    // checkpoint, and kept as the store's last background error.
+                    Some(stop) if self.state.settings.skip_damaged => {
+                        // Only what was not counted before a restart counts.
+                        let from = stop.position.max(inner.skipped_through);
+                        let skipped = stop.resume.saturating_sub(from);
+                        inner.skipped_damaged = inner.skipped_damaged.saturating_add(skipped);
+                        inner.skipped_through = inner.skipped_through.max(stop.resume);
+                        let why = stop.error.to_string();
+                        self.store.shared.record_background::<()>(
+                            &format!("group {:?} skipping damaged positions {}..{}", self.state.name, stop.position, stop.resume),
+                            Err(stop.error),
+                        );
+                        inner.last_skipped_damage = Some((stop.position, stop.resume, why));
+                        inner.cursor = stop.resume;
+                        // The count is saved at once: a crash must not forget the skip.
+                        self.save(inner)?;
+                    }
+                    Some(stop) => {
+                        return Err(Error::Damaged {
+                            position: stop.position,
+                            source: Box::new(stop.error),
+                        });
+                    }
+                    // Every position up to `end` has been considered.
+                    None if events.len() < n => inner.cursor = inner.cursor.max(end),
+                    None => {}
+                }
+                events
+            }
+            GroupSource::Stream(s) => {
+                match self
+                    .store
+                    .read_stream(s, Direction::Forward, StreamFrom::Revision(inner.cursor), n)
+                {
+                    Ok(e) => e,
+                    Err(Error::StreamNotFound(_)) => Vec::new(),
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        for e in events {
+            let key = self.key(&e);
+            inner.cursor = inner.cursor.max(key + 1);
+            // Groups on the global log skip system streams, their own bookkeeping included.
+            if e.stream.starts_with('$') {
+                continue;
+            }
+            inner.ready.push_back(Pending {
+                event: e,
+                deliveries: 0,
+                key: Some(key),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The lowest position (or revision) not yet completed: the checkpoint.
+pub(super) fn low_water(inner: &GroupInner) -> u64 {
+    inner
+        .in_flight
+        .values()
+        .map(|f| &f.pending)
+        .chain(inner.ready.iter())
+        .filter_map(|p| p.key)
+        .fold(inner.cursor, u64::min)
+}
+
+/// The first chunk a fetch reads from the source when its line runs dry.
+pub(super) const REFILL_FIRST: usize = 8;
+/// The largest chunk a fetch reads at once (chunks double from [`REFILL_FIRST`]).
+pub(super) const REFILL_MOST: usize = 64;
+/// Most positions of the global log one refill passes over.
+pub(super) const REFILL_SPAN: u64 = 4096;
+/// Refills that found nothing to deliver (a sparse filter, system streams,
+/// damage skipped) one turn under the group's lock makes before letting
+/// others (acknowledgements, other consumers) in: at most
+/// `REFILL_SPAN * SPANS_PER_TURN` positions per turn.
+pub(super) const SPANS_PER_TURN: usize = 4;
