@@ -6,7 +6,10 @@
 //! the event's stream and type, sanitised to one subject token), with its data
 //! as the payload, `Nats-Msg-Id` set to the event id (the stream's duplicate
 //! window drops a retry) and `Annal-*` headers for id, type, stream, revision,
-//! position, tags, content type, time, source and metadata. The JetStream
+//! position, tags, content type, time, source and metadata; an event that
+//! names a subject carries it in `Annal-Subject`, and an event whose subject
+//! was shredded at the source before it was delivered carries
+//! `Annal-Erased: true` and an empty payload (and no metadata). The JetStream
 //! stream (parameter `stream`, default `ANNAL`) is created if missing, over the
 //! subjects the template can make. A batch is confirmed only when every
 //! publish is acknowledged; up to the forwarder's `max_in_flight` publishes
@@ -350,6 +353,8 @@ impl NatsTarget {
         const TAGS: HeaderName = HeaderName::from_static("Annal-Tags");
         const METADATA: HeaderName = HeaderName::from_static("Annal-Metadata");
         const EXPECTED_LAST: HeaderName = HeaderName::from_static("Nats-Expected-Last-Msg-Id");
+        const SUBJECT: HeaderName = HeaderName::from_static("Annal-Subject");
+        const ERASED: HeaderName = HeaderName::from_static("Annal-Erased");
         let mut h = async_nats::HeaderMap::new();
         let mut buffer = uuid::Uuid::encode_buffer();
         let id: &str = e.id.hyphenated().encode_lower(&mut buffer);
@@ -378,6 +383,12 @@ impl NatsTarget {
             && !m.is_empty()
         {
             h.insert(METADATA, header_safe(m));
+        }
+        if let Some(subject) = e.subject() {
+            h.insert(SUBJECT, header_safe(subject));
+        }
+        if e.is_erased() {
+            h.insert(ERASED, "true");
         }
         h
     }
