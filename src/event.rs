@@ -50,6 +50,12 @@ pub struct EventData {
     /// [`crate::Store::shred`] erases them for good (see README, "Erasing
     /// personal data").
     pub subject: Option<String>,
+    /// The event arrives already erased: its subject was shredded where it
+    /// was first recorded (a forwarder delivers it so). `data` and
+    /// `metadata` must be empty and `subject` `None`; the event is stored
+    /// sealed under no key the store holds, and reads back with
+    /// [`Personal::Erased`], like an event whose subject was shredded here.
+    pub erased: bool,
 }
 
 impl EventData {
@@ -63,6 +69,7 @@ impl EventData {
             metadata: Bytes::new(),
             tags: Vec::new(),
             subject: None,
+            erased: false,
         }
     }
 
@@ -102,6 +109,14 @@ impl EventData {
         self
     }
 
+    /// Marks the event as arriving erased (see [`EventData::erased`]): for
+    /// a copy of an event whose subject was shredded at its origin, such as
+    /// a forwarder delivers. Its data and metadata must be empty.
+    pub fn already_erased(mut self) -> Self {
+        self.erased = true;
+        self
+    }
+
     /// Checks the fields against the limits; `max_event_size` bounds data plus metadata.
     pub(crate) fn validate(&self, max_event_size: usize) -> Result<()> {
         check_name("event type", &self.event_type, MAX_EVENT_TYPE)?;
@@ -116,6 +131,11 @@ impl EventData {
         }
         if let Some(subject) = &self.subject {
             check_name("subject", subject, MAX_SUBJECT_LEN)?;
+        }
+        if self.erased && (self.subject.is_some() || !self.data.is_empty() || !self.metadata.is_empty()) {
+            return Err(Error::InvalidInput(
+                "an event that arrives erased carries no subject, data or metadata".into(),
+            ));
         }
         let size = self.data.len() + self.metadata.len();
         if size > max_event_size {

@@ -509,11 +509,16 @@ impl Store {
     }
 
     /// Makes sure every subject the events name has a key, durable in
-    /// `subjects.key` before any event sealed under it is written.
+    /// `subjects.key` before any event sealed under it is written (and, for
+    /// events that arrive erased, that their key id is listed as shredded).
     fn prepare_subjects(&self, events: &[EventData]) -> Result<()> {
         for subject in events.iter().filter_map(|e| e.subject.as_deref()) {
             self.check_writable()?;
             self.shared.subjects.key_for(subject)?;
+        }
+        if events.iter().any(|e| e.erased) {
+            self.check_writable()?;
+            self.shared.subjects.ensure_arrived_erased()?;
         }
         Ok(())
     }

@@ -835,3 +835,97 @@ fn a_shred_removes_a_damaged_record_of_its_subject() {
     assert!(ann[0].is_erased());
     assert!(store.verify().unwrap().problems.is_empty());
 }
+
+/// The erased copy of [`personal`]`(subject, n)`, as a forwarder delivers it.
+fn arrived_erased(subject: &str, n: u64) -> EventData {
+    let p = personal(subject, n);
+    let mut e = EventData::json(p.event_type, "").already_erased();
+    e.id = p.id;
+    e.tags = p.tags;
+    e
+}
+
+#[test]
+fn an_event_appended_erased_reads_erased_verifies_clean_and_retries_idempotently() {
+    let sim = SimStorage::new();
+    let store = open_sim(&sim);
+    // A store that never named a subject: its key store is made for it.
+    store
+        .append("c-1", ExpectedVersion::NoStream, vec![EventData::json("Plain", "{}")])
+        .unwrap();
+    let first = store
+        .append(
+            "c-1",
+            ExpectedVersion::Any,
+            vec![arrived_erased("ann", 0), arrived_erased("ann", 1)],
+        )
+        .unwrap();
+    append_personal(&store, "c-1", "bob", 0);
+    let check = |store: &Store| {
+        let read = all(store);
+        assert_eq!(read.len(), 4);
+        for e in &read[1..3] {
+            assert_eq!(e.personal, Personal::Erased);
+            assert!(e.data.is_empty() && e.metadata.is_empty());
+            assert_eq!(e.tags, vec!["kind:customer".to_string()]);
+        }
+        assert_eq!(read[1].id, personal("ann", 0).id.unwrap());
+        assert_eq!((read[1].revision, read[2].revision), (1, 2));
+        assert_eq!(read[3].subject(), Some("bob"));
+        assert_eq!(read[0].personal, Personal::Plain);
+        assert!(store.verify().unwrap().problems.is_empty());
+    };
+    check(&store);
+    // A retry (a forwarder delivering the batch again) is the same append.
+    let again = store
+        .append(
+            "c-1",
+            ExpectedVersion::Any,
+            vec![arrived_erased("ann", 0), arrived_erased("ann", 1)],
+        )
+        .unwrap();
+    assert_eq!(first, again);
+    // The same id live, or erased with another type, is a conflict.
+    for other in [personal("ann", 0), {
+        let mut e = arrived_erased("ann", 0);
+        e.event_type = "Other".into();
+        e
+    }] {
+        assert!(matches!(
+            store.append("c-1", ExpectedVersion::Any, vec![other]),
+            Err(Error::IdempotencyConflict { .. })
+        ));
+    }
+    drop(store);
+    let store = open_sim(&sim);
+    check(&store);
+    // A shred of another subject rewrites the key store: it stays erased.
+    store.shred("bob").unwrap();
+    drop(store);
+    let store = open_sim(&sim);
+    let read = all(&store);
+    assert!(read[1..].iter().all(|e| e.personal == Personal::Erased));
+    assert!(store.verify().unwrap().problems.is_empty());
+    // Retried after the reopen, from the log rather than the staged group.
+    store
+        .append("c-1", ExpectedVersion::Any, vec![arrived_erased("ann", 0)])
+        .unwrap();
+    assert_eq!(all(&store).len(), 4);
+}
+
+#[test]
+fn an_erased_event_with_content_or_a_subject_is_refused() {
+    let sim = SimStorage::new();
+    let store = open_sim(&sim);
+    for bad in [
+        EventData::json("T", "{}").already_erased(),
+        EventData::json("T", "").with_metadata("{}").already_erased(),
+        EventData::json("T", "").with_subject("ann").already_erased(),
+    ] {
+        assert!(matches!(
+            store.append("c-1", ExpectedVersion::Any, vec![bad]),
+            Err(Error::InvalidInput(_))
+        ));
+    }
+    assert!(all(&store).is_empty());
+}

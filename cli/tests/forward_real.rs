@@ -212,6 +212,54 @@ fn scenario(url: &str, stop: &str, start: &str, count: impl Fn() -> usize, held:
     assert!(line.contains("\"name\":\"centre\""), "{line}");
 }
 
+/// A store whose subject "ann" was shredded before anything was forwarded,
+/// beside a live subject "bob" and plain events; returns its events. Every
+/// personal byte holds `PII-<subject>`.
+fn shredded_store(dir: &Path) -> Vec<RecordedEvent> {
+    let store = Store::open(dir, Options::default()).unwrap();
+    for k in 0..9 {
+        let personal = |who: &str| {
+            EventData::json("Changed", format!(r#"{{"name":"PII-{who}-{k}"}}"#))
+                .with_metadata(format!(r#"{{"mail":"PII-{who}-mail-{k}"}}"#))
+                .with_subject(who)
+        };
+        let (stream, e) = match k % 3 {
+            0 => ("cust-ann", personal("ann")),
+            1 => ("cust-bob", personal("bob")),
+            _ => ("plain", EventData::json("Plain", format!(r#"{{"k":{k}}}"#))),
+        };
+        store
+            .append(stream, ExpectedVersion::Any, vec![e.with_tag("kind:x")])
+            .unwrap();
+    }
+    assert!(store.shred("ann").unwrap());
+    store.close().unwrap();
+    let events = source(dir);
+    assert_eq!(events.iter().filter(|e| e.is_erased()).count(), 3);
+    events
+}
+
+/// `annal forward --once` of the store in `dir` to `url` under `name`, which must succeed.
+fn forward_once(dir: &Path, url: &str, name: &str) {
+    let out = annal(dir)
+        .args(["forward", "--once", "--to", url, "--name", name])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// True if any file under `dir` holds `needle`.
+fn any_file_holds(dir: &Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|entry| {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            any_file_holds(&path, needle)
+        } else {
+            std::fs::read(&path).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+        }
+    })
+}
+
 mod postgres_target {
     use super::*;
 
@@ -311,6 +359,64 @@ mod postgres_target {
         assert_eq!(count(table), 2000);
         once("first");
         assert_eq!(count(table), 2000);
+    }
+
+    #[test]
+    #[ignore]
+    fn a_shredded_subjects_events_arrive_erased_in_a_table_of_the_earlier_version() {
+        let table = "annal_events_t4";
+        // The table as the earlier version made it: no subject, no erased.
+        client()
+            .batch_execute(&format!(
+                "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (global_position bigint NOT NULL, \
+                 stream_id text NOT NULL, stream_version bigint NOT NULL, event_id uuid NOT NULL UNIQUE, \
+                 event_type text NOT NULL, data jsonb, data_bytes bytea, metadata jsonb, metadata_bytes bytea, \
+                 tags text[] NOT NULL, created_at timestamptz NOT NULL, source text NOT NULL)"
+            ))
+            .unwrap();
+        // This test's own source name: its checkpoints start afresh.
+        let _ = client().batch_execute("DELETE FROM annal_forward_checkpoints WHERE source = 'edge-shred'");
+        let dir = tempfile::tempdir().unwrap();
+        let events = shredded_store(dir.path());
+        let pg_url = format!("{}?table={table}&source=edge-shred", env("ANNAL_TEST_PG_URL"));
+        forward_once(dir.path(), &pg_url, "centre");
+        let rows = client()
+            .query(
+                &format!(
+                    "SELECT event_id, stream_id, data::text, metadata::text, data_bytes, metadata_bytes, subject, \
+                     erased, tags, t::text FROM {table} t ORDER BY global_position"
+                ),
+                &[],
+            )
+            .unwrap();
+        assert_eq!(rows.len(), events.len());
+        for (r, e) in rows.iter().zip(&events) {
+            assert_eq!(r.get::<_, uuid::Uuid>(0), e.id);
+            assert_eq!(r.get::<_, Vec<String>>(8), e.tags);
+            let whole: String = r.get(9);
+            assert!(
+                !whole.contains("PII-ann"),
+                "a personal byte of a shredded subject: {whole}"
+            );
+            let (data, metadata): (Option<String>, Option<String>) = (r.get(2), r.get(3));
+            let bytes: (Option<Vec<u8>>, Option<Vec<u8>>) = (r.get(4), r.get(5));
+            let (subject, erased): (Option<String>, bool) = (r.get(6), r.get(7));
+            assert_eq!(bytes, (None, None));
+            if e.is_erased() {
+                assert_eq!((data, metadata, subject, erased), (None, None, None, true));
+            } else {
+                let as_json = |v: Option<String>| v.map_or(serde_json::Value::Null, |v| json(v.as_bytes()));
+                assert_eq!(as_json(data), json(&e.data));
+                assert_eq!(as_json(metadata), json(&e.metadata));
+                assert_eq!((subject.as_deref(), erased), (e.subject(), false));
+            }
+        }
+        assert_eq!(rows.iter().filter(|r| r.get::<_, bool>(7)).count(), 3);
+        // Delivered again (another forwarder), nothing is added: the columns
+        // are there, and the erased rows match.
+        forward_once(dir.path(), &pg_url, "again");
+        assert_eq!(count(table), events.len());
+        client().batch_execute(&format!("DROP TABLE {table}")).unwrap();
     }
 
     #[test]
@@ -436,6 +542,54 @@ mod nats_target {
     /// subscription whose channel holds 65,536 messages; a batch with more
     /// outstanding than that lost acknowledgements and timed out on every
     /// retry (70,000: "no NATS acknowledgement in time", checkpoint 0).
+    #[test]
+    #[ignore]
+    fn a_shredded_subjects_events_arrive_erased_with_headers_that_say_so() {
+        let stream = "EDGE_SHRED";
+        let dir = tempfile::tempdir().unwrap();
+        let events = shredded_store(dir.path());
+        forward_once(
+            dir.path(),
+            &format!(
+                "{}?stream={stream}&subject=shred.{{stream}}",
+                env("ANNAL_TEST_NATS_URL")
+            ),
+            "centre",
+        );
+        rt().block_on(async {
+            let js = context().await.unwrap();
+            let mut s = js.get_stream(stream).await.unwrap();
+            let last = s.info().await.unwrap().state.last_sequence;
+            assert_eq!(last as usize, events.len());
+            for (seq, e) in (1..=last).zip(&events) {
+                let m = s.get_raw_message(seq).await.unwrap();
+                let h = |name: &str| m.headers.get(name).map(|v| v.as_str().to_string());
+                assert_eq!(h("Annal-Event-Id"), Some(e.id.to_string()));
+                assert_eq!(h("Annal-Tags").as_deref(), Some("kind:x"));
+                let mut all = m.payload.to_vec();
+                for (_, values) in m.headers.iter() {
+                    for v in values {
+                        all.extend_from_slice(v.as_str().as_bytes());
+                    }
+                }
+                assert!(
+                    !all.windows(7).any(|w| w == b"PII-ann"),
+                    "a personal byte of a shredded subject"
+                );
+                if e.is_erased() {
+                    assert_eq!(h("Annal-Erased").as_deref(), Some("true"));
+                    assert!(m.payload.is_empty());
+                    assert_eq!((h("Annal-Metadata"), h("Annal-Subject")), (None, None));
+                } else {
+                    assert_eq!(h("Annal-Erased"), None);
+                    assert_eq!(&m.payload[..], &e.data[..]);
+                    assert_eq!(h("Annal-Subject").as_deref(), e.subject());
+                }
+            }
+            js.delete_stream(stream).await.unwrap();
+        });
+    }
+
     #[test]
     #[ignore]
     fn a_batch_larger_than_the_acknowledgement_channel_arrives() {
@@ -931,6 +1085,53 @@ mod annal_target {
             || remote.held(true),
         );
     }
+
+    #[test]
+    #[ignore]
+    fn a_shredded_subjects_events_arrive_erased_and_live_ones_sealed_there() {
+        let remote = Remote::new("", "--no-auth");
+        let dir = tempfile::tempdir().unwrap();
+        let events = shredded_store(dir.path());
+        let url = format!("annal+http://{}", remote.listen);
+        forward_once(dir.path(), &url, "centre");
+        // Delivered again from the start: every event, the erased ones too,
+        // is the idempotent retry of what is there, nothing parked.
+        forward_once(dir.path(), &url, "again");
+        for name in ["centre", "again"] {
+            let parked = Store::open_read_only(dir.path(), Options::default())
+                .unwrap()
+                .read_stream(
+                    &annal::forward_parked_stream(name),
+                    Direction::Forward,
+                    annal::StreamFrom::Start,
+                    10,
+                )
+                .unwrap_or_default();
+            assert!(parked.is_empty(), "{name} parked {parked:?}");
+        }
+        sh(&remote.stop);
+        let held = source(&remote.data());
+        assert_eq!(held.len(), events.len());
+        for (h, e) in held.iter().zip(&events) {
+            assert_eq!(
+                (h.id, &h.stream, h.revision, &h.tags),
+                (e.id, &e.stream, e.revision, &e.tags)
+            );
+            assert_eq!(h.personal, e.personal);
+            assert_eq!((&h.data, &h.metadata), (&e.data, &e.metadata));
+        }
+        let store = Store::open_read_only(remote.data(), Options::default()).unwrap();
+        assert!(store.verify().unwrap().problems.is_empty());
+        drop(store);
+        // The live subject's events are sealed there too; the shredded one's are nowhere.
+        for needle in ["PII-ann", "PII-bob"] {
+            assert!(
+                !any_file_holds(&remote.data(), needle.as_bytes()),
+                "{needle} on the remote's disk"
+            );
+        }
+        sh(&remote.start);
+    }
 }
 
 mod kurrentdb_target {
@@ -948,6 +1149,37 @@ mod kurrentdb_target {
             || remote.count(),
             || remote.held(false),
         );
+    }
+
+    #[test]
+    #[ignore]
+    fn a_shredded_subjects_events_arrive_with_the_erased_marker() {
+        let remote = Remote::new("", "--no-auth");
+        let dir = tempfile::tempdir().unwrap();
+        let events = shredded_store(dir.path());
+        forward_once(
+            dir.path(),
+            &format!("kurrentdb://{}?tls=false", remote.listen),
+            "centre",
+        );
+        sh(&remote.stop);
+        let held = source(&remote.data());
+        assert_eq!(held.len(), events.len());
+        // Streams are appended concurrently: matched by id.
+        let by_id: HashMap<uuid::Uuid, &RecordedEvent> = events.iter().map(|e| (e.id, e)).collect();
+        for h in &held {
+            let e = by_id[&h.id];
+            assert_eq!((&h.stream, h.revision), (&e.stream, e.revision));
+            if e.is_erased() {
+                assert!(h.data.is_empty());
+                assert_eq!(&h.metadata[..], annal_forward::kurrentdb::ERASED_METADATA);
+            } else {
+                // Byte for byte as before (the subject is not carried).
+                assert_eq!((&h.data, &h.metadata), (&e.data, &e.metadata));
+            }
+        }
+        assert!(!any_file_holds(&remote.data(), b"PII-ann"));
+        sh(&remote.start);
     }
 
     #[test]

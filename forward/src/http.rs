@@ -6,7 +6,10 @@
 //! per-stream order holds. An append refused as an idempotency conflict (part
 //! of the run was stored by an earlier, differently cut attempt) is done
 //! again event by event, skipping the events the server already holds
-//! (`GET /events/{id}`). The token comes from the `token` parameter or the
+//! (`GET /events/{id}`). An event naming a subject carries it (the remote
+//! seals it under its own key for the subject); an event whose subject was
+//! shredded here before it was delivered goes with `"erased": true` and no
+//! data, and is stored erased there. The token comes from the `token` parameter or the
 //! caller (`--token`, `token =` in annal.toml). The remote keeps no checkpoint
 //! for us: the forwarder keeps it in the store.
 //!
@@ -143,6 +146,15 @@ fn unavailable(e: reqwest::Error) -> TargetError {
 
 fn event_json(e: &RecordedEvent) -> Value {
     let mut v = json!({ "type": e.event_type, "id": e.id, "tags": e.tags });
+    if e.is_erased() {
+        // Its subject was shredded here: it arrives erased there too (empty
+        // `data_base64` keeps a binary event's content type).
+        v["erased"] = Value::Bool(true);
+        if e.content_type == ContentType::Binary {
+            v["data_base64"] = Value::String(String::new());
+        }
+        return v;
+    }
     let is_json = |b: &[u8]| serde_json::from_slice::<Value>(b).ok();
     match (e.content_type, is_json(&e.data)) {
         (ContentType::Json, Some(data)) => v["data"] = data,
@@ -256,5 +268,30 @@ mod tests {
         assert_eq!(event_json(&e)["subject"], "ann");
         e.personal = annal::Personal::Plain;
         assert!(event_json(&e).get("subject").is_none());
+        assert!(event_json(&e).get("erased").is_none());
+    }
+
+    #[test]
+    fn an_erased_event_is_forwarded_as_erased_without_content() {
+        let mut e = RecordedEvent {
+            stream: "c-1".into(),
+            revision: 0,
+            position: 0,
+            id: uuid::Uuid::nil(),
+            event_type: "Moved".into(),
+            content_type: ContentType::Binary,
+            data: bytes::Bytes::new(),
+            metadata: bytes::Bytes::new(),
+            tags: vec!["t".into()],
+            timestamp_micros: 0,
+            personal: annal::Personal::Erased,
+        };
+        let v = event_json(&e);
+        assert_eq!(v["erased"], true);
+        assert_eq!(v["data_base64"], "");
+        assert_eq!(v["tags"][0], "t");
+        assert!(v.get("data").is_none() && v.get("metadata").is_none() && v.get("subject").is_none());
+        e.content_type = ContentType::Json;
+        assert!(event_json(&e).get("data_base64").is_none());
     }
 }

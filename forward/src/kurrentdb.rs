@@ -6,7 +6,13 @@
 //! Each event is appended to the stream of the same name with its own id, its
 //! type, its data (JSON as JSON, anything else as `application/octet-stream`)
 //! and its metadata as the event's custom metadata; tags are not carried, as
-//! the protocol has none. The events of a batch are grouped by stream, each
+//! the protocol has none. An event whose subject was shredded at the source
+//! before it was delivered goes as an event of its type with empty binary
+//! data and the custom metadata [`ERASED_METADATA`] (`{"annal-erased":true}`),
+//! so that a reader can tell it from an event whose data is empty. The
+//! subject of a live event is not carried: the protocol has no field for it,
+//! and the custom metadata is the application's own, sent byte for byte.
+//! The events of a batch are grouped by stream, each
 //! stream's events in source order, appended in chunks with expected revision
 //! "any"; up to `concurrency` streams (URL parameter, default 16) are appended
 //! at once, so that the server can commit them together.
@@ -192,8 +198,18 @@ fn chunks<'a>(events: &[RecordedEvent], indexes: &'a [usize]) -> Vec<&'a [usize]
     out
 }
 
-/// The event as the client sends it: its id, type, data and metadata.
+/// The custom metadata of an event whose subject was shredded at the source:
+/// its data is gone, and empty data alone would look like an event's own.
+pub const ERASED_METADATA: &[u8] = br#"{"annal-erased":true}"#;
+
+/// The event as the client sends it: its id, type, data and metadata (for
+/// an erased event: empty data and [`ERASED_METADATA`]).
 pub fn event_data(e: &RecordedEvent) -> EventData {
+    if e.is_erased() {
+        return EventData::binary(&e.event_type, bytes::Bytes::new())
+            .id(e.id)
+            .metadata(bytes::Bytes::from_static(ERASED_METADATA));
+    }
     let json = match e.content_type {
         ContentType::Json => serde_json::from_slice::<&serde_json::value::RawValue>(&e.data)
             .ok()

@@ -6,7 +6,15 @@
 //! the event's stream and type, sanitised to one subject token), with its data
 //! as the payload, `Nats-Msg-Id` set to the event id (the stream's duplicate
 //! window drops a retry) and `Annal-*` headers for id, type, stream, revision,
-//! position, tags, content type, time, source and metadata. The JetStream
+//! position, tags, content type, time, source and metadata; an event that
+//! names a subject carries it in `Annal-Subject`, and an event whose subject
+//! was shredded at the source before it was delivered carries
+//! `Annal-Erased: true` and an empty payload (and no metadata). Parameter
+//! `headers=lean` leaves out the four headers a consumer can do without
+//! (`Annal-Event-Id`, the same as `Nats-Msg-Id`; `Annal-Time-Micros`,
+//! `Annal-Source`, `Annal-Content-Type`): the client builds each header into
+//! a hash map with two allocations, which is most of the target's CPU per
+//! event (BENCHMARKS.md). The JetStream
 //! stream (parameter `stream`, default `ANNAL`) is created if missing, over the
 //! subjects the template can make. A batch is confirmed only when every
 //! publish is acknowledged; up to the forwarder's `max_in_flight` publishes
@@ -78,6 +86,9 @@ pub struct NatsTarget {
     /// `Nats-Expected-Last-Msg-Id` (parameter `pipeline=log`); false for
     /// `pipeline=stream`, and from the first sign of another publisher on.
     chain: bool,
+    /// Parameter `headers=lean`: no `Annal-Event-Id`, `Annal-Time-Micros`,
+    /// `Annal-Source` or `Annal-Content-Type`.
+    lean: bool,
     /// The most messages in flight at once during the last batch.
     peak_in_flight: AtomicUsize,
     /// The ids of the leading events of the last batch, when it failed,
@@ -228,6 +239,13 @@ impl NatsTarget {
                 return Err(t.bad(format!("pipeline {other:?} must be log or stream")));
             }
         };
+        let lean = match t.param("headers").as_deref() {
+            None | Some("all") => false,
+            Some("lean") => true,
+            Some(other) => {
+                return Err(t.bad(format!("headers {other:?} must be all or lean")));
+            }
+        };
         Ok(NatsTarget {
             rt: crate::node::runtime()?,
             server: format!("nats://{host}:{port}"),
@@ -241,6 +259,7 @@ impl NatsTarget {
             timeout: t.millis("timeout_ms", Duration::from_secs(10))?,
             source_header: header_safe(&source),
             chain,
+            lean,
             peak_in_flight: AtomicUsize::new(0),
             confirmed: HashSet::new(),
             client: None,
@@ -350,11 +369,15 @@ impl NatsTarget {
         const TAGS: HeaderName = HeaderName::from_static("Annal-Tags");
         const METADATA: HeaderName = HeaderName::from_static("Annal-Metadata");
         const EXPECTED_LAST: HeaderName = HeaderName::from_static("Nats-Expected-Last-Msg-Id");
+        const SUBJECT: HeaderName = HeaderName::from_static("Annal-Subject");
+        const ERASED: HeaderName = HeaderName::from_static("Annal-Erased");
         let mut h = async_nats::HeaderMap::new();
         let mut buffer = uuid::Uuid::encode_buffer();
         let id: &str = e.id.hyphenated().encode_lower(&mut buffer);
         h.insert(MSG_ID, id.to_string());
-        h.insert(EVENT_ID, id.to_string());
+        if !self.lean {
+            h.insert(EVENT_ID, id.to_string());
+        }
         if let Some(before) = after {
             h.insert(EXPECTED_LAST, message_id(before));
         }
@@ -362,15 +385,17 @@ impl NatsTarget {
         h.insert(STREAM, header_safe(&e.stream));
         h.insert(REVISION, e.revision.to_string());
         h.insert(POSITION, e.position.to_string());
-        h.insert(TIME, e.timestamp_micros.to_string());
-        h.insert(SOURCE, self.source_header.clone());
-        h.insert(
-            CONTENT_TYPE,
-            match e.content_type {
-                ContentType::Json => "application/json",
-                _ => "application/octet-stream",
-            },
-        );
+        if !self.lean {
+            h.insert(TIME, e.timestamp_micros.to_string());
+            h.insert(SOURCE, self.source_header.clone());
+            h.insert(
+                CONTENT_TYPE,
+                match e.content_type {
+                    ContentType::Json => "application/json",
+                    _ => "application/octet-stream",
+                },
+            );
+        }
         if !e.tags.is_empty() {
             h.insert(TAGS, header_safe(&e.tags.join(",")));
         }
@@ -378,6 +403,12 @@ impl NatsTarget {
             && !m.is_empty()
         {
             h.insert(METADATA, header_safe(m));
+        }
+        if let Some(subject) = e.subject() {
+            h.insert(SUBJECT, header_safe(subject));
+        }
+        if e.is_erased() {
+            h.insert(ERASED, "true");
         }
         h
     }
@@ -838,6 +869,44 @@ mod tests {
         assert_eq!(subject_for("fixed.subject", &e), "fixed.subject");
         e.stream = String::new();
         assert_eq!(subject_for("a.{stream}.{type}", &e), "a._.Placed_x");
+    }
+
+    #[test]
+    fn lean_headers_leave_out_only_the_four_a_consumer_can_do_without() {
+        let e = RecordedEvent {
+            stream: "o-1".into(),
+            revision: 3,
+            position: 9,
+            id: uuid::Uuid::from_u128(5),
+            event_type: "Placed".into(),
+            content_type: ContentType::Json,
+            data: bytes::Bytes::from_static(b"{}"),
+            metadata: bytes::Bytes::from_static(b"{\"m\":1}"),
+            tags: vec!["t".into()],
+            timestamp_micros: 1,
+            personal: annal::Personal::Subject("ann".into()),
+        };
+        let names = |url: &str| {
+            let t = NatsTarget::new(&TargetUrl::parse(url).unwrap()).unwrap();
+            let mut n: Vec<String> = t.headers(&e, None).iter().map(|(k, _)| k.to_string()).collect();
+            n.sort();
+            n
+        };
+        let all = names("nats://h");
+        assert_eq!(all, names("nats://h?headers=all"));
+        let lean = names("nats://h?headers=lean");
+        let gone: Vec<&String> = all.iter().filter(|n| !lean.contains(n)).collect();
+        assert_eq!(
+            gone,
+            [
+                "Annal-Content-Type",
+                "Annal-Event-Id",
+                "Annal-Source",
+                "Annal-Time-Micros"
+            ]
+        );
+        assert!(lean.iter().all(|n| all.contains(n)));
+        assert!(NatsTarget::new(&TargetUrl::parse("nats://h?headers=few").unwrap()).is_err());
     }
 
     #[test]

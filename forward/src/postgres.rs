@@ -9,7 +9,13 @@
 //! conflicts on `event_id` ignored), and the forwarder's row of
 //! `annal_forward_checkpoints` moves to the batch's end, so the table and the
 //! checkpoint never disagree and delivery is exactly once across crashes on
-//! either side. URL parameters: `table`, `schema`, `source` (this node's name
+//! either side. The row of an event that names a subject carries it in
+//! `subject` (NULL if none); an event whose subject was shredded at the
+//! source before it was delivered arrives with `erased` true and NULL data
+//! and metadata. A table made by an earlier version, without these two
+//! columns, gets them (`ALTER TABLE … ADD COLUMN IF NOT EXISTS`) when the
+//! target connects; a user who may not alter the table gets an error that
+//! names the statements to run. URL parameters: `table`, `schema`, `source` (this node's name
 //! in the `source` column; default the host name), `timeout_ms`.
 //!
 //! This module owns the SQL; it must never decide which events go.
@@ -29,7 +35,7 @@ use crate::url::TargetUrl;
 
 /// The columns of the events table, in the order they are written.
 const COLUMNS: &str = "global_position, stream_id, stream_version, event_id, event_type, data, data_bytes, \
-                       metadata, metadata_bytes, tags, created_at, source";
+                       metadata, metadata_bytes, tags, created_at, source, subject, erased";
 
 /// Forwards to a PostgreSQL table.
 pub struct PostgresTarget {
@@ -119,6 +125,9 @@ impl PostgresTarget {
         if self.client.is_none() {
             let config = self.config.clone();
             let setup = self.setup_sql();
+            let upgrade = self.upgrade_sql();
+            let stage = self.stage_sql();
+            let (schema, table) = (self.schema.clone(), self.table_name.clone());
             let timeout = self.timeout;
             let client = self.rt.block_on(async move {
                 let (client, connection) = config.connect(NoTls).await.map_err(classify)?;
@@ -126,10 +135,34 @@ impl PostgresTarget {
                     // The connection's end is seen by the client's next call.
                     let _ = connection.await;
                 });
-                tokio::time::timeout(timeout, client.batch_execute(&setup))
+                let prepare = async {
+                    client.batch_execute(&setup).await.map_err(classify)?;
+                    // A table made by an earlier version lacks the columns
+                    // `subject` and `erased`: they are added, which needs the
+                    // right to alter it, only when missing.
+                    let found = client
+                        .query_one(
+                            "SELECT count(*) FROM information_schema.columns \
+                             WHERE table_schema = $1 AND table_name = $2 AND column_name IN ('subject', 'erased')",
+                            &[&schema, &table],
+                        )
+                        .await
+                        .map_err(classify)?
+                        .get::<_, i64>(0);
+                    if found < 2 {
+                        client.batch_execute(&upgrade).await.map_err(|e| match classify(e) {
+                            TargetError::Refused(r) => TargetError::Refused(format!(
+                                "{r} (the table lacks the columns subject and erased that this version writes; \
+                                 its owner can add them: {upgrade})"
+                            )),
+                            other => other,
+                        })?;
+                    }
+                    client.batch_execute(&stage).await.map_err(classify)
+                };
+                tokio::time::timeout(timeout, prepare)
                     .await
-                    .map_err(|_| TargetError::Unavailable("timed out creating the tables".into()))?
-                    .map_err(classify)?;
+                    .map_err(|_| TargetError::Unavailable("timed out creating the tables".into()))??;
                 Ok::<Client, TargetError>(client)
             })?;
             self.client = Some(client);
@@ -159,7 +192,9 @@ impl PostgresTarget {
                  metadata_bytes bytea,
                  tags text[] NOT NULL,
                  created_at timestamptz NOT NULL,
-                 source text NOT NULL);
+                 source text NOT NULL,
+                 subject text,
+                 erased boolean NOT NULL DEFAULT false);
              CREATE INDEX IF NOT EXISTS \"{name}_stream_idx\" ON {table} (stream_id, stream_version);
              CREATE INDEX IF NOT EXISTS \"{name}_type_idx\" ON {table} (event_type);
              CREATE TABLE IF NOT EXISTS {checkpoints} (
@@ -167,12 +202,29 @@ impl PostgresTarget {
                  name text NOT NULL,
                  position bigint NOT NULL,
                  updated_at timestamptz NOT NULL DEFAULT now(),
-                 PRIMARY KEY (source, name));
-             CREATE TEMP TABLE IF NOT EXISTS annal_stage AS SELECT {COLUMNS} FROM {table} WITH NO DATA;
-             ALTER TABLE annal_stage SET (autovacuum_enabled = false);",
+                 PRIMARY KEY (source, name));",
             table = self.table,
             name = self.table_name,
             checkpoints = self.checkpoints,
+        )
+    }
+
+    /// The statements that add the columns a table made by an earlier
+    /// version lacks (`subject`, `erased`).
+    fn upgrade_sql(&self) -> String {
+        format!(
+            "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS subject text, \
+             ADD COLUMN IF NOT EXISTS erased boolean NOT NULL DEFAULT false",
+            table = self.table
+        )
+    }
+
+    /// The session's staging table (after the events table has every column).
+    fn stage_sql(&self) -> String {
+        format!(
+            "CREATE TEMP TABLE IF NOT EXISTS annal_stage AS SELECT {COLUMNS} FROM {table} WITH NO DATA;
+             ALTER TABLE annal_stage SET (autovacuum_enabled = false);",
+            table = self.table
         )
     }
 
@@ -306,18 +358,22 @@ struct Row<'a> {
     data_bytes: Option<&'a [u8]>,
     metadata: Option<RawJson<'a>>,
     metadata_bytes: Option<&'a [u8]>,
+    subject: Option<&'a str>,
+    erased: bool,
 }
 
 impl<'a> Row<'a> {
     fn of(e: &'a RecordedEvent) -> Result<Row<'a>, PgFailure> {
         let position = i64::try_from(e.position).map_err(|_| PgFailure::Target(too_large("a position")))?;
         let revision = i64::try_from(e.revision).map_err(|_| PgFailure::Target(too_large("a revision")))?;
+        // An erased event's empty data and metadata are not its content: NULL.
         let (data, data_bytes) = match e.content_type {
+            _ if e.is_erased() => (None, None),
             ContentType::Json if jsonb_accepts(&e.data) => (Some(RawJson(&e.data)), None),
             _ if e.data.is_empty() => (None, None),
             _ => (None, Some(&e.data[..])),
         };
-        let (metadata, metadata_bytes) = if e.metadata.is_empty() {
+        let (metadata, metadata_bytes) = if e.metadata.is_empty() || e.is_erased() {
             (None, None)
         } else if jsonb_accepts(&e.metadata) {
             (Some(RawJson(&e.metadata)), None)
@@ -332,6 +388,8 @@ impl<'a> Row<'a> {
             data_bytes,
             metadata,
             metadata_bytes,
+            subject: e.subject(),
+            erased: e.is_erased(),
         })
     }
 }
@@ -361,6 +419,8 @@ async fn copy_rows(
             Type::TEXT_ARRAY,
             Type::TIMESTAMPTZ,
             Type::TEXT,
+            Type::TEXT,
+            Type::BOOL,
         ],
     );
     pin_mut!(writer);
@@ -380,6 +440,8 @@ async fn copy_rows(
                 &r.event.tags,
                 &r.event.timestamp(),
                 &source,
+                &r.subject,
+                &r.erased,
             ])
             .await?;
     }

@@ -45,6 +45,13 @@ const AAD_DOMAIN: &[u8] = b"annal.sealed.1\0";
 /// Domain separation of a subject's lookup hash.
 const LOOKUP_DOMAIN: &[u8] = b"annal.subject.1\0";
 
+/// The key id of events that arrived erased (appended with
+/// `EventData::erased`): no key was ever made under it; a store that holds
+/// such events lists it among its shredded keys, so they read as erased. Its
+/// envelope is this id alone. A random key id equals it with probability
+/// 2^-128.
+pub const ARRIVED_ERASED: KeyId = *b"annal:erased:v1!";
+
 /// Random id of a subject key, stored in every event sealed under it.
 pub type KeyId = [u8; KEY_ID_LEN];
 /// The keyed hash a subject's name is looked up by.

@@ -298,6 +298,52 @@ impl SubjectKeys {
         Ok((rec.key_id, rec.key))
     }
 
+    /// Makes sure [`subjects::ARRIVED_ERASED`] is listed as shredded, durably
+    /// in `subjects.key` (created if the store has none), before any event
+    /// that arrived erased is written: such events then read as erased, and
+    /// verify finds no key missing.
+    pub(crate) fn ensure_arrived_erased(&self) -> Result<()> {
+        let id = subjects::ARRIVED_ERASED;
+        if self.keys.read().shredded.contains(&id) {
+            return Ok(());
+        }
+        if !self.writable {
+            return Err(Error::ReadOnly {
+                reason: "a read-only store cannot record an erased event's key".into(),
+            });
+        }
+        let mut file = self.file.lock();
+        self.recover_failed(&mut file)?;
+        if self.keys.read().shredded.contains(&id) {
+            return Ok(());
+        }
+        let path = path_of(&self.dir);
+        let secret = match self.keys.read().secret.clone() {
+            Some(s) => s,
+            None => Secret::random().map_err(|_| random_error())?,
+        };
+        match &*file {
+            Some((f, len)) => {
+                f.write_all_at(&subjects::encode_shredded_record(&id), *len)
+                    .and_then(|()| f.sync_data())
+                    .ctx(|| format!("writing a shredded key record to {}", path.display()))?;
+                let next = *len + SUBJECT_RECORD as u64;
+                *file = Some((f.clone(), next));
+            }
+            None => {
+                let bytes = subjects::encode_file(&secret, &[], std::slice::from_ref(&id));
+                write_atomically(&*self.storage, &self.dir, SUBJECTS_FILE, &bytes)
+                    .ctx(|| format!("writing {}", path.display()))?;
+                let f = self.storage.open(&path, true).ctx(|| format!("opening {}", path.display()))?;
+                *file = Some((f, bytes.len() as u64));
+            }
+        }
+        let mut keys = self.keys.write();
+        keys.secret = Some(secret);
+        keys.shredded.insert(id);
+        Ok(())
+    }
+
     /// True once the store has a key store (a subject was ever named).
     pub(crate) fn in_use(&self) -> bool {
         self.keys.read().secret.is_some()

@@ -109,6 +109,7 @@ pub(crate) fn event_data(
         metadata: custom_metadata,
         tags: Vec::new(),
         subject: None,
+        erased: false,
     })
 }
 

@@ -209,6 +209,8 @@ pub(crate) struct EventIn {
     tags: Vec<String>,
     #[serde(default)]
     subject: Option<String>,
+    #[serde(default)]
+    erased: bool,
 }
 
 impl EventIn {
@@ -236,6 +238,7 @@ impl EventIn {
             metadata,
             tags: self.tags,
             subject: self.subject,
+            erased: self.erased,
         })
     }
 }

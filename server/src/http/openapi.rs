@@ -158,7 +158,8 @@ fn schemas() -> Value {
                 "metadata_base64": { "type": "string" },
                 "id": { "type": "string", "format": "uuid", "description": "For idempotent retries; generated when absent." },
                 "tags": { "type": "array", "items": { "type": "string" } },
-                "subject": { "type": "string", "description": "The subject whose personal data the event carries: data and metadata are stored encrypted under its key, which DELETE /subjects/{subject} destroys; the event is not indexed or filtered by metadata fields." }
+                "subject": { "type": "string", "description": "The subject whose personal data the event carries: data and metadata are stored encrypted under its key, which DELETE /subjects/{subject} destroys; the event is not indexed or filtered by metadata fields." },
+                "erased": { "type": "boolean", "description": "True for an event that arrives already erased (its subject was shredded where it was first recorded; what a forwarder sends): it carries no data, metadata or subject (data_base64 \"\" keeps it binary), is stored erased and reads back with \"erased\": true; a retry with the same id, type and tags is idempotent." }
             }
         },
         "Event": {

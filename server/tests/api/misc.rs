@@ -697,3 +697,32 @@ async fn shredding_a_subject_erases_its_events_for_readers() {
     assert!(read["events"][1].get("erased").is_none());
     s.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_event_posted_erased_is_stored_erased_and_its_retry_is_idempotent() {
+    let s = TestServer::start().await;
+    let id = "0f6d3c1e-7a0b-4c55-9d1e-2b8a4f1c9e01";
+    let body = json!({ "stream": "c-1", "events": [
+        { "type": "Moved", "id": id, "tags": ["t"], "erased": true, "data_base64": "" }
+    ] });
+    let (st, first) = s.post("/append", body.clone()).await;
+    assert_eq!(st, StatusCode::OK, "{first}");
+    let (st, again) = s.post("/append", body).await;
+    assert_eq!((st, &again), (StatusCode::OK, &first));
+    let (_, read) = s.call(Method::GET, "/streams/c-1", None).await;
+    assert_eq!(read["events"].as_array().unwrap().len(), 1);
+    let e = &read["events"][0];
+    assert_eq!(
+        (e["erased"].clone(), e["data"].clone(), e["id"].clone()),
+        (json!(true), Value::Null, json!(id))
+    );
+    // An erased event carries nothing personal: data is refused.
+    let (st, v) = s
+        .post(
+            "/append",
+            json!({ "stream": "c-2", "events": [{ "type": "Moved", "erased": true, "data": { "a": 1 } }] }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    s.stop().await.unwrap();
+}

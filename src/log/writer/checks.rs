@@ -65,7 +65,7 @@ impl Writer {
         // Sealed events go only to a segment whose header says version 3: one
         // holding frames is sealed first (the next one is created at version
         // 3), an empty one gets the new header.
-        if !self.active_v3 && req.events.iter().any(|e| e.subject.is_some()) {
+        if !self.active_v3 && req.events.iter().any(|e| e.subject.is_some() || e.erased) {
             self.flush(results);
             if self.write_offset > SEGMENT_HEADER as u64 {
                 self.rotate()?;
@@ -118,7 +118,9 @@ impl Writer {
             let start = self.group.buf.len();
             // An event naming a subject is sealed under the subject's key,
             // which the appender made durable before it queued.
+            // One that arrived erased names only a key id listed as shredded.
             let envelope = match &e.subject {
+                None if e.erased => Some(subjects::ARRIVED_ERASED.to_vec()),
                 None => None,
                 Some(subject) => match self.seal_personal(subject, id, e) {
                     Ok(env) => Some(env),
@@ -188,18 +190,20 @@ impl Writer {
     }
 
     /// What a staged event holds for the idempotency check: its subject (if
-    /// any), metadata and data, opened if sealed; `None` if its key is gone.
-    fn staged_content(&self, v: &EventView<'_>) -> Option<(Option<String>, Vec<u8>, Vec<u8>)> {
+    /// any), metadata and data, opened if sealed; `Erased` if its key was
+    /// shredded; `None` if its key is unknown or its envelope fails.
+    fn staged_content(&self, v: &EventView<'_>) -> Option<Staged> {
         if !v.sealed {
-            return Some((None, v.metadata.to_vec(), v.data.to_vec()));
+            return Some(Staged::Content(None, v.metadata.to_vec(), v.data.to_vec()));
         }
         let key_id = subjects::envelope_key_id(v.data)?;
         match self.shared.subjects.key(&key_id) {
             KeyState::Live(key) => {
                 let o = subjects::open(&key, v.id, v.data).ok()?;
-                Some((Some(o.subject), o.metadata, o.data))
+                Some(Staged::Content(Some(o.subject), o.metadata, o.data))
             }
-            KeyState::Shredded | KeyState::Unknown => None,
+            KeyState::Shredded => Some(Staged::Erased),
+            KeyState::Unknown => None,
         }
     }
 
@@ -258,26 +262,36 @@ impl Writer {
             };
             let (stream, revision, same) = match self.staged_event(*pos) {
                 Some(v) => {
-                    let same = self.staged_content(&v).is_some_and(|(subject, metadata, data)| {
-                        same_content(e, v.event_type, v.content_type, &data, &metadata, &v.tags, subject.as_deref())
-                    });
+                    let same = match self.staged_content(&v) {
+                        Some(Staged::Content(subject, metadata, data)) => {
+                            !e.erased
+                                && same_content(e, v.event_type, v.content_type, &data, &metadata, &v.tags, subject.as_deref())
+                        }
+                        Some(Staged::Erased) => same_erased(e, v.event_type, v.content_type, &v.tags),
+                        None => false,
+                    };
                     (v.stream.to_string(), v.revision, same)
                 }
                 // Published before the appender queued (read then), or since (read now).
                 None => match looked_up.map_or_else(|| self.shared.read_position(*pos), |ev| Ok(Some(ev)))? {
                     Some(ev) => {
                         let tags: Vec<&str> = ev.tags.iter().map(String::as_str).collect();
-                        // An erased event's content cannot be compared: a retry of it is a conflict.
-                        let same = !ev.is_erased()
-                            && same_content(
-                                e,
-                                &ev.event_type,
-                                ev.content_type,
-                                &ev.data,
-                                &ev.metadata,
-                                &tags,
-                                ev.subject(),
-                            );
+                        // An erased event's content cannot be compared: only a
+                        // retry that arrives erased too matches it.
+                        let same = if ev.is_erased() {
+                            same_erased(e, &ev.event_type, ev.content_type, &tags)
+                        } else {
+                            !e.erased
+                                && same_content(
+                                    e,
+                                    &ev.event_type,
+                                    ev.content_type,
+                                    &ev.data,
+                                    &ev.metadata,
+                                    &tags,
+                                    ev.subject(),
+                                )
+                        };
                         (ev.stream, ev.revision, same)
                     }
                     None => return Err(conflict),
@@ -339,6 +353,24 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// What a staged event holds, for the idempotency check.
+enum Staged {
+    /// Its subject (if any), metadata and data.
+    Content(Option<String>, Vec<u8>, Vec<u8>),
+    /// Its key was shredded (or it arrived erased).
+    Erased,
+}
+
+/// True if `e` arrives erased and matches an erased stored event in what
+/// stays readable of it: type, content type and tags.
+fn same_erased(e: &EventData, event_type: &str, content_type: crate::event::ContentType, tags: &[&str]) -> bool {
+    e.erased
+        && e.event_type == event_type
+        && e.content_type == content_type
+        && e.tags.len() == tags.len()
+        && e.tags.iter().zip(tags).all(|(a, b)| a == b)
 }
 
 /// True if a stored event holds exactly what `e` asks to append (its id aside).
