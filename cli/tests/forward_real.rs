@@ -419,6 +419,55 @@ mod postgres_target {
         client().batch_execute(&format!("DROP TABLE {table}")).unwrap();
     }
 
+    /// A user who may only read and insert forwards into tables their owner
+    /// made: the setup made nothing that exists (its `CREATE INDEX IF NOT
+    /// EXISTS` needed the table's owner, even with the index there).
+    #[test]
+    #[ignore]
+    fn a_user_who_may_only_insert_forwards_into_existing_tables() {
+        let table = "annal_events_t5";
+        let dir = tempfile::tempdir().unwrap();
+        fill(dir.path(), 0, 10);
+        client()
+            .batch_execute(&format!(
+                "DROP TABLE IF EXISTS {table}; DELETE FROM annal_forward_checkpoints \
+                 WHERE source = 'edge-test' AND name IN ('owner', 'inserter')"
+            ))
+            .unwrap_or_else(|_| {
+                // No checkpoints table yet: nothing to forget.
+                client()
+                    .batch_execute(&format!("DROP TABLE IF EXISTS {table}"))
+                    .unwrap()
+            });
+        // The owner's forwarder makes the tables.
+        forward_once(dir.path(), &url(table), "owner");
+        assert_eq!(count(table), 10);
+        client()
+            .batch_execute(&format!(
+                "DROP ROLE IF EXISTS annal_inserter;                  CREATE ROLE annal_inserter LOGIN PASSWORD 'inserter-secret';                  GRANT SELECT, INSERT ON {table} TO annal_inserter;                  GRANT SELECT, INSERT, UPDATE ON annal_forward_checkpoints TO annal_inserter"
+            ))
+            .unwrap();
+        fill(dir.path(), 10, 15);
+        let base = env("ANNAL_TEST_PG_URL");
+        let at = base.find('@').unwrap();
+        let inserter = format!(
+            "postgres://annal_inserter:inserter-secret{}?table={table}&source=edge-test",
+            &base[at..]
+        );
+        let out = annal(dir.path())
+            .args(["forward", "--once", "--name", "inserter", "--to", &inserter])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        // Its own checkpoint: it delivered all 15, the 10 there already added once.
+        assert_eq!(count(table), 15);
+        client()
+            .batch_execute(&format!(
+                "DROP TABLE {table}; REVOKE ALL ON annal_forward_checkpoints FROM annal_inserter;                  DROP ROLE annal_inserter"
+            ))
+            .unwrap();
+    }
+
     #[test]
     #[ignore]
     fn wrong_password_and_unreachable_host_are_clear_errors() {

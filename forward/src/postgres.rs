@@ -128,6 +128,7 @@ impl PostgresTarget {
             let upgrade = self.upgrade_sql();
             let stage = self.stage_sql();
             let (schema, table) = (self.schema.clone(), self.table_name.clone());
+            let objects = self.objects();
             let timeout = self.timeout;
             let client = self.rt.block_on(async move {
                 let (client, connection) = config.connect(NoTls).await.map_err(classify)?;
@@ -136,7 +137,22 @@ impl PostgresTarget {
                     let _ = connection.await;
                 });
                 let prepare = async {
-                    client.batch_execute(&setup).await.map_err(classify)?;
+                    // Made only when one is missing: `CREATE … IF NOT EXISTS`
+                    // of an index needs the table's owner even when the index
+                    // exists, and a user who may only insert must be able to
+                    // forward into tables their owner made.
+                    let made = client
+                        .query_one(
+                            "SELECT bool_and(to_regclass(o) IS NOT NULL) FROM unnest($1::text[]) AS o",
+                            &[&objects],
+                        )
+                        .await
+                        .map_err(classify)?
+                        .get::<_, Option<bool>>(0)
+                        .unwrap_or(false);
+                    if !made {
+                        client.batch_execute(&setup).await.map_err(classify)?;
+                    }
                     // A table made by an earlier version lacks the columns
                     // `subject` and `erased`: they are added, which needs the
                     // right to alter it, only when missing.
@@ -207,6 +223,18 @@ impl PostgresTarget {
             name = self.table_name,
             checkpoints = self.checkpoints,
         )
+    }
+
+    /// The tables and indexes [`Self::setup_sql`] makes, by qualified name.
+    fn objects(&self) -> Vec<String> {
+        let schema = &self.schema;
+        let name = &self.table_name;
+        vec![
+            self.table.clone(),
+            format!("\"{schema}\".\"{name}_stream_idx\""),
+            format!("\"{schema}\".\"{name}_type_idx\""),
+            self.checkpoints.clone(),
+        ]
     }
 
     /// The statements that add the columns a table made by an earlier
