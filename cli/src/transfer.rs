@@ -308,7 +308,7 @@ enum Parsed {
         stream: String,
         event: EventData,
     },
-    /// An event of a system stream (`$…`), or an erased one, which an import skips.
+    /// An event of a system stream (`$…`), which an import skips.
     Skipped,
 }
 
@@ -336,12 +336,19 @@ fn parse_lines(file: &Path, chunks: &std::sync::mpsc::SyncSender<CliResult<Chunk
             let Some(stream) = l.stream.clone() else {
                 return Err(CliError::msg(format!("line {n}: missing field `stream`")));
             };
-            // An erased event has no data or metadata left to import.
             let erased = l.erased;
-            let event = l.into_event().map_err(|e| CliError::msg(format!("line {n}: {e}")))?;
+            let mut event = l.into_event().map_err(|e| CliError::msg(format!("line {n}: {e}")))?;
+            // An erased event is imported erased, at its place in its stream:
+            // it has no data, metadata or subject left.
+            if erased {
+                event.data = Default::default();
+                event.metadata = Default::default();
+                event.subject = None;
+                event = event.already_erased();
+            }
             let full = {
                 let mut c = chunk.borrow_mut();
-                c.lines.push(if stream.starts_with('$') || erased {
+                c.lines.push(if stream.starts_with('$') {
                     Parsed::Skipped
                 } else {
                     Parsed::Event { line: n, stream, event }

@@ -1631,15 +1631,31 @@ fn shred_erases_a_subject_and_export_import_carry_the_erased_form() {
     assert_eq!(read[1]["subject"], "bob");
     env.ok(&["verify"]);
 
-    // An export carries the erased form; an import skips it and keeps the subject of the rest.
-    let file = env.write("export.jsonl", &env.ok(&["export"]));
+    // An export carries the erased form; an import keeps it erased, at its
+    // place, and keeps the subject of the rest; imported again, it adds nothing.
+    let export = env.ok(&["export"]);
+    assert!(!export.contains("PII-street"), "{export}");
+    let file = env.write("export.jsonl", &export);
     let target = env.path().join("copy");
     let target = target.to_str().unwrap();
     let s = env.json(&["--data", target, "import", file.to_str().unwrap()]);
-    assert_eq!(s, vec![serde_json::json!({"events":2,"appends":1,"skipped":1})]);
+    assert_eq!(s, vec![serde_json::json!({"events":3,"appends":1,"skipped":0})]);
     let copy = env.json(&["--data", target, "read", "c-1"]);
-    assert_eq!(copy.len(), 2);
-    assert_eq!(copy[0]["subject"], "bob");
+    assert_eq!(copy.len(), 3);
+    assert_eq!(
+        (&copy[0]["erased"], &copy[0]["id"], &copy[0]["type"]),
+        (
+            &serde_json::json!(true),
+            &serde_json::json!(id),
+            &serde_json::json!("Moved")
+        )
+    );
+    assert!(copy[0].get("subject").is_none());
+    assert_eq!(copy[1]["subject"], "bob");
+    assert_eq!(copy[1]["data"], serde_json::json!({"street": "PII-bob"}));
+    let s = env.json(&["--data", target, "import", file.to_str().unwrap()]);
+    assert_eq!(s, vec![serde_json::json!({"events":0,"appends":0,"skipped":3})]);
+    env.ok(&["--data", target, "verify"]);
 }
 
 /// Importing a file again after one of its streams was deleted skips the
