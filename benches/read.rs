@@ -5,7 +5,7 @@
 //! Group `read` reads the store as written (one sealed segment and the active
 //! one, compression off); group `read_compressed` reads a copy of it whose
 //! active segment was sealed and every segment compressed (`Store::compress`,
-//! default settings: zstd level 3, 64 KiB blocks).
+//! default settings: zstd level 3, 32 KiB blocks).
 
 // Tests and measurements may unwrap and cast freely; the library may not (Cargo.toml [lints]).
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]

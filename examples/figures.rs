@@ -419,7 +419,7 @@ fn main() {
     }
     lat.sort_by(f64::total_cmp);
     println!(
-        "compression (zstd level 3, 64 KiB blocks): {} segments, {:.1} -> {:.1} MiB on disk ({:.0} -> {:.0} bytes/event, {:.1}x), {:.1} s; \
+        "compression (zstd level 3, 32 KiB blocks): {} segments, {:.1} -> {:.1} MiB on disk ({:.0} -> {:.0} bytes/event, {:.1}x), {:.1} s; \
          random single-event read from compressed segments: median {:.0} us, p99 {:.0} us",
         c.segments,
         bytes_before as f64 / (1 << 20) as f64,

@@ -55,7 +55,7 @@ pub struct Options {
     /// What scavenging removes, and how often it runs. Default: keep everything.
     pub retention: RetentionPolicy,
     /// Compress sealed segments in the background with these settings.
-    /// Default: on, with [`CompressionOptions::default`] (zstd level 3, 64 KiB
+    /// Default: on, with [`CompressionOptions::default`] (zstd level 3, 32 KiB
     /// blocks); `None` keeps them as written.
     pub compression: Option<CompressionOptions>,
     /// Most bytes of decompressed blocks of compressed segments kept in
@@ -215,7 +215,12 @@ pub struct CompressionOptions {
     /// zstd level (1 fastest .. 19 smallest; up to 22 accepted).
     pub level: i32,
     /// Uncompressed bytes of frames per block (a larger frame gets a block of its
-    /// own); [`MIN_BLOCK_SIZE`]..=[`MAX_BLOCK_SIZE`].
+    /// own); [`MIN_BLOCK_SIZE`]..=[`MAX_BLOCK_SIZE`]. Default 32 KiB: a read of
+    /// one event decompresses its whole block, so smaller blocks make reads
+    /// that miss the block cache cheaper, and larger ones compress better
+    /// (against 64 KiB: 32 KiB about 2% more on disk for a stream read about
+    /// 40% faster, 16 KiB about 6% more for about 50%; see BENCHMARKS.md,
+    /// 2026-12-03).
     pub block_size: usize,
     /// Train a zstd dictionary from the store's own events (once, from the
     /// first sealed segments) and compress with it: better ratios on small JSON events.
@@ -262,7 +267,7 @@ impl Default for CompressionOptions {
     fn default() -> Self {
         CompressionOptions {
             level: 3,
-            block_size: 64 << 10,
+            block_size: 32 << 10,
             dictionary: false,
             dictionary_size: 32 << 10,
         }

@@ -223,7 +223,7 @@ fn a_damaged_compressed_block_fails_only_its_events_and_repair_recovers_the_rest
             Err(e) => panic!("{e}"),
         }
     }
-    // A 64 KiB block holds a few hundred of these events; the other blocks read.
+    // A block (32 KiB by default) holds some tens of these events; the other blocks read.
     assert!(
         failed > 0 && failed < 600 && failed < before.len() / 2,
         "one block's events fail, the rest read: {failed}"
@@ -552,9 +552,10 @@ fn compressed_reads_through_the_block_cache_match_the_plain_store_in_any_order()
     let before = all(&store);
     assert!(store.compress().unwrap().segments > 0);
     drop(store);
-    // A cache of several blocks, one too small to keep any (64 KiB blocks are
-    // more than an eighth of it), and none at all.
-    for cache in [4 << 20, 256 << 10, 0] {
+    // A cache of many blocks, one of a few (32 KiB blocks, the default), one
+    // too small to keep any but a segment's short last block (a block over an
+    // eighth of it is not kept), and none at all.
+    for cache in [4 << 20, 256 << 10, 32 << 10, 0] {
         let store = Store::open_with(Arc::new(sim.clone()), "/c", options().block_cache_bytes(cache)).unwrap();
         for round in 0..2 {
             // Positions in a scattered order, so that blocks are left and come back.
@@ -622,4 +623,54 @@ fn a_damaged_compressed_block_is_reported_with_its_file_and_offset_on_every_read
     for (p, e) in before.iter().filter(|(p, _)| !damaged.contains(p)) {
         assert_eq!(&read(*p).unwrap()[0], e);
     }
+}
+
+/// The mean uncompressed bytes per block of a compressed segment file, from
+/// its trailer (see format.md, "Compressed segments"); `None` if not compressed.
+fn mean_block(file: &[u8]) -> Option<u64> {
+    let n = file.len();
+    (n > 96 && &file[n - 4..] == b"AZTB").then(|| {
+        let count = u64::from_le_bytes(file[n - 24..n - 16].try_into().unwrap());
+        let logical = u64::from_le_bytes(file[n - 16..n - 8].try_into().unwrap());
+        logical / count.max(1)
+    })
+}
+
+#[test]
+fn segments_compressed_in_the_former_64_kib_blocks_read_beside_those_of_the_default() {
+    let sim = SimStorage::new();
+    let opts = || options().segment_size(256 * 1024);
+    // Compressed as the default did before 2026-12-03.
+    let former = CompressionOptions {
+        block_size: 64 << 10,
+        ..CompressionOptions::default()
+    };
+    let store = Store::open_with(Arc::new(sim.clone()), "/m", opts().compression(former)).unwrap();
+    fill(&store, 2000);
+    store.compress().unwrap();
+    drop(store);
+    let store = Store::open_with(Arc::new(sim.clone()), "/m", opts()).unwrap();
+    fill(&store, 2000);
+    assert!(store.compress().unwrap().segments > 0);
+    let before = all(&store);
+    assert_eq!(before.len(), 4000);
+    drop(store);
+    let sizes: Vec<u64> = segment_files(&sim, "/m")
+        .values()
+        .filter_map(|f| mean_block(f))
+        .collect();
+    assert!(sizes.iter().any(|s| *s > 40 << 10), "64 KiB blocks: {sizes:?}");
+    assert!(sizes.iter().any(|s| *s <= 32 << 10), "default blocks: {sizes:?}");
+    let store = Store::open_with(Arc::new(sim.clone()), "/m", opts()).unwrap();
+    assert!(
+        all(&store) == before,
+        "every event reads back from both kinds of segment"
+    );
+    for p in before.keys().copied().step_by(7) {
+        let got = store
+            .read_all(Direction::Forward, LogFrom::Position(p), 1, &Filter::all())
+            .unwrap();
+        assert_eq!(&got[0], &before[&p]);
+    }
+    assert!(store.verify().unwrap().is_clean());
 }

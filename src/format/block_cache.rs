@@ -43,6 +43,9 @@ struct Slot {
     referenced: bool,
 }
 
+/// Buffers of evicted blocks kept for the next decompressions, at most.
+const SPARES: usize = 4;
+
 /// The CLOCK state: slots in a ring, where each key is, and the bytes held.
 #[derive(Default)]
 struct Clock {
@@ -51,9 +54,24 @@ struct Clock {
     map: HashMap<BlockKey, usize>,
     hand: usize,
     bytes: usize,
+    /// Buffers of evicted blocks no reader held any more, emptied, for
+    /// [`BlockCache::buffer`] (outside the byte budget; at most [`SPARES`]).
+    spare: Vec<Vec<u8>>,
 }
 
 impl Clock {
+    /// Keeps the buffer of an evicted block for a later decompression, if no
+    /// reader holds any of it and fewer than [`SPARES`] are kept.
+    fn keep_buffer(&mut self, data: Bytes) {
+        if self.spare.len() < SPARES
+            && let Ok(unique) = data.try_into_mut()
+        {
+            let mut buffer = Vec::from(unique);
+            buffer.clear();
+            self.spare.push(buffer);
+        }
+    }
+
     /// Evicts one block the hand finds unreferenced; false if there is none left.
     fn evict_one(&mut self) -> bool {
         if self.map.is_empty() || self.slots.is_empty() {
@@ -70,6 +88,7 @@ impl Clock {
                         self.bytes -= s.data.len();
                         self.map.remove(&s.key);
                         self.free.push(at);
+                        self.keep_buffer(s.data);
                     }
                     return true;
                 }
@@ -119,6 +138,18 @@ impl BlockCache {
         let slot = c.slots.get_mut(at)?.as_mut()?;
         slot.referenced = true;
         Some(slot.data.clone())
+    }
+
+    /// An empty buffer with room for `len` bytes, in which to decompress a
+    /// block: the buffer of an evicted block if one of about that size is
+    /// spare (a new allocation per block costs a stream read more than its
+    /// cache lookups do), else a new one.
+    pub fn buffer(&self, len: usize) -> Vec<u8> {
+        let mut c = self.inner.lock();
+        match c.spare.iter().position(|b| b.capacity() >= len && b.capacity() / 2 <= len) {
+            Some(at) => c.spare.swap_remove(at),
+            None => Vec::with_capacity(len),
+        }
     }
 
     /// Keeps a decompressed block, evicting others to stay within the budget.
@@ -222,6 +253,31 @@ mod tests {
         let none = BlockCache::new(0);
         none.insert((1, 0), block(10, 1));
         assert!(none.get((1, 0)).is_none());
+    }
+
+    #[test]
+    fn an_evicted_block_nobody_holds_lends_its_buffer_to_the_next_decompression() {
+        let c = BlockCache::new(16 * 1000);
+        let first = Bytes::from(vec![1u8; 1000]);
+        let at = first.as_ptr();
+        c.insert((1, 0), first);
+        for i in 1..=16usize {
+            c.insert((1, i), block(1000, 2));
+        }
+        assert!(c.get((1, 0)).is_none(), "evicted");
+        // Some evicted buffer of that size comes back empty; the first one among them.
+        let spares: Vec<Vec<u8>> = (0..SPARES).map(|_| c.buffer(1000)).collect();
+        assert!(spares.iter().all(|b| b.is_empty() && b.capacity() >= 1000));
+        assert!(spares.iter().any(|b| b.as_ptr() == at), "the evicted block's buffer is reused");
+        // One still held by a reader is not handed out; nor one of another size.
+        let held = c.get((1, 16)).unwrap();
+        for i in 17..40usize {
+            c.insert((1, i), block(1000, 3));
+        }
+        let handed: Vec<Vec<u8>> = (0..2 * SPARES).map(|_| c.buffer(1000)).collect();
+        assert!(handed.iter().all(|b| b.as_ptr() != held.as_ptr()));
+        assert!(c.buffer(100_000).capacity() >= 100_000);
+        assert_eq!(held, block(1000, 2));
     }
 
     #[test]

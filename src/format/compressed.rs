@@ -222,10 +222,12 @@ thread_local! {
     static DCTX: RefCell<Option<DCtx<'static>>> = const { RefCell::new(None) };
 }
 
-/// Decompresses one zstd frame of exactly `len` bytes, with this thread's
-/// context; `None` if it does not decompress or has another length.
-fn decompress_exact(packed: &[u8], len: usize, ddict: Option<&DDict<'static>>) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(len);
+/// Decompresses one zstd frame of exactly `len` bytes into `out` (emptied
+/// first), with this thread's context; `None` if it does not decompress or
+/// has another length.
+fn decompress_exact(packed: &[u8], len: usize, ddict: Option<&DDict<'static>>, mut out: Vec<u8>) -> Option<Vec<u8>> {
+    out.clear();
+    out.reserve(len);
     let run = |z: &mut DCtx<'static>, out: &mut Vec<u8>| match ddict {
         Some(d) => z.decompress_using_ddict(out, packed, d),
         None => z.decompress(out, packed),
@@ -333,10 +335,10 @@ impl Compressed {
         self.id
     }
 
-    /// Decompresses block `i`, without looking in any cache. A block that does
-    /// not decompress to the length its table entry gives is damage, at its
-    /// offset in the file.
-    fn decompress_block(&self, i: usize, path: &std::path::Path) -> Result<Bytes> {
+    /// Decompresses block `i` into `buffer` (or a new one), without looking in
+    /// any cache. A block that does not decompress to the length its table
+    /// entry gives is damage, at its offset in the file.
+    fn decompress_block(&self, i: usize, path: &std::path::Path, buffer: Option<Vec<u8>>) -> Result<Bytes> {
         let b = self
             .blocks
             .get(i)
@@ -357,7 +359,9 @@ impl Compressed {
             ),
             None => None,
         };
-        let data = decompress_exact(packed, b.logical_len as usize, ddict).ok_or_else(damaged)?;
+        let len = b.logical_len as usize;
+        let out = buffer.unwrap_or_else(|| Vec::with_capacity(len));
+        let data = decompress_exact(packed, len, ddict, out).ok_or_else(damaged)?;
         Ok(Bytes::from(data))
     }
 
@@ -371,7 +375,8 @@ impl Compressed {
                 if let Some(b) = cache.get(key) {
                     return Ok(b);
                 }
-                let data = self.decompress_block(i, path)?;
+                let len = self.blocks.get(i).map_or(0, |b| b.logical_len as usize);
+                let data = self.decompress_block(i, path, Some(cache.buffer(len)))?;
                 cache.insert(key, data.clone());
                 Ok(data)
             }
@@ -381,7 +386,7 @@ impl Compressed {
                 {
                     return Ok(b.clone());
                 }
-                let data = self.decompress_block(i, path)?;
+                let data = self.decompress_block(i, path, None)?;
                 *self.last.lock() = Some((i, data.clone()));
                 Ok(data)
             }
@@ -416,7 +421,7 @@ impl Compressed {
         let mut out = self.file[..SEGMENT_HEADER].to_vec();
         crate::format::segment::clear_compressed_flag(&mut out);
         for i in 0..self.blocks.len() {
-            out.extend_from_slice(&self.decompress_block(i, path)?);
+            out.extend_from_slice(&self.decompress_block(i, path, None)?);
         }
         Ok(out)
     }
