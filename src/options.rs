@@ -61,6 +61,8 @@ pub struct Options {
     /// Most bytes of decompressed blocks of compressed segments kept in
     /// memory for later reads, shared by every reader of the store (0: none;
     /// each read then decompresses the blocks it needs). Default 64 MiB.
+    /// Besides, up to 4 buffers of evicted blocks that no reader holds are
+    /// kept for the next decompressions (each at most an eighth of this).
     pub block_cache_bytes: usize,
     /// Appends fail with `Error::DiskFull` once fewer than this many bytes would
     /// stay free on the disk, so that nothing is corrupted by a full disk and

@@ -66,9 +66,10 @@ impl Clock {
         if self.spare.len() < SPARES
             && let Ok(unique) = data.try_into_mut()
         {
-            let mut buffer = Vec::from(unique);
-            buffer.clear();
-            self.spare.push(buffer);
+            let mut unique = unique;
+            // Emptied first: made into a `Vec`, its bytes would be moved.
+            unique.clear();
+            self.spare.push(Vec::from(unique));
         }
     }
 
@@ -146,7 +147,9 @@ impl BlockCache {
     /// cache lookups do), else a new one.
     pub fn buffer(&self, len: usize) -> Vec<u8> {
         let mut c = self.inner.lock();
-        match c.spare.iter().position(|b| b.capacity() >= len && b.capacity() / 2 <= len) {
+        // Close to `len` only: a cached block keeps its whole buffer, and the
+        // budget counts its length.
+        match c.spare.iter().position(|b| b.capacity() >= len && b.capacity() - len <= len / 8) {
             Some(at) => c.spare.swap_remove(at),
             None => Vec::with_capacity(len),
         }
@@ -265,19 +268,29 @@ mod tests {
             c.insert((1, i), block(1000, 2));
         }
         assert!(c.get((1, 0)).is_none(), "evicted");
+        // A chunk of that size taken first: had the evicted buffer been freed,
+        // the allocator would hand it out here, not to the cache's new buffer.
+        let decoy: Vec<u8> = Vec::with_capacity(1000);
         // Some evicted buffer of that size comes back empty; the first one among them.
         let spares: Vec<Vec<u8>> = (0..SPARES).map(|_| c.buffer(1000)).collect();
         assert!(spares.iter().all(|b| b.is_empty() && b.capacity() >= 1000));
         assert!(spares.iter().any(|b| b.as_ptr() == at), "the evicted block's buffer is reused");
-        // One still held by a reader is not handed out; nor one of another size.
+        assert_ne!(decoy.as_ptr(), at);
+        // One still held by a reader is not handed out, once evicted.
         let held = c.get((1, 16)).unwrap();
-        for i in 17..40usize {
+        for i in 17..200usize {
             c.insert((1, i), block(1000, 3));
         }
+        assert!(c.get((1, 16)).is_none(), "the held block is evicted");
         let handed: Vec<Vec<u8>> = (0..2 * SPARES).map(|_| c.buffer(1000)).collect();
         assert!(handed.iter().all(|b| b.as_ptr() != held.as_ptr()));
-        assert!(c.buffer(100_000).capacity() >= 100_000);
         assert_eq!(held, block(1000, 2));
+        // Nor one much larger than asked for (a cached block keeps its whole buffer).
+        for i in 200..240usize {
+            c.insert((1, i), block(1000, 4));
+        }
+        assert!(c.buffer(500).capacity() < 1000);
+        assert!(c.buffer(100_000).capacity() >= 100_000);
     }
 
     #[test]
