@@ -250,21 +250,31 @@ mod tests {
         assert_eq!(base64(&[0xff, 0xfe, 0x00, 0x01]), "//4AAQ==");
     }
 
-    #[test]
-    fn an_event_naming_a_subject_is_forwarded_with_it() {
-        let mut e = RecordedEvent {
+    /// An event of stream `c-1` of type `Moved`, with no metadata.
+    fn moved(
+        content_type: ContentType,
+        data: &'static [u8],
+        tags: &[&str],
+        personal: annal::Personal,
+    ) -> RecordedEvent {
+        RecordedEvent {
             stream: "c-1".into(),
             revision: 0,
             position: 0,
             id: uuid::Uuid::nil(),
             event_type: "Moved".into(),
-            content_type: ContentType::Json,
-            data: bytes::Bytes::from_static(b"{}"),
+            content_type,
+            data: bytes::Bytes::from_static(data),
             metadata: bytes::Bytes::new(),
-            tags: Vec::new(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
             timestamp_micros: 0,
-            personal: annal::Personal::Subject("ann".into()),
-        };
+            personal,
+        }
+    }
+
+    #[test]
+    fn an_event_naming_a_subject_is_forwarded_with_it() {
+        let mut e = moved(ContentType::Json, b"{}", &[], annal::Personal::Subject("ann".into()));
         assert_eq!(event_json(&e)["subject"], "ann");
         e.personal = annal::Personal::Plain;
         assert!(event_json(&e).get("subject").is_none());
@@ -273,19 +283,7 @@ mod tests {
 
     #[test]
     fn an_erased_event_is_forwarded_as_erased_without_content() {
-        let mut e = RecordedEvent {
-            stream: "c-1".into(),
-            revision: 0,
-            position: 0,
-            id: uuid::Uuid::nil(),
-            event_type: "Moved".into(),
-            content_type: ContentType::Binary,
-            data: bytes::Bytes::new(),
-            metadata: bytes::Bytes::new(),
-            tags: vec!["t".into()],
-            timestamp_micros: 0,
-            personal: annal::Personal::Erased,
-        };
+        let mut e = moved(ContentType::Binary, b"", &["t"], annal::Personal::Erased);
         let v = event_json(&e);
         assert_eq!(v["erased"], true);
         assert_eq!(v["data_base64"], "");

@@ -353,16 +353,7 @@ impl Store {
                 vec![json_event("$Checkpoint", &fresh)],
             )?;
         }
-        let def = StoredDefinitionV1::Created {
-            version: Version1,
-            name: name.to_string(),
-            settings: (&settings).into(),
-        };
-        self.append_system(
-            GROUPS_STREAM,
-            ExpectedVersion::Any,
-            vec![json_event("$GroupCreated", &def)],
-        )?;
+        self.append_definition(name, &settings)?;
         drop(_guard);
         self.group(name)
     }
@@ -469,10 +460,16 @@ impl Store {
             let mut inner = group.state.inner.lock();
             group.save(&mut inner)?;
         }
+        self.append_definition(name, &settings)?;
+        Ok(())
+    }
+
+    /// Records a group's definition (made or changed) in `$groups`.
+    fn append_definition(&self, name: &str, settings: &GroupSettings) -> Result<()> {
         let def = StoredDefinitionV1::Created {
             version: Version1,
             name: name.to_string(),
-            settings: (&settings).into(),
+            settings: settings.into(),
         };
         self.append_system(
             GROUPS_STREAM,
