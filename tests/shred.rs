@@ -913,6 +913,38 @@ fn an_event_appended_erased_reads_erased_verifies_clean_and_retries_idempotently
     assert_eq!(all(&store).len(), 4);
 }
 
+/// An event that arrived erased stays readable, as erased, when the key
+/// store's record of its fixed key id is damaged or the file is gone (a copy
+/// without it): its reads failed as "the key store lost it", and repair
+/// could not mend them.
+#[test]
+fn an_event_that_arrived_erased_reads_erased_without_its_key_record() {
+    let sim = SimStorage::new();
+    let store = open_sim(&sim);
+    store
+        .append("c-1", ExpectedVersion::NoStream, vec![arrived_erased("ann", 0)])
+        .unwrap();
+    store.close().unwrap();
+    // The file's last record, the fixed id's, damaged: reported, read through.
+    let len = sim.read_file(&key_file()).unwrap().len() as u64;
+    sim.flip_bit(&key_file(), len - 2, 1).unwrap();
+    let store = open_sim(&sim);
+    assert_eq!(all(&store)[0].personal, Personal::Erased);
+    assert!(
+        !store.verify().unwrap().problems.is_empty(),
+        "the damaged record is reported"
+    );
+    drop(store);
+    annal::repair_with(Arc::new(sim.clone()), Path::new(DIR)).unwrap();
+    let store = open_sim(&sim);
+    assert_eq!(all(&store)[0].personal, Personal::Erased);
+    store.close().unwrap();
+    // The file gone.
+    annal::Storage::remove(&sim, &key_file()).unwrap();
+    let store = open_sim(&sim);
+    assert_eq!(all(&store)[0].personal, Personal::Erased);
+}
+
 #[test]
 fn an_erased_event_with_content_or_a_subject_is_refused() {
     let sim = SimStorage::new();
