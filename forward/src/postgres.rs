@@ -130,57 +130,59 @@ impl PostgresTarget {
             let (schema, table) = (self.schema.clone(), self.table_name.clone());
             let objects = self.objects();
             let timeout = self.timeout;
-            let client = self.rt.block_on(async move {
-                let (client, connection) = config.connect(NoTls).await.map_err(classify)?;
-                tokio::spawn(async move {
-                    // The connection's end is seen by the client's next call.
-                    let _ = connection.await;
-                });
-                let prepare = async {
-                    // Made only when one is missing: `CREATE … IF NOT EXISTS`
-                    // of an index needs the table's owner even when the index
-                    // exists, and a user who may only insert must be able to
-                    // forward into tables their owner made.
-                    let made = client
-                        .query_one(
-                            "SELECT bool_and(to_regclass(o) IS NOT NULL) FROM unnest($1::text[]) AS o",
-                            &[&objects],
-                        )
-                        .await
-                        .map_err(classify)?
-                        .get::<_, Option<bool>>(0)
-                        .unwrap_or(false);
-                    if !made {
-                        client.batch_execute(&setup).await.map_err(classify)?;
-                    }
-                    // A table made by an earlier version lacks the columns
-                    // `subject` and `erased`: they are added, which needs the
-                    // right to alter it, only when missing.
-                    let found = client
-                        .query_one(
-                            "SELECT count(*) FROM information_schema.columns \
+            let client =
+                self.rt.block_on(async move {
+                    let (client, connection) = config.connect(NoTls).await.map_err(classify)?;
+                    tokio::spawn(async move {
+                        // The connection's end is seen by the client's next call.
+                        let _ = connection.await;
+                    });
+                    let prepare =
+                        async {
+                            // Made only when one is missing: `CREATE … IF NOT EXISTS`
+                            // of an index needs the table's owner even when the index
+                            // exists, and a user who may only insert must be able to
+                            // forward into tables their owner made.
+                            let made = client
+                                .query_one(
+                                    "SELECT bool_and(to_regclass(o) IS NOT NULL) FROM unnest($1::text[]) AS o",
+                                    &[&objects],
+                                )
+                                .await
+                                .map_err(classify)?
+                                .get::<_, Option<bool>>(0)
+                                .unwrap_or(false);
+                            if !made {
+                                client.batch_execute(&locking(&setup)).await.map_err(classify)?;
+                            }
+                            // A table made by an earlier version lacks the columns
+                            // `subject` and `erased`: they are added, which needs the
+                            // right to alter it, only when missing.
+                            let found = client
+                                .query_one(
+                                    "SELECT count(*) FROM information_schema.columns \
                              WHERE table_schema = $1 AND table_name = $2 AND column_name IN ('subject', 'erased')",
-                            &[&schema, &table],
-                        )
-                        .await
-                        .map_err(classify)?
-                        .get::<_, i64>(0);
-                    if found < 2 {
-                        client.batch_execute(&upgrade).await.map_err(|e| match classify(e) {
+                                    &[&schema, &table],
+                                )
+                                .await
+                                .map_err(classify)?
+                                .get::<_, i64>(0);
+                            if found < 2 {
+                                client.batch_execute(&locking(&upgrade)).await.map_err(|e| match classify(e) {
                             TargetError::Refused(r) => TargetError::Refused(format!(
                                 "{r} (the table lacks the columns subject and erased that this version writes; \
                                  its owner can add them: {upgrade})"
                             )),
                             other => other,
                         })?;
-                    }
-                    client.batch_execute(&stage).await.map_err(classify)
-                };
-                tokio::time::timeout(timeout, prepare)
-                    .await
-                    .map_err(|_| TargetError::Unavailable("timed out creating the tables".into()))??;
-                Ok::<Client, TargetError>(client)
-            })?;
+                            }
+                            client.batch_execute(&stage).await.map_err(classify)
+                        };
+                    tokio::time::timeout(timeout, prepare)
+                        .await
+                        .map_err(|_| TargetError::Unavailable("timed out creating the tables".into()))??;
+                    Ok::<Client, TargetError>(client)
+                })?;
             self.client = Some(client);
         }
         self.client
@@ -338,6 +340,18 @@ impl PostgresTarget {
         })
     }
 }
+
+/// `statements` in one transaction that waits at most [`LOCK_WAIT`] for a
+/// lock: `ALTER TABLE` and `CREATE INDEX` on a table others use wait for
+/// their reads and writes to end, and every later one of those queues behind
+/// them. Past it they fail with 55P03 (the target is unavailable, and the
+/// forwarder tries again later).
+fn locking(statements: &str) -> String {
+    format!("BEGIN; SET LOCAL lock_timeout = '{LOCK_WAIT}'; {statements}; COMMIT;")
+}
+
+/// How long the setup's statements wait for a lock on a table.
+const LOCK_WAIT: &str = "5s";
 
 /// A failure of one call: from the database (classified by the caller) or already a target error.
 enum PgFailure {
