@@ -52,8 +52,13 @@ NATS="$(command -v nats-server || echo /usr/sbin/nats-server)"
 # The packages' own services are not ours: leave them be, use other ports.
 WORK="$(mktemp -d /tmp/annal-forward-test.XXXXXX)"
 chmod 755 "$WORK"
-PG_PORT=55432
-NATS_PORT=54222
+# Ports below the kernel's ephemeral range (32768-60999 by default): while a
+# server is stopped for an outage, the forwarder's connects to 127.0.0.1:PORT
+# may be given PORT itself as their own port, and Linux then connects the
+# socket to itself, holding the port so that the server cannot start again
+# (it happened in CI with 55432).
+PG_PORT=25432
+NATS_PORT=24222
 PASSWORD="annal-test-secret"
 
 as_pg() {

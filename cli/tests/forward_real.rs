@@ -1043,14 +1043,24 @@ struct Remote {
     stop: String,
 }
 
+/// A free port below the kernel's ephemeral range (32768 and up by
+/// default). A server stopped for an outage is started again on its port;
+/// meanwhile the forwarder's connects to 127.0.0.1 may be given that very
+/// port as their own, and Linux connects such a socket to itself, which
+/// holds the port: the server could not start again.
+fn port_below_the_ephemeral_range() -> u16 {
+    let start = 20_000 + (std::process::id() % 10_000) as u16;
+    (start..32_000)
+        .chain(20_000..start)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port in 20000..32000")
+}
+
 impl Remote {
     /// `extra`: arguments after `serve` (such as `--no-auth`).
     fn new(global: &str, extra: &str) -> Remote {
         let dir = tempfile::tempdir().unwrap();
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        let port = port_below_the_ephemeral_range();
         let listen = format!("127.0.0.1:{port}");
         let start = format!(
             "{} --data {} {global} serve {extra} --listen {listen} >/dev/null 2>&1 & echo $! >{}/pid; \
