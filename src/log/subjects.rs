@@ -267,7 +267,6 @@ impl SubjectKeys {
         if let Some(found) = self.lookup_live(subject) {
             return Ok(found);
         }
-        let path = path_of(&self.dir);
         let secret = match self.keys.read().secret.clone() {
             Some(s) => s,
             None => Secret::random().map_err(|_| random_error())?,
@@ -277,25 +276,12 @@ impl SubjectKeys {
             key_id: subjects::random_key_id().map_err(|_| random_error())?,
             key: Secret::random().map_err(|_| random_error())?,
         };
-        match &*file {
-            Some((f, len)) => {
-                // A failed write leaves `len` where it was: the next record
-                // overwrites whatever part of this one landed.
-                f.write_all_at(&subjects::encode_key_record(&rec), *len)
-                    .and_then(|()| f.sync_data())
-                    .ctx(|| format!("writing a subject key to {}", path.display()))?;
-                let next = *len + SUBJECT_RECORD as u64;
-                *file = Some((f.clone(), next));
-            }
-            None => {
-                // The first key: the whole file, written atomically (the directory synced too).
-                let bytes = subjects::encode_file(&secret, std::slice::from_ref(&rec), &[]);
-                write_atomically(&*self.storage, &self.dir, SUBJECTS_FILE, &bytes)
-                    .ctx(|| format!("writing {}", path.display()))?;
-                let f = self.storage.open(&path, true).ctx(|| format!("opening {}", path.display()))?;
-                *file = Some((f, bytes.len() as u64));
-            }
-        }
+        self.append_record(
+            &mut file,
+            &subjects::encode_key_record(&rec),
+            || subjects::encode_file(&secret, std::slice::from_ref(&rec), &[]),
+            "a subject key",
+        )?;
         let mut keys = self.keys.write();
         keys.secret = Some(secret);
         keys.by_subject.insert(rec.lookup, rec.key_id);
@@ -322,30 +308,49 @@ impl SubjectKeys {
         if self.keys.read().shredded.contains(&id) {
             return Ok(());
         }
-        let path = path_of(&self.dir);
         let secret = match self.keys.read().secret.clone() {
             Some(s) => s,
             None => Secret::random().map_err(|_| random_error())?,
         };
-        match &*file {
+        self.append_record(
+            &mut file,
+            &subjects::encode_shredded_record(&id),
+            || subjects::encode_file(&secret, &[], std::slice::from_ref(&id)),
+            "a shredded key record",
+        )?;
+        let mut keys = self.keys.write();
+        keys.secret = Some(secret);
+        keys.shredded.insert(id);
+        Ok(())
+    }
+
+    /// Appends one `record` to `subjects.key` and syncs it; with no file yet,
+    /// writes the `whole` file atomically instead (the directory synced too).
+    /// A failed append leaves the file's length where it was: the next
+    /// record overwrites whatever part of this one landed.
+    fn append_record(
+        &self,
+        file: &mut Option<(Arc<dyn StorageFile>, u64)>,
+        record: &[u8],
+        whole: impl FnOnce() -> Vec<u8>,
+        what: &str,
+    ) -> Result<()> {
+        let path = path_of(&self.dir);
+        match file {
             Some((f, len)) => {
-                f.write_all_at(&subjects::encode_shredded_record(&id), *len)
+                f.write_all_at(record, *len)
                     .and_then(|()| f.sync_data())
-                    .ctx(|| format!("writing a shredded key record to {}", path.display()))?;
-                let next = *len + SUBJECT_RECORD as u64;
-                *file = Some((f.clone(), next));
+                    .ctx(|| format!("writing {what} to {}", path.display()))?;
+                *len += SUBJECT_RECORD as u64;
             }
             None => {
-                let bytes = subjects::encode_file(&secret, &[], std::slice::from_ref(&id));
+                let bytes = whole();
                 write_atomically(&*self.storage, &self.dir, SUBJECTS_FILE, &bytes)
                     .ctx(|| format!("writing {}", path.display()))?;
                 let f = self.storage.open(&path, true).ctx(|| format!("opening {}", path.display()))?;
                 *file = Some((f, bytes.len() as u64));
             }
         }
-        let mut keys = self.keys.write();
-        keys.secret = Some(secret);
-        keys.shredded.insert(id);
         Ok(())
     }
 
