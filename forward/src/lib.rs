@@ -16,6 +16,7 @@ pub mod kurrentdb;
 pub mod nats;
 pub mod node;
 pub mod postgres;
+mod socket;
 pub mod url;
 
 pub use crate::connect::connect;

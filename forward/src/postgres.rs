@@ -20,6 +20,7 @@
 //!
 //! This module owns the SQL; it must never decide which events go.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use annal::{Batch, ContentType, ForwardTarget, RecordedEvent, TargetError};
@@ -27,6 +28,7 @@ use bytes::{BufMut, BytesMut};
 use futures_util::pin_mut;
 use postgres_types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Transaction};
 
@@ -132,11 +134,9 @@ impl PostgresTarget {
             let timeout = self.timeout;
             let client =
                 self.rt.block_on(async move {
-                    let (client, connection) = config.connect(NoTls).await.map_err(classify)?;
-                    tokio::spawn(async move {
-                        // The connection's end is seen by the client's next call.
-                        let _ = connection.await;
-                    });
+                    let client = tokio::time::timeout(timeout, open(&config))
+                        .await
+                        .map_err(|_| TargetError::Unavailable("PostgreSQL: no answer to the connection".into()))??;
                     let prepare =
                         async {
                             // Made only when one is missing: `CREATE … IF NOT EXISTS`
@@ -374,6 +374,76 @@ fn is_data_error(e: &tokio_postgres::Error) -> bool {
 
 /// A database or connection error as a target error: credentials and
 /// permissions are refusals (they need someone to act), the rest is retried.
+/// Connects and starts the connection's task.
+///
+/// The TCP socket is opened here, not by `tokio-postgres`, so that one the
+/// kernel connected to itself is refused (see [`crate::socket`]): the
+/// client would otherwise wait for ever for the answer to its startup
+/// message, holding the port of the server that is down. Each host (or
+/// `hostaddr`) is tried in turn, with `connect_timeout` for each; a Unix
+/// socket, or `target_session_attrs` other than `any` (which needs the
+/// client's own check of each server), is left to `tokio-postgres`.
+async fn open(config: &tokio_postgres::Config) -> Result<Client, TargetError> {
+    let own = config.get_target_session_attrs() == tokio_postgres::config::TargetSessionAttrs::Any
+        && config.get_hosts().iter().all(|h| matches!(h, Host::Tcp(_)))
+        && !(config.get_hosts().is_empty() && config.get_hostaddrs().is_empty());
+    if !own {
+        let (client, connection) = config.connect(NoTls).await.map_err(classify)?;
+        tokio::spawn(async move {
+            // The connection's end is seen by the client's next call.
+            let _ = connection.await;
+        });
+        return Ok(client);
+    }
+    let ports = config.get_ports();
+    let addrs = config.get_hostaddrs();
+    let hosts = config.get_hosts();
+    let count = hosts.len().max(addrs.len());
+    let limit = config.get_connect_timeout().copied().unwrap_or(Duration::from_secs(10));
+    let mut failures = Vec::new();
+    for i in 0..count {
+        let port = match ports {
+            [] => 5432,
+            [one] => *one,
+            many => many.get(i).copied().unwrap_or(5432),
+        };
+        let found: Vec<SocketAddr> = match (addrs.get(i), hosts.get(i)) {
+            (Some(ip), _) => vec![SocketAddr::new(*ip, port)],
+            (None, Some(Host::Tcp(name))) => match tokio::net::lookup_host((name.as_str(), port)).await {
+                Ok(found) => found.collect(),
+                Err(e) => {
+                    failures.push(format!("{name}:{port}: {e}"));
+                    continue;
+                }
+            },
+            _ => continue,
+        };
+        for addr in found {
+            let stream = match tokio::time::timeout(limit, crate::socket::connect(addr, config.get_keepalives())).await
+            {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    failures.push(format!("{addr}: {e}"));
+                    continue;
+                }
+                Err(_) => {
+                    failures.push(format!("{addr}: no answer in {} ms", limit.as_millis()));
+                    continue;
+                }
+            };
+            let (client, connection) = config.connect_raw(stream, NoTls).await.map_err(classify)?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            return Ok(client);
+        }
+    }
+    Err(TargetError::Unavailable(format!(
+        "PostgreSQL: could not connect ({})",
+        failures.join("; ")
+    )))
+}
+
 fn classify(e: tokio_postgres::Error) -> TargetError {
     match e.as_db_error() {
         Some(d) => {
@@ -560,5 +630,38 @@ impl ForwardTarget for PostgresTarget {
 
     fn stores_checkpoint(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_to_a_server_that_is_down_never_waits_on_itself() {
+        // Nothing listens at this port of the ephemeral range; sooner or later
+        // a connection is given it as its own port (see `crate::socket`).
+        // `tokio-postgres` alone would then wait for ever for the answer to
+        // its startup message, which is its own message coming back.
+        let port = crate::socket::tests::free_ephemeral_port();
+        let config: tokio_postgres::Config = format!("postgres://annal@127.0.0.1:{port}/annal").parse().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let to_itself = rt.block_on(async {
+            for _ in 0..120_000 {
+                let answer = tokio::time::timeout(Duration::from_secs(5), open(&config))
+                    .await
+                    .expect("a connection attempt to a server that is down waited 5 s");
+                match answer {
+                    Ok(_) => panic!("connected to {port} where nothing listens"),
+                    Err(e) if e.to_string().contains("connected to itself") => return true,
+                    Err(_) => {}
+                }
+            }
+            false
+        });
+        assert!(to_itself, "the kernel never connected a socket to itself");
     }
 }
