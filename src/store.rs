@@ -754,7 +754,18 @@ impl Store {
 
     /// Looks up one event by id.
     pub fn event_by_id(&self, id: Uuid) -> Result<Option<RecordedEvent>> {
-        match self.shared.find_event_since(&id, 0) {
+        self.event_by_id_where(id, |_| true)
+    }
+
+    /// Looks up one event by id, answering `None` for an event whose stream
+    /// `admit` refuses, as for an unknown id: a server asks it with the
+    /// streams a caller may read, so that the answer tells nothing of other
+    /// streams. The stream is checked on the event's sound frame before its
+    /// personal fields are opened, so another stream's event whose subject
+    /// key cannot be read is not this caller's error either. A frame that
+    /// fails its check cannot tell its stream: its damage is the answer.
+    pub fn event_by_id_where(&self, id: Uuid, admit: impl Fn(&str) -> bool) -> Result<Option<RecordedEvent>> {
+        match self.shared.find_event_where(&id, 0, &admit) {
             Some((_, ev)) => {
                 Ok(Some(ev?).filter(|e| self.shared.is_visible(e, self.shared.options.clock.now_micros())))
             }

@@ -41,8 +41,10 @@ enum Want<'a> {
     Filter(&'a Filter),
     /// Events of this stream (another stream with the same hash is skipped).
     Stream(&'a str),
-    /// The event with this id (another id with the same index key is skipped).
-    Id(&'a Uuid),
+    /// The event with this id (another id with the same index key is
+    /// skipped) if its stream passes the check, made before its personal
+    /// fields are opened.
+    Id(&'a Uuid, &'a dyn Fn(&str) -> bool),
 }
 
 /// Where a read stopped short, before a position it could not read.
@@ -146,7 +148,7 @@ impl Shared {
             Want::Any => true,
             Want::Filter(f) => f.matches(&view),
             Want::Stream(s) => s == view.stream,
-            Want::Id(id) => *id == view.id,
+            Want::Id(id, admit) => *id == view.id && admit(view.stream),
         };
         if !wanted {
             return Ok(None);
@@ -751,6 +753,21 @@ impl Shared {
     /// may name other ids' positions, a damaged frame whose id field still
     /// reads as another id, which is that other event's damage.
     pub(crate) fn find_event_since(&self, id: &Uuid, since: u64) -> Option<(u64, Result<RecordedEvent>)> {
+        self.find_event_where(id, since, &|_| true)
+    }
+
+    /// [`Shared::find_event_since`], for an event whose stream passes
+    /// `admit`: one of a stream `admit` refuses counts as absent, decided
+    /// from its sound frame before its personal fields are opened (so that
+    /// a personal field that cannot be opened there is not this caller's
+    /// error either). A frame that fails its check cannot tell its stream,
+    /// and counts as the match, with its error.
+    pub(crate) fn find_event_where(
+        &self,
+        id: &Uuid,
+        since: u64,
+        admit: &dyn Fn(&str) -> bool,
+    ) -> Option<(u64, Result<RecordedEvent>)> {
         self.segments()
             .iter()
             .rev()
@@ -770,7 +787,7 @@ impl Shared {
                 }
                 candidates
                     .into_iter()
-                    .find_map(|loc| match self.read_at(seg, loc, Want::Id(id), None) {
+                    .find_map(|loc| match self.read_at(seg, loc, Want::Id(id, admit), None) {
                         Ok(None) => None,
                         Ok(Some(ev)) => Some((loc.0, Ok(ev))),
                         Err(_) if !exact && self.frame_id_hint(seg, loc).is_some_and(|other| other != *id) => None,

@@ -9,7 +9,7 @@
 //! match past the bound counts as none), a read fails when a match runs past
 //! the bound. It owns that matching. It must never read the store.
 
-use annal::RecordedEvent;
+use annal::{Filter, RecordedEvent};
 use tonic::Status;
 
 use super::proto::event_store::client::streams::read_req::options::FilterOptions;
@@ -87,24 +87,30 @@ impl EventFilter {
         }
     }
 
-    /// The one stream-name prefix the filter keeps to, if it is a prefix
-    /// filter on stream names with a single prefix that names no system
-    /// stream: a read may then find its events through the stream index
-    /// (annal's own prefix filter) instead of reading the whole log.
-    pub(crate) fn index_prefix(&self) -> Option<&str> {
+    /// annal's own filter for the events a read or subscription of `$all`
+    /// under this filter may show, if the store can find them through its
+    /// indexes: a prefix filter on stream names none of whose prefixes names
+    /// a system stream. The store then never reads another stream's event,
+    /// so neither its cost nor its damage (a frame that fails its check, a
+    /// personal field whose key was lost) reaches this read. The protocol's
+    /// filter still decides what is shown.
+    pub(crate) fn store_filter(&self) -> Option<Filter> {
         match self.stream_prefixes() {
-            Some([p]) if !p.starts_with('$') => Some(p),
+            Some([one]) if !one.starts_with('$') => Some(Filter::all().with_stream_prefix(one.as_str())),
+            Some(many) if many.iter().all(|p| !p.starts_with('$')) => {
+                Filter::all().with_stream_regex(&prefixes_regex(many)).ok()
+            }
             _ => None,
         }
     }
 
     /// True when a read with this filter may pass over many events it does
-    /// not show, in numbers no index bounds: any filter but a single
-    /// stream-name prefix (which the stream index serves, see
-    /// [`EventFilter::index_prefix`]) or one that admits everything. Such a
-    /// read of `$all` takes one of the server's `max_scans` places.
+    /// not show, in numbers no index bounds: any filter the store's indexes
+    /// cannot serve (see [`EventFilter::store_filter`]) but one that admits
+    /// everything. Such a read of `$all` takes one of the server's
+    /// `max_scans` places.
     pub(crate) fn needs_scan(&self) -> bool {
-        !matches!(self.test, Test::All) && self.index_prefix().is_none()
+        !matches!(self.test, Test::All) && self.store_filter().is_none()
     }
 
     /// True if the event passes.
@@ -121,6 +127,24 @@ impl EventFilter {
                 .map_err(|e| Status::invalid_argument(format!("the filter regex failed on {text:?}: {e}"))),
         }
     }
+}
+
+/// A regular expression matching names that start with one of `prefixes`.
+pub(crate) fn prefixes_regex(prefixes: &[String]) -> String {
+    let mut re = String::from("^(?:");
+    for (i, p) in prefixes.iter().enumerate() {
+        if i > 0 {
+            re.push('|');
+        }
+        for c in p.chars() {
+            if "\\.+*?()|[]{}^$#&-~".contains(c) {
+                re.push('\\');
+            }
+            re.push(c);
+        }
+    }
+    re.push(')');
+    re
 }
 
 /// True for annal's bookkeeping streams (consumer groups' definitions,
@@ -183,11 +207,17 @@ mod tests {
                 .unwrap()
         );
         let p = filter(Field::Stream, "", &["order-", "user-"]);
-        assert_eq!(p.index_prefix(), None, "two prefixes");
-        assert_eq!(filter(Field::Stream, "", &["order-"]).index_prefix(), Some("order-"));
-        assert_eq!(filter(Field::Stream, "", &["$$order-"]).index_prefix(), None);
-        assert_eq!(filter(Field::Type, "", &["Order"]).index_prefix(), None);
-        assert!(p.needs_scan() && filter(Field::Type, "", &["Order"]).needs_scan());
+        let served = p.store_filter().expect("two prefixes are served by the stream index");
+        assert!(served.admits_stream("user-2") && served.admits_stream("order-") && !served.admits_stream("a-user-2"));
+        assert!(!p.needs_scan());
+        assert_eq!(
+            filter(Field::Stream, "", &["order-"]).store_filter(),
+            Some(Filter::all().with_stream_prefix("order-"))
+        );
+        assert_eq!(filter(Field::Stream, "", &["$$order-"]).store_filter(), None);
+        assert_eq!(filter(Field::Stream, "", &["order-", "$$order-"]).store_filter(), None);
+        assert_eq!(filter(Field::Type, "", &["Order"]).store_filter(), None);
+        assert!(filter(Field::Type, "", &["Order"]).needs_scan());
         assert!(filter(Field::Stream, "^a", &[]).needs_scan());
         assert!(!filter(Field::Stream, "", &["order-"]).needs_scan());
         assert!(!filter(Field::Type, "", &[]).needs_scan(), "admits everything");

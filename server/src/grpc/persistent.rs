@@ -23,6 +23,7 @@ use std::sync::Arc;
 use annal::{Filter, GroupInfo, GroupSettings, GroupSource, Store, Strategy, SubscribeFrom};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::filter::prefixes_regex;
 use super::proto::event_store::client::Empty;
 use super::proto::event_store::client::persistent_subscriptions::create_req::all_options::filter_options::{
     Expression, Filter as WireFilter,
@@ -288,24 +289,6 @@ fn start_from(settings: &GroupSettings) -> String {
             format!("C:{c}/P:{c}")
         }
     }
-}
-
-/// A regular expression matching names that start with one of `prefixes`.
-fn prefixes_regex(prefixes: &[String]) -> String {
-    let mut re = String::from("^(?:");
-    for (i, p) in prefixes.iter().enumerate() {
-        if i > 0 {
-            re.push('|');
-        }
-        for c in p.chars() {
-            if "\\.+*?()|[]{}^$#&-~".contains(c) {
-                re.push('\\');
-            }
-            re.push(c);
-        }
-    }
-    re.push(')');
-    re
 }
 
 /// annal's filter for a `$all` group's filter options. annal keeps it with

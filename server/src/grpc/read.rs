@@ -410,12 +410,14 @@ fn read_all(
     } else {
         Direction::Forward
     };
-    // A single stream-name prefix is found through the stream index; the
-    // protocol's filter still decides what is shown.
-    let indexed = match shape.filter.as_ref().and_then(EventFilter::index_prefix) {
-        Some(prefix) => Filter::all().with_stream_prefix(prefix),
-        None => Filter::all(),
-    };
+    // Stream-name prefixes are found through the stream index (no other
+    // stream's event is read); the protocol's filter still decides what is
+    // shown.
+    let indexed = shape
+        .filter
+        .as_ref()
+        .and_then(EventFilter::store_filter)
+        .unwrap_or_else(Filter::all);
     let (tx, answers) = Paced::new(&limits);
     let cancel = limits.cancel.clone();
     limits.spawn(async move {
@@ -641,7 +643,14 @@ fn subscribe_all(state: AppState, p: &Principal, a: AllOptions, shape: Shape) ->
         Some(all_options::AllOption::End(_)) => SubscribeFrom::End,
         Some(all_options::AllOption::Start(_)) | None => SubscribeFrom::Start,
     };
-    let sub = state.store().subscribe_all(from, Filter::all());
+    // As for reads: stream-name prefixes are served by the stream index, so
+    // that another stream's event (its cost, its damage) never reaches it.
+    let indexed = shape
+        .filter
+        .as_ref()
+        .and_then(EventFilter::store_filter)
+        .unwrap_or_else(Filter::all);
+    let sub = state.store().subscribe_all(from, indexed);
     pump(state, sub, Kind::All, shape)
 }
 
@@ -748,7 +757,21 @@ fn pump_into(
                             _ => continue,
                         }
                     }
-                    Ok(Some(Message::Checkpoint(_) | Message::Damaged { .. })) => continue,
+                    // The store's filter passed over events it never
+                    // delivered (see `EventFilter::store_filter`): a caller
+                    // who may read everything hears how far it got, as it
+                    // would have from counting those events here.
+                    Ok(Some(Message::Checkpoint(next))) => match next.checked_sub(1) {
+                        Some(at)
+                            if !shape.limited && shape.filter.is_some() && last_checkpoint.is_none_or(|c| at > c) =>
+                        {
+                            last_seen = Some(last_seen.map_or(at, |s| s.max(at)));
+                            last_checkpoint = Some(at);
+                            checkpoint(at)
+                        }
+                        _ => continue,
+                    },
+                    Ok(Some(Message::Damaged { .. })) => continue,
                     // Given up waiting for a scan place because the client
                     // went or the server stops: ends as those do, without an error.
                     Err(annal::Error::Cancelled) if tx.is_closed() || stop.is_cancelled() => return,

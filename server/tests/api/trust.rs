@@ -109,6 +109,52 @@ async fn events_of_other_streams_answer_as_unknown_ids() {
     s.stop().await.unwrap();
 }
 
+/// An event id of another stream whose event cannot be opened (its subject's
+/// key was lost) is answered as unknown too, not with its damage and where
+/// it lies; those who may read that stream still see the damage.
+#[tokio::test]
+async fn damaged_events_of_other_streams_answer_as_unknown_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (theirs, mine) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    {
+        let store = annal::Store::open(&data, annal::Options::default()).unwrap();
+        let secret = annal::EventData::json("T", r#"{"name":"Bob"}"#)
+            .with_subject("bob")
+            .with_id(theirs);
+        store
+            .append("users-1", annal::ExpectedVersion::Any, vec![secret])
+            .unwrap();
+        let e = annal::EventData::json("T", "{}").with_id(mine);
+        store.append("orders-1", annal::ExpectedVersion::Any, vec![e]).unwrap();
+        store.close().unwrap();
+    }
+    std::fs::remove_file(data.join("subjects.key")).unwrap();
+    let store = std::sync::Arc::new(annal::Store::open(&data, annal::Options::default()).unwrap());
+    let mut config = ServerConfig::open("127.0.0.1:0".parse().unwrap());
+    config.shutdown_grace_ms = 2000;
+    config.no_auth = false;
+    config.tokens = vec![
+        token("admin", Role::Admin, &[]),
+        token("tenant", Role::Write, &["orders-"]),
+    ];
+    let s = TestServer::start_store(store, dir, config, "http", reqwest::Client::new()).await;
+    let unknown = uuid::Uuid::new_v4();
+    let (st1, v1) = s.call_as(Method::GET, &format!("/events/{theirs}"), None, TENANT).await;
+    let (st2, v2) = s
+        .call_as(Method::GET, &format!("/events/{unknown}"), None, TENANT)
+        .await;
+    assert_eq!(st1, StatusCode::NOT_FOUND, "{v1}");
+    let same_shape = |v: &Value, id: &uuid::Uuid| v.to_string().replace(&id.to_string(), "ID");
+    assert_eq!((st1, same_shape(&v1, &theirs)), (st2, same_shape(&v2, &unknown)));
+    let (st, v) = s.call_as(Method::GET, &format!("/events/{mine}"), None, TENANT).await;
+    assert_eq!((st, v["stream"].clone()), (StatusCode::OK, json!("orders-1")));
+    // The admin, who may read users-1, is told of the damage.
+    let (st, v) = s.call_as(Method::GET, &format!("/events/{theirs}"), None, ADMIN).await;
+    assert_eq!(st, StatusCode::INTERNAL_SERVER_ERROR, "{v}");
+    s.stop().await.unwrap();
+}
+
 /// Item 5: an idempotency conflict says "conflict", not where the id is stored.
 #[tokio::test]
 async fn idempotency_conflicts_reveal_no_position_or_stream() {

@@ -63,7 +63,11 @@ impl Drop for Server {
 }
 
 async fn start(f: impl FnOnce(&mut ServerConfig)) -> Server {
-    let dir = tempfile::tempdir().unwrap();
+    start_in(tempfile::tempdir().unwrap(), f).await
+}
+
+/// A server over the store in `dir`/data (made there if missing).
+async fn start_in(dir: tempfile::TempDir, f: impl FnOnce(&mut ServerConfig)) -> Server {
     let store = Arc::new(
         Store::open(
             dir.path().join("data"),
@@ -921,6 +925,100 @@ async fn metadata_streams_and_prefix_limited_tokens() {
         Code::PermissionDenied
     );
     assert!(c.read(all(Some("orders-eu-"))).await.is_ok());
+}
+
+/// A read or subscription of `$all` through stream-name prefixes never
+/// reads another stream's event: neither its damage (here a personal field
+/// whose key was lost) nor where it lies reaches a caller limited to its own
+/// streams (both ended with INTERNAL, naming the other event's file and
+/// offset, when the server read every event and filtered afterwards).
+#[tokio::test]
+async fn reads_of_all_through_prefixes_never_meet_other_streams_damage() {
+    use read_req::options::*;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path().join("data"), Options::default()).unwrap();
+        let secret = annal::EventData::json("T", r#"{"name":"Bob"}"#).with_subject("bob");
+        store
+            .append("users-1", annal::ExpectedVersion::Any, vec![secret])
+            .unwrap();
+        for stream in ["orders-1", "orders-2"] {
+            let e = annal::EventData::json("T", "{}");
+            store.append(stream, annal::ExpectedVersion::Any, vec![e]).unwrap();
+        }
+        store.close().unwrap();
+    }
+    // The key store is lost: users-1's event can no longer be opened.
+    std::fs::remove_file(dir.path().join("data").join("subjects.key")).unwrap();
+    let s = start_in(dir, |c| {
+        c.no_auth = false;
+        c.tokens = vec![TokenConfig {
+            name: "tenant".into(),
+            sha256: hash_token("t0ken"),
+            role: Role::Write,
+            stream_prefixes: vec!["orders-".into()],
+        }];
+    })
+    .await;
+    let damage = s.store.read_all(
+        annal::Direction::Forward,
+        annal::LogFrom::Position(0),
+        10,
+        &annal::Filter::all(),
+    );
+    assert!(damage.is_err(), "the store must see the lost key: {damage:?}");
+    let mut c = s.streams().await;
+    let request = |subscribe: bool| {
+        let mut r = read_options(all_from(None), false, false, 100);
+        let o = r.options.as_mut().unwrap();
+        if subscribe {
+            o.count_option = Some(CountOption::Subscription(SubscriptionOptions {}));
+        }
+        o.filter_option = Some(FilterOption::Filter(FilterOptions {
+            filter: Some(filter_options::Filter::StreamIdentifier(filter_options::Expression {
+                regex: String::new(),
+                prefix: vec!["orders-1".into(), "orders-2".into()],
+            })),
+            window: Some(filter_options::Window::Max(100)),
+            checkpoint_interval_multiplier: 1,
+        }));
+        let mut r = Request::new(r);
+        r.metadata_mut()
+            .insert("authorization", "Bearer t0ken".parse().unwrap());
+        r
+    };
+    let streams = |contents: &[read_resp::Content]| -> Vec<String> {
+        contents
+            .iter()
+            .filter_map(|m| match m {
+                read_resp::Content::Event(e) => {
+                    let id = e.event.as_ref().unwrap().stream_identifier.as_ref().unwrap();
+                    Some(String::from_utf8(id.stream_name.to_vec()).unwrap())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let mut got = Vec::new();
+    let mut answers = c.read(request(false)).await.unwrap().into_inner();
+    while let Some(m) = answers.message().await.expect("the tenant's read of its own streams") {
+        got.extend(m.content);
+    }
+    assert_eq!(streams(&got), ["orders-1", "orders-2"]);
+    let mut sub = c.read(request(true)).await.unwrap().into_inner();
+    let mut seen = Vec::new();
+    loop {
+        let m = sub
+            .message()
+            .await
+            .expect("the tenant's subscription to its own streams")
+            .unwrap();
+        match m.content.unwrap() {
+            read_resp::Content::CaughtUp(_) => break,
+            other => seen.push(other),
+        }
+    }
+    assert_eq!(streams(&seen), ["orders-1", "orders-2"]);
 }
 
 #[tokio::test]
