@@ -21,6 +21,13 @@ pub const MAX_TAGS: usize = 64;
 /// Longest subject name, in bytes.
 pub const MAX_SUBJECT_LEN: usize = 1024;
 
+/// The metadata that marks an event erased at its origin where a protocol has
+/// no field for it (the KurrentDB protocol): with empty data, an event that
+/// carries exactly these bytes as its metadata is a copy of one whose subject
+/// was shredded. annal's KurrentDB forward target sends erased events so, and
+/// annal's gRPC server stores such an event erased and shows erased events so.
+pub const ERASED_MARKER: &[u8] = br#"{"annal-erased":true}"#;
+
 /// How the event's data is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ContentType {

@@ -55,7 +55,9 @@ internal! {
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
-pub use event::{AppendResult, ContentType, EventData, ExpectedVersion, Personal, RecordedEvent, StreamInfo};
+pub use event::{
+    AppendResult, ContentType, ERASED_MARKER, EventData, ExpectedVersion, Personal, RecordedEvent, StreamInfo,
+};
 pub use features::forward::{
     Batch, ForwardError, ForwardGap, ForwardSettings, ForwardStart, ForwardState, ForwardStatus, ForwardTarget,
     Forwarder, ForwarderHandle, ReleasedForwarder, RetentionMode, SavedForwarder, StatusHandle, Step, TargetError,

@@ -200,7 +200,7 @@ fn chunks<'a>(events: &[RecordedEvent], indexes: &'a [usize]) -> Vec<&'a [usize]
 
 /// The custom metadata of an event whose subject was shredded at the source:
 /// its data is gone, and empty data alone would look like an event's own.
-pub const ERASED_METADATA: &[u8] = br#"{"annal-erased":true}"#;
+pub const ERASED_METADATA: &[u8] = annal::ERASED_MARKER;
 
 /// The event as the client sends it: its id, type, data and metadata (for
 /// an erased event: empty data and [`ERASED_METADATA`]).

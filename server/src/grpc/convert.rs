@@ -84,7 +84,10 @@ pub(crate) fn uuid_out(id: ::uuid::Uuid, structured: bool) -> WireUuid {
 }
 
 /// An event to append, from a proposed message: `type` and `content-type`
-/// are required in its metadata map.
+/// are required in its metadata map. Empty data with exactly
+/// [`annal::ERASED_MARKER`] as custom metadata is a copy of an event erased
+/// at its origin (as annal's KurrentDB forward target sends one): it is
+/// stored erased, with no data or metadata.
 pub(crate) fn event_data(
     id: Option<&WireUuid>,
     metadata: &HashMap<String, String>,
@@ -97,6 +100,7 @@ pub(crate) fn event_data(
     let content_type = metadata
         .get("content-type")
         .ok_or_else(|| Status::invalid_argument("a proposed message has no \"content-type\" in its metadata"))?;
+    let erased = data.is_empty() && custom_metadata[..] == *annal::ERASED_MARKER;
     Ok(EventData {
         id: parse_uuid(id)?,
         event_type: event_type.clone(),
@@ -106,10 +110,10 @@ pub(crate) fn event_data(
             ContentType::Binary
         },
         data,
-        metadata: custom_metadata,
+        metadata: if erased { Bytes::new() } else { custom_metadata },
         tags: Vec::new(),
         subject: None,
-        erased: false,
+        erased,
     })
 }
 
@@ -137,7 +141,13 @@ pub(crate) fn wire_event(e: &RecordedEvent, stream: &str, structured: bool) -> W
         prepare_position: commit,
         commit_position: commit,
         metadata,
-        custom_metadata: e.metadata.clone(),
+        // An erased event says so (its empty data alone would look like the
+        // event's own), as annal's forward target sends one.
+        custom_metadata: if e.is_erased() {
+            Bytes::from_static(annal::ERASED_MARKER)
+        } else {
+            e.metadata.clone()
+        },
         data: e.data.clone(),
     }
 }

@@ -594,6 +594,62 @@ async fn deletes_answer_the_codes_trailers_and_texts_clients_match() {
     assert_eq!(err.metadata().get("exception").unwrap(), "stream-deleted");
 }
 
+/// An event a forwarder sends erased (empty data, `annal::ERASED_MARKER` as
+/// custom metadata) is stored erased, retried idempotently, and read back
+/// with the marker, as are events shredded here; the same metadata with data
+/// is an ordinary event.
+#[tokio::test]
+async fn an_event_sent_erased_is_stored_erased_and_read_back_so() {
+    use append_req::options::ExpectedStreamRevision as E;
+    let s = start(|_| {}).await;
+    let mut c = s.streams().await;
+    let id = WireUuid {
+        value: Some(wire_uuid::Value::String(uuid::Uuid::new_v4().to_string())),
+    };
+    let erased = || {
+        let mut m = message(Some(id.clone()), "Registered", "application/octet-stream", b"");
+        m.custom_metadata = annal::ERASED_MARKER.to_vec().into();
+        m
+    };
+    let mut marked = message(None, "Noted", "application/json", b"{}");
+    marked.custom_metadata = annal::ERASED_MARKER.to_vec().into();
+    append(&mut c, "users-1", E::Any(Empty {}), vec![erased(), marked])
+        .await
+        .unwrap();
+    // The forwarder's retry of the same event is idempotent.
+    let again = append(&mut c, "users-1", E::Any(Empty {}), vec![erased()])
+        .await
+        .unwrap();
+    assert_eq!(success_position(&again).0, 0, "the retried event's revision");
+    let stored = s
+        .store
+        .read_stream("users-1", annal::Direction::Forward, annal::StreamFrom::Start, 10)
+        .unwrap();
+    assert_eq!(stored.len(), 2);
+    assert!(
+        stored[0].is_erased() && stored[0].metadata.is_empty(),
+        "{:?}",
+        stored[0]
+    );
+    assert!(!stored[1].is_erased());
+    assert_eq!(&stored[1].metadata[..], annal::ERASED_MARKER);
+    // Read back over the protocol, the erased event carries the marker.
+    let got = read(&mut c, read_options(stream_from("users-1", None), false, false, 10))
+        .await
+        .unwrap();
+    let events: Vec<_> = got
+        .into_iter()
+        .filter_map(|m| match m {
+            read_resp::Content::Event(e) => e.event,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(events.len(), 2);
+    assert!(events[0].data.is_empty());
+    assert_eq!(&events[0].custom_metadata[..], annal::ERASED_MARKER);
+    assert_eq!(&events[1].data[..], b"{}");
+}
+
 #[tokio::test]
 async fn subscriptions_confirm_then_catch_up_then_go_live() {
     use append_req::options::ExpectedStreamRevision as E;
