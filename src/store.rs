@@ -454,8 +454,9 @@ impl Store {
 
     /// The torn tails this open cut off the last segment (bytes written after
     /// the last durable append, never acknowledged under [`crate::Durability::Always`]),
-    /// each kept in `torn/`. Empty after a clean close. [`crate::log::damage::torn_tails`]
-    /// lists every torn tail ever kept.
+    /// each kept in `torn/`, with those cut by earlier opens that failed
+    /// after cutting (no cut goes unreported). Empty after a clean close.
+    /// [`crate::log::damage::torn_tails`] lists every torn tail ever kept.
     pub fn torn_tails_at_open(&self) -> &[crate::log::damage::TornTail] {
         &self.shared.torn_at_open
     }

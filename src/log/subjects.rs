@@ -78,17 +78,6 @@ impl Keys {
     }
 }
 
-/// A torn last record of `subjects.key` that a writable open cut off.
-#[derive(Debug, Clone)]
-pub(crate) struct CutKeyTail {
-    /// Where the cut bytes were saved (`torn/subjects.key-<offset>-<k>.bin`).
-    pub(crate) saved: PathBuf,
-    /// Offset of the cut in `subjects.key`.
-    pub(crate) offset: u64,
-    /// Bytes cut.
-    pub(crate) bytes: u64,
-}
-
 /// The open key store.
 pub(crate) struct SubjectKeys {
     storage: Arc<dyn Storage>,
@@ -102,8 +91,6 @@ pub(crate) struct SubjectKeys {
     /// the keys it was destroying, so no key is created until the store is
     /// opened again (which reads what the disk holds).
     failed: std::sync::atomic::AtomicBool,
-    /// The torn tail this open cut off, if any (saved in `torn/` first).
-    cut_at_open: Option<CutKeyTail>,
 }
 
 fn path_of(dir: &Path) -> PathBuf {
@@ -129,7 +116,6 @@ impl SubjectKeys {
         let path = path_of(dir);
         let mut keys = Keys::default();
         let mut file = None;
-        let mut cut_at_open = None;
         if storage.exists(&path) {
             let f = storage.open(&path, writable).ctx(|| format!("opening {}", path.display()))?;
             let bytes = read_whole(&*f).ctx(|| format!("reading {}", path.display()))?;
@@ -145,12 +131,8 @@ impl SubjectKeys {
             if decoded.valid_len < bytes.len() && writable {
                 let offset = decoded.valid_len as u64;
                 let tail = &bytes[decoded.valid_len..];
-                let saved = crate::log::damage::save_torn_bytes(&*storage, dir, &path, SUBJECTS_FILE, tail, offset)?;
-                cut_at_open = Some(CutKeyTail {
-                    saved,
-                    offset,
-                    bytes: tail.len() as u64,
-                });
+                // Reported by the open (see `damage::unreported_cuts`).
+                crate::log::damage::save_torn_bytes(&*storage, dir, &path, SUBJECTS_FILE, tail, offset)?;
                 f.set_len(decoded.valid_len as u64)
                     .and_then(|()| f.sync_data())
                     .ctx(|| format!("cutting the torn tail of {}", path.display()))?;
@@ -186,13 +168,7 @@ impl SubjectKeys {
             keys: RwLock::new(keys),
             file: Mutex::new(file),
             failed: std::sync::atomic::AtomicBool::new(false),
-            cut_at_open,
         })
-    }
-
-    /// The torn tail this open cut off `subjects.key`, if any.
-    pub(crate) fn cut_at_open(&self) -> Option<&CutKeyTail> {
-        self.cut_at_open.as_ref()
     }
 
     /// The path of `subjects.key` and the offsets of its damaged records
