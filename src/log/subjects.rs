@@ -91,6 +91,10 @@ pub(crate) struct SubjectKeys {
     /// the keys it was destroying, so no key is created until the store is
     /// opened again (which reads what the disk holds).
     failed: std::sync::atomic::AtomicBool,
+    /// Why the file's header did not decode, and the file's bytes as read,
+    /// for a read-only open that then went on with no key (the header is at
+    /// offset 0). A backup copies those bytes as they are.
+    header_damage: Option<(String, Vec<u8>)>,
 }
 
 fn path_of(dir: &Path) -> PathBuf {
@@ -111,7 +115,9 @@ impl SubjectKeys {
     /// `writable`, and ignored otherwise. A damaged record (full length, bad
     /// checksum) is left in the file, skipped and remembered (see
     /// [`SubjectKeys::damaged`]): the events sealed under the key it held read
-    /// as damage, every other key stays usable.
+    /// as damage, every other key stays usable. A header that does not decode
+    /// (bad magic or checksum) fails a writable open; a read-only one goes on
+    /// with no key (see [`SubjectKeys::header_damage`]).
     pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, writable: bool) -> Result<Self> {
         let path = path_of(dir);
         let mut keys = Keys::default();
@@ -119,15 +125,47 @@ impl SubjectKeys {
         if storage.exists(&path) {
             let f = storage.open(&path, writable).ctx(|| format!("opening {}", path.display()))?;
             let bytes = read_whole(&*f).ctx(|| format!("reading {}", path.display()))?;
-            let decoded = subjects::decode_file(&bytes).map_err(|e| match e {
-                KeyFileError::Version(found) => Error::UnsupportedVersion {
-                    file: path.clone(),
-                    found,
-                    supported: SUBJECTS_VERSION,
-                },
-                KeyFileError::NotKeyStore => Error::corruption(&path, 0, "not a subject key store (bad magic or too short)"),
-                KeyFileError::HeaderChecksum => Error::corruption(&path, 0, "subject key store header checksum mismatch"),
-            })?;
+            let decoded = match subjects::decode_file(&bytes) {
+                Ok(d) => d,
+                Err(KeyFileError::Version(found)) => {
+                    return Err(Error::UnsupportedVersion {
+                        file: path.clone(),
+                        found,
+                        supported: SUBJECTS_VERSION,
+                    });
+                }
+                Err(e) => {
+                    let reason = match e {
+                        KeyFileError::HeaderChecksum => "subject key store header checksum mismatch",
+                        _ => "not a subject key store (bad magic or too short)",
+                    };
+                    if writable {
+                        // New keys and shreds look subjects up under the
+                        // header's secret: with it unknown, a shred could
+                        // miss a subject's key and a new key could not be
+                        // matched to its subject later.
+                        return Err(Error::corruption(
+                            &path,
+                            0,
+                            format!(
+                                "{reason}: a writable open refuses it (shredding and new keys need the lookup secret it holds); \
+                                 open the store read-only to read what needs no key, and run `annal repair`"
+                            ),
+                        ));
+                    }
+                    // A reader goes on with no key at all: the events sealed
+                    // under a key read as damage, every other event reads.
+                    return Ok(SubjectKeys {
+                        storage,
+                        dir: dir.to_path_buf(),
+                        writable,
+                        keys: RwLock::new(keys),
+                        file: Mutex::new(None),
+                        failed: std::sync::atomic::AtomicBool::new(false),
+                        header_damage: Some((reason.to_string(), bytes)),
+                    });
+                }
+            };
             if decoded.valid_len < bytes.len() && writable {
                 let offset = decoded.valid_len as u64;
                 let tail = &bytes[decoded.valid_len..];
@@ -168,7 +206,14 @@ impl SubjectKeys {
             keys: RwLock::new(keys),
             file: Mutex::new(file),
             failed: std::sync::atomic::AtomicBool::new(false),
+            header_damage: None,
         })
+    }
+
+    /// Why the header of `subjects.key` did not decode, if a read-only open
+    /// went on without its keys (a writable open refuses such a file).
+    pub(crate) fn header_damage(&self) -> Option<&str> {
+        self.header_damage.as_ref().map(|(reason, _)| reason.as_str())
     }
 
     /// The path of `subjects.key` and the offsets of its damaged records
@@ -434,8 +479,13 @@ impl SubjectKeys {
         }
     }
 
-    /// The whole key store as it is now, encoded (for a backup); `None` if no key was ever made.
+    /// The whole key store as it is now, encoded (for a backup); `None` if no
+    /// key was ever made. A file whose header did not decode is copied as it
+    /// was read, damage and all: its keys are still there for `repair`.
     pub(crate) fn snapshot(&self) -> Option<Vec<u8>> {
+        if let Some((_, bytes)) = &self.header_damage {
+            return Some(bytes.clone());
+        }
         let _file = self.file.lock();
         let keys = self.keys.read();
         let secret = keys.secret.as_ref()?;
