@@ -982,7 +982,10 @@ impl Store {
     /// returns. Its events stay where they are, with their positions,
     /// revisions, ids, types and tags; reads return them with
     /// [`crate::event::Personal::Erased`] and empty data and metadata. A later
-    /// event for the same subject gets a new key and stays readable. Returns
+    /// event for the same subject gets a new key and stays readable. The
+    /// subject's key records that repair moved to `quarantine/` or recovery
+    /// saved in `torn/` (matched by their lookup field) are removed too, and
+    /// count as something erased. Returns
     /// false if the subject had no key (no event ever named it, or it was
     /// shredded already by an earlier call that returned true; after a shred
     /// that failed and was completed by a later rewrite, this process keeps

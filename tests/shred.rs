@@ -898,6 +898,41 @@ fn a_key_store_header_whose_secret_is_lost_is_reported_unfixed() {
     assert_eq!(plain.unwrap().len(), 1);
 }
 
+/// Repair moves a damaged key record (here its checksum rotted: the key
+/// inside is intact) to quarantine, and recovery saves a torn one in
+/// `torn/`: a shred of the subject removes both and answers that it erased
+/// something; its events then read erased.
+#[test]
+fn a_shred_removes_its_subjects_key_records_from_quarantine_and_torn() {
+    let sim = plain_and_ann();
+    let at = subjects::SUBJECTS_HEADER;
+    let whole = sim.read_file(&key_file()).unwrap();
+    let key = whole[at + 49..at + 81].to_vec();
+    sim.flip_bit(&key_file(), (at + 82) as u64, 1).unwrap();
+    let report = annal::repair_with(Arc::new(sim.clone()), Path::new(DIR)).unwrap();
+    let removed = report.quarantine.unwrap().join(format!("{SUBJECTS_FILE}-removed.bin"));
+    // A torn copy of the start of ann's record (kind, lookup, part of the id).
+    let mut torn = sim.read_file(&key_file()).unwrap();
+    let torn_at = torn.len();
+    torn.extend_from_slice(&whole[at..at + 40]);
+    sim.write_file(&key_file(), &torn).unwrap();
+    let store = open_sim(&sim);
+    let saved = Path::new(DIR)
+        .join("torn")
+        .join(format!("{SUBJECTS_FILE}-{torn_at}-0.bin"));
+    assert!(sim.read_file(&saved).is_ok());
+    assert!(store.shred("ann").unwrap(), "the shred found nothing to erase");
+    let left = sim.read_file(&removed).unwrap_or_default();
+    assert!(
+        !left.windows(32).any(|w| w == &key[..]),
+        "ann's key is still in quarantine"
+    );
+    assert!(sim.read_file(&saved).is_err(), "ann's torn record is still in torn/");
+    assert!(all(&store)[1].is_erased());
+    assert!(store.verify().unwrap().problems.is_empty());
+    assert!(!store.shred("ann").unwrap());
+}
+
 /// The erased copy of [`personal`]`(subject, n)`, as a forwarder delivers it.
 fn arrived_erased(subject: &str, n: u64) -> EventData {
     let p = personal(subject, n);

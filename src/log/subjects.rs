@@ -78,6 +78,16 @@ impl Keys {
     }
 }
 
+/// A file holding key records moved out of `subjects.key` (see
+/// [`SubjectKeys::records_aside`]) and a subject's records in it.
+struct Aside {
+    path: PathBuf,
+    /// The file's bytes without the subject's records.
+    kept: Vec<u8>,
+    /// The key ids those records name.
+    key_ids: Vec<KeyId>,
+}
+
 /// The open key store.
 pub(crate) struct SubjectKeys {
     storage: Arc<dyn Storage>,
@@ -394,7 +404,10 @@ impl SubjectKeys {
 
     /// Destroys the subject's key: `subjects.key` is rewritten without it
     /// (with a record that it was shredded) atomically and synced before this
-    /// returns. Returns false if the subject had no key (nothing to erase).
+    /// returns; the subject's records moved aside (see
+    /// [`SubjectKeys::records_aside`]) are removed too, after the file lists
+    /// their key ids as shredded. Returns false if the subject had no key
+    /// and nothing aside (nothing to erase).
     ///
     /// After a shred whose rewrite failed, the keys it destroyed are gone from
     /// memory but maybe not from disk: the next shred (of any subject) writes
@@ -409,12 +422,15 @@ impl SubjectKeys {
         }
         let mut file = self.file.lock();
         let failed = self.failed.load(std::sync::atomic::Ordering::Acquire);
-        let (bytes, offsets, gone, damaged_of, lookup, was_pending) = {
+        let Some(secret) = self.keys.read().secret.clone() else {
+            return Ok(false);
+        };
+        let lookup = subjects::lookup(&secret, subject);
+        // Records of the subject that repair moved to quarantine (or that
+        // recovery saved in `torn/`) may hold its key: they go too.
+        let aside = self.records_aside(&lookup)?;
+        let (bytes, offsets, gone, damaged_of, was_pending) = {
             let keys = self.keys.read();
-            let Some(secret) = keys.secret.clone() else {
-                return Ok(false);
-            };
-            let lookup = subjects::lookup(&secret, subject);
             let mut gone: Vec<KeyId> = keys.live.iter().filter(|(_, (l, _))| *l == lookup).map(|(id, _)| *id).collect();
             // A damaged record whose lookup field still reads as this
             // subject's may hold its key intact: it goes too, and its key id
@@ -431,14 +447,19 @@ impl SubjectKeys {
                 id.copy_from_slice(&keys.damaged[i].1[33..33 + subjects::KEY_ID_LEN]);
                 gone.push(id);
             }
+            // Their key ids are listed as shredded: the events sealed under
+            // them read erased, no longer as damage.
+            gone.extend(aside.iter().flat_map(|a| a.key_ids.iter().copied()));
             let was_pending = keys.pending.contains(&lookup);
             if gone.is_empty() && !failed {
+                drop(keys);
+                self.remove_aside(&aside)?;
                 // A subject whose failed shred reached the disk since (with
                 // a later rewrite) answers as that shred would have.
-                return Ok(was_pending);
+                return Ok(was_pending || !aside.is_empty());
             }
             let (bytes, offsets) = keys.encode(&secret, &gone, &damaged_of);
-            (bytes, offsets, gone, damaged_of, lookup, was_pending)
+            (bytes, offsets, gone, damaged_of, was_pending)
         };
         let path = path_of(&self.dir);
         let written = write_atomically(&*self.storage, &self.dir, SUBJECTS_FILE, &bytes)
@@ -466,6 +487,10 @@ impl SubjectKeys {
                     d.0 = at;
                 }
                 self.failed.store(false, std::sync::atomic::Ordering::Release);
+                drop(keys);
+                // Once the key ids are listed as shredded: a failure here
+                // leaves the records aside, and a retry finds them again.
+                self.remove_aside(&aside)?;
                 Ok(!gone.is_empty() || was_pending)
             }
             Err(e) => {
@@ -477,6 +502,74 @@ impl SubjectKeys {
                 Err(e)
             }
         }
+    }
+
+    /// The key records with `lookup` that were moved out of the file: by
+    /// repair (`quarantine/<time>/subjects.key-removed.bin`, damaged records
+    /// and a torn last record) and by recovery (`torn/subjects.key-*.bin`, a
+    /// torn last record). Each file holds records (85 bytes) back to back,
+    /// the last one maybe shorter; a record matches if its lookup field
+    /// (bytes 1..33) is whole and equals `lookup`.
+    fn records_aside(&self, lookup: &Lookup) -> Result<Vec<Aside>> {
+        let st = &*self.storage;
+        let mut files = Vec::new();
+        let quarantine = self.dir.join(crate::maintenance::repair::QUARANTINE_DIR);
+        if st.exists(&quarantine) {
+            for run in st.list(&quarantine).ctx(|| format!("listing {}", quarantine.display()))? {
+                let f = quarantine.join(run).join(format!("{SUBJECTS_FILE}-removed.bin"));
+                if st.exists(&f) {
+                    files.push(f);
+                }
+            }
+        }
+        let torn = self.dir.join(crate::log::damage::TORN_DIR);
+        if st.exists(&torn) {
+            for name in st.list(&torn).ctx(|| format!("listing {}", torn.display()))? {
+                if name.starts_with(&format!("{SUBJECTS_FILE}-")) && name.ends_with(".bin") {
+                    files.push(torn.join(name));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for path in files {
+            let bytes = st
+                .open(&path, false)
+                .and_then(|f| read_whole(&*f))
+                .ctx(|| format!("reading {}", path.display()))?;
+            let (mut kept, mut key_ids, mut found) = (Vec::new(), Vec::new(), false);
+            for rec in bytes.chunks(SUBJECT_RECORD) {
+                if rec.get(1..33) != Some(&lookup[..]) {
+                    kept.extend_from_slice(rec);
+                    continue;
+                }
+                found = true;
+                if let Some(id) = rec.get(33..33 + subjects::KEY_ID_LEN).and_then(|b| KeyId::try_from(b).ok()) {
+                    key_ids.push(id);
+                }
+            }
+            if found {
+                out.push(Aside { path, kept, key_ids });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rewrites each file of `aside` without the subject's records
+    /// (atomically, or removes it if nothing else is left), syncing its folder.
+    fn remove_aside(&self, aside: &[Aside]) -> Result<()> {
+        let st = &*self.storage;
+        for a in aside {
+            let (Some(folder), Some(name)) = (a.path.parent(), a.path.file_name().and_then(|n| n.to_str())) else {
+                continue;
+            };
+            let done = if a.kept.is_empty() {
+                st.remove(&a.path).and_then(|()| st.sync_dir(folder))
+            } else {
+                write_atomically(st, folder, name, &a.kept)
+            };
+            done.ctx(|| format!("removing a shredded subject's key records from {}", a.path.display()))?;
+        }
+        Ok(())
     }
 
     /// The whole key store as it is now, encoded (for a backup); `None` if no
