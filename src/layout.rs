@@ -6,7 +6,7 @@
 pub use crate::format::checkpoint::{DURABLE_FILE, META_FILE, META_MAGIC, STREAMS_FILE};
 pub use crate::format::compressed::DICTIONARY_FILE;
 pub use crate::format::subjects::SUBJECTS_FILE;
-pub use crate::log::damage::TORN_DIR;
+pub use crate::log::damage::{TORN_DIR, UNREPORTED_FILE};
 pub use crate::log::recovery::LOCK_FILE;
 pub use crate::maintenance::repair::QUARANTINE_DIR;
 

@@ -454,8 +454,9 @@ impl Store {
 
     /// The torn tails this open cut off the last segment (bytes written after
     /// the last durable append, never acknowledged under [`crate::Durability::Always`]),
-    /// each kept in `torn/`. Empty after a clean close. [`crate::log::damage::torn_tails`]
-    /// lists every torn tail ever kept.
+    /// each kept in `torn/`, with those cut by earlier opens that failed
+    /// after cutting (no cut goes unreported). Empty after a clean close.
+    /// [`crate::log::damage::torn_tails`] lists every torn tail ever kept.
     pub fn torn_tails_at_open(&self) -> &[crate::log::damage::TornTail] {
         &self.shared.torn_at_open
     }
@@ -992,7 +993,10 @@ impl Store {
     /// returns. Its events stay where they are, with their positions,
     /// revisions, ids, types and tags; reads return them with
     /// [`crate::event::Personal::Erased`] and empty data and metadata. A later
-    /// event for the same subject gets a new key and stays readable. Returns
+    /// event for the same subject gets a new key and stays readable. The
+    /// subject's key records that repair moved to `quarantine/` or recovery
+    /// saved in `torn/` (matched by their lookup field) are removed too, and
+    /// count as something erased. Returns
     /// false if the subject had no key (no event ever named it, or it was
     /// shredded already by an earlier call that returned true; after a shred
     /// that failed and was completed by a later rewrite, this process keeps

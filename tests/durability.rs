@@ -218,6 +218,77 @@ fn a_torn_tail_after_a_crash_is_cut_and_reported() {
     assert!(store.torn_tails_at_open().is_empty());
 }
 
+/// Power cut during the last append of a store holding a key store: the
+/// torn tail's bytes damaged, so the next open would cut them.
+fn crashed_with_a_torn_tail(sim: &SimStorage) -> PathBuf {
+    let disk: Arc<SimStorage> = Arc::new(sim.clone());
+    let store = Store::open_with(disk.clone(), SIM, options()).unwrap();
+    store.append("s", ExpectedVersion::NoStream, events(1, "a")).unwrap();
+    let sealed = EventData::json("E", r#"{"n":"PII"}"#).with_subject("ann");
+    store.append("c-1", ExpectedVersion::Any, vec![sealed]).unwrap();
+    store.append("s", ExpectedVersion::Exact(0), events(3, "b")).unwrap();
+    std::mem::forget(store);
+    sim.crash(1, false);
+    // The first sealed event started a new segment (of the version that holds them).
+    let mut segs: Vec<String> = annal::Storage::list(sim, Path::new(SIM)).unwrap();
+    segs.retain(|n| n.ends_with(".seg"));
+    segs.sort();
+    let seg = Path::new(SIM).join(segs.last().unwrap());
+    let end = sim.read_file(&seg).unwrap().iter().rposition(|x| *x != 0).unwrap() as u64;
+    sim.flip_bit(&seg, end - 20, 3).unwrap();
+    seg
+}
+
+/// An open that fails after cutting a torn tail (here: an index file says
+/// the log goes on past its segments) leaves the cut listed: the next open
+/// that succeeds reports it, and the one after reports nothing.
+#[test]
+fn a_cut_by_an_open_that_then_fails_is_reported_by_the_next_open() {
+    use annal::Storage;
+    let sim = SimStorage::new();
+    crashed_with_a_torn_tail(&sim);
+    let stray = Path::new(SIM).join(format!("{:020}.idx", 1_000_000));
+    sim.write_file(&stray, b"an index of positions no segment holds")
+        .unwrap();
+    let disk: Arc<SimStorage> = Arc::new(sim.clone());
+    assert!(Store::open_with(disk.clone(), SIM, options()).is_err_and(|e| e.is_corruption()));
+    let kept = annal::log::damage::torn_tails(&sim, Path::new(SIM)).unwrap();
+    assert_eq!(kept.len(), 1, "the failed open cut nothing");
+    sim.remove(&stray).unwrap();
+    let store = Store::open_with(disk.clone(), SIM, options()).unwrap();
+    assert_eq!(store.torn_tails_at_open(), kept);
+    store.close().unwrap();
+    let store = Store::open_with(disk, SIM, options()).unwrap();
+    assert!(store.torn_tails_at_open().is_empty());
+}
+
+/// A key store the open refuses is checked before anything is cut: the
+/// refused open leaves the torn tail in place, and the open after the key
+/// store is mended cuts and reports it.
+#[test]
+fn a_refused_key_store_stops_the_open_before_any_cut() {
+    let sim = SimStorage::new();
+    let seg = crashed_with_a_torn_tail(&sim);
+    let keys = Path::new(SIM).join(annal::format::subjects::SUBJECTS_FILE);
+    let good = sim.read_file(&keys).unwrap();
+    let crashed = sim.read_file(&seg).unwrap();
+    sim.flip_bit(&keys, 20, 0).unwrap();
+    let disk: Arc<SimStorage> = Arc::new(sim.clone());
+    assert!(Store::open_with(disk.clone(), SIM, options()).is_err_and(|e| e.is_corruption()));
+    assert_eq!(
+        sim.read_file(&seg).unwrap(),
+        crashed,
+        "the refused open cut the segment"
+    );
+    sim.write_file(&keys, &good).unwrap();
+    let store = Store::open_with(disk, SIM, options()).unwrap();
+    assert_eq!(store.torn_tails_at_open().len(), 1);
+    assert_eq!(
+        store.torn_tails_at_open(),
+        annal::log::damage::torn_tails(&sim, Path::new(SIM)).unwrap()
+    );
+}
+
 /// With `durable.chk` damaged, recovery cannot tell a torn tail from damage: it cuts nothing.
 #[test]
 fn a_damaged_durable_checkpoint_forbids_cutting() {

@@ -836,6 +836,103 @@ fn a_shred_removes_a_damaged_record_of_its_subject() {
     assert!(store.verify().unwrap().problems.is_empty());
 }
 
+/// A store with a plain event and one sealed under ann's key, closed.
+fn plain_and_ann() -> SimStorage {
+    let sim = SimStorage::new();
+    let store = open_sim(&sim);
+    store
+        .append("plain", ExpectedVersion::Any, vec![EventData::json("E", "{}")])
+        .unwrap();
+    append_personal(&store, "c-1", "ann", 0);
+    store.close().unwrap();
+    sim
+}
+
+/// One flipped bit in the key store's header: a reader still reads every
+/// event that needs no key (those under a key read as damage) and verify
+/// names the header; a writer refuses; repair mends the header (its secret
+/// is vouched for by its checksum) and everything reads again.
+#[test]
+fn a_rotted_key_store_header_keeps_other_events_readable_and_repair_mends_it() {
+    let sim = plain_and_ann();
+    sim.flip_bit(&key_file(), 20, 0).unwrap();
+    let store = Store::open_read_only_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let plain = store.read_stream("plain", Direction::Forward, StreamFrom::Start, 10);
+    assert_eq!(plain.unwrap().len(), 1);
+    let ann = store.read_stream("c-1", Direction::Forward, StreamFrom::Start, 10);
+    assert!(ann.is_err_and(|e| e.is_corruption()));
+    let problems = store.verify().unwrap().problems;
+    assert!(
+        problems.iter().any(|p| p.file == key_file() && p.offset == 0),
+        "{problems:?}"
+    );
+    // A backup keeps the file as it is: its keys are still there to mend.
+    store.backup("/copy").unwrap();
+    let copied = sim.read_file(&Path::new("/copy").join(SUBJECTS_FILE)).unwrap();
+    assert_eq!(copied, sim.read_file(&key_file()).unwrap());
+    drop(store);
+    let refused = Store::open_with(Arc::new(sim.clone()), DIR, options()).err().unwrap();
+    assert!(refused.to_string().contains("read-only"), "{refused}");
+    let report = annal::repair_with(Arc::new(sim.clone()), Path::new(DIR)).unwrap();
+    assert!(report.unfixed.is_empty(), "{report:?}");
+    assert!(report.actions.iter().any(|a| a.contains("header")), "{report:?}");
+    let store = open_sim(&sim);
+    assert_eq!(all(&store)[1].data, personal("ann", 0).data);
+    assert!(store.verify().unwrap().is_clean());
+    assert!(store.shred("ann").unwrap());
+}
+
+/// Two flipped bits of the header's secret: repair cannot tell what it
+/// was, leaves the file and says why; the reader still works.
+#[test]
+fn a_key_store_header_whose_secret_is_lost_is_reported_unfixed() {
+    let sim = plain_and_ann();
+    sim.flip_bit(&key_file(), 20, 0).unwrap();
+    sim.flip_bit(&key_file(), 40, 5).unwrap();
+    let rotted = sim.read_file(&key_file()).unwrap();
+    let report = annal::repair_with(Arc::new(sim.clone()), Path::new(DIR)).unwrap();
+    assert!(report.unfixed.iter().any(|u| u.contains("secret")), "{report:?}");
+    assert_eq!(sim.read_file(&key_file()).unwrap(), rotted);
+    let store = Store::open_read_only_with(Arc::new(sim.clone()), DIR, options()).unwrap();
+    let plain = store.read_stream("plain", Direction::Forward, StreamFrom::Start, 10);
+    assert_eq!(plain.unwrap().len(), 1);
+}
+
+/// Repair moves a damaged key record (here its checksum rotted: the key
+/// inside is intact) to quarantine, and recovery saves a torn one in
+/// `torn/`: a shred of the subject removes both and answers that it erased
+/// something; its events then read erased.
+#[test]
+fn a_shred_removes_its_subjects_key_records_from_quarantine_and_torn() {
+    let sim = plain_and_ann();
+    let at = subjects::SUBJECTS_HEADER;
+    let whole = sim.read_file(&key_file()).unwrap();
+    let key = whole[at + 49..at + 81].to_vec();
+    sim.flip_bit(&key_file(), (at + 82) as u64, 1).unwrap();
+    let report = annal::repair_with(Arc::new(sim.clone()), Path::new(DIR)).unwrap();
+    let removed = report.quarantine.unwrap().join(format!("{SUBJECTS_FILE}-removed.bin"));
+    // A torn copy of the start of ann's record (kind, lookup, part of the id).
+    let mut torn = sim.read_file(&key_file()).unwrap();
+    let torn_at = torn.len();
+    torn.extend_from_slice(&whole[at..at + 40]);
+    sim.write_file(&key_file(), &torn).unwrap();
+    let store = open_sim(&sim);
+    let saved = Path::new(DIR)
+        .join("torn")
+        .join(format!("{SUBJECTS_FILE}-{torn_at}-0.bin"));
+    assert!(sim.read_file(&saved).is_ok());
+    assert!(store.shred("ann").unwrap(), "the shred found nothing to erase");
+    let left = sim.read_file(&removed).unwrap_or_default();
+    assert!(
+        !left.windows(32).any(|w| w == &key[..]),
+        "ann's key is still in quarantine"
+    );
+    assert!(sim.read_file(&saved).is_err(), "ann's torn record is still in torn/");
+    assert!(all(&store)[1].is_erased());
+    assert!(store.verify().unwrap().problems.is_empty());
+    assert!(!store.shred("ann").unwrap());
+}
+
 /// The erased copy of [`personal`]`(subject, n)`, as a forwarder delivers it.
 fn arrived_erased(subject: &str, n: u64) -> EventData {
     let p = personal(subject, n);

@@ -353,6 +353,44 @@ pub fn decode_file(bytes: &[u8]) -> Result<KeyFile, KeyFileError> {
     Ok(file)
 }
 
+/// A header for a key store whose header does not decode (bad magic or
+/// checksum), if the damage can be undone with certainty: the magic, version
+/// and reserved fields are known (version 1), and the secret is trusted only
+/// if the stored checksum vouches for it, as read or with one bit flipped in
+/// the secret or the checksum itself (only when the known fields read right:
+/// the checksum's distance of 5 bits at this length makes a one-bit
+/// correction unique). The secret is random and cannot be rebuilt otherwise:
+/// the records' lookups match a subject only under it. `None` if the header
+/// cannot be mended.
+pub fn mend_header(bytes: &[u8]) -> Option<Vec<u8>> {
+    let stored = bytes.get(..SUBJECTS_HEADER)?;
+    let crc = le_u32(stored, SUBJECTS_HEADER - 4);
+    let mut secret = Secret([0u8; 32]);
+    secret.0.copy_from_slice(&stored[16..48]);
+    let mut out = encode_header(&secret);
+    let known_fields_intact = stored[..16] == out[..16];
+    if crc32fast::hash(&out[..SUBJECTS_HEADER - 4]) == crc {
+        return Some(out);
+    }
+    if !known_fields_intact {
+        return None;
+    }
+    // One flipped bit in the checksum: the secret as read is vouched for.
+    if (crc32fast::hash(&out[..SUBJECTS_HEADER - 4]) ^ crc).count_ones() == 1 {
+        return Some(out);
+    }
+    // One flipped bit in the secret.
+    for bit in 0..32 * 8 {
+        out[16 + bit / 8] ^= 1 << (bit % 8);
+        if crc32fast::hash(&out[..SUBJECTS_HEADER - 4]) == crc {
+            out[SUBJECTS_HEADER - 4..].copy_from_slice(&crc.to_le_bytes());
+            return Some(out);
+        }
+        out[16 + bit / 8] ^= 1 << (bit % 8);
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,6 +450,27 @@ mod tests {
         let mut header = bytes;
         header[20] ^= 1;
         assert_eq!(decode_file(&header), Err(KeyFileError::HeaderChecksum));
+    }
+
+    #[test]
+    fn a_header_is_mended_only_when_one_bit_or_a_known_field_rotted() {
+        let secret = Secret::random().unwrap();
+        let bytes = encode_file(&secret, &[], &[[9; KEY_ID_LEN]]);
+        for bit in 0..SUBJECTS_HEADER * 8 {
+            let mut bad = bytes.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert_eq!(mend_header(&bad).as_deref(), Some(&bytes[..SUBJECTS_HEADER]), "bit {bit}");
+        }
+        // The whole magic gone, the secret and checksum intact: mended.
+        let mut magic = bytes.clone();
+        magic[..8].copy_from_slice(b"XXXXXXXX");
+        assert_eq!(mend_header(&magic).as_deref(), Some(&bytes[..SUBJECTS_HEADER]));
+        // Two bits of the secret: it cannot be told, never guessed.
+        let mut two = bytes.clone();
+        two[20] ^= 1;
+        two[40] ^= 4;
+        assert_eq!(mend_header(&two), None);
+        assert_eq!(mend_header(&bytes[..SUBJECTS_HEADER - 1]), None);
     }
 
     #[test]

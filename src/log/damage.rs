@@ -11,6 +11,9 @@ use crate::storage::{Storage, write_atomically};
 
 /// Folder where cut-off torn tails are kept.
 pub const TORN_DIR: &str = "torn";
+/// File in [`TORN_DIR`] naming the files saved there by cuts that no open
+/// has reported yet, one name a line (see format.md, "Recovery").
+pub const UNREPORTED_FILE: &str = "unreported.lst";
 
 /// A torn tail that recovery cut off the last segment and kept in `torn/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,29 +38,94 @@ pub fn torn_tails(storage: &dyn Storage, dir: &Path) -> Result<Vec<TornTail>> {
     }
     let mut out = Vec::new();
     for name in storage.list(&torn).ctx(|| format!("listing {}", torn.display()))? {
-        let Some(stem) = name.strip_suffix(".bin") else {
-            continue;
-        };
-        let mut parts = stem.splitn(3, '-');
-        let (Some(Ok(segment_base)), Some(Ok(offset))) =
-            (parts.next().map(str::parse::<u64>), parts.next().map(str::parse::<u64>))
-        else {
-            continue;
-        };
-        let file = torn.join(&name);
-        let bytes = storage
-            .open(&file, false)
-            .and_then(|f| f.len())
-            .ctx(|| format!("reading {}", file.display()))?;
-        out.push(TornTail {
-            file,
-            segment_base,
-            offset,
-            bytes,
-        });
+        out.extend(torn_tail_named(storage, dir, &name)?);
     }
     out.sort_by_key(|t| (t.segment_base, t.offset));
     Ok(out)
+}
+
+/// The torn tail of a segment kept in `dir/torn/name`, if `name` is the
+/// name of one (`<base>-<offset>-<k>.bin`).
+fn torn_tail_named(storage: &dyn Storage, dir: &Path, name: &str) -> Result<Option<TornTail>> {
+    let Some(stem) = name.strip_suffix(".bin") else {
+        return Ok(None);
+    };
+    let mut parts = stem.splitn(3, '-');
+    let (Some(Ok(segment_base)), Some(Ok(offset))) =
+        (parts.next().map(str::parse::<u64>), parts.next().map(str::parse::<u64>))
+    else {
+        return Ok(None);
+    };
+    let file = dir.join(TORN_DIR).join(name);
+    let bytes = storage
+        .open(&file, false)
+        .and_then(|f| f.len())
+        .ctx(|| format!("reading {}", file.display()))?;
+    Ok(Some(TornTail {
+        file,
+        segment_base,
+        offset,
+        bytes,
+    }))
+}
+
+/// A torn last record of `subjects.key` cut off by recovery and kept in `torn/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CutKeyTail {
+    /// Where the cut bytes were saved (`torn/subjects.key-<offset>-<k>.bin`).
+    pub(crate) saved: PathBuf,
+    /// Offset of the cut in `subjects.key`.
+    pub(crate) offset: u64,
+    /// Bytes cut.
+    pub(crate) bytes: u64,
+}
+
+/// The cuts no successful open has reported yet (the files of
+/// [`UNREPORTED_FILE`] still in `torn/`): the torn tails of segments, oldest
+/// first, and the torn records of `subjects.key`.
+pub(crate) fn unreported_cuts(st: &dyn Storage, dir: &Path) -> Result<(Vec<TornTail>, Vec<CutKeyTail>)> {
+    let list = dir.join(TORN_DIR).join(UNREPORTED_FILE);
+    let (mut tails, mut keys) = (Vec::new(), Vec::new());
+    if !st.exists(&list) {
+        return Ok((tails, keys));
+    }
+    let text = st
+        .open(&list, false)
+        .and_then(|f| crate::storage::read_whole(&*f))
+        .ctx(|| format!("reading {}", list.display()))?;
+    let mut names: Vec<&str> = std::str::from_utf8(&text).unwrap_or_default().lines().collect();
+    names.sort_unstable();
+    names.dedup();
+    let key_prefix = format!("{}-", crate::format::subjects::SUBJECTS_FILE);
+    for name in names {
+        let saved = dir.join(TORN_DIR).join(name);
+        // A file removed since (by a person, or by a shred) is not reported.
+        if name.contains('/') || !st.exists(&saved) {
+            continue;
+        }
+        if let Some(rest) = name.strip_prefix(&key_prefix) {
+            let offset = rest.split('-').next().and_then(|o| o.parse::<u64>().ok()).unwrap_or(0);
+            let bytes = st
+                .open(&saved, false)
+                .and_then(|f| f.len())
+                .ctx(|| format!("reading {}", saved.display()))?;
+            keys.push(CutKeyTail { saved, offset, bytes });
+        } else {
+            tails.extend(torn_tail_named(st, dir, name)?);
+        }
+    }
+    tails.sort_by_key(|t| (t.segment_base, t.offset));
+    Ok((tails, keys))
+}
+
+/// Forgets the unreported cuts, once an open has reported them. A failure is
+/// ignored: the next open then reports them again (twice rather than never).
+pub(crate) fn forget_unreported(st: &dyn Storage, dir: &Path) {
+    let torn = dir.join(TORN_DIR);
+    let list = torn.join(UNREPORTED_FILE);
+    if st.exists(&list) {
+        let _ = st.remove(&list).and_then(|()| st.sync_dir(&torn));
+    }
 }
 
 /// Copies the bytes about to be cut from a segment into `torn/`, durably.
@@ -100,6 +168,19 @@ pub(crate) fn save_torn_bytes(
         n += 1;
     };
     write_atomically(st, &torn, &name, tail).ctx(|| format!("saving the torn tail of {}", from.display()))?;
+    // Listed before the cut: if the open fails after cutting, the next open
+    // that succeeds still reports it.
+    let list = torn.join(UNREPORTED_FILE);
+    let mut names = match st.exists(&list) {
+        true => st
+            .open(&list, false)
+            .and_then(|f| crate::storage::read_whole(&*f))
+            .ctx(|| format!("reading {}", list.display()))?,
+        false => Vec::new(),
+    };
+    names.extend_from_slice(name.as_bytes());
+    names.push(b'\n');
+    write_atomically(st, &torn, UNREPORTED_FILE, &names).ctx(|| format!("writing {}", list.display()))?;
     Ok(torn.join(name))
 }
 

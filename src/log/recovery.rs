@@ -105,6 +105,9 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
         })?
     };
     check_identity(st, dir)?;
+    // The key store is checked before anything is cut: an open it refuses
+    // (a damaged header) cuts nothing.
+    let subjects = crate::log::subjects::SubjectKeys::open(storage.clone(), dir, !read_only)?;
 
     let mut names: Vec<(u64, String)> = Vec::new();
     let mut idx_names: HashMap<u64, String> = HashMap::new();
@@ -290,7 +293,27 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
         active = Some(Arc::new(ActiveSegment::create(st, dir, expected_base, fields.clone(), version)?));
     }
     let block_cache = crate::format::block_cache::BlockCache::new(options.block_cache_bytes);
-    let subjects = crate::log::subjects::SubjectKeys::open(storage.clone(), dir, !read_only)?;
+    // Every cut no open has reported yet, this open's and those of opens
+    // that failed after cutting: this open cannot fail any more.
+    let (torn, key_cuts) = match access {
+        Access::ReadWrite => crate::log::damage::unreported_cuts(st, dir)?,
+        Access::ReadOnly => (torn, Vec::new()),
+    };
+    let key_note = (!key_cuts.is_empty()).then(|| {
+        key_cuts
+            .iter()
+            .map(|c| {
+                format!(
+                    "open cut a torn record of {} ({} bytes at offset {}, a key whose write never finished), saved in {}",
+                    crate::format::subjects::SUBJECTS_FILE,
+                    c.bytes,
+                    c.offset,
+                    c.saved.display()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    });
     let shared = Shared {
         dir: dir.to_path_buf(),
         storage: storage.clone(),
@@ -307,15 +330,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
         dictionary: RwLock::new(dictionary),
         block_cache,
         notifier: Default::default(),
-        background_error: Mutex::new(subjects.cut_at_open().map(|c| {
-            format!(
-                "open cut a torn record of {} ({} bytes at offset {}, a key whose write never finished), saved in {}",
-                crate::format::subjects::SUBJECTS_FILE,
-                c.bytes,
-                c.offset,
-                c.saved.display()
-            )
-        })),
+        background_error: Mutex::new(key_note),
         retention_holds: Mutex::new(std::collections::BTreeMap::new()),
         forwarder_positions: Mutex::new(std::collections::BTreeMap::new()),
         compress_skipped: Mutex::new(std::collections::HashSet::new()),
@@ -333,6 +348,9 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
         subjects,
         _lock: lock,
     };
+    if access == Access::ReadWrite {
+        crate::log::damage::forget_unreported(st, dir);
+    }
     Ok(shared)
 }
 

@@ -78,15 +78,14 @@ impl Keys {
     }
 }
 
-/// A torn last record of `subjects.key` that a writable open cut off.
-#[derive(Debug, Clone)]
-pub(crate) struct CutKeyTail {
-    /// Where the cut bytes were saved (`torn/subjects.key-<offset>-<k>.bin`).
-    pub(crate) saved: PathBuf,
-    /// Offset of the cut in `subjects.key`.
-    pub(crate) offset: u64,
-    /// Bytes cut.
-    pub(crate) bytes: u64,
+/// A file holding key records moved out of `subjects.key` (see
+/// [`SubjectKeys::records_aside`]) and a subject's records in it.
+struct Aside {
+    path: PathBuf,
+    /// The file's bytes without the subject's records.
+    kept: Vec<u8>,
+    /// The key ids those records name.
+    key_ids: Vec<KeyId>,
 }
 
 /// The open key store.
@@ -102,8 +101,10 @@ pub(crate) struct SubjectKeys {
     /// the keys it was destroying, so no key is created until the store is
     /// opened again (which reads what the disk holds).
     failed: std::sync::atomic::AtomicBool,
-    /// The torn tail this open cut off, if any (saved in `torn/` first).
-    cut_at_open: Option<CutKeyTail>,
+    /// Why the file's header did not decode, and the file's bytes as read,
+    /// for a read-only open that then went on with no key (the header is at
+    /// offset 0). A backup copies those bytes as they are.
+    header_damage: Option<(String, Vec<u8>)>,
 }
 
 fn path_of(dir: &Path) -> PathBuf {
@@ -124,33 +125,62 @@ impl SubjectKeys {
     /// `writable`, and ignored otherwise. A damaged record (full length, bad
     /// checksum) is left in the file, skipped and remembered (see
     /// [`SubjectKeys::damaged`]): the events sealed under the key it held read
-    /// as damage, every other key stays usable.
+    /// as damage, every other key stays usable. A header that does not decode
+    /// (bad magic or checksum) fails a writable open; a read-only one goes on
+    /// with no key (see [`SubjectKeys::header_damage`]).
     pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, writable: bool) -> Result<Self> {
         let path = path_of(dir);
         let mut keys = Keys::default();
         let mut file = None;
-        let mut cut_at_open = None;
         if storage.exists(&path) {
             let f = storage.open(&path, writable).ctx(|| format!("opening {}", path.display()))?;
             let bytes = read_whole(&*f).ctx(|| format!("reading {}", path.display()))?;
-            let decoded = subjects::decode_file(&bytes).map_err(|e| match e {
-                KeyFileError::Version(found) => Error::UnsupportedVersion {
-                    file: path.clone(),
-                    found,
-                    supported: SUBJECTS_VERSION,
-                },
-                KeyFileError::NotKeyStore => Error::corruption(&path, 0, "not a subject key store (bad magic or too short)"),
-                KeyFileError::HeaderChecksum => Error::corruption(&path, 0, "subject key store header checksum mismatch"),
-            })?;
+            let decoded = match subjects::decode_file(&bytes) {
+                Ok(d) => d,
+                Err(KeyFileError::Version(found)) => {
+                    return Err(Error::UnsupportedVersion {
+                        file: path.clone(),
+                        found,
+                        supported: SUBJECTS_VERSION,
+                    });
+                }
+                Err(e) => {
+                    let reason = match e {
+                        KeyFileError::HeaderChecksum => "subject key store header checksum mismatch",
+                        _ => "not a subject key store (bad magic or too short)",
+                    };
+                    if writable {
+                        // New keys and shreds look subjects up under the
+                        // header's secret: with it unknown, a shred could
+                        // miss a subject's key and a new key could not be
+                        // matched to its subject later.
+                        return Err(Error::corruption(
+                            &path,
+                            0,
+                            format!(
+                                "{reason}: a writable open refuses it (shredding and new keys need the lookup secret it holds); \
+                                 open the store read-only to read what needs no key, and run `annal repair`"
+                            ),
+                        ));
+                    }
+                    // A reader goes on with no key at all: the events sealed
+                    // under a key read as damage, every other event reads.
+                    return Ok(SubjectKeys {
+                        storage,
+                        dir: dir.to_path_buf(),
+                        writable,
+                        keys: RwLock::new(keys),
+                        file: Mutex::new(None),
+                        failed: std::sync::atomic::AtomicBool::new(false),
+                        header_damage: Some((reason.to_string(), bytes)),
+                    });
+                }
+            };
             if decoded.valid_len < bytes.len() && writable {
                 let offset = decoded.valid_len as u64;
                 let tail = &bytes[decoded.valid_len..];
-                let saved = crate::log::damage::save_torn_bytes(&*storage, dir, &path, SUBJECTS_FILE, tail, offset)?;
-                cut_at_open = Some(CutKeyTail {
-                    saved,
-                    offset,
-                    bytes: tail.len() as u64,
-                });
+                // Reported by the open (see `damage::unreported_cuts`).
+                crate::log::damage::save_torn_bytes(&*storage, dir, &path, SUBJECTS_FILE, tail, offset)?;
                 f.set_len(decoded.valid_len as u64)
                     .and_then(|()| f.sync_data())
                     .ctx(|| format!("cutting the torn tail of {}", path.display()))?;
@@ -186,13 +216,14 @@ impl SubjectKeys {
             keys: RwLock::new(keys),
             file: Mutex::new(file),
             failed: std::sync::atomic::AtomicBool::new(false),
-            cut_at_open,
+            header_damage: None,
         })
     }
 
-    /// The torn tail this open cut off `subjects.key`, if any.
-    pub(crate) fn cut_at_open(&self) -> Option<&CutKeyTail> {
-        self.cut_at_open.as_ref()
+    /// Why the header of `subjects.key` did not decode, if a read-only open
+    /// went on without its keys (a writable open refuses such a file).
+    pub(crate) fn header_damage(&self) -> Option<&str> {
+        self.header_damage.as_ref().map(|(reason, _)| reason.as_str())
     }
 
     /// The path of `subjects.key` and the offsets of its damaged records
@@ -373,7 +404,10 @@ impl SubjectKeys {
 
     /// Destroys the subject's key: `subjects.key` is rewritten without it
     /// (with a record that it was shredded) atomically and synced before this
-    /// returns. Returns false if the subject had no key (nothing to erase).
+    /// returns; the subject's records moved aside (see
+    /// [`SubjectKeys::records_aside`]) are removed too, after the file lists
+    /// their key ids as shredded. Returns false if the subject had no key
+    /// and nothing aside (nothing to erase).
     ///
     /// After a shred whose rewrite failed, the keys it destroyed are gone from
     /// memory but maybe not from disk: the next shred (of any subject) writes
@@ -388,12 +422,15 @@ impl SubjectKeys {
         }
         let mut file = self.file.lock();
         let failed = self.failed.load(std::sync::atomic::Ordering::Acquire);
-        let (bytes, offsets, gone, damaged_of, lookup, was_pending) = {
+        let Some(secret) = self.keys.read().secret.clone() else {
+            return Ok(false);
+        };
+        let lookup = subjects::lookup(&secret, subject);
+        // Records of the subject that repair moved to quarantine (or that
+        // recovery saved in `torn/`) may hold its key: they go too.
+        let aside = self.records_aside(&lookup)?;
+        let (bytes, offsets, gone, damaged_of, was_pending) = {
             let keys = self.keys.read();
-            let Some(secret) = keys.secret.clone() else {
-                return Ok(false);
-            };
-            let lookup = subjects::lookup(&secret, subject);
             let mut gone: Vec<KeyId> = keys.live.iter().filter(|(_, (l, _))| *l == lookup).map(|(id, _)| *id).collect();
             // A damaged record whose lookup field still reads as this
             // subject's may hold its key intact: it goes too, and its key id
@@ -410,14 +447,19 @@ impl SubjectKeys {
                 id.copy_from_slice(&keys.damaged[i].1[33..33 + subjects::KEY_ID_LEN]);
                 gone.push(id);
             }
+            // Their key ids are listed as shredded: the events sealed under
+            // them read erased, no longer as damage.
+            gone.extend(aside.iter().flat_map(|a| a.key_ids.iter().copied()));
             let was_pending = keys.pending.contains(&lookup);
             if gone.is_empty() && !failed {
+                drop(keys);
+                self.remove_aside(&aside)?;
                 // A subject whose failed shred reached the disk since (with
                 // a later rewrite) answers as that shred would have.
-                return Ok(was_pending);
+                return Ok(was_pending || !aside.is_empty());
             }
             let (bytes, offsets) = keys.encode(&secret, &gone, &damaged_of);
-            (bytes, offsets, gone, damaged_of, lookup, was_pending)
+            (bytes, offsets, gone, damaged_of, was_pending)
         };
         let path = path_of(&self.dir);
         let written = write_atomically(&*self.storage, &self.dir, SUBJECTS_FILE, &bytes)
@@ -445,6 +487,10 @@ impl SubjectKeys {
                     d.0 = at;
                 }
                 self.failed.store(false, std::sync::atomic::Ordering::Release);
+                drop(keys);
+                // Once the key ids are listed as shredded: a failure here
+                // leaves the records aside, and a retry finds them again.
+                self.remove_aside(&aside)?;
                 Ok(!gone.is_empty() || was_pending)
             }
             Err(e) => {
@@ -458,8 +504,81 @@ impl SubjectKeys {
         }
     }
 
-    /// The whole key store as it is now, encoded (for a backup); `None` if no key was ever made.
+    /// The key records with `lookup` that were moved out of the file: by
+    /// repair (`quarantine/<time>/subjects.key-removed.bin`, damaged records
+    /// and a torn last record) and by recovery (`torn/subjects.key-*.bin`, a
+    /// torn last record). Each file holds records (85 bytes) back to back,
+    /// the last one maybe shorter; a record matches if its lookup field
+    /// (bytes 1..33) is whole and equals `lookup`.
+    fn records_aside(&self, lookup: &Lookup) -> Result<Vec<Aside>> {
+        let st = &*self.storage;
+        let mut files = Vec::new();
+        let quarantine = self.dir.join(crate::maintenance::repair::QUARANTINE_DIR);
+        if st.exists(&quarantine) {
+            for run in st.list(&quarantine).ctx(|| format!("listing {}", quarantine.display()))? {
+                let f = quarantine.join(run).join(format!("{SUBJECTS_FILE}-removed.bin"));
+                if st.exists(&f) {
+                    files.push(f);
+                }
+            }
+        }
+        let torn = self.dir.join(crate::log::damage::TORN_DIR);
+        if st.exists(&torn) {
+            for name in st.list(&torn).ctx(|| format!("listing {}", torn.display()))? {
+                if name.starts_with(&format!("{SUBJECTS_FILE}-")) && name.ends_with(".bin") {
+                    files.push(torn.join(name));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for path in files {
+            let bytes = st
+                .open(&path, false)
+                .and_then(|f| read_whole(&*f))
+                .ctx(|| format!("reading {}", path.display()))?;
+            let (mut kept, mut key_ids, mut found) = (Vec::new(), Vec::new(), false);
+            for rec in bytes.chunks(SUBJECT_RECORD) {
+                if rec.get(1..33) != Some(&lookup[..]) {
+                    kept.extend_from_slice(rec);
+                    continue;
+                }
+                found = true;
+                if let Some(id) = rec.get(33..33 + subjects::KEY_ID_LEN).and_then(|b| KeyId::try_from(b).ok()) {
+                    key_ids.push(id);
+                }
+            }
+            if found {
+                out.push(Aside { path, kept, key_ids });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rewrites each file of `aside` without the subject's records
+    /// (atomically, or removes it if nothing else is left), syncing its folder.
+    fn remove_aside(&self, aside: &[Aside]) -> Result<()> {
+        let st = &*self.storage;
+        for a in aside {
+            let (Some(folder), Some(name)) = (a.path.parent(), a.path.file_name().and_then(|n| n.to_str())) else {
+                continue;
+            };
+            let done = if a.kept.is_empty() {
+                st.remove(&a.path).and_then(|()| st.sync_dir(folder))
+            } else {
+                write_atomically(st, folder, name, &a.kept)
+            };
+            done.ctx(|| format!("removing a shredded subject's key records from {}", a.path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// The whole key store as it is now, encoded (for a backup); `None` if no
+    /// key was ever made. A file whose header did not decode is copied as it
+    /// was read, damage and all: its keys are still there for `repair`.
     pub(crate) fn snapshot(&self) -> Option<Vec<u8>> {
+        if let Some((_, bytes)) = &self.header_damage {
+            return Some(bytes.clone());
+        }
         let _file = self.file.lock();
         let keys = self.keys.read();
         let secret = keys.secret.as_ref()?;

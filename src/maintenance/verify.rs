@@ -314,6 +314,13 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
         }
     }
     let (keys_path, damaged) = shared.subjects.damaged();
+    if let Some(reason) = shared.subjects.header_damage() {
+        report.problem(
+            &keys_path,
+            0,
+            format!("{reason}: no key of the file is used, so every event sealed under a key reads as damage"),
+        );
+    }
     for at in damaged {
         report.problem(
             &keys_path,

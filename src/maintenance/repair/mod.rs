@@ -178,14 +178,17 @@ impl Repairer<'_> {
     /// bad checksum) and its torn last record, the original file kept in
     /// quarantine. The keys those records held are lost: the events sealed
     /// under them stay unreadable (`verify` still reports them). A header
-    /// that does not decode is left as it is, reported as unfixed.
+    /// that does not decode is mended when its lookup secret is vouched for
+    /// by its checksum (see [`crate::format::subjects::mend_header`]), else
+    /// left as it is, reported as unfixed.
     fn subject_keys(&mut self) -> Result<()> {
         use crate::format::subjects::{self, SUBJECTS_FILE};
         let path = self.dir.join(SUBJECTS_FILE);
         if !self.st.exists(&path) {
             return Ok(());
         }
-        let bytes = self.read(&path)?;
+        let mut bytes = self.read(&path)?;
+        let mut mended = false;
         let decoded = match subjects::decode_file(&bytes) {
             Ok(d) => d,
             Err(subjects::KeyFileError::Version(v)) => {
@@ -196,14 +199,32 @@ impl Repairer<'_> {
                 });
             }
             Err(e) => {
-                self.report.unfixed.push(format!(
-                    "{} at 0: header does not decode ({e:?}); its keys cannot be recovered by repair",
+                let header = subjects::mend_header(&bytes);
+                let Some(d) = header.and_then(|h| {
+                    let mut b = bytes.clone();
+                    b[..h.len()].copy_from_slice(&h);
+                    subjects::decode_file(&b).ok().map(|d| (b, d))
+                }) else {
+                    self.report.unfixed.push(format!(
+                        "{} at 0: header does not decode ({e:?}) and cannot be mended: the lookup secret it holds is random \
+                         and nothing else records it, so the keys it matches to subjects cannot be found by subject \
+                         (restore the file from a backup); a read-only open reads every event not sealed under a key",
+                        path.display()
+                    ));
+                    return Ok(());
+                };
+                // Only the old header goes to quarantine: it holds no key.
+                self.quarantine(&format!("{SUBJECTS_FILE}-header.bin"), &bytes[..subjects::SUBJECTS_HEADER])?;
+                self.act(format!(
+                    "{} at 0: mended a damaged header ({e:?}; its lookup secret checked against its checksum); the old header is in quarantine",
                     path.display()
                 ));
-                return Ok(());
+                mended = true;
+                bytes = d.0;
+                d.1
             }
         };
-        if decoded.damaged.is_empty() && decoded.valid_len == bytes.len() {
+        if !mended && decoded.damaged.is_empty() && decoded.valid_len == bytes.len() {
             return Ok(());
         }
         // Only the removed records go to quarantine, never the whole file:
@@ -215,7 +236,9 @@ impl Repairer<'_> {
             }
         }
         removed.extend_from_slice(bytes.get(decoded.valid_len..).unwrap_or_default());
-        self.quarantine(&format!("{SUBJECTS_FILE}-removed.bin"), &removed)?;
+        if !removed.is_empty() {
+            self.quarantine(&format!("{SUBJECTS_FILE}-removed.bin"), &removed)?;
+        }
         let clean = subjects::encode_file(&decoded.secret, &decoded.keys, &decoded.shredded);
         write_atomically(self.st, self.dir, SUBJECTS_FILE, &clean).ctx(|| format!("rewriting {}", path.display()))?;
         for at in &decoded.damaged {
