@@ -133,6 +133,12 @@ pub(crate) fn backup(shared: &Shared, dest: &Path) -> Result<BackupReport> {
     }
     let st = &*shared.storage;
     empty_dest(st, dest)?;
+    // The stream checkpoint is read before the cut: it then covers a sealed
+    // boundary at or before the cut's end. (Read after the copy of the
+    // segments, it could describe a segment sealed meanwhile, which the copy
+    // lacks: the copy would refuse to open, its newest segments "missing".)
+    // Replaced whole when written, so what is read is one version of it.
+    let streams_chk = st.map(&shared.dir.join(STREAMS_FILE)).ok();
     // One consistent cut: the segments, and the active one's end as of now.
     let now = shared.segments.snapshot();
     let (active_end, events) = match &now.active {
@@ -188,8 +194,7 @@ pub(crate) fn backup(shared: &Shared, dest: &Path) -> Result<BackupReport> {
             copy_bytes(st, dest, name, (*bytes).as_ref(), &mut report)?;
         }
     }
-    // The stream checkpoint covers a sealed boundary at or before the cut, so it stays valid.
-    if let Ok(chk) = st.map(&shared.dir.join(STREAMS_FILE)) {
+    if let Some(chk) = streams_chk {
         copy_bytes(st, dest, STREAMS_FILE, (*chk).as_ref(), &mut report)?;
     }
     if let Some(active) = &now.active {
