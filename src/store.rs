@@ -111,6 +111,10 @@ impl Store {
         let committer = Committer::new(shared.clone())?;
         let store = Self::assemble(shared, Some(committer), None)?;
         store.start_maintenance()?;
+        // The open succeeded: the cuts it reports (its own and those of
+        // earlier opens that failed after cutting) need no other report. Not
+        // sooner: an open that fails after cutting leaves them listed.
+        crate::log::damage::forget_unreported(&*store.shared.storage, &store.shared.dir);
         Ok(store)
     }
 
@@ -152,11 +156,18 @@ impl Store {
             options,
             crate::log::recovery::Access::ReadOnly,
         )?);
-        let reason = match shared.damage.first() {
-            Some(d) => format!(
-                "it is damaged and open degraded, for reads of the intact data only ({}); run `annal repair`",
-                d.error()
-            ),
+        let damage = shared.damage.first().map(|d| d.error().to_string()).or_else(|| {
+            shared.subjects.header_damage().map(|why| {
+                format!(
+                    "{}: {why}",
+                    shared.dir.join(crate::format::subjects::SUBJECTS_FILE).display()
+                )
+            })
+        });
+        let reason = match damage {
+            Some(d) => {
+                format!("it is damaged and open degraded, for reads of the intact data only ({d}); run `annal repair`")
+            }
             None => "it was opened for reading only".to_string(),
         };
         Self::assemble(shared, None, Some(reason))
@@ -172,7 +183,7 @@ impl Store {
         match Self::open_with(storage.clone(), dir, options.clone()) {
             Err(e @ Error::Corruption { .. }) => {
                 let store = Self::open_read_only_with(storage, dir, options)?;
-                if store.shared.damage.is_empty() {
+                if store.shared.damage.is_empty() && store.shared.subjects.header_damage().is_none() {
                     // The read-only open did not find what the writer refused: say it.
                     return Err(e);
                 }

@@ -262,6 +262,71 @@ fn a_cut_by_an_open_that_then_fails_is_reported_by_the_next_open() {
     assert!(store.torn_tails_at_open().is_empty());
 }
 
+/// An open that fails even later, after the recovery itself (here: the
+/// stream metadata it loads is damaged), leaves its cut listed too: the list
+/// is forgotten only once the whole open succeeded.
+#[test]
+fn a_cut_by_an_open_that_fails_loading_metadata_is_reported_by_the_next_open() {
+    let sim = SimStorage::new();
+    let disk: Arc<SimStorage> = Arc::new(sim.clone());
+    let store = Store::open_with(disk.clone(), SIM, options()).unwrap();
+    store.append("s", ExpectedVersion::NoStream, events(1, "a")).unwrap();
+    let meta = annal::StreamMetadata {
+        max_count: Some(1_000_000_007),
+        ..Default::default()
+    };
+    store.set_stream_metadata("s", meta).unwrap();
+    let sealed = EventData::json("E", r#"{"n":"PII"}"#).with_subject("ann");
+    store.append("c-1", ExpectedVersion::Any, vec![sealed]).unwrap();
+    store.append("s", ExpectedVersion::Exact(0), events(3, "b")).unwrap();
+    std::mem::forget(store);
+    sim.crash(1, false);
+    let mut segs: Vec<String> = annal::Storage::list(&sim, Path::new(SIM)).unwrap();
+    segs.retain(|n| n.ends_with(".seg"));
+    segs.sort();
+    let (first, last) = (Path::new(SIM).join(&segs[0]), Path::new(SIM).join(segs.last().unwrap()));
+    assert_ne!(first, last);
+    let end = sim.read_file(&last).unwrap().iter().rposition(|x| *x != 0).unwrap() as u64;
+    sim.flip_bit(&last, end - 20, 3).unwrap();
+    // The metadata event, in the sealed first segment, rots.
+    let good = sim.read_file(&first).unwrap();
+    let at = good.windows(10).position(|w| w == b"1000000007").unwrap() as u64;
+    sim.flip_bit(&first, at, 0).unwrap();
+    assert!(Store::open_with(disk.clone(), SIM, options()).is_err_and(|e| e.is_corruption()));
+    let kept = annal::log::damage::torn_tails(&sim, Path::new(SIM)).unwrap();
+    assert_eq!(kept.len(), 1, "the failed open cut nothing");
+    sim.write_file(&first, &good).unwrap();
+    let store = Store::open_with(disk, SIM, options()).unwrap();
+    assert_eq!(store.torn_tails_at_open(), kept);
+}
+
+/// A list of unreported cuts that rotted (a name no longer names a file of
+/// `torn/`) cannot say which cuts are unreported: every file of `torn/` is
+/// reported, rather than none.
+#[test]
+fn a_rotted_list_of_unreported_cuts_reports_every_cut() {
+    use annal::Storage;
+    let sim = SimStorage::new();
+    crashed_with_a_torn_tail(&sim);
+    let stray = Path::new(SIM).join(format!("{:020}.idx", 1_000_000));
+    sim.write_file(&stray, b"an index of positions no segment holds")
+        .unwrap();
+    let disk: Arc<SimStorage> = Arc::new(sim.clone());
+    assert!(Store::open_with(disk.clone(), SIM, options()).is_err());
+    sim.remove(&stray).unwrap();
+    let kept = annal::log::damage::torn_tails(&sim, Path::new(SIM)).unwrap();
+    assert_eq!(kept.len(), 1);
+    let list = Path::new(SIM).join("torn").join(annal::log::damage::UNREPORTED_FILE);
+    let text = sim.read_file(&list).unwrap();
+    // A digit of the name turns into another: a file that does not exist.
+    let digit = text.iter().position(u8::is_ascii_digit).unwrap();
+    let mut rotted = text.clone();
+    rotted[digit] = if rotted[digit] == b'9' { b'8' } else { rotted[digit] + 1 };
+    sim.write_file(&list, &rotted).unwrap();
+    let store = Store::open_with(disk, SIM, options()).unwrap();
+    assert_eq!(store.torn_tails_at_open(), kept);
+}
+
 /// A key store the open refuses is checked before anything is cut: the
 /// refused open leaves the torn tail in place, and the open after the key
 /// store is mended cuts and reports it.

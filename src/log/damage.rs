@@ -93,11 +93,36 @@ pub(crate) fn unreported_cuts(st: &dyn Storage, dir: &Path) -> Result<(Vec<TornT
         .open(&list, false)
         .and_then(|f| crate::storage::read_whole(&*f))
         .ctx(|| format!("reading {}", list.display()))?;
-    let mut names: Vec<&str> = std::str::from_utf8(&text).unwrap_or_default().lines().collect();
+    let key_prefix = format!("{}-", crate::format::subjects::SUBJECTS_FILE);
+    let torn = dir.join(TORN_DIR);
+    // A list that does not read as names of files still in `torn/` (rotted,
+    // or a file removed since: by a person, or by a shred) cannot say which
+    // cuts are unreported: every file of `torn/` is reported then (twice
+    // rather than never).
+    let listed: Option<Vec<String>> = std::str::from_utf8(&text)
+        .ok()
+        .map(|t| t.lines().map(str::to_string).collect::<Vec<_>>())
+        .filter(|names| {
+            names.iter().all(|n| {
+                !n.contains('/')
+                    && n.ends_with(".bin")
+                    && n != UNREPORTED_FILE
+                    && st.exists(&torn.join(n))
+            })
+        });
+    let mut names = match listed {
+        Some(names) => names,
+        None => st
+            .list(&torn)
+            .ctx(|| format!("listing {}", torn.display()))?
+            .into_iter()
+            .filter(|n| n != UNREPORTED_FILE)
+            .collect(),
+    };
     names.sort_unstable();
     names.dedup();
-    let key_prefix = format!("{}-", crate::format::subjects::SUBJECTS_FILE);
-    for name in names {
+    for name in &names {
+        let name = name.as_str();
         let saved = dir.join(TORN_DIR).join(name);
         // A file removed since (by a person, or by a shred) is not reported.
         if name.contains('/') || !st.exists(&saved) {

@@ -294,7 +294,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
     }
     let block_cache = crate::format::block_cache::BlockCache::new(options.block_cache_bytes);
     // Every cut no open has reported yet, this open's and those of opens
-    // that failed after cutting: this open cannot fail any more.
+    // that failed after cutting.
     let (torn, key_cuts) = match access {
         Access::ReadWrite => crate::log::damage::unreported_cuts(st, dir)?,
         Access::ReadOnly => (torn, Vec::new()),
@@ -348,9 +348,8 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
         subjects,
         _lock: lock,
     };
-    if access == Access::ReadWrite {
-        crate::log::damage::forget_unreported(st, dir);
-    }
+    // The list of unreported cuts is forgotten by `Store::open_with` once the
+    // whole open succeeded (what follows here can still fail).
     Ok(shared)
 }
 
