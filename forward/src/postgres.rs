@@ -381,12 +381,21 @@ fn is_data_error(e: &tokio_postgres::Error) -> bool {
 /// client would otherwise wait for ever for the answer to its startup
 /// message, holding the port of the server that is down. Each host (or
 /// `hostaddr`) is tried in turn, with `connect_timeout` for each; a Unix
-/// socket, or `target_session_attrs` other than `any` (which needs the
-/// client's own check of each server), is left to `tokio-postgres`.
+/// socket, `target_session_attrs` other than `any` (which needs the
+/// client's own check of each server) or `load_balance_hosts=random` is left
+/// to `tokio-postgres`. A server that answers and refuses the startup (say,
+/// "the database system is starting up") passes to the next address; the
+/// last refusal is the error. The socket takes `keepalives` (on or off);
+/// `keepalives_idle` and its kin, and `tcp_user_timeout`, are not applied.
 async fn open(config: &tokio_postgres::Config) -> Result<Client, TargetError> {
+    let count = config.get_hosts().len().max(config.get_hostaddrs().len());
     let own = config.get_target_session_attrs() == tokio_postgres::config::TargetSessionAttrs::Any
+        && config.get_load_balance_hosts() == tokio_postgres::config::LoadBalanceHosts::Disable
         && config.get_hosts().iter().all(|h| matches!(h, Host::Tcp(_)))
-        && !(config.get_hosts().is_empty() && config.get_hostaddrs().is_empty());
+        && count > 0
+        // Settings `tokio-postgres` refuses (a port list that fits no host
+        // list) are left to it, so that they are refused as before.
+        && (config.get_ports().len() <= 1 || config.get_ports().len() == count);
     if !own {
         let (client, connection) = config.connect(NoTls).await.map_err(classify)?;
         tokio::spawn(async move {
@@ -398,9 +407,11 @@ async fn open(config: &tokio_postgres::Config) -> Result<Client, TargetError> {
     let ports = config.get_ports();
     let addrs = config.get_hostaddrs();
     let hosts = config.get_hosts();
-    let count = hosts.len().max(addrs.len());
     let limit = config.get_connect_timeout().copied().unwrap_or(Duration::from_secs(10));
     let mut failures = Vec::new();
+    // The last server that answered and refused the startup (as
+    // `tokio-postgres` does, the next address is tried after it).
+    let mut refused: Option<TargetError> = None;
     for i in 0..count {
         let port = match ports {
             [] => 5432,
@@ -431,17 +442,20 @@ async fn open(config: &tokio_postgres::Config) -> Result<Client, TargetError> {
                     continue;
                 }
             };
-            let (client, connection) = config.connect_raw(stream, NoTls).await.map_err(classify)?;
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
-            return Ok(client);
+            match config.connect_raw(stream, NoTls).await {
+                Ok((client, connection)) => {
+                    tokio::spawn(async move {
+                        let _ = connection.await;
+                    });
+                    return Ok(client);
+                }
+                Err(e) => refused = Some(classify(e)),
+            }
         }
     }
-    Err(TargetError::Unavailable(format!(
-        "PostgreSQL: could not connect ({})",
-        failures.join("; ")
-    )))
+    Err(refused.unwrap_or_else(|| {
+        TargetError::Unavailable(format!("PostgreSQL: could not connect ({})", failures.join("; ")))
+    }))
 }
 
 fn classify(e: tokio_postgres::Error) -> TargetError {
@@ -637,6 +651,46 @@ impl ForwardTarget for PostgresTarget {
 mod tests {
     use super::*;
 
+    /// A server that answers the connection and then refuses the startup
+    /// (here: closes it) passes the attempt to the next host, as
+    /// `tokio-postgres` on its own does.
+    #[test]
+    fn a_host_that_refuses_the_startup_passes_to_the_next() {
+        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let second = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let ports = [first.local_addr().unwrap().port(), second.local_addr().unwrap().port()];
+        let accepts = |l: std::net::TcpListener| {
+            std::thread::spawn(move || {
+                // Answers one connection by closing it.
+                let (conn, _) = l.accept().unwrap();
+                drop(conn);
+            })
+        };
+        let (a, b) = (accepts(first), accepts(second));
+        let url = format!(
+            "host=127.0.0.1,127.0.0.1 port={},{} user=annal dbname=annal",
+            ports[0], ports[1]
+        );
+        let config: tokio_postgres::Config = url.parse().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let answer = rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(10), open(&config)).await })
+            .unwrap();
+        assert!(answer.is_err());
+        a.join().unwrap();
+        // Joins only once the second host was tried (it would wait for ever otherwise).
+        let tried = std::thread::spawn(move || b.join().is_ok());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !tried.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(tried.is_finished(), "the second host was never tried");
+    }
+
+    #[cfg(target_os = "linux")]
     #[test]
     fn a_connection_to_a_server_that_is_down_never_waits_on_itself() {
         // Nothing listens at this port of the ephemeral range; sooner or later

@@ -84,8 +84,8 @@ pub(crate) fn uuid_out(id: ::uuid::Uuid, structured: bool) -> WireUuid {
 }
 
 /// An event to append, from a proposed message: `type` and `content-type`
-/// are required in its metadata map. Empty data with exactly
-/// [`annal::ERASED_MARKER`] as custom metadata is a copy of an event erased
+/// are required in its metadata map. Empty `application/octet-stream` data
+/// with exactly [`annal::ERASED_MARKER`] as custom metadata is a copy of an event erased
 /// at its origin (as annal's KurrentDB forward target sends one): it is
 /// stored erased, with no data or metadata.
 pub(crate) fn event_data(
@@ -100,7 +100,8 @@ pub(crate) fn event_data(
     let content_type = metadata
         .get("content-type")
         .ok_or_else(|| Status::invalid_argument("a proposed message has no \"content-type\" in its metadata"))?;
-    let erased = data.is_empty() && custom_metadata[..] == *annal::ERASED_MARKER;
+    // As annal's forward target sends it: binary, empty, the marker exactly.
+    let erased = data.is_empty() && content_type == BINARY && custom_metadata[..] == *annal::ERASED_MARKER;
     Ok(EventData {
         id: parse_uuid(id)?,
         event_type: event_type.clone(),
