@@ -939,6 +939,29 @@ fn a_shred_removes_its_subjects_key_records_from_quarantine_and_torn() {
     assert!(!store.shred("ann").unwrap());
 }
 
+/// A quarantined key record no longer at a whole record's step (the file
+/// lost or gained bytes before it) is still found and removed by the shred.
+#[test]
+fn a_shred_finds_its_key_records_in_quarantine_at_any_offset() {
+    let sim = plain_and_ann();
+    let at = subjects::SUBJECTS_HEADER;
+    let key = sim.read_file(&key_file()).unwrap()[at + 49..at + 81].to_vec();
+    sim.flip_bit(&key_file(), (at + 82) as u64, 1).unwrap();
+    let report = annal::repair_with(Arc::new(sim.clone()), Path::new(DIR)).unwrap();
+    let removed = report.quarantine.unwrap().join(format!("{SUBJECTS_FILE}-removed.bin"));
+    let mut shifted = b"xyz".to_vec();
+    shifted.extend(sim.read_file(&removed).unwrap());
+    sim.write_file(&removed, &shifted).unwrap();
+    let store = open_sim(&sim);
+    assert!(store.shred("ann").unwrap(), "the shred found nothing to erase");
+    let left = sim.read_file(&removed).unwrap_or_default();
+    assert!(
+        !left.windows(32).any(|w| w == &key[..]),
+        "ann's key is still in quarantine"
+    );
+    assert!(all(&store)[1].is_erased());
+}
+
 /// The erased copy of [`personal`]`(subject, n)`, as a forwarder delivers it.
 fn arrived_erased(subject: &str, n: u64) -> EventData {
     let p = personal(subject, n);

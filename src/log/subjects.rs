@@ -532,20 +532,32 @@ impl SubjectKeys {
         }
         let mut out = Vec::new();
         for path in files {
-            let bytes = st
-                .open(&path, false)
-                .and_then(|f| read_whole(&*f))
-                .ctx(|| format!("reading {}", path.display()))?;
+            let bytes = st.open(&path, false).and_then(|f| read_whole(&*f)).ctx(|| {
+                format!(
+                    "reading {} (set aside by repair or recovery, it may hold key records; no shred can \
+                     finish while it cannot be read: delete it if it is not needed)",
+                    path.display()
+                )
+            })?;
+            // The subject's records are found wherever they start (a file
+            // that lost bytes in its middle is no longer in steps of whole
+            // records): a record holds the 32-byte lookup at its bytes 1..33,
+            // which no other bytes match by chance.
             let (mut kept, mut key_ids, mut found) = (Vec::new(), Vec::new(), false);
-            for rec in bytes.chunks(SUBJECT_RECORD) {
-                if rec.get(1..33) != Some(&lookup[..]) {
-                    kept.extend_from_slice(rec);
+            let mut at = 0;
+            while at < bytes.len() {
+                if bytes.get(at + 1..at + 33) == Some(&lookup[..]) {
+                    found = true;
+                    if let Some(id) =
+                        bytes.get(at + 33..at + 33 + subjects::KEY_ID_LEN).and_then(|b| KeyId::try_from(b).ok())
+                    {
+                        key_ids.push(id);
+                    }
+                    at += SUBJECT_RECORD;
                     continue;
                 }
-                found = true;
-                if let Some(id) = rec.get(33..33 + subjects::KEY_ID_LEN).and_then(|b| KeyId::try_from(b).ok()) {
-                    key_ids.push(id);
-                }
+                kept.push(bytes[at]);
+                at += 1;
             }
             if found {
                 out.push(Aside { path, kept, key_ids });
