@@ -495,6 +495,52 @@ fn replaying_parked_events_up_to_a_limit_leaves_the_rest_parked() {
     assert_eq!(c.fetch(10, T).unwrap()[0].event.position, 2);
 }
 
+/// A replayed parked event is not forgotten when the store closes before it
+/// is acknowledged: after a reopen it is delivered or replayed again. Once
+/// acknowledged, a reopen does not replay it again.
+#[test]
+fn a_replayed_event_not_yet_acknowledged_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let open_always =
+        |dir: &std::path::Path| Store::open(dir, Options::default().durability(Durability::Always)).unwrap();
+    {
+        let store = open_always(dir.path());
+        store
+            .append("s", ExpectedVersion::Any, vec![EventData::json("E", "1")])
+            .unwrap();
+        let group = store.create_group("g", GroupSettings::all()).unwrap();
+        let c = group.consumer("c");
+        let d = c.fetch(1, T).unwrap();
+        c.nack(d[0].event.id, NackAction::Park, "poison").unwrap();
+        assert_eq!(group.replay_parked().unwrap(), 1);
+    }
+    {
+        let store = open_always(dir.path());
+        let group = store.group("g").unwrap();
+        let c = group.consumer("c");
+        let mut again = c.fetch(10, T).unwrap();
+        assert!(
+            again.is_empty(),
+            "the checkpoint had passed the event before it was parked"
+        );
+        assert_eq!(
+            group.replay_parked().unwrap(),
+            1,
+            "the replayed event was lost by the reopen"
+        );
+        again = c.fetch(10, T).unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].event.stream, "s");
+        c.ack(&[again[0].event.id]).unwrap();
+    }
+    let store = open_always(dir.path());
+    assert_eq!(
+        store.group("g").unwrap().replay_parked().unwrap(),
+        0,
+        "replayed again after its ack"
+    );
+}
+
 /// A new group over the whole log with `strategy` and default settings.
 fn group_over_all<'s>(store: &'s Store, name: &str, strategy: Strategy) -> annal::Group<'s> {
     store

@@ -220,6 +220,7 @@ impl Consumer<'_> {
                         event: p.event,
                         deliveries: p.deliveries + 1,
                         key: p.key,
+                        parked_revision: p.parked_revision,
                     },
                     deadline,
                     consumer: self.name.clone(),

@@ -78,7 +78,7 @@ impl Group<'_> {
             version: Version1,
             checkpoint,
             parked: inner.parked,
-            parked_replayed: inner.parked_replayed,
+            parked_replayed: replay_low(inner),
             skipped_damaged: inner.skipped_damaged,
             skipped_through: inner.skipped_through,
         };
@@ -88,12 +88,17 @@ impl Group<'_> {
             vec![json_event("$Checkpoint", &c)],
         )?;
         inner.saved = checkpoint;
+        inner.saved_replayed = c.parked_replayed;
         inner.acks_since_save = 0;
         Ok(())
     }
 
     /// Puts every parked event not yet replayed back in line for delivery;
-    /// returns how many.
+    /// returns how many. A replayed event counts as replayed in the saved
+    /// checkpoint only once it is acknowledged, skipped or parked again:
+    /// after a restart (or a crash) before that, a replay puts it back in
+    /// line again (with those after it in the parked stream: delivery is at
+    /// least once).
     pub fn replay_parked(&self) -> Result<u64> {
         self.replay_parked_up_to(u64::MAX)
     }
@@ -126,12 +131,14 @@ impl Group<'_> {
                     event,
                     deliveries: 0,
                     key: None,
+                    parked_revision: Some(p.revision),
                 });
                 n += 1;
             }
             inner.parked_replayed = p.revision.saturating_add(1);
         }
-        self.save(&mut inner)?;
+        // Nothing to save: the saved `parked_replayed` stays before every
+        // replayed event still open (see `replay_low`).
         self.state.changed.notify_all();
         Ok(n)
     }
@@ -291,6 +298,7 @@ impl Group<'_> {
                 event: e,
                 deliveries: 0,
                 key: Some(key),
+                parked_revision: None,
             });
         }
         Ok(())
@@ -306,6 +314,21 @@ pub(super) fn low_water(inner: &GroupInner) -> u64 {
         .chain(inner.ready.iter())
         .filter_map(|p| p.key)
         .fold(inner.cursor, u64::min)
+}
+
+/// The first revision of the parked stream whose replay is not complete:
+/// the lowest revision of a replayed event still in line or in flight, else
+/// the next revision a replay reads. Saved as the checkpoint's
+/// `parked_replayed`, so a replayed event is never forgotten before it was
+/// acknowledged, skipped or parked again.
+pub(super) fn replay_low(inner: &GroupInner) -> u64 {
+    inner
+        .in_flight
+        .values()
+        .map(|f| &f.pending)
+        .chain(inner.ready.iter())
+        .filter_map(|p| p.parked_revision)
+        .fold(inner.parked_replayed, u64::min)
 }
 
 /// The first chunk a fetch reads from the source when its line runs dry.
