@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{
     Consumer, GroupInfo, GroupInner, GroupSettings, GroupSource, GroupState,
-    ParkedRecord, Pending, checkpoint_stream, json_event, parked_stream,
+    MAX_PARK_REASON, ParkedRecord, Pending, checkpoint_stream, json_event, parked_stream,
 };
 use crate::error::{Error, Result};
 use crate::event::{ExpectedVersion, RecordedEvent};
@@ -178,6 +178,10 @@ impl Group<'_> {
         }
     }
 
+    /// Parks `p` with `reason` (cut to [`MAX_PARK_REASON`] bytes). If the
+    /// parked record cannot be appended, `p` goes back to the front of the
+    /// line, to be delivered again, and the error is returned: an event
+    /// leaves the group only once it is parked.
     pub(super) fn park(&self, inner: &mut GroupInner, p: Pending, reason: &str) -> Result<()> {
         let rec = ParkedRecord {
             position: p.event.position,
@@ -185,13 +189,17 @@ impl Group<'_> {
             revision: p.event.revision,
             event_id: p.event.id,
             deliveries: p.deliveries,
-            reason: reason.to_string(),
+            reason: cut_reason(reason).to_string(),
         };
-        self.store.append_system(
+        if let Err(e) = self.store.append_system(
             &parked_stream(&self.state.name),
             ExpectedVersion::Any,
             vec![json_event("$Parked", &StoredParkedV1::from(&rec))],
-        )?;
+        ) {
+            inner.ready.push_front(p);
+            self.state.changed.notify_all();
+            return Err(e);
+        }
         inner.parked += 1;
         self.completed(inner)
     }
@@ -314,6 +322,18 @@ pub(super) fn low_water(inner: &GroupInner) -> u64 {
         .chain(inner.ready.iter())
         .filter_map(|p| p.key)
         .fold(inner.cursor, u64::min)
+}
+
+/// `reason` cut to at most [`MAX_PARK_REASON`] bytes, on a character boundary.
+fn cut_reason(reason: &str) -> &str {
+    if reason.len() <= MAX_PARK_REASON {
+        return reason;
+    }
+    let mut end = MAX_PARK_REASON;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
 }
 
 /// The first revision of the parked stream whose replay is not complete:

@@ -149,7 +149,8 @@ pub struct ParkedRecord {
     pub event_id: Uuid,
     /// Deliveries made.
     pub deliveries: u32,
-    /// Why it was parked.
+    /// Why it was parked (at most [`MAX_PARK_REASON`] bytes: a longer reason
+    /// given to [`Consumer::nack`] is cut).
     pub reason: String,
 }
 
@@ -162,6 +163,11 @@ impl ParkedRecord {
             .map_err(|reason| Error::bad_system_event(&event.stream, event.position, reason))
     }
 }
+
+/// The most bytes of a reason a parked record keeps: a longer reason is cut
+/// (on a character boundary) rather than refused, so that a consumer's
+/// reason never stops an event from being parked.
+pub const MAX_PARK_REASON: usize = 4096;
 
 /// The state of a group, for inspection.
 #[derive(Debug, Clone, PartialEq, Eq)]
