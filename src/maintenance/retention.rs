@@ -86,6 +86,9 @@ struct Judge<'a> {
     hold: Option<u64>,
     /// `drop-oldest`: segments past the budget lose their events whatever the hold.
     drop_oldest: bool,
+    /// Every forwarder known to the store is past the positions before this
+    /// one (see `forwarders_passed`).
+    forwarders_passed: u64,
 }
 
 impl Judge<'_> {
@@ -104,6 +107,13 @@ impl Judge<'_> {
         if (ev.stream.starts_with(META_PREFIX) || ev.stream.starts_with(SNAPSHOT_PREFIX)) && ev.revision < last {
             return true;
         }
+        // Nor does any but the latest checkpoint of a group, once every
+        // forwarder known to the store passed it: a forwarder counts a
+        // position it finds empty as an event removed before delivery (a
+        // gap), and a removed frame does not say its event was a system one.
+        if is_group_checkpoint(ev.stream) && ev.revision < last && ev.position < self.forwarders_passed {
+            return true;
+        }
         if ev.stream.starts_with('$') {
             return false;
         }
@@ -116,6 +126,32 @@ impl Judge<'_> {
             None => expired || self.policy.max_age_ms.is_some_and(|m| age_ms > m),
         }
     }
+}
+
+/// Whether `stream` holds the checkpoints of a group
+/// (`$group-<name>-checkpoint`): only its last event is ever read (by
+/// `Store::group`), so a scavenge may remove the others. Not the parked
+/// stream (`-parked`): every parked record is read. A forwarder's
+/// checkpoints (`$forward-<name>-checkpoint`, saved at most once per
+/// checkpoint interval) stay: a forwarder that starts from before them
+/// would count their empty positions as a gap.
+fn is_group_checkpoint(stream: &str) -> bool {
+    stream.starts_with("$group-") && stream.ends_with("-checkpoint")
+}
+
+/// The lowest position a forwarder known to the store may read from again:
+/// the least of the saved checkpoints (not of those forgotten), of the
+/// running forwarders' positions and of the retention holds; `u64::MAX`
+/// with no forwarder.
+fn forwarders_passed(shared: &Shared) -> Result<u64> {
+    let saved = saved_forwarder_positions(shared)?;
+    let running = forwarders_before(shared, u64::MAX);
+    Ok(saved
+        .values()
+        .flatten()
+        .chain(running.values())
+        .copied()
+        .fold(u64::MAX, u64::min))
 }
 
 /// Loads the retention holds that forwarders saved with their checkpoints
@@ -342,6 +378,7 @@ pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<Scav
         now: shared.options.clock.now_micros(),
         hold: hold.map(|(_, p)| p),
         drop_oldest: policy.when_full == WhenFull::DropOldest,
+        forwarders_passed: forwarders_passed(shared)?,
     };
     for (i, seg) in sealed.iter().enumerate() {
         report.segments_examined += 1;
