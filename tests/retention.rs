@@ -455,3 +455,41 @@ fn old_group_checkpoints_are_scavenged() {
         next[0].event
     );
 }
+
+/// `max_events` counts the events the store holds: positions whose events
+/// are already gone (a deleted stream scavenged away) do not count, so the
+/// events that stay under the budget are never expired for them.
+#[test]
+fn max_events_counts_events_not_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || options().durability(Durability::Never).segment_size(64 * 1024);
+    let batch = |n: u64| {
+        (0..n)
+            .map(|i| EventData::json("E", format!(r#"{{"i":{i}}}"#)))
+            .collect::<Vec<_>>()
+    };
+    {
+        let store = Store::open(dir.path(), options()).unwrap();
+        for _ in 0..20 {
+            store.append("keep", ExpectedVersion::Any, batch(100)).unwrap();
+        }
+        for _ in 0..100 {
+            store.append("junk", ExpectedVersion::Any, batch(100)).unwrap();
+        }
+        store.delete_stream("junk", ExpectedVersion::Any, false).unwrap();
+        let report = store.scavenge().unwrap();
+        assert!(report.events_removed > 9000, "{report:?}");
+        store.close().unwrap();
+    }
+    let policy = RetentionPolicy {
+        max_events: Some(3000),
+        ..Default::default()
+    };
+    let store = Store::open(dir.path(), options().retention(policy)).unwrap();
+    let report = store.scavenge().unwrap();
+    let kept = store
+        .read_stream("keep", Direction::Forward, StreamFrom::Start, usize::MAX)
+        .unwrap()
+        .len();
+    assert_eq!(kept, 2000, "{report:?}");
+}

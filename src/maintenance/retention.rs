@@ -443,19 +443,49 @@ struct Rewritten {
 /// How many of the oldest sealed segments are past the size or count budget.
 fn expired_segments(shared: &Shared, sealed: &[Arc<SealedSegment>], policy: &RetentionPolicy) -> usize {
     let mut bytes: u64 = sealed.iter().map(|s| s.bytes.len() as u64).sum();
-    let mut events = shared.published();
+    // Counting the events costs a look at each index: only under a count budget.
+    let counts: Vec<u64> = match policy.max_events {
+        Some(_) => sealed.iter().map(|s| live_events(&s.index)).collect(),
+        None => Vec::new(),
+    };
+    let active: u64 = match policy.max_events {
+        Some(_) => shared
+            .segments()
+            .iter()
+            .filter(|s| matches!(s, crate::log::read::SegRef::Active(_)))
+            .map(|s| s.with(live_events))
+            .sum(),
+        None => 0,
+    };
+    let mut events = counts.iter().sum::<u64>().saturating_add(active);
     let mut n = 0;
-    for s in sealed {
+    for (i, s) in sealed.iter().enumerate() {
         let over_bytes = policy.max_bytes.is_some_and(|m| bytes > m);
         let over_events = policy.max_events.is_some_and(|m| events > m);
         if !over_bytes && !over_events {
             break;
         }
         bytes = bytes.saturating_sub(s.bytes.len() as u64);
-        events = events.saturating_sub(s.index.next_position() - s.index.base());
+        events = events.saturating_sub(counts.get(i).copied().unwrap_or(0));
         n += 1;
     }
     n
+}
+
+/// The events of a segment that `max_events` counts: those it holds (not
+/// its positions lost or already removed), less those of system streams
+/// (`$`-prefixed), which retention never removes by count.
+fn live_events(l: &dyn Lookup) -> u64 {
+    let held = l
+        .event_count()
+        .unwrap_or_else(|| l.next_position().saturating_sub(l.base()));
+    let system: u64 = l
+        .streams()
+        .iter()
+        .filter(|(name, _)| name.starts_with('$'))
+        .map(|(name, _)| l.stream_entries(name, 0, true, usize::MAX).len() as u64)
+        .sum();
+    held.saturating_sub(system)
 }
 
 /// Builds one sealed segment without the events the judge removes; `None` if it keeps them all.
