@@ -66,7 +66,8 @@ pub use features::forward::{
 };
 pub use features::metadata::Snapshot;
 pub use features::persistent::{
-    Consumer, Delivery, Group, GroupInfo, GroupSettings, GroupSource, NackAction, ParkedRecord, Strategy, parked_stream,
+    Consumer, Delivery, Group, GroupInfo, GroupSettings, GroupSource, MAX_PARK_REASON, NackAction, ParkedRecord,
+    Strategy, parked_stream,
 };
 pub use features::subscription::{
     CATCH_UP_SPAN, Message, ReplayOptions, ReplayReport, ScanGate, SubscribeFrom, Subscription, SubscriptionOptions,

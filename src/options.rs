@@ -284,7 +284,10 @@ pub struct RetentionPolicy {
     pub max_age_ms: Option<u64>,
     /// Keep the sealed data under this many bytes, expiring the oldest segments first.
     pub max_bytes: Option<u64>,
-    /// Keep at most about this many events, expiring the oldest segments first.
+    /// Keep at most about this many events, expiring the oldest segments
+    /// first. Counted: the events the store holds (positions already removed
+    /// or lost are not), except those of system streams (`$`-prefixed). The
+    /// newest segment past the budget goes whole, so a little fewer may stay.
     pub max_events: Option<u64>,
     /// Rules by event type or tag; the first matching rule decides.
     pub rules: Vec<RetentionRule>,

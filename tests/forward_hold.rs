@@ -15,8 +15,9 @@ use std::time::Duration;
 use annal::storage::{LockGuard, Mapped, StorageFile};
 use annal::{
     Batch, Direction, Durability, EventData, ExpectedVersion, Filter, ForwardSettings, ForwardStart, ForwardTarget,
-    Forwarder, LogFrom, Options, RecordedEvent, RetentionMode, RetentionPolicy, SimStorage, Storage, Store,
-    TargetError, WhenFull, acknowledge_gap, forget_forwarder, register_forwarder, saved_checkpoint, saved_forwarders,
+    Forwarder, GroupSettings, LogFrom, Options, RecordedEvent, RetentionMode, RetentionPolicy, SimStorage, Storage,
+    Store, StreamFrom, TargetError, WhenFull, acknowledge_gap, forget_forwarder, register_forwarder, saved_checkpoint,
+    saved_forwarders,
 };
 use parking_lot::Mutex;
 
@@ -1471,4 +1472,54 @@ fn idle_forwarders_do_not_save_for_their_own_checkpoints() {
         assert!(saves.len() <= 4, "{name} saved {} times", saves.len());
     }
     close(store);
+}
+
+/// A group's older checkpoints go only once every forwarder known to the
+/// store passed them (a forwarder counts empty positions at its cursor as a
+/// gap): a forwarder stopped before them keeps them all (even one that
+/// ignores retention), and once it passed them, having skipped nothing, a
+/// scavenge removes them.
+#[test]
+fn old_group_checkpoints_stay_until_every_forwarder_passed_them() {
+    let sim = SimStorage::new();
+    let options = Options::default().durability(Durability::Never).segment_size(8 * 1024);
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options).unwrap());
+    // One that ignores retention: it holds nothing, yet counts what it finds
+    // gone. It ran once, so the store knows where it is.
+    let ignoring = settings().retention(RetentionMode::Ignore);
+    let sink = Sink::default();
+    fill(&store, 1000, 1);
+    let mut f = Forwarder::new(store.clone(), "w", ignoring.clone(), Box::new(sink.clone())).unwrap();
+    f.run(&AtomicBool::new(false), true).unwrap();
+    drop(f);
+    assert!(saved_checkpoint(&store, "w").unwrap().is_some());
+    let checkpoints = |store: &Store| {
+        store
+            .read_stream("$group-g-checkpoint", Direction::Forward, StreamFrom::Start, usize::MAX)
+            .unwrap()
+            .len()
+    };
+    {
+        let settings = GroupSettings {
+            checkpoint_every: 1,
+            ..GroupSettings::all()
+        };
+        let group = store.create_group("g", settings).unwrap();
+        let c = group.consumer("c");
+        for i in 0..300 {
+            fill(&store, i, 1);
+            let d = c.fetch(1, Duration::ZERO).unwrap();
+            c.ack(&[d[0].event.id]).unwrap();
+        }
+    }
+    fill(&store, 300, 300);
+    store.scavenge().unwrap();
+    assert!(checkpoints(&store) >= 300, "{} kept", checkpoints(&store));
+    let mut f = Forwarder::new(store.clone(), "w", ignoring, Box::new(sink.clone())).unwrap();
+    f.run(&AtomicBool::new(false), true).unwrap();
+    assert_eq!(f.status().skipped, 0, "{:?}", f.status());
+    drop(f);
+    assert_eq!(sink.0.lock().len(), 601);
+    store.scavenge().unwrap();
+    assert!(checkpoints(&store) < 10, "{} kept", checkpoints(&store));
 }

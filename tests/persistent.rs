@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use annal::{
-    Direction, Durability, Error, EventData, ExpectedVersion, GroupSettings, ManualClock, NackAction, Options,
-    ParkedRecord, Store, Strategy, StreamFrom, parked_stream,
+    Direction, Durability, Error, EventData, ExpectedVersion, GroupSettings, MAX_PARK_REASON, ManualClock, NackAction,
+    Options, ParkedRecord, Store, Strategy, StreamFrom, parked_stream,
 };
 
 fn open(dir: &std::path::Path) -> Store {
@@ -493,6 +493,112 @@ fn replaying_parked_events_up_to_a_limit_leaves_the_rest_parked() {
     assert_eq!(group.replay_parked_up_to(0).unwrap(), 0);
     assert_eq!(group.replay_parked().unwrap(), 1);
     assert_eq!(c.fetch(10, T).unwrap()[0].event.position, 2);
+}
+
+/// A replayed parked event is not forgotten when the store closes before it
+/// is acknowledged: after a reopen it is delivered or replayed again. Once
+/// acknowledged, a reopen does not replay it again.
+#[test]
+fn a_replayed_event_not_yet_acknowledged_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let open_always =
+        |dir: &std::path::Path| Store::open(dir, Options::default().durability(Durability::Always)).unwrap();
+    {
+        let store = open_always(dir.path());
+        store
+            .append("s", ExpectedVersion::Any, vec![EventData::json("E", "1")])
+            .unwrap();
+        let group = store.create_group("g", GroupSettings::all()).unwrap();
+        let c = group.consumer("c");
+        let d = c.fetch(1, T).unwrap();
+        c.nack(d[0].event.id, NackAction::Park, "poison").unwrap();
+        assert_eq!(group.replay_parked().unwrap(), 1);
+    }
+    {
+        let store = open_always(dir.path());
+        let group = store.group("g").unwrap();
+        let c = group.consumer("c");
+        let mut again = c.fetch(10, T).unwrap();
+        assert!(
+            again.is_empty(),
+            "the checkpoint had passed the event before it was parked"
+        );
+        assert_eq!(
+            group.replay_parked().unwrap(),
+            1,
+            "the replayed event was lost by the reopen"
+        );
+        again = c.fetch(10, T).unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].event.stream, "s");
+        c.ack(&[again[0].event.id]).unwrap();
+    }
+    let store = open_always(dir.path());
+    assert_eq!(
+        store.group("g").unwrap().replay_parked().unwrap(),
+        0,
+        "replayed again after its ack"
+    );
+}
+
+/// A park that fails (its record is refused: here the store's event size
+/// limit is smaller than the record) keeps the event in the group: the
+/// checkpoint does not pass it, not even once saved, and it is delivered
+/// again.
+#[test]
+fn a_park_that_fails_keeps_the_event_in_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = Options::default().durability(Durability::Never);
+    options.max_event_size = 1024;
+    let store = Store::open(dir.path(), options).unwrap();
+    fill(&store, 1);
+    let group = store
+        .create_group(
+            "g",
+            GroupSettings {
+                checkpoint_every: 1,
+                ..GroupSettings::all()
+            },
+        )
+        .unwrap();
+    let c = group.consumer("c");
+    let d = c.fetch(1, T).unwrap();
+    assert!(c.nack(d[0].event.id, NackAction::Park, &"x".repeat(2000)).is_err());
+    group.save_checkpoint().unwrap();
+    let info = group.info();
+    assert_eq!(
+        (info.checkpoint, info.saved_checkpoint, info.parked),
+        (0, 0, 0),
+        "{info:?}"
+    );
+    let again = c.fetch(10, T).unwrap();
+    assert_eq!(again.len(), 1, "the event left the group");
+    assert_eq!((again[0].event.id, again[0].retry_count), (d[0].event.id, 1));
+}
+
+/// A reason longer than [`MAX_PARK_REASON`] is cut (on a character
+/// boundary), never a reason to refuse the park: a 5 MiB reason (more than
+/// the largest event) parks the event.
+#[test]
+fn a_long_park_reason_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fill(&store, 1);
+    let group = store.create_group("g", GroupSettings::all()).unwrap();
+    let c = group.consumer("c");
+    let d = c.fetch(1, T).unwrap();
+    // 'é' is two bytes: the cut must not split one.
+    let reason = format!("x{}", "é".repeat(5 << 19));
+    assert!(reason.len() > store.max_event_size());
+    c.nack(d[0].event.id, NackAction::Park, &reason).unwrap();
+    assert_eq!(group.info().parked, 1);
+    let parked = store
+        .read_stream(&parked_stream("g"), Direction::Forward, StreamFrom::Start, 10)
+        .unwrap();
+    let rec = ParkedRecord::from_event(&parked[0]).unwrap();
+    assert_eq!(rec.reason.len(), MAX_PARK_REASON - 1);
+    assert!(reason.starts_with(&rec.reason));
+    assert!(c.fetch(10, T).unwrap().is_empty());
 }
 
 /// A new group over the whole log with `strategy` and default settings.

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use annal::{
-    Direction, Durability, EventData, ExpectedVersion, Filter, LogFrom, ManualClock, Options, RecordedEvent,
-    RetentionPolicy, RetentionRule, SimStorage, Store,
+    Direction, Durability, EventData, ExpectedVersion, Filter, GroupSettings, LogFrom, ManualClock, Options,
+    RecordedEvent, RetentionPolicy, RetentionRule, SimStorage, Store, StreamFrom,
 };
 
 fn options() -> Options {
@@ -394,4 +394,102 @@ fn a_scavenge_keeps_the_record_of_events_lost_to_damage() {
     drop(store);
     let store = Store::open_with(sim.clone(), dir, options()).unwrap();
     assert_eq!(store.verify().unwrap().lost, 1);
+}
+
+/// Only the last checkpoint of a group is ever read: a scavenge removes the
+/// older ones (a group saving after each ack appended one per event, kept
+/// for good), and the group resumes where it was after a reopen.
+#[test]
+fn old_group_checkpoints_are_scavenged() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = RetentionPolicy {
+        max_age_ms: Some(3_600_000),
+        ..Default::default()
+    };
+    let clock = Arc::new(ManualClock::new());
+    let options = || {
+        options()
+            .durability(Durability::Never)
+            .segment_size(64 * 1024)
+            .retention(policy.clone())
+            .clock(clock.clone())
+    };
+    let settings = GroupSettings {
+        checkpoint_every: 1,
+        ..GroupSettings::all()
+    };
+    let checkpoints = |store: &Store| {
+        store
+            .read_stream("$group-g-checkpoint", Direction::Forward, StreamFrom::Start, usize::MAX)
+            .unwrap()
+            .len()
+    };
+    let saved = {
+        let store = Store::open(dir.path(), options()).unwrap();
+        let group = store.create_group("g", settings).unwrap();
+        let c = group.consumer("c");
+        for i in 0..2000 {
+            store
+                .append("s", ExpectedVersion::Any, vec![EventData::json("E", format!("{i}"))])
+                .unwrap();
+            let d = c.fetch(1, Duration::ZERO).unwrap();
+            assert_eq!(d.len(), 1);
+            c.ack(&[d[0].event.id]).unwrap();
+        }
+        assert!(checkpoints(&store) >= 2000);
+        fill(&store, 2000);
+        clock.advance(Duration::from_secs(24 * 3600));
+        store.scavenge().unwrap();
+        let left = checkpoints(&store);
+        assert!(left < 10, "{left} checkpoints kept");
+        group.info().saved_checkpoint
+    };
+    let store = Store::open(dir.path(), options()).unwrap();
+    let group = store.group("g").unwrap();
+    assert_eq!(group.info().checkpoint, saved);
+    let next = group.consumer("c").fetch(1, Duration::ZERO).unwrap();
+    assert_eq!(next.len(), 1);
+    assert!(
+        next[0].event.position >= saved && next[0].event.stream.starts_with("s-"),
+        "{:?}",
+        next[0].event
+    );
+}
+
+/// `max_events` counts the events the store holds: positions whose events
+/// are already gone (a deleted stream scavenged away) do not count, so the
+/// events that stay under the budget are never expired for them.
+#[test]
+fn max_events_counts_events_not_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || options().durability(Durability::Never).segment_size(64 * 1024);
+    let batch = |n: u64| {
+        (0..n)
+            .map(|i| EventData::json("E", format!(r#"{{"i":{i}}}"#)))
+            .collect::<Vec<_>>()
+    };
+    {
+        let store = Store::open(dir.path(), options()).unwrap();
+        for _ in 0..20 {
+            store.append("keep", ExpectedVersion::Any, batch(100)).unwrap();
+        }
+        for _ in 0..100 {
+            store.append("junk", ExpectedVersion::Any, batch(100)).unwrap();
+        }
+        store.delete_stream("junk", ExpectedVersion::Any, false).unwrap();
+        let report = store.scavenge().unwrap();
+        assert!(report.events_removed > 9000, "{report:?}");
+        store.close().unwrap();
+    }
+    let policy = RetentionPolicy {
+        max_events: Some(3000),
+        ..Default::default()
+    };
+    let store = Store::open(dir.path(), options().retention(policy)).unwrap();
+    let report = store.scavenge().unwrap();
+    let kept = store
+        .read_stream("keep", Direction::Forward, StreamFrom::Start, usize::MAX)
+        .unwrap()
+        .len();
+    assert_eq!(kept, 2000, "{report:?}");
 }

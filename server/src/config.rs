@@ -260,6 +260,12 @@ pub(crate) fn parse_hash(hex: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// Most events a persistent subscription group may hold read and not yet
+/// acknowledged (its `max_in_flight`), whichever protocol sets it: a group
+/// keeps them all in memory. HTTP refuses more; gRPC, whose settings name
+/// buffer sizes, takes this many.
+pub const MAX_GROUP_IN_FLIGHT: usize = 100_000;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -86,6 +86,9 @@ struct Judge<'a> {
     hold: Option<u64>,
     /// `drop-oldest`: segments past the budget lose their events whatever the hold.
     drop_oldest: bool,
+    /// Every forwarder known to the store is past the positions before this
+    /// one (see `forwarders_passed`).
+    forwarders_passed: u64,
 }
 
 impl Judge<'_> {
@@ -104,6 +107,13 @@ impl Judge<'_> {
         if (ev.stream.starts_with(META_PREFIX) || ev.stream.starts_with(SNAPSHOT_PREFIX)) && ev.revision < last {
             return true;
         }
+        // Nor does any but the latest checkpoint of a group, once every
+        // forwarder known to the store passed it: a forwarder counts a
+        // position it finds empty as an event removed before delivery (a
+        // gap), and a removed frame does not say its event was a system one.
+        if is_group_checkpoint(ev.stream) && ev.revision < last && ev.position < self.forwarders_passed {
+            return true;
+        }
         if ev.stream.starts_with('$') {
             return false;
         }
@@ -116,6 +126,32 @@ impl Judge<'_> {
             None => expired || self.policy.max_age_ms.is_some_and(|m| age_ms > m),
         }
     }
+}
+
+/// Whether `stream` holds the checkpoints of a group
+/// (`$group-<name>-checkpoint`): only its last event is ever read (by
+/// `Store::group`), so a scavenge may remove the others. Not the parked
+/// stream (`-parked`): every parked record is read. A forwarder's
+/// checkpoints (`$forward-<name>-checkpoint`, saved at most once per
+/// checkpoint interval) stay: a forwarder that starts from before them
+/// would count their empty positions as a gap.
+fn is_group_checkpoint(stream: &str) -> bool {
+    stream.starts_with("$group-") && stream.ends_with("-checkpoint")
+}
+
+/// The lowest position a forwarder known to the store may read from again:
+/// the least of the saved checkpoints (not of those forgotten), of the
+/// running forwarders' positions and of the retention holds; `u64::MAX`
+/// with no forwarder.
+fn forwarders_passed(shared: &Shared) -> Result<u64> {
+    let saved = saved_forwarder_positions(shared)?;
+    let running = forwarders_before(shared, u64::MAX);
+    Ok(saved
+        .values()
+        .flatten()
+        .chain(running.values())
+        .copied()
+        .fold(u64::MAX, u64::min))
 }
 
 /// Loads the retention holds that forwarders saved with their checkpoints
@@ -342,6 +378,7 @@ pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<Scav
         now: shared.options.clock.now_micros(),
         hold: hold.map(|(_, p)| p),
         drop_oldest: policy.when_full == WhenFull::DropOldest,
+        forwarders_passed: forwarders_passed(shared)?,
     };
     for (i, seg) in sealed.iter().enumerate() {
         report.segments_examined += 1;
@@ -406,19 +443,49 @@ struct Rewritten {
 /// How many of the oldest sealed segments are past the size or count budget.
 fn expired_segments(shared: &Shared, sealed: &[Arc<SealedSegment>], policy: &RetentionPolicy) -> usize {
     let mut bytes: u64 = sealed.iter().map(|s| s.bytes.len() as u64).sum();
-    let mut events = shared.published();
+    // Counting the events costs a look at each index: only under a count budget.
+    let counts: Vec<u64> = match policy.max_events {
+        Some(_) => sealed.iter().map(|s| live_events(&s.index)).collect(),
+        None => Vec::new(),
+    };
+    let active: u64 = match policy.max_events {
+        Some(_) => shared
+            .segments()
+            .iter()
+            .filter(|s| matches!(s, crate::log::read::SegRef::Active(_)))
+            .map(|s| s.with(live_events))
+            .sum(),
+        None => 0,
+    };
+    let mut events = counts.iter().sum::<u64>().saturating_add(active);
     let mut n = 0;
-    for s in sealed {
+    for (i, s) in sealed.iter().enumerate() {
         let over_bytes = policy.max_bytes.is_some_and(|m| bytes > m);
         let over_events = policy.max_events.is_some_and(|m| events > m);
         if !over_bytes && !over_events {
             break;
         }
         bytes = bytes.saturating_sub(s.bytes.len() as u64);
-        events = events.saturating_sub(s.index.next_position() - s.index.base());
+        events = events.saturating_sub(counts.get(i).copied().unwrap_or(0));
         n += 1;
     }
     n
+}
+
+/// The events of a segment that `max_events` counts: those it holds (not
+/// its positions lost or already removed), less those of system streams
+/// (`$`-prefixed), which retention never removes by count.
+fn live_events(l: &dyn Lookup) -> u64 {
+    let held = l
+        .event_count()
+        .unwrap_or_else(|| l.next_position().saturating_sub(l.base()));
+    let system: u64 = l
+        .streams()
+        .iter()
+        .filter(|(name, _)| name.starts_with('$'))
+        .map(|(name, _)| l.stream_entries(name, 0, true, usize::MAX).len() as u64)
+        .sum();
+    held.saturating_sub(system)
 }
 
 /// Builds one sealed segment without the events the judge removes; `None` if it keeps them all.

@@ -42,14 +42,12 @@ use super::proto::event_store::client::persistent_subscriptions::{
 use super::subscribers::{self, Kept, Registry, Subscription};
 use super::{Answers, blocking, principal, status};
 use crate::auth::{Need, Principal};
-use crate::config::Role;
+use crate::config::{MAX_GROUP_IN_FLIGHT, Role};
 use crate::state::AppState;
 
 /// Longest acknowledgement timeout a group may have (a day); a timeout of 0
 /// (none, for KurrentDB) takes it.
 const MAX_ACK_TIMEOUT_MS: i64 = 86_400_000;
-/// Most events a group holds read and not yet acknowledged.
-const MAX_IN_FLIGHT: i32 = 100_000;
 /// The buffer of a consumer that asks for none.
 const DEFAULT_BUFFER: usize = 10;
 /// The largest buffer a consumer may ask for.
@@ -237,18 +235,21 @@ impl SettingsIn {
         } else {
             self.message_timeout_ms.min(MAX_ACK_TIMEOUT_MS)
         };
-        let in_flight = self
-            .live_buffer_size
-            .max(self.history_buffer_size)
-            .max(self.read_batch_size)
-            .clamp(1, MAX_IN_FLIGHT);
+        // A buffer of 0 or less takes 1.
+        let in_flight = usize::try_from(
+            self.live_buffer_size
+                .max(self.history_buffer_size)
+                .max(self.read_batch_size),
+        )
+        .unwrap_or(1)
+        .clamp(1, MAX_GROUP_IN_FLIGHT);
         Ok(GroupSettings {
             source,
             start,
             strategy: strategy_of(&self.strategy)?,
             ack_timeout_ms: u64::try_from(ack_timeout_ms).unwrap_or(30_000),
             max_retries: u32::try_from(self.max_retry_count.max(0)).unwrap_or(0),
-            max_in_flight: usize::try_from(in_flight).unwrap_or(1),
+            max_in_flight: in_flight,
             checkpoint_every: u64::try_from(self.min_checkpoint_count.max(1)).unwrap_or(1),
             skip_damaged: false,
             extra: self.kept().to_extra(),

@@ -23,7 +23,7 @@ use uuid::Uuid;
 use super::encode::{EventOut, JsonBody, Params, check_stream, json_bytes};
 use super::error::ApiError;
 use crate::auth::{Denied, Need, Principal};
-use crate::config::Role;
+use crate::config::{MAX_GROUP_IN_FLIGHT, Role};
 use crate::state::AppState;
 
 /// The least time between two looks of a waiting fetch woken by new events
@@ -140,6 +140,11 @@ impl GroupIn {
         }
         s.max_retries = self.max_retries.unwrap_or(s.max_retries);
         s.max_in_flight = self.max_in_flight.unwrap_or(s.max_in_flight);
+        if s.max_in_flight > MAX_GROUP_IN_FLIGHT {
+            return Err(ApiError::invalid(format!(
+                "max_in_flight must be at most {MAX_GROUP_IN_FLIGHT}"
+            )));
+        }
         s.checkpoint_every = self.checkpoint_every.unwrap_or(s.checkpoint_every);
         Ok(s)
     }

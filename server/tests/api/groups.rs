@@ -144,6 +144,22 @@ async fn group_lifecycle_fetch_ack_nack_park_replay() {
     s.stop().await.unwrap();
 }
 
+/// A group's `max_in_flight` is bounded over HTTP as over gRPC (a group keeps
+/// that many events in memory): more is refused, the bound itself is taken.
+#[tokio::test]
+async fn max_in_flight_is_bounded() {
+    let s = TestServer::start().await;
+    let (st, v) = s
+        .call(Method::PUT, "/groups/big", Some(json!({ "max_in_flight": 100_001 })))
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    let (st, v) = s
+        .call(Method::PUT, "/groups/big", Some(json!({ "max_in_flight": 100_000 })))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(v["max_in_flight"], 100_000);
+}
+
 #[tokio::test]
 async fn fetch_long_polls_and_unacked_events_come_back() {
     let s = TestServer::start().await;

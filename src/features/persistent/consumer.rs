@@ -220,6 +220,7 @@ impl Consumer<'_> {
                         event: p.event,
                         deliveries: p.deliveries + 1,
                         key: p.key,
+                        parked_revision: p.parked_revision,
                     },
                     deadline,
                     consumer: self.name.clone(),
@@ -247,6 +248,9 @@ impl Consumer<'_> {
 
     /// Negatively acknowledges an event: retry it, park it, or skip it.
     /// Returns whether the event was in flight (an unknown id is ignored).
+    /// `reason` is kept in the parked record, cut to [`super::MAX_PARK_REASON`]
+    /// bytes. If parking fails (the parked record cannot be appended), the
+    /// event goes back in line to be delivered again and the error is returned.
     pub fn nack(&self, id: Uuid, action: NackAction, reason: &str) -> Result<bool> {
         let g = self.group;
         let mut inner = g.state.inner.lock();

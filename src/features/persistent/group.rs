@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{
     Consumer, GroupInfo, GroupInner, GroupSettings, GroupSource, GroupState,
-    ParkedRecord, Pending, checkpoint_stream, json_event, parked_stream,
+    MAX_PARK_REASON, ParkedRecord, Pending, checkpoint_stream, json_event, parked_stream,
 };
 use crate::error::{Error, Result};
 use crate::event::{ExpectedVersion, RecordedEvent};
@@ -78,7 +78,7 @@ impl Group<'_> {
             version: Version1,
             checkpoint,
             parked: inner.parked,
-            parked_replayed: inner.parked_replayed,
+            parked_replayed: replay_low(inner),
             skipped_damaged: inner.skipped_damaged,
             skipped_through: inner.skipped_through,
         };
@@ -88,12 +88,17 @@ impl Group<'_> {
             vec![json_event("$Checkpoint", &c)],
         )?;
         inner.saved = checkpoint;
+        inner.saved_replayed = c.parked_replayed;
         inner.acks_since_save = 0;
         Ok(())
     }
 
     /// Puts every parked event not yet replayed back in line for delivery;
-    /// returns how many.
+    /// returns how many. A replayed event counts as replayed in the saved
+    /// checkpoint only once it is acknowledged, skipped or parked again:
+    /// after a restart (or a crash) before that, a replay puts it back in
+    /// line again (with those after it in the parked stream: delivery is at
+    /// least once).
     pub fn replay_parked(&self) -> Result<u64> {
         self.replay_parked_up_to(u64::MAX)
     }
@@ -126,12 +131,14 @@ impl Group<'_> {
                     event,
                     deliveries: 0,
                     key: None,
+                    parked_revision: Some(p.revision),
                 });
                 n += 1;
             }
             inner.parked_replayed = p.revision.saturating_add(1);
         }
-        self.save(&mut inner)?;
+        // Nothing to save: the saved `parked_replayed` stays before every
+        // replayed event still open (see `replay_low`).
         self.state.changed.notify_all();
         Ok(n)
     }
@@ -171,6 +178,10 @@ impl Group<'_> {
         }
     }
 
+    /// Parks `p` with `reason` (cut to [`MAX_PARK_REASON`] bytes). If the
+    /// parked record cannot be appended, `p` goes back to the front of the
+    /// line, to be delivered again, and the error is returned: an event
+    /// leaves the group only once it is parked.
     pub(super) fn park(&self, inner: &mut GroupInner, p: Pending, reason: &str) -> Result<()> {
         let rec = ParkedRecord {
             position: p.event.position,
@@ -178,13 +189,17 @@ impl Group<'_> {
             revision: p.event.revision,
             event_id: p.event.id,
             deliveries: p.deliveries,
-            reason: reason.to_string(),
+            reason: cut_reason(reason).to_string(),
         };
-        self.store.append_system(
+        if let Err(e) = self.store.append_system(
             &parked_stream(&self.state.name),
             ExpectedVersion::Any,
             vec![json_event("$Parked", &StoredParkedV1::from(&rec))],
-        )?;
+        ) {
+            inner.ready.push_front(p);
+            self.state.changed.notify_all();
+            return Err(e);
+        }
         inner.parked += 1;
         self.completed(inner)
     }
@@ -291,6 +306,7 @@ impl Group<'_> {
                 event: e,
                 deliveries: 0,
                 key: Some(key),
+                parked_revision: None,
             });
         }
         Ok(())
@@ -306,6 +322,33 @@ pub(super) fn low_water(inner: &GroupInner) -> u64 {
         .chain(inner.ready.iter())
         .filter_map(|p| p.key)
         .fold(inner.cursor, u64::min)
+}
+
+/// `reason` cut to at most [`MAX_PARK_REASON`] bytes, on a character boundary.
+fn cut_reason(reason: &str) -> &str {
+    if reason.len() <= MAX_PARK_REASON {
+        return reason;
+    }
+    let mut end = MAX_PARK_REASON;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+/// The first revision of the parked stream whose replay is not complete:
+/// the lowest revision of a replayed event still in line or in flight, else
+/// the next revision a replay reads. Saved as the checkpoint's
+/// `parked_replayed`, so a replayed event is never forgotten before it was
+/// acknowledged, skipped or parked again.
+pub(super) fn replay_low(inner: &GroupInner) -> u64 {
+    inner
+        .in_flight
+        .values()
+        .map(|f| &f.pending)
+        .chain(inner.ready.iter())
+        .filter_map(|p| p.parked_revision)
+        .fold(inner.parked_replayed, u64::min)
 }
 
 /// The first chunk a fetch reads from the source when its line runs dry.

@@ -149,7 +149,8 @@ pub struct ParkedRecord {
     pub event_id: Uuid,
     /// Deliveries made.
     pub deliveries: u32,
-    /// Why it was parked.
+    /// Why it was parked (at most [`MAX_PARK_REASON`] bytes: a longer reason
+    /// given to [`Consumer::nack`] is cut).
     pub reason: String,
 }
 
@@ -162,6 +163,11 @@ impl ParkedRecord {
             .map_err(|reason| Error::bad_system_event(&event.stream, event.position, reason))
     }
 }
+
+/// The most bytes of a reason a parked record keeps: a longer reason is cut
+/// (on a character boundary) rather than refused, so that a consumer's
+/// reason never stops an event from being parked.
+pub const MAX_PARK_REASON: usize = 4096;
 
 /// The state of a group, for inspection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,6 +201,10 @@ struct Pending {
     /// Its position (or revision) in the source; `None` for a replayed parked
     /// event, which the checkpoint has already passed.
     key: Option<u64>,
+    /// For a replayed parked event, the revision of its record in the
+    /// group's parked stream: the saved `parked_replayed` never passes it
+    /// while the event is open (so a restart replays it again).
+    parked_revision: Option<u64>,
 }
 
 struct InFlight {
@@ -213,7 +223,10 @@ struct GroupInner {
     consumers: Vec<(String, usize)>,
     acks_since_save: u64,
     parked: u64,
+    /// The next revision of the parked stream a replay reads.
     parked_replayed: u64,
+    /// The `parked_replayed` last saved (see [`group::replay_low`]).
+    saved_replayed: u64,
     skipped_damaged: u64,
     /// The end of the last damaged range counted in `skipped_damaged`.
     skipped_through: u64,
@@ -252,7 +265,7 @@ impl Extension for Groups {
         for state in loaded {
             let group = Group { store, state };
             let mut inner = group.state.inner.lock();
-            if low_water(&inner) != inner.saved {
+            if low_water(&inner) != inner.saved || replay_low(&inner) != inner.saved_replayed {
                 group.save(&mut inner)?;
             }
         }
@@ -410,6 +423,7 @@ impl Store {
                 acks_since_save: 0,
                 parked,
                 parked_replayed,
+                saved_replayed: parked_replayed,
                 skipped_damaged,
                 skipped_through,
                 last_skipped_damage: None,
@@ -492,7 +506,7 @@ mod group;
 
 pub use consumer::Consumer;
 pub use group::Group;
-use group::low_water;
+use group::{low_water, replay_low};
 
 #[cfg(test)]
 mod tests {
