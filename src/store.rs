@@ -472,6 +472,15 @@ impl Store {
         &self.shared.torn_at_open
     }
 
+    /// What this open cut from `subjects.key`: torn last records (a key
+    /// whose write never finished, so no event was sealed under it), each
+    /// kept in `torn/`, with those cut by earlier opens that failed; one
+    /// sentence each. Also the store's last background error at open, which a
+    /// later background failure replaces; this list stays.
+    pub fn key_cuts_at_open(&self) -> &[String] {
+        &self.shared.key_cuts_at_open
+    }
+
     /// True once the store has begun closing.
     pub(crate) fn is_closing(&self) -> bool {
         self.shared.notifier.is_closed()

@@ -701,6 +701,12 @@ fn a_torn_key_record_is_saved_in_torn_and_reported_before_it_is_cut() {
         reported.contains(SUBJECTS_FILE) && reported.contains("torn"),
         "{reported}"
     );
+    // And where no later background failure can replace it.
+    let cuts = store.key_cuts_at_open();
+    assert!(
+        cuts.len() == 1 && cuts[0].contains(&saved.display().to_string()),
+        "{cuts:?}"
+    );
     assert_eq!(all(&store)[0].data, personal("ann", 0).data);
 }
 

@@ -138,6 +138,9 @@ pub fn serve(ctx: &Ctx, listen: Option<SocketAddr>, no_auth: bool, advertise: Op
             t.file.display()
         );
     }
+    for cut in store.key_cuts_at_open() {
+        eprintln!("annal: warning: recovery {cut}");
+    }
     for d in store.damage() {
         eprintln!(
             "annal: warning: the store is damaged and serves reads only: {} (positions {}..{}); run `annal repair`",

@@ -299,21 +299,19 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
         Access::ReadWrite => crate::log::damage::unreported_cuts(st, dir)?,
         Access::ReadOnly => (torn, Vec::new()),
     };
-    let key_note = (!key_cuts.is_empty()).then(|| {
-        key_cuts
-            .iter()
-            .map(|c| {
-                format!(
-                    "open cut a torn record of {} ({} bytes at offset {}, a key whose write never finished), saved in {}",
-                    crate::format::subjects::SUBJECTS_FILE,
-                    c.bytes,
-                    c.offset,
-                    c.saved.display()
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; ")
-    });
+    let key_cuts: Vec<String> = key_cuts
+        .iter()
+        .map(|c| {
+            format!(
+                "open cut a torn record of {} ({} bytes at offset {}, a key whose write never finished), saved in {}",
+                crate::format::subjects::SUBJECTS_FILE,
+                c.bytes,
+                c.offset,
+                c.saved.display()
+            )
+        })
+        .collect();
+    let key_note = (!key_cuts.is_empty()).then(|| key_cuts.join("; "));
     let shared = Shared {
         dir: dir.to_path_buf(),
         storage: storage.clone(),
@@ -344,6 +342,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
         active_index_saved: std::sync::atomic::AtomicBool::new(active_index_saved),
         streams_v1: std::sync::atomic::AtomicBool::new(streams_v1),
         torn_at_open: torn,
+        key_cuts_at_open: key_cuts,
         damage,
         subjects,
         _lock: lock,

@@ -174,6 +174,9 @@ pub(crate) struct Shared {
     pub(crate) drops_recorded: AtomicU64,
     /// Torn tails that this open cut off the last segment.
     pub(crate) torn_at_open: Vec<crate::log::damage::TornTail>,
+    /// What this open cut from `subjects.key` (torn key records, each kept
+    /// in `torn/`), with the cuts of earlier opens that failed, as sentences.
+    pub(crate) key_cuts_at_open: Vec<String>,
     /// Damage a read-only open stepped around, by position.
     pub(crate) damage: Vec<crate::log::damage::Damage>,
     /// The subject keys sealed events are opened with (`subjects.key`).
