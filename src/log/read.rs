@@ -751,9 +751,17 @@ impl Shared {
     /// may name other ids' positions, a damaged frame whose id field still
     /// reads as another id, which is that other event's damage.
     pub(crate) fn find_event_since(&self, id: &Uuid, since: u64) -> Option<(u64, Result<RecordedEvent>)> {
+        // Where no event appended since open carries the id, only the
+        // segments holding events from before the open are looked in.
+        let before = match self.recent_ids.check(id) {
+            crate::log::recent_ids::Recent::NotSince(from) if from <= since => return None,
+            crate::log::recent_ids::Recent::NotSince(from) => from,
+            crate::log::recent_ids::Recent::Maybe => u64::MAX,
+        };
         self.segments()
             .iter()
             .rev()
+            .skip_while(|s| s.with(|l| l.base()) >= before)
             .take_while(|s| s.with(|l| l.next_position()) > since)
             .find_map(|seg| {
                 let (exact, candidates): (bool, Vec<(u64, u64, u64)>) = seg.with(|l| {
