@@ -751,6 +751,12 @@ impl Shared {
     /// may name other ids' positions, a damaged frame whose id field still
     /// reads as another id, which is that other event's damage.
     pub(crate) fn find_event_since(&self, id: &Uuid, since: u64) -> Option<(u64, Result<RecordedEvent>)> {
+        // Nothing is published at `since` or later (the writer, whose own
+        // unpublished groups it looks in itself, asks for what was published
+        // since its appender looked).
+        if since >= self.published() {
+            return None;
+        }
         // Where no event appended since open carries the id, only the
         // segments holding events from before the open are looked in.
         let before = match self.recent_ids.check(id) {
