@@ -10,6 +10,7 @@ pub(crate) mod count;
 pub mod damage;
 pub(crate) mod notify;
 pub(crate) mod read;
+pub(crate) mod recent_ids;
 pub mod recovery;
 pub(crate) mod scan;
 pub(crate) mod segments;

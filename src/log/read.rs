@@ -768,9 +768,23 @@ impl Shared {
         since: u64,
         admit: &dyn Fn(&str) -> bool,
     ) -> Option<(u64, Result<RecordedEvent>)> {
+        // Nothing is published at `since` or later (the writer, whose own
+        // unpublished groups it looks in itself, asks for what was published
+        // since its appender looked).
+        if since >= self.published() {
+            return None;
+        }
+        // Where no event appended since open carries the id, only the
+        // segments holding events from before the open are looked in.
+        let before = match self.recent_ids.check(id) {
+            crate::log::recent_ids::Recent::NotSince(from) if from <= since => return None,
+            crate::log::recent_ids::Recent::NotSince(from) => from,
+            crate::log::recent_ids::Recent::Maybe => u64::MAX,
+        };
         self.segments()
             .iter()
             .rev()
+            .skip_while(|s| s.with(|l| l.base()) >= before)
             .take_while(|s| s.with(|l| l.next_position()) > since)
             .find_map(|seg| {
                 let (exact, candidates): (bool, Vec<(u64, u64, u64)>) = seg.with(|l| {

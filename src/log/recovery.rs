@@ -321,6 +321,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
         streams: RwLock::new(streams),
         stream_names: Mutex::new(Arc::new(Vec::new())),
         next_position: AtomicU64::new(expected_base),
+        recent_ids: crate::log::recent_ids::RecentIds::new(expected_base),
         failure: Mutex::new(None),
         metadata: Default::default(),
         metadata_writes: Default::default(),

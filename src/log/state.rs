@@ -114,6 +114,8 @@ pub(crate) struct Shared {
     pub(crate) stream_names: Mutex<Arc<Vec<Box<str>>>>,
     /// Position after the last published event.
     pub(crate) next_position: AtomicU64,
+    /// The ids of the events appended since open ([`crate::log::recent_ids`]).
+    pub(crate) recent_ids: crate::log::recent_ids::RecentIds,
     /// Set, once and for good, when the writer stopped after an error it cannot
     /// recover from (a failed sync, or a failed write of acknowledged bytes).
     /// Every write and sync site checks it; [`Shared::poison`] is the only setter.

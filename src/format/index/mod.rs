@@ -549,7 +549,7 @@ pub(crate) fn id_filter_hash(id: &Uuid) -> u64 {
 
 /// Bytes of a blocked bloom filter for `items` entries: about 10 bits per
 /// entry, in whole blocks, at least one.
-fn blocked_bytes_for(items: usize) -> usize {
+pub(crate) fn blocked_bytes_for(items: usize) -> usize {
     (items.saturating_mul(10).div_ceil(8)).div_ceil(BLOOM_BLOCK).max(1) * BLOOM_BLOCK
 }
 
@@ -571,7 +571,8 @@ fn blocked_probes(bloom_len: usize, hash: u64) -> (usize, [u16; BLOCK_PROBES]) {
     (block * BLOOM_BLOCK, bits)
 }
 
-fn blocked_insert(bloom: &mut [u8], hash: u64) {
+/// Sets `hash`'s bits in a version-5 (blocked) filter.
+pub(crate) fn blocked_insert(bloom: &mut [u8], hash: u64) {
     let (at, bits) = blocked_probes(bloom.len(), hash);
     for bit in bits {
         bloom[at + usize::from(bit / 8)] |= 1 << (bit % 8);

@@ -39,16 +39,18 @@ pub(crate) use request::{AppendRequest, encoded_size};
 /// How many times a new leader yields, while the queue keeps growing, before it takes its group.
 const GATHER_YIELDS: usize = 8;
 
-/// A queued append waiting for its result or for the leadership.
+/// The appends of one caller, queued together, waiting for their results
+/// or for the leadership.
 struct Slot {
-    request: Mutex<Option<AppendRequest>>,
+    requests: Mutex<Vec<AppendRequest>>,
     state: Mutex<SlotState>,
     wake: Condvar,
 }
 
 #[derive(Default)]
 struct SlotState {
-    result: Option<Result<AppendResult>>,
+    /// One result per request, in order, once the group is published.
+    results: Option<Vec<Result<AppendResult>>>,
     promoted: bool,
 }
 
@@ -116,38 +118,44 @@ impl Committer {
     pub(crate) fn append_many(&self, requests: Vec<AppendRequest>) -> Vec<Result<AppendResult>> {
         // What may read the log is looked up now, before queueing, so that the
         // leader's checks under the writer's lock read only recent events.
-        let mine: Vec<Arc<Slot>> = requests
+        let n = requests.len();
+        let requests: Vec<AppendRequest> = requests
             .into_iter()
             .map(|mut request| {
                 request.precheck = checks::precheck(&self.shared, &request);
-                Arc::new(Slot {
-                    request: Mutex::new(Some(request)),
-                    state: Mutex::new(SlotState::default()),
-                    wake: Condvar::new(),
-                })
+                request
             })
             .collect();
+        // One slot for them all: a batch of many appends costs one hand-off.
+        let mine = Arc::new(Slot {
+            requests: Mutex::new(requests),
+            state: Mutex::new(SlotState::default()),
+            wake: Condvar::new(),
+        });
         let lead = {
             let mut q = self.queue.lock();
             if q.closed {
-                return mine.iter().map(|_| Err(Error::Closed(None))).collect();
+                return (0..n).map(|_| Err(Error::Closed(None))).collect();
             }
-            q.pending.extend(mine.iter().cloned());
+            q.pending.push(mine.clone());
             !std::mem::replace(&mut q.leader, true)
         };
         if lead {
             self.lead();
         }
-        mine.iter().map(|slot| self.wait(slot)).collect()
+        let mut results = self.wait(&mine);
+        // One result per request, whatever happened.
+        results.resize_with(n, || Err(Error::Closed(None)));
+        results
     }
 
-    /// Waits for a queued append's result, leading a group when promoted.
-    fn wait(&self, slot: &Slot) -> Result<AppendResult> {
+    /// Waits for a queued slot's results, leading a group when promoted.
+    fn wait(&self, slot: &Slot) -> Vec<Result<AppendResult>> {
         loop {
             {
                 let mut st = slot.state.lock();
                 loop {
-                    if let Some(r) = st.result.take() {
+                    if let Some(r) = st.results.take() {
                         return r;
                     }
                     if std::mem::take(&mut st.promoted) {
@@ -176,7 +184,13 @@ impl Committer {
         }
         // The leader takes everything queued, its own requests included.
         let batch = std::mem::take(&mut self.queue.lock().pending);
-        let requests: Vec<Option<AppendRequest>> = batch.iter().map(|s| s.request.lock().take()).collect();
+        let mut counts = Vec::with_capacity(batch.len());
+        let mut requests: Vec<Option<AppendRequest>> = Vec::new();
+        for slot in &batch {
+            let mine = std::mem::take(&mut *slot.requests.lock());
+            counts.push(mine.len());
+            requests.extend(mine.into_iter().map(Some));
+        }
         let mut results: Results = (0..requests.len()).map(|_| None).collect();
         let written = self.writer.lock().process(&requests, &mut results);
         // The next group may be checked and written while this one syncs.
@@ -193,8 +207,14 @@ impl Committer {
         if let Some(group) = written {
             finish(&self.shared, &self.pipeline, &group, &mut results);
         }
-        for (slot, r) in batch.iter().zip(results) {
-            slot.state.lock().result = Some(r.unwrap_or(Err(Error::Closed(None))));
+        let mut results = results.into_iter();
+        for (slot, n) in batch.iter().zip(counts) {
+            let mine = results
+                .by_ref()
+                .take(n)
+                .map(|r| r.unwrap_or(Err(Error::Closed(None))))
+                .collect();
+            slot.state.lock().results = Some(mine);
             slot.wake.notify_one();
         }
     }

@@ -148,6 +148,9 @@ pub(super) fn publish(shared: &Shared, w: &Written) {
             _ => None,
         })
         .collect();
+    // Before the events are visible: a lookup that the filter tells "not
+    // here" must not miss a published event.
+    shared.recent_ids.insert(events.iter().map(|(v, ..)| v.id));
     // Both locks are held together (index first, the order every reader
     // nesting them uses), so a snapshot never sees one without the other.
     let mut idx = w.active.index.write();
@@ -176,7 +179,7 @@ pub(super) struct Group {
     /// Index in the batch and result of each staged request.
     pub(super) replies: Vec<(usize, AppendResult)>,
     pub(super) streams: HashMap<String, StreamState>,
-    pub(super) ids: HashMap<Uuid, u64>,
+    pub(super) ids: rustc_hash::FxHashMap<Uuid, u64>,
 }
 
 impl Group {
