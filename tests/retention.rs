@@ -493,3 +493,69 @@ fn max_events_counts_events_not_positions() {
         .len();
     assert_eq!(kept, 2000, "{report:?}");
 }
+
+/// A group whose latest checkpoint was lost to damage (then repair) after
+/// scavenging removed the older ones resumes from the one before, which
+/// scavenging keeps: it delivers an event again, and never jumps past
+/// events it had not delivered (from the head, with its start at the end).
+#[test]
+fn a_group_whose_latest_checkpoint_is_lost_resumes_from_the_one_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = RetentionPolicy {
+        max_age_ms: Some(3_600_000),
+        ..Default::default()
+    };
+    let clock = Arc::new(ManualClock::new());
+    let options = || {
+        options()
+            .durability(Durability::Never)
+            .segment_size(64 * 1024)
+            .retention(policy.clone())
+            .clock(clock.clone())
+    };
+    let settings = GroupSettings {
+        checkpoint_every: 1,
+        start: annal::SubscribeFrom::End,
+        ..GroupSettings::all()
+    };
+    let (saved, last) = {
+        let store = Store::open(dir.path(), options()).unwrap();
+        let group = store.create_group("g", settings).unwrap();
+        let c = group.consumer("c");
+        for i in 0..300 {
+            store
+                .append("s", ExpectedVersion::Any, vec![EventData::json("E", format!("{i}"))])
+                .unwrap();
+            let d = c.fetch(1, Duration::ZERO).unwrap();
+            c.ack(&[d[0].event.id]).unwrap();
+        }
+        fill(&store, 2000);
+        clock.advance(Duration::from_secs(24 * 3600));
+        store.scavenge().unwrap();
+        let mut last = store
+            .read_stream("$group-g-checkpoint", Direction::Backward, StreamFrom::End, 1)
+            .unwrap();
+        (group.info().saved_checkpoint, last.pop().unwrap())
+    };
+    // The latest checkpoint's frame rots; repair records its position lost.
+    let mut hit = false;
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "seg") {
+            let mut bytes = std::fs::read(&path).unwrap();
+            if let Some(at) = bytes.windows(last.data.len()).position(|w| w == &last.data[..]) {
+                bytes[at + last.data.len() / 2] ^= 0x20;
+                std::fs::write(&path, bytes).unwrap();
+                hit = true;
+            }
+        }
+    }
+    assert!(hit, "the checkpoint's bytes were not found");
+    annal::repair(dir.path()).unwrap();
+    let store = Store::open(dir.path(), options()).unwrap();
+    let resumed = store.group("g").unwrap().info().checkpoint;
+    assert!(
+        resumed <= saved && resumed + 5 >= saved,
+        "resumed at {resumed}, saved {saved}"
+    );
+}

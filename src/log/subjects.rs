@@ -509,7 +509,8 @@ impl SubjectKeys {
     /// and a torn last record) and by recovery (`torn/subjects.key-*.bin`, a
     /// torn last record). Each file holds records (85 bytes) back to back,
     /// the last one maybe shorter; a record matches if its lookup field
-    /// (bytes 1..33) is whole and equals `lookup`.
+    /// (bytes 1..33) is whole and equals `lookup`, wherever it starts (a
+    /// file that lost or gained bytes is no longer in whole-record steps).
     fn records_aside(&self, lookup: &Lookup) -> Result<Vec<Aside>> {
         let st = &*self.storage;
         let mut files = Vec::new();

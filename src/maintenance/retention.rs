@@ -107,11 +107,17 @@ impl Judge<'_> {
         if (ev.stream.starts_with(META_PREFIX) || ev.stream.starts_with(SNAPSHOT_PREFIX)) && ev.revision < last {
             return true;
         }
-        // Nor does any but the latest checkpoint of a group, once every
-        // forwarder known to the store passed it: a forwarder counts a
+        // Nor do a group's checkpoints but the latest two, once every
+        // forwarder known to the store passed them: a forwarder counts a
         // position it finds empty as an event removed before delivery (a
         // gap), and a removed frame does not say its event was a system one.
-        if is_group_checkpoint(ev.stream) && ev.revision < last && ev.position < self.forwarders_passed {
+        // The one before the latest stays so that a group whose latest
+        // checkpoint was lost to damage (and repair) resumes from it,
+        // delivering a few events again, not from its start setting.
+        if is_group_checkpoint(ev.stream)
+            && ev.revision.saturating_add(1) < last
+            && ev.position < self.forwarders_passed
+        {
             return true;
         }
         if ev.stream.starts_with('$') {
@@ -129,8 +135,8 @@ impl Judge<'_> {
 }
 
 /// Whether `stream` holds the checkpoints of a group
-/// (`$group-<name>-checkpoint`): only its last event is ever read (by
-/// `Store::group`), so a scavenge may remove the others. Not the parked
+/// (`$group-<name>-checkpoint`): only its last readable event is ever read
+/// (by `Store::group`), so a scavenge may remove all but the last two. Not the parked
 /// stream (`-parked`): every parked record is read. A forwarder's
 /// checkpoints (`$forward-<name>-checkpoint`, saved at most once per
 /// checkpoint interval) stay: a forwarder that starts from before them

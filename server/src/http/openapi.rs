@@ -222,7 +222,7 @@ fn schemas() -> Value {
                 "strategy": { "type": "string", "enum": ["round_robin", "pinned", "dispatch_to_single"] },
                 "ack_timeout_ms": { "type": "integer" },
                 "max_retries": { "type": "integer" },
-                "max_in_flight": { "type": "integer" },
+                "max_in_flight": { "type": "integer", "maximum": 100000 },
                 "checkpoint_every": { "type": "integer" }
             }
         },

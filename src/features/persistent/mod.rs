@@ -406,7 +406,25 @@ impl Store {
             Err(Error::StreamNotFound(_)) => None,
             Err(e) => return Err(e),
         };
-        let start = self.start_cursor(&settings);
+        // A group that saved checkpoints none of which can be read any more
+        // (lost to damage, the older ones scavenged) resumes from the very
+        // start, delivering again rather than skipping, and says so.
+        let lost = saved.is_none() && self.stream_info(&checkpoints).is_some();
+        let start = if lost { 0 } else { self.start_cursor(&settings) };
+        if lost {
+            let last = self.stream_info(&checkpoints).map_or(0, |i| i.last_position);
+            self.shared.record_background::<()>(
+                "loading a consumer group",
+                Err(Error::BadSystemEvent {
+                    stream: checkpoints.clone(),
+                    position: last,
+                    reason: format!(
+                        "group {name:?} saved checkpoints but none can be read (lost to damage): it resumes \
+                         from the start of its source and delivers its events again"
+                    ),
+                }),
+            );
+        }
         let (cursor, parked, parked_replayed, skipped_damaged, skipped_through) = match &saved {
             Some(c) => (c.checkpoint, c.parked, c.parked_replayed, c.skipped_damaged, c.skipped_through),
             None => (start, 0, 0, 0, 0),
@@ -437,8 +455,9 @@ impl Store {
         Ok(Group { store: self, state })
     }
 
-    /// Deletes a group's definition (its checkpoint and parked streams stay
-    /// readable; a group created again under its name starts afresh).
+    /// Deletes a group's definition (its parked stream and its checkpoints
+    /// stay readable, the older checkpoints until a scavenge removes them;
+    /// a group created again under its name starts afresh).
     pub fn delete_group(&self, name: &str) -> Result<()> {
         let groups = self.extension::<Groups>();
         let mut loaded = groups.loaded.lock();
