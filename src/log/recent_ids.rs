@@ -17,12 +17,14 @@ use uuid::Uuid;
 
 use crate::format::index::{blocked_bytes_for, blocked_check, blocked_insert, id_filter_hash};
 
-/// Ids the first filter is sized for (1.25 MiB, made at the first append);
-/// each next one holds four times as many, so that a lookup probes few
-/// filters (a cache miss each): two up to 5,242,880 ids.
-const FIRST_IDS: usize = 1 << 20;
+/// Ids the first filter is sized for (80 KiB, made at the first published
+/// group of events: a small store, or many stores in one process, spend
+/// little); each next one holds four times as many (the last one only what
+/// is left up to [`MAX_IDS`]), so that a lookup probes few filters: five at
+/// most, the small ones staying in cache.
+const FIRST_IDS: usize = 1 << 16;
 
-/// Most ids entered before the filters are dropped (at most 26.25 MiB of filters).
+/// Most ids entered before the filters are dropped (about 21 MiB of filters).
 pub(crate) const MAX_IDS: usize = 1 << 24;
 
 /// The ids appended since open, as seen by id lookups.
@@ -71,7 +73,11 @@ impl RecentIds {
                 return;
             }
             if f.blooms.last().is_none_or(|(_, cap)| f.in_last >= *cap) {
-                let cap = f.blooms.last().map_or(FIRST_IDS, |(_, cap)| cap.saturating_mul(4));
+                let cap = f
+                    .blooms
+                    .last()
+                    .map_or(FIRST_IDS, |(_, cap)| cap.saturating_mul(4))
+                    .min(MAX_IDS - f.total);
                 f.blooms.push((vec![0u8; blocked_bytes_for(cap)], cap));
                 f.in_last = 0;
             }
