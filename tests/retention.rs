@@ -396,24 +396,27 @@ fn a_scavenge_keeps_the_record_of_events_lost_to_damage() {
     assert_eq!(store.verify().unwrap().lost, 1);
 }
 
+/// Options of a store with 64 KiB segments and a retention of one hour,
+/// on `clock`, syncing nothing (these tests scavenge, they do not crash).
+fn hour_old_retention(clock: &Arc<ManualClock>) -> Options {
+    options()
+        .durability(Durability::Never)
+        .segment_size(64 * 1024)
+        .retention(RetentionPolicy {
+            max_age_ms: Some(3_600_000),
+            ..Default::default()
+        })
+        .clock(clock.clone())
+}
+
 /// Only the last checkpoint of a group is ever read: a scavenge removes the
 /// older ones (a group saving after each ack appended one per event, kept
 /// for good), and the group resumes where it was after a reopen.
 #[test]
 fn old_group_checkpoints_are_scavenged() {
     let dir = tempfile::tempdir().unwrap();
-    let policy = RetentionPolicy {
-        max_age_ms: Some(3_600_000),
-        ..Default::default()
-    };
     let clock = Arc::new(ManualClock::new());
-    let options = || {
-        options()
-            .durability(Durability::Never)
-            .segment_size(64 * 1024)
-            .retention(policy.clone())
-            .clock(clock.clone())
-    };
+    let options = || hour_old_retention(&clock);
     let settings = GroupSettings {
         checkpoint_every: 1,
         ..GroupSettings::all()
@@ -501,18 +504,8 @@ fn max_events_counts_events_not_positions() {
 #[test]
 fn a_group_whose_latest_checkpoint_is_lost_resumes_from_the_one_before() {
     let dir = tempfile::tempdir().unwrap();
-    let policy = RetentionPolicy {
-        max_age_ms: Some(3_600_000),
-        ..Default::default()
-    };
     let clock = Arc::new(ManualClock::new());
-    let options = || {
-        options()
-            .durability(Durability::Never)
-            .segment_size(64 * 1024)
-            .retention(policy.clone())
-            .clock(clock.clone())
-    };
+    let options = || hour_old_retention(&clock);
     let settings = GroupSettings {
         checkpoint_every: 1,
         start: annal::SubscribeFrom::End,

@@ -315,13 +315,18 @@ impl Group<'_> {
 
 /// The lowest position (or revision) not yet completed: the checkpoint.
 pub(super) fn low_water(inner: &GroupInner) -> u64 {
+    lowest_open(inner, |p| p.key, inner.cursor)
+}
+
+/// The least of `from` and `key` of every event in line or in flight.
+fn lowest_open(inner: &GroupInner, key: impl Fn(&Pending) -> Option<u64>, from: u64) -> u64 {
     inner
         .in_flight
         .values()
         .map(|f| &f.pending)
         .chain(inner.ready.iter())
-        .filter_map(|p| p.key)
-        .fold(inner.cursor, u64::min)
+        .filter_map(key)
+        .fold(from, u64::min)
 }
 
 /// `reason` cut to at most [`MAX_PARK_REASON`] bytes, on a character boundary.
@@ -342,13 +347,7 @@ fn cut_reason(reason: &str) -> &str {
 /// `parked_replayed`, so a replayed event is never forgotten before it was
 /// acknowledged, skipped or parked again.
 pub(super) fn replay_low(inner: &GroupInner) -> u64 {
-    inner
-        .in_flight
-        .values()
-        .map(|f| &f.pending)
-        .chain(inner.ready.iter())
-        .filter_map(|p| p.parked_revision)
-        .fold(inner.parked_replayed, u64::min)
+    lowest_open(inner, |p| p.parked_revision, inner.parked_replayed)
 }
 
 /// The first chunk a fetch reads from the source when its line runs dry.
