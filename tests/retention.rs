@@ -409,8 +409,8 @@ fn hour_old_retention(clock: &Arc<ManualClock>) -> Options {
         .clock(clock.clone())
 }
 
-/// Only the last checkpoint of a group is ever read: a scavenge removes the
-/// older ones (a group saving after each ack appended one per event, kept
+/// Only the last readable checkpoint of a group is ever read: a scavenge
+/// removes all but the last two (a group saving after each ack appended one per event, kept
 /// for good), and the group resumes where it was after a reopen.
 #[test]
 fn old_group_checkpoints_are_scavenged() {
