@@ -6,9 +6,8 @@
 pub use crate::format::checkpoint::{DURABLE_FILE, META_FILE, META_MAGIC, STREAMS_FILE};
 pub use crate::format::compressed::DICTIONARY_FILE;
 pub use crate::format::subjects::SUBJECTS_FILE;
-pub use crate::log::damage::{TORN_DIR, UNREPORTED_FILE};
+pub use crate::log::damage::{QUARANTINE_DIR, TORN_DIR, UNREPORTED_FILE};
 pub use crate::log::recovery::LOCK_FILE;
-pub use crate::maintenance::repair::QUARANTINE_DIR;
 
 /// True if `name` is the name of a segment file (`<base>.seg`).
 pub fn is_segment_file(name: &str) -> bool {

@@ -11,6 +11,10 @@ use crate::storage::{Storage, write_atomically};
 
 /// Folder where cut-off torn tails are kept.
 pub const TORN_DIR: &str = "torn";
+
+/// Name of the folder where repair keeps what it moved aside (the key store
+/// looks there too, to shred a subject's records repair set aside).
+pub const QUARANTINE_DIR: &str = "quarantine";
 /// File in [`TORN_DIR`] naming the files saved there by cuts that no open
 /// has reported yet, one name a line (see format.md, "Recovery").
 pub const UNREPORTED_FILE: &str = "unreported.lst";

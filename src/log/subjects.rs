@@ -514,7 +514,7 @@ impl SubjectKeys {
     fn records_aside(&self, lookup: &Lookup) -> Result<Vec<Aside>> {
         let st = &*self.storage;
         let mut files = Vec::new();
-        let quarantine = self.dir.join(crate::maintenance::repair::QUARANTINE_DIR);
+        let quarantine = self.dir.join(crate::log::damage::QUARANTINE_DIR);
         if st.exists(&quarantine) {
             for run in st.list(&quarantine).ctx(|| format!("listing {}", quarantine.display()))? {
                 let f = quarantine.join(run).join(format!("{SUBJECTS_FILE}-removed.bin"));

@@ -28,8 +28,7 @@ use crate::storage::{FsStorage, Storage, write_atomically};
 
 mod rebuild;
 
-/// Name of the folder where repair keeps what it moved aside.
-pub const QUARANTINE_DIR: &str = "quarantine";
+pub use crate::log::damage::QUARANTINE_DIR;
 
 /// What [`repair`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
