@@ -6,7 +6,9 @@
 //! [`crate::storage`]; it must never import the store facade, maintenance or
 //! features above it.
 
+pub(crate) mod candidates;
 pub(crate) mod count;
+pub(crate) mod ids;
 pub mod damage;
 pub(crate) mod notify;
 pub(crate) mod read;

@@ -1,4 +1,6 @@
-//! The read paths of the log: by stream, by position, by filter and by id.
+//! The read paths of the log: by stream, by position and by filter (the
+//! candidates of a filter are chosen in [`crate::log::candidates`], lookups
+//! by id are in [`crate::log::ids`]).
 //!
 //! Reads take no lock while doing I/O and see only positions the writer has
 //! published; damage a read-only open stepped around, or an event that fails
@@ -7,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use uuid::Uuid;
@@ -16,9 +17,10 @@ use crate::error::{Error, Result};
 use crate::event::{Personal, RecordedEvent};
 use crate::format::subjects;
 use crate::log::subjects::KeyState;
-use crate::format::index::{Lookup, MetaFields, hash_str, meta_key};
+use crate::format::index::hash_str;
 use crate::format::record::{self, EventView, Frame};
-use crate::log::segments::{ActiveSegment, SealedSegment};
+use crate::log::candidates::{Candidates, TypeWindows, candidates};
+use crate::log::segments::SegRef;
 use crate::log::state::Shared;
 use crate::query::{Cancel, Direction, Filter, LogFrom, StreamFrom};
 use crate::stream_metadata::{META_PREFIX, parse};
@@ -34,7 +36,7 @@ pub(crate) enum Visibility {
 
 /// What a read wants of the frame it decodes.
 #[derive(Clone, Copy)]
-enum Want<'a> {
+pub(super) enum Want<'a> {
     /// Every event.
     Any,
     /// Events passing the filter.
@@ -58,36 +60,6 @@ pub(crate) struct Stop {
     pub(crate) error: Error,
 }
 
-/// One segment, sealed or active, as a read sees it.
-#[derive(Clone)]
-pub(crate) enum SegRef {
-    Sealed(Arc<SealedSegment>),
-    Active(Arc<ActiveSegment>),
-}
-
-impl SegRef {
-    pub(crate) fn with<R>(&self, f: impl FnOnce(&dyn Lookup) -> R) -> R {
-        match self {
-            SegRef::Sealed(s) => f(&s.index),
-            SegRef::Active(a) => f(&*a.index.read()),
-        }
-    }
-    /// Damage the segment's index found on first use of a section (which
-    /// then answered nothing): a read that used the index fails with it.
-    pub(crate) fn index_damage(&self) -> Result<()> {
-        match self {
-            SegRef::Sealed(s) => s.index.damage().map_or(Ok(()), Err),
-            SegRef::Active(_) => Ok(()),
-        }
-    }
-    fn path(&self) -> &Path {
-        match self {
-            SegRef::Sealed(s) => &s.path,
-            SegRef::Active(a) => &a.path,
-        }
-    }
-}
-
 impl Shared {
     /// All segments, oldest first; the active one last.
     pub(crate) fn segments(&self) -> Vec<SegRef> {
@@ -101,7 +73,7 @@ impl Shared {
     /// and checks it holds `position`; `None` if it is not what `want` asks for.
     /// A frame of the active segment inside `span` (see [`read_span`]) is
     /// taken from it rather than read.
-    fn read_at(
+    pub(super) fn read_at(
         &self,
         seg: &SegRef,
         loc: (u64, u64, u64),
@@ -422,15 +394,7 @@ impl Shared {
                         let need = u64::try_from(limit - out.len()).unwrap_or(u64::MAX);
                         let per_match = (hi - l.base()).div_ceil(matched.max(1));
                         let width = need.saturating_mul(per_match).saturating_add(need / 4);
-                        Box::new(TypeWindows {
-                            seg: seg.clone(),
-                            hashes,
-                            lo: from,
-                            hi: to,
-                            forward,
-                            width,
-                            ready: Vec::new().into_iter(),
-                        })
+                        Box::new(TypeWindows::new(seg.clone(), hashes, from, to, forward, width))
                     }
                 }
             });
@@ -717,99 +681,6 @@ impl Shared {
         Ok(())
     }
 
-    /// The id field of the event frame at `loc`, read without checking the
-    /// frame (which failed its checks): `None` if it is not an event frame
-    /// or cannot be read at all.
-    fn frame_id_hint(&self, seg: &SegRef, loc: (u64, u64, u64)) -> Option<Uuid> {
-        let (_, offset, _) = loc;
-        // Frame envelope (8 bytes), then kind (1), flags (1), position,
-        // revision and timestamp (8 each), then the 16-byte id.
-        let end = offset.checked_add(50)?;
-        let bytes: Bytes = match seg {
-            SegRef::Sealed(s) => s.range(offset, end, Some(&self.block_cache)).ok()?,
-            SegRef::Active(a) => {
-                let mut buf = vec![0u8; 50];
-                a.file.read_exact_at(&mut buf, offset).ok()?;
-                Bytes::from(buf)
-            }
-        };
-        (bytes.len() == 50 && bytes[8] == 1)
-            .then(|| Uuid::from_slice(&bytes[34..50]).ok())
-            .flatten()
-    }
-
-    /// Position of the event with this id, if stored at `since` or later
-    /// (only the segments reaching past `since` are searched); see
-    /// [`Shared::find_event_since`].
-    pub(crate) fn find_id_since(&self, id: &Uuid, since: u64) -> Option<u64> {
-        self.find_event_since(id, since).map(|(p, _)| p)
-    }
-
-    /// The event with this id and its position, if stored at `since` or
-    /// later. An index may name several candidate positions; each is
-    /// confirmed against its frame, which is read once. A frame that cannot
-    /// be read counts as the match, with its error, so that damage is
-    /// reported instead of the id seeming absent; except, where the index
-    /// may name other ids' positions, a damaged frame whose id field still
-    /// reads as another id, which is that other event's damage.
-    pub(crate) fn find_event_since(&self, id: &Uuid, since: u64) -> Option<(u64, Result<RecordedEvent>)> {
-        self.find_event_where(id, since, &|_| true)
-    }
-
-    /// [`Shared::find_event_since`], for an event whose stream passes
-    /// `admit`: one of a stream `admit` refuses counts as absent, decided
-    /// from its sound frame before its personal fields are opened (so that
-    /// a personal field that cannot be opened there is not this caller's
-    /// error either). A frame that fails its check cannot tell its stream,
-    /// and counts as the match, with its error.
-    pub(crate) fn find_event_where(
-        &self,
-        id: &Uuid,
-        since: u64,
-        admit: &dyn Fn(&str) -> bool,
-    ) -> Option<(u64, Result<RecordedEvent>)> {
-        // Nothing is published at `since` or later (the writer, whose own
-        // unpublished groups it looks in itself, asks for what was published
-        // since its appender looked).
-        if since >= self.published() {
-            return None;
-        }
-        // Where no event appended since open carries the id, only the
-        // segments holding events from before the open are looked in.
-        let before = match self.recent_ids.check(id) {
-            crate::log::recent_ids::Recent::NotSince(from) if from <= since => return None,
-            crate::log::recent_ids::Recent::NotSince(from) => from,
-            crate::log::recent_ids::Recent::Maybe => u64::MAX,
-        };
-        self.segments()
-            .iter()
-            .rev()
-            .skip_while(|s| s.with(|l| l.base()) >= before)
-            .take_while(|s| s.with(|l| l.next_position()) > since)
-            .find_map(|seg| {
-                let (exact, candidates): (bool, Vec<(u64, u64, u64)>) = seg.with(|l| {
-                    let positions: Vec<u64> = l.id_positions(id).into_iter().filter(|p| *p >= since).collect();
-                    let found = positions
-                        .iter()
-                        .zip(l.locations(&positions))
-                        .filter_map(|(p, loc)| loc.map(|(o, e)| (*p, o, e)))
-                        .collect();
-                    (l.ids_exact(), found)
-                });
-                if let Err(e) = seg.index_damage() {
-                    return Some((seg.with(|l| l.base()), Err(e)));
-                }
-                candidates
-                    .into_iter()
-                    .find_map(|loc| match self.read_at(seg, loc, Want::Id(id, admit), None) {
-                        Ok(None) => None,
-                        Ok(Some(ev)) => Some((loc.0, Ok(ev))),
-                        Err(_) if !exact && self.frame_id_hint(seg, loc).is_some_and(|other| other != *id) => None,
-                        Err(e) => Some((loc.0, Err(e))),
-                    })
-            })
-    }
-
     /// Reads the event at `position`.
     pub(crate) fn read_position(&self, position: u64) -> Result<Option<RecordedEvent>> {
         Ok(self
@@ -905,233 +776,6 @@ fn slice_of(bytes: &Bytes, lo: u64, offset: u64, end: u64) -> Option<Bytes> {
     let start = usize::try_from(offset.checked_sub(lo)?).ok()?;
     let stop = usize::try_from(end.checked_sub(lo)?).ok()?;
     (start <= stop && stop <= bytes.len()).then(|| bytes.slice(start..stop))
-}
-
-/// Most matched types whose lists a read takes a window at a time (see
-/// [`candidates`]).
-const MAX_WINDOWED_TYPES: usize = 64;
-
-/// The candidate positions of one segment for a filter, from its indexes.
-enum Candidates {
-    /// Every position.
-    All,
-    /// These positions, ascending.
-    List(Vec<u64>),
-    /// The positions of the types with these hashes (ascending, distinct),
-    /// which `matched` positions of the segment hold: taken from the type
-    /// lists a window at a time by [`TypeWindows`].
-    Types { hashes: Vec<u64>, matched: u64 },
-}
-
-/// The positions of a segment's types with some hashes within `lo..hi`, in
-/// the order of the read, gathered from the type lists a window of
-/// positions at a time, each window twice as wide as the one before: a page
-/// of a pattern that matches much of the segment merges the lists near
-/// where it starts only, not every one of them whole.
-struct TypeWindows {
-    seg: SegRef,
-    hashes: Vec<u64>,
-    /// The positions not yet gathered.
-    lo: u64,
-    hi: u64,
-    forward: bool,
-    /// Positions the next window spans.
-    width: u64,
-    /// Gathered and not yet returned, in the read's order.
-    ready: std::vec::IntoIter<u64>,
-}
-
-impl Iterator for TypeWindows {
-    type Item = u64;
-
-    fn next(&mut self) -> Option<u64> {
-        loop {
-            if let Some(p) = self.ready.next() {
-                return Some(p);
-            }
-            if self.hi <= self.lo {
-                return None;
-            }
-            let width = self.width.max(1);
-            let (a, b) = if self.forward {
-                (self.lo, self.lo.saturating_add(width).min(self.hi))
-            } else {
-                (self.hi.saturating_sub(width).max(self.lo), self.hi)
-            };
-            let mut found: Vec<u64> = self
-                .seg
-                .with(|l| self.hashes.iter().flat_map(|h| l.type_positions_in(*h, a, b)).collect());
-            found.sort_unstable();
-            found.dedup();
-            if self.forward {
-                self.lo = b;
-            } else {
-                found.reverse();
-                self.hi = a;
-            }
-            self.width = width.saturating_mul(2);
-            self.ready = found.into_iter();
-        }
-    }
-}
-
-/// Candidate positions of a segment for a filter, from the indexes. A
-/// metadata condition narrows them when its field is one of the store's
-/// indexed `fields` and the segment's index was built with exactly those
-/// fields; otherwise it is checked on each decoded event only. Type
-/// patterns that are the only narrowing condition (no type, tag, indexed
-/// metadata value or stream condition) give the types they match, to be
-/// read a window at a time.
-fn candidates(l: &dyn Lookup, f: &Filter, fields: &MetaFields) -> Candidates {
-    let indexed = !fields.is_empty() && l.meta_fingerprint() == fields.fingerprint();
-    let meta_keys: Vec<u64> = f
-        .metadata
-        .iter()
-        .filter(|(k, _)| indexed && fields.contains(k))
-        .map(|(k, v)| meta_key(k, v))
-        .collect();
-    // With a stream condition a read takes the paths it took before the
-    // windows ([`listed`]: the stream's entries where the pattern is dense).
-    if f.types.is_empty()
-        && f.tags.is_empty()
-        && meta_keys.is_empty()
-        && !f.has_stream_condition()
-        && let Some((hashes, matched)) = pattern_types(l, f)
-    {
-        // Each window looks up every matched type again, so windows serve
-        // only a few types. Beyond that, where the types match a quarter of
-        // the segment or more, reading it in order finds a match every few
-        // events for less; where they match less, their lists are merged
-        // once (a page that passes a long stretch without matches would
-        // otherwise look every type up once per window: 2.5-4.3x slower for
-        // 10,000 sparse types, in the review).
-        if hashes.len() <= MAX_WINDOWED_TYPES {
-            return Candidates::Types { hashes, matched };
-        }
-        if matched.saturating_mul(4) > l.next_position().saturating_sub(l.base()) {
-            return Candidates::All;
-        }
-    }
-    match listed(l, f, &meta_keys) {
-        Some(list) => Candidates::List(list),
-        None => Candidates::All,
-    }
-}
-
-/// The hashes of the types the filter's type patterns match in the segment
-/// (ascending, distinct), and how many positions the type lists give for
-/// them; `None` without patterns, or where a wildcard meets an index that
-/// keeps no type names.
-fn pattern_types(l: &dyn Lookup, f: &Filter) -> Option<(Vec<u64>, u64)> {
-    if f.type_patterns.is_empty() {
-        return None;
-    }
-    let literals: Option<Vec<&str>> = f.type_patterns.iter().map(|p| p.literal()).collect();
-    let mut hashes: Vec<u64> = match literals {
-        Some(names) => names.into_iter().map(hash_str).collect(),
-        None => l
-            .type_catalog()?
-            .names
-            .iter()
-            .filter(|n| crate::topic::any_match(&f.type_patterns, n))
-            .map(|n| hash_str(n))
-            .collect(),
-    };
-    hashes.sort_unstable();
-    hashes.dedup();
-    let matched = hashes.iter().map(|h| l.type_count(*h)).sum();
-    Some((hashes, matched))
-}
-
-/// Candidate positions of a segment for a filter's types, tags, indexed
-/// metadata (`meta_keys`), type patterns and streams, from the indexes;
-/// `None` means every position.
-fn listed(l: &dyn Lookup, f: &Filter, meta_keys: &[u64]) -> Option<Vec<u64>> {
-    let mut found: Option<Vec<u64>> = None;
-    if !f.types.is_empty() {
-        let mut all: Vec<u64> = f.types.iter().flat_map(|t| l.type_positions(hash_str(t))).collect();
-        all.sort_unstable();
-        all.dedup();
-        found = Some(all);
-    }
-    if let Some(list) = literal_type_positions(l, f) {
-        found = Some(match found {
-            None => list,
-            Some(mut c) => {
-                c.retain(|p| list.binary_search(p).is_ok());
-                c
-            }
-        });
-    }
-    // Every tag (and indexed metadata value) must be present: intersect with each one's list.
-    for key in f.tags.iter().map(|t| hash_str(t)).chain(meta_keys.iter().copied()) {
-        let list = l.tag_positions(key);
-        found = Some(match found {
-            None => list,
-            Some(mut c) => {
-                c.retain(|p| list.binary_search(p).is_ok());
-                c
-            }
-        });
-    }
-    if found.is_some() {
-        return found;
-    }
-    if f.has_stream_condition() {
-        let mut all = Vec::new();
-        for (name, s) in l.streams() {
-            if f.admits_stream(&name) {
-                // Only a limit on entries: a count past usize::MAX means no limit.
-                let n = usize::try_from(s.last_revision.saturating_sub(s.first_revision).saturating_add(1))
-                    .unwrap_or(usize::MAX);
-                all.extend(
-                    l.stream_entries(&name, s.first_revision, true, n)
-                        .into_iter()
-                        .map(|(_, p)| p),
-                );
-            }
-        }
-        all.sort_unstable();
-        all.dedup();
-        return Some(all);
-    }
-    None
-}
-
-/// Candidate positions of the filter's type patterns: each pattern without
-/// a wildcard is one type, found by hash as `types` are; patterns with
-/// wildcards are matched against the segment's type names where its index
-/// keeps them (the memory index, version-3 and -4 files). `None` when there are no
-/// patterns, or a wildcard meets an index without names or matches a
-/// quarter of the segment or more (every position is then a candidate).
-fn literal_type_positions(l: &dyn Lookup, f: &Filter) -> Option<Vec<u64>> {
-    if f.type_patterns.is_empty() {
-        return None;
-    }
-    let literals: Option<Vec<&str>> = f.type_patterns.iter().map(|p| p.literal()).collect();
-    let types: Vec<String> = match literals {
-        Some(l) => l.into_iter().map(str::to_string).collect(),
-        None => {
-            let names: Vec<String> = l
-                .type_catalog()?
-                .names
-                .into_iter()
-                .filter(|n| crate::topic::any_match(&f.type_patterns, n))
-                .collect();
-            // Where the names match a quarter of the segment or more, reading
-            // it in order finds a match every few events, and a page stops
-            // early; gathering and sorting every candidate would cost more.
-            let matched: u64 = names.iter().map(|n| l.type_count(hash_str(n))).sum();
-            if matched.saturating_mul(4) > l.next_position().saturating_sub(l.base()) {
-                return None;
-            }
-            names
-        }
-    };
-    let mut all: Vec<u64> = types.iter().flat_map(|t| l.type_positions(hash_str(t))).collect();
-    all.sort_unstable();
-    all.dedup();
-    Some(all)
 }
 
 /// Decodes the event frame in `bytes` (read from `offset` of `path`) and checks

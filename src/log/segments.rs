@@ -297,3 +297,37 @@ pub(crate) fn load_dictionary(st: &dyn Storage, dir: &Path) -> Result<Option<Arc
     let bytes = st.map(&path).ctx(|| format!("reading {DICTIONARY_FILE}"))?;
     Ok(Some(Arc::new(Dictionary::decode((*bytes).as_ref(), &path)?)))
 }
+
+/// One segment, sealed or active, as a read sees it.
+#[derive(Clone)]
+pub(crate) enum SegRef {
+    /// A sealed segment.
+    Sealed(Arc<SealedSegment>),
+    /// The segment the writer appends to.
+    Active(Arc<ActiveSegment>),
+}
+
+impl SegRef {
+    /// Runs `f` on the segment's index (the active one's under its lock).
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&dyn Lookup) -> R) -> R {
+        match self {
+            SegRef::Sealed(s) => f(&s.index),
+            SegRef::Active(a) => f(&*a.index.read()),
+        }
+    }
+    /// Damage the segment's index found on first use of a section (which
+    /// then answered nothing): a read that used the index fails with it.
+    pub(crate) fn index_damage(&self) -> Result<()> {
+        match self {
+            SegRef::Sealed(s) => s.index.damage().map_or(Ok(()), Err),
+            SegRef::Active(_) => Ok(()),
+        }
+    }
+    /// The segment file's path.
+    pub(crate) fn path(&self) -> &Path {
+        match self {
+            SegRef::Sealed(s) => &s.path,
+            SegRef::Active(a) => &a.path,
+        }
+    }
+}

@@ -458,7 +458,7 @@ fn expired_segments(shared: &Shared, sealed: &[Arc<SealedSegment>], policy: &Ret
         Some(_) => shared
             .segments()
             .iter()
-            .filter(|s| matches!(s, crate::log::read::SegRef::Active(_)))
+            .filter(|s| matches!(s, crate::log::segments::SegRef::Active(_)))
             .map(|s| s.with(live_events))
             .sum(),
         None => 0,
