@@ -7,7 +7,7 @@
 //!
 //! `N` events (default 2,000,000) written round-robin to `S` streams (default
 //! 20,000), so that every event is a run of one, as in the export of a store
-//! whose streams interleave. Each line (about 280 bytes) carries the stream,
+//! whose streams interleave. Each line (about 320 bytes) carries the stream,
 //! the original revision, position and timestamp, an id, a type, JSON data
 //! and JSON metadata. The ids are derived from the event's number, so two
 //! files of the same size are the same file.

@@ -65,9 +65,11 @@ impl RecentIds {
 
     /// Enters ids of events about to be published; called before they are.
     pub(crate) fn insert(&self, ids: impl IntoIterator<Item = Uuid>) {
+        // Hashed before the lock is taken: lookups wait on it.
+        let hashes: Vec<u64> = ids.into_iter().map(|id| id_filter_hash(&id)).collect();
         let mut guard = self.filters.write();
         let Some(f) = guard.as_mut() else { return };
-        for id in ids {
+        for hash in hashes {
             if f.total >= MAX_IDS {
                 *guard = None;
                 return;
@@ -82,7 +84,7 @@ impl RecentIds {
                 f.in_last = 0;
             }
             if let Some((bloom, _)) = f.blooms.last_mut() {
-                blocked_insert(bloom, id_filter_hash(&id));
+                blocked_insert(bloom, hash);
             }
             f.in_last += 1;
             f.total += 1;
