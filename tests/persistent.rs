@@ -613,3 +613,52 @@ fn group_over_all<'s>(store: &'s Store, name: &str, strategy: Strategy) -> annal
         )
         .unwrap()
 }
+
+/// A group none of whose checkpoints can be read any more (lost to damage,
+/// then repair) resumes at its start setting (here after position 4), not
+/// at the start of the log, keeps its count of parked events, and the store
+/// reports it.
+#[test]
+fn a_group_whose_checkpoints_are_all_lost_resumes_at_its_start_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoints = {
+        let store = open(dir.path());
+        fill(&store, 10);
+        let settings = GroupSettings {
+            checkpoint_every: 1,
+            start: annal::SubscribeFrom::After(4),
+            ..GroupSettings::all()
+        };
+        {
+            let group = store.create_group("g", settings).unwrap();
+            let c = group.consumer("c");
+            let d = c.fetch(2, T).unwrap();
+            c.nack(d[0].event.id, NackAction::Park, "bad").unwrap();
+            c.ack(&[d[1].event.id]).unwrap();
+        }
+        let saved = store
+            .read_stream("$group-g-checkpoint", Direction::Forward, StreamFrom::Start, 100)
+            .unwrap();
+        store.close().unwrap();
+        saved
+    };
+    assert!(!checkpoints.is_empty());
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "seg") {
+            let mut bytes = std::fs::read(&path).unwrap();
+            for c in &checkpoints {
+                if let Some(at) = bytes.windows(c.data.len()).position(|w| w == &c.data[..]) {
+                    bytes[at + c.data.len() / 2] ^= 0x20;
+                }
+            }
+            std::fs::write(&path, bytes).unwrap();
+        }
+    }
+    annal::repair(dir.path()).unwrap();
+    let store = open(dir.path());
+    let info = store.group("g").unwrap().info();
+    assert_eq!((info.checkpoint, info.parked), (5, 1), "{info:?}");
+    let said = store.stats().last_background_error.unwrap_or_default();
+    assert!(said.contains("\"g\"") && said.contains("resumes at 5"), "{said}");
+}

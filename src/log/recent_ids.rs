@@ -65,6 +65,10 @@ impl RecentIds {
 
     /// Enters ids of events about to be published; called before they are.
     pub(crate) fn insert(&self, ids: impl IntoIterator<Item = Uuid>) {
+        // Once dropped, the filters never come back.
+        if self.filters.read().is_none() {
+            return;
+        }
         // Hashed before the lock is taken: lookups wait on it.
         let hashes: Vec<u64> = ids.into_iter().map(|id| id_filter_hash(&id)).collect();
         let mut guard = self.filters.write();

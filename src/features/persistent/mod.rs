@@ -407,12 +407,22 @@ impl Store {
             Err(e) => return Err(e),
         };
         // A group that saved checkpoints none of which can be read any more
-        // (lost to damage, the older ones scavenged) resumes from the very
-        // start, delivering again rather than skipping, and says so.
+        // (lost to damage, the older ones scavenged) resumes from the lowest
+        // place it may have started at, delivering again rather than
+        // skipping, and says so: its start if that is a fixed place, else (a
+        // start at the end, whose place at creation is not kept) the start
+        // of its source. Its parked events are all replayed again.
         let lost = saved.is_none() && self.stream_info(&checkpoints).is_some();
-        let start = if lost { 0 } else { self.start_cursor(&settings) };
+        let start = match (lost, settings.start) {
+            (true, SubscribeFrom::End) => 0,
+            _ => self.start_cursor(&settings),
+        };
+        let mut parked_before = 0;
         if lost {
             let last = self.stream_info(&checkpoints).map_or(0, |i| i.last_position);
+            parked_before = self
+                .stream_info(&parked_stream(name))
+                .map_or(0, |i| i.last_revision.saturating_add(1));
             self.shared.record_background::<()>(
                 "loading a consumer group",
                 Err(Error::BadSystemEvent {
@@ -420,14 +430,15 @@ impl Store {
                     position: last,
                     reason: format!(
                         "group {name:?} saved checkpoints but none can be read (lost to damage): it resumes \
-                         from the start of its source and delivers its events again"
+                         at {start} and delivers the events from there again; a replay of its parked events \
+                         delivers them all again"
                     ),
                 }),
             );
         }
         let (cursor, parked, parked_replayed, skipped_damaged, skipped_through) = match &saved {
             Some(c) => (c.checkpoint, c.parked, c.parked_replayed, c.skipped_damaged, c.skipped_through),
-            None => (start, 0, 0, 0, 0),
+            None => (start, parked_before, 0, 0, 0),
         };
         let state = Arc::new(GroupState {
             name: name.to_string(),
