@@ -239,22 +239,31 @@ fn crashed_with_a_torn_tail(sim: &SimStorage) -> PathBuf {
     seg
 }
 
+/// A crashed store whose next open cuts its torn tail and then fails (a
+/// stray index file says the log goes on past its segments; it is removed
+/// afterwards): the torn tails kept in `torn/`, one.
+fn cut_by_a_failed_open(sim: &SimStorage) -> Vec<annal::log::damage::TornTail> {
+    use annal::Storage;
+    crashed_with_a_torn_tail(sim);
+    let stray = Path::new(SIM).join(format!("{:020}.idx", 1_000_000));
+    sim.write_file(&stray, b"an index of positions no segment holds")
+        .unwrap();
+    let disk: Arc<SimStorage> = Arc::new(sim.clone());
+    assert!(Store::open_with(disk, SIM, options()).is_err_and(|e| e.is_corruption()));
+    sim.remove(&stray).unwrap();
+    let kept = annal::log::damage::torn_tails(sim, Path::new(SIM)).unwrap();
+    assert_eq!(kept.len(), 1, "the failed open cut nothing");
+    kept
+}
+
 /// An open that fails after cutting a torn tail (here: an index file says
 /// the log goes on past its segments) leaves the cut listed: the next open
 /// that succeeds reports it, and the one after reports nothing.
 #[test]
 fn a_cut_by_an_open_that_then_fails_is_reported_by_the_next_open() {
-    use annal::Storage;
     let sim = SimStorage::new();
-    crashed_with_a_torn_tail(&sim);
-    let stray = Path::new(SIM).join(format!("{:020}.idx", 1_000_000));
-    sim.write_file(&stray, b"an index of positions no segment holds")
-        .unwrap();
+    let kept = cut_by_a_failed_open(&sim);
     let disk: Arc<SimStorage> = Arc::new(sim.clone());
-    assert!(Store::open_with(disk.clone(), SIM, options()).is_err_and(|e| e.is_corruption()));
-    let kept = annal::log::damage::torn_tails(&sim, Path::new(SIM)).unwrap();
-    assert_eq!(kept.len(), 1, "the failed open cut nothing");
-    sim.remove(&stray).unwrap();
     let store = Store::open_with(disk.clone(), SIM, options()).unwrap();
     assert_eq!(store.torn_tails_at_open(), kept);
     store.close().unwrap();
@@ -305,17 +314,9 @@ fn a_cut_by_an_open_that_fails_loading_metadata_is_reported_by_the_next_open() {
 /// reported, rather than none.
 #[test]
 fn a_rotted_list_of_unreported_cuts_reports_every_cut() {
-    use annal::Storage;
     let sim = SimStorage::new();
-    crashed_with_a_torn_tail(&sim);
-    let stray = Path::new(SIM).join(format!("{:020}.idx", 1_000_000));
-    sim.write_file(&stray, b"an index of positions no segment holds")
-        .unwrap();
+    let kept = cut_by_a_failed_open(&sim);
     let disk: Arc<SimStorage> = Arc::new(sim.clone());
-    assert!(Store::open_with(disk.clone(), SIM, options()).is_err());
-    sim.remove(&stray).unwrap();
-    let kept = annal::log::damage::torn_tails(&sim, Path::new(SIM)).unwrap();
-    assert_eq!(kept.len(), 1);
     let list = Path::new(SIM).join("torn").join(annal::log::damage::UNREPORTED_FILE);
     let text = sim.read_file(&list).unwrap();
     // A digit of the name turns into another: a file that does not exist.

@@ -105,6 +105,17 @@ impl Server {
     }
 }
 
+/// Auth on, one token: `t0ken`, a writer limited to streams `orders-…`.
+fn tenant_only(c: &mut ServerConfig) {
+    c.no_auth = false;
+    c.tokens = vec![TokenConfig {
+        name: "tenant".into(),
+        sha256: hash_token("t0ken"),
+        role: Role::Write,
+        stream_prefixes: vec!["orders-".into()],
+    }];
+}
+
 fn sid(name: &str) -> Option<StreamIdentifier> {
     Some(StreamIdentifier {
         stream_name: name.as_bytes().to_vec().into(),
@@ -902,16 +913,7 @@ async fn tls_offers_h2_and_http_1_1_by_alpn() {
 async fn metadata_streams_and_prefix_limited_tokens() {
     use append_req::options::ExpectedStreamRevision as E;
     use read_req::options::*;
-    let s = start(|c| {
-        c.no_auth = false;
-        c.tokens = vec![TokenConfig {
-            name: "tenant".into(),
-            sha256: hash_token("t0ken"),
-            role: Role::Write,
-            stream_prefixes: vec!["orders-".into()],
-        }];
-    })
-    .await;
+    let s = start(tenant_only).await;
     let mut c = s.streams().await;
     let auth = |mut r: Request<ReadReq>| {
         r.metadata_mut()
@@ -1006,16 +1008,7 @@ async fn reads_of_all_through_prefixes_never_meet_other_streams_damage() {
     }
     // The key store is lost: users-1's event can no longer be opened.
     std::fs::remove_file(dir.path().join("data").join("subjects.key")).unwrap();
-    let s = start_in(dir, |c| {
-        c.no_auth = false;
-        c.tokens = vec![TokenConfig {
-            name: "tenant".into(),
-            sha256: hash_token("t0ken"),
-            role: Role::Write,
-            stream_prefixes: vec!["orders-".into()],
-        }];
-    })
-    .await;
+    let s = start_in(dir, tenant_only).await;
     let damage = s.store.read_all(
         annal::Direction::Forward,
         annal::LogFrom::Position(0),
