@@ -364,6 +364,32 @@ fn a_lost_key_store_is_damage_not_erasure() {
     assert!(!store.verify().unwrap().problems.is_empty());
 }
 
+/// An append to one stream that repeats the id of another stream's event
+/// whose key was lost is a plain conflict: that event's damage (and where
+/// it lies) belongs to the other stream. The stream's own retry meets it.
+#[test]
+fn an_id_repeated_from_another_streams_key_lost_event_is_a_conflict_not_its_damage() {
+    let sim = SimStorage::new();
+    let store = open_sim(&sim);
+    append_personal(&store, "c-1", "ann", 0);
+    drop(store);
+    use annal::Storage;
+    sim.remove(&Path::new(DIR).join(SUBJECTS_FILE)).unwrap();
+    let store = open_sim(&sim);
+    let id = personal("ann", 0).id.unwrap();
+    let other = store.append(
+        "orders-1",
+        ExpectedVersion::Any,
+        vec![EventData::json("T", "{}").with_id(id)],
+    );
+    assert!(
+        matches!(other, Err(Error::IdempotencyConflict { id: i, .. }) if i == id),
+        "{other:?}"
+    );
+    let own = store.append("c-1", ExpectedVersion::Any, vec![personal("ann", 0)]);
+    assert!(own.is_err_and(|e| e.is_corruption()));
+}
+
 /// One crash point over: a first key, a second subject, a shred, a new key
 /// after the shred. Whatever was acknowledged holds after recovery: an
 /// acknowledged sealed event reads back (or, once its shred was

@@ -21,7 +21,7 @@ use crate::query::AppendCondition;
 
 use super::batch::Writer;
 use super::pipeline::Results;
-use super::request::{AppendRequest, ConditionCheck, Precheck, encoded_size};
+use super::request::{AppendRequest, ConditionCheck, Looked, Precheck, encoded_size};
 
 impl Writer {
     /// The stream's state as of the staged group: staged, written, or published.
@@ -257,7 +257,8 @@ impl Writer {
             }
             // A retry must carry the same events: an id reused for other content is a conflict.
             let looked_up = match pre.ids.get(i) {
-                Some(Some((p, Some(ev)))) if p == pos => Some(ev.clone()),
+                Some(Some((p, Looked::Event(ev)))) if p == pos => Some(ev.clone()),
+                Some(Some((p, Looked::OtherStream))) if p == pos => return Err(conflict),
                 _ => None,
             };
             let (stream, revision, same) = match self.staged_event(*pos) {
@@ -403,8 +404,19 @@ pub(super) fn precheck(shared: &Shared, req: &AppendRequest) -> Precheck {
         .events
         .iter()
         .map(|e| {
-            let (p, ev) = shared.find_event_since(&e.id?, 0)?;
-            Some((p, ev.ok()))
+            let id = e.id?;
+            let (p, ev) = shared.find_event_since(&id, 0)?;
+            Some(match ev {
+                Ok(ev) => (p, Looked::Event(ev)),
+                // Where the frame is sound but the event cannot be opened
+                // (its personal fields), its stream tells whether it may be
+                // this append's: another stream's event is a conflict,
+                // whatever damage it holds (which is not this caller's).
+                Err(_) => match shared.find_event_where(&id, 0, &|s| s == req.stream) {
+                    None => (p, Looked::OtherStream),
+                    Some(_) => (p, Looked::Failed),
+                },
+            })
         })
         .collect();
     let mut condition = ConditionCheck::Unchecked;

@@ -42,12 +42,24 @@ impl AppendRequest {
 pub(crate) struct Precheck {
     /// Every position below this was published before the lookups ran.
     pub(crate) published: u64,
-    /// Per event: where its id was found among published events, with that
-    /// event if it read back (a read that failed is left to the writer, which
-    /// reads it again where the append's other checks order it).
-    pub(crate) ids: Vec<Option<(u64, Option<RecordedEvent>)>>,
+    /// Per event: where its id was found among published events, and what
+    /// was read there.
+    pub(crate) ids: Vec<Option<(u64, Looked)>>,
     /// What the published events before `published` say of the append condition.
     pub(crate) condition: ConditionCheck,
+}
+
+/// What an append's appender read at the position of one of its event ids.
+pub(crate) enum Looked {
+    /// The event, read back.
+    Event(RecordedEvent),
+    /// An event of another stream, told by its sound frame before any of its
+    /// personal fields was opened (they may be unreadable there: its
+    /// subject's key lost). The append cannot be a retry of it.
+    OtherStream,
+    /// Nothing could be read: left to the writer, which reads it again
+    /// where the append's other checks order it.
+    Failed,
 }
 
 /// The append condition against the events published before the watermark.
