@@ -16,6 +16,11 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{Role, ServerConfig, parse_hash};
 
+/// What a caller who may not see where damage lies
+/// ([`Principal::sees_damage`]) is told of it.
+pub(crate) const DAMAGE_ELSEWHERE: &str =
+    "the store met damaged data while doing this request; an operator finds where with `annal verify`";
+
 /// Who is calling, once authenticated.
 #[derive(Debug, Clone)]
 pub(crate) struct Principal {
@@ -72,6 +77,15 @@ impl Principal {
     /// Its role (admin in open mode).
     pub(crate) fn role(&self) -> Role {
         self.role
+    }
+
+    /// Whether it may be shown where damage lies (a file and an offset):
+    /// only a caller who may read every stream. A limited caller's request
+    /// can meet damage in streams it may not see (an append looks its event
+    /// ids up across the whole log, and a frame that fails its checksum
+    /// cannot tell its stream).
+    pub(crate) fn sees_damage(&self) -> bool {
+        self.prefixes.is_empty()
     }
 
     /// The stream prefixes it is limited to; empty means every stream.

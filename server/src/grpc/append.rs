@@ -58,6 +58,7 @@ async fn run(
     p.authorize(Need::Write(target.as_deref().unwrap_or(&stream)))
         .map_err(status::denied)?;
     let store = state.store();
+    let sees_damage = p.sees_damage();
     blocking(state, move || {
         if let Some(target) = target {
             let Some(last) = events.last() else {
@@ -117,6 +118,7 @@ async fn run(
             Err(annal::Error::IdempotencyConflict { .. }) => Ok(Outcome::Wrong {
                 current: store.stream_info(&stream).map(|s| s.last_revision),
             }),
+            Err(e) if !sees_damage => Err(status::from_store_without_place(e)),
             Err(e) => Err(status::from_store(e)),
         }
     })

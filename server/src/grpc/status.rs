@@ -102,6 +102,16 @@ pub(crate) fn from_store(e: annal::Error) -> Status {
     }
 }
 
+/// [`from_store`] for a caller who may not be shown where damage lies
+/// (`crate::auth::Principal::sees_damage`): damage without its file and offset.
+pub(crate) fn from_store_without_place(e: annal::Error) -> Status {
+    if e.is_corruption() {
+        Status::internal(crate::auth::DAMAGE_ELSEWHERE)
+    } else {
+        from_store(e)
+    }
+}
+
 /// The `google.rpc.Status` of a BatchAppend answer whose expected version did not hold.
 pub(crate) fn batch_wrong_expected_version(current: Option<u64>, expected: annal::ExpectedVersion) -> rpc::Status {
     let detail = WrongExpectedVersion {

@@ -122,6 +122,21 @@ impl From<annal::Error> for ApiError {
     }
 }
 
+/// `e` as answered to a caller who may not be shown where damage lies
+/// ([`crate::auth::Principal::sees_damage`]): damage is answered as damage,
+/// without its file and offset (`annal verify` finds it for the operator).
+pub(crate) fn without_place(e: annal::Error) -> ApiError {
+    if e.is_corruption() {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "corruption",
+            crate::auth::DAMAGE_ELSEWHERE,
+        )
+    } else {
+        e.into()
+    }
+}
+
 /// An expected version as JSON: a number for a revision, else its name.
 fn expected_json(expected: &str) -> Value {
     expected.parse::<u64>().map_or_else(|_| json!(expected), |n| json!(n))

@@ -41,7 +41,7 @@ pub(crate) async fn append(
     check_writable_stream(&stream)?;
     p.authorize(Need::Write(&stream))?;
     let expected = expected_from_json(body.expected.as_ref())?;
-    do_append(state, stream, expected, body.events, None, None).await
+    do_append(state, &p, stream, expected, body.events, None, None).await
 }
 
 #[derive(Deserialize)]
@@ -151,11 +151,12 @@ pub(crate) async fn append_conditional(
         }
         _ => None,
     };
-    do_append(state, body.stream, expected, body.events, condition, place).await
+    do_append(state, &p, body.stream, expected, body.events, condition, place).await
 }
 
 async fn do_append(
     state: AppState,
+    p: &Principal,
     stream: String,
     expected: annal::ExpectedVersion,
     events: Vec<EventIn>,
@@ -177,6 +178,7 @@ async fn do_append(
     let bytes: u64 = events.iter().map(|e| (e.data.len() + e.metadata.len()) as u64).sum();
     let store = state.store();
     let st = state.clone();
+    let sees_damage = p.sees_damage();
     let result = state
         .blocking(move || {
             let _place = place;
@@ -192,7 +194,10 @@ async fn do_append(
                 st.metrics.events_appended.fetch_add(count, Relaxed);
                 st.metrics.append_bytes.fetch_add(bytes, Relaxed);
             }
-            Ok(r?)
+            match r {
+                Err(e) if !sees_damage => Err(super::error::without_place(e)),
+                r => Ok(r?),
+            }
         })
         .await?;
     Ok(axum::Json(json!({

@@ -155,6 +155,61 @@ async fn damaged_events_of_other_streams_answer_as_unknown_ids() {
     s.stop().await.unwrap();
 }
 
+/// An append by a tenant that repeats the id of another tenant's event whose
+/// frame fails its checksum meets that damage (the frame cannot tell its
+/// stream): the answer says damage, never the file and offset; the admin,
+/// who may read every stream, is told where.
+#[tokio::test]
+async fn an_append_meeting_another_tenants_damage_is_not_told_where_it_lies() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let theirs = uuid::Uuid::new_v4();
+    // Sealed segments: damage there is reported where it is read, and the
+    // store opens.
+    let options = || annal::Options::default().segment_size(4096).no_compression();
+    {
+        let store = annal::Store::open(&data, options()).unwrap();
+        let e = annal::EventData::json("T", r#"{"note":"MARK-THEIRS"}"#).with_id(theirs);
+        store.append("users-1", annal::ExpectedVersion::Any, vec![e]).unwrap();
+        for _ in 0..100 {
+            let filler = annal::EventData::json("T", format!(r#"{{"pad":"{}"}}"#, "x".repeat(100)));
+            store
+                .append("users-2", annal::ExpectedVersion::Any, vec![filler])
+                .unwrap();
+        }
+        store.close().unwrap();
+    }
+    let seg = data.join("00000000000000000000.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.windows(11).position(|w| w == b"MARK-THEIRS").unwrap();
+    bytes[at] ^= 0x20;
+    std::fs::write(&seg, bytes).unwrap();
+    let store = std::sync::Arc::new(annal::Store::open(&data, options()).unwrap());
+    let mut config = ServerConfig::open("127.0.0.1:0".parse().unwrap());
+    config.shutdown_grace_ms = 2000;
+    config.no_auth = false;
+    config.tokens = vec![
+        token("admin", Role::Admin, &[]),
+        token("tenant", Role::Write, &["orders-"]),
+    ];
+    let s = TestServer::start_store(store, dir, config, "http", reqwest::Client::new()).await;
+    let body = json!({ "events": [{ "type": "T", "id": theirs }] });
+    let (st, v) = s
+        .call_as(Method::POST, "/streams/orders-1", Some(body.clone()), TENANT)
+        .await;
+    assert_eq!(
+        (st, v["error"].clone()),
+        (StatusCode::INTERNAL_SERVER_ERROR, json!("corruption")),
+        "{v}"
+    );
+    let message = v["message"].as_str().unwrap();
+    assert!(!message.contains(".seg") && !message.contains("byte"), "{message}");
+    let (st, v) = s.call_as(Method::POST, "/streams/orders-1", Some(body), ADMIN).await;
+    assert_eq!(st, StatusCode::INTERNAL_SERVER_ERROR, "{v}");
+    assert!(v["message"].as_str().unwrap().contains(".seg"), "{v}");
+    s.stop().await.unwrap();
+}
+
 /// Item 5: an idempotency conflict says "conflict", not where the id is stored.
 #[tokio::test]
 async fn idempotency_conflicts_reveal_no_position_or_stream() {
