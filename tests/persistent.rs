@@ -542,7 +542,8 @@ fn a_replayed_event_not_yet_acknowledged_survives_a_reopen() {
 }
 
 /// A park that fails (its record is refused: here the store's event size
-/// limit is smaller than the record) keeps the event in the group: the
+/// limit is smaller than the record even without a reason, the event's
+/// stream name being nearly that long) keeps the event in the group: the
 /// checkpoint does not pass it, not even once saved, and it is delivered
 /// again.
 #[test]
@@ -551,7 +552,9 @@ fn a_park_that_fails_keeps_the_event_in_the_group() {
     let mut options = Options::default().durability(Durability::Never);
     options.max_event_size = 1024;
     let store = Store::open(dir.path(), options).unwrap();
-    fill(&store, 1);
+    store
+        .append(&"o".repeat(1000), ExpectedVersion::Any, vec![EventData::json("E", "0")])
+        .unwrap();
     let group = store
         .create_group(
             "g",
@@ -598,6 +601,35 @@ fn a_long_park_reason_is_cut() {
     let rec = ParkedRecord::from_event(&parked[0]).unwrap();
     assert_eq!(rec.reason.len(), MAX_PARK_REASON - 1);
     assert!(reason.starts_with(&rec.reason));
+    assert!(c.fetch(10, T).unwrap().is_empty());
+}
+
+/// A store whose event size limit is smaller than a long reason (here 1 KiB,
+/// and a reason of control characters, six bytes each in JSON) still parks:
+/// the reason is cut to fit the record under the limit.
+#[test]
+fn a_park_reason_is_cut_to_the_stores_event_size_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = Options::default().durability(Durability::Never);
+    options.max_event_size = 1024;
+    let store = Store::open(dir.path(), options).unwrap();
+    fill(&store, 1);
+    let group = store.create_group("g", GroupSettings::all()).unwrap();
+    let c = group.consumer("c");
+    let d = c.fetch(1, T).unwrap();
+    let reason = "\u{1}".repeat(MAX_PARK_REASON);
+    c.nack(d[0].event.id, NackAction::Park, &reason).unwrap();
+    assert_eq!(group.info().parked, 1);
+    let parked = store
+        .read_stream(&parked_stream("g"), Direction::Forward, StreamFrom::Start, 10)
+        .unwrap();
+    assert!(parked[0].data.len() <= 1024);
+    let rec = ParkedRecord::from_event(&parked[0]).unwrap();
+    assert!(
+        !rec.reason.is_empty() && reason.starts_with(&rec.reason),
+        "{}",
+        rec.reason.len()
+    );
     assert!(c.fetch(10, T).unwrap().is_empty());
 }
 

@@ -249,7 +249,8 @@ impl Consumer<'_> {
     /// Negatively acknowledges an event: retry it, park it, or skip it.
     /// Returns whether the event was in flight (an unknown id is ignored).
     /// `reason` is kept in the parked record, cut to [`super::MAX_PARK_REASON`]
-    /// bytes. If parking fails (the parked record cannot be appended), the
+    /// bytes (and shorter where the record would not fit the store's
+    /// [`crate::Options::max_event_size`]). If parking fails (the parked record cannot be appended), the
     /// event goes back in line to be delivered again and the error is returned.
     pub fn nack(&self, id: Uuid, action: NackAction, reason: &str) -> Result<bool> {
         let g = self.group;

@@ -183,19 +183,26 @@ impl Group<'_> {
     /// line, to be delivered again, and the error is returned: an event
     /// leaves the group only once it is parked.
     pub(super) fn park(&self, inner: &mut GroupInner, p: Pending, reason: &str) -> Result<()> {
-        let rec = ParkedRecord {
+        let mut rec = ParkedRecord {
             position: p.event.position,
             stream: p.event.stream.clone(),
             revision: p.event.revision,
             event_id: p.event.id,
             deliveries: p.deliveries,
-            reason: cut_reason(reason).to_string(),
+            reason: cut_reason(reason, MAX_PARK_REASON).to_string(),
         };
-        if let Err(e) = self.store.append_system(
-            &parked_stream(&self.state.name),
-            ExpectedVersion::Any,
-            vec![json_event("$Parked", &StoredParkedV1::from(&rec))],
-        ) {
+        // The record must fit the store's event size limit, which may be
+        // smaller than the longest reason (escaped in JSON, a byte of it may
+        // take six): the reason is cut further, never the park refused for it.
+        let mut event = json_event("$Parked", &StoredParkedV1::from(&rec));
+        while event.data.len() + event.metadata.len() > self.store.max_event_size() && !rec.reason.is_empty() {
+            rec.reason = cut_reason(&rec.reason, rec.reason.len() / 2).to_string();
+            event = json_event("$Parked", &StoredParkedV1::from(&rec));
+        }
+        if let Err(e) = self
+            .store
+            .append_system(&parked_stream(&self.state.name), ExpectedVersion::Any, vec![event])
+        {
             inner.ready.push_front(p);
             self.state.changed.notify_all();
             return Err(e);
@@ -329,12 +336,12 @@ fn lowest_open(inner: &GroupInner, key: impl Fn(&Pending) -> Option<u64>, from: 
         .fold(from, u64::min)
 }
 
-/// `reason` cut to at most [`MAX_PARK_REASON`] bytes, on a character boundary.
-fn cut_reason(reason: &str) -> &str {
-    if reason.len() <= MAX_PARK_REASON {
+/// `reason` cut to at most `max` bytes, on a character boundary.
+fn cut_reason(reason: &str, max: usize) -> &str {
+    if reason.len() <= max {
         return reason;
     }
-    let mut end = MAX_PARK_REASON;
+    let mut end = max;
     while !reason.is_char_boundary(end) {
         end -= 1;
     }

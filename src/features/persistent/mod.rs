@@ -150,7 +150,8 @@ pub struct ParkedRecord {
     /// Deliveries made.
     pub deliveries: u32,
     /// Why it was parked (at most [`MAX_PARK_REASON`] bytes: a longer reason
-    /// given to [`Consumer::nack`] is cut).
+    /// given to [`Consumer::nack`] is cut, and cut shorter where the record
+    /// would not fit the store's event size limit).
     pub reason: String,
 }
 
