@@ -385,8 +385,9 @@ fn is_data_error(e: &tokio_postgres::Error) -> bool {
 /// client's own check of each server) or `load_balance_hosts=random` is left
 /// to `tokio-postgres`. A server that answers and refuses the startup (say,
 /// "the database system is starting up") passes to the next address; the
-/// last refusal is the error. The socket takes `keepalives` (on or off);
-/// `keepalives_idle` and its kin, and `tcp_user_timeout`, are not applied.
+/// last refusal is the error. The socket takes `keepalives`,
+/// `keepalives_idle`, `keepalives_interval`, `keepalives_retries` and
+/// `tcp_user_timeout` as `tokio-postgres` would.
 async fn open(config: &tokio_postgres::Config) -> Result<Client, TargetError> {
     let count = config.get_hosts().len().max(config.get_hostaddrs().len());
     let own = config.get_target_session_attrs() == tokio_postgres::config::TargetSessionAttrs::Any
@@ -408,6 +409,13 @@ async fn open(config: &tokio_postgres::Config) -> Result<Client, TargetError> {
     let addrs = config.get_hostaddrs();
     let hosts = config.get_hosts();
     let limit = config.get_connect_timeout().copied().unwrap_or(Duration::from_secs(10));
+    let liveness = crate::socket::Liveness {
+        keepalive: config.get_keepalives(),
+        idle: Some(config.get_keepalives_idle()),
+        interval: config.get_keepalives_interval(),
+        retries: config.get_keepalives_retries(),
+        user_timeout: config.get_tcp_user_timeout().copied(),
+    };
     let mut failures = Vec::new();
     // The last server that answered and refused the startup (as
     // `tokio-postgres` does, the next address is tried after it).
@@ -430,8 +438,7 @@ async fn open(config: &tokio_postgres::Config) -> Result<Client, TargetError> {
             _ => continue,
         };
         for addr in found {
-            let stream = match tokio::time::timeout(limit, crate::socket::connect(addr, config.get_keepalives())).await
-            {
+            let stream = match tokio::time::timeout(limit, crate::socket::connect(addr, &liveness)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
                     failures.push(format!("{addr}: {e}"));

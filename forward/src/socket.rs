@@ -16,20 +16,55 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::net::{TcpSocket, TcpStream};
 
-/// Connects to `addr`, with TCP keepalive as asked and no Nagle delay.
+/// How a connection watches a link that went quiet: TCP keepalive probes
+/// (when to start, how often, how many unanswered before the connection is
+/// dropped) and how long sent data may stay unacknowledged.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Liveness {
+    /// Whether keepalive probes are sent at all.
+    pub(crate) keepalive: bool,
+    /// Idle time before the first probe (the system's default when `None`).
+    pub(crate) idle: Option<Duration>,
+    /// Time between probes (the system's default when `None`).
+    pub(crate) interval: Option<Duration>,
+    /// Probes left unanswered before the connection is dropped.
+    pub(crate) retries: Option<u32>,
+    /// How long sent data may stay unacknowledged before the connection is
+    /// dropped (`TCP_USER_TIMEOUT`, Linux; the system's default when `None`).
+    pub(crate) user_timeout: Option<Duration>,
+}
+
+/// Connects to `addr`, watching the link as `liveness` says, with no Nagle
+/// delay.
 ///
 /// A socket connected to itself is closed, and the error is
 /// [`io::ErrorKind::ConnectionRefused`] (nothing listens at `addr`).
-pub(crate) async fn connect(addr: SocketAddr, keepalive: bool) -> io::Result<TcpStream> {
+pub(crate) async fn connect(addr: SocketAddr, liveness: &Liveness) -> io::Result<TcpStream> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
-    socket.set_keepalive(keepalive)?;
+    let sock = socket2::SockRef::from(&socket);
+    if liveness.keepalive {
+        let mut probes = socket2::TcpKeepalive::new();
+        if let Some(idle) = liveness.idle {
+            probes = probes.with_time(idle);
+        }
+        if let Some(interval) = liveness.interval {
+            probes = probes.with_interval(interval);
+        }
+        if let Some(retries) = liveness.retries {
+            probes = probes.with_retries(retries);
+        }
+        sock.set_tcp_keepalive(&probes)?;
+    }
+    #[cfg(target_os = "linux")]
+    sock.set_tcp_user_timeout(liveness.user_timeout)?;
     // A socket connected to itself and closed lies in TIME_WAIT on the
     // target's port for a minute; a server binding there with SO_REUSEADDR
     // (as PostgreSQL and nats-server do) may do so only if this socket
@@ -76,6 +111,38 @@ pub(crate) mod tests {
         }
     }
 
+    /// The link's watch is set on the socket as asked: keepalive's idle
+    /// time, interval and probe count, and the timeout of unacknowledged data.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_connection_watches_its_link_as_asked() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let asked = Liveness {
+            keepalive: true,
+            idle: Some(Duration::from_secs(7)),
+            interval: Some(Duration::from_secs(3)),
+            retries: Some(4),
+            user_timeout: Some(Duration::from_secs(9)),
+        };
+        let stream = rt.block_on(connect(addr, &asked)).expect("connect");
+        let sock = socket2::SockRef::from(&stream);
+        assert!(sock.keepalive().expect("keepalive"));
+        assert_eq!(sock.tcp_keepalive_time().expect("idle"), Duration::from_secs(7));
+        assert_eq!(sock.tcp_keepalive_interval().expect("interval"), Duration::from_secs(3));
+        assert_eq!(sock.tcp_keepalive_retries().expect("retries"), 4);
+        assert_eq!(
+            sock.tcp_user_timeout().expect("user timeout"),
+            Some(Duration::from_secs(9))
+        );
+        let plain = rt.block_on(connect(addr, &Liveness::default())).expect("connect");
+        assert!(!socket2::SockRef::from(&plain).keepalive().expect("keepalive"));
+    }
+
     // Linux's choice of local ports (even ports to connections) is what
     // makes this fast and certain.
     #[cfg(target_os = "linux")]
@@ -92,7 +159,7 @@ pub(crate) mod tests {
         let (mut refused, mut to_itself) = (0u32, 0u32);
         rt.block_on(async {
             for _ in 0..120_000 {
-                match connect(addr, true).await {
+                match connect(addr, &Liveness::default()).await {
                     Ok(stream) => panic!(
                         "connected to {addr} where nothing listens: {:?} -> {:?}",
                         stream.local_addr(),
