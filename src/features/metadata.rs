@@ -67,17 +67,28 @@ impl Store {
                 "a stream is tombstoned by a hard delete, not by metadata".into(),
             ));
         }
-        if self.stream_metadata(stream).is_some_and(|m| m.tombstoned) {
-            return Err(Error::StreamDeleted(stream.to_string()));
-        }
-        self.write_metadata(stream, &metadata, expected)
+        self.write_metadata(stream, expected, |_| Ok(metadata))
     }
 
-    fn write_metadata(&self, stream: &str, metadata: &StreamMetadata, expected: ExpectedVersion) -> Result<AppendResult> {
-        let data = crate::stream_metadata::encode(metadata);
+    /// Writes the metadata `make` builds from the current one, the whole
+    /// read, check and write under the lock metadata writes take: a hard
+    /// delete's tombstone is never overwritten by a write that read the
+    /// metadata before it (a stream tombstoned meanwhile is refused).
+    fn write_metadata(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        make: impl FnOnce(Option<StreamMetadata>) -> Result<StreamMetadata>,
+    ) -> Result<AppendResult> {
         // Metadata writes are serialised so that the cache ends as the log does;
         // readers are not held up by the append's sync.
         let _one_at_a_time = self.shared.metadata_writes.lock();
+        let current = self.stream_metadata(stream);
+        if current.as_ref().is_some_and(|m| m.tombstoned) {
+            return Err(Error::StreamDeleted(stream.to_string()));
+        }
+        let metadata = make(current)?;
+        let data = crate::stream_metadata::encode(&metadata);
         let r = self.append_system(
             &format!("{META_PREFIX}{stream}"),
             expected,
@@ -87,7 +98,7 @@ impl Store {
             .metadata
             .write()
             .by_stream
-            .insert(stream.to_string(), metadata.clone());
+            .insert(stream.to_string(), metadata);
         Ok(r)
     }
 
@@ -99,37 +110,37 @@ impl Store {
         if stream.starts_with('$') {
             return Err(Error::InvalidInput("system streams cannot be deleted".into()));
         }
-        let mut meta = self.stream_metadata(stream).unwrap_or_default();
-        if meta.tombstoned {
-            return Err(Error::StreamDeleted(stream.to_string()));
-        }
-        let current = self.stream_info(stream).map(|s| s.last_revision);
-        let ok = match (expected, current) {
-            (_, None) => false,
-            (ExpectedVersion::Any | ExpectedVersion::StreamExists, Some(_)) => true,
-            (ExpectedVersion::NoStream, Some(_)) => false,
-            (ExpectedVersion::Exact(r), Some(c)) => r == c,
-        };
-        if current.is_none() {
-            return Err(Error::StreamNotFound(stream.to_string()));
-        }
-        if !ok {
-            return Err(Error::WrongExpectedVersion {
-                stream: stream.to_string(),
-                expected: expected.to_string(),
-                actual: current,
-            });
-        }
-        let last = current.unwrap_or(0);
-        if hard {
-            meta.tombstoned = true;
-        }
-        meta.truncate_before = Some(last + 1);
-        self.write_metadata(stream, &meta, ExpectedVersion::Any)?;
+        self.write_metadata(stream, ExpectedVersion::Any, |meta| {
+            let mut meta = meta.unwrap_or_default();
+            let current = self.stream_info(stream).map(|s| s.last_revision);
+            let Some(last) = current else {
+                return Err(Error::StreamNotFound(stream.to_string()));
+            };
+            let ok = match expected {
+                ExpectedVersion::Any | ExpectedVersion::StreamExists => true,
+                ExpectedVersion::NoStream => false,
+                ExpectedVersion::Exact(r) => r == last,
+            };
+            if !ok {
+                return Err(Error::WrongExpectedVersion {
+                    stream: stream.to_string(),
+                    expected: expected.to_string(),
+                    actual: current,
+                });
+            }
+            if hard {
+                meta.tombstoned = true;
+            }
+            meta.truncate_before = Some(last + 1);
+            Ok(meta)
+        })?;
         Ok(())
     }
 
     /// Saves a snapshot of `stream`'s aggregate state taken at `revision`.
+    /// A deleted stream takes none (hard: [`Error::StreamDeleted`]; soft,
+    /// with nothing appended since: [`Error::StreamNotFound`]), nor does a
+    /// revision its deletion or truncation (`truncate_before`) hid.
     pub fn save_snapshot(&self, stream: &str, revision: u64, data: impl Into<Bytes>) -> Result<AppendResult> {
         crate::event::check_stream_name(stream)?;
         let last = self
@@ -140,6 +151,19 @@ impl Store {
             return Err(Error::InvalidInput(format!(
                 "snapshot at revision {revision}, but {stream:?} ends at {last}"
             )));
+        }
+        if let Some(meta) = self.stream_metadata(stream) {
+            if meta.tombstoned {
+                return Err(Error::StreamDeleted(stream.to_string()));
+            }
+            if meta.hides_everything(last) {
+                return Err(Error::StreamNotFound(stream.to_string()));
+            }
+            if let Some(tb) = meta.truncate_before.filter(|tb| revision < *tb) {
+                return Err(Error::InvalidInput(format!(
+                    "snapshot at revision {revision}, but {stream:?} was deleted or truncated before {tb}"
+                )));
+            }
         }
         let header = system::encode(&StoredSnapshotHeaderV1 {
             version: Version1,
@@ -152,8 +176,16 @@ impl Store {
         )
     }
 
-    /// The latest snapshot of `stream`, if any.
+    /// The latest snapshot of `stream`, if any. A snapshot of a deleted
+    /// stream is none, and so is one taken before the revision its deletion
+    /// or truncation starts from (`truncate_before`: the state it holds
+    /// folds in events that are gone; a stream appended to again after a
+    /// soft delete starts from no state).
     pub fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>> {
+        let meta = self.stream_metadata(stream);
+        if meta.as_ref().is_some_and(|m| m.tombstoned) {
+            return Ok(None);
+        }
         let last = self
             .read_stream_raw(
                 &format!("{SNAPSHOT_PREFIX}{stream}"),
@@ -166,6 +198,9 @@ impl Store {
             None => Ok(None),
             Some(e) => {
                 let h: StoredSnapshotHeaderV1 = system::decode(&e.stream, e.position, &e.metadata)?;
+                if meta.and_then(|m| m.truncate_before).is_some_and(|tb| h.revision < tb) {
+                    return Ok(None);
+                }
                 Ok(Some(Snapshot {
                     revision: h.revision,
                     data: e.data,
