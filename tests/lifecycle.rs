@@ -290,7 +290,11 @@ fn a_hard_delete_survives_a_metadata_write_or_soft_delete_racing_it() {
 #[test]
 fn a_deleted_streams_snapshot_is_neither_read_nor_taken() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Options::default().durability(Durability::Never).segment_size(4096)).unwrap();
+    let store = Store::open(
+        dir.path(),
+        Options::default().durability(Durability::Never).segment_size(4096),
+    )
+    .unwrap();
     for s in ["hard", "soft"] {
         fill(&store, s, 1);
         store.save_snapshot(s, 0, &b"{\"secret\":1}"[..]).unwrap();

@@ -211,8 +211,20 @@ pub fn verify(ctx: &Ctx) -> CliResult {
         ));
     }
     ctx.require_store()?;
-    let store = match Store::open(&ctx.data, read_options(ctx)) {
+    // Verify rewrites nothing of its own: no compression or scheduled
+    // scavenging runs while it checks (an open still cuts a torn tail, saved
+    // in torn/ and reported below, as every open does).
+    let mut options = read_options(ctx).no_compression();
+    options.retention.interval_ms = None;
+    let store = match Store::open(&ctx.data, options.clone()) {
         Ok(s) => s,
+        // Beside its owner (a running `annal serve`) or on a read-only
+        // mount, the store is checked read only: nothing is cut, and damage
+        // is listed, not refused.
+        Err(annal::Error::Locked { .. }) => Store::open_read_only(&ctx.data, options)?,
+        Err(annal::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::ReadOnlyFilesystem => {
+            Store::open_read_only(&ctx.data, options)?
+        }
         Err(e @ annal::Error::Corruption { .. }) => {
             return Err(CliError::with_code(
                 CORRUPT,

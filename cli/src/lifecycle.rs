@@ -52,7 +52,13 @@ pub fn shred(ctx: &Ctx, subject: &str) -> CliResult {
 /// `annal metadata STREAM [--set JSON]`.
 pub fn metadata(ctx: &Ctx, stream: &str, set: Option<&str>) -> CliResult {
     ctx.require_store()?;
-    let store = ctx.open_write()?;
+    // Showing the metadata changes nothing: read only (beside a running
+    // `annal serve`, or on a read-only mount).
+    let store = if set.is_some() {
+        ctx.open_write()?
+    } else {
+        ctx.open_read()?
+    };
     if store.stream_info(stream).is_none() {
         return Err(annal::Error::StreamNotFound(stream.to_string()).into());
     }

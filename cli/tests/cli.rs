@@ -587,6 +587,42 @@ fn sealed_store() -> Env {
     env
 }
 
+/// `verify` only reads: it checks a store another process holds (a running
+/// `annal serve`), and changes no file of it (it used to open the store for
+/// writing: refused beside its owner, and compressing sealed segments).
+#[test]
+fn verify_reads_only_and_checks_a_store_another_process_holds() {
+    let env = Env::with_config("durability = \"never\"\nsegment_size = \"4KiB\"\n");
+    let lines: String = (0..120)
+        .map(|i| format!("{{\"type\":\"T\",\"data\":{{\"i\":{i}}}}}\n"))
+        .collect();
+    env.json_stdin(&["append", "s1", "--jsonl", "-"], &lines);
+    let listing = |dir: &Path| {
+        let mut files: Vec<(String, u64)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_type().unwrap().is_file())
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    e.metadata().unwrap().len(),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let held = annal::Store::open(env.data(), annal::Options::default().no_compression()).unwrap();
+    let before = listing(&env.data());
+    let summary = env.json(&["verify"]);
+    assert_eq!(
+        (summary[0]["problems"].clone(), summary[0]["events"].clone()),
+        (0.into(), 120.into())
+    );
+    assert_eq!(listing(&env.data()), before);
+    drop(held);
+}
+
 #[test]
 fn verify_finds_corruption_and_repair_fixes_it() {
     let env = sealed_store();
