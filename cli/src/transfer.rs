@@ -322,7 +322,7 @@ struct Chunk {
 /// Parses the lines of `file` into chunks sent to `chunks`, in order; a line
 /// that does not parse ends the chunks with its error, after the lines before
 /// it. Stops when the receiving side is gone (the import failed).
-fn parse_lines(file: &Path, chunks: &std::sync::mpsc::SyncSender<CliResult<Chunk>>) {
+fn parse_lines(file: &Path, max_line: usize, chunks: &std::sync::mpsc::SyncSender<CliResult<Chunk>>) {
     // Both the line callback and the idle one hand the chunk on.
     let chunk = std::cell::RefCell::new(Chunk::default());
     let send = || {
@@ -331,6 +331,7 @@ fn parse_lines(file: &Path, chunks: &std::sync::mpsc::SyncSender<CliResult<Chunk
     };
     let result = for_each_line_idle(
         file,
+        max_line,
         |n, line, read| {
             let l = EventLine::parse(n, line)?;
             let Some(stream) = l.stream.clone() else {
@@ -389,7 +390,14 @@ fn append_parsed(
     pb: &indicatif::ProgressBar,
 ) -> CliResult {
     for chunk in parsed {
-        let chunk = chunk?;
+        // What parsed before a bad line is appended before its error is told.
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                imp.flush()?;
+                return Err(e);
+            }
+        };
         for line in chunk.lines {
             match line {
                 Parsed::Event { line, stream, event } => imp.add(line, stream, event)?,
@@ -439,9 +447,10 @@ pub fn import(ctx: &Ctx, a: ImportArgs) -> CliResult {
     // this one appends: parsing is about a quarter of an import's work.
     let (chunks, parsed) = std::sync::mpsc::sync_channel::<CliResult<Chunk>>(CHUNKS_AHEAD);
     let path = file.to_path_buf();
+    let max_line = crate::write::max_line(ctx.options.max_event_size);
     let parser = std::thread::Builder::new()
         .name("annal-import-parse".into())
-        .spawn(move || parse_lines(&path, &chunks))
+        .spawn(move || parse_lines(&path, max_line, &chunks))
         .map_err(|e| CliError::io("starting the thread that parses the file", e))?;
     let result = append_parsed(&mut imp, parsed, parser, &pb);
     pb.finish_and_clear();

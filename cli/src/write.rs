@@ -63,7 +63,8 @@ pub struct EventLine {
     #[serde(default)]
     pub subject: Option<String>,
     /// Written by `export` for an event whose subject was shredded (its data
-    /// and metadata are gone); `import` skips such a line.
+    /// and metadata are gone); `import` stores such an event erased, at its
+    /// place in its stream.
     #[serde(default)]
     pub erased: bool,
 }
@@ -143,10 +144,19 @@ impl EventLine {
     }
 }
 
+/// The longest line an event file may hold for a store whose events hold at
+/// most `max_event_size` bytes (data and metadata): room for both in base64
+/// or escaped JSON, and the other fields. A longer line is refused as it is
+/// read, never gathered whole in memory.
+pub fn max_line(max_event_size: usize) -> usize {
+    max_event_size.saturating_mul(4).saturating_add(1 << 20)
+}
+
 /// Calls `f` with each non-blank line of `file` (`-`: stdin), its 1-based
-/// number and the bytes read so far.
-pub fn for_each_line(file: &Path, f: impl FnMut(usize, &str, u64) -> CliResult) -> CliResult {
-    for_each_line_idle(file, f, || Ok(()))
+/// number and the bytes read so far; a line longer than `max_line` bytes is
+/// an error.
+pub fn for_each_line(file: &Path, max_line: usize, f: impl FnMut(usize, &str, u64) -> CliResult) -> CliResult {
+    for_each_line_idle(file, max_line, f, || Ok(()))
 }
 
 /// [`for_each_line`], calling `idle` whenever every line read so far was
@@ -154,6 +164,7 @@ pub fn for_each_line(file: &Path, f: impl FnMut(usize, &str, u64) -> CliResult) 
 /// live producer): a caller that gathers lines hands them on there.
 pub fn for_each_line_idle(
     file: &Path,
+    max_line: usize,
     mut f: impl FnMut(usize, &str, u64) -> CliResult,
     mut idle: impl FnMut() -> CliResult,
 ) -> CliResult {
@@ -171,7 +182,9 @@ pub fn for_each_line_idle(
         if reader.buffer().is_empty() {
             idle()?;
         }
-        let n = reader.read_line(&mut buf).map_err(|e| {
+        // One byte more than a line may hold tells a line that is too long.
+        let limit = u64::try_from(max_line).unwrap_or(u64::MAX).saturating_add(1);
+        let n = reader.by_ref().take(limit).read_line(&mut buf).map_err(|e| {
             CliError::msg(format!(
                 "reading {} after line {line_no}: {e}",
                 if file == Path::new("-") {
@@ -185,6 +198,12 @@ pub fn for_each_line_idle(
             return Ok(());
         }
         line_no += 1;
+        if n > max_line {
+            return Err(CliError::msg(format!(
+                "line {line_no} is longer than {max_line} bytes (four times the store's max_event_size, \
+                 and 1 MiB): no event it could hold fits the store"
+            )));
+        }
         read += n as u64;
         let line = buf.trim();
         if line.is_empty() {
@@ -219,7 +238,7 @@ pub fn append(ctx: &Ctx, a: AppendArgs) -> CliResult {
     let events = match &a.jsonl {
         Some(file) => {
             let mut events = Vec::new();
-            for_each_line(file, |n, line, _| {
+            for_each_line(file, max_line(ctx.options.max_event_size), |n, line, _| {
                 let l = EventLine::parse(n, line)?;
                 let export_field = [
                     ("stream", l.stream.is_some()),

@@ -840,8 +840,8 @@ fn import_groups_appends_and_reports_bad_lines() {
     env.fails(&["import", "/no/such/file.jsonl"], 1, "/no/such/file.jsonl");
 
     // Lines are parsed ahead of the appends, a chunk at a time: a bad line
-    // far into the file is still told with its number, after the events
-    // before it that were appended (a full group of 4,096).
+    // far into the file is still told with its number, after every event
+    // before it was appended (the last 404 were left unappended before).
     let mut file: String = (0..4500).map(|i| line(&format!("d{}", i % 7), 10_000 + i)).collect();
     file.push_str("{\"stream\":\"d0\",\"type\":\"T\"}\n");
     file.extend((20_000..20_010).map(|i| line("d0", i)));
@@ -852,7 +852,7 @@ fn import_groups_appends_and_reports_bad_lines() {
         .code(1)
         .stderr(
             predicate::str::contains("line 4501: missing field `data`").and(predicate::str::contains(
-                "4096 events before it were imported (4096 new)",
+                "4500 events before it were imported (4500 new)",
             )),
         );
     let counts: u64 = env
@@ -861,7 +861,33 @@ fn import_groups_appends_and_reports_bad_lines() {
         .filter(|s| s["stream"].as_str().is_some_and(|n| n.starts_with('d')))
         .map(|s| s["last_revision"].as_u64().unwrap() + 1)
         .sum();
-    assert_eq!(counts, 4096);
+    assert_eq!(counts, 4500);
+}
+
+/// A line longer than any event the store takes is refused as it is read,
+/// with its number, never gathered whole in memory (an input without a
+/// newline, such as `/dev/zero`, grew the process until it was killed).
+#[test]
+fn an_import_refuses_a_line_longer_than_any_event_the_store_takes() {
+    let env = Env::with_config("durability = \"never\"\nmax_event_size = \"1KiB\"\n");
+    // Four times the event size limit and 1 MiB: the longest line taken.
+    let long = "x".repeat(4 * 1024 + (1 << 20) + 1);
+    for (cmd, good) in [
+        (&["import", "-"][..], "{\"stream\":\"s\",\"type\":\"T\",\"data\":1}\n"),
+        (&["append", "s", "--jsonl", "-"][..], "{\"type\":\"T\",\"data\":1}\n"),
+    ] {
+        env.cmd()
+            .args(cmd)
+            .write_stdin(format!("{good}{long}"))
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains("line 2 is longer than 1052672 bytes"));
+    }
+    assert_eq!(
+        env.json(&["read", "s"]).len(),
+        1,
+        "the line before the long one is imported"
+    );
 }
 
 /// An import from stdin whose append fails stops at once, with the error,
