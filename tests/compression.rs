@@ -680,3 +680,26 @@ fn segments_compressed_in_the_former_64_kib_blocks_read_beside_those_of_the_defa
     }
     assert!(store.verify().unwrap().is_clean());
 }
+
+/// Compressing a sealed segment whose bytes rotted tells the segment's
+/// damage as such, and leaves the file as it was (it blamed the compressed
+/// form, which was a faithful copy of the damaged bytes).
+#[test]
+fn compressing_a_rotted_segment_reports_the_segment_damaged_and_keeps_it() {
+    let sim = SimStorage::new();
+    let store = Store::open_with(Arc::new(sim.clone()), "/d", options()).unwrap();
+    fill(&store, 1500);
+    drop(store);
+    let seg = Path::new("/d/00000000000000000000.seg");
+    let mut file = sim.read_file(seg).unwrap();
+    let at = file.len() / 3;
+    file[at] ^= 0x10;
+    sim.write_file(seg, &file).unwrap();
+    let store = Store::open_with(Arc::new(sim.clone()), "/d", options()).unwrap();
+    let err = store.compress().unwrap_err().to_string();
+    assert!(
+        err.contains("the segment is damaged") && err.contains("00000000000000000000.seg"),
+        "{err}"
+    );
+    assert_eq!(sim.read_file(seg).unwrap(), file);
+}

@@ -98,6 +98,15 @@ fn compress_one(
 ) -> Result<Option<(crate::log::segments::SealedSegment, u64)>> {
     use crate::format::index::Lookup;
     let st = &*shared.storage;
+    // Damage in the segment itself is told as such (and the segment left
+    // as it is), not blamed on its compressed form.
+    crate::format::segment::check_seal_content(&seg.bytes, seg.index.end_offset()).map_err(|(offset, why)| {
+        Error::corruption(
+            &seg.path,
+            offset,
+            format!("{why}: the segment is damaged (run `annal verify` to find where); it was left uncompressed"),
+        )
+    })?;
     let packed = compress_segment(&seg.bytes, options.level, options.block_size, dict.map(|d| &**d))?;
     // A rewrite (and slower reads) for less than 1/32 of the bytes is not worth it.
     if packed.len() > seg.bytes.len() - seg.bytes.len() / 32 {
