@@ -188,12 +188,44 @@ impl ServerConfig {
         if !self.no_auth && self.tokens.is_empty() {
             return Err("no tokens configured: add a token, or set no_auth for open mode".into());
         }
+        let mut names = std::collections::HashSet::new();
+        let mut hashes = std::collections::HashMap::new();
         for t in &self.tokens {
-            if parse_hash(&t.sha256).is_none() {
+            let Some(hash) = parse_hash(&t.sha256) else {
                 return Err(format!(
                     "token {:?}: sha256 must be 64 hex digits (the SHA-256 of the token)",
                     t.name
                 ));
+            };
+            if !names.insert(t.name.as_str()) {
+                return Err(format!(
+                    "token name {:?} is given twice: each token needs its own name",
+                    t.name
+                ));
+            }
+            // One secret, two roles or prefix lists: which one a request
+            // got would depend on the order of the file.
+            if let Some(other) = hashes.insert(hash, t.name.as_str()) {
+                return Err(format!(
+                    "tokens {other:?} and {:?} have the same sha256 (the same secret): give each its own",
+                    t.name
+                ));
+            }
+            for p in &t.stream_prefixes {
+                if p.is_empty() {
+                    return Err(format!(
+                        "token {:?}: an empty stream prefix matches every stream; for a token of every stream \
+                         leave stream_prefixes out",
+                        t.name
+                    ));
+                }
+                if p.starts_with('$') {
+                    return Err(format!(
+                        "token {:?}: stream prefix {p:?} names system streams (consumer groups' parked \
+                         events, checkpoints, metadata of every tenant); prefixes name user streams only",
+                        t.name
+                    ));
+                }
             }
         }
         let positive = [
@@ -285,6 +317,39 @@ mod tests {
         let c: ServerConfig = serde_json::from_str(r#"{"no_auth": true, "max_read_limit": 50}"#).unwrap();
         assert_eq!(c.max_read_limit, 50);
         assert!(serde_json::from_str::<ServerConfig>(r#"{"nope": 1}"#).is_err());
+    }
+
+    /// Token setups that would silently do something else than written are
+    /// refused: a name or a secret given twice (the last match won), an
+    /// empty prefix (every stream, yet counted as limited), a `$` prefix
+    /// (every tenant's system streams).
+    #[test]
+    fn ambiguous_or_overreaching_tokens_are_refused() {
+        let token = |name: &str, secret: &str, prefixes: &[&str]| TokenConfig {
+            name: name.into(),
+            sha256: hash_token(secret),
+            role: Role::Read,
+            stream_prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
+        };
+        let with = |tokens: Vec<TokenConfig>| ServerConfig {
+            no_auth: false,
+            tokens,
+            ..ServerConfig::open("127.0.0.1:1".parse().unwrap())
+        };
+        assert!(
+            with(vec![token("a", "s1", &["orders-"]), token("b", "s2", &[])])
+                .validate()
+                .is_ok()
+        );
+        for (tokens, needle) in [
+            (vec![token("a", "s1", &[]), token("a", "s2", &[])], "given twice"),
+            (vec![token("a", "s1", &["x-"]), token("b", "s1", &[])], "same sha256"),
+            (vec![token("a", "s1", &[""])], "empty stream prefix"),
+            (vec![token("a", "s1", &["$group-"])], "system streams"),
+        ] {
+            let err = with(tokens).validate().unwrap_err();
+            assert!(err.contains(needle), "{err}");
+        }
     }
 
     /// No place for a waiting fetch would refuse every long poll: the
