@@ -257,7 +257,7 @@ impl Writer {
             }
             // A retry must carry the same events: an id reused for other content is a conflict.
             let looked_up = match pre.ids.get(i) {
-                Some(Some((p, Looked::Event(ev)))) if p == pos => Some(ev.clone()),
+                Some(Some((p, Looked::Event(ev)))) if p == pos => Some((**ev).clone()),
                 Some(Some((p, Looked::OtherStream))) if p == pos => return Err(conflict),
                 _ => None,
             };
@@ -407,7 +407,7 @@ pub(super) fn precheck(shared: &Shared, req: &AppendRequest) -> Precheck {
             let id = e.id?;
             let (p, ev) = shared.find_event_since(&id, 0)?;
             Some(match ev {
-                Ok(ev) => (p, Looked::Event(ev)),
+                Ok(ev) => (p, Looked::Event(Box::new(ev))),
                 // Where the frame is sound but the event cannot be opened
                 // (its personal fields), its stream tells whether it may be
                 // this append's: another stream's event is a conflict,

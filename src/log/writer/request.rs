@@ -52,7 +52,7 @@ pub(crate) struct Precheck {
 /// What an append's appender read at the position of one of its event ids.
 pub(crate) enum Looked {
     /// The event, read back.
-    Event(RecordedEvent),
+    Event(Box<RecordedEvent>),
     /// An event of another stream, told by its sound frame before any of its
     /// personal fields was opened (they may be unreadable there: its
     /// subject's key lost). The append cannot be a retry of it.
