@@ -138,9 +138,7 @@ impl Store {
     }
 
     /// Saves a snapshot of `stream`'s aggregate state taken at `revision`.
-    /// A deleted stream takes none (hard: [`Error::StreamDeleted`]; soft,
-    /// with nothing appended since: [`Error::StreamNotFound`]), nor does a
-    /// revision its deletion or truncation (`truncate_before`) hid.
+    /// A hard-deleted stream takes none ([`Error::StreamDeleted`]).
     pub fn save_snapshot(&self, stream: &str, revision: u64, data: impl Into<Bytes>) -> Result<AppendResult> {
         crate::event::check_stream_name(stream)?;
         let last = self
@@ -152,18 +150,8 @@ impl Store {
                 "snapshot at revision {revision}, but {stream:?} ends at {last}"
             )));
         }
-        if let Some(meta) = self.stream_metadata(stream) {
-            if meta.tombstoned {
-                return Err(Error::StreamDeleted(stream.to_string()));
-            }
-            if meta.hides_everything(last) {
-                return Err(Error::StreamNotFound(stream.to_string()));
-            }
-            if let Some(tb) = meta.truncate_before.filter(|tb| revision < *tb) {
-                return Err(Error::InvalidInput(format!(
-                    "snapshot at revision {revision}, but {stream:?} was deleted or truncated before {tb}"
-                )));
-            }
+        if self.stream_metadata(stream).is_some_and(|m| m.tombstoned) {
+            return Err(Error::StreamDeleted(stream.to_string()));
         }
         let header = system::encode(&StoredSnapshotHeaderV1 {
             version: Version1,
@@ -176,11 +164,12 @@ impl Store {
         )
     }
 
-    /// The latest snapshot of `stream`, if any. A snapshot of a deleted
-    /// stream is none, and so is one taken before the revision its deletion
-    /// or truncation starts from (`truncate_before`: the state it holds
-    /// folds in events that are gone; a stream appended to again after a
-    /// soft delete starts from no state).
+    /// The latest snapshot of `stream`, if any; none once the stream was
+    /// hard-deleted. A snapshot taken before a truncation (or a soft delete,
+    /// which is a truncation past the last event) still loads: "snapshot,
+    /// then truncate what it folds in" keeps the state. An application that
+    /// appends to a soft-deleted stream again, as a new aggregate, ignores a
+    /// snapshot whose revision is below the stream's `truncate_before`.
     pub fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>> {
         let meta = self.stream_metadata(stream);
         if meta.as_ref().is_some_and(|m| m.tombstoned) {
@@ -198,9 +187,6 @@ impl Store {
             None => Ok(None),
             Some(e) => {
                 let h: StoredSnapshotHeaderV1 = system::decode(&e.stream, e.position, &e.metadata)?;
-                if meta.and_then(|m| m.truncate_before).is_some_and(|tb| h.revision < tb) {
-                    return Ok(None);
-                }
                 Ok(Some(Snapshot {
                     revision: h.revision,
                     data: e.data,

@@ -103,14 +103,13 @@ impl Judge<'_> {
         if meta.is_some_and(|m| !m.is_visible(ev.revision, ev.timestamp, last, self.now)) {
             return true;
         }
-        // A deleted stream's snapshots go with it (hard, or soft with
-        // nothing appended since).
-        if let Some(of) = ev.stream.strip_prefix(SNAPSHOT_PREFIX) {
-            let of_last = self.shared.stream_state(of).map(|s| s.last_revision);
-            let of_meta = self.shared.metadata.read().by_stream.get(of).cloned();
-            if of_meta.is_some_and(|m| m.tombstoned || of_last.is_some_and(|l| m.hides_everything(l))) {
-                return true;
-            }
+        // A hard-deleted stream's snapshots go with it. (A truncation, or a
+        // soft delete, keeps them: a snapshot is often what a truncation
+        // relies on.)
+        if let Some(of) = ev.stream.strip_prefix(SNAPSHOT_PREFIX)
+            && self.shared.metadata.read().by_stream.get(of).is_some_and(|m| m.tombstoned)
+        {
+            return true;
         }
         // Only the latest metadata and snapshot of a stream matter.
         if (ev.stream.starts_with(META_PREFIX) || ev.stream.starts_with(SNAPSHOT_PREFIX)) && ev.revision < last {
