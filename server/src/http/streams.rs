@@ -460,7 +460,12 @@ pub(crate) async fn event_by_id(
             // An event in a stream the token may not read is answered as
             // unknown, so that the answer says nothing about other streams:
             // not even that its personal fields cannot be opened.
-            let e = st.store.event_by_id_where(id, |stream| p.permits(Need::Read(stream)))?;
+            // A frame that fails its checksum cannot tell its stream: its
+            // damage is told to a limited token without its place.
+            let e = match st.store.event_by_id_where(id, |stream| p.permits(Need::Read(stream))) {
+                Err(e) if !p.sees_damage() => return Err(super::error::without_place(e)),
+                e => e?,
+            };
             st.metrics.read_seconds.observe(t.elapsed());
             Ok(e)
         })

@@ -204,6 +204,14 @@ async fn an_append_meeting_another_tenants_damage_is_not_told_where_it_lies() {
     );
     let message = v["message"].as_str().unwrap();
     assert!(!message.contains(".seg") && !message.contains("byte"), "{message}");
+    // A lookup of the id meets the same damage, told alike.
+    let (st, v) = s.call_as(Method::GET, &format!("/events/{theirs}"), None, TENANT).await;
+    assert_eq!(
+        (st, v["error"].clone()),
+        (StatusCode::INTERNAL_SERVER_ERROR, json!("corruption")),
+        "{v}"
+    );
+    assert!(!v["message"].as_str().unwrap().contains(".seg"), "{v}");
     let (st, v) = s.call_as(Method::POST, "/streams/orders-1", Some(body), ADMIN).await;
     assert_eq!(st, StatusCode::INTERNAL_SERVER_ERROR, "{v}");
     assert!(v["message"].as_str().unwrap().contains(".seg"), "{v}");
