@@ -21,6 +21,7 @@ mod error;
 mod groups;
 pub(crate) mod listen;
 pub mod openapi;
+mod origin;
 mod routes;
 mod sse;
 mod streams;

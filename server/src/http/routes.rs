@@ -229,6 +229,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(json_errors))
+        .layer(from_fn_with_state(state.clone(), super::origin::same_site_layer))
         .layer(from_fn_with_state(state.clone(), metrics_layer))
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
         .layer(CatchPanicLayer::custom(|_| {

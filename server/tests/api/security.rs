@@ -217,3 +217,60 @@ async fn tls_with_a_self_signed_certificate() {
     });
     assert!(annal_server::bind(store, swapped).await.is_err());
 }
+
+/// Open mode takes every request as the admin's: a page in the operator's
+/// browser must not use it. A request that changes the store and that a
+/// browser marks as another site's is refused (cross-site request
+/// forgery), and a request for a DNS name other than localhost is refused
+/// (DNS rebinding); clients that are not browsers are not affected. API
+/// answers are never cached.
+#[tokio::test]
+async fn open_mode_refuses_other_sites_requests_and_rebound_names() {
+    let s = TestServer::start().await;
+    let body = json!({ "events": [{ "type": "Forged" }] });
+    for (name, value) in [
+        ("origin", "https://evil.example"),
+        ("sec-fetch-site", "cross-site"),
+        ("origin", "null"),
+    ] {
+        let resp = s
+            .client
+            .post(s.url("/streams/order-1"))
+            .header(name, value)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{name}: {value}");
+        let v: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(v["error"], "cross_site_request");
+    }
+    let port = s.base.rsplit(':').next().unwrap().to_string();
+    let resp = s
+        .client
+        .get(s.url("/all"))
+        .header("host", format!("rebound.evil.example:{port}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::MISDIRECTED_REQUEST);
+    // The same-origin console and clients that are not browsers go on.
+    let resp = s
+        .client
+        .post(s.url("/streams/order-1"))
+        .header("origin", s.base.clone())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    let (st, v) = s.call(Method::POST, "/streams/order-1", Some(body)).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        s.store.stream_info("order-1").unwrap().last_revision,
+        1,
+        "only the two allowed appends"
+    );
+    s.stop().await.unwrap();
+}

@@ -621,7 +621,7 @@ async fn silent_and_slow_header_connections_are_closed() {
     let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let mut partial = tokio::net::TcpStream::connect(&addr).await.unwrap();
     partial
-        .write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n")
+        .write_all(b"GET /health/live HTTP/1.1\r\nHost: localhost\r\n")
         .await
         .unwrap();
     assert!(
@@ -647,7 +647,7 @@ async fn silent_and_slow_header_connections_are_closed() {
     assert!(t.elapsed() < Duration::from_millis(2500), "{:?}", t.elapsed());
     // A kept-alive connection idle between requests is closed too.
     let mut kept = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    kept.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+    kept.write_all(b"GET /health/live HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
     assert!(closed_within(&mut kept, Duration::from_secs(3)).await);
@@ -707,7 +707,7 @@ async fn connections_over_the_cap_are_closed() {
     );
     // The connections within the cap are served.
     let c = &mut held[0];
-    c.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+    c.write_all(b"GET /health/live HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
     let mut buf = vec![0u8; 1024];
@@ -935,8 +935,8 @@ async fn raw_request(s: &TestServer, request: &[u8]) -> String {
 async fn a_raw_non_utf8_path_gets_the_json_error_shape() {
     let s = TestServer::start().await;
     for request in [
-        &b"GET /streams/a\xff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"[..],
-        &b"GET /streams/a%ff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"[..],
+        &b"GET /streams/a\xff HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"[..],
+        &b"GET /streams/a%ff HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"[..],
     ] {
         let answer = raw_request(&s, request).await;
         assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
