@@ -22,6 +22,18 @@ pub(crate) fn string_fields<S: AsRef<str>>(doc: &[u8], names: &[S]) -> Option<Ve
     Some(picked)
 }
 
+/// Whether `doc` is one JSON value (trailing whitespace allowed) read as
+/// strictly as a full parse into a JSON value reads it: numbers within
+/// `f64`'s range, strings without lone surrogates, nesting at most 128
+/// deep. Lenient parsers take
+/// `"\ud800"` or `1e999`; strict ones (most languages' JSON libraries) refuse
+/// the whole document, so a store that serves such an event as JSON breaks
+/// every page of events holding it. It never builds the value.
+pub fn is_strict_json(doc: &[u8]) -> bool {
+    let mut de = serde_json::Deserializer::from_slice(doc);
+    <Checked as serde::Deserialize>::deserialize(&mut de).is_ok() && de.end().is_ok()
+}
+
 /// Reads a JSON object, keeping the last string value of each of `names`.
 struct Picker<'a, S> {
     names: &'a [S],
@@ -148,6 +160,18 @@ mod tests {
 
     /// Escapes decoded, nesting and other keys skipped, last value of a
     /// repeated key, malformed documents refused: as a full parse reads them.
+    #[test]
+    fn strict_json_is_what_a_full_parse_takes() {
+        for doc in [&br#"{"a":[1,2.5,"x\u00e9"]}"#[..], b"12", b"\"s\" ", b"null"] {
+            assert!(is_strict_json(doc), "{}", String::from_utf8_lossy(doc));
+            assert!(serde_json::from_slice::<serde_json::Value>(doc).is_ok());
+        }
+        for doc in [&br#"{"s":"\ud800"}"#[..], br#"[1e999]"#, b"{} {}", b"{"] {
+            assert!(!is_strict_json(doc), "{}", String::from_utf8_lossy(doc));
+            assert!(serde_json::from_slice::<serde_json::Value>(doc).is_err());
+        }
+    }
+
     #[test]
     fn fields_agree_with_a_full_parse() {
         let names = ["actor", "tenant"];

@@ -247,6 +247,13 @@ impl EventIn {
 /// snapshot), checked against the nesting limit.
 pub(crate) fn embedded_json(what: &str, raw: &RawValue) -> Result<Bytes, ApiError> {
     check_json_depth(what, raw.get().as_bytes()).map_err(ApiError::invalid)?;
+    // What strict readers refuse would break every answer that holds it.
+    if !annal::is_strict_json(raw.get().as_bytes()) {
+        return Err(ApiError::invalid(format!(
+            "{what} is JSON that strict parsers refuse (a lone UTF-16 surrogate escape such as \\ud800, \
+             or a number out of range such as 1e999); send it as base64 instead"
+        )));
+    }
     Ok(Bytes::from(raw.get().as_bytes().to_vec()))
 }
 

@@ -349,6 +349,17 @@ async fn bad_input_gets_structured_400s() {
         (st, v["error"].clone()),
         (StatusCode::BAD_REQUEST, json!("invalid_json"))
     );
+    // JSON that strict parsers refuse would break every page that holds it.
+    for data in [r#"{"s":"\ud800"}"#, r#"{"n":1e999}"#] {
+        let body = format!(r#"{{"events":[{{"type":"T","data":{data}}}]}}"#);
+        let (st, v) = s.post_raw("/streams/a", body).await;
+        assert_eq!(
+            (st, v["error"].clone()),
+            (StatusCode::BAD_REQUEST, json!("invalid_input")),
+            "{v}"
+        );
+    }
+    assert!(s.store.stream_info("a").is_none());
     let (st, v) = s.post("/streams/a", json!({ "events": [], "extra": 1 })).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert_eq!(v["error"], "invalid_request");
