@@ -23,10 +23,9 @@ use uuid::Uuid;
 
 use super::keyed::{self, Entry, Keyed};
 use super::summary::{self, RESTART, Summary};
+use super::bloom::{BLOOM_BLOCK, blocked_check, bloom_check, id_filter_hash};
 use super::{
-    BLOOM_BLOCK, Header, INDEX_HEADER, INDEX_MAGIC, Lookup, Parts, StreamSummary, TagKey, TagOwner, TypeCatalog, blocked_check,
-    bloom_check, fold32, id_filter_hash,
-    hash_str, id_key,
+    Header, INDEX_HEADER, INDEX_MAGIC, Lookup, Parts, StreamSummary, TagKey, TagOwner, TypeCatalog, fold32, hash_str, id_key,
 };
 use crate::error::{Error, Result};
 use crate::format::codec::{Reader, le_i64, le_u32, put_varint};
