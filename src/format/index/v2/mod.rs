@@ -484,12 +484,7 @@ impl IndexV2 {
     }
 
     fn summary(&self) -> Summary<'_> {
-        Summary::trusted(
-            self.section(self.summary),
-            self.section(self.starts),
-            self.stream_count,
-            self.base,
-        )
+        Summary::trusted(self.section(self.summary), self.section(self.starts), self.stream_count, self.base)
     }
 
     /// The summary ordinal of `stream`, if it has an entry.
@@ -538,7 +533,7 @@ pub(super) fn reseal(bytes: &mut [u8]) {
     let end = bytes.len() - 4;
     if le_u32(bytes, 8) >= 4 {
         let sums_at = end - SUMS_LEN;
-        let field = |at: usize| usize::try_from(super::le_u64(bytes, at)).unwrap();
+        let field = |at: usize| usize::try_from(crate::format::codec::le_u64(bytes, at)).unwrap();
         let mut lens: Vec<usize> = (0..5).map(|i| le_u32(bytes, 96 + 4 * i) as usize).collect();
         lens.push(field(72));
         lens.push(field(80) + 4 * field(56).div_ceil(RESTART));
