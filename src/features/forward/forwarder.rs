@@ -91,7 +91,7 @@ impl Forwarder {
     /// from the store (or starts where the settings say) and, with
     /// [`RetentionMode::Wait`], holds retention from there at once. Nothing
     /// is saved until it delivers (a forwarder that never reaches its target
-    /// leaves no trace): [`register_forwarder`] first makes the hold durable
+    /// leaves no trace): [`register_forwarder`](super::register_forwarder) first makes the hold durable
     /// from the start.
     pub fn new(
         store: Arc<Store>,

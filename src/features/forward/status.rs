@@ -30,7 +30,7 @@ pub enum ForwardState {
 pub struct ForwardStatus {
     /// The forwarder's name.
     pub name: String,
-    /// The target ([`ForwardTarget::describe`]).
+    /// The target ([`ForwardTarget::describe`](super::ForwardTarget::describe)).
     pub target: String,
     /// What it is doing.
     pub state: ForwardState,
