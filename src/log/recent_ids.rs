@@ -15,7 +15,7 @@
 use parking_lot::RwLock;
 use uuid::Uuid;
 
-use crate::format::index::{blocked_bytes_for, blocked_check, blocked_insert, id_filter_hash};
+use crate::format::index::bloom::{blocked_bytes_for, blocked_check, blocked_insert, id_filter_hash};
 
 /// Ids the first filter is sized for (80 KiB, made at the first published
 /// group of events: a small store, or many stores in one process, spend

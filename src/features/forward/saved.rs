@@ -4,9 +4,17 @@
 //! module must never deliver an event.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use super::*;
-use crate::store::Extension;
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use super::{ForwardGap, ForwardSettings, ForwardStart, ForwardStatus, RetentionMode, check_forwarder_name, forward_checkpoint_stream};
+use crate::error::{Error, Result};
+use crate::event::{EventData, ExpectedVersion};
+use crate::format::system::{self, StoredForwardCheckpointV1, StoredHoldV1, Version1};
+use crate::query::{Direction, StreamFrom};
+use crate::store::{Extension, Store};
 
 /// The checkpoint saved in the store for forwarder `name`, if any.
 pub(super) fn load_checkpoint(store: &Store, name: &str) -> Result<Option<StoredForwardCheckpointV1>> {

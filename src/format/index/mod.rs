@@ -9,19 +9,24 @@
 //! version 1 ([`v1`]) when a segment is too large for version 2's 32-bit
 //! fields; every version is read. This module owns the `.idx` encoders and
 //! decoders; it must never read segment bytes.
-
-use std::path::Path;
+//!
+//! This file holds what every version shares: the [`Lookup`] questions, the
+//! hashes, and the parts a file is encoded from. Beside it: [`header`] (the
+//! file's frame and shared header), [`sealed`] ([`SegmentIndex`]), [`bloom`]
+//! (the filters), [`memory`], [`v1`], [`v2`], [`keyed`], [`summary`],
+//! [`fields`] and [`tag_key`].
 
 use uuid::Uuid;
-use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::{Error, Result};
-use crate::format::codec::{le_i64, le_u32, le_u64};
-use crate::storage::Mapped;
 
+pub(crate) mod bloom;
 mod fields;
+mod header;
 mod keyed;
 mod memory;
+mod sealed;
 mod summary;
 mod tag_key;
 mod v1;
@@ -30,25 +35,11 @@ mod v2;
 pub use fields::{MetaFields, meta_key, meta_tag_key};
 pub use tag_key::{TagKey, TagOwner};
 pub use memory::MemIndex;
+pub(crate) use header::Header;
+pub use header::{INDEX_HEADER, INDEX_MAGIC, INDEX_TAIL, INDEX_VERSION};
+pub use sealed::SegmentIndex;
+use bloom::{blocked_bytes_for, blocked_insert, bloom_bits_for, bloom_insert, id_filter_hash};
 
-/// Magic bytes at the start of every index file.
-pub const INDEX_MAGIC: &[u8; 8] = b"ANNALIDX";
-/// Format version of the index files annal writes (it reads 1 to 5).
-pub const INDEX_VERSION: u32 = 5;
-/// Size of the index file header.
-pub const INDEX_HEADER: usize = 128;
-const BLOOM_PROBES: u64 = 7;
-
-/// Bytes at the end of an index file that opening it reads: version 4's
-/// section checksums and the body checksum.
-pub const INDEX_TAIL: usize = 40;
-
-/// The first [`INDEX_HEADER`] bytes and the last [`INDEX_TAIL`] bytes of an
-/// index file's bytes `b` (each shorter if `b` is), as
-/// [`SegmentIndex::open_with_edges`] takes them.
-pub fn edges(b: &[u8]) -> (&[u8], &[u8]) {
-    (&b[..INDEX_HEADER.min(b.len())], &b[b.len() - INDEX_TAIL.min(b.len())..])
-}
 
 /// The 64-bit hash annal uses for stream names, event types and tags (XXH3-64, seed 0).
 pub fn hash_str(s: &str) -> u64 {
@@ -288,222 +279,6 @@ impl Parts<'_> {
     }
 }
 
-/// The index of a sealed segment, read from its memory-mapped `.idx` file.
-#[derive(Debug)]
-pub enum SegmentIndex {
-    /// A version-1 file (fixed-width tables).
-    V1(v1::IndexV1),
-    /// A version-2 file (compact).
-    V2(v2::IndexV2),
-}
-
-impl SegmentIndex {
-    /// Decodes and checks an index file of any version: its header checksum
-    /// and every size (and a version-1 file's body checksum); the checksums
-    /// and entries of a version-2 to -4 file are checked on first use of
-    /// their section (see [`SegmentIndex::damage`]), or all at once by
-    /// [`SegmentIndex::check_all`], so that open reads a constant part of
-    /// the file.
-    pub fn open(map: Mapped, file: &Path) -> Result<Self> {
-        let b: &[u8] = (*map).as_ref();
-        let (head, tail) = edges(b);
-        let (head, tail) = (head.to_vec(), tail.to_vec());
-        Self::open_with_edges(map, file, &head, &tail)
-    }
-
-    /// [`SegmentIndex::open`], with the file's first [`INDEX_HEADER`] bytes
-    /// and last [`INDEX_TAIL`] bytes (fewer if it is shorter: see [`edges`])
-    /// read by the caller, so that a version-2 to -4 file's open touches no
-    /// page of the mapping (a touched page of a mapped file can make a whole
-    /// large folio, up to 2 MiB, resident in this process).
-    pub fn open_with_edges(map: Mapped, file: &Path, head: &[u8], tail: &[u8]) -> Result<Self> {
-        let len = (*map).as_ref().len();
-        let bad = |offset: u64, reason: &str| Error::corruption(file, offset, reason);
-        if len < INDEX_HEADER + 4 || head.len() != INDEX_HEADER || tail.len() != INDEX_TAIL.min(len) {
-            return Err(bad(0, "index file truncated"));
-        }
-        let b = head;
-        if &b[0..8] != INDEX_MAGIC {
-            return Err(bad(0, "not an annal index (bad magic)"));
-        }
-        let crc = le_u32(b, 124);
-        if crc32fast::hash(&b[..124]) != crc {
-            return Err(bad(0, "index header checksum mismatch"));
-        }
-        match le_u32(b, 8) {
-            1 => Ok(SegmentIndex::V1(v1::IndexV1::open(map, file)?)),
-            v @ (2..=5) => Ok(SegmentIndex::V2(v2::IndexV2::open(map, file, v, head, tail)?)),
-            found => Err(Error::UnsupportedVersion {
-                file: file.to_path_buf(),
-                found,
-                supported: INDEX_VERSION,
-            }),
-        }
-    }
-
-    fn lookup(&self) -> &dyn Lookup {
-        match self {
-            SegmentIndex::V1(i) => i,
-            SegmentIndex::V2(i) => i,
-        }
-    }
-
-    /// Offset of the seal frame in the segment (just past the last event).
-    pub fn end_offset(&self) -> u64 {
-        match self {
-            SegmentIndex::V1(i) => i.end_offset(),
-            SegmentIndex::V2(i) => i.end_offset(),
-        }
-    }
-
-    /// The bytes of the index file.
-    pub fn raw(&self) -> &[u8] {
-        match self {
-            SegmentIndex::V1(i) => i.raw(),
-            SegmentIndex::V2(i) => i.raw(),
-        }
-    }
-
-    /// Damage found since open by the first-use check of a version-2
-    /// section (the section answered nothing): a read that used this index
-    /// reports it instead of its answer.
-    pub fn damage(&self) -> Option<Error> {
-        match self {
-            SegmentIndex::V1(_) => None,
-            SegmentIndex::V2(i) => i.damage(),
-        }
-    }
-
-    /// Checks every checksum and entry now (what a version-2 open leaves to first use).
-    pub fn check_all(&self) -> Result<()> {
-        match self {
-            SegmentIndex::V1(_) => Ok(()),
-            SegmentIndex::V2(i) => i.check_all(),
-        }
-    }
-
-    /// The file's format version.
-    pub fn version(&self) -> u32 {
-        match self {
-            SegmentIndex::V1(_) => 1,
-            SegmentIndex::V2(i) => i.version(),
-        }
-    }
-}
-
-impl Lookup for SegmentIndex {
-    fn base(&self) -> u64 {
-        self.lookup().base()
-    }
-    fn next_position(&self) -> u64 {
-        self.lookup().next_position()
-    }
-    fn location(&self, position: u64) -> Option<(u64, u64)> {
-        self.lookup().location(position)
-    }
-    fn locations(&self, positions: &[u64]) -> Vec<Option<(u64, u64)>> {
-        self.lookup().locations(positions)
-    }
-    fn time_bounds(&self, position: u64) -> Option<(i64, i64)> {
-        self.lookup().time_bounds(position)
-    }
-    fn time_range(&self) -> Option<(i64, i64)> {
-        self.lookup().time_range()
-    }
-    fn stream_entries(&self, stream: &str, from: u64, forward: bool, limit: usize) -> Vec<(u64, u64)> {
-        self.lookup().stream_entries(stream, from, forward, limit)
-    }
-    fn type_positions(&self, hash: u64) -> Vec<u64> {
-        self.lookup().type_positions(hash)
-    }
-    fn type_count(&self, hash: u64) -> u64 {
-        self.lookup().type_count(hash)
-    }
-    fn type_positions_in(&self, hash: u64, lo: u64, hi: u64) -> Vec<u64> {
-        self.lookup().type_positions_in(hash, lo, hi)
-    }
-    fn type_catalog(&self) -> Option<TypeCatalog> {
-        self.lookup().type_catalog()
-    }
-    fn tag_positions(&self, hash: u64) -> Vec<u64> {
-        self.lookup().tag_positions(hash)
-    }
-    fn tag_owner(&self, key: &TagKey) -> TagOwner {
-        self.lookup().tag_owner(key)
-    }
-    fn id_positions(&self, id: &Uuid) -> Vec<u64> {
-        self.lookup().id_positions(id)
-    }
-    fn ids_exact(&self) -> bool {
-        self.lookup().ids_exact()
-    }
-    fn may_contain_stream(&self, hash: u64) -> bool {
-        self.lookup().may_contain_stream(hash)
-    }
-    fn streams(&self) -> Vec<(String, StreamSummary)> {
-        self.lookup().streams()
-    }
-    fn meta_fingerprint(&self) -> u64 {
-        self.lookup().meta_fingerprint()
-    }
-    fn meta_field_names(&self) -> Option<Vec<String>> {
-        self.lookup().meta_field_names()
-    }
-    fn event_count(&self) -> Option<u64> {
-        self.lookup().event_count()
-    }
-}
-
-/// The header fields both versions share (format.md, "Index header"),
-/// checked for what holds in either: flags 0, `indexed` ≤ `count`, positions
-/// that stay below `u64::MAX`, and a bloom size that fits the stream count.
-pub(crate) struct Header {
-    base: u64,
-    count: u64,
-    end_offset: u64,
-    min_ts: i64,
-    max_ts: i64,
-    stream_count: u64,
-    tag_count: u64,
-    bloom_len: u64,
-    summary_len: u64,
-    indexed: u64,
-    meta_fingerprint: u64,
-}
-
-impl Header {
-    /// Reads the header of `b`, whose length (at least 132 bytes), magic and
-    /// header checksum [`SegmentIndex::open`] has checked.
-    fn parse(b: &[u8], file: &Path) -> Result<Header> {
-        let bad = |offset: u64, reason: &str| Error::corruption(file, offset, reason);
-        if b[12..16] != [0; 4] {
-            return Err(bad(12, "unknown index flags"));
-        }
-        let h = Header {
-            base: le_u64(b, 16),
-            count: le_u64(b, 24),
-            end_offset: le_u64(b, 32),
-            min_ts: le_i64(b, 40),
-            max_ts: le_i64(b, 48),
-            stream_count: le_u64(b, 56),
-            tag_count: le_u64(b, 64),
-            bloom_len: le_u64(b, 72),
-            summary_len: le_u64(b, 80),
-            indexed: le_u64(b, 88),
-            meta_fingerprint: le_u64(b, 116),
-        };
-        if h.indexed > h.count {
-            return Err(bad(88, "more indexed events than positions"));
-        }
-        if h.base.checked_add(h.count).is_none() {
-            return Err(bad(24, "positions run past the largest position"));
-        }
-        if h.bloom_len == 0 && h.stream_count > 0 || !h.bloom_len.is_multiple_of(8) {
-            return Err(bad(72, "bad bloom filter size"));
-        }
-        Ok(h)
-    }
-}
 
 /// Parses a summary section into `(name, summary)` entries; `None` if malformed.
 fn parse_summary(bytes: &[u8]) -> Option<Vec<(String, StreamSummary)>> {
@@ -535,91 +310,12 @@ fn partition(n: usize, pred: impl Fn(usize) -> bool) -> usize {
     lo
 }
 
-/// Bits a version-5 (blocked) bloom filter sets per entry, all in one block.
-const BLOCK_PROBES: usize = 7;
-
-/// Bytes of one block of a version-5 (blocked) bloom filter: a cache line.
-pub(crate) const BLOOM_BLOCK: usize = 64;
-
-/// The hash an event id goes into a version-5 bloom filter under (seeded,
-/// so that it never equals the hash of a stream name of the same bytes).
-pub(crate) fn id_filter_hash(id: &Uuid) -> u64 {
-    xxh3_64_with_seed(id.as_bytes(), 0x6964_5f66_696c_7472)
-}
-
-/// Bytes of a blocked bloom filter for `items` entries: about 10 bits per
-/// entry, in whole blocks, at least one.
-pub(crate) fn blocked_bytes_for(items: usize) -> usize {
-    (items.saturating_mul(10).div_ceil(8)).div_ceil(BLOOM_BLOCK).max(1) * BLOOM_BLOCK
-}
-
-/// The block of `bloom` that `hash` sets bits in, and the seven bits (of
-/// the block's 512), for a version-5 filter: one 64-byte block per lookup
-/// (one or two cache lines: the section starts where the one before ends).
-fn blocked_probes(bloom_len: usize, hash: u64) -> (usize, [u16; BLOCK_PROBES]) {
-    let blocks = (bloom_len / BLOOM_BLOCK) as u64;
-    #[allow(clippy::cast_possible_truncation, reason = "below the number of blocks, a usize")]
-    let block = ((u128::from(hash >> 32) * u128::from(blocks)) >> 32) as usize;
-    let mut mixed = hash.rotate_left(21).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    let mut bits = [0u16; BLOCK_PROBES];
-    for bit in &mut bits {
-        #[allow(clippy::cast_possible_truncation, reason = "nine bits")]
-        let b = (mixed & 511) as u16;
-        *bit = b;
-        mixed >>= 9;
-    }
-    (block * BLOOM_BLOCK, bits)
-}
-
-/// Sets `hash`'s bits in a version-5 (blocked) filter.
-pub(crate) fn blocked_insert(bloom: &mut [u8], hash: u64) {
-    let (at, bits) = blocked_probes(bloom.len(), hash);
-    for bit in bits {
-        bloom[at + usize::from(bit / 8)] |= 1 << (bit % 8);
-    }
-}
-
-/// Whether a version-5 filter may hold `hash` (false: certainly not). An
-/// empty or wrongly sized filter says "maybe".
-pub(crate) fn blocked_check(bloom: &[u8], hash: u64) -> bool {
-    if bloom.is_empty() || !bloom.len().is_multiple_of(BLOOM_BLOCK) {
-        return true;
-    }
-    let (at, bits) = blocked_probes(bloom.len(), hash);
-    let block = &bloom[at..at + BLOOM_BLOCK];
-    bits.iter().all(|&bit| block[usize::from(bit / 8)] & (1 << (bit % 8)) != 0)
-}
-
-fn bloom_bits_for(items: usize) -> u64 {
-    ((items as u64 * 10).max(64)).div_ceil(64) * 64
-}
-
-fn bloom_probe(hash: u64, i: u64, bits: u64) -> u64 {
-    let h2 = hash.rotate_left(32) | 1;
-    hash.wrapping_add(i.wrapping_mul(h2)) % bits
-}
-
-fn bloom_insert(bloom: &mut [u8], hash: u64) {
-    let bits = bloom.len() as u64 * 8;
-    for i in 0..BLOOM_PROBES {
-        let bit = bloom_probe(hash, i, bits);
-        bloom[(bit / 8) as usize] |= 1 << (bit % 8);
-    }
-}
-
-fn bloom_check(bloom: &[u8], hash: u64) -> bool {
-    let bits = bloom.len() as u64 * 8;
-    bits > 0
-        && (0..BLOOM_PROBES).all(|i| {
-            let bit = bloom_probe(hash, i, bits);
-            bloom[(bit / 8) as usize] & (1 << (bit % 8)) != 0
-        })
-}
-
-
 #[cfg(test)]
 mod tests {
+    use super::bloom::blocked_check;
     use super::*;
+    use crate::format::codec::{le_u32, le_u64};
+    use std::path::Path;
     use std::sync::Arc;
 
     fn open(bytes: Vec<u8>) -> Result<SegmentIndex> {
@@ -1053,36 +749,6 @@ mod tests {
         assert!(err.to_string().contains("index body checksum mismatch"), "{err}");
     }
 
-    #[test]
-    fn bloom_filter_has_no_false_negatives() {
-        let mut bloom = vec![0u8; (bloom_bits_for(1000) / 8) as usize];
-        for i in 0..1000 {
-            bloom_insert(&mut bloom, hash_str(&format!("stream-{i}")));
-        }
-        assert!((0..1000).all(|i| bloom_check(&bloom, hash_str(&format!("stream-{i}")))));
-        let false_pos = (0..10_000)
-            .filter(|i| bloom_check(&bloom, hash_str(&format!("other-{i}"))))
-            .count();
-        assert!(false_pos < 300, "false positive rate too high: {false_pos}/10000");
-    }
-
-    #[test]
-    fn the_blocked_filter_has_no_false_negatives_and_few_false_positives() {
-        let ids: Vec<Uuid> = (0..10_000u128).map(|i| Uuid::from_u128(i * 7919 + 3)).collect();
-        let mut bloom = vec![0u8; blocked_bytes_for(ids.len())];
-        assert_eq!(bloom.len() % BLOOM_BLOCK, 0);
-        for id in &ids {
-            blocked_insert(&mut bloom, id_filter_hash(id));
-        }
-        assert!(ids.iter().all(|id| blocked_check(&bloom, id_filter_hash(id))));
-        let false_pos = (0..100_000u128)
-            .filter(|i| blocked_check(&bloom, id_filter_hash(&Uuid::from_u128(u128::MAX - i))))
-            .count();
-        assert!(false_pos < 3_000, "false positive rate too high: {false_pos}/100000");
-        // Too small to be a filter of whole blocks: "maybe", never a panic.
-        assert!(blocked_check(&[], 1) && blocked_check(&[0u8; 10], 1));
-        assert_eq!(blocked_bytes_for(0), BLOOM_BLOCK);
-    }
 
     /// Version 5's filter holds the segment's ids: a lookup of an id the
     /// segment lacks is refused by it (most of the time) and answers nothing;

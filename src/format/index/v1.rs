@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-use super::{Header, INDEX_HEADER, INDEX_MAGIC, Lookup, Parts, StreamSummary, bloom_check, hash_str, parse_summary, partition};
+use super::bloom::bloom_check;
+use super::{Header, INDEX_HEADER, INDEX_MAGIC, Lookup, Parts, StreamSummary, hash_str, parse_summary, partition};
 use crate::error::{Error, Result};
 use crate::format::codec::{le_u32, le_u64};
 use crate::storage::Mapped;

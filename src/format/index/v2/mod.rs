@@ -14,23 +14,29 @@
 //! per segment) reads one cache line instead of decoding an ids block. This module owns that
 //! layout; it must never read segment bytes.
 //!
+//! The parts: this file opens a file and checks its sections on first use;
+//! `encode.rs` writes one, `names.rs` holds the names section and
+//! `lookup.rs` the answers ([`Lookup`](super::Lookup)).
+//!
 //! [`keyed`]: super::keyed
 
 use std::path::Path;
 use std::sync::OnceLock;
 
-use uuid::Uuid;
-
-use super::keyed::{self, Entry, Keyed};
-use super::summary::{self, RESTART, Summary};
-use super::{
-    BLOOM_BLOCK, Header, INDEX_HEADER, INDEX_MAGIC, Lookup, Parts, StreamSummary, TagKey, TagOwner, TypeCatalog, blocked_check,
-    bloom_check, fold32, id_filter_hash,
-    hash_str, id_key,
-};
+use super::bloom::BLOOM_BLOCK;
+use super::keyed::Keyed;
+use super::summary::{RESTART, Summary};
+use super::{Header, INDEX_HEADER};
 use crate::error::{Error, Result};
-use crate::format::codec::{Reader, le_i64, le_u32, put_varint};
+use crate::format::codec::{Reader, le_i64, le_u32};
 use crate::storage::Mapped;
+
+mod encode;
+mod lookup;
+mod names;
+
+pub(super) use encode::encode;
+use names::decode_names;
 
 /// Positions per location block.
 const LOC_BLOCK: usize = 64;
@@ -44,245 +50,6 @@ const SUMS_LEN: usize = 4 * SUMS + 4;
 /// Sections with a checksum of their own in version 4: locations, streams,
 /// types, tags, ids, bloom, summary with its restarts, names.
 const SUMS: usize = 8;
-
-/// Encodes a version-5 file (a version-4 one whose bloom filter is blocked
-/// and holds the event ids too), a version-4 file (the names with the shared tag keys, and the
-/// section checksums), a version-3 one (the names) or a version-2 one, or
-/// `None` if the segment
-/// does not fit their 32-bit offsets and lengths (the caller then writes
-/// version 1).
-pub(super) fn encode(p: &Parts<'_>, version: u32) -> Result<Option<Vec<u8>>> {
-    if p.end_offset > u64::from(u32::MAX) {
-        return Ok(None);
-    }
-    let rel = |pos: u64| u32::try_from(pos - p.base).ok();
-    let Some(locations) = encode_locations(p.locations) else {
-        return Ok(None);
-    };
-
-    let mut streams = Vec::new();
-    for (ordinal, (_, _, entries)) in p.streams.iter().enumerate() {
-        let Ok(key) = u32::try_from(ordinal) else {
-            return Ok(None);
-        };
-        for (rev, pos) in entries.iter() {
-            let Some(pos) = rel(*pos) else { return Ok(None) };
-            streams.push(Entry { key, rev: *rev, pos });
-        }
-    }
-    streams.sort_unstable();
-    let keyed_of = |lists: &[(u64, &[u64])]| -> Option<Vec<Entry>> {
-        let mut out = Vec::new();
-        for (hash, positions) in lists {
-            for pos in positions.iter() {
-                out.push(Entry {
-                    key: fold32(*hash),
-                    rev: 0,
-                    pos: rel(*pos)?,
-                });
-            }
-        }
-        out.sort_unstable();
-        // Two hashes that fold to one key on one event are one entry.
-        out.dedup();
-        Some(out)
-    };
-    let (Some(types), Some(tags)) = (keyed_of(&p.types), keyed_of(&p.tags)) else {
-        return Ok(None);
-    };
-    let mut ids = Vec::with_capacity(p.ids.len());
-    for (id, pos) in &p.ids {
-        let Some(pos) = rel(*pos) else { return Ok(None) };
-        ids.push(Entry {
-            key: id_key(id),
-            rev: 0,
-            pos,
-        });
-    }
-    ids.sort_unstable();
-    ids.dedup();
-
-    let mut sections: [Vec<u8>; 4] = Default::default();
-    for (out, (entries, with_rev)) in sections
-        .iter_mut()
-        .zip([(&streams, true), (&types, false), (&tags, false), (&ids, false)])
-    {
-        if !keyed::encode(entries, with_rev, out) {
-            return Ok(None);
-        }
-    }
-    let bloom = if version >= 5 { p.blocked_bloom() } else { p.bloom() };
-    let named: Vec<(&str, StreamSummary)> = p.streams.iter().map(|(n, s, _)| (*n, *s)).collect();
-    let Some((summary, start_bytes)) = summary::encode(&named, p.base) else {
-        return Ok(None);
-    };
-    let (min_ts, max_ts) = p.time_range();
-    let type_names = if version >= 3 {
-        let shared = (version >= 4).then_some(p.shared_tags.as_slice());
-        let Some(section) = encode_names(&p.type_names, &p.meta_fields, shared) else {
-            return Ok(None);
-        };
-        section
-    } else {
-        Vec::new()
-    };
-
-    let mut out = Vec::with_capacity(
-        INDEX_HEADER
-            + locations.len()
-            + sections.iter().map(Vec::len).sum::<usize>()
-            + bloom.len()
-            + summary.len()
-            + start_bytes.len()
-            + type_names.len()
-            + SUMS_LEN
-            + 4,
-    );
-    out.extend_from_slice(INDEX_MAGIC);
-    out.extend_from_slice(&version.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    for v in [
-        p.base,
-        p.locations.len() as u64,
-        p.end_offset,
-        min_ts as u64,
-        max_ts as u64,
-        p.streams.len() as u64,
-        tags.len() as u64,
-        bloom.len() as u64,
-        summary.len() as u64,
-        streams.len() as u64,
-    ] {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    for len in std::iter::once(locations.len()).chain(sections.iter().map(Vec::len)) {
-        // Each fits: keyed::encode and encode_locations refuse longer sections.
-        let Ok(len) = u32::try_from(len) else { return Ok(None) };
-        out.extend_from_slice(&len.to_le_bytes());
-    }
-    out.resize(INDEX_HEADER - 12, 0);
-    out.extend_from_slice(&p.meta_fingerprint.to_le_bytes());
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    let mut sums = Vec::with_capacity(SUMS_LEN);
-    let mut put = |out: &mut Vec<u8>, parts: &[&[u8]]| {
-        let mut h = crc32fast::Hasher::new();
-        for part in parts {
-            h.update(part);
-            out.extend_from_slice(part);
-        }
-        sums.extend_from_slice(&h.finalize().to_le_bytes());
-    };
-    put(&mut out, &[&locations]);
-    for s in &sections {
-        put(&mut out, &[s]);
-    }
-    put(&mut out, &[&bloom]);
-    put(&mut out, &[&summary, &start_bytes]);
-    put(&mut out, &[&type_names]);
-    if version >= 4 {
-        let crc = crc32fast::hash(&sums);
-        sums.extend_from_slice(&crc.to_le_bytes());
-        out.extend_from_slice(&sums);
-    }
-    let crc = crc32fast::hash(&out[INDEX_HEADER..]);
-    out.extend_from_slice(&crc.to_le_bytes());
-    Ok(Some(out))
-}
-
-/// The locations section, or `None` if an offset or the section does not fit 32 bits.
-fn encode_locations(locations: &[(u64, i64)]) -> Option<Vec<u8>> {
-    let mut dir = Vec::with_capacity(locations.len().div_ceil(LOC_BLOCK) * LOC_DIR);
-    let mut data = Vec::new();
-    for block in locations.chunks(LOC_BLOCK) {
-        let first = u32::try_from(block[0].0).ok()?;
-        dir.extend_from_slice(&first.to_le_bytes());
-        dir.extend_from_slice(&u32::try_from(data.len()).ok()?.to_le_bytes());
-        let min = block.iter().map(|l| l.1).min().unwrap_or(0);
-        let max = block.iter().map(|l| l.1).max().unwrap_or(0);
-        dir.extend_from_slice(&min.to_le_bytes());
-        dir.extend_from_slice(&max.to_le_bytes());
-        for w in block.windows(2) {
-            put_varint(&mut data, w[1].0.checked_sub(w[0].0)?);
-        }
-    }
-    dir.extend_from_slice(&data);
-    u32::try_from(dir.len()).ok()?;
-    Some(dir)
-}
-
-/// The names section of version 3: the type names, then the indexed
-/// metadata fields' names, each list as `count: u32` and each name as
-/// `len: u16` and its bytes, strictly ascending; in version 4 (`shared`)
-/// then the shared tag keys as `count: u32` and `u32`s, strictly ascending.
-/// `None` if a name or a count does not fit.
-fn encode_names(types: &[&str], fields: &[&str], shared: Option<&[u32]>) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    for list in [types, fields] {
-        out.extend_from_slice(&u32::try_from(list.len()).ok()?.to_le_bytes());
-        for n in list {
-            out.extend_from_slice(&u16::try_from(n.len()).ok()?.to_le_bytes());
-            out.extend_from_slice(n.as_bytes());
-        }
-    }
-    if let Some(keys) = shared {
-        out.extend_from_slice(&u32::try_from(keys.len()).ok()?.to_le_bytes());
-        for k in keys {
-            out.extend_from_slice(&k.to_le_bytes());
-        }
-    }
-    Some(out)
-}
-
-/// The lists of a names section.
-struct Names<'a> {
-    /// The segment's event types, ascending.
-    types: Vec<&'a str>,
-    /// The indexed metadata fields, ascending.
-    fields: Vec<&'a str>,
-    /// The shared tag keys, ascending (version 4; empty before).
-    shared_tags: Vec<u32>,
-}
-
-/// Decodes the names section of a `version` 3 or 4 file, or says why it is
-/// malformed. The fields must be those whose fingerprint the header holds.
-fn decode_names(b: &[u8], fingerprint: u64, version: u32) -> std::result::Result<Names<'_>, &'static str> {
-    let mut r = Reader::new(b);
-    let mut lists: [Vec<&str>; 2] = Default::default();
-    for list in &mut lists {
-        let count = r.u32().map_err(|_| "names section truncated")?;
-        for _ in 0..count {
-            let name = r.str16().map_err(|_| "name truncated or not UTF-8")?;
-            if list.last().is_some_and(|last| *last >= name) {
-                return Err("names not strictly ascending");
-            }
-            list.push(name);
-        }
-    }
-    let mut shared_tags = Vec::new();
-    if version >= 4 {
-        let count = r.u32().map_err(|_| "shared tag keys truncated")?;
-        for _ in 0..count {
-            let key = r.u32().map_err(|_| "shared tag keys truncated")?;
-            if shared_tags.last().is_some_and(|last| *last >= key) {
-                return Err("shared tag keys not strictly ascending");
-            }
-            shared_tags.push(key);
-        }
-    }
-    if !r.buf.is_empty() {
-        return Err("bytes after the last name");
-    }
-    let [types, fields] = lists;
-    if super::MetaFields::new(&fields).fingerprint() != fingerprint {
-        return Err("metadata field names do not match the fingerprint");
-    }
-    Ok(Names {
-        types,
-        fields,
-        shared_tags,
-    })
-}
 
 /// A version-2, -3 or -4 index file, memory-mapped.
 pub struct IndexV2 {
@@ -757,174 +524,6 @@ impl IndexV2 {
     }
 }
 
-impl Lookup for IndexV2 {
-    fn base(&self) -> u64 {
-        self.base
-    }
-    fn next_position(&self) -> u64 {
-        self.base + self.count as u64
-    }
-    fn location(&self, position: u64) -> Option<(u64, u64)> {
-        if !self.ok(Part::Locations) {
-            return None;
-        }
-        let i = self.index_of(position)?;
-        let (block, j) = (i / LOC_BLOCK, i % LOC_BLOCK);
-        let block_len = (self.count - block * LOC_BLOCK).min(LOC_BLOCK);
-        let offsets = self.block_offsets(block, (j + 1).min(block_len - 1))?;
-        Some(self.range_in(block, &offsets, i))
-    }
-    fn locations(&self, positions: &[u64]) -> Vec<Option<(u64, u64)>> {
-        if !self.ok(Part::Locations) {
-            return vec![None; positions.len()];
-        }
-        // Each block's offsets are decoded once for every position in it.
-        let mut decoded: Option<(usize, Vec<u64>)> = None;
-        positions
-            .iter()
-            .map(|p| {
-                let i = self.index_of(*p)?;
-                let block = i / LOC_BLOCK;
-                if decoded.as_ref().is_none_or(|(b, _)| *b != block) {
-                    let block_len = (self.count - block * LOC_BLOCK).min(LOC_BLOCK);
-                    decoded = Some((block, self.block_offsets(block, block_len - 1)?));
-                }
-                let (_, offsets) = decoded.as_ref()?;
-                Some(self.range_in(block, offsets, i))
-            })
-            .collect()
-    }
-    fn time_bounds(&self, position: u64) -> Option<(i64, i64)> {
-        if !self.ok(Part::Locations) {
-            return None;
-        }
-        let i = self.index_of(position)?;
-        let (_, _, lo, hi) = self.loc_dir(i / LOC_BLOCK);
-        Some((lo, hi))
-    }
-    fn time_range(&self) -> Option<(i64, i64)> {
-        (self.count > 0).then_some((self.min_ts, self.max_ts))
-    }
-    fn stream_entries(&self, stream: &str, from: u64, forward: bool, limit: usize) -> Vec<(u64, u64)> {
-        if !self.ok(Part::Summary) || !self.ok(Part::Streams) {
-            return Vec::new();
-        }
-        let Some(key) = self.ordinal(stream) else {
-            return Vec::new();
-        };
-        let k = self.keyed(self.streams, true);
-        let entries = if forward {
-            k.forward(key, from, limit)
-        } else {
-            k.backward(key, from, limit)
-        };
-        entries
-            .into_iter()
-            .map(|e| (e.rev, self.base + u64::from(e.pos)))
-            .collect()
-    }
-    fn type_positions(&self, hash: u64) -> Vec<u64> {
-        if !self.ok(Part::Types) {
-            return Vec::new();
-        }
-        self.global(self.keyed(self.types, false).positions(fold32(hash)))
-    }
-    fn type_count(&self, hash: u64) -> u64 {
-        if !self.ok(Part::Types) {
-            return 0;
-        }
-        self.keyed(self.types, false).count(fold32(hash)) as u64
-    }
-    fn type_positions_in(&self, hash: u64, lo: u64, hi: u64) -> Vec<u64> {
-        if !self.ok(Part::Types) || hi <= lo.max(self.base) {
-            return Vec::new();
-        }
-        // Relative to the base: entries hold 32-bit positions, so a start
-        // past them finds none.
-        let Ok(from) = u32::try_from(lo.saturating_sub(self.base)) else {
-            return Vec::new();
-        };
-        let to = hi - self.base;
-        self.global(self.keyed(self.types, false).positions_in(fold32(hash), from, to))
-    }
-    fn type_catalog(&self) -> Option<TypeCatalog> {
-        if self.version < 3 || !self.ok(Part::TypeNames) {
-            return None;
-        }
-        let names = decode_names(self.section(self.type_names), self.meta_fingerprint, self.version)
-            .ok()?
-            .types;
-        let keys: std::collections::HashSet<u32> = names.iter().map(|n| fold32(hash_str(n))).collect();
-        Some(TypeCatalog {
-            // The type lookup files each name under a 32-bit key: two names on one key answer for both.
-            exact: keys.len() == names.len(),
-            names: names.into_iter().map(str::to_string).collect(),
-        })
-    }
-    fn tag_positions(&self, hash: u64) -> Vec<u64> {
-        if !self.ok(Part::Tags) {
-            return Vec::new();
-        }
-        self.global(self.keyed(self.tags, false).positions(fold32(hash)))
-    }
-    fn tag_owner(&self, key: &TagKey) -> TagOwner {
-        if self.version < 4 || !self.ok(Part::TypeNames) {
-            return TagOwner::Unknown;
-        }
-        match decode_names(self.section(self.type_names), self.meta_fingerprint, self.version) {
-            Ok(names) if names.shared_tags.binary_search(&fold32(key.hash)).is_err() => TagOwner::One,
-            _ => TagOwner::Unknown,
-        }
-    }
-    fn id_positions(&self, id: &Uuid) -> Vec<u64> {
-        // Version 5's filter holds every id of the segment: most lookups of
-        // an id the segment lacks end here, without decoding an ids block.
-        // A damaged filter says "maybe", and the ids section answers.
-        if self.version >= 5
-            && *self.ids_filter.get_or_init(|| self.check(Part::Bloom).is_none())
-            && !blocked_check(self.section(self.bloom), id_filter_hash(id))
-        {
-            return Vec::new();
-        }
-        if !self.ok(Part::Ids) {
-            return Vec::new();
-        }
-        self.global(self.keyed(self.ids, false).positions(id_key(id)))
-    }
-    fn ids_exact(&self) -> bool {
-        false
-    }
-    fn may_contain_stream(&self, hash: u64) -> bool {
-        // A damaged bloom filter says "maybe" (and the read reports the damage).
-        self.stream_count > 0
-            && (!self.ok(Part::Bloom)
-                || if self.version >= 5 {
-                    blocked_check(self.section(self.bloom), hash)
-                } else {
-                    bloom_check(self.section(self.bloom), hash)
-                })
-    }
-    fn streams(&self) -> Vec<(String, StreamSummary)> {
-        if !self.ok(Part::Summary) {
-            return Vec::new();
-        }
-        self.summary().entries()
-    }
-    fn meta_fingerprint(&self) -> u64 {
-        self.meta_fingerprint
-    }
-    fn event_count(&self) -> Option<u64> {
-        Some(self.indexed)
-    }
-    fn meta_field_names(&self) -> Option<Vec<String>> {
-        if self.version < 3 || !self.ok(Part::TypeNames) {
-            return None;
-        }
-        let names = decode_names(self.section(self.type_names), self.meta_fingerprint, self.version).ok()?;
-        Some(names.fields.into_iter().map(str::to_string).collect())
-    }
-}
-
 /// Makes every checksum of a version-2 to -4 file `bytes` match its bytes
 /// again, as a writer's bug (not damage on disk) would leave them.
 #[cfg(test)]
@@ -934,7 +533,7 @@ pub(super) fn reseal(bytes: &mut [u8]) {
     let end = bytes.len() - 4;
     if le_u32(bytes, 8) >= 4 {
         let sums_at = end - SUMS_LEN;
-        let field = |at: usize| usize::try_from(super::le_u64(bytes, at)).unwrap();
+        let field = |at: usize| usize::try_from(crate::format::codec::le_u64(bytes, at)).unwrap();
         let mut lens: Vec<usize> = (0..5).map(|i| le_u32(bytes, 96 + 4 * i) as usize).collect();
         lens.push(field(72));
         lens.push(field(80) + 4 * field(56).div_ceil(RESTART));
