@@ -1279,7 +1279,11 @@ fn serve_answers_http_until_sigterm() {
     let body = loop {
         if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
             use std::io::{Read, Write};
-            write!(s, "GET /streams/s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+            write!(
+                s,
+                "GET /streams/s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
             let mut resp = String::new();
             s.read_to_string(&mut resp).unwrap();
             break resp;
