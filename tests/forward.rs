@@ -34,6 +34,8 @@ struct Remote {
     refuse: bool,
     /// Reject events of this type as poison.
     reject_type: Option<String>,
+    /// Control characters added to the rejection's reason (six bytes each in JSON).
+    reason_pad: usize,
     /// A checkpoint kept with the events (for a transactional target).
     checkpoint: Option<u64>,
     deliveries: u64,
@@ -82,7 +84,7 @@ impl ForwardTarget for Fake {
         {
             return Err(TargetError::Rejected {
                 index,
-                reason: format!("type {t} is not allowed"),
+                reason: format!("type {t} is not allowed{}", "\u{1}".repeat(r.reason_pad)),
             });
         }
         assert!(batch.events.len() <= batch.max_in_flight);
@@ -269,6 +271,44 @@ fn a_refusing_target_is_an_error_state_and_loses_nothing() {
     }
     handle.stop().unwrap();
     assert_exactly(&fake.remote.lock(), &source(&store, &Filter::all()));
+}
+
+/// A target's long reason is cut until the parked record fits the store's
+/// event size limit: the park never fails for it (it failed, and the
+/// forwarder retried the poison event for ever, on a store whose limit is
+/// below the escaped reason).
+#[test]
+fn a_long_rejection_reason_is_cut_to_fit_the_stores_event_size() {
+    let sim = SimStorage::new();
+    let mut opts = options();
+    opts.max_event_size = 1024;
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, opts).unwrap());
+    store
+        .append("s-poison", ExpectedVersion::Any, vec![EventData::json("Poison", "{}")])
+        .unwrap();
+    fill(&store, 0, 5);
+    let fake = Fake::new(false);
+    fake.remote.lock().reject_type = Some("Poison".into());
+    fake.remote.lock().reason_pad = 3000;
+    let mut f = Forwarder::new(store.clone(), "long", settings(), Box::new(fake.clone())).unwrap();
+    run_once(&mut f);
+    let parked = store
+        .read_stream(
+            &forward_parked_stream("long"),
+            Direction::Forward,
+            StreamFrom::Start,
+            10,
+        )
+        .unwrap();
+    assert_eq!(parked.len(), 1);
+    assert!(parked[0].data.len() <= 1024);
+    let record = ParkedRecord::from_event(&parked[0]).unwrap();
+    assert!(
+        record.reason.starts_with("type Poison is not allowed"),
+        "{}",
+        record.reason
+    );
+    assert_eq!(fake.remote.lock().events.len(), 5);
 }
 
 #[test]

@@ -269,6 +269,34 @@ pub(crate) struct StoredParkedV1 {
     pub reason: String,
 }
 
+/// `s` cut to at most `max` bytes, on a character boundary.
+pub(crate) fn cut_on_char(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+impl StoredParkedV1 {
+    /// The record encoded in at most `max` bytes where it can be: its reason
+    /// cut (halved, on a character boundary, until it fits; escaped in JSON a
+    /// byte of it may take six), never the rest. A record too large even
+    /// without a reason is returned whole: the append refuses it then.
+    pub(crate) fn encode_within(mut self, max: usize) -> Vec<u8> {
+        let mut bytes = encode(&self);
+        while bytes.len() > max && !self.reason.is_empty() {
+            let end = cut_on_char(&self.reason, self.reason.len() / 2).len();
+            self.reason.truncate(end);
+            bytes = encode(&self);
+        }
+        bytes
+    }
+}
+
 /// An event of `$meta-<stream>` (type `$Metadata`); absent fields are unset.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -367,12 +367,14 @@ impl Forwarder {
             revision: event.revision,
             event_id: event.id.to_string(),
             deliveries: 1,
-            reason: reason.to_string(),
+            reason: system::cut_on_char(reason, crate::MAX_PARK_REASON).to_string(),
         };
+        // Cut further where the record would not fit the store's event size.
+        let data = record.encode_within(self.store.max_event_size());
         self.store.append_system(
             &forward_parked_stream(&self.name),
             ExpectedVersion::Any,
-            vec![EventData::json("$Parked", system::encode(&record))],
+            vec![EventData::json("$Parked", data)],
         )?;
         self.current.parked += 1;
         self.dirty = true;

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::event::{ExpectedVersion, RecordedEvent};
-use crate::format::system::{StoredCheckpointV1, StoredParkedV1, Version1};
+use crate::format::system::{self, StoredCheckpointV1, StoredParkedV1, Version1};
 use crate::query::{Direction, Filter, LogFrom, StreamFrom};
 use crate::store::Store;
 
@@ -183,22 +183,19 @@ impl Group<'_> {
     /// line, to be delivered again, and the error is returned: an event
     /// leaves the group only once it is parked.
     pub(super) fn park(&self, inner: &mut GroupInner, p: Pending, reason: &str) -> Result<()> {
-        let mut rec = ParkedRecord {
+        let rec = ParkedRecord {
             position: p.event.position,
             stream: p.event.stream.clone(),
             revision: p.event.revision,
             event_id: p.event.id,
             deliveries: p.deliveries,
-            reason: cut_reason(reason, MAX_PARK_REASON).to_string(),
+            reason: system::cut_on_char(reason, MAX_PARK_REASON).to_string(),
         };
         // The record must fit the store's event size limit, which may be
-        // smaller than the longest reason (escaped in JSON, a byte of it may
-        // take six): the reason is cut further, never the park refused for it.
-        let mut event = json_event("$Parked", &StoredParkedV1::from(&rec));
-        while event.data.len() + event.metadata.len() > self.store.max_event_size() && !rec.reason.is_empty() {
-            rec.reason = cut_reason(&rec.reason, rec.reason.len() / 2).to_string();
-            event = json_event("$Parked", &StoredParkedV1::from(&rec));
-        }
+        // smaller than the longest reason: the reason is cut further, never
+        // the park refused for it.
+        let data = StoredParkedV1::from(&rec).encode_within(self.store.max_event_size());
+        let event = crate::event::EventData::json("$Parked", data);
         if let Err(e) = self
             .store
             .append_system(&parked_stream(&self.state.name), ExpectedVersion::Any, vec![event])
@@ -334,18 +331,6 @@ fn lowest_open(inner: &GroupInner, key: impl Fn(&Pending) -> Option<u64>, from: 
         .chain(inner.ready.iter())
         .filter_map(key)
         .fold(from, u64::min)
-}
-
-/// `reason` cut to at most `max` bytes, on a character boundary.
-fn cut_reason(reason: &str, max: usize) -> &str {
-    if reason.len() <= max {
-        return reason;
-    }
-    let mut end = max;
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    &reason[..end]
 }
 
 /// The first revision of the parked stream whose replay is not complete:
