@@ -79,14 +79,33 @@ export function copyButton(text, label = 'Copy') {
   }, label);
 }
 
-/** Pretty-printed JSON, collapsible by object and array, with a copy button. */
+/** Entries of one object or array drawn at most; the rest is counted. */
+const MAX_ENTRIES = 500;
+/** Pretty-printed JSON longer than this is shown as plain, cut text. */
+const MAX_TREE_TEXT = 256 * 1024;
+
+/**
+ * Pretty-printed JSON, collapsible by object and array, with a copy button.
+ * Any client that may write can put a large document in an event: a fold's
+ * entries are drawn only when it is first opened, at most MAX_ENTRIES of
+ * them, and a document whose text passes MAX_TREE_TEXT is shown as cut
+ * text (the copy button still copies all of it), so that no event can
+ * freeze the page.
+ */
 export function jsonBlock(value, base64) {
   if (value === undefined && base64 !== undefined) {
     return h('div', { class: 'json' }, h('div', { class: 'json-bar' }, h('span', { class: 'muted' }, 'binary (base64)'), copyButton(base64)),
-      h('pre', { class: 'code' }, base64));
+      h('pre', { class: 'code' }, cut(base64)));
   }
   const text = JSON.stringify(value, null, 2);
-  return h('div', { class: 'json' }, h('div', { class: 'json-bar' }, copyButton(text)), h('pre', { class: 'code' }, jsonNode(value, 0)));
+  const body = text.length > MAX_TREE_TEXT ? cut(text) : jsonNode(value, 0);
+  return h('div', { class: 'json' }, h('div', { class: 'json-bar' }, copyButton(text)), h('pre', { class: 'code' }, body));
+}
+
+/** `text`, cut to MAX_TREE_TEXT characters with a note of what was left out. */
+function cut(text) {
+  if (text.length <= MAX_TREE_TEXT) return text;
+  return [text.slice(0, MAX_TREE_TEXT), h('span', { class: 'muted' }, `\n… ${text.length - MAX_TREE_TEXT} more characters (copy to see them all)`)];
 }
 
 function jsonNode(v, depth) {
@@ -95,19 +114,37 @@ function jsonNode(v, depth) {
   if (typeof v === 'number') return h('span', { class: 'j-num' }, String(v));
   if (typeof v === 'boolean') return h('span', { class: 'j-bool' }, String(v));
   const isArr = Array.isArray(v);
-  const entries = isArr ? v.map((x, i) => [i, x]) : Object.entries(v);
+  const count = isArr ? v.length : Object.keys(v).length;
   const [open, close] = isArr ? ['[', ']'] : ['{', '}'];
-  if (!entries.length) return open + close;
+  if (!count) return open + close;
   const pad = '  '.repeat(depth + 1);
-  const inner = h('span', { class: 'j-inner' }, '\n', entries.map(([k, x], i) => [
-    pad, isArr ? '' : [h('span', { class: 'j-key' }, JSON.stringify(k)), ': '],
-    jsonNode(x, depth + 1), i < entries.length - 1 ? ',' : '', '\n',
-  ]), '  '.repeat(depth));
-  const summary = h('span', { class: 'j-more muted' }, `…${entries.length} ${isArr ? 'items' : 'keys'}`);
-  const node = h('span', { class: depth < 3 ? 'j-fold' : 'j-fold closed' });
+  const inner = h('span', { class: 'j-inner' });
+  // Drawn on first opening only: a closed fold costs one node.
+  const draw = () => {
+    const entries = [];
+    if (isArr) {
+      for (let i = 0; i < Math.min(v.length, MAX_ENTRIES); i++) entries.push([i, v[i]]);
+    } else {
+      for (const k in v) {
+        if (entries.length >= MAX_ENTRIES) break;
+        if (Object.prototype.hasOwnProperty.call(v, k)) entries.push([k, v[k]]);
+      }
+    }
+    const more = count - entries.length;
+    inner.append('\n', ...entries.flatMap(([k, x], i) => [
+      pad, ...(isArr ? [] : [h('span', { class: 'j-key' }, JSON.stringify(k)), ': ']),
+      jsonNode(x, depth + 1), i < count - 1 ? ',' : '', '\n',
+    ]), ...(more > 0 ? [pad, h('span', { class: 'muted' }, `… ${more} more (copy to see them all)`), '\n'] : []), '  '.repeat(depth));
+  };
+  let drawn = false;
+  const startsOpen = depth < 3;
+  if (startsOpen) { draw(); drawn = true; }
+  const summary = h('span', { class: 'j-more muted' }, `…${count} ${isArr ? 'items' : 'keys'}`);
+  const node = h('span', { class: startsOpen ? 'j-fold' : 'j-fold closed' });
   const toggle = h('button', {
-    type: 'button', class: 'j-toggle', 'aria-expanded': String(depth < 3), title: 'Fold or unfold',
+    type: 'button', class: 'j-toggle', 'aria-expanded': String(startsOpen), title: 'Fold or unfold',
     onclick: () => {
+      if (!drawn) { draw(); drawn = true; }
       const closed = node.classList.toggle('closed');
       toggle.setAttribute('aria-expanded', String(!closed));
     },
