@@ -16,7 +16,10 @@ let leave = null;
 function parseHash() {
   const raw = location.hash.replace(/^#\/?/, '');
   const [path, query = ''] = raw.split('?');
-  const parts = path.split('/').map(decodeURIComponent);
+  // A link with a malformed escape (%E0) opens the "not found" page, not
+  // an error that leaves the last page on screen.
+  let parts;
+  try { parts = path.split('/').map(decodeURIComponent); } catch { parts = ['not-found']; }
   return { parts, params: new URLSearchParams(query) };
 }
 

@@ -394,8 +394,14 @@ fn append_parsed(
         let chunk = match chunk {
             Ok(chunk) => chunk,
             Err(e) => {
-                imp.flush()?;
-                return Err(e);
+                // Both are told if appending the events before it fails too.
+                return Err(match imp.flush() {
+                    Ok(()) => e,
+                    Err(f) => CliError::with_code(
+                        e.code,
+                        format!("{}; appending the events before it failed too: {}", e.message, f.message),
+                    ),
+                });
             }
         };
         for line in chunk.lines {
