@@ -43,6 +43,15 @@ use super::status;
 const FETCH_MAX: usize = 64;
 /// How long one fetch waits for an event before the thread looks at its inbox again.
 const FETCH_WAIT: Duration = Duration::from_millis(50);
+/// Most ids one Ack or Nack message may name; a message naming more is
+/// refused with INVALID_ARGUMENT and ends the call.
+pub(crate) const MAX_IDS_PER_MESSAGE: usize = 10_000;
+/// Acknowledgements decoded and not yet applied by the consumer's thread:
+/// with these waiting, the call's reader reads no more of the client's
+/// messages (HTTP/2 flow control then holds the client back), so a client
+/// that sends acknowledgements while its consumer is stuck sending events
+/// (it reads none) costs no more than these.
+const INBOX: usize = 4;
 
 /// Settings of the protocol that annal's groups do not interpret, as the
 /// client gave them (shown back by GetInfo and List); stored with the group
@@ -268,7 +277,10 @@ pub(crate) fn start(
     let (store, shutdown, scans) = (state.store(), state.shutdown.clone(), state.scans.clone());
     let (id, conn) = registry.join(&sub.group, sub.max_subscribers, sub.user.clone(), sub.buffer_size)?;
     let (out_tx, out_rx) = mpsc::channel::<Result<ReadResp, Status>>(sub.buffer_size.clamp(1, FETCH_MAX) * 2);
-    let (cmd_tx, cmd_rx) = std::sync::mpsc::channel::<Command>();
+    let (cmd_tx, cmd_rx) = std::sync::mpsc::sync_channel::<Command>(INBOX);
+    // Told by the consumer's thread each time it takes a command (room in the inbox).
+    let room = Arc::new(tokio::sync::Notify::new());
+    let thread_room = room.clone();
     let stop = conn.stop.clone();
     let confirmation = ReadResp {
         content: Some(Content::SubscriptionConfirmation(SubscriptionConfirmation {
@@ -301,18 +313,31 @@ pub(crate) fn start(
                     Action::Stop => Command::Stop(ids, n.reason),
                 }),
                 Some(Ok(_)) => Ok(Command::Ack(Vec::new())),
-                Some(Err(_)) | None => break,
+                // A message the server cannot take (larger than it decodes, …): said, and the end.
+                Some(Err(e)) => Err(e),
+                None => break,
             };
-            match cmd {
-                Ok(c) => {
-                    if cmd_tx.send(c).is_err() {
-                        break;
-                    }
-                }
+            let mut cmd = match cmd {
+                Ok(c) => c,
                 Err(e) => {
                     let _ = reader_out.send(Err(e)).await;
                     break;
                 }
+            };
+            // Waits, reading nothing more, until the consumer's thread takes one.
+            let sent = loop {
+                match cmd_tx.try_send(cmd) {
+                    Ok(()) => break true,
+                    Err(std::sync::mpsc::TrySendError::Full(c)) => cmd = c,
+                    Err(std::sync::mpsc::TrySendError::Disconnected(_)) => break false,
+                }
+                tokio::select! {
+                    () = reader_stop.cancelled() => break false,
+                    () = room.notified() => {}
+                }
+            };
+            if !sent {
+                break;
             }
         }
         reader_stop.cancel();
@@ -323,7 +348,7 @@ pub(crate) fn start(
         .name(format!("annal-grpc-{}", conn.consumer))
         .spawn(move || {
             let _place = place;
-            let result = serve(&store, &sub, &conn, (&out_tx, &cmd_rx), &shutdown, &scans);
+            let result = serve(&store, &sub, &conn, (&out_tx, &cmd_rx, &thread_room), &shutdown, &scans);
             thread_registry.leave(&group, id);
             conn.stop.cancel();
             match result {
@@ -346,8 +371,14 @@ pub(crate) fn start(
     Ok(Box::pin(futures_util::stream::poll_fn(move |cx| out_rx.poll_recv(cx))))
 }
 
-/// Ids of an Ack or Nack.
+/// Ids of an Ack or Nack; more than [`MAX_IDS_PER_MESSAGE`] are refused.
 fn ids(ids: &[super::proto::event_store::client::Uuid]) -> Result<Vec<Uuid>, Status> {
+    if ids.len() > MAX_IDS_PER_MESSAGE {
+        return Err(Status::invalid_argument(format!(
+            "an Ack or Nack names at most {MAX_IDS_PER_MESSAGE} event ids; this one names {}",
+            ids.len()
+        )));
+    }
     ids.iter().filter_map(|id| parse_uuid(Some(id)).transpose()).collect()
 }
 
@@ -363,9 +394,10 @@ fn serve(
     store: &Store,
     sub: &Subscription,
     conn: &Connection,
-    (out, commands): (
+    (out, commands, room): (
         &mpsc::Sender<Result<ReadResp, Status>>,
         &std::sync::mpsc::Receiver<Command>,
+        &tokio::sync::Notify,
     ),
     shutdown: &CancellationToken,
     scans: &Arc<tokio::sync::Semaphore>,
@@ -400,6 +432,7 @@ fn serve(
                         Err(std::sync::mpsc::TryRecvError::Disconnected) => return Ok(()),
                     }
                 };
+                room.notify_one();
                 wait = Duration::ZERO;
                 match cmd {
                     Command::Ack(ids) => {

@@ -2174,6 +2174,123 @@ mod persistent {
             .unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "{err:?}");
     }
+
+    /// Makes group `group` on `stream` holding up to `in_flight` events unacknowledged.
+    async fn create_holding(c: &mut Client, stream: &str, group: &str, in_flight: i32) {
+        let mut s = settings(0, "RoundRobin");
+        (s.live_buffer_size, s.history_buffer_size, s.read_batch_size) = (in_flight, in_flight, in_flight);
+        c.create(ps::CreateReq {
+            options: Some(ps::create_req::Options {
+                group_name: group.into(),
+                settings: Some(s),
+                stream_identifier: None,
+                stream_option: Some(ps::create_req::options::StreamOption::Stream(
+                    ps::create_req::StreamOptions {
+                        stream_identifier: sid(stream),
+                        revision_option: Some(ps::create_req::stream_options::RevisionOption::Start(Empty {})),
+                    },
+                )),
+            }),
+        })
+        .await
+        .unwrap();
+    }
+
+    /// A client on a connection of its own with 64 KiB windows, so that
+    /// answers it does not read soon stop the server's sender.
+    async fn slow_client(s: &Server) -> Client {
+        let channel = Channel::from_shared(format!("http://127.0.0.1:{}", s.port))
+            .unwrap()
+            .initial_stream_window_size(65_535)
+            .initial_connection_window_size(65_535)
+            .connect()
+            .await
+            .unwrap();
+        PersistentSubscriptionsClient::new(channel)
+    }
+
+    /// The options message of a consumer of `group` on `stream` holding up to `buffer` events.
+    fn read_options_of(stream: &str, group: &str, buffer: i32) -> ps::ReadReq {
+        ps::ReadReq {
+            content: Some(ps::read_req::Content::Options(ps::read_req::Options {
+                group_name: group.into(),
+                buffer_size: buffer,
+                uuid_option: Some(ps::read_req::options::UuidOption {
+                    content: Some(ps::read_req::options::uuid_option::Content::String(Empty {})),
+                }),
+                stream_option: Some(ps::read_req::options::StreamOption::StreamIdentifier(
+                    sid(stream).unwrap(),
+                )),
+            })),
+        }
+    }
+
+    fn ack_of(n: usize) -> ps::ReadReq {
+        ps::ReadReq {
+            content: Some(ps::read_req::Content::Ack(ps::read_req::Ack {
+                id: Default::default(),
+                ids: (0..n).map(|_| string_id(uuid::Uuid::new_v4()).unwrap()).collect(),
+            })),
+        }
+    }
+
+    /// A consumer whose client stopped reading its events stops taking the
+    /// client's acknowledgements once a few wait (HTTP/2 flow control then
+    /// holds the client back): they went to an unbounded queue that the
+    /// consumer, blocked sending events, never emptied, so a client that
+    /// streamed acknowledgements and read nothing grew the server's memory
+    /// without end. Counted in Ack messages of 2,000 ids (80 KB each) the
+    /// client managed to send out of 200.
+    #[tokio::test]
+    async fn a_consumer_whose_client_reads_nothing_stops_taking_its_acks() {
+        let s = start(|_| {}).await;
+        let mut c = PersistentSubscriptionsClient::new(s.channel().await);
+        let data = vec![b'x'; 4 << 10];
+        let evs = (0..300)
+            .map(|_| annal::EventData::binary("Big", data.clone()))
+            .collect();
+        s.store.append("acks-1", annal::ExpectedVersion::Any, evs).unwrap();
+        create_holding(&mut c, "acks-1", "g", 1000).await;
+        let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = taken.clone();
+        let reqs = futures_util::stream::iter(std::iter::once(read_options_of("acks-1", "g", 1000)).chain(
+            (0..200).map(move |_| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                ack_of(2000)
+            }),
+        ));
+        let mut slow = slow_client(&s).await;
+        // The client never reads its events.
+        let _answers = slow.read(reqs).await.unwrap().into_inner();
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        let n = taken.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            n < 100,
+            "the server took {n} of 200 acknowledgements while its consumer could not send"
+        );
+    }
+
+    /// An Ack or Nack naming more ids than a message may is refused with
+    /// INVALID_ARGUMENT, at the documented limit.
+    #[tokio::test]
+    async fn an_ack_of_too_many_ids_is_refused() {
+        let s = start(|_| {}).await;
+        let mut c = PersistentSubscriptionsClient::new(s.channel().await);
+        append_types(&s.store, "acks-2", &["T"]);
+        create_holding(&mut c, "acks-2", "g", 10).await;
+        let (acks, mut answers) = consume_with(&mut c, Some("acks-2"), "g", 10).await;
+        next_events(&mut answers, 1).await;
+        // At the limit: taken.
+        acks.send(ack_of(10_000)).await.unwrap();
+        assert!(quiet(&mut answers).await, "an ack at the limit is taken");
+        acks.send(ack_of(10_001)).await.unwrap();
+        let err = tokio::time::timeout(std::time::Duration::from_secs(10), answers.message())
+            .await
+            .expect("an answer within 10 s")
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("10000"), "{err:?}");
+    }
 }
 
 // ---------------------------------------------------------------------------
