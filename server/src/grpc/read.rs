@@ -724,11 +724,13 @@ fn pump_into(
                                 return;
                             }
                         }
-                        // A limited caller learns no position past the last event it was shown.
-                        let next = if shape.limited {
-                            last_seen.map_or(0, |at| at.saturating_add(1))
-                        } else {
-                            sub.position()
+                        let next = match kind {
+                            // The next revision of the stream: the caller may read all of it
+                            // (`last_seen` is a global position, not a revision).
+                            Kind::Stream => sub.position(),
+                            // A limited caller learns no position past the last event it was shown.
+                            Kind::All if shape.limited => last_seen.map_or(0, |at| at.saturating_add(1)),
+                            Kind::All => sub.position(),
                         };
                         caught_up_resp(kind, next)
                     }

@@ -2701,3 +2701,33 @@ async fn a_read_page_is_bounded_in_bytes() {
     drop(answers);
     s.stop().await.unwrap();
 }
+
+/// A subscription to a stream of a caller limited to stream prefixes is
+/// caught up at the stream's last revision, not at a global position (a
+/// client resuming there skipped its own revisions).
+#[tokio::test]
+async fn a_limited_stream_subscription_is_caught_up_at_a_revision() {
+    use read_req::options::*;
+    let s = start(tenant_only).await;
+    let evs: Vec<_> = (0..100).map(|_| annal::EventData::json("T", "{}")).collect();
+    s.store.append("users-1", annal::ExpectedVersion::Any, evs).unwrap();
+    s.store
+        .append(
+            "orders-1",
+            annal::ExpectedVersion::Any,
+            vec![annal::EventData::json("T", "{}")],
+        )
+        .unwrap();
+    let mut req = read_options(stream_from("orders-1", None), false, false, 0);
+    req.options.as_mut().unwrap().count_option = Some(CountOption::Subscription(SubscriptionOptions {}));
+    let mut req = Request::new(req);
+    req.metadata_mut()
+        .insert("authorization", "Bearer t0ken".parse().unwrap());
+    let mut a = s.streams().await.read(req).await.unwrap().into_inner();
+    loop {
+        if let Some(read_resp::Content::CaughtUp(c)) = a.message().await.unwrap().unwrap().content {
+            assert_eq!(c.stream_revision, Some(0));
+            break;
+        }
+    }
+}
