@@ -21,7 +21,6 @@ use std::time::Duration;
 use crate::state::AppState;
 use annal::{GroupSettings, GroupSource, NackAction, Store, Strategy};
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 use uuid::Uuid;
@@ -36,7 +35,7 @@ use super::proto::event_store::client::persistent_subscriptions::read_resp::{
     Content, ReadEvent, SubscriptionConfirmation,
 };
 use super::proto::event_store::client::persistent_subscriptions::{ReadReq, ReadResp, read_req};
-use super::read::Subscriber;
+use super::read::{Paced, Subscriber, event_bytes};
 use super::status;
 
 /// Most events one fetch asks for.
@@ -276,7 +275,8 @@ pub(crate) fn start(
     let place = Subscriber::take(state)?;
     let (store, shutdown, scans) = (state.store(), state.shutdown.clone(), state.scans.clone());
     let (id, conn) = registry.join(&sub.group, sub.max_subscribers, sub.user.clone(), sub.buffer_size)?;
-    let (out_tx, out_rx) = mpsc::channel::<Result<ReadResp, Status>>(sub.buffer_size.clamp(1, FETCH_MAX) * 2);
+    // Its events on their way out: at most twice a fetch, and about 4 MiB.
+    let (out_tx, answers) = Paced::<ReadResp>::unlimited(sub.buffer_size.clamp(1, FETCH_MAX) * 2);
     let (cmd_tx, cmd_rx) = std::sync::mpsc::sync_channel::<Command>(INBOX);
     // Told by the consumer's thread each time it takes a command (room in the inbox).
     let room = Arc::new(tokio::sync::Notify::new());
@@ -287,7 +287,7 @@ pub(crate) fn start(
             subscription_id: sub.subscription_id.clone(),
         })),
     };
-    if out_tx.try_send(Ok(confirmation)).is_err() {
+    if !out_tx.try_send(Ok(confirmation)) {
         registry.leave(&sub.group, id);
         return Err(Status::internal("the subscription could not start"));
     }
@@ -367,8 +367,7 @@ pub(crate) fn start(
             "no thread could be started for the subscription",
         ));
     }
-    let mut out_rx = out_rx;
-    Ok(Box::pin(futures_util::stream::poll_fn(move |cx| out_rx.poll_recv(cx))))
+    Ok(answers)
 }
 
 /// Ids of an Ack or Nack; more than [`MAX_IDS_PER_MESSAGE`] are refused.
@@ -395,7 +394,7 @@ fn serve(
     sub: &Subscription,
     conn: &Connection,
     (out, commands, room): (
-        &mpsc::Sender<Result<ReadResp, Status>>,
+        &Paced<ReadResp>,
         &std::sync::mpsc::Receiver<Command>,
         &tokio::sync::Notify,
     ),
@@ -477,6 +476,7 @@ fn serve(
             idle = scanning && deliveries.is_empty();
             for d in deliveries {
                 held.insert(d.event.id);
+                let weight = event_bytes(&d.event);
                 let w = wire_event(&d.event, &d.event.stream, sub.structured);
                 let resp = ReadResp {
                     content: Some(Content::Event(ReadEvent {
@@ -495,7 +495,7 @@ fn serve(
                         count: Some(Count::RetryCount(i32::try_from(d.retry_count).unwrap_or(i32::MAX))),
                     })),
                 };
-                if out.blocking_send(Ok(resp)).is_err() {
+                if !out.blocking_send_weighed(resp, weight) {
                     return Ok(());
                 }
                 conn.sent.fetch_add(1, Ordering::Relaxed);

@@ -2291,6 +2291,34 @@ mod persistent {
         assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
         assert!(err.message().contains("10000"), "{err:?}");
     }
+
+    /// A consumer whose client does not read holds about 4 MiB of events on
+    /// their way out, not 128 answers (with events of 300 KiB, 38 MiB): the
+    /// events it has sent (GetInfo's total items) stop near 4 MiB's worth.
+    #[tokio::test]
+    async fn a_consumer_holds_its_unread_events_within_a_byte_bound() {
+        let s = start(|_| {}).await;
+        let mut c = PersistentSubscriptionsClient::new(s.channel().await);
+        let data = vec![b'x'; 300 << 10];
+        for _ in 0..40 {
+            let e = annal::EventData::binary("Big", data.clone());
+            s.store.append("held-1", annal::ExpectedVersion::Any, vec![e]).unwrap();
+        }
+        create_holding(&mut c, "held-1", "g", 100).await;
+        let mut slow = slow_client(&s).await;
+        let (tx, mut rx) = mpsc::channel(1);
+        tx.send(read_options_of("held-1", "g", 100)).await.unwrap();
+        let reqs = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let _answers = slow.read(reqs).await.unwrap().into_inner();
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let info = get_info(&mut c, Some("held-1"), "g").await;
+        let sent: i64 = info.connections.iter().map(|c| c.total_items).sum();
+        assert!(
+            sent > 0 && sent < 20,
+            "{sent} events of 300 KiB sent to a client that reads nothing"
+        );
+        drop(tx);
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -2698,6 +2726,49 @@ async fn a_read_page_is_bounded_in_bytes() {
     }
     let read = gate.bytes_read() - before;
     assert!(read < 20 << 20, "{} MiB read before the 17th event", read >> 20);
+    drop(answers);
+    s.stop().await.unwrap();
+}
+
+/// A catch-up subscription whose client does not read holds about 4 MiB of
+/// events on their way out, as reads do, not 64 answers: with events of
+/// 1 MiB it stops within the store's first batch (250 small events and 6 of
+/// 1 MiB) instead of taking all six and reading the next batch (4 more) from
+/// the store. Counted in segment bytes read by then (the first batch is
+/// about 6.3 MiB, both about 10.3 MiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_subscription_holds_its_unread_events_within_a_byte_bound() {
+    use read_req::options::*;
+    let (s, gate) = common::TestServer::start_gated(|_| {}).await;
+    let store = s.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let small = (0..250)
+            .map(|_| annal::EventData::binary("Small", vec![b's'; 1024]))
+            .collect();
+        store.append("held-2", annal::ExpectedVersion::Any, small).unwrap();
+        for _ in 0..10 {
+            let big = annal::EventData::binary("Big", vec![b'x'; 1 << 20]);
+            store.append("held-2", annal::ExpectedVersion::Any, vec![big]).unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    let before = gate.bytes_read();
+    let mut slow = streams_at(&s.base, true).await;
+    let mut req = read_options(stream_from("held-2", None), false, false, 0);
+    req.options.as_mut().unwrap().count_option = Some(CountOption::Subscription(SubscriptionOptions {}));
+    let mut answers = slow.read(req).await.unwrap().into_inner();
+    let mut small = 0;
+    while small < 250 {
+        if let Some(read_resp::Content::Event(e)) = answers.message().await.unwrap().unwrap().content {
+            assert_eq!(e.event.unwrap().metadata["type"], "Small");
+            small += 1;
+        }
+    }
+    // Its client reads no more: what the server reads now, it holds.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let read = gate.bytes_read() - before;
+    assert!(read < 8 << 20, "{} KiB read for a client that read 250 KiB", read >> 10);
     drop(answers);
     s.stop().await.unwrap();
 }
