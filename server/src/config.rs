@@ -117,6 +117,12 @@ pub struct ServerConfig {
     /// discover the node). Default: the host and port the client connected to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertise: Option<String>,
+    /// Most bytes of events held at once, server-wide, by gRPC appends
+    /// (`Append`, and `BatchAppend` batches) still being received or
+    /// written; an append or batch that would pass it is refused with
+    /// RESOURCE_EXHAUSTED. Each also has `request_timeout_ms` to arrive
+    /// whole. Default 256 MiB.
+    pub max_pending_append_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -143,6 +149,7 @@ impl Default for ServerConfig {
             idle_timeout_ms: 60_000,
             max_connections: 1024,
             advertise: None,
+            max_pending_append_bytes: 256 << 20,
         }
     }
 }
@@ -209,6 +216,7 @@ impl ServerConfig {
             ("max_connections", self.max_connections as u64),
             ("max_scans", self.max_scans as u64),
             ("max_long_polls", self.max_long_polls as u64),
+            ("max_pending_append_bytes", self.max_pending_append_bytes as u64),
         ];
         for (name, v) in positive {
             if v == 0 {

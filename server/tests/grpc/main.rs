@@ -2802,3 +2802,143 @@ async fn a_limited_stream_subscription_is_caught_up_at_a_revision() {
         }
     }
 }
+
+/// The options of an `Append` to `stream`, any revision.
+fn append_options(stream: &str) -> AppendReq {
+    AppendReq {
+        content: Some(append_req::Content::Options(append_req::Options {
+            stream_identifier: sid(stream),
+            expected_stream_revision: Some(append_req::options::ExpectedStreamRevision::Any(Empty {})),
+        })),
+    }
+}
+
+fn proposed(data: &[u8]) -> AppendReq {
+    AppendReq {
+        content: Some(append_req::Content::ProposedMessage(message(
+            None,
+            "T",
+            "application/octet-stream",
+            data,
+        ))),
+    }
+}
+
+/// A part of batch `id` of a BatchAppend to `stream` with one event of `data`.
+fn batch_part(id: uuid::Uuid, stream: &str, data: &[u8], is_final: bool) -> BatchAppendReq {
+    BatchAppendReq {
+        correlation_id: string_id(id),
+        options: Some(batch_append_req::Options {
+            stream_identifier: sid(stream),
+            expected_stream_position: Some(batch_append_req::options::ExpectedStreamPosition::Any(())),
+            deadline_option: None,
+        }),
+        proposed_messages: vec![batch_append_req::ProposedMessage {
+            id: string_id(uuid::Uuid::new_v4()),
+            metadata: [
+                ("type".to_string(), "T".to_string()),
+                ("content-type".to_string(), "application/octet-stream".to_string()),
+            ]
+            .into_iter()
+            .collect(),
+            custom_metadata: Default::default(),
+            data: data.to_vec().into(),
+        }],
+        is_final,
+    }
+}
+
+/// A stream of requests fed by the sender returned beside it (the call
+/// stays open while the sender lives).
+fn open_requests<T: Send + 'static>(
+    first: Vec<T>,
+) -> (
+    tokio::sync::mpsc::UnboundedSender<T>,
+    impl futures_util::Stream<Item = T> + Send + 'static,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for m in first {
+        tx.send(m).unwrap();
+    }
+    (tx, futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+}
+
+/// An append whose events are still arriving when `request_timeout_ms`
+/// has passed ends with DEADLINE_EXCEEDED and writes nothing (it held its
+/// events for as long as its client kept the call open); a BatchAppend
+/// batch whose final part has not come by then is answered so, and the
+/// call ends.
+#[tokio::test]
+async fn appends_still_arriving_past_the_request_timeout_end() {
+    let s = start(|c| c.request_timeout_ms = 1000).await;
+    let mut c = s.streams().await;
+    let (tx, reqs) = open_requests(vec![append_options("slow-1"), proposed(b"x")]);
+    let started = std::time::Instant::now();
+    let err = tokio::time::timeout(std::time::Duration::from_secs(10), c.append(reqs))
+        .await
+        .expect("ended by the server within 10 s")
+        .unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(err.message().contains("request_timeout_ms"), "{err:?}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+    assert!(s.store.stream_info("slow-1").is_none());
+    drop(tx);
+
+    let id = uuid::Uuid::new_v4();
+    let (tx, reqs) = open_requests(vec![batch_part(id, "slow-2", b"x", false)]);
+    let mut answers = c.batch_append(reqs).await.unwrap().into_inner();
+    let a = tokio::time::timeout(std::time::Duration::from_secs(10), answers.message())
+        .await
+        .expect("answered within 10 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.correlation_id, string_id(id));
+    let Some(batch_append_resp::Result::Error(e)) = &a.result else {
+        panic!("{a:?}")
+    };
+    assert_eq!(e.code, Code::DeadlineExceeded as i32, "{e:?}");
+    let end = answers.message().await.unwrap_err();
+    assert_eq!(end.code(), Code::DeadlineExceeded, "{end:?}");
+    assert!(s.store.stream_info("slow-2").is_none());
+    drop(tx);
+}
+
+/// Appends being received share `max_pending_append_bytes`: with 1 MiB and
+/// an append holding 600 KiB whose client has not finished it, another
+/// append or batch of 600 KiB is refused with RESOURCE_EXHAUSTED; once the
+/// first is written its bytes are free again.
+#[tokio::test]
+async fn appends_being_received_share_a_byte_budget() {
+    let s = start(|c| c.max_pending_append_bytes = 1 << 20).await;
+    let big = vec![b'x'; 600 << 10];
+    let mut first_client = s.streams().await;
+    let (tx, reqs) = open_requests(vec![append_options("held-a"), proposed(&big)]);
+    let first = tokio::spawn(async move { first_client.append(reqs).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut c = s.streams().await;
+    let err = c
+        .append(tokio_stream(vec![append_options("held-b"), proposed(&big)]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("max_pending_append_bytes"), "{err:?}");
+    let id = uuid::Uuid::new_v4();
+    let mut answers = c
+        .batch_append(tokio_stream(vec![batch_part(id, "held-b", &big, true)]))
+        .await
+        .unwrap()
+        .into_inner();
+    let a = answers.message().await.unwrap().unwrap();
+    let Some(batch_append_resp::Result::Error(e)) = &a.result else {
+        panic!("{a:?}")
+    };
+    assert_eq!(e.code, Code::ResourceExhausted as i32, "{e:?}");
+    assert!(s.store.stream_info("held-b").is_none());
+    // The first ends and is written; its bytes are given back.
+    drop(tx);
+    first.await.unwrap().unwrap();
+    assert!(s.store.stream_info("held-a").is_some());
+    c.append(tokio_stream(vec![append_options("held-b"), proposed(&big)]))
+        .await
+        .unwrap();
+}
