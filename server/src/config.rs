@@ -70,7 +70,9 @@ pub struct ServerConfig {
     pub body_limit_bytes: usize,
     /// Most events in one append request. Default 1000.
     pub max_events_per_append: usize,
-    /// Time limit of a request (not of subscriptions), in milliseconds. Default 30 s.
+    /// Time limit of a request (not of subscriptions), in milliseconds; over
+    /// gRPC, the time an append's events have to arrive and a page of a
+    /// scanning read of `$all` has to read. Default 30 s.
     pub request_timeout_ms: u64,
     /// Events returned by a read when no `limit` is given. Default 100.
     pub default_read_limit: usize,
@@ -117,6 +119,12 @@ pub struct ServerConfig {
     /// discover the node). Default: the host and port the client connected to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertise: Option<String>,
+    /// Most bytes of events held at once, server-wide, by gRPC appends
+    /// (`Append`, and `BatchAppend` batches) still being received or
+    /// written; an append or batch that would pass it is refused with
+    /// RESOURCE_EXHAUSTED. Each also has `request_timeout_ms` to arrive
+    /// whole. Default 256 MiB.
+    pub max_pending_append_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -143,6 +151,7 @@ impl Default for ServerConfig {
             idle_timeout_ms: 60_000,
             max_connections: 1024,
             advertise: None,
+            max_pending_append_bytes: 256 << 20,
         }
     }
 }
@@ -241,6 +250,7 @@ impl ServerConfig {
             ("max_connections", self.max_connections as u64),
             ("max_scans", self.max_scans as u64),
             ("max_long_polls", self.max_long_polls as u64),
+            ("max_pending_append_bytes", self.max_pending_append_bytes as u64),
         ];
         for (name, v) in positive {
             if v == 0 {

@@ -6,11 +6,17 @@
 //! An append answers the revision of its last event and the commit position
 //! of its last event (an exact retry answers the original's). A soft-deleted
 //! stream takes `no_stream` as its expected version, and its revisions go on.
+//! Events held by appends still arriving (and being written) count against
+//! a server-wide byte budget (`max_pending_append_bytes`), and an append or
+//! batch has `request_timeout_ms` to arrive whole.
+//!
 //! It owns the shape of append answers. It must never check an expected
 //! version itself, except for `$$<stream>`, whose revisions are those of the
 //! metadata's system stream.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use annal::{EventData, ExpectedVersion};
 use tonic::{Status, Streaming};
@@ -129,10 +135,15 @@ async fn run(
 /// the slots that hold them), counted so that empty events cannot pile up.
 const EVENT_OVERHEAD: usize = 128;
 
+/// What a proposed event weighs in memory: its bytes and names, plus [`EVENT_OVERHEAD`].
+fn weight(e: &EventData) -> usize {
+    let tags: usize = e.tags.iter().map(|t| t.len() + 24).sum();
+    e.data.len() + e.metadata.len() + e.event_type.len() + tags + EVENT_OVERHEAD
+}
+
 /// Adds a proposed message's size to an append's total, refusing past [`MAX_MESSAGE`].
 fn count_size(total: &mut usize, e: &EventData) -> Result<(), Status> {
-    let tags: usize = e.tags.iter().map(|t| t.len() + 24).sum();
-    *total = total.saturating_add(e.data.len() + e.metadata.len() + e.event_type.len() + tags + EVENT_OVERHEAD);
+    *total = total.saturating_add(weight(e));
     if *total > MAX_MESSAGE {
         return Err(Status::invalid_argument(format!(
             "the append is larger than {MAX_MESSAGE} bytes"
@@ -141,38 +152,82 @@ fn count_size(total: &mut usize, e: &EventData) -> Result<(), Status> {
     Ok(())
 }
 
-/// `Append`: options first, then the events.
+/// The bytes of events held, server-wide, by gRPC appends still being
+/// received or written (`max_pending_append_bytes`).
+pub(crate) struct AppendBudget {
+    held: AtomicUsize,
+    max: usize,
+}
+
+impl AppendBudget {
+    /// A budget of `max` bytes.
+    pub(crate) fn new(max: usize) -> Arc<AppendBudget> {
+        Arc::new(AppendBudget {
+            held: AtomicUsize::new(0),
+            max,
+        })
+    }
+}
+
+/// The bytes one append or batch holds against the [`AppendBudget`],
+/// given back when it is dropped (written, refused or abandoned).
+struct Held {
+    budget: Arc<AppendBudget>,
+    bytes: usize,
+}
+
+impl Held {
+    fn new(budget: &Arc<AppendBudget>) -> Held {
+        Held {
+            budget: budget.clone(),
+            bytes: 0,
+        }
+    }
+
+    /// Takes the bytes of one more event, or RESOURCE_EXHAUSTED if the budget has not room for them.
+    fn take(&mut self, e: &EventData) -> Result<(), Status> {
+        let n = weight(e);
+        let before = self.budget.held.fetch_add(n, Ordering::AcqRel);
+        if before.saturating_add(n) > self.budget.max {
+            self.budget.held.fetch_sub(n, Ordering::AcqRel);
+            return Err(Status::resource_exhausted(format!(
+                "appends being received hold more than max_pending_append_bytes ({} bytes) of events; \
+                 retry later",
+                self.budget.max
+            )));
+        }
+        self.bytes += n;
+        Ok(())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// The refusal of an append (or batch) whose events did not all arrive in time.
+fn arrived_too_late(state: &AppState) -> Status {
+    Status::deadline_exceeded(format!(
+        "the append's events did not all arrive within request_timeout_ms ({} ms)",
+        state.config.request_timeout_ms
+    ))
+}
+
+/// `Append`: options first, then the events, all within `request_timeout_ms`.
 pub(crate) async fn append(
     state: AppState,
     p: Principal,
-    mut inbound: Streaming<AppendReq>,
+    budget: Arc<AppendBudget>,
+    inbound: Streaming<AppendReq>,
 ) -> Result<AppendResp, Status> {
-    let options = match inbound.message().await? {
-        Some(AppendReq {
-            content: Some(append_req::Content::Options(o)),
-        }) => o,
-        _ => return Err(Status::invalid_argument("an append must start with its options")),
-    };
-    let stream = stream_name(options.stream_identifier.as_ref())?;
-    let expected = expected_of!(append_req, options.expected_stream_revision);
-    // Refused before a single event is held.
-    authorize_write(&p, &stream)?;
-    let max_events = state.config.max_events_per_append;
-    let mut events = Vec::new();
-    let mut total = 0usize;
-    while let Some(m) = inbound.message().await? {
-        match m.content {
-            Some(append_req::Content::ProposedMessage(pm)) => {
-                let e = event_data(pm.id.as_ref(), &pm.metadata, pm.custom_metadata, pm.data)?;
-                count_size(&mut total, &e)?;
-                if events.len() >= max_events {
-                    return Err(too_many(max_events));
-                }
-                events.push(e);
-            }
-            _ => return Err(Status::invalid_argument("an append sends its options once, first")),
-        }
-    }
+    let deadline = tokio::time::Instant::now() + state.config.request_timeout();
+    let (stream, expected, events, held) =
+        match tokio::time::timeout_at(deadline, receive(&state, &p, &budget, inbound)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(arrived_too_late(&state)),
+        };
     let result = match run(&state, &p, stream, expected, events).await? {
         Outcome::Done { revision, commit } => append_resp::Result::Success(append_resp::Success {
             current_revision_option: Some(match revision {
@@ -191,7 +246,46 @@ pub(crate) async fn append(
             append_resp::Result::WrongExpectedVersion(wrong_expected_version(current, expected))
         }
     };
+    drop(held);
     Ok(AppendResp { result: Some(result) })
+}
+
+/// What an append sends: its options, then its events, holding their bytes.
+async fn receive(
+    state: &AppState,
+    p: &Principal,
+    budget: &Arc<AppendBudget>,
+    mut inbound: Streaming<AppendReq>,
+) -> Result<(String, ExpectedVersion, Vec<EventData>, Held), Status> {
+    let options = match inbound.message().await? {
+        Some(AppendReq {
+            content: Some(append_req::Content::Options(o)),
+        }) => o,
+        _ => return Err(Status::invalid_argument("an append must start with its options")),
+    };
+    let stream = stream_name(options.stream_identifier.as_ref())?;
+    let expected = expected_of!(append_req, options.expected_stream_revision);
+    // Refused before a single event is held.
+    authorize_write(p, &stream)?;
+    let max_events = state.config.max_events_per_append;
+    let mut events = Vec::new();
+    let mut total = 0usize;
+    let mut held = Held::new(budget);
+    while let Some(m) = inbound.message().await? {
+        match m.content {
+            Some(append_req::Content::ProposedMessage(pm)) => {
+                let e = event_data(pm.id.as_ref(), &pm.metadata, pm.custom_metadata, pm.data)?;
+                count_size(&mut total, &e)?;
+                if events.len() >= max_events {
+                    return Err(too_many(max_events));
+                }
+                held.take(&e)?;
+                events.push(e);
+            }
+            _ => return Err(Status::invalid_argument("an append sends its options once, first")),
+        }
+    }
+    Ok((stream, expected, events, held))
 }
 
 /// The v1 wrong-expected-version answer, with the current fields and the legacy ones.
@@ -225,27 +319,59 @@ fn wrong_expected_version(current: Option<u64>, expected: ExpectedVersion) -> ap
 const MAX_OPEN_BATCHES: usize = 64;
 
 /// One batch being received.
-#[derive(Default)]
 struct Batch {
     options: Option<batch_append_req::Options>,
     events: Vec<EventData>,
     size: usize,
+    /// The bytes of its events, against the server's budget.
+    held: Held,
+    /// When its first part came: its final part must come within `request_timeout_ms`.
+    opened: tokio::time::Instant,
+    /// Its correlation id as the client sent it.
+    correlation_id: Option<super::proto::event_store::client::Uuid>,
     /// The first proposed message that could not be taken.
     error: Option<Status>,
 }
 
-/// `BatchAppend`: each batch (by correlation id) is appended when its final part arrives.
+/// `BatchAppend`: each batch (by correlation id) is appended when its final
+/// part arrives; a batch whose final part has not arrived within
+/// `request_timeout_ms` of its first is answered DEADLINE_EXCEEDED, and the
+/// call ends so (a later part cannot start it afresh).
 pub(crate) fn batch_append(
     state: AppState,
     p: Principal,
+    budget: Arc<AppendBudget>,
     mut inbound: Streaming<BatchAppendReq>,
 ) -> Answers<BatchAppendResp> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<BatchAppendResp, Status>>(16);
     let max_events = state.config.max_events_per_append;
+    let timeout = state.config.request_timeout();
     tokio::spawn(async move {
         let mut batches: HashMap<String, Batch> = HashMap::new();
         loop {
-            let msg = match inbound.message().await {
+            let oldest = batches.values().map(|b| b.opened).min();
+            let received = tokio::select! {
+                m = inbound.message() => m,
+                () = tokio::time::sleep_until(oldest.unwrap_or_else(tokio::time::Instant::now) + timeout),
+                    if oldest.is_some() => {
+                    let now = tokio::time::Instant::now();
+                    let late: Vec<String> = batches
+                        .iter()
+                        .filter(|(_, b)| b.opened + timeout <= now)
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for key in late {
+                        let Some(mut batch) = batches.remove(&key) else { continue };
+                        batch.error = Some(arrived_too_late(&state));
+                        let correlation_id = batch.correlation_id.clone();
+                        let answer = answer_batch(&state, &p, correlation_id, batch).await;
+                        let _ = tx.send(Ok(answer)).await;
+                    }
+                    let _ = tx.send(Err(arrived_too_late(&state))).await;
+                    break;
+                }
+            };
+            let msg = match received {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
                 Err(e) => {
@@ -267,7 +393,15 @@ pub(crate) fn batch_append(
             }
             // The bytes held by the other open batches count against this one's limit.
             let others: usize = batches.iter().filter(|(k, _)| **k != key).map(|(_, b)| b.size).sum();
-            let batch = batches.entry(key.clone()).or_default();
+            let batch = batches.entry(key.clone()).or_insert_with(|| Batch {
+                options: None,
+                events: Vec::new(),
+                size: 0,
+                held: Held::new(&budget),
+                opened: tokio::time::Instant::now(),
+                correlation_id: msg.correlation_id.clone(),
+                error: None,
+            });
             if let Some(o) = msg.options {
                 // A caller that may not write there is refused before its events are held.
                 if batch.error.is_none()
@@ -289,6 +423,7 @@ pub(crate) fn batch_append(
                 let mut held = batch.size + others;
                 match event_data(pm.id.as_ref(), &pm.metadata, pm.custom_metadata, pm.data)
                     .and_then(|e| count_size(&mut held, &e).map(|()| e))
+                    .and_then(|e| batch.held.take(&e).map(|()| e))
                 {
                     Ok(e) => {
                         batch.size = held - others;

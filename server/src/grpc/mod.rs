@@ -48,6 +48,11 @@ pub(crate) type Answers<T> = std::pin::Pin<Box<dyn futures_util::Stream<Item = R
 /// the store takes (`Options::max_append_size`, 32 MiB by default).
 pub(crate) const MAX_MESSAGE: usize = 64 << 20;
 
+/// The largest message a client sends to PersistentSubscriptions: settings,
+/// or an Ack or Nack of at most [`subscribers::MAX_IDS_PER_MESSAGE`] ids
+/// (about 400 KB in their longest form), never events.
+const PERSISTENT_REQUEST: usize = 1 << 20;
+
 /// The gRPC services as an axum router; paths that no service serves answer
 /// UNIMPLEMENTED, naming the method.
 pub(crate) fn router(state: AppState) -> axum::Router {
@@ -57,7 +62,7 @@ pub(crate) fn router(state: AppState) -> axum::Router {
     let gossip = GossipServer::new(gossip::Gossip::new(state.clone()));
     let features = ServerFeaturesServer::new(features::Features);
     let persistent = PersistentSubscriptionsServer::new(persistent::PersistentSubscriptions::new(state.clone()))
-        .max_decoding_message_size(MAX_MESSAGE)
+        .max_decoding_message_size(PERSISTENT_REQUEST)
         .max_encoding_message_size(MAX_MESSAGE);
     tonic::service::Routes::new(streams)
         .add_service(gossip)

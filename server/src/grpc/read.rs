@@ -41,20 +41,15 @@ const FIRST_PAGE: usize = 16;
 /// Answers buffered per call before the reader waits for the client.
 const CHANNEL: usize = 64;
 
-/// A call's answers on their way out: the sending and the receiving end.
-type Channel = (
-    mpsc::Sender<Result<ReadResp, Status>>,
-    mpsc::Receiver<Result<ReadResp, Status>>,
-);
-/// Bytes of events a read holds for its client, about: a page read from the
-/// store is sized to them by the previous page's events, and the answers
-/// waiting in the call's channel stay within them (an event larger than this
-/// still goes, alone).
+/// Bytes of events a read or a subscription (catch-up or persistent) holds
+/// for its client, about: a page read from the store is sized to them by the
+/// previous page's events, and the answers waiting in the call's channel
+/// stay within them (an event larger than this still goes, alone).
 const HELD_BYTES: usize = 4 << 20;
 
 /// What an event weighs toward [`HELD_BYTES`]: its bytes and names, plus a
 /// little for the rest of its answer.
-fn event_bytes(e: &RecordedEvent) -> usize {
+pub(crate) fn event_bytes(e: &RecordedEvent) -> usize {
     e.data.len() + e.metadata.len() + e.stream.len() + e.event_type.len() + 64
 }
 
@@ -132,18 +127,35 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// The answers channel of a read, bounded in bytes as well as in answers.
-struct Paced {
-    tx: mpsc::Sender<(Result<ReadResp, Status>, Option<OwnedSemaphorePermit>)>,
+/// The answers channel of a read or a subscription, bounded in bytes of
+/// events ([`HELD_BYTES`]) as well as in answers.
+#[derive(Clone)]
+pub(crate) struct Paced<T> {
+    tx: mpsc::Sender<(Result<T, Status>, Option<OwnedSemaphorePermit>)>,
     bytes: Arc<Semaphore>,
+    /// For the senders on threads of their own (subscriptions), which wait
+    /// for room outside the runtime.
+    runtime: tokio::runtime::Handle,
 }
 
-impl Paced {
-    /// The channel, and the call's answers: they end with DEADLINE_EXCEEDED
+impl<T: Send + 'static> Paced<T> {
+    /// The channel of a read, and the call's answers; see [`Paced::with_capacity`].
+    fn new(limits: &Limits) -> (Paced<T>, Answers<T>) {
+        Paced::with_capacity(CHANNEL, limits)
+    }
+
+    /// The channel of a subscription, which has no deadline, holding at
+    /// most `answers` answers; and the call's answers.
+    pub(crate) fn unlimited(answers: usize) -> (Paced<T>, Answers<T>) {
+        Paced::with_capacity(answers, &Limits::new(None))
+    }
+
+    /// The channel, holding at most `answers` answers (and [`HELD_BYTES`]
+    /// of events), and the call's answers: they end with DEADLINE_EXCEEDED
     /// once `limits`' deadline passes (never as if the read were complete),
-    /// and stop the read's store work when dropped.
-    fn new(limits: &Limits) -> (Paced, Answers<ReadResp>) {
-        let (tx, mut rx) = mpsc::channel(CHANNEL);
+    /// and stop the read's store work when dropped. Called on the runtime.
+    fn with_capacity(answers: usize, limits: &Limits) -> (Paced<T>, Answers<T>) {
+        let (tx, mut rx) = mpsc::channel(answers.max(1));
         let limits = limits.clone();
         let _cancel = CancelOnDrop(limits.cancel.clone());
         let mut sleep = limits.deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
@@ -172,27 +184,54 @@ impl Paced {
         let paced = Paced {
             tx,
             bytes: Arc::new(Semaphore::new(HELD_BYTES)),
+            runtime: tokio::runtime::Handle::current(),
         };
         (paced, answers)
     }
 
-    fn is_closed(&self) -> bool {
+    /// True once the client is gone (its answers dropped).
+    pub(crate) fn is_closed(&self) -> bool {
         self.tx.is_closed()
     }
 
     /// Sends an answer that holds no event; false once the client is gone.
-    async fn send(&self, answer: Result<ReadResp, Status>) -> bool {
+    pub(crate) async fn send(&self, answer: Result<T, Status>) -> bool {
         self.tx.send((answer, None)).await.is_ok()
     }
 
-    /// Sends the answer of event `e` once its bytes fit beside those
-    /// waiting; false once the client is gone.
-    async fn send_event(&self, e: &RecordedEvent, structured: bool) -> bool {
-        let n = u32::try_from(event_bytes(e).min(HELD_BYTES)).unwrap_or(u32::MAX);
+    /// Sends an answer that holds no event if there is room now; false if
+    /// not, or once the client is gone.
+    pub(crate) fn try_send(&self, answer: Result<T, Status>) -> bool {
+        self.tx.try_send((answer, None)).is_ok()
+    }
+
+    /// Sends an answer that holds events of `weight` bytes (see
+    /// [`event_bytes`]) once they fit beside those waiting; false once the
+    /// client is gone.
+    async fn send_weighed(&self, answer: T, weight: usize) -> bool {
+        let n = u32::try_from(weight.min(HELD_BYTES)).unwrap_or(u32::MAX);
         let Ok(bytes) = self.bytes.clone().acquire_many_owned(n).await else {
             return false;
         };
-        self.tx.send((Ok(event_resp(e, structured)), Some(bytes))).await.is_ok()
+        self.tx.send((Ok(answer), Some(bytes))).await.is_ok()
+    }
+
+    /// [`Paced::send`] from a thread outside the runtime, waiting there.
+    pub(crate) fn blocking_send(&self, answer: Result<T, Status>) -> bool {
+        self.tx.blocking_send((answer, None)).is_ok()
+    }
+
+    /// [`Paced::send_weighed`] from a thread outside the runtime, waiting there.
+    pub(crate) fn blocking_send_weighed(&self, answer: T, weight: usize) -> bool {
+        self.runtime.block_on(self.send_weighed(answer, weight))
+    }
+}
+
+impl Paced<ReadResp> {
+    /// Sends the answer of event `e` once its bytes fit beside those
+    /// waiting; false once the client is gone.
+    async fn send_event(&self, e: &RecordedEvent, structured: bool) -> bool {
+        self.send_weighed(event_resp(e, structured), event_bytes(e)).await
     }
 }
 
@@ -241,10 +280,6 @@ pub(crate) async fn read(
         Some(StreamOption::All(a)) => read_all(state, &p, a, count, shape, limits),
         None => Err(Status::invalid_argument("ReadReq names neither a stream nor $all")),
     }
-}
-
-fn answers(mut rx: mpsc::Receiver<Result<ReadResp, Status>>) -> Answers<ReadResp> {
-    Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
 }
 
 fn not_found(stream: &str) -> ReadResp {
@@ -435,7 +470,14 @@ fn read_all(
             let store = state.store();
             let want = page_len(&last_page);
             let indexed = indexed.clone();
-            let cancel = cancel.clone();
+            // A scanning page has `request_timeout_ms` to read, as HTTP's
+            // scans have, whatever the call's deadline: past it, its store
+            // work stops and the read ends (it held a place all along).
+            let page_deadline = scans.then(|| std::time::Instant::now() + state.config.request_timeout());
+            let cancel = match page_deadline {
+                Some(d) => cancel.clone().with_deadline(d),
+                None => cancel.clone(),
+            };
             // The place is given back when the store read ends, before the
             // events are sent (waiting for the client costs no place), and
             // not before: at the deadline this task is dropped while the
@@ -447,8 +489,16 @@ fn read_all(
                 store
                     .read_all_cancellable(direction, from, want, &indexed, HELD_BYTES, &cancel)
                     .map_err(status::from_store)
-            })
-            .await;
+            });
+            let page = match page_deadline {
+                Some(d) => match tokio::time::timeout_at(d.into(), page).await {
+                    // Cut by the page's deadline (the call's own ends its answers itself).
+                    Ok(Err(_)) if std::time::Instant::now() >= d => Err(page_too_long(&state)),
+                    Ok(page) => page,
+                    Err(_) => Err(page_too_long(&state)),
+                },
+                None => page.await,
+            };
             let page = match page {
                 Ok(page) => page,
                 Err(e) => {
@@ -489,6 +539,16 @@ fn read_all(
         }
     });
     Ok(answers)
+}
+
+/// The end of a scanning read one of whose pages took longer than
+/// `request_timeout_ms` to read.
+fn page_too_long(state: &AppState) -> Status {
+    Status::deadline_exceeded(format!(
+        "a page of this read of $all, whose filter the indexes cannot serve, took longer than \
+         request_timeout_ms ({} ms) to read; narrow the filter, or read on from the last position shown",
+        state.config.request_timeout_ms
+    ))
 }
 
 /// A place among `max_scans` for a later page of a scanning read, or None
@@ -660,7 +720,7 @@ fn subscribe_all(state: AppState, p: &Principal, a: AllOptions, shape: Shape) ->
 /// event: far behind the head, its reads take `max_scans` places a span at
 /// a time (see [`SubscriptionScans`]), as other scanning reads do.
 fn pump(state: AppState, sub: annal::Subscription, kind: Kind, shape: Shape) -> Result<Answers<ReadResp>, Status> {
-    let (tx, rx) = mpsc::channel(CHANNEL);
+    let (tx, answers) = Paced::unlimited(CHANNEL);
     let sub = match (kind, &shape.filter) {
         (Kind::All, Some(_)) => {
             let (out, stop) = (tx.clone(), state.shutdown.clone());
@@ -670,7 +730,7 @@ fn pump(state: AppState, sub: annal::Subscription, kind: Kind, shape: Shape) -> 
         }
         _ => sub,
     };
-    pump_into(state, sub, kind, shape, (tx, rx))
+    pump_into(state, sub, kind, shape, (tx, answers))
 }
 
 /// [`pump`] with the subscription's answer channel made.
@@ -679,7 +739,7 @@ fn pump_into(
     mut sub: annal::Subscription,
     kind: Kind,
     shape: Shape,
-    (tx, rx): Channel,
+    (tx, answers): (Paced<ReadResp>, Answers<ReadResp>),
 ) -> Result<Answers<ReadResp>, Status> {
     let place = Subscriber::take(&state)?;
     let confirmation = ReadResp {
@@ -687,8 +747,9 @@ fn pump_into(
             subscription_id: ::uuid::Uuid::new_v4().to_string(),
         })),
     };
-    tx.try_send(Ok(confirmation))
-        .map_err(|_| Status::internal("the subscription could not start"))?;
+    if !tx.try_send(Ok(confirmation)) {
+        return Err(Status::internal("the subscription could not start"));
+    }
     let stop = state.shutdown.clone();
     std::thread::Builder::new()
         .name("annal-grpc-subscription".into())
@@ -720,15 +781,17 @@ fn pump_into(
                             && let Some(at) = last_seen.filter(|&at| Some(at) != last_checkpoint)
                         {
                             last_checkpoint = Some(at);
-                            if tx.blocking_send(Ok(checkpoint(at))).is_err() {
+                            if !tx.blocking_send(Ok(checkpoint(at))) {
                                 return;
                             }
                         }
-                        // A limited caller learns no position past the last event it was shown.
-                        let next = if shape.limited {
-                            last_seen.map_or(0, |at| at.saturating_add(1))
-                        } else {
-                            sub.position()
+                        let next = match kind {
+                            // The next revision of the stream: the caller may read all of it
+                            // (`last_seen` is a global position, not a revision).
+                            Kind::Stream => sub.position(),
+                            // A limited caller learns no position past the last event it was shown.
+                            Kind::All if shape.limited => last_seen.map_or(0, |at| at.saturating_add(1)),
+                            Kind::All => sub.position(),
                         };
                         caught_up_resp(kind, next)
                     }
@@ -746,7 +809,7 @@ fn pump_into(
                         }
                         considered += 1;
                         last_seen = Some(e.position);
-                        if shown && tx.blocking_send(Ok(event_resp(&e, shape.structured))).is_err() {
+                        if shown && !tx.blocking_send_weighed(event_resp(&e, shape.structured), event_bytes(&e)) {
                             return;
                         }
                         match &shape.filter {
@@ -780,13 +843,13 @@ fn pump_into(
                         return;
                     }
                 };
-                if tx.blocking_send(Ok(answer)).is_err() {
+                if !tx.blocking_send(Ok(answer)) {
                     return;
                 }
             }
         })
         .map_err(|e| Status::resource_exhausted(format!("cannot start a subscription thread: {e}")))?;
-    Ok(answers(rx))
+    Ok(answers)
 }
 
 fn caught_up_resp(kind: Kind, next: u64) -> ReadResp {

@@ -5,9 +5,12 @@
 //! It owns which method goes where and the two deletes. It must never spell
 //! an error itself: texts and trailers are [`super::status`]'s.
 
+use std::sync::Arc;
+
 use annal::ExpectedVersion;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::append::AppendBudget;
 use super::convert::{actual_number, commit_of, expected_number, expected_of, stream_name};
 use super::proto::event_store::client::streams::streams_server;
 use super::proto::event_store::client::streams::{
@@ -21,11 +24,14 @@ use crate::state::AppState;
 /// The Streams service.
 pub(crate) struct Streams {
     state: AppState,
+    /// The bytes held by appends being received (`max_pending_append_bytes`).
+    appends: Arc<AppendBudget>,
 }
 
 impl Streams {
     pub(crate) fn new(state: AppState) -> Streams {
-        Streams { state }
+        let appends = AppendBudget::new(state.config.max_pending_append_bytes);
+        Streams { state, appends }
     }
 
     /// Deletes `stream` softly or for good; the position of the metadata
@@ -69,7 +75,7 @@ impl streams_server::Streams for Streams {
 
     async fn append(&self, request: Request<Streaming<AppendReq>>) -> Result<Response<AppendResp>, Status> {
         let p = principal(&self.state, &request)?;
-        super::append::append(self.state.clone(), p, request.into_inner())
+        super::append::append(self.state.clone(), p, self.appends.clone(), request.into_inner())
             .await
             .map(Response::new)
     }
@@ -124,6 +130,7 @@ impl streams_server::Streams for Streams {
         Ok(Response::new(super::append::batch_append(
             self.state.clone(),
             p,
+            self.appends.clone(),
             request.into_inner(),
         )))
     }

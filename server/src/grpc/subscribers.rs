@@ -21,7 +21,6 @@ use std::time::Duration;
 use crate::state::AppState;
 use annal::{GroupSettings, GroupSource, NackAction, Store, Strategy};
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 use uuid::Uuid;
@@ -36,13 +35,22 @@ use super::proto::event_store::client::persistent_subscriptions::read_resp::{
     Content, ReadEvent, SubscriptionConfirmation,
 };
 use super::proto::event_store::client::persistent_subscriptions::{ReadReq, ReadResp, read_req};
-use super::read::Subscriber;
+use super::read::{Paced, Subscriber, event_bytes};
 use super::status;
 
 /// Most events one fetch asks for.
 const FETCH_MAX: usize = 64;
 /// How long one fetch waits for an event before the thread looks at its inbox again.
 const FETCH_WAIT: Duration = Duration::from_millis(50);
+/// Most ids one Ack or Nack message may name; a message naming more is
+/// refused with INVALID_ARGUMENT and ends the call.
+pub(crate) const MAX_IDS_PER_MESSAGE: usize = 10_000;
+/// Acknowledgements decoded and not yet applied by the consumer's thread:
+/// with these waiting, the call's reader reads no more of the client's
+/// messages (HTTP/2 flow control then holds the client back), so a client
+/// that sends acknowledgements while its consumer is stuck sending events
+/// (it reads none) costs no more than these.
+const INBOX: usize = 4;
 
 /// Settings of the protocol that annal's groups do not interpret, as the
 /// client gave them (shown back by GetInfo and List); stored with the group
@@ -267,15 +275,19 @@ pub(crate) fn start(
     let place = Subscriber::take(state)?;
     let (store, shutdown, scans) = (state.store(), state.shutdown.clone(), state.scans.clone());
     let (id, conn) = registry.join(&sub.group, sub.max_subscribers, sub.user.clone(), sub.buffer_size)?;
-    let (out_tx, out_rx) = mpsc::channel::<Result<ReadResp, Status>>(sub.buffer_size.clamp(1, FETCH_MAX) * 2);
-    let (cmd_tx, cmd_rx) = std::sync::mpsc::channel::<Command>();
+    // Its events on their way out: at most twice a fetch, and about 4 MiB.
+    let (out_tx, answers) = Paced::<ReadResp>::unlimited(sub.buffer_size.clamp(1, FETCH_MAX) * 2);
+    let (cmd_tx, cmd_rx) = std::sync::mpsc::sync_channel::<Command>(INBOX);
+    // Told by the consumer's thread each time it takes a command (room in the inbox).
+    let room = Arc::new(tokio::sync::Notify::new());
+    let thread_room = room.clone();
     let stop = conn.stop.clone();
     let confirmation = ReadResp {
         content: Some(Content::SubscriptionConfirmation(SubscriptionConfirmation {
             subscription_id: sub.subscription_id.clone(),
         })),
     };
-    if out_tx.try_send(Ok(confirmation)).is_err() {
+    if !out_tx.try_send(Ok(confirmation)) {
         registry.leave(&sub.group, id);
         return Err(Status::internal("the subscription could not start"));
     }
@@ -301,18 +313,31 @@ pub(crate) fn start(
                     Action::Stop => Command::Stop(ids, n.reason),
                 }),
                 Some(Ok(_)) => Ok(Command::Ack(Vec::new())),
-                Some(Err(_)) | None => break,
+                // A message the server cannot take (larger than it decodes, …): said, and the end.
+                Some(Err(e)) => Err(e),
+                None => break,
             };
-            match cmd {
-                Ok(c) => {
-                    if cmd_tx.send(c).is_err() {
-                        break;
-                    }
-                }
+            let mut cmd = match cmd {
+                Ok(c) => c,
                 Err(e) => {
                     let _ = reader_out.send(Err(e)).await;
                     break;
                 }
+            };
+            // Waits, reading nothing more, until the consumer's thread takes one.
+            let sent = loop {
+                match cmd_tx.try_send(cmd) {
+                    Ok(()) => break true,
+                    Err(std::sync::mpsc::TrySendError::Full(c)) => cmd = c,
+                    Err(std::sync::mpsc::TrySendError::Disconnected(_)) => break false,
+                }
+                tokio::select! {
+                    () = reader_stop.cancelled() => break false,
+                    () = room.notified() => {}
+                }
+            };
+            if !sent {
+                break;
             }
         }
         reader_stop.cancel();
@@ -323,7 +348,7 @@ pub(crate) fn start(
         .name(format!("annal-grpc-{}", conn.consumer))
         .spawn(move || {
             let _place = place;
-            let result = serve(&store, &sub, &conn, (&out_tx, &cmd_rx), &shutdown, &scans);
+            let result = serve(&store, &sub, &conn, (&out_tx, &cmd_rx, &thread_room), &shutdown, &scans);
             thread_registry.leave(&group, id);
             conn.stop.cancel();
             match result {
@@ -342,12 +367,17 @@ pub(crate) fn start(
             "no thread could be started for the subscription",
         ));
     }
-    let mut out_rx = out_rx;
-    Ok(Box::pin(futures_util::stream::poll_fn(move |cx| out_rx.poll_recv(cx))))
+    Ok(answers)
 }
 
-/// Ids of an Ack or Nack.
+/// Ids of an Ack or Nack; more than [`MAX_IDS_PER_MESSAGE`] are refused.
 fn ids(ids: &[super::proto::event_store::client::Uuid]) -> Result<Vec<Uuid>, Status> {
+    if ids.len() > MAX_IDS_PER_MESSAGE {
+        return Err(Status::invalid_argument(format!(
+            "an Ack or Nack names at most {MAX_IDS_PER_MESSAGE} event ids; this one names {}",
+            ids.len()
+        )));
+    }
     ids.iter().filter_map(|id| parse_uuid(Some(id)).transpose()).collect()
 }
 
@@ -363,9 +393,10 @@ fn serve(
     store: &Store,
     sub: &Subscription,
     conn: &Connection,
-    (out, commands): (
-        &mpsc::Sender<Result<ReadResp, Status>>,
+    (out, commands, room): (
+        &Paced<ReadResp>,
         &std::sync::mpsc::Receiver<Command>,
+        &tokio::sync::Notify,
     ),
     shutdown: &CancellationToken,
     scans: &Arc<tokio::sync::Semaphore>,
@@ -400,6 +431,7 @@ fn serve(
                         Err(std::sync::mpsc::TryRecvError::Disconnected) => return Ok(()),
                     }
                 };
+                room.notify_one();
                 wait = Duration::ZERO;
                 match cmd {
                     Command::Ack(ids) => {
@@ -444,6 +476,7 @@ fn serve(
             idle = scanning && deliveries.is_empty();
             for d in deliveries {
                 held.insert(d.event.id);
+                let weight = event_bytes(&d.event);
                 let w = wire_event(&d.event, &d.event.stream, sub.structured);
                 let resp = ReadResp {
                     content: Some(Content::Event(ReadEvent {
@@ -462,7 +495,7 @@ fn serve(
                         count: Some(Count::RetryCount(i32::try_from(d.retry_count).unwrap_or(i32::MAX))),
                     })),
                 };
-                if out.blocking_send(Ok(resp)).is_err() {
+                if !out.blocking_send_weighed(resp, weight) {
                     return Ok(());
                 }
                 conn.sent.fetch_add(1, Ordering::Relaxed);

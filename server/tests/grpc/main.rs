@@ -2174,6 +2174,151 @@ mod persistent {
             .unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "{err:?}");
     }
+
+    /// Makes group `group` on `stream` holding up to `in_flight` events unacknowledged.
+    async fn create_holding(c: &mut Client, stream: &str, group: &str, in_flight: i32) {
+        let mut s = settings(0, "RoundRobin");
+        (s.live_buffer_size, s.history_buffer_size, s.read_batch_size) = (in_flight, in_flight, in_flight);
+        c.create(ps::CreateReq {
+            options: Some(ps::create_req::Options {
+                group_name: group.into(),
+                settings: Some(s),
+                stream_identifier: None,
+                stream_option: Some(ps::create_req::options::StreamOption::Stream(
+                    ps::create_req::StreamOptions {
+                        stream_identifier: sid(stream),
+                        revision_option: Some(ps::create_req::stream_options::RevisionOption::Start(Empty {})),
+                    },
+                )),
+            }),
+        })
+        .await
+        .unwrap();
+    }
+
+    /// A client on a connection of its own with 64 KiB windows, so that
+    /// answers it does not read soon stop the server's sender.
+    async fn slow_client(s: &Server) -> Client {
+        let channel = Channel::from_shared(format!("http://127.0.0.1:{}", s.port))
+            .unwrap()
+            .initial_stream_window_size(65_535)
+            .initial_connection_window_size(65_535)
+            .connect()
+            .await
+            .unwrap();
+        PersistentSubscriptionsClient::new(channel)
+    }
+
+    /// The options message of a consumer of `group` on `stream` holding up to `buffer` events.
+    fn read_options_of(stream: &str, group: &str, buffer: i32) -> ps::ReadReq {
+        ps::ReadReq {
+            content: Some(ps::read_req::Content::Options(ps::read_req::Options {
+                group_name: group.into(),
+                buffer_size: buffer,
+                uuid_option: Some(ps::read_req::options::UuidOption {
+                    content: Some(ps::read_req::options::uuid_option::Content::String(Empty {})),
+                }),
+                stream_option: Some(ps::read_req::options::StreamOption::StreamIdentifier(
+                    sid(stream).unwrap(),
+                )),
+            })),
+        }
+    }
+
+    fn ack_of(n: usize) -> ps::ReadReq {
+        ps::ReadReq {
+            content: Some(ps::read_req::Content::Ack(ps::read_req::Ack {
+                id: Default::default(),
+                ids: (0..n).map(|_| string_id(uuid::Uuid::new_v4()).unwrap()).collect(),
+            })),
+        }
+    }
+
+    /// A consumer whose client stopped reading its events stops taking the
+    /// client's acknowledgements once a few wait (HTTP/2 flow control then
+    /// holds the client back): they went to an unbounded queue that the
+    /// consumer, blocked sending events, never emptied, so a client that
+    /// streamed acknowledgements and read nothing grew the server's memory
+    /// without end. Counted in Ack messages of 2,000 ids (80 KB each) the
+    /// client managed to send out of 200.
+    #[tokio::test]
+    async fn a_consumer_whose_client_reads_nothing_stops_taking_its_acks() {
+        let s = start(|_| {}).await;
+        let mut c = PersistentSubscriptionsClient::new(s.channel().await);
+        let data = vec![b'x'; 4 << 10];
+        let evs = (0..300)
+            .map(|_| annal::EventData::binary("Big", data.clone()))
+            .collect();
+        s.store.append("acks-1", annal::ExpectedVersion::Any, evs).unwrap();
+        create_holding(&mut c, "acks-1", "g", 1000).await;
+        let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = taken.clone();
+        let reqs = futures_util::stream::iter(std::iter::once(read_options_of("acks-1", "g", 1000)).chain(
+            (0..200).map(move |_| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                ack_of(2000)
+            }),
+        ));
+        let mut slow = slow_client(&s).await;
+        // The client never reads its events.
+        let _answers = slow.read(reqs).await.unwrap().into_inner();
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        let n = taken.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            n < 100,
+            "the server took {n} of 200 acknowledgements while its consumer could not send"
+        );
+    }
+
+    /// An Ack or Nack naming more ids than a message may is refused with
+    /// INVALID_ARGUMENT, at the documented limit.
+    #[tokio::test]
+    async fn an_ack_of_too_many_ids_is_refused() {
+        let s = start(|_| {}).await;
+        let mut c = PersistentSubscriptionsClient::new(s.channel().await);
+        append_types(&s.store, "acks-2", &["T"]);
+        create_holding(&mut c, "acks-2", "g", 10).await;
+        let (acks, mut answers) = consume_with(&mut c, Some("acks-2"), "g", 10).await;
+        next_events(&mut answers, 1).await;
+        // At the limit: taken.
+        acks.send(ack_of(10_000)).await.unwrap();
+        assert!(quiet(&mut answers).await, "an ack at the limit is taken");
+        acks.send(ack_of(10_001)).await.unwrap();
+        let err = tokio::time::timeout(std::time::Duration::from_secs(10), answers.message())
+            .await
+            .expect("an answer within 10 s")
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("10000"), "{err:?}");
+    }
+
+    /// A consumer whose client does not read holds about 4 MiB of events on
+    /// their way out, not 128 answers (with events of 300 KiB, 38 MiB): the
+    /// events it has sent (GetInfo's total items) stop near 4 MiB's worth.
+    #[tokio::test]
+    async fn a_consumer_holds_its_unread_events_within_a_byte_bound() {
+        let s = start(|_| {}).await;
+        let mut c = PersistentSubscriptionsClient::new(s.channel().await);
+        let data = vec![b'x'; 300 << 10];
+        for _ in 0..40 {
+            let e = annal::EventData::binary("Big", data.clone());
+            s.store.append("held-1", annal::ExpectedVersion::Any, vec![e]).unwrap();
+        }
+        create_holding(&mut c, "held-1", "g", 100).await;
+        let mut slow = slow_client(&s).await;
+        let (tx, mut rx) = mpsc::channel(1);
+        tx.send(read_options_of("held-1", "g", 100)).await.unwrap();
+        let reqs = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let _answers = slow.read(reqs).await.unwrap().into_inner();
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let info = get_info(&mut c, Some("held-1"), "g").await;
+        let sent: i64 = info.connections.iter().map(|c| c.total_items).sum();
+        assert!(
+            sent > 0 && sent < 20,
+            "{sent} events of 300 KiB sent to a client that reads nothing"
+        );
+        drop(tx);
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -2582,5 +2727,254 @@ async fn a_read_page_is_bounded_in_bytes() {
     let read = gate.bytes_read() - before;
     assert!(read < 20 << 20, "{} MiB read before the 17th event", read >> 20);
     drop(answers);
+    s.stop().await.unwrap();
+}
+
+/// A catch-up subscription whose client does not read holds about 4 MiB of
+/// events on their way out, as reads do, not 64 answers: with events of
+/// 1 MiB it stops within the store's first batch (250 small events and 6 of
+/// 1 MiB) instead of taking all six and reading the next batch (4 more) from
+/// the store. Counted in segment bytes read by then (the first batch is
+/// about 6.3 MiB, both about 10.3 MiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_subscription_holds_its_unread_events_within_a_byte_bound() {
+    use read_req::options::*;
+    let (s, gate) = common::TestServer::start_gated(|_| {}).await;
+    let store = s.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let small = (0..250)
+            .map(|_| annal::EventData::binary("Small", vec![b's'; 1024]))
+            .collect();
+        store.append("held-2", annal::ExpectedVersion::Any, small).unwrap();
+        for _ in 0..10 {
+            let big = annal::EventData::binary("Big", vec![b'x'; 1 << 20]);
+            store.append("held-2", annal::ExpectedVersion::Any, vec![big]).unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    let before = gate.bytes_read();
+    let mut slow = streams_at(&s.base, true).await;
+    let mut req = read_options(stream_from("held-2", None), false, false, 0);
+    req.options.as_mut().unwrap().count_option = Some(CountOption::Subscription(SubscriptionOptions {}));
+    let mut answers = slow.read(req).await.unwrap().into_inner();
+    let mut small = 0;
+    while small < 250 {
+        if let Some(read_resp::Content::Event(e)) = answers.message().await.unwrap().unwrap().content {
+            assert_eq!(e.event.unwrap().metadata["type"], "Small");
+            small += 1;
+        }
+    }
+    // Its client reads no more: what the server reads now, it holds.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let read = gate.bytes_read() - before;
+    assert!(read < 8 << 20, "{} KiB read for a client that read 250 KiB", read >> 10);
+    drop(answers);
+    s.stop().await.unwrap();
+}
+
+/// A subscription to a stream of a caller limited to stream prefixes is
+/// caught up at the stream's last revision, not at a global position (a
+/// client resuming there skipped its own revisions).
+#[tokio::test]
+async fn a_limited_stream_subscription_is_caught_up_at_a_revision() {
+    use read_req::options::*;
+    let s = start(tenant_only).await;
+    let evs: Vec<_> = (0..100).map(|_| annal::EventData::json("T", "{}")).collect();
+    s.store.append("users-1", annal::ExpectedVersion::Any, evs).unwrap();
+    s.store
+        .append(
+            "orders-1",
+            annal::ExpectedVersion::Any,
+            vec![annal::EventData::json("T", "{}")],
+        )
+        .unwrap();
+    let mut req = read_options(stream_from("orders-1", None), false, false, 0);
+    req.options.as_mut().unwrap().count_option = Some(CountOption::Subscription(SubscriptionOptions {}));
+    let mut req = Request::new(req);
+    req.metadata_mut()
+        .insert("authorization", "Bearer t0ken".parse().unwrap());
+    let mut a = s.streams().await.read(req).await.unwrap().into_inner();
+    loop {
+        if let Some(read_resp::Content::CaughtUp(c)) = a.message().await.unwrap().unwrap().content {
+            assert_eq!(c.stream_revision, Some(0));
+            break;
+        }
+    }
+}
+
+/// The options of an `Append` to `stream`, any revision.
+fn append_options(stream: &str) -> AppendReq {
+    AppendReq {
+        content: Some(append_req::Content::Options(append_req::Options {
+            stream_identifier: sid(stream),
+            expected_stream_revision: Some(append_req::options::ExpectedStreamRevision::Any(Empty {})),
+        })),
+    }
+}
+
+fn proposed(data: &[u8]) -> AppendReq {
+    AppendReq {
+        content: Some(append_req::Content::ProposedMessage(message(
+            None,
+            "T",
+            "application/octet-stream",
+            data,
+        ))),
+    }
+}
+
+/// A part of batch `id` of a BatchAppend to `stream` with one event of `data`.
+fn batch_part(id: uuid::Uuid, stream: &str, data: &[u8], is_final: bool) -> BatchAppendReq {
+    BatchAppendReq {
+        correlation_id: string_id(id),
+        options: Some(batch_append_req::Options {
+            stream_identifier: sid(stream),
+            expected_stream_position: Some(batch_append_req::options::ExpectedStreamPosition::Any(())),
+            deadline_option: None,
+        }),
+        proposed_messages: vec![batch_append_req::ProposedMessage {
+            id: string_id(uuid::Uuid::new_v4()),
+            metadata: [
+                ("type".to_string(), "T".to_string()),
+                ("content-type".to_string(), "application/octet-stream".to_string()),
+            ]
+            .into_iter()
+            .collect(),
+            custom_metadata: Default::default(),
+            data: data.to_vec().into(),
+        }],
+        is_final,
+    }
+}
+
+/// A stream of requests fed by the sender returned beside it (the call
+/// stays open while the sender lives).
+fn open_requests<T: Send + 'static>(
+    first: Vec<T>,
+) -> (
+    tokio::sync::mpsc::UnboundedSender<T>,
+    impl futures_util::Stream<Item = T> + Send + 'static,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for m in first {
+        tx.send(m).unwrap();
+    }
+    (tx, futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+}
+
+/// An append whose events are still arriving when `request_timeout_ms`
+/// has passed ends with DEADLINE_EXCEEDED and writes nothing (it held its
+/// events for as long as its client kept the call open); a BatchAppend
+/// batch whose final part has not come by then is answered so, and the
+/// call ends.
+#[tokio::test]
+async fn appends_still_arriving_past_the_request_timeout_end() {
+    let s = start(|c| c.request_timeout_ms = 1000).await;
+    let mut c = s.streams().await;
+    let (tx, reqs) = open_requests(vec![append_options("slow-1"), proposed(b"x")]);
+    let started = std::time::Instant::now();
+    let err = tokio::time::timeout(std::time::Duration::from_secs(10), c.append(reqs))
+        .await
+        .expect("ended by the server within 10 s")
+        .unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(err.message().contains("request_timeout_ms"), "{err:?}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+    assert!(s.store.stream_info("slow-1").is_none());
+    drop(tx);
+
+    let id = uuid::Uuid::new_v4();
+    let (tx, reqs) = open_requests(vec![batch_part(id, "slow-2", b"x", false)]);
+    let mut answers = c.batch_append(reqs).await.unwrap().into_inner();
+    let a = tokio::time::timeout(std::time::Duration::from_secs(10), answers.message())
+        .await
+        .expect("answered within 10 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.correlation_id, string_id(id));
+    let Some(batch_append_resp::Result::Error(e)) = &a.result else {
+        panic!("{a:?}")
+    };
+    assert_eq!(e.code, Code::DeadlineExceeded as i32, "{e:?}");
+    let end = answers.message().await.unwrap_err();
+    assert_eq!(end.code(), Code::DeadlineExceeded, "{end:?}");
+    assert!(s.store.stream_info("slow-2").is_none());
+    drop(tx);
+}
+
+/// Appends being received share `max_pending_append_bytes`: with 1 MiB and
+/// an append holding 600 KiB whose client has not finished it, another
+/// append or batch of 600 KiB is refused with RESOURCE_EXHAUSTED; once the
+/// first is written its bytes are free again.
+#[tokio::test]
+async fn appends_being_received_share_a_byte_budget() {
+    let s = start(|c| c.max_pending_append_bytes = 1 << 20).await;
+    let big = vec![b'x'; 600 << 10];
+    let mut first_client = s.streams().await;
+    let (tx, reqs) = open_requests(vec![append_options("held-a"), proposed(&big)]);
+    let first = tokio::spawn(async move { first_client.append(reqs).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut c = s.streams().await;
+    let err = c
+        .append(tokio_stream(vec![append_options("held-b"), proposed(&big)]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("max_pending_append_bytes"), "{err:?}");
+    let id = uuid::Uuid::new_v4();
+    let mut answers = c
+        .batch_append(tokio_stream(vec![batch_part(id, "held-b", &big, true)]))
+        .await
+        .unwrap()
+        .into_inner();
+    let a = answers.message().await.unwrap().unwrap();
+    let Some(batch_append_resp::Result::Error(e)) = &a.result else {
+        panic!("{a:?}")
+    };
+    assert_eq!(e.code, Code::ResourceExhausted as i32, "{e:?}");
+    assert!(s.store.stream_info("held-b").is_none());
+    // The first ends and is written; its bytes are given back.
+    drop(tx);
+    first.await.unwrap().unwrap();
+    assert!(s.store.stream_info("held-a").is_some());
+    c.append(tokio_stream(vec![append_options("held-b"), proposed(&big)]))
+        .await
+        .unwrap();
+}
+
+/// A scanning read whose call has no deadline (no `grpc-timeout`) still
+/// gives each page `request_timeout_ms` to read, as HTTP's scans have:
+/// held in the middle of a page (its reads wait at a closed gate), it ends
+/// with DEADLINE_EXCEEDED naming that setting, instead of holding its scan
+/// place for as long as the page takes (a pass over a log of hidden events);
+/// once the gate opens, the store read stops and the place is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scanning_page_without_a_call_deadline_stops_at_the_request_timeout() {
+    let (s, gate) = common::TestServer::start_gated(|c| {
+        c.max_scans = 1;
+        c.request_timeout_ms = 1000;
+    })
+    .await;
+    let mut c = streams_at(&s.base, false).await;
+    fill_big(&mut c).await;
+    gate.close();
+    let mut held = c.read(scanning_read(u64::MAX)).await.unwrap().into_inner();
+    gate.wait_for_waiting(1).await;
+    let end = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match held.message().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the read ends at the request timeout");
+    let err = end.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(err.message().contains("request_timeout_ms"), "{err:?}");
+    gate.open();
+    wait_for_a_scan_place(&mut c).await;
     s.stop().await.unwrap();
 }
