@@ -399,7 +399,10 @@ fn append_parsed(
                     Ok(()) => e,
                     Err(f) => CliError::with_code(
                         e.code,
-                        format!("{}; appending the events before it failed too: {}", e.message, f.message),
+                        format!(
+                            "{}; appending the events before it failed too: {}",
+                            e.message, f.message
+                        ),
                     ),
                 });
             }
