@@ -44,6 +44,7 @@ use super::{Answers, blocking, principal, status};
 use crate::auth::{Need, Principal};
 use crate::config::{MAX_GROUP_IN_FLIGHT, Role};
 use crate::state::AppState;
+use crate::visible::Shown;
 
 /// Longest acknowledgement timeout a group may have (a day); a timeout of 0
 /// (none, for KurrentDB) takes it.
@@ -338,13 +339,29 @@ impl PersistentSubscriptions {
 }
 
 /// A group's info as the protocol shows it.
+///
+/// Positions of the global log are those `seen` may be shown: a token
+/// limited to some streams learns no position past the last event of the
+/// group's streams (not the head of the whole log).
 fn info(
     registry: &Registry,
     store: &Store,
     key: &str,
     settings: &GroupSettings,
     i: &GroupInfo,
-) -> Option<SubscriptionInfo> {
+    seen: &Shown,
+) -> Result<Option<SubscriptionInfo>, Status> {
+    let clamp = |at: u64| {
+        seen.position(store, at).map_err(|e| {
+            if seen.everything() {
+                status::from_store(e)
+            } else {
+                status::from_store_without_place(e)
+            }
+        })
+    };
+    let saved_checkpoint = clamp(i.saved_checkpoint)?;
+    let head = clamp(store.head_position())?;
     let (label, name) = shown(key, settings);
     let kept = Kept::of(settings);
     let all = matches!(settings.source, GroupSource::All(_));
@@ -356,13 +373,13 @@ fn info(
         }
     };
     // The cursor is the next position (revision) to hand out.
-    let last_checkpointed = match i.saved_checkpoint {
+    let last_checkpointed = match saved_checkpoint {
         0 => String::new(),
         c if all => position(c),
         c => position(c - 1),
     };
     let last_known = match &settings.source {
-        GroupSource::All(_) => match store.head_position() {
+        GroupSource::All(_) => match head {
             0 => String::new(),
             h => position(h),
         },
@@ -373,7 +390,7 @@ fn info(
     };
     let connections = registry.connections(key);
     let n = |v: usize| i32::try_from(v).unwrap_or(i32::MAX);
-    Some(SubscriptionInfo {
+    Ok(Some(SubscriptionInfo {
         event_source: label,
         group_name: name,
         status: "Live".into(),
@@ -408,7 +425,7 @@ fn info(
         max_subscriber_count: kept.max_subscribers,
         parked_message_count: i64::try_from(i.parked).unwrap_or(i64::MAX),
         ..Default::default()
-    })
+    }))
 }
 
 impl PersistentSubscriptions {
@@ -662,10 +679,17 @@ impl persistent_subscriptions_server::PersistentSubscriptions for PersistentSubs
         };
         let registry = self.registry.clone();
         let info = self
-            .with_group(p, source, options.group_name, Role::Read, move |store, key, g| {
-                info(&registry, store, key, g.settings(), &g.info())
-                    .ok_or_else(|| Status::internal("the group's name does not read back"))
-            })
+            .with_group(
+                p.clone(),
+                source,
+                options.group_name,
+                Role::Read,
+                move |store, key, g| {
+                    let seen = Shown::of(&p, &g.settings().source);
+                    info(&registry, store, key, g.settings(), &g.info(), &seen)?
+                        .ok_or_else(|| Status::internal("the group's name does not read back"))
+                },
+            )
             .await?;
         Ok(Response::new(GetInfoResp {
             subscription_info: Some(info),
@@ -725,7 +749,8 @@ impl persistent_subscriptions_server::PersistentSubscriptions for PersistentSubs
                     Err(annal::Error::InvalidInput(_)) => continue,
                     Err(e) => return Err(status::from_store(e)),
                 };
-                out.extend(info(&registry, &store, &key, g.settings(), &g.info()));
+                let seen = Shown::of(&p, &g.settings().source);
+                out.extend(info(&registry, &store, &key, g.settings(), &g.info(), &seen)?);
             }
             Ok(out)
         })

@@ -21,10 +21,11 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::encode::{EventOut, JsonBody, Params, check_stream, json_bytes};
-use super::error::ApiError;
+use super::error::{ApiError, without_place};
 use crate::auth::{Denied, Need, Principal};
 use crate::config::{MAX_GROUP_IN_FLIGHT, Role};
 use crate::state::AppState;
+use crate::visible::Shown;
 
 /// The least time between two looks of a waiting fetch woken by new events
 /// of the log (which may not concern its group).
@@ -275,8 +276,17 @@ pub(crate) async fn info(
             let g = open(&store, &name, &p, Role::Read)?;
             let i = g.info();
             let mut m = settings_json(&name, g.settings());
-            m.insert("checkpoint".into(), json!(i.checkpoint));
-            m.insert("saved_checkpoint".into(), json!(i.saved_checkpoint));
+            // A token limited to some streams is shown no position past the
+            // last event of the group's streams (an idle group's cursor
+            // stands at the head of the whole log).
+            let shown = Shown::of(&p, &g.settings().source);
+            let position = |at: u64| {
+                shown
+                    .position(&store, at)
+                    .map_err(|e| if shown.everything() { e.into() } else { without_place(e) })
+            };
+            m.insert("checkpoint".into(), json!(position(i.checkpoint)?));
+            m.insert("saved_checkpoint".into(), json!(position(i.saved_checkpoint)?));
             m.insert("in_flight".into(), json!(i.in_flight));
             m.insert("ready".into(), json!(i.ready));
             m.insert("parked".into(), json!(i.parked));

@@ -373,3 +373,54 @@ async fn an_admin_limited_to_some_streams_may_not_administer_the_store() {
         .await;
     assert_eq!((st, v["shredded"].clone()), (StatusCode::OK, json!(true)));
 }
+
+/// Audit (isolation): a group over the global log moves its cursor to the
+/// head of the whole log once it has read everything, and `GET
+/// /groups/{name}` showed that checkpoint to a token limited to some
+/// streams: it learnt how many events other tenants wrote, and when. Such
+/// a token is now shown one past the last event of the group's streams; a
+/// store-wide token still sees the checkpoint as it is.
+#[tokio::test]
+async fn a_limited_tokens_group_checkpoint_does_not_show_the_head() {
+    let s = limited_server().await;
+    s.store
+        .append("order-1", ExpectedVersion::Any, vec![EventData::json("T", "{}")])
+        .unwrap();
+    let evs: Vec<EventData> = (0..500).map(|_| EventData::json("T", "{}")).collect();
+    s.store.append("user-1", ExpectedVersion::Any, evs).unwrap();
+    let head = s.store.head_position();
+    let t = Some("secret-tenant");
+    let (st, v) = s
+        .call_as(
+            Method::PUT,
+            "/groups/order-g",
+            Some(json!({ "stream_prefix": "order-", "checkpoint_every": 1 })),
+            t,
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let (_, v) = s
+        .call_as(Method::POST, "/groups/order-g/fetch?consumer=c", None, t)
+        .await;
+    let id = v["events"][0]["id"].clone();
+    let mine = v["events"][0]["position"].as_u64().unwrap();
+    let (st, _) = s
+        .call_as(
+            Method::POST,
+            "/groups/order-g/ack",
+            Some(json!({ "consumer": "c", "ids": [id] })),
+            t,
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    // The store-wide writer sees the cursor as it is: at the head as the
+    // fetch found it, past the other tenant's 500 events.
+    let (_, v) = s
+        .call_as(Method::GET, "/groups/order-g", None, Some("secret-writer"))
+        .await;
+    assert!(v["checkpoint"].as_u64().unwrap() > head, "{v}");
+    // The tenant: one past its own last event, for both figures.
+    let (_, v) = s.call_as(Method::GET, "/groups/order-g", None, t).await;
+    assert_eq!(v["checkpoint"], json!(mine + 1), "{v} (the tenant's event at {mine})");
+    assert!(v["saved_checkpoint"].as_u64().unwrap() <= mine + 1, "{v}");
+}

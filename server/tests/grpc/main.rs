@@ -1918,6 +1918,54 @@ mod persistent {
         assert!(!hidden.message().contains("payroll"), "{hidden:?}");
     }
 
+    /// Audit (isolation): GetInfo and List showed every `$all` group's
+    /// last known position as the head of the whole log, so a token limited
+    /// to some streams learnt how many events other tenants wrote. It is now
+    /// shown one past the last event of the group's streams.
+    #[tokio::test]
+    async fn an_all_group_does_not_show_a_limited_token_the_head() {
+        let s = start(tenant_only).await;
+        s.store
+            .create_group(
+                "orders-g",
+                annal::GroupSettings {
+                    source: annal::GroupSource::All(annal::Filter::all().with_stream_prefix("orders-")),
+                    ..annal::GroupSettings::all()
+                },
+            )
+            .unwrap();
+        let mine = s
+            .store
+            .append(
+                "orders-1",
+                annal::ExpectedVersion::Any,
+                vec![annal::EventData::json("T", "{}")],
+            )
+            .unwrap()
+            .position;
+        let evs: Vec<_> = (0..1000).map(|_| annal::EventData::json("T", "{}")).collect();
+        s.store.append("users-1", annal::ExpectedVersion::Any, evs).unwrap();
+        let head = s.store.head_position();
+        let mut c = Client::new(s.channel().await);
+        let mut req = Request::new(ps::GetInfoReq {
+            options: Some(ps::get_info_req::Options {
+                group_name: "orders-g".into(),
+                stream_option: Some(ps::get_info_req::options::StreamOption::All(Empty {})),
+            }),
+        });
+        req.metadata_mut()
+            .insert("authorization", "Bearer t0ken".parse().unwrap());
+        let info = c.get_info(req).await.unwrap().into_inner().subscription_info.unwrap();
+        let shown = format!("C:{0}/P:{0}", mine + 1);
+        assert_eq!(info.last_known_event_position, shown, "head {head}: {info:?}");
+        let mut req = Request::new(ps::ListReq { options: None });
+        req.metadata_mut()
+            .insert("authorization", "Bearer t0ken".parse().unwrap());
+        let listed = c.list(req).await.unwrap().into_inner().subscriptions;
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].last_known_event_position, shown, "head {head}: {listed:?}");
+    }
+
     async fn get_info(c: &mut Client, source: Option<&str>, group: &str) -> ps::SubscriptionInfo {
         c.get_info(ps::GetInfoReq {
             options: Some(ps::get_info_req::Options {
