@@ -107,9 +107,11 @@ pub struct ServerConfig {
     /// Time a client has to send a request's headers, from the moment the
     /// server waits for them, in milliseconds. Default 10 s.
     pub header_read_timeout_ms: u64,
-    /// A connection on which no byte moves either way for this long is
-    /// closed, in milliseconds; more than `request_timeout_ms` and
-    /// `keepalive_ms`. Default 60 s.
+    /// A connection on which no byte moves either way for this long, or on
+    /// which no request has been open for this long (an HTTP/2 connection's
+    /// answers to the server's pings are no request), is closed, in
+    /// milliseconds; more than `request_timeout_ms` and `keepalive_ms`.
+    /// Default 60 s.
     pub idle_timeout_ms: u64,
     /// Most open connections; more are closed as soon as they are accepted. Default 1024.
     pub max_connections: usize,
