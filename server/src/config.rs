@@ -119,6 +119,15 @@ pub struct ServerConfig {
     /// discover the node). Default: the host and port the client connected to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertise: Option<String>,
+    /// When more than one token is configured, the most of each kind of
+    /// place one token may hold at once, in percent of it (at least one
+    /// place): of `max_subscribers` (SSE, gRPC subscriptions and persistent
+    /// subscription consumers), of `max_long_polls`, and of `max_scans` (a
+    /// gRPC scanning read of `$all` holds one of its token's share while
+    /// open). More are refused as when the server's places are all taken
+    /// (503, RESOURCE_EXHAUSTED), so that one token cannot leave the others
+    /// none. From 1 to 100. Default 50.
+    pub token_share_percent: u8,
 }
 
 impl Default for ServerConfig {
@@ -145,6 +154,7 @@ impl Default for ServerConfig {
             idle_timeout_ms: 60_000,
             max_connections: 1024,
             advertise: None,
+            token_share_percent: 50,
         }
     }
 }
@@ -231,6 +241,12 @@ impl ServerConfig {
                     self.idle_timeout_ms
                 ));
             }
+        }
+        if !(1..=100).contains(&self.token_share_percent) {
+            return Err(format!(
+                "token_share_percent ({}) must be between 1 and 100",
+                self.token_share_percent
+            ));
         }
         if self.max_subscribers >= self.max_connections {
             return Err(format!(

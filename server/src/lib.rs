@@ -24,7 +24,8 @@
 //! KurrentDB protocol); what every
 //! protocol shares stands at the top: `config` (settings, tokens, limits),
 //! `auth` (who the caller is and what it may touch), `visible` (which
-//! positions of the log a limited caller is shown), `state` (the store handle
+//! positions of the log a limited caller is shown), `shares` (each token's
+//! share of the server's places), `state` (the store handle
 //! and the blocking pool), `metrics`, `paths`, `nesting` and `error`
 //! ([`ServerError`]). Imports only point down: a protocol uses the shared
 //! modules, never another protocol, and the shared modules never use a
@@ -40,6 +41,7 @@ mod metrics;
 pub mod nesting;
 pub mod paths;
 mod server;
+mod shares;
 mod state;
 mod visible;
 

@@ -645,6 +645,8 @@ impl persistent_subscriptions_server::PersistentSubscriptions for PersistentSubs
             .unwrap_or(DEFAULT_BUFFER)
             .min(MAX_BUFFER);
         let sub_id = subscription_id(&source, &options.group_name);
+        // A consumer holds one of its token's share of max_subscribers places.
+        let share = super::subscription_share(&self.state, &p)?;
         let (key, max_subscribers) = self
             .with_group(p, source, options.group_name, Role::Read, |_, key, g| {
                 Ok((key.to_string(), Kept::of(g.settings()).max_subscribers))
@@ -663,7 +665,7 @@ impl persistent_subscriptions_server::PersistentSubscriptions for PersistentSubs
             },
             requests,
         )?;
-        Ok(Response::new(answers))
+        Ok(Response::new(super::holding(answers, Some(share))))
     }
 
     async fn get_info(&self, request: Request<GetInfoReq>) -> Result<Response<GetInfoResp>, Status> {

@@ -22,8 +22,10 @@ use uuid::Uuid;
 
 use super::encode::{EventOut, JsonBody, Params, check_stream, json_bytes};
 use super::error::{ApiError, without_place};
+use super::share_full;
 use crate::auth::{Denied, Need, Principal};
 use crate::config::{MAX_GROUP_IN_FLIGHT, Role};
+use crate::shares::Place;
 use crate::state::AppState;
 use crate::visible::Shown;
 
@@ -348,12 +350,17 @@ pub(crate) async fn fetch(
     // A long poll ends before the request times out.
     let cap = state.config.request_timeout_ms.saturating_sub(1000).max(1);
     let timeout = Duration::from_millis(params.u64("timeout_ms")?.unwrap_or(0).min(cap));
-    // A fetch that waits holds one of max_long_polls places (and no thread while it waits).
+    // A fetch that waits holds one of max_long_polls places (and no thread
+    // while it waits), and one of its token's share of them.
     let _place = if timeout.is_zero() {
         None
     } else {
+        let share = state
+            .shares
+            .take(&p, Place::LongPoll)
+            .map_err(|full| share_full("too_many_long_polls", &full.message("waiting group fetches")))?;
         match state.long_polls.clone().try_acquire_owned() {
-            Ok(place) => Some(place),
+            Ok(place) => Some((place, share)),
             Err(_) => {
                 return Err(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -450,7 +457,7 @@ async fn fetch_now(
             let g = open(&store, &name, &p, Role::Read)?;
             // Held until the look ends (its cancellation ends it soon after the handler goes).
             let _place = match &g.settings().source {
-                GroupSource::All(f) if f.needs_scan(store.indexed_metadata()) => match st.scan_place() {
+                GroupSource::All(f) if f.needs_scan(store.indexed_metadata()) => match st.scan_place(&p) {
                     Ok(place) => Some(place),
                     Err(e) if first => return Err(e),
                     Err(_) => return Ok(None),

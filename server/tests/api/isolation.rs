@@ -424,3 +424,65 @@ async fn a_limited_tokens_group_checkpoint_does_not_show_the_head() {
     assert_eq!(v["checkpoint"], json!(mine + 1), "{v} (the tenant's event at {mine})");
     assert!(v["saved_checkpoint"].as_u64().unwrap() <= mine + 1, "{v}");
 }
+
+/// Audit (starvation): `max_subscribers` and `max_long_polls` were shared
+/// by every token, so one read token limited to a few streams could open
+/// them all and every other tenant got 503. With more than one token
+/// configured, one token holds at most `token_share_percent` (half) of each.
+#[tokio::test]
+async fn one_token_cannot_take_every_subscription_or_long_poll_place() {
+    let s = TestServer::start_with(|c| {
+        c.no_auth = false;
+        c.tokens = vec![
+            token("reader", Role::Read, &["order-"]),
+            token("tenant", Role::Write, &["order-"]),
+        ];
+        c.max_subscribers = 4;
+        c.max_long_polls = 2;
+    })
+    .await;
+    let sse = |t: &str| {
+        s.client
+            .get(s.url("/subscribe/streams/order-1"))
+            .bearer_auth(format!("secret-{t}"))
+            .send()
+    };
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let r = sse("reader").await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        held.push(r);
+    }
+    let r = sse("reader").await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"], json!("too_many_subscribers"), "{v}");
+    let r = sse("tenant").await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    held.push(r);
+
+    let (st, v) = s
+        .call_as(
+            Method::PUT,
+            "/groups/order-g",
+            Some(json!({ "stream": "order-1" })),
+            Some("secret-tenant"),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let poll = |t: &str, consumer: &str| {
+        s.client
+            .post(s.url(&format!("/groups/order-g/fetch?consumer={consumer}&timeout_ms=1500")))
+            .bearer_auth(format!("secret-{t}"))
+            .send()
+    };
+    let waiting = tokio::spawn(poll("reader", "a"));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let r = poll("reader", "b").await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"], json!("too_many_long_polls"), "{v}");
+    let r = poll("tenant", "c").await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(waiting.await.unwrap().unwrap().status(), StatusCode::OK);
+}

@@ -829,6 +829,60 @@ async fn one_listener_serves_http_and_grpc_with_tokens_and_basic_credentials() {
     assert!(err.message().contains(path), "{}", err.message());
 }
 
+/// Audit (starvation): every token shared `max_subscribers`, so one token
+/// limited to a few streams could open them all and every other tenant's
+/// subscription was refused. With more than one token configured, one
+/// token holds at most `token_share_percent` (half) of them.
+#[tokio::test]
+async fn one_token_cannot_take_every_subscription_place() {
+    use read_req::options::*;
+    let s = start(|c| {
+        c.no_auth = false;
+        c.max_subscribers = 4;
+        c.tokens = ["t0ken", "other"]
+            .iter()
+            .map(|t| TokenConfig {
+                name: (*t).into(),
+                sha256: hash_token(t),
+                role: Role::Read,
+                stream_prefixes: vec!["orders-".into()],
+            })
+            .collect();
+    })
+    .await;
+    let mut c = s.streams().await;
+    let subscribe = |token: &str| {
+        let mut req = read_options(stream_from("orders-1", None), false, false, 0);
+        req.options.as_mut().unwrap().count_option = Some(CountOption::Subscription(SubscriptionOptions {}));
+        let mut req = Request::new(req);
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        req
+    };
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(c.read(subscribe("t0ken")).await.unwrap().into_inner());
+    }
+    let refused = c.read(subscribe("t0ken")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("share"), "{refused:?}");
+    // The other token still subscribes, and the first gets a place back
+    // once one of its subscriptions ends.
+    held.push(c.read(subscribe("other")).await.unwrap().into_inner());
+    drop(held.remove(0));
+    let mut again = None;
+    for _ in 0..50 {
+        match c.read(subscribe("t0ken")).await {
+            Ok(sub) => {
+                again = Some(sub);
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+    assert!(again.is_some(), "the place was not given back");
+}
+
 #[tokio::test]
 async fn a_quiet_subscription_outlives_the_idle_timeout() {
     use append_req::options::ExpectedStreamRevision as E;
