@@ -281,7 +281,8 @@ pub(crate) fn parse_hash(hex: &str) -> Option<[u8; 32]> {
 /// Most events a persistent subscription group may hold read and not yet
 /// acknowledged (its `max_in_flight`), whichever protocol sets it: a group
 /// keeps them all in memory. HTTP refuses more; gRPC, whose settings name
-/// buffer sizes, takes this many.
+/// buffer sizes, takes this many. Their bytes are bounded besides by the
+/// store's `Options::max_group_held_bytes` (64 MiB by default).
 pub const MAX_GROUP_IN_FLIGHT: usize = 100_000;
 
 #[cfg(test)]
