@@ -128,6 +128,13 @@ pub struct ServerConfig {
     /// (503, RESOURCE_EXHAUSTED), so that one token cannot leave the others
     /// none. From 1 to 100. Default 50.
     pub token_share_percent: u8,
+    /// Most persistent subscription groups a token limited to some stream
+    /// prefixes may have: groups that read only streams it may read
+    /// (whoever made them). Past it, creating one is refused (403
+    /// `too_many_groups`, gRPC RESOURCE_EXHAUSTED). Each group holds up to
+    /// the store's `max_group_held_bytes` of events in memory. Tokens that
+    /// may read every stream are not counted. Default 64.
+    pub max_groups_per_token: usize,
 }
 
 impl Default for ServerConfig {
@@ -155,6 +162,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             advertise: None,
             token_share_percent: 50,
+            max_groups_per_token: 64,
         }
     }
 }
@@ -221,6 +229,7 @@ impl ServerConfig {
             ("max_connections", self.max_connections as u64),
             ("max_scans", self.max_scans as u64),
             ("max_long_polls", self.max_long_polls as u64),
+            ("max_groups_per_token", self.max_groups_per_token as u64),
         ];
         for (name, v) in positive {
             if v == 0 {

@@ -16,8 +16,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::auth::Principal;
-use crate::config::ServerConfig;
+use crate::auth::{Need, Principal};
+use crate::config::{Role, ServerConfig};
 
 /// A kind of place a token has a share of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -144,10 +144,36 @@ impl Drop for Share {
     }
 }
 
+/// Whether `p` holds as many groups as it may (`max_groups_per_token`):
+/// a token limited to some stream prefixes may have at most `most` groups
+/// that read only streams it may read (whoever made them), so that it
+/// cannot make group after group, each holding events in memory. Tokens
+/// that may read every stream manage the whole store and are not counted.
+/// The caller holds `AppState::group_creation` from this check until the
+/// group is made, so that concurrent creations cannot pass it together.
+pub(crate) fn groups_full(store: &annal::Store, p: &Principal, most: usize) -> Result<bool, annal::Error> {
+    if p.prefixes().is_empty() {
+        return Ok(false);
+    }
+    let mine = store
+        .groups_list()?
+        .iter()
+        .filter(|(_, s)| p.permits(Need::Group(Role::Read, &s.source)))
+        .count();
+    Ok(mine >= most)
+}
+
+/// Words for a refusal by [`groups_full`].
+pub(crate) fn groups_full_message(most: usize) -> String {
+    format!(
+        "this token is limited to some streams and has {most} groups over them already          (max_groups_per_token); delete one first"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Role, TokenConfig, hash_token};
+    use crate::config::{TokenConfig, hash_token};
 
     fn config(tokens: usize) -> ServerConfig {
         let mut c = ServerConfig::open("127.0.0.1:0".parse().unwrap());

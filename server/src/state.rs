@@ -127,6 +127,9 @@ pub struct Inner {
     pub(crate) group_wakers: GroupWakers,
     /// What each token holds of the places above (`token_share_percent`).
     pub(crate) shares: Arc<crate::shares::Shares>,
+    /// Held from the count of a limited token's groups until its new group
+    /// is made (`max_groups_per_token`).
+    pub(crate) group_creation: std::sync::Mutex<()>,
 }
 
 impl AppState {
@@ -158,6 +161,7 @@ impl AppState {
             fetch_wait_wakeups: AtomicU64::new(0),
             group_wakers: GroupWakers::default(),
             shares,
+            group_creation: std::sync::Mutex::new(()),
         })))
     }
 

@@ -43,6 +43,7 @@ use super::subscribers::{self, Kept, Registry, Subscription};
 use super::{Answers, blocking, principal, status};
 use crate::auth::{Need, Principal};
 use crate::config::{MAX_GROUP_IN_FLIGHT, Role};
+use crate::shares::{groups_full, groups_full_message};
 use crate::state::AppState;
 use crate::visible::Shown;
 
@@ -532,7 +533,14 @@ impl persistent_subscriptions_server::PersistentSubscriptions for PersistentSubs
             .map_err(status::denied)?;
         let id = subscription_id(&source, &options.group_name);
         let store = self.state.store();
+        let state = self.state.clone();
         blocking(&self.state, move || {
+            // A limited token has at most max_groups_per_token groups.
+            let most = state.config.max_groups_per_token;
+            let _creating = state.group_creation.lock().unwrap_or_else(|e| e.into_inner());
+            if groups_full(&store, &p, most).map_err(status::from_store_without_place)? {
+                return Err(Status::resource_exhausted(groups_full_message(most)));
+            }
             store
                 .create_group(&key, settings)
                 .map_err(|e| status::group_error(&id, e))?;

@@ -25,7 +25,7 @@ use super::error::{ApiError, without_place};
 use super::share_full;
 use crate::auth::{Denied, Need, Principal};
 use crate::config::{MAX_GROUP_IN_FLIGHT, Role};
-use crate::shares::Place;
+use crate::shares::{Place, groups_full, groups_full_message};
 use crate::state::AppState;
 use crate::visible::Shown;
 
@@ -258,8 +258,19 @@ pub(crate) async fn create(
             d @ Denied::Unauthenticated => d.into(),
         })?;
     let store = state.store();
+    let st = state.clone();
     let body = state
         .blocking(move || {
+            // A limited token has at most max_groups_per_token groups.
+            let most = st.config.max_groups_per_token;
+            let _creating = st.group_creation.lock().unwrap_or_else(|e| e.into_inner());
+            if groups_full(&store, &p, most).map_err(without_place)? {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "too_many_groups",
+                    groups_full_message(most),
+                ));
+            }
             let g = store.create_group(&name, settings).map_err(|e| group_error(&name, e))?;
             Ok(Value::Object(settings_json(&name, g.settings())))
         })

@@ -486,3 +486,48 @@ async fn one_token_cannot_take_every_subscription_or_long_poll_place() {
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(waiting.await.unwrap().unwrap().status(), StatusCode::OK);
 }
+
+/// Audit (starvation): groups were not capped per token, and each holds
+/// events in memory: a limited writer could make group after group. A token
+/// limited to some streams has at most `max_groups_per_token` groups over
+/// them; a store-wide token is not counted.
+#[tokio::test]
+async fn a_limited_token_makes_at_most_max_groups_per_token_groups() {
+    let s = TestServer::start_with(|c| {
+        c.no_auth = false;
+        c.tokens = vec![
+            token("tenant", Role::Write, &["order-"]),
+            token("writer", Role::Write, &[]),
+        ];
+        c.max_groups_per_token = 2;
+    })
+    .await;
+    let make = |name: &str, t: &'static str| {
+        let path = format!("/groups/{name}");
+        let s = &s;
+        async move {
+            s.call_as(Method::PUT, &path, Some(json!({ "stream": "order-1" })), Some(t))
+                .await
+        }
+    };
+    for name in ["order-a", "order-b"] {
+        assert_eq!(make(name, "secret-tenant").await.0, StatusCode::CREATED);
+    }
+    let (st, v) = make("order-c", "secret-tenant").await;
+    assert_eq!(
+        (st, v["error"].clone()),
+        (StatusCode::FORBIDDEN, json!("too_many_groups")),
+        "{v}"
+    );
+    // The store-wide writer is not held back (and its group over order-1 counts for the tenant).
+    assert_eq!(make("any-d", "secret-writer").await.0, StatusCode::CREATED);
+    let (st, _) = s
+        .call_as(Method::DELETE, "/groups/any-d", None, Some("secret-writer"))
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, _) = s
+        .call_as(Method::DELETE, "/groups/order-a", None, Some("secret-tenant"))
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    assert_eq!(make("order-c", "secret-tenant").await.0, StatusCode::CREATED);
+}

@@ -1518,6 +1518,40 @@ mod persistent {
         .map(|_| ())
     }
 
+    /// Audit (starvation): groups were not capped per token. A token limited
+    /// to some streams has at most `max_groups_per_token` groups over them.
+    #[tokio::test]
+    async fn a_limited_token_makes_at_most_max_groups_per_token_groups() {
+        let s = start(|c| {
+            tenant_only(c);
+            c.max_groups_per_token = 1;
+        })
+        .await;
+        let mut c = Client::new(s.channel().await);
+        let create = |group: &str| {
+            let mut req = Request::new(ps::CreateReq {
+                options: Some(ps::create_req::Options {
+                    group_name: group.into(),
+                    settings: Some(settings(1, "RoundRobin")),
+                    stream_identifier: None,
+                    stream_option: Some(ps::create_req::options::StreamOption::Stream(
+                        ps::create_req::StreamOptions {
+                            stream_identifier: sid("orders-1"),
+                            revision_option: Some(ps::create_req::stream_options::RevisionOption::Start(Empty {})),
+                        },
+                    )),
+                }),
+            });
+            req.metadata_mut()
+                .insert("authorization", "Bearer t0ken".parse().unwrap());
+            req
+        };
+        c.create(create("a")).await.unwrap();
+        let refused = c.create(create("b")).await.unwrap_err();
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+        assert!(refused.message().contains("max_groups_per_token"), "{refused:?}");
+    }
+
     /// Opens a consumer: the sender of its acks, and its answers.
     async fn consume(
         c: &mut Client,
