@@ -694,3 +694,46 @@ fn a_group_whose_checkpoints_are_all_lost_resumes_at_its_start_and_says_so() {
     let said = store.stats().last_background_error.unwrap_or_default();
     assert!(said.contains("\"g\"") && said.contains("resumes at 5"), "{said}");
 }
+
+/// Audit (starvation): a group's in-flight cap counted events, not bytes,
+/// so a consumer that never acknowledged made its group hold up to
+/// `max_in_flight` events of any size in memory (64 KiB events and
+/// `max_in_flight` 100,000: 6.4 GB). A group now reads no more of its
+/// source once it holds `Options::max_group_held_bytes` (passing it by one
+/// read at most), until acknowledgements free some.
+#[test]
+fn a_group_holds_about_max_group_held_bytes_of_unacknowledged_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        Options::default()
+            .durability(Durability::Never)
+            .max_group_held_bytes(4 << 10),
+    )
+    .unwrap();
+    let kib = "x".repeat(1000);
+    for _ in 0..200 {
+        store
+            .append(
+                "big-1",
+                ExpectedVersion::Any,
+                vec![EventData::json("E", format!("\"{kib}\""))],
+            )
+            .unwrap();
+    }
+    let settings = GroupSettings {
+        max_in_flight: 100_000,
+        ..GroupSettings::all()
+    };
+    let group = store.create_group("g", settings).unwrap();
+    let c = group.consumer("c");
+    let first = c.fetch(100, T).unwrap();
+    // The first read of the source (8 events) passes the 4 KiB; no more is read.
+    assert!(!first.is_empty() && first.len() <= 8, "{}", first.len());
+    assert!(c.fetch(100, T).unwrap().is_empty(), "read past the byte cap");
+    let info = group.info();
+    assert_eq!((info.in_flight, info.ready), (first.len(), 0), "{info:?}");
+    // Acknowledged, they make room again.
+    c.ack(&first.iter().map(|d| d.event.id).collect::<Vec<_>>()).unwrap();
+    assert!(!c.fetch(100, T).unwrap().is_empty());
+}

@@ -27,6 +27,8 @@ pub(crate) struct Principal {
     role: Role,
     /// Stream prefixes it may touch; empty means every stream.
     prefixes: Vec<String>,
+    /// Which configured token it is (its index); `None` in open mode.
+    token: Option<usize>,
 }
 
 /// What a request needs of its caller: a role, and the streams it touches.
@@ -71,7 +73,14 @@ impl Principal {
         Principal {
             role: Role::Admin,
             prefixes: Vec::new(),
+            token: None,
         }
+    }
+
+    /// Which configured token it is, for counting what each token holds;
+    /// `None` in open mode.
+    pub(crate) fn token(&self) -> Option<usize> {
+        self.token
     }
 
     /// Its role (admin in open mode).
@@ -247,6 +256,7 @@ impl Auth {
             let reader = Principal {
                 role: Role::Read,
                 prefixes: t.prefixes.clone(),
+                token: None,
             };
             if !reader.permits(Need::Group(Role::Read, source)) {
                 return Err(Denied::Forbidden(format!(
@@ -292,17 +302,18 @@ impl Auth {
             sha2::Sha256::digest(secret.as_bytes()).into()
         };
         // Compare against every token, in constant time, without stopping early.
-        let mut found: Option<&Token> = None;
-        for t in &self.tokens {
+        let mut found: Option<(usize, &Token)> = None;
+        for (i, t) in self.tokens.iter().enumerate() {
             let name_ok = name.as_deref().is_none_or(|n| n == t.name);
             if bool::from(t.hash.ct_eq(&presented)) && name_ok {
-                found = Some(t);
+                found = Some((i, t));
             }
         }
-        let t = found.ok_or(Denied::Unauthenticated)?;
+        let (i, t) = found.ok_or(Denied::Unauthenticated)?;
         Ok(Principal {
             role: t.role,
             prefixes: t.prefixes.clone(),
+            token: Some(i),
         })
     }
 }
@@ -315,6 +326,7 @@ mod tests {
         Principal {
             role,
             prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
+            token: None,
         }
     }
 

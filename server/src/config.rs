@@ -109,9 +109,11 @@ pub struct ServerConfig {
     /// Time a client has to send a request's headers, from the moment the
     /// server waits for them, in milliseconds. Default 10 s.
     pub header_read_timeout_ms: u64,
-    /// A connection on which no byte moves either way for this long is
-    /// closed, in milliseconds; more than `request_timeout_ms` and
-    /// `keepalive_ms`. Default 60 s.
+    /// A connection on which no byte moves either way for this long, or on
+    /// which no request has been open for this long (an HTTP/2 connection's
+    /// answers to the server's pings are no request), is closed, in
+    /// milliseconds; more than `request_timeout_ms` and `keepalive_ms`.
+    /// Default 60 s.
     pub idle_timeout_ms: u64,
     /// Most open connections; more are closed as soon as they are accepted. Default 1024.
     pub max_connections: usize,
@@ -125,6 +127,22 @@ pub struct ServerConfig {
     /// RESOURCE_EXHAUSTED. Each also has `request_timeout_ms` to arrive
     /// whole. Default 256 MiB.
     pub max_pending_append_bytes: usize,
+    /// When more than one token is configured, the most of each kind of
+    /// place one token may hold at once, in percent of it (at least one
+    /// place): of `max_subscribers` (SSE, gRPC subscriptions and persistent
+    /// subscription consumers), of `max_long_polls`, and of `max_scans` (a
+    /// gRPC scanning read of `$all` holds one of its token's share while
+    /// open). More are refused as when the server's places are all taken
+    /// (503, RESOURCE_EXHAUSTED), so that one token cannot leave the others
+    /// none. From 1 to 100. Default 50.
+    pub token_share_percent: u8,
+    /// Most persistent subscription groups a token limited to some stream
+    /// prefixes may have: groups that read only streams it may read
+    /// (whoever made them). Past it, creating one is refused (403
+    /// `too_many_groups`, gRPC RESOURCE_EXHAUSTED). Each group holds up to
+    /// the store's `max_group_held_bytes` of events in memory. Tokens that
+    /// may read every stream are not counted. Default 64.
+    pub max_groups_per_token: usize,
 }
 
 impl Default for ServerConfig {
@@ -152,6 +170,8 @@ impl Default for ServerConfig {
             max_connections: 1024,
             advertise: None,
             max_pending_append_bytes: 256 << 20,
+            token_share_percent: 50,
+            max_groups_per_token: 64,
         }
     }
 }
@@ -251,6 +271,7 @@ impl ServerConfig {
             ("max_scans", self.max_scans as u64),
             ("max_long_polls", self.max_long_polls as u64),
             ("max_pending_append_bytes", self.max_pending_append_bytes as u64),
+            ("max_groups_per_token", self.max_groups_per_token as u64),
         ];
         for (name, v) in positive {
             if v == 0 {
@@ -271,6 +292,12 @@ impl ServerConfig {
                     self.idle_timeout_ms
                 ));
             }
+        }
+        if !(1..=100).contains(&self.token_share_percent) {
+            return Err(format!(
+                "token_share_percent ({}) must be between 1 and 100",
+                self.token_share_percent
+            ));
         }
         if self.max_subscribers >= self.max_connections {
             return Err(format!(
@@ -305,7 +332,8 @@ pub(crate) fn parse_hash(hex: &str) -> Option<[u8; 32]> {
 /// Most events a persistent subscription group may hold read and not yet
 /// acknowledged (its `max_in_flight`), whichever protocol sets it: a group
 /// keeps them all in memory. HTTP refuses more; gRPC, whose settings name
-/// buffer sizes, takes this many.
+/// buffer sizes, takes this many. Their bytes are bounded besides by the
+/// store's `Options::max_group_held_bytes` (64 MiB by default).
 pub const MAX_GROUP_IN_FLIGHT: usize = 100_000;
 
 #[cfg(test)]

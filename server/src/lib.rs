@@ -23,7 +23,9 @@
 //! Each wire protocol has a folder of its own (`http/`, and `grpc/` for the
 //! KurrentDB protocol); what every
 //! protocol shares stands at the top: `config` (settings, tokens, limits),
-//! `auth` (who the caller is and what it may touch), `state` (the store handle
+//! `auth` (who the caller is and what it may touch), `visible` (which
+//! positions of the log a limited caller is shown), `shares` (each token's
+//! share of the server's places), `state` (the store handle
 //! and the blocking pool), `metrics`, `paths`, `nesting` and `error`
 //! ([`ServerError`]). Imports only point down: a protocol uses the shared
 //! modules, never another protocol, and the shared modules never use a
@@ -39,7 +41,9 @@ mod metrics;
 pub mod nesting;
 pub mod paths;
 mod server;
+mod shares;
 mod state;
+mod visible;
 
 pub use config::{Role, ServerConfig, TlsConfig, TokenConfig, hash_token};
 pub use error::ServerError;

@@ -125,6 +125,11 @@ pub struct Inner {
     /// Wakes the waiting fetches of one group when its consumers acknowledge,
     /// refuse or replay events over HTTP, so that they look again.
     pub(crate) group_wakers: GroupWakers,
+    /// What each token holds of the places above (`token_share_percent`).
+    pub(crate) shares: Arc<crate::shares::Shares>,
+    /// Held from the count of a limited token's groups until its new group
+    /// is made (`max_groups_per_token`).
+    pub(crate) group_creation: std::sync::Mutex<()>,
 }
 
 impl AppState {
@@ -132,6 +137,7 @@ impl AppState {
     pub fn new(store: Arc<annal::Store>, config: ServerConfig) -> Result<AppState, ServerError> {
         config.validate().map_err(ServerError::Config)?;
         let auth = auth::Auth::new(&config).map_err(ServerError::Config)?;
+        let shares = crate::shares::Shares::new(&config);
         let long_polls = Arc::new(tokio::sync::Semaphore::new(config.max_long_polls));
         let scans = Arc::new(tokio::sync::Semaphore::new(config.max_scans));
         // A generation count, moved on the writer's thread (quick, no await).
@@ -154,6 +160,8 @@ impl AppState {
             _events_listener: events_listener,
             fetch_wait_wakeups: AtomicU64::new(0),
             group_wakers: GroupWakers::default(),
+            shares,
+            group_creation: std::sync::Mutex::new(()),
         })))
     }
 

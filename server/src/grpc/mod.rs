@@ -35,6 +35,7 @@ use axum::response::{IntoResponse, Response};
 use tonic::Status;
 
 use crate::auth::Principal;
+use crate::shares::{Place, Share};
 use crate::state::{AppState, Interrupted};
 use proto::event_store::client::gossip::gossip_server::GossipServer;
 use proto::event_store::client::persistent_subscriptions::persistent_subscriptions_server::PersistentSubscriptionsServer;
@@ -43,6 +44,24 @@ use proto::event_store::client::streams::streams_server::StreamsServer;
 
 /// A stream of answers to one call.
 pub(crate) type Answers<T> = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// One of `p`'s token's share of `max_subscribers` places, or
+/// RESOURCE_EXHAUSTED when it holds them all.
+pub(crate) fn subscription_share(state: &AppState, p: &Principal) -> Result<Share, Status> {
+    state
+        .shares
+        .take(p, Place::Subscription)
+        .map_err(|full| Status::resource_exhausted(full.message("subscriptions")))
+}
+
+/// `answers`, holding `share` until they are dropped (the call ended).
+pub(crate) fn holding<T: Send + 'static>(answers: Answers<T>, share: Option<Share>) -> Answers<T> {
+    use futures_util::StreamExt;
+    Box::pin(answers.map(move |a| {
+        let _share = &share;
+        a
+    }))
+}
 
 /// The largest gRPC message accepted or sent: well above the largest append
 /// the store takes (`Options::max_append_size`, 32 MiB by default).

@@ -43,7 +43,9 @@ use super::subscribers::{self, Kept, Registry, Subscription};
 use super::{Answers, blocking, principal, status};
 use crate::auth::{Need, Principal};
 use crate::config::{MAX_GROUP_IN_FLIGHT, Role};
+use crate::shares::{groups_full, groups_full_message};
 use crate::state::AppState;
+use crate::visible::Shown;
 
 /// Longest acknowledgement timeout a group may have (a day); a timeout of 0
 /// (none, for KurrentDB) takes it.
@@ -338,13 +340,29 @@ impl PersistentSubscriptions {
 }
 
 /// A group's info as the protocol shows it.
+///
+/// Positions of the global log are those `seen` may be shown: a token
+/// limited to some streams learns no position past the last event of the
+/// group's streams (not the head of the whole log).
 fn info(
     registry: &Registry,
     store: &Store,
     key: &str,
     settings: &GroupSettings,
     i: &GroupInfo,
-) -> Option<SubscriptionInfo> {
+    seen: &Shown,
+) -> Result<Option<SubscriptionInfo>, Status> {
+    let clamp = |at: u64| {
+        seen.position(store, at).map_err(|e| {
+            if seen.everything() {
+                status::from_store(e)
+            } else {
+                status::from_store_without_place(e)
+            }
+        })
+    };
+    let saved_checkpoint = clamp(i.saved_checkpoint)?;
+    let head = clamp(store.head_position())?;
     let (label, name) = shown(key, settings);
     let kept = Kept::of(settings);
     let all = matches!(settings.source, GroupSource::All(_));
@@ -356,13 +374,13 @@ fn info(
         }
     };
     // The cursor is the next position (revision) to hand out.
-    let last_checkpointed = match i.saved_checkpoint {
+    let last_checkpointed = match saved_checkpoint {
         0 => String::new(),
         c if all => position(c),
         c => position(c - 1),
     };
     let last_known = match &settings.source {
-        GroupSource::All(_) => match store.head_position() {
+        GroupSource::All(_) => match head {
             0 => String::new(),
             h => position(h),
         },
@@ -373,7 +391,7 @@ fn info(
     };
     let connections = registry.connections(key);
     let n = |v: usize| i32::try_from(v).unwrap_or(i32::MAX);
-    Some(SubscriptionInfo {
+    Ok(Some(SubscriptionInfo {
         event_source: label,
         group_name: name,
         status: "Live".into(),
@@ -408,7 +426,7 @@ fn info(
         max_subscriber_count: kept.max_subscribers,
         parked_message_count: i64::try_from(i.parked).unwrap_or(i64::MAX),
         ..Default::default()
-    })
+    }))
 }
 
 impl PersistentSubscriptions {
@@ -515,7 +533,14 @@ impl persistent_subscriptions_server::PersistentSubscriptions for PersistentSubs
             .map_err(status::denied)?;
         let id = subscription_id(&source, &options.group_name);
         let store = self.state.store();
+        let state = self.state.clone();
         blocking(&self.state, move || {
+            // A limited token has at most max_groups_per_token groups.
+            let most = state.config.max_groups_per_token;
+            let _creating = state.group_creation.lock().unwrap_or_else(|e| e.into_inner());
+            if groups_full(&store, &p, most).map_err(status::from_store_without_place)? {
+                return Err(Status::resource_exhausted(groups_full_message(most)));
+            }
             store
                 .create_group(&key, settings)
                 .map_err(|e| status::group_error(&id, e))?;
@@ -628,6 +653,8 @@ impl persistent_subscriptions_server::PersistentSubscriptions for PersistentSubs
             .unwrap_or(DEFAULT_BUFFER)
             .min(MAX_BUFFER);
         let sub_id = subscription_id(&source, &options.group_name);
+        // A consumer holds one of its token's share of max_subscribers places.
+        let share = super::subscription_share(&self.state, &p)?;
         let (key, max_subscribers) = self
             .with_group(p, source, options.group_name, Role::Read, |_, key, g| {
                 Ok((key.to_string(), Kept::of(g.settings()).max_subscribers))
@@ -646,7 +673,7 @@ impl persistent_subscriptions_server::PersistentSubscriptions for PersistentSubs
             },
             requests,
         )?;
-        Ok(Response::new(answers))
+        Ok(Response::new(super::holding(answers, Some(share))))
     }
 
     async fn get_info(&self, request: Request<GetInfoReq>) -> Result<Response<GetInfoResp>, Status> {
@@ -662,10 +689,17 @@ impl persistent_subscriptions_server::PersistentSubscriptions for PersistentSubs
         };
         let registry = self.registry.clone();
         let info = self
-            .with_group(p, source, options.group_name, Role::Read, move |store, key, g| {
-                info(&registry, store, key, g.settings(), &g.info())
-                    .ok_or_else(|| Status::internal("the group's name does not read back"))
-            })
+            .with_group(
+                p.clone(),
+                source,
+                options.group_name,
+                Role::Read,
+                move |store, key, g| {
+                    let seen = Shown::of(&p, &g.settings().source);
+                    info(&registry, store, key, g.settings(), &g.info(), &seen)?
+                        .ok_or_else(|| Status::internal("the group's name does not read back"))
+                },
+            )
             .await?;
         Ok(Response::new(GetInfoResp {
             subscription_info: Some(info),
@@ -725,7 +759,8 @@ impl persistent_subscriptions_server::PersistentSubscriptions for PersistentSubs
                     Err(annal::Error::InvalidInput(_)) => continue,
                     Err(e) => return Err(status::from_store(e)),
                 };
-                out.extend(info(&registry, &store, &key, g.settings(), &g.info()));
+                let seen = Shown::of(&p, &g.settings().source);
+                out.extend(info(&registry, &store, &key, g.settings(), &g.info(), &seen)?);
             }
             Ok(out)
         })

@@ -32,6 +32,7 @@ use super::proto::event_store::client::streams::read_resp::{self, Content};
 use super::proto::event_store::client::streams::{ReadReq, ReadResp};
 use super::{Answers, blocking, metadata, status};
 use crate::auth::{Need, Principal};
+use crate::shares::{Place, Share};
 use crate::state::{AppState, PLACE_RETRY_FIRST, PLACE_RETRY_MOST, SubscriptionScans};
 
 /// Events read from the store at a time, at most.
@@ -273,10 +274,18 @@ pub(crate) async fn read(
         Some(CountOption::Count(n)) => n,
         _ => u64::MAX,
     };
+    // A subscription holds one of its token's share of max_subscribers
+    // places while its answers are open.
+    let share = match (&o.stream_option, subscribe) {
+        (Some(_), true) => Some(super::subscription_share(&state, &p)?),
+        _ => None,
+    };
     match o.stream_option {
-        Some(StreamOption::Stream(s)) if subscribe => subscribe_stream(state, &p, s, shape),
+        Some(StreamOption::Stream(s)) if subscribe => {
+            subscribe_stream(state, &p, s, shape).map(|a| super::holding(a, share))
+        }
         Some(StreamOption::Stream(s)) => read_stream(state, &p, s, count, shape, limits).await,
-        Some(StreamOption::All(a)) if subscribe => subscribe_all(state, &p, a, shape),
+        Some(StreamOption::All(a)) if subscribe => subscribe_all(state, &p, a, shape).map(|a| super::holding(a, share)),
         Some(StreamOption::All(a)) => read_all(state, &p, a, count, shape, limits),
         None => Err(Status::invalid_argument("ReadReq names neither a stream nor $all")),
     }
@@ -420,7 +429,7 @@ fn read_all(
     // And at most OPEN_SCANS_PER_PLACE × max_scans such reads are open at
     // once: those between pages (waiting for their client, or trying for a
     // place) hold a task and buffered events each.
-    let open = if scans { Some(OpenScan::take(&state)?) } else { None };
+    let open = if scans { Some(OpenScan::take(&state, p)?) } else { None };
     let mut place = if scans { Some(scan_place(&state)?) } else { None };
     let head = state.store().head_position();
     // The first annal position to read, or None for nothing at all.
@@ -579,13 +588,18 @@ async fn page_place(scans: &Arc<Semaphore>, closed: impl Future<Output = ()>) ->
 const OPEN_SCANS_PER_PLACE: usize = 4;
 
 /// Counts a scanning read of `$all` among the open ones until it ends
-/// (its task ends: done, past its deadline, or its client gone).
-struct OpenScan(AppState);
+/// (its task ends: done, past its deadline, or its client gone), and holds
+/// one of its token's share of `max_scans` places meanwhile (so a token's
+/// open scanning reads never hold more places than its share).
+struct OpenScan(AppState, #[allow(dead_code, reason = "held until dropped")] Share);
 
 impl OpenScan {
     /// Counts one more, or RESOURCE_EXHAUSTED when `OPEN_SCANS_PER_PLACE ×
-    /// max_scans` are open already.
-    fn take(state: &AppState) -> Result<OpenScan, Status> {
+    /// max_scans` are open already, or `p`'s token holds its share.
+    fn take(state: &AppState, p: &Principal) -> Result<OpenScan, Status> {
+        let share = state.shares.take(p, Place::Scan).map_err(|full| {
+            Status::resource_exhausted(full.message("reads of $all with a filter the indexes cannot serve"))
+        })?;
         let max = state.config.max_scans.saturating_mul(OPEN_SCANS_PER_PLACE);
         if state.open_scan_reads.fetch_add(1, Ordering::AcqRel) >= max {
             state.open_scan_reads.fetch_sub(1, Ordering::AcqRel);
@@ -594,7 +608,7 @@ impl OpenScan {
                  retry later, or filter on a single stream-name prefix"
             )));
         }
-        Ok(OpenScan(state.clone()))
+        Ok(OpenScan(state.clone(), share))
     }
 }
 

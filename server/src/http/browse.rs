@@ -142,7 +142,7 @@ pub(crate) async fn streams(
         }
         Some(n) => n as usize,
     };
-    let _place = state.scan_place()?;
+    let _place = state.scan_place(&p)?;
     let (cancel, _cancel_on_drop) = state.read_cancel();
     let store = state.store();
     let body = state
@@ -213,7 +213,7 @@ pub(crate) async fn categories(
 ) -> Result<Response, ApiError> {
     let params = Params::parse(q.as_deref(), &["search", "prefix", "include_system"])?;
     let matcher = Matcher::from(&params)?;
-    let _place = state.scan_place()?;
+    let _place = state.scan_place(&p)?;
     let (cancel, _cancel_on_drop) = state.read_cancel();
     let store = state.store();
     let body = state

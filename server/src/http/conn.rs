@@ -3,21 +3,30 @@
 //! [`Limit`] is the first acceptor every accepted TCP connection goes through
 //! (before TLS): past `max_connections` open ones, it refuses the connection,
 //! which is then closed at once. Each connection it lets through is wrapped in
-//! a [`Guarded`] stream that holds its place until closed and fails once no
-//! byte has moved either way for `idle_timeout_ms` (hyper then closes it). The
-//! time to send a request's headers is hyper's own `header_read_timeout`.
+//! a [`Guarded`] stream that holds its place until closed and fails (hyper
+//! then closes it) once it has been idle for `idle_timeout_ms`: no byte has
+//! moved either way for that long, or no request has been open on it for
+//! that long. The second rule is what ends an idle HTTP/2 connection: the
+//! server pings it (so that a quiet stream keeps moving bytes), and the
+//! client's answers to those pings move bytes with no request at all. A
+//! request is open from when the service is called until its response body
+//! is finished or dropped ([`Counted`]). The time to send a request's headers
+//! is hyper's own `header_read_timeout`.
 //!
 //! It owns the bytes on an HTTP connection below the router. It must never
 //! look inside a request beyond rewriting hyper's own bare error answers.
 
-use std::future::{Ready, ready};
+use std::future::{Future, Ready, ready};
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::Body;
+use axum::http::{Request, Response};
 use axum_server::accept::Accept;
+use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
@@ -40,8 +49,8 @@ impl Limit {
 
 impl<S> Accept<tokio::net::TcpStream, S> for Limit {
     type Stream = Guarded<tokio::net::TcpStream>;
-    type Service = S;
-    type Future = Ready<io::Result<(Guarded<tokio::net::TcpStream>, S)>>;
+    type Service = Counted<S>;
+    type Future = Ready<io::Result<(Guarded<tokio::net::TcpStream>, Counted<S>)>>;
 
     fn accept(&self, stream: tokio::net::TcpStream, service: S) -> Self::Future {
         // Small writes (HTTP/2 frames of a gRPC stream) go out at once instead
@@ -50,8 +59,93 @@ impl<S> Accept<tokio::net::TcpStream, S> for Limit {
         let _ = stream.set_nodelay(true);
         // Dropping `stream` (on refusal) closes the connection.
         ready(match self.slots.clone().try_acquire_owned() {
-            Ok(permit) => Ok((Guarded::new(stream, self.idle, permit), service)),
+            Ok(permit) => {
+                let requests = Arc::new(Requests::new());
+                Ok((
+                    Guarded::new(stream, self.idle, permit, requests.clone()),
+                    Counted {
+                        inner: service,
+                        requests,
+                    },
+                ))
+            }
             Err(_) => Err(io::Error::other("too many connections")),
+        })
+    }
+}
+
+/// The requests open on one connection, shared by its [`Guarded`] stream
+/// and its [`Counted`] service: how many are open, and since when none has
+/// been (the last one's end, or the connection's start).
+struct Requests(Mutex<(usize, Instant)>);
+
+impl Requests {
+    fn new() -> Requests {
+        Requests(Mutex::new((0, Instant::now())))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, Instant)> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Since when no request has been open, or `None` while one is.
+    fn none_open_since(&self) -> Option<Instant> {
+        let (open, since) = *self.lock();
+        (open == 0).then_some(since)
+    }
+}
+
+/// One open request of a connection, until dropped.
+struct OpenRequest(Arc<Requests>);
+
+impl OpenRequest {
+    fn new(requests: &Arc<Requests>) -> OpenRequest {
+        requests.lock().0 += 1;
+        OpenRequest(requests.clone())
+    }
+}
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        let mut r = self.0.lock();
+        *r = (r.0.saturating_sub(1), Instant::now());
+    }
+}
+
+/// A connection's service, which counts its open requests: a request is
+/// open from when it is called until its response body is finished or
+/// dropped (a subscription's streamed body keeps it open).
+#[derive(Clone)]
+pub(crate) struct Counted<S> {
+    inner: S,
+    requests: Arc<Requests>,
+}
+
+impl<S, B> tower_service::Service<Request<B>> for Counted<S>
+where
+    S: tower_service::Service<Request<B>, Response = Response<Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let open = OpenRequest::new(&self.requests);
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let response = answer.await?;
+            // The body holds the place until hyper is done with it.
+            Ok(response.map(|body| {
+                Body::new(body.map_frame(move |frame| {
+                    let _open = &open;
+                    frame
+                }))
+            }))
         })
     }
 }
@@ -61,17 +155,19 @@ pub(crate) struct Guarded<I> {
     inner: I,
     idle: Duration,
     last_activity: Instant,
+    requests: Arc<Requests>,
     timer: Pin<Box<Sleep>>,
     _slot: OwnedSemaphorePermit,
 }
 
 impl<I> Guarded<I> {
-    fn new(inner: I, idle: Duration, slot: OwnedSemaphorePermit) -> Self {
+    fn new(inner: I, idle: Duration, slot: OwnedSemaphorePermit, requests: Arc<Requests>) -> Self {
         let now = Instant::now();
         Guarded {
             inner,
             idle,
             last_activity: now,
+            requests,
             timer: Box::pin(tokio::time::sleep_until(now + idle)),
             _slot: slot,
         }
@@ -81,17 +177,27 @@ impl<I> Guarded<I> {
         self.last_activity = Instant::now();
     }
 
+    /// When the connection is idle too long: `idle` after the last byte
+    /// moved, or after the last request ended if none is open now.
+    fn deadline(&self) -> Instant {
+        let bytes = self.last_activity + self.idle;
+        match self.requests.none_open_since() {
+            Some(since) => bytes.min(since + self.idle),
+            None => bytes,
+        }
+    }
+
     /// Called while the connection waits: an error once it has been idle too long.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         loop {
-            let deadline = self.last_activity + self.idle;
+            let deadline = self.deadline();
             if self.timer.deadline() != deadline {
-                // Activity since the timer was set: move it (only ever later).
+                // Activity since the timer was set, or a request opened or ended: move it.
                 self.timer.as_mut().reset(deadline);
             }
             match self.timer.as_mut().poll(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(()) if self.last_activity + self.idle <= Instant::now() => {
+                Poll::Ready(()) if self.deadline() <= Instant::now() => {
                     return Poll::Ready(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "the connection was idle too long",

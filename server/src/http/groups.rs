@@ -21,10 +21,13 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::encode::{EventOut, JsonBody, Params, check_stream, json_bytes};
-use super::error::ApiError;
+use super::error::{ApiError, without_place};
+use super::share_full;
 use crate::auth::{Denied, Need, Principal};
 use crate::config::{MAX_GROUP_IN_FLIGHT, Role};
+use crate::shares::{Place, groups_full, groups_full_message};
 use crate::state::AppState;
+use crate::visible::Shown;
 
 /// The least time between two looks of a waiting fetch woken by new events
 /// of the log (which may not concern its group).
@@ -255,8 +258,19 @@ pub(crate) async fn create(
             d @ Denied::Unauthenticated => d.into(),
         })?;
     let store = state.store();
+    let st = state.clone();
     let body = state
         .blocking(move || {
+            // A limited token has at most max_groups_per_token groups.
+            let most = st.config.max_groups_per_token;
+            let _creating = st.group_creation.lock().unwrap_or_else(|e| e.into_inner());
+            if groups_full(&store, &p, most).map_err(without_place)? {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "too_many_groups",
+                    groups_full_message(most),
+                ));
+            }
             let g = store.create_group(&name, settings).map_err(|e| group_error(&name, e))?;
             Ok(Value::Object(settings_json(&name, g.settings())))
         })
@@ -275,8 +289,17 @@ pub(crate) async fn info(
             let g = open(&store, &name, &p, Role::Read)?;
             let i = g.info();
             let mut m = settings_json(&name, g.settings());
-            m.insert("checkpoint".into(), json!(i.checkpoint));
-            m.insert("saved_checkpoint".into(), json!(i.saved_checkpoint));
+            // A token limited to some streams is shown no position past the
+            // last event of the group's streams (an idle group's cursor
+            // stands at the head of the whole log).
+            let shown = Shown::of(&p, &g.settings().source);
+            let position = |at: u64| {
+                shown
+                    .position(&store, at)
+                    .map_err(|e| if shown.everything() { e.into() } else { without_place(e) })
+            };
+            m.insert("checkpoint".into(), json!(position(i.checkpoint)?));
+            m.insert("saved_checkpoint".into(), json!(position(i.saved_checkpoint)?));
             m.insert("in_flight".into(), json!(i.in_flight));
             m.insert("ready".into(), json!(i.ready));
             m.insert("parked".into(), json!(i.parked));
@@ -338,12 +361,17 @@ pub(crate) async fn fetch(
     // A long poll ends before the request times out.
     let cap = state.config.request_timeout_ms.saturating_sub(1000).max(1);
     let timeout = Duration::from_millis(params.u64("timeout_ms")?.unwrap_or(0).min(cap));
-    // A fetch that waits holds one of max_long_polls places (and no thread while it waits).
+    // A fetch that waits holds one of max_long_polls places (and no thread
+    // while it waits), and one of its token's share of them.
     let _place = if timeout.is_zero() {
         None
     } else {
+        let share = state
+            .shares
+            .take(&p, Place::LongPoll)
+            .map_err(|full| share_full("too_many_long_polls", &full.message("waiting group fetches")))?;
         match state.long_polls.clone().try_acquire_owned() {
-            Ok(place) => Some(place),
+            Ok(place) => Some((place, share)),
             Err(_) => {
                 return Err(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -440,7 +468,7 @@ async fn fetch_now(
             let g = open(&store, &name, &p, Role::Read)?;
             // Held until the look ends (its cancellation ends it soon after the handler goes).
             let _place = match &g.settings().source {
-                GroupSource::All(f) if f.needs_scan(store.indexed_metadata()) => match st.scan_place() {
+                GroupSource::All(f) if f.needs_scan(store.indexed_metadata()) => match st.scan_place(&p) {
                     Ok(place) => Some(place),
                     Err(e) if first => return Err(e),
                     Err(_) => return Ok(None),

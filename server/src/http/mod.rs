@@ -29,6 +29,8 @@ mod ui;
 
 pub use routes::{Access, ROUTES, Route, Verb, router};
 
+use crate::auth::Principal;
+use crate::shares::{Place, Share};
 use crate::state::AppState;
 use error::ApiError;
 
@@ -48,8 +50,15 @@ impl AppState {
     /// `too_many_scans`. The handler holds it (not the store operation), so
     /// that it is freed as soon as the handler gives up at the request
     /// timeout; the handler's [`AppState::read_cancel`] then stops the work.
-    pub(crate) fn scan_place(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-        self.scans.clone().try_acquire_owned().map_err(|_| {
+    ///
+    /// The place is one of the token's share too (`token_share_percent`):
+    /// a token that holds its share is refused the same way.
+    pub(crate) fn scan_place(&self, p: &Principal) -> Result<ScanPlace, ApiError> {
+        let share = self
+            .shares
+            .take(p, Place::Scan)
+            .map_err(|full| share_full("too_many_scans", &full.message("counts and scanning reads")))?;
+        let permit = self.scans.clone().try_acquire_owned().map_err(|_| {
             ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 "too_many_scans",
@@ -58,7 +67,8 @@ impl AppState {
                     self.config.max_scans
                 ),
             )
-        })
+        })?;
+        Ok(ScanPlace(permit, share))
     }
 
     /// The cancellation signal of a long read, and a guard that cancels it
@@ -69,6 +79,18 @@ impl AppState {
         let cancel = annal::Cancel::new().with_deadline(std::time::Instant::now() + self.config.request_timeout());
         (cancel.clone(), CancelOnDrop(cancel))
     }
+}
+
+/// One of the `max_scans` places and of its token's share, given back when
+/// dropped; see [`AppState::scan_place`].
+pub(crate) struct ScanPlace(
+    #[allow(dead_code, reason = "held until dropped")] tokio::sync::OwnedSemaphorePermit,
+    #[allow(dead_code, reason = "held until dropped")] Share,
+);
+
+/// 503 with `code`, for a token that holds its share of a kind of place.
+pub(crate) fn share_full(code: &'static str, message: &str) -> ApiError {
+    ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, code, message)
 }
 
 /// Cancels its signal when dropped; see [`AppState::read_cancel`].

@@ -23,8 +23,10 @@ use serde_json::json;
 
 use super::encode::{EventOut, Params, check_stream};
 use super::error::ApiError;
+use super::share_full;
 use super::streams::filter;
 use crate::auth::{Need, Principal};
+use crate::shares::{Place, Share};
 use crate::state::{AppState, SubscriptionScans};
 
 /// Messages buffered between the subscription thread and the response (and
@@ -86,6 +88,7 @@ pub(crate) async fn subscribe_all(
     let scans = filter.needs_scan(store.indexed_metadata());
     stream_response(
         &state,
+        &p,
         move |gone| {
             let sub = store.subscribe_all_with(from, filter, options);
             if scans { sub.with_scan_gate(gone) } else { sub }
@@ -109,6 +112,7 @@ pub(crate) async fn subscribe_stream(
     let store = state.store();
     stream_response(
         &state,
+        &p,
         move |_| store.subscribe_stream(&stream, from),
         Key::Revision,
         !p.permits(Need::ReadLog(None)),
@@ -122,8 +126,9 @@ enum Key {
     Revision,
 }
 
-/// Counts an open subscription until dropped.
-struct Subscriber(AppState);
+/// Counts an open subscription until dropped (and holds a place of its
+/// token's share).
+struct Subscriber(AppState, #[allow(dead_code, reason = "held until dropped")] Share);
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
@@ -140,10 +145,17 @@ impl Drop for Subscriber {
 /// places that gives up once the client goes, for a subscription that scans.
 fn stream_response(
     state: &AppState,
+    p: &Principal,
     open: impl FnOnce(Arc<SubscriptionScans>) -> annal::Subscription,
     key: Key,
     limited: bool,
 ) -> Result<Response, ApiError> {
+    // The token's share first: a token that holds it is refused without
+    // touching the server's count.
+    let share = state
+        .shares
+        .take(p, Place::Subscription)
+        .map_err(|full| share_full("too_many_subscribers", &full.message("subscriptions")))?;
     let max = state.config.max_subscribers as i64;
     if state.metrics.subscribers.fetch_add(1, Ordering::AcqRel) >= max {
         state.metrics.subscribers.fetch_sub(1, Ordering::AcqRel);
@@ -153,7 +165,7 @@ fn stream_response(
             format!("at most {max} subscriptions at once"),
         ));
     }
-    let subscriber = Subscriber(state.clone());
+    let subscriber = Subscriber(state.clone(), share);
     let (tx, rx) = tokio::sync::mpsc::channel::<(Event, usize)>(CHANNEL);
     let budget = Arc::new(Budget::new(state.config.max_response_bytes));
     let sent = budget.clone();

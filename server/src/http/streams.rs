@@ -147,7 +147,7 @@ pub(crate) async fn append_conditional(
                 .iter()
                 .any(|i| i.as_filter().needs_scan(state.store.indexed_metadata())) =>
         {
-            Some(state.scan_place()?)
+            Some(state.scan_place(&p)?)
         }
         _ => None,
     };
@@ -161,7 +161,7 @@ async fn do_append(
     expected: annal::ExpectedVersion,
     events: Vec<EventIn>,
     condition: Option<AppendCondition>,
-    place: Option<tokio::sync::OwnedSemaphorePermit>,
+    place: Option<super::ScanPlace>,
 ) -> Result<Response, ApiError> {
     let max = state.config.max_events_per_append;
     if events.len() > max {
@@ -317,7 +317,7 @@ pub(crate) async fn read_all(
     // it takes a place (index-served reads do not), which the handler holds,
     // and the read stops as soon as the handler gives up (the request timeout).
     let _place = if filter.needs_scan(state.store.indexed_metadata()) {
-        Some(state.scan_place()?)
+        Some(state.scan_place(&p)?)
     } else {
         None
     };
@@ -430,7 +430,7 @@ pub(crate) async fn count(
     // Any other count walks indexes in proportion to the streams or types it
     // admits, or reads events: it takes a place, held by the handler, and
     // stops as soon as the handler gives up (indexes are tried first).
-    let _place = state.scan_place()?;
+    let _place = state.scan_place(&p)?;
     let (cancel, _cancel_on_drop) = state.read_cancel();
     let st = state.clone();
     let body = state

@@ -373,3 +373,161 @@ async fn an_admin_limited_to_some_streams_may_not_administer_the_store() {
         .await;
     assert_eq!((st, v["shredded"].clone()), (StatusCode::OK, json!(true)));
 }
+
+/// Audit (isolation): a group over the global log moves its cursor to the
+/// head of the whole log once it has read everything, and `GET
+/// /groups/{name}` showed that checkpoint to a token limited to some
+/// streams: it learnt how many events other tenants wrote, and when. Such
+/// a token is now shown one past the last event of the group's streams; a
+/// store-wide token still sees the checkpoint as it is.
+#[tokio::test]
+async fn a_limited_tokens_group_checkpoint_does_not_show_the_head() {
+    let s = limited_server().await;
+    s.store
+        .append("order-1", ExpectedVersion::Any, vec![EventData::json("T", "{}")])
+        .unwrap();
+    let evs: Vec<EventData> = (0..500).map(|_| EventData::json("T", "{}")).collect();
+    s.store.append("user-1", ExpectedVersion::Any, evs).unwrap();
+    let head = s.store.head_position();
+    let t = Some("secret-tenant");
+    let (st, v) = s
+        .call_as(
+            Method::PUT,
+            "/groups/order-g",
+            Some(json!({ "stream_prefix": "order-", "checkpoint_every": 1 })),
+            t,
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let (_, v) = s
+        .call_as(Method::POST, "/groups/order-g/fetch?consumer=c", None, t)
+        .await;
+    let id = v["events"][0]["id"].clone();
+    let mine = v["events"][0]["position"].as_u64().unwrap();
+    let (st, _) = s
+        .call_as(
+            Method::POST,
+            "/groups/order-g/ack",
+            Some(json!({ "consumer": "c", "ids": [id] })),
+            t,
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    // The store-wide writer sees the cursor as it is: at the head as the
+    // fetch found it, past the other tenant's 500 events.
+    let (_, v) = s
+        .call_as(Method::GET, "/groups/order-g", None, Some("secret-writer"))
+        .await;
+    assert!(v["checkpoint"].as_u64().unwrap() > head, "{v}");
+    // The tenant: one past its own last event, for both figures.
+    let (_, v) = s.call_as(Method::GET, "/groups/order-g", None, t).await;
+    assert_eq!(v["checkpoint"], json!(mine + 1), "{v} (the tenant's event at {mine})");
+    assert!(v["saved_checkpoint"].as_u64().unwrap() <= mine + 1, "{v}");
+}
+
+/// Audit (starvation): `max_subscribers` and `max_long_polls` were shared
+/// by every token, so one read token limited to a few streams could open
+/// them all and every other tenant got 503. With more than one token
+/// configured, one token holds at most `token_share_percent` (half) of each.
+#[tokio::test]
+async fn one_token_cannot_take_every_subscription_or_long_poll_place() {
+    let s = TestServer::start_with(|c| {
+        c.no_auth = false;
+        c.tokens = vec![
+            token("reader", Role::Read, &["order-"]),
+            token("tenant", Role::Write, &["order-"]),
+        ];
+        c.max_subscribers = 4;
+        c.max_long_polls = 2;
+    })
+    .await;
+    let sse = |t: &str| {
+        s.client
+            .get(s.url("/subscribe/streams/order-1"))
+            .bearer_auth(format!("secret-{t}"))
+            .send()
+    };
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let r = sse("reader").await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        held.push(r);
+    }
+    let r = sse("reader").await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"], json!("too_many_subscribers"), "{v}");
+    let r = sse("tenant").await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    held.push(r);
+
+    let (st, v) = s
+        .call_as(
+            Method::PUT,
+            "/groups/order-g",
+            Some(json!({ "stream": "order-1" })),
+            Some("secret-tenant"),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let poll = |t: &str, consumer: &str| {
+        s.client
+            .post(s.url(&format!("/groups/order-g/fetch?consumer={consumer}&timeout_ms=1500")))
+            .bearer_auth(format!("secret-{t}"))
+            .send()
+    };
+    let waiting = tokio::spawn(poll("reader", "a"));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let r = poll("reader", "b").await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"], json!("too_many_long_polls"), "{v}");
+    let r = poll("tenant", "c").await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(waiting.await.unwrap().unwrap().status(), StatusCode::OK);
+}
+
+/// Audit (starvation): groups were not capped per token, and each holds
+/// events in memory: a limited writer could make group after group. A token
+/// limited to some streams has at most `max_groups_per_token` groups over
+/// them; a store-wide token is not counted.
+#[tokio::test]
+async fn a_limited_token_makes_at_most_max_groups_per_token_groups() {
+    let s = TestServer::start_with(|c| {
+        c.no_auth = false;
+        c.tokens = vec![
+            token("tenant", Role::Write, &["order-"]),
+            token("writer", Role::Write, &[]),
+        ];
+        c.max_groups_per_token = 2;
+    })
+    .await;
+    let make = |name: &str, t: &'static str| {
+        let path = format!("/groups/{name}");
+        let s = &s;
+        async move {
+            s.call_as(Method::PUT, &path, Some(json!({ "stream": "order-1" })), Some(t))
+                .await
+        }
+    };
+    for name in ["order-a", "order-b"] {
+        assert_eq!(make(name, "secret-tenant").await.0, StatusCode::CREATED);
+    }
+    let (st, v) = make("order-c", "secret-tenant").await;
+    assert_eq!(
+        (st, v["error"].clone()),
+        (StatusCode::FORBIDDEN, json!("too_many_groups")),
+        "{v}"
+    );
+    // The store-wide writer is not held back (and its group over order-1 counts for the tenant).
+    assert_eq!(make("any-d", "secret-writer").await.0, StatusCode::CREATED);
+    let (st, _) = s
+        .call_as(Method::DELETE, "/groups/any-d", None, Some("secret-writer"))
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, _) = s
+        .call_as(Method::DELETE, "/groups/order-a", None, Some("secret-tenant"))
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    assert_eq!(make("order-c", "secret-tenant").await.0, StatusCode::CREATED);
+}

@@ -684,6 +684,49 @@ async fn idle_connections_are_closed() {
     s.stop().await.unwrap();
 }
 
+/// Audit (starvation): hyper pings an idle HTTP/2 connection, and the
+/// client's answers moved bytes, so a prior-knowledge HTTP/2 connection
+/// that made one request and went quiet was never closed: 1024 of them, with
+/// no token, refused every other client. A connection with no request open
+/// for idle_timeout_ms is now closed, pings or not.
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_though_it_answers_pings() {
+    use std::time::{Duration, Instant};
+    let s = TestServer::start_with(|c| {
+        short_timeouts(c);
+        c.idle_timeout_ms = 1500;
+    })
+    .await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    // The client answers the server's pings while it drives the connection.
+    let mut conn = tokio::spawn(conn);
+    let request = hyper::Request::get(format!("{}/health/live", s.base))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = send.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    http_body_util::BodyExt::collect(response.into_body()).await.unwrap();
+    let answered = Instant::now();
+    // Pings go every second (a third of the idle time, at least 1 s): the
+    // connection moves bytes more often than the idle timeout, yet is closed.
+    let closed = tokio::time::timeout(Duration::from_secs(6), &mut conn).await;
+    assert!(closed.is_ok(), "an idle HTTP/2 connection was left open");
+    assert!(
+        answered.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        answered.elapsed()
+    );
+    // Requests on new connections still answer.
+    let (st, _) = s.get("/health/live").await;
+    assert_eq!(st, StatusCode::OK);
+    s.stop().await.unwrap();
+}
+
 /// Item 7: connections past max_connections are closed at once; the server keeps answering.
 #[tokio::test]
 async fn connections_over_the_cap_are_closed() {

@@ -829,6 +829,60 @@ async fn one_listener_serves_http_and_grpc_with_tokens_and_basic_credentials() {
     assert!(err.message().contains(path), "{}", err.message());
 }
 
+/// Audit (starvation): every token shared `max_subscribers`, so one token
+/// limited to a few streams could open them all and every other tenant's
+/// subscription was refused. With more than one token configured, one
+/// token holds at most `token_share_percent` (half) of them.
+#[tokio::test]
+async fn one_token_cannot_take_every_subscription_place() {
+    use read_req::options::*;
+    let s = start(|c| {
+        c.no_auth = false;
+        c.max_subscribers = 4;
+        c.tokens = ["t0ken", "other"]
+            .iter()
+            .map(|t| TokenConfig {
+                name: (*t).into(),
+                sha256: hash_token(t),
+                role: Role::Read,
+                stream_prefixes: vec!["orders-".into()],
+            })
+            .collect();
+    })
+    .await;
+    let mut c = s.streams().await;
+    let subscribe = |token: &str| {
+        let mut req = read_options(stream_from("orders-1", None), false, false, 0);
+        req.options.as_mut().unwrap().count_option = Some(CountOption::Subscription(SubscriptionOptions {}));
+        let mut req = Request::new(req);
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        req
+    };
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(c.read(subscribe("t0ken")).await.unwrap().into_inner());
+    }
+    let refused = c.read(subscribe("t0ken")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("share"), "{refused:?}");
+    // The other token still subscribes, and the first gets a place back
+    // once one of its subscriptions ends.
+    held.push(c.read(subscribe("other")).await.unwrap().into_inner());
+    drop(held.remove(0));
+    let mut again = None;
+    for _ in 0..50 {
+        match c.read(subscribe("t0ken")).await {
+            Ok(sub) => {
+                again = Some(sub);
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+    assert!(again.is_some(), "the place was not given back");
+}
+
 #[tokio::test]
 async fn a_quiet_subscription_outlives_the_idle_timeout() {
     use append_req::options::ExpectedStreamRevision as E;
@@ -1464,6 +1518,40 @@ mod persistent {
         .map(|_| ())
     }
 
+    /// Audit (starvation): groups were not capped per token. A token limited
+    /// to some streams has at most `max_groups_per_token` groups over them.
+    #[tokio::test]
+    async fn a_limited_token_makes_at_most_max_groups_per_token_groups() {
+        let s = start(|c| {
+            tenant_only(c);
+            c.max_groups_per_token = 1;
+        })
+        .await;
+        let mut c = Client::new(s.channel().await);
+        let create = |group: &str| {
+            let mut req = Request::new(ps::CreateReq {
+                options: Some(ps::create_req::Options {
+                    group_name: group.into(),
+                    settings: Some(settings(1, "RoundRobin")),
+                    stream_identifier: None,
+                    stream_option: Some(ps::create_req::options::StreamOption::Stream(
+                        ps::create_req::StreamOptions {
+                            stream_identifier: sid("orders-1"),
+                            revision_option: Some(ps::create_req::stream_options::RevisionOption::Start(Empty {})),
+                        },
+                    )),
+                }),
+            });
+            req.metadata_mut()
+                .insert("authorization", "Bearer t0ken".parse().unwrap());
+            req
+        };
+        c.create(create("a")).await.unwrap();
+        let refused = c.create(create("b")).await.unwrap_err();
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+        assert!(refused.message().contains("max_groups_per_token"), "{refused:?}");
+    }
+
     /// Opens a consumer: the sender of its acks, and its answers.
     async fn consume(
         c: &mut Client,
@@ -1916,6 +2004,54 @@ mod persistent {
             "{hidden:?}"
         );
         assert!(!hidden.message().contains("payroll"), "{hidden:?}");
+    }
+
+    /// Audit (isolation): GetInfo and List showed every `$all` group's
+    /// last known position as the head of the whole log, so a token limited
+    /// to some streams learnt how many events other tenants wrote. It is now
+    /// shown one past the last event of the group's streams.
+    #[tokio::test]
+    async fn an_all_group_does_not_show_a_limited_token_the_head() {
+        let s = start(tenant_only).await;
+        s.store
+            .create_group(
+                "orders-g",
+                annal::GroupSettings {
+                    source: annal::GroupSource::All(annal::Filter::all().with_stream_prefix("orders-")),
+                    ..annal::GroupSettings::all()
+                },
+            )
+            .unwrap();
+        let mine = s
+            .store
+            .append(
+                "orders-1",
+                annal::ExpectedVersion::Any,
+                vec![annal::EventData::json("T", "{}")],
+            )
+            .unwrap()
+            .position;
+        let evs: Vec<_> = (0..1000).map(|_| annal::EventData::json("T", "{}")).collect();
+        s.store.append("users-1", annal::ExpectedVersion::Any, evs).unwrap();
+        let head = s.store.head_position();
+        let mut c = Client::new(s.channel().await);
+        let mut req = Request::new(ps::GetInfoReq {
+            options: Some(ps::get_info_req::Options {
+                group_name: "orders-g".into(),
+                stream_option: Some(ps::get_info_req::options::StreamOption::All(Empty {})),
+            }),
+        });
+        req.metadata_mut()
+            .insert("authorization", "Bearer t0ken".parse().unwrap());
+        let info = c.get_info(req).await.unwrap().into_inner().subscription_info.unwrap();
+        let shown = format!("C:{0}/P:{0}", mine + 1);
+        assert_eq!(info.last_known_event_position, shown, "head {head}: {info:?}");
+        let mut req = Request::new(ps::ListReq { options: None });
+        req.metadata_mut()
+            .insert("authorization", "Bearer t0ken".parse().unwrap());
+        let listed = c.list(req).await.unwrap().into_inner().subscriptions;
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].last_known_event_position, shown, "head {head}: {listed:?}");
     }
 
     async fn get_info(c: &mut Client, source: Option<&str>, group: &str) -> ps::SubscriptionInfo {

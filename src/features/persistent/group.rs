@@ -217,15 +217,17 @@ impl Group<'_> {
         Ok(())
     }
 
-    /// Reads more of the source into the ready line, keeping within the in-flight limit.
+    /// Reads more of the source into the ready line, keeping within the
+    /// in-flight limit and, but for the last read, within the store's
+    /// [`crate::Options::max_group_held_bytes`].
     pub(super) fn refill(&self, inner: &mut GroupInner, want: usize) -> Result<()> {
-        let room = self
-            .state
-            .settings
-            .max_in_flight
-            .saturating_sub(inner.in_flight.len() + inner.ready.len());
+        let held = inner.in_flight.len() + inner.ready.len();
+        let room = self.state.settings.max_in_flight.saturating_sub(held);
         let n = want.min(room);
         if n == 0 {
+            return Ok(());
+        }
+        if held > 0 && held_bytes(inner) >= self.store.shared.options.max_group_held_bytes {
             return Ok(());
         }
         let events = match &self.state.settings.source {
@@ -315,6 +317,20 @@ impl Group<'_> {
         }
         Ok(())
     }
+}
+
+/// Bytes of data and metadata of the events a group holds: in flight, and
+/// in line to be delivered.
+fn held_bytes(inner: &GroupInner) -> usize {
+    inner
+        .in_flight
+        .values()
+        .map(|f| &f.pending)
+        .chain(inner.ready.iter())
+        .fold(0usize, |sum, p| {
+            sum.saturating_add(p.event.data.len())
+                .saturating_add(p.event.metadata.len())
+        })
 }
 
 /// The lowest position (or revision) not yet completed: the checkpoint.
