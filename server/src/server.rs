@@ -105,7 +105,12 @@ impl BoundServer {
 /// other request to the HTTP/JSON API.
 fn app(state: &AppState) -> axum::Router {
     let http = crate::http::router(state.clone());
-    let grpc = crate::grpc::router(state.clone());
+    // What a browser may ask on behalf of another site is refused on the
+    // gRPC path too: a page can post `application/grpc` bodies over HTTP/1.1.
+    let grpc = crate::grpc::router(state.clone()).layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        crate::http::same_site_layer,
+    ));
     axum::Router::new().fallback_service(ByProtocol { http, grpc })
 }
 

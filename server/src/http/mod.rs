@@ -27,6 +27,7 @@ mod sse;
 mod streams;
 mod ui;
 
+pub(crate) use origin::same_site_layer;
 pub use routes::{Access, ROUTES, Route, Verb, router};
 
 use crate::auth::Principal;

@@ -31,7 +31,10 @@ pub(crate) async fn same_site_layer(State(state): State<AppState>, req: Request,
         .and_then(|h| h.to_str().ok())
         .map(str::to_string)
         .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    // Listening beyond loopback in open mode (`allow_remote_no_auth`) is a
+    // choice to serve anyone who can reach the port, by any name.
     if state.config.no_auth
+        && state.config.listen.ip().is_loopback()
         && let Some(host) = &host
         && !host_is_this_server(host, state.config.advertise.as_deref())
     {
@@ -76,15 +79,17 @@ fn host_is_this_server(host: &str, advertise: Option<&str>) -> bool {
         || advertise.is_some_and(|a| host_name(a).eq_ignore_ascii_case(name))
 }
 
-/// The name or address of `host`, without its port and brackets.
+/// The name or address of `host`, without its port, brackets and a
+/// trailing dot (`localhost.` is `localhost`).
 fn host_name(host: &str) -> &str {
     if let Some(rest) = host.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest);
     }
-    match host.rsplit_once(':') {
+    let name = match host.rsplit_once(':') {
         Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
         _ => host,
-    }
+    };
+    name.strip_suffix('.').unwrap_or(name)
 }
 
 /// Whether a browser marked the request as made by another site than the

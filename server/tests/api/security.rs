@@ -254,6 +254,17 @@ async fn open_mode_refuses_other_sites_requests_and_rebound_names() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::MISDIRECTED_REQUEST);
+    // The gRPC path alike: a page can post gRPC bodies over HTTP/1.1.
+    let resp = s
+        .client
+        .post(s.url("/event_store.client.streams.Streams/Append"))
+        .header("host", format!("rebound.evil.example:{port}"))
+        .header("content-type", "application/grpc")
+        .body(vec![0u8; 5])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::MISDIRECTED_REQUEST);
     // The same-origin console and clients that are not browsers go on.
     let resp = s
         .client
