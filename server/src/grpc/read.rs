@@ -479,14 +479,7 @@ fn read_all(
             let store = state.store();
             let want = page_len(&last_page);
             let indexed = indexed.clone();
-            // A scanning page has `request_timeout_ms` to read, as HTTP's
-            // scans have, whatever the call's deadline: past it, its store
-            // work stops and the read ends (it held a place all along).
-            let page_deadline = scans.then(|| std::time::Instant::now() + state.config.request_timeout());
-            let cancel = match page_deadline {
-                Some(d) => cancel.clone().with_deadline(d),
-                None => cancel.clone(),
-            };
+            let cancel = cancel.clone();
             // The place is given back when the store read ends, before the
             // events are sent (waiting for the client costs no place), and
             // not before: at the deadline this task is dropped while the
@@ -498,16 +491,8 @@ fn read_all(
                 store
                     .read_all_cancellable(direction, from, want, &indexed, HELD_BYTES, &cancel)
                     .map_err(status::from_store)
-            });
-            let page = match page_deadline {
-                Some(d) => match tokio::time::timeout_at(d.into(), page).await {
-                    // Cut by the page's deadline (the call's own ends its answers itself).
-                    Ok(Err(_)) if std::time::Instant::now() >= d => Err(page_too_long(&state)),
-                    Ok(page) => page,
-                    Err(_) => Err(page_too_long(&state)),
-                },
-                None => page.await,
-            };
+            })
+            .await;
             let page = match page {
                 Ok(page) => page,
                 Err(e) => {
@@ -548,16 +533,6 @@ fn read_all(
         }
     });
     Ok(answers)
-}
-
-/// The end of a scanning read one of whose pages took longer than
-/// `request_timeout_ms` to read.
-fn page_too_long(state: &AppState) -> Status {
-    Status::deadline_exceeded(format!(
-        "a page of this read of $all, whose filter the indexes cannot serve, took longer than \
-         request_timeout_ms ({} ms) to read; narrow the filter, or read on from the last position shown",
-        state.config.request_timeout_ms
-    ))
 }
 
 /// A place among `max_scans` for a later page of a scanning read, or None

@@ -3078,39 +3078,3 @@ async fn appends_being_received_share_a_byte_budget() {
         .await
         .unwrap();
 }
-
-/// A scanning read whose call has no deadline (no `grpc-timeout`) still
-/// gives each page `request_timeout_ms` to read, as HTTP's scans have:
-/// held in the middle of a page (its reads wait at a closed gate), it ends
-/// with DEADLINE_EXCEEDED naming that setting, instead of holding its scan
-/// place for as long as the page takes (a pass over a log of hidden events);
-/// once the gate opens, the store read stops and the place is free.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_scanning_page_without_a_call_deadline_stops_at_the_request_timeout() {
-    let (s, gate) = common::TestServer::start_gated(|c| {
-        c.max_scans = 1;
-        c.request_timeout_ms = 1000;
-    })
-    .await;
-    let mut c = streams_at(&s.base, false).await;
-    fill_big(&mut c).await;
-    gate.close();
-    let mut held = c.read(scanning_read(u64::MAX)).await.unwrap().into_inner();
-    gate.wait_for_waiting(1).await;
-    let end = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        loop {
-            match held.message().await {
-                Ok(Some(_)) => continue,
-                other => return other,
-            }
-        }
-    })
-    .await
-    .expect("the read ends at the request timeout");
-    let err = end.unwrap_err();
-    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
-    assert!(err.message().contains("request_timeout_ms"), "{err:?}");
-    gate.open();
-    wait_for_a_scan_place(&mut c).await;
-    s.stop().await.unwrap();
-}
