@@ -70,7 +70,8 @@ pub struct ServerConfig {
     pub body_limit_bytes: usize,
     /// Most events in one append request. Default 1000.
     pub max_events_per_append: usize,
-    /// Time limit of a request (not of subscriptions), in milliseconds. Default 30 s.
+    /// Time limit of a request (not of subscriptions), in milliseconds; over
+    /// gRPC, the time an append's events have to arrive whole. Default 30 s.
     pub request_timeout_ms: u64,
     /// Events returned by a read when no `limit` is given. Default 100.
     pub default_read_limit: usize,

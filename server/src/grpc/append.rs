@@ -190,6 +190,15 @@ impl Held {
         let before = self.budget.held.fetch_add(n, Ordering::AcqRel);
         if before.saturating_add(n) > self.budget.max {
             self.budget.held.fetch_sub(n, Ordering::AcqRel);
+            // An append larger than the whole budget never fits: retrying
+            // cannot help, and the answer says so.
+            if self.bytes.saturating_add(n) > self.budget.max {
+                return Err(Status::invalid_argument(format!(
+                    "this append holds more than max_pending_append_bytes ({} bytes) of events by itself; \
+                     split it, or raise the setting",
+                    self.budget.max
+                )));
+            }
             return Err(Status::resource_exhausted(format!(
                 "appends being received hold more than max_pending_append_bytes ({} bytes) of events; \
                  retry later",

@@ -3077,4 +3077,13 @@ async fn appends_being_received_share_a_byte_budget() {
     c.append(tokio_stream(vec![append_options("held-b"), proposed(&big)]))
         .await
         .unwrap();
+    // An append larger than the whole budget never fits: it is refused as
+    // such, not as "retry later".
+    let huge = vec![b'x'; 1100 << 10];
+    let err = c
+        .append(tokio_stream(vec![append_options("held-c"), proposed(&huge)]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("by itself"), "{err:?}");
 }
