@@ -74,6 +74,13 @@ impl StreamMetadata {
         self.truncate_before.unwrap_or(0).max(by_count)
     }
 
+    /// Whether a snapshot taken at `revision` no longer fits the stream:
+    /// events after it were removed by a truncation (or a soft delete), so
+    /// folding the events that remain into it would skip them.
+    pub(crate) fn leaves_behind_snapshot_at(&self, revision: u64) -> bool {
+        self.truncate_before.is_some_and(|tb| revision.saturating_add(1) < tb)
+    }
+
     /// True if the stream was deleted (soft with nothing after it, or hard).
     pub(crate) fn hides_everything(&self, last_revision: u64) -> bool {
         self.tombstoned || self.truncate_before.is_some_and(|tb| tb > last_revision)

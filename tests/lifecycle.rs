@@ -330,3 +330,39 @@ fn a_hard_deleted_streams_snapshot_is_gone_and_a_truncated_streams_is_kept() {
         Some((99, bytes::Bytes::from_static(b"state-99")))
     );
 }
+
+/// A snapshot taken before events that a soft delete (or a truncation)
+/// removed no longer fits its stream: the events after it are not all
+/// there, so it is not loaded (a stream appended to again after a soft
+/// delete starts from no state), not taken, and scavenging removes it.
+#[test]
+fn a_snapshot_before_removed_events_is_neither_loaded_nor_taken_nor_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        Options::default().durability(Durability::Never).segment_size(4096),
+    )
+    .unwrap();
+    fill(&store, "cart", 10);
+    store.save_snapshot("cart", 5, &b"state-5"[..]).unwrap();
+    store.delete_stream("cart", ExpectedVersion::Any, false).unwrap();
+    fill(&store, "cart", 1);
+    let (snapshot, events) = store.load_aggregate("cart").unwrap();
+    assert!(snapshot.is_none());
+    assert_eq!(events.iter().map(|e| e.revision).collect::<Vec<_>>(), vec![10]);
+    assert!(matches!(
+        store.save_snapshot("cart", 5, &b"x"[..]),
+        Err(Error::InvalidInput(_))
+    ));
+    fill(&store, "filler", 200);
+    store.scavenge().unwrap();
+    let raw = store
+        .read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all())
+        .unwrap();
+    assert!(
+        !raw.iter().any(|e| e.stream == "$snapshot-cart"),
+        "scavenging removes it"
+    );
+    store.save_snapshot("cart", 10, &b"state-10"[..]).unwrap();
+    assert_eq!(store.load_snapshot("cart").unwrap().map(|s| s.revision), Some(10));
+}

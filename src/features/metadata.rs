@@ -150,8 +150,18 @@ impl Store {
                 "snapshot at revision {revision}, but {stream:?} ends at {last}"
             )));
         }
-        if self.stream_metadata(stream).is_some_and(|m| m.tombstoned) {
-            return Err(Error::StreamDeleted(stream.to_string()));
+        if let Some(meta) = self.stream_metadata(stream) {
+            if meta.tombstoned {
+                return Err(Error::StreamDeleted(stream.to_string()));
+            }
+            if meta.leaves_behind_snapshot_at(revision) {
+                return Err(Error::InvalidInput(format!(
+                    "a snapshot at revision {revision} of {stream:?} would fold in events its truncate_before ({}) \
+                     removed; take it at revision {} or later",
+                    meta.truncate_before.unwrap_or(0),
+                    meta.truncate_before.unwrap_or(1).saturating_sub(1)
+                )));
+            }
         }
         let header = system::encode(&StoredSnapshotHeaderV1 {
             version: Version1,
@@ -165,11 +175,13 @@ impl Store {
     }
 
     /// The latest snapshot of `stream`, if any; none once the stream was
-    /// hard-deleted. A snapshot taken before a truncation (or a soft delete,
-    /// which is a truncation past the last event) still loads: "snapshot,
-    /// then truncate what it folds in" keeps the state. An application that
-    /// appends to a soft-deleted stream again, as a new aggregate, ignores a
-    /// snapshot whose revision is below the stream's `truncate_before`.
+    /// hard-deleted, and none if it was taken before events that a
+    /// truncation (or a soft delete) removed: the events after it would not
+    /// all be read, and the state folded would be wrong. A snapshot at the
+    /// last revision before `truncate_before` loads ("snapshot, then
+    /// truncate what it folds in"); so, after a soft delete, does one taken
+    /// at the deleted stream's last event, which a stream appended to again
+    /// as a new aggregate must not fold in (the two cannot be told apart).
     pub fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>> {
         let meta = self.stream_metadata(stream);
         if meta.as_ref().is_some_and(|m| m.tombstoned) {
@@ -187,6 +199,9 @@ impl Store {
             None => Ok(None),
             Some(e) => {
                 let h: StoredSnapshotHeaderV1 = system::decode(&e.stream, e.position, &e.metadata)?;
+                if meta.as_ref().is_some_and(|m| m.leaves_behind_snapshot_at(h.revision)) {
+                    return Ok(None);
+                }
                 Ok(Some(Snapshot {
                     revision: h.revision,
                     data: e.data,
@@ -221,3 +236,4 @@ impl Store {
         }
     }
 }
+

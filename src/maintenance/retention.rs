@@ -103,13 +103,20 @@ impl Judge<'_> {
         if meta.is_some_and(|m| !m.is_visible(ev.revision, ev.timestamp, last, self.now)) {
             return true;
         }
-        // A hard-deleted stream's snapshots go with it. (A truncation, or a
-        // soft delete, keeps them: a snapshot is often what a truncation
-        // relies on.)
+        // A hard-deleted stream's snapshots go with it, and so does one that
+        // no longer fits its stream: taken before events its truncation (or
+        // soft delete) removed, it would fold them into no state. One taken
+        // at the last event before the truncation stays: often it is what
+        // the truncation relies on.
         if let Some(of) = ev.stream.strip_prefix(SNAPSHOT_PREFIX)
-            && self.shared.metadata.read().by_stream.get(of).is_some_and(|m| m.tombstoned)
+            && let Some(m) = self.shared.metadata.read().by_stream.get(of)
         {
-            return true;
+            let taken_at = system::decode::<system::StoredSnapshotHeaderV1>(ev.stream, ev.position, ev.metadata)
+                .ok()
+                .map(|h| h.revision);
+            if m.tombstoned || taken_at.is_some_and(|r| m.leaves_behind_snapshot_at(r)) {
+                return true;
+            }
         }
         // Only the latest metadata and snapshot of a stream matter.
         if (ev.stream.starts_with(META_PREFIX) || ev.stream.starts_with(SNAPSHOT_PREFIX)) && ev.revision < last {
