@@ -34,6 +34,30 @@ pub fn is_strict_json(doc: &[u8]) -> bool {
     <Checked as serde::Deserialize>::deserialize(&mut de).is_ok() && de.end().is_ok()
 }
 
+/// Whether `doc` may hold what a lenient JSON parser takes and a strict one
+/// refuses (see [`is_strict_json`]): an escape of a UTF-16 surrogate
+/// (`\\u` then `d`), a number with an exponent, or a run of more than 300
+/// digits. False means [`is_strict_json`] needs no asking once `doc` parsed
+/// at all; true only that it may (a string holding `1e5` says true too).
+/// One pass over the bytes, far cheaper than a parse.
+pub fn may_need_strict_check(doc: &[u8]) -> bool {
+    const LONG: usize = 300;
+    let surrogate = memchr::memchr_iter(b'\\', doc)
+        .any(|i| doc.get(i + 1) == Some(&b'u') && doc.get(i + 2).is_some_and(|c| c | 0x20 == b'd'));
+    let exponent = || memchr::memchr2_iter(b'e', b'E', doc).any(|i| i > 0 && doc[i - 1].is_ascii_digit());
+    // A run of more than LONG digits holds a byte at a multiple of LONG + 1.
+    let long_run = || {
+        (0..doc.len()).step_by(LONG + 1).any(|k| {
+            doc[k].is_ascii_digit() && {
+                let before = doc[..k].iter().rev().take_while(|b| b.is_ascii_digit()).count();
+                let after = doc[k..].iter().take_while(|b| b.is_ascii_digit()).count();
+                before + after > LONG
+            }
+        })
+    };
+    surrogate || exponent() || long_run()
+}
+
 /// Reads a JSON object, keeping the last string value of each of `names`.
 struct Picker<'a, S> {
     names: &'a [S],
@@ -160,6 +184,27 @@ mod tests {
 
     /// Escapes decoded, nesting and other keys skipped, last value of a
     /// repeated key, malformed documents refused: as a full parse reads them.
+    #[test]
+    fn what_may_need_a_strict_check_is_told_in_one_pass() {
+        for doc in [
+            &br#"{"s":"\ud800"}"#[..],
+            br#"{"s":"\uDFFF"}"#,
+            b"[1e999]",
+            b"[2E+3]",
+            &[b'1'; 301][..],
+        ] {
+            assert!(may_need_strict_check(doc), "{}", String::from_utf8_lossy(doc));
+        }
+        for doc in [
+            &br#"{"type":"e","n":12.5,"s":"\u00c9"}"#[..],
+            b"[1,2,3]",
+            &[b'1'; 300][..],
+        ] {
+            assert!(!may_need_strict_check(doc), "{}", String::from_utf8_lossy(doc));
+            assert!(is_strict_json(doc));
+        }
+    }
+
     #[test]
     fn strict_json_is_what_a_full_parse_takes() {
         for doc in [&br#"{"a":[1,2.5,"x\u00e9"]}"#[..], b"12", b"\"s\" ", b"null"] {

@@ -74,7 +74,7 @@ pub use features::subscription::{
     SubscriptionReceiver,
 };
 pub use format::dropped::DroppedRange;
-pub use json_fields::is_strict_json;
+pub use json_fields::{is_strict_json, may_need_strict_check};
 pub use log::damage::{Damage, TornTail, torn_tails};
 pub use log::notify::EventListener;
 pub use maintenance::backup::{BackupReport, StoreStats, restore, restore_with};

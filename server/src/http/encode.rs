@@ -74,9 +74,14 @@ fn payload(bytes: &[u8], json: bool) -> (Payload<'_>, Option<String>) {
     }
     // Too deep for common parsers (the store may hold such data from before
     // the limit): base64 keeps the response parseable.
+    // JSON that strict parsers refuse (a lone surrogate escape, a number out
+    // of range; stored by the library, an import or a gRPC client, or
+    // before appends were checked) goes out as base64 too: embedded, it
+    // would break the whole answer for them.
     if json
         && json_depth(bytes) <= MAX_JSON_DEPTH
         && let Ok(raw) = serde_json::from_slice::<&RawValue>(bytes)
+        && (!annal::may_need_strict_check(bytes) || annal::is_strict_json(bytes))
     {
         return (Payload::Json(raw), None);
     }
@@ -477,6 +482,16 @@ mod tests {
         assert!(p.is_base64());
         assert_eq!(b.as_deref(), Some("/wA="));
         assert!(payload(b"{}", false).0.is_base64());
+        // Stored without the append's check: what strict parsers refuse goes out as base64.
+        for bad in [&br#"{"s":"\ud800"}"#[..], br#"{"n":1e999}"#] {
+            let (p, b) = payload(bad, true);
+            assert!(p.is_base64(), "{}", String::from_utf8_lossy(bad));
+            assert!(b.is_some());
+        }
+        assert!(matches!(
+            payload(br#"{"n":1e5,"s":"\u00e9"}"#, true).0,
+            Payload::Json(_)
+        ));
     }
 
     /// `n` events of `size` bytes of data at positions 0.., read forward.
