@@ -47,11 +47,24 @@ impl Repairer<'_> {
             return Ok(bound.or(from_index).unwrap_or(base));
         }
         if header.is_some_and(|h| h.compressed) {
-            // Repair works on the logical form; an unreadable compressed file is a wreck.
+            // Repair works on the logical form. A block that does not decompress
+            // stands as bytes no frame decodes from, so the frame walk below records
+            // only its positions as lost and keeps every other block's events; a
+            // file whose block table is unreadable is a wreck.
             let dict = self.dictionary.clone();
-            let opened = crate::format::compressed::Compressed::open(original.clone().into(), path, dict.as_ref());
-            match opened.and_then(|c| c.logical(path)) {
-                Ok(logical) => original = logical,
+            match crate::format::compressed::Compressed::open(original.clone().into(), path, dict.as_ref()) {
+                Ok(c) => {
+                    let (logical, damaged) = c.logical_salvaged(path);
+                    for (e, range) in damaged {
+                        self.act(format!(
+                            "{}: {e}; its logical bytes {}..{} are unreadable",
+                            path.display(),
+                            range.start,
+                            range.end
+                        ));
+                    }
+                    original = logical;
+                }
                 Err(e) => {
                     self.act(format!("{}: compressed form unreadable ({e})", path.display()));
                     original.truncate(0);
