@@ -839,3 +839,144 @@ fn a_checkpoint_thrown_away_after_a_crash_makes_every_summary_checked_and_rebuil
     }
     assert!(store.verify().unwrap().is_clean());
 }
+
+/// The frames laid end to end in a segment file (offset, total length), by their length fields.
+fn frame_spans(bytes: &[u8]) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    let mut at = 64;
+    while at + 8 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        if len == 0 || at + 8 + len > bytes.len() {
+            break;
+        }
+        spans.push((at, 8 + len));
+        at += 8 + len;
+    }
+    spans
+}
+
+/// A client's binary event whose data is a well-formed frame of another
+/// stream, at the position that follows it; the outer frame's checksum is
+/// then damaged. Repair must never keep the embedded frame as an event.
+fn an_embedded_frame_is_never_salvaged(sealed: bool) {
+    // The frame to embed: what a store with the same first 10 events writes
+    // for an event of stream `intruder` at position 10.
+    let scratch = SimStorage::new();
+    let frame = {
+        let store = open(&scratch).unwrap();
+        (0..10u64).for_each(|i| append_sample(&store, i));
+        store
+            .append(
+                "intruder",
+                ExpectedVersion::Any,
+                vec![EventData::binary("Forged", vec![7u8; 40])],
+            )
+            .unwrap();
+        drop(store);
+        let seg = Path::new(DIR).join(&files(&scratch, ".seg")[0]);
+        let bytes = scratch.read_file(&seg).unwrap();
+        let at = bytes.windows(8).position(|w| w == b"intruder").unwrap();
+        let (s, l) = frame_spans(&bytes)
+            .into_iter()
+            .find(|(s, l)| (*s..s + l).contains(&at))
+            .unwrap();
+        bytes[s..s + l].to_vec()
+    };
+    let sim = SimStorage::new();
+    let store = open(&sim).unwrap();
+    (0..10u64).for_each(|i| append_sample(&store, i));
+    store
+        .append(
+            "victim",
+            ExpectedVersion::Any,
+            vec![EventData::binary("Blob", frame.clone())],
+        )
+        .unwrap();
+    (11..if sealed { 300 } else { 20 }).for_each(|i| append_sample(&store, i));
+    let original: BTreeMap<u64, RecordedEvent> = store
+        .read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all())
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.position, e))
+        .collect();
+    drop(store);
+    let seg = Path::new(DIR).join(&files(&sim, ".seg")[0]);
+    let bytes = sim.read_file(&seg).unwrap();
+    let inner = bytes.windows(frame.len()).position(|w| w == &frame[..]).unwrap();
+    let (outer, _) = frame_spans(&bytes)
+        .into_iter()
+        .find(|(s, l)| (*s..s + l).contains(&inner))
+        .unwrap();
+    // A flipped bit in the outer frame's checksum.
+    sim.flip_bit(&seg, outer as u64 + 5, 3).unwrap();
+    let report = check_repaired(&sim, &original, 1);
+    assert_eq!(report.lost_positions, 1, "{:#?}", report.actions);
+    let store = open(&sim).unwrap();
+    let all = store
+        .read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all())
+        .unwrap();
+    assert!(
+        all.iter().all(|e| e.stream != "intruder"),
+        "an event of another stream embedded in a client's data was kept as a real event: {:#?}",
+        report.actions
+    );
+}
+
+#[test]
+fn an_event_embedded_in_damaged_data_of_the_active_segment_is_not_salvaged() {
+    an_embedded_frame_is_never_salvaged(false);
+}
+
+#[test]
+fn an_event_embedded_in_damaged_data_of_a_sealed_segment_is_not_salvaged() {
+    an_embedded_frame_is_never_salvaged(true);
+}
+
+#[test]
+fn a_seal_inside_damaged_data_neither_hangs_repair_nor_ends_the_segment() {
+    // A client's binary event whose data is a well-formed seal frame naming a
+    // huge next position; the outer frame's length field is then damaged past
+    // trust, so repair searches byte by byte and meets the seal.
+    let mut seal = vec![0u8; 8];
+    seal.extend_from_slice(&[2, 0]);
+    seal.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    seal.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    seal.extend_from_slice(&0u32.to_le_bytes());
+    seal[..4].copy_from_slice(&22u32.to_le_bytes());
+    let mut h = crc32fast::Hasher::new();
+    h.update(&seal[..4]);
+    h.update(&seal[8..]);
+    let crc = h.finalize();
+    seal[4..8].copy_from_slice(&crc.to_le_bytes());
+    let sim = SimStorage::new();
+    let store = open(&sim).unwrap();
+    (0..10u64).for_each(|i| append_sample(&store, i));
+    store
+        .append(
+            "victim",
+            ExpectedVersion::Any,
+            vec![EventData::binary("Blob", seal.clone())],
+        )
+        .unwrap();
+    (11..20u64).for_each(|i| append_sample(&store, i));
+    let original: BTreeMap<u64, RecordedEvent> = store
+        .read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all())
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.position, e))
+        .collect();
+    drop(store);
+    let seg = Path::new(DIR).join(&files(&sim, ".seg")[0]);
+    let mut bytes = sim.read_file(&seg).unwrap();
+    let inner = bytes.windows(seal.len()).position(|w| w == &seal[..]).unwrap();
+    let (outer, _) = frame_spans(&bytes)
+        .into_iter()
+        .find(|(s, l)| (*s..s + l).contains(&inner))
+        .unwrap();
+    // Two bytes of the length field: past the file, and no single flipped bit.
+    bytes[outer + 2] ^= 0x5A;
+    bytes[outer + 3] ^= 0x01;
+    sim.write_file(&seg, &bytes).unwrap();
+    let report = check_repaired(&sim, &original, 1);
+    assert_eq!(report.lost_positions, 1, "{:#?}", report.actions);
+}

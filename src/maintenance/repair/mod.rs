@@ -562,9 +562,24 @@ impl Repairer<'_> {
                 heads,
             },
         );
-        let unattributed = (first..end)
-            .filter(|p| !self.described.iter().any(|(a, b)| (*a..*b).contains(p)))
-            .count() as u64;
+        // Counted by ranges, never position by position: a range may be huge.
+        let mut covered: Vec<(u64, u64)> = self
+            .described
+            .iter()
+            .map(|(a, b)| ((*a).max(first), (*b).min(end)))
+            .filter(|(a, b)| a < b)
+            .collect();
+        covered.sort_unstable();
+        let mut described = 0u64;
+        let mut reached = first;
+        for (a, b) in covered {
+            let a = a.max(reached);
+            if b > a {
+                described += b - a;
+                reached = b;
+            }
+        }
+        let unattributed = (end - first) - described;
         if unattributed > 0 {
             self.report.lost_unattributed += unattributed;
             self.act(format!(

@@ -180,7 +180,7 @@ impl Repairer<'_> {
             match record::decode_frame(&bytes[offset..]) {
                 Ok((Frame::Event(ev), len)) => {
                     let expected = next + pending.len() as u64;
-                    if ev.position < expected || ev.position > bound.unwrap_or(u64::MAX) {
+                    if ev.position < expected || ev.position >= bound.unwrap_or(u64::MAX) {
                         // Out of sequence: never written here by the writer.
                         changed = true;
                         self.drop_range(&name, bytes, offset, offset + len)?;
@@ -228,7 +228,10 @@ impl Repairer<'_> {
                     }
                     offset += len;
                 }
-                Ok((Frame::Lost(l), len)) if l.first_position >= next + pending.len() as u64 => {
+                Ok((Frame::Lost(l), len))
+                    if l.first_position >= next + pending.len() as u64
+                        && l.first_position.saturating_add(l.count) <= bound.unwrap_or(u64::MAX) =>
+                {
                     if !pending.is_empty() {
                         changed = true;
                         self.salvage(&mut out, &mut next, &mut pending, bytes, path)?;
@@ -247,13 +250,30 @@ impl Repairer<'_> {
                     self.drop_range(&name, bytes, offset, offset + len)?;
                     offset += len;
                 }
+                Ok((Frame::Seal(_), len)) if salvaging && !segment::starts_zero_region(&bytes[offset + len..]) => {
+                    // Met by a byte-by-byte search after damage, with more bytes
+                    // after it: the writer writes nothing after a seal, so these are
+                    // a client's bytes (or damage), never the segment's end.
+                    changed = true;
+                    self.act(format!(
+                        "{}: a seal frame found after damage at byte {offset}, with data after it; not the segment's seal, moved to quarantine",
+                        path.display()
+                    ));
+                    self.drop_range(&name, bytes, offset, offset + len)?;
+                    offset += len;
+                }
                 Ok((Frame::Seal(seal), len)) => {
                     // Anything after the seal is ignored, as recovery does.
                     if !pending.is_empty() {
                         changed = true;
                         self.salvage(&mut out, &mut next, &mut pending, bytes, path)?;
                     }
-                    let end = bound.unwrap_or(seal.next_position).min(seal.next_position).max(next);
+                    // A seal never ends past the next segment's base; in the last
+                    // segment, one met after damage may be a client's bytes, so
+                    // only a seal of an undamaged segment may add lost positions
+                    // there (the claim and the indexes bound the rest).
+                    let limit = bound.unwrap_or(if changed { next } else { seal.next_position });
+                    let end = limit.min(seal.next_position).max(next);
                     if end > next {
                         self.lose(&mut out, &mut next, end, path, offset)?;
                         changed = true;
@@ -277,7 +297,14 @@ impl Repairer<'_> {
                 }
                 Err(e) => {
                     changed = true;
-                    let resume = segment::find_valid_frame(bytes, offset + 1);
+                    // Resume where the damaged frame ends when its length can be
+                    // trusted (its data may hold well-formed frames of a client's,
+                    // never events of the log); else search byte by byte.
+                    let resume = match segment::damaged_frame_end(bytes, offset) {
+                        Some(end) if segment::starts_zero_region(&bytes[end..]) => None,
+                        Some(end) => Some(end),
+                        None => segment::find_valid_frame(bytes, offset + 1),
+                    };
                     let end = resume.unwrap_or_else(|| segment::data_end(bytes, offset));
                     self.act(format!(
                         "{}: {e} at byte {offset}; bytes {offset}..{end} moved to quarantine",
