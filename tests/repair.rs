@@ -980,3 +980,27 @@ fn a_seal_inside_damaged_data_neither_hangs_repair_nor_ends_the_segment() {
     let report = check_repaired(&sim, &original, 1);
     assert_eq!(report.lost_positions, 1, "{:#?}", report.actions);
 }
+
+#[test]
+fn an_event_at_the_next_segments_base_does_not_push_that_segment_out() {
+    // A sealed segment whose seal is gone and whose last frame is an event at
+    // the next segment's base (that segment's first event, copied): repair
+    // must drop it, not keep it and then quarantine the whole next segment
+    // as overlapping.
+    let sim = SimStorage::new();
+    let original = filled(&sim);
+    let names = files(&sim, ".seg");
+    let (a, b) = (Path::new(DIR).join(&names[0]), Path::new(DIR).join(&names[1]));
+    let (bytes_a, bytes_b) = (sim.read_file(&a).unwrap(), sim.read_file(&b).unwrap());
+    let (seal, _) = *frame_spans(&bytes_a).last().unwrap();
+    assert_eq!(bytes_a[seal + 8], 2, "the last frame is the seal");
+    let (first, len) = frame_spans(&bytes_b)
+        .into_iter()
+        .find(|(s, _)| bytes_b[s + 8] == 1)
+        .unwrap();
+    let mut damaged = bytes_a[..seal].to_vec();
+    damaged.extend_from_slice(&bytes_b[first..first + len]);
+    sim.write_file(&a, &damaged).unwrap();
+    let report = check_repaired(&sim, &original, 0);
+    assert_eq!(report.lost_positions, 0, "{:#?}", report.actions);
+}
