@@ -730,14 +730,14 @@ fn a_damaged_index_section_is_reported_by_the_first_read_that_uses_it() {
         Err(Error::Corruption { file, .. }) => assert_eq!(file, idx),
         other => panic!("expected the index damage, got {other:?}"),
     }
-    // Verify reports the index's first differing byte against its segment.
+    // Verify reports the index's first differing byte against its segment,
+    // naming the index file.
     let report = store.verify().unwrap();
-    let seg = idx.with_extension("seg");
     assert!(
         report
             .problems
             .iter()
-            .any(|p| p.file == seg && p.what.contains(".idx") && p.offset == at as u64),
+            .any(|p| p.file == idx && p.what.contains(".idx") && p.offset == at as u64),
         "{:?}",
         report.problems
     );
@@ -1003,4 +1003,53 @@ fn an_event_at_the_next_segments_base_does_not_push_that_segment_out() {
     sim.write_file(&a, &damaged).unwrap();
     let report = check_repaired(&sim, &original, 0);
     assert_eq!(report.lost_positions, 0, "{:#?}", report.actions);
+}
+
+#[test]
+fn a_repair_cut_short_by_a_crash_at_any_point_is_finished_by_the_next_one() {
+    // Damage in synced data of the active segment: repair rewrites that
+    // segment, which the last clean close's durable.chk describes.
+    let setup = || {
+        let sim = SimStorage::new();
+        let original = filled(&sim);
+        let seg = Path::new(DIR).join(files(&sim, ".seg").last().unwrap());
+        let bytes = sim.read_file(&seg).unwrap();
+        let at = bytes.windows(4).position(|w| w == b"{\"i\"").unwrap() as u64 + 3;
+        sim.flip_bit(&seg, at, 5).unwrap();
+        (sim, original)
+    };
+    let (sim, _) = setup();
+    let ops = sim.mutating_ops();
+    repair_with(Arc::new(sim.clone()), Path::new(DIR)).unwrap();
+    let total = sim.mutating_ops() - ops;
+    assert!(total > 3, "{total} operations");
+    for k in 1..=total {
+        let (sim, original) = setup();
+        sim.crash_after_ops(k, k);
+        let _ = repair_with(Arc::new(sim.clone()), Path::new(DIR));
+        sim.crash(k, false);
+        let report = repair_with(Arc::new(sim.clone()), Path::new(DIR))
+            .unwrap_or_else(|e| panic!("crash point {k}: repair failed again: {e}"));
+        let store = open(&sim).unwrap_or_else(|e| panic!("crash point {k}: open failed after repair {report:#?}: {e}"));
+        let v = store.verify().unwrap();
+        assert!(v.is_clean(), "crash point {k}: {:?}", v.problems);
+        let now = store
+            .read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all())
+            .unwrap();
+        for e in &now {
+            assert_eq!(
+                original.get(&e.position),
+                Some(e),
+                "crash point {k}: event at {} changed",
+                e.position
+            );
+        }
+        assert!(
+            now.len() + 1 >= original.len(),
+            "crash point {k}: {} of {} events",
+            now.len(),
+            original.len()
+        );
+        assert_eq!(store.head_position(), original.len() as u64, "crash point {k}");
+    }
 }

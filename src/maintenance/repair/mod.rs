@@ -105,7 +105,7 @@ pub fn repair_with(storage: Arc<dyn Storage>, dir: &Path) -> Result<RepairReport
     r.read_heads()?;
     r.read_dictionary();
     let end = r.segments()?;
-    r.derived()?;
+    r.derived(end)?;
     r.drop_record(end)?;
     Ok(r.report)
 }
@@ -702,8 +702,60 @@ impl Repairer<'_> {
         Ok(())
     }
 
+    /// Why `durable.chk` no longer describes the repaired log (whose end is
+    /// `end`), if it does not: it must name the last segment, its durable end
+    /// must lie within that segment's bytes, the checksum of the bytes before
+    /// it must hold, and its next position must lie within the log. A repair
+    /// cut short after rewriting the last segment leaves one that does not,
+    /// which would keep the store from opening though the next repair finds
+    /// nothing else to do.
+    fn stale_claim(&self, end: u64) -> Result<Option<String>> {
+        let Some(m) = self.claim else {
+            return Ok(Some("unreadable".to_string()));
+        };
+        let last = self
+            .st
+            .list(self.dir)
+            .ctx(|| format!("listing {}", self.dir.display()))?
+            .iter()
+            .filter_map(|n| match segment::parse_file_name(n) {
+                Some((b, "seg")) => Some(b),
+                _ => None,
+            })
+            .max();
+        if last != Some(m.segment_base) {
+            return Ok(Some(format!("names segment {}, not the last one", m.segment_base)));
+        }
+        if m.next_position > end {
+            return Ok(Some(format!("names position {}, past the log's end {end}", m.next_position)));
+        }
+        let path = self.dir.join(segment_file_name(m.segment_base));
+        let mut bytes = self.read(&path)?;
+        if SegmentHeader::decode(&bytes, &path).is_ok_and(|h| h.compressed) {
+            let dict = self.dictionary.clone();
+            match crate::format::compressed::Compressed::open(bytes.into(), &path, dict.as_ref())
+                .and_then(|c| c.logical(&path))
+            {
+                Ok(logical) => bytes = logical,
+                Err(e) => return Ok(Some(format!("its segment does not read ({e})"))),
+            }
+        }
+        let holds = usize::try_from(m.durable_end)
+            .ok()
+            .filter(|e| *e >= SEGMENT_HEADER)
+            .and_then(|e| bytes.get(SEGMENT_HEADER..e))
+            .is_some_and(|durable| crc32fast::hash(durable) == m.content_crc);
+        Ok((!holds).then(|| {
+            format!(
+                "the bytes of {} before offset {} are not those it describes",
+                path.display(),
+                m.durable_end
+            )
+        }))
+    }
+
     /// Removes derived files that open rebuilds (the stream checkpoint) and stale temporaries.
-    fn derived(&mut self) -> Result<()> {
+    fn derived(&mut self, end: u64) -> Result<()> {
         let names = self
             .st
             .list(self.dir)
@@ -736,18 +788,25 @@ impl Repairer<'_> {
             }
         }
         // The durable-end checkpoint describes the segment as it was: once repair
-        // changed anything (or it is unreadable), the next clean close records it anew.
+        // changed anything, or once it no longer matches the log (unreadable, or
+        // left by a repair cut short), the next clean close records it anew.
         let durable = self.dir.join(DURABLE_FILE);
-        if self.st.exists(&durable) && (!self.report.actions.is_empty() || self.claim.is_none()) {
-            let bytes = self.read(&durable)?;
-            self.quarantine(DURABLE_FILE, &bytes)?;
-            self.st
-                .remove(&durable)
-                .ctx(|| format!("removing {}", durable.display()))?;
-            self.act(format!(
-                "{}: moved to quarantine; written again at the next clean close",
-                durable.display()
-            ));
+        if self.st.exists(&durable) {
+            let why = match self.report.actions.is_empty() {
+                true => self.stale_claim(end)?,
+                false => Some("the log was repaired".to_string()),
+            };
+            if let Some(why) = why {
+                let bytes = self.read(&durable)?;
+                self.quarantine(DURABLE_FILE, &bytes)?;
+                self.st
+                    .remove(&durable)
+                    .ctx(|| format!("removing {}", durable.display()))?;
+                self.act(format!(
+                    "{}: {why}; moved to quarantine, written again at the next clean close",
+                    durable.display()
+                ));
+            }
         }
         // Stream states are rebuilt from the segments on the next open.
         let chk = self.dir.join(STREAMS_FILE);
