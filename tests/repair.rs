@@ -490,6 +490,27 @@ fn a_damaged_dictionary_is_reported_and_its_segments_are_left_as_they_are() {
         report.unfixed
     );
     assert_eq!(report.lost_positions, 0, "{:?}", report.actions);
+    // Until it is restored, the store opens degraded (and read only): the
+    // segments compressed with it are stepped over as damage, the rest reads.
+    for store in [
+        Store::open_or_degraded_with(Arc::new(sim.clone()), DIR, options()).unwrap(),
+        Store::open_read_only_with(Arc::new(sim.clone()), DIR, options()).unwrap(),
+    ] {
+        assert!(!store.damage().is_empty());
+        let (mut read, mut failed) = (0, 0);
+        for (p, e) in &original {
+            match store.read_all(Direction::Forward, LogFrom::Position(*p), 1, &Filter::all()) {
+                Ok(got) => {
+                    assert_eq!(&got[0], e);
+                    read += 1;
+                }
+                Err(Error::Corruption { .. }) => failed += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(read > 0 && failed > 0, "{read} read, {failed} failed");
+        assert!(!store.verify().unwrap().is_clean());
+    }
     // Every compressed segment is as it was: restoring the dictionary restores the store.
     for (name, b) in files.iter().filter(|(n, _)| n.ends_with(".seg")) {
         let now = sim.read_file(&Path::new(DIR).join(name)).unwrap();

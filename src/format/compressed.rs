@@ -271,7 +271,15 @@ impl Compressed {
             None => None,
             Some(id) => match dict {
                 Some(d) if d.id == id => Some(d.clone()),
-                _ => return Err(bad(32, "compressed with a dictionary this store does not have")),
+                _ => {
+                    return Err(bad(
+                        32,
+                        &format!(
+                            "compressed with dictionary {id}, which this store does not have \
+                             ({DICTIONARY_FILE} is missing, unreadable or another one)"
+                        ),
+                    ));
+                }
             },
         };
         let n = file.len();

@@ -121,7 +121,12 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
         }
     }
     names.sort();
-    let dictionary = crate::log::segments::load_dictionary(st, dir)?;
+    let dictionary = match crate::log::segments::load_dictionary(st, dir) {
+        // A damaged dictionary is damage of the segments compressed with it: a
+        // reader steps over those (they fail to open without it) and reads the rest.
+        Err(Error::Corruption { .. }) if read_only => None,
+        other => other?,
+    };
     let claim = load_claim(st, dir)?;
     if let Claim::Mark(m) = &claim {
         let last_base = names.last().map(|(b, _)| *b);

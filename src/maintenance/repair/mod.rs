@@ -66,7 +66,11 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
 }
 
 /// Repairs the closed store in `dir`. After it, the store opens and verifies
-/// clean, except for the positions reported lost.
+/// clean, except for the positions reported lost, unless the report lists
+/// something `unfixed` in the log (segments compressed with a dictionary the
+/// store no longer has readable): the store then opens only read only or
+/// degraded ([`crate::Store::open_or_degraded`]), stepping over those segments,
+/// until the file is restored.
 pub fn repair_with(storage: Arc<dyn Storage>, dir: &Path) -> Result<RepairReport> {
     let st = &*storage;
     let _lock = st.lock(&dir.join(LOCK_FILE)).map_err(|e| match e.kind() {
