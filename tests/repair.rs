@@ -879,7 +879,7 @@ fn frame_spans(bytes: &[u8]) -> Vec<(usize, usize)> {
 /// A client's binary event whose data is a well-formed frame of another
 /// stream, at the position that follows it; the outer frame's checksum is
 /// then damaged. Repair must never keep the embedded frame as an event.
-fn an_embedded_frame_is_never_salvaged(sealed: bool) {
+fn an_embedded_frame_is_never_salvaged(sealed: bool, length_damaged: bool) {
     // The frame to embed: what a store with the same first 10 events writes
     // for an event of stream `intruder` at position 10.
     let scratch = SimStorage::new();
@@ -928,8 +928,17 @@ fn an_embedded_frame_is_never_salvaged(sealed: bool) {
         .into_iter()
         .find(|(s, l)| (*s..s + l).contains(&inner))
         .unwrap();
-    // A flipped bit in the outer frame's checksum.
-    sim.flip_bit(&seg, outer as u64 + 5, 3).unwrap();
+    if length_damaged {
+        // Two bytes of the outer length field: past the file, and no single
+        // flipped bit, so its end cannot be trusted.
+        let mut bytes = bytes;
+        bytes[outer + 2] ^= 0x5A;
+        bytes[outer + 3] ^= 0x01;
+        sim.write_file(&seg, &bytes).unwrap();
+    } else {
+        // A flipped bit in the outer frame's checksum.
+        sim.flip_bit(&seg, outer as u64 + 5, 3).unwrap();
+    }
     let report = check_repaired(&sim, &original, 1);
     assert_eq!(report.lost_positions, 1, "{:#?}", report.actions);
     let store = open(&sim).unwrap();
@@ -945,12 +954,19 @@ fn an_embedded_frame_is_never_salvaged(sealed: bool) {
 
 #[test]
 fn an_event_embedded_in_damaged_data_of_the_active_segment_is_not_salvaged() {
-    an_embedded_frame_is_never_salvaged(false);
+    an_embedded_frame_is_never_salvaged(false, false);
 }
 
 #[test]
 fn an_event_embedded_in_damaged_data_of_a_sealed_segment_is_not_salvaged() {
-    an_embedded_frame_is_never_salvaged(true);
+    an_embedded_frame_is_never_salvaged(true, false);
+}
+
+#[test]
+fn an_event_embedded_in_a_sealed_frame_whose_length_is_damaged_is_not_salvaged() {
+    // The length cannot be trusted: repair resumes where the segment's index
+    // names the next event, not at a frame inside the client's data.
+    an_embedded_frame_is_never_salvaged(true, true);
 }
 
 #[test]

@@ -102,6 +102,7 @@ pub fn repair_with(storage: Arc<dyn Storage>, dir: &Path) -> Result<RepairReport
         incomplete: false,
         heads: BTreeMap::new(),
         described: Vec::new(),
+        frame_starts: Vec::new(),
     };
     r.identity()?;
     r.subject_keys()?;
@@ -144,6 +145,9 @@ struct Repairer<'a> {
     heads: BTreeMap<u64, (String, u64)>,
     /// Ranges of positions `[from, to)` whose streams' heads `heads` knows.
     described: Vec<(u64, u64)>,
+    /// Where the events of the segment being repaired start, as its index
+    /// (checked whole) names them, in order; empty without such an index.
+    frame_starts: Vec<usize>,
 }
 
 /// A segment's new body as repair rebuilt it.
@@ -591,6 +595,33 @@ impl Repairer<'_> {
                  a stream whose last event was among them may hand out that revision again"
             ));
         }
+    }
+
+    /// Where the events of the segment at `base` start, as its index names
+    /// them, if it has one that checks whole (empty otherwise).
+    fn index_frame_starts(&self, base: u64) -> Vec<usize> {
+        use crate::format::index::Lookup;
+        let idx = self.dir.join(segment::index_file_name(base));
+        let Some(index) = self
+            .st
+            .map(&idx)
+            .ok()
+            .and_then(|m| SegmentIndex::open(m, &idx).ok())
+            .filter(|i| i.base() == base && i.check_all().is_ok())
+        else {
+            return Vec::new();
+        };
+        let end = index.next_position().min(base.saturating_add(record::MAX_LOST_PER_FRAME));
+        let positions: Vec<u64> = (base..end).collect();
+        let mut starts: Vec<usize> = index
+            .locations(&positions)
+            .into_iter()
+            .flatten()
+            .filter_map(|(offset, _)| usize::try_from(offset).ok())
+            .collect();
+        starts.sort_unstable();
+        starts.dedup();
+        starts
     }
 
     /// Writes a sealed segment holding one lost frame for positions no segment held.

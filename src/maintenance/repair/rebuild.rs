@@ -92,7 +92,10 @@ impl Repairer<'_> {
             return Ok(base);
         }
         // An unchanged compressed segment stays as it is on disk.
-        let mut rebuilt = self.rebuild(path, &original, base, bound, is_last)?;
+        self.frame_starts = self.index_frame_starts(base);
+        let rebuilt = self.rebuild(path, &original, base, bound, is_last);
+        self.frame_starts.clear();
+        let mut rebuilt = rebuilt?;
         if !header_ok {
             rebuilt.changed = true;
             self.act(format!("{}: header rebuilt from the file name", path.display()));
@@ -303,7 +306,15 @@ impl Repairer<'_> {
                     let resume = match segment::damaged_frame_end(bytes, offset) {
                         Some(end) if segment::starts_zero_region(&bytes[end..]) => None,
                         Some(end) => Some(end),
-                        None => segment::find_valid_frame(bytes, offset + 1),
+                        // Where the index names an event that still decodes, if it
+                        // has one: never a frame inside a client's data.
+                        None => self
+                            .frame_starts
+                            .iter()
+                            .copied()
+                            .filter(|at| *at > offset && *at < bytes.len())
+                            .find(|at| record::decode_frame(&bytes[*at..]).is_ok())
+                            .or_else(|| segment::find_valid_frame(bytes, offset + 1)),
                     };
                     let end = resume.unwrap_or_else(|| segment::data_end(bytes, offset));
                     self.act(format!(
