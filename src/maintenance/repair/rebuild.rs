@@ -174,6 +174,9 @@ impl Repairer<'_> {
         // After damage, until the next group boundary, readable events of the cut
         // append are kept one by one: repair never drops an undamaged event.
         let mut salvaging = false;
+        // True once the walk resumed after damage at a frame found byte by byte:
+        // what it meets from there may be a client's bytes.
+        let mut searched = false;
         let mut offset = SEGMENT_HEADER;
         let name = segment_file_name(base);
         loop {
@@ -253,8 +256,8 @@ impl Repairer<'_> {
                     self.drop_range(&name, bytes, offset, offset + len)?;
                     offset += len;
                 }
-                Ok((Frame::Seal(_), len)) if salvaging && !segment::starts_zero_region(&bytes[offset + len..]) => {
-                    // Met by a byte-by-byte search after damage, with more bytes
+                Ok((Frame::Seal(_), len)) if searched && !segment::starts_zero_region(&bytes[offset + len..]) => {
+                    // Met after a byte-by-byte search past damage, with more bytes
                     // after it: the writer writes nothing after a seal, so these are
                     // a client's bytes (or damage), never the segment's end.
                     changed = true;
@@ -272,10 +275,10 @@ impl Repairer<'_> {
                         self.salvage(&mut out, &mut next, &mut pending, bytes, path)?;
                     }
                     // A seal never ends past the next segment's base; in the last
-                    // segment, one met after damage may be a client's bytes, so
-                    // only a seal of an undamaged segment may add lost positions
-                    // there (the claim and the indexes bound the rest).
-                    let limit = bound.unwrap_or(if changed { next } else { seal.next_position });
+                    // segment, one met after a byte-by-byte search may be a client's
+                    // bytes, so it adds no lost positions there (the claim and the
+                    // indexes bound those).
+                    let limit = bound.unwrap_or(if searched { next } else { seal.next_position });
                     let end = limit.min(seal.next_position).max(next);
                     if end > next {
                         self.lose(&mut out, &mut next, end, path, offset)?;
@@ -308,13 +311,20 @@ impl Repairer<'_> {
                         Some(end) => Some(end),
                         // Where the index names an event that still decodes, if it
                         // has one: never a frame inside a client's data.
-                        None => self
+                        None => match self
                             .frame_starts
                             .iter()
                             .copied()
                             .filter(|at| *at > offset && *at < bytes.len())
                             .find(|at| record::decode_frame(&bytes[*at..]).is_ok())
-                            .or_else(|| segment::find_valid_frame(bytes, offset + 1)),
+                        {
+                            Some(at) => Some(at),
+                            None => {
+                                let found = segment::find_valid_frame(bytes, offset + 1);
+                                searched |= found.is_some();
+                                found
+                            }
+                        },
                     };
                     let end = resume.unwrap_or_else(|| segment::data_end(bytes, offset));
                     self.act(format!(
