@@ -264,6 +264,14 @@ fn damaged_block_then_repair(damage: impl FnOnce(&mut Vec<u8>)) {
     let report = annal::repair_with(Arc::new(sim.clone()), Path::new("/d")).unwrap();
     // Only the damaged block's positions are lost.
     assert_eq!(report.lost_positions, failed as u64, "{:#?}", report.actions);
+    // The quarantine holds the original file, never bytes made up for a block
+    // that did not decompress.
+    let q = report.quarantine.unwrap();
+    assert_eq!(sim.read_file(&q.join("00000000000000000000.seg")).unwrap(), file);
+    for name in sim.list(&q).unwrap() {
+        let kept = sim.read_file(&q.join(&name)).unwrap();
+        assert!(kept.iter().any(|b| *b != 0xFF), "{name} holds only filler");
+    }
     let store = Store::open_with(Arc::new(sim.clone()), "/d", options()).unwrap();
     assert!(store.verify().unwrap().is_clean());
     for p in &readable {

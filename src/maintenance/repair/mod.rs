@@ -103,6 +103,7 @@ pub fn repair_with(storage: Arc<dyn Storage>, dir: &Path) -> Result<RepairReport
         heads: BTreeMap::new(),
         described: Vec::new(),
         frame_starts: Vec::new(),
+        unreadable: Vec::new(),
     };
     r.identity()?;
     r.subject_keys()?;
@@ -148,6 +149,10 @@ struct Repairer<'a> {
     /// Where the events of the segment being repaired start, as its index
     /// (checked whole) names them, in order; empty without such an index.
     frame_starts: Vec<usize>,
+    /// The logical ranges of the compressed blocks of the segment being
+    /// repaired that do not decompress: bytes that were never read, so never
+    /// copied to quarantine as they stand (the original file is).
+    unreadable: Vec<std::ops::Range<usize>>,
 }
 
 /// A segment's new body as repair rebuilt it.

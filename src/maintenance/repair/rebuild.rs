@@ -18,6 +18,7 @@ impl Repairer<'_> {
     /// Repairs one segment; returns the position after its last one.
     pub(super) fn segment(&mut self, path: &Path, base: u64, is_last: bool, bound: Option<u64>) -> Result<u64> {
         let name = segment_file_name(base);
+        self.unreadable.clear();
         let mut original = self.read(path)?;
         let header = SegmentHeader::decode(&original, path).ok();
         if let Some(id) = header.and_then(|h| h.dictionary)
@@ -62,6 +63,7 @@ impl Repairer<'_> {
                             range.start,
                             range.end
                         ));
+                        self.unreadable.push(range);
                     }
                     original = logical;
                 }
@@ -95,6 +97,7 @@ impl Repairer<'_> {
         self.frame_starts = self.index_frame_starts(base);
         let rebuilt = self.rebuild(path, &original, base, bound, is_last);
         self.frame_starts.clear();
+        self.unreadable.clear();
         let mut rebuilt = rebuilt?;
         if !header_ok {
             rebuilt.changed = true;
@@ -327,11 +330,19 @@ impl Repairer<'_> {
                         },
                     };
                     let end = resume.unwrap_or_else(|| segment::data_end(bytes, offset));
-                    self.act(format!(
-                        "{}: {e} at byte {offset}; bytes {offset}..{end} moved to quarantine",
-                        path.display()
-                    ));
-                    self.drop_range(&name, bytes, offset, end)?;
+                    if self.unreadable.iter().any(|r| r.start <= offset && end <= r.end) {
+                        // Never decompressed: nothing of it to copy but the original file.
+                        self.act(format!(
+                            "{}: logical bytes {offset}..{end} dropped (a block that does not decompress; the original file is in quarantine)",
+                            path.display()
+                        ));
+                    } else {
+                        self.act(format!(
+                            "{}: {e} at byte {offset}; bytes {offset}..{end} moved to quarantine",
+                            path.display()
+                        ));
+                        self.drop_range(&name, bytes, offset, end)?;
+                    }
                     match resume {
                         // Damage in the middle: what was written around it is kept.
                         Some(at) => {
