@@ -490,6 +490,27 @@ fn a_damaged_dictionary_is_reported_and_its_segments_are_left_as_they_are() {
         report.unfixed
     );
     assert_eq!(report.lost_positions, 0, "{:?}", report.actions);
+    // Until it is restored, the store opens degraded (and read only): the
+    // segments compressed with it are stepped over as damage, the rest reads.
+    for store in [
+        Store::open_or_degraded_with(Arc::new(sim.clone()), DIR, options()).unwrap(),
+        Store::open_read_only_with(Arc::new(sim.clone()), DIR, options()).unwrap(),
+    ] {
+        assert!(!store.damage().is_empty());
+        let (mut read, mut failed) = (0, 0);
+        for (p, e) in &original {
+            match store.read_all(Direction::Forward, LogFrom::Position(*p), 1, &Filter::all()) {
+                Ok(got) => {
+                    assert_eq!(&got[0], e);
+                    read += 1;
+                }
+                Err(Error::Corruption { .. }) => failed += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(read > 0 && failed > 0, "{read} read, {failed} failed");
+        assert!(!store.verify().unwrap().is_clean());
+    }
     // Every compressed segment is as it was: restoring the dictionary restores the store.
     for (name, b) in files.iter().filter(|(n, _)| n.ends_with(".seg")) {
         let now = sim.read_file(&Path::new(DIR).join(name)).unwrap();
@@ -730,14 +751,14 @@ fn a_damaged_index_section_is_reported_by_the_first_read_that_uses_it() {
         Err(Error::Corruption { file, .. }) => assert_eq!(file, idx),
         other => panic!("expected the index damage, got {other:?}"),
     }
-    // Verify reports the index's first differing byte against its segment.
+    // Verify reports the index's first differing byte against its segment,
+    // naming the index file.
     let report = store.verify().unwrap();
-    let seg = idx.with_extension("seg");
     assert!(
         report
             .problems
             .iter()
-            .any(|p| p.file == seg && p.what.contains(".idx") && p.offset == at as u64),
+            .any(|p| p.file == idx && p.what.contains(".idx") && p.offset == at as u64),
         "{:?}",
         report.problems
     );
@@ -838,4 +859,234 @@ fn a_checkpoint_thrown_away_after_a_crash_makes_every_summary_checked_and_rebuil
         assert_eq!(store.stream_info(&stream).map(|i| i.last_revision), last, "{stream}");
     }
     assert!(store.verify().unwrap().is_clean());
+}
+
+/// The frames laid end to end in a segment file (offset, total length), by their length fields.
+fn frame_spans(bytes: &[u8]) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    let mut at = 64;
+    while at + 8 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        if len == 0 || at + 8 + len > bytes.len() {
+            break;
+        }
+        spans.push((at, 8 + len));
+        at += 8 + len;
+    }
+    spans
+}
+
+/// A client's binary event whose data is a well-formed frame of another
+/// stream, at the position that follows it; the outer frame's checksum is
+/// then damaged. Repair must never keep the embedded frame as an event.
+fn an_embedded_frame_is_never_salvaged(sealed: bool, length_damaged: bool) {
+    // The frame to embed: what a store with the same first 10 events writes
+    // for an event of stream `intruder` at position 10.
+    let scratch = SimStorage::new();
+    let frame = {
+        let store = open(&scratch).unwrap();
+        (0..10u64).for_each(|i| append_sample(&store, i));
+        store
+            .append(
+                "intruder",
+                ExpectedVersion::Any,
+                vec![EventData::binary("Forged", vec![7u8; 40])],
+            )
+            .unwrap();
+        drop(store);
+        let seg = Path::new(DIR).join(&files(&scratch, ".seg")[0]);
+        let bytes = scratch.read_file(&seg).unwrap();
+        let at = bytes.windows(8).position(|w| w == b"intruder").unwrap();
+        let (s, l) = frame_spans(&bytes)
+            .into_iter()
+            .find(|(s, l)| (*s..s + l).contains(&at))
+            .unwrap();
+        bytes[s..s + l].to_vec()
+    };
+    let sim = SimStorage::new();
+    let store = open(&sim).unwrap();
+    (0..10u64).for_each(|i| append_sample(&store, i));
+    store
+        .append(
+            "victim",
+            ExpectedVersion::Any,
+            vec![EventData::binary("Blob", frame.clone())],
+        )
+        .unwrap();
+    (11..if sealed { 300 } else { 20 }).for_each(|i| append_sample(&store, i));
+    let original: BTreeMap<u64, RecordedEvent> = store
+        .read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all())
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.position, e))
+        .collect();
+    drop(store);
+    let seg = Path::new(DIR).join(&files(&sim, ".seg")[0]);
+    let bytes = sim.read_file(&seg).unwrap();
+    let inner = bytes.windows(frame.len()).position(|w| w == &frame[..]).unwrap();
+    let (outer, _) = frame_spans(&bytes)
+        .into_iter()
+        .find(|(s, l)| (*s..s + l).contains(&inner))
+        .unwrap();
+    if length_damaged {
+        // Two bytes of the outer length field: past the file, and no single
+        // flipped bit, so its end cannot be trusted.
+        let mut bytes = bytes;
+        bytes[outer + 2] ^= 0x5A;
+        bytes[outer + 3] ^= 0x01;
+        sim.write_file(&seg, &bytes).unwrap();
+    } else {
+        // A flipped bit in the outer frame's checksum.
+        sim.flip_bit(&seg, outer as u64 + 5, 3).unwrap();
+    }
+    let report = check_repaired(&sim, &original, 1);
+    assert_eq!(report.lost_positions, 1, "{:#?}", report.actions);
+    let store = open(&sim).unwrap();
+    let all = store
+        .read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all())
+        .unwrap();
+    assert!(
+        all.iter().all(|e| e.stream != "intruder"),
+        "an event of another stream embedded in a client's data was kept as a real event: {:#?}",
+        report.actions
+    );
+}
+
+#[test]
+fn an_event_embedded_in_damaged_data_of_the_active_segment_is_not_salvaged() {
+    an_embedded_frame_is_never_salvaged(false, false);
+}
+
+#[test]
+fn an_event_embedded_in_damaged_data_of_a_sealed_segment_is_not_salvaged() {
+    an_embedded_frame_is_never_salvaged(true, false);
+}
+
+#[test]
+fn an_event_embedded_in_a_sealed_frame_whose_length_is_damaged_is_not_salvaged() {
+    // The length cannot be trusted: repair resumes where the segment's index
+    // names the next event, not at a frame inside the client's data.
+    an_embedded_frame_is_never_salvaged(true, true);
+}
+
+#[test]
+fn a_seal_inside_damaged_data_neither_hangs_repair_nor_ends_the_segment() {
+    // A client's binary event whose data is a well-formed seal frame naming a
+    // huge next position; the outer frame's length field is then damaged past
+    // trust, so repair searches byte by byte and meets the seal.
+    let mut seal = vec![0u8; 8];
+    seal.extend_from_slice(&[2, 0]);
+    seal.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    seal.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    seal.extend_from_slice(&0u32.to_le_bytes());
+    seal[..4].copy_from_slice(&22u32.to_le_bytes());
+    let mut h = crc32fast::Hasher::new();
+    h.update(&seal[..4]);
+    h.update(&seal[8..]);
+    let crc = h.finalize();
+    seal[4..8].copy_from_slice(&crc.to_le_bytes());
+    let sim = SimStorage::new();
+    let store = open(&sim).unwrap();
+    (0..10u64).for_each(|i| append_sample(&store, i));
+    store
+        .append(
+            "victim",
+            ExpectedVersion::Any,
+            vec![EventData::binary("Blob", seal.clone())],
+        )
+        .unwrap();
+    (11..20u64).for_each(|i| append_sample(&store, i));
+    let original: BTreeMap<u64, RecordedEvent> = store
+        .read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all())
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.position, e))
+        .collect();
+    drop(store);
+    let seg = Path::new(DIR).join(&files(&sim, ".seg")[0]);
+    let mut bytes = sim.read_file(&seg).unwrap();
+    let inner = bytes.windows(seal.len()).position(|w| w == &seal[..]).unwrap();
+    let (outer, _) = frame_spans(&bytes)
+        .into_iter()
+        .find(|(s, l)| (*s..s + l).contains(&inner))
+        .unwrap();
+    // Two bytes of the length field: past the file, and no single flipped bit.
+    bytes[outer + 2] ^= 0x5A;
+    bytes[outer + 3] ^= 0x01;
+    sim.write_file(&seg, &bytes).unwrap();
+    let report = check_repaired(&sim, &original, 1);
+    assert_eq!(report.lost_positions, 1, "{:#?}", report.actions);
+}
+
+#[test]
+fn an_event_at_the_next_segments_base_does_not_push_that_segment_out() {
+    // A sealed segment whose seal is gone and whose last frame is an event at
+    // the next segment's base (that segment's first event, copied): repair
+    // must drop it, not keep it and then quarantine the whole next segment
+    // as overlapping.
+    let sim = SimStorage::new();
+    let original = filled(&sim);
+    let names = files(&sim, ".seg");
+    let (a, b) = (Path::new(DIR).join(&names[0]), Path::new(DIR).join(&names[1]));
+    let (bytes_a, bytes_b) = (sim.read_file(&a).unwrap(), sim.read_file(&b).unwrap());
+    let (seal, _) = *frame_spans(&bytes_a).last().unwrap();
+    assert_eq!(bytes_a[seal + 8], 2, "the last frame is the seal");
+    let (first, len) = frame_spans(&bytes_b)
+        .into_iter()
+        .find(|(s, _)| bytes_b[s + 8] == 1)
+        .unwrap();
+    let mut damaged = bytes_a[..seal].to_vec();
+    damaged.extend_from_slice(&bytes_b[first..first + len]);
+    sim.write_file(&a, &damaged).unwrap();
+    let report = check_repaired(&sim, &original, 0);
+    assert_eq!(report.lost_positions, 0, "{:#?}", report.actions);
+}
+
+#[test]
+fn a_repair_cut_short_by_a_crash_at_any_point_is_finished_by_the_next_one() {
+    // Damage in synced data of the active segment: repair rewrites that
+    // segment, which the last clean close's durable.chk describes.
+    let setup = || {
+        let sim = SimStorage::new();
+        let original = filled(&sim);
+        let seg = Path::new(DIR).join(files(&sim, ".seg").last().unwrap());
+        let bytes = sim.read_file(&seg).unwrap();
+        let at = bytes.windows(4).position(|w| w == b"{\"i\"").unwrap() as u64 + 3;
+        sim.flip_bit(&seg, at, 5).unwrap();
+        (sim, original)
+    };
+    let (sim, _) = setup();
+    let ops = sim.mutating_ops();
+    repair_with(Arc::new(sim.clone()), Path::new(DIR)).unwrap();
+    let total = sim.mutating_ops() - ops;
+    assert!(total > 3, "{total} operations");
+    for k in 1..=total {
+        let (sim, original) = setup();
+        sim.crash_after_ops(k, k);
+        let _ = repair_with(Arc::new(sim.clone()), Path::new(DIR));
+        sim.crash(k, false);
+        let report = repair_with(Arc::new(sim.clone()), Path::new(DIR))
+            .unwrap_or_else(|e| panic!("crash point {k}: repair failed again: {e}"));
+        let store = open(&sim).unwrap_or_else(|e| panic!("crash point {k}: open failed after repair {report:#?}: {e}"));
+        let v = store.verify().unwrap();
+        assert!(v.is_clean(), "crash point {k}: {:?}", v.problems);
+        let now = store
+            .read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all())
+            .unwrap();
+        for e in &now {
+            assert_eq!(
+                original.get(&e.position),
+                Some(e),
+                "crash point {k}: event at {} changed",
+                e.position
+            );
+        }
+        assert!(
+            now.len() + 1 >= original.len(),
+            "crash point {k}: {} of {} events",
+            now.len(),
+            original.len()
+        );
+        assert_eq!(store.head_position(), original.len() as u64, "crash point {k}");
+    }
 }

@@ -109,6 +109,8 @@ fn an_index_that_disagrees_with_the_log_is_reported() {
     let report = store.verify().unwrap();
     assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
     assert!(report.problems[0].what.contains("index"));
+    // The offset is one of the .idx file, which the problem names.
+    assert_eq!(report.problems[0].file, idx);
 }
 
 #[test]
@@ -348,4 +350,39 @@ fn a_backup_copies_a_damaged_index_built_again_from_its_segment() {
     for e in &all {
         assert_eq!(copy.event_by_id(e.id).unwrap().as_ref(), Some(e));
     }
+}
+
+#[test]
+fn a_compressed_block_that_does_not_decompress_is_reported_at_its_offset_and_hides_only_its_positions() {
+    let sim = SimStorage::new();
+    let compression = annal::CompressionOptions {
+        block_size: 1024,
+        ..Default::default()
+    };
+    let store = filled(&sim);
+    drop(store);
+    let store = Store::open_with(Arc::new(sim.clone()), "/v", options().compression(compression)).unwrap();
+    store.compress().unwrap();
+    drop(store);
+    // Break the zstd frame header of the second block of the first segment.
+    let seg = Path::new("/v").join(&segments(&sim, ".seg")[0]);
+    let mut file = sim.read_file(&seg).unwrap();
+    let n = file.len();
+    let le = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap()) as usize;
+    let (table, count) = (le(&file, n - 32), le(&file, n - 24));
+    assert!(count >= 3, "{count} blocks");
+    let block = le(&file, table + 24 + 8);
+    for b in &mut file[block..block + 8] {
+        *b ^= 0xA5;
+    }
+    sim.write_file(&seg, &file).unwrap();
+    let store = Store::open_with(Arc::new(sim.clone()), "/v", options()).unwrap();
+    let report = store.verify().unwrap();
+    // One problem, at the block's offset in the file: no false revision gaps
+    // in the streams whose events the block held.
+    assert_eq!(report.problems.len(), 1, "{:#?}", report.problems);
+    assert_eq!(report.problems[0].file, seg);
+    assert_eq!(report.problems[0].offset, block as u64, "{:#?}", report.problems);
+    // The events of the other blocks of that segment are still checked.
+    assert!(report.events > 250, "{}", report.events);
 }

@@ -50,6 +50,11 @@ pub const DICTIONARY_FILE: &str = "dictionary.zdict";
 /// Magic bytes of the dictionary file.
 pub const DICTIONARY_MAGIC: &[u8; 8] = b"ANNALDIC";
 
+/// The byte that stands for the bytes of a block that does not decompress in
+/// [`Compressed::logical_salvaged`]: a frame length made of it is over
+/// [`record::MAX_BODY`], so no frame decodes there.
+pub const UNREADABLE: u8 = 0xFF;
+
 /// The store's zstd dictionary, if it has one.
 #[derive(Default)]
 pub struct Dictionary {
@@ -266,7 +271,15 @@ impl Compressed {
             None => None,
             Some(id) => match dict {
                 Some(d) if d.id == id => Some(d.clone()),
-                _ => return Err(bad(32, "compressed with a dictionary this store does not have")),
+                _ => {
+                    return Err(bad(
+                        32,
+                        &format!(
+                            "compressed with dictionary {id}, which this store does not have \
+                             ({DICTIONARY_FILE} is missing, unreadable or another one)"
+                        ),
+                    ));
+                }
             },
         };
         let n = file.len();
@@ -414,6 +427,28 @@ impl Compressed {
             return Err(Error::corruption(path, offset, "offset outside the compressed blocks"));
         };
         Ok(block.slice(start..stop.max(start)))
+    }
+
+    /// The whole uncompressed segment, block by block: a block that does not
+    /// decompress stands as [`UNREADABLE`] bytes of its logical length (bytes
+    /// no frame decodes from, and not zeros, which would end a frame scan), so
+    /// every other block keeps its offsets. Returns the bytes and, for each
+    /// damaged block, its error and logical range.
+    pub fn logical_salvaged(&self, path: &std::path::Path) -> (Vec<u8>, Vec<(Error, std::ops::Range<usize>)>) {
+        let mut out = self.file[..SEGMENT_HEADER].to_vec();
+        crate::format::segment::clear_compressed_flag(&mut out);
+        let mut damaged = Vec::new();
+        for (i, b) in self.blocks.iter().enumerate() {
+            let start = out.len();
+            match self.decompress_block(i, path, None) {
+                Ok(data) => out.extend_from_slice(&data),
+                Err(e) => {
+                    out.resize(start + b.logical_len as usize, UNREADABLE);
+                    damaged.push((e, start..out.len()));
+                }
+            }
+        }
+        (out, damaged)
     }
 
     /// The whole uncompressed segment.

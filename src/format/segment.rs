@@ -254,12 +254,54 @@ pub fn find_valid_frame(bytes: &[u8], from: usize) -> Option<usize> {
         .find(|at| record::decode_frame(&bytes[*at..]).is_ok())
 }
 
+/// The end of the frame at `offset` that does not decode, when its extent can
+/// be trusted: its length field fits the file and either a valid frame or the
+/// end of the data (only zeros) follows it, or its checksum holds once one bit
+/// of its length field is flipped back (the damage is that bit, the end is the
+/// one that length gives). `None` when its length cannot be trusted: the frame
+/// walk must then search for the next frame byte by byte.
+///
+/// The bytes inside a damaged frame are a client's data, which may hold
+/// well-formed frames: resuming at the declared end keeps them from being
+/// taken for events of the log.
+pub fn damaged_frame_end(bytes: &[u8], offset: usize) -> Option<usize> {
+    let field = bytes.get(offset..offset.checked_add(record::FRAME_HEADER)?)?;
+    let len = u32::from_le_bytes([field[0], field[1], field[2], field[3]]);
+    let stored = u32::from_le_bytes([field[4], field[5], field[6], field[7]]);
+    let body_start = offset + record::FRAME_HEADER;
+    let end_of = |len: u32| {
+        usize::try_from(len)
+            .ok()
+            .filter(|l| *l != 0 && *l <= record::MAX_BODY)
+            .and_then(|l| body_start.checked_add(l))
+            .filter(|end| *end <= bytes.len())
+    };
+    // A flipped bit of the length field: the checksum still covers the rest.
+    for bit in 0..32 {
+        let guess = len ^ (1 << bit);
+        if let Some(end) = end_of(guess) {
+            let mut h = crc32fast::Hasher::new();
+            h.update(&guess.to_le_bytes());
+            h.update(&bytes[body_start..end]);
+            if h.finalize() == stored {
+                return Some(end);
+            }
+        }
+    }
+    let end = end_of(len)?;
+    let rest = &bytes[end..];
+    (starts_zero_region(rest) || record::decode_frame(rest).is_ok()).then_some(end)
+}
+
 /// Offset of the first valid group frame after `damage` whose `durable_end`
-/// lies past `damage`. Searches byte by byte, since damage destroys the framing.
+/// lies past `damage`. Searches byte by byte, since damage destroys the
+/// framing, from the damaged frame's end when that can be trusted (see
+/// [`damaged_frame_end`]): a group frame inside a client's data claims nothing.
 pub fn find_durable_claim(bytes: &[u8], damage: usize) -> Option<u64> {
     // Group frames have a fixed body length, which keeps this search linear.
     let group_len = 10u32.to_le_bytes();
-    (damage + 1..bytes.len())
+    let from = damaged_frame_end(bytes, damage).unwrap_or(damage + 1);
+    (from..bytes.len())
         .filter(|at| bytes.get(*at..*at + 4) == Some(&group_len[..]))
         .find_map(|at| match record::decode_frame(&bytes[at..]) {
             Ok((Frame::Group(g), _)) if g.durable_end > damage as u64 => Some(at as u64),
@@ -334,6 +376,38 @@ mod tests {
             SegmentHeader::decode(&future, p),
             Err(Error::UnsupportedVersion { found: 9, .. })
         ));
+    }
+
+    #[test]
+    fn a_damaged_frame_ends_where_its_length_says_when_that_can_be_trusted() {
+        let mut bytes = vec![0u8; SEGMENT_HEADER];
+        let first = bytes.len();
+        record::encode_group(&mut bytes, &record::GroupView { durable_end: 7 });
+        let second = bytes.len();
+        record::encode_group(&mut bytes, &record::GroupView { durable_end: 9 });
+        let third = bytes.len();
+        bytes.extend_from_slice(&[0; 32]);
+        // Damage in the checksum: a valid frame follows, the length is trusted.
+        let mut b = bytes.clone();
+        b[first + 5] ^= 4;
+        assert_eq!(damaged_frame_end(&b, first), Some(second));
+        // A flipped bit of the length field is found through the checksum.
+        let mut b = bytes.clone();
+        b[first + 2] ^= 1;
+        assert_eq!(damaged_frame_end(&b, first), Some(second));
+        // The last frame, damaged: only zeros follow its end.
+        let mut b = bytes.clone();
+        b[second + 9] ^= 1;
+        assert_eq!(damaged_frame_end(&b, second), Some(third));
+        // A length past the file, or garbage at the declared end: not trusted.
+        let mut b = bytes.clone();
+        b[first..first + 4].copy_from_slice(&1000u32.to_le_bytes());
+        b[first + 5] ^= 4;
+        assert_eq!(damaged_frame_end(&b, first), None);
+        let mut b = bytes.clone();
+        b[first + 5] ^= 4;
+        b[second + 5] ^= 4;
+        assert_eq!(damaged_frame_end(&b, first), None);
     }
 
     #[test]

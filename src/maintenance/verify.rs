@@ -166,12 +166,23 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
         expected_base = seg.index.next_position();
         report.segments += 1;
         report.indexes += 1;
-        let logical = match seg.logical() {
-            Ok(l) => l,
-            Err(e) => {
-                report.problem(&seg.path, 0, e.to_string());
-                continue;
+        // A compressed block that does not decompress is reported at its offset
+        // in the file; the walk steps over it, and its positions are hidden.
+        let (logical, unreadable) = match &seg.compressed {
+            Some(c) => {
+                let (bytes, damaged) = c.logical_salvaged(&seg.path);
+                let mut ranges = Vec::with_capacity(damaged.len());
+                for (e, range) in damaged {
+                    let offset = match &e {
+                        crate::error::Error::Corruption { offset, .. } => *offset,
+                        _ => 0,
+                    };
+                    report.problem(&seg.path, offset, e.to_string());
+                    ranges.push(range);
+                }
+                (bytes::Bytes::from(bytes), ranges)
             }
+            None => (seg.bytes.clone(), Vec::new()),
         };
         let bytes: &[u8] = &logical;
         report.bytes += seg.bytes.len() as u64;
@@ -184,6 +195,7 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
             base,
             end_position,
             true,
+            &unreadable,
             &shared.meta_fields,
             &shared.subjects,
             // An index that cannot be encoded differs from the file from its first byte.
@@ -241,6 +253,7 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
             active_base,
             scanned_to,
             false,
+            &[],
             &shared.meta_fields,
             &shared.subjects,
             |scanned| {
@@ -354,7 +367,9 @@ fn sealed_problem(keys: &SubjectKeys, id: uuid::Uuid, envelope: &[u8]) -> Option
 /// the next valid frame, so the events after it are still checked and counted,
 /// and the positions the damage hid excuse the revision gaps they cause later
 /// (in this segment or the next ones). `end_position` is the position after
-/// the segment's last one, as its index says.
+/// the segment's last one, as its index says. `unreadable` are the logical
+/// ranges of compressed blocks that did not decompress (already reported at
+/// their file offsets): damage found there is not reported again.
 #[allow(clippy::too_many_arguments)]
 fn check_segment(
     report: &mut VerifyReport,
@@ -364,6 +379,7 @@ fn check_segment(
     base: u64,
     end_position: u64,
     sealed: bool,
+    unreadable: &[std::ops::Range<usize>],
     fields: &std::sync::Arc<crate::format::index::MetaFields>,
     keys: &SubjectKeys,
     compare_index: impl FnOnce(&crate::log::scan::Scanned) -> Option<usize>,
@@ -416,11 +432,17 @@ fn check_segment(
         match end {
             Ok(ScanEnd::Damaged { offset, error, .. }) => {
                 damage.push((offset, error));
-                // A damage offset past usize::MAX would be past the bytes, with no frame after it.
-                match usize::try_from(offset)
-                    .ok()
-                    .and_then(|offset| segment::find_valid_frame(bytes, offset + 1))
-                {
+                // A damage offset past usize::MAX would be past the bytes, with no
+                // frame after it. As repair does: past the damaged frame's end when
+                // its length can be trusted, else byte by byte.
+                let resume = usize::try_from(offset).ok().and_then(|offset| {
+                    match segment::damaged_frame_end(bytes, offset) {
+                        Some(end) if segment::starts_zero_region(&bytes[end..]) => None,
+                        Some(end) => Some(end),
+                        None => segment::find_valid_frame(bytes, offset + 1),
+                    }
+                });
+                match resume {
                     Some(next) => at = next,
                     None => break,
                 }
@@ -433,7 +455,10 @@ fn check_segment(
     }
     if !damage.is_empty() {
         for (offset, error) in &damage {
-            report.problem(path, *offset, error.to_string());
+            let inside = |r: &std::ops::Range<usize>| usize::try_from(*offset).is_ok_and(|o| r.contains(&o));
+            if !unreadable.iter().any(inside) {
+                report.problem(path, *offset, error.to_string());
+            }
         }
         // In file order; the index and the seal cannot be compared with a damaged log.
         report.problems[first_problem..].sort_by_key(|p| p.offset);
@@ -464,7 +489,7 @@ fn check_segment(
             }
             if let Some(at) = compare_index(&scanned) {
                 report.problem(
-                    path,
+                    &path.with_file_name(segment::index_file_name(base)),
                     at as u64,
                     "index file differs from the log at this byte of the .idx",
                 );

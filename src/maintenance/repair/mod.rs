@@ -66,7 +66,11 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
 }
 
 /// Repairs the closed store in `dir`. After it, the store opens and verifies
-/// clean, except for the positions reported lost.
+/// clean, except for the positions reported lost, unless the report lists
+/// something `unfixed` in the log (segments compressed with a dictionary the
+/// store no longer has readable): the store then opens only read only or
+/// degraded ([`crate::Store::open_or_degraded`]), stepping over those segments,
+/// until the file is restored.
 pub fn repair_with(storage: Arc<dyn Storage>, dir: &Path) -> Result<RepairReport> {
     let st = &*storage;
     let _lock = st.lock(&dir.join(LOCK_FILE)).map_err(|e| match e.kind() {
@@ -98,6 +102,8 @@ pub fn repair_with(storage: Arc<dyn Storage>, dir: &Path) -> Result<RepairReport
         incomplete: false,
         heads: BTreeMap::new(),
         described: Vec::new(),
+        frame_starts: Vec::new(),
+        unreadable: Vec::new(),
     };
     r.identity()?;
     r.subject_keys()?;
@@ -105,7 +111,7 @@ pub fn repair_with(storage: Arc<dyn Storage>, dir: &Path) -> Result<RepairReport
     r.read_heads()?;
     r.read_dictionary();
     let end = r.segments()?;
-    r.derived()?;
+    r.derived(end)?;
     r.drop_record(end)?;
     Ok(r.report)
 }
@@ -140,6 +146,13 @@ struct Repairer<'a> {
     heads: BTreeMap<u64, (String, u64)>,
     /// Ranges of positions `[from, to)` whose streams' heads `heads` knows.
     described: Vec<(u64, u64)>,
+    /// Where the events of the segment being repaired start, as its index
+    /// (checked whole) names them, in order; empty without such an index.
+    frame_starts: Vec<usize>,
+    /// The logical ranges of the compressed blocks of the segment being
+    /// repaired that do not decompress: bytes that were never read, so never
+    /// copied to quarantine as they stand (the original file is).
+    unreadable: Vec<std::ops::Range<usize>>,
 }
 
 /// A segment's new body as repair rebuilt it.
@@ -562,9 +575,24 @@ impl Repairer<'_> {
                 heads,
             },
         );
-        let unattributed = (first..end)
-            .filter(|p| !self.described.iter().any(|(a, b)| (*a..*b).contains(p)))
-            .count() as u64;
+        // Counted by ranges, never position by position: a range may be huge.
+        let mut covered: Vec<(u64, u64)> = self
+            .described
+            .iter()
+            .map(|(a, b)| ((*a).max(first), (*b).min(end)))
+            .filter(|(a, b)| a < b)
+            .collect();
+        covered.sort_unstable();
+        let mut described = 0u64;
+        let mut reached = first;
+        for (a, b) in covered {
+            let a = a.max(reached);
+            if b > a {
+                described += b - a;
+                reached = b;
+            }
+        }
+        let unattributed = (end - first) - described;
         if unattributed > 0 {
             self.report.lost_unattributed += unattributed;
             self.act(format!(
@@ -572,6 +600,33 @@ impl Repairer<'_> {
                  a stream whose last event was among them may hand out that revision again"
             ));
         }
+    }
+
+    /// Where the events of the segment at `base` start, as its index names
+    /// them, if it has one that checks whole (empty otherwise).
+    fn index_frame_starts(&self, base: u64) -> Vec<usize> {
+        use crate::format::index::Lookup;
+        let idx = self.dir.join(segment::index_file_name(base));
+        let Some(index) = self
+            .st
+            .map(&idx)
+            .ok()
+            .and_then(|m| SegmentIndex::open(m, &idx).ok())
+            .filter(|i| i.base() == base && i.check_all().is_ok())
+        else {
+            return Vec::new();
+        };
+        let end = index.next_position().min(base.saturating_add(record::MAX_LOST_PER_FRAME));
+        let positions: Vec<u64> = (base..end).collect();
+        let mut starts: Vec<usize> = index
+            .locations(&positions)
+            .into_iter()
+            .flatten()
+            .filter_map(|(offset, _)| usize::try_from(offset).ok())
+            .collect();
+        starts.sort_unstable();
+        starts.dedup();
+        starts
     }
 
     /// Writes a sealed segment holding one lost frame for positions no segment held.
@@ -687,8 +742,60 @@ impl Repairer<'_> {
         Ok(())
     }
 
+    /// Why `durable.chk` no longer describes the repaired log (whose end is
+    /// `end`), if it does not: it must name the last segment, its durable end
+    /// must lie within that segment's bytes, the checksum of the bytes before
+    /// it must hold, and its next position must lie within the log. A repair
+    /// cut short after rewriting the last segment leaves one that does not,
+    /// which would keep the store from opening though the next repair finds
+    /// nothing else to do.
+    fn stale_claim(&self, end: u64) -> Result<Option<String>> {
+        let Some(m) = self.claim else {
+            return Ok(Some("unreadable".to_string()));
+        };
+        let last = self
+            .st
+            .list(self.dir)
+            .ctx(|| format!("listing {}", self.dir.display()))?
+            .iter()
+            .filter_map(|n| match segment::parse_file_name(n) {
+                Some((b, "seg")) => Some(b),
+                _ => None,
+            })
+            .max();
+        if last != Some(m.segment_base) {
+            return Ok(Some(format!("names segment {}, not the last one", m.segment_base)));
+        }
+        if m.next_position > end {
+            return Ok(Some(format!("names position {}, past the log's end {end}", m.next_position)));
+        }
+        let path = self.dir.join(segment_file_name(m.segment_base));
+        let mut bytes = self.read(&path)?;
+        if SegmentHeader::decode(&bytes, &path).is_ok_and(|h| h.compressed) {
+            let dict = self.dictionary.clone();
+            match crate::format::compressed::Compressed::open(bytes.into(), &path, dict.as_ref())
+                .and_then(|c| c.logical(&path))
+            {
+                Ok(logical) => bytes = logical,
+                Err(e) => return Ok(Some(format!("its segment does not read ({e})"))),
+            }
+        }
+        let holds = usize::try_from(m.durable_end)
+            .ok()
+            .filter(|e| *e >= SEGMENT_HEADER)
+            .and_then(|e| bytes.get(SEGMENT_HEADER..e))
+            .is_some_and(|durable| crc32fast::hash(durable) == m.content_crc);
+        Ok((!holds).then(|| {
+            format!(
+                "the bytes of {} before offset {} are not those it describes",
+                path.display(),
+                m.durable_end
+            )
+        }))
+    }
+
     /// Removes derived files that open rebuilds (the stream checkpoint) and stale temporaries.
-    fn derived(&mut self) -> Result<()> {
+    fn derived(&mut self, end: u64) -> Result<()> {
         let names = self
             .st
             .list(self.dir)
@@ -721,18 +828,25 @@ impl Repairer<'_> {
             }
         }
         // The durable-end checkpoint describes the segment as it was: once repair
-        // changed anything (or it is unreadable), the next clean close records it anew.
+        // changed anything, or once it no longer matches the log (unreadable, or
+        // left by a repair cut short), the next clean close records it anew.
         let durable = self.dir.join(DURABLE_FILE);
-        if self.st.exists(&durable) && (!self.report.actions.is_empty() || self.claim.is_none()) {
-            let bytes = self.read(&durable)?;
-            self.quarantine(DURABLE_FILE, &bytes)?;
-            self.st
-                .remove(&durable)
-                .ctx(|| format!("removing {}", durable.display()))?;
-            self.act(format!(
-                "{}: moved to quarantine; written again at the next clean close",
-                durable.display()
-            ));
+        if self.st.exists(&durable) {
+            let why = match self.report.actions.is_empty() {
+                true => self.stale_claim(end)?,
+                false => Some("the log was repaired".to_string()),
+            };
+            if let Some(why) = why {
+                let bytes = self.read(&durable)?;
+                self.quarantine(DURABLE_FILE, &bytes)?;
+                self.st
+                    .remove(&durable)
+                    .ctx(|| format!("removing {}", durable.display()))?;
+                self.act(format!(
+                    "{}: {why}; moved to quarantine, written again at the next clean close",
+                    durable.display()
+                ));
+            }
         }
         // Stream states are rebuilt from the segments on the next open.
         let chk = self.dir.join(STREAMS_FILE);

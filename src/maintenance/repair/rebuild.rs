@@ -18,6 +18,7 @@ impl Repairer<'_> {
     /// Repairs one segment; returns the position after its last one.
     pub(super) fn segment(&mut self, path: &Path, base: u64, is_last: bool, bound: Option<u64>) -> Result<u64> {
         let name = segment_file_name(base);
+        self.unreadable.clear();
         let mut original = self.read(path)?;
         let header = SegmentHeader::decode(&original, path).ok();
         if let Some(id) = header.and_then(|h| h.dictionary)
@@ -47,11 +48,25 @@ impl Repairer<'_> {
             return Ok(bound.or(from_index).unwrap_or(base));
         }
         if header.is_some_and(|h| h.compressed) {
-            // Repair works on the logical form; an unreadable compressed file is a wreck.
+            // Repair works on the logical form. A block that does not decompress
+            // stands as bytes no frame decodes from, so the frame walk below records
+            // only its positions as lost and keeps every other block's events; a
+            // file whose block table is unreadable is a wreck.
             let dict = self.dictionary.clone();
-            let opened = crate::format::compressed::Compressed::open(original.clone().into(), path, dict.as_ref());
-            match opened.and_then(|c| c.logical(path)) {
-                Ok(logical) => original = logical,
+            match crate::format::compressed::Compressed::open(original.clone().into(), path, dict.as_ref()) {
+                Ok(c) => {
+                    let (logical, damaged) = c.logical_salvaged(path);
+                    for (e, range) in damaged {
+                        self.act(format!(
+                            "{}: {e}; its logical bytes {}..{} are unreadable",
+                            path.display(),
+                            range.start,
+                            range.end
+                        ));
+                        self.unreadable.push(range);
+                    }
+                    original = logical;
+                }
                 Err(e) => {
                     self.act(format!("{}: compressed form unreadable ({e})", path.display()));
                     original.truncate(0);
@@ -79,7 +94,11 @@ impl Repairer<'_> {
             return Ok(base);
         }
         // An unchanged compressed segment stays as it is on disk.
-        let mut rebuilt = self.rebuild(path, &original, base, bound, is_last)?;
+        self.frame_starts = self.index_frame_starts(base);
+        let rebuilt = self.rebuild(path, &original, base, bound, is_last);
+        self.frame_starts.clear();
+        self.unreadable.clear();
+        let mut rebuilt = rebuilt?;
         if !header_ok {
             rebuilt.changed = true;
             self.act(format!("{}: header rebuilt from the file name", path.display()));
@@ -158,6 +177,9 @@ impl Repairer<'_> {
         // After damage, until the next group boundary, readable events of the cut
         // append are kept one by one: repair never drops an undamaged event.
         let mut salvaging = false;
+        // True once the walk resumed after damage at a frame found byte by byte:
+        // what it meets from there may be a client's bytes.
+        let mut searched = false;
         let mut offset = SEGMENT_HEADER;
         let name = segment_file_name(base);
         loop {
@@ -167,7 +189,7 @@ impl Repairer<'_> {
             match record::decode_frame(&bytes[offset..]) {
                 Ok((Frame::Event(ev), len)) => {
                     let expected = next + pending.len() as u64;
-                    if ev.position < expected || ev.position > bound.unwrap_or(u64::MAX) {
+                    if ev.position < expected || ev.position >= bound.unwrap_or(u64::MAX) {
                         // Out of sequence: never written here by the writer.
                         changed = true;
                         self.drop_range(&name, bytes, offset, offset + len)?;
@@ -215,7 +237,10 @@ impl Repairer<'_> {
                     }
                     offset += len;
                 }
-                Ok((Frame::Lost(l), len)) if l.first_position >= next + pending.len() as u64 => {
+                Ok((Frame::Lost(l), len))
+                    if l.first_position >= next + pending.len() as u64
+                        && l.first_position.saturating_add(l.count) <= bound.unwrap_or(u64::MAX) =>
+                {
                     if !pending.is_empty() {
                         changed = true;
                         self.salvage(&mut out, &mut next, &mut pending, bytes, path)?;
@@ -234,13 +259,30 @@ impl Repairer<'_> {
                     self.drop_range(&name, bytes, offset, offset + len)?;
                     offset += len;
                 }
+                Ok((Frame::Seal(_), len)) if searched && !segment::starts_zero_region(&bytes[offset + len..]) => {
+                    // Met after a byte-by-byte search past damage, with more bytes
+                    // after it: the writer writes nothing after a seal, so these are
+                    // a client's bytes (or damage), never the segment's end.
+                    changed = true;
+                    self.act(format!(
+                        "{}: a seal frame found after damage at byte {offset}, with data after it; not the segment's seal, moved to quarantine",
+                        path.display()
+                    ));
+                    self.drop_range(&name, bytes, offset, offset + len)?;
+                    offset += len;
+                }
                 Ok((Frame::Seal(seal), len)) => {
                     // Anything after the seal is ignored, as recovery does.
                     if !pending.is_empty() {
                         changed = true;
                         self.salvage(&mut out, &mut next, &mut pending, bytes, path)?;
                     }
-                    let end = bound.unwrap_or(seal.next_position).min(seal.next_position).max(next);
+                    // A seal never ends past the next segment's base; in the last
+                    // segment, one met after a byte-by-byte search may be a client's
+                    // bytes, so it adds no lost positions there (the claim and the
+                    // indexes bound those).
+                    let limit = bound.unwrap_or(if searched { next } else { seal.next_position });
+                    let end = limit.min(seal.next_position).max(next);
                     if end > next {
                         self.lose(&mut out, &mut next, end, path, offset)?;
                         changed = true;
@@ -264,13 +306,43 @@ impl Repairer<'_> {
                 }
                 Err(e) => {
                     changed = true;
-                    let resume = segment::find_valid_frame(bytes, offset + 1);
+                    // Resume where the damaged frame ends when its length can be
+                    // trusted (its data may hold well-formed frames of a client's,
+                    // never events of the log); else search byte by byte.
+                    let resume = match segment::damaged_frame_end(bytes, offset) {
+                        Some(end) if segment::starts_zero_region(&bytes[end..]) => None,
+                        Some(end) => Some(end),
+                        // Where the index names an event that still decodes, if it
+                        // has one: never a frame inside a client's data.
+                        None => match self
+                            .frame_starts
+                            .iter()
+                            .copied()
+                            .filter(|at| *at > offset && *at < bytes.len())
+                            .find(|at| record::decode_frame(&bytes[*at..]).is_ok())
+                        {
+                            Some(at) => Some(at),
+                            None => {
+                                let found = segment::find_valid_frame(bytes, offset + 1);
+                                searched |= found.is_some();
+                                found
+                            }
+                        },
+                    };
                     let end = resume.unwrap_or_else(|| segment::data_end(bytes, offset));
-                    self.act(format!(
-                        "{}: {e} at byte {offset}; bytes {offset}..{end} moved to quarantine",
-                        path.display()
-                    ));
-                    self.drop_range(&name, bytes, offset, end)?;
+                    if self.unreadable.iter().any(|r| r.start <= offset && end <= r.end) {
+                        // Never decompressed: nothing of it to copy but the original file.
+                        self.act(format!(
+                            "{}: logical bytes {offset}..{end} dropped (a block that does not decompress; the original file is in quarantine)",
+                            path.display()
+                        ));
+                    } else {
+                        self.act(format!(
+                            "{}: {e} at byte {offset}; bytes {offset}..{end} moved to quarantine",
+                            path.display()
+                        ));
+                        self.drop_range(&name, bytes, offset, end)?;
+                    }
                     match resume {
                         // Damage in the middle: what was written around it is kept.
                         Some(at) => {
