@@ -16,20 +16,6 @@
 //! # Ok::<(), annal::Error>(())
 //! ```
 
-/// Declares modules that are internal unless the `fuzzing` feature makes them
-/// public (for the fuzz crate and this crate's integration tests).
-macro_rules! internal {
-    ($($(#[$doc:meta])* $name:ident;)*) => {
-        $(
-            $(#[$doc])*
-            #[cfg(feature = "fuzzing")]
-            pub mod $name;
-            #[cfg(not(feature = "fuzzing"))]
-            mod $name;
-        )*
-    };
-}
-
 pub mod clock;
 pub mod error;
 pub mod event;
@@ -42,16 +28,29 @@ mod store;
 mod stream_metadata;
 pub mod topic;
 
-internal! {
-    /// Features built on the store API.
-    features;
-    /// The on-disk format's codecs.
-    format;
-    /// The log: segments, recovery, the write and read paths.
-    log;
-    /// Compression, retention, verify, repair, backup.
-    maintenance;
-}
+// Modules internal unless the `fuzzing` feature makes them public (for the
+// fuzz crate and this crate's integration tests). Written out, not made by
+// a macro, so that rustfmt reaches their files.
+/// Features built on the store API.
+#[cfg(feature = "fuzzing")]
+pub mod features;
+#[cfg(not(feature = "fuzzing"))]
+mod features;
+/// The on-disk format's codecs.
+#[cfg(feature = "fuzzing")]
+pub mod format;
+#[cfg(not(feature = "fuzzing"))]
+mod format;
+/// The log: segments, recovery, the write and read paths.
+#[cfg(feature = "fuzzing")]
+pub mod log;
+#[cfg(not(feature = "fuzzing"))]
+mod log;
+/// Compression, retention, verify, repair, backup.
+#[cfg(feature = "fuzzing")]
+pub mod maintenance;
+#[cfg(not(feature = "fuzzing"))]
+mod maintenance;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};

@@ -97,7 +97,10 @@ pub trait ScanGate: Send + Sync {
 /// over, and how far behind the head it may be and still read without the gate.
 pub const CATCH_UP_SPAN: u64 = 4096;
 
-#[allow(clippy::large_enum_variant, reason = "made once per group or subscription, never in bulk")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "made once per group or subscription, never in bulk"
+)]
 enum Target {
     All(Filter),
     Stream(String),

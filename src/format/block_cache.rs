@@ -149,7 +149,11 @@ impl BlockCache {
         let mut c = self.inner.lock();
         // Close to `len` only: a cached block keeps its whole buffer, and the
         // budget counts its length.
-        match c.spare.iter().position(|b| b.capacity() >= len && b.capacity() - len <= len / 8) {
+        match c
+            .spare
+            .iter()
+            .position(|b| b.capacity() >= len && b.capacity() - len <= len / 8)
+        {
             Some(at) => c.spare.swap_remove(at),
             None => Vec::with_capacity(len),
         }
@@ -194,7 +198,11 @@ impl BlockCache {
     pub fn forget(&self, id: u64) {
         let mut c = self.inner.lock();
         let Clock {
-            slots, free, map, bytes, ..
+            slots,
+            free,
+            map,
+            bytes,
+            ..
         } = &mut *c;
         map.retain(|key, at| {
             if key.0 != id {
@@ -274,7 +282,10 @@ mod tests {
         // Some evicted buffer of that size comes back empty; the first one among them.
         let spares: Vec<Vec<u8>> = (0..SPARES).map(|_| c.buffer(1000)).collect();
         assert!(spares.iter().all(|b| b.is_empty() && b.capacity() >= 1000));
-        assert!(spares.iter().any(|b| b.as_ptr() == at), "the evicted block's buffer is reused");
+        assert!(
+            spares.iter().any(|b| b.as_ptr() == at),
+            "the evicted block's buffer is reused"
+        );
         assert_ne!(decoy.as_ptr(), at);
         // One still held by a reader is not handed out, once evicted.
         let held = c.get((1, 16)).unwrap();

@@ -16,7 +16,7 @@ use std::path::Path;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::format::codec::{Reader, le_u32, le_u64, le_i64};
+use crate::format::codec::{Reader, le_i64, le_u32, le_u64};
 
 /// Magic bytes of `annal.meta`.
 pub const META_MAGIC: &[u8; 8] = b"ANNALMET";
@@ -274,7 +274,10 @@ impl StreamTable {
         }
         let count = usize::try_from(le_u64(b, 24))
             .ok()
-            .filter(|c| c.checked_mul(4 + STREAMS_MIN_ENTRY).is_some_and(|n| n <= body.len() - STREAMS_HEADER))
+            .filter(|c| {
+                c.checked_mul(4 + STREAMS_MIN_ENTRY)
+                    .is_some_and(|n| n <= body.len() - STREAMS_HEADER)
+            })
             .ok_or_else(|| bad("stream count larger than the file"))?;
         let table = StreamTable {
             covered_position: le_u64(b, 16),
@@ -450,7 +453,11 @@ pub fn encode_active_index(mark: &DurableMark, index: &crate::format::index::Mem
 /// under 16) and checksum are right; `what` names the file in errors.
 fn checked<'a>(b: &'a [u8], file: &Path, magic: &[u8; 8], min_len: usize, what: &str) -> Result<(&'a [u8], u32)> {
     if b.len() < min_len.max(16) || &b[0..8] != magic {
-        let article = if what.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+        let article = if what.starts_with(['a', 'e', 'i', 'o', 'u']) {
+            "an"
+        } else {
+            "a"
+        };
         return Err(Error::corruption(file, 0, format!("not {article} {what}")));
     }
     let (body, crc) = b.split_at(b.len() - 4);
@@ -474,7 +481,13 @@ pub fn decode_active_index(
 ) -> Result<crate::format::index::MemIndex> {
     use crate::format::index::Lookup;
     let bad = |reason: &str| Error::corruption(file, 0, reason);
-    let (body, version) = checked(b, file, ACTIVE_INDEX_MAGIC, ACTIVE_INDEX_HEADER + 4, "active index checkpoint")?;
+    let (body, version) = checked(
+        b,
+        file,
+        ACTIVE_INDEX_MAGIC,
+        ACTIVE_INDEX_HEADER + 4,
+        "active index checkpoint",
+    )?;
     if version != ACTIVE_INDEX_VERSION {
         return Err(Error::UnsupportedVersion {
             file: file.to_path_buf(),
@@ -494,8 +507,13 @@ pub fn decode_active_index(
     if written != *mark {
         return Err(bad("active index checkpoint is not of the last clean close"));
     }
-    let index = crate::format::index::MemIndex::decode_snapshot(&body[ACTIVE_INDEX_HEADER..], fields)
-        .map_err(|e| Error::corruption(file, ACTIVE_INDEX_HEADER as u64, format!("active index checkpoint: {}", e.0)))?;
+    let index = crate::format::index::MemIndex::decode_snapshot(&body[ACTIVE_INDEX_HEADER..], fields).map_err(|e| {
+        Error::corruption(
+            file,
+            ACTIVE_INDEX_HEADER as u64,
+            format!("active index checkpoint: {}", e.0),
+        )
+    })?;
     if index.base() != mark.segment_base
         || index.end_offset() != mark.durable_end
         || index.next_position() != mark.next_position
@@ -548,7 +566,11 @@ mod tests {
             ..Default::default()
         };
         for i in 0..300u64 {
-            let name = if i % 7 == 0 { format!("$meta-s{i}") } else { format!("s{i}") };
+            let name = if i % 7 == 0 {
+                format!("$meta-s{i}")
+            } else {
+                format!("s{i}")
+            };
             c.streams.insert(
                 name.into(),
                 StreamState {
@@ -557,7 +579,13 @@ mod tests {
                 },
             );
         }
-        c.streams.insert("".into(), StreamState { last_revision: 1, last_position: 2 });
+        c.streams.insert(
+            "".into(),
+            StreamState {
+                last_revision: 1,
+                last_position: 2,
+            },
+        );
         let bytes = c.encode().unwrap();
         let t = StreamTable::check(&bytes, Path::new("c")).unwrap();
         assert_eq!((t.covered_position, t.count), (1234, 301));
@@ -568,7 +596,12 @@ mod tests {
             assert_eq!(t.get(&bytes, absent), None, "{absent}");
         }
         let mut meta: Vec<&str> = t.with_prefix(&bytes, "$meta-").map(|(n, _)| n).collect();
-        let mut want: Vec<&str> = c.streams.keys().map(|n| &**n).filter(|n| n.starts_with("$meta-")).collect();
+        let mut want: Vec<&str> = c
+            .streams
+            .keys()
+            .map(|n| &**n)
+            .filter(|n| n.starts_with("$meta-"))
+            .collect();
         want.sort_unstable();
         assert_eq!(meta.len(), 43);
         assert_eq!(meta, want);
@@ -582,7 +615,10 @@ mod tests {
         assert!(StreamTable::check(&v1, Path::new("c")).is_err());
         assert_eq!(StreamsCheckpoint::decode(&v1, Path::new("c")).unwrap(), c);
         for len in [0, 35, 36, bytes.len() / 2, bytes.len() - 1] {
-            assert!(StreamTable::check(&bytes[..len], Path::new("c")).is_err(), "cut to {len}");
+            assert!(
+                StreamTable::check(&bytes[..len], Path::new("c")).is_err(),
+                "cut to {len}"
+            );
         }
         // Unsorted entries are refused even with a right checksum.
         let mut unsorted = bytes.clone();

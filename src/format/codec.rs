@@ -89,7 +89,10 @@ impl<'a> Reader<'a> {
 
 /// Appends `v` as unsigned LEB128: seven bits per byte, least significant
 /// first, the high bit set on every byte but the last.
-#[allow(clippy::cast_possible_truncation, reason = "each byte takes the low seven bits on purpose")]
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "each byte takes the low seven bits on purpose"
+)]
 pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
@@ -128,6 +131,10 @@ mod tests {
         assert_eq!(Reader::new(&[0x96, 0x01]).varint(), Ok(150));
         assert!(Reader::new(&[0x80]).varint().is_err());
         assert!(Reader::new(&[0xff; 10]).varint().is_err());
-        assert!(Reader::new(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]).varint().is_err());
+        assert!(
+            Reader::new(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02])
+                .varint()
+                .is_err()
+        );
     }
 }

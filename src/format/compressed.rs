@@ -17,9 +17,9 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use zstd::zstd_safe::{DCtx, DDict};
 
-use crate::format::codec::{le_u32, le_u64};
 use crate::error::{Error, Result};
 use crate::format::block_cache::BlockCache;
+use crate::format::codec::{le_u32, le_u64};
 use crate::format::record;
 use crate::format::segment::SEGMENT_HEADER;
 
@@ -155,7 +155,9 @@ pub fn compress_segment(raw: &[u8], level: i32, block_size: usize, dict: Option<
             at = frame.end;
         }
         if at == start {
-            return Err(Error::InvalidInput(format!("no whole frame at byte {at} of a sealed segment")));
+            return Err(Error::InvalidInput(format!(
+                "no whole frame at byte {at} of a sealed segment"
+            )));
         }
         if at - start > MAX_BLOCK_LOGICAL {
             return Err(Error::InvalidInput(format!(

@@ -199,8 +199,7 @@ fn entries(body: &[u8], version: u32, lenient: bool) -> (Vec<DroppedRange>, Opti
             return (out, Some((at, "drop entry ends before it starts")));
         }
         let in_range = range.runs.iter().all(|(first, count)| {
-            *first >= range.first_position
-                && first.checked_add(*count).is_some_and(|e| e <= range.end_position)
+            *first >= range.first_position && first.checked_add(*count).is_some_and(|e| e <= range.end_position)
         });
         if !in_range {
             return (out, Some((at, "drop entry has a run outside its range")));

@@ -509,7 +509,9 @@ fn decode_body(buf: &[u8], total: usize) -> Result<(Frame<'_>, usize), FrameErro
                     };
                     let after = heads.last().map_or(first_position, |h: &Head<'_>| h.position + 1);
                     if head.position < after || head.position >= end {
-                        return Err(FrameError::Malformed("lost frame head out of order or out of its range"));
+                        return Err(FrameError::Malformed(
+                            "lost frame head out of order or out of its range",
+                        ));
                     }
                     heads.push(head);
                 }
@@ -652,8 +654,16 @@ mod tests {
     #[test]
     fn heads_round_trip_in_their_frames() {
         let heads = vec![
-            Head { stream: "order-1", revision: 4, position: 10 },
-            Head { stream: "order-2", revision: 0, position: 12 },
+            Head {
+                stream: "order-1",
+                revision: 4,
+                position: 10,
+            },
+            Head {
+                stream: "order-2",
+                revision: 0,
+                position: 12,
+            },
         ];
         let l = LostView {
             first_position: 9,
@@ -670,7 +680,11 @@ mod tests {
             first_position: 0,
             count: MAX_LOST_PER_FRAME + 5,
             removed: true,
-            heads: vec![Head { stream: "a", revision: 1, position: MAX_LOST_PER_FRAME + 1 }],
+            heads: vec![Head {
+                stream: "a",
+                revision: 1,
+                position: MAX_LOST_PER_FRAME + 1,
+            }],
         };
         let mut buf = Vec::new();
         encode_lost(&mut buf, &wide);

@@ -8,8 +8,8 @@
 
 use std::path::Path;
 
-use crate::format::codec::{le_u32, le_u64, le_i64};
 use crate::error::{Error, Result};
+use crate::format::codec::{le_i64, le_u32, le_u64};
 use crate::format::record::{self, Frame, FrameError};
 
 /// Magic bytes at the start of every segment file.
@@ -158,8 +158,7 @@ impl SegmentHeader {
             base_position: le_u64(bytes, 16),
             created_micros: le_i64(bytes, 24),
             compressed: flags & FLAG_COMPRESSED != 0,
-            dictionary: (flags & FLAG_DICTIONARY != 0)
-                .then(|| le_u32(bytes, 32)),
+            dictionary: (flags & FLAG_DICTIONARY != 0).then(|| le_u32(bytes, 32)),
         })
     }
 }

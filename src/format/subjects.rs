@@ -206,7 +206,11 @@ pub fn open(key: &Secret, id: Uuid, envelope: &[u8]) -> Result<Opened, OpenError
     let mlen = r.u32().map_err(|_| OpenError::Malformed)? as usize;
     let metadata = r.take(mlen).map_err(|_| OpenError::Malformed)?.to_vec();
     let data = r.buf.to_vec();
-    Ok(Opened { subject, metadata, data })
+    Ok(Opened {
+        subject,
+        metadata,
+        data,
+    })
 }
 
 /// One live key of the key store.
@@ -414,9 +418,15 @@ mod tests {
             bad[i / 8] ^= 1 << (i % 8);
             assert!(open(&key, id, &bad).is_err(), "flip of bit {i} went unnoticed");
         }
-        assert_eq!(open(&key, id, &env[..KEY_ID_LEN + NONCE_LEN + TAG_LEN - 1]), Err(OpenError::Truncated));
+        assert_eq!(
+            open(&key, id, &env[..KEY_ID_LEN + NONCE_LEN + TAG_LEN - 1]),
+            Err(OpenError::Truncated)
+        );
         // Two seals of the same content differ (a fresh nonce each).
-        assert_ne!(env, seal(&key_id, &key, id, "customer-42", b"{\"m\":1}", b"{\"name\":\"Ann\"}").unwrap());
+        assert_ne!(
+            env,
+            seal(&key_id, &key, id, "customer-42", b"{\"m\":1}", b"{\"name\":\"Ann\"}").unwrap()
+        );
     }
 
     #[test]
@@ -429,7 +439,10 @@ mod tests {
         };
         let bytes = encode_file(&secret, &[rec(1), rec(2)], &[[9; KEY_ID_LEN]]);
         let f = decode_file(&bytes).unwrap();
-        assert_eq!((f.keys.clone(), f.shredded.clone(), f.valid_len), (vec![rec(1), rec(2)], vec![[9; KEY_ID_LEN]], bytes.len()));
+        assert_eq!(
+            (f.keys.clone(), f.shredded.clone(), f.valid_len),
+            (vec![rec(1), rec(2)], vec![[9; KEY_ID_LEN]], bytes.len())
+        );
         assert_eq!(f.secret, secret);
         // Every cut inside the last record leaves the records before it.
         let before_last = bytes.len() - SUBJECT_RECORD;
@@ -442,11 +455,17 @@ mod tests {
         let mut rotted = bytes.clone();
         rotted[before_last + 5] ^= 1;
         let f = decode_file(&rotted).unwrap();
-        assert_eq!((f.keys.len(), f.shredded.len(), f.damaged.clone(), f.valid_len), (2, 0, vec![before_last], bytes.len()));
+        assert_eq!(
+            (f.keys.len(), f.shredded.len(), f.damaged.clone(), f.valid_len),
+            (2, 0, vec![before_last], bytes.len())
+        );
         let mut bad = bytes.clone();
         bad[SUBJECTS_HEADER + 5] ^= 1;
         let f = decode_file(&bad).unwrap();
-        assert_eq!((f.keys, f.shredded.len(), f.damaged), (vec![rec(2)], 1, vec![SUBJECTS_HEADER]));
+        assert_eq!(
+            (f.keys, f.shredded.len(), f.damaged),
+            (vec![rec(2)], 1, vec![SUBJECTS_HEADER])
+        );
         let mut header = bytes;
         header[20] ^= 1;
         assert_eq!(decode_file(&header), Err(KeyFileError::HeaderChecksum));
@@ -459,7 +478,11 @@ mod tests {
         for bit in 0..SUBJECTS_HEADER * 8 {
             let mut bad = bytes.clone();
             bad[bit / 8] ^= 1 << (bit % 8);
-            assert_eq!(mend_header(&bad).as_deref(), Some(&bytes[..SUBJECTS_HEADER]), "bit {bit}");
+            assert_eq!(
+                mend_header(&bad).as_deref(),
+                Some(&bytes[..SUBJECTS_HEADER]),
+                "bit {bit}"
+            );
         }
         // The whole magic gone, the secret and checksum intact: mended.
         let mut magic = bytes.clone();
@@ -477,7 +500,10 @@ mod tests {
     fn a_secret_is_wiped_when_dropped() {
         // No safe code can read a dropped value: check that dropping runs
         // code at all (a plain byte array needs none), and what that code does.
-        assert!(std::mem::needs_drop::<Secret>(), "a key must not be left in freed memory");
+        assert!(
+            std::mem::needs_drop::<Secret>(),
+            "a key must not be left in freed memory"
+        );
         let mut s = Secret([7; 32]);
         zeroize::Zeroize::zeroize(&mut s.0);
         assert_eq!(s.0, [0; 32]);

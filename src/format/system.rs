@@ -97,7 +97,10 @@ pub(crate) struct StoredGroupSettingsV1 {
 
 /// What a group reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[allow(clippy::large_enum_variant, reason = "made once per group or subscription, never in bulk")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "made once per group or subscription, never in bulk"
+)]
 pub(crate) enum StoredGroupSourceV1 {
     #[serde(rename = "All")]
     All(StoredFilterV1),

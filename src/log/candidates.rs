@@ -252,4 +252,3 @@ fn literal_type_positions(l: &dyn Lookup, f: &Filter) -> Option<Vec<u64>> {
     all.dedup();
     Some(all)
 }
-

@@ -402,7 +402,10 @@ fn stream_counts(l: &dyn Lookup, published: u64, filter: &Filter) -> Option<Vec<
         .into_iter()
         .filter(|(name, _)| filter.admits_stream(name))
         .map(|(name, s)| {
-            let span = s.last_revision.checked_sub(s.first_revision).map(|d| d.saturating_add(1));
+            let span = s
+                .last_revision
+                .checked_sub(s.first_revision)
+                .map(|d| d.saturating_add(1));
             let n = match span {
                 Some(n) if whole => n,
                 _ => {
@@ -466,7 +469,9 @@ mod tests {
             let e = EventData::json("T", format!(r#"{{"i":{i}}}"#))
                 .with_tag(["red", "green", "blue"][i % 3])
                 .with_metadata(format!(r#"{{"actor":"a{}","other":"o{}"}}"#, i % 4, i % 2));
-            store.append(&format!("s-{}", i % 7), ExpectedVersion::Any, vec![e]).unwrap();
+            store
+                .append(&format!("s-{}", i % 7), ExpectedVersion::Any, vec![e])
+                .unwrap();
         }
         let filters = [
             (Filter::all().with_tag("red"), 200),
@@ -489,20 +494,43 @@ mod tests {
             }
             // A field that is not indexed, another condition: read instead.
             let other = Filter::all().with_metadata("other", "o1");
-            assert!(s.shared.count_tags_from_index(&other, &Cancel::default()).unwrap().is_none());
+            assert!(
+                s.shared
+                    .count_tags_from_index(&other, &Cancel::default())
+                    .unwrap()
+                    .is_none()
+            );
             assert_eq!(s.count(&other).unwrap(), 300);
             let typed = Filter::all().with_tag("red").with_type("T");
-            assert!(s.shared.count_tags_from_index(&typed, &Cancel::default()).unwrap().is_none());
+            assert!(
+                s.shared
+                    .count_tags_from_index(&typed, &Cancel::default())
+                    .unwrap()
+                    .is_none()
+            );
             drop(s);
             store = Some(Store::open_with(sim.clone(), "/t", opts()).unwrap());
         }
         let s = store.unwrap();
-        s.set_stream_metadata("s-1", StreamMetadata { max_count: Some(1), ..Default::default() })
-            .unwrap();
+        s.set_stream_metadata(
+            "s-1",
+            StreamMetadata {
+                max_count: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let red = Filter::all().with_tag("red");
-        assert!(s.shared.count_tags_from_index(&red, &Cancel::default()).unwrap().is_none());
+        assert!(
+            s.shared
+                .count_tags_from_index(&red, &Cancel::default())
+                .unwrap()
+                .is_none()
+        );
         let mut read = 0;
-        s.shared.for_each_match(&red, &Cancel::default(), |_| read += 1).unwrap();
+        s.shared
+            .for_each_match(&red, &Cancel::default(), |_| read += 1)
+            .unwrap();
         assert_eq!(s.count(&red).unwrap(), read);
         assert!(read < 200);
     }
@@ -518,10 +546,18 @@ mod tests {
             .durability(Durability::Never)
             .segment_size(16 * 1024);
         let store = Store::open_with(std::sync::Arc::new(SimStorage::new()), "/c", opts).unwrap();
-        let types = ["app.lifecycle.started", "app.lifecycle", "hook.triggered.push", "hook.triggered.a.b", "other"];
+        let types = [
+            "app.lifecycle.started",
+            "app.lifecycle",
+            "hook.triggered.push",
+            "hook.triggered.a.b",
+            "other",
+        ];
         for i in 0..600usize {
             let e = EventData::json(types[i % types.len()], format!(r#"{{"i":{i}}}"#));
-            store.append(&format!("s-{}", i % 7), ExpectedVersion::Any, vec![e]).unwrap();
+            store
+                .append(&format!("s-{}", i % 7), ExpectedVersion::Any, vec![e])
+                .unwrap();
         }
         assert!(store.segment_count() > 3, "{} segments", store.segment_count());
         let shared = &store.shared;
@@ -534,7 +570,10 @@ mod tests {
             (vec!["nothing.#"], 0),
         ] {
             let f = patterns.iter().fold(Filter::all(), |f, p| f.with_type_pattern(p));
-            let from_index = shared.count_types_from_index(&f, &Cancel::default()).unwrap().expect("served from the type names");
+            let from_index = shared
+                .count_types_from_index(&f, &Cancel::default())
+                .unwrap()
+                .expect("served from the type names");
             assert_eq!(from_index.values().sum::<u64>(), want, "{patterns:?}");
             let mut read = 0;
             shared.for_each_match(&f, &Cancel::default(), |_| read += 1).unwrap();
@@ -546,13 +585,27 @@ mod tests {
             .unwrap();
         assert_eq!(
             by_type.into_iter().collect::<Vec<_>>(),
-            vec![("app.lifecycle".to_string(), 120), ("app.lifecycle.started".to_string(), 120)]
+            vec![
+                ("app.lifecycle".to_string(), 120),
+                ("app.lifecycle.started".to_string(), 120)
+            ]
         );
         // Other conditions, or metadata that may hide events: read instead.
         let f = Filter::all().with_type_pattern("app.#");
-        assert!(shared.count_types_from_index(&f.clone().with_stream_prefix("s-1"), &Cancel::default()).unwrap().is_none());
+        assert!(
+            shared
+                .count_types_from_index(&f.clone().with_stream_prefix("s-1"), &Cancel::default())
+                .unwrap()
+                .is_none()
+        );
         store
-            .set_stream_metadata("s-1", StreamMetadata { max_count: Some(1), ..Default::default() })
+            .set_stream_metadata(
+                "s-1",
+                StreamMetadata {
+                    max_count: Some(1),
+                    ..Default::default()
+                },
+            )
             .unwrap();
         assert!(shared.count_types_from_index(&f, &Cancel::default()).unwrap().is_none());
         let mut read = 0;
@@ -577,7 +630,9 @@ mod tests {
         let store = Store::open_with(sim.clone(), dir, opts()).unwrap();
         for i in 0..600usize {
             let e = EventData::json("T", format!(r#"{{"i":{i},"pad":"{}"}}"#, "x".repeat(40)));
-            store.append(&format!("s-{}", i % 7), ExpectedVersion::Any, vec![e]).unwrap();
+            store
+                .append(&format!("s-{}", i % 7), ExpectedVersion::Any, vec![e])
+                .unwrap();
         }
         store.close().unwrap();
         let mut segs: Vec<String> = crate::storage::Storage::list(&*sim, dir)
@@ -607,15 +662,26 @@ mod tests {
         let from_headers = shared.count_everything_from_headers(&Filter::all()).unwrap();
         assert_eq!(from_headers, Some(599));
         let mut read = 0;
-        shared.for_each_match(&Filter::all(), &Cancel::default(), |_| read += 1).unwrap();
+        shared
+            .for_each_match(&Filter::all(), &Cancel::default(), |_| read += 1)
+            .unwrap();
         assert_eq!(read, 599);
         assert_eq!(store.count(&Filter::all()).unwrap(), 599);
         // Another condition is not everything.
-        assert!(shared.count_everything_from_headers(&Filter::all().with_type("T")).unwrap().is_none());
+        assert!(
+            shared
+                .count_everything_from_headers(&Filter::all().with_type("T"))
+                .unwrap()
+                .is_none()
+        );
         // Streams are counted from the summaries in the segments without a
         // lost position, from their entries in the one with it: each as a read.
         let mut want: BTreeMap<String, u64> = BTreeMap::new();
-        shared.for_each_match(&Filter::all(), &Cancel::default(), |e| *want.entry(e.stream.clone()).or_default() += 1).unwrap();
+        shared
+            .for_each_match(&Filter::all(), &Cancel::default(), |e| {
+                *want.entry(e.stream.clone()).or_default() += 1
+            })
+            .unwrap();
         let all_streams = Filter::all().with_aggregate_type("s");
         assert_eq!(store.count_by(&all_streams, GroupBy::Stream).unwrap(), want);
         assert_eq!(store.count(&all_streams).unwrap(), 599);

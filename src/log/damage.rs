@@ -107,12 +107,9 @@ pub(crate) fn unreported_cuts(st: &dyn Storage, dir: &Path) -> Result<(Vec<TornT
         .ok()
         .map(|t| t.lines().map(str::to_string).collect::<Vec<_>>())
         .filter(|names| {
-            names.iter().all(|n| {
-                !n.contains('/')
-                    && n.ends_with(".bin")
-                    && n != UNREPORTED_FILE
-                    && st.exists(&torn.join(n))
-            })
+            names
+                .iter()
+                .all(|n| !n.contains('/') && n.ends_with(".bin") && n != UNREPORTED_FILE && st.exists(&torn.join(n)))
         });
     let mut names = match listed {
         Some(names) => names,

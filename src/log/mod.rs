@@ -8,8 +8,8 @@
 
 pub(crate) mod candidates;
 pub(crate) mod count;
-pub(crate) mod ids;
 pub mod damage;
+pub(crate) mod ids;
 pub(crate) mod notify;
 pub(crate) mod read;
 pub(crate) mod recent_ids;

@@ -77,7 +77,9 @@ impl Notifier {
         };
         for f in held {
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f())).is_err() {
-                self.listeners.lock().retain(|w| !std::ptr::addr_eq(w.as_ptr(), Arc::as_ptr(&f)));
+                self.listeners
+                    .lock()
+                    .retain(|w| !std::ptr::addr_eq(w.as_ptr(), Arc::as_ptr(&f)));
             }
         }
     }

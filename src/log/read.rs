@@ -15,13 +15,13 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::event::{Personal, RecordedEvent};
-use crate::format::subjects;
-use crate::log::subjects::KeyState;
 use crate::format::index::hash_str;
 use crate::format::record::{self, EventView, Frame};
+use crate::format::subjects;
 use crate::log::candidates::{Candidates, TypeWindows, candidates};
 use crate::log::segments::SegRef;
 use crate::log::state::Shared;
+use crate::log::subjects::KeyState;
 use crate::query::{Cancel, Direction, Filter, LogFrom, StreamFrom};
 use crate::stream_metadata::{META_PREFIX, parse};
 
@@ -141,7 +141,8 @@ impl Shared {
             .ok_or_else(|| Error::corruption(path, offset, "sealed envelope shorter than its key id"))?;
         match self.subjects.key(&key_id) {
             KeyState::Live(key) => {
-                let opened = subjects::open(&key, ev.id, envelope).map_err(|e| Error::corruption(path, offset, e.to_string()))?;
+                let opened = subjects::open(&key, ev.id, envelope)
+                    .map_err(|e| Error::corruption(path, offset, e.to_string()))?;
                 ev.data = Bytes::from(opened.data);
                 ev.metadata = Bytes::from(opened.metadata);
                 ev.personal = Personal::Subject(opened.subject);
@@ -211,7 +212,14 @@ impl Shared {
         filter: &Filter,
         visibility: Visibility,
     ) -> Result<(Vec<RecordedEvent>, Option<Stop>)> {
-        self.read_log_stop_within(direction, from, (limit, usize::MAX), filter, visibility, &Cancel::default())
+        self.read_log_stop_within(
+            direction,
+            from,
+            (limit, usize::MAX),
+            filter,
+            visibility,
+            &Cancel::default(),
+        )
     }
 
     /// Reads the visible global log up to `limit` events, and stops early once
@@ -703,8 +711,13 @@ impl Shared {
         let mut spans = Vec::new();
         let mut at = from;
         while at < to {
-            let (read, stop) =
-                self.read_log_range(Direction::Forward, LogFrom::Position(at), (CHUNK, usize::MAX), (&Filter::all(), Visibility::Raw, &Cancel::default()), (0, to))?;
+            let (read, stop) = self.read_log_range(
+                Direction::Forward,
+                LogFrom::Position(at),
+                (CHUNK, usize::MAX),
+                (&Filter::all(), Visibility::Raw, &Cancel::default()),
+                (0, to),
+            )?;
             if let Some(stop) = stop {
                 return Err(stop.error);
             }

@@ -120,7 +120,9 @@ mod tests {
         let ids: Vec<Uuid> = (0..200_000).map(|_| Uuid::new_v4()).collect();
         r.insert(ids.iter().copied());
         assert!(ids.iter().all(|id| r.check(id) == Recent::Maybe));
-        let others = (0..10_000).filter(|_| r.check(&Uuid::new_v4()) == Recent::NotSince(7)).count();
+        let others = (0..10_000)
+            .filter(|_| r.check(&Uuid::new_v4()) == Recent::NotSince(7))
+            .count();
         assert!(others > 9_000, "{others} of 10,000 absent ids proven absent");
     }
 

@@ -112,18 +112,34 @@ mod tests {
         for i in 0..600u64 {
             let e = EventData::json(if i % 3 == 0 { "Placed" } else { "Paid" }, format!(r#"{{"n":{i}}}"#))
                 .with_tag(format!("tenant:{}", i % 4));
-            store.append(&format!("order-{}", i % 9), ExpectedVersion::Any, vec![e]).unwrap();
+            store
+                .append(&format!("order-{}", i % 9), ExpectedVersion::Any, vec![e])
+                .unwrap();
         }
         assert!(store.segment_count() > 3);
         let answers = |store: &Store| {
-            let all = store.read_all(Direction::Forward, LogFrom::Start, 10_000, &Filter::all()).unwrap();
+            let all = store
+                .read_all(Direction::Forward, LogFrom::Start, 10_000, &Filter::all())
+                .unwrap();
             let typed = store
-                .read_all(Direction::Backward, LogFrom::End, 10_000, &Filter::all().with_type("Placed"))
+                .read_all(
+                    Direction::Backward,
+                    LogFrom::End,
+                    10_000,
+                    &Filter::all().with_type("Placed"),
+                )
                 .unwrap();
             let tagged = store
-                .read_all(Direction::Forward, LogFrom::Start, 10_000, &Filter::all().with_tag("tenant:2"))
+                .read_all(
+                    Direction::Forward,
+                    LogFrom::Start,
+                    10_000,
+                    &Filter::all().with_tag("tenant:2"),
+                )
                 .unwrap();
-            let stream = store.read_stream("order-4", Direction::Backward, StreamFrom::End, 1000).unwrap();
+            let stream = store
+                .read_stream("order-4", Direction::Backward, StreamFrom::End, 1000)
+                .unwrap();
             let by_id: Vec<u64> = all
                 .iter()
                 .step_by(37)
@@ -138,7 +154,9 @@ mod tests {
         for entry in std::fs::read_dir(dir.path()).unwrap() {
             let path = entry.unwrap().path();
             let name = path.file_name().unwrap().to_str().unwrap().to_string();
-            let Some((base, "idx")) = parse_file_name(&name) else { continue };
+            let Some((base, "idx")) = parse_file_name(&name) else {
+                continue;
+            };
             let seg = std::fs::read(path.with_extension("seg")).unwrap();
             let scanned = index_segment(&seg, base, &path, &Default::default()).unwrap();
             let v2 = std::fs::read(&path).unwrap();

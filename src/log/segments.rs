@@ -112,7 +112,9 @@ pub(crate) fn open_index(storage: &dyn Storage, path: &Path) -> Result<SegmentIn
     let mut head = vec![0u8; crate::format::index::INDEX_HEADER.min(len)];
     let tail_len = crate::format::index::INDEX_TAIL.min(len);
     let mut tail = vec![0u8; tail_len];
-    let file = storage.open(path, false).ctx(|| format!("opening {}", path.display()))?;
+    let file = storage
+        .open(path, false)
+        .ctx(|| format!("opening {}", path.display()))?;
     file.read_exact_at(&mut head, 0)
         .and_then(|()| file.read_exact_at(&mut tail, (len - tail_len) as u64))
         .ctx(|| format!("reading {}", path.display()))?;
@@ -123,7 +125,9 @@ pub(crate) fn open_index(storage: &dyn Storage, path: &Path) -> Result<SegmentIn
 /// rather than through a mapping (a touched mapped page can make a whole
 /// large folio, up to 2 MiB, resident in this process).
 pub(crate) fn read_segment_header(storage: &dyn Storage, path: &Path) -> Result<SegmentHeader> {
-    let file = storage.open(path, false).ctx(|| format!("opening {}", path.display()))?;
+    let file = storage
+        .open(path, false)
+        .ctx(|| format!("opening {}", path.display()))?;
     let len = file.len().ctx(|| format!("reading {}", path.display()))?;
     let mut head = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX).min(SEGMENT_HEADER)];
     file.read_exact_at(&mut head, 0)

@@ -94,7 +94,12 @@ impl StreamMap {
                     .map(|(n, _)| n.to_string()),
             );
         }
-        names.extend(self.changed.keys().filter(|n| n.starts_with(prefix)).map(|n| n.to_string()));
+        names.extend(
+            self.changed
+                .keys()
+                .filter(|n| n.starts_with(prefix))
+                .map(|n| n.to_string()),
+        );
         names
     }
 }

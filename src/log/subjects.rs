@@ -133,7 +133,9 @@ impl SubjectKeys {
         let mut keys = Keys::default();
         let mut file = None;
         if storage.exists(&path) {
-            let f = storage.open(&path, writable).ctx(|| format!("opening {}", path.display()))?;
+            let f = storage
+                .open(&path, writable)
+                .ctx(|| format!("opening {}", path.display()))?;
             let bytes = read_whole(&*f).ctx(|| format!("reading {}", path.display()))?;
             let decoded = match subjects::decode_file(&bytes) {
                 Ok(d) => d,
@@ -229,7 +231,10 @@ impl SubjectKeys {
     /// The path of `subjects.key` and the offsets of its damaged records
     /// (full length, bad checksum), as the file is now.
     pub(crate) fn damaged(&self) -> (PathBuf, Vec<u64>) {
-        (path_of(&self.dir), self.keys.read().damaged.iter().map(|(at, _)| *at).collect())
+        (
+            path_of(&self.dir),
+            self.keys.read().damaged.iter().map(|(at, _)| *at).collect(),
+        )
     }
 
     /// After a failed rewrite (the file on disk unknown), writes the state
@@ -378,7 +383,10 @@ impl SubjectKeys {
                 let bytes = whole();
                 write_atomically(&*self.storage, &self.dir, SUBJECTS_FILE, &bytes)
                     .ctx(|| format!("writing {}", path.display()))?;
-                let f = self.storage.open(&path, true).ctx(|| format!("opening {}", path.display()))?;
+                let f = self
+                    .storage
+                    .open(&path, true)
+                    .ctx(|| format!("opening {}", path.display()))?;
                 *file = Some((f, bytes.len() as u64));
             }
         }
@@ -431,7 +439,12 @@ impl SubjectKeys {
         let aside = self.records_aside(&lookup)?;
         let (bytes, offsets, gone, damaged_of, was_pending) = {
             let keys = self.keys.read();
-            let mut gone: Vec<KeyId> = keys.live.iter().filter(|(_, (l, _))| *l == lookup).map(|(id, _)| *id).collect();
+            let mut gone: Vec<KeyId> = keys
+                .live
+                .iter()
+                .filter(|(_, (l, _))| *l == lookup)
+                .map(|(id, _)| *id)
+                .collect();
             // A damaged record whose lookup field still reads as this
             // subject's may hold its key intact: it goes too, and its key id
             // is listed as shredded (its events read erased, not damaged).
@@ -516,7 +529,10 @@ impl SubjectKeys {
         let mut files = Vec::new();
         let quarantine = self.dir.join(crate::log::damage::QUARANTINE_DIR);
         if st.exists(&quarantine) {
-            for run in st.list(&quarantine).ctx(|| format!("listing {}", quarantine.display()))? {
+            for run in st
+                .list(&quarantine)
+                .ctx(|| format!("listing {}", quarantine.display()))?
+            {
                 let f = quarantine.join(run).join(format!("{SUBJECTS_FILE}-removed.bin"));
                 if st.exists(&f) {
                     files.push(f);
@@ -549,8 +565,9 @@ impl SubjectKeys {
             while at < bytes.len() {
                 if bytes.get(at + 1..at + 33) == Some(&lookup[..]) {
                     found = true;
-                    if let Some(id) =
-                        bytes.get(at + 33..at + 33 + subjects::KEY_ID_LEN).and_then(|b| KeyId::try_from(b).ok())
+                    if let Some(id) = bytes
+                        .get(at + 33..at + 33 + subjects::KEY_ID_LEN)
+                        .and_then(|b| KeyId::try_from(b).ok())
                     {
                         key_ids.push(id);
                     }

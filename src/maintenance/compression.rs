@@ -37,7 +37,11 @@ pub struct CompressReport {
 /// `background`, segments an earlier background run left as they were
 /// (incompressible, or failing their check) are not tried again, so that an
 /// idle store costs no CPU; an explicit call tries every one.
-pub(crate) fn compress_sealed(shared: &Shared, options: &CompressionOptions, background: bool) -> Result<CompressReport> {
+pub(crate) fn compress_sealed(
+    shared: &Shared,
+    options: &CompressionOptions,
+    background: bool,
+) -> Result<CompressReport> {
     use crate::format::index::Lookup;
     let _one_at_a_time = shared.scavenging.lock();
     let mut report = CompressReport::default();
@@ -261,7 +265,11 @@ mod tests {
         assert!(sealed >= 4, "{sealed}");
         let c = CompressionOptions::default();
         let first = compress_sealed(&store.shared, &c, true).unwrap();
-        assert_eq!((first.examined, first.segments), (sealed, 0), "random bytes do not compress");
+        assert_eq!(
+            (first.examined, first.segments),
+            (sealed, 0),
+            "random bytes do not compress"
+        );
         let again = compress_sealed(&store.shared, &c, true).unwrap();
         assert_eq!(again.examined, 0, "a background pass leaves them alone now");
         let explicit = compress_sealed(&store.shared, &c, false).unwrap();
@@ -277,19 +285,26 @@ mod tests {
         for i in 0..2000u32 {
             let body = format!(r#"{{"order":{i},"note":"a fairly compressible line of text"}}"#);
             store
-                .append(&format!("o-{}", i % 10), ExpectedVersion::Any, vec![EventData::json("T", body)])
+                .append(
+                    &format!("o-{}", i % 10),
+                    ExpectedVersion::Any,
+                    vec![EventData::json("T", body)],
+                )
                 .unwrap();
         }
         compress_sealed(&store.shared, &CompressionOptions::default(), false).unwrap();
         let all = store
-            .read_all(crate::Direction::Forward, crate::LogFrom::Start, usize::MAX, &crate::Filter::all())
+            .read_all(
+                crate::Direction::Forward,
+                crate::LogFrom::Start,
+                usize::MAX,
+                &crate::Filter::all(),
+            )
             .unwrap();
         assert_eq!(all.len(), 2000);
         let cached = store.shared.block_cache.bytes();
         assert!(cached > 0, "reading compressed segments fills the cache");
-        store
-            .delete_stream("o-3", ExpectedVersion::Any, false)
-            .unwrap();
+        store.delete_stream("o-3", ExpectedVersion::Any, false).unwrap();
         let report = store.scavenge().unwrap();
         assert!(report.segments_rewritten > 0, "{report:?}");
         assert!(

@@ -232,9 +232,7 @@ fn record_drop(shared: &Shared, range: DroppedRange) -> Result<()> {
     all.push(range);
     write_atomically(&*shared.storage, &shared.dir, DROPPED_FILE, &dropped::encode(&all)?)
         .ctx(|| format!("writing {DROPPED_FILE}"))?;
-    shared
-        .drops_recorded
-        .fetch_add(1, std::sync::atomic::Ordering::Release);
+    shared.drops_recorded.fetch_add(1, std::sync::atomic::Ordering::Release);
     Ok(())
 }
 
@@ -284,9 +282,7 @@ fn forwarders_before(shared: &Shared, end: u64) -> BTreeMap<String, u64> {
         .map(|(n, p)| (n.clone(), *p))
         .collect();
     for (name, p) in shared.forwarder_positions.lock().iter().filter(|(_, p)| **p < end) {
-        all.entry(name.clone())
-            .and_modify(|q| *q = (*q).min(*p))
-            .or_insert(*p);
+        all.entry(name.clone()).and_modify(|q| *q = (*q).min(*p)).or_insert(*p);
     }
     all
 }
@@ -543,11 +539,7 @@ fn rewrite(
     // handed out (a rebuild of stream states from them must never start a
     // stream over). A head is kept only while no later event of its stream
     // exists: that event then says as much.
-    let is_head = |stream: &str, revision: u64| {
-        shared
-            .stream_state(stream)
-            .is_none_or(|s| s.last_revision <= revision)
-    };
+    let is_head = |stream: &str, revision: u64| shared.stream_state(stream).is_none_or(|s| s.last_revision <= revision);
     let mut heads: Vec<(String, u64, u64)> = Vec::new();
     // Whether any removed frame holds heads: the segment's version says so.
     let mut wrote_heads = false;

@@ -12,8 +12,8 @@ use crate::format::checkpoint::{STREAMS_FILE, StreamsCheckpoint};
 use crate::format::index::Lookup;
 use crate::format::record::Frame;
 use crate::format::segment::{self, SEGMENT_HEADER, ScanEnd, SegmentHeader};
-use crate::log::scan::index_segment;
 use crate::format::subjects;
+use crate::log::scan::index_segment;
 use crate::log::state::Shared;
 use crate::log::subjects::{KeyState, SubjectKeys};
 
@@ -264,7 +264,11 @@ pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
             },
         );
         // A checkpoint covering exactly the published end (a clean close's).
-        if revisions.due.as_ref().is_some_and(|(_, c)| c.covered_position == scanned_to) {
+        if revisions
+            .due
+            .as_ref()
+            .is_some_and(|(_, c)| c.covered_position == scanned_to)
+        {
             revisions.reach(&mut report, scanned_to);
         }
     }
@@ -435,13 +439,14 @@ fn check_segment(
                 // A damage offset past usize::MAX would be past the bytes, with no
                 // frame after it. As repair does: past the damaged frame's end when
                 // its length can be trusted, else byte by byte.
-                let resume = usize::try_from(offset).ok().and_then(|offset| {
-                    match segment::damaged_frame_end(bytes, offset) {
-                        Some(end) if segment::starts_zero_region(&bytes[end..]) => None,
-                        Some(end) => Some(end),
-                        None => segment::find_valid_frame(bytes, offset + 1),
-                    }
-                });
+                let resume =
+                    usize::try_from(offset)
+                        .ok()
+                        .and_then(|offset| match segment::damaged_frame_end(bytes, offset) {
+                            Some(end) if segment::starts_zero_region(&bytes[end..]) => None,
+                            Some(end) => Some(end),
+                            None => segment::find_valid_frame(bytes, offset + 1),
+                        });
                 match resume {
                     Some(next) => at = next,
                     None => break,

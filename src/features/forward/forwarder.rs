@@ -264,7 +264,10 @@ impl Forwarder {
             match self.target.deliver(&batch) {
                 Ok(()) => {
                     delivered += events.len();
-                    self.payload_bytes += events.iter().map(|e| (e.data.len() + e.metadata.len()) as u64).sum::<u64>();
+                    self.payload_bytes += events
+                        .iter()
+                        .map(|e| (e.data.len() + e.metadata.len()) as u64)
+                        .sum::<u64>();
                     break;
                 }
                 Err(TargetError::Rejected { index, reason }) if index < events.len() => {
@@ -348,9 +351,12 @@ impl Forwarder {
     /// when the step began, if the batch is not full).
     fn read_batch(&self, from: u64, head: u64) -> Result<(Vec<RecordedEvent>, u64)> {
         let limit = self.settings.batch_size.min(self.settings.max_in_flight);
-        let read = self
-            .store
-            .read_all(Direction::Forward, LogFrom::Position(from), limit, &self.settings.filter)?;
+        let read = self.store.read_all(
+            Direction::Forward,
+            LogFrom::Position(from),
+            limit,
+            &self.settings.filter,
+        )?;
         let next = match read.last() {
             Some(last) if read.len() == limit => last.position + 1,
             Some(last) => (last.position + 1).max(head),
@@ -440,7 +446,12 @@ impl Forwarder {
     fn refresh(&self, head: u64, state: Option<ForwardState>) -> Result<()> {
         let oldest = if self.cursor < head {
             self.store
-                .read_all(Direction::Forward, LogFrom::Position(self.cursor), 1, &self.settings.filter)?
+                .read_all(
+                    Direction::Forward,
+                    LogFrom::Position(self.cursor),
+                    1,
+                    &self.settings.filter,
+                )?
                 .first()
                 .map(|e| e.timestamp_micros)
         } else {

@@ -82,7 +82,6 @@ mod tests {
     use super::*;
     use crate::store::Store;
 
-
     /// A target that takes every batch.
     struct Nowhere;
 
@@ -108,7 +107,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path(), crate::Options::default()).unwrap());
         store
-            .append("s", crate::ExpectedVersion::Any, vec![crate::EventData::json("E", "{}")])
+            .append(
+                "s",
+                crate::ExpectedVersion::Any,
+                vec![crate::EventData::json("E", "{}")],
+            )
             .unwrap();
         let settings = ForwardSettings::default().retention(RetentionMode::Wait);
         for round in 0..200 {

@@ -9,7 +9,10 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use super::{ForwardGap, ForwardSettings, ForwardStart, ForwardStatus, RetentionMode, check_forwarder_name, forward_checkpoint_stream};
+use super::{
+    ForwardGap, ForwardSettings, ForwardStart, ForwardStatus, RetentionMode, check_forwarder_name,
+    forward_checkpoint_stream,
+};
 use crate::error::{Error, Result};
 use crate::event::{EventData, ExpectedVersion};
 use crate::format::system::{self, StoredForwardCheckpointV1, StoredHoldV1, Version1};
@@ -312,4 +315,3 @@ pub fn saved_forwarders(store: &Store) -> Result<Vec<(String, SavedForwarder)>> 
 pub fn saved_checkpoint(store: &Store, name: &str) -> Result<Option<u64>> {
     Ok(load_checkpoint(store, name)?.map(|c| c.position))
 }
-

@@ -31,9 +31,10 @@ impl FromStr for ForwardStart {
         match s {
             "start" => Ok(ForwardStart::Start),
             "end" => Ok(ForwardStart::End),
-            _ => s.parse::<u64>().map(ForwardStart::Position).map_err(|_| {
-                Error::InvalidInput(format!("forward start {s:?} is not start, end or a position"))
-            }),
+            _ => s
+                .parse::<u64>()
+                .map(ForwardStart::Position)
+                .map_err(|_| Error::InvalidInput(format!("forward start {s:?} is not start, end or a position"))),
         }
     }
 }

@@ -211,7 +211,9 @@ impl Consumer<'_> {
             inner.ready.push_front(p);
         }
         let now = g.store.clock().now();
-        let deadline = now.checked_add(Duration::from_millis(settings.ack_timeout_ms)).unwrap_or(now);
+        let deadline = now
+            .checked_add(Duration::from_millis(settings.ack_timeout_ms))
+            .unwrap_or(now);
         for p in taken {
             inner.in_flight.insert(
                 p.event.id,

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::{
-    Consumer, GroupInfo, GroupInner, GroupSettings, GroupSource, GroupState,
-    MAX_PARK_REASON, ParkedRecord, Pending, checkpoint_stream, json_event, parked_stream,
+    Consumer, GroupInfo, GroupInner, GroupSettings, GroupSource, GroupState, MAX_PARK_REASON, ParkedRecord, Pending,
+    checkpoint_stream, json_event, parked_stream,
 };
 use crate::error::{Error, Result};
 use crate::event::{ExpectedVersion, RecordedEvent};
@@ -270,7 +270,10 @@ impl Group<'_> {
                         inner.skipped_through = inner.skipped_through.max(stop.resume);
                         let why = stop.error.to_string();
                         self.store.shared.record_background::<()>(
-                            &format!("group {:?} skipping damaged positions {}..{}", self.state.name, stop.position, stop.resume),
+                            &format!(
+                                "group {:?} skipping damaged positions {}..{}",
+                                self.state.name, stop.position, stop.resume
+                            ),
                             Err(stop.error),
                         );
                         inner.last_skipped_damage = Some((stop.position, stop.resume, why));

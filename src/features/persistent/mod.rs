@@ -49,7 +49,10 @@ pub enum Strategy {
 
 /// What a group reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[allow(clippy::large_enum_variant, reason = "made once per group or subscription, never in bulk")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "made once per group or subscription, never in bulk"
+)]
 pub enum GroupSource {
     /// The global log, filtered; system streams (`$`-prefixed) are skipped.
     All(Filter),
@@ -438,7 +441,13 @@ impl Store {
             );
         }
         let (cursor, parked, parked_replayed, skipped_damaged, skipped_through) = match &saved {
-            Some(c) => (c.checkpoint, c.parked, c.parked_replayed, c.skipped_damaged, c.skipped_through),
+            Some(c) => (
+                c.checkpoint,
+                c.parked,
+                c.parked_replayed,
+                c.skipped_damaged,
+                c.skipped_through,
+            ),
             None => (start, parked_before, 0, 0, 0),
         };
         let state = Arc::new(GroupState {
@@ -558,12 +567,18 @@ mod tests {
     fn an_ack_is_not_held_up_by_a_fetch_scanning_a_sparse_log() {
         let options = Options::default().no_compression().durability(Durability::Never);
         let store = Store::open_with(Arc::new(SimStorage::new()), "/g", options).unwrap();
-        let events = |n: u64| (0..n).map(|_| EventData::json("E", "{}".to_string())).collect::<Vec<_>>();
+        let events = |n: u64| {
+            (0..n)
+                .map(|_| EventData::json("E", "{}".to_string()))
+                .collect::<Vec<_>>()
+        };
         let kept = || vec![EventData::json("E", "{}".to_string()).with_metadata(r#"{"k":"keep"}"#.to_string())];
         store.append("keep-1", ExpectedVersion::Any, kept()).unwrap();
         let gap = REFILL_SPAN * SPANS_PER_TURN as u64 * 3;
         for n in 0..gap / 1024 {
-            store.append(&format!("other-{n}"), ExpectedVersion::Any, events(1024)).unwrap();
+            store
+                .append(&format!("other-{n}"), ExpectedVersion::Any, events(1024))
+                .unwrap();
         }
         store.append("keep-2", ExpectedVersion::Any, kept()).unwrap();
         // A metadata field the store does not index: only a scan serves it.
@@ -618,10 +633,16 @@ mod tests {
     fn a_sparse_filter_the_indexes_serve_is_read_in_one_turn() {
         let options = Options::default().no_compression().durability(Durability::Never);
         let store = Store::open_with(Arc::new(SimStorage::new()), "/g", options).unwrap();
-        let events = |n: u64| (0..n).map(|_| EventData::json("E", "{}".to_string())).collect::<Vec<_>>();
+        let events = |n: u64| {
+            (0..n)
+                .map(|_| EventData::json("E", "{}".to_string()))
+                .collect::<Vec<_>>()
+        };
         let gap = REFILL_SPAN * SPANS_PER_TURN as u64 * 3;
         for n in 0..gap / 1024 {
-            store.append(&format!("other-{n}"), ExpectedVersion::Any, events(1024)).unwrap();
+            store
+                .append(&format!("other-{n}"), ExpectedVersion::Any, events(1024))
+                .unwrap();
         }
         store.append("rare-1", ExpectedVersion::Any, events(1)).unwrap();
         let settings = GroupSettings {

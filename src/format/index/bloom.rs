@@ -66,7 +66,8 @@ pub(crate) fn blocked_check(bloom: &[u8], hash: u64) -> bool {
     }
     let (at, bits) = blocked_probes(bloom.len(), hash);
     let block = &bloom[at..at + BLOOM_BLOCK];
-    bits.iter().all(|&bit| block[usize::from(bit / 8)] & (1 << (bit % 8)) != 0)
+    bits.iter()
+        .all(|&bit| block[usize::from(bit / 8)] & (1 << (bit % 8)) != 0)
 }
 
 /// Bits of a version-1 to -4 bloom filter for `items` entries: about 10 per

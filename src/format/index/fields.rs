@@ -183,9 +183,24 @@ mod tests {
             br#"{"x":1e999,"actor":"big"}"#,
         ] {
             let keys = hashes(&f.keys(m));
-            for (field, value) in [("actor", "a\"b\u{e9}"), ("tenant", "t"), ("tenant", "t\n"), ("actor", ""), ("actor", "escaped key"), ("actor", "a"), ("actor", "big")] {
-                let admitted = crate::query::Filter::all().with_metadata(field, value).admits_metadata(m);
-                assert_eq!(keys.contains(&meta_key(field, value)), admitted, "{field}={value} in {}", String::from_utf8_lossy(m));
+            for (field, value) in [
+                ("actor", "a\"b\u{e9}"),
+                ("tenant", "t"),
+                ("tenant", "t\n"),
+                ("actor", ""),
+                ("actor", "escaped key"),
+                ("actor", "a"),
+                ("actor", "big"),
+            ] {
+                let admitted = crate::query::Filter::all()
+                    .with_metadata(field, value)
+                    .admits_metadata(m);
+                assert_eq!(
+                    keys.contains(&meta_key(field, value)),
+                    admitted,
+                    "{field}={value} in {}",
+                    String::from_utf8_lossy(m)
+                );
             }
         }
     }
@@ -209,7 +224,10 @@ mod tests {
         assert_ne!(a.fingerprint(), 0);
         assert_ne!(a.fingerprint(), MetaFields::new(&["actor"]).fingerprint());
         // Names are delimited: ["ab"] is not ["a", "b"].
-        assert_ne!(MetaFields::new(&["ab"]).fingerprint(), MetaFields::new(&["a", "b"]).fingerprint());
+        assert_ne!(
+            MetaFields::new(&["ab"]).fingerprint(),
+            MetaFields::new(&["a", "b"]).fingerprint()
+        );
         assert!(a.contains("actor") && a.contains("tenant") && !a.contains("other"));
     }
 }

@@ -32,7 +32,11 @@ pub(crate) struct Entry {
 /// revisions it may be negative (zigzag-coded), in the others it is positive.
 fn pos_delta(prev: u32, next: u32, with_rev: bool) -> u64 {
     let d = i64::from(next) - i64::from(prev);
-    if with_rev { ((d << 1) ^ (d >> 63)) as u64 } else { d as u64 }
+    if with_rev {
+        ((d << 1) ^ (d >> 63)) as u64
+    } else {
+        d as u64
+    }
 }
 
 /// The position after `prev` by a delta [`pos_delta`] wrote.
@@ -456,7 +460,13 @@ mod tests {
 
     #[test]
     fn a_dense_type_costs_about_one_byte_per_entry() {
-        let all: Vec<Entry> = (0..10_000u32).map(|p| Entry { key: 7, rev: 0, pos: p * 10 }).collect();
+        let all: Vec<Entry> = (0..10_000u32)
+            .map(|p| Entry {
+                key: 7,
+                rev: 0,
+                pos: p * 10,
+            })
+            .collect();
         let mut bytes = Vec::new();
         assert!(encode(&all, false, &mut bytes));
         assert!(bytes.len() < 10_000 * 3 / 2, "{} bytes", bytes.len());

@@ -275,7 +275,9 @@ fn snap_count(r: &mut Reader<'_>, min: usize) -> std::result::Result<usize, Deco
 /// A list of positions, refused unless strictly ascending.
 fn snap_positions(r: &mut Reader<'_>) -> std::result::Result<Vec<u64>, DecodeError> {
     let n = snap_count(r, 8)?;
-    let positions = (0..n).map(|_| r.u64()).collect::<std::result::Result<Vec<u64>, DecodeError>>()?;
+    let positions = (0..n)
+        .map(|_| r.u64())
+        .collect::<std::result::Result<Vec<u64>, DecodeError>>()?;
     if positions.windows(2).any(|w| w[0] >= w[1]) {
         return Err(DecodeError("positions out of order"));
     }
@@ -290,8 +292,9 @@ impl MemIndex {
     /// 16-bit length (the store's never are).
     pub fn encode_snapshot(&self) -> Result<Vec<u8>> {
         let name16 = |out: &mut Vec<u8>, name: &str| -> Result<()> {
-            let len = u16::try_from(name.len())
-                .map_err(|_| crate::error::Error::InvalidInput(format!("name of {} bytes in an index snapshot", name.len())))?;
+            let len = u16::try_from(name.len()).map_err(|_| {
+                crate::error::Error::InvalidInput(format!("name of {} bytes in an index snapshot", name.len()))
+            })?;
             out.extend_from_slice(&len.to_le_bytes());
             out.extend_from_slice(name.as_bytes());
             Ok(())
@@ -388,7 +391,9 @@ impl MemIndex {
             let entries = (0..m)
                 .map(|_| Ok((r.u64()?, r.u64()?)))
                 .collect::<std::result::Result<Vec<(u64, u64)>, DecodeError>>()?;
-            if !entries.iter().all(|(_, p)| in_range(p)) || entries.windows(2).any(|w| w[0].0 >= w[1].0 || w[0].1 >= w[1].1) {
+            if !entries.iter().all(|(_, p)| in_range(p))
+                || entries.windows(2).any(|w| w[0].0 >= w[1].0 || w[0].1 >= w[1].1)
+            {
                 return Err(DecodeError("stream entry outside the segment or out of order"));
             }
             let bucket = streams.entry(hash_str(&name)).or_default();
@@ -424,7 +429,16 @@ impl MemIndex {
             };
             let positions = snap_positions(&mut r)?;
             if !positions.iter().all(in_range)
-                || tags.insert(hash, TagSlot { check, mixed, positions }).is_some()
+                || tags
+                    .insert(
+                        hash,
+                        TagSlot {
+                            check,
+                            mixed,
+                            positions,
+                        },
+                    )
+                    .is_some()
             {
                 return Err(DecodeError("tag entry outside the segment or listed twice"));
             }
@@ -506,7 +520,11 @@ impl Lookup for MemIndex {
         t.positions[from..to].to_vec()
     }
     fn type_catalog(&self) -> Option<TypeCatalog> {
-        let mut names: Vec<String> = self.types.values().flat_map(|t| t.names.iter().map(|n| n.to_string())).collect();
+        let mut names: Vec<String> = self
+            .types
+            .values()
+            .flat_map(|t| t.names.iter().map(|n| n.to_string()))
+            .collect();
         names.sort_unstable();
         Some(TypeCatalog {
             // A hash with two names answers for both.

@@ -32,14 +32,13 @@ mod tag_key;
 mod v1;
 mod v2;
 
+use bloom::{blocked_bytes_for, blocked_insert, bloom_bits_for, bloom_insert, id_filter_hash};
 pub use fields::{MetaFields, meta_key, meta_tag_key};
-pub use tag_key::{TagKey, TagOwner};
-pub use memory::MemIndex;
 pub(crate) use header::Header;
 pub use header::{INDEX_HEADER, INDEX_MAGIC, INDEX_TAIL, INDEX_VERSION};
+pub use memory::MemIndex;
 pub use sealed::SegmentIndex;
-use bloom::{blocked_bytes_for, blocked_insert, bloom_bits_for, bloom_insert, id_filter_hash};
-
+pub use tag_key::{TagKey, TagOwner};
 
 /// The 64-bit hash annal uses for stream names, event types and tags (XXH3-64, seed 0).
 pub fn hash_str(s: &str) -> u64 {
@@ -279,7 +278,6 @@ impl Parts<'_> {
     }
 }
 
-
 /// Parses a summary section into `(name, summary)` entries; `None` if malformed.
 fn parse_summary(bytes: &[u8]) -> Option<Vec<(String, StreamSummary)>> {
     let mut r = crate::format::codec::Reader::new(bytes);
@@ -406,8 +404,20 @@ mod tests {
         }
         for t in ["A", "B", "C"] {
             assert_eq!(a.type_positions(hash_str(t)), b.type_positions(hash_str(t)));
-            for (lo, hi) in [(0, u64::MAX), (0, 100), (99, 100), (100, 130), (120, 121), (131, 400), (5, 3)] {
-                let within: Vec<u64> = a.type_positions(hash_str(t)).into_iter().filter(|p| (lo..hi).contains(p)).collect();
+            for (lo, hi) in [
+                (0, u64::MAX),
+                (0, 100),
+                (99, 100),
+                (100, 130),
+                (120, 121),
+                (131, 400),
+                (5, 3),
+            ] {
+                let within: Vec<u64> = a
+                    .type_positions(hash_str(t))
+                    .into_iter()
+                    .filter(|p| (lo..hi).contains(p))
+                    .collect();
                 assert_eq!(a.type_positions_in(hash_str(t), lo, hi), within, "{t} in {lo}..{hi}");
                 assert_eq!(b.type_positions_in(hash_str(t), lo, hi), within, "{t} in {lo}..{hi}");
             }
@@ -543,7 +553,16 @@ mod tests {
         assert!(idx.tag_positions(meta_key("actor", "5")).is_empty());
         assert_eq!(
             idx.stream_entries("s-1", 2, true, 100),
-            vec![(2, 111), (3, 116), (4, 121), (5, 126), (6, 131), (7, 136), (8, 141), (9, 146)]
+            vec![
+                (2, 111),
+                (3, 116),
+                (4, 121),
+                (5, 126),
+                (6, 131),
+                (7, 136),
+                (8, 141),
+                (9, 146)
+            ]
         );
         assert_eq!(idx.stream_entries("s-1", 4, false, 2), vec![(4, 121), (3, 116)]);
         assert_eq!(idx.id_positions(&Uuid::from_u128(8)), vec![107]);
@@ -552,7 +571,10 @@ mod tests {
     #[test]
     fn an_index_whose_positions_run_past_u64_max_is_refused() {
         // Found by fuzzing: a base near u64::MAX made next_position overflow.
-        for mut bytes in [sample(false).encode_file().unwrap(), sample(false).encode_file_v1().unwrap()] {
+        for mut bytes in [
+            sample(false).encode_file().unwrap(),
+            sample(false).encode_file_v1().unwrap(),
+        ] {
             bytes[16..24].copy_from_slice(&(u64::MAX - 10).to_le_bytes());
             let crc = crc32fast::hash(&bytes[..124]);
             bytes[124..128].copy_from_slice(&crc.to_le_bytes());
@@ -578,7 +600,10 @@ mod tests {
                 assert!(open(bad).map_or(true, |i| i.check_all().is_err()), "flip at {at}");
             }
             for len in [0, 50, 128, bytes.len() - 1] {
-                assert!(open(bytes[..len].to_vec()).map_or(true, |i| i.check_all().is_err()), "cut at {len}");
+                assert!(
+                    open(bytes[..len].to_vec()).map_or(true, |i| i.check_all().is_err()),
+                    "cut at {len}"
+                );
             }
         }
     }
@@ -635,7 +660,11 @@ mod tests {
         // and the body's (4).
         let names_end = bytes.len() - 40;
         let names_at = names_end - 4 - (4 + 2 * 3) - (4 + 2 + 5);
-        assert_eq!(&bytes[names_at..names_at + 4], &2u32.to_le_bytes(), "two names, A and B");
+        assert_eq!(
+            &bytes[names_at..names_at + 4],
+            &2u32.to_le_bytes(),
+            "two names, A and B"
+        );
         assert_eq!(&bytes[names_end - 9..names_end - 4], b"actor");
         assert_eq!(&bytes[names_end - 4..names_end], &0u32.to_le_bytes());
         bytes.swap(names_at + 6, names_at + 9);
@@ -732,7 +761,10 @@ mod tests {
                 _ => unreachable!(),
             }
             let err = idx.damage().unwrap_or_else(|| panic!("{name}: not reported"));
-            assert!(err.to_string().contains("index section checksum mismatch"), "{name}: {err}");
+            assert!(
+                err.to_string().contains("index section checksum mismatch"),
+                "{name}: {err}"
+            );
             assert!(err.to_string().contains(&format!("at byte {at}")), "{name}: {err}");
             // The full check (verify, repair, a recovery that needs the file) finds it too.
             assert!(open(bytes).unwrap().check_all().is_err(), "{name}");
@@ -749,7 +781,6 @@ mod tests {
         assert!(err.to_string().contains("index body checksum mismatch"), "{err}");
     }
 
-
     /// Version 5's filter holds the segment's ids: a lookup of an id the
     /// segment lacks is refused by it (most of the time) and answers nothing;
     /// every id the segment holds passes it.
@@ -758,7 +789,9 @@ mod tests {
         let m = sample(false);
         let bytes = m.encode_file().unwrap();
         let idx = open(bytes.clone()).unwrap();
-        let SegmentIndex::V2(v2) = &idx else { panic!("not a compact file") };
+        let SegmentIndex::V2(v2) = &idx else {
+            panic!("not a compact file")
+        };
         let (_, at) = sections(&bytes)[5];
         let len = usize::try_from(le_u64(&bytes, 72)).unwrap();
         let filter = &bytes[at..at + len];

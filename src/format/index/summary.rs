@@ -228,9 +228,18 @@ mod tests {
         let streams: Vec<(&str, StreamSummary)> = names.iter().map(|n| (*n, summary(1))).collect();
         let (bytes, restarts) = encode(&streams, 1000).unwrap();
         assert!(Summary::open(&bytes, &restarts, 3, 1000, 10).is_ok());
-        assert!(Summary::open(&bytes, &restarts, 2, 1000, 10).is_err(), "one entry left over");
-        assert!(Summary::open(&bytes, &restarts, 3, 1000, 1).is_err(), "position past the segment");
-        assert!(Summary::open(&bytes, &[1, 0, 0, 0], 3, 1000, 10).is_err(), "restart off its entry");
+        assert!(
+            Summary::open(&bytes, &restarts, 2, 1000, 10).is_err(),
+            "one entry left over"
+        );
+        assert!(
+            Summary::open(&bytes, &restarts, 3, 1000, 1).is_err(),
+            "position past the segment"
+        );
+        assert!(
+            Summary::open(&bytes, &[1, 0, 0, 0], 3, 1000, 10).is_err(),
+            "restart off its entry"
+        );
         // The last name, "b", turned into "0": before "ab".
         let mut unsorted = bytes.clone();
         let at = unsorted.iter().rposition(|b| *b == b'b').unwrap();

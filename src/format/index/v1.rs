@@ -37,7 +37,8 @@ pub(super) fn encode(p: &Parts<'_>) -> Result<Vec<u8>> {
     let summary = p.summary_v1()?;
     let (min_ts, max_ts) = p.time_range();
 
-    let mut out = Vec::with_capacity(INDEX_HEADER + p.locations.len() * 80 + tags.len() * 16 + bloom.len() + summary.len() + 4);
+    let mut out =
+        Vec::with_capacity(INDEX_HEADER + p.locations.len() * 80 + tags.len() * 16 + bloom.len() + summary.len() + 4);
     out.extend_from_slice(INDEX_MAGIC);
     out.extend_from_slice(&1u32.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());

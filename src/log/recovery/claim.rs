@@ -93,9 +93,7 @@ pub(super) fn check_claim(
             let durable = index_in(bytes, m.durable_end, path)
                 .ok()
                 .and_then(|end| bytes.get(SEGMENT_HEADER..end))
-                .ok_or_else(|| {
-                    Error::corruption(path, m.durable_end, format!("bad durable end in {DURABLE_FILE}"))
-                })?;
+                .ok_or_else(|| Error::corruption(path, m.durable_end, format!("bad durable end in {DURABLE_FILE}")))?;
             let crc = match known {
                 Some((covered, h)) if covered == m.durable_end => h.clone().finalize(),
                 _ => crc32fast::hash(durable),

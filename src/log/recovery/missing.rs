@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use super::streams::LoadedStreams;
 use crate::format::checkpoint::STREAMS_FILE;
 
-
 /// A file that says the store held events: an index, or a stream checkpoint
 /// covering some position (for a directory whose segment files are all gone).
 pub(super) fn evidence_of_events(

@@ -107,7 +107,12 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
         }
     }
     names.sort();
-    let dictionary = crate::log::segments::load_dictionary(st, dir)?;
+    let dictionary = match crate::log::segments::load_dictionary(st, dir) {
+        // A damaged dictionary is damage of the segments compressed with it: a
+        // reader steps over those (they fail to open without it) and reads the rest.
+        Err(Error::Corruption { .. }) if read_only => None,
+        other => other?,
+    };
     let claim = load_claim(st, dir)?;
     if let Claim::Mark(m) = &claim {
         let last_base = names.last().map(|(b, _)| *b);
@@ -276,7 +281,13 @@ pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, options: Options, acce
         } else {
             crate::format::segment::SEGMENT_VERSION
         };
-        active = Some(Arc::new(ActiveSegment::create(st, dir, expected_base, fields.clone(), version)?));
+        active = Some(Arc::new(ActiveSegment::create(
+            st,
+            dir,
+            expected_base,
+            fields.clone(),
+            version,
+        )?));
     }
     let block_cache = crate::format::block_cache::BlockCache::new(options.block_cache_bytes);
     // Every cut no open has reported yet, this open's and those of opens

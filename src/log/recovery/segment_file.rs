@@ -464,7 +464,9 @@ mod tests {
             let e = EventData::json("T", "{}")
                 .with_tag(format!("k:{}", i % 3))
                 .with_metadata(format!(r#"{{"tenant":"t{}"}}"#, i % 2));
-            store.append(&format!("s-{}", i % 7), ExpectedVersion::Any, vec![e]).unwrap();
+            store
+                .append(&format!("s-{}", i % 7), ExpectedVersion::Any, vec![e])
+                .unwrap();
         }
         store.close().unwrap();
         let st: &dyn Storage = &sim;
@@ -472,11 +474,16 @@ mod tests {
         let seg_path = dir.join(segment_file_name(mark.segment_base));
         let bytes = sim.read_file(&seg_path).unwrap();
         let fields = Arc::new(MetaFields::new(&["tenant"]));
-        let scanned = index_segment(&bytes, mark.segment_base, &seg_path, &fields).unwrap().index;
+        let scanned = index_segment(&bytes, mark.segment_base, &seg_path, &fields)
+            .unwrap()
+            .index;
         let (index, crc) = resume_from_checkpoint(st, dir, &mark, &fields, &bytes).expect("checkpoint used");
         assert_eq!(index.next_position(), mark.next_position);
         assert_eq!(index.encode_file().unwrap(), scanned.encode_file().unwrap());
-        assert_eq!(index.encode_snapshot().unwrap().len(), scanned.encode_snapshot().unwrap().len());
+        assert_eq!(
+            index.encode_snapshot().unwrap().len(),
+            scanned.encode_snapshot().unwrap().len()
+        );
         assert_eq!(crc.finalize(), mark.content_crc);
         // Other fields, or one changed byte in the segment's durable prefix: not used.
         assert!(resume_from_checkpoint(st, dir, &mark, &Arc::new(MetaFields::new(&["x"])), &bytes).is_none());

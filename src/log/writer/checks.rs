@@ -15,8 +15,8 @@ use crate::format::checkpoint::StreamState;
 use crate::format::record::{self, EventView, GroupView};
 use crate::format::segment::SEGMENT_HEADER;
 use crate::format::subjects;
-use crate::log::subjects::KeyState;
 use crate::log::state::Shared;
+use crate::log::subjects::KeyState;
 use crate::query::AppendCondition;
 
 use super::batch::Writer;
@@ -266,7 +266,15 @@ impl Writer {
                     let same = match self.staged_content(&v) {
                         Some(Staged::Content(subject, metadata, data)) => {
                             !e.erased
-                                && same_content(e, v.event_type, v.content_type, &data, &metadata, &v.tags, subject.as_deref())
+                                && same_content(
+                                    e,
+                                    v.event_type,
+                                    v.content_type,
+                                    &data,
+                                    &metadata,
+                                    &v.tags,
+                                    subject.as_deref(),
+                                )
                         }
                         Some(Staged::Erased) => same_erased(e, v.event_type, v.content_type, &v.tags),
                         None => false,

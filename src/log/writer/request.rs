@@ -88,7 +88,11 @@ pub(crate) fn encoded_size(stream: &str, events: &[EventData]) -> usize {
                 + e.subject
                     .as_ref()
                     .map_or(0, |s| s.len() + crate::format::subjects::SEALED_OVERHEAD)
-                + if e.erased { crate::format::subjects::KEY_ID_LEN } else { 0 }
+                + if e.erased {
+                    crate::format::subjects::KEY_ID_LEN
+                } else {
+                    0
+                }
         })
         .sum()
 }

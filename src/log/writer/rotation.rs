@@ -101,10 +101,17 @@ impl Writer {
             covered_position: self.next_position,
             streams: self.shared.streams.read().to_map(),
         };
-        write_atomically(&*self.shared.storage, &self.shared.dir, STREAMS_FILE, &checkpoint.encode()?)
-            .ctx(|| format!("writing {STREAMS_FILE}"))?;
+        write_atomically(
+            &*self.shared.storage,
+            &self.shared.dir,
+            STREAMS_FILE,
+            &checkpoint.encode()?,
+        )
+        .ctx(|| format!("writing {STREAMS_FILE}"))?;
         // Version 2 now (see `Shared::streams_v1`).
-        self.shared.streams_v1.store(false, std::sync::atomic::Ordering::Release);
+        self.shared
+            .streams_v1
+            .store(false, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 

@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use crate::error::{Error, IoContext, Result};
 use crate::event::now_micros;
-use crate::format::dropped::{self, DROPPED_FILE, DroppedRange};
 use crate::format::checkpoint::{DURABLE_FILE, DurableMark, META_FILE, STREAMS_FILE, StoreMeta, StreamsCheckpoint};
+use crate::format::dropped::{self, DROPPED_FILE, DroppedRange};
 use crate::format::index::SegmentIndex;
 use crate::format::record::{self, Frame, LostView, SealView};
 use crate::format::segment::{self, SEGMENT_HEADER, SegmentHeader, segment_file_name};
@@ -226,7 +226,10 @@ impl Repairer<'_> {
                     return Ok(());
                 };
                 // Only the old header goes to quarantine: it holds no key.
-                self.quarantine(&format!("{SUBJECTS_FILE}-header.bin"), &bytes[..subjects::SUBJECTS_HEADER])?;
+                self.quarantine(
+                    &format!("{SUBJECTS_FILE}-header.bin"),
+                    &bytes[..subjects::SUBJECTS_HEADER],
+                )?;
                 self.act(format!(
                     "{} at 0: mended a damaged header ({e:?}; its lookup secret checked against its checksum); the old header is in quarantine",
                     path.display()
@@ -386,7 +389,9 @@ impl Repairer<'_> {
         let bytes = match self.read(&path) {
             Ok(b) => b,
             Err(e) => {
-                self.report.unfixed.push(format!("{}: {e}; left as it is", path.display()));
+                self.report
+                    .unfixed
+                    .push(format!("{}: {e}; left as it is", path.display()));
                 return Ok(());
             }
         };
@@ -394,7 +399,9 @@ impl Repairer<'_> {
             Ok(_) => return Ok(()),
             Err(e) if e.is_corruption() => e,
             Err(e) => {
-                self.report.unfixed.push(format!("{}: {e}; left as it is", path.display()));
+                self.report
+                    .unfixed
+                    .push(format!("{}: {e}; left as it is", path.display()));
                 return Ok(());
             }
         };
@@ -616,7 +623,9 @@ impl Repairer<'_> {
         else {
             return Vec::new();
         };
-        let end = index.next_position().min(base.saturating_add(record::MAX_LOST_PER_FRAME));
+        let end = index
+            .next_position()
+            .min(base.saturating_add(record::MAX_LOST_PER_FRAME));
         let positions: Vec<u64> = (base..end).collect();
         let mut starts: Vec<usize> = index
             .locations(&positions)
@@ -767,7 +776,10 @@ impl Repairer<'_> {
             return Ok(Some(format!("names segment {}, not the last one", m.segment_base)));
         }
         if m.next_position > end {
-            return Ok(Some(format!("names position {}, past the log's end {end}", m.next_position)));
+            return Ok(Some(format!(
+                "names position {}, past the log's end {end}",
+                m.next_position
+            )));
         }
         let path = self.dir.join(segment_file_name(m.segment_base));
         let mut bytes = self.read(&path)?;

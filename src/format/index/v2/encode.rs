@@ -71,9 +71,10 @@ pub(in crate::format::index) fn encode(p: &Parts<'_>, version: u32) -> Result<Op
     ids.dedup();
 
     let mut sections: [Vec<u8>; 4] = Default::default();
-    for (out, (entries, with_rev)) in sections
-        .iter_mut()
-        .zip([(&streams, true), (&types, false), (&tags, false), (&ids, false)])
+    for (out, (entries, with_rev)) in
+        sections
+            .iter_mut()
+            .zip([(&streams, true), (&types, false), (&tags, false), (&ids, false)])
     {
         if !keyed::encode(entries, with_rev, out) {
             return Ok(None);

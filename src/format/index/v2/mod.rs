@@ -484,7 +484,12 @@ impl IndexV2 {
     }
 
     fn summary(&self) -> Summary<'_> {
-        Summary::trusted(self.section(self.summary), self.section(self.starts), self.stream_count, self.base)
+        Summary::trusted(
+            self.section(self.summary),
+            self.section(self.starts),
+            self.stream_count,
+            self.base,
+        )
     }
 
     /// The summary ordinal of `stream`, if it has an entry.
