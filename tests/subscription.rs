@@ -559,3 +559,42 @@ fn dropping_the_receiver_of_a_subscription_waiting_at_its_gate_returns() {
         .recv_timeout(Duration::from_secs(10))
         .expect("the receiver's drop returns");
 }
+
+/// A read of a subscription holds at most `max_batch_bytes` of events (at
+/// least one): with events of up to 4 MiB, a batch of 256 could hold a
+/// gigabyte. Reads cut by bytes skip nothing: every event arrives once, in
+/// order, for the global log and for a stream.
+#[test]
+fn a_subscriptions_reads_hold_at_most_max_batch_bytes_and_skip_nothing() {
+    let (_d, store) = store();
+    let big = |n: u64| EventData::json("B", format!(r#"{{"n":{n},"pad":"{}"}}"#, "x".repeat(1000)));
+    for i in 0..600 {
+        store.append("s", ExpectedVersion::Any, vec![big(i)]).unwrap();
+    }
+    let options = SubscriptionOptions {
+        max_batch_bytes: 10 * 1024,
+        ..SubscriptionOptions::default()
+    };
+    let subs = [
+        store.subscribe_all_with(SubscribeFrom::Start, Filter::all(), options),
+        store.subscribe_stream_with("s", SubscribeFrom::Start, options),
+    ];
+    for mut sub in subs {
+        let first = sub.next_timeout(Duration::ZERO).unwrap().unwrap();
+        assert!(matches!(first, Message::Event(_)));
+        // One read so far: about ten events of 1 KiB, not a batch of 256.
+        assert!(sub.position() <= 11, "the first read went to {}", sub.position());
+        let mut msgs = vec![first];
+        while let Some(m) = sub.next_timeout(Duration::ZERO).unwrap() {
+            msgs.push(m);
+        }
+        let seen: Vec<u64> = msgs
+            .iter()
+            .filter_map(|m| match m {
+                Message::Event(e) => Some(e.revision),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(seen, (0..600).collect::<Vec<_>>());
+    }
+}

@@ -59,6 +59,11 @@ pub enum Message {
 pub struct SubscriptionOptions {
     /// Events read from the log at a time.
     pub batch: usize,
+    /// Bytes of data and metadata read from the log at a time, at most (a
+    /// read holds at least one event): with events of up to
+    /// `max_event_size` (4 MiB by default), a batch of 256 could otherwise
+    /// hold a gigabyte. Default 4 MiB.
+    pub max_batch_bytes: usize,
     /// A checkpoint is delivered after the subscription has moved this many
     /// positions without delivering an event (filtered subscriptions on the global log).
     pub checkpoint_every: u64,
@@ -74,6 +79,7 @@ impl Default for SubscriptionOptions {
     fn default() -> Self {
         SubscriptionOptions {
             batch: 256,
+            max_batch_bytes: 4 << 20,
             checkpoint_every: 1024,
             skip_damaged: false,
         }
@@ -170,6 +176,7 @@ impl Subscription {
     fn new(shared: Arc<Shared>, target: Target, next: u64, options: SubscriptionOptions) -> Self {
         let options = SubscriptionOptions {
             batch: options.batch.max(1),
+            max_batch_bytes: options.max_batch_bytes.max(1),
             checkpoint_every: options.checkpoint_every.max(1),
             skip_damaged: options.skip_damaged,
         };
@@ -241,7 +248,7 @@ impl Subscription {
                 let (events, stop) = self.shared.read_log_stop_before(
                     Direction::Forward,
                     LogFrom::Position(self.next),
-                    (batch, usize::MAX),
+                    (batch, self.options.max_batch_bytes),
                     (filter, crate::log::read::Visibility::Visible, &self.cancel),
                     end,
                 )?;
@@ -271,11 +278,13 @@ impl Subscription {
                     return Ok(true);
                 }
                 let last = events.last().map(|e| e.position + 1);
-                // Fewer than a batch: everything published when we looked
-                // (up to the span's end) was considered.
-                // (The read may have seen events published since `head` was
-                // taken: never back before the last one delivered.)
-                let next = if events.len() < batch {
+                // Fewer than a batch, under its byte budget: everything
+                // published when we looked (up to the span's end) was
+                // considered. (The read may have seen events published since
+                // `head` was taken: never back before the last one delivered.)
+                let full =
+                    events.len() >= batch || crate::log::read::payload_bytes(&events) >= self.options.max_batch_bytes;
+                let next = if !full {
                     last.unwrap_or(0).max(head.min(end))
                 } else {
                     last.unwrap_or(head)
@@ -301,11 +310,12 @@ impl Subscription {
                     meta.zip(last).map_or(0, |(m, last)| m.first_visible(last))
                 };
                 self.next = self.next.max(first);
-                let events = match self.shared.read_stream(
+                let events = match self.shared.read_stream_within(
                     stream,
                     Direction::Forward,
                     StreamFrom::Revision(self.next),
                     self.options.batch,
+                    self.options.max_batch_bytes,
                 ) {
                     Ok(events) => events,
                     Err(Error::StreamNotFound(_)) => Vec::new(),
@@ -585,7 +595,17 @@ impl Store {
 
     /// Subscribes to one stream, from history to live (the stream may not exist yet).
     pub fn subscribe_stream(&self, stream: &str, from: SubscribeFrom) -> Subscription {
-        Subscription::to_stream(self.shared.clone(), stream, from, SubscriptionOptions::default())
+        self.subscribe_stream_with(stream, from, SubscriptionOptions::default())
+    }
+
+    /// Like [`Store::subscribe_stream`], with explicit batch settings.
+    pub fn subscribe_stream_with(
+        &self,
+        stream: &str,
+        from: SubscribeFrom,
+        options: SubscriptionOptions,
+    ) -> Subscription {
+        Subscription::to_stream(self.shared.clone(), stream, from, options)
     }
 
     /// Feeds a range of the log, filtered, to `handler` in batches, counting

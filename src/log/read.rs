@@ -495,7 +495,7 @@ impl Shared {
 
     /// Reads up to `limit` events of one stream, and stops early once the
     /// events read hold `max_bytes` of data and metadata (with at least one).
-    fn read_stream_within(
+    pub(crate) fn read_stream_within(
         &self,
         stream: &str,
         direction: Direction,
@@ -844,6 +844,6 @@ pub(crate) fn to_recorded(v: &EventView<'_>, frame: Option<&Bytes>) -> RecordedE
 }
 
 /// Bytes of data and metadata of `events`.
-fn payload_bytes(events: &[RecordedEvent]) -> usize {
+pub(crate) fn payload_bytes(events: &[RecordedEvent]) -> usize {
     events.iter().map(|e| e.data.len() + e.metadata.len()).sum()
 }
