@@ -148,7 +148,7 @@ cat >>"$PGDATA/postgresql.conf" <<EOF
 listen_addresses = ''
 unix_socket_directories = '$SOCK'
 port = 5432
-max_connections = 200
+max_connections = 300
 shared_buffers = $SHARED_BUFFERS
 max_wal_size = $MAX_WAL
 fsync = on

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use bench::{Rates, Step, median, quantile, run_threads};
 use event::{Ev, FILTER_TYPE, Layout, Rng, stream_name};
 use systems::annal::AnnalConn;
-use systems::postgres::PgConn;
+use systems::postgres::{PgConn, PgInsertConn};
 use systems::sqlite::SqliteConn;
 use systems::{AppendError, BoxError, Conn, Expect, Res, Sys};
 
@@ -344,7 +344,14 @@ fn main() {
         .chart
         .file_name()
         .map_or_else(|| "chart.svg".into(), |n| n.to_string_lossy().into_owned());
-    let md = report::markdown(&ctx, &h.res, &chart_name);
+    let mut md = report::markdown(&ctx, &h.res, &chart_name);
+    // Dated sections written by hand below the marker survive a new run.
+    if let Ok(old) = std::fs::read_to_string(&args.out)
+        && let Some(at) = old.find(report::KEPT_MARKER)
+    {
+        md.push('\n');
+        md.push_str(&old[at..]);
+    }
     let svg = chart::writers_chart(&h.cfg.writer_counts, &h.systems, &h.res);
     for (path, text) in [(&args.out, md), (&args.chart, svg)] {
         if let Err(e) = std::fs::write(path, text) {
@@ -382,9 +389,16 @@ type Opened = (Res<Option<u64>>, f64, Option<Box<dyn std::any::Any>>);
 
 /// A system's store for one write workload.
 enum WriteEnv {
-    Annal { store: Arc<annal::Store>, dir: PathBuf },
-    Sqlite { path: PathBuf },
+    Annal {
+        store: Arc<annal::Store>,
+        dir: PathBuf,
+    },
+    Sqlite {
+        path: PathBuf,
+    },
     Postgres,
+    /// PostgreSQL's best case: single INSERTs relying on the unique key ([`PgInsertConn`]).
+    PostgresInsert,
 }
 
 struct Harness {
@@ -497,9 +511,17 @@ impl Harness {
                 WriteEnv::Sqlite { path }
             }
             Sys::Postgres => {
-                systems::postgres::truncate_writes(self.pg())?;
+                systems::postgres::truncate_writes(self.pg(), "wr.events")?;
                 WriteEnv::Postgres
             }
+        })
+    }
+
+    /// The environment of PostgreSQL's INSERT-only writers, if PostgreSQL runs.
+    fn insert_env(&self) -> Option<Res<WriteEnv>> {
+        self.systems.contains(&Sys::Postgres).then(|| {
+            systems::postgres::truncate_writes(self.pg(), systems::postgres::INSERT_TABLE)?;
+            Ok(WriteEnv::PostgresInsert)
         })
     }
 
@@ -510,13 +532,18 @@ impl Harness {
                     WriteEnv::Annal { store, .. } => Box::new(AnnalConn::new(store.clone())),
                     WriteEnv::Sqlite { path } => Box::new(SqliteConn::open(path)?),
                     WriteEnv::Postgres => Box::new(PgConn::open(self.pg(), "wr.events")?),
+                    WriteEnv::PostgresInsert => {
+                        Box::new(PgInsertConn::open(self.pg(), systems::postgres::INSERT_TABLE)?)
+                    }
                 })
             })
             .collect()
     }
 
-    /// Opens each system's store for a write workload with `n` connections.
-    fn setup_writers(&mut self, name: &str, keys: &[String], n: usize) -> Vec<Writers> {
+    /// Opens each system's store for a write workload with `n` connections;
+    /// with `insert`, PostgreSQL's INSERT-only writers too (recorded under
+    /// `KEY/insert`, see [`insert_key`]).
+    fn setup_writers(&mut self, name: &str, keys: &[String], n: usize, insert: bool) -> Vec<Writers> {
         let mut out = Vec::new();
         for sys in self.systems.clone() {
             match self.write_env(sys, name).and_then(|env| {
@@ -527,6 +554,19 @@ impl Harness {
                 Err(e) => {
                     for k in keys {
                         self.res.fail(k, sys, &e);
+                    }
+                }
+            }
+        }
+        if insert && let Some(env) = self.insert_env() {
+            match env.and_then(|env| {
+                let conns = self.conns(&env, n)?;
+                Ok((env, conns))
+            }) {
+                Ok((env, conns)) => out.push((Sys::Postgres, env, conns)),
+                Err(e) => {
+                    for k in keys {
+                        self.res.fail(&insert_key(k), Sys::Postgres, &e);
                     }
                 }
             }
@@ -552,7 +592,7 @@ impl Harness {
                     *self.res.sqlite_busy.entry(name.to_string()).or_default() += busy;
                     remove_sqlite(&path);
                 }
-                WriteEnv::Postgres => {}
+                WriteEnv::Postgres | WriteEnv::PostgresInsert => {}
             }
         }
         sync_all();
@@ -569,7 +609,12 @@ impl Harness {
             if raw {
                 self.raw_fsync_round();
             }
-            for (sys, _, conns) in envs.iter_mut() {
+            for (sys, env, conns) in envs.iter_mut() {
+                let key = match env {
+                    WriteEnv::PostgresInsert => insert_key(key),
+                    _ => key.to_string(),
+                };
+                let key = key.as_str();
                 if self.res.failed(key, *sys) {
                     continue;
                 }
@@ -578,7 +623,11 @@ impl Harness {
                     Ok(Rates { events, conflicts }) => {
                         log(&format!(
                             "{key} {} run {}/{}: {events:.0} events/s, {conflicts:.0} conflicts/s",
-                            sys.name(),
+                            if matches!(env, WriteEnv::PostgresInsert) {
+                                "PostgreSQL (INSERT only)"
+                            } else {
+                                sys.name()
+                            },
                             run + 1,
                             self.cfg.runs
                         ));
@@ -596,7 +645,7 @@ impl Harness {
         let counts = self.cfg.writer_counts.clone();
         let keys: Vec<String> = counts.iter().map(|n| format!("writers/{n}")).collect();
         let max = counts.iter().copied().max().unwrap_or(1);
-        let mut envs = self.setup_writers("writers", &keys, max);
+        let mut envs = self.setup_writers("writers", &keys, max, true);
         let pool = std::mem::take(&mut self.pool);
         let names: Vec<String> = (0..max).map(|t| format!("writer-{t:03}")).collect();
         for (n, key) in counts.iter().zip(&keys) {
@@ -613,7 +662,7 @@ impl Harness {
     fn batched_appends(&mut self) {
         for n in self.cfg.batch_sizes.clone() {
             let key = format!("batch/{n}");
-            let mut envs = self.setup_writers(&key.replace('/', "-"), std::slice::from_ref(&key), 1);
+            let mut envs = self.setup_writers(&key.replace('/', "-"), std::slice::from_ref(&key), 1, true);
             let pool = std::mem::take(&mut self.pool);
             self.interleaved(&key, 1, &mut envs, false, |_, conn, op, run| {
                 let k = op as usize + run * 7;
@@ -681,7 +730,7 @@ impl Harness {
     fn contended_appends(&mut self) {
         let key = "contention".to_string();
         let (w, k) = (self.cfg.contention_writers, self.cfg.contention_streams);
-        let mut envs = self.setup_writers("contention", std::slice::from_ref(&key), w);
+        let mut envs = self.setup_writers("contention", std::slice::from_ref(&key), w, false);
         let pool = std::mem::take(&mut self.pool);
         let hot: Vec<String> = (0..k).map(|i| format!("hot-{i}")).collect();
         self.interleaved(&key, w, &mut envs, false, |t, conn, op, run| {
@@ -715,11 +764,19 @@ impl Harness {
         for sys in self.systems.clone() {
             log(&format!("loading {} events into {}", layout.events, sys.name()));
             let t = Instant::now();
+            let wal_before = (sys == Sys::Postgres).then(|| systems::postgres::wal_position(self.pg()).ok());
             let loaded = match sys {
                 Sys::Annal => systems::annal::load(&annal_dir, &layout),
                 Sys::Sqlite => systems::sqlite::load(&sqlite_path, &layout, self.cfg.load_batch),
                 Sys::Postgres => systems::postgres::load(self.pg(), &layout, self.cfg.load_batch),
             };
+            if let Some(Some(before)) = wal_before
+                && loaded.is_ok()
+                && let Ok(after) = systems::postgres::wal_position(self.pg())
+            {
+                let per = after.saturating_sub(before) as f64 / layout.events as f64;
+                self.res.push_run("bytes/wal-written", sys, per);
+            }
             match loaded {
                 Ok(()) => {
                     let secs = t.elapsed().as_secs_f64();
@@ -856,6 +913,21 @@ impl Harness {
                     self.res.push_run("bytes", sys, per);
                 }
                 Err(e) => self.res.fail("bytes", sys, &e),
+            }
+            // The same bytes by part: data, indexes, the rest.
+            let parts = match sys {
+                Sys::Annal => Ok(annal_parts(&annal_dir)),
+                Sys::Sqlite => systems::sqlite::parts(&sqlite_path),
+                Sys::Postgres => systems::postgres::table_parts(self.pg(), "rd.events")
+                    .map(|p| [p.table, p.indexes, p.wal_kept.unwrap_or(0)]),
+            };
+            match parts {
+                Ok(p) => {
+                    for (k, b) in ["bytes/data", "bytes/index", "bytes/other"].iter().zip(p) {
+                        self.res.push_run(k, sys, b as f64 / layout.events as f64);
+                    }
+                }
+                Err(e) => self.res.errors.push(format!("bytes by part for {}: {e}", sys.name())),
             }
         }
 
@@ -1020,6 +1092,34 @@ fn scan(conn: &mut dyn Conn, page: usize, event_type: Option<&str>, expect: u64)
         return Err(format!("read {total} events, expected {expect}").into());
     }
     Ok(total as f64 / el)
+}
+
+/// The key under which PostgreSQL's INSERT-only writers record a write workload's figures.
+pub fn insert_key(key: &str) -> String {
+    format!("{key}/insert")
+}
+
+/// annal's bytes by part: segments, index files (`.idx`, `active.idc`), the
+/// rest (checkpoints, the compression dictionary, side directories).
+fn annal_parts(dir: &Path) -> [u64; 3] {
+    let mut parts = [0u64; 3];
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            let name = e.file_name().to_string_lossy().into_owned();
+            let i = if m.is_dir() {
+                2
+            } else if name.ends_with(".seg") {
+                0
+            } else if name.ends_with(".idx") || name == "active.idc" {
+                1
+            } else {
+                2
+            };
+            parts[i] += if m.is_dir() { dir_size(&e.path()) } else { m.len() };
+        }
+    }
+    parts
 }
 
 /// Total size in bytes of the files under `dir`.

@@ -2,6 +2,10 @@
 //! prepared statements, each append one transaction (a batch is one multi-row
 //! INSERT from arrays), and the expected version checked inside the
 //! transaction; a unique-key violation on (stream_id, version) is a conflict.
+//! [`PgInsertConn`] is PostgreSQL's best case for the write workloads: no
+//! `SELECT` and no explicit transaction, a single `INSERT` per append with the
+//! version the writer already knows, relying on the unique key alone (what
+//! pgbench's insert-only scripts measure).
 
 use std::hint::black_box;
 use std::io::Write;
@@ -50,6 +54,7 @@ pub fn setup(url: &str) -> Res<()> {
     )?;
     c.batch_execute(&schema("rd.events"))?;
     c.batch_execute(&schema("wr.events"))?;
+    c.batch_execute(&schema(INSERT_TABLE))?;
     Ok(())
 }
 
@@ -84,10 +89,50 @@ pub fn check_settings(url: &str) -> Res<(String, Vec<(String, String)>)> {
     Ok((version, settings))
 }
 
-/// Empties the write workloads' table.
-pub fn truncate_writes(url: &str) -> Res<()> {
-    connect(url)?.batch_execute("TRUNCATE wr.events RESTART IDENTITY")?;
+/// The table of the INSERT-only writers ([`PgInsertConn`]), apart from the
+/// others' so that neither numbers its events past the other's.
+pub const INSERT_TABLE: &str = "wr.events_insert";
+
+/// Empties a write workload's table (`wr.events` or [`INSERT_TABLE`]).
+pub fn truncate_writes(url: &str, table: &str) -> Res<()> {
+    connect(url)?.batch_execute(&format!("TRUNCATE {table} RESTART IDENTITY"))?;
     Ok(())
+}
+
+/// Where a loaded table's bytes are: heap and TOAST (`pg_table_size`), its
+/// indexes (`pg_indexes_size`), and the WAL files the server keeps
+/// (`pg_ls_waldir`, which needs a superuser or `pg_monitor`).
+pub struct Parts {
+    pub table: u64,
+    pub indexes: u64,
+    pub wal_kept: Option<u64>,
+}
+
+/// [`Parts`] of `table`.
+pub fn table_parts(url: &str, table: &str) -> Res<Parts> {
+    let mut c = connect(url)?;
+    let r = c.query_one(
+        "SELECT pg_table_size($1::text::regclass), pg_indexes_size($1::text::regclass)",
+        &[&table],
+    )?;
+    let wal_kept: Option<i64> = c
+        .query_one("SELECT sum(size)::bigint FROM pg_ls_waldir()", &[])
+        .ok()
+        .and_then(|r| r.get(0));
+    Ok(Parts {
+        table: r.get::<_, i64>(0) as u64,
+        indexes: r.get::<_, i64>(1) as u64,
+        wal_kept: wal_kept.map(|w| w as u64),
+    })
+}
+
+/// The server's current WAL position, in bytes (`pg_current_wal_lsn`).
+pub fn wal_position(url: &str) -> Res<u64> {
+    let mut c = connect(url)?;
+    let n: i64 = c
+        .query_one("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint", &[])?
+        .get(0);
+    Ok(n as u64)
 }
 
 /// `pg_total_relation_size` of a table (heap, TOAST and indexes; not the WAL).
@@ -241,6 +286,112 @@ impl Conn for PgConn {
     fn read_last(&mut self) -> Res<Option<u64>> {
         let rs = rows(self.client.query(&self.st.last, &[])?)?;
         Ok(rs.first().map(|r| r.position as u64))
+    }
+}
+
+/// PostgreSQL's best case for appends: each writer keeps the next version of
+/// every stream it appends to (read once with `SELECT max(version)`), and an
+/// append is one `INSERT` in autocommit, one statement for a batch; the unique
+/// key on (stream_id, version) refuses a concurrent writer's duplicate, which
+/// counts as a conflict and makes the writer read the version again. No
+/// expected version beyond what the key enforces: a writer that knows its
+/// stream (the event-sourced aggregate it just loaded) needs no more.
+pub struct PgInsertConn {
+    client: Client,
+    max: Statement,
+    insert_one: Statement,
+    insert_many: Statement,
+    next: std::collections::HashMap<String, i64>,
+}
+
+impl PgInsertConn {
+    /// Connects and prepares its statements on `table`.
+    pub fn open(url: &str, table: &str) -> Res<Self> {
+        let mut client = connect(url)?;
+        let max = client.prepare(&format!("SELECT max(version) FROM {table} WHERE stream_id = $1"))?;
+        let insert_one = client.prepare(&format!(
+            "INSERT INTO {table} (stream_id, version, event_id, type, data, metadata, tags)
+             VALUES ($1, $2, $3, $4, $5::text::jsonb, $6::text::jsonb, $7::text::jsonb)"
+        ))?;
+        let insert_many = client.prepare(&format!(
+            "INSERT INTO {table} (stream_id, version, event_id, type, data, metadata, tags)
+             SELECT $1, $2 + x.o - 1, x.e, x.t, x.d::jsonb, x.m::jsonb, x.g::jsonb
+             FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[])
+                  WITH ORDINALITY AS x(e, t, d, m, g, o)"
+        ))?;
+        Ok(PgInsertConn {
+            client,
+            max,
+            insert_one,
+            insert_many,
+            next: std::collections::HashMap::new(),
+        })
+    }
+}
+
+impl Conn for PgInsertConn {
+    fn append(&mut self, stream: &str, expected: Expect, events: &[Ev]) -> Result<(), AppendError> {
+        let next = match expected {
+            Expect::NoStream => 0,
+            Expect::Exact(v) => v as i64 + 1,
+            Expect::Any => match self.next.get(stream) {
+                Some(n) => *n,
+                None => {
+                    let v: Option<i64> = self.client.query_one(&self.max, &[&stream])?.get(0);
+                    v.map_or(0, |v| v + 1)
+                }
+            },
+        };
+        let inserted = if let [e] = events {
+            self.client.execute(
+                &self.insert_one,
+                &[
+                    &stream,
+                    &next,
+                    &Uuid::new_v4(),
+                    &e.event_type,
+                    &e.data,
+                    &e.metadata,
+                    &e.tags_json,
+                ],
+            )
+        } else {
+            let ids: Vec<Uuid> = events.iter().map(|_| Uuid::new_v4()).collect();
+            let types: Vec<&str> = events.iter().map(|e| e.event_type).collect();
+            let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
+            let meta: Vec<&str> = events.iter().map(|e| e.metadata.as_str()).collect();
+            let tags: Vec<&str> = events.iter().map(|e| e.tags_json.as_str()).collect();
+            self.client
+                .execute(&self.insert_many, &[&stream, &next, &ids, &types, &data, &meta, &tags])
+        };
+        match inserted {
+            Ok(_) => {
+                self.next.insert(stream.to_string(), next + events.len() as i64);
+                Ok(())
+            }
+            Err(e) if is_unique_violation(&e) => {
+                self.next.remove(stream);
+                Err(AppendError::Conflict)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn version(&mut self, stream: &str) -> Res<Option<u64>> {
+        let v: Option<i64> = self.client.query_one(&self.max, &[&stream])?.get(0);
+        Ok(v.map(|v| v as u64))
+    }
+
+    fn read_stream(&mut self, _: &str, _: usize) -> Res<usize> {
+        Err("the INSERT-only connection takes part in the write workloads only".into())
+    }
+
+    fn read_page(&mut self, _: Option<u64>, _: usize, _: Option<&str>) -> Res<(usize, Option<u64>)> {
+        Err("the INSERT-only connection takes part in the write workloads only".into())
+    }
+
+    fn read_last(&mut self) -> Res<Option<u64>> {
+        Err("the INSERT-only connection takes part in the write workloads only".into())
     }
 }
 

@@ -243,6 +243,27 @@ pub fn load(path: &Path, layout: &Layout, per_tx: u64) -> Res<()> {
 }
 
 /// Bytes of the database file and its WAL and shared-memory files.
+/// The database's bytes by part, from the `dbstat` table: the table's pages,
+/// its indexes' pages (the unique key's among them), and the rest (the
+/// schema, free pages, the WAL and its index).
+pub fn parts(path: &Path) -> Res<[u64; 3]> {
+    let c = Connection::open(path)?;
+    let mut table = 0u64;
+    let mut indexes = 0u64;
+    let mut st = c.prepare("SELECT name, sum(pgsize) FROM dbstat GROUP BY name")?;
+    let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    for row in rows {
+        let (name, bytes) = row?;
+        match name.as_str() {
+            "events" => table += bytes as u64,
+            n if n.starts_with("sqlite_") && !n.starts_with("sqlite_autoindex") => {}
+            _ => indexes += bytes as u64,
+        }
+    }
+    let total = size_on_disk(path);
+    Ok([table, indexes, total.saturating_sub(table + indexes)])
+}
+
 pub fn size_on_disk(path: &Path) -> u64 {
     ["", "-wal", "-shm"]
         .iter()
