@@ -30,6 +30,10 @@ pub(super) const PREALLOC_MAX_GROUP: usize = 64 << 10;
 /// Largest group buffer before the leader writes it and goes on with the rest of its batch.
 pub(super) const MAX_GROUP_BYTES: usize = 16 << 20;
 
+/// Largest group buffer kept for the next group once its group is published
+/// (a larger one, left by a rare large batch, is given back).
+pub(super) const KEPT_GROUP_BYTES: usize = 4 << 20;
+
 pub(super) struct Writer {
     pub(super) shared: Arc<Shared>,
     pub(super) pipeline: Arc<Pipeline>,
@@ -138,7 +142,14 @@ impl Writer {
         results: &mut Results,
     ) -> Option<Arc<Written>> {
         let published = self.pipeline.state.lock().published;
-        self.unpublished.retain(|w| w.seq > published);
+        // A published group nobody holds any more lends its memory to the next
+        // one: a new buffer would grow by doubling and fault in every page again.
+        let done: Vec<Arc<Written>> = self.unpublished.extract_if(.., |w| w.seq <= published).collect();
+        for w in done {
+            if let Ok(w) = Arc::try_unwrap(w) {
+                self.recycle(w.group);
+            }
+        }
         for (i, req) in requests.iter().enumerate() {
             let Some(req) = req else { continue };
             if let Some(e) = self.shared.poisoned() {
@@ -346,12 +357,21 @@ impl Writer {
         Some(written)
     }
 
-    /// Keeps a group buffer's memory for the next group (up to the group limit).
+    /// Keeps a finished group's memory (its buffer up to [`KEPT_GROUP_BYTES`],
+    /// its vectors and maps) for the next group, if nothing is staged yet.
     pub(super) fn recycle(&mut self, mut group: Group) {
-        if group.buf.capacity() <= 2 * MAX_GROUP_BYTES {
-            group.buf.clear();
-            self.group.buf = group.buf;
+        if !self.group.frames.is_empty() || !self.group.replies.is_empty() {
+            return;
         }
+        if group.buf.capacity() > KEPT_GROUP_BYTES {
+            group.buf = Vec::new();
+        }
+        group.buf.clear();
+        group.frames.clear();
+        group.replies.clear();
+        group.streams.clear();
+        group.ids.clear();
+        self.group = group;
     }
 
     /// Rewrites the header of the active segment, which must hold no frame
