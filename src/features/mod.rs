@@ -1,4 +1,4 @@
-//! Features built on the [`crate::Store`] API: catch-up subscriptions,
+//! Features built on the [`crate::store::Store`] API: catch-up subscriptions,
 //! persistent subscription groups, forwarding to other systems, stream
 //! metadata and snapshots.
 //!

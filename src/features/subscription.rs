@@ -530,7 +530,7 @@ pub struct ReplayReport {
     pub completed: bool,
 }
 
-/// Feeds a range of the log to `handler`, in batches; see [`crate::Store::replay`].
+/// Feeds a range of the log to `handler`, in batches; see [`crate::store::Store::replay`].
 pub(crate) fn replay<E: std::fmt::Display>(
     shared: &Shared,
     options: &ReplayOptions,

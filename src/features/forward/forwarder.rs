@@ -373,7 +373,7 @@ impl Forwarder {
             revision: event.revision,
             event_id: event.id.to_string(),
             deliveries: 1,
-            reason: system::cut_on_char(reason, crate::MAX_PARK_REASON).to_string(),
+            reason: system::cut_on_char(reason, crate::features::persistent::MAX_PARK_REASON).to_string(),
         };
         // Cut further where the record would not fit the store's event size.
         let data = record.encode_within(self.store.max_event_size());

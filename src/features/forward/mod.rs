@@ -105,12 +105,12 @@ mod tests {
     #[test]
     fn a_forwarder_started_while_its_name_is_released_keeps_its_hold() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path(), crate::Options::default()).unwrap());
+        let store = Arc::new(Store::open(dir.path(), crate::options::Options::default()).unwrap());
         store
             .append(
                 "s",
-                crate::ExpectedVersion::Any,
-                vec![crate::EventData::json("E", "{}")],
+                crate::event::ExpectedVersion::Any,
+                vec![crate::event::EventData::json("E", "{}")],
             )
             .unwrap();
         let settings = ForwardSettings::default().retention(RetentionMode::Wait);

@@ -51,7 +51,7 @@ impl Consumer<'_> {
         timeout: Duration,
         fits: impl FnMut(&Delivery) -> bool,
     ) -> Result<Vec<Delivery>> {
-        self.fetch_while_cancellable(max, timeout, &crate::Cancel::default(), fits)
+        self.fetch_while_cancellable(max, timeout, &crate::query::Cancel::default(), fits)
     }
 
     /// As [`Consumer::fetch_while`], but fails with [`Error::Cancelled`],
@@ -64,7 +64,7 @@ impl Consumer<'_> {
         &self,
         max: usize,
         timeout: Duration,
-        cancel: &crate::Cancel,
+        cancel: &crate::query::Cancel,
         mut fits: impl FnMut(&Delivery) -> bool,
     ) -> Result<Vec<Delivery>> {
         let g = self.group;
@@ -252,7 +252,7 @@ impl Consumer<'_> {
     /// Returns whether the event was in flight (an unknown id is ignored).
     /// `reason` is kept in the parked record, cut to [`super::MAX_PARK_REASON`]
     /// bytes (and shorter where the record would not fit the store's
-    /// [`crate::Options::max_event_size`]). If parking fails (the parked record cannot be appended), the
+    /// [`crate::options::Options::max_event_size`]). If parking fails (the parked record cannot be appended), the
     /// event goes back in line to be delivered again and the error is returned.
     pub fn nack(&self, id: Uuid, action: NackAction, reason: &str) -> Result<bool> {
         let g = self.group;

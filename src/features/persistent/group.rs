@@ -219,7 +219,7 @@ impl Group<'_> {
 
     /// Reads more of the source into the ready line, keeping within the
     /// in-flight limit and, but for the last read, within the store's
-    /// [`crate::Options::max_group_held_bytes`].
+    /// [`crate::options::Options::max_group_held_bytes`].
     pub(super) fn refill(&self, inner: &mut GroupInner, want: usize) -> Result<()> {
         let held = inner.in_flight.len() + inner.ready.len();
         let room = self.state.settings.max_in_flight.saturating_sub(held);
@@ -254,7 +254,11 @@ impl Group<'_> {
                     Direction::Forward,
                     LogFrom::Position(inner.cursor),
                     (n, usize::MAX),
-                    (filter, crate::log::read::Visibility::Visible, &crate::Cancel::default()),
+                    (
+                        filter,
+                        crate::log::read::Visibility::Visible,
+                        &crate::query::Cancel::default(),
+                    ),
                     end,
                 )?;
                 match stop {

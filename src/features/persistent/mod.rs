@@ -556,7 +556,11 @@ mod tests {
 
     use super::group::{REFILL_SPAN, SPANS_PER_TURN};
     use super::{GroupSettings, GroupSource};
-    use crate::{Durability, EventData, ExpectedVersion, Filter, Options, SimStorage, Store};
+    use crate::event::{EventData, ExpectedVersion};
+    use crate::options::{Durability, Options};
+    use crate::query::Filter;
+    use crate::storage::SimStorage;
+    use crate::store::Store;
 
     /// A fetch of a group whose filter keeps almost nothing of a long log
     /// scans it in turns of a bounded number of positions, letting go of the
