@@ -1523,3 +1523,76 @@ fn old_group_checkpoints_stay_until_every_forwarder_passed_them() {
     store.scavenge().unwrap();
     assert!(checkpoints(&store) < 10, "{} kept", checkpoints(&store));
 }
+
+/// A forwarder saves a checkpoint per checkpoint interval while it delivers
+/// (every second by default): only the last is ever read, so a scavenge
+/// removes all but the latest two, once every forwarder known to the store
+/// passed them. A forwarder stopped before them keeps them all; once it
+/// passed them, having skipped nothing, they go; both forwarders then resume
+/// where they were, after a reopen, delivering nothing twice.
+#[test]
+fn old_forwarder_checkpoints_go_once_every_forwarder_passed_them() {
+    let sim = SimStorage::new();
+    let options = || Options::default().durability(Durability::Never).segment_size(8 * 1024);
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap());
+    let ignoring = settings().retention(RetentionMode::Ignore);
+    let checkpoints = |store: &Store, name: &str| {
+        store
+            .read_stream(
+                &annal::forward_checkpoint_stream(name),
+                Direction::Forward,
+                StreamFrom::Start,
+                usize::MAX,
+            )
+            .unwrap()
+            .len()
+    };
+    // "late" ran once, near the start, then stopped.
+    fill(&store, 0, 1);
+    let late_sink = Sink::default();
+    let mut late = Forwarder::new(store.clone(), "late", ignoring.clone(), Box::new(late_sink.clone())).unwrap();
+    late.run(&AtomicBool::new(false), true).unwrap();
+    drop(late);
+    // "busy" delivers every event as it comes, saving a checkpoint each time.
+    let busy_sink = Sink::default();
+    let mut busy = Forwarder::new(store.clone(), "busy", ignoring.clone(), Box::new(busy_sink.clone())).unwrap();
+    for i in 1..=300 {
+        fill(&store, i, 1);
+        busy.run(&AtomicBool::new(false), true).unwrap();
+    }
+    let saved = checkpoints(&store, "busy");
+    assert!(saved >= 300, "{saved} checkpoints saved");
+    fill(&store, 301, 300);
+    busy.run(&AtomicBool::new(false), true).unwrap();
+    store.scavenge().unwrap();
+    assert!(
+        checkpoints(&store, "busy") >= saved,
+        "removed before \"late\" passed them"
+    );
+    // "late" passes them: nothing of the user's was removed, so no gap.
+    let mut late = Forwarder::new(store.clone(), "late", ignoring.clone(), Box::new(late_sink.clone())).unwrap();
+    late.run(&AtomicBool::new(false), true).unwrap();
+    assert_eq!(late.status().skipped, 0, "{:?}", late.status());
+    drop(late);
+    store.scavenge().unwrap();
+    let left = checkpoints(&store, "busy");
+    assert!(left < 10, "{left} of {saved} checkpoints kept");
+    assert!(left >= 1);
+    drop(busy);
+    close(store);
+    // Both resume where they were: everything delivered once, nothing skipped.
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap());
+    fill(&store, 601, 10);
+    for (name, sink) in [("busy", &busy_sink), ("late", &late_sink)] {
+        let mut f = Forwarder::new(store.clone(), name, ignoring.clone(), Box::new(sink.clone())).unwrap();
+        f.run(&AtomicBool::new(false), true).unwrap();
+        assert_eq!(f.status().skipped, 0, "{name}: {:?}", f.status());
+        let mut positions: Vec<u64> = sink.0.lock().iter().map(|e| e.position).collect();
+        let n = positions.len();
+        positions.sort_unstable();
+        positions.dedup();
+        assert_eq!(positions.len(), n, "{name} delivered an event twice");
+        assert_eq!(n, 611, "{name} delivered {n} of 611 events");
+    }
+    close(store);
+}

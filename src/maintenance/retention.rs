@@ -122,14 +122,17 @@ impl Judge<'_> {
         if (ev.stream.starts_with(META_PREFIX) || ev.stream.starts_with(SNAPSHOT_PREFIX)) && ev.revision < last {
             return true;
         }
-        // Nor do a group's checkpoints but the latest two, once every
-        // forwarder known to the store passed them: a forwarder counts a
-        // position it finds empty as an event removed before delivery (a
-        // gap), and a removed frame does not say its event was a system one.
-        // The one before the latest stays so that a group whose latest
-        // checkpoint was lost to damage (and repair) resumes from it,
-        // delivering a few events again, not from its start setting.
-        if is_group_checkpoint(ev.stream)
+        // Nor do a group's or a forwarder's checkpoints but the latest two,
+        // once every forwarder known to the store passed them: a forwarder
+        // counts a position it finds empty as an event removed before
+        // delivery (a gap), and a removed frame does not say its event was a
+        // system one. The one before the latest stays so that a group or
+        // forwarder whose latest checkpoint was lost to damage (and repair)
+        // resumes from it, delivering a few events again, not from its start
+        // setting. (A forwarder saves one per checkpoint interval while it
+        // delivers, by default every second: kept for good, they would grow
+        // the store by some 86,400 records a day each.)
+        if is_checkpoint_stream(ev.stream)
             && ev.revision.saturating_add(1) < last
             && ev.position < self.forwarders_passed
         {
@@ -150,14 +153,15 @@ impl Judge<'_> {
 }
 
 /// Whether `stream` holds the checkpoints of a group
-/// (`$group-<name>-checkpoint`): only its last readable event is ever read
-/// (by `Store::group`), so a scavenge may remove all but the last two. Not the parked
-/// stream (`-parked`): every parked record is read. A forwarder's
-/// checkpoints (`$forward-<name>-checkpoint`, saved at most once per
-/// checkpoint interval) stay: a forwarder that starts from before them
-/// would count their empty positions as a gap.
-fn is_group_checkpoint(stream: &str) -> bool {
-    stream.starts_with("$group-") && stream.ends_with("-checkpoint")
+/// (`$group-<name>-checkpoint`) or of a forwarder
+/// (`$forward-<name>-checkpoint`): only the last event of either is ever
+/// read (by `Store::group`, by a forwarder starting, by the forwarders'
+/// status), so a scavenge may remove all but the last two. Not the parked
+/// streams (`-parked`): every parked record is read. A forwarder started
+/// later from before the removed ones reports their positions as a gap, as
+/// it does for any event retention removed.
+fn is_checkpoint_stream(stream: &str) -> bool {
+    (stream.starts_with("$group-") || stream.starts_with("$forward-")) && stream.ends_with("-checkpoint")
 }
 
 /// The lowest position a forwarder known to the store may read from again:
@@ -167,6 +171,23 @@ fn is_group_checkpoint(stream: &str) -> bool {
 fn forwarders_passed(shared: &Shared) -> Result<u64> {
     let saved = saved_forwarder_positions(shared)?;
     let running = forwarders_before(shared, u64::MAX);
+    // A forwarder the drop record names that saved no checkpoint and does
+    // not run will start where its settings say, perhaps at the start of
+    // the log; one the record lost to damage is not known at all. Either
+    // would count a removed checkpoint as a gap: none is removed while one
+    // may exist (nor while the record cannot be read).
+    let unknown = match load_dropped(shared) {
+        Ok(drops) => drops.iter().any(|d| {
+            d.records_lost()
+                || d.forwarders
+                    .iter()
+                    .any(|(n, _)| !saved.contains_key(n) && !running.contains_key(n))
+        }),
+        Err(_) => true,
+    };
+    if unknown {
+        return Ok(0);
+    }
     Ok(saved
         .values()
         .flatten()
