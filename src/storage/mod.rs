@@ -106,8 +106,11 @@ impl Storage for FsStorage {
         }
         fs::create_dir_all(dir)?;
         for made in created {
-            if let Some(parent) = made.parent().filter(|p| !p.as_os_str().is_empty()) {
-                self.sync_dir(parent)?;
+            // The top level of a relative path is an entry of the working directory.
+            match made.parent() {
+                Some(parent) if parent.as_os_str().is_empty() => self.sync_dir(Path::new("."))?,
+                Some(parent) => self.sync_dir(parent)?,
+                None => {}
             }
         }
         Ok(())
