@@ -34,6 +34,9 @@ pub(super) const MAX_GROUP_BYTES: usize = 16 << 20;
 /// (a larger one, left by a rare large batch, is given back).
 pub(super) const KEPT_GROUP_BYTES: usize = 4 << 20;
 
+/// Most events a kept group's tables are sized for (a group of more gives them back).
+pub(super) const KEPT_GROUP_EVENTS: usize = 16 << 10;
+
 pub(super) struct Writer {
     pub(super) shared: Arc<Shared>,
     pub(super) pipeline: Arc<Pipeline>,
@@ -365,6 +368,15 @@ impl Writer {
         }
         if group.buf.capacity() > KEPT_GROUP_BYTES {
             group.buf = Vec::new();
+        }
+        // The same for the per-event tables of a group of very many small
+        // events: kept, they would hold megabytes for the store's life, and
+        // clearing a map costs in proportion to its capacity.
+        if group.frames.capacity() > KEPT_GROUP_EVENTS {
+            group.frames = Vec::new();
+            group.replies = Vec::new();
+            group.streams = Default::default();
+            group.ids = Default::default();
         }
         group.buf.clear();
         group.frames.clear();
