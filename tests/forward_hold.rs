@@ -1596,3 +1596,69 @@ fn old_forwarder_checkpoints_go_once_every_forwarder_passed_them() {
     }
     close(store);
 }
+
+/// Review of the commit that scavenges forwarder checkpoints: a forwarder
+/// hidden by `forget_forwarder` may run again from its checkpoint, so the
+/// checkpoints after it stay until it passed them; removed, it counted them
+/// as a gap. And while a running forwarder has saved no checkpoint (it
+/// would start again where its settings say), none is removed.
+#[test]
+fn checkpoints_stay_for_a_forgotten_forwarder_and_one_that_never_saved() {
+    let sim = SimStorage::new();
+    let options = || Options::default().durability(Durability::Never).segment_size(8 * 1024);
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap());
+    let ignoring = settings().retention(RetentionMode::Ignore);
+    let checkpoints = |store: &Store| {
+        store
+            .read_stream(
+                &annal::forward_checkpoint_stream("busy"),
+                Direction::Forward,
+                StreamFrom::Start,
+                usize::MAX,
+            )
+            .unwrap()
+            .len()
+    };
+    fill(&store, 0, 1);
+    let mut old = Forwarder::new(store.clone(), "old", ignoring.clone(), Box::new(Sink::default())).unwrap();
+    old.run(&AtomicBool::new(false), true).unwrap();
+    drop(old);
+    assert!(forget_forwarder(&store, "old").unwrap());
+    let mut busy = Forwarder::new(store.clone(), "busy", ignoring.clone(), Box::new(Sink::default())).unwrap();
+    for i in 1..=300 {
+        fill(&store, i, 1);
+        busy.run(&AtomicBool::new(false), true).unwrap();
+    }
+    fill(&store, 301, 300);
+    busy.run(&AtomicBool::new(false), true).unwrap();
+    store.scavenge().unwrap();
+    assert!(
+        checkpoints(&store) >= 300,
+        "removed before the forgotten forwarder passed them"
+    );
+    let sink = Sink::default();
+    let mut old = Forwarder::new(store.clone(), "old", ignoring.clone(), Box::new(sink.clone())).unwrap();
+    old.run(&AtomicBool::new(false), true).unwrap();
+    assert_eq!(old.status().skipped, 0, "{:?}", old.status());
+    assert_eq!(sink.0.lock().len(), 600);
+    drop(old);
+    // A forwarder whose filter matches nothing runs and saves nothing.
+    let none = ignoring.clone().filter(Filter::all().with_stream_prefix("nothing-"));
+    let mut quiet = Forwarder::new(store.clone(), "quiet", none, Box::new(Sink::default())).unwrap();
+    while quiet.step().unwrap() != annal::Step::Idle {}
+    assert_eq!(saved_checkpoint(&store, "quiet").unwrap(), None);
+    let kept = checkpoints(&store);
+    store.scavenge().unwrap();
+    assert_eq!(
+        checkpoints(&store),
+        kept,
+        "removed while a forwarder that saved nothing runs"
+    );
+    drop(quiet);
+    // Once it stopped (no position, no checkpoint: a forwarder of that name
+    // would be a new one), they go.
+    store.scavenge().unwrap();
+    assert!(checkpoints(&store) < 10, "{} kept", checkpoints(&store));
+    drop(busy);
+    close(store);
+}

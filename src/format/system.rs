@@ -192,6 +192,11 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// The type of the record `release_forwarder` appends to a forwarder's
+/// checkpoint stream (same fields as [`StoredForwardCheckpointV1`]): the
+/// name has no checkpoint from there on.
+pub(crate) const FORWARD_RELEASED_TYPE: &str = "$ForwardReleased";
+
 /// The last event of `$forward-<name>-checkpoint` (type `$ForwardCheckpoint`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct StoredForwardCheckpointV1 {

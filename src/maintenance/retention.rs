@@ -170,8 +170,15 @@ fn is_checkpoint_stream(stream: &str) -> bool {
 /// running forwarders' positions and of the retention holds; `u64::MAX`
 /// with no forwarder.
 fn forwarders_passed(shared: &Shared) -> Result<u64> {
-    let saved = saved_forwarder_positions(shared)?;
+    // A forgotten forwarder (its hold dropped, its checkpoint kept) may run
+    // again from its checkpoint: it counts here, unlike for the holds.
+    let saved = saved_forwarder_positions(shared, true)?;
     let running = forwarders_before(shared, u64::MAX);
+    // A running forwarder that saved no checkpoint yet starts again, if it
+    // stops now, where its settings say: perhaps at the start of the log.
+    if running.keys().any(|n| !saved.contains_key(n)) {
+        return Ok(0);
+    }
     // A forwarder the drop record names that saved no checkpoint and does
     // not run will start where its settings say, perhaps at the start of
     // the log; one the record lost to damage is not known at all. Either
@@ -260,9 +267,11 @@ fn record_drop(shared: &Shared, range: DroppedRange) -> Result<()> {
 
 /// The position saved in the checkpoint of every forwarder that saved one,
 /// by name: `Some(position)`, or `None` for a forwarder forgotten (its
-/// retention `released`). A record that does not decode counts as position
-/// 0 (nothing it could need is pruned).
-fn saved_forwarder_positions(shared: &Shared) -> Result<BTreeMap<String, Option<u64>>> {
+/// retention `released`) or released for good; with `forgotten`, a
+/// forgotten one's position, `None` only for one released for good. A
+/// record that does not decode counts as position 0 (nothing it could need
+/// is pruned).
+fn saved_forwarder_positions(shared: &Shared, forgotten: bool) -> Result<BTreeMap<String, Option<u64>>> {
     let names: Vec<String> = shared
         .streams
         .read()
@@ -281,7 +290,12 @@ fn saved_forwarder_positions(shared: &Shared) -> Result<BTreeMap<String, Option<
             continue;
         };
         let position = match system::decode::<StoredForwardCheckpointV1>(&stream, last.position, &last.data) {
-            Ok(c) if c.retention == StoredHoldV1::Released => None,
+            Ok(c)
+                if c.retention == StoredHoldV1::Released
+                    && (!forgotten || last.event_type == system::FORWARD_RELEASED_TYPE) =>
+            {
+                None
+            }
             Ok(c) => Some(c.position),
             Err(_) => Some(0),
         };
@@ -365,7 +379,7 @@ fn prune_dropped(shared: &Shared) -> Result<usize> {
     if all.is_empty() {
         return Ok(0);
     }
-    let saved = saved_forwarder_positions(shared)?;
+    let saved = saved_forwarder_positions(shared, false)?;
     let running = forwarders_before(shared, u64::MAX);
     let keep: Vec<DroppedRange> = all
         .iter()

@@ -124,7 +124,7 @@ pub fn forget_forwarder(store: &Store, name: &str) -> Result<bool> {
 
 /// The type of the record [`release_forwarder`] appends to a forwarder's
 /// checkpoint stream: the name has no checkpoint from there on.
-const RELEASED: &str = "$ForwardReleased";
+const RELEASED: &str = system::FORWARD_RELEASED_TYPE;
 
 /// What [`release_forwarder`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
