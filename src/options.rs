@@ -246,6 +246,22 @@ pub struct CompressionOptions {
     pub dictionary: bool,
     /// Size of that dictionary in bytes (1 KiB ..= 8 MiB, the most it is trained from).
     pub dictionary_size: usize,
+    /// Only sealed segments are compressed, and a segment is sealed when it
+    /// is full ([`Options::segment_size`]): a store smaller than one segment
+    /// would never be. So the compressor also seals the active segment once it
+    /// holds at least this many bytes and either no event came for
+    /// [`CompressionOptions::seal_idle_ms`] or its oldest event is
+    /// [`CompressionOptions::seal_after_ms`] old. Default 4 MiB (a segment
+    /// smaller than that is not worth its own files); sealing costs an append
+    /// that comes meanwhile the wait for the seal (the segment's index file).
+    pub seal_min_bytes: u64,
+    /// Seal the active segment (of at least `seal_min_bytes`) after this many
+    /// milliseconds without an append; 0: never for idleness. Default 60,000.
+    pub seal_idle_ms: u64,
+    /// Seal the active segment (of at least `seal_min_bytes`) once its oldest
+    /// event is this many milliseconds old, however often events come; 0:
+    /// never for age. Default 21,600,000 (6 hours).
+    pub seal_after_ms: u64,
 }
 
 impl CompressionOptions {
@@ -289,6 +305,9 @@ impl Default for CompressionOptions {
             block_size: 32 << 10,
             dictionary: false,
             dictionary_size: 32 << 10,
+            seal_min_bytes: 4 << 20,
+            seal_idle_ms: 60_000,
+            seal_after_ms: 6 * 3_600_000,
         }
     }
 }
@@ -456,6 +475,9 @@ mod tests {
                 block_size: MAX_BLOCK_SIZE,
                 dictionary_size: *DICTIONARY_SIZES.end(),
                 dictionary: true,
+                seal_min_bytes: u64::MAX,
+                seal_idle_ms: 0,
+                seal_after_ms: u64::MAX,
             },
         ] {
             with_compression(c).validate().unwrap();

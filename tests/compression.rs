@@ -748,3 +748,105 @@ fn compressing_a_rotted_segment_reports_the_segment_damaged_and_keeps_it() {
     );
     assert_eq!(sim.read_file(seg).unwrap(), file);
 }
+
+/// Options for the early-seal tests: the default compression, sealing at
+/// 64 KiB, one segment far larger than the data (so nothing seals by size),
+/// the store's time in the test's hands.
+fn early_seal_options(clock: &Arc<annal::ManualClock>, idle_ms: u64, after_ms: u64) -> Options {
+    Options::default()
+        .durability(Durability::Never)
+        .segment_size(64 << 20)
+        .clock(clock.clone())
+        .compression(CompressionOptions {
+            seal_min_bytes: 64 << 10,
+            seal_idle_ms: idle_ms,
+            seal_after_ms: after_ms,
+            ..CompressionOptions::default()
+        })
+}
+
+/// Waits (real time) until `done` holds, up to 30 s on a busy machine.
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "waited 30 s for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Issue 15: a store smaller than one segment was never compressed (only
+/// sealed segments are, and only a full segment was sealed). The compressor
+/// now seals the active segment once it holds `seal_min_bytes` and no event
+/// came for `seal_idle_ms`: not before, and never a smaller one.
+#[test]
+fn a_store_smaller_than_a_segment_is_sealed_and_compressed_once_idle() {
+    let sim = SimStorage::new();
+    let clock = Arc::new(annal::ManualClock::new());
+    let store = Store::open_with(Arc::new(sim.clone()), "/z", early_seal_options(&clock, 60_000, 0)).unwrap();
+    fill(&store, 2000);
+    let before = all(&store);
+    assert_eq!(store.segment_count(), 1);
+    // Half the idle time: the compressor runs (its period is by the same
+    // clock) and leaves the segment alone.
+    clock.advance(std::time::Duration::from_secs(30));
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert_eq!(store.segment_count(), 1, "sealed before it was idle");
+    assert_eq!(store.stats().compressed_segments, 0);
+    // Idle long enough: sealed, then compressed.
+    clock.advance(std::time::Duration::from_secs(31));
+    wait_until("the idle segment to be sealed and compressed", || {
+        store.stats().compressed_segments == 1
+    });
+    assert_eq!(store.segment_count(), 2, "the sealed segment and a new active one");
+    let stats = store.stats();
+    assert!(
+        stats.segment_bytes * 2 < stats.uncompressed_segment_bytes,
+        "{} bytes on disk for {} uncompressed",
+        stats.segment_bytes,
+        stats.uncompressed_segment_bytes
+    );
+    assert!(all(&store) == before, "reads are unchanged");
+    assert!(store.verify().unwrap().is_clean());
+    assert_eq!(store.stats().last_background_error, None);
+    // A few events more stay in the new active segment, below the minimum,
+    // however long the store is idle.
+    store
+        .append("order-1", ExpectedVersion::Any, vec![EventData::json("Late", "{}")])
+        .unwrap();
+    clock.advance(std::time::Duration::from_secs(24 * 3600));
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert_eq!(store.segment_count(), 2, "a segment under seal_min_bytes was sealed");
+    store.close().unwrap();
+    let store = Store::open_with(Arc::new(sim.clone()), "/z", early_seal_options(&clock, 60_000, 0)).unwrap();
+    assert_eq!(all(&store).len(), before.len() + 1);
+    assert!(store.verify().unwrap().is_clean());
+}
+
+/// A store that never stops appending is sealed by the age of the active
+/// segment's oldest event (`seal_after_ms`), idleness turned off.
+#[test]
+fn a_busy_store_smaller_than_a_segment_is_sealed_by_age() {
+    let sim = SimStorage::new();
+    let clock = Arc::new(annal::ManualClock::new());
+    let store = Store::open_with(Arc::new(sim.clone()), "/z", early_seal_options(&clock, 0, 600_000)).unwrap();
+    // Ten minutes of appends, a second apart: never idle.
+    for _ in 0..599 {
+        fill(&store, 4);
+        clock.advance(std::time::Duration::from_secs(1));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        store.segment_count(),
+        1,
+        "sealed before its oldest event was ten minutes old"
+    );
+    for _ in 0..2 {
+        fill(&store, 4);
+        clock.advance(std::time::Duration::from_secs(1));
+    }
+    wait_until("the old segment to be sealed and compressed", || {
+        store.stats().compressed_segments == 1
+    });
+    assert_eq!(all(&store).len(), 601 * 4);
+    assert!(store.verify().unwrap().is_clean());
+}

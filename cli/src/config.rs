@@ -69,6 +69,12 @@ pub struct CompressionConfig {
     pub dictionary: bool,
     /// Size of that dictionary in bytes.
     pub dictionary_size: usize,
+    /// Seal the active segment for compression once it holds this many bytes and is idle or old.
+    pub seal_min_bytes: u64,
+    /// ... after this many milliseconds without an append (0: never).
+    pub seal_idle_ms: u64,
+    /// ... once its oldest event is this many milliseconds old (0: never).
+    pub seal_after_ms: u64,
 }
 
 impl Default for CompressionConfig {
@@ -80,6 +86,9 @@ impl Default for CompressionConfig {
             block_size: d.block_size,
             dictionary: d.dictionary,
             dictionary_size: d.dictionary_size,
+            seal_min_bytes: d.seal_min_bytes,
+            seal_idle_ms: d.seal_idle_ms,
+            seal_after_ms: d.seal_after_ms,
         }
     }
 }
@@ -92,6 +101,9 @@ impl CompressionConfig {
             block_size: self.block_size,
             dictionary: self.dictionary,
             dictionary_size: self.dictionary_size,
+            seal_min_bytes: self.seal_min_bytes,
+            seal_idle_ms: self.seal_idle_ms,
+            seal_after_ms: self.seal_after_ms,
         })
     }
 }
@@ -406,6 +418,17 @@ mod tests {
         assert_eq!(off.options().unwrap().compression, None);
         let c = Config::parse("[compression]\nlevel = 9\n", p).unwrap();
         assert_eq!(c.options().unwrap().compression.map(|c| c.level), Some(9));
+        // When the compressor seals a small store's active segment.
+        let c = Config::parse(
+            "[compression]\nseal_min_bytes = 1048576\nseal_idle_ms = 0\nseal_after_ms = 3600000\n",
+            p,
+        )
+        .unwrap();
+        let c = c.options().unwrap().compression.unwrap();
+        assert_eq!(
+            (c.seal_min_bytes, c.seal_idle_ms, c.seal_after_ms),
+            (1 << 20, 0, 3_600_000)
+        );
         let c = Config::parse("[compression]\ndictionary_size = 1\n", p).unwrap();
         let e = c.options().unwrap_err();
         assert!(

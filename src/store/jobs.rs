@@ -4,15 +4,45 @@
 //! [`crate::maintenance`] or the log. It must never append a user's event.
 
 use std::path::Path;
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
+use crate::format::index::Lookup;
 use crate::log::state::Shared;
+use crate::options::CompressionOptions;
 use crate::query::Filter;
 
 use super::Store;
 
 /// The longest a background thread waits before it looks at the clock again.
 const SCHEDULE_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// After a seal for compression failed (a full disk), the compressor tries again this much later.
+const SEAL_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether the active segment should be sealed so that it can be compressed:
+/// it holds at least `seal_min_bytes`, and no event came for `seal_idle_ms`
+/// or its oldest event is `seal_after_ms` old (by the store's clock).
+fn seal_due(shared: &Shared, c: &CompressionOptions) -> bool {
+    let Some(active) = shared.segments.active() else {
+        return false;
+    };
+    let idx = active.index.read();
+    if idx.is_empty() || idx.end_offset() < c.seal_min_bytes.max(1) {
+        return false;
+    }
+    let Some((oldest, newest)) = idx.time_range() else {
+        return false;
+    };
+    drop(idx);
+    let now = shared.options.clock.now_micros();
+    let passed = |since: i64, ms: u64| {
+        ms > 0 && now.saturating_sub(since) >= i64::try_from(ms.saturating_mul(1000)).unwrap_or(i64::MAX)
+    };
+    passed(newest, c.seal_idle_ms) || passed(oldest, c.seal_after_ms)
+}
 
 impl Store {
     /// Starts the background scavenger and compressor the options ask for.
@@ -33,11 +63,24 @@ impl Store {
             )?;
         }
         if let Some(c) = store.shared.options.compression {
+            // Weak: the write path closes with the store, after this thread stopped.
+            let committer = store.committer.as_ref().map(Arc::downgrade);
+            let failed_seal: Mutex<Option<std::time::Instant>> = Mutex::new(None);
             store.every(
                 std::time::Duration::from_millis(500),
                 "annal-compressor",
                 |_| false,
                 move |shared| {
+                    if let Some(committer) = committer.as_ref().and_then(Weak::upgrade)
+                        && seal_due(shared, &c)
+                        && failed_seal
+                            .lock()
+                            .is_none_or(|at| shared.options.clock.now() >= at + SEAL_RETRY)
+                    {
+                        let result = committer.seal_active().map(|_| ());
+                        *failed_seal.lock() = result.is_err().then(|| shared.options.clock.now());
+                        shared.record_background("sealing the active segment for compression", result);
+                    }
                     let result = crate::maintenance::compression::compress_sealed(shared, &c, true);
                     shared.record_background("compression", result);
                 },

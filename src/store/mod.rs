@@ -34,7 +34,7 @@ pub const STORE_CREATED_ID: Uuid = Uuid::from_u128(0x616e_6e61_6c2d_4000_8000_00
 pub struct Store {
     pub(crate) shared: Arc<Shared>,
     /// The write path; `None` when the store is open for reading only.
-    committer: Option<Committer>,
+    committer: Option<Arc<Committer>>,
     /// Why the store is read-only, if it is.
     read_only: Option<String>,
     closed: Mutex<bool>,
@@ -78,7 +78,7 @@ impl Store {
             crate::log::recovery::Access::ReadWrite,
         )?);
         let committer = Committer::new(shared.clone())?;
-        let store = Self::assemble(shared, Some(committer), None)?;
+        let store = Self::assemble(shared, Some(Arc::new(committer)), None)?;
         store.start_maintenance()?;
         // The open succeeded: the cuts it reports (its own and those of
         // earlier opens that failed after cutting) need no other report. Not
@@ -88,7 +88,7 @@ impl Store {
     }
 
     /// A store over recovered state, its stream metadata loaded.
-    fn assemble(shared: Arc<Shared>, committer: Option<Committer>, read_only: Option<String>) -> Result<Store> {
+    fn assemble(shared: Arc<Shared>, committer: Option<Arc<Committer>>, read_only: Option<String>) -> Result<Store> {
         let store = Store {
             shared,
             committer,
