@@ -48,6 +48,19 @@ const CHANNEL: usize = 64;
 /// stay within them (an event larger than this still goes, alone).
 const HELD_BYTES: usize = 4 << 20;
 
+/// Bytes of events one read of a subscription takes from the store
+/// (`SubscriptionOptions::max_batch_bytes`): what it has read and not yet
+/// passed to the call's channel comes on top of [`HELD_BYTES`].
+const SUBSCRIPTION_READ_BYTES: usize = 1 << 20;
+
+/// The subscription settings of the gRPC catch-up subscriptions.
+fn subscription_options() -> annal::SubscriptionOptions {
+    annal::SubscriptionOptions {
+        max_batch_bytes: SUBSCRIPTION_READ_BYTES,
+        ..annal::SubscriptionOptions::default()
+    }
+}
+
 /// What an event weighs toward [`HELD_BYTES`]: its bytes and names, plus a
 /// little for the rest of its answer.
 pub(crate) fn event_bytes(e: &RecordedEvent) -> usize {
@@ -677,7 +690,7 @@ fn subscribe_stream(
         Some(stream_options::RevisionOption::Start(_)) | None => SubscribeFrom::Start,
     };
     // Opened here, before the confirmation: "from the end" is now.
-    let sub = store.subscribe_stream(&stream, from);
+    let sub = store.subscribe_stream_with(&stream, from, subscription_options());
     pump(state, sub, Kind::Stream, Shape { filter: None, ..shape })
 }
 
@@ -699,7 +712,7 @@ fn subscribe_all(state: AppState, p: &Principal, a: AllOptions, shape: Shape) ->
         .as_ref()
         .and_then(EventFilter::store_filter)
         .unwrap_or_else(Filter::all);
-    let sub = state.store().subscribe_all(from, indexed);
+    let sub = state.store().subscribe_all_with(from, indexed, subscription_options());
     pump(state, sub, Kind::All, shape)
 }
 

@@ -2867,11 +2867,12 @@ async fn a_read_page_is_bounded_in_bytes() {
 }
 
 /// A catch-up subscription whose client does not read holds about 4 MiB of
-/// events on their way out, as reads do, not 64 answers: with events of
-/// 1 MiB it stops within the store's first batch (250 small events and 6 of
-/// 1 MiB) instead of taking all six and reading the next batch (4 more) from
-/// the store. Counted in segment bytes read by then (the first batch is
-/// about 6.3 MiB, both about 10.3 MiB).
+/// events on their way out, as reads do, not 64 answers, plus one read of
+/// the store of at most 1 MiB (and the event that crosses it): with events
+/// of 1 MiB it stops after about six of the ten instead of reading them all.
+/// Counted in segment bytes read by then (6.3 MiB measured; all of them:
+/// 10.3 MiB; with the library's default reads of 4 MiB, 8.3 MiB, which this
+/// test caught).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_catch_up_subscription_holds_its_unread_events_within_a_byte_bound() {
     use read_req::options::*;
