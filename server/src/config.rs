@@ -60,6 +60,13 @@ pub struct ServerConfig {
     pub no_auth: bool,
     /// Allow `no_auth` on a non-loopback listen address.
     pub allow_remote_no_auth: bool,
+    /// In open mode, the DNS names (with or without a port) requests may name
+    /// in their `Host` besides IP addresses, `localhost` and `advertise`;
+    /// any other name is refused (421), so that a web page cannot reach the
+    /// server through a name it points at it (DNS rebinding), whatever the
+    /// listen address. Default none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
     /// The accepted bearer tokens.
     pub tokens: Vec<TokenConfig>,
     /// Serve `/metrics` without a token. Default false (any valid token).
@@ -150,6 +157,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 2114)),
             no_auth: false,
             allow_remote_no_auth: false,
+            allowed_hosts: Vec::new(),
             tokens: Vec::new(),
             metrics_public: false,
             tls: None,

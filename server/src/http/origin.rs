@@ -8,8 +8,8 @@
 //! (DNS rebinding). So a request that changes something and that a browser
 //! marks as coming from another site (`Sec-Fetch-Site`, or an `Origin`
 //! naming another host) is refused, whatever the mode; and in open mode a
-//! request whose `Host` is a DNS name other than `localhost` and the
-//! advertised address is refused. Clients that are not browsers send
+//! request whose `Host` is a DNS name other than `localhost`, the
+//! advertised address and `allowed_hosts` is refused. Clients that are not browsers send
 //! neither header and are not affected. API answers are also marked never
 //! to be cached (they may hold events) and never to be sniffed.
 //!
@@ -31,19 +31,18 @@ pub(crate) async fn same_site_layer(State(state): State<AppState>, req: Request,
         .and_then(|h| h.to_str().ok())
         .map(str::to_string)
         .or_else(|| req.uri().authority().map(|a| a.to_string()));
-    // Listening beyond loopback in open mode (`allow_remote_no_auth`) is a
-    // choice to serve anyone who can reach the port, by any name.
+    // Also beyond loopback (`allow_remote_no_auth`): serving anyone who can
+    // reach the port is not serving every web page their browsers open.
     if state.config.no_auth
-        && state.config.listen.ip().is_loopback()
         && let Some(host) = &host
-        && !host_is_this_server(host, state.config.advertise.as_deref())
+        && !host_is_this_server(host, state.config.advertise.as_deref(), &state.config.allowed_hosts)
     {
         return ApiError::new(
             StatusCode::MISDIRECTED_REQUEST,
             "unknown_host",
             format!(
-                "open mode answers requests for localhost, an IP address or the advertised address only, \
-                 not for {host:?} (a DNS name pointed at this server by another site)"
+                "open mode answers requests for localhost, an IP address, the advertised address or \
+                 server.allowed_hosts only, not for {host:?} (a DNS name pointed at this server by another site)"
             ),
         )
         .into_response();
@@ -70,13 +69,15 @@ pub(crate) async fn same_site_layer(State(state): State<AppState>, req: Request,
 
 /// Whether `host` (a `Host` header: a name or an address, maybe with a
 /// port) names this server in a way no other site can steer: an IP address,
-/// `localhost` (or a name under it), or the advertised address.
-fn host_is_this_server(host: &str, advertise: Option<&str>) -> bool {
+/// `localhost` (or a name under it), the advertised address, or one of the
+/// names the operator allowed.
+fn host_is_this_server(host: &str, advertise: Option<&str>, allowed: &[String]) -> bool {
     let name = host_name(host);
     name.parse::<std::net::IpAddr>().is_ok()
         || name.eq_ignore_ascii_case("localhost")
         || name.to_ascii_lowercase().ends_with(".localhost")
         || advertise.is_some_and(|a| host_name(a).eq_ignore_ascii_case(name))
+        || allowed.iter().any(|a| host_name(a).eq_ignore_ascii_case(name))
 }
 
 /// The name or address of `host`, without its port, brackets and a
@@ -126,12 +127,20 @@ mod tests {
             "app.localhost",
             "10.0.0.7",
         ] {
-            assert!(host_is_this_server(host, None), "{host}");
+            assert!(host_is_this_server(host, None, &[]), "{host}");
         }
         for host in ["evil.example:2114", "evil.example", "localhost.evil.example"] {
-            assert!(!host_is_this_server(host, None), "{host}");
+            assert!(!host_is_this_server(host, None, &[]), "{host}");
         }
-        assert!(host_is_this_server("node1.internal:2114", Some("node1.internal:2113")));
+        assert!(host_is_this_server(
+            "node1.internal:2114",
+            Some("node1.internal:2113"),
+            &[]
+        ));
+        let allowed = vec!["annal.lan".to_string(), "edge-7.example:2114".to_string()];
+        assert!(host_is_this_server("ANNAL.LAN:2114", None, &allowed));
+        assert!(host_is_this_server("edge-7.example.", None, &allowed));
+        assert!(!host_is_this_server("evil.example", None, &allowed));
     }
 
     #[test]

@@ -285,3 +285,35 @@ async fn open_mode_refuses_other_sites_requests_and_rebound_names() {
     );
     s.stop().await.unwrap();
 }
+
+/// Review of 26d3f27: with `allow_remote_no_auth` the Host check was off,
+/// so a page could read and write an open-mode server through a DNS name it
+/// pointed at it (rebinding), from the browser of anyone who can reach the
+/// port. It applies on every listen address now; names the operator serves
+/// under go in `allowed_hosts`.
+#[tokio::test]
+async fn open_mode_beyond_loopback_still_refuses_rebound_names() {
+    let s = TestServer::start_with(|c| {
+        c.listen = "0.0.0.0:0".parse().unwrap();
+        c.allow_remote_no_auth = true;
+        c.allowed_hosts = vec!["annal.lan".into()];
+    })
+    .await;
+    let port = s.base.rsplit(':').next().unwrap().to_string();
+    for (host, want) in [
+        (format!("rebound.evil.example:{port}"), StatusCode::MISDIRECTED_REQUEST),
+        (format!("annal.lan:{port}"), StatusCode::OK),
+        (format!("127.0.0.1:{port}"), StatusCode::OK),
+        (format!("localhost:{port}"), StatusCode::OK),
+    ] {
+        let resp = s
+            .client
+            .get(s.url("/streams"))
+            .header("host", host.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), want, "{host}");
+    }
+    s.stop().await.unwrap();
+}
