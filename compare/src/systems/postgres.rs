@@ -167,16 +167,8 @@ impl PgConn {
         let mut client = connect(url)?;
         let st = Stmts {
             max: client.prepare(&format!("SELECT max(version) FROM {table} WHERE stream_id = $1"))?,
-            insert_one: client.prepare(&format!(
-                "INSERT INTO {table} (stream_id, version, event_id, type, data, metadata, tags)
-                 VALUES ($1, $2, $3, $4, $5::text::jsonb, $6::text::jsonb, $7::text::jsonb)"
-            ))?,
-            insert_many: client.prepare(&format!(
-                "INSERT INTO {table} (stream_id, version, event_id, type, data, metadata, tags)
-                 SELECT $1, $2 + x.o - 1, x.e, x.t, x.d::jsonb, x.m::jsonb, x.g::jsonb
-                 FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[])
-                      WITH ORDINALITY AS x(e, t, d, m, g, o)"
-            ))?,
+            insert_one: client.prepare(&insert_one_sql(table))?,
+            insert_many: client.prepare(&insert_many_sql(table))?,
             read_stream: client.prepare(&format!(
                 "SELECT {COLUMNS} FROM {table} WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3"
             ))?,
@@ -213,6 +205,56 @@ fn rows(rs: Vec<postgres::Row>) -> Res<Vec<Row>> {
     rs.iter().map(row).collect()
 }
 
+/// The statement that inserts one event numbered `$2`.
+fn insert_one_sql(table: &str) -> String {
+    format!(
+        "INSERT INTO {table} (stream_id, version, event_id, type, data, metadata, tags)
+         VALUES ($1, $2, $3, $4, $5::text::jsonb, $6::text::jsonb, $7::text::jsonb)"
+    )
+}
+
+/// The statement that inserts a batch numbered from `$2`, from arrays.
+fn insert_many_sql(table: &str) -> String {
+    format!(
+        "INSERT INTO {table} (stream_id, version, event_id, type, data, metadata, tags)
+         SELECT $1, $2 + x.o - 1, x.e, x.t, x.d::jsonb, x.m::jsonb, x.g::jsonb
+         FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[])
+              WITH ORDINALITY AS x(e, t, d, m, g, o)"
+    )
+}
+
+/// Inserts `events` into `stream` from revision `next`: one event with
+/// `one`, several with `many` (one statement either way).
+fn insert(
+    c: &mut impl postgres::GenericClient,
+    (one, many): (&Statement, &Statement),
+    stream: &str,
+    next: i64,
+    events: &[Ev],
+) -> Result<u64, postgres::Error> {
+    if let [e] = events {
+        c.execute(
+            one,
+            &[
+                &stream,
+                &next,
+                &Uuid::new_v4(),
+                &e.event_type,
+                &e.data,
+                &e.metadata,
+                &e.tags_json,
+            ],
+        )
+    } else {
+        let ids: Vec<Uuid> = events.iter().map(|_| Uuid::new_v4()).collect();
+        let types: Vec<&str> = events.iter().map(|e| e.event_type).collect();
+        let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
+        let meta: Vec<&str> = events.iter().map(|e| e.metadata.as_str()).collect();
+        let tags: Vec<&str> = events.iter().map(|e| e.tags_json.as_str()).collect();
+        c.execute(many, &[&stream, &next, &ids, &types, &data, &meta, &tags])
+    }
+}
+
 fn is_unique_violation(e: &postgres::Error) -> bool {
     e.code() == Some(&SqlState::UNIQUE_VIOLATION)
 }
@@ -227,27 +269,7 @@ impl Conn for PgConn {
             return Err(AppendError::Conflict); // dropping `tx` rolls back
         }
         let next = current.map_or(0, |c| c + 1) as i64;
-        let inserted = if let [e] = events {
-            tx.execute(
-                &st.insert_one,
-                &[
-                    &stream,
-                    &next,
-                    &Uuid::new_v4(),
-                    &e.event_type,
-                    &e.data,
-                    &e.metadata,
-                    &e.tags_json,
-                ],
-            )
-        } else {
-            let ids: Vec<Uuid> = events.iter().map(|_| Uuid::new_v4()).collect();
-            let types: Vec<&str> = events.iter().map(|e| e.event_type).collect();
-            let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
-            let meta: Vec<&str> = events.iter().map(|e| e.metadata.as_str()).collect();
-            let tags: Vec<&str> = events.iter().map(|e| e.tags_json.as_str()).collect();
-            tx.execute(&st.insert_many, &[&stream, &next, &ids, &types, &data, &meta, &tags])
-        };
+        let inserted = insert(&mut tx, (&st.insert_one, &st.insert_many), stream, next, events);
         match inserted {
             Ok(_) => {}
             Err(e) if is_unique_violation(&e) => return Err(AppendError::Conflict),
@@ -309,16 +331,8 @@ impl PgInsertConn {
     pub fn open(url: &str, table: &str) -> Res<Self> {
         let mut client = connect(url)?;
         let max = client.prepare(&format!("SELECT max(version) FROM {table} WHERE stream_id = $1"))?;
-        let insert_one = client.prepare(&format!(
-            "INSERT INTO {table} (stream_id, version, event_id, type, data, metadata, tags)
-             VALUES ($1, $2, $3, $4, $5::text::jsonb, $6::text::jsonb, $7::text::jsonb)"
-        ))?;
-        let insert_many = client.prepare(&format!(
-            "INSERT INTO {table} (stream_id, version, event_id, type, data, metadata, tags)
-             SELECT $1, $2 + x.o - 1, x.e, x.t, x.d::jsonb, x.m::jsonb, x.g::jsonb
-             FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[])
-                  WITH ORDINALITY AS x(e, t, d, m, g, o)"
-        ))?;
+        let insert_one = client.prepare(&insert_one_sql(table))?;
+        let insert_many = client.prepare(&insert_many_sql(table))?;
         Ok(PgInsertConn {
             client,
             max,
@@ -342,28 +356,13 @@ impl Conn for PgInsertConn {
                 }
             },
         };
-        let inserted = if let [e] = events {
-            self.client.execute(
-                &self.insert_one,
-                &[
-                    &stream,
-                    &next,
-                    &Uuid::new_v4(),
-                    &e.event_type,
-                    &e.data,
-                    &e.metadata,
-                    &e.tags_json,
-                ],
-            )
-        } else {
-            let ids: Vec<Uuid> = events.iter().map(|_| Uuid::new_v4()).collect();
-            let types: Vec<&str> = events.iter().map(|e| e.event_type).collect();
-            let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
-            let meta: Vec<&str> = events.iter().map(|e| e.metadata.as_str()).collect();
-            let tags: Vec<&str> = events.iter().map(|e| e.tags_json.as_str()).collect();
-            self.client
-                .execute(&self.insert_many, &[&stream, &next, &ids, &types, &data, &meta, &tags])
-        };
+        let inserted = insert(
+            &mut self.client,
+            (&self.insert_one, &self.insert_many),
+            stream,
+            next,
+            events,
+        );
         match inserted {
             Ok(_) => {
                 self.next.insert(stream.to_string(), next + events.len() as i64);
