@@ -1524,6 +1524,19 @@ fn old_group_checkpoints_stay_until_every_forwarder_passed_them() {
     assert!(checkpoints(&store) < 10, "{} kept", checkpoints(&store));
 }
 
+/// How many checkpoint records forwarder `name` has in the store.
+fn checkpoints(store: &Store, name: &str) -> usize {
+    store
+        .read_stream(
+            &annal::forward_checkpoint_stream(name),
+            Direction::Forward,
+            StreamFrom::Start,
+            usize::MAX,
+        )
+        .unwrap()
+        .len()
+}
+
 /// A forwarder saves a checkpoint per checkpoint interval while it delivers
 /// (every second by default): only the last is ever read, so a scavenge
 /// removes all but the latest two, once every forwarder known to the store
@@ -1536,17 +1549,6 @@ fn old_forwarder_checkpoints_go_once_every_forwarder_passed_them() {
     let options = || Options::default().durability(Durability::Never).segment_size(8 * 1024);
     let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap());
     let ignoring = settings().retention(RetentionMode::Ignore);
-    let checkpoints = |store: &Store, name: &str| {
-        store
-            .read_stream(
-                &annal::forward_checkpoint_stream(name),
-                Direction::Forward,
-                StreamFrom::Start,
-                usize::MAX,
-            )
-            .unwrap()
-            .len()
-    };
     // "late" ran once, near the start, then stopped.
     fill(&store, 0, 1);
     let late_sink = Sink::default();
@@ -1608,17 +1610,7 @@ fn checkpoints_stay_for_a_forgotten_forwarder_and_one_that_never_saved() {
     let options = || Options::default().durability(Durability::Never).segment_size(8 * 1024);
     let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap());
     let ignoring = settings().retention(RetentionMode::Ignore);
-    let checkpoints = |store: &Store| {
-        store
-            .read_stream(
-                &annal::forward_checkpoint_stream("busy"),
-                Direction::Forward,
-                StreamFrom::Start,
-                usize::MAX,
-            )
-            .unwrap()
-            .len()
-    };
+    let checkpoints = |store: &Store| checkpoints(store, "busy");
     fill(&store, 0, 1);
     let mut old = Forwarder::new(store.clone(), "old", ignoring.clone(), Box::new(Sink::default())).unwrap();
     old.run(&AtomicBool::new(false), true).unwrap();
