@@ -290,11 +290,7 @@ fn a_hard_delete_survives_a_metadata_write_or_soft_delete_racing_it() {
 #[test]
 fn a_hard_deleted_streams_snapshot_is_gone_and_a_truncated_streams_is_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        dir.path(),
-        Options::default().durability(Durability::Never).segment_size(4096),
-    )
-    .unwrap();
+    let store = small_segments(dir.path());
     fill(&store, "hard", 1);
     store.save_snapshot("hard", 0, &b"{\"secret\":1}"[..]).unwrap();
     fill(&store, "kept", 100);
@@ -335,14 +331,27 @@ fn a_hard_deleted_streams_snapshot_is_gone_and_a_truncated_streams_is_kept() {
 /// removed no longer fits its stream: the events after it are not all
 /// there, so it is not loaded (a stream appended to again after a soft
 /// delete starts from no state), not taken, and scavenging removes it.
+/// A store of 4 KiB segments, so that a few hundred events seal several.
+fn small_segments(dir: &Path) -> Store {
+    Store::open(dir, Options::default().durability(Durability::Never).segment_size(4096)).unwrap()
+}
+
+/// Seals the segments that hold `stream`'s snapshots, scavenges, and
+/// checks that none of them is left.
+fn assert_scavenged_snapshots_of(store: &Store, stream: &str) {
+    fill(store, "filler", 200);
+    store.scavenge().unwrap();
+    let raw = store
+        .read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all())
+        .unwrap();
+    let snapshots = format!("$snapshot-{stream}");
+    assert!(!raw.iter().any(|e| e.stream == snapshots), "scavenging removes it");
+}
+
 #[test]
 fn a_snapshot_before_removed_events_is_neither_loaded_nor_taken_nor_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        dir.path(),
-        Options::default().durability(Durability::Never).segment_size(4096),
-    )
-    .unwrap();
+    let store = small_segments(dir.path());
     fill(&store, "cart", 10);
     store.save_snapshot("cart", 5, &b"state-5"[..]).unwrap();
     store.delete_stream("cart", ExpectedVersion::Any, false).unwrap();
@@ -354,15 +363,7 @@ fn a_snapshot_before_removed_events_is_neither_loaded_nor_taken_nor_kept() {
         store.save_snapshot("cart", 5, &b"x"[..]),
         Err(Error::InvalidInput(_))
     ));
-    fill(&store, "filler", 200);
-    store.scavenge().unwrap();
-    let raw = store
-        .read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all())
-        .unwrap();
-    assert!(
-        !raw.iter().any(|e| e.stream == "$snapshot-cart"),
-        "scavenging removes it"
-    );
+    assert_scavenged_snapshots_of(&store, "cart");
     store.save_snapshot("cart", 10, &b"state-10"[..]).unwrap();
     assert_eq!(store.load_snapshot("cart").unwrap().map(|s| s.revision), Some(10));
 }
@@ -375,11 +376,7 @@ fn a_snapshot_before_removed_events_is_neither_loaded_nor_taken_nor_kept() {
 #[test]
 fn a_snapshot_behind_max_count_is_neither_loaded_nor_taken_nor_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        dir.path(),
-        Options::default().durability(Durability::Never).segment_size(4096),
-    )
-    .unwrap();
+    let store = small_segments(dir.path());
     fill(&store, "agg", 11);
     store.save_snapshot("agg", 10, &b"state-10"[..]).unwrap();
     fill(&store, "agg", 20);
@@ -403,15 +400,7 @@ fn a_snapshot_behind_max_count_is_neither_loaded_nor_taken_nor_kept() {
         store.save_snapshot("agg", 20, &b"x"[..]),
         Err(Error::InvalidInput(_))
     ));
-    fill(&store, "filler", 200);
-    store.scavenge().unwrap();
-    let raw = store
-        .read_all(Direction::Forward, LogFrom::Start, usize::MAX, &Filter::all())
-        .unwrap();
-    assert!(
-        !raw.iter().any(|e| e.stream == "$snapshot-agg"),
-        "scavenging removes it"
-    );
+    assert_scavenged_snapshots_of(&store, "agg");
     // At the revision before the window's first: it loads, with the window.
     store.save_snapshot("agg", 25, &b"state-25"[..]).unwrap();
     let (snapshot, events) = store.load_aggregate("agg").unwrap();
