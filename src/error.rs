@@ -120,6 +120,22 @@ pub enum Error {
     #[error("invalid input: {0}")]
     InvalidInput(String),
 
+    /// [`crate::Store::load_aggregate`]: the stream's latest snapshot is not
+    /// followed by the event right after it (those between are hidden by
+    /// `max_count` or `max_age`, or gone), so no fold of what is left is the
+    /// aggregate's state.
+    #[error(
+        "the snapshot of stream {stream:?} at revision {revision} is not followed by its next event (first visible after it: {first_visible:?}): events between are hidden by max_count or max_age; take snapshots more often than they keep events"
+    )]
+    SnapshotBehind {
+        /// The stream.
+        stream: String,
+        /// The snapshot's revision.
+        revision: u64,
+        /// The first visible revision after it, if any.
+        first_visible: Option<u64>,
+    },
+
     /// An option of [`crate::Options`] (or of one of its sections) is out of
     /// range; nothing was opened or written.
     #[error("invalid option {field}: {reason}")]

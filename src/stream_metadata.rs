@@ -74,13 +74,11 @@ impl StreamMetadata {
         self.truncate_before.unwrap_or(0).max(by_count)
     }
 
-    /// Whether a snapshot taken at `revision` no longer fits the stream whose
-    /// last revision is `last_revision`: events after it are hidden by a
-    /// truncation (or a soft delete) or by `max_count`, so folding the events
-    /// that remain into it would skip them. (Events hidden by `max_age` are
-    /// told by time, not revision: see `Store::load_aggregate`.)
-    pub(crate) fn leaves_behind_snapshot_at(&self, revision: u64, last_revision: u64) -> bool {
-        revision.saturating_add(1) < self.first_visible(last_revision)
+    /// Whether a snapshot taken at `revision` no longer fits the stream:
+    /// events after it were removed by a truncation (or a soft delete), so
+    /// folding the events that remain into it would skip them.
+    pub(crate) fn leaves_behind_snapshot_at(&self, revision: u64) -> bool {
+        self.truncate_before.is_some_and(|tb| revision.saturating_add(1) < tb)
     }
 
     /// True if the stream was deleted (soft with nothing after it, or hard).

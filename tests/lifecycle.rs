@@ -368,13 +368,14 @@ fn a_snapshot_before_removed_events_is_neither_loaded_nor_taken_nor_kept() {
     assert_eq!(store.load_snapshot("cart").unwrap().map(|s| s.revision), Some(10));
 }
 
-/// Review of 5b60f37: `max_count` hides the events after a snapshot just as
-/// a truncation does: a snapshot at revision 10 of a stream at 30 that keeps
-/// 5 events was folded with revisions 26 to 30 only (11 to 25 silently
-/// missing). It is not loaded, not taken, and scavenged; one inside the
-/// window loads with the events after it.
+/// Review of 5b60f37: `max_count` hides the events after a snapshot: a
+/// snapshot at revision 10 of a stream at 30 that keeps 5 events was folded
+/// with revisions 26 to 30 only (11 to 25 silently missing). No fold of what
+/// is left is the aggregate's state: `load_aggregate` says so, and keeps
+/// the snapshot (the latest state there is); one taken inside the window
+/// loads with the events after it.
 #[test]
-fn a_snapshot_behind_max_count_is_neither_loaded_nor_taken_nor_kept() {
+fn load_aggregate_refuses_a_snapshot_max_count_separated_from_its_events() {
     let dir = tempfile::tempdir().unwrap();
     let store = small_segments(dir.path());
     fill(&store, "agg", 11);
@@ -389,18 +390,22 @@ fn a_snapshot_behind_max_count_is_neither_loaded_nor_taken_nor_kept() {
             },
         )
         .unwrap();
-    let (snapshot, events) = store.load_aggregate("agg").unwrap();
-    assert!(snapshot.is_none(), "a snapshot behind the window was loaded");
+    match store.load_aggregate("agg") {
+        Err(Error::SnapshotBehind {
+            revision: 10,
+            first_visible: Some(26),
+            ..
+        }) => {}
+        other => panic!("folded across revisions 11 to 25: {other:?}"),
+    }
+    assert_eq!(store.load_snapshot("agg").unwrap().map(|s| s.revision), Some(10));
+    fill(&store, "filler", 200);
+    store.scavenge().unwrap();
     assert_eq!(
-        events.iter().map(|e| e.revision).collect::<Vec<_>>(),
-        vec![26, 27, 28, 29, 30]
+        store.load_snapshot("agg").unwrap().map(|s| s.revision),
+        Some(10),
+        "the latest snapshot is kept"
     );
-    assert!(store.load_snapshot("agg").unwrap().is_none());
-    assert!(matches!(
-        store.save_snapshot("agg", 20, &b"x"[..]),
-        Err(Error::InvalidInput(_))
-    ));
-    assert_scavenged_snapshots_of(&store, "agg");
     // At the revision before the window's first: it loads, with the window.
     store.save_snapshot("agg", 25, &b"state-25"[..]).unwrap();
     let (snapshot, events) = store.load_aggregate("agg").unwrap();
@@ -411,11 +416,9 @@ fn a_snapshot_behind_max_count_is_neither_loaded_nor_taken_nor_kept() {
     );
 }
 
-/// Events `max_age` hides after a snapshot make a hole between it and the
-/// events that remain: `load_aggregate` leaves the snapshot out rather than
-/// fold across the hole.
+/// The same for events `max_age` hides after a snapshot, including all of them.
 #[test]
-fn load_aggregate_leaves_out_a_snapshot_that_max_age_separated_from_its_events() {
+fn load_aggregate_refuses_a_snapshot_max_age_separated_from_its_events() {
     let dir = tempfile::tempdir().unwrap();
     let clock = std::sync::Arc::new(annal::ManualClock::new());
     let store = Store::open(
@@ -437,15 +440,27 @@ fn load_aggregate_leaves_out_a_snapshot_that_max_age_separated_from_its_events()
             },
         )
         .unwrap();
-    let (snapshot, events) = store.load_aggregate("agg").unwrap();
-    assert!(
-        snapshot.is_none(),
-        "folded across revisions 3 and 4, which max_age hides"
-    );
-    assert_eq!(events.iter().map(|e| e.revision).collect::<Vec<_>>(), vec![5, 6]);
+    match store.load_aggregate("agg") {
+        Err(Error::SnapshotBehind {
+            revision: 2,
+            first_visible: Some(5),
+            ..
+        }) => {}
+        other => panic!("folded across revisions 3 and 4: {other:?}"),
+    }
     // Everything after it hidden, the stream going on: a hole as well.
     clock.advance(std::time::Duration::from_secs(3600));
+    match store.load_aggregate("agg") {
+        Err(Error::SnapshotBehind {
+            revision: 2,
+            first_visible: None,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    // A snapshot at the last event folds nothing more: no hole.
+    store.save_snapshot("agg", 6, &b"state-6"[..]).unwrap();
     let (snapshot, events) = store.load_aggregate("agg").unwrap();
-    assert!(snapshot.is_none());
+    assert_eq!(snapshot.map(|s| s.revision), Some(6));
     assert!(events.is_empty());
 }

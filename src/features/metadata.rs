@@ -154,13 +154,12 @@ impl Store {
             if meta.tombstoned {
                 return Err(Error::StreamDeleted(stream.to_string()));
             }
-            if meta.leaves_behind_snapshot_at(revision, last) {
-                let first = meta.first_visible(last);
+            if meta.leaves_behind_snapshot_at(revision) {
                 return Err(Error::InvalidInput(format!(
-                    "a snapshot at revision {revision} of {stream:?} would fold in events its metadata hides \
-                     (truncate_before or max_count: the first visible revision is {first}); take it at revision {} \
-                     or later",
-                    first.saturating_sub(1)
+                    "a snapshot at revision {revision} of {stream:?} would fold in events its truncate_before ({}) \
+                     removed; take it at revision {} or later",
+                    meta.truncate_before.unwrap_or(0),
+                    meta.truncate_before.unwrap_or(1).saturating_sub(1)
                 )));
             }
         }
@@ -177,9 +176,8 @@ impl Store {
 
     /// The latest snapshot of `stream`, if any; none once the stream was
     /// hard-deleted, and none if it was taken before events that a
-    /// truncation (or a soft delete) or `max_count` hides: the events after
-    /// it would not all be read, and the state folded would be wrong (for
-    /// events `max_age` hides, see [`Store::load_aggregate`]). A snapshot at the
+    /// truncation (or a soft delete) removed: the events after it would not
+    /// all be read, and the state folded would be wrong. A snapshot at the
     /// last revision before `truncate_before` loads ("snapshot, then
     /// truncate what it folds in"); so, after a soft delete, does one taken
     /// at the deleted stream's last event, which a stream appended to again
@@ -201,11 +199,7 @@ impl Store {
             None => Ok(None),
             Some(e) => {
                 let h: StoredSnapshotHeaderV1 = system::decode(&e.stream, e.position, &e.metadata)?;
-                let last = self.stream_info(stream).map_or(0, |i| i.last_revision);
-                if meta
-                    .as_ref()
-                    .is_some_and(|m| m.leaves_behind_snapshot_at(h.revision, last))
-                {
+                if meta.as_ref().is_some_and(|m| m.leaves_behind_snapshot_at(h.revision)) {
                     return Ok(None);
                 }
                 Ok(Some(Snapshot {
@@ -217,10 +211,11 @@ impl Store {
     }
 
     /// Loads an aggregate: its latest snapshot and only the events after it.
-    /// The events must follow the snapshot without a hole: if the first of
-    /// them is not the one right after it (those in between hidden by
-    /// `max_age`, or removed), the snapshot is left out and every visible
-    /// event of the stream is returned, as for a stream without one.
+    /// The events must follow the snapshot without a hole: when events
+    /// after it are hidden by `max_count` or `max_age` (or otherwise gone)
+    /// while the stream goes on, no fold of what is left is the aggregate's
+    /// state, and the answer is [`Error::SnapshotBehind`] (take snapshots
+    /// more often than those settings keep events).
     pub fn load_aggregate(&self, stream: &str) -> Result<(Option<Snapshot>, Vec<RecordedEvent>)> {
         let snapshot = self.load_snapshot(stream)?;
         let from = snapshot.as_ref().map_or(0, |s| s.revision.saturating_add(1));
@@ -229,18 +224,20 @@ impl Store {
             Err(Error::StreamNotFound(_)) if snapshot.is_some() => Vec::new(),
             Err(e) => return Err(e),
         };
-        // Nothing visible after the snapshot although the stream goes on is a hole too.
-        let hole = match events.first() {
-            Some(e) => e.revision != from,
-            None => self.stream_info(stream).is_some_and(|i| i.last_revision >= from),
-        };
-        if snapshot.is_some() && hole {
-            let events = match self.read_stream(stream, Direction::Forward, StreamFrom::Start, usize::MAX) {
-                Ok(e) => e,
-                Err(Error::StreamNotFound(_)) => Vec::new(),
-                Err(e) => return Err(e),
+        if let Some(s) = &snapshot {
+            // Nothing visible after the snapshot although the stream goes on is a hole too.
+            let first = events.first().map(|e| e.revision);
+            let hole = match first {
+                Some(r) => r != from,
+                None => self.stream_info(stream).is_some_and(|i| i.last_revision >= from),
             };
-            return Ok((None, events));
+            if hole {
+                return Err(Error::SnapshotBehind {
+                    stream: stream.to_string(),
+                    revision: s.revision,
+                    first_visible: first,
+                });
+            }
         }
         Ok((snapshot, events))
     }

@@ -114,8 +114,7 @@ impl Judge<'_> {
             let taken_at = system::decode::<system::StoredSnapshotHeaderV1>(ev.stream, ev.position, ev.metadata)
                 .ok()
                 .map(|h| h.revision);
-            let of_last = self.shared.stream_state(of).map_or(0, |s| s.last_revision);
-            if m.tombstoned || taken_at.is_some_and(|r| m.leaves_behind_snapshot_at(r, of_last)) {
+            if m.tombstoned || taken_at.is_some_and(|r| m.leaves_behind_snapshot_at(r)) {
                 return true;
             }
         }
