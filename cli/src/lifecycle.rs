@@ -134,6 +134,16 @@ pub fn serve(ctx: &Ctx, listen: Option<SocketAddr>, no_auth: bool, advertise: Op
         config.advertise = advertise;
     }
     let scheme = if config.tls.is_some() { "https" } else { "http" };
+    if config.no_auth && !config.listen.ip().is_loopback() {
+        let mut names = vec!["IP addresses".to_string(), "localhost".to_string()];
+        names.extend(config.advertise.iter().cloned());
+        names.extend(config.allowed_hosts.iter().cloned());
+        eprintln!(
+            "annal: open mode on {}: requests must name {} in their Host (others answer 421); list more names in [server] allowed_hosts",
+            config.listen,
+            names.join(", ")
+        );
+    }
     let store = Arc::new(ctx.open_serve()?);
     for t in store.torn_tails_at_open() {
         eprintln!(

@@ -213,6 +213,15 @@ impl ServerConfig {
                 self.listen
             ));
         }
+        if let Some(bad) = self
+            .allowed_hosts
+            .iter()
+            .find(|h| h.is_empty() || h.contains("://") || h.contains('/') || h.contains(char::is_whitespace))
+        {
+            return Err(format!(
+                "allowed_hosts entry {bad:?} is not a host name (with or without a port): no scheme, path or space"
+            ));
+        }
         if self.no_auth && !self.tokens.is_empty() {
             return Err(format!(
                 "no_auth is set next to {} configured token(s): open mode would accept every request \
@@ -358,6 +367,12 @@ mod tests {
         assert!(c.validate().is_err());
         c.allow_remote_no_auth = true;
         assert!(c.validate().is_ok());
+        c.allowed_hosts = vec!["annal.lan:2114".into(), "edge-7".into()];
+        assert!(c.validate().is_ok());
+        for bad in ["http://annal.lan", "annal.lan/", "", "a b"] {
+            c.allowed_hosts = vec![bad.into()];
+            assert!(c.validate().unwrap_err().contains("allowed_hosts"), "{bad:?}");
+        }
         assert!(ServerConfig::default().validate().is_err(), "no tokens and no no_auth");
         let c: ServerConfig = serde_json::from_str(r#"{"no_auth": true, "max_read_limit": 50}"#).unwrap();
         assert_eq!(c.max_read_limit, 50);

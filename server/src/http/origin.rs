@@ -9,9 +9,11 @@
 //! marks as coming from another site (`Sec-Fetch-Site`, or an `Origin`
 //! naming another host) is refused, whatever the mode; and in open mode a
 //! request whose `Host` is a DNS name other than `localhost`, the
-//! advertised address and `allowed_hosts` is refused. Clients that are not browsers send
-//! neither header and are not affected. API answers are also marked never
-//! to be cached (they may hold events) and never to be sniffed.
+//! advertised address and `allowed_hosts` is refused, from any client (one
+//! that reaches an open-mode server by a DNS name needs it listed). Clients
+//! that are not browsers send neither `Sec-Fetch-Site` nor `Origin` and are
+//! not refused as another site's. API answers are also marked never to be
+//! cached (they may hold events) and never to be sniffed.
 //!
 //! It must never decide who may do what: that is [`crate::auth`]'s.
 
