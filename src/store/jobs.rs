@@ -26,6 +26,10 @@ const SEAL_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
 /// it holds at least `seal_min_bytes`, and no event came for `seal_idle_ms`
 /// or its oldest event is `seal_after_ms` old (by the store's clock).
 fn seal_due(shared: &Shared, c: &CompressionOptions) -> bool {
+    // A writer stopped by a failed sync seals nothing: trying every minute would only repeat its error.
+    if shared.poisoned().is_some() {
+        return false;
+    }
     let Some(active) = shared.segments.active() else {
         return false;
     };
