@@ -445,6 +445,7 @@ fn a_stale_index_of_the_active_segment_cannot_hide_an_acknowledged_append() {
         first_position: 0,
         count: 1,
         removed: false,
+        hidden: false,
         heads: vec![],
     };
     stale.push_lost(&lost, 64, len + 10);

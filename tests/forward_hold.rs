@@ -15,9 +15,9 @@ use std::time::Duration;
 use annal::storage::{LockGuard, Mapped, StorageFile};
 use annal::{
     Batch, Direction, Durability, EventData, ExpectedVersion, Filter, ForwardSettings, ForwardStart, ForwardTarget,
-    Forwarder, GroupSettings, LogFrom, Options, RecordedEvent, RetentionMode, RetentionPolicy, SimStorage, Storage,
-    Store, StreamFrom, TargetError, WhenFull, acknowledge_gap, forget_forwarder, register_forwarder, saved_checkpoint,
-    saved_forwarders,
+    Forwarder, GroupSettings, LogFrom, Options, RecordedEvent, RetentionMode, RetentionPolicy, RetentionRule,
+    SimStorage, Storage, Store, StreamFrom, TargetError, WhenFull, acknowledge_gap, forget_forwarder,
+    register_forwarder, saved_checkpoint, saved_forwarders,
 };
 use parking_lot::Mutex;
 
@@ -802,13 +802,15 @@ fn repair_rewrites_a_damaged_drop_record_and_forwarders_still_report_the_drop() 
 /// the drop failed and a later scavenge removed only the run's head (here:
 /// a deleted stream), a forwarder whose filter hid the rest counted every
 /// event of the run as skipped, though all but one are still there.
+/// (Removed by a retention rule: a deleted stream's event, which reads no
+/// longer return, is no gap for any forwarder.)
 #[test]
 fn a_run_whose_head_alone_is_gone_counts_only_its_head() {
     let sim = SimStorage::new();
     let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
     register_forwarder(&store, "slow", &settings()).unwrap();
     store
-        .append("solo", ExpectedVersion::Any, vec![EventData::json("A", "{}")])
+        .append("solo", ExpectedVersion::Any, vec![EventData::json("Solo", "{}")])
         .unwrap();
     fill(&store, 0, 600);
     // The drop is recorded, then the rewrite of the segment fails.
@@ -825,11 +827,22 @@ fn a_run_whose_head_alone_is_gone_counts_only_its_head() {
     drop(f);
     assert_eq!(saved_checkpoint(&store, "slow").unwrap(), Some(solo + 1));
     close(store);
-    // Without a disk budget, deleting "solo" removes its event alone.
-    let options = Options::default().durability(Durability::Always).segment_size(8 * 1024);
+    // Without a disk budget, a rule keeping events of type Solo for 1 ms
+    // removes "solo"'s event alone.
+    let options = Options::default()
+        .durability(Durability::Always)
+        .segment_size(8 * 1024)
+        .retention(RetentionPolicy {
+            rules: vec![RetentionRule {
+                event_type: Some("Solo".into()),
+                tag: None,
+                keep_ms: Some(1),
+            }],
+            ..RetentionPolicy::default()
+        });
     let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options).unwrap());
     let before = user_positions(&store);
-    store.delete_stream("solo", ExpectedVersion::Any, false).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
     store.scavenge().unwrap();
     let gone: Vec<u64> = before
         .iter()
@@ -1653,4 +1666,86 @@ fn checkpoints_stay_for_a_forgotten_forwarder_and_one_that_never_saved() {
     assert!(checkpoints(&store) < 10, "{} kept", checkpoints(&store));
     drop(busy);
     close(store);
+}
+
+/// Events a retention rule removed inside a stretch a forwarder reads (not
+/// at its cursor) were passed silently: only the positions at its cursor
+/// were counted as a gap. A forwarder that ignores retention and comes
+/// after a scavenge counts every such event and says where.
+#[test]
+fn events_retention_removed_inside_a_batch_are_a_gap() {
+    let sim = SimStorage::new();
+    let options = Options::default()
+        .durability(Durability::Always)
+        .segment_size(8 * 1024)
+        .retention(RetentionPolicy {
+            rules: vec![RetentionRule {
+                event_type: Some("Brief".into()),
+                tag: None,
+                keep_ms: Some(1),
+            }],
+            ..RetentionPolicy::default()
+        });
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options).unwrap());
+    fill(&store, 0, 10);
+    let brief: Vec<u64> = (0..3)
+        .map(|i| {
+            store
+                .append(
+                    &format!("brief-{i}"),
+                    ExpectedVersion::Any,
+                    vec![EventData::json("Brief", "{}")],
+                )
+                .unwrap()
+                .position
+        })
+        .collect();
+    fill(&store, 10, 300);
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(store.scavenge().unwrap().events_removed, 3);
+    let wanted = user_positions(&store);
+    let (f, delivered) = forward_once(&store, "late", ignoring().batch_size(1000));
+    assert_eq!(delivered, wanted);
+    let status = f.status();
+    assert_eq!(status.skipped, 3, "{status:?}");
+    let gap = status.gap.unwrap();
+    assert_eq!((gap.first_position, gap.end_position), (brief[0], brief[2] + 1));
+    assert_eq!(gap.dropped_events, None);
+    assert!(status.last_error.unwrap().contains("3 events"));
+    // Saved with the checkpoint: a restart does not count them again.
+    drop(f);
+    let (f, delivered) = forward_once(&store, "late", ignoring().batch_size(1000));
+    assert!(delivered.is_empty());
+    assert_eq!(f.status().skipped, 3);
+}
+
+/// What reads had stopped returning before scavenging removed it is no gap:
+/// a soft-deleted stream's events, older metadata of a stream (a system
+/// stream). Those at a forwarder's cursor were counted as a gap, so a
+/// forwarder new to a store whose first events were older metadata started
+/// with a false alarm.
+#[test]
+fn events_reads_no_longer_returned_are_no_gap_when_scavenged() {
+    let sim = SimStorage::new();
+    let options = Options::default().durability(Durability::Always).segment_size(8 * 1024);
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options).unwrap());
+    for n in 1..=3 {
+        let meta = annal::StreamMetadata {
+            max_count: Some(100 + n),
+            ..Default::default()
+        };
+        store.set_stream_metadata("s-0", meta).unwrap();
+    }
+    store
+        .append("doomed", ExpectedVersion::Any, vec![EventData::json("A", "{}")])
+        .unwrap();
+    fill(&store, 0, 300);
+    store.delete_stream("doomed", ExpectedVersion::Any, false).unwrap();
+    // The two older metadata events and the deleted stream's event.
+    assert_eq!(store.scavenge().unwrap().events_removed, 3);
+    let wanted = user_positions(&store);
+    let (f, delivered) = forward_once(&store, "new", ignoring().batch_size(1000));
+    assert_eq!(delivered, wanted);
+    let status = f.status();
+    assert_eq!((status.skipped, status.gap), (0, None), "{status:?}");
 }

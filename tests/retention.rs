@@ -552,3 +552,48 @@ fn a_group_whose_latest_checkpoint_is_lost_resumes_from_the_one_before() {
         "resumed at {resumed}, saved {saved}"
     );
 }
+
+/// A second scavenge of a segment folds the removed frames the first one
+/// wrote into its own. It took a frame's kind from its last position alone
+/// (the others share its offset and have an empty range), so the positions
+/// before it joined the run before them: a frame of deleted streams' events
+/// lost its mark that reads no longer returned them, and the stream heads
+/// it held at those positions were cut out of the new frame. A store that
+/// rebuilds its stream states from the segments then handed the revisions
+/// out again.
+#[test]
+fn a_second_scavenge_keeps_the_frames_it_folds_whole() {
+    let sim = SimStorage::new();
+    let store = Store::open_with(Arc::new(sim.clone()), "/f", options()).unwrap();
+    for stream in ["x", "z", "y"] {
+        store
+            .append(stream, ExpectedVersion::Any, vec![EventData::json("A", "{}")])
+            .unwrap();
+    }
+    fill(&store, 200);
+    for stream in ["x", "z"] {
+        store.delete_stream(stream, ExpectedVersion::Any, false).unwrap();
+    }
+    assert_eq!(store.scavenge().unwrap().events_removed, 2);
+    store.delete_stream("y", ExpectedVersion::Any, false).unwrap();
+    assert_eq!(store.scavenge().unwrap().events_removed, 1);
+    store.close().unwrap();
+    // The stream states come from the segments alone.
+    let dir = std::path::Path::new("/f");
+    for name in annal::Storage::list(&sim, dir).unwrap() {
+        if name.ends_with(".idx") || name == "streams.chk" || name == "active.idc" {
+            annal::Storage::remove(&sim, &dir.join(&name)).unwrap();
+        }
+    }
+    let store = Store::open_with(Arc::new(sim.clone()), "/f", options()).unwrap();
+    for stream in ["x", "z", "y"] {
+        assert_eq!(store.stream_info(stream).map(|s| s.last_revision), Some(0), "{stream}");
+        let next = store
+            .append(stream, ExpectedVersion::Any, vec![EventData::json("New", "{}")])
+            .unwrap();
+        assert_eq!(next.first_revision, 1, "{stream}");
+    }
+    let report = store.verify().unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.removed, 3, "{report:?}");
+}

@@ -40,6 +40,14 @@ pub const KIND_REMOVED: u8 = 5;
 /// Lost or removed frame flag: the body ends with the stream heads the
 /// positions held (segment format version 2).
 pub const LOST_FLAG_HEADS: u8 = 1;
+/// Removed frame flag: every position the frame stands for held an event
+/// that reads had stopped returning before scavenging removed it: of a
+/// system stream (`$`-prefixed), which no forwarder delivers, or hidden by
+/// its stream's metadata (deleted, truncated, past `max_count` or
+/// `max_age`). A forwarder passing them counts no gap: it would not have
+/// delivered them either (segment format version 4). Only on removed
+/// frames (kind 5); malformed on lost ones.
+pub const REMOVED_FLAG_HIDDEN: u8 = 2;
 
 /// An event frame's fields, borrowed from the bytes they were decoded from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +107,10 @@ pub struct LostView<'a> {
     pub count: u64,
     /// True for a removed frame (kind 5), false for a lost one (kind 4).
     pub removed: bool,
+    /// True for a removed frame whose positions all held events reads no
+    /// longer returned ([`REMOVED_FLAG_HIDDEN`]); always false for a lost
+    /// frame (the encoder ignores it there).
+    pub hidden: bool,
     /// The streams whose last event (as far as anything known told) was at one
     /// of these positions, with that event's revision: the revisions the
     /// stream handed out, which it must never hand out again. Ascending by
@@ -323,7 +335,12 @@ pub fn encode_lost(out: &mut Vec<u8>, lost: &LostView<'_>) {
         let start = out.len();
         out.extend_from_slice(&[0u8; FRAME_HEADER]);
         out.push(if lost.removed { KIND_REMOVED } else { KIND_LOST });
-        out.push(if next > from { LOST_FLAG_HEADS } else { 0 });
+        let hidden = if lost.removed && lost.hidden {
+            REMOVED_FLAG_HIDDEN
+        } else {
+            0
+        };
+        out.push(if next > from { LOST_FLAG_HEADS } else { 0 } | hidden);
         out.extend_from_slice(&first.to_le_bytes());
         out.extend_from_slice(&(stop - first).to_le_bytes());
         if next > from {
@@ -483,7 +500,10 @@ fn decode_body(buf: &[u8], total: usize) -> Result<(Frame<'_>, usize), FrameErro
         KIND_SEAL | KIND_GROUP if flags != 0 => {
             return Err(FrameError::Malformed("unknown frame flags"));
         }
-        KIND_LOST | KIND_REMOVED if flags & !LOST_FLAG_HEADS != 0 => {
+        KIND_LOST if flags & !LOST_FLAG_HEADS != 0 => {
+            return Err(FrameError::Malformed("unknown frame flags"));
+        }
+        KIND_REMOVED if flags & !(LOST_FLAG_HEADS | REMOVED_FLAG_HIDDEN) != 0 => {
             return Err(FrameError::Malformed("unknown frame flags"));
         }
         KIND_LOST | KIND_REMOVED => {
@@ -520,6 +540,7 @@ fn decode_body(buf: &[u8], total: usize) -> Result<(Frame<'_>, usize), FrameErro
                 first_position,
                 count,
                 removed: kind == KIND_REMOVED,
+                hidden: flags & REMOVED_FLAG_HIDDEN != 0,
                 heads,
             })
         }
@@ -638,17 +659,50 @@ mod tests {
 
     #[test]
     fn lost_and_removed_round_trip() {
-        for removed in [false, true] {
+        for (removed, hidden) in [(false, false), (true, false), (true, true)] {
             let l = LostView {
                 first_position: 9,
                 count: 3,
                 removed,
+                hidden,
                 heads: vec![],
             };
             let mut buf = Vec::new();
             encode_lost(&mut buf, &l);
+            assert_eq!(buf[FRAME_HEADER + 1], if hidden { REMOVED_FLAG_HIDDEN } else { 0 });
             assert_eq!(decode_frame(&buf).unwrap(), (Frame::Lost(l), buf.len()));
         }
+    }
+
+    #[test]
+    fn the_hidden_flag_is_malformed_on_a_lost_frame() {
+        // A lost frame asked to say "hidden" does not: only removed frames may.
+        let mut buf = Vec::new();
+        let lost = LostView {
+            first_position: 9,
+            count: 3,
+            removed: false,
+            hidden: true,
+            heads: vec![],
+        };
+        encode_lost(&mut buf, &lost);
+        let Ok((Frame::Lost(l), _)) = decode_frame(&buf) else {
+            panic!("a lost frame expected");
+        };
+        assert!(!l.hidden);
+        // Built by hand with the flag on kind 4: malformed.
+        let mut out = vec![0u8; FRAME_HEADER];
+        out.extend_from_slice(&[KIND_LOST, REMOVED_FLAG_HIDDEN]);
+        out.extend_from_slice(&9u64.to_le_bytes());
+        out.extend_from_slice(&3u64.to_le_bytes());
+        let body = u32::try_from(out.len() - FRAME_HEADER).unwrap();
+        finish_frame(&mut out, 0, body);
+        assert_eq!(decode_frame(&out), Err(FrameError::Malformed("unknown frame flags")));
+        // And an unknown bit on kind 5 too.
+        out[FRAME_HEADER] = KIND_REMOVED;
+        out[FRAME_HEADER + 1] = 4;
+        finish_frame(&mut out, 0, body);
+        assert_eq!(decode_frame(&out), Err(FrameError::Malformed("unknown frame flags")));
     }
 
     #[test]
@@ -669,6 +723,7 @@ mod tests {
             first_position: 9,
             count: 4,
             removed: false,
+            hidden: false,
             heads: heads.clone(),
         };
         let mut buf = Vec::new();
@@ -680,6 +735,7 @@ mod tests {
             first_position: 0,
             count: MAX_LOST_PER_FRAME + 5,
             removed: true,
+            hidden: true,
             heads: vec![Head {
                 stream: "a",
                 revision: 1,
@@ -694,6 +750,10 @@ mod tests {
             panic!("two lost frames expected");
         };
         assert!(first.heads.is_empty());
+        assert!(
+            first.hidden && second.hidden,
+            "every frame of a split range keeps the flag"
+        );
         assert_eq!((second.first_position, second.count), (MAX_LOST_PER_FRAME, 5));
         assert_eq!(second.heads, wide.heads);
     }

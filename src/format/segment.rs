@@ -22,8 +22,13 @@ pub const SEGMENT_VERSION: u32 = 1;
 pub const SEGMENT_VERSION_HEADS: u32 = 2;
 /// Format version of a segment that may hold sealed events (see
 /// [`record::FLAG_SEALED`]), which earlier readers would take for damage; it
-/// may hold stream heads too. Readers accept versions 1 to 3.
+/// may hold stream heads too.
 pub const SEGMENT_VERSION_SEALED: u32 = 3;
+/// Format version of a segment that may hold removed frames flagged as
+/// hidden (see [`record::REMOVED_FLAG_HIDDEN`]), which earlier readers
+/// would take for damage; it may hold sealed events and stream heads too.
+/// Readers accept versions 1 to 4.
+pub const SEGMENT_VERSION_HIDDEN: u32 = 4;
 /// Size of the segment header.
 pub const SEGMENT_HEADER: usize = 64;
 /// Header flag: the segment is stored compressed (see [`crate::maintenance::compression`]).
@@ -64,31 +69,53 @@ pub fn clear_compressed_flag(header: &mut [u8]) {
     header[60..64].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Sets the version in the header of a rewritten segment's bytes: 3 if an
-/// event in them is sealed, else 2 if a lost or removed frame in them holds
-/// stream heads, else 1; fixes the header's checksum. The seal's content
+/// Sets the version in the header of a rewritten segment's bytes: 4 if a
+/// removed frame in them is flagged hidden, else 3 if an event in them
+/// is sealed, else 2 if a lost or removed frame in them holds stream heads,
+/// else 1; fixes the header's checksum. The seal's content
 /// checksum does not cover the header.
 pub fn stamp_version(bytes: &mut [u8]) {
     if bytes.len() < SEGMENT_HEADER {
         return;
     }
-    let mut heads = false;
-    let mut sealed = false;
+    let mut wrote = Wrote::default();
     let _ = scan_frames(bytes, |frame, _, _| {
         match frame {
-            Frame::Lost(l) => heads |= !l.heads.is_empty(),
-            Frame::Event(e) => sealed |= e.sealed,
+            Frame::Lost(l) => {
+                wrote.heads |= !l.heads.is_empty();
+                wrote.hidden_removed |= l.hidden;
+            }
+            Frame::Event(e) => wrote.sealed |= e.sealed,
             _ => {}
         }
         Ok(())
     });
-    set_version(bytes, version_for(heads, sealed));
+    set_version(bytes, version_for(wrote));
 }
 
-/// The version a segment gets: 3 if it holds a sealed event, else 2 if it
-/// holds stream heads, else 1.
-pub fn version_for(heads: bool, sealed: bool) -> u32 {
-    if sealed {
+/// What a writer of a whole segment wrote that its version must admit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wrote {
+    /// A lost or removed frame with stream heads.
+    pub heads: bool,
+    /// A sealed event.
+    pub sealed: bool,
+    /// A removed frame flagged hidden.
+    pub hidden_removed: bool,
+}
+
+/// The version a segment gets: 4 if it holds a removed frame flagged
+/// hidden, else 3 if it holds a sealed event, else 2 if it holds
+/// stream heads, else 1.
+pub fn version_for(wrote: Wrote) -> u32 {
+    let Wrote {
+        heads,
+        sealed,
+        hidden_removed,
+    } = wrote;
+    if hidden_removed {
+        SEGMENT_VERSION_HIDDEN
+    } else if sealed {
         SEGMENT_VERSION_SEALED
     } else if heads {
         SEGMENT_VERSION_HEADS
@@ -140,11 +167,11 @@ impl SegmentHeader {
             return Err(Error::corruption(file, 0, "segment header checksum mismatch"));
         }
         let version = le_u32(bytes, 8);
-        if !(SEGMENT_VERSION..=SEGMENT_VERSION_SEALED).contains(&version) {
+        if !(SEGMENT_VERSION..=SEGMENT_VERSION_HIDDEN).contains(&version) {
             return Err(Error::UnsupportedVersion {
                 file: file.to_path_buf(),
                 found: version,
-                supported: SEGMENT_VERSION_SEALED,
+                supported: SEGMENT_VERSION_HIDDEN,
             });
         }
         let flags = le_u32(bytes, 12);

@@ -9,6 +9,7 @@
 pub(crate) mod candidates;
 pub(crate) mod count;
 pub mod damage;
+pub(crate) mod holes;
 pub(crate) mod ids;
 pub(crate) mod notify;
 pub(crate) mod read;

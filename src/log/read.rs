@@ -703,43 +703,6 @@ impl Shared {
             .find(|e| e.position == position))
     }
 
-    /// The positions in `from..to` that hold no event (of any stream,
-    /// deleted or not) as sorted, disjoint spans (start, end); fails at
-    /// damage like a read. Reads every event there, a chunk at a time.
-    pub(crate) fn empty_spans_in(&self, from: u64, to: u64) -> Result<Vec<(u64, u64)>> {
-        const CHUNK: usize = 1024;
-        let mut spans = Vec::new();
-        let mut at = from;
-        while at < to {
-            let (read, stop) = self.read_log_range(
-                Direction::Forward,
-                LogFrom::Position(at),
-                (CHUNK, usize::MAX),
-                (&Filter::all(), Visibility::Raw, &Cancel::default()),
-                (0, to),
-            )?;
-            if let Some(stop) = stop {
-                return Err(stop.error);
-            }
-            for p in read.iter().map(|e| e.position) {
-                if p < at || p >= to {
-                    continue;
-                }
-                if p > at {
-                    spans.push((at, p));
-                }
-                at = p + 1;
-            }
-            if read.len() < CHUNK {
-                break;
-            }
-        }
-        if at < to {
-            spans.push((at, to));
-        }
-        Ok(spans)
-    }
-
     /// First event at a position after `after` matching `filter`, if any.
     pub(crate) fn first_match_after(&self, filter: &Filter, after: Option<u64>) -> Result<Option<u64>> {
         // Nothing comes after the last possible position.

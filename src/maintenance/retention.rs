@@ -17,7 +17,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::dropped::{self, DROPPED_FILE, DroppedRange};
 use crate::format::index::Lookup;
 use crate::format::record::{self, EventView, Frame, Head, LostView, SealView};
-use crate::format::segment::{SEGMENT_HEADER, SegmentHeader, segment_file_name};
+use crate::format::segment::{SEGMENT_HEADER, SegmentHeader, Wrote, segment_file_name};
 use crate::format::system::{self, StoredForwardCheckpointV1, StoredHoldV1};
 use crate::log::scan::index_segment;
 use crate::log::segments::SealedSegment;
@@ -91,9 +91,22 @@ struct Judge<'a> {
     forwarders_passed: u64,
 }
 
+/// Why scavenging removes an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Removal {
+    /// Reads had stopped returning it: an event of a system stream, or one
+    /// its stream's metadata hides (deleted, truncated, past `max_count` or
+    /// `max_age`). No forwarder would deliver it; its removed frame says so.
+    Hidden,
+    /// The store's retention policy (an age, the size or count budget):
+    /// reads still returned it, and a forwarder that had not delivered it
+    /// counts it as a gap.
+    Retention,
+}
+
 impl Judge<'_> {
-    /// True if the event must be removed; `expired` marks a segment past the size or count budget.
-    fn removes(&self, ev: &EventView<'_>, expired: bool) -> bool {
+    /// Whether the event must be removed, and why; `expired` marks a segment past the size or count budget.
+    fn removal(&self, ev: &EventView<'_>, expired: bool) -> Option<Removal> {
         // Stream metadata: deleted, truncated, too many, too old.
         let last = self
             .shared
@@ -101,7 +114,7 @@ impl Judge<'_> {
             .map_or(ev.revision, |s| s.last_revision);
         let meta: Option<StreamMetadata> = self.shared.metadata.read().by_stream.get(ev.stream).cloned();
         if meta.is_some_and(|m| !m.is_visible(ev.revision, ev.timestamp, last, self.now)) {
-            return true;
+            return Some(Removal::Hidden);
         }
         // A hard-deleted stream's snapshots go with it, and so does one that
         // no longer fits its stream: taken before events its truncation (or
@@ -115,18 +128,19 @@ impl Judge<'_> {
                 .ok()
                 .map(|h| h.revision);
             if m.tombstoned || taken_at.is_some_and(|r| m.leaves_behind_snapshot_at(r)) {
-                return true;
+                return Some(Removal::Hidden);
             }
         }
         // Only the latest metadata and snapshot of a stream matter.
         if (ev.stream.starts_with(META_PREFIX) || ev.stream.starts_with(SNAPSHOT_PREFIX)) && ev.revision < last {
-            return true;
+            return Some(Removal::Hidden);
         }
         // Nor do a group's or a forwarder's checkpoints but the latest two,
         // once every forwarder known to the store passed them: a forwarder
         // counts a position it finds empty as an event removed before
-        // delivery (a gap), and a removed frame does not say its event was a
-        // system one. The one before the latest stays so that a group or
+        // delivery (a gap), and removed frames written before segment
+        // version 4 do not say their events were system ones (newer ones
+        // do, see `Removal::Hidden`). The one before the latest stays so that a group or
         // forwarder whose latest checkpoint was lost to damage (and repair)
         // resumes from it, delivering a few events again, not from its start
         // setting. (A forwarder saves one per checkpoint interval while it
@@ -136,19 +150,20 @@ impl Judge<'_> {
             && ev.revision.saturating_add(1) < last
             && ev.position < self.forwarders_passed
         {
-            return true;
+            return Some(Removal::Hidden);
         }
         if ev.stream.starts_with('$') {
-            return false;
+            return None;
         }
         let age_ms = (self.now - ev.timestamp).max(0) as u64 / 1000;
-        match self.policy.rules.iter().find(|r| r.matches(ev)) {
+        let removes = match self.policy.rules.iter().find(|r| r.matches(ev)) {
             Some(r) => match r.keep_ms {
                 None => false,
                 Some(keep) => age_ms > keep || expired,
             },
             None => expired || self.policy.max_age_ms.is_some_and(|m| age_ms > m),
-        }
+        };
+        removes.then_some(Removal::Retention)
     }
 }
 
@@ -540,6 +555,24 @@ fn live_events(l: &dyn Lookup) -> u64 {
     held.saturating_sub(system)
 }
 
+/// What the positions of a lost or removed frame held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RunKind {
+    /// Removed on purpose (a removed frame), not lost to damage (a lost one).
+    removed: bool,
+    /// Removed, and every position held an event reads no longer returned
+    /// (see [`Removal::Hidden`]).
+    hidden: bool,
+}
+
+/// Consecutive positions without an event, gathered into one frame.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    first: u64,
+    count: u64,
+    kind: RunKind,
+}
+
 /// Builds one sealed segment without the events the judge removes; `None` if it keeps them all.
 fn rewrite(
     shared: &Shared,
@@ -563,12 +596,16 @@ fn rewrite(
     .to_vec();
     let mut removed = 0u64;
     let mut dropped_runs: Vec<(u64, u64)> = Vec::new();
-    // (first, count, removed on purpose) of the positions without an event
-    // being gathered into one frame: positions lost to damage (a repair's
-    // lost frame) stay lost, never become removals.
-    let mut run: Option<(u64, u64, bool)> = None;
-    // Whether the positions sharing the last lost frame read were removed on purpose.
-    let mut shared_removed = true;
+    // The positions without an event being gathered into one frame: those
+    // lost to damage (a repair's lost frame) stay lost, never become
+    // removals; those whose events reads no longer returned are a run of
+    // their own, flagged so, that a forwarder passing them counts no gap.
+    let mut run: Option<Run> = None;
+    // The kind of the positions of the lost or removed frame being read.
+    let mut shared_kind = RunKind {
+        removed: true,
+        hidden: false,
+    };
     // Removing a stream's last event records the stream's head in the removed
     // frame, so that the segments alone still say which revisions the stream
     // handed out (a rebuild of stream states from them must never start a
@@ -576,21 +613,19 @@ fn rewrite(
     // exists: that event then says as much.
     let is_head = |stream: &str, revision: u64| shared.stream_state(stream).is_none_or(|s| s.last_revision <= revision);
     let mut heads: Vec<(String, u64, u64)> = Vec::new();
-    // Whether any removed frame holds heads: the segment's version says so.
-    let mut wrote_heads = false;
-    let mut wrote_sealed = false;
-    let flush = |out: &mut Vec<u8>,
-                 run: &mut Option<(u64, u64, bool)>,
-                 heads: &mut Vec<(String, u64, u64)>,
-                 wrote: &mut bool| {
-        if let Some((first, count, removed)) = run.take() {
-            *wrote |= !heads.is_empty();
+    // What the segment's version must admit.
+    let mut wrote = Wrote::default();
+    let flush = |out: &mut Vec<u8>, run: &mut Option<Run>, heads: &mut Vec<(String, u64, u64)>, wrote: &mut Wrote| {
+        if let Some(Run { first, count, kind }) = run.take() {
+            wrote.heads |= !heads.is_empty();
+            wrote.hidden_removed |= kind.removed && kind.hidden;
             record::encode_lost(
                 out,
                 &LostView {
                     first_position: first,
                     count,
-                    removed,
+                    removed: kind.removed,
+                    hidden: kind.hidden,
                     heads: heads
                         .iter()
                         .map(|(stream, revision, position)| Head {
@@ -604,62 +639,85 @@ fn rewrite(
         }
         heads.clear();
     };
+    // The lost or removed frame the last positions without an event came
+    // from: the position after its last, and its kind.
+    let mut in_frame: Option<(u64, RunKind)> = None;
     for p in base..end {
-        let (off, stop) = seg
-            .index
-            .location(p)
-            .ok_or_else(|| Error::corruption(&seg.path, 0, format!("no location for position {p}")))?;
-        // Both ends are cut to the bytes' length in u64 first, so they fit a usize.
-        let len = bytes.len() as u64;
-        let frame = match (usize::try_from(off.min(len)), usize::try_from(stop.max(off).min(len))) {
-            (Ok(from), Ok(to)) => &bytes[from..to],
-            _ => &[],
-        };
         let mut lost_heads: Vec<(String, u64, u64)> = Vec::new();
-        let view = match record::decode_frame(frame) {
-            Ok((Frame::Event(v), _)) => Some(v),
-            Ok((Frame::Lost(l), _)) => {
-                // Its positions join a run of their kind; the heads it records stay recorded.
-                shared_removed = l.removed;
-                lost_heads.extend(
-                    l.heads
-                        .iter()
-                        .filter(|h| is_head(h.stream, h.revision))
-                        .map(|h| (h.stream.to_string(), h.revision, h.position)),
-                );
+        let view = match in_frame {
+            // The next position of the same frame: known already.
+            Some((frame_end, kind)) if p < frame_end => {
+                shared_kind = kind;
                 None
             }
-            // Positions sharing a lost frame have empty ranges.
-            Err(_) if stop == off => None,
-            Ok(_) | Err(_) => {
-                return Err(Error::corruption(
-                    &seg.path,
-                    off,
-                    "damaged frame; run verify and repair first",
-                ));
+            _ => {
+                let (off, stop) = seg
+                    .index
+                    .location(p)
+                    .ok_or_else(|| Error::corruption(&seg.path, 0, format!("no location for position {p}")))?;
+                // Both ends are cut to the bytes' length in u64 first, so they
+                // fit a usize. The positions of a lost or removed frame share
+                // its offset, and all but its last have an empty range: the
+                // frame is decoded from its offset on, by its own length.
+                let len = bytes.len() as u64;
+                let to = if stop > off { stop.min(len) } else { len };
+                let frame = match (usize::try_from(off.min(len)), usize::try_from(to)) {
+                    (Ok(from), Ok(to)) => &bytes[from..to],
+                    _ => &[],
+                };
+                match record::decode_frame(frame) {
+                    Ok((Frame::Event(v), _)) if stop > off => Some(v),
+                    Ok((Frame::Lost(l), _)) if p == l.first_position => {
+                        // Its positions join a run of their kind; the heads it records stay recorded.
+                        shared_kind = RunKind {
+                            removed: l.removed,
+                            hidden: l.removed && l.hidden,
+                        };
+                        in_frame = Some((l.first_position.saturating_add(l.count), shared_kind));
+                        lost_heads.extend(
+                            l.heads
+                                .iter()
+                                .filter(|h| is_head(h.stream, h.revision))
+                                .map(|h| (h.stream.to_string(), h.revision, h.position)),
+                        );
+                        None
+                    }
+                    Ok(_) | Err(_) => {
+                        return Err(Error::corruption(
+                            &seg.path,
+                            off,
+                            "damaged frame; run verify and repair first",
+                        ));
+                    }
+                }
             }
         };
         let held = judge.hold.is_some_and(|h| p >= h);
         // Under `drop-oldest`, a segment past the budget goes whatever the hold.
         let dropping = expired && judge.drop_oldest;
+        let removal = view.as_ref().and_then(|v| judge.removal(v, expired));
         match view {
-            Some(v) if held && !dropping && judge.removes(&v, expired) => {
-                *kept_for_forwarding += 1;
-                flush(&mut out, &mut run, &mut heads, &mut wrote_heads);
-                wrote_sealed |= v.sealed;
-                record::encode_committed(&mut out, &v)?;
-            }
-            Some(v) if !judge.removes(&v, expired) => {
-                flush(&mut out, &mut run, &mut heads, &mut wrote_heads);
+            Some(v) if removal.is_none() || (held && !dropping) => {
+                // Kept: a forwarder that waits has not delivered it yet.
+                if removal.is_some() {
+                    *kept_for_forwarding += 1;
+                }
+                flush(&mut out, &mut run, &mut heads, &mut wrote);
                 // Each kept event becomes its own committed append: the events it
                 // shared an append with may be gone.
-                wrote_sealed |= v.sealed;
+                wrote.sealed |= v.sealed;
                 record::encode_committed(&mut out, &v)?;
             }
             other => {
-                let removed_here = other.is_some() || shared_removed;
-                if run.is_some_and(|(_, _, r)| r != removed_here) {
-                    flush(&mut out, &mut run, &mut heads, &mut wrote_heads);
+                let kind = match &other {
+                    Some(_) => RunKind {
+                        removed: true,
+                        hidden: removal == Some(Removal::Hidden),
+                    },
+                    None => shared_kind,
+                };
+                if run.is_some_and(|r| r.kind != kind) {
+                    flush(&mut out, &mut run, &mut heads, &mut wrote);
                 }
                 heads.append(&mut lost_heads);
                 if let Some(v) = &other {
@@ -675,13 +733,20 @@ fn rewrite(
                     }
                 }
                 run = Some(match run {
-                    Some((first, count, r)) => (first, count + 1, r),
-                    None => (p, 1, removed_here),
+                    Some(r) => Run {
+                        count: r.count + 1,
+                        ..r
+                    },
+                    None => Run {
+                        first: p,
+                        count: 1,
+                        kind,
+                    },
                 });
             }
         }
     }
-    flush(&mut out, &mut run, &mut heads, &mut wrote_heads);
+    flush(&mut out, &mut run, &mut heads, &mut wrote);
     if removed == 0 {
         return Ok(None);
     }
@@ -694,7 +759,7 @@ fn rewrite(
             content_crc,
         },
     );
-    crate::format::segment::set_version(&mut out, crate::format::segment::version_for(wrote_heads, wrote_sealed));
+    crate::format::segment::set_version(&mut out, crate::format::segment::version_for(wrote));
     Ok(Some(Rewritten {
         bytes: out,
         removed,

@@ -201,10 +201,11 @@ impl Store {
     }
 
     /// The positions in `from..to` that hold no event (of any stream,
-    /// deleted or not), as sorted, disjoint spans (start, end). Reads every
-    /// event there: for rare checks only.
-    pub(crate) fn empty_spans_in(&self, from: u64, to: u64) -> Result<Vec<(u64, u64)>> {
-        self.shared.empty_spans_in(from, to)
+    /// deleted or not), and those of them that held system events only
+    /// (see [`crate::log::holes`]). Reads every event of the segments that
+    /// have such positions.
+    pub(crate) fn holes_in(&self, from: u64, to: u64) -> Result<crate::log::holes::Holes> {
+        self.shared.holes_in(from, to)
     }
 
     /// How many times scavenging replaced a sealed segment by one with

@@ -7,9 +7,7 @@
 use super::{ForwardGap, Forwarder};
 use crate::error::Result;
 use crate::format::system::StoredGapV1;
-
-/// A stretch of positions, (start, end).
-type Span = (u64, u64);
+use crate::log::holes::Span;
 
 /// Positions covered by sorted, disjoint spans.
 fn span_len(spans: &[Span]) -> u64 {
@@ -22,6 +20,15 @@ fn clipped_len(spans: &[Span], from: u64, to: u64) -> u64 {
         .iter()
         .map(|&(start, end)| end.min(to).saturating_sub(start.max(from)))
         .sum()
+}
+
+/// The parts of sorted, disjoint spans inside `from..to`.
+fn clipped(spans: &[Span], from: u64, to: u64) -> Vec<Span> {
+    spans
+        .iter()
+        .map(|&(start, end)| (start.max(from), end.min(to)))
+        .filter(|(start, end)| start < end)
+        .collect()
 }
 
 /// Sorts spans and merges those that overlap or touch.
@@ -62,7 +69,10 @@ fn subtract(a: &[Span], b: &[Span]) -> Vec<Span> {
 }
 
 /// What a stretch of the log the forwarder passes over held no event at,
-/// as the store was when the forwarder read it.
+/// as the store was when the forwarder read it. Positions whose removed
+/// frames say they held events reads no longer returned (of system streams,
+/// or hidden by their stream's metadata) are in none of the lists: the
+/// forwarder would not have delivered those either.
 pub(super) struct Stretch {
     /// Positions before it (from the stretch's start) are of unknown cause:
     /// the drop record cannot be read, or lost its entries there to damage.
@@ -75,8 +85,10 @@ pub(super) struct Stretch {
     /// record names, as sorted, disjoint spans.
     named: Vec<Span>,
     /// The positions from `unknown` on that held no event and that the drop
-    /// record says this forwarder had delivered before they were dropped.
-    delivered: Vec<Span>,
+    /// record does not name (nor says this forwarder had delivered before
+    /// they were dropped): removed by retention or a deletion, or lost to
+    /// damage.
+    removed: Vec<Span>,
     /// The latest time of the drops `named` comes from.
     when: Option<i64>,
 }
@@ -107,7 +119,9 @@ impl Forwarder {
     /// Moves the cursor past positions that hold no event any more (removed by
     /// scavenging or lost to damage), recording the gap loudly: with the
     /// store's drop record for the events it names (`drop-oldest`), and as
-    /// removed by retention or damage for the other positions.
+    /// removed by retention, a deletion or damage for the other positions
+    /// (but those whose removed frames say reads no longer returned their
+    /// events: a deleted stream's, a system stream's).
     pub(super) fn skip_gap(&mut self, head: u64) -> Result<()> {
         let first = self.store.first_event_position_from(self.cursor)?.unwrap_or(head);
         if first > self.cursor {
@@ -115,39 +129,9 @@ impl Forwarder {
             // Every position in the gap held one event, and is gone for good:
             // no later scavenge changes what this finds.
             let stretch = self.survey(from, to)?;
-            let (damaged, unknown) = (stretch.damaged, stretch.unknown);
-            // The drop record names some; the others (with those of unknown
-            // cause) are counted here.
-            // The positions it had delivered before a drop are no gap either.
-            let named = span_len(&stretch.named) + span_len(&stretch.delivered);
-            self.drops_reported = self.drops_reported.max(unknown);
-            self.note_drops(unknown, to, &stretch);
-            let other = (to - from).saturating_sub(named);
-            if other > 0 {
-                let unread = if damaged {
-                    " (the drop record, dropped.rec, cannot be read: they may have been dropped by retention.when_full = \"drop-oldest\")"
-                } else if from < unknown {
-                    " (the drop record, dropped.rec, lost its entries there to damage, see annal repair: they may have been dropped by retention.when_full = \"drop-oldest\")"
-                } else {
-                    ""
-                };
-                let msg = format!(
-                    "gap: {other} events at positions {from}..{to} were removed (retention or damage){unread} before forwarder {:?} delivered them; they are skipped",
-                    self.name
-                );
-                self.current.skipped += other;
-                self.report_gap(
-                    msg,
-                    ForwardGap {
-                        first_position: from,
-                        end_position: to,
-                        dropped_events: None,
-                        dropped_micros: None,
-                    },
-                );
-            }
-            self.dirty = true;
             self.cursor = first;
+            self.note_drops(from, to, &stretch);
+            self.dirty = true;
             self.hold();
             self.save()?;
         }
@@ -207,9 +191,11 @@ impl Forwarder {
     /// What `from..to` holds no event at now, for [`Forwarder::note_drops`]:
     /// the positions of unknown cause (while the drop record cannot be
     /// read, or before the end of entries it lost to damage) without an
-    /// event, and the positions the drop record names that hold none.
-    /// A caller that read the stretch takes it while no segment was replaced
-    /// since its read began, so that it describes what the read saw.
+    /// event, the positions the drop record names that hold none, and the
+    /// others without an event; none whose removed frame says it held an
+    /// event reads no longer returned. A caller that read the stretch takes it while no
+    /// segment was replaced since its read began, so that it describes what
+    /// the read saw.
     pub(super) fn survey(&mut self, from: u64, to: u64) -> Result<Stretch> {
         self.load_drops();
         let damaged = self.drop_record_damaged();
@@ -218,33 +204,37 @@ impl Forwarder {
         } else {
             self.lost_before().clamp(from, to)
         };
-        let missing = if from < unknown {
-            self.store.empty_spans_in(from, unknown)?
-        } else {
-            Vec::new()
-        };
-        let (named, when, delivered) = self.gone_drops(unknown, to)?;
+        let holes = self.store.holes_in(from, to)?;
+        let empty = subtract(&merge(holes.empty), &merge(holes.hidden));
+        let missing = clipped(&empty, from, unknown);
+        let after = clipped(&empty, unknown, to);
+        let (named, when, delivered) = self.gone_drops(&after);
+        let removed = subtract(&subtract(&after, &named), &delivered);
         Ok(Stretch {
             unknown,
             damaged,
             missing,
             named,
-            delivered,
+            removed,
             when,
         })
     }
 
-    /// The positions in `from..to` whose events the store's drop record says
-    /// were dropped and that hold no event now, as sorted, disjoint spans
-    /// (start, end): an entry recorded twice counts once, and positions of
-    /// an entry whose segment was not replaced (the rewrite failed, or the
-    /// process stopped in between) still hold their events and are not
-    /// counted, even when a later scavenge removed some of the others. With
-    /// the latest time of the drops they come from. Apart: the positions of
-    /// such runs that lay before where an entry names this forwarder, which
-    /// it had delivered when they were dropped (it passes them again after
-    /// a restart from an older checkpoint): neither dropped for it nor a gap.
-    fn gone_drops(&mut self, from: u64, to: u64) -> Result<(Vec<Span>, Option<i64>, Vec<Span>)> {
+    /// The positions of `empty` (sorted, disjoint spans that hold no event)
+    /// that the store's drop record says were dropped, as sorted, disjoint
+    /// spans (start, end): an entry recorded twice counts once, and
+    /// positions of an entry whose segment was not replaced (the rewrite
+    /// failed, or the process stopped in between) still hold their events
+    /// and are not counted, even when a later scavenge removed some of the
+    /// others. With the latest time of the drops they come from. Apart: the
+    /// positions of such runs that lay before where an entry names this
+    /// forwarder, which it had delivered when they were dropped (it passes
+    /// them again after a restart from an older checkpoint): neither
+    /// dropped for it nor a gap.
+    fn gone_drops(&self, empty: &[Span]) -> (Vec<Span>, Option<i64>, Vec<Span>) {
+        let (Some(&(from, _)), Some(&(_, to))) = (empty.first(), empty.last()) else {
+            return (Vec::new(), None, Vec::new());
+        };
         let mut spans: Vec<Span> = Vec::new();
         let mut delivered: Vec<Span> = Vec::new();
         let mut when = None;
@@ -263,15 +253,8 @@ impl Forwarder {
                 if count == 0 || first >= to || end <= from {
                     continue;
                 }
-                let (a, b) = (first.max(from), end.min(to));
-                if a < passed {
-                    delivered.extend(self.store.empty_spans_in(a, b.min(passed))?);
-                }
-                let a = a.max(passed);
-                if a >= b {
-                    continue;
-                }
-                let gone = self.store.empty_spans_in(a, b)?;
+                delivered.extend(clipped(empty, first, end.min(passed)));
+                let gone = clipped(empty, first.max(passed), end);
                 if !gone.is_empty() {
                     when = when.max(Some(d.dropped_micros));
                 }
@@ -279,7 +262,7 @@ impl Forwarder {
             }
         }
         let delivered = merge(delivered);
-        Ok((subtract(&merge(spans), &delivered), when, delivered))
+        (subtract(&merge(spans), &delivered), when, delivered)
     }
 
     /// Reports what `stretch` (surveyed over a stretch starting at or before
@@ -317,12 +300,7 @@ impl Forwarder {
                 },
             );
         }
-        let spans: Vec<Span> = stretch
-            .named
-            .iter()
-            .map(|&(a, b)| (a.max(unknown), b.min(to)))
-            .filter(|(a, b)| a < b)
-            .collect();
+        let spans = clipped(&stretch.named, unknown, to);
         let events = span_len(&spans);
         if let (Some(&(first, _)), Some(&(_, end)), Some(when), true) =
             (spans.first(), spans.last(), stretch.when, events > 0)
@@ -342,7 +320,25 @@ impl Forwarder {
                 },
             );
         }
-        missing + events
+        let spans = clipped(&stretch.removed, unknown, to);
+        let removed = span_len(&spans);
+        if let (Some(&(first, _)), Some(&(_, end)), true) = (spans.first(), spans.last(), removed > 0) {
+            let msg = format!(
+                "gap: {removed} events at positions {first}..{end} were removed (retention, a deletion, or damage) before forwarder {:?} delivered them; they are skipped",
+                self.name
+            );
+            self.current.skipped += removed;
+            self.report_gap(
+                msg,
+                ForwardGap {
+                    first_position: first,
+                    end_position: end,
+                    dropped_events: None,
+                    dropped_micros: None,
+                },
+            );
+        }
+        missing + events + removed
     }
 
     fn report_gap(&mut self, msg: String, gap: ForwardGap) {

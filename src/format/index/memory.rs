@@ -59,6 +59,8 @@ pub struct MemIndex {
     /// [`super::meta_key`].
     tags: FxHashMap<u64, TagSlot>,
     ids: FxHashMap<Uuid, u64>,
+    /// Positions that hold an event (the others are lost or removed).
+    events: u64,
     /// The metadata fields whose string values are filed in `tags`.
     fields: Arc<MetaFields>,
 }
@@ -127,6 +129,7 @@ impl MemIndex {
         debug_assert_eq!(e.position, self.base + self.locations.len() as u64);
         self.locations.push((e.offset, e.timestamp));
         self.end_offset = end;
+        self.events += 1;
         let slot = self.slot(e.stream, e.revision, e.position);
         slot.entries.push((e.revision, e.position));
         slot.summary.last_revision = e.revision;
@@ -456,6 +459,8 @@ impl MemIndex {
         if !r.buf.is_empty() {
             return Err(DecodeError("trailing bytes in the snapshot"));
         }
+        // Each event has one stream entry; lost and removed positions none.
+        let events = streams.values().flatten().map(|s| s.entries.len() as u64).sum();
         Ok(MemIndex {
             base,
             locations,
@@ -464,6 +469,7 @@ impl MemIndex {
             types,
             tags,
             ids,
+            events,
             fields,
         })
     }
@@ -557,6 +563,9 @@ impl Lookup for MemIndex {
     }
     fn meta_field_names(&self) -> Option<Vec<String>> {
         Some(self.fields.names().to_vec())
+    }
+    fn empty_positions(&self) -> Option<u64> {
+        Some((self.locations.len() as u64).saturating_sub(self.events))
     }
     fn meta_fingerprint(&self) -> u64 {
         self.fields.fingerprint()

@@ -199,6 +199,13 @@ pub trait Lookup: Send + Sync {
     fn event_count(&self) -> Option<u64> {
         None
     }
+    /// How many of the segment's positions hold no event (lost or removed),
+    /// where the index knows: a reader looking for such positions skips a
+    /// segment that has none.
+    fn empty_positions(&self) -> Option<u64> {
+        let positions = self.next_position().saturating_sub(self.base());
+        self.event_count().map(|held| positions.saturating_sub(held))
+    }
 }
 
 /// A stream's name, summary and `(revision, position)` entries in one segment.
@@ -337,6 +344,7 @@ mod tests {
                     first_position: 120,
                     count: 3,
                     removed: false,
+                    hidden: false,
                     heads,
                 };
                 m.push_lost(&view, off, off + 30);

@@ -178,4 +178,7 @@ impl Lookup for SegmentIndex {
     fn event_count(&self) -> Option<u64> {
         self.lookup().event_count()
     }
+    fn empty_positions(&self) -> Option<u64> {
+        self.lookup().empty_positions()
+    }
 }

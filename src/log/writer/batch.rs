@@ -110,7 +110,7 @@ impl Writer {
             .file
             .read_exact_at(&mut header, 0)
             .ctx(|| format!("reading {}", active.path.display()))?;
-        let active_v3 = SegmentHeader::decode(&header, &active.path)?.version == SEGMENT_VERSION_SEALED;
+        let active_v3 = SegmentHeader::decode(&header, &active.path)?.version >= SEGMENT_VERSION_SEALED;
         // The newest sealed segment's last timestamp bounds ours from below too.
         let sealed_ts = shared
             .segments

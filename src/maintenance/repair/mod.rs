@@ -579,6 +579,7 @@ impl Repairer<'_> {
                 first_position: first,
                 count,
                 removed: false,
+                hidden: false,
                 heads,
             },
         );
