@@ -22,30 +22,30 @@ const SCHEDULE_TICK: std::time::Duration = std::time::Duration::from_millis(100)
 /// After a seal for compression failed (a full disk), the compressor tries again this much later.
 const SEAL_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Whether the active segment should be sealed so that it can be compressed:
-/// it holds at least `seal_min_bytes`, and no event came for `seal_idle_ms`
-/// or its oldest event is `seal_after_ms` old (by the store's clock).
-fn seal_due(shared: &Shared, c: &CompressionOptions) -> bool {
+/// The first position of the active segment if it should be sealed so that
+/// it can be compressed: it holds at least `seal_min_bytes`, and no event
+/// came for `seal_idle_ms` or its oldest event is `seal_after_ms` old (by
+/// the store's clock). The seal is then asked for that segment only
+/// ([`crate::log::writer::Committer::seal_active_at`]): a rotation in
+/// between starts a new, small segment, which is not due.
+fn seal_due(shared: &Shared, c: &CompressionOptions) -> Option<u64> {
     // A writer stopped by a failed sync seals nothing: trying every minute would only repeat its error.
     if shared.poisoned().is_some() {
-        return false;
+        return None;
     }
-    let Some(active) = shared.segments.active() else {
-        return false;
-    };
+    let active = shared.segments.active()?;
     let idx = active.index.read();
     if idx.is_empty() || idx.end_offset() < c.seal_min_bytes.max(1) {
-        return false;
+        return None;
     }
-    let Some((oldest, newest)) = idx.time_range() else {
-        return false;
-    };
+    let (oldest, newest) = idx.time_range()?;
+    let base = idx.base();
     drop(idx);
     let now = shared.options.clock.now_micros();
     let passed = |since: i64, ms: u64| {
         ms > 0 && now.saturating_sub(since) >= i64::try_from(ms.saturating_mul(1000)).unwrap_or(i64::MAX)
     };
-    passed(newest, c.seal_idle_ms) || passed(oldest, c.seal_after_ms)
+    (passed(newest, c.seal_idle_ms) || passed(oldest, c.seal_after_ms)).then_some(base)
 }
 
 impl Store {
@@ -76,12 +76,12 @@ impl Store {
                 |_| false,
                 move |shared| {
                     if let Some(committer) = committer.as_ref().and_then(Weak::upgrade)
-                        && seal_due(shared, &c)
+                        && let Some(base) = seal_due(shared, &c)
                         && failed_seal
                             .lock()
                             .is_none_or(|at| shared.options.clock.now() >= at + SEAL_RETRY)
                     {
-                        let result = committer.seal_active().map(|_| ());
+                        let result = committer.seal_active_at(base).map(|_| ());
                         *failed_seal.lock() = result.is_err().then(|| shared.options.clock.now());
                         shared.record_background("sealing the active segment for compression", result);
                     }
@@ -296,5 +296,43 @@ fn set_or_forget(map: &mut std::collections::BTreeMap<String, u64>, name: &str, 
         None => {
             map.remove(name);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::format::index::Lookup;
+    use crate::{EventData, ExpectedVersion, Options, SimStorage, Store};
+
+    /// The compressor judged the active segment due outside the writer's
+    /// lock and then sealed whatever segment was active: a rotation in
+    /// between (a full segment, a seal asked for by hand) made it seal the
+    /// next one, a few events long. The seal it asks for names the segment
+    /// it judged.
+    #[test]
+    fn a_seal_judged_due_for_one_segment_never_seals_the_next() {
+        let store = Store::open_with(Arc::new(SimStorage::new()), "/seal", Options::default()).unwrap();
+        let append = |n: usize| {
+            for _ in 0..n {
+                store
+                    .append("s", ExpectedVersion::Any, vec![EventData::json("A", "{}")])
+                    .unwrap();
+            }
+        };
+        append(10);
+        let judged = store.shared.segments.active().unwrap().index.read().base();
+        // A rotation comes first, and an append after it.
+        assert!(store.seal_active_segment().unwrap());
+        append(1);
+        let committer = store.committer.as_ref().unwrap();
+        assert!(!committer.seal_active_at(judged).unwrap());
+        let stats = store.stats();
+        assert_eq!((stats.segments, stats.active_events), (2, 1));
+        // The segment that is active now is sealed when it is the one asked for.
+        let now = store.shared.segments.active().unwrap().index.read().base();
+        assert!(committer.seal_active_at(now).unwrap());
+        assert_eq!(store.stats().active_events, 0);
     }
 }

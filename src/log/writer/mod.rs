@@ -225,7 +225,18 @@ impl Committer {
         if self.queue.lock().closed {
             return Err(Error::Closed(None));
         }
-        self.writer.lock().seal_active()
+        self.writer.lock().seal_active(None)
+    }
+
+    /// Seals the active segment if it is still the one starting at `base`
+    /// (see [`Writer::seal_active`]): for a caller that judged that segment
+    /// due while a rotation may have replaced it since. Returns whether a
+    /// segment was sealed.
+    pub(crate) fn seal_active_at(&self, base: u64) -> Result<bool> {
+        if self.queue.lock().closed {
+            return Err(Error::Closed(None));
+        }
+        self.writer.lock().seal_active(Some(base))
     }
 
     /// Refuses further appends, stops the flusher and makes everything written durable.

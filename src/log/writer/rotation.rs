@@ -20,15 +20,19 @@ use super::batch::Writer;
 impl Writer {
     /// Seals the active segment now if it holds any position (or finishes a
     /// rotation that failed after its seal), so that the segment can be
-    /// compressed; the next append goes to a new segment. Returns whether a
-    /// segment was sealed. Errors as [`Writer::rotate`].
-    pub(super) fn seal_active(&mut self) -> Result<bool> {
+    /// compressed; the next append goes to a new segment. With `base`, only
+    /// if the active segment is still the one starting there. Returns
+    /// whether a segment was sealed. Errors as [`Writer::rotate`].
+    pub(super) fn seal_active(&mut self, base: Option<u64>) -> Result<bool> {
         // Groups written but not yet published are not in the index yet.
         self.pipeline.drain();
         if let Some(e) = self.shared.poisoned() {
             return Err(e);
         }
-        if !self.sealed_pending && self.active.index.read().is_empty() {
+        let index = self.active.index.read();
+        let (empty, other) = (index.is_empty(), base.is_some_and(|b| b != index.base()));
+        drop(index);
+        if other || (!self.sealed_pending && empty) {
             return Ok(false);
         }
         self.rotate()?;
