@@ -86,9 +86,6 @@ struct Judge<'a> {
     hold: Option<u64>,
     /// `drop-oldest`: segments past the budget lose their events whatever the hold.
     drop_oldest: bool,
-    /// Every forwarder known to the store is past the positions before this
-    /// one (see `forwarders_passed`).
-    forwarders_passed: u64,
 }
 
 /// Why scavenging removes an event.
@@ -135,21 +132,16 @@ impl Judge<'_> {
         if (ev.stream.starts_with(META_PREFIX) || ev.stream.starts_with(SNAPSHOT_PREFIX)) && ev.revision < last {
             return Some(Removal::Hidden);
         }
-        // Nor do a group's or a forwarder's checkpoints but the latest two,
-        // once every forwarder known to the store passed them: a forwarder
-        // counts a position it finds empty as an event removed before
-        // delivery (a gap), and removed frames written before segment
-        // version 4 do not say their events were system ones (newer ones
-        // do, see `Removal::Hidden`). The one before the latest stays so that a group or
+        // Nor do a group's or a forwarder's checkpoints but the latest two
+        // (their removed frames say reads no longer returned them, see
+        // `Removal::Hidden`: a forwarder passing them counts no gap). The
+        // one before the latest stays so that a group or
         // forwarder whose latest checkpoint was lost to damage (and repair)
         // resumes from it, delivering a few events again, not from its start
         // setting. (A forwarder saves one per checkpoint interval while it
         // delivers, by default every second: kept for good, they would grow
         // the store by some 86,400 records a day each.)
-        if is_checkpoint_stream(ev.stream)
-            && ev.revision.saturating_add(1) < last
-            && ev.position < self.forwarders_passed
-        {
+        if is_checkpoint_stream(ev.stream) && ev.revision.saturating_add(1) < last {
             return Some(Removal::Hidden);
         }
         if ev.stream.starts_with('$') {
@@ -172,50 +164,11 @@ impl Judge<'_> {
 /// (`$forward-<name>-checkpoint`): only the last event of either is ever
 /// read (by `Store::group`, by a forwarder starting, by the forwarders'
 /// status), so a scavenge may remove all but the last two. Not the parked
-/// streams (`-parked`): every parked record is read. A forwarder started
-/// later from before the removed ones reports their positions as a gap, as
-/// it does for any event retention removed.
+/// streams (`-parked`): every parked record is read. A forwarder passing
+/// the removed ones counts no gap: their frames say reads no longer
+/// returned them.
 fn is_checkpoint_stream(stream: &str) -> bool {
     (stream.starts_with("$group-") || stream.starts_with("$forward-")) && stream.ends_with("-checkpoint")
-}
-
-/// The lowest position a forwarder known to the store may read from again:
-/// the least of the saved checkpoints (not of those forgotten), of the
-/// running forwarders' positions and of the retention holds; `u64::MAX`
-/// with no forwarder.
-fn forwarders_passed(shared: &Shared) -> Result<u64> {
-    // A forgotten forwarder (its hold dropped, its checkpoint kept) may run
-    // again from its checkpoint: it counts here, unlike for the holds.
-    let saved = saved_forwarder_positions(shared, true)?;
-    let running = forwarders_before(shared, u64::MAX);
-    // A running forwarder that saved no checkpoint yet starts again, if it
-    // stops now, where its settings say: perhaps at the start of the log.
-    if running.keys().any(|n| !saved.contains_key(n)) {
-        return Ok(0);
-    }
-    // A forwarder the drop record names that saved no checkpoint and does
-    // not run will start where its settings say, perhaps at the start of
-    // the log; one the record lost to damage is not known at all. Either
-    // would count a removed checkpoint as a gap: none is removed while one
-    // may exist (nor while the record cannot be read).
-    let unknown = match load_dropped(shared) {
-        Ok(drops) => drops.iter().any(|d| {
-            d.records_lost()
-                || d.forwarders
-                    .iter()
-                    .any(|(n, _)| !saved.contains_key(n) && !running.contains_key(n))
-        }),
-        Err(_) => true,
-    };
-    if unknown {
-        return Ok(0);
-    }
-    Ok(saved
-        .values()
-        .flatten()
-        .chain(running.values())
-        .copied()
-        .fold(u64::MAX, u64::min))
 }
 
 /// Loads the retention holds that forwarders saved with their checkpoints
@@ -445,7 +398,6 @@ pub(crate) fn scavenge(shared: &Shared, policy: &RetentionPolicy) -> Result<Scav
         now: shared.options.clock.now_micros(),
         hold: hold.map(|(_, p)| p),
         drop_oldest: policy.when_full == WhenFull::DropOldest,
-        forwarders_passed: forwarders_passed(shared)?,
     };
     for (i, seg) in sealed.iter().enumerate() {
         report.segments_examined += 1;
@@ -696,8 +648,13 @@ fn rewrite(
         // Under `drop-oldest`, a segment past the budget goes whatever the hold.
         let dropping = expired && judge.drop_oldest;
         let removal = view.as_ref().and_then(|v| judge.removal(v, expired));
+        // A hold keeps what a forwarder may still deliver: never the event
+        // of a system stream (which no forwarder delivers). A user event its
+        // stream's metadata hides stays: a change of the metadata may show
+        // it again.
+        let system = view.as_ref().is_some_and(|v| v.stream.starts_with('$'));
         match view {
-            Some(v) if removal.is_none() || (held && !dropping) => {
+            Some(v) if removal.is_none() || (held && !dropping && !system) => {
                 // Kept: a forwarder that waits has not delivered it yet.
                 if removal.is_some() {
                     *kept_for_forwarding += 1;
@@ -722,7 +679,9 @@ fn rewrite(
                 heads.append(&mut lost_heads);
                 if let Some(v) = &other {
                     removed += 1;
-                    if held {
+                    // Under `drop-oldest`, what a forwarder had not delivered
+                    // yet and would have: the drop record names it.
+                    if held && removal == Some(Removal::Retention) {
                         match dropped_runs.last_mut() {
                             Some((first, n)) if *first + *n == p => *n += 1,
                             _ => dropped_runs.push((p, 1)),
