@@ -86,7 +86,7 @@ pub(super) struct Stretch {
     named: Vec<Span>,
     /// The positions from `unknown` on that held no event and that the drop
     /// record does not name (nor says this forwarder had delivered before
-    /// they were dropped): removed by retention or a deletion, or lost to
+    /// they were dropped): removed by the retention policy, or lost to
     /// damage.
     removed: Vec<Span>,
     /// The latest time of the drops `named` comes from.
@@ -119,7 +119,7 @@ impl Forwarder {
     /// Moves the cursor past positions that hold no event any more (removed by
     /// scavenging or lost to damage), recording the gap loudly: with the
     /// store's drop record for the events it names (`drop-oldest`), and as
-    /// removed by retention, a deletion or damage for the other positions
+    /// removed by the retention policy or damage for the other positions
     /// (but those whose removed frames say reads no longer returned their
     /// events: a deleted stream's, a system stream's).
     pub(super) fn skip_gap(&mut self, head: u64) -> Result<()> {
@@ -289,8 +289,8 @@ impl Forwarder {
                 "gap: {missing} positions in {start}..{unknown} hold no event and {why}: they may have been dropped (retention.when_full = \"drop-oldest\") or removed before forwarder {:?} delivered them; they are skipped",
                 self.name
             );
-            self.current.skipped += missing;
             self.report_gap(
+                missing,
                 msg,
                 ForwardGap {
                     first_position: start,
@@ -309,8 +309,8 @@ impl Forwarder {
                 "gap: {events} events at positions {first}..{end} were dropped at {when} µs (retention.when_full = \"drop-oldest\", recorded in dropped.rec) before forwarder {:?} delivered them; they are skipped",
                 self.name
             );
-            self.current.skipped += events;
             self.report_gap(
+                events,
                 msg,
                 ForwardGap {
                     first_position: first,
@@ -324,11 +324,11 @@ impl Forwarder {
         let removed = span_len(&spans);
         if let (Some(&(first, _)), Some(&(_, end)), true) = (spans.first(), spans.last(), removed > 0) {
             let msg = format!(
-                "gap: {removed} events at positions {first}..{end} were removed (retention, a deletion, or damage) before forwarder {:?} delivered them; they are skipped",
+                "gap: {removed} events at positions {first}..{end} were removed by the retention policy (or by a deletion, in segments written before format 4) or lost to damage before forwarder {:?} delivered them; they are skipped",
                 self.name
             );
-            self.current.skipped += removed;
             self.report_gap(
+                removed,
                 msg,
                 ForwardGap {
                     first_position: first,
@@ -341,7 +341,9 @@ impl Forwarder {
         missing + events + removed
     }
 
-    fn report_gap(&mut self, msg: String, gap: ForwardGap) {
+    /// Counts `skipped` positions of `gap` and reports it with `msg`.
+    fn report_gap(&mut self, skipped: u64, msg: String, gap: ForwardGap) {
+        self.current.skipped += skipped;
         self.current.gap = Some(gap.into());
         self.dirty = true;
         let mut s = self.status.lock();
