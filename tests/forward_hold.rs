@@ -1775,3 +1775,54 @@ fn a_hold_keeps_no_system_record_a_forwarder_would_not_deliver() {
     drop(f);
     drop(busy);
 }
+
+/// Review of 38411b0: a forwarder killed before it saved, whose target's
+/// checkpoint is ahead of the store's, passes again what it delivered; the
+/// events the retention policy removed there since were counted as a gap,
+/// though the target holds them. Only the drop record can say which drops
+/// came before delivery there.
+#[test]
+fn delivered_events_retention_removed_since_are_no_gap_when_the_target_checkpoint_is_ahead() {
+    let sim = SimStorage::new();
+    let options = || {
+        Options::default()
+            .durability(Durability::Always)
+            .segment_size(8 * 1024)
+            .retention(RetentionPolicy {
+                rules: vec![RetentionRule {
+                    event_type: Some("Brief".into()),
+                    tag: None,
+                    keep_ms: Some(1),
+                }],
+                ..RetentionPolicy::default()
+            })
+    };
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap());
+    for i in 0..300 {
+        let kind = if i % 50 == 7 { "Brief" } else { "A" };
+        store
+            .append(
+                &format!("s-{}", i % 5),
+                ExpectedVersion::Any,
+                vec![EventData::json(kind, "{}")],
+            )
+            .unwrap();
+    }
+    let target = Keeping::default();
+    let s = ignoring().checkpoint_interval(Duration::from_secs(3600));
+    let mut f = Forwarder::new(store.clone(), "k", s.clone(), Box::new(target.clone())).unwrap();
+    while f.step().unwrap() != annal::Step::Idle {}
+    assert_eq!(target.sink.0.lock().len(), 300);
+    std::thread::sleep(Duration::from_millis(5));
+    assert!(store.scavenge().unwrap().events_removed > 0);
+    // Killed: nothing more is saved.
+    std::mem::forget(f);
+    std::mem::forget(store);
+    sim.kill_process();
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap());
+    let mut f = Forwarder::new(store.clone(), "k", s, Box::new(target.clone())).unwrap();
+    f.run(&AtomicBool::new(false), true).unwrap();
+    assert_eq!(target.sink.0.lock().len(), 300, "nothing delivered again");
+    let status = f.status();
+    assert_eq!((status.skipped, status.gap), (0, None), "{status:?}");
+}

@@ -10,10 +10,15 @@
 //! 2. forwards that backlog to URL (`--once`-style) and times it;
 //! 3. appends EVENTS more events to a second new store while a forwarder
 //!    ships them to URL, and times the appends;
-//! 4. seals the first store's segment, deletes every other stream and
+//! 4. seals the first store's segment, deletes one stream, scavenges and
+//!    forwards the backlog from the start with a new forwarder (a few
+//!    holes in every segment), then deletes every other stream and
 //!    scavenges, then forwards what is left from the start with a new
 //!    forwarder and times it: a backlog read through the holes scavenging
-//!    left, which a forwarder looks at to count what it must report.
+//!    left, which a forwarder looks at to count what it must report;
+//! 5. the same with holes one position wide: EVENTS single-event appends
+//!    alternating between two streams (in batches of 100 appends), one of
+//!    them deleted and scavenged.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_possible_truncation)]
 
 use std::sync::Arc;
@@ -117,6 +122,20 @@ fn main() {
 
     let store = store_once;
     store.seal_active_segment().unwrap();
+    // A few holes in every segment first: one stream of the 64 deleted.
+    store.delete_stream("device-1", ExpectedVersion::Any, false).unwrap();
+    let removed = store.scavenge().unwrap().events_removed;
+    let target = make_target(&url);
+    let mut f = Forwarder::new(store.clone(), &format!("{name}-few"), settings_holes(), target).unwrap();
+    let began = Instant::now();
+    f.run(&AtomicBool::new(false), true).unwrap();
+    let took = began.elapsed().as_secs_f64();
+    println!(
+        "forwarded a backlog with a few holes ({removed} of {n} events removed, one stream deleted) in {took:.2} s: {:.0} events/s read through, {} skipped",
+        n as f64 / took,
+        f.status().skipped
+    );
+    drop(f);
     for s in (0..streams).step_by(2) {
         store
             .delete_stream(&format!("device-{s}"), ExpectedVersion::Any, false)
@@ -131,6 +150,45 @@ fn main() {
     let status = f.status();
     println!(
         "forwarded a scavenged backlog ({removed} of {n} events removed, deleted streams) in {took:.2} s: {:.0} events/s read through, {} delivered, {} skipped",
+        n as f64 / took,
+        status.delivered_events,
+        status.skipped
+    );
+    interleaved(&url, n, &name);
+}
+
+/// Step 5: a backlog of which every other event was removed.
+fn interleaved(url: &str, n: usize, name: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), Options::default()).unwrap());
+    let mut i = 0;
+    while i < n {
+        let appends = (i..(i + 100).min(n))
+            .map(|k| {
+                let stream = if k % 2 == 0 { "live" } else { "doomed" };
+                annal::Append::new(
+                    stream,
+                    ExpectedVersion::Any,
+                    vec![EventData::json("Measured", format!(r#"{{"n":{k}}}"#))],
+                )
+            })
+            .collect::<Vec<_>>();
+        i += appends.len();
+        for r in store.append_batch(appends).unwrap() {
+            r.unwrap();
+        }
+    }
+    store.seal_active_segment().unwrap();
+    store.delete_stream("doomed", ExpectedVersion::Any, false).unwrap();
+    let removed = store.scavenge().unwrap().events_removed;
+    let target = make_target(url);
+    let mut f = Forwarder::new(store.clone(), &format!("{name}-interleaved"), settings_holes(), target).unwrap();
+    let began = Instant::now();
+    f.run(&AtomicBool::new(false), true).unwrap();
+    let took = began.elapsed().as_secs_f64();
+    let status = f.status();
+    println!(
+        "forwarded a backlog with every other event removed ({removed} of {n}) in {took:.2} s: {:.0} events/s read through, {} delivered, {} skipped",
         n as f64 / took,
         status.delivered_events,
         status.skipped

@@ -238,7 +238,8 @@ pub(crate) struct StoredGapV1 {
 /// from its position on, even while no forwarder runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum StoredHoldV1 {
-    /// Scavenging keeps every event at or after the checkpoint's position.
+    /// Scavenging keeps every event at or after the checkpoint's position
+    /// (but those of system streams, which no forwarder delivers).
     #[default]
     #[serde(rename = "wait")]
     Wait,

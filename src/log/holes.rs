@@ -39,8 +39,9 @@ impl Shared {
     /// whose index counts none is skipped, and so is the active segment
     /// while it has none): at the kind of each frame there, and at the
     /// whole of each lost or removed frame (its checksum checked, so that
-    /// damage fails like a read).
-    pub(crate) fn holes_in(&self, from: u64, to: u64) -> Result<Holes> {
+    /// damage fails like a read). `known`: positions, ascending, that the
+    /// caller read an event at (a hint: none of them is looked at).
+    pub(crate) fn holes_in(&self, from: u64, to: u64, known: &[u64]) -> Result<Holes> {
         let mut holes = Holes::default();
         let mut at = from;
         for seg in self.segments() {
@@ -58,7 +59,7 @@ impl Shared {
             }
             let end = next.min(to);
             if !none && at < end {
-                segment_holes(self, &seg, (at, end), &mut holes)?;
+                segment_holes(self, &seg, (at, end), known, &mut holes)?;
             }
             at = at.max(end);
         }
@@ -70,28 +71,42 @@ impl Shared {
 }
 
 /// Adds the holes of `seg` in `span` to `holes`, one chunk of locations at
-/// a time: a frame whose kind byte says it is an event is passed over, a
-/// lost or removed frame is decoded whole and its positions (clipped to
-/// `span`) added, and the walk goes on after them.
-fn segment_holes(shared: &Shared, seg: &SegRef, span: Span, holes: &mut Holes) -> Result<()> {
+/// a time: a position in `known` (ascending) is passed over, so is one
+/// whose frame's kind byte says it is an event; a lost or removed frame is
+/// decoded whole and its positions (clipped to `span`) added, and the walk
+/// goes on after them.
+fn segment_holes(shared: &Shared, seg: &SegRef, span: Span, known: &[u64], holes: &mut Holes) -> Result<()> {
     const CHUNK: u64 = 4096;
     let (mut p, end) = span;
+    let mut k = known.partition_point(|&x| x < p);
     while p < end {
-        let positions: Vec<u64> = (p..end.min(p.saturating_add(CHUNK))).collect();
+        let chunk_end = end.min(p.saturating_add(CHUNK));
+        let mut positions: Vec<u64> = Vec::new();
+        for q in p..chunk_end {
+            while known.get(k).is_some_and(|&x| x < q) {
+                k += 1;
+            }
+            if known.get(k) != Some(&q) {
+                positions.push(q);
+            }
+        }
         let locations = seg.with(|l| l.locations(&positions));
-        let mut jumped = false;
-        for (&q, location) in positions.iter().zip(locations) {
-            let Some((offset, _)) = location else {
+        // Where the next chunk starts: past a frame that ends beyond this one.
+        let mut next = chunk_end;
+        let mut i = 0usize;
+        while let (Some(&q), Some(location)) = (positions.get(i), locations.get(i)) {
+            let Some((offset, _)) = *location else {
                 return Err(Error::corruption(
                     seg.path(),
                     0,
                     format!("no location for position {q}"),
                 ));
             };
-            let head = read_frame_bytes(shared, seg, offset, record::FRAME_HEADER as u64 + 1)?;
-            if head.get(record::FRAME_HEADER) == Some(&record::KIND_EVENT) {
+            if kind_at(shared, seg, offset)? == record::KIND_EVENT {
+                i += 1;
                 continue;
             }
+            let head = read_frame_bytes(shared, seg, offset, record::FRAME_HEADER as u64)?;
             let len =
                 record::frame_len(&head).ok_or_else(|| Error::corruption(seg.path(), offset, "bad frame length"))?;
             let bytes = read_frame_bytes(shared, seg, offset, len as u64)?;
@@ -109,15 +124,35 @@ fn segment_holes(shared: &Shared, seg: &SegRef, span: Span, holes: &mut Holes) -
             if lost.removed && lost.hidden {
                 push(&mut holes.hidden, (q, stop));
             }
-            p = stop;
-            jumped = true;
-            break;
+            if stop >= chunk_end {
+                next = stop;
+                break;
+            }
+            // The walk goes on in this chunk, after the frame's positions.
+            i = positions.partition_point(|&x| x < stop);
         }
-        if !jumped {
-            p = positions.last().map_or(end, |l| l + 1);
-        }
+        p = next;
     }
     Ok(())
+}
+
+/// The kind byte of the frame at `offset` of `seg`: straight from the
+/// mapped bytes of an uncompressed sealed segment, read otherwise.
+fn kind_at(shared: &Shared, seg: &SegRef, offset: u64) -> Result<u8> {
+    let at = offset.saturating_add(record::FRAME_HEADER as u64);
+    if let SegRef::Sealed(s) = seg
+        && s.compressed.is_none()
+    {
+        return usize::try_from(at)
+            .ok()
+            .and_then(|i| s.bytes.get(i).copied())
+            .ok_or_else(|| Error::corruption(seg.path(), offset, "frame past the end of the segment"));
+    }
+    let bytes = read_frame_bytes(shared, seg, offset, record::FRAME_HEADER as u64 + 1)?;
+    bytes
+        .get(record::FRAME_HEADER)
+        .copied()
+        .ok_or_else(|| Error::corruption(seg.path(), offset, "frame past the end of the segment"))
 }
 
 /// Adds `span` to sorted, disjoint `spans`, merged with the last if they touch.

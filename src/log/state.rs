@@ -160,7 +160,7 @@ pub(crate) struct Shared {
     /// Retention holds of forwarders (`retention = "wait"`), by name: the
     /// first position each has not delivered, loaded at open from their saved
     /// checkpoints and moved by running forwarders. Scavenging keeps every
-    /// event at or after the lowest of them.
+    /// event at or after the lowest of them, but those of system streams.
     pub(crate) retention_holds: Mutex<std::collections::BTreeMap<String, u64>>,
     /// The forwarders running over this store, whatever their retention
     /// mode, by name: the first position each has not passed. Holds no

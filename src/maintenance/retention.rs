@@ -68,7 +68,10 @@ pub struct ScavengeReport {
     /// The forwarder whose hold was lowest during this scavenge, if any.
     pub held_by: Option<String>,
     /// Events removed although a forwarder that waits had not delivered
-    /// them: the policy `drop-oldest` held the disk budget. Each run of them
+    /// them: the policy `drop-oldest` held the disk budget. Only events the
+    /// retention policy removed, which reads still returned: not those of
+    /// system streams nor those their stream's metadata hides (no forwarder
+    /// would deliver them). Each run of them
     /// is in [`ScavengeReport::dropped`] and in the store's drop record.
     pub events_dropped_undelivered: u64,
     /// What `drop-oldest` removed before delivery, one entry per segment.
@@ -234,11 +237,9 @@ fn record_drop(shared: &Shared, range: DroppedRange) -> Result<()> {
 
 /// The position saved in the checkpoint of every forwarder that saved one,
 /// by name: `Some(position)`, or `None` for a forwarder forgotten (its
-/// retention `released`) or released for good; with `forgotten`, a
-/// forgotten one's position, `None` only for one released for good. A
-/// record that does not decode counts as position 0 (nothing it could need
-/// is pruned).
-fn saved_forwarder_positions(shared: &Shared, forgotten: bool) -> Result<BTreeMap<String, Option<u64>>> {
+/// retention `released`) or released for good. A record that does not
+/// decode counts as position 0 (nothing it could need is pruned).
+fn saved_forwarder_positions(shared: &Shared) -> Result<BTreeMap<String, Option<u64>>> {
     let names: Vec<String> = shared
         .streams
         .read()
@@ -257,12 +258,7 @@ fn saved_forwarder_positions(shared: &Shared, forgotten: bool) -> Result<BTreeMa
             continue;
         };
         let position = match system::decode::<StoredForwardCheckpointV1>(&stream, last.position, &last.data) {
-            Ok(c)
-                if c.retention == StoredHoldV1::Released
-                    && (!forgotten || last.event_type == system::FORWARD_RELEASED_TYPE) =>
-            {
-                None
-            }
+            Ok(c) if c.retention == StoredHoldV1::Released => None,
             Ok(c) => Some(c.position),
             Err(_) => Some(0),
         };
@@ -346,7 +342,7 @@ fn prune_dropped(shared: &Shared) -> Result<usize> {
     if all.is_empty() {
         return Ok(0);
     }
-    let saved = saved_forwarder_positions(shared, false)?;
+    let saved = saved_forwarder_positions(shared)?;
     let running = forwarders_before(shared, u64::MAX);
     let keep: Vec<DroppedRange> = all
         .iter()

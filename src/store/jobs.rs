@@ -202,10 +202,9 @@ impl Store {
 
     /// The positions in `from..to` that hold no event (of any stream,
     /// deleted or not), and those of them that held system events only
-    /// (see [`crate::log::holes`]). Reads every event of the segments that
-    /// have such positions.
-    pub(crate) fn holes_in(&self, from: u64, to: u64) -> Result<crate::log::holes::Holes> {
-        self.shared.holes_in(from, to)
+    /// (see [`crate::log::holes`]); `known` (ascending) holds events.
+    pub(crate) fn holes_in(&self, from: u64, to: u64, known: &[u64]) -> Result<crate::log::holes::Holes> {
+        self.shared.holes_in(from, to, known)
     }
 
     /// How many times scavenging replaced a sealed segment by one with

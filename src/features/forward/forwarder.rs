@@ -220,7 +220,13 @@ impl Forwarder {
                     // drop record names the forwarder at where it was when
                     // each drop happened, so what it had delivered before
                     // is not counted.
-                    let stretch = self.survey(from, p)?;
+                    let mut stretch = self.survey(from, p, &[])?;
+                    // The target holds what the forwarder delivered there:
+                    // an event the retention policy removed since may have
+                    // been delivered before, and the drop record alone says
+                    // which drops came before delivery. (Positions past the
+                    // head, after a restore of the store, held none.)
+                    stretch.forget_removed();
                     self.cursor = p;
                     self.note_drops(from, p, &stretch);
                 } else {
@@ -333,7 +339,8 @@ impl Forwarder {
             if let Some(hook) = &mut self.after_read {
                 hook();
             }
-            let stretch = self.survey(from, next)?;
+            let known: Vec<u64> = read.iter().map(|e| e.position).collect();
+            let stretch = self.survey(from, next, &known)?;
             if self.store.segment_removals() == removals {
                 return Ok((read, next, stretch));
             }
@@ -341,7 +348,8 @@ impl Forwarder {
         let store = self.store.clone();
         store.without_scavenging(|| {
             let (read, next) = self.read_batch(from, head)?;
-            let stretch = self.survey(from, next)?;
+            let known: Vec<u64> = read.iter().map(|e| e.position).collect();
+            let stretch = self.survey(from, next, &known)?;
             Ok((read, next, stretch))
         })
     }

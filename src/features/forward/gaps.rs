@@ -93,6 +93,16 @@ pub(super) struct Stretch {
     when: Option<i64>,
 }
 
+impl Stretch {
+    /// Leaves out the positions the drop record does not name (the
+    /// `removed` ones), for a stretch the forwarder is known to have passed
+    /// before (a target's checkpoint ahead of the store's): whether each
+    /// was removed before or after its delivery is unknown.
+    pub(super) fn forget_removed(&mut self) {
+        self.removed.clear();
+    }
+}
+
 impl From<StoredGapV1> for ForwardGap {
     fn from(g: StoredGapV1) -> Self {
         ForwardGap {
@@ -128,7 +138,7 @@ impl Forwarder {
             let (from, to) = (self.cursor, first);
             // Every position in the gap held one event, and is gone for good:
             // no later scavenge changes what this finds.
-            let stretch = self.survey(from, to)?;
+            let stretch = self.survey(from, to, &[])?;
             self.cursor = first;
             self.note_drops(from, to, &stretch);
             self.dirty = true;
@@ -193,10 +203,11 @@ impl Forwarder {
     /// read, or before the end of entries it lost to damage) without an
     /// event, the positions the drop record names that hold none, and the
     /// others without an event; none whose removed frame says it held an
-    /// event reads no longer returned. A caller that read the stretch takes it while no
+    /// event reads no longer returned. `known`: the positions (ascending)
+    /// the caller's read returned events at. A caller that read the stretch takes it while no
     /// segment was replaced since its read began, so that it describes what
     /// the read saw.
-    pub(super) fn survey(&mut self, from: u64, to: u64) -> Result<Stretch> {
+    pub(super) fn survey(&mut self, from: u64, to: u64, known: &[u64]) -> Result<Stretch> {
         self.load_drops();
         let damaged = self.drop_record_damaged();
         let unknown = if damaged {
@@ -204,7 +215,7 @@ impl Forwarder {
         } else {
             self.lost_before().clamp(from, to)
         };
-        let holes = self.store.holes_in(from, to)?;
+        let holes = self.store.holes_in(from, to, known)?;
         let empty = subtract(&merge(holes.empty), &merge(holes.hidden));
         let missing = clipped(&empty, from, unknown);
         let after = clipped(&empty, unknown, to);
