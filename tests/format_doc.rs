@@ -219,7 +219,11 @@ fn check(e: &Example) {
             let Frame::Lost(l) = frame(e) else {
                 panic!("line {}: not a lost frame", e.line)
             };
-            let kind = if l.removed { "Removed" } else { "Lost" };
+            let kind = match (l.removed, l.hidden) {
+                (true, true) => "Removed, hidden",
+                (true, false) => "Removed",
+                (false, _) => "Lost",
+            };
             let heads: Vec<String> = l
                 .heads
                 .iter()
