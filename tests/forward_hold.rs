@@ -74,6 +74,12 @@ fn fill(store: &Store, from: usize, n: usize) {
     }
 }
 
+/// Asserts that `f` skipped nothing and reports no gap.
+fn assert_no_gap(f: &Forwarder) {
+    let status = f.status();
+    assert_eq!((status.skipped, &status.gap), (0, &None), "{status:?}");
+}
+
 /// Positions of the user events the store still holds.
 fn user_positions(store: &Store) -> Vec<u64> {
     store
@@ -1175,8 +1181,7 @@ fn a_forwarder_moves_on_while_scavenges_keep_removing_events() {
     f.run(&AtomicBool::new(false), true).unwrap();
     let delivered: Vec<u64> = sink.0.lock().iter().map(|e| e.position).collect();
     assert_eq!(delivered, wanted);
-    let status = f.status();
-    assert_eq!((status.skipped, status.gap), (0, None), "{status:?}");
+    assert_no_gap(&f);
 }
 
 /// Review of the fwd-trust merge: a compression counted as a replacement
@@ -1259,8 +1264,7 @@ fn a_forwarder_killed_before_it_saved_finds_what_it_delivered_since_its_checkpoi
     let store = kill_and_reopen(&sim, store, f, options());
     let mut f = Forwarder::new(store.clone(), "w", rarely_saving(), Box::new(sink.clone())).unwrap();
     f.run(&AtomicBool::new(false), true).unwrap();
-    let status = f.status();
-    assert_eq!((status.skipped, status.gap), (0, None), "{status:?}");
+    assert_no_gap(&f);
     // The first 100 twice (before and after the kill), then the rest.
     assert_eq!(sink.0.lock().len(), 800);
     drop(f);
@@ -1285,8 +1289,7 @@ fn drop_oldest_of_events_delivered_but_not_saved_is_no_gap_after_a_kill() {
     let store = kill_and_reopen(&sim, store, f, drop_oldest_options(None));
     let mut f = Forwarder::new(store.clone(), "slow", rarely_saving(), Box::new(sink.clone())).unwrap();
     f.run(&AtomicBool::new(false), true).unwrap();
-    let status = f.status();
-    assert_eq!((status.skipped, status.gap), (0, None), "{status:?}");
+    assert_no_gap(&f);
     // Held from where it started (it never saved), dropped: named where it was.
     assert!(!report.dropped.is_empty(), "{report:?}");
     assert!(
@@ -1530,7 +1533,7 @@ fn old_group_checkpoints_go_and_a_forwarder_behind_them_skips_nothing() {
     assert!(checkpoints(&store) < 10, "{} kept", checkpoints(&store));
     let mut f = Forwarder::new(store.clone(), "w", ignoring, Box::new(sink.clone())).unwrap();
     f.run(&AtomicBool::new(false), true).unwrap();
-    assert_eq!((f.status().skipped, f.status().gap), (0, None), "{:?}", f.status());
+    assert_no_gap(&f);
     drop(f);
     assert_eq!(sink.0.lock().len(), 601);
 }
@@ -1584,12 +1587,7 @@ fn old_forwarder_checkpoints_go_and_forwarders_behind_them_skip_nothing() {
     // "late" passes where they were: nothing of the user's was removed, so no gap.
     let mut late = Forwarder::new(store.clone(), "late", ignoring.clone(), Box::new(late_sink.clone())).unwrap();
     late.run(&AtomicBool::new(false), true).unwrap();
-    assert_eq!(
-        (late.status().skipped, late.status().gap),
-        (0, None),
-        "{:?}",
-        late.status()
-    );
+    assert_no_gap(&late);
     drop(late);
     drop(busy);
     close(store);
@@ -1645,24 +1643,14 @@ fn removed_checkpoints_are_no_gap_for_a_forgotten_forwarder_or_one_that_never_sa
     let sink = Sink::default();
     let mut old = Forwarder::new(store.clone(), "old", ignoring.clone(), Box::new(sink.clone())).unwrap();
     old.run(&AtomicBool::new(false), true).unwrap();
-    assert_eq!(
-        (old.status().skipped, old.status().gap),
-        (0, None),
-        "{:?}",
-        old.status()
-    );
+    assert_no_gap(&old);
     assert_eq!(sink.0.lock().len(), 600);
     drop(old);
     // Started again, the one that saved nothing passes them from the start.
     drop(quiet);
     let mut quiet = Forwarder::new(store.clone(), "quiet", none, Box::new(Sink::default())).unwrap();
     while quiet.step().unwrap() != annal::Step::Idle {}
-    assert_eq!(
-        (quiet.status().skipped, quiet.status().gap),
-        (0, None),
-        "{:?}",
-        quiet.status()
-    );
+    assert_no_gap(&quiet);
     drop(quiet);
     drop(busy);
     close(store);
@@ -1746,8 +1734,7 @@ fn events_reads_no_longer_returned_are_no_gap_when_scavenged() {
     let wanted = user_positions(&store);
     let (f, delivered) = forward_once(&store, "new", ignoring().batch_size(1000));
     assert_eq!(delivered, wanted);
-    let status = f.status();
-    assert_eq!((status.skipped, status.gap), (0, None), "{status:?}");
+    assert_no_gap(&f);
 }
 
 /// A hold keeps what a forwarder may still deliver: a waiting forwarder
@@ -1771,7 +1758,7 @@ fn a_hold_keeps_no_system_record_a_forwarder_would_not_deliver() {
     let (f, delivered) = forward_once(&store, "slow", settings());
     assert_eq!(delivered, user_positions(&store));
     assert_eq!(delivered.len(), 600);
-    assert_eq!((f.status().skipped, f.status().gap), (0, None), "{:?}", f.status());
+    assert_no_gap(&f);
     drop(f);
     drop(busy);
 }
@@ -1823,6 +1810,5 @@ fn delivered_events_retention_removed_since_are_no_gap_when_the_target_checkpoin
     let mut f = Forwarder::new(store.clone(), "k", s, Box::new(target.clone())).unwrap();
     f.run(&AtomicBool::new(false), true).unwrap();
     assert_eq!(target.sink.0.lock().len(), 300, "nothing delivered again");
-    let status = f.status();
-    assert_eq!((status.skipped, status.gap), (0, None), "{status:?}");
+    assert_no_gap(&f);
 }
