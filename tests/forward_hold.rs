@@ -1812,3 +1812,34 @@ fn delivered_events_retention_removed_since_are_no_gap_when_the_target_checkpoin
     assert_eq!(target.sink.0.lock().len(), 300, "nothing delivered again");
     assert_no_gap(&f);
 }
+
+/// Review of 24acff3: a target whose checkpoint lay past the end of the
+/// store's log (the store restored from an older copy, or events lost in a
+/// crash without syncs) moved the forwarder past the head: the events
+/// appended at those positions afterwards were never delivered, and
+/// nothing said so. It goes on from the head, and its status says why.
+#[test]
+fn a_target_checkpoint_past_the_head_is_said_and_the_next_events_are_delivered() {
+    let sim = SimStorage::new();
+    let options = Options::default().durability(Durability::Always).segment_size(8 * 1024);
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options).unwrap());
+    fill(&store, 0, 60);
+    let head = store.head_position();
+    let target = Keeping::default();
+    // The target delivered up to 40 positions more, of a history this store lost.
+    *target.checkpoint.lock() = Some(head + 40);
+    let mut f = Forwarder::new(store.clone(), "k", ignoring(), Box::new(target.clone())).unwrap();
+    f.run(&AtomicBool::new(false), true).unwrap();
+    let status = f.status();
+    assert!(
+        status.warning.as_deref().is_some_and(|w| w.contains("past the end")),
+        "{status:?}"
+    );
+    fill(&store, 60, 40);
+    f.run(&AtomicBool::new(false), true).unwrap();
+    let got: Vec<u64> = target.sink.0.lock().iter().map(|e| e.position).collect();
+    let new: Vec<u64> = user_positions(&store).into_iter().filter(|p| *p >= head).collect();
+    assert_eq!(new.len(), 40);
+    assert!(new.iter().all(|p| got.contains(p)), "{got:?}");
+    assert_no_gap(&f);
+}

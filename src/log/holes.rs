@@ -39,7 +39,9 @@ impl Shared {
     /// whose index counts none is skipped, and so is the active segment
     /// while it has none): at the kind of each frame there, and at the
     /// whole of each lost or removed frame (its checksum checked, so that
-    /// damage fails like a read). `known`: positions, ascending, that the
+    /// damage to it fails like a read; an event's frame is judged by its
+    /// kind byte alone, so a damaged removed frame whose kind byte became
+    /// an event's passes for one: verify finds it). `known`: positions, ascending, that the
     /// caller read an event at (a hint: none of them is looked at).
     pub(crate) fn holes_in(&self, from: u64, to: u64, known: &[u64]) -> Result<Holes> {
         let mut holes = Holes::default();

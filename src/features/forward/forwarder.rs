@@ -210,7 +210,21 @@ impl Forwarder {
     pub fn step(&mut self) -> std::result::Result<Step, ForwardError> {
         self.take_acknowledgement();
         if !self.started {
-            if let Some(p) = self.target.load_checkpoint(&self.name)? {
+            if let Some(target_at) = self.target.load_checkpoint(&self.name)? {
+                // A target past the end of the log holds positions this
+                // store no longer has (restored from an older copy, or
+                // events lost in a crash under `Durability::Never`): the
+                // positions the store hands out again from its head must be
+                // delivered, not passed over. Said loudly, never silently.
+                let head = self.store.head_position();
+                let p = target_at.min(head);
+                if target_at > head {
+                    let msg = format!(
+                        "the target's checkpoint ({target_at}) is past the end of this store's log ({head}): the store was restored from an older copy, lost events in a crash, or the target is another store's; forwarder {:?} goes on from {head}, and the target may get positions {head}..{target_at} again, with other events",
+                        self.name
+                    );
+                    self.status.lock().warning = Some(msg);
+                }
                 let from = self.cursor;
                 if p > from {
                     // The target is ahead of the store's checkpoint: before a
@@ -224,8 +238,7 @@ impl Forwarder {
                     // The target holds what the forwarder delivered there:
                     // an event the retention policy removed since may have
                     // been delivered before, and the drop record alone says
-                    // which drops came before delivery. (Positions past the
-                    // head, after a restore of the store, held none.)
+                    // which drops came before delivery.
                     stretch.forget_removed();
                     self.cursor = p;
                     self.note_drops(from, p, &stretch);

@@ -76,7 +76,8 @@ pub struct ForwardStatus {
     /// passes that holds no event as a gap of unknown cause.
     pub drop_record_error: Option<String>,
     /// Something that does not stop forwarding but that an operator should
-    /// know (the thread of a spawned forwarder kept its priority, say): the
+    /// know (the thread of a spawned forwarder kept its priority, a target's
+    /// checkpoint lay past the end of the log, say): the
     /// state is not `error` for it, and `last_error` stays for failures.
     pub warning: Option<String>,
 }
