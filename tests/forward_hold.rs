@@ -40,15 +40,23 @@ impl ForwardTarget for Sink {
     }
 }
 
-fn open(sim: &SimStorage) -> Arc<Store> {
-    let options = Options::default()
-        .durability(Durability::Always)
-        .segment_size(8 * 1024)
-        .retention(RetentionPolicy {
-            max_events: Some(50),
-            ..RetentionPolicy::default()
-        });
+/// Options of a store whose segments hold a few dozen events, so that a
+/// test's events span many segments.
+fn small_segments(durability: Durability) -> Options {
+    Options::default().durability(durability).segment_size(8 * 1024)
+}
+
+/// Opens the store in `sim` with `options`.
+fn open_with(sim: &SimStorage, options: Options) -> Arc<Store> {
     Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options).unwrap())
+}
+
+fn open(sim: &SimStorage) -> Arc<Store> {
+    let options = small_segments(Durability::Always).retention(RetentionPolicy {
+        max_events: Some(50),
+        ..RetentionPolicy::default()
+    });
+    open_with(sim, options)
 }
 
 fn close(store: Arc<Store>) {
@@ -189,7 +197,7 @@ fn stop_appends_is_decided_when_a_segment_is_sealed_without_a_scavenge() {
             when_full: WhenFull::StopAppends,
             ..RetentionPolicy::default()
         });
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options).unwrap());
+    let store = open_with(&sim, options);
     register_forwarder(&store, "slow", &settings()).unwrap();
     // Nobody scavenges: appends stop as soon as a seal finds the held data over the budget.
     let mut appended = 0;
@@ -251,21 +259,18 @@ fn stop_appends_is_decided_when_a_segment_is_sealed_without_a_scavenge() {
 }
 
 fn drop_oldest_options(interval_ms: Option<u64>) -> Options {
-    Options::default()
-        .durability(Durability::Always)
-        .segment_size(8 * 1024)
-        .retention(RetentionPolicy {
-            max_bytes: Some(16 * 1024),
-            when_full: WhenFull::DropOldest,
-            interval_ms,
-            ..RetentionPolicy::default()
-        })
+    small_segments(Durability::Always).retention(RetentionPolicy {
+        max_bytes: Some(16 * 1024),
+        when_full: WhenFull::DropOldest,
+        interval_ms,
+        ..RetentionPolicy::default()
+    })
 }
 
 #[test]
 fn drop_oldest_removes_undelivered_events_records_them_and_the_forwarder_reports_the_gap() {
     let sim = SimStorage::new();
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    let store = open_with(&sim, drop_oldest_options(None));
     register_forwarder(&store, "slow", &settings()).unwrap();
     fill(&store, 0, 600);
     // Appends never stop under drop-oldest.
@@ -298,7 +303,7 @@ fn drop_oldest_removes_undelivered_events_records_them_and_the_forwarder_reports
     }
     // Durable: the record survives a reopen.
     close(store);
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    let store = open_with(&sim, drop_oldest_options(None));
     assert_eq!(store.dropped().unwrap(), report.dropped);
     // The forwarder skips the dropped events, loudly, and delivers the rest exactly once.
     let sink = Sink::default();
@@ -326,7 +331,7 @@ fn drop_oldest_removes_undelivered_events_records_them_and_the_forwarder_reports
 fn a_seal_over_the_budget_wakes_the_background_scavenger() {
     let sim = SimStorage::new();
     // The period is an hour: only the wake at a seal can run it during the test.
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(Some(3_600_000))).unwrap());
+    let store = open_with(&sim, drop_oldest_options(Some(3_600_000)));
     register_forwarder(&store, "slow", &settings()).unwrap();
     fill(&store, 0, 600);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -349,7 +354,7 @@ fn forward_once(store: &Arc<Store>, name: &str, settings: ForwardSettings) -> (F
 #[test]
 fn a_drop_whose_rewrite_failed_is_no_gap_and_a_drop_recorded_twice_counts_once() {
     let sim = SimStorage::new();
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    let store = open_with(&sim, drop_oldest_options(None));
     register_forwarder(&store, "slow", &settings()).unwrap();
     fill(&store, 0, 600);
     let before = user_positions(&store);
@@ -391,7 +396,7 @@ fn a_drop_whose_rewrite_failed_is_no_gap_and_a_drop_recorded_twice_counts_once()
 #[test]
 fn a_forwarder_past_the_start_of_a_drop_counts_only_the_dropped_events_it_passed_over() {
     let sim = SimStorage::new();
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    let store = open_with(&sim, drop_oldest_options(None));
     register_forwarder(&store, "slow", &settings()).unwrap();
     fill(&store, 0, 600);
     let mid_from = 30;
@@ -448,7 +453,7 @@ impl ForwardTarget for DownThenUp {
 fn drops_after_a_failed_delivery_are_counted_once_and_reported() {
     for restart in [false, true] {
         let sim = SimStorage::new();
-        let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+        let store = open_with(&sim, drop_oldest_options(None));
         register_forwarder(&store, "slow", &settings()).unwrap();
         fill(&store, 0, 600);
         let before = user_positions(&store);
@@ -558,7 +563,7 @@ fn a_backup_fails_when_the_drop_record_cannot_be_read() {
 #[test]
 fn a_damaged_drop_record_is_reported_and_forwarders_deliver_what_is_readable() {
     let sim = SimStorage::new();
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    let store = open_with(&sim, drop_oldest_options(None));
     register_forwarder(&store, "slow", &settings()).unwrap();
     fill(&store, 0, 600);
     let before = user_positions(&store);
@@ -593,7 +598,7 @@ fn a_damaged_drop_record_is_reported_and_forwarders_deliver_what_is_readable() {
 #[test]
 fn a_gap_stays_reported_across_a_restart_until_it_is_acknowledged() {
     let sim = SimStorage::new();
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    let store = open_with(&sim, drop_oldest_options(None));
     register_forwarder(&store, "slow", &settings()).unwrap();
     fill(&store, 0, 600);
     store.scavenge().unwrap();
@@ -602,7 +607,7 @@ fn a_gap_stays_reported_across_a_restart_until_it_is_acknowledged() {
     drop(f);
     close(store);
     // After a reopen, the forwarder still reports the gap it passed.
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    let store = open_with(&sim, drop_oldest_options(None));
     let f = Forwarder::new(store.clone(), "slow", settings(), Box::new(Sink::default())).unwrap();
     assert_eq!(f.status().gap, Some(gap));
     drop(f);
@@ -622,7 +627,7 @@ fn a_gap_stays_reported_across_a_restart_until_it_is_acknowledged() {
 #[test]
 fn a_scavenge_prunes_drop_entries_every_forwarder_has_passed() {
     let sim = SimStorage::new();
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    let store = open_with(&sim, drop_oldest_options(None));
     register_forwarder(&store, "slow", &settings()).unwrap();
     register_forwarder(&store, "late", &settings()).unwrap();
     fill(&store, 0, 600);
@@ -641,7 +646,7 @@ fn a_scavenge_prunes_drop_entries_every_forwarder_has_passed() {
     store.scavenge().unwrap();
     assert_eq!(store.dropped().unwrap(), vec![]);
     close(store);
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    let store = open_with(&sim, drop_oldest_options(None));
     assert_eq!(store.dropped().unwrap(), vec![]);
     assert!(store.verify().unwrap().is_clean());
     close(store);
@@ -656,7 +661,7 @@ fn a_scavenge_prunes_drop_entries_every_forwarder_has_passed() {
 fn drop_entries_stay_for_a_forwarder_that_never_saved_a_checkpoint() {
     for stopped in [false, true] {
         let sim = SimStorage::new();
-        let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+        let store = open_with(&sim, drop_oldest_options(None));
         register_forwarder(&store, "slow", &settings()).unwrap();
         let sink = Sink::default();
         let target = DownThenUp {
@@ -717,7 +722,7 @@ fn drop_entries_stay_for_a_forwarder_that_never_saved_a_checkpoint() {
 fn a_gap_acknowledged_while_the_forwarder_runs_stays_acknowledged() {
     for saved_first in [true, false] {
         let sim = SimStorage::new();
-        let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+        let store = open_with(&sim, drop_oldest_options(None));
         let settings = settings()
             // Without a save between the gap and the acknowledgement, unless asked.
             .checkpoint_interval(Duration::from_secs(3600));
@@ -757,7 +762,7 @@ fn a_gap_acknowledged_while_the_forwarder_runs_stays_acknowledged() {
 #[test]
 fn repair_rewrites_a_damaged_drop_record_and_forwarders_still_report_the_drop() {
     let sim = SimStorage::new();
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    let store = open_with(&sim, drop_oldest_options(None));
     register_forwarder(&store, "slow", &settings()).unwrap();
     fill(&store, 0, 600);
     let before = user_positions(&store);
@@ -780,7 +785,7 @@ fn repair_rewrites_a_damaged_drop_record_and_forwarders_still_report_the_drop() 
     let mut damaged = original.clone();
     damaged[30] ^= 1 << 2;
     assert_eq!(sim.read_file(&quarantine.join("dropped.rec")).unwrap(), damaged);
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    let store = open_with(&sim, drop_oldest_options(None));
     assert!(store.verify().unwrap().is_clean());
     let record = store.dropped().unwrap();
     assert!(record.last().is_some_and(|d| d.records_lost()), "{record:?}");
@@ -814,7 +819,7 @@ fn repair_rewrites_a_damaged_drop_record_and_forwarders_still_report_the_drop() 
 #[test]
 fn a_run_whose_head_alone_is_gone_counts_only_its_head() {
     let sim = SimStorage::new();
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    let store = open_with(&sim, drop_oldest_options(None));
     register_forwarder(&store, "slow", &settings()).unwrap();
     store
         .append("solo", ExpectedVersion::Any, vec![EventData::json("Solo", "{}")])
@@ -836,18 +841,15 @@ fn a_run_whose_head_alone_is_gone_counts_only_its_head() {
     close(store);
     // Without a disk budget, a rule keeping events of type Solo for 1 ms
     // removes "solo"'s event alone.
-    let options = Options::default()
-        .durability(Durability::Always)
-        .segment_size(8 * 1024)
-        .retention(RetentionPolicy {
-            rules: vec![RetentionRule {
-                event_type: Some("Solo".into()),
-                tag: None,
-                keep_ms: Some(1),
-            }],
-            ..RetentionPolicy::default()
-        });
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options).unwrap());
+    let options = small_segments(Durability::Always).retention(RetentionPolicy {
+        rules: vec![RetentionRule {
+            event_type: Some("Solo".into()),
+            tag: None,
+            keep_ms: Some(1),
+        }],
+        ..RetentionPolicy::default()
+    });
+    let store = open_with(&sim, options);
     let before = user_positions(&store);
     std::thread::sleep(std::time::Duration::from_millis(5));
     store.scavenge().unwrap();
@@ -905,7 +907,7 @@ impl ForwardTarget for ScavengeWhileDelivering {
 #[test]
 fn events_a_filter_hid_and_a_scavenge_removed_after_the_read_are_not_skipped() {
     let sim = SimStorage::new();
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    let store = open_with(&sim, drop_oldest_options(None));
     register_forwarder(&store, "slow", &settings()).unwrap();
     fill(&store, 0, 600);
     let wanted: Vec<u64> = store
@@ -951,7 +953,7 @@ fn ignoring() -> ForwardSettings {
 #[test]
 fn the_lost_entries_marker_stays_for_forwarders_that_never_saved() {
     let sim = SimStorage::new();
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    let store = open_with(&sim, drop_oldest_options(None));
     let down = DownThenUp {
         down: usize::MAX,
         sink: Sink::default(),
@@ -974,7 +976,7 @@ fn the_lost_entries_marker_stays_for_forwarders_that_never_saved() {
     sim.flip_bit(&path, 30, 2).unwrap();
     close(store);
     annal::repair_with(Arc::new(sim.clone()), Path::new(DIR)).unwrap();
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    let store = open_with(&sim, drop_oldest_options(None));
     let record = store.dropped().unwrap();
     assert!(record.iter().any(|d| d.records_lost()), "{record:?}");
     // "peek", the only forwarder with a saved checkpoint, goes past the end
@@ -1001,7 +1003,7 @@ fn the_lost_entries_marker_stays_for_forwarders_that_never_saved() {
 #[test]
 fn drop_entries_stay_for_a_running_forwarder_that_ignores_retention() {
     let sim = SimStorage::new();
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    let store = open_with(&sim, drop_oldest_options(None));
     register_forwarder(&store, "slow", &settings()).unwrap();
     let target = DownThenUp {
         down: 1,
@@ -1047,7 +1049,7 @@ fn repair_reports_a_drop_record_it_cannot_read_and_goes_on() {
     // The n-th read of the repair fails: one of them is the drop record's.
     for n in 1..400u64 {
         let sim = SimStorage::new();
-        let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+        let store = open_with(&sim, drop_oldest_options(None));
         register_forwarder(&store, "slow", &settings()).unwrap();
         fill(&store, 0, 600);
         assert!(store.scavenge().unwrap().events_dropped_undelivered > 0);
@@ -1076,7 +1078,7 @@ fn repair_reports_a_drop_record_it_cannot_read_and_goes_on() {
 #[test]
 fn a_scavenge_between_the_read_and_the_survey_counts_only_what_was_not_delivered() {
     let sim = SimStorage::new();
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    let store = open_with(&sim, drop_oldest_options(None));
     register_forwarder(&store, "slow", &settings()).unwrap();
     fill(&store, 0, 600);
     let filter = Filter::all().with_stream_prefix("s-1");
@@ -1143,8 +1145,8 @@ impl HookRuns {
 #[test]
 fn a_forwarder_moves_on_while_scavenges_keep_removing_events() {
     let sim = SimStorage::new();
-    let options = Options::default().durability(Durability::Always).segment_size(8 * 1024);
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options).unwrap());
+    let options = small_segments(Durability::Always);
+    let store = open_with(&sim, options);
     fill(&store, 0, 300);
     for i in 0..100 {
         store
@@ -1191,8 +1193,8 @@ fn a_forwarder_moves_on_while_scavenges_keep_removing_events() {
 #[test]
 fn a_compression_between_the_read_and_the_survey_is_no_reason_to_read_again() {
     let sim = SimStorage::new();
-    let options = Options::default().durability(Durability::Always).segment_size(8 * 1024);
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options).unwrap());
+    let options = small_segments(Durability::Always);
+    let store = open_with(&sim, options);
     fill(&store, 0, 600);
     let wanted = user_positions(&store);
     let sink = Sink::default();
@@ -1232,7 +1234,7 @@ fn kill_and_reopen(sim: &SimStorage, store: Arc<Store>, f: Forwarder, options: O
     std::mem::forget(f);
     std::mem::forget(store);
     sim.kill_process();
-    Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options).unwrap())
+    open_with(sim, options)
 }
 
 /// Review of issue 14: a running forwarder held retention from where it
@@ -1244,15 +1246,12 @@ fn kill_and_reopen(sim: &SimStorage, store: Arc<Store>, f: Forwarder, options: O
 fn a_forwarder_killed_before_it_saved_finds_what_it_delivered_since_its_checkpoint() {
     let sim = SimStorage::new();
     let options = || {
-        Options::default()
-            .durability(Durability::Always)
-            .segment_size(8 * 1024)
-            .retention(RetentionPolicy {
-                max_events: Some(50),
-                ..RetentionPolicy::default()
-            })
+        small_segments(Durability::Always).retention(RetentionPolicy {
+            max_events: Some(50),
+            ..RetentionPolicy::default()
+        })
     };
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap());
+    let store = open_with(&sim, options());
     // It never saves before the kill: it starts again at the first event.
     fill(&store, 0, 100);
     let sink = Sink::default();
@@ -1278,7 +1277,7 @@ fn a_forwarder_killed_before_it_saved_finds_what_it_delivered_since_its_checkpoi
 #[test]
 fn drop_oldest_of_events_delivered_but_not_saved_is_no_gap_after_a_kill() {
     let sim = SimStorage::new();
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    let store = open_with(&sim, drop_oldest_options(None));
     // It never saves before the kill: it starts again at the first event.
     fill(&store, 0, 600);
     let sink = Sink::default();
@@ -1334,7 +1333,7 @@ impl ForwardTarget for Keeping {
 #[test]
 fn drops_passed_before_a_kill_are_counted_once_when_the_target_checkpoint_is_ahead() {
     let sim = SimStorage::new();
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    let store = open_with(&sim, drop_oldest_options(None));
     register_forwarder(&store, "slow", &rarely_saving()).unwrap();
     fill(&store, 0, 600);
     let before = user_positions(&store);
@@ -1378,7 +1377,7 @@ fn drops_passed_before_a_kill_are_counted_once_when_the_target_checkpoint_is_ahe
 #[test]
 fn releasing_a_forwarder_frees_its_drop_entries_hold_and_checkpoint() {
     let sim = SimStorage::new();
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    let store = open_with(&sim, drop_oldest_options(None));
     register_forwarder(&store, "slow", &settings()).unwrap();
     let target = DownThenUp {
         down: 1,
@@ -1415,7 +1414,7 @@ fn releasing_a_forwarder_frees_its_drop_entries_hold_and_checkpoint() {
     assert!(released.had_checkpoint);
     assert!(!store.stats().retention_held_by.iter().any(|(n, _)| n == "old"));
     close(store);
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, drop_oldest_options(None)).unwrap());
+    let store = open_with(&sim, drop_oldest_options(None));
     assert!(!store.stats().retention_held_by.iter().any(|(n, _)| n == "old"));
     let names: Vec<String> = saved_forwarders(&store).unwrap().into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, vec!["slow".to_string()]);
@@ -1498,8 +1497,8 @@ fn idle_forwarders_do_not_save_for_their_own_checkpoints() {
 #[test]
 fn old_group_checkpoints_go_and_a_forwarder_behind_them_skips_nothing() {
     let sim = SimStorage::new();
-    let options = Options::default().durability(Durability::Never).segment_size(8 * 1024);
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options).unwrap());
+    let options = small_segments(Durability::Never);
+    let store = open_with(&sim, options);
     // One that ignores retention: it holds nothing, yet counts what it finds
     // gone. It ran once, so the store knows where it is.
     let ignoring = settings().retention(RetentionMode::Ignore);
@@ -1560,8 +1559,8 @@ fn checkpoints(store: &Store, name: &str) -> usize {
 #[test]
 fn old_forwarder_checkpoints_go_and_forwarders_behind_them_skip_nothing() {
     let sim = SimStorage::new();
-    let options = || Options::default().durability(Durability::Never).segment_size(8 * 1024);
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap());
+    let options = || small_segments(Durability::Never);
+    let store = open_with(&sim, options());
     let ignoring = settings().retention(RetentionMode::Ignore);
     // "late" ran once, near the start, then stopped.
     fill(&store, 0, 1);
@@ -1592,7 +1591,7 @@ fn old_forwarder_checkpoints_go_and_forwarders_behind_them_skip_nothing() {
     drop(busy);
     close(store);
     // Both resume where they were: everything delivered once, nothing skipped.
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap());
+    let store = open_with(&sim, options());
     fill(&store, 601, 10);
     for (name, sink) in [("busy", &busy_sink), ("late", &late_sink)] {
         let mut f = Forwarder::new(store.clone(), name, ignoring.clone(), Box::new(sink.clone())).unwrap();
@@ -1617,8 +1616,8 @@ fn old_forwarder_checkpoints_go_and_forwarders_behind_them_skip_nothing() {
 #[test]
 fn removed_checkpoints_are_no_gap_for_a_forgotten_forwarder_or_one_that_never_saved() {
     let sim = SimStorage::new();
-    let options = || Options::default().durability(Durability::Never).segment_size(8 * 1024);
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap());
+    let options = || small_segments(Durability::Never);
+    let store = open_with(&sim, options());
     let ignoring = settings().retention(RetentionMode::Ignore);
     let checkpoints = |store: &Store| checkpoints(store, "busy");
     fill(&store, 0, 1);
@@ -1663,18 +1662,15 @@ fn removed_checkpoints_are_no_gap_for_a_forgotten_forwarder_or_one_that_never_sa
 #[test]
 fn events_retention_removed_inside_a_batch_are_a_gap() {
     let sim = SimStorage::new();
-    let options = Options::default()
-        .durability(Durability::Always)
-        .segment_size(8 * 1024)
-        .retention(RetentionPolicy {
-            rules: vec![RetentionRule {
-                event_type: Some("Brief".into()),
-                tag: None,
-                keep_ms: Some(1),
-            }],
-            ..RetentionPolicy::default()
-        });
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options).unwrap());
+    let options = small_segments(Durability::Always).retention(RetentionPolicy {
+        rules: vec![RetentionRule {
+            event_type: Some("Brief".into()),
+            tag: None,
+            keep_ms: Some(1),
+        }],
+        ..RetentionPolicy::default()
+    });
+    let store = open_with(&sim, options);
     fill(&store, 0, 10);
     let brief: Vec<u64> = (0..3)
         .map(|i| {
@@ -1715,8 +1711,8 @@ fn events_retention_removed_inside_a_batch_are_a_gap() {
 #[test]
 fn events_reads_no_longer_returned_are_no_gap_when_scavenged() {
     let sim = SimStorage::new();
-    let options = Options::default().durability(Durability::Always).segment_size(8 * 1024);
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options).unwrap());
+    let options = small_segments(Durability::Always);
+    let store = open_with(&sim, options);
     for n in 1..=3 {
         let meta = annal::StreamMetadata {
             max_count: Some(100 + n),
@@ -1743,8 +1739,8 @@ fn events_reads_no_longer_returned_are_no_gap_when_scavenged() {
 #[test]
 fn a_hold_keeps_no_system_record_a_forwarder_would_not_deliver() {
     let sim = SimStorage::new();
-    let options = Options::default().durability(Durability::Never).segment_size(8 * 1024);
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options).unwrap());
+    let options = small_segments(Durability::Never);
+    let store = open_with(&sim, options);
     register_forwarder(&store, "slow", &settings()).unwrap();
     let mut busy = Forwarder::new(store.clone(), "busy", ignoring(), Box::new(Sink::default())).unwrap();
     for i in 0..300 {
@@ -1772,19 +1768,16 @@ fn a_hold_keeps_no_system_record_a_forwarder_would_not_deliver() {
 fn delivered_events_retention_removed_since_are_no_gap_when_the_target_checkpoint_is_ahead() {
     let sim = SimStorage::new();
     let options = || {
-        Options::default()
-            .durability(Durability::Always)
-            .segment_size(8 * 1024)
-            .retention(RetentionPolicy {
-                rules: vec![RetentionRule {
-                    event_type: Some("Brief".into()),
-                    tag: None,
-                    keep_ms: Some(1),
-                }],
-                ..RetentionPolicy::default()
-            })
+        small_segments(Durability::Always).retention(RetentionPolicy {
+            rules: vec![RetentionRule {
+                event_type: Some("Brief".into()),
+                tag: None,
+                keep_ms: Some(1),
+            }],
+            ..RetentionPolicy::default()
+        })
     };
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap());
+    let store = open_with(&sim, options());
     for i in 0..300 {
         let kind = if i % 50 == 7 { "Brief" } else { "A" };
         store
@@ -1806,7 +1799,7 @@ fn delivered_events_retention_removed_since_are_no_gap_when_the_target_checkpoin
     std::mem::forget(f);
     std::mem::forget(store);
     sim.kill_process();
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap());
+    let store = open_with(&sim, options());
     let mut f = Forwarder::new(store.clone(), "k", s, Box::new(target.clone())).unwrap();
     f.run(&AtomicBool::new(false), true).unwrap();
     assert_eq!(target.sink.0.lock().len(), 300, "nothing delivered again");
@@ -1821,8 +1814,8 @@ fn delivered_events_retention_removed_since_are_no_gap_when_the_target_checkpoin
 #[test]
 fn a_target_checkpoint_past_the_head_is_said_and_the_next_events_are_delivered() {
     let sim = SimStorage::new();
-    let options = Options::default().durability(Durability::Always).segment_size(8 * 1024);
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options).unwrap());
+    let options = small_segments(Durability::Always);
+    let store = open_with(&sim, options);
     fill(&store, 0, 60);
     let head = store.head_position();
     let target = Keeping::default();
