@@ -1807,32 +1807,52 @@ fn delivered_events_retention_removed_since_are_no_gap_when_the_target_checkpoin
 }
 
 /// Review of 24acff3: a target whose checkpoint lay past the end of the
-/// store's log (the store restored from an older copy, or events lost in a
-/// crash without syncs) moved the forwarder past the head: the events
-/// appended at those positions afterwards were never delivered, and
-/// nothing said so. It goes on from the head, and its status says why.
+/// store's log (the store restored from an older copy, events lost in a
+/// crash without syncs, or the target another store's) moved the forwarder
+/// past the head: the events appended at those positions afterwards were
+/// never delivered, and nothing said so. Review of f190d34: going on from
+/// the head changed the forwarder in memory only, so a restart before its
+/// next delivery read the bad checkpoint again and passed over what was
+/// appended since (none of 20 delivered; with the head past the target's
+/// checkpoint by then, 40 passed over without a word), and this store's
+/// events before the head never reached a target that was another
+/// store's. The forwarder now goes on from its own checkpoint, sets the
+/// target's there first, and its status says why.
 #[test]
-fn a_target_checkpoint_past_the_head_is_said_and_the_next_events_are_delivered() {
-    let sim = SimStorage::new();
-    let options = small_segments(Durability::Always);
-    let store = open_with(&sim, options);
-    fill(&store, 0, 60);
-    let head = store.head_position();
-    let target = Keeping::default();
-    // The target delivered up to 40 positions more, of a history this store lost.
-    *target.checkpoint.lock() = Some(head + 40);
-    let mut f = Forwarder::new(store.clone(), "k", ignoring(), Box::new(target.clone())).unwrap();
-    f.run(&AtomicBool::new(false), true).unwrap();
-    let status = f.status();
-    assert!(
-        status.warning.as_deref().is_some_and(|w| w.contains("past the end")),
-        "{status:?}"
-    );
-    fill(&store, 60, 40);
-    f.run(&AtomicBool::new(false), true).unwrap();
-    let got: Vec<u64> = target.sink.0.lock().iter().map(|e| e.position).collect();
-    let new: Vec<u64> = user_positions(&store).into_iter().filter(|p| *p >= head).collect();
-    assert_eq!(new.len(), 40);
-    assert!(new.iter().all(|p| got.contains(p)), "{got:?}");
-    assert_no_gap(&f);
+fn a_target_checkpoint_past_the_head_is_said_set_back_and_nothing_is_passed_over() {
+    // 20 appended before the restart: the head still short of the target's
+    // checkpoint; 60: past it.
+    for more in [20, 60] {
+        let sim = SimStorage::new();
+        let store = open_with(&sim, small_segments(Durability::Always));
+        fill(&store, 0, 60);
+        let head = store.head_position();
+        let target = Keeping::default();
+        // The target's checkpoint: 40 positions past this store's log.
+        *target.checkpoint.lock() = Some(head + 40);
+        let mut f = Forwarder::new(store.clone(), "k", ignoring(), Box::new(target.clone())).unwrap();
+        // Stopped after its first step: the target must not be left with
+        // the checkpoint past the head.
+        f.step().unwrap();
+        let status = f.status();
+        assert!(
+            status.warning.as_deref().is_some_and(|w| w.contains("past the end")),
+            "{status:?}"
+        );
+        let at_target = target.checkpoint.lock().unwrap();
+        assert!(
+            at_target <= head,
+            "the target's checkpoint is {at_target}, the head {head}"
+        );
+        drop(f);
+        fill(&store, 60, more);
+        let mut f = Forwarder::new(store.clone(), "k", ignoring(), Box::new(target.clone())).unwrap();
+        f.run(&AtomicBool::new(false), true).unwrap();
+        let got: Vec<u64> = target.sink.0.lock().iter().map(|e| e.position).collect();
+        let all = user_positions(&store);
+        assert_eq!(all.len(), 60 + more);
+        let missing: Vec<u64> = all.iter().copied().filter(|p| !got.contains(p)).collect();
+        assert!(missing.is_empty(), "{more} appended: never delivered: {missing:?}");
+        assert_no_gap(&f);
+    }
 }

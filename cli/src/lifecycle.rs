@@ -221,7 +221,8 @@ pub fn serve(ctx: &Ctx, listen: Option<SocketAddr>, no_auth: bool, advertise: Op
 /// they take more than all of it (scavenging then cannot hold the budget), and
 /// when that ends; looks every 10 s until `stop`. Says at once (within a
 /// second) when a forwarder meets a gap: events removed before it delivered
-/// them, and when it reports a warning (its thread kept its priority).
+/// them, and when it reports a warning (its thread kept its priority, or
+/// the target's checkpoint was past the end of the log).
 fn budget_watch(
     store: Arc<annal::Store>,
     forwarders: Vec<annal::StatusHandle>,

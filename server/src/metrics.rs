@@ -326,7 +326,7 @@ fn forwarder_metrics(out: &mut String, forwarders: &[annal::ForwardStatus]) {
         (
             "annal_forward_warning",
             "gauge",
-            "1 while the forwarder reports a warning (its status `warning`: its thread kept its priority, say), else 0; not an error.",
+            "1 once the forwarder reports a warning (its status `warning`: its thread kept its priority, or the target's checkpoint was past the end of the log), until it restarts, else 0; not an error.",
             |f| f64::from(u8::from(f.warning.is_some())),
         ),
         (

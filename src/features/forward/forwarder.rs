@@ -212,19 +212,32 @@ impl Forwarder {
         if !self.started {
             if let Some(target_at) = self.target.load_checkpoint(&self.name)? {
                 // A target past the end of the log holds positions this
-                // store no longer has (restored from an older copy, or
-                // events lost in a crash under `Durability::Never`): the
-                // positions the store hands out again from its head must be
-                // delivered, not passed over. Said loudly, never silently.
+                // store does not have (restored from an older copy, events
+                // lost in a crash without syncs, or the target is another
+                // store's): its checkpoint says nothing of this store's
+                // events. The forwarder goes on from its own checkpoint
+                // (what it delivered again, the target drops by id), and
+                // sets the target's checkpoint there before anything else,
+                // so that a restart before its next delivery does not read
+                // the bad one again and pass over what was appended since.
+                // Said loudly, never silently.
                 let head = self.store.head_position();
-                let p = target_at.min(head);
+                let own = self.cursor.min(head);
                 if target_at > head {
+                    let correct = Batch {
+                        forwarder: &self.name,
+                        events: &[],
+                        next_position: own,
+                        max_in_flight: self.settings.max_in_flight,
+                    };
+                    self.target.deliver(&correct)?;
                     let msg = format!(
-                        "the target's checkpoint ({target_at}) is past the end of this store's log ({head}): the store was restored from an older copy, lost events in a crash, or the target is another store's; forwarder {:?} goes on from {head}, and the target may get positions {head}..{target_at} again, with other events",
+                        "the target's checkpoint ({target_at}) was past the end of this store's log ({head}): the store was restored from an older copy, lost events in a crash, or the target is another store's; forwarder {:?} set it back to its own checkpoint ({own}) and goes on from there, and the target may get positions {head}..{target_at} again, with other events",
                         self.name
                     );
-                    self.status.lock().warning = Some(msg);
+                    self.status.lock().add_warning(msg);
                 }
+                let p = if target_at > head { own } else { target_at };
                 let from = self.cursor;
                 if p > from {
                     // The target is ahead of the store's checkpoint: before a

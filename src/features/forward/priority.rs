@@ -13,7 +13,7 @@ use super::status::ForwardStatus;
 /// state stays what its deliveries make it).
 pub(super) fn note_priority(status: &Mutex<ForwardStatus>, lowered: std::io::Result<()>) {
     if let Err(e) = lowered {
-        status.lock().warning = Some(format!(
+        status.lock().add_warning(format!(
             "the forwarder's thread keeps its priority (its niceness could not be raised: {e}): it competes with local appends for the processor"
         ));
     }

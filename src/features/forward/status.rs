@@ -82,6 +82,17 @@ pub struct ForwardStatus {
     pub warning: Option<String>,
 }
 
+impl ForwardStatus {
+    /// Adds `msg` to the warnings, after any there already (each says
+    /// something different; none replaces another).
+    pub(super) fn add_warning(&mut self, msg: String) {
+        self.warning = Some(match self.warning.take() {
+            Some(w) => format!("{w}; {msg}"),
+            None => msg,
+        });
+    }
+}
+
 /// A stretch of the log removed before a forwarder delivered it, which it
 /// skipped. Saved with the forwarder's checkpoint until [`acknowledge_gap`](super::acknowledge_gap).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
