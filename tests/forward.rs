@@ -498,15 +498,26 @@ fn bad_settings_and_names_are_refused() {
 /// The niceness of the calling thread, from /proc (Linux).
 #[cfg(target_os = "linux")]
 fn thread_nice() -> i64 {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-    let after_name = &stat[stat.rfind(')').unwrap() + 1..];
-    // Field 19 of stat is the niceness; field 3 (the state) comes first after the name.
-    after_name.split_whitespace().nth(16).unwrap().parse().unwrap()
+    thread_stat(19)
 }
 
-/// Delivers nothing anywhere; notes the niceness of the thread that delivers.
+/// Field `n` (1-based, as proc(5) numbers them) of the calling thread's stat.
 #[cfg(target_os = "linux")]
-struct NiceProbe(Arc<Mutex<Option<i64>>>);
+fn thread_stat(n: usize) -> i64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 1..];
+    // Field 3 (the state) comes first after the name.
+    after_name.split_whitespace().nth(n - 3).unwrap().parse().unwrap()
+}
+
+/// Linux's number for the idle scheduling class (`SCHED_IDLE`).
+#[cfg(target_os = "linux")]
+const SCHED_IDLE: i64 = 5;
+
+/// Delivers nothing anywhere; notes the niceness and the scheduling
+/// policy (field 41 of stat) of the thread that delivers.
+#[cfg(target_os = "linux")]
+struct NiceProbe(Arc<Mutex<Option<(i64, i64)>>>);
 
 #[cfg(target_os = "linux")]
 impl ForwardTarget for NiceProbe {
@@ -517,21 +528,17 @@ impl ForwardTarget for NiceProbe {
         Ok(None)
     }
     fn deliver(&mut self, _batch: &Batch<'_>) -> Result<(), TargetError> {
-        *self.0.lock() = Some(thread_nice());
+        *self.0.lock() = Some((thread_nice(), thread_stat(41)));
         Ok(())
     }
 }
 
+/// Spawns a forwarder with `settings` and returns the niceness and policy
+/// of the thread it delivered on.
 #[cfg(target_os = "linux")]
-#[test]
-fn a_spawned_forwarder_runs_at_the_niceness_of_its_settings_and_the_caller_keeps_its_own() {
-    let sim = SimStorage::new();
-    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap());
-    fill(&store, 0, 10);
-    let before = thread_nice();
+fn spawned_priority(store: &Arc<Store>, name: &str, settings: ForwardSettings) -> (i64, i64) {
     let seen = Arc::new(Mutex::new(None));
-    let s = settings().nice(7);
-    let handle = Forwarder::new(store.clone(), "nice", s, Box::new(NiceProbe(seen.clone())))
+    let handle = Forwarder::new(store.clone(), name, settings, Box::new(NiceProbe(seen.clone())))
         .unwrap()
         .spawn()
         .unwrap();
@@ -541,9 +548,26 @@ fn a_spawned_forwarder_runs_at_the_niceness_of_its_settings_and_the_caller_keeps
         std::thread::sleep(Duration::from_millis(2));
     }
     handle.stop().unwrap();
-    // Raised to 7, never lowered below what the test process runs at.
-    assert_eq!(seen.lock().unwrap(), before.max(7));
-    assert_eq!(thread_nice(), before);
+    seen.lock().unwrap()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_spawned_forwarder_runs_at_the_niceness_of_its_settings_and_the_caller_keeps_its_own() {
+    let sim = SimStorage::new();
+    let store = Arc::new(Store::open_with(Arc::new(sim.clone()), DIR, options()).unwrap());
+    fill(&store, 0, 10);
+    let before = (thread_nice(), thread_stat(41));
+    // Calls to the target on the forwarder's thread: raised to 7, never
+    // lowered below what the test process runs at, in the caller's class.
+    let (nice, policy) = spawned_priority(&store, "nice", settings().idle_priority(false).nice(7));
+    assert_eq!(nice, before.0.max(7));
+    assert_eq!(policy, before.1);
+    // By default: in the idle class (issue 14: a forwarder at niceness 10
+    // cost appends 10-30% on the core it shared with them).
+    let (_, policy) = spawned_priority(&store, "idle", settings());
+    assert_eq!(policy, SCHED_IDLE);
+    assert_eq!((thread_nice(), thread_stat(41)), before);
     // A niceness Linux does not have is refused.
     let s = settings().nice(20);
     assert!(Forwarder::new(store, "nice-20", s, Box::new(Fake::new(false))).is_err());

@@ -350,7 +350,10 @@ pub struct ForwardConfig {
     /// `"wait"` (the default) or `"ignore"`.
     #[serde(default)]
     pub retention: Option<String>,
-    /// Niceness of the forwarder's thread, 0 to 19 (default 10).
+    /// Whether the forwarder's thread runs in the idle scheduling class (default true).
+    #[serde(default)]
+    pub idle_priority: Option<bool>,
+    /// Niceness of the forwarder's thread when not in the idle class, 0 to 19 (default 10).
     #[serde(default)]
     pub nice: Option<u8>,
 }

@@ -117,6 +117,9 @@ impl ForwardConfig {
         };
         let named = |e: CliError| CliError::msg(format!("[[forward]] {}: {}", self.name, e.message));
         let mut settings = settings_of(&args).map_err(named)?;
+        if let Some(idle) = self.idle_priority {
+            settings.idle_priority = idle;
+        }
         if let Some(nice) = self.nice {
             settings.nice = nice;
         }
@@ -320,11 +323,15 @@ mod tests {
     use crate::config::Config;
 
     #[test]
-    fn a_forward_section_sets_the_niceness_of_its_thread() {
+    fn a_forward_section_sets_the_priority_of_its_thread() {
         let p = std::path::Path::new("annal.toml");
         let section = |extra: &str| format!("[[forward]]\nname = \"c\"\nto = \"nats://127.0.0.1:1\"\n{extra}");
         let c = Config::parse(&section(""), p).unwrap();
-        assert_eq!(c.forward[0].settings().unwrap().nice, 10);
+        let s = c.forward[0].settings().unwrap();
+        assert_eq!((s.idle_priority, s.nice), (true, 10));
+        let c = Config::parse(&section("idle_priority = false\nnice = 5\n"), p).unwrap();
+        let s = c.forward[0].settings().unwrap();
+        assert_eq!((s.idle_priority, s.nice), (false, 5));
         let c = Config::parse(&section("nice = 0\n"), p).unwrap();
         assert_eq!(c.forward[0].settings().unwrap().nice, 0);
         let c = Config::parse(&section("nice = 20\n"), p).unwrap();

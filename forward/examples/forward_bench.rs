@@ -19,6 +19,11 @@
 //! 5. the same with holes one position wide: EVENTS single-event appends
 //!    alternating between two streams (in batches of 100 appends), one of
 //!    them deleted and scavenged.
+//!
+//! With `FORWARD_BENCH_ROUNDS=R`, steps 4 and 5 give way to R more pairs of
+//! step 1 and step 3 on new stores, in alternating order, and the median of
+//! their differences. `FORWARD_BENCH_IDLE=0` runs the spawned forwarders
+//! at niceness 10 instead of in the idle scheduling class.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_possible_truncation)]
 
 use std::sync::Arc;
@@ -26,7 +31,8 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use annal::{
-    Batch, EventData, ExpectedVersion, ForwardSettings, ForwardTarget, Forwarder, Options, Store, TargetError,
+    Batch, EventData, ExpectedVersion, ForwardSettings, ForwardStatus, ForwardTarget, Forwarder, Options, Store,
+    TargetError,
 };
 
 /// `null:` — a target that drops every batch, to measure the forwarder alone.
@@ -82,72 +88,57 @@ fn main() {
         .next()
         .map_or(64, |v| v.parse().expect("STREAMS is a number"))
         .max(1);
-    let settings = ForwardSettings::default().batch_size(2000).max_in_flight(20_000);
+    // FORWARD_BENCH_IDLE=0: a spawned forwarder at niceness 10 instead of the idle class.
+    let idle = std::env::var("FORWARD_BENCH_IDLE").map_or(true, |v| v != "0");
+    let settings = ForwardSettings::default()
+        .batch_size(2000)
+        .max_in_flight(20_000)
+        .idle_priority(idle);
 
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path(), Options::default()).unwrap());
     let alone = append(&store, n, streams);
     println!("appends without a forwarder: {alone:.0} events/s ({n} events, appends of 100 to {streams} streams)");
 
-    let target = make_target(&url);
     let name = format!("bench-{}", std::process::id());
-    let mut f = Forwarder::new(store.clone(), &name, settings.clone(), target).unwrap();
-    let began = Instant::now();
-    f.run(&AtomicBool::new(false), true).unwrap();
-    let took = began.elapsed().as_secs_f64();
+    let (took, status) = drain(&store, &name, settings.clone(), &url);
     println!(
         "forwarded a backlog of {n} events in {took:.2} s: {:.0} events/s to {}",
         n as f64 / took,
-        f.status().target
+        status.target
     );
-    drop(f);
     let store_once = store.clone();
 
-    let dir2 = tempfile::tempdir().unwrap();
-    let store2 = Arc::new(Store::open(dir2.path(), Options::default()).unwrap());
-    let target = make_target(&url);
-    let handle = Forwarder::new(store2.clone(), &format!("{name}-live"), settings, target)
-        .unwrap()
-        .spawn()
-        .unwrap();
-    let with = append(&store2, n, streams);
-    let status = handle.status();
-    handle.stop().unwrap();
+    let (with, status) = append_forwarding(&url, &format!("{name}-live"), settings.clone(), n, streams);
     println!(
         "appends with a forwarder running: {with:.0} events/s ({:+.1}% against without; {} delivered while appending, in {} batches)",
         (with / alone - 1.0) * 100.0,
         status.delivered_events,
         status.delivered_batches
     );
+    if let Some(rounds) = std::env::var("FORWARD_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()) {
+        cost_rounds(&url, &name, settings, n, streams, rounds);
+        return;
+    }
 
     let store = store_once;
     store.seal_active_segment().unwrap();
     // A few holes in every segment first: one stream of the 64 deleted.
     store.delete_stream("device-1", ExpectedVersion::Any, false).unwrap();
     let removed = store.scavenge().unwrap().events_removed;
-    let target = make_target(&url);
-    let mut f = Forwarder::new(store.clone(), &format!("{name}-few"), settings_holes(), target).unwrap();
-    let began = Instant::now();
-    f.run(&AtomicBool::new(false), true).unwrap();
-    let took = began.elapsed().as_secs_f64();
+    let (took, status) = drain(&store, &format!("{name}-few"), settings_holes(), &url);
     println!(
         "forwarded a backlog with a few holes ({removed} of {n} events removed, one stream deleted) in {took:.2} s: {:.0} events/s read through, {} skipped",
         n as f64 / took,
-        f.status().skipped
+        status.skipped
     );
-    drop(f);
     for s in (0..streams).step_by(2) {
         store
             .delete_stream(&format!("device-{s}"), ExpectedVersion::Any, false)
             .unwrap();
     }
     let removed = store.scavenge().unwrap().events_removed;
-    let target = make_target(&url);
-    let mut f = Forwarder::new(store.clone(), &format!("{name}-holes"), settings_holes(), target).unwrap();
-    let began = Instant::now();
-    f.run(&AtomicBool::new(false), true).unwrap();
-    let took = began.elapsed().as_secs_f64();
-    let status = f.status();
+    let (took, status) = drain(&store, &format!("{name}-holes"), settings_holes(), &url);
     println!(
         "forwarded a scavenged backlog ({removed} of {n} events removed, deleted streams) in {took:.2} s: {:.0} events/s read through, {} delivered, {} skipped",
         n as f64 / took,
@@ -181,18 +172,85 @@ fn interleaved(url: &str, n: usize, name: &str) {
     store.seal_active_segment().unwrap();
     store.delete_stream("doomed", ExpectedVersion::Any, false).unwrap();
     let removed = store.scavenge().unwrap().events_removed;
-    let target = make_target(url);
-    let mut f = Forwarder::new(store.clone(), &format!("{name}-interleaved"), settings_holes(), target).unwrap();
-    let began = Instant::now();
-    f.run(&AtomicBool::new(false), true).unwrap();
-    let took = began.elapsed().as_secs_f64();
-    let status = f.status();
+    let (took, status) = drain(&store, &format!("{name}-interleaved"), settings_holes(), url);
     println!(
         "forwarded a backlog with every other event removed ({removed} of {n}) in {took:.2} s: {:.0} events/s read through, {} delivered, {} skipped",
         n as f64 / took,
         status.delivered_events,
         status.skipped
     );
+}
+
+/// Appends `n` events to a new store with no forwarder; returns their rate.
+fn append_alone(n: usize, streams: usize) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    append(&store, n, streams)
+}
+
+/// Appends `n` events to a new store while a forwarder named `name` ships
+/// them to `url`; returns the appends' rate and the forwarder's status when
+/// they ended.
+fn append_forwarding(
+    url: &str,
+    name: &str,
+    settings: ForwardSettings,
+    n: usize,
+    streams: usize,
+) -> (f64, ForwardStatus) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), Options::default()).unwrap());
+    let handle = Forwarder::new(store.clone(), name, settings, make_target(url))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let with = append(&store, n, streams);
+    let status = handle.status();
+    handle.stop().unwrap();
+    (with, status)
+}
+
+/// `FORWARD_BENCH_ROUNDS=R`: R more pairs of appends to new stores, alone
+/// and with a forwarder running, in alternating order (alone first in odd
+/// rounds), each pair's difference printed, then their median: the cost of
+/// a running forwarder without the drift of one pair.
+fn cost_rounds(url: &str, name: &str, settings: ForwardSettings, n: usize, streams: usize, rounds: usize) {
+    let rounds = rounds.max(1);
+    let mut diffs = Vec::new();
+    for round in 0..rounds {
+        let alone_first = round % 2 == 0;
+        let mut alone = 0.0;
+        if alone_first {
+            alone = append_alone(n, streams);
+        }
+        let (with, status) = append_forwarding(url, &format!("{name}-round{round}"), settings.clone(), n, streams);
+        if !alone_first {
+            alone = append_alone(n, streams);
+        }
+        let diff = (with / alone - 1.0) * 100.0;
+        println!(
+            "round {}: appends alone {alone:.0} events/s, with a forwarder {with:.0} events/s ({diff:+.1}%; {} delivered while appending)",
+            round + 1,
+            status.delivered_events
+        );
+        diffs.push(diff);
+    }
+    diffs.sort_by(f64::total_cmp);
+    println!(
+        "cost of a running forwarder over {rounds} rounds: min {:+.1}%, median {:+.1}%, max {:+.1}%",
+        diffs[0],
+        diffs[diffs.len() / 2],
+        diffs[diffs.len() - 1]
+    );
+}
+
+/// Runs a new forwarder named `name` to `url` over what `store` holds, to
+/// its end; returns the seconds it took and its status at the end.
+fn drain(store: &Arc<Store>, name: &str, settings: ForwardSettings, url: &str) -> (f64, ForwardStatus) {
+    let mut f = Forwarder::new(store.clone(), name, settings, make_target(url)).unwrap();
+    let began = Instant::now();
+    f.run(&AtomicBool::new(false), true).unwrap();
+    (began.elapsed().as_secs_f64(), f.status())
 }
 
 fn settings_holes() -> ForwardSettings {

@@ -11,6 +11,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 use super::gaps::Stretch;
+use super::priority::on_idle_thread;
 use super::saved::{fresh_checkpoint, go_live, hold_of, leave, load_checkpoint, starting};
 use super::settings::{ForwardSettings, RetentionMode};
 use super::status::{ForwardGap, ForwardState, ForwardStatus, StatusHandle};
@@ -51,6 +52,9 @@ pub struct Forwarder {
     pub(super) cursor: u64,
     /// Whether the target's checkpoint was loaded.
     pub(super) started: bool,
+    /// Whether calls to the target run on threads of the idle class (a
+    /// spawned forwarder with [`ForwardSettings::idle_priority`]).
+    pub(super) idle_calls: bool,
     /// The totals now (its position is not kept up to date: the cursor is).
     pub(super) current: StoredForwardCheckpointV1,
     /// The checkpoint last saved in the store (or loaded from it).
@@ -142,6 +146,7 @@ impl Forwarder {
                 target,
                 cursor,
                 started: false,
+                idle_calls: false,
                 current,
                 saved,
                 stored: loaded.is_some(),
@@ -210,7 +215,11 @@ impl Forwarder {
     pub fn step(&mut self) -> std::result::Result<Step, ForwardError> {
         self.take_acknowledgement();
         if !self.started {
-            if let Some(target_at) = self.target.load_checkpoint(&self.name)? {
+            let name = &self.name;
+            let loaded = call_target(self.idle_calls, &self.status, &mut *self.target, |t| {
+                t.load_checkpoint(name)
+            })?;
+            if let Some(target_at) = loaded {
                 // A target past the end of the log holds positions this
                 // store does not have (restored from an older copy, events
                 // lost in a crash without syncs, or the target is another
@@ -230,9 +239,11 @@ impl Forwarder {
                         next_position: own,
                         max_in_flight: self.settings.max_in_flight,
                     };
-                    self.target.deliver(&correct)?;
+                    call_target(self.idle_calls, &self.status, &mut *self.target, |t| {
+                        t.deliver(&correct)
+                    })?;
                     let msg = format!(
-                        "the target's checkpoint ({target_at}) was past the end of this store's log ({head}): the store was restored from an older copy, lost events in a crash, or the target is another store's; forwarder {:?} set it back to its own checkpoint ({own}) and goes on from there, and the target may get positions {head}..{target_at} again, with other events",
+                        "the target's checkpoint ({target_at}) was past the end of this store's log ({head}): the store was restored from an older copy, lost events in a crash, or the target is another store's; forwarder {:?} set it back to its own checkpoint ({own}) and goes on from there: the target gets positions {own}..{head} again (it drops by event id those it holds) and may get {head}..{target_at} again, with other events",
                         self.name
                     );
                     self.status.lock().add_warning(msg);
@@ -293,7 +304,7 @@ impl Forwarder {
                 next_position: next,
                 max_in_flight: self.settings.max_in_flight,
             };
-            match self.target.deliver(&batch) {
+            match call_target(self.idle_calls, &self.status, &mut *self.target, |t| t.deliver(&batch)) {
                 Ok(()) => {
                     delivered += events.len();
                     self.payload_bytes += events
@@ -543,4 +554,19 @@ pub enum ForwardError {
     /// The store failed (a read, or the append of a checkpoint or parked record).
     #[error(transparent)]
     Store(#[from] Error),
+}
+
+/// Makes one call to the target: on a new thread of the idle class if
+/// `idle` (see [`on_idle_thread`]), else on this one.
+fn call_target<T: Send>(
+    idle: bool,
+    status: &Mutex<ForwardStatus>,
+    target: &mut dyn ForwardTarget,
+    call: impl FnOnce(&mut dyn ForwardTarget) -> std::result::Result<T, TargetError> + Send,
+) -> std::result::Result<T, TargetError> {
+    if !idle {
+        return call(target);
+    }
+    on_idle_thread(|| call(target), |w| status.lock().add_warning(w))
+        .unwrap_or_else(|e| Err(TargetError::Unavailable(e)))
 }

@@ -15,8 +15,10 @@
 //! while no forwarder runs too (a store loads it when it opens: `annal compact`
 //! with `annal serve` down keeps what it has not delivered),
 //! until [`forget_forwarder`] drops it. A forwarder [`Forwarder::spawn`]
-//! starts runs on a thread of lower priority ([`ForwardSettings::nice`]), so
-//! that local appends get the processor first on a busy machine.
+//! starts runs on a thread of lower priority ([`ForwardSettings::nice`]) and
+//! calls its target on threads of the idle class
+//! ([`ForwardSettings::idle_priority`]), so that local appends get the
+//! processor first on a busy machine.
 //!
 //! The checkpoint is the last event of `$forward-<name>-checkpoint`; a target
 //! that stores its own checkpoint in the same transaction as the events

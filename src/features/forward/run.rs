@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::forwarder::{ForwardError, Forwarder, Step};
-use super::priority::{lower_priority, note_priority};
+use super::priority::lower_priority;
 use super::status::{ForwardState, ForwardStatus, StatusHandle};
 use super::target::TargetError;
 use crate::error::{Error, Result};
@@ -85,7 +85,8 @@ impl Forwarder {
         let thread = std::thread::Builder::new()
             .name(format!("annal-forward-{}", self.name))
             .spawn(move || {
-                note_priority(&self.status, lower_priority(self.settings.nice));
+                lower_priority(&self.status, self.settings.nice);
+                self.idle_calls = self.settings.idle_priority;
                 let result = self.run(&flag, false);
                 drop(self);
                 result

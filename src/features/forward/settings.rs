@@ -88,12 +88,24 @@ pub struct ForwardSettings {
     pub checkpoint_interval: Duration,
     /// How long an idle forwarder waits before it looks for new events.
     pub idle_wait: Duration,
-    /// The niceness (0 to 19) of the thread a forwarder runs on when it is
-    /// spawned ([`Forwarder::spawn`](super::Forwarder::spawn)), on Linux: the higher, the sooner it
-    /// yields the processor to local appends (the target's client runs on
-    /// that thread too). Never lowers a niceness the process has already;
-    /// 0 leaves the thread as it is (default 10). [`Forwarder::run`](super::Forwarder::run) does not change the
-    /// calling thread's.
+    /// Whether a spawned forwarder ([`Forwarder::spawn`](super::Forwarder::spawn))
+    /// makes its calls to the target (its client's encoding and network
+    /// I/O, most of what forwarding costs) on threads of Linux's idle
+    /// scheduling class (`SCHED_IDLE`; default `true`): a thread of normal
+    /// priority that becomes runnable, a local append's, takes the
+    /// processor from them at once. The forwarder's own thread, which reads
+    /// the store and saves the checkpoint (taking locks appends wait for),
+    /// stays in the normal class at niceness [`nice`](Self::nice). On a
+    /// processor kept busy by other work the calls get almost no time: the
+    /// forwarder's lag grows until the load drops (and its target's
+    /// timeouts may expire); `false` makes them on the forwarder's thread.
+    /// [`Forwarder::run`](super::Forwarder::run) makes them on the calling
+    /// thread and changes nothing.
+    pub idle_priority: bool,
+    /// The niceness (0 to 19) of a spawned forwarder's thread, on Linux:
+    /// the higher, the sooner it yields the processor to local appends.
+    /// Never lowers a niceness the process has already; 0 leaves the
+    /// thread as it is (default 10).
     pub nice: u8,
 }
 
@@ -113,6 +125,7 @@ impl Default for ForwardSettings {
             backoff_max: Duration::from_secs(30),
             checkpoint_interval: Duration::from_secs(1),
             idle_wait: Duration::from_millis(50),
+            idle_priority: true,
             nice: DEFAULT_NICE,
         }
     }
@@ -179,6 +192,13 @@ impl ForwardSettings {
     #[must_use]
     pub fn idle_wait(mut self, wait: Duration) -> Self {
         self.idle_wait = wait;
+        self
+    }
+
+    /// Sets [`ForwardSettings::idle_priority`].
+    #[must_use]
+    pub fn idle_priority(mut self, idle: bool) -> Self {
+        self.idle_priority = idle;
         self
     }
 

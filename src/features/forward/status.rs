@@ -84,10 +84,11 @@ pub struct ForwardStatus {
 
 impl ForwardStatus {
     /// Adds `msg` to the warnings, after any there already (each says
-    /// something different; none replaces another).
+    /// something different; none replaces another), unless it is there.
     pub(super) fn add_warning(&mut self, msg: String) {
         self.warning = Some(match self.warning.take() {
-            Some(w) => format!("{w}; {msg}"),
+            Some(w) if w.contains(&msg) => w,
+            Some(w) => format!("{w} | {msg}"),
             None => msg,
         });
     }

@@ -45,7 +45,10 @@ pub enum TargetError {
 }
 
 /// Where a forwarder sends its events. Calls may block (a target with an async
-/// client runs its own runtime); they come from one thread at a time.
+/// client runs its own runtime); they come from one thread at a time, not
+/// always the same one (a spawned forwarder makes each call on a short-lived
+/// thread of the idle scheduling class, see
+/// [`ForwardSettings::idle_priority`](super::ForwardSettings::idle_priority)).
 pub trait ForwardTarget: Send {
     /// A description of the target for status and logs (no secrets).
     fn describe(&self) -> String;
@@ -58,7 +61,9 @@ pub trait ForwardTarget: Send {
     /// Delivers a batch durably; `Ok` means every event is stored at the
     /// target. Must be idempotent by event id: after a crash a batch may come
     /// again. A target that stores checkpoints stores `batch.next_position`
-    /// in the same transaction.
+    /// in the same transaction, also when it is lower than the one it holds
+    /// (a forwarder sets a checkpoint past the end of its store's log back
+    /// with a batch without events).
     fn deliver(&mut self, batch: &Batch<'_>) -> std::result::Result<(), TargetError>;
 
     /// True if the target stores the checkpoint with the events; it is then
