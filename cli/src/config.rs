@@ -350,10 +350,10 @@ pub struct ForwardConfig {
     /// `"wait"` (the default) or `"ignore"`.
     #[serde(default)]
     pub retention: Option<String>,
-    /// Whether the forwarder's thread runs in the idle scheduling class (default true).
+    /// Whether the forwarder's calls to its target run in the idle scheduling class (default false).
     #[serde(default)]
     pub idle_priority: Option<bool>,
-    /// Niceness of the forwarder's thread when not in the idle class, 0 to 19 (default 10).
+    /// Niceness of the forwarder's thread, 0 to 19 (default 10).
     #[serde(default)]
     pub nice: Option<u8>,
 }

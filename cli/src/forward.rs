@@ -328,10 +328,10 @@ mod tests {
         let section = |extra: &str| format!("[[forward]]\nname = \"c\"\nto = \"nats://127.0.0.1:1\"\n{extra}");
         let c = Config::parse(&section(""), p).unwrap();
         let s = c.forward[0].settings().unwrap();
-        assert_eq!((s.idle_priority, s.nice), (true, 10));
-        let c = Config::parse(&section("idle_priority = false\nnice = 5\n"), p).unwrap();
+        assert_eq!((s.idle_priority, s.nice), (false, 10));
+        let c = Config::parse(&section("idle_priority = true\nnice = 5\n"), p).unwrap();
         let s = c.forward[0].settings().unwrap();
-        assert_eq!((s.idle_priority, s.nice), (false, 5));
+        assert_eq!((s.idle_priority, s.nice), (true, 5));
         let c = Config::parse(&section("nice = 0\n"), p).unwrap();
         assert_eq!(c.forward[0].settings().unwrap().nice, 0);
         let c = Config::parse(&section("nice = 20\n"), p).unwrap();

@@ -22,8 +22,8 @@
 //!
 //! With `FORWARD_BENCH_ROUNDS=R`, steps 4 and 5 give way to R more pairs of
 //! step 1 and step 3 on new stores, in alternating order, and the median of
-//! their differences. `FORWARD_BENCH_IDLE=0` runs the spawned forwarders
-//! at niceness 10 instead of in the idle scheduling class.
+//! their differences. `FORWARD_BENCH_IDLE=1` makes the spawned forwarders'
+//! calls to the target in the idle scheduling class.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_possible_truncation)]
 
 use std::sync::Arc;
@@ -88,8 +88,8 @@ fn main() {
         .next()
         .map_or(64, |v| v.parse().expect("STREAMS is a number"))
         .max(1);
-    // FORWARD_BENCH_IDLE=0: a spawned forwarder at niceness 10 instead of the idle class.
-    let idle = std::env::var("FORWARD_BENCH_IDLE").map_or(true, |v| v != "0");
+    // FORWARD_BENCH_IDLE=1: a spawned forwarder's calls to the target in the idle class.
+    let idle = std::env::var("FORWARD_BENCH_IDLE").is_ok_and(|v| v == "1");
     let settings = ForwardSettings::default()
         .batch_size(2000)
         .max_in_flight(20_000)

@@ -557,14 +557,14 @@ pub enum ForwardError {
 }
 
 /// Makes one call to the target: on a new thread of the idle class if
-/// `idle` (see [`on_idle_thread`]), else on this one.
+/// `idle` (see [`on_idle_thread`]; Linux only), else on this one.
 fn call_target<T: Send>(
     idle: bool,
     status: &Mutex<ForwardStatus>,
     target: &mut dyn ForwardTarget,
     call: impl FnOnce(&mut dyn ForwardTarget) -> std::result::Result<T, TargetError> + Send,
 ) -> std::result::Result<T, TargetError> {
-    if !idle {
+    if !idle || !cfg!(target_os = "linux") {
         return call(target);
     }
     on_idle_thread(|| call(target), |w| status.lock().add_warning(w))

@@ -44,7 +44,7 @@ fn note_niceness(status: &Mutex<ForwardStatus>, raised: std::io::Result<()>) {
 pub(super) fn on_idle_thread<T: Send>(work: impl FnOnce() -> T + Send, warn: impl FnOnce(String)) -> Result<T, String> {
     let (entered, done) = std::thread::scope(|scope| -> Result<_, String> {
         let handle = std::thread::Builder::new()
-            .name("annal-fwd-target".into())
+            .name("annal-fwd-call".into())
             .spawn_scoped(scope, || (enter_idle_class(), work()))
             .map_err(|e| format!("could not start a thread for a call to the target: {e}"))?;
         match handle.join() {
@@ -61,9 +61,10 @@ pub(super) fn on_idle_thread<T: Send>(work: impl FnOnce() -> T + Send, warn: imp
 }
 
 /// Puts the calling thread in the idle scheduling class (`SCHED_IDLE`).
-/// The crate then sets the thread's niceness to 0, which fails in a process
-/// that runs niced without the right to lower it: the class is what
-/// counts (niceness means nothing in it), so that failure is no failure.
+/// The crate then sets the thread's niceness to 0, which fails without
+/// the right to lower it (the thread inherits the forwarder's niceness, 10
+/// by default): the class is what counts (niceness means nothing in it),
+/// so that failure is no failure.
 #[cfg(target_os = "linux")]
 fn enter_idle_class() -> Result<(), String> {
     use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};

@@ -91,16 +91,20 @@ pub struct ForwardSettings {
     /// Whether a spawned forwarder ([`Forwarder::spawn`](super::Forwarder::spawn))
     /// makes its calls to the target (its client's encoding and network
     /// I/O, most of what forwarding costs) on threads of Linux's idle
-    /// scheduling class (`SCHED_IDLE`; default `true`): a thread of normal
+    /// scheduling class (`SCHED_IDLE`; default `false`): a thread of normal
     /// priority that becomes runnable, a local append's, takes the
     /// processor from them at once. The forwarder's own thread, which reads
     /// the store and saves the checkpoint (taking locks appends wait for),
-    /// stays in the normal class at niceness [`nice`](Self::nice). On a
-    /// processor kept busy by other work the calls get almost no time: the
-    /// forwarder's lag grows until the load drops (and its target's
-    /// timeouts may expire); `false` makes them on the forwarder's thread.
-    /// [`Forwarder::run`](super::Forwarder::run) makes them on the calling
-    /// thread and changes nothing.
+    /// stays in the normal class at niceness [`nice`](Self::nice) either
+    /// way. Off by default: a call preempted while it holds a lock every
+    /// thread of the process shares (the memory allocator's, the address
+    /// space's) can make an append wait until it runs again, which on a
+    /// processor kept fully busy by other work can take a long time; and
+    /// there the calls get almost no time (the lag grows, the target's
+    /// timeouts may expire). On a machine with processor time to spare it
+    /// keeps forwarding from slowing appends that share its core (see
+    /// README). [`Forwarder::run`](super::Forwarder::run) makes the calls on
+    /// the calling thread and changes nothing.
     pub idle_priority: bool,
     /// The niceness (0 to 19) of a spawned forwarder's thread, on Linux:
     /// the higher, the sooner it yields the processor to local appends.
@@ -125,7 +129,7 @@ impl Default for ForwardSettings {
             backoff_max: Duration::from_secs(30),
             checkpoint_interval: Duration::from_secs(1),
             idle_wait: Duration::from_millis(50),
-            idle_priority: true,
+            idle_priority: false,
             nice: DEFAULT_NICE,
         }
     }
