@@ -90,10 +90,7 @@ fn main() {
         .max(1);
     // FORWARD_BENCH_IDLE=1: a spawned forwarder's calls to the target in the idle class.
     let idle = std::env::var("FORWARD_BENCH_IDLE").is_ok_and(|v| v == "1");
-    let settings = ForwardSettings::default()
-        .batch_size(2000)
-        .max_in_flight(20_000)
-        .idle_priority(idle);
+    let settings = bench_settings().idle_priority(idle);
 
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path(), Options::default()).unwrap());
@@ -126,7 +123,7 @@ fn main() {
     // A few holes in every segment first: one stream of the 64 deleted.
     store.delete_stream("device-1", ExpectedVersion::Any, false).unwrap();
     let removed = store.scavenge().unwrap().events_removed;
-    let (took, status) = drain(&store, &format!("{name}-few"), settings_holes(), &url);
+    let (took, status) = drain(&store, &format!("{name}-few"), bench_settings(), &url);
     println!(
         "forwarded a backlog with a few holes ({removed} of {n} events removed, one stream deleted) in {took:.2} s: {:.0} events/s read through, {} skipped",
         n as f64 / took,
@@ -138,7 +135,7 @@ fn main() {
             .unwrap();
     }
     let removed = store.scavenge().unwrap().events_removed;
-    let (took, status) = drain(&store, &format!("{name}-holes"), settings_holes(), &url);
+    let (took, status) = drain(&store, &format!("{name}-holes"), bench_settings(), &url);
     println!(
         "forwarded a scavenged backlog ({removed} of {n} events removed, deleted streams) in {took:.2} s: {:.0} events/s read through, {} delivered, {} skipped",
         n as f64 / took,
@@ -172,7 +169,7 @@ fn interleaved(url: &str, n: usize, name: &str) {
     store.seal_active_segment().unwrap();
     store.delete_stream("doomed", ExpectedVersion::Any, false).unwrap();
     let removed = store.scavenge().unwrap().events_removed;
-    let (took, status) = drain(&store, &format!("{name}-interleaved"), settings_holes(), url);
+    let (took, status) = drain(&store, &format!("{name}-interleaved"), bench_settings(), url);
     println!(
         "forwarded a backlog with every other event removed ({removed} of {n}) in {took:.2} s: {:.0} events/s read through, {} delivered, {} skipped",
         n as f64 / took,
@@ -253,6 +250,7 @@ fn drain(store: &Arc<Store>, name: &str, settings: ForwardSettings, url: &str) -
     (began.elapsed().as_secs_f64(), f.status())
 }
 
-fn settings_holes() -> ForwardSettings {
+/// Batches of 2,000 and 20,000 events in flight, for every forwarder of the bench.
+fn bench_settings() -> ForwardSettings {
     ForwardSettings::default().batch_size(2000).max_in_flight(20_000)
 }
